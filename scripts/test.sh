@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests (ctest), then the suites that need built binaries.
+set -euo pipefail
+BUILD=${1:-build}
+cd "$(dirname "$0")/.."
+ctest --test-dir "$BUILD" --output-on-failure -j "$(nproc)"
+for t in scripts/test.d/*.sh; do
+  [ -e "$t" ] || continue
+  echo "== $t"
+  "$t" "$BUILD"
+done
