@@ -1,0 +1,87 @@
+// TensorStore: what a model file holds, independent of the file format.
+// Tensors are views into a memory-mapped file; metadata is the file's key/value map (GGUF) or the model's
+// config (safetensors + config.json, mapped to GGUF-style keys). No model knowledge lives here.
+// Thread-safety: immutable after open(); safe to read from any thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "base/mmap_file.h"
+#include "base/status.h"
+#include "kernels/quant/types.h"
+
+namespace citadel {
+
+// One metadata value. Integers of every GGUF width are widened to int64/uint64; arrays keep their element type.
+struct MetaValue;
+using MetaArray = std::vector<MetaValue>;
+struct MetaValue {
+  enum class Type : uint8_t { kU8, kI8, kU16, kI16, kU32, kI32, kF32, kBool, kString, kArray, kU64, kI64, kF64 };
+  Type type = Type::kU32;
+  std::variant<uint64_t, int64_t, double, bool, std::string, std::shared_ptr<MetaArray>> v;
+
+  bool is_int() const;              // any integer width
+  bool is_float() const { return type == Type::kF32 || type == Type::kF64; }
+  std::optional<int64_t> as_int() const;   // integers (range-checked) only
+  std::optional<double> as_float() const;  // floats and integers
+  const std::string* as_string() const;
+  const MetaArray* as_array() const;
+};
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;  // PyTorch order: shape.back() is the innermost (contiguous) dimension
+  uint64_t offset = 0;         // absolute byte offset in the mapped file
+  uint64_t nbytes = 0;
+  const uint8_t* data = nullptr;  // points into the mapped file
+  int64_t numel() const;
+};
+
+class TensorStore {
+ public:
+  const std::string& path() const { return path_; }
+  const std::string& format() const { return format_; }  // "gguf" or "safetensors"
+  uint32_t version() const { return version_; }
+
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* find(const std::string& name) const;  // nullptr if absent
+
+  const std::map<std::string, MetaValue>& metadata() const { return meta_; }
+  const MetaValue* meta(const std::string& key) const;  // nullptr if absent
+  std::optional<int64_t> meta_int(const std::string& key) const;
+  std::optional<double> meta_float(const std::string& key) const;
+  std::optional<std::string> meta_string(const std::string& key) const;
+
+ protected:
+  friend class GgufReader;
+  friend class SafetensorsReader;
+  std::string path_;
+  std::string format_;
+  uint32_t version_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> index_;  // name -> position in tensors_
+  std::map<std::string, MetaValue> meta_;
+  std::vector<MmapFile> files_;          // one per shard; tensors point into these
+};
+
+// Opens a GGUF (v2/v3) file. Every count, offset and size is checked against the file before use;
+// errors name the file and the problem in one line.
+Result<std::unique_ptr<TensorStore>> open_gguf(const std::string& path);
+// Same, over bytes already in memory (fuzzing, tests); the bytes must outlive the store.
+Result<std::unique_ptr<TensorStore>> parse_gguf(const uint8_t* data, size_t size, const std::string& name);
+
+// Opens a safetensors model: a .safetensors file, a sharded *.index.json, or a directory holding either plus
+// config.json (mapped to GGUF-style metadata keys: general.architecture, <arch>.block_count, ...).
+Result<std::unique_ptr<TensorStore>> open_safetensors(const std::string& path);
+
+// Picks the reader by content (GGUF magic) or path (directory, .safetensors, .json).
+Result<std::unique_ptr<TensorStore>> open_model_file(const std::string& path);
+
+}  // namespace citadel
