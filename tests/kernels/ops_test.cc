@@ -45,7 +45,9 @@ TEST(Ops, RmsnormAddSiluSoftmax) {
       cpu::softmax_ref(want.data(), n_tok, dim);
       cpu::softmax(got.data(), n_tok, dim);
       EXPECT_LT(nmse(want, got), 1e-10) << "softmax " << dim;
-      if (dim > 2) EXPECT_EQ(got[1], 0.0f);
+      if (dim > 2) {
+        EXPECT_EQ(got[1], 0.0f);
+      }
       double row_sum = std::accumulate(got.begin(), got.begin() + dim, 0.0);
       EXPECT_NEAR(row_sum, 1.0, 1e-5);
     }
