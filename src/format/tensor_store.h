@@ -32,7 +32,10 @@ struct MetaValue {
   std::optional<double> as_float() const;  // floats and integers
   const std::string* as_string() const;
   const MetaArray* as_array() const;
+  std::optional<bool> as_bool() const;
 };
+
+const char* meta_type_name(MetaValue::Type t);
 
 struct TensorInfo {
   std::string name;
@@ -53,11 +56,18 @@ class TensorStore {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(const std::string& name) const;  // nullptr if absent
 
+  // Bytes of the file (summed over shards for sharded safetensors).
+  uint64_t file_size() const { return file_size_; }
+  // GGUF: absolute offset of the data section and the alignment in force; safetensors: 0 and 1.
+  uint64_t data_offset() const { return data_offset_; }
+  uint64_t alignment() const { return alignment_; }
+
   const std::map<std::string, MetaValue>& metadata() const { return meta_; }
   const MetaValue* meta(const std::string& key) const;  // nullptr if absent
   std::optional<int64_t> meta_int(const std::string& key) const;
   std::optional<double> meta_float(const std::string& key) const;
   std::optional<std::string> meta_string(const std::string& key) const;
+  std::optional<bool> meta_bool(const std::string& key) const;
 
  protected:
   friend class GgufReader;
@@ -65,6 +75,9 @@ class TensorStore {
   std::string path_;
   std::string format_;
   uint32_t version_ = 0;
+  uint64_t file_size_ = 0;
+  uint64_t data_offset_ = 0;
+  uint64_t alignment_ = 1;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> index_;  // name -> position in tensors_
   std::map<std::string, MetaValue> meta_;
