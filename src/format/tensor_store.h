@@ -91,8 +91,15 @@ Result<std::unique_ptr<TensorStore>> open_gguf(const std::string& path);
 Result<std::unique_ptr<TensorStore>> parse_gguf(const uint8_t* data, size_t size, const std::string& name);
 
 // Opens a safetensors model: a .safetensors file, a sharded *.index.json, or a directory holding either plus
-// config.json (mapped to GGUF-style metadata keys: general.architecture, <arch>.block_count, ...).
+// config.json (mapped to GGUF-style metadata keys: general.architecture, <arch>.block_count, ...; the full key list
+// is in format/hf_config.h). A config.json beside a file or index is read too. Tensor names stay as in the file
+// (HF names: model.layers.0.self_attn.q_proj.weight); model code maps them. Accepted dtypes: F32, F16, BF16, F64,
+// I8, I16, I32, I64; others (BOOL, U8, F8_*) are Unsupported. Tensor data may be unaligned (safetensors does not
+// pad). format() is "safetensors", version() 0.
 Result<std::unique_ptr<TensorStore>> open_safetensors(const std::string& path);
+
+// Same, over one safetensors file's bytes already in memory (fuzzing, tests); no config.json is read.
+Result<std::unique_ptr<TensorStore>> parse_safetensors(const uint8_t* data, size_t size, const std::string& name);
 
 // Picks the reader by content (GGUF magic) or path (directory, .safetensors, .json).
 Result<std::unique_ptr<TensorStore>> open_model_file(const std::string& path);
