@@ -426,15 +426,39 @@ int clean_stale_partials(const std::string& models_dir) {
   return removed;
 }
 
+namespace {
+Status prepare_dir(PullOptions& o) {
+  if (o.models_dir.empty()) o.models_dir = default_models_dir();
+  std::error_code ec;
+  fs::create_directories(o.models_dir, ec);
+  if (ec) return IoError(o.models_dir + ": cannot create models directory: " + ec.message());
+  const int stale = clean_stale_partials(o.models_dir);
+  if (stale > 0 && o.progress) {
+    std::fprintf(stderr, "removed %d stale partial download(s) in %s\n", stale, o.models_dir.c_str());
+  }
+  return OkStatus();
+}
+}  // namespace
+
+Result<PullResult> pull_entry(const CatalogEntry& entry, const PullOptions& opts) {
+  PullOptions o = opts;
+  RETURN_IF_ERROR(prepare_dir(o));
+  std::error_code ec;
+  const fs::path target = fs::path(o.models_dir) / entry.file_name;
+  if (!o.force && fs::exists(target, ec)) {
+    PullResult r;
+    r.path = target.string();
+    r.already_present = true;
+    return r;
+  }
+  return pull_catalog(entry, o.models_dir, o);
+}
+
 Result<PullResult> pull_model(const std::string& name, const PullOptions& opts) {
   PullOptions o = opts;
-  if (o.models_dir.empty()) o.models_dir = default_models_dir();
+  RETURN_IF_ERROR(prepare_dir(o));
   const std::string& dir = o.models_dir;
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return IoError(dir + ": cannot create models directory: " + ec.message());
-  const int stale = clean_stale_partials(dir);
-  if (stale > 0 && o.progress) std::fprintf(stderr, "removed %d stale partial download(s) in %s\n", stale, dir.c_str());
 
   const CatalogEntry* entry = find_model(name);
   const bool is_hf = name.rfind("hf://", 0) == 0;
@@ -453,7 +477,7 @@ Result<PullResult> pull_model(const std::string& name, const PullOptions& opts) 
     r.already_present = true;
     return r;
   }
-  if (entry) return pull_catalog(*entry, dir, o);
+  if (entry) return pull_entry(*entry, o);
   if (is_hf) {
     ASSIGN_OR_RETURN(HfUrl u, parse_hf(name));
     ASSIGN_OR_RETURN(PartialDir partial, PartialDir::create(dir));

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "model/catalog.h"
 
 namespace citadel {
 
@@ -38,6 +39,8 @@ struct PullResult {
 };
 
 Result<PullResult> pull_model(const std::string& name, const PullOptions& opts);
+// Pulls an entry that need not be in the built-in catalogue (site catalogues, tests).
+Result<PullResult> pull_entry(const CatalogEntry& entry, const PullOptions& opts);
 
 // Removes DIR/.partial-* entries left by pulls whose process no longer runs. Returns how many were removed.
 int clean_stale_partials(const std::string& models_dir);
