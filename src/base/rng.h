@@ -34,12 +34,16 @@ class Xoshiro256 {
   }
   // Uniform in [0, 1), exactly representable (multiples of 2^-24).
   float uniform_f32() { return static_cast<float>(next() >> 40) * (1.0f / 16777216.0f); }
-  // Approximately standard normal: sum of 4 uniforms (Irwin-Hall), centred and scaled to unit variance.
-  // Var(sum of 4 U[0,1)) = 4/12 = 1/3, so scale by sqrt(3) (a constant, no libm call).
-  float normalish_f32() {
-    const float s = uniform_f32() + uniform_f32() + uniform_f32() + uniform_f32();
-    return (s - 2.0f) * 1.7320508075688772f;
+  // Approximately standard normal times `scale`: the sum of four 24-bit uniforms (Irwin-Hall, from two draws),
+  // centred in integers, converted once and multiplied once (no a*b+c, so FMA contraction cannot change bytes).
+  // Var(sum of 4 U[0,1)) = 1/3, so unit variance needs sqrt(3) * 2^-24 per integer step: pass
+  // normal_step(scale) as `step`.
+  float normalish_f32(float step) {
+    const uint64_t a = next(), b = next();
+    const int64_t sum = static_cast<int64_t>((a >> 40) + ((a >> 16) & 0xffffff) + (b >> 40) + ((b >> 16) & 0xffffff));
+    return static_cast<float>(sum - (int64_t{2} << 24)) * step;
   }
+  static float normal_step(double scale) { return static_cast<float>(scale * 1.7320508075688772 / 16777216.0); }
 
  private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
