@@ -180,6 +180,25 @@ TEST(Engine, PrefixCacheComputesOnlySuffix) {
   EXPECT_GT(st.kv_blocks_cached, 0);
 }
 
+TEST(Engine, RepeatedBlocksInOnePromptAreNotConfused) {
+  TestRunner runner(kVocab);
+  Engine e(&runner, small_config(64, 4));
+  ASSERT_TRUE(e.init().ok());
+  std::vector<int32_t> prompt;
+  for (int r = 0; r < 4; ++r) prompt.insert(prompt.end(), {1, 2, 3, 4});
+  prompt.push_back(9);
+  const auto want = TestRunner::reference_greedy(prompt, 6, kVocab);
+  for (int round = 0; round < 2; ++round) {
+    auto h = *e.submit(greedy_request(name("rep", round), prompt, 6));
+    run_until_idle(e);
+    Collected c;
+    drain(*h, &c);
+    EXPECT_EQ(c.finish, FinishReason::kLength) << h->final_status().to_string();
+    EXPECT_EQ(c.tokens, want);
+  }
+  EXPECT_EQ(e.stats().prefix_hit_tokens, 16);
+}
+
 TEST(Engine, WholePromptCachedRecomputesLastTokenWithCopyOnWrite) {
   TestRunner runner(kVocab);
   Engine e(&runner, small_config(64, 4));

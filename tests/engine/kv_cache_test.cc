@@ -59,16 +59,22 @@ TEST(KvCache, PrefixHitSharesBlocksAndStopsAtFirstMiss) {
 }
 
 TEST(KvCache, DifferentParentMeansDifferentBlock) {
+  // Equal token blocks at different positions must not be shared: their KV differs (RoPE, attention context).
   KvCache kv(8, 2, true);
   BlockTable a;
   std::vector<std::pair<int, int>> copies;
-  std::vector<int32_t> t1 = {1, 2, 3, 4};
-  ASSERT_TRUE(kv.allocate(&a, 0, 4, &copies));
-  kv.commit(&a, t1, 4);
+  std::vector<int32_t> t1 = {1, 2, 1, 2, 1, 2};
+  ASSERT_TRUE(kv.allocate(&a, 0, 6, &copies));
+  kv.commit(&a, t1, 6);
+  EXPECT_EQ(kv.num_indexed(), 3);
   BlockTable b;
-  std::vector<int32_t> t2 = {9, 9, 3, 4};  // same second block, different parent
-  EXPECT_EQ(kv.acquire_prefix(t2, &b), 0);
+  EXPECT_EQ(kv.acquire_prefix(t1, &b), 6);
+  EXPECT_EQ(b.blocks, a.blocks);
+  BlockTable c;
+  std::vector<int32_t> t2 = {9, 9, 1, 2};  // same second block, different parent
+  EXPECT_EQ(kv.acquire_prefix(t2, &c), 0);
   kv.release(&a);
+  kv.release(&b);
   EXPECT_TRUE(kv.check_invariants().ok());
 }
 

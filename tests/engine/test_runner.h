@@ -1,5 +1,5 @@
 // TestRunner: a small, deterministic ModelRunner that honours the KV contract of model_runner.h without a model.
-// Its "KV pool" stores the token id written at each slot. Every wanted logits row is a pure function of the WHOLE
+// Its "KV pool" stores the (token id, position) written at each slot. Every wanted logits row is a pure function of the WHOLE
 // context of that token (positions 0..p of its sequence), read back from the pool through the block table, so a
 // wrong block table, a bad prefix share, a missed copy-on-write or a slot written by another sequence changes the
 // output. It also checks every Batch invariant and fails forward() (kInternal) on any violation or on reading a slot
@@ -29,6 +29,7 @@ class TestRunner : public ModelRunner {
     n_blocks_ = n_blocks;
     block_size_ = block_size;
     pool_.assign(static_cast<size_t>(n_blocks) * block_size, -1);
+    pool_pos_.assign(static_cast<size_t>(n_blocks) * block_size, -1);
     return OkStatus();
   }
 
@@ -38,6 +39,8 @@ class TestRunner : public ModelRunner {
         return Internal("copy_blocks: bad pair " + std::to_string(src) + " -> " + std::to_string(dst));
       std::copy_n(pool_.begin() + static_cast<size_t>(src) * block_size_, block_size_,
                   pool_.begin() + static_cast<size_t>(dst) * block_size_);
+      std::copy_n(pool_pos_.begin() + static_cast<size_t>(src) * block_size_, block_size_,
+                  pool_pos_.begin() + static_cast<size_t>(dst) * block_size_);
       ++blocks_copied_;
     }
     return OkStatus();
@@ -83,7 +86,10 @@ class TestRunner : public ModelRunner {
       fail_next_forward_ = false;
       return Internal("TestRunner: injected failure");
     }
-    for (int i = 0; i < b.n_tokens(); ++i) pool_[b.slots[i]] = b.tokens[i];
+    for (int i = 0; i < b.n_tokens(); ++i) {
+      pool_[b.slots[i]] = b.tokens[i];
+      pool_pos_[b.slots[i]] = b.positions[i];
+    }
     std::vector<int32_t> ctx;
     for (size_t r = 0; r < b.logit_rows.size(); ++r) {
       const int i = b.logit_rows[r];
@@ -91,8 +97,13 @@ class TestRunner : public ModelRunner {
       ctx.clear();
       for (int p = 0; p <= b.positions[i]; ++p) {
         const int blk = b.block_tables[static_cast<size_t>(s) * b.max_blocks + p / block_size_];
-        const int32_t t = pool_[static_cast<size_t>(blk) * block_size_ + p % block_size_];
+        const size_t slot = static_cast<size_t>(blk) * block_size_ + p % block_size_;
+        const int32_t t = pool_[slot];
         if (t < 0) return Internal("TestRunner: read unwritten slot at position " + std::to_string(p));
+        // Real K carries its position (RoPE): KV written for another position is wrong even for the same token.
+        if (pool_pos_[slot] != p)
+          return Internal("TestRunner: slot for position " + std::to_string(p) + " holds position " +
+                          std::to_string(pool_pos_[slot]));
         ctx.push_back(t);
       }
       logits_for(ctx, n_vocab_, logits + r * n_vocab_);
@@ -136,7 +147,8 @@ class TestRunner : public ModelRunner {
   int max_context_;
   int n_blocks_ = 0;
   int block_size_ = 0;
-  std::vector<int32_t> pool_;  // [n_blocks * block_size] token id per slot, -1 = never written
+  std::vector<int32_t> pool_;      // [n_blocks * block_size] token id per slot, -1 = never written
+  std::vector<int32_t> pool_pos_;  // [n_blocks * block_size] position written at each slot
   int64_t tokens_computed_ = 0;
   int64_t forward_calls_ = 0;
   int64_t blocks_copied_ = 0;
