@@ -137,7 +137,7 @@ Result<Value> Evaluator::eval_inner(const Expr& e, Frame& f) {
       if (!r.ok()) {
         const std::string& m = r.status().message();
         if (m.rfind("line ", 0) == 0) return r.status();  // already located (macro body)
-        return err(e, r.status());
+        return err(*e.kids[0], r.status());  // report at the callee's start, not its '('
       }
       return r;
     }

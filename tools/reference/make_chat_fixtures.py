@@ -87,8 +87,64 @@ TOKENS = {
     "gemma3": ("<bos>", "<eos>"),
 }
 
+# Engine unit cases: template -> expected output (None: jinja2 raises). Expected values are checked against jinja2.
+ENGINE_CASES = [
+ ("{{ 1 + 2 * 3 }}", "7"), ("{{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }}", "3 -4 2 3.5 1024"),
+ ("{{ 'a' ~ 1 ~ none }}", "a1None"), ("{{ 'ab' * 3 }}", "ababab"), ("{{ 1.0 }} {{ 1e20 }} {{ 0.1 + 0.2 }} {{ 1e-05 }}", "1.0 1e+20 0.30000000000000004 1e-05"),
+ ("{{ '  x  ' | trim + '|' }}", "x|"), ("{{ [1,2,3] | length }}{{ 'héllo' | length }}", "35"),
+ ("{{ {'b': 1, 'a': [1, 'x', none, true]} | tojson }}", '{"b": 1, "a": [1, "x", null, true]}'),
+ ("{{ {'k': 'é\"'} | tojson(indent=2) }}", '{\n  "k": "é\\""\n}'),
+ ("{{ x | default('d') }}{{ none | default('d') }}", "dNone"),
+ ("{{ [3,1,2] | first }}{{ [3,1,2] | last }}{{ [1,2] | join(', ') }}", "321, 2"),
+ ("{{ 'Hello World' | upper }} {{ 'ABC' | lower }} {{ 'hello world' | title }} {{ 'hELLO' | capitalize }}", "HELLO WORLD abc Hello World Hello"),
+ ("{{ 'aaa' | replace('a', 'b', 2) }}", "bba"),
+ ("{% for k, v in {'a': 1, 'b': 2} | items %}{{ k }}={{ v }};{% endfor %}", "a=1;b=2;"),
+ ("{% for x in [1,2,3] %}{{ loop.index }}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}{{ loop.revindex }} {% endfor %}", "10TrueFalse33 21FalseFalse32 32FalseTrue31 "),
+ ("{% for x in [] %}a{% else %}empty{% endfor %}", "empty"),
+ ("{% for x in range(10) if x is odd %}{{ x }}{% endfor %}", "13579"),
+ ("{% for x in range(10) %}{% if x == 3 %}{% break %}{% endif %}{{ x }}{% endfor %}", "012"),
+ ("{% set ns = namespace(c=0) %}{% for x in range(4) %}{% set ns.c = ns.c + x %}{% endfor %}{{ ns.c }}", "6"),
+ ("{% set y = 1 %}{% for x in range(3) %}{% set y = 5 %}{% endfor %}{{ y }}", "1"),
+ ("{% macro greet(name, p='Hi') %}{{ p }} {{ name }}{% endmacro %}{{ greet('Bob') }}/{{ greet('Al', p='Yo') }}", "Hi Bob/Yo Al"),
+ ("{{ '  a b  '.strip() }}|{{ 'xxaxx'.lstrip('x') }}|{{ 'a,b,,c'.split(',') }}|{{ ' a  b '.split() }}|{{ 'a b c'.split(' ', 1) }}", "a b|axx|['a', 'b', '', 'c']|['a', 'b']|['a', 'b c']"),
+ ("{{ 'abc'.startswith('ab') }}{{ 'abc'.endswith('bc') }}{{ 'x</think>y</think>z'.split('</think>')[-1] }}", "TrueTruez"),
+ ("{{ [1,2,3,4,5][1:4] }}{{ [1,2,3,4,5][::-1] }}{{ 'hello'[-3:] }}{{ [1,2,3][-1] }}", "[2, 3, 4][5, 4, 3, 2, 1]llo3"),
+ ("{{ 'b' in 'abc' }}{{ 2 not in [1,2] }}{{ 'k' in {'k': 1} }}", "TrueFalseTrue"),
+ ("{{ x is defined }}{{ none is none }}{{ 'a' is string }}{{ 1 is number }}{{ 1.5 is integer }}{{ {} is mapping }}{{ [] is iterable }}{{ 4 is divisibleby 2 }}{{ 3 is even }}{{ true is boolean }}", "FalseTrueTrueTrueFalseTrueTrueTrueFalseTrue"),
+ ("{{ 'yes' if 1 > 2 else 'no' }}{{ 'a' if false }}.", "no."),
+ ("{{ [{'a': 1}, {'a': 2}] | map(attribute='a') | list }}{{ [{'r': 'u'}, {'r': 's'}] | selectattr('r', 'equalto', 's') | list | length }}", "[1, 2]1"),
+ ("{{ [1, 2, 3, 4] | select('odd') | list }}{{ ['a', 'b', 'a'] | reject('equalto', 'a') | list }}{{ [1, 2, 1] | unique | list }}", "[1, 3]['b'][1, 2]"),
+ ("{{ {'a': 1}.get('a') }}{{ {'a': 1}.get('b', 9) }}{{ {'a': 1}.keys() | list }}{{ {'a': 1}.values() | list }}", "19['a'][1]"),
+ ("{{ '3' | int + 1 }}{{ 3 | string + 'x' }}{{ 'ab' | list }}", "43x['a', 'b']"),
+ ("a\n  {%- if true %}\n   b\n  {% endif %}\nc", "a   b\nc"),
+ ("  {% if true %}\nx\n{% endif %}\ny", "x\ny"),
+ ("{{ 'a' }}  {#- c -#}  {{ 'b' }}", "ab"),
+ ("{{ 'tab\\there\\n' }}{{ \"q'\" }}{{ '\\u00e9' }}", "tab\there\nq'é"),
+ ("{% set x %}in{{ 1 }}{% endset %}{{ x }}", "in1"),
+ ("{{ x.y is defined }}", None),
+ ("{{ foo.bar }}", None),
+ ("{{ raise_exception('boom') }}", None),
+ ("{{ 'a' + none }}", None),
+]
+
+ENGINE_OUT = os.path.join(ROOT, "tests/golden/chat/engine_fixtures.json")
+
+def engine_fixtures(env):
+    cases = []
+    for tmpl, expected in ENGINE_CASES:
+        try:
+            got = env.from_string(tmpl).render()
+        except Exception:
+            got = None
+        if got != expected:
+            raise SystemExit(f"engine case disagrees with jinja2: {tmpl!r}: jinja2 {got!r}, table {expected!r}")
+        cases.append({"template": tmpl, "ok": got is not None, "output": got})
+    with open(ENGINE_OUT, "w", encoding="utf-8") as f:
+        json.dump({"generator": "tools/reference/make_chat_fixtures.py", "cases": cases}, f, ensure_ascii=False, indent=1)
+
 def main():
     env = make_env()
+    engine_fixtures(env)
     cases = []
     for fname in sorted(os.listdir(TPL_DIR)):
         if not fname.endswith(".jinja"):
