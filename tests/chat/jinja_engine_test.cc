@@ -139,3 +139,31 @@ TEST(BuiltinTemplates, EveryBuiltinParsesAndRenders) {
 
 }  // namespace
 }  // namespace citadel::chat
+
+namespace citadel::chat {
+namespace {
+
+// Every prefix of every real template either parses or fails with a located error; never crashes.
+TEST(JinjaEngine, TruncatedTemplatesFailCleanly) {
+  for (const char* name : {"qwen2.5", "llama3.1", "deepseek-r1-distill-qwen", "gemma3"}) {
+    std::ifstream f(citadel::testing::golden(std::string("chat/templates/") + name + ".jinja"));
+    std::stringstream ss;
+    ss << f.rdbuf();
+    std::string src = ss.str();
+    ASSERT_FALSE(src.empty()) << name;
+    for (size_t cut = 0; cut < src.size(); cut += 7) {
+      auto t = ChatTemplate::parse(src.substr(0, cut));
+      if (!t.ok()) {
+        EXPECT_EQ(t.status().message().rfind("line ", 0), 0u) << name << " cut " << cut << ": "
+                                                              << t.status().message();
+        continue;
+      }
+      ChatInputs in;
+      in.messages = nlohmann::ordered_json::parse(R"([{"role":"user","content":"hi"}])");
+      (void)render(*t, in);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace citadel::chat
