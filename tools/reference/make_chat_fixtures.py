@@ -76,7 +76,20 @@ CONVERSATIONS = {
     "tools_no_calls": {"tools": [WEATHER_TOOL], "messages": [{"role": "user", "content": "Just chat."}]},
     "bad_alternation": {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
     "system_only": {"messages": [{"role": "system", "content": "Only a system prompt."}]},
+    "tools_long_ids": {"tools": [WEATHER_TOOL],
+                       "messages": [{"role": "system", "content": "Use tools when needed."},
+                                    {"role": "user", "content": "Weather in Lima?"},
+                                    {"role": "assistant", "content": None,
+                                     "tool_calls": [call("get_weather", "{\"city\": \"Lima\"}", "call_abcdefghijk")]},
+                                    {"role": "tool", "tool_call_id": "call_abcdefghijk", "content": "{\"temp\": 18}"},
+                                    {"role": "assistant", "content": "18 degrees in Lima."},
+                                    {"role": "user", "content": "Thanks!"}]},
+    "assistant_prefix": {"messages": [{"role": "user", "content": "Continue this."},
+                                      {"role": "assistant", "content": "Sure, ", "prefix": True}]},
 }
+
+# Extra template variables (transformers passes **kwargs through): each variant renders every conversation.
+EXTRA_VARIANTS = {"deepseek-v3.1": [{}, {"enable_thinking": True}, {"thinking": False}]}
 
 TOKENS = {
     "smollm2": ("<|im_start|>", "<|im_end|>"),
@@ -85,6 +98,8 @@ TOKENS = {
     "deepseek-r1": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
     "llama3.1": ("<|begin_of_text|>", "<|eot_id|>"),
     "gemma3": ("<bos>", "<eos>"),
+    "deepseek-v3.1": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "mistral-small-3.1": ("<s>", "</s>"),
 }
 
 # Engine unit cases: template -> expected output (None: jinja2 raises). Expected values are checked against jinja2.
@@ -154,21 +169,23 @@ def main():
         tmpl = env.from_string(src)
         bos, eos = TOKENS.get(name, ("<s>", "</s>"))
         for conv_name, conv in CONVERSATIONS.items():
+          for extra in EXTRA_VARIANTS.get(name, [{}]):
             for gen in (False, True):
                 inputs = {"messages": conv["messages"], "tools": conv.get("tools"), "add_generation_prompt": gen,
-                          "bos_token": bos, "eos_token": eos, "extra_context": {}}
+                          "bos_token": bos, "eos_token": eos, "extra_context": extra}
                 case = {"template": name, "conversation": conv_name, "inputs": inputs}
                 try:
                     case["output"] = tmpl.render(messages=inputs["messages"], tools=inputs["tools"], documents=None,
-                                                 add_generation_prompt=gen, bos_token=bos, eos_token=eos)
+                                                 add_generation_prompt=gen, bos_token=bos, eos_token=eos, **extra)
                     case["ok"] = True
                 except Exception as e:  # jinja2 raised: our engine must fail too
                     case["ok"] = False
                     case["error"] = f"{type(e).__name__}: {e}"
                 cases.append(case)
     with open(OUT, "w", encoding="utf-8") as f:
+        # strftime_now("%Y-%m-%d") at generation time: the C++ test substitutes its own date for it.
         json.dump({"generator": "tools/reference/make_chat_fixtures.py", "jinja2": jinja2.__version__,
-                   "cases": cases}, f, ensure_ascii=False, indent=1)
+                   "today": datetime.now().strftime("%Y-%m-%d"), "cases": cases}, f, ensure_ascii=False, indent=1)
     ok = sum(c["ok"] for c in cases)
     print(f"wrote {len(cases)} cases ({ok} rendered, {len(cases) - ok} raised) to {OUT}")
 
