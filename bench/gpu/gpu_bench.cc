@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -92,6 +93,96 @@ double matmul_tflops() {
   cuda::destroy_cublas_handle(h);
   cudaFree(x), cudaFree(w), cudaFree(y), cudaFree(ws);
   return 2.0 * n * n * double(n) / (median(t) * 1e-3) / 1e12;
+}
+
+// Per-kernel timings at the 7B shapes (stderr table): where a decode step's time goes.
+float time_ms(const std::function<void()>& f, int reps = 20) {
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  f();
+  cudaEventRecord(e0);
+  for (int i = 0; i < reps; ++i) f();
+  cudaEventRecord(e1);
+  cudaEventSynchronize(e1);
+  float ms;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  BENCH_CHECK(cudaGetLastError());
+  return ms / reps;
+}
+
+void micro() {
+  const int shapes[5][2] = {{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944}, {152064, 3584}};
+  const char* names[5] = {"qkv", "o", "gate_up", "down", "lm_head"};
+  void *wv, *qv, *sv, *xv, *yv, *wsv;
+  const size_t maxw = size_t(152064) * 3584;
+  BENCH_CHECK(cudaMalloc(&wv, maxw * 2));
+  BENCH_CHECK(cudaMalloc(&qv, maxw));
+  BENCH_CHECK(cudaMalloc(&sv, maxw / 16 * 4));
+  BENCH_CHECK(cudaMalloc(&xv, size_t(128) * 18944 * 2));
+  BENCH_CHECK(cudaMalloc(&yv, size_t(128) * 152064 * 4));
+  BENCH_CHECK(cudaMalloc(&wsv, 32 << 20));
+  auto* W = static_cast<uint16_t*>(wv);
+  auto* x = static_cast<uint16_t*>(xv);
+  auto* q = static_cast<uint8_t*>(qv);
+  auto* sc = static_cast<float*>(sv);
+  cuda::fill_random_bf16(W, int64_t(maxw), 5, 0.05f, nullptr);
+  cuda::fill_random_bf16(x, int64_t(128) * 18944, 6, 1.f, nullptr);
+  void* h = cuda::create_cublas_handle(nullptr, wsv, 32 << 20);
+  std::fprintf(stderr, "%-8s %9s | %8s %8s %8s (GB/s, M=1 gemv) | %8s %8s (us, cuBLAS M=64/128)\n", "op", "NxK",
+               "bf16", "int8", "int4", "m64", "m128");
+  for (int i = 0; i < 5; ++i) {
+    const int N = shapes[i][0], K = shapes[i][1];
+    const double nk = double(N) * K;
+    const float t16 = time_ms([&] { cuda::gemv_bf16(x, W, nullptr, yv, false, 1, N, K, nullptr); });
+    cuda::quantize_int8(W, q, sc, N, K, nullptr);
+    const float t8 = time_ms([&] { cuda::gemv_int8(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
+    cuda::quantize_int4(W, q, sc, N, K, nullptr);
+    const float t4 = time_ms([&] { cuda::gemv_int4(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
+    const float g64 = time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 64, N, K); });
+    const float g128 = time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 128, N, K); });
+    std::fprintf(stderr, "%-8s %5dx%-5d | %8.0f %8.0f %8.0f | %8.1f %8.1f\n", names[i], N, K, nk * 2 / t16 / 1e6,
+                 (nk + N * 4.0) / t8 / 1e6, (nk / 2 + nk / 128 * 4) / t4 / 1e6, g64 * 1e3, g128 * 1e3);
+  }
+  cuda::destroy_cublas_handle(h);
+  // Decode attention alone at the 7B head layout.
+  const int n_kv = 4, H = 28, D = 128, bs = 16;
+  for (auto [B, ctx] : {std::pair{1, 256}, std::pair{1, 1024}, std::pair{64, 160}, std::pair{128, 160}}) {
+    const int per = (ctx + bs - 1) / bs;
+    std::vector<int32_t> tables(size_t(B) * per), lens(B, ctx);
+    for (size_t j = 0; j < tables.size(); ++j) tables[j] = int32_t(j);
+    void *kp, *vp, *tp, *lp, *qq, *oo, *ws;
+    const size_t pool = size_t(B) * per * bs * n_kv * D;
+    BENCH_CHECK(cudaMalloc(&kp, pool * 2));
+    BENCH_CHECK(cudaMalloc(&vp, pool * 2));
+    BENCH_CHECK(cudaMalloc(&tp, tables.size() * 4));
+    BENCH_CHECK(cudaMalloc(&lp, B * 4));
+    BENCH_CHECK(cudaMalloc(&qq, size_t(B) * H * D * 2));
+    BENCH_CHECK(cudaMalloc(&oo, size_t(B) * H * D * 2));
+    cudaMemcpy(tp, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(lp, lens.data(), B * 4, cudaMemcpyHostToDevice);
+    cuda::fill_random_bf16(static_cast<uint16_t*>(kp), int64_t(pool), 7, 1.f, nullptr);
+    cuda::fill_random_bf16(static_cast<uint16_t*>(vp), int64_t(pool), 8, 1.f, nullptr);
+    cuda::fill_random_bf16(static_cast<uint16_t*>(qq), int64_t(B) * H * D, 9, 1.f, nullptr);
+    cuda::PagedAttention p;
+    p.k_pool = static_cast<uint16_t*>(kp), p.v_pool = static_cast<uint16_t*>(vp);
+    p.block_tables = static_cast<int32_t*>(tp), p.seq_lens = static_cast<int32_t*>(lp);
+    p.max_blocks_per_seq = per, p.block_size = bs, p.n_heads = H, p.n_kv_heads = n_kv, p.head_dim = D;
+    p.scale = 0.088f;
+    for (int part : {32, 64, 128, 256}) {
+      const int splits = (ctx + part - 1) / part;
+      BENCH_CHECK(cudaMalloc(&ws, std::max<int64_t>(1, cuda::decode_workspace_floats(B, H, D, splits)) * 4));
+      const float t = time_ms([&] {
+        cuda::paged_attention_decode(p, static_cast<uint16_t*>(qq), H * D, static_cast<uint16_t*>(oo), B, splits,
+                                     part, static_cast<float*>(ws), nullptr);
+      });
+      std::fprintf(stderr, "decode attention B=%d ctx=%d partition=%d: %.1f us (%.0f GB/s of KV)\n", B, ctx, part,
+                   t * 1e3, 2.0 * B * ctx * n_kv * D * 2 / t / 1e6);
+      cudaFree(ws);
+    }
+    cudaFree(kp), cudaFree(vp), cudaFree(tp), cudaFree(lp), cudaFree(qq), cudaFree(oo);
+  }
+  cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv), cudaFree(wsv);
 }
 
 // Sequence b uses blocks [b*per_seq, (b+1)*per_seq).
@@ -235,6 +326,7 @@ int main(int argc, char** argv) {
   const double bw = copy_bandwidth_gbps();
   const double tf = matmul_tflops();
   std::fprintf(stderr, "%s: copy %.0f GB/s, bf16 matmul %.0f TFLOP/s\n", prop.name, bw, tf);
+  micro();
 
   double bs1[3] = {0, 0, 0}, bytes[3] = {0, 0, 0};
   double pre = 0, b64 = 0, b128 = 0;

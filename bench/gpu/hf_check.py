@@ -95,17 +95,25 @@ def main():
     model.eval()
     toks = np.fromfile(f"{dump}/tokens.bin", dtype=np.int32)
     ours = np.fromfile(f"{dump}/logits.bin", dtype=np.float32).reshape(len(toks), V)
+    ids = torch.tensor(toks, dtype=torch.int64, device=dev)[None]
     with torch.no_grad():
-        ids = torch.tensor(toks, dtype=torch.int64, device=dev)[None]
-        ref = model(ids).logits[0].float().cpu().numpy()
-    agree = float(np.mean(ref.argmax(-1) == ours.argmax(-1)))
-    nmse = float(np.sum((ours.astype(np.float64) - ref) ** 2) / np.sum(ref.astype(np.float64) ** 2))
-    # Our own top-1 against HF's top-2 margin: how many disagreements are near-ties.
-    srt = np.sort(ref, axis=-1)
-    margin = srt[:, -1] - srt[:, -2]
-    res = {"hf_top1_agreement": agree, "hf_logits_nmse": nmse, "hf_positions": int(len(toks)),
-           "hf_median_top1_margin": float(np.median(margin)), "hf_check_seconds": time.time() - t0,
-           "hf_logits_std": float(ref.std())}
+        ref16 = model(ids).logits[0].float().cpu().numpy()
+        model = model.float()  # fp32 reference from the same bf16 weights (HF bf16 rounds activations every op)
+        ref32 = model(ids).logits[0].float().cpu().numpy()
+    res = {"hf_positions": int(len(toks)), "hf_logits_std": float(ref32.std())}
+    for tag, ref in (("", ref32), ("_vs_hf_bf16", ref16)):
+        top = ref.argmax(-1) == ours.argmax(-1)
+        res["hf_top1_agreement" + tag] = float(np.mean(top))
+        res["hf_top1_agreement_prefill" + tag] = float(np.mean(top[:128]))
+        res["hf_top1_agreement_decode" + tag] = float(np.mean(top[128:]))
+        res["hf_logits_nmse" + tag] = float(np.sum((ours.astype(np.float64) - ref) ** 2) /
+                                            np.sum(ref.astype(np.float64) ** 2))
+    res["hf_bf16_vs_fp32_top1"] = float(np.mean(ref16.argmax(-1) == ref32.argmax(-1)))
+    res["hf_bf16_vs_fp32_nmse"] = float(np.sum((ref16.astype(np.float64) - ref32) ** 2) /
+                                        np.sum(ref32.astype(np.float64) ** 2))
+    srt = np.sort(ref32, axis=-1)
+    res["hf_median_top1_margin"] = float(np.median(srt[:, -1] - srt[:, -2]))
+    res["hf_check_seconds"] = time.time() - t0
     print(json.dumps(res, indent=1))
     with open(out_json, "w") as f:
         json.dump(res, f, indent=1)

@@ -18,7 +18,7 @@ echo "build: $(( $(date +%s) - t0 )) s"
 TEST_RC=${PIPESTATUS[0]}
 echo "gpu tests rc=$TEST_RC"
 if [ "$SAN" = 1 ]; then
-  compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/citadel_gpu_tests \
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/citadel_gpu_tests \
     --gtest_filter='CudaKernels.*:Batch/GemvTest.*/0:CudaDecoder.Bf16*' > "$OUT/memcheck.log" 2>&1
   echo "memcheck rc=$? ($(grep -c 'Invalid' "$OUT/memcheck.log") invalid accesses)"; tail -3 "$OUT/memcheck.log"
 fi

@@ -77,7 +77,7 @@ void run_model_check(CudaWeightFormat fmt, double bound, double min_agree) {
   const auto c = small_config();
   const uint32_t seed = 1234;
   CudaDecoderOptions opt;
-  opt.format = fmt, opt.max_batch = 8, opt.max_step_tokens = 128, opt.max_seq_len = 256, opt.kv_blocks = 64;
+  opt.format = fmt, opt.max_batch = 8, opt.max_step_tokens = 256, opt.max_seq_len = 256, opt.kv_blocks = 64;
   opt.verbose = false;
   auto dec_or = CudaDecoder::create(c, opt);
   ASSERT_TRUE(dec_or.ok()) << dec_or.status().to_string();

@@ -1,5 +1,5 @@
 // Weight-only GEMV for small batches (memory-bound): y[M][N] = x[M][K] @ W[N][K]^T, M <= 8 per launch.
-// One warp computes ROWS output rows for all M inputs; each lane streams 16-byte weight chunks with U chunks per row
+// One block (4 warps splitting K) computes ROWS output rows for all M inputs; each thread streams 16-byte weight chunks with U chunks per row
 // in flight before use (ld.global.nc, no L1 allocate), activations come through L1 (shared by all warps).
 // Also the device quantizers producing the int8 / int4 layouts documented in cuda_ops.h.
 #include <algorithm>
@@ -12,25 +12,31 @@ namespace {
 
 using namespace dev;
 
-constexpr int kWarps = 4;  // warps per block
+constexpr int kWarps = 4;  // warps per block; they share the block's ROWS rows and split K between them
+constexpr int kThreads = kWarps * 32;
 
 template <int M, int ROWS>
 __device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int N, const uint16_t* bias, void* y,
                                            bool y_f32) {
-  const int lane = threadIdx.x & 31;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __shared__ float red[kWarps][ROWS][M];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-    for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
-  if (lane == 0) {
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      const int n = row0 + r;
-      if (n >= N) continue;
+    for (int m = 0; m < M; ++m) {
+      const float v = warp_sum(acc[r][m]);
+      if (lane == 0) red[warp][r][m] = v;
+    }
+  __syncthreads();
+  if (threadIdx.x < ROWS * M) {
+    const int r = threadIdx.x / M, m = threadIdx.x % M;
+    const int n = row0 + r;
+    if (n < N) {
       const float b = bias ? bf16f(bias[n]) : 0.f;
+      {
+        float v = b;
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const float v = acc[r][m] + b;
+        for (int w = 0; w < kWarps; ++w) v += red[w][r][m];
         if (y_f32)
           static_cast<float*>(y)[static_cast<int64_t>(m) * N + n] = v;
         else
@@ -46,8 +52,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
                                                                 const uint16_t* __restrict__ W,
                                                                 const uint16_t* __restrict__ bias, void* y, bool y_f32,
                                                                 int N, int K) {
-  const int lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * ROWS;
+  const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
+  const int row0 = blockIdx.x * ROWS;
   if (row0 >= N) return;
   const int K8 = K / 8;
   const uint4* Wv[ROWS];
@@ -55,17 +61,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
   for (int r = 0; r < ROWS; ++r) Wv[r] = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(min(row0 + r, N - 1)) * K8;
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   float acc[ROWS][M] = {};
-  for (int base = 0; base < K8; base += 32 * U) {
+  for (int base = 0; base < K8; base += kThreads * U) {
     uint4 w[ROWS][U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * 32 + lane;
+      const int i = base + u * kThreads + tid;
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) w[r][u] = i < K8 ? ld_stream(Wv[r] + i) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * 32 + lane;
+      const int i = base + u * kThreads + tid;
       if (i >= K8) break;
 #pragma unroll
       for (int m = 0; m < M; ++m) {
@@ -100,8 +106,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int8_kernel(const uint16_t* 
                                                                 const float* __restrict__ scales,
                                                                 const uint16_t* __restrict__ bias, void* y, bool y_f32,
                                                                 int N, int K) {
-  const int lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * ROWS;
+  const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
+  const int row0 = blockIdx.x * ROWS;
   if (row0 >= N) return;
   const int K16 = K / 16;
   const uint4* Wv[ROWS];
@@ -109,17 +115,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int8_kernel(const uint16_t* 
   for (int r = 0; r < ROWS; ++r) Wv[r] = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(min(row0 + r, N - 1)) * K16;
   const uint4* xv = reinterpret_cast<const uint4*>(x);  // K/8 chunks per row
   float acc[ROWS][M] = {};
-  for (int base = 0; base < K16; base += 32 * U) {
+  for (int base = 0; base < K16; base += kThreads * U) {
     uint4 w[ROWS][U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * 32 + lane;
+      const int i = base + u * kThreads + tid;
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) w[r][u] = i < K16 ? ld_stream(Wv[r] + i) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * 32 + lane;
+      const int i = base + u * kThreads + tid;
       if (i >= K16) break;
 #pragma unroll
       for (int m = 0; m < M; ++m) {
@@ -160,8 +166,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int4_kernel(const uint16_t* 
                                                                 const float* __restrict__ scales,
                                                                 const uint16_t* __restrict__ bias, void* y, bool y_f32,
                                                                 int N, int K) {
-  const int lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * ROWS;
+  const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
+  const int row0 = blockIdx.x * ROWS;
   if (row0 >= N) return;
   const int K32 = K / 32;  // 16-byte chunks per row
   const int G = K / 128;
@@ -175,12 +181,12 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int4_kernel(const uint16_t* 
   }
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   float acc[ROWS][M] = {};
-  for (int base = 0; base < K32; base += 32 * U) {
+  for (int base = 0; base < K32; base += kThreads * U) {
     uint4 w[ROWS][U];
     float sc[ROWS][U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * 32 + lane;
+      const int i = base + u * kThreads + tid;
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) {
         w[r][u] = i < K32 ? ld_stream(Wv[r] + i) : make_uint4(0, 0, 0, 0);
@@ -189,7 +195,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int4_kernel(const uint16_t* 
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * 32 + lane;
+      const int i = base + u * kThreads + tid;
       if (i >= K32) break;
 #pragma unroll
       for (int m = 0; m < M; ++m) {
@@ -230,7 +236,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int4_kernel(const uint16_t* 
 
 template <int ROWS>
 int blocks_for(int N) {
-  return (N + kWarps * ROWS - 1) / (kWarps * ROWS);
+  return (N + ROWS - 1) / ROWS;
 }
 
 #define CITADEL_GEMV_DISPATCH(KERNEL, ROWS, U, ...)                                          \
