@@ -32,6 +32,7 @@ constexpr int kMaxGroup = 16;
 
 // grid (n_kv_heads, B, n_splits). All G = n_heads/n_kv_heads query heads of one KV head share each K/V row load.
 // Phase 1: a warp per token computes G dot products; phase 2: per-head softmax stats; phase 3: a thread per dim.
+template <int PER_LANE>  // head_dim / 32, a compile-time constant so the K/Q fragments stay in registers
 __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAttention p, const uint16_t* q, int q_stride,
                                                                       uint16_t* out, int n_splits, int partition,
                                                                       float* ws) {
@@ -65,25 +66,27 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
   const int32_t* bt = p.block_tables + static_cast<int64_t>(b) * p.max_blocks_per_seq;
   // Phase 1: scores. Each lane covers D/32 consecutive dims; a warp takes 4 tokens at a time so that 4 row loads
   // are in flight before the first use.
-  const int per_lane = D / 32;
+  constexpr int per_lane = PER_LANE;
   for (int t0 = start + warp * 4; t0 < end; t0 += nwarps * 4) {
-    float kf[4][8];
+    float kf[4][per_lane];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int t = min(t0 + j, end - 1);
       const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
       const uint16_t* kr = p.k_pool + slot * row_elems + kvh * D + lane * per_lane;
-      if (per_lane == 4) {
+      if constexpr (per_lane == 4) {
         const uint2 v = *reinterpret_cast<const uint2*>(kr);
         kf[j][0] = bf16_lo(v.x), kf[j][1] = bf16_hi(v.x), kf[j][2] = bf16_lo(v.y), kf[j][3] = bf16_hi(v.y);
       } else {
-        for (int i = 0; i < per_lane && i < 8; ++i) kf[j][i] = bf16f(kr[i]);
+#pragma unroll
+        for (int i = 0; i < per_lane; ++i) kf[j][i] = bf16f(kr[i]);
       }
     }
     for (int g = 0; g < G; ++g) {
       const float* qg = qs + g * D + lane * per_lane;
       float d[4] = {0.f, 0.f, 0.f, 0.f};
-      for (int i = 0; i < per_lane && i < 8; ++i) {
+#pragma unroll
+      for (int i = 0; i < per_lane; ++i) {
         const float qv = qg[i];
 #pragma unroll
         for (int j = 0; j < 4; ++j) d[j] = fmaf(qv, kf[j][i], d[j]);
@@ -336,12 +339,17 @@ void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stri
   if (B <= 0) return;
   const int G = p.n_heads / p.n_kv_heads;
   CHECK(G >= 1 && G <= kMaxGroup && p.n_heads % p.n_kv_heads == 0);
-  CHECK(p.head_dim % 32 == 0 && p.head_dim <= 256);
+  CHECK(p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256);
   CHECK(n_splits == 1 || workspace != nullptr);
   const size_t smem = sizeof(float) * (G * p.head_dim + G * partition + 2 * G);
   CHECK(smem <= 48 * 1024);
   dim3 grid(p.n_kv_heads, B, n_splits);
-  paged_decode_kernel<<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace);
+  switch (p.head_dim / 32) {
+    case 2: paged_decode_kernel<2><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 4: paged_decode_kernel<4><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 8: paged_decode_kernel<8><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
+    default: CHECK_MSG(false, "decode attention: head_dim must be 64, 128 or 256");
+  }
   CUDA_LAUNCH_CHECK();
   if (n_splits > 1) {
     decode_merge_kernel<<<dim3(B, p.n_heads), p.head_dim, 0, s>>>(workspace, out, p.n_heads, p.head_dim, n_splits);
