@@ -1,0 +1,374 @@
+// GPU benchmark of the CUDA decoder at the DeepSeek-R1-Distill-Qwen-7B shape (synthetic weights generated on the
+// device): roofline ceilings measured on the spot (device-to-device copy, cuBLAS bf16 8192^3), then batch-1 decode
+// bf16/int8/int4 (128-token prompt, 128 greedy tokens), prefill of 512 tokens, decode with 64 and 128 sequences at
+// 128 context. Prints one JSON object (fixed keys) to stdout and to argv[1] if given; with argv[2], dumps the logits
+// of a 256-token teacher-forced run (128 prefill + 128 decode steps) for bench/gpu/hf_check.py.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "runtime/cuda_decoder.h"
+
+using namespace citadel;
+using runtime::CudaDecoder;
+using runtime::CudaDecoderOptions;
+using runtime::CudaModelConfig;
+using runtime::CudaStep;
+using runtime::CudaWeightFormat;
+
+namespace {
+
+#define BENCH_CHECK(expr)                                                           \
+  do {                                                                              \
+    cudaError_t _e = (expr);                                                        \
+    if (_e != cudaSuccess) {                                                        \
+      std::fprintf(stderr, "%s: %s\n", #expr, cudaGetErrorString(_e));             \
+      std::exit(1);                                                                 \
+    }                                                                               \
+  } while (0)
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double copy_bandwidth_gbps() {
+  const size_t bytes = size_t{2} << 30;
+  void *a, *b;
+  BENCH_CHECK(cudaMalloc(&a, bytes));
+  BENCH_CHECK(cudaMalloc(&b, bytes));
+  cuda::fill_random_bf16(static_cast<uint16_t*>(a), bytes / 2, 1, 1.f, nullptr);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  std::vector<double> t;
+  for (int i = 0; i < 23; ++i) {
+    cudaEventRecord(e0);
+    BENCH_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 3) t.push_back(ms);
+  }
+  cudaFree(a), cudaFree(b);
+  return 2.0 * bytes / (median(t) * 1e-3) / 1e9;  // bytes read + written
+}
+
+double matmul_tflops() {
+  const int n = 8192;
+  void *xv, *wv, *yv;
+  BENCH_CHECK(cudaMalloc(&xv, size_t(n) * n * 2));
+  BENCH_CHECK(cudaMalloc(&wv, size_t(n) * n * 2));
+  BENCH_CHECK(cudaMalloc(&yv, size_t(n) * n * 2));
+  auto* x = static_cast<uint16_t*>(xv);
+  auto* w = static_cast<uint16_t*>(wv);
+  auto* y = static_cast<uint16_t*>(yv);
+  cuda::fill_random_bf16(x, int64_t(n) * n, 2, 1.f, nullptr);
+  cuda::fill_random_bf16(w, int64_t(n) * n, 3, 1.f, nullptr);
+  void* ws;
+  BENCH_CHECK(cudaMalloc(&ws, 32 << 20));
+  void* h = cuda::create_cublas_handle(nullptr, ws, 32 << 20);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  std::vector<double> t;
+  for (int i = 0; i < 13; ++i) {
+    cudaEventRecord(e0);
+    cuda::gemm_bf16(h, x, w, y, false, n, n, n);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 3) t.push_back(ms);
+  }
+  cuda::destroy_cublas_handle(h);
+  cudaFree(x), cudaFree(w), cudaFree(y), cudaFree(ws);
+  return 2.0 * n * n * double(n) / (median(t) * 1e-3) / 1e12;
+}
+
+// Per-kernel timings at the 7B shapes (stderr table): where a decode step's time goes.
+float time_ms(const std::function<void()>& f, int reps = 20) {
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  f();
+  cudaEventRecord(e0);
+  for (int i = 0; i < reps; ++i) f();
+  cudaEventRecord(e1);
+  cudaEventSynchronize(e1);
+  float ms;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  BENCH_CHECK(cudaGetLastError());
+  return ms / reps;
+}
+
+void micro() {
+  const int shapes[5][2] = {{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944}, {152064, 3584}};
+  const char* names[5] = {"qkv", "o", "gate_up", "down", "lm_head"};
+  void *wv, *qv, *sv, *xv, *yv, *wsv;
+  const size_t maxw = size_t(152064) * 3584;
+  BENCH_CHECK(cudaMalloc(&wv, maxw * 2));
+  BENCH_CHECK(cudaMalloc(&qv, maxw));
+  BENCH_CHECK(cudaMalloc(&sv, maxw / 16 * 4));
+  BENCH_CHECK(cudaMalloc(&xv, size_t(128) * 18944 * 2));
+  BENCH_CHECK(cudaMalloc(&yv, size_t(128) * 152064 * 4));
+  BENCH_CHECK(cudaMalloc(&wsv, 32 << 20));
+  auto* W = static_cast<uint16_t*>(wv);
+  auto* x = static_cast<uint16_t*>(xv);
+  auto* q = static_cast<uint8_t*>(qv);
+  auto* sc = static_cast<float*>(sv);
+  cuda::fill_random_bf16(W, int64_t(maxw), 5, 0.05f, nullptr);
+  cuda::fill_random_bf16(x, int64_t(128) * 18944, 6, 1.f, nullptr);
+  void* h = cuda::create_cublas_handle(nullptr, wsv, 32 << 20);
+  std::fprintf(stderr, "%-8s %9s | %8s %8s %8s (GB/s, M=1 gemv) | %8s %8s (us, cuBLAS M=64/128)\n", "op", "NxK",
+               "bf16", "int8", "int4", "m64", "m128");
+  for (int i = 0; i < 5; ++i) {
+    const int N = shapes[i][0], K = shapes[i][1];
+    const double nk = double(N) * K;
+    const float t16 = time_ms([&] { cuda::gemv_bf16(x, W, nullptr, yv, false, 1, N, K, nullptr); });
+    cuda::quantize_int8(W, q, sc, N, K, nullptr);
+    const float t8 = time_ms([&] { cuda::gemv_int8(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
+    cuda::quantize_int4(W, q, sc, N, K, nullptr);
+    const float t4 = time_ms([&] { cuda::gemv_int4(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
+    const float g64 = time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 64, N, K); });
+    const float g128 = time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 128, N, K); });
+    std::fprintf(stderr, "%-8s %5dx%-5d | %8.0f %8.0f %8.0f | %8.1f %8.1f\n", names[i], N, K, nk * 2 / t16 / 1e6,
+                 (nk + N * 4.0) / t8 / 1e6, (nk / 2 + nk / 128 * 4) / t4 / 1e6, g64 * 1e3, g128 * 1e3);
+  }
+  cuda::destroy_cublas_handle(h);
+  // Decode attention alone at the 7B head layout.
+  const int n_kv = 4, H = 28, D = 128, bs = 16;
+  for (auto [B, ctx] : {std::pair{1, 256}, std::pair{1, 1024}, std::pair{64, 160}, std::pair{128, 160}}) {
+    const int per = (ctx + bs - 1) / bs;
+    std::vector<int32_t> tables(size_t(B) * per), lens(B, ctx);
+    for (size_t j = 0; j < tables.size(); ++j) tables[j] = int32_t(j);
+    void *kp, *vp, *tp, *lp, *qq, *oo, *ws;
+    const size_t pool = size_t(B) * per * bs * n_kv * D;
+    BENCH_CHECK(cudaMalloc(&kp, pool * 2));
+    BENCH_CHECK(cudaMalloc(&vp, pool * 2));
+    BENCH_CHECK(cudaMalloc(&tp, tables.size() * 4));
+    BENCH_CHECK(cudaMalloc(&lp, B * 4));
+    BENCH_CHECK(cudaMalloc(&qq, size_t(B) * H * D * 2));
+    BENCH_CHECK(cudaMalloc(&oo, size_t(B) * H * D * 2));
+    cudaMemcpy(tp, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(lp, lens.data(), B * 4, cudaMemcpyHostToDevice);
+    cuda::fill_random_bf16(static_cast<uint16_t*>(kp), int64_t(pool), 7, 1.f, nullptr);
+    cuda::fill_random_bf16(static_cast<uint16_t*>(vp), int64_t(pool), 8, 1.f, nullptr);
+    cuda::fill_random_bf16(static_cast<uint16_t*>(qq), int64_t(B) * H * D, 9, 1.f, nullptr);
+    cuda::PagedAttention p;
+    p.k_pool = static_cast<uint16_t*>(kp), p.v_pool = static_cast<uint16_t*>(vp);
+    p.block_tables = static_cast<int32_t*>(tp), p.seq_lens = static_cast<int32_t*>(lp);
+    p.max_blocks_per_seq = per, p.block_size = bs, p.n_heads = H, p.n_kv_heads = n_kv, p.head_dim = D;
+    p.scale = 0.088f;
+    for (int part : {32, 64, 128, 256}) {
+      const int splits = (ctx + part - 1) / part;
+      BENCH_CHECK(cudaMalloc(&ws, std::max<int64_t>(1, cuda::decode_workspace_floats(B, H, D, splits)) * 4));
+      const float t = time_ms([&] {
+        cuda::paged_attention_decode(p, static_cast<uint16_t*>(qq), H * D, static_cast<uint16_t*>(oo), B, splits,
+                                     part, static_cast<float*>(ws), nullptr);
+      });
+      std::fprintf(stderr, "decode attention B=%d ctx=%d partition=%d: %.1f us (%.0f GB/s of KV)\n", B, ctx, part,
+                   t * 1e3, 2.0 * B * ctx * n_kv * D * 2 / t / 1e6);
+      cudaFree(ws);
+    }
+    cudaFree(kp), cudaFree(vp), cudaFree(tp), cudaFree(lp), cudaFree(qq), cudaFree(oo);
+  }
+  cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv), cudaFree(wsv);
+}
+
+// Sequence b uses blocks [b*per_seq, (b+1)*per_seq).
+std::vector<int32_t> table_for(int b, int per_seq, int width) {
+  std::vector<int32_t> t(width, 0);
+  for (int i = 0; i < per_seq && i < width; ++i) t[i] = b * per_seq + i;
+  return t;
+}
+
+CudaStep prefill_step(const std::vector<int32_t>& toks, int from, int to, const std::vector<int32_t>& table,
+                      bool all_logits) {
+  CudaStep s;
+  for (int t = from; t < to; ++t) s.tokens.push_back(toks[t]), s.positions.push_back(t);
+  s.query_start = {0, to - from};
+  s.seq_lens = {to};
+  s.block_tables = table;
+  s.all_logits = all_logits;
+  return s;
+}
+
+void die(const Status& st, const char* what) {
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, st.to_string().c_str());
+    std::exit(1);
+  }
+}
+
+std::unique_ptr<CudaDecoder> make(CudaWeightFormat f, int max_batch, int max_tokens, int64_t kv_blocks) {
+  CudaDecoderOptions opt;
+  opt.format = f, opt.max_batch = max_batch, opt.max_step_tokens = max_tokens, opt.max_seq_len = 1024;
+  opt.kv_blocks = kv_blocks;
+  auto d = CudaDecoder::create(CudaModelConfig::qwen2_7b(), opt);
+  die(d.status(), "create");
+  auto dec = std::move(d).value();
+  const double t0 = now_s();
+  die(dec->init_synthetic(42), "init_synthetic");
+  std::fprintf(stderr, "%s weights generated on device in %.2f s, %.2f GB streamed per decode step\n",
+               runtime::format_name(f), now_s() - t0, dec->weight_bytes() / 1e9);
+  return dec;
+}
+
+// 128-token prompt, then 128 greedy steps (graph replays); returns decode tok/s.
+double decode_bs1(CudaDecoder& dec) {
+  const int W = dec.max_blocks_per_seq();
+  auto table = table_for(0, W, W);
+  std::vector<int32_t> toks(128);
+  for (int i = 0; i < 128; ++i) toks[i] = (i * 7919 + 13) % 150000;
+  std::vector<int32_t> ids;
+  die(dec.step(prefill_step(toks, 0, 128, table, false), &ids, nullptr), "prefill");
+  auto run = [&](int n, double* secs) {
+    int tok = ids[0];
+    const double t0 = now_s();
+    for (int k = 0; k < n; ++k) {
+      CudaStep s;
+      s.tokens = {tok}, s.positions = {128 + k}, s.query_start = {0, 1}, s.seq_lens = {129 + k};
+      s.block_tables = table;
+      die(dec.step(s, &ids, nullptr), "decode");
+      tok = ids[0];
+    }
+    *secs = now_s() - t0;
+  };
+  double warm, secs;
+  run(4, &warm);  // graph capture for this bucket + warm-up
+  run(128, &secs);
+  return 128.0 / secs;
+}
+
+double prefill_512(CudaDecoder& dec) {
+  const int W = dec.max_blocks_per_seq();
+  auto table = table_for(0, W, W);
+  std::vector<int32_t> toks(512);
+  for (int i = 0; i < 512; ++i) toks[i] = (i * 104729 + 7) % 152000;
+  std::vector<double> t;
+  std::vector<int32_t> ids;
+  for (int r = 0; r < 6; ++r) {
+    const double t0 = now_s();
+    die(dec.step(prefill_step(toks, 0, 512, table, false), &ids, nullptr), "prefill512");
+    if (r > 0) t.push_back(now_s() - t0);
+  }
+  return 512.0 / median(t);
+}
+
+double decode_batch(CudaDecoder& dec, int B, int ctx, int steps) {
+  const int W = dec.max_blocks_per_seq();
+  const int per_seq = (ctx + steps + 4 + dec.block_size() - 1) / dec.block_size();
+  dec.fill_kv_random(9);  // contexts of random K/V: decode cost does not depend on the values
+  std::vector<int32_t> cur(B);
+  for (int b = 0; b < B; ++b) cur[b] = (b * 31 + 5) % 150000;
+  auto run = [&](int k0, int n) {
+    std::vector<int32_t> ids;
+    for (int k = k0; k < k0 + n; ++k) {
+      CudaStep s;
+      s.query_start = {0};
+      for (int b = 0; b < B; ++b) {
+        s.tokens.push_back(cur[b]), s.positions.push_back(ctx + k);
+        s.query_start.push_back(b + 1), s.seq_lens.push_back(ctx + k + 1);
+        auto t = table_for(b, per_seq, W);
+        s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
+      }
+      die(dec.step(s, &ids, nullptr), "decode batch");
+      cur = ids;
+    }
+  };
+  run(0, 4);
+  const double t0 = now_s();
+  run(4, steps);
+  return double(B) * steps / (now_s() - t0);
+}
+
+// 256 tokens teacher-forced: prefill 128 (all logits) + 128 single-token decode steps (graph path).
+void dump_logits(CudaDecoder& dec, const std::string& dir) {
+  const int W = dec.max_blocks_per_seq(), V = dec.config().n_vocab;
+  auto table = table_for(0, W, W);
+  std::vector<int32_t> toks(256);
+  for (int i = 0; i < 256; ++i) toks[i] = int32_t((uint32_t(i) * 2654435761u + 12345u) % uint32_t(V));
+  std::vector<float> all, lg;
+  std::vector<int32_t> ids;
+  die(dec.step(prefill_step(toks, 0, 128, table, true), &ids, &all), "dump prefill");
+  for (int t = 128; t < 256; ++t) {
+    CudaStep s;
+    s.tokens = {toks[t]}, s.positions = {t}, s.query_start = {0, 1}, s.seq_lens = {t + 1};
+    s.block_tables = table;
+    die(dec.step(s, &ids, &lg), "dump decode");
+    all.insert(all.end(), lg.begin(), lg.begin() + V);
+  }
+  std::ofstream(dir + "/tokens.bin", std::ios::binary).write(reinterpret_cast<const char*>(toks.data()), 256 * 4);
+  std::ofstream(dir + "/logits.bin", std::ios::binary)
+      .write(reinterpret_cast<const char*>(all.data()), std::streamsize(all.size() * 4));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::fprintf(stderr, "no CUDA device\n");
+    return 2;
+  }
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  const double bw = copy_bandwidth_gbps();
+  const double tf = matmul_tflops();
+  std::fprintf(stderr, "%s: copy %.0f GB/s, bf16 matmul %.0f TFLOP/s\n", prop.name, bw, tf);
+  micro();
+
+  double bs1[3] = {0, 0, 0}, bytes[3] = {0, 0, 0};
+  double pre = 0, b64 = 0, b128 = 0;
+  std::string plan;
+  {
+    auto dec = make(CudaWeightFormat::kBf16, 128, 512, 4096);
+    plan = dec->memory_plan();
+    bytes[0] = double(dec->weight_bytes());
+    bs1[0] = decode_bs1(*dec);
+    std::fprintf(stderr, "decode bs1 bf16: %.1f tok/s\n", bs1[0]);
+    pre = prefill_512(*dec);
+    std::fprintf(stderr, "prefill 512 bf16: %.0f tok/s\n", pre);
+    b64 = decode_batch(*dec, 64, 128, 32);
+    std::fprintf(stderr, "decode b64 bf16: %.0f tok/s\n", b64);
+    b128 = decode_batch(*dec, 128, 128, 32);
+    std::fprintf(stderr, "decode b128 bf16: %.0f tok/s\n", b128);
+    if (argc > 2) dump_logits(*dec, argv[2]);
+  }
+  const CudaWeightFormat q[2] = {CudaWeightFormat::kInt8, CudaWeightFormat::kInt4};
+  for (int i = 0; i < 2; ++i) {
+    auto dec = make(q[i], 8, 128, 256);
+    bytes[i + 1] = double(dec->weight_bytes());
+    bs1[i + 1] = decode_bs1(*dec);
+    std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", runtime::format_name(q[i]), bs1[i + 1]);
+  }
+  const double params = bytes[0] / 2;  // bf16 bytes / 2 = matrix parameters read per token
+  char json[4096];
+  std::snprintf(json, sizeof(json),
+                "{\n  \"device\": \"%s\",\n  \"copy_bandwidth_GBps\": %.1f,\n  \"matmul_TFLOPs\": %.1f,\n"
+                "  \"decode_bs1_bf16_tok_s\": %.1f,\n  \"decode_bs1_int8_tok_s\": %.1f,\n"
+                "  \"decode_bs1_int4_tok_s\": %.1f,\n  \"prefill_512_bf16_tok_s\": %.0f,\n"
+                "  \"decode_b64_bf16_tok_s\": %.0f,\n  \"decode_b128_bf16_tok_s\": %.0f,\n"
+                "  \"weight_bytes_bf16\": %.0f,\n  \"weight_bytes_int8\": %.0f,\n  \"weight_bytes_int4\": %.0f,\n"
+                "  \"roofline_ratio_decode_bs1_bf16\": %.3f,\n  \"roofline_ratio_decode_bs1_int8\": %.3f,\n"
+                "  \"roofline_ratio_decode_bs1_int4\": %.3f,\n  \"roofline_ratio_prefill_512_bf16\": %.3f,\n"
+                "  \"roofline_ratio_decode_b64_bf16\": %.3f,\n  \"roofline_ratio_decode_b128_bf16\": %.3f,\n"
+                "  \"memory_plan\": \"%s\"\n}\n",
+                prop.name, bw, tf, bs1[0], bs1[1], bs1[2], pre, b64, b128, bytes[0], bytes[1], bytes[2],
+                bs1[0] / (bw * 1e9 / bytes[0]), bs1[1] / (bw * 1e9 / bytes[1]), bs1[2] / (bw * 1e9 / bytes[2]),
+                pre / (tf * 1e12 / (2 * params)), b64 / (64 * bw * 1e9 / bytes[0]),
+                b128 / (128 * bw * 1e9 / bytes[0]), plan.c_str());
+  std::fputs(json, stdout);
+  if (argc > 1) std::ofstream(argv[1]) << json;
+  return 0;
+}

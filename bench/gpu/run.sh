@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One device call: build (CUDA on, portable host flags), run the GPU parity tests, the 7B-shape benchmark and the
+# HF transformers logits check; everything lands in $OUT (logs, gpu_bench.json, hf_check.json, the merged result).
+# Usage (from the repository root on the GPU machine): OUT=/some/dir bash bench/gpu/run.sh [--no-hf] [--sanitize]
+set -uo pipefail
+OUT=${OUT:-/tmp/citadel_gpu_out}
+mkdir -p "$OUT"
+HF=1; SAN=0
+for a in "$@"; do case $a in --no-hf) HF=0;; --sanitize) SAN=1;; esac; done
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia_smi.txt"
+t0=$(date +%s)
+cmake -S . -B build-gpu -DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+cmake --build build-gpu -j16 --target citadel_gpu_tests citadel_gpu_bench >> "$OUT/build.log" 2>&1 \
+  || { grep -E "error" "$OUT/build.log" | head -40; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+./build-gpu/citadel_gpu_tests 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|nmse|error" | head -60
+TEST_RC=${PIPESTATUS[0]}
+echo "gpu tests rc=$TEST_RC"
+if [ "$SAN" = 1 ]; then
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/citadel_gpu_tests \
+    --gtest_filter='CudaKernels.*:Batch/GemvTest.*/0:CudaDecoder.Bf16*' > "$OUT/memcheck.log" 2>&1
+  echo "memcheck rc=$? ($(grep -c 'Invalid' "$OUT/memcheck.log") invalid accesses)"; tail -3 "$OUT/memcheck.log"
+fi
+mkdir -p /tmp/citadel_hf
+./build-gpu/bench/citadel_gpu_bench "$OUT/gpu_bench.json" /tmp/citadel_hf 2> "$OUT/bench.log"
+echo "bench rc=$?"; cat "$OUT/bench.log" | tail -20
+if [ "$HF" = 1 ]; then
+  PYTHONUNBUFFERED=1 python3 bench/gpu/hf_check.py /tmp/citadel_hf "$OUT/hf_check.json" > "$OUT/hf_check.log" 2>&1
+  echo "hf check rc=$?"; tail -12 "$OUT/hf_check.log"
+fi
+python3 - "$OUT" "$TEST_RC" <<'PY'
+import json, os, subprocess, sys
+out, test_rc = sys.argv[1], int(sys.argv[2])
+r = json.load(open(f"{out}/gpu_bench.json"))
+if os.path.exists(f"{out}/hf_check.json"):
+    r.update(json.load(open(f"{out}/hf_check.json")))
+r["gpu_tests_rc"] = test_rc
+try:
+    r["commit"] = open(".gpu_commit").read().strip()
+except OSError:
+    r["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+dev = r["device"].lower().replace("nvidia ", "").split()[0]
+json.dump(r, open(f"{out}/gpu-{dev}-2026-11-22.json", "w"), indent=1)
+print(json.dumps(r, indent=1))
+PY

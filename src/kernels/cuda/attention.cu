@@ -1,0 +1,375 @@
+// Paged attention over the block pool: KV write, decode (GQA-grouped, split-K with log-sum-exp merge) and prefill
+// (causal, flash-style, wmma bf16 tensor cores, fp32 accumulation and softmax).
+#include <mma.h>
+
+#include <cfloat>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace citadel::cuda {
+namespace {
+
+using namespace dev;
+
+__global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, int row_stride, const int32_t* slots,
+                                uint16_t* k_pool, uint16_t* v_pool, int row_elems) {
+  const int t = blockIdx.x;
+  const int slot = slots[t];
+  if (slot < 0) return;
+  const uint4* ks = reinterpret_cast<const uint4*>(k_src + static_cast<int64_t>(t) * row_stride);
+  const uint4* vs = reinterpret_cast<const uint4*>(v_src + static_cast<int64_t>(t) * row_stride);
+  uint4* kd = reinterpret_cast<uint4*>(k_pool + static_cast<int64_t>(slot) * row_elems);
+  uint4* vd = reinterpret_cast<uint4*>(v_pool + static_cast<int64_t>(slot) * row_elems);
+  for (int i = threadIdx.x; i < row_elems / 8; i += blockDim.x) {
+    kd[i] = ks[i];
+    vd[i] = vs[i];
+  }
+}
+
+constexpr int kDecodeThreads = 128;
+constexpr int kMaxGroup = 16;
+
+// grid (n_kv_heads, B, n_splits). All G = n_heads/n_kv_heads query heads of one KV head share each K/V row load.
+// Phase 1: a warp per token computes G dot products; phase 2: per-head softmax stats; phase 3: a thread per dim.
+template <int PER_LANE>  // head_dim / 32, a compile-time constant so the K/Q fragments stay in registers
+__global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAttention p, const uint16_t* q, int q_stride,
+                                                                      uint16_t* out, int n_splits, int partition,
+                                                                      float* ws) {
+  extern __shared__ float smem[];
+  const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
+  const int G = p.n_heads / p.n_kv_heads;
+  const int D = p.head_dim;
+  const int ctx = p.seq_lens[b];
+  const int start = split * partition;
+  const int end = min(ctx, start + partition);
+  const int n = end - start;
+  float* qs = smem;                 // [G][D]
+  float* sc = smem + G * D;         // [G][partition]
+  float* stats = sc + G * partition;  // [G][2] max, sum
+  const int64_t part_base = (static_cast<int64_t>(b) * p.n_heads + kvh * G) * n_splits + split;  // + g*n_splits
+  if (n <= 0) {  // an empty split (graph replay with a shorter context): contributes nothing to the merge
+    if (n_splits > 1 && threadIdx.x < G) {
+      float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
+      ml[2 * (part_base + threadIdx.x * n_splits)] = -FLT_MAX;
+      ml[2 * (part_base + threadIdx.x * n_splits) + 1] = 0.f;
+    }
+    return;
+  }
+  const uint16_t* qb = q + static_cast<int64_t>(b) * q_stride + static_cast<int64_t>(kvh) * G * D;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = bf16f(qb[i]) * p.scale;
+  __syncthreads();
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int nwarps = blockDim.x >> 5;
+  const int row_elems = p.n_kv_heads * D;
+  const int32_t* bt = p.block_tables + static_cast<int64_t>(b) * p.max_blocks_per_seq;
+  // Phase 1: scores. Each lane covers D/32 consecutive dims; a warp takes 4 tokens at a time so that 4 row loads
+  // are in flight before the first use.
+  constexpr int per_lane = PER_LANE;
+  for (int t0 = start + warp * 4; t0 < end; t0 += nwarps * 4) {
+    float kf[4][per_lane];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int t = min(t0 + j, end - 1);
+      const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
+      const uint16_t* kr = p.k_pool + slot * row_elems + kvh * D + lane * per_lane;
+      if constexpr (per_lane == 4) {
+        const uint2 v = *reinterpret_cast<const uint2*>(kr);
+        kf[j][0] = bf16_lo(v.x), kf[j][1] = bf16_hi(v.x), kf[j][2] = bf16_lo(v.y), kf[j][3] = bf16_hi(v.y);
+      } else {
+#pragma unroll
+        for (int i = 0; i < per_lane; ++i) kf[j][i] = bf16f(kr[i]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const float* qg = qs + g * D + lane * per_lane;
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int i = 0; i < per_lane; ++i) {
+        const float qv = qg[i];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) d[j] = fmaf(qv, kf[j][i], d[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        d[j] = warp_sum(d[j]);
+        if (lane == 0 && t0 + j < end) sc[g * partition + (t0 + j - start)] = d[j];
+      }
+    }
+  }
+  __syncthreads();
+  // Phase 2: softmax numerators in place, per-head max and sum.
+  for (int g = warp; g < G; g += nwarps) {
+    float* s = sc + g * partition;
+    float mx = -FLT_MAX;
+    for (int i = lane; i < n; i += 32) mx = fmaxf(mx, s[i]);
+    mx = warp_max(mx);
+    float sum = 0.f;
+    for (int i = lane; i < n; i += 32) {
+      const float e = __expf(s[i] - mx);
+      s[i] = e;
+      sum += e;
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) stats[2 * g] = mx, stats[2 * g + 1] = sum;
+  }
+  __syncthreads();
+  // Phase 3: out[g][d] = sum_t p[g][t] v[t][d]; a thread per dim pair (bf16x2 loads).
+  for (int d2 = threadIdx.x; d2 < D / 2; d2 += blockDim.x) {
+    float acc0[kMaxGroup], acc1[kMaxGroup];
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) acc0[g] = 0.f, acc1[g] = 0.f;
+    for (int t0 = start; t0 < end; t0 += 8) {
+      uint32_t vv[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {  // 8 row loads in flight
+        const int t = min(t0 + j, end - 1);
+        const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
+        vv[j] = reinterpret_cast<const uint32_t*>(p.v_pool + slot * row_elems + kvh * D)[d2];
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (t0 + j >= end) break;
+        const float v0 = bf16_lo(vv[j]), v1 = bf16_hi(vv[j]);
+#pragma unroll
+        for (int g = 0; g < kMaxGroup; ++g) {
+          if (g < G) {
+            const float pr = sc[g * partition + (t0 + j - start)];
+            acc0[g] = fmaf(pr, v0, acc0[g]);
+            acc1[g] = fmaf(pr, v1, acc1[g]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < kMaxGroup; ++g) {
+      if (g >= G) break;
+      const int h = kvh * G + g;
+      if (n_splits == 1) {
+        const float inv = 1.f / stats[2 * g + 1];
+        reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(b) * p.n_heads + h) * D)[d2] =
+            pack_bf16x2(acc0[g] * inv, acc1[g] * inv);
+      } else {
+        float* o = ws + (part_base + static_cast<int64_t>(g) * n_splits) * D;
+        o[2 * d2] = acc0[g];
+        o[2 * d2 + 1] = acc1[g];
+      }
+    }
+  }
+  if (n_splits > 1 && threadIdx.x < G) {
+    float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
+    ml[2 * (part_base + threadIdx.x * n_splits)] = stats[2 * threadIdx.x];
+    ml[2 * (part_base + threadIdx.x * n_splits) + 1] = stats[2 * threadIdx.x + 1];
+  }
+}
+
+// grid (B, n_heads), block D threads: out = sum_s o_s e^{m_s - M} / sum_s l_s e^{m_s - M}.
+__global__ void decode_merge_kernel(const float* ws, uint16_t* out, int n_heads, int D, int n_splits) {
+  const int b = blockIdx.x, h = blockIdx.y;
+  const int64_t base = (static_cast<int64_t>(b) * n_heads + h) * n_splits;
+  const float* ml = ws + static_cast<int64_t>(gridDim.x) * n_heads * n_splits * D;
+  float M = -FLT_MAX;
+  for (int s = 0; s < n_splits; ++s) M = fmaxf(M, ml[2 * (base + s)]);
+  float L = 0.f;
+  for (int s = 0; s < n_splits; ++s) L += ml[2 * (base + s) + 1] * __expf(ml[2 * (base + s)] - M);
+  const float inv = L > 0.f ? 1.f / L : 0.f;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float acc = 0.f;
+    for (int s = 0; s < n_splits; ++s) {
+      const float l = ml[2 * (base + s) + 1];
+      if (l > 0.f) acc += ws[(base + s) * D + d] * __expf(ml[2 * (base + s)] - M);
+    }
+    out[(static_cast<int64_t>(b) * n_heads + h) * D + d] = f2bf(acc * inv);
+  }
+}
+
+// ---- prefill: block = 4 warps, 64 query rows (16 per warp) of one head, KV tiles of 64 keys, head_dim 128 ----
+namespace wmma = nvcuda::wmma;
+constexpr int kBQ = 64, kBK = 64, kD = 128;
+constexpr int kLdQ = kD + 8;    // bf16 row pitch of Q/K/V tiles (multiple of 8, breaks bank alignment)
+constexpr int kLdS = kBK + 4;   // fp32 pitch of the per-warp score tile
+constexpr int kLdP = kBK + 8;   // bf16 pitch of the per-warp probability tile
+constexpr int kLdO = kD + 4;    // fp32 pitch of the output accumulator
+constexpr size_t kPrefillSmem = sizeof(uint16_t) * (3 * kBQ * kLdQ + kBQ * kLdP) + sizeof(float) * (kBQ * kLdS + kBQ * kLdO + 2 * kBQ);
+
+__global__ void __launch_bounds__(128) paged_prefill_kernel(PagedAttention p, int seq, const uint16_t* q, int q_stride,
+                                                            int n_q, uint16_t* out) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* Ks = Qs + kBQ * kLdQ;
+  __nv_bfloat16* Vs = Ks + kBK * kLdQ;
+  __nv_bfloat16* Ps = Vs + kBK * kLdQ;  // [64][kLdP]
+  float* Ss = reinterpret_cast<float*>(Ps + kBQ * kLdP);  // [64][kLdS]
+  float* Os = Ss + kBQ * kLdS;                            // [64][kLdO]
+  float* row_m = Os + kBQ * kLdO;
+  float* row_l = row_m + kBQ;
+
+  const int h = blockIdx.y;
+  const int G = p.n_heads / p.n_kv_heads;
+  const int kvh = h / G;
+  const int q0 = blockIdx.x * kBQ;
+  const int ctx = p.seq_lens[seq];
+  const int first_pos = ctx - n_q;  // absolute position of query 0
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int row_elems = p.n_kv_heads * kD;
+  const int32_t* bt = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  // Load the Q tile (zero rows past n_q), clear O, init stats.
+  for (int i = tid; i < kBQ * (kD / 8); i += blockDim.x) {
+    const int r = i / (kD / 8), c = i % (kD / 8);
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (q0 + r < n_q) v = *reinterpret_cast<const uint4*>(q + static_cast<int64_t>(q0 + r) * q_stride + h * kD + c * 8);
+    *reinterpret_cast<uint4*>(Qs + r * kLdQ + c * 8) = v;
+  }
+  for (int i = tid; i < kBQ * kLdO; i += blockDim.x) Os[i] = 0.f;
+  for (int i = tid; i < kBQ; i += blockDim.x) row_m[i] = -1e30f, row_l[i] = 0.f;
+
+  const int last_q = min(q0 + kBQ, n_q) - 1;
+  const int kv_end = first_pos + last_q + 1;  // keys [0, kv_end) can be visible to this tile
+  for (int k0 = 0; k0 < kv_end; k0 += kBK) {
+    __syncthreads();  // previous tile fully consumed (and Q/O init visible on the first pass)
+    for (int i = tid; i < kBK * (kD / 8); i += blockDim.x) {
+      const int r = i / (kD / 8), c = i % (kD / 8);
+      const int t = k0 + r;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (t < ctx) {
+        const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
+        kv = *reinterpret_cast<const uint4*>(p.k_pool + slot * row_elems + kvh * kD + c * 8);
+        vv = *reinterpret_cast<const uint4*>(p.v_pool + slot * row_elems + kvh * kD + c * 8);
+      }
+      *reinterpret_cast<uint4*>(Ks + r * kLdQ + c * 8) = kv;
+      *reinterpret_cast<uint4*>(Vs + r * kLdQ + c * 8) = vv;
+    }
+    __syncthreads();
+    // S (16 x 64 per warp) = Q_w K^T
+    float* Sw = Ss + warp * 16 * kLdS;
+#pragma unroll
+    for (int nt = 0; nt < kBK / 16; ++nt) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+      for (int kt = 0; kt < kD / 16; ++kt) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> bk;
+        wmma::load_matrix_sync(a, Qs + warp * 16 * kLdQ + kt * 16, kLdQ);
+        wmma::load_matrix_sync(bk, Ks + nt * 16 * kLdQ + kt * 16, kLdQ);
+        wmma::mma_sync(acc, a, bk, acc);
+      }
+      wmma::store_matrix_sync(Sw + nt * 16, acc, kLdS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    // Online softmax: 2 lanes per row, 32 columns each.
+    {
+      const int r = lane >> 1, half = lane & 1;
+      const int qrow = warp * 16 + r;
+      const int qpos = first_pos + q0 + qrow;
+      const bool qvalid = q0 + qrow < n_q;
+      float* srow = Sw + r * kLdS + half * 32;
+      float mx = -1e30f;
+      for (int c = 0; c < 32; ++c) {
+        const int kpos = k0 + half * 32 + c;
+        const float v = (qvalid && kpos <= qpos && kpos < ctx) ? srow[c] * p.scale : -INFINITY;
+        srow[c] = v;
+        mx = fmaxf(mx, v);
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      const float m_old = row_m[qrow];
+      const float m_new = fmaxf(m_old, mx);
+      const float alpha = __expf(m_old - m_new);
+      float sum = 0.f;
+      __nv_bfloat16* prow = Ps + qrow * kLdP + half * 32;
+      for (int c = 0; c < 32; ++c) {
+        const float e = __expf(srow[c] - m_new);
+        sum += e;
+        prow[c] = __float2bfloat16_rn(e);
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      float* orow = Os + qrow * kLdO + half * 64;
+      for (int c = 0; c < 64; ++c) orow[c] *= alpha;
+      __syncwarp();
+      if (half == 0) row_m[qrow] = m_new, row_l[qrow] = row_l[qrow] * alpha + sum;
+    }
+    __syncwarp();
+    // O_w (16 x 128) += P_w (16 x 64) V (64 x 128)
+#pragma unroll
+    for (int nt = 0; nt < kD / 16; ++nt) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      float* optr = Os + warp * 16 * kLdO + nt * 16;
+      wmma::load_matrix_sync(acc, optr, kLdO, wmma::mem_row_major);
+#pragma unroll
+      for (int kt = 0; kt < kBK / 16; ++kt) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> bv;
+        wmma::load_matrix_sync(a, Ps + warp * 16 * kLdP + kt * 16, kLdP);
+        wmma::load_matrix_sync(bv, Vs + kt * 16 * kLdQ + nt * 16, kLdQ);
+        wmma::mma_sync(acc, a, bv, acc);
+      }
+      wmma::store_matrix_sync(optr, acc, kLdO, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < kBQ * (kD / 2); i += blockDim.x) {
+    const int r = i / (kD / 2), c2 = i % (kD / 2);
+    if (q0 + r >= n_q) continue;
+    const float l = row_l[r];
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    reinterpret_cast<uint32_t*>(out + static_cast<int64_t>(q0 + r) * p.n_heads * kD + h * kD)[c2] =
+        pack_bf16x2(Os[r * kLdO + 2 * c2] * inv, Os[r * kLdO + 2 * c2 + 1] * inv);
+  }
+}
+
+}  // namespace
+
+void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const int32_t* slots, bf16_t* k_pool,
+              bf16_t* v_pool, int T, int n_kv_heads, int head_dim, cudaStream_t s) {
+  if (T <= 0) return;
+  CHECK((n_kv_heads * head_dim) % 8 == 0 && row_stride % 8 == 0);
+  kv_write_kernel<<<T, 128, 0, s>>>(k_src, v_src, row_stride, slots, k_pool, v_pool, n_kv_heads * head_dim);
+  CUDA_LAUNCH_CHECK();
+}
+
+int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits) {
+  if (n_splits <= 1) return 0;
+  return static_cast<int64_t>(B) * n_heads * n_splits * (head_dim + 2);
+}
+
+void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,
+                            int partition, float* workspace, cudaStream_t s) {
+  if (B <= 0) return;
+  const int G = p.n_heads / p.n_kv_heads;
+  CHECK(G >= 1 && G <= kMaxGroup && p.n_heads % p.n_kv_heads == 0);
+  CHECK(p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256);
+  CHECK(n_splits == 1 || workspace != nullptr);
+  const size_t smem = sizeof(float) * (G * p.head_dim + G * partition + 2 * G);
+  CHECK(smem <= 48 * 1024);
+  dim3 grid(p.n_kv_heads, B, n_splits);
+  switch (p.head_dim / 32) {
+    case 2: paged_decode_kernel<2><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 4: paged_decode_kernel<4><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 8: paged_decode_kernel<8><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
+    default: CHECK_MSG(false, "decode attention: head_dim must be 64, 128 or 256");
+  }
+  CUDA_LAUNCH_CHECK();
+  if (n_splits > 1) {
+    decode_merge_kernel<<<dim3(B, p.n_heads), p.head_dim, 0, s>>>(workspace, out, p.n_heads, p.head_dim, n_splits);
+    CUDA_LAUNCH_CHECK();
+  }
+}
+
+void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
+                             cudaStream_t s) {
+  if (n_q <= 0) return;
+  CHECK(p.head_dim == kD);
+  static bool configured = false;  // attribute setting is idempotent; the flag only skips the call
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(kPrefillSmem)));
+    configured = true;
+  }
+  dim3 grid((n_q + kBQ - 1) / kBQ, p.n_heads);
+  paged_prefill_kernel<<<grid, 128, kPrefillSmem, s>>>(p, seq, q, q_stride, n_q, out);
+  CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace citadel::cuda

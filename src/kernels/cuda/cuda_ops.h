@@ -1,0 +1,109 @@
+// Host launchers of the CUDA kernels (src/kernels/cuda/*.cu). Include only from CUDA-side code and GPU tests:
+// it pulls in <cuda_runtime_api.h> (a plain C header, so g++ compiles it), never from core code.
+//
+// Conventions: every pointer is device memory; bf16 tensors are passed as uint16_t (raw bfloat16 bits);
+// row-major throughout; launchers are asynchronous on `stream` and check the launch (CHECK aborts on a launch
+// error, which is a bug: shapes are validated by the callers). Thread-safety: launchers are stateless, except
+// gemm_bf16, which uses a cuBLAS handle owned by the caller.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace citadel::cuda {
+
+using bf16_t = uint16_t;  // raw bfloat16 bits
+
+enum class RopeLayout { kNorm, kNeox };  // kNorm: pairs (2i, 2i+1) (llama GGUF); kNeox: pairs (i, i+d/2) (HF qwen2)
+
+// ---- elementwise.cu ----
+// out[t][:] = table[tokens[t]][:] as fp32; table [vocab][dim] bf16; out [T][dim] fp32. Token ids outside
+// [0, vocab) give a zero row (callers validate ids; this only keeps the kernel in bounds).
+void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s);
+
+// residual [T][dim] fp32 (in/out) += delta [T][dim] bf16 (skipped if null);
+// out [T][dim] bf16 = residual * rsqrt(mean(residual^2) + eps) * weight [dim] bf16.
+void add_rmsnorm(float* residual, const bf16_t* delta, const bf16_t* weight, bf16_t* out, int T, int dim, float eps,
+                 cudaStream_t s);
+
+// In place rotary embedding on x [T][row_stride] bf16: heads h in [0, n_heads) at columns h*head_dim.. ;
+// positions [T]; angle = pos * theta^(-2i/head_dim).
+void rope(bf16_t* x, int T, int n_heads, int head_dim, int row_stride, const int32_t* positions, float theta,
+          RopeLayout layout, cudaStream_t s);
+
+// gate_up [T][2*ffn] bf16 (gate = columns [0, ffn), up = [ffn, 2*ffn)); out [T][ffn] bf16 = silu(gate) * up.
+void silu_mul(const bf16_t* gate_up, bf16_t* out, int T, int ffn, cudaStream_t s);
+
+// y [M][N] bf16 += bias [N] bf16.
+void add_bias(bf16_t* y, const bf16_t* bias, int M, int N, cudaStream_t s);
+
+// out[m] = argmax_v logits[m][v] (lowest index on ties); logits [M][V] fp32; out [M] int32.
+void argmax(const float* logits, int M, int V, int32_t* out, cudaStream_t s);
+
+// dst [rows][cols] = src[index[r]][:] (bf16 row gather); index [rows] int32 on device.
+void gather_rows(const bf16_t* src, const int32_t* index, bf16_t* dst, int rows, int cols, cudaStream_t s);
+
+// Deterministic fill for benchmarks and poisoning: x[i] = bf16(uniform(-scale, scale)) from hash(seed, i).
+void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStream_t s);
+
+// ---- attention.cu ----
+// Paged KV layout: pool [n_blocks][block_size][n_kv_heads][head_dim] bf16, one pool for K and one for V.
+// slots [T] int32: physical slot = block * block_size + offset, or -1 to skip the token.
+// k_src / v_src: row t at k_src + t*row_stride (the fused QKV buffer), n_kv_heads*head_dim contiguous values.
+void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const int32_t* slots, bf16_t* k_pool,
+              bf16_t* v_pool, int T, int n_kv_heads, int head_dim, cudaStream_t s);
+
+struct PagedAttention {
+  const bf16_t* k_pool = nullptr;     // [n_blocks][block_size][n_kv_heads][head_dim]
+  const bf16_t* v_pool = nullptr;     // same
+  const int32_t* block_tables = nullptr;  // [B][max_blocks_per_seq]
+  const int32_t* seq_lens = nullptr;  // [B] tokens in the cache for each sequence, the new ones included
+  int max_blocks_per_seq = 0;
+  int block_size = 16;
+  int n_heads = 0, n_kv_heads = 0, head_dim = 128;
+  float scale = 0.f;  // softmax scale, usually 1/sqrt(head_dim)
+};
+
+// Decode: one query per sequence. q: row b at q + b*q_stride, [n_heads][head_dim]. out [B][n_heads*head_dim] bf16.
+// n_splits > 1 splits each context into partitions of `partition` tokens (split-K) merged by log-sum-exp;
+// the grid depends only on (B, n_splits), so a CUDA graph can be replayed for any seq_lens <= n_splits*partition.
+// workspace: fp32, at least decode_workspace_floats(B, n_heads, head_dim, n_splits) floats (null if n_splits == 1).
+int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits);
+void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,
+                            int partition, float* workspace, cudaStream_t s);
+
+// Prefill of one sequence: n_q queries (rows of q at stride q_stride, [n_heads][head_dim] each) that are the LAST n_q
+// tokens of its context (seq_lens[seq] tokens, the prefix possibly cached): causal, bottom-right aligned.
+// out [n_q][n_heads*head_dim] bf16. Requires head_dim == 128. Flash-style tiling on tensor cores (wmma bf16).
+void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
+                             cudaStream_t s);
+
+// ---- gemv.cu (weight-only matmuls for small batches, M <= 8 per launch; larger M is split by the launcher) ----
+// y [M][N] = x [M][K] @ W^T (+ bias [N]); x bf16; y bf16 or fp32 (y_f32). W is [N][K] in one of:
+//   bf16:  bf16_t [N][K]
+//   int8:  uint8_t [N][K] holding q + 128 (q in [-127, 127]), scales fp32 [N]: w = q * scale[n]
+//   int4:  uint8_t [N][K/2], groups of 128 along K, scales fp32 [N][K/128]: w = q * scale[n][k/128], q in [-8, 7]
+//          stored as q + 8. Nibble order within each 32-bit little-endian word holding k0..k0+7 (k0 % 8 == 0):
+//          weight k0+2j at bits [4j, 4j+4), weight k0+2j+1 at bits [16+4j, 20+4j) (j = 0..3).
+// K must be a multiple of 8 (bf16), 16 (int8) or 128 (int4).
+void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N, int K,
+               cudaStream_t s);
+void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
+               int N, int K, cudaStream_t s);
+void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
+               int N, int K, cudaStream_t s);
+
+// Quantize W [N][K] bf16 on device into the layouts above (symmetric, round half away from zero):
+// int8: scale = amax(row)/127; int4: scale = amax(group)/7, q clamped to [-8, 7]. An all-zero row/group gets scale 0.
+void quantize_int8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
+void quantize_int4(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
+
+// ---- gemm.cu (cuBLAS) ----
+// y [M][N] = x [M][K] @ W[N][K]^T, bf16 in, fp32 accumulate, y bf16 or fp32. handle: a cublasHandle_t (void* here to
+// keep cuBLAS out of this header) already bound to the stream the caller wants.
+void gemm_bf16(void* cublas_handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f32, int M, int N, int K);
+void* create_cublas_handle(cudaStream_t s, void* workspace, size_t workspace_bytes);
+void destroy_cublas_handle(void* handle);
+
+}  // namespace citadel::cuda

@@ -1,0 +1,629 @@
+// CudaDecoder: weights, memory plan, KV pool and the forward step (see cuda_decoder.h).
+#include "runtime/cuda_decoder.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <utility>
+
+#include "base/half.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace citadel::runtime {
+
+namespace ck = citadel::cuda;
+using ck::bf16_t;
+
+CudaModelConfig CudaModelConfig::qwen2_7b() {
+  CudaModelConfig c;
+  c.hidden_dim = 3584, c.n_layers = 28, c.n_heads = 28, c.n_kv_heads = 4, c.head_dim = 128;
+  c.ffn_dim = 18944, c.n_vocab = 152064, c.qkv_bias = true, c.rope_neox = true, c.rope_theta = 10000.f;
+  c.rms_eps = 1e-6f;
+  return c;
+}
+
+const char* format_name(CudaWeightFormat f) {
+  switch (f) {
+    case CudaWeightFormat::kBf16: return "bf16";
+    case CudaWeightFormat::kInt8: return "int8";
+    case CudaWeightFormat::kInt4: return "int4";
+  }
+  return "?";
+}
+
+void cuda_weight_shape(const CudaModelConfig& c, CudaWeight w, int64_t* rows, int64_t* cols) {
+  const int64_t D = c.hidden_dim, Q = int64_t{c.n_heads} * c.head_dim, KV = int64_t{c.n_kv_heads} * c.head_dim;
+  switch (w) {
+    case CudaWeight::kEmbed: case CudaWeight::kOutput: *rows = c.n_vocab, *cols = D; return;
+    case CudaWeight::kOutputNorm: case CudaWeight::kAttnNorm: case CudaWeight::kFfnNorm: *rows = D, *cols = 1; return;
+    case CudaWeight::kWq: *rows = Q, *cols = D; return;
+    case CudaWeight::kWk: case CudaWeight::kWv: *rows = KV, *cols = D; return;
+    case CudaWeight::kBq: *rows = Q, *cols = 1; return;
+    case CudaWeight::kBk: case CudaWeight::kBv: *rows = KV, *cols = 1; return;
+    case CudaWeight::kWo: *rows = D, *cols = Q; return;
+    case CudaWeight::kWGate: case CudaWeight::kWUp: *rows = c.ffn_dim, *cols = D; return;
+    case CudaWeight::kWDown: *rows = D, *cols = c.ffn_dim; return;
+  }
+  *rows = *cols = 0;
+}
+
+uint32_t synth_tensor_seed(uint32_t seed, CudaWeight w, int layer) {
+  const bool global = w == CudaWeight::kEmbed || w == CudaWeight::kOutput || w == CudaWeight::kOutputNorm;
+  return ck::dev::hash_u32(seed, static_cast<uint32_t>((global ? 1023 : layer) * 32 + static_cast<int>(w)));
+}
+
+float synth_scale(const CudaModelConfig& c, CudaWeight w) {
+  int64_t rows, cols;
+  cuda_weight_shape(c, w, &rows, &cols);
+  switch (w) {
+    case CudaWeight::kEmbed: return 1.f;
+    case CudaWeight::kOutputNorm: case CudaWeight::kAttnNorm: case CudaWeight::kFfnNorm: return 0.125f;
+    case CudaWeight::kBq: case CudaWeight::kBk: case CudaWeight::kBv: return 0.0625f;
+    default: break;
+  }
+  // uniform(-a, a) with a ~ sqrt(3/K) keeps unit variance; rounded to a power of two so u*a is exact.
+  const double a = std::sqrt(3.0 / static_cast<double>(cols)) * (w == CudaWeight::kOutput ? 4.0 : 1.0);
+  return std::ldexp(1.0f, static_cast<int>(std::lround(std::log2(a))));
+}
+
+float synth_offset(CudaWeight w) {
+  return (w == CudaWeight::kOutputNorm || w == CudaWeight::kAttnNorm || w == CudaWeight::kFfnNorm) ? 1.f : 0.f;
+}
+
+float synth_weight_value(const CudaModelConfig& c, uint32_t seed, CudaWeight w, int layer, uint32_t i) {
+  const float u = ck::dev::hash_uniform(synth_tensor_seed(seed, w, layer), i);
+  return bf16_to_f32(f32_to_bf16(u * synth_scale(c, w) + synth_offset(w)));
+}
+
+namespace {
+
+__global__ void synth_fill_kernel(uint16_t* dst, int64_t n, uint32_t tseed, float scale, float offset) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float u = ck::dev::hash_uniform(tseed, static_cast<uint32_t>(i));
+    dst[i] = ck::dev::f2bf(__fadd_rn(__fmul_rn(u, scale), offset));
+  }
+}
+
+struct DevBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+};
+
+}  // namespace
+
+// A weight matrix [N][K] in the decoder's format. bf16 holds the staging copy until finalize() quantizes it.
+struct LinearW {
+  int N = 0, K = 0;
+  bf16_t* bf16 = nullptr;     // [N][K]
+  uint8_t* q = nullptr;       // int8 [N][K] or int4 [N][K/2]
+  float* scales = nullptr;    // int8 [N], int4 [N][K/128]
+  bf16_t* bias = nullptr;     // [N] or null
+};
+
+struct LayerW {
+  bf16_t* attn_norm = nullptr;  // [D]
+  bf16_t* ffn_norm = nullptr;   // [D]
+  LinearW qkv;                  // [(H + 2 KV) * Dh][D], rows q | k | v; bias likewise
+  LinearW o;                    // [D][H * Dh]
+  LinearW gate_up;              // [2F][D], rows gate | up
+  LinearW down;                 // [D][F]
+};
+
+struct CudaDecoder::Impl {
+  CudaModelConfig c;
+  CudaDecoderOptions opt;
+  cudaStream_t stream = nullptr;
+  void* cublas = nullptr;
+  std::vector<void*> allocations;
+  int64_t weight_bytes = 0, act_bytes = 0, kv_bytes = 0;
+  std::string plan;
+  bool finalized = false;
+
+  bf16_t* embed = nullptr;     // [V][D]
+  bf16_t* out_norm = nullptr;  // [D]
+  LinearW lm_head;             // [V][D]
+  std::vector<LayerW> layers;
+
+  // Activations (sized for max_step_tokens rows, or max_batch where only sequence rows exist).
+  float* residual = nullptr;   // [T][D] fp32
+  bf16_t* h = nullptr;         // [T][D]
+  bf16_t* qkv = nullptr;       // [T][(H+2KV)*Dh]
+  bf16_t* attn = nullptr;      // [T][H*Dh]
+  bf16_t* delta = nullptr;     // [T][D]
+  bf16_t* gu = nullptr;        // [T][2F]
+  bf16_t* act = nullptr;       // [T][F]
+  bf16_t* last_h = nullptr;    // [max_batch][D]
+  float* logits = nullptr;     // [T][V] fp32
+  float* attn_ws = nullptr;    // split-K workspace
+  int32_t* d_ints = nullptr;   // packed step inputs, layout in IntLayout
+  int32_t* d_out = nullptr;    // [T] argmax ids
+  int32_t* h_pinned = nullptr; // host mirror of d_ints
+  int32_t* h_out = nullptr;    // [T]
+  int64_t ints_capacity = 0;
+  bf16_t* k_pool = nullptr;    // [L][n_blocks][bs][KV][Dh]
+  bf16_t* v_pool = nullptr;
+  int64_t n_blocks = 0;
+  int max_blocks = 0;
+  void* cublas_ws = nullptr;
+
+  std::map<std::pair<int, int>, cudaGraphExec_t> graphs;  // (B bucket, n_splits) -> graph
+
+  int qkv_rows() const { return (c.n_heads + 2 * c.n_kv_heads) * c.head_dim; }
+
+  Status alloc(void** p, size_t bytes, const char* what) {
+    cudaError_t e = cudaMalloc(p, std::max<size_t>(bytes, 16));
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return ResourceExhausted(std::string("cuda decoder: cannot allocate ") + std::to_string(bytes) + " bytes for " +
+                               what + ": " + cudaGetErrorString(e));
+    }
+    allocations.push_back(*p);
+    return OkStatus();
+  }
+  template <typename T>
+  Status alloc_n(T** p, int64_t n, const char* what) {
+    return alloc(reinterpret_cast<void**>(p), sizeof(T) * static_cast<size_t>(n), what);
+  }
+  void release(void* p) {
+    auto it = std::find(allocations.begin(), allocations.end(), p);
+    if (it != allocations.end()) allocations.erase(it);
+    cudaFree(p);
+  }
+
+  // Layout of d_ints for T tokens and B sequences: tokens[T] positions[T] slots[T] seq_lens[B] last_idx[B]
+  // block_tables[B][max_blocks].
+  struct IntLayout {
+    int64_t tokens, positions, slots, seq_lens, last_idx, tables, total;
+  };
+  IntLayout layout(int T, int B) const {
+    IntLayout l;
+    l.tokens = 0, l.positions = T, l.slots = 2 * T, l.seq_lens = 3 * T, l.last_idx = 3 * T + B;
+    l.tables = 3 * T + 2 * B, l.total = l.tables + int64_t{B} * max_blocks;
+    return l;
+  }
+
+  Status alloc_linear(LinearW* w, int N, int K, bool bias) {
+    w->N = N, w->K = K;
+    RETURN_IF_ERROR(alloc_n(&w->bf16, int64_t{N} * K, "weights"));
+    if (bias) RETURN_IF_ERROR(alloc_n(&w->bias, N, "bias"));
+    return OkStatus();
+  }
+  Status alloc_weights();
+  Status quantize(LinearW* w);
+  Status alloc_runtime();
+  bf16_t* weight_ptr(CudaWeight w, int layer, int64_t* count);
+  void linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32);
+  void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits);
+  int partition_for(int B) const { return B <= 64 ? 32 : 128; }  // measured best on H100 (bench table)
+};
+
+Status CudaDecoder::Impl::alloc_weights() {
+  const int D = c.hidden_dim;
+  RETURN_IF_ERROR(alloc_n(&embed, int64_t{c.n_vocab} * D, "embedding"));
+  RETURN_IF_ERROR(alloc_n(&out_norm, D, "output norm"));
+  RETURN_IF_ERROR(alloc_linear(&lm_head, c.n_vocab, D, false));
+  layers.resize(c.n_layers);
+  for (auto& l : layers) {
+    RETURN_IF_ERROR(alloc_n(&l.attn_norm, D, "attn norm"));
+    RETURN_IF_ERROR(alloc_n(&l.ffn_norm, D, "ffn norm"));
+    RETURN_IF_ERROR(alloc_linear(&l.qkv, qkv_rows(), D, c.qkv_bias));
+    RETURN_IF_ERROR(alloc_linear(&l.o, D, c.n_heads * c.head_dim, false));
+    RETURN_IF_ERROR(alloc_linear(&l.gate_up, 2 * c.ffn_dim, D, false));
+    RETURN_IF_ERROR(alloc_linear(&l.down, D, c.ffn_dim, false));
+  }
+  return OkStatus();
+}
+
+bf16_t* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
+  int64_t rows, cols;
+  cuda_weight_shape(c, w, &rows, &cols);
+  *count = rows * cols;
+  const int64_t D = c.hidden_dim, Q = int64_t{c.n_heads} * c.head_dim, KV = int64_t{c.n_kv_heads} * c.head_dim;
+  if (w == CudaWeight::kEmbed) return embed;
+  if (w == CudaWeight::kOutputNorm) return out_norm;
+  if (w == CudaWeight::kOutput) return lm_head.bf16;
+  if (layer < 0 || layer >= c.n_layers) return nullptr;
+  LayerW& l = layers[layer];
+  switch (w) {
+    case CudaWeight::kAttnNorm: return l.attn_norm;
+    case CudaWeight::kFfnNorm: return l.ffn_norm;
+    case CudaWeight::kWq: return l.qkv.bf16;
+    case CudaWeight::kWk: return l.qkv.bf16 ? l.qkv.bf16 + Q * D : nullptr;
+    case CudaWeight::kWv: return l.qkv.bf16 ? l.qkv.bf16 + (Q + KV) * D : nullptr;
+    case CudaWeight::kBq: return l.qkv.bias;
+    case CudaWeight::kBk: return l.qkv.bias ? l.qkv.bias + Q : nullptr;
+    case CudaWeight::kBv: return l.qkv.bias ? l.qkv.bias + Q + KV : nullptr;
+    case CudaWeight::kWo: return l.o.bf16;
+    case CudaWeight::kWGate: return l.gate_up.bf16;
+    case CudaWeight::kWUp: return l.gate_up.bf16 ? l.gate_up.bf16 + int64_t{c.ffn_dim} * D : nullptr;
+    case CudaWeight::kWDown: return l.down.bf16;
+    default: return nullptr;
+  }
+}
+
+Status CudaDecoder::Impl::quantize(LinearW* w) {
+  if (opt.format == CudaWeightFormat::kBf16 || !w->bf16) return OkStatus();
+  if (opt.format == CudaWeightFormat::kInt8) {
+    RETURN_IF_ERROR(alloc_n(&w->q, int64_t{w->N} * w->K, "int8 weights"));
+    RETURN_IF_ERROR(alloc_n(&w->scales, w->N, "int8 scales"));
+    ck::quantize_int8(w->bf16, w->q, w->scales, w->N, w->K, stream);
+  } else {
+    if (w->K % 128 != 0) return Unsupported("int4: K=" + std::to_string(w->K) + " is not a multiple of 128");
+    RETURN_IF_ERROR(alloc_n(&w->q, int64_t{w->N} * w->K / 2, "int4 weights"));
+    RETURN_IF_ERROR(alloc_n(&w->scales, int64_t{w->N} * (w->K / 128), "int4 scales"));
+    ck::quantize_int4(w->bf16, w->q, w->scales, w->N, w->K, stream);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  release(w->bf16);
+  w->bf16 = nullptr;
+  return OkStatus();
+}
+
+static int64_t linear_bytes(const LinearW& w, CudaWeightFormat f) {
+  int64_t b = w.bias ? int64_t{w.N} * 2 : 0;
+  if (f == CudaWeightFormat::kBf16) return b + int64_t{w.N} * w.K * 2;
+  if (f == CudaWeightFormat::kInt8) return b + int64_t{w.N} * w.K + int64_t{w.N} * 4;
+  return b + int64_t{w.N} * w.K / 2 + int64_t{w.N} * (w.K / 128) * 4;
+}
+
+Status CudaDecoder::Impl::alloc_runtime() {
+  const int64_t T = opt.max_step_tokens, B = opt.max_batch, D = c.hidden_dim, F = c.ffn_dim, V = c.n_vocab;
+  size_t free0 = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+  max_blocks = (opt.max_seq_len + opt.block_size - 1) / opt.block_size;
+  RETURN_IF_ERROR(alloc_n(&residual, T * D, "residual"));
+  RETURN_IF_ERROR(alloc_n(&h, T * D, "h"));
+  RETURN_IF_ERROR(alloc_n(&qkv, T * qkv_rows(), "qkv"));
+  RETURN_IF_ERROR(alloc_n(&attn, T * c.n_heads * c.head_dim, "attn"));
+  RETURN_IF_ERROR(alloc_n(&delta, T * D, "delta"));
+  RETURN_IF_ERROR(alloc_n(&gu, T * 2 * F, "gate_up"));
+  RETURN_IF_ERROR(alloc_n(&act, T * F, "act"));
+  RETURN_IF_ERROR(alloc_n(&last_h, B * D, "last_h"));
+  RETURN_IF_ERROR(alloc_n(&logits, std::max(T, B) * V, "logits"));
+  int64_t ws = 0;
+  for (int b = 1; b <= B; b *= 2) {
+    const int splits = (opt.max_seq_len + partition_for(b) - 1) / partition_for(b);
+    ws = std::max(ws, ck::decode_workspace_floats(b, c.n_heads, c.head_dim, splits));
+  }
+  ws = std::max(ws, ck::decode_workspace_floats(static_cast<int>(B), c.n_heads, c.head_dim,
+                                                (opt.max_seq_len + partition_for(B) - 1) / partition_for(B)));
+  RETURN_IF_ERROR(alloc_n(&attn_ws, ws, "attention workspace"));
+  ints_capacity = 3 * T + 3 * B + 1 + B * max_blocks;  // + query_start staging
+  RETURN_IF_ERROR(alloc_n(&d_ints, ints_capacity, "step inputs"));
+  RETURN_IF_ERROR(alloc_n(&d_out, std::max(T, B), "ids"));
+  CUDA_CHECK(cudaMallocHost(&h_pinned, sizeof(int32_t) * ints_capacity));
+  CUDA_CHECK(cudaMallocHost(&h_out, sizeof(int32_t) * std::max(T, B)));
+  const size_t cublas_ws_bytes = size_t{32} << 20;
+  RETURN_IF_ERROR(alloc(&cublas_ws, cublas_ws_bytes, "cublas workspace"));
+  cublas = ck::create_cublas_handle(stream, cublas_ws, cublas_ws_bytes);
+  size_t free1 = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+  act_bytes = static_cast<int64_t>(free0) - static_cast<int64_t>(free1);
+
+  const int64_t block_bytes = int64_t{2} * opt.block_size * c.n_kv_heads * c.head_dim * 2 * c.n_layers;
+  n_blocks = opt.kv_blocks;
+  if (n_blocks <= 0) n_blocks = (static_cast<int64_t>(free1) - opt.reserve_bytes) / block_bytes;
+  if (n_blocks < max_blocks)
+    return ResourceExhausted("cuda decoder: KV pool of " + std::to_string(n_blocks) + " blocks cannot hold one " +
+                             std::to_string(opt.max_seq_len) + "-token sequence");
+  const int64_t pool_elems = n_blocks * opt.block_size * c.n_kv_heads * c.head_dim * c.n_layers;
+  RETURN_IF_ERROR(alloc_n(&k_pool, pool_elems, "K pool"));
+  RETURN_IF_ERROR(alloc_n(&v_pool, pool_elems, "V pool"));
+  CUDA_CHECK(cudaMemsetAsync(k_pool, 0, pool_elems * 2, stream));
+  CUDA_CHECK(cudaMemsetAsync(v_pool, 0, pool_elems * 2, stream));
+  kv_bytes = n_blocks * block_bytes;
+
+  char buf[512];
+  const int64_t tokens = n_blocks * opt.block_size;
+  std::snprintf(buf, sizeof(buf),
+                "cuda memory plan (%s): weights %.2f GiB, activations %.2f GiB (%lld tokens/step, %lld seqs), "
+                "KV pool: %lld blocks = %lld tokens = max %lld sequences x %d context (%.2f GiB), reserve %.2f GiB",
+                format_name(opt.format), weight_bytes / 1073741824.0, act_bytes / 1073741824.0,
+                static_cast<long long>(T), static_cast<long long>(B), static_cast<long long>(n_blocks),
+                static_cast<long long>(tokens), static_cast<long long>(tokens / opt.max_seq_len), opt.max_seq_len,
+                kv_bytes / 1073741824.0, opt.reserve_bytes / 1073741824.0);
+  plan = buf;
+  if (opt.verbose) std::fprintf(stderr, "%s\n", plan.c_str());
+  return OkStatus();
+}
+
+CudaDecoder::CudaDecoder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CudaDecoder::~CudaDecoder() {
+  if (!impl_) return;
+  for (auto& [k, g] : impl_->graphs) cudaGraphExecDestroy(g);
+  ck::destroy_cublas_handle(impl_->cublas);
+  for (void* p : impl_->allocations) cudaFree(p);
+  if (impl_->h_pinned) cudaFreeHost(impl_->h_pinned);
+  if (impl_->h_out) cudaFreeHost(impl_->h_out);
+  if (impl_->stream) cudaStreamDestroy(impl_->stream);
+}
+
+Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const CudaModelConfig& c, const CudaDecoderOptions& opt) {
+  if (c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 ||
+      c.ffn_dim <= 0 || c.n_vocab <= 0)
+    return InvalidArgument("cuda decoder: model dimensions must be positive");
+  if (c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 16)
+    return Unsupported("cuda decoder: n_heads/n_kv_heads must be an integer <= 16");
+  if (c.head_dim != 128) return Unsupported("cuda decoder: head_dim " + std::to_string(c.head_dim) + " (needs 128)");
+  if (c.hidden_dim % 128 != 0 || c.ffn_dim % 128 != 0)
+    return Unsupported("cuda decoder: hidden_dim and ffn_dim must be multiples of 128");
+  if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
+    return InvalidArgument("cuda decoder: bad options (max_step_tokens must be >= max_batch)");
+  int n_dev = 0;
+  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+    cudaGetLastError();
+    return Unsupported("cuda decoder: no CUDA device");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->c = c;
+  impl->opt = opt;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
+  std::unique_ptr<CudaDecoder> d(new CudaDecoder(std::move(impl)));
+  RETURN_IF_ERROR(d->impl_->alloc_weights());
+  return std::move(d);
+}
+
+Status CudaDecoder::init_synthetic(uint32_t seed) {
+  Impl& m = *impl_;
+  if (m.finalized) return InvalidArgument("cuda decoder: weights already finalized");
+  for (int w = 0; w < kNumCudaWeights; ++w) {
+    const auto kind = static_cast<CudaWeight>(w);
+    const bool global = kind == CudaWeight::kEmbed || kind == CudaWeight::kOutput || kind == CudaWeight::kOutputNorm;
+    const bool is_bias = kind == CudaWeight::kBq || kind == CudaWeight::kBk || kind == CudaWeight::kBv;
+    if (is_bias && !m.c.qkv_bias) continue;
+    for (int l = 0; l < (global ? 1 : m.c.n_layers); ++l) {
+      int64_t n = 0;
+      bf16_t* dst = m.weight_ptr(kind, l, &n);
+      if (!dst) return Internal("cuda decoder: no storage for a synthetic tensor");
+      synth_fill_kernel<<<2048, 256, 0, m.stream>>>(dst, n, synth_tensor_seed(seed, kind, l), synth_scale(m.c, kind),
+                                                    synth_offset(kind));
+      CUDA_LAUNCH_CHECK();
+    }
+  }
+  return finalize();
+}
+
+Status CudaDecoder::set_weight(CudaWeight w, int layer, const uint16_t* host, int64_t count) {
+  Impl& m = *impl_;
+  if (m.finalized) return InvalidArgument("cuda decoder: set_weight after finalize");
+  int64_t n = 0;
+  bf16_t* dst = m.weight_ptr(w, layer, &n);
+  if (!dst) return InvalidArgument("cuda decoder: tensor " + std::to_string(static_cast<int>(w)) + " layer " +
+                                   std::to_string(layer) + " does not exist in this model");
+  if (n != count)
+    return InvalidArgument("cuda decoder: tensor " + std::to_string(static_cast<int>(w)) + " layer " +
+                           std::to_string(layer) + ": " + std::to_string(count) + " elements, expected " +
+                           std::to_string(n));
+  CUDA_CHECK(cudaMemcpyAsync(dst, host, n * 2, cudaMemcpyHostToDevice, m.stream));
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  return OkStatus();
+}
+
+Status CudaDecoder::finalize() {
+  Impl& m = *impl_;
+  if (m.finalized) return OkStatus();
+  RETURN_IF_ERROR(m.quantize(&m.lm_head));
+  for (auto& l : m.layers) {
+    RETURN_IF_ERROR(m.quantize(&l.qkv));
+    RETURN_IF_ERROR(m.quantize(&l.o));
+    RETURN_IF_ERROR(m.quantize(&l.gate_up));
+    RETURN_IF_ERROR(m.quantize(&l.down));
+  }
+  const int64_t D = m.c.hidden_dim;
+  m.weight_bytes = linear_bytes(m.lm_head, m.opt.format) + D * 2;
+  for (auto& l : m.layers)
+    m.weight_bytes += linear_bytes(l.qkv, m.opt.format) + linear_bytes(l.o, m.opt.format) +
+                      linear_bytes(l.gate_up, m.opt.format) + linear_bytes(l.down, m.opt.format) + 2 * D * 2;
+  RETURN_IF_ERROR(m.alloc_runtime());
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  m.finalized = true;
+  return OkStatus();
+}
+
+void CudaDecoder::Impl::linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32) {
+  switch (opt.format) {
+    case CudaWeightFormat::kBf16:
+      if (M <= 8) {
+        ck::gemv_bf16(x, w.bf16, w.bias, y, y_f32, M, w.N, w.K, stream);
+      } else {
+        ck::gemm_bf16(cublas, x, w.bf16, y, y_f32, M, w.N, w.K);
+        if (w.bias) ck::add_bias(static_cast<bf16_t*>(y), w.bias, M, w.N, stream);
+      }
+      return;
+    case CudaWeightFormat::kInt8:
+      ck::gemv_int8(x, w.q, w.scales, w.bias, y, y_f32, M, w.N, w.K, stream);
+      return;
+    case CudaWeightFormat::kInt4:
+      ck::gemv_int4(x, w.q, w.scales, w.bias, y, y_f32, M, w.N, w.K, stream);
+      return;
+  }
+}
+
+// The whole step on device; inputs already in d_ints (layout(T, B)). With decode, every sequence has one token and
+// T == B. Query ranges for prefill come from the host copy (h_pinned) because they set kernel grids.
+void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits) {
+  const IntLayout L = layout(T, B);
+  const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim, NQKV = qkv_rows();
+  const int32_t* tokens = d_ints + L.tokens;
+  const int32_t* positions = d_ints + L.positions;
+  const int32_t* slots = d_ints + L.slots;
+  const int64_t layer_pool = n_blocks * opt.block_size * KV;
+  ck::PagedAttention pa;
+  pa.block_tables = d_ints + L.tables;
+  pa.seq_lens = d_ints + L.seq_lens;
+  pa.max_blocks_per_seq = max_blocks;
+  pa.block_size = opt.block_size;
+  pa.n_heads = c.n_heads, pa.n_kv_heads = c.n_kv_heads, pa.head_dim = c.head_dim;
+  pa.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  const auto layout_rope = c.rope_neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
+
+  ck::embedding(embed, tokens, residual, T, D, c.n_vocab, stream);
+  for (int li = 0; li < c.n_layers; ++li) {
+    const LayerW& l = layers[li];
+    ck::add_rmsnorm(residual, li == 0 ? nullptr : delta, l.attn_norm, h, T, D, c.rms_eps, stream);
+    linear(l.qkv, h, T, qkv, false);
+    ck::rope(qkv, T, c.n_heads, c.head_dim, NQKV, positions, c.rope_theta, layout_rope, stream);
+    ck::rope(qkv + Q, T, c.n_kv_heads, c.head_dim, NQKV, positions, c.rope_theta, layout_rope, stream);
+    bf16_t* kp = k_pool + li * layer_pool;
+    bf16_t* vp = v_pool + li * layer_pool;
+    ck::kv_write(qkv + Q, qkv + Q + KV, NQKV, slots, kp, vp, T, c.n_kv_heads, c.head_dim, stream);
+    pa.k_pool = kp, pa.v_pool = vp;
+    if (decode) {
+      ck::paged_attention_decode(pa, qkv, NQKV, attn, B, n_splits, partition, attn_ws, stream);
+    } else {
+      const int32_t* qs = h_pinned + L.total;  // query_start[B+1], staged after the device ints
+      for (int b = 0; b < B; ++b)
+        ck::paged_attention_prefill(pa, b, qkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
+                                    attn + int64_t{qs[b]} * Q, stream);
+    }
+    linear(l.o, attn, T, delta, false);
+    ck::add_rmsnorm(residual, delta, l.ffn_norm, h, T, D, c.rms_eps, stream);
+    linear(l.gate_up, h, T, gu, false);
+    ck::silu_mul(gu, act, T, c.ffn_dim, stream);
+    linear(l.down, act, T, delta, false);
+  }
+  ck::add_rmsnorm(residual, delta, out_norm, h, T, D, c.rms_eps, stream);
+  if (all_logits) {
+    linear(lm_head, h, T, logits, true);
+    ck::argmax(logits, T, c.n_vocab, d_out, stream);
+  } else {
+    const bf16_t* x = h;
+    if (!decode) {
+      ck::gather_rows(h, d_ints + L.last_idx, last_h, B, D, stream);
+      x = last_h;
+    }
+    linear(lm_head, x, B, logits, true);
+    ck::argmax(logits, B, c.n_vocab, d_out, stream);
+  }
+}
+
+Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits_out) {
+  Impl& m = *impl_;
+  if (!m.finalized) return InvalidArgument("cuda decoder: weights not finalized");
+  const int T = static_cast<int>(s.tokens.size());
+  const int B = static_cast<int>(s.seq_lens.size());
+  if (T <= 0 || B <= 0) return InvalidArgument("cuda step: empty batch");
+  if (T > m.opt.max_step_tokens || B > m.opt.max_batch)
+    return InvalidArgument("cuda step: " + std::to_string(T) + " tokens / " + std::to_string(B) +
+                           " sequences exceed max_step_tokens/max_batch");
+  if (s.positions.size() != s.tokens.size() || s.query_start.size() != static_cast<size_t>(B) + 1 ||
+      s.block_tables.size() != static_cast<size_t>(B) * m.max_blocks || s.query_start[0] != 0 ||
+      s.query_start[B] != T)
+    return InvalidArgument("cuda step: inconsistent sizes of positions/query_start/block_tables");
+  bool decode = T == B;
+  for (int b = 0; b < B; ++b) {
+    const int q0 = s.query_start[b], q1 = s.query_start[b + 1];
+    if (q1 <= q0) return InvalidArgument("cuda step: sequence " + std::to_string(b) + " has no tokens");
+    if (q1 - q0 != 1) decode = false;
+    const int len = s.seq_lens[b];
+    if (len < q1 - q0 || len > m.max_blocks * m.opt.block_size)
+      return InvalidArgument("cuda step: sequence " + std::to_string(b) + " length " + std::to_string(len));
+    for (int i = 0; i < (len + m.opt.block_size - 1) / m.opt.block_size; ++i) {
+      const int blk = s.block_tables[int64_t{b} * m.max_blocks + i];
+      if (blk < 0 || blk >= m.n_blocks)
+        return InvalidArgument("cuda step: sequence " + std::to_string(b) + " block " + std::to_string(blk));
+    }
+    for (int t = q0; t < q1; ++t)
+      if (s.positions[t] != len - (q1 - t))
+        return InvalidArgument("cuda step: token " + std::to_string(t) + " position " +
+                               std::to_string(s.positions[t]) + " is not its place at the end of the context");
+  }
+  for (int t = 0; t < T; ++t)
+    if (s.tokens[t] < 0 || s.tokens[t] >= m.c.n_vocab)
+      return InvalidArgument("cuda step: token id " + std::to_string(s.tokens[t]) + " out of range");
+
+  // Pure decode runs on a padded batch bucket (graphs); padded rows point at block 0 and write no KV.
+  const bool graph = decode && m.opt.use_graphs && !s.all_logits;
+  int Bp = B;
+  if (graph) {
+    Bp = 1;
+    while (Bp < B) Bp *= 2;
+    Bp = std::min(Bp, m.opt.max_batch);
+  }
+  const int Tp = decode ? Bp : T;
+  int max_len = 1;
+  for (int b = 0; b < B; ++b) max_len = std::max(max_len, s.seq_lens[b]);
+  const int partition = m.partition_for(Bp);
+  int n_splits = (max_len + partition - 1) / partition;
+  if (graph) {
+    int p2 = 1;
+    while (p2 < n_splits) p2 *= 2;
+    n_splits = std::min(p2, (m.opt.max_seq_len + partition - 1) / partition);
+  }
+  const Impl::IntLayout L = m.layout(Tp, Bp);
+  int32_t* hp = m.h_pinned;
+  for (int t = 0; t < Tp; ++t) {
+    const bool real = t < T;
+    hp[L.tokens + t] = real ? s.tokens[t] : 0;
+    hp[L.positions + t] = real ? s.positions[t] : 0;
+    hp[L.slots + t] = -1;
+  }
+  for (int b = 0; b < Bp; ++b) {
+    const bool real = b < B;
+    hp[L.seq_lens + b] = real ? s.seq_lens[b] : 1;
+    hp[L.last_idx + b] = real ? s.query_start[b + 1] - 1 : 0;
+    for (int i = 0; i < m.max_blocks; ++i)
+      hp[L.tables + int64_t{b} * m.max_blocks + i] = real ? s.block_tables[int64_t{b} * m.max_blocks + i] : 0;
+    if (!real) continue;
+    for (int t = s.query_start[b]; t < s.query_start[b + 1]; ++t) {
+      const int pos = s.positions[t];
+      hp[L.slots + t] = s.block_tables[int64_t{b} * m.max_blocks + pos / m.opt.block_size] * m.opt.block_size +
+                        pos % m.opt.block_size;
+    }
+  }
+  if (L.total + B + 1 > m.ints_capacity) return InvalidArgument("cuda step: inputs exceed the staging buffer");
+  if (!decode) std::copy(s.query_start.begin(), s.query_start.end(), hp + L.total);
+  CUDA_CHECK(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * L.total, cudaMemcpyHostToDevice, m.stream));
+
+  if (graph) {
+    auto key = std::make_pair(Bp, n_splits);
+    auto it = m.graphs.find(key);
+    if (it == m.graphs.end()) {
+      cudaGraph_t g;
+      CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
+      m.forward(Tp, Bp, true, n_splits, partition, false);
+      CUDA_CHECK(cudaStreamEndCapture(m.stream, &g));
+      cudaGraphExec_t exec;
+      CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+      CUDA_CHECK(cudaGraphDestroy(g));
+      it = m.graphs.emplace(key, exec).first;
+    }
+    CUDA_CHECK(cudaGraphLaunch(it->second, m.stream));
+  } else {
+    m.forward(Tp, Bp, decode, n_splits, partition, s.all_logits);
+  }
+  const int rows = s.all_logits ? T : B;
+  CUDA_CHECK(cudaMemcpyAsync(m.h_out, m.d_out, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, m.stream));
+  if (logits_out) {
+    logits_out->resize(static_cast<size_t>(rows) * m.c.n_vocab);
+    CUDA_CHECK(cudaMemcpyAsync(logits_out->data(), m.logits, sizeof(float) * logits_out->size(),
+                               cudaMemcpyDeviceToHost, m.stream));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  if (next_tokens) next_tokens->assign(m.h_out, m.h_out + rows);
+  return OkStatus();
+}
+
+void CudaDecoder::fill_kv_random(uint32_t seed) {
+  Impl& m = *impl_;
+  const int64_t n = m.n_blocks * m.opt.block_size * m.c.n_kv_heads * m.c.head_dim * m.c.n_layers;
+  ck::fill_random_bf16(m.k_pool, n, seed, 1.f, m.stream);
+  ck::fill_random_bf16(m.v_pool, n, seed + 1, 1.f, m.stream);
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+}
+
+void CudaDecoder::synchronize() { CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+int64_t CudaDecoder::n_kv_blocks() const { return impl_->n_blocks; }
+int CudaDecoder::max_blocks_per_seq() const { return impl_->max_blocks; }
+int CudaDecoder::block_size() const { return impl_->opt.block_size; }
+const std::string& CudaDecoder::memory_plan() const { return impl_->plan; }
+const CudaModelConfig& CudaDecoder::config() const { return impl_->c; }
+int64_t CudaDecoder::weight_bytes() const { return impl_->weight_bytes; }
+
+}  // namespace citadel::runtime

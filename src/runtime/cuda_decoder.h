@@ -1,0 +1,118 @@
+// CUDA decoder for llama/qwen2-family models: weights on device (bf16, or int8/int4 repacked at load), a paged KV
+// pool sized from free memory, and one forward step for a batch of sequences returning greedy next-token ids (and
+// optionally logits). Pure-decode steps (one token per sequence) replay CUDA graphs captured per (batch bucket,
+// split bucket). No CUDA types in this header: core code may include it.
+//
+// Thread-safety: a CudaDecoder is used by one thread at a time (the engine thread); it owns its stream.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace citadel::runtime {
+
+struct CudaModelConfig {
+  int hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, ffn_dim = 0, n_vocab = 0;
+  bool qkv_bias = false;
+  bool rope_neox = true;  // qwen2 (HF): NEOX pairs (i, i+d/2); llama GGUF: false
+  float rope_theta = 10000.f;
+  float rms_eps = 1e-6f;
+  // DeepSeek-R1-Distill-Qwen-7B shape (qwen2).
+  static CudaModelConfig qwen2_7b();
+};
+
+enum class CudaWeightFormat { kBf16, kInt8, kInt4 };
+const char* format_name(CudaWeightFormat f);
+
+// Logical tensors in HF layout ([out][in] row-major for matrices). Layer is ignored for the three global ones.
+enum class CudaWeight {
+  kEmbed,       // [n_vocab][hidden]
+  kOutputNorm,  // [hidden]
+  kOutput,      // [n_vocab][hidden] (untied lm_head)
+  kAttnNorm,    // [hidden]
+  kWq,          // [n_heads*head_dim][hidden]
+  kWk,          // [n_kv_heads*head_dim][hidden]
+  kWv,          // [n_kv_heads*head_dim][hidden]
+  kBq, kBk, kBv,  // [rows of the matching matrix]
+  kWo,          // [hidden][n_heads*head_dim]
+  kFfnNorm,     // [hidden]
+  kWGate,       // [ffn][hidden]
+  kWUp,         // [ffn][hidden]
+  kWDown,       // [hidden][ffn]
+};
+constexpr int kNumCudaWeights = 15;
+// Element count and shape [rows, cols] (cols = 1 for vectors) of one logical tensor.
+void cuda_weight_shape(const CudaModelConfig& c, CudaWeight w, int64_t* rows, int64_t* cols);
+
+// Synthetic model: element i (row-major) of tensor w in layer l is bf16(u * scale(w) + offset(w)), u uniform in
+// [-1, 1) from hash(hash(seed, tensor_id), i), tensor_id = l * 32 + w (global tensors: l = 1023). scale is a power of
+// two (no rounding in the product); offset is 1 for norms, 0 otherwise. tools/reference/gpu_hf_check.py mirrors this.
+float synth_weight_value(const CudaModelConfig& c, uint32_t seed, CudaWeight w, int layer, uint32_t i);
+uint32_t synth_tensor_seed(uint32_t seed, CudaWeight w, int layer);
+float synth_scale(const CudaModelConfig& c, CudaWeight w);
+float synth_offset(CudaWeight w);
+
+struct CudaDecoderOptions {
+  CudaWeightFormat format = CudaWeightFormat::kBf16;
+  int block_size = 16;
+  int max_batch = 128;         // sequences per step
+  int max_step_tokens = 1024;  // tokens per step (prefill chunk)
+  int max_seq_len = 4096;      // longest context; sets the block table width and the split-K workspace
+  int64_t kv_blocks = 0;       // 0: from the memory left after weights and activations, minus reserve_bytes
+  int64_t reserve_bytes = int64_t{2} << 30;
+  bool use_graphs = true;
+  bool verbose = true;  // print the memory plan at load
+};
+
+// One step: sequences b = 0..B-1 own tokens [query_start[b], query_start[b+1]); each token has a position; seq_lens[b]
+// is the context after this step (the new tokens included; they are the last ones). block_tables is [B][width],
+// width = max_blocks_per_seq(), physical block ids in [0, n_kv_blocks()).
+struct CudaStep {
+  std::vector<int32_t> tokens;        // [T]
+  std::vector<int32_t> positions;     // [T]
+  std::vector<int32_t> query_start;   // [B+1]
+  std::vector<int32_t> seq_lens;      // [B]
+  std::vector<int32_t> block_tables;  // [B][max_blocks_per_seq]
+  bool all_logits = false;            // logits for every token (T rows), not only each sequence's last
+};
+
+class CudaDecoder {
+ public:
+  static Result<std::unique_ptr<CudaDecoder>> create(const CudaModelConfig& cfg, const CudaDecoderOptions& opt);
+  ~CudaDecoder();
+  CudaDecoder(const CudaDecoder&) = delete;
+  CudaDecoder& operator=(const CudaDecoder&) = delete;
+
+  // Weights: either generated on the device, or copied from host bf16 arrays (set_weight for every tensor, then
+  // finalize(), which quantizes for int8/int4 and sizes the KV pool). init_synthetic calls finalize itself.
+  Status init_synthetic(uint32_t seed);
+  Status set_weight(CudaWeight w, int layer, const uint16_t* bf16_host, int64_t count);
+  Status finalize();
+
+  // Runs one forward step. next_tokens gets B greedy ids (one per sequence); logits, if non-null, gets
+  // [B][n_vocab] (or [T][n_vocab] with all_logits) fp32. Bad shapes or ids return InvalidArgument.
+  Status step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits);
+
+  // Fills the KV pool with deterministic random values (benchmarks: decode without a prefill).
+  void fill_kv_random(uint32_t seed);
+  void synchronize();
+
+  int64_t n_kv_blocks() const;
+  int max_blocks_per_seq() const;
+  int block_size() const;
+  const std::string& memory_plan() const;
+  const CudaModelConfig& config() const;
+  int64_t weight_bytes() const;  // bytes a decode step streams (all matrices + norms; embedding rows excluded)
+
+  struct Impl;
+
+ private:
+  explicit CudaDecoder(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace citadel::runtime

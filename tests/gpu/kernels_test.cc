@@ -1,0 +1,319 @@
+// Parity of every CUDA kernel with its scalar CPU reference (ref_ops.h) on fresh random inputs, outputs poisoned
+// before each run. NMSE bounds: bf16 outputs of fp32 math 1e-5 (bf16 rounding alone is ~3e-6); attention with bf16
+// probabilities (prefill) 1e-4; quantized GEMV against the dequantized weights 1e-5.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "ref_ops.h"
+
+namespace citadel::gputest {
+namespace {
+
+namespace ck = citadel::cuda;
+
+TEST(CudaKernels, EmbeddingAndArgmax) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(1);
+  const int V = 1000, D = 256, T = 7;
+  auto table = random_bf16(size_t(V) * D, rng);
+  std::vector<int32_t> tok = {0, 999, 5, 17, 5, 400, 123};
+  DevArray<uint16_t> dt(table);
+  DevArray<int32_t> dtok(tok);
+  DevArray<float> out(size_t(T) * D);
+  ck::embedding(dt.p, dtok.p, out.p, T, D, V, nullptr);
+  auto o = out.download();
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < D; ++i) ASSERT_EQ(o[size_t(t) * D + i], bf16_to_f32(table[size_t(tok[t]) * D + i]));
+
+  const int M = 5, VV = 152064;
+  std::vector<float> logits(size_t(M) * VV);
+  std::uniform_real_distribution<float> u(-10, 10);
+  for (auto& x : logits) x = u(rng);
+  logits[3 * VV + 77] = 50.f;
+  logits[4 * VV + 10] = 60.f, logits[4 * VV + 9] = 60.f;  // tie: lowest index wins
+  DevArray<float> dl(logits);
+  DevArray<int32_t> ids(M);
+  ck::argmax(dl.p, M, VV, ids.p, nullptr);
+  auto got = ids.download();
+  for (int m = 0; m < M; ++m) {
+    const float* r = &logits[size_t(m) * VV];
+    EXPECT_EQ(got[m], int(std::max_element(r, r + VV) - r)) << "row " << m;
+  }
+}
+
+TEST(CudaKernels, AddRmsNorm) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(2);
+  for (int D : {128, 3584}) {
+    const int T = 5;
+    std::vector<float> res(size_t(T) * D);
+    std::uniform_real_distribution<float> u(-3, 3);
+    for (auto& x : res) x = u(rng);
+    auto delta = random_bf16(size_t(T) * D, rng);
+    auto w = random_bf16(D, rng, 2.f);
+    DevArray<float> dres(res);
+    DevArray<uint16_t> ddelta(delta), dw(w), dout(size_t(T) * D);
+    ck::add_rmsnorm(dres.p, ddelta.p, dw.p, dout.p, T, D, 1e-6f, nullptr);
+    auto fdelta = to_f32(delta);
+    std::vector<float> ref;
+    ref_rmsnorm(res, &fdelta, to_f32(w), ref, T, D, 1e-6f);
+    EXPECT_LT(nmse(dres.download(), res), 1e-12) << D;
+    EXPECT_LT(nmse(to_f32(dout.download()), ref), 1e-5) << D;
+  }
+}
+
+TEST(CudaKernels, RopeBothLayouts) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(3);
+  const int T = 6, H = 4, Dh = 128, stride = H * Dh + 64;
+  std::vector<int32_t> pos = {0, 1, 7, 100, 2047, 30000};
+  for (bool neox : {false, true}) {
+    auto x = random_bf16(size_t(T) * stride, rng);
+    DevArray<uint16_t> dx(x);
+    DevArray<int32_t> dpos(pos);
+    ck::rope(dx.p, T, H, Dh, stride, dpos.p, 10000.f, neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm, nullptr);
+    auto ref = to_f32(x);
+    ref_rope(ref, T, H, Dh, stride, pos.data(), 10000.f, neox);
+    EXPECT_LT(nmse(to_f32(dx.download()), ref), 1e-5) << "neox=" << neox;
+  }
+}
+
+TEST(CudaKernels, SiluMulAndBias) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(4);
+  const int T = 3, F = 1000;
+  auto gu = random_bf16(size_t(T) * 2 * F, rng, 4.f);
+  DevArray<uint16_t> dgu(gu), dout(size_t(T) * F);
+  ck::silu_mul(dgu.p, dout.p, T, F, nullptr);
+  std::vector<float> ref(size_t(T) * F);
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < F; ++i)
+      ref[size_t(t) * F + i] = ref_silu(bf16_to_f32(gu[size_t(t) * 2 * F + i])) * bf16_to_f32(gu[size_t(t) * 2 * F + F + i]);
+  EXPECT_LT(nmse(to_f32(dout.download()), ref), 1e-5);
+}
+
+TEST(CudaKernels, GemmCublas) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(5);
+  const int M = 37, N = 200, K = 256;
+  auto x = random_bf16(size_t(M) * K, rng), W = random_bf16(size_t(N) * K, rng);
+  DevArray<uint16_t> dx(x), dW(W);
+  DevArray<float> dy(size_t(M) * N);
+  void* h = ck::create_cublas_handle(nullptr, nullptr, 0);
+  ck::gemm_bf16(h, dx.p, dW.p, dy.p, true, M, N, K);
+  auto ref = ref_matmul(to_f32(x), to_f32(W), nullptr, M, N, K);
+  EXPECT_LT(nmse(dy.download(), ref), 1e-6);
+  ck::destroy_cublas_handle(h);
+}
+
+// CPU quantizers mirroring the documented layouts (cuda_ops.h), used to check the device quantizers bit for bit
+// and to dequantize for the GEMV references.
+void cpu_quant_int8(const std::vector<float>& W, int N, int K, std::vector<uint8_t>& q, std::vector<float>& sc) {
+  q.resize(size_t(N) * K), sc.resize(N);
+  for (int n = 0; n < N; ++n) {
+    float amax = 0;
+    for (int k = 0; k < K; ++k) amax = std::max(amax, std::fabs(W[size_t(n) * K + k]));
+    sc[n] = amax / 127.f;
+    const float inv = sc[n] > 0 ? 1.f / sc[n] : 0.f;
+    for (int k = 0; k < K; ++k)
+      q[size_t(n) * K + k] = uint8_t(int(std::clamp(std::round(W[size_t(n) * K + k] * inv), -127.f, 127.f)) + 128);
+  }
+}
+void cpu_quant_int4(const std::vector<float>& W, int N, int K, std::vector<uint8_t>& q, std::vector<float>& sc) {
+  const int G = K / 128;
+  q.assign(size_t(N) * K / 2, 0), sc.resize(size_t(N) * G);
+  for (int n = 0; n < N; ++n)
+    for (int g = 0; g < G; ++g) {
+      float amax = 0;
+      for (int k = 0; k < 128; ++k) amax = std::max(amax, std::fabs(W[size_t(n) * K + g * 128 + k]));
+      const float s = amax / 7.f, inv = s > 0 ? 1.f / s : 0.f;
+      sc[size_t(n) * G + g] = s;
+      for (int k = g * 128; k < g * 128 + 128; ++k) {
+        const uint32_t nib = uint32_t(int(std::clamp(std::round(W[size_t(n) * K + k] * inv), -8.f, 7.f)) + 8);
+        const int o = k % 8;
+        const int shift = (o & 1) ? 16 + 4 * (o >> 1) : 4 * (o >> 1);
+        uint8_t* word = &q[size_t(n) * K / 2 + (k / 8) * 4];
+        word[shift / 8] |= uint8_t(nib << (shift % 8));
+      }
+    }
+}
+float int4_at(const std::vector<uint8_t>& q, const std::vector<float>& sc, int K, int n, int k) {
+  const int o = k % 8;
+  const int shift = (o & 1) ? 16 + 4 * (o >> 1) : 4 * (o >> 1);
+  const uint8_t byte = q[size_t(n) * K / 2 + (k / 8) * 4 + shift / 8];
+  return float(int((byte >> (shift % 8)) & 0xF) - 8) * sc[size_t(n) * (K / 128) + k / 128];
+}
+
+class GemvTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(GemvTest, AllFormatsMatchReference) {
+  SKIP_WITHOUT_GPU();
+  const int M = GetParam();
+  std::mt19937 rng(100 + M);
+  for (auto [N, K] : {std::pair{67, 384}, std::pair{512, 1024}, std::pair{130, 18944 / 4}}) {
+    auto x = random_bf16(size_t(M) * K, rng), W = random_bf16(size_t(N) * K, rng, 0.05f);
+    auto bias = random_bf16(N, rng);
+    const auto fx = to_f32(x), fW = to_f32(W), fb = to_f32(bias);
+    DevArray<uint16_t> dx(x), dW(W), db(bias);
+    // bf16, fp32 output with bias
+    DevArray<float> y32(size_t(M) * N);
+    ck::gemv_bf16(dx.p, dW.p, db.p, y32.p, true, M, N, K, nullptr);
+    EXPECT_LT(nmse(y32.download(), ref_matmul(fx, fW, fb.data(), M, N, K)), 1e-9) << "bf16 " << N << "x" << K;
+    // int8
+    std::vector<uint8_t> q8;
+    std::vector<float> s8;
+    cpu_quant_int8(fW, N, K, q8, s8);
+    DevArray<uint8_t> dq8(size_t(N) * K);
+    DevArray<float> ds8(N);
+    ck::quantize_int8(dW.p, dq8.p, ds8.p, N, K, nullptr);
+    auto gq8 = dq8.download();
+    size_t mism = 0;
+    for (size_t i = 0; i < gq8.size(); ++i) mism += gq8[i] != q8[i];
+    EXPECT_LE(mism, gq8.size() / 1000) << "int8 quantizer";
+    EXPECT_LT(nmse(ds8.download(), s8), 1e-12);
+    std::vector<float> deq(size_t(N) * K);
+    for (int n = 0; n < N; ++n)
+      for (int k = 0; k < K; ++k) deq[size_t(n) * K + k] = float(int(gq8[size_t(n) * K + k]) - 128) * s8[n];
+    DevArray<uint16_t> y16(size_t(M) * N);
+    ck::gemv_int8(dx.p, dq8.p, ds8.p, db.p, y16.p, false, M, N, K, nullptr);
+    EXPECT_LT(nmse(to_f32(y16.download()), ref_matmul(fx, deq, fb.data(), M, N, K)), 1e-5) << "int8";
+    // int4
+    if (K % 128 == 0) {
+      std::vector<uint8_t> q4;
+      std::vector<float> s4;
+      cpu_quant_int4(fW, N, K, q4, s4);
+      DevArray<uint8_t> dq4(size_t(N) * K / 2);
+      DevArray<float> ds4(size_t(N) * K / 128);
+      ck::quantize_int4(dW.p, dq4.p, ds4.p, N, K, nullptr);
+      auto gq4 = dq4.download();
+      mism = 0;
+      for (size_t i = 0; i < gq4.size(); ++i) mism += gq4[i] != q4[i];
+      EXPECT_LE(mism, gq4.size() / 500) << "int4 quantizer";
+      for (int n = 0; n < N; ++n)
+        for (int k = 0; k < K; ++k) deq[size_t(n) * K + k] = int4_at(gq4, s4, K, n, k);
+      DevArray<float> y4(size_t(M) * N);
+      ck::gemv_int4(dx.p, dq4.p, ds4.p, nullptr, y4.p, true, M, N, K, nullptr);
+      EXPECT_LT(nmse(y4.download(), ref_matmul(fx, deq, nullptr, M, N, K)), 1e-7) << "int4";
+      // int4 vs the unquantized weights: quantization error only (a sanity bound, not parity).
+      EXPECT_LT(nmse(y4.download(), ref_matmul(fx, fW, nullptr, M, N, K)), 2e-2);
+    }
+  }
+}
+INSTANTIATE_TEST_SUITE_P(Batch, GemvTest, ::testing::Values(1, 2, 3, 8, 11));
+
+// Builds a paged cache for several sequences with scattered blocks, then checks decode and prefill.
+struct PagedFixture {
+  int n_kv = 4, n_heads = 28, D = 128, bs = 16, max_blocks = 0, n_blocks = 0;
+  std::vector<int> lens;
+  std::vector<int32_t> tables;
+  std::vector<std::vector<float>> K, V;  // per seq [ctx][n_kv][D]
+  std::vector<uint16_t> kpool, vpool;
+
+  void build(std::mt19937& rng, std::vector<int> seq_lens) {
+    lens = seq_lens;
+    const int B = int(lens.size());
+    max_blocks = 0;
+    for (int l : lens) max_blocks = std::max(max_blocks, (l + bs - 1) / bs);
+    n_blocks = B * max_blocks + 3;
+    std::vector<int32_t> perm(n_blocks);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    tables.assign(size_t(B) * max_blocks, 0);
+    const size_t row = size_t(n_kv) * D;
+    kpool = random_bf16(size_t(n_blocks) * bs * row, rng);  // garbage in unused slots
+    vpool = random_bf16(size_t(n_blocks) * bs * row, rng);
+    K.resize(B), V.resize(B);
+    int next = 0;
+    for (int b = 0; b < B; ++b) {
+      for (int i = 0; i < max_blocks; ++i) tables[size_t(b) * max_blocks + i] = perm[next++];
+      K[b].resize(size_t(lens[b]) * row), V[b].resize(size_t(lens[b]) * row);
+      for (int t = 0; t < lens[b]; ++t) {
+        const size_t slot = size_t(tables[size_t(b) * max_blocks + t / bs]) * bs + t % bs;
+        for (size_t c = 0; c < row; ++c) {
+          K[b][t * row + c] = bf16_to_f32(kpool[slot * row + c]);
+          V[b][t * row + c] = bf16_to_f32(vpool[slot * row + c]);
+        }
+      }
+    }
+  }
+};
+
+TEST(CudaKernels, KvWriteScatters) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(7);
+  const int T = 5, n_kv = 4, D = 128, stride = 28 * D + 2 * n_kv * D;
+  auto src = random_bf16(size_t(T) * stride, rng);
+  std::vector<int32_t> slots = {3, 40, -1, 0, 17};
+  const int n_slots = 48;
+  DevArray<uint16_t> dsrc(src), kp(size_t(n_slots) * n_kv * D), vp(size_t(n_slots) * n_kv * D);
+  DevArray<int32_t> ds(slots);
+  ck::kv_write(dsrc.p + 28 * D, dsrc.p + 28 * D + n_kv * D, stride, ds.p, kp.p, vp.p, T, n_kv, D, nullptr);
+  auto k = kp.download(), v = vp.download();
+  for (int t = 0; t < T; ++t) {
+    if (slots[t] < 0) continue;
+    for (int c = 0; c < n_kv * D; ++c) {
+      ASSERT_EQ(k[size_t(slots[t]) * n_kv * D + c], src[size_t(t) * stride + 28 * D + c]);
+      ASSERT_EQ(v[size_t(slots[t]) * n_kv * D + c], src[size_t(t) * stride + 28 * D + n_kv * D + c]);
+    }
+  }
+  EXPECT_EQ(k[size_t(1) * n_kv * D], 0xffff);  // untouched slot keeps its poison
+}
+
+TEST(CudaKernels, PagedDecodeSplitK) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(8);
+  PagedFixture f;
+  f.build(rng, {1, 17, 300, 64, 1000});
+  const int B = int(f.lens.size()), H = f.n_heads;
+  const int q_stride = H * f.D + 256;
+  auto q = random_bf16(size_t(B) * q_stride, rng);
+  DevArray<uint16_t> dk(f.kpool), dv(f.vpool), dq(q);
+  DevArray<int32_t> dt(f.tables), dl(std::vector<int32_t>(f.lens.begin(), f.lens.end()));
+  ck::PagedAttention p;
+  p.k_pool = dk.p, p.v_pool = dv.p, p.block_tables = dt.p, p.seq_lens = dl.p, p.max_blocks_per_seq = f.max_blocks;
+  p.block_size = f.bs, p.n_heads = H, p.n_kv_heads = f.n_kv, p.head_dim = f.D, p.scale = 1.f / std::sqrt(128.f);
+  for (auto [splits, partition] : {std::pair{1, 1024}, std::pair{8, 128}, std::pair{40, 32}}) {
+    DevArray<uint16_t> out(size_t(B) * H * f.D);
+    DevArray<float> ws(std::max<int64_t>(1, ck::decode_workspace_floats(B, H, f.D, splits)));
+    ck::paged_attention_decode(p, dq.p, q_stride, out.p, B, splits, partition, ws.p, nullptr);
+    auto o = to_f32(out.download());
+    for (int b = 0; b < B; ++b) {
+      std::vector<float> qb(size_t(H) * f.D), ref;
+      for (int i = 0; i < H * f.D; ++i) qb[i] = bf16_to_f32(q[size_t(b) * q_stride + i]);
+      ref_attention(qb, f.K[b], f.V[b], ref, 1, f.lens[b], H, f.n_kv, f.D, p.scale);
+      std::vector<float> ob(o.begin() + size_t(b) * H * f.D, o.begin() + size_t(b + 1) * H * f.D);
+      EXPECT_LT(nmse(ob, ref), 1e-5) << "seq " << b << " splits " << splits;
+    }
+  }
+}
+
+TEST(CudaKernels, PagedPrefillCausalWithPrefix) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(9);
+  PagedFixture f;
+  f.build(rng, {200, 77, 130});
+  const int H = f.n_heads;
+  ck::PagedAttention p;
+  DevArray<uint16_t> dk(f.kpool), dv(f.vpool);
+  DevArray<int32_t> dt(f.tables), dl(std::vector<int32_t>(f.lens.begin(), f.lens.end()));
+  p.k_pool = dk.p, p.v_pool = dv.p, p.block_tables = dt.p, p.seq_lens = dl.p, p.max_blocks_per_seq = f.max_blocks;
+  p.block_size = f.bs, p.n_heads = H, p.n_kv_heads = f.n_kv, p.head_dim = f.D, p.scale = 1.f / std::sqrt(128.f);
+  const int n_qs[3] = {200, 77, 5};  // whole prompt, whole prompt, 5 new tokens after a 125-token cached prefix
+  for (int b = 0; b < 3; ++b) {
+    const int n_q = n_qs[b], q_stride = H * f.D + 128;
+    auto q = random_bf16(size_t(n_q) * q_stride, rng);
+    DevArray<uint16_t> dq(q), out(size_t(n_q) * H * f.D);
+    ck::paged_attention_prefill(p, b, dq.p, q_stride, n_q, out.p, nullptr);
+    std::vector<float> qf(size_t(n_q) * H * f.D), ref;
+    for (int i = 0; i < n_q; ++i)
+      for (int c = 0; c < H * f.D; ++c) qf[size_t(i) * H * f.D + c] = bf16_to_f32(q[size_t(i) * q_stride + c]);
+    ref_attention(qf, f.K[b], f.V[b], ref, n_q, f.lens[b], H, f.n_kv, f.D, p.scale);
+    EXPECT_LT(nmse(to_f32(out.download()), ref), 1e-4) << "seq " << b;
+  }
+}
+
+}  // namespace
+}  // namespace citadel::gputest
