@@ -1,6 +1,7 @@
 // GGUF reader: valid files of every value type and layout, every kind of hostile file, and a real model file
 // cross-checked against the python `gguf` package (fixture from tools/reference/make_format_fixtures.py).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>

@@ -1,5 +1,6 @@
 // safetensors reader: single files, shards, model directories with config.json, and hostile headers.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
