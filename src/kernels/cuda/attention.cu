@@ -14,6 +14,8 @@ using namespace dev;
 
 __global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, int row_stride, const int32_t* slots,
                                 uint16_t* k_pool, uint16_t* v_pool, int row_elems) {
+  pdl_wait();
+  pdl_trigger();
   const int t = blockIdx.x;
   const int slot = slots[t];
   if (slot < 0) return;
@@ -27,6 +29,48 @@ __global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, in
   }
 }
 
+// Workspace of the split-K decode: partial outputs [B][n_heads][n_splits][D], (max, sum) [B][n_heads][n_splits][2],
+// then arrival counters [B][n_kv_heads] (uint32, zero between calls).
+__host__ __device__ inline int64_t decode_counters_offset(int B, int n_heads, int D, int n_splits) {
+  return static_cast<int64_t>(B) * n_heads * n_splits * (D + 2);
+}
+
+// grid T: RoPE on the q and k heads of row t of the fused QKV buffer (in place; k heads follow the q heads), the
+// rotated K and the V row also go to the pool at slots[t] (skipped when -1). Same arithmetic as rope + kv_write.
+__global__ void rope_kv_write_kernel(uint16_t* qkv, int row_stride, int n_heads, int n_kv_heads, int head_dim,
+                                     const int32_t* positions, float theta, bool neox, const int32_t* slots,
+                                     uint16_t* k_pool, uint16_t* v_pool) {
+  pdl_wait();
+  pdl_trigger();
+  const int t = blockIdx.x;
+  const int half = head_dim / 2;
+  const float pos = static_cast<float>(positions[t]);
+  const int slot = slots[t];
+  const int row_elems = n_kv_heads * head_dim;
+  uint16_t* row = qkv + static_cast<int64_t>(t) * row_stride;
+  uint16_t* kd = slot >= 0 ? k_pool + static_cast<int64_t>(slot) * row_elems : nullptr;
+  for (int idx = threadIdx.x; idx < (n_heads + n_kv_heads) * half; idx += blockDim.x) {
+    const int h = idx / half, i = idx % half;
+    const float freq = powf(theta, -2.0f * i / head_dim);
+    float sn, cs;
+    sincosf(pos * freq, &sn, &cs);
+    uint16_t* hp = row + h * head_dim;
+    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    const float x0 = bf16f(hp[a]), x1 = bf16f(hp[b]);
+    const uint16_t r0 = f2bf(x0 * cs - x1 * sn), r1 = f2bf(x0 * sn + x1 * cs);
+    hp[a] = r0;
+    hp[b] = r1;
+    if (h >= n_heads && kd) {
+      kd[(h - n_heads) * head_dim + a] = r0;
+      kd[(h - n_heads) * head_dim + b] = r1;
+    }
+  }
+  if (slot < 0) return;
+  const uint4* vs = reinterpret_cast<const uint4*>(row + (n_heads + n_kv_heads) * head_dim);
+  uint4* vd = reinterpret_cast<uint4*>(v_pool + static_cast<int64_t>(slot) * row_elems);
+  for (int i = threadIdx.x; i < row_elems / 8; i += blockDim.x) vd[i] = vs[i];
+}
+
 constexpr int kDecodeThreads = 128;
 constexpr int kMaxGroup = 16;
 
@@ -36,6 +80,8 @@ template <int PER_LANE>  // head_dim / 32, a compile-time constant so the K/Q fr
 __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAttention p, const uint16_t* q, int q_stride,
                                                                       uint16_t* out, int n_splits, int partition,
                                                                       float* ws) {
+  pdl_wait();
+  pdl_trigger();
   extern __shared__ float smem[];
   const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
   const int G = p.n_heads / p.n_kv_heads;
@@ -48,14 +94,7 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
   float* sc = smem + G * D;         // [G][partition]
   float* stats = sc + G * partition;  // [G][2] max, sum
   const int64_t part_base = (static_cast<int64_t>(b) * p.n_heads + kvh * G) * n_splits + split;  // + g*n_splits
-  if (n <= 0) {  // an empty split (graph replay with a shorter context): contributes nothing to the merge
-    if (n_splits > 1 && threadIdx.x < G) {
-      float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
-      ml[2 * (part_base + threadIdx.x * n_splits)] = -FLT_MAX;
-      ml[2 * (part_base + threadIdx.x * n_splits) + 1] = 0.f;
-    }
-    return;
-  }
+  if (n > 0) {
   const uint16_t* qb = q + static_cast<int64_t>(b) * q_stride + static_cast<int64_t>(kvh) * G * D;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = bf16f(qb[i]) * p.scale;
   __syncthreads();
@@ -162,25 +201,55 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
     ml[2 * (part_base + threadIdx.x * n_splits)] = stats[2 * threadIdx.x];
     ml[2 * (part_base + threadIdx.x * n_splits) + 1] = stats[2 * threadIdx.x + 1];
   }
-}
-
-// grid (B, n_heads), block D threads: out = sum_s o_s e^{m_s - M} / sum_s l_s e^{m_s - M}.
-__global__ void decode_merge_kernel(const float* ws, uint16_t* out, int n_heads, int D, int n_splits) {
-  const int b = blockIdx.x, h = blockIdx.y;
-  const int64_t base = (static_cast<int64_t>(b) * n_heads + h) * n_splits;
-  const float* ml = ws + static_cast<int64_t>(gridDim.x) * n_heads * n_splits * D;
-  float M = -FLT_MAX;
-  for (int s = 0; s < n_splits; ++s) M = fmaxf(M, ml[2 * (base + s)]);
-  float L = 0.f;
-  for (int s = 0; s < n_splits; ++s) L += ml[2 * (base + s) + 1] * __expf(ml[2 * (base + s)] - M);
-  const float inv = L > 0.f ? 1.f / L : 0.f;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float acc = 0.f;
-    for (int s = 0; s < n_splits; ++s) {
-      const float l = ml[2 * (base + s) + 1];
-      if (l > 0.f) acc += ws[(base + s) * D + d] * __expf(ml[2 * (base + s)] - M);
+  }  // n > 0
+  else if (n_splits > 1 && threadIdx.x < G) {  // an empty split (graph replay, shorter context): contributes nothing
+    float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
+    ml[2 * (part_base + threadIdx.x * n_splits)] = -FLT_MAX;
+    ml[2 * (part_base + threadIdx.x * n_splits) + 1] = 0.f;
+  }
+  if (n_splits == 1) return;
+  // Fused merge: the last split block of (b, kvh) to finish combines all partitions of its G heads; it resets the
+  // counter so that the workspace is ready for the next call (and the next graph replay).
+  __shared__ unsigned int is_last;
+  unsigned int* counter = reinterpret_cast<unsigned int*>(ws + decode_counters_offset(gridDim.y, p.n_heads, D, n_splits)) +
+                          static_cast<int64_t>(b) * p.n_kv_heads + kvh;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned int prev = atomicAdd(counter, 1u);
+    is_last = prev == static_cast<unsigned int>(n_splits - 1);
+    if (is_last) *counter = 0u;
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  const float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+  float* mstat = smem;  // [G][2]: global max, 1/sum (reuses q space: all reads of it are done)
+  for (int g = warp; g < G; g += nwarps) {
+    const int64_t base = part_base - split + static_cast<int64_t>(g) * n_splits;
+    float mx = -FLT_MAX;
+    for (int s2 = lane; s2 < n_splits; s2 += 32) mx = fmaxf(mx, __ldcg(ml + 2 * (base + s2)));
+    mx = warp_max(mx);
+    float l = 0.f;
+    for (int s2 = lane; s2 < n_splits; s2 += 32) {
+      const float ls = __ldcg(ml + 2 * (base + s2) + 1);
+      if (ls > 0.f) l += ls * __expf(__ldcg(ml + 2 * (base + s2)) - mx);
     }
-    out[(static_cast<int64_t>(b) * n_heads + h) * D + d] = f2bf(acc * inv);
+    l = warp_sum(l);
+    if (lane == 0) mstat[2 * g] = mx, mstat[2 * g + 1] = l > 0.f ? 1.f / l : 0.f;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    const int64_t base = part_base - split + static_cast<int64_t>(g) * n_splits;
+    const float mx = mstat[2 * g];
+    float acc = 0.f;
+    for (int s2 = 0; s2 < n_splits; ++s2) {
+      const float ls = __ldcg(ml + 2 * (base + s2) + 1);
+      if (ls > 0.f) acc += __ldcg(ws + (base + s2) * D + d) * __expf(__ldcg(ml + 2 * (base + s2)) - mx);
+    }
+    out[(static_cast<int64_t>(b) * p.n_heads + kvh * G + g) * D + d] = f2bf(acc * mstat[2 * g + 1]);
   }
 }
 
@@ -325,13 +394,21 @@ void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const in
               bf16_t* v_pool, int T, int n_kv_heads, int head_dim, cudaStream_t s) {
   if (T <= 0) return;
   CHECK((n_kv_heads * head_dim) % 8 == 0 && row_stride % 8 == 0);
-  kv_write_kernel<<<T, 128, 0, s>>>(k_src, v_src, row_stride, slots, k_pool, v_pool, n_kv_heads * head_dim);
+  launch_pdl(kv_write_kernel, dim3(T), dim3(128), 0, s, k_src, v_src, row_stride, slots, k_pool, v_pool, n_kv_heads * head_dim);
   CUDA_LAUNCH_CHECK();
 }
 
 int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits) {
   if (n_splits <= 1) return 0;
-  return static_cast<int64_t>(B) * n_heads * n_splits * (head_dim + 2);
+  return decode_counters_offset(B, n_heads, head_dim, n_splits) + B * n_heads;  // + one counter per (b, kv head)
+}
+
+void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
+                   const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, bf16_t* k_pool,
+                   bf16_t* v_pool, cudaStream_t s) {
+  if (T <= 0) return;
+  launch_pdl(rope_kv_write_kernel, dim3(T), dim3(256), 0, s, qkv, row_stride, n_heads, n_kv_heads, head_dim,
+             positions, theta, layout == RopeLayout::kNeox, slots, k_pool, v_pool);
 }
 
 void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,
@@ -345,16 +422,12 @@ void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stri
   CHECK(smem <= 48 * 1024);
   dim3 grid(p.n_kv_heads, B, n_splits);
   switch (p.head_dim / 32) {
-    case 2: paged_decode_kernel<2><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
-    case 4: paged_decode_kernel<4><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
-    case 8: paged_decode_kernel<8><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 2: launch_pdl(paged_decode_kernel<2>, grid, dim3(kDecodeThreads), smem, s, p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 4: launch_pdl(paged_decode_kernel<4>, grid, dim3(kDecodeThreads), smem, s, p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 8: launch_pdl(paged_decode_kernel<8>, grid, dim3(kDecodeThreads), smem, s, p, q, q_stride, out, n_splits, partition, workspace); break;
     default: CHECK_MSG(false, "decode attention: head_dim must be 64, 128 or 256");
   }
   CUDA_LAUNCH_CHECK();
-  if (n_splits > 1) {
-    decode_merge_kernel<<<dim3(B, p.n_heads), p.head_dim, 0, s>>>(workspace, out, p.n_heads, p.head_dim, n_splits);
-    CUDA_LAUNCH_CHECK();
-  }
 }
 
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
