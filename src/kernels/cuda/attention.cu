@@ -2,6 +2,7 @@
 // (causal, flash-style, wmma bf16 tensor cores, fp32 accumulation and softmax).
 #include <mma.h>
 
+#include <algorithm>
 #include <cfloat>
 
 #include "kernels/cuda/common.cuh"
@@ -31,9 +32,9 @@ __global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, in
 
 // Workspace of the split-K decode: partial outputs [B][n_heads][n_splits][D], (max, sum) [B][n_heads][n_splits][2],
 // then arrival counters [B][n_kv_heads] (uint32, zero between calls).
-__host__ __device__ inline int64_t decode_counters_offset(int B, int n_heads, int D, int n_splits) {
-  return static_cast<int64_t>(B) * n_heads * n_splits * (D + 2);
-}
+// The counters sit at a fixed place (the first kDecodeCounters words) so that launches of different (B, n_splits)
+// sharing one workspace never write partials over another launch's counters.
+constexpr int kDecodeCounters = 4096;
 
 // grid T: RoPE on the q and k heads of row t of the fused QKV buffer (in place; k heads follow the q heads), the
 // rotated K and the V row also go to the pool at slots[t] (skipped when -1). Same arithmetic as rope + kv_write.
@@ -82,6 +83,7 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
                                                                       float* ws) {
   pdl_wait();
   pdl_trigger();
+  if (n_splits > 1) ws += kDecodeCounters;  // partials after the counters
   extern __shared__ float smem[];
   const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
   const int G = p.n_heads / p.n_kv_heads;
@@ -153,46 +155,59 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
     sum = warp_sum(sum);
     if (lane == 0) stats[2 * g] = mx, stats[2 * g + 1] = sum;
   }
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = 0.f;  // phase 1 is done with q: phase 3 sums here
   __syncthreads();
-  // Phase 3: out[g][d] = sum_t p[g][t] v[t][d]; a thread per dim pair (bf16x2 loads).
-  for (int d2 = threadIdx.x; d2 < D / 2; d2 += blockDim.x) {
-    float acc0[kMaxGroup], acc1[kMaxGroup];
+  // Phase 3: out[g][d] = sum_t p[g][t] v[t][d]; a thread per dim pair (bf16x2 loads) and token slice (the block's
+  // threads split the tokens when D/2 < blockDim), slices summed with shared atomics into the (free) q area.
+  {
+    const int pairs = D / 2;
+    const int n_slices = max(1, static_cast<int>(blockDim.x) / pairs);
+    const int slice = threadIdx.x / pairs;
+    for (int d2 = threadIdx.x % pairs; slice < n_slices && d2 < pairs; d2 += blockDim.x) {
+      float acc0[kMaxGroup], acc1[kMaxGroup];
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) acc0[g] = 0.f, acc1[g] = 0.f;
-    for (int t0 = start; t0 < end; t0 += 8) {
-      uint32_t vv[8];
+      for (int g = 0; g < kMaxGroup; ++g) acc0[g] = 0.f, acc1[g] = 0.f;
+      for (int t0 = start + slice * 8; t0 < end; t0 += n_slices * 8) {
+        uint32_t vv[8];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {  // 8 row loads in flight
-        const int t = min(t0 + j, end - 1);
-        const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
-        vv[j] = reinterpret_cast<const uint32_t*>(p.v_pool + slot * row_elems + kvh * D)[d2];
-      }
+        for (int j = 0; j < 8; ++j) {  // 8 row loads in flight
+          const int t = min(t0 + j, end - 1);
+          const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
+          vv[j] = reinterpret_cast<const uint32_t*>(p.v_pool + slot * row_elems + kvh * D)[d2];
+        }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        if (t0 + j >= end) break;
-        const float v0 = bf16_lo(vv[j]), v1 = bf16_hi(vv[j]);
+        for (int j = 0; j < 8; ++j) {
+          if (t0 + j >= end) break;
+          const float v0 = bf16_lo(vv[j]), v1 = bf16_hi(vv[j]);
 #pragma unroll
-        for (int g = 0; g < kMaxGroup; ++g) {
-          if (g < G) {
-            const float pr = sc[g * partition + (t0 + j - start)];
-            acc0[g] = fmaf(pr, v0, acc0[g]);
-            acc1[g] = fmaf(pr, v1, acc1[g]);
+          for (int g = 0; g < kMaxGroup; ++g) {
+            if (g < G) {
+              const float pr = sc[g * partition + (t0 + j - start)];
+              acc0[g] = fmaf(pr, v0, acc0[g]);
+              acc1[g] = fmaf(pr, v1, acc1[g]);
+            }
           }
         }
       }
-    }
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g >= G) break;
-      const int h = kvh * G + g;
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= G) break;
+        atomicAdd(&qs[g * D + 2 * d2], acc0[g]);
+        atomicAdd(&qs[g * D + 2 * d2 + 1], acc1[g]);
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * pairs; i += blockDim.x) {
+      const int g = i / pairs, d2 = i % pairs;
+      const float a0 = qs[g * D + 2 * d2], a1 = qs[g * D + 2 * d2 + 1];
       if (n_splits == 1) {
         const float inv = 1.f / stats[2 * g + 1];
-        reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(b) * p.n_heads + h) * D)[d2] =
-            pack_bf16x2(acc0[g] * inv, acc1[g] * inv);
+        reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(b) * p.n_heads + kvh * G + g) * D)[d2] =
+            pack_bf16x2(a0 * inv, a1 * inv);
       } else {
         float* o = ws + (part_base + static_cast<int64_t>(g) * n_splits) * D;
-        o[2 * d2] = acc0[g];
-        o[2 * d2 + 1] = acc1[g];
+        o[2 * d2] = a0;
+        o[2 * d2 + 1] = a1;
       }
     }
   }
@@ -211,8 +226,7 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
   // Fused merge: the last split block of (b, kvh) to finish combines all partitions of its G heads; it resets the
   // counter so that the workspace is ready for the next call (and the next graph replay).
   __shared__ unsigned int is_last;
-  unsigned int* counter = reinterpret_cast<unsigned int*>(ws + decode_counters_offset(gridDim.y, p.n_heads, D, n_splits)) +
-                          static_cast<int64_t>(b) * p.n_kv_heads + kvh;
+  unsigned int* counter = reinterpret_cast<unsigned int*>(ws - kDecodeCounters) + b * p.n_kv_heads + kvh;
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -225,31 +239,41 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
   __threadfence();
   const float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-  float* mstat = smem;  // [G][2]: global max, 1/sum (reuses q space: all reads of it are done)
+  float* wts = smem;                  // [G][n_splits] merge weights e^{m_s - M} / L (0 for empty splits)
+  float* mstat = smem + G * n_splits;  // [G][2] M, 1/L
+  const int64_t base0 = part_base - split;  // (b, head kvh*G, split 0); head g adds g * n_splits
   for (int g = warp; g < G; g += nwarps) {
-    const int64_t base = part_base - split + static_cast<int64_t>(g) * n_splits;
+    const float* mlg = ml + 2 * (base0 + static_cast<int64_t>(g) * n_splits);
     float mx = -FLT_MAX;
-    for (int s2 = lane; s2 < n_splits; s2 += 32) mx = fmaxf(mx, __ldcg(ml + 2 * (base + s2)));
+    for (int s2 = lane; s2 < n_splits; s2 += 32) mx = fmaxf(mx, __ldcg(mlg + 2 * s2));
     mx = warp_max(mx);
     float l = 0.f;
     for (int s2 = lane; s2 < n_splits; s2 += 32) {
-      const float ls = __ldcg(ml + 2 * (base + s2) + 1);
-      if (ls > 0.f) l += ls * __expf(__ldcg(ml + 2 * (base + s2)) - mx);
+      const float ls = __ldcg(mlg + 2 * s2 + 1);
+      if (ls > 0.f) l += ls * __expf(__ldcg(mlg + 2 * s2) - mx);
     }
     l = warp_sum(l);
     if (lane == 0) mstat[2 * g] = mx, mstat[2 * g + 1] = l > 0.f ? 1.f / l : 0.f;
   }
   __syncthreads();
+  for (int i = threadIdx.x; i < G * n_splits; i += blockDim.x) {
+    const int g = i / n_splits, s2 = i % n_splits;
+    const float* mlg = ml + 2 * (base0 + static_cast<int64_t>(g) * n_splits);
+    const float ls = __ldcg(mlg + 2 * s2 + 1);
+    wts[i] = ls > 0.f ? __expf(__ldcg(mlg + 2 * s2) - mstat[2 * g]) * mstat[2 * g + 1] : 0.f;
+  }
+  __syncthreads();
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int g = i / D, d = i % D;
-    const int64_t base = part_base - split + static_cast<int64_t>(g) * n_splits;
-    const float mx = mstat[2 * g];
+    const float* o = ws + (base0 + static_cast<int64_t>(g) * n_splits) * D + d;
+    const float* w = wts + g * n_splits;
     float acc = 0.f;
+#pragma unroll 8
     for (int s2 = 0; s2 < n_splits; ++s2) {
-      const float ls = __ldcg(ml + 2 * (base + s2) + 1);
-      if (ls > 0.f) acc += __ldcg(ws + (base + s2) * D + d) * __expf(__ldcg(ml + 2 * (base + s2)) - mx);
+      const float v = __ldcg(o + static_cast<int64_t>(s2) * D);
+      if (w[s2] != 0.f) acc = fmaf(v, w[s2], acc);  // empty splits hold no partial (maybe garbage)
     }
-    out[(static_cast<int64_t>(b) * p.n_heads + kvh * G + g) * D + d] = f2bf(acc * mstat[2 * g + 1]);
+    out[(static_cast<int64_t>(b) * p.n_heads + kvh * G + g) * D + d] = f2bf(acc);
   }
 }
 
@@ -400,7 +424,7 @@ void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const in
 
 int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits) {
   if (n_splits <= 1) return 0;
-  return decode_counters_offset(B, n_heads, head_dim, n_splits) + B * n_heads;  // + one counter per (b, kv head)
+  return kDecodeCounters + static_cast<int64_t>(B) * n_heads * n_splits * (head_dim + 2);
 }
 
 void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
@@ -418,8 +442,9 @@ void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stri
   CHECK(G >= 1 && G <= kMaxGroup && p.n_heads % p.n_kv_heads == 0);
   CHECK(p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256);
   CHECK(n_splits == 1 || workspace != nullptr);
-  const size_t smem = sizeof(float) * (G * p.head_dim + G * partition + 2 * G);
+  const size_t smem = sizeof(float) * std::max(G * p.head_dim + G * partition + 2 * G, G * n_splits + 2 * G);
   CHECK(smem <= 48 * 1024);
+  CHECK(n_splits == 1 || B * p.n_kv_heads <= kDecodeCounters);
   dim3 grid(p.n_kv_heads, B, n_splits);
   switch (p.head_dim / 32) {
     case 2: launch_pdl(paged_decode_kernel<2>, grid, dim3(kDecodeThreads), smem, s, p, q, q_stride, out, n_splits, partition, workspace); break;

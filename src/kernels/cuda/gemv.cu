@@ -164,9 +164,18 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int8_kernel(const uint16_t* 
 // ---- int4 weights, group 128, tensor cores: one block of 8 warps per 16-row tile, warps split the K groups. ----
 // Per lane and 64-K chunk: one 16-byte weight load = 4 A fragments (rows g, g+8), 32 bytes of x = 4 B fragments
 // (batch column g; the k order inside a chunk is permuted identically for A and B, see int4_position). A nibble
-// pair becomes a bf16x2 (136 + q) with one shift + LOP3; the mma accumulates (136 + q) x in fp32 and a second mma
-// with an all-ones A gives sum(x), so the group result is scale * (acc - 136 * sum(x)) (exact products, fp32 sums).
+// pair becomes an exact bf16x2 q with a shift, a LOP3 and a bf16x2 FMA (debias_i4); the mma accumulates q * x in
+// fp32 over the group and the group scale is applied once per group. (A second "all-ones" mma for sum(x) instead of
+// the FMA saturated the tensor pipe: M=1 uses 1/8 of each m16n8k16.)
 constexpr int kI4Warps = 8;
+
+// Two nibbles (bits 0-3 and 16-19, the rest zero) -> bf16x2 q = nibble - 8, exactly: OR in the exponent of 128
+// (bf16 128 + n), then one bf16x2 FMA: (128 + n) * 1 - 136.
+__device__ __forceinline__ uint32_t debias_i4(uint32_t nibbles) {
+  uint32_t r;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(nibbles | 0x43004300u), "r"(0x3F803F80u), "r"(0xC308C308u));
+  return r;
+}
 
 template <int U>  // groups of 128 in flight per warp
 __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint16_t* __restrict__ x,
@@ -185,7 +194,6 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
   const float* s_hi = scales + static_cast<int64_t>(min(R * 16 + g + 8, N - 1)) * G;
   const bool has_x = g < M;
   const uint4* xr = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(min(g, M - 1)) * K) + 2 * t;
-  constexpr uint32_t kOnes = 0x3F803F80u;  // bf16x2 (1, 1)
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   for (int gi0 = warp * U; gi0 < G; gi0 += kI4Warps * U) {
     uint4 w[U][2], xv[U][4];
@@ -206,7 +214,7 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (gi0 + u >= G) break;
-      float tw[4] = {0.f, 0.f, 0.f, 0.f}, tx[4] = {0.f, 0.f, 0.f, 0.f};
+      float tw[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
       for (int q = 0; q < 2; ++q) {
         const uint32_t ww[4] = {w[u][q].x, w[u][q].y, w[u][q].z, w[u][q].w};
@@ -214,18 +222,17 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
                                 xv[u][2 * q + 1].x, xv[u][2 * q + 1].y, xv[u][2 * q + 1].z, xv[u][2 * q + 1].w};
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          const uint32_t a0 = (ww[j] & 0x000F000Fu) | 0x43004300u;
-          const uint32_t a1 = ((ww[j] >> 4) & 0x000F000Fu) | 0x43004300u;
-          const uint32_t a2 = ((ww[j] >> 8) & 0x000F000Fu) | 0x43004300u;
-          const uint32_t a3 = ((ww[j] >> 12) & 0x000F000Fu) | 0x43004300u;
+          const uint32_t a0 = debias_i4(ww[j] & 0x000F000Fu);
+          const uint32_t a1 = debias_i4((ww[j] >> 4) & 0x000F000Fu);
+          const uint32_t a2 = debias_i4((ww[j] >> 8) & 0x000F000Fu);
+          const uint32_t a3 = debias_i4((ww[j] >> 12) & 0x000F000Fu);
           mma_bf16_16816(tw, a0, a1, a2, a3, xx[2 * j], xx[2 * j + 1]);
-          mma_bf16_16816(tx, kOnes, kOnes, kOnes, kOnes, xx[2 * j], xx[2 * j + 1]);
         }
       }
-      acc[0] = fmaf(sl[u], fmaf(-136.f, tx[0], tw[0]), acc[0]);
-      acc[1] = fmaf(sl[u], fmaf(-136.f, tx[1], tw[1]), acc[1]);
-      acc[2] = fmaf(sh[u], fmaf(-136.f, tx[2], tw[2]), acc[2]);
-      acc[3] = fmaf(sh[u], fmaf(-136.f, tx[3], tw[3]), acc[3]);
+      acc[0] = fmaf(sl[u], tw[0], acc[0]);
+      acc[1] = fmaf(sl[u], tw[1], acc[1]);
+      acc[2] = fmaf(sh[u], tw[2], acc[2]);
+      acc[3] = fmaf(sh[u], tw[3], acc[3]);
     }
   }
   // acc: [0] (row g, batch 2t), [1] (row g, batch 2t+1), [2] (row g+8, batch 2t), [3] (row g+8, batch 2t+1).
