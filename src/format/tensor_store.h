@@ -32,7 +32,10 @@ struct MetaValue {
   std::optional<double> as_float() const;  // floats and integers
   const std::string* as_string() const;
   const MetaArray* as_array() const;
+  std::optional<bool> as_bool() const;
 };
+
+const char* meta_type_name(MetaValue::Type t);
 
 struct TensorInfo {
   std::string name;
@@ -53,11 +56,18 @@ class TensorStore {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(const std::string& name) const;  // nullptr if absent
 
+  // Bytes of the file (summed over shards for sharded safetensors).
+  uint64_t file_size() const { return file_size_; }
+  // GGUF: absolute offset of the data section and the alignment in force; safetensors: 0 and 1.
+  uint64_t data_offset() const { return data_offset_; }
+  uint64_t alignment() const { return alignment_; }
+
   const std::map<std::string, MetaValue>& metadata() const { return meta_; }
   const MetaValue* meta(const std::string& key) const;  // nullptr if absent
   std::optional<int64_t> meta_int(const std::string& key) const;
   std::optional<double> meta_float(const std::string& key) const;
   std::optional<std::string> meta_string(const std::string& key) const;
+  std::optional<bool> meta_bool(const std::string& key) const;
 
  protected:
   friend class GgufReader;
@@ -65,6 +75,9 @@ class TensorStore {
   std::string path_;
   std::string format_;
   uint32_t version_ = 0;
+  uint64_t file_size_ = 0;
+  uint64_t data_offset_ = 0;
+  uint64_t alignment_ = 1;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> index_;  // name -> position in tensors_
   std::map<std::string, MetaValue> meta_;
@@ -78,8 +91,15 @@ Result<std::unique_ptr<TensorStore>> open_gguf(const std::string& path);
 Result<std::unique_ptr<TensorStore>> parse_gguf(const uint8_t* data, size_t size, const std::string& name);
 
 // Opens a safetensors model: a .safetensors file, a sharded *.index.json, or a directory holding either plus
-// config.json (mapped to GGUF-style metadata keys: general.architecture, <arch>.block_count, ...).
+// config.json (mapped to GGUF-style metadata keys: general.architecture, <arch>.block_count, ...; the full key list
+// is in format/hf_config.h). A config.json beside a file or index is read too. Tensor names stay as in the file
+// (HF names: model.layers.0.self_attn.q_proj.weight); model code maps them. Accepted dtypes: F32, F16, BF16, F64,
+// I8, I16, I32, I64; others (BOOL, U8, F8_*) are Unsupported. Tensor data may be unaligned (safetensors does not
+// pad). format() is "safetensors", version() 0.
 Result<std::unique_ptr<TensorStore>> open_safetensors(const std::string& path);
+
+// Same, over one safetensors file's bytes already in memory (fuzzing, tests); no config.json is read.
+Result<std::unique_ptr<TensorStore>> parse_safetensors(const uint8_t* data, size_t size, const std::string& name);
 
 // Picks the reader by content (GGUF magic) or path (directory, .safetensors, .json).
 Result<std::unique_ptr<TensorStore>> open_model_file(const std::string& path);

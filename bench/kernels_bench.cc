@@ -1,0 +1,95 @@
+// CPU kernel benchmarks: GEMV (n_tokens = 1) at SmolLM2-135M and Qwen2-0.5B shapes per weight dtype, reporting
+// weight bytes read per second (counter "weight_B/s") to compare with the STREAM-like read bandwidth below (the
+// roofline for decode); prefill matmul (n_tokens = 128) reporting GFLOP/s.
+//   build/kernels_bench --benchmark_filter=...   (CITADEL_THREADS sets the thread count)
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kernels/ops.h"
+#include "kernels/quant/quant.h"
+
+namespace citadel {
+namespace {
+
+constexpr DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_1,
+                            DType::kQ5_0, DType::kQ5_1, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K};
+
+std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols) {
+  std::vector<float> row(cols);
+  for (int64_t i = 0; i < cols; ++i) row[i] = 0.01f * static_cast<float>((i * 7919) % 201 - 100);
+  const size_t rb = dtype_row_bytes(t, cols);
+  std::vector<uint8_t> w(rows * rb);
+  std::vector<uint8_t> one(rb);
+  (void)quantize_row(t, row.data(), one.data(), cols);
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(w.data() + r * rb, one.data(), rb);
+  return w;
+}
+
+// args: dtype id, n_out, n_in, n_tokens
+void BM_Matmul(benchmark::State& state) {
+  const DType t = static_cast<DType>(state.range(0));
+  const int64_t n_out = state.range(1), n_in = state.range(2), n_tok = state.range(3);
+  std::vector<uint8_t> w = make_weights(t, n_out, n_in);
+  std::vector<float> x(n_tok * n_in, 0.5f), y(n_tok * n_out);
+  const WeightView wv{t, w.data(), n_out, n_in};
+  for (auto _ : state) {
+    if (!cpu::matmul(wv, x.data(), n_tok, y.data()).ok()) state.SkipWithError("matmul failed");
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(dtype_name(t));
+  state.counters["weight_B/s"] =
+      benchmark::Counter(static_cast<double>(w.size()), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n_out * n_in * n_tok * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void GemvArgs(benchmark::internal::Benchmark* b) {
+  for (DType t : kTypes) {
+    for (auto [o, i] : {std::pair{576, 1536}, {1536, 576}, {49152, 576}, {896, 4864}})
+      if (dtype_row_bytes(t, i) != 0) b->Args({static_cast<int64_t>(t), o, i, 1});  // K-quants need n_in % 256
+  }
+}
+void PrefillArgs(benchmark::internal::Benchmark* b) {
+  for (DType t : kTypes) b->Args({static_cast<int64_t>(t), 576, 1536, 128});
+}
+BENCHMARK(BM_Matmul)->Name("gemv")->Apply(GemvArgs)->UseRealTime()->MinTime(0.2);
+BENCHMARK(BM_Matmul)->Name("prefill128")->Apply(PrefillArgs)->UseRealTime()->MinTime(0.2);
+
+// STREAM-like bandwidth over 256 MiB, threaded like the kernels: read (sum) and copy (read + write counted).
+void BM_StreamRead(benchmark::State& state) {
+  const size_t n = (256u << 20) / sizeof(float);
+  std::vector<float> a(n, 1.0f);
+  std::vector<float> partial(ThreadPool::global().size() * 64);
+  for (auto _ : state) {
+    ThreadPool::global().parallel_for(static_cast<int64_t>(n), [&](int64_t b, int64_t e) {
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (int64_t i = b; i + 4 <= e; i += 4) {
+        s0 += a[i]; s1 += a[i + 1]; s2 += a[i + 2]; s3 += a[i + 3];
+      }
+      benchmark::DoNotOptimize(s0 + s1 + s2 + s3);
+    }, 1 << 16);
+  }
+  state.counters["read_B/s"] = benchmark::Counter(n * 4.0, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_StreamRead)->UseRealTime()->MinTime(0.5);
+
+void BM_StreamCopy(benchmark::State& state) {
+  const size_t n = (256u << 20) / sizeof(float);
+  std::vector<float> a(n, 1.0f), c(n);
+  for (auto _ : state) {
+    ThreadPool::global().parallel_for(static_cast<int64_t>(n), [&](int64_t b, int64_t e) {
+      std::memcpy(c.data() + b, a.data() + b, (e - b) * sizeof(float));
+    }, 1 << 16);
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["rw_B/s"] = benchmark::Counter(n * 8.0, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_StreamCopy)->UseRealTime()->MinTime(0.5);
+
+}  // namespace
+}  // namespace citadel
+
+BENCHMARK_MAIN();

@@ -1,0 +1,26 @@
+// What the CPU we run on can do, probed once (cpuid via the compiler's builtins); used to pick SIMD kernels at run
+// time so one binary runs on any x86-64 (and builds elsewhere, where everything reads false).
+// $CITADEL_CPU=generic (or avx2) caps the level, for testing the fallbacks. Thread-safe (immutable after first use).
+#pragma once
+
+namespace citadel {
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512vnni = false;
+
+  bool has_avx2_fma() const { return avx2 && fma && f16c; }
+  bool has_avx512() const { return avx512f && avx512bw && avx512vl; }
+};
+
+const CpuFeatures& cpu_features();
+
+// "avx512", "avx2" or "generic": the level the kernels use.
+const char* cpu_simd_level();
+
+}  // namespace citadel

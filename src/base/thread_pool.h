@@ -1,0 +1,58 @@
+// ThreadPool: a fixed set of worker threads for data-parallel kernels.
+//
+// parallel_for(n, fn) splits [0, n) into chunks and calls fn(begin, end) for each, on the workers and on the calling
+// thread, and returns when all chunks are done. Workers spin briefly for the next job (kernels are issued back to
+// back, so waking from a futex per op would cost more than the op) and then block, so an idle pool costs nothing.
+//
+// Thread-safety: parallel_for may be called from any thread; concurrent calls from different threads are
+// serialised. A parallel_for issued from inside a running chunk (nested) runs serially on that thread.
+// fn must not throw.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace citadel {
+
+class ThreadPool {
+ public:
+  // n_threads counts the calling thread: ThreadPool(1) has no workers and runs everything inline.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Calls fn(begin, end) over [0, n) in chunks of at least min_chunk indices.
+  template <typename F>
+  void parallel_for(int64_t n, F&& fn, int64_t min_chunk = 1) {
+    auto call = [](void* ctx, int64_t b, int64_t e) { (*static_cast<F*>(ctx))(b, e); };
+    run(n, min_chunk, call, &fn);
+  }
+
+  // The process-wide pool used by the CPU kernels: $CITADEL_THREADS threads, else one per hardware thread.
+  static ThreadPool& global();
+
+ private:
+  using ChunkFn = void (*)(void* ctx, int64_t begin, int64_t end);
+  void run(int64_t n, int64_t min_chunk, ChunkFn fn, void* ctx);
+  void work_on_job();
+  void worker_loop();
+
+  std::vector<std::thread> workers_;
+  std::mutex submit_mu_;  // one job at a time
+  // The current job; written by the submitter before generation_ is bumped (release), read after (acquire).
+  ChunkFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_ = 0, chunk_ = 1;
+  std::atomic<int64_t> next_{0};       // next unclaimed index
+  std::atomic<int> active_{0};         // workers that have not finished the current job
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace citadel

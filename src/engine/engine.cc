@@ -1,0 +1,357 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <random>
+
+#include "base/check.h"
+#include "base/log.h"
+
+namespace citadel::engine {
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Engine::Engine(ModelRunner* runner, EngineConfig config) : runner_(runner), config_(config) {
+  std::random_device rd;
+  seed_state_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+Engine::~Engine() { stop(); }
+
+Status Engine::init() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (initialized_) return OkStatus();
+  if (config_.block_size <= 0 || config_.block_size > 1024)
+    return InvalidArgument("engine: block_size must be in [1, 1024], got " + std::to_string(config_.block_size));
+  if (config_.max_batched_tokens <= 0 || config_.max_seqs <= 0)
+    return InvalidArgument("engine: max_batched_tokens and max_seqs must be > 0");
+  n_vocab_ = runner_->n_vocab();
+  max_context_ = config_.max_context > 0 ? config_.max_context : runner_->max_context();
+  if (n_vocab_ <= 0 || max_context_ <= 0) return InvalidArgument("engine: runner reports no vocabulary or context");
+  int64_t n_blocks = config_.n_blocks;
+  if (n_blocks <= 0) {
+    const size_t per_block = runner_->kv_bytes_per_token() * static_cast<size_t>(config_.block_size);
+    if (per_block == 0 || config_.kv_memory_bytes == 0)
+      return InvalidArgument("engine: set n_blocks or kv_memory_bytes (runner reports " +
+                             std::to_string(runner_->kv_bytes_per_token()) + " KV bytes per token)");
+    n_blocks = static_cast<int64_t>(config_.kv_memory_bytes / per_block);
+  }
+  if (n_blocks < 1 || n_blocks > (int64_t{1} << 30) / config_.block_size)
+    return ResourceExhausted("engine: KV budget gives " + std::to_string(n_blocks) + " blocks; need 1 .. " +
+                             std::to_string((int64_t{1} << 30) / config_.block_size));
+  RETURN_IF_ERROR(runner_->allocate_kv(static_cast<int>(n_blocks), config_.block_size)
+                      .with_context("engine: allocating the KV pool"));
+  kv_ = std::make_unique<KvCache>(static_cast<int>(n_blocks), config_.block_size, config_.enable_prefix_caching);
+  SchedulerConfig sc;
+  sc.max_batched_tokens = config_.max_batched_tokens;
+  sc.max_seqs = config_.max_seqs;
+  sc.watermark_blocks = static_cast<int>(config_.watermark * static_cast<double>(n_blocks));
+  scheduler_ = std::make_unique<Scheduler>(sc, kv_.get());
+  const int64_t tokens = n_blocks * config_.block_size;
+  log_info("KV pool: " + std::to_string(n_blocks) + " blocks = " + std::to_string(tokens) + " tokens = max " +
+           std::to_string(std::max<int64_t>(1, tokens / max_context_)) + " sequences x " +
+           std::to_string(max_context_) + " context (" + std::to_string(config_.block_size) + " tokens/block, " +
+           std::to_string(runner_->kv_bytes_per_token()) + " B/token)");
+  stats_.kv_blocks_total = stats_.kv_blocks_free = static_cast<int>(n_blocks);
+  stats_.block_size = config_.block_size;
+  initialized_ = true;
+  accepting_ = true;
+  return OkStatus();
+}
+
+Status Engine::start() {
+  RETURN_IF_ERROR(init());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (thread_.joinable()) return OkStatus();
+  thread_ = std::thread([this] { loop(); });
+  return OkStatus();
+}
+
+void Engine::stop(SteadyTime drain_deadline) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    accepting_ = false;
+    stopping_ = true;
+    drain_deadline_ = drain_deadline;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  } else if (scheduler_) {
+    cancel_all("engine stopped");
+  }
+}
+
+Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
+  auto invalid = [&](const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.rejected_invalid_total;
+    return InvalidArgument("request " + req.id + ": " + why);
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!initialized_) return Internal("engine: submit before init()");
+    if (!accepting_) return ResourceExhausted("busy: engine is shutting down");
+  }
+  const int64_t n_prompt = static_cast<int64_t>(req.prompt.size());
+  if (n_prompt == 0) return invalid("empty prompt");
+  for (size_t i = 0; i < req.prompt.size(); ++i)
+    if (req.prompt[i] < 0 || req.prompt[i] >= n_vocab_)
+      return invalid("prompt token " + std::to_string(i) + " = " + std::to_string(req.prompt[i]) +
+                     " is outside the vocabulary [0, " + std::to_string(n_vocab_) + ")");
+  if (req.max_tokens < 1) return invalid("max_tokens must be >= 1, got " + std::to_string(req.max_tokens));
+  if (Status st = validate_sampling_params(req.sampling, n_vocab_); !st.ok()) return invalid(st.message());
+  const int64_t total = n_prompt + req.max_tokens;
+  if (total > max_context_)
+    return invalid("prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" + std::to_string(req.max_tokens) +
+                   ") exceeds the context length " + std::to_string(max_context_));
+  const int64_t pool_tokens = static_cast<int64_t>(kv_->n_blocks()) * kv_->block_size();
+  if (total > pool_tokens)
+    return invalid("prompt (" + std::to_string(n_prompt) + " tokens) + max_tokens (" + std::to_string(req.max_tokens) +
+                   ") exceeds the whole KV pool (" + std::to_string(pool_tokens) + " tokens)");
+
+  auto handle = std::make_shared<RequestHandle>(req.id, config_.event_buffer);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (live_.count(req.id)) {
+    ++stats_.rejected_invalid_total;
+    return InvalidArgument("request " + req.id + ": id already in use");
+  }
+  if (queued_count_ + 1 > config_.max_waiting || queued_tokens_ + n_prompt > config_.max_waiting_tokens) {
+    ++stats_.rejected_busy_total;
+    return ResourceExhausted("busy: " + std::to_string(queued_count_) + " requests (" +
+                             std::to_string(queued_tokens_) + " prompt tokens) already waiting");
+  }
+  auto seq = std::make_unique<Sequence>(std::move(req.sampling), seed_state_ += 0x9e3779b97f4a7c15ull);
+  seq->seq_id = next_seq_id_++;
+  seq->request_id = req.id;
+  seq->priority = req.priority;
+  seq->tokens = std::move(req.prompt);
+  seq->prompt_len = static_cast<int>(n_prompt);
+  seq->max_tokens = req.max_tokens;
+  seq->stop_token_ids = std::move(req.stop_token_ids);
+  seq->deadline = req.deadline;
+  seq->handle = handle;
+  seq->counted_as_queued = true;
+  seq->usage.prompt_tokens = static_cast<int>(n_prompt);
+  ++queued_count_;
+  queued_tokens_ += n_prompt;
+  stats_.prompt_tokens_total += n_prompt;
+  live_.emplace(seq->request_id, handle);
+  inbox_.push_back(std::move(seq));
+  cv_.notify_all();
+  return handle;
+}
+
+Status Engine::cancel(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = live_.find(id);
+  if (it == live_.end()) return NotFound("request " + id + ": not running or waiting");
+  it->second->cancel();
+  cv_.notify_all();
+  return OkStatus();
+}
+
+bool Engine::idle() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return live_.empty();
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Engine::drain_inbox() {
+  std::vector<std::unique_ptr<Sequence>> batch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch.swap(inbox_);
+  }
+  for (auto& seq : batch) scheduler_->add(std::move(seq));
+}
+
+// Ends a sequence: final event, usage, bookkeeping, blocks back to the pool. `seq` is destroyed.
+void Engine::finish_seq(Sequence* seq, FinishReason reason, Status status, TokenEvent ev) {
+  ev.finish = reason;
+  seq->usage.completion_tokens = seq->n_generated;
+  seq->handle->set_usage(seq->usage);
+  seq->handle->finish(std::move(ev), std::move(status));
+  seq->handle->notify();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    live_.erase(seq->request_id);
+    if (seq->counted_as_queued) {
+      --queued_count_;
+      queued_tokens_ -= seq->prompt_len;
+    }
+    ++stats_.finished_total;
+    if (reason == FinishReason::kCancelled || reason == FinishReason::kDeadline) ++stats_.cancelled_total;
+    if (reason == FinishReason::kError) ++stats_.errors_total;
+  }
+  scheduler_->remove(seq);
+}
+
+void Engine::apply_cancellations() {
+  const SteadyTime now = std::chrono::steady_clock::now();
+  for (Sequence* seq : scheduler_->all()) {
+    if (seq->handle->cancel_requested()) {
+      finish_seq(seq, FinishReason::kCancelled, Cancelled("request " + seq->request_id + ": cancelled"));
+    } else if (now >= seq->deadline) {
+      finish_seq(seq, FinishReason::kDeadline,
+                 Status(StatusCode::kDeadlineExceeded, "request " + seq->request_id + ": deadline exceeded"));
+    }
+  }
+}
+
+void Engine::cancel_all(const std::string& why) {
+  drain_inbox();
+  for (Sequence* seq : scheduler_->all())
+    finish_seq(seq, FinishReason::kCancelled, Cancelled("request " + seq->request_id + ": " + why));
+}
+
+void Engine::build_batch(const SchedulerOutput& out, Batch* b) const {
+  const int bs = kv_->block_size();
+  b->block_size = bs;
+  b->max_blocks = 0;
+  for (const auto& s : out.seqs)
+    b->max_blocks = std::max(b->max_blocks, static_cast<int>(s.seq->table.blocks.size()));
+  const int n_seqs = static_cast<int>(out.seqs.size());
+  b->block_tables.assign(static_cast<size_t>(n_seqs) * b->max_blocks, -1);
+  b->query_start.push_back(0);
+  for (int si = 0; si < n_seqs; ++si) {
+    const ScheduledSeq& s = out.seqs[si];
+    const Sequence* seq = s.seq;
+    std::copy(seq->table.blocks.begin(), seq->table.blocks.end(),
+              b->block_tables.begin() + static_cast<size_t>(si) * b->max_blocks);
+    for (int p = seq->num_computed; p < seq->num_computed + s.n_tokens; ++p) {
+      b->tokens.push_back(seq->tokens[p]);
+      b->positions.push_back(p);
+      b->seq_of_token.push_back(si);
+      b->slots.push_back(seq->table.blocks[p / bs] * bs + p % bs);
+    }
+    b->query_start.push_back(static_cast<int>(b->tokens.size()));
+    b->seq_lens.push_back(seq->num_computed + s.n_tokens);
+    if (s.sample) b->logit_rows.push_back(static_cast<int>(b->tokens.size()) - 1);
+  }
+}
+
+void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
+  log_error("engine: step failed: " + st.to_string());
+  for (const auto& s : out.seqs) finish_seq(s.seq, FinishReason::kError, st);
+}
+
+void Engine::postprocess(const SchedulerOutput& out, const std::vector<float>& logits) {
+  int row = 0;
+  int64_t generated = 0;
+  for (const auto& s : out.seqs) {
+    Sequence* seq = s.seq;
+    seq->num_computed += s.n_tokens;
+    kv_->commit(&seq->table, seq->tokens, seq->num_computed);
+    if (seq->counted_as_queued) {
+      std::lock_guard<std::mutex> lock(mu_);
+      --queued_count_;
+      queued_tokens_ -= seq->prompt_len;
+      seq->counted_as_queued = false;
+    }
+    if (!s.sample) continue;
+    SampleResult r = seq->sampler.sample(logits.data() + static_cast<size_t>(row++) * n_vocab_, n_vocab_, seq->tokens);
+    seq->sampler.accept(r.token);
+    seq->tokens.push_back(r.token);
+    ++seq->n_generated;
+    ++generated;
+    TokenEvent ev;
+    ev.token = r.token;
+    ev.logprob = r.logprob;
+    ev.top_logprobs = std::move(r.top);
+    if (std::find(seq->stop_token_ids.begin(), seq->stop_token_ids.end(), r.token) != seq->stop_token_ids.end()) {
+      ev.finish = FinishReason::kStop;
+    } else if (seq->n_generated >= seq->max_tokens || static_cast<int>(seq->tokens.size()) >= max_context_) {
+      ev.finish = FinishReason::kLength;
+    }
+    if (ev.finish != FinishReason::kNone) {
+      const FinishReason reason = ev.finish;
+      finish_seq(seq, reason, OkStatus(), std::move(ev));
+      continue;
+    }
+    if (!seq->handle->push(std::move(ev))) {
+      finish_seq(seq, FinishReason::kCancelled,
+                 ResourceExhausted("request " + seq->request_id + ": consumer too slow (event buffer full)"));
+      continue;
+    }
+    seq->handle->notify();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.generated_tokens_total += generated;
+}
+
+void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.running = static_cast<int>(scheduler_->n_running());
+  stats_.waiting = static_cast<int>(scheduler_->n_waiting() + inbox_.size());
+  stats_.kv_blocks_used = kv_->num_used();
+  stats_.kv_blocks_free = kv_->num_free();
+  stats_.kv_blocks_cached = kv_->num_cached_free();
+  const SchedulerCounters& c = scheduler_->counters();
+  stats_.prefix_queries = c.prefix_queries;
+  stats_.prefix_query_tokens = c.prefix_query_tokens;
+  stats_.prefix_hit_tokens = c.prefix_hit_tokens;
+  stats_.preemptions = c.preemptions;
+  if (!out.empty()) {
+    stats_.last_step_ms = step_ms;
+    stats_.last_forward_ms = fwd_ms;
+    stats_.last_batch_tokens = out.n_tokens;
+    stats_.last_batch_seqs = static_cast<int>(out.seqs.size());
+    stats_.computed_tokens_total += out.n_tokens;
+    ++stats_.steps;
+  }
+}
+
+bool Engine::step() {
+  if (!scheduler_) return false;
+  const auto t0 = std::chrono::steady_clock::now();
+  drain_inbox();
+  apply_cancellations();
+  SchedulerOutput out = scheduler_->schedule();
+  double fwd_ms = 0.0;
+  if (!out.empty()) {
+    Status st = OkStatus();
+    const auto copies = out.all_copies();
+    if (!copies.empty()) st = runner_->copy_blocks(copies);
+    std::vector<float> logits;  // [n_logits, n_vocab]
+    if (st.ok()) {
+      Batch batch;
+      build_batch(out, &batch);
+      logits.resize(batch.logit_rows.size() * static_cast<size_t>(n_vocab_));
+      const auto tf = std::chrono::steady_clock::now();
+      st = runner_->forward(batch, logits.data());
+      fwd_ms = ms_since(tf);
+    }
+    if (st.ok()) postprocess(out, logits); else fail_batch(out, st);
+  }
+  publish_stats(ms_since(t0), fwd_ms, out);
+  return !out.empty();
+}
+
+void Engine::loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Sleep only when there is nothing at all to do; cancels of live requests also wake us.
+      cv_.wait(lock, [&] { return stopping_ || !inbox_.empty() || !live_.empty(); });
+      if (stopping_ && (live_.empty() || std::chrono::steady_clock::now() >= drain_deadline_)) break;
+    }
+    if (!step()) {
+      // Work exists but nothing could be scheduled (should not happen: the head of waiting fits an empty pool).
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(1));
+    }
+  }
+  cancel_all("engine stopped");
+  publish_stats(0.0, 0.0, SchedulerOutput{});
+}
+
+}  // namespace citadel::engine

@@ -1,0 +1,136 @@
+// Engine: one model, one engine thread, continuous batching.
+//
+//   submit() (any thread) -> inbox -> [engine thread] step(): apply cancels/deadlines, schedule, copy-on-write,
+//   runner.forward, sample, append, stop checks, free blocks, push TokenEvents -> RequestHandle (any thread pops).
+//
+// Threading: submit/cancel/stats/stop are safe from any thread. The scheduler, the KV allocator, the sequences and the
+// runner are touched by the engine thread only (or by the caller of step() in synchronous mode: then do not start()).
+// No lock is held across runner.forward(); the engine never waits on a consumer (a full event buffer cancels the
+// request with final_status "consumer too slow").
+// Admission: submit() fails fast with kResourceExhausted ("busy": the server answers 429 + Retry-After) when the
+// waiting queue is full (by count or by prompt tokens), and with kInvalidArgument when the request can never run
+// (empty prompt, token id out of range, bad sampling params, prompt + max_tokens beyond the context or the KV pool).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/kv_cache.h"
+#include "engine/model_runner.h"
+#include "engine/scheduler.h"
+#include "engine/sequence.h"
+
+namespace citadel::engine {
+
+struct EngineConfig {
+  int block_size = 16;             // tokens per KV block
+  size_t kv_memory_bytes = 0;      // KV budget; n_blocks = kv_memory_bytes / (kv_bytes_per_token * block_size)
+  int n_blocks = 0;                // > 0: use exactly this many blocks (overrides kv_memory_bytes)
+  int max_context = 0;             // 0: the runner's max_context()
+  int max_batched_tokens = 2048;   // tokens per step
+  int max_seqs = 64;               // sequences running at once
+  int max_waiting = 256;           // admission bound: requests queued and not yet started
+  int64_t max_waiting_tokens = 1 << 20;  // admission bound: their prompt tokens
+  size_t event_buffer = 4096;      // events buffered per request before its consumer counts as too slow
+  bool enable_prefix_caching = true;
+  double watermark = 0.01;         // fraction of blocks kept free when admitting beside running sequences
+};
+
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;                  // in the scheduler's waiting set + not yet picked up
+  int kv_blocks_total = 0;
+  int kv_blocks_used = 0;           // referenced by a sequence
+  int kv_blocks_free = 0;           // allocatable (includes cached-unreferenced)
+  int kv_blocks_cached = 0;         // unreferenced but holding a reusable prefix
+  int block_size = 0;
+  int64_t prefix_queries = 0;
+  int64_t prefix_query_tokens = 0;
+  int64_t prefix_hit_tokens = 0;
+  double last_step_ms = 0.0;        // wall time of the last step (schedule + forward + postprocess)
+  double last_forward_ms = 0.0;
+  int last_batch_tokens = 0;
+  int last_batch_seqs = 0;
+  int64_t steps = 0;
+  int64_t preemptions = 0;
+  int64_t prompt_tokens_total = 0;     // of finished and running requests, counted at submit
+  int64_t computed_tokens_total = 0;   // tokens given to the runner
+  int64_t generated_tokens_total = 0;
+  int64_t finished_total = 0;
+  int64_t cancelled_total = 0;         // cancelled, deadline, consumer too slow, shutdown
+  int64_t rejected_busy_total = 0;
+  int64_t rejected_invalid_total = 0;
+  int64_t errors_total = 0;
+};
+
+class Engine {
+ public:
+  // runner must outlive the engine.
+  Engine(ModelRunner* runner, EngineConfig config);
+  ~Engine();  // stop(now)
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Sizes and allocates the KV pool (logs "KV pool: N blocks = M tokens ..."). Idempotent.
+  Status init();
+  // init() + starts the engine thread.
+  Status start();
+  // Stops accepting, lets running/waiting requests finish until drain_deadline, cancels the rest, joins the thread.
+  void stop(SteadyTime drain_deadline = std::chrono::steady_clock::now());
+
+  Result<std::shared_ptr<RequestHandle>> submit(GenerateRequest req);
+  // Requests cancellation; effective at the next step (blocks freed then). NotFound for an unknown/finished id.
+  Status cancel(const std::string& id);
+
+  // Synchronous mode (no start()): runs one step. Returns false when there was nothing to do.
+  bool step();
+  bool idle() const;  // nothing queued, waiting or running
+
+  EngineStats stats() const;
+  const KvCache* kv_cache() const { return kv_.get(); }  // engine-thread / synchronous-mode inspection only
+
+ private:
+  void loop();
+  void drain_inbox();
+  void apply_cancellations();
+  // Ends a sequence: final event (ev, with finish = reason), usage, bookkeeping, blocks freed; seq is destroyed.
+  void finish_seq(Sequence* seq, FinishReason reason, Status status, TokenEvent ev = {});
+  void build_batch(const SchedulerOutput& out, Batch* batch) const;
+  void postprocess(const SchedulerOutput& out, const std::vector<float>& logits);
+  void fail_batch(const SchedulerOutput& out, const Status& st);
+  void cancel_all(const std::string& why);
+  void publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out);
+
+  ModelRunner* runner_;
+  EngineConfig config_;
+  int n_vocab_ = 0;
+  int max_context_ = 0;
+  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<Scheduler> scheduler_;
+  uint64_t next_seq_id_ = 0;
+  uint64_t seed_state_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Sequence>> inbox_;
+  std::unordered_map<std::string, std::shared_ptr<RequestHandle>> live_;  // id -> handle, until finished
+  int queued_count_ = 0;        // submitted, not yet first scheduled
+  int64_t queued_tokens_ = 0;
+  bool accepting_ = false;
+  bool stopping_ = false;
+  SteadyTime drain_deadline_{};
+  bool initialized_ = false;
+  std::thread thread_;
+  EngineStats stats_;
+};
+
+}  // namespace citadel::engine

@@ -1,0 +1,84 @@
+// ModelRunner: the only interface between the engine (scheduling, KV block allocation, sampling) and a model
+// forward pass (CPU or CUDA). The engine decides WHICH tokens run and WHERE their K/V live; the runner owns the K/V
+// memory and does the math.
+//
+// KV layout contract. The runner owns one pool per layer of shape [n_blocks, block_size, n_kv_heads, head_dim] for K
+// and for V (any physical layout is fine as long as it is addressed by slot). A "slot" is block_id * block_size +
+// offset, 0 <= slot < n_blocks * block_size. The engine owns allocation: which block ids belong to which sequence
+// (block tables), sharing of blocks between sequences (prefix caching) and copy-on-write. The runner never frees,
+// allocates or reorders blocks on its own.
+//
+// Lifecycle: kv_bytes_per_token() -> engine computes n_blocks from its memory budget -> allocate_kv(n_blocks,
+// block_size) once -> any number of forward()/copy_blocks() calls, all from the single engine thread.
+//
+// Thread-safety: a runner is driven by one engine thread; no method is called concurrently with another.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+
+namespace citadel::engine {
+
+// One engine step: n_tokens tokens from n_seqs sequences. Invariants the engine guarantees:
+//  - The tokens of one sequence are contiguous in the batch and in increasing position order; sequence s owns tokens
+//    [query_start[s], query_start[s+1]).
+//  - positions of sequence s are consecutive: seq_lens[s] - n_new(s) .. seq_lens[s] - 1, where n_new(s) =
+//    query_start[s+1] - query_start[s]. Positions below that are already in the KV pool (computed by earlier steps or
+//    shared through the prefix cache) and must be READ, never recomputed.
+//  - slots[i] == block_tables[s * max_blocks + positions[i] / block_size] * block_size + positions[i] % block_size.
+//  - A block written by this batch is never shared with another sequence (the engine did copy-on-write before).
+// What the runner must do, for every token i (sequence s): compute q/k/v, WRITE k/v at slots[i] (before any attention
+// of this batch reads it: a token attends to the other new tokens of its own sequence), then attend causally to the
+// keys at positions 0..positions[i] of sequence s, read through block_tables (with a cached prefix the causal mask is
+// bottom-right aligned). Only rows listed in logit_rows need the final norm + LM head.
+struct Batch {
+  std::vector<int32_t> tokens;        // [n_tokens] token ids
+  std::vector<int32_t> positions;     // [n_tokens] position of each token in its sequence
+  std::vector<int32_t> seq_of_token;  // [n_tokens] index into the sequences of this batch (0..n_seqs-1)
+  std::vector<int32_t> slots;         // [n_tokens] KV slot to write: block_id * block_size + offset
+  std::vector<int32_t> query_start;   // [n_seqs + 1] first batch token of each sequence; back() == n_tokens
+  std::vector<int32_t> seq_lens;      // [n_seqs] context length of each sequence after this step (keys to attend)
+  std::vector<int32_t> block_tables;  // [n_seqs, max_blocks] block ids, row-major, -1 padded
+  int max_blocks = 0;                 // columns of block_tables (>= ceil(max(seq_lens) / block_size))
+  int block_size = 0;                 // tokens per KV block (as given to allocate_kv)
+  std::vector<int32_t> logit_rows;    // [n_logits] batch token indices whose logits are wanted, increasing order
+
+  int n_tokens() const { return static_cast<int>(tokens.size()); }
+  int n_seqs() const { return static_cast<int>(seq_lens.size()); }
+  bool is_decode_only() const { return tokens.size() == seq_lens.size(); }  // one new token per sequence
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+
+  // Vocabulary size: the width of one logits row.
+  virtual int n_vocab() const = 0;
+
+  // Longest context the model supports (positions 0..max_context-1); requests beyond it are rejected at submit.
+  virtual int max_context() const = 0;
+
+  // Bytes of K+V for one token over all layers (2 * n_layers * n_kv_heads * head_dim * sizeof(kv dtype)).
+  // The engine divides its KV memory budget by (kv_bytes_per_token() * block_size) to get n_blocks.
+  virtual size_t kv_bytes_per_token() const = 0;
+
+  // Allocates the KV pools: n_blocks blocks of block_size tokens per layer. Called once before any forward().
+  // Returns kResourceExhausted when the memory is not there (the engine then fails start-up with that message).
+  virtual Status allocate_kv(int n_blocks, int block_size) = 0;
+
+  // Copies whole blocks (all layers, K and V, all block_size slots): for each pair, block `first` -> block `second`.
+  // Used for copy-on-write before a shared block is written. Sources and destinations are disjoint sets. Called
+  // before the forward() of the step that writes the destinations.
+  virtual Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) = 0;
+
+  // Runs one step. logits: [batch.logit_rows.size(), n_vocab()] float32, row r for token batch.logit_rows[r]; raw
+  // model logits (no temperature, no softcap beyond what the architecture itself does). A non-ok Status fails
+  // every request in the batch (finish reason kError); the engine keeps running.
+  virtual Status forward(const Batch& batch, float* logits) = 0;
+};
+
+}  // namespace citadel::engine

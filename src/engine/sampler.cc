@@ -1,0 +1,204 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <unordered_set>
+
+namespace citadel::engine {
+namespace {
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+std::string fmt(float v) { return std::to_string(v); }
+
+}  // namespace
+
+Rng::Rng(uint64_t seed) {
+  uint64_t x = seed;
+  for (auto& s : s_) s = splitmix64(x);
+}
+
+uint64_t Rng::next_u64() {
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+double Rng::next_double() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
+
+Status validate_sampling_params(const SamplingParams& p, int n_vocab) {
+  if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature))
+    return InvalidArgument("temperature must be >= 0, got " + fmt(p.temperature));
+  if (p.top_k < 0) return InvalidArgument("top_k must be >= 0, got " + std::to_string(p.top_k));
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return InvalidArgument("top_p must be in (0, 1], got " + fmt(p.top_p));
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) return InvalidArgument("min_p must be in [0, 1], got " + fmt(p.min_p));
+  if (!(p.repetition_penalty > 0.0f) || !std::isfinite(p.repetition_penalty))
+    return InvalidArgument("repetition_penalty must be > 0, got " + fmt(p.repetition_penalty));
+  if (p.repetition_window < -1)
+    return InvalidArgument("repetition_window must be >= -1, got " + std::to_string(p.repetition_window));
+  if (!std::isfinite(p.presence_penalty) || !std::isfinite(p.frequency_penalty))
+    return InvalidArgument("presence_penalty and frequency_penalty must be finite");
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (id < 0 || id >= n_vocab)
+      return InvalidArgument("logit_bias: token id " + std::to_string(id) + " out of range [0, " +
+                             std::to_string(n_vocab) + ")");
+    if (std::isnan(bias)) return InvalidArgument("logit_bias: bias for token " + std::to_string(id) + " is NaN");
+  }
+  if (p.top_logprobs < -1 || p.top_logprobs > 20)
+    return InvalidArgument("top_logprobs must be in [0, 20], got " + std::to_string(p.top_logprobs));
+  return OkStatus();
+}
+
+void log_softmax(const float* logits, int n, float* out) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < n; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0.0;
+  for (int i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const float lse = mx + static_cast<float>(std::log(sum));
+  for (int i = 0; i < n; ++i) out[i] = logits[i] - lse;
+}
+
+Sampler::Sampler(SamplingParams params, uint64_t fallback_seed)
+    : params_(std::move(params)), rng_(params_.has_seed ? params_.seed : fallback_seed) {}
+
+void Sampler::accept(int32_t token) { ++generated_counts_[token]; }
+
+void Sampler::apply_penalties(float* logits, int n_vocab, const std::vector<int32_t>& context) const {
+  for (const auto& [id, bias] : params_.logit_bias)
+    if (id >= 0 && id < n_vocab) logits[id] += bias;
+  if (params_.repetition_penalty != 1.0f) {
+    const size_t n = context.size();
+    const size_t w = params_.repetition_window < 0 ? n : std::min(n, static_cast<size_t>(params_.repetition_window));
+    std::unordered_set<int32_t> seen;
+    for (size_t i = n - w; i < n; ++i) {
+      const int32_t t = context[i];
+      if (t < 0 || t >= n_vocab || !seen.insert(t).second) continue;
+      logits[t] = logits[t] > 0 ? logits[t] / params_.repetition_penalty : logits[t] * params_.repetition_penalty;
+    }
+  }
+  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
+    for (const auto& [t, count] : generated_counts_) {
+      if (t < 0 || t >= n_vocab) continue;
+      logits[t] -= params_.frequency_penalty * static_cast<float>(count) + params_.presence_penalty;
+    }
+  }
+}
+
+// work: [n_vocab] processed logits. Applies temperature, top-k, top-p, min-p and draws.
+int32_t Sampler::draw(std::vector<float>& work, int n_vocab) {
+  const float inv_t = 1.0f / params_.temperature;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < n_vocab; ++i) mx = std::max(mx, work[i]);
+  if (!std::isfinite(mx)) mx = 0.0f;  // every logit -inf: degenerate, fall through to uniform over -inf (id 0)
+  // Unnormalised probabilities; order candidates lazily (partial sorts) since top-p usually keeps few tokens.
+  std::vector<int32_t> ids(n_vocab);
+  std::iota(ids.begin(), ids.end(), 0);
+  double total = 0.0;
+  for (int i = 0; i < n_vocab; ++i) {
+    work[i] = std::exp((work[i] - mx) * inv_t);
+    total += work[i];
+  }
+  if (!(total > 0.0)) return 0;
+  auto more_likely = [&](int32_t a, int32_t b) { return work[a] > work[b] || (work[a] == work[b] && a < b); };
+  int n_keep = n_vocab;
+  int sorted = 0;  // ids[0..sorted) are the `sorted` most likely, in order
+  auto sort_prefix = [&](int k) {
+    k = std::min(k, n_vocab);
+    if (k <= sorted) return;
+    std::partial_sort(ids.begin() + sorted, ids.begin() + k, ids.end(), more_likely);
+    sorted = k;
+  };
+  if (params_.top_k > 0 && params_.top_k < n_keep) {
+    sort_prefix(params_.top_k);
+    n_keep = params_.top_k;
+  }
+  if (params_.top_p < 1.0f) {
+    double kept_mass = 0.0;
+    if (n_keep < n_vocab) {
+      for (int i = 0; i < n_keep; ++i) kept_mass += work[ids[i]];
+    } else {
+      kept_mass = total;
+    }
+    const double target = params_.top_p * kept_mass;
+    double cum = 0.0;
+    int i = 0;
+    for (int chunk = 64;; chunk *= 4) {
+      sort_prefix(std::min(n_keep, i + chunk));
+      for (; i < sorted && i < n_keep; ++i) {
+        cum += work[ids[i]];
+        if (cum >= target) break;
+      }
+      if (i < n_keep && cum >= target) { ++i; break; }
+      if (i >= n_keep) break;
+    }
+    n_keep = std::max(1, std::min(n_keep, i));
+  }
+  if (params_.min_p > 0.0f) {
+    sort_prefix(1);
+    const float threshold = params_.min_p * work[ids[0]];
+    if (sorted >= n_keep) {
+      int k = 1;
+      while (k < n_keep && work[ids[k]] >= threshold) ++k;
+      n_keep = k;
+    } else {  // survivors unsorted beyond `sorted`: filter in place, order irrelevant for drawing
+      int k = 0;
+      for (int i = 0; i < n_keep; ++i)
+        if (work[ids[i]] >= threshold) ids[k++] = ids[i];
+      n_keep = std::max(1, k);
+    }
+  }
+  double mass = 0.0;
+  for (int i = 0; i < n_keep; ++i) mass += work[ids[i]];
+  const double u = rng_.next_double() * mass;
+  double cum = 0.0;
+  for (int i = 0; i < n_keep; ++i) {
+    cum += work[ids[i]];
+    if (u < cum) return ids[i];
+  }
+  return ids[n_keep - 1];
+}
+
+SampleResult Sampler::sample(const float* logits, int n_vocab, const std::vector<int32_t>& context) {
+  SampleResult r;
+  std::vector<float> work(logits, logits + n_vocab);  // [n_vocab]
+  apply_penalties(work.data(), n_vocab, context);
+  if (params_.temperature == 0.0f) {
+    int32_t best = 0;
+    for (int i = 1; i < n_vocab; ++i)
+      if (work[i] > work[best]) best = i;
+    r.token = best;
+  } else {
+    r.token = draw(work, n_vocab);
+  }
+  if (params_.top_logprobs >= 0) {
+    std::vector<float> lp(n_vocab);  // [n_vocab]
+    log_softmax(logits, n_vocab, lp.data());
+    r.logprob = lp[r.token];
+    const int n = std::min(params_.top_logprobs, n_vocab);
+    if (n > 0) {
+      std::vector<int32_t> ids(n_vocab);
+      std::iota(ids.begin(), ids.end(), 0);
+      std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
+                        [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
+      for (int i = 0; i < n; ++i) r.top.push_back({ids[i], lp[ids[i]]});
+    }
+  }
+  return r;
+}
+
+}  // namespace citadel::engine

@@ -1,0 +1,89 @@
+// Scheduler: continuous batching over a paged KV pool.
+//
+// Sets: waiting (ordered by priority desc, then arrival) and running (same order; they hold KV blocks). Each step:
+//   1. decode: every running sequence with exactly one uncomputed token gets it, oldest first;
+//   2. running sequences in the middle of a chunked prefill continue, oldest first;
+//   3. waiting sequences are admitted from the head (prefix-cache lookup first, then a chunk of the rest), FCFS: the
+//      head blocks the queue when it does not fit, so nothing overtakes it.
+// Limits per step: max_batched_tokens tokens and max_seqs sequences. When a running sequence needs a block and the
+// pool is empty, the lowest-priority newest running sequence is preempted (recompute): its blocks are released (its
+// full blocks usually stay in the prefix cache) and it returns to the head of waiting with tokens = prompt +
+// generated, so its recomputation continues identically. A preempted sequence is not readmitted in the same step.
+// A sequence's whole need (prompt + max_tokens) must fit the pool (checked at submit), so the oldest running sequence
+// can always progress: no deadlock, no starvation among equal priorities.
+// Thread-safety: none; engine thread only.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "engine/sequence.h"
+
+namespace citadel::engine {
+
+struct SchedulerConfig {
+  int max_batched_tokens = 2048;  // tokens per step (decode + prefill chunks)
+  int max_seqs = 64;              // sequences per step (and running at once)
+  int watermark_blocks = 0;       // free blocks kept when admitting a new sequence beside running ones (anti-thrash)
+};
+
+struct ScheduledSeq {
+  Sequence* seq = nullptr;
+  int n_tokens = 0;      // tokens[seq->num_computed, + n_tokens) run this step
+  bool sample = false;   // this chunk reaches the end of tokens: sample the next token
+  std::vector<std::pair<int, int>> copies;  // copy-on-write done for this sequence this step
+};
+
+struct SchedulerOutput {
+  std::vector<ScheduledSeq> seqs;   // in batch order
+  int n_tokens = 0;
+  int n_preempted = 0;
+  std::vector<std::pair<int, int>> all_copies() const;
+  bool empty() const { return seqs.empty(); }
+};
+
+struct SchedulerCounters {
+  int64_t preemptions = 0;
+  int64_t prefix_queries = 0;       // admissions that looked up the prefix cache
+  int64_t prefix_query_tokens = 0;  // prompt tokens looked up
+  int64_t prefix_hit_tokens = 0;    // tokens whose KV came from the cache (not recomputed)
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerConfig config, KvCache* kv);
+
+  void add(std::unique_ptr<Sequence> seq);  // to waiting
+  SchedulerOutput schedule();
+  // Removes a sequence (finished, cancelled, failed): releases its blocks and destroys it.
+  void remove(Sequence* seq);
+
+  size_t n_waiting() const { return waiting_.size(); }
+  size_t n_running() const { return running_.size(); }
+  bool empty() const { return seqs_.empty(); }
+  std::vector<Sequence*> all() const;  // running then waiting
+  const SchedulerCounters& counters() const { return counters_; }
+  int64_t step_index() const { return step_; }
+
+ private:
+  void preempt(Sequence* seq, SchedulerOutput* out, int* budget);
+  bool schedule_running(Sequence* seq, SchedulerOutput* out, int* budget);
+  bool admit(Sequence* seq, SchedulerOutput* out, int* budget);
+  static bool before(const Sequence* a, const Sequence* b);  // scheduling order
+  void insert_sorted(std::deque<Sequence*>* q, Sequence* seq);
+
+  SchedulerConfig config_;
+  KvCache* kv_;
+  std::unordered_map<Sequence*, std::unique_ptr<Sequence>> seqs_;
+  std::deque<Sequence*> waiting_;
+  std::deque<Sequence*> running_;
+  SchedulerCounters counters_;
+  int64_t step_ = 0;
+};
+
+}  // namespace citadel::engine

@@ -1,0 +1,207 @@
+// CPU paged attention with grouped-query heads, and kv_write.
+// Fast version: one task per (token, KV head) handles that KV head's group of query heads together, walking the
+// sequence's blocks once (each key/value row is read once per group, not once per query head) with an online
+// (running max / running sum) softmax per head, block by block.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "base/check.h"
+#include "base/cpu_features.h"
+#include "base/half.h"
+#include "base/thread_pool.h"
+#include "kernels/cpu/simd_math.h"
+#include "kernels/ops.h"
+
+namespace citadel::cpu {
+namespace {
+
+// Row `row` (0..block_size-1) of block `block`, KV head `kvh`: head_dim elements.
+inline size_t kv_offset(const KvCacheView& c, int32_t block, int row, int kvh) {
+  return ((static_cast<size_t>(block) * c.block_size + row) * c.n_kv_heads + kvh) * c.head_dim;
+}
+
+inline void load_row(const KvCacheView& c, const void* pool, size_t off, float* dst) {
+  if (c.dtype == DType::kF32) {
+    std::memcpy(dst, static_cast<const float*>(pool) + off, c.head_dim * sizeof(float));
+  } else {
+    const uint16_t* s = static_cast<const uint16_t*>(pool) + off;
+    for (int i = 0; i < c.head_dim; ++i) dst[i] = f16_to_f32(s[i]);
+  }
+}
+
+float dot_scalar(const float* a, const float* b, int n) {
+  float s = 0;
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+void axpy_scalar(float w, const float* x, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] += w * x[i];
+}
+void scale_scalar(float w, float* y, int n) {
+  for (int i = 0; i < n; ++i) y[i] *= w;
+}
+
+#if defined(__x86_64__)
+CITADEL_AVX2 float dot_avx2(const float* a, const float* b, int n) {
+  __m256 s = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s);
+  float r = detail::hsum8(s);
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+CITADEL_AVX2 void axpy_avx2(float w, const float* x, float* y, int n) {
+  const __m256 wv = _mm256_set1_ps(w);
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += w * x[i];
+}
+#endif
+
+struct VecOps {
+  float (*dot)(const float*, const float*, int) = dot_scalar;
+  void (*axpy)(float, const float*, float*, int) = axpy_scalar;
+};
+
+VecOps vec_ops() {
+  VecOps v;
+#if defined(__x86_64__)
+  if (cpu_features().has_avx2_fma()) {
+    v.dot = dot_avx2;
+    v.axpy = axpy_avx2;
+  }
+#endif
+  return v;
+}
+
+void check_batch(const KvCacheView& c, const AttnBatch& b, int n_heads) {
+  CHECK(c.dtype == DType::kF32 || c.dtype == DType::kF16);
+  CHECK(c.n_kv_heads > 0 && n_heads % c.n_kv_heads == 0 && c.block_size > 0);
+}
+
+// Block id holding position p of token t's sequence.
+inline int32_t block_of(const KvCacheView& c, const AttnBatch& b, int64_t t, int p) {
+  const int32_t blk = b.block_tables[static_cast<int64_t>(b.seq_of_token[t]) * b.max_blocks_per_seq + p / c.block_size];
+  CHECK(blk >= 0 && blk < c.n_blocks);
+  return blk;
+}
+
+// One (token, KV head) task: the group of query heads that share the KV head.
+void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, int64_t t,
+                  int kvh, const VecOps& ops, float* out, std::vector<float>& scratch) {
+  const int hd = c.head_dim, group = n_heads / c.n_kv_heads, bs = c.block_size;
+  const int n_keys = b.pos_of_token[t] + 1;
+  scratch.resize(static_cast<size_t>(2 * bs * hd + bs));
+  float* kb = scratch.data();         // [bs, hd] keys of the current block (f32)
+  float* vb = kb + bs * hd;           // [bs, hd] values
+  float* sc = vb + bs * hd;           // [bs] scores of one head
+  float m[64], l[64];                 // running max and sum per head of the group
+  CHECK(group <= 64);
+  for (int g = 0; g < group; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0;
+    std::memset(out + (t * n_heads + kvh * group + g) * hd, 0, hd * sizeof(float));
+  }
+  for (int p0 = 0; p0 < n_keys; p0 += bs) {
+    const int32_t blk = block_of(c, b, t, p0);
+    const int rows = std::min(bs, n_keys - p0);
+    for (int r = 0; r < rows; ++r) {
+      load_row(c, c.k, kv_offset(c, blk, r, kvh), kb + r * hd);
+      load_row(c, c.v, kv_offset(c, blk, r, kvh), vb + r * hd);
+    }
+    for (int g = 0; g < group; ++g) {
+      const int h = kvh * group + g;
+      const float* qh = q + (t * n_heads + h) * hd;
+      float* o = out + (t * n_heads + h) * hd;
+      float bm = -INFINITY;
+      for (int r = 0; r < rows; ++r) {
+        sc[r] = ops.dot(qh, kb + r * hd, hd) * scale;
+        bm = std::max(bm, sc[r]);
+      }
+      const float new_m = std::max(m[g], bm);
+      const float rescale = std::exp(m[g] - new_m);  // 0 on the first block (m = -inf)
+      if (rescale != 1.0f) {
+        scale_scalar(rescale, o, hd);
+        l[g] *= rescale;
+      }
+      m[g] = new_m;
+      for (int r = 0; r < rows; ++r) {
+        const float w = std::exp(sc[r] - new_m);
+        l[g] += w;
+        ops.axpy(w, vb + r * hd, o, hd);
+      }
+    }
+  }
+  for (int g = 0; g < group; ++g) scale_scalar(1.0f / l[g], out + (t * n_heads + kvh * group + g) * hd, hd);
+}
+
+}  // namespace
+
+void kv_write(const KvCacheView& c, const float* k, const float* v, int64_t n_tokens, const int32_t* slot_block,
+              const int32_t* slot_offset) {
+  const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    CHECK(slot_block[t] >= 0 && slot_block[t] < c.n_blocks && slot_offset[t] >= 0 && slot_offset[t] < c.block_size);
+    const size_t off = kv_offset(c, slot_block[t], slot_offset[t], 0);
+    if (c.dtype == DType::kF32) {
+      std::memcpy(static_cast<float*>(c.k) + off, k + t * row, row * sizeof(float));
+      std::memcpy(static_cast<float*>(c.v) + off, v + t * row, row * sizeof(float));
+    } else {
+      CHECK(c.dtype == DType::kF16);
+      for (size_t i = 0; i < row; ++i) {
+        static_cast<uint16_t*>(c.k)[off + i] = f32_to_f16(k[t * row + i]);
+        static_cast<uint16_t*>(c.v)[off + i] = f32_to_f16(v[t * row + i]);
+      }
+    }
+  }
+}
+
+void attention_ref(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, float* out) {
+  check_batch(c, b, n_heads);
+  const int hd = c.head_dim, group = n_heads / c.n_kv_heads;
+  if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::vector<float> kr(hd), vr(hd);
+  std::vector<double> s, acc(hd);
+  for (int64_t t = 0; t < b.n_tokens; ++t) {
+    const int n_keys = b.pos_of_token[t] + 1;
+    s.resize(n_keys);
+    for (int h = 0; h < n_heads; ++h) {
+      const int kvh = h / group;
+      const float* qh = q + (t * n_heads + h) * hd;
+      double mx = -INFINITY;
+      for (int p = 0; p < n_keys; ++p) {
+        load_row(c, c.k, kv_offset(c, block_of(c, b, t, p), p % c.block_size, kvh), kr.data());
+        double d = 0;
+        for (int i = 0; i < hd; ++i) d += static_cast<double>(qh[i]) * kr[i];
+        s[p] = d * scale;
+        mx = std::max(mx, s[p]);
+      }
+      double sum = 0;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int p = 0; p < n_keys; ++p) {
+        const double w = std::exp(s[p] - mx);
+        sum += w;
+        load_row(c, c.v, kv_offset(c, block_of(c, b, t, p), p % c.block_size, kvh), vr.data());
+        for (int i = 0; i < hd; ++i) acc[i] += w * vr[i];
+      }
+      for (int i = 0; i < hd; ++i) out[(t * n_heads + h) * hd + i] = static_cast<float>(acc[i] / sum);
+    }
+  }
+}
+
+void attention(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, float* out) {
+  check_batch(c, b, n_heads);
+  if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const VecOps ops = vec_ops();
+  const int64_t n_tasks = static_cast<int64_t>(b.n_tokens) * c.n_kv_heads;
+  ThreadPool::global().parallel_for(n_tasks, [&](int64_t s, int64_t e) {
+    std::vector<float> scratch;
+    for (int64_t i = s; i < e; ++i)
+      attend_group(q, c, b, n_heads, scale, i / c.n_kv_heads, static_cast<int>(i % c.n_kv_heads), ops, out, scratch);
+  });
+}
+
+}  // namespace citadel::cpu

@@ -1,0 +1,258 @@
+// CPU matmul: reference, portable integer-dot kernels, and the threaded, row-tiled driver.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "base/check.h"
+#include "base/cpu_features.h"
+#include "base/half.h"
+#include "base/thread_pool.h"
+#include "kernels/cpu/matmul_kernels.h"
+#include "kernels/ops.h"
+#include "kernels/quant/quant.h"
+
+namespace citadel::cpu {
+namespace detail {
+namespace {
+
+float dot_f32(const void* w, const ActRow& x, int64_t n) {
+  const float* a = static_cast<const float*>(w);
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * x.f32[i];
+  return s;
+}
+float dot_f16(const void* w, const ActRow& x, int64_t n) {
+  const uint16_t* a = static_cast<const uint16_t*>(w);
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += f16_to_f32(a[i]) * x.f32[i];
+  return s;
+}
+float dot_bf16(const void* w, const ActRow& x, int64_t n) {
+  const uint16_t* a = static_cast<const uint16_t*>(w);
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += bf16_to_f32(a[i]) * x.f32[i];
+  return s;
+}
+
+// 32-element block formats: integer codes q (offset applied for the symmetric ones) times the q8_0 codes.
+template <typename Block>
+inline void codes32(const Block& b, int* q);
+template <> inline void codes32(const BlockQ4_0& b, int* q) {
+  for (int j = 0; j < 16; ++j) { q[j] = (b.qs[j] & 0xF) - 8; q[j + 16] = (b.qs[j] >> 4) - 8; }
+}
+template <> inline void codes32(const BlockQ4_1& b, int* q) {
+  for (int j = 0; j < 16; ++j) { q[j] = b.qs[j] & 0xF; q[j + 16] = b.qs[j] >> 4; }
+}
+template <typename Block>
+inline void codes5(const Block& b, int* q, int offset) {
+  uint32_t qh;
+  std::memcpy(&qh, b.qh, 4);
+  for (int j = 0; j < 16; ++j) {
+    q[j] = ((b.qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - offset;
+    q[j + 16] = ((b.qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - offset;
+  }
+}
+template <> inline void codes32(const BlockQ5_0& b, int* q) { codes5(b, q, 16); }
+template <> inline void codes32(const BlockQ5_1& b, int* q) { codes5(b, q, 0); }
+template <> inline void codes32(const BlockQ8_0& b, int* q) {
+  for (int j = 0; j < 32; ++j) q[j] = b.qs[j];
+}
+
+template <typename Block, bool kHasMin>
+float dot_q32(const void* w, const ActRow& x, int64_t n) {
+  const Block* b = static_cast<const Block*>(w);
+  float s = 0;
+  int q[32];
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    codes32(b[i], q);
+    int sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += q[j] * x.q8_0[i].qs[j];
+    s += f16_to_f32(b[i].d) * f16_to_f32(x.q8_0[i].d) * static_cast<float>(sumi);
+    if constexpr (kHasMin) s += f16_to_f32(b[i].m) * x.q8_0_sums[i];
+  }
+  return s;
+}
+
+template <typename Block, bool kHas5th>
+float dot_q45_K(const void* w, const ActRow& x, int64_t n) {
+  const Block* b = static_cast<const Block*>(w);
+  float s = 0;
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const BlockQ8_K& a = x.q8_K[i];
+    int sumi = 0, summ = 0;
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      get_scale_min_k4(j, b[i].scales, &sc, &m);
+      const uint8_t* qs = b[i].qs + 32 * (j / 2);
+      int d = 0;
+      for (int l = 0; l < 32; ++l) {
+        int q = (qs[l] >> (4 * (j % 2))) & 0xF;
+        if constexpr (kHas5th) q |= ((b[i].qh[l] >> j) & 1) << 4;
+        d += q * a.qs[32 * j + l];
+      }
+      sumi += sc * d;
+      summ += m * (a.bsums[2 * j] + a.bsums[2 * j + 1]);
+    }
+    s += a.d * (f16_to_f32(b[i].d) * sumi - f16_to_f32(b[i].dmin) * summ);
+  }
+  return s;
+}
+
+float dot_q6_K(const void* w, const ActRow& x, int64_t n) {
+  const BlockQ6_K* b = static_cast<const BlockQ6_K*>(w);
+  float s = 0;
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const BlockQ8_K& a = x.q8_K[i];
+    int sumi = 0;
+    for (int j = 0; j < 16; ++j) {
+      int d = 0;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * j + l, h = e / 128, r = e % 128;
+        const int lo = (b[i].ql[64 * h + r % 64] >> (4 * (r / 64))) & 0xF;
+        const int hi = (b[i].qh[32 * h + r % 32] >> (2 * (r / 32))) & 3;
+        d += ((lo | (hi << 4)) - 32) * a.qs[e];
+      }
+      sumi += b[i].scales[j] * d;
+    }
+    s += a.d * f16_to_f32(b[i].d) * sumi;
+  }
+  return s;
+}
+
+}  // namespace
+
+DotKernel generic_dot_kernel(DType t) {
+  switch (t) {
+    case DType::kF32: return {ActFormat::kF32, dot_f32};
+    case DType::kF16: return {ActFormat::kF32, dot_f16};
+    case DType::kBF16: return {ActFormat::kF32, dot_bf16};
+    case DType::kQ4_0: return {ActFormat::kQ8_0, dot_q32<BlockQ4_0, false>};
+    case DType::kQ4_1: return {ActFormat::kQ8_0, dot_q32<BlockQ4_1, true>};
+    case DType::kQ5_0: return {ActFormat::kQ8_0, dot_q32<BlockQ5_0, false>};
+    case DType::kQ5_1: return {ActFormat::kQ8_0, dot_q32<BlockQ5_1, true>};
+    case DType::kQ8_0: return {ActFormat::kQ8_0, dot_q32<BlockQ8_0, false>};
+    case DType::kQ4_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ4_K, false>};
+    case DType::kQ5_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ5_K, true>};
+    case DType::kQ6_K: return {ActFormat::kQ8_K, dot_q6_K};
+    default: return {ActFormat::kF32, nullptr};
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::ActFormat;
+using detail::ActRow;
+using detail::DotKernel;
+
+DotKernel pick_kernel(DType t) {
+  if (cpu_features().has_avx2_fma()) {
+    DotKernel k = detail::avx2_dot_kernel(t);
+    if (k.dot) return k;
+  }
+  return detail::generic_dot_kernel(t);
+}
+
+Status check_weights(const WeightView& w, const char* op) {
+  if (!matmul_supported(w.dtype)) return Unsupported(std::string(op) + ": weight dtype " + dtype_name(w.dtype));
+  if (w.rows < 0 || w.cols <= 0 || w.row_bytes() == 0)
+    return InvalidArgument(std::string(op) + ": " + std::to_string(w.cols) + " columns do not fit " +
+                           dtype_name(w.dtype) + " blocks");
+  return OkStatus();
+}
+
+// Quantized activations of all tokens, laid out per token; reused across calls of one thread.
+struct ActBuffer {
+  std::vector<BlockQ8_0> q8_0;
+  std::vector<float> sums;
+  std::vector<BlockQ8_K> q8_K;
+};
+
+void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActBuffer* buf) {
+  if (f == ActFormat::kQ8_0) {
+    const int64_t nb = n / kQK;
+    buf->q8_0.resize(n_tokens * nb);
+    buf->sums.resize(n_tokens * nb);
+    ThreadPool::global().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        BlockQ8_0* q = buf->q8_0.data() + t * nb;
+        quantize_row_q8_0(x + t * n, q, n);
+        for (int64_t b = 0; b < nb; ++b) {
+          int s = 0;
+          for (int j = 0; j < kQK; ++j) s += q[b].qs[j];
+          buf->sums[t * nb + b] = f16_to_f32(q[b].d) * static_cast<float>(s);
+        }
+      }
+    });
+  } else if (f == ActFormat::kQ8_K) {
+    const int64_t nb = n / kQK_K;
+    buf->q8_K.resize(n_tokens * nb);
+    ThreadPool::global().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) quantize_row_q8_K(x + t * n, buf->q8_K.data() + t * nb, n);
+    });
+  }
+}
+
+ActRow act_row(ActFormat f, const float* x, const ActBuffer& buf, int64_t t, int64_t n) {
+  ActRow a;
+  if (f == ActFormat::kF32) a.f32 = x + t * n;
+  if (f == ActFormat::kQ8_0) {
+    a.q8_0 = buf.q8_0.data() + t * (n / kQK);
+    a.q8_0_sums = buf.sums.data() + t * (n / kQK);
+  }
+  if (f == ActFormat::kQ8_K) a.q8_K = buf.q8_K.data() + t * (n / kQK_K);
+  return a;
+}
+
+}  // namespace
+
+bool matmul_supported(DType t) { return detail::generic_dot_kernel(t).dot != nullptr; }
+
+Status matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  RETURN_IF_ERROR(check_weights(w, "matmul_ref"));
+  std::vector<float> row(w.cols);
+  const size_t rb = w.row_bytes();
+  for (int64_t r = 0; r < w.rows; ++r) {
+    RETURN_IF_ERROR(dequantize_row(w.dtype, static_cast<const uint8_t*>(w.data) + r * rb, row.data(), w.cols));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double s = 0;
+      for (int64_t i = 0; i < w.cols; ++i) s += static_cast<double>(row[i]) * x[t * w.cols + i];
+      y[t * w.rows + r] = static_cast<float>(s);
+    }
+  }
+  return OkStatus();
+}
+
+// Rows are split into tiles small enough to stay in L1/L2 while every token streams past them, so for a batch each
+// weight byte is read from memory once (prefill is then compute-bound); tiles are spread over the thread pool.
+Status matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  RETURN_IF_ERROR(check_weights(w, "matmul"));
+  if (n_tokens <= 0 || w.rows == 0) return OkStatus();
+  const DotKernel k = pick_kernel(w.dtype);
+  thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
+  const ActBuffer* buf = &tls_buf;
+  prepare_acts(k.act, x, n_tokens, w.cols, &tls_buf);
+  const size_t rb = w.row_bytes();
+  const uint8_t* wd = static_cast<const uint8_t*>(w.data);
+  const int64_t tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / rb), 1, 16);
+  const int64_t n_tiles = (w.rows + tile - 1) / tile;
+  constexpr int64_t kTokenTile = 64;
+  ThreadPool::global().parallel_for(n_tiles, [&](int64_t b, int64_t e) {
+    for (int64_t ti = b; ti < e; ++ti) {
+      const int64_t r0 = ti * tile, r1 = std::min(w.rows, r0 + tile);
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {
+        const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
+        for (int64_t t = t0; t < t1; ++t) {
+          const ActRow a = act_row(k.act, x, *buf, t, w.cols);
+          float* yt = y + t * w.rows;
+          for (int64_t r = r0; r < r1; ++r) yt[r] = k.dot(wd + r * rb, a, w.cols);
+        }
+      }
+    }
+  });
+  return OkStatus();
+}
+
+}  // namespace citadel::cpu

@@ -1,0 +1,233 @@
+// AVX2 + FMA + F16C row-dot kernels. Every function carries a target attribute, so this file builds in a portable
+// (x86-64-v2) build too; matmul.cc calls into it only when cpu_features() reports the instructions.
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/cpu/matmul_kernels.h"
+#include "kernels/quant/quant.h"
+
+#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
+
+namespace citadel::cpu::detail {
+namespace {
+
+AVX2_FN inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+AVX2_FN inline float h16(uint16_t h) { return _cvtsh_ss(h); }
+
+// 16 bytes of nibbles -> 32 bytes 0..15: low nibbles are elements 0..15, high nibbles 16..31.
+AVX2_FN inline __m256i nibbles32(const uint8_t* p) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+  return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// The 32 bits of qh -> 32 bytes, 0x10 where bit j is set (the fifth bit of element j).
+AVX2_FN inline __m256i fifth_bits32(const uint8_t* qh) {
+  uint32_t u;
+  std::memcpy(&u, qh, 4);
+  const __m256i sel = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(u)),
+      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bits = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(sel, bits), bits);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// sum over pairs of unsigned u8 a * signed i8 b, as 8 int32.
+AVX2_FN inline __m256i dot_us(__m256i a, __m256i b) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
+}
+// signed i8 a * signed i8 b: |a| times b with a's sign moved onto b.
+AVX2_FN inline __m256i dot_ss(__m256i a, __m256i b) {
+  return dot_us(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+}
+AVX2_FN inline __m256i load32(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+AVX2_FN float dot_f32(const void* w, const ActRow& x, int64_t n) {
+  const float* a = static_cast<const float*>(w);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x.f32 + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(x.f32 + i + 8), s1);
+  }
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * x.f32[i];
+  return s;
+}
+
+template <bool kBf16>
+AVX2_FN inline __m256 load_half8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if constexpr (kBf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+
+template <bool kBf16>
+AVX2_FN float dot_half(const void* w, const ActRow& x, int64_t n) {
+  const uint16_t* a = static_cast<const uint16_t*>(w);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(load_half8<kBf16>(a + i), _mm256_loadu_ps(x.f32 + i), s0);
+    s1 = _mm256_fmadd_ps(load_half8<kBf16>(a + i + 8), _mm256_loadu_ps(x.f32 + i + 8), s1);
+  }
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) {
+    uint32_t u = static_cast<uint32_t>(a[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    s += (kBf16 ? f : h16(a[i])) * x.f32[i];
+  }
+  return s;
+}
+
+// 32-element formats. Codes per block as bytes; signed formats use dot_ss, the min formats dot_us + d_min * sum(x).
+AVX2_FN inline __m256i codes(const BlockQ4_0& b) { return _mm256_sub_epi8(nibbles32(b.qs), _mm256_set1_epi8(8)); }
+AVX2_FN inline __m256i codes(const BlockQ4_1& b) { return nibbles32(b.qs); }
+AVX2_FN inline __m256i codes(const BlockQ5_0& b) {
+  return _mm256_sub_epi8(_mm256_or_si256(nibbles32(b.qs), fifth_bits32(b.qh)), _mm256_set1_epi8(16));
+}
+AVX2_FN inline __m256i codes(const BlockQ5_1& b) { return _mm256_or_si256(nibbles32(b.qs), fifth_bits32(b.qh)); }
+AVX2_FN inline __m256i codes(const BlockQ8_0& b) { return load32(b.qs); }
+
+template <typename Block, bool kHasMin>
+AVX2_FN float dot_q32(const void* w, const ActRow& x, int64_t n) {
+  const Block* b = static_cast<const Block*>(w);
+  const int64_t nb = n / kQK;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float mins = 0;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m256i xa = load32(x.q8_0[i].qs), xb = load32(x.q8_0[i + 1].qs);
+    __m256i pa, pb;
+    if constexpr (kHasMin) {
+      pa = dot_us(codes(b[i]), xa);
+      pb = dot_us(codes(b[i + 1]), xb);
+      mins += h16(b[i].m) * x.q8_0_sums[i] + h16(b[i + 1].m) * x.q8_0_sums[i + 1];
+    } else {
+      pa = dot_ss(codes(b[i]), xa);
+      pb = dot_ss(codes(b[i + 1]), xb);
+    }
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h16(b[i].d) * h16(x.q8_0[i].d)), _mm256_cvtepi32_ps(pa), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h16(b[i + 1].d) * h16(x.q8_0[i + 1].d)), _mm256_cvtepi32_ps(pb), acc1);
+  }
+  for (; i < nb; ++i) {
+    const __m256i xa = load32(x.q8_0[i].qs);
+    __m256i pa;
+    if constexpr (kHasMin) {
+      pa = dot_us(codes(b[i]), xa);
+      mins += h16(b[i].m) * x.q8_0_sums[i];
+    } else {
+      pa = dot_ss(codes(b[i]), xa);
+    }
+    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h16(b[i].d) * h16(x.q8_0[i].d)), _mm256_cvtepi32_ps(pa), acc0);
+  }
+  return hsum(_mm256_add_ps(acc0, acc1)) + mins;
+}
+
+// q4_K / q5_K: per 64 elements, one 32-byte load of qs gives two sub-blocks (low / high nibbles).
+template <typename Block, bool kHas5th>
+AVX2_FN float dot_q45_K(const void* w, const ActRow& x, int64_t n) {
+  const Block* b = static_cast<const Block*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0;
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const BlockQ8_K& a = x.q8_K[i];
+    uint8_t sc[8], m[8];
+    int summ = 0;
+    for (int j = 0; j < 8; ++j) {
+      get_scale_min_k4(j, b[i].scales, &sc[j], &m[j]);
+      summ += m[j] * (a.bsums[2 * j] + a.bsums[2 * j + 1]);
+    }
+    __m256i hbits;
+    if constexpr (kHas5th) hbits = load32(b[i].qh);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = load32(b[i].qs + 32 * c);
+      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (kHas5th) {
+        const __m256i one = _mm256_set1_epi8(1);
+        const __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c)), one);
+        const __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c + 1)), one);
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
+      }
+      const __m256i pl = _mm256_maddubs_epi16(lo, load32(a.qs + 64 * c));
+      const __m256i ph = _mm256_maddubs_epi16(hi, load32(a.qs + 64 * c + 32));
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pl, _mm256_set1_epi16(sc[2 * c])));
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(ph, _mm256_set1_epi16(sc[2 * c + 1])));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d * h16(b[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+    mins += a.d * h16(b[i].dmin) * static_cast<float>(summ);
+  }
+  return hsum(acc) - mins;
+}
+
+// q6_K: codes 0..63 as unsigned bytes; the -32 offset is applied once per block through the q8_K bsums.
+AVX2_FN float dot_q6_K(const void* w, const ActRow& x, int64_t n) {
+  const BlockQ6_K* b = static_cast<const BlockQ6_K*>(w);
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+  for (int64_t i = 0; i < n / kQK_K; ++i) {
+    const BlockQ8_K& a = x.q8_K[i];
+    int corr = 0;
+    for (int j = 0; j < 16; ++j) corr += b[i].scales[j] * a.bsums[j];
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = load32(b[i].ql + 64 * h), l1 = load32(b[i].ql + 64 * h + 32);
+      const __m256i qh = load32(b[i].qh + 32 * h);
+      const __m256i lo4[4] = {_mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                              _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                              _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4)};
+      for (int g = 0; g < 4; ++g) {
+        const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), m2);
+        const __m256i q = _mm256_or_si256(lo4[g], _mm256_slli_epi16(hi, 4));
+        const __m256i p = _mm256_maddubs_epi16(q, load32(a.qs + 128 * h + 32 * g));
+        const int s = 8 * h + 2 * g;
+        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(b[i].scales[s + 1]), _mm_set1_epi16(b[i].scales[s]));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+      }
+    }
+    // 32 * corr in total, spread as 4 * corr over the 8 lanes.
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d * h16(b[i].d)),
+                          _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, _mm256_set1_epi32(4 * corr))), acc);
+  }
+  return hsum(acc);
+}
+
+}  // namespace
+
+DotKernel avx2_dot_kernel(DType t) {
+  switch (t) {
+    case DType::kF32: return {ActFormat::kF32, dot_f32};
+    case DType::kF16: return {ActFormat::kF32, dot_half<false>};
+    case DType::kBF16: return {ActFormat::kF32, dot_half<true>};
+    case DType::kQ4_0: return {ActFormat::kQ8_0, dot_q32<BlockQ4_0, false>};
+    case DType::kQ4_1: return {ActFormat::kQ8_0, dot_q32<BlockQ4_1, true>};
+    case DType::kQ5_0: return {ActFormat::kQ8_0, dot_q32<BlockQ5_0, false>};
+    case DType::kQ5_1: return {ActFormat::kQ8_0, dot_q32<BlockQ5_1, true>};
+    case DType::kQ8_0: return {ActFormat::kQ8_0, dot_q32<BlockQ8_0, false>};
+    case DType::kQ4_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ4_K, false>};
+    case DType::kQ5_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ5_K, true>};
+    case DType::kQ6_K: return {ActFormat::kQ8_K, dot_q6_K};
+    default: return {ActFormat::kF32, nullptr};
+  }
+}
+
+}  // namespace citadel::cpu::detail
+#else
+#include "kernels/cpu/matmul_kernels.h"
+namespace citadel::cpu::detail {
+DotKernel avx2_dot_kernel(DType) { return {ActFormat::kF32, nullptr}; }
+}  // namespace citadel::cpu::detail
+#endif

@@ -1,0 +1,119 @@
+// Backend-neutral op vocabulary: the parameter structs every backend shares, and the CPU entry points.
+// A CUDA backend declares the same ops over the same structs (pointers then name device memory).
+//
+// Conventions: row-major buffers, f32 activations; every pointer's shape is given as [dim0, dim1, ...] with the
+// last index fastest. Each CPU op has a plain scalar `*_ref` (the specification, single-threaded) and a fast
+// version (SIMD chosen at run time by base/cpu_features, threaded on ThreadPool::global()). Fast ops agree with the
+// reference within the NMSE bound stated in tests/kernels/ (exact-math ops ~1e-10; quantized matmul ~1e-3 because
+// activations are quantized to 8 bits).
+// Thread-safety: ops are reentrant; concurrent calls are safe when their outputs do not overlap (the thread pool
+// serialises concurrent fast calls). Ops never allocate per element; matmul keeps a per-thread scratch buffer.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/status.h"
+#include "kernels/quant/types.h"
+
+namespace citadel {
+
+// A weight matrix W [rows, cols] in GGUF layout: each row is cols elements of dtype (cols / block blocks).
+struct WeightView {
+  DType dtype = DType::kF32;
+  const void* data = nullptr;
+  int64_t rows = 0;  // n_out
+  int64_t cols = 0;  // n_in
+  size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }
+};
+
+enum class RopeType { kNorm, kNeox };  // NORM: pairs (2i, 2i+1); NEOX: pairs (i, i + rope_dim/2)
+
+// RoPE as in the GGUF metadata (REFERENCES.md §6). theta_i = pos * freq_base^(-2i/rope_dim) / freq_factors[i];
+// linear scaling multiplies theta by freq_scale (= 1/factor); YaRN (ext_factor > 0) blends interpolated and
+// extrapolated theta over the dims between the beta_fast/beta_slow correction dims and scales cos/sin by
+// attn_factor * (1 + 0.1 ln(1/freq_scale)).
+struct RopeParams {
+  RopeType type = RopeType::kNorm;
+  int rope_dim = 0;            // rotated dims (<= head_dim, even); the rest pass through
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;     // 1 / linear (or YaRN) factor
+  float ext_factor = 0.0f;     // YaRN: 0 off, 1 on
+  float attn_factor = 1.0f;
+  float beta_fast = 32.0f;
+  float beta_slow = 1.0f;
+  int n_ctx_orig = 0;          // YaRN original context length
+  const float* freq_factors = nullptr;  // [rope_dim / 2] or null (Llama-3.1 rope_freqs.weight)
+};
+
+// Paged KV cache of one layer: K and V pools [n_blocks, block_size, n_kv_heads, head_dim] of dtype f32 or f16.
+struct KvCacheView {
+  DType dtype = DType::kF32;
+  void* k = nullptr;
+  void* v = nullptr;
+  int n_blocks = 0;
+  int block_size = 16;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+};
+
+// The sequences of one batch as attention sees them. Token t belongs to sequence seq_of_token[t] and sits at
+// position pos_of_token[t]; it attends to positions 0..pos_of_token[t] of its sequence, whose key p is row
+// p % block_size of block block_tables[seq * max_blocks_per_seq + p / block_size].
+struct AttnBatch {
+  int n_tokens = 0;
+  const int32_t* block_tables = nullptr;  // [n_seqs, max_blocks_per_seq]
+  int max_blocks_per_seq = 0;
+  int n_seqs = 0;
+  const int32_t* seq_of_token = nullptr;  // [n_tokens]
+  const int32_t* pos_of_token = nullptr;  // [n_tokens]
+};
+
+namespace cpu {
+
+// Y [n_tokens, w.rows] = X [n_tokens, w.cols] * W^T. f32/f16/bf16 weights use f32 math; 32-block quantized weights
+// (q8_0, q4_0, q4_1, q5_0, q5_1) quantize X to q8_0 and K-quants (q4_K, q5_K, q6_K) to q8_K, then use integer dot
+// products. Unsupported for other dtypes; InvalidArgument when cols is not a multiple of the block size.
+bool matmul_supported(DType t);
+Status matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
+// Reference: dequantizes each row with the quant reference and accumulates in double (no activation quantization).
+Status matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y);
+
+// y [n_tokens, dim] = x / sqrt(mean(x^2) + eps) * weight [dim]. y may equal x.
+void rmsnorm(const float* x, const float* weight, float* y, int64_t n_tokens, int64_t dim, float eps);
+void rmsnorm_ref(const float* x, const float* weight, float* y, int64_t n_tokens, int64_t dim, float eps);
+
+// y [n] = a + b. y may equal a or b (residual add in place).
+void add(const float* a, const float* b, float* y, int64_t n);
+void add_ref(const float* a, const float* b, float* y, int64_t n);
+
+// y [n] = silu(gate) * up, silu(g) = g / (1 + exp(-g)). y may equal gate or up.
+void silu_mul(const float* gate, const float* up, float* y, int64_t n);
+void silu_mul_ref(const float* gate, const float* up, float* y, int64_t n);
+
+// In place, each row of x [n_rows, n]: x = exp(x - max) / sum (max-subtracted; -inf entries give 0).
+void softmax(float* x, int64_t n_rows, int64_t n);
+void softmax_ref(float* x, int64_t n_rows, int64_t n);
+
+// In place: x [n_tokens, n_heads, head_dim], token t rotated by position pos [n_tokens].
+void rope(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* pos, const RopeParams& p);
+void rope_ref(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* pos, const RopeParams& p);
+
+// y [n_tokens, table.cols] = rows ids [n_tokens] of table [n_vocab = table.rows, cols], dequantized.
+// InvalidArgument naming the token index when an id is outside [0, rows); Unsupported for dtypes without dequant.
+Status embedding(const WeightView& table, const int32_t* ids, int64_t n_tokens, float* y);
+
+// Stores k, v [n_tokens, n_kv_heads, head_dim] of each token into its slot: block slot_block[t], row slot_offset[t].
+// Callers (the engine) own slot validity; CHECKed.
+void kv_write(const KvCacheView& cache, const float* k, const float* v, int64_t n_tokens, const int32_t* slot_block,
+              const int32_t* slot_offset);
+
+// out [n_tokens, n_heads, head_dim] = softmax(q k^T * scale) v per token and head over its sequence's causal
+// prefix; query head h reads KV head h / (n_heads / n_kv_heads). scale <= 0 means 1/sqrt(head_dim).
+void attention(const float* q, const KvCacheView& cache, const AttnBatch& batch, int n_heads, float scale,
+               float* out);
+void attention_ref(const float* q, const KvCacheView& cache, const AttnBatch& batch, int n_heads, float scale,
+                   float* out);
+
+}  // namespace cpu
+}  // namespace citadel

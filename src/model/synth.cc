@@ -1,0 +1,208 @@
+// Determinism notes: every value comes from xoshiro256** (base/rng.h) seeded per tensor by derive_seed(seed,
+// tensor index); weights are normalish_f32 (integer Irwin-Hall sum, one int->float conversion, one multiply),
+// norms are (1024 + k) / 1024 with a small integer k, all exactly specified IEEE operations. The scale constants
+// use sqrt and division, which IEEE 754 requires to be correctly rounded (unlike exp/log/sin).
+#include "model/synth.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+
+#include "base/half.h"
+#include "base/rng.h"
+#include "format/gguf_writer.h"
+
+namespace citadel {
+
+const std::vector<SynthPreset>& synth_presets() {
+  static const std::vector<SynthPreset> kPresets = {
+      // name, arch, layers, dim, heads, kv heads, ffn, vocab, tied, theta, eps, ctx
+      {"tiny", "", 2, 64, 4, 2, 128, 0, true, 10000.0f, 1e-5f, 2048},
+      {"smollm2-135m", "llama", 30, 576, 9, 3, 1536, 49152, true, 100000.0f, 1e-5f, 8192},
+      {"qwen2-0.5b", "qwen2", 24, 896, 14, 2, 4864, 151936, true, 1000000.0f, 1e-6f, 32768},
+      // From the real GGUF header (PyPI part 0000): rope 10000, eps 1e-6, ctx 131072, untied.
+      {"deepseek-r1-distill-qwen-7b", "qwen2", 28, 3584, 28, 4, 18944, 152064, false, 10000.0f, 1e-6f, 131072},
+      {"llama-3-8b", "llama", 32, 4096, 32, 8, 14336, 128256, false, 500000.0f, 1e-5f, 8192},
+  };
+  return kPresets;
+}
+
+namespace {
+
+Result<DType> parse_dtype(const std::string& s) {
+  if (s == "f32") return DType::kF32;
+  if (s == "f16") return DType::kF16;
+  if (s == "bf16") return DType::kBF16;
+  if (s == "q8_0" || s == "q4_0" || s == "q4_K") {
+    return Unsupported("--dtype " + s + ": the quantizers (src/kernels/quant) have not landed yet; use f32, f16 or bf16");
+  }
+  return InvalidArgument("--dtype '" + s + "': expected f32, f16, bf16, q8_0, q4_0 or q4_K");
+}
+
+uint32_t file_type(DType t) {
+  switch (t) {
+    case DType::kF16: return 1;
+    case DType::kBF16: return 32;
+    default: return 0;
+  }
+}
+
+}  // namespace
+
+Result<SynthPlan> plan_synth(const SynthOptions& o) {
+  SynthPlan plan;
+  const SynthPreset* p = nullptr;
+  for (const auto& x : synth_presets()) {
+    if (x.name == o.preset) p = &x;
+  }
+  if (!p) {
+    std::string names;
+    for (const auto& x : synth_presets()) names += (names.empty() ? "" : ", ") + x.name;
+    return InvalidArgument("--preset '" + o.preset + "': expected one of " + names);
+  }
+  plan.preset = *p;
+  SynthPreset& h = plan.preset;
+  if (!o.arch.empty() && o.arch != "llama" && o.arch != "qwen2") {
+    return InvalidArgument("--arch '" + o.arch + "': expected llama or qwen2");
+  }
+  if (h.arch.empty()) h.arch = o.arch.empty() ? "llama" : o.arch;
+  else if (!o.arch.empty() && o.arch != h.arch) {
+    return InvalidArgument("--arch " + o.arch + " conflicts with preset " + h.name + " (" + h.arch + ")");
+  }
+  if (h.n_vocab == 0) h.n_vocab = static_cast<int64_t>(builtin_vocab().tokens.size());
+  ASSIGN_OR_RETURN(DType wt, parse_dtype(o.dtype));
+  const int64_t hd = h.dim / h.n_heads;
+  const int64_t q_dim = hd * h.n_heads, kv_dim = hd * h.n_kv_heads;
+  const bool bias = h.arch == "qwen2";
+  auto scale_for = [](int64_t fan_in) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(fan_in))); };
+  auto add = [&](std::string name, DType t, std::vector<int64_t> shape, SynthInit init, float scale) {
+    plan.tensors.push_back({std::move(name), t, std::move(shape), init, scale});
+  };
+  add("token_embd.weight", wt, {h.n_vocab, h.dim}, SynthInit::kNormal, 0.02f);
+  for (int l = 0; l < h.n_layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    add(b + "attn_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
+    add(b + "attn_q.weight", wt, {q_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    if (bias) add(b + "attn_q.bias", DType::kF32, {q_dim}, SynthInit::kBias, 0.02f);
+    add(b + "attn_k.weight", wt, {kv_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    if (bias) add(b + "attn_k.bias", DType::kF32, {kv_dim}, SynthInit::kBias, 0.02f);
+    add(b + "attn_v.weight", wt, {kv_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    if (bias) add(b + "attn_v.bias", DType::kF32, {kv_dim}, SynthInit::kBias, 0.02f);
+    add(b + "attn_output.weight", wt, {h.dim, q_dim}, SynthInit::kNormal, scale_for(q_dim));
+    add(b + "ffn_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
+    add(b + "ffn_gate.weight", wt, {h.hidden_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    add(b + "ffn_up.weight", wt, {h.hidden_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    add(b + "ffn_down.weight", wt, {h.dim, h.hidden_dim}, SynthInit::kNormal, scale_for(h.hidden_dim));
+  }
+  add("output_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
+  if (!h.tied) add("output.weight", wt, {h.n_vocab, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+  for (const auto& t : plan.tensors) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    plan.n_params += n;
+    plan.data_bytes += dtype_row_bytes(t.dtype, n);
+  }
+  return plan;
+}
+
+namespace {
+
+void add_metadata(GgufWriter& w, const SynthPlan& plan, const SynthOptions& o) {
+  const SynthPreset& h = plan.preset;
+  const std::string a = h.arch;
+  w.add_string("general.architecture", a);
+  w.add_string("general.name", "citadel-synth " + h.name);
+  w.add_u32("general.alignment", 32);
+  w.add_u32("general.file_type", file_type(plan.tensors[0].dtype));
+  w.add_u64("citadel.synth.seed", o.seed);
+  w.add_string("citadel.synth.preset", h.name);
+  w.add_u32(a + ".block_count", static_cast<uint32_t>(h.n_layers));
+  w.add_u32(a + ".context_length", static_cast<uint32_t>(h.context_length));
+  w.add_u32(a + ".embedding_length", static_cast<uint32_t>(h.dim));
+  w.add_u32(a + ".feed_forward_length", static_cast<uint32_t>(h.hidden_dim));
+  w.add_u32(a + ".attention.head_count", static_cast<uint32_t>(h.n_heads));
+  w.add_u32(a + ".attention.head_count_kv", static_cast<uint32_t>(h.n_kv_heads));
+  w.add_f32(a + ".attention.layer_norm_rms_epsilon", h.rms_eps);
+  w.add_f32(a + ".rope.freq_base", h.rope_theta);
+  w.add_u32(a + ".rope.dimension_count", static_cast<uint32_t>(h.dim / h.n_heads));
+  if (a == "llama") w.add_u32(a + ".vocab_size", static_cast<uint32_t>(h.n_vocab));
+}
+
+// Built-in vocab padded with unused tokens up to n_vocab (token_embd rows must match the token count).
+void add_builtin_tokenizer(GgufWriter& w, int64_t n_vocab) {
+  const BuiltinVocab& v = builtin_vocab();
+  std::vector<std::string> tokens = v.tokens;
+  std::vector<int32_t> types = v.token_types;
+  for (int64_t i = static_cast<int64_t>(tokens.size()); i < n_vocab; ++i) {
+    tokens.push_back("[PAD" + std::to_string(i) + "]");
+    types.push_back(5);  // unused
+  }
+  w.add_string("tokenizer.ggml.model", "gpt2");
+  w.add_string("tokenizer.ggml.pre", "default");
+  w.add_string_array("tokenizer.ggml.tokens", tokens);
+  w.add_i32_array("tokenizer.ggml.token_type", types);
+  w.add_string_array("tokenizer.ggml.merges", v.merges);
+  w.add_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(v.bos_id));
+  w.add_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(v.eos_id));
+  w.add_u32("tokenizer.ggml.padding_token_id", static_cast<uint32_t>(v.pad_id));
+  w.add_bool("tokenizer.ggml.add_bos_token", false);
+  w.add_string("tokenizer.chat_template",
+               "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+               "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+               "{% endif %}");
+}
+
+// Streams one tensor's values, row by row in chunks of about 1 MiB.
+Status write_tensor(GgufWriter& w, const SynthTensor& t, uint64_t seed) {
+  Xoshiro256 rng(seed);
+  const int64_t row = t.shape.back();
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  const float step = Xoshiro256::normal_step(t.scale);
+  const size_t esize = t.dtype == DType::kF32 ? 4 : 2;
+  const int64_t rows_per_chunk = std::max<int64_t>(1, (1 << 20) / (row * static_cast<int64_t>(esize)));
+  std::vector<uint8_t> buf;  // [rows_per_chunk * row * esize] encoded values
+  for (int64_t r0 = 0; r0 * row < n; r0 += rows_per_chunk) {
+    const int64_t count = std::min<int64_t>(rows_per_chunk * row, n - r0 * row);
+    buf.resize(static_cast<size_t>(count) * esize);
+    for (int64_t i = 0; i < count; ++i) {
+      float v;
+      if (t.init == SynthInit::kNorm) {
+        const int32_t k = static_cast<int32_t>(rng.next() >> 58) - 32;  // [-32, 31]
+        v = static_cast<float>(1024 + k) / 1024.0f;
+      } else {
+        v = rng.normalish_f32(step);
+      }
+      if (t.dtype == DType::kF32) {
+        std::memcpy(&buf[static_cast<size_t>(i) * 4], &v, 4);
+      } else {
+        const uint16_t hv = t.dtype == DType::kF16 ? f32_to_f16(v) : f32_to_bf16(v);
+        std::memcpy(&buf[static_cast<size_t>(i) * 2], &hv, 2);
+      }
+    }
+    RETURN_IF_ERROR(w.write_tensor_data(buf.data(), buf.size()));
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Status write_synth(const SynthOptions& o) {
+  if (o.out.empty()) return InvalidArgument("synth: --out FILE.gguf is required");
+  if (!o.vocab_from.empty()) {
+    return Unsupported("--vocab-from needs the GGUF reader (format: GGUF reader), which has not landed yet");
+  }
+  ASSIGN_OR_RETURN(SynthPlan plan, plan_synth(o));
+  GgufWriter w(32);
+  add_metadata(w, plan, o);
+  add_builtin_tokenizer(w, plan.preset.n_vocab);
+  for (const auto& t : plan.tensors) RETURN_IF_ERROR(w.declare_tensor(t.name, t.dtype, t.shape));
+  RETURN_IF_ERROR(w.begin(o.out));
+  for (size_t i = 0; i < plan.tensors.size(); ++i) {
+    RETURN_IF_ERROR(write_tensor(w, plan.tensors[i], derive_seed(o.seed, i)).with_context(plan.tensors[i].name));
+  }
+  return w.finish();
+}
+
+}  // namespace citadel

@@ -1,0 +1,70 @@
+// Synthetic models: deterministic random weights at a real model's shape, written as GGUF with the tensor names and
+// metadata llama.cpp uses (llama / qwen2), for tests and GPU benchmarks where real weights cannot travel.
+// Determinism: the same options give the same bytes on any machine and compiler (integer PRNG from base/rng.h,
+// no libm transcendental functions, no std:: distributions; see synth.cc).
+// Thread-safety: functions are reentrant.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/quant/types.h"
+
+namespace citadel {
+
+struct SynthPreset {
+  std::string name;
+  std::string arch;     // "llama" | "qwen2"; "" = taken from --arch (tiny)
+  int n_layers, dim, n_heads, n_kv_heads, hidden_dim;
+  int64_t n_vocab;      // 0 = the built-in vocab's size
+  bool tied;            // output.weight shares token_embd.weight
+  float rope_theta, rms_eps;
+  int64_t context_length;
+};
+
+const std::vector<SynthPreset>& synth_presets();
+
+struct SynthOptions {
+  std::string arch;          // "" = the preset's (tiny: llama)
+  std::string preset = "tiny";
+  uint64_t seed = 0;
+  std::string dtype = "f32"; // f32 | f16 | bf16 | q8_0 | q4_0 | q4_K
+  std::string out;
+  std::string vocab_from;    // GGUF whose tokenizer.* keys are copied
+};
+
+enum class SynthInit : uint8_t { kNormal, kNorm, kBias };
+
+struct SynthTensor {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;  // PyTorch order
+  SynthInit init;
+  float scale;                 // kNormal/kBias: standard deviation
+};
+
+struct SynthPlan {
+  SynthPreset preset;           // resolved: arch and n_vocab filled in
+  std::vector<SynthTensor> tensors;
+  int64_t n_params = 0;
+  uint64_t data_bytes = 0;      // tensor bytes without padding
+};
+
+// Validates options and returns the tensor plan (no file is written).
+Result<SynthPlan> plan_synth(const SynthOptions& opts);
+// Writes the model to opts.out (streaming, atomic rename at the end).
+Status write_synth(const SynthOptions& opts);
+
+// The built-in byte-level BPE vocab: 256 GPT-2 byte tokens, merges learned from a fixed English text, then
+// <|endoftext|>, <|im_start|>, <|im_end|>. Deterministic.
+struct BuiltinVocab {
+  std::vector<std::string> tokens;
+  std::vector<int32_t> token_types;  // 1 normal, 3 control
+  std::vector<std::string> merges;   // "a b"
+  int32_t bos_id, eos_id, pad_id;
+};
+const BuiltinVocab& builtin_vocab();
+
+}  // namespace citadel

@@ -1,0 +1,159 @@
+// TestRunner: a small, deterministic ModelRunner that honours the KV contract of model_runner.h without a model.
+// Its "KV pool" stores the (token id, position) written at each slot. Every wanted logits row is a pure function of the WHOLE
+// context of that token (positions 0..p of its sequence), read back from the pool through the block table, so a
+// wrong block table, a bad prefix share, a missed copy-on-write or a slot written by another sequence changes the
+// output. It also checks every Batch invariant and fails forward() (kInternal) on any violation or on reading a slot
+// that was never written.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/model_runner.h"
+
+namespace citadel::engine::testing {
+
+class TestRunner : public ModelRunner {
+ public:
+  explicit TestRunner(int n_vocab = 64, int max_context = 4096) : n_vocab_(n_vocab), max_context_(max_context) {}
+
+  int n_vocab() const override { return n_vocab_; }
+  int max_context() const override { return max_context_; }
+  size_t kv_bytes_per_token() const override { return 64; }
+
+  Status allocate_kv(int n_blocks, int block_size) override {
+    n_blocks_ = n_blocks;
+    block_size_ = block_size;
+    pool_.assign(static_cast<size_t>(n_blocks) * block_size, -1);
+    pool_pos_.assign(static_cast<size_t>(n_blocks) * block_size, -1);
+    return OkStatus();
+  }
+
+  Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) override {
+    for (auto [src, dst] : src_dst) {
+      if (src < 0 || src >= n_blocks_ || dst < 0 || dst >= n_blocks_ || src == dst)
+        return Internal("copy_blocks: bad pair " + std::to_string(src) + " -> " + std::to_string(dst));
+      std::copy_n(pool_.begin() + static_cast<size_t>(src) * block_size_, block_size_,
+                  pool_.begin() + static_cast<size_t>(dst) * block_size_);
+      std::copy_n(pool_pos_.begin() + static_cast<size_t>(src) * block_size_, block_size_,
+                  pool_pos_.begin() + static_cast<size_t>(dst) * block_size_);
+      ++blocks_copied_;
+    }
+    return OkStatus();
+  }
+
+  // Deterministic next-token logits for a full context. out: [n_vocab].
+  static void logits_for(const std::vector<int32_t>& ctx, int n_vocab, float* out) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int32_t t : ctx) {
+      h ^= static_cast<uint32_t>(t);
+      h *= 0x100000001b3ull;
+    }
+    for (int v = 0; v < n_vocab; ++v) {
+      uint64_t x = h + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(v + 1);
+      x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+      x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+      x ^= x >> 31;
+      out[v] = static_cast<float>(static_cast<double>(x >> 11) * 0x1.0p-53 * 8.0 - 4.0);  // [-4, 4)
+    }
+  }
+
+  // What greedy decoding of `prompt` must produce (no engine involved).
+  static std::vector<int32_t> reference_greedy(std::vector<int32_t> ctx, int max_tokens, int n_vocab,
+                                               const std::vector<int32_t>& stop_ids = {}) {
+    std::vector<int32_t> out;
+    std::vector<float> logits(n_vocab);
+    for (int i = 0; i < max_tokens; ++i) {
+      logits_for(ctx, n_vocab, logits.data());
+      const int32_t t = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      out.push_back(t);
+      ctx.push_back(t);
+      if (std::find(stop_ids.begin(), stop_ids.end(), t) != stop_ids.end()) break;
+    }
+    return out;
+  }
+
+  Status forward(const Batch& b, float* logits) override {
+    ++forward_calls_;
+    tokens_computed_ += b.n_tokens();
+    max_batch_tokens_ = std::max(max_batch_tokens_, b.n_tokens());
+    RETURN_IF_ERROR(check_batch(b));
+    if (fail_next_forward_) {
+      fail_next_forward_ = false;
+      return Internal("TestRunner: injected failure");
+    }
+    for (int i = 0; i < b.n_tokens(); ++i) {
+      pool_[b.slots[i]] = b.tokens[i];
+      pool_pos_[b.slots[i]] = b.positions[i];
+    }
+    std::vector<int32_t> ctx;
+    for (size_t r = 0; r < b.logit_rows.size(); ++r) {
+      const int i = b.logit_rows[r];
+      const int s = b.seq_of_token[i];
+      ctx.clear();
+      for (int p = 0; p <= b.positions[i]; ++p) {
+        const int blk = b.block_tables[static_cast<size_t>(s) * b.max_blocks + p / block_size_];
+        const size_t slot = static_cast<size_t>(blk) * block_size_ + p % block_size_;
+        const int32_t t = pool_[slot];
+        if (t < 0) return Internal("TestRunner: read unwritten slot at position " + std::to_string(p));
+        // Real K carries its position (RoPE): KV written for another position is wrong even for the same token.
+        if (pool_pos_[slot] != p)
+          return Internal("TestRunner: slot for position " + std::to_string(p) + " holds position " +
+                          std::to_string(pool_pos_[slot]));
+        ctx.push_back(t);
+      }
+      logits_for(ctx, n_vocab_, logits + r * n_vocab_);
+    }
+    return OkStatus();
+  }
+
+  int64_t tokens_computed() const { return tokens_computed_; }
+  int64_t forward_calls() const { return forward_calls_; }
+  int64_t blocks_copied() const { return blocks_copied_; }
+  int max_batch_tokens() const { return max_batch_tokens_; }
+  void fail_next_forward() { fail_next_forward_ = true; }
+
+ private:
+  Status check_batch(const Batch& b) const {
+    const int n = b.n_tokens(), ns = b.n_seqs();
+    if (b.block_size != block_size_) return Internal("batch block_size mismatch");
+    if (static_cast<int>(b.positions.size()) != n || static_cast<int>(b.slots.size()) != n ||
+        static_cast<int>(b.seq_of_token.size()) != n || static_cast<int>(b.query_start.size()) != ns + 1 ||
+        static_cast<int>(b.block_tables.size()) != ns * b.max_blocks || b.query_start.back() != n)
+      return Internal("batch arrays have inconsistent sizes");
+    for (int s = 0; s < ns; ++s) {
+      const int q0 = b.query_start[s], q1 = b.query_start[s + 1];
+      if (q1 <= q0) return Internal("sequence with no tokens");
+      if ((b.seq_lens[s] + block_size_ - 1) / block_size_ > b.max_blocks) return Internal("max_blocks too small");
+      for (int i = q0; i < q1; ++i) {
+        if (b.seq_of_token[i] != s) return Internal("seq_of_token disagrees with query_start");
+        if (b.positions[i] != b.seq_lens[s] - (q1 - i)) return Internal("positions not consecutive up to seq_len");
+        const int blk = b.block_tables[static_cast<size_t>(s) * b.max_blocks + b.positions[i] / block_size_];
+        if (blk < 0 || blk >= n_blocks_) return Internal("block table entry out of range");
+        if (b.slots[i] != blk * block_size_ + b.positions[i] % block_size_) return Internal("slot != block table");
+      }
+    }
+    for (size_t r = 0; r < b.logit_rows.size(); ++r)
+      if (b.logit_rows[r] < 0 || b.logit_rows[r] >= n || (r > 0 && b.logit_rows[r] <= b.logit_rows[r - 1]))
+        return Internal("bad logit_rows");
+    return OkStatus();
+  }
+
+  int n_vocab_;
+  int max_context_;
+  int n_blocks_ = 0;
+  int block_size_ = 0;
+  std::vector<int32_t> pool_;      // [n_blocks * block_size] token id per slot, -1 = never written
+  std::vector<int32_t> pool_pos_;  // [n_blocks * block_size] position written at each slot
+  int64_t tokens_computed_ = 0;
+  int64_t forward_calls_ = 0;
+  int64_t blocks_copied_ = 0;
+  int max_batch_tokens_ = 0;
+  bool fail_next_forward_ = false;
+};
+
+}  // namespace citadel::engine::testing

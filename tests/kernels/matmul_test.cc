@@ -1,0 +1,137 @@
+// Fast matmul (quantized activations, SIMD, threads) against the f32-dequantized double-accumulating reference.
+// Bounds: f32/f16/bf16 weights 1e-10 (float vs double summation only); quantized weights 1e-3 (8-bit activation
+// quantization: per-element NMSE ~5e-5, with margin). The generic and AVX2 integer kernels must agree to 1e-10.
+// The NMSE denominator is the expected sum of squared outputs, sum over (row, token) of |w_r|^2 |x_t|^2 / n_in,
+// not the actual one: a single output of a short dot product can be near zero by chance, which would make a
+// plain NMSE meaningless at n_out = 1.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "base/cpu_features.h"
+#include "kernels/cpu/matmul_kernels.h"
+#include "kernels/ops.h"
+#include "kernels/quant/quant.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace citadel {
+namespace {
+
+using testing::nmse;
+using testing::random_floats;
+
+struct Case {
+  DType t;
+  std::vector<int64_t> n_in;
+  double bound;
+};
+
+std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols, uint32_t seed) {
+  std::vector<float> f = random_floats(rows * cols, seed, 0.05f);
+  std::vector<uint8_t> w(rows * dtype_row_bytes(t, cols));
+  for (int64_t r = 0; r < rows; ++r)
+    EXPECT_TRUE(quantize_row(t, f.data() + r * cols, w.data() + r * dtype_row_bytes(t, cols), cols).ok());
+  return w;
+}
+
+double scaled_nmse(const WeightView& w, const std::vector<float>& x, const std::vector<float>& want,
+                   const std::vector<float>& got) {
+  const int64_t n_tok = static_cast<int64_t>(x.size()) / w.cols;
+  std::vector<float> row(w.cols);
+  std::vector<double> wn(w.rows), xn(n_tok);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    EXPECT_TRUE(dequantize_row(w.dtype, static_cast<const uint8_t*>(w.data) + r * w.row_bytes(), row.data(), w.cols).ok());
+    for (float v : row) wn[r] += double(v) * v;
+  }
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t i = 0; i < w.cols; ++i) xn[t] += double(x[t * w.cols + i]) * x[t * w.cols + i];
+  double num = 0, den = 0;
+  for (int64_t t = 0; t < n_tok; ++t) {
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const double d = double(got[t * w.rows + r]) - want[t * w.rows + r];
+      num += d * d;
+      den += wn[r] * xn[t] / w.cols;
+    }
+  }
+  return num / den;
+}
+
+const std::vector<Case>& cases() {
+  static const std::vector<Case> c = {
+      {DType::kF32, {37, 100}, 1e-10},       {DType::kF16, {37, 100}, 1e-10},
+      {DType::kBF16, {37, 100}, 1e-10},      {DType::kQ8_0, {32, 96, 608}, 1e-3},
+      {DType::kQ4_0, {32, 96, 608}, 1e-3},   {DType::kQ4_1, {32, 96, 608}, 1e-3},
+      {DType::kQ5_0, {32, 96, 608}, 1e-3},   {DType::kQ5_1, {32, 96, 608}, 1e-3},
+      {DType::kQ4_K, {256, 768}, 1e-3},      {DType::kQ5_K, {256, 768}, 1e-3},
+      {DType::kQ6_K, {256, 768}, 1e-3},
+  };
+  return c;
+}
+
+TEST(Matmul, FastMatchesReference) {
+  uint32_t seed = 1;
+  for (const Case& c : cases()) {
+    for (int64_t n_in : c.n_in) {
+      for (int64_t n_out : {1, 17, 64}) {
+        std::vector<uint8_t> w = make_weights(c.t, n_out, n_in, seed++);
+        WeightView wv{c.t, w.data(), n_out, n_in};
+        for (int64_t n_tok : {1, 3, 7, 33}) {
+          std::vector<float> x = random_floats(n_tok * n_in, seed++);
+          std::vector<float> want(n_tok * n_out), got(n_tok * n_out, -1.0f);
+          ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, want.data()).ok());
+          ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, got.data()).ok());
+          EXPECT_LT(scaled_nmse(wv, x, want, got), c.bound)
+              << dtype_name(c.t) << " n_out " << n_out << " n_in " << n_in << " n_tokens " << n_tok;
+        }
+      }
+    }
+  }
+}
+
+TEST(Matmul, GenericAndSimdKernelsAgree) {
+  if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
+  for (const Case& c : cases()) {
+    const int64_t n = c.n_in.back(), rows = 8;
+    std::vector<uint8_t> w = make_weights(c.t, rows, n, 99);
+    std::vector<float> x = random_floats(n, 98);
+    std::vector<BlockQ8_0> q8(n / kQK + 1);
+    std::vector<float> sums(n / kQK + 1);
+    std::vector<BlockQ8_K> qk(n / kQK_K + 1);
+    cpu::detail::ActRow a;
+    a.f32 = x.data();
+    if (n % kQK == 0) {
+      quantize_row_q8_0(x.data(), q8.data(), n);
+      for (int64_t b = 0; b < n / kQK; ++b) {
+        int s = 0;
+        for (int j = 0; j < kQK; ++j) s += q8[b].qs[j];
+        std::vector<float> d(kQK);
+        ASSERT_TRUE(dequantize_row(DType::kQ8_0, &q8[b], d.data(), kQK).ok());
+        sums[b] = d[0] == 0 && q8[b].qs[0] == 0 ? 0 : d[0] / q8[b].qs[0] * s;
+      }
+      a.q8_0 = q8.data();
+      a.q8_0_sums = sums.data();
+    }
+    if (n % kQK_K == 0) {
+      quantize_row_q8_K(x.data(), qk.data(), n);
+      a.q8_K = qk.data();
+    }
+    const auto gk = cpu::detail::generic_dot_kernel(c.t), sk = cpu::detail::avx2_dot_kernel(c.t);
+    ASSERT_TRUE(gk.dot && sk.dot) << dtype_name(c.t);
+    std::vector<float> g(rows), s(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      g[r] = gk.dot(w.data() + r * dtype_row_bytes(c.t, n), a, n);
+      s[r] = sk.dot(w.data() + r * dtype_row_bytes(c.t, n), a, n);
+    }
+    EXPECT_LT(nmse(g, s), 1e-10) << dtype_name(c.t);
+  }
+}
+
+TEST(Matmul, BadShapesAreStatus) {
+  std::vector<uint8_t> w(1024);
+  std::vector<float> x(64), y(64);
+  EXPECT_EQ(cpu::matmul({DType::kQ4_0, w.data(), 1, 40}, x.data(), 1, y.data()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(cpu::matmul({DType::kQ2_K, w.data(), 1, 256}, x.data(), 1, y.data()).code(), StatusCode::kUnsupported);
+}
+
+}  // namespace
+}  // namespace citadel

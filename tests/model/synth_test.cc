@@ -1,0 +1,200 @@
+#include "model/synth.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "base/sha256.h"
+#include "base/subprocess.h"
+#include "tests/test_util.h"
+
+namespace citadel {
+namespace {
+namespace fs = std::filesystem;
+
+std::string tmp(const std::string& n) {
+  return (fs::temp_directory_path() / ("citadel_synth_" + std::to_string(getpid()) + "_" + n)).string();
+}
+
+std::string synth_sha(const std::string& dtype, uint64_t seed, const std::string& arch = "") {
+  SynthOptions o;
+  o.preset = "tiny";
+  o.arch = arch;
+  o.dtype = dtype;
+  o.seed = seed;
+  o.out = tmp(dtype + "_" + std::to_string(seed) + arch + ".gguf");
+  const Status st = write_synth(o);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  auto h = sha256_file(o.out);
+  fs::remove(o.out);
+  return h.ok() ? *h : "";
+}
+
+TEST(Synth, SameSeedSameBytesDifferentSeedDifferent) {
+  for (const char* dt : {"f32", "f16", "bf16"}) {
+    const std::string a = synth_sha(dt, 7), b = synth_sha(dt, 7), c = synth_sha(dt, 8);
+    EXPECT_EQ(a, b) << dt;
+    EXPECT_NE(a, c) << dt;
+  }
+  EXPECT_NE(synth_sha("f32", 7, "llama"), synth_sha("f32", 7, "qwen2"));
+}
+
+// Pins the bytes: a change to the generator, the vocab or the writer shows up here. If the change is intended,
+// regenerate with `citadel synth --preset tiny --seed 1 --dtype f32 --out x.gguf && sha256sum x.gguf` and check
+// the file with python gguf (ReadBackByPythonGguf) before updating.
+// This pin is what makes "same bytes on any machine and compiler" testable: CI and the GPU box build with other
+// compilers and flags than the machine that produced it.
+TEST(Synth, TinyDigestIsStable) {
+  EXPECT_EQ(synth_sha("f32", 1), "b1525ecb73a7fc6f4b38638e53c65702f9055fd18830019294e02111c4fbe876");
+  EXPECT_EQ(synth_sha("bf16", 1), "826961bdde75a86760797202938cd3e5c112e4a884346b4e498889324b2d43f5");
+}
+
+TEST(Synth, QuantizedDtypesAreClearlyUnsupportedForNow) {
+  SynthOptions o;
+  o.dtype = "q4_K";
+  o.out = tmp("q.gguf");
+  const Status st = write_synth(o);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), StatusCode::kUnsupported);
+  o.dtype = "f8";
+  EXPECT_EQ(write_synth(o).code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(o.out));
+}
+
+TEST(Synth, RejectsBadOptions) {
+  SynthOptions o;
+  o.preset = "nope";
+  EXPECT_FALSE(plan_synth(o).ok());
+  o.preset = "qwen2-0.5b";
+  o.arch = "llama";
+  EXPECT_FALSE(plan_synth(o).ok());
+  o.arch = "mamba";
+  EXPECT_FALSE(plan_synth(o).ok());
+  o.arch = "";
+  o.out = "";
+  EXPECT_FALSE(write_synth(o).ok());
+}
+
+// The plan matches the tensor names and shapes of the real GGUF (header dumped by tools/reference/gguf_tensor_plan.py).
+void expect_plan_matches(const std::string& preset, const std::string& fixture) {
+  std::ifstream f(testing::golden("model/" + fixture));
+  ASSERT_TRUE(f.good()) << fixture;
+  const auto j = nlohmann::json::parse(f);
+  SynthOptions o;
+  o.preset = preset;
+  o.dtype = "bf16";
+  auto plan = plan_synth(o);
+  ASSERT_TRUE(plan.ok()) << plan.status().to_string();
+  EXPECT_EQ(plan->n_params, j["n_params"].get<int64_t>());
+  std::map<std::string, std::vector<int64_t>> want;
+  for (const auto& t : j["tensors"]) want[t["name"]] = t["shape"].get<std::vector<int64_t>>();
+  ASSERT_EQ(plan->tensors.size(), want.size());
+  for (const auto& t : plan->tensors) {
+    auto it = want.find(t.name);
+    ASSERT_NE(it, want.end()) << t.name;
+    EXPECT_EQ(t.shape, it->second) << t.name;
+  }
+  const auto& kv = j["kv"];
+  const std::string a = kv["general.architecture"];
+  const SynthPreset& h = plan->preset;
+  EXPECT_EQ(h.arch, a);
+  EXPECT_EQ(h.n_layers, kv[a + ".block_count"].get<int>());
+  EXPECT_EQ(h.context_length, kv[a + ".context_length"].get<int64_t>());
+  EXPECT_EQ(h.n_heads, kv[a + ".attention.head_count"].get<int>());
+  EXPECT_EQ(h.n_kv_heads, kv[a + ".attention.head_count_kv"].get<int>());
+  EXPECT_FLOAT_EQ(h.rope_theta, kv[a + ".rope.freq_base"].get<float>());
+  EXPECT_FLOAT_EQ(h.rms_eps, kv[a + ".attention.layer_norm_rms_epsilon"].get<float>());
+  EXPECT_EQ(h.n_vocab, kv["n_vocab"].get<int64_t>());
+}
+
+TEST(Synth, DeepSeek7bPlanMatchesRealHeader) {
+  expect_plan_matches("deepseek-r1-distill-qwen-7b", "deepseek_r1_distill_qwen_7b_plan.json");
+  SynthOptions o;
+  o.preset = "deepseek-r1-distill-qwen-7b";
+  o.dtype = "bf16";
+  auto plan = plan_synth(o);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->n_params, 7615616512);  // ~7.62e9
+  // Norms and biases are f32 (4 bytes), the rest bf16 (2 bytes).
+  const uint64_t f32_elems = 28ull * (2 * 3584 + 3584 + 2 * 512) + 3584;
+  EXPECT_EQ(plan->data_bytes, 2ull * 7615616512 + 2 * f32_elems);
+}
+
+TEST(Synth, SmolLM2PlanMatchesRealHeader) {
+  expect_plan_matches("smollm2-135m", "smollm2_135m_plan.json");
+}
+
+TEST(Synth, ReadBackByPythonGguf) {
+  auto probe = run_process({"python3", "-c", "import gguf, numpy"});
+  if (!probe.ok() || probe->exit_code != 0) GTEST_SKIP() << "python3 with the gguf package is not available";
+  SynthOptions o;
+  o.preset = "tiny";
+  o.arch = "qwen2";
+  o.dtype = "f16";
+  o.seed = 3;
+  o.out = tmp("py.gguf");
+  ASSERT_TRUE(write_synth(o).ok());
+  const char* script = R"PY(
+import json, sys, gguf, numpy as np
+r = gguf.GGUFReader(sys.argv[1])
+kv = {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.") and k != "tokenizer.ggml.merges"}
+kv["n_tokens"] = len(kv.pop("tokenizer.ggml.tokens"))
+kv.pop("tokenizer.ggml.token_type")
+ts = {}
+for t in r.tensors:
+    d = np.array(t.data, dtype=np.float64)
+    ts[t.name] = {"shape": [int(x) for x in reversed(list(t.shape))], "type": int(t.tensor_type),
+                  "mean": float(d.mean()), "std": float(d.std())}
+print(json.dumps({"kv": kv, "tensors": ts}))
+)PY";
+  auto r = run_process({"python3", "-c", script, o.out});
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->exit_code, 0) << r->output;
+  const auto j = nlohmann::json::parse(r->output.substr(r->output.find('{')));
+  const auto& kv = j["kv"];
+  EXPECT_EQ(kv["general.architecture"], "qwen2");
+  EXPECT_EQ(kv["qwen2.block_count"], 2);
+  EXPECT_EQ(kv["qwen2.embedding_length"], 64);
+  EXPECT_EQ(kv["qwen2.attention.head_count_kv"], 2);
+  EXPECT_EQ(kv["tokenizer.ggml.model"], "gpt2");
+  EXPECT_EQ(kv["n_tokens"], builtin_vocab().tokens.size());
+  EXPECT_EQ(kv["tokenizer.ggml.eos_token_id"], builtin_vocab().eos_id);
+  const auto& ts = j["tensors"];
+  EXPECT_EQ(ts.size(), 2u + 2u * 12u);  // embd, output_norm; per layer 9 + 3 biases (tied: no output.weight)
+  EXPECT_EQ(ts["blk.1.attn_k.bias"]["shape"], nlohmann::json::array({32}));
+  EXPECT_EQ(ts["blk.0.ffn_down.weight"]["shape"], nlohmann::json::array({64, 128}));
+  EXPECT_EQ(ts["blk.0.ffn_down.weight"]["type"], 1);
+  EXPECT_EQ(ts["blk.0.attn_norm.weight"]["type"], 0);
+  // Statistics: weights ~ N(0, 1/fan_in), norms ~ 1.
+  EXPECT_NEAR(ts["blk.0.ffn_down.weight"]["std"].get<double>(), 1.0 / std::sqrt(128.0), 0.01);
+  EXPECT_NEAR(ts["blk.0.attn_q.weight"]["mean"].get<double>(), 0.0, 0.01);
+  EXPECT_NEAR(ts["blk.0.attn_norm.weight"]["mean"].get<double>(), 1.0, 0.01);
+  fs::remove(o.out);
+}
+
+TEST(Synth, BuiltinVocabIsByteLevelBpe) {
+  const BuiltinVocab& v = builtin_vocab();
+  EXPECT_EQ(v.tokens[' '], "\xC4\xA0");   // 'Ġ'
+  EXPECT_EQ(v.tokens['\n'], "\xC4\x8A");  // 'Ċ'
+  EXPECT_EQ(v.tokens['A'], "A");
+  EXPECT_GT(v.merges.size(), 100u);
+  EXPECT_EQ(v.tokens[v.eos_id], "<|im_end|>");
+  EXPECT_EQ(v.tokens[v.bos_id], "<|endoftext|>");
+  EXPECT_EQ(v.tokens.size(), v.token_types.size());
+  // Every merge's parts and result are tokens.
+  std::map<std::string, int> ids;
+  for (size_t i = 0; i < v.tokens.size(); ++i) ids[v.tokens[i]] = static_cast<int>(i);
+  for (const auto& m : v.merges) {
+    const size_t sp = m.find(' ');
+    ASSERT_NE(sp, std::string::npos);
+    EXPECT_TRUE(ids.count(m.substr(0, sp)) && ids.count(m.substr(sp + 1)) && ids.count(m.substr(0, sp) + m.substr(sp + 1)))
+        << m;
+  }
+}
+
+}  // namespace
+}  // namespace citadel

