@@ -95,16 +95,20 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
   if (!in) return NotFound(path + ": cannot open");
   std::stringstream ss;
   ss << in.rdbuf();
+  return from_hf_json_text(ss.str(), path);
+}
+
+Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json_text(const std::string& text, const std::string& name) {
   Result<VocabSpec> spec = InvalidArgument("unparsed");
   try {
-    json j = json::parse(ss.str());
+    json j = json::parse(text);
     spec = spec_from_json(j);
   } catch (const std::exception& e) {
-    return InvalidArgument(path + ": bad tokenizer.json: " + e.what());
+    return InvalidArgument(name + ": bad tokenizer.json: " + e.what());
   }
-  if (!spec.ok()) return spec.status().with_context(path);
+  if (!spec.ok()) return spec.status().with_context(name);
   auto t = from_spec(std::move(spec).value());
-  if (!t.ok()) return t.status().with_context(path);
+  if (!t.ok()) return t.status().with_context(name);
   return t;
 }
 

@@ -61,6 +61,8 @@ class Tokenizer {
   static Result<std::unique_ptr<Tokenizer>> from_gguf_file(const std::string& path);
   // From an HF tokenizer.json (WordPiece; byte-level BPE with a known pre-tokenizer).
   static Result<std::unique_ptr<Tokenizer>> from_hf_json(const std::string& path);
+  // Same, from the JSON text itself; `name` is used in error messages.
+  static Result<std::unique_ptr<Tokenizer>> from_hf_json_text(const std::string& json_text, const std::string& name);
   // By content: a directory or *.json -> tokenizer.json, else GGUF.
   static Result<std::unique_ptr<Tokenizer>> from_path(const std::string& path);
 

@@ -305,6 +305,35 @@ def vocab_fixtures(models, cases):
     return out
 
 
+def synthetic_bpe(cases):
+    """Small byte-level BPE vocabs trained on the corpus with each family's pre-tokenizer (HF BpeTrainer), saved as
+    tokenizer.json; whole words added to the vocab without merges exercise Llama-3's ignore_merges."""
+    from tokenizers import Tokenizer, decoders, trainers
+    from tokenizers.models import BPE
+    from tokenizers import pre_tokenizers as pt
+    out = {}
+    for fam in ["llama3", "qwen2", "deepseek-v3", "deepseek-llm", "gpt2", "smollm"]:
+        tk = Tokenizer(BPE(ignore_merges=(fam == "llama3")))
+        tk.pre_tokenizer = hf_pre_tokenizer(fam)
+        tk.decoder = decoders.ByteLevel()
+        tr = trainers.BpeTrainer(vocab_size=700, initial_alphabet=pt.ByteLevel.alphabet(), show_progress=False,
+                                 special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+        tk.train_from_iterator(cases * 3, tr)
+        if fam == "llama3":
+            # Whole words in the vocab but unreachable by merges: with ignore_merges they are one token.
+            j = json.loads(tk.to_str())
+            vocab = j["model"]["vocab"]
+            for w in ["Ġsupercalifragilisticexpialidocious", "Ġquick", "Ġbrown", "ĠWindows"]:
+                vocab.setdefault(w, len(vocab) + 3)
+            tk = Tokenizer.from_str(json.dumps(j))
+        rows = []
+        for text in cases:
+            ids = tk.encode(text, add_special_tokens=False).ids
+            rows.append({"text": text, "ids": ids, "roundtrip": tk.decode(ids, skip_special_tokens=False) == text})
+        out[fam] = {"tokenizer_json": json.loads(tk.to_str()), "cases": rows}
+    return {"source": "HF tokenizers %s BpeTrainer" % __import__("tokenizers").__version__, "families": out}
+
+
 def dump(name, obj):
     path = os.path.join(GOLDEN, name)
     with open(path, "w", encoding="utf-8") as f:
@@ -321,6 +350,7 @@ def main():
         models = sys.argv[3] if len(sys.argv) >= 4 and sys.argv[2] == "--models" else "/tmp/models"
         cases = load_corpus()
         dump("pretok.json", pretok_fixture(cases))
+        dump("synthetic_bpe.json", synthetic_bpe(cases))
         for name, obj in vocab_fixtures(models, cases).items():
             dump(name + ".json", obj)
         return
