@@ -201,8 +201,10 @@ std::string Tokenizer::token_to_piece(int32_t id) const {
     return out;
   }
   // SPM
-  if (type == TokenType::kByte && text.size() == 6) {
-    return std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
+  if (type == TokenType::kByte && text.size() == 6 && text.compare(0, 3, "<0x") == 0) {
+    auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : -1; };
+    int hi = hex(text[3]), lo = hex(text[4]);
+    if (hi >= 0 && lo >= 0) return std::string(1, static_cast<char>(hi * 16 + lo));
   }
   static const std::string kSpace = "\xE2\x96\x81";
   for (size_t i = 0; i < text.size();) {

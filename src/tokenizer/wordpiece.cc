@@ -136,7 +136,7 @@ std::string Tokenizer::decode_wordpiece(const std::vector<int32_t>& ids, bool sk
       if (t.compare(0, spec_.continuing_prefix.size(), spec_.continuing_prefix) == 0) {
         t.erase(0, spec_.continuing_prefix.size());
       } else {
-        t.insert(0, " ");
+        t = " " + t;
       }
     }
     first = false;
