@@ -64,6 +64,12 @@ void bpe_word(const Tokenizer::Bpe& bpe, int32_t unk, std::string_view word, std
 
 }  // namespace
 
+void Tokenizer::clear_cache() const {
+  if (!bpe_) return;
+  std::lock_guard<std::mutex> lock(bpe_->mu);
+  bpe_->cache.clear();
+}
+
 void Tokenizer::encode_bpe(std::string_view text, std::vector<int32_t>* out) const {
   const Bpe& bpe = *bpe_;
   const ByteMap& bm = byte_map();
@@ -79,10 +85,13 @@ void Tokenizer::encode_bpe(std::string_view text, std::vector<int32_t>* out) con
         continue;
       }
     }
-    std::string key(word);
+    if (word.size() == 1 && bpe.byte_ids[static_cast<uint8_t>(word[0])] >= 0) {  // nothing to merge
+      out->push_back(bpe.byte_ids[static_cast<uint8_t>(word[0])]);
+      continue;
+    }
     {
       std::lock_guard<std::mutex> lock(bpe.mu);
-      auto it = bpe.cache.find(key);
+      auto it = bpe.cache.find(word);
       if (it != bpe.cache.end()) {
         out->insert(out->end(), it->second.begin(), it->second.end());
         continue;
@@ -93,7 +102,7 @@ void Tokenizer::encode_bpe(std::string_view text, std::vector<int32_t>* out) con
     out->insert(out->end(), ids.begin(), ids.end());
     std::lock_guard<std::mutex> lock(bpe.mu);
     if (bpe.cache.size() >= Bpe::kCacheMax) bpe.cache.clear();
-    bpe.cache.emplace(std::move(key), ids);
+    bpe.cache.emplace(std::string(word), ids);
   }
 }
 

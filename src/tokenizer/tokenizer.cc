@@ -66,6 +66,7 @@ Status Tokenizer::init() {
   }
   std::stable_sort(specials_.begin(), specials_.end(),
                    [&](int32_t a, int32_t b) { return s.tokens[a].size() > s.tokens[b].size(); });
+  for (int32_t id : specials_) specials_by_byte_[static_cast<uint8_t>(s.tokens[id][0])].push_back(id);
   std::fill(std::begin(byte_tokens_), std::end(byte_tokens_), -1);
 
   if (s.kind == TokenizerKind::kBpe) {
@@ -128,7 +129,7 @@ void Tokenizer::split_specials(std::string_view text, bool parse_special, F&& em
   size_t start = 0, i = 0;
   while (i < text.size()) {
     int32_t found = -1;
-    for (int32_t id : specials_) {  // longest first
+    for (int32_t id : specials_by_byte_[static_cast<uint8_t>(text[i])]) {  // longest first
       if (!parse_special && spec_.types[id] == TokenType::kControl) continue;
       const std::string& t = spec_.tokens[id];
       if (t.size() <= text.size() - i && text.compare(i, t.size(), t) == 0) {

@@ -5,6 +5,7 @@
 #include <list>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -20,6 +21,12 @@ struct ByteMap {
 };
 const ByteMap& byte_map();
 
+// Hash/equality that let unordered_map<std::string, ...> be probed with a string_view (no allocation).
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+};
+
 struct Tokenizer::Bpe {
   // Merge (left id, right id) -> rank and result id.
   struct Merge {
@@ -30,7 +37,7 @@ struct Tokenizer::Bpe {
   int32_t byte_ids[256];  // token id of each byte's mapped char, -1 if absent
   // Word cache: pre-token bytes -> ids; bounded (cleared when full). Guarded by mu.
   mutable std::mutex mu;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
+  mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache;
   static constexpr size_t kCacheMax = 1 << 16;
 };
 

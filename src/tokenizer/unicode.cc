@@ -37,7 +37,7 @@ void append_mapped(const CodepointMap* m, std::vector<uint32_t>* out) {
 
 }  // namespace
 
-uint16_t cp_flags(uint32_t cp) {
+uint16_t cp_flags_slow(uint32_t cp) {
   if (cp >= kMaxCp) return 0;
   return flag_table()[cp];
 }

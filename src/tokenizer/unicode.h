@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/unicode_tables.h"
+
 namespace citadel::tok {
 
 enum : uint16_t {
@@ -17,7 +19,9 @@ enum : uint16_t {
   kFlagMn = 256,
 };
 
-uint16_t cp_flags(uint32_t cp);  // 0 for codepoints beyond U+10FFFF
+uint16_t cp_flags_slow(uint32_t cp);
+// Category flags of cp; 0 for codepoints beyond U+10FFFF. ASCII is one table load.
+inline uint16_t cp_flags(uint32_t cp) { return cp < 128 ? kAsciiFlags[cp] : cp_flags_slow(cp); }
 inline bool is_letter(uint32_t cp) { return cp_flags(cp) & kFlagL; }
 inline bool is_number(uint32_t cp) { return cp_flags(cp) & kFlagN; }
 inline bool is_space(uint32_t cp) { return cp_flags(cp) & kFlagSpace; }

@@ -15,6 +15,7 @@ struct CodepointMap {
   uint32_t to[4];  // zero-terminated unless all 4 are used
 };
 
+extern const uint16_t kAsciiFlags[128];  // flags of U+0000..U+007F
 extern const CategoryRun kCategoryRuns[];
 extern const size_t kCategoryRunCount;
 extern const CodepointMap kLowerMap[];

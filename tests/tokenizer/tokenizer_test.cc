@@ -75,7 +75,9 @@ TEST_P(VocabFixture, IdsIdenticalToReference) {
       EXPECT_EQ(t.decode(want), text);
       ++roundtrips;
     }
-    if (c.contains("decoded")) EXPECT_EQ(t.decode(want, /*skip_special=*/true), c["decoded"].get<std::string>());
+    if (c.contains("decoded")) {
+      EXPECT_EQ(t.decode(want, /*skip_special=*/true), c["decoded"].get<std::string>());
+    }
     // Streaming: pieces never end inside a UTF-8 character; together they equal decode().
     IncrementalDecoder dec(t, /*skip_special=*/false);
     std::string streamed;
@@ -126,7 +128,9 @@ TEST(SyntheticBpe, IdsIdenticalForEveryFamily) {
       std::string text = c["text"];
       std::vector<int32_t> want = c["ids"];
       EXPECT_EQ(show(t.encode(text, false, /*parse_special=*/true)), show(want)) << fam << ": " << json(text).dump();
-      if (c["roundtrip"].get<bool>()) EXPECT_EQ(t.decode(want), text) << fam;
+      if (c["roundtrip"].get<bool>()) {
+        EXPECT_EQ(t.decode(want), text) << fam;
+      }
       ++checked;
     }
   }

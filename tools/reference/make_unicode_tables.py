@@ -44,6 +44,10 @@ def main():
         if f != prev:
             runs.append((cp, f))
             prev = f
+    out.write("const uint16_t kAsciiFlags[128] = {\n")
+    for i in range(0, 128, 16):
+        out.write("  " + " ".join("%d," % flags_of(c) for c in range(i, i + 16)) + "\n")
+    out.write("};\n\n")
     out.write("const CategoryRun kCategoryRuns[] = {\n")
     for i in range(0, len(runs), 6):
         out.write("  " + " ".join("{0x%X, %d}," % r for r in runs[i:i + 6]) + "\n")
