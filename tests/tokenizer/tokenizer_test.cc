@@ -139,3 +139,44 @@ TEST(SyntheticBpe, IdsIdenticalForEveryFamily) {
 
 }  // namespace
 }  // namespace citadel
+
+namespace citadel {
+namespace {
+
+// A Llama-2-style SentencePiece BPE (space prefix, byte fallback, a user-defined symbol) trained by sentencepiece.
+TEST(SyntheticSpm, IdsIdenticalToSentencepiece) {
+  json f = load_fixture("synthetic_spm.json");
+  const json& v = f["vocab"];
+  VocabSpec s;
+  s.kind = TokenizerKind::kSpm;
+  s.tokens = v["tokens"].get<std::vector<std::string>>();
+  s.scores = v["scores"].get<std::vector<float>>();
+  for (int t : v["types"]) s.types.push_back(static_cast<TokenType>(t));
+  s.add_space_prefix = v["add_space_prefix"];
+  s.bos = v["bos"];
+  s.eos = v["eos"];
+  s.unk = v["unk"];
+  s.add_bos = true;
+  auto tok = Tokenizer::from_spec(s);
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  const Tokenizer& t = **tok;
+  int checked = 0;
+  for (const json& c : f["cases"]) {
+    std::string text = c["text"];
+    std::vector<int32_t> want = c["ids"];
+    EXPECT_EQ(show(t.encode(text, false, false)), show(want)) << json(text).dump();
+    if (c["roundtrip"].get<bool>()) {
+      EXPECT_EQ(t.decode(want), text);
+    }
+    IncrementalDecoder dec(t, false);
+    std::string streamed;
+    for (int32_t id : want) streamed += dec.push(id);
+    EXPECT_EQ(streamed + dec.flush(), t.decode(want));
+    ++checked;
+  }
+  EXPECT_EQ(t.encode("hi", true).front(), s.bos);
+  EXPECT_GT(checked, 60);
+}
+
+}  // namespace
+}  // namespace citadel

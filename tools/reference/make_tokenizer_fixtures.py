@@ -334,6 +334,32 @@ def synthetic_bpe(cases):
     return {"source": "HF tokenizers %s BpeTrainer" % __import__("tokenizers").__version__, "families": out}
 
 
+def synthetic_spm(cases):
+    """A Llama-2-style SentencePiece BPE (add_dummy_prefix, byte fallback) trained on the corpus by sentencepiece;
+    pieces/scores/types go into the fixture so the C++ side builds the same vocab."""
+    import io
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter([c for c in cases if c.strip()] * 5), model_writer=buf,
+                                   model_type="bpe", vocab_size=800, byte_fallback=True, add_dummy_prefix=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   character_coverage=0.98, user_defined_symbols=["<tool>"], split_digits=True,
+                                   minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    m = pb.ModelProto()
+    m.ParseFromString(buf.getvalue())
+    gguf_type = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6}
+    vocab = {"tokens": [p.piece for p in m.pieces], "scores": [p.score for p in m.pieces],
+             "types": [gguf_type[p.type] for p in m.pieces], "add_space_prefix": True,
+             "bos": sp.bos_id(), "eos": sp.eos_id(), "unk": sp.unk_id()}
+    rows = []
+    for text in cases:
+        ids = sp.encode(text)
+        rows.append({"text": text, "ids": ids, "roundtrip": sp.decode(ids) == text})
+    return {"source": "sentencepiece %s BPE trainer" % spm.__version__, "vocab": vocab, "cases": rows}
+
+
 def dump(name, obj):
     path = os.path.join(GOLDEN, name)
     with open(path, "w", encoding="utf-8") as f:
@@ -351,6 +377,7 @@ def main():
         cases = load_corpus()
         dump("pretok.json", pretok_fixture(cases))
         dump("synthetic_bpe.json", synthetic_bpe(cases))
+        dump("synthetic_spm.json", synthetic_spm(cases))
         for name, obj in vocab_fixtures(models, cases).items():
             dump(name + ".json", obj)
         return
