@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "format/tensor_store.h"
 #include "tests/test_util.h"
@@ -80,6 +81,27 @@ TEST(IncrementalDecoder, SkipsSpecialTokensUnlessAsked) {
   }
   EXPECT_EQ(a + keep.flush(), "<|im_start|>hi<|im_end|>");
   EXPECT_EQ(b + skip.flush(), "hi");
+}
+
+TEST(Tokenizer, ConcurrentEncodeMatchesSerial) {
+  auto t = synthetic("smollm");
+  ASSERT_TRUE(t);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) texts.push_back("word" + std::to_string(i * 7919) + " 你好 " + std::to_string(i) + "!");
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& s : texts) want.push_back(t->encode(s, false));
+  t->clear_cache();
+  std::vector<std::thread> threads;
+  std::vector<int> mismatches(4, 0);
+  for (int k = 0; k < 4; ++k) {
+    threads.emplace_back([&, k] {
+      for (int rep = 0; rep < 5; ++rep) {
+        for (size_t i = 0; i < texts.size(); ++i) mismatches[k] += t->encode(texts[(i + k * 13) % texts.size()], false) != want[(i + k * 13) % texts.size()];
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int m : mismatches) EXPECT_EQ(m, 0);
 }
 
 TEST(TokenizerModels, SmolLM2SpecialIdsAndStoreLoader) {
