@@ -99,6 +99,7 @@ struct DevBuf {
 // A weight matrix [N][K] in the decoder's format. bf16 holds the staging copy until finalize() quantizes it.
 struct LinearW {
   int N = 0, K = 0;
+  CudaWeightFormat fmt = CudaWeightFormat::kBf16;  // this matrix's format (int4 falls back to int8 when K % 128)
   bf16_t* bf16 = nullptr;     // [N][K]
   uint8_t* q = nullptr;       // int8 [N][K] or int4 [N][K/2]
   float* scales = nullptr;    // int8 [N], int4 [N][K/128]
@@ -247,8 +248,12 @@ bf16_t* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
 }
 
 Status CudaDecoder::Impl::quantize(LinearW* w) {
-  if (opt.format == CudaWeightFormat::kBf16 || !w->bf16) return OkStatus();
-  if (opt.format == CudaWeightFormat::kInt8) {
+  w->fmt = opt.format;
+  // The int4 layout needs whole groups of 128 along K; such matrices (SmolLM2's dim 576) stay int8.
+  if (w->fmt == CudaWeightFormat::kInt4 && w->K % 128 != 0) w->fmt = CudaWeightFormat::kInt8;
+  if (w->fmt == CudaWeightFormat::kBf16 || !w->bf16) return OkStatus();
+  if (w->K % 16 != 0) return Unsupported("int8: K=" + std::to_string(w->K) + " is not a multiple of 16");
+  if (w->fmt == CudaWeightFormat::kInt8) {
     RETURN_IF_ERROR(alloc_n(&w->q, int64_t{w->N} * w->K, "int8 weights"));
     RETURN_IF_ERROR(alloc_n(&w->scales, w->N, "int8 scales"));
     ck::quantize_int8(w->bf16, w->q, w->scales, w->N, w->K, stream);
@@ -264,7 +269,8 @@ Status CudaDecoder::Impl::quantize(LinearW* w) {
   return OkStatus();
 }
 
-static int64_t linear_bytes(const LinearW& w, CudaWeightFormat f) {
+static int64_t linear_bytes(const LinearW& w) {
+  const CudaWeightFormat f = w.fmt;
   int64_t b = w.bias ? int64_t{w.N} * 2 : 0;
   if (f == CudaWeightFormat::kBf16) return b + int64_t{w.N} * w.K * 2;
   if (f == CudaWeightFormat::kInt8) return b + int64_t{w.N} * w.K + int64_t{w.N} * 4;
@@ -351,9 +357,12 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const CudaModelConfig& 
     return InvalidArgument("cuda decoder: model dimensions must be positive");
   if (c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 16)
     return Unsupported("cuda decoder: n_heads/n_kv_heads must be an integer <= 16");
-  if (c.head_dim != 128) return Unsupported("cuda decoder: head_dim " + std::to_string(c.head_dim) + " (needs 128)");
-  if (c.hidden_dim % 128 != 0 || c.ffn_dim % 128 != 0)
-    return Unsupported("cuda decoder: hidden_dim and ffn_dim must be multiples of 128");
+  if (c.head_dim != 64 && c.head_dim != 128)
+    return Unsupported("cuda decoder: head_dim " + std::to_string(c.head_dim) + " (needs 64 or 128)");
+  // 16-byte GEMV chunks (bf16: 8 elements, int8: 16) along every K; int4 matrices with K % 128 stay int8.
+  if (c.hidden_dim % 16 != 0 || c.ffn_dim % 16 != 0)
+    return Unsupported("cuda decoder: hidden_dim " + std::to_string(c.hidden_dim) + " and ffn_dim " +
+                       std::to_string(c.ffn_dim) + " must be multiples of 16");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
     return InvalidArgument("cuda decoder: bad options (max_step_tokens must be >= max_batch)");
   int n_dev = 0;
@@ -417,10 +426,9 @@ Status CudaDecoder::finalize() {
     RETURN_IF_ERROR(m.quantize(&l.down));
   }
   const int64_t D = m.c.hidden_dim;
-  m.weight_bytes = linear_bytes(m.lm_head, m.opt.format) + D * 2;
+  m.weight_bytes = linear_bytes(m.lm_head) + D * 2;
   for (auto& l : m.layers)
-    m.weight_bytes += linear_bytes(l.qkv, m.opt.format) + linear_bytes(l.o, m.opt.format) +
-                      linear_bytes(l.gate_up, m.opt.format) + linear_bytes(l.down, m.opt.format) + 2 * D * 2;
+    m.weight_bytes += linear_bytes(l.qkv) + linear_bytes(l.o) + linear_bytes(l.gate_up) + linear_bytes(l.down) + 2 * D * 2;
   RETURN_IF_ERROR(m.alloc_runtime());
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
   m.finalized = true;
@@ -428,7 +436,7 @@ Status CudaDecoder::finalize() {
 }
 
 void CudaDecoder::Impl::linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32) {
-  switch (opt.format) {
+  switch (w.fmt) {
     case CudaWeightFormat::kBf16:
       if (M <= 8) {
         ck::gemv_bf16(x, w.bf16, w.bias, y, y_f32, M, w.N, w.K, stream);
