@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "base/half.h"
@@ -145,6 +146,8 @@ struct CudaDecoder::Impl {
   int32_t* d_out = nullptr;    // [T] argmax ids
   int32_t* h_pinned = nullptr; // host mirror of d_ints
   int32_t* h_out = nullptr;    // [T]
+  ck::SampleParams* d_sample = nullptr;  // [max_batch] per-sequence sampling of the current step
+  ck::SampleParams* h_sample = nullptr;  // [max_batch] pinned staging
   int64_t ints_capacity = 0;
   bf16_t* k_pool = nullptr;    // [L][n_blocks][bs][KV][Dh]
   bf16_t* v_pool = nullptr;
@@ -152,7 +155,7 @@ struct CudaDecoder::Impl {
   int max_blocks = 0;
   void* cublas_ws = nullptr;
 
-  std::map<std::pair<int, int>, cudaGraphExec_t> graphs;  // (B bucket, n_splits) -> graph
+  std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
 
   int qkv_rows() const { return (c.n_heads + 2 * c.n_kv_heads) * c.head_dim; }
 
@@ -199,7 +202,7 @@ struct CudaDecoder::Impl {
   Status alloc_runtime();
   bf16_t* weight_ptr(CudaWeight w, int layer, int64_t* count);
   void linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32);
-  void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits);
+  void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
   int partition_for(int B) const { return B <= 64 ? 32 : 128; }  // measured best on H100 (bench table)
 };
 
@@ -305,6 +308,8 @@ Status CudaDecoder::Impl::alloc_runtime() {
   RETURN_IF_ERROR(alloc_n(&d_out, std::max(T, B), "ids"));
   CUDA_CHECK(cudaMallocHost(&h_pinned, sizeof(int32_t) * ints_capacity));
   CUDA_CHECK(cudaMallocHost(&h_out, sizeof(int32_t) * std::max(T, B)));
+  CUDA_CHECK(cudaMallocHost(&h_sample, sizeof(ck::SampleParams) * B));
+  RETURN_IF_ERROR(alloc_n(&d_sample, B, "sampling parameters"));
   const size_t cublas_ws_bytes = size_t{32} << 20;
   RETURN_IF_ERROR(alloc(&cublas_ws, cublas_ws_bytes, "cublas workspace"));
   cublas = ck::create_cublas_handle(stream, cublas_ws, cublas_ws_bytes);
@@ -348,6 +353,7 @@ CudaDecoder::~CudaDecoder() {
   for (void* p : impl_->allocations) cudaFree(p);
   if (impl_->h_pinned) cudaFreeHost(impl_->h_pinned);
   if (impl_->h_out) cudaFreeHost(impl_->h_out);
+  if (impl_->h_sample) cudaFreeHost(impl_->h_sample);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
@@ -456,7 +462,8 @@ void CudaDecoder::Impl::linear(const LinearW& w, const bf16_t* x, int M, void* y
 
 // The whole step on device; inputs already in d_ints (layout(T, B)). With decode, every sequence has one token and
 // T == B. Query ranges for prefill come from the host copy (h_pinned) because they set kernel grids.
-void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits) {
+void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits,
+                                bool sampled) {
   const IntLayout L = layout(T, B);
   const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim, NQKV = qkv_rows();
   const int32_t* tokens = d_ints + L.tokens;
@@ -507,7 +514,10 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
       x = last_h;
     }
     linear(lm_head, x, B, logits, true);
-    ck::argmax(logits, B, c.n_vocab, d_out, stream);
+    if (sampled)
+      ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_out, stream);
+    else
+      ck::argmax(logits, B, c.n_vocab, d_out, stream);
   }
 }
 
@@ -547,6 +557,9 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
       return InvalidArgument("cuda step: token id " + std::to_string(s.tokens[t]) + " out of range");
 
   // Pure decode runs on a padded batch bucket (graphs); padded rows point at block 0 and write no KV.
+  const bool sampled = !s.sampling.empty();
+  if (sampled && (s.all_logits || s.sampling.size() != static_cast<size_t>(B)))
+    return InvalidArgument("cuda step: sampling needs one entry per sequence and no all_logits");
   const bool graph = decode && m.opt.use_graphs && !s.all_logits;
   int Bp = B;
   if (graph) {
@@ -588,14 +601,27 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
   if (L.total + B + 1 > m.ints_capacity) return InvalidArgument("cuda step: inputs exceed the staging buffer");
   if (!decode) std::copy(s.query_start.begin(), s.query_start.end(), hp + L.total);
   CUDA_CHECK(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * L.total, cudaMemcpyHostToDevice, m.stream));
+  if (sampled) {
+    for (int b = 0; b < Bp; ++b) {
+      ck::SampleParams sp;  // padded rows: greedy
+      if (b < B) {
+        const CudaSampling& q = s.sampling[b];
+        sp.temperature = q.temperature, sp.top_k = q.top_k, sp.top_p = q.top_p, sp.seed = q.seed;
+        sp.counter = q.counter;
+      }
+      m.h_sample[b] = sp;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(m.d_sample, m.h_sample, sizeof(ck::SampleParams) * Bp, cudaMemcpyHostToDevice,
+                               m.stream));
+  }
 
   if (graph) {
-    auto key = std::make_pair(Bp, n_splits);
+    auto key = std::make_tuple(Bp, n_splits, sampled);
     auto it = m.graphs.find(key);
     if (it == m.graphs.end()) {
       cudaGraph_t g;
       CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
-      m.forward(Tp, Bp, true, n_splits, partition, false);
+      m.forward(Tp, Bp, true, n_splits, partition, false, sampled);
       CUDA_CHECK(cudaStreamEndCapture(m.stream, &g));
       cudaGraphExec_t exec;
       CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
@@ -604,7 +630,7 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
     }
     CUDA_CHECK(cudaGraphLaunch(it->second, m.stream));
   } else {
-    m.forward(Tp, Bp, decode, n_splits, partition, s.all_logits);
+    m.forward(Tp, Bp, decode, n_splits, partition, s.all_logits, sampled);
   }
   const int rows = s.all_logits ? T : B;
   CUDA_CHECK(cudaMemcpyAsync(m.h_out, m.d_out, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, m.stream));
