@@ -1,11 +1,15 @@
 #include "api/model_loader.h"
 
+#include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "api/debug_model.h"
+#include "api/tokenizer_codec.h"
+#include "format/tensor_store.h"
+#include "tokenizer/tokenizer.h"
 #include "base/log.h"
 #include "chat/builtin_templates.h"
 #include "model/catalog.h"
@@ -56,11 +60,47 @@ Result<std::shared_ptr<ModelHost>> load_debug(const ModelLoadOptions& opts) {
   return host;
 }
 
-// Real GGUF models: tokenizer from the file's metadata + the CPU runner. Filled in when src/tokenizer and
-// src/runtime/cpu_runner land on main.
+// Real GGUF models: tokenizer and chat template from the file's metadata + the CPU runner.
+Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<TensorStore>& store,
+                                                          const ModelLoadOptions& opts) {
+  return Unsupported(store->path() + ": the CPU runner is not built in yet; use --model debug:bytes");
+}
+
 Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const ModelLoadOptions& opts) {
-  return Unsupported(path + ": serving GGUF models needs the tokenizer and the CPU runner (not built in yet); "
-                            "use --model debug:bytes");
+  auto opened = open_model_file(path);
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<TensorStore> store(std::move(*opened));
+  auto tok = Tokenizer::from_store(*store);
+  if (!tok.ok()) return tok.status().with_context(path);
+  auto host = std::make_shared<ModelHost>();
+  host->path = path;
+  const std::string stem = std::filesystem::path(path).stem().string();
+  const CatalogEntry* entry = find_model(opts.model);
+  host->served_name = !opts.served_model_name.empty() ? opts.served_model_name : entry ? entry->name : stem;
+  host->aliases = {opts.model, stem, std::filesystem::path(path).filename().string()};
+  std::error_code ec;
+  const auto mtime = std::filesystem::last_write_time(path, ec);
+  host->created = ec ? static_cast<int64_t>(std::time(nullptr))
+                     : std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::file_clock::to_sys(mtime).time_since_epoch()).count();
+  host->codec = make_tokenizer_codec(std::shared_ptr<const Tokenizer>(std::move(*tok)));
+  if (!opts.chat_template_file.empty()) {
+    auto t = load_template(opts.chat_template_file);
+    if (!t.ok()) return t.status();
+    host->chat_template = std::move(*t);
+  } else if (auto src = store->meta_string("tokenizer.chat_template")) {
+    auto t = chat::ChatTemplate::parse(*src);
+    if (!t.ok()) return t.status().with_context(path + ": tokenizer.chat_template");
+    host->chat_template = std::move(*t);
+  } else {
+    log_warn(path + ": no chat template in the file; /v1/chat/completions answers 400 (use --chat-template)");
+  }
+  auto runner = make_runner(store, opts);
+  if (!runner.ok()) return runner.status();
+  host->runner = std::move(*runner);
+  host->keepalive = store;
+  RETURN_IF_ERROR(start_engine(host.get(), opts));
+  return host;
 }
 
 }  // namespace
