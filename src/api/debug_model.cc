@@ -1,6 +1,8 @@
 #include "api/debug_model.h"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 namespace citadel::api {
 
@@ -54,7 +56,7 @@ class ByteCodec : public TextCodec {
 
 class DebugRunner : public engine::ModelRunner {
  public:
-  explicit DebugRunner(int max_context) : max_context_(max_context) {}
+  DebugRunner(int max_context, int step_ms) : max_context_(max_context), step_ms_(step_ms) {}
   int n_vocab() const override { return kDebugVocab; }
   int max_context() const override { return max_context_; }
   size_t kv_bytes_per_token() const override { return 8; }
@@ -70,6 +72,7 @@ class DebugRunner : public engine::ModelRunner {
     return OkStatus();
   }
   Status forward(const engine::Batch& b, float* logits) override {
+    if (step_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(step_ms_));
     for (int i = 0; i < b.n_tokens(); ++i) {
       if (b.slots[i] < 0 || static_cast<size_t>(b.slots[i]) >= pool_.size()) return Internal("debug: bad slot");
       pool_[b.slots[i]] = b.tokens[i];
@@ -100,6 +103,7 @@ class DebugRunner : public engine::ModelRunner {
 
  private:
   int max_context_;
+  int step_ms_;
   int block_size_ = 16;
   std::vector<int32_t> pool_;  // [n_blocks * block_size] token id per slot
 };
@@ -107,8 +111,8 @@ class DebugRunner : public engine::ModelRunner {
 }  // namespace
 
 std::unique_ptr<TextCodec> make_debug_codec() { return std::make_unique<ByteCodec>(); }
-std::unique_ptr<engine::ModelRunner> make_debug_runner(int max_context) {
-  return std::make_unique<DebugRunner>(max_context);
+std::unique_ptr<engine::ModelRunner> make_debug_runner(int max_context, int step_ms) {
+  return std::make_unique<DebugRunner>(max_context, step_ms);
 }
 
 }  // namespace citadel::api

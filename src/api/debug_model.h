@@ -16,6 +16,7 @@ constexpr int32_t kDebugBos = 257;
 constexpr int32_t kDebugVocab = 258;
 
 std::unique_ptr<TextCodec> make_debug_codec();
-std::unique_ptr<engine::ModelRunner> make_debug_runner(int max_context);
+// step_ms > 0: every forward() also sleeps this long (a slow model, for cancellation and load tests).
+std::unique_ptr<engine::ModelRunner> make_debug_runner(int max_context, int step_ms = 0);
 
 }  // namespace citadel::api

@@ -50,7 +50,7 @@ Result<std::shared_ptr<ModelHost>> load_debug(const ModelLoadOptions& opts) {
   host->path = opts.model;
   host->created = static_cast<int64_t>(std::time(nullptr));
   host->codec = make_debug_codec();
-  host->runner = make_debug_runner(opts.max_context > 0 ? opts.max_context : 4096);
+  host->runner = make_debug_runner(opts.max_context > 0 ? opts.max_context : 4096, opts.model == "debug:slow" ? 5 : 0);
   ModelLoadOptions o = opts;
   o.engine.n_blocks = 16384;  // 256k tokens of fake KV whatever the memory budget
   auto tmpl = load_template(opts.chat_template_file.empty() ? "chatml" : opts.chat_template_file);
@@ -107,7 +107,8 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
 
 Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts) {
   if (opts.model.rfind("debug:", 0) == 0) {
-    if (opts.model != "debug:bytes") return InvalidArgument("unknown debug model '" + opts.model + "' (debug:bytes)");
+    if (opts.model != "debug:bytes" && opts.model != "debug:slow")
+      return InvalidArgument("unknown debug model '" + opts.model + "' (debug:bytes, debug:slow)");
     return load_debug(opts);
   }
   auto path = resolve_model(opts.model, opts.models_dir.empty() ? default_models_dir() : opts.models_dir);

@@ -5,6 +5,7 @@
 //   PATH or catalogue NAME   a GGUF file (resolved with resolve_model), tokenizer from its metadata, the CPU runner
 //   debug:bytes              a built-in byte-level fake model (no weights; deterministic logits): for tests of the
 //                            server itself and for measuring its overhead without model compute
+//   debug:slow               the same, 5 ms per engine step
 #pragma once
 
 #include <memory>
