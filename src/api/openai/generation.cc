@@ -155,7 +155,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
         g.sampling = req_.sampling;
         if (g.sampling.has_seed) g.sampling.seed += static_cast<uint64_t>(k);  // n choices differ, reproducibly
         g.max_tokens = prep_.max_tokens;
-        g.stop_token_ids = eog_;
+        if (!req_.ignore_eos) g.stop_token_ids = eog_;
         auto h = host_->engine->submit(std::move(g));
         if (!h.ok()) {
           for (auto& prev : choices_) prev->handle->cancel();

@@ -150,6 +150,7 @@ std::optional<ApiError> parse_common(const ojson& b, ParsedRequest* r) {
     }
   }
   if (auto e = get_string(b, "user", &r->user)) return e;
+  if (auto e = get_bool(b, "ignore_eos", &r->ignore_eos)) return e;
 
   auto lb = b.find("logit_bias");
   if (lb != b.end() && !lb->is_null()) {

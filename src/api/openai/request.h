@@ -36,6 +36,7 @@ struct ParsedRequest {
   bool logprobs = false;             // chat: logprobs: true; completions: logprobs: N given
   bool echo = false;                 // completions: prepend the prompt to the text
   std::string user;
+  bool ignore_eos = false;           // extension (vLLM): generate max_tokens tokens, never stop at EOS
 };
 
 // Reads the body; checks JSON syntax, nesting depth (<= 64) and that it is an object.
