@@ -122,6 +122,12 @@ struct Delta {
   bool empty() const { return content.empty() && reasoning.empty() && lp_content.empty() && lp_tokens.empty(); }
 };
 
+// GenerateRequest::on_event (a notify installed before the request is queued) where this engine version has it.
+template <typename G>
+void set_on_event(G& g, const std::function<void()>& fn) {
+  if constexpr (requires { g.on_event = fn; }) g.on_event = fn;
+}
+
 class Generation : public std::enable_shared_from_this<Generation> {
  public:
   Generation(std::shared_ptr<const ModelHost> host, std::shared_ptr<ServiceStats> stats, ParsedRequest req,
@@ -140,7 +146,23 @@ class Generation : public std::enable_shared_from_this<Generation> {
     if (stream_counted_) stats_->streams_active--;
   }
 
+  // Engine-thread callback: records the first step and posts one pump onto the connection's executor.
+  std::function<void()> make_notify() {
+    std::weak_ptr<Generation> weak = weak_from_this();
+    std::weak_ptr<server::Responder> wr = responder_;
+    return [weak, wr] {
+      auto g = weak.lock();
+      if (!g) return;
+      if (!g->first_step_seen_.exchange(true)) g->stats_->record_first_step(now_seconds() - g->received_at_);
+      if (g->pump_posted_.exchange(true)) return;  // a pump is already queued
+      if (auto r = wr.lock()) r->post([weak] {
+        if (auto g2 = weak.lock()) g2->pump();
+      });
+    };
+  }
+
   void start() {
+    const std::function<void()> notify = make_notify();
     const int n_prompts = static_cast<int>(prep_.prompts.size());
     for (int p = 0; p < n_prompts; ++p) {
       for (int k = 0; k < req_.n; ++k) {
@@ -155,6 +177,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
         g.sampling = req_.sampling;
         if (g.sampling.has_seed) g.sampling.seed += static_cast<uint64_t>(k);  // n choices differ, reproducibly
         g.max_tokens = prep_.max_tokens;
+        set_on_event(g, notify);  // installed before queueing where the engine supports it
         if (!req_.ignore_eos) g.stop_token_ids = eog_;
         auto h = host_->engine->submit(std::move(g));
         if (!h.ok()) {
@@ -166,19 +189,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
       }
     }
     stats_->record_pre_submit(now_seconds() - received_at_);
-    std::weak_ptr<Generation> weak = weak_from_this();
-    std::weak_ptr<server::Responder> wr = responder_;
-    for (auto& c : choices_) {
-      c->handle->set_notify([weak, wr] {
-        auto g = weak.lock();
-        if (!g) return;
-        if (!g->first_step_seen_.exchange(true)) g->stats_->record_first_step(now_seconds() - g->received_at_);
-        if (g->pump_posted_.exchange(true)) return;  // a pump is already queued
-        if (auto r = wr.lock()) r->post([weak] {
-          if (auto g2 = weak.lock()) g2->pump();
-        });
-      });
-    }
+    for (auto& c : choices_) c->handle->set_notify(notify);
     auto self = shared_from_this();
     responder_->on_closed([self] { self->client_gone(); });
     responder_->on_writable([self] { self->pump(); });
