@@ -40,9 +40,10 @@ spec = yaml.safe_load(open("docs/openapi.yaml"))
 spec["components"]["schemas"]["SamplingFields"]["properties"]["model"]["enum"] = ["smollm2"]
 yaml.safe_dump(spec, open(sys.argv[1], "w"))
 PY
-schemathesis run "$tmp/openapi.yaml" --url "http://127.0.0.1:$port" \
+# Run from $tmp: schemathesis keeps a .schemathesis/ cache in the working directory.
+(cd "$tmp" && schemathesis run "$tmp/openapi.yaml" --url "http://127.0.0.1:$port" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --phases examples,fuzzing --max-examples 30 --seed 1 --generation-database none --request-timeout 120 --no-color -w 1
+  --phases examples,fuzzing --max-examples 30 --seed 1 --generation-database none --request-timeout 120 --no-color -w 1)
 kill -TERM $pid
 wait $pid
 echo "server exited cleanly"
