@@ -1,0 +1,33 @@
+// API errors in the OpenAI shape: {"error": {"message", "type", "param", "code"}} with the HTTP status.
+#pragma once
+
+#include <string>
+
+#include "base/status.h"
+#include "server/http_types.h"
+
+namespace citadel::api {
+
+struct ApiError {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // "" -> null
+  std::string code;   // "" -> null
+  int retry_after_s = 0;  // > 0: Retry-After header (429, 503)
+};
+
+ApiError bad_request(std::string message, std::string param = "", std::string code = "");
+ApiError not_found(std::string message, std::string code = "not_found");
+ApiError method_not_allowed(const std::string& method, const std::string& path);
+ApiError busy(std::string message);       // 429 + Retry-After
+ApiError unavailable(std::string message);  // 503 + Retry-After
+ApiError internal_error(std::string message);
+
+// Maps an engine / template Status to the right status code (kInvalidArgument 400, kResourceExhausted 429, ...).
+ApiError from_status(const Status& st, const std::string& param = "");
+
+std::string error_body(const ApiError& e);
+server::HttpResponse error_response(const ApiError& e);
+
+}  // namespace citadel::api

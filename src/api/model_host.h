@@ -1,0 +1,66 @@
+// ModelHost: everything the API needs about one served model: its engine, the text codec (tokenizer), the chat
+// template and the names it answers to. Built by load_model_host() (model_loader.h); the API never loads files.
+// Thread-safety: immutable after construction except through Engine's own thread-safe methods; TextCodec methods
+// are const and safe from any thread; decoders are per stream.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chat/chat_template.h"
+#include "engine/engine.h"
+
+namespace citadel::api {
+
+// Per-stream detokenizer: text that never ends in half a UTF-8 character.
+class StreamDecoder {
+ public:
+  virtual ~StreamDecoder() = default;
+  virtual std::string push(int32_t id) = 0;
+  virtual std::string flush() = 0;
+};
+
+// Text <-> tokens for the API: a thin interface over the model's tokenizer (so the API and its tests do not depend
+// on one tokenizer implementation).
+class TextCodec {
+ public:
+  virtual ~TextCodec() = default;
+  // add_special: BOS etc. per the model; parse_special: control tokens in the text are matched (chat templates).
+  virtual std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const = 0;
+  virtual std::unique_ptr<StreamDecoder> decoder() const = 0;  // skips special tokens
+  virtual std::string piece(int32_t id) const = 0;              // the bytes of one token (logprobs)
+  virtual std::vector<int32_t> eog_ids() const = 0;              // end-of-generation tokens (stop ids)
+  virtual int32_t n_vocab() const = 0;
+  virtual std::string bos_text() const = 0;
+  virtual std::string eos_text() const = 0;
+};
+
+struct ModelHost {
+  std::string served_name;  // the id in /v1/models and the accepted "model" value
+  std::vector<std::string> aliases;  // also accepted as "model" (e.g. the catalogue name, the file name)
+  std::string path;
+  int64_t created = 0;      // unix seconds (file mtime or load time)
+  int max_context = 0;
+  std::optional<chat::ChatTemplate> chat_template;  // none: chat completions answer 400
+  std::unique_ptr<TextCodec> codec;
+  std::unique_ptr<engine::ModelRunner> runner;  // owned here; the engine points to it
+  std::unique_ptr<engine::Engine> engine;       // started
+  std::shared_ptr<void> keepalive;              // whatever the runner borrows (mapped weights, ...)
+
+  ~ModelHost() {
+    engine.reset();  // before the runner it drives
+    runner.reset();
+  }
+  bool accepts(const std::string& model) const {
+    if (model == served_name) return true;
+    for (const auto& a : aliases)
+      if (model == a) return true;
+    return false;
+  }
+};
+
+}  // namespace citadel::api

@@ -1,0 +1,119 @@
+#include "api/model_loader.h"
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "api/debug_model.h"
+#include "api/tokenizer_codec.h"
+#include "format/tensor_store.h"
+#include "tokenizer/tokenizer.h"
+#include "base/log.h"
+#include "chat/builtin_templates.h"
+#include "model/catalog.h"
+
+namespace citadel::api {
+
+namespace {
+
+// --chat-template: a builtin name or a file.
+Result<chat::ChatTemplate> load_template(const std::string& spec) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(spec, ec)) {
+    std::ifstream f(spec, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    if (!f) return IoError(spec + ": cannot read the chat template file");
+    auto t = chat::ChatTemplate::parse(ss.str());
+    if (!t.ok()) return t.status().with_context(spec);
+    return t;
+  }
+  return chat::builtin_template(spec);
+}
+
+Status start_engine(ModelHost* host, const ModelLoadOptions& opts) {
+  engine::EngineConfig ec = opts.engine;
+  if (opts.max_context > 0) ec.max_context = opts.max_context;
+  host->engine = std::make_unique<engine::Engine>(host->runner.get(), ec);
+  RETURN_IF_ERROR(host->engine->start());
+  host->max_context = ec.max_context > 0 ? std::min(ec.max_context, host->runner->max_context())
+                                         : host->runner->max_context();
+  return OkStatus();
+}
+
+Result<std::shared_ptr<ModelHost>> load_debug(const ModelLoadOptions& opts) {
+  auto host = std::make_shared<ModelHost>();
+  host->served_name = opts.served_model_name.empty() ? opts.model : opts.served_model_name;
+  host->aliases.push_back(opts.model);
+  host->path = opts.model;
+  host->created = static_cast<int64_t>(std::time(nullptr));
+  host->codec = make_debug_codec();
+  host->runner = make_debug_runner(opts.max_context > 0 ? opts.max_context : 4096, opts.model == "debug:slow" ? 5 : 0);
+  ModelLoadOptions o = opts;
+  o.engine.n_blocks = 16384;  // 256k tokens of fake KV whatever the memory budget
+  auto tmpl = load_template(opts.chat_template_file.empty() ? "chatml" : opts.chat_template_file);
+  if (!tmpl.ok()) return tmpl.status();
+  host->chat_template = std::move(*tmpl);
+  RETURN_IF_ERROR(start_engine(host.get(), o));
+  return host;
+}
+
+// Real GGUF models: tokenizer and chat template from the file's metadata + the CPU runner.
+Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<TensorStore>& store,
+                                                          const ModelLoadOptions& opts) {
+  return Unsupported(store->path() + ": the CPU runner is not built in yet; use --model debug:bytes");
+}
+
+Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const ModelLoadOptions& opts) {
+  auto opened = open_model_file(path);
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<TensorStore> store(std::move(*opened));
+  auto tok = Tokenizer::from_store(*store);
+  if (!tok.ok()) return tok.status().with_context(path);
+  auto host = std::make_shared<ModelHost>();
+  host->path = path;
+  const std::string stem = std::filesystem::path(path).stem().string();
+  const CatalogEntry* entry = find_model(opts.model);
+  host->served_name = !opts.served_model_name.empty() ? opts.served_model_name : entry ? entry->name : stem;
+  host->aliases = {opts.model, stem, std::filesystem::path(path).filename().string()};
+  std::error_code ec;
+  const auto mtime = std::filesystem::last_write_time(path, ec);
+  host->created = ec ? static_cast<int64_t>(std::time(nullptr))
+                     : std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::file_clock::to_sys(mtime).time_since_epoch()).count();
+  host->codec = make_tokenizer_codec(std::shared_ptr<const Tokenizer>(std::move(*tok)));
+  if (!opts.chat_template_file.empty()) {
+    auto t = load_template(opts.chat_template_file);
+    if (!t.ok()) return t.status();
+    host->chat_template = std::move(*t);
+  } else if (auto src = store->meta_string("tokenizer.chat_template")) {
+    auto t = chat::ChatTemplate::parse(*src);
+    if (!t.ok()) return t.status().with_context(path + ": tokenizer.chat_template");
+    host->chat_template = std::move(*t);
+  } else {
+    log_warn(path + ": no chat template in the file; /v1/chat/completions answers 400 (use --chat-template)");
+  }
+  auto runner = make_runner(store, opts);
+  if (!runner.ok()) return runner.status();
+  host->runner = std::move(*runner);
+  host->keepalive = store;
+  RETURN_IF_ERROR(start_engine(host.get(), opts));
+  return host;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts) {
+  if (opts.model.rfind("debug:", 0) == 0) {
+    if (opts.model != "debug:bytes" && opts.model != "debug:slow")
+      return InvalidArgument("unknown debug model '" + opts.model + "' (debug:bytes, debug:slow)");
+    return load_debug(opts);
+  }
+  auto path = resolve_model(opts.model, opts.models_dir.empty() ? default_models_dir() : opts.models_dir);
+  if (!path.ok()) return path.status();
+  return load_gguf(*path, opts);
+}
+
+}  // namespace citadel::api

@@ -1,0 +1,33 @@
+// load_model_host(): the one place where a model file becomes a served ModelHost (codec + runner + engine + chat
+// template). Everything else in the API works on the ModelHost.
+//
+// Model specs:
+//   PATH or catalogue NAME   a GGUF file (resolved with resolve_model), tokenizer from its metadata, the CPU runner
+//   debug:bytes              a built-in byte-level fake model (no weights; deterministic logits): for tests of the
+//                            server itself and for measuring its overhead without model compute
+//   debug:slow               the same, 5 ms per engine step
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "api/model_host.h"
+#include "base/status.h"
+#include "engine/engine.h"
+
+namespace citadel::api {
+
+struct ModelLoadOptions {
+  std::string model;               // PATH | NAME | debug:bytes
+  std::string models_dir;          // where catalogue names are looked up ("" = default_models_dir())
+  std::string served_model_name;   // "" = the catalogue name or the file stem
+  std::string chat_template_file;  // "" = the model's own template, else a builtin name or a file path
+  int max_context = 0;             // 0 = the model's
+  int compute_threads = 0;         // CPU runner threads (0 = all cores)
+  engine::EngineConfig engine;     // max_waiting etc.
+};
+
+// Loads, builds the engine and starts it. Errors name the file and what failed.
+Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts);
+
+}  // namespace citadel::api

@@ -1,0 +1,181 @@
+#include "server/config.h"
+
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace citadel::server {
+
+namespace {
+
+enum class Kind { kString, kInt };
+struct Field {
+  const char* name;
+  Kind kind;
+  std::string ServeConfig::*s;
+  int ServeConfig::*i;
+  int lo, hi;
+  const char* help;
+};
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> f = {
+      {"model", Kind::kString, &ServeConfig::model, nullptr, 0, 0, "model PATH, catalogue NAME or debug:bytes"},
+      {"models_dir", Kind::kString, &ServeConfig::models_dir, nullptr, 0, 0, "directory of pulled models"},
+      {"host", Kind::kString, &ServeConfig::host, nullptr, 0, 0, "listen address"},
+      {"port", Kind::kInt, nullptr, &ServeConfig::port, 0, 65535, "listen port (0 = any free port)"},
+      {"max_queue", Kind::kInt, nullptr, &ServeConfig::max_queue, 1, 1 << 20, "waiting requests before 429"},
+      {"max_seqs", Kind::kInt, nullptr, &ServeConfig::max_seqs, 1, 4096, "sequences decoded together"},
+      {"threads", Kind::kInt, nullptr, &ServeConfig::threads, 0, 1024, "compute threads (0 = all cores)"},
+      {"io_threads", Kind::kInt, nullptr, &ServeConfig::io_threads, 1, 64, "HTTP I/O threads"},
+      {"served_model_name", Kind::kString, &ServeConfig::served_model_name, nullptr, 0, 0, "model id in the API"},
+      {"chat_template", Kind::kString, &ServeConfig::chat_template, nullptr, 0, 0, "builtin name or file"},
+      {"max_context", Kind::kInt, nullptr, &ServeConfig::max_context, 0, 1 << 24, "context limit (0 = model's)"},
+      {"kv_memory_mb", Kind::kInt, nullptr, &ServeConfig::kv_memory_mb, 1, 1 << 24, "KV cache budget (MiB)"},
+      {"max_body_mb", Kind::kInt, nullptr, &ServeConfig::max_body_mb, 1, 1024, "request body limit (413 beyond)"},
+      {"idle_timeout_s", Kind::kInt, nullptr, &ServeConfig::idle_timeout_s, 1, 86400, "keep-alive idle timeout"},
+      {"request_timeout_s", Kind::kInt, nullptr, &ServeConfig::request_timeout_s, 1, 86400, "generation deadline"},
+      {"drain_timeout_s", Kind::kInt, nullptr, &ServeConfig::drain_timeout_s, 0, 86400, "shutdown drain deadline"},
+      {"max_connections", Kind::kInt, nullptr, &ServeConfig::max_connections, 1, 1 << 20, "open connections"},
+      {"log_level", Kind::kString, &ServeConfig::log_level, nullptr, 0, 0, "debug|info|warn|error"},
+  };
+  return f;
+}
+
+std::string trim(const std::string& s) {
+  size_t a = 0, b = s.size();
+  while (a < b && std::isspace(static_cast<unsigned char>(s[a]))) ++a;
+  while (b > a && std::isspace(static_cast<unsigned char>(s[b - 1]))) --b;
+  return s.substr(a, b - a);
+}
+
+std::string normalize_key(std::string k) {
+  for (char& c : k) c = c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return k;
+}
+
+}  // namespace
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = [] {
+    std::vector<ConfigKey> k;
+    for (const auto& f : fields()) k.push_back({f.name, f.help});
+    return k;
+  }();
+  return keys;
+}
+
+Status set_config_value(ServeConfig* c, const std::string& key, const std::string& value, const std::string& source) {
+  const std::string k = normalize_key(key);
+  for (const auto& f : fields()) {
+    if (k != f.name) continue;
+    if (f.kind == Kind::kString) {
+      c->*(f.s) = value;
+      return OkStatus();
+    }
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || errno != 0 || v < f.lo || v > f.hi)
+      return InvalidArgument(source + ": " + f.name + " must be an integer in [" + std::to_string(f.lo) + ", " +
+                             std::to_string(f.hi) + "], got '" + value + "'");
+    c->*(f.i) = static_cast<int>(v);
+    return OkStatus();
+  }
+  return InvalidArgument(source + ": unknown option '" + key + "'");
+}
+
+Result<std::map<std::string, std::string>> parse_yaml_subset(const std::string& text, const std::string& name) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    const std::string where = name + ":" + std::to_string(lineno);
+    std::string t = trim(line);
+    if (t.empty() || t[0] == '#' || t == "---") continue;
+    if (!line.empty() && std::isspace(static_cast<unsigned char>(line[0])))
+      return InvalidArgument(where + ": nested YAML is not supported (flat `key: value` only)");
+    const size_t colon = t.find(':');
+    if (colon == std::string::npos) return InvalidArgument(where + ": expected `key: value`");
+    std::string key = trim(t.substr(0, colon));
+    std::string val = trim(t.substr(colon + 1));
+    if (!val.empty() && (val[0] == '"' || val[0] == '\'')) {
+      const char q = val[0];
+      const size_t close = val.find(q, 1);
+      if (close == std::string::npos) return InvalidArgument(where + ": unterminated quoted string");
+      const std::string rest = trim(val.substr(close + 1));
+      if (!rest.empty() && rest[0] != '#') return InvalidArgument(where + ": text after the quoted value");
+      val = val.substr(1, close - 1);
+    } else {
+      const size_t hash = val.find(" #");
+      if (hash != std::string::npos) val = trim(val.substr(0, hash));
+      if (val == "~" || val == "null") val.clear();
+    }
+    if (key.empty()) return InvalidArgument(where + ": empty key");
+    out[normalize_key(key)] = val;
+  }
+  return out;
+}
+
+Result<std::map<std::string, std::string>> read_yaml_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return IoError(path + ": cannot open the config file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_yaml_subset(ss.str(), path);
+}
+
+std::map<std::string, std::string> env_overrides(char** env) {
+  std::map<std::string, std::string> out;
+  if (!env) return out;
+  for (char** e = env; *e; ++e) {
+    const std::string kv = *e;
+    if (kv.rfind("CITADEL_", 0) != 0) continue;
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string key = normalize_key(kv.substr(8, eq - 8));
+    for (const auto& f : fields())
+      if (key == f.name) out[key] = kv.substr(eq + 1);
+  }
+  return out;
+}
+
+Status build_config(const std::string& config_file, char** env, const std::map<std::string, std::string>& flags,
+                    ServeConfig* out) {
+  ServeConfig c;
+  std::string file = config_file;
+  if (file.empty() && env)
+    for (char** e = env; *e; ++e)
+      if (std::string(*e).rfind("CITADEL_CONFIG=", 0) == 0) file = std::string(*e).substr(15);
+  if (!file.empty()) {
+    auto kv = read_yaml_file(file);
+    if (!kv.ok()) return kv.status();
+    for (const auto& [k, v] : *kv) RETURN_IF_ERROR(set_config_value(&c, k, v, file));
+  }
+  for (const auto& [k, v] : env_overrides(env))
+    RETURN_IF_ERROR(set_config_value(&c, k, v, "environment CITADEL_" + k));
+  for (const auto& [k, v] : flags) RETURN_IF_ERROR(set_config_value(&c, k, v, "flag --" + k));
+  if (c.model.empty()) return InvalidArgument("no model: give --model PATH|NAME (or model: in the config file)");
+  *out = std::move(c);
+  return OkStatus();
+}
+
+std::string config_to_yaml(const ServeConfig& c) {
+  std::string s;
+  for (const auto& f : fields()) {
+    const std::string name = f.name;
+    std::string v = f.kind == Kind::kString ? "\"" + c.*(f.s) + "\"" : std::to_string(c.*(f.i));
+    if (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
+        name.find("token") != std::string::npos)
+      v = "\"***\"";
+    s += name + ": " + v + "\n";
+  }
+  return s;
+}
+
+}  // namespace citadel::server

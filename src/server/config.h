@@ -1,0 +1,61 @@
+// ServeConfig: every option of `citadel serve`, settable (highest first) by command-line flag, CITADEL_* environment
+// variable, YAML config file, or default. Keys use underscores in the file (max_queue), dashes on the command line
+// (--max-queue) and upper case in the environment (CITADEL_MAX_QUEUE).
+// The YAML reader accepts the subset a flat config needs: `key: value` lines, # comments, quoted strings.
+// Thread-safety: plain data and pure functions.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace citadel::server {
+
+struct ServeConfig {
+  std::string model;                 // PATH | catalogue NAME | debug:bytes (required)
+  std::string models_dir;            // where catalogue names live ("" = $CITADEL_MODELS or ~/.cache/citadel/models)
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  int max_queue = 256;               // engine admission bound (waiting requests); beyond: 429
+  int max_seqs = 64;                 // sequences decoded together
+  int threads = 0;                   // compute threads (0 = all cores)
+  int io_threads = 2;                // HTTP I/O threads
+  std::string served_model_name;     // "" = the model's name
+  std::string chat_template;         // "" = the model's; else a builtin name or a file
+  int max_context = 0;               // 0 = the model's
+  int kv_memory_mb = 1024;           // KV cache budget
+  int max_body_mb = 8;               // 413 beyond
+  int idle_timeout_s = 60;
+  int request_timeout_s = 600;       // engine deadline per request
+  int drain_timeout_s = 30;          // graceful shutdown: running requests get this long
+  int max_connections = 10000;
+  std::string log_level = "info";
+};
+
+struct ConfigKey {
+  std::string name;  // file key (underscores)
+  std::string help;
+};
+// Every key, in print order.
+const std::vector<ConfigKey>& config_keys();
+
+// Sets one key from text; error names the key, the source and the value.
+Status set_config_value(ServeConfig* c, const std::string& key, const std::string& value, const std::string& source);
+
+// Reads `key: value` pairs. Errors name the file and line.
+Result<std::map<std::string, std::string>> parse_yaml_subset(const std::string& text, const std::string& name);
+Result<std::map<std::string, std::string>> read_yaml_file(const std::string& path);
+
+// CITADEL_<KEY> variables present in the environment (env: a NULL-terminated environ-style array).
+std::map<std::string, std::string> env_overrides(char** env);
+
+// Layers: defaults < file < env < flags. Unknown keys in the file are errors (typos should not pass silently).
+Status build_config(const std::string& config_file, char** env, const std::map<std::string, std::string>& flags,
+                    ServeConfig* out);
+
+// The effective configuration as YAML text (no secrets in here today; keys named *key*/*secret*/*token* are masked).
+std::string config_to_yaml(const ServeConfig& c);
+
+}  // namespace citadel::server
