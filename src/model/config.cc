@@ -1,0 +1,120 @@
+#include "model/config.h"
+
+namespace citadel {
+namespace {
+
+int64_t int_or(const TensorStore& s, const std::string& key, int64_t dflt) {
+  auto v = s.meta_int(key);
+  return v ? *v : dflt;
+}
+double float_or(const TensorStore& s, const std::string& key, double dflt) {
+  auto v = s.meta_float(key);
+  return v ? *v : dflt;
+}
+
+RopeType rope_type_for(const std::string& arch, const std::string& source) {
+  if (arch == "bert") return RopeType::kNone;
+  if (arch == "llama" || arch == "deepseek" || arch == "deepseek2" || arch == "command-r" || arch == "granite") {
+    // The GGUF converter permutes llama Q/K into adjacent pairs; raw HF weights keep rotate_half (NeoX) order.
+    return source == "safetensors" ? RopeType::kNeox : RopeType::kNorm;
+  }
+  return RopeType::kNeox;  // qwen*, gemma*, phi3, falcon, gptneox
+}
+
+int64_t vocab_size(const TensorStore& s, const std::string& arch) {
+  if (auto v = s.meta_int(arch + ".vocab_size")) return *v;
+  if (const MetaValue* t = s.meta("tokenizer.ggml.tokens"); t && t->as_array()) {
+    return static_cast<int64_t>(t->as_array()->size());
+  }
+  for (const char* name : {"token_embd.weight", "model.embed_tokens.weight"}) {
+    if (const TensorInfo* t = s.find(name); t && t->shape.size() == 2) return t->shape[0];
+  }
+  return 0;
+}
+
+}  // namespace
+
+const char* rope_type_name(RopeType t) {
+  switch (t) {
+    case RopeType::kNone: return "none";
+    case RopeType::kNorm: return "norm";
+    case RopeType::kNeox: return "neox";
+  }
+  return "unknown";
+}
+
+bool has_output_tensor(const TensorStore& s) { return s.find("output.weight") || s.find("lm_head.weight"); }
+
+bool has_qkv_bias(const TensorStore& s) {
+  return s.find("blk.0.attn_q.bias") || s.find("model.layers.0.self_attn.q_proj.bias");
+}
+
+ModelConfig read_model_config(const TensorStore& s) {
+  ModelConfig c;
+  c.source = s.format();
+  c.arch = s.meta_string("general.architecture").value_or("");
+  c.name = s.meta_string("general.name").value_or("");
+  const std::string p = c.arch + ".";
+  c.n_layers = int_or(s, p + "block_count", 0);
+  c.dim = int_or(s, p + "embedding_length", 0);
+  c.n_heads = int_or(s, p + "attention.head_count", 0);
+  c.n_kv_heads = int_or(s, p + "attention.head_count_kv", c.n_heads);
+  c.head_dim = int_or(s, p + "attention.key_length", c.n_heads > 0 ? c.dim / c.n_heads : 0);
+  c.hidden_dim = int_or(s, p + "feed_forward_length", 0);
+  c.n_vocab = vocab_size(s, c.arch);
+  c.context_len = int_or(s, p + "context_length", 0);
+  c.rope_theta = float_or(s, p + "rope.freq_base", 10000.0);
+  c.rope_type = rope_type_for(c.arch, c.source);
+  c.rope_dim = c.rope_type == RopeType::kNone ? 0 : int_or(s, p + "rope.dimension_count", c.head_dim);
+  const std::string rs = p + "rope.scaling.";
+  c.rope_scaling.type = s.meta_string(rs + "type").value_or("none");
+  c.rope_scaling.factor = float_or(s, rs + "factor", 1.0);
+  c.rope_scaling.original_context = int_or(s, rs + "original_context_length", 0);
+  c.rope_scaling.low_freq_factor = float_or(s, rs + "low_freq_factor", 0);
+  c.rope_scaling.high_freq_factor = float_or(s, rs + "high_freq_factor", 0);
+  if (auto lin = s.meta_float(p + "rope.scale_linear"); lin && c.rope_scaling.type == "none") {
+    c.rope_scaling.type = "linear";  // legacy key
+    c.rope_scaling.factor = *lin;
+  }
+  c.norm_eps = c.arch == "bert" ? float_or(s, p + "attention.layer_norm_epsilon", 1e-12)
+                                : float_or(s, p + "attention.layer_norm_rms_epsilon", 1e-5);
+  c.tied_embeddings = !has_output_tensor(s);
+  c.attn_bias = has_qkv_bias(s);
+  for (const TensorInfo& t : s.tensors()) c.n_params += t.numel();
+  return c;
+}
+
+Result<ModelConfig> model_config_from(const TensorStore& s) {
+  ModelConfig c = read_model_config(s);
+  const std::string& path = s.path();
+  if (c.arch.empty()) return DataLoss(path + ": general.architecture is missing");
+  if (c.arch != "llama" && c.arch != "qwen2") {
+    return Unsupported(path + ": architecture '" + c.arch + "' is not supported (llama, qwen2)");
+  }
+  const std::string p = c.arch + ".";
+  struct Req { const char* key; int64_t value; };
+  for (const Req& r : {Req{"block_count", c.n_layers}, Req{"embedding_length", c.dim},
+                       Req{"attention.head_count", c.n_heads}, Req{"attention.head_count_kv", c.n_kv_heads},
+                       Req{"feed_forward_length", c.hidden_dim}, Req{"vocab_size", c.n_vocab},
+                       Req{"attention.key_length", c.head_dim}, Req{"context_length", c.context_len}}) {
+    if (r.value <= 0 || r.value > (int64_t{1} << 31)) {
+      return DataLoss(path + ": " + p + r.key + " is missing or out of range (" + std::to_string(r.value) + ")");
+    }
+  }
+  if (c.n_heads % c.n_kv_heads != 0) {
+    return DataLoss(path + ": head_count " + std::to_string(c.n_heads) + " is not a multiple of head_count_kv " +
+                    std::to_string(c.n_kv_heads));
+  }
+  if (c.rope_dim <= 0 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0) {
+    return DataLoss(path + ": " + p + "rope.dimension_count " + std::to_string(c.rope_dim) +
+                    " must be even and at most head_dim " + std::to_string(c.head_dim));
+  }
+  if (!(c.rope_theta > 0)) return DataLoss(path + ": " + p + "rope.freq_base must be positive");
+  if (!(c.norm_eps > 0) || c.norm_eps > 1) {
+    return DataLoss(path + ": " + p + "attention.layer_norm_rms_epsilon " + std::to_string(c.norm_eps) +
+                    " is out of range");
+  }
+  return c;
+}
+
+}  // namespace citadel
