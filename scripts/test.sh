@@ -3,6 +3,8 @@
 set -euo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
+# Real-model tests need the default model; pull is idempotent (a present file is kept).
+"$BUILD/citadel" pull smollm2-135m
 ctest --test-dir "$BUILD" --output-on-failure -j "$(nproc)"
 for t in scripts/test.d/*.sh; do
   [ -e "$t" ] || continue

@@ -171,7 +171,9 @@ void micro() {
     p.scale = 0.088f;
     for (int part : {32, 64, 128, 256}) {
       const int splits = (ctx + part - 1) / part;
-      BENCH_CHECK(cudaMalloc(&ws, std::max<int64_t>(1, cuda::decode_workspace_floats(B, H, D, splits)) * 4));
+      const int64_t wsf = std::max<int64_t>(1, cuda::decode_workspace_floats(B, H, D, splits));
+      BENCH_CHECK(cudaMalloc(&ws, wsf * 4));
+      BENCH_CHECK(cudaMemset(ws, 0, wsf * 4));  // merge counters start at zero
       const float t = time_ms([&] {
         cuda::paged_attention_decode(p, static_cast<uint16_t*>(qq), H * D, static_cast<uint16_t*>(oo), B, splits,
                                      part, static_cast<float*>(ws), nullptr);

@@ -62,6 +62,14 @@ class GgufReader {
     pos_ += sizeof(T);
     return OkStatus();
   }
+  // Reads a T and stores it widened to Stored (uint64_t, int64_t or double).
+  template <typename T, typename Stored>
+  Status read_scalar(MetaValue* out, const char* what) {
+    T x{};
+    RETURN_IF_ERROR(read_raw(&x, what));
+    out->v = static_cast<Stored>(x);
+    return OkStatus();
+  }
   Status read_string(std::string* out, const char* what, uint64_t max_len);
   Status read_type(MetaValue::Type* out, const char* what);
   Status read_value(MetaValue::Type type, MetaValue* out, int depth);
@@ -114,16 +122,16 @@ Status GgufReader::read_type(MetaValue::Type* out, const char* what) {
 Status GgufReader::read_value(MetaValue::Type type, MetaValue* out, int depth) {
   out->type = type;
   switch (type) {
-    case MetaValue::Type::kU8: { uint8_t x{}; RETURN_IF_ERROR(read_raw(&x, "u8 value")); out->v = uint64_t{x}; break; }
-    case MetaValue::Type::kI8: { int8_t x{}; RETURN_IF_ERROR(read_raw(&x, "i8 value")); out->v = int64_t{x}; break; }
-    case MetaValue::Type::kU16: { uint16_t x{}; RETURN_IF_ERROR(read_raw(&x, "u16 value")); out->v = uint64_t{x}; break; }
-    case MetaValue::Type::kI16: { int16_t x{}; RETURN_IF_ERROR(read_raw(&x, "i16 value")); out->v = int64_t{x}; break; }
-    case MetaValue::Type::kU32: { uint32_t x{}; RETURN_IF_ERROR(read_raw(&x, "u32 value")); out->v = uint64_t{x}; break; }
-    case MetaValue::Type::kI32: { int32_t x{}; RETURN_IF_ERROR(read_raw(&x, "i32 value")); out->v = int64_t{x}; break; }
-    case MetaValue::Type::kU64: { uint64_t x{}; RETURN_IF_ERROR(read_raw(&x, "u64 value")); out->v = x; break; }
-    case MetaValue::Type::kI64: { int64_t x{}; RETURN_IF_ERROR(read_raw(&x, "i64 value")); out->v = x; break; }
-    case MetaValue::Type::kF32: { float x{}; RETURN_IF_ERROR(read_raw(&x, "f32 value")); out->v = double{x}; break; }
-    case MetaValue::Type::kF64: { double x{}; RETURN_IF_ERROR(read_raw(&x, "f64 value")); out->v = x; break; }
+    case MetaValue::Type::kU8: return read_scalar<uint8_t, uint64_t>(out, "u8 value");
+    case MetaValue::Type::kI8: return read_scalar<int8_t, int64_t>(out, "i8 value");
+    case MetaValue::Type::kU16: return read_scalar<uint16_t, uint64_t>(out, "u16 value");
+    case MetaValue::Type::kI16: return read_scalar<int16_t, int64_t>(out, "i16 value");
+    case MetaValue::Type::kU32: return read_scalar<uint32_t, uint64_t>(out, "u32 value");
+    case MetaValue::Type::kI32: return read_scalar<int32_t, int64_t>(out, "i32 value");
+    case MetaValue::Type::kU64: return read_scalar<uint64_t, uint64_t>(out, "u64 value");
+    case MetaValue::Type::kI64: return read_scalar<int64_t, int64_t>(out, "i64 value");
+    case MetaValue::Type::kF32: return read_scalar<float, double>(out, "f32 value");
+    case MetaValue::Type::kF64: return read_scalar<double, double>(out, "f64 value");
     case MetaValue::Type::kBool: {
       uint8_t x = 0;
       RETURN_IF_ERROR(read_raw(&x, "bool value"));

@@ -123,8 +123,12 @@ Status Mapper::run() {
   if (arch.empty() && mt != cfg_.end() && mt->is_string()) arch = mt->get<std::string>();
   if (arch.empty()) return DataLoss(name_ + ": neither architectures nor model_type names the architecture");
   (*meta_)["general.architecture"] = str(arch);
-  if (auto n = cfg_.find("_name_or_path"); n != cfg_.end() && n->is_string()) (*meta_)["general.name"] = str(n->get<std::string>());
-  if (auto d = cfg_.find("torch_dtype"); d != cfg_.end() && d->is_string()) (*meta_)["hf.torch_dtype"] = str(d->get<std::string>());
+  if (auto n = cfg_.find("_name_or_path"); n != cfg_.end() && n->is_string()) {
+    (*meta_)["general.name"] = str(n->get<std::string>());
+  }
+  if (auto d = cfg_.find("torch_dtype"); d != cfg_.end() && d->is_string()) {
+    (*meta_)["hf.torch_dtype"] = str(d->get<std::string>());
+  }
   // Multimodal configs (Gemma 3) keep the language model's hyper-parameters under text_config.
   const json& c = cfg_.contains("text_config") && cfg_["text_config"].is_object() ? cfg_["text_config"] : cfg_;
   const std::string p = arch + ".";

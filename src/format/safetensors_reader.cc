@@ -146,7 +146,9 @@ Status SafetensorsReader::add_file(const std::string& path, TensorStore* store, 
   TensorStore shard;
   RETURN_IF_ERROR(parse_into(file.data(), file.size(), path, &shard));
   for (auto& t : shard.tensors_) {
-    if (store->index_.count(t.name)) return bad(path, "tensor also present in another shard", "tensor '" + t.name + "'");
+    if (store->index_.count(t.name)) {
+      return bad(path, "tensor also present in another shard", "tensor '" + t.name + "'");
+    }
     if (names) names->push_back(t.name);
     store->index_.emplace(t.name, store->tensors_.size());
     store->tensors_.push_back(std::move(t));
@@ -207,8 +209,8 @@ Result<std::unique_ptr<TensorStore>> SafetensorsReader::open(const std::string& 
         if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
       }
       if (files.size() != 1) {
-        return NotFound(path + ": expected model.safetensors, model.safetensors.index.json or one *.safetensors, found " +
-                        std::to_string(files.size()) + " .safetensors files");
+        return NotFound(path + ": expected model.safetensors, model.safetensors.index.json or one *.safetensors, " +
+                        "found " + std::to_string(files.size()) + " .safetensors files");
       }
       RETURN_IF_ERROR(add_file(files[0], store.get(), nullptr));
     }

@@ -123,8 +123,8 @@ Result<std::unique_ptr<TensorStore>> open_model_file(const std::string& path) {
     if (!in) return IoError(path + ": cannot open");
     in.read(magic, 4);
   }
-  if (std::memcmp(magic, "GGUF", 4) == 0) return open_gguf(path);
   std::string ext = fs::path(path).extension().string();
+  if (std::memcmp(magic, "GGUF", 4) == 0 || ext == ".gguf") return open_gguf(path);  // the reader names bad magic
   if (ext == ".safetensors" || ext == ".json") return open_safetensors(path);
   return InvalidArgument(path + ": not a model file (no GGUF magic; expected .gguf, .safetensors, "
                                 "*.index.json or a model directory)");

@@ -46,7 +46,8 @@ const char* rope_type_name(RopeStyle t) {
 bool has_output_tensor(const TensorStore& s) { return s.find("output.weight") || s.find("lm_head.weight"); }
 
 bool has_qkv_bias(const TensorStore& s) {
-  return s.find("blk.0.attn_q.bias") || s.find("model.layers.0.self_attn.q_proj.bias");
+  return s.find("blk.0.attn_q.bias") || s.find("model.layers.0.self_attn.q_proj.bias") ||
+         s.find("encoder.layer.0.attention.self.query.bias");  // bert (HF names)
 }
 
 ModelConfig read_model_config(const TensorStore& s) {
@@ -78,7 +79,7 @@ ModelConfig read_model_config(const TensorStore& s) {
   }
   c.norm_eps = c.arch == "bert" ? float_or(s, p + "attention.layer_norm_epsilon", 1e-12)
                                 : float_or(s, p + "attention.layer_norm_rms_epsilon", 1e-5);
-  c.tied_embeddings = !has_output_tensor(s);
+  c.tied_embeddings = c.arch != "bert" && !has_output_tensor(s);  // encoders have no output projection
   c.attn_bias = has_qkv_bias(s);
   for (const TensorInfo& t : s.tensors()) c.n_params += t.numel();
   return c;

@@ -9,9 +9,10 @@
 #include <cstring>
 #include <cstdio>
 
-#include "base/half.h"
 #include "base/rng.h"
 #include "format/gguf_writer.h"
+#include "format/tensor_store.h"
+#include "kernels/quant/quant.h"
 
 namespace citadel {
 
@@ -34,9 +35,9 @@ Result<DType> parse_dtype(const std::string& s) {
   if (s == "f32") return DType::kF32;
   if (s == "f16") return DType::kF16;
   if (s == "bf16") return DType::kBF16;
-  if (s == "q8_0" || s == "q4_0" || s == "q4_K") {
-    return Unsupported("--dtype " + s + ": the quantizers (src/kernels/quant) have not landed yet; use f32, f16 or bf16");
-  }
+  if (s == "q8_0") return DType::kQ8_0;
+  if (s == "q4_0") return DType::kQ4_0;
+  if (s == "q4_K") return DType::kQ4_K;
   return InvalidArgument("--dtype '" + s + "': expected f32, f16, bf16, q8_0, q4_0 or q4_K");
 }
 
@@ -44,6 +45,9 @@ uint32_t file_type(DType t) {
   switch (t) {
     case DType::kF16: return 1;
     case DType::kBF16: return 32;
+    case DType::kQ8_0: return 7;
+    case DType::kQ4_0: return 2;
+    case DType::kQ4_K: return 15;  // Q4_K_M
     default: return 0;
   }
 }
@@ -70,6 +74,7 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
   else if (!o.arch.empty() && o.arch != h.arch) {
     return InvalidArgument("--arch " + o.arch + " conflicts with preset " + h.name + " (" + h.arch + ")");
   }
+  if (o.n_vocab > 0) h.n_vocab = o.n_vocab;
   if (h.n_vocab == 0) h.n_vocab = static_cast<int64_t>(builtin_vocab().tokens.size());
   ASSIGN_OR_RETURN(DType wt, parse_dtype(o.dtype));
   const int64_t hd = h.dim / h.n_heads;
@@ -77,6 +82,8 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
   const bool bias = h.arch == "qwen2";
   auto scale_for = [](int64_t fan_in) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(fan_in))); };
   auto add = [&](std::string name, DType t, std::vector<int64_t> shape, SynthInit init, float scale) {
+    // Like llama.cpp's quantizer: a row that is not a whole number of blocks falls back to q8_0, then f16.
+    if (dtype_row_bytes(t, shape.back()) == 0) t = dtype_row_bytes(DType::kQ8_0, shape.back()) ? DType::kQ8_0 : DType::kF16;
     plan.tensors.push_back({std::move(name), t, std::move(shape), init, scale});
   };
   add("token_embd.weight", wt, {h.n_vocab, h.dim}, SynthInit::kNormal, 0.02f);
@@ -153,33 +160,32 @@ void add_builtin_tokenizer(GgufWriter& w, int64_t n_vocab) {
                "{% endif %}");
 }
 
-// Streams one tensor's values, row by row in chunks of about 1 MiB.
+// Streams one tensor's values, whole rows at a time in chunks of about 1 MiB of f32: values are generated in f32 and
+// encoded with the quant reference (f16/bf16 round to nearest even; quantized types as ggml's reference quantizers).
 Status write_tensor(GgufWriter& w, const SynthTensor& t, uint64_t seed) {
   Xoshiro256 rng(seed);
   const int64_t row = t.shape.back();
   int64_t n = 1;
   for (int64_t d : t.shape) n *= d;
   const float step = Xoshiro256::normal_step(t.scale);
-  const size_t esize = t.dtype == DType::kF32 ? 4 : 2;
-  const int64_t rows_per_chunk = std::max<int64_t>(1, (1 << 20) / (row * static_cast<int64_t>(esize)));
-  std::vector<uint8_t> buf;  // [rows_per_chunk * row * esize] encoded values
+  const size_t row_bytes = dtype_row_bytes(t.dtype, row);
+  const int64_t rows_per_chunk = std::max<int64_t>(1, (1 << 18) / row);
+  std::vector<float> vals;   // [rows_per_chunk, row]
+  std::vector<uint8_t> buf;  // [rows_per_chunk, row_bytes] encoded
   for (int64_t r0 = 0; r0 * row < n; r0 += rows_per_chunk) {
-    const int64_t count = std::min<int64_t>(rows_per_chunk * row, n - r0 * row);
-    buf.resize(static_cast<size_t>(count) * esize);
-    for (int64_t i = 0; i < count; ++i) {
-      float v;
+    const int64_t rows = std::min<int64_t>(rows_per_chunk, n / row - r0);
+    vals.resize(static_cast<size_t>(rows * row));
+    for (float& v : vals) {
       if (t.init == SynthInit::kNorm) {
         const int32_t k = static_cast<int32_t>(rng.next() >> 58) - 32;  // [-32, 31]
         v = static_cast<float>(1024 + k) / 1024.0f;
       } else {
         v = rng.normalish_f32(step);
       }
-      if (t.dtype == DType::kF32) {
-        std::memcpy(&buf[static_cast<size_t>(i) * 4], &v, 4);
-      } else {
-        const uint16_t hv = t.dtype == DType::kF16 ? f32_to_f16(v) : f32_to_bf16(v);
-        std::memcpy(&buf[static_cast<size_t>(i) * 2], &hv, 2);
-      }
+    }
+    buf.resize(static_cast<size_t>(rows) * row_bytes);
+    for (int64_t r = 0; r < rows; ++r) {
+      RETURN_IF_ERROR(quantize_row(t.dtype, &vals[static_cast<size_t>(r * row)], &buf[static_cast<size_t>(r) * row_bytes], row));
     }
     RETURN_IF_ERROR(w.write_tensor_data(buf.data(), buf.size()));
   }
@@ -190,13 +196,26 @@ Status write_tensor(GgufWriter& w, const SynthTensor& t, uint64_t seed) {
 
 Status write_synth(const SynthOptions& o) {
   if (o.out.empty()) return InvalidArgument("synth: --out FILE.gguf is required");
+  SynthOptions opts = o;
+  std::unique_ptr<TensorStore> vocab;
   if (!o.vocab_from.empty()) {
-    return Unsupported("--vocab-from needs the GGUF reader (format: GGUF reader), which has not landed yet");
+    ASSIGN_OR_RETURN(vocab, open_gguf(o.vocab_from));
+    const MetaValue* tokens = vocab->meta("tokenizer.ggml.tokens");
+    if (!tokens || !tokens->as_array() || tokens->as_array()->empty()) {
+      return InvalidArgument("--vocab-from " + o.vocab_from + ": no tokenizer.ggml.tokens array");
+    }
+    opts.n_vocab = static_cast<int64_t>(tokens->as_array()->size());
   }
-  ASSIGN_OR_RETURN(SynthPlan plan, plan_synth(o));
+  ASSIGN_OR_RETURN(SynthPlan plan, plan_synth(opts));
   GgufWriter w(32);
-  add_metadata(w, plan, o);
-  add_builtin_tokenizer(w, plan.preset.n_vocab);
+  add_metadata(w, plan, opts);
+  if (vocab) {
+    for (const auto& [key, value] : vocab->metadata()) {
+      if (key.rfind("tokenizer.", 0) == 0) RETURN_IF_ERROR(w.add_meta(key, value).with_context(o.vocab_from));
+    }
+  } else {
+    add_builtin_tokenizer(w, plan.preset.n_vocab);
+  }
   for (const auto& t : plan.tensors) RETURN_IF_ERROR(w.declare_tensor(t.name, t.dtype, t.shape));
   RETURN_IF_ERROR(w.begin(o.out));
   for (size_t i = 0; i < plan.tensors.size(); ++i) {

@@ -32,7 +32,8 @@ struct SynthOptions {
   uint64_t seed = 0;
   std::string dtype = "f32"; // f32 | f16 | bf16 | q8_0 | q4_0 | q4_K
   std::string out;
-  std::string vocab_from;    // GGUF whose tokenizer.* keys are copied
+  std::string vocab_from;    // GGUF whose tokenizer.* keys are copied (n_vocab becomes its token count)
+  int64_t n_vocab = 0;       // > 0 overrides the preset's vocabulary size
 };
 
 enum class SynthInit : uint8_t { kNormal, kNorm, kBias };

@@ -254,7 +254,7 @@ Status CudaDecoder::Impl::quantize(LinearW* w) {
     ck::quantize_int8(w->bf16, w->q, w->scales, w->N, w->K, stream);
   } else {
     if (w->K % 128 != 0) return Unsupported("int4: K=" + std::to_string(w->K) + " is not a multiple of 128");
-    RETURN_IF_ERROR(alloc_n(&w->q, int64_t{w->N} * w->K / 2, "int4 weights"));
+    RETURN_IF_ERROR(alloc_n(&w->q, ck::int4_weight_bytes(w->N, w->K), "int4 weights"));
     RETURN_IF_ERROR(alloc_n(&w->scales, int64_t{w->N} * (w->K / 128), "int4 scales"));
     ck::quantize_int4(w->bf16, w->q, w->scales, w->N, w->K, stream);
   }
@@ -293,6 +293,7 @@ Status CudaDecoder::Impl::alloc_runtime() {
   ws = std::max(ws, ck::decode_workspace_floats(static_cast<int>(B), c.n_heads, c.head_dim,
                                                 (opt.max_seq_len + partition_for(B) - 1) / partition_for(B)));
   RETURN_IF_ERROR(alloc_n(&attn_ws, ws, "attention workspace"));
+  CUDA_CHECK(cudaMemsetAsync(attn_ws, 0, sizeof(float) * static_cast<size_t>(std::max<int64_t>(ws, 1)), stream));
   ints_capacity = 3 * T + 3 * B + 1 + B * max_blocks;  // + query_start staging
   RETURN_IF_ERROR(alloc_n(&d_ints, ints_capacity, "step inputs"));
   RETURN_IF_ERROR(alloc_n(&d_out, std::max(T, B), "ids"));
@@ -468,11 +469,10 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
     const LayerW& l = layers[li];
     ck::add_rmsnorm(residual, li == 0 ? nullptr : delta, l.attn_norm, h, T, D, c.rms_eps, stream);
     linear(l.qkv, h, T, qkv, false);
-    ck::rope(qkv, T, c.n_heads, c.head_dim, NQKV, positions, c.rope_theta, layout_rope, stream);
-    ck::rope(qkv + Q, T, c.n_kv_heads, c.head_dim, NQKV, positions, c.rope_theta, layout_rope, stream);
     bf16_t* kp = k_pool + li * layer_pool;
     bf16_t* vp = v_pool + li * layer_pool;
-    ck::kv_write(qkv + Q, qkv + Q + KV, NQKV, slots, kp, vp, T, c.n_kv_heads, c.head_dim, stream);
+    ck::rope_kv_write(qkv, T, NQKV, c.n_heads, c.n_kv_heads, c.head_dim, positions, c.rope_theta, layout_rope, slots,
+                      kp, vp, stream);
     pa.k_pool = kp, pa.v_pool = vp;
     if (decode) {
       ck::paged_attention_decode(pa, qkv, NQKV, attn, B, n_splits, partition, attn_ws, stream);
@@ -607,6 +607,23 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
   }
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
   if (next_tokens) next_tokens->assign(m.h_out, m.h_out + rows);
+  return OkStatus();
+}
+
+Status CudaDecoder::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
+  Impl& m = *impl_;
+  if (!m.finalized) return InvalidArgument("cuda decoder: copy_blocks before finalize");
+  const int64_t block_elems = int64_t{m.opt.block_size} * m.c.n_kv_heads * m.c.head_dim;
+  const int64_t layer_pool = m.n_blocks * block_elems;
+  for (const auto& [src, dst] : src_dst) {
+    if (src < 0 || src >= m.n_blocks || dst < 0 || dst >= m.n_blocks)
+      return InvalidArgument("cuda decoder: copy_blocks " + std::to_string(src) + " -> " + std::to_string(dst) +
+                             " outside the pool of " + std::to_string(m.n_blocks) + " blocks");
+    for (int l = 0; l < m.c.n_layers; ++l)
+      for (bf16_t* pool : {m.k_pool, m.v_pool})
+        CUDA_CHECK(cudaMemcpyAsync(pool + l * layer_pool + dst * block_elems, pool + l * layer_pool + src * block_elems,
+                                   block_elems * 2, cudaMemcpyDeviceToDevice, m.stream));
+  }
   return OkStatus();
 }
 

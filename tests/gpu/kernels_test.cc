@@ -124,7 +124,7 @@ void cpu_quant_int8(const std::vector<float>& W, int N, int K, std::vector<uint8
 }
 void cpu_quant_int4(const std::vector<float>& W, int N, int K, std::vector<uint8_t>& q, std::vector<float>& sc) {
   const int G = K / 128;
-  q.assign(size_t(N) * K / 2, 0), sc.resize(size_t(N) * G);
+  q.assign(size_t(ck::int4_weight_bytes(N, K)), 0), sc.resize(size_t(N) * G);
   for (int n = 0; n < N; ++n)
     for (int g = 0; g < G; ++g) {
       float amax = 0;
@@ -133,17 +133,18 @@ void cpu_quant_int4(const std::vector<float>& W, int N, int K, std::vector<uint8
       sc[size_t(n) * G + g] = s;
       for (int k = g * 128; k < g * 128 + 128; ++k) {
         const uint32_t nib = uint32_t(int(std::clamp(std::round(W[size_t(n) * K + k] * inv), -8.f, 7.f)) + 8);
-        const int o = k % 8;
-        const int shift = (o & 1) ? 16 + 4 * (o >> 1) : 4 * (o >> 1);
-        uint8_t* word = &q[size_t(n) * K / 2 + (k / 8) * 4];
-        word[shift / 8] |= uint8_t(nib << (shift % 8));
+        int64_t wb;
+        int shift;
+        ck::int4_position(K, n, k, &wb, &shift);
+        q[size_t(wb) + shift / 8] |= uint8_t(nib << (shift % 8));
       }
     }
 }
 float int4_at(const std::vector<uint8_t>& q, const std::vector<float>& sc, int K, int n, int k) {
-  const int o = k % 8;
-  const int shift = (o & 1) ? 16 + 4 * (o >> 1) : 4 * (o >> 1);
-  const uint8_t byte = q[size_t(n) * K / 2 + (k / 8) * 4 + shift / 8];
+  int64_t wb;
+  int shift;
+  ck::int4_position(K, n, k, &wb, &shift);
+  const uint8_t byte = q[size_t(wb) + shift / 8];
   return float(int((byte >> (shift % 8)) & 0xF) - 8) * sc[size_t(n) * (K / 128) + k / 128];
 }
 
@@ -185,7 +186,7 @@ TEST_P(GemvTest, AllFormatsMatchReference) {
       std::vector<uint8_t> q4;
       std::vector<float> s4;
       cpu_quant_int4(fW, N, K, q4, s4);
-      DevArray<uint8_t> dq4(size_t(N) * K / 2);
+      DevArray<uint8_t> dq4(size_t(ck::int4_weight_bytes(N, K)));
       DevArray<float> ds4(size_t(N) * K / 128);
       ck::quantize_int4(dW.p, dq4.p, ds4.p, N, K, nullptr);
       auto gq4 = dq4.download();
@@ -262,6 +263,30 @@ TEST(CudaKernels, KvWriteScatters) {
   EXPECT_EQ(k[size_t(1) * n_kv * D], 0xffff);  // untouched slot keeps its poison
 }
 
+// The fused rope + KV write equals rope() on the q and k heads followed by kv_write(), bit for bit.
+TEST(CudaKernels, RopeKvWriteMatchesSeparateKernels) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  for (int D : {64, 128}) {
+    for (bool neox : {true, false}) {
+      const int T = 6, H = 8, n_kv = 2, stride = (H + 2 * n_kv) * D, n_slots = 40;
+      auto src = random_bf16(size_t(T) * stride, rng, 2.f);
+      std::vector<int32_t> slots = {3, 39, -1, 0, 17, 5}, pos = {0, 7, 100, 4095, 33, 1};
+      const auto layout = neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
+      DevArray<uint16_t> a(src), b(src), ka(size_t(n_slots) * n_kv * D), va(size_t(n_slots) * n_kv * D),
+          kb(size_t(n_slots) * n_kv * D), vb(size_t(n_slots) * n_kv * D);
+      DevArray<int32_t> ds(slots), dp(pos);
+      ck::rope(a.p, T, H, D, stride, dp.p, 1e6f, layout, nullptr);
+      ck::rope(a.p + H * D, T, n_kv, D, stride, dp.p, 1e6f, layout, nullptr);
+      ck::kv_write(a.p + H * D, a.p + (H + n_kv) * D, stride, ds.p, ka.p, va.p, T, n_kv, D, nullptr);
+      ck::rope_kv_write(b.p, T, stride, H, n_kv, D, dp.p, 1e6f, layout, ds.p, kb.p, vb.p, nullptr);
+      EXPECT_EQ(a.download(), b.download()) << "rows, D " << D;
+      EXPECT_EQ(ka.download(), kb.download()) << "K pool, D " << D;
+      EXPECT_EQ(va.download(), vb.download()) << "V pool, D " << D;
+    }
+  }
+}
+
 TEST(CudaKernels, PagedDecodeSplitK) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(8);
@@ -278,8 +303,14 @@ TEST(CudaKernels, PagedDecodeSplitK) {
   for (auto [splits, partition] : {std::pair{1, 1024}, std::pair{8, 128}, std::pair{40, 32}}) {
     DevArray<uint16_t> out(size_t(B) * H * f.D);
     DevArray<float> ws(std::max<int64_t>(1, ck::decode_workspace_floats(B, H, f.D, splits)));
+    cudaMemset(ws.p, 0, sizeof(float) * ws.n);
     ck::paged_attention_decode(p, dq.p, q_stride, out.p, B, splits, partition, ws.p, nullptr);
-    auto o = to_f32(out.download());
+    auto o1 = out.download();
+    cudaMemset(out.p, 0xff, sizeof(uint16_t) * out.n);  // second call: the merge counters must be back at zero
+    ck::paged_attention_decode(p, dq.p, q_stride, out.p, B, splits, partition, ws.p, nullptr);
+    auto o2 = out.download();
+    EXPECT_EQ(o1, o2) << "splits " << splits;
+    auto o = to_f32(o2);
     for (int b = 0; b < B; ++b) {
       std::vector<float> qb(size_t(H) * f.D), ref;
       for (int i = 0; i < H * f.D; ++i) qb[i] = bf16_to_f32(q[size_t(b) * q_stride + i]);

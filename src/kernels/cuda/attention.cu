@@ -2,6 +2,7 @@
 // (causal, flash-style, wmma bf16 tensor cores, fp32 accumulation and softmax).
 #include <mma.h>
 
+#include <algorithm>
 #include <cfloat>
 
 #include "kernels/cuda/common.cuh"
@@ -14,6 +15,8 @@ using namespace dev;
 
 __global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, int row_stride, const int32_t* slots,
                                 uint16_t* k_pool, uint16_t* v_pool, int row_elems) {
+  pdl_wait();
+  pdl_trigger();
   const int t = blockIdx.x;
   const int slot = slots[t];
   if (slot < 0) return;
@@ -27,6 +30,48 @@ __global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, in
   }
 }
 
+// Workspace of the split-K decode: partial outputs [B][n_heads][n_splits][D], (max, sum) [B][n_heads][n_splits][2],
+// then arrival counters [B][n_kv_heads] (uint32, zero between calls).
+// The counters sit at a fixed place (the first kDecodeCounters words) so that launches of different (B, n_splits)
+// sharing one workspace never write partials over another launch's counters.
+constexpr int kDecodeCounters = 4096;
+
+// grid T: RoPE on the q and k heads of row t of the fused QKV buffer (in place; k heads follow the q heads), the
+// rotated K and the V row also go to the pool at slots[t] (skipped when -1). Same arithmetic as rope + kv_write.
+__global__ void rope_kv_write_kernel(uint16_t* qkv, int row_stride, int n_heads, int n_kv_heads, int head_dim,
+                                     const int32_t* positions, float theta, bool neox, const int32_t* slots,
+                                     uint16_t* k_pool, uint16_t* v_pool) {
+  pdl_wait();
+  pdl_trigger();
+  const int t = blockIdx.x;
+  const int half = head_dim / 2;
+  const float pos = static_cast<float>(positions[t]);
+  const int slot = slots[t];
+  const int row_elems = n_kv_heads * head_dim;
+  uint16_t* row = qkv + static_cast<int64_t>(t) * row_stride;
+  uint16_t* kd = slot >= 0 ? k_pool + static_cast<int64_t>(slot) * row_elems : nullptr;
+  for (int idx = threadIdx.x; idx < (n_heads + n_kv_heads) * half; idx += blockDim.x) {
+    const int h = idx / half, i = idx % half;
+    const float freq = powf(theta, -2.0f * i / head_dim);
+    float sn, cs;
+    sincosf(pos * freq, &sn, &cs);
+    uint16_t* hp = row + h * head_dim;
+    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    const float x0 = bf16f(hp[a]), x1 = bf16f(hp[b]);
+    const uint16_t r0 = f2bf(x0 * cs - x1 * sn), r1 = f2bf(x0 * sn + x1 * cs);
+    hp[a] = r0;
+    hp[b] = r1;
+    if (h >= n_heads && kd) {
+      kd[(h - n_heads) * head_dim + a] = r0;
+      kd[(h - n_heads) * head_dim + b] = r1;
+    }
+  }
+  if (slot < 0) return;
+  const uint4* vs = reinterpret_cast<const uint4*>(row + (n_heads + n_kv_heads) * head_dim);
+  uint4* vd = reinterpret_cast<uint4*>(v_pool + static_cast<int64_t>(slot) * row_elems);
+  for (int i = threadIdx.x; i < row_elems / 8; i += blockDim.x) vd[i] = vs[i];
+}
+
 constexpr int kDecodeThreads = 128;
 constexpr int kMaxGroup = 16;
 
@@ -36,6 +81,9 @@ template <int PER_LANE>  // head_dim / 32, a compile-time constant so the K/Q fr
 __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAttention p, const uint16_t* q, int q_stride,
                                                                       uint16_t* out, int n_splits, int partition,
                                                                       float* ws) {
+  pdl_wait();
+  pdl_trigger();
+  if (n_splits > 1) ws += kDecodeCounters;  // partials after the counters
   extern __shared__ float smem[];
   const int kvh = blockIdx.x, b = blockIdx.y, split = blockIdx.z;
   const int G = p.n_heads / p.n_kv_heads;
@@ -48,14 +96,7 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
   float* sc = smem + G * D;         // [G][partition]
   float* stats = sc + G * partition;  // [G][2] max, sum
   const int64_t part_base = (static_cast<int64_t>(b) * p.n_heads + kvh * G) * n_splits + split;  // + g*n_splits
-  if (n <= 0) {  // an empty split (graph replay with a shorter context): contributes nothing to the merge
-    if (n_splits > 1 && threadIdx.x < G) {
-      float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
-      ml[2 * (part_base + threadIdx.x * n_splits)] = -FLT_MAX;
-      ml[2 * (part_base + threadIdx.x * n_splits) + 1] = 0.f;
-    }
-    return;
-  }
+  if (n > 0) {
   const uint16_t* qb = q + static_cast<int64_t>(b) * q_stride + static_cast<int64_t>(kvh) * G * D;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = bf16f(qb[i]) * p.scale;
   __syncthreads();
@@ -114,46 +155,59 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
     sum = warp_sum(sum);
     if (lane == 0) stats[2 * g] = mx, stats[2 * g + 1] = sum;
   }
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) qs[i] = 0.f;  // phase 1 is done with q: phase 3 sums here
   __syncthreads();
-  // Phase 3: out[g][d] = sum_t p[g][t] v[t][d]; a thread per dim pair (bf16x2 loads).
-  for (int d2 = threadIdx.x; d2 < D / 2; d2 += blockDim.x) {
-    float acc0[kMaxGroup], acc1[kMaxGroup];
+  // Phase 3: out[g][d] = sum_t p[g][t] v[t][d]; a thread per dim pair (bf16x2 loads) and token slice (the block's
+  // threads split the tokens when D/2 < blockDim), slices summed with shared atomics into the (free) q area.
+  {
+    const int pairs = D / 2;
+    const int n_slices = max(1, static_cast<int>(blockDim.x) / pairs);
+    const int slice = threadIdx.x / pairs;
+    for (int d2 = threadIdx.x % pairs; slice < n_slices && d2 < pairs; d2 += blockDim.x) {
+      float acc0[kMaxGroup], acc1[kMaxGroup];
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) acc0[g] = 0.f, acc1[g] = 0.f;
-    for (int t0 = start; t0 < end; t0 += 8) {
-      uint32_t vv[8];
+      for (int g = 0; g < kMaxGroup; ++g) acc0[g] = 0.f, acc1[g] = 0.f;
+      for (int t0 = start + slice * 8; t0 < end; t0 += n_slices * 8) {
+        uint32_t vv[8];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {  // 8 row loads in flight
-        const int t = min(t0 + j, end - 1);
-        const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
-        vv[j] = reinterpret_cast<const uint32_t*>(p.v_pool + slot * row_elems + kvh * D)[d2];
-      }
+        for (int j = 0; j < 8; ++j) {  // 8 row loads in flight
+          const int t = min(t0 + j, end - 1);
+          const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
+          vv[j] = reinterpret_cast<const uint32_t*>(p.v_pool + slot * row_elems + kvh * D)[d2];
+        }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        if (t0 + j >= end) break;
-        const float v0 = bf16_lo(vv[j]), v1 = bf16_hi(vv[j]);
+        for (int j = 0; j < 8; ++j) {
+          if (t0 + j >= end) break;
+          const float v0 = bf16_lo(vv[j]), v1 = bf16_hi(vv[j]);
 #pragma unroll
-        for (int g = 0; g < kMaxGroup; ++g) {
-          if (g < G) {
-            const float pr = sc[g * partition + (t0 + j - start)];
-            acc0[g] = fmaf(pr, v0, acc0[g]);
-            acc1[g] = fmaf(pr, v1, acc1[g]);
+          for (int g = 0; g < kMaxGroup; ++g) {
+            if (g < G) {
+              const float pr = sc[g * partition + (t0 + j - start)];
+              acc0[g] = fmaf(pr, v0, acc0[g]);
+              acc1[g] = fmaf(pr, v1, acc1[g]);
+            }
           }
         }
       }
-    }
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g >= G) break;
-      const int h = kvh * G + g;
+      for (int g = 0; g < kMaxGroup; ++g) {
+        if (g >= G) break;
+        atomicAdd(&qs[g * D + 2 * d2], acc0[g]);
+        atomicAdd(&qs[g * D + 2 * d2 + 1], acc1[g]);
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * pairs; i += blockDim.x) {
+      const int g = i / pairs, d2 = i % pairs;
+      const float a0 = qs[g * D + 2 * d2], a1 = qs[g * D + 2 * d2 + 1];
       if (n_splits == 1) {
         const float inv = 1.f / stats[2 * g + 1];
-        reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(b) * p.n_heads + h) * D)[d2] =
-            pack_bf16x2(acc0[g] * inv, acc1[g] * inv);
+        reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(b) * p.n_heads + kvh * G + g) * D)[d2] =
+            pack_bf16x2(a0 * inv, a1 * inv);
       } else {
         float* o = ws + (part_base + static_cast<int64_t>(g) * n_splits) * D;
-        o[2 * d2] = acc0[g];
-        o[2 * d2 + 1] = acc1[g];
+        o[2 * d2] = a0;
+        o[2 * d2 + 1] = a1;
       }
     }
   }
@@ -162,25 +216,64 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
     ml[2 * (part_base + threadIdx.x * n_splits)] = stats[2 * threadIdx.x];
     ml[2 * (part_base + threadIdx.x * n_splits) + 1] = stats[2 * threadIdx.x + 1];
   }
-}
-
-// grid (B, n_heads), block D threads: out = sum_s o_s e^{m_s - M} / sum_s l_s e^{m_s - M}.
-__global__ void decode_merge_kernel(const float* ws, uint16_t* out, int n_heads, int D, int n_splits) {
-  const int b = blockIdx.x, h = blockIdx.y;
-  const int64_t base = (static_cast<int64_t>(b) * n_heads + h) * n_splits;
-  const float* ml = ws + static_cast<int64_t>(gridDim.x) * n_heads * n_splits * D;
-  float M = -FLT_MAX;
-  for (int s = 0; s < n_splits; ++s) M = fmaxf(M, ml[2 * (base + s)]);
-  float L = 0.f;
-  for (int s = 0; s < n_splits; ++s) L += ml[2 * (base + s) + 1] * __expf(ml[2 * (base + s)] - M);
-  const float inv = L > 0.f ? 1.f / L : 0.f;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float acc = 0.f;
-    for (int s = 0; s < n_splits; ++s) {
-      const float l = ml[2 * (base + s) + 1];
-      if (l > 0.f) acc += ws[(base + s) * D + d] * __expf(ml[2 * (base + s)] - M);
+  }  // n > 0
+  else if (n_splits > 1 && threadIdx.x < G) {  // an empty split (graph replay, shorter context): contributes nothing
+    float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
+    ml[2 * (part_base + threadIdx.x * n_splits)] = -FLT_MAX;
+    ml[2 * (part_base + threadIdx.x * n_splits) + 1] = 0.f;
+  }
+  if (n_splits == 1) return;
+  // Fused merge: the last split block of (b, kvh) to finish combines all partitions of its G heads; it resets the
+  // counter so that the workspace is ready for the next call (and the next graph replay).
+  __shared__ unsigned int is_last;
+  unsigned int* counter = reinterpret_cast<unsigned int*>(ws - kDecodeCounters) + b * p.n_kv_heads + kvh;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned int prev = atomicAdd(counter, 1u);
+    is_last = prev == static_cast<unsigned int>(n_splits - 1);
+    if (is_last) *counter = 0u;
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  const float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+  float* wts = smem;                  // [G][n_splits] merge weights e^{m_s - M} / L (0 for empty splits)
+  float* mstat = smem + G * n_splits;  // [G][2] M, 1/L
+  const int64_t base0 = part_base - split;  // (b, head kvh*G, split 0); head g adds g * n_splits
+  for (int g = warp; g < G; g += nwarps) {
+    const float* mlg = ml + 2 * (base0 + static_cast<int64_t>(g) * n_splits);
+    float mx = -FLT_MAX;
+    for (int s2 = lane; s2 < n_splits; s2 += 32) mx = fmaxf(mx, __ldcg(mlg + 2 * s2));
+    mx = warp_max(mx);
+    float l = 0.f;
+    for (int s2 = lane; s2 < n_splits; s2 += 32) {
+      const float ls = __ldcg(mlg + 2 * s2 + 1);
+      if (ls > 0.f) l += ls * __expf(__ldcg(mlg + 2 * s2) - mx);
     }
-    out[(static_cast<int64_t>(b) * n_heads + h) * D + d] = f2bf(acc * inv);
+    l = warp_sum(l);
+    if (lane == 0) mstat[2 * g] = mx, mstat[2 * g + 1] = l > 0.f ? 1.f / l : 0.f;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * n_splits; i += blockDim.x) {
+    const int g = i / n_splits, s2 = i % n_splits;
+    const float* mlg = ml + 2 * (base0 + static_cast<int64_t>(g) * n_splits);
+    const float ls = __ldcg(mlg + 2 * s2 + 1);
+    wts[i] = ls > 0.f ? __expf(__ldcg(mlg + 2 * s2) - mstat[2 * g]) * mstat[2 * g + 1] : 0.f;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+    const int g = i / D, d = i % D;
+    const float* o = ws + (base0 + static_cast<int64_t>(g) * n_splits) * D + d;
+    const float* w = wts + g * n_splits;
+    float acc = 0.f;
+#pragma unroll 8
+    for (int s2 = 0; s2 < n_splits; ++s2) {
+      const float v = __ldcg(o + static_cast<int64_t>(s2) * D);
+      if (w[s2] != 0.f) acc = fmaf(v, w[s2], acc);  // empty splits hold no partial (maybe garbage)
+    }
+    out[(static_cast<int64_t>(b) * p.n_heads + kvh * G + g) * D + d] = f2bf(acc);
   }
 }
 
@@ -325,13 +418,21 @@ void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const in
               bf16_t* v_pool, int T, int n_kv_heads, int head_dim, cudaStream_t s) {
   if (T <= 0) return;
   CHECK((n_kv_heads * head_dim) % 8 == 0 && row_stride % 8 == 0);
-  kv_write_kernel<<<T, 128, 0, s>>>(k_src, v_src, row_stride, slots, k_pool, v_pool, n_kv_heads * head_dim);
+  launch_pdl(kv_write_kernel, dim3(T), dim3(128), 0, s, k_src, v_src, row_stride, slots, k_pool, v_pool, n_kv_heads * head_dim);
   CUDA_LAUNCH_CHECK();
 }
 
 int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits) {
   if (n_splits <= 1) return 0;
-  return static_cast<int64_t>(B) * n_heads * n_splits * (head_dim + 2);
+  return kDecodeCounters + static_cast<int64_t>(B) * n_heads * n_splits * (head_dim + 2);
+}
+
+void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
+                   const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, bf16_t* k_pool,
+                   bf16_t* v_pool, cudaStream_t s) {
+  if (T <= 0) return;
+  launch_pdl(rope_kv_write_kernel, dim3(T), dim3(256), 0, s, qkv, row_stride, n_heads, n_kv_heads, head_dim,
+             positions, theta, layout == RopeLayout::kNeox, slots, k_pool, v_pool);
 }
 
 void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,
@@ -341,20 +442,17 @@ void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stri
   CHECK(G >= 1 && G <= kMaxGroup && p.n_heads % p.n_kv_heads == 0);
   CHECK(p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256);
   CHECK(n_splits == 1 || workspace != nullptr);
-  const size_t smem = sizeof(float) * (G * p.head_dim + G * partition + 2 * G);
+  const size_t smem = sizeof(float) * std::max(G * p.head_dim + G * partition + 2 * G, G * n_splits + 2 * G);
   CHECK(smem <= 48 * 1024);
+  CHECK(n_splits == 1 || B * p.n_kv_heads <= kDecodeCounters);
   dim3 grid(p.n_kv_heads, B, n_splits);
   switch (p.head_dim / 32) {
-    case 2: paged_decode_kernel<2><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
-    case 4: paged_decode_kernel<4><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
-    case 8: paged_decode_kernel<8><<<grid, kDecodeThreads, smem, s>>>(p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 2: launch_pdl(paged_decode_kernel<2>, grid, dim3(kDecodeThreads), smem, s, p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 4: launch_pdl(paged_decode_kernel<4>, grid, dim3(kDecodeThreads), smem, s, p, q, q_stride, out, n_splits, partition, workspace); break;
+    case 8: launch_pdl(paged_decode_kernel<8>, grid, dim3(kDecodeThreads), smem, s, p, q, q_stride, out, n_splits, partition, workspace); break;
     default: CHECK_MSG(false, "decode attention: head_dim must be 64, 128 or 256");
   }
   CUDA_LAUNCH_CHECK();
-  if (n_splits > 1) {
-    decode_merge_kernel<<<dim3(B, p.n_heads), p.head_dim, 0, s>>>(workspace, out, p.n_heads, p.head_dim, n_splits);
-    CUDA_LAUNCH_CHECK();
-  }
 }
 
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,

@@ -54,6 +54,12 @@ void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStre
 void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const int32_t* slots, bf16_t* k_pool,
               bf16_t* v_pool, int T, int n_kv_heads, int head_dim, cudaStream_t s);
 
+// Fused RoPE (q and k heads, in place in the fused QKV rows [T][row_stride] = q | k | v) + KV write at slots[t]:
+// the same results as rope() on both head sets followed by kv_write().
+void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
+                   const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, bf16_t* k_pool,
+                   bf16_t* v_pool, cudaStream_t s);
+
 struct PagedAttention {
   const bf16_t* k_pool = nullptr;     // [n_blocks][block_size][n_kv_heads][head_dim]
   const bf16_t* v_pool = nullptr;     // same
@@ -68,7 +74,10 @@ struct PagedAttention {
 // Decode: one query per sequence. q: row b at q + b*q_stride, [n_heads][head_dim]. out [B][n_heads*head_dim] bf16.
 // n_splits > 1 splits each context into partitions of `partition` tokens (split-K) merged by log-sum-exp;
 // the grid depends only on (B, n_splits), so a CUDA graph can be replayed for any seq_lens <= n_splits*partition.
-// workspace: fp32, at least decode_workspace_floats(B, n_heads, head_dim, n_splits) floats (null if n_splits == 1).
+// One launch: the last split block of each (sequence, kv head) merges the partitions (arrival counter).
+// workspace: fp32, at least decode_workspace_floats(B, n_heads, head_dim, n_splits) floats (null if n_splits == 1),
+// ZERO-FILLED before its first use (it holds the counters; every call leaves them at zero again). Calls sharing one
+// workspace must not run concurrently.
 int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits);
 void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,
                             int partition, float* workspace, cudaStream_t s);
@@ -83,9 +92,10 @@ void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, 
 // y [M][N] = x [M][K] @ W^T (+ bias [N]); x bf16; y bf16 or fp32 (y_f32). W is [N][K] in one of:
 //   bf16:  bf16_t [N][K]
 //   int8:  uint8_t [N][K] holding q + 128 (q in [-127, 127]), scales fp32 [N]: w = q * scale[n]
-//   int4:  uint8_t [N][K/2], groups of 128 along K, scales fp32 [N][K/128]: w = q * scale[n][k/128], q in [-8, 7]
-//          stored as q + 8. Nibble order within each 32-bit little-endian word holding k0..k0+7 (k0 % 8 == 0):
-//          weight k0+2j at bits [4j, 4j+4), weight k0+2j+1 at bits [16+4j, 20+4j) (j = 0..3).
+//   int4:  tiled for the tensor-core GEMV (int4_weight_bytes(N, K) bytes, rows padded to 16), groups of 128 along
+//          K, scales fp32 [N][K/128]: w = q * scale[n][k/128], q in [-8, 7] stored as the nibble q + 8 at the place
+//          int4_position() gives. A tile of 16 rows x 64 K is 512 contiguous bytes (one 16-byte piece per lane of
+//          a warp, four 32-bit words = the four m16n8k16 A fragments of that lane); tiles run along K, then rows.
 // K must be a multiple of 8 (bf16), 16 (int8) or 128 (int4).
 void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N, int K,
                cudaStream_t s);
@@ -96,6 +106,17 @@ void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
 
 // Quantize W [N][K] bf16 on device into the layouts above (symmetric, round half away from zero):
 // int8: scale = amax(row)/127; int4: scale = amax(group)/7, q clamped to [-8, 7]. An all-zero row/group gets scale 0.
+// int4 layout helpers (host and tests): storage bytes, and where weight (n, k) lives: the little-endian 32-bit word
+// at byte offset *word_byte, nibble at bits [*shift, *shift + 4). Lane l = 4*g + t of tile (n/16, k/64) owns, in
+// word j, rows g and g+8 (g = n%8) at k%64 = 16t + 4j + e (e = 0..3): nibble pair p = (n%16)/8 + 2*(e/2), low half
+// for even e, high half for odd e, so (word >> 4p) & 0x000F000F | 0x43004300 is the bf16x2 A fragment p (136 + q).
+inline int64_t int4_weight_bytes(int N, int K) { return int64_t{(N + 15) / 16} * 16 * K / 2; }
+inline void int4_position(int K, int n, int k, int64_t* word_byte, int* shift) {
+  const int r = n % 16, g = r % 8, hi = r / 8;
+  const int kk = k % 64, t = kk / 16, j = (kk % 16) / 4, e = kk % 4;
+  *word_byte = ((int64_t{n / 16} * (K / 64) + k / 64) * 32 + (g * 4 + t)) * 16 + j * 4;
+  *shift = 4 * (hi + 2 * (e / 2)) + 16 * (e % 2);
+}
 void quantize_int8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
 void quantize_int4(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
 

@@ -10,6 +10,8 @@ namespace {
 using namespace dev;
 
 __global__ void embedding_kernel(const uint16_t* table, const int32_t* tokens, float* out, int dim, int vocab) {
+  pdl_wait();
+  pdl_trigger();
   const int t = blockIdx.x;
   const int tok = tokens[t];
   const bool ok = tok >= 0 && tok < vocab;
@@ -21,6 +23,8 @@ __global__ void embedding_kernel(const uint16_t* table, const int32_t* tokens, f
 // One block per row; the row is read twice (sum of squares, then scale), the second time from L1/L2.
 __global__ void add_rmsnorm_kernel(float* residual, const uint16_t* delta, const uint16_t* weight, uint16_t* out,
                                    int dim, float eps) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t row = blockIdx.x;
   float* r = residual + row * dim;
   const uint16_t* d = delta ? delta + row * dim : nullptr;
@@ -50,6 +54,8 @@ __global__ void add_rmsnorm_kernel(float* residual, const uint16_t* delta, const
 
 __global__ void rope_kernel(uint16_t* x, int n_heads, int head_dim, int row_stride, const int32_t* positions,
                             float theta, bool neox) {
+  pdl_wait();
+  pdl_trigger();
   const int t = blockIdx.x;
   const int half = head_dim / 2;
   const float pos = static_cast<float>(positions[t]);
@@ -69,6 +75,8 @@ __global__ void rope_kernel(uint16_t* x, int n_heads, int head_dim, int row_stri
 }
 
 __global__ void silu_mul_kernel(const uint16_t* gu, uint16_t* out, int ffn) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.y;
   const uint16_t* g = gu + t * 2 * ffn;
   const uint16_t* u = g + ffn;
@@ -79,12 +87,16 @@ __global__ void silu_mul_kernel(const uint16_t* gu, uint16_t* out, int ffn) {
 }
 
 __global__ void add_bias_kernel(uint16_t* y, const uint16_t* bias, int N) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t m = blockIdx.y;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N; i += gridDim.x * blockDim.x)
     y[m * N + i] = f2bf(bf16f(y[m * N + i]) + bf16f(bias[i]));
 }
 
 __global__ void argmax_kernel(const float* logits, int V, int32_t* out) {
+  pdl_wait();
+  pdl_trigger();
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * V;
   float best = -FLT_MAX;
   int bi = 0x7fffffff;
@@ -109,12 +121,16 @@ __global__ void argmax_kernel(const float* logits, int V, int32_t* out) {
 }
 
 __global__ void gather_rows_kernel(const uint16_t* src, const int32_t* index, uint16_t* dst, int cols) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   const uint16_t* s = src + static_cast<int64_t>(index[r]) * cols;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[r * cols + i] = s[i];
 }
 
 __global__ void fill_random_kernel(uint16_t* x, int64_t n, uint32_t seed, float scale) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     x[i] = f2bf(hash_uniform(seed, static_cast<uint32_t>(i)) * scale);
@@ -124,53 +140,53 @@ __global__ void fill_random_kernel(uint16_t* x, int64_t n, uint32_t seed, float 
 
 void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s) {
   if (T <= 0) return;
-  embedding_kernel<<<T, 256, 0, s>>>(table, tokens, out, dim, vocab);
+  launch_pdl(embedding_kernel, dim3(T), dim3(256), 0, s, table, tokens, out, dim, vocab);
   CUDA_LAUNCH_CHECK();
 }
 
 void add_rmsnorm(float* residual, const bf16_t* delta, const bf16_t* weight, bf16_t* out, int T, int dim, float eps,
                  cudaStream_t s) {
   if (T <= 0) return;
-  add_rmsnorm_kernel<<<T, 512, 0, s>>>(residual, delta, weight, out, dim, eps);
+  launch_pdl(add_rmsnorm_kernel, dim3(T), dim3(512), 0, s, residual, delta, weight, out, dim, eps);
   CUDA_LAUNCH_CHECK();
 }
 
 void rope(bf16_t* x, int T, int n_heads, int head_dim, int row_stride, const int32_t* positions, float theta,
           RopeLayout layout, cudaStream_t s) {
   if (T <= 0) return;
-  rope_kernel<<<T, 256, 0, s>>>(x, n_heads, head_dim, row_stride, positions, theta, layout == RopeLayout::kNeox);
+  launch_pdl(rope_kernel, dim3(T), dim3(256), 0, s, x, n_heads, head_dim, row_stride, positions, theta, layout == RopeLayout::kNeox);
   CUDA_LAUNCH_CHECK();
 }
 
 void silu_mul(const bf16_t* gate_up, bf16_t* out, int T, int ffn, cudaStream_t s) {
   if (T <= 0) return;
   dim3 grid((ffn + 255) / 256, T);
-  silu_mul_kernel<<<grid, 256, 0, s>>>(gate_up, out, ffn);
+  launch_pdl(silu_mul_kernel, dim3(grid), dim3(256), 0, s, gate_up, out, ffn);
   CUDA_LAUNCH_CHECK();
 }
 
 void add_bias(bf16_t* y, const bf16_t* bias, int M, int N, cudaStream_t s) {
   if (M <= 0) return;
   dim3 grid((N + 255) / 256, M);
-  add_bias_kernel<<<grid, 256, 0, s>>>(y, bias, N);
+  launch_pdl(add_bias_kernel, dim3(grid), dim3(256), 0, s, y, bias, N);
   CUDA_LAUNCH_CHECK();
 }
 
 void argmax(const float* logits, int M, int V, int32_t* out, cudaStream_t s) {
   if (M <= 0) return;
-  argmax_kernel<<<M, 1024, 0, s>>>(logits, V, out);
+  launch_pdl(argmax_kernel, dim3(M), dim3(1024), 0, s, logits, V, out);
   CUDA_LAUNCH_CHECK();
 }
 
 void gather_rows(const bf16_t* src, const int32_t* index, bf16_t* dst, int rows, int cols, cudaStream_t s) {
   if (rows <= 0) return;
-  gather_rows_kernel<<<rows, 256, 0, s>>>(src, index, dst, cols);
+  launch_pdl(gather_rows_kernel, dim3(rows), dim3(256), 0, s, src, index, dst, cols);
   CUDA_LAUNCH_CHECK();
 }
 
 void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStream_t s) {
   if (n <= 0) return;
-  fill_random_kernel<<<1024, 256, 0, s>>>(x, n, seed, scale);
+  launch_pdl(fill_random_kernel, dim3(1024), dim3(256), 0, s, x, n, seed, scale);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -52,6 +52,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
                                                                 const uint16_t* __restrict__ W,
                                                                 const uint16_t* __restrict__ bias, void* y, bool y_f32,
                                                                 int N, int K) {
+  pdl_wait();
+  pdl_trigger();
   const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
   const int row0 = blockIdx.x * ROWS;
   if (row0 >= N) return;
@@ -106,6 +108,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int8_kernel(const uint16_t* 
                                                                 const float* __restrict__ scales,
                                                                 const uint16_t* __restrict__ bias, void* y, bool y_f32,
                                                                 int N, int K) {
+  pdl_wait();
+  pdl_trigger();
   const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
   const int row0 = blockIdx.x * ROWS;
   if (row0 >= N) return;
@@ -157,81 +161,99 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int8_kernel(const uint16_t* 
   store_rows<M, ROWS>(acc, row0, N, bias, y, y_f32);
 }
 
-// ---- int4 weights, group 128: a 16-byte chunk = 32 weights of one group (4 chunks per group). ----
-// Each nibble pair is lifted to a bf16x2 (128 + n) with one LOP3, then to fp32 by a shift or mask; the +136 bias
-// (128 + the stored +8) is removed once per chunk through the chunk's activation sum.
-template <int M, int ROWS, int U>
-__global__ void __launch_bounds__(kWarps * 32) gemv_int4_kernel(const uint16_t* __restrict__ x,
-                                                                const uint8_t* __restrict__ W,
-                                                                const float* __restrict__ scales,
-                                                                const uint16_t* __restrict__ bias, void* y, bool y_f32,
-                                                                int N, int K) {
-  const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
-  const int row0 = blockIdx.x * ROWS;
-  if (row0 >= N) return;
-  const int K32 = K / 32;  // 16-byte chunks per row
+// ---- int4 weights, group 128, tensor cores: one block of 8 warps per 16-row tile, warps split the K groups. ----
+// Per lane and 64-K chunk: one 16-byte weight load = 4 A fragments (rows g, g+8), 32 bytes of x = 4 B fragments
+// (batch column g; the k order inside a chunk is permuted identically for A and B, see int4_position). A nibble
+// pair becomes an exact bf16x2 q with a shift, a LOP3 and a bf16x2 FMA (debias_i4); the mma accumulates q * x in
+// fp32 over the group and the group scale is applied once per group. (A second "all-ones" mma for sum(x) instead of
+// the FMA saturated the tensor pipe: M=1 uses 1/8 of each m16n8k16.)
+constexpr int kI4Warps = 8;
+
+// Two nibbles (bits 0-3 and 16-19, the rest zero) -> bf16x2 q = nibble - 8, exactly: OR in the exponent of 128
+// (bf16 128 + n), then one bf16x2 FMA: (128 + n) * 1 - 136.
+__device__ __forceinline__ uint32_t debias_i4(uint32_t nibbles) {
+  uint32_t r;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(nibbles | 0x43004300u), "r"(0x3F803F80u), "r"(0xC308C308u));
+  return r;
+}
+
+template <int U>  // groups of 128 in flight per warp
+__global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint16_t* __restrict__ x,
+                                                                      const uint8_t* __restrict__ W,
+                                                                      const float* __restrict__ scales,
+                                                                      const uint16_t* __restrict__ bias, void* y,
+                                                                      bool y_f32, int M, int N, int K) {
+  pdl_wait();
+  pdl_trigger();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int R = blockIdx.x;
   const int G = K / 128;
-  const uint4* Wv[ROWS];
-  const float* Sv[ROWS];
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    const int n = min(row0 + r, N - 1);
-    Wv[r] = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(n) * K32;
-    Sv[r] = scales + static_cast<int64_t>(n) * G;
-  }
-  const uint4* xv = reinterpret_cast<const uint4*>(x);
-  float acc[ROWS][M] = {};
-  for (int base = 0; base < K32; base += kThreads * U) {
-    uint4 w[ROWS][U];
-    float sc[ROWS][U];
+  const uint4* Wt = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(R) * (K / 64) * 32 + lane;
+  const float* s_lo = scales + static_cast<int64_t>(min(R * 16 + g, N - 1)) * G;
+  const float* s_hi = scales + static_cast<int64_t>(min(R * 16 + g + 8, N - 1)) * G;
+  const bool has_x = g < M;
+  const uint4* xr = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(min(g, M - 1)) * K) + 2 * t;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int gi0 = warp * U; gi0 < G; gi0 += kI4Warps * U) {
+    uint4 w[U][2], xv[U][4];
+    float sl[U], sh[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * kThreads + tid;
+      const int gi = gi0 + u;
+      const bool ok = gi < G;
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) {
-        w[r][u] = i < K32 ? ld_stream(Wv[r] + i) : make_uint4(0, 0, 0, 0);
-        sc[r][u] = i < K32 ? __ldg(Sv[r] + i / 4) : 0.f;
+      for (int q = 0; q < 2; ++q) {
+        w[u][q] = ok ? ld_stream(Wt + (2 * gi + q) * 32) : make_uint4(0, 0, 0, 0);
+        xv[u][2 * q] = ok && has_x ? __ldg(xr + (2 * gi + q) * 8) : make_uint4(0, 0, 0, 0);
+        xv[u][2 * q + 1] = ok && has_x ? __ldg(xr + (2 * gi + q) * 8 + 1) : make_uint4(0, 0, 0, 0);
       }
+      sl[u] = ok ? __ldg(s_lo + gi) : 0.f;
+      sh[u] = ok ? __ldg(s_hi + gi) : 0.f;
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * kThreads + tid;
-      if (i >= K32) break;
+      if (gi0 + u >= G) break;
+      float tw[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const uint4* xp = xv + static_cast<int64_t>(m) * (K / 8) + 4 * i;
-        float xf[32];
-        float xsum = 0.f;
+      for (int q = 0; q < 2; ++q) {
+        const uint32_t ww[4] = {w[u][q].x, w[u][q].y, w[u][q].z, w[u][q].w};
+        const uint32_t xx[8] = {xv[u][2 * q].x,     xv[u][2 * q].y,     xv[u][2 * q].z,     xv[u][2 * q].w,
+                                xv[u][2 * q + 1].x, xv[u][2 * q + 1].y, xv[u][2 * q + 1].z, xv[u][2 * q + 1].w};
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const uint4 a = __ldg(xp + c);
-          const uint32_t aa[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            xf[8 * c + 2 * j] = bf16_lo(aa[j]);
-            xf[8 * c + 2 * j + 1] = bf16_hi(aa[j]);
-            xsum += xf[8 * c + 2 * j] + xf[8 * c + 2 * j + 1];
-          }
-        }
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-          const uint32_t ww[4] = {w[r][u].x, w[r][u].y, w[r][u].z, w[r][u].w};
-          float s = 0.f;
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              const uint32_t t = ((ww[c] >> (4 * j)) & 0x000F000Fu) | 0x43004300u;
-              s = fmaf(bf16_lo(t), xf[8 * c + 2 * j], s);
-              s = fmaf(bf16_hi(t), xf[8 * c + 2 * j + 1], s);
-            }
-          }
-          acc[r][m] = fmaf(sc[r][u], s - 136.f * xsum, acc[r][m]);
+        for (int j = 0; j < 4; ++j) {
+          const uint32_t a0 = debias_i4(ww[j] & 0x000F000Fu);
+          const uint32_t a1 = debias_i4((ww[j] >> 4) & 0x000F000Fu);
+          const uint32_t a2 = debias_i4((ww[j] >> 8) & 0x000F000Fu);
+          const uint32_t a3 = debias_i4((ww[j] >> 12) & 0x000F000Fu);
+          mma_bf16_16816(tw, a0, a1, a2, a3, xx[2 * j], xx[2 * j + 1]);
         }
       }
+      acc[0] = fmaf(sl[u], tw[0], acc[0]);
+      acc[1] = fmaf(sl[u], tw[1], acc[1]);
+      acc[2] = fmaf(sh[u], tw[2], acc[2]);
+      acc[3] = fmaf(sh[u], tw[3], acc[3]);
     }
   }
-  store_rows<M, ROWS>(acc, row0, N, bias, y, y_f32);
+  // acc: [0] (row g, batch 2t), [1] (row g, batch 2t+1), [2] (row g+8, batch 2t), [3] (row g+8, batch 2t+1).
+  __shared__ float red[kI4Warps][4][33];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) red[warp][i][lane] = acc[i];
+  __syncthreads();
+  if (threadIdx.x < 128) {
+    const int r = threadIdx.x >> 3, m = threadIdx.x & 7;
+    const int n = R * 16 + r;
+    if (m < M && n < N) {
+      const int src_lane = (r & 7) * 4 + (m >> 1), idx = (r >> 3) * 2 + (m & 1);
+      float v = bias ? bf16f(bias[n]) : 0.f;
+#pragma unroll
+      for (int w8 = 0; w8 < kI4Warps; ++w8) v += red[w8][idx][src_lane];
+      if (y_f32)
+        static_cast<float*>(y)[static_cast<int64_t>(m) * N + n] = v;
+      else
+        static_cast<uint16_t*>(y)[static_cast<int64_t>(m) * N + n] = f2bf(v);
+    }
+  }
 }
 
 template <int ROWS>
@@ -241,14 +263,14 @@ int blocks_for(int N) {
 
 #define CITADEL_GEMV_DISPATCH(KERNEL, ROWS, U, ...)                                          \
   switch (m) {                                                                               \
-    case 1: KERNEL<1, ROWS, U><<<blocks_for<ROWS>(N), kWarps * 32, 0, s>>>(__VA_ARGS__); break; \
-    case 2: KERNEL<2, ROWS, U><<<blocks_for<ROWS>(N), kWarps * 32, 0, s>>>(__VA_ARGS__); break; \
-    case 3: KERNEL<3, ROWS, U><<<blocks_for<ROWS>(N), kWarps * 32, 0, s>>>(__VA_ARGS__); break; \
-    case 4: KERNEL<4, ROWS, U><<<blocks_for<ROWS>(N), kWarps * 32, 0, s>>>(__VA_ARGS__); break; \
-    case 5: KERNEL<5, ROWS, U><<<blocks_for<ROWS>(N), kWarps * 32, 0, s>>>(__VA_ARGS__); break; \
-    case 6: KERNEL<6, ROWS, U><<<blocks_for<ROWS>(N), kWarps * 32, 0, s>>>(__VA_ARGS__); break; \
-    case 7: KERNEL<7, ROWS, U><<<blocks_for<ROWS>(N), kWarps * 32, 0, s>>>(__VA_ARGS__); break; \
-    default: KERNEL<8, ROWS, U><<<blocks_for<ROWS>(N), kWarps * 32, 0, s>>>(__VA_ARGS__); break; \
+    case 1: launch_pdl(KERNEL<1, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
+    case 2: launch_pdl(KERNEL<2, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
+    case 3: launch_pdl(KERNEL<3, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
+    case 4: launch_pdl(KERNEL<4, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
+    case 5: launch_pdl(KERNEL<5, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
+    case 6: launch_pdl(KERNEL<6, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
+    case 7: launch_pdl(KERNEL<7, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
+    default: launch_pdl(KERNEL<8, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
   }
 
 inline void* row_offset(void* y, bool y_f32, int64_t elems) {
@@ -273,36 +295,37 @@ __global__ void quantize_int8_kernel(const uint16_t* W, uint8_t* q, float* scale
   if (lane == 0) scales[n] = scale;
 }
 
+// One warp per (row, group of 128); lane holds k = 128*gi + 4*lane + i (i = 0..3): one (t, j) word half of the
+// tiled layout, shared with row n^8, hence atomicOr into a zeroed buffer.
 __global__ void quantize_int4_kernel(const uint16_t* W, uint8_t* q, float* scales, int N, int K) {
   const int G = K / 128;
   const int64_t gid = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
   if (gid >= static_cast<int64_t>(N) * G) return;
   const int lane = threadIdx.x & 31;
-  const int64_t n = gid / G;
-  const int g = static_cast<int>(gid % G);
-  const uint16_t* w = W + n * K + g * 128;
+  const int n = static_cast<int>(gid / G);
+  const int gi = static_cast<int>(gid % G);
+  const uint16_t* w = W + static_cast<int64_t>(n) * K + gi * 128;
   float v[4];
   float amax = 0.f;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {  // lane owns weights 4*lane .. 4*lane+3 (half of one 32-bit word)
+  for (int i = 0; i < 4; ++i) {
     v[i] = bf16f(w[4 * lane + i]);
     amax = fmaxf(amax, fabsf(v[i]));
   }
   amax = warp_max(amax);
   const float scale = amax / 7.f;
   const float inv = scale > 0.f ? 1.f / scale : 0.f;
-  // Word j8 = lane/2 holds weights 8*j8 .. 8*j8+7; this lane holds offsets o = 4*(lane&1) .. +3 within it.
+  const int k0 = gi * 128 + 4 * lane;
+  const int r = n % 16, g = r % 8, hi = r / 8, kk = k0 % 64, t = kk / 16, j = (kk % 16) / 4;
+  const int64_t word_byte = ((static_cast<int64_t>(n / 16) * (K / 64) + k0 / 64) * 32 + (g * 4 + t)) * 16 + j * 4;
   uint32_t part = 0;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int o = 4 * (lane & 1) + i;
-    const uint32_t nib = static_cast<uint32_t>(static_cast<int>(fminf(fmaxf(roundf(v[i] * inv), -8.f), 7.f)) + 8);
-    const int shift = (o & 1) ? 16 + 4 * (o >> 1) : 4 * (o >> 1);
-    part |= nib << shift;
+  for (int e = 0; e < 4; ++e) {
+    const uint32_t nib = static_cast<uint32_t>(static_cast<int>(fminf(fmaxf(roundf(v[e] * inv), -8.f), 7.f)) + 8);
+    part |= nib << (4 * (hi + 2 * (e / 2)) + 16 * (e % 2));
   }
-  part |= __shfl_xor_sync(0xffffffffu, part, 1);
-  if ((lane & 1) == 0) reinterpret_cast<uint32_t*>(q + n * (K / 2) + g * 64)[lane / 2] = part;
-  if (lane == 0) scales[n * G + g] = scale;
+  atomicOr(reinterpret_cast<unsigned int*>(q + word_byte), part);
+  if (lane == 0) scales[static_cast<int64_t>(n) * G + gi] = scale;
 }
 
 }  // namespace
@@ -330,7 +353,11 @@ void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
     const int m = std::min(8, M - m0);
     const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
     void* ym = row_offset(y, y_f32, static_cast<int64_t>(m0) * N);
-    CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, xm, W, scales, bias, ym, y_f32, N, K);
+    if (K <= 4096) {  // small matrices: more rows per block, fewer K chunks per thread
+      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 4, 2, xm, W, scales, bias, ym, y_f32, N, K);
+    } else {
+      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, xm, W, scales, bias, ym, y_f32, N, K);
+    }
     CUDA_LAUNCH_CHECK();
   }
 }
@@ -342,8 +369,8 @@ void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
     const int m = std::min(8, M - m0);
     const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
     void* ym = row_offset(y, y_f32, static_cast<int64_t>(m0) * N);
-    CITADEL_GEMV_DISPATCH(gemv_int4_kernel, 4, 2, xm, W, scales, bias, ym, y_f32, N, K);
-    CUDA_LAUNCH_CHECK();
+    launch_pdl(gemv_int4_mma_kernel<2>, dim3((N + 15) / 16), dim3(kI4Warps * 32), 0, s, xm, W, scales, bias, ym,
+               y_f32, m, N, K);
   }
 }
 
@@ -355,6 +382,7 @@ void quantize_int8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cud
 void quantize_int4(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s) {
   CHECK(K % 128 == 0);
   const int64_t groups = static_cast<int64_t>(N) * (K / 128);
+  CUDA_CHECK(cudaMemsetAsync(q, 0, static_cast<size_t>(int4_weight_bytes(N, K)), s));
   quantize_int4_kernel<<<static_cast<unsigned>((groups + 7) / 8), 256, 0, s>>>(W, q, scales, N, K);
   CUDA_LAUNCH_CHECK();
 }

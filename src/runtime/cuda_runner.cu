@@ -1,0 +1,98 @@
+// CudaRunner (see cuda_runner.h): translates engine batches into CudaDecoder steps.
+#include "runtime/cuda_runner.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace citadel::runtime {
+
+Result<std::unique_ptr<CudaRunner>> CudaRunner::create(CudaRunnerOptions opt) {
+  const CudaModelConfig& c = opt.config;
+  if (c.n_layers <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.n_vocab <= 0)
+    return InvalidArgument("cuda runner: model dimensions must be positive");
+  if (opt.decoder.max_seq_len <= 0) return InvalidArgument("cuda runner: max_seq_len must be positive");
+  return std::unique_ptr<CudaRunner>(new CudaRunner(std::move(opt)));
+}
+
+CudaRunner::~CudaRunner() = default;
+
+int CudaRunner::n_vocab() const { return opt_.config.n_vocab; }
+int CudaRunner::max_context() const { return opt_.decoder.max_seq_len; }
+
+size_t CudaRunner::kv_bytes_per_token() const {
+  const CudaModelConfig& c = opt_.config;
+  return size_t{2} * c.n_layers * c.n_kv_heads * c.head_dim * 2;  // K and V, bf16
+}
+
+Status CudaRunner::allocate_kv(int n_blocks, int block_size) {
+  if (decoder_) return InvalidArgument("cuda runner: allocate_kv called twice");
+  if (n_blocks <= 0 || block_size <= 0)
+    return InvalidArgument("cuda runner: allocate_kv(" + std::to_string(n_blocks) + ", " +
+                           std::to_string(block_size) + ")");
+  CudaDecoderOptions d = opt_.decoder;
+  d.kv_blocks = n_blocks;
+  d.block_size = block_size;
+  // A sequence can never be longer than the pool; the block-table width follows max_seq_len.
+  d.max_seq_len = static_cast<int>(std::min<int64_t>(d.max_seq_len, int64_t{n_blocks} * block_size));
+  ASSIGN_OR_RETURN(auto dec, CudaDecoder::create(opt_.config, d));
+  if (opt_.load) {
+    RETURN_IF_ERROR(opt_.load(dec.get()));
+    RETURN_IF_ERROR(dec->finalize());
+  } else {
+    RETURN_IF_ERROR(dec->init_synthetic(opt_.synthetic_seed));
+  }
+  opt_.decoder = d;
+  decoder_ = std::move(dec);
+  return OkStatus();
+}
+
+Status CudaRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
+  if (!decoder_) return InvalidArgument("cuda runner: copy_blocks before allocate_kv");
+  return decoder_->copy_blocks(src_dst);
+}
+
+Status CudaRunner::forward(const engine::Batch& b, float* logits) {
+  if (!decoder_) return InvalidArgument("cuda runner: forward before allocate_kv");
+  const int T = b.n_tokens(), B = b.n_seqs(), V = opt_.config.n_vocab;
+  if (T <= 0 || B <= 0) return InvalidArgument("cuda runner: empty batch");
+  if (b.block_size != decoder_->block_size())
+    return InvalidArgument("cuda runner: batch block_size " + std::to_string(b.block_size) + " != " +
+                           std::to_string(decoder_->block_size()));
+  if (b.seq_of_token.size() != b.tokens.size() || b.query_start.size() != static_cast<size_t>(B) + 1 ||
+      b.block_tables.size() != static_cast<size_t>(B) * std::max(b.max_blocks, 0))
+    return InvalidArgument("cuda runner: inconsistent batch sizes");
+  const int width = decoder_->max_blocks_per_seq();
+  step_.tokens = b.tokens;
+  step_.positions = b.positions;
+  step_.query_start = b.query_start;
+  step_.seq_lens = b.seq_lens;
+  step_.block_tables.assign(static_cast<size_t>(B) * width, 0);  // -1 padding -> block 0 (never read)
+  for (int s = 0; s < B; ++s)
+    for (int i = 0; i < std::min(b.max_blocks, width); ++i) {
+      const int32_t v = b.block_tables[static_cast<size_t>(s) * b.max_blocks + i];
+      if (v >= 0) step_.block_tables[static_cast<size_t>(s) * width + i] = v;
+    }
+  // The decoder returns the last token's logits of each sequence; other rows need the all-tokens mode.
+  std::vector<int> src_row(b.logit_rows.size());
+  bool last_only = true;
+  for (size_t r = 0; r < b.logit_rows.size(); ++r) {
+    const int i = b.logit_rows[r];
+    if (i < 0 || i >= T) return InvalidArgument("cuda runner: logit row " + std::to_string(i) + " out of range");
+    const int s = b.seq_of_token[i];
+    if (s < 0 || s >= B) return InvalidArgument("cuda runner: token " + std::to_string(i) + " has no sequence");
+    if (i == b.query_start[s + 1] - 1)
+      src_row[r] = s;
+    else
+      last_only = false;
+  }
+  step_.all_logits = !last_only;
+  RETURN_IF_ERROR(decoder_->step(step_, nullptr, &logits_));
+  for (size_t r = 0; r < b.logit_rows.size(); ++r) {
+    const size_t src = last_only ? static_cast<size_t>(src_row[r]) : static_cast<size_t>(b.logit_rows[r]);
+    std::memcpy(logits + r * V, logits_.data() + src * V, sizeof(float) * V);
+  }
+  return OkStatus();
+}
+
+}  // namespace citadel::runtime

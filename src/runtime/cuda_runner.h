@@ -1,0 +1,56 @@
+// CudaRunner: engine::ModelRunner on top of CudaDecoder, so that the same Engine/scheduler drives the GPU. No CUDA
+// types here: core code (the CLI's `--device cuda`) includes this header; the implementation lives in
+// cuda_runner.cu (built only with CITADEL_CUDA, which defines CITADEL_HAVE_CUDA for citadel_core users).
+//
+// The decoder (weights, activations, KV pool) is created inside allocate_kv(), because the engine decides the pool
+// size and block size there: weights come from the WeightSource given at create() (synthetic, or a callback that
+// calls CudaDecoder::set_weight for every tensor, e.g. from a GGUF TensorStore).
+//
+// Thread-safety: as ModelRunner (one engine thread).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/model_runner.h"
+#include "runtime/cuda_decoder.h"
+
+namespace citadel::runtime {
+
+struct CudaRunnerOptions {
+  CudaModelConfig config;
+  CudaDecoderOptions decoder;  // format, max_batch, max_step_tokens, use_graphs; kv_blocks/block_size are set
+                               // by allocate_kv; max_seq_len caps max_context()
+  // Weights: if load is set it is called once on the fresh decoder (before finalize) and must set_weight() every
+  // tensor; otherwise the synthetic model with synthetic_seed is used.
+  std::function<Status(CudaDecoder*)> load;
+  uint32_t synthetic_seed = 1;
+};
+
+class CudaRunner : public engine::ModelRunner {
+ public:
+  static Result<std::unique_ptr<CudaRunner>> create(CudaRunnerOptions opt);
+  ~CudaRunner() override;
+
+  int n_vocab() const override;
+  int max_context() const override;
+  size_t kv_bytes_per_token() const override;
+  Status allocate_kv(int n_blocks, int block_size) override;
+  Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) override;
+  Status forward(const engine::Batch& batch, float* logits) override;
+
+  CudaDecoder* decoder() { return decoder_.get(); }  // null before allocate_kv
+
+ private:
+  explicit CudaRunner(CudaRunnerOptions opt) : opt_(std::move(opt)) {}
+  CudaRunnerOptions opt_;
+  std::unique_ptr<CudaDecoder> decoder_;
+  CudaStep step_;                  // reused between calls
+  std::vector<float> logits_;      // [rows][n_vocab] from the decoder
+};
+
+}  // namespace citadel::runtime
