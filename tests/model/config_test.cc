@@ -169,7 +169,7 @@ TEST(ModelConfig, RealGemma3BestEffort) {
   EXPECT_EQ(c.hidden_dim, 2048);
   EXPECT_EQ(c.n_vocab, 262144);
   EXPECT_EQ(c.context_len, 32768);
-  EXPECT_EQ(c.rope_type, RopeType::kNeox);
+  EXPECT_EQ(c.rope_type, RopeStyle::kNeox);
   EXPECT_DOUBLE_EQ(c.rope_theta, 1e6);
   EXPECT_EQ(c.n_params, 268098176);  // sum of n_elements in gguf-py
 }
