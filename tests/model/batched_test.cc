@@ -58,8 +58,8 @@ TEST(Batched, SynthTinyLlamaEqualsAlone) {
   fs::remove(path);
 }
 
-TEST(Batched, SynthTinyQwen2F16EqualsAlone) {
-  const std::string path = synth_file("qwen2", "tiny", 6, "f16");
+TEST(Batched, SynthTinyQwen2Q8EqualsAlone) {
+  const std::string path = synth_file("qwen2", "tiny", 6, "q8_0");
   auto w = load_model(path, {});
   ASSERT_TRUE(w.ok()) << w.status().message();
   check_batched_equals_alone(**w, 20, 24);
