@@ -27,7 +27,7 @@ for m in $models; do
   [ -n "$f" ] && [ -f "$f" ] || { echo "skip $m (no file)" >&2; continue; }
   echo "== $m: $(cat /proc/loadavg)" >&2
   load=$(cut -d' ' -f1-3 /proc/loadavg)
-  line=$("$build/cpu_model_bench" --model "$f" --repeats "${REPEATS:-3}")
+  line=$("$build/bench/cpu_model_bench" --model "$f" --repeats "${REPEATS:-3}")
   echo "$line" | python3 -c "import json,sys; d=json.load(sys.stdin); d['name']='$m'; d['loadavg_before']='$load'; print(json.dumps(d))" >> "$out"
   tail -1 "$out" >&2
 done

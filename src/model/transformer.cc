@@ -61,6 +61,26 @@ Status Transformer::check_batch(const ForwardBatch& b, const std::vector<KvCache
       return InvalidArgument("forward: token " + std::to_string(i) + " has a slot, sequence or position out of range");
     }
   }
+  // Attention reads blocks 0..pos/block_size of each token's sequence: all must name real blocks, and each token
+  // must write inside its own sequence's table.
+  const int bs = kv[0].block_size;
+  std::vector<int32_t> max_pos(static_cast<size_t>(b.n_seqs), -1);
+  for (int i = 0; i < b.n_tokens; ++i) {
+    max_pos[b.seq_of_token[i]] = std::max(max_pos[b.seq_of_token[i]], b.positions[i]);
+    const int32_t* row = b.block_tables + static_cast<int64_t>(b.seq_of_token[i]) * b.max_blocks;
+    if (b.slots[i] / bs != row[b.positions[i] / bs]) {
+      return InvalidArgument("forward: token " + std::to_string(i) + " writes a slot outside its block table");
+    }
+  }
+  for (int q = 0; q < b.n_seqs; ++q) {
+    const int32_t* row = b.block_tables + static_cast<int64_t>(q) * b.max_blocks;
+    for (int j = 0; max_pos[q] >= 0 && j <= max_pos[q] / bs; ++j) {
+      if (row[j] < 0 || row[j] >= kv[0].n_blocks) {
+        return InvalidArgument("forward: block table of sequence " + std::to_string(q) + " has no valid block " +
+                               std::to_string(j) + " for position " + std::to_string(max_pos[q]));
+      }
+    }
+  }
   for (int r = 0; r < b.n_logits; ++r) {
     if (b.logit_rows[r] < 0 || b.logit_rows[r] >= b.n_tokens || (r > 0 && b.logit_rows[r] <= b.logit_rows[r - 1])) {
       return InvalidArgument("forward: logit_rows must be increasing token indices");

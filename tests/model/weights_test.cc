@@ -125,6 +125,18 @@ TEST(Forward, RejectsBadTokenIds) {
   Status st = r.forward(b, logits.data());
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("token 1"), std::string::npos) << st.message();
+
+  b.tokens = {1, 2};
+  b.positions = {15, 16};  // position 16 lives in block 1, which the table does not have
+  b.slots = {15, 16};
+  b.seq_lens = {17};
+  st = r.forward(b, logits.data());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  b.block_tables = {0, 9};  // block 9 is outside the pool of 4
+  st = r.forward(b, logits.data());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.message();
+  b.block_tables = {0, 1};
+  EXPECT_TRUE(r.forward(b, logits.data()).ok());
   std::filesystem::remove(path);
 }
 
