@@ -115,11 +115,13 @@ int main(int argc, char** argv) {
   for (auto& t : prompt) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(c.n_vocab));
 
   std::vector<double> pre, dec;
+  ForwardProfile prof;  // decode steps of the last repeat
   for (int rep = -1; rep < repeats; ++rep) {  // rep -1: warm-up (page faults of the mapping, caches)
     const auto t0 = Clock::now();
     int32_t tok = seq.run(prompt, 0, &logits);
     const auto t1 = Clock::now();
     const int gen = rep < 0 ? 8 : n_gen;
+    if (rep == repeats - 1) runner.set_profile(&prof);
     for (int i = 0; i < gen; ++i) tok = seq.run({tok}, n_prompt + i, &logits);
     const auto t2 = Clock::now();
     if (rep >= 0) {
@@ -127,6 +129,8 @@ int main(int argc, char** argv) {
       dec.push_back(gen / secs(t1, t2));
     }
   }
+  runner.set_profile(nullptr);
+  const double prof_total = prof.matmul + prof.attention + prof.other;
   const double bw = read_bandwidth();
   const double bytes = static_cast<double>((*w)->bytes_per_token());
   const double roof = bw / bytes;
@@ -135,11 +139,13 @@ int main(int argc, char** argv) {
               "\"prefill_tok_s\": %.2f, \"prefill_tok_s_min\": %.2f, \"prefill_tok_s_max\": %.2f, "
               "\"decode_tok_s\": %.2f, \"decode_tok_s_min\": %.2f, \"decode_tok_s_max\": %.2f, "
               "\"weight_bytes_per_token\": %.0f, \"read_bandwidth_GBps\": %.2f, \"decode_roofline_tok_s\": %.2f, "
-              "\"roofline_ratio_decode\": %.3f}\n",
+              "\"roofline_ratio_decode\": %.3f, \"decode_time_share\": {\"matmul\": %.3f, \"attention\": %.3f, "
+              "\"other\": %.3f}}\n",
               model.c_str(), c.arch.c_str(), dtype_name((*w)->layers[0].wq.dtype), exact ? "true" : "false",
               ThreadPool::global().size(), n_prompt, n_gen, repeats, median(pre),
               *std::min_element(pre.begin(), pre.end()), *std::max_element(pre.begin(), pre.end()), median(dec),
               *std::min_element(dec.begin(), dec.end()), *std::max_element(dec.begin(), dec.end()), bytes, bw / 1e9,
-              roof, median(dec) / roof);
+              roof, median(dec) / roof, prof.matmul / prof_total, prof.attention / prof_total,
+              prof.other / prof_total);
   return 0;
 }

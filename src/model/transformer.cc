@@ -1,10 +1,28 @@
 #include "model/transformer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 
 namespace citadel {
 namespace {
+
+// Charges the time since the last mark to one profile bucket (no-op without a profile).
+class OpTimer {
+ public:
+  explicit OpTimer(ForwardProfile* p) : p_(p), t_(p ? Clock::now() : Clock::time_point{}) {}
+  void charge(double ForwardProfile::*bucket) {
+    if (!p_) return;
+    const auto now = Clock::now();
+    p_->*bucket += std::chrono::duration<double>(now - t_).count();
+    t_ = now;
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  ForwardProfile* p_;
+  Clock::time_point t_;
+};
 
 void add_bias(float* y, const float* bias, int n_tokens, int64_t width) {
   if (!bias) return;
@@ -120,7 +138,10 @@ Status Transformer::run_chunk(const ForwardBatch& b, int t0, int n, const std::v
   }
   cpu::rmsnorm(s->h.data(), w_->output_norm, s->h.data(), m, c.dim, static_cast<float>(c.norm_eps));
   float* out = logits + static_cast<size_t>(first - b.logit_rows) * c.n_vocab;
-  return cpu::matmul(w_->output, s->h.data(), m, out);
+  OpTimer tm(s->profile);
+  Status st = cpu::matmul(w_->output, s->h.data(), m, out);
+  tm.charge(&ForwardProfile::matmul);
+  return st;
 }
 
 Status Transformer::layer(int l, const ForwardBatch& b, int t0, int n, const KvCacheView& kv,
@@ -131,17 +152,23 @@ Status Transformer::layer(int l, const ForwardBatch& b, int t0, int n, const KvC
   const float eps = static_cast<float>(c.norm_eps);
   float *x = s->x.data(), *h = s->h.data();
 
+  OpTimer tm(s->profile);
+  constexpr auto kMatmul = &ForwardProfile::matmul, kAttn = &ForwardProfile::attention, kOther = &ForwardProfile::other;
+
   // Attention block.
   cpu::rmsnorm(x, L.attn_norm, h, n, dim, eps);
+  tm.charge(kOther);
   RETURN_IF_ERROR(cpu::matmul(L.wq, h, n, s->q.data()));
   RETURN_IF_ERROR(cpu::matmul(L.wk, h, n, s->k.data()));
   RETURN_IF_ERROR(cpu::matmul(L.wv, h, n, s->v.data()));
+  tm.charge(kMatmul);
   add_bias(s->q.data(), L.bq, n, q_dim);
   add_bias(s->k.data(), L.bk, n, kv_dim);
   add_bias(s->v.data(), L.bv, n, kv_dim);
   cpu::rope(s->q.data(), n, static_cast<int>(c.n_heads), static_cast<int>(c.head_dim), b.positions + t0, rope_);
   cpu::rope(s->k.data(), n, static_cast<int>(c.n_kv_heads), static_cast<int>(c.head_dim), b.positions + t0, rope_);
   cpu::kv_write(kv, s->k.data(), s->v.data(), n, s->slot_block.data(), s->slot_offset.data());
+  tm.charge(kOther);
   AttnBatch ab;
   ab.n_tokens = n;
   ab.block_tables = b.block_tables;
@@ -150,16 +177,23 @@ Status Transformer::layer(int l, const ForwardBatch& b, int t0, int n, const KvC
   ab.seq_of_token = b.seq_of_token + t0;
   ab.pos_of_token = b.positions + t0;
   cpu::attention(s->q.data(), kv, ab, static_cast<int>(c.n_heads), 0.0f, s->att.data());
+  tm.charge(kAttn);
   RETURN_IF_ERROR(cpu::matmul(L.wo, s->att.data(), n, h));
+  tm.charge(kMatmul);
   cpu::add(x, h, x, n * dim);
 
   // Feed-forward block (SwiGLU).
   cpu::rmsnorm(x, L.ffn_norm, h, n, dim, eps);
+  tm.charge(kOther);
   RETURN_IF_ERROR(cpu::matmul(L.w_gate, h, n, s->gate.data()));
   RETURN_IF_ERROR(cpu::matmul(L.w_up, h, n, s->up.data()));
+  tm.charge(kMatmul);
   cpu::silu_mul(s->gate.data(), s->up.data(), s->gate.data(), n * c.hidden_dim);
+  tm.charge(kOther);
   RETURN_IF_ERROR(cpu::matmul(L.w_down, s->gate.data(), n, h));
+  tm.charge(kMatmul);
   cpu::add(x, h, x, n * dim);
+  tm.charge(kOther);
   return OkStatus();
 }
 

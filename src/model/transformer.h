@@ -36,6 +36,13 @@ struct ForwardBatch {
   const int32_t* logit_rows = nullptr;    // [n_logits] increasing token indices whose logits are wanted
 };
 
+// Optional wall-time breakdown of forward passes (benchmarks); accumulated, in seconds.
+struct ForwardProfile {
+  double matmul = 0;     // projections and LM head (incl. activation quantization)
+  double attention = 0;  // paged attention
+  double other = 0;      // embedding, norms, rope, kv_write, residual adds, silu
+};
+
 // Activation buffers for up to max_tokens tokens per chunk.
 struct ForwardScratch {
   explicit ForwardScratch(const ModelConfig& c, int max_tokens);
@@ -49,6 +56,7 @@ struct ForwardScratch {
   std::vector<float> gate;    // [max_tokens, hidden_dim]
   std::vector<float> up;      // [max_tokens, hidden_dim]
   std::vector<int32_t> slot_block, slot_offset;  // [max_tokens]
+  ForwardProfile* profile = nullptr;             // set to collect timings (adds a clock read per op)
 };
 
 class Transformer {

@@ -31,6 +31,8 @@ class CpuRunner : public engine::ModelRunner {
   Status forward(const engine::Batch& batch, float* logits) override;
 
   const Transformer& transformer() const { return tf_; }
+  // Collect per-op-class timings of later forward() calls into p (null: off). Benchmarks only.
+  void set_profile(ForwardProfile* p) { scratch_.profile = p; }
 
  private:
   const ModelWeights* w_;
