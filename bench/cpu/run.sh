@@ -31,20 +31,8 @@ for m in $models; do
   echo "$line" | python3 -c "import json,sys; d=json.load(sys.stdin); d['name']='$m'; d['loadavg_before']='$load'; print(json.dumps(d))" >> "$out"
   tail -1 "$out" >&2
 done
-python3 - "$out" "$root" <<'PY'
-import json, os, re, subprocess, sys, datetime
-lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-root = sys.argv[2]
-cpu = re.search(r"Model name:\s*(.*)", subprocess.run(["lscpu"], capture_output=True, text=True).stdout).group(1).strip()
-ncpu = os.cpu_count()
-commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-date = datetime.date.today().isoformat()
-slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-")
-doc = {"device": f"{cpu}, {ncpu} cores", "commit": commit, "date": date,
-       "command": "bench/cpu/run.sh", "copy_bandwidth_GBps": None,
-       "read_bandwidth_GBps": round(max(l["read_bandwidth_GBps"] for l in lines), 2),
-       "loadavg_after": open("/proc/loadavg").read().split()[:3], "runs": lines}
-path = os.path.join(root, "bench", "results", f"cpu-{slug}-{date}.json")
-json.dump(doc, open(path, "w"), indent=1)
-print(path)
-PY
+stream=$work/stream.txt
+if cmake --build "$build" --target kernels_bench -j2 >/dev/null 2>&1; then
+  "$build/bench/kernels_bench" --benchmark_filter=Stream > "$stream" 2>&1 || true
+fi
+python3 "$root/bench/cpu/assemble.py" "$out" "$root" "$stream"
