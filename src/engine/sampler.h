@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/rng.h"
 #include "base/status.h"
 
 namespace citadel::engine {
@@ -46,14 +47,16 @@ struct SamplingParams {
 // Checks ranges against the vocabulary; one-line messages name the field ("top_p must be in (0, 1], got 1.5").
 Status validate_sampling_params(const SamplingParams& p, int n_vocab);
 
-// xoshiro256** seeded through splitmix64: small, fast, reproducible across platforms (no std:: distributions).
+// The sampler's generator: base/rng.h's xoshiro256** (reproducible across platforms, no std:: distributions) with a
+// 53-bit uniform double.
 class Rng {
  public:
-  explicit Rng(uint64_t seed);
-  uint64_t next_u64();
-  double next_double();  // uniform in [0, 1), 53 bits
+  explicit Rng(uint64_t seed) : x_(seed) {}
+  uint64_t next_u64() { return x_.next(); }
+  double next_double() { return static_cast<double>(x_.next() >> 11) * 0x1.0p-53; }  // uniform in [0, 1)
+
  private:
-  uint64_t s_[4];
+  Xoshiro256 x_;
 };
 
 struct TokenLogprob {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "base/half.h"
@@ -99,6 +100,7 @@ struct DevBuf {
 // A weight matrix [N][K] in the decoder's format. bf16 holds the staging copy until finalize() quantizes it.
 struct LinearW {
   int N = 0, K = 0;
+  CudaWeightFormat fmt = CudaWeightFormat::kBf16;  // this matrix's format (int4 falls back to int8 when K % 128)
   bf16_t* bf16 = nullptr;     // [N][K]
   uint8_t* q = nullptr;       // int8 [N][K] or int4 [N][K/2]
   float* scales = nullptr;    // int8 [N], int4 [N][K/128]
@@ -144,6 +146,8 @@ struct CudaDecoder::Impl {
   int32_t* d_out = nullptr;    // [T] argmax ids
   int32_t* h_pinned = nullptr; // host mirror of d_ints
   int32_t* h_out = nullptr;    // [T]
+  ck::SampleParams* d_sample = nullptr;  // [max_batch] per-sequence sampling of the current step
+  ck::SampleParams* h_sample = nullptr;  // [max_batch] pinned staging
   int64_t ints_capacity = 0;
   bf16_t* k_pool = nullptr;    // [L][n_blocks][bs][KV][Dh]
   bf16_t* v_pool = nullptr;
@@ -151,7 +155,7 @@ struct CudaDecoder::Impl {
   int max_blocks = 0;
   void* cublas_ws = nullptr;
 
-  std::map<std::pair<int, int>, cudaGraphExec_t> graphs;  // (B bucket, n_splits) -> graph
+  std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
 
   int qkv_rows() const { return (c.n_heads + 2 * c.n_kv_heads) * c.head_dim; }
 
@@ -198,7 +202,7 @@ struct CudaDecoder::Impl {
   Status alloc_runtime();
   bf16_t* weight_ptr(CudaWeight w, int layer, int64_t* count);
   void linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32);
-  void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits);
+  void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
   int partition_for(int B) const { return B <= 64 ? 32 : 128; }  // measured best on H100 (bench table)
 };
 
@@ -247,8 +251,12 @@ bf16_t* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
 }
 
 Status CudaDecoder::Impl::quantize(LinearW* w) {
-  if (opt.format == CudaWeightFormat::kBf16 || !w->bf16) return OkStatus();
-  if (opt.format == CudaWeightFormat::kInt8) {
+  w->fmt = opt.format;
+  // The int4 layout needs whole groups of 128 along K; such matrices (SmolLM2's dim 576) stay int8.
+  if (w->fmt == CudaWeightFormat::kInt4 && w->K % 128 != 0) w->fmt = CudaWeightFormat::kInt8;
+  if (w->fmt == CudaWeightFormat::kBf16 || !w->bf16) return OkStatus();
+  if (w->K % 16 != 0) return Unsupported("int8: K=" + std::to_string(w->K) + " is not a multiple of 16");
+  if (w->fmt == CudaWeightFormat::kInt8) {
     RETURN_IF_ERROR(alloc_n(&w->q, int64_t{w->N} * w->K, "int8 weights"));
     RETURN_IF_ERROR(alloc_n(&w->scales, w->N, "int8 scales"));
     ck::quantize_int8(w->bf16, w->q, w->scales, w->N, w->K, stream);
@@ -264,7 +272,8 @@ Status CudaDecoder::Impl::quantize(LinearW* w) {
   return OkStatus();
 }
 
-static int64_t linear_bytes(const LinearW& w, CudaWeightFormat f) {
+static int64_t linear_bytes(const LinearW& w) {
+  const CudaWeightFormat f = w.fmt;
   int64_t b = w.bias ? int64_t{w.N} * 2 : 0;
   if (f == CudaWeightFormat::kBf16) return b + int64_t{w.N} * w.K * 2;
   if (f == CudaWeightFormat::kInt8) return b + int64_t{w.N} * w.K + int64_t{w.N} * 4;
@@ -299,6 +308,8 @@ Status CudaDecoder::Impl::alloc_runtime() {
   RETURN_IF_ERROR(alloc_n(&d_out, std::max(T, B), "ids"));
   CUDA_CHECK(cudaMallocHost(&h_pinned, sizeof(int32_t) * ints_capacity));
   CUDA_CHECK(cudaMallocHost(&h_out, sizeof(int32_t) * std::max(T, B)));
+  CUDA_CHECK(cudaMallocHost(&h_sample, sizeof(ck::SampleParams) * B));
+  RETURN_IF_ERROR(alloc_n(&d_sample, B, "sampling parameters"));
   const size_t cublas_ws_bytes = size_t{32} << 20;
   RETURN_IF_ERROR(alloc(&cublas_ws, cublas_ws_bytes, "cublas workspace"));
   cublas = ck::create_cublas_handle(stream, cublas_ws, cublas_ws_bytes);
@@ -342,6 +353,7 @@ CudaDecoder::~CudaDecoder() {
   for (void* p : impl_->allocations) cudaFree(p);
   if (impl_->h_pinned) cudaFreeHost(impl_->h_pinned);
   if (impl_->h_out) cudaFreeHost(impl_->h_out);
+  if (impl_->h_sample) cudaFreeHost(impl_->h_sample);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
@@ -351,9 +363,12 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const CudaModelConfig& 
     return InvalidArgument("cuda decoder: model dimensions must be positive");
   if (c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 16)
     return Unsupported("cuda decoder: n_heads/n_kv_heads must be an integer <= 16");
-  if (c.head_dim != 128) return Unsupported("cuda decoder: head_dim " + std::to_string(c.head_dim) + " (needs 128)");
-  if (c.hidden_dim % 128 != 0 || c.ffn_dim % 128 != 0)
-    return Unsupported("cuda decoder: hidden_dim and ffn_dim must be multiples of 128");
+  if (c.head_dim != 64 && c.head_dim != 128)
+    return Unsupported("cuda decoder: head_dim " + std::to_string(c.head_dim) + " (needs 64 or 128)");
+  // 16-byte GEMV chunks (bf16: 8 elements, int8: 16) along every K; int4 matrices with K % 128 stay int8.
+  if (c.hidden_dim % 16 != 0 || c.ffn_dim % 16 != 0)
+    return Unsupported("cuda decoder: hidden_dim " + std::to_string(c.hidden_dim) + " and ffn_dim " +
+                       std::to_string(c.ffn_dim) + " must be multiples of 16");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
     return InvalidArgument("cuda decoder: bad options (max_step_tokens must be >= max_batch)");
   int n_dev = 0;
@@ -417,10 +432,9 @@ Status CudaDecoder::finalize() {
     RETURN_IF_ERROR(m.quantize(&l.down));
   }
   const int64_t D = m.c.hidden_dim;
-  m.weight_bytes = linear_bytes(m.lm_head, m.opt.format) + D * 2;
+  m.weight_bytes = linear_bytes(m.lm_head) + D * 2;
   for (auto& l : m.layers)
-    m.weight_bytes += linear_bytes(l.qkv, m.opt.format) + linear_bytes(l.o, m.opt.format) +
-                      linear_bytes(l.gate_up, m.opt.format) + linear_bytes(l.down, m.opt.format) + 2 * D * 2;
+    m.weight_bytes += linear_bytes(l.qkv) + linear_bytes(l.o) + linear_bytes(l.gate_up) + linear_bytes(l.down) + 2 * D * 2;
   RETURN_IF_ERROR(m.alloc_runtime());
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
   m.finalized = true;
@@ -428,7 +442,7 @@ Status CudaDecoder::finalize() {
 }
 
 void CudaDecoder::Impl::linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32) {
-  switch (opt.format) {
+  switch (w.fmt) {
     case CudaWeightFormat::kBf16:
       if (M <= 8) {
         ck::gemv_bf16(x, w.bf16, w.bias, y, y_f32, M, w.N, w.K, stream);
@@ -448,7 +462,8 @@ void CudaDecoder::Impl::linear(const LinearW& w, const bf16_t* x, int M, void* y
 
 // The whole step on device; inputs already in d_ints (layout(T, B)). With decode, every sequence has one token and
 // T == B. Query ranges for prefill come from the host copy (h_pinned) because they set kernel grids.
-void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits) {
+void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits,
+                                bool sampled) {
   const IntLayout L = layout(T, B);
   const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim, NQKV = qkv_rows();
   const int32_t* tokens = d_ints + L.tokens;
@@ -499,7 +514,10 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
       x = last_h;
     }
     linear(lm_head, x, B, logits, true);
-    ck::argmax(logits, B, c.n_vocab, d_out, stream);
+    if (sampled)
+      ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_out, stream);
+    else
+      ck::argmax(logits, B, c.n_vocab, d_out, stream);
   }
 }
 
@@ -539,6 +557,9 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
       return InvalidArgument("cuda step: token id " + std::to_string(s.tokens[t]) + " out of range");
 
   // Pure decode runs on a padded batch bucket (graphs); padded rows point at block 0 and write no KV.
+  const bool sampled = !s.sampling.empty();
+  if (sampled && (s.all_logits || s.sampling.size() != static_cast<size_t>(B)))
+    return InvalidArgument("cuda step: sampling needs one entry per sequence and no all_logits");
   const bool graph = decode && m.opt.use_graphs && !s.all_logits;
   int Bp = B;
   if (graph) {
@@ -580,14 +601,27 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
   if (L.total + B + 1 > m.ints_capacity) return InvalidArgument("cuda step: inputs exceed the staging buffer");
   if (!decode) std::copy(s.query_start.begin(), s.query_start.end(), hp + L.total);
   CUDA_CHECK(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * L.total, cudaMemcpyHostToDevice, m.stream));
+  if (sampled) {
+    for (int b = 0; b < Bp; ++b) {
+      ck::SampleParams sp;  // padded rows: greedy
+      if (b < B) {
+        const CudaSampling& q = s.sampling[b];
+        sp.temperature = q.temperature, sp.top_k = q.top_k, sp.top_p = q.top_p, sp.seed = q.seed;
+        sp.counter = q.counter;
+      }
+      m.h_sample[b] = sp;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(m.d_sample, m.h_sample, sizeof(ck::SampleParams) * Bp, cudaMemcpyHostToDevice,
+                               m.stream));
+  }
 
   if (graph) {
-    auto key = std::make_pair(Bp, n_splits);
+    auto key = std::make_tuple(Bp, n_splits, sampled);
     auto it = m.graphs.find(key);
     if (it == m.graphs.end()) {
       cudaGraph_t g;
       CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
-      m.forward(Tp, Bp, true, n_splits, partition, false);
+      m.forward(Tp, Bp, true, n_splits, partition, false, sampled);
       CUDA_CHECK(cudaStreamEndCapture(m.stream, &g));
       cudaGraphExec_t exec;
       CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
@@ -596,7 +630,7 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
     }
     CUDA_CHECK(cudaGraphLaunch(it->second, m.stream));
   } else {
-    m.forward(Tp, Bp, decode, n_splits, partition, s.all_logits);
+    m.forward(Tp, Bp, decode, n_splits, partition, s.all_logits, sampled);
   }
   const int rows = s.all_logits ? T : B;
   CUDA_CHECK(cudaMemcpyAsync(m.h_out, m.d_out, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, m.stream));

@@ -69,6 +69,17 @@ struct CudaDecoderOptions {
   bool verbose = true;  // print the memory plan at load
 };
 
+// Sampling of one sequence's next token on the device (kernels/cuda sampling.cu has the exact semantics):
+// temperature <= 0 or top_k == 1 is greedy; top_k 0 and top_p >= 1 switch those cut-offs off. The draw depends only
+// on (seed, counter): pass the request's seed and the index of the token being generated.
+struct CudaSampling {
+  float temperature = 0.f;
+  int top_k = 0;
+  float top_p = 1.f;
+  uint32_t seed = 0;
+  uint32_t counter = 0;
+};
+
 // One step: sequences b = 0..B-1 own tokens [query_start[b], query_start[b+1]); each token has a position; seq_lens[b]
 // is the context after this step (the new tokens included; they are the last ones). block_tables is [B][width],
 // width = max_blocks_per_seq(), physical block ids in [0, n_kv_blocks()).
@@ -79,6 +90,7 @@ struct CudaStep {
   std::vector<int32_t> seq_lens;      // [B]
   std::vector<int32_t> block_tables;  // [B][max_blocks_per_seq]
   bool all_logits = false;            // logits for every token (T rows), not only each sequence's last
+  std::vector<CudaSampling> sampling; // [B] per-sequence sampling, or empty for greedy; not with all_logits
 };
 
 class CudaDecoder {
@@ -94,7 +106,7 @@ class CudaDecoder {
   Status set_weight(CudaWeight w, int layer, const uint16_t* bf16_host, int64_t count);
   Status finalize();
 
-  // Runs one forward step. next_tokens gets B greedy ids (one per sequence); logits, if non-null, gets
+  // Runs one forward step. next_tokens gets B ids (one per sequence: greedy, or drawn on the device per s.sampling); logits, if non-null, gets
   // [B][n_vocab] (or [T][n_vocab] with all_logits) fp32. Bad shapes or ids return InvalidArgument.
   Status step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits);
 

@@ -1,6 +1,8 @@
 // CudaRunner (see cuda_runner.h): translates engine batches into CudaDecoder steps.
 #include "runtime/cuda_runner.h"
 
+#include "runtime/cuda_loader.h"
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -93,6 +95,22 @@ Status CudaRunner::forward(const engine::Batch& b, float* logits) {
     std::memcpy(logits + r * V, logits_.data() + src * V, sizeof(float) * V);
   }
   return OkStatus();
+}
+
+Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore& store, const CudaRunnerOptions& opt) {
+  ASSIGN_OR_RETURN(ModelConfig mc, model_config_from(store));
+  ASSIGN_OR_RETURN(CudaModelConfig c, cuda_config_from(mc));
+  CudaRunnerOptions o = opt;
+  o.config = c;
+  if (mc.context_len > 0 && mc.context_len < o.decoder.max_seq_len) o.decoder.max_seq_len = static_cast<int>(mc.context_len);
+  const TensorStore* st = &store;
+  o.load = [st, c](CudaDecoder* d) {
+    return read_cuda_weights(*st, c, [d](CudaWeight w, int layer, const uint16_t* p, int64_t n) {
+      return d->set_weight(w, layer, p, n);
+    });
+  };
+  ASSIGN_OR_RETURN(auto runner, CudaRunner::create(std::move(o)));
+  return std::unique_ptr<engine::ModelRunner>(std::move(runner));
 }
 
 }  // namespace citadel::runtime

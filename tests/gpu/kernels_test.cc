@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <tuple>
 
 #include "kernels/cuda/cuda_ops.h"
 #include "ref_ops.h"
@@ -321,28 +322,32 @@ TEST(CudaKernels, PagedDecodeSplitK) {
   }
 }
 
+// head_dim 128 (qwen2-7B heads: 28 q / 4 kv) and 64 (SmolLM2: 9 q / 3 kv, G = 3).
 TEST(CudaKernels, PagedPrefillCausalWithPrefix) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(9);
-  PagedFixture f;
-  f.build(rng, {200, 77, 130});
-  const int H = f.n_heads;
-  ck::PagedAttention p;
-  DevArray<uint16_t> dk(f.kpool), dv(f.vpool);
-  DevArray<int32_t> dt(f.tables), dl(std::vector<int32_t>(f.lens.begin(), f.lens.end()));
-  p.k_pool = dk.p, p.v_pool = dv.p, p.block_tables = dt.p, p.seq_lens = dl.p, p.max_blocks_per_seq = f.max_blocks;
-  p.block_size = f.bs, p.n_heads = H, p.n_kv_heads = f.n_kv, p.head_dim = f.D, p.scale = 1.f / std::sqrt(128.f);
-  const int n_qs[3] = {200, 77, 5};  // whole prompt, whole prompt, 5 new tokens after a 125-token cached prefix
-  for (int b = 0; b < 3; ++b) {
-    const int n_q = n_qs[b], q_stride = H * f.D + 128;
-    auto q = random_bf16(size_t(n_q) * q_stride, rng);
-    DevArray<uint16_t> dq(q), out(size_t(n_q) * H * f.D);
-    ck::paged_attention_prefill(p, b, dq.p, q_stride, n_q, out.p, nullptr);
-    std::vector<float> qf(size_t(n_q) * H * f.D), ref;
-    for (int i = 0; i < n_q; ++i)
-      for (int c = 0; c < H * f.D; ++c) qf[size_t(i) * H * f.D + c] = bf16_to_f32(q[size_t(i) * q_stride + c]);
-    ref_attention(qf, f.K[b], f.V[b], ref, n_q, f.lens[b], H, f.n_kv, f.D, p.scale);
-    EXPECT_LT(nmse(to_f32(out.download()), ref), 1e-4) << "seq " << b;
+  for (auto [D, H, n_kv] : {std::tuple{128, 28, 4}, std::tuple{64, 9, 3}}) {
+    PagedFixture f;
+    f.D = D, f.n_heads = H, f.n_kv = n_kv;
+    f.build(rng, {200, 77, 130});
+    ck::PagedAttention p;
+    DevArray<uint16_t> dk(f.kpool), dv(f.vpool);
+    DevArray<int32_t> dt(f.tables), dl(std::vector<int32_t>(f.lens.begin(), f.lens.end()));
+    p.k_pool = dk.p, p.v_pool = dv.p, p.block_tables = dt.p, p.seq_lens = dl.p, p.max_blocks_per_seq = f.max_blocks;
+    p.block_size = f.bs, p.n_heads = H, p.n_kv_heads = f.n_kv, p.head_dim = f.D;
+    p.scale = 1.f / std::sqrt(float(D));
+    const int n_qs[3] = {200, 77, 5};  // whole prompt, whole prompt, 5 new tokens after a 125-token cached prefix
+    for (int b = 0; b < 3; ++b) {
+      const int n_q = n_qs[b], q_stride = H * f.D + 128;
+      auto q = random_bf16(size_t(n_q) * q_stride, rng);
+      DevArray<uint16_t> dq(q), out(size_t(n_q) * H * f.D);
+      ck::paged_attention_prefill(p, b, dq.p, q_stride, n_q, out.p, nullptr);
+      std::vector<float> qf(size_t(n_q) * H * f.D), ref;
+      for (int i = 0; i < n_q; ++i)
+        for (int c = 0; c < H * f.D; ++c) qf[size_t(i) * H * f.D + c] = bf16_to_f32(q[size_t(i) * q_stride + c]);
+      ref_attention(qf, f.K[b], f.V[b], ref, n_q, f.lens[b], H, f.n_kv, f.D, p.scale);
+      EXPECT_LT(nmse(to_f32(out.download()), ref), 1e-4) << "seq " << b << " head_dim " << D;
+    }
   }
 }
 

@@ -277,17 +277,25 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
   }
 }
 
-// ---- prefill: block = 4 warps, 64 query rows (16 per warp) of one head, KV tiles of 64 keys, head_dim 128 ----
+// ---- prefill: block = 4 warps, 64 query rows (16 per warp) of one head, KV tiles of 64 keys, head_dim kD ----
 namespace wmma = nvcuda::wmma;
-constexpr int kBQ = 64, kBK = 64, kD = 128;
-constexpr int kLdQ = kD + 8;    // bf16 row pitch of Q/K/V tiles (multiple of 8, breaks bank alignment)
+constexpr int kBQ = 64, kBK = 64;
 constexpr int kLdS = kBK + 4;   // fp32 pitch of the per-warp score tile
 constexpr int kLdP = kBK + 8;   // bf16 pitch of the per-warp probability tile
-constexpr int kLdO = kD + 4;    // fp32 pitch of the output accumulator
-constexpr size_t kPrefillSmem = sizeof(uint16_t) * (3 * kBQ * kLdQ + kBQ * kLdP) + sizeof(float) * (kBQ * kLdS + kBQ * kLdO + 2 * kBQ);
+template <int kD>
+__host__ __device__ constexpr int prefill_ldq() { return kD + 8; }  // bf16 row pitch of Q/K/V tiles (multiple of 8, breaks bank alignment)
+template <int kD>
+__host__ __device__ constexpr int prefill_ldo() { return kD + 4; }  // fp32 pitch of the output accumulator
+template <int kD>
+constexpr size_t prefill_smem() {
+  return sizeof(uint16_t) * (3 * kBQ * prefill_ldq<kD>() + kBQ * kLdP) +
+         sizeof(float) * (kBQ * kLdS + kBQ * prefill_ldo<kD>() + 2 * kBQ);
+}
 
+template <int kD>  // head_dim: 64 or 128
 __global__ void __launch_bounds__(128) paged_prefill_kernel(PagedAttention p, int seq, const uint16_t* q, int q_stride,
                                                             int n_q, uint16_t* out) {
+  constexpr int kLdQ = prefill_ldq<kD>(), kLdO = prefill_ldo<kD>();
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* Ks = Qs + kBQ * kLdQ;
@@ -378,8 +386,8 @@ __global__ void __launch_bounds__(128) paged_prefill_kernel(PagedAttention p, in
         prow[c] = __float2bfloat16_rn(e);
       }
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      float* orow = Os + qrow * kLdO + half * 64;
-      for (int c = 0; c < 64; ++c) orow[c] *= alpha;
+      float* orow = Os + qrow * kLdO + half * (kD / 2);
+      for (int c = 0; c < kD / 2; ++c) orow[c] *= alpha;
       __syncwarp();
       if (half == 0) row_m[qrow] = m_new, row_l[qrow] = row_l[qrow] * alpha + sum;
     }
@@ -458,15 +466,20 @@ void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stri
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
                              cudaStream_t s) {
   if (n_q <= 0) return;
-  CHECK(p.head_dim == kD);
-  static bool configured = false;  // attribute setting is idempotent; the flag only skips the call
+  CHECK_MSG(p.head_dim == 64 || p.head_dim == 128, "prefill attention: head_dim must be 64 or 128");
+  static bool configured = false;  // attribute setting is idempotent; the flag only skips the calls
   if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(kPrefillSmem)));
+    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(prefill_smem<64>())));
+    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(prefill_smem<128>())));
     configured = true;
   }
   dim3 grid((n_q + kBQ - 1) / kBQ, p.n_heads);
-  paged_prefill_kernel<<<grid, 128, kPrefillSmem, s>>>(p, seq, q, q_stride, n_q, out);
+  if (p.head_dim == 64)
+    paged_prefill_kernel<64><<<grid, 128, prefill_smem<64>(), s>>>(p, seq, q, q_stride, n_q, out);
+  else
+    paged_prefill_kernel<128><<<grid, 128, prefill_smem<128>(), s>>>(p, seq, q, q_stride, n_q, out);
   CUDA_LAUNCH_CHECK();
 }
 

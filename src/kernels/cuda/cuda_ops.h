@@ -47,6 +47,21 @@ void gather_rows(const bf16_t* src, const int32_t* index, bf16_t* dst, int rows,
 // Deterministic fill for benchmarks and poisoning: x[i] = bf16(uniform(-scale, scale)) from hash(seed, i).
 void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStream_t s);
 
+// ---- sampling.cu ----
+// Per-row sampling parameters (device memory). temperature <= 0 or top_k == 1: greedy (argmax, lowest index on ties).
+// Otherwise p_i ~ exp(logit_i / temperature) restricted to the logits >= the top_k-th largest (top_k 0 or >= V: off)
+// and to the smallest highest-probability set holding top_p of the mass (top_p >= 1: off); both cut-offs keep ties.
+// The draw is a function of (seed, counter) alone: the caller passes the request's seed and its token index.
+struct SampleParams {
+  float temperature = 0.f;
+  int top_k = 0;
+  float top_p = 1.f;
+  uint32_t seed = 0;
+  uint32_t counter = 0;
+};
+// out[m] = a token drawn from row m of logits [M][V] fp32 under params[m]; out [M] int32.
+void sample_tokens(const float* logits, int M, int V, const SampleParams* params, int32_t* out, cudaStream_t s);
+
 // ---- attention.cu ----
 // Paged KV layout: pool [n_blocks][block_size][n_kv_heads][head_dim] bf16, one pool for K and one for V.
 // slots [T] int32: physical slot = block * block_size + offset, or -1 to skip the token.

@@ -1,0 +1,154 @@
+// Device-side sampling (temperature, top-k, top-p, per-row seed): one block per logits row, so only token ids leave
+// the GPU. The cut-offs are exact order statistics found by bisection over the order-preserving uint32 image of the
+// logits (32 passes over the row, each counting elements and summing probability mass at or above two candidate
+// thresholds), then an inverse-CDF draw in index order with a block scan. Deterministic for a given (seed, counter):
+// every reduction has a fixed order.
+#include <cfloat>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace citadel::cuda {
+namespace {
+
+using namespace dev;
+
+constexpr int kSampleThreads = 1024;
+
+__device__ __forceinline__ uint32_t order_key(float f) {
+  const uint32_t b = __float_as_uint(f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// Block-wide sums of one float and one int; every thread gets the results. scratch: 2 * 32 words.
+__device__ __forceinline__ void block_sum2(float& f, int& n, float* sf, int* sn) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  f = warp_sum(f);
+  for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+  __syncthreads();  // scratch free from the previous use
+  if (lane == 0) sf[warp] = f, sn[warp] = n;
+  __syncthreads();
+  f = 0.f, n = 0;
+  for (int w = 0; w < kSampleThreads / 32; ++w) f += sf[w], n += sn[w];  // same order in every thread
+}
+
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int V, const SampleParams* params,
+                                                                int32_t* out) {
+  pdl_wait();
+  pdl_trigger();
+  __shared__ float sf[32];
+  __shared__ int sn[32];
+  __shared__ float sbest[32];
+  __shared__ int sbi[32];
+  const float* row = logits + static_cast<int64_t>(blockIdx.x) * V;
+  const SampleParams p = params[blockIdx.x];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // Argmax (lowest index on ties): the greedy answer and the max for the softmax.
+  float best = -FLT_MAX;
+  int bi = 0x7fffffff;
+  for (int i = tid; i < V; i += kSampleThreads) {
+    const float v = row[i];
+    if (v > best) best = v, bi = i;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+  }
+  if (lane == 0) sbest[warp] = best, sbi[warp] = bi;
+  __syncthreads();
+  best = sbest[0], bi = sbi[0];
+  for (int w = 1; w < kSampleThreads / 32; ++w)
+    if (sbest[w] > best || (sbest[w] == best && sbi[w] < bi)) best = sbest[w], bi = sbi[w];
+  const int argmax = bi == 0x7fffffff ? 0 : bi;
+  if (!(p.temperature > 0.f) || p.top_k == 1) {
+    if (tid == 0) out[blockIdx.x] = argmax;
+    return;
+  }
+  const float inv_t = 1.f / p.temperature;
+  const float mx = best;
+  // Total mass Z (relative to the max).
+  float z = 0.f;
+  int dummy = 0;
+  for (int i = tid; i < V; i += kSampleThreads) z += __expf((row[i] - mx) * inv_t);
+  block_sum2(z, dummy, sf, sn);
+  // Bisection: tk = largest key with count(key >= tk) >= top_k (the k-th largest value); tp = largest key with
+  // mass(key >= tp) >= top_p * Z (the smallest top set holding top_p of the mass).
+  const bool use_k = p.top_k > 1 && p.top_k < V;
+  const bool use_p = p.top_p > 0.f && p.top_p < 1.f;
+  uint32_t lo_k = 0, hi_k = 0xffffffffu, lo_p = 0, hi_p = 0xffffffffu;  // answer in [lo, hi]
+  const float target = p.top_p * z;
+  if (use_k || use_p) {
+    for (int it = 0; it < 32; ++it) {
+      const uint32_t mk = lo_k + (hi_k - lo_k + 1ull) / 2, mp = lo_p + (hi_p - lo_p + 1ull) / 2;
+      float mass = 0.f;
+      int cnt = 0;
+      for (int i = tid; i < V; i += kSampleThreads) {
+        const float v = row[i];
+        const uint32_t key = order_key(v);
+        cnt += key >= mk;
+        if (key >= mp) mass += __expf((v - mx) * inv_t);
+      }
+      block_sum2(mass, cnt, sf, sn);
+      if (cnt >= p.top_k) lo_k = mk; else hi_k = mk - 1;
+      if (mass >= target) lo_p = mp; else hi_p = mp - 1;
+      if (lo_k == hi_k && lo_p == hi_p) break;
+    }
+  }
+  uint32_t thr = 0;
+  if (use_k) thr = lo_k;
+  if (use_p && lo_p > thr) thr = lo_p;
+  // Draw u in [0, kept mass), then find the index whose cumulative kept mass (index order) passes u.
+  const int chunk = (V + kSampleThreads - 1) / kSampleThreads;
+  const int c0 = min(V, tid * chunk), c1 = min(V, c0 + chunk);
+  float mine = 0.f;
+  for (int i = c0; i < c1; ++i) {
+    const float v = row[i];
+    if (order_key(v) >= thr) mine += __expf((v - mx) * inv_t);
+  }
+  // Inclusive scan of the per-thread chunk masses (warp shuffles, then warp totals).
+  float incl = mine;
+  for (int o = 1; o < 32; o <<= 1) {
+    const float t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  __syncthreads();
+  if (lane == 31) sf[warp] = incl;
+  __syncthreads();
+  float warp_off = 0.f, total = 0.f;
+  for (int w = 0; w < kSampleThreads / 32; ++w) {
+    if (w < warp) warp_off += sf[w];
+    total += sf[w];
+  }
+  incl += warp_off;
+  const float excl = incl - mine;
+  const uint32_t h = hash_u32(hash_u32(p.seed, p.counter), 0x5bd1e995u);
+  const float u = static_cast<float>(h >> 8) * (1.0f / 16777216.0f) * total;
+  __shared__ int chosen;
+  if (tid == 0) chosen = argmax;  // fallback when rounding leaves u past the last kept element
+  __syncthreads();
+  if (mine > 0.f && u >= excl && u < incl) {
+    float acc = excl;
+    int pick = -1, last = -1;
+    for (int i = c0; i < c1; ++i) {
+      const float v = row[i];
+      if (order_key(v) < thr) continue;
+      last = i;
+      acc += __expf((v - mx) * inv_t);
+      if (u < acc) { pick = i; break; }
+    }
+    chosen = pick >= 0 ? pick : last;  // exactly one thread's range holds u
+  }
+  __syncthreads();
+  if (tid == 0) out[blockIdx.x] = chosen;
+}
+
+}  // namespace
+
+void sample_tokens(const float* logits, int M, int V, const SampleParams* params, int32_t* out, cudaStream_t s) {
+  if (M <= 0) return;
+  launch_pdl(sample_kernel, dim3(M), dim3(kSampleThreads), 0, s, logits, V, params, out);
+  CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace citadel::cuda

@@ -1,0 +1,52 @@
+// Loading a real model (TensorStore: GGUF or safetensors) into the CUDA decoder. No CUDA types here: the CLI and
+// core code include this header.
+//
+// - cuda_config_from() maps a ModelConfig (llama, qwen2) to the decoder's shape; what the decoder cannot run (partial
+//   RoPE, rope scaling, head_dim other than 64/128, biases other than q/k/v) is kUnsupported with a one-line reason.
+// - read_cuda_weights() converts every tensor the decoder needs to bf16 on the host: f32/f16/bf16 by rounding,
+//   quantized GGUF types (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K..q6_K) through the reference dequantize_row() first. A
+//   model without an output matrix (tied embeddings) gets the token embedding as its LM head. The decoder
+//   requantizes to its int8/int4 layout at finalize() when asked (CudaDecoderOptions::format).
+// - make_cuda_runner() builds an engine::ModelRunner (CudaRunner) whose weights come from the store. It is defined
+//   only when the CUDA backend is built (CITADEL_HAVE_CUDA); callers guard with that macro.
+//
+// Thread-safety: pure functions; the store is only read. The store passed to make_cuda_runner must stay open until
+// the runner's allocate_kv() has returned (the weights are read there, when the engine has sized the KV pool).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "engine/model_runner.h"
+#include "format/tensor_store.h"
+#include "model/config.h"
+#include "runtime/cuda_decoder.h"
+#include "runtime/cuda_runner.h"
+
+namespace citadel::runtime {
+
+// "bf16" | "int8" | "int4" -> format; anything else is InvalidArgument.
+Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name);
+
+Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc);
+
+// The tensor name of a logical weight in this store (GGUF names or HF names by store.format()).
+std::string cuda_tensor_name(const TensorStore& store, CudaWeight w, int layer);
+
+// Converts one tensor to bf16 [numel] (row-major, as stored). Unsupported dtypes give kUnsupported naming the tensor.
+Status tensor_to_bf16(const TensorInfo& t, std::vector<uint16_t>* out);
+
+// Calls sink(w, layer, bf16 data, element count) once for every tensor the decoder with config c needs (biases only
+// when c.qkv_bias), checking each tensor's shape against c first. Missing tensors are kDataLoss naming the tensor.
+using CudaWeightSink = std::function<Status(CudaWeight w, int layer, const uint16_t* bf16, int64_t count)>;
+Status read_cuda_weights(const TensorStore& store, const CudaModelConfig& c, const CudaWeightSink& sink);
+
+// opt.config and opt.load are filled from the store; opt.decoder (format, max_batch, max_step_tokens, max_seq_len,
+// use_graphs, verbose) is kept. max_seq_len is capped to the model's trained context.
+Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore& store, const CudaRunnerOptions& opt);
+
+}  // namespace citadel::runtime
