@@ -16,7 +16,8 @@ using model_testing::synth_file;
 
 // Copies a GGUF, letting `edit` rename/reshape/drop tensors (return false to drop).
 std::string copy_gguf(const std::string& src, const std::string& tag,
-                      const std::function<bool(std::string*, std::vector<int64_t>*)>& edit) {
+                      const std::function<bool(std::string*, std::vector<int64_t>*)>& edit,
+                      const std::string& duplicate_as_output = "") {
   auto store = open_gguf(src);
   EXPECT_TRUE(store.ok());
   GgufWriter wr;
@@ -32,6 +33,9 @@ std::string copy_gguf(const std::string& src, const std::string& tag,
     std::vector<uint8_t> bytes(dtype_row_bytes(t.dtype, n));
     std::memcpy(bytes.data(), t.data, std::min<size_t>(bytes.size(), t.nbytes));
     EXPECT_TRUE(wr.add_tensor(name, t.dtype, shape, bytes.data(), bytes.size()).ok()) << name;
+    if (name == duplicate_as_output) {
+      EXPECT_TRUE(wr.add_tensor("output.weight", t.dtype, shape, bytes.data(), bytes.size()).ok());
+    }
   }
   const std::string out = src + "." + tag + ".gguf";
   EXPECT_TRUE(wr.write_file(out).ok());
@@ -102,6 +106,24 @@ TEST(Weights, ErrorsNameTheTensor) {
   }));
   EXPECT_NE(e.find("blk.1.attn_v.bias is missing"), std::string::npos) << e;
   std::filesystem::remove(qp);
+}
+
+// An untied LM head holding the embedding's values gives the tied model's logits exactly.
+TEST(Weights, UntiedOutputEqualsTiedCopy) {
+  const std::string path = synth_file("qwen2", "tiny", 8, "f16");
+  const std::string untied = copy_gguf(path, "untied", [](std::string*, std::vector<int64_t>*) { return true; },
+                                       "token_embd.weight");
+  auto a = load_model(path, {});
+  auto b = load_model(untied, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE((*a)->config.tied_embeddings);
+  EXPECT_FALSE((*b)->config.tied_embeddings);
+  EXPECT_NE((*b)->output.data, (*b)->tok_embd.data);
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
+  model_testing::SoloRunner ra(a->get(), 16), rb(b->get(), 16);
+  EXPECT_EQ(ra.run(prompt, 0), rb.run(prompt, 0));
+  std::filesystem::remove(path);
+  std::filesystem::remove(untied);
 }
 
 TEST(Forward, RejectsBadTokenIds) {
