@@ -12,13 +12,13 @@ double float_or(const TensorStore& s, const std::string& key, double dflt) {
   return v ? *v : dflt;
 }
 
-RopeType rope_type_for(const std::string& arch, const std::string& source) {
-  if (arch == "bert") return RopeType::kNone;
+RopeStyle rope_type_for(const std::string& arch, const std::string& source) {
+  if (arch == "bert") return RopeStyle::kNone;
   if (arch == "llama" || arch == "deepseek" || arch == "deepseek2" || arch == "command-r" || arch == "granite") {
     // The GGUF converter permutes llama Q/K into adjacent pairs; raw HF weights keep rotate_half (NeoX) order.
-    return source == "safetensors" ? RopeType::kNeox : RopeType::kNorm;
+    return source == "safetensors" ? RopeStyle::kNeox : RopeStyle::kNorm;
   }
-  return RopeType::kNeox;  // qwen*, gemma*, phi3, falcon, gptneox
+  return RopeStyle::kNeox;  // qwen*, gemma*, phi3, falcon, gptneox
 }
 
 int64_t vocab_size(const TensorStore& s, const std::string& arch) {
@@ -34,11 +34,11 @@ int64_t vocab_size(const TensorStore& s, const std::string& arch) {
 
 }  // namespace
 
-const char* rope_type_name(RopeType t) {
+const char* rope_type_name(RopeStyle t) {
   switch (t) {
-    case RopeType::kNone: return "none";
-    case RopeType::kNorm: return "norm";
-    case RopeType::kNeox: return "neox";
+    case RopeStyle::kNone: return "none";
+    case RopeStyle::kNorm: return "norm";
+    case RopeStyle::kNeox: return "neox";
   }
   return "unknown";
 }
@@ -66,7 +66,7 @@ ModelConfig read_model_config(const TensorStore& s) {
   c.context_len = int_or(s, p + "context_length", 0);
   c.rope_theta = float_or(s, p + "rope.freq_base", 10000.0);
   c.rope_type = rope_type_for(c.arch, c.source);
-  c.rope_dim = c.rope_type == RopeType::kNone ? 0 : int_or(s, p + "rope.dimension_count", c.head_dim);
+  c.rope_dim = c.rope_type == RopeStyle::kNone ? 0 : int_or(s, p + "rope.dimension_count", c.head_dim);
   const std::string rs = p + "rope.scaling.";
   c.rope_scaling.type = s.meta_string(rs + "type").value_or("none");
   c.rope_scaling.factor = float_or(s, rs + "factor", 1.0);

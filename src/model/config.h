@@ -12,12 +12,12 @@
 namespace citadel {
 
 // How RoPE pairs dimensions (REFERENCES.md §6).
-enum class RopeType : uint8_t {
+enum class RopeStyle : uint8_t {
   kNone,  // no rotary embedding (bert: learned absolute positions)
   kNorm,  // adjacent pairs (2i, 2i+1): llama/deepseek GGUFs, whose converter permuted Q/K
   kNeox,  // pairs (i, i + rope_dim/2): qwen2, gemma3, and llama weights straight from HF safetensors
 };
-const char* rope_type_name(RopeType t);
+const char* rope_type_name(RopeStyle t);
 
 struct RopeScaling {
   std::string type = "none";    // none | linear | yarn | longrope | llama3 | ...
@@ -41,7 +41,7 @@ struct ModelConfig {
   int64_t context_len = 0;  // trained context length
   double rope_theta = 10000.0;
   int64_t rope_dim = 0;     // dims rotated per head (rope.dimension_count, else head_dim)
-  RopeType rope_type = RopeType::kNorm;
+  RopeStyle rope_type = RopeStyle::kNorm;
   RopeScaling rope_scaling;
   double norm_eps = 1e-5;   // RMSNorm epsilon (LayerNorm epsilon for bert)
   bool tied_embeddings = false;  // no output.weight / lm_head.weight: the output projection reuses the embedding

@@ -21,7 +21,7 @@ Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc) {
   const std::string what = "cuda loader (" + (mc.name.empty() ? mc.arch : mc.name) + "): ";
   if (mc.arch != "llama" && mc.arch != "qwen2")
     return Unsupported(what + "architecture '" + mc.arch + "' (llama, qwen2)");
-  if (mc.rope_type == RopeType::kNone) return Unsupported(what + "models without RoPE");
+  if (mc.rope_type == RopeStyle::kNone) return Unsupported(what + "models without RoPE");
   if (mc.rope_dim != mc.head_dim)
     return Unsupported(what + "partial RoPE (rope_dim " + std::to_string(mc.rope_dim) + " of head_dim " +
                        std::to_string(mc.head_dim) + ")");
@@ -36,7 +36,7 @@ Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc) {
   c.head_dim = static_cast<int>(mc.head_dim), c.ffn_dim = static_cast<int>(mc.hidden_dim);
   c.n_vocab = static_cast<int>(mc.n_vocab);
   c.qkv_bias = mc.attn_bias;
-  c.rope_neox = mc.rope_type == RopeType::kNeox;
+  c.rope_neox = mc.rope_type == RopeStyle::kNeox;
   c.rope_theta = static_cast<float>(mc.rope_theta);
   c.rms_eps = static_cast<float>(mc.norm_eps);
   return c;

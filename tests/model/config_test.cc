@@ -52,7 +52,7 @@ TEST(ModelConfig, LlamaGguf) {
   EXPECT_EQ(c->context_len, 512);
   EXPECT_DOUBLE_EQ(c->rope_theta, 1e6);
   EXPECT_NEAR(c->norm_eps, 1e-6, 1e-12);
-  EXPECT_EQ(c->rope_type, RopeType::kNorm);
+  EXPECT_EQ(c->rope_type, RopeStyle::kNorm);
   EXPECT_EQ(c->rope_scaling.type, "none");
   EXPECT_TRUE(c->tied_embeddings);
   EXPECT_FALSE(c->attn_bias);
@@ -66,7 +66,7 @@ TEST(ModelConfig, Qwen2GgufIsNeoxWithBias) {
   auto s = open_bytes(g.build());
   auto c = model_config_from(*s);
   ASSERT_TRUE(c.ok()) << c.status().message();
-  EXPECT_EQ(c->rope_type, RopeType::kNeox);
+  EXPECT_EQ(c->rope_type, RopeStyle::kNeox);
   EXPECT_TRUE(c->attn_bias);
   EXPECT_FALSE(c->tied_embeddings);
   EXPECT_EQ(c->rope_scaling.type, "yarn");
@@ -89,7 +89,7 @@ TEST(ModelConfig, ErrorsAndUnsupported) {
     ModelConfig best = read_model_config(*s);  // inspect still gets the hyper-parameters
     EXPECT_EQ(best.n_layers, 18);
     EXPECT_EQ(best.head_dim, 256);
-    EXPECT_EQ(best.rope_type, RopeType::kNeox);
+    EXPECT_EQ(best.rope_type, RopeStyle::kNeox);
   }
   {
     GgufBuilder g;
@@ -144,7 +144,7 @@ TEST(ModelConfig, RealSmolLM2) {
   EXPECT_EQ(c->context_len, 8192);
   EXPECT_EQ(c->rope_dim, 64);
   EXPECT_DOUBLE_EQ(c->rope_theta, 100000.0);
-  EXPECT_EQ(c->rope_type, RopeType::kNorm);
+  EXPECT_EQ(c->rope_type, RopeStyle::kNorm);
   EXPECT_TRUE(c->tied_embeddings);
   EXPECT_FALSE(c->attn_bias);
   // 134.5M parameters: embedding 49152x576 + 30 layers x (4 attn + 3 ffn matrices + 2 norms) + final norm.
@@ -169,7 +169,7 @@ TEST(ModelConfig, RealGemma3BestEffort) {
   EXPECT_EQ(c.hidden_dim, 2048);
   EXPECT_EQ(c.n_vocab, 262144);
   EXPECT_EQ(c.context_len, 32768);
-  EXPECT_EQ(c.rope_type, RopeType::kNeox);
+  EXPECT_EQ(c.rope_type, RopeStyle::kNeox);
   EXPECT_DOUBLE_EQ(c.rope_theta, 1e6);
   EXPECT_EQ(c.n_params, 268098176);  // sum of n_elements in gguf-py
 }

@@ -1,0 +1,48 @@
+// CpuRunner: engine::ModelRunner over the CPU kernels and the llama-family Transformer.
+// Owns the paged K/V pools (f32, one K and one V pool per layer, [n_blocks, block_size, n_kv_heads, head_dim]) and
+// the activation scratch, sized for max_batched_tokens per chunk (larger batches run in chunks; see transformer.h).
+// Thread-safety: as ModelRunner: driven by one engine thread. The weights may be shared with other runners.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "engine/model_runner.h"
+#include "model/transformer.h"
+#include "model/weights.h"
+
+namespace citadel::runtime {
+
+struct CpuRunnerOptions {
+  int max_batched_tokens = 512;  // scratch capacity (tokens per chunk)
+  int max_context = 0;           // 0: the model's trained context length
+};
+
+class CpuRunner : public engine::ModelRunner {
+ public:
+  // weights must outlive the runner.
+  CpuRunner(const ModelWeights* weights, CpuRunnerOptions opts = {});
+
+  int n_vocab() const override;
+  int max_context() const override;
+  size_t kv_bytes_per_token() const override;
+  Status allocate_kv(int n_blocks, int block_size) override;
+  Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) override;
+  Status forward(const engine::Batch& batch, float* logits) override;
+
+  const Transformer& transformer() const { return tf_; }
+  // Collect per-op-class timings of later forward() calls into p (null: off). Benchmarks only.
+  void set_profile(ForwardProfile* p) { scratch_.profile = p; }
+
+ private:
+  const ModelWeights* w_;
+  CpuRunnerOptions opts_;
+  Transformer tf_;
+  ForwardScratch scratch_;
+  int n_blocks_ = 0, block_size_ = 0;
+  size_t block_floats_ = 0;                // floats per block of one pool: block_size * n_kv_heads * head_dim
+  std::vector<std::vector<float>> k_, v_;  // [n_layers][n_blocks * block_floats_]
+  std::vector<KvCacheView> views_;         // [n_layers]
+};
+
+}  // namespace citadel::runtime

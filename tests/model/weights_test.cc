@@ -1,0 +1,177 @@
+// Weight binding: shapes/dtypes checked with errors naming the tensor, tied output, upcast mode; and forward-pass
+// edge cases (bad token ids, chunked batches equal to one pass).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <cstring>
+#include <functional>
+
+#include "format/gguf_writer.h"
+#include "model_test_util.h"
+
+namespace citadel {
+namespace {
+
+using model_testing::synth_file;
+
+// Copies a GGUF, letting `edit` rename/reshape/drop tensors (return false to drop).
+std::string copy_gguf(const std::string& src, const std::string& tag,
+                      const std::function<bool(std::string*, std::vector<int64_t>*)>& edit,
+                      const std::string& duplicate_as_output = "") {
+  auto store = open_gguf(src);
+  EXPECT_TRUE(store.ok());
+  GgufWriter wr;
+  for (const auto& [k, v] : (*store)->metadata()) {
+    if (k != "general.alignment") EXPECT_TRUE(wr.add_meta(k, v).ok()) << k;
+  }
+  for (const TensorInfo& t : (*store)->tensors()) {
+    std::string name = t.name;
+    std::vector<int64_t> shape = t.shape;
+    if (!edit(&name, &shape)) continue;
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<uint8_t> bytes(dtype_row_bytes(t.dtype, n));
+    std::memcpy(bytes.data(), t.data, std::min<size_t>(bytes.size(), t.nbytes));
+    EXPECT_TRUE(wr.add_tensor(name, t.dtype, shape, bytes.data(), bytes.size()).ok()) << name;
+    if (name == duplicate_as_output) {
+      EXPECT_TRUE(wr.add_tensor("output.weight", t.dtype, shape, bytes.data(), bytes.size()).ok());
+    }
+  }
+  const std::string out = src + "." + tag + ".gguf";
+  EXPECT_TRUE(wr.write_file(out).ok());
+  return out;
+}
+
+std::string load_error(const std::string& path) {
+  auto w = load_model(path, {});
+  std::filesystem::remove(path);
+  return w.ok() ? "" : w.status().message();
+}
+
+TEST(Weights, BindsTinyLlama) {
+  const std::string path = synth_file("llama", "tiny", 2, "bf16");
+  auto w = load_model(path, {});
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  const ModelConfig& c = (*w)->config;
+  ASSERT_EQ((*w)->layers.size(), static_cast<size_t>(c.n_layers));
+  const LayerWeights& L = (*w)->layers[1];
+  EXPECT_EQ(L.wq.dtype, DType::kBF16);
+  EXPECT_EQ(L.wk.rows, c.n_kv_heads * c.head_dim);
+  EXPECT_EQ(L.wo.cols, c.n_heads * c.head_dim);
+  EXPECT_EQ(L.w_down.cols, c.hidden_dim);
+  EXPECT_EQ(L.bq, nullptr);
+  EXPECT_TRUE(c.tied_embeddings);
+  EXPECT_EQ((*w)->output.data, (*w)->tok_embd.data);  // tied: the embedding table is the LM head
+  EXPECT_GT((*w)->bytes_per_token(), 0u);
+
+  auto up = load_model(path, WeightsOptions{.upcast_f32 = true});
+  ASSERT_TRUE(up.ok());
+  EXPECT_EQ((*up)->layers[0].w_gate.dtype, DType::kF32);
+  EXPECT_EQ((*up)->output.dtype, DType::kF32);
+  std::filesystem::remove(path);
+}
+
+TEST(Weights, QwenHasBiases) {
+  const std::string path = synth_file("qwen2", "tiny", 2, "f16");
+  auto w = load_model(path, {});
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  EXPECT_NE((*w)->layers[0].bq, nullptr);
+  EXPECT_NE((*w)->layers[1].bv, nullptr);
+  EXPECT_EQ((*w)->config.rope_type, RopeStyle::kNeox);
+  EXPECT_EQ((*w)->layers[0].wq.dtype, DType::kF16);
+  std::filesystem::remove(path);
+}
+
+TEST(Weights, ErrorsNameTheTensor) {
+  const std::string path = synth_file("llama", "tiny", 3, "f32");
+  std::string e = load_error(copy_gguf(path, "shape", [](std::string* n, std::vector<int64_t>* s) {
+    if (*n == "blk.1.attn_k.weight") (*s)[0] *= 2;
+    return true;
+  }));
+  EXPECT_NE(e.find("blk.1.attn_k.weight has shape [64, 64], expected [32, 64]"), std::string::npos) << e;
+  e = load_error(copy_gguf(path, "missing", [](std::string* n, std::vector<int64_t>*) {
+    return *n != "blk.0.ffn_down.weight";
+  }));
+  EXPECT_NE(e.find("blk.0.ffn_down.weight is missing"), std::string::npos) << e;
+  e = load_error(copy_gguf(path, "norm", [](std::string* n, std::vector<int64_t>* s) {
+    if (*n == "output_norm.weight") s->push_back(1);
+    return true;
+  }));
+  EXPECT_NE(e.find("output_norm.weight has shape"), std::string::npos) << e;
+  std::filesystem::remove(path);
+
+  const std::string qp = synth_file("qwen2", "tiny", 3, "f32");
+  e = load_error(copy_gguf(qp, "bias", [](std::string* n, std::vector<int64_t>*) {
+    return *n != "blk.1.attn_v.bias";
+  }));
+  EXPECT_NE(e.find("blk.1.attn_v.bias is missing"), std::string::npos) << e;
+  std::filesystem::remove(qp);
+}
+
+// An untied LM head holding the embedding's values gives the tied model's logits exactly.
+TEST(Weights, UntiedOutputEqualsTiedCopy) {
+  const std::string path = synth_file("qwen2", "tiny", 8, "f16");
+  const std::string untied = copy_gguf(path, "untied", [](std::string*, std::vector<int64_t>*) { return true; },
+                                       "token_embd.weight");
+  auto a = load_model(path, {});
+  auto b = load_model(untied, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE((*a)->config.tied_embeddings);
+  EXPECT_FALSE((*b)->config.tied_embeddings);
+  EXPECT_NE((*b)->output.data, (*b)->tok_embd.data);
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
+  model_testing::SoloRunner ra(a->get(), 16), rb(b->get(), 16);
+  EXPECT_EQ(ra.run(prompt, 0), rb.run(prompt, 0));
+  std::filesystem::remove(path);
+  std::filesystem::remove(untied);
+}
+
+TEST(Forward, RejectsBadTokenIds) {
+  const std::string path = synth_file("llama", "tiny", 4, "f32");
+  auto w = load_model(path, {});
+  ASSERT_TRUE(w.ok());
+  runtime::CpuRunner r(w->get());
+  ASSERT_TRUE(r.allocate_kv(4, 16).ok());
+  engine::Batch b;
+  b.tokens = {1, static_cast<int32_t>((*w)->config.n_vocab)};
+  b.positions = {0, 1};
+  b.seq_of_token = {0, 0};
+  b.slots = {0, 1};
+  b.query_start = {0, 2};
+  b.seq_lens = {2};
+  b.block_tables = {0, -1};
+  b.max_blocks = 2;
+  b.block_size = 16;
+  b.logit_rows = {1};
+  std::vector<float> logits(r.n_vocab());
+  Status st = r.forward(b, logits.data());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("token 1"), std::string::npos) << st.message();
+
+  b.tokens = {1, 2};
+  b.positions = {15, 16};  // position 16 lives in block 1, which the table does not have
+  b.slots = {15, 16};
+  b.seq_lens = {17};
+  st = r.forward(b, logits.data());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  b.block_tables = {0, 9};  // block 9 is outside the pool of 4
+  st = r.forward(b, logits.data());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.message();
+  b.block_tables = {0, 1};
+  EXPECT_TRUE(r.forward(b, logits.data()).ok());
+  std::filesystem::remove(path);
+}
+
+TEST(Forward, ChunkedBatchEqualsOnePass) {
+  const std::string path = synth_file("qwen2", "tiny", 4, "f32");
+  auto w = load_model(path, {});
+  ASSERT_TRUE(w.ok());
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 45; ++i) prompt.push_back((i * 37 + 11) % static_cast<int>((*w)->config.n_vocab));
+  model_testing::SoloRunner whole(w->get(), 64, 512), chunked(w->get(), 64, 7);
+  EXPECT_EQ(whole.run(prompt, 0), chunked.run(prompt, 0));  // every position's logits, bit for bit
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace citadel
