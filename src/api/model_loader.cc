@@ -1,6 +1,7 @@
 #include "api/model_loader.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "base/log.h"
 #include "chat/builtin_templates.h"
 #include "model/catalog.h"
+#include "runtime/runner_factory.h"
 
 namespace citadel::api {
 
@@ -60,10 +62,17 @@ Result<std::shared_ptr<ModelHost>> load_debug(const ModelLoadOptions& opts) {
   return host;
 }
 
-// Real GGUF models: tokenizer and chat template from the file's metadata + the CPU runner.
+// Real GGUF models: tokenizer and chat template from the file's metadata; the runner (CPU or CUDA) from the factory.
 Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<TensorStore>& store,
-                                                          const ModelLoadOptions& opts) {
-  return Unsupported(store->path() + ": the CPU runner is not built in yet; use --model debug:bytes");
+                                                         const ModelLoadOptions& opts) {
+  // The CPU kernels' pool reads CITADEL_THREADS when it first starts, which is after this point.
+  if (opts.compute_threads > 0) setenv("CITADEL_THREADS", std::to_string(opts.compute_threads).c_str(), 1);
+  runtime::RunnerOptions ro;
+  ro.device = opts.device;
+  ro.cuda_weights = opts.cuda_weights;
+  ro.max_context = opts.max_context;
+  ro.max_batched_tokens = opts.engine.max_batched_tokens > 0 ? opts.engine.max_batched_tokens : 512;
+  return runtime::make_model_runner(store->path(), ro);
 }
 
 Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const ModelLoadOptions& opts) {

@@ -24,6 +24,8 @@ struct ModelLoadOptions {
   std::string chat_template_file;  // "" = the model's own template, else a builtin name or a file path
   int max_context = 0;             // 0 = the model's
   int compute_threads = 0;         // CPU runner threads (0 = all cores)
+  std::string device = "cpu";      // cpu | cuda
+  std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4
   engine::EngineConfig engine;     // max_waiting etc.
 };
 

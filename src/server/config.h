@@ -16,6 +16,8 @@ namespace citadel::server {
 struct ServeConfig {
   std::string model;                 // PATH | catalogue NAME | debug:bytes (required)
   std::string models_dir;            // where catalogue names live ("" = $CITADEL_MODELS or ~/.cache/citadel/models)
+  std::string device = "cpu";        // cpu | cuda
+  std::string cuda_weights = "bf16"; // cuda weight format: bf16 | int8 | int4
   std::string host = "127.0.0.1";
   int port = 8080;
   int max_queue = 256;               // engine admission bound (waiting requests); beyond: 429

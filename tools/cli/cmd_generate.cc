@@ -1,4 +1,4 @@
-// citadel generate: one prompt through the real Engine + CpuRunner, streamed to stdout.
+// citadel generate: one prompt through the real Engine + a CPU or CUDA runner, streamed to stdout.
 //   citadel generate --model M --prompt P [-n N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--chat]
 //                    [--system S] [--exact] [--threads N]
 // Speeds (prompt tokens/s, generated tokens/s) go to stderr. R1-style models: the reasoning (<think> ...) is printed
@@ -15,8 +15,8 @@
 #include "command.h"
 #include "engine/engine.h"
 #include "model/catalog.h"
-#include "model/weights.h"
-#include "runtime/cpu_runner.h"
+#include "format/tensor_store.h"
+#include "runtime/runner_factory.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -30,6 +30,7 @@ struct GenArgs {
   int top_k = 40;
   int64_t seed = -1;
   bool chat = false, exact = false;
+  std::string device = "cpu", cuda_weights = "bf16";
   int threads = 0;
   int ctx = 0;
 };
@@ -102,16 +103,19 @@ int run_generate(const GenArgs& a) {
   auto path = resolve_model(a.model, dir);
   if (!path.ok()) return fail("--model " + a.model, path.status());
   const auto t_load = std::chrono::steady_clock::now();
-  auto w = load_model(*path, WeightsOptions{.upcast_f32 = a.exact});
-  if (!w.ok()) return fail("load", w.status());
-  auto tok = (*w)->store->format() == "gguf" ? Tokenizer::from_store(*(*w)->store) : Tokenizer::from_path(*path);
+  auto store = open_model_file(*path);  // metadata: tokenizer and chat template
+  if (!store.ok()) return fail("load", store.status());
+  runtime::RunnerOptions ro{.device = a.device, .exact = a.exact, .cuda_weights = a.cuda_weights, .max_context = a.ctx};
+  auto runner = runtime::make_model_runner(*path, ro);
+  if (!runner.ok()) return fail("load", runner.status());
+  auto tok = (*store)->format() == "gguf" ? Tokenizer::from_store(**store) : Tokenizer::from_path(*path);
   if (!tok.ok()) return fail("tokenizer", tok.status());
   const Tokenizer& tk = **tok;
 
   std::string text = a.prompt;
   std::vector<int32_t> ids;
   if (a.chat) {
-    auto r = render_chat(a, *(*w)->store, tk);
+    auto r = render_chat(a, **store, tk);
     if (!r.ok()) return fail("chat template", r.status());
     text = *r;
     ids = tk.encode(text, /*add_special=*/false, /*parse_special=*/true);
@@ -123,14 +127,13 @@ int run_generate(const GenArgs& a) {
   const bool starts_in_think = a.chat && trimmed != std::string::npos && trimmed >= 6 &&
                                text.compare(trimmed - 6, 7, "<think>") == 0;
 
-  runtime::CpuRunner runner(w->get(), runtime::CpuRunnerOptions{512, a.ctx});
   engine::EngineConfig cfg;
   cfg.block_size = 16;
   const int need = static_cast<int>(ids.size()) + a.n;
   cfg.n_blocks = (need + cfg.block_size - 1) / cfg.block_size + 1;
   cfg.max_batched_tokens = 512;
   cfg.watermark = 0;
-  engine::Engine eng(&runner, cfg);
+  engine::Engine eng(runner->get(), cfg);
   if (Status st = eng.init(); !st.ok()) return fail("engine", st);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
@@ -175,7 +178,7 @@ int run_generate(const GenArgs& a) {
   return 0;
 }
 
-citadel::cli::Registrar reg("generate", "Generate text from a prompt on the CPU", [](CLI::App& sub) {
+citadel::cli::Registrar reg("generate", "Generate text from a prompt (CPU or CUDA)", [](CLI::App& sub) {
   auto a = std::make_shared<GenArgs>();
   sub.add_option("--model", a->model, "model file/directory or pulled name")->required();
   sub.add_option("--prompt,-p", a->prompt, "prompt text")->required();
@@ -187,7 +190,9 @@ citadel::cli::Registrar reg("generate", "Generate text from a prompt on the CPU"
   sub.add_flag("--chat", a->chat, "render the prompt with the model's chat template");
   sub.add_option("--system", a->system, "system message (with --chat)");
   sub.add_option("--chat-template", a->chat_template, "built-in template name instead of the model's");
-  sub.add_flag("--exact", a->exact, "upcast weights to f32 (slow, matches HF transformers fp32)");
+  sub.add_flag("--exact", a->exact, "cpu: upcast weights to f32 (slow, matches HF transformers fp32)");
+  sub.add_option("--device", a->device, "cpu (default) or cuda");
+  sub.add_option("--cuda-weights", a->cuda_weights, "cuda: bf16 (default), int8 or int4");
   sub.add_option("--threads", a->threads, "CPU threads (default: all)");
   sub.add_option("--ctx", a->ctx, "context limit (default: the model's)");
   sub.add_option("--models-dir", a->models_dir, "pulled models (default $CITADEL_MODELS or ~/.cache/citadel/models)");

@@ -85,6 +85,8 @@ int run_serve(const ServeFlags& flags) {
   lo.chat_template_file = cfg.chat_template;
   lo.max_context = cfg.max_context;
   lo.compute_threads = cfg.threads;
+  lo.device = cfg.device;
+  lo.cuda_weights = cfg.cuda_weights;
   lo.engine.max_waiting = cfg.max_queue;
   lo.engine.max_seqs = cfg.max_seqs;
   lo.engine.kv_memory_bytes = static_cast<size_t>(cfg.kv_memory_mb) << 20;

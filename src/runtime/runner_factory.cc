@@ -1,0 +1,80 @@
+#include "runtime/runner_factory.h"
+
+#include "format/tensor_store.h"
+#include "model/weights.h"
+#include "runtime/cpu_runner.h"
+#if CITADEL_HAVE_CUDA
+#include "runtime/cuda_loader.h"
+#endif
+
+namespace citadel::runtime {
+namespace {
+
+// Base classes initialise in declaration order: the weights exist before the CpuRunner that points at them.
+struct WeightsHolder {
+  std::unique_ptr<ModelWeights> weights;
+};
+class OwningCpuRunner : private WeightsHolder, public CpuRunner {
+ public:
+  OwningCpuRunner(std::unique_ptr<ModelWeights> w, CpuRunnerOptions o)
+      : WeightsHolder{std::move(w)}, CpuRunner(weights.get(), o) {}
+};
+
+#if CITADEL_HAVE_CUDA
+// Keeps the mapped file open for the CUDA runner, which reads the weights in allocate_kv().
+class OwningCudaRunner : public engine::ModelRunner {
+ public:
+  OwningCudaRunner(std::unique_ptr<TensorStore> s, std::unique_ptr<engine::ModelRunner> r)
+      : store_(std::move(s)), r_(std::move(r)) {}
+  int n_vocab() const override { return r_->n_vocab(); }
+  int max_context() const override { return r_->max_context(); }
+  size_t kv_bytes_per_token() const override { return r_->kv_bytes_per_token(); }
+  Status allocate_kv(int n_blocks, int block_size) override { return r_->allocate_kv(n_blocks, block_size); }
+  Status copy_blocks(const std::vector<std::pair<int, int>>& p) override { return r_->copy_blocks(p); }
+  Status forward(const engine::Batch& b, float* logits) override { return r_->forward(b, logits); }
+
+ private:
+  std::unique_ptr<TensorStore> store_;
+  std::unique_ptr<engine::ModelRunner> r_;
+};
+
+Result<std::unique_ptr<engine::ModelRunner>> make_cuda(const std::string& path, const RunnerOptions& o) {
+  CudaRunnerOptions c;
+  if (o.cuda_weights == "bf16") c.decoder.format = CudaWeightFormat::kBf16;
+  else if (o.cuda_weights == "int8") c.decoder.format = CudaWeightFormat::kInt8;
+  else if (o.cuda_weights == "int4") c.decoder.format = CudaWeightFormat::kInt4;
+  else return InvalidArgument("cuda weights '" + o.cuda_weights + "': expected bf16, int8 or int4");
+  c.decoder.max_batch = o.max_batch;
+  c.decoder.max_step_tokens = o.max_batched_tokens;
+  if (o.max_context > 0) c.decoder.max_seq_len = o.max_context;
+  ASSIGN_OR_RETURN(std::unique_ptr<TensorStore> store, open_model_file(path));
+  ASSIGN_OR_RETURN(std::unique_ptr<engine::ModelRunner> r, make_cuda_runner(*store, c));
+  return std::unique_ptr<engine::ModelRunner>(new OwningCudaRunner(std::move(store), std::move(r)));
+}
+#endif
+
+}  // namespace
+
+bool cuda_backend_built() {
+#if CITADEL_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+Result<std::unique_ptr<engine::ModelRunner>> make_model_runner(const std::string& path, const RunnerOptions& o) {
+  if (o.device == "cuda") {
+#if CITADEL_HAVE_CUDA
+    return make_cuda(path, o);
+#else
+    return Unsupported("--device cuda: this build has no CUDA backend (configure with -DCITADEL_CUDA=ON)");
+#endif
+  }
+  if (o.device != "cpu") return InvalidArgument("--device '" + o.device + "': expected cpu or cuda");
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, load_model(path, WeightsOptions{.upcast_f32 = o.exact}));
+  CpuRunnerOptions c{o.max_batched_tokens, o.max_context};
+  return std::unique_ptr<engine::ModelRunner>(new OwningCpuRunner(std::move(w), c));
+}
+
+}  // namespace citadel::runtime

@@ -1,0 +1,30 @@
+// make_model_runner: the one place that turns a model file into an engine::ModelRunner on a device, for every
+// front end (citadel generate, citadel serve, benchmarks). The returned runner owns everything it reads (weights,
+// the mapped file), so callers keep nothing else alive.
+// Thread-safety: reentrant; each returned runner follows the ModelRunner contract (one engine thread).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "engine/model_runner.h"
+
+namespace citadel::runtime {
+
+struct RunnerOptions {
+  std::string device = "cpu";      // "cpu" | "cuda" (needs a build with the CUDA backend and a GPU)
+  bool exact = false;              // cpu: upcast weights to f32 (matches HF fp32; slow)
+  std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4 (quantized GGUF types are dequantized, then packed)
+  int max_batched_tokens = 512;    // tokens per forward chunk (scratch size)
+  int max_batch = 128;             // cuda: sequences per step
+  int max_context = 0;             // 0: the model's trained context
+};
+
+// Errors: the file cannot be read, the architecture/dtypes are unsupported, or the device is unavailable.
+Result<std::unique_ptr<engine::ModelRunner>> make_model_runner(const std::string& path, const RunnerOptions& opts);
+
+// True when this build has the CUDA backend (the device may still be absent at run time).
+bool cuda_backend_built();
+
+}  // namespace citadel::runtime
