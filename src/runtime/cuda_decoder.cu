@@ -204,9 +204,10 @@ struct CudaDecoder::Impl {
   void linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32);
   bool gate_up_silu(const LinearW& w, const bf16_t* x, int M);
   void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
-  // Decode attention partition (tokens per split block). Tensor-core kernel: 64 keeps 4 warps busy per block and
-  // few splits to merge at batch 1; large batches fill the GPU without splitting (no merge). H100 bench table.
-  int partition_for(int B) const { return B <= 8 ? 64 : (B <= 32 ? 128 : 256); }
+  // Decode attention partition (tokens per split block). Tensor-core kernel, H100 bench (round 4): 256 was the
+  // fastest at every measured shape but B=1 ctx 1024 (11.4 vs 10.5 us at 128): the split merge (counter + second
+  // pass) costs ~2 us, more than the parallelism it buys at short contexts.
+  int partition_for(int /*B*/) const { return 256; }
 };
 
 Status CudaDecoder::Impl::alloc_weights() {

@@ -1,6 +1,6 @@
 // Decode attention on tensor cores (one query per sequence, paged KV, GQA): the latency-bound batch-1 case.
 //
-// Grid (n_kv_heads, B, n_splits), 4 warps per block. A warp owns chunks of 16 tokens of the block's partition and
+// Grid (n_kv_heads, B, n_splits), 4 or 8 warps per block. A warp owns chunks of 16 tokens of the block's partition and
 // keeps its own online softmax; per chunk it issues all K and V loads at once (16-byte loads straight into mma
 // fragments), then
 //   S[16 heads][16 tokens] = Q K^T   with mma m16n8k16 (the G query heads of the KV head are the A rows, zero-padded),
@@ -27,7 +27,6 @@ namespace {
 
 using namespace dev;
 
-constexpr int kWarps = 4;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // Word i of a 16-byte register vector (i a compile-time constant after unrolling: no local-memory array).
@@ -38,7 +37,7 @@ __device__ __forceinline__ int64_t slot_of(const int32_t* bt, int block_size, in
   return static_cast<int64_t>(__ldg(bt + t / block_size)) * block_size + t % block_size;
 }
 
-template <int D, bool BIG_G>  // BIG_G: G > 8, the A rows g+8 carry heads too
+template <int D, bool BIG_G, int kWarps>  // BIG_G: G > 8, the A rows g+8 carry heads too; kWarps: 4 or 8
 __global__ void __launch_bounds__(kWarps * 32) decode_mma_kernel(PagedAttention p, const uint16_t* q, int q_stride,
                                                                  uint16_t* out, int n_splits, int partition,
                                                                  float* ws) {
@@ -250,22 +249,33 @@ __global__ void __launch_bounds__(kWarps * 32) decode_mma_kernel(PagedAttention 
   }
 }
 
+// Warps per block: 8 when the grid cannot fill the GPU (batch 1: a warp's chunks are sequential round trips to
+// memory, so more warps per block = shorter chains), else 4 (more resident blocks per SM at 168 registers).
 template <int D, bool BIG_G>
 void launch_decode_mma(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,
                        int partition, float* ws, cudaStream_t s) {
   const int G = p.n_heads / p.n_kv_heads;
-  const size_t stats = size_t{2} * kWarps * 16;
-  const size_t smem = sizeof(float) * (stats + std::max(size_t{kWarps} * static_cast<size_t>(G) * (D + 4),
+  const bool wide = int64_t{B} * p.n_kv_heads * n_splits < 132;
+  const size_t warps = wide ? 8 : 4;
+  const size_t stats = 2 * warps * 16;
+  const size_t smem = sizeof(float) * (stats + std::max(warps * static_cast<size_t>(G) * (D + 4),
                                                         static_cast<size_t>(G) * static_cast<size_t>(n_splits)));
-  static bool configured = false;  // idempotent attribute; the flag only skips the call
+  static bool configured = false;  // idempotent attributes; the flag only skips the calls
   if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(decode_mma_kernel<D, BIG_G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    64 * 1024));
+    CUDA_CHECK(cudaFuncSetAttribute(decode_mma_kernel<D, BIG_G, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    96 * 1024));
+    CUDA_CHECK(cudaFuncSetAttribute(decode_mma_kernel<D, BIG_G, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    96 * 1024));
     configured = true;
   }
-  CHECK(smem <= 64 * 1024);
-  launch_pdl(decode_mma_kernel<D, BIG_G>, dim3(p.n_kv_heads, B, n_splits), dim3(kWarps * 32), smem, s, p, q,
-             q_stride, out, n_splits, partition, ws);
+  CHECK(smem <= 96 * 1024);
+  const dim3 grid(p.n_kv_heads, B, n_splits);
+  if (wide)
+    launch_pdl(decode_mma_kernel<D, BIG_G, 8>, grid, dim3(8 * 32), smem, s, p, q, q_stride, out, n_splits, partition,
+               ws);
+  else
+    launch_pdl(decode_mma_kernel<D, BIG_G, 4>, grid, dim3(4 * 32), smem, s, p, q, q_stride, out, n_splits, partition,
+               ws);
   CUDA_LAUNCH_CHECK();
 }
 
