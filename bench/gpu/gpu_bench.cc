@@ -169,17 +169,21 @@ void micro() {
     p.block_tables = static_cast<int32_t*>(tp), p.seq_lens = static_cast<int32_t*>(lp);
     p.max_blocks_per_seq = per, p.block_size = bs, p.n_heads = H, p.n_kv_heads = n_kv, p.head_dim = D;
     p.scale = 0.088f;
-    for (int part : {32, 64, 128, 256}) {
+    for (int part : {16, 32, 64, 128, 256}) {
       const int splits = (ctx + part - 1) / part;
       const int64_t wsf = std::max<int64_t>(1, cuda::decode_workspace_floats(B, H, D, splits));
       BENCH_CHECK(cudaMalloc(&ws, wsf * 4));
       BENCH_CHECK(cudaMemset(ws, 0, wsf * 4));  // merge counters start at zero
       const float t = time_ms([&] {
-        cuda::paged_attention_decode(p, static_cast<uint16_t*>(qq), H * D, static_cast<uint16_t*>(oo), B, splits,
-                                     part, static_cast<float*>(ws), nullptr);
+        cuda::paged_attention_decode_mma(p, static_cast<uint16_t*>(qq), H * D, static_cast<uint16_t*>(oo), B, splits,
+                                         part, static_cast<float*>(ws), nullptr);
       });
-      std::fprintf(stderr, "decode attention B=%d ctx=%d partition=%d: %.1f us (%.0f GB/s of KV)\n", B, ctx, part,
-                   t * 1e3, 2.0 * B * ctx * n_kv * D * 2 / t / 1e6);
+      const float t_simt = part == 16 ? 0.f : time_ms([&] {
+        cuda::paged_attention_decode_simt(p, static_cast<uint16_t*>(qq), H * D, static_cast<uint16_t*>(oo), B, splits,
+                                          part, static_cast<float*>(ws), nullptr);
+      });
+      std::fprintf(stderr, "decode attention B=%d ctx=%d partition=%d: mma %.1f us (%.0f GB/s of KV), simt %.1f us\n",
+                   B, ctx, part, t * 1e3, 2.0 * B * ctx * n_kv * D * 2 / t / 1e6, t_simt * 1e3);
       cudaFree(ws);
     }
     cudaFree(kp), cudaFree(vp), cudaFree(tp), cudaFree(lp), cudaFree(qq), cudaFree(oo);

@@ -202,8 +202,12 @@ struct CudaDecoder::Impl {
   Status alloc_runtime();
   bf16_t* weight_ptr(CudaWeight w, int layer, int64_t* count);
   void linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32);
+  bool gate_up_silu(const LinearW& w, const bf16_t* x, int M);
   void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
-  int partition_for(int B) const { return B <= 64 ? 32 : 128; }  // measured best on H100 (bench table)
+  // Decode attention partition (tokens per split block). Tensor-core kernel, H100 bench (round 4): 256 was the
+  // fastest at every measured shape but B=1 ctx 1024 (11.4 vs 10.5 us at 128): the split merge (counter + second
+  // pass) costs ~2 us, more than the parallelism it buys at short contexts.
+  int partition_for(int /*B*/) const { return 256; }
 };
 
 Status CudaDecoder::Impl::alloc_weights() {
@@ -460,6 +464,24 @@ void CudaDecoder::Impl::linear(const LinearW& w, const bf16_t* x, int M, void* y
   }
 }
 
+// act = silu(gate) * up straight from the GEMV epilogue (one launch, no gate_up round trip) where the GEMV path
+// serves this M; false: the caller runs the GEMM and silu_mul.
+bool CudaDecoder::Impl::gate_up_silu(const LinearW& w, const bf16_t* x, int M) {
+  switch (w.fmt) {
+    case CudaWeightFormat::kBf16:
+      if (M > 8) return false;
+      ck::gemv_silu_bf16(x, w.bf16, act, M, c.ffn_dim, w.K, stream);
+      return true;
+    case CudaWeightFormat::kInt8:
+      ck::gemv_silu_int8(x, w.q, w.scales, act, M, c.ffn_dim, w.K, stream);
+      return true;
+    case CudaWeightFormat::kInt4:
+      ck::gemv_silu_int4(x, w.q, w.scales, act, M, c.ffn_dim, w.K, stream);
+      return true;
+  }
+  return false;
+}
+
 // The whole step on device; inputs already in d_ints (layout(T, B)). With decode, every sequence has one token and
 // T == B. Query ranges for prefill come from the host copy (h_pinned) because they set kernel grids.
 void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits,
@@ -499,8 +521,10 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
     }
     linear(l.o, attn, T, delta, false);
     ck::add_rmsnorm(residual, delta, l.ffn_norm, h, T, D, c.rms_eps, stream);
-    linear(l.gate_up, h, T, gu, false);
-    ck::silu_mul(gu, act, T, c.ffn_dim, stream);
+    if (!gate_up_silu(l.gate_up, h, T)) {
+      linear(l.gate_up, h, T, gu, false);
+      ck::silu_mul(gu, act, T, c.ffn_dim, stream);
+    }
     linear(l.down, act, T, delta, false);
   }
   ck::add_rmsnorm(residual, delta, out_norm, h, T, D, c.rms_eps, stream);

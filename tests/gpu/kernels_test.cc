@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <string>
 #include <numeric>
 #include <tuple>
 
@@ -204,6 +206,44 @@ TEST_P(GemvTest, AllFormatsMatchReference) {
     }
   }
 }
+// Fused gate_up + SiLU-mul vs the plain GEMV's fp32 gate/up outputs (already checked above) through silu * up.
+TEST_P(GemvTest, SiluFusedMatchesGemv) {
+  SKIP_WITHOUT_GPU();
+  const int M = GetParam();
+  std::mt19937 rng(200 + M);
+  for (auto [F, K] : {std::pair{48, 384}, std::pair{272, 1024}, std::pair{80, 18944 / 4}}) {
+    const int N = 2 * F;
+    auto x = random_bf16(size_t(M) * K, rng), W = random_bf16(size_t(N) * K, rng, 0.08f);
+    DevArray<uint16_t> dx(x), dW(W);
+    DevArray<uint8_t> dq8(size_t(N) * K), dq4(size_t(ck::int4_weight_bytes(N, K)));
+    DevArray<float> ds8(N), ds4(size_t(N) * (K / 128 + 1)), y(size_t(M) * N);
+    DevArray<uint16_t> act(size_t(M) * F);
+    ck::quantize_int8(dW.p, dq8.p, ds8.p, N, K, nullptr);
+    if (K % 128 == 0) ck::quantize_int4(dW.p, dq4.p, ds4.p, N, K, nullptr);
+    for (int fmt = 0; fmt < 3; ++fmt) {
+      if (fmt == 2 && K % 128 != 0) continue;
+      cudaMemset(act.p, 0xff, sizeof(uint16_t) * act.n);
+      if (fmt == 0) {
+        ck::gemv_bf16(dx.p, dW.p, nullptr, y.p, true, M, N, K, nullptr);
+        ck::gemv_silu_bf16(dx.p, dW.p, act.p, M, F, K, nullptr);
+      } else if (fmt == 1) {
+        ck::gemv_int8(dx.p, dq8.p, ds8.p, nullptr, y.p, true, M, N, K, nullptr);
+        ck::gemv_silu_int8(dx.p, dq8.p, ds8.p, act.p, M, F, K, nullptr);
+      } else {
+        ck::gemv_int4(dx.p, dq4.p, ds4.p, nullptr, y.p, true, M, N, K, nullptr);
+        ck::gemv_silu_int4(dx.p, dq4.p, ds4.p, act.p, M, F, K, nullptr);
+      }
+      auto gu = y.download();
+      std::vector<float> ref(size_t(M) * F);
+      for (int m = 0; m < M; ++m)
+        for (int f = 0; f < F; ++f) {
+          const double g = gu[size_t(m) * N + f], u = gu[size_t(m) * N + F + f];
+          ref[size_t(m) * F + f] = float(g / (1.0 + std::exp(-g)) * u);
+        }
+      EXPECT_LT(nmse(to_f32(act.download()), ref), 1e-5) << "format " << fmt << " F " << F << " K " << K;
+    }
+  }
+}
 INSTANTIATE_TEST_SUITE_P(Batch, GemvTest, ::testing::Values(1, 2, 3, 8, 11));
 
 // Builds a paged cache for several sequences with scattered blocks, then checks decode and prefill.
@@ -288,36 +328,63 @@ TEST(CudaKernels, RopeKvWriteMatchesSeparateKernels) {
   }
 }
 
+// Both decode kernels (tensor-core and SIMT) at the 7B head layout (G = 7), SmolLM2's (D 64, G 3) and G = 16 (the
+// mma path's second A-row half), with one split, many splits, 16-token partitions and splits past the context end.
+// The mma path rounds probabilities to bf16 for P V: bound 3e-5 (bf16 output rounding alone is ~3e-6).
 TEST(CudaKernels, PagedDecodeSplitK) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(8);
-  PagedFixture f;
-  f.build(rng, {1, 17, 300, 64, 1000});
-  const int B = int(f.lens.size()), H = f.n_heads;
-  const int q_stride = H * f.D + 256;
-  auto q = random_bf16(size_t(B) * q_stride, rng);
-  DevArray<uint16_t> dk(f.kpool), dv(f.vpool), dq(q);
-  DevArray<int32_t> dt(f.tables), dl(std::vector<int32_t>(f.lens.begin(), f.lens.end()));
-  ck::PagedAttention p;
-  p.k_pool = dk.p, p.v_pool = dv.p, p.block_tables = dt.p, p.seq_lens = dl.p, p.max_blocks_per_seq = f.max_blocks;
-  p.block_size = f.bs, p.n_heads = H, p.n_kv_heads = f.n_kv, p.head_dim = f.D, p.scale = 1.f / std::sqrt(128.f);
-  for (auto [splits, partition] : {std::pair{1, 1024}, std::pair{8, 128}, std::pair{40, 32}}) {
-    DevArray<uint16_t> out(size_t(B) * H * f.D);
-    DevArray<float> ws(std::max<int64_t>(1, ck::decode_workspace_floats(B, H, f.D, splits)));
-    cudaMemset(ws.p, 0, sizeof(float) * ws.n);
-    ck::paged_attention_decode(p, dq.p, q_stride, out.p, B, splits, partition, ws.p, nullptr);
-    auto o1 = out.download();
-    cudaMemset(out.p, 0xff, sizeof(uint16_t) * out.n);  // second call: the merge counters must be back at zero
-    ck::paged_attention_decode(p, dq.p, q_stride, out.p, B, splits, partition, ws.p, nullptr);
-    auto o2 = out.download();
-    EXPECT_EQ(o1, o2) << "splits " << splits;
-    auto o = to_f32(o2);
-    for (int b = 0; b < B; ++b) {
-      std::vector<float> qb(size_t(H) * f.D), ref;
-      for (int i = 0; i < H * f.D; ++i) qb[i] = bf16_to_f32(q[size_t(b) * q_stride + i]);
-      ref_attention(qb, f.K[b], f.V[b], ref, 1, f.lens[b], H, f.n_kv, f.D, p.scale);
-      std::vector<float> ob(o.begin() + size_t(b) * H * f.D, o.begin() + size_t(b + 1) * H * f.D);
-      EXPECT_LT(nmse(ob, ref), 1e-5) << "seq " << b << " splits " << splits;
+  struct Shape { int D, n_heads, n_kv; };
+  for (Shape sh : {Shape{128, 28, 4}, Shape{64, 9, 3}, Shape{128, 32, 2}}) {
+    PagedFixture f;
+    f.D = sh.D, f.n_heads = sh.n_heads, f.n_kv = sh.n_kv;
+    f.build(rng, {1, 17, 300, 64, 1000});
+    const int B = int(f.lens.size()), H = f.n_heads;
+    const int q_stride = H * f.D + 256;
+    auto q = random_bf16(size_t(B) * q_stride, rng);
+    DevArray<uint16_t> dk(f.kpool), dv(f.vpool), dq(q);
+    DevArray<int32_t> dt(f.tables), dl(std::vector<int32_t>(f.lens.begin(), f.lens.end()));
+    ck::PagedAttention p;
+    p.k_pool = dk.p, p.v_pool = dv.p, p.block_tables = dt.p, p.seq_lens = dl.p, p.max_blocks_per_seq = f.max_blocks;
+    p.block_size = f.bs, p.n_heads = H, p.n_kv_heads = f.n_kv, p.head_dim = f.D;
+    p.scale = 1.f / std::sqrt(float(f.D));
+    struct Run { bool mma; int splits, partition; };
+    for (Run r : {Run{false, 1, 1024}, Run{false, 8, 128}, Run{false, 40, 32}, Run{true, 1, 1024}, Run{true, 8, 128},
+                  Run{true, 40, 32}, Run{true, 63, 16}, Run{true, 32, 64}}) {
+      if (!r.mma && H / f.n_kv > 8 && r.partition > 256) continue;  // SIMT scores of G x partition exceed 48 KB
+      const std::string what = std::string(r.mma ? "mma" : "simt") + " D " + std::to_string(f.D) + " G " +
+                               std::to_string(H / f.n_kv) + " splits " + std::to_string(r.splits) + " partition " +
+                               std::to_string(r.partition);
+      DevArray<uint16_t> out(size_t(B) * H * f.D);
+      DevArray<float> ws(std::max<int64_t>(1, ck::decode_workspace_floats(B, H, f.D, r.splits)));
+      cudaMemset(ws.p, 0, sizeof(float) * ws.n);
+      auto run = [&] {
+        if (r.mma) {
+          ASSERT_TRUE(ck::decode_mma_supported(p, r.partition));
+          ck::paged_attention_decode_mma(p, dq.p, q_stride, out.p, B, r.splits, r.partition, ws.p, nullptr);
+        } else {
+          ck::paged_attention_decode_simt(p, dq.p, q_stride, out.p, B, r.splits, r.partition, ws.p, nullptr);
+        }
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      };
+      run();
+      auto o1 = out.download();
+      cudaMemset(out.p, 0xff, sizeof(uint16_t) * out.n);  // second call: the merge counters must be back at zero
+      run();
+      auto o2 = out.download();
+      EXPECT_EQ(o1, o2) << what;
+      auto o = to_f32(o2);
+      double worst = 0;
+      for (int b = 0; b < B; ++b) {
+        std::vector<float> qb(size_t(H) * f.D), ref;
+        for (int i = 0; i < H * f.D; ++i) qb[i] = bf16_to_f32(q[size_t(b) * q_stride + i]);
+        ref_attention(qb, f.K[b], f.V[b], ref, 1, f.lens[b], H, f.n_kv, f.D, p.scale);
+        std::vector<float> ob(o.begin() + size_t(b) * H * f.D, o.begin() + size_t(b + 1) * H * f.D);
+        const double e = nmse(ob, ref);
+        worst = std::max(worst, e);
+        EXPECT_LT(e, r.mma ? 3e-5 : 1e-5) << "seq " << b << " " << what;
+      }
+      std::printf("decode %s: worst nmse %.2e\n", what.c_str(), worst);
     }
   }
 }

@@ -30,11 +30,6 @@ __global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, in
   }
 }
 
-// Workspace of the split-K decode: partial outputs [B][n_heads][n_splits][D], (max, sum) [B][n_heads][n_splits][2],
-// then arrival counters [B][n_kv_heads] (uint32, zero between calls).
-// The counters sit at a fixed place (the first kDecodeCounters words) so that launches of different (B, n_splits)
-// sharing one workspace never write partials over another launch's counters.
-constexpr int kDecodeCounters = 4096;
 
 // grid T: RoPE on the q and k heads of row t of the fused QKV buffer (in place; k heads follow the q heads), the
 // rotated K and the V row also go to the pool at slots[t] (skipped when -1). Same arithmetic as rope + kv_write.
@@ -445,6 +440,14 @@ void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_hea
 
 void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,
                             int partition, float* workspace, cudaStream_t s) {
+  if (decode_mma_supported(p, partition))
+    paged_attention_decode_mma(p, q, q_stride, out, B, n_splits, partition, workspace, s);
+  else
+    paged_attention_decode_simt(p, q, q_stride, out, B, n_splits, partition, workspace, s);
+}
+
+void paged_attention_decode_simt(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B,
+                                 int n_splits, int partition, float* workspace, cudaStream_t s) {
   if (B <= 0) return;
   const int G = p.n_heads / p.n_kv_heads;
   CHECK(G >= 1 && G <= kMaxGroup && p.n_heads % p.n_kv_heads == 0);

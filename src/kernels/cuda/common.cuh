@@ -13,6 +13,12 @@
 
 namespace citadel::cuda::dev {
 
+// Workspace of the split-K decode attention: arrival counters [B][n_kv_heads] (uint32, zero between calls) in the
+// first kDecodeCounters words, then partial outputs [B][n_heads][n_splits][D], then (max, sum)
+// [B][n_heads][n_splits][2]. The counters sit at a fixed place so that launches of different (B, n_splits) sharing
+// one workspace never write partials over another launch's counters.
+constexpr int kDecodeCounters = 4096;
+
 // Programmatic dependent launch (PDL): kernels launched with launch_pdl() may start while the previous kernel of the
 // stream is finishing. Every such kernel calls pdl_wait() before touching global memory (it returns once the
 // previous grid has completed and its writes are visible; a no-op without PDL), then pdl_trigger() so that the next

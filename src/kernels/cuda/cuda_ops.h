@@ -96,6 +96,14 @@ struct PagedAttention {
 int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits);
 void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,
                             int partition, float* workspace, cudaStream_t s);
+// The two implementations behind paged_attention_decode (same contract; exposed for tests and the benchmark):
+// tensor cores (head_dim 64/128, partition a multiple of 16; picked whenever decode_mma_supported) and the SIMT
+// kernel (any partition, head_dim 64/128/256). The mma path rounds the probabilities to bf16 for P V.
+bool decode_mma_supported(const PagedAttention& p, int partition);
+void paged_attention_decode_mma(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B,
+                                int n_splits, int partition, float* workspace, cudaStream_t s);
+void paged_attention_decode_simt(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B,
+                                 int n_splits, int partition, float* workspace, cudaStream_t s);
 
 // Prefill of one sequence: n_q queries (rows of q at stride q_stride, [n_heads][head_dim] each) that are the LAST n_q
 // tokens of its context (seq_lens[seq] tokens, the prefix possibly cached): causal, bottom-right aligned.
@@ -118,6 +126,14 @@ void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
                int N, int K, cudaStream_t s);
 void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
                int N, int K, cudaStream_t s);
+
+// Fused gate_up + SiLU-mul for the FFN: act [M][F] bf16 = silu(x @ Wg^T) * (x @ Wu^T), W [2F][K] = gate rows then
+// up rows in one of the formats above (int4: F % 16 == 0); the gate/up products stay fp32 (no bf16 round trip).
+void gemv_silu_bf16(const bf16_t* x, const bf16_t* W, bf16_t* act, int M, int F, int K, cudaStream_t s);
+void gemv_silu_int8(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
+                    cudaStream_t s);
+void gemv_silu_int4(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
+                    cudaStream_t s);
 
 // Quantize W [N][K] bf16 on device into the layouts above (symmetric, round half away from zero):
 // int8: scale = amax(row)/127; int4: scale = amax(group)/7, q clamped to [-8, 7]. An all-zero row/group gets scale 0.

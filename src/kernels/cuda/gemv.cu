@@ -15,7 +15,18 @@ using namespace dev;
 constexpr int kWarps = 4;  // warps per block; they share the block's ROWS rows and split K between them
 constexpr int kThreads = kWarps * 32;
 
-template <int M, int ROWS>
+// Weight row of the block's r-th row. SILU (fused gate_up + SiLU-mul, W = [2F][K] gate rows then up rows): the
+// first ROWS/2 rows are gate rows f0.., the others the matching up rows F + f0..; one output per (f, m).
+template <int ROWS, bool SILU>
+__device__ __forceinline__ int gemv_row(int r, int N) {
+  if (!SILU) return min(static_cast<int>(blockIdx.x) * ROWS + r, N - 1);
+  constexpr int H = ROWS / 2;
+  const int F = N / 2, f0 = blockIdx.x * H;
+  return r < H ? min(f0 + r, F - 1) : F + min(f0 + r - H, F - 1);
+}
+__device__ __forceinline__ float silu_mul_f(float gate, float up) { return gate / (1.f + __expf(-gate)) * up; }
+
+template <int M, int ROWS, bool SILU = false>
 __device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int N, const uint16_t* bias, void* y,
                                            bool y_f32) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -28,6 +39,20 @@ __device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int 
       if (lane == 0) red[warp][r][m] = v;
     }
   __syncthreads();
+  if constexpr (SILU) {  // y [M][F] bf16 = silu(gate) * up; row0 = f0
+    constexpr int H = ROWS / 2;
+    const int F = N / 2;
+    if (threadIdx.x < H * M) {
+      const int r = threadIdx.x / M, m = threadIdx.x % M, f = row0 + r;
+      if (f < F) {
+        float gate = 0.f, up = 0.f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) gate += red[w][r][m], up += red[w][r + H][m];
+        static_cast<uint16_t*>(y)[static_cast<int64_t>(m) * F + f] = f2bf(silu_mul_f(gate, up));
+      }
+    }
+    return;
+  }
   if (threadIdx.x < ROWS * M) {
     const int r = threadIdx.x / M, m = threadIdx.x % M;
     const int n = row0 + r;
@@ -47,30 +72,34 @@ __device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int 
 }
 
 // ---- bf16 weights: a 16-byte chunk = 8 weights ----
-template <int M, int ROWS, int U>
+template <int M, int ROWS, int U, bool SILU>
 __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* __restrict__ x,
                                                                 const uint16_t* __restrict__ W,
                                                                 const uint16_t* __restrict__ bias, void* y, bool y_f32,
                                                                 int N, int K) {
-  pdl_wait();
-  pdl_trigger();
   const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
-  const int row0 = blockIdx.x * ROWS;
-  if (row0 >= N) return;
+  const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
+  if (row0 >= (SILU ? N / 2 : N)) return;
   const int K8 = K / 8;
   const uint4* Wv[ROWS];
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) Wv[r] = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(min(row0 + r, N - 1)) * K8;
+  for (int r = 0; r < ROWS; ++r) Wv[r] = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N)) * K8;
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   float acc[ROWS][M] = {};
-  for (int base = 0; base < K8; base += kThreads * U) {
-    uint4 w[ROWS][U];
+  uint4 w[ROWS][U];
+  auto load_w = [&](int base) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int i = base + u * kThreads + tid;
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) w[r][u] = i < K8 ? ld_stream(Wv[r] + i) : make_uint4(0, 0, 0, 0);
     }
+  };
+  load_w(0);  // weights do not depend on the previous kernel: their first loads overlap its tail (PDL)
+  pdl_wait();
+  pdl_trigger();
+  for (int base = 0; base < K8; base += kThreads * U) {
+    if (base != 0) load_w(base);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int i = base + u * kThreads + tid;
@@ -94,7 +123,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
       }
     }
   }
-  store_rows<M, ROWS>(acc, row0, N, bias, y, y_f32);
+  store_rows<M, ROWS, SILU>(acc, row0, N, bias, y, y_f32);
 }
 
 // ---- int8 weights (stored q+128): a 16-byte chunk = 16 weights. Byte -> fp32 via the 2^23 magic number. ----
@@ -102,31 +131,35 @@ __device__ __forceinline__ float u8_magic(uint32_t w, uint32_t sel) {
   return __uint_as_float(__byte_perm(w, 0x4B000000u, sel)) - 8388736.0f;  // (2^23 + u) - (2^23 + 128) = q
 }
 
-template <int M, int ROWS, int U>
+template <int M, int ROWS, int U, bool SILU>
 __global__ void __launch_bounds__(kWarps * 32) gemv_int8_kernel(const uint16_t* __restrict__ x,
                                                                 const uint8_t* __restrict__ W,
                                                                 const float* __restrict__ scales,
                                                                 const uint16_t* __restrict__ bias, void* y, bool y_f32,
                                                                 int N, int K) {
-  pdl_wait();
-  pdl_trigger();
   const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
-  const int row0 = blockIdx.x * ROWS;
-  if (row0 >= N) return;
+  const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
+  if (row0 >= (SILU ? N / 2 : N)) return;
   const int K16 = K / 16;
   const uint4* Wv[ROWS];
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) Wv[r] = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(min(row0 + r, N - 1)) * K16;
+  for (int r = 0; r < ROWS; ++r) Wv[r] = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N)) * K16;
   const uint4* xv = reinterpret_cast<const uint4*>(x);  // K/8 chunks per row
   float acc[ROWS][M] = {};
-  for (int base = 0; base < K16; base += kThreads * U) {
-    uint4 w[ROWS][U];
+  uint4 w[ROWS][U];
+  auto load_w = [&](int base) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int i = base + u * kThreads + tid;
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) w[r][u] = i < K16 ? ld_stream(Wv[r] + i) : make_uint4(0, 0, 0, 0);
     }
+  };
+  load_w(0);  // before the PDL wait, as in the bf16 kernel
+  pdl_wait();
+  pdl_trigger();
+  for (int base = 0; base < K16; base += kThreads * U) {
+    if (base != 0) load_w(base);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int i = base + u * kThreads + tid;
@@ -154,11 +187,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_int8_kernel(const uint16_t* 
   }
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
-    const float sc = scales[min(row0 + r, N - 1)];
+    const float sc = scales[gemv_row<ROWS, SILU>(r, N)];
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] *= sc;
   }
-  store_rows<M, ROWS>(acc, row0, N, bias, y, y_f32);
+  store_rows<M, ROWS, SILU>(acc, row0, N, bias, y, y_f32);
 }
 
 // ---- int4 weights, group 128, tensor cores: one block of 8 warps per 16-row tile, warps split the K groups. ----
@@ -177,17 +210,18 @@ __device__ __forceinline__ uint32_t debias_i4(uint32_t nibbles) {
   return r;
 }
 
-template <int U>  // groups of 128 in flight per warp
+// SILU: W = [2F][K] (gate rows, then up rows), y [M][F] bf16 = silu(gate) * up; warps 0-3 take gate tile R, warps
+// 4-7 the up tile R + F/16 (F % 16 == 0).
+template <int U, bool SILU>  // groups of 128 in flight per warp
 __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint16_t* __restrict__ x,
                                                                       const uint8_t* __restrict__ W,
                                                                       const float* __restrict__ scales,
                                                                       const uint16_t* __restrict__ bias, void* y,
                                                                       bool y_f32, int M, int N, int K) {
-  pdl_wait();
-  pdl_trigger();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int R = blockIdx.x;
+  const int R = blockIdx.x + (SILU && warp >= 4 ? N / 32 : 0);  // SILU: N / 32 = F / 16 gate tiles
+  const int wk = SILU ? (warp & 3) : warp, nwk = SILU ? 4 : kI4Warps;  // this warp's K share
   const int G = K / 128;
   const uint4* Wt = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(R) * (K / 64) * 32 + lane;
   const float* s_lo = scales + static_cast<int64_t>(min(R * 16 + g, N - 1)) * G;
@@ -195,16 +229,26 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
   const bool has_x = g < M;
   const uint4* xr = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(min(g, M - 1)) * K) + 2 * t;
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int gi0 = warp * U; gi0 < G; gi0 += kI4Warps * U) {
-    uint4 w[U][2], xv[U][4];
+  uint4 w[U][2];
+  auto load_w = [&](int gi0) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int q = 0; q < 2; ++q) w[u][q] = gi0 + u < G ? ld_stream(Wt + (2 * (gi0 + u) + q) * 32) : make_uint4(0, 0, 0, 0);
+  };
+  load_w(wk * U);  // weights before the PDL wait: they overlap the previous kernel's tail
+  pdl_wait();
+  pdl_trigger();
+  for (int gi0 = wk * U; gi0 < G; gi0 += nwk * U) {
+    uint4 xv[U][4];
     float sl[U], sh[U];
+    if (gi0 != wk * U) load_w(gi0);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int gi = gi0 + u;
       const bool ok = gi < G;
 #pragma unroll
       for (int q = 0; q < 2; ++q) {
-        w[u][q] = ok ? ld_stream(Wt + (2 * gi + q) * 32) : make_uint4(0, 0, 0, 0);
         xv[u][2 * q] = ok && has_x ? __ldg(xr + (2 * gi + q) * 8) : make_uint4(0, 0, 0, 0);
         xv[u][2 * q + 1] = ok && has_x ? __ldg(xr + (2 * gi + q) * 8 + 1) : make_uint4(0, 0, 0, 0);
       }
@@ -240,6 +284,18 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
 #pragma unroll
   for (int i = 0; i < 4; ++i) red[warp][i][lane] = acc[i];
   __syncthreads();
+  if (SILU) {
+    const int r = threadIdx.x >> 3, m = threadIdx.x & 7;
+    const int f = blockIdx.x * 16 + r;
+    if (threadIdx.x < 128 && m < M) {
+      const int src_lane = (r & 7) * 4 + (m >> 1), idx = (r >> 3) * 2 + (m & 1);
+      float gate = 0.f, up = 0.f;
+#pragma unroll
+      for (int w4 = 0; w4 < 4; ++w4) gate += red[w4][idx][src_lane], up += red[w4 + 4][idx][src_lane];
+      static_cast<uint16_t*>(y)[static_cast<int64_t>(m) * (N / 2) + f] = f2bf(silu_mul_f(gate, up));
+    }
+    return;
+  }
   if (threadIdx.x < 128) {
     const int r = threadIdx.x >> 3, m = threadIdx.x & 7;
     const int n = R * 16 + r;
@@ -261,16 +317,16 @@ int blocks_for(int N) {
   return (N + ROWS - 1) / ROWS;
 }
 
-#define CITADEL_GEMV_DISPATCH(KERNEL, ROWS, U, ...)                                          \
-  switch (m) {                                                                               \
-    case 1: launch_pdl(KERNEL<1, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
-    case 2: launch_pdl(KERNEL<2, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
-    case 3: launch_pdl(KERNEL<3, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
-    case 4: launch_pdl(KERNEL<4, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
-    case 5: launch_pdl(KERNEL<5, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
-    case 6: launch_pdl(KERNEL<6, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
-    case 7: launch_pdl(KERNEL<7, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
-    default: launch_pdl(KERNEL<8, ROWS, U>, dim3(blocks_for<ROWS>(N)), dim3(kWarps * 32), 0, s, __VA_ARGS__); break; \
+#define CITADEL_GEMV_DISPATCH(KERNEL, ROWS, U, SILU, GRID, ...)                                                  \
+  switch (m) {                                                                                                   \
+    case 1: launch_pdl(KERNEL<1, ROWS, U, SILU>, dim3(GRID), dim3(kWarps * 32), 0, s, __VA_ARGS__); break;       \
+    case 2: launch_pdl(KERNEL<2, ROWS, U, SILU>, dim3(GRID), dim3(kWarps * 32), 0, s, __VA_ARGS__); break;       \
+    case 3: launch_pdl(KERNEL<3, ROWS, U, SILU>, dim3(GRID), dim3(kWarps * 32), 0, s, __VA_ARGS__); break;       \
+    case 4: launch_pdl(KERNEL<4, ROWS, U, SILU>, dim3(GRID), dim3(kWarps * 32), 0, s, __VA_ARGS__); break;       \
+    case 5: launch_pdl(KERNEL<5, ROWS, U, SILU>, dim3(GRID), dim3(kWarps * 32), 0, s, __VA_ARGS__); break;       \
+    case 6: launch_pdl(KERNEL<6, ROWS, U, SILU>, dim3(GRID), dim3(kWarps * 32), 0, s, __VA_ARGS__); break;       \
+    case 7: launch_pdl(KERNEL<7, ROWS, U, SILU>, dim3(GRID), dim3(kWarps * 32), 0, s, __VA_ARGS__); break;       \
+    default: launch_pdl(KERNEL<8, ROWS, U, SILU>, dim3(GRID), dim3(kWarps * 32), 0, s, __VA_ARGS__); break;      \
   }
 
 inline void* row_offset(void* y, bool y_f32, int64_t elems) {
@@ -338,9 +394,9 @@ void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bo
     const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
     void* ym = row_offset(y, y_f32, static_cast<int64_t>(m0) * N);
     if (m <= 2) {
-      CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 4, xm, W, bias, ym, y_f32, N, K);
+      CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 4, false, blocks_for<2>(N), xm, W, bias, ym, y_f32, N, K);
     } else {
-      CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 2, xm, W, bias, ym, y_f32, N, K);
+      CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 2, false, blocks_for<2>(N), xm, W, bias, ym, y_f32, N, K);
     }
     CUDA_LAUNCH_CHECK();
   }
@@ -354,9 +410,9 @@ void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
     const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
     void* ym = row_offset(y, y_f32, static_cast<int64_t>(m0) * N);
     if (K <= 4096) {  // small matrices: more rows per block, fewer K chunks per thread
-      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 4, 2, xm, W, scales, bias, ym, y_f32, N, K);
+      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 4, 2, false, blocks_for<4>(N), xm, W, scales, bias, ym, y_f32, N, K);
     } else {
-      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, xm, W, scales, bias, ym, y_f32, N, K);
+      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, false, blocks_for<2>(N), xm, W, scales, bias, ym, y_f32, N, K);
     }
     CUDA_LAUNCH_CHECK();
   }
@@ -369,8 +425,53 @@ void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
     const int m = std::min(8, M - m0);
     const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
     void* ym = row_offset(y, y_f32, static_cast<int64_t>(m0) * N);
-    launch_pdl(gemv_int4_mma_kernel<2>, dim3((N + 15) / 16), dim3(kI4Warps * 32), 0, s, xm, W, scales, bias, ym,
+    launch_pdl(gemv_int4_mma_kernel<2, false>, dim3((N + 15) / 16), dim3(kI4Warps * 32), 0, s, xm, W, scales, bias, ym,
                y_f32, m, N, K);
+  }
+}
+
+void gemv_silu_bf16(const bf16_t* x, const bf16_t* W, bf16_t* act, int M, int F, int K, cudaStream_t s) {
+  CHECK(K % 8 == 0);
+  const int N = 2 * F;
+  for (int m0 = 0; m0 < M; m0 += 8) {
+    const int m = std::min(8, M - m0);
+    const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
+    bf16_t* ym = act + static_cast<int64_t>(m0) * F;
+    if (m <= 2) {
+      CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 4, true, F, xm, W, nullptr, ym, false, N, K);
+    } else {
+      CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 2, true, F, xm, W, nullptr, ym, false, N, K);
+    }
+    CUDA_LAUNCH_CHECK();
+  }
+}
+
+void gemv_silu_int8(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
+                    cudaStream_t s) {
+  CHECK(K % 16 == 0);
+  const int N = 2 * F;
+  for (int m0 = 0; m0 < M; m0 += 8) {
+    const int m = std::min(8, M - m0);
+    const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
+    bf16_t* ym = act + static_cast<int64_t>(m0) * F;
+    if (K <= 4096) {
+      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 4, 2, true, (F + 1) / 2, xm, W, scales, nullptr, ym, false, N, K);
+    } else {
+      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, true, F, xm, W, scales, nullptr, ym, false, N, K);
+    }
+    CUDA_LAUNCH_CHECK();
+  }
+}
+
+void gemv_silu_int4(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
+                    cudaStream_t s) {
+  CHECK(K % 128 == 0 && F % 16 == 0);
+  for (int m0 = 0; m0 < M; m0 += 8) {
+    const int m = std::min(8, M - m0);
+    launch_pdl(gemv_int4_mma_kernel<2, true>, dim3(F / 16), dim3(kI4Warps * 32), 0, s,
+               x + static_cast<int64_t>(m0) * K, W, scales, static_cast<const bf16_t*>(nullptr),
+               static_cast<void*>(act + static_cast<int64_t>(m0) * F), false, m, 2 * F, K);
+    CUDA_LAUNCH_CHECK();
   }
 }
 
