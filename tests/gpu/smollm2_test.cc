@@ -23,6 +23,7 @@
 #include "model/config.h"
 #include "runtime/cuda_decoder.h"
 #include "runtime/cuda_loader.h"
+#include "runtime/runner_factory.h"
 
 namespace citadel::gputest {
 namespace {
@@ -169,7 +170,60 @@ TEST(SmolLM2, TeacherForcedQuantizedFormats) {
   EXPECT_GE(double(r4.agree) / r4.total, 0.5);
 }
 
-// Free-running greedy through the real engine and make_cuda_runner (8 requests at once, chunked prefill).
+// Greedy continuations of every fixture prompt through the real engine (8 requests at once, chunked prefill).
+std::vector<std::vector<int32_t>> engine_greedy(engine::ModelRunner* runner, const std::vector<Case>& cases) {
+  engine::EngineConfig ec;
+  ec.n_blocks = 128, ec.block_size = 16, ec.max_batched_tokens = 128, ec.max_seqs = 8, ec.watermark = 0;
+  engine::Engine eng(runner, ec);
+  Status st = eng.init();
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  std::vector<std::shared_ptr<engine::RequestHandle>> hs;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    engine::GenerateRequest r;
+    r.id = "s" + std::to_string(i);
+    r.prompt = cases[i].prompt;
+    r.max_tokens = int(cases[i].greedy.size());
+    r.sampling.temperature = 0;
+    auto h = eng.submit(std::move(r));
+    EXPECT_TRUE(h.ok()) << h.status().to_string();
+    if (!h.ok()) return {};
+    hs.push_back(std::move(h).value());
+  }
+  for (int guard = 0; guard < 100000 && eng.step(); ++guard) {
+  }
+  std::vector<std::vector<int32_t>> out(cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    engine::TokenEvent ev;
+    while (hs[i]->try_pop(&ev))
+      if (ev.token >= 0) out[i].push_back(ev.token);
+  }
+  return out;
+}
+
+// Counts sequences of `got` identical to `want` and prints the tokens before each first difference.
+int count_identical(const char* what, const std::vector<std::vector<int32_t>>& got,
+                    const std::vector<std::vector<int32_t>>& want) {
+  int exact = 0, prefix_sum = 0, total = 0;
+  for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
+    size_t pre = 0;
+    while (pre < got[i].size() && pre < want[i].size() && got[i][pre] == want[i][pre]) ++pre;
+    exact += got[i] == want[i];
+    prefix_sum += int(pre);
+    total += int(want[i].size());
+    std::printf("[smollm2] %s case %zu: %zu/%zu tokens before the first difference\n", what, i, pre, want[i].size());
+  }
+  std::printf("[smollm2] %s: %d/%zu sequences identical, %d/%d tokens before divergence\n", what, exact, want.size(),
+              prefix_sum, total);
+  return exact;
+}
+
+std::vector<std::vector<int32_t>> hf_greedy(const std::vector<Case>& cases) {
+  std::vector<std::vector<int32_t>> out;
+  for (const auto& c : cases) out.push_back(c.greedy);
+  return out;
+}
+
+// Free-running greedy through the real engine and make_cuda_runner vs HF transformers.
 TEST(SmolLM2, EngineGreedyMatchesHf) {
   const std::string path = model_path();
   SKIP_WITHOUT_MODEL(path);
@@ -180,43 +234,25 @@ TEST(SmolLM2, EngineGreedyMatchesHf) {
   ro.decoder.verbose = false;
   auto runner_or = runtime::make_cuda_runner(**store, ro);
   ASSERT_TRUE(runner_or.ok()) << runner_or.status().to_string();
-  auto runner = std::move(runner_or).value();
-  engine::EngineConfig ec;
-  ec.n_blocks = 128, ec.block_size = 16, ec.max_batched_tokens = 128, ec.max_seqs = 8, ec.watermark = 0;
-  engine::Engine eng(runner.get(), ec);
-  Status st = eng.init();
-  ASSERT_TRUE(st.ok()) << st.to_string();
   const auto cases = load_cases();
-  std::vector<std::shared_ptr<engine::RequestHandle>> hs;
-  for (size_t i = 0; i < cases.size(); ++i) {
-    engine::GenerateRequest r;
-    r.id = "s" + std::to_string(i);
-    r.prompt = cases[i].prompt;
-    r.max_tokens = int(cases[i].greedy.size());
-    r.sampling.temperature = 0;
-    auto h = eng.submit(std::move(r));
-    ASSERT_TRUE(h.ok()) << h.status().to_string();
-    hs.push_back(std::move(h).value());
-  }
-  for (int guard = 0; guard < 100000 && eng.step(); ++guard) {
-  }
-  int exact = 0, prefix_sum = 0, total = 0;
-  for (size_t i = 0; i < cases.size(); ++i) {
-    std::vector<int32_t> got;
-    engine::TokenEvent ev;
-    while (hs[i]->try_pop(&ev))
-      if (ev.token >= 0) got.push_back(ev.token);
-    size_t pre = 0;
-    while (pre < got.size() && pre < cases[i].greedy.size() && got[pre] == cases[i].greedy[pre]) ++pre;
-    exact += got == cases[i].greedy;
-    prefix_sum += int(pre);
-    total += int(cases[i].greedy.size());
-    std::printf("[smollm2] engine case %zu: %zu/%zu tokens before the first difference\n", i, pre,
-                cases[i].greedy.size());
-  }
-  std::printf("[smollm2] engine greedy: %d/%zu sequences identical to HF, %d/%d tokens before divergence\n", exact,
-              cases.size(), prefix_sum, total);
+  const int exact = count_identical("cuda engine vs HF", engine_greedy(runner_or->get(), cases), hf_greedy(cases));
   EXPECT_GE(exact, int(cases.size()) - 2);  // a near-tie early on may legitimately flip one or two sequences
+}
+
+// The same engine on our CPU path (exact mode: f32 weights, the HF-parity configuration) and on the GPU (bf16),
+// both built by runtime::make_model_runner as `citadel generate/serve --device cpu|cuda` build them.
+TEST(SmolLM2, EngineGreedyCudaMatchesCpu) {
+  const std::string path = model_path();
+  SKIP_WITHOUT_MODEL(path);
+  const auto cases = load_cases();
+  auto cpu = runtime::make_model_runner(path, {.device = "cpu", .exact = true});
+  ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
+  auto cuda = runtime::make_model_runner(path, {.device = "cuda", .max_batch = 8, .max_context = 512});
+  ASSERT_TRUE(cuda.ok()) << cuda.status().to_string();
+  const auto want = engine_greedy(cpu->get(), cases);
+  count_identical("cpu exact engine vs HF", want, hf_greedy(cases));
+  const int exact = count_identical("cuda engine vs cpu engine", engine_greedy(cuda->get(), cases), want);
+  EXPECT_GE(exact, int(cases.size()) - 2);
 }
 
 }  // namespace
