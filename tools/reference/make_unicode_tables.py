@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Generates src/tokenizer/unicode_tables.cc from Python's unicodedata.
+"""Generates src/tokenizer/unicode_tables.inc from Python's unicodedata.
 
 Tables (compact):
   kCategoryRanges: {first codepoint, flags} runs; a run lasts until the next entry's first codepoint.
   kLowerMap:       codepoint -> lowercase (full mapping, one char at a time, no context), up to 3 codepoints.
   kNfdMap:         codepoint -> canonical decomposition (NFD of the single char), up to 4 codepoints; Hangul
                    syllables are decomposed algorithmically in C++ and left out.
-Usage: python3 tools/reference/make_unicode_tables.py > src/tokenizer/unicode_tables.cc
+Usage: python3 tools/reference/make_unicode_tables.py > src/tokenizer/unicode_tables.inc
 """
 import sys
 import unicodedata
