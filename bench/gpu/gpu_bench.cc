@@ -119,7 +119,7 @@ void micro() {
   BENCH_CHECK(cudaMalloc(&wv, maxw * 2));
   BENCH_CHECK(cudaMalloc(&qv, maxw));
   BENCH_CHECK(cudaMalloc(&sv, maxw / 16 * 4));
-  BENCH_CHECK(cudaMalloc(&xv, size_t(128) * 18944 * 2));
+  BENCH_CHECK(cudaMalloc(&xv, size_t(512) * 18944 * 2));
   BENCH_CHECK(cudaMalloc(&yv, size_t(128) * 152064 * 4));
   BENCH_CHECK(cudaMalloc(&wsv, 32 << 20));
   auto* W = static_cast<uint16_t*>(wv);
@@ -127,7 +127,7 @@ void micro() {
   auto* q = static_cast<uint8_t*>(qv);
   auto* sc = static_cast<float*>(sv);
   cuda::fill_random_bf16(W, int64_t(maxw), 5, 0.05f, nullptr);
-  cuda::fill_random_bf16(x, int64_t(128) * 18944, 6, 1.f, nullptr);
+  cuda::fill_random_bf16(x, int64_t(512) * 18944, 6, 1.f, nullptr);
   void* h = cuda::create_cublas_handle(nullptr, wsv, 32 << 20);
   void* lt = cuda::create_gemm_lt(nullptr, wsv, 32 << 20, true);
   std::fprintf(stderr, "%-8s %9s | %8s %8s %8s (GB/s, M=1 gemv) | %8s %8s %8s (us, cuBLAS M=64/128/512) | %8s %8s %8s "
