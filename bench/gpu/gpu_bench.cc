@@ -119,7 +119,7 @@ void micro() {
   BENCH_CHECK(cudaMalloc(&wv, maxw * 2));
   BENCH_CHECK(cudaMalloc(&qv, maxw));
   BENCH_CHECK(cudaMalloc(&sv, maxw / 16 * 4));
-  BENCH_CHECK(cudaMalloc(&xv, size_t(128) * 18944 * 2));
+  BENCH_CHECK(cudaMalloc(&xv, size_t(512) * 18944 * 2));
   BENCH_CHECK(cudaMalloc(&yv, size_t(128) * 152064 * 4));
   BENCH_CHECK(cudaMalloc(&wsv, 32 << 20));
   auto* W = static_cast<uint16_t*>(wv);
@@ -127,10 +127,12 @@ void micro() {
   auto* q = static_cast<uint8_t*>(qv);
   auto* sc = static_cast<float*>(sv);
   cuda::fill_random_bf16(W, int64_t(maxw), 5, 0.05f, nullptr);
-  cuda::fill_random_bf16(x, int64_t(128) * 18944, 6, 1.f, nullptr);
+  cuda::fill_random_bf16(x, int64_t(512) * 18944, 6, 1.f, nullptr);
   void* h = cuda::create_cublas_handle(nullptr, wsv, 32 << 20);
-  std::fprintf(stderr, "%-8s %9s | %8s %8s %8s (GB/s, M=1 gemv) | %8s %8s (us, cuBLAS M=64/128)\n", "op", "NxK",
-               "bf16", "int8", "int4", "m64", "m128");
+  void* lt = cuda::create_gemm_lt(nullptr, wsv, 32 << 20, true);
+  std::fprintf(stderr, "%-8s %9s | %8s %8s %8s (GB/s, M=1 gemv) | %8s %8s %8s (us, cuBLAS M=64/128/512) | %8s %8s %8s "
+               "(us, cuBLASLt tuned)\n", "op", "NxK", "bf16", "int8", "int4", "m64", "m128", "m512", "lt64", "lt128",
+               "lt512");
   for (int i = 0; i < 5; ++i) {
     const int N = shapes[i][0], K = shapes[i][1];
     const double nk = double(N) * K;
@@ -141,13 +143,39 @@ void micro() {
     const float t4 = time_ms([&] { cuda::gemv_int4(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
     const float g64 = time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 64, N, K); });
     const float g128 = time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 128, N, K); });
-    std::fprintf(stderr, "%-8s %5dx%-5d | %8.0f %8.0f %8.0f | %8.1f %8.1f\n", names[i], N, K, nk * 2 / t16 / 1e6,
-                 (nk + N * 4.0) / t8 / 1e6, (nk / 2 + nk / 128 * 4) / t4 / 1e6, g64 * 1e3, g128 * 1e3);
+    const float g512 = i == 4 ? 0.f : time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 512, N, K); });
+    float lts[3] = {0, 0, 0};
+    const int ms[3] = {64, 128, 512};
+    for (int j = 0; j < 3; ++j)
+      if (i != 4 || j < 2)
+        lts[j] = time_ms([&] { cuda::gemm_bf16_lt(lt, x, W, nullptr, yv, false, ms[j], N, K); });
+    std::fprintf(stderr, "%-8s %5dx%-5d | %8.0f %8.0f %8.0f | %8.1f %8.1f %8.1f | %8.1f %8.1f %8.1f\n", names[i], N, K,
+                 nk * 2 / t16 / 1e6, (nk + N * 4.0) / t8 / 1e6, (nk / 2 + nk / 128 * 4) / t4 / 1e6, g64 * 1e3,
+                 g128 * 1e3, g512 * 1e3, lts[0] * 1e3, lts[1] * 1e3, lts[2] * 1e3);
   }
   cuda::destroy_cublas_handle(h);
+  cuda::destroy_gemm_lt(lt);
+  // Elementwise passes of one prefill layer at T=512 (7B shape); x holds 128 x 18944 bf16 = enough for these views.
+  {
+    const int T = 512, Dm = 3584, F = 18944;
+    void *res, *gu;
+    BENCH_CHECK(cudaMalloc(&res, size_t(T) * Dm * 4));
+    BENCH_CHECK(cudaMalloc(&gu, size_t(T) * 2 * F * 2));
+    cuda::fill_random_bf16(static_cast<uint16_t*>(gu), int64_t(T) * 2 * F, 11, 1.f, nullptr);
+    BENCH_CHECK(cudaMemset(res, 0, size_t(T) * Dm * 4));
+    auto* g = static_cast<uint16_t*>(gu);
+    auto* act = static_cast<uint16_t*>(yv);
+    const float t_norm = time_ms([&] { cuda::add_rmsnorm(static_cast<float*>(res), x, W, act, T, Dm, 1e-6f, nullptr); });
+    const float t_silu = time_ms([&] { cuda::silu_mul(g, act, T, F, nullptr); });
+    const float t_silu_s = time_ms([&] { cuda::silu_mul(g, act, T, F - 1, nullptr); });  // F % 8 != 0: scalar kernel
+    const float t_bias = time_ms([&] { cuda::add_bias(act, W, T, 4608, nullptr); });
+    std::fprintf(stderr, "prefill T=512 elementwise: add_rmsnorm %.1f us, silu_mul %.1f us (scalar kernel: %.1f), add_bias(qkv) %.1f us\n",
+                 t_norm * 1e3, t_silu * 1e3, t_silu_s * 1e3, t_bias * 1e3);
+    cudaFree(res), cudaFree(gu);
+  }
   // Decode attention alone at the 7B head layout.
   const int n_kv = 4, H = 28, D = 128, bs = 16;
-  for (auto [B, ctx] : {std::pair{1, 256}, std::pair{1, 1024}, std::pair{64, 160}, std::pair{128, 160}}) {
+  for (auto [B, ctx] : {std::pair{1, 512}, std::pair{1, 256}, std::pair{1, 1024}, std::pair{64, 160}, std::pair{128, 160}}) {
     const int per = (ctx + bs - 1) / bs;
     std::vector<int32_t> tables(size_t(B) * per), lens(B, ctx);
     for (size_t j = 0; j < tables.size(); ++j) tables[j] = int32_t(j);
@@ -169,6 +197,35 @@ void micro() {
     p.block_tables = static_cast<int32_t*>(tp), p.seq_lens = static_cast<int32_t*>(lp);
     p.max_blocks_per_seq = per, p.block_size = bs, p.n_heads = H, p.n_kv_heads = n_kv, p.head_dim = D;
     p.scale = 0.088f;
+    if (B == 1 && ctx == 512) {  // prefill attention of a 512-token prompt (one layer), q in the fused QKV rows
+      const int stride = (H + 2 * n_kv) * D;
+      void *qb, *pos;
+      cudaFree(oo);
+      BENCH_CHECK(cudaMalloc(&qb, size_t(ctx) * stride * 2));
+      BENCH_CHECK(cudaMalloc(&oo, size_t(ctx) * H * D * 2));
+      std::vector<int32_t> iota(ctx);
+      for (int i = 0; i < ctx; ++i) iota[i] = i;  // positions and slots (the pool holds ctx slots)
+      BENCH_CHECK(cudaMalloc(&pos, ctx * 4));
+      cudaMemcpy(pos, iota.data(), ctx * 4, cudaMemcpyHostToDevice);
+      cuda::fill_random_bf16(static_cast<uint16_t*>(qb), int64_t(ctx) * stride, 10, 1.f, nullptr);
+      const float t = time_ms([&] {
+        cuda::paged_attention_prefill(p, 0, static_cast<uint16_t*>(qb), stride, ctx, static_cast<uint16_t*>(oo), nullptr);
+      });
+      const float t_wmma = time_ms([&] {
+        cuda::paged_attention_prefill_wmma(p, 0, static_cast<uint16_t*>(qb), stride, ctx, static_cast<uint16_t*>(oo),
+                                           nullptr);
+      });
+      const float t_rope = time_ms([&] {
+        cuda::rope_kv_write(static_cast<uint16_t*>(qb), ctx, stride, H, n_kv, D, static_cast<int32_t*>(pos), 1e4f,
+                            cuda::RopeLayout::kNeox, static_cast<int32_t*>(pos), static_cast<uint16_t*>(kp),
+                            static_cast<uint16_t*>(vp), nullptr);
+      });
+      const double flops = 4.0 * H * D * (double(ctx) * (ctx + 1) / 2);
+      std::fprintf(stderr, "prefill attention T=512 (one layer): mma %.1f us (%.0f TFLOP/s causal), wmma %.1f us; "
+                   "rope_kv_write %.1f us\n", t * 1e3, flops / t / 1e9, t_wmma * 1e3, t_rope * 1e3);
+      cudaFree(qb), cudaFree(pos), cudaFree(oo), cudaFree(kp), cudaFree(vp), cudaFree(tp), cudaFree(lp), cudaFree(qq);
+      continue;
+    }
     for (int part : {16, 32, 64, 128, 256}) {
       const int splits = (ctx + part - 1) / part;
       const int64_t wsf = std::max<int64_t>(1, cuda::decode_workspace_floats(B, H, D, splits));
@@ -216,8 +273,10 @@ void die(const Status& st, const char* what) {
   }
 }
 
-std::unique_ptr<CudaDecoder> make(CudaWeightFormat f, int max_batch, int max_tokens, int64_t kv_blocks) {
+std::unique_ptr<CudaDecoder> make(CudaWeightFormat f, int max_batch, int max_tokens, int64_t kv_blocks,
+                                  bool cublaslt = true) {
   CudaDecoderOptions opt;
+  opt.use_cublaslt = cublaslt;
   opt.format = f, opt.max_batch = max_batch, opt.max_step_tokens = max_tokens, opt.max_seq_len = 1024;
   opt.kv_blocks = kv_blocks;
   auto d = CudaDecoder::create(CudaModelConfig::qwen2_7b(), opt);
@@ -337,6 +396,12 @@ int main(int argc, char** argv) {
   double bs1[3] = {0, 0, 0}, bytes[3] = {0, 0, 0};
   double pre = 0, b64 = 0, b128 = 0;
   std::string plan;
+  {  // A/B of the GEMM path in the same run: cublasGemmEx + separate bias kernel (rounds 1-4)
+    auto dec = make(CudaWeightFormat::kBf16, 128, 512, 4096, false);
+    const double p0 = prefill_512(*dec), b0 = decode_batch(*dec, 64, 128, 32);
+    std::fprintf(stderr, "baseline GEMM path (cublasGemmEx + add_bias): prefill 512 %.0f tok/s, decode b64 %.0f tok/s\n",
+                 p0, b0);
+  }
   {
     auto dec = make(CudaWeightFormat::kBf16, 128, 512, 4096);
     plan = dec->memory_plan();

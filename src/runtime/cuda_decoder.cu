@@ -121,6 +121,7 @@ struct CudaDecoder::Impl {
   CudaDecoderOptions opt;
   cudaStream_t stream = nullptr;
   void* cublas = nullptr;
+  void* gemm_lt = nullptr;  // cuBLASLt context (bias epilogue, tuned algorithms), shares cublas_ws (same stream)
   std::vector<void*> allocations;
   int64_t weight_bytes = 0, act_bytes = 0, kv_bytes = 0;
   std::string plan;
@@ -317,6 +318,7 @@ Status CudaDecoder::Impl::alloc_runtime() {
   const size_t cublas_ws_bytes = size_t{32} << 20;
   RETURN_IF_ERROR(alloc(&cublas_ws, cublas_ws_bytes, "cublas workspace"));
   cublas = ck::create_cublas_handle(stream, cublas_ws, cublas_ws_bytes);
+  gemm_lt = ck::create_gemm_lt(stream, cublas_ws, cublas_ws_bytes, opt.gemm_autotune);
   size_t free1 = 0;
   CUDA_CHECK(cudaMemGetInfo(&free1, &total));
   act_bytes = static_cast<int64_t>(free0) - static_cast<int64_t>(free1);
@@ -354,6 +356,7 @@ CudaDecoder::~CudaDecoder() {
   if (!impl_) return;
   for (auto& [k, g] : impl_->graphs) cudaGraphExecDestroy(g);
   ck::destroy_cublas_handle(impl_->cublas);
+  ck::destroy_gemm_lt(impl_->gemm_lt);
   for (void* p : impl_->allocations) cudaFree(p);
   if (impl_->h_pinned) cudaFreeHost(impl_->h_pinned);
   if (impl_->h_out) cudaFreeHost(impl_->h_out);
@@ -451,8 +454,12 @@ void CudaDecoder::Impl::linear(const LinearW& w, const bf16_t* x, int M, void* y
       if (M <= 8) {
         ck::gemv_bf16(x, w.bf16, w.bias, y, y_f32, M, w.N, w.K, stream);
       } else {
-        ck::gemm_bf16(cublas, x, w.bf16, y, y_f32, M, w.N, w.K);
-        if (w.bias) ck::add_bias(static_cast<bf16_t*>(y), w.bias, M, w.N, stream);
+        if (opt.use_cublaslt) {
+          ck::gemm_bf16_lt(gemm_lt, x, w.bf16, w.bias, y, y_f32, M, w.N, w.K);
+        } else {
+          ck::gemm_bf16(cublas, x, w.bf16, y, y_f32, M, w.N, w.K);
+          if (w.bias) ck::add_bias(static_cast<bf16_t*>(y), w.bias, M, w.N, stream);
+        }
       }
       return;
     case CudaWeightFormat::kInt8:
@@ -643,6 +650,9 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
     auto key = std::make_tuple(Bp, n_splits, sampled);
     auto it = m.graphs.find(key);
     if (it == m.graphs.end()) {
+      // One uncaptured run first: it tunes the GEMM algorithms of this bucket (nothing can be timed during
+      // capture). Same inputs, so it writes the same KV values and outputs that the graph then rewrites.
+      m.forward(Tp, Bp, true, n_splits, partition, false, sampled);
       cudaGraph_t g;
       CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
       m.forward(Tp, Bp, true, n_splits, partition, false, sampled);

@@ -66,6 +66,8 @@ struct CudaDecoderOptions {
   int64_t kv_blocks = 0;       // 0: from the memory left after weights and activations, minus reserve_bytes
   int64_t reserve_bytes = int64_t{2} << 30;
   bool use_graphs = true;
+  bool use_cublaslt = true;   // M > 8 bf16 GEMMs through cuBLASLt (bias epilogue); false: cublasGemmEx + add_bias
+  bool gemm_autotune = true;  // cuBLASLt: time the heuristic candidates once per shape and keep the fastest
   bool verbose = true;  // print the memory plan at load
 };
 

@@ -84,10 +84,13 @@ TEST(CudaKernels, RopeBothLayouts) {
   }
 }
 
-TEST(CudaKernels, SiluMulAndBias) {
+class SiluMulTest : public ::testing::TestWithParam<int> {};
+
+// F = 1000: scalar kernel; F = 1024 / 18944: the 16-byte vector kernel.
+TEST_P(SiluMulTest, MatchesReference) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(4);
-  const int T = 3, F = 1000;
+  const int T = 3, F = GetParam();
   auto gu = random_bf16(size_t(T) * 2 * F, rng, 4.f);
   DevArray<uint16_t> dgu(gu), dout(size_t(T) * F);
   ck::silu_mul(dgu.p, dout.p, T, F, nullptr);
@@ -97,6 +100,7 @@ TEST(CudaKernels, SiluMulAndBias) {
       ref[size_t(t) * F + i] = ref_silu(bf16_to_f32(gu[size_t(t) * 2 * F + i])) * bf16_to_f32(gu[size_t(t) * 2 * F + F + i]);
   EXPECT_LT(nmse(to_f32(dout.download()), ref), 1e-5);
 }
+INSTANTIATE_TEST_SUITE_P(Ffn, SiluMulTest, ::testing::Values(1000, 1024, 18944));
 
 TEST(CudaKernels, GemmCublas) {
   SKIP_WITHOUT_GPU();
@@ -110,6 +114,36 @@ TEST(CudaKernels, GemmCublas) {
   auto ref = ref_matmul(to_f32(x), to_f32(W), nullptr, M, N, K);
   EXPECT_LT(nmse(dy.download(), ref), 1e-6);
   ck::destroy_cublas_handle(h);
+}
+
+// cuBLASLt path of the decoder: bias in the epilogue (bf16 out) and fp32 out without bias, tuned and untuned,
+// against the fp64 reference; a second call with another bias pointer reuses the cached plan.
+TEST(CudaKernels, GemmLtBiasEpilogue) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(15);
+  void* ws = nullptr;
+  ASSERT_EQ(cudaMalloc(&ws, 32 << 20), cudaSuccess);
+  for (bool tune : {true, false}) {
+    void* ctx = ck::create_gemm_lt(nullptr, ws, 32 << 20, tune);
+    for (auto [M, N, K] : {std::tuple{37, 200, 256}, std::tuple{64, 384, 512}, std::tuple{512, 256, 128}}) {
+      auto x = random_bf16(size_t(M) * K, rng), W = random_bf16(size_t(N) * K, rng);
+      DevArray<uint16_t> dx(x), dW(W);
+      for (int rep = 0; rep < 2; ++rep) {
+        auto b = random_bf16(N, rng, 2.f);
+        DevArray<uint16_t> db(b), dy(size_t(M) * N);
+        ck::gemm_bf16_lt(ctx, dx.p, dW.p, db.p, dy.p, false, M, N, K);
+        auto bf = to_f32(b);
+        auto ref = ref_matmul(to_f32(x), to_f32(W), bf.data(), M, N, K);
+        EXPECT_LT(nmse(to_f32(dy.download()), ref), 1e-5) << M << "x" << N << "x" << K << " tune " << tune;
+      }
+      DevArray<float> dyf(size_t(M) * N);
+      ck::gemm_bf16_lt(ctx, dx.p, dW.p, nullptr, dyf.p, true, M, N, K);
+      auto ref = ref_matmul(to_f32(x), to_f32(W), nullptr, M, N, K);
+      EXPECT_LT(nmse(dyf.download(), ref), 1e-6) << M << "x" << N << "x" << K << " fp32 out, tune " << tune;
+    }
+    ck::destroy_gemm_lt(ctx);
+  }
+  cudaFree(ws);
 }
 
 // CPU quantizers mirroring the documented layouts (cuda_ops.h), used to check the device quantizers bit for bit
@@ -407,13 +441,20 @@ TEST(CudaKernels, PagedPrefillCausalWithPrefix) {
     for (int b = 0; b < 3; ++b) {
       const int n_q = n_qs[b], q_stride = H * f.D + 128;
       auto q = random_bf16(size_t(n_q) * q_stride, rng);
-      DevArray<uint16_t> dq(q), out(size_t(n_q) * H * f.D);
-      ck::paged_attention_prefill(p, b, dq.p, q_stride, n_q, out.p, nullptr);
       std::vector<float> qf(size_t(n_q) * H * f.D), ref;
       for (int i = 0; i < n_q; ++i)
         for (int c = 0; c < H * f.D; ++c) qf[size_t(i) * H * f.D + c] = bf16_to_f32(q[size_t(i) * q_stride + c]);
       ref_attention(qf, f.K[b], f.V[b], ref, n_q, f.lens[b], H, f.n_kv, f.D, p.scale);
-      EXPECT_LT(nmse(to_f32(out.download()), ref), 1e-4) << "seq " << b << " head_dim " << D;
+      for (bool mma : {true, false}) {  // mma.sync kernel (used) and the wmma twin
+        DevArray<uint16_t> dq(q), out(size_t(n_q) * H * f.D);
+        if (mma)
+          ck::paged_attention_prefill(p, b, dq.p, q_stride, n_q, out.p, nullptr);
+        else
+          ck::paged_attention_prefill_wmma(p, b, dq.p, q_stride, n_q, out.p, nullptr);
+        const double e = nmse(to_f32(out.download()), ref);
+        std::printf("prefill %s seq %d head_dim %d: nmse %.2e\n", mma ? "mma" : "wmma", b, D, e);
+        EXPECT_LT(e, 1e-4) << "seq " << b << " head_dim " << D << (mma ? " mma" : " wmma");
+      }
     }
   }
 }

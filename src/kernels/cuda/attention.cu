@@ -1,5 +1,6 @@
 // Paged attention over the block pool: KV write, decode (GQA-grouped, split-K with log-sum-exp merge) and prefill
-// (causal, flash-style, wmma bf16 tensor cores, fp32 accumulation and softmax).
+// (causal, flash-style on mma.sync bf16 tensor cores with register-resident S/P/O; the older wmma kernel that staged
+// S, P and O through shared memory is kept as paged_attention_prefill_wmma for the benchmark and tests).
 #include <mma.h>
 
 #include <algorithm>
@@ -304,7 +305,8 @@ __global__ void __launch_bounds__(128) paged_prefill_kernel(PagedAttention p, in
   const int h = blockIdx.y;
   const int G = p.n_heads / p.n_kv_heads;
   const int kvh = h / G;
-  const int q0 = blockIdx.x * kBQ;
+  // Heaviest (last) query tiles first: with causal masking they see the most keys, so they set the tail.
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBQ;
   const int ctx = p.seq_lens[seq];
   const int first_pos = ctx - n_q;  // absolute position of query 0
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -415,6 +417,180 @@ __global__ void __launch_bounds__(128) paged_prefill_kernel(PagedAttention p, in
   }
 }
 
+// ---- prefill on mma.sync (flash-attention-2 style): block = 4 warps = 64 query rows of one head, KV tiles of 64
+// keys staged in shared memory (double-buffered with cp.async). Per warp: 16 query rows; Q stays in registers as
+// m16n8k16 A fragments, S = Q K^T lives in the accumulators, P goes from the S accumulators straight into A
+// fragments (bf16), V B-fragments come from ldmatrix.trans, O (16 x kD) accumulates in registers. Only the K/V tiles
+// touch shared memory.
+constexpr int kMmaBQ = 64, kMmaBK = 64;
+template <int kD>
+__host__ __device__ constexpr int mma_ld() { return kD + 8; }  // bf16 pitch of a K/V tile row: 16-byte aligned, rows 16 bytes apart mod 128
+template <int kD>
+constexpr size_t prefill_mma_smem() { return sizeof(uint16_t) * 2 * 2 * kMmaBK * mma_ld<kD>(); }  // K,V x 2 stages
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int n = valid ? 16 : 0;  // src-size 0: zero-fill
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                                  const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(s));
+}
+
+template <int kD>
+__global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p, int seq, const uint16_t* q,
+                                                                int q_stride, int n_q, uint16_t* out) {
+  constexpr int kLd = mma_ld<kD>();
+  constexpr int kKC = kD / 16;  // k-chunks of Q K^T
+  constexpr int kNT = kD / 8;   // n-tiles of O
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  uint16_t* tiles = reinterpret_cast<uint16_t*>(smem_raw);  // [stage][K|V][kMmaBK][kLd]
+
+  const int h = blockIdx.y;
+  const int kvh = h / (p.n_heads / p.n_kv_heads);
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * kMmaBQ;  // heaviest tiles first
+  const int ctx = p.seq_lens[seq];
+  const int first_pos = ctx - n_q;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int row_elems = p.n_kv_heads * kD;
+  const int32_t* bt = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+
+  // Q A-fragments: rows r0 = q0 + 16 warp + g and r0 + 8; zero past n_q.
+  const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+  uint32_t qa[kKC][4];
+  {
+    const uint16_t* q0p = q + static_cast<int64_t>(r0) * q_stride + h * kD + 2 * t4;
+    const uint16_t* q1p = q + static_cast<int64_t>(r1) * q_stride + h * kD + 2 * t4;
+#pragma unroll
+    for (int kc = 0; kc < kKC; ++kc) {
+      qa[kc][0] = r0 < n_q ? *reinterpret_cast<const uint32_t*>(q0p + kc * 16) : 0u;
+      qa[kc][1] = r1 < n_q ? *reinterpret_cast<const uint32_t*>(q1p + kc * 16) : 0u;
+      qa[kc][2] = r0 < n_q ? *reinterpret_cast<const uint32_t*>(q0p + kc * 16 + 8) : 0u;
+      qa[kc][3] = r1 < n_q ? *reinterpret_cast<const uint32_t*>(q1p + kc * 16 + 8) : 0u;
+    }
+  }
+  float o[kNT][4];
+#pragma unroll
+  for (int j = 0; j < kNT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float m0 = -1e30f, m1 = -1e30f, l0 = 0.f, l1 = 0.f;
+  const int qpos0 = first_pos + r0, qpos1 = first_pos + r1;
+  const float sl2 = p.scale * 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
+
+  const int last_q = min(q0 + kMmaBQ, n_q) - 1;
+  const int kv_end = first_pos + last_q + 1;
+  const int n_tiles = (kv_end + kMmaBK - 1) / kMmaBK;
+  auto load_tile = [&](int tile, int stage) {
+    uint16_t* ks = tiles + stage * 2 * kMmaBK * kLd;
+    uint16_t* vs = ks + kMmaBK * kLd;
+    for (int i = tid; i < kMmaBK * (kD / 8); i += 128) {
+      const int r = i / (kD / 8), c = i % (kD / 8);
+      const int t = tile * kMmaBK + r;
+      const bool ok = t < ctx;
+      const int64_t slot = ok ? static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size : 0;
+      const int64_t off = slot * row_elems + kvh * kD + c * 8;
+      cp_async16(ks + r * kLd + c * 8, p.k_pool + off, ok);
+      cp_async16(vs + r * kLd + c * 8, p.v_pool + off, ok);
+    }
+    cp_async_commit();
+  };
+  load_tile(0, 0);
+  for (int tile = 0; tile < n_tiles; ++tile) {
+    const int stage = tile & 1;
+    if (tile + 1 < n_tiles) {
+      load_tile(tile + 1, stage ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint16_t* ks = tiles + stage * 2 * kMmaBK * kLd;
+    const uint16_t* vs = ks + kMmaBK * kLd;
+    const int k0 = tile * kMmaBK;
+    // S [16 x 64] = Q K^T: n-tile j covers keys k0 + 8j .. +7; B fragment words from K row (8j + g).
+    float s[kMmaBK / 8][4];
+#pragma unroll
+    for (int j = 0; j < kMmaBK / 8; ++j) {
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+      const uint16_t* krow = ks + (8 * j + g) * kLd + 2 * t4;
+#pragma unroll
+      for (int kc = 0; kc < kKC; ++kc) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(krow + kc * 16);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(krow + kc * 16 + 8);
+        mma_bf16_16816(s[j], qa[kc][0], qa[kc][1], qa[kc][2], qa[kc][3], b0, b1);
+      }
+    }
+    // Mask, scale (log2 domain), online softmax over the two rows this thread holds (quad = one row).
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kMmaBK / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int kpos = k0 + 8 * j + 2 * t4 + e;
+        const bool kin = kpos < ctx;
+        s[j][e] = (kin && kpos <= qpos0 && r0 < n_q) ? s[j][e] * sl2 : -INFINITY;
+        s[j][2 + e] = (kin && kpos <= qpos1 && r1 < n_q) ? s[j][2 + e] * sl2 : -INFINITY;
+        mx0 = fmaxf(mx0, s[j][e]);
+        mx1 = fmaxf(mx1, s[j][2 + e]);
+      }
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float a0 = exp2f(m0 - mn0), a1 = exp2f(m1 - mn1);
+    m0 = mn0, m1 = mn1;
+    l0 *= a0, l1 *= a1;
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) o[j][0] *= a0, o[j][1] *= a0, o[j][2] *= a1, o[j][3] *= a1;
+    uint32_t pa[kMmaBK / 8][2];  // bf16x2 probabilities: [n-tile][row g | row g+8]
+#pragma unroll
+    for (int j = 0; j < kMmaBK / 8; ++j) {
+      const float p00 = exp2f(s[j][0] - mn0), p01 = exp2f(s[j][1] - mn0);
+      const float p10 = exp2f(s[j][2] - mn1), p11 = exp2f(s[j][3] - mn1);
+      pa[j][0] = pack_bf16x2(p00, p01);
+      pa[j][1] = pack_bf16x2(p10, p11);
+      // The normalizer sums the bf16-rounded probabilities that P V uses.
+      l0 += bf16f(static_cast<uint16_t>(pa[j][0] & 0xffffu)) + bf16f(static_cast<uint16_t>(pa[j][0] >> 16));
+      l1 += bf16f(static_cast<uint16_t>(pa[j][1] & 0xffffu)) + bf16f(static_cast<uint16_t>(pa[j][1] >> 16));
+    }
+    // O += P V: k-chunk kc = keys 16kc..16kc+15 (S n-tiles 2kc, 2kc+1); V B-fragments for dims 16 n2 .. +15.
+#pragma unroll
+    for (int kc = 0; kc < kMmaBK / 16; ++kc) {
+      const uint16_t* vrow = vs + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + (lane >> 4) * 8;
+#pragma unroll
+      for (int n2 = 0; n2 < kD / 16; ++n2) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4_trans(b0, b1, b2, b3, vrow + n2 * 16);
+        mma_bf16_16816(o[2 * n2], pa[2 * kc][0], pa[2 * kc][1], pa[2 * kc + 1][0], pa[2 * kc + 1][1], b0, b1);
+        mma_bf16_16816(o[2 * n2 + 1], pa[2 * kc][0], pa[2 * kc][1], pa[2 * kc + 1][0], pa[2 * kc + 1][1], b2, b3);
+      }
+    }
+    __syncthreads();  // this stage is overwritten by the load issued in the next iteration
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+  const int64_t ostride = static_cast<int64_t>(p.n_heads) * kD;
+#pragma unroll
+  for (int j = 0; j < kNT; ++j) {
+    const int col = h * kD + 8 * j + 2 * t4;
+    if (r0 < n_q) *reinterpret_cast<uint32_t*>(out + r0 * ostride + col) = pack_bf16x2(o[j][0] * inv0, o[j][1] * inv0);
+    if (r1 < n_q) *reinterpret_cast<uint32_t*>(out + r1 * ostride + col) = pack_bf16x2(o[j][2] * inv1, o[j][3] * inv1);
+  }
+}
+
 }  // namespace
 
 void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const int32_t* slots, bf16_t* k_pool,
@@ -467,6 +643,27 @@ void paged_attention_decode_simt(const PagedAttention& p, const bf16_t* q, int q
 }
 
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
+                             cudaStream_t s) {
+  if (n_q <= 0) return;
+  CHECK_MSG(p.head_dim == 64 || p.head_dim == 128, "prefill attention: head_dim must be 64 or 128");
+  CHECK(q_stride % 2 == 0);
+  static bool configured = false;
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(prefill_mma_smem<64>())));
+    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(prefill_mma_smem<128>())));
+    configured = true;
+  }
+  dim3 grid((n_q + kMmaBQ - 1) / kMmaBQ, p.n_heads);
+  if (p.head_dim == 64)
+    paged_prefill_mma_kernel<64><<<grid, 128, prefill_mma_smem<64>(), s>>>(p, seq, q, q_stride, n_q, out);
+  else
+    paged_prefill_mma_kernel<128><<<grid, 128, prefill_mma_smem<128>(), s>>>(p, seq, q, q_stride, n_q, out);
+  CUDA_LAUNCH_CHECK();
+}
+
+void paged_attention_prefill_wmma(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
                              cudaStream_t s) {
   if (n_q <= 0) return;
   CHECK_MSG(p.head_dim == 64 || p.head_dim == 128, "prefill attention: head_dim must be 64 or 128");

@@ -107,9 +107,12 @@ void paged_attention_decode_simt(const PagedAttention& p, const bf16_t* q, int q
 
 // Prefill of one sequence: n_q queries (rows of q at stride q_stride, [n_heads][head_dim] each) that are the LAST n_q
 // tokens of its context (seq_lens[seq] tokens, the prefix possibly cached): causal, bottom-right aligned.
-// out [n_q][n_heads*head_dim] bf16. Requires head_dim == 128. Flash-style tiling on tensor cores (wmma bf16).
+// out [n_q][n_heads*head_dim] bf16. head_dim 64 or 128. Flash-attention-2 style on mma.sync (bf16 probabilities).
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
                              cudaStream_t s);
+// The round 1-4 kernel (wmma, S/P/O staged in shared memory): same contract, kept for A/B and as a test twin.
+void paged_attention_prefill_wmma(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q,
+                                  bf16_t* out, cudaStream_t s);
 
 // ---- gemv.cu (weight-only matmuls for small batches, M <= 8 per launch; larger M is split by the launcher) ----
 // y [M][N] = x [M][K] @ W^T (+ bias [N]); x bf16; y bf16 or fp32 (y_f32). W is [N][K] in one of:
@@ -156,6 +159,14 @@ void quantize_int4(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cud
 // keep cuBLAS out of this header) already bound to the stream the caller wants.
 void gemm_bf16(void* cublas_handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f32, int M, int N, int K);
 void* create_cublas_handle(cudaStream_t s, void* workspace, size_t workspace_bytes);
+// cuBLASLt variant: y [M][N] = x @ W^T (+ bias [N] bf16 in the epilogue; null: none). ctx from create_gemm_lt, bound
+// to one stream. With autotune, the first uncaptured call of each (M, N, K, bias, y_f32) times the heuristic candidates
+// on the caller's buffers (writes y several times) and keeps the fastest; a call during stream capture uses the
+// heuristic's first choice until then. Not thread-safe: one context per stream.
+void* create_gemm_lt(cudaStream_t s, void* workspace, size_t workspace_bytes, bool autotune = true);
+void destroy_gemm_lt(void* ctx);
+void gemm_bf16_lt(void* ctx, const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N,
+                  int K);
 void destroy_cublas_handle(void* handle);
 
 }  // namespace citadel::cuda
