@@ -115,6 +115,7 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
                    ") exceeds the whole KV pool (" + std::to_string(pool_tokens) + " tokens)");
 
   auto handle = std::make_shared<RequestHandle>(req.id, config_.event_buffer);
+  if (req.on_event) handle->set_notify(std::move(req.on_event));
   std::lock_guard<std::mutex> lock(mu_);
   if (live_.count(req.id)) {
     ++stats_.rejected_invalid_total;
