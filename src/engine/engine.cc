@@ -115,6 +115,7 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
                    ") exceeds the whole KV pool (" + std::to_string(pool_tokens) + " tokens)");
 
   auto handle = std::make_shared<RequestHandle>(req.id, config_.event_buffer);
+  if (req.on_event) handle->set_notify(std::move(req.on_event));
   std::lock_guard<std::mutex> lock(mu_);
   if (live_.count(req.id)) {
     ++stats_.rejected_invalid_total;
@@ -321,16 +322,16 @@ bool Engine::step() {
     Status st = OkStatus();
     const auto copies = out.all_copies();
     if (!copies.empty()) st = runner_->copy_blocks(copies);
-    std::vector<float> logits;  // [n_logits, n_vocab]
     if (st.ok()) {
       Batch batch;
       build_batch(out, &batch);
-      logits.resize(batch.logit_rows.size() * static_cast<size_t>(n_vocab_));
+      const size_t need = batch.logit_rows.size() * static_cast<size_t>(n_vocab_);
+      if (logits_.size() < need) logits_.resize(need);  // grows only: no per-step clear of a large buffer
       const auto tf = std::chrono::steady_clock::now();
-      st = runner_->forward(batch, logits.data());
+      st = runner_->forward(batch, logits_.data());
       fwd_ms = ms_since(tf);
     }
-    if (st.ok()) postprocess(out, logits); else fail_batch(out, st);
+    if (st.ok()) postprocess(out, logits_); else fail_batch(out, st);
   }
   publish_stats(ms_since(t0), fwd_ms, out);
   return !out.empty();

@@ -118,6 +118,7 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
   uint64_t next_seq_id_ = 0;
   uint64_t seed_state_;
+  std::vector<float> logits_;  // [n_logits, n_vocab] of the current step (engine thread only)
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;

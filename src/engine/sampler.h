@@ -92,6 +92,7 @@ class Sampler {
   SamplingParams params_;
   Rng rng_;
   std::unordered_map<int32_t, int> generated_counts_;
+  std::vector<float> work_;  // [n_vocab] scratch, reused across steps
 };
 
 // log-softmax of logits into out. logits, out: [n]. Stable (max-subtracted), float accumulation in double.

@@ -33,6 +33,9 @@ struct GenerateRequest {
   std::vector<int32_t> stop_token_ids;  // EOS and friends: generation ends after emitting one (kStop)
   SteadyTime deadline = SteadyTime::max();
   int priority = 0;                     // higher runs first; FCFS among equals
+  // Optional: installed as the handle's notify callback before the request is queued (so no event is missed).
+  // Runs on the engine thread after each event; must be quick and must not block (e.g. post to an I/O loop).
+  std::function<void()> on_event;
 };
 
 // One step's output for one request. Every generated token yields one event; the last event of a stream has

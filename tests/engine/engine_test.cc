@@ -414,6 +414,21 @@ TEST(Engine, DeadlineAndSlowConsumerAndForwardErrorEndRequestsNotTheEngine) {
   EXPECT_EQ(e.kv_cache()->num_used(), 0);
 }
 
+TEST(Engine, NotifyCallbackRunsOncePerEvent) {
+  TestRunner runner(kVocab);
+  Engine e(&runner, small_config(32, 4));
+  ASSERT_TRUE(e.init().ok());
+  int calls = 0;
+  auto r = greedy_request("n", {1, 2, 3}, 7);
+  r.on_event = [&calls] { ++calls; };
+  auto h = *e.submit(r);
+  run_until_idle(e);
+  Collected c;
+  drain(*h, &c);
+  EXPECT_EQ(c.events.size(), 7u);
+  EXPECT_EQ(calls, 7);
+}
+
 TEST(Engine, HigherPriorityIsAdmittedFirst) {
   TestRunner runner(kVocab);
   Engine e(&runner, small_config(32, 4, 64, /*max_seqs=*/1));
