@@ -122,12 +122,6 @@ struct Delta {
   bool empty() const { return content.empty() && reasoning.empty() && lp_content.empty() && lp_tokens.empty(); }
 };
 
-// GenerateRequest::on_event (a notify installed before the request is queued) where this engine version has it.
-template <typename G>
-void set_on_event(G& g, const std::function<void()>& fn) {
-  if constexpr (requires { g.on_event = fn; }) g.on_event = fn;
-}
-
 class Generation : public std::enable_shared_from_this<Generation> {
  public:
   Generation(std::shared_ptr<const ModelHost> host, std::shared_ptr<ServiceStats> stats, ParsedRequest req,
@@ -177,7 +171,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
         g.sampling = req_.sampling;
         if (g.sampling.has_seed) g.sampling.seed += static_cast<uint64_t>(k);  // n choices differ, reproducibly
         g.max_tokens = prep_.max_tokens;
-        set_on_event(g, notify);  // installed before queueing where the engine supports it
+        g.on_event = notify;  // installed before queueing: no event can be missed
         if (!req_.ignore_eos) g.stop_token_ids = eog_;
         auto h = host_->engine->submit(std::move(g));
         if (!h.ok()) {
@@ -189,7 +183,6 @@ class Generation : public std::enable_shared_from_this<Generation> {
       }
     }
     stats_->record_pre_submit(now_seconds() - received_at_);
-    for (auto& c : choices_) c->handle->set_notify(notify);
     auto self = shared_from_this();
     responder_->on_closed([self] { self->client_gone(); });
     responder_->on_writable([self] { self->pump(); });
