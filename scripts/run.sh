@@ -11,7 +11,8 @@ fi
 for cmd in serve generate inspect; do
   if "$CITADEL" --help 2>&1 | grep -qE "^  $cmd( |$)"; then
     case $cmd in
-      serve) exec "$CITADEL" serve --model "$MODEL" ;;
+      # exact: the default model is small enough to serve with f32 weights, which answer like the reference.
+      serve) exec "$CITADEL" serve --model "$MODEL" --cpu-precision exact ;;
       generate) exec "$CITADEL" generate --model "$MODEL" --chat --prompt "What is a citadel?" -n 64 ;;
       inspect) exec "$CITADEL" inspect --model "$MODEL" ;;
     esac

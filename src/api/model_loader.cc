@@ -70,6 +70,9 @@ Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<T
   runtime::RunnerOptions ro;
   ro.device = opts.device;
   ro.cuda_weights = opts.cuda_weights;
+  if (opts.cpu_precision != "fast" && opts.cpu_precision != "exact")
+    return InvalidArgument("cpu_precision '" + opts.cpu_precision + "': expected fast or exact");
+  ro.exact = opts.cpu_precision == "exact";
   ro.max_context = opts.max_context;
   ro.max_batched_tokens = opts.engine.max_batched_tokens > 0 ? opts.engine.max_batched_tokens : 512;
   return runtime::make_model_runner(store->path(), ro);

@@ -26,6 +26,7 @@ struct ModelLoadOptions {
   int compute_threads = 0;         // CPU runner threads (0 = all cores)
   std::string device = "cpu";      // cpu | cuda
   std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4
+  std::string cpu_precision = "fast"; // cpu: fast | exact
   engine::EngineConfig engine;     // max_waiting etc.
 };
 

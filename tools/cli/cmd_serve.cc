@@ -87,6 +87,7 @@ int run_serve(const ServeFlags& flags) {
   lo.compute_threads = cfg.threads;
   lo.device = cfg.device;
   lo.cuda_weights = cfg.cuda_weights;
+  lo.cpu_precision = cfg.cpu_precision;
   lo.engine.max_waiting = cfg.max_queue;
   lo.engine.max_seqs = cfg.max_seqs;
   lo.engine.kv_memory_bytes = static_cast<size_t>(cfg.kv_memory_mb) << 20;
