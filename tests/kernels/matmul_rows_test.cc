@@ -28,7 +28,7 @@ std::vector<uint8_t> quantized(DType t, int64_t rows, int64_t cols, uint32_t see
 TEST(MatmulRows, FourRowKernelsMatchSingleRow) {
   if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
   int checked = 0;
-  for (DType t : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1}) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1}) {
     const int64_t n = 608, rows = 8;
     const size_t rb = dtype_row_bytes(t, n);
     std::vector<uint8_t> w = quantized(t, rows, n, 7);
@@ -56,7 +56,7 @@ TEST(MatmulRows, FourRowKernelsMatchSingleRow) {
     EXPECT_LT(nmse(gen, four), 1e-10) << dtype_name(t);
     ++checked;
   }
-  EXPECT_EQ(checked, 5);
+  EXPECT_EQ(checked, 4);
 }
 
 TEST(MatmulRows, MultiEqualsSeparateCalls) {
