@@ -85,3 +85,33 @@ TEST(MatmulRows, MultiEqualsSeparateCalls) {
 
 }  // namespace
 }  // namespace citadel
+
+namespace citadel {
+namespace {
+
+// The AVX2 activation quantizer must be bit-exact with quantize_row_q8_0, ties (x / d = k + 0.5) included.
+TEST(MatmulRows, Avx2QuantizerBitExact) {
+  if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
+  const int64_t n = 32 * 40;
+  std::vector<float> x = testing::random_floats(n, 5, 3.0f);
+  for (int64_t j = 0; j < 64; ++j) x[j] = 0.5f * static_cast<float>(j - 32);  // blocks 0-1: d = 1 or 31/127: halves
+  x[31] = 127.0f;
+  x[63] = -127.0f;
+  for (int64_t j = 64; j < 96; ++j) x[j] = 0.0f;                             // block 2: all zero (d = 0)
+  std::vector<BlockQ8_0> want(n / kQK), got(n / kQK);
+  std::vector<float> sums(n / kQK);
+  quantize_row_q8_0(x.data(), want.data(), n);
+  cpu::detail::quantize_q8_0_avx2(x.data(), got.data(), sums.data(), n);
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    ASSERT_EQ(want[b].d, got[b].d) << "block " << b;
+    int s = 0;
+    for (int j = 0; j < kQK; ++j) {
+      ASSERT_EQ(want[b].qs[j], got[b].qs[j]) << "block " << b << " element " << j;
+      s += want[b].qs[j];
+    }
+    EXPECT_EQ(sums[b], f16_to_f32(want[b].d) * static_cast<float>(s)) << "block " << b;
+  }
+}
+
+}  // namespace
+}  // namespace citadel

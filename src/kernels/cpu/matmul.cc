@@ -175,9 +175,14 @@ void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActB
     const int64_t nb = n / kQK;
     buf->q8_0.resize(n_tokens * nb);
     buf->sums.resize(n_tokens * nb);
+    const bool avx2 = cpu_features().has_avx2_fma();
     ThreadPool::global().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         BlockQ8_0* q = buf->q8_0.data() + t * nb;
+        if (avx2) {
+          detail::quantize_q8_0_avx2(x + t * n, q, buf->sums.data() + t * nb, n);
+          continue;
+        }
         quantize_row_q8_0(x + t * n, q, n);
         for (int64_t b = 0; b < nb; ++b) {
           int s = 0;

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "base/half.h"
 #include "kernels/cpu/matmul_kernels.h"
 #include "kernels/quant/quant.h"
 
@@ -230,6 +231,47 @@ AVX2_FN float dot_q6_K(const void* w, const ActRow& x, int64_t n) {
 
 }  // namespace
 
+// Bit-exact with quantize_row_q8_0 (same amax, d, 1/d, and roundf's half-away-from-zero rounding, done as trunc plus
+// a step of 1 where the exact remainder |v - trunc(v)| is >= 0.5), plus sums[b] = d * sum(q) per block.
+AVX2_FN void quantize_q8_0_avx2(const float* x, BlockQ8_0* y, float* sums, int64_t n) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  for (int64_t i = 0; i < n / kQK; ++i, x += kQK) {
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(x + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, v[k]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float d = _mm_cvtss_f32(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t dh = f32_to_f16(d);
+    y[i].d = dh;
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 s = _mm256_mul_ps(v[k], idv);
+      const __m256 t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __m256 rem = _mm256_andnot_ps(sign_mask, _mm256_sub_ps(s, t));
+      const __m256 step = _mm256_and_ps(_mm256_cmp_ps(rem, half, _CMP_GE_OQ),
+                                        _mm256_or_ps(one, _mm256_and_ps(sign_mask, s)));
+      q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, step));
+    }
+    // int32 -> int8 in element order: packs interleave 128-bit lanes, the permute puts them back.
+    const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+    const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
+                                                   _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs), p8);
+    const __m256i s32 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+    sums[i] = h16(dh) * static_cast<float>(_mm_cvtsi128_si32(t));
+  }
+}
+
 DotKernel avx2_dot_kernel(DType t) {
   switch (t) {
     case DType::kF32: return {ActFormat::kF32, dot_f32};
@@ -254,5 +296,6 @@ DotKernel avx2_dot_kernel(DType t) {
 #include "kernels/cpu/matmul_kernels.h"
 namespace citadel::cpu::detail {
 DotKernel avx2_dot_kernel(DType) { return {ActFormat::kF32, nullptr}; }
+void quantize_q8_0_avx2(const float*, BlockQ8_0*, float*, int64_t) {}
 }  // namespace citadel::cpu::detail
 #endif

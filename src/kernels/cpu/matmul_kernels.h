@@ -35,5 +35,8 @@ struct DotKernel {
 DotKernel generic_dot_kernel(DType t);
 // AVX2+FMA+F16C kernels (compiled with target attributes); dot == nullptr when the dtype has none.
 DotKernel avx2_dot_kernel(DType t);
+// AVX2 activation quantizer: y bit-exact with quantize_row_q8_0, sums[b] = f16_to_f32(y[b].d) * sum(y[b].qs).
+// Only call when cpu_features().has_avx2_fma(); n % 32 == 0.
+void quantize_q8_0_avx2(const float* x, BlockQ8_0* y, float* sums, int64_t n);
 
 }  // namespace citadel::cpu::detail
