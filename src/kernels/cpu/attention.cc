@@ -59,11 +59,54 @@ CITADEL_AVX2 void axpy_avx2(float w, const float* x, float* y, int n) {
     _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += w * x[i];
 }
+
+// One block of keys for one head (hd % 8 == 0): scores, the online-softmax update of (m, l), and o = o * rescale +
+// sum of weight * value row, with o read and written once per block (not once per key) and a vector exp.
+// Rows r of the block are kr / vr + r * stride; sc: scratch of rows rounded up to 8 floats.
+CITADEL_AVX2 void attend_block_avx2(const float* qh, const float* kr, const float* vr, size_t stride, int rows,
+                                    int hd, float scale, float* m, float* l, float* o, float* sc) {
+  float bm = -INFINITY;
+  for (int r = 0; r < rows; ++r) {
+    const float* k = kr + r * stride;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= hd; i += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(k + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i + 8), _mm256_loadu_ps(k + i + 8), a1);
+    }
+    if (i < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(k + i), a0);
+    sc[r] = detail::hsum8(_mm256_add_ps(a0, a1)) * scale;
+    bm = std::max(bm, sc[r]);
+  }
+  const float new_m = std::max(*m, bm);
+  const float rescale = std::exp(*m - new_m);  // 0 on the first block (m = -inf)
+  const int rows8 = (rows + 7) & ~7;
+  for (int r = rows; r < rows8; ++r) sc[r] = -INFINITY;  // exp8 maps them to 0
+  const __m256 nm = _mm256_set1_ps(new_m);
+  __m256 lsum = _mm256_setzero_ps();
+  for (int r = 0; r < rows8; r += 8) {
+    const __m256 w = detail::exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + r), nm));
+    _mm256_storeu_ps(sc + r, w);
+    lsum = _mm256_add_ps(lsum, w);
+  }
+  *l = *l * rescale + detail::hsum8(lsum);
+  *m = new_m;
+  const __m256 rs = _mm256_set1_ps(rescale);
+  for (int i = 0; i < hd; i += 8) {
+    __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(o + i), rs);
+    for (int r = 0; r < rows; ++r) acc = _mm256_fmadd_ps(_mm256_set1_ps(sc[r]), _mm256_loadu_ps(vr + r * stride + i), acc);
+    _mm256_storeu_ps(o + i, acc);
+  }
+}
 #endif
+
+using BlockFn = void (*)(const float* qh, const float* kr, const float* vr, size_t stride, int rows, int hd,
+                         float scale, float* m, float* l, float* o, float* sc);
 
 struct VecOps {
   float (*dot)(const float*, const float*, int) = dot_scalar;
   void (*axpy)(float, const float*, float*, int) = axpy_scalar;
+  BlockFn block = nullptr;  // whole-block AVX2 path (head_dim % 8 == 0)
 };
 
 VecOps vec_ops() {
@@ -72,6 +115,7 @@ VecOps vec_ops() {
   if (cpu_features().has_avx2_fma()) {
     v.dot = dot_avx2;
     v.axpy = axpy_avx2;
+    v.block = attend_block_avx2;
   }
 #endif
   return v;
@@ -96,9 +140,11 @@ void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int 
   const int hd = c.head_dim, group = n_heads / c.n_kv_heads, bs = c.block_size;
   const int n_keys = b.pos_of_token[t] + 1;
   const bool in_place = c.dtype == DType::kF32;
-  scratch.resize(static_cast<size_t>((in_place ? 0 : 2 * bs * hd) + bs));
-  float* sc = scratch.data();         // [bs] scores of one head
-  float* kb = sc + bs;                // [bs, hd] keys of the current block (f16 caches only)
+  const bool use_block = ops.block != nullptr && hd % 8 == 0;
+  const int bs8 = (bs + 7) & ~7;
+  scratch.resize(static_cast<size_t>((in_place ? 0 : 2 * bs * hd) + bs8));
+  float* sc = scratch.data();         // [bs8] scores (then weights) of one head
+  float* kb = sc + bs8;               // [bs, hd] keys of the current block (f16 caches only)
   float* vb = kb + bs * hd;           // [bs, hd] values
   float m[64], l[64];                 // running max and sum per head of the group
   CHECK(group <= 64);
@@ -129,6 +175,10 @@ void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int 
       const int h = kvh * group + g;
       const float* qh = q + (t * n_heads + h) * hd;
       float* o = out + (t * n_heads + h) * hd;
+      if (use_block) {
+        ops.block(qh, kr, vr, stride, rows, hd, scale, &m[g], &l[g], o, sc);
+        continue;
+      }
       float bm = -INFINITY;
       for (int r = 0; r < rows; ++r) {
         sc[r] = ops.dot(qh, kr + r * stride, hd) * scale;
