@@ -36,10 +36,20 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::work_on_job() {
   t_in_pool_job = true;
+  uint64_t cur = next_.load(std::memory_order_acquire);
   for (;;) {
-    const int64_t b = next_.fetch_add(chunk_, std::memory_order_relaxed);
-    if (b >= n_) break;
-    fn_(ctx_, b, std::min(n_, b + chunk_));
+    // Read the job, then claim a chunk of it; a failed claim (another thread won, or a new job) re-reads.
+    const uint32_t n_chunks = n_chunks_.load(std::memory_order_relaxed);
+    const uint32_t c = static_cast<uint32_t>(cur);
+    if (c >= n_chunks) break;
+    const ChunkFn fn = fn_.load(std::memory_order_relaxed);
+    void* ctx = ctx_.load(std::memory_order_relaxed);
+    const int64_t n = n_.load(std::memory_order_relaxed), chunk = chunk_.load(std::memory_order_relaxed);
+    if (!next_.compare_exchange_weak(cur, cur + 1, std::memory_order_acquire, std::memory_order_acquire)) continue;
+    const int64_t b = static_cast<int64_t>(c) * chunk;
+    fn(ctx, b, std::min(n, b + chunk));
+    done_.fetch_add(1, std::memory_order_release);
+    cur = next_.load(std::memory_order_acquire);
   }
   t_in_pool_job = false;
 }
@@ -59,7 +69,6 @@ void ThreadPool::worker_loop() {
     seen = g;
     if (stop_.load(std::memory_order_relaxed)) return;
     work_on_job();
-    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) active_.notify_one();
   }
 }
 
@@ -71,24 +80,27 @@ void ThreadPool::run(int64_t n, int64_t min_chunk, ChunkFn fn, void* ctx) {
     return;
   }
   std::lock_guard<std::mutex> lock(submit_mu_);
-  fn_ = fn;
-  ctx_ = ctx;
-  n_ = n;
   // About 4 chunks per thread: enough to balance uneven threads (shared cores), few enough to keep atomics cheap.
-  chunk_ = std::max(min_chunk, (n + 4 * size() - 1) / (4 * size()));
-  next_.store(0, std::memory_order_relaxed);
-  active_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  const int64_t chunk = std::max(min_chunk, (n + 4 * size() - 1) / (4 * size()));
+  const uint32_t n_chunks = static_cast<uint32_t>((n + chunk - 1) / chunk);
+  fn_.store(fn, std::memory_order_relaxed);
+  ctx_.store(ctx, std::memory_order_relaxed);
+  n_.store(n, std::memory_order_relaxed);
+  chunk_.store(chunk, std::memory_order_relaxed);
+  n_chunks_.store(n_chunks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  ++job_id_;
+  next_.store(static_cast<uint64_t>(job_id_) << 32, std::memory_order_release);
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
   work_on_job();
-  int a = active_.load(std::memory_order_acquire);
-  for (int i = 0; i < kSpinIterations && a != 0; ++i) {
-    CITADEL_PAUSE();
-    a = active_.load(std::memory_order_acquire);
-  }
-  while (a != 0) {
-    active_.wait(a, std::memory_order_acquire);
-    a = active_.load(std::memory_order_acquire);
+  // Only chunks other threads are running remain: spin briefly, then yield so a descheduled worker can finish.
+  for (int i = 0; done_.load(std::memory_order_acquire) != n_chunks; ++i) {
+    if (i < kSpinIterations) {
+      CITADEL_PAUSE();
+    } else {
+      std::this_thread::yield();
+    }
   }
 }
 

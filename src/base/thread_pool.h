@@ -45,13 +45,18 @@ class ThreadPool {
 
   std::vector<std::thread> workers_;
   std::mutex submit_mu_;  // one job at a time
-  // The current job; written by the submitter before generation_ is bumped (release), read after (acquire).
-  ChunkFn fn_ = nullptr;
-  void* ctx_ = nullptr;
-  int64_t n_ = 0, chunk_ = 1;
-  std::atomic<int64_t> next_{0};       // next unclaimed index
-  std::atomic<int> active_{0};         // workers that have not finished the current job
-  std::atomic<uint64_t> generation_{0};
+  // The current job. Chunks are claimed by CAS on next_ = (job id << 32) | next chunk; the fields are written before
+  // next_ is published (release) and a claim that succeeds proves they still belong to that job (the job cannot end,
+  // nor the next be written, while one of its chunks is unclaimed). The submitter waits for done_ == n_chunks_, not
+  // for every worker to check in: a worker descheduled by a loaded machine costs nothing unless it holds a chunk.
+  std::atomic<ChunkFn> fn_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int64_t> n_{0}, chunk_{1};
+  std::atomic<uint32_t> n_chunks_{0};
+  uint32_t job_id_ = 0;                // submitter only
+  std::atomic<uint64_t> next_{0};
+  std::atomic<uint32_t> done_{0};      // chunks finished in the current job
+  std::atomic<uint64_t> generation_{0};  // bumped per job: wakes the workers
   std::atomic<bool> stop_{false};
 };
 

@@ -76,6 +76,13 @@ namespace cpu {
 // products. Unsupported for other dtypes; InvalidArgument when cols is not a multiple of the block size.
 bool matmul_supported(DType t);
 Status matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
+// Several matmuls of the same input (q/k/v, gate/up) in one parallel region: targets[i].y[n_tokens, rows_i] =
+// x[n_tokens, n_in] times targets[i].w^T. 1 to 4 targets, all with n_in columns; same results as separate calls.
+struct MatmulTarget {
+  WeightView w;
+  float* y = nullptr;
+};
+Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, int64_t n_tokens);
 // Reference: dequantizes each row with the quant reference and accumulates in double (no activation quantization).
 Status matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 

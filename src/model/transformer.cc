@@ -158,9 +158,10 @@ Status Transformer::layer(int l, const ForwardBatch& b, int t0, int n, const KvC
   // Attention block.
   cpu::rmsnorm(x, L.attn_norm, h, n, dim, eps);
   tm.charge(kOther);
-  RETURN_IF_ERROR(cpu::matmul(L.wq, h, n, s->q.data()));
-  RETURN_IF_ERROR(cpu::matmul(L.wk, h, n, s->k.data()));
-  RETURN_IF_ERROR(cpu::matmul(L.wv, h, n, s->v.data()));
+  {
+    const cpu::MatmulTarget qkv[3] = {{L.wq, s->q.data()}, {L.wk, s->k.data()}, {L.wv, s->v.data()}};
+    RETURN_IF_ERROR(cpu::matmul_multi(qkv, 3, h, n));  // one parallel region for the three
+  }
   tm.charge(kMatmul);
   add_bias(s->q.data(), L.bq, n, q_dim);
   add_bias(s->k.data(), L.bk, n, kv_dim);
@@ -185,8 +186,10 @@ Status Transformer::layer(int l, const ForwardBatch& b, int t0, int n, const KvC
   // Feed-forward block (SwiGLU).
   cpu::rmsnorm(x, L.ffn_norm, h, n, dim, eps);
   tm.charge(kOther);
-  RETURN_IF_ERROR(cpu::matmul(L.w_gate, h, n, s->gate.data()));
-  RETURN_IF_ERROR(cpu::matmul(L.w_up, h, n, s->up.data()));
+  {
+    const cpu::MatmulTarget gate_up[2] = {{L.w_gate, s->gate.data()}, {L.w_up, s->up.data()}};
+    RETURN_IF_ERROR(cpu::matmul_multi(gate_up, 2, h, n));
+  }
   tm.charge(kMatmul);
   cpu::silu_mul(s->gate.data(), s->up.data(), s->gate.data(), n * c.hidden_dim);
   tm.charge(kOther);

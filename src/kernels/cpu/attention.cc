@@ -59,11 +59,54 @@ CITADEL_AVX2 void axpy_avx2(float w, const float* x, float* y, int n) {
     _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += w * x[i];
 }
+
+// One block of keys for one head (hd % 8 == 0): scores, the online-softmax update of (m, l), and o = o * rescale +
+// sum of weight * value row, with o read and written once per block (not once per key) and a vector exp.
+// Rows r of the block are kr / vr + r * stride; sc: scratch of rows rounded up to 8 floats.
+CITADEL_AVX2 void attend_block_avx2(const float* qh, const float* kr, const float* vr, size_t stride, int rows,
+                                    int hd, float scale, float* m, float* l, float* o, float* sc) {
+  float bm = -INFINITY;
+  for (int r = 0; r < rows; ++r) {
+    const float* k = kr + r * stride;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= hd; i += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(k + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i + 8), _mm256_loadu_ps(k + i + 8), a1);
+    }
+    if (i < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(k + i), a0);
+    sc[r] = detail::hsum8(_mm256_add_ps(a0, a1)) * scale;
+    bm = std::max(bm, sc[r]);
+  }
+  const float new_m = std::max(*m, bm);
+  const float rescale = std::exp(*m - new_m);  // 0 on the first block (m = -inf)
+  const int rows8 = (rows + 7) & ~7;
+  for (int r = rows; r < rows8; ++r) sc[r] = -INFINITY;  // exp8 maps them to 0
+  const __m256 nm = _mm256_set1_ps(new_m);
+  __m256 lsum = _mm256_setzero_ps();
+  for (int r = 0; r < rows8; r += 8) {
+    const __m256 w = detail::exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + r), nm));
+    _mm256_storeu_ps(sc + r, w);
+    lsum = _mm256_add_ps(lsum, w);
+  }
+  *l = *l * rescale + detail::hsum8(lsum);
+  *m = new_m;
+  const __m256 rs = _mm256_set1_ps(rescale);
+  for (int i = 0; i < hd; i += 8) {
+    __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(o + i), rs);
+    for (int r = 0; r < rows; ++r) acc = _mm256_fmadd_ps(_mm256_set1_ps(sc[r]), _mm256_loadu_ps(vr + r * stride + i), acc);
+    _mm256_storeu_ps(o + i, acc);
+  }
+}
 #endif
+
+using BlockFn = void (*)(const float* qh, const float* kr, const float* vr, size_t stride, int rows, int hd,
+                         float scale, float* m, float* l, float* o, float* sc);
 
 struct VecOps {
   float (*dot)(const float*, const float*, int) = dot_scalar;
   void (*axpy)(float, const float*, float*, int) = axpy_scalar;
+  BlockFn block = nullptr;  // whole-block AVX2 path (head_dim % 8 == 0)
 };
 
 VecOps vec_ops() {
@@ -72,6 +115,7 @@ VecOps vec_ops() {
   if (cpu_features().has_avx2_fma()) {
     v.dot = dot_avx2;
     v.axpy = axpy_avx2;
+    v.block = attend_block_avx2;
   }
 #endif
   return v;
@@ -89,18 +133,22 @@ inline int32_t block_of(const KvCacheView& c, const AttnBatch& b, int64_t t, int
   return blk;
 }
 
-// One (token, KV head) task: the group of query heads that share the KV head.
+// One task: token t, query heads [kvh * group + g0, kvh * group + g1) of the group sharing KV head kvh. f32 caches are
+// read in place (rows n_kv_heads * head_dim floats apart); f16 rows are converted block by block into scratch.
 void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, int64_t t,
-                  int kvh, const VecOps& ops, float* out, std::vector<float>& scratch) {
+                  int kvh, int g0, int g1, const VecOps& ops, float* out, std::vector<float>& scratch) {
   const int hd = c.head_dim, group = n_heads / c.n_kv_heads, bs = c.block_size;
   const int n_keys = b.pos_of_token[t] + 1;
-  scratch.resize(static_cast<size_t>(2 * bs * hd + bs));
-  float* kb = scratch.data();         // [bs, hd] keys of the current block (f32)
+  const bool in_place = c.dtype == DType::kF32;
+  const bool use_block = ops.block != nullptr && hd % 8 == 0;
+  const int bs8 = (bs + 7) & ~7;
+  scratch.resize(static_cast<size_t>((in_place ? 0 : 2 * bs * hd) + bs8));
+  float* sc = scratch.data();         // [bs8] scores (then weights) of one head
+  float* kb = sc + bs8;               // [bs, hd] keys of the current block (f16 caches only)
   float* vb = kb + bs * hd;           // [bs, hd] values
-  float* sc = vb + bs * hd;           // [bs] scores of one head
   float m[64], l[64];                 // running max and sum per head of the group
   CHECK(group <= 64);
-  for (int g = 0; g < group; ++g) {
+  for (int g = g0; g < g1; ++g) {
     m[g] = -INFINITY;
     l[g] = 0;
     std::memset(out + (t * n_heads + kvh * group + g) * hd, 0, hd * sizeof(float));
@@ -108,17 +156,32 @@ void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int 
   for (int p0 = 0; p0 < n_keys; p0 += bs) {
     const int32_t blk = block_of(c, b, t, p0);
     const int rows = std::min(bs, n_keys - p0);
-    for (int r = 0; r < rows; ++r) {
-      load_row(c, c.k, kv_offset(c, blk, r, kvh), kb + r * hd);
-      load_row(c, c.v, kv_offset(c, blk, r, kvh), vb + r * hd);
+    const float *kr, *vr;  // row r at kr + r * stride
+    size_t stride;
+    if (in_place) {
+      kr = static_cast<const float*>(c.k) + kv_offset(c, blk, 0, kvh);
+      vr = static_cast<const float*>(c.v) + kv_offset(c, blk, 0, kvh);
+      stride = static_cast<size_t>(c.n_kv_heads) * hd;
+    } else {
+      for (int r = 0; r < rows; ++r) {
+        load_row(c, c.k, kv_offset(c, blk, r, kvh), kb + r * hd);
+        load_row(c, c.v, kv_offset(c, blk, r, kvh), vb + r * hd);
+      }
+      kr = kb;
+      vr = vb;
+      stride = hd;
     }
-    for (int g = 0; g < group; ++g) {
+    for (int g = g0; g < g1; ++g) {
       const int h = kvh * group + g;
       const float* qh = q + (t * n_heads + h) * hd;
       float* o = out + (t * n_heads + h) * hd;
+      if (use_block) {
+        ops.block(qh, kr, vr, stride, rows, hd, scale, &m[g], &l[g], o, sc);
+        continue;
+      }
       float bm = -INFINITY;
       for (int r = 0; r < rows; ++r) {
-        sc[r] = ops.dot(qh, kb + r * hd, hd) * scale;
+        sc[r] = ops.dot(qh, kr + r * stride, hd) * scale;
         bm = std::max(bm, sc[r]);
       }
       const float new_m = std::max(m[g], bm);
@@ -131,11 +194,11 @@ void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int 
       for (int r = 0; r < rows; ++r) {
         const float w = std::exp(sc[r] - new_m);
         l[g] += w;
-        ops.axpy(w, vb + r * hd, o, hd);
+        ops.axpy(w, vr + r * stride, o, hd);
       }
     }
   }
-  for (int g = 0; g < group; ++g) scale_scalar(1.0f / l[g], out + (t * n_heads + kvh * group + g) * hd, hd);
+  for (int g = g0; g < g1; ++g) scale_scalar(1.0f / l[g], out + (t * n_heads + kvh * group + g) * hd, hd);
 }
 
 }  // namespace
@@ -196,11 +259,20 @@ void attention(const float* q, const KvCacheView& c, const AttnBatch& b, int n_h
   check_batch(c, b, n_heads);
   if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const VecOps ops = vec_ops();
-  const int64_t n_tasks = static_cast<int64_t>(b.n_tokens) * c.n_kv_heads;
-  ThreadPool::global().parallel_for(n_tasks, [&](int64_t s, int64_t e) {
-    std::vector<float> scratch;
-    for (int64_t i = s; i < e; ++i)
-      attend_group(q, c, b, n_heads, scale, i / c.n_kv_heads, static_cast<int>(i % c.n_kv_heads), ops, out, scratch);
+  // Tasks of (token, KV head, query-head split): whole groups when there are enough of them to balance the threads
+  // (each K/V row is then read once per group), else single query heads (decode: few KV heads, e.g. 3 on 2 threads).
+  const int group = n_heads / c.n_kv_heads;
+  const int64_t n_groups = static_cast<int64_t>(b.n_tokens) * c.n_kv_heads;
+  const int split = n_groups >= 4 * ThreadPool::global().size() ? 1 : group;
+  const int per = group / split;
+  ThreadPool::global().parallel_for(n_groups * split, [&](int64_t s, int64_t e) {
+    thread_local std::vector<float> scratch;
+    for (int64_t i = s; i < e; ++i) {
+      const int64_t gi = i / split;
+      const int part = static_cast<int>(i % split);
+      attend_group(q, c, b, n_heads, scale, gi / c.n_kv_heads, static_cast<int>(gi % c.n_kv_heads), part * per,
+                   (part + 1) * per, ops, out, scratch);
+    }
   });
 }
 

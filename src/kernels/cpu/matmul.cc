@@ -175,9 +175,14 @@ void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActB
     const int64_t nb = n / kQK;
     buf->q8_0.resize(n_tokens * nb);
     buf->sums.resize(n_tokens * nb);
+    const bool avx2 = cpu_features().has_avx2_fma();
     ThreadPool::global().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         BlockQ8_0* q = buf->q8_0.data() + t * nb;
+        if (avx2) {
+          detail::quantize_q8_0_avx2(x + t * n, q, buf->sums.data() + t * nb, n);
+          continue;
+        }
         quantize_row_q8_0(x + t * n, q, n);
         for (int64_t b = 0; b < nb; ++b) {
           int s = 0;
@@ -226,33 +231,79 @@ Status matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* 
 }
 
 // Rows are split into tiles small enough to stay in L1/L2 while every token streams past them, so for a batch each
-// weight byte is read from memory once (prefill is then compute-bound); tiles are spread over the thread pool.
-Status matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
-  RETURN_IF_ERROR(check_weights(w, "matmul"));
-  if (n_tokens <= 0 || w.rows == 0) return OkStatus();
-  const DotKernel k = pick_kernel(w.dtype);
+// weight byte is read from memory once (prefill is then compute-bound); tiles of all targets are spread over the
+// thread pool in one parallel region (one hand-off for q/k/v or gate/up together).
+Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, int64_t n_tokens) {
+  constexpr int kMaxTargets = 4;
+  if (n_targets <= 0 || n_targets > kMaxTargets) return InvalidArgument("matmul_multi: 1 to 4 targets");
+  for (int i = 0; i < n_targets; ++i) {
+    RETURN_IF_ERROR(check_weights(targets[i].w, "matmul"));
+    if (targets[i].w.cols != targets[0].w.cols) return InvalidArgument("matmul_multi: targets differ in n_in");
+  }
+  if (n_tokens <= 0) return OkStatus();
+  struct Job {
+    DotKernel k;
+    const uint8_t* wd;
+    size_t rb;
+    int64_t rows, tile, first_tile;
+    float* y;
+  };
+  Job jobs[kMaxTargets];
+  const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
   const ActBuffer* buf = &tls_buf;
-  prepare_acts(k.act, x, n_tokens, w.cols, &tls_buf);
-  const size_t rb = w.row_bytes();
-  const uint8_t* wd = static_cast<const uint8_t*>(w.data);
-  const int64_t tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / rb), 1, 16);
-  const int64_t n_tiles = (w.rows + tile - 1) / tile;
+  bool prepared[3] = {false, false, false};
+  int64_t n_tiles = 0;
+  for (int i = 0; i < n_targets; ++i) {
+    const WeightView& w = targets[i].w;
+    Job& j = jobs[i];
+    j.k = pick_kernel(w.dtype);
+    if (!prepared[static_cast<int>(j.k.act)]) {
+      prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
+      prepared[static_cast<int>(j.k.act)] = true;
+    }
+    j.wd = static_cast<const uint8_t*>(w.data);
+    j.rb = w.row_bytes();
+    j.rows = w.rows;
+    // A multiple of 4 rows, so the 4-row kernels cover whole tiles.
+    j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
+    if (j.tile >= 4) j.tile &= ~int64_t{3};
+    j.first_tile = n_tiles;
+    j.y = targets[i].y;
+    n_tiles += (w.rows + j.tile - 1) / j.tile;
+  }
+  if (n_tiles == 0) return OkStatus();
   constexpr int64_t kTokenTile = 64;
+  // The 4-row kernels pay off once a tile is cached and reused by several tokens (prefill: +25-30% tok/s); a decode
+  // GEMV streams each row from DRAM once, and four interleaved row streams there ran 10% slower than one (the
+  // hardware prefetcher follows one stream better).
+  const bool use_rows4 = n_tokens >= 4;
   ThreadPool::global().parallel_for(n_tiles, [&](int64_t b, int64_t e) {
+    int ji = 0;
     for (int64_t ti = b; ti < e; ++ti) {
-      const int64_t r0 = ti * tile, r1 = std::min(w.rows, r0 + tile);
+      while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;
+      const Job& j = jobs[ji];
+      const int64_t r0 = (ti - j.first_tile) * j.tile, r1 = std::min(j.rows, r0 + j.tile);
       for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {
         const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
         for (int64_t t = t0; t < t1; ++t) {
-          const ActRow a = act_row(k.act, x, *buf, t, w.cols);
-          float* yt = y + t * w.rows;
-          for (int64_t r = r0; r < r1; ++r) yt[r] = k.dot(wd + r * rb, a, w.cols);
+          const ActRow a = act_row(j.k.act, x, *buf, t, n_in);
+          float* yt = j.y + t * j.rows;
+          int64_t r = r0;
+          if (j.k.dot4 && use_rows4) {
+            for (; r + detail::kRows4 <= r1; r += detail::kRows4) j.k.dot4(j.wd + r * j.rb, j.rb, a, n_in, yt + r);
+          }
+          for (; r < r1; ++r) yt[r] = j.k.dot(j.wd + r * j.rb, a, n_in);
         }
       }
     }
   });
   return OkStatus();
+}
+
+Status matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
+  const MatmulTarget t{w, y};
+  return matmul_multi(&t, 1, x, n_tokens);
 }
 
 }  // namespace citadel::cpu

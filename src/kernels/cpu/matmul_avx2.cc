@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "base/half.h"
 #include "kernels/cpu/matmul_kernels.h"
 #include "kernels/quant/quant.h"
 
@@ -22,13 +23,6 @@ AVX2_FN inline float hsum(__m256 v) {
 
 AVX2_FN inline float h16(uint16_t h) { return _cvtsh_ss(h); }
 
-// 16 bytes of nibbles -> 32 bytes 0..15: low nibbles are elements 0..15, high nibbles 16..31.
-AVX2_FN inline __m256i nibbles32(const uint8_t* p) {
-  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
-  return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-}
-
 // The 32 bits of qh -> 32 bytes, 0x10 where bit j is set (the fifth bit of element j).
 AVX2_FN inline __m256i fifth_bits32(const uint8_t* qh) {
   uint32_t u;
@@ -41,14 +35,6 @@ AVX2_FN inline __m256i fifth_bits32(const uint8_t* qh) {
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
-// sum over pairs of unsigned u8 a * signed i8 b, as 8 int32.
-AVX2_FN inline __m256i dot_us(__m256i a, __m256i b) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
-}
-// signed i8 a * signed i8 b: |a| times b with a's sign moved onto b.
-AVX2_FN inline __m256i dot_ss(__m256i a, __m256i b) {
-  return dot_us(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-}
 AVX2_FN inline __m256i load32(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
 AVX2_FN float dot_f32(const void* w, const ActRow& x, int64_t n) {
@@ -90,48 +76,86 @@ AVX2_FN float dot_half(const void* w, const ActRow& x, int64_t n) {
   return s;
 }
 
-// 32-element formats. Codes per block as bytes; signed formats use dot_ss, the min formats dot_us + d_min * sum(x).
-AVX2_FN inline __m256i codes(const BlockQ4_0& b) { return _mm256_sub_epi8(nibbles32(b.qs), _mm256_set1_epi8(8)); }
-AVX2_FN inline __m256i codes(const BlockQ4_1& b) { return nibbles32(b.qs); }
-AVX2_FN inline __m256i codes(const BlockQ5_0& b) {
-  return _mm256_sub_epi8(_mm256_or_si256(nibbles32(b.qs), fifth_bits32(b.qh)), _mm256_set1_epi8(16));
+// 16 bytes of nibbles -> 32 bytes 0..15 with one broadcast load: the high lane is shifted by 4 before the mask.
+AVX2_FN inline __m256i nibbles32_fast(const uint8_t* p) {
+  const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_and_si256(_mm256_srlv_epi64(t, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
 }
-AVX2_FN inline __m256i codes(const BlockQ5_1& b) { return _mm256_or_si256(nibbles32(b.qs), fifth_bits32(b.qh)); }
-AVX2_FN inline __m256i codes(const BlockQ8_0& b) { return load32(b.qs); }
 
-template <typename Block, bool kHasMin>
-AVX2_FN float dot_q32(const void* w, const ActRow& x, int64_t n) {
-  const Block* b = static_cast<const Block*>(w);
+// How a 32-block format's codes enter the integer dot product against q8_0 activations:
+//  kSigned  (q8_0): signed codes; |x| times the codes with x's sign moved onto them (|x| is shared by all rows).
+//  kMin     (q4_1, q5_1): unsigned codes; value = d * q + m, the m term through the activation block sums.
+//  kOffset  (q4_0, q5_0): unsigned codes; value = d * (q - off), the -off * d term through the block sums.
+enum class Q32Kind { kSigned, kMin, kOffset };
+template <typename Block> struct Q32Traits;
+template <> struct Q32Traits<BlockQ8_0> { static constexpr Q32Kind kKind = Q32Kind::kSigned; static constexpr int kOff = 0; };
+template <> struct Q32Traits<BlockQ4_1> { static constexpr Q32Kind kKind = Q32Kind::kMin; static constexpr int kOff = 0; };
+template <> struct Q32Traits<BlockQ5_1> { static constexpr Q32Kind kKind = Q32Kind::kMin; static constexpr int kOff = 0; };
+template <> struct Q32Traits<BlockQ4_0> { static constexpr Q32Kind kKind = Q32Kind::kOffset; static constexpr int kOff = 8; };
+template <> struct Q32Traits<BlockQ5_0> { static constexpr Q32Kind kKind = Q32Kind::kOffset; static constexpr int kOff = 16; };
+
+// Unsigned codes (0..15 / 0..31) of the min / offset formats.
+AVX2_FN inline __m256i ucodes(const BlockQ4_0& b) { return nibbles32_fast(b.qs); }
+AVX2_FN inline __m256i ucodes(const BlockQ4_1& b) { return nibbles32_fast(b.qs); }
+AVX2_FN inline __m256i ucodes(const BlockQ5_0& b) { return _mm256_or_si256(nibbles32_fast(b.qs), fifth_bits32(b.qh)); }
+AVX2_FN inline __m256i ucodes(const BlockQ5_1& b) { return _mm256_or_si256(nibbles32_fast(b.qs), fifth_bits32(b.qh)); }
+
+AVX2_FN inline __m256 f16_bcast(uint16_t h) { return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(h))); }
+
+// R consecutive weight rows (row stride rb bytes) times one q8_0 activation row: out[r] for r < R. The activation
+// block (codes, scale, sum) is loaded once per block for all R rows; each row keeps one float accumulator for
+// d_w * d_x * sum(q_w * q_x) and one for the block-sum term, reduced once at the end.
+template <typename Block, int R>
+AVX2_FN void dot_q32_rows(const uint8_t* w, size_t rb, const ActRow& x, int64_t n, float* out) {
+  using T = Q32Traits<Block>;
   const int64_t nb = n / kQK;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float mins = 0;
-  int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    const __m256i xa = load32(x.q8_0[i].qs), xb = load32(x.q8_0[i + 1].qs);
-    __m256i pa, pb;
-    if constexpr (kHasMin) {
-      pa = dot_us(codes(b[i]), xa);
-      pb = dot_us(codes(b[i + 1]), xb);
-      mins += h16(b[i].m) * x.q8_0_sums[i] + h16(b[i + 1].m) * x.q8_0_sums[i + 1];
+  const Block* rows[R];
+  for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const Block*>(w + r * rb);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R], accm[R];
+  for (int r = 0; r < R; ++r) acc[r] = accm[r] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i xq = load32(x.q8_0[i].qs);
+    const __m256 dx = f16_bcast(x.q8_0[i].d);
+    if constexpr (T::kKind == Q32Kind::kSigned) {
+      const __m256i ax = _mm256_sign_epi8(xq, xq);
+      for (int r = 0; r < R; ++r) {
+        const Block& b = rows[r][i];
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(load32(b.qs), xq)), ones);
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(f16_bcast(b.d), dx), _mm256_cvtepi32_ps(p), acc[r]);
+      }
     } else {
-      pa = dot_ss(codes(b[i]), xa);
-      pb = dot_ss(codes(b[i + 1]), xb);
+      const __m256 xs = _mm256_set1_ps(x.q8_0_sums[i]);
+      for (int r = 0; r < R; ++r) {
+        const Block& b = rows[r][i];
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ucodes(b), xq), ones);
+        const __m256 dw = f16_bcast(b.d);
+        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(p), acc[r]);
+        if constexpr (T::kKind == Q32Kind::kMin) {
+          accm[r] = _mm256_fmadd_ps(f16_bcast(b.m), xs, accm[r]);
+        } else {
+          accm[r] = _mm256_fmadd_ps(dw, xs, accm[r]);
+        }
+      }
     }
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h16(b[i].d) * h16(x.q8_0[i].d)), _mm256_cvtepi32_ps(pa), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h16(b[i + 1].d) * h16(x.q8_0[i + 1].d)), _mm256_cvtepi32_ps(pb), acc1);
   }
-  for (; i < nb; ++i) {
-    const __m256i xa = load32(x.q8_0[i].qs);
-    __m256i pa;
-    if constexpr (kHasMin) {
-      pa = dot_us(codes(b[i]), xa);
-      mins += h16(b[i].m) * x.q8_0_sums[i];
-    } else {
-      pa = dot_ss(codes(b[i]), xa);
-    }
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h16(b[i].d) * h16(x.q8_0[i].d)), _mm256_cvtepi32_ps(pa), acc0);
+  for (int r = 0; r < R; ++r) {
+    float s = hsum(acc[r]);
+    if constexpr (T::kKind == Q32Kind::kMin) s += _mm256_cvtss_f32(accm[r]);
+    if constexpr (T::kKind == Q32Kind::kOffset) s -= static_cast<float>(T::kOff) * _mm256_cvtss_f32(accm[r]);
+    out[r] = s;
   }
-  return hsum(_mm256_add_ps(acc0, acc1)) + mins;
+}
+
+template <typename Block>
+AVX2_FN float dot_q32(const void* w, const ActRow& x, int64_t n) {
+  float y;
+  dot_q32_rows<Block, 1>(static_cast<const uint8_t*>(w), 0, x, n, &y);
+  return y;
+}
+template <typename Block>
+AVX2_FN void dot4_q32(const void* w, size_t rb, const ActRow& x, int64_t n, float* y) {
+  dot_q32_rows<Block, 4>(static_cast<const uint8_t*>(w), rb, x, n, y);
 }
 
 // q4_K / q5_K: per 64 elements, one 32-byte load of qs gives two sub-blocks (low / high nibbles).
@@ -207,16 +231,59 @@ AVX2_FN float dot_q6_K(const void* w, const ActRow& x, int64_t n) {
 
 }  // namespace
 
+// Bit-exact with quantize_row_q8_0 (same amax, d, 1/d, and roundf's half-away-from-zero rounding, done as trunc plus
+// a step of 1 where the exact remainder |v - trunc(v)| is >= 0.5), plus sums[b] = d * sum(q) per block.
+AVX2_FN void quantize_q8_0_avx2(const float* x, BlockQ8_0* y, float* sums, int64_t n) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  for (int64_t i = 0; i < n / kQK; ++i, x += kQK) {
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(x + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, v[k]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float d = _mm_cvtss_f32(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t dh = f32_to_f16(d);
+    y[i].d = dh;
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 s = _mm256_mul_ps(v[k], idv);
+      const __m256 t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __m256 rem = _mm256_andnot_ps(sign_mask, _mm256_sub_ps(s, t));
+      const __m256 step = _mm256_and_ps(_mm256_cmp_ps(rem, half, _CMP_GE_OQ),
+                                        _mm256_or_ps(one, _mm256_and_ps(sign_mask, s)));
+      q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, step));
+    }
+    // int32 -> int8 in element order: packs interleave 128-bit lanes, the permute puts them back.
+    const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+    const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
+                                                   _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs), p8);
+    const __m256i s32 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+    sums[i] = h16(dh) * static_cast<float>(_mm_cvtsi128_si32(t));
+  }
+}
+
 DotKernel avx2_dot_kernel(DType t) {
   switch (t) {
     case DType::kF32: return {ActFormat::kF32, dot_f32};
     case DType::kF16: return {ActFormat::kF32, dot_half<false>};
     case DType::kBF16: return {ActFormat::kF32, dot_half<true>};
-    case DType::kQ4_0: return {ActFormat::kQ8_0, dot_q32<BlockQ4_0, false>};
-    case DType::kQ4_1: return {ActFormat::kQ8_0, dot_q32<BlockQ4_1, true>};
-    case DType::kQ5_0: return {ActFormat::kQ8_0, dot_q32<BlockQ5_0, false>};
-    case DType::kQ5_1: return {ActFormat::kQ8_0, dot_q32<BlockQ5_1, true>};
-    case DType::kQ8_0: return {ActFormat::kQ8_0, dot_q32<BlockQ8_0, false>};
+    case DType::kQ4_0: return {ActFormat::kQ8_0, dot_q32<BlockQ4_0>, dot4_q32<BlockQ4_0>};
+    case DType::kQ4_1: return {ActFormat::kQ8_0, dot_q32<BlockQ4_1>, dot4_q32<BlockQ4_1>};
+    case DType::kQ5_0: return {ActFormat::kQ8_0, dot_q32<BlockQ5_0>, dot4_q32<BlockQ5_0>};
+    case DType::kQ5_1: return {ActFormat::kQ8_0, dot_q32<BlockQ5_1>, dot4_q32<BlockQ5_1>};
+    // q8_0 keeps one row per pass: four interleaved 34-byte-block streams ran the 30 MB output layer at half the
+    // single-row speed (prefetcher), and its per-row work saved by sharing is small.
+    case DType::kQ8_0: return {ActFormat::kQ8_0, dot_q32<BlockQ8_0>, nullptr};
     case DType::kQ4_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ4_K, false>};
     case DType::kQ5_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ5_K, true>};
     case DType::kQ6_K: return {ActFormat::kQ8_K, dot_q6_K};
@@ -229,5 +296,6 @@ DotKernel avx2_dot_kernel(DType t) {
 #include "kernels/cpu/matmul_kernels.h"
 namespace citadel::cpu::detail {
 DotKernel avx2_dot_kernel(DType) { return {ActFormat::kF32, nullptr}; }
+void quantize_q8_0_avx2(const float*, BlockQ8_0*, float*, int64_t) {}
 }  // namespace citadel::cpu::detail
 #endif

@@ -2,6 +2,7 @@
 // A kernel computes one weight row (GGUF blocks) times one prepared activation row (see ActRow), n elements.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/quant/types.h"
@@ -19,15 +20,23 @@ struct ActRow {
 };
 
 using RowDotFn = float (*)(const void* w_row, const ActRow& x, int64_t n);
+// kRows4 consecutive weight rows (w_rows: the first, row_bytes apart) times one activation row: y[0..3]. Each y[r]
+// equals what RowDotFn gives for that row up to float summation order.
+using Rows4DotFn = void (*)(const void* w_rows, size_t row_bytes, const ActRow& x, int64_t n, float* y);
+constexpr int kRows4 = 4;
 
 struct DotKernel {
   ActFormat act = ActFormat::kF32;
   RowDotFn dot = nullptr;
+  Rows4DotFn dot4 = nullptr;  // optional: shares the activation loads of a block across 4 rows
 };
 
 // Portable scalar kernels (integer dot products, same math as the SIMD ones); {kF32, nullptr} when unsupported.
 DotKernel generic_dot_kernel(DType t);
 // AVX2+FMA+F16C kernels (compiled with target attributes); dot == nullptr when the dtype has none.
 DotKernel avx2_dot_kernel(DType t);
+// AVX2 activation quantizer: y bit-exact with quantize_row_q8_0, sums[b] = f16_to_f32(y[b].d) * sum(y[b].qs).
+// Only call when cpu_features().has_avx2_fma(); n % 32 == 0.
+void quantize_q8_0_avx2(const float* x, BlockQ8_0* y, float* sums, int64_t n);
 
 }  // namespace citadel::cpu::detail

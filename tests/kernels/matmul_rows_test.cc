@@ -1,0 +1,117 @@
+// The 4-row SIMD kernels against the single-row ones (same math, float summation order may differ: 1e-10), and
+// matmul_multi against separate matmul calls (identical kernels and tiles: bit-equal).
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "base/cpu_features.h"
+#include "base/half.h"
+#include "kernels/cpu/matmul_kernels.h"
+#include "kernels/ops.h"
+#include "kernels/quant/quant.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace citadel {
+namespace {
+
+using testing::nmse;
+using testing::random_floats;
+
+std::vector<uint8_t> quantized(DType t, int64_t rows, int64_t cols, uint32_t seed) {
+  std::vector<float> f = random_floats(rows * cols, seed, 0.05f);
+  std::vector<uint8_t> w(rows * dtype_row_bytes(t, cols));
+  for (int64_t r = 0; r < rows; ++r)
+    EXPECT_TRUE(quantize_row(t, f.data() + r * cols, w.data() + r * dtype_row_bytes(t, cols), cols).ok());
+  return w;
+}
+
+TEST(MatmulRows, FourRowKernelsMatchSingleRow) {
+  if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
+  int checked = 0;
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1}) {
+    const int64_t n = 608, rows = 8;
+    const size_t rb = dtype_row_bytes(t, n);
+    std::vector<uint8_t> w = quantized(t, rows, n, 7);
+    std::vector<float> x = random_floats(n, 8);
+    std::vector<BlockQ8_0> q8(n / kQK);
+    std::vector<float> sums(n / kQK);
+    quantize_row_q8_0(x.data(), q8.data(), n);
+    for (int64_t b = 0; b < n / kQK; ++b) {
+      int s = 0;
+      for (int j = 0; j < kQK; ++j) s += q8[b].qs[j];
+      sums[b] = f16_to_f32(q8[b].d) * static_cast<float>(s);
+    }
+    cpu::detail::ActRow a;
+    a.q8_0 = q8.data();
+    a.q8_0_sums = sums.data();
+    const auto k = cpu::detail::avx2_dot_kernel(t), g = cpu::detail::generic_dot_kernel(t);
+    ASSERT_TRUE(k.dot && k.dot4) << dtype_name(t);
+    std::vector<float> one(rows), four(rows), gen(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      one[r] = k.dot(w.data() + r * rb, a, n);
+      gen[r] = g.dot(w.data() + r * rb, a, n);
+    }
+    for (int64_t r = 0; r < rows; r += cpu::detail::kRows4) k.dot4(w.data() + r * rb, rb, a, n, four.data() + r);
+    EXPECT_LT(nmse(one, four), 1e-10) << dtype_name(t);
+    EXPECT_LT(nmse(gen, four), 1e-10) << dtype_name(t);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4);
+}
+
+TEST(MatmulRows, MultiEqualsSeparateCalls) {
+  const int64_t n_tok = 3;
+  const DType types[3] = {DType::kQ4_1, DType::kQ8_0, DType::kQ4_K};
+  const int64_t n_out[3] = {37, 64, 5};
+  std::vector<float> x;
+  std::vector<std::vector<uint8_t>> w;
+  std::vector<std::vector<float>> want(3), got(3);
+  cpu::MatmulTarget targets[3];
+  // q4_K needs n_in % 256: use 768 columns for all three targets.
+  const int64_t cols = 768;
+  x = random_floats(n_tok * cols, 12);
+  for (int i = 0; i < 3; ++i) {
+    w.push_back(quantized(types[i], n_out[i], cols, 30 + i));
+    want[i].assign(n_tok * n_out[i], 0.0f);
+    got[i].assign(n_tok * n_out[i], -1.0f);
+    ASSERT_TRUE(cpu::matmul({types[i], w[i].data(), n_out[i], cols}, x.data(), n_tok, want[i].data()).ok());
+    targets[i] = {{types[i], w[i].data(), n_out[i], cols}, got[i].data()};
+  }
+  ASSERT_TRUE(cpu::matmul_multi(targets, 3, x.data(), n_tok).ok());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(want[i], got[i]) << dtype_name(types[i]);
+  targets[1].w.cols = 576;
+  EXPECT_EQ(cpu::matmul_multi(targets, 3, x.data(), n_tok).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace citadel
+
+namespace citadel {
+namespace {
+
+// The AVX2 activation quantizer must be bit-exact with quantize_row_q8_0, ties (x / d = k + 0.5) included.
+TEST(MatmulRows, Avx2QuantizerBitExact) {
+  if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
+  const int64_t n = 32 * 40;
+  std::vector<float> x = testing::random_floats(n, 5, 3.0f);
+  for (int64_t j = 0; j < 64; ++j) x[j] = 0.5f * static_cast<float>(j - 32);  // blocks 0-1: d = 1 or 31/127: halves
+  x[31] = 127.0f;
+  x[63] = -127.0f;
+  for (int64_t j = 64; j < 96; ++j) x[j] = 0.0f;                             // block 2: all zero (d = 0)
+  std::vector<BlockQ8_0> want(n / kQK), got(n / kQK);
+  std::vector<float> sums(n / kQK);
+  quantize_row_q8_0(x.data(), want.data(), n);
+  cpu::detail::quantize_q8_0_avx2(x.data(), got.data(), sums.data(), n);
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    ASSERT_EQ(want[b].d, got[b].d) << "block " << b;
+    int s = 0;
+    for (int j = 0; j < kQK; ++j) {
+      ASSERT_EQ(want[b].qs[j], got[b].qs[j]) << "block " << b << " element " << j;
+      s += want[b].qs[j];
+    }
+    EXPECT_EQ(sums[b], f16_to_f32(want[b].d) * static_cast<float>(s)) << "block " << b;
+  }
+}
+
+}  // namespace
+}  // namespace citadel
