@@ -268,7 +268,17 @@ TEST(ServiceBusy, QueueFullIs429WithRetryAfter) {
   second->release();
 }
 
-TEST_F(ServiceTest, DisconnectCancelsTheEngineRequest) {
+// debug:slow (5 ms per engine step): 4000 tokens take 20 s, so the disconnect always lands mid-generation (on the
+// instant debug:bytes model the whole generation could finish before the close was seen).
+TEST(ServiceDisconnect, DisconnectCancelsTheEngineRequest) {
+  ModelLoadOptions o;
+  o.model = "debug:slow";
+  o.served_model_name = "dbg";
+  auto h = load_model_host(o);
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  std::shared_ptr<ModelHost> host_ = *h;
+  Service svc_;
+  svc_.set_host(host_);
   auto r = std::make_shared<FakeResponder>();
   server::HttpRequest req;
   req.method = "POST";
