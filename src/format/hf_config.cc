@@ -149,6 +149,10 @@ Status Mapper::run() {
   RETURN_IF_ERROR(float_field(c, "rms_norm_eps", p + "attention.layer_norm_rms_epsilon"));
   RETURN_IF_ERROR(float_field(c, "layer_norm_eps", p + "attention.layer_norm_epsilon"));
   RETURN_IF_ERROR(float_field(c, "rope_theta", p + "rope.freq_base"));
+  // transformers >= 5 writes rope_theta inside a rope_parameters object instead.
+  if (auto rp = c.find("rope_parameters"); !c.contains("rope_theta") && rp != c.end() && rp->is_object()) {
+    RETURN_IF_ERROR(float_field(*rp, "rope_theta", p + "rope.freq_base"));
+  }
   if (auto sw = c.find("sliding_window"); sw != c.end() && sw->is_number_unsigned()) {
     (*meta_)[p + "attention.sliding_window"] = u32_or_u64(sw->get<uint64_t>());
   }

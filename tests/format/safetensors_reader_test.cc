@@ -220,6 +220,19 @@ TEST_F(SafetensorsDir, ShardedQwen2) {
   EXPECT_NE(r.status().message().find("must be a plain relative file name"), std::string::npos);
 }
 
+// transformers >= 5 writes rope_theta inside rope_parameters.
+TEST_F(SafetensorsDir, RopeThetaInRopeParameters) {
+  json h = {{"model.embed_tokens.weight", {{"dtype", "F32"}, {"shape", {8, 4}}, {"data_offsets", {0, 128}}}}};
+  write_st(dir_ / "model.safetensors", h, 128);
+  write_text("config.json", json({{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 576},
+                                  {"num_attention_heads", 9},
+                                  {"rope_parameters", {{"rope_theta", 100000.0}, {"rope_type", "default"}}}})
+                                .dump());
+  auto r = open_model_file(dir_.string());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ((*r)->meta_float("llama.rope.freq_base"), 100000.0);
+}
+
 TEST_F(SafetensorsDir, BadConfig) {
   write_st(dir_ / "model.safetensors", valid_header(), 38);
   write_text("config.json", R"({"architectures": ["LlamaForCausalLM"], "num_hidden_layers": -3})");
