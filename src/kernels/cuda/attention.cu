@@ -48,18 +48,11 @@ __global__ void rope_kv_write_kernel(uint16_t* qkv, int row_stride, int n_heads,
   uint16_t* kd = slot >= 0 ? k_pool + static_cast<int64_t>(slot) * row_elems : nullptr;
   for (int idx = threadIdx.x; idx < (n_heads + n_kv_heads) * half; idx += blockDim.x) {
     const int h = idx / half, i = idx % half;
-    const float freq = powf(theta, -2.0f * i / head_dim);
-    float sn, cs;
-    sincosf(pos * freq, &sn, &cs);
     uint16_t* hp = row + h * head_dim;
-    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-    const float x0 = bf16f(hp[a]), x1 = bf16f(hp[b]);
-    const uint16_t r0 = f2bf(x0 * cs - x1 * sn), r1 = f2bf(x0 * sn + x1 * cs);
-    hp[a] = r0;
-    hp[b] = r1;
+    const int2 ab = rope_rotate_pair(hp, i, head_dim, pos, theta, neox);
     if (h >= n_heads && kd) {
-      kd[(h - n_heads) * head_dim + a] = r0;
-      kd[(h - n_heads) * head_dim + b] = r1;
+      kd[(h - n_heads) * head_dim + ab.x] = hp[ab.x];
+      kd[(h - n_heads) * head_dim + ab.y] = hp[ab.y];
     }
   }
   if (slot < 0) return;
@@ -221,18 +214,7 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
   if (n_splits == 1) return;
   // Fused merge: the last split block of (b, kvh) to finish combines all partitions of its G heads; it resets the
   // counter so that the workspace is ready for the next call (and the next graph replay).
-  __shared__ unsigned int is_last;
-  unsigned int* counter = reinterpret_cast<unsigned int*>(ws - kDecodeCounters) + b * p.n_kv_heads + kvh;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned int prev = atomicAdd(counter, 1u);
-    is_last = prev == static_cast<unsigned int>(n_splits - 1);
-    if (is_last) *counter = 0u;
-  }
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
+  if (!split_arrived_last(ws, b * p.n_kv_heads + kvh, n_splits)) return;
   const float* ml = ws + (static_cast<int64_t>(gridDim.y) * p.n_heads * n_splits) * D;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
   float* wts = smem;                  // [G][n_splits] merge weights e^{m_s - M} / L (0 for empty splits)

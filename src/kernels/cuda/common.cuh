@@ -19,6 +19,25 @@ namespace citadel::cuda::dev {
 // one workspace never write partials over another launch's counters.
 constexpr int kDecodeCounters = 4096;
 
+// Split-K arrival: every block of one (sequence, KV head) calls this after writing its partials; it returns true in
+// all threads of the block that arrived last (which then merges), and that block resets the counter to zero so the
+// workspace is ready for the next launch or graph replay. ws points just past the counters.
+__device__ __forceinline__ bool split_arrived_last(float* ws, int counter_index, int n_splits) {
+  __shared__ unsigned int is_last;
+  unsigned int* counter = reinterpret_cast<unsigned int*>(ws - kDecodeCounters) + counter_index;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned int prev = atomicAdd(counter, 1u);
+    is_last = prev == static_cast<unsigned int>(n_splits - 1);
+    if (is_last) *counter = 0u;
+  }
+  __syncthreads();
+  if (!is_last) return false;
+  __threadfence();
+  return true;
+}
+
 // Programmatic dependent launch (PDL): kernels launched with launch_pdl() may start while the previous kernel of the
 // stream is finishing. Every such kernel calls pdl_wait() before touching global memory (it returns once the
 // previous grid has completed and its writes are visible; a no-op without PDL), then pdl_trigger() so that the next
@@ -54,6 +73,19 @@ __device__ __forceinline__ uint16_t f2bf(float f) {
   __nv_bfloat16 b = __float2bfloat16_rn(f);
   return *reinterpret_cast<uint16_t*>(&b);
 }
+// RoPE of pair i of one bf16 head, in place: NEOX pairs (i, i + head_dim/2), NORM pairs (2i, 2i+1); theta_i =
+// pos * theta^(-2i/head_dim) in fp32 (the CPU twin's formula; tests bound the ulp noise). Returns the pair's indices.
+__device__ __forceinline__ int2 rope_rotate_pair(uint16_t* hp, int i, int head_dim, float pos, float theta, bool neox) {
+  const float freq = powf(theta, -2.0f * i / head_dim);
+  float sn, cs;
+  sincosf(pos * freq, &sn, &cs);
+  const int a = neox ? i : 2 * i, b = neox ? i + head_dim / 2 : 2 * i + 1;
+  const float x0 = bf16f(hp[a]), x1 = bf16f(hp[b]);
+  hp[a] = f2bf(x0 * cs - x1 * sn);
+  hp[b] = f2bf(x0 * sn + x1 * cs);
+  return make_int2(a, b);
+}
+
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return static_cast<uint32_t>(f2bf(lo)) | (static_cast<uint32_t>(f2bf(hi)) << 16);
 }

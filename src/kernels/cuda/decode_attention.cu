@@ -201,18 +201,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_mma_kernel(PagedAttention 
   if (n_splits == 1) return;
 
   // Merge by the last block of (b, kvh) to arrive.
-  __shared__ unsigned int is_last;
-  unsigned int* counter = reinterpret_cast<unsigned int*>(ws - kDecodeCounters) + b * p.n_kv_heads + kvh;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned int prev = atomicAdd(counter, 1u);
-    is_last = prev == static_cast<unsigned int>(n_splits - 1);
-    if (is_last) *counter = 0u;
-  }
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
+  if (!split_arrived_last(ws, b * p.n_kv_heads + kvh, n_splits)) return;
   const int64_t base0 = part_base - split;  // (b, head kvh*G, split 0)
   float* wts = os;                          // [G][n_splits] weights e^(m_s - M) / L (0 for empty splits)
   for (int h = warp; h < G; h += kWarps) {

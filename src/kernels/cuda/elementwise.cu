@@ -62,15 +62,7 @@ __global__ void rope_kernel(uint16_t* x, int n_heads, int head_dim, int row_stri
   uint16_t* row = x + static_cast<int64_t>(t) * row_stride;
   for (int idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
     const int h = idx / half, i = idx % half;
-    // theta^(-2i/d) in double-free fp32 via exp2/log2 (same formula as the CPU twin, tolerance covers ulp noise).
-    const float freq = powf(theta, -2.0f * i / head_dim);
-    float sn, cs;
-    sincosf(pos * freq, &sn, &cs);
-    uint16_t* hp = row + h * head_dim;
-    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-    const float x0 = bf16f(hp[a]), x1 = bf16f(hp[b]);
-    hp[a] = f2bf(x0 * cs - x1 * sn);
-    hp[b] = f2bf(x0 * sn + x1 * cs);
+    rope_rotate_pair(row + h * head_dim, i, head_dim, pos, theta, neox);
   }
 }
 
