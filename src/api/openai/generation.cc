@@ -171,7 +171,6 @@ class Generation : public std::enable_shared_from_this<Generation> {
         g.sampling = req_.sampling;
         if (g.sampling.has_seed) g.sampling.seed += static_cast<uint64_t>(k);  // n choices differ, reproducibly
         g.max_tokens = prep_.max_tokens;
-        g.on_event = notify;  // installed before queueing: no event can be missed
         if (!req_.ignore_eos) g.stop_token_ids = eog_;
         auto h = host_->engine->submit(std::move(g));
         if (!h.ok()) {
@@ -191,7 +190,12 @@ class Generation : public std::enable_shared_from_this<Generation> {
       stream_counted_ = true;
       responder_->start_stream(200, {{"Content-Type", "text/event-stream"}, {"Cache-Control", "no-cache"}});
     }
-    pump();  // events may have arrived before the notify was set
+    // Every pump runs on the responder's executor, after this set-up: the notify goes on there, once every choice
+    // exists and the stream has started, and the first pump drains whatever arrived before it.
+    responder_->post([self, notify] {
+      for (auto& c : self->choices_) c->handle->set_notify(notify);
+      self->pump();
+    });
   }
 
   void fail(const ApiError& e) {
