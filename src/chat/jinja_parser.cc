@@ -302,6 +302,15 @@ class Parser {
   Result<ExprPtr> postfix(ExprPtr e);
   Result<ExprPtr> filter_expr(ExprPtr e);
   Status call_args(Expr& call);
+  // e -> a call of e, its arguments parsed from the "(" at the cursor.
+  Status wrap_call(ExprPtr& e, size_t offset) {
+    auto c = make(ExprKind::kCall, offset);
+    c->kids.push_back(std::move(e));
+    c->arg_names.push_back("");
+    RETURN_IF_ERROR(call_args(*c));
+    e = std::move(c);
+    return OkStatus();
+  }
 
   Lexer lexer_;
   const std::string& src_;
@@ -699,11 +708,7 @@ Result<ExprPtr> Parser::postfix(ExprPtr e) {
       }
       e = std::move(a);
     } else if (is_op("(")) {
-      auto c = make(ExprKind::kCall, offset);
-      c->kids.push_back(std::move(e));
-      c->arg_names.push_back("");
-      RETURN_IF_ERROR(call_args(*c));
-      e = std::move(c);
+      RETURN_IF_ERROR(wrap_call(e, offset));
     } else {
       return e;
     }
@@ -744,11 +749,7 @@ Result<ExprPtr> Parser::filter_expr(ExprPtr e) {
       }
       e = std::move(t);
     } else if (is_op("(")) {
-      auto c = make(ExprKind::kCall, offset);
-      c->kids.push_back(std::move(e));
-      c->arg_names.push_back("");
-      RETURN_IF_ERROR(call_args(*c));
-      e = std::move(c);
+      RETURN_IF_ERROR(wrap_call(e, offset));
     } else {
       return e;
     }
