@@ -3,11 +3,13 @@
 // bf16/int8/int4 (128-token prompt, 128 greedy tokens), prefill of 512 tokens, decode with 64 and 128 sequences at
 // 128 context. Prints one JSON object (fixed keys) to stdout and to argv[1] if given; with argv[2], dumps the logits
 // of a 256-token teacher-forced run (128 prefill + 128 decode steps) for bench/gpu/hf_check.py.
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -315,6 +317,22 @@ double decode_bs1(CudaDecoder& dec) {
   return 128.0 / secs;
 }
 
+// In-place share of each op family in a bs1 decode step: the step time with that family left out (debug_skip).
+void attribute_bs1(CudaDecoder& dec, const char* name, double full_tok_s) {
+  const uint32_t bits[8] = {runtime::kSkipNorm, runtime::kSkipRopeKv, runtime::kSkipAttention, runtime::kSkipQkv,
+                            runtime::kSkipO,    runtime::kSkipFfn,    runtime::kSkipDown,      runtime::kSkipLmHead};
+  const char* names[8] = {"norm", "rope_kv", "attention", "qkv", "o", "gate_up", "down", "lm_head"};
+  const double full_us = 1e6 / full_tok_s;
+  std::fprintf(stderr, "bs1 %s step %.1f us; without:", name, full_us);
+  for (int i = 0; i < 8; ++i) {
+    dec.set_debug_skip(bits[i]);
+    std::fprintf(stderr, " %s -%.1f", names[i], full_us - 1e6 / decode_bs1(dec));
+  }
+  dec.set_debug_skip(0xff);
+  std::fprintf(stderr, " | all ops skipped: %.1f us\n", 1e6 / decode_bs1(dec));
+  dec.set_debug_skip(0);
+}
+
 double prefill_512(CudaDecoder& dec) {
   const int W = dec.max_blocks_per_seq();
   auto table = table_for(0, W, W);
@@ -391,12 +409,26 @@ int main(int argc, char** argv) {
   const double bw = copy_bandwidth_gbps();
   const double tf = matmul_tflops();
   std::fprintf(stderr, "%s: copy %.0f GB/s, bf16 matmul %.0f TFLOP/s\n", prop.name, bw, tf);
-  micro();
+  const char* prof = std::getenv("CITADEL_BENCH_PROFILE");  // bf16|int8|int4: one bs1 step for ncu, then exit
+  if (prof) {
+    const std::string pf = prof;
+    auto dec = make(pf == "int4" ? CudaWeightFormat::kInt4 : pf == "int8" ? CudaWeightFormat::kInt8
+                                                                            : CudaWeightFormat::kBf16, 8, 128, 256);
+    std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", prof, decode_bs1(*dec));
+    dec->set_debug_skip(0);  // fresh graphs: the profiled step captures and replays once
+    cudaProfilerStart();
+    decode_bs1(*dec);
+    cudaProfilerStop();
+    return 0;
+  }
+  const char* quick_env = std::getenv("CITADEL_BENCH_QUICK");
+  const bool quick = quick_env && *quick_env;  // skip the A/B, prefill and batched rows
+  if (!quick) micro();
 
   double bs1[3] = {0, 0, 0}, bytes[3] = {0, 0, 0};
   double pre = 0, b64 = 0, b128 = 0;
   std::string plan;
-  {  // A/B of the GEMM path in the same run: cublasGemmEx + separate bias kernel (rounds 1-4)
+  if (!quick) {  // A/B of the GEMM path in the same run: cublasGemmEx + separate bias kernel (rounds 1-4)
     auto dec = make(CudaWeightFormat::kBf16, 128, 512, 4096, false);
     const double p0 = prefill_512(*dec), b0 = decode_batch(*dec, 64, 128, 32);
     std::fprintf(stderr, "baseline GEMM path (cublasGemmEx + add_bias): prefill 512 %.0f tok/s, decode b64 %.0f tok/s\n",
@@ -408,12 +440,15 @@ int main(int argc, char** argv) {
     bytes[0] = double(dec->weight_bytes());
     bs1[0] = decode_bs1(*dec);
     std::fprintf(stderr, "decode bs1 bf16: %.1f tok/s\n", bs1[0]);
-    pre = prefill_512(*dec);
-    std::fprintf(stderr, "prefill 512 bf16: %.0f tok/s\n", pre);
-    b64 = decode_batch(*dec, 64, 128, 32);
-    std::fprintf(stderr, "decode b64 bf16: %.0f tok/s\n", b64);
-    b128 = decode_batch(*dec, 128, 128, 32);
-    std::fprintf(stderr, "decode b128 bf16: %.0f tok/s\n", b128);
+    attribute_bs1(*dec, "bf16", bs1[0]);
+    if (!quick) {
+      pre = prefill_512(*dec);
+      std::fprintf(stderr, "prefill 512 bf16: %.0f tok/s\n", pre);
+      b64 = decode_batch(*dec, 64, 128, 32);
+      std::fprintf(stderr, "decode b64 bf16: %.0f tok/s\n", b64);
+      b128 = decode_batch(*dec, 128, 128, 32);
+      std::fprintf(stderr, "decode b128 bf16: %.0f tok/s\n", b128);
+    }
     if (argc > 2) dump_logits(*dec, argv[2]);
   }
   const CudaWeightFormat q[2] = {CudaWeightFormat::kInt8, CudaWeightFormat::kInt4};
@@ -422,6 +457,7 @@ int main(int argc, char** argv) {
     bytes[i + 1] = double(dec->weight_bytes());
     bs1[i + 1] = decode_bs1(*dec);
     std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", runtime::format_name(q[i]), bs1[i + 1]);
+    attribute_bs1(*dec, runtime::format_name(q[i]), bs1[i + 1]);
   }
   const double params = bytes[0] / 2;  // bf16 bytes / 2 = matrix parameters read per token
   char json[4096];

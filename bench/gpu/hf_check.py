@@ -41,6 +41,8 @@ def scale_of(kind, cols):
     if kind in (BQ, BK, BV):
         return 0.0625
     a = math.sqrt(3.0 / cols) * (4.0 if kind == OUTPUT else 1.0)
+    if kind in (WO, WDOWN):  # residual-stream projections: 1 / sqrt(2 * n_layers), as in synth_scale()
+        a /= math.sqrt(2.0 * L)
     return math.ldexp(1.0, int(round(math.log2(a))))
 
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # One device call: build (CUDA on, portable host flags), run the GPU parity tests, the 7B-shape benchmark and the
 # HF transformers logits check; everything lands in $OUT (logs, gpu_bench.json, hf_check.json, the merged result).
-# Usage (from the repository root on the GPU machine): OUT=/some/dir bash bench/gpu/run.sh [--no-hf] [--sanitize]
+# Usage (from the repository root on the GPU machine):
+#   OUT=/some/dir bash bench/gpu/run.sh [--no-hf] [--sanitize] [--quick] [--profile bf16|int8|int4]
+# --quick: bs1 rows only (with their per-op attribution); --profile: also ncu kernel durations of one bs1 step.
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
 mkdir -p "$OUT"
-HF=1; SAN=0
-for a in "$@"; do case $a in --no-hf) HF=0;; --sanitize) SAN=1;; esac; done
+HF=1; SAN=0; PROF=""; QUICK=""
+while [ $# -gt 0 ]; do
+  case $1 in --no-hf) HF=0;; --sanitize) SAN=1;; --quick) QUICK=1;; --profile) PROF=$2; shift;; esac; shift
+done
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia_smi.txt"
 t0=$(date +%s)
 cmake -S . -B build-gpu -DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release \
@@ -23,8 +27,14 @@ if [ "$SAN" = 1 ]; then
   echo "memcheck rc=$? ($(grep -c 'Invalid' "$OUT/memcheck.log") invalid accesses)"; tail -3 "$OUT/memcheck.log"
 fi
 mkdir -p /tmp/citadel_hf
-./build-gpu/bench/citadel_gpu_bench "$OUT/gpu_bench.json" /tmp/citadel_hf 2> "$OUT/bench.log"
-echo "bench rc=$?"; cat "$OUT/bench.log" | tail -20
+CITADEL_BENCH_QUICK=$QUICK ./build-gpu/bench/citadel_gpu_bench "$OUT/gpu_bench.json" /tmp/citadel_hf 2> "$OUT/bench.log"
+echo "bench rc=$?"; cat "$OUT/bench.log" | tail -30
+if [ -n "$PROF" ]; then  # every kernel of the profiled range; the last decode step is the tail of the list
+  CITADEL_BENCH_PROFILE=$PROF timeout 300 ncu --profile-from-start off --clock-control none --graph-profiling node \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv ./build-gpu/bench/citadel_gpu_bench \
+    > "$OUT/ncu_$PROF.csv" 2> "$OUT/ncu_$PROF.log"
+  echo "ncu rc=$? ($(wc -l < "$OUT/ncu_$PROF.csv") lines)"; tail -3 "$OUT/ncu_$PROF.log"
+fi
 if [ "$HF" = 1 ]; then
   PYTHONUNBUFFERED=1 python3 bench/gpu/hf_check.py /tmp/citadel_hf "$OUT/hf_check.json" > "$OUT/hf_check.log" 2>&1
   echo "hf check rc=$?"; tail -12 "$OUT/hf_check.log"

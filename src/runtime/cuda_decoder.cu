@@ -66,8 +66,12 @@ float synth_scale(const CudaModelConfig& c, CudaWeight w) {
     case CudaWeight::kBq: case CudaWeight::kBk: case CudaWeight::kBv: return 0.0625f;
     default: break;
   }
-  // uniform(-a, a) with a ~ sqrt(3/K) keeps unit variance; rounded to a power of two so u*a is exact.
-  const double a = std::sqrt(3.0 / static_cast<double>(cols)) * (w == CudaWeight::kOutput ? 4.0 : 1.0);
+  // uniform(-a, a) with a ~ sqrt(3/K) keeps unit variance; rounded to a power of two so u*a is exact. The two
+  // projections that write into the residual stream (o, down) get 1/sqrt(2 * n_layers) of that, the usual
+  // GPT-2 / Megatron initialisation: with unit variance there the random network is chaotic (bf16 rounding noise
+  // grows layer by layer until it flips ~7% of argmaxes even between HF's own bf16 and fp32 forwards).
+  double a = std::sqrt(3.0 / static_cast<double>(cols)) * (w == CudaWeight::kOutput ? 4.0 : 1.0);
+  if (w == CudaWeight::kWo || w == CudaWeight::kWDown) a /= std::sqrt(2.0 * c.n_layers);
   return std::ldexp(1.0f, static_cast<int>(std::lround(std::log2(a))));
 }
 
@@ -508,17 +512,23 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
   pa.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
   const auto layout_rope = c.rope_neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
 
+  const uint32_t skip = opt.debug_skip;
+  auto norm = [&](const bf16_t* d, const bf16_t* w) {
+    if (!(skip & kSkipNorm)) ck::add_rmsnorm(residual, d, w, h, T, D, c.rms_eps, stream);
+  };
   ck::embedding(embed, tokens, residual, T, D, c.n_vocab, stream);
   for (int li = 0; li < c.n_layers; ++li) {
     const LayerW& l = layers[li];
-    ck::add_rmsnorm(residual, li == 0 ? nullptr : delta, l.attn_norm, h, T, D, c.rms_eps, stream);
-    linear(l.qkv, h, T, qkv, false);
+    norm(li == 0 ? nullptr : delta, l.attn_norm);
+    if (!(skip & kSkipQkv)) linear(l.qkv, h, T, qkv, false);
     bf16_t* kp = k_pool + li * layer_pool;
     bf16_t* vp = v_pool + li * layer_pool;
-    ck::rope_kv_write(qkv, T, NQKV, c.n_heads, c.n_kv_heads, c.head_dim, positions, c.rope_theta, layout_rope, slots,
-                      kp, vp, stream);
+    if (!(skip & kSkipRopeKv))
+      ck::rope_kv_write(qkv, T, NQKV, c.n_heads, c.n_kv_heads, c.head_dim, positions, c.rope_theta, layout_rope,
+                        slots, kp, vp, stream);
     pa.k_pool = kp, pa.v_pool = vp;
-    if (decode) {
+    if (skip & kSkipAttention) {
+    } else if (decode) {
       ck::paged_attention_decode(pa, qkv, NQKV, attn, B, n_splits, partition, attn_ws, stream);
     } else {
       const int32_t* qs = h_pinned + L.total;  // query_start[B+1], staged after the device ints
@@ -526,15 +536,15 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
         ck::paged_attention_prefill(pa, b, qkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
                                     attn + int64_t{qs[b]} * Q, stream);
     }
-    linear(l.o, attn, T, delta, false);
-    ck::add_rmsnorm(residual, delta, l.ffn_norm, h, T, D, c.rms_eps, stream);
-    if (!gate_up_silu(l.gate_up, h, T)) {
+    if (!(skip & kSkipO)) linear(l.o, attn, T, delta, false);
+    norm(delta, l.ffn_norm);
+    if (!(skip & kSkipFfn) && !gate_up_silu(l.gate_up, h, T)) {
       linear(l.gate_up, h, T, gu, false);
       ck::silu_mul(gu, act, T, c.ffn_dim, stream);
     }
-    linear(l.down, act, T, delta, false);
+    if (!(skip & kSkipDown)) linear(l.down, act, T, delta, false);
   }
-  ck::add_rmsnorm(residual, delta, out_norm, h, T, D, c.rms_eps, stream);
+  norm(delta, out_norm);
   if (all_logits) {
     linear(lm_head, h, T, logits, true);
     ck::argmax(logits, T, c.n_vocab, d_out, stream);
@@ -544,7 +554,7 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
       ck::gather_rows(h, d_ints + L.last_idx, last_h, B, D, stream);
       x = last_h;
     }
-    linear(lm_head, x, B, logits, true);
+    if (!(skip & kSkipLmHead)) linear(lm_head, x, B, logits, true);
     if (sampled)
       ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_out, stream);
     else
@@ -703,6 +713,14 @@ void CudaDecoder::fill_kv_random(uint32_t seed) {
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
 }
 
+static void drop_graphs(std::map<std::tuple<int, int, bool>, cudaGraphExec_t>* graphs) {
+  for (auto& [k, g] : *graphs) cudaGraphExecDestroy(g);
+  graphs->clear();
+}
+void CudaDecoder::set_debug_skip(uint32_t skip) {
+  impl_->opt.debug_skip = skip;
+  drop_graphs(&impl_->graphs);
+}
 void CudaDecoder::synchronize() { CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
 int64_t CudaDecoder::n_kv_blocks() const { return impl_->n_blocks; }
 int CudaDecoder::max_blocks_per_seq() const { return impl_->max_blocks; }

@@ -69,6 +69,20 @@ struct CudaDecoderOptions {
   bool use_cublaslt = true;   // M > 8 bf16 GEMMs through cuBLASLt (bias epilogue); false: cublasGemmEx + add_bias
   bool gemm_autotune = true;  // cuBLASLt: time the heuristic candidates once per shape and keep the fastest
   bool verbose = true;  // print the memory plan at load
+  // Benchmarks only: leave these op families out of forward() to time their share of a step in place (the outputs
+  // are then meaningless). Bits of CudaSkip.
+  uint32_t debug_skip = 0;
+};
+
+enum CudaSkip : uint32_t {
+  kSkipNorm = 1,       // add_rmsnorm
+  kSkipRopeKv = 2,     // rope_kv_write
+  kSkipAttention = 4,  // paged attention
+  kSkipQkv = 8,
+  kSkipO = 16,
+  kSkipFfn = 32,  // gate_up (+ SiLU)
+  kSkipDown = 64,
+  kSkipLmHead = 128,
 };
 
 // Sampling of one sequence's next token on the device (kernels/cuda sampling.cu has the exact semantics):
@@ -118,6 +132,8 @@ class CudaDecoder {
 
   // Fills the KV pool with deterministic random values (benchmarks: decode without a prefill).
   void fill_kv_random(uint32_t seed);
+  // Benchmarks: change CudaDecoderOptions::debug_skip (drops the captured graphs).
+  void set_debug_skip(uint32_t skip);
   void synchronize();
 
   int64_t n_kv_blocks() const;

@@ -47,25 +47,28 @@ TEST(CudaKernels, EmbeddingAndArgmax) {
   }
 }
 
+// Generic kernel (D = 100), the 16-byte kernel with one (128 .. 8192) or two chunks per thread (12288), with and
+// without a delta.
 TEST(CudaKernels, AddRmsNorm) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(2);
-  for (int D : {128, 3584}) {
-    const int T = 5;
-    std::vector<float> res(size_t(T) * D);
-    std::uniform_real_distribution<float> u(-3, 3);
-    for (auto& x : res) x = u(rng);
-    auto delta = random_bf16(size_t(T) * D, rng);
-    auto w = random_bf16(D, rng, 2.f);
-    DevArray<float> dres(res);
-    DevArray<uint16_t> ddelta(delta), dw(w), dout(size_t(T) * D);
-    ck::add_rmsnorm(dres.p, ddelta.p, dw.p, dout.p, T, D, 1e-6f, nullptr);
-    auto fdelta = to_f32(delta);
-    std::vector<float> ref;
-    ref_rmsnorm(res, &fdelta, to_f32(w), ref, T, D, 1e-6f);
-    EXPECT_LT(nmse(dres.download(), res), 1e-12) << D;
-    EXPECT_LT(nmse(to_f32(dout.download()), ref), 1e-5) << D;
-  }
+  for (int D : {100, 128, 576, 3584, 12288})
+    for (bool with_delta : {true, false}) {
+      const int T = 5;
+      std::vector<float> res(size_t(T) * D);
+      std::uniform_real_distribution<float> u(-3, 3);
+      for (auto& x : res) x = u(rng);
+      auto delta = random_bf16(size_t(T) * D, rng);
+      auto w = random_bf16(D, rng, 2.f);
+      DevArray<float> dres(res);
+      DevArray<uint16_t> ddelta(delta), dw(w), dout(size_t(T) * D);
+      ck::add_rmsnorm(dres.p, with_delta ? ddelta.p : nullptr, dw.p, dout.p, T, D, 1e-6f, nullptr);
+      auto fdelta = to_f32(delta);
+      std::vector<float> ref;
+      ref_rmsnorm(res, with_delta ? &fdelta : nullptr, to_f32(w), ref, T, D, 1e-6f);
+      EXPECT_LT(nmse(dres.download(), res), 1e-12) << D;
+      EXPECT_LT(nmse(to_f32(dout.download()), ref), 1e-5) << D << " delta " << with_delta;
+    }
 }
 
 TEST(CudaKernels, RopeBothLayouts) {

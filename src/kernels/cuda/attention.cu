@@ -34,31 +34,29 @@ __global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, in
 
 // grid T: RoPE on the q and k heads of row t of the fused QKV buffer (in place; k heads follow the q heads), the
 // rotated K and the V row also go to the pool at slots[t] (skipped when -1). Same arithmetic as rope + kv_write.
+// grid (T, n_heads + n_kv_heads), head_dim / 2 threads: one RoPE pair per thread (the whole step is one memory
+// round trip; a block per token looping over all heads serialised its loads). K-head blocks also store their
+// rotated head into the K pool and copy the matching V head into the V pool.
 __global__ void rope_kv_write_kernel(uint16_t* qkv, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                                      const int32_t* positions, float theta, bool neox, const int32_t* slots,
                                      uint16_t* k_pool, uint16_t* v_pool) {
   pdl_wait();
   pdl_trigger();
-  const int t = blockIdx.x;
-  const int half = head_dim / 2;
+  const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
   const float pos = static_cast<float>(positions[t]);
-  const int slot = slots[t];
-  const int row_elems = n_kv_heads * head_dim;
   uint16_t* row = qkv + static_cast<int64_t>(t) * row_stride;
-  uint16_t* kd = slot >= 0 ? k_pool + static_cast<int64_t>(slot) * row_elems : nullptr;
-  for (int idx = threadIdx.x; idx < (n_heads + n_kv_heads) * half; idx += blockDim.x) {
-    const int h = idx / half, i = idx % half;
-    uint16_t* hp = row + h * head_dim;
-    const int2 ab = rope_rotate_pair(hp, i, head_dim, pos, theta, neox);
-    if (h >= n_heads && kd) {
-      kd[(h - n_heads) * head_dim + ab.x] = hp[ab.x];
-      kd[(h - n_heads) * head_dim + ab.y] = hp[ab.y];
-    }
+  uint16_t* hp = row + h * head_dim;
+  const int2 ab = rope_rotate_pair(hp, i, head_dim, pos, theta, neox);
+  const int slot = slots[t];
+  if (h < n_heads || slot < 0) return;
+  const int kvh = h - n_heads;
+  const int64_t dst = (static_cast<int64_t>(slot) * n_kv_heads + kvh) * head_dim;
+  k_pool[dst + ab.x] = hp[ab.x];
+  k_pool[dst + ab.y] = hp[ab.y];
+  if (i < head_dim / 8) {  // head_dim % 16 == 0: 16-byte pieces of the V head
+    const uint4* vs = reinterpret_cast<const uint4*>(row + (n_heads + n_kv_heads + kvh) * head_dim);
+    reinterpret_cast<uint4*>(v_pool + dst)[i] = vs[i];
   }
-  if (slot < 0) return;
-  const uint4* vs = reinterpret_cast<const uint4*>(row + (n_heads + n_kv_heads) * head_dim);
-  uint4* vd = reinterpret_cast<uint4*>(v_pool + static_cast<int64_t>(slot) * row_elems);
-  for (int i = threadIdx.x; i < row_elems / 8; i += blockDim.x) vd[i] = vs[i];
 }
 
 constexpr int kDecodeThreads = 128;
@@ -592,8 +590,11 @@ void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_hea
                    const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, bf16_t* k_pool,
                    bf16_t* v_pool, cudaStream_t s) {
   if (T <= 0) return;
-  launch_pdl(rope_kv_write_kernel, dim3(T), dim3(256), 0, s, qkv, row_stride, n_heads, n_kv_heads, head_dim,
+  CHECK(head_dim % 16 == 0 && head_dim <= 2048);
+  launch_pdl(rope_kv_write_kernel, dim3(T, n_heads + n_kv_heads), dim3(head_dim / 2), 0, s, qkv, row_stride, n_heads,
+             n_kv_heads, head_dim,
              positions, theta, layout == RopeLayout::kNeox, slots, k_pool, v_pool);
+  CUDA_LAUNCH_CHECK();
 }
 
 void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,

@@ -20,7 +20,23 @@ __global__ void embedding_kernel(const uint16_t* table, const int32_t* tokens, f
   for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = ok ? bf16f(row[i]) : 0.f;
 }
 
-// One block per row; the row is read twice (sum of squares, then scale), the second time from L1/L2.
+// Sum over the block (blockDim a multiple of 32, <= 1024); every thread gets the total.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float red[32];
+  __shared__ float total;
+  v = warp_sum(v);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.f;
+    t = warp_sum(t);
+    if (threadIdx.x == 0) total = t;
+  }
+  __syncthreads();
+  return total;
+}
+
+// One block per row, generic dims; the row is read twice (sum of squares, then scale), the second time from L1/L2.
 __global__ void add_rmsnorm_kernel(float* residual, const uint16_t* delta, const uint16_t* weight, uint16_t* out,
                                    int dim, float eps) {
   pdl_wait();
@@ -37,19 +53,61 @@ __global__ void add_rmsnorm_kernel(float* residual, const uint16_t* delta, const
     }
     ss += v * v;
   }
-  __shared__ float red[32];
-  ss = warp_sum(ss);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.f;
-    v = warp_sum(v);
-    if (threadIdx.x == 0) red[0] = v;
-  }
-  __syncthreads();
-  const float inv = rsqrtf(red[0] / dim + eps);
+  const float inv = rsqrtf(block_sum(ss) / dim + eps);
   uint16_t* o = out + row * dim;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = f2bf(r[i] * inv * bf16f(weight[i]));
+}
+
+// dim % 8 == 0 and dim <= 8 * 1024 * CH: thread i owns elements [8i, 8i + 8) (+ 8 * blockDim per further chunk) and
+// issues all its loads (residual 2 x 16 B, delta 16 B, weight 16 B per chunk) before using any, so a decode row
+// costs one memory round trip plus the block reduction (the generic kernel's strided loop serialises its loads
+// behind the residual stores it may alias). Same arithmetic as add_rmsnorm_kernel.
+template <int CH>
+__global__ void add_rmsnorm_vec8_kernel(float* residual, const uint16_t* delta, const uint16_t* weight, uint16_t* out,
+                                        int dim, float eps) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t row = blockIdx.x;
+  float4* r = reinterpret_cast<float4*>(residual + row * dim);
+  const uint4* d = delta ? reinterpret_cast<const uint4*>(delta + row * dim) : nullptr;
+  const uint4* w = reinterpret_cast<const uint4*>(weight);
+  const int n8 = dim / 8;
+  float v[CH][8];
+  uint4 wv[CH];
+  float ss = 0.f;
+#pragma unroll
+  for (int c = 0; c < CH; ++c) {
+    const int i = threadIdx.x + c * blockDim.x;
+    if (i >= n8) continue;
+    const float4 a = r[2 * i], b = r[2 * i + 1];
+    const uint4 dv = d ? d[i] : make_uint4(0, 0, 0, 0);
+    wv[c] = w[i];
+    v[c][0] = a.x, v[c][1] = a.y, v[c][2] = a.z, v[c][3] = a.w, v[c][4] = b.x, v[c][5] = b.y, v[c][6] = b.z,
+    v[c][7] = b.w;
+    if (d) {
+      const uint32_t dw[4] = {dv.x, dv.y, dv.z, dv.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[c][2 * j] += bf16_lo(dw[j]), v[c][2 * j + 1] += bf16_hi(dw[j]);
+      r[2 * i] = make_float4(v[c][0], v[c][1], v[c][2], v[c][3]);
+      r[2 * i + 1] = make_float4(v[c][4], v[c][5], v[c][6], v[c][7]);
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) ss += v[c][j] * v[c][j];
+  }
+  const float inv = rsqrtf(block_sum(ss) / dim + eps);
+  uint4* o = reinterpret_cast<uint4*>(out + row * dim);
+#pragma unroll
+  for (int c = 0; c < CH; ++c) {
+    const int i = threadIdx.x + c * blockDim.x;
+    if (i >= n8) continue;
+    const uint32_t ww[4] = {wv[c].x, wv[c].y, wv[c].z, wv[c].w};
+    uint4 ov;
+    ov.x = pack_bf16x2(v[c][0] * inv * bf16_lo(ww[0]), v[c][1] * inv * bf16_hi(ww[0]));
+    ov.y = pack_bf16x2(v[c][2] * inv * bf16_lo(ww[1]), v[c][3] * inv * bf16_hi(ww[1]));
+    ov.z = pack_bf16x2(v[c][4] * inv * bf16_lo(ww[2]), v[c][5] * inv * bf16_hi(ww[2]));
+    ov.w = pack_bf16x2(v[c][6] * inv * bf16_lo(ww[3]), v[c][7] * inv * bf16_hi(ww[3]));
+    o[i] = ov;
+  }
 }
 
 __global__ void rope_kernel(uint16_t* x, int n_heads, int head_dim, int row_stride, const int32_t* positions,
@@ -164,7 +222,19 @@ void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, in
 void add_rmsnorm(float* residual, const bf16_t* delta, const bf16_t* weight, bf16_t* out, int T, int dim, float eps,
                  cudaStream_t s) {
   if (T <= 0) return;
-  launch_pdl(add_rmsnorm_kernel, dim3(T), dim3(512), 0, s, residual, delta, weight, out, dim, eps);
+  const bool aligned = reinterpret_cast<uintptr_t>(residual) % 16 == 0 && reinterpret_cast<uintptr_t>(delta) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(weight) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  const int n8 = dim / 8;
+  if (dim % 8 == 0 && aligned && n8 <= 2048) {
+    const int ch = n8 <= 1024 ? 1 : 2;
+    const int threads = ((n8 + ch - 1) / ch + 31) / 32 * 32;
+    if (ch == 1)
+      launch_pdl(add_rmsnorm_vec8_kernel<1>, dim3(T), dim3(threads), 0, s, residual, delta, weight, out, dim, eps);
+    else
+      launch_pdl(add_rmsnorm_vec8_kernel<2>, dim3(T), dim3(threads), 0, s, residual, delta, weight, out, dim, eps);
+  } else {
+    launch_pdl(add_rmsnorm_kernel, dim3(T), dim3(512), 0, s, residual, delta, weight, out, dim, eps);
+  }
   CUDA_LAUNCH_CHECK();
 }
 
