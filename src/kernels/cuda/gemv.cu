@@ -132,7 +132,7 @@ __device__ __forceinline__ float u8_magic(uint32_t w, uint32_t sel) {
 }
 
 template <int M, int ROWS, int U, bool SILU>
-__global__ void __launch_bounds__(kWarps * 32) gemv_int8_kernel(const uint16_t* __restrict__ x,
+__global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1) gemv_int8_kernel(const uint16_t* __restrict__ x,
                                                                 const uint8_t* __restrict__ W,
                                                                 const float* __restrict__ scales,
                                                                 const uint16_t* __restrict__ bias, void* y, bool y_f32,
@@ -417,7 +417,9 @@ void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
     const int m = std::min(8, M - m0);
     const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
     void* ym = row_offset(y, y_f32, static_cast<int64_t>(m0) * N);
-    if (K <= 4096) {  // small matrices: more rows per block, fewer K chunks per thread
+    // 4 rows per block: at M = 1 (60 registers, 8 blocks per SM) the 7B o and down grids (896 blocks) are one wave;
+    // down with 2 rows per block (1792 blocks) left a half-full second wave.
+    if (K <= 4096 || N <= 4096) {
       CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 4, 2, false, blocks_for<4>(N), xm, W, scales, bias, ym, y_f32, N, K);
     } else {
       CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, false, blocks_for<2>(N), xm, W, scales, bias, ym, y_f32, N, K);
