@@ -337,10 +337,14 @@ int blocks_for(int N) {
     default: launch_pdl(KERNEL<8, ROWS, U, SILU>, dim3(GRID), dim3(kWarps * 32), 0, s, __VA_ARGS__); break;      \
   }
 
-inline void* row_offset(void* y, bool y_f32, int64_t elems) {
-  return y_f32 ? static_cast<void*>(static_cast<float*>(y) + elems) : static_cast<void*>(static_cast<uint16_t*>(y) + elems);
+// The kernels take at most 8 batch rows: run f(x rows, y rows, m) on each chunk of <= 8 rows, y_row_bytes apart.
+template <typename Fn>
+void for_m_chunks(const bf16_t* x, int K, void* y, int64_t y_row_bytes, int M, Fn&& f) {
+  for (int m0 = 0; m0 < M; m0 += 8) {
+    f(x + static_cast<int64_t>(m0) * K, static_cast<void*>(static_cast<char*>(y) + m0 * y_row_bytes), std::min(8, M - m0));
+    CUDA_LAUNCH_CHECK();
+  }
 }
-
 // ---- quantizers: one warp per row (int8) or per group (int4) ----
 __global__ void quantize_int8_kernel(const uint16_t* W, uint8_t* q, float* scales, int N, int K) {
   const int n = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
@@ -397,93 +401,70 @@ __global__ void quantize_int4_kernel(const uint16_t* W, uint8_t* q, float* scale
 void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N, int K,
                cudaStream_t s) {
   CHECK(K % 8 == 0);
-  for (int m0 = 0; m0 < M; m0 += 8) {
-    const int m = std::min(8, M - m0);
-    const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
-    void* ym = row_offset(y, y_f32, static_cast<int64_t>(m0) * N);
+  for_m_chunks(x, K, y, int64_t{N} * (y_f32 ? 4 : 2), M, [&](const bf16_t* xm, void* ym, int m) {
     if (m <= 2) {
       CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 4, false, blocks_for<2>(N), xm, W, bias, ym, y_f32, N, K);
     } else {
       CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 2, false, blocks_for<2>(N), xm, W, bias, ym, y_f32, N, K);
     }
-    CUDA_LAUNCH_CHECK();
-  }
+  });
 }
 
 void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
                int N, int K, cudaStream_t s) {
   CHECK(K % 16 == 0);
-  for (int m0 = 0; m0 < M; m0 += 8) {
-    const int m = std::min(8, M - m0);
-    const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
-    void* ym = row_offset(y, y_f32, static_cast<int64_t>(m0) * N);
-    // 4 rows per block: at M = 1 (60 registers, 8 blocks per SM) the 7B o and down grids (896 blocks) are one wave;
-    // down with 2 rows per block (1792 blocks) left a half-full second wave.
+  for_m_chunks(x, K, y, int64_t{N} * (y_f32 ? 4 : 2), M, [&](const bf16_t* xm, void* ym, int m) {
+    // 4 rows per block: at M = 1 (56 registers, 9 blocks per SM) the 7B qkv (1152 blocks), o and down (896) grids
+    // are one wave each; down with 2 rows per block (1792 blocks) left a half-full second wave.
     if (K <= 4096 || N <= 4096) {
       CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 4, 2, false, blocks_for<4>(N), xm, W, scales, bias, ym, y_f32, N, K);
     } else {
       CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, false, blocks_for<2>(N), xm, W, scales, bias, ym, y_f32, N, K);
     }
-    CUDA_LAUNCH_CHECK();
-  }
+  });
 }
 
 void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
                int N, int K, cudaStream_t s) {
   CHECK(K % 128 == 0);
-  for (int m0 = 0; m0 < M; m0 += 8) {
-    const int m = std::min(8, M - m0);
-    const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
-    void* ym = row_offset(y, y_f32, static_cast<int64_t>(m0) * N);
+  for_m_chunks(x, K, y, int64_t{N} * (y_f32 ? 4 : 2), M, [&](const bf16_t* xm, void* ym, int m) {
     launch_pdl(gemv_int4_mma_kernel<2, false>, dim3((N + 15) / 16), dim3(kI4Warps * 32), 0, s, xm, W, scales, bias,
                ym, y_f32, m, N, K);
-    CUDA_LAUNCH_CHECK();
-  }
+  });
 }
 
 void gemv_silu_bf16(const bf16_t* x, const bf16_t* W, bf16_t* act, int M, int F, int K, cudaStream_t s) {
   CHECK(K % 8 == 0);
   const int N = 2 * F;
-  for (int m0 = 0; m0 < M; m0 += 8) {
-    const int m = std::min(8, M - m0);
-    const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
-    bf16_t* ym = act + static_cast<int64_t>(m0) * F;
+  for_m_chunks(x, K, act, int64_t{F} * 2, M, [&](const bf16_t* xm, void* ym, int m) {
     if (m <= 2) {
       CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 4, true, F, xm, W, nullptr, ym, false, N, K);
     } else {
       CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 2, true, F, xm, W, nullptr, ym, false, N, K);
     }
-    CUDA_LAUNCH_CHECK();
-  }
+  });
 }
 
 void gemv_silu_int8(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
                     cudaStream_t s) {
   CHECK(K % 16 == 0);
   const int N = 2 * F;
-  for (int m0 = 0; m0 < M; m0 += 8) {
-    const int m = std::min(8, M - m0);
-    const bf16_t* xm = x + static_cast<int64_t>(m0) * K;
-    bf16_t* ym = act + static_cast<int64_t>(m0) * F;
+  for_m_chunks(x, K, act, int64_t{F} * 2, M, [&](const bf16_t* xm, void* ym, int m) {
     if (K <= 4096) {
       CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 4, 2, true, (F + 1) / 2, xm, W, scales, nullptr, ym, false, N, K);
     } else {
       CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, true, F, xm, W, scales, nullptr, ym, false, N, K);
     }
-    CUDA_LAUNCH_CHECK();
-  }
+  });
 }
 
 void gemv_silu_int4(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
                     cudaStream_t s) {
   CHECK(K % 128 == 0 && F % 16 == 0);
-  for (int m0 = 0; m0 < M; m0 += 8) {
-    const int m = std::min(8, M - m0);
-    launch_pdl(gemv_int4_mma_kernel<2, true>, dim3(F / 16), dim3(kI4Warps * 32), 0, s,
-               x + static_cast<int64_t>(m0) * K, W, scales, static_cast<const bf16_t*>(nullptr),
-               static_cast<void*>(act + static_cast<int64_t>(m0) * F), false, m, 2 * F, K);
-    CUDA_LAUNCH_CHECK();
-  }
+  for_m_chunks(x, K, act, int64_t{F} * 2, M, [&](const bf16_t* xm, void* ym, int m) {
+    launch_pdl(gemv_int4_mma_kernel<2, true>, dim3(F / 16), dim3(kI4Warps * 32), 0, s, xm, W, scales,
+               static_cast<const bf16_t*>(nullptr), ym, false, m, 2 * F, K);
+  });
 }
 
 void quantize_int8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s) {
