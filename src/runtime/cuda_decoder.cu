@@ -356,9 +356,14 @@ Status CudaDecoder::Impl::alloc_runtime() {
 
 CudaDecoder::CudaDecoder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
+static void drop_graphs(std::map<std::tuple<int, int, bool>, cudaGraphExec_t>* graphs) {
+  for (auto& [k, g] : *graphs) cudaGraphExecDestroy(g);
+  graphs->clear();
+}
+
 CudaDecoder::~CudaDecoder() {
   if (!impl_) return;
-  for (auto& [k, g] : impl_->graphs) cudaGraphExecDestroy(g);
+  drop_graphs(&impl_->graphs);
   ck::destroy_cublas_handle(impl_->cublas);
   ck::destroy_gemm_lt(impl_->gemm_lt);
   for (void* p : impl_->allocations) cudaFree(p);
@@ -713,10 +718,6 @@ void CudaDecoder::fill_kv_random(uint32_t seed) {
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
 }
 
-static void drop_graphs(std::map<std::tuple<int, int, bool>, cudaGraphExec_t>* graphs) {
-  for (auto& [k, g] : *graphs) cudaGraphExecDestroy(g);
-  graphs->clear();
-}
 void CudaDecoder::set_debug_skip(uint32_t skip) {
   impl_->opt.debug_skip = skip;
   drop_graphs(&impl_->graphs);
