@@ -26,9 +26,17 @@ __device__ __forceinline__ int gemv_row(int r, int N) {
 }
 __device__ __forceinline__ float silu_mul_f(float gate, float up) { return gate / (1.f + __expf(-gate)) * up; }
 
+// Bias of the output that thread r * M + m (< ROWS * M) stores in store_rows. Loaded before the weight stream (biases
+// never depend on the previous kernel) so its DRAM round trip is not paid again after the loop.
+template <int M, int ROWS>
+__device__ __forceinline__ float preload_bias(const uint16_t* bias, int row0, int N) {
+  if (bias == nullptr || threadIdx.x >= ROWS * M) return 0.f;
+  const int n = row0 + static_cast<int>(threadIdx.x) / M;
+  return n < N ? bf16f(bias[n]) : 0.f;
+}
+
 template <int M, int ROWS, bool SILU = false>
-__device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int N, const uint16_t* bias, void* y,
-                                           bool y_f32) {
+__device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int N, float b, void* y, bool y_f32) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __shared__ float red[kWarps][ROWS][M];
 #pragma unroll
@@ -57,16 +65,13 @@ __device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int 
     const int r = threadIdx.x / M, m = threadIdx.x % M;
     const int n = row0 + r;
     if (n < N) {
-      const float b = bias ? bf16f(bias[n]) : 0.f;
-      {
-        float v = b;
+      float v = b;
 #pragma unroll
-        for (int w = 0; w < kWarps; ++w) v += red[w][r][m];
-        if (y_f32)
-          static_cast<float*>(y)[static_cast<int64_t>(m) * N + n] = v;
-        else
-          static_cast<uint16_t*>(y)[static_cast<int64_t>(m) * N + n] = f2bf(v);
-      }
+      for (int w = 0; w < kWarps; ++w) v += red[w][r][m];
+      if (y_f32)
+        static_cast<float*>(y)[static_cast<int64_t>(m) * N + n] = v;
+      else
+        static_cast<uint16_t*>(y)[static_cast<int64_t>(m) * N + n] = f2bf(v);
     }
   }
 }
@@ -96,6 +101,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
     }
   };
   load_w(0);  // weights do not depend on the previous kernel: their first loads overlap its tail (PDL)
+  const float b = SILU ? 0.f : preload_bias<M, ROWS>(bias, row0, N);
   pdl_wait();
   pdl_trigger();
   for (int base = 0; base < K8; base += kThreads * U) {
@@ -123,7 +129,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
       }
     }
   }
-  store_rows<M, ROWS, SILU>(acc, row0, N, bias, y, y_f32);
+  store_rows<M, ROWS, SILU>(acc, row0, N, b, y, y_f32);
 }
 
 // ---- int8 weights (stored q+128): a 16-byte chunk = 16 weights. Byte -> fp32 via the 2^23 magic number. ----
@@ -156,6 +162,10 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1) gemv_int8_kernel(
     }
   };
   load_w(0);  // before the PDL wait, as in the bf16 kernel
+  float sc[ROWS];  // row scales and bias up front too: after the loop their DRAM round trip would add to every block
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) sc[r] = __ldg(scales + gemv_row<ROWS, SILU>(r, N));
+  const float b = SILU ? 0.f : preload_bias<M, ROWS>(bias, row0, N);
   pdl_wait();
   pdl_trigger();
   for (int base = 0; base < K16; base += kThreads * U) {
@@ -186,12 +196,10 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1) gemv_int8_kernel(
     }
   }
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    const float sc = scales[gemv_row<ROWS, SILU>(r, N)];
+  for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-    for (int m = 0; m < M; ++m) acc[r][m] *= sc;
-  }
-  store_rows<M, ROWS, SILU>(acc, row0, N, bias, y, y_f32);
+    for (int m = 0; m < M; ++m) acc[r][m] *= sc[r];
+  store_rows<M, ROWS, SILU>(acc, row0, N, b, y, y_f32);
 }
 
 // ---- int4 weights, group 128, tensor cores: one block of 8 warps per 16-row tile, warps split the K groups. ----
@@ -232,33 +240,38 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
   const bool has_x = g < M;
   const uint4* xr = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(min(g, M - 1)) * K) + 2 * t;
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  // Weights and their group scales travel together: the scales are DRAM reads too, and loading them where they are
+  // used put one DRAM round trip into every iteration.
   uint4 w[U][2], wn[U][2];
-  auto load_w = [&](uint4(&dst)[U][2], int gi0) {
+  float sc[U][2], scn[U][2];  // [group][row g, row g + 8]
+  auto load_w = [&](uint4(&dst)[U][2], float(&dsc)[U][2], int gi0) {
 #pragma unroll
-    for (int u = 0; u < U; ++u)
+    for (int u = 0; u < U; ++u) {
+      const bool ok = gi0 + u < G;
 #pragma unroll
-      for (int q = 0; q < 2; ++q)
-        dst[u][q] = gi0 + u < G ? ld_stream(Wt + (2 * (gi0 + u) + q) * 32) : make_uint4(0, 0, 0, 0);
+      for (int q = 0; q < 2; ++q) dst[u][q] = ok ? ld_stream(Wt + (2 * (gi0 + u) + q) * 32) : make_uint4(0, 0, 0, 0);
+      dsc[u][0] = ok ? __ldg(s_lo + gi0 + u) : 0.f;
+      dsc[u][1] = ok ? __ldg(s_hi + gi0 + u) : 0.f;
+    }
   };
   const int step = nwk * U;
-  load_w(w, wk * U);  // weights before the PDL wait: they overlap the previous kernel's tail
+  load_w(w, sc, wk * U);  // weights before the PDL wait: they overlap the previous kernel's tail
+  const int n_out = blockIdx.x * 16 + (threadIdx.x >> 3);  // the epilogue's output row (below); bias loaded early
+  const float bias_v = !SILU && bias != nullptr && threadIdx.x < 128 && n_out < N ? bf16f(bias[n_out]) : 0.f;
   pdl_wait();
   pdl_trigger();
   for (int gi0 = wk * U; gi0 < G; gi0 += step) {
     uint4 xv[U][4];
-    float sl[U], sh[U];
-    if (gi0 + step < G) load_w(wn, gi0 + step);  // next groups in flight during this iteration
+    if (gi0 + step < G) load_w(wn, scn, gi0 + step);  // next groups in flight during this iteration
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int gi = gi0 + u;
-      const bool ok = gi < G;
+      const bool ok = gi0 + u < G && has_x;
 #pragma unroll
       for (int q = 0; q < 2; ++q) {
-        xv[u][2 * q] = ok && has_x ? __ldg(xr + (2 * gi + q) * 8) : make_uint4(0, 0, 0, 0);
-        xv[u][2 * q + 1] = ok && has_x ? __ldg(xr + (2 * gi + q) * 8 + 1) : make_uint4(0, 0, 0, 0);
+        const int gi = gi0 + u;
+        xv[u][2 * q] = ok ? __ldg(xr + (2 * gi + q) * 8) : make_uint4(0, 0, 0, 0);
+        xv[u][2 * q + 1] = ok ? __ldg(xr + (2 * gi + q) * 8 + 1) : make_uint4(0, 0, 0, 0);
       }
-      sl[u] = ok ? __ldg(s_lo + gi) : 0.f;
-      sh[u] = ok ? __ldg(s_hi + gi) : 0.f;
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -278,13 +291,13 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
           mma_bf16_16816(tw, a0, a1, a2, a3, xx[2 * j], xx[2 * j + 1]);
         }
       }
-      acc[0] = fmaf(sl[u], tw[0], acc[0]);
-      acc[1] = fmaf(sl[u], tw[1], acc[1]);
-      acc[2] = fmaf(sh[u], tw[2], acc[2]);
-      acc[3] = fmaf(sh[u], tw[3], acc[3]);
+      acc[0] = fmaf(sc[u][0], tw[0], acc[0]);
+      acc[1] = fmaf(sc[u][0], tw[1], acc[1]);
+      acc[2] = fmaf(sc[u][1], tw[2], acc[2]);
+      acc[3] = fmaf(sc[u][1], tw[3], acc[3]);
     }
 #pragma unroll
-    for (int u = 0; u < U; ++u) w[u][0] = wn[u][0], w[u][1] = wn[u][1];
+    for (int u = 0; u < U; ++u) w[u][0] = wn[u][0], w[u][1] = wn[u][1], sc[u][0] = scn[u][0], sc[u][1] = scn[u][1];
   }
   // acc: [0] (row g, batch 2t), [1] (row g, batch 2t+1), [2] (row g+8, batch 2t), [3] (row g+8, batch 2t+1).
   __shared__ float red[kI4Warps][4][33];
@@ -293,7 +306,7 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
   __syncthreads();
   // Thread (r, m) of the first 128 sums the warps for tile row r and batch m: v0 (SILU: gate), v1 (SILU: up).
   const int r = threadIdx.x >> 3, m = threadIdx.x & 7;
-  const int n0 = blockIdx.x * 16 + r;  // output row (SILU: f)
+  const int n0 = n_out;  // output row (SILU: f)
   const int Nout = SILU ? N / 2 : N;
   const bool mine = threadIdx.x < 128 && m < M && n0 < Nout;
   float v0 = 0.f, v1 = 0.f;
@@ -313,7 +326,7 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
     static_cast<uint16_t*>(y)[static_cast<int64_t>(m) * Nout + n0] = f2bf(silu_mul_f(v0, v1));
     return;
   }
-  const float v = v0 + (bias ? bf16f(bias[n0]) : 0.f);
+  const float v = v0 + bias_v;
   if (y_f32)
     static_cast<float*>(y)[static_cast<int64_t>(m) * N + n0] = v;
   else
