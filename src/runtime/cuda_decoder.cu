@@ -141,7 +141,7 @@ struct CudaDecoder::Impl {
   bf16_t* h = nullptr;         // [T][D]
   bf16_t* qkv = nullptr;       // [T][(H+2KV)*Dh]
   bf16_t* attn = nullptr;      // [T][H*Dh]
-  bf16_t* delta = nullptr;     // [T][D]
+  float* delta = nullptr;      // [T][D] fp32: o / down outputs into the residual
   bf16_t* gu = nullptr;        // [T][2F]
   bf16_t* act = nullptr;       // [T][F]
   bf16_t* last_h = nullptr;    // [max_batch][D]
@@ -518,7 +518,7 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
   const auto layout_rope = c.rope_neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
 
   const uint32_t skip = opt.debug_skip;
-  auto norm = [&](const bf16_t* d, const bf16_t* w) {
+  auto norm = [&](const float* d, const bf16_t* w) {
     if (!(skip & kSkipNorm)) ck::add_rmsnorm(residual, d, w, h, T, D, c.rms_eps, stream);
   };
   ck::embedding(embed, tokens, residual, T, D, c.n_vocab, stream);
@@ -541,13 +541,13 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
         ck::paged_attention_prefill(pa, b, qkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
                                     attn + int64_t{qs[b]} * Q, stream);
     }
-    if (!(skip & kSkipO)) linear(l.o, attn, T, delta, false);
+    if (!(skip & kSkipO)) linear(l.o, attn, T, delta, true);
     norm(delta, l.ffn_norm);
     if (!(skip & kSkipFfn) && !gate_up_silu(l.gate_up, h, T)) {
       linear(l.gate_up, h, T, gu, false);
       ck::silu_mul(gu, act, T, c.ffn_dim, stream);
     }
-    if (!(skip & kSkipDown)) linear(l.down, act, T, delta, false);
+    if (!(skip & kSkipDown)) linear(l.down, act, T, delta, true);
   }
   norm(delta, out_norm);
   if (all_logits) {

@@ -58,14 +58,14 @@ TEST(CudaKernels, AddRmsNorm) {
       std::vector<float> res(size_t(T) * D);
       std::uniform_real_distribution<float> u(-3, 3);
       for (auto& x : res) x = u(rng);
-      auto delta = random_bf16(size_t(T) * D, rng);
+      std::vector<float> delta(size_t(T) * D);
+      for (auto& x : delta) x = u(rng);
       auto w = random_bf16(D, rng, 2.f);
-      DevArray<float> dres(res);
-      DevArray<uint16_t> ddelta(delta), dw(w), dout(size_t(T) * D);
+      DevArray<float> dres(res), ddelta(delta);
+      DevArray<uint16_t> dw(w), dout(size_t(T) * D);
       ck::add_rmsnorm(dres.p, with_delta ? ddelta.p : nullptr, dw.p, dout.p, T, D, 1e-6f, nullptr);
-      auto fdelta = to_f32(delta);
       std::vector<float> ref;
-      ref_rmsnorm(res, with_delta ? &fdelta : nullptr, to_f32(w), ref, T, D, 1e-6f);
+      ref_rmsnorm(res, with_delta ? &delta : nullptr, to_f32(w), ref, T, D, 1e-6f);
       EXPECT_LT(nmse(dres.download(), res), 1e-12) << D;
       EXPECT_LT(nmse(to_f32(dout.download()), ref), 1e-5) << D << " delta " << with_delta;
     }

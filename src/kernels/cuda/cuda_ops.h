@@ -22,9 +22,10 @@ enum class RopeLayout { kNorm, kNeox };  // kNorm: pairs (2i, 2i+1) (llama GGUF)
 // [0, vocab) give a zero row (callers validate ids; this only keeps the kernel in bounds).
 void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s);
 
-// residual [T][dim] fp32 (in/out) += delta [T][dim] bf16 (skipped if null);
-// out [T][dim] bf16 = residual * rsqrt(mean(residual^2) + eps) * weight [dim] bf16.
-void add_rmsnorm(float* residual, const bf16_t* delta, const bf16_t* weight, bf16_t* out, int T, int dim, float eps,
+// residual [T][dim] fp32 (in/out) += delta [T][dim] fp32 (skipped if null; the o/down projections write it in fp32
+// so the residual stream never passes through bf16); out [T][dim] bf16 = residual * rsqrt(mean(residual^2) + eps) *
+// weight [dim] bf16.
+void add_rmsnorm(float* residual, const float* delta, const bf16_t* weight, bf16_t* out, int T, int dim, float eps,
                  cudaStream_t s);
 
 // In place rotary embedding on x [T][row_stride] bf16: heads h in [0, n_heads) at columns h*head_dim.. ;

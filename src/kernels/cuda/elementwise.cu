@@ -37,18 +37,18 @@ __device__ __forceinline__ float block_sum(float v) {
 }
 
 // One block per row, generic dims; the row is read twice (sum of squares, then scale), the second time from L1/L2.
-__global__ void add_rmsnorm_kernel(float* residual, const uint16_t* delta, const uint16_t* weight, uint16_t* out,
+__global__ void add_rmsnorm_kernel(float* residual, const float* delta, const uint16_t* weight, uint16_t* out,
                                    int dim, float eps) {
   pdl_wait();
   pdl_trigger();
   const int64_t row = blockIdx.x;
   float* r = residual + row * dim;
-  const uint16_t* d = delta ? delta + row * dim : nullptr;
+  const float* d = delta ? delta + row * dim : nullptr;
   float ss = 0.f;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) {
     float v = r[i];
     if (d) {
-      v += bf16f(d[i]);
+      v += d[i];
       r[i] = v;
     }
     ss += v * v;
@@ -59,17 +59,17 @@ __global__ void add_rmsnorm_kernel(float* residual, const uint16_t* delta, const
 }
 
 // dim % 8 == 0 and dim <= 8 * 1024 * CH: thread i owns elements [8i, 8i + 8) (+ 8 * blockDim per further chunk) and
-// issues all its loads (residual 2 x 16 B, delta 16 B, weight 16 B per chunk) before using any, so a decode row
+// issues all its loads (residual and delta 2 x 16 B each, weight 16 B per chunk) before using any, so a decode row
 // costs one memory round trip plus the block reduction (the generic kernel's strided loop serialises its loads
 // behind the residual stores it may alias). Same arithmetic as add_rmsnorm_kernel.
 template <int CH>
-__global__ void add_rmsnorm_vec8_kernel(float* residual, const uint16_t* delta, const uint16_t* weight, uint16_t* out,
+__global__ void add_rmsnorm_vec8_kernel(float* residual, const float* delta, const uint16_t* weight, uint16_t* out,
                                         int dim, float eps) {
   pdl_wait();
   pdl_trigger();
   const int64_t row = blockIdx.x;
   float4* r = reinterpret_cast<float4*>(residual + row * dim);
-  const uint4* d = delta ? reinterpret_cast<const uint4*>(delta + row * dim) : nullptr;
+  const float4* d = delta ? reinterpret_cast<const float4*>(delta + row * dim) : nullptr;
   const uint4* w = reinterpret_cast<const uint4*>(weight);
   const int n8 = dim / 8;
   float v[CH][8];
@@ -80,14 +80,15 @@ __global__ void add_rmsnorm_vec8_kernel(float* residual, const uint16_t* delta, 
     const int i = threadIdx.x + c * blockDim.x;
     if (i >= n8) continue;
     const float4 a = r[2 * i], b = r[2 * i + 1];
-    const uint4 dv = d ? d[i] : make_uint4(0, 0, 0, 0);
+    const float4 da = d ? d[2 * i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    const float4 db = d ? d[2 * i + 1] : make_float4(0.f, 0.f, 0.f, 0.f);
     wv[c] = w[i];
     v[c][0] = a.x, v[c][1] = a.y, v[c][2] = a.z, v[c][3] = a.w, v[c][4] = b.x, v[c][5] = b.y, v[c][6] = b.z,
     v[c][7] = b.w;
     if (d) {
-      const uint32_t dw[4] = {dv.x, dv.y, dv.z, dv.w};
+      const float dv[8] = {da.x, da.y, da.z, da.w, db.x, db.y, db.z, db.w};
 #pragma unroll
-      for (int j = 0; j < 4; ++j) v[c][2 * j] += bf16_lo(dw[j]), v[c][2 * j + 1] += bf16_hi(dw[j]);
+      for (int j = 0; j < 8; ++j) v[c][j] += dv[j];
       r[2 * i] = make_float4(v[c][0], v[c][1], v[c][2], v[c][3]);
       r[2 * i + 1] = make_float4(v[c][4], v[c][5], v[c][6], v[c][7]);
     }
@@ -219,7 +220,7 @@ void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, in
   CUDA_LAUNCH_CHECK();
 }
 
-void add_rmsnorm(float* residual, const bf16_t* delta, const bf16_t* weight, bf16_t* out, int T, int dim, float eps,
+void add_rmsnorm(float* residual, const float* delta, const bf16_t* weight, bf16_t* out, int T, int dim, float eps,
                  cudaStream_t s) {
   if (T <= 0) return;
   const bool aligned = reinterpret_cast<uintptr_t>(residual) % 16 == 0 && reinterpret_cast<uintptr_t>(delta) % 16 == 0 &&
