@@ -3,7 +3,9 @@
 // made by tools/reference/make_model_fixtures.py from the same file's dequantized weights):
 //  - teacher forcing: the prompt + the 64 HF greedy tokens in one prefill step; our argmax at every position vs the
 //    HF greedy token (top-1 agreement), and the last prompt position's logits vs HF's top-32 and stride sample (NMSE);
-//  - free-running greedy through engine::Engine + make_cuda_runner() (8 prompts batched): tokens equal to HF's.
+//  - free-running greedy through engine::Engine + make_cuda_runner() (8 prompts batched) vs HF and vs our CPU path
+//    (exact mode): at least half the sequences identical for all 64 tokens, and every sequence that parts from the
+//    reference does so at a near-tie of the bf16 logits (clear_divergences).
 // The model file: $CITADEL_SMOLLM2_GGUF, else /tmp/m/SmolLM2.gguf, else the pulled copy; skipped when absent.
 #include <gtest/gtest.h>
 
@@ -88,48 +90,64 @@ struct TfResult {
   double nmse_top = 0, nmse_sample = 0;
 };
 
-// Teacher-forced check of one weight format over all cases.
-TfResult teacher_forced(const std::string& path, CudaWeightFormat fmt) {
-  TfResult r;
+// The decoder on the real weights in one format (nullptr after a failed expectation).
+std::unique_ptr<CudaDecoder> load_decoder(const std::string& path, CudaWeightFormat fmt) {
   auto store = open_gguf(path);
   EXPECT_TRUE(store.ok()) << store.status().to_string();
+  if (!store.ok()) return nullptr;
   auto mc = model_config_from(**store);
   EXPECT_TRUE(mc.ok()) << mc.status().to_string();
+  if (!mc.ok()) return nullptr;
   auto cfg = runtime::cuda_config_from(*mc);
   EXPECT_TRUE(cfg.ok()) << cfg.status().to_string();
-  if (!cfg.ok()) return r;
+  if (!cfg.ok()) return nullptr;
   CudaDecoderOptions opt;
   opt.format = fmt, opt.max_batch = 8, opt.max_step_tokens = 256, opt.max_seq_len = 256, opt.kv_blocks = 64;
   opt.verbose = false;
   auto dec_or = CudaDecoder::create(*cfg, opt);
   EXPECT_TRUE(dec_or.ok()) << dec_or.status().to_string();
-  if (!dec_or.ok()) return r;
+  if (!dec_or.ok()) return nullptr;
   auto dec = std::move(dec_or).value();
   Status st = runtime::read_cuda_weights(**store, *cfg, [&](runtime::CudaWeight w, int l, const uint16_t* p,
                                                              int64_t n) { return dec->set_weight(w, l, p, n); });
   EXPECT_TRUE(st.ok()) << st.to_string();
-  st = dec->finalize();
+  if (st.ok()) st = dec->finalize();
   EXPECT_TRUE(st.ok()) << st.to_string();
-  const int V = cfg->n_vocab, W = dec->max_blocks_per_seq();
+  return st.ok() ? std::move(dec) : nullptr;
+}
+
+// One prefill step over toks (a single sequence from position 0): argmax ids and logits [T][V] of every position.
+bool prefill_all(CudaDecoder& dec, const std::vector<int32_t>& toks, std::vector<int32_t>* next,
+                 std::vector<float>* logits) {
+  const int T = int(toks.size());
+  CudaStep s;
+  s.tokens = toks;
+  s.positions.resize(T);
+  std::iota(s.positions.begin(), s.positions.end(), 0);
+  s.query_start = {0, T};
+  s.seq_lens = {T};
+  s.block_tables.resize(dec.max_blocks_per_seq());
+  std::iota(s.block_tables.begin(), s.block_tables.end(), 0);
+  s.all_logits = true;
+  const Status st = dec.step(s, next, logits);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  return st.ok();
+}
+
+// Teacher-forced check of one weight format over all cases.
+TfResult teacher_forced(const std::string& path, CudaWeightFormat fmt) {
+  TfResult r;
+  auto dec = load_decoder(path, fmt);
+  if (!dec) return r;
+  const int V = dec->config().n_vocab;
   int n_cases = 0;
   for (const Case& c : load_cases()) {
     std::vector<int32_t> toks = c.prompt;
     toks.insert(toks.end(), c.greedy.begin(), c.greedy.end() - 1);
     const int T = int(toks.size()), P = int(c.prompt.size());
-    CudaStep s;
-    s.tokens = toks;
-    s.positions.resize(T);
-    std::iota(s.positions.begin(), s.positions.end(), 0);
-    s.query_start = {0, T};
-    s.seq_lens = {T};
-    s.block_tables.resize(W);
-    std::iota(s.block_tables.begin(), s.block_tables.end(), 0);
-    s.all_logits = true;
     std::vector<int32_t> next;
     std::vector<float> logits;
-    st = dec->step(s, &next, &logits);
-    EXPECT_TRUE(st.ok()) << st.to_string();
-    if (!st.ok()) return r;
+    if (!prefill_all(*dec, toks, &next, &logits)) return r;
     for (int t = P - 1; t < T; ++t) {
       r.agree += next[t] == c.greedy[t - (P - 1)];
       ++r.total;
@@ -217,6 +235,44 @@ int count_identical(const char* what, const std::vector<std::vector<int32_t>>& g
   return exact;
 }
 
+// Where a bf16 sequence parts from the fp32 reference, the two tokens must be a near-tie: the bf16 decoder, fed the
+// common prefix, puts the reference's token within kNearTie logit standard deviations of the token it chose. A
+// wrong kernel parts on clear choices (gaps of whole standard deviations); bf16 rounding (logits NMSE ~1e-5 here)
+// only flips what fp32 itself barely separates. Returns the number of sequences that part on a clear choice.
+constexpr double kNearTie = 0.05;
+int clear_divergences(const std::string& path, const std::vector<Case>& cases,
+                      const std::vector<std::vector<int32_t>>& got, const std::vector<std::vector<int32_t>>& want) {
+  auto dec = load_decoder(path, CudaWeightFormat::kBf16);
+  if (!dec) return int(cases.size());
+  const int V = dec->config().n_vocab;
+  int clear = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    size_t p = 0;
+    while (p < got[i].size() && p < want[i].size() && got[i][p] == want[i][p]) ++p;
+    if (p == want[i].size()) continue;
+    if (p == got[i].size()) {  // stopped early: not a near-tie question
+      ++clear;
+      continue;
+    }
+    std::vector<int32_t> toks = cases[i].prompt;
+    toks.insert(toks.end(), want[i].begin(), want[i].begin() + p);
+    std::vector<int32_t> next;
+    std::vector<float> logits;
+    if (!prefill_all(*dec, toks, &next, &logits)) return int(cases.size());
+    const float* row = logits.data() + (toks.size() - 1) * V;
+    double mean = 0, var = 0;
+    for (int v = 0; v < V; ++v) mean += row[v];
+    mean /= V;
+    for (int v = 0; v < V; ++v) var += (row[v] - mean) * (row[v] - mean);
+    const double sd = std::sqrt(var / V), gap = row[got[i][p]] - row[want[i][p]];
+    const bool near = std::fabs(gap) <= kNearTie * sd;
+    clear += !near;
+    std::printf("[smollm2] case %zu parts at token %zu: chose %d, reference %d, bf16 logit gap %.4f = %.4f sd (%s)\n", i,
+                p, got[i][p], want[i][p], gap, gap / sd, near ? "near-tie" : "CLEAR CHOICE");
+  }
+  return clear;
+}
+
 std::vector<std::vector<int32_t>> hf_greedy(const std::vector<Case>& cases) {
   std::vector<std::vector<int32_t>> out;
   for (const auto& c : cases) out.push_back(c.greedy);
@@ -235,8 +291,10 @@ TEST(SmolLM2, EngineGreedyMatchesHf) {
   auto runner_or = runtime::make_cuda_runner(**store, ro);
   ASSERT_TRUE(runner_or.ok()) << runner_or.status().to_string();
   const auto cases = load_cases();
-  const int exact = count_identical("cuda engine vs HF", engine_greedy(runner_or->get(), cases), hf_greedy(cases));
-  EXPECT_GE(exact, int(cases.size()) - 2);  // a near-tie early on may legitimately flip one or two sequences
+  const auto got = engine_greedy(runner_or->get(), cases), want = hf_greedy(cases);
+  const int exact = count_identical("cuda engine vs HF", got, want);
+  EXPECT_GE(exact, int(cases.size()) / 2);
+  EXPECT_EQ(clear_divergences(path, cases, got, want), 0);
 }
 
 // The same engine on our CPU path (exact mode: f32 weights, the HF-parity configuration) and on the GPU (bf16),
@@ -251,8 +309,10 @@ TEST(SmolLM2, EngineGreedyCudaMatchesCpu) {
   ASSERT_TRUE(cuda.ok()) << cuda.status().to_string();
   const auto want = engine_greedy(cpu->get(), cases);
   count_identical("cpu exact engine vs HF", want, hf_greedy(cases));
-  const int exact = count_identical("cuda engine vs cpu engine", engine_greedy(cuda->get(), cases), want);
-  EXPECT_GE(exact, int(cases.size()) - 2);
+  const auto got = engine_greedy(cuda->get(), cases);
+  const int exact = count_identical("cuda engine vs cpu engine", got, want);
+  EXPECT_GE(exact, int(cases.size()) / 2);
+  EXPECT_EQ(clear_divergences(path, cases, got, want), 0);
 }
 
 }  // namespace
