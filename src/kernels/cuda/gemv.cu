@@ -76,6 +76,27 @@ __device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int 
   }
 }
 
+// The block's ROWS weight rows as 16-byte chunks (n chunks per row). load() fills the U chunks per row that thread
+// tid streams next: chunks base + u * kThreads + tid, zero past the row's end.
+template <int ROWS, int U, bool SILU>
+struct RowChunks {
+  const uint4* row[ROWS];
+  int n;
+  __device__ __forceinline__ RowChunks(const void* W, int N, int n_chunks) : n(n_chunks) {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+      row[r] = static_cast<const uint4*>(W) + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N)) * n_chunks;
+  }
+  __device__ __forceinline__ void load(uint4 (&w)[ROWS][U], int base) const {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = base + u * kThreads + static_cast<int>(threadIdx.x);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) w[r][u] = i < n ? ld_stream(row[r] + i) : make_uint4(0, 0, 0, 0);
+    }
+  }
+};
+
 // ---- bf16 weights: a 16-byte chunk = 8 weights ----
 template <int M, int ROWS, int U, bool SILU>
 __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* __restrict__ x,
@@ -86,26 +107,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
   const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
   if (row0 >= (SILU ? N / 2 : N)) return;
   const int K8 = K / 8;
-  const uint4* Wv[ROWS];
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) Wv[r] = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N)) * K8;
+  const RowChunks<ROWS, U, SILU> rows(W, N, K8);
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   float acc[ROWS][M] = {};
   uint4 w[ROWS][U];
-  auto load_w = [&](int base) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int i = base + u * kThreads + tid;
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) w[r][u] = i < K8 ? ld_stream(Wv[r] + i) : make_uint4(0, 0, 0, 0);
-    }
-  };
-  load_w(0);  // weights do not depend on the previous kernel: their first loads overlap its tail (PDL)
+  rows.load(w, 0);  // weights do not depend on the previous kernel: their first loads overlap its tail (PDL)
   const float b = SILU ? 0.f : preload_bias<M, ROWS>(bias, row0, N);
   pdl_wait();
   pdl_trigger();
   for (int base = 0; base < K8; base += kThreads * U) {
-    if (base != 0) load_w(base);
+    if (base != 0) rows.load(w, base);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int i = base + u * kThreads + tid;
@@ -147,21 +158,11 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1) gemv_int8_kernel(
   const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
   if (row0 >= (SILU ? N / 2 : N)) return;
   const int K16 = K / 16;
-  const uint4* Wv[ROWS];
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) Wv[r] = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N)) * K16;
+  const RowChunks<ROWS, U, SILU> rows(W, N, K16);
   const uint4* xv = reinterpret_cast<const uint4*>(x);  // K/8 chunks per row
   float acc[ROWS][M] = {};
   uint4 w[ROWS][U];
-  auto load_w = [&](int base) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int i = base + u * kThreads + tid;
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) w[r][u] = i < K16 ? ld_stream(Wv[r] + i) : make_uint4(0, 0, 0, 0);
-    }
-  };
-  load_w(0);  // before the PDL wait, as in the bf16 kernel
+  rows.load(w, 0);  // before the PDL wait, as in the bf16 kernel
   float sc[ROWS];  // row scales and bias up front too: after the loop their DRAM round trip would add to every block
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) sc[r] = __ldg(scales + gemv_row<ROWS, SILU>(r, N));
@@ -169,7 +170,7 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1) gemv_int8_kernel(
   pdl_wait();
   pdl_trigger();
   for (int base = 0; base < K16; base += kThreads * U) {
-    if (base != 0) load_w(base);
+    if (base != 0) rows.load(w, base);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int i = base + u * kThreads + tid;
