@@ -218,13 +218,19 @@ std::vector<std::vector<int32_t>> engine_greedy(engine::ModelRunner* runner, con
   return out;
 }
 
+// Number of leading tokens that a and b share.
+size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
 // Counts sequences of `got` identical to `want` and prints the tokens before each first difference.
 int count_identical(const char* what, const std::vector<std::vector<int32_t>>& got,
                     const std::vector<std::vector<int32_t>>& want) {
   int exact = 0, prefix_sum = 0, total = 0;
   for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
-    size_t pre = 0;
-    while (pre < got[i].size() && pre < want[i].size() && got[i][pre] == want[i][pre]) ++pre;
+    const size_t pre = common_prefix(got[i], want[i]);
     exact += got[i] == want[i];
     prefix_sum += int(pre);
     total += int(want[i].size());
@@ -247,8 +253,7 @@ int clear_divergences(const std::string& path, const std::vector<Case>& cases,
   const int V = dec->config().n_vocab;
   int clear = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
-    size_t p = 0;
-    while (p < got[i].size() && p < want[i].size() && got[i][p] == want[i][p]) ++p;
+    const size_t p = common_prefix(got[i], want[i]);
     if (p == want[i].size()) continue;
     if (p == got[i].size()) {  // stopped early: not a near-tie question
       ++clear;

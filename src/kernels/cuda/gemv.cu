@@ -257,8 +257,8 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
   };
   const int step = nwk * U;
   load_w(w, sc, wk * U);  // weights before the PDL wait: they overlap the previous kernel's tail
-  const int n_out = blockIdx.x * 16 + (threadIdx.x >> 3);  // the epilogue's output row (below); bias loaded early
-  const float bias_v = !SILU && bias != nullptr && threadIdx.x < 128 && n_out < N ? bf16f(bias[n_out]) : 0.f;
+  // The epilogue's thread r * 8 + m (< 128) stores tile row r: the same mapping as store_rows with M = 8, ROWS = 16.
+  const float bias_v = preload_bias<8, 16>(SILU ? nullptr : bias, blockIdx.x * 16, N);
   pdl_wait();
   pdl_trigger();
   for (int gi0 = wk * U; gi0 < G; gi0 += step) {
@@ -307,7 +307,7 @@ __global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint
   __syncthreads();
   // Thread (r, m) of the first 128 sums the warps for tile row r and batch m: v0 (SILU: gate), v1 (SILU: up).
   const int r = threadIdx.x >> 3, m = threadIdx.x & 7;
-  const int n0 = n_out;  // output row (SILU: f)
+  const int n0 = blockIdx.x * 16 + r;  // output row (SILU: f)
   const int Nout = SILU ? N / 2 : N;
   const bool mine = threadIdx.x < 128 && m < M && n0 < Nout;
   float v0 = 0.f, v1 = 0.f;
