@@ -113,7 +113,8 @@ float time_ms(const std::function<void()>& f, int reps = 20) {
   return ms / reps;
 }
 
-void micro() {
+// quick: the M = 1 GEMV columns only (no cuBLAS, elementwise or attention rows).
+void micro(bool quick) {
   const int shapes[5][2] = {{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944}, {152064, 3584}};
   const char* names[5] = {"qkv", "o", "gate_up", "down", "lm_head"};
   void *wv, *qv, *sv, *xv, *yv, *wsv;
@@ -143,13 +144,14 @@ void micro() {
     const float t8 = time_ms([&] { cuda::gemv_int8(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
     cuda::quantize_int4(W, q, sc, N, K, nullptr);
     const float t4 = time_ms([&] { cuda::gemv_int4(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
-    const float g64 = time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 64, N, K); });
-    const float g128 = time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 128, N, K); });
-    const float g512 = i == 4 ? 0.f : time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 512, N, K); });
+    const bool gemm = !quick;
+    const float g64 = gemm ? time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 64, N, K); }) : 0.f;
+    const float g128 = gemm ? time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 128, N, K); }) : 0.f;
+    const float g512 = i == 4 || !gemm ? 0.f : time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 512, N, K); });
     float lts[3] = {0, 0, 0};
     const int ms[3] = {64, 128, 512};
     for (int j = 0; j < 3; ++j)
-      if (i != 4 || j < 2)
+      if (gemm && (i != 4 || j < 2))
         lts[j] = time_ms([&] { cuda::gemm_bf16_lt(lt, x, W, nullptr, yv, false, ms[j], N, K); });
     std::fprintf(stderr, "%-8s %5dx%-5d | %8.0f %8.0f %8.0f | %8.1f %8.1f %8.1f | %8.1f %8.1f %8.1f\n", names[i], N, K,
                  nk * 2 / t16 / 1e6, (nk + N * 4.0) / t8 / 1e6, (nk / 2 + nk / 128 * 4) / t4 / 1e6, g64 * 1e3,
@@ -157,6 +159,10 @@ void micro() {
   }
   cuda::destroy_cublas_handle(h);
   cuda::destroy_gemm_lt(lt);
+  if (quick) {
+    cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv), cudaFree(wsv);
+    return;
+  }
   // Elementwise passes of one prefill layer at T=512 (7B shape); x holds 128 x 18944 bf16 = enough for these views.
   {
     const int T = 512, Dm = 3584, F = 18944;
@@ -249,6 +255,34 @@ void micro() {
     cudaFree(kp), cudaFree(vp), cudaFree(tp), cudaFree(lp), cudaFree(qq), cudaFree(oo);
   }
   cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv), cudaFree(wsv);
+}
+
+// One launch of each M = 1 GEMV (bf16, int8, int4) at the qkv, gate_up, down and lm_head shapes, for ncu's
+// per-kernel sections (run.sh --ncu-gemv): stall reasons and memory throughput of the kernels alone.
+void gemv_for_ncu() {
+  const int shapes[4][2] = {{4608, 3584}, {37888, 3584}, {3584, 18944}, {152064, 3584}};
+  void *wv, *qv, *sv, *xv, *yv;
+  const size_t maxw = size_t(152064) * 3584;
+  BENCH_CHECK(cudaMalloc(&wv, maxw * 2));
+  BENCH_CHECK(cudaMalloc(&qv, maxw));
+  BENCH_CHECK(cudaMalloc(&sv, maxw / 16 * 4));
+  BENCH_CHECK(cudaMalloc(&xv, size_t(18944) * 2));
+  BENCH_CHECK(cudaMalloc(&yv, size_t(152064) * 4));
+  auto* W = static_cast<uint16_t*>(wv);
+  auto* x = static_cast<uint16_t*>(xv);
+  auto* q = static_cast<uint8_t*>(qv);
+  auto* sc = static_cast<float*>(sv);
+  cuda::fill_random_bf16(W, int64_t(maxw), 5, 0.05f, nullptr);
+  cuda::fill_random_bf16(x, 18944, 6, 1.f, nullptr);
+  for (auto [N, K] : shapes) {
+    cuda::gemv_bf16(x, W, nullptr, yv, false, 1, N, K, nullptr);
+    cuda::quantize_int8(W, q, sc, N, K, nullptr);
+    cuda::gemv_int8(x, q, sc, nullptr, yv, false, 1, N, K, nullptr);
+    cuda::quantize_int4(W, q, sc, N, K, nullptr);
+    cuda::gemv_int4(x, q, sc, nullptr, yv, false, 1, N, K, nullptr);
+  }
+  BENCH_CHECK(cudaDeviceSynchronize());
+  cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv);
 }
 
 // Sequence b uses blocks [b*per_seq, (b+1)*per_seq).
@@ -411,6 +445,10 @@ int main(int argc, char** argv) {
   const double bw = copy_bandwidth_gbps();
   const double tf = matmul_tflops();
   std::fprintf(stderr, "%s: copy %.0f GB/s, bf16 matmul %.0f TFLOP/s\n", prop.name, bw, tf);
+  if (std::getenv("CITADEL_BENCH_NCU_GEMV")) {
+    gemv_for_ncu();
+    return 0;
+  }
   const char* prof = std::getenv("CITADEL_BENCH_PROFILE");  // bf16|int8|int4: one bs1 step for ncu, then exit
   if (prof) {
     const std::string pf = prof;
@@ -425,7 +463,7 @@ int main(int argc, char** argv) {
   }
   const char* quick_env = std::getenv("CITADEL_BENCH_QUICK");
   const bool quick = quick_env && *quick_env;  // skip the A/B, prefill and batched rows
-  if (!quick) micro();
+  micro(quick);
 
   double bs1[3] = {0, 0, 0}, bytes[3] = {0, 0, 0};
   double pre = 0, b64 = 0, b128 = 0;

@@ -3,13 +3,14 @@
 # HF transformers logits check; everything lands in $OUT (logs, gpu_bench.json, hf_check.json, the merged result).
 # Usage (from the repository root on the GPU machine):
 #   OUT=/some/dir bash bench/gpu/run.sh [--no-hf] [--sanitize] [--quick] [--profile bf16|int8|int4]
-# --quick: bs1 rows only (with their per-op attribution); --profile: also ncu kernel durations of one bs1 step.
+# --quick: bs1 rows only (with their per-op attribution); --profile: also ncu kernel durations of one bs1 step;
+# --ncu-gemv: ncu sections (throughput, stalls, instructions) of each M = 1 GEMV kernel alone, then stop.
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
 mkdir -p "$OUT"
-HF=1; SAN=0; PROF=""; QUICK=""
+HF=1; SAN=0; PROF=""; QUICK=""; NCU_GEMV=0
 while [ $# -gt 0 ]; do
-  case $1 in --no-hf) HF=0;; --sanitize) SAN=1;; --quick) QUICK=1;; --profile) PROF=$2; shift;; esac; shift
+  case $1 in --no-hf) HF=0;; --sanitize) SAN=1;; --quick) QUICK=1;; --ncu-gemv) NCU_GEMV=1;; --profile) PROF=$2; shift;; esac; shift
 done
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/nvidia_smi.txt"
 t0=$(date +%s)
@@ -18,6 +19,14 @@ cmake -S . -B build-gpu -DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYP
 cmake --build build-gpu -j16 --target citadel_gpu_tests citadel_gpu_bench >> "$OUT/build.log" 2>&1 \
   || { grep -E "error" "$OUT/build.log" | head -40; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
+if [ "$NCU_GEMV" = 1 ]; then
+  CITADEL_BENCH_NCU_GEMV=1 timeout 400 ncu --clock-control none --kernel-name regex:gemv --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section SchedulerStats --section WarpStateStats --section Occupancy \
+    --section LaunchStats --section InstructionStats --section ComputeWorkloadAnalysis \
+    ./build-gpu/bench/citadel_gpu_bench > "$OUT/ncu_gemv.txt" 2> "$OUT/ncu_gemv.log"
+  echo "ncu gemv rc=$? ($(grep -c 'gemv' "$OUT/ncu_gemv.txt") kernel lines)"; tail -3 "$OUT/ncu_gemv.log"
+  exit 0
+fi
 ./build-gpu/citadel_gpu_tests 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|nmse|error" | head -60
 TEST_RC=${PIPESTATUS[0]}
 echo "gpu tests rc=$TEST_RC"

@@ -119,10 +119,10 @@ void paged_attention_prefill_wmma(const PagedAttention& p, int seq, const bf16_t
 // y [M][N] = x [M][K] @ W^T (+ bias [N]); x bf16; y bf16 or fp32 (y_f32). W is [N][K] in one of:
 //   bf16:  bf16_t [N][K]
 //   int8:  uint8_t [N][K] holding q + 128 (q in [-127, 127]), scales fp32 [N]: w = q * scale[n]
-//   int4:  tiled for the tensor-core GEMV (int4_weight_bytes(N, K) bytes, rows padded to 16), groups of 128 along
-//          K, scales fp32 [N][K/128]: w = q * scale[n][k/128], q in [-8, 7] stored as the nibble q + 8 at the place
-//          int4_position() gives. A tile of 16 rows x 64 K is 512 contiguous bytes (one 16-byte piece per lane of
-//          a warp, four 32-bit words = the four m16n8k16 A fragments of that lane); tiles run along K, then rows.
+//   int4:  uint8_t [N][K/2], groups of 128 along K, scales fp32 [N][K/128]: w = q * scale[n][k/128], q in [-8, 7]
+//          stored as the nibble q + 8 at the place int4_position() gives (16 bytes = 32 consecutive k of a row).
+//          The int4 GEMV quantises x to int8 per 32 k (scale amax/127, round to nearest even) and sums in integers
+//          (w4a8): its result is that of the int8-rounded x, not of x itself.
 // K must be a multiple of 8 (bf16), 16 (int8) or 128 (int4).
 void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N, int K,
                cudaStream_t s);
@@ -132,7 +132,7 @@ void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
                int N, int K, cudaStream_t s);
 
 // Fused gate_up + SiLU-mul for the FFN: act [M][F] bf16 = silu(x @ Wg^T) * (x @ Wu^T), W [2F][K] = gate rows then
-// up rows in one of the formats above (int4: F % 16 == 0); the gate/up products stay fp32 (no bf16 round trip).
+// up rows in one of the formats above; the gate/up products stay fp32 (no bf16 round trip).
 void gemv_silu_bf16(const bf16_t* x, const bf16_t* W, bf16_t* act, int M, int F, int K, cudaStream_t s);
 void gemv_silu_int8(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
                     cudaStream_t s);
@@ -142,15 +142,13 @@ void gemv_silu_int4(const bf16_t* x, const uint8_t* W, const float* scales, bf16
 // Quantize W [N][K] bf16 on device into the layouts above (symmetric, round half away from zero):
 // int8: scale = amax(row)/127; int4: scale = amax(group)/7, q clamped to [-8, 7]. An all-zero row/group gets scale 0.
 // int4 layout helpers (host and tests): storage bytes, and where weight (n, k) lives: the little-endian 32-bit word
-// at byte offset *word_byte, nibble at bits [*shift, *shift + 4). Lane l = 4*g + t of tile (n/16, k/64) owns, in
-// word j, rows g and g+8 (g = n%8) at k%64 = 16t + 4j + e (e = 0..3): nibble pair p = (n%16)/8 + 2*(e/2), low half
-// for even e, high half for odd e, so (word >> 4p) & 0x000F000F | 0x43004300 is the bf16x2 A fragment p (136 + q).
-inline int64_t int4_weight_bytes(int N, int K) { return int64_t{(N + 15) / 16} * 16 * K / 2; }
+// at byte offset *word_byte, nibble at bits [*shift, *shift + 4). In the 16-byte chunk of k / 32, word j = (k%32)/8
+// holds k%8 = b (b = 0..3) in the low nibble of byte b and k%8 = 4 + b in its high nibble.
+inline int64_t int4_weight_bytes(int N, int K) { return int64_t{N} * K / 2; }
 inline void int4_position(int K, int n, int k, int64_t* word_byte, int* shift) {
-  const int r = n % 16, g = r % 8, hi = r / 8;
-  const int kk = k % 64, t = kk / 16, j = (kk % 16) / 4, e = kk % 4;
-  *word_byte = ((int64_t{n / 16} * (K / 64) + k / 64) * 32 + (g * 4 + t)) * 16 + j * 4;
-  *shift = 4 * (hi + 2 * (e / 2)) + 16 * (e % 2);
+  const int kc = k % 32;
+  *word_byte = int64_t{n} * (K / 2) + (k / 32) * 16 + (kc / 8) * 4;
+  *shift = 8 * (kc % 4) + 4 * ((kc % 8) / 4);
 }
 void quantize_int8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
 void quantize_int4(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);

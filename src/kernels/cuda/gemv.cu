@@ -203,137 +203,113 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1) gemv_int8_kernel(
   store_rows<M, ROWS, SILU>(acc, row0, N, b, y, y_f32);
 }
 
-// ---- int4 weights, group 128, tensor cores: one block of 8 warps per 16-row tile, warps split the K groups. ----
-// Per lane and 64-K chunk: one 16-byte weight load = 4 A fragments (rows g, g+8), 32 bytes of x = 4 B fragments
-// (batch column g; the k order inside a chunk is permuted identically for A and B, see int4_position). A nibble
-// pair becomes an exact bf16x2 q with a shift, a LOP3 and a bf16x2 FMA (debias_i4); the mma accumulates q * x in
-// fp32 over the group and the group scale is applied once per group. (A second "all-ones" mma for sum(x) instead of
-// the FMA saturated the tensor pipe: M=1 uses 1/8 of each m16n8k16.)
-constexpr int kI4Warps = 8;
+// ---- int4 weights x int8 activations (w4a8): a 16-byte chunk = 32 weights of one row = one activation group. ----
+// Word j of a chunk holds k = 8j + b in the low nibble of byte b and k = 8j + 4 + b in the high nibble, each the
+// nibble q + 8 (q in [-8, 7], scale per group of 128 along K). The thread streaming chunk i quantizes the matching
+// 32 activations once for all its ROWS rows (scale amax/127, round to nearest even), so that a chunk costs one LOP3,
+// one SHF, one LOP3 and two dp4a per word: sum_k (q_k + 8) xq_k, and the -8 comes back as 8 * sum(xq).
+// Round 7 (tensor-core kernel, bf16 activations): 117 instructions per chunk and 16 warps per SM, 2.1 TB/s.
+struct XGroup {
+  uint32_t q[8];  // int8 xq, k order
+  float scale;    // x = xq * scale
+  int corr;       // 8 * sum(xq)
+};
 
-// Two nibbles (bits 0-3 and 16-19, the rest zero) -> bf16x2 q = nibble - 8, exactly: OR in the exponent of 128
-// (bf16 128 + n), then one bf16x2 FMA: (128 + n) * 1 - 136.
-__device__ __forceinline__ uint32_t debias_i4(uint32_t nibbles) {
+// max(|a|, |b|) per bf16 half (the sign bits come out as a ^ b; callers drop them).
+__device__ __forceinline__ uint32_t amax_bf16x2(uint32_t a, uint32_t b) {
   uint32_t r;
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(nibbles | 0x43004300u), "r"(0x3F803F80u), "r"(0xC308C308u));
+  asm("max.xorsign.abs.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
   return r;
 }
 
-// SILU: W = [2F][K] (gate rows, then up rows), y [M][F] bf16 = silu(gate) * up; warps 0-3 take gate tile R, warps
-// 4-7 the up tile R + F/16 (F % 16 == 0).
-// Each warp keeps the next U groups' weights in flight while it works on the current ones (round 6: bs1 int4
-// 354 -> 362 tok/s). Splitting K over blocks was measured and dropped: slower at every split count (H100, M=1:
-// qkv 1264 GB/s unsplit vs 799 at 2 splits, down 1933 vs 1719).
-template <int U, bool SILU>  // groups of 128 in flight per warp
-__global__ void __launch_bounds__(kI4Warps * 32) gemv_int4_mma_kernel(const uint16_t* __restrict__ x,
-                                                                      const uint8_t* __restrict__ W,
-                                                                      const float* __restrict__ scales,
-                                                                      const uint16_t* __restrict__ bias, void* y,
-                                                                      bool y_f32, int M, int N, int K) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int g = lane >> 2, t = lane & 3;
-  const int R = blockIdx.x + (SILU && warp >= 4 ? N / 32 : 0);  // SILU: N / 32 = F / 16 gate tiles
-  const int wk = SILU ? (warp & 3) : warp, nwk = SILU ? 4 : kI4Warps;  // this warp's K share
-  const int G = K / 128;
-  const uint4* Wt = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(R) * (K / 64) * 32 + lane;
-  const float* s_lo = scales + static_cast<int64_t>(min(R * 16 + g, N - 1)) * G;
-  const float* s_hi = scales + static_cast<int64_t>(min(R * 16 + g + 8, N - 1)) * G;
-  const bool has_x = g < M;
-  const uint4* xr = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(min(g, M - 1)) * K) + 2 * t;
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  // Weights and their group scales travel together: the scales are DRAM reads too, and loading them where they are
-  // used put one DRAM round trip into every iteration.
-  uint4 w[U][2], wn[U][2];
-  float sc[U][2], scn[U][2];  // [group][row g, row g + 8]
-  auto load_w = [&](uint4(&dst)[U][2], float(&dsc)[U][2], int gi0) {
+// The 32 bf16 activations at xv[0..3] as an XGroup (the CPU twin in tests/gpu/kernels_test.cc does the same math).
+__device__ __forceinline__ XGroup quantize_x32(const uint4* xv) {
+  uint32_t v[16];  // bf16 pairs, k order
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const bool ok = gi0 + u < G;
-#pragma unroll
-      for (int q = 0; q < 2; ++q) dst[u][q] = ok ? ld_stream(Wt + (2 * (gi0 + u) + q) * 32) : make_uint4(0, 0, 0, 0);
-      dsc[u][0] = ok ? __ldg(s_lo + gi0 + u) : 0.f;
-      dsc[u][1] = ok ? __ldg(s_hi + gi0 + u) : 0.f;
-    }
-  };
-  const int step = nwk * U;
-  load_w(w, sc, wk * U);  // weights before the PDL wait: they overlap the previous kernel's tail
-  // The epilogue's thread r * 8 + m (< 128) stores tile row r: the same mapping as store_rows with M = 8, ROWS = 16.
-  const float bias_v = preload_bias<8, 16>(SILU ? nullptr : bias, blockIdx.x * 16, N);
-  pdl_wait();
-  pdl_trigger();
-  for (int gi0 = wk * U; gi0 < G; gi0 += step) {
-    uint4 xv[U][4];
-    if (gi0 + step < G) load_w(wn, scn, gi0 + step);  // next groups in flight during this iteration
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const bool ok = gi0 + u < G && has_x;
-#pragma unroll
-      for (int q = 0; q < 2; ++q) {
-        const int gi = gi0 + u;
-        xv[u][2 * q] = ok ? __ldg(xr + (2 * gi + q) * 8) : make_uint4(0, 0, 0, 0);
-        xv[u][2 * q + 1] = ok ? __ldg(xr + (2 * gi + q) * 8 + 1) : make_uint4(0, 0, 0, 0);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      if (gi0 + u >= G) break;
-      float tw[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-      for (int q = 0; q < 2; ++q) {
-        const uint32_t ww[4] = {w[u][q].x, w[u][q].y, w[u][q].z, w[u][q].w};
-        const uint32_t xx[8] = {xv[u][2 * q].x,     xv[u][2 * q].y,     xv[u][2 * q].z,     xv[u][2 * q].w,
-                                xv[u][2 * q + 1].x, xv[u][2 * q + 1].y, xv[u][2 * q + 1].z, xv[u][2 * q + 1].w};
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const uint32_t a0 = debias_i4(ww[j] & 0x000F000Fu);
-          const uint32_t a1 = debias_i4((ww[j] >> 4) & 0x000F000Fu);
-          const uint32_t a2 = debias_i4((ww[j] >> 8) & 0x000F000Fu);
-          const uint32_t a3 = debias_i4((ww[j] >> 12) & 0x000F000Fu);
-          mma_bf16_16816(tw, a0, a1, a2, a3, xx[2 * j], xx[2 * j + 1]);
-        }
-      }
-      acc[0] = fmaf(sc[u][0], tw[0], acc[0]);
-      acc[1] = fmaf(sc[u][0], tw[1], acc[1]);
-      acc[2] = fmaf(sc[u][1], tw[2], acc[2]);
-      acc[3] = fmaf(sc[u][1], tw[3], acc[3]);
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) w[u][0] = wn[u][0], w[u][1] = wn[u][1], sc[u][0] = scn[u][0], sc[u][1] = scn[u][1];
+  for (int i = 0; i < 4; ++i) {
+    const uint4 a = __ldg(xv + i);
+    v[4 * i] = a.x, v[4 * i + 1] = a.y, v[4 * i + 2] = a.z, v[4 * i + 3] = a.w;
   }
-  // acc: [0] (row g, batch 2t), [1] (row g, batch 2t+1), [2] (row g+8, batch 2t), [3] (row g+8, batch 2t+1).
-  __shared__ float red[kI4Warps][4][33];
+  uint32_t m2 = v[0];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) red[warp][i][lane] = acc[i];
-  __syncthreads();
-  // Thread (r, m) of the first 128 sums the warps for tile row r and batch m: v0 (SILU: gate), v1 (SILU: up).
-  const int r = threadIdx.x >> 3, m = threadIdx.x & 7;
-  const int n0 = blockIdx.x * 16 + r;  // output row (SILU: f)
-  const int Nout = SILU ? N / 2 : N;
-  const bool mine = threadIdx.x < 128 && m < M && n0 < Nout;
-  float v0 = 0.f, v1 = 0.f;
-  if (mine) {
-    const int src_lane = (r & 7) * 4 + (m >> 1), idx = (r >> 3) * 2 + (m & 1);
+  for (int i = 1; i < 16; ++i) m2 = amax_bf16x2(m2, v[i]);
+  const float amax = fmaxf(fabsf(bf16_lo(m2)), fabsf(bf16_hi(m2)));
+  XGroup g;
+  g.scale = amax / 127.f;
+  const float inv = amax > 0.f ? 127.f / amax : 0.f;
+  int sum = 0;
 #pragma unroll
-    for (int w4 = 0; w4 < 4; ++w4) {
-      v0 += red[w4][idx][src_lane];
-      if (SILU)
-        v1 += red[w4 + 4][idx][src_lane];
-      else
-        v0 += red[w4 + 4][idx][src_lane];
-    }
+  for (int w = 0; w < 8; ++w) {
+    // fma(x, inv, 1.5 * 2^23): the low byte of the result is round(x * inv) (nearest even) in two's complement.
+    const uint32_t b0 = __float_as_uint(fmaf(bf16_lo(v[2 * w]), inv, 12582912.f));
+    const uint32_t b1 = __float_as_uint(fmaf(bf16_hi(v[2 * w]), inv, 12582912.f));
+    const uint32_t b2 = __float_as_uint(fmaf(bf16_lo(v[2 * w + 1]), inv, 12582912.f));
+    const uint32_t b3 = __float_as_uint(fmaf(bf16_hi(v[2 * w + 1]), inv, 12582912.f));
+    g.q[w] = __byte_perm(__byte_perm(b0, b1, 0x0040), __byte_perm(b2, b3, 0x0040), 0x5410);
+    sum = __dp4a(static_cast<int>(g.q[w]), 0x01010101, sum);
   }
-  if (!mine) return;
-  if (SILU) {
-    static_cast<uint16_t*>(y)[static_cast<int64_t>(m) * Nout + n0] = f2bf(silu_mul_f(v0, v1));
-    return;
-  }
-  const float v = v0 + bias_v;
-  if (y_f32)
-    static_cast<float*>(y)[static_cast<int64_t>(m) * N + n0] = v;
-  else
-    static_cast<uint16_t*>(y)[static_cast<int64_t>(m) * N + n0] = f2bf(v);
+  g.corr = 8 * sum;
+  return g;
 }
 
+// sum over the chunk of (q + 8) * xq for one row's 16-byte chunk.
+__device__ __forceinline__ int dot_w4a8(const uint4& w, const XGroup& g) {
+  const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+  int d = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    d = __dp4a(static_cast<int>(ws[j] & 0x0F0F0F0Fu), static_cast<int>(g.q[2 * j]), d);
+    d = __dp4a(static_cast<int>((ws[j] >> 4) & 0x0F0F0F0Fu), static_cast<int>(g.q[2 * j + 1]), d);
+  }
+  return d;
+}
+
+template <int M, int ROWS, int U, bool SILU>
+__global__ void __launch_bounds__(kWarps * 32, M == 1 ? 6 : 1) gemv_w4a8_kernel(const uint16_t* __restrict__ x,
+                                                                const uint8_t* __restrict__ W,
+                                                                const float* __restrict__ scales,
+                                                                const uint16_t* __restrict__ bias, void* y, bool y_f32,
+                                                                int N, int K) {
+  const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
+  const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
+  if (row0 >= (SILU ? N / 2 : N)) return;
+  const int K32 = K / 32, G = K / 128;
+  const RowChunks<ROWS, U, SILU> rows(W, N, K32);
+  const uint4* xv = reinterpret_cast<const uint4*>(x);  // K/8 chunks per row
+  float acc[ROWS][M] = {};
+  uint4 w[ROWS][U];
+  float sw[ROWS][U];  // group scale of each chunk in flight; loaded with it
+  auto load = [&](int base) {
+    rows.load(w, base);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = base + u * kThreads + tid;
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r)
+        sw[r][u] = i < K32 ? __ldg(scales + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N)) * G + i / 4) : 0.f;
+    }
+  };
+  load(0);  // weights and scales before the PDL wait: they overlap the previous kernel's tail
+  const float b = SILU ? 0.f : preload_bias<M, ROWS>(bias, row0, N);
+  pdl_wait();
+  pdl_trigger();
+  for (int base = 0; base < K32; base += kThreads * U) {
+    if (base != 0) load(base);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = base + u * kThreads + tid;
+      if (i >= K32) break;
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const XGroup g = quantize_x32(xv + static_cast<int64_t>(m) * (K / 8) + 4 * i);
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r)
+          acc[r][m] = fmaf(sw[r][u] * g.scale, static_cast<float>(dot_w4a8(w[r][u], g) - g.corr), acc[r][m]);
+      }
+    }
+  }
+  store_rows<M, ROWS, SILU>(acc, row0, N, b, y, y_f32);
+}
 template <int ROWS>
 int blocks_for(int N) {
   return (N + ROWS - 1) / ROWS;
@@ -377,8 +353,8 @@ __global__ void quantize_int8_kernel(const uint16_t* W, uint8_t* q, float* scale
   if (lane == 0) scales[n] = scale;
 }
 
-// One warp per (row, group of 128); lane holds k = 128*gi + 4*lane + i (i = 0..3): one (t, j) word half of the
-// tiled layout, shared with row n^8, hence atomicOr into a zeroed buffer.
+// One warp per (row, group of 128); lane l holds k = 128*gi + 4l + e (e = 0..3): byte e of word (l%8)/2 of chunk
+// 4*gi + l/8, low nibbles for even l, high for odd l; the even lane writes the pair's word.
 __global__ void quantize_int4_kernel(const uint16_t* W, uint8_t* q, float* scales, int N, int K) {
   const int G = K / 128;
   const int64_t gid = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
@@ -397,16 +373,17 @@ __global__ void quantize_int4_kernel(const uint16_t* W, uint8_t* q, float* scale
   amax = warp_max(amax);
   const float scale = amax / 7.f;
   const float inv = scale > 0.f ? 1.f / scale : 0.f;
-  const int k0 = gi * 128 + 4 * lane;
-  const int r = n % 16, g = r % 8, hi = r / 8, kk = k0 % 64, t = kk / 16, j = (kk % 16) / 4;
-  const int64_t word_byte = ((static_cast<int64_t>(n / 16) * (K / 64) + k0 / 64) * 32 + (g * 4 + t)) * 16 + j * 4;
   uint32_t part = 0;
 #pragma unroll
   for (int e = 0; e < 4; ++e) {
     const uint32_t nib = static_cast<uint32_t>(static_cast<int>(fminf(fmaxf(roundf(v[e] * inv), -8.f), 7.f)) + 8);
-    part |= nib << (4 * (hi + 2 * (e / 2)) + 16 * (e % 2));
+    part |= nib << (8 * e + 4 * (lane & 1));
   }
-  atomicOr(reinterpret_cast<unsigned int*>(q + word_byte), part);
+  part |= __shfl_xor_sync(0xffffffffu, part, 1);
+  if ((lane & 1) == 0) {
+    const int64_t word_byte = static_cast<int64_t>(n) * (K / 2) + (4 * gi + lane / 8) * 16 + ((lane % 8) / 2) * 4;
+    *reinterpret_cast<uint32_t*>(q + word_byte) = part;
+  }
   if (lane == 0) scales[static_cast<int64_t>(n) * G + gi] = scale;
 }
 
@@ -438,12 +415,22 @@ void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
   });
 }
 
+// int4 launch shapes. M = 1: 8 rows per block share each activation group's quantisation, one chunk per row in
+// flight per thread (80 registers, 6 blocks per SM); the 7B down (448 blocks) and qkv (576) grids are one wave
+// (down with 4 rows x 2 chunks: 896 blocks, a second wave of 104, 514 us per bs1 step in place against 404).
+// M > 1: 4 rows.
+#define CITADEL_W4A8_LAUNCH(SILU, GRID_M1, GRID, ...)                                                            \
+  if (m == 1) {                                                                                                  \
+    launch_pdl(gemv_w4a8_kernel<1, 8, 1, SILU>, dim3(GRID_M1), dim3(kWarps * 32), 0, s, __VA_ARGS__);            \
+  } else {                                                                                                       \
+    CITADEL_GEMV_DISPATCH(gemv_w4a8_kernel, 4, 1, SILU, GRID, __VA_ARGS__);                                      \
+  }
+
 void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
                int N, int K, cudaStream_t s) {
   CHECK(K % 128 == 0);
   for_m_chunks(x, K, y, int64_t{N} * (y_f32 ? 4 : 2), M, [&](const bf16_t* xm, void* ym, int m) {
-    launch_pdl(gemv_int4_mma_kernel<2, false>, dim3((N + 15) / 16), dim3(kI4Warps * 32), 0, s, xm, W, scales, bias,
-               ym, y_f32, m, N, K);
+    CITADEL_W4A8_LAUNCH(false, blocks_for<8>(N), blocks_for<4>(N), xm, W, scales, bias, ym, y_f32, N, K);
   });
 }
 
@@ -474,10 +461,10 @@ void gemv_silu_int8(const bf16_t* x, const uint8_t* W, const float* scales, bf16
 
 void gemv_silu_int4(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
                     cudaStream_t s) {
-  CHECK(K % 128 == 0 && F % 16 == 0);
+  CHECK(K % 128 == 0);
+  const int N = 2 * F;
   for_m_chunks(x, K, act, int64_t{F} * 2, M, [&](const bf16_t* xm, void* ym, int m) {
-    launch_pdl(gemv_int4_mma_kernel<2, true>, dim3(F / 16), dim3(kI4Warps * 32), 0, s, xm, W, scales,
-               static_cast<const bf16_t*>(nullptr), ym, false, m, 2 * F, K);
+    CITADEL_W4A8_LAUNCH(true, (F + 3) / 4, (F + 1) / 2, xm, W, scales, nullptr, ym, false, N, K);
   });
 }
 
@@ -489,7 +476,6 @@ void quantize_int8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cud
 void quantize_int4(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s) {
   CHECK(K % 128 == 0);
   const int64_t groups = static_cast<int64_t>(N) * (K / 128);
-  CUDA_CHECK(cudaMemsetAsync(q, 0, static_cast<size_t>(int4_weight_bytes(N, K)), s));
   quantize_int4_kernel<<<static_cast<unsigned>((groups + 7) / 8), 256, 0, s>>>(W, q, scales, N, K);
   CUDA_LAUNCH_CHECK();
 }
