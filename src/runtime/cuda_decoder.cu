@@ -19,79 +19,26 @@ namespace citadel::runtime {
 namespace ck = citadel::cuda;
 using ck::bf16_t;
 
-CudaModelConfig CudaModelConfig::qwen2_7b() {
-  CudaModelConfig c;
-  c.hidden_dim = 3584, c.n_layers = 28, c.n_heads = 28, c.n_kv_heads = 4, c.head_dim = 128;
-  c.ffn_dim = 18944, c.n_vocab = 152064, c.qkv_bias = true, c.rope_neox = true, c.rope_theta = 10000.f;
-  c.rms_eps = 1e-6f;
-  return c;
-}
-
-const char* format_name(CudaWeightFormat f) {
-  switch (f) {
-    case CudaWeightFormat::kBf16: return "bf16";
-    case CudaWeightFormat::kInt8: return "int8";
-    case CudaWeightFormat::kInt4: return "int4";
-  }
-  return "?";
-}
-
-void cuda_weight_shape(const CudaModelConfig& c, CudaWeight w, int64_t* rows, int64_t* cols) {
-  const int64_t D = c.hidden_dim, Q = int64_t{c.n_heads} * c.head_dim, KV = int64_t{c.n_kv_heads} * c.head_dim;
-  switch (w) {
-    case CudaWeight::kEmbed: case CudaWeight::kOutput: *rows = c.n_vocab, *cols = D; return;
-    case CudaWeight::kOutputNorm: case CudaWeight::kAttnNorm: case CudaWeight::kFfnNorm: *rows = D, *cols = 1; return;
-    case CudaWeight::kWq: *rows = Q, *cols = D; return;
-    case CudaWeight::kWk: case CudaWeight::kWv: *rows = KV, *cols = D; return;
-    case CudaWeight::kBq: *rows = Q, *cols = 1; return;
-    case CudaWeight::kBk: case CudaWeight::kBv: *rows = KV, *cols = 1; return;
-    case CudaWeight::kWo: *rows = D, *cols = Q; return;
-    case CudaWeight::kWGate: case CudaWeight::kWUp: *rows = c.ffn_dim, *cols = D; return;
-    case CudaWeight::kWDown: *rows = D, *cols = c.ffn_dim; return;
-  }
-  *rows = *cols = 0;
-}
-
-uint32_t synth_tensor_seed(uint32_t seed, CudaWeight w, int layer) {
-  const bool global = w == CudaWeight::kEmbed || w == CudaWeight::kOutput || w == CudaWeight::kOutputNorm;
-  return ck::dev::hash_u32(seed, static_cast<uint32_t>((global ? 1023 : layer) * 32 + static_cast<int>(w)));
-}
-
-float synth_scale(const CudaModelConfig& c, CudaWeight w) {
-  int64_t rows, cols;
-  cuda_weight_shape(c, w, &rows, &cols);
-  switch (w) {
-    case CudaWeight::kEmbed: return 1.f;
-    case CudaWeight::kOutputNorm: case CudaWeight::kAttnNorm: case CudaWeight::kFfnNorm: return 0.125f;
-    case CudaWeight::kBq: case CudaWeight::kBk: case CudaWeight::kBv: return 0.0625f;
-    default: break;
-  }
-  // uniform(-a, a) with a ~ sqrt(3/K) keeps unit variance; rounded to a power of two so u*a is exact. The two
-  // projections that write into the residual stream (o, down) get 1/sqrt(2 * n_layers) of that, the usual
-  // GPT-2 / Megatron initialisation: with unit variance there the random network is chaotic (bf16 rounding noise
-  // grows layer by layer until it flips ~7% of argmaxes even between HF's own bf16 and fp32 forwards).
-  double a = std::sqrt(3.0 / static_cast<double>(cols)) * (w == CudaWeight::kOutput ? 4.0 : 1.0);
-  if (w == CudaWeight::kWo || w == CudaWeight::kWDown) a /= std::sqrt(2.0 * c.n_layers);
-  return std::ldexp(1.0f, static_cast<int>(std::lround(std::log2(a))));
-}
-
-float synth_offset(CudaWeight w) {
-  return (w == CudaWeight::kOutputNorm || w == CudaWeight::kAttnNorm || w == CudaWeight::kFfnNorm) ? 1.f : 0.f;
-}
-
-float synth_weight_value(const CudaModelConfig& c, uint32_t seed, CudaWeight w, int layer, uint32_t i) {
-  const float u = ck::dev::hash_uniform(synth_tensor_seed(seed, w, layer), i);
-  return bf16_to_f32(f32_to_bf16(u * synth_scale(c, w) + synth_offset(w)));
-}
-
 namespace {
 
-__global__ void synth_fill_kernel(uint16_t* dst, int64_t n, uint32_t tseed, float scale, float offset) {
+// dst: bf16 bits, or (F32) the same bf16-rounded values as fp32.
+template <bool F32>
+__global__ void synth_fill_kernel(void* dst, int64_t n, uint32_t tseed, float scale, float offset) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float u = ck::dev::hash_uniform(tseed, static_cast<uint32_t>(i));
-    dst[i] = ck::dev::f2bf(__fadd_rn(__fmul_rn(u, scale), offset));
+    const uint16_t b = ck::dev::f2bf(__fadd_rn(__fmul_rn(u, scale), offset));
+    if (F32)
+      static_cast<float*>(dst)[i] = ck::dev::bf16f(b);
+    else
+      static_cast<uint16_t*>(dst)[i] = b;
   }
+}
+
+__global__ void fill_random_f32_kernel(float* x, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = ck::dev::hash_uniform(seed, static_cast<uint32_t>(i));
 }
 
 struct DevBuf {
@@ -102,10 +49,11 @@ struct DevBuf {
 }  // namespace
 
 // A weight matrix [N][K] in the decoder's format. bf16 holds the staging copy until finalize() quantizes it.
+// In kF32 every weight buffer of the decoder (bf16, bias, norms, embedding) holds fp32 values instead: f32() views.
 struct LinearW {
   int N = 0, K = 0;
   CudaWeightFormat fmt = CudaWeightFormat::kBf16;  // this matrix's format (int4 falls back to int8 when K % 128)
-  bf16_t* bf16 = nullptr;     // [N][K]
+  bf16_t* bf16 = nullptr;     // [N][K] (kF32: fp32)
   uint8_t* q = nullptr;       // int8 [N][K] or int4 [N][K/2]
   float* scales = nullptr;    // int8 [N], int4 [N][K/128]
   bf16_t* bias = nullptr;     // [N] or null
@@ -154,7 +102,7 @@ struct CudaDecoder::Impl {
   ck::SampleParams* d_sample = nullptr;  // [max_batch] per-sequence sampling of the current step
   ck::SampleParams* h_sample = nullptr;  // [max_batch] pinned staging
   int64_t ints_capacity = 0;
-  bf16_t* k_pool = nullptr;    // [L][n_blocks][bs][KV][Dh]
+  bf16_t* k_pool = nullptr;    // [L][n_blocks][bs][KV][Dh] (kF32: fp32)
   bf16_t* v_pool = nullptr;
   int64_t n_blocks = 0;
   int max_blocks = 0;
@@ -163,6 +111,11 @@ struct CudaDecoder::Impl {
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
 
   int qkv_rows() const { return (c.n_heads + 2 * c.n_kv_heads) * c.head_dim; }
+  bool exact() const { return opt.format == CudaWeightFormat::kF32; }
+  // Bytes per element of the weights, of the activations between ops (h, qkv, attn, gu, act, last_h) and of the KV
+  // pools: bf16, or fp32 in kF32.
+  int64_t esz() const { return exact() ? 4 : 2; }
+  static float* f32(void* p) { return static_cast<float*>(p); }
 
   Status alloc(void** p, size_t bytes, const char* what) {
     cudaError_t e = cudaMalloc(p, std::max<size_t>(bytes, 16));
@@ -196,19 +149,25 @@ struct CudaDecoder::Impl {
     return l;
   }
 
+  // n elements of esz() bytes.
+  Status alloc_e(bf16_t** p, int64_t n, const char* what) {
+    return alloc(reinterpret_cast<void**>(p), static_cast<size_t>(n * esz()), what);
+  }
   Status alloc_linear(LinearW* w, int N, int K, bool bias) {
     w->N = N, w->K = K;
-    RETURN_IF_ERROR(alloc_n(&w->bf16, int64_t{N} * K, "weights"));
-    if (bias) RETURN_IF_ERROR(alloc_n(&w->bias, N, "bias"));
+    RETURN_IF_ERROR(alloc_e(&w->bf16, int64_t{N} * K, "weights"));
+    if (bias) RETURN_IF_ERROR(alloc_e(&w->bias, N, "bias"));
     return OkStatus();
   }
   Status alloc_weights();
   Status quantize(LinearW* w);
   Status alloc_runtime();
-  bf16_t* weight_ptr(CudaWeight w, int layer, int64_t* count);
+  void* weight_ptr(CudaWeight w, int layer, int64_t* count);
+  Status upload(CudaWeight w, int layer, const void* host, int64_t count);
   void linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32);
   bool gate_up_silu(const LinearW& w, const bf16_t* x, int M);
   void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
+  void forward_exact(int T, int B, bool decode, bool all_logits, bool sampled);  // kF32
   // Decode attention partition (tokens per split block). Tensor-core kernel, H100 bench (round 4): 256 was the
   // fastest at every measured shape but B=1 ctx 1024 (11.4 vs 10.5 us at 128): the split merge (counter + second
   // pass) costs ~2 us, more than the parallelism it buys at short contexts.
@@ -217,13 +176,13 @@ struct CudaDecoder::Impl {
 
 Status CudaDecoder::Impl::alloc_weights() {
   const int D = c.hidden_dim;
-  RETURN_IF_ERROR(alloc_n(&embed, int64_t{c.n_vocab} * D, "embedding"));
-  RETURN_IF_ERROR(alloc_n(&out_norm, D, "output norm"));
+  RETURN_IF_ERROR(alloc_e(&embed, int64_t{c.n_vocab} * D, "embedding"));
+  RETURN_IF_ERROR(alloc_e(&out_norm, D, "output norm"));
   RETURN_IF_ERROR(alloc_linear(&lm_head, c.n_vocab, D, false));
   layers.resize(c.n_layers);
   for (auto& l : layers) {
-    RETURN_IF_ERROR(alloc_n(&l.attn_norm, D, "attn norm"));
-    RETURN_IF_ERROR(alloc_n(&l.ffn_norm, D, "ffn norm"));
+    RETURN_IF_ERROR(alloc_e(&l.attn_norm, D, "attn norm"));
+    RETURN_IF_ERROR(alloc_e(&l.ffn_norm, D, "ffn norm"));
     RETURN_IF_ERROR(alloc_linear(&l.qkv, qkv_rows(), D, c.qkv_bias));
     RETURN_IF_ERROR(alloc_linear(&l.o, D, c.n_heads * c.head_dim, false));
     RETURN_IF_ERROR(alloc_linear(&l.gate_up, 2 * c.ffn_dim, D, false));
@@ -232,11 +191,14 @@ Status CudaDecoder::Impl::alloc_weights() {
   return OkStatus();
 }
 
-bf16_t* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
+void* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
   int64_t rows, cols;
   cuda_weight_shape(c, w, &rows, &cols);
   *count = rows * cols;
   const int64_t D = c.hidden_dim, Q = int64_t{c.n_heads} * c.head_dim, KV = int64_t{c.n_kv_heads} * c.head_dim;
+  auto at = [&](bf16_t* base, int64_t elems) -> void* {  // element offset into a buffer of esz()-byte elements
+    return base ? static_cast<char*>(static_cast<void*>(base)) + elems * esz() : nullptr;
+  };
   if (w == CudaWeight::kEmbed) return embed;
   if (w == CudaWeight::kOutputNorm) return out_norm;
   if (w == CudaWeight::kOutput) return lm_head.bf16;
@@ -246,14 +208,14 @@ bf16_t* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
     case CudaWeight::kAttnNorm: return l.attn_norm;
     case CudaWeight::kFfnNorm: return l.ffn_norm;
     case CudaWeight::kWq: return l.qkv.bf16;
-    case CudaWeight::kWk: return l.qkv.bf16 ? l.qkv.bf16 + Q * D : nullptr;
-    case CudaWeight::kWv: return l.qkv.bf16 ? l.qkv.bf16 + (Q + KV) * D : nullptr;
+    case CudaWeight::kWk: return at(l.qkv.bf16, Q * D);
+    case CudaWeight::kWv: return at(l.qkv.bf16, (Q + KV) * D);
     case CudaWeight::kBq: return l.qkv.bias;
-    case CudaWeight::kBk: return l.qkv.bias ? l.qkv.bias + Q : nullptr;
-    case CudaWeight::kBv: return l.qkv.bias ? l.qkv.bias + Q + KV : nullptr;
+    case CudaWeight::kBk: return at(l.qkv.bias, Q);
+    case CudaWeight::kBv: return at(l.qkv.bias, Q + KV);
     case CudaWeight::kWo: return l.o.bf16;
     case CudaWeight::kWGate: return l.gate_up.bf16;
-    case CudaWeight::kWUp: return l.gate_up.bf16 ? l.gate_up.bf16 + int64_t{c.ffn_dim} * D : nullptr;
+    case CudaWeight::kWUp: return at(l.gate_up.bf16, int64_t{c.ffn_dim} * D);
     case CudaWeight::kWDown: return l.down.bf16;
     default: return nullptr;
   }
@@ -261,6 +223,7 @@ bf16_t* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
 
 Status CudaDecoder::Impl::quantize(LinearW* w) {
   w->fmt = opt.format;
+  if (exact()) return OkStatus();
   // The int4 layout needs whole groups of 128 along K; such matrices (SmolLM2's dim 576) stay int8.
   if (w->fmt == CudaWeightFormat::kInt4 && w->K % 128 != 0) w->fmt = CudaWeightFormat::kInt8;
   if (w->fmt == CudaWeightFormat::kBf16 || !w->bf16) return OkStatus();
@@ -283,6 +246,7 @@ Status CudaDecoder::Impl::quantize(LinearW* w) {
 
 static int64_t linear_bytes(const LinearW& w) {
   const CudaWeightFormat f = w.fmt;
+  if (f == CudaWeightFormat::kF32) return (w.bias ? int64_t{w.N} * 4 : 0) + int64_t{w.N} * w.K * 4;
   int64_t b = w.bias ? int64_t{w.N} * 2 : 0;
   if (f == CudaWeightFormat::kBf16) return b + int64_t{w.N} * w.K * 2;
   if (f == CudaWeightFormat::kInt8) return b + int64_t{w.N} * w.K + int64_t{w.N} * 4;
@@ -295,13 +259,13 @@ Status CudaDecoder::Impl::alloc_runtime() {
   CUDA_CHECK(cudaMemGetInfo(&free0, &total));
   max_blocks = (opt.max_seq_len + opt.block_size - 1) / opt.block_size;
   RETURN_IF_ERROR(alloc_n(&residual, T * D, "residual"));
-  RETURN_IF_ERROR(alloc_n(&h, T * D, "h"));
-  RETURN_IF_ERROR(alloc_n(&qkv, T * qkv_rows(), "qkv"));
-  RETURN_IF_ERROR(alloc_n(&attn, T * c.n_heads * c.head_dim, "attn"));
+  RETURN_IF_ERROR(alloc_e(&h, T * D, "h"));
+  RETURN_IF_ERROR(alloc_e(&qkv, T * qkv_rows(), "qkv"));
+  RETURN_IF_ERROR(alloc_e(&attn, T * c.n_heads * c.head_dim, "attn"));
   RETURN_IF_ERROR(alloc_n(&delta, T * D, "delta"));
-  RETURN_IF_ERROR(alloc_n(&gu, T * 2 * F, "gate_up"));
-  RETURN_IF_ERROR(alloc_n(&act, T * F, "act"));
-  RETURN_IF_ERROR(alloc_n(&last_h, B * D, "last_h"));
+  RETURN_IF_ERROR(alloc_e(&gu, T * 2 * F, "gate_up"));
+  RETURN_IF_ERROR(alloc_e(&act, T * F, "act"));
+  RETURN_IF_ERROR(alloc_e(&last_h, B * D, "last_h"));
   RETURN_IF_ERROR(alloc_n(&logits, std::max(T, B) * V, "logits"));
   int64_t ws = 0;
   for (int b = 1; b <= B; b *= 2) {
@@ -327,17 +291,17 @@ Status CudaDecoder::Impl::alloc_runtime() {
   CUDA_CHECK(cudaMemGetInfo(&free1, &total));
   act_bytes = static_cast<int64_t>(free0) - static_cast<int64_t>(free1);
 
-  const int64_t block_bytes = int64_t{2} * opt.block_size * c.n_kv_heads * c.head_dim * 2 * c.n_layers;
+  const int64_t block_bytes = int64_t{2} * opt.block_size * c.n_kv_heads * c.head_dim * esz() * c.n_layers;
   n_blocks = opt.kv_blocks;
   if (n_blocks <= 0) n_blocks = (static_cast<int64_t>(free1) - opt.reserve_bytes) / block_bytes;
   if (n_blocks < max_blocks)
     return ResourceExhausted("cuda decoder: KV pool of " + std::to_string(n_blocks) + " blocks cannot hold one " +
                              std::to_string(opt.max_seq_len) + "-token sequence");
   const int64_t pool_elems = n_blocks * opt.block_size * c.n_kv_heads * c.head_dim * c.n_layers;
-  RETURN_IF_ERROR(alloc_n(&k_pool, pool_elems, "K pool"));
-  RETURN_IF_ERROR(alloc_n(&v_pool, pool_elems, "V pool"));
-  CUDA_CHECK(cudaMemsetAsync(k_pool, 0, pool_elems * 2, stream));
-  CUDA_CHECK(cudaMemsetAsync(v_pool, 0, pool_elems * 2, stream));
+  RETURN_IF_ERROR(alloc_e(&k_pool, pool_elems, "K pool"));
+  RETURN_IF_ERROR(alloc_e(&v_pool, pool_elems, "V pool"));
+  CUDA_CHECK(cudaMemsetAsync(k_pool, 0, pool_elems * esz(), stream));
+  CUDA_CHECK(cudaMemsetAsync(v_pool, 0, pool_elems * esz(), stream));
   kv_bytes = n_blocks * block_bytes;
 
   char buf[512];
@@ -411,30 +375,45 @@ Status CudaDecoder::init_synthetic(uint32_t seed) {
     if (is_bias && !m.c.qkv_bias) continue;
     for (int l = 0; l < (global ? 1 : m.c.n_layers); ++l) {
       int64_t n = 0;
-      bf16_t* dst = m.weight_ptr(kind, l, &n);
+      void* dst = m.weight_ptr(kind, l, &n);
       if (!dst) return Internal("cuda decoder: no storage for a synthetic tensor");
-      synth_fill_kernel<<<2048, 256, 0, m.stream>>>(dst, n, synth_tensor_seed(seed, kind, l), synth_scale(m.c, kind),
-                                                    synth_offset(kind));
+      auto* fill = m.exact() ? synth_fill_kernel<true> : synth_fill_kernel<false>;
+      fill<<<2048, 256, 0, m.stream>>>(dst, n, synth_tensor_seed(seed, kind, l), synth_scale(m.c, kind),
+                                       synth_offset(kind));
       CUDA_LAUNCH_CHECK();
     }
   }
   return finalize();
 }
 
-Status CudaDecoder::set_weight(CudaWeight w, int layer, const uint16_t* host, int64_t count) {
-  Impl& m = *impl_;
-  if (m.finalized) return InvalidArgument("cuda decoder: set_weight after finalize");
+// host: count elements of esz() bytes (bf16 bits, or fp32 in kF32).
+Status CudaDecoder::Impl::upload(CudaWeight w, int layer, const void* host, int64_t count) {
+  if (finalized) return InvalidArgument("cuda decoder: set_weight after finalize");
   int64_t n = 0;
-  bf16_t* dst = m.weight_ptr(w, layer, &n);
+  void* dst = weight_ptr(w, layer, &n);
   if (!dst) return InvalidArgument("cuda decoder: tensor " + std::to_string(static_cast<int>(w)) + " layer " +
                                    std::to_string(layer) + " does not exist in this model");
   if (n != count)
     return InvalidArgument("cuda decoder: tensor " + std::to_string(static_cast<int>(w)) + " layer " +
                            std::to_string(layer) + ": " + std::to_string(count) + " elements, expected " +
                            std::to_string(n));
-  CUDA_CHECK(cudaMemcpyAsync(dst, host, n * 2, cudaMemcpyHostToDevice, m.stream));
-  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  CUDA_CHECK(cudaMemcpyAsync(dst, host, n * esz(), cudaMemcpyHostToDevice, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
   return OkStatus();
+}
+
+Status CudaDecoder::set_weight(CudaWeight w, int layer, const uint16_t* host, int64_t count) {
+  if (!impl_->exact()) return impl_->upload(w, layer, host, count);
+  std::vector<float> f(static_cast<size_t>(std::max<int64_t>(count, 0)));
+  for (size_t i = 0; i < f.size(); ++i) f[i] = bf16_to_f32(host[i]);
+  return impl_->upload(w, layer, f.data(), count);
+}
+
+Status CudaDecoder::set_weight_f32(CudaWeight w, int layer, const float* host, int64_t count) {
+  if (impl_->exact()) return impl_->upload(w, layer, host, count);
+  std::vector<uint16_t> b(static_cast<size_t>(std::max<int64_t>(count, 0)));
+  for (size_t i = 0; i < b.size(); ++i) b[i] = f32_to_bf16(host[i]);
+  return impl_->upload(w, layer, b.data(), count);
 }
 
 Status CudaDecoder::finalize() {
@@ -448,9 +427,10 @@ Status CudaDecoder::finalize() {
     RETURN_IF_ERROR(m.quantize(&l.down));
   }
   const int64_t D = m.c.hidden_dim;
-  m.weight_bytes = linear_bytes(m.lm_head) + D * 2;
+  m.weight_bytes = linear_bytes(m.lm_head) + D * m.esz();
   for (auto& l : m.layers)
-    m.weight_bytes += linear_bytes(l.qkv) + linear_bytes(l.o) + linear_bytes(l.gate_up) + linear_bytes(l.down) + 2 * D * 2;
+    m.weight_bytes += linear_bytes(l.qkv) + linear_bytes(l.o) + linear_bytes(l.gate_up) + linear_bytes(l.down) +
+                      2 * D * m.esz();
   RETURN_IF_ERROR(m.alloc_runtime());
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
   m.finalized = true;
@@ -477,7 +457,10 @@ void CudaDecoder::Impl::linear(const LinearW& w, const bf16_t* x, int M, void* y
     case CudaWeightFormat::kInt4:
       ck::gemv_int4(x, w.q, w.scales, w.bias, y, y_f32, M, w.N, w.K, stream);
       return;
+    case CudaWeightFormat::kF32:
+      break;
   }
+  CHECK(false && "kF32 weights run through forward_exact()");
 }
 
 // act = silu(gate) * up straight from the GEMV epilogue (one launch, no gate_up round trip) where the GEMV path
@@ -494,6 +477,8 @@ bool CudaDecoder::Impl::gate_up_silu(const LinearW& w, const bf16_t* x, int M) {
     case CudaWeightFormat::kInt4:
       ck::gemv_silu_int4(x, w.q, w.scales, act, M, c.ffn_dim, w.K, stream);
       return true;
+    case CudaWeightFormat::kF32:
+      break;
   }
   return false;
 }
@@ -502,6 +487,7 @@ bool CudaDecoder::Impl::gate_up_silu(const LinearW& w, const bf16_t* x, int M) {
 // T == B. Query ranges for prefill come from the host copy (h_pinned) because they set kernel grids.
 void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits,
                                 bool sampled) {
+  if (exact()) return forward_exact(T, B, decode, all_logits, sampled);
   const IntLayout L = layout(T, B);
   const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim, NQKV = qkv_rows();
   const int32_t* tokens = d_ints + L.tokens;
@@ -565,6 +551,62 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
     else
       ck::argmax(logits, B, c.n_vocab, d_out, stream);
   }
+}
+
+// kF32: the step of forward() on fp32 weights and buffers through the exact.cu kernels (no split-K attention, no
+// fused epilogues, no op skipping).
+void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, bool all_logits, bool sampled) {
+  const IntLayout L = layout(T, B);
+  const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, NQKV = qkv_rows();
+  const int64_t layer_pool = n_blocks * opt.block_size * c.n_kv_heads * c.head_dim;
+  ck::PagedAttention pa;  // k_pool / v_pool stay null: the fp32 pools are passed per layer
+  pa.block_tables = d_ints + L.tables;
+  pa.seq_lens = d_ints + L.seq_lens;
+  pa.max_blocks_per_seq = max_blocks;
+  pa.block_size = opt.block_size;
+  pa.n_heads = c.n_heads, pa.n_kv_heads = c.n_kv_heads, pa.head_dim = c.head_dim;
+  pa.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  float *fh = f32(h), *fqkv = f32(qkv), *fattn = f32(attn), *fgu = f32(gu), *fact = f32(act);
+  auto linear32 = [&](const LinearW& w, const float* x, int M, float* y) {
+    ck::gemv_f32(x, f32(w.bf16), w.bias ? f32(w.bias) : nullptr, y, M, w.N, w.K, stream);
+  };
+  auto norm = [&](const float* d, bf16_t* w) { ck::add_rmsnorm_f32(residual, d, f32(w), fh, T, D, c.rms_eps, stream); };
+  ck::embedding_f32(f32(embed), d_ints + L.tokens, residual, T, D, c.n_vocab, stream);
+  for (int li = 0; li < c.n_layers; ++li) {
+    const LayerW& l = layers[li];
+    norm(li == 0 ? nullptr : delta, l.attn_norm);
+    linear32(l.qkv, fh, T, fqkv);
+    float* kp = f32(k_pool) + li * layer_pool;
+    float* vp = f32(v_pool) + li * layer_pool;
+    ck::rope_kv_write_f32(fqkv, T, NQKV, c.n_heads, c.n_kv_heads, c.head_dim, d_ints + L.positions, c.rope_theta,
+                          c.rope_neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm, d_ints + L.slots, kp, vp,
+                          stream);
+    if (decode) {
+      ck::paged_attention_f32(pa, kp, vp, -1, fqkv, NQKV, B, fattn, stream);
+    } else {
+      const int32_t* qs = h_pinned + L.total;  // query_start[B+1], staged after the device ints
+      for (int b = 0; b < B; ++b)
+        ck::paged_attention_f32(pa, kp, vp, b, fqkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
+                                fattn + int64_t{qs[b]} * Q, stream);
+    }
+    linear32(l.o, fattn, T, delta);
+    norm(delta, l.ffn_norm);
+    linear32(l.gate_up, fh, T, fgu);
+    ck::silu_mul_f32(fgu, fact, T, c.ffn_dim, stream);
+    linear32(l.down, fact, T, delta);
+  }
+  norm(delta, out_norm);
+  const int rows = all_logits ? T : B;
+  const float* x = fh;
+  if (!all_logits && !decode) {
+    ck::gather_rows_f32(fh, d_ints + L.last_idx, f32(last_h), B, D, stream);
+    x = f32(last_h);
+  }
+  linear32(lm_head, x, rows, logits);
+  if (sampled)
+    ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_out, stream);
+  else
+    ck::argmax(logits, rows, c.n_vocab, d_out, stream);
 }
 
 Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits_out) {
@@ -702,10 +744,13 @@ Status CudaDecoder::copy_blocks(const std::vector<std::pair<int, int>>& src_dst)
     if (src < 0 || src >= m.n_blocks || dst < 0 || dst >= m.n_blocks)
       return InvalidArgument("cuda decoder: copy_blocks " + std::to_string(src) + " -> " + std::to_string(dst) +
                              " outside the pool of " + std::to_string(m.n_blocks) + " blocks");
+    const int64_t e = m.esz();
     for (int l = 0; l < m.c.n_layers; ++l)
-      for (bf16_t* pool : {m.k_pool, m.v_pool})
-        CUDA_CHECK(cudaMemcpyAsync(pool + l * layer_pool + dst * block_elems, pool + l * layer_pool + src * block_elems,
-                                   block_elems * 2, cudaMemcpyDeviceToDevice, m.stream));
+      for (bf16_t* pool : {m.k_pool, m.v_pool}) {
+        char* base = static_cast<char*>(static_cast<void*>(pool)) + l * layer_pool * e;
+        CUDA_CHECK(cudaMemcpyAsync(base + dst * block_elems * e, base + src * block_elems * e, block_elems * e,
+                                   cudaMemcpyDeviceToDevice, m.stream));
+      }
   }
   return OkStatus();
 }
@@ -713,8 +758,14 @@ Status CudaDecoder::copy_blocks(const std::vector<std::pair<int, int>>& src_dst)
 void CudaDecoder::fill_kv_random(uint32_t seed) {
   Impl& m = *impl_;
   const int64_t n = m.n_blocks * m.opt.block_size * m.c.n_kv_heads * m.c.head_dim * m.c.n_layers;
-  ck::fill_random_bf16(m.k_pool, n, seed, 1.f, m.stream);
-  ck::fill_random_bf16(m.v_pool, n, seed + 1, 1.f, m.stream);
+  if (m.exact()) {
+    fill_random_f32_kernel<<<2048, 256, 0, m.stream>>>(Impl::f32(m.k_pool), n, seed);
+    fill_random_f32_kernel<<<2048, 256, 0, m.stream>>>(Impl::f32(m.v_pool), n, seed + 1);
+    CUDA_LAUNCH_CHECK();
+  } else {
+    ck::fill_random_bf16(m.k_pool, n, seed, 1.f, m.stream);
+    ck::fill_random_bf16(m.v_pool, n, seed + 1, 1.f, m.stream);
+  }
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
 }
 

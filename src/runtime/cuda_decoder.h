@@ -26,7 +26,9 @@ struct CudaModelConfig {
   static CudaModelConfig qwen2_7b();
 };
 
-enum class CudaWeightFormat { kBf16, kInt8, kInt4 };
+// kF32: fp32 weights, activations and KV cache through simple kernels (kernels/cuda/exact.cu): the GPU twin of the
+// CPU exact mode (results differ from it by fp32 summation order only), not a fast path.
+enum class CudaWeightFormat { kBf16, kInt8, kInt4, kF32 };
 const char* format_name(CudaWeightFormat f);
 
 // Logical tensors in HF layout ([out][in] row-major for matrices). Layer is ignored for the three global ones.
@@ -116,10 +118,12 @@ class CudaDecoder {
   CudaDecoder(const CudaDecoder&) = delete;
   CudaDecoder& operator=(const CudaDecoder&) = delete;
 
-  // Weights: either generated on the device, or copied from host bf16 arrays (set_weight for every tensor, then
-  // finalize(), which quantizes for int8/int4 and sizes the KV pool). init_synthetic calls finalize itself.
+  // Weights: either generated on the device, or copied from host arrays (set_weight or set_weight_f32 for every
+  // tensor, then finalize(), which quantizes for int8/int4 and sizes the KV pool). init_synthetic calls finalize
+  // itself. Values are rounded to bf16 on upload except in kF32 (which keeps fp32, and widens bf16 input exactly).
   Status init_synthetic(uint32_t seed);
   Status set_weight(CudaWeight w, int layer, const uint16_t* bf16_host, int64_t count);
+  Status set_weight_f32(CudaWeight w, int layer, const float* host, int64_t count);
   Status finalize();
 
   // Runs one forward step. next_tokens gets B ids (one per sequence: greedy, or drawn on the device per s.sampling); logits, if non-null, gets

@@ -1,4 +1,4 @@
-// Host side of loading a TensorStore into the CUDA decoder (see cuda_loader.h): config mapping, tensor names, bf16
+// Host side of loading a TensorStore into the CUDA decoder (see cuda_loader.h): config mapping, tensor names, fp32
 // conversion. make_cuda_runner() itself is in cuda_runner.cu (CUDA builds only).
 #include "runtime/cuda_loader.h"
 
@@ -14,7 +14,8 @@ Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name) {
   if (name == "bf16") return CudaWeightFormat::kBf16;
   if (name == "int8") return CudaWeightFormat::kInt8;
   if (name == "int4") return CudaWeightFormat::kInt4;
-  return InvalidArgument("cuda weights: '" + name + "' is not one of bf16, int8, int4");
+  if (name == "f32") return CudaWeightFormat::kF32;
+  return InvalidArgument("cuda weights: '" + name + "' is not one of bf16, int8, int4, f32");
 }
 
 Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc) {
@@ -117,30 +118,25 @@ std::string cuda_tensor_name(const TensorStore& store, CudaWeight w, int layer) 
               : "model.layers." + std::to_string(layer) + "." + hf_name(w);
 }
 
-Status tensor_to_bf16(const TensorInfo& t, std::vector<uint16_t>* out) {
+Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
   const int64_t n = t.numel();
   if (n < 0 || t.data == nullptr) return DataLoss("tensor " + t.name + ": no data");
   out->resize(static_cast<size_t>(n));
-  uint16_t* dst = out->data();
+  float* dst = out->data();
   switch (t.dtype) {
     case DType::kBF16:
-      if (t.nbytes < static_cast<uint64_t>(n) * 2) return DataLoss("tensor " + t.name + ": short data");
-      std::memcpy(dst, t.data, static_cast<size_t>(n) * 2);
-      return OkStatus();
     case DType::kF16:
     case DType::kF32: {
       const size_t esz = t.dtype == DType::kF32 ? 4 : 2;
       if (t.nbytes < static_cast<uint64_t>(n) * esz) return DataLoss("tensor " + t.name + ": short data");
-      for (int64_t i = 0; i < n; ++i) {  // memcpy: safetensors data may be unaligned
-        float f;
-        if (esz == 4) {
-          std::memcpy(&f, t.data + i * 4, 4);
-        } else {
-          uint16_t h;
-          std::memcpy(&h, t.data + i * 2, 2);
-          f = f16_to_f32(h);
-        }
-        dst[i] = f32_to_bf16(f);
+      if (esz == 4) {  // memcpy: safetensors data may be unaligned
+        std::memcpy(dst, t.data, static_cast<size_t>(n) * 4);
+        return OkStatus();
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, t.data + i * 2, 2);
+        dst[i] = t.dtype == DType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
       }
       return OkStatus();
     }
@@ -153,17 +149,14 @@ Status tensor_to_bf16(const TensorInfo& t, std::vector<uint16_t>* out) {
   const int64_t chunk = int64_t{info->block} * 1024;  // elements per dequantize call
   if (n % info->block != 0) return DataLoss("tensor " + t.name + ": size is not a whole number of blocks");
   if (t.nbytes < dtype_row_bytes(t.dtype, n)) return DataLoss("tensor " + t.name + ": short data");
-  std::vector<float> buf(static_cast<size_t>(std::min(chunk, n)));
-  for (int64_t i = 0; i < n; i += chunk) {
-    const int64_t m = std::min(chunk, n - i);
-    RETURN_IF_ERROR(dequantize_row(t.dtype, t.data + (i / info->block) * info->block_bytes, buf.data(), m));
-    for (int64_t j = 0; j < m; ++j) dst[i + j] = f32_to_bf16(buf[static_cast<size_t>(j)]);
-  }
+  for (int64_t i = 0; i < n; i += chunk)
+    RETURN_IF_ERROR(dequantize_row(t.dtype, t.data + (i / info->block) * info->block_bytes, dst + i,
+                                   std::min(chunk, n - i)));
   return OkStatus();
 }
 
 Status read_cuda_weights(const TensorStore& store, const CudaModelConfig& c, const CudaWeightSink& sink) {
-  std::vector<uint16_t> buf;
+  std::vector<float> buf;
   for (int wi = 0; wi < kNumCudaWeights; ++wi) {
     const auto w = static_cast<CudaWeight>(wi);
     const bool bias = w == CudaWeight::kBq || w == CudaWeight::kBk || w == CudaWeight::kBv;
@@ -187,7 +180,7 @@ Status read_cuda_weights(const TensorStore& store, const CudaModelConfig& c, con
         return DataLoss(store.path() + ": tensor " + name + " has shape [" + got + "], expected [" +
                         std::to_string(rows) + (vec ? "" : "," + std::to_string(cols)) + "]");
       }
-      RETURN_IF_ERROR(tensor_to_bf16(*t, &buf));
+      RETURN_IF_ERROR(tensor_to_f32(*t, &buf));
       RETURN_IF_ERROR(sink(w, l, buf.data(), static_cast<int64_t>(buf.size())));
     }
   }

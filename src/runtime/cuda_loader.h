@@ -3,10 +3,11 @@
 //
 // - cuda_config_from() maps a ModelConfig (llama, qwen2) to the decoder's shape; what the decoder cannot run (partial
 //   RoPE, rope scaling, head_dim other than 64/128, biases other than q/k/v) is kUnsupported with a one-line reason.
-// - read_cuda_weights() converts every tensor the decoder needs to bf16 on the host: f32/f16/bf16 by rounding,
-//   quantized GGUF types (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K..q6_K) through the reference dequantize_row() first. A
-//   model without an output matrix (tied embeddings) gets the token embedding as its LM head. The decoder
-//   requantizes to its int8/int4 layout at finalize() when asked (CudaDecoderOptions::format).
+// - read_cuda_weights() converts every tensor the decoder needs to fp32 on the host: f16/bf16 exactly, quantized
+//   GGUF types (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K..q6_K) through the reference dequantize_row() (the values the CPU
+//   exact mode computes with). A model without an output matrix (tied embeddings) gets the token embedding as its LM
+//   head. The decoder rounds to bf16 on upload (set_weight_f32) and requantizes to its int8/int4 layout at
+//   finalize() when asked (CudaDecoderOptions::format); f32 keeps the values as they are.
 // - make_cuda_runner() builds an engine::ModelRunner (CudaRunner) whose weights come from the store. It is defined
 //   only when the CUDA backend is built (CITADEL_HAVE_CUDA); callers guard with that macro.
 //
@@ -29,7 +30,7 @@
 
 namespace citadel::runtime {
 
-// "bf16" | "int8" | "int4" -> format; anything else is InvalidArgument.
+// "bf16" | "int8" | "int4" | "f32" -> format; anything else is InvalidArgument.
 Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name);
 
 Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc);
@@ -37,12 +38,12 @@ Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc);
 // The tensor name of a logical weight in this store (GGUF names or HF names by store.format()).
 std::string cuda_tensor_name(const TensorStore& store, CudaWeight w, int layer);
 
-// Converts one tensor to bf16 [numel] (row-major, as stored). Unsupported dtypes give kUnsupported naming the tensor.
-Status tensor_to_bf16(const TensorInfo& t, std::vector<uint16_t>* out);
+// Converts one tensor to fp32 [numel] (row-major, as stored). Unsupported dtypes give kUnsupported naming the tensor.
+Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out);
 
-// Calls sink(w, layer, bf16 data, element count) once for every tensor the decoder with config c needs (biases only
+// Calls sink(w, layer, fp32 data, element count) once for every tensor the decoder with config c needs (biases only
 // when c.qkv_bias), checking each tensor's shape against c first. Missing tensors are kDataLoss naming the tensor.
-using CudaWeightSink = std::function<Status(CudaWeight w, int layer, const uint16_t* bf16, int64_t count)>;
+using CudaWeightSink = std::function<Status(CudaWeight w, int layer, const float* data, int64_t count)>;
 Status read_cuda_weights(const TensorStore& store, const CudaModelConfig& c, const CudaWeightSink& sink);
 
 // opt.config and opt.load are filled from the store; opt.decoder (format, max_batch, max_step_tokens, max_seq_len,

@@ -105,8 +105,8 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore&
   if (mc.context_len > 0 && mc.context_len < o.decoder.max_seq_len) o.decoder.max_seq_len = static_cast<int>(mc.context_len);
   const TensorStore* st = &store;
   o.load = [st, c](CudaDecoder* d) {
-    return read_cuda_weights(*st, c, [d](CudaWeight w, int layer, const uint16_t* p, int64_t n) {
-      return d->set_weight(w, layer, p, n);
+    return read_cuda_weights(*st, c, [d](CudaWeight w, int layer, const float* p, int64_t n) {
+      return d->set_weight_f32(w, layer, p, n);
     });
   };
   ASSIGN_OR_RETURN(auto runner, CudaRunner::create(std::move(o)));

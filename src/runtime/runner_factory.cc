@@ -40,10 +40,12 @@ class OwningCudaRunner : public engine::ModelRunner {
 
 Result<std::unique_ptr<engine::ModelRunner>> make_cuda(const std::string& path, const RunnerOptions& o) {
   CudaRunnerOptions c;
-  if (o.cuda_weights == "bf16") c.decoder.format = CudaWeightFormat::kBf16;
-  else if (o.cuda_weights == "int8") c.decoder.format = CudaWeightFormat::kInt8;
-  else if (o.cuda_weights == "int4") c.decoder.format = CudaWeightFormat::kInt4;
-  else return InvalidArgument("cuda weights '" + o.cuda_weights + "': expected bf16, int8 or int4");
+  ASSIGN_OR_RETURN(c.decoder.format, parse_cuda_weight_format(o.cuda_weights));
+  if (o.exact) {  // the GPU twin of the CPU exact mode: fp32 weights, activations and KV cache
+    if (o.cuda_weights != "bf16" && o.cuda_weights != "f32")
+      return InvalidArgument("exact mode runs f32 weights, not cuda weights '" + o.cuda_weights + "'");
+    c.decoder.format = CudaWeightFormat::kF32;
+  }
   c.decoder.max_batch = o.max_batch;
   c.decoder.max_step_tokens = o.max_batched_tokens;
   if (o.max_context > 0) c.decoder.max_seq_len = o.max_context;

@@ -28,7 +28,7 @@ const std::vector<Field>& fields() {
       {"device", Kind::kString, &ServeConfig::device, nullptr, 0, 0, "cpu or cuda"},
       {"cpu_precision", Kind::kString, &ServeConfig::cpu_precision, nullptr, 0, 0,
        "cpu: fast (weights as stored, 8-bit activations) or exact (f32 weights)"},
-      {"cuda_weights", Kind::kString, &ServeConfig::cuda_weights, nullptr, 0, 0, "cuda: bf16, int8 or int4"},
+      {"cuda_weights", Kind::kString, &ServeConfig::cuda_weights, nullptr, 0, 0, "cuda: bf16, int8, int4 or f32"},
       {"host", Kind::kString, &ServeConfig::host, nullptr, 0, 0, "listen address"},
       {"port", Kind::kInt, nullptr, &ServeConfig::port, 0, 65535, "listen port (0 = any free port)"},
       {"max_queue", Kind::kInt, nullptr, &ServeConfig::max_queue, 1, 1 << 20, "waiting requests before 429"},

@@ -1,7 +1,8 @@
 // Whole-model check of CudaDecoder on a small synthetic qwen2-like shape against a CPU fp32 forward written here
 // from the same synthetic weights (synth_weight_value): prefill (tensor-core attention), chunked prefill over a
 // cached prefix, and graph-replayed batched decode. Bounds: bf16 logits NMSE < 1e-3 and >= 95% top-1 agreement
-// (the GPU rounds activations to bf16 between ops; the reference keeps fp32); int8 NMSE < 1e-2, int4 < 0.1.
+// (the GPU rounds activations to bf16 between ops; the reference keeps fp32); int8 NMSE < 1e-2, int4 < 0.1; f32
+// (fp32 weights, activations and KV) NMSE < 1e-9 and every top-1 equal.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -112,6 +113,12 @@ TEST(CudaDecoder, Int8CloseToCpuForward) {
 TEST(CudaDecoder, Int4CloseToCpuForward) {
   SKIP_WITHOUT_GPU();
   run_model_check(CudaWeightFormat::kInt4, 1e-1, 0.5);
+}
+
+// The fp32 path (CudaWeightFormat::kF32) against the same fp32 reference: only summation order and libm ulps differ.
+TEST(CudaDecoder, F32MatchesCpuForward) {
+  SKIP_WITHOUT_GPU();
+  run_model_check(CudaWeightFormat::kF32, 1e-9, 1.0);
 }
 
 TEST(CudaDecoder, RejectsBadSteps) {

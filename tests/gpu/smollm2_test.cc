@@ -108,8 +108,9 @@ std::unique_ptr<CudaDecoder> load_decoder(const std::string& path, CudaWeightFor
   EXPECT_TRUE(dec_or.ok()) << dec_or.status().to_string();
   if (!dec_or.ok()) return nullptr;
   auto dec = std::move(dec_or).value();
-  Status st = runtime::read_cuda_weights(**store, *cfg, [&](runtime::CudaWeight w, int l, const uint16_t* p,
-                                                             int64_t n) { return dec->set_weight(w, l, p, n); });
+  Status st = runtime::read_cuda_weights(**store, *cfg, [&](runtime::CudaWeight w, int l, const float* p, int64_t n) {
+    return dec->set_weight_f32(w, l, p, n);
+  });
   EXPECT_TRUE(st.ok()) << st.to_string();
   if (st.ok()) st = dec->finalize();
   EXPECT_TRUE(st.ok()) << st.to_string();
@@ -175,6 +176,15 @@ TEST(SmolLM2, TeacherForcedBf16MatchesHf) {
   EXPECT_GE(double(r.agree) / r.total, 0.97);
   EXPECT_LT(r.nmse_top, 1e-3);
   EXPECT_LT(r.nmse_sample, 1e-2);
+}
+
+TEST(SmolLM2, TeacherForcedF32MatchesHf) {  // fp32 weights, activations and KV: HF fp32 up to summation order
+  const std::string path = model_path();
+  SKIP_WITHOUT_MODEL(path);
+  const TfResult r = teacher_forced(path, CudaWeightFormat::kF32);
+  ASSERT_GT(r.total, 0);
+  EXPECT_GE(double(r.agree) / r.total, 0.998);
+  EXPECT_LT(r.nmse_top, 1e-7);
 }
 
 TEST(SmolLM2, TeacherForcedQuantizedFormats) {
@@ -318,6 +328,22 @@ TEST(SmolLM2, EngineGreedyCudaMatchesCpu) {
   const int exact = count_identical("cuda engine vs cpu engine", got, want);
   EXPECT_GE(exact, int(cases.size()) / 2);
   EXPECT_EQ(clear_divergences(path, cases, got, want), 0);
+}
+
+// `--exact` on both devices (fp32 weights dequantised from Q4_1 the same way, fp32 activations and KV cache): the
+// CUDA path must give the CPU exact engine's tokens on every prompt, all 64 of them, and so HF's.
+TEST(SmolLM2, EngineGreedyCudaExactMatchesCpuExact) {
+  const std::string path = model_path();
+  SKIP_WITHOUT_MODEL(path);
+  const auto cases = load_cases();
+  auto cpu = runtime::make_model_runner(path, {.device = "cpu", .exact = true});
+  ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
+  auto cuda = runtime::make_model_runner(path, {.device = "cuda", .exact = true, .max_batch = 8, .max_context = 512});
+  ASSERT_TRUE(cuda.ok()) << cuda.status().to_string();
+  const auto want = engine_greedy(cpu->get(), cases);
+  const auto got = engine_greedy(cuda->get(), cases);
+  EXPECT_EQ(count_identical("cuda exact engine vs cpu exact engine", got, want), int(cases.size()));
+  EXPECT_EQ(count_identical("cuda exact engine vs HF", got, hf_greedy(cases)), int(cases.size()));
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Host side of the CUDA loader (no GPU needed): config mapping, tensor names, bf16 conversion of the real SmolLM2
+// Host side of the CUDA loader (no GPU needed): config mapping, tensor names, fp32 conversion of the real SmolLM2
 // GGUF (skipped when the file is absent), tied LM head.
 #include <gtest/gtest.h>
 
@@ -27,6 +27,7 @@ TEST(CudaLoader, WeightFormatNames) {
   EXPECT_EQ(*parse_cuda_weight_format("bf16"), CudaWeightFormat::kBf16);
   EXPECT_EQ(*parse_cuda_weight_format("int8"), CudaWeightFormat::kInt8);
   EXPECT_EQ(*parse_cuda_weight_format("int4"), CudaWeightFormat::kInt4);
+  EXPECT_EQ(*parse_cuda_weight_format("f32"), CudaWeightFormat::kF32);
   EXPECT_FALSE(parse_cuda_weight_format("fp8").ok());
 }
 
@@ -71,21 +72,21 @@ TEST(CudaLoader, SmolLM2WeightsToBf16) {
   EXPECT_EQ(cuda_tensor_name(**store, CudaWeight::kWq, 3), "blk.3.attn_q.weight");
 
   std::map<int, int> seen;  // weight -> tensors delivered
-  std::vector<uint16_t> embed, output;
-  Status st = read_cuda_weights(**store, *c, [&](CudaWeight w, int layer, const uint16_t* p, int64_t n) {
+  std::vector<float> embed, output;
+  Status st = read_cuda_weights(**store, *c, [&](CudaWeight w, int layer, const float* p, int64_t n) {
     ++seen[static_cast<int>(w)];
     if (w == CudaWeight::kEmbed) embed.assign(p, p + n);
     if (w == CudaWeight::kOutput) output.assign(p, p + n);
     if (w == CudaWeight::kWq && layer == 0) {
-      // Same values as the reference dequantizer, rounded to bf16 (first block row).
+      // Exactly the values of the reference dequantizer (first block row): what the CPU exact mode computes with.
       const TensorInfo* t = (*store)->find("blk.0.attn_q.weight");
       std::vector<float> ref(576);
       EXPECT_TRUE(dequantize_row(t->dtype, t->data, ref.data(), 576).ok());
-      for (int i = 0; i < 576; ++i) EXPECT_EQ(p[i], f32_to_bf16(ref[i])) << i;
+      for (int i = 0; i < 576; ++i) EXPECT_EQ(p[i], ref[i]) << i;
     }
     double sum2 = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const float f = bf16_to_f32(p[i]);
+      const float f = p[i];
       if (!std::isfinite(f)) return DataLoss("non-finite value");
       sum2 += double(f) * f;
     }

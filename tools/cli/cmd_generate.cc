@@ -190,9 +190,9 @@ citadel::cli::Registrar reg("generate", "Generate text from a prompt (CPU or CUD
   sub.add_flag("--chat", a->chat, "render the prompt with the model's chat template");
   sub.add_option("--system", a->system, "system message (with --chat)");
   sub.add_option("--chat-template", a->chat_template, "built-in template name instead of the model's");
-  sub.add_flag("--exact", a->exact, "cpu: upcast weights to f32 (slow, matches HF transformers fp32)");
+  sub.add_flag("--exact", a->exact, "f32 weights and activations (slow, matches HF transformers fp32); cuda: --cuda-weights f32");
   sub.add_option("--device", a->device, "cpu (default) or cuda");
-  sub.add_option("--cuda-weights", a->cuda_weights, "cuda: bf16 (default), int8 or int4");
+  sub.add_option("--cuda-weights", a->cuda_weights, "cuda: bf16 (default), int8, int4 or f32 (exact)");
   sub.add_option("--threads", a->threads, "CPU threads (default: all)");
   sub.add_option("--ctx", a->ctx, "context limit (default: the model's)");
   sub.add_option("--models-dir", a->models_dir, "pulled models (default $CITADEL_MODELS or ~/.cache/citadel/models)");

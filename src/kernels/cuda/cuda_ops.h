@@ -153,6 +153,33 @@ inline void int4_position(int K, int n, int k, int64_t* word_byte, int* shift) {
 void quantize_int8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
 void quantize_int4(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
 
+// ---- exact.cu: the fp32 path (CudaWeightFormat::kF32) ----
+// Weights, activations and the KV cache all fp32; plain SIMT kernels whose results differ from the CPU exact mode
+// (fp32 math, src/model) only by fp32 summation order. Correctness first: this path is the GPU twin of the CPU
+// exact engine, not a fast path. Shapes and conventions as in the bf16 launchers above.
+// out [T][dim] = table [vocab][dim] fp32 rows tokens[t] (ids outside [0, vocab): zero row).
+void embedding_f32(const float* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s);
+// residual [T][dim] += delta (skipped if null); out [T][dim] = residual * rsqrt(mean(residual^2) + eps) * weight.
+void add_rmsnorm_f32(float* residual, const float* delta, const float* weight, float* out, int T, int dim, float eps,
+                     cudaStream_t s);
+// y [M][N] = x [M][K] @ W [N][K]^T (+ bias [N], null: none); any M.
+void gemv_f32(const float* x, const float* W, const float* bias, float* y, int M, int N, int K, cudaStream_t s);
+// gate_up [T][2*ffn] (gate | up) -> out [T][ffn] = silu(gate) * up.
+void silu_mul_f32(const float* gate_up, float* out, int T, int ffn, cudaStream_t s);
+// dst [rows][cols] = src[index[r]][:].
+void gather_rows_f32(const float* src, const int32_t* index, float* dst, int rows, int cols, cudaStream_t s);
+// rope_kv_write on fp32 rows and fp32 pools ([n_blocks][block_size][n_kv_heads][head_dim]); slot -1: no KV write.
+void rope_kv_write_f32(float* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
+                       const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, float* k_pool,
+                       float* v_pool, cudaStream_t s);
+// Paged attention over fp32 pools (p.k_pool / p.v_pool are ignored; p's other fields as above). seq >= 0: the n_q
+// queries are the last n_q tokens of sequence seq (causal, bottom-right aligned: query i sees the first
+// seq_lens[seq] - n_q + i + 1 tokens). seq < 0: decode, query b (b < n_q) is the one new token of sequence b and
+// sees all seq_lens[b] tokens. q row i at q + i*q_stride ([n_heads][head_dim]); out [n_q][n_heads*head_dim].
+// head_dim <= 256.
+void paged_attention_f32(const PagedAttention& p, const float* k_pool, const float* v_pool, int seq, const float* q,
+                         int q_stride, int n_q, float* out, cudaStream_t s);
+
 // ---- gemm.cu (cuBLAS) ----
 // y [M][N] = x [M][K] @ W[N][K]^T, bf16 in, fp32 accumulate, y bf16 or fp32. handle: a cublasHandle_t (void* here to
 // keep cuBLAS out of this header) already bound to the stream the caller wants.

@@ -1,0 +1,342 @@
+// The fp32 "exact" path (CudaWeightFormat::kF32): embedding, residual-add + RMSNorm, GEMV, SiLU-mul, row gather,
+// fused RoPE + KV write and paged attention, all on fp32 weights, activations and KV pools.
+//
+// Correctness first: plain SIMT kernels with IEEE fp32 arithmetic (expf, sqrtf, true division; no __expf or rsqrtf)
+// and fixed reduction orders, so every launch is deterministic and its results differ from the CPU exact mode
+// (src/kernels/cpu) only by fp32 summation order. RoPE follows the CPU twin (src/kernels/cpu/rope.cc): the angle
+// pos * theta^(-2i/head_dim) and its cos/sin in double, rounded to fp32, then the rotation in fp32 without fused
+// multiply-adds. An fp32 angle would be off by ~1e-3 rad at positions of tens of thousands.
+// Launches are plain (no programmatic dependent launch): a kernel starts once its predecessor has completed.
+#include <cfloat>
+#include <cmath>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace citadel::cuda {
+namespace {
+
+using namespace dev;
+
+constexpr int kThreads = 256;      // elementwise / row kernels
+constexpr int kGemvThreads = 128;  // gemv: 4 warps split K
+constexpr int kGemvM = 8;          // gemv: inputs per block (x rows sharing one pass over the weight row)
+constexpr int kAttnWarps = 8;      // attention: warps per (query, head)
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxPerLane = kMaxHeadDim / 32;  // head dims per lane: lane + 32 j, j < kMaxPerLane
+
+// Sum over the block (blockDim a multiple of 32, <= 1024); every thread gets the total. Fixed order: butterfly
+// within each warp, then warp totals in warp order. Call from uniform control flow only (two barriers).
+__device__ float block_sum_f32(float v) {
+  __shared__ float red[32];
+  __shared__ float total;
+  v = warp_sum(v);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float t = 0.f;
+    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) t += red[w];
+    total = t;
+  }
+  __syncthreads();
+  return total;
+}
+
+// grid (T); out [T][dim] = table[tokens[t]] or zeros.
+__global__ void embedding_f32_kernel(const float* table, const int32_t* tokens, float* out, int dim, int vocab) {
+  const int64_t t = blockIdx.x;
+  const int tok = tokens[t];
+  const bool ok = tok >= 0 && tok < vocab;
+  const float* row = table + static_cast<int64_t>(ok ? tok : 0) * dim;
+  float* o = out + t * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = ok ? row[i] : 0.f;
+}
+
+// grid (T): one block per row. Pass 1 adds delta (a thread re-reads only the elements it wrote) and sums squares;
+// pass 2 scales. inv = 1 / sqrt(mean + eps) in IEEE fp32; out = (r * inv) * w as the CPU twin.
+__global__ void add_rmsnorm_f32_kernel(float* residual, const float* delta, const float* weight, float* out, int dim,
+                                       float eps) {
+  const int64_t row = blockIdx.x;
+  float* r = residual + row * dim;
+  const float* d = delta ? delta + row * dim : nullptr;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = r[i];
+    if (d) {
+      v += d[i];
+      r[i] = v;
+    }
+    ss = fmaf(v, v, ss);
+  }
+  const float total = block_sum_f32(ss);
+  const float inv = 1.f / sqrtf(total / static_cast<float>(dim) + eps);
+  float* o = out + row * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = r[i] * inv * weight[i];
+}
+
+// grid (N, ceil(M / kGemvM)), kGemvThreads threads. Block (n, mb) computes y[m][n] for m in [mb*kGemvM, +kGemvM):
+// thread j accumulates k = j, j + 128, ... (VEC: float4 chunks k/4 = j, j + 128, ...) for every m in fp32 fmaf,
+// then per m: warp butterfly, then the 4 warp sums in warp order, then + bias.
+template <bool VEC>
+__global__ void __launch_bounds__(kGemvThreads) gemv_f32_kernel(const float* x, const float* W, const float* bias,
+                                                                 float* y, int M, int N, int K) {
+  __shared__ float red[kGemvM][kGemvThreads / 32];
+  const int n = blockIdx.x;
+  const int m0 = blockIdx.y * kGemvM;
+  const int mc = min(kGemvM, M - m0);  // >= 1
+  const float* w = W + static_cast<int64_t>(n) * K;
+  const float* xb = x + static_cast<int64_t>(m0) * K;
+  float acc[kGemvM];
+#pragma unroll
+  for (int i = 0; i < kGemvM; ++i) acc[i] = 0.f;
+  if constexpr (VEC) {
+    const int K4 = K / 4;
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    for (int k4 = threadIdx.x; k4 < K4; k4 += kGemvThreads) {
+      const float4 wv = __ldg(w4 + k4);
+#pragma unroll
+      for (int i = 0; i < kGemvM; ++i) {
+        if (i < mc) {
+          const float4 xv = __ldg(reinterpret_cast<const float4*>(xb + static_cast<int64_t>(i) * K) + k4);
+          float a = acc[i];
+          a = fmaf(wv.x, xv.x, a);
+          a = fmaf(wv.y, xv.y, a);
+          a = fmaf(wv.z, xv.z, a);
+          a = fmaf(wv.w, xv.w, a);
+          acc[i] = a;
+        }
+      }
+    }
+  } else {
+    for (int k = threadIdx.x; k < K; k += kGemvThreads) {
+      const float wv = __ldg(w + k);
+#pragma unroll
+      for (int i = 0; i < kGemvM; ++i)
+        if (i < mc) acc[i] = fmaf(wv, __ldg(xb + static_cast<int64_t>(i) * K + k), acc[i]);
+    }
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int i = 0; i < kGemvM; ++i) {
+    const float v = warp_sum(acc[i]);  // all lanes take part (acc is 0 for i >= mc)
+    if (lane == 0) red[i][warp] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < mc) {
+    const int i = threadIdx.x;
+    float s = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kGemvThreads / 32; ++wi) s += red[i][wi];
+    if (bias) s += bias[n];
+    y[static_cast<int64_t>(m0 + i) * N + n] = s;
+  }
+}
+
+// grid (ceil(ffn / kThreads), T): out[t][i] = silu(gate) * up, silu(a) = a / (1 + exp(-a)).
+__global__ void silu_mul_f32_kernel(const float* gate_up, float* out, int ffn) {
+  const int64_t t = blockIdx.y;
+  const float* g = gate_up + t * 2 * ffn;
+  const float* u = g + ffn;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < ffn; i += gridDim.x * blockDim.x) {
+    const float a = g[i];
+    out[t * ffn + i] = a / (1.f + expf(-a)) * u[i];
+  }
+}
+
+// grid (rows): dst[r] = src[index[r]].
+__global__ void gather_rows_f32_kernel(const float* src, const int32_t* index, float* dst, int cols) {
+  const int64_t r = blockIdx.x;
+  const float* s = src + static_cast<int64_t>(index[r]) * cols;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[r * cols + i] = s[i];
+}
+
+// grid (T, n_heads + n_kv_heads), kThreads threads. Block (t, h) rotates head h of row t (q heads, then k heads) in
+// place, one pair per thread iteration; k heads (h >= n_heads) then store their rotated pairs and copy their V head
+// to slot slots[t] (skipped for -1). Each element is read and written by one thread only: no barrier.
+__global__ void rope_kv_write_f32_kernel(float* qkv, int row_stride, int n_heads, int n_kv_heads, int head_dim,
+                                         const int32_t* positions, float theta, bool neox, const int32_t* slots,
+                                         float* k_pool, float* v_pool) {
+  const int t = blockIdx.x, h = blockIdx.y;
+  const int half = head_dim / 2;
+  const double pos = static_cast<double>(positions[t]);
+  float* row = qkv + static_cast<int64_t>(t) * row_stride;
+  float* hp = row + static_cast<int64_t>(h) * head_dim;
+  const int slot = h >= n_heads ? slots[t] : -1;
+  const int kvh = h - n_heads;
+  const int64_t dst = (static_cast<int64_t>(slot) * n_kv_heads + kvh) * head_dim;  // used only when slot >= 0
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    // The CPU twin's formula (rope.cc): angle and cos/sin in double, rounded to fp32.
+    const double ang = pos * pow(static_cast<double>(theta), -2.0 * i / head_dim);
+    double sd, cd;
+    sincos(ang, &sd, &cd);
+    const float c = static_cast<float>(cd), sn = static_cast<float>(sd);
+    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    const float x0 = hp[a], x1 = hp[b];
+    const float y0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));  // no FMA contraction: as the CPU
+    const float y1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+    hp[a] = y0;
+    hp[b] = y1;
+    if (slot >= 0) {
+      k_pool[dst + a] = y0;
+      k_pool[dst + b] = y1;
+    }
+  }
+  if (slot >= 0) {
+    const float* vs = row + static_cast<int64_t>(n_heads + n_kv_heads + kvh) * head_dim;
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) v_pool[dst + i] = vs[i];
+  }
+}
+
+// grid (n_q * n_heads): block -> (query i = blockIdx.x / n_heads, head h = blockIdx.x % n_heads), kAttnWarps warps.
+// Warp w visits keys w, w + kAttnWarps, ... of the query's visible prefix with an online softmax: per key the score
+// is the warp sum of q.k over the lane's dims (lane + 32 j) times scale; the running max m, sum l and the lane's
+// output dims o[j] are rescaled by exp(m_old - m_new). The warps' (m, l, o) then merge through shared memory in warp
+// order: out = sum_w o_w exp(m_w - M) / sum_w l_w exp(m_w - M), M = max_w m_w. Shared memory is O(kAttnWarps *
+// head_dim), independent of the context length.
+__global__ void __launch_bounds__(kAttnWarps * 32) paged_attention_f32_kernel(PagedAttention p, const float* k_pool,
+                                                                              const float* v_pool, int seq,
+                                                                              const float* q, int q_stride, int n_q,
+                                                                              float* out) {
+  __shared__ float qs[kMaxHeadDim];
+  __shared__ float ws_o[kAttnWarps][kMaxHeadDim];
+  __shared__ float ws_m[kAttnWarps], ws_l[kAttnWarps];
+  const int D = p.head_dim;
+  const int i = blockIdx.x / p.n_heads, h = blockIdx.x % p.n_heads;
+  const int kvh = h / (p.n_heads / p.n_kv_heads);
+  const int b = seq >= 0 ? seq : i;
+  const int ctx = p.seq_lens[b];
+  // Visible keys: positions [0, n_vis). Prefill: causal, bottom-right aligned; decode: the whole context.
+  const int n_vis = max(0, min(ctx, seq >= 0 ? ctx - n_q + i + 1 : ctx));
+  const float* qh = q + static_cast<int64_t>(i) * q_stride + static_cast<int64_t>(h) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qh[d];
+  __syncthreads();
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int32_t* bt = p.block_tables + static_cast<int64_t>(b) * p.max_blocks_per_seq;
+  const int64_t row_elems = static_cast<int64_t>(p.n_kv_heads) * D;
+  float qv[kMaxPerLane], o[kMaxPerLane];
+#pragma unroll
+  for (int j = 0; j < kMaxPerLane; ++j) {
+    const int d = lane + 32 * j;
+    qv[j] = d < D ? qs[d] : 0.f;
+    o[j] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  for (int t = warp; t < n_vis; t += kAttnWarps) {  // warp-uniform loop: the shuffles see all 32 lanes
+    const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
+    const float* kr = k_pool + slot * row_elems + static_cast<int64_t>(kvh) * D;
+    const float* vr = v_pool + slot * row_elems + static_cast<int64_t>(kvh) * D;
+    float dot = 0.f;
+#pragma unroll
+    for (int j = 0; j < kMaxPerLane; ++j) {
+      const int d = lane + 32 * j;
+      if (d < D) dot = fmaf(qv[j], __ldg(kr + d), dot);
+    }
+    const float s = warp_sum(dot) * p.scale;
+    const float m_new = fmaxf(m, s);
+    const float corr = expf(m - m_new);  // 0 for the first key (m = -inf), 1 while the max holds
+    const float pr = expf(s - m_new);
+    l = l * corr + pr;
+#pragma unroll
+    for (int j = 0; j < kMaxPerLane; ++j) {
+      const int d = lane + 32 * j;
+      if (d < D) o[j] = o[j] * corr + pr * __ldg(vr + d);
+    }
+    m = m_new;
+  }
+  if (lane == 0) ws_m[warp] = m, ws_l[warp] = l;
+#pragma unroll
+  for (int j = 0; j < kMaxPerLane; ++j) {
+    const int d = lane + 32 * j;
+    if (d < D) ws_o[warp][d] = o[j];
+  }
+  __syncthreads();
+
+  float M = -INFINITY;
+  for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, ws_m[w]);
+  float f[kAttnWarps];
+  float L = 0.f;
+#pragma unroll
+  for (int w = 0; w < kAttnWarps; ++w) {
+    f[w] = ws_m[w] == -INFINITY ? 0.f : expf(ws_m[w] - M);  // a warp without keys contributes nothing
+    L += ws_l[w] * f[w];
+  }
+  float* oh = out + (static_cast<int64_t>(i) * p.n_heads + h) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float acc = 0.f;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) acc += ws_o[w][d] * f[w];
+    oh[d] = L > 0.f ? acc / L : 0.f;  // no visible key: zero row
+  }
+}
+
+}  // namespace
+
+void embedding_f32(const float* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s) {
+  if (T <= 0 || dim <= 0) return;
+  embedding_f32_kernel<<<T, kThreads, 0, s>>>(table, tokens, out, dim, vocab);
+  CUDA_LAUNCH_CHECK();
+}
+
+void add_rmsnorm_f32(float* residual, const float* delta, const float* weight, float* out, int T, int dim, float eps,
+                     cudaStream_t s) {
+  if (T <= 0 || dim <= 0) return;
+  CHECK_MSG(out != residual, "add_rmsnorm_f32: out must not alias residual");
+  add_rmsnorm_f32_kernel<<<T, kThreads, 0, s>>>(residual, delta, weight, out, dim, eps);
+  CUDA_LAUNCH_CHECK();
+}
+
+void gemv_f32(const float* x, const float* W, const float* bias, float* y, int M, int N, int K, cudaStream_t s) {
+  if (M <= 0 || N <= 0) return;
+  CHECK(K >= 0);
+  const int mb = (M + kGemvM - 1) / kGemvM;
+  CHECK(mb <= 65535);
+  const dim3 grid(N, mb);
+  const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
+  if (vec)
+    gemv_f32_kernel<true><<<grid, kGemvThreads, 0, s>>>(x, W, bias, y, M, N, K);
+  else
+    gemv_f32_kernel<false><<<grid, kGemvThreads, 0, s>>>(x, W, bias, y, M, N, K);
+  CUDA_LAUNCH_CHECK();
+}
+
+void silu_mul_f32(const float* gate_up, float* out, int T, int ffn, cudaStream_t s) {
+  if (T <= 0 || ffn <= 0) return;
+  CHECK(T <= 65535);
+  const dim3 grid((ffn + kThreads - 1) / kThreads, T);
+  silu_mul_f32_kernel<<<grid, kThreads, 0, s>>>(gate_up, out, ffn);
+  CUDA_LAUNCH_CHECK();
+}
+
+void gather_rows_f32(const float* src, const int32_t* index, float* dst, int rows, int cols, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return;
+  gather_rows_f32_kernel<<<rows, kThreads, 0, s>>>(src, index, dst, cols);
+  CUDA_LAUNCH_CHECK();
+}
+
+void rope_kv_write_f32(float* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
+                       const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, float* k_pool,
+                       float* v_pool, cudaStream_t s) {
+  if (T <= 0) return;
+  CHECK(head_dim > 0 && head_dim % 2 == 0 && n_heads >= 0 && n_kv_heads > 0 && n_heads + n_kv_heads <= 65535);
+  CHECK(row_stride >= (n_heads + 2 * n_kv_heads) * head_dim);
+  const int threads = head_dim / 2 >= kThreads ? kThreads : (head_dim / 2 + 31) / 32 * 32;
+  const dim3 grid(T, n_heads + n_kv_heads);
+  rope_kv_write_f32_kernel<<<grid, threads, 0, s>>>(qkv, row_stride, n_heads, n_kv_heads, head_dim, positions, theta,
+                                                    layout == RopeLayout::kNeox, slots, k_pool, v_pool);
+  CUDA_LAUNCH_CHECK();
+}
+
+void paged_attention_f32(const PagedAttention& p, const float* k_pool, const float* v_pool, int seq, const float* q,
+                         int q_stride, int n_q, float* out, cudaStream_t s) {
+  if (n_q <= 0) return;
+  CHECK_MSG(p.head_dim > 0 && p.head_dim <= kMaxHeadDim, "paged_attention_f32: head_dim must be in [1, 256]");
+  CHECK(p.n_kv_heads > 0 && p.n_heads > 0 && p.n_heads % p.n_kv_heads == 0);
+  CHECK(p.block_size > 0 && p.block_tables != nullptr && p.seq_lens != nullptr);
+  CHECK(static_cast<int64_t>(n_q) * p.n_heads <= 0x7fffffff);
+  paged_attention_f32_kernel<<<n_q * p.n_heads, kAttnWarps * 32, 0, s>>>(p, k_pool, v_pool, seq, q, q_stride, n_q,
+                                                                         out);
+  CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace citadel::cuda
