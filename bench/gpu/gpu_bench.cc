@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -498,6 +499,12 @@ int main(int argc, char** argv) {
     bs1[i + 1] = decode_bs1(*dec);
     std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", runtime::format_name(q[i]), bs1[i + 1]);
     attribute_bs1(*dec, runtime::format_name(q[i]), bs1[i + 1]);
+  }
+  if (argc > 2 && !quick) {  // the fp32 path's logits for the same check (hf_check.py: the *_f32 keys)
+    auto dec = make(CudaWeightFormat::kF32, 8, 128, 256);
+    std::fprintf(stderr, "decode bs1 f32: %.1f tok/s\n", decode_bs1(*dec));
+    std::filesystem::create_directories(std::string(argv[2]) + "/f32");
+    dump_logits(*dec, std::string(argv[2]) + "/f32");
   }
   const double params = bytes[0] / 2;  // bf16 bytes / 2 = matrix parameters read per token
   char json[4096];

@@ -2,7 +2,7 @@
 """Compare the CUDA decoder's logits (dumped by citadel_gpu_bench) with HF transformers' Qwen2ForCausalLM built
 on the device with the same synthetic weights (the hash recipe of src/runtime/cuda_decoder.h, reimplemented here in
 torch uint32 arithmetic). Usage: hf_check.py DUMP_DIR OUT_JSON. Prints and writes top-1 agreement and NMSE."""
-import json, math, sys, time
+import json, math, os, sys, time
 import numpy as np
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -110,6 +110,14 @@ def main():
         res["hf_top1_agreement_decode" + tag] = float(np.mean(top[128:]))
         res["hf_logits_nmse" + tag] = float(np.sum((ours.astype(np.float64) - ref) ** 2) /
                                             np.sum(ref.astype(np.float64) ** 2))
+    if os.path.exists(f"{dump}/f32/logits.bin"):  # the fp32 path (CudaWeightFormat::kF32) on the same tokens
+        ours32 = np.fromfile(f"{dump}/f32/logits.bin", dtype=np.float32).reshape(len(toks), V)
+        top = ref32.argmax(-1) == ours32.argmax(-1)
+        res["hf_f32_top1_agreement"] = float(np.mean(top))
+        res["hf_f32_top1_agreement_prefill"] = float(np.mean(top[:128]))
+        res["hf_f32_top1_agreement_decode"] = float(np.mean(top[128:]))
+        res["hf_f32_logits_nmse"] = float(np.sum((ours32.astype(np.float64) - ref32) ** 2) /
+                                          np.sum(ref32.astype(np.float64) ** 2))
     res["hf_bf16_vs_fp32_top1"] = float(np.mean(ref16.argmax(-1) == ref32.argmax(-1)))
     res["hf_bf16_vs_fp32_nmse"] = float(np.sum((ref16.astype(np.float64) - ref32) ** 2) /
                                         np.sum(ref32.astype(np.float64) ** 2))
