@@ -95,12 +95,25 @@ def main():
     assert not missing and not unexpected, (missing, unexpected)
     del sd
     model.eval()
+    # .to(bfloat16) above also rounded the rotary inverse frequencies (a buffer) to bf16, which HF's own loading
+    # (from_pretrained) never does: put back the fp32 values, theta^(-2i/d), so both runs rotate as the model does.
+    inv = 1.0 / (10000.0 ** (torch.arange(0, DH, 2, dtype=torch.int64, device=dev).float() / DH))
+    n_rot = 0
+    for m in model.modules():
+        for name in ("inv_freq", "original_inv_freq"):
+            if isinstance(getattr(m, name, None), torch.Tensor):
+                setattr(m, name, inv.clone())
+                n_rot += 1
+    assert n_rot > 0, "no rotary inv_freq buffer found"
     toks = np.fromfile(f"{dump}/tokens.bin", dtype=np.int32)
     ours = np.fromfile(f"{dump}/logits.bin", dtype=np.float32).reshape(len(toks), V)
     ids = torch.tensor(toks, dtype=torch.int64, device=dev)[None]
     with torch.no_grad():
         ref16 = model(ids).logits[0].float().cpu().numpy()
         model = model.float()  # fp32 reference from the same bf16 weights (HF bf16 rounds activations every op)
+        for m in model.modules():  # .float() leaves the fp32 inv_freq as it is; re-assert it for clarity
+            if isinstance(getattr(m, "inv_freq", None), torch.Tensor):
+                assert m.inv_freq.dtype == torch.float32
         ref32 = model(ids).logits[0].float().cpu().numpy()
     res = {"hf_positions": int(len(toks)), "hf_logits_std": float(ref32.std())}
     for tag, ref in (("", ref32), ("_vs_hf_bf16", ref16)):
