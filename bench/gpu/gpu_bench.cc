@@ -312,9 +312,10 @@ void die(const Status& st, const char* what) {
 }
 
 std::unique_ptr<CudaDecoder> make(CudaWeightFormat f, int max_batch, int max_tokens, int64_t kv_blocks,
-                                  bool cublaslt = true) {
+                                  bool cublaslt = true, bool f32_activations = false) {
   CudaDecoderOptions opt;
   opt.use_cublaslt = cublaslt;
+  opt.f32_activations = f32_activations;
   opt.format = f, opt.max_batch = max_batch, opt.max_step_tokens = max_tokens, opt.max_seq_len = 1024;
   opt.kv_blocks = kv_blocks;
   auto d = CudaDecoder::create(CudaModelConfig::qwen2_7b(), opt);
@@ -500,11 +501,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", runtime::format_name(q[i]), bs1[i + 1]);
     attribute_bs1(*dec, runtime::format_name(q[i]), bs1[i + 1]);
   }
-  if (argc > 2 && !quick) {  // the fp32 path's logits for the same check (hf_check.py: the *_f32 keys)
-    auto dec = make(CudaWeightFormat::kF32, 8, 128, 256);
-    std::fprintf(stderr, "decode bs1 f32: %.1f tok/s\n", decode_bs1(*dec));
-    std::filesystem::create_directories(std::string(argv[2]) + "/f32");
-    dump_logits(*dec, std::string(argv[2]) + "/f32");
+  if (argc > 2 && !quick) {  // the fp32-activation paths' logits for the same check (hf_check.py: *_f32 keys)
+    for (bool w32 : {true, false}) {  // f32 weights; bf16 weights with f32 activations
+      auto dec = make(w32 ? CudaWeightFormat::kF32 : CudaWeightFormat::kBf16, 8, 128, 256, true, true);
+      const std::string name = w32 ? "f32" : "bf16_f32act";
+      std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", name.c_str(), decode_bs1(*dec));
+      std::filesystem::create_directories(std::string(argv[2]) + "/" + name);
+      dump_logits(*dec, std::string(argv[2]) + "/" + name);
+    }
   }
   const double params = bytes[0] / 2;  // bf16 bytes / 2 = matrix parameters read per token
   char json[4096];

@@ -123,14 +123,18 @@ def main():
         res["hf_top1_agreement_decode" + tag] = float(np.mean(top[128:]))
         res["hf_logits_nmse" + tag] = float(np.sum((ours.astype(np.float64) - ref) ** 2) /
                                             np.sum(ref.astype(np.float64) ** 2))
-    if os.path.exists(f"{dump}/f32/logits.bin"):  # the fp32 path (CudaWeightFormat::kF32) on the same tokens
-        ours32 = np.fromfile(f"{dump}/f32/logits.bin", dtype=np.float32).reshape(len(toks), V)
-        top = ref32.argmax(-1) == ours32.argmax(-1)
-        res["hf_f32_top1_agreement"] = float(np.mean(top))
-        res["hf_f32_top1_agreement_prefill"] = float(np.mean(top[:128]))
-        res["hf_f32_top1_agreement_decode"] = float(np.mean(top[128:]))
-        res["hf_f32_logits_nmse"] = float(np.sum((ours32.astype(np.float64) - ref32) ** 2) /
-                                          np.sum(ref32.astype(np.float64) ** 2))
+    # The fp32-activation paths on the same tokens: f32 weights (CudaWeightFormat::kF32), and the bf16 weights with
+    # f32_activations.
+    for name in ("f32", "bf16_f32act"):
+        if not os.path.exists(f"{dump}/{name}/logits.bin"):
+            continue
+        o = np.fromfile(f"{dump}/{name}/logits.bin", dtype=np.float32).reshape(len(toks), V)
+        top = ref32.argmax(-1) == o.argmax(-1)
+        res[f"hf_{name}_top1_agreement"] = float(np.mean(top))
+        res[f"hf_{name}_top1_agreement_prefill"] = float(np.mean(top[:128]))
+        res[f"hf_{name}_top1_agreement_decode"] = float(np.mean(top[128:]))
+        res[f"hf_{name}_logits_nmse"] = float(np.sum((o.astype(np.float64) - ref32) ** 2) /
+                                            np.sum(ref32.astype(np.float64) ** 2))
     res["hf_bf16_vs_fp32_top1"] = float(np.mean(ref16.argmax(-1) == ref32.argmax(-1)))
     res["hf_bf16_vs_fp32_nmse"] = float(np.sum((ref16.astype(np.float64) - ref32) ** 2) /
                                         np.sum(ref32.astype(np.float64) ** 2))

@@ -111,10 +111,17 @@ struct CudaDecoder::Impl {
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
 
   int qkv_rows() const { return (c.n_heads + 2 * c.n_kv_heads) * c.head_dim; }
-  bool exact() const { return opt.format == CudaWeightFormat::kF32; }
-  // Bytes per element of the weights, of the activations between ops (h, qkv, attn, gu, act, last_h) and of the KV
-  // pools: bf16, or fp32 in kF32.
+  // forward_exact(): kF32, or bf16 weights with f32_activations.
+  bool exact() const { return opt.format == CudaWeightFormat::kF32 || opt.f32_activations; }
+  // Bytes per element of the activations between ops (h, qkv, attn, gu, act, last_h), the KV pools and the vector
+  // weights (norms, biases): bf16, or fp32 in forward_exact().
   int64_t esz() const { return exact() ? 4 : 2; }
+  // Bytes per element of a weight tensor: the matrices and the embedding stay bf16 with f32_activations.
+  int64_t tensor_esz(CudaWeight w) const {
+    const bool vec = w == CudaWeight::kOutputNorm || w == CudaWeight::kAttnNorm || w == CudaWeight::kFfnNorm ||
+                     w == CudaWeight::kBq || w == CudaWeight::kBk || w == CudaWeight::kBv;
+    return opt.format == CudaWeightFormat::kF32 || (vec && exact()) ? 4 : 2;
+  }
   static float* f32(void* p) { return static_cast<float*>(p); }
 
   Status alloc(void** p, size_t bytes, const char* what) {
@@ -149,14 +156,14 @@ struct CudaDecoder::Impl {
     return l;
   }
 
-  // n elements of esz() bytes.
-  Status alloc_e(bf16_t** p, int64_t n, const char* what) {
-    return alloc(reinterpret_cast<void**>(p), static_cast<size_t>(n * esz()), what);
+  // n elements of e bytes (default esz()).
+  Status alloc_e(bf16_t** p, int64_t n, const char* what, int64_t e = 0) {
+    return alloc(reinterpret_cast<void**>(p), static_cast<size_t>(n * (e ? e : esz())), what);
   }
   Status alloc_linear(LinearW* w, int N, int K, bool bias) {
     w->N = N, w->K = K;
-    RETURN_IF_ERROR(alloc_e(&w->bf16, int64_t{N} * K, "weights"));
-    if (bias) RETURN_IF_ERROR(alloc_e(&w->bias, N, "bias"));
+    RETURN_IF_ERROR(alloc_e(&w->bf16, int64_t{N} * K, "weights", tensor_esz(CudaWeight::kWq)));
+    if (bias) RETURN_IF_ERROR(alloc_e(&w->bias, N, "bias", tensor_esz(CudaWeight::kBq)));
     return OkStatus();
   }
   Status alloc_weights();
@@ -176,7 +183,7 @@ struct CudaDecoder::Impl {
 
 Status CudaDecoder::Impl::alloc_weights() {
   const int D = c.hidden_dim;
-  RETURN_IF_ERROR(alloc_e(&embed, int64_t{c.n_vocab} * D, "embedding"));
+  RETURN_IF_ERROR(alloc_e(&embed, int64_t{c.n_vocab} * D, "embedding", tensor_esz(CudaWeight::kEmbed)));
   RETURN_IF_ERROR(alloc_e(&out_norm, D, "output norm"));
   RETURN_IF_ERROR(alloc_linear(&lm_head, c.n_vocab, D, false));
   layers.resize(c.n_layers);
@@ -196,8 +203,8 @@ void* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
   cuda_weight_shape(c, w, &rows, &cols);
   *count = rows * cols;
   const int64_t D = c.hidden_dim, Q = int64_t{c.n_heads} * c.head_dim, KV = int64_t{c.n_kv_heads} * c.head_dim;
-  auto at = [&](bf16_t* base, int64_t elems) -> void* {  // element offset into a buffer of esz()-byte elements
-    return base ? static_cast<char*>(static_cast<void*>(base)) + elems * esz() : nullptr;
+  auto at = [&](bf16_t* base, int64_t elems) -> void* {  // element offset into a buffer of w's elements
+    return base ? static_cast<char*>(static_cast<void*>(base)) + elems * tensor_esz(w) : nullptr;
   };
   if (w == CudaWeight::kEmbed) return embed;
   if (w == CudaWeight::kOutputNorm) return out_norm;
@@ -244,10 +251,11 @@ Status CudaDecoder::Impl::quantize(LinearW* w) {
   return OkStatus();
 }
 
-static int64_t linear_bytes(const LinearW& w) {
+// bias_esz: bytes per bias element (fp32 in forward_exact()).
+static int64_t linear_bytes(const LinearW& w, int64_t bias_esz) {
   const CudaWeightFormat f = w.fmt;
-  if (f == CudaWeightFormat::kF32) return (w.bias ? int64_t{w.N} * 4 : 0) + int64_t{w.N} * w.K * 4;
-  int64_t b = w.bias ? int64_t{w.N} * 2 : 0;
+  const int64_t b = w.bias ? int64_t{w.N} * bias_esz : 0;
+  if (f == CudaWeightFormat::kF32) return b + int64_t{w.N} * w.K * 4;
   if (f == CudaWeightFormat::kBf16) return b + int64_t{w.N} * w.K * 2;
   if (f == CudaWeightFormat::kInt8) return b + int64_t{w.N} * w.K + int64_t{w.N} * 4;
   return b + int64_t{w.N} * w.K / 2 + int64_t{w.N} * (w.K / 128) * 4;
@@ -309,7 +317,7 @@ Status CudaDecoder::Impl::alloc_runtime() {
   std::snprintf(buf, sizeof(buf),
                 "cuda memory plan (%s): weights %.2f GiB, activations %.2f GiB (%lld tokens/step, %lld seqs), "
                 "KV pool: %lld blocks = %lld tokens = max %lld sequences x %d context (%.2f GiB), reserve %.2f GiB",
-                format_name(opt.format), weight_bytes / 1073741824.0, act_bytes / 1073741824.0,
+                opt.f32_activations ? "bf16, f32 activations" : format_name(opt.format), weight_bytes / 1073741824.0, act_bytes / 1073741824.0,
                 static_cast<long long>(T), static_cast<long long>(B), static_cast<long long>(n_blocks),
                 static_cast<long long>(tokens), static_cast<long long>(tokens / opt.max_seq_len), opt.max_seq_len,
                 kv_bytes / 1073741824.0, opt.reserve_bytes / 1073741824.0);
@@ -349,6 +357,8 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const CudaModelConfig& 
   if (c.hidden_dim % 16 != 0 || c.ffn_dim % 16 != 0)
     return Unsupported("cuda decoder: hidden_dim " + std::to_string(c.hidden_dim) + " and ffn_dim " +
                        std::to_string(c.ffn_dim) + " must be multiples of 16");
+  if (opt.f32_activations && opt.format != CudaWeightFormat::kBf16 && opt.format != CudaWeightFormat::kF32)
+    return Unsupported("cuda decoder: f32 activations run bf16 or f32 weights, not int8/int4");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
     return InvalidArgument("cuda decoder: bad options (max_step_tokens must be >= max_batch)");
   int n_dev = 0;
@@ -377,7 +387,7 @@ Status CudaDecoder::init_synthetic(uint32_t seed) {
       int64_t n = 0;
       void* dst = m.weight_ptr(kind, l, &n);
       if (!dst) return Internal("cuda decoder: no storage for a synthetic tensor");
-      auto* fill = m.exact() ? synth_fill_kernel<true> : synth_fill_kernel<false>;
+      auto* fill = m.tensor_esz(kind) == 4 ? synth_fill_kernel<true> : synth_fill_kernel<false>;
       fill<<<2048, 256, 0, m.stream>>>(dst, n, synth_tensor_seed(seed, kind, l), synth_scale(m.c, kind),
                                        synth_offset(kind));
       CUDA_LAUNCH_CHECK();
@@ -386,7 +396,7 @@ Status CudaDecoder::init_synthetic(uint32_t seed) {
   return finalize();
 }
 
-// host: count elements of esz() bytes (bf16 bits, or fp32 in kF32).
+// host: count elements of tensor_esz(w) bytes (bf16 bits or fp32).
 Status CudaDecoder::Impl::upload(CudaWeight w, int layer, const void* host, int64_t count) {
   if (finalized) return InvalidArgument("cuda decoder: set_weight after finalize");
   int64_t n = 0;
@@ -397,20 +407,20 @@ Status CudaDecoder::Impl::upload(CudaWeight w, int layer, const void* host, int6
     return InvalidArgument("cuda decoder: tensor " + std::to_string(static_cast<int>(w)) + " layer " +
                            std::to_string(layer) + ": " + std::to_string(count) + " elements, expected " +
                            std::to_string(n));
-  CUDA_CHECK(cudaMemcpyAsync(dst, host, n * esz(), cudaMemcpyHostToDevice, stream));
+  CUDA_CHECK(cudaMemcpyAsync(dst, host, n * tensor_esz(w), cudaMemcpyHostToDevice, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   return OkStatus();
 }
 
 Status CudaDecoder::set_weight(CudaWeight w, int layer, const uint16_t* host, int64_t count) {
-  if (!impl_->exact()) return impl_->upload(w, layer, host, count);
+  if (impl_->tensor_esz(w) == 2) return impl_->upload(w, layer, host, count);
   std::vector<float> f(static_cast<size_t>(std::max<int64_t>(count, 0)));
   for (size_t i = 0; i < f.size(); ++i) f[i] = bf16_to_f32(host[i]);
   return impl_->upload(w, layer, f.data(), count);
 }
 
 Status CudaDecoder::set_weight_f32(CudaWeight w, int layer, const float* host, int64_t count) {
-  if (impl_->exact()) return impl_->upload(w, layer, host, count);
+  if (impl_->tensor_esz(w) == 4) return impl_->upload(w, layer, host, count);
   std::vector<uint16_t> b(static_cast<size_t>(std::max<int64_t>(count, 0)));
   for (size_t i = 0; i < b.size(); ++i) b[i] = f32_to_bf16(host[i]);
   return impl_->upload(w, layer, b.data(), count);
@@ -426,11 +436,11 @@ Status CudaDecoder::finalize() {
     RETURN_IF_ERROR(m.quantize(&l.gate_up));
     RETURN_IF_ERROR(m.quantize(&l.down));
   }
-  const int64_t D = m.c.hidden_dim;
-  m.weight_bytes = linear_bytes(m.lm_head) + D * m.esz();
+  const int64_t D = m.c.hidden_dim, e = m.esz();
+  m.weight_bytes = linear_bytes(m.lm_head, e) + D * e;
   for (auto& l : m.layers)
-    m.weight_bytes += linear_bytes(l.qkv) + linear_bytes(l.o) + linear_bytes(l.gate_up) + linear_bytes(l.down) +
-                      2 * D * m.esz();
+    m.weight_bytes += linear_bytes(l.qkv, e) + linear_bytes(l.o, e) + linear_bytes(l.gate_up, e) +
+                      linear_bytes(l.down, e) + 2 * D * e;
   RETURN_IF_ERROR(m.alloc_runtime());
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
   m.finalized = true;
@@ -553,8 +563,8 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
   }
 }
 
-// kF32: the step of forward() on fp32 weights and buffers through the exact.cu kernels (no split-K attention, no
-// fused epilogues, no op skipping).
+// kF32 (or bf16 matrices with f32_activations): the step of forward() on fp32 buffers through the exact.cu kernels
+// (no split-K attention, no fused epilogues, no op skipping).
 void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, bool all_logits, bool sampled) {
   const IntLayout L = layout(T, B);
   const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, NQKV = qkv_rows();
@@ -567,11 +577,19 @@ void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, bool all_logits
   pa.n_heads = c.n_heads, pa.n_kv_heads = c.n_kv_heads, pa.head_dim = c.head_dim;
   pa.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
   float *fh = f32(h), *fqkv = f32(qkv), *fattn = f32(attn), *fgu = f32(gu), *fact = f32(act);
+  const bool w32 = tensor_esz(CudaWeight::kWq) == 4;  // else bf16 matrices and embedding (f32_activations)
   auto linear32 = [&](const LinearW& w, const float* x, int M, float* y) {
-    ck::gemv_f32(x, f32(w.bf16), w.bias ? f32(w.bias) : nullptr, y, M, w.N, w.K, stream);
+    const float* bias = w.bias ? f32(w.bias) : nullptr;
+    if (w32)
+      ck::gemv_f32(x, f32(w.bf16), bias, y, M, w.N, w.K, stream);
+    else
+      ck::gemv_bf16_xf32(x, w.bf16, bias, y, M, w.N, w.K, stream);
   };
   auto norm = [&](const float* d, bf16_t* w) { ck::add_rmsnorm_f32(residual, d, f32(w), fh, T, D, c.rms_eps, stream); };
-  ck::embedding_f32(f32(embed), d_ints + L.tokens, residual, T, D, c.n_vocab, stream);
+  if (w32)
+    ck::embedding_f32(f32(embed), d_ints + L.tokens, residual, T, D, c.n_vocab, stream);
+  else
+    ck::embedding(embed, d_ints + L.tokens, residual, T, D, c.n_vocab, stream);
   for (int li = 0; li < c.n_layers; ++li) {
     const LayerW& l = layers[li];
     norm(li == 0 ? nullptr : delta, l.attn_norm);

@@ -67,6 +67,9 @@ struct CudaDecoderOptions {
   int max_seq_len = 4096;      // longest context; sets the block table width and the split-K workspace
   int64_t kv_blocks = 0;       // 0: from the memory left after weights and activations, minus reserve_bytes
   int64_t reserve_bytes = int64_t{2} << 30;
+  // kBf16 only: fp32 activations and KV cache (the kF32 kernels) with the bf16 weights as they are: the bf16 model
+  // computed without rounding between ops (HF transformers' fp32 forward of bf16 weights).
+  bool f32_activations = false;
   bool use_graphs = true;
   bool use_cublaslt = true;   // M > 8 bf16 GEMMs through cuBLASLt (bias epilogue); false: cublasGemmEx + add_bias
   bool gemm_autotune = true;  // cuBLASLt: time the heuristic candidates once per shape and keep the fastest

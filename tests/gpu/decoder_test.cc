@@ -2,7 +2,7 @@
 // from the same synthetic weights (synth_weight_value): prefill (tensor-core attention), chunked prefill over a
 // cached prefix, and graph-replayed batched decode. Bounds: bf16 logits NMSE < 1e-3 and >= 95% top-1 agreement
 // (the GPU rounds activations to bf16 between ops; the reference keeps fp32); int8 NMSE < 1e-2, int4 < 0.1; f32
-// (fp32 weights, activations and KV) NMSE < 1e-9 and every top-1 equal.
+// (fp32 weights, activations and KV), and bf16 weights with f32_activations: NMSE < 1e-9, every top-1 equal.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -28,10 +28,11 @@ struct Seq {
   std::vector<int32_t> blocks;  // [max_blocks]
 };
 
-void run_model_check(CudaWeightFormat fmt, double bound, double min_agree) {
+void run_model_check(CudaWeightFormat fmt, double bound, double min_agree, bool f32_activations = false) {
   const auto c = small_config();
   const uint32_t seed = 1234;
   CudaDecoderOptions opt;
+  opt.f32_activations = f32_activations;
   opt.format = fmt, opt.max_batch = 8, opt.max_step_tokens = 256, opt.max_seq_len = 256, opt.kv_blocks = 64;
   opt.verbose = false;
   auto dec_or = CudaDecoder::create(c, opt);
@@ -119,6 +120,12 @@ TEST(CudaDecoder, Int4CloseToCpuForward) {
 TEST(CudaDecoder, F32MatchesCpuForward) {
   SKIP_WITHOUT_GPU();
   run_model_check(CudaWeightFormat::kF32, 1e-9, 1.0);
+}
+
+// bf16 weights with fp32 activations and KV: the synthetic weights are bf16 values, so this is the same fp32 model.
+TEST(CudaDecoder, Bf16WeightsF32ActivationsMatchCpuForward) {
+  SKIP_WITHOUT_GPU();
+  run_model_check(CudaWeightFormat::kBf16, 1e-9, 1.0, true);
 }
 
 TEST(CudaDecoder, RejectsBadSteps) {

@@ -236,6 +236,16 @@ TEST_P(GemvTest, AllFormatsMatchReference) {
     DevArray<float> y32(size_t(M) * N);
     ck::gemv_bf16(dx.p, dW.p, db.p, y32.p, true, M, N, K, nullptr);
     EXPECT_LT(nmse(y32.download(), ref_matmul(fx, fW, fb.data(), M, N, K)), 1e-9) << "bf16 " << N << "x" << K;
+    // bf16 weights, fp32 activations and bias (values off the bf16 grid: a bf16 rounding of x would show).
+    {
+      std::uniform_real_distribution<float> ud(-1.f, 1.f);
+      std::vector<float> xf(size_t(M) * K), bf(N);
+      for (auto& v : xf) v = ud(rng);
+      for (auto& v : bf) v = ud(rng);
+      DevArray<float> dxf(xf), dbf(bf), yf(size_t(M) * N);
+      ck::gemv_bf16_xf32(dxf.p, dW.p, dbf.p, yf.p, M, N, K, nullptr);
+      EXPECT_LT(nmse(yf.download(), ref_matmul(xf, fW, bf.data(), M, N, K)), 1e-12) << "bf16 x fp32 " << N << "x" << K;
+    }
     // int8
     std::vector<uint8_t> q8;
     std::vector<float> s8;

@@ -128,6 +128,9 @@ void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bo
                cudaStream_t s);
 void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
                int N, int K, cudaStream_t s);
+// bf16 weights with fp32 activations (the bf16 decoder's fp32-activation mode): x [M][K] fp32, bias [N] fp32 or null,
+// y [M][N] fp32; any M (chunks of 8).
+void gemv_bf16_xf32(const float* x, const bf16_t* W, const float* bias, float* y, int M, int N, int K, cudaStream_t s);
 void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
                int N, int K, cudaStream_t s);
 

@@ -28,11 +28,13 @@ __device__ __forceinline__ float silu_mul_f(float gate, float up) { return gate 
 
 // Bias of the output that thread r * M + m (< ROWS * M) stores in store_rows. Loaded before the weight stream (biases
 // never depend on the previous kernel) so its DRAM round trip is not paid again after the loop.
-template <int M, int ROWS>
-__device__ __forceinline__ float preload_bias(const uint16_t* bias, int row0, int N) {
+__device__ __forceinline__ float bias_at(const uint16_t* b, int n) { return bf16f(b[n]); }
+__device__ __forceinline__ float bias_at(const float* b, int n) { return b[n]; }
+template <int M, int ROWS, typename BT>
+__device__ __forceinline__ float preload_bias(const BT* bias, int row0, int N) {
   if (bias == nullptr || threadIdx.x >= ROWS * M) return 0.f;
   const int n = row0 + static_cast<int>(threadIdx.x) / M;
-  return n < N ? bf16f(bias[n]) : 0.f;
+  return n < N ? bias_at(bias, n) : 0.f;
 }
 
 template <int M, int ROWS, bool SILU = false>
@@ -98,17 +100,28 @@ struct RowChunks {
 };
 
 // ---- bf16 weights: a 16-byte chunk = 8 weights ----
-template <int M, int ROWS, int U, bool SILU>
-__global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* __restrict__ x,
-                                                                const uint16_t* __restrict__ W,
-                                                                const uint16_t* __restrict__ bias, void* y, bool y_f32,
-                                                                int N, int K) {
+// x[off .. off + 8) as fp32: bf16 activations (one 16-byte load) or fp32 ones (two).
+__device__ __forceinline__ void load_x8(const uint16_t* x, int64_t off, float (&xf)[8]) {
+  const uint4 a = __ldg(reinterpret_cast<const uint4*>(x + off));
+  const uint32_t v[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) xf[2 * j] = bf16_lo(v[j]), xf[2 * j + 1] = bf16_hi(v[j]);
+}
+__device__ __forceinline__ void load_x8(const float* x, int64_t off, float (&xf)[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(x + off));
+  const float4 b = __ldg(reinterpret_cast<const float4*>(x + off + 4));
+  xf[0] = a.x, xf[1] = a.y, xf[2] = a.z, xf[3] = a.w, xf[4] = b.x, xf[5] = b.y, xf[6] = b.z, xf[7] = b.w;
+}
+
+// XT: the activation type (uint16_t = bf16, or float); the bias has the same type.
+template <typename XT, int M, int ROWS, int U, bool SILU>
+__device__ __forceinline__ void gemv_bf16_body(const XT* __restrict__ x, const uint16_t* __restrict__ W,
+                                               const XT* __restrict__ bias, void* y, bool y_f32, int N, int K) {
   const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
   const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
   if (row0 >= (SILU ? N / 2 : N)) return;
   const int K8 = K / 8;
   const RowChunks<ROWS, U, SILU> rows(W, N, K8);
-  const uint4* xv = reinterpret_cast<const uint4*>(x);
   float acc[ROWS][M] = {};
   uint4 w[ROWS][U];
   rows.load(w, 0);  // weights do not depend on the previous kernel: their first loads overlap its tail (PDL)
@@ -123,9 +136,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
       if (i >= K8) break;
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        const uint4 a = __ldg(xv + static_cast<int64_t>(m) * K8 + i);
-        const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
-                             bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
+        float xf[8];
+        load_x8(x, static_cast<int64_t>(m) * K + 8 * i, xf);
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) {
           const uint32_t ww[4] = {w[r][u].x, w[r][u].y, w[r][u].z, w[r][u].w};
@@ -141,6 +153,21 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
     }
   }
   store_rows<M, ROWS, SILU>(acc, row0, N, b, y, y_f32);
+}
+
+template <int M, int ROWS, int U, bool SILU>
+__global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* __restrict__ x,
+                                                                const uint16_t* __restrict__ W,
+                                                                const uint16_t* __restrict__ bias, void* y, bool y_f32,
+                                                                int N, int K) {
+  gemv_bf16_body<uint16_t, M, ROWS, U, SILU>(x, W, bias, y, y_f32, N, K);
+}
+template <int M, int ROWS, int U, bool SILU>
+__global__ void __launch_bounds__(kWarps * 32) gemv_bf16_xf32_kernel(const float* __restrict__ x,
+                                                                     const uint16_t* __restrict__ W,
+                                                                     const float* __restrict__ bias, void* y,
+                                                                     bool y_f32, int N, int K) {
+  gemv_bf16_body<float, M, ROWS, U, SILU>(x, W, bias, y, y_f32, N, K);
 }
 
 // ---- int8 weights (stored q+128): a 16-byte chunk = 16 weights. Byte -> fp32 via the 2^23 magic number. ----
@@ -399,6 +426,17 @@ void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bo
       CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 2, false, blocks_for<2>(N), xm, W, bias, ym, y_f32, N, K);
     }
   });
+}
+
+void gemv_bf16_xf32(const float* x, const bf16_t* W, const float* bias, float* y, int M, int N, int K, cudaStream_t s) {
+  CHECK(K % 8 == 0);
+  for (int m0 = 0; m0 < M; m0 += 8) {
+    const int m = std::min(8, M - m0);
+    const float* xm = x + static_cast<int64_t>(m0) * K;
+    float* ym = y + static_cast<int64_t>(m0) * N;
+    CITADEL_GEMV_DISPATCH(gemv_bf16_xf32_kernel, 2, 4, false, blocks_for<2>(N), xm, W, bias, ym, true, N, K);
+    CUDA_LAUNCH_CHECK();
+  }
 }
 
 void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
