@@ -32,8 +32,12 @@ TEST_RC=${PIPESTATUS[0]}
 echo "gpu tests rc=$TEST_RC"
 if [ "$SAN" = 1 ]; then
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/citadel_gpu_tests \
-    --gtest_filter='CudaKernels.*:Batch/GemvTest.*/0:CudaDecoder.Bf16*' > "$OUT/memcheck.log" 2>&1
+    --gtest_filter='CudaKernels.*:Batch/GemvTest.*/0:CudaExact.*:CudaDecoder.Bf16*:CudaDecoder.F32*' \
+    > "$OUT/memcheck.log" 2>&1
   echo "memcheck rc=$? ($(grep -c 'Invalid' "$OUT/memcheck.log") invalid accesses)"; tail -3 "$OUT/memcheck.log"
+  timeout 240 compute-sanitizer --tool racecheck --error-exitcode 9 ./build-gpu/citadel_gpu_tests \
+    --gtest_filter='CudaKernels.*:Batch/GemvTest.*/0:CudaExact.*' > "$OUT/racecheck.log" 2>&1
+  echo "racecheck rc=$?"; tail -2 "$OUT/racecheck.log"
 fi
 mkdir -p /tmp/citadel_hf
 CITADEL_BENCH_QUICK=$QUICK ./build-gpu/bench/citadel_gpu_bench "$OUT/gpu_bench.json" /tmp/citadel_hf 2> "$OUT/bench.log"
