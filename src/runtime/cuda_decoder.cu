@@ -35,12 +35,6 @@ __global__ void synth_fill_kernel(void* dst, int64_t n, uint32_t tseed, float sc
   }
 }
 
-__global__ void fill_random_f32_kernel(float* x, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    x[i] = ck::dev::hash_uniform(seed, static_cast<uint32_t>(i));
-}
-
 struct DevBuf {
   void* p = nullptr;
   size_t bytes = 0;
@@ -165,6 +159,17 @@ struct CudaDecoder::Impl {
     RETURN_IF_ERROR(alloc_e(&w->bf16, int64_t{N} * K, "weights", tensor_esz(CudaWeight::kWq)));
     if (bias) RETURN_IF_ERROR(alloc_e(&w->bias, N, "bias", tensor_esz(CudaWeight::kBq)));
     return OkStatus();
+  }
+  // The step's block tables and lengths (layout L of d_ints) and the model's head shape; pools left null.
+  ck::PagedAttention paged_attention(const IntLayout& L) const {
+    ck::PagedAttention pa;
+    pa.block_tables = d_ints + L.tables;
+    pa.seq_lens = d_ints + L.seq_lens;
+    pa.max_blocks_per_seq = max_blocks;
+    pa.block_size = opt.block_size;
+    pa.n_heads = c.n_heads, pa.n_kv_heads = c.n_kv_heads, pa.head_dim = c.head_dim;
+    pa.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+    return pa;
   }
   Status alloc_weights();
   Status quantize(LinearW* w);
@@ -504,13 +509,7 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
   const int32_t* positions = d_ints + L.positions;
   const int32_t* slots = d_ints + L.slots;
   const int64_t layer_pool = n_blocks * opt.block_size * KV;
-  ck::PagedAttention pa;
-  pa.block_tables = d_ints + L.tables;
-  pa.seq_lens = d_ints + L.seq_lens;
-  pa.max_blocks_per_seq = max_blocks;
-  pa.block_size = opt.block_size;
-  pa.n_heads = c.n_heads, pa.n_kv_heads = c.n_kv_heads, pa.head_dim = c.head_dim;
-  pa.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  ck::PagedAttention pa = paged_attention(L);
   const auto layout_rope = c.rope_neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
 
   const uint32_t skip = opt.debug_skip;
@@ -569,13 +568,7 @@ void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, bool all_logits
   const IntLayout L = layout(T, B);
   const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, NQKV = qkv_rows();
   const int64_t layer_pool = n_blocks * opt.block_size * c.n_kv_heads * c.head_dim;
-  ck::PagedAttention pa;  // k_pool / v_pool stay null: the fp32 pools are passed per layer
-  pa.block_tables = d_ints + L.tables;
-  pa.seq_lens = d_ints + L.seq_lens;
-  pa.max_blocks_per_seq = max_blocks;
-  pa.block_size = opt.block_size;
-  pa.n_heads = c.n_heads, pa.n_kv_heads = c.n_kv_heads, pa.head_dim = c.head_dim;
-  pa.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+  const ck::PagedAttention pa = paged_attention(L);  // k_pool / v_pool null: the fp32 pools go per layer
   float *fh = f32(h), *fqkv = f32(qkv), *fattn = f32(attn), *fgu = f32(gu), *fact = f32(act);
   const bool w32 = tensor_esz(CudaWeight::kWq) == 4;  // else bf16 matrices and embedding (f32_activations)
   auto linear32 = [&](const LinearW& w, const float* x, int M, float* y) {
@@ -777,9 +770,8 @@ void CudaDecoder::fill_kv_random(uint32_t seed) {
   Impl& m = *impl_;
   const int64_t n = m.n_blocks * m.opt.block_size * m.c.n_kv_heads * m.c.head_dim * m.c.n_layers;
   if (m.exact()) {
-    fill_random_f32_kernel<<<2048, 256, 0, m.stream>>>(Impl::f32(m.k_pool), n, seed);
-    fill_random_f32_kernel<<<2048, 256, 0, m.stream>>>(Impl::f32(m.v_pool), n, seed + 1);
-    CUDA_LAUNCH_CHECK();
+    ck::fill_random_f32(Impl::f32(m.k_pool), n, seed, 1.f, m.stream);
+    ck::fill_random_f32(Impl::f32(m.v_pool), n, seed + 1, 1.f, m.stream);
   } else {
     ck::fill_random_bf16(m.k_pool, n, seed, 1.f, m.stream);
     ck::fill_random_bf16(m.v_pool, n, seed + 1, 1.f, m.stream);

@@ -47,6 +47,7 @@ void gather_rows(const bf16_t* src, const int32_t* index, bf16_t* dst, int rows,
 
 // Deterministic fill for benchmarks and poisoning: x[i] = bf16(uniform(-scale, scale)) from hash(seed, i).
 void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStream_t s);
+void fill_random_f32(float* x, int64_t n, uint32_t seed, float scale, cudaStream_t s);  // the same, fp32
 
 // ---- sampling.cu ----
 // Per-row sampling parameters (device memory). temperature <= 0 or top_k == 1: greedy (argmax, lowest index on ties).

@@ -204,12 +204,19 @@ __global__ void gather_rows_kernel(const uint16_t* src, const int32_t* index, ui
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[r * cols + i] = s[i];
 }
 
-__global__ void fill_random_kernel(uint16_t* x, int64_t n, uint32_t seed, float scale) {
+// T = uint16_t: bf16 bits; float: the same values unrounded.
+template <typename T>
+__global__ void fill_random_kernel(T* x, int64_t n, uint32_t seed, float scale) {
   pdl_wait();
   pdl_trigger();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    x[i] = f2bf(hash_uniform(seed, static_cast<uint32_t>(i)) * scale);
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = hash_uniform(seed, static_cast<uint32_t>(i)) * scale;
+    if constexpr (sizeof(T) == 2)
+      x[i] = f2bf(v);
+    else
+      x[i] = v;
+  }
 }
 
 }  // namespace
@@ -282,7 +289,13 @@ void gather_rows(const bf16_t* src, const int32_t* index, bf16_t* dst, int rows,
 
 void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStream_t s) {
   if (n <= 0) return;
-  launch_pdl(fill_random_kernel, dim3(1024), dim3(256), 0, s, x, n, seed, scale);
+  launch_pdl(fill_random_kernel<uint16_t>, dim3(1024), dim3(256), 0, s, x, n, seed, scale);
+  CUDA_LAUNCH_CHECK();
+}
+
+void fill_random_f32(float* x, int64_t n, uint32_t seed, float scale, cudaStream_t s) {
+  if (n <= 0) return;
+  launch_pdl(fill_random_kernel<float>, dim3(1024), dim3(256), 0, s, x, n, seed, scale);
   CUDA_LAUNCH_CHECK();
 }
 
