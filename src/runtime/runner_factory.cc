@@ -41,10 +41,10 @@ class OwningCudaRunner : public engine::ModelRunner {
 Result<std::unique_ptr<engine::ModelRunner>> make_cuda(const std::string& path, const RunnerOptions& o) {
   CudaRunnerOptions c;
   ASSIGN_OR_RETURN(c.decoder.format, parse_cuda_weight_format(o.cuda_weights));
-  if (o.exact) {  // the GPU twin of the CPU exact mode: fp32 weights, activations and KV cache
-    if (o.cuda_weights != "bf16" && o.cuda_weights != "f32")
-      return InvalidArgument("exact mode runs f32 weights, not cuda weights '" + o.cuda_weights + "'");
-    c.decoder.format = CudaWeightFormat::kF32;
+  if (o.exact) {  // fp32 activations and KV cache, with bf16 weights (HF's fp32 forward of a bf16 model) or f32 ones
+    if (c.decoder.format != CudaWeightFormat::kBf16 && c.decoder.format != CudaWeightFormat::kF32)
+      return InvalidArgument("exact mode runs bf16 or f32 cuda weights, not '" + o.cuda_weights + "'");
+    c.decoder.f32_activations = true;
   }
   c.decoder.max_batch = o.max_batch;
   c.decoder.max_step_tokens = o.max_batched_tokens;

@@ -27,7 +27,7 @@ const std::vector<Field>& fields() {
       {"models_dir", Kind::kString, &ServeConfig::models_dir, nullptr, 0, 0, "directory of pulled models"},
       {"device", Kind::kString, &ServeConfig::device, nullptr, 0, 0, "cpu or cuda"},
       {"cpu_precision", Kind::kString, &ServeConfig::cpu_precision, nullptr, 0, 0,
-       "cpu: fast (weights as stored, 8-bit activations) or exact (f32 weights)"},
+       "fast, or exact: f32 math (cpu: f32 weights; cuda: f32 activations and KV)"},
       {"cuda_weights", Kind::kString, &ServeConfig::cuda_weights, nullptr, 0, 0, "cuda: bf16, int8, int4 or f32"},
       {"host", Kind::kString, &ServeConfig::host, nullptr, 0, 0, "listen address"},
       {"port", Kind::kInt, nullptr, &ServeConfig::port, 0, 65535, "listen port (0 = any free port)"},

@@ -330,15 +330,17 @@ TEST(SmolLM2, EngineGreedyCudaMatchesCpu) {
   EXPECT_EQ(clear_divergences(path, cases, got, want), 0);
 }
 
-// `--exact` on both devices (fp32 weights dequantised from Q4_1 the same way, fp32 activations and KV cache): the
-// CUDA path must give the CPU exact engine's tokens on every prompt, all 64 of them, and so HF's.
+// `--exact` on both devices, `--cuda-weights f32` on the GPU (fp32 weights dequantised from Q4_1 the same way, fp32
+// activations and KV cache): the CUDA path must give the CPU exact engine's tokens on every prompt, all 64 of them,
+// and so HF's.
 TEST(SmolLM2, EngineGreedyCudaExactMatchesCpuExact) {
   const std::string path = model_path();
   SKIP_WITHOUT_MODEL(path);
   const auto cases = load_cases();
   auto cpu = runtime::make_model_runner(path, {.device = "cpu", .exact = true});
   ASSERT_TRUE(cpu.ok()) << cpu.status().to_string();
-  auto cuda = runtime::make_model_runner(path, {.device = "cuda", .exact = true, .max_batch = 8, .max_context = 512});
+  auto cuda = runtime::make_model_runner(
+      path, {.device = "cuda", .exact = true, .cuda_weights = "f32", .max_batch = 8, .max_context = 512});
   ASSERT_TRUE(cuda.ok()) << cuda.status().to_string();
   const auto want = engine_greedy(cpu->get(), cases);
   const auto got = engine_greedy(cuda->get(), cases);
