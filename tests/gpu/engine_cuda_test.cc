@@ -136,6 +136,18 @@ TEST(CudaEngine, BatchedGreedyFollowsCpuReference) {
   EXPECT_GE(same, int(prompts.size()) - 1) << "batched == alone for " << same << "/" << prompts.size();
 }
 
+// The engine sizes the KV pool from kv_bytes_per_token(): fp32 K/V in the exact modes, bf16 otherwise.
+TEST(CudaEngine, KvBytesPerTokenFollowsTheKvPrecision) {
+  CudaRunnerOptions o = runner_options();
+  const auto& c = o.config;
+  const size_t bf16 = size_t{2} * c.n_layers * c.n_kv_heads * c.head_dim * 2;
+  EXPECT_EQ(CudaRunner::create(o).value()->kv_bytes_per_token(), bf16);
+  o.decoder.f32_activations = true;
+  EXPECT_EQ(CudaRunner::create(o).value()->kv_bytes_per_token(), 2 * bf16);
+  o.decoder.f32_activations = false, o.decoder.format = runtime::CudaWeightFormat::kF32;
+  EXPECT_EQ(CudaRunner::create(o).value()->kv_bytes_per_token(), 2 * bf16);
+}
+
 TEST(CudaEngine, CopyBlocksAndBadInput) {
   SKIP_WITHOUT_GPU();
   auto runner = std::move(CudaRunner::create(runner_options())).value();
