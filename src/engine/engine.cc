@@ -245,7 +245,24 @@ void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
   for (const auto& s : out.seqs) finish_seq(s.seq, FinishReason::kError, st);
 }
 
-void Engine::postprocess(const SchedulerOutput& out, const std::vector<float>& logits) {
+bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const {
+  if (!runner_->samples_on_device()) return false;
+  rows->clear();
+  for (const auto& s : out.seqs) {
+    if (!s.sample) continue;
+    const SamplingParams& p = s.seq->sampler.params();
+    if (!p.logit_bias.empty() || p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
+        p.frequency_penalty != 0.0f || p.top_logprobs >= 0)
+      return false;
+    RowSampling r;
+    r.temperature = p.temperature, r.top_k = p.top_k, r.top_p = p.top_p, r.min_p = p.min_p;
+    r.seed = s.seq->sample_seed, r.counter = static_cast<uint32_t>(s.seq->n_generated);
+    rows->push_back(r);
+  }
+  return true;
+}
+
+void Engine::postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids) {
   int row = 0;
   int64_t generated = 0;
   for (const auto& s : out.seqs) {
@@ -259,7 +276,11 @@ void Engine::postprocess(const SchedulerOutput& out, const std::vector<float>& l
       seq->counted_as_queued = false;
     }
     if (!s.sample) continue;
-    SampleResult r = seq->sampler.sample(logits.data() + static_cast<size_t>(row++) * n_vocab_, n_vocab_, seq->tokens);
+    SampleResult r;
+    if (ids)
+      r.token = ids[row++];
+    else
+      r = seq->sampler.sample(logits + static_cast<size_t>(row++) * n_vocab_, n_vocab_, seq->tokens);
     seq->sampler.accept(r.token);
     seq->tokens.push_back(r.token);
     ++seq->n_generated;
@@ -318,6 +339,7 @@ bool Engine::step() {
   apply_cancellations();
   SchedulerOutput out = scheduler_->schedule();
   double fwd_ms = 0.0;
+  bool device = false;  // the runner sampled this step (ids_), else logits_ + the host Sampler
   if (!out.empty()) {
     Status st = OkStatus();
     const auto copies = out.all_copies();
@@ -325,13 +347,20 @@ bool Engine::step() {
     if (st.ok()) {
       Batch batch;
       build_batch(out, &batch);
-      const size_t need = batch.logit_rows.size() * static_cast<size_t>(n_vocab_);
-      if (logits_.size() < need) logits_.resize(need);  // grows only: no per-step clear of a large buffer
+      std::vector<RowSampling> rows;
+      device = device_rows(out, &rows);
       const auto tf = std::chrono::steady_clock::now();
-      st = runner_->forward(batch, logits_.data());
+      if (device) {  // only ids come back
+        ids_.resize(rows.size());
+        st = runner_->forward_sampled(batch, rows, ids_.data());
+      } else {
+        const size_t need = batch.logit_rows.size() * static_cast<size_t>(n_vocab_);
+        if (logits_.size() < need) logits_.resize(need);  // grows only: no per-step clear of a large buffer
+        st = runner_->forward(batch, logits_.data());
+      }
       fwd_ms = ms_since(tf);
     }
-    if (st.ok()) postprocess(out, logits_); else fail_batch(out, st);
+    if (st.ok()) postprocess(out, logits_.data(), device ? ids_.data() : nullptr); else fail_batch(out, st);
   }
   publish_stats(ms_since(t0), fwd_ms, out);
   return !out.empty();

@@ -105,7 +105,12 @@ class Engine {
   // Ends a sequence: final event (ev, with finish = reason), usage, bookkeeping, blocks freed; seq is destroyed.
   void finish_seq(Sequence* seq, FinishReason reason, Status status, TokenEvent ev = {});
   void build_batch(const SchedulerOutput& out, Batch* batch) const;
-  void postprocess(const SchedulerOutput& out, const std::vector<float>& logits);
+  // Appends each sampled row's token: ids[row] when the runner sampled on its device, else the sequence's Sampler
+  // over logits row `row`.
+  void postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids);
+  // The device sampling of every row of this step, or false when a row needs the host Sampler (logit_bias,
+  // penalties, logprobs) or the runner cannot sample.
+  bool device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const;
   void fail_batch(const SchedulerOutput& out, const Status& st);
   void cancel_all(const std::string& why);
   void publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out);
@@ -119,6 +124,7 @@ class Engine {
   uint64_t next_seq_id_ = 0;
   uint64_t seed_state_;
   std::vector<float> logits_;  // [n_logits, n_vocab] of the current step (engine thread only)
+  std::vector<int32_t> ids_;    // [n_logits] device-sampled ids of the current step
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;

@@ -52,6 +52,18 @@ struct Batch {
   bool is_decode_only() const { return tokens.size() == seq_lens.size(); }  // one new token per sequence
 };
 
+// How a runner that samples on its device draws the next token of one logit row: the engine Sampler's stages 4-7
+// (temperature <= 0 or top_k == 1: greedy, ties to the lowest id; else softmax at the temperature restricted by
+// top_k, top_p and min_p) with the runner's own generator, a function of (seed, counter) alone.
+struct RowSampling {
+  float temperature = 0.f;
+  int top_k = 0;       // 0: off
+  float top_p = 1.f;   // 1: off
+  float min_p = 0.f;   // 0: off
+  uint64_t seed = 0;
+  uint32_t counter = 0;  // index of the token being generated
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
@@ -79,6 +91,14 @@ class ModelRunner {
   // model logits (no temperature, no softcap beyond what the architecture itself does). A non-ok Status fails
   // every request in the batch (finish reason kError); the engine keeps running.
   virtual Status forward(const Batch& batch, float* logits) = 0;
+
+  // Optional: forward() that also picks each logit row's next token where the logits are (rows[r] for row r) and
+  // returns only the ids [logit_rows.size()], so no logits cross to the host. The engine calls it only for steps
+  // whose rows need nothing else (no logit_bias, penalties or logprobs), and only when samples_on_device().
+  virtual bool samples_on_device() const { return false; }
+  virtual Status forward_sampled(const Batch& /*batch*/, const std::vector<RowSampling>& /*rows*/, int32_t* /*ids*/) {
+    return Unsupported("this model runner samples on the host");
+  }
 };
 
 }  // namespace citadel::engine

@@ -118,10 +118,13 @@ struct Sequence {
   int64_t preempted_at_step = -1;
   int n_preemptions = 0;
   Sampler sampler;
+  uint64_t sample_seed = 0;  // the request's seed, or the engine's fallback: the device sampler's seed
   std::shared_ptr<RequestHandle> handle;
   Usage usage;
 
-  Sequence(SamplingParams params, uint64_t fallback_seed) : sampler(std::move(params), fallback_seed) {}
+  Sequence(SamplingParams params, uint64_t fallback_seed)
+      : sampler(std::move(params), fallback_seed), sample_seed(sampler.params().has_seed ? sampler.params().seed
+                                                                                          : fallback_seed) {}
 };
 
 }  // namespace citadel::engine

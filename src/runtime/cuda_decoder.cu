@@ -705,7 +705,7 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
       ck::SampleParams sp;  // padded rows: greedy
       if (b < B) {
         const CudaSampling& q = s.sampling[b];
-        sp.temperature = q.temperature, sp.top_k = q.top_k, sp.top_p = q.top_p, sp.seed = q.seed;
+        sp.temperature = q.temperature, sp.top_k = q.top_k, sp.top_p = q.top_p, sp.min_p = q.min_p, sp.seed = q.seed;
         sp.counter = q.counter;
       }
       m.h_sample[b] = sp;

@@ -97,6 +97,7 @@ struct CudaSampling {
   float temperature = 0.f;
   int top_k = 0;
   float top_p = 1.f;
+  float min_p = 0.f;
   uint32_t seed = 0;
   uint32_t counter = 0;
 };

@@ -55,9 +55,9 @@ Status CudaRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) 
   return decoder_->copy_blocks(src_dst);
 }
 
-Status CudaRunner::forward(const engine::Batch& b, float* logits) {
+Status CudaRunner::prepare_step(const engine::Batch& b) {
   if (!decoder_) return InvalidArgument("cuda runner: forward before allocate_kv");
-  const int T = b.n_tokens(), B = b.n_seqs(), V = opt_.config.n_vocab;
+  const int T = b.n_tokens(), B = b.n_seqs();
   if (T <= 0 || B <= 0) return InvalidArgument("cuda runner: empty batch");
   if (b.block_size != decoder_->block_size())
     return InvalidArgument("cuda runner: batch block_size " + std::to_string(b.block_size) + " != " +
@@ -76,6 +76,39 @@ Status CudaRunner::forward(const engine::Batch& b, float* logits) {
       const int32_t v = b.block_tables[static_cast<size_t>(s) * b.max_blocks + i];
       if (v >= 0) step_.block_tables[static_cast<size_t>(s) * width + i] = v;
     }
+  step_.all_logits = false;
+  step_.sampling.clear();
+  return OkStatus();
+}
+
+Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows,
+                                   int32_t* ids) {
+  RETURN_IF_ERROR(prepare_step(b));
+  const int T = b.n_tokens(), B = b.n_seqs();
+  if (rows.size() != b.logit_rows.size()) return InvalidArgument("cuda runner: one sampling entry per logit row");
+  step_.sampling.assign(static_cast<size_t>(B), CudaSampling{});  // sequences without a row: greedy, ignored
+  std::vector<int> seq_of_row(rows.size());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const int i = b.logit_rows[r];
+    const int s = i >= 0 && i < T ? b.seq_of_token[i] : -1;
+    if (s < 0 || s >= B || i != b.query_start[s + 1] - 1)
+      return InvalidArgument("cuda runner: device sampling needs the last token of a sequence, got row " +
+                             std::to_string(i));
+    const engine::RowSampling& q = rows[r];
+    CudaSampling& d = step_.sampling[static_cast<size_t>(s)];
+    d.temperature = q.temperature, d.top_k = q.top_k, d.top_p = q.top_p, d.min_p = q.min_p;
+    d.seed = static_cast<uint32_t>(q.seed ^ (q.seed >> 32)), d.counter = q.counter;
+    seq_of_row[r] = s;
+  }
+  std::vector<int32_t> next;
+  RETURN_IF_ERROR(decoder_->step(step_, &next, nullptr));
+  for (size_t r = 0; r < rows.size(); ++r) ids[r] = next[static_cast<size_t>(seq_of_row[r])];
+  return OkStatus();
+}
+
+Status CudaRunner::forward(const engine::Batch& b, float* logits) {
+  RETURN_IF_ERROR(prepare_step(b));
+  const int T = b.n_tokens(), B = b.n_seqs(), V = opt_.config.n_vocab;
   // The decoder returns the last token's logits of each sequence; other rows need the all-tokens mode.
   std::vector<int> src_row(b.logit_rows.size());
   bool last_only = true;

@@ -42,11 +42,17 @@ class CudaRunner : public engine::ModelRunner {
   Status allocate_kv(int n_blocks, int block_size) override;
   Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) override;
   Status forward(const engine::Batch& batch, float* logits) override;
+  // Sampling on the device (kernels/cuda/sampling.cu): only one id per logit row comes back. Every logit row must be
+  // the last token of its sequence (what the engine asks for).
+  bool samples_on_device() const override { return true; }
+  Status forward_sampled(const engine::Batch& batch, const std::vector<engine::RowSampling>& rows,
+                         int32_t* ids) override;
 
   CudaDecoder* decoder() { return decoder_.get(); }  // null before allocate_kv
 
  private:
   explicit CudaRunner(CudaRunnerOptions opt) : opt_(std::move(opt)) {}
+  Status prepare_step(const engine::Batch& b);  // checks b and fills step_ (no logits, no sampling yet)
   CudaRunnerOptions opt_;
   std::unique_ptr<CudaDecoder> decoder_;
   CudaStep step_;                  // reused between calls

@@ -32,6 +32,11 @@ class OwningCudaRunner : public engine::ModelRunner {
   Status allocate_kv(int n_blocks, int block_size) override { return r_->allocate_kv(n_blocks, block_size); }
   Status copy_blocks(const std::vector<std::pair<int, int>>& p) override { return r_->copy_blocks(p); }
   Status forward(const engine::Batch& b, float* logits) override { return r_->forward(b, logits); }
+  bool samples_on_device() const override { return r_->samples_on_device(); }
+  Status forward_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows,
+                         int32_t* ids) override {
+    return r_->forward_sampled(b, rows, ids);
+  }
 
  private:
   std::unique_ptr<TensorStore> store_;

@@ -153,6 +153,55 @@ TEST(Engine, SeededSamplingBatchedEqualsAlone) {
   }
 }
 
+// A runner that samples on its device gets every step whose rows need nothing the host Sampler alone does, with
+// the request's sampling fields, its seed (or the engine's) and the index of the token being generated; steps with
+// a penalty, logit_bias or logprobs row fall back to logits + the host Sampler.
+TEST(Engine, DeviceSamplingGetsEligibleRowsWithSeedAndCounter) {
+  TestRunner runner(kVocab);
+  runner.enable_device_sampling();
+  Engine e(&runner, small_config(64, 4));
+  ASSERT_TRUE(e.init().ok());
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5};
+  auto g = *e.submit(greedy_request("g", prompt, 6));
+  GenerateRequest s;
+  s.id = "s", s.prompt = prompt, s.max_tokens = 6;
+  s.sampling.temperature = 0.7f, s.sampling.top_k = 9, s.sampling.top_p = 0.8f, s.sampling.min_p = 0.1f;
+  s.sampling.has_seed = true, s.sampling.seed = 77;
+  auto hs = *e.submit(s);
+  run_until_idle(e);
+  Collected cg, cs;
+  drain(*g, &cg), drain(*hs, &cs);
+  EXPECT_EQ(cg.tokens, TestRunner::reference_greedy(prompt, 6, kVocab));
+  ASSERT_EQ(cs.tokens.size(), 6u);
+  for (uint32_t k = 0; k < 6; ++k) EXPECT_EQ(cs.tokens[k], TestRunner::device_pick(77, k, kVocab)) << k;
+  EXPECT_EQ(runner.sampled_calls(), runner.forward_calls());  // every step went through forward_sampled
+  int seen = 0;
+  for (const RowSampling& r : runner.sampled_rows()) {
+    if (r.temperature == 0.f) continue;
+    EXPECT_FLOAT_EQ(r.temperature, 0.7f);
+    EXPECT_EQ(r.top_k, 9);
+    EXPECT_FLOAT_EQ(r.top_p, 0.8f);
+    EXPECT_FLOAT_EQ(r.min_p, 0.1f);
+    EXPECT_EQ(r.seed, 77u);
+    EXPECT_EQ(r.counter, static_cast<uint32_t>(seen++));
+  }
+  EXPECT_EQ(seen, 6);
+
+  // A penalised request in the batch: those steps sample on the host (forward() without forward_sampled()).
+  const int64_t sampled_before = runner.sampled_calls(), forward_before = runner.forward_calls();
+  GenerateRequest p = greedy_request("p", prompt, 4);
+  p.sampling.presence_penalty = 0.5f;
+  auto hp = *e.submit(p);
+  auto g2 = *e.submit(greedy_request("g2", prompt, 4));
+  run_until_idle(e);
+  Collected cp, cg2;
+  drain(*hp, &cp), drain(*g2, &cg2);
+  EXPECT_EQ(cp.tokens.size(), 4u);
+  EXPECT_EQ(cg2.tokens, TestRunner::reference_greedy(prompt, 4, kVocab));
+  EXPECT_EQ(runner.sampled_calls(), sampled_before);
+  EXPECT_GT(runner.forward_calls(), forward_before);
+}
+
 TEST(Engine, PrefixCacheComputesOnlySuffix) {
   TestRunner runner(kVocab);
   Engine e(&runner, small_config(64, 4));

@@ -111,6 +111,32 @@ class TestRunner : public ModelRunner {
     return OkStatus();
   }
 
+  // Device-sampling mode (off by default): forward_sampled() runs forward() and picks each row itself: greedy rows
+  // the argmax, other rows device_pick(seed, counter). Every RowSampling received is kept in sampled_rows().
+  void enable_device_sampling() { device_sampling_ = true; }
+  bool samples_on_device() const override { return device_sampling_; }
+  static int32_t device_pick(uint64_t seed, uint32_t counter, int n_vocab) {
+    uint64_t x = (seed + 0x9e3779b97f4a7c15ull * (counter + 1ull)) * 0xbf58476d1ce4e5b9ull;
+    return static_cast<int32_t>((x ^ (x >> 31)) % static_cast<uint64_t>(n_vocab));
+  }
+  Status forward_sampled(const Batch& b, const std::vector<RowSampling>& rows, int32_t* ids) override {
+    if (!device_sampling_) return Internal("TestRunner: forward_sampled without device sampling");
+    if (rows.size() != b.logit_rows.size()) return Internal("TestRunner: one RowSampling per logit row expected");
+    ++sampled_calls_;
+    std::vector<float> logits(b.logit_rows.size() * static_cast<size_t>(n_vocab_));
+    RETURN_IF_ERROR(forward(b, logits.data()));
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const float* row = logits.data() + r * n_vocab_;
+      const bool greedy = !(rows[r].temperature > 0.f) || rows[r].top_k == 1;
+      ids[r] = greedy ? static_cast<int32_t>(std::max_element(row, row + n_vocab_) - row)
+                      : device_pick(rows[r].seed, rows[r].counter, n_vocab_);
+      sampled_rows_.push_back(rows[r]);
+    }
+    return OkStatus();
+  }
+  int64_t sampled_calls() const { return sampled_calls_; }
+  const std::vector<RowSampling>& sampled_rows() const { return sampled_rows_; }
+
   int64_t tokens_computed() const { return tokens_computed_; }
   int64_t forward_calls() const { return forward_calls_; }
   int64_t blocks_copied() const { return blocks_copied_; }
@@ -154,6 +180,9 @@ class TestRunner : public ModelRunner {
   int64_t blocks_copied_ = 0;
   int max_batch_tokens_ = 0;
   bool fail_next_forward_ = false;
+  bool device_sampling_ = false;
+  int64_t sampled_calls_ = 0;
+  std::vector<RowSampling> sampled_rows_;
 };
 
 }  // namespace citadel::engine::testing

@@ -33,7 +33,7 @@ CudaRunnerOptions runner_options() {
 }
 
 std::vector<std::vector<int32_t>> run_engine(int max_seqs, const std::vector<std::vector<int32_t>>& prompts,
-                                             int max_tokens) {
+                                             int max_tokens, float temperature = 0.f) {
   auto runner_or = CudaRunner::create(runner_options());
   EXPECT_TRUE(runner_or.ok());
   auto runner = std::move(runner_or).value();
@@ -47,7 +47,9 @@ std::vector<std::vector<int32_t>> run_engine(int max_seqs, const std::vector<std
     r.id = "r" + std::to_string(i);
     r.prompt = prompts[i];
     r.max_tokens = max_tokens;
-    r.sampling.temperature = 0;
+    r.sampling.temperature = temperature;  // > 0: seeded sampling with every device cut-off
+    r.sampling.top_k = 40, r.sampling.top_p = 0.9f, r.sampling.min_p = 0.02f;
+    r.sampling.has_seed = true, r.sampling.seed = 1000 + i;
     auto h = eng.submit(std::move(r));
     EXPECT_TRUE(h.ok()) << h.status().to_string();
     hs.push_back(std::move(h).value());
@@ -146,6 +148,23 @@ TEST(CudaEngine, KvBytesPerTokenFollowsTheKvPrecision) {
   EXPECT_EQ(CudaRunner::create(o).value()->kv_bytes_per_token(), 2 * bf16);
   o.decoder.f32_activations = false, o.decoder.format = runtime::CudaWeightFormat::kF32;
   EXPECT_EQ(CudaRunner::create(o).value()->kv_bytes_per_token(), 2 * bf16);
+}
+
+// Seeded sampling through the engine runs on the device (CudaRunner::forward_sampled): full length, ids in range,
+// the same tokens again for the same seeds, and not the greedy answer everywhere.
+TEST(CudaEngine, SeededDeviceSamplingIsReproducible) {
+  SKIP_WITHOUT_GPU();
+  const auto prompts = test_prompts();
+  const auto a = run_engine(8, prompts, 12, 0.9f), b = run_engine(8, prompts, 12, 0.9f);
+  const auto greedy = run_engine(8, prompts, 12);
+  int differs = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_EQ(a[i].size(), 12u) << i;
+    for (int32_t t : a[i]) EXPECT_TRUE(t >= 0 && t < small_config().n_vocab);
+    EXPECT_EQ(a[i], b[i]) << i;
+    differs += a[i] != greedy[i];
+  }
+  EXPECT_GT(differs, 0);
 }
 
 TEST(CudaEngine, CopyBlocksAndBadInput) {

@@ -1,5 +1,5 @@
 // Device sampling (sample_tokens) against the exact distribution computed here in double: the kept set (top-k by
-// value with ties, smallest top-p set) and its renormalized softmax at the temperature. Many rows of the same logits
+// value with ties, smallest top-p set, min-p) and its renormalized softmax at the temperature. Many rows of the same logits
 // with different counters give an empirical histogram; every draw must be in the kept set and each frequency within
 // 5 sigma (+0.002) of its probability. Greedy settings equal the argmax; the same (seed, counter) gives the same id.
 #include <gtest/gtest.h>
@@ -32,6 +32,7 @@ std::vector<double> ref_probs(const std::vector<float>& x, const ck::SampleParam
   std::vector<double> e(V);
   double z = 0;
   for (int i = 0; i < V; ++i) z += e[i] = std::exp((x[i] - mx) / p.temperature);
+  if (p.min_p > 0) thr = std::max(thr, float(mx + p.temperature * std::log(double(p.min_p))));
   if (p.top_p > 0 && p.top_p < 1) {
     double mass = 0;  // walk down distinct values until the mass at or above reaches top_p
     for (size_t j = 0; j < sorted.size(); ++j) {
@@ -85,14 +86,15 @@ TEST(CudaSampling, MatchesExactDistribution) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(4);
   std::normal_distribution<float> nd(0.f, 2.f);
-  struct Cfg { int V; float t; int k; float top_p; };
+  struct Cfg { int V; float t; int k; float top_p; float min_p = 0.f; };
   for (const Cfg& c : {Cfg{1000, 1.f, 0, 1.f}, Cfg{1000, 0.7f, 5, 1.f}, Cfg{1000, 1.f, 0, 0.8f},
-                       Cfg{152064, 0.8f, 40, 0.9f}, Cfg{2000, 1.3f, 50, 0.5f}}) {
+                       Cfg{152064, 0.8f, 40, 0.9f}, Cfg{2000, 1.3f, 50, 0.5f}, Cfg{1000, 1.f, 0, 1.f, 0.05f},
+                       Cfg{2000, 0.7f, 100, 0.95f, 0.2f}}) {
     std::vector<float> row(c.V);
     for (auto& v : row) v = nd(rng);
     for (int i = 0; i < 3; ++i) row[size_t(rng() % c.V)] = row[0];  // ties at one value
     ck::SampleParams p;
-    p.temperature = c.t, p.top_k = c.k, p.top_p = c.top_p, p.seed = 1234, p.counter = 0;
+    p.temperature = c.t, p.top_k = c.k, p.top_p = c.top_p, p.min_p = c.min_p, p.seed = 1234, p.counter = 0;
     const int n = c.V > 100000 ? 4096 : 20000;
     auto ids = draw(row, p, n);
     auto pr = ref_probs(row, p);
@@ -104,14 +106,14 @@ TEST(CudaSampling, MatchesExactDistribution) {
       ++hist[id];
       outside += pr[id] == 0.0;
     }
-    EXPECT_EQ(outside, 0) << "V " << c.V << " k " << c.k << " p " << c.top_p;
+    EXPECT_EQ(outside, 0) << "V " << c.V << " k " << c.k << " p " << c.top_p << " min_p " << c.min_p;
     double worst = 0;
     for (int i = 0; i < c.V; ++i) {
       const double f = double(hist[i]) / n, sd = std::sqrt(pr[i] * (1 - pr[i]) / n);
       const double excess = std::abs(f - pr[i]) - (5 * sd + 0.002);
       worst = std::max(worst, excess);
     }
-    EXPECT_LE(worst, 0.0) << "V " << c.V << " k " << c.k << " p " << c.top_p;
+    EXPECT_LE(worst, 0.0) << "V " << c.V << " k " << c.k << " p " << c.top_p << " min_p " << c.min_p;
     auto again = draw(row, p, 64);  // determinism: same (seed, counter) -> same id
     for (int i = 0; i < 64; ++i) EXPECT_EQ(again[i], ids[i]);
   }

@@ -52,12 +52,14 @@ void fill_random_f32(float* x, int64_t n, uint32_t seed, float scale, cudaStream
 // ---- sampling.cu ----
 // Per-row sampling parameters (device memory). temperature <= 0 or top_k == 1: greedy (argmax, lowest index on ties).
 // Otherwise p_i ~ exp(logit_i / temperature) restricted to the logits >= the top_k-th largest (top_k 0 or >= V: off)
-// and to the smallest highest-probability set holding top_p of the mass (top_p >= 1: off); both cut-offs keep ties.
+// and to the smallest highest-probability set holding top_p of the mass (top_p >= 1: off) and to p >= min_p * p_max
+// (min_p 0: off); the cut-offs keep ties.
 // The draw is a function of (seed, counter) alone: the caller passes the request's seed and its token index.
 struct SampleParams {
   float temperature = 0.f;
   int top_k = 0;
   float top_p = 1.f;
+  float min_p = 0.f;  // keeps p >= min_p * p_max (0: off)
   uint32_t seed = 0;
   uint32_t counter = 0;
 };

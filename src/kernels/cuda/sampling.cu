@@ -1,4 +1,4 @@
-// Device-side sampling (temperature, top-k, top-p, per-row seed): one block per logits row, so only token ids leave
+// Device-side sampling (temperature, top-k, top-p, min-p, per-row seed): one block per logits row, so only token ids leave
 // the GPU. The cut-offs are exact order statistics found by bisection over the order-preserving uint32 image of the
 // logits (32 passes over the row, each counting elements and summing probability mass at or above two candidate
 // thresholds), then an inverse-CDF draw in index order with a block scan. Deterministic for a given (seed, counter):
@@ -98,6 +98,11 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
   uint32_t thr = 0;
   if (use_k) thr = lo_k;
   if (use_p && lo_p > thr) thr = lo_p;
+  // min-p: p_i >= min_p * p_max <=> logit_i >= max + T * ln(min_p) (the max survives every cut-off).
+  if (p.min_p > 0.f && p.min_p <= 1.f) {
+    const uint32_t km = order_key(mx + p.temperature * logf(p.min_p));
+    if (km > thr) thr = km;
+  }
   // Draw u in [0, kept mass), then find the index whose cumulative kept mass (index order) passes u.
   const int chunk = (V + kSampleThreads - 1) / kSampleThreads;
   const int c0 = min(V, tid * chunk), c1 = min(V, c0 + chunk);
