@@ -347,12 +347,11 @@ bool Engine::step() {
     if (st.ok()) {
       Batch batch;
       build_batch(out, &batch);
-      std::vector<RowSampling> rows;
-      device = device_rows(out, &rows);
+      device = device_rows(out, &rows_);
       const auto tf = std::chrono::steady_clock::now();
       if (device) {  // only ids come back
-        ids_.resize(rows.size());
-        st = runner_->forward_sampled(batch, rows, ids_.data());
+        ids_.resize(rows_.size());
+        st = runner_->forward_sampled(batch, rows_, ids_.data());
       } else {
         const size_t need = batch.logit_rows.size() * static_cast<size_t>(n_vocab_);
         if (logits_.size() < need) logits_.resize(need);  // grows only: no per-step clear of a large buffer

@@ -124,7 +124,8 @@ class Engine {
   uint64_t next_seq_id_ = 0;
   uint64_t seed_state_;
   std::vector<float> logits_;  // [n_logits, n_vocab] of the current step (engine thread only)
-  std::vector<int32_t> ids_;    // [n_logits] device-sampled ids of the current step
+  std::vector<RowSampling> rows_;  // [n_logits] device sampling of the current step's rows
+  std::vector<int32_t> ids_;       // [n_logits] device-sampled ids of the current step
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;

@@ -43,7 +43,8 @@ struct DevBuf {
 }  // namespace
 
 // A weight matrix [N][K] in the decoder's format. bf16 holds the staging copy until finalize() quantizes it.
-// In kF32 every weight buffer of the decoder (bf16, bias, norms, embedding) holds fp32 values instead: f32() views.
+// In forward_exact() the buffers of tensors with tensor_esz() 4 (all in kF32; norms and biases with
+// f32_activations) hold fp32 values instead: f32() views.
 struct LinearW {
   int N = 0, K = 0;
   CudaWeightFormat fmt = CudaWeightFormat::kBf16;  // this matrix's format (int4 falls back to int8 when K % 128)
@@ -105,8 +106,7 @@ struct CudaDecoder::Impl {
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
 
   int qkv_rows() const { return (c.n_heads + 2 * c.n_kv_heads) * c.head_dim; }
-  // forward_exact(): kF32, or bf16 weights with f32_activations.
-  bool exact() const { return opt.format == CudaWeightFormat::kF32 || opt.f32_activations; }
+  bool exact() const { return opt.exact(); }
   // Bytes per element of the activations between ops (h, qkv, attn, gu, act, last_h), the KV pools and the vector
   // weights (norms, biases): bf16, or fp32 in forward_exact().
   int64_t esz() const { return exact() ? 4 : 2; }
@@ -322,7 +322,9 @@ Status CudaDecoder::Impl::alloc_runtime() {
   std::snprintf(buf, sizeof(buf),
                 "cuda memory plan (%s): weights %.2f GiB, activations %.2f GiB (%lld tokens/step, %lld seqs), "
                 "KV pool: %lld blocks = %lld tokens = max %lld sequences x %d context (%.2f GiB), reserve %.2f GiB",
-                opt.f32_activations ? "bf16, f32 activations" : format_name(opt.format), weight_bytes / 1073741824.0, act_bytes / 1073741824.0,
+                opt.format == CudaWeightFormat::kBf16 && opt.f32_activations ? "bf16, f32 activations"
+                                                                               : format_name(opt.format),
+                weight_bytes / 1073741824.0, act_bytes / 1073741824.0,
                 static_cast<long long>(T), static_cast<long long>(B), static_cast<long long>(n_blocks),
                 static_cast<long long>(tokens), static_cast<long long>(tokens / opt.max_seq_len), opt.max_seq_len,
                 kv_bytes / 1073741824.0, opt.reserve_bytes / 1073741824.0);

@@ -70,6 +70,8 @@ struct CudaDecoderOptions {
   // kBf16 only: fp32 activations and KV cache (the kF32 kernels) with the bf16 weights as they are: the bf16 model
   // computed without rounding between ops (HF transformers' fp32 forward of bf16 weights).
   bool f32_activations = false;
+  // fp32 activations and KV cache (kF32, or f32_activations): the decoder's forward_exact() path.
+  bool exact() const { return format == CudaWeightFormat::kF32 || f32_activations; }
   bool use_graphs = true;
   bool use_cublaslt = true;   // M > 8 bf16 GEMMs through cuBLASLt (bias epilogue); false: cublasGemmEx + add_bias
   bool gemm_autotune = true;  // cuBLASLt: time the heuristic candidates once per shape and keep the fastest

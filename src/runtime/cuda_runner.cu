@@ -24,8 +24,7 @@ int CudaRunner::max_context() const { return opt_.decoder.max_seq_len; }
 
 size_t CudaRunner::kv_bytes_per_token() const {
   const CudaModelConfig& c = opt_.config;
-  const bool f32 = opt_.decoder.format == CudaWeightFormat::kF32 || opt_.decoder.f32_activations;
-  return size_t{2} * c.n_layers * c.n_kv_heads * c.head_dim * (f32 ? 4 : 2);  // K and V, bf16 (fp32: --exact)
+  return size_t{2} * c.n_layers * c.n_kv_heads * c.head_dim * (opt_.decoder.exact() ? 4 : 2);  // K and V
 }
 
 Status CudaRunner::allocate_kv(int n_blocks, int block_size) {

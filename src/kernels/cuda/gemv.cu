@@ -355,8 +355,8 @@ int blocks_for(int N) {
   }
 
 // The kernels take at most 8 batch rows: run f(x rows, y rows, m) on each chunk of <= 8 rows, y_row_bytes apart.
-template <typename Fn>
-void for_m_chunks(const bf16_t* x, int K, void* y, int64_t y_row_bytes, int M, Fn&& f) {
+template <typename XT, typename Fn>
+void for_m_chunks(const XT* x, int K, void* y, int64_t y_row_bytes, int M, Fn&& f) {
   for (int m0 = 0; m0 < M; m0 += 8) {
     f(x + static_cast<int64_t>(m0) * K, static_cast<void*>(static_cast<char*>(y) + m0 * y_row_bytes), std::min(8, M - m0));
     CUDA_LAUNCH_CHECK();
@@ -430,13 +430,9 @@ void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bo
 
 void gemv_bf16_xf32(const float* x, const bf16_t* W, const float* bias, float* y, int M, int N, int K, cudaStream_t s) {
   CHECK(K % 8 == 0);
-  for (int m0 = 0; m0 < M; m0 += 8) {
-    const int m = std::min(8, M - m0);
-    const float* xm = x + static_cast<int64_t>(m0) * K;
-    float* ym = y + static_cast<int64_t>(m0) * N;
+  for_m_chunks(x, K, y, int64_t{N} * 4, M, [&](const float* xm, void* ym, int m) {
     CITADEL_GEMV_DISPATCH(gemv_bf16_xf32_kernel, 2, 4, false, blocks_for<2>(N), xm, W, bias, ym, true, N, K);
-    CUDA_LAUNCH_CHECK();
-  }
+  });
 }
 
 void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
