@@ -13,6 +13,7 @@
 #include "base/half.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "runtime/cuda_linear.cuh"
 
 namespace citadel::runtime {
 
@@ -35,24 +36,7 @@ __global__ void synth_fill_kernel(void* dst, int64_t n, uint32_t tseed, float sc
   }
 }
 
-struct DevBuf {
-  void* p = nullptr;
-  size_t bytes = 0;
-};
-
 }  // namespace
-
-// A weight matrix [N][K] in the decoder's format. bf16 holds the staging copy until finalize() quantizes it.
-// In forward_exact() the buffers of tensors with tensor_esz() 4 (all in kF32; norms and biases with
-// f32_activations) hold fp32 values instead: f32() views.
-struct LinearW {
-  int N = 0, K = 0;
-  CudaWeightFormat fmt = CudaWeightFormat::kBf16;  // this matrix's format (int4 falls back to int8 when K % 128)
-  bf16_t* bf16 = nullptr;     // [N][K] (kF32: fp32)
-  uint8_t* q = nullptr;       // int8 [N][K] or int4 [N][K/2]
-  float* scales = nullptr;    // int8 [N], int4 [N][K/128]
-  bf16_t* bias = nullptr;     // [N] or null
-};
 
 struct LayerW {
   bf16_t* attn_norm = nullptr;  // [D]
@@ -69,7 +53,7 @@ struct CudaDecoder::Impl {
   cudaStream_t stream = nullptr;
   void* cublas = nullptr;
   void* gemm_lt = nullptr;  // cuBLASLt context (bias epilogue, tuned algorithms), shares cublas_ws (same stream)
-  std::vector<void*> allocations;
+  DeviceArena arena;  // declared before anything that could hold its buffers
   int64_t weight_bytes = 0, act_bytes = 0, kv_bytes = 0;
   std::string plan;
   bool finalized = false;
@@ -118,25 +102,12 @@ struct CudaDecoder::Impl {
   }
   static float* f32(void* p) { return static_cast<float*>(p); }
 
-  Status alloc(void** p, size_t bytes, const char* what) {
-    cudaError_t e = cudaMalloc(p, std::max<size_t>(bytes, 16));
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return ResourceExhausted(std::string("cuda decoder: cannot allocate ") + std::to_string(bytes) + " bytes for " +
-                               what + ": " + cudaGetErrorString(e));
-    }
-    allocations.push_back(*p);
-    return OkStatus();
-  }
+  Status alloc(void** p, size_t bytes, const char* what) { return arena.alloc(p, bytes, what); }
   template <typename T>
   Status alloc_n(T** p, int64_t n, const char* what) {
-    return alloc(reinterpret_cast<void**>(p), sizeof(T) * static_cast<size_t>(n), what);
+    return arena.alloc_n(p, n, what);
   }
-  void release(void* p) {
-    auto it = std::find(allocations.begin(), allocations.end(), p);
-    if (it != allocations.end()) allocations.erase(it);
-    cudaFree(p);
-  }
+  GemmContext gemm() const { return {stream, cublas, gemm_lt, opt.use_cublaslt}; }
 
   // Layout of d_ints for T tokens and B sequences: tokens[T] positions[T] slots[T] seq_lens[B] last_idx[B]
   // block_tables[B][max_blocks].
@@ -172,12 +143,14 @@ struct CudaDecoder::Impl {
     return pa;
   }
   Status alloc_weights();
-  Status quantize(LinearW* w);
+  std::vector<LinearW*> matrices() {
+    std::vector<LinearW*> v{&lm_head};
+    for (auto& l : layers) v.insert(v.end(), {&l.qkv, &l.o, &l.gate_up, &l.down});
+    return v;
+  }
   Status alloc_runtime();
   void* weight_ptr(CudaWeight w, int layer, int64_t* count);
   Status upload(CudaWeight w, int layer, const void* host, int64_t count);
-  void linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32);
-  bool gate_up_silu(const LinearW& w, const bf16_t* x, int M);
   void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
   void forward_exact(int T, int B, bool decode, bool all_logits, bool sampled);  // kF32
   // Decode attention partition (tokens per split block). Tensor-core kernel, H100 bench (round 4): 256 was the
@@ -231,39 +204,6 @@ void* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
     case CudaWeight::kWDown: return l.down.bf16;
     default: return nullptr;
   }
-}
-
-Status CudaDecoder::Impl::quantize(LinearW* w) {
-  w->fmt = opt.format;
-  if (exact()) return OkStatus();
-  // The int4 layout needs whole groups of 128 along K; such matrices (SmolLM2's dim 576) stay int8.
-  if (w->fmt == CudaWeightFormat::kInt4 && w->K % 128 != 0) w->fmt = CudaWeightFormat::kInt8;
-  if (w->fmt == CudaWeightFormat::kBf16 || !w->bf16) return OkStatus();
-  if (w->K % 16 != 0) return Unsupported("int8: K=" + std::to_string(w->K) + " is not a multiple of 16");
-  if (w->fmt == CudaWeightFormat::kInt8) {
-    RETURN_IF_ERROR(alloc_n(&w->q, int64_t{w->N} * w->K, "int8 weights"));
-    RETURN_IF_ERROR(alloc_n(&w->scales, w->N, "int8 scales"));
-    ck::quantize_int8(w->bf16, w->q, w->scales, w->N, w->K, stream);
-  } else {
-    if (w->K % 128 != 0) return Unsupported("int4: K=" + std::to_string(w->K) + " is not a multiple of 128");
-    RETURN_IF_ERROR(alloc_n(&w->q, ck::int4_weight_bytes(w->N, w->K), "int4 weights"));
-    RETURN_IF_ERROR(alloc_n(&w->scales, int64_t{w->N} * (w->K / 128), "int4 scales"));
-    ck::quantize_int4(w->bf16, w->q, w->scales, w->N, w->K, stream);
-  }
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  release(w->bf16);
-  w->bf16 = nullptr;
-  return OkStatus();
-}
-
-// bias_esz: bytes per bias element (fp32 in forward_exact()).
-static int64_t linear_bytes(const LinearW& w, int64_t bias_esz) {
-  const CudaWeightFormat f = w.fmt;
-  const int64_t b = w.bias ? int64_t{w.N} * bias_esz : 0;
-  if (f == CudaWeightFormat::kF32) return b + int64_t{w.N} * w.K * 4;
-  if (f == CudaWeightFormat::kBf16) return b + int64_t{w.N} * w.K * 2;
-  if (f == CudaWeightFormat::kInt8) return b + int64_t{w.N} * w.K + int64_t{w.N} * 4;
-  return b + int64_t{w.N} * w.K / 2 + int64_t{w.N} * (w.K / 128) * 4;
 }
 
 Status CudaDecoder::Impl::alloc_runtime() {
@@ -345,7 +285,6 @@ CudaDecoder::~CudaDecoder() {
   drop_graphs(&impl_->graphs);
   ck::destroy_cublas_handle(impl_->cublas);
   ck::destroy_gemm_lt(impl_->gemm_lt);
-  for (void* p : impl_->allocations) cudaFree(p);
   if (impl_->h_pinned) cudaFreeHost(impl_->h_pinned);
   if (impl_->h_out) cudaFreeHost(impl_->h_out);
   if (impl_->h_sample) cudaFreeHost(impl_->h_sample);
@@ -436,68 +375,17 @@ Status CudaDecoder::set_weight_f32(CudaWeight w, int layer, const float* host, i
 Status CudaDecoder::finalize() {
   Impl& m = *impl_;
   if (m.finalized) return OkStatus();
-  RETURN_IF_ERROR(m.quantize(&m.lm_head));
-  for (auto& l : m.layers) {
-    RETURN_IF_ERROR(m.quantize(&l.qkv));
-    RETURN_IF_ERROR(m.quantize(&l.o));
-    RETURN_IF_ERROR(m.quantize(&l.gate_up));
-    RETURN_IF_ERROR(m.quantize(&l.down));
-  }
   const int64_t D = m.c.hidden_dim, e = m.esz();
-  m.weight_bytes = linear_bytes(m.lm_head, e) + D * e;
-  for (auto& l : m.layers)
-    m.weight_bytes += linear_bytes(l.qkv, e) + linear_bytes(l.o, e) + linear_bytes(l.gate_up, e) +
-                      linear_bytes(l.down, e) + 2 * D * e;
+  m.weight_bytes = D * e;
+  for (LinearW* w : m.matrices()) {
+    RETURN_IF_ERROR(w->quantize(m.opt.format, &m.arena, m.stream));
+    m.weight_bytes += w->bytes(e);
+  }
+  m.weight_bytes += 2 * D * e * m.c.n_layers;
   RETURN_IF_ERROR(m.alloc_runtime());
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
   m.finalized = true;
   return OkStatus();
-}
-
-void CudaDecoder::Impl::linear(const LinearW& w, const bf16_t* x, int M, void* y, bool y_f32) {
-  switch (w.fmt) {
-    case CudaWeightFormat::kBf16:
-      if (M <= 8) {
-        ck::gemv_bf16(x, w.bf16, w.bias, y, y_f32, M, w.N, w.K, stream);
-      } else {
-        if (opt.use_cublaslt) {
-          ck::gemm_bf16_lt(gemm_lt, x, w.bf16, w.bias, y, y_f32, M, w.N, w.K);
-        } else {
-          ck::gemm_bf16(cublas, x, w.bf16, y, y_f32, M, w.N, w.K);
-          if (w.bias) ck::add_bias(static_cast<bf16_t*>(y), w.bias, M, w.N, stream);
-        }
-      }
-      return;
-    case CudaWeightFormat::kInt8:
-      ck::gemv_int8(x, w.q, w.scales, w.bias, y, y_f32, M, w.N, w.K, stream);
-      return;
-    case CudaWeightFormat::kInt4:
-      ck::gemv_int4(x, w.q, w.scales, w.bias, y, y_f32, M, w.N, w.K, stream);
-      return;
-    case CudaWeightFormat::kF32:
-      break;
-  }
-  CHECK(false && "kF32 weights run through forward_exact()");
-}
-
-// act = silu(gate) * up straight from the GEMV epilogue (one launch, no gate_up round trip) where the GEMV path
-// serves this M; false: the caller runs the GEMM and silu_mul.
-bool CudaDecoder::Impl::gate_up_silu(const LinearW& w, const bf16_t* x, int M) {
-  switch (w.fmt) {
-    case CudaWeightFormat::kBf16:
-      if (M > 8) return false;
-      ck::gemv_silu_bf16(x, w.bf16, act, M, c.ffn_dim, w.K, stream);
-      return true;
-    case CudaWeightFormat::kInt8:
-      ck::gemv_silu_int8(x, w.q, w.scales, act, M, c.ffn_dim, w.K, stream);
-      return true;
-    case CudaWeightFormat::kInt4:
-      ck::gemv_silu_int4(x, w.q, w.scales, act, M, c.ffn_dim, w.K, stream);
-      return true;
-    case CudaWeightFormat::kF32:
-      break;
-  }
-  return false;
 }
 
 // The whole step on device; inputs already in d_ints (layout(T, B)). With decode, every sequence has one token and
@@ -515,6 +403,7 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
   const auto layout_rope = c.rope_neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
 
   const uint32_t skip = opt.debug_skip;
+  const GemmContext g = gemm();
   auto norm = [&](const float* d, const bf16_t* w) {
     if (!(skip & kSkipNorm)) ck::add_rmsnorm(residual, d, w, h, T, D, c.rms_eps, stream);
   };
@@ -522,7 +411,7 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
   for (int li = 0; li < c.n_layers; ++li) {
     const LayerW& l = layers[li];
     norm(li == 0 ? nullptr : delta, l.attn_norm);
-    if (!(skip & kSkipQkv)) linear(l.qkv, h, T, qkv, false);
+    if (!(skip & kSkipQkv)) l.qkv.forward(g, h, T, qkv, false);
     bf16_t* kp = k_pool + li * layer_pool;
     bf16_t* vp = v_pool + li * layer_pool;
     if (!(skip & kSkipRopeKv))
@@ -538,17 +427,17 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
         ck::paged_attention_prefill(pa, b, qkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
                                     attn + int64_t{qs[b]} * Q, stream);
     }
-    if (!(skip & kSkipO)) linear(l.o, attn, T, delta, true);
+    if (!(skip & kSkipO)) l.o.forward(g, attn, T, delta, true);
     norm(delta, l.ffn_norm);
-    if (!(skip & kSkipFfn) && !gate_up_silu(l.gate_up, h, T)) {
-      linear(l.gate_up, h, T, gu, false);
+    if (!(skip & kSkipFfn) && !l.gate_up.forward_silu(g, h, T, act)) {
+      l.gate_up.forward(g, h, T, gu, false);
       ck::silu_mul(gu, act, T, c.ffn_dim, stream);
     }
-    if (!(skip & kSkipDown)) linear(l.down, act, T, delta, true);
+    if (!(skip & kSkipDown)) l.down.forward(g, act, T, delta, true);
   }
   norm(delta, out_norm);
   if (all_logits) {
-    linear(lm_head, h, T, logits, true);
+    lm_head.forward(g, h, T, logits, true);
     ck::argmax(logits, T, c.n_vocab, d_out, stream);
   } else {
     const bf16_t* x = h;
@@ -556,7 +445,7 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
       ck::gather_rows(h, d_ints + L.last_idx, last_h, B, D, stream);
       x = last_h;
     }
-    if (!(skip & kSkipLmHead)) linear(lm_head, x, B, logits, true);
+    if (!(skip & kSkipLmHead)) lm_head.forward(g, x, B, logits, true);
     if (sampled)
       ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_out, stream);
     else

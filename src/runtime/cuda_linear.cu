@@ -1,0 +1,111 @@
+// DeviceArena and LinearW (see cuda_linear.cuh).
+#include "runtime/cuda_linear.cuh"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <string>
+
+#include "kernels/cuda/common.cuh"
+
+namespace citadel::runtime {
+
+namespace ck = citadel::cuda;
+
+DeviceArena::~DeviceArena() {
+  for (void* p : live) cudaFree(p);
+}
+
+Status DeviceArena::alloc(void** p, size_t bytes, const char* what) {
+  cudaError_t e = cudaMalloc(p, std::max<size_t>(bytes, 16));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return ResourceExhausted(std::string("cuda decoder: cannot allocate ") + std::to_string(bytes) + " bytes for " +
+                             what + ": " + cudaGetErrorString(e));
+  }
+  live.push_back(*p);
+  return OkStatus();
+}
+
+void DeviceArena::release(void* p) {
+  auto it = std::find(live.begin(), live.end(), p);
+  if (it != live.end()) live.erase(it);
+  cudaFree(p);
+}
+
+Status LinearW::quantize(CudaWeightFormat to, DeviceArena* arena, cudaStream_t s) {
+  fmt = to;
+  // The int4 layout needs whole groups of 128 along K; such matrices (SmolLM2's dim 576) stay int8.
+  if (fmt == CudaWeightFormat::kInt4 && K % 128 != 0) fmt = CudaWeightFormat::kInt8;
+  if (fmt == CudaWeightFormat::kBf16 || fmt == CudaWeightFormat::kF32 || !bf16) return OkStatus();
+  if (K % 16 != 0) return Unsupported("int8: K=" + std::to_string(K) + " is not a multiple of 16");
+  if (fmt == CudaWeightFormat::kInt8) {
+    RETURN_IF_ERROR(arena->alloc_n(&q, int64_t{N} * K, "int8 weights"));
+    RETURN_IF_ERROR(arena->alloc_n(&scales, N, "int8 scales"));
+    ck::quantize_int8(bf16, q, scales, N, K, s);
+  } else {
+    RETURN_IF_ERROR(arena->alloc_n(&q, ck::int4_weight_bytes(N, K), "int4 weights"));
+    RETURN_IF_ERROR(arena->alloc_n(&scales, int64_t{N} * (K / 128), "int4 scales"));
+    ck::quantize_int4(bf16, q, scales, N, K, s);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  arena->release(bf16);
+  bf16 = nullptr;
+  return OkStatus();
+}
+
+void LinearW::forward(const GemmContext& g, const bf16_t* x, int M, void* y, bool y_f32) const {
+  switch (fmt) {
+    case CudaWeightFormat::kBf16:
+      if (M <= 8) {
+        ck::gemv_bf16(x, bf16, bias, y, y_f32, M, N, K, g.stream);
+      } else if (g.use_cublaslt) {
+        ck::gemm_bf16_lt(g.gemm_lt, x, bf16, bias, y, y_f32, M, N, K);
+      } else {
+        ck::gemm_bf16(g.cublas, x, bf16, y, y_f32, M, N, K);
+        if (bias) ck::add_bias(static_cast<bf16_t*>(y), bias, M, N, g.stream);
+      }
+      return;
+    case CudaWeightFormat::kInt8:
+      ck::gemv_int8(x, q, scales, bias, y, y_f32, M, N, K, g.stream);
+      return;
+    case CudaWeightFormat::kInt4:
+      ck::gemv_int4(x, q, scales, bias, y, y_f32, M, N, K, g.stream);
+      return;
+    case CudaWeightFormat::kF32:
+      break;
+  }
+  CHECK(false && "kF32 weights run through the decoder's exact path");
+}
+
+bool LinearW::forward_silu(const GemmContext& g, const bf16_t* x, int M, bf16_t* act) const {
+  const int F = N / 2;
+  switch (fmt) {
+    case CudaWeightFormat::kBf16:
+      if (M > 8) return false;
+      ck::gemv_silu_bf16(x, bf16, act, M, F, K, g.stream);
+      return true;
+    case CudaWeightFormat::kInt8:
+      ck::gemv_silu_int8(x, q, scales, act, M, F, K, g.stream);
+      return true;
+    case CudaWeightFormat::kInt4:
+      ck::gemv_silu_int4(x, q, scales, act, M, F, K, g.stream);
+      return true;
+    case CudaWeightFormat::kF32:
+      break;
+  }
+  return false;
+}
+
+int64_t LinearW::bytes(int64_t bias_esz) const {
+  const int64_t b = bias ? int64_t{N} * bias_esz : 0, nk = int64_t{N} * K;
+  switch (fmt) {
+    case CudaWeightFormat::kF32: return b + nk * 4;
+    case CudaWeightFormat::kBf16: return b + nk * 2;
+    case CudaWeightFormat::kInt8: return b + nk + int64_t{N} * 4;
+    case CudaWeightFormat::kInt4: return b + nk / 2 + int64_t{N} * (K / 128) * 4;
+  }
+  return 0;
+}
+
+}  // namespace citadel::runtime

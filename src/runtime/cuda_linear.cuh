@@ -1,0 +1,66 @@
+// The decoder's device memory and its weight matrices: DeviceArena owns every cudaMalloc of one decoder; LinearW is
+// one matrix [N][K] in the decoder's format with y = x W^T (+ bias) for any M (GEMV kernels for small M, cuBLASLt
+// above). CUDA-side header (kernels, runtime/*.cu, GPU tests).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "runtime/cuda_decoder.h"
+
+namespace citadel::runtime {
+
+using cuda::bf16_t;
+
+// Every buffer handed out is freed with the arena (or earlier with release()).
+struct DeviceArena {
+  std::vector<void*> live;
+
+  DeviceArena() = default;
+  DeviceArena(const DeviceArena&) = delete;
+  DeviceArena& operator=(const DeviceArena&) = delete;
+  ~DeviceArena();
+
+  // ResourceExhausted naming `what` when the device is out of memory.
+  Status alloc(void** p, size_t bytes, const char* what);
+  template <typename T>
+  Status alloc_n(T** p, int64_t n, const char* what) {
+    return alloc(reinterpret_cast<void**>(p), sizeof(T) * static_cast<size_t>(n), what);
+  }
+  void release(void* p);
+};
+
+// What a matmul runs on: the stream and the cuBLAS / cuBLASLt contexts bound to it.
+struct GemmContext {
+  cudaStream_t stream = nullptr;
+  void* cublas = nullptr;
+  void* gemm_lt = nullptr;
+  bool use_cublaslt = true;  // M > 8 bf16 GEMMs through cuBLASLt (bias epilogue); false: cublasGemmEx + add_bias
+};
+
+// A weight matrix [N][K]. bf16 holds the staging copy until quantize() repacks it. In the decoder's exact path the
+// buffers of fp32 tensors hold fp32 values instead (kF32 matrices; biases with f32 activations).
+struct LinearW {
+  int N = 0, K = 0;
+  CudaWeightFormat fmt = CudaWeightFormat::kBf16;  // this matrix's format (int4 falls back to int8 when K % 128)
+  bf16_t* bf16 = nullptr;     // [N][K] (kF32: fp32)
+  uint8_t* q = nullptr;       // int8 [N][K] or int4 [N][K/2]
+  float* scales = nullptr;    // int8 [N], int4 [N][K/128]
+  bf16_t* bias = nullptr;     // [N] or null
+
+  // Repacks the bf16 staging copy into `to` (kInt8 / kInt4; kBf16 and kF32 keep it) and frees the copy.
+  Status quantize(CudaWeightFormat to, DeviceArena* arena, cudaStream_t s);
+  // y [M][N] = x [M][K] W^T (+ bias); y bf16 or fp32 (y_f32). Not for kF32 (the exact path's own kernels).
+  void forward(const GemmContext& g, const bf16_t* x, int M, void* y, bool y_f32) const;
+  // For W = [gate | up] ([2F][K]): act [M][F] = silu(x Wg^T) * (x Wu^T) in one GEMV launch where the GEMV path serves
+  // this M; false (nothing run): the caller runs forward() and silu_mul.
+  bool forward_silu(const GemmContext& g, const bf16_t* x, int M, bf16_t* act) const;
+  // Bytes a pass over the matrix streams (weights, scales, bias of bias_esz bytes per element).
+  int64_t bytes(int64_t bias_esz) const;
+};
+
+}  // namespace citadel::runtime
