@@ -247,18 +247,21 @@ void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
 
 bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const {
   if (!runner_->samples_on_device()) return false;
-  rows->clear();
+  rows->resize(out.seqs.size());
+  size_t n = 0, edits = 0;
   for (const auto& s : out.seqs) {
     if (!s.sample) continue;
     const SamplingParams& p = s.seq->sampler.params();
-    if (!p.logit_bias.empty() || p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
-        p.frequency_penalty != 0.0f || p.top_logprobs >= 0)
-      return false;
-    RowSampling r;
+    if (p.top_logprobs >= 0) return false;
+    RowSampling& r = (*rows)[n++];
     r.temperature = p.temperature, r.top_k = p.top_k, r.top_p = p.top_p, r.min_p = p.min_p;
     r.seed = s.seq->sample_seed, r.counter = static_cast<uint32_t>(s.seq->n_generated);
-    rows->push_back(r);
+    r.repetition_penalty = p.repetition_penalty;
+    s.seq->sampler.logit_edits(n_vocab_, s.seq->tokens, &r.edits);
+    edits += r.edits.size();
+    if (edits > static_cast<size_t>(std::max(runner_->max_logit_edits(), 0))) return false;
   }
+  rows->resize(n);
   return true;
 }
 

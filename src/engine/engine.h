@@ -108,8 +108,8 @@ class Engine {
   // Appends each sampled row's token: ids[row] when the runner sampled on its device, else the sequence's Sampler
   // over logits row `row`.
   void postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids);
-  // The device sampling of every row of this step, or false when a row needs the host Sampler (logit_bias,
-  // penalties, logprobs) or the runner cannot sample.
+  // The device sampling of every row of this step (logit_bias and penalties as LogitEdits), or false when the
+  // runner cannot sample, a row wants logprobs, or the step has more edits than the runner takes.
   bool device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const;
   void fail_batch(const SchedulerOutput& out, const Status& st);
   void cancel_all(const std::string& why);

@@ -52,9 +52,20 @@ struct Batch {
   bool is_decode_only() const { return tokens.size() == seq_lens.size(); }  // one new token per sequence
 };
 
-// How a runner that samples on its device draws the next token of one logit row: the engine Sampler's stages 4-7
-// (temperature <= 0 or top_k == 1: greedy, ties to the lowest id; else softmax at the temperature restricted by
-// top_k, top_p and min_p) with the runner's own generator, a function of (seed, counter) alone.
+// One token's change to a logit row before sampling: the engine Sampler's stages 1-3 for that token, in order:
+//   x += bias;  if (repeat) x = x > 0 ? x / repetition_penalty : x * repetition_penalty;  x -= subtract
+// (bias: the request's logit_bias for the token; repeat: the token is in the repetition window; subtract:
+// frequency_penalty * count + presence_penalty over the generated tokens). A row lists each token at most once.
+struct LogitEdit {
+  int32_t token = 0;
+  float bias = 0.f;
+  float subtract = 0.f;
+  bool repeat = false;
+};
+
+// How a runner that samples on its device draws the next token of one logit row: the edits above, then the engine
+// Sampler's stages 4-7 (temperature <= 0 or top_k == 1: greedy, ties to the lowest id; else softmax at the
+// temperature restricted by top_k, top_p and min_p) with the runner's own generator, a function of (seed, counter).
 struct RowSampling {
   float temperature = 0.f;
   int top_k = 0;       // 0: off
@@ -62,6 +73,8 @@ struct RowSampling {
   float min_p = 0.f;   // 0: off
   uint64_t seed = 0;
   uint32_t counter = 0;  // index of the token being generated
+  float repetition_penalty = 1.f;
+  std::vector<LogitEdit> edits;  // sorted by token
 };
 
 class ModelRunner {
@@ -93,9 +106,11 @@ class ModelRunner {
   virtual Status forward(const Batch& batch, float* logits) = 0;
 
   // Optional: forward() that also picks each logit row's next token where the logits are (rows[r] for row r) and
-  // returns only the ids [logit_rows.size()], so no logits cross to the host. The engine calls it only for steps
-  // whose rows need nothing else (no logit_bias, penalties or logprobs), and only when samples_on_device().
+  // returns only the ids [logit_rows.size()], so no logits cross to the host. The engine calls it only when
+  // samples_on_device(), for steps whose rows want no logprobs and carry at most max_logit_edits() edits in all
+  // (logit_bias and penalties; beyond that the step samples on the host).
   virtual bool samples_on_device() const { return false; }
+  virtual int max_logit_edits() const { return 0; }
   virtual Status forward_sampled(const Batch& /*batch*/, const std::vector<RowSampling>& /*rows*/, int32_t* /*ids*/) {
     return Unsupported("this model runner samples on the host");
   }

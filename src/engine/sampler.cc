@@ -4,7 +4,6 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
-#include <unordered_set>
 
 namespace citadel::engine {
 namespace {
@@ -60,24 +59,37 @@ Sampler::Sampler(SamplingParams params, uint64_t fallback_seed)
 
 void Sampler::accept(int32_t token) { ++generated_counts_[token]; }
 
-void Sampler::apply_penalties(float* logits, int n_vocab, const std::vector<int32_t>& context) const {
+void Sampler::logit_edits(int n_vocab, const std::vector<int32_t>& context, std::vector<LogitEdit>* edits) const {
+  edits->clear();
+  std::unordered_map<int32_t, size_t> at;  // token -> index in *edits
+  auto edit = [&](int32_t t) -> LogitEdit& {
+    auto [it, fresh] = at.emplace(t, edits->size());
+    if (fresh) edits->push_back(LogitEdit{t});
+    return (*edits)[it->second];
+  };
   for (const auto& [id, bias] : params_.logit_bias)
-    if (id >= 0 && id < n_vocab) logits[id] += bias;
+    if (id >= 0 && id < n_vocab) edit(id).bias += bias;
   if (params_.repetition_penalty != 1.0f) {
     const size_t n = context.size();
     const size_t w = params_.repetition_window < 0 ? n : std::min(n, static_cast<size_t>(params_.repetition_window));
-    std::unordered_set<int32_t> seen;
-    for (size_t i = n - w; i < n; ++i) {
-      const int32_t t = context[i];
-      if (t < 0 || t >= n_vocab || !seen.insert(t).second) continue;
-      logits[t] = logits[t] > 0 ? logits[t] / params_.repetition_penalty : logits[t] * params_.repetition_penalty;
-    }
+    for (size_t i = n - w; i < n; ++i)
+      if (context[i] >= 0 && context[i] < n_vocab) edit(context[i]).repeat = true;
   }
-  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
-    for (const auto& [t, count] : generated_counts_) {
-      if (t < 0 || t >= n_vocab) continue;
-      logits[t] -= params_.frequency_penalty * static_cast<float>(count) + params_.presence_penalty;
-    }
+  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f)
+    for (const auto& [t, count] : generated_counts_)
+      if (t >= 0 && t < n_vocab)
+        edit(t).subtract = params_.frequency_penalty * static_cast<float>(count) + params_.presence_penalty;
+  std::sort(edits->begin(), edits->end(), [](const LogitEdit& a, const LogitEdit& b) { return a.token < b.token; });
+}
+
+void Sampler::apply_penalties(float* logits, int n_vocab, const std::vector<int32_t>& context) const {
+  std::vector<LogitEdit> edits;
+  logit_edits(n_vocab, context, &edits);
+  const float p = params_.repetition_penalty;
+  for (const LogitEdit& e : edits) {
+    float x = logits[e.token] + e.bias;
+    if (e.repeat) x = x > 0 ? x / p : x * p;
+    logits[e.token] = x - e.subtract;
   }
 }
 

@@ -26,6 +26,7 @@
 
 #include "base/rng.h"
 #include "base/status.h"
+#include "engine/model_runner.h"
 
 namespace citadel::engine {
 
@@ -86,6 +87,9 @@ class Sampler {
 
   // Applies stages 1-3 in place (exposed for tests). logits: [n_vocab].
   void apply_penalties(float* logits, int n_vocab, const std::vector<int32_t>& context) const;
+  // Stages 1-3 as per-token edits (model_runner.h LogitEdit; empty when the request sets none), sorted by token:
+  // what apply_penalties does, in the form a device sampler takes.
+  void logit_edits(int n_vocab, const std::vector<int32_t>& context, std::vector<LogitEdit>* edits) const;
 
  private:
   int32_t draw(std::vector<float>& work, int n_vocab);

@@ -80,6 +80,9 @@ struct CudaDecoder::Impl {
   int32_t* h_out = nullptr;    // [T]
   ck::SampleParams* d_sample = nullptr;  // [max_batch] per-sequence sampling of the current step
   ck::SampleParams* h_sample = nullptr;  // [max_batch] pinned staging
+  ck::LogitEdit* d_edits = nullptr;      // [max_edits] the step's logit edits, rows' ranges in d_sample
+  ck::LogitEdit* h_edits = nullptr;      // [max_edits] pinned staging
+  int max_edits = 0;
   int64_t ints_capacity = 0;
   bf16_t* k_pool = nullptr;    // [L][n_blocks][bs][KV][Dh] (kF32: fp32)
   bf16_t* v_pool = nullptr;
@@ -236,6 +239,9 @@ Status CudaDecoder::Impl::alloc_runtime() {
   CUDA_CHECK(cudaMallocHost(&h_out, sizeof(int32_t) * std::max(T, B)));
   CUDA_CHECK(cudaMallocHost(&h_sample, sizeof(ck::SampleParams) * B));
   RETURN_IF_ERROR(alloc_n(&d_sample, B, "sampling parameters"));
+  max_edits = static_cast<int>(B) * 1024;
+  CUDA_CHECK(cudaMallocHost(&h_edits, sizeof(ck::LogitEdit) * max_edits));
+  RETURN_IF_ERROR(alloc_n(&d_edits, max_edits, "logit edits"));
   const size_t cublas_ws_bytes = size_t{32} << 20;
   RETURN_IF_ERROR(alloc(&cublas_ws, cublas_ws_bytes, "cublas workspace"));
   cublas = ck::create_cublas_handle(stream, cublas_ws, cublas_ws_bytes);
@@ -288,6 +294,7 @@ CudaDecoder::~CudaDecoder() {
   if (impl_->h_pinned) cudaFreeHost(impl_->h_pinned);
   if (impl_->h_out) cudaFreeHost(impl_->h_out);
   if (impl_->h_sample) cudaFreeHost(impl_->h_sample);
+  if (impl_->h_edits) cudaFreeHost(impl_->h_edits);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
@@ -447,7 +454,7 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
     }
     if (!(skip & kSkipLmHead)) lm_head.forward(g, x, B, logits, true);
     if (sampled)
-      ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_out, stream);
+      ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_edits, d_out, stream);
     else
       ck::argmax(logits, B, c.n_vocab, d_out, stream);
   }
@@ -506,7 +513,7 @@ void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, bool all_logits
   }
   linear32(lm_head, x, rows, logits);
   if (sampled)
-    ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_out, stream);
+    ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_edits, d_out, stream);
   else
     ck::argmax(logits, rows, c.n_vocab, d_out, stream);
 }
@@ -592,17 +599,31 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
   if (!decode) std::copy(s.query_start.begin(), s.query_start.end(), hp + L.total);
   CUDA_CHECK(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * L.total, cudaMemcpyHostToDevice, m.stream));
   if (sampled) {
+    int n_edits = 0;
     for (int b = 0; b < Bp; ++b) {
       ck::SampleParams sp;  // padded rows: greedy
       if (b < B) {
         const CudaSampling& q = s.sampling[b];
         sp.temperature = q.temperature, sp.top_k = q.top_k, sp.top_p = q.top_p, sp.min_p = q.min_p, sp.seed = q.seed;
-        sp.counter = q.counter;
+        sp.counter = q.counter, sp.repetition_penalty = q.repetition_penalty;
+        if (q.edits.size() > static_cast<size_t>(m.max_edits - n_edits))
+          return InvalidArgument("cuda step: more than " + std::to_string(m.max_edits) + " logit edits");
+        sp.edit_begin = n_edits, sp.edit_count = static_cast<int>(q.edits.size());
+        for (size_t i = 0; i < q.edits.size(); ++i) {
+          const CudaLogitEdit& e = q.edits[i];
+          if (e.token < 0 || e.token >= m.c.n_vocab || (i > 0 && e.token <= q.edits[i - 1].token))
+            return InvalidArgument("cuda step: logit edit tokens must be increasing ids in [0, " +
+                                   std::to_string(m.c.n_vocab) + "), got " + std::to_string(e.token));
+          m.h_edits[n_edits++] = ck::LogitEdit{e.token, e.bias, e.subtract, e.repeat ? 1 : 0};
+        }
       }
       m.h_sample[b] = sp;
     }
     CUDA_CHECK(cudaMemcpyAsync(m.d_sample, m.h_sample, sizeof(ck::SampleParams) * Bp, cudaMemcpyHostToDevice,
                                m.stream));
+    if (n_edits > 0)
+      CUDA_CHECK(cudaMemcpyAsync(m.d_edits, m.h_edits, sizeof(ck::LogitEdit) * n_edits, cudaMemcpyHostToDevice,
+                                 m.stream));
   }
 
   if (graph) {
@@ -676,6 +697,7 @@ void CudaDecoder::set_debug_skip(uint32_t skip) {
 }
 void CudaDecoder::synchronize() { CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
 int64_t CudaDecoder::n_kv_blocks() const { return impl_->n_blocks; }
+int CudaDecoder::max_logit_edits() const { return impl_->max_edits; }
 int CudaDecoder::max_blocks_per_seq() const { return impl_->max_blocks; }
 int CudaDecoder::block_size() const { return impl_->opt.block_size; }
 const std::string& CudaDecoder::memory_plan() const { return impl_->plan; }

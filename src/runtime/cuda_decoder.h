@@ -92,9 +92,18 @@ enum CudaSkip : uint32_t {
   kSkipLmHead = 128,
 };
 
-// Sampling of one sequence's next token on the device (kernels/cuda sampling.cu has the exact semantics):
-// temperature <= 0 or top_k == 1 is greedy; top_k 0 and top_p >= 1 switch those cut-offs off. The draw depends only
-// on (seed, counter): pass the request's seed and the index of the token being generated.
+// One token's change to the logits before sampling (logit_bias and penalties; engine/model_runner.h LogitEdit):
+// x += bias; if (repeat) x = x > 0 ? x / repetition_penalty : x * repetition_penalty; x -= subtract.
+struct CudaLogitEdit {
+  int32_t token = 0;
+  float bias = 0.f;
+  float subtract = 0.f;
+  bool repeat = false;
+};
+
+// Sampling of one sequence's next token on the device (kernels/cuda sampling.cu has the exact semantics): the edits
+// first, then temperature <= 0 or top_k == 1 is greedy; top_k 0 and top_p >= 1 switch those cut-offs off. The draw
+// depends only on (seed, counter): pass the request's seed and the index of the token being generated.
 struct CudaSampling {
   float temperature = 0.f;
   int top_k = 0;
@@ -102,6 +111,8 @@ struct CudaSampling {
   float min_p = 0.f;
   uint32_t seed = 0;
   uint32_t counter = 0;
+  float repetition_penalty = 1.f;
+  std::vector<CudaLogitEdit> edits;  // tokens strictly increasing, in [0, n_vocab)
 };
 
 // One step: sequences b = 0..B-1 own tokens [query_start[b], query_start[b+1]); each token has a position; seq_lens[b]
@@ -147,6 +158,7 @@ class CudaDecoder {
   void synchronize();
 
   int64_t n_kv_blocks() const;
+  int max_logit_edits() const;  // CudaSampling edits one step takes, all sequences together
   int max_blocks_per_seq() const;
   int block_size() const;
   const std::string& memory_plan() const;

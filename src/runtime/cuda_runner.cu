@@ -97,6 +97,12 @@ Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<eng
     CudaSampling& d = step_.sampling[static_cast<size_t>(s)];
     d.temperature = q.temperature, d.top_k = q.top_k, d.top_p = q.top_p, d.min_p = q.min_p;
     d.seed = static_cast<uint32_t>(q.seed ^ (q.seed >> 32)), d.counter = q.counter;
+    d.repetition_penalty = q.repetition_penalty;
+    d.edits.resize(q.edits.size());
+    for (size_t i = 0; i < q.edits.size(); ++i) {
+      const engine::LogitEdit& e = q.edits[i];
+      d.edits[i] = CudaLogitEdit{e.token, e.bias, e.subtract, e.repeat};
+    }
     seq_of_row[r] = s;
   }
   std::vector<int32_t> next;

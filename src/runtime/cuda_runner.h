@@ -42,9 +42,10 @@ class CudaRunner : public engine::ModelRunner {
   Status allocate_kv(int n_blocks, int block_size) override;
   Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) override;
   Status forward(const engine::Batch& batch, float* logits) override;
-  // Sampling on the device (kernels/cuda/sampling.cu): only one id per logit row comes back. Every logit row must be
-  // the last token of its sequence (what the engine asks for).
+  // Sampling on the device (kernels/cuda/sampling.cu), logit_bias and penalties included: only one id per logit row
+  // comes back. Every logit row must be the last token of its sequence (what the engine asks for).
   bool samples_on_device() const override { return true; }
+  int max_logit_edits() const override { return decoder_ ? decoder_->max_logit_edits() : 0; }
   Status forward_sampled(const engine::Batch& batch, const std::vector<engine::RowSampling>& rows,
                          int32_t* ids) override;
 

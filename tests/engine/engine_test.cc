@@ -187,7 +187,8 @@ TEST(Engine, DeviceSamplingGetsEligibleRowsWithSeedAndCounter) {
   }
   EXPECT_EQ(seen, 6);
 
-  // A penalised request in the batch: those steps sample on the host (forward() without forward_sampled()).
+  // A penalised request in the batch: once it has generated a token its steps carry edits, more than this runner
+  // takes (none), so they sample on the host (forward() without forward_sampled()).
   const int64_t sampled_before = runner.sampled_calls(), forward_before = runner.forward_calls();
   GenerateRequest p = greedy_request("p", prompt, 4);
   p.sampling.presence_penalty = 0.5f;
@@ -198,8 +199,57 @@ TEST(Engine, DeviceSamplingGetsEligibleRowsWithSeedAndCounter) {
   drain(*hp, &cp), drain(*g2, &cg2);
   EXPECT_EQ(cp.tokens.size(), 4u);
   EXPECT_EQ(cg2.tokens, TestRunner::reference_greedy(prompt, 4, kVocab));
-  EXPECT_EQ(runner.sampled_calls(), sampled_before);
-  EXPECT_GT(runner.forward_calls(), forward_before);
+  const int64_t host_steps = (runner.forward_calls() - forward_before) - (runner.sampled_calls() - sampled_before);
+  EXPECT_GE(host_steps, 3);  // tokens 2..4 of p
+}
+
+// logit_bias and penalties reach a device sampler as LogitEdits: the same greedy tokens as the host Sampler, each
+// step's edits those of Sampler::logit_edits. Logprobs, or more edits than the runner takes, keep the host path.
+TEST(Engine, DeviceSamplingAppliesLogitEdits) {
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5};
+  GenerateRequest p = greedy_request("p", prompt, 8);
+  p.sampling.presence_penalty = 0.5f, p.sampling.frequency_penalty = 0.25f, p.sampling.repetition_penalty = 1.3f;
+  p.sampling.logit_bias = {{7, 2.5f}, {2, -100.f}};
+  auto run = [&](TestRunner* runner, const GenerateRequest& req) {
+    Engine e(runner, small_config(64, 4));
+    EXPECT_TRUE(e.init().ok());
+    auto h = *e.submit(req);
+    run_until_idle(e);
+    Collected c;
+    drain(*h, &c);
+    return c.tokens;
+  };
+  TestRunner host(kVocab);
+  const std::vector<int32_t> ref = run(&host, p);
+  ASSERT_EQ(ref.size(), 8u);
+  EXPECT_NE(ref, TestRunner::reference_greedy(prompt, 8, kVocab));  // the edits change the answer
+
+  TestRunner dev(kVocab);
+  dev.enable_device_sampling(1000);
+  EXPECT_EQ(run(&dev, p), ref);
+  EXPECT_EQ(dev.sampled_calls(), dev.forward_calls());
+  ASSERT_EQ(dev.sampled_rows().size(), 8u);
+  const RowSampling& last = dev.sampled_rows().back();
+  EXPECT_FLOAT_EQ(last.repetition_penalty, 1.3f);
+  std::map<int32_t, LogitEdit> by_token;
+  for (const LogitEdit& e : last.edits) EXPECT_TRUE(by_token.emplace(e.token, e).second) << e.token;
+  EXPECT_FLOAT_EQ(by_token.at(7).bias, 2.5f);
+  EXPECT_FLOAT_EQ(by_token.at(2).bias, -100.f);
+  std::map<int32_t, int> counts;  // generated before the last step
+  for (size_t i = 0; i + 1 < ref.size(); ++i) ++counts[ref[i]];
+  for (const auto& [t, n] : counts) EXPECT_FLOAT_EQ(by_token.at(t).subtract, 0.25f * n + 0.5f) << t;
+  for (int32_t t : {3, 1, 4, 5}) EXPECT_TRUE(by_token.at(t).repeat) << t;  // in the 64-token window
+
+  GenerateRequest lp = p;
+  lp.sampling.top_logprobs = 0;
+  TestRunner dev2(kVocab);
+  dev2.enable_device_sampling(1000);
+  EXPECT_EQ(run(&dev2, lp), ref);
+  EXPECT_EQ(dev2.sampled_calls(), 0);
+  TestRunner small(kVocab);
+  small.enable_device_sampling(2);
+  EXPECT_EQ(run(&small, p), ref);
+  EXPECT_EQ(small.sampled_calls(), 0);
 }
 
 TEST(Engine, PrefixCacheComputesOnlySuffix) {

@@ -113,8 +113,10 @@ class TestRunner : public ModelRunner {
 
   // Device-sampling mode (off by default): forward_sampled() runs forward() and picks each row itself: greedy rows
   // the argmax, other rows device_pick(seed, counter). Every RowSampling received is kept in sampled_rows().
-  void enable_device_sampling() { device_sampling_ = true; }
+  // max_edits: the LogitEdits per step it takes (applied to its logits before picking, as a device would).
+  void enable_device_sampling(int max_edits = 0) { device_sampling_ = true, max_edits_ = max_edits; }
   bool samples_on_device() const override { return device_sampling_; }
+  int max_logit_edits() const override { return max_edits_; }
   static int32_t device_pick(uint64_t seed, uint32_t counter, int n_vocab) {
     uint64_t x = (seed + 0x9e3779b97f4a7c15ull * (counter + 1ull)) * 0xbf58476d1ce4e5b9ull;
     return static_cast<int32_t>((x ^ (x >> 31)) % static_cast<uint64_t>(n_vocab));
@@ -125,8 +127,17 @@ class TestRunner : public ModelRunner {
     ++sampled_calls_;
     std::vector<float> logits(b.logit_rows.size() * static_cast<size_t>(n_vocab_));
     RETURN_IF_ERROR(forward(b, logits.data()));
+    size_t n_edits = 0;
     for (size_t r = 0; r < rows.size(); ++r) {
-      const float* row = logits.data() + r * n_vocab_;
+      float* row = logits.data() + r * n_vocab_;
+      n_edits += rows[r].edits.size();
+      if (n_edits > static_cast<size_t>(max_edits_)) return Internal("TestRunner: more edits than max_logit_edits");
+      const float p = rows[r].repetition_penalty;
+      for (const LogitEdit& e : rows[r].edits) {
+        float x = row[e.token] + e.bias;
+        if (e.repeat) x = x > 0 ? x / p : x * p;
+        row[e.token] = x - e.subtract;
+      }
       const bool greedy = !(rows[r].temperature > 0.f) || rows[r].top_k == 1;
       ids[r] = greedy ? static_cast<int32_t>(std::max_element(row, row + n_vocab_) - row)
                       : device_pick(rows[r].seed, rows[r].counter, n_vocab_);
@@ -181,6 +192,7 @@ class TestRunner : public ModelRunner {
   int max_batch_tokens_ = 0;
   bool fail_next_forward_ = false;
   bool device_sampling_ = false;
+  int max_edits_ = 0;
   int64_t sampled_calls_ = 0;
   std::vector<RowSampling> sampled_rows_;
 };

@@ -6,6 +6,7 @@
 //    alone run token for token (different batch shapes round differently, so exact equality is not a contract).
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <numeric>
 
 #include "cpu_model.h"
@@ -33,7 +34,8 @@ CudaRunnerOptions runner_options() {
 }
 
 std::vector<std::vector<int32_t>> run_engine(int max_seqs, const std::vector<std::vector<int32_t>>& prompts,
-                                             int max_tokens, float temperature = 0.f) {
+                                             int max_tokens, float temperature = 0.f,
+                                             const std::function<void(engine::SamplingParams*)>& tweak = nullptr) {
   auto runner_or = CudaRunner::create(runner_options());
   EXPECT_TRUE(runner_or.ok());
   auto runner = std::move(runner_or).value();
@@ -50,6 +52,7 @@ std::vector<std::vector<int32_t>> run_engine(int max_seqs, const std::vector<std
     r.sampling.temperature = temperature;  // > 0: seeded sampling with every device cut-off
     r.sampling.top_k = 40, r.sampling.top_p = 0.9f, r.sampling.min_p = 0.02f;
     r.sampling.has_seed = true, r.sampling.seed = 1000 + i;
+    if (tweak) tweak(&r.sampling);
     auto h = eng.submit(std::move(r));
     EXPECT_TRUE(h.ok()) << h.status().to_string();
     hs.push_back(std::move(h).value());
@@ -163,6 +166,31 @@ TEST(CudaEngine, SeededDeviceSamplingIsReproducible) {
     for (int32_t t : a[i]) EXPECT_TRUE(t >= 0 && t < small_config().n_vocab);
     EXPECT_EQ(a[i], b[i]) << i;
     differs += a[i] != greedy[i];
+  }
+  EXPECT_GT(differs, 0);
+}
+
+// logit_bias and penalties sample on the device (logit edits in the sampling kernel): the same greedy tokens as the
+// host Sampler gives on the same logits (top_logprobs = 0 keeps a request on the host path), and not the plain greedy
+// answer.
+TEST(CudaEngine, PenalisedSamplingOnDeviceEqualsHost) {
+  SKIP_WITHOUT_GPU();
+  const auto prompts = test_prompts();
+  auto penalised = [](bool logprobs) {
+    return [logprobs](engine::SamplingParams* s) {
+      s->repetition_penalty = 1.5f, s->presence_penalty = 1.f, s->frequency_penalty = 0.5f;
+      s->logit_bias = {{7, 3.f}, {11, -2.f}};
+      if (logprobs) s->top_logprobs = 0;
+    };
+  };
+  const auto device = run_engine(8, prompts, 16, 0.f, penalised(false));
+  const auto host = run_engine(8, prompts, 16, 0.f, penalised(true));
+  const auto plain = run_engine(8, prompts, 16);
+  int differs = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_EQ(device[i].size(), 16u) << i;
+    EXPECT_EQ(device[i], host[i]) << i;
+    differs += device[i] != plain[i];
   }
   EXPECT_GT(differs, 0);
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu_model.h"
+#include "engine/sampler.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "ref_ops.h"
 #include "runtime/cuda_decoder.h"
@@ -64,7 +65,7 @@ std::vector<int32_t> draw(const std::vector<float>& row, const ck::SampleParams&
   DevArray<ck::SampleParams> dp(ps);
   DevArray<int32_t> out(n);
   cudaMemset(out.p, 0xff, sizeof(int32_t) * n);
-  ck::sample_tokens(dl.p, n, V, dp.p, out.p, nullptr);
+  ck::sample_tokens(dl.p, n, V, dp.p, nullptr, out.p, nullptr);
   return out.download();
 }
 
@@ -134,15 +135,68 @@ TEST(CudaSampling, LatencyOneRow) {
     DevArray<int32_t> out(M);
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0), cudaEventCreate(&e1);
-    ck::sample_tokens(dl.p, M, 152064, dp.p, out.p, nullptr);
+    ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, out.p, nullptr);
     cudaEventRecord(e0);
-    for (int i = 0; i < 20; ++i) ck::sample_tokens(dl.p, M, 152064, dp.p, out.p, nullptr);
+    for (int i = 0; i < 20; ++i) ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, out.p, nullptr);
     cudaEventRecord(e1);
     cudaEventSynchronize(e1);
     float ms = 0;
     cudaEventElapsedTime(&ms, e0, e1);
     std::printf("[sampling] M=%d V=152064 top_k 40 top_p 0.9: %.1f us per call\n", M, ms * 1000 / 20);
     cudaEventDestroy(e0), cudaEventDestroy(e1);
+  }
+}
+
+// logit_bias and penalties: the host Sampler's stages 1-3 turned into edits (Sampler::logit_edits) and applied by
+// the sampling kernel give bit for bit the row Sampler::apply_penalties gives, and greedy rows their argmax.
+TEST(CudaSampling, LogitEditsMatchTheHostSampler) {
+  SKIP_WITHOUT_GPU();
+  constexpr int V = 50000, M = 3;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  std::vector<float> logits(size_t(M) * V);
+  for (auto& v : logits) v = nd(rng);
+  std::vector<float> host = logits;
+  std::vector<ck::SampleParams> ps(M);
+  std::vector<ck::LogitEdit> edits;
+  const float rep[M] = {1.3f, 0.7f, 1.f};
+  size_t edited = 0;
+  for (int m = 0; m < M; ++m) {
+    engine::SamplingParams sp;
+    sp.temperature = 0.f;
+    sp.repetition_penalty = rep[m];
+    sp.presence_penalty = 0.4f * m, sp.frequency_penalty = 0.3f;
+    for (int i = 0; i < 40; ++i) sp.logit_bias.push_back({int32_t(rng() % V), nd(rng)});
+    sp.logit_bias.push_back({int32_t(rng() % V), 100.f});  // this row's argmax after the edits (almost surely)
+    engine::Sampler sampler(sp, 1);
+    std::vector<int32_t> context;
+    for (int i = 0; i < 200; ++i) context.push_back(int32_t(rng() % 300));  // repeats: a window of distinct ids
+    for (int i = 0; i < 50; ++i) sampler.accept(int32_t(rng() % 300));
+    std::vector<engine::LogitEdit> e;
+    sampler.logit_edits(V, context, &e);
+    ps[m].repetition_penalty = rep[m];
+    ps[m].edit_begin = int(edits.size()), ps[m].edit_count = int(e.size());
+    for (const auto& x : e) edits.push_back({x.token, x.bias, x.subtract, x.repeat ? 1 : 0});
+    sampler.apply_penalties(host.data() + size_t(m) * V, V, context);
+    edited += e.size();
+  }
+  ASSERT_GT(edited, 100u);
+  DevArray<float> dl(logits);
+  DevArray<ck::SampleParams> dp(ps);
+  DevArray<ck::LogitEdit> de(edits);
+  DevArray<int32_t> out(M);
+  ck::sample_tokens(dl.p, M, V, dp.p, de.p, out.p, nullptr);
+  const std::vector<float> dev = dl.download();
+  const std::vector<int32_t> ids = out.download();
+  int changed = 0;
+  for (size_t i = 0; i < dev.size(); ++i) {
+    EXPECT_EQ(dev[i], host[i]) << i;
+    changed += host[i] != logits[i];
+  }
+  EXPECT_GT(changed, 100);
+  for (int m = 0; m < M; ++m) {
+    const float* r = host.data() + size_t(m) * V;
+    EXPECT_EQ(ids[m], int(std::max_element(r, r + V) - r)) << m;
   }
 }
 
@@ -195,6 +249,16 @@ TEST(CudaSampling, DecoderStepsSampleOnDevice) {
   bad.block_tables.assign(dec->max_blocks_per_seq(), 0);
   bad.sampling = {hot, hot};  // two entries for one sequence
   EXPECT_FALSE(dec->step(bad, nullptr, nullptr).ok());
+  // A logit_bias edit of +1000 on one id decides every token (graph replays included); bad edits are refused.
+  runtime::CudaSampling forced;
+  forced.edits = {{123, 1000.f, 0.f, false}};
+  EXPECT_EQ(decoder_run(dec.get(), prompt, 6, &forced), std::vector<int32_t>(6, 123));
+  bad.sampling = {forced};
+  bad.sampling[0].edits = {{5, 1.f, 0.f, false}, {5, 1.f, 0.f, false}};  // repeated id
+  EXPECT_FALSE(dec->step(bad, nullptr, nullptr).ok());
+  bad.sampling[0].edits = {{small_config().n_vocab, 1.f, 0.f, false}};  // out of range
+  EXPECT_FALSE(dec->step(bad, nullptr, nullptr).ok());
+  EXPECT_GE(dec->max_logit_edits(), 1024);
 }
 
 }  // namespace

@@ -50,10 +50,19 @@ void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStre
 void fill_random_f32(float* x, int64_t n, uint32_t seed, float scale, cudaStream_t s);  // the same, fp32
 
 // ---- sampling.cu ----
-// Per-row sampling parameters (device memory). temperature <= 0 or top_k == 1: greedy (argmax, lowest index on ties).
-// Otherwise p_i ~ exp(logit_i / temperature) restricted to the logits >= the top_k-th largest (top_k 0 or >= V: off)
-// and to the smallest highest-probability set holding top_p of the mass (top_p >= 1: off) and to p >= min_p * p_max
-// (min_p 0: off); the cut-offs keep ties.
+// One token's change to a logit row before sampling (logit_bias and penalties, engine/model_runner.h LogitEdit):
+// x += bias; if (repeat) x = x > 0 ? x / repetition_penalty : x * repetition_penalty; x -= subtract.
+struct LogitEdit {
+  int32_t token = 0;
+  float bias = 0.f;
+  float subtract = 0.f;
+  int32_t repeat = 0;
+};
+// Per-row sampling parameters (device memory). First the row's edits (edits[edit_begin, edit_begin + edit_count),
+// distinct tokens in [0, V)) change the logits in place. Then temperature <= 0 or top_k == 1: greedy (argmax, lowest
+// index on ties). Otherwise p_i ~ exp(logit_i / temperature) restricted to the logits >= the top_k-th largest (top_k
+// 0 or >= V: off) and to the smallest highest-probability set holding top_p of the mass (top_p >= 1: off) and to
+// p >= min_p * p_max (min_p 0: off); the cut-offs keep ties.
 // The draw is a function of (seed, counter) alone: the caller passes the request's seed and its token index.
 struct SampleParams {
   float temperature = 0.f;
@@ -62,9 +71,13 @@ struct SampleParams {
   float min_p = 0.f;  // keeps p >= min_p * p_max (0: off)
   uint32_t seed = 0;
   uint32_t counter = 0;
+  float repetition_penalty = 1.f;
+  int edit_begin = 0, edit_count = 0;
 };
-// out[m] = a token drawn from row m of logits [M][V] fp32 under params[m]; out [M] int32.
-void sample_tokens(const float* logits, int M, int V, const SampleParams* params, int32_t* out, cudaStream_t s);
+// out[m] = a token drawn from row m of logits [M][V] fp32 (edited in place) under params[m]; out [M] int32; edits
+// may be null when no row has any.
+void sample_tokens(float* logits, int M, int V, const SampleParams* params, const LogitEdit* edits, int32_t* out,
+                   cudaStream_t s);
 
 // ---- attention.cu ----
 // Paged KV layout: pool [n_blocks][block_size][n_kv_heads][head_dim] bf16, one pool for K and one for V.

@@ -1,8 +1,9 @@
-// Device-side sampling (temperature, top-k, top-p, min-p, per-row seed): one block per logits row, so only token ids leave
-// the GPU. The cut-offs are exact order statistics found by bisection over the order-preserving uint32 image of the
-// logits (32 passes over the row, each counting elements and summing probability mass at or above two candidate
-// thresholds), then an inverse-CDF draw in index order with a block scan. Deterministic for a given (seed, counter):
-// every reduction has a fixed order.
+// Device-side sampling: one block per logits row, so only token ids leave the GPU. The row's logit edits (logit_bias
+// and penalties) apply in place first. The temperature / top-k / top-p / min-p cut-offs are exact order statistics
+// found by bisection over the order-preserving uint32 image of the logits (32 passes over the row, each counting
+// elements and summing probability mass at or above two candidate thresholds), then an inverse-CDF draw in index
+// order with a block scan, seeded per row. Deterministic for a given (seed, counter): every reduction has a fixed
+// order.
 #include <cfloat>
 
 #include "kernels/cuda/common.cuh"
@@ -32,17 +33,26 @@ __device__ __forceinline__ void block_sum2(float& f, int& n, float* sf, int* sn)
   for (int w = 0; w < kSampleThreads / 32; ++w) f += sf[w], n += sn[w];  // same order in every thread
 }
 
-__global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int V, const SampleParams* params,
-                                                                int32_t* out) {
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, int V, const SampleParams* params,
+                                                                const LogitEdit* edits, int32_t* out) {
   pdl_wait();
   pdl_trigger();
   __shared__ float sf[32];
   __shared__ int sn[32];
   __shared__ float sbest[32];
   __shared__ int sbi[32];
-  const float* row = logits + static_cast<int64_t>(blockIdx.x) * V;
+  float* row = logits + static_cast<int64_t>(blockIdx.x) * V;
   const SampleParams p = params[blockIdx.x];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (p.edit_count > 0) {  // distinct tokens: one thread per edit, no conflicts
+    for (int i = tid; i < p.edit_count; i += kSampleThreads) {
+      const LogitEdit e = edits[p.edit_begin + i];
+      float x = __fadd_rn(row[e.token], e.bias);
+      if (e.repeat) x = x > 0.f ? __fdiv_rn(x, p.repetition_penalty) : __fmul_rn(x, p.repetition_penalty);
+      row[e.token] = __fsub_rn(x, e.subtract);
+    }
+    __syncthreads();
+  }
   // Argmax (lowest index on ties): the greedy answer and the max for the softmax.
   float best = -FLT_MAX;
   int bi = 0x7fffffff;
@@ -150,9 +160,10 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
 
 }  // namespace
 
-void sample_tokens(const float* logits, int M, int V, const SampleParams* params, int32_t* out, cudaStream_t s) {
+void sample_tokens(float* logits, int M, int V, const SampleParams* params, const LogitEdit* edits, int32_t* out,
+                   cudaStream_t s) {
   if (M <= 0) return;
-  launch_pdl(sample_kernel, dim3(M), dim3(kSampleThreads), 0, s, logits, V, params, out);
+  launch_pdl(sample_kernel, dim3(M), dim3(kSampleThreads), 0, s, logits, V, params, edits, out);
   CUDA_LAUNCH_CHECK();
 }
 
