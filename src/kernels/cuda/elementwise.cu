@@ -3,22 +3,12 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/rows.cuh"
 
 namespace citadel::cuda {
 namespace {
 
 using namespace dev;
-
-__global__ void embedding_kernel(const uint16_t* table, const int32_t* tokens, float* out, int dim, int vocab) {
-  pdl_wait();
-  pdl_trigger();
-  const int t = blockIdx.x;
-  const int tok = tokens[t];
-  const bool ok = tok >= 0 && tok < vocab;
-  const uint16_t* row = table + static_cast<int64_t>(ok ? tok : 0) * dim;
-  float* o = out + static_cast<int64_t>(t) * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = ok ? bf16f(row[i]) : 0.f;
-}
 
 // Sum over the block (blockDim a multiple of 32, <= 1024); every thread gets the total.
 __device__ __forceinline__ float block_sum(float v) {
@@ -37,31 +27,10 @@ __device__ __forceinline__ float block_sum(float v) {
 }
 
 // One block per row, generic dims; the row is read twice (sum of squares, then scale), the second time from L1/L2.
-__global__ void add_rmsnorm_kernel(float* residual, const float* delta, const uint16_t* weight, uint16_t* out,
-                                   int dim, float eps) {
-  pdl_wait();
-  pdl_trigger();
-  const int64_t row = blockIdx.x;
-  float* r = residual + row * dim;
-  const float* d = delta ? delta + row * dim : nullptr;
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = r[i];
-    if (d) {
-      v += d[i];
-      r[i] = v;
-    }
-    ss += v * v;
-  }
-  const float inv = rsqrtf(block_sum(ss) / dim + eps);
-  uint16_t* o = out + row * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = f2bf(r[i] * inv * bf16f(weight[i]));
-}
-
 // dim % 8 == 0 and dim <= 8 * 1024 * CH: thread i owns elements [8i, 8i + 8) (+ 8 * blockDim per further chunk) and
 // issues all its loads (residual and delta 2 x 16 B each, weight 16 B per chunk) before using any, so a decode row
 // costs one memory round trip plus the block reduction (the generic kernel's strided loop serialises its loads
-// behind the residual stores it may alias). Same arithmetic as add_rmsnorm_kernel.
+// behind the residual stores it may alias).
 template <int CH>
 __global__ void add_rmsnorm_vec8_kernel(float* residual, const float* delta, const uint16_t* weight, uint16_t* out,
                                         int dim, float eps) {
@@ -223,7 +192,7 @@ __global__ void fill_random_kernel(T* x, int64_t n, uint32_t seed, float scale) 
 
 void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s) {
   if (T <= 0) return;
-  launch_pdl(embedding_kernel, dim3(T), dim3(256), 0, s, table, tokens, out, dim, vocab);
+  launch_pdl(embedding_rows_kernel<uint16_t>, dim3(T), dim3(256), 0, s, table, tokens, out, dim, vocab);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -241,7 +210,8 @@ void add_rmsnorm(float* residual, const float* delta, const bf16_t* weight, bf16
     else
       launch_pdl(add_rmsnorm_vec8_kernel<2>, dim3(T), dim3(threads), 0, s, residual, delta, weight, out, dim, eps);
   } else {
-    launch_pdl(add_rmsnorm_kernel, dim3(T), dim3(512), 0, s, residual, delta, weight, out, dim, eps);
+    launch_pdl(add_rmsnorm_rows_kernel<uint16_t, uint16_t>, dim3(T), dim3(512), 0, s, residual, delta, weight, out,
+               dim, eps);
   }
   CUDA_LAUNCH_CHECK();
 }

@@ -12,6 +12,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/rows.cuh"
 
 namespace citadel::cuda {
 namespace {
@@ -24,55 +25,6 @@ constexpr int kGemvM = 8;          // gemv: inputs per block (x rows sharing one
 constexpr int kAttnWarps = 8;      // attention: warps per (query, head)
 constexpr int kMaxHeadDim = 256;
 constexpr int kMaxPerLane = kMaxHeadDim / 32;  // head dims per lane: lane + 32 j, j < kMaxPerLane
-
-// Sum over the block (blockDim a multiple of 32, <= 1024); every thread gets the total. Fixed order: butterfly
-// within each warp, then warp totals in warp order. Call from uniform control flow only (two barriers).
-__device__ float block_sum_f32(float v) {
-  __shared__ float red[32];
-  __shared__ float total;
-  v = warp_sum(v);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float t = 0.f;
-    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) t += red[w];
-    total = t;
-  }
-  __syncthreads();
-  return total;
-}
-
-// grid (T); out [T][dim] = table[tokens[t]] or zeros.
-__global__ void embedding_f32_kernel(const float* table, const int32_t* tokens, float* out, int dim, int vocab) {
-  const int64_t t = blockIdx.x;
-  const int tok = tokens[t];
-  const bool ok = tok >= 0 && tok < vocab;
-  const float* row = table + static_cast<int64_t>(ok ? tok : 0) * dim;
-  float* o = out + t * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = ok ? row[i] : 0.f;
-}
-
-// grid (T): one block per row. Pass 1 adds delta (a thread re-reads only the elements it wrote) and sums squares;
-// pass 2 scales. inv = 1 / sqrt(mean + eps) in IEEE fp32; out = (r * inv) * w as the CPU twin.
-__global__ void add_rmsnorm_f32_kernel(float* residual, const float* delta, const float* weight, float* out, int dim,
-                                       float eps) {
-  const int64_t row = blockIdx.x;
-  float* r = residual + row * dim;
-  const float* d = delta ? delta + row * dim : nullptr;
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = r[i];
-    if (d) {
-      v += d[i];
-      r[i] = v;
-    }
-    ss = fmaf(v, v, ss);
-  }
-  const float total = block_sum_f32(ss);
-  const float inv = 1.f / sqrtf(total / static_cast<float>(dim) + eps);
-  float* o = out + row * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = r[i] * inv * weight[i];
-}
 
 // grid (N, ceil(M / kGemvM)), kGemvThreads threads. Block (n, mb) computes y[m][n] for m in [mb*kGemvM, +kGemvM):
 // thread j accumulates k = j, j + 128, ... (VEC: float4 chunks k/4 = j, j + 128, ...) for every m in fp32 fmaf,
@@ -274,7 +226,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) paged_attention_f32_kernel(Pa
 
 void embedding_f32(const float* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s) {
   if (T <= 0 || dim <= 0) return;
-  embedding_f32_kernel<<<T, kThreads, 0, s>>>(table, tokens, out, dim, vocab);
+  embedding_rows_kernel<float><<<T, kThreads, 0, s>>>(table, tokens, out, dim, vocab);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -282,7 +234,7 @@ void add_rmsnorm_f32(float* residual, const float* delta, const float* weight, f
                      cudaStream_t s) {
   if (T <= 0 || dim <= 0) return;
   CHECK_MSG(out != residual, "add_rmsnorm_f32: out must not alias residual");
-  add_rmsnorm_f32_kernel<<<T, kThreads, 0, s>>>(residual, delta, weight, out, dim, eps);
+  add_rmsnorm_rows_kernel<float, float><<<T, kThreads, 0, s>>>(residual, delta, weight, out, dim, eps);
   CUDA_LAUNCH_CHECK();
 }
 

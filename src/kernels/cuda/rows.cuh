@@ -1,0 +1,72 @@
+// Row kernels with a bf16 and an fp32 instance: the token embedding and the generic fused residual add + RMSNorm,
+// used by the bf16 path (elementwise.cu; its RMSNorm only for shapes the vectorised kernel does not take) and by the
+// fp32 exact path (exact.cu). IEEE arithmetic (1 / sqrtf, no rsqrtf) and a fixed reduction order: deterministic, and
+// the exact path's results differ from its CPU twin only by fp32 summation order. CUDA-only header.
+#pragma once
+
+#include "kernels/cuda/common.cuh"
+
+namespace citadel::cuda::dev {
+
+__device__ __forceinline__ float load_f(float v) { return v; }
+__device__ __forceinline__ float load_f(uint16_t v) { return bf16f(v); }  // bf16 bits
+__device__ __forceinline__ void store_f(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_f(uint16_t* p, float v) { *p = f2bf(v); }
+
+// Sum over the block (blockDim a multiple of 32, <= 1024); every thread gets the total. Fixed order: butterfly
+// within each warp, then warp totals in warp order. Call from uniform control flow only (two barriers).
+__device__ __forceinline__ float block_sum_ordered(float v) {
+  __shared__ float red[32];
+  __shared__ float total;
+  v = warp_sum(v);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float t = 0.f;
+    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) t += red[w];
+    total = t;
+  }
+  __syncthreads();
+  return total;
+}
+
+// grid (T); out [T][dim] fp32 = table [vocab][dim] (T: float or bf16 bits) row tokens[t], or zeros for ids outside
+// [0, vocab).
+template <typename T>
+__global__ void embedding_rows_kernel(const T* table, const int32_t* tokens, float* out, int dim, int vocab) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t t = blockIdx.x;
+  const int tok = tokens[t];
+  const bool ok = tok >= 0 && tok < vocab;
+  const T* row = table + static_cast<int64_t>(ok ? tok : 0) * dim;
+  float* o = out + t * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = ok ? load_f(row[i]) : 0.f;
+}
+
+// grid (T): one block per row. Pass 1 adds delta (if non-null; a thread re-reads only the elements it wrote) into
+// residual [T][dim] fp32 and sums squares; pass 2 writes out [T][dim] = (r * inv) * weight[i], inv = 1 / sqrt(mean +
+// eps). W, O: float or bf16 bits.
+template <typename W, typename O>
+__global__ void add_rmsnorm_rows_kernel(float* residual, const float* delta, const W* weight, O* out, int dim,
+                                        float eps) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t row = blockIdx.x;
+  float* r = residual + row * dim;
+  const float* d = delta ? delta + row * dim : nullptr;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = r[i];
+    if (d) {
+      v += d[i];
+      r[i] = v;
+    }
+    ss = fmaf(v, v, ss);
+  }
+  const float inv = 1.f / sqrtf(block_sum_ordered(ss) / static_cast<float>(dim) + eps);
+  O* o = out + row * dim;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) store_f(o + i, r[i] * inv * load_f(weight[i]));
+}
+
+}  // namespace citadel::cuda::dev
