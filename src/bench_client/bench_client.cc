@@ -211,6 +211,12 @@ class Bench {
     j["stream"] = true;
     j["stream_options"] = {{"include_usage", true}};
     if (o_.ignore_eos) j["ignore_eos"] = true;
+    if (o_.logprobs >= 0) {
+      if (o_.endpoint.find("chat") != std::string::npos)
+        j["logprobs"] = true, j["top_logprobs"] = o_.logprobs;
+      else
+        j["logprobs"] = o_.logprobs;
+    }
     return j.dump();
   }
 

@@ -36,6 +36,7 @@ struct BenchOptions {
   double request_rate = 0;                    // requests/s; 0 = all at once (inf)
   uint64_t seed = 0;
   double temperature = 0.0;
+  int logprobs = -1;                          // >= 0: ask for logprobs (completions: logprobs N; chat: top_logprobs N)
   std::vector<std::string> goodput;           // "ttft:MS", "tpot:MS", "e2el:MS"
   int timeout_s = 600;
 };

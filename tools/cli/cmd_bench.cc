@@ -70,6 +70,7 @@ citadel::cli::Registrar reg("bench", "Serving benchmark (TTFT, TPOT, ITL, E2EL, 
   sub.add_option("--request-rate", o->request_rate, "Poisson arrivals per second (0 = all at once)");
   sub.add_option("--seed", o->seed, "seed for prompts and arrivals");
   sub.add_option("--temperature", o->temperature, "sampling temperature");
+  sub.add_option("--logprobs", o->logprobs, "ask for N logprobs per token (completions logprobs / chat top_logprobs)");
   sub.add_option("--goodput", o->goodput, "SLOs: ttft:MS tpot:MS e2el:MS");
   sub.add_option("--result-file", *file, "write the results JSON here");
   return [o, file] { return run(*o, *file); };
