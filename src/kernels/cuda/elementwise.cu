@@ -10,23 +10,6 @@ namespace {
 
 using namespace dev;
 
-// Sum over the block (blockDim a multiple of 32, <= 1024); every thread gets the total.
-__device__ __forceinline__ float block_sum(float v) {
-  __shared__ float red[32];
-  __shared__ float total;
-  v = warp_sum(v);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float t = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.f;
-    t = warp_sum(t);
-    if (threadIdx.x == 0) total = t;
-  }
-  __syncthreads();
-  return total;
-}
-
-// One block per row, generic dims; the row is read twice (sum of squares, then scale), the second time from L1/L2.
 // dim % 8 == 0 and dim <= 8 * 1024 * CH: thread i owns elements [8i, 8i + 8) (+ 8 * blockDim per further chunk) and
 // issues all its loads (residual and delta 2 x 16 B each, weight 16 B per chunk) before using any, so a decode row
 // costs one memory round trip plus the block reduction (the generic kernel's strided loop serialises its loads

@@ -13,18 +13,18 @@ __device__ __forceinline__ float load_f(uint16_t v) { return bf16f(v); }  // bf1
 __device__ __forceinline__ void store_f(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_f(uint16_t* p, float v) { *p = f2bf(v); }
 
-// Sum over the block (blockDim a multiple of 32, <= 1024); every thread gets the total. Fixed order: butterfly
-// within each warp, then warp totals in warp order. Call from uniform control flow only (two barriers).
-__device__ __forceinline__ float block_sum_ordered(float v) {
+// Sum over the block (blockDim a multiple of 32, <= 1024); every thread gets the total. Fixed order (butterfly within
+// each warp, then a butterfly over the warp totals): deterministic. Call from uniform control flow only (two barriers).
+__device__ __forceinline__ float block_sum(float v) {
   __shared__ float red[32];
   __shared__ float total;
   v = warp_sum(v);
   if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    float t = 0.f;
-    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) t += red[w];
-    total = t;
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.f;
+    t = warp_sum(t);
+    if (threadIdx.x == 0) total = t;
   }
   __syncthreads();
   return total;
@@ -64,7 +64,7 @@ __global__ void add_rmsnorm_rows_kernel(float* residual, const float* delta, con
     }
     ss = fmaf(v, v, ss);
   }
-  const float inv = 1.f / sqrtf(block_sum_ordered(ss) / static_cast<float>(dim) + eps);
+  const float inv = 1.f / sqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
   O* o = out + row * dim;
   for (int i = threadIdx.x; i < dim; i += blockDim.x) store_f(o + i, r[i] * inv * load_f(weight[i]));
 }
