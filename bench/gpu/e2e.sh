@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end on the GPU machine with the real SmolLM2 GGUF: the GPU test suite (kernels, decoder, engine, SmolLM2
 # parity vs HF and vs our CPU path), then `citadel generate` and `citadel serve` with --device cuda and cpu, and a
-# serving benchmark on the GPU (device vs host sampling).
+# serving benchmark on the GPU (sampling on the device vs on the host).
 # The 98 MB GGUF exceeds one call's transfer: it arrives as .gpu-model/part-* over two calls (see smollm2.sh) and
 # is reassembled under /tmp/m. CLI11 (header-only, not on that image) travels in .gpu-cli/.
 # Usage (repository root on the GPU machine): bash bench/gpu/e2e.sh stage|run
@@ -37,13 +37,9 @@ echo
 curl -sN http://127.0.0.1:18080/v1/completions -H 'content-type: application/json' \
   -d '{"model":"smollm2","prompt":"The capital of France is","max_tokens":8,"temperature":0,"stream":true}' | head -4
 kill $pid; wait $pid; echo "serve rc=$?"; tail -5 "$OUT/serve.log"
-# Serving on the GPU: citadel bench (random 128-token prompts, 64 tokens each, temperature 0.8) at concurrency 1/16/64,
-# each run twice: plain (sampling on the device, only ids leave the GPU) and with --logprobs 1 (logits to the host,
-# the host Sampler): what device sampling is worth in serving.
-echo "== serving bench --device cuda"
-$C serve --device cuda --model /tmp/m/SmolLM2.gguf --served-model-name smollm2 --port 18081 > "$OUT/serve-bench.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 300); do grep -q "citadel serve: ready" "$OUT/serve-bench.log" && break; sleep 0.2; done
+# Serving on the GPU: citadel bench (random 128-token prompts, 64 tokens each, temperature 0.8) at concurrency 1/16/64
+# against `serve --sampling device` (only ids leave the GPU) and `--sampling host` (logits to the host Sampler), and
+# the device server once more with --logprobs 5 (logprobs from the sampling kernel): what device sampling is worth.
 bench() {  # NAME ARGS...
   local name=$1; shift
   $C bench --base-url http://127.0.0.1:18081 --model smollm2 --dataset random --random-input-len 128 \
@@ -51,9 +47,14 @@ bench() {  # NAME ARGS...
     > "$OUT/bench-$name.log" 2>&1
   python3 -c "import json;d=json.load(open('$OUT/bench-$name.json'));print('$name: completed',d['completed'],'failed',d['failed'],'out_tok_s %.0f'%d['output_throughput'],'ttft_med %.1f ms'%d['median_ttft_ms'],'tpot_med %.2f ms'%d['median_tpot_ms'])"
 }
-bench warmup --concurrency 64 --num-prompts 128 > /dev/null
-for c in 1 16 64; do
-  bench "c$c-device" --concurrency $c --num-prompts $((c * 4))
-  bench "c$c-host" --concurrency $c --num-prompts $((c * 4)) --logprobs 1
+for sampling in device host; do
+  echo "== serving bench --device cuda --sampling $sampling"
+  $C serve --device cuda --model /tmp/m/SmolLM2.gguf --served-model-name smollm2 --port 18081 --sampling $sampling \
+    > "$OUT/serve-bench-$sampling.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do grep -q "citadel serve: ready" "$OUT/serve-bench-$sampling.log" && break; sleep 0.2; done
+  bench "warmup-$sampling" --concurrency 64 --num-prompts 128 > /dev/null
+  for c in 1 16 64; do bench "c$c-$sampling" --concurrency $c --num-prompts $((c * 4)); done
+  [ $sampling = device ] && bench "c64-device-logprobs" --concurrency 64 --num-prompts 256 --logprobs 5
+  kill $pid; wait $pid; echo "serve rc=$?"
 done
-kill $pid; wait $pid; echo "serve rc=$?"

@@ -1,8 +1,10 @@
 // GPU benchmark of the CUDA decoder at the DeepSeek-R1-Distill-Qwen-7B shape (synthetic weights generated on the
 // device): roofline ceilings measured on the spot (device-to-device copy, cuBLAS bf16 8192^3), then batch-1 decode
-// bf16/int8/int4 (128-token prompt, 128 greedy tokens), prefill of 512 tokens, decode with 64 and 128 sequences at
-// 128 context. Prints one JSON object (fixed keys) to stdout and to argv[1] if given; with argv[2], dumps the logits
-// of a 256-token teacher-forced run (128 prefill + 128 decode steps) for bench/gpu/hf_check.py.
+// bf16/int8/int4/fp8 (128-token prompt, 128 greedy tokens), prefill of 512 tokens (bf16 and fp8), decode with 64 and
+// 128 sequences at 128 context. Prints one JSON object (fixed keys) to stdout and to argv[1] if given; with argv[2],
+// dumps the logits of a 256-token teacher-forced run (128 prefill + 128 decode steps) for bench/gpu/hf_check.py.
+// Environment: CITADEL_BENCH_QUICK (bs1 rows only), CITADEL_BENCH_FORMATS=int8,fp8 (only these decoders; default all),
+// CITADEL_BENCH_PROFILE, CITADEL_BENCH_NCU_GEMV (see bench/gpu/run.sh).
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
@@ -118,7 +120,7 @@ float time_ms(const std::function<void()>& f, int reps = 20) {
 void micro(bool quick) {
   const int shapes[5][2] = {{4608, 3584}, {3584, 3584}, {37888, 3584}, {3584, 18944}, {152064, 3584}};
   const char* names[5] = {"qkv", "o", "gate_up", "down", "lm_head"};
-  void *wv, *qv, *sv, *xv, *yv, *wsv;
+  void *wv, *qv, *sv, *xv, *yv, *wsv, *xqv, *xsv;
   const size_t maxw = size_t(152064) * 3584;
   BENCH_CHECK(cudaMalloc(&wv, maxw * 2));
   BENCH_CHECK(cudaMalloc(&qv, maxw));
@@ -126,6 +128,10 @@ void micro(bool quick) {
   BENCH_CHECK(cudaMalloc(&xv, size_t(512) * 18944 * 2));
   BENCH_CHECK(cudaMalloc(&yv, size_t(128) * 152064 * 4));
   BENCH_CHECK(cudaMalloc(&wsv, 32 << 20));
+  BENCH_CHECK(cudaMalloc(&xqv, size_t(512) * 18944));  // fp8 GEMM: per-token e4m3 activations and their scales
+  BENCH_CHECK(cudaMalloc(&xsv, 512 * 4));
+  auto* xq = static_cast<uint8_t*>(xqv);
+  auto* xs = static_cast<float*>(xsv);
   auto* W = static_cast<uint16_t*>(wv);
   auto* x = static_cast<uint16_t*>(xv);
   auto* q = static_cast<uint8_t*>(qv);
@@ -134,9 +140,9 @@ void micro(bool quick) {
   cuda::fill_random_bf16(x, int64_t(512) * 18944, 6, 1.f, nullptr);
   void* h = cuda::create_cublas_handle(nullptr, wsv, 32 << 20);
   void* lt = cuda::create_gemm_lt(nullptr, wsv, 32 << 20, true);
-  std::fprintf(stderr, "%-8s %9s | %8s %8s %8s (GB/s, M=1 gemv) | %8s %8s %8s (us, cuBLAS M=64/128/512) | %8s %8s %8s "
-               "(us, cuBLASLt tuned)\n", "op", "NxK", "bf16", "int8", "int4", "m64", "m128", "m512", "lt64", "lt128",
-               "lt512");
+  std::fprintf(stderr, "%-8s %9s | %8s %8s %8s %8s (GB/s, M=1 gemv) | %8s %8s %8s (us, cuBLAS M=64/128/512) | %8s %8s "
+               "%8s (us, cuBLASLt tuned) | %8s (us, fp8 quantize + cuBLASLt M=512)\n", "op", "NxK", "bf16", "int8",
+               "int4", "fp8", "m64", "m128", "m512", "lt64", "lt128", "lt512", "fp8lt512");
   for (int i = 0; i < 5; ++i) {
     const int N = shapes[i][0], K = shapes[i][1];
     const double nk = double(N) * K;
@@ -145,6 +151,8 @@ void micro(bool quick) {
     const float t8 = time_ms([&] { cuda::gemv_int8(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
     cuda::quantize_int4(W, q, sc, N, K, nullptr);
     const float t4 = time_ms([&] { cuda::gemv_int4(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
+    cuda::quantize_fp8(W, q, sc, N, K, nullptr);
+    const float tf8 = time_ms([&] { cuda::gemv_fp8(x, q, sc, nullptr, yv, false, 1, N, K, nullptr); });
     const bool gemm = !quick;
     const float g64 = gemm ? time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 64, N, K); }) : 0.f;
     const float g128 = gemm ? time_ms([&] { cuda::gemm_bf16(h, x, W, yv, false, 128, N, K); }) : 0.f;
@@ -154,12 +162,19 @@ void micro(bool quick) {
     for (int j = 0; j < 3; ++j)
       if (gemm && (i != 4 || j < 2))
         lts[j] = time_ms([&] { cuda::gemm_bf16_lt(lt, x, W, nullptr, yv, false, ms[j], N, K); });
-    std::fprintf(stderr, "%-8s %5dx%-5d | %8.0f %8.0f %8.0f | %8.1f %8.1f %8.1f | %8.1f %8.1f %8.1f\n", names[i], N, K,
-                 nk * 2 / t16 / 1e6, (nk + N * 4.0) / t8 / 1e6, (nk / 2 + nk / 128 * 4) / t4 / 1e6, g64 * 1e3,
-                 g128 * 1e3, g512 * 1e3, lts[0] * 1e3, lts[1] * 1e3, lts[2] * 1e3);
+    bool fp8_ok = true;  // the decoder's M > 8 fp8 path: activation quantisation + the fp8 GEMM (y bf16)
+    const float f512 = !gemm || i == 4 ? 0.f : time_ms([&] {
+      cuda::quantize_rows_fp8(x, xq, xs, 512, K, nullptr);
+      fp8_ok = cuda::gemm_fp8_lt(lt, xq, xs, q, sc, nullptr, yv, false, 512, N, K);
+    });
+    std::fprintf(stderr, "%-8s %5dx%-5d | %8.0f %8.0f %8.0f %8.0f | %8.1f %8.1f %8.1f | %8.1f %8.1f %8.1f | %8.1f%s\n",
+                 names[i], N, K, nk * 2 / t16 / 1e6, (nk + N * 4.0) / t8 / 1e6, (nk / 2 + nk / 128 * 4) / t4 / 1e6,
+                 (nk + N * 4.0) / tf8 / 1e6, g64 * 1e3, g128 * 1e3, g512 * 1e3, lts[0] * 1e3, lts[1] * 1e3,
+                 lts[2] * 1e3, f512 * 1e3, fp8_ok ? "" : " (no fp8 algorithm)");
   }
   cuda::destroy_cublas_handle(h);
   cuda::destroy_gemm_lt(lt);
+  cudaFree(xqv), cudaFree(xsv);
   if (quick) {
     cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv), cudaFree(wsv);
     return;
@@ -258,7 +273,7 @@ void micro(bool quick) {
   cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv), cudaFree(wsv);
 }
 
-// One launch of each M = 1 GEMV (bf16, int8, int4) at the qkv, gate_up, down and lm_head shapes, for ncu's
+// One launch of each M = 1 GEMV (bf16, int8, int4, fp8) at the qkv, gate_up, down and lm_head shapes, for ncu's
 // per-kernel sections (run.sh --ncu-gemv): stall reasons and memory throughput of the kernels alone.
 void gemv_for_ncu() {
   const int shapes[4][2] = {{4608, 3584}, {37888, 3584}, {3584, 18944}, {152064, 3584}};
@@ -281,6 +296,8 @@ void gemv_for_ncu() {
     cuda::gemv_int8(x, q, sc, nullptr, yv, false, 1, N, K, nullptr);
     cuda::quantize_int4(W, q, sc, N, K, nullptr);
     cuda::gemv_int4(x, q, sc, nullptr, yv, false, 1, N, K, nullptr);
+    cuda::quantize_fp8(W, q, sc, N, K, nullptr);
+    cuda::gemv_fp8(x, q, sc, nullptr, yv, false, 1, N, K, nullptr);
   }
   BENCH_CHECK(cudaDeviceSynchronize());
   cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv);
@@ -451,11 +468,14 @@ int main(int argc, char** argv) {
     gemv_for_ncu();
     return 0;
   }
-  const char* prof = std::getenv("CITADEL_BENCH_PROFILE");  // bf16|int8|int4: one bs1 step for ncu, then exit
+  const char* prof = std::getenv("CITADEL_BENCH_PROFILE");  // bf16|int8|int4|fp8: one bs1 step for ncu, then exit
   if (prof) {
     const std::string pf = prof;
-    auto dec = make(pf == "int4" ? CudaWeightFormat::kInt4 : pf == "int8" ? CudaWeightFormat::kInt8
-                                                                            : CudaWeightFormat::kBf16, 8, 128, 256);
+    auto dec = make(pf == "int4"   ? CudaWeightFormat::kInt4
+                    : pf == "int8" ? CudaWeightFormat::kInt8
+                    : pf == "fp8"  ? CudaWeightFormat::kFp8
+                                   : CudaWeightFormat::kBf16,
+                    8, 128, 256);
     std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", prof, decode_bs1(*dec));
     dec->set_debug_skip(0);  // fresh graphs: the profiled step captures and replays once
     cudaProfilerStart();
@@ -465,18 +485,22 @@ int main(int argc, char** argv) {
   }
   const char* quick_env = std::getenv("CITADEL_BENCH_QUICK");
   const bool quick = quick_env && *quick_env;  // skip the A/B, prefill and batched rows
+  const char* formats_env = std::getenv("CITADEL_BENCH_FORMATS");  // e.g. "int8,fp8": only these decoders (default all)
+  auto wanted = [&](const char* f) {
+    return !formats_env || (std::string(",") + formats_env + ",").find(std::string(",") + f + ",") != std::string::npos;
+  };
   micro(quick);
 
-  double bs1[3] = {0, 0, 0}, bytes[3] = {0, 0, 0};
-  double pre = 0, b64 = 0, b128 = 0;
+  double bs1[4] = {0, 0, 0, 0}, bytes[4] = {0, 0, 0, 0};  // bf16, int8, int4, fp8
+  double pre = 0, pre_fp8 = 0, b64 = 0, b128 = 0;
   std::string plan;
-  if (!quick) {  // A/B of the GEMM path in the same run: cublasGemmEx + separate bias kernel (rounds 1-4)
+  if (!quick && wanted("bf16")) {  // A/B of the GEMM path in the same run: cublasGemmEx + separate bias kernel
     auto dec = make(CudaWeightFormat::kBf16, 128, 512, 4096, false);
     const double p0 = prefill_512(*dec), b0 = decode_batch(*dec, 64, 128, 32);
     std::fprintf(stderr, "baseline GEMM path (cublasGemmEx + add_bias): prefill 512 %.0f tok/s, decode b64 %.0f tok/s\n",
                  p0, b0);
   }
-  {
+  if (wanted("bf16")) {
     auto dec = make(CudaWeightFormat::kBf16, 128, 512, 4096);
     plan = dec->memory_plan();
     bytes[0] = double(dec->weight_bytes());
@@ -493,13 +517,19 @@ int main(int argc, char** argv) {
     }
     if (argc > 2) dump_logits(*dec, argv[2]);
   }
-  const CudaWeightFormat q[2] = {CudaWeightFormat::kInt8, CudaWeightFormat::kInt4};
-  for (int i = 0; i < 2; ++i) {
-    auto dec = make(q[i], 8, 128, 256);
+  const CudaWeightFormat q[3] = {CudaWeightFormat::kInt8, CudaWeightFormat::kInt4, CudaWeightFormat::kFp8};
+  for (int i = 0; i < 3; ++i) {
+    const bool fp8 = q[i] == CudaWeightFormat::kFp8;  // also the fp8 prefill row: 512-token steps
+    if (!wanted(runtime::format_name(q[i]))) continue;
+    auto dec = make(q[i], 8, fp8 ? 512 : 128, 256);
     bytes[i + 1] = double(dec->weight_bytes());
     bs1[i + 1] = decode_bs1(*dec);
     std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", runtime::format_name(q[i]), bs1[i + 1]);
     attribute_bs1(*dec, runtime::format_name(q[i]), bs1[i + 1]);
+    if (fp8 && !quick) {
+      pre_fp8 = prefill_512(*dec);
+      std::fprintf(stderr, "prefill 512 fp8: %.0f tok/s\n", pre_fp8);
+    }
   }
   if (argc > 2 && !quick) {  // the fp32-activation paths' logits for the same check (hf_check.py: *_f32 keys)
     for (bool w32 : {true, false}) {  // f32 weights; bf16 weights with f32 activations
@@ -515,17 +545,20 @@ int main(int argc, char** argv) {
   std::snprintf(json, sizeof(json),
                 "{\n  \"device\": \"%s\",\n  \"copy_bandwidth_GBps\": %.1f,\n  \"matmul_TFLOPs\": %.1f,\n"
                 "  \"decode_bs1_bf16_tok_s\": %.1f,\n  \"decode_bs1_int8_tok_s\": %.1f,\n"
-                "  \"decode_bs1_int4_tok_s\": %.1f,\n  \"prefill_512_bf16_tok_s\": %.0f,\n"
+                "  \"decode_bs1_int4_tok_s\": %.1f,\n  \"decode_bs1_fp8_tok_s\": %.1f,\n"
+                "  \"prefill_512_bf16_tok_s\": %.0f,\n  \"prefill_512_fp8_tok_s\": %.0f,\n"
                 "  \"decode_b64_bf16_tok_s\": %.0f,\n  \"decode_b128_bf16_tok_s\": %.0f,\n"
                 "  \"weight_bytes_bf16\": %.0f,\n  \"weight_bytes_int8\": %.0f,\n  \"weight_bytes_int4\": %.0f,\n"
+                "  \"weight_bytes_fp8\": %.0f,\n"
                 "  \"roofline_ratio_decode_bs1_bf16\": %.3f,\n  \"roofline_ratio_decode_bs1_int8\": %.3f,\n"
-                "  \"roofline_ratio_decode_bs1_int4\": %.3f,\n  \"roofline_ratio_prefill_512_bf16\": %.3f,\n"
+                "  \"roofline_ratio_decode_bs1_int4\": %.3f,\n  \"roofline_ratio_decode_bs1_fp8\": %.3f,\n"
+                "  \"roofline_ratio_prefill_512_bf16\": %.3f,\n"
                 "  \"roofline_ratio_decode_b64_bf16\": %.3f,\n  \"roofline_ratio_decode_b128_bf16\": %.3f,\n"
                 "  \"memory_plan\": \"%s\"\n}\n",
-                prop.name, bw, tf, bs1[0], bs1[1], bs1[2], pre, b64, b128, bytes[0], bytes[1], bytes[2],
-                bs1[0] / (bw * 1e9 / bytes[0]), bs1[1] / (bw * 1e9 / bytes[1]), bs1[2] / (bw * 1e9 / bytes[2]),
-                pre / (tf * 1e12 / (2 * params)), b64 / (64 * bw * 1e9 / bytes[0]),
-                b128 / (128 * bw * 1e9 / bytes[0]), plan.c_str());
+                prop.name, bw, tf, bs1[0], bs1[1], bs1[2], bs1[3], pre, pre_fp8, b64, b128, bytes[0], bytes[1],
+                bytes[2], bytes[3], bs1[0] / (bw * 1e9 / bytes[0]), bs1[1] / (bw * 1e9 / bytes[1]),
+                bs1[2] / (bw * 1e9 / bytes[2]), bs1[3] / (bw * 1e9 / bytes[3]), pre / (tf * 1e12 / (2 * params)),
+                b64 / (64 * bw * 1e9 / bytes[0]), b128 / (128 * bw * 1e9 / bytes[0]), plan.c_str());
   std::fputs(json, stdout);
   if (argc > 1) std::ofstream(argv[1]) << json;
   return 0;

@@ -25,7 +25,7 @@ struct ModelLoadOptions {
   int max_context = 0;             // 0 = the model's
   int compute_threads = 0;         // CPU runner threads (0 = all cores)
   std::string device = "cpu";      // cpu | cuda
-  std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4
+  std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4 | fp8 | f32
   std::string cpu_precision = "fast"; // cpu: fast | exact
   engine::EngineConfig engine;     // max_waiting etc.
 };

@@ -246,17 +246,16 @@ void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
 }
 
 bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const {
-  if (!runner_->samples_on_device()) return false;
+  if (!config_.device_sampling || !runner_->samples_on_device()) return false;
   rows->resize(out.seqs.size());
   size_t n = 0, edits = 0;
   for (const auto& s : out.seqs) {
     if (!s.sample) continue;
     const SamplingParams& p = s.seq->sampler.params();
-    if (p.top_logprobs >= 0) return false;
     RowSampling& r = (*rows)[n++];
     r.temperature = p.temperature, r.top_k = p.top_k, r.top_p = p.top_p, r.min_p = p.min_p;
     r.seed = s.seq->sample_seed, r.counter = static_cast<uint32_t>(s.seq->n_generated);
-    r.repetition_penalty = p.repetition_penalty;
+    r.repetition_penalty = p.repetition_penalty, r.top_logprobs = p.top_logprobs;
     s.seq->sampler.logit_edits(n_vocab_, s.seq->tokens, &r.edits);
     edits += r.edits.size();
     if (edits > static_cast<size_t>(std::max(runner_->max_logit_edits(), 0))) return false;
@@ -265,7 +264,8 @@ bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* r
   return true;
 }
 
-void Engine::postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids) {
+void Engine::postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids,
+                         const RowLogprobs* lps) {
   int row = 0;
   int64_t generated = 0;
   for (const auto& s : out.seqs) {
@@ -280,10 +280,16 @@ void Engine::postprocess(const SchedulerOutput& out, const float* logits, const 
     }
     if (!s.sample) continue;
     SampleResult r;
-    if (ids)
-      r.token = ids[row++];
-    else
-      r = seq->sampler.sample(logits + static_cast<size_t>(row++) * n_vocab_, n_vocab_, seq->tokens);
+    if (ids) {
+      r.token = ids[row];
+      if (seq->sampler.params().top_logprobs >= 0) {
+        r.logprob = lps[row].logprob;
+        for (const auto& [id, lp] : lps[row].top) r.top.push_back({id, lp});
+      }
+    } else {
+      r = seq->sampler.sample(logits + static_cast<size_t>(row) * n_vocab_, n_vocab_, seq->tokens);
+    }
+    ++row;
     seq->sampler.accept(r.token);
     seq->tokens.push_back(r.token);
     ++seq->n_generated;
@@ -354,7 +360,8 @@ bool Engine::step() {
       const auto tf = std::chrono::steady_clock::now();
       if (device) {  // only ids come back
         ids_.resize(rows_.size());
-        st = runner_->forward_sampled(batch, rows_, ids_.data());
+        row_lps_.resize(rows_.size());
+        st = runner_->forward_sampled(batch, rows_, ids_.data(), row_lps_.data());
       } else {
         const size_t need = batch.logit_rows.size() * static_cast<size_t>(n_vocab_);
         if (logits_.size() < need) logits_.resize(need);  // grows only: no per-step clear of a large buffer
@@ -362,7 +369,12 @@ bool Engine::step() {
       }
       fwd_ms = ms_since(tf);
     }
-    if (st.ok()) postprocess(out, logits_.data(), device ? ids_.data() : nullptr); else fail_batch(out, st);
+    if (!st.ok())
+      fail_batch(out, st);
+    else if (device)
+      postprocess(out, nullptr, ids_.data(), row_lps_.data());
+    else
+      postprocess(out, logits_.data(), nullptr, nullptr);
   }
   publish_stats(ms_since(t0), fwd_ms, out);
   return !out.empty();

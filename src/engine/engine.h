@@ -43,6 +43,9 @@ struct EngineConfig {
   size_t event_buffer = 4096;      // events buffered per request before its consumer counts as too slow
   bool enable_prefix_caching = true;
   double watermark = 0.01;         // fraction of blocks kept free when admitting beside running sequences
+  // Sample on the runner's device where it can (only ids and logprobs come back); false: always full logits and the
+  // host Sampler (whose seeded draws are those of the CPU runner).
+  bool device_sampling = true;
 };
 
 struct EngineStats {
@@ -105,11 +108,11 @@ class Engine {
   // Ends a sequence: final event (ev, with finish = reason), usage, bookkeeping, blocks freed; seq is destroyed.
   void finish_seq(Sequence* seq, FinishReason reason, Status status, TokenEvent ev = {});
   void build_batch(const SchedulerOutput& out, Batch* batch) const;
-  // Appends each sampled row's token: ids[row] when the runner sampled on its device, else the sequence's Sampler
-  // over logits row `row`.
-  void postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids);
+  // Appends each sampled row's token: ids[row] (and lps[row]) when the runner sampled on its device, else the
+  // sequence's Sampler over logits row `row`.
+  void postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids, const RowLogprobs* lps);
   // The device sampling of every row of this step (logit_bias and penalties as LogitEdits), or false when the
-  // runner cannot sample, a row wants logprobs, or the step has more edits than the runner takes.
+  // runner cannot sample or the step has more edits than the runner takes.
   bool device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const;
   void fail_batch(const SchedulerOutput& out, const Status& st);
   void cancel_all(const std::string& why);
@@ -126,6 +129,7 @@ class Engine {
   std::vector<float> logits_;  // [n_logits, n_vocab] of the current step (engine thread only)
   std::vector<RowSampling> rows_;  // [n_logits] device sampling of the current step's rows
   std::vector<int32_t> ids_;       // [n_logits] device-sampled ids of the current step
+  std::vector<RowLogprobs> row_lps_;  // [n_logits] their logprobs (rows that ask)
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;

@@ -75,6 +75,14 @@ struct RowSampling {
   uint32_t counter = 0;  // index of the token being generated
   float repetition_penalty = 1.f;
   std::vector<LogitEdit> edits;  // sorted by token
+  int top_logprobs = -1;         // 0..20: the runner returns the row's RowLogprobs
+};
+
+// A device-sampled row's logprobs (RowSampling::top_logprobs >= 0): the log-softmax of its raw logits (before the
+// edits) at the chosen token and at the top_logprobs most likely tokens (most likely first, ties to the lower id).
+struct RowLogprobs {
+  float logprob = 0.f;
+  std::vector<std::pair<int32_t, float>> top;
 };
 
 class ModelRunner {
@@ -106,12 +114,14 @@ class ModelRunner {
   virtual Status forward(const Batch& batch, float* logits) = 0;
 
   // Optional: forward() that also picks each logit row's next token where the logits are (rows[r] for row r) and
-  // returns only the ids [logit_rows.size()], so no logits cross to the host. The engine calls it only when
-  // samples_on_device(), for steps whose rows want no logprobs and carry at most max_logit_edits() edits in all
-  // (logit_bias and penalties; beyond that the step samples on the host).
+  // returns only the ids [logit_rows.size()] and, for rows that ask, their RowLogprobs in logprobs[r] (logprobs may be
+  // null when no row asks), so no logits cross to the host. The engine calls it only when samples_on_device(), for
+  // steps whose rows carry at most max_logit_edits() edits in all (logit_bias and penalties; beyond that the step
+  // samples on the host).
   virtual bool samples_on_device() const { return false; }
   virtual int max_logit_edits() const { return 0; }
-  virtual Status forward_sampled(const Batch& /*batch*/, const std::vector<RowSampling>& /*rows*/, int32_t* /*ids*/) {
+  virtual Status forward_sampled(const Batch& /*batch*/, const std::vector<RowSampling>& /*rows*/, int32_t* /*ids*/,
+                                 RowLogprobs* /*logprobs*/) {
     return Unsupported("this model runner samples on the host");
   }
 };

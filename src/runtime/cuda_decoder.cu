@@ -82,13 +82,18 @@ struct CudaDecoder::Impl {
   ck::SampleParams* h_sample = nullptr;  // [max_batch] pinned staging
   ck::LogitEdit* d_edits = nullptr;      // [max_edits] the step's logit edits, rows' ranges in d_sample
   ck::LogitEdit* h_edits = nullptr;      // [max_edits] pinned staging
+  float* d_edit_raw = nullptr;           // [max_edits] logits before their edit (rows that want logprobs)
   int max_edits = 0;
+  ck::TokenLogprobs* d_lp = nullptr;     // [max_batch] logprobs of the sampled rows
+  ck::TokenLogprobs* h_lp = nullptr;     // [max_batch] pinned
   int64_t ints_capacity = 0;
   bf16_t* k_pool = nullptr;    // [L][n_blocks][bs][KV][Dh] (kF32: fp32)
   bf16_t* v_pool = nullptr;
   int64_t n_blocks = 0;
   int max_blocks = 0;
   void* cublas_ws = nullptr;
+  uint8_t* fp8_x = nullptr;      // kFp8: [T][max K] e4m3 activations of the fp8 GEMMs (M > 8)
+  float* fp8_scale = nullptr;    // kFp8: [T] their per-token scales
 
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
 
@@ -110,7 +115,7 @@ struct CudaDecoder::Impl {
   Status alloc_n(T** p, int64_t n, const char* what) {
     return arena.alloc_n(p, n, what);
   }
-  GemmContext gemm() const { return {stream, cublas, gemm_lt, opt.use_cublaslt}; }
+  GemmContext gemm() const { return {stream, cublas, gemm_lt, opt.use_cublaslt, fp8_x, fp8_scale}; }
 
   // Layout of d_ints for T tokens and B sequences: tokens[T] positions[T] slots[T] seq_lens[B] last_idx[B]
   // block_tables[B][max_blocks].
@@ -223,6 +228,10 @@ Status CudaDecoder::Impl::alloc_runtime() {
   RETURN_IF_ERROR(alloc_e(&act, T * F, "act"));
   RETURN_IF_ERROR(alloc_e(&last_h, B * D, "last_h"));
   RETURN_IF_ERROR(alloc_n(&logits, std::max(T, B) * V, "logits"));
+  if (opt.format == CudaWeightFormat::kFp8) {  // K of qkv, gate_up and lm_head = D; of o = H*Dh; of down = F
+    RETURN_IF_ERROR(alloc_n(&fp8_x, T * std::max({D, F, int64_t{c.n_heads} * c.head_dim}), "fp8 activations"));
+    RETURN_IF_ERROR(alloc_n(&fp8_scale, T, "fp8 activation scales"));
+  }
   int64_t ws = 0;
   for (int b = 1; b <= B; b *= 2) {
     const int splits = (opt.max_seq_len + partition_for(b) - 1) / partition_for(b);
@@ -242,6 +251,9 @@ Status CudaDecoder::Impl::alloc_runtime() {
   max_edits = static_cast<int>(B) * 1024;
   CUDA_CHECK(cudaMallocHost(&h_edits, sizeof(ck::LogitEdit) * max_edits));
   RETURN_IF_ERROR(alloc_n(&d_edits, max_edits, "logit edits"));
+  RETURN_IF_ERROR(alloc_n(&d_edit_raw, max_edits, "logit edits"));
+  RETURN_IF_ERROR(alloc_n(&d_lp, B, "logprobs"));
+  CUDA_CHECK(cudaMallocHost(&h_lp, sizeof(ck::TokenLogprobs) * B));
   const size_t cublas_ws_bytes = size_t{32} << 20;
   RETURN_IF_ERROR(alloc(&cublas_ws, cublas_ws_bytes, "cublas workspace"));
   cublas = ck::create_cublas_handle(stream, cublas_ws, cublas_ws_bytes);
@@ -295,6 +307,7 @@ CudaDecoder::~CudaDecoder() {
   if (impl_->h_out) cudaFreeHost(impl_->h_out);
   if (impl_->h_sample) cudaFreeHost(impl_->h_sample);
   if (impl_->h_edits) cudaFreeHost(impl_->h_edits);
+  if (impl_->h_lp) cudaFreeHost(impl_->h_lp);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
@@ -311,7 +324,7 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const CudaModelConfig& 
     return Unsupported("cuda decoder: hidden_dim " + std::to_string(c.hidden_dim) + " and ffn_dim " +
                        std::to_string(c.ffn_dim) + " must be multiples of 16");
   if (opt.f32_activations && opt.format != CudaWeightFormat::kBf16 && opt.format != CudaWeightFormat::kF32)
-    return Unsupported("cuda decoder: f32 activations run bf16 or f32 weights, not int8/int4");
+    return Unsupported("cuda decoder: f32 activations run bf16 or f32 weights, not int8/int4/fp8");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
     return InvalidArgument("cuda decoder: bad options (max_step_tokens must be >= max_batch)");
   int n_dev = 0;
@@ -454,7 +467,7 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
     }
     if (!(skip & kSkipLmHead)) lm_head.forward(g, x, B, logits, true);
     if (sampled)
-      ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_edits, d_out, stream);
+      ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_edits, d_edit_raw, d_lp, d_out, stream);
     else
       ck::argmax(logits, B, c.n_vocab, d_out, stream);
   }
@@ -513,12 +526,13 @@ void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, bool all_logits
   }
   linear32(lm_head, x, rows, logits);
   if (sampled)
-    ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_edits, d_out, stream);
+    ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_edits, d_edit_raw, d_lp, d_out, stream);
   else
     ck::argmax(logits, rows, c.n_vocab, d_out, stream);
 }
 
-Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits_out) {
+Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits_out,
+                         std::vector<CudaLogprobs>* logprobs) {
   Impl& m = *impl_;
   if (!m.finalized) return InvalidArgument("cuda decoder: weights not finalized");
   const int T = static_cast<int>(s.tokens.size());
@@ -598,6 +612,7 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
   if (L.total + B + 1 > m.ints_capacity) return InvalidArgument("cuda step: inputs exceed the staging buffer");
   if (!decode) std::copy(s.query_start.begin(), s.query_start.end(), hp + L.total);
   CUDA_CHECK(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * L.total, cudaMemcpyHostToDevice, m.stream));
+  bool want_lp = false;
   if (sampled) {
     int n_edits = 0;
     for (int b = 0; b < Bp; ++b) {
@@ -606,6 +621,10 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
         const CudaSampling& q = s.sampling[b];
         sp.temperature = q.temperature, sp.top_k = q.top_k, sp.top_p = q.top_p, sp.min_p = q.min_p, sp.seed = q.seed;
         sp.counter = q.counter, sp.repetition_penalty = q.repetition_penalty;
+        if (q.top_logprobs > ck::kMaxTopLogprobs)
+          return InvalidArgument("cuda step: top_logprobs " + std::to_string(q.top_logprobs) + " > 20");
+        sp.top_logprobs = q.top_logprobs;
+        want_lp = want_lp || q.top_logprobs >= 0;
         if (q.edits.size() > static_cast<size_t>(m.max_edits - n_edits))
           return InvalidArgument("cuda step: more than " + std::to_string(m.max_edits) + " logit edits");
         sp.edit_begin = n_edits, sp.edit_count = static_cast<int>(q.edits.size());
@@ -653,8 +672,20 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
     CUDA_CHECK(cudaMemcpyAsync(logits_out->data(), m.logits, sizeof(float) * logits_out->size(),
                                cudaMemcpyDeviceToHost, m.stream));
   }
+  if (want_lp)
+    CUDA_CHECK(cudaMemcpyAsync(m.h_lp, m.d_lp, sizeof(ck::TokenLogprobs) * B, cudaMemcpyDeviceToHost, m.stream));
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
   if (next_tokens) next_tokens->assign(m.h_out, m.h_out + rows);
+  if (logprobs) {
+    logprobs->assign(static_cast<size_t>(B), CudaLogprobs{});
+    for (int b = 0; b < B && want_lp; ++b) {
+      if (s.sampling[b].top_logprobs < 0) continue;
+      const ck::TokenLogprobs& t = m.h_lp[b];
+      CudaLogprobs& o = (*logprobs)[b];
+      o.logprob = t.logprob;
+      for (int k = 0; k < t.n; ++k) o.top.emplace_back(t.ids[k], t.lps[k]);
+    }
+  }
   return OkStatus();
 }
 

@@ -1,4 +1,4 @@
-// CUDA decoder for llama/qwen2-family models: weights on device (bf16, or int8/int4 repacked at load), a paged KV
+// CUDA decoder for llama/qwen2-family models: weights on device (bf16, or int8/int4/fp8 repacked at load), a paged KV
 // pool sized from free memory, and one forward step for a batch of sequences returning greedy next-token ids (and
 // optionally logits). Pure-decode steps (one token per sequence) replay CUDA graphs captured per (batch bucket,
 // split bucket). No CUDA types in this header: core code may include it.
@@ -28,7 +28,9 @@ struct CudaModelConfig {
 
 // kF32: fp32 weights, activations and KV cache through simple kernels (kernels/cuda/exact.cu): the GPU twin of the
 // CPU exact mode (results differ from it by fp32 summation order only), not a fast path.
-enum class CudaWeightFormat { kBf16, kInt8, kInt4, kF32 };
+// kFp8: e4m3 weights with per-output-channel fp32 scales; GEMV for small M, cuBLASLt fp8 GEMM (activations quantised
+// per token) above.
+enum class CudaWeightFormat { kBf16, kInt8, kInt4, kF32, kFp8 };
 const char* format_name(CudaWeightFormat f);
 
 // Logical tensors in HF layout ([out][in] row-major for matrices). Layer is ignored for the three global ones.
@@ -113,6 +115,14 @@ struct CudaSampling {
   uint32_t counter = 0;
   float repetition_penalty = 1.f;
   std::vector<CudaLogitEdit> edits;  // tokens strictly increasing, in [0, n_vocab)
+  int top_logprobs = -1;             // 0..20: return CudaLogprobs for this sequence
+};
+
+// A sampled sequence's logprobs: the log-softmax of its raw logits (before the edits) at the chosen token and at the
+// top_logprobs most likely tokens (most likely first, ties to the lower id).
+struct CudaLogprobs {
+  float logprob = 0.f;
+  std::vector<std::pair<int32_t, float>> top;
 };
 
 // One step: sequences b = 0..B-1 own tokens [query_start[b], query_start[b+1]); each token has a position; seq_lens[b]
@@ -136,16 +146,19 @@ class CudaDecoder {
   CudaDecoder& operator=(const CudaDecoder&) = delete;
 
   // Weights: either generated on the device, or copied from host arrays (set_weight or set_weight_f32 for every
-  // tensor, then finalize(), which quantizes for int8/int4 and sizes the KV pool). init_synthetic calls finalize
+  // tensor, then finalize(), which quantizes for int8/int4/fp8 and sizes the KV pool). init_synthetic calls finalize
   // itself. Values are rounded to bf16 on upload except in kF32 (which keeps fp32, and widens bf16 input exactly).
   Status init_synthetic(uint32_t seed);
   Status set_weight(CudaWeight w, int layer, const uint16_t* bf16_host, int64_t count);
   Status set_weight_f32(CudaWeight w, int layer, const float* host, int64_t count);
   Status finalize();
 
-  // Runs one forward step. next_tokens gets B ids (one per sequence: greedy, or drawn on the device per s.sampling); logits, if non-null, gets
-  // [B][n_vocab] (or [T][n_vocab] with all_logits) fp32. Bad shapes or ids return InvalidArgument.
-  Status step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits);
+  // Runs one forward step. next_tokens gets B ids (one per sequence: greedy, or drawn on the device per s.sampling);
+  // logits, if non-null, gets [B][n_vocab] (or [T][n_vocab] with all_logits) fp32 (with sampling: after the edits);
+  // logprobs, if non-null, gets B entries (filled for sequences with top_logprobs >= 0). Bad shapes or ids return
+  // InvalidArgument.
+  Status step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits,
+              std::vector<CudaLogprobs>* logprobs = nullptr);
 
   // Copies whole KV blocks (all layers, K and V): block first -> block second for each pair (engine copy-on-write).
   // Ordered before the next step on the decoder's stream.

@@ -38,11 +38,13 @@ Status LinearW::quantize(CudaWeightFormat to, DeviceArena* arena, cudaStream_t s
   // The int4 layout needs whole groups of 128 along K; such matrices (SmolLM2's dim 576) stay int8.
   if (fmt == CudaWeightFormat::kInt4 && K % 128 != 0) fmt = CudaWeightFormat::kInt8;
   if (fmt == CudaWeightFormat::kBf16 || fmt == CudaWeightFormat::kF32 || !bf16) return OkStatus();
-  if (K % 16 != 0) return Unsupported("int8: K=" + std::to_string(K) + " is not a multiple of 16");
-  if (fmt == CudaWeightFormat::kInt8) {
-    RETURN_IF_ERROR(arena->alloc_n(&q, int64_t{N} * K, "int8 weights"));
-    RETURN_IF_ERROR(arena->alloc_n(&scales, N, "int8 scales"));
-    ck::quantize_int8(bf16, q, scales, N, K, s);
+  if (K % 16 != 0)
+    return Unsupported(std::string(format_name(fmt)) + ": K=" + std::to_string(K) + " is not a multiple of 16");
+  if (fmt == CudaWeightFormat::kInt8 || fmt == CudaWeightFormat::kFp8) {
+    const bool fp8 = fmt == CudaWeightFormat::kFp8;
+    RETURN_IF_ERROR(arena->alloc_n(&q, int64_t{N} * K, fp8 ? "fp8 weights" : "int8 weights"));
+    RETURN_IF_ERROR(arena->alloc_n(&scales, N, fp8 ? "fp8 scales" : "int8 scales"));
+    (fp8 ? ck::quantize_fp8 : ck::quantize_int8)(bf16, q, scales, N, K, s);
   } else {
     RETURN_IF_ERROR(arena->alloc_n(&q, ck::int4_weight_bytes(N, K), "int4 weights"));
     RETURN_IF_ERROR(arena->alloc_n(&scales, int64_t{N} * (K / 128), "int4 scales"));
@@ -72,6 +74,13 @@ void LinearW::forward(const GemmContext& g, const bf16_t* x, int M, void* y, boo
     case CudaWeightFormat::kInt4:
       ck::gemv_int4(x, q, scales, bias, y, y_f32, M, N, K, g.stream);
       return;
+    case CudaWeightFormat::kFp8:
+      if (M > 8 && g.fp8_x) {
+        ck::quantize_rows_fp8(x, g.fp8_x, g.fp8_scale, M, K, g.stream);
+        if (ck::gemm_fp8_lt(g.gemm_lt, g.fp8_x, g.fp8_scale, q, scales, bias, y, y_f32, M, N, K)) return;
+      }
+      ck::gemv_fp8(x, q, scales, bias, y, y_f32, M, N, K, g.stream);  // small M, or no cuBLASLt fp8 algorithm
+      return;
     case CudaWeightFormat::kF32:
       break;
   }
@@ -91,6 +100,10 @@ bool LinearW::forward_silu(const GemmContext& g, const bf16_t* x, int M, bf16_t*
     case CudaWeightFormat::kInt4:
       ck::gemv_silu_int4(x, q, scales, act, M, F, K, g.stream);
       return true;
+    case CudaWeightFormat::kFp8:
+      if (M > 8 && g.fp8_x) return false;  // the fp8 GEMM, then silu_mul
+      ck::gemv_silu_fp8(x, q, scales, act, M, F, K, g.stream);
+      return true;
     case CudaWeightFormat::kF32:
       break;
   }
@@ -102,7 +115,8 @@ int64_t LinearW::bytes(int64_t bias_esz) const {
   switch (fmt) {
     case CudaWeightFormat::kF32: return b + nk * 4;
     case CudaWeightFormat::kBf16: return b + nk * 2;
-    case CudaWeightFormat::kInt8: return b + nk + int64_t{N} * 4;
+    case CudaWeightFormat::kInt8:
+    case CudaWeightFormat::kFp8: return b + nk + int64_t{N} * 4;
     case CudaWeightFormat::kInt4: return b + nk / 2 + int64_t{N} * (K / 128) * 4;
   }
   return 0;

@@ -40,6 +40,10 @@ struct GemmContext {
   void* cublas = nullptr;
   void* gemm_lt = nullptr;
   bool use_cublaslt = true;  // M > 8 bf16 GEMMs through cuBLASLt (bias epilogue); false: cublasGemmEx + add_bias
+  // fp8 GEMMs (M > 8): the activations quantised per token, xq [M][K] e4m3 and xscale [M] fp32, sized for the
+  // largest M x K of a step. Null: fp8 matrices run the GEMV at every M.
+  uint8_t* fp8_x = nullptr;
+  float* fp8_scale = nullptr;
 };
 
 // A weight matrix [N][K]. bf16 holds the staging copy until quantize() repacks it. In the decoder's exact path the
@@ -48,13 +52,14 @@ struct LinearW {
   int N = 0, K = 0;
   CudaWeightFormat fmt = CudaWeightFormat::kBf16;  // this matrix's format (int4 falls back to int8 when K % 128)
   bf16_t* bf16 = nullptr;     // [N][K] (kF32: fp32)
-  uint8_t* q = nullptr;       // int8 [N][K] or int4 [N][K/2]
-  float* scales = nullptr;    // int8 [N], int4 [N][K/128]
+  uint8_t* q = nullptr;       // int8 or fp8 (e4m3) [N][K], int4 [N][K/2]
+  float* scales = nullptr;    // int8 and fp8 [N], int4 [N][K/128]
   bf16_t* bias = nullptr;     // [N] or null
 
-  // Repacks the bf16 staging copy into `to` (kInt8 / kInt4; kBf16 and kF32 keep it) and frees the copy.
+  // Repacks the bf16 staging copy into `to` (kInt8 / kInt4 / kFp8; kBf16 and kF32 keep it) and frees the copy.
   Status quantize(CudaWeightFormat to, DeviceArena* arena, cudaStream_t s);
   // y [M][N] = x [M][K] W^T (+ bias); y bf16 or fp32 (y_f32). Not for kF32 (the exact path's own kernels).
+  // kFp8 with M > 8: x quantised per token into g.fp8_x / g.fp8_scale, then the cuBLASLt fp8 GEMM.
   void forward(const GemmContext& g, const bf16_t* x, int M, void* y, bool y_f32) const;
   // For W = [gate | up] ([2F][K]): act [M][F] = silu(x Wg^T) * (x Wu^T) in one GEMV launch where the GEMV path serves
   // this M; false (nothing run): the caller runs forward() and silu_mul.

@@ -15,7 +15,8 @@ Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name) {
   if (name == "int8") return CudaWeightFormat::kInt8;
   if (name == "int4") return CudaWeightFormat::kInt4;
   if (name == "f32") return CudaWeightFormat::kF32;
-  return InvalidArgument("cuda weights: '" + name + "' is not one of bf16, int8, int4, f32");
+  if (name == "fp8") return CudaWeightFormat::kFp8;
+  return InvalidArgument("cuda weights: '" + name + "' is not one of bf16, int8, int4, fp8, f32");
 }
 
 Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc) {

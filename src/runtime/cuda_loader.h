@@ -6,7 +6,7 @@
 // - read_cuda_weights() converts every tensor the decoder needs to fp32 on the host: f16/bf16 exactly, quantized
 //   GGUF types (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K..q6_K) through the reference dequantize_row() (the values the CPU
 //   exact mode computes with). A model without an output matrix (tied embeddings) gets the token embedding as its LM
-//   head. The decoder rounds to bf16 on upload (set_weight_f32) and requantizes to its int8/int4 layout at
+//   head. The decoder rounds to bf16 on upload (set_weight_f32) and requantizes to its int8/int4/fp8 layout at
 //   finalize() when asked (CudaDecoderOptions::format); f32 keeps the values as they are.
 // - make_cuda_runner() builds an engine::ModelRunner (CudaRunner) whose weights come from the store. It is defined
 //   only when the CUDA backend is built (CITADEL_HAVE_CUDA); callers guard with that macro.
@@ -30,7 +30,7 @@
 
 namespace citadel::runtime {
 
-// "bf16" | "int8" | "int4" | "f32" -> format; anything else is InvalidArgument.
+// "bf16" | "int8" | "int4" | "fp8" | "f32" -> format; anything else is InvalidArgument.
 Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name);
 
 Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc);

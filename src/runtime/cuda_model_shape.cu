@@ -24,6 +24,7 @@ const char* format_name(CudaWeightFormat f) {
     case CudaWeightFormat::kInt8: return "int8";
     case CudaWeightFormat::kInt4: return "int4";
     case CudaWeightFormat::kF32: return "f32";
+    case CudaWeightFormat::kFp8: return "fp8";
   }
   return "?";
 }

@@ -81,7 +81,7 @@ Status CudaRunner::prepare_step(const engine::Batch& b) {
 }
 
 Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows,
-                                   int32_t* ids) {
+                                   int32_t* ids, engine::RowLogprobs* logprobs) {
   RETURN_IF_ERROR(prepare_step(b));
   const int T = b.n_tokens(), B = b.n_seqs();
   if (rows.size() != b.logit_rows.size()) return InvalidArgument("cuda runner: one sampling entry per logit row");
@@ -97,7 +97,7 @@ Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<eng
     CudaSampling& d = step_.sampling[static_cast<size_t>(s)];
     d.temperature = q.temperature, d.top_k = q.top_k, d.top_p = q.top_p, d.min_p = q.min_p;
     d.seed = static_cast<uint32_t>(q.seed ^ (q.seed >> 32)), d.counter = q.counter;
-    d.repetition_penalty = q.repetition_penalty;
+    d.repetition_penalty = q.repetition_penalty, d.top_logprobs = q.top_logprobs;
     d.edits.resize(q.edits.size());
     for (size_t i = 0; i < q.edits.size(); ++i) {
       const engine::LogitEdit& e = q.edits[i];
@@ -106,8 +106,12 @@ Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<eng
     seq_of_row[r] = s;
   }
   std::vector<int32_t> next;
-  RETURN_IF_ERROR(decoder_->step(step_, &next, nullptr));
-  for (size_t r = 0; r < rows.size(); ++r) ids[r] = next[static_cast<size_t>(seq_of_row[r])];
+  RETURN_IF_ERROR(decoder_->step(step_, &next, nullptr, logprobs ? &lps_ : nullptr));
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const size_t s = static_cast<size_t>(seq_of_row[r]);
+    ids[r] = next[s];
+    if (logprobs) logprobs[r] = engine::RowLogprobs{lps_[s].logprob, std::move(lps_[s].top)};
+  }
   return OkStatus();
 }
 

@@ -46,8 +46,8 @@ class CudaRunner : public engine::ModelRunner {
   // comes back. Every logit row must be the last token of its sequence (what the engine asks for).
   bool samples_on_device() const override { return true; }
   int max_logit_edits() const override { return decoder_ ? decoder_->max_logit_edits() : 0; }
-  Status forward_sampled(const engine::Batch& batch, const std::vector<engine::RowSampling>& rows,
-                         int32_t* ids) override;
+  Status forward_sampled(const engine::Batch& batch, const std::vector<engine::RowSampling>& rows, int32_t* ids,
+                         engine::RowLogprobs* logprobs) override;
 
   CudaDecoder* decoder() { return decoder_.get(); }  // null before allocate_kv
 
@@ -58,6 +58,7 @@ class CudaRunner : public engine::ModelRunner {
   std::unique_ptr<CudaDecoder> decoder_;
   CudaStep step_;                  // reused between calls
   std::vector<float> logits_;      // [rows][n_vocab] from the decoder
+  std::vector<CudaLogprobs> lps_;  // [B] from the decoder (device sampling with logprobs)
 };
 
 }  // namespace citadel::runtime

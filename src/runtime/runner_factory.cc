@@ -33,9 +33,10 @@ class OwningCudaRunner : public engine::ModelRunner {
   Status copy_blocks(const std::vector<std::pair<int, int>>& p) override { return r_->copy_blocks(p); }
   Status forward(const engine::Batch& b, float* logits) override { return r_->forward(b, logits); }
   bool samples_on_device() const override { return r_->samples_on_device(); }
-  Status forward_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows,
-                         int32_t* ids) override {
-    return r_->forward_sampled(b, rows, ids);
+  int max_logit_edits() const override { return r_->max_logit_edits(); }
+  Status forward_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows, int32_t* ids,
+                         engine::RowLogprobs* logprobs) override {
+    return r_->forward_sampled(b, rows, ids, logprobs);
   }
 
  private:

@@ -15,7 +15,7 @@ namespace citadel::runtime {
 struct RunnerOptions {
   std::string device = "cpu";      // "cpu" | "cuda" (needs a build with the CUDA backend and a GPU)
   bool exact = false;              // cpu: f32 weights; cuda: f32 activations + KV with bf16 or f32 cuda_weights
-  std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4 | f32 (quantized GGUF types are dequantized first)
+  std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4 | fp8 | f32 (quantized GGUF types dequantized first)
   int max_batched_tokens = 512;    // tokens per forward chunk (scratch size)
   int max_batch = 128;             // cuda: sequences per step
   int max_context = 0;             // 0: the model's trained context

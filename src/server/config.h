@@ -17,8 +17,9 @@ struct ServeConfig {
   std::string model;                 // PATH | catalogue NAME | debug:bytes (required)
   std::string models_dir;            // where catalogue names live ("" = $CITADEL_MODELS or ~/.cache/citadel/models)
   std::string device = "cpu";        // cpu | cuda
-  std::string cuda_weights = "bf16"; // cuda weight format: bf16 | int8 | int4 | f32 (exact)
+  std::string cuda_weights = "bf16"; // cuda weight format: bf16 | int8 | int4 | fp8 | f32 (exact)
   std::string cpu_precision = "fast";  // cpu: fast | exact (weights upcast to f32, HF-identical on small models)
+  std::string sampling = "device";   // cuda: device (only ids leave the GPU) | host (logits to the host Sampler)
   std::string host = "127.0.0.1";
   int port = 8080;
   int max_queue = 256;               // engine admission bound (waiting requests); beyond: 429

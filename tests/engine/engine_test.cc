@@ -203,8 +203,9 @@ TEST(Engine, DeviceSamplingGetsEligibleRowsWithSeedAndCounter) {
   EXPECT_GE(host_steps, 3);  // tokens 2..4 of p
 }
 
-// logit_bias and penalties reach a device sampler as LogitEdits: the same greedy tokens as the host Sampler, each
-// step's edits those of Sampler::logit_edits. Logprobs, or more edits than the runner takes, keep the host path.
+// logit_bias and penalties reach a device sampler as LogitEdits and logprobs come back with the ids: the same
+// tokens and logprobs as the host Sampler, each step's edits those of Sampler::logit_edits. More edits than the
+// runner takes keep the host path.
 TEST(Engine, DeviceSamplingAppliesLogitEdits) {
   const std::vector<int32_t> prompt = {3, 1, 4, 1, 5};
   GenerateRequest p = greedy_request("p", prompt, 8);
@@ -217,16 +218,16 @@ TEST(Engine, DeviceSamplingAppliesLogitEdits) {
     run_until_idle(e);
     Collected c;
     drain(*h, &c);
-    return c.tokens;
+    return c;
   };
   TestRunner host(kVocab);
-  const std::vector<int32_t> ref = run(&host, p);
+  const std::vector<int32_t> ref = run(&host, p).tokens;
   ASSERT_EQ(ref.size(), 8u);
   EXPECT_NE(ref, TestRunner::reference_greedy(prompt, 8, kVocab));  // the edits change the answer
 
   TestRunner dev(kVocab);
   dev.enable_device_sampling(1000);
-  EXPECT_EQ(run(&dev, p), ref);
+  EXPECT_EQ(run(&dev, p).tokens, ref);
   EXPECT_EQ(dev.sampled_calls(), dev.forward_calls());
   ASSERT_EQ(dev.sampled_rows().size(), 8u);
   const RowSampling& last = dev.sampled_rows().back();
@@ -241,15 +242,26 @@ TEST(Engine, DeviceSamplingAppliesLogitEdits) {
   for (int32_t t : {3, 1, 4, 5}) EXPECT_TRUE(by_token.at(t).repeat) << t;  // in the 64-token window
 
   GenerateRequest lp = p;
-  lp.sampling.top_logprobs = 0;
-  TestRunner dev2(kVocab);
-  dev2.enable_device_sampling(1000);
-  EXPECT_EQ(run(&dev2, lp), ref);
-  EXPECT_EQ(dev2.sampled_calls(), 0);
+  lp.sampling.top_logprobs = 3;
+  TestRunner host_lp(kVocab), dev_lp(kVocab);
+  dev_lp.enable_device_sampling(1000);
+  const Collected h = run(&host_lp, lp), d = run(&dev_lp, lp);
+  EXPECT_EQ(d.tokens, ref);
+  EXPECT_EQ(dev_lp.sampled_calls(), dev_lp.forward_calls());
+  ASSERT_EQ(h.events.size(), d.events.size());
+  for (size_t i = 0; i < h.events.size(); ++i) {
+    if (h.events[i].token < 0) continue;
+    EXPECT_FLOAT_EQ(d.events[i].logprob, h.events[i].logprob) << i;
+    ASSERT_EQ(d.events[i].top_logprobs.size(), 3u) << i;
+    for (size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(d.events[i].top_logprobs[k].token, h.events[i].top_logprobs[k].token) << i;
+      EXPECT_FLOAT_EQ(d.events[i].top_logprobs[k].logprob, h.events[i].top_logprobs[k].logprob) << i;
+    }
+  }
   TestRunner small(kVocab);
   small.enable_device_sampling(2);
-  EXPECT_EQ(run(&small, p), ref);
-  EXPECT_EQ(small.sampled_calls(), 0);
+  EXPECT_EQ(run(&small, p).tokens, ref);
+  EXPECT_LT(small.sampled_calls(), small.forward_calls());  // steps with more than 2 edits: host
 }
 
 TEST(Engine, PrefixCacheComputesOnlySuffix) {

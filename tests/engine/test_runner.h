@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/model_runner.h"
+#include "engine/sampler.h"
 
 namespace citadel::engine::testing {
 
@@ -121,7 +122,8 @@ class TestRunner : public ModelRunner {
     uint64_t x = (seed + 0x9e3779b97f4a7c15ull * (counter + 1ull)) * 0xbf58476d1ce4e5b9ull;
     return static_cast<int32_t>((x ^ (x >> 31)) % static_cast<uint64_t>(n_vocab));
   }
-  Status forward_sampled(const Batch& b, const std::vector<RowSampling>& rows, int32_t* ids) override {
+  Status forward_sampled(const Batch& b, const std::vector<RowSampling>& rows, int32_t* ids,
+                         RowLogprobs* logprobs) override {
     if (!device_sampling_) return Internal("TestRunner: forward_sampled without device sampling");
     if (rows.size() != b.logit_rows.size()) return Internal("TestRunner: one RowSampling per logit row expected");
     ++sampled_calls_;
@@ -130,6 +132,18 @@ class TestRunner : public ModelRunner {
     size_t n_edits = 0;
     for (size_t r = 0; r < rows.size(); ++r) {
       float* row = logits.data() + r * n_vocab_;
+      std::vector<float> lp;  // [n_vocab] log-softmax of the raw logits, as engine::Sampler reports them
+      if (rows[r].top_logprobs >= 0) {
+        if (!logprobs) return Internal("TestRunner: logprobs asked for without an output");
+        lp.resize(static_cast<size_t>(n_vocab_));
+        log_softmax(row, n_vocab_, lp.data());
+        std::vector<int32_t> order(static_cast<size_t>(n_vocab_));
+        for (int i = 0; i < n_vocab_; ++i) order[static_cast<size_t>(i)] = i;
+        std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t c) { return lp[a] > lp[c]; });
+        logprobs[r].top.clear();
+        for (int k = 0; k < std::min(rows[r].top_logprobs, n_vocab_); ++k)
+          logprobs[r].top.push_back({order[k], lp[order[k]]});
+      }
       n_edits += rows[r].edits.size();
       if (n_edits > static_cast<size_t>(max_edits_)) return Internal("TestRunner: more edits than max_logit_edits");
       const float p = rows[r].repetition_penalty;
@@ -141,6 +155,7 @@ class TestRunner : public ModelRunner {
       const bool greedy = !(rows[r].temperature > 0.f) || rows[r].top_k == 1;
       ids[r] = greedy ? static_cast<int32_t>(std::max_element(row, row + n_vocab_) - row)
                       : device_pick(rows[r].seed, rows[r].counter, n_vocab_);
+      if (!lp.empty()) logprobs[r].logprob = lp[static_cast<size_t>(ids[r])];
       sampled_rows_.push_back(rows[r]);
     }
     return OkStatus();

@@ -35,12 +35,15 @@ CudaRunnerOptions runner_options() {
 
 std::vector<std::vector<int32_t>> run_engine(int max_seqs, const std::vector<std::vector<int32_t>>& prompts,
                                              int max_tokens, float temperature = 0.f,
-                                             const std::function<void(engine::SamplingParams*)>& tweak = nullptr) {
+                                             const std::function<void(engine::SamplingParams*)>& tweak = nullptr,
+                                             bool device_sampling = true,
+                                             std::vector<std::vector<engine::TokenEvent>>* events = nullptr) {
   auto runner_or = CudaRunner::create(runner_options());
   EXPECT_TRUE(runner_or.ok());
   auto runner = std::move(runner_or).value();
   engine::EngineConfig ec;
   ec.n_blocks = 96, ec.block_size = 16, ec.max_batched_tokens = 64, ec.max_seqs = max_seqs, ec.watermark = 0;
+  ec.device_sampling = device_sampling;
   engine::Engine eng(runner.get(), ec);
   EXPECT_TRUE(eng.init().ok());
   std::vector<std::shared_ptr<engine::RequestHandle>> hs;
@@ -60,10 +63,13 @@ std::vector<std::vector<int32_t>> run_engine(int max_seqs, const std::vector<std
   for (int guard = 0; guard < 10000 && eng.step(); ++guard) {
   }
   std::vector<std::vector<int32_t>> out(prompts.size());
+  if (events) events->assign(prompts.size(), {});
   for (size_t i = 0; i < hs.size(); ++i) {
     engine::TokenEvent ev;
-    while (hs[i]->try_pop(&ev))
+    while (hs[i]->try_pop(&ev)) {
       if (ev.token >= 0) out[i].push_back(ev.token);
+      if (events && ev.token >= 0) (*events)[i].push_back(ev);
+    }
   }
   return out;
 }
@@ -170,27 +176,34 @@ TEST(CudaEngine, SeededDeviceSamplingIsReproducible) {
   EXPECT_GT(differs, 0);
 }
 
-// logit_bias and penalties sample on the device (logit edits in the sampling kernel): the same greedy tokens as the
-// host Sampler gives on the same logits (top_logprobs = 0 keeps a request on the host path), and not the plain greedy
-// answer.
+// logit_bias, penalties and logprobs on the device (logit edits and log-softmax in the sampling kernel): the same
+// greedy tokens as the host Sampler gives on the same logits (EngineConfig::device_sampling false), logprobs within
+// fp32 summation noise of its double-accumulated ones, and not the plain greedy answer.
 TEST(CudaEngine, PenalisedSamplingOnDeviceEqualsHost) {
   SKIP_WITHOUT_GPU();
   const auto prompts = test_prompts();
-  auto penalised = [](bool logprobs) {
-    return [logprobs](engine::SamplingParams* s) {
-      s->repetition_penalty = 1.5f, s->presence_penalty = 1.f, s->frequency_penalty = 0.5f;
-      s->logit_bias = {{7, 3.f}, {11, -2.f}};
-      if (logprobs) s->top_logprobs = 0;
-    };
+  auto penalised = [](engine::SamplingParams* s) {
+    s->repetition_penalty = 1.5f, s->presence_penalty = 1.f, s->frequency_penalty = 0.5f;
+    s->logit_bias = {{7, 3.f}, {11, -2.f}};
+    s->top_logprobs = 4;
   };
-  const auto device = run_engine(8, prompts, 16, 0.f, penalised(false));
-  const auto host = run_engine(8, prompts, 16, 0.f, penalised(true));
+  std::vector<std::vector<engine::TokenEvent>> dev_ev, host_ev;
+  const auto device = run_engine(8, prompts, 16, 0.f, penalised, true, &dev_ev);
+  const auto host = run_engine(8, prompts, 16, 0.f, penalised, false, &host_ev);
   const auto plain = run_engine(8, prompts, 16);
   int differs = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     ASSERT_EQ(device[i].size(), 16u) << i;
     EXPECT_EQ(device[i], host[i]) << i;
     differs += device[i] != plain[i];
+    for (size_t k = 0; k < std::min(dev_ev[i].size(), host_ev[i].size()); ++k) {
+      EXPECT_NEAR(dev_ev[i][k].logprob, host_ev[i][k].logprob, 1e-4) << i << " " << k;
+      ASSERT_EQ(dev_ev[i][k].top_logprobs.size(), 4u);
+      for (size_t j = 0; j < 4; ++j) {
+        EXPECT_EQ(dev_ev[i][k].top_logprobs[j].token, host_ev[i][k].top_logprobs[j].token) << i << " " << k;
+        EXPECT_NEAR(dev_ev[i][k].top_logprobs[j].logprob, host_ev[i][k].top_logprobs[j].logprob, 1e-4);
+      }
+    }
   }
   EXPECT_GT(differs, 0);
 }

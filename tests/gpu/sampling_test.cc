@@ -65,7 +65,7 @@ std::vector<int32_t> draw(const std::vector<float>& row, const ck::SampleParams&
   DevArray<ck::SampleParams> dp(ps);
   DevArray<int32_t> out(n);
   cudaMemset(out.p, 0xff, sizeof(int32_t) * n);
-  ck::sample_tokens(dl.p, n, V, dp.p, nullptr, out.p, nullptr);
+  ck::sample_tokens(dl.p, n, V, dp.p, nullptr, nullptr, nullptr, out.p, nullptr);
   return out.download();
 }
 
@@ -135,9 +135,9 @@ TEST(CudaSampling, LatencyOneRow) {
     DevArray<int32_t> out(M);
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0), cudaEventCreate(&e1);
-    ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, out.p, nullptr);
+    ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, nullptr, nullptr, out.p, nullptr);
     cudaEventRecord(e0);
-    for (int i = 0; i < 20; ++i) ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, out.p, nullptr);
+    for (int i = 0; i < 20; ++i) ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, nullptr, nullptr, out.p, nullptr);
     cudaEventRecord(e1);
     cudaEventSynchronize(e1);
     float ms = 0;
@@ -148,7 +148,9 @@ TEST(CudaSampling, LatencyOneRow) {
 }
 
 // logit_bias and penalties: the host Sampler's stages 1-3 turned into edits (Sampler::logit_edits) and applied by
-// the sampling kernel give bit for bit the row Sampler::apply_penalties gives, and greedy rows their argmax.
+// the sampling kernel give bit for bit the row Sampler::apply_penalties gives, and greedy rows their argmax (the
+// sampled row's +100 bias leaves it one candidate). Logprobs (rows 0 and 2) match engine::log_softmax of the raw
+// logits: the chosen token's (an edited one: its raw value is kept) and the top-n ids and values.
 TEST(CudaSampling, LogitEditsMatchTheHostSampler) {
   SKIP_WITHOUT_GPU();
   constexpr int V = 50000, M = 3;
@@ -175,6 +177,8 @@ TEST(CudaSampling, LogitEditsMatchTheHostSampler) {
     std::vector<engine::LogitEdit> e;
     sampler.logit_edits(V, context, &e);
     ps[m].repetition_penalty = rep[m];
+    ps[m].top_logprobs = m == 0 ? 5 : m == 2 ? 20 : -1;
+    if (m == 2) ps[m].temperature = 0.8f, ps[m].top_p = 0.9f, ps[m].seed = 5;
     ps[m].edit_begin = int(edits.size()), ps[m].edit_count = int(e.size());
     for (const auto& x : e) edits.push_back({x.token, x.bias, x.subtract, x.repeat ? 1 : 0});
     sampler.apply_penalties(host.data() + size_t(m) * V, V, context);
@@ -185,7 +189,10 @@ TEST(CudaSampling, LogitEditsMatchTheHostSampler) {
   DevArray<ck::SampleParams> dp(ps);
   DevArray<ck::LogitEdit> de(edits);
   DevArray<int32_t> out(M);
-  ck::sample_tokens(dl.p, M, V, dp.p, de.p, out.p, nullptr);
+  DevArray<float> raw(edits.size());
+  DevArray<ck::TokenLogprobs> dlp(M);
+  ck::sample_tokens(dl.p, M, V, dp.p, de.p, raw.p, dlp.p, out.p, nullptr);
+  const std::vector<ck::TokenLogprobs> lps = dlp.download();
   const std::vector<float> dev = dl.download();
   const std::vector<int32_t> ids = out.download();
   int changed = 0;
@@ -197,6 +204,18 @@ TEST(CudaSampling, LogitEditsMatchTheHostSampler) {
   for (int m = 0; m < M; ++m) {
     const float* r = host.data() + size_t(m) * V;
     EXPECT_EQ(ids[m], int(std::max_element(r, r + V) - r)) << m;
+    if (ps[m].top_logprobs < 0) continue;
+    std::vector<float> lp(V);
+    engine::log_softmax(logits.data() + size_t(m) * V, V, lp.data());
+    EXPECT_NEAR(lps[m].logprob, lp[ids[m]], 1e-4) << m;
+    std::vector<int32_t> order(V);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return lp[a] > lp[b]; });
+    ASSERT_EQ(lps[m].n, ps[m].top_logprobs) << m;
+    for (int k = 0; k < lps[m].n; ++k) {
+      EXPECT_EQ(lps[m].ids[k], order[k]) << m << " " << k;
+      EXPECT_NEAR(lps[m].lps[k], lp[order[k]], 1e-4) << m << " " << k;
+    }
   }
 }
 

@@ -28,7 +28,9 @@ TEST(CudaLoader, WeightFormatNames) {
   EXPECT_EQ(*parse_cuda_weight_format("int8"), CudaWeightFormat::kInt8);
   EXPECT_EQ(*parse_cuda_weight_format("int4"), CudaWeightFormat::kInt4);
   EXPECT_EQ(*parse_cuda_weight_format("f32"), CudaWeightFormat::kF32);
-  EXPECT_FALSE(parse_cuda_weight_format("fp8").ok());
+  EXPECT_EQ(*parse_cuda_weight_format("fp8"), CudaWeightFormat::kFp8);
+  EXPECT_FALSE(parse_cuda_weight_format("fp16").ok());
+  EXPECT_FALSE(parse_cuda_weight_format("e4m3").ok());
 }
 
 TEST(CudaLoader, ConfigRejectsWhatTheDecoderCannotRun) {

@@ -192,7 +192,7 @@ citadel::cli::Registrar reg("generate", "Generate text from a prompt (CPU or CUD
   sub.add_option("--chat-template", a->chat_template, "built-in template name instead of the model's");
   sub.add_flag("--exact", a->exact, "f32 math (slow, matches HF transformers fp32): cpu f32 weights; cuda f32 activations, bf16 or f32 weights");
   sub.add_option("--device", a->device, "cpu (default) or cuda");
-  sub.add_option("--cuda-weights", a->cuda_weights, "cuda: bf16 (default), int8, int4 or f32 (exact)");
+  sub.add_option("--cuda-weights", a->cuda_weights, "cuda: bf16 (default), int8, int4, fp8 or f32 (exact)");
   sub.add_option("--threads", a->threads, "CPU threads (default: all)");
   sub.add_option("--ctx", a->ctx, "context limit (default: the model's)");
   sub.add_option("--models-dir", a->models_dir, "pulled models (default $CITADEL_MODELS or ~/.cache/citadel/models)");

@@ -42,6 +42,10 @@ int run_serve(const ServeFlags& flags) {
     std::fprintf(stderr, "citadel serve: %s\n", st.message().c_str());
     return 2;
   }
+  if (cfg.sampling != "device" && cfg.sampling != "host") {
+    std::fprintf(stderr, "citadel serve: sampling must be device or host, got '%s'\n", cfg.sampling.c_str());
+    return 2;
+  }
   set_log_level(parse_level(cfg.log_level));
   std::fprintf(stderr, "citadel serve: effective configuration\n%s", server::config_to_yaml(cfg).c_str());
 
@@ -90,6 +94,7 @@ int run_serve(const ServeFlags& flags) {
   lo.cpu_precision = cfg.cpu_precision;
   lo.engine.max_waiting = cfg.max_queue;
   lo.engine.max_seqs = cfg.max_seqs;
+  lo.engine.device_sampling = cfg.sampling == "device";
   lo.engine.kv_memory_bytes = static_cast<size_t>(cfg.kv_memory_mb) << 20;
   const double t0 = now_seconds();
   auto host = api::load_model_host(lo);

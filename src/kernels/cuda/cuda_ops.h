@@ -73,11 +73,22 @@ struct SampleParams {
   uint32_t counter = 0;
   float repetition_penalty = 1.f;
   int edit_begin = 0, edit_count = 0;
+  int top_logprobs = -1;  // >= 0: fill the row's TokenLogprobs
 };
-// out[m] = a token drawn from row m of logits [M][V] fp32 (edited in place) under params[m]; out [M] int32; edits
-// may be null when no row has any.
-void sample_tokens(float* logits, int M, int V, const SampleParams* params, const LogitEdit* edits, int32_t* out,
-                   cudaStream_t s);
+constexpr int kMaxTopLogprobs = 20;
+// A sampled row's logprobs: log-softmax of its RAW logits (before the edits) at the chosen token, and at the n =
+// min(top_logprobs, 20) most likely tokens (most likely first, ties to the lower id).
+struct TokenLogprobs {
+  float logprob;
+  int32_t n;
+  int32_t ids[kMaxTopLogprobs];
+  float lps[kMaxTopLogprobs];
+};
+// out[m] = a token drawn from row m of logits [M][V] fp32 (edited in place) under params[m]; out [M] int32. edits:
+// null when no row has any. Rows with top_logprobs >= 0 fill logprobs[m] and keep each edited logit's raw value in
+// edit_raw (parallel to edits); both may be null when no row asks.
+void sample_tokens(float* logits, int M, int V, const SampleParams* params, const LogitEdit* edits, float* edit_raw,
+                   TokenLogprobs* logprobs, int32_t* out, cudaStream_t s);
 
 // ---- attention.cu ----
 // Paged KV layout: pool [n_blocks][block_size][n_kv_heads][head_dim] bf16, one pool for K and one for V.
@@ -139,7 +150,8 @@ void paged_attention_prefill_wmma(const PagedAttention& p, int seq, const bf16_t
 //          stored as the nibble q + 8 at the place int4_position() gives (16 bytes = 32 consecutive k of a row).
 //          The int4 GEMV quantises x to int8 per 32 k (scale amax/127, round to nearest even) and sums in integers
 //          (w4a8): its result is that of the int8-rounded x, not of x itself.
-// K must be a multiple of 8 (bf16), 16 (int8) or 128 (int4).
+//   fp8:   uint8_t [N][K] e4m3 (OCP FP8, bias 7, max 448, no inf), scales fp32 [N]: w = e4m3(q) * scale[n]
+// K must be a multiple of 8 (bf16), 16 (int8, fp8) or 128 (int4).
 void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N, int K,
                cudaStream_t s);
 void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
@@ -149,6 +161,8 @@ void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf1
 void gemv_bf16_xf32(const float* x, const bf16_t* W, const float* bias, float* y, int M, int N, int K, cudaStream_t s);
 void gemv_int4(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
                int N, int K, cudaStream_t s);
+void gemv_fp8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
+              int N, int K, cudaStream_t s);
 
 // Fused gate_up + SiLU-mul for the FFN: act [M][F] bf16 = silu(x @ Wg^T) * (x @ Wu^T), W [2F][K] = gate rows then
 // up rows in one of the formats above; the gate/up products stay fp32 (no bf16 round trip).
@@ -157,6 +171,8 @@ void gemv_silu_int8(const bf16_t* x, const uint8_t* W, const float* scales, bf16
                     cudaStream_t s);
 void gemv_silu_int4(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
                     cudaStream_t s);
+void gemv_silu_fp8(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
+                   cudaStream_t s);
 
 // Quantize W [N][K] bf16 on device into the layouts above (symmetric, round half away from zero):
 // int8: scale = amax(row)/127; int4: scale = amax(group)/7, q clamped to [-8, 7]. An all-zero row/group gets scale 0.
@@ -171,6 +187,12 @@ inline void int4_position(int K, int n, int k, int64_t* word_byte, int* shift) {
 }
 void quantize_int8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
 void quantize_int4(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
+// fp8: per row, scale = amax(row)/448 (all-zero row: scale 0, bytes 0), q = e4m3(w / scale) rounded to nearest even
+// with saturation to +-448 (the hardware cvt.rn.satfinite). K a multiple of 8.
+void quantize_fp8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s);
+// The same per-row quantisation for activations (the fp8 GEMM's per-token scales): x [M][K] bf16 -> xq [M][K] e4m3,
+// xscale [M] fp32.
+void quantize_rows_fp8(const bf16_t* x, uint8_t* xq, float* xscale, int M, int K, cudaStream_t s);
 
 // ---- exact.cu: the fp32 path (CudaWeightFormat::kF32) ----
 // Weights, activations and the KV cache all fp32; plain SIMT kernels whose results differ from the CPU exact mode
@@ -212,6 +234,16 @@ void* create_gemm_lt(cudaStream_t s, void* workspace, size_t workspace_bytes, bo
 void destroy_gemm_lt(void* ctx);
 void gemm_bf16_lt(void* ctx, const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N,
                   int K);
+// fp8 (e4m3) GEMM on the same context: y [M][N] = (xq [M][K] @ Wq [N][K]^T) * xscale[m] * wscale[n] (+ bias [N] bf16),
+// fp32 accumulation, y bf16 or fp32; xq/xscale from quantize_rows_fp8, Wq/wscale from quantize_fp8. The scales are
+// cuBLASLt's outer-vector scale modes (sm_90); the bias goes in its epilogue, or in a separate kernel where cuBLASLt
+// refuses that epilogue with these scales. K a multiple of 16, every pointer 16-byte aligned. Returns false (nothing
+// run) where cuBLASLt has no fp8 algorithm for the shape: the caller computes it another way (e.g. gemv_fp8).
+bool gemm_fp8_lt(void* ctx, const uint8_t* xq, const float* xscale, const uint8_t* W, const float* wscale,
+                 const bf16_t* bias, void* y, bool y_f32, int M, int N, int K);
+// How gemm_fp8_lt ran (or will run) this shape: "bias epilogue", "bias kernel", "no bias", "unsupported", or "not
+// planned" before its first call. Tests and benchmarks.
+const char* gemm_fp8_lt_path(void* ctx, int M, int N, int K, bool bias, bool y_f32);
 void destroy_cublas_handle(void* handle);
 
 }  // namespace citadel::cuda

@@ -1,6 +1,7 @@
-// cuBLAS bf16 GEMM for prefill and large decode batches: y[M][N] = x[M][K] @ W[N][K]^T, fp32 accumulation.
+// cuBLAS GEMMs for prefill and large decode batches: y[M][N] = x[M][K] @ W[N][K]^T, fp32 accumulation.
 // gemm_bf16: plain cublasGemmEx (bench ceiling, tests). gemm_bf16_lt: cuBLASLt with the bias in the epilogue and the
-// algorithm picked per shape by timing the heuristic candidates once.
+// algorithm picked per shape by timing the heuristic candidates once. gemm_fp8_lt: the same on e4m3 operands with
+// per-channel weight and per-token activation scales (cuBLASLt outer-vector scaling, sm_90).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
@@ -41,7 +42,7 @@ void gemm_bf16(void* handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-// ---- cuBLASLt: bias epilogue and per-shape algorithm autotuning ----
+// ---- cuBLASLt: bias epilogue and per-shape algorithm autotuning; bf16, and fp8 (e4m3) with outer-vector scales ----
 namespace {
 
 struct LtPlan {
@@ -49,16 +50,28 @@ struct LtPlan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool tuned = false;  // false: heuristic #0 (chosen while a graph was being captured)
+  bool bias_epilogue = false;  // the bias goes through cuBLASLt (else, with a bias, through add_bias after it)
+  bool usable = true;  // fp8: false when no algorithm ran for this shape (the caller falls back)
   float best_us = 0.f;
   int n_candidates = 0;
 };
 
 struct LtKey {
   int M, N, K;
-  bool bias, y_f32;
+  bool bias, y_f32, fp8;
   bool operator<(const LtKey& o) const {
-    return std::tie(M, N, K, bias, y_f32) < std::tie(o.M, o.N, o.K, o.bias, o.y_f32);
+    return std::tie(M, N, K, bias, y_f32, fp8) < std::tie(o.M, o.N, o.K, o.bias, o.y_f32, o.fp8);
   }
+};
+
+// The device pointers of one call. fp8: x and W are e4m3, xscale [M] and wscale [N] the outer-vector scales.
+struct LtArgs {
+  const void* x;
+  const void* W;
+  const bf16_t* bias;
+  const float* xscale;
+  const float* wscale;
+  void* y;
 };
 
 }  // namespace
@@ -82,13 +95,20 @@ void* create_gemm_lt(cudaStream_t s, void* workspace, size_t workspace_bytes, bo
   return g;
 }
 
+namespace {
+
+void destroy_plan(LtPlan* p) {
+  cublasLtMatrixLayoutDestroy(p->a), cublasLtMatrixLayoutDestroy(p->b), cublasLtMatrixLayoutDestroy(p->d);
+  cublasLtMatmulDescDestroy(p->desc);
+  p->a = p->b = p->d = nullptr, p->desc = nullptr;
+}
+
+}  // namespace
+
 void destroy_gemm_lt(void* ctx) {
   auto* g = static_cast<GemmLt*>(ctx);
   if (!g) return;
-  for (auto& [k, p] : g->plans) {
-    cublasLtMatrixLayoutDestroy(p.a), cublasLtMatrixLayoutDestroy(p.b), cublasLtMatrixLayoutDestroy(p.d);
-    cublasLtMatmulDescDestroy(p.desc);
-  }
+  for (auto& [k, p] : g->plans) destroy_plan(&p);
   cudaEventDestroy(g->e0), cudaEventDestroy(g->e1);
   cublasLtDestroy(g->lt);
   delete g;
@@ -96,44 +116,56 @@ void destroy_gemm_lt(void* ctx) {
 
 namespace {
 
-void lt_run(GemmLt* g, const LtPlan& p, const cublasLtMatmulAlgo_t& algo, const bf16_t* x, const bf16_t* W, void* y) {
-  const float alpha = 1.f, beta = 0.f;
-  CUBLAS_CHECK(cublasLtMatmul(g->lt, p.desc, &alpha, W, p.a, x, p.b, &beta, y, p.d, y, p.d, &algo, g->ws, g->ws_bytes,
-                              g->stream));
+template <typename T>
+void set_attr(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const T& v) {
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, a, &v, sizeof(v)));
 }
 
-// Plan for (M, N, K, bias, y_f32): heuristic candidates, each timed on the caller's buffers (the real call follows
-// and overwrites y), the fastest kept. While the stream is being captured nothing can be timed: heuristic #0 is
-// used and the plan is tuned at the next uncaptured call.
-LtPlan& lt_plan(GemmLt* g, const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N,
-                int K) {
-  const LtKey key{M, N, K, bias != nullptr, y_f32};
-  auto it = g->plans.find(key);
-  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-  CUDA_CHECK(cudaStreamIsCapturing(g->stream, &cap));
-  const bool capturing = cap != cudaStreamCaptureStatusNone;
-  if (it != g->plans.end() && (it->second.tuned || capturing || !g->autotune)) return it->second;
-  if (it == g->plans.end()) {
-    LtPlan p;
-    const cudaDataType_t yt = y_f32 ? CUDA_R_32F : CUDA_R_16BF;
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-    if (bias) {
-      const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-      const cudaDataType_t bt = CUDA_R_16BF;
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
-    }
-    // Column-major view as in gemm_bf16: y^T [N x M] = W^T-op [N x K] * x^T [K x M].
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, K, N, K));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, K, M, K));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, yt, N, M, N));
-    it = g->plans.emplace(key, p).first;
+// Descriptor and layouts of key (bias in the epilogue or not). Column-major view as in gemm_bf16:
+// y^T [N x M] = W^T-op [N x K] * x^T [K x M] (TN, the layout fp8 requires). fp8: A scale = wscale [N] (cuBLAS's
+// rows), B scale = xscale [M].
+LtPlan make_plan(const LtKey& key, bool bias_epilogue) {
+  LtPlan p;
+  p.bias_epilogue = bias_epilogue;
+  const cudaDataType_t yt = key.y_f32 ? CUDA_R_32F : CUDA_R_16BF;
+  const cudaDataType_t xt = key.fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  set_attr(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
+  set_attr(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
+  if (bias_epilogue) {
+    set_attr(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
+    set_attr(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CUDA_R_16BF);
   }
-  LtPlan& p = it->second;
-  if (bias) CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  if (key.fp8) {
+    const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    set_attr(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, mode);
+    set_attr(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, mode);
+  }
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, xt, key.K, key.N, key.K));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, xt, key.K, key.M, key.K));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, yt, key.N, key.M, key.N));
+  return p;
+}
+
+// The call's pointers into the descriptor (they are attributes, not matmul arguments).
+void set_pointers(const LtPlan& p, bool fp8, const LtArgs& a) {
+  if (p.bias_epilogue) set_attr(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, a.bias);
+  if (fp8) {
+    set_attr(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, a.wscale);
+    set_attr(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, a.xscale);
+  }
+}
+
+cublasStatus_t lt_run(GemmLt* g, const LtPlan& p, const cublasLtMatmulAlgo_t& algo, const LtArgs& a) {
+  const float alpha = 1.f, beta = 0.f;
+  return cublasLtMatmul(g->lt, p.desc, &alpha, a.W, p.a, a.x, p.b, &beta, a.y, p.d, a.y, p.d, &algo, g->ws,
+                        g->ws_bytes, g->stream);
+}
+
+// Picks p.algo among the heuristic candidates: while the stream is captured, #0 untried; otherwise the first that
+// runs (autotune: the fastest of those that run, each timed on the caller's buffers; the real call follows and
+// overwrites y). False: no candidate (or none that runs).
+bool lt_select(GemmLt* g, LtPlan& p, const LtArgs& a, bool capturing) {
   cublasLtMatmulPreference_t pref;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g->ws_bytes,
@@ -141,28 +173,64 @@ LtPlan& lt_plan(GemmLt* g, const bf16_t* x, const bf16_t* W, const bf16_t* bias,
   constexpr int kMaxCand = 12;
   cublasLtMatmulHeuristicResult_t res[kMaxCand];
   int n = 0;
-  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g->lt, p.desc, p.a, p.b, p.d, p.d, pref, kMaxCand, res, &n));
+  const cublasStatus_t hs =
+      cublasLtMatmulAlgoGetHeuristic(g->lt, p.desc, p.a, p.b, p.d, p.d, pref, kMaxCand, res, &n);
   cublasLtMatmulPreferenceDestroy(pref);
-  CHECK_MSG(n > 0, "cublasLt: no algorithm for this GEMM");
+  if (hs != CUBLAS_STATUS_SUCCESS || n <= 0) return false;
   p.algo = res[0].algo;
   p.n_candidates = n;
-  if (capturing || !g->autotune) return p;
+  if (capturing) return true;
   float best = 1e30f;
+  bool found = false;
   for (int i = 0; i < n; ++i) {
-    if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    lt_run(g, p, res[i].algo, x, W, y);  // warm-up
+    if (res[i].state != CUBLAS_STATUS_SUCCESS || lt_run(g, p, res[i].algo, a) != CUBLAS_STATUS_SUCCESS) continue;
+    if (!g->autotune) {
+      p.algo = res[i].algo;
+      return true;
+    }
     constexpr int kReps = 5;
     CUDA_CHECK(cudaEventRecord(g->e0, g->stream));
-    for (int r = 0; r < kReps; ++r) lt_run(g, p, res[i].algo, x, W, y);
+    for (int r = 0; r < kReps; ++r) CUBLAS_CHECK(lt_run(g, p, res[i].algo, a));
     CUDA_CHECK(cudaEventRecord(g->e1, g->stream));
     CUDA_CHECK(cudaEventSynchronize(g->e1));
     float ms = 0.f;
     CUDA_CHECK(cudaEventElapsedTime(&ms, g->e0, g->e1));
-    if (ms < best) best = ms, p.algo = res[i].algo;
+    if (ms < best) best = ms, p.algo = res[i].algo, found = true;
+    p.best_us = best * 1e3f / kReps;
   }
-  p.best_us = best * 1e3f / 5;
-  p.tuned = true;
+  p.tuned = found;
+  return found;
+}
+
+// Plan for key, tuned at its first uncaptured call (see gemm_bf16_lt). fp8 with a bias: the bias epilogue first;
+// where cuBLASLt has no algorithm for it with the outer-vector scales, the plan drops the epilogue (bias by kernel).
+LtPlan& lt_plan(GemmLt* g, const LtKey& key, const LtArgs& a) {
+  auto it = g->plans.find(key);
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(g->stream, &cap));
+  const bool capturing = cap != cudaStreamCaptureStatusNone;
+  if (it != g->plans.end() && (it->second.tuned || capturing || !g->autotune || !it->second.usable)) return it->second;
+  if (it == g->plans.end()) it = g->plans.emplace(key, make_plan(key, key.bias)).first;
+  LtPlan& p = it->second;
+  set_pointers(p, key.fp8, a);
+  if (lt_select(g, p, a, capturing)) return p;
+  CHECK_MSG(key.fp8, "cublasLt: no algorithm for this GEMM");
+  if (p.bias_epilogue) {
+    destroy_plan(&p);
+    p = make_plan(key, false);
+    set_pointers(p, true, a);
+    if (lt_select(g, p, a, capturing)) return p;
+  }
+  p.usable = false;
   return p;
+}
+
+__global__ void add_bias_f32_kernel(float* y, const uint16_t* bias, int N) {
+  dev::pdl_wait();
+  dev::pdl_trigger();
+  const int64_t m = blockIdx.y;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < N; i += gridDim.x * blockDim.x)
+    y[m * N + i] += dev::bf16f(bias[i]);
 }
 
 }  // namespace
@@ -171,9 +239,41 @@ void gemm_bf16_lt(void* ctx, const bf16_t* x, const bf16_t* W, const bf16_t* bia
                   int K) {
   if (M <= 0) return;
   auto* g = static_cast<GemmLt*>(ctx);
-  LtPlan& p = lt_plan(g, x, W, bias, y, y_f32, M, N, K);
-  if (bias) CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  lt_run(g, p, p.algo, x, W, y);
+  const LtArgs a{x, W, bias, nullptr, nullptr, y};
+  LtPlan& p = lt_plan(g, LtKey{M, N, K, bias != nullptr, y_f32, false}, a);
+  set_pointers(p, false, a);
+  CUBLAS_CHECK(lt_run(g, p, p.algo, a));
+}
+
+bool gemm_fp8_lt(void* ctx, const uint8_t* xq, const float* xscale, const uint8_t* W, const float* wscale,
+                 const bf16_t* bias, void* y, bool y_f32, int M, int N, int K) {
+  if (M <= 0) return true;
+  CHECK(K % 16 == 0);
+  auto* g = static_cast<GemmLt*>(ctx);
+  const LtArgs a{xq, W, bias, xscale, wscale, y};
+  LtPlan& p = lt_plan(g, LtKey{M, N, K, bias != nullptr, y_f32, true}, a);
+  if (!p.usable) return false;
+  set_pointers(p, true, a);
+  CUBLAS_CHECK(lt_run(g, p, p.algo, a));
+  if (bias && !p.bias_epilogue) {
+    if (y_f32) {
+      dev::launch_pdl(add_bias_f32_kernel, dim3((N + 255) / 256, M), dim3(256), 0, g->stream, static_cast<float*>(y),
+                      bias, N);
+      CUDA_LAUNCH_CHECK();
+    } else {
+      add_bias(static_cast<bf16_t*>(y), bias, M, N, g->stream);
+    }
+  }
+  return true;
+}
+
+const char* gemm_fp8_lt_path(void* ctx, int M, int N, int K, bool bias, bool y_f32) {
+  const auto& plans = static_cast<GemmLt*>(ctx)->plans;
+  auto it = plans.find(LtKey{M, N, K, bias, y_f32, true});
+  if (it == plans.end()) return "not planned";
+  if (!it->second.usable) return "unsupported";
+  if (!bias) return "no bias";
+  return it->second.bias_epilogue ? "bias epilogue" : "bias kernel";
 }
 
 }  // namespace citadel::cuda

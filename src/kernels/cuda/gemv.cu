@@ -1,7 +1,11 @@
 // Weight-only GEMV for small batches (memory-bound): y[M][N] = x[M][K] @ W[N][K]^T, M <= 8 per launch.
 // One block (4 warps splitting K) computes ROWS output rows for all M inputs; each thread streams 16-byte weight chunks with U chunks per row
 // in flight before use (ld.global.nc, no L1 allocate), activations come through L1 (shared by all warps).
-// Also the device quantizers producing the int8 / int4 layouts documented in cuda_ops.h.
+// Formats: bf16, int8 and fp8 (e4m3; one kernel body, see W8 below), int4 (w4a8). Also the device quantizers producing
+// the int8 / int4 / fp8 layouts documented in cuda_ops.h (the fp8 one also quantises the fp8 GEMM's activations).
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
 #include <algorithm>
 
 #include "kernels/cuda/common.cuh"
@@ -170,17 +174,41 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_xf32_kernel(const float
   gemv_bf16_body<float, M, ROWS, U, SILU>(x, W, bias, y, y_f32, N, K);
 }
 
-// ---- int8 weights (stored q+128): a 16-byte chunk = 16 weights. Byte -> fp32 via the 2^23 magic number. ----
+// ---- 8-bit weights, one fp32 scale per row: a 16-byte chunk = 16 weights. The formats differ only in how a 32-bit
+// word of 4 weights becomes fp32 (W8::dot4); the kernel body, launch shapes and register use are shared. ----
+// int8 (stored q+128): byte -> fp32 via the 2^23 magic number.
 __device__ __forceinline__ float u8_magic(uint32_t w, uint32_t sel) {
   return __uint_as_float(__byte_perm(w, 0x4B000000u, sel)) - 8388736.0f;  // (2^23 + u) - (2^23 + 128) = q
 }
+// s + sum_b w_b * x_b over the 4 weights of word w (byte b = weight b) and their activations, bf16 pairs
+// xa0 = (x0, x1), xa1 = (x2, x3).
+struct Int8W {
+  static __device__ __forceinline__ float dot4(uint32_t w, uint32_t xa0, uint32_t xa1, float s) {
+    s = fmaf(u8_magic(w, 0x7440), bf16_lo(xa0), s);
+    s = fmaf(u8_magic(w, 0x7441), bf16_hi(xa0), s);
+    s = fmaf(u8_magic(w, 0x7442), bf16_lo(xa1), s);
+    return fmaf(u8_magic(w, 0x7443), bf16_hi(xa1), s);
+  }
+};
+// fp8 e4m3: one cvt.rn.f16x2.e4m3x2 per byte pair (exact: e4m3 is a subset of fp16), fp16 -> fp32 exact.
+struct Fp8W {
+  static __device__ __forceinline__ float2 pair(uint32_t w16) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w16), __NV_E4M3);
+    return __half22float2(__half2(h));
+  }
+  static __device__ __forceinline__ float dot4(uint32_t w, uint32_t xa0, uint32_t xa1, float s) {
+    const float2 a = pair(w & 0xffffu), b = pair(w >> 16);
+    s = fmaf(a.x, bf16_lo(xa0), s);
+    s = fmaf(a.y, bf16_hi(xa0), s);
+    s = fmaf(b.x, bf16_lo(xa1), s);
+    return fmaf(b.y, bf16_hi(xa1), s);
+  }
+};
 
-template <int M, int ROWS, int U, bool SILU>
-__global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1) gemv_int8_kernel(const uint16_t* __restrict__ x,
-                                                                const uint8_t* __restrict__ W,
-                                                                const float* __restrict__ scales,
-                                                                const uint16_t* __restrict__ bias, void* y, bool y_f32,
-                                                                int N, int K) {
+template <typename W8, int M, int ROWS, int U, bool SILU>
+__device__ __forceinline__ void gemv_w8_body(const uint16_t* __restrict__ x, const uint8_t* __restrict__ W,
+                                             const float* __restrict__ scales, const uint16_t* __restrict__ bias,
+                                             void* y, bool y_f32, int N, int K) {
   const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
   const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
   if (row0 >= (SILU ? N / 2 : N)) return;
@@ -212,12 +240,7 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1) gemv_int8_kernel(
           const uint32_t ww[4] = {w[r][u].x, w[r][u].y, w[r][u].z, w[r][u].w};
           float s = acc[r][m];
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            s = fmaf(u8_magic(ww[j], 0x7440), bf16_lo(xa[2 * j]), s);
-            s = fmaf(u8_magic(ww[j], 0x7441), bf16_hi(xa[2 * j]), s);
-            s = fmaf(u8_magic(ww[j], 0x7442), bf16_lo(xa[2 * j + 1]), s);
-            s = fmaf(u8_magic(ww[j], 0x7443), bf16_hi(xa[2 * j + 1]), s);
-          }
+          for (int j = 0; j < 4; ++j) s = W8::dot4(ww[j], xa[2 * j], xa[2 * j + 1], s);
           acc[r][m] = s;
         }
       }
@@ -229,6 +252,17 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1) gemv_int8_kernel(
     for (int m = 0; m < M; ++m) acc[r][m] *= sc[r];
   store_rows<M, ROWS, SILU>(acc, row0, N, b, y, y_f32);
 }
+
+// M = 1: at most 56 registers (9 blocks of 128 threads per SM), see gemv_int8().
+#define CITADEL_W8_KERNEL(NAME, W8)                                                                               \
+  template <int M, int ROWS, int U, bool SILU>                                                                    \
+  __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 9 : 1)                                                 \
+      NAME(const uint16_t* __restrict__ x, const uint8_t* __restrict__ W, const float* __restrict__ scales,       \
+           const uint16_t* __restrict__ bias, void* y, bool y_f32, int N, int K) {                                \
+    gemv_w8_body<W8, M, ROWS, U, SILU>(x, W, scales, bias, y, y_f32, N, K);                                       \
+  }
+CITADEL_W8_KERNEL(gemv_int8_kernel, Int8W)
+CITADEL_W8_KERNEL(gemv_fp8_kernel, Fp8W)
 
 // ---- int4 weights x int8 activations (w4a8): a 16-byte chunk = 32 weights of one row = one activation group. ----
 // Word j of a chunk holds k = 8j + b in the low nibble of byte b and k = 8j + 4 + b in the high nibble, each the
@@ -414,6 +448,47 @@ __global__ void quantize_int4_kernel(const uint16_t* W, uint8_t* q, float* scale
   if (lane == 0) scales[static_cast<int64_t>(n) * G + gi] = scale;
 }
 
+// fp8: one block per row (activations: up to 18944 bf16 per row, M rows). Pass 1: amax over 16-byte chunks; pass 2
+// (the row again, from L1/L2): q = e4m3(v / scale) two values per cvt.rn.satfinite.e4m3x2.f32, 8 bytes per chunk.
+// IEEE division (__fdiv_rn) so that the host twin in the tests can match it bit for bit.
+constexpr int kQuantFp8Threads = 256;
+__global__ void __launch_bounds__(kQuantFp8Threads) quantize_rows_fp8_kernel(const uint16_t* x, uint8_t* q,
+                                                                              float* scales, int K) {
+  const int64_t row = blockIdx.x;
+  const uint4* xr = reinterpret_cast<const uint4*>(x + row * K);
+  uint2* qr = reinterpret_cast<uint2*>(q + row * K);
+  const int K8 = K / 8;
+  pdl_wait();
+  float amax = 0.f;
+  for (int i = threadIdx.x; i < K8; i += kQuantFp8Threads) {
+    const uint4 v = __ldg(xr + i);
+    for (uint32_t p : {v.x, v.y, v.z, v.w}) amax = fmaxf(amax, fmaxf(fabsf(bf16_lo(p)), fabsf(bf16_hi(p))));
+  }
+  __shared__ float red[kQuantFp8Threads / 32];
+  amax = warp_max(amax);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = amax;
+  __syncthreads();
+  amax = red[0];
+#pragma unroll
+  for (int w = 1; w < kQuantFp8Threads / 32; ++w) amax = fmaxf(amax, red[w]);
+  pdl_trigger();
+  const float scale = __fdiv_rn(amax, 448.f);
+  if (threadIdx.x == 0) scales[row] = scale;
+  for (int i = threadIdx.x; i < K8; i += kQuantFp8Threads) {
+    const uint4 v = __ldg(xr + i);
+    uint32_t out[2] = {0u, 0u};
+    if (scale > 0.f) {
+      const uint32_t in[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = make_float2(__fdiv_rn(bf16_lo(in[j]), scale), __fdiv_rn(bf16_hi(in[j]), scale));
+        out[j / 2] |= static_cast<uint32_t>(__nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3)) << (16 * (j % 2));
+      }
+    }
+    qr[i] = make_uint2(out[0], out[1]);
+  }
+}
+
 }  // namespace
 
 void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N, int K,
@@ -435,18 +510,36 @@ void gemv_bf16_xf32(const float* x, const bf16_t* W, const float* bias, float* y
   });
 }
 
+// 8-bit weight launch shapes, shared by int8 and fp8 (same kernel body, same registers). 4 rows per block: at M = 1
+// (56 registers, 9 blocks per SM) the 7B qkv (1152 blocks), o and down (896) grids are one wave each; down with 2 rows
+// per block (1792 blocks) left a half-full second wave.
+#define CITADEL_W8_GEMV(KERNEL)                                                                                  \
+  CHECK(K % 16 == 0);                                                                                            \
+  for_m_chunks(x, K, y, int64_t{N} * (y_f32 ? 4 : 2), M, [&](const bf16_t* xm, void* ym, int m) {               \
+    if (K <= 4096 || N <= 4096) {                                                                                \
+      CITADEL_GEMV_DISPATCH(KERNEL, 4, 2, false, blocks_for<4>(N), xm, W, scales, bias, ym, y_f32, N, K);        \
+    } else {                                                                                                     \
+      CITADEL_GEMV_DISPATCH(KERNEL, 2, 4, false, blocks_for<2>(N), xm, W, scales, bias, ym, y_f32, N, K);        \
+    }                                                                                                            \
+  })
+#define CITADEL_W8_GEMV_SILU(KERNEL)                                                                             \
+  CHECK(K % 16 == 0);                                                                                            \
+  const int N = 2 * F;                                                                                           \
+  for_m_chunks(x, K, act, int64_t{F} * 2, M, [&](const bf16_t* xm, void* ym, int m) {                            \
+    if (K <= 4096) {                                                                                             \
+      CITADEL_GEMV_DISPATCH(KERNEL, 4, 2, true, (F + 1) / 2, xm, W, scales, nullptr, ym, false, N, K);           \
+    } else {                                                                                                     \
+      CITADEL_GEMV_DISPATCH(KERNEL, 2, 4, true, F, xm, W, scales, nullptr, ym, false, N, K);                     \
+    }                                                                                                            \
+  })
+
 void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
                int N, int K, cudaStream_t s) {
-  CHECK(K % 16 == 0);
-  for_m_chunks(x, K, y, int64_t{N} * (y_f32 ? 4 : 2), M, [&](const bf16_t* xm, void* ym, int m) {
-    // 4 rows per block: at M = 1 (56 registers, 9 blocks per SM) the 7B qkv (1152 blocks), o and down (896) grids
-    // are one wave each; down with 2 rows per block (1792 blocks) left a half-full second wave.
-    if (K <= 4096 || N <= 4096) {
-      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 4, 2, false, blocks_for<4>(N), xm, W, scales, bias, ym, y_f32, N, K);
-    } else {
-      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, false, blocks_for<2>(N), xm, W, scales, bias, ym, y_f32, N, K);
-    }
-  });
+  CITADEL_W8_GEMV(gemv_int8_kernel);
+}
+void gemv_fp8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
+              int N, int K, cudaStream_t s) {
+  CITADEL_W8_GEMV(gemv_fp8_kernel);
 }
 
 // int4 launch shapes. M = 1: 8 rows per block share each activation group's quantisation, one chunk per row in
@@ -482,15 +575,11 @@ void gemv_silu_bf16(const bf16_t* x, const bf16_t* W, bf16_t* act, int M, int F,
 
 void gemv_silu_int8(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
                     cudaStream_t s) {
-  CHECK(K % 16 == 0);
-  const int N = 2 * F;
-  for_m_chunks(x, K, act, int64_t{F} * 2, M, [&](const bf16_t* xm, void* ym, int m) {
-    if (K <= 4096) {
-      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 4, 2, true, (F + 1) / 2, xm, W, scales, nullptr, ym, false, N, K);
-    } else {
-      CITADEL_GEMV_DISPATCH(gemv_int8_kernel, 2, 4, true, F, xm, W, scales, nullptr, ym, false, N, K);
-    }
-  });
+  CITADEL_W8_GEMV_SILU(gemv_int8_kernel);
+}
+void gemv_silu_fp8(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
+                   cudaStream_t s) {
+  CITADEL_W8_GEMV_SILU(gemv_fp8_kernel);
 }
 
 void gemv_silu_int4(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
@@ -512,6 +601,17 @@ void quantize_int4(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cud
   const int64_t groups = static_cast<int64_t>(N) * (K / 128);
   quantize_int4_kernel<<<static_cast<unsigned>((groups + 7) / 8), 256, 0, s>>>(W, q, scales, N, K);
   CUDA_LAUNCH_CHECK();
+}
+
+void quantize_rows_fp8(const bf16_t* x, uint8_t* xq, float* xscale, int M, int K, cudaStream_t s) {
+  CHECK(K % 8 == 0);
+  if (M <= 0) return;
+  launch_pdl(quantize_rows_fp8_kernel, dim3(M), dim3(kQuantFp8Threads), 0, s, x, xq, xscale, K);
+  CUDA_LAUNCH_CHECK();
+}
+
+void quantize_fp8(const bf16_t* W, uint8_t* q, float* scales, int N, int K, cudaStream_t s) {
+  quantize_rows_fp8(W, q, scales, N, K, s);
 }
 
 }  // namespace citadel::cuda

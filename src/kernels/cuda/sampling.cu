@@ -1,5 +1,5 @@
 // Device-side sampling: one block per logits row, so only token ids leave the GPU. The row's logit edits (logit_bias
-// and penalties) apply in place first. The temperature / top-k / top-p / min-p cut-offs are exact order statistics
+// and penalties) apply in place first; logprobs, where asked for, come from the raw logits before them. The temperature / top-k / top-p / min-p cut-offs are exact order statistics
 // found by bisection over the order-preserving uint32 image of the logits (32 passes over the row, each counting
 // elements and summing probability mass at or above two candidate thresholds), then an inverse-CDF draw in index
 // order with a block scan, seeded per row. Deterministic for a given (seed, counter): every reduction has a fixed
@@ -33,50 +33,33 @@ __device__ __forceinline__ void block_sum2(float& f, int& n, float* sf, int* sn)
   for (int w = 0; w < kSampleThreads / 32; ++w) f += sf[w], n += sn[w];  // same order in every thread
 }
 
-__global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, int V, const SampleParams* params,
-                                                                const LogitEdit* edits, int32_t* out) {
-  pdl_wait();
-  pdl_trigger();
-  __shared__ float sf[32];
-  __shared__ int sn[32];
-  __shared__ float sbest[32];
-  __shared__ int sbi[32];
-  float* row = logits + static_cast<int64_t>(blockIdx.x) * V;
-  const SampleParams p = params[blockIdx.x];
+// The next element of row [V] in (value desc, index asc) order after (pv, pi), or the first when pi < 0; every thread
+// gets (best, bi), bi = 0x7fffffff when there is none. Scratch: 2 x 32 words; uniform control flow only.
+__device__ void block_next_max(const float* row, int V, float pv, int pi, float* sbest, int* sbi, float& best,
+                               int& bi) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (p.edit_count > 0) {  // distinct tokens: one thread per edit, no conflicts
-    for (int i = tid; i < p.edit_count; i += kSampleThreads) {
-      const LogitEdit e = edits[p.edit_begin + i];
-      float x = __fadd_rn(row[e.token], e.bias);
-      if (e.repeat) x = x > 0.f ? __fdiv_rn(x, p.repetition_penalty) : __fmul_rn(x, p.repetition_penalty);
-      row[e.token] = __fsub_rn(x, e.subtract);
-    }
-    __syncthreads();
-  }
-  // Argmax (lowest index on ties): the greedy answer and the max for the softmax.
-  float best = -FLT_MAX;
-  int bi = 0x7fffffff;
-  for (int i = tid; i < V; i += kSampleThreads) {
+  best = -FLT_MAX, bi = 0x7fffffff;
+  for (int i = tid; i < V; i += kSampleThreads) {  // increasing i: the first of equal values wins
     const float v = row[i];
-    if (v > best) best = v, bi = i;
+    if ((pi < 0 || v < pv || (v == pv && i > pi)) && v > best) best = v, bi = i;
   }
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, best, o);
     const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
     if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
   }
+  __syncthreads();  // scratch free from the previous use
   if (lane == 0) sbest[warp] = best, sbi[warp] = bi;
   __syncthreads();
   best = sbest[0], bi = sbi[0];
   for (int w = 1; w < kSampleThreads / 32; ++w)
     if (sbest[w] > best || (sbest[w] == best && sbi[w] < bi)) best = sbest[w], bi = sbi[w];
-  const int argmax = bi == 0x7fffffff ? 0 : bi;
-  if (!(p.temperature > 0.f) || p.top_k == 1) {
-    if (tid == 0) out[blockIdx.x] = argmax;
-    return;
-  }
+}
+
+// A draw from row [V] under p (temperature > 0), mx its max, argmax the fallback; every thread gets the id.
+__device__ int draw_token(const float* row, int V, const SampleParams& p, float mx, int argmax, float* sf, int* sn) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const float inv_t = 1.f / p.temperature;
-  const float mx = best;
   // Total mass Z (relative to the max).
   float z = 0.f;
   int dummy = 0;
@@ -155,15 +138,77 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, i
     chosen = pick >= 0 ? pick : last;  // exactly one thread's range holds u
   }
   __syncthreads();
-  if (tid == 0) out[blockIdx.x] = chosen;
+  return chosen;
+}
+
+// One block per row: [raw-logit log-softmax stats and top-n], edits in place, then greedy or a draw, [its logprob].
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, int V, const SampleParams* params,
+                                                                const LogitEdit* edits, float* edit_raw,
+                                                                TokenLogprobs* lp_out, int32_t* out) {
+  pdl_wait();
+  pdl_trigger();
+  __shared__ float sf[32];
+  __shared__ int sn[32];
+  float* row = logits + static_cast<int64_t>(blockIdx.x) * V;
+  const SampleParams p = params[blockIdx.x];
+  const int tid = threadIdx.x;
+  const bool want_lp = p.top_logprobs >= 0 && lp_out;
+  float best, lse = 0.f;
+  int bi;
+  if (want_lp) {  // log-softmax of the raw logits: lse, then the top n one block max at a time
+    block_next_max(row, V, 0.f, -1, sf, sn, best, bi);
+    const float mx = best;
+    float z = 0.f;
+    int dummy = 0;
+    for (int i = tid; i < V; i += kSampleThreads) z += expf(row[i] - mx);
+    block_sum2(z, dummy, sf, sn);
+    lse = mx + logf(z);
+    int n = min(min(p.top_logprobs, kMaxTopLogprobs), V);
+    for (int k = 0; k < n; ++k) {
+      if (k > 0) block_next_max(row, V, best, bi, sf, sn, best, bi);
+      if (bi == 0x7fffffff) n = k;  // the rest is -inf (the same in every thread)
+      else if (tid == 0) lp_out[blockIdx.x].ids[k] = bi, lp_out[blockIdx.x].lps[k] = best - lse;
+    }
+    if (tid == 0) lp_out[blockIdx.x].n = n;
+  }
+  if (p.edit_count > 0) {  // distinct tokens: one thread per edit, no conflicts
+    for (int i = tid; i < p.edit_count; i += kSampleThreads) {
+      const LogitEdit e = edits[p.edit_begin + i];
+      const float raw = row[e.token];
+      if (want_lp) edit_raw[p.edit_begin + i] = raw;
+      float x = __fadd_rn(raw, e.bias);
+      if (e.repeat) x = x > 0.f ? __fdiv_rn(x, p.repetition_penalty) : __fmul_rn(x, p.repetition_penalty);
+      row[e.token] = __fsub_rn(x, e.subtract);
+    }
+    __syncthreads();
+  }
+  // Argmax (lowest index on ties): the greedy answer and the max for the softmax.
+  block_next_max(row, V, 0.f, -1, sf, sn, best, bi);
+  const int argmax = bi == 0x7fffffff ? 0 : bi;
+  const bool greedy = !(p.temperature > 0.f) || p.top_k == 1;
+  const int chosen = greedy ? argmax : draw_token(row, V, p, best, argmax, sf, sn);
+  if (tid != 0) return;
+  out[blockIdx.x] = chosen;
+  if (!want_lp) return;
+  float raw = row[chosen];  // unless edited: then its value before the edit (edits sorted by token)
+  int lo = 0, hi = p.edit_count - 1;
+  while (lo <= hi) {
+    const int mid = (lo + hi) / 2, t = edits[p.edit_begin + mid].token;
+    if (t == chosen) {
+      raw = edit_raw[p.edit_begin + mid];
+      break;
+    }
+    if (t < chosen) lo = mid + 1; else hi = mid - 1;
+  }
+  lp_out[blockIdx.x].logprob = raw - lse;
 }
 
 }  // namespace
 
-void sample_tokens(float* logits, int M, int V, const SampleParams* params, const LogitEdit* edits, int32_t* out,
-                   cudaStream_t s) {
+void sample_tokens(float* logits, int M, int V, const SampleParams* params, const LogitEdit* edits, float* edit_raw,
+                   TokenLogprobs* logprobs, int32_t* out, cudaStream_t s) {
   if (M <= 0) return;
-  launch_pdl(sample_kernel, dim3(M), dim3(kSampleThreads), 0, s, logits, V, params, edits, out);
+  launch_pdl(sample_kernel, dim3(M), dim3(kSampleThreads), 0, s, logits, V, params, edits, edit_raw, logprobs, out);
   CUDA_LAUNCH_CHECK();
 }
 
