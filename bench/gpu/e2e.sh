@@ -58,3 +58,5 @@ for sampling in device host; do
   [ $sampling = device ] && bench "c64-device-logprobs" --concurrency 64 --num-prompts 256 --logprobs 5
   kill $pid; wait $pid; echo "serve rc=$?"
 done
+# The device tool brings back a limited number of files: everything travels as one archive.
+(cd "$OUT" && tar czf /tmp/e2e.tgz . && find . -mindepth 1 -delete && mv /tmp/e2e.tgz .)

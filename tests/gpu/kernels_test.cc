@@ -120,7 +120,8 @@ TEST(CudaKernels, GemmCublas) {
 }
 
 // cuBLASLt path of the decoder: bias in the epilogue (bf16 out) and fp32 out without bias, tuned and untuned,
-// against the fp64 reference; a second call with another bias pointer reuses the cached plan.
+// against the fp64 reference; a second call with another bias pointer reuses the cached plan, and an M whose
+// power-of-two bucket is tuned already (33 after 37, 400 after 512) reuses that bucket's algorithm.
 TEST(CudaKernels, GemmLtBiasEpilogue) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(15);
@@ -128,7 +129,8 @@ TEST(CudaKernels, GemmLtBiasEpilogue) {
   ASSERT_EQ(cudaMalloc(&ws, 32 << 20), cudaSuccess);
   for (bool tune : {true, false}) {
     void* ctx = ck::create_gemm_lt(nullptr, ws, 32 << 20, tune);
-    for (auto [M, N, K] : {std::tuple{37, 200, 256}, std::tuple{64, 384, 512}, std::tuple{512, 256, 128}}) {
+    for (auto [M, N, K] : {std::tuple{37, 200, 256}, std::tuple{64, 384, 512}, std::tuple{512, 256, 128},
+                           std::tuple{33, 200, 256}, std::tuple{400, 256, 128}}) {
       auto x = random_bf16(size_t(M) * K, rng), W = random_bf16(size_t(N) * K, rng);
       DevArray<uint16_t> dx(x), dW(W);
       for (int rep = 0; rep < 2; ++rep) {

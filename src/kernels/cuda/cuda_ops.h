@@ -227,9 +227,11 @@ void paged_attention_f32(const PagedAttention& p, const float* k_pool, const flo
 void gemm_bf16(void* cublas_handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f32, int M, int N, int K);
 void* create_cublas_handle(cudaStream_t s, void* workspace, size_t workspace_bytes);
 // cuBLASLt variant: y [M][N] = x @ W^T (+ bias [N] bf16 in the epilogue; null: none). ctx from create_gemm_lt, bound
-// to one stream. With autotune, the first uncaptured call of each (M, N, K, bias, y_f32) times the heuristic candidates
-// on the caller's buffers (writes y several times) and keeps the fastest; a call during stream capture uses the
-// heuristic's first choice until then. Not thread-safe: one context per stream.
+// to one stream. With autotune, the first uncaptured call of each (M bucket, N, K, bias, y_f32), M rounded up to a
+// power of two, times the heuristic candidates on the caller's buffers (writes y several times) and keeps the
+// fastest; other M of the bucket reuse that algorithm where cuBLASLt accepts it for their shape (serving sees every
+// prefill size: ~log2(max M) timings per matrix, not one per M). A call during stream capture uses the heuristic's
+// first choice until then. Not thread-safe: one context per stream.
 void* create_gemm_lt(cudaStream_t s, void* workspace, size_t workspace_bytes, bool autotune = true);
 void destroy_gemm_lt(void* ctx);
 void gemm_bf16_lt(void* ctx, const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N,

@@ -83,6 +83,9 @@ struct GemmLt {
   size_t ws_bytes = 0;
   bool autotune = true;
   std::map<LtKey, LtPlan> plans;
+  // Tuned algorithm (and whether it had the bias epilogue) per M bucket (M rounded up to a power of two; the other
+  // key fields as they are): the first M of a bucket is timed, the rest reuse its choice.
+  std::map<LtKey, std::pair<cublasLtMatmulAlgo_t, bool>> bucket_algo;
   cudaEvent_t e0 = nullptr, e1 = nullptr;
 };
 
@@ -212,14 +215,38 @@ LtPlan& lt_plan(GemmLt* g, const LtKey& key, const LtArgs& a) {
   if (it != g->plans.end() && (it->second.tuned || capturing || !g->autotune || !it->second.usable)) return it->second;
   if (it == g->plans.end()) it = g->plans.emplace(key, make_plan(key, key.bias)).first;
   LtPlan& p = it->second;
+  LtKey bucket = key;
+  bucket.M = 1;
+  while (bucket.M < key.M) bucket.M *= 2;
+  const auto b = g->bucket_algo.find(bucket);
+  if (b != g->bucket_algo.end() && !capturing) {  // reuse the bucket's tuned algorithm where it fits this shape
+    if (p.bias_epilogue != b->second.second) {
+      destroy_plan(&p);
+      p = make_plan(key, b->second.second);
+    }
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(g->lt, p.desc, p.a, p.b, p.d, p.d, &b->second.first, &check) ==
+            CUBLAS_STATUS_SUCCESS &&
+        check.state == CUBLAS_STATUS_SUCCESS && check.workspaceSize <= g->ws_bytes) {
+      p.algo = b->second.first, p.tuned = true;
+      set_pointers(p, key.fp8, a);
+      return p;
+    }
+  }
   set_pointers(p, key.fp8, a);
-  if (lt_select(g, p, a, capturing)) return p;
+  if (lt_select(g, p, a, capturing)) {
+    if (p.tuned) g->bucket_algo[bucket] = {p.algo, p.bias_epilogue};
+    return p;
+  }
   CHECK_MSG(key.fp8, "cublasLt: no algorithm for this GEMM");
   if (p.bias_epilogue) {
     destroy_plan(&p);
     p = make_plan(key, false);
     set_pointers(p, true, a);
-    if (lt_select(g, p, a, capturing)) return p;
+    if (lt_select(g, p, a, capturing)) {
+      if (p.tuned) g->bucket_algo[bucket] = {p.algo, p.bias_epilogue};
+      return p;
+    }
   }
   p.usable = false;
   return p;

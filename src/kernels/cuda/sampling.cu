@@ -123,7 +123,7 @@ __device__ int draw_token(const float* row, int V, const SampleParams& p, float 
   const uint32_t h = hash_u32(hash_u32(p.seed, p.counter), 0x5bd1e995u);
   const float u = static_cast<float>(h >> 8) * (1.0f / 16777216.0f) * total;
   __shared__ int chosen;
-  if (tid == 0) chosen = argmax;  // fallback when rounding leaves u past the last kept element
+  if (tid == 0) chosen = 0x7fffffff;
   __syncthreads();
   if (mine > 0.f && u >= excl && u < incl) {
     float acc = excl;
@@ -135,10 +135,12 @@ __device__ int draw_token(const float* row, int V, const SampleParams& p, float 
       acc += __expf((v - mx) * inv_t);
       if (u < acc) { pick = i; break; }
     }
-    chosen = pick >= 0 ? pick : last;  // exactly one thread's range holds u
+    // One thread's range holds u, or two neighbours' where rounding makes excl differ from the previous incl: the
+    // lower index wins, so the draw stays deterministic.
+    atomicMin(&chosen, pick >= 0 ? pick : last);
   }
   __syncthreads();
-  return chosen;
+  return chosen == 0x7fffffff ? argmax : chosen;  // none: rounding left u past the last kept element
 }
 
 // One block per row: [raw-logit log-softmax stats and top-n], edits in place, then greedy or a draw, [its logprob].
