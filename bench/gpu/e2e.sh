@@ -40,10 +40,10 @@ kill $pid; wait $pid; echo "serve rc=$?"; tail -5 "$OUT/serve.log"
 # Serving on the GPU: citadel bench (random 128-token prompts, 64 tokens each, temperature 0.8) at concurrency 1/16/64
 # against `serve --sampling device` (only ids leave the GPU) and `--sampling host` (logits to the host Sampler), and
 # the device server once more with --logprobs 5 (logprobs from the sampling kernel): what device sampling is worth.
-bench() {  # NAME ARGS...
-  local name=$1; shift
+bench() {  # NAME SEED ARGS... (a run's own seed: no prompt is a prefix-cache hit from an earlier run)
+  local name=$1 seed=$2; shift 2
   $C bench --base-url http://127.0.0.1:18081 --model smollm2 --dataset random --random-input-len 128 \
-    --random-output-len 64 --ignore-eos --temperature 0.8 --seed 1 --result-file "$OUT/bench-$name.json" "$@" \
+    --random-output-len 64 --ignore-eos --temperature 0.8 --seed "$seed" --result-file "$OUT/bench-$name.json" "$@" \
     > "$OUT/bench-$name.log" 2>&1
   python3 -c "import json;d=json.load(open('$OUT/bench-$name.json'));print('$name: completed',d['completed'],'failed',d['failed'],'out_tok_s %.0f'%d['output_throughput'],'ttft_med %.1f ms'%d['median_ttft_ms'],'tpot_med %.2f ms'%d['median_tpot_ms'])"
 }
@@ -53,9 +53,9 @@ for sampling in device host; do
     > "$OUT/serve-bench-$sampling.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do grep -q "citadel serve: ready" "$OUT/serve-bench-$sampling.log" && break; sleep 0.2; done
-  bench "warmup-$sampling" --concurrency 64 --num-prompts 128 > /dev/null
-  for c in 1 16 64; do bench "c$c-$sampling" --concurrency $c --num-prompts $((c * 4)); done
-  [ $sampling = device ] && bench "c64-device-logprobs" --concurrency 64 --num-prompts 256 --logprobs 5
+  bench "warmup-$sampling" 1000 --concurrency 64 --num-prompts 128 > /dev/null
+  for c in 1 16 64; do bench "c$c-$sampling" $c --concurrency $c --num-prompts $((c * 4)); done
+  [ $sampling = device ] && bench "c64-device-logprobs" 65 --concurrency 64 --num-prompts 256 --logprobs 5
   kill $pid; wait $pid; echo "serve rc=$?"
 done
 # The device tool brings back a limited number of files: everything travels as one archive.

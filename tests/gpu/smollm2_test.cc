@@ -192,10 +192,13 @@ TEST(SmolLM2, TeacherForcedQuantizedFormats) {
   SKIP_WITHOUT_MODEL(path);
   const TfResult r8 = teacher_forced(path, CudaWeightFormat::kInt8);
   const TfResult r4 = teacher_forced(path, CudaWeightFormat::kInt4);
+  const TfResult rf8 = teacher_forced(path, CudaWeightFormat::kFp8);
   ASSERT_GT(r8.total, 0);
   ASSERT_GT(r4.total, 0);
+  ASSERT_GT(rf8.total, 0);
   EXPECT_GE(double(r8.agree) / r8.total, 0.85);  // requantizing Q4_1 weights: informative bounds only
   EXPECT_GE(double(r4.agree) / r4.total, 0.5);
+  EXPECT_GE(double(rf8.agree) / rf8.total, 0.7);
 }
 
 // Greedy continuations of every fixture prompt through the real engine (8 requests at once, chunked prefill).

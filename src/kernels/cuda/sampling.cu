@@ -123,6 +123,7 @@ __device__ int draw_token(const float* row, int V, const SampleParams& p, float 
   const uint32_t h = hash_u32(hash_u32(p.seed, p.counter), 0x5bd1e995u);
   const float u = static_cast<float>(h >> 8) * (1.0f / 16777216.0f) * total;
   __shared__ int chosen;
+  __syncthreads();  // every thread's reads of sf above end before chosen is written (racecheck pairs them otherwise)
   if (tid == 0) chosen = 0x7fffffff;
   __syncthreads();
   if (mine > 0.f && u >= excl && u < incl) {
