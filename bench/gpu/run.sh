@@ -69,5 +69,5 @@ json.dump(r, open(f"{out}/gpu-{dev}-2026-11-22.json", "w"), indent=1)
 print(json.dumps(r, indent=1))
 PY
 # The device tool brings back a limited number of files: the logs travel as one archive beside the JSON.
-(cd "$OUT" && tar czf logs.tgz --exclude='*.json' --exclude=logs.tgz --exclude=bench.log . && \
-  find . -maxdepth 1 -type f ! -name '*.json' ! -name logs.tgz ! -name bench.log -delete)
+(cd "$OUT" && tar czf /tmp/citadel_logs.tgz --exclude='*.json' --exclude=bench.log . && \
+  find . -maxdepth 1 -type f ! -name '*.json' ! -name bench.log -delete && mv /tmp/citadel_logs.tgz logs.tgz)
