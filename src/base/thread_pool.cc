@@ -39,8 +39,7 @@ void ThreadPool::work_on_job() {
   uint64_t cur = next_.load(std::memory_order_acquire);
   for (;;) {
     // Read the job, then claim a chunk of it; a failed claim (another thread won, or a new job) re-reads.
-    const uint32_t n_chunks = n_chunks_.load(std::memory_order_relaxed);
-    const uint32_t c = static_cast<uint32_t>(cur);
+    const uint64_t c = cur & kChunkMask, n_chunks = (cur >> kChunkBits) & kChunkMask;
     if (c >= n_chunks) break;
     const ChunkFn fn = fn_.load(std::memory_order_relaxed);
     void* ctx = ctx_.load(std::memory_order_relaxed);
@@ -81,16 +80,17 @@ void ThreadPool::run(int64_t n, int64_t min_chunk, ChunkFn fn, void* ctx) {
   }
   std::lock_guard<std::mutex> lock(submit_mu_);
   // About 4 chunks per thread: enough to balance uneven threads (shared cores), few enough to keep atomics cheap.
-  const int64_t chunk = std::max(min_chunk, (n + 4 * size() - 1) / (4 * size()));
-  const uint32_t n_chunks = static_cast<uint32_t>((n + chunk - 1) / chunk);
+  const int64_t chunk = std::max({min_chunk, (n + 4 * size() - 1) / (4 * size()),
+                                  (n + static_cast<int64_t>(kChunkMask) - 1) / static_cast<int64_t>(kChunkMask)});
+  const uint32_t n_chunks = static_cast<uint32_t>((n + chunk - 1) / chunk);  // <= kChunkMask
   fn_.store(fn, std::memory_order_relaxed);
   ctx_.store(ctx, std::memory_order_relaxed);
   n_.store(n, std::memory_order_relaxed);
   chunk_.store(chunk, std::memory_order_relaxed);
-  n_chunks_.store(n_chunks, std::memory_order_relaxed);
   done_.store(0, std::memory_order_relaxed);
-  ++job_id_;
-  next_.store(static_cast<uint64_t>(job_id_) << 32, std::memory_order_release);
+  job_id_ = (job_id_ + 1) & 0xffffffu;
+  next_.store((static_cast<uint64_t>(job_id_) << (2 * kChunkBits)) | (uint64_t{n_chunks} << kChunkBits),
+              std::memory_order_release);
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
   work_on_job();

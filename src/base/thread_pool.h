@@ -45,14 +45,19 @@ class ThreadPool {
 
   std::vector<std::thread> workers_;
   std::mutex submit_mu_;  // one job at a time
-  // The current job. Chunks are claimed by CAS on next_ = (job id << 32) | next chunk; the fields are written before
-  // next_ is published (release) and a claim that succeeds proves they still belong to that job (the job cannot end,
-  // nor the next be written, while one of its chunks is unclaimed). The submitter waits for done_ == n_chunks_, not
-  // for every worker to check in: a worker descheduled by a loaded machine costs nothing unless it holds a chunk.
+  // The current job. Chunks are claimed by CAS on next_ = job id (24 bits) | chunk count (20) | next chunk (20): the
+  // count travels in the claimed word, so a worker still holding the previous job's last value can never claim a
+  // chunk against the next job's count (with the count in a field of its own it could, between the submitter's write
+  // of the new count and its publication of next_, and then run a chunk of a job that had ended). The other fields
+  // are written before next_ is published (release) and a claim that succeeds proves they still belong to that job
+  // (the job cannot end, nor the next be written, while one of its chunks is unclaimed). The submitter waits for
+  // done_ == the chunk count, not for every worker to check in: a worker descheduled by a loaded machine costs nothing
+  // unless it holds a chunk.
+  static constexpr int kChunkBits = 20;
+  static constexpr uint64_t kChunkMask = (uint64_t{1} << kChunkBits) - 1;
   std::atomic<ChunkFn> fn_{nullptr};
   std::atomic<void*> ctx_{nullptr};
   std::atomic<int64_t> n_{0}, chunk_{1};
-  std::atomic<uint32_t> n_chunks_{0};
   uint32_t job_id_ = 0;                // submitter only
   std::atomic<uint64_t> next_{0};
   std::atomic<uint32_t> done_{0};      // chunks finished in the current job

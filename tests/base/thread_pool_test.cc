@@ -1,5 +1,5 @@
 // ThreadPool: every index is visited exactly once per job, over many back-to-back jobs of varied sizes, from several
-// submitting threads at once, and with nested calls (which run inline).
+// submitting threads at once, with nested calls (which run inline), and oversubscribed.
 #include "base/thread_pool.h"
 
 #include <gtest/gtest.h>
@@ -30,6 +30,22 @@ TEST(ThreadPool, EveryIndexOnceOverManyJobs) {
   for (int threads : {1, 2, 3, 5}) {
     ThreadPool pool(threads);
     check_jobs(pool, 2000, 7u + threads);
+  }
+}
+
+// Jobs of few chunks followed by jobs of many, on more threads than cores: a worker still holding a finished job's
+// last claim word must not claim against the next job's chunk count (it once could: the count was a separate field,
+// written before the next job was published; ThreadSanitizer reported the stale closure call).
+TEST(ThreadPool, ShortThenLongJobsOversubscribed) {
+  ThreadPool pool(16);
+  for (int j = 0; j < 5000; ++j) {
+    const int64_t n = j % 2 ? 64 : 2;
+    std::vector<std::atomic<int>> hits(n);
+    for (auto& h : hits) h.store(0);
+    pool.parallel_for(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+    });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "job " << j << " index " << i;
   }
 }
 
