@@ -44,7 +44,7 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   double watermark = 0.01;         // fraction of blocks kept free when admitting beside running sequences
   // Sample on the runner's device where it can (only ids and logprobs come back); false: always full logits and the
-  // host Sampler (whose seeded draws are those of the CPU runner).
+  // host Sampler (the same seeded generator as with the CPU runner).
   bool device_sampling = true;
 };
 
