@@ -360,8 +360,10 @@ bool Engine::step() {
       const auto tf = std::chrono::steady_clock::now();
       if (device) {  // only ids come back
         ids_.resize(rows_.size());
-        row_lps_.resize(rows_.size());
-        st = runner_->forward_sampled(batch, rows_, ids_.data(), row_lps_.data());
+        const bool lp =
+            std::any_of(rows_.begin(), rows_.end(), [](const RowSampling& r) { return r.top_logprobs >= 0; });
+        if (lp) row_lps_.resize(rows_.size());
+        st = runner_->forward_sampled(batch, rows_, ids_.data(), lp ? row_lps_.data() : nullptr);
       } else {
         const size_t need = batch.logit_rows.size() * static_cast<size_t>(n_vocab_);
         if (logits_.size() < need) logits_.resize(need);  // grows only: no per-step clear of a large buffer

@@ -129,7 +129,7 @@ class Engine {
   std::vector<float> logits_;  // [n_logits, n_vocab] of the current step (engine thread only)
   std::vector<RowSampling> rows_;  // [n_logits] device sampling of the current step's rows
   std::vector<int32_t> ids_;       // [n_logits] device-sampled ids of the current step
-  std::vector<RowLogprobs> row_lps_;  // [n_logits] their logprobs (rows that ask)
+  std::vector<RowLogprobs> row_lps_;  // [n_logits] their logprobs (steps where a row asks)
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
