@@ -468,14 +468,15 @@ int main(int argc, char** argv) {
     gemv_for_ncu();
     return 0;
   }
-  const char* prof = std::getenv("CITADEL_BENCH_PROFILE");  // bf16|int8|int4|fp8: one bs1 step for ncu, then exit
+  // bf16|int8|int4|fp8|exact (bf16 weights, fp32 activations): one bs1 step for ncu, then exit
+  const char* prof = std::getenv("CITADEL_BENCH_PROFILE");
   if (prof) {
     const std::string pf = prof;
     auto dec = make(pf == "int4"   ? CudaWeightFormat::kInt4
                     : pf == "int8" ? CudaWeightFormat::kInt8
                     : pf == "fp8"  ? CudaWeightFormat::kFp8
                                    : CudaWeightFormat::kBf16,
-                    8, 128, 256);
+                    8, 128, 256, true, pf == "exact");
     std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", prof, decode_bs1(*dec));
     dec->set_debug_skip(0);  // fresh graphs: the profiled step captures and replays once
     cudaProfilerStart();

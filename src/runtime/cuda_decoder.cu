@@ -160,7 +160,8 @@ struct CudaDecoder::Impl {
   void* weight_ptr(CudaWeight w, int layer, int64_t* count);
   Status upload(CudaWeight w, int layer, const void* host, int64_t count);
   void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
-  void forward_exact(int T, int B, bool decode, bool all_logits, bool sampled);  // kF32
+  // kF32 or f32_activations; ctx_bound: n_splits * partition of forward() (covers every decode context)
+  void forward_exact(int T, int B, bool decode, int ctx_bound, bool all_logits, bool sampled);
   // Decode attention partition (tokens per split block). Tensor-core kernel, H100 bench (round 4): 256 was the
   // fastest at every measured shape but B=1 ctx 1024 (11.4 vs 10.5 us at 128): the split merge (counter + second
   // pass) costs ~2 us, more than the parallelism it buys at short contexts.
@@ -239,6 +240,7 @@ Status CudaDecoder::Impl::alloc_runtime() {
   }
   ws = std::max(ws, ck::decode_workspace_floats(static_cast<int>(B), c.n_heads, c.head_dim,
                                                 (opt.max_seq_len + partition_for(B) - 1) / partition_for(B)));
+  if (exact()) ws = std::max(ws, ck::f32_decode_workspace_floats(static_cast<int>(B), c.n_heads, c.head_dim));
   RETURN_IF_ERROR(alloc_n(&attn_ws, ws, "attention workspace"));
   CUDA_CHECK(cudaMemsetAsync(attn_ws, 0, sizeof(float) * static_cast<size_t>(std::max<int64_t>(ws, 1)), stream));
   ints_capacity = 3 * T + 3 * B + 1 + B * max_blocks;  // + query_start staging
@@ -412,7 +414,7 @@ Status CudaDecoder::finalize() {
 // T == B. Query ranges for prefill come from the host copy (h_pinned) because they set kernel grids.
 void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits,
                                 bool sampled) {
-  if (exact()) return forward_exact(T, B, decode, all_logits, sampled);
+  if (exact()) return forward_exact(T, B, decode, n_splits * partition, all_logits, sampled);
   const IntLayout L = layout(T, B);
   const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim, NQKV = qkv_rows();
   const int32_t* tokens = d_ints + L.tokens;
@@ -474,8 +476,8 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
 }
 
 // kF32 (or bf16 matrices with f32_activations): the step of forward() on fp32 buffers through the exact.cu kernels
-// (no split-K attention, no fused epilogues, no op skipping).
-void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, bool all_logits, bool sampled) {
+// (no op skipping; fused SiLU only with bf16 matrices).
+void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, int ctx_bound, bool all_logits, bool sampled) {
   const IntLayout L = layout(T, B);
   const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, NQKV = qkv_rows();
   const int64_t layer_pool = n_blocks * opt.block_size * c.n_kv_heads * c.head_dim;
@@ -504,7 +506,7 @@ void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, bool all_logits
                           c.rope_neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm, d_ints + L.slots, kp, vp,
                           stream);
     if (decode) {
-      ck::paged_attention_f32(pa, kp, vp, -1, fqkv, NQKV, B, fattn, stream);
+      ck::paged_attention_f32_decode(pa, kp, vp, fqkv, NQKV, B, ctx_bound, fattn, attn_ws, stream);
     } else {
       const int32_t* qs = h_pinned + L.total;  // query_start[B+1], staged after the device ints
       for (int b = 0; b < B; ++b)
@@ -513,8 +515,12 @@ void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, bool all_logits
     }
     linear32(l.o, fattn, T, delta);
     norm(delta, l.ffn_norm);
-    linear32(l.gate_up, fh, T, fgu);
-    ck::silu_mul_f32(fgu, fact, T, c.ffn_dim, stream);
+    if (w32) {
+      linear32(l.gate_up, fh, T, fgu);
+      ck::silu_mul_f32(fgu, fact, T, c.ffn_dim, stream);
+    } else {
+      ck::gemv_silu_bf16_xf32(fh, l.gate_up.bf16, fact, T, c.ffn_dim, D, stream);
+    }
     linear32(l.down, fact, T, delta);
   }
   norm(delta, out_norm);

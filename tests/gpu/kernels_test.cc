@@ -328,6 +328,32 @@ TEST_P(GemvTest, SiluFusedMatchesGemv) {
     }
   }
 }
+// The fp32-activation twin: fp32 x (off the bf16 grid) in, fp32 act out, against fp64 gate / up products of the same
+// operands through SiLU (a bf16 rounding of x or of the output would show far above the bound).
+TEST_P(GemvTest, SiluFusedXf32MatchesFp64) {
+  SKIP_WITHOUT_GPU();
+  const int M = GetParam();
+  std::mt19937 rng(300 + M);
+  std::uniform_real_distribution<float> ud(-1.f, 1.f);
+  for (auto [F, K] : {std::pair{48, 384}, std::pair{272, 1024}, std::pair{80, 18944 / 4}}) {
+    const int N = 2 * F;
+    auto W = random_bf16(size_t(N) * K, rng, 0.08f);
+    std::vector<float> x(size_t(M) * K);
+    for (auto& v : x) v = ud(rng);
+    DevArray<uint16_t> dW(W);
+    DevArray<float> dx(x), act(size_t(M) * F);
+    cudaMemset(act.p, 0xff, sizeof(float) * act.n);
+    ck::gemv_silu_bf16_xf32(dx.p, dW.p, act.p, M, F, K, nullptr);
+    const auto gu = ref_matmul(x, to_f32(W), nullptr, M, N, K);
+    std::vector<float> ref(size_t(M) * F);
+    for (int m = 0; m < M; ++m)
+      for (int f = 0; f < F; ++f) {
+        const double g = gu[size_t(m) * N + f], u = gu[size_t(m) * N + F + f];
+        ref[size_t(m) * F + f] = float(g / (1.0 + std::exp(-g)) * u);
+      }
+    EXPECT_LT(nmse(act.download(), ref), 1e-12) << "F " << F << " K " << K;
+  }
+}
 INSTANTIATE_TEST_SUITE_P(Batch, GemvTest, ::testing::Values(1, 2, 3, 8, 11));
 
 // Builds a paged cache for several sequences with scattered blocks, then checks decode and prefill.

@@ -167,6 +167,8 @@ void gemv_fp8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16
 // Fused gate_up + SiLU-mul for the FFN: act [M][F] bf16 = silu(x @ Wg^T) * (x @ Wu^T), W [2F][K] = gate rows then
 // up rows in one of the formats above; the gate/up products stay fp32 (no bf16 round trip).
 void gemv_silu_bf16(const bf16_t* x, const bf16_t* W, bf16_t* act, int M, int F, int K, cudaStream_t s);
+// fp32 activations in and out (the fp32-activation mode; SiLU with IEEE expf).
+void gemv_silu_bf16_xf32(const float* x, const bf16_t* W, float* act, int M, int F, int K, cudaStream_t s);
 void gemv_silu_int8(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
                     cudaStream_t s);
 void gemv_silu_int4(const bf16_t* x, const uint8_t* W, const float* scales, bf16_t* act, int M, int F, int K,
@@ -220,6 +222,13 @@ void rope_kv_write_f32(float* qkv, int T, int row_stride, int n_heads, int n_kv_
 // head_dim <= 256.
 void paged_attention_f32(const PagedAttention& p, const float* k_pool, const float* v_pool, int seq, const float* q,
                          int q_stride, int n_q, float* out, cudaStream_t s);
+// Decode (as seq < 0 above) split over the context: partitions of >= 32 keys, at most kF32DecodeMaxSplits, covering
+// ctx_bound >= max seq_lens; the partials (fp32 max, sum, unnormalised output) merge in split order. workspace:
+// f32_decode_workspace_floats(B, n_heads, head_dim) floats.
+constexpr int kF32DecodeMaxSplits = 32;
+int64_t f32_decode_workspace_floats(int B, int n_heads, int head_dim);
+void paged_attention_f32_decode(const PagedAttention& p, const float* k_pool, const float* v_pool, const float* q,
+                                int q_stride, int B, int ctx_bound, float* out, float* workspace, cudaStream_t s);
 
 // ---- gemm.cu (cuBLAS) ----
 // y [M][N] = x [M][K] @ W[N][K]^T, bf16 in, fp32 accumulate, y bf16 or fp32. handle: a cublasHandle_t (void* here to

@@ -6,7 +6,9 @@
 // (src/kernels/cpu) only by fp32 summation order. RoPE follows the CPU twin (src/kernels/cpu/rope.cc): the angle
 // pos * theta^(-2i/head_dim) and its cos/sin in double, rounded to fp32, then the rotation in fp32 without fused
 // multiply-adds. An fp32 angle would be off by ~1e-3 rad at positions of tens of thousands.
-// Launches are plain (no programmatic dependent launch): a kernel starts once its predecessor has completed.
+// Launches use programmatic dependent launch (common.cuh): every kernel waits for its predecessor before touching
+// global memory, so results are the same as with plain launches.
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 
@@ -33,6 +35,8 @@ template <bool VEC>
 __global__ void __launch_bounds__(kGemvThreads) gemv_f32_kernel(const float* x, const float* W, const float* bias,
                                                                  float* y, int M, int N, int K) {
   __shared__ float red[kGemvM][kGemvThreads / 32];
+  pdl_wait();
+  pdl_trigger();
   const int n = blockIdx.x;
   const int m0 = blockIdx.y * kGemvM;
   const int mc = min(kGemvM, M - m0);  // >= 1
@@ -86,6 +90,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_f32_kernel(const float* x, 
 
 // grid (ceil(ffn / kThreads), T): out[t][i] = silu(gate) * up, silu(a) = a / (1 + exp(-a)).
 __global__ void silu_mul_f32_kernel(const float* gate_up, float* out, int ffn) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.y;
   const float* g = gate_up + t * 2 * ffn;
   const float* u = g + ffn;
@@ -97,6 +103,8 @@ __global__ void silu_mul_f32_kernel(const float* gate_up, float* out, int ffn) {
 
 // grid (rows): dst[r] = src[index[r]].
 __global__ void gather_rows_f32_kernel(const float* src, const int32_t* index, float* dst, int cols) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t r = blockIdx.x;
   const float* s = src + static_cast<int64_t>(index[r]) * cols;
   for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[r * cols + i] = s[i];
@@ -108,6 +116,8 @@ __global__ void gather_rows_f32_kernel(const float* src, const int32_t* index, f
 __global__ void rope_kv_write_f32_kernel(float* qkv, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                                          const int32_t* positions, float theta, bool neox, const int32_t* slots,
                                          float* k_pool, float* v_pool) {
+  pdl_wait();
+  pdl_trigger();
   const int t = blockIdx.x, h = blockIdx.y;
   const int half = head_dim / 2;
   const double pos = static_cast<double>(positions[t]);
@@ -139,26 +149,32 @@ __global__ void rope_kv_write_f32_kernel(float* qkv, int row_stride, int n_heads
   }
 }
 
-// grid (n_q * n_heads): block -> (query i = blockIdx.x / n_heads, head h = blockIdx.x % n_heads), kAttnWarps warps.
-// Warp w visits keys w, w + kAttnWarps, ... of the query's visible prefix with an online softmax: per key the score
-// is the warp sum of q.k over the lane's dims (lane + 32 j) times scale; the running max m, sum l and the lane's
-// output dims o[j] are rescaled by exp(m_old - m_new). The warps' (m, l, o) then merge through shared memory in warp
-// order: out = sum_w o_w exp(m_w - M) / sum_w l_w exp(m_w - M), M = max_w m_w. Shared memory is O(kAttnWarps *
-// head_dim), independent of the context length.
+// grid (n_q * n_heads, n_splits): block (query i = blockIdx.x / n_heads, head h = blockIdx.x % n_heads, split)
+// covers the visible keys [split * partition, (split + 1) * partition) of query i (prefill: causal, bottom-right
+// aligned; decode: the whole context), kAttnWarps warps. Warp w takes groups of kTok consecutive keys (group w,
+// w + kAttnWarps, ...): all K and V loads of a group are issued before its scores are used, then an online softmax
+// per key in key order: the score is the warp sum of q.k over the lane's dims (lane + 32 j) times scale; the running
+// max m, sum l and the lane's output dims o[j] are rescaled by exp(m_old - m_new). The warps' (m, l, o) merge through
+// shared memory in warp order: M = max_w m_w, L = sum_w l_w exp(m_w - M), O = sum_w o_w exp(m_w - M). One split
+// writes O / L; several write (M, L, O) to ws [n_q * n_heads][n_splits][2 + head_dim] for attention_merge_f32_kernel.
+// Shared memory is O(kAttnWarps * head_dim), independent of the context length.
+constexpr int kTok = 4;
 __global__ void __launch_bounds__(kAttnWarps * 32) paged_attention_f32_kernel(PagedAttention p, const float* k_pool,
                                                                               const float* v_pool, int seq,
                                                                               const float* q, int q_stride, int n_q,
-                                                                              float* out) {
+                                                                              int partition, float* out, float* ws) {
   __shared__ float qs[kMaxHeadDim];
   __shared__ float ws_o[kAttnWarps][kMaxHeadDim];
   __shared__ float ws_m[kAttnWarps], ws_l[kAttnWarps];
+  pdl_wait();
+  pdl_trigger();
   const int D = p.head_dim;
   const int i = blockIdx.x / p.n_heads, h = blockIdx.x % p.n_heads;
   const int kvh = h / (p.n_heads / p.n_kv_heads);
   const int b = seq >= 0 ? seq : i;
   const int ctx = p.seq_lens[b];
-  // Visible keys: positions [0, n_vis). Prefill: causal, bottom-right aligned; decode: the whole context.
   const int n_vis = max(0, min(ctx, seq >= 0 ? ctx - n_q + i + 1 : ctx));
+  const int start = blockIdx.y * partition, end = min(n_vis, start + partition);
   const float* qh = q + static_cast<int64_t>(i) * q_stride + static_cast<int64_t>(h) * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qh[d];
   __syncthreads();
@@ -174,27 +190,36 @@ __global__ void __launch_bounds__(kAttnWarps * 32) paged_attention_f32_kernel(Pa
     o[j] = 0.f;
   }
   float m = -INFINITY, l = 0.f;
-  for (int t = warp; t < n_vis; t += kAttnWarps) {  // warp-uniform loop: the shuffles see all 32 lanes
-    const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
-    const float* kr = k_pool + slot * row_elems + static_cast<int64_t>(kvh) * D;
-    const float* vr = v_pool + slot * row_elems + static_cast<int64_t>(kvh) * D;
-    float dot = 0.f;
+  for (int t0 = start + warp * kTok; t0 < end; t0 += kAttnWarps * kTok) {  // warp-uniform: shuffles see all lanes
+    float kr[kTok][kMaxPerLane], vr[kTok][kMaxPerLane];
 #pragma unroll
-    for (int j = 0; j < kMaxPerLane; ++j) {
-      const int d = lane + 32 * j;
-      if (d < D) dot = fmaf(qv[j], __ldg(kr + d), dot);
-    }
-    const float s = warp_sum(dot) * p.scale;
-    const float m_new = fmaxf(m, s);
-    const float corr = expf(m - m_new);  // 0 for the first key (m = -inf), 1 while the max holds
-    const float pr = expf(s - m_new);
-    l = l * corr + pr;
+    for (int u = 0; u < kTok; ++u) {
+      const int t = min(t0 + u, end - 1);  // past the end: a repeat of the last key, masked below
+      const int64_t slot = static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size;
+      const float* kp = k_pool + slot * row_elems + static_cast<int64_t>(kvh) * D;
+      const float* vp = v_pool + slot * row_elems + static_cast<int64_t>(kvh) * D;
 #pragma unroll
-    for (int j = 0; j < kMaxPerLane; ++j) {
-      const int d = lane + 32 * j;
-      if (d < D) o[j] = o[j] * corr + pr * __ldg(vr + d);
+      for (int j = 0; j < kMaxPerLane; ++j) {
+        const int d = lane + 32 * j;
+        kr[u][j] = d < D ? __ldg(kp + d) : 0.f;
+        vr[u][j] = d < D ? __ldg(vp + d) : 0.f;
+      }
     }
-    m = m_new;
+#pragma unroll
+    for (int u = 0; u < kTok; ++u) {
+      if (t0 + u >= end) break;  // warp-uniform
+      float dot = 0.f;
+#pragma unroll
+      for (int j = 0; j < kMaxPerLane; ++j) dot = fmaf(qv[j], kr[u][j], dot);
+      const float s = warp_sum(dot) * p.scale;
+      const float m_new = fmaxf(m, s);
+      const float corr = expf(m - m_new);  // 0 for the first key (m = -inf), 1 while the max holds
+      const float pr = expf(s - m_new);
+      l = l * corr + pr;
+#pragma unroll
+      for (int j = 0; j < kMaxPerLane; ++j) o[j] = o[j] * corr + pr * vr[u][j];
+      m = m_new;
+    }
   }
   if (lane == 0) ws_m[warp] = m, ws_l[warp] = l;
 #pragma unroll
@@ -213,12 +238,48 @@ __global__ void __launch_bounds__(kAttnWarps * 32) paged_attention_f32_kernel(Pa
     f[w] = ws_m[w] == -INFINITY ? 0.f : expf(ws_m[w] - M);  // a warp without keys contributes nothing
     L += ws_l[w] * f[w];
   }
-  float* oh = out + (static_cast<int64_t>(i) * p.n_heads + h) * D;
+  const int64_t qh_index = static_cast<int64_t>(i) * p.n_heads + h;
+  if (gridDim.y == 1) {
+    float* oh = out + qh_index * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float acc = 0.f;
+#pragma unroll
+      for (int w = 0; w < kAttnWarps; ++w) acc += ws_o[w][d] * f[w];
+      oh[d] = L > 0.f ? acc / L : 0.f;  // no visible key: zero row
+    }
+    return;
+  }
+  float* part = ws + (qh_index * gridDim.y + blockIdx.y) * (2 + D);
+  if (threadIdx.x == 0) part[0] = M, part[1] = L;  // M = -inf, L = 0: no key in this split
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float acc = 0.f;
 #pragma unroll
     for (int w = 0; w < kAttnWarps; ++w) acc += ws_o[w][d] * f[w];
-    oh[d] = L > 0.f ? acc / L : 0.f;  // no visible key: zero row
+    part[2 + d] = acc;
+  }
+}
+
+// grid (n_q * n_heads): out row = sum_s O_s exp(M_s - M) / sum_s L_s exp(M_s - M) over the n_splits partials of
+// paged_attention_f32_kernel, in split order (deterministic).
+__global__ void attention_merge_f32_kernel(const float* ws, int n_splits, int D, float* out) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t qh_index = blockIdx.x;
+  const float* part = ws + qh_index * n_splits * (2 + D);
+  float M = -INFINITY;
+  for (int sp = 0; sp < n_splits; ++sp) M = fmaxf(M, part[sp * (2 + D)]);
+  float L = 0.f;
+  for (int sp = 0; sp < n_splits; ++sp) {
+    const float ms = part[sp * (2 + D)];
+    if (ms != -INFINITY) L += part[sp * (2 + D) + 1] * expf(ms - M);
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float acc = 0.f;
+    for (int sp = 0; sp < n_splits; ++sp) {
+      const float ms = part[sp * (2 + D)];
+      if (ms != -INFINITY) acc += part[sp * (2 + D) + 2 + d] * expf(ms - M);
+    }
+    out[qh_index * D + d] = L > 0.f ? acc / L : 0.f;
   }
 }
 
@@ -226,7 +287,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) paged_attention_f32_kernel(Pa
 
 void embedding_f32(const float* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s) {
   if (T <= 0 || dim <= 0) return;
-  embedding_rows_kernel<float><<<T, kThreads, 0, s>>>(table, tokens, out, dim, vocab);
+  launch_pdl(embedding_rows_kernel<float>, dim3(T), dim3(kThreads), 0, s, table, tokens, out, dim, vocab);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -234,7 +295,8 @@ void add_rmsnorm_f32(float* residual, const float* delta, const float* weight, f
                      cudaStream_t s) {
   if (T <= 0 || dim <= 0) return;
   CHECK_MSG(out != residual, "add_rmsnorm_f32: out must not alias residual");
-  add_rmsnorm_rows_kernel<float, float><<<T, kThreads, 0, s>>>(residual, delta, weight, out, dim, eps);
+  launch_pdl(add_rmsnorm_rows_kernel<float, float>, dim3(T), dim3(2 * kThreads), 0, s, residual, delta, weight, out,
+             dim, eps);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -246,9 +308,9 @@ void gemv_f32(const float* x, const float* W, const float* bias, float* y, int M
   const dim3 grid(N, mb);
   const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
   if (vec)
-    gemv_f32_kernel<true><<<grid, kGemvThreads, 0, s>>>(x, W, bias, y, M, N, K);
+    launch_pdl(gemv_f32_kernel<true>, grid, dim3(kGemvThreads), 0, s, x, W, bias, y, M, N, K);
   else
-    gemv_f32_kernel<false><<<grid, kGemvThreads, 0, s>>>(x, W, bias, y, M, N, K);
+    launch_pdl(gemv_f32_kernel<false>, grid, dim3(kGemvThreads), 0, s, x, W, bias, y, M, N, K);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -256,13 +318,13 @@ void silu_mul_f32(const float* gate_up, float* out, int T, int ffn, cudaStream_t
   if (T <= 0 || ffn <= 0) return;
   CHECK(T <= 65535);
   const dim3 grid((ffn + kThreads - 1) / kThreads, T);
-  silu_mul_f32_kernel<<<grid, kThreads, 0, s>>>(gate_up, out, ffn);
+  launch_pdl(silu_mul_f32_kernel, grid, dim3(kThreads), 0, s, gate_up, out, ffn);
   CUDA_LAUNCH_CHECK();
 }
 
 void gather_rows_f32(const float* src, const int32_t* index, float* dst, int rows, int cols, cudaStream_t s) {
   if (rows <= 0 || cols <= 0) return;
-  gather_rows_f32_kernel<<<rows, kThreads, 0, s>>>(src, index, dst, cols);
+  launch_pdl(gather_rows_f32_kernel, dim3(rows), dim3(kThreads), 0, s, src, index, dst, cols);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -274,20 +336,47 @@ void rope_kv_write_f32(float* qkv, int T, int row_stride, int n_heads, int n_kv_
   CHECK(row_stride >= (n_heads + 2 * n_kv_heads) * head_dim);
   const int threads = head_dim / 2 >= kThreads ? kThreads : (head_dim / 2 + 31) / 32 * 32;
   const dim3 grid(T, n_heads + n_kv_heads);
-  rope_kv_write_f32_kernel<<<grid, threads, 0, s>>>(qkv, row_stride, n_heads, n_kv_heads, head_dim, positions, theta,
-                                                    layout == RopeLayout::kNeox, slots, k_pool, v_pool);
+  launch_pdl(rope_kv_write_f32_kernel, grid, dim3(threads), 0, s, qkv, row_stride, n_heads, n_kv_heads, head_dim,
+             positions, theta, layout == RopeLayout::kNeox, slots, k_pool, v_pool);
   CUDA_LAUNCH_CHECK();
 }
 
-void paged_attention_f32(const PagedAttention& p, const float* k_pool, const float* v_pool, int seq, const float* q,
-                         int q_stride, int n_q, float* out, cudaStream_t s) {
-  if (n_q <= 0) return;
+namespace {
+void check_f32_attention(const PagedAttention& p, int n_q) {
   CHECK_MSG(p.head_dim > 0 && p.head_dim <= kMaxHeadDim, "paged_attention_f32: head_dim must be in [1, 256]");
   CHECK(p.n_kv_heads > 0 && p.n_heads > 0 && p.n_heads % p.n_kv_heads == 0);
   CHECK(p.block_size > 0 && p.block_tables != nullptr && p.seq_lens != nullptr);
   CHECK(static_cast<int64_t>(n_q) * p.n_heads <= 0x7fffffff);
-  paged_attention_f32_kernel<<<n_q * p.n_heads, kAttnWarps * 32, 0, s>>>(p, k_pool, v_pool, seq, q, q_stride, n_q,
-                                                                         out);
+}
+}  // namespace
+
+void paged_attention_f32(const PagedAttention& p, const float* k_pool, const float* v_pool, int seq, const float* q,
+                         int q_stride, int n_q, float* out, cudaStream_t s) {
+  if (n_q <= 0) return;
+  check_f32_attention(p, n_q);
+  launch_pdl(paged_attention_f32_kernel, dim3(n_q * p.n_heads, 1), dim3(kAttnWarps * 32), 0, s, p, k_pool, v_pool,
+             seq, q, q_stride, n_q, 0x7fffffff, out, nullptr);
+  CUDA_LAUNCH_CHECK();
+}
+
+int64_t f32_decode_workspace_floats(int B, int n_heads, int head_dim) {
+  return static_cast<int64_t>(B) * n_heads * kF32DecodeMaxSplits * (2 + head_dim);
+}
+
+void paged_attention_f32_decode(const PagedAttention& p, const float* k_pool, const float* v_pool, const float* q,
+                                int q_stride, int B, int ctx_bound, float* out, float* workspace, cudaStream_t s) {
+  if (B <= 0) return;
+  check_f32_attention(p, B);
+  CHECK(ctx_bound > 0 && workspace != nullptr);
+  // Partitions of at least kAttnWarps * kTok keys (one group per warp), at most kF32DecodeMaxSplits of them.
+  const int n_splits = std::clamp((ctx_bound + kAttnWarps * kTok - 1) / (kAttnWarps * kTok), 1, kF32DecodeMaxSplits);
+  const int partition = (ctx_bound + n_splits - 1) / n_splits;
+  launch_pdl(paged_attention_f32_kernel, dim3(B * p.n_heads, n_splits), dim3(kAttnWarps * 32), 0, s, p, k_pool,
+             v_pool, -1, q, q_stride, B, partition, n_splits == 1 ? out : nullptr, workspace);
+  CUDA_LAUNCH_CHECK();
+  if (n_splits == 1) return;
+  launch_pdl(attention_merge_f32_kernel, dim3(B * p.n_heads), dim3((std::min(p.head_dim, kThreads) + 31) & ~31), 0, s,
+             static_cast<const float*>(workspace), n_splits, p.head_dim, out);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -53,7 +53,7 @@ __device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int 
       if (lane == 0) red[warp][r][m] = v;
     }
   __syncthreads();
-  if constexpr (SILU) {  // y [M][F] bf16 = silu(gate) * up; row0 = f0
+  if constexpr (SILU) {  // y [M][F] (bf16, or fp32 with y_f32) = silu(gate) * up; row0 = f0
     constexpr int H = ROWS / 2;
     const int F = N / 2;
     if (threadIdx.x < H * M) {
@@ -62,7 +62,11 @@ __device__ __forceinline__ void store_rows(float (&acc)[ROWS][M], int row0, int 
         float gate = 0.f, up = 0.f;
 #pragma unroll
         for (int w = 0; w < kWarps; ++w) gate += red[w][r][m], up += red[w][r + H][m];
-        static_cast<uint16_t*>(y)[static_cast<int64_t>(m) * F + f] = f2bf(silu_mul_f(gate, up));
+        const int64_t at = static_cast<int64_t>(m) * F + f;
+        if (y_f32)
+          static_cast<float*>(y)[at] = gate / (1.f + expf(-gate)) * up;  // IEEE expf: the exact path's SiLU
+        else
+          static_cast<uint16_t*>(y)[at] = f2bf(silu_mul_f(gate, up));
       }
     }
     return;
@@ -570,6 +574,14 @@ void gemv_silu_bf16(const bf16_t* x, const bf16_t* W, bf16_t* act, int M, int F,
     } else {
       CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 2, true, F, xm, W, nullptr, ym, false, N, K);
     }
+  });
+}
+
+void gemv_silu_bf16_xf32(const float* x, const bf16_t* W, float* act, int M, int F, int K, cudaStream_t s) {
+  CHECK(K % 8 == 0);
+  const int N = 2 * F;
+  for_m_chunks(x, K, act, int64_t{F} * 4, M, [&](const float* xm, void* ym, int m) {
+    CITADEL_GEMV_DISPATCH(gemv_bf16_xf32_kernel, 2, 4, true, F, xm, W, nullptr, ym, true, N, K);
   });
 }
 

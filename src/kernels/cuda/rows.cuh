@@ -46,7 +46,10 @@ __global__ void embedding_rows_kernel(const T* table, const int32_t* tokens, flo
 
 // grid (T): one block per row. Pass 1 adds delta (if non-null; a thread re-reads only the elements it wrote) into
 // residual [T][dim] fp32 and sums squares; pass 2 writes out [T][dim] = (r * inv) * weight[i], inv = 1 / sqrt(mean +
-// eps). W, O: float or bf16 bits.
+// eps). W, O: float or bf16 bits. Each pass goes in batches of kRowBatch elements per thread (i = base + threadIdx.x +
+// c * blockDim.x) whose loads are all issued before the first store: residual and delta may alias as far as the
+// compiler knows, so a plain strided loop would wait one memory round trip per element.
+constexpr int kRowBatch = 8;
 template <typename W, typename O>
 __global__ void add_rmsnorm_rows_kernel(float* residual, const float* delta, const W* weight, O* out, int dim,
                                         float eps) {
@@ -55,18 +58,40 @@ __global__ void add_rmsnorm_rows_kernel(float* residual, const float* delta, con
   const int64_t row = blockIdx.x;
   float* r = residual + row * dim;
   const float* d = delta ? delta + row * dim : nullptr;
+  const int step = kRowBatch * blockDim.x;
   float ss = 0.f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = r[i];
-    if (d) {
-      v += d[i];
-      r[i] = v;
+  for (int base = threadIdx.x; base < dim; base += step) {
+    float v[kRowBatch];
+#pragma unroll
+    for (int c = 0; c < kRowBatch; ++c) {
+      const int i = base + c * blockDim.x;
+      v[c] = i < dim ? r[i] + (d ? d[i] : 0.f) : 0.f;
     }
-    ss = fmaf(v, v, ss);
+#pragma unroll
+    for (int c = 0; c < kRowBatch; ++c) {
+      const int i = base + c * blockDim.x;
+      if (i < dim) {
+        if (d) r[i] = v[c];
+        ss = fmaf(v[c], v[c], ss);
+      }
+    }
   }
   const float inv = 1.f / sqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
   O* o = out + row * dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) store_f(o + i, r[i] * inv * load_f(weight[i]));
+  for (int base = threadIdx.x; base < dim; base += step) {
+    float v[kRowBatch], w[kRowBatch];
+#pragma unroll
+    for (int c = 0; c < kRowBatch; ++c) {
+      const int i = base + c * blockDim.x;
+      v[c] = i < dim ? r[i] : 0.f;
+      w[c] = i < dim ? load_f(weight[i]) : 0.f;
+    }
+#pragma unroll
+    for (int c = 0; c < kRowBatch; ++c) {
+      const int i = base + c * blockDim.x;
+      if (i < dim) store_f(o + i, v[c] * inv * w[c]);
+    }
+  }
 }
 
 }  // namespace citadel::cuda::dev
