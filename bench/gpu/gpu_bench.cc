@@ -533,13 +533,20 @@ int main(int argc, char** argv) {
     }
   }
   double bs1_exact[2] = {0, 0}, bytes_exact = 0;  // f32 weights; bf16 weights with f32 activations
+  double pre_exact = 0, b64_exact = 0;             // bf16 weights with f32 activations
   if (argc > 2 && !quick) {  // the fp32-activation paths' logits for the same check (hf_check.py: *_f32 keys)
     for (bool w32 : {true, false}) {
-      auto dec = make(w32 ? CudaWeightFormat::kF32 : CudaWeightFormat::kBf16, 8, 128, 256, true, true);
+      auto dec = w32 ? make(CudaWeightFormat::kF32, 8, 128, 256, true, true)
+                     : make(CudaWeightFormat::kBf16, 64, 512, 2048, true, true);
       const std::string name = w32 ? "f32" : "bf16_f32act";
       bs1_exact[w32 ? 0 : 1] = decode_bs1(*dec);
-      if (!w32) bytes_exact = double(dec->weight_bytes());
       std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", name.c_str(), bs1_exact[w32 ? 0 : 1]);
+      if (!w32) {
+        bytes_exact = double(dec->weight_bytes());
+        pre_exact = prefill_512(*dec);
+        b64_exact = decode_batch(*dec, 64, 128, 32);
+        std::fprintf(stderr, "bf16_f32act: prefill 512 %.0f tok/s, decode b64 %.0f tok/s\n", pre_exact, b64_exact);
+      }
       std::filesystem::create_directories(std::string(argv[2]) + "/" + name);
       dump_logits(*dec, std::string(argv[2]) + "/" + name);
     }
@@ -555,6 +562,7 @@ int main(int argc, char** argv) {
                 "  \"weight_bytes_bf16\": %.0f,\n  \"weight_bytes_int8\": %.0f,\n  \"weight_bytes_int4\": %.0f,\n"
                 "  \"weight_bytes_fp8\": %.0f,\n  \"decode_bs1_f32_tok_s\": %.1f,\n"
                 "  \"decode_bs1_bf16_f32act_tok_s\": %.1f,\n  \"roofline_ratio_decode_bs1_bf16_f32act\": %.3f,\n"
+                "  \"prefill_512_bf16_f32act_tok_s\": %.0f,\n  \"decode_b64_bf16_f32act_tok_s\": %.0f,\n"
                 "  \"roofline_ratio_decode_bs1_bf16\": %.3f,\n  \"roofline_ratio_decode_bs1_int8\": %.3f,\n"
                 "  \"roofline_ratio_decode_bs1_int4\": %.3f,\n  \"roofline_ratio_decode_bs1_fp8\": %.3f,\n"
                 "  \"roofline_ratio_prefill_512_bf16\": %.3f,\n"
@@ -562,7 +570,8 @@ int main(int argc, char** argv) {
                 "  \"memory_plan\": \"%s\"\n}\n",
                 prop.name, bw, tf, bs1[0], bs1[1], bs1[2], bs1[3], pre, pre_fp8, b64, b128, bytes[0], bytes[1],
                 bytes[2], bytes[3], bs1_exact[0], bs1_exact[1],
-                bytes_exact > 0 ? bs1_exact[1] / (bw * 1e9 / bytes_exact) : 0.0, bs1[0] / (bw * 1e9 / bytes[0]), bs1[1] / (bw * 1e9 / bytes[1]),
+                bytes_exact > 0 ? bs1_exact[1] / (bw * 1e9 / bytes_exact) : 0.0, pre_exact, b64_exact,
+                bs1[0] / (bw * 1e9 / bytes[0]), bs1[1] / (bw * 1e9 / bytes[1]),
                 bs1[2] / (bw * 1e9 / bytes[2]), bs1[3] / (bw * 1e9 / bytes[3]), pre / (tf * 1e12 / (2 * params)),
                 b64 / (64 * bw * 1e9 / bytes[0]), b128 / (128 * bw * 1e9 / bytes[0]), plan.c_str());
   std::fputs(json, stdout);

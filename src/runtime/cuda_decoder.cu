@@ -94,6 +94,7 @@ struct CudaDecoder::Impl {
   void* cublas_ws = nullptr;
   uint8_t* fp8_x = nullptr;      // kFp8: [T][max K] e4m3 activations of the fp8 GEMMs (M > 8)
   float* fp8_scale = nullptr;    // kFp8: [T] their per-token scales
+  ck::Bf16x3Scratch xf32;        // bf16 matrices with f32 activations, steps of > 8 tokens: the bf16x3 GEMM planes
 
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
 
@@ -115,7 +116,7 @@ struct CudaDecoder::Impl {
   Status alloc_n(T** p, int64_t n, const char* what) {
     return arena.alloc_n(p, n, what);
   }
-  GemmContext gemm() const { return {stream, cublas, gemm_lt, opt.use_cublaslt, fp8_x, fp8_scale}; }
+  GemmContext gemm() const { return {stream, cublas, gemm_lt, opt.use_cublaslt, fp8_x, fp8_scale, xf32}; }
 
   // Layout of d_ints for T tokens and B sequences: tokens[T] positions[T] slots[T] seq_lens[B] last_idx[B]
   // block_tables[B][max_blocks].
@@ -232,6 +233,14 @@ Status CudaDecoder::Impl::alloc_runtime() {
   if (opt.format == CudaWeightFormat::kFp8) {  // K of qkv, gate_up and lm_head = D; of o = H*Dh; of down = F
     RETURN_IF_ERROR(alloc_n(&fp8_x, T * std::max({D, F, int64_t{c.n_heads} * c.head_dim}), "fp8 activations"));
     RETURN_IF_ERROR(alloc_n(&fp8_scale, T, "fp8 activation scales"));
+  }
+  if (exact() && opt.format == CudaWeightFormat::kBf16 && opt.use_cublaslt && T > 8) {
+    // Chunks of up to 512 rows; the lm_head (N = vocab) of all-logits steps takes fewer rows per chunk.
+    const int64_t R = std::min<int64_t>(T, 512), Q = int64_t{c.n_heads} * c.head_dim;
+    xf32.x3_elems = 3 * R * std::max({D, Q, F});
+    xf32.y3_elems = 3 * std::max(R * std::max({int64_t{qkv_rows()}, D, 2 * F}), 16 * V);
+    RETURN_IF_ERROR(alloc_n(&xf32.x3, xf32.x3_elems, "bf16x3 activation planes"));
+    RETURN_IF_ERROR(alloc_n(&xf32.y3, xf32.y3_elems, "bf16x3 products"));
   }
   int64_t ws = 0;
   for (int b = 1; b <= B; b *= 2) {
@@ -484,12 +493,12 @@ void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, int ctx_bound, 
   const ck::PagedAttention pa = paged_attention(L);  // k_pool / v_pool null: the fp32 pools go per layer
   float *fh = f32(h), *fqkv = f32(qkv), *fattn = f32(attn), *fgu = f32(gu), *fact = f32(act);
   const bool w32 = tensor_esz(CudaWeight::kWq) == 4;  // else bf16 matrices and embedding (f32_activations)
+  const GemmContext g = gemm();
   auto linear32 = [&](const LinearW& w, const float* x, int M, float* y) {
-    const float* bias = w.bias ? f32(w.bias) : nullptr;
     if (w32)
-      ck::gemv_f32(x, f32(w.bf16), bias, y, M, w.N, w.K, stream);
+      ck::gemv_f32(x, f32(w.bf16), w.bias ? f32(w.bias) : nullptr, y, M, w.N, w.K, stream);
     else
-      ck::gemv_bf16_xf32(x, w.bf16, bias, y, M, w.N, w.K, stream);
+      w.forward_xf32(g, x, M, y, false);
   };
   auto norm = [&](const float* d, bf16_t* w) { ck::add_rmsnorm_f32(residual, d, f32(w), fh, T, D, c.rms_eps, stream); };
   if (w32)
@@ -519,7 +528,7 @@ void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, int ctx_bound, 
       linear32(l.gate_up, fh, T, fgu);
       ck::silu_mul_f32(fgu, fact, T, c.ffn_dim, stream);
     } else {
-      ck::gemv_silu_bf16_xf32(fh, l.gate_up.bf16, fact, T, c.ffn_dim, D, stream);
+      l.gate_up.forward_xf32(g, fh, T, fact, true);
     }
     linear32(l.down, fact, T, delta);
   }

@@ -110,6 +110,18 @@ bool LinearW::forward_silu(const GemmContext& g, const bf16_t* x, int M, bf16_t*
   return false;
 }
 
+void LinearW::forward_xf32(const GemmContext& g, const float* x, int M, float* y, bool silu) const {
+  CHECK(fmt == CudaWeightFormat::kBf16);
+  const float* b = reinterpret_cast<const float*>(bias);  // fp32 in the fp32-activation path
+  if (M > 8 && g.use_cublaslt && g.gemm_lt && g.xf32.x3) {
+    ck::gemm_xf32_lt(g.gemm_lt, x, bf16, silu ? nullptr : b, y, silu, M, N, K, g.xf32);
+  } else if (silu) {
+    ck::gemv_silu_bf16_xf32(x, bf16, y, M, N / 2, K, g.stream);
+  } else {
+    ck::gemv_bf16_xf32(x, bf16, b, y, M, N, K, g.stream);
+  }
+}
+
 int64_t LinearW::bytes(int64_t bias_esz) const {
   const int64_t b = bias ? int64_t{N} * bias_esz : 0, nk = int64_t{N} * K;
   switch (fmt) {

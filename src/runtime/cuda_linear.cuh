@@ -44,6 +44,8 @@ struct GemmContext {
   // largest M x K of a step. Null: fp8 matrices run the GEMV at every M.
   uint8_t* fp8_x = nullptr;
   float* fp8_scale = nullptr;
+  // fp32-activation GEMMs (M > 8, bf16 matrices): the bf16x3 planes. Empty: those run the GEMV at every M.
+  cuda::Bf16x3Scratch xf32;
 };
 
 // A weight matrix [N][K]. bf16 holds the staging copy until quantize() repacks it. In the decoder's exact path the
@@ -64,6 +66,10 @@ struct LinearW {
   // For W = [gate | up] ([2F][K]): act [M][F] = silu(x Wg^T) * (x Wu^T) in one GEMV launch where the GEMV path serves
   // this M; false (nothing run): the caller runs forward() and silu_mul.
   bool forward_silu(const GemmContext& g, const bf16_t* x, int M, bf16_t* act) const;
+  // fp32 activations with kBf16 matrices (the decoder's fp32-activation path): y [M][N] fp32 = x [M][K] fp32 W^T
+  // (+ bias, fp32 in that path), or with silu act [M][F] = silu(x Wg^T) * (x Wu^T). GEMV for M <= 8 (or without
+  // cuBLASLt / scratch), else gemm_xf32_lt.
+  void forward_xf32(const GemmContext& g, const float* x, int M, float* y, bool silu) const;
   // Bytes a pass over the matrix streams (weights, scales, bias of bias_esz bytes per element).
   int64_t bytes(int64_t bias_esz) const;
 };

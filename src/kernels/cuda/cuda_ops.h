@@ -252,6 +252,18 @@ void gemm_bf16_lt(void* ctx, const bf16_t* x, const bf16_t* W, const bf16_t* bia
 // run) where cuBLASLt has no fp8 algorithm for the shape: the caller computes it another way (e.g. gemv_fp8).
 bool gemm_fp8_lt(void* ctx, const uint8_t* xq, const float* xscale, const uint8_t* W, const float* wscale,
                  const bf16_t* bias, void* y, bool y_f32, int M, int N, int K);
+// fp32 activations on the same context (the decoder's fp32-activation path for M > 8): y [M][N] fp32 = x [M][K] fp32
+// @ W^T (+ bias [N] fp32). x splits into three bf16 planes (hi + mid + lo = x to ~2^-27 relative), stacked along M in
+// one cuBLASLt GEMM (the weights are read once, fp32 accumulation), and the planes' products are summed per element.
+// silu (W = [gate | up], N = 2F, no bias): y [M][F] = silu(gate) * up. Runs in chunks of rows that fit the scratch.
+struct Bf16x3Scratch {
+  bf16_t* x3 = nullptr;   // 3 * rows * K elements
+  int64_t x3_elems = 0;
+  float* y3 = nullptr;    // 3 * rows * N elements
+  int64_t y3_elems = 0;
+};
+void gemm_xf32_lt(void* ctx, const float* x, const bf16_t* W, const float* bias, float* y, bool silu, int M, int N,
+                  int K, const Bf16x3Scratch& scratch);
 // How gemm_fp8_lt ran (or will run) this shape: "bias epilogue", "bias kernel", "no bias", "unsupported", or "not
 // planned" before its first call. Tests and benchmarks.
 const char* gemm_fp8_lt_path(void* ctx, int M, int N, int K, bool bias, bool y_f32);

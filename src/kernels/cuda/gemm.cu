@@ -1,10 +1,12 @@
 // cuBLAS GEMMs for prefill and large decode batches: y[M][N] = x[M][K] @ W[N][K]^T, fp32 accumulation.
 // gemm_bf16: plain cublasGemmEx (bench ceiling, tests). gemm_bf16_lt: cuBLASLt with the bias in the epilogue and the
 // algorithm picked per shape by timing the heuristic candidates once. gemm_fp8_lt: the same on e4m3 operands with
-// per-channel weight and per-token activation scales (cuBLASLt outer-vector scaling, sm_90).
+// per-channel weight and per-token activation scales (cuBLASLt outer-vector scaling, sm_90). gemm_xf32_lt: fp32
+// activations on bf16 tensor cores (three bf16 planes of x stacked along M in one GEMM).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 
@@ -292,6 +294,71 @@ bool gemm_fp8_lt(void* ctx, const uint8_t* xq, const float* xscale, const uint8_
     }
   }
   return true;
+}
+
+namespace {
+// x [n] fp32 -> three bf16 planes x3 [3][n]: hi = rn(x), mid = rn(x - hi), lo = rn(x - hi - mid). Both differences
+// are exact in fp32 (each is the rounding error of the previous step), so hi + mid + lo = x up to lo's rounding.
+__global__ void split_bf16x3_kernel(const float* x, uint16_t* x3, int64_t n) {
+  dev::pdl_wait();
+  dev::pdl_trigger();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const float v = x[i];
+    const uint16_t hi = dev::f2bf(v);
+    const float r1 = v - dev::bf16f(hi);
+    const uint16_t mid = dev::f2bf(r1);
+    x3[i] = hi, x3[n + i] = mid, x3[2 * n + i] = dev::f2bf(r1 - dev::bf16f(mid));
+  }
+}
+
+// y3 [3][rows][N] (the planes' products) -> y [rows][N] = (lo + mid) + hi (+ bias [N] fp32), or with SILU (N = 2F,
+// gate columns then up columns) y [rows][F] = silu(gate) * up, silu(a) = a / (1 + expf(-a)).
+template <bool SILU>
+__global__ void combine_bf16x3_kernel(const float* y3, int rows, int N, const float* bias, float* y) {
+  dev::pdl_wait();
+  dev::pdl_trigger();
+  const int64_t plane = int64_t{rows} * N;
+  const int cols = SILU ? N / 2 : N;
+  auto sum = [&](int64_t j) { return (y3[2 * plane + j] + y3[plane + j]) + y3[j]; };
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < int64_t{rows} * cols;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t m = i / cols;
+    const int c = static_cast<int>(i % cols);
+    if constexpr (SILU) {
+      const float g = sum(m * N + c), u = sum(m * N + cols + c);
+      y[i] = g / (1.f + expf(-g)) * u;
+    } else {
+      y[i] = bias ? sum(m * N + c) + bias[c] : sum(m * N + c);
+    }
+  }
+}
+
+int grid_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + 255) / 256, 4096)); }
+}  // namespace
+
+void gemm_xf32_lt(void* ctx, const float* x, const bf16_t* W, const float* bias, float* y, bool silu, int M, int N,
+                  int K, const Bf16x3Scratch& scratch) {
+  if (M <= 0) return;
+  auto* g = static_cast<GemmLt*>(ctx);
+  CHECK(!silu || (N % 2 == 0 && bias == nullptr));
+  const int64_t rows = std::min<int64_t>({M, scratch.x3_elems / (3 * int64_t{K}), scratch.y3_elems / (3 * int64_t{N})});
+  CHECK_MSG(rows >= 1, "gemm_xf32_lt: scratch smaller than one row");
+  const int out_cols = silu ? N / 2 : N;
+  for (int64_t m0 = 0; m0 < M; m0 += rows) {
+    const int r = static_cast<int>(std::min<int64_t>(rows, M - m0));
+    const int64_t n = int64_t{r} * K;
+    dev::launch_pdl(split_bf16x3_kernel, dim3(grid_for(n)), dim3(256), 0, g->stream, x + m0 * K, scratch.x3, n);
+    CUDA_LAUNCH_CHECK();
+    gemm_bf16_lt(ctx, scratch.x3, W, nullptr, scratch.y3, true, 3 * r, N, K);
+    float* ym = y + m0 * out_cols;
+    if (silu)
+      dev::launch_pdl(combine_bf16x3_kernel<true>, dim3(grid_for(int64_t{r} * out_cols)), dim3(256), 0, g->stream,
+                      static_cast<const float*>(scratch.y3), r, N, bias, ym);
+    else
+      dev::launch_pdl(combine_bf16x3_kernel<false>, dim3(grid_for(int64_t{r} * out_cols)), dim3(256), 0, g->stream,
+                      static_cast<const float*>(scratch.y3), r, N, bias, ym);
+    CUDA_LAUNCH_CHECK();
+  }
 }
 
 const char* gemm_fp8_lt_path(void* ctx, int M, int N, int K, bool bias, bool y_f32) {
