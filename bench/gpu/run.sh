@@ -35,8 +35,10 @@ if [ "$SAN" = 1 ]; then
     --gtest_filter='CudaKernels.*:Batch/GemvTest.*/0:CudaExact.*:CudaDecoder.Bf16*:CudaDecoder.F32*:*Fp8*:CudaSampling.LogitEdits*' \
     > "$OUT/memcheck.log" 2>&1
   echo "memcheck rc=$? ($(grep -c 'Invalid' "$OUT/memcheck.log") invalid accesses)"; tail -3 "$OUT/memcheck.log"
+  # GemmXf32 is left out: its new cuBLASLt shapes (fp32 output, sm90 nvjet kernels synchronised through mbarriers)
+  # draw racecheck reports inside cuBLAS's own kernels (r11); its split / combine kernels use no shared memory.
   timeout 240 compute-sanitizer --tool racecheck --error-exitcode 9 ./build-gpu/citadel_gpu_tests \
-    --gtest_filter='CudaKernels.*:Batch/GemvTest.*/0:CudaExact.*:CudaSampling.LogitEdits*:CudaSampling.Greedy*' \
+    --gtest_filter='CudaKernels.*:Batch/GemvTest.*/0:CudaExact.*:CudaSampling.LogitEdits*:CudaSampling.Greedy*:-CudaKernels.GemmXf32*' \
     > "$OUT/racecheck.log" 2>&1
   echo "racecheck rc=$?"; tail -2 "$OUT/racecheck.log"
 fi
