@@ -54,7 +54,17 @@ for sampling in device host; do
   pid=$!
   for _ in $(seq 1 300); do grep -q "citadel serve: ready" "$OUT/serve-bench-$sampling.log" && break; sleep 0.2; done
   bench "warmup-$sampling" 1000 --concurrency 64 --num-prompts 128 > /dev/null
-  for c in 1 16 64; do bench "c$c-$sampling" $c --concurrency $c --num-prompts $((c * 4)); done
+  for c in 1 16 64; do
+    curl -s http://127.0.0.1:18081/api/v1/stats > "$OUT/stats-before.json"
+    bench "c$c-$sampling" $c --concurrency $c --num-prompts $((c * 4))
+    curl -s http://127.0.0.1:18081/api/v1/stats > "$OUT/stats-c$c-$sampling.json"
+    python3 - "$OUT/stats-before.json" "$OUT/stats-c$c-$sampling.json" <<'PY'  # the engine thread's time split
+import json, sys
+a, b = (json.load(open(f))["engine"] for f in sys.argv[1:3])
+steps, step, fwd = b["steps"] - a["steps"], b["step_ms_total"] - a["step_ms_total"], b["forward_ms_total"] - a["forward_ms_total"]
+print("  engine: %d steps, %.3f ms per step, forward %.3f ms (host share %.0f%%)" % (steps, step / steps, fwd / steps, 100 * (1 - fwd / step)))
+PY
+  done
   [ $sampling = device ] && bench "c64-device-logprobs" 65 --concurrency 64 --num-prompts 256 --logprobs 5
   kill $pid; wait $pid; echo "serve rc=$?"
 done

@@ -531,6 +531,11 @@ int main(int argc, char** argv) {
       pre_fp8 = prefill_512(*dec);
       std::fprintf(stderr, "prefill 512 fp8: %.0f tok/s\n", pre_fp8);
     }
+    if (argc > 2 && !quick) {  // the quantised formats' logits for the same HF check (hf_check.py: hf_<format>_*)
+      const std::string dir = std::string(argv[2]) + "/" + runtime::format_name(q[i]);
+      std::filesystem::create_directories(dir);
+      dump_logits(*dec, dir);
+    }
   }
   double bs1_exact[2] = {0, 0}, bytes_exact = 0;  // f32 weights; bf16 weights with f32 activations
   double pre_exact = 0, b64_exact = 0;             // bf16 weights with f32 activations

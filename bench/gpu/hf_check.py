@@ -124,8 +124,9 @@ def main():
         res["hf_logits_nmse" + tag] = float(np.sum((ours.astype(np.float64) - ref) ** 2) /
                                             np.sum(ref.astype(np.float64) ** 2))
     # The fp32-activation paths on the same tokens: f32 weights (CudaWeightFormat::kF32), and the bf16 weights with
-    # f32_activations.
-    for name in ("f32", "bf16_f32act"):
+    # f32_activations; then the quantised formats (weights requantised from the same bf16 values: their distance from
+    # HF is mostly quantisation error, not arithmetic).
+    for name in ("f32", "bf16_f32act", "int8", "int4", "fp8"):
         if not os.path.exists(f"{dump}/{name}/logits.bin"):
             continue
         o = np.fromfile(f"{dump}/{name}/logits.bin", dtype=np.float32).reshape(len(toks), V)

@@ -46,6 +46,7 @@ nlohmann::json Service::stats_json() const {
     e["kv_blocks_total"] = s.kv_blocks_total, e["kv_blocks_used"] = s.kv_blocks_used;
     e["kv_blocks_free"] = s.kv_blocks_free, e["block_size"] = s.block_size;
     e["steps"] = s.steps, e["last_step_ms"] = s.last_step_ms, e["last_forward_ms"] = s.last_forward_ms;
+    e["step_ms_total"] = s.step_ms_total, e["forward_ms_total"] = s.forward_ms_total;
     e["prompt_tokens_total"] = s.prompt_tokens_total, e["computed_tokens_total"] = s.computed_tokens_total;
     e["generated_tokens_total"] = s.generated_tokens_total, e["finished_total"] = s.finished_total;
     e["cancelled_total"] = s.cancelled_total, e["rejected_busy_total"] = s.rejected_busy_total;

@@ -334,6 +334,8 @@ void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput&
   if (!out.empty()) {
     stats_.last_step_ms = step_ms;
     stats_.last_forward_ms = fwd_ms;
+    stats_.step_ms_total += step_ms;
+    stats_.forward_ms_total += fwd_ms;
     stats_.last_batch_tokens = out.n_tokens;
     stats_.last_batch_seqs = static_cast<int>(out.seqs.size());
     stats_.computed_tokens_total += out.n_tokens;

@@ -61,6 +61,8 @@ struct EngineStats {
   int64_t prefix_hit_tokens = 0;
   double last_step_ms = 0.0;        // wall time of the last step (schedule + forward + postprocess)
   double last_forward_ms = 0.0;
+  double step_ms_total = 0.0;       // sums over the steps that ran a batch: 1 - forward / step is the host's share
+  double forward_ms_total = 0.0;
   int last_batch_tokens = 0;
   int last_batch_seqs = 0;
   int64_t steps = 0;

@@ -108,6 +108,10 @@ TEST(Engine, BatchedGreedyEqualsReference) {
   EngineStats st = e.stats();
   EXPECT_EQ(st.running, 0);
   EXPECT_EQ(st.finished_total, 16);
+  // Step time sums: every step's forward is part of its step, and steps ran.
+  EXPECT_GT(st.steps, 0);
+  EXPECT_GT(st.forward_ms_total, 0.0);
+  EXPECT_GE(st.step_ms_total, st.forward_ms_total);
 }
 
 TEST(Engine, SeededSamplingBatchedEqualsAlone) {
