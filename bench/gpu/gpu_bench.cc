@@ -468,7 +468,8 @@ int main(int argc, char** argv) {
     gemv_for_ncu();
     return 0;
   }
-  // bf16|int8|int4|fp8|exact (bf16 weights, fp32 activations): one bs1 step for ncu, then exit
+  // bf16|int8|int4|fp8|exact (bf16 weights, fp32 activations): one bs1 step for ncu, then exit; exact_prefill: the
+  // exact path's 512-token prefill
   const char* prof = std::getenv("CITADEL_BENCH_PROFILE");
   if (prof) {
     const std::string pf = prof;
@@ -476,7 +477,14 @@ int main(int argc, char** argv) {
                     : pf == "int8" ? CudaWeightFormat::kInt8
                     : pf == "fp8"  ? CudaWeightFormat::kFp8
                                    : CudaWeightFormat::kBf16,
-                    8, 128, 256, true, pf == "exact");
+                    8, pf == "exact_prefill" ? 512 : 128, 256, true, pf.rfind("exact", 0) == 0);
+    if (pf == "exact_prefill") {  // the 512-token prefill of the fp32-activation path (after a tuning run)
+      std::fprintf(stderr, "prefill 512 %s: %.0f tok/s\n", prof, prefill_512(*dec));
+      cudaProfilerStart();
+      prefill_512(*dec);
+      cudaProfilerStop();
+      return 0;
+    }
     std::fprintf(stderr, "decode bs1 %s: %.1f tok/s\n", prof, decode_bs1(*dec));
     dec->set_debug_skip(0);  // fresh graphs: the profiled step captures and replays once
     cudaProfilerStart();

@@ -2,7 +2,7 @@
 # One device call: build (CUDA on, portable host flags), run the GPU parity tests, the 7B-shape benchmark and the
 # HF transformers logits check; everything lands in $OUT (logs, gpu_bench.json, hf_check.json, the merged result).
 # Usage (from the repository root on the GPU machine):
-#   OUT=/some/dir bash bench/gpu/run.sh [--no-hf] [--sanitize] [--quick] [--profile bf16|int8|int4|fp8|exact]
+#   OUT=/some/dir bash bench/gpu/run.sh [--no-hf] [--sanitize] [--quick] [--profile bf16|int8|int4|fp8|exact|exact_prefill]
 # --quick: bs1 rows only (with their per-op attribution); --profile: also ncu kernel durations of one bs1 step;
 # --ncu-gemv: ncu sections (throughput, stalls, instructions) of each M = 1 GEMV kernel alone, then stop.
 set -uo pipefail

@@ -297,12 +297,13 @@ TEST(CudaExact, PagedAttentionDecodeSplit) {
 }
 
 // Prefill (seq >= 0): the n_q queries are the last n_q tokens of sequence seq (causal, bottom-right aligned): a whole
-// prompt, 45 new tokens after a 255-token cached prefix, one token after 1499. The reference shifted by one key
-// (each query seeing one token less) must be far outside the bound: the test catches a wrong causal offset.
+// prompt, 45 new tokens after a 255-token cached prefix, one token after 1499, 200 after 1300. The reference shifted
+// by one key (each query seeing one token less) must be far outside the bound: the test catches a wrong causal offset.
 TEST(CudaExact, PagedAttentionPrefillCausal) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(108);
-  for (AttnShape sh : {AttnShape{128, 28, 4}, AttnShape{64, 9, 3}}) {
+  // 128 and 64: the query-tiled kernel; 256: the one-query-per-block kernel.
+  for (AttnShape sh : {AttnShape{128, 28, 4}, AttnShape{64, 9, 3}, AttnShape{256, 8, 1}}) {
     PagedF32 f;
     f.D = sh.D, f.n_kv = sh.n_kv;
     f.build(rng, {37, 300, 1500});
@@ -312,7 +313,7 @@ TEST(CudaExact, PagedAttentionPrefillCausal) {
     ck::PagedAttention p;
     p.block_tables = dt.p, p.seq_lens = dl.p, p.max_blocks_per_seq = f.max_blocks, p.block_size = f.bs;
     p.n_heads = H, p.n_kv_heads = sh.n_kv, p.head_dim = sh.D, p.scale = 1.f / std::sqrt(float(sh.D));
-    for (auto [seq, n_q] : {std::tuple{0, 37}, std::tuple{1, 45}, std::tuple{2, 1}}) {
+    for (auto [seq, n_q] : {std::tuple{0, 37}, std::tuple{1, 45}, std::tuple{2, 1}, std::tuple{2, 200}}) {
       auto q = random_f32(size_t(n_q) * q_stride, rng, 2.f);
       DevArray<float> dq(q), out(size_t(n_q) * H * sh.D);
       ck::paged_attention_f32(p, dk.p, dv.p, seq, dq.p, q_stride, n_q, out.p, nullptr);

@@ -162,8 +162,8 @@ TEST(CudaKernels, GemmXf32MatchesFp64) {
   void* ws = nullptr;
   ASSERT_EQ(cudaMalloc(&ws, 32 << 20), cudaSuccess);
   void* ctx = ck::create_gemm_lt(nullptr, ws, 32 << 20, true);
-  for (auto [M, N, K, rows] : {std::tuple{9, 256, 512, 9}, std::tuple{64, 384, 1024, 64}, std::tuple{200, 512, 4736, 48},
-                               std::tuple{130, 2 * 272, 1024, 130}}) {
+  for (auto [M, N, K, rows] : {std::tuple{9, 256, 512, 9}, std::tuple{64, 384, 1024, 64},
+                               std::tuple{200, 512, 4736, 48}, std::tuple{130, 2 * 272, 1024, 130}}) {
     auto W = random_bf16(size_t(N) * K, rng, 0.05f);
     std::vector<float> x(size_t(M) * K), b(N);
     for (auto& v : x) v = ud(rng);

@@ -219,7 +219,7 @@ void rope_kv_write_f32(float* qkv, int T, int row_stride, int n_heads, int n_kv_
 // queries are the last n_q tokens of sequence seq (causal, bottom-right aligned: query i sees the first
 // seq_lens[seq] - n_q + i + 1 tokens). seq < 0: decode, query b (b < n_q) is the one new token of sequence b and
 // sees all seq_lens[b] tokens. q row i at q + i*q_stride ([n_heads][head_dim]); out [n_q][n_heads*head_dim].
-// head_dim <= 256.
+// head_dim <= 256. Prefill at head_dim 64 / 128 runs a query-tiled kernel (keys staged once per 16 queries).
 void paged_attention_f32(const PagedAttention& p, const float* k_pool, const float* v_pool, int seq, const float* q,
                          int q_stride, int n_q, float* out, cudaStream_t s);
 // Decode (as seq < 0 above) split over the context: partitions of >= 32 keys, at most kF32DecodeMaxSplits, covering

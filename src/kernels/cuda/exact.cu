@@ -259,6 +259,114 @@ __global__ void __launch_bounds__(kAttnWarps * 32) paged_attention_f32_kernel(Pa
   }
 }
 
+// Prefill (seq >= 0) at head_dim D in {64, 128}: grid (ceil(n_q / kPreQ), n_heads), 4 warps. A block takes kPreQ
+// consecutive queries of one head and walks the keys the last of them sees in tiles of 32, staged in shared memory
+// once for all its queries (K rows padded to D + 4 floats: lane j reading key j's row as float4 is conflict-free).
+// Warp w owns tile rows w, w + 4, w + 8, w + 12 and scores them together: lane j reads key j's row once per 4 dims and
+// the four query rows as broadcasts (causal mask: keys past a row's position score -inf); per row the warp takes the
+// tile max for the online-softmax rescale; then per key, lane dims d = lane + 32 r accumulate p_j V[j][d] for the four
+// rows from one read of V[j][d], p_j broadcast by shuffle. IEEE expf as above.
+constexpr int kPreQ = 16, kPreKeys = 32, kPreWarps = 4;
+template <int D>
+__global__ void __launch_bounds__(kPreWarps * 32) prefill_f32_tiled_kernel(PagedAttention p, const float* k_pool,
+                                                                           const float* v_pool, int seq,
+                                                                           const float* q, int q_stride, int n_q,
+                                                                           float* out) {
+  constexpr int DL = D / 32, RPW = kPreQ / kPreWarps, D4 = D / 4;
+  __shared__ float4 qs[kPreQ][D4];
+  __shared__ float4 ks[kPreKeys][D4 + 1];
+  __shared__ float vs[kPreKeys][D];
+  pdl_wait();
+  pdl_trigger();
+  const int h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads);
+  const int q0 = blockIdx.x * kPreQ;
+  const int ctx = p.seq_lens[seq];
+  const int first = ctx - n_q;  // context position of query 0
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int i = threadIdx.x; i < kPreQ * D4; i += blockDim.x) {
+    const int r = i / D4, c = i % D4;
+    qs[r][c] = q0 + r < n_q ? *reinterpret_cast<const float4*>(q + static_cast<int64_t>(q0 + r) * q_stride +
+                                                                static_cast<int64_t>(h) * D + 4 * c)
+                            : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  const int32_t* bt = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  const int64_t row_elems = static_cast<int64_t>(p.n_kv_heads) * D;
+  const int n_keys = max(0, min(ctx, first + min(n_q, q0 + kPreQ)));  // keys the tile's last query sees
+  float o[RPW][DL], m[RPW], l[RPW];
+#pragma unroll
+  for (int rr = 0; rr < RPW; ++rr) {
+    m[rr] = -INFINITY, l[rr] = 0.f;
+#pragma unroll
+    for (int j = 0; j < DL; ++j) o[rr][j] = 0.f;
+  }
+  for (int k0 = 0; k0 < n_keys; k0 += kPreKeys) {
+    __syncthreads();  // the previous tile is consumed (first pass: qs is written)
+    for (int i = threadIdx.x; i < kPreKeys * D4; i += blockDim.x) {
+      const int j = i / D4, c = i % D4, t = k0 + j;
+      float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
+      if (t < n_keys) {
+        const int64_t base = (static_cast<int64_t>(bt[t / p.block_size]) * p.block_size + t % p.block_size) *
+                                 row_elems + static_cast<int64_t>(kvh) * D + 4 * c;
+        kv = *reinterpret_cast<const float4*>(k_pool + base);
+        vv = *reinterpret_cast<const float4*>(v_pool + base);
+      }
+      ks[j][c] = kv;
+      *reinterpret_cast<float4*>(&vs[j][4 * c]) = vv;
+    }
+    __syncthreads();
+    float dot[RPW] = {};
+#pragma unroll 8
+    for (int c = 0; c < D4; ++c) {
+      const float4 kv = ks[lane][c];
+#pragma unroll
+      for (int rr = 0; rr < RPW; ++rr) {
+        const float4 qv = qs[warp + kPreWarps * rr][c];
+        float d = dot[rr];
+        d = fmaf(qv.x, kv.x, d);
+        d = fmaf(qv.y, kv.y, d);
+        d = fmaf(qv.z, kv.z, d);
+        dot[rr] = fmaf(qv.w, kv.w, d);
+      }
+    }
+    float pr[RPW];
+#pragma unroll
+    for (int rr = 0; rr < RPW; ++rr) {
+      const int qi = q0 + warp + kPreWarps * rr;
+      const bool live = qi < n_q && k0 + lane < first + qi + 1;  // this query sees keys [0, first + qi + 1)
+      const float sc = live ? dot[rr] * p.scale : -INFINITY;
+      const float tmax = warp_max(sc);
+      pr[rr] = 0.f;
+      if (tmax == -INFINITY) continue;  // warp-uniform: no visible key in this tile (or a padding row)
+      const float m_new = fmaxf(m[rr], tmax);
+      const float corr = expf(m[rr] - m_new);
+      pr[rr] = live ? expf(sc - m_new) : 0.f;
+      l[rr] = l[rr] * corr + warp_sum(pr[rr]);
+#pragma unroll
+      for (int j = 0; j < DL; ++j) o[rr][j] *= corr;
+      m[rr] = m_new;
+    }
+    for (int key = 0; key < kPreKeys; ++key) {
+      float vv[DL];
+#pragma unroll
+      for (int j = 0; j < DL; ++j) vv[j] = vs[key][lane + 32 * j];
+#pragma unroll
+      for (int rr = 0; rr < RPW; ++rr) {
+        const float pk = __shfl_sync(0xffffffffu, pr[rr], key);
+#pragma unroll
+        for (int j = 0; j < DL; ++j) o[rr][j] = fmaf(pk, vv[j], o[rr][j]);
+      }
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < RPW; ++rr) {
+    const int qi = q0 + warp + kPreWarps * rr;
+    if (qi >= n_q) continue;
+    float* oh = out + (static_cast<int64_t>(qi) * p.n_heads + h) * D;
+#pragma unroll
+    for (int j = 0; j < DL; ++j) oh[lane + 32 * j] = l[rr] > 0.f ? o[rr][j] / l[rr] : 0.f;  // no visible key: zeros
+  }
+}
+
 // grid (n_q * n_heads): out row = sum_s O_s exp(M_s - M) / sum_s L_s exp(M_s - M) over the n_splits partials of
 // paged_attention_f32_kernel, in split order (deterministic).
 __global__ void attention_merge_f32_kernel(const float* ws, int n_splits, int D, float* out) {
@@ -354,6 +462,19 @@ void paged_attention_f32(const PagedAttention& p, const float* k_pool, const flo
                          int q_stride, int n_q, float* out, cudaStream_t s) {
   if (n_q <= 0) return;
   check_f32_attention(p, n_q);
+  const bool vec4 = q_stride % 4 == 0 && reinterpret_cast<uintptr_t>(q) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(k_pool) % 16 == 0 && reinterpret_cast<uintptr_t>(v_pool) % 16 == 0;
+  if (seq >= 0 && vec4 && (p.head_dim == 64 || p.head_dim == 128)) {  // prefill: query tiles share staged keys
+    const dim3 grid((n_q + kPreQ - 1) / kPreQ, p.n_heads);
+    if (p.head_dim == 64)
+      launch_pdl(prefill_f32_tiled_kernel<64>, grid, dim3(kPreWarps * 32), 0, s, p, k_pool, v_pool, seq, q, q_stride,
+                 n_q, out);
+    else
+      launch_pdl(prefill_f32_tiled_kernel<128>, grid, dim3(kPreWarps * 32), 0, s, p, k_pool, v_pool, seq, q, q_stride,
+                 n_q, out);
+    CUDA_LAUNCH_CHECK();
+    return;
+  }
   launch_pdl(paged_attention_f32_kernel, dim3(n_q * p.n_heads, 1), dim3(kAttnWarps * 32), 0, s, p, k_pool, v_pool,
              seq, q, q_stride, n_q, 0x7fffffff, out, nullptr);
   CUDA_LAUNCH_CHECK();
