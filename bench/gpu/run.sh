@@ -27,8 +27,10 @@ if [ "$NCU_GEMV" = 1 ]; then
   echo "ncu gemv rc=$? ($(grep -c 'gemv' "$OUT/ncu_gemv.txt") kernel lines)"; tail -3 "$OUT/ncu_gemv.log"
   exit 0
 fi
-./build-gpu/citadel_gpu_tests 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|nmse|error" | head -60
-TEST_RC=${PIPESTATUS[0]}
+# The log first, then a summary: a pipe into head would kill the tests (SIGPIPE) once 60 lines matched.
+./build-gpu/citadel_gpu_tests > "$OUT/gpu_tests.log" 2>&1
+TEST_RC=$?
+grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|nmse|error" "$OUT/gpu_tests.log" | head -60
 echo "gpu tests rc=$TEST_RC"
 if [ "$SAN" = 1 ]; then
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/citadel_gpu_tests \
