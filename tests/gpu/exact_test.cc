@@ -231,43 +231,13 @@ struct PagedF32 {
 struct AttnShape { int D, n_heads, n_kv; };
 
 // Decode (seq < 0): query b is sequence b's newest token and sees its whole context. GQA 28/4 at head_dim 128, 16/2
-// at 64 and 8/1 at 256; contexts of 1 token, a partial block, whole blocks, 300 and 1500 tokens.
+// at 64 and 8/1 at 256; contexts of 1 token, a partial block, whole blocks, 300 and 1500 tokens. Each shape runs the
+// one-pass kernel (bound 0) and the split one (paged_attention_f32_decode) with a bound equal to the longest context
+// (partitions of a few dozen keys, 32 splits) and a larger one (splits past the short contexts are empty): every run
+// matches the fp64 reference and gives the same bits twice.
 TEST(CudaExact, PagedAttentionDecode) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(107);
-  for (AttnShape sh : {AttnShape{128, 28, 4}, AttnShape{64, 16, 2}, AttnShape{256, 8, 1}}) {
-    PagedF32 f;
-    f.D = sh.D, f.n_kv = sh.n_kv;
-    f.build(rng, {1, 37, 64, 300, 1500});
-    const int B = int(f.lens.size()), H = sh.n_heads, q_stride = H * sh.D + 64;
-    auto q = random_f32(size_t(B) * q_stride, rng, 2.f);
-    DevArray<float> dk(f.kpool), dv(f.vpool), dq(q), out(size_t(B) * H * sh.D);
-    DevArray<int32_t> dt(f.tables), dl(std::vector<int32_t>(f.lens.begin(), f.lens.end()));
-    ck::PagedAttention p;
-    p.block_tables = dt.p, p.seq_lens = dl.p, p.max_blocks_per_seq = f.max_blocks, p.block_size = f.bs;
-    p.n_heads = H, p.n_kv_heads = sh.n_kv, p.head_dim = sh.D, p.scale = 1.f / std::sqrt(float(sh.D));
-    ck::paged_attention_f32(p, dk.p, dv.p, -1, dq.p, q_stride, B, out.p, nullptr);
-    const auto o = out.download();
-    cudaMemset(out.p, 0xff, sizeof(float) * out.n);  // a second run must give the same bits
-    ck::paged_attention_f32(p, dk.p, dv.p, -1, dq.p, q_stride, B, out.p, nullptr);
-    EXPECT_EQ(nmse(out.download(), o), 0.0) << "not deterministic, D " << sh.D;
-    for (int b = 0; b < B; ++b) {
-      std::vector<float> qb(q.begin() + size_t(b) * q_stride, q.begin() + size_t(b) * q_stride + H * sh.D), ref;
-      ref_attention(qb, f.K[b], f.V[b], ref, 1, f.lens[b], H, sh.n_kv, sh.D, p.scale);
-      std::vector<float> ob(o.begin() + size_t(b) * H * sh.D, o.begin() + size_t(b + 1) * H * sh.D);
-      const double e = nmse(ob, ref);
-      EXPECT_LT(e, 1e-10) << "seq " << b << " ctx " << f.lens[b] << " D " << sh.D;
-      std::printf("paged_attention_f32 decode D %d G %d ctx %d: nmse %.2e\n", sh.D, H / sh.n_kv, f.lens[b], e);
-    }
-  }
-}
-
-// Split decode (paged_attention_f32_decode): the same caches, a bound equal to the longest context (partitions of a
-// few dozen keys, 32 splits) and a larger one (splits past short contexts are empty); the merge must agree with the
-// one-pass kernel to fp32 rounding and be deterministic.
-TEST(CudaExact, PagedAttentionDecodeSplit) {
-  SKIP_WITHOUT_GPU();
-  std::mt19937 rng(109);
   for (AttnShape sh : {AttnShape{128, 28, 4}, AttnShape{64, 16, 2}, AttnShape{256, 8, 1}}) {
     PagedF32 f;
     f.D = sh.D, f.n_kv = sh.n_kv;
@@ -280,17 +250,26 @@ TEST(CudaExact, PagedAttentionDecodeSplit) {
     ck::PagedAttention p;
     p.block_tables = dt.p, p.seq_lens = dl.p, p.max_blocks_per_seq = f.max_blocks, p.block_size = f.bs;
     p.n_heads = H, p.n_kv_heads = sh.n_kv, p.head_dim = sh.D, p.scale = 1.f / std::sqrt(float(sh.D));
-    for (int bound : {1500, 4096}) {
-      ck::paged_attention_f32_decode(p, dk.p, dv.p, dq.p, q_stride, B, bound, out.p, ws.p, nullptr);
+    for (int bound : {0, 1500, 4096}) {
+      auto run = [&] {
+        if (bound == 0)
+          ck::paged_attention_f32(p, dk.p, dv.p, -1, dq.p, q_stride, B, out.p, nullptr);
+        else
+          ck::paged_attention_f32_decode(p, dk.p, dv.p, dq.p, q_stride, B, bound, out.p, ws.p, nullptr);
+      };
+      run();
       const auto o = out.download();
-      cudaMemset(out.p, 0xff, sizeof(float) * out.n);
-      ck::paged_attention_f32_decode(p, dk.p, dv.p, dq.p, q_stride, B, bound, out.p, ws.p, nullptr);
+      cudaMemset(out.p, 0xff, sizeof(float) * out.n);  // a second run must give the same bits
+      run();
       EXPECT_EQ(nmse(out.download(), o), 0.0) << "not deterministic, D " << sh.D << " bound " << bound;
       for (int b = 0; b < B; ++b) {
         std::vector<float> qb(q.begin() + size_t(b) * q_stride, q.begin() + size_t(b) * q_stride + H * sh.D), ref;
         ref_attention(qb, f.K[b], f.V[b], ref, 1, f.lens[b], H, sh.n_kv, sh.D, p.scale);
         std::vector<float> ob(o.begin() + size_t(b) * H * sh.D, o.begin() + size_t(b + 1) * H * sh.D);
-        EXPECT_LT(nmse(ob, ref), 1e-10) << "seq " << b << " ctx " << f.lens[b] << " D " << sh.D << " bound " << bound;
+        const double e = nmse(ob, ref);
+        EXPECT_LT(e, 1e-10) << "seq " << b << " ctx " << f.lens[b] << " D " << sh.D << " bound " << bound;
+        if (bound == 0)
+          std::printf("paged_attention_f32 decode D %d G %d ctx %d: nmse %.2e\n", sh.D, H / sh.n_kv, f.lens[b], e);
       }
     }
   }

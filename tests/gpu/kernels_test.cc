@@ -177,13 +177,7 @@ TEST(CudaKernels, GemmXf32MatchesFp64) {
     EXPECT_LT(e, 1e-10) << M << "x" << N << "x" << K << " rows " << rows;
     // SiLU: gate columns [0, N/2), up columns [N/2, N), no bias.
     const int F = N / 2;
-    const auto gu = ref_matmul(x, to_f32(W), nullptr, M, N, K);
-    std::vector<float> sref(size_t(M) * F);
-    for (int m = 0; m < M; ++m)
-      for (int f = 0; f < F; ++f) {
-        const double g = gu[size_t(m) * N + f], u = gu[size_t(m) * N + F + f];
-        sref[size_t(m) * F + f] = float(g / (1.0 + std::exp(-g)) * u);
-      }
+    const auto sref = ref_swiglu(ref_matmul(x, to_f32(W), nullptr, M, N, K), M, F);
     DevArray<float> act(size_t(M) * F);
     ck::gemm_xf32_lt(ctx, dx.p, dW.p, nullptr, act.p, true, M, N, K, scratch);
     const double es = nmse(act.download(), sref);
@@ -360,13 +354,7 @@ TEST_P(GemvTest, SiluFusedMatchesGemv) {
         ck::gemv_int4(dx.p, dq4.p, ds4.p, nullptr, y.p, true, M, N, K, nullptr);
         ck::gemv_silu_int4(dx.p, dq4.p, ds4.p, act.p, M, F, K, nullptr);
       }
-      auto gu = y.download();
-      std::vector<float> ref(size_t(M) * F);
-      for (int m = 0; m < M; ++m)
-        for (int f = 0; f < F; ++f) {
-          const double g = gu[size_t(m) * N + f], u = gu[size_t(m) * N + F + f];
-          ref[size_t(m) * F + f] = float(g / (1.0 + std::exp(-g)) * u);
-        }
+      const auto ref = ref_swiglu(y.download(), M, F);
       EXPECT_LT(nmse(to_f32(act.download()), ref), 1e-5) << "format " << fmt << " F " << F << " K " << K;
     }
   }
@@ -387,13 +375,7 @@ TEST_P(GemvTest, SiluFusedXf32MatchesFp64) {
     DevArray<float> dx(x), act(size_t(M) * F);
     cudaMemset(act.p, 0xff, sizeof(float) * act.n);
     ck::gemv_silu_bf16_xf32(dx.p, dW.p, act.p, M, F, K, nullptr);
-    const auto gu = ref_matmul(x, to_f32(W), nullptr, M, N, K);
-    std::vector<float> ref(size_t(M) * F);
-    for (int m = 0; m < M; ++m)
-      for (int f = 0; f < F; ++f) {
-        const double g = gu[size_t(m) * N + f], u = gu[size_t(m) * N + F + f];
-        ref[size_t(m) * F + f] = float(g / (1.0 + std::exp(-g)) * u);
-      }
+    const auto ref = ref_swiglu(ref_matmul(x, to_f32(W), nullptr, M, N, K), M, F);
     EXPECT_LT(nmse(act.download(), ref), 1e-12) << "F " << F << " K " << K;
   }
 }

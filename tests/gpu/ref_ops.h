@@ -88,6 +88,17 @@ inline std::vector<float> ref_matmul(const std::vector<float>& x, const std::vec
   return y;
 }
 
+// gu [M][2F] (gate columns, then up columns) -> [M][F] = silu(gate) * up, in double.
+inline std::vector<float> ref_swiglu(const std::vector<float>& gu, int M, int F) {
+  std::vector<float> y(static_cast<size_t>(M) * F);
+  for (int m = 0; m < M; ++m)
+    for (int f = 0; f < F; ++f) {
+      const double g = gu[size_t(m) * 2 * F + f], u = gu[size_t(m) * 2 * F + F + f];
+      y[size_t(m) * F + f] = static_cast<float>(g / (1.0 + std::exp(-g)) * u);
+    }
+  return y;
+}
+
 inline void ref_rmsnorm(std::vector<float>& residual, const std::vector<float>* delta, const std::vector<float>& w,
                         std::vector<float>& out, int T, int D, float eps) {
   out.resize(size_t(T) * D);
