@@ -77,19 +77,7 @@ __global__ void rope_kernel(uint16_t* x, int n_heads, int head_dim, int row_stri
   }
 }
 
-__global__ void silu_mul_kernel(const uint16_t* gu, uint16_t* out, int ffn) {
-  pdl_wait();
-  pdl_trigger();
-  const int64_t t = blockIdx.y;
-  const uint16_t* g = gu + t * 2 * ffn;
-  const uint16_t* u = g + ffn;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < ffn; i += gridDim.x * blockDim.x) {
-    const float a = bf16f(g[i]);
-    out[t * ffn + i] = f2bf(a / (1.f + __expf(-a)) * bf16f(u[i]));
-  }
-}
-
-// ffn % 8 == 0: 8 outputs per thread from one 16-byte load of gate and one of up (the scalar kernel above moves
+// ffn % 8 == 0: 8 outputs per thread from one 16-byte load of gate and one of up (the scalar rows.cuh kernel moves
 // 2 bytes per load, which left this pass well under copy bandwidth at prefill sizes).
 __global__ void silu_mul_vec8_kernel(const uint4* gu, uint4* out, int ffn8) {
   pdl_wait();
@@ -217,7 +205,7 @@ void silu_mul(const bf16_t* gate_up, bf16_t* out, int T, int ffn, cudaStream_t s
     return;
   }
   dim3 grid((ffn + 255) / 256, T);
-  launch_pdl(silu_mul_kernel, dim3(grid), dim3(256), 0, s, gate_up, out, ffn);
+  launch_pdl(silu_mul_rows_kernel<uint16_t>, dim3(grid), dim3(256), 0, s, gate_up, out, ffn);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -88,19 +88,6 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_f32_kernel(const float* x, 
   }
 }
 
-// grid (ceil(ffn / kThreads), T): out[t][i] = silu(gate) * up, silu(a) = a / (1 + exp(-a)).
-__global__ void silu_mul_f32_kernel(const float* gate_up, float* out, int ffn) {
-  pdl_wait();
-  pdl_trigger();
-  const int64_t t = blockIdx.y;
-  const float* g = gate_up + t * 2 * ffn;
-  const float* u = g + ffn;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < ffn; i += gridDim.x * blockDim.x) {
-    const float a = g[i];
-    out[t * ffn + i] = a / (1.f + expf(-a)) * u[i];
-  }
-}
-
 // grid (rows): dst[r] = src[index[r]].
 __global__ void gather_rows_f32_kernel(const float* src, const int32_t* index, float* dst, int cols) {
   pdl_wait();
@@ -426,7 +413,7 @@ void silu_mul_f32(const float* gate_up, float* out, int T, int ffn, cudaStream_t
   if (T <= 0 || ffn <= 0) return;
   CHECK(T <= 65535);
   const dim3 grid((ffn + kThreads - 1) / kThreads, T);
-  launch_pdl(silu_mul_f32_kernel, grid, dim3(kThreads), 0, s, gate_up, out, ffn);
+  launch_pdl(silu_mul_rows_kernel<float>, grid, dim3(kThreads), 0, s, gate_up, out, ffn);
   CUDA_LAUNCH_CHECK();
 }
 

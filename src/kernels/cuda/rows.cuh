@@ -1,6 +1,6 @@
-// Row kernels with a bf16 and an fp32 instance: the token embedding and the generic fused residual add + RMSNorm,
-// used by the bf16 path (elementwise.cu; its RMSNorm only for shapes the vectorised kernel does not take) and by the
-// fp32 exact path (exact.cu). IEEE arithmetic (1 / sqrtf, no rsqrtf) and a fixed reduction order: deterministic, and
+// Row kernels with a bf16 and an fp32 instance: the token embedding, the generic fused residual add + RMSNorm and
+// SiLU-mul, used by the bf16 path (elementwise.cu; its RMSNorm and SiLU only for shapes the vectorised kernels do not
+// take) and by the fp32 exact path (exact.cu). IEEE arithmetic (1 / sqrtf, no rsqrtf) and a fixed reduction order: deterministic, and
 // the exact path's results differ from its CPU twin only by fp32 summation order. CUDA-only header.
 #pragma once
 
@@ -91,6 +91,22 @@ __global__ void add_rmsnorm_rows_kernel(float* residual, const float* delta, con
       const int i = base + c * blockDim.x;
       if (i < dim) store_f(o + i, v[c] * inv * w[c]);
     }
+  }
+}
+
+// grid (ceil(ffn / blockDim), T): out [T][ffn] = silu(gate) * up from gate_up [T][2 * ffn] (gate | up), silu(a) =
+// a / (1 + expf(-a)) in fp32 (IEEE expf). T: float or bf16 bits. The bf16 path's vectorised kernel covers the usual
+// shapes; this one takes the rest, and every fp32 shape.
+template <typename T>
+__global__ void silu_mul_rows_kernel(const T* gate_up, T* out, int ffn) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t t = blockIdx.y;
+  const T* g = gate_up + t * 2 * ffn;
+  const T* u = g + ffn;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < ffn; i += gridDim.x * blockDim.x) {
+    const float a = load_f(g[i]);
+    store_f(out + t * ffn + i, a / (1.f + expf(-a)) * load_f(u[i]));
   }
 }
 
