@@ -1,7 +1,7 @@
 // Row kernels with a bf16 and an fp32 instance: the token embedding, the generic fused residual add + RMSNorm and
 // SiLU-mul, used by the bf16 path (elementwise.cu; its RMSNorm and SiLU only for shapes the vectorised kernels do not
-// take) and by the fp32 exact path (exact.cu). IEEE arithmetic (1 / sqrtf, no rsqrtf) and a fixed reduction order: deterministic, and
-// the exact path's results differ from its CPU twin only by fp32 summation order. CUDA-only header.
+// take) and by the fp32 exact path (exact.cu). IEEE arithmetic (1 / sqrtf, no rsqrtf) and a fixed reduction order:
+// deterministic, and the exact path's results differ from its CPU twin only by fp32 summation order. CUDA-only header.
 #pragma once
 
 #include "kernels/cuda/common.cuh"
