@@ -24,6 +24,14 @@ struct HttpRequest {
   std::string body;
   std::string request_id;  // the client's x-request-id (sanitized) or a generated one; echoed on every response
   double received_at = 0;  // now_seconds() when the whole request had been read
+  std::string peer;        // client address "ip:port" (audit; never trusted for authentication)
+  bool tls = false;        // arrived over TLS
+  std::string client_cert_subject;  // verified client certificate's subject (mutual TLS), else ""
+  // Set by the transport when it rejected the request itself (400 malformed, 413 body, 431 headers): the handler
+  // must answer exactly this status with transport_error as the message, so that the exchange is observed and
+  // recorded like any other. method/path may be empty then.
+  int transport_status = 0;
+  std::string transport_error;
   const std::string* header(const std::string& lower_name) const {
     for (const auto& [k, v] : headers)
       if (k == lower_name) return &v;
