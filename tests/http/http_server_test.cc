@@ -1,10 +1,13 @@
-// The Beast transport over real loopback sockets: keep-alive, limits (413, 431), malformed requests, x-request-id,
-// chunked streaming, and disconnect detection while a response is pending.
+// The Beast transport over real loopback sockets: keep-alive, limits (413, 431) and malformed requests (answered by
+// the handler with transport_status set), x-request-id, peer, chunked streaming, and disconnect detection while a
+// response is pending.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include <boost/asio.hpp>
 
@@ -55,11 +58,22 @@ class HttpServerTest : public ::testing::Test {
   std::unique_ptr<HttpServer> server_;
 };
 
-Handler echo_handler() {
-  return [](HttpRequest req, std::shared_ptr<Responder> r) {
+// Answers transport rejections the way the API layer does (the status given, the message in an error body).
+Handler echo_handler(std::vector<HttpRequest>* seen = nullptr, std::mutex* mu = nullptr) {
+  return [seen, mu](HttpRequest req, std::shared_ptr<Responder> r) {
     HttpResponse resp;
-    resp.headers.push_back({"Content-Type", "text/plain"});
-    resp.body = req.method + " " + req.path + " " + std::to_string(req.body.size());
+    if (req.transport_status != 0) {
+      resp.status = req.transport_status;
+      resp.headers.push_back({"Content-Type", "application/json"});
+      resp.body = "{\"error\":{\"message\":\"" + req.transport_error + "\"}}";
+    } else {
+      resp.headers.push_back({"Content-Type", "text/plain"});
+      resp.body = req.method + " " + req.path + " " + std::to_string(req.body.size());
+    }
+    if (seen) {
+      std::lock_guard<std::mutex> l(*mu);
+      seen->push_back(req);
+    }
     r->send(std::move(resp));
   };
 }
@@ -102,33 +116,70 @@ TEST_F(HttpServerTest, EchoesAPlainClientRequestIdOnly) {
   EXPECT_NE(r.find("x-request-id: req-"), std::string::npos);
 }
 
-TEST_F(HttpServerTest, LimitsGive413And431AndMalformedGives400) {
+TEST_F(HttpServerTest, LimitsGive413And431AndMalformedGives400ThroughTheHandler) {
   HttpServerOptions o;
   o.max_body_bytes = 1000;
   o.max_header_bytes = 2000;
-  start(echo_handler(), o);
+  std::vector<HttpRequest> seen;
+  std::mutex mu;
+  start(echo_handler(&seen, &mu), o);
   {
     auto s = connect();
-    asio::write(s, asio::buffer(std::string("POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n")));
+    asio::write(s, asio::buffer(
+                       std::string("POST /v1/x HTTP/1.1\r\nX-Request-Id: big-1\r\nContent-Length: 5000\r\n\r\n")));
     const std::string r = read_response(s);
     EXPECT_EQ(r.rfind("HTTP/1.1 413", 0), 0u) << r;
-    EXPECT_NE(r.find("\"error\""), std::string::npos);
-    EXPECT_NE(r.find("x-request-id: "), std::string::npos);
+    EXPECT_NE(r.find("request body exceeds 1000 bytes"), std::string::npos) << r;
+    EXPECT_NE(r.find("x-request-id: big-1\r\n"), std::string::npos) << r;
+    EXPECT_NE(r.find("Connection: close"), std::string::npos) << r;
   }
   {
     auto s = connect();
     asio::write(s, asio::buffer("GET / HTTP/1.1\r\nX-Big: " + std::string(5000, 'a') + "\r\n\r\n"));
-    EXPECT_EQ(read_response(s).rfind("HTTP/1.1 431", 0), 0u);
+    const std::string r = read_response(s);
+    EXPECT_EQ(r.rfind("HTTP/1.1 431", 0), 0u) << r;
+    EXPECT_NE(r.find("request headers exceed 2000 bytes"), std::string::npos) << r;
+    EXPECT_NE(r.find("x-request-id: req-"), std::string::npos) << r;
   }
   {
     auto s = connect();
     asio::write(s, asio::buffer(std::string("GARBAGE\r\n\r\n")));
     EXPECT_EQ(read_response(s).rfind("HTTP/1.1 400", 0), 0u);
   }
-  // The server still works.
+  {
+    std::lock_guard<std::mutex> l(mu);
+    ASSERT_EQ(seen.size(), 3u);
+    EXPECT_EQ(seen[0].transport_status, 413);
+    EXPECT_EQ(seen[0].transport_error, "request body exceeds 1000 bytes");
+    EXPECT_EQ(seen[0].method, "POST");  // the head had been parsed
+    EXPECT_EQ(seen[0].path, "/v1/x");
+    EXPECT_EQ(seen[0].request_id, "big-1");
+    EXPECT_EQ(seen[0].peer.rfind("127.0.0.1:", 0), 0u) << seen[0].peer;
+    EXPECT_FALSE(seen[0].tls);
+    EXPECT_GT(seen[0].received_at, 0);
+    EXPECT_EQ(seen[1].transport_status, 431);
+    EXPECT_EQ(seen[1].transport_error, "request headers exceed 2000 bytes");
+    EXPECT_TRUE(seen[1].body.empty());
+    EXPECT_EQ(seen[1].request_id.rfind("req-", 0), 0u);
+    EXPECT_EQ(seen[2].transport_status, 400);
+    EXPECT_NE(seen[2].transport_error.find("malformed HTTP request"), std::string::npos);
+  }
+  EXPECT_EQ(server_->stats().responses_4xx, 3);
+  EXPECT_EQ(server_->stats().requests_total, 0);
+  // The server still works, and a normal request carries the peer and no transport status.
   auto s = connect();
   asio::write(s, asio::buffer(std::string("GET /ok HTTP/1.1\r\n\r\n")));
   EXPECT_EQ(read_response(s).rfind("HTTP/1.1 200", 0), 0u);
+  std::lock_guard<std::mutex> l(mu);
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[3].transport_status, 0);
+  EXPECT_EQ(seen[3].peer, "127.0.0.1:" + std::to_string(s.local_endpoint().port()));
+}
+
+TEST_F(HttpServerTest, ReloadTlsWithoutTlsIsAnError) {
+  start(echo_handler());
+  EXPECT_FALSE(server_->tls_enabled());
+  EXPECT_FALSE(server_->reload_tls().ok());
 }
 
 TEST_F(HttpServerTest, ChunkedStreamAndDisconnectDetection) {
