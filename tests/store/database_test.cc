@@ -360,11 +360,18 @@ TEST(PostgresStore, DescribeNeverShowsThePassword) {
   const std::string conninfo = citadel::testing::pg_test_conninfo(&reason);
   if (conninfo.empty()) GTEST_SKIP() << reason;
   // Trust authentication ignores the password, so both spellings connect.
-  for (const std::string& info : {conninfo + " password=hunter2", std::string()}) {
-    if (info.empty()) continue;
-    auto db = open_postgres(info);
+  auto field = [&](const std::string& key) {
+    const size_t at = conninfo.find(key + "=") + key.size() + 1;
+    return conninfo.substr(at, conninfo.find(' ', at) - at);
+  };
+  const std::string url = "postgresql://postgres:hunter2@127.0.0.1:" + field("port") + "/" + field("dbname");
+  for (const std::string& info : {conninfo + " password=hunter2", url}) {
+    auto db = open_database(info);
     ASSERT_TRUE(db.ok()) << db.status().to_string();
-    EXPECT_EQ((*db)->describe().find("hunter2"), std::string::npos) << (*db)->describe();
+    EXPECT_EQ((*db)->kind(), Database::Kind::kPostgres);
+    const std::string d = (*db)->describe();
+    EXPECT_EQ(d.find("hunter2"), std::string::npos) << d;
+    EXPECT_EQ(d, "postgresql://postgres@127.0.0.1:" + field("port") + "/" + field("dbname"));
   }
   auto bad = open_postgres("host=127.0.0.1 port=1 dbname=x user=u password=hunter2 connect_timeout=2");
   ASSERT_FALSE(bad.ok());
