@@ -62,11 +62,14 @@ std::string request_id_for(const std::string* client) {
   return buf;
 }
 
-// "ip:port", IPv6 addresses bracketed ("[::1]:443") so that the port stays unambiguous.
+// "ip:port", IPv6 addresses bracketed ("[::1]:443") so that the port stays unambiguous. An IPv4 client of a
+// dual-stack listener is shown as IPv4, so that audit records name it the same way whichever socket accepted it.
 std::string endpoint_string(const tcp::endpoint& ep) {
-  const std::string addr = ep.address().to_string();
   const std::string port = std::to_string(ep.port());
-  return ep.address().is_v6() ? "[" + addr + "]:" + port : addr + ":" + port;
+  const auto a = ep.address();
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string() + ":" + port;
+  return a.is_v6() ? "[" + a.to_string() + "]:" + port : a.to_string() + ":" + port;
 }
 
 std::string reason_phrase(int status) {

@@ -4,11 +4,12 @@ official openai SDK (httpx verifying against the test CA).
 The certificates are made here with the `openssl` CLI. The whole module skips cleanly when the binary does not
 offer `--tls-cert` (older builds) or the model is absent (see conftest.py).
 """
-import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -47,9 +48,6 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid,issuer
 """
 
-LISTENING = re.compile(r"listening on https?://\S+:(\d+)")
-
-
 def _openssl(*args, cwd):
     r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, f"openssl {' '.join(args)} failed:\n{r.stderr}"
@@ -77,51 +75,26 @@ def certs(tls_binary, tmp_path_factory):
     _openssl("genpkey", *ec, "-out", "ca.key", cwd=d)
     _openssl("req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "2", "-config", "ca.cnf",
              "-out", "ca.pem", cwd=d)
-    _openssl("genpkey", *ec, "-out", "server.key", cwd=d)
-    _openssl("req", "-new", "-key", "server.key", "-config", "server.cnf", "-out", "server.csr", cwd=d)
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "2",
-             "-days", "2", "-sha256", "-extfile", "server.ext", "-out", "server.pem", cwd=d)
-    return {"ca": str(d / "ca.pem"), "cert": str(d / "server.pem"), "key": str(d / "server.key")}
+    _make_server_cert(d, serial=2)
+    return {"dir": d, "ca": str(d / "ca.pem"), "cert": str(d / "server.pem"), "key": str(d / "server.key")}
 
 
-class TlsServer(Server):
-    """conftest's Server, but ready on the "listening on https://HOST:PORT" line that a TLS server prints."""
-
-    def __init__(self, args, ready_timeout=180):
-        import queue
-        import threading
-        import time
-        self.args = [_binary(), "serve", "--port", "0", "--host", "127.0.0.1"] + args
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines = queue.Queue()
-        self.stderr = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, True), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, False), daemon=True).start()
-        self.port = None
-        self.scheme = None
-        deadline = time.time() + ready_timeout
-        while time.time() < deadline and self.proc.poll() is None:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            m = LISTENING.search(line)
-            if m:
-                self.port = int(m.group(1))
-                self.scheme = "https" if "https://" in line else "http"
-            if line.strip() == "citadel serve: ready":
-                break
-        if self.proc.poll() is not None or self.port is None:
-            self.stop()
-            time.sleep(0.2)
-            raise RuntimeError(f"TLS server failed to start ({self.proc.returncode}):\n" + "".join(self.stderr[-20:]))
-        self.base_url = f"https://127.0.0.1:{self.port}"
+def _make_server_cert(d, serial):
+    """(Re)writes server.pem / server.key in d: a certificate for 127.0.0.1/localhost signed by the test CA."""
+    ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    _openssl("genpkey", *ec, "-out", "server.key.new", cwd=d)
+    _openssl("req", "-new", "-key", "server.key.new", "-config", "server.cnf", "-out", "server.csr", cwd=d)
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", str(serial),
+             "-days", "2", "-sha256", "-extfile", "server.ext", "-out", "server.pem.new", cwd=d)
+    # Renamed into place so that a reload never sees a half-written pair.
+    (d / "server.key.new").rename(d / "server.key")
+    (d / "server.pem.new").rename(d / "server.pem")
 
 
 @pytest.fixture(scope="module")
 def tls_server(certs, model_spec):
-    s = TlsServer(["--model", model_spec, "--served-model-name", "smollm2", "--max-context", "2048",
-                   "--kv-memory-mb", "256", "--tls-cert", certs["cert"], "--tls-key", certs["key"]])
+    s = Server(["--model", model_spec, "--served-model-name", "smollm2", "--max-context", "2048",
+                "--kv-memory-mb", "256", "--tls-cert", certs["cert"], "--tls-key", certs["key"]])
     yield s
     code = s.stop()
     assert code == 0, "server did not shut down cleanly:\n" + "".join(s.stderr[-20:])
@@ -134,10 +107,12 @@ def _client_context(ca, max_version):
     return ctx
 
 
-def _https_get(port, ctx, path="/health"):
+def _https_get(port, ctx, path="/health", info=None):
     with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
             version = s.version()
+            if info is not None:
+                info.update(s.getpeercert())
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while chunk := s.recv(65536):
@@ -146,7 +121,7 @@ def _https_get(port, ctx, path="/health"):
 
 
 def test_server_announces_https(tls_server):
-    assert tls_server.scheme == "https", "the serve command should print 'listening on https://...' under TLS"
+    assert tls_server.base_url.startswith("https://"), "serve should print 'listening on https://...' under TLS"
 
 
 def test_python_ssl_tls12_is_refused(tls_server, certs):
@@ -191,7 +166,28 @@ def test_openai_sdk_lists_models_over_https(tls_server, certs):
     openai = pytest.importorskip("openai")
     httpx = pytest.importorskip("httpx")
     with httpx.Client(verify=certs["ca"], timeout=60) as http_client:
-        client = openai.OpenAI(base_url=f"https://127.0.0.1:{tls_server.port}/v1", api_key="unused",
-                               max_retries=0, http_client=http_client)
+        client = openai.OpenAI(base_url=f"https://127.0.0.1:{tls_server.port}/v1",
+                               api_key=getattr(tls_server, "admin_key", None) or "unused", max_retries=0,
+                               http_client=http_client)
         ids = [m.id for m in client.models.list().data]
     assert ids == ["smollm2"]
+
+
+def test_sighup_reloads_the_certificate_for_new_connections(tls_server, certs):
+    """Last in the module: it replaces the server's certificate (same CA, new serial) and sends SIGHUP."""
+    ctx = _client_context(certs["ca"], ssl.TLSVersion.TLSv1_3)
+    info = {}
+    _https_get(tls_server.port, ctx, info=info)
+    assert int(info["serialNumber"], 16) == 2
+    _make_server_cert(certs["dir"], serial=3)
+    tls_server.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 30
+    while time.time() < deadline:  # the signal is handled asynchronously
+        info = {}
+        version, resp = _https_get(tls_server.port, ctx, info=info)
+        if int(info["serialNumber"], 16) == 3:
+            break
+        time.sleep(0.1)
+    assert int(info["serialNumber"], 16) == 3
+    assert resp.startswith("HTTP/1.1 200"), resp
+    assert tls_server.proc.poll() is None
