@@ -8,6 +8,25 @@
 // (SQLite: BEGIN IMMEDIATE; PostgreSQL: SERIALIZABLE) and retries fn from the start, up to a bound, when the backend
 // reports a conflict (SQLITE_BUSY past the timeout, SQLSTATE 40001/40P01). fn must therefore be a pure function of
 // what it reads in the transaction (no side effects outside it). fn's error rolls back and is returned.
+// A statement that fails inside fn fails the whole transaction even if fn ignores the error (PostgreSQL aborts the
+// transaction anyway; SQLite is made to match): transact() rolls back and returns that first error. Use
+// `ON CONFLICT` rather than "try the INSERT and look at the error". Inside fn use only the Session it is given:
+// calling the Database itself from fn returns kInternal (it would deadlock on SQLite, escape the transaction on
+// PostgreSQL). On PostgreSQL a transaction that keeps conflicting is retried alone within this process (other
+// transactions of the same Database wait), so a hot row such as one tenant's counter never starves a writer.
+//
+// Statements: one statement per exec()/query() call (migrate() splits scripts itself). `?` inside '...' or "..."
+// literals and -- comments is text, not a placeholder. Parameters: int64 and double are sent typed; text and NULL
+// take the type of their context, so compare text with text columns and numbers with numeric columns.
+// Results: integer columns come back as int64 (PostgreSQL INT2/4/8, SQLite INTEGER), DOUBLE PRECISION/REAL/NUMERIC
+// as double, NULL as monostate, anything else as text (PostgreSQL BOOLEAN as 0/1). Use as_int()/as_text() when a
+// column's type may differ between the backends (e.g. an expression).
+//
+// Error codes: constraint violations (UNIQUE, NOT NULL, FOREIGN KEY, CHECK) and bad input values ->
+// kInvalidArgument; conflicts still unresolved after the retries, busy database, too many connections ->
+// kResourceExhausted; SQL the server rejects (syntax, unknown table or column) -> kInternal (a bug in the caller);
+// corrupt SQLite file -> kDataLoss; connection and I/O failures -> kIo. A PostgreSQL connection found broken is
+// reset at its next use; the statement that found it broken fails (it is not silently re-run).
 //
 // Migrations: migrate() applies numbered steps in order, each in its own transaction, recording the version in
 // table schema_migrations; a database newer than the binary is an error (never silently downgraded).
@@ -67,7 +86,10 @@ class Database : public Session {
 
 // Opens the state database from a URL or path:
 //   "postgres://..." / "postgresql://..." / "host=... dbname=..." (libpq conninfo) -> PostgreSQL
-//   anything else: a SQLite file path (created with its directory's existing permissions; file mode 0600).
+//   "sqlite:PATH" (what describe() prints) or anything else: a SQLite file path. The directory must exist; a new
+//   file is created with mode 0600 (an existing file keeps its mode); ":memory:" is a private in-memory database.
+// Opening PostgreSQL connects once, so a wrong address or credential fails here rather than at the first request;
+// connections (at most 8) are added on demand.
 Result<std::unique_ptr<Database>> open_database(const std::string& url_or_path);
 Result<std::unique_ptr<Database>> open_sqlite(const std::string& path);
 Result<std::unique_ptr<Database>> open_postgres(const std::string& conninfo);

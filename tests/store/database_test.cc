@@ -346,6 +346,21 @@ TEST(SqliteStore, FileIsOwnerOnly) {
   std::filesystem::remove_all(templ, ec);
 }
 
+TEST(SqliteStore, InMemoryAndDescribedPathsOpen) {
+  auto mem = open_database(":memory:");
+  ASSERT_TRUE(mem.ok()) << mem.status().to_string();
+  EXPECT_TRUE((*mem)->exec("CREATE TABLE t (k TEXT)").ok());
+  std::string templ = (std::filesystem::temp_directory_path() / "citadel-store-XXXXXX").string();
+  ASSERT_NE(mkdtemp(templ.data()), nullptr);
+  auto db = open_database(templ + "/state.db");
+  ASSERT_TRUE(db.ok());
+  auto again = open_database((*db)->describe());  // "sqlite:/tmp/.../state.db" opens the same file
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ((*again)->describe(), (*db)->describe());
+  std::error_code ec;
+  std::filesystem::remove_all(templ, ec);
+}
+
 TEST(StoreDispatch, OpenDatabaseChoosesTheBackend) {
   std::string reason;
   const std::string conninfo = citadel::testing::pg_test_conninfo(&reason);
