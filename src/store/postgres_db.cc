@@ -21,7 +21,7 @@ namespace {
 
 constexpr int kMaxConnections = 8;
 constexpr int kMaxTries = 20;
-constexpr int kSerialiseAfter = 1;  // attempts before a retry also takes this process's retry lock
+constexpr int kSerialiseAfter = 1;  // conflicts after which a retry runs alone in this process (RetryGate)
 
 // Type OIDs from PostgreSQL's pg_type catalogue (stable since 7.x; the server headers are not a build dependency).
 constexpr Oid kBoolOid = 16, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23, kOidOid = 26;
