@@ -318,7 +318,7 @@ Status PgDb::transact_on(PGconn* conn, const std::function<Status(Session&)>& fn
   Status last;
   for (int attempt = 0; attempt < kMaxTries; ++attempt) {
     const bool exclusive = attempt >= kSerialiseAfter;
-    if (attempt > 0 && !exclusive) backoff(attempt);  // the gate already orders exclusive attempts
+    if (attempt > 0) backoff(attempt);  // outside the gate; other processes' writers still compete
     bool conflict = false;
     gate_.enter(exclusive);
     last = attempt_once(conn, fn, &conflict);
