@@ -21,6 +21,11 @@ constexpr int kMaxJsonDepth = 32;
 constexpr int64_t kKidRefreshInterval = 10;  // seconds between refreshes an unknown kid may trigger
 constexpr size_t kMaxIdChars = 200;          // of the principal id after "oidc:" and of the name
 constexpr int64_t kMaxNumericDate = int64_t{1} << 53;  // clamp so leeway arithmetic cannot overflow
+// Request threads read the clock at slightly different moments, so `now` may run a little backwards between calls;
+// only a jump further back than this counts as a reset clock (and makes a refresh due).
+constexpr int64_t kClockSlack = 60;
+
+bool within(int64_t elapsed, int64_t interval) { return elapsed > -kClockSlack && elapsed < interval; }
 
 struct Jws {
   std::string_view signing_input;  // "header.payload" exactly as received
@@ -318,8 +323,7 @@ void OidcVerifier::maybe_refresh_stale(int64_t now_unix) {
   auto fresh = [&] {
     std::lock_guard<std::mutex> lk(keys_mu_);
     if (!loaded_unix_) loaded_unix_ = now_unix;  // the create-time load, placed on the caller's clock
-    int64_t age = now_unix - *loaded_unix_;
-    return age >= 0 && age < config_.jwks_refresh_s;  // a clock that went backwards counts as stale
+    return within(now_unix - *loaded_unix_, config_.jwks_refresh_s);
   };
   if (fresh()) return;
   std::unique_lock<std::mutex> fl(fetch_mu_, std::try_to_lock);
@@ -332,10 +336,7 @@ void OidcVerifier::refresh_for_unknown_kid(int64_t now_unix) {
   std::lock_guard<std::mutex> fl(fetch_mu_);
   {
     std::lock_guard<std::mutex> lk(keys_mu_);
-    if (last_fetch_unix_) {
-      int64_t since = now_unix - *last_fetch_unix_;
-      if (since >= 0 && since < kKidRefreshInterval) return;
-    }
+    if (last_fetch_unix_ && within(now_unix - *last_fetch_unix_, kKidRefreshInterval)) return;
   }
   Status st = reload_locked(now_unix);
   if (!st.ok()) log_warn("oidc: JWKS refresh for an unknown key id failed: " + st.message());

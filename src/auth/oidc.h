@@ -18,7 +18,8 @@
 // socket). A token whose kid is not in the set triggers one refresh, at most once per 10 s, so key rotation works;
 // the set is also refreshed when older than `jwks_refresh_s` (by the first request that notices, others keep using
 // the current set meanwhile). A failed refresh keeps the previous set and logs a warning. All time comparisons use the
-// caller's `now_unix` (seconds since the epoch), which makes rotation and expiry testable without sleeping.
+// caller's `now_unix` (seconds since the epoch), which makes rotation and expiry testable without sleeping; calls whose
+// clocks disagree by less than a minute (threads reading time at different moments) do not count as a reset clock.
 //
 // Thread-safety: verify() and refresh() may be called concurrently from any threads. At most one fetch runs at a time.
 #pragma once

@@ -384,6 +384,10 @@ TEST_F(OidcTest, KeyRotationRefetchesAtMostOncePerTenSeconds) {
   EXPECT_EQ(fetch_count_, 3);
   expect_refused(*v, stranger, "unknown key id", kNow + 20);
   EXPECT_EQ(fetch_count_, 4);
+  expect_refused(*v, stranger, "unknown key id", kNow + 15);  // a thread that read the clock earlier: no refetch
+  EXPECT_EQ(fetch_count_, 4);
+  expect_refused(*v, stranger, "unknown key id", kNow - 3600);  // the clock was set back: due again
+  EXPECT_EQ(fetch_count_, 5);
 }
 
 TEST_F(OidcTest, PeriodicRefreshDropsRetiredKeysAndSurvivesFetchFailures) {
