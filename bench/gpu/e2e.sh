@@ -5,6 +5,11 @@
 # The 98 MB GGUF exceeds one call's transfer: it arrives as .gpu-model/part-* over two calls (see smollm2.sh) and
 # is reassembled under /tmp/m. CLI11 (header-only, not on that image) travels in .gpu-cli/.
 # Usage (repository root on the GPU machine): bash bench/gpu/e2e.sh stage|run
+# Access control is on: a throwaway state directory and a known admin key for the server, the bench and curl.
+export CITADEL_DATA_DIR=$(mktemp -d)
+export CITADEL_BOOTSTRAP_ADMIN_KEY="ck-$(openssl rand -hex 6)-$(openssl rand 32 | base64 | tr '+/' '-_' | tr -d '=\n')"
+export CITADEL_API_KEY=$CITADEL_BOOTSTRAP_ADMIN_KEY
+AUTH_HEADER="Authorization: Bearer $CITADEL_API_KEY"
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
 mkdir -p "$OUT" /tmp/m
@@ -33,10 +38,10 @@ echo "== serve --device cuda"
 $C serve --device cuda --model /tmp/m/SmolLM2.gguf --served-model-name smollm2 --port 18080 > "$OUT/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do grep -q "citadel serve: ready" "$OUT/serve.log" && break; sleep 0.2; done
-curl -s http://127.0.0.1:18080/v1/chat/completions -H 'content-type: application/json' \
+curl -s -H "$AUTH_HEADER" http://127.0.0.1:18080/v1/chat/completions -H 'content-type: application/json' \
   -d '{"model":"smollm2","messages":[{"role":"user","content":"Name three colors."}],"max_tokens":32,"temperature":0}'
 echo
-curl -sN http://127.0.0.1:18080/v1/completions -H 'content-type: application/json' \
+curl -sN -H "$AUTH_HEADER" http://127.0.0.1:18080/v1/completions -H 'content-type: application/json' \
   -d '{"model":"smollm2","prompt":"The capital of France is","max_tokens":8,"temperature":0,"stream":true}' | head -4
 kill $pid; wait $pid; echo "serve rc=$?"; tail -5 "$OUT/serve.log"
 # Serving on the GPU: citadel bench (random 128-token prompts, 64 tokens each, temperature 0.8) at concurrency 1/16/64
@@ -57,9 +62,9 @@ for sampling in device host; do
   for _ in $(seq 1 300); do grep -q "citadel serve: ready" "$OUT/serve-bench-$sampling.log" && break; sleep 0.2; done
   bench "warmup-$sampling" 1000 --concurrency 64 --num-prompts 128 > /dev/null
   for c in 1 16 64; do
-    curl -s http://127.0.0.1:18081/api/v1/stats > "$OUT/stats-before.json"
+    curl -s -H "$AUTH_HEADER" http://127.0.0.1:18081/api/v1/stats > "$OUT/stats-before.json"
     bench "c$c-$sampling" $c --concurrency $c --num-prompts $((c * 4))
-    curl -s http://127.0.0.1:18081/api/v1/stats > "$OUT/stats-c$c-$sampling.json"
+    curl -s -H "$AUTH_HEADER" http://127.0.0.1:18081/api/v1/stats > "$OUT/stats-c$c-$sampling.json"
     python3 - "$OUT/stats-before.json" "$OUT/stats-c$c-$sampling.json" <<'PY'  # the engine thread's time split
 import json, sys
 a, b = (json.load(open(f))["engine"] for f in sys.argv[1:3])

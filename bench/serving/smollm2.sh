@@ -7,6 +7,11 @@
 # Open loop: 1-token completions at 1000 req/s (Poisson), each repeat on a fresh server so that GET /api/v1/stats
 # (received->submitted, received->first-step) covers that run only.
 set -euo pipefail
+# Access control is on: a throwaway state directory and a known admin key for the server, the bench and curl.
+export CITADEL_DATA_DIR=$(mktemp -d)
+export CITADEL_BOOTSTRAP_ADMIN_KEY="ck-$(openssl rand -hex 6)-$(openssl rand 32 | base64 | tr '+/' '-_' | tr -d '=\n')"
+export CITADEL_API_KEY=$CITADEL_BOOTSTRAP_ADMIN_KEY
+AUTH_HEADER="Authorization: Bearer $CITADEL_API_KEY"
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build}
 citadel=$build/citadel
@@ -64,7 +69,7 @@ for rep in $(seq "$repeats"); do
   run "prefix-c4-r$rep" --dataset prefix-repetition --prefix-len 96 --num-prefixes 4 --random-input-len 32 \
     --random-output-len 64 --ignore-eos --concurrency 4 --num-prompts 16
 done
-curl -s "$base/api/v1/stats" >"$work/stats-closed.json"
+curl -s -H "$AUTH_HEADER" "$base/api/v1/stats" >"$work/stats-closed.json"
 stop_server
 
 for rep in $(seq "$repeats"); do
@@ -74,7 +79,7 @@ for rep in $(seq "$repeats"); do
   seed=$((100 + rep))
   run "rps1000-r$rep" --dataset random --random-input-len 16 --random-output-len 1 --request-rate 1000 \
     --num-prompts "$rps_prompts"
-  curl -s "$base/api/v1/stats" >"$work/stats-rps-r$rep.json"
+  curl -s -H "$AUTH_HEADER" "$base/api/v1/stats" >"$work/stats-rps-r$rep.json"
   stop_server
 done
 python3 "$root/bench/serving/assemble.py" "$work" "$root" "$repeats"

@@ -20,9 +20,11 @@ if ! python3 -c "import schemathesis" 2>/dev/null; then echo "schemathesis: not 
 
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
+# A known bootstrap admin key (ck-<12 hex>-<43 base64url>) so that schemathesis can authenticate.
+KEY="ck-$(openssl rand -hex 6)-$(openssl rand 32 | base64 | tr '+/' '-_' | tr -d '=\n')"
 # A small context bounds every generation (requests without max_tokens run to the end of the context).
-"$CITADEL_BIN" serve --model "$MODEL" --served-model-name smollm2 --port 0 --max-context 96 --kv-memory-mb 64 \
-  >"$tmp/out" 2>"$tmp/err" &
+CITADEL_BOOTSTRAP_ADMIN_KEY="$KEY" "$CITADEL_BIN" serve --model "$MODEL" --served-model-name smollm2 --port 0 \
+  --max-context 96 --kv-memory-mb 64 --data-dir "$tmp/state" >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 for _ in $(seq 1 600); do
   grep -q "citadel serve: ready" "$tmp/out" 2>/dev/null && break
@@ -42,7 +44,8 @@ PY
 # Run from $tmp: schemathesis keeps a .schemathesis/ cache in the working directory.
 (cd "$tmp" && schemathesis run "$tmp/openapi.yaml" --url "http://127.0.0.1:$port" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --phases examples,fuzzing --max-examples 30 --seed 1 --generation-database none --request-timeout 120 --no-color -w 1)
+  --phases examples,fuzzing --max-examples 30 --seed 1 --generation-database none --request-timeout 120 --no-color -w 1 \
+  -H "Authorization: Bearer $KEY")
 kill -TERM $pid
 wait $pid
 echo "server exited cleanly"

@@ -1,13 +1,65 @@
 #include "api/service.h"
 
+#include "api/admin_routes.h"
 #include "api/errors.h"
 #include "api/openai/request.h"
+#include "base/check.h"
+#include "base/log.h"
 
 namespace citadel::api {
 
 using ojson = nlohmann::ordered_json;
+using auth::Permission;
 
-Service::Service() : stats_(std::make_shared<ServiceStats>()) {}
+void reply_json(server::Responder& r, int status, const nlohmann::json& body) {
+  server::HttpResponse resp;
+  resp.status = status;
+  resp.headers.push_back({"Content-Type", "application/json"});
+  resp.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  r.send(std::move(resp));
+}
+
+void reply_error(server::Responder& r, RequestContext* ctx, const ApiError& e) {
+  if (ctx) ctx->set_error(e.code, e.message);
+  r.send(error_response(e));
+}
+
+Service::Service(std::shared_ptr<Access> access)
+    : stats_(std::make_shared<ServiceStats>()), access_(std::move(access)) {
+  add_route("GET", "/health", Permission::kPublic, [](auto&, auto, auto r) { reply_json(*r, 200, {{"status", "ok"}}); });
+  add_route("GET", "/ready", Permission::kPublic, [this](auto&, auto ctx, auto r) {
+    if (!ready()) return reply_error(*r, ctx.get(), unavailable(host() ? "draining" : "not ready"));
+    reply_json(*r, 200, {{"status", "ready"}});
+  });
+  add_route("POST", "/v1/chat/completions", Permission::kInference,
+            [this](auto& req, auto ctx, auto r) { generate(Endpoint::kChat, req, ctx, r); });
+  add_route("POST", "/v1/completions", Permission::kInference,
+            [this](auto& req, auto ctx, auto r) { generate(Endpoint::kCompletion, req, ctx, r); });
+  add_route("POST", "/api/v1/infer", Permission::kInference,
+            [this](auto& req, auto ctx, auto r) { generate(Endpoint::kInfer, req, ctx, r); });
+  add_route("GET", "/v1/models", Permission::kModelsRead, [this](auto& req, auto ctx, auto r) { models(req, *ctx, *r); });
+  add_route("GET", "/v1/models/{id}", Permission::kModelsRead,
+            [this](auto& req, auto ctx, auto r) { models(req, *ctx, *r); });
+  add_route("GET", "/api/v1/stats", Permission::kStatsRead,
+            [this](auto&, auto, auto r) { reply_json(*r, 200, stats_json()); });
+  // The route table itself (method, pattern, permission): what the access tests walk, so none can be missed.
+  add_route("GET", "/admin/v1/routes", Permission::kAdmin, [this](auto&, auto, auto r) {
+    nlohmann::json data = nlohmann::json::array();
+    for (const auto& rt : routes_.routes())
+      data.push_back({{"method", rt.method}, {"path", rt.pattern}, {"permission", auth::permission_name(rt.permission)}});
+    reply_json(*r, 200, {{"object", "list"}, {"data", data}});
+  });
+  if (access_ && access_->enabled() && access_->keys())
+    for (auto& route : admin_routes(access_)) {
+      const Status st = routes_.add(std::move(route));
+      CHECK_MSG(st.ok(), st.message().c_str());
+    }
+}
+
+void Service::add_route(const char* method, const char* pattern, Permission perm, RouteHandler h) {
+  const Status st = routes_.add(Route(method, pattern, perm, std::move(h)));
+  CHECK_MSG(st.ok(), st.message().c_str());
+}
 
 void Service::set_host(std::shared_ptr<const ModelHost> host) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -20,20 +72,6 @@ std::shared_ptr<const ModelHost> Service::host() const {
 }
 
 bool Service::ready() const { return host() != nullptr && !draining_.load(); }
-
-void Service::reply(server::Responder& r, int status, const nlohmann::json& body) {
-  server::HttpResponse resp;
-  resp.status = status;
-  resp.headers.push_back({"Content-Type", "application/json"});
-  resp.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  stats_->record_request(status);
-  r.send(std::move(resp));
-}
-
-void Service::reply_error(server::Responder& r, const ApiError& e) {
-  stats_->record_request(e.status);
-  r.send(error_response(e));
-}
 
 nlohmann::json Service::stats_json() const {
   nlohmann::json j;
@@ -58,12 +96,32 @@ nlohmann::json Service::stats_json() const {
   return j;
 }
 
-void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared_ptr<server::Responder> r) {
+void Service::models(const server::HttpRequest& http, RequestContext& ctx, ObservedResponder& r) {
+  auto h = host();
+  auto card = [&](const ModelHost& mh) {
+    return nlohmann::json{{"id", mh.served_name}, {"object", "model"}, {"created", mh.created},
+                          {"owned_by", "citadel"}, {"max_model_len", mh.max_context}};
+  };
+  const bool visible = h && (!ctx.principal || ctx.principal->may_use_model(h->served_name));
+  auto it = ctx.path_params.find("id");
+  if (it == ctx.path_params.end()) {
+    nlohmann::json data = nlohmann::json::array();
+    if (visible) data.push_back(card(*h));
+    return reply_json(r, 200, {{"object", "list"}, {"data", data}});
+  }
+  const std::string& id = it->second;
+  ctx.set_model(id);
+  if (visible && h->accepts(id)) return reply_json(r, 200, card(*h));
+  reply_error(r, &ctx, not_found("the model '" + id.substr(0, 200) + "' does not exist", "model_not_found"));
+}
+
+void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared_ptr<RequestContext> ctx,
+                       std::shared_ptr<ObservedResponder> r) {
   auto host = this->host();
-  if (!host) return reply_error(*r, unavailable("the model is not loaded yet"));
-  if (draining_) return reply_error(*r, unavailable("the server is shutting down"));
+  if (!host) return reply_error(*r, ctx.get(), unavailable("the model is not loaded yet"));
+  if (draining_) return reply_error(*r, ctx.get(), unavailable("the server is shutting down"));
   ojson body;
-  if (auto e = parse_json_body(http.body, &body)) return reply_error(*r, *e);
+  if (auto e = parse_json_body(http.body, &body)) return reply_error(*r, ctx.get(), *e);
   ParsedRequest req;
   std::optional<ApiError> err;
   switch (ep) {
@@ -71,61 +129,79 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
     case Endpoint::kCompletion: err = parse_completion_request(body, &req); break;
     case Endpoint::kInfer: err = parse_infer_request(body, &req); break;
   }
-  if (err) return reply_error(*r, *err);
+  if (err) return reply_error(*r, ctx.get(), *err);
+  ctx->set_model(req.model.empty() ? host->served_name : req.model);
   if (ep != Endpoint::kInfer || !req.model.empty()) {
     if (!host->accepts(req.model))
-      return reply_error(*r, bad_request("the model '" + req.model.substr(0, 200) + "' does not exist; this server "
-                                             "serves '" + host->served_name + "'",
-                                         "model", "model_not_found"));
+      return reply_error(*r, ctx.get(),
+                         bad_request("the model '" + req.model.substr(0, 200) + "' does not exist; this server "
+                                         "serves '" + host->served_name + "'",
+                                     "model", "model_not_found"));
+  }
+  const auth::Principal* who = ctx->principal ? &*ctx->principal : nullptr;
+  if (who && !who->may_use_model(host->served_name)) {
+    ApiError e;
+    e.status = 403, e.type = "permission_error", e.code = "model_not_allowed", e.param = "model";
+    e.message = "this credential may not use the model '" + host->served_name + "'";
+    return reply_error(*r, ctx.get(), e);
   }
   PreparedRequest prep;
-  if (auto e = prepare_prompts(*host, req, &prep)) return reply_error(*r, *e);
-  start_generation(std::move(host), stats_, http, std::move(req), std::move(prep), std::move(r));
+  if (auto e = prepare_prompts(*host, req, &prep)) return reply_error(*r, ctx.get(), *e);
+  // A request that names no max_tokens gets the caller's per-request cap instead of the rest of the context.
+  const auto cap = who ? who->limits.max_tokens_per_request : std::nullopt;
+  if (req.max_tokens < 0 && cap && *cap > 0 && prep.max_tokens > *cap) prep.max_tokens = static_cast<int>(*cap);
+  if (access_ && access_->enabled()) {
+    int64_t tokens = 0;
+    for (const auto& p : prep.prompts) tokens += static_cast<int64_t>(p.tokens.size()) + prep.max_tokens;
+    tokens *= req.n;
+    if (auto e = access_->admit(*ctx, tokens, prep.max_tokens)) return reply_error(*r, ctx.get(), *e);
+  }
+  start_generation(std::move(host), stats_, http, std::move(req), std::move(prep), r, ctx);
 }
 
-void Service::handle(server::HttpRequest req, std::shared_ptr<server::Responder> r) {
-  const std::string& p = req.path;
-  const std::string& m = req.method;
-  auto route = [&](const char* method) { return m == method; };
-  if (p == "/v1/chat/completions" || p == "/v1/completions" || p == "/api/v1/infer") {
-    if (!route("POST")) return reply_error(*r, method_not_allowed(m, p));
-    const Endpoint ep = p == "/v1/chat/completions" ? Endpoint::kChat
-                        : p == "/v1/completions"    ? Endpoint::kCompletion
-                                                    : Endpoint::kInfer;
-    return generate(ep, req, std::move(r));
+void Service::exchange_ended(const ExchangeRecord& rec, const RequestContext& ctx) {
+  if (access_) access_->settle(ctx, rec);
+  stats_->record_request(rec.status);
+  for (const auto& fn : observers_) fn(rec, ctx);
+  if (log_level() > LogLevel::kDebug) return;
+  log_debug("exchange " + rec.request_id + " " + rec.method + " " + rec.route + " -> " + std::to_string(rec.status) +
+            " principal=" + (rec.principal_id.empty() ? "-" : rec.principal_id) + " tokens=" +
+            std::to_string(rec.prompt_tokens) + "+" + std::to_string(rec.completion_tokens));
+}
+
+void Service::handle(server::HttpRequest req, std::shared_ptr<server::Responder> raw) {
+  auto ctx = std::make_shared<RequestContext>();
+  ctx->request_id = req.request_id;
+  ctx->received_at = req.received_at;
+  ctx->client = req.peer;
+  ctx->method = req.method.substr(0, 16);
+  ctx->path = req.path;
+  auto r = ObservedResponder::create(std::move(raw), ctx,
+                                     [this](const ExchangeRecord& rec, const RequestContext& c) { exchange_ended(rec, c); });
+  if (req.transport_status != 0) {
+    ApiError e = bad_request(req.transport_error);
+    e.status = req.transport_status;
+    e.code = req.transport_status == 413 ? "request_too_large"
+             : req.transport_status == 431 ? "headers_too_large" : "malformed_request";
+    return reply_error(*r, ctx.get(), e);
   }
-  if (p == "/health") {
-    if (!route("GET")) return reply_error(*r, method_not_allowed(m, p));
-    return reply(*r, 200, {{"status", "ok"}});
+  const RouteTable::Match m = routes_.match(req.method, req.path);
+  if (m.route && m.route->permission == Permission::kPublic) {
+    ctx->route = m.route->pattern, ctx->permission = Permission::kPublic;
+    return m.route->handler(req, ctx, r);
   }
-  if (p == "/ready") {
-    if (!route("GET")) return reply_error(*r, method_not_allowed(m, p));
-    auto h = host();
-    if (!h) return reply_error(*r, unavailable("the model is not loaded yet"));
-    if (draining_) return reply_error(*r, unavailable("the server is shutting down"));
-    return reply(*r, 200, {{"status", "ready"}, {"model", h->served_name}});
+  auth::Principal who = anonymous_admin();
+  if (access_ && access_->enabled()) {
+    if (auto e = access_->authenticate(req, &who)) return reply_error(*r, ctx.get(), *e);
   }
-  if (p == "/api/v1/stats") {
-    if (!route("GET")) return reply_error(*r, method_not_allowed(m, p));
-    return reply(*r, 200, stats_json());
+  ctx->principal = who;
+  if (!m.route) {
+    if (m.path_known) return reply_error(*r, ctx.get(), method_not_allowed(req.method.substr(0, 16), req.path.substr(0, 200)));
+    return reply_error(*r, ctx.get(), not_found("no route for " + req.method.substr(0, 16) + " " + req.path.substr(0, 200), "not_found"));
   }
-  if (p == "/v1/models" || p.rfind("/v1/models/", 0) == 0) {
-    if (!route("GET")) return reply_error(*r, method_not_allowed(m, p));
-    auto h = host();
-    auto card = [&](const ModelHost& mh) {
-      return nlohmann::json{{"id", mh.served_name}, {"object", "model"}, {"created", mh.created},
-                            {"owned_by", "citadel"}, {"max_model_len", mh.max_context}};
-    };
-    if (p == "/v1/models") {
-      nlohmann::json data = nlohmann::json::array();
-      if (h) data.push_back(card(*h));
-      return reply(*r, 200, {{"object", "list"}, {"data", data}});
-    }
-    const std::string id = p.substr(std::string("/v1/models/").size());
-    if (h && h->accepts(id)) return reply(*r, 200, card(*h));
-    return reply_error(*r, not_found("the model '" + id.substr(0, 200) + "' does not exist", "model_not_found"));
-  }
-  return reply_error(*r, not_found("no route for " + m + " " + p.substr(0, 200), "not_found"));
+  ctx->route = m.route->pattern, ctx->permission = m.route->permission, ctx->path_params = m.params;
+  if (auto e = Access::authorise(who, m.route->permission)) return reply_error(*r, ctx.get(), *e);
+  m.route->handler(req, ctx, r);
 }
 
 }  // namespace citadel::api

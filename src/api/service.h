@@ -1,11 +1,16 @@
-// Service: the HTTP routes of the OpenAI-compatible API and the native endpoints, on top of one ModelHost.
+// Service: the HTTP API of Citadel on top of one ModelHost, as a route table behind one middleware chain.
 //
-//   POST /v1/chat/completions, POST /v1/completions     OpenAI (streaming and not)
-//   GET  /v1/models, GET /v1/models/{id}
-//   POST /api/v1/infer                                  native {prompt, max_tokens, ...} -> {text, usage}
-//   GET  /api/v1/stats                                  engine + server counters (generated tokens, cancelled, ...)
-//   GET  /health (alive), GET /ready (model loaded, engine running, not draining; 503 otherwise)
-// Unknown routes 404, wrong methods 405, every error in the OpenAI shape. Nothing here knows about sockets.
+//   every exchange:  ObservedResponder (exactly one ExchangeRecord at the end, also for transport errors and client
+//                    disconnects) -> route match -> authenticate -> authorise (role x permission) -> handler
+//                    (inference handlers run the quota stage once the prompt is tokenized: Access::admit)
+//   GET  /health, /ready                          public (reveal nothing beyond up / ready)
+//   POST /v1/chat/completions, /v1/completions, /api/v1/infer           inference
+//   GET  /v1/models, /v1/models/{id}                                    models.read
+//   GET  /api/v1/stats                                                  stats.read
+//   /admin/v1/keys..., /admin/v1/tenants...                             admin (developer: its own keys)
+//   GET  /admin/v1/routes                                               admin (the table: method, path, permission)
+// Unknown routes 404 and wrong methods 405 (after authentication: an anonymous caller learns nothing of the route
+// map), every error in the OpenAI shape. Nothing here knows about sockets.
 // Thread-safety: handle() may run concurrently on any I/O thread; set_host()/set_draining() from any thread.
 #pragma once
 
@@ -13,16 +18,21 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
+#include "api/access.h"
 #include "api/model_host.h"
+#include "api/observed_responder.h"
 #include "api/openai/generation.h"
+#include "api/router.h"
 #include "server/http_types.h"
 
 namespace citadel::api {
 
 class Service {
  public:
-  Service();
+  // access: null = access control disabled (every caller an anonymous admin).
+  explicit Service(std::shared_ptr<Access> access = nullptr);
   // The model is served from now on (nullptr: not ready).
   void set_host(std::shared_ptr<const ModelHost> host);
   std::shared_ptr<const ModelHost> host() const;
@@ -34,11 +44,16 @@ class Service {
   std::shared_ptr<ServiceStats> stats() const { return stats_; }
   // Extra JSON merged into /api/v1/stats (e.g. transport counters); set once before serving.
   void set_extra_stats(std::function<nlohmann::json()> fn) { extra_stats_ = std::move(fn); }
+  // Called once per exchange, after quota settlement (audit and metrics attach here). Set before serving.
+  void add_observer(ExchangeCallback fn) { observers_.push_back(std::move(fn)); }
+  const RouteTable& routes() const { return routes_; }
 
  private:
-  void reply(server::Responder& r, int status, const nlohmann::json& body);
-  void reply_error(server::Responder& r, const ApiError& e);
-  void generate(Endpoint ep, const server::HttpRequest& req, std::shared_ptr<server::Responder> r);
+  void add_route(const char* method, const char* pattern, auth::Permission perm, RouteHandler h);
+  void exchange_ended(const ExchangeRecord& rec, const RequestContext& ctx);
+  void generate(Endpoint ep, const server::HttpRequest& req, std::shared_ptr<RequestContext> ctx,
+                std::shared_ptr<ObservedResponder> r);
+  void models(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r);
   nlohmann::json stats_json() const;
 
   mutable std::mutex mu_;
@@ -46,6 +61,13 @@ class Service {
   std::atomic<bool> draining_{false};
   std::shared_ptr<ServiceStats> stats_;
   std::function<nlohmann::json()> extra_stats_;
+  std::shared_ptr<Access> access_;
+  RouteTable routes_;
+  std::vector<ExchangeCallback> observers_;
 };
+
+// Answers helpers shared by the route handlers (they also note the error in the request's context).
+void reply_json(server::Responder& r, int status, const nlohmann::json& body);
+void reply_error(server::Responder& r, RequestContext* ctx, const ApiError& e);
 
 }  // namespace citadel::api

@@ -184,6 +184,7 @@ class Bench {
   }
   void give_conn(std::unique_ptr<Conn> c) { idle_.push_back(std::move(c)); }
   const std::string& host() const { return host_; }
+  const BenchOptions& opts() const { return o_; }
   std::string target() const { return path_prefix_ + o_.endpoint; }
   void finished(int idx, RequestResult r) {
     results_[idx] = std::move(r);
@@ -266,7 +267,7 @@ void Call::start() {
   req_ = http::request<http::string_body>(http::verb::post, b_->target(), 11);
   req_.set(http::field::host, b_->host());
   req_.set(http::field::content_type, "application/json");
-  req_.set(http::field::authorization, "Bearer bench");
+  req_.set(http::field::authorization, "Bearer " + b_->opts().api_key);
   req_.keep_alive(true);
   req_.body() = body_;
   req_.prepare_payload();

@@ -39,6 +39,7 @@ struct BenchOptions {
   int logprobs = -1;                          // >= 0: ask for logprobs (completions: logprobs N; chat: top_logprobs N)
   std::vector<std::string> goodput;           // "ttft:MS", "tpot:MS", "e2el:MS"
   int timeout_s = 600;
+  std::string api_key = "bench";              // sent as Authorization: Bearer <api_key>
 };
 
 struct RequestResult {

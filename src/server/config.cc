@@ -47,6 +47,25 @@ const std::vector<Field>& fields() {
       {"drain_timeout_s", Kind::kInt, nullptr, &ServeConfig::drain_timeout_s, 0, 86400, "shutdown drain deadline"},
       {"max_connections", Kind::kInt, nullptr, &ServeConfig::max_connections, 1, 1 << 20, "open connections"},
       {"log_level", Kind::kString, &ServeConfig::log_level, nullptr, 0, 0, "debug|info|warn|error"},
+      {"data_dir", Kind::kString, &ServeConfig::data_dir, nullptr, 0, 0,
+       "state directory (keys, quotas; default ~/.local/share/citadel)"},
+      {"state_db", Kind::kString, &ServeConfig::state_db, nullptr, 0, 0,
+       "state database: SQLite path or postgresql:// URL (default DATA_DIR/state.db)"},
+      {"auth", Kind::kString, &ServeConfig::auth, nullptr, 0, 0, "on (API keys / OIDC, roles, quotas) or off"},
+      {"admin_key_file", Kind::kString, &ServeConfig::admin_key_file, nullptr, 0, 0,
+       "first start: read the bootstrap admin key from this file (also $CITADEL_BOOTSTRAP_ADMIN_KEY)"},
+      {"oidc_issuer", Kind::kString, &ServeConfig::oidc_issuer, nullptr, 0, 0, "accept OIDC bearer JWTs of this issuer"},
+      {"oidc_audience", Kind::kString, &ServeConfig::oidc_audience, nullptr, 0, 0, "accepted audiences (comma list)"},
+      {"oidc_jwks", Kind::kString, &ServeConfig::oidc_jwks, nullptr, 0, 0, "JWKS file or http(s) URL"},
+      {"oidc_role_claim", Kind::kString, &ServeConfig::oidc_role_claim, nullptr, 0, 0,
+       "claim holding the role (dotted path; string or array)"},
+      {"oidc_tenant_claim", Kind::kString, &ServeConfig::oidc_tenant_claim, nullptr, 0, 0, "claim holding the tenant"},
+      {"oidc_default_role", Kind::kString, &ServeConfig::oidc_default_role, nullptr, 0, 0,
+       "role of tokens without one (empty: refuse)"},
+      {"tls_cert", Kind::kString, &ServeConfig::tls_cert, nullptr, 0, 0, "TLS certificate chain (PEM): HTTPS, TLS 1.3"},
+      {"tls_key", Kind::kString, &ServeConfig::tls_key, nullptr, 0, 0, "TLS private key (PEM)"},
+      {"tls_client_ca", Kind::kString, &ServeConfig::tls_client_ca, nullptr, 0, 0,
+       "require client certificates signed by this CA (PEM)"},
   };
   return f;
 }
@@ -171,13 +190,31 @@ Status build_config(const std::string& config_file, char** env, const std::map<s
   return OkStatus();
 }
 
+// A database URL or conninfo without its password ("postgresql://u:***@h/db", "password=***").
+std::string mask_password(std::string v) {
+  const size_t scheme = v.find("://");
+  if (scheme != std::string::npos) {
+    const size_t at = v.find('@', scheme);
+    const size_t colon = v.find(':', scheme + 3);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) v.replace(colon + 1, at - colon - 1, "***");
+  }
+  const size_t pw = v.find("password=");
+  if (pw != std::string::npos) {
+    const size_t end = v.find(' ', pw);
+    v.replace(pw + 9, (end == std::string::npos ? v.size() : end) - pw - 9, "***");
+  }
+  return v;
+}
+
 std::string config_to_yaml(const ServeConfig& c) {
   std::string s;
   for (const auto& f : fields()) {
     const std::string name = f.name;
-    std::string v = f.kind == Kind::kString ? "\"" + c.*(f.s) + "\"" : std::to_string(c.*(f.i));
-    if (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
-        name.find("token") != std::string::npos)
+    std::string v = f.kind == Kind::kString ? "\"" + mask_password(c.*(f.s)) + "\"" : std::to_string(c.*(f.i));
+    // Paths to key files are not secrets; anything else named like one is masked.
+    const bool path = name == "tls_key" || name == "admin_key_file";
+    if (!path && (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
+                  name.find("token") != std::string::npos))
       v = "\"***\"";
     s += name + ": " + v + "\n";
   }

@@ -36,6 +36,20 @@ struct ServeConfig {
   int drain_timeout_s = 30;          // graceful shutdown: running requests get this long
   int max_connections = 10000;
   std::string log_level = "info";
+  // Identity and access (docs/SECURITY.md).
+  std::string data_dir;              // "" = $CITADEL_DATA_DIR, $XDG_DATA_HOME/citadel or ~/.local/share/citadel
+  std::string state_db;              // "" = <data_dir>/state.db (SQLite); or postgresql://... (shared by replicas)
+  std::string auth = "on";           // on | off (off: every caller is an anonymous admin; never in production)
+  std::string admin_key_file;        // first start: the bootstrap admin key is read from here instead of generated
+  std::string oidc_issuer;           // set: bearer JWTs from this issuer are accepted (with oidc_jwks)
+  std::string oidc_audience;         // comma-separated accepted audiences
+  std::string oidc_jwks;             // JWKS file path or http(s) URL (Keycloak: .../protocol/openid-connect/certs)
+  std::string oidc_role_claim = "citadel_role";   // dotted path, string or array (realm_access.roles)
+  std::string oidc_tenant_claim = "citadel_tenant";
+  std::string oidc_default_role;     // role for tokens without a recognised role claim ("" = refuse them)
+  std::string tls_cert;              // PEM certificate chain; with tls_key: HTTPS only, TLS 1.3
+  std::string tls_key;               // PEM private key
+  std::string tls_client_ca;         // PEM CA bundle: clients must present a certificate it signed
 };
 
 struct ConfigKey {
@@ -58,6 +72,9 @@ std::map<std::string, std::string> env_overrides(char** env);
 // Layers: defaults < file < env < flags. Unknown keys in the file are errors (typos should not pass silently).
 Status build_config(const std::string& config_file, char** env, const std::map<std::string, std::string>& flags,
                     ServeConfig* out);
+
+// A database URL or libpq conninfo with its password replaced by ***.
+std::string mask_password(std::string url_or_conninfo);
 
 // The effective configuration as YAML text (no secrets in here today; keys named *key*/*secret*/*token* are masked).
 std::string config_to_yaml(const ServeConfig& c);

@@ -11,12 +11,12 @@ MSG = [{"role": "user", "content": "Name three colours."}]
 
 
 def stats(server):
-    return requests.get(server.base_url + "/api/v1/stats", timeout=10).json()
+    return server.http.get(server.base_url + "/api/v1/stats", timeout=10).json()
 
 
 def test_health_ready_models(server, client, model_name):
-    assert requests.get(server.base_url + "/health").status_code == 200
-    r = requests.get(server.base_url + "/ready")
+    assert server.http.get(server.base_url + "/health").status_code == 200
+    r = server.http.get(server.base_url + "/ready")
     assert r.status_code == 200 and r.json()["status"] == "ready"
     ids = [m.id for m in client.models.list().data]
     assert ids == [model_name]
@@ -117,26 +117,26 @@ def test_errors_map_to_sdk_exceptions(server, client, model_name):
         client.chat.completions.create(model=model_name, messages=MSG, temperature="hot")
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=model_name, messages=[{"role": "wizard", "content": "x"}])
-    r = requests.post(server.base_url + "/v1/chat/completions", data="{not json",
+    r = server.http.post(server.base_url + "/v1/chat/completions", data="{not json",
                       headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
-    assert requests.get(server.base_url + "/v1/nothing").status_code == 404
-    r = requests.get(server.base_url + "/v1/chat/completions")
+    assert server.http.get(server.base_url + "/v1/nothing").status_code == 404
+    r = server.http.get(server.base_url + "/v1/chat/completions")
     assert r.status_code == 405 and set(r.json()["error"]) == {"message", "type", "param", "code"}
-    r = requests.post(server.base_url + "/v1/completions", data=b"x" * (9 << 20))
+    r = server.http.post(server.base_url + "/v1/completions", data=b"x" * (9 << 20))
     assert r.status_code == 413
 
 
 def test_x_request_id(server):
-    r = requests.get(server.base_url + "/health", headers={"x-request-id": "abc-123"})
+    r = server.http.get(server.base_url + "/health", headers={"x-request-id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
-    r1 = requests.get(server.base_url + "/nope")
-    r2 = requests.get(server.base_url + "/nope")
+    r1 = server.http.get(server.base_url + "/nope")
+    r2 = server.http.get(server.base_url + "/nope")
     assert r1.headers["x-request-id"] and r1.headers["x-request-id"] != r2.headers["x-request-id"]
 
 
 def test_native_infer(server):
-    r = requests.post(server.base_url + "/api/v1/infer", json={"prompt": "Hello", "max_tokens": 4,
+    r = server.http.post(server.base_url + "/api/v1/infer", json={"prompt": "Hello", "max_tokens": 4,
                                                                 "temperature": 0})
     assert r.status_code == 200, r.text
     j = r.json()
@@ -163,7 +163,7 @@ def test_cancel_on_disconnect(server, model_spec):
     before = stats(server)["engine"]
     body = {"model": "smollm2", "prompt": "Write a long story about the sea.", "max_tokens": 1500,
             "temperature": 0.7, "seed": 1, "stream": True}
-    with requests.post(server.base_url + "/v1/completions", json=body, stream=True, timeout=60) as r:
+    with server.http.post(server.base_url + "/v1/completions", json=body, stream=True, timeout=60) as r:
         assert r.status_code == 200
         n = 0
         for line in r.iter_lines():
@@ -189,7 +189,7 @@ def test_rate_limited_when_queue_is_full(model_spec):
     s = Server(["--model", model_spec, "--served-model-name", "smollm2", "--max-queue", "1", "--max-seqs", "1",
                 "--max-context", "1024", "--kv-memory-mb", "64"])
     try:
-        c = openai.OpenAI(base_url=s.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        c = openai.OpenAI(base_url=s.base_url + "/v1", api_key=s.admin_key, max_retries=0, timeout=120)
 
         def one(i):
             try:
@@ -209,12 +209,12 @@ def test_graceful_shutdown_finishes_running_requests(model_spec):
     from conftest import Server
     s = Server(["--model", model_spec, "--served-model-name", "smollm2", "--max-context", "1024",
                 "--kv-memory-mb", "64", "--drain-timeout-s", "30"])
-    c = openai.OpenAI(base_url=s.base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    c = openai.OpenAI(base_url=s.base_url + "/v1", api_key=s.admin_key, max_retries=0, timeout=120)
     with cf.ThreadPoolExecutor(1) as ex:
         fut = ex.submit(lambda: c.completions.create(model="smollm2", prompt="Hello", max_tokens=24, temperature=0))
         deadline = time.time() + 20
         while (time.time() < deadline and not fut.done() and
-               requests.get(s.base_url + "/api/v1/stats").json()["engine"]["running"] == 0):
+               s.http.get(s.base_url + "/api/v1/stats").json()["engine"]["running"] == 0):
             time.sleep(0.01)
         code = s.stop()
         r = fut.result()

@@ -4,6 +4,7 @@
 //     [--ignore-eos] [--prefix-len N --num-prefixes K] [--num-prompts N] [--concurrency C] [--request-rate R]
 //     [--seed S] [--goodput ttft:MS tpot:MS] [--result-file out.json]
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 
@@ -12,7 +13,11 @@
 
 namespace {
 
-int run(const citadel::bench::BenchOptions& o, const std::string& result_file) {
+int run(citadel::bench::BenchOptions o, const std::string& result_file) {
+  if (o.api_key.empty() || o.api_key == "bench") {
+    if (const char* k = std::getenv("CITADEL_API_KEY"); k && *k) o.api_key = k;
+    else if (const char* k2 = std::getenv("OPENAI_API_KEY"); k2 && *k2) o.api_key = k2;
+  }
   auto r = citadel::bench::run_bench(o);
   if (!r.ok()) {
     std::fprintf(stderr, "citadel bench: %s\n", r.status().message().c_str());
@@ -66,6 +71,7 @@ citadel::cli::Registrar reg("bench", "Serving benchmark (TTFT, TPOT, ITL, E2EL, 
   sub.add_option("--prefix-len", o->prefix_len, "prefix-repetition: shared prefix length");
   sub.add_option("--num-prefixes", o->num_prefixes, "prefix-repetition: distinct prefixes");
   sub.add_option("--num-prompts", o->num_prompts, "requests to send");
+  sub.add_option("--api-key", o->api_key, "API key (default $CITADEL_API_KEY or OPENAI_API_KEY)");
   sub.add_option("--concurrency", o->concurrency, "max requests in flight (0 = unbounded)");
   sub.add_option("--request-rate", o->request_rate, "Poisson arrivals per second (0 = all at once)");
   sub.add_option("--seed", o->seed, "seed for prompts and arrivals");

@@ -6,15 +6,23 @@
 // cancel the rest, exit 0.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <thread>
 
+#include "api/access.h"
 #include "api/model_loader.h"
 #include "api/service.h"
+#include "api/state.h"
+#include "auth/key_store.h"
+#include "auth/oidc.h"
+#include "auth/quota.h"
 #include "base/log.h"
 #include "command.h"
 #include "server/config.h"
+#include "server/http_fetch.h"
 #include "server/http_server.h"
 
 extern char** environ;
@@ -27,6 +35,93 @@ struct ServeFlags {
   std::string config_file;
   std::map<std::string, std::string> values;  // key (underscores) -> text, for flags given
 };
+
+// Identity and access for `serve`: the state store, the bootstrap admin key, the OIDC verifier.
+struct AccessSetup {
+  std::unique_ptr<api::State> state;
+  std::unique_ptr<auth::OidcVerifier> oidc;
+  std::shared_ptr<api::Access> access;
+};
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i <= s.size()) {
+    const size_t j = s.find(',', i);
+    std::string item = s.substr(i, j == std::string::npos ? std::string::npos : j - i);
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    if (!item.empty()) out.push_back(item);
+    if (j == std::string::npos) break;
+    i = j + 1;
+  }
+  return out;
+}
+
+// The bootstrap admin key on first start: from admin_key_file or $CITADEL_BOOTSTRAP_ADMIN_KEY (automation), else
+// generated and printed once on stdout.
+Status bootstrap_admin(const server::ServeConfig& cfg, auth::KeyStore& keys) {
+  std::string given;
+  if (!cfg.admin_key_file.empty()) {
+    FILE* f = std::fopen(cfg.admin_key_file.c_str(), "rb");
+    if (!f) return IoError(cfg.admin_key_file + ": cannot read the admin key file");
+    char buf[512];
+    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    given.assign(buf, n);
+    while (!given.empty() && (given.back() == '\n' || given.back() == '\r' || given.back() == ' ')) given.pop_back();
+  } else if (const char* e = std::getenv("CITADEL_BOOTSTRAP_ADMIN_KEY"); e && *e) {
+    given = e;
+  }
+  auto raw = keys.ensure_bootstrap_admin(static_cast<int64_t>(std::time(nullptr)), given);
+  if (!raw.ok()) return raw.status();
+  if (raw->empty()) return OkStatus();  // an admin key exists already
+  if (given.empty()) {
+    std::printf("citadel serve: first start: admin API key (shown once, store it now): %s\n", raw->c_str());
+    std::fflush(stdout);
+  } else {
+    log_info("first start: the bootstrap admin key was installed from the given file or environment");
+  }
+  return OkStatus();
+}
+
+Result<AccessSetup> setup_access(const server::ServeConfig& cfg) {
+  AccessSetup a;
+  api::AccessOptions ao;
+  if (cfg.auth == "off") {
+    log_warn("access control is OFF (--auth off): every caller is an anonymous admin; never expose this server");
+    ao.enabled = false;
+    a.access = std::make_shared<api::Access>(ao);
+    return a;
+  }
+  auto st = api::open_state(cfg.data_dir, cfg.state_db);
+  if (!st.ok()) return st.status();
+  a.state = std::move(*st);
+  log_info("state: " + a.state->db->describe());
+  RETURN_IF_ERROR(bootstrap_admin(cfg, *a.state->keys));
+  if (!cfg.oidc_issuer.empty() || !cfg.oidc_jwks.empty()) {
+    if (cfg.oidc_issuer.empty() || cfg.oidc_jwks.empty() || cfg.oidc_audience.empty())
+      return InvalidArgument("OIDC needs oidc_issuer, oidc_audience and oidc_jwks together");
+    auth::OidcConfig oc;
+    oc.issuer = cfg.oidc_issuer;
+    oc.audiences = split_list(cfg.oidc_audience);
+    const bool url = cfg.oidc_jwks.rfind("http://", 0) == 0 || cfg.oidc_jwks.rfind("https://", 0) == 0;
+    (url ? oc.jwks_url : oc.jwks_file) = cfg.oidc_jwks;
+    oc.role_claim = cfg.oidc_role_claim;
+    oc.tenant_claim = cfg.oidc_tenant_claim;
+    oc.default_role = cfg.oidc_default_role;
+    auto v = auth::OidcVerifier::create(oc, [](const std::string& u) { return server::http_get(u); });
+    if (!v.ok()) return v.status().with_context("OIDC");
+    a.oidc = std::move(*v);
+    log_info("OIDC: accepting bearer tokens of " + cfg.oidc_issuer);
+  }
+  ao.keys = a.state->keys.get();
+  ao.quotas = a.state->quotas.get();
+  ao.oidc = a.oidc.get();
+  ao.lease_ttl_s = cfg.request_timeout_s + 60;
+  a.access = std::make_shared<api::Access>(ao);
+  return a;
+}
 
 LogLevel parse_level(const std::string& s) {
   if (s == "debug") return LogLevel::kDebug;
@@ -46,18 +141,32 @@ int run_serve(const ServeFlags& flags) {
     std::fprintf(stderr, "citadel serve: sampling must be device or host, got '%s'\n", cfg.sampling.c_str());
     return 2;
   }
+  if (cfg.auth != "on" && cfg.auth != "off") {
+    std::fprintf(stderr, "citadel serve: auth must be on or off, got '%s'\n", cfg.auth.c_str());
+    return 2;
+  }
+  if (cfg.tls_cert.empty() != cfg.tls_key.empty()) {
+    std::fprintf(stderr, "citadel serve: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
   set_log_level(parse_level(cfg.log_level));
   std::fprintf(stderr, "citadel serve: effective configuration\n%s", server::config_to_yaml(cfg).c_str());
+  auto access = setup_access(cfg);
+  if (!access.ok()) {
+    std::fprintf(stderr, "citadel serve: %s\n", access.status().message().c_str());
+    return 1;
+  }
 
   // Signals are handled synchronously by this thread (sigwait); block them before any thread starts.
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  auto service = std::make_shared<api::Service>();
+  auto service = std::make_shared<api::Service>(access->access);
   server::HttpServerOptions hopts;
   hopts.host = cfg.host;
   hopts.port = cfg.port;
@@ -65,6 +174,9 @@ int run_serve(const ServeFlags& flags) {
   hopts.max_body_bytes = static_cast<size_t>(cfg.max_body_mb) << 20;
   hopts.idle_timeout_s = cfg.idle_timeout_s;
   hopts.max_connections = cfg.max_connections;
+  hopts.tls_cert_file = cfg.tls_cert;
+  hopts.tls_key_file = cfg.tls_key;
+  hopts.tls_client_ca_file = cfg.tls_client_ca;
   server::HttpServer http(hopts, [service](server::HttpRequest req, std::shared_ptr<server::Responder> r) {
     service->handle(std::move(req), std::move(r));
   });
@@ -79,7 +191,8 @@ int run_serve(const ServeFlags& flags) {
     return 1;
   }
   // Machine-readable line (tests read the port from it when --port 0).
-  std::printf("citadel serve: listening on http://%s:%d\n", cfg.host.c_str(), http.port());
+  std::printf("citadel serve: listening on %s://%s:%d\n", cfg.tls_cert.empty() ? "http" : "https", cfg.host.c_str(),
+              http.port());
   std::fflush(stdout);
 
   api::ModelLoadOptions lo;
@@ -110,7 +223,17 @@ int run_serve(const ServeFlags& flags) {
   std::fflush(stdout);
 
   int sig = 0;
-  sigwait(&sigs, &sig);
+  for (;;) {
+    sigwait(&sigs, &sig);
+    if (sig != SIGHUP) break;
+    if (cfg.tls_cert.empty()) {
+      log_info("SIGHUP: nothing to reload (no TLS)");
+      continue;
+    }
+    const Status rs = http.reload_tls();
+    if (rs.ok()) log_info("SIGHUP: TLS certificate reloaded; new connections use it");
+    else log_warn("SIGHUP: TLS reload failed, keeping the old certificate: " + rs.message());
+  }
   log_info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + "; draining for up to " +
            std::to_string(cfg.drain_timeout_s) + " s");
   service->set_draining(true);

@@ -125,9 +125,10 @@ struct Delta {
 class Generation : public std::enable_shared_from_this<Generation> {
  public:
   Generation(std::shared_ptr<const ModelHost> host, std::shared_ptr<ServiceStats> stats, ParsedRequest req,
-             PreparedRequest prep, std::shared_ptr<server::Responder> r, double received_at)
+             PreparedRequest prep, std::shared_ptr<server::Responder> r, std::shared_ptr<RequestContext> ctx,
+             double received_at)
       : host_(std::move(host)), stats_(std::move(stats)), req_(std::move(req)), prep_(std::move(prep)),
-        responder_(std::move(r)), received_at_(received_at) {
+        responder_(std::move(r)), ctx_(std::move(ctx)), received_at_(received_at) {
     const bool chat = req_.endpoint == Endpoint::kChat;
     id_ = (chat ? "chatcmpl-" : "cmpl-") + random_suffix();
     created_ = static_cast<int64_t>(std::time(nullptr));
@@ -172,6 +173,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
         if (g.sampling.has_seed) g.sampling.seed += static_cast<uint64_t>(k);  // n choices differ, reproducibly
         g.max_tokens = prep_.max_tokens;
         if (!req_.ignore_eos) g.stop_token_ids = eog_;
+        if (ctx_ && ctx_->principal) g.tenant = ctx_->principal->tenant, g.principal = ctx_->principal->id;
         auto h = host_->engine->submit(std::move(g));
         if (!h.ok()) {
           for (auto& prev : choices_) prev->handle->cancel();
@@ -200,7 +202,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
   void fail(const ApiError& e) {
     finished_ = true;
-    stats_->record_request(e.status);
+    report(true);
+    if (ctx_) ctx_->set_error(e.code, e.message);
     responder_->send(error_response(e));
   }
 
@@ -212,6 +215,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
     finished_ = true;
     stats_->client_disconnects++;
     for (auto& c : choices_) c->handle->cancel();
+    report(true);
   }
 
   void pump() {
@@ -376,18 +380,37 @@ class Generation : public std::enable_shared_from_this<Generation> {
     responder_->write(sse_data(dump_json(j)));
   }
 
-  ojson usage_json() const {
-    int64_t prompt = 0, completion = 0, cached = 0;
+  // Token counts over every choice, from the engine's own counts (live from the handles when the exchange ends
+  // early: a client that disconnects mid-stream is charged for what was computed).
+  engine::Usage totals(bool live) const {
+    engine::Usage t;
     std::vector<bool> seen(prep_.prompts.size(), false);
     for (const auto& c : choices_) {
+      const engine::Usage u = live && c->handle ? c->handle->usage() : c->usage;
       if (!seen[c->prompt_index]) {
         seen[c->prompt_index] = true;
-        prompt += c->usage.prompt_tokens ? c->usage.prompt_tokens
-                                         : static_cast<int64_t>(prep_.prompts[c->prompt_index].tokens.size());
-        cached += c->usage.cached_prompt_tokens;
+        t.prompt_tokens += u.prompt_tokens ? u.prompt_tokens
+                                           : static_cast<int>(prep_.prompts[c->prompt_index].tokens.size());
+        t.cached_prompt_tokens += u.cached_prompt_tokens;
       }
-      completion += c->usage.completion_tokens;
+      t.completion_tokens += u.completion_tokens;
     }
+    return t;
+  }
+
+  void report(bool live) {
+    if (!ctx_) return;
+    const engine::Usage t = totals(live);
+    ctx_->set_usage(t.prompt_tokens, t.completion_tokens, t.cached_prompt_tokens);
+    std::string reason;
+    for (const auto& c : choices_)
+      if (reason.empty() || c->finish_reason != "stop") reason = c->finish_reason;
+    ctx_->set_finish_reason(live ? std::string("cancelled") : reason);
+  }
+
+  ojson usage_json() const {
+    const engine::Usage t = totals(false);
+    const int64_t prompt = t.prompt_tokens, completion = t.completion_tokens, cached = t.cached_prompt_tokens;
     ojson u;
     u["prompt_tokens"] = prompt;
     u["completion_tokens"] = completion;
@@ -398,6 +421,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
   void finish() {
     finished_ = true;
+    report(false);
     std::string error;
     for (const auto& c : choices_)
       if (!c->error.empty()) error = c->error;
@@ -412,7 +436,6 @@ class Generation : public std::enable_shared_from_this<Generation> {
       }
       responder_->write("data: [DONE]\n\n");
       responder_->end_stream();
-      stats_->record_request(200);
       return;
     }
     if (!error.empty()) {
@@ -424,7 +447,6 @@ class Generation : public std::enable_shared_from_this<Generation> {
     server::HttpResponse r;
     r.headers.push_back({"Content-Type", "application/json"});
     r.body = dump_json(final_body());
-    stats_->record_request(200);
     responder_->send(std::move(r));
   }
 
@@ -475,6 +497,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   ParsedRequest req_;
   PreparedRequest prep_;
   std::shared_ptr<server::Responder> responder_;
+  std::shared_ptr<RequestContext> ctx_;  // may be null (no observer)
   double received_at_;
   std::string id_;
   int64_t created_ = 0;
@@ -490,9 +513,9 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
 void start_generation(std::shared_ptr<const ModelHost> host, std::shared_ptr<ServiceStats> stats,
                       const server::HttpRequest& http, ParsedRequest req, PreparedRequest prep,
-                      std::shared_ptr<server::Responder> responder) {
+                      std::shared_ptr<server::Responder> responder, std::shared_ptr<RequestContext> ctx) {
   auto g = std::make_shared<Generation>(std::move(host), std::move(stats), std::move(req), std::move(prep),
-                                        std::move(responder), http.received_at);
+                                        std::move(responder), std::move(ctx), http.received_at);
   g->start();
 }
 

@@ -19,6 +19,7 @@
 #include "api/errors.h"
 #include "api/model_host.h"
 #include "api/openai/request.h"
+#include "api/request_context.h"
 #include "server/http_types.h"
 
 namespace citadel::api {
@@ -43,10 +44,12 @@ class ServiceStats {
 };
 
 // Starts the generation for an already parsed + prepared request; answers the responder in every case (errors
-// included). host must stay alive until the response completes (the generation holds a shared_ptr).
+// included). host must stay alive until the response completes (the generation holds a shared_ptr). ctx (may be
+// null) receives the engine's token counts and the finish reason before the response ends, and gives the engine
+// request its tenant and principal.
 void start_generation(std::shared_ptr<const ModelHost> host, std::shared_ptr<ServiceStats> stats,
                       const server::HttpRequest& http, ParsedRequest req, PreparedRequest prep,
-                      std::shared_ptr<server::Responder> responder);
+                      std::shared_ptr<server::Responder> responder, std::shared_ptr<RequestContext> ctx);
 
 // Shaping helpers (exposed for unit tests).
 std::string sse_data(const std::string& json_text);  // "data: <json>\n\n"

@@ -1,0 +1,310 @@
+#include "api/admin_routes.h"
+
+#include <ctime>
+
+#include <nlohmann/json.hpp>
+
+#include "api/observed_responder.h"
+#include "api/request_context.h"
+#include "api/service.h"
+#include "auth/key_store.h"
+
+namespace citadel::api {
+
+namespace {
+
+using json = nlohmann::json;
+using auth::Permission;
+using auth::Role;
+
+int64_t now_unix() { return static_cast<int64_t>(std::time(nullptr)); }
+
+const char* const kLimitNames[] = {"requests_per_minute", "tokens_per_minute", "concurrent_requests",
+                                   "max_tokens_per_request", "daily_tokens"};
+
+std::optional<int64_t>* limit_field(auth::QuotaLimits& q, int i) {
+  switch (i) {
+    case 0: return &q.requests_per_minute;
+    case 1: return &q.tokens_per_minute;
+    case 2: return &q.concurrent_requests;
+    case 3: return &q.max_tokens_per_request;
+    default: return &q.daily_tokens;
+  }
+}
+
+json limits_json(auth::QuotaLimits q) {
+  json j = json::object();
+  for (int i = 0; i < 5; ++i) {
+    const auto& f = *limit_field(q, i);
+    j[kLimitNames[i]] = f ? json(*f) : json(nullptr);
+  }
+  return j;
+}
+
+// {"requests_per_minute": 60, "daily_tokens": null, ...}: null clears (inherit); unknown names are errors.
+std::optional<ApiError> parse_limits(const json& j, auth::QuotaLimits* out) {
+  if (j.is_null()) return std::nullopt;
+  if (!j.is_object()) return bad_request("limits must be an object", "limits");
+  for (const auto& [k, v] : j.items()) {
+    int idx = -1;
+    for (int i = 0; i < 5; ++i)
+      if (k == kLimitNames[i]) idx = i;
+    if (idx < 0) return bad_request("unknown limit '" + k.substr(0, 64) + "'", "limits");
+    if (v.is_null()) limit_field(*out, idx)->reset();
+    else if (v.is_number_integer()) *limit_field(*out, idx) = v.get<int64_t>();
+    else return bad_request("limit '" + k + "' must be an integer or null", "limits");
+  }
+  return std::nullopt;
+}
+
+json key_json(const auth::ApiKeyInfo& k, int64_t now) {
+  const char* state = k.revoked_at ? "revoked" : (k.expires_at && k.expires_at <= now) ? "expired" : "active";
+  return {{"id", k.id},
+          {"object", "api_key"},
+          {"name", k.name},
+          {"role", auth::role_name(k.role)},
+          {"tenant", k.tenant},
+          {"state", state},
+          {"created_at", k.created_at},
+          {"expires_at", k.expires_at ? json(k.expires_at) : json(nullptr)},
+          {"revoked_at", k.revoked_at ? json(k.revoked_at) : json(nullptr)},
+          {"allowed_models", k.allowed_models},
+          {"rotated_from", k.rotated_from.empty() ? json(nullptr) : json(k.rotated_from)},
+          {"created_by", k.created_by},
+          {"limits", limits_json(k.limits)},
+          {"effective_limits", limits_json(k.effective_limits)}};
+}
+
+json tenant_json(const auth::TenantInfo& t) {
+  return {{"id", t.id},           {"object", "tenant"}, {"name", t.name}, {"created_at", t.created_at},
+          {"disabled", t.disabled}, {"limits", limits_json(t.limits)}};
+}
+
+std::optional<ApiError> parse_body(const std::string& body, json* out, bool allow_empty) {
+  if (body.empty() && allow_empty) {
+    *out = json::object();
+    return std::nullopt;
+  }
+  *out = json::parse(body, nullptr, false);
+  if (out->is_discarded() || !out->is_object()) return bad_request("the body must be a JSON object");
+  return std::nullopt;
+}
+
+ApiError status_error(const Status& st, const std::string& param = "") {
+  ApiError e = from_status(st, param);
+  if (st.code() == StatusCode::kNotFound) e.code = "not_found";
+  return e;
+}
+
+// Developers manage only the keys they created; anything else is "not found" (no probing of other tenants).
+bool may_manage(const auth::Principal& p, const auth::ApiKeyInfo& k) {
+  return p.role == Role::kAdmin || (k.created_by == p.id && k.tenant == p.tenant);
+}
+
+class AdminApi {
+ public:
+  explicit AdminApi(std::shared_ptr<Access> a) : access_(std::move(a)), keys_(*access_->keys()) {}
+
+  void list_keys(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
+    const auth::Principal& p = *ctx.principal;
+    std::string tenant = query_param(req.target, "tenant");
+    if (p.role != Role::kAdmin) tenant = p.tenant;
+    auto ks = keys_.list(tenant.empty() ? std::nullopt : std::optional<std::string>(tenant));
+    if (!ks.ok()) return reply_error(r, &ctx, status_error(ks.status()));
+    json data = json::array();
+    const int64_t now = now_unix();
+    for (const auto& k : *ks)
+      if (may_manage(p, k)) data.push_back(key_json(k, now));
+    reply_json(r, 200, {{"object", "list"}, {"data", data}});
+  }
+
+  void create_key(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
+    const auth::Principal& p = *ctx.principal;
+    json b;
+    if (auto e = parse_body(req.body, &b, false)) return reply_error(r, &ctx, *e);
+    auth::NewKey nk;
+    if (!b.contains("name") || !b["name"].is_string()) return reply_error(r, &ctx, bad_request("name is required", "name"));
+    nk.name = b["name"].get<std::string>();
+    const auto role = b.contains("role") && b["role"].is_string() ? auth::parse_role(b["role"].get<std::string>())
+                                                                  : std::nullopt;
+    if (!role) return reply_error(r, &ctx, bad_request("role must be admin, developer, auditor or guest", "role"));
+    nk.role = *role;
+    nk.tenant = b.value("tenant", p.tenant);
+    if (p.role != Role::kAdmin) {
+      if (nk.role != Role::kDeveloper && nk.role != Role::kGuest)
+        return reply_error(r, &ctx, forbidden_error("a developer may create developer or guest keys only"));
+      if (nk.tenant != p.tenant)
+        return reply_error(r, &ctx, forbidden_error("a developer may create keys in its own tenant only"));
+    }
+    const int64_t now = now_unix();
+    if (b.contains("expires_at") && b["expires_at"].is_number_integer()) nk.expires_at = b["expires_at"].get<int64_t>();
+    else if (b.contains("expires_in_days") && b["expires_in_days"].is_number())
+      nk.expires_at = now + static_cast<int64_t>(b["expires_in_days"].get<double>() * 86400);
+    if (b.contains("allowed_models")) {
+      if (!b["allowed_models"].is_array()) return reply_error(r, &ctx, bad_request("allowed_models must be an array", "allowed_models"));
+      for (const auto& m : b["allowed_models"]) {
+        if (!m.is_string()) return reply_error(r, &ctx, bad_request("allowed_models must hold strings", "allowed_models"));
+        nk.allowed_models.push_back(m.get<std::string>());
+      }
+    }
+    if (auto e = parse_limits(b.value("limits", json()), &nk.limits)) return reply_error(r, &ctx, *e);
+    nk.created_by = p.id;
+    auto made = keys_.create(nk, now);
+    if (!made.ok()) return reply_error(r, &ctx, status_error(made.status()));
+    json out = key_json(made->first, now);
+    out["key"] = made->second;  // the only time the raw key leaves the server
+    reply_json(r, 201, out);
+  }
+
+  // The key named by {id}, if the caller may manage it (else the 404 is sent and nullopt returned).
+  std::optional<auth::ApiKeyInfo> target_key(RequestContext& ctx, ObservedResponder& r) {
+    const std::string& id = ctx.path_params["id"];
+    auto k = keys_.get(id);
+    if (!k.ok() || !may_manage(*ctx.principal, *k)) {
+      reply_error(r, &ctx, not_found("no API key '" + id.substr(0, 64) + "'"));
+      return std::nullopt;
+    }
+    return *k;
+  }
+
+  void get_key(const server::HttpRequest&, RequestContext& ctx, ObservedResponder& r) {
+    if (auto k = target_key(ctx, r)) reply_json(r, 200, key_json(*k, now_unix()));
+  }
+
+  void revoke_key(const server::HttpRequest&, RequestContext& ctx, ObservedResponder& r) {
+    auto k = target_key(ctx, r);
+    if (!k) return;
+    const Status st = keys_.revoke(k->id, now_unix());
+    if (!st.ok()) return reply_error(r, &ctx, status_error(st));
+    auto after = keys_.get(k->id);
+    reply_json(r, 200, after.ok() ? key_json(*after, now_unix()) : json{{"id", k->id}, {"state", "revoked"}});
+  }
+
+  void rotate_key(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
+    auto k = target_key(ctx, r);
+    if (!k) return;
+    json b;
+    if (auto e = parse_body(req.body, &b, true)) return reply_error(r, &ctx, *e);
+    const json g = b.value("grace_seconds", json(0));
+    if (!g.is_number_integer() || g.get<int64_t>() < 0 || g.get<int64_t>() > 90LL * 86400)
+      return reply_error(r, &ctx, bad_request("grace_seconds must be an integer in [0, 7776000]", "grace_seconds"));
+    const int64_t now = now_unix();
+    auto made = keys_.rotate(k->id, g.get<int64_t>(), now);
+    if (!made.ok()) return reply_error(r, &ctx, status_error(made.status()));
+    json out = key_json(made->first, now);
+    out["key"] = made->second;
+    reply_json(r, 201, out);
+  }
+
+  void patch_key(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
+    if (ctx.principal->role != Role::kAdmin)
+      return reply_error(r, &ctx, forbidden_error("only an admin changes a key's limits"));
+    auto k = target_key(ctx, r);
+    if (!k) return;
+    json b;
+    if (auto e = parse_body(req.body, &b, false)) return reply_error(r, &ctx, *e);
+    auth::QuotaLimits q = k->limits;
+    if (auto e = parse_limits(b.value("limits", json()), &q)) return reply_error(r, &ctx, *e);
+    const Status st = keys_.update_limits(k->id, q);
+    if (!st.ok()) return reply_error(r, &ctx, status_error(st));
+    auto after = keys_.get(k->id);
+    if (!after.ok()) return reply_error(r, &ctx, status_error(after.status()));
+    reply_json(r, 200, key_json(*after, now_unix()));
+  }
+
+  void list_tenants(const server::HttpRequest&, RequestContext& ctx, ObservedResponder& r) {
+    auto ts = keys_.list_tenants();
+    if (!ts.ok()) return reply_error(r, &ctx, status_error(ts.status()));
+    json data = json::array();
+    for (const auto& t : *ts) data.push_back(tenant_json(t));
+    reply_json(r, 200, {{"object", "list"}, {"data", data}});
+  }
+
+  void create_tenant(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
+    json b;
+    if (auto e = parse_body(req.body, &b, false)) return reply_error(r, &ctx, *e);
+    if (!b.contains("id") || !b["id"].is_string()) return reply_error(r, &ctx, bad_request("id is required", "id"));
+    const std::string id = b["id"].get<std::string>();
+    const json name = b.value("name", json(id));
+    if (!name.is_string()) return reply_error(r, &ctx, bad_request("name must be a string", "name"));
+    auth::QuotaLimits q;
+    if (auto e = parse_limits(b.value("limits", json()), &q)) return reply_error(r, &ctx, *e);
+    auto t = keys_.create_tenant(id, name.get<std::string>(), q, now_unix());
+    if (!t.ok()) return reply_error(r, &ctx, status_error(t.status(), "id"));
+    reply_json(r, 201, tenant_json(*t));
+  }
+
+  void get_tenant(const server::HttpRequest&, RequestContext& ctx, ObservedResponder& r) {
+    auto t = keys_.get_tenant(ctx.path_params["id"]);
+    if (!t.ok()) return reply_error(r, &ctx, not_found("no tenant '" + ctx.path_params["id"].substr(0, 64) + "'"));
+    reply_json(r, 200, tenant_json(*t));
+  }
+
+  void patch_tenant(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
+    auto t = keys_.get_tenant(ctx.path_params["id"]);
+    if (!t.ok()) return reply_error(r, &ctx, not_found("no tenant '" + ctx.path_params["id"].substr(0, 64) + "'"));
+    json b;
+    if (auto e = parse_body(req.body, &b, false)) return reply_error(r, &ctx, *e);
+    auth::QuotaLimits q = t->limits;
+    if (auto e = parse_limits(b.value("limits", json()), &q)) return reply_error(r, &ctx, *e);
+    bool disabled = t->disabled;
+    if (b.contains("disabled")) {
+      if (!b["disabled"].is_boolean()) return reply_error(r, &ctx, bad_request("disabled must be a boolean", "disabled"));
+      disabled = b["disabled"].get<bool>();
+    }
+    const Status st = keys_.update_tenant(t->id, q, disabled);
+    if (!st.ok()) return reply_error(r, &ctx, status_error(st));
+    auto after = keys_.get_tenant(t->id);
+    if (!after.ok()) return reply_error(r, &ctx, status_error(after.status()));
+    reply_json(r, 200, tenant_json(*after));
+  }
+
+ private:
+  static ApiError forbidden_error(std::string m) {
+    ApiError e;
+    e.status = 403, e.type = "permission_error", e.code = "permission_denied", e.message = std::move(m);
+    return e;
+  }
+  static std::string query_param(const std::string& target, const std::string& name) {
+    const size_t q = target.find('?');
+    if (q == std::string::npos) return "";
+    const std::string qs = target.substr(q + 1);
+    size_t i = 0;
+    while (i < qs.size()) {
+      const size_t amp = qs.find('&', i);
+      const std::string kv = qs.substr(i, amp == std::string::npos ? std::string::npos : amp - i);
+      const size_t eq = kv.find('=');
+      if (kv.substr(0, eq) == name) return eq == std::string::npos ? "" : kv.substr(eq + 1);
+      if (amp == std::string::npos) break;
+      i = amp + 1;
+    }
+    return "";
+  }
+
+  std::shared_ptr<Access> access_;
+  auth::KeyStore& keys_;
+};
+
+}  // namespace
+
+std::vector<Route> admin_routes(std::shared_ptr<Access> access) {
+  auto api = std::make_shared<AdminApi>(std::move(access));
+  auto h = [api](void (AdminApi::*fn)(const server::HttpRequest&, RequestContext&, ObservedResponder&)) {
+    return [api, fn](const server::HttpRequest& req, std::shared_ptr<RequestContext> ctx,
+                     std::shared_ptr<ObservedResponder> r) { ((*api).*fn)(req, *ctx, *r); };
+  };
+  std::vector<Route> out;
+  out.emplace_back("GET", "/admin/v1/keys", Permission::kOwnKeys, h(&AdminApi::list_keys));
+  out.emplace_back("POST", "/admin/v1/keys", Permission::kOwnKeys, h(&AdminApi::create_key));
+  out.emplace_back("GET", "/admin/v1/keys/{id}", Permission::kOwnKeys, h(&AdminApi::get_key));
+  out.emplace_back("DELETE", "/admin/v1/keys/{id}", Permission::kOwnKeys, h(&AdminApi::revoke_key));
+  out.emplace_back("POST", "/admin/v1/keys/{id}/rotate", Permission::kOwnKeys, h(&AdminApi::rotate_key));
+  out.emplace_back("PATCH", "/admin/v1/keys/{id}", Permission::kOwnKeys, h(&AdminApi::patch_key));
+  out.emplace_back("GET", "/admin/v1/tenants", Permission::kAdmin, h(&AdminApi::list_tenants));
+  out.emplace_back("POST", "/admin/v1/tenants", Permission::kAdmin, h(&AdminApi::create_tenant));
+  out.emplace_back("GET", "/admin/v1/tenants/{id}", Permission::kAdmin, h(&AdminApi::get_tenant));
+  out.emplace_back("PATCH", "/admin/v1/tenants/{id}", Permission::kAdmin, h(&AdminApi::patch_tenant));
+  return out;
+}
+
+}  // namespace citadel::api

@@ -1,0 +1,107 @@
+#include "server/http_fetch.h"
+
+#include <chrono>
+#include <optional>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/ssl.h>
+
+namespace citadel::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+struct Url {
+  bool https = false;
+  std::string host, port, target;
+};
+
+Result<Url> parse_url(const std::string& url) {
+  Url u;
+  std::string rest;
+  if (url.rfind("https://", 0) == 0) u.https = true, rest = url.substr(8);
+  else if (url.rfind("http://", 0) == 0) rest = url.substr(7);
+  else return InvalidArgument("not an http(s) URL: " + url.substr(0, 200));
+  const size_t slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  u.target = slash == std::string::npos ? "/" : rest.substr(slash);
+  if (authority.find('@') != std::string::npos) return InvalidArgument("URLs with credentials are not accepted");
+  const size_t colon = authority.rfind(':');
+  if (colon != std::string::npos && authority.find(']') == std::string::npos) {
+    u.host = authority.substr(0, colon), u.port = authority.substr(colon + 1);
+  } else {
+    u.host = authority, u.port = u.https ? "443" : "80";
+  }
+  if (u.host.empty()) return InvalidArgument("URL without a host: " + url.substr(0, 200));
+  return u;
+}
+
+template <class Stream>
+Result<std::string> request(Stream& stream, const Url& u, const FetchOptions& o) {
+  http::request<http::empty_body> req{http::verb::get, u.target, 11};
+  req.set(http::field::host, u.host);
+  req.set(http::field::user_agent, "citadel");
+  req.set(http::field::accept, "application/json");
+  beast::error_code ec;
+  http::write(stream, req, ec);
+  if (ec) return IoError("GET " + u.host + u.target + ": " + ec.message());
+  beast::flat_buffer buf;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(o.max_bytes);
+  http::read(stream, buf, parser, ec);
+  if (ec) return IoError("GET " + u.host + u.target + ": " + ec.message());
+  auto& res = parser.get();
+  if (res.result_int() != 200)
+    return IoError("GET " + u.host + u.target + ": HTTP " + std::to_string(res.result_int()));
+  return std::move(res.body());
+}
+
+}  // namespace
+
+Result<std::string> http_get(const std::string& url, const FetchOptions& o) {
+  auto u = parse_url(url);
+  if (!u.ok()) return u.status();
+  asio::io_context ioc;
+  beast::error_code ec;
+  tcp::resolver resolver(ioc);
+  auto results = resolver.resolve(u->host, u->port, ec);
+  if (ec) return IoError("resolve " + u->host + ": " + ec.message());
+  const auto deadline = std::chrono::seconds(o.timeout_s);
+  if (!u->https) {
+    beast::tcp_stream stream(ioc);
+    stream.expires_after(deadline);
+    stream.connect(results, ec);
+    if (ec) return IoError("connect " + u->host + ":" + u->port + ": " + ec.message());
+    // Synchronous beast calls ignore the stream's timer; a socket-level timeout bounds each read instead.
+    struct timeval tv{o.timeout_s, 0};
+    ::setsockopt(stream.socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return request(stream, *u, o);
+  }
+  ssl::context ctx(ssl::context::tls_client);
+  ctx.set_verify_mode(ssl::verify_peer);
+  if (!o.ca_file.empty()) ctx.load_verify_file(o.ca_file, ec);
+  else ctx.set_default_verify_paths(ec);
+  if (ec) return IoError("TLS trust store: " + ec.message());
+  beast::ssl_stream<beast::tcp_stream> stream(ioc, ctx);
+  if (!SSL_set_tlsext_host_name(stream.native_handle(), u->host.c_str()))
+    return IoError("TLS: cannot set SNI for " + u->host);
+  SSL_set1_host(stream.native_handle(), u->host.c_str());
+  beast::get_lowest_layer(stream).connect(results, ec);
+  if (ec) return IoError("connect " + u->host + ":" + u->port + ": " + ec.message());
+  struct timeval tv{o.timeout_s, 0};
+  ::setsockopt(beast::get_lowest_layer(stream).socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  stream.handshake(ssl::stream_base::client, ec);
+  if (ec) return IoError("TLS handshake with " + u->host + ": " + ec.message());
+  return request(stream, *u, o);
+}
+
+}  // namespace citadel::server
