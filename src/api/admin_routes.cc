@@ -197,8 +197,6 @@ class AdminApi {
   }
 
   void patch_key(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
-    if (ctx.principal->role != Role::kAdmin)
-      return reply_error(r, &ctx, forbidden_error("only an admin changes a key's limits"));
     auto k = target_key(ctx, r);
     if (!k) return;
     json b;
@@ -299,7 +297,7 @@ std::vector<Route> admin_routes(std::shared_ptr<Access> access) {
   out.emplace_back("GET", "/admin/v1/keys/{id}", Permission::kOwnKeys, h(&AdminApi::get_key));
   out.emplace_back("DELETE", "/admin/v1/keys/{id}", Permission::kOwnKeys, h(&AdminApi::revoke_key));
   out.emplace_back("POST", "/admin/v1/keys/{id}/rotate", Permission::kOwnKeys, h(&AdminApi::rotate_key));
-  out.emplace_back("PATCH", "/admin/v1/keys/{id}", Permission::kOwnKeys, h(&AdminApi::patch_key));
+  out.emplace_back("PATCH", "/admin/v1/keys/{id}", Permission::kAdmin, h(&AdminApi::patch_key));
   out.emplace_back("GET", "/admin/v1/tenants", Permission::kAdmin, h(&AdminApi::list_tenants));
   out.emplace_back("POST", "/admin/v1/tenants", Permission::kAdmin, h(&AdminApi::create_tenant));
   out.emplace_back("GET", "/admin/v1/tenants/{id}", Permission::kAdmin, h(&AdminApi::get_tenant));

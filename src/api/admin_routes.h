@@ -6,9 +6,9 @@
 //   DELETE /admin/v1/keys/{id}                revoke
 //   POST   /admin/v1/keys/{id}/rotate         {grace_seconds?} -> 201 with the new raw key; the old one works until
 //                                             the grace period ends
-//   PATCH  /admin/v1/keys/{id}                {limits}
+//   PATCH  /admin/v1/keys/{id}                {limits} (admin only)
 //   GET    /admin/v1/tenants, POST /admin/v1/tenants {id, name?, limits?}, GET|PATCH /admin/v1/tenants/{id}
-// Keys routes need keys.own (developer: only keys it created, in its own tenant, roles developer or guest; another
+// Keys routes but PATCH need keys.own (developer: only keys it created, in its own tenant, roles developer or guest; another
 // tenant's or another principal's key answers 404); tenant routes need admin.
 // Thread-safety: the handlers are safe from any thread.
 #pragma once

@@ -138,6 +138,7 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   seq->handle = handle;
   seq->counted_as_queued = true;
   seq->usage.prompt_tokens = static_cast<int>(n_prompt);
+  handle->set_usage(seq->usage);
   ++queued_count_;
   queued_tokens_ += n_prompt;
   stats_.prompt_tokens_total += n_prompt;

@@ -62,6 +62,7 @@ bool RequestHandle::push(TokenEvent ev) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_ || events_.size() >= capacity_) return false;
+    if (ev.token >= 0) ++usage_.completion_tokens;  // live count; finish's set_usage() has the final word
     events_.push_back(std::move(ev));
   }
   cv_.notify_all();

@@ -77,6 +77,8 @@ class RequestHandle {
   bool cancel_requested() const { return cancel_requested_.load(std::memory_order_relaxed); }
   bool finished() const;       // the final event has been pushed
   Status final_status() const; // ok, or why the request ended abnormally (error, consumer too slow, shutdown)
+  // Final counts once finished(); before that, the prompt and the tokens pushed so far (a client that goes away
+  // mid-stream is charged for these).
   Usage usage() const;
 
   // ---- engine side ----

@@ -1,5 +1,7 @@
 // PostgreSQL backend through libpq: a small lazily grown connection pool, text-format parameters and results,
 // SERIALIZABLE transactions retried on serialization failure / deadlock.
+#ifdef CITADEL_HAVE_POSTGRES
+
 #include <libpq-fe.h>
 
 #include <chrono>
@@ -406,3 +408,17 @@ Result<std::unique_ptr<Database>> open_postgres(const std::string& conninfo) {
 }
 
 }  // namespace citadel::store
+
+#else  // built without libpq
+
+#include "store/database.h"
+
+namespace citadel::store {
+
+Result<std::unique_ptr<Database>> open_postgres(const std::string&) {
+  return Unsupported("this build of Citadel has no PostgreSQL client (libpq-dev was missing at build time)");
+}
+
+}  // namespace citadel::store
+
+#endif

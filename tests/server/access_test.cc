@@ -92,7 +92,9 @@ class AccessTest : public ::testing::Test {
   Reply call(server::HttpRequest req, bool wait = true) {
     auto r = std::make_shared<FakeResponder>();
     svc_->handle(req, r);
-    if (wait) EXPECT_TRUE(r->wait());
+    if (wait) {
+      EXPECT_TRUE(r->wait());
+    }
     return {r->status(), r->body(), r};
   }
   std::vector<ExchangeRecord> records() {
@@ -139,7 +141,9 @@ TEST_F(AccessTest, OneRecordPerExchangeWhateverTheOutcome) {
   for (auto& c : cases) {
     Reply rep = call(c.req);
     EXPECT_EQ(rep.status, c.status) << c.req.path << " " << rep.body;
-    if (c.status >= 400) EXPECT_EQ(json::parse(rep.body)["error"].size(), 4u) << rep.body;
+    if (c.status >= 400) {
+      EXPECT_EQ(json::parse(rep.body)["error"].size(), 4u) << rep.body;
+    }
     rep.r->release();
   }
   auto recs = wait_records(cases.size());
@@ -184,7 +188,9 @@ TEST_F(AccessTest, RecordCarriesTheEnginesCountsAndQuotaHeaders) {
   auto u = quotas_->usage("key:" + recs[0].key_id, static_cast<int64_t>(std::time(nullptr)));
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->in_flight, 0);
-  if (u->requests_this_minute == 2) EXPECT_EQ(u->tokens_this_minute, 22);  // (unless the minute just rolled)
+  if (u->requests_this_minute == 2) {  // (unless the minute just rolled)
+    EXPECT_EQ(u->tokens_this_minute, 22);
+  }
 }
 
 TEST_F(AccessTest, DisconnectSettlesTheLeaseWithTheCountsSoFar) {

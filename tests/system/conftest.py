@@ -168,7 +168,8 @@ def pg_url(tmp_path_factory):
     if not bins:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
     bindir = os.path.dirname(bins[-1])
-    root = tmp_path_factory.mktemp("pg")
+    # Not under pytest's 0700 root-owned temp tree: the postgres user must reach the data directory.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="citadel-pg-"))
     data = root / "data"
     as_user = []
     if os.geteuid() == 0:
@@ -192,3 +193,4 @@ def pg_url(tmp_path_factory):
         yield f"postgresql://citadel@127.0.0.1:{port}/citadel_test"
     finally:
         run(f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "stop")
+        shutil.rmtree(root, ignore_errors=True)

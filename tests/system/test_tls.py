@@ -164,8 +164,9 @@ def test_openssl_s_client_tls12_fails_tls13_succeeds(tls_server, certs):
 
 def test_openai_sdk_lists_models_over_https(tls_server, certs):
     openai = pytest.importorskip("openai")
-    httpx = pytest.importorskip("httpx")
-    with httpx.Client(verify=certs["ca"], timeout=60) as http_client:
+    # The SDK's own HTTP client class (httpx, or httpx2 in newer SDKs) with the test CA as the trust store.
+    client_cls = getattr(openai, "DefaultHttpxClient", None) or getattr(openai, "DefaultHttpx2Client")
+    with client_cls(verify=ssl.create_default_context(cafile=certs["ca"]), timeout=60) as http_client:
         client = openai.OpenAI(base_url=f"https://127.0.0.1:{tls_server.port}/v1",
                                api_key=getattr(tls_server, "admin_key", None) or "unused", max_retries=0,
                                http_client=http_client)

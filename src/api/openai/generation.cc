@@ -104,7 +104,7 @@ struct Choice {
         lp_offsets = ojson::array();  // completions
   size_t text_len = 0;              // bytes of text emitted so far (completions text_offset)
   std::string finish_reason;
-  std::string error;                // engine failure, if any
+  Status error;                     // engine failure, if any (its code picks the HTTP status)
   bool stopped_by_string = false;
   bool done = false;
   bool role_sent = false;
@@ -311,8 +311,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
       c.finish_reason = "length";
     } else {
       c.finish_reason = "error";
-      c.error = c.handle->final_status().message();
-      if (c.error.empty()) c.error = std::string("generation ended: ") + engine::finish_reason_name(ev.finish);
+      c.error = c.handle->final_status();
+      if (c.error.ok()) c.error = Internal(std::string("generation ended: ") + engine::finish_reason_name(ev.finish));
     }
     c.usage = c.handle->usage();
     c.done = true;
@@ -335,7 +335,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
   void emit_chunk(Choice& c, const Delta& d) {
     const bool chat = req_.endpoint == Endpoint::kChat;
-    if (!c.error.empty()) return;  // reported in finish()
+    if (!c.error.ok()) return;  // reported in finish()
     if (d.empty() && !c.done && (c.role_sent || !chat)) return;
     ojson ch;
     ch["index"] = c.index;
@@ -422,12 +422,12 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void finish() {
     finished_ = true;
     report(false);
-    std::string error;
+    Status error;
     for (const auto& c : choices_)
-      if (!c->error.empty()) error = c->error;
+      if (!c->error.ok()) error = c->error;
     if (req_.stream) {
-      if (!error.empty()) {
-        responder_->write(sse_data(error_body(internal_error(error))));
+      if (!error.ok()) {
+        responder_->write(sse_data(error_body(from_status(error))));
       } else if (req_.include_usage) {
         ojson j = chunk_base();
         j["choices"] = ojson::array();
@@ -438,12 +438,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
       responder_->end_stream();
       return;
     }
-    if (!error.empty()) {
-      ApiError e = internal_error(error);
-      if (error.find("shutdown") != std::string::npos || error.find("stopp") != std::string::npos)
-        e = unavailable(error);
-      return fail(e);
-    }
+    if (!error.ok()) return fail(from_status(error));  // kCancelled (shutdown, too slow) 503, else 500
     server::HttpResponse r;
     r.headers.push_back({"Content-Type", "application/json"});
     r.body = dump_json(final_body());
