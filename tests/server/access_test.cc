@@ -55,6 +55,8 @@ class AccessTest : public ::testing::Test {
     admin_ = make_key(auth::Role::kAdmin, {});
   }
   void TearDown() override {
+    for (auto& r : keep_) r->release();
+    keep_.clear();
     svc_.reset();
     quotas_.reset();
     keys_.reset();
@@ -91,6 +93,9 @@ class AccessTest : public ::testing::Test {
   };
   Reply call(server::HttpRequest req, bool wait = true) {
     auto r = std::make_shared<FakeResponder>();
+    // Held until TearDown: a handler's state may outlive the exchange and must never drop the last reference on
+    // the responder's own thread (it would join itself).
+    keep_.push_back(r);
     svc_->handle(req, r);
     if (wait) {
       EXPECT_TRUE(r->wait());
@@ -117,6 +122,7 @@ class AccessTest : public ::testing::Test {
   int ids_ = 0;
   std::mutex mu_;
   std::vector<ExchangeRecord> records_;
+  std::vector<std::shared_ptr<FakeResponder>> keep_;
 };
 
 TEST_F(AccessTest, OneRecordPerExchangeWhateverTheOutcome) {
