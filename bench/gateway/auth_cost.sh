@@ -47,7 +47,7 @@ for r in $(seq 1 "$repeats"); do
   run off "$base_off" none "$r"
   run on "$base_on" "$key" "$r"
 done
-out=${OUT:-$root/bench/results/gateway-$(lscpu | sed -n 's/^Model name: *//p' | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-' | cut -c1-40)-$(date +%F).json}
+out=${OUT:-$root/bench/results/gateway-$(lscpu | sed -n 's/^Model name: *//p' | head -1 | tr 'A-Z ' 'a-z-' | tr -cd 'a-z0-9-' | cut -c1-40)-$(date +%F).json}
 python3 - "$work" "$repeats" "$rate" "$prompts" "$out" "$(git -C "$root" rev-parse --short HEAD)" <<'PY'
 import json, statistics, subprocess, sys, datetime
 work, repeats, rate, prompts, out, commit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]

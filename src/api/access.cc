@@ -45,6 +45,13 @@ std::optional<std::string> bearer(const server::HttpRequest& req) {
   return v.substr(a, b - a);
 }
 
+bool limited(const auth::QuotaLimits& l) {
+  for (const auto* f : {&l.requests_per_minute, &l.tokens_per_minute, &l.concurrent_requests,
+                        &l.max_tokens_per_request, &l.daily_tokens})
+    if (*f && **f >= 0) return true;
+  return false;
+}
+
 bool looks_like_jwt(const std::string& s) {
   size_t dots = 0;
   for (char c : s) dots += c == '.';
@@ -108,12 +115,14 @@ std::optional<ApiError> Access::authorise(const auth::Principal& p, auth::Permis
 std::optional<ApiError> Access::admit(RequestContext& ctx, int64_t tokens, int64_t max_completion) const {
   if (!o_.enabled || !o_.quotas || !ctx.principal) return std::nullopt;
   const auth::Principal& p = *ctx.principal;
+  // Only scopes with a limit are metered: an unlimited admin or a tenant without limits costs no database write.
   std::vector<auth::QuotaScope> scopes;
-  scopes.push_back({p.id, p.limits});
+  if (limited(p.limits)) scopes.push_back({p.id, p.limits});
   if (o_.keys) {
     auto t = o_.keys->get_tenant(p.tenant);
-    if (t.ok()) scopes.push_back({"tenant:" + p.tenant, t->limits});
+    if (t.ok() && limited(t->limits)) scopes.push_back({"tenant:" + p.tenant, t->limits});
   }
+  if (scopes.empty()) return std::nullopt;
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
   // The client may choose its x-request-id (and reuse it): the reservation gets a server-made unique id.
   static std::atomic<uint64_t> counter{0};
@@ -157,8 +166,8 @@ void Access::settle(const RequestContext& ctx, const ExchangeRecord& rec) const 
   const std::string id = ctx.reservation();
   if (id.empty()) return;
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
-  const Status st = o_.quotas->settle(id, static_cast<int64_t>(rec.prompt_tokens) + rec.completion_tokens, now);
-  if (!st.ok()) log_warn("quota settle for request " + ctx.request_id + " failed: " + st.message());
+  // Off this (I/O) thread; the next reservation on this server applies it first (QuotaManager::settle_later).
+  o_.quotas->settle_later(id, static_cast<int64_t>(rec.prompt_tokens) + rec.completion_tokens, now);
 }
 
 }  // namespace citadel::api

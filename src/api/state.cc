@@ -5,17 +5,39 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 #include "auth/key_store.h"
 #include "auth/quota.h"
 #include "auth/schema.h"
+#include "base/log.h"
 
 namespace citadel::api {
 
 State::~State() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (maintenance_.joinable()) maintenance_.join();
   quotas.reset();
   keys.reset();
   db.reset();
+}
+
+void State::start_maintenance() {
+  if (maintenance_.joinable() || !quotas) return;
+  quotas->set_auto_purge(false);
+  maintenance_ = std::thread([this] {
+    std::unique_lock<std::mutex> l(mu_);
+    while (!cv_.wait_for(l, std::chrono::seconds(60), [this] { return stop_; })) {
+      l.unlock();
+      const Status st = quotas->purge(static_cast<int64_t>(std::time(nullptr)));
+      if (!st.ok()) log_warn("quota purge: " + st.message());
+      l.lock();
+    }
+  });
 }
 
 std::string default_data_dir() {

@@ -4,8 +4,11 @@
 // Thread-safety: the stores are thread-safe; State itself is built once.
 #pragma once
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "base/status.h"
 #include "store/database.h"
@@ -22,7 +25,17 @@ struct State {
   std::unique_ptr<store::Database> db;
   std::unique_ptr<auth::KeyStore> keys;
   std::unique_ptr<auth::QuotaManager> quotas;
-  ~State();
+  ~State();  // stops the maintenance thread first
+
+  // Purges expired quota leases and old usage rows once a minute on a thread of its own (serve); without it the
+  // quota manager purges inline now and then.
+  void start_maintenance();
+
+ private:
+  std::thread maintenance_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
 };
 
 // $CITADEL_DATA_DIR, else $XDG_DATA_HOME/citadel, else ~/.local/share/citadel.

@@ -1,8 +1,11 @@
 #include "auth/quota.h"
 
 #include <algorithm>
+#include <chrono>
+#include <iterator>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "base/log.h"
 
@@ -162,6 +165,23 @@ Status adjust_tokens(Session& s, const std::string& key, int64_t start, int64_t 
       .status();
 }
 
+// One settlement inside the caller's transaction (see QuotaManager::settle).
+Status settle_in(Session& s, const std::string& request_id, int64_t actual_tokens) {
+  ASSIGN_OR_RETURN(auto leases, s.query("SELECT scope, tokens, minute_start, day_start FROM quota_leases "
+                                        "WHERE request_id = ?",
+                                        {request_id}));
+  if (leases.empty()) return OkStatus();  // unknown or already settled
+  for (const auto& r : leases) {
+    const std::string scope = store::as_text(r[0]);
+    const int64_t delta = actual_tokens - store::as_int(r[1]);
+    if (delta == 0) continue;
+    RETURN_IF_ERROR(adjust_tokens(s, minute_key(scope), store::as_int(r[2]), delta));
+    RETURN_IF_ERROR(adjust_tokens(s, day_key(scope), store::as_int(r[3]), delta));
+  }
+  return s.exec("DELETE FROM quota_leases WHERE request_id = ?", {request_id}).status();
+}
+
+
 Status check_arguments(const std::string& request_id, const std::vector<QuotaScope>& scopes, int64_t tokens,
                        int64_t max_completion, int lease_ttl_s) {
   if (request_id.empty() || request_id.size() > 256) return InvalidArgument("quota: request id must be 1..256 bytes");
@@ -181,8 +201,11 @@ Result<QuotaDecision> QuotaManager::reserve(const std::string& request_id, const
   RETURN_IF_ERROR(check_arguments(request_id, scopes, tokens, max_completion_tokens, lease_ttl_s));
   QuotaDecision d;
   if (scopes.empty()) return d;
+  // Settlements queued by settle_later() go first, in this transaction: what ended before this request counts.
+  std::vector<PendingSettle> settles = take_pending();
   const Status st = db_->transact([&](Session& s) -> Status {
     d = QuotaDecision();
+    for (const auto& p : settles) RETURN_IF_ERROR(settle_in(s, p.request_id, p.actual_tokens));
     ASSIGN_OR_RETURN(auto held, s.query("SELECT 1 FROM quota_leases WHERE request_id = ?", {request_id}));
     if (!held.empty()) return InvalidArgument("quota: request id '" + request_id + "' already holds a reservation");
     Counts first_minute;
@@ -207,30 +230,75 @@ Result<QuotaDecision> QuotaManager::reserve(const std::string& request_id, const
     d.info = info_from(scopes[0].limits, first_minute, now);
     return OkStatus();
   });
+  if (!st.ok()) requeue(std::move(settles));
   RETURN_IF_ERROR(st);
-  if ((reserves_.fetch_add(1, std::memory_order_relaxed) & 255) == 255) {
+  if (auto_purge_ && (reserves_.fetch_add(1, std::memory_order_relaxed) & 255) == 255) {
     const Status p = purge(now);
     if (!p.ok()) log_warn("quota purge: " + p.message());
   }
   return d;
 }
 
+
 Status QuotaManager::settle(const std::string& request_id, int64_t actual_tokens, int64_t now) {
   if (actual_tokens < 0) return InvalidArgument("quota: actual token count must be >= 0");
-  return db_->transact([&](Session& s) -> Status {
-    ASSIGN_OR_RETURN(auto leases, s.query("SELECT scope, tokens, minute_start, day_start FROM quota_leases "
-                                          "WHERE request_id = ?",
-                                          {request_id}));
-    if (leases.empty()) return OkStatus();  // unknown or already settled
-    for (const auto& r : leases) {
-      const std::string scope = store::as_text(r[0]);
-      const int64_t delta = actual_tokens - store::as_int(r[1]);
-      if (delta == 0) continue;
-      RETURN_IF_ERROR(adjust_tokens(s, minute_key(scope), store::as_int(r[2]), delta));
-      RETURN_IF_ERROR(adjust_tokens(s, day_key(scope), store::as_int(r[3]), delta));
-    }
-    return s.exec("DELETE FROM quota_leases WHERE request_id = ?", {request_id}).status();
+  return db_->transact([&](Session& s) -> Status { return settle_in(s, request_id, actual_tokens); });
+}
+
+QuotaManager::~QuotaManager() {
+  {
+    std::lock_guard<std::mutex> l(pending_mu_);
+    stopping_ = true;
+  }
+  pending_cv_.notify_all();
+  if (settler_.joinable()) settler_.join();
+  const Status st = flush();
+  if (!st.ok()) log_warn("quota: settlements lost at shutdown: " + st.message());
+}
+
+void QuotaManager::settle_later(const std::string& request_id, int64_t actual_tokens, int64_t now) {
+  {
+    std::lock_guard<std::mutex> l(pending_mu_);
+    pending_.push_back({request_id, std::max<int64_t>(0, actual_tokens), now});
+    if (!settler_.joinable() && !stopping_) settler_ = std::thread([this] { settler_loop(); });
+  }
+  pending_cv_.notify_one();
+}
+
+std::vector<QuotaManager::PendingSettle> QuotaManager::take_pending() {
+  std::lock_guard<std::mutex> l(pending_mu_);
+  return std::exchange(pending_, {});
+}
+
+void QuotaManager::requeue(std::vector<PendingSettle> batch) {
+  std::lock_guard<std::mutex> l(pending_mu_);
+  pending_.insert(pending_.begin(), std::make_move_iterator(batch.begin()), std::make_move_iterator(batch.end()));
+}
+
+Status QuotaManager::flush() {
+  auto batch = take_pending();
+  if (batch.empty()) return OkStatus();
+  const Status st = db_->transact([&](Session& s) -> Status {
+    for (const auto& p : batch) RETURN_IF_ERROR(settle_in(s, p.request_id, p.actual_tokens));
+    return OkStatus();
   });
+  if (!st.ok()) requeue(std::move(batch));
+  return st;
+}
+
+void QuotaManager::settler_loop() {
+  std::unique_lock<std::mutex> l(pending_mu_);
+  while (!stopping_) {
+    pending_cv_.wait(l, [this] { return stopping_ || !pending_.empty(); });
+    if (stopping_) break;
+    l.unlock();
+    const Status st = flush();
+    if (!st.ok()) {
+      log_warn("quota: deferred settlement failed, retrying: " + st.message());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a store outage: do not spin
+    }
+    l.lock();
+  }
 }
 
 Result<RateLimitInfo> QuotaManager::peek(const QuotaScope& scope, int64_t now) {

@@ -19,8 +19,11 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "auth/identity.h"
@@ -63,6 +66,7 @@ struct QuotaUsage {
 class QuotaManager {
  public:
   explicit QuotaManager(store::Database* db) : db_(db) {}
+  ~QuotaManager();  // applies what settle_later() queued
 
   // Checks and, if every scope allows, records one request of `tokens` tokens (see the file comment).
   // request_id must be unique among unsettled requests (kInvalidArgument if it already holds leases).
@@ -73,15 +77,38 @@ class QuotaManager {
   // Replaces the reservation of request_id by `actual_tokens` in the windows it was counted in (counts never drop
   // below 0) and releases its leases. Idempotent: an unknown or already settled request is a no-op.
   Status settle(const std::string& request_id, int64_t actual_tokens, int64_t now);
+  // settle(), off the caller's thread: queued, then applied in batches (one transaction each) by a worker thread,
+  // and by this manager's next reserve() inside its own transaction before it checks anything, so a client whose
+  // request just ended never finds its own slot or tokens still held on this manager. Another replica sees the
+  // settlement once the worker ran (typically within a millisecond).
+  void settle_later(const std::string& request_id, int64_t actual_tokens, int64_t now);
+  // Applies everything queued so far (tests, shutdown).
+  Status flush();
   // The scope's rate-limit state now (nothing recorded).
   Result<RateLimitInfo> peek(const QuotaScope& scope, int64_t now);
   Result<QuotaUsage> usage(const std::string& scope, int64_t now);
   // Deletes expired leases and usage rows older than two days.
   Status purge(int64_t now);
+  // false: reserve() never purges (a maintenance thread calls purge() instead, keeping it off the request path).
+  void set_auto_purge(bool on) { auto_purge_ = on; }
 
  private:
+  struct PendingSettle {
+    std::string request_id;
+    int64_t actual_tokens, now;
+  };
+  std::vector<PendingSettle> take_pending();
+  void requeue(std::vector<PendingSettle> batch);
+  void settler_loop();
+
   store::Database* db_;
   std::atomic<uint64_t> reserves_{0};
+  std::atomic<bool> auto_purge_{true};
+  std::mutex pending_mu_;  // guards the four below
+  std::condition_variable pending_cv_;
+  std::vector<PendingSettle> pending_;
+  std::thread settler_;     // started by the first settle_later()
+  bool stopping_ = false;
 };
 
 }  // namespace citadel::auth

@@ -341,6 +341,42 @@ TEST_P(QuotaTest, ReplicasShareLimits) {
   EXPECT_FALSE(reserve("after2", {k}, 2, kT0).allowed);
 }
 
+TEST_P(QuotaTest, DeferredSettlementIsAppliedBeforeTheNextReservation) {
+  const auto k = scope("key:a", Lim().concurrent(1).tpm(1000));
+  ASSERT_TRUE(reserve("first", {k}, 500, kT0).allowed);
+  EXPECT_FALSE(reserve("blocked", {k}, 10, kT0).allowed);  // the slot is held
+  q_->settle_later("first", 40, kT0 + 1);
+  // Whether or not the worker ran yet, this reservation sees the slot free and the real 40 tokens.
+  auto d = reserve("second", {k}, 100, kT0 + 1);
+  ASSERT_TRUE(d.allowed) << d.message;
+  EXPECT_EQ(d.info.remaining_tokens, 1000 - 40 - 100);
+  q_->settle_later("second", 100, kT0 + 2);
+  q_->settle_later("second", 100, kT0 + 2);  // twice: idempotent
+  ASSERT_TRUE(q_->flush().ok());
+  const QuotaUsage u = usage("key:a", kT0 + 2);
+  EXPECT_EQ(u.in_flight, 0);
+  EXPECT_EQ(u.tokens_this_minute, 140);
+  EXPECT_EQ(u.requests_this_minute, 2);
+}
+
+TEST_P(QuotaTest, DeferredSettlementsFromManyThreadsAllLand) {
+  const auto k = scope("key:a", Lim().concurrent(1000));
+  constexpr int kThreads = 4, kEach = 50;
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kEach; ++i) ASSERT_TRUE(reserve(rid("r", {t, i}), {k}, 10, kT0).allowed);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) q_->settle_later(rid("r", {t, i}), 3, kT0 + 1);
+    });
+  for (auto& th : threads) th.join();
+  q_.reset();  // the destructor applies whatever the worker had not yet
+  q_ = std::make_unique<QuotaManager>(db_.get());
+  const QuotaUsage u = usage("key:a", kT0 + 1);
+  EXPECT_EQ(u.in_flight, 0);
+  EXPECT_EQ(u.tokens_this_minute, 3 * kThreads * kEach);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, QuotaTest, ::testing::Values("sqlite", "postgres"),
                          [](const auto& info) { return info.param; });
 

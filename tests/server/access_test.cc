@@ -191,6 +191,7 @@ TEST_F(AccessTest, RecordCarriesTheEnginesCountsAndQuotaHeaders) {
   EXPECT_FALSE(recs[0].streamed);
   EXPECT_TRUE(recs[1].streamed);
   // Settled: nothing in flight, and the minute's tokens are the real 11 per request.
+  ASSERT_TRUE(quotas_->flush().ok());  // settlements are applied off the I/O thread
   auto u = quotas_->usage("key:" + recs[0].key_id, static_cast<int64_t>(std::time(nullptr)));
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->in_flight, 0);
@@ -219,6 +220,7 @@ TEST_F(AccessTest, DisconnectSettlesTheLeaseWithTheCountsSoFar) {
   EXPECT_TRUE(gone.client_disconnected);
   EXPECT_GT(gone.completion_tokens, 0);
   EXPECT_LT(gone.completion_tokens, 2000);
+  ASSERT_TRUE(quotas_->flush().ok());
   auto u = quotas_->usage("key:" + gone.key_id, static_cast<int64_t>(std::time(nullptr)));
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->in_flight, 0);

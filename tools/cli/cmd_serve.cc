@@ -98,6 +98,7 @@ Result<AccessSetup> setup_access(const server::ServeConfig& cfg) {
   if (!st.ok()) return st.status();
   a.state = std::move(*st);
   log_info("state: " + a.state->db->describe());
+  a.state->start_maintenance();
   RETURN_IF_ERROR(bootstrap_admin(cfg, *a.state->keys));
   if (!cfg.oidc_issuer.empty() || !cfg.oidc_jwks.empty()) {
     if (cfg.oidc_issuer.empty() || cfg.oidc_jwks.empty() || cfg.oidc_audience.empty())
