@@ -210,6 +210,29 @@ class AdminApi {
     reply_json(r, 200, key_json(*after, now_unix()));
   }
 
+  // The per-role defaults under every key that sets no limit of its own: the built-in values overridden field by field.
+  void get_role(const server::HttpRequest&, RequestContext& ctx, ObservedResponder& r) {
+    const auto role = auth::parse_role(ctx.path_params["id"]);
+    if (!role) return reply_error(r, &ctx, not_found("no role '" + ctx.path_params["id"].substr(0, 32) + "'"));
+    auto own = keys_.role_limits(*role);
+    if (!own.ok()) return reply_error(r, &ctx, status_error(own.status()));
+    reply_json(r, 200, role_json(*role, *own));
+  }
+
+  void patch_role(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
+    const auto role = auth::parse_role(ctx.path_params["id"]);
+    if (!role) return reply_error(r, &ctx, not_found("no role '" + ctx.path_params["id"].substr(0, 32) + "'"));
+    json b;
+    if (auto e = parse_body(req.body, &b, false)) return reply_error(r, &ctx, *e);
+    auto own = keys_.role_limits(*role);
+    if (!own.ok()) return reply_error(r, &ctx, status_error(own.status()));
+    auth::QuotaLimits q = *own;
+    if (auto e = parse_limits(b.value("limits", json()), &q)) return reply_error(r, &ctx, *e);
+    const Status st = keys_.set_role_limits(*role, q);
+    if (!st.ok()) return reply_error(r, &ctx, status_error(st));
+    reply_json(r, 200, role_json(*role, q));
+  }
+
   void list_tenants(const server::HttpRequest&, RequestContext& ctx, ObservedResponder& r) {
     auto ts = keys_.list_tenants();
     if (!ts.ok()) return reply_error(r, &ctx, status_error(ts.status()));
@@ -258,6 +281,10 @@ class AdminApi {
   }
 
  private:
+  json role_json(Role role, const auth::QuotaLimits& own) {
+    return {{"id", auth::role_name(role)}, {"object", "role"}, {"limits", limits_json(own)},
+            {"effective_limits", limits_json(own.or_else(auth::default_role_limits(role)))}};
+  }
   static ApiError forbidden_error(std::string m) {
     ApiError e;
     e.status = 403, e.type = "permission_error", e.code = "permission_denied", e.message = std::move(m);
@@ -298,6 +325,8 @@ std::vector<Route> admin_routes(std::shared_ptr<Access> access) {
   out.emplace_back("DELETE", "/admin/v1/keys/{id}", Permission::kOwnKeys, h(&AdminApi::revoke_key));
   out.emplace_back("POST", "/admin/v1/keys/{id}/rotate", Permission::kOwnKeys, h(&AdminApi::rotate_key));
   out.emplace_back("PATCH", "/admin/v1/keys/{id}", Permission::kAdmin, h(&AdminApi::patch_key));
+  out.emplace_back("GET", "/admin/v1/roles/{id}", Permission::kAdmin, h(&AdminApi::get_role));
+  out.emplace_back("PATCH", "/admin/v1/roles/{id}", Permission::kAdmin, h(&AdminApi::patch_role));
   out.emplace_back("GET", "/admin/v1/tenants", Permission::kAdmin, h(&AdminApi::list_tenants));
   out.emplace_back("POST", "/admin/v1/tenants", Permission::kAdmin, h(&AdminApi::create_tenant));
   out.emplace_back("GET", "/admin/v1/tenants/{id}", Permission::kAdmin, h(&AdminApi::get_tenant));

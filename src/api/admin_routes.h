@@ -8,6 +8,7 @@
 //                                             the grace period ends
 //   PATCH  /admin/v1/keys/{id}                {limits} (admin only)
 //   GET    /admin/v1/tenants, POST /admin/v1/tenants {id, name?, limits?}, GET|PATCH /admin/v1/tenants/{id}
+//   GET|PATCH /admin/v1/roles/{role}          the role's default limits {limits} (null: the built-in default)
 // Keys routes but PATCH need keys.own (developer: only keys it created, in its own tenant, roles developer or guest; another
 // tenant's or another principal's key answers 404); tenant routes need admin.
 // Thread-safety: the handlers are safe from any thread.

@@ -12,56 +12,27 @@
 
 #include "auth/schema.h"
 #include "base/sha256.h"
-#include "tests/store/pg_fixture.h"
+#include "tests/auth/state_db_fixture.h"
 
 namespace citadel::auth {
 namespace {
 
-// QuotaLimits with some fields set (designated initializers would trip -Wmissing-field-initializers).
-struct Lim {
-  QuotaLimits l;
-  Lim& rpm(int64_t v) { l.requests_per_minute = v; return *this; }
-  Lim& tpm(int64_t v) { l.tokens_per_minute = v; return *this; }
-  Lim& concurrent(int64_t v) { l.concurrent_requests = v; return *this; }
-  Lim& max_tokens(int64_t v) { l.max_tokens_per_request = v; return *this; }
-  Lim& daily(int64_t v) { l.daily_tokens = v; return *this; }
-  operator QuotaLimits() const { return l; }
-};
+using testing::Lim;
 
 constexpr int64_t kNow = 1'700'000'000;
 
-class KeyStoreTest : public ::testing::TestWithParam<std::string> {
+class KeyStoreTest : public testing::StateDbTest {
  protected:
   void SetUp() override {
-    if (GetParam() == "sqlite") {
-      std::string templ = (std::filesystem::temp_directory_path() / "citadel-keys-XXXXXX").string();
-      ASSERT_NE(mkdtemp(templ.data()), nullptr);
-      dir_ = templ;
-      url_ = dir_ + "/state.db";
-    } else {
-      std::string reason;
-      url_ = testing::pg_test_conninfo(&reason);
-      if (url_.empty()) GTEST_SKIP() << reason;
-    }
-    db_ = open();
-    ASSERT_TRUE(db_);
-    auto v = store::migrate(*db_, state_migrations());
-    ASSERT_TRUE(v.ok()) << v.status().to_string();
+    StateDbTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     KeyStore::Options o;
     o.clock = [this] { return clock_.load(); };
     keys_ = std::make_unique<KeyStore>(db_.get(), o);
   }
   void TearDown() override {
     keys_.reset();
-    db_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
-
-  // Another connection to the same database (another replica).
-  std::unique_ptr<store::Database> open() {
-    auto db = store::open_database(url_);
-    EXPECT_TRUE(db.ok()) << db.status().to_string();
-    return db.ok() ? std::move(*db) : nullptr;
+    StateDbTest::TearDown();
   }
 
   std::pair<ApiKeyInfo, std::string> make(const std::string& name, Role role = Role::kDeveloper,
@@ -73,8 +44,6 @@ class KeyStoreTest : public ::testing::TestWithParam<std::string> {
     return r.ok() ? *r : std::pair<ApiKeyInfo, std::string>();
   }
 
-  std::string dir_, url_;
-  std::unique_ptr<store::Database> db_;
   std::unique_ptr<KeyStore> keys_;
   std::atomic<int64_t> clock_{1000};
 };

@@ -10,53 +10,26 @@
 #include <thread>
 
 #include "auth/schema.h"
-#include "tests/store/pg_fixture.h"
+#include "tests/auth/state_db_fixture.h"
 
 namespace citadel::auth {
 namespace {
 
-// QuotaLimits with some fields set (designated initializers would trip -Wmissing-field-initializers).
-struct Lim {
-  QuotaLimits l;
-  Lim& rpm(int64_t v) { l.requests_per_minute = v; return *this; }
-  Lim& tpm(int64_t v) { l.tokens_per_minute = v; return *this; }
-  Lim& concurrent(int64_t v) { l.concurrent_requests = v; return *this; }
-  Lim& max_tokens(int64_t v) { l.max_tokens_per_request = v; return *this; }
-  Lim& daily(int64_t v) { l.daily_tokens = v; return *this; }
-  operator QuotaLimits() const { return l; }
-};
+using testing::Lim;
 
 // 2023-11-14 22:13:00 UTC: a minute boundary, 6420 s before midnight.
 constexpr int64_t kT0 = 1'699'999'980;
 
-class QuotaTest : public ::testing::TestWithParam<std::string> {
+class QuotaTest : public testing::StateDbTest {
  protected:
   void SetUp() override {
-    if (GetParam() == "sqlite") {
-      std::string templ = (std::filesystem::temp_directory_path() / "citadel-quota-XXXXXX").string();
-      ASSERT_NE(mkdtemp(templ.data()), nullptr);
-      dir_ = templ;
-      url_ = dir_ + "/state.db";
-    } else {
-      std::string reason;
-      url_ = testing::pg_test_conninfo(&reason);
-      if (url_.empty()) GTEST_SKIP() << reason;
-    }
-    db_ = open();
-    ASSERT_TRUE(db_);
-    auto v = store::migrate(*db_, state_migrations());
-    ASSERT_TRUE(v.ok()) << v.status().to_string();
+    StateDbTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     q_ = std::make_unique<QuotaManager>(db_.get());
   }
   void TearDown() override {
     q_.reset();
-    db_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
-  std::unique_ptr<store::Database> open() {
-    auto db = store::open_database(url_);
-    EXPECT_TRUE(db.ok()) << db.status().to_string();
-    return db.ok() ? std::move(*db) : nullptr;
+    StateDbTest::TearDown();
   }
 
   QuotaDecision reserve(const std::string& id, const std::vector<QuotaScope>& scopes, int64_t tokens, int64_t now,
@@ -71,8 +44,6 @@ class QuotaTest : public ::testing::TestWithParam<std::string> {
     return u.ok() ? *u : QuotaUsage{};
   }
 
-  std::string dir_, url_;
-  std::unique_ptr<store::Database> db_;
   std::unique_ptr<QuotaManager> q_;
 };
 

@@ -350,3 +350,72 @@ def test_bootstrap_key_printed_once_and_no_secret_in_logs(model_spec, tmp_path, 
         assert not [l for l in s2.stdout_lines if "admin API key" in l]
     finally:
         assert s2.stop() == 0
+
+
+def test_role_defaults_are_configurable(server):
+    key = make_key(server, "guest")["key"]  # no limits of its own: the guest role's apply
+    h = {"Authorization": "Bearer " + key}
+    url = server.base_url + "/admin/v1/roles/guest"
+    before = server.http.get(url).json()
+    assert before["effective_limits"]["requests_per_minute"] == 60
+    wait_for_fresh_minute()
+    try:
+        r = server.http.patch(url, json={"limits": {"requests_per_minute": 1}})
+        assert r.status_code == 200 and r.json()["effective_limits"]["requests_per_minute"] == 1, r.text
+        codes = [requests.post(server.base_url + "/v1/chat/completions", json=CHAT, headers=h, timeout=60).status_code
+                 for _ in range(2)]
+        assert codes == [200, 429], codes
+    finally:
+        r = server.http.patch(url, json={"limits": {"requests_per_minute": None}})
+        assert r.json()["effective_limits"]["requests_per_minute"] == 60
+    assert server.http.get(server.base_url + "/admin/v1/roles/root").status_code == 404
+    assert requests.get(url, headers=h).status_code == 403
+
+
+def test_oidc_keys_from_a_jwks_url_rotate_by_kid(tmp_path):
+    """The JWKS served over HTTP (as Keycloak's certs endpoint): a token signed by a key added later verifies once
+    the server refetches on the unknown kid (at most once per 10 s)."""
+    import http.server
+    import threading
+    from jwt_util import AUDIENCE, ISSUER, TestIdp
+    first, second = TestIdp(), TestIdp()
+    served = {"body": json.dumps(first.jwks()).encode()}
+
+    class Certs(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = 200 if self.path == "/realms/bank/protocol/openid-connect/certs" else 404
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(served["body"]) if code == 200 else 0))
+            self.end_headers()
+            if code == 200:
+                self.wfile.write(served["body"])
+
+        def log_message(self, *a):
+            pass
+    idp_http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Certs)
+    threading.Thread(target=idp_http.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{idp_http.server_address[1]}/realms/bank/protocol/openid-connect/certs"
+    s = Server(["--model", "debug:bytes", "--served-model-name", "dbg", "--oidc-issuer", ISSUER,
+                "--oidc-audience", AUDIENCE, "--oidc-jwks", url, "--oidc-role-claim", "realm_access.roles"],
+               data_dir=str(tmp_path))
+    try:
+        def models(token):
+            return requests.get(s.base_url + "/v1/models", headers={"Authorization": "Bearer " + token}, timeout=30)
+        ok = first.token("guest", citadel_role=None, realm_access={"roles": ["offline_access", "developer"]})
+        assert models(ok).status_code == 200
+        # Rotation at the IdP: a new key (kid rsa-2) joins the set.
+        keys = second.jwks()["keys"]
+        keys[0]["kid"] = "rsa-2"
+        served["body"] = json.dumps({"keys": first.jwks()["keys"] + keys[:1]}).encode()
+        rotated = second.token("guest", citadel_role=None, realm_access={"roles": ["guest"]}, header={"kid": "rsa-2"})
+        deadline = time.time() + 25
+        while time.time() < deadline and models(rotated).status_code != 200:
+            time.sleep(0.5)
+        assert models(rotated).status_code == 200
+        assert models(ok).status_code == 200
+        # A token naming no recognised role is refused (no default role configured).
+        assert models(first.token("guest", citadel_role=None)).status_code == 401
+    finally:
+        assert s.stop() == 0
+        idp_http.shutdown()

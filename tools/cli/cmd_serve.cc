@@ -152,13 +152,8 @@ int run_serve(const ServeFlags& flags) {
   }
   set_log_level(parse_level(cfg.log_level));
   std::fprintf(stderr, "citadel serve: effective configuration\n%s", server::config_to_yaml(cfg).c_str());
-  auto access = setup_access(cfg);
-  if (!access.ok()) {
-    std::fprintf(stderr, "citadel serve: %s\n", access.status().message().c_str());
-    return 1;
-  }
-
-  // Signals are handled synchronously by this thread (sigwait); block them before any thread starts.
+  // Signals are handled synchronously by this thread (sigwait); block them before any thread starts
+  // (the state store's checkpoint and maintenance threads included).
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
@@ -166,6 +161,12 @@ int run_serve(const ServeFlags& flags) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  auto access = setup_access(cfg);
+  if (!access.ok()) {
+    std::fprintf(stderr, "citadel serve: %s\n", access.status().message().c_str());
+    return 1;
+  }
+
 
   auto service = std::make_shared<api::Service>(access->access);
   server::HttpServerOptions hopts;
