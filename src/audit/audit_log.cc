@@ -1,0 +1,363 @@
+// The audit writer: bounded queue -> one writer thread -> group commit (records + signed checkpoint in one
+// transaction) -> head file. Schema, closed kind list and retention live here too.
+#include "audit/audit_log.h"
+
+#include <algorithm>
+#include <chrono>
+#include <unordered_set>
+
+#include "audit/audit_chain.h"
+#include "base/log.h"
+
+namespace citadel::audit {
+
+namespace {
+
+using store::Value;
+
+constexpr const char* kV2 = R"sql(
+CREATE TABLE audit_records (
+  seq BIGINT PRIMARY KEY,
+  time_ms BIGINT NOT NULL,
+  kind TEXT NOT NULL,
+  principal TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  client TEXT NOT NULL,
+  model TEXT NOT NULL,
+  status BIGINT NOT NULL,
+  detail TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX audit_records_time ON audit_records (time_ms);
+CREATE INDEX audit_records_kind ON audit_records (kind, seq);
+CREATE INDEX audit_records_principal ON audit_records (principal, seq);
+CREATE INDEX audit_records_tenant ON audit_records (tenant, seq);
+CREATE TABLE audit_checkpoints (
+  seq BIGINT PRIMARY KEY,
+  hash TEXT NOT NULL,
+  time_ms BIGINT NOT NULL,
+  key_id TEXT NOT NULL,
+  signature TEXT NOT NULL
+);
+CREATE TABLE audit_anchor (
+  id BIGINT PRIMARY KEY,
+  seq BIGINT NOT NULL,
+  hash TEXT NOT NULL,
+  time_ms BIGINT NOT NULL,
+  key_id TEXT NOT NULL,
+  signature TEXT NOT NULL
+)
+)sql";
+
+// Rows per INSERT statement: 12 parameters each stays under SQLite's historic 999-parameter limit.
+constexpr size_t kRowsPerInsert = 64;
+// Records per transaction: bounds one commit's time and memory when a backlog drains.
+constexpr size_t kMaxBatch = 8192;
+
+struct Tail {
+  int64_t seq = 0;
+  std::string hash;
+};
+
+// The chain's end as the database has it: the last record, else the retention anchor, else the genesis.
+Result<Tail> read_tail(store::Session& s) {
+  ASSIGN_OR_RETURN(auto rows, s.query("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"));
+  if (!rows.empty()) return Tail{store::as_int(rows[0][0]), store::as_text(rows[0][1])};
+  ASSIGN_OR_RETURN(auto anchor, s.query("SELECT seq, hash FROM audit_anchor WHERE id = 1"));
+  if (!anchor.empty()) return Tail{store::as_int(anchor[0][0]), store::as_text(anchor[0][1])};
+  return Tail{0, internal::kZeroHash};
+}
+
+std::string insert_sql(size_t rows) {
+  std::string sql =
+      "INSERT INTO audit_records (seq, time_ms, kind, principal, tenant, request_id, client, model, status, "
+      "detail, prev_hash, hash) VALUES ";
+  for (size_t i = 0; i < rows; ++i) {
+    if (i) sql.append(", ");
+    sql.append("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  }
+  return sql;
+}
+
+void push_record(std::vector<Value>& p, int64_t seq, const AuditEvent& e, const std::string& detail,
+                 const std::string& prev, const std::string& hash) {
+  p.emplace_back(seq);
+  p.emplace_back(e.time_ms);
+  p.emplace_back(e.kind);
+  p.emplace_back(e.principal);
+  p.emplace_back(e.tenant);
+  p.emplace_back(e.request_id);
+  p.emplace_back(e.client);
+  p.emplace_back(e.model);
+  p.emplace_back(static_cast<int64_t>(e.status));
+  p.emplace_back(detail);
+  p.emplace_back(prev);
+  p.emplace_back(hash);
+}
+
+// A head past the stored end (or naming a checkpoint the database lacks) means records were deleted: appending now
+// would reuse their seqs and overwrite the head file, erasing the evidence. Refuse; the operator runs verify.
+Status check_head(store::Database& db, const internal::Head& head, int64_t end, const std::string& path) {
+  ASSIGN_OR_RETURN(auto cp, db.query("SELECT hash FROM audit_checkpoints WHERE seq = ?", {Value{head.seq}}));
+  ASSIGN_OR_RETURN(auto anchor, db.query("SELECT seq FROM audit_anchor WHERE id = 1"));
+  const int64_t anchor_seq = anchor.empty() ? 0 : store::as_int(anchor[0][0]);
+  const bool purged = cp.empty() && head.seq <= anchor_seq;
+  if (head.seq > end || (!purged && (cp.empty() || store::as_text(cp[0][0]) != head.hash))) {
+    return DataLoss("audit: head file " + path + " names checkpoint seq " + std::to_string(head.seq) +
+                    " which the database (end seq " + std::to_string(end) +
+                    ") does not hold: the log was truncated or replaced; run `citadel audit verify`");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+const std::vector<std::string>& audit_event_kinds() {
+  static const std::vector<std::string> kinds = {
+      "server.start",   "server.stop",       "config.change",   "model.load",        "model.unload",
+      "model.swap",     "key.create",        "key.revoke",      "key.rotate",        "key.update",
+      "role.update",    "tenant.create",     "tenant.update",   "auth.failure",      "permission.denied",
+      "quota.rejected", "inference",         "embedding",       "kb.request",        "audit.export",
+      "audit.query",    "retention.purge",   "encryption.key_rotation"};
+  return kinds;
+}
+
+bool is_audit_event_kind(const std::string& kind) {
+  static const std::unordered_set<std::string> set(audit_event_kinds().begin(), audit_event_kinds().end());
+  return set.count(kind) != 0;
+}
+
+std::vector<store::Migration> audit_migrations() { return {{2, "audit log", kV2}}; }
+
+AuditLog::AuditLog(store::Database* db, AuditOptions options, void* key, int64_t head_seq)
+    : db_(db), options_(std::move(options)), key_(key), last_seq_(head_seq) {
+  key_id_ = internal::key_id(static_cast<EVP_PKEY*>(key_));
+  writer_ = std::thread([this] { writer_loop(); });
+}
+
+AuditLog::~AuditLog() {
+  close();
+  EVP_PKEY_free(static_cast<EVP_PKEY*>(key_));
+}
+
+Result<std::unique_ptr<AuditLog>> AuditLog::open(store::Database* db, AuditOptions options) {
+  if (db == nullptr) return InvalidArgument("audit: no database");
+  if (options.flush_interval_ms < 1) options.flush_interval_ms = 1;
+  if (options.max_queue < 1) options.max_queue = 1;
+  if (options.head_file.empty()) options.head_file = options.signing_key_file + ".head";
+  ASSIGN_OR_RETURN(internal::Pkey key, internal::load_or_create_signing_key(options.signing_key_file));
+  auto tail = read_tail(*db);
+  if (!tail.ok()) {
+    return tail.status().with_context("audit: cannot read the chain (were audit_migrations() applied?)");
+  }
+  auto head = internal::read_head(options.head_file);
+  if (!head.ok() && head.status().code() != StatusCode::kNotFound) return head.status();
+  if (head.ok()) RETURN_IF_ERROR(check_head(*db, *head, tail->seq, options.head_file));
+  const int64_t end = tail->seq;
+  return std::unique_ptr<AuditLog>(new AuditLog(db, std::move(options), key.release(), end));
+}
+
+bool AuditLog::append(AuditEvent e) {
+  if (!is_audit_event_kind(e.kind)) return false;
+  if (e.time_ms == 0) e.time_ms = internal::now_ms();
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_ || failed_ || queue_.size() >= options_.max_queue) return false;
+    wake = queue_.empty() || queue_.size() == options_.max_queue / 2;
+    AuditRecord r;
+    r.event = std::move(e);
+    queue_.push_back(std::move(r));
+    ++enqueued_;
+  }
+  if (wake) wake_.notify_one();
+  return true;
+}
+
+Status AuditLog::flush() {
+  std::unique_lock<std::mutex> lock(mu_);
+  const uint64_t target = enqueued_, failures = failures_;
+  if (committed_ >= target) return OkStatus();
+  flush_requested_ = true;
+  wake_.notify_one();
+  progress_.wait(lock, [&] { return committed_ >= target || failures_ != failures || writer_done_; });
+  if (committed_ >= target) return OkStatus();
+  return last_status_.ok() ? Internal("audit: the writer stopped before the flush completed") : last_status_;
+}
+
+void AuditLog::close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
+    closed_ = true;
+  }
+  const Status st = flush();
+  if (!st.ok()) log_error("audit: close: " + st.to_string());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (writer_.joinable()) writer_.join();
+}
+
+bool AuditLog::healthy() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !failed_;
+}
+
+AuditStats AuditLog::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  AuditStats s;
+  s.written = written_;
+  s.write_failures = failures_;
+  s.queue_depth = queue_.size() + in_flight_;
+  s.last_error = last_status_.ok() ? "" : last_status_.to_string();
+  return s;
+}
+
+void AuditLog::writer_loop() {
+  const auto interval = std::chrono::milliseconds(options_.flush_interval_ms);
+  std::vector<AuditRecord> batch;  // survives a failed commit: retried, never dropped while running
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] { return stopping_ || flush_requested_ || !queue_.empty() || !batch.empty(); });
+      // Group commit: let records gather for one interval unless someone waits on them.
+      const auto deadline = std::chrono::steady_clock::now() + interval;
+      wake_.wait_until(lock, deadline, [&] {
+        return stopping_ || flush_requested_ || queue_.size() >= std::min(kMaxBatch, options_.max_queue / 2 + 1);
+      });
+      flush_requested_ = false;
+      if (stopping_ && queue_.empty() && batch.empty()) break;
+      while (!queue_.empty() && batch.size() < kMaxBatch) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      in_flight_ = batch.size();
+    }
+    if (batch.empty()) continue;
+    const Status st = write_batch(batch);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (st.ok()) {
+      committed_ += batch.size();
+      written_ += batch.size();
+      batch.clear();
+      failed_ = false;
+      last_status_ = OkStatus();
+    } else {
+      if (!failed_) log_error("audit: write failed (appends refused until it recovers): " + st.to_string());
+      ++failures_;
+      failed_ = true;
+      last_status_ = st;
+    }
+    in_flight_ = batch.size();
+    progress_.notify_all();
+    if (!st.ok() && stopping_) {
+      log_error("audit: closing with " + std::to_string(batch.size() + queue_.size()) + " records not written");
+      break;
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  writer_done_ = true;
+  progress_.notify_all();
+}
+
+// Writes batch (time_ms already set) as records last_seq+1.. with one checkpoint, then the head file.
+Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
+  EVP_PKEY* key = static_cast<EVP_PKEY*>(key_);
+  std::vector<std::string> details;
+  details.reserve(batch.size());
+  for (const auto& r : batch) details.push_back(r.event.detail.dump());
+  const int64_t checkpoint_time = internal::now_ms();
+  const int64_t known_end = last_seq_;
+  internal::Head head;
+  Status st = db_->transact([&](store::Session& s) -> Status {
+    ASSIGN_OR_RETURN(Tail tail, read_tail(s));
+    if (tail.seq < known_end) {
+      return DataLoss("audit: the chain ends at seq " + std::to_string(tail.seq) + " but this writer committed up to " +
+                      std::to_string(known_end) + ": records were deleted; run `citadel audit verify`");
+    }
+    std::string prev = tail.hash;
+    int64_t seq = tail.seq;
+    for (size_t start = 0; start < batch.size(); start += kRowsPerInsert) {
+      const size_t n = std::min(kRowsPerInsert, batch.size() - start);
+      std::vector<Value> params;
+      params.reserve(n * 12);
+      for (size_t i = start; i < start + n; ++i) {
+        ++seq;
+        std::string hash = internal::record_hash(prev, seq, batch[i].event, details[i]);
+        push_record(params, seq, batch[i].event, details[i], prev, hash);
+        prev = std::move(hash);
+      }
+      auto r = s.exec(insert_sql(n), params);
+      if (!r.ok()) return r.status();
+    }
+    ASSIGN_OR_RETURN(std::string sig, internal::sign_hex(key, internal::checkpoint_message(
+                                                                  internal::kCheckpointTag, seq, prev,
+                                                                  checkpoint_time)));
+    std::vector<Value> cp;
+    cp.emplace_back(seq);
+    cp.emplace_back(prev);
+    cp.emplace_back(checkpoint_time);
+    cp.emplace_back(key_id_);
+    cp.emplace_back(sig);
+    auto r = s.exec("INSERT INTO audit_checkpoints (seq, hash, time_ms, key_id, signature) VALUES (?, ?, ?, ?, ?)",
+                    cp);
+    if (!r.ok()) return r.status();
+    head = internal::Head{seq, prev, sig, key_id_, checkpoint_time};
+    return OkStatus();
+  });
+  if (!st.ok()) return st.with_context("audit");
+  last_seq_ = head.seq;
+  return internal::write_head(options_.head_file, head).with_context("audit: records committed, head file");
+}
+
+Status AuditLog::purge(int64_t now_ms) {
+  const int64_t cutoff = now_ms - options_.retention_days * 86400000;
+  EVP_PKEY* key = static_cast<EVP_PKEY*>(key_);
+  int64_t purged = 0, anchor_seq = 0;
+  Status st = db_->transact([&](store::Session& s) -> Status {
+    purged = 0;
+    ASSIGN_OR_RETURN(auto rows, s.query("SELECT MIN(seq), MAX(seq) FROM audit_records WHERE time_ms >= ?",
+                                        {Value{cutoff}}));
+    ASSIGN_OR_RETURN(auto all, s.query("SELECT MIN(seq), MAX(seq) FROM audit_records"));
+    if (all.empty() || store::is_null(all[0][0])) return OkStatus();
+    // Only a prefix can go (the chain must stay contiguous): up to the first record still inside retention.
+    const int64_t upto = store::is_null(rows[0][0]) ? store::as_int(all[0][1]) : store::as_int(rows[0][0]) - 1;
+    if (upto < store::as_int(all[0][0])) return OkStatus();
+    ASSIGN_OR_RETURN(auto last, s.query("SELECT hash FROM audit_records WHERE seq = ?", {Value{upto}}));
+    if (last.empty()) return DataLoss("audit: purge: record " + std::to_string(upto) + " is missing");
+    const std::string hash = store::as_text(last[0][0]);
+    ASSIGN_OR_RETURN(std::string sig, internal::sign_hex(key, internal::checkpoint_message(internal::kAnchorTag,
+                                                                                           upto, hash, now_ms)));
+    std::vector<Value> p;
+    p.emplace_back(upto);
+    p.emplace_back(hash);
+    p.emplace_back(now_ms);
+    p.emplace_back(key_id_);
+    p.emplace_back(sig);
+    RETURN_IF_ERROR(s.exec("INSERT INTO audit_anchor (id, seq, hash, time_ms, key_id, signature) VALUES (1, ?, ?, ?, "
+                           "?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
+                           "time_ms = excluded.time_ms, key_id = excluded.key_id, signature = excluded.signature",
+                           p)
+                        .status());
+    ASSIGN_OR_RETURN(purged, s.exec("DELETE FROM audit_records WHERE seq <= ?", {Value{upto}}));
+    RETURN_IF_ERROR(s.exec("DELETE FROM audit_checkpoints WHERE seq <= ?", {Value{upto}}).status());
+    anchor_seq = upto;
+    return OkStatus();
+  });
+  if (!st.ok()) return st.with_context("audit: purge");
+  if (purged == 0) return OkStatus();
+  AuditEvent e;
+  e.kind = "retention.purge";
+  e.detail = {{"purged", purged}, {"anchor_seq", anchor_seq}, {"retention_days", options_.retention_days}};
+  if (!append(std::move(e))) return ResourceExhausted("audit: purge done but its record was not queued");
+  return flush();
+}
+
+Result<AuditPage> AuditLog::query(const AuditQuery& q) const { return query_audit(*db_, q); }
+
+}  // namespace citadel::audit

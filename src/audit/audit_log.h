@@ -1,0 +1,170 @@
+// The audit log: an append-only, hash-chained record of who did what, kept in the state database, with signed
+// checkpoints and a head file outside the database so that editing, deleting, reordering or truncating records is
+// detected by verify_audit().
+//
+// Chain: record n stores prev_hash = hash of record n-1 (64 zeros for seq 1, or the retention anchor's hash after a
+// purge) and hash = SHA-256(prev_hash || canonical encoding of every stored field, seq included); see
+// audit_chain.h. Every committed batch also stores a checkpoint {seq, hash, time_ms, key_id, Ed25519 signature} in
+// the same transaction and then rewrites the head file (temp file + rename) with that checkpoint. Deleting the tail
+// of the table (records and checkpoints together) leaves the head file pointing past the end: verify fails.
+//
+// Writer: append() only queues (a bounded deque under a mutex: microseconds, never the database). ONE writer thread
+// commits everything queued in one transact() (group commit). The chain's tail is read inside that transaction, so
+// several processes (replicas on PostgreSQL, the CLI beside a server) extend one chain without forking it.
+//
+// Durability contract: the writer commits a batch at least every flush_interval_ms while records are queued, so a
+// record appended more than ~flush_interval_ms ago (plus the commit's own time) is on disk; flush() returns once
+// everything appended before the call is committed (or says why not). A process killed with SIGKILL loses at most
+// the records not yet committed; what was committed is never left half-written (one transaction per batch).
+//
+// Thread-safety: AuditLog is safe from any thread. verify_audit, export_jsonl and query_audit read through the
+// Database they are given (safe from any thread, concurrently with a writer).
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/status.h"
+#include "store/database.h"
+
+namespace citadel::audit {
+
+// One event. `detail` holds counts, reasons and ids only: the CALLER guarantees it never contains prompt or output
+// text, API keys, tokens or other secrets (the log is readable by the auditor role and exported in clear).
+struct AuditEvent {
+  std::string kind;        // one of audit_event_kinds()
+  int64_t time_ms = 0;     // Unix ms; 0: now (taken by append())
+  std::string principal, tenant, request_id, client, model;
+  int status = 0;          // HTTP status or 0
+  nlohmann::json detail = nlohmann::json::object();
+};
+
+// An event as stored, with its place in the chain.
+struct AuditRecord {
+  int64_t seq = 0;
+  AuditEvent event;
+  std::string prev_hash, hash;  // lower-case hex, 64 characters
+};
+
+// The closed list of kinds; append() refuses any other (so a typo never creates an unqueryable kind).
+const std::vector<std::string>& audit_event_kinds();
+bool is_audit_event_kind(const std::string& kind);
+
+// State schema version 2 "audit log" (apply after auth's state_migrations(), version 1): audit_records,
+// audit_checkpoints, audit_anchor (one row once anything was purged).
+std::vector<store::Migration> audit_migrations();
+
+struct AuditOptions {
+  std::string signing_key_file;  // Ed25519 private key (PEM); created mode 0600 if absent; keep it OUTSIDE the
+                                 // database (whoever can rewrite both can forge the log)
+  int flush_interval_ms = 100;   // group-commit period (see the durability contract)
+  int64_t retention_days = 180;  // purge() deletes records older than this
+  bool fail_closed = false;      // policy for the caller: refuse the request when append() returns false
+  size_t max_queue = 65536;      // append() returns false beyond this many queued records
+  std::string head_file;         // default: signing_key_file + ".head"
+};
+
+struct AuditStats {
+  uint64_t written = 0;         // records committed by this process
+  uint64_t write_failures = 0;  // failed batch commits
+  size_t queue_depth = 0;       // queued, not yet committed
+  std::string last_error;       // of the last failed commit ("" once a later commit succeeded)
+};
+
+// GET /admin/v1/audit. Times in Unix ms, half-open [since_ms, until_ms); 0 = unbounded. Empty strings = any.
+struct AuditQuery {
+  int64_t since_ms = 0, until_ms = 0;
+  std::string kind, principal, tenant;
+  int limit = 100;              // 1..1000
+  std::string cursor;           // next_cursor of the previous page ("" = first page); opaque to clients
+  bool newest_first = true;
+};
+
+struct AuditPage {
+  std::vector<AuditRecord> records;
+  std::string next_cursor;      // "" when this is the last page
+};
+
+struct VerifyReport {
+  bool ok = false;
+  int64_t records = 0;          // records checked
+  int64_t checkpoints = 0;      // checkpoint signatures checked
+  int64_t first_bad_seq = 0;    // 0 when ok (or when the problem has no seq, e.g. a bad anchor or head file)
+  std::string reason;           // what failed, "" when ok
+};
+
+class AuditLog {
+ public:
+  // Loads (or creates) the signing key, checks the audit tables exist and that the head file does not point past
+  // the stored chain (kDataLoss: truncated log; run verify), then starts the writer thread. db must outlive the log.
+  static Result<std::unique_ptr<AuditLog>> open(store::Database* db, AuditOptions options);
+  ~AuditLog();  // close()
+  AuditLog(const AuditLog&) = delete;
+  AuditLog& operator=(const AuditLog&) = delete;
+
+  // Queues e. False when e.kind is not in the closed list, the queue is full, the last commit failed, or the log
+  // is closed: the caller decides (options().fail_closed) whether to refuse the action. Never blocks on I/O.
+  bool append(AuditEvent e);
+  // Returns once every record appended before the call is committed; the commit's error otherwise.
+  Status flush();
+  // Flushes, stops the writer. Idempotent; later append() returns false.
+  void close();
+  bool healthy() const;
+  AuditStats stats() const;
+  const AuditOptions& options() const { return options_; }
+
+  // Deletes records older than now_ms - retention_days (whole prefix of the chain), keeping a signed anchor
+  // {seq, hash of the last deleted record} so that the rest still verifies, then appends and flushes a
+  // retention.purge record {purged, anchor_seq}. Nothing to delete: OK, no record.
+  Status purge(int64_t now_ms);
+  Result<AuditPage> query(const AuditQuery& q) const;
+
+ private:
+  AuditLog(store::Database* db, AuditOptions options, void* key, int64_t head_seq);
+  void writer_loop();
+  Status write_batch(std::vector<AuditRecord>& batch);
+
+  store::Database* db_;
+  const AuditOptions options_;
+  void* key_;  // EVP_PKEY* (kept opaque so the header does not pull in OpenSSL)
+  std::string key_id_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;      // writer: flush requested or stop
+  std::condition_variable progress_;  // flushers: a commit finished (ok or not)
+  std::deque<AuditRecord> queue_;     // guarded by mu_
+  uint64_t enqueued_ = 0, committed_ = 0, failures_ = 0, written_ = 0;  // guarded by mu_
+  int64_t last_seq_ = 0;              // writer thread only: the chain end it committed (truncation check)
+  size_t in_flight_ = 0;              // records taken by the writer, not yet committed
+  bool flush_requested_ = false, stopping_ = false, closed_ = false, failed_ = false, writer_done_ = false;
+  Status last_status_;                // of the last commit
+  std::thread writer_;
+};
+
+// Recomputes the chain from the anchor (or seq 1): seq contiguity, every prev_hash and hash, every checkpoint's
+// hash and signature against the public half of the key in key_file (a private key PEM or a public key PEM), the
+// anchor's signature, and that the head file's checkpoint exists in the database and is not beyond the end.
+// A missing head file is a failure when records exist. Tampering is reported in VerifyReport (ok=false); Status
+// errors are for an unreadable key or database.
+Result<VerifyReport> verify_audit(store::Database& db, const std::string& key_file, const std::string& head_file);
+
+// One JSON object per line, oldest first: {seq, time_ms, kind, principal, tenant, request_id, client, model, status,
+// detail, prev_hash, hash}, for records with since_ms <= time_ms < until_ms (0 = unbounded).
+Status export_jsonl(store::Database& db, std::ostream& out, int64_t since_ms, int64_t until_ms);
+
+// One page of records matching q (see AuditQuery). kInvalidArgument for a bad limit or cursor.
+Result<AuditPage> query_audit(store::Database& db, const AuditQuery& q);
+
+// The JSON form of a record (what export_jsonl writes per line and what GET /admin/v1/audit returns).
+nlohmann::json audit_record_json(const AuditRecord& r);
+
+}  // namespace citadel::audit
