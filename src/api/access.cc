@@ -88,9 +88,16 @@ std::optional<ApiError> Access::authenticate(const server::HttpRequest& req, aut
   }
   auto k = o_.keys->authenticate(*cred, now);
   if (!k.ok()) {
-    if (k.status().code() == StatusCode::kUnsupported)  // the tenant of a valid key is disabled
-      return forbidden(k.status().message(), "tenant_disabled");
-    return unauthorized(k.status().message());
+    switch (auth::auth_failure_of(k.status())) {
+      case auth::AuthFailure::kTenantDisabled: return forbidden(k.status().message(), "tenant_disabled");
+      case auth::AuthFailure::kOther: {  // the store itself failed: not the caller's fault, and no details out
+        log_warn("authentication: credential store error: " + k.status().message());
+        ApiError e = unavailable("the credential store is unavailable; retry shortly");
+        e.code = "credential_store_unavailable";
+        return e;
+      }
+      default: return unauthorized(k.status().message());
+    }
   }
   auth::Principal& p = *out;
   p = auth::Principal();

@@ -151,6 +151,9 @@ class AdminApi {
     nk.created_by = p.id;
     auto made = keys_.create(nk, now);
     if (!made.ok()) return reply_error(r, &ctx, status_error(made.status()));
+    ctx.set_detail("key_id", made->first.id);
+    ctx.set_detail("role", auth::role_name(made->first.role));
+    ctx.set_detail("tenant", made->first.tenant);
     json out = key_json(made->first, now);
     out["key"] = made->second;  // the only time the raw key leaves the server
     reply_json(r, 201, out);
@@ -174,6 +177,7 @@ class AdminApi {
   void revoke_key(const server::HttpRequest&, RequestContext& ctx, ObservedResponder& r) {
     auto k = target_key(ctx, r);
     if (!k) return;
+    ctx.set_detail("key_id", k->id);
     const Status st = keys_.revoke(k->id, now_unix());
     if (!st.ok()) return reply_error(r, &ctx, status_error(st));
     auto after = keys_.get(k->id);
@@ -189,8 +193,11 @@ class AdminApi {
     if (!g.is_number_integer() || g.get<int64_t>() < 0 || g.get<int64_t>() > 90LL * 86400)
       return reply_error(r, &ctx, bad_request("grace_seconds must be an integer in [0, 7776000]", "grace_seconds"));
     const int64_t now = now_unix();
+    ctx.set_detail("key_id", k->id);
+    ctx.set_detail("grace_seconds", std::to_string(g.get<int64_t>()));
     auto made = keys_.rotate(k->id, g.get<int64_t>(), now);
     if (!made.ok()) return reply_error(r, &ctx, status_error(made.status()));
+    ctx.set_detail("new_key_id", made->first.id);
     json out = key_json(made->first, now);
     out["key"] = made->second;
     reply_json(r, 201, out);
@@ -203,6 +210,7 @@ class AdminApi {
     if (auto e = parse_body(req.body, &b, false)) return reply_error(r, &ctx, *e);
     auth::QuotaLimits q = k->limits;
     if (auto e = parse_limits(b.value("limits", json()), &q)) return reply_error(r, &ctx, *e);
+    ctx.set_detail("key_id", k->id);
     const Status st = keys_.update_limits(k->id, q);
     if (!st.ok()) return reply_error(r, &ctx, status_error(st));
     auto after = keys_.get(k->id);
@@ -228,6 +236,7 @@ class AdminApi {
     if (!own.ok()) return reply_error(r, &ctx, status_error(own.status()));
     auth::QuotaLimits q = *own;
     if (auto e = parse_limits(b.value("limits", json()), &q)) return reply_error(r, &ctx, *e);
+    ctx.set_detail("role", auth::role_name(*role));
     const Status st = keys_.set_role_limits(*role, q);
     if (!st.ok()) return reply_error(r, &ctx, status_error(st));
     reply_json(r, 200, role_json(*role, q));
@@ -250,6 +259,7 @@ class AdminApi {
     if (!name.is_string()) return reply_error(r, &ctx, bad_request("name must be a string", "name"));
     auth::QuotaLimits q;
     if (auto e = parse_limits(b.value("limits", json()), &q)) return reply_error(r, &ctx, *e);
+    ctx.set_detail("tenant", id.substr(0, 64));
     auto t = keys_.create_tenant(id, name.get<std::string>(), q, now_unix());
     if (!t.ok()) return reply_error(r, &ctx, status_error(t.status(), "id"));
     reply_json(r, 201, tenant_json(*t));
@@ -273,6 +283,8 @@ class AdminApi {
       if (!b["disabled"].is_boolean()) return reply_error(r, &ctx, bad_request("disabled must be a boolean", "disabled"));
       disabled = b["disabled"].get<bool>();
     }
+    ctx.set_detail("tenant", t->id);
+    ctx.set_detail("disabled", disabled ? "true" : "false");
     const Status st = keys_.update_tenant(t->id, q, disabled);
     if (!st.ok()) return reply_error(r, &ctx, status_error(st));
     auto after = keys_.get_tenant(t->id);

@@ -22,6 +22,11 @@ void RequestContext::set_error(const std::string& code, const std::string& messa
   error_code_ = code, error_message_ = message.substr(0, 512);
 }
 
+void RequestContext::set_detail(const std::string& key, const std::string& value) {
+  std::lock_guard<std::mutex> l(mu_);
+  detail_[key] = value.substr(0, 256);
+}
+
 void RequestContext::set_rate_limit(const RateLimitState& s) {
   std::lock_guard<std::mutex> l(mu_);
   rate_limit_ = s;
@@ -56,6 +61,7 @@ ExchangeRecord RequestContext::snapshot() const {
   r.model = model_, r.finish_reason = finish_reason_;
   r.error_code = error_code_, r.error_message = error_message_;
   r.prompt_tokens = prompt_tokens_, r.completion_tokens = completion_tokens_, r.cached_prompt_tokens = cached_;
+  r.detail = detail_;
   return r;
 }
 

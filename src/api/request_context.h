@@ -31,6 +31,7 @@ struct ExchangeRecord {
   std::string model, finish_reason;
   std::string error_code;           // the OpenAI error code of an error response ("invalid_api_key", ...)
   std::string error_message;        // the error message (already free of secrets)
+  std::map<std::string, std::string> detail;  // what the handler did, for the audit log (ids, counts; no secrets)
   int status = 0;                   // HTTP status; 499 when the client went away first
   int prompt_tokens = 0, completion_tokens = 0, cached_prompt_tokens = 0;
   double received_at = 0;           // now_seconds()
@@ -56,6 +57,8 @@ class RequestContext {
   void set_finish_reason(const std::string& r);
   void set_error(const std::string& code, const std::string& message);
   void set_rate_limit(const RateLimitState& s);
+  // Adds to the record's detail (admin handlers: the key or tenant acted on). Never a secret or prompt text.
+  void set_detail(const std::string& key, const std::string& value);
   std::optional<RateLimitState> rate_limit() const;
   // A quota reservation to settle when the exchange ends (its id in the quota store).
   void set_reservation(const std::string& id);
@@ -67,6 +70,7 @@ class RequestContext {
  private:
   mutable std::mutex mu_;
   std::string model_, finish_reason_, error_code_, error_message_, reservation_;
+  std::map<std::string, std::string> detail_;
   int prompt_tokens_ = 0, completion_tokens_ = 0, cached_ = 0;
   std::optional<RateLimitState> rate_limit_;
 };
