@@ -52,17 +52,18 @@ size_t digit_run_back(Text t, size_t end) {  // digits ending just before `end`
   return end - j;
 }
 
-// A number may start at i unless that would continue a word, a decimal, a dashed/slashed number, or a group of four
-// digits followed by a space (the inside of a grouped card number such as "6222 0202 ...").
+// A number may start at i unless that would continue a word, a decimal or a dashed/slashed number.
 bool number_left_ok(Text t, size_t i) {
   if (i == 0) return true;
   const char p = t[i - 1];
   if (is_word(p)) return false;
-  if (i >= 2 && is_digit(t[i - 2])) {
-    if (p == '.' || p == '-' || p == '/') return false;
-    if (p == ' ' && digit_run_back(t, i - 1) == 4) return false;
-  }
-  return true;
+  return !(i >= 2 && is_digit(t[i - 2]) && (p == '.' || p == '-' || p == '/'));
+}
+
+// A grouped form ("6222 0202 ...", "138 0013 8000") may not start right after a group of four digits and a space:
+// that is the inside of a longer grouped number. Contiguous forms may ("房间 1203 13800138000").
+bool grouped_left_ok(Text t, size_t i) {
+  return !(i >= 2 && t[i - 1] == ' ' && digit_run_back(t, i - 1) == 4);
 }
 
 // A number may end at e unless a word, a decimal/dashed continuation, or (grouped forms) another group follows.
@@ -172,7 +173,7 @@ bool plausible_issuer(const char* d) {
 
 bool is_x(char c) { return c == 'X' || c == 'x'; }
 
-void scan_resident_id(Text t, size_t i, const Groups& g, bool legacy, std::vector<Candidate>* out) {
+void scan_resident_id(Text t, size_t i, const Groups& g, bool legacy, bool grouped_ok, std::vector<Candidate>* out) {
   char d[20];
   // Contiguous: 18 digits, or 17 digits + X.
   size_t e = 0;
@@ -183,7 +184,7 @@ void scan_resident_id(Text t, size_t i, const Groups& g, bool legacy, std::vecto
     return;
   }
   // Grouped 6-8-4 (or 6-8-3 + X).
-  if (g.count == 3 && g.len[0] == 6 && g.len[1] == 8 && (g.len[2] == 4 || (g.len[2] == 3 && is_x(at(t, g.end))))) {
+  if (grouped_ok && g.count == 3 && g.len[0] == 6 && g.len[1] == 8 && (g.len[2] == 4 || (g.len[2] == 3 && is_x(at(t, g.end))))) {
     e = g.len[2] == 4 ? g.end : g.end + 1;
     if (number_right_ok(t, e, true) && collect_digits(t, i, e, d, 18) == 18 && valid_id18(d)) {
       out->push_back({i, e, PiiKind::kCnResidentId, kPrioId18, 0});
@@ -195,14 +196,14 @@ void scan_resident_id(Text t, size_t i, const Groups& g, bool legacy, std::vecto
   }
 }
 
-void scan_bank_card(Text t, size_t i, const Groups& g, std::vector<Candidate>* out) {
+void scan_bank_card(Text t, size_t i, const Groups& g, bool grouped_ok, std::vector<Candidate>* out) {
   char d[24];
   if (g.len[0] >= 13 && g.len[0] <= 19 && number_right_ok(t, i + g.len[0], false) &&
       plausible_issuer(t.data() + i) && luhn(t.data() + i, g.len[0])) {
     out->push_back({i, i + g.len[0], PiiKind::kBankCard, kPrioCard, 0});
     return;
   }
-  if (g.count < 3 || g.digits < 13 || g.digits > 19 || !number_right_ok(t, g.end, true)) return;
+  if (!grouped_ok || g.count < 3 || g.digits < 13 || g.digits > 19 || !number_right_ok(t, g.end, true)) return;
   bool shape = true;  // 4-4-4-4[-1..4]
   for (int k = 0; k + 1 < g.count; ++k) shape = shape && g.len[k] == 4;
   shape = shape && g.len[g.count - 1] >= 1 && g.len[g.count - 1] <= 4 && g.count >= 4;
@@ -214,7 +215,7 @@ void scan_bank_card(Text t, size_t i, const Groups& g, std::vector<Candidate>* o
 
 bool mobile_core(Text t, size_t j) { return at(t, j) == '1' && at(t, j + 1) >= '3' && at(t, j + 1) <= '9'; }
 
-void scan_mobile(Text t, size_t i, std::vector<Candidate>* out) {
+void scan_mobile(Text t, size_t i, bool grouped_ok, std::vector<Candidate>* out) {
   size_t j = i;
   if (starts_with(t, i, "+86")) {
     j += 3;
@@ -229,6 +230,7 @@ void scan_mobile(Text t, size_t i, std::vector<Candidate>* out) {
     out->push_back({i, j + 11, PiiKind::kMobilePhone, kPrioMobile, 0});
     return;
   }
+  if (!grouped_ok) return;
   const Groups g = parse_groups(t, j);
   if (g.count == 3 && g.len[0] == 3 && g.len[1] == 4 && g.len[2] == 4 && number_right_ok(t, g.end, true)) {
     out->push_back({i, g.end, PiiKind::kMobilePhone, kPrioMobile, 0});
@@ -348,7 +350,7 @@ size_t scan_numbers_at(Text t, size_t i, const PiiOptions& o, std::vector<Candid
   const size_t before = out->size();
   const char c = t[i];
   if (o.mask_mobile_phone && (c == '+' || c == '1' || c == '8' || c == '0') && number_left_ok(t, i)) {
-    scan_mobile(t, i, out);
+    scan_mobile(t, i, grouped_left_ok(t, i), out);
   }
   if (o.mask_landline && (c == '(' || c == '0' || c == '+' || c == '\xEF') && number_left_ok(t, i)) {
     scan_landline(t, i, out);
@@ -356,8 +358,9 @@ size_t scan_numbers_at(Text t, size_t i, const PiiOptions& o, std::vector<Candid
   if (is_digit(c)) {
     if (number_left_ok(t, i)) {
       const Groups g = parse_groups(t, i);
-      if (o.mask_resident_id) scan_resident_id(t, i, g, o.accept_legacy_resident_id, out);
-      if (o.mask_bank_card) scan_bank_card(t, i, g, out);
+      const bool grouped_ok = grouped_left_ok(t, i);
+      if (o.mask_resident_id) scan_resident_id(t, i, g, o.accept_legacy_resident_id, grouped_ok, out);
+      if (o.mask_bank_card) scan_bank_card(t, i, g, grouped_ok, out);
     }
     if (o.mask_ipv4) scan_ipv4(t, i, out);
   }
@@ -472,7 +475,9 @@ bool valid_ipv6(Text t, size_t s, size_t e) {
       if (pos == e) return false;
     }
   }
-  if (compressed) return groups <= 7 && has_digit;
+  // "1::" / "fe80::" alone read as list markers and prefixes more often than as addresses.
+  const bool bare_prefix = groups == 1 && e - s >= 2 && t.substr(e - 2, 2) == "::";
+  if (compressed) return groups <= 7 && has_digit && !bare_prefix;
   return groups == 8;
 }
 
@@ -529,9 +534,9 @@ Result<PiiMasker> PiiMasker::create(PiiOptions options) {
     }
     Custom custom;
     custom.name = name;
-    custom.token = "[";
-    for (char c : name) custom.token += (c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c;
-    custom.token += "]";
+    custom.token.push_back('[');  // push_back, not "[" + ...: g++ 12 reports a false -Wrestrict on the latter
+    for (char c : name) custom.token.push_back((c >= 'a' && c <= 'z') ? static_cast<char>(c - 32) : c);
+    custom.token.push_back(']');
     try {
       custom.re = std::regex(pattern, std::regex::ECMAScript | std::regex::optimize);
       if (std::regex_match(std::string(), custom.re)) {

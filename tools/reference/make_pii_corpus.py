@@ -112,6 +112,9 @@ def cases():
     c.append(("ten digits 1380013800", []))
     c.append(("不是手机号 12812345678", []))
     c.append(("ORD13800138000 shipped", []))
+    c.append(("Tel13800138000 (glued to a word: left alone by design)", []))
+    c.append(("房间 1203 13800138000", [E("mobile_phone", "13800138000")]))
+    c.append(("grouped 138 0013 8000 1234 is a longer number", []))
     c.append(("批次 13800138000123", []))
     c.append(("pi is 3.13800138000", []))
     # --- landlines
@@ -166,6 +169,7 @@ def cases():
     c.append(("mapped ::ffff:192.0.2.128 seen", [E("ipv6", "::ffff:192.0.2.128")]))
     c.append(("addr:2001:db8::1", [E("ipv6", "2001:db8::1")]))
     c.append(("MAC 00:1A:2B:3C:4D:5E", []))
+    c.append(("step 1:: done, prefix fe80:: only", []))
     c.append(("at 12:30:45 today", []))
     c.append(("std::vector<int> v; a::b(c);", []))
     # --- mixed and other negatives
