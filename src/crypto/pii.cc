@@ -403,7 +403,7 @@ size_t email_domain_end(Text t, size_t a) {
   size_t last_label = j;
   while (true) {
     size_t k = j;
-    while (k < t.size() && (is_alnum(t[k]) || t[k] == '-')) ++k;
+    while (k < t.size() && k - j <= 63 && (is_alnum(t[k]) || t[k] == '-')) ++k;  // bounded: "@@@@" + long run
     if (k == j || k - j > 63 || t[j] == '-' || t[k - 1] == '-') return 0;
     ++labels;
     last_label = j;

@@ -12,8 +12,8 @@
 // - kMobilePhone: 1[3-9] + 9 digits, contiguous or 3-4-4 with one consistent space or dash, optionally prefixed by
 //   "+86", "0086" or "86" (then optionally one space or dash).
 // - kLandline: area code by the real numbering plan (010 and 02x take 3 digits, every other 0xxx takes 4) then a dash
-//   or a space, or the area code in ASCII or full-width parentheses; local number 7-8 digits starting 2-9 (8 after a
-//   3-digit area code); optional extension "-123", "转123", " ext 123"/"ext.123" (1-6 digits). "+86"/"0086" with the
+//   or a space, or the area code in ASCII or full-width parentheses; local number 7-8 digits starting 2-9 (exactly 8
+//   after 010/02x); optional extension "-123", "转123", " ext 123"/"ext.123" (1-6 digits). "+86"/"0086" with the
 //   area code's 0 dropped is accepted. Unseparated 11-12 digit runs are NOT landlines (too ambiguous).
 // - kBankCard: 13-19 digits passing Luhn, contiguous or in groups (4-4-4-4[-1..4], 4-6-5, 4-6-4) with one consistent
 //   space or dash; first digit 3-6 or 9, or 2221..2720 (Mastercard 2-series): this rejects timestamps and date-led
@@ -29,8 +29,9 @@
 //   UTF-8 characters so it never splits one.
 //
 // Boundaries: a digit-based match is never part of a longer digit run, never touches an ASCII letter or '_' (so hex
-// hashes and ids like "ORD2026..." are left alone; "Tel13800138000" is therefore missed, by choice), and never
-// continues a dotted or dashed number ("1.138...", "...-5"). Only ASCII digits count: full-width digits (０-９) are out
+// hashes and ids like "ORD2026..." are left alone; "Tel13800138000" is therefore missed, by choice), never
+// continues a dotted or dashed number ("1.138...", "...-5"), and a grouped form never starts right after a 4-digit
+// group and a space (the inside of "1234 5678 9012 3456 7890"). Only ASCII digits count: full-width digits (０-９) are out
 // of scope (they are rare in machine text and a normalising pass belongs to the caller).
 //
 // Overlaps: candidates are resolved leftmost-longest; on equal spans the priority is id > mobile > card > legacy id >

@@ -199,6 +199,25 @@ TEST(Pii, ConcurrentUse) {
   EXPECT_EQ(got[1], want);
 }
 
+// Inputs built to make a careless scanner rescan (long runs behind many '@', ':' or digit starts) stay linear.
+TEST(Pii, PathologicalInputsStayFast) {
+  const PiiMasker m = make_masker();
+  const size_t n = 1u << 20;
+  const std::vector<std::string> inputs = {
+      std::string(n / 2, '@') + std::string(n / 2, 'a'), std::string(n, '1'), std::string(n, ':'),
+      [&] { std::string s; while (s.size() < n) s += "1 "; return s; }(),
+      [&] { std::string s; while (s.size() < n) s += "a.b@"; return s; }(),
+      [&] { std::string s; while (s.size() < n) s += "1.1."; return s; }(),
+      [&] { std::string s; while (s.size() < n) s += "ab:"; return s; }()};
+  for (const std::string& text : inputs) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const size_t found_n = m.find(text).size();
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("pii pathological '%s...': %zu findings, %.2f ms\n", text.substr(0, 8).c_str(), found_n, ms);
+    EXPECT_LT(ms, 2000.0);
+  }
+}
+
 // Not a benchmark (those live in bench/): prints the time for 1 MB of mixed log/prompt text; the bound only catches
 // something pathological.
 TEST(Pii, MegabyteMixedText) {
