@@ -6,6 +6,9 @@
 //   debug:bytes              a built-in byte-level fake model (no weights; deterministic logits): for tests of the
 //                            server itself and for measuring its overhead without model compute
 //   debug:slow               the same, 5 ms per engine step
+// Encrypted models (a path ending in .enc, or any file with the CITADEL-ENC magic; crypto/envelope.h) need
+// key_file: the file is decrypted into locked anonymous memory (crypto/secure_buffer.h) and served from there;
+// its plaintext never reaches the disk. A key older than 90 days logs a rotation warning.
 #pragma once
 
 #include <memory>
@@ -27,6 +30,7 @@ struct ModelLoadOptions {
   std::string device = "cpu";      // cpu | cuda
   std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4 | fp8 | f32
   std::string cpu_precision = "fast"; // cpu: fast | exact
+  std::string key_file;            // encrypted models: a key spec (PATH | env:NAME | cmd:PROG ARGS; crypto/key_source.h)
   engine::EngineConfig engine;     // max_waiting etc.
 };
 

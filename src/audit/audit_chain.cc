@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/log.h"
 #include "base/sha256.h"
 
 namespace citadel::audit::internal {
@@ -134,6 +135,11 @@ Result<Pkey> load_or_create_signing_key(const std::string& path) {
   if (path.empty()) return InvalidArgument("audit: no signing key file given");
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return create_key(path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    // Whoever reads the key can forge checkpoints; say so, but do not refuse (mounted secrets are often 0644).
+    log_warn(path + ": the audit signing key is readable by group or others; chmod 600 it");
+  }
   ASSIGN_OR_RETURN(std::string pem, read_file(path));
   std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   Pkey key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));

@@ -133,6 +133,7 @@ std::vector<store::Migration> audit_migrations() { return {{2, "audit log", kV2}
 
 AuditLog::AuditLog(store::Database* db, AuditOptions options, void* key, int64_t head_seq)
     : db_(db), options_(std::move(options)), key_(key), last_seq_(head_seq) {
+  early_wake_ = std::min(kMaxBatch, options_.max_queue / 2 + 1);
   key_id_ = internal::key_id(static_cast<EVP_PKEY*>(key_));
   writer_ = std::thread([this] { writer_loop(); });
 }
@@ -166,7 +167,8 @@ bool AuditLog::append(AuditEvent e) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_ || failed_ || queue_.size() >= options_.max_queue) return false;
-    wake = queue_.empty() || queue_.size() == options_.max_queue / 2;
+    // One notify per batch (and one when a backlog builds up), not per record: append stays a queue push.
+    wake = queue_.empty() || queue_.size() + 1 == early_wake_;
     AuditRecord r;
     r.event = std::move(e);
     queue_.push_back(std::move(r));
@@ -228,7 +230,7 @@ void AuditLog::writer_loop() {
       // Group commit: let records gather for one interval unless someone waits on them.
       const auto deadline = std::chrono::steady_clock::now() + interval;
       wake_.wait_until(lock, deadline, [&] {
-        return stopping_ || flush_requested_ || queue_.size() >= std::min(kMaxBatch, options_.max_queue / 2 + 1);
+        return stopping_ || flush_requested_ || queue_.size() >= early_wake_;
       });
       flush_requested_ = false;
       if (stopping_ && queue_.empty() && batch.empty()) break;

@@ -144,6 +144,7 @@ class AuditLog {
   std::deque<AuditRecord> queue_;     // guarded by mu_
   uint64_t enqueued_ = 0, committed_ = 0, failures_ = 0, written_ = 0;  // guarded by mu_
   int64_t last_seq_ = 0;              // writer thread only: the chain end it committed (truncation check)
+  size_t early_wake_ = 1;             // queue depth at which the writer commits before the interval ends
   size_t in_flight_ = 0;              // records taken by the writer, not yet committed
   bool flush_requested_ = false, stopping_ = false, closed_ = false, failed_ = false, writer_done_ = false;
   Status last_status_;                // of the last commit

@@ -13,7 +13,7 @@ namespace citadel {
 MmapFile::~MmapFile() { reset(); }
 
 MmapFile::MmapFile(MmapFile&& other) noexcept
-    : data_(other.data_), size_(other.size_), path_(std::move(other.path_)) {
+    : data_(other.data_), size_(other.size_), path_(std::move(other.path_)), owner_(std::move(other.owner_)) {
   other.data_ = nullptr;
   other.size_ = 0;
 }
@@ -24,6 +24,7 @@ MmapFile& MmapFile::operator=(MmapFile&& other) noexcept {
     data_ = other.data_;
     size_ = other.size_;
     path_ = std::move(other.path_);
+    owner_ = std::move(other.owner_);
     other.data_ = nullptr;
     other.size_ = 0;
   }
@@ -31,9 +32,19 @@ MmapFile& MmapFile::operator=(MmapFile&& other) noexcept {
 }
 
 void MmapFile::reset() {
-  if (data_ && size_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (owner_) owner_.reset();
+  else if (data_ && size_) munmap(const_cast<uint8_t*>(data_), size_);
   data_ = nullptr;
   size_ = 0;
+}
+
+MmapFile MmapFile::wrap(std::shared_ptr<const void> owner, const uint8_t* data, size_t size, std::string name) {
+  MmapFile f;
+  f.owner_ = std::move(owner);
+  f.data_ = data;
+  f.size_ = size;
+  f.path_ = std::move(name);
+  return f;
 }
 
 Result<MmapFile> MmapFile::open(const std::string& path) {

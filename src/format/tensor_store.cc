@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <mutex>
 
 namespace citadel {
 
@@ -111,8 +112,54 @@ std::optional<bool> TensorStore::meta_bool(const std::string& key) const {
   return v ? v->as_bool() : std::nullopt;
 }
 
+namespace {
+
+struct MemoryModel {
+  std::shared_ptr<const void> owner;
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+std::mutex& memory_models_mu() {
+  static std::mutex mu;
+  return mu;
+}
+std::map<std::string, MemoryModel>& memory_models() {
+  static std::map<std::string, MemoryModel> m;
+  return m;
+}
+
+}  // namespace
+
+Status register_memory_model(const std::string& name, std::shared_ptr<const void> owner, const uint8_t* data,
+                             size_t size) {
+  std::lock_guard<std::mutex> lock(memory_models_mu());
+  if (!memory_models().emplace(name, MemoryModel{std::move(owner), data, size}).second)
+    return InvalidArgument(name + ": already being loaded from memory");
+  return OkStatus();
+}
+
+void unregister_memory_model(const std::string& name) {
+  std::lock_guard<std::mutex> lock(memory_models_mu());
+  memory_models().erase(name);
+}
+
+Result<std::unique_ptr<TensorStore>> open_gguf_from_memory(MmapFile bytes) {
+  ASSIGN_OR_RETURN(std::unique_ptr<TensorStore> store, parse_gguf(bytes.data(), bytes.size(), bytes.path()));
+  store->files_.push_back(std::move(bytes));  // the bytes' address survives the move
+  return store;
+}
+
 Result<std::unique_ptr<TensorStore>> open_model_file(const std::string& path) {
   namespace fs = std::filesystem;
+  {
+    std::unique_lock<std::mutex> lock(memory_models_mu());
+    auto it = memory_models().find(path);
+    if (it != memory_models().end()) {
+      MemoryModel m = it->second;
+      lock.unlock();
+      return open_gguf_from_memory(MmapFile::wrap(std::move(m.owner), m.data, m.size, path));
+    }
+  }
   std::error_code ec;
   fs::file_status st = fs::status(path, ec);
   if (ec || !fs::exists(st)) return NotFound(path + ": no such file or directory");

@@ -82,6 +82,7 @@ class TensorStore {
   std::map<std::string, size_t> index_;  // name -> position in tensors_
   std::map<std::string, MetaValue> meta_;
   std::vector<MmapFile> files_;          // one per shard; tensors point into these
+  friend Result<std::unique_ptr<TensorStore>> open_gguf_from_memory(MmapFile bytes);
 };
 
 // Opens a GGUF (v2/v3) file. Every count, offset and size is checked against the file before use;
@@ -101,7 +102,21 @@ Result<std::unique_ptr<TensorStore>> open_safetensors(const std::string& path);
 // Same, over one safetensors file's bytes already in memory (fuzzing, tests); no config.json is read.
 Result<std::unique_ptr<TensorStore>> parse_safetensors(const uint8_t* data, size_t size, const std::string& name);
 
-// Picks the reader by content (GGUF magic) or path (directory, .safetensors, .json).
+// Picks the reader by content (GGUF magic) or path (directory, .safetensors, .json). A name registered with
+// register_memory_model() is served from memory first.
 Result<std::unique_ptr<TensorStore>> open_model_file(const std::string& path);
+
+// GGUF over bytes that are not a file mapping (MmapFile::wrap, e.g. a model decrypted into locked memory): the
+// store keeps them alive, so tensors stay valid as long as the store. path() is bytes.path().
+Result<std::unique_ptr<TensorStore>> open_gguf_from_memory(MmapFile bytes);
+
+// In-memory model files, for the loaders that open a model by path (load_model, the runner factory): while `name`
+// is registered, open_model_file(name) parses these bytes (GGUF) instead of reading the file system, and every store
+// opened that way shares `owner`. Used to serve an encrypted model without writing its plaintext to disk: register
+// the decrypted bytes, build the runner, unregister (the stores keep the bytes alive). A name already registered
+// is InvalidArgument. Thread-safety: the registry is mutex-guarded.
+Status register_memory_model(const std::string& name, std::shared_ptr<const void> owner, const uint8_t* data,
+                             size_t size);
+void unregister_memory_model(const std::string& name);
 
 }  // namespace citadel

@@ -1,0 +1,130 @@
+// Encrypted models at rest: a synthetic GGUF encrypted with crypto/envelope.h loads from memory with the same
+// tensors (byte for byte), the same logits and the same served name as the plain file, and never without its key.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "api/model_loader.h"
+#include "crypto/envelope.h"
+#include "crypto/key_source.h"
+#include "format/tensor_store.h"
+#include "model/synth.h"
+#include "runtime/runner_factory.h"
+
+namespace citadel {
+namespace {
+
+namespace fs = std::filesystem;
+
+class EncryptedModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/citadel_encmodel_XXXXXX";
+    dir_ = new std::string(mkdtemp(tmpl));
+    SynthOptions so;
+    so.preset = "tiny";
+    so.seed = 3;
+    so.out = plain();
+    ASSERT_TRUE(write_synth(so).ok());
+    auto key = crypto::generate_key("model-key@1");
+    ASSERT_TRUE(key.ok());
+    ASSERT_TRUE(crypto::write_key_file(key_file(), *key).ok());
+    // Small chunks: the model spans many of them.
+    ASSERT_TRUE(crypto::encrypt_file(plain(), enc(), *key, crypto::Cipher::kAes256Gcm, 64 << 10).ok());
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::string plain() { return *dir_ + "/model.gguf"; }
+  static std::string enc() { return *dir_ + "/model.gguf.enc"; }
+  static std::string key_file() { return *dir_ + "/model.key"; }
+  static std::string* dir_;
+};
+std::string* EncryptedModelTest::dir_ = nullptr;
+
+// Logits of one 4-token prefill.
+std::vector<float> prefill_logits(engine::ModelRunner* r) {
+  EXPECT_TRUE(r->allocate_kv(4, 16).ok());
+  engine::Batch b;
+  b.tokens = {1, 2, 3, 4};
+  b.positions = {0, 1, 2, 3};
+  b.seq_of_token = {0, 0, 0, 0};
+  b.slots = {0, 1, 2, 3};
+  b.query_start = {0, 4};
+  b.seq_lens = {4};
+  b.block_tables = {0};
+  b.max_blocks = 1;
+  b.block_size = 16;
+  b.logit_rows = {3};
+  std::vector<float> logits(static_cast<size_t>(r->n_vocab()));
+  EXPECT_TRUE(r->forward(b, logits.data()).ok());
+  return logits;
+}
+
+TEST_F(EncryptedModelTest, DecryptedStoreAndRunnerMatchThePlainFile) {
+  auto key = crypto::load_key(key_file());
+  ASSERT_TRUE(key.ok());
+  auto buf = crypto::decrypt_to_memory(enc(), *key);
+  ASSERT_TRUE(buf.ok()) << buf.status().to_string();
+  auto owner = std::make_shared<crypto::SecureBuffer>(std::move(*buf));
+  ASSERT_TRUE(register_memory_model(enc(), owner, owner->data(), owner->size()).ok());
+  auto from_mem = open_model_file(enc());
+  auto mem_runner = runtime::make_model_runner(enc(), runtime::RunnerOptions{});
+  unregister_memory_model(enc());
+  ASSERT_TRUE(from_mem.ok()) << from_mem.status().to_string();
+  ASSERT_TRUE(mem_runner.ok()) << mem_runner.status().to_string();
+  owner.reset();  // the store and the runner keep the decrypted bytes alive
+
+  auto from_file = open_model_file(plain());
+  ASSERT_TRUE(from_file.ok());
+  const auto& a = (*from_file)->tensors();
+  const auto& b = (*from_mem)->tensors();
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_GT(a.size(), 3u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].name, b[i].name);
+    EXPECT_EQ(a[i].shape, b[i].shape);
+    ASSERT_EQ(a[i].nbytes, b[i].nbytes);
+    EXPECT_EQ(std::memcmp(a[i].data, b[i].data, a[i].nbytes), 0) << a[i].name;
+  }
+  EXPECT_EQ((*from_file)->metadata().size(), (*from_mem)->metadata().size());
+  EXPECT_EQ((*from_mem)->path(), enc());
+
+  auto file_runner = runtime::make_model_runner(plain(), runtime::RunnerOptions{});
+  ASSERT_TRUE(file_runner.ok());
+  const std::vector<float> la = prefill_logits(file_runner->get()), lb = prefill_logits(mem_runner->get());
+  ASSERT_EQ(la.size(), lb.size());
+  EXPECT_EQ(std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)), 0);
+  // Unregistered: the .enc path is the encrypted file again, which is no GGUF.
+  EXPECT_FALSE(open_model_file(enc()).ok());
+}
+
+TEST_F(EncryptedModelTest, LoadModelHostNeedsTheKey) {
+  api::ModelLoadOptions o;
+  o.model = enc();
+  o.compute_threads = 1;
+  auto no_key = api::load_model_host(o);
+  ASSERT_FALSE(no_key.ok());
+  EXPECT_EQ(no_key.status().message(), "model " + enc() + " is encrypted: give --key-file");
+
+  const std::string wrong = *dir_ + "/wrong.key";
+  auto other = crypto::generate_key("");
+  ASSERT_TRUE(crypto::write_key_file(wrong, *other).ok());
+  o.key_file = wrong;
+  auto bad = api::load_model_host(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("authentication failed at chunk 0"), std::string::npos)
+      << bad.status().message();
+
+  o.key_file = key_file();
+  auto host = api::load_model_host(o);
+  ASSERT_TRUE(host.ok()) << host.status().to_string();
+  EXPECT_EQ((*host)->served_name, "model");  // as for model.gguf
+  EXPECT_EQ((*host)->path, enc());
+}
+
+}  // namespace
+}  // namespace citadel
