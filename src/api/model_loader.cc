@@ -124,7 +124,8 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
   auto host = std::make_shared<ModelHost>();
   host->path = path;
   // model.gguf.enc is served as "model", like model.gguf.
-  const std::filesystem::path plain_path = decrypted ? std::filesystem::path(path).replace_extension() : path;
+  const std::filesystem::path plain_path = decrypted ? std::filesystem::path(path).replace_extension()
+                                                     : std::filesystem::path(path);
   const std::string stem = plain_path.stem().string();
   const CatalogEntry* entry = find_model(opts.model);
   host->served_name = !opts.served_model_name.empty() ? opts.served_model_name : entry ? entry->name : stem;
