@@ -106,6 +106,7 @@ TEST_F(EncryptedModelTest, LoadModelHostNeedsTheKey) {
   api::ModelLoadOptions o;
   o.model = enc();
   o.compute_threads = 1;
+  o.engine.n_blocks = 64;
   auto no_key = api::load_model_host(o);
   ASSERT_FALSE(no_key.ok());
   EXPECT_EQ(no_key.status().message(), "model " + enc() + " is encrypted: give --key-file");
