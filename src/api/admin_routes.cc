@@ -1,5 +1,7 @@
 #include "api/admin_routes.h"
 
+#include <cctype>
+#include <cstdio>
 #include <ctime>
 
 #include <nlohmann/json.hpp>
@@ -7,6 +9,7 @@
 #include "api/observed_responder.h"
 #include "api/request_context.h"
 #include "api/service.h"
+#include "audit/audit_log.h"
 #include "auth/key_store.h"
 
 namespace citadel::api {
@@ -101,9 +104,67 @@ bool may_manage(const auth::Principal& p, const auth::ApiKeyInfo& k) {
   return p.role == Role::kAdmin || (k.created_by == p.id && k.tenant == p.tenant);
 }
 
+// %XX and '+' of a query string value (malformed escapes are kept as they are).
+std::string url_decode(const std::string& v) {
+  std::string out;
+  out.reserve(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == '+') {
+      out.push_back(' ');
+    } else if (v[i] == '%' && i + 2 < v.size() && std::isxdigit(static_cast<unsigned char>(v[i + 1])) &&
+               std::isxdigit(static_cast<unsigned char>(v[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(v.substr(i + 1, 2), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(v[i]);
+    }
+  }
+  return out;
+}
+
+// Unix seconds ("1796490000") or an RFC 3339 UTC time ("2026-12-05T10:00:00Z", date alone = midnight) -> Unix ms.
+std::optional<int64_t> parse_time_ms(const std::string& s) {
+  if (s.empty()) return int64_t{0};
+  if (s.find_first_not_of("0123456789") == std::string::npos && s.size() <= 12) return std::stoll(s) * 1000;
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+  const int n = std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec);
+  if ((n != 3 && n != 6) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = h, tm.tm_min = mi, tm.tm_sec = sec;
+  return static_cast<int64_t>(timegm(&tm)) * 1000;
+}
+
 class AdminApi {
  public:
-  explicit AdminApi(std::shared_ptr<Access> a) : access_(std::move(a)), keys_(*access_->keys()) {}
+  AdminApi(std::shared_ptr<Access> a, audit::AuditLog* audit)
+      : access_(std::move(a)), keys_(*access_->keys()), audit_(audit) {}
+
+  void query_audit(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
+    audit::AuditQuery q;
+    const auto since = parse_time_ms(query_param(req.target, "since"));
+    const auto until = parse_time_ms(query_param(req.target, "until"));
+    if (!since) return reply_error(r, &ctx, bad_request("since: Unix seconds or an RFC 3339 UTC time", "since"));
+    if (!until) return reply_error(r, &ctx, bad_request("until: Unix seconds or an RFC 3339 UTC time", "until"));
+    q.since_ms = *since, q.until_ms = *until;
+    q.kind = query_param(req.target, "kind");
+    q.principal = query_param(req.target, "principal");
+    q.tenant = query_param(req.target, "tenant");
+    q.cursor = query_param(req.target, "cursor");
+    q.newest_first = query_param(req.target, "order") != "oldest";
+    const std::string limit = query_param(req.target, "limit");
+    if (!limit.empty()) {
+      if (limit.size() > 4 || limit.find_first_not_of("0123456789") != std::string::npos)
+        return reply_error(r, &ctx, bad_request("limit must be an integer in [1, 1000]", "limit"));
+      q.limit = std::stoi(limit);
+    }
+    ctx.set_detail("kind_filter", q.kind.substr(0, 32));
+    auto page = audit_->query(q);
+    if (!page.ok()) return reply_error(r, &ctx, status_error(page.status()));
+    json data = json::array();
+    for (const auto& rec : page->records) data.push_back(audit::audit_record_json(rec));
+    reply_json(r, 200, {{"object", "list"}, {"data", data},
+                        {"next_cursor", page->next_cursor.empty() ? json(nullptr) : json(page->next_cursor)}});
+  }
 
   void list_keys(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r) {
     const auth::Principal& p = *ctx.principal;
@@ -311,7 +372,7 @@ class AdminApi {
       const size_t amp = qs.find('&', i);
       const std::string kv = qs.substr(i, amp == std::string::npos ? std::string::npos : amp - i);
       const size_t eq = kv.find('=');
-      if (kv.substr(0, eq) == name) return eq == std::string::npos ? "" : kv.substr(eq + 1);
+      if (kv.substr(0, eq) == name) return eq == std::string::npos ? "" : url_decode(kv.substr(eq + 1));
       if (amp == std::string::npos) break;
       i = amp + 1;
     }
@@ -320,12 +381,13 @@ class AdminApi {
 
   std::shared_ptr<Access> access_;
   auth::KeyStore& keys_;
+  audit::AuditLog* audit_;
 };
 
 }  // namespace
 
-std::vector<Route> admin_routes(std::shared_ptr<Access> access) {
-  auto api = std::make_shared<AdminApi>(std::move(access));
+std::vector<Route> admin_routes(std::shared_ptr<Access> access, audit::AuditLog* audit) {
+  auto api = std::make_shared<AdminApi>(std::move(access), audit);
   auto h = [api](void (AdminApi::*fn)(const server::HttpRequest&, RequestContext&, ObservedResponder&)) {
     return [api, fn](const server::HttpRequest& req, std::shared_ptr<RequestContext> ctx,
                      std::shared_ptr<ObservedResponder> r) { ((*api).*fn)(req, *ctx, *r); };
@@ -340,6 +402,7 @@ std::vector<Route> admin_routes(std::shared_ptr<Access> access) {
   out.emplace_back("GET", "/admin/v1/roles/{id}", Permission::kAdmin, h(&AdminApi::get_role));
   out.emplace_back("PATCH", "/admin/v1/roles/{id}", Permission::kAdmin, h(&AdminApi::patch_role));
   out.emplace_back("GET", "/admin/v1/tenants", Permission::kAdmin, h(&AdminApi::list_tenants));
+  if (audit) out.emplace_back("GET", "/admin/v1/audit", Permission::kAuditRead, h(&AdminApi::query_audit));
   out.emplace_back("POST", "/admin/v1/tenants", Permission::kAdmin, h(&AdminApi::create_tenant));
   out.emplace_back("GET", "/admin/v1/tenants/{id}", Permission::kAdmin, h(&AdminApi::get_tenant));
   out.emplace_back("PATCH", "/admin/v1/tenants/{id}", Permission::kAdmin, h(&AdminApi::patch_tenant));

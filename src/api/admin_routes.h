@@ -9,6 +9,7 @@
 //   PATCH  /admin/v1/keys/{id}                {limits} (admin only)
 //   GET    /admin/v1/tenants, POST /admin/v1/tenants {id, name?, limits?}, GET|PATCH /admin/v1/tenants/{id}
 //   GET|PATCH /admin/v1/roles/{role}          the role's default limits {limits} (null: the built-in default)
+//   GET    /admin/v1/audit?since=&until=&kind=&principal=&tenant=&limit=&cursor=&order=oldest   (audit.read)
 // Keys routes but PATCH need keys.own (developer: only keys it created, in its own tenant, roles developer or guest; another
 // tenant's or another principal's key answers 404); tenant routes need admin.
 // Thread-safety: the handlers are safe from any thread.
@@ -20,8 +21,13 @@
 #include "api/access.h"
 #include "api/router.h"
 
+namespace citadel::audit {
+class AuditLog;
+}
+
 namespace citadel::api {
 
-std::vector<Route> admin_routes(std::shared_ptr<Access> access);
+// audit: null = no /admin/v1/audit route.
+std::vector<Route> admin_routes(std::shared_ptr<Access> access, audit::AuditLog* audit);
 
 }  // namespace citadel::api

@@ -1,6 +1,9 @@
 #include "api/service.h"
 
 #include "api/admin_routes.h"
+#include "api/audit_events.h"
+#include "audit/audit_log.h"
+#include "crypto/pii.h"
 #include "api/errors.h"
 #include "api/openai/request.h"
 #include "base/check.h"
@@ -24,8 +27,10 @@ void reply_error(server::Responder& r, RequestContext* ctx, const ApiError& e) {
   r.send(error_response(e));
 }
 
-Service::Service(std::shared_ptr<Access> access)
-    : stats_(std::make_shared<ServiceStats>()), access_(std::move(access)) {
+Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool audit_fail_closed)
+    : stats_(std::make_shared<ServiceStats>()), access_(std::move(access)), audit_(audit),
+      audit_fail_closed_(audit_fail_closed) {
+  if (auto m = crypto::PiiMasker::create({}); m.ok()) masker_ = std::make_shared<crypto::PiiMasker>(std::move(*m));
   add_route("GET", "/health", Permission::kPublic, [](auto&, auto, auto r) { reply_json(*r, 200, {{"status", "ok"}}); });
   add_route("GET", "/ready", Permission::kPublic, [this](auto&, auto ctx, auto r) {
     if (!ready()) return reply_error(*r, ctx.get(), unavailable(host() ? "draining" : "not ready"));
@@ -50,7 +55,7 @@ Service::Service(std::shared_ptr<Access> access)
     reply_json(*r, 200, {{"object", "list"}, {"data", data}});
   });
   if (access_ && access_->enabled() && access_->keys())
-    for (auto& route : admin_routes(access_)) {
+    for (auto& route : admin_routes(access_, audit_)) {
       const Status st = routes_.add(std::move(route));
       CHECK_MSG(st.ok(), st.message().c_str());
     }
@@ -161,6 +166,12 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
 
 void Service::exchange_ended(const ExchangeRecord& rec, const RequestContext& ctx) {
   if (access_) access_->settle(ctx, rec);
+  if (audit_) {
+    if (auto ev = audit_event_for(rec, ctx.permission, masker_.get())) {
+      if (!audit_->append(std::move(*ev)) && (audit_dropped_++ % 1000) == 0)
+        log_error("audit log: a record could not be queued (" + audit_->stats().last_error + ")");
+    }
+  }
   stats_->record_request(rec.status);
   for (const auto& fn : observers_) fn(rec, ctx);
   if (log_level() > LogLevel::kDebug) return;
@@ -190,6 +201,12 @@ void Service::handle(server::HttpRequest req, std::shared_ptr<server::Responder>
     ctx->route = m.route->pattern, ctx->permission = Permission::kPublic;
     return m.route->handler(req, ctx, r);
   }
+  if (m.route) ctx->route = m.route->pattern, ctx->permission = m.route->permission, ctx->path_params = m.params;
+  if (audit_ && audit_fail_closed_ && !audit_->healthy()) {
+    ApiError e = unavailable("the audit log cannot be written; this server refuses requests until it can");
+    e.code = "audit_unavailable";
+    return reply_error(*r, ctx.get(), e);
+  }
   auth::Principal who = anonymous_admin();
   if (access_ && access_->enabled()) {
     if (auto e = access_->authenticate(req, &who)) return reply_error(*r, ctx.get(), *e);
@@ -199,7 +216,6 @@ void Service::handle(server::HttpRequest req, std::shared_ptr<server::Responder>
     if (m.path_known) return reply_error(*r, ctx.get(), method_not_allowed(req.method.substr(0, 16), req.path.substr(0, 200)));
     return reply_error(*r, ctx.get(), not_found("no route for " + req.method.substr(0, 16) + " " + req.path.substr(0, 200), "not_found"));
   }
-  ctx->route = m.route->pattern, ctx->permission = m.route->permission, ctx->path_params = m.params;
   if (auto e = Access::authorise(who, m.route->permission)) return reply_error(*r, ctx.get(), *e);
   m.route->handler(req, ctx, r);
 }

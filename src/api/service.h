@@ -9,6 +9,8 @@
 //   GET  /api/v1/stats                                                  stats.read
 //   /admin/v1/keys..., /admin/v1/tenants...                             admin (developer: its own keys)
 //   GET  /admin/v1/routes                                               admin (the table: method, path, permission)
+//   GET  /admin/v1/audit                                                audit.read (query the audit log)
+// Every exchange that matters to an auditor (api/audit_events.h) is appended to the audit log when one is given.
 // Unknown routes 404 and wrong methods 405 (after authentication: an anonymous caller learns nothing of the route
 // map), every error in the OpenAI shape. Nothing here knows about sockets.
 // Thread-safety: handle() may run concurrently on any I/O thread; set_host()/set_draining() from any thread.
@@ -27,12 +29,21 @@
 #include "api/router.h"
 #include "server/http_types.h"
 
+namespace citadel::audit {
+class AuditLog;
+}
+namespace citadel::crypto {
+class PiiMasker;
+}
+
 namespace citadel::api {
 
 class Service {
  public:
-  // access: null = access control disabled (every caller an anonymous admin).
-  explicit Service(std::shared_ptr<Access> access = nullptr);
+  // access: null = access control disabled (every caller an anonymous admin). audit: null = no audit log; with
+  // audit_fail_closed, every non-public route answers 503 while the audit log cannot write.
+  explicit Service(std::shared_ptr<Access> access = nullptr, audit::AuditLog* audit = nullptr,
+                   bool audit_fail_closed = false);
   // The model is served from now on (nullptr: not ready).
   void set_host(std::shared_ptr<const ModelHost> host);
   std::shared_ptr<const ModelHost> host() const;
@@ -62,6 +73,10 @@ class Service {
   std::shared_ptr<ServiceStats> stats_;
   std::function<nlohmann::json()> extra_stats_;
   std::shared_ptr<Access> access_;
+  audit::AuditLog* audit_ = nullptr;
+  bool audit_fail_closed_ = false;
+  std::shared_ptr<const crypto::PiiMasker> masker_;  // masks PII in audit detail text
+  std::atomic<int64_t> audit_dropped_{0};
   RouteTable routes_;
   std::vector<ExchangeCallback> observers_;
 };

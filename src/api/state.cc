@@ -9,6 +9,7 @@
 
 #include "auth/key_store.h"
 #include "auth/quota.h"
+#include "audit/audit_log.h"
 #include "auth/schema.h"
 #include "base/log.h"
 
@@ -21,6 +22,7 @@ State::~State() {
   }
   cv_.notify_all();
   if (maintenance_.joinable()) maintenance_.join();
+  audit.reset();  // flushes
   quotas.reset();
   keys.reset();
   db.reset();
@@ -31,10 +33,16 @@ void State::start_maintenance() {
   quotas->set_auto_purge(false);
   maintenance_ = std::thread([this] {
     std::unique_lock<std::mutex> l(mu_);
+    int minutes = 0;
     while (!cv_.wait_for(l, std::chrono::seconds(60), [this] { return stop_; })) {
       l.unlock();
-      const Status st = quotas->purge(static_cast<int64_t>(std::time(nullptr)));
+      const int64_t now = static_cast<int64_t>(std::time(nullptr));
+      const Status st = quotas->purge(now);
       if (!st.ok()) log_warn("quota purge: " + st.message());
+      if (audit && ++minutes % (24 * 60) == 1) {  // an hour after start, then daily
+        const Status ap = audit->purge(now * 1000);
+        if (!ap.ok()) log_warn("audit retention purge: " + ap.message());
+      }
       l.lock();
     }
   });
@@ -69,21 +77,35 @@ Status make_dirs(const std::string& path) {
 
 }  // namespace
 
-Result<std::unique_ptr<State>> open_state(const std::string& data_dir, const std::string& state_db) {
+Result<std::unique_ptr<State>> open_state(const StateOptions& o) {
   auto s = std::make_unique<State>();
-  s->data_dir = data_dir.empty() ? default_data_dir() : data_dir;
-  std::string url = state_db;
-  if (url.empty()) {
-    RETURN_IF_ERROR(make_dirs(s->data_dir));
-    url = s->data_dir + "/state.db";
-  }
+  s->data_dir = o.data_dir.empty() ? default_data_dir() : o.data_dir;
+  RETURN_IF_ERROR(make_dirs(s->data_dir));
+  const std::string url = o.state_db.empty() ? s->data_dir + "/state.db" : o.state_db;
   auto db = store::open_database(url);
   if (!db.ok()) return db.status();
   s->db = std::move(*db);
-  auto v = store::migrate(*s->db, auth::state_migrations());
+  std::vector<store::Migration> steps = auth::state_migrations();
+  for (auto& m : audit::audit_migrations()) steps.push_back(std::move(m));
+  auto v = store::migrate(*s->db, steps);
   if (!v.ok()) return v.status().with_context(s->db->describe());
   s->keys = std::make_unique<auth::KeyStore>(s->db.get());
   s->quotas = std::make_unique<auth::QuotaManager>(s->db.get());
+  s->audit_key_file = s->data_dir + "/audit.key";
+  s->audit_head_file = s->audit_key_file + ".head";
+  if (o.audit) {
+    audit::AuditOptions ao;
+    ao.signing_key_file = s->audit_key_file;
+    ao.head_file = s->audit_head_file;
+    ao.retention_days = o.audit_retention_days;
+    ao.fail_closed = o.audit_fail_closed;
+    auto log = audit::AuditLog::open(s->db.get(), ao);
+    if (!log.ok()) {
+      return log.status().with_context("audit log (check it with: citadel audit verify --data-dir " + s->data_dir +
+                                       ")");
+    }
+    s->audit = std::move(*log);
+  }
   return s;
 }
 

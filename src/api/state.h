@@ -17,6 +17,9 @@ namespace citadel::auth {
 class KeyStore;
 class QuotaManager;
 }  // namespace citadel::auth
+namespace citadel::audit {
+class AuditLog;
+}  // namespace citadel::audit
 
 namespace citadel::api {
 
@@ -25,10 +28,13 @@ struct State {
   std::unique_ptr<store::Database> db;
   std::unique_ptr<auth::KeyStore> keys;
   std::unique_ptr<auth::QuotaManager> quotas;
-  ~State();  // stops the maintenance thread first
+  std::unique_ptr<audit::AuditLog> audit;  // null when opened without the audit log
+  std::string audit_key_file;              // <data_dir>/audit.key: the Ed25519 signing key, outside the database
+  std::string audit_head_file;             // <data_dir>/audit.key.head: the latest signed checkpoint
+  ~State();  // stops the maintenance thread first, then flushes the audit log
 
-  // Purges expired quota leases and old usage rows once a minute on a thread of its own (serve); without it the
-  // quota manager purges inline now and then.
+  // Purges expired quota leases and old usage rows once a minute, and audit records past retention once a day, on
+  // a thread of its own (serve); without it the quota manager purges inline now and then.
   void start_maintenance();
 
  private:
@@ -41,7 +47,14 @@ struct State {
 // $CITADEL_DATA_DIR, else $XDG_DATA_HOME/citadel, else ~/.local/share/citadel.
 std::string default_data_dir();
 
-// data_dir "" = default_data_dir(); created with mode 0700 when absent. state_db "" = <data_dir>/state.db.
-Result<std::unique_ptr<State>> open_state(const std::string& data_dir, const std::string& state_db);
+struct StateOptions {
+  std::string data_dir;            // "" = default_data_dir(); created with mode 0700 when absent
+  std::string state_db;            // "" = <data_dir>/state.db
+  bool audit = true;               // open the audit log (its key and head file live in data_dir, also with PostgreSQL)
+  int64_t audit_retention_days = 180;
+  bool audit_fail_closed = false;
+};
+// Opens the database, migrates it (keys/tenants/quotas v1, audit v2) and the stores over it.
+Result<std::unique_ptr<State>> open_state(const StateOptions& o);
 
 }  // namespace citadel::api

@@ -66,6 +66,11 @@ const std::vector<Field>& fields() {
       {"tls_key", Kind::kString, &ServeConfig::tls_key, nullptr, 0, 0, "TLS private key (PEM)"},
       {"tls_client_ca", Kind::kString, &ServeConfig::tls_client_ca, nullptr, 0, 0,
        "require client certificates signed by this CA (PEM)"},
+      {"audit", Kind::kString, &ServeConfig::audit, nullptr, 0, 0, "on or off: the tamper-evident audit log"},
+      {"audit_fail_closed", Kind::kString, &ServeConfig::audit_fail_closed, nullptr, 0, 0,
+       "on: refuse requests while the audit log cannot be written (off: serve and count the failures)"},
+      {"audit_retention_days", Kind::kInt, nullptr, &ServeConfig::audit_retention_days, 1, 36500,
+       "audit records are kept this long (6 years = 2190)"},
   };
   return f;
 }

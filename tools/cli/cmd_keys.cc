@@ -7,12 +7,14 @@
 //   citadel keys rotate ID [--grace 3600]                           -> the new key alone on stdout
 // A server's key cache picks up a revoke from the CLI within its cache lifetime (seconds); the admin API acts at once.
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "api/state.h"
+#include "audit/audit_log.h"
 #include "auth/key_store.h"
 #include "command.h"
 
@@ -71,13 +73,26 @@ std::string state_of(const auth::ApiKeyInfo& k, int64_t now) {
   return "active";
 }
 
+// The CLI's own acts go into the audit log like the admin API's (principal "cli:<user>").
+void audit_cli(api::State& s, const char* kind, nlohmann::json detail) {
+  if (!s.audit) return;
+  audit::AuditEvent e;
+  e.kind = kind;
+  const char* user = std::getenv("USER");
+  e.principal = std::string("cli:") + (user && *user ? user : "unknown");
+  e.detail = std::move(detail);
+  s.audit->append(std::move(e));
+}
+
 int fail(const std::string& what, const Status& st) {
   std::fprintf(stderr, "citadel keys %s: %s\n", what.c_str(), st.message().c_str());
   return 1;
 }
 
 int run_keys(const std::string& cmd, const KeysArgs& a) {
-  auto state = api::open_state(a.data_dir, a.state_db);
+  api::StateOptions so;
+  so.data_dir = a.data_dir, so.state_db = a.state_db;
+  auto state = api::open_state(so);
   if (!state.ok()) return fail(cmd, state.status());
   auth::KeyStore& keys = *(*state)->keys;
   const int64_t now = now_unix();
@@ -94,6 +109,8 @@ int run_keys(const std::string& cmd, const KeysArgs& a) {
     if (!r.ok()) return fail(cmd, r.status());
     std::fprintf(stderr, "created key %s (%s, tenant %s); it is shown once:\n", r->first.id.c_str(),
                  auth::role_name(r->first.role), r->first.tenant.c_str());
+    audit_cli(**state, "key.create", {{"key_id", r->first.id}, {"role", auth::role_name(r->first.role)},
+                                      {"tenant", r->first.tenant}});
     std::printf("%s\n", r->second.c_str());
     return 0;
   }
@@ -116,6 +133,7 @@ int run_keys(const std::string& cmd, const KeysArgs& a) {
   if (cmd == "revoke") {
     const Status st = keys.revoke(a.id, now);
     if (!st.ok()) return fail(cmd, st);
+    audit_cli(**state, "key.revoke", {{"key_id", a.id.substr(0, 64)}});
     std::fprintf(stderr, "revoked %s\n", a.id.c_str());
     return 0;
   }
@@ -123,6 +141,8 @@ int run_keys(const std::string& cmd, const KeysArgs& a) {
   if (!r.ok()) return fail(cmd, r.status());
   std::fprintf(stderr, "rotated %s -> %s (the old key stops working in %lld s); the new key is shown once:\n",
                a.id.c_str(), r->first.id.c_str(), static_cast<long long>(a.grace_s));
+  audit_cli(**state, "key.rotate", {{"key_id", a.id.substr(0, 64)}, {"new_key_id", r->first.id},
+                                    {"grace_seconds", a.grace_s}});
   std::printf("%s\n", r->second.c_str());
   return 0;
 }

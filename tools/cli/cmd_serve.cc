@@ -16,10 +16,12 @@
 #include "api/model_loader.h"
 #include "api/service.h"
 #include "api/state.h"
+#include "audit/audit_log.h"
 #include "auth/key_store.h"
 #include "auth/oidc.h"
 #include "auth/quota.h"
 #include "base/log.h"
+#include "crypto/pii.h"
 #include "command.h"
 #include "server/config.h"
 #include "server/http_fetch.h"
@@ -94,7 +96,12 @@ Result<AccessSetup> setup_access(const server::ServeConfig& cfg) {
     a.access = std::make_shared<api::Access>(ao);
     return a;
   }
-  auto st = api::open_state(cfg.data_dir, cfg.state_db);
+  api::StateOptions so;
+  so.data_dir = cfg.data_dir, so.state_db = cfg.state_db;
+  so.audit = cfg.audit == "on";
+  so.audit_retention_days = cfg.audit_retention_days;
+  so.audit_fail_closed = cfg.audit_fail_closed == "on";
+  auto st = api::open_state(so);
   if (!st.ok()) return st.status();
   a.state = std::move(*st);
   log_info("state: " + a.state->db->describe());
@@ -142,6 +149,13 @@ int run_serve(const ServeFlags& flags) {
     std::fprintf(stderr, "citadel serve: sampling must be device or host, got '%s'\n", cfg.sampling.c_str());
     return 2;
   }
+  for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"audit", cfg.audit},
+                                    {"audit_fail_closed", cfg.audit_fail_closed}}) {
+    if (value != "on" && value != "off") {
+      std::fprintf(stderr, "citadel serve: %s must be on or off, got '%s'\n", name, value.c_str());
+      return 2;
+    }
+  }
   if (cfg.auth != "on" && cfg.auth != "off") {
     std::fprintf(stderr, "citadel serve: auth must be on or off, got '%s'\n", cfg.auth.c_str());
     return 2;
@@ -151,6 +165,11 @@ int run_serve(const ServeFlags& flags) {
     return 2;
   }
   set_log_level(parse_level(cfg.log_level));
+  // Whatever reaches the log (an error quoting a request, a path, a claim) has its PII masked first.
+  if (auto masker = crypto::PiiMasker::create({}); masker.ok()) {
+    auto m = std::make_shared<crypto::PiiMasker>(std::move(*masker));
+    set_log_filter([m](const std::string& line) { return m->mask(line); });
+  }
   std::fprintf(stderr, "citadel serve: effective configuration\n%s", server::config_to_yaml(cfg).c_str());
   // Signals are handled synchronously by this thread (sigwait); block them before any thread starts
   // (the state store's checkpoint and maintenance threads included).
@@ -168,7 +187,17 @@ int run_serve(const ServeFlags& flags) {
   }
 
 
-  auto service = std::make_shared<api::Service>(access->access);
+  audit::AuditLog* audit_log = access->state ? access->state->audit.get() : nullptr;
+  auto service = std::make_shared<api::Service>(access->access, audit_log, cfg.audit_fail_closed == "on");
+  auto audit_server_event = [&](const char* kind, nlohmann::json detail) {
+    if (!audit_log) return;
+    audit::AuditEvent e;
+    e.kind = kind;
+    e.principal = "server";
+    e.model = cfg.served_model_name.empty() ? cfg.model : cfg.served_model_name;
+    e.detail = std::move(detail);
+    audit_log->append(std::move(e));
+  };
   server::HttpServerOptions hopts;
   hopts.host = cfg.host;
   hopts.port = cfg.port;
@@ -221,6 +250,10 @@ int run_serve(const ServeFlags& flags) {
   log_info("model '" + (*host)->served_name + "' loaded in " + std::to_string(now_seconds() - t0) +
            " s; context " + std::to_string((*host)->max_context) + " tokens; ready");
   service->set_host(*host);
+  audit_server_event("server.start", {{"device", cfg.device}, {"auth", cfg.auth}, {"tls", !cfg.tls_cert.empty()},
+                                      {"audit_fail_closed", cfg.audit_fail_closed == "on"},
+                                      {"state", access->state ? access->state->db->describe() : "none"}});
+  audit_server_event("model.load", {{"model", (*host)->served_name}, {"path", (*host)->path}});
   std::printf("citadel serve: ready\n");
   std::fflush(stdout);
 
@@ -250,6 +283,8 @@ int run_serve(const ServeFlags& flags) {
   }
   http.stop();
   service->set_host(nullptr);
+  audit_server_event("server.stop", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  if (audit_log && !audit_log->flush().ok()) log_error("audit log: the last records could not be written");
   log_info("stopped");
   return 0;
 }
