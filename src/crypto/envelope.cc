@@ -248,6 +248,13 @@ class ChunkCipher {
   std::unique_ptr<EVP_CIPHER_CTX, Free> ctx_;
 };
 
+// Key ids appear in one-line error messages: printable ASCII only.
+bool printable(const std::string& s) {
+  for (char c : s)
+    if (c < 0x20 || c > 0x7e) return false;
+  return true;
+}
+
 Result<Header> parse_header(int fd, const std::string& path) {
   uint8_t fixed[kFixedHeader];
   ASSIGN_OR_RETURN(size_t got, read_full(fd, fixed, kFixedHeader, path));
@@ -268,6 +275,7 @@ Result<Header> parse_header(int fd, const std::string& path) {
   h.key_id.resize(fixed[13]);
   ASSIGN_OR_RETURN(got, read_full(fd, reinterpret_cast<uint8_t*>(h.key_id.data()), h.key_id.size(), path));
   if (got < h.key_id.size()) return DataLoss(path + ": truncated in the header");
+  if (!printable(h.key_id)) return DataLoss(path + ": the key id in the header is not printable text (modified file?)");
   h.raw.assign(fixed, fixed + kFixedHeader);
   h.raw.insert(h.raw.end(), h.key_id.begin(), h.key_id.end());
   return h;
@@ -339,7 +347,8 @@ class Writer {
                                                 size_t chunk_size, uint64_t plaintext_size) {
     if (chunk_size == 0 || chunk_size > kMaxChunkSize)
       return InvalidArgument("chunk size " + std::to_string(chunk_size) + ": expected 1 byte .. 1 GiB");
-    if (key.id.size() > 255) return InvalidArgument("key id longer than 255 bytes");
+    if (key.id.size() > 255 || !printable(key.id))
+      return InvalidArgument("key id: expected at most 255 printable ASCII characters");
     if (cipher == Cipher::kSm4Gcm && !sm4_gcm_available())
       return Unsupported("sm4-gcm is not available in this OpenSSL (use sm4, which picks sm4-ctr-hmac-sm3)");
     auto w = std::unique_ptr<Writer>(new Writer);
