@@ -80,35 +80,6 @@ Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<T
   return runtime::make_model_runner(store->path(), ro);
 }
 
-bool is_encrypted_model(const std::string& path) {
-  return (path.size() > 4 && path.compare(path.size() - 4, 4, ".enc") == 0) || crypto::is_encrypted_file(path);
-}
-
-// While alive, open_model_file(path) serves the decrypted bytes of an encrypted model (the runner factory and
-// load_model open the model by path); the stores opened meanwhile keep the bytes alive after it ends.
-class DecryptedModel {
- public:
-  static Result<std::unique_ptr<DecryptedModel>> open(const std::string& path, const std::string& key_spec) {
-    if (key_spec.empty()) return InvalidArgument("model " + path + " is encrypted: give --key-file");
-    ASSIGN_OR_RETURN(crypto::Key key, crypto::load_key(key_spec));
-    constexpr int kRotationDays = 90;
-    if (crypto::key_older_than(key, kRotationDays, static_cast<int64_t>(std::time(nullptr))))
-      log_warn("model key '" + key.id + "' (" + key_spec + ") is older than " + std::to_string(kRotationDays) +
-               " days: rotate it (citadel rotate-key)");
-    ASSIGN_OR_RETURN(crypto::SecureBuffer plain, crypto::decrypt_to_memory(path, key));
-    auto owner = std::make_shared<crypto::SecureBuffer>(std::move(plain));
-    RETURN_IF_ERROR(register_memory_model(path, owner, owner->data(), owner->size()));
-    log_info(path + ": decrypted " + std::to_string(owner->size()) + " bytes into memory (key '" + key.id + "'" +
-             (owner->locked() ? ", locked" : ", not locked") + ")");
-    return std::unique_ptr<DecryptedModel>(new DecryptedModel(path));
-  }
-  ~DecryptedModel() { unregister_memory_model(path_); }
-
- private:
-  explicit DecryptedModel(std::string path) : path_(std::move(path)) {}
-  std::string path_;
-};
-
 Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const ModelLoadOptions& opts) {
   std::unique_ptr<DecryptedModel> decrypted;
   if (is_encrypted_model(path)) {
@@ -156,6 +127,27 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
 }
 
 }  // namespace
+
+bool is_encrypted_model(const std::string& path) {
+  return (path.size() > 4 && path.compare(path.size() - 4, 4, ".enc") == 0) || crypto::is_encrypted_file(path);
+}
+
+Result<std::unique_ptr<DecryptedModel>> DecryptedModel::open(const std::string& path, const std::string& key_spec) {
+  if (key_spec.empty()) return InvalidArgument("model " + path + " is encrypted: give --key-file");
+  ASSIGN_OR_RETURN(crypto::Key key, crypto::load_key(key_spec));
+  constexpr int kRotationDays = 90;
+  if (crypto::key_older_than(key, kRotationDays, static_cast<int64_t>(std::time(nullptr))))
+    log_warn("model key '" + key.id + "' is older than " + std::to_string(kRotationDays) +
+             " days: rotate it (citadel rotate-key)");
+  ASSIGN_OR_RETURN(crypto::SecureBuffer plain, crypto::decrypt_to_memory(path, key));
+  auto owner = std::make_shared<crypto::SecureBuffer>(std::move(plain));
+  RETURN_IF_ERROR(register_memory_model(path, owner, owner->data(), owner->size()));
+  log_info(path + ": decrypted " + std::to_string(owner->size()) + " bytes into memory (key '" + key.id + "'" +
+           (owner->locked() ? ", locked" : ", not locked") + ")");
+  return std::unique_ptr<DecryptedModel>(new DecryptedModel(path));
+}
+
+DecryptedModel::~DecryptedModel() { unregister_memory_model(path_); }
 
 Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts) {
   if (opts.model.rfind("debug:", 0) == 0) {

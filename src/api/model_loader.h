@@ -37,4 +37,23 @@ struct ModelLoadOptions {
 // Loads, builds the engine and starts it. Errors name the file and what failed.
 Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts);
 
+// A path ending in .enc, or a file that starts with the CITADEL-ENC magic.
+bool is_encrypted_model(const std::string& path);
+
+// An encrypted model decrypted into locked anonymous memory: while this object lives, open_model_file(path) (and so
+// the runner factory, which opens the model by path) reads the plaintext from memory; stores opened meanwhile keep
+// the bytes alive after it ends. Never writes plaintext to disk. Errors: no key ("give --key-file"), a wrong key or
+// a modified / truncated file (one line naming the file). Warns when the key is older than 90 days.
+class DecryptedModel {
+ public:
+  static Result<std::unique_ptr<DecryptedModel>> open(const std::string& path, const std::string& key_spec);
+  ~DecryptedModel();
+  DecryptedModel(const DecryptedModel&) = delete;
+  DecryptedModel& operator=(const DecryptedModel&) = delete;
+
+ private:
+  explicit DecryptedModel(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
 }  // namespace citadel::api

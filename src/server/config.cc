@@ -66,6 +66,8 @@ const std::vector<Field>& fields() {
       {"tls_key", Kind::kString, &ServeConfig::tls_key, nullptr, 0, 0, "TLS private key (PEM)"},
       {"tls_client_ca", Kind::kString, &ServeConfig::tls_client_ca, nullptr, 0, 0,
        "require client certificates signed by this CA (PEM)"},
+      {"key_file", Kind::kString, &ServeConfig::key_file, nullptr, 0, 0,
+       "key of an encrypted model (.enc): PATH | env:NAME | cmd:PROG ARGS"},
       {"audit", Kind::kString, &ServeConfig::audit, nullptr, 0, 0, "on or off: the tamper-evident audit log"},
       {"audit_fail_closed", Kind::kString, &ServeConfig::audit_fail_closed, nullptr, 0, 0,
        "on: refuse requests while the audit log cannot be written (off: serve and count the failures)"},
@@ -217,7 +219,7 @@ std::string config_to_yaml(const ServeConfig& c) {
     const std::string name = f.name;
     std::string v = f.kind == Kind::kString ? "\"" + mask_password(c.*(f.s)) + "\"" : std::to_string(c.*(f.i));
     // Paths to key files are not secrets; anything else named like one is masked.
-    const bool path = name == "tls_key" || name == "admin_key_file";
+    const bool path = name == "tls_key" || name == "admin_key_file" || name == "key_file";
     if (!path && (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
                   name.find("token") != std::string::npos))
       v = "\"***\"";

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "api/model_loader.h"
 #include "chat/builtin_templates.h"
 #include "chat/chat_template.h"
 #include "chat/reasoning.h"
@@ -25,6 +26,7 @@ using namespace citadel;
 
 struct GenArgs {
   std::string model, prompt, system, models_dir, chat_template;
+  std::string key_file;  // encrypted models
   int n = 256;
   float temperature = 0.7f, top_p = 0.95f;
   int top_k = 40;
@@ -102,6 +104,12 @@ int run_generate(const GenArgs& a) {
   const std::string dir = a.models_dir.empty() ? default_models_dir() : a.models_dir;
   auto path = resolve_model(a.model, dir);
   if (!path.ok()) return fail("--model " + a.model, path.status());
+  std::unique_ptr<api::DecryptedModel> decrypted;  // an encrypted model is read from memory while this lives
+  if (api::is_encrypted_model(*path)) {
+    auto d = api::DecryptedModel::open(*path, a.key_file);
+    if (!d.ok()) return fail("--model " + a.model, d.status());
+    decrypted = std::move(*d);
+  }
   const auto t_load = std::chrono::steady_clock::now();
   auto store = open_model_file(*path);  // metadata: tokenizer and chat template
   if (!store.ok()) return fail("load", store.status());
@@ -181,6 +189,7 @@ int run_generate(const GenArgs& a) {
 citadel::cli::Registrar reg("generate", "Generate text from a prompt (CPU or CUDA)", [](CLI::App& sub) {
   auto a = std::make_shared<GenArgs>();
   sub.add_option("--model", a->model, "model file/directory or pulled name")->required();
+  sub.add_option("--key-file", a->key_file, "key of an encrypted model (.enc): PATH | env:NAME | cmd:PROG ARGS");
   sub.add_option("--prompt,-p", a->prompt, "prompt text")->required();
   sub.add_option("-n,--max-tokens", a->n, "tokens to generate at most (default 256)")->check(CLI::Range(1, 1 << 20));
   sub.add_option("--temperature", a->temperature, "0 = greedy (default 0.7)");

@@ -236,6 +236,7 @@ int run_serve(const ServeFlags& flags) {
   lo.device = cfg.device;
   lo.cuda_weights = cfg.cuda_weights;
   lo.cpu_precision = cfg.cpu_precision;
+  lo.key_file = cfg.key_file;
   lo.engine.max_waiting = cfg.max_queue;
   lo.engine.max_seqs = cfg.max_seqs;
   lo.engine.device_sampling = cfg.sampling == "device";
