@@ -256,13 +256,20 @@ QuotaManager::~QuotaManager() {
   if (!st.ok()) log_warn("quota: settlements lost at shutdown: " + st.message());
 }
 
+// The worker is woken only when the first settlement of a batch arrives, and then gathers for a few milliseconds:
+// one wake-up and one commit per batch instead of per request (at 1000 requests/s, a thread switch per request
+// showed in the tail latency). Nothing waits on it: the next reservation applies pending settlements itself.
+constexpr auto kSettleGather = std::chrono::milliseconds(5);
+
 void QuotaManager::settle_later(const std::string& request_id, int64_t actual_tokens, int64_t now) {
+  bool wake = false;
   {
     std::lock_guard<std::mutex> l(pending_mu_);
+    wake = pending_.empty();
     pending_.push_back({request_id, std::max<int64_t>(0, actual_tokens), now});
     if (!settler_.joinable() && !stopping_) settler_ = std::thread([this] { settler_loop(); });
   }
-  pending_cv_.notify_one();
+  if (wake) pending_cv_.notify_one();
 }
 
 std::vector<QuotaManager::PendingSettle> QuotaManager::take_pending() {
@@ -291,6 +298,7 @@ void QuotaManager::settler_loop() {
   while (!stopping_) {
     pending_cv_.wait(l, [this] { return stopping_ || !pending_.empty(); });
     if (stopping_) break;
+    pending_cv_.wait_for(l, kSettleGather, [this] { return stopping_; });
     l.unlock();
     const Status st = flush();
     if (!st.ok()) {
