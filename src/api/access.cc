@@ -14,24 +14,6 @@ namespace citadel::api {
 
 namespace {
 
-ApiError unauthorized(std::string message) {
-  ApiError e;
-  e.status = 401;
-  e.type = "invalid_request_error";
-  e.code = "invalid_api_key";
-  e.message = std::move(message);
-  return e;
-}
-
-ApiError forbidden(std::string message, std::string code) {
-  ApiError e;
-  e.status = 403;
-  e.type = "permission_error";
-  e.code = std::move(code);
-  e.message = std::move(message);
-  return e;
-}
-
 // The credential of `Authorization: Bearer <credential>` ("" when absent; nullopt when the header is malformed).
 std::optional<std::string> bearer(const server::HttpRequest& req) {
   const std::string* h = req.header("authorization");

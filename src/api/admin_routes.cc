@@ -11,6 +11,7 @@
 #include "api/service.h"
 #include "audit/audit_log.h"
 #include "auth/key_store.h"
+#include "base/clock.h"
 
 namespace citadel::api {
 
@@ -120,18 +121,6 @@ std::string url_decode(const std::string& v) {
     }
   }
   return out;
-}
-
-// Unix seconds ("1796490000") or an RFC 3339 UTC time ("2026-12-05T10:00:00Z", date alone = midnight) -> Unix ms.
-std::optional<int64_t> parse_time_ms(const std::string& s) {
-  if (s.empty()) return int64_t{0};
-  if (s.find_first_not_of("0123456789") == std::string::npos && s.size() <= 12) return std::stoll(s) * 1000;
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
-  const int n = std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec);
-  if ((n != 3 && n != 6) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = h, tm.tm_min = mi, tm.tm_sec = sec;
-  return static_cast<int64_t>(timegm(&tm)) * 1000;
 }
 
 class AdminApi {
@@ -358,11 +347,7 @@ class AdminApi {
     return {{"id", auth::role_name(role)}, {"object", "role"}, {"limits", limits_json(own)},
             {"effective_limits", limits_json(own.or_else(auth::default_role_limits(role)))}};
   }
-  static ApiError forbidden_error(std::string m) {
-    ApiError e;
-    e.status = 403, e.type = "permission_error", e.code = "permission_denied", e.message = std::move(m);
-    return e;
-  }
+  static ApiError forbidden_error(std::string m) { return forbidden(std::move(m), "permission_denied"); }
   static std::string query_param(const std::string& target, const std::string& name) {
     const size_t q = target.find('?');
     if (q == std::string::npos) return "";

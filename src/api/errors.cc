@@ -58,6 +58,23 @@ ApiError internal_error(std::string message) {
   return e;
 }
 
+ApiError unauthorized(std::string message) {
+  ApiError e;
+  e.status = 401;
+  e.code = "invalid_api_key";
+  e.message = std::move(message);
+  return e;
+}
+
+ApiError forbidden(std::string message, std::string code) {
+  ApiError e;
+  e.status = 403;
+  e.type = "permission_error";
+  e.code = std::move(code);
+  e.message = std::move(message);
+  return e;
+}
+
 ApiError from_status(const Status& st, const std::string& param) {
   switch (st.code()) {
     case StatusCode::kInvalidArgument:

@@ -23,6 +23,8 @@ ApiError method_not_allowed(const std::string& method, const std::string& path);
 ApiError busy(std::string message);       // 429 + Retry-After
 ApiError unavailable(std::string message);  // 503 + Retry-After
 ApiError internal_error(std::string message);
+ApiError unauthorized(std::string message);                 // 401 invalid_api_key (every credential problem)
+ApiError forbidden(std::string message, std::string code);  // 403 permission_error
 
 // Maps an engine / template Status to the right status code (kInvalidArgument 400, kResourceExhausted 429, ...).
 ApiError from_status(const Status& st, const std::string& param = "");

@@ -145,9 +145,8 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
   }
   const auth::Principal* who = ctx->principal ? &*ctx->principal : nullptr;
   if (who && !who->may_use_model(host->served_name)) {
-    ApiError e;
-    e.status = 403, e.type = "permission_error", e.code = "model_not_allowed", e.param = "model";
-    e.message = "this credential may not use the model '" + host->served_name + "'";
+    ApiError e = forbidden("this credential may not use the model '" + host->served_name + "'", "model_not_allowed");
+    e.param = "model";
     return reply_error(*r, ctx.get(), e);
   }
   PreparedRequest prep;

@@ -1,9 +1,16 @@
-// Monotonic time helpers.
+// Time helpers.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
 
 namespace citadel {
+
+// "1796490000" (Unix seconds) or an RFC 3339 UTC time ("2026-12-05T10:00:00Z"; a date alone is midnight) as Unix
+// milliseconds; "" is 0; nullopt when it is neither.
+std::optional<int64_t> parse_time_ms(const std::string& s);
 
 inline double now_seconds() {
   using namespace std::chrono;

@@ -16,6 +16,7 @@
 
 #include "api/state.h"
 #include "audit/audit_log.h"
+#include "base/clock.h"
 #include "command.h"
 
 namespace {
@@ -27,16 +28,10 @@ struct AuditArgs {
   std::string format = "jsonl", since, until, out;
 };
 
-Result<int64_t> parse_time_ms(const std::string& s, const char* what) {
-  if (s.empty()) return int64_t{0};
-  if (s.find_first_not_of("0123456789") == std::string::npos && s.size() <= 12) return std::stoll(s) * 1000;
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
-  const int n = std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec);
-  if ((n != 3 && n != 6) || mo < 1 || mo > 12 || d < 1 || d > 31)
-    return InvalidArgument(std::string(what) + ": '" + s + "' is not Unix seconds or an RFC 3339 UTC time");
-  std::tm tm{};
-  tm.tm_year = y - 1900, tm.tm_mon = mo - 1, tm.tm_mday = d, tm.tm_hour = h, tm.tm_min = mi, tm.tm_sec = sec;
-  return static_cast<int64_t>(timegm(&tm)) * 1000;
+Result<int64_t> parse_time_arg(const std::string& s, const char* what) {
+  const auto t = parse_time_ms(s);
+  if (!t) return InvalidArgument(std::string(what) + ": '" + s + "' is not Unix seconds or an RFC 3339 UTC time");
+  return *t;
 }
 
 int fail(const char* cmd, const Status& st) {
@@ -70,9 +65,9 @@ int run_audit(const std::string& cmd, const AuditArgs& a) {
     return rep->ok ? 0 : 1;
   }
   if (a.format != "jsonl") return fail("export", InvalidArgument("--format: only jsonl is supported"));
-  auto since = parse_time_ms(a.since, "--since");
+  auto since = parse_time_arg(a.since, "--since");
   if (!since.ok()) return fail("export", since.status());
-  auto until = parse_time_ms(a.until, "--until");
+  auto until = parse_time_arg(a.until, "--until");
   if (!until.ok()) return fail("export", until.status());
   std::ofstream file;
   if (!a.out.empty()) {
