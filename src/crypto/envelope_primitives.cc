@@ -45,9 +45,8 @@ Result<Bytes> transform(const char* name, View key, View iv, View data, bool pad
   return out;
 }
 
-}  // namespace
-
-Result<Bytes> gcm_seal(const char* cipher, View key, View iv, View aad, View plaintext) {
+// A GCM context keyed with key and iv (any iv length) that has absorbed aad, for sealing or opening.
+Result<Ptr<EVP_CIPHER_CTX>> gcm_context(const char* cipher, View key, View iv, View aad, bool seal) {
   Ptr<EVP_CIPHER> c(EVP_CIPHER_fetch(nullptr, cipher, nullptr));
   if (!c) return Unsupported(std::string(cipher) + " is not available in this OpenSSL");
   if (static_cast<size_t>(EVP_CIPHER_get_key_length(c.get())) != key.size())
@@ -55,12 +54,20 @@ Result<Bytes> gcm_seal(const char* cipher, View key, View iv, View aad, View pla
   Ptr<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
   size_t ivlen = iv.size();
   OSSL_PARAM p[] = {OSSL_PARAM_construct_size_t(OSSL_CIPHER_PARAM_AEAD_IVLEN, &ivlen), OSSL_PARAM_END};
-  int n = 0;
-  if (!ctx || EVP_EncryptInit_ex2(ctx.get(), c.get(), nullptr, nullptr, p) != 1 ||
-      EVP_EncryptInit_ex2(ctx.get(), nullptr, key.data(), iv.data(), nullptr) != 1)
+  if (!ctx || EVP_CipherInit_ex2(ctx.get(), c.get(), nullptr, nullptr, seal ? 1 : 0, p) != 1 ||
+      EVP_CipherInit_ex2(ctx.get(), nullptr, key.data(), iv.data(), seal ? 1 : 0, nullptr) != 1)
     return fail(std::string(cipher) + " init");
-  if (!aad.empty() && EVP_EncryptUpdate(ctx.get(), nullptr, &n, aad.data(), static_cast<int>(aad.size())) != 1)
+  int n = 0;
+  if (!aad.empty() && EVP_CipherUpdate(ctx.get(), nullptr, &n, aad.data(), static_cast<int>(aad.size())) != 1)
     return fail("gcm aad");
+  return ctx;
+}
+
+}  // namespace
+
+Result<Bytes> gcm_seal(const char* cipher, View key, View iv, View aad, View plaintext) {
+  ASSIGN_OR_RETURN(Ptr<EVP_CIPHER_CTX> ctx, gcm_context(cipher, key, iv, aad, /*seal=*/true));
+  int n = 0;
   Bytes out(plaintext.size() + 16);
   if (!plaintext.empty() &&
       EVP_EncryptUpdate(ctx.get(), out.data(), &n, plaintext.data(), static_cast<int>(plaintext.size())) != 1)
@@ -75,19 +82,8 @@ Result<Bytes> gcm_seal(const char* cipher, View key, View iv, View aad, View pla
 Result<Bytes> gcm_open(const char* cipher, View key, View iv, View aad, View input) {
   if (input.size() < 16) return DataLoss("gcm input shorter than its tag");
   const size_t n_ct = input.size() - 16;
-  Ptr<EVP_CIPHER> c(EVP_CIPHER_fetch(nullptr, cipher, nullptr));
-  if (!c) return Unsupported(std::string(cipher) + " is not available in this OpenSSL");
-  if (static_cast<size_t>(EVP_CIPHER_get_key_length(c.get())) != key.size())
-    return InvalidArgument(std::string(cipher) + ": wrong key length");
-  Ptr<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
-  size_t ivlen = iv.size();
-  OSSL_PARAM p[] = {OSSL_PARAM_construct_size_t(OSSL_CIPHER_PARAM_AEAD_IVLEN, &ivlen), OSSL_PARAM_END};
+  ASSIGN_OR_RETURN(Ptr<EVP_CIPHER_CTX> ctx, gcm_context(cipher, key, iv, aad, /*seal=*/false));
   int n = 0;
-  if (!ctx || EVP_DecryptInit_ex2(ctx.get(), c.get(), nullptr, nullptr, p) != 1 ||
-      EVP_DecryptInit_ex2(ctx.get(), nullptr, key.data(), iv.data(), nullptr) != 1)
-    return fail(std::string(cipher) + " init");
-  if (!aad.empty() && EVP_DecryptUpdate(ctx.get(), nullptr, &n, aad.data(), static_cast<int>(aad.size())) != 1)
-    return fail("gcm aad");
   Bytes out(n_ct + 16);
   if (n_ct && EVP_DecryptUpdate(ctx.get(), out.data(), &n, input.data(), static_cast<int>(n_ct)) != 1)
     return fail("gcm decrypt");
