@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "base/sha256.h"
+#include "base/strings.h"
 
 namespace citadel::auth {
 
@@ -86,17 +87,6 @@ std::string join_models(const std::vector<std::string>& m) {
   return out;
 }
 
-std::vector<std::string> split_models(const std::string& s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    if (j > i) out.push_back(s.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
-}
 
 Status check_models(const std::vector<std::string>& models) {
   for (const auto& m : models)
@@ -117,7 +107,7 @@ Result<ApiKeyInfo> key_from_row(const Row& r) {
   k.created_at = store::as_int(r[5]);
   k.expires_at = store::as_int(r[6]);
   k.revoked_at = store::as_int(r[7]);
-  k.allowed_models = split_models(store::as_text(r[8]));
+  k.allowed_models = split_list(store::as_text(r[8]));
   k.rotated_from = store::as_text(r[9]);
   k.created_by = store::as_text(r[10]);
   k.limits = limits_from(r, 11);

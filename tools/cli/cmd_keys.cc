@@ -16,6 +16,7 @@
 #include "api/state.h"
 #include "audit/audit_log.h"
 #include "auth/key_store.h"
+#include "base/strings.h"
 #include "command.h"
 
 namespace {
@@ -54,18 +55,6 @@ Result<int64_t> parse_expiry(const std::string& s, int64_t now) {
   return now + n * mult;
 }
 
-std::vector<std::string> split_models(const std::string& s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    const size_t j = s.find(',', i);
-    std::string m = s.substr(i, j == std::string::npos ? std::string::npos : j - i);
-    if (!m.empty()) out.push_back(m);
-    if (j == std::string::npos) break;
-    i = j + 1;
-  }
-  return out;
-}
 
 std::string state_of(const auth::ApiKeyInfo& k, int64_t now) {
   if (k.revoked_at) return "revoked";
@@ -103,7 +92,7 @@ int run_keys(const std::string& cmd, const KeysArgs& a) {
     if (!exp.ok()) return fail(cmd, exp.status());
     auth::NewKey nk;
     nk.name = a.name, nk.role = *role, nk.tenant = a.tenant, nk.expires_at = *exp;
-    nk.allowed_models = split_models(a.models);
+    nk.allowed_models = split_list(a.models);
     nk.created_by = "cli";
     auto r = keys.create(nk, now);
     if (!r.ok()) return fail(cmd, r.status());

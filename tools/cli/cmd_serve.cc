@@ -21,6 +21,7 @@
 #include "auth/oidc.h"
 #include "auth/quota.h"
 #include "base/log.h"
+#include "base/strings.h"
 #include "crypto/pii.h"
 #include "command.h"
 #include "server/config.h"
@@ -45,20 +46,6 @@ struct AccessSetup {
   std::shared_ptr<api::Access> access;
 };
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i <= s.size()) {
-    const size_t j = s.find(',', i);
-    std::string item = s.substr(i, j == std::string::npos ? std::string::npos : j - i);
-    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
-    while (!item.empty() && item.back() == ' ') item.pop_back();
-    if (!item.empty()) out.push_back(item);
-    if (j == std::string::npos) break;
-    i = j + 1;
-  }
-  return out;
-}
 
 // The bootstrap admin key on first start: from admin_key_file or $CITADEL_BOOTSTRAP_ADMIN_KEY (automation), else
 // generated and printed once on stdout.
@@ -112,7 +99,7 @@ Result<AccessSetup> setup_access(const server::ServeConfig& cfg) {
       return InvalidArgument("OIDC needs oidc_issuer, oidc_audience and oidc_jwks together");
     auth::OidcConfig oc;
     oc.issuer = cfg.oidc_issuer;
-    oc.audiences = split_list(cfg.oidc_audience);
+    oc.audiences = split_list(cfg.oidc_audience, ',', /*trim_spaces=*/true);
     const bool url = cfg.oidc_jwks.rfind("http://", 0) == 0 || cfg.oidc_jwks.rfind("https://", 0) == 0;
     (url ? oc.jwks_url : oc.jwks_file) = cfg.oidc_jwks;
     oc.role_claim = cfg.oidc_role_claim;

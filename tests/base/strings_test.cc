@@ -1,0 +1,20 @@
+#include "base/strings.h"
+
+#include <gtest/gtest.h>
+
+namespace citadel {
+namespace {
+
+using V = std::vector<std::string>;
+
+TEST(SplitList, DropsEmptyItemsAndTrimsOnRequest) {
+  EXPECT_EQ(split_list(""), V{});
+  EXPECT_EQ(split_list(",,"), V{});
+  EXPECT_EQ(split_list("a,b,,c,"), (V{"a", "b", "c"}));
+  EXPECT_EQ(split_list(" a , b"), (V{" a ", " b"}));
+  EXPECT_EQ(split_list(" a , b,  ", ',', true), (V{"a", "b"}));
+  EXPECT_EQ(split_list("x;y", ';'), (V{"x", "y"}));
+}
+
+}  // namespace
+}  // namespace citadel
