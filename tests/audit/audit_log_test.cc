@@ -40,16 +40,10 @@ AuditEvent ev(const std::string& kind, const std::string& principal = "key-a", c
 class AuditTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    std::string templ = (std::filesystem::temp_directory_path() / "citadel-audit-XXXXXX").string();
-    ASSERT_NE(mkdtemp(templ.data()), nullptr);
-    dir_ = templ;
-    if (GetParam() == "sqlite") {
-      url_ = dir_ + "/state.db";
-    } else {
-      std::string reason;
-      url_ = citadel::testing::pg_test_conninfo(&reason);
-      if (url_.empty()) GTEST_SKIP() << reason;
-    }
+    std::string reason;
+    url_ = citadel::testing::test_database_url(GetParam() == "postgres", &dir_, &reason);
+    if (url_.empty() && !reason.empty()) GTEST_SKIP() << reason;
+    ASSERT_FALSE(url_.empty()) << "mkdtemp failed";
     db_ = open_db();
     ASSERT_TRUE(db_);
     auto v = store::migrate(*db_, audit_migrations());

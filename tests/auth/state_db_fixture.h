@@ -31,16 +31,10 @@ class StateDbTest : public ::testing::TestWithParam<std::string> {
  protected:
   // Opens db_ (migrated); derived fixtures call it first in their SetUp.
   void SetUp() override {
-    if (GetParam() == "sqlite") {
-      std::string templ = (std::filesystem::temp_directory_path() / "citadel-auth-XXXXXX").string();
-      ASSERT_NE(mkdtemp(templ.data()), nullptr);
-      dir_ = templ;
-      url_ = dir_ + "/state.db";
-    } else {
-      std::string reason;
-      url_ = citadel::testing::pg_test_conninfo(&reason);
-      if (url_.empty()) GTEST_SKIP() << reason;
-    }
+    std::string reason;
+    url_ = citadel::testing::test_database_url(GetParam() == "postgres", &dir_, &reason);
+    if (url_.empty() && !reason.empty()) GTEST_SKIP() << reason;
+    ASSERT_FALSE(url_.empty()) << "mkdtemp failed";
     db_ = open();
     ASSERT_TRUE(db_);
     auto v = store::migrate(*db_, state_migrations());

@@ -24,16 +24,10 @@ enum class Backend { kSqlite, kPostgres };
 class DatabaseTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
-    if (GetParam() == Backend::kSqlite) {
-      std::string templ = (std::filesystem::temp_directory_path() / "citadel-store-XXXXXX").string();
-      ASSERT_NE(mkdtemp(templ.data()), nullptr);
-      dir_ = templ;
-      url_ = dir_ + "/state.db";
-    } else {
-      std::string reason;
-      url_ = citadel::testing::pg_test_conninfo(&reason);
-      if (url_.empty()) GTEST_SKIP() << reason;
-    }
+    std::string reason;
+    url_ = citadel::testing::test_database_url(GetParam() == Backend::kPostgres, &dir_, &reason);
+    if (url_.empty() && !reason.empty()) GTEST_SKIP() << reason;
+    ASSERT_FALSE(url_.empty()) << "mkdtemp failed";
     db_ = open_again();
     ASSERT_NE(db_, nullptr);
   }

@@ -224,4 +224,15 @@ inline std::string pg_test_conninfo(std::string* skip_reason) {
   return pg_fixture_detail::Server::instance().new_database(skip_reason);
 }
 
+// One test's database on either backend, and a fresh temp directory (*dir; the caller removes it) for its files:
+// the SQLite database lives there as state.db; with postgres, a fresh database on the test server. Returns the URL,
+// or "" with *skip_reason when PostgreSQL is unavailable (or, with *skip_reason "", when mkdtemp failed).
+inline std::string test_database_url(bool postgres, std::string* dir, std::string* skip_reason) {
+  std::string templ = (std::filesystem::temp_directory_path() / "citadel-db-XXXXXX").string();
+  skip_reason->clear();
+  if (mkdtemp(templ.data()) == nullptr) return "";
+  *dir = templ;
+  return postgres ? pg_test_conninfo(skip_reason) : *dir + "/state.db";
+}
+
 }  // namespace citadel::testing
