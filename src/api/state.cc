@@ -91,8 +91,8 @@ Result<std::unique_ptr<State>> open_state(const StateOptions& o) {
   if (!v.ok()) return v.status().with_context(s->db->describe());
   s->keys = std::make_unique<auth::KeyStore>(s->db.get());
   s->quotas = std::make_unique<auth::QuotaManager>(s->db.get());
-  s->audit_key_file = s->data_dir + "/audit.key";
-  s->audit_head_file = s->audit_key_file + ".head";
+  s->audit_key_file = o.audit_key_file.empty() ? s->data_dir + "/audit.key" : o.audit_key_file;
+  s->audit_head_file = s->data_dir + "/audit.head";
   if (o.audit) {
     audit::AuditOptions ao;
     ao.signing_key_file = s->audit_key_file;

@@ -29,8 +29,8 @@ struct State {
   std::unique_ptr<auth::KeyStore> keys;
   std::unique_ptr<auth::QuotaManager> quotas;
   std::unique_ptr<audit::AuditLog> audit;  // null when opened without the audit log
-  std::string audit_key_file;              // <data_dir>/audit.key: the Ed25519 signing key, outside the database
-  std::string audit_head_file;             // <data_dir>/audit.key.head: the latest signed checkpoint
+  std::string audit_key_file;              // the Ed25519 signing key, outside the database (default <data_dir>/audit.key)
+  std::string audit_head_file;             // <data_dir>/audit.head: the latest checkpoint this process signed
   ~State();  // stops the maintenance thread first, then flushes the audit log
 
   // Purges expired quota leases and old usage rows once a minute, and audit records past retention once a day, on
@@ -50,7 +50,8 @@ std::string default_data_dir();
 struct StateOptions {
   std::string data_dir;            // "" = default_data_dir(); created with mode 0700 when absent
   std::string state_db;            // "" = <data_dir>/state.db
-  bool audit = true;               // open the audit log (its key and head file live in data_dir, also with PostgreSQL)
+  bool audit = true;               // open the audit log (its head file lives in data_dir, also with PostgreSQL)
+  std::string audit_key_file;      // "" = <data_dir>/audit.key; replicas on one PostgreSQL database share one key
   int64_t audit_retention_days = 180;
   bool audit_fail_closed = false;
 };

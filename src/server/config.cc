@@ -69,6 +69,8 @@ const std::vector<Field>& fields() {
       {"key_file", Kind::kString, &ServeConfig::key_file, nullptr, 0, 0,
        "key of an encrypted model (.enc): PATH | env:NAME | cmd:PROG ARGS"},
       {"audit", Kind::kString, &ServeConfig::audit, nullptr, 0, 0, "on or off: the tamper-evident audit log"},
+      {"audit_key", Kind::kString, &ServeConfig::audit_key, nullptr, 0, 0,
+       "audit signing key (Ed25519 PEM, created if absent; default DATA_DIR/audit.key; replicas share one)"},
       {"audit_fail_closed", Kind::kString, &ServeConfig::audit_fail_closed, nullptr, 0, 0,
        "on: refuse requests while the audit log cannot be written (off: serve and count the failures)"},
       {"audit_retention_days", Kind::kInt, nullptr, &ServeConfig::audit_retention_days, 1, 36500,

@@ -51,7 +51,8 @@ struct ServeConfig {
   std::string tls_key;               // PEM private key
   std::string tls_client_ca;         // PEM CA bundle: clients must present a certificate it signed
   std::string key_file;              // key of an encrypted model (.enc): PATH | env:NAME | cmd:PROG ARGS
-  std::string audit = "on";          // on | off: the tamper-evident audit log (data_dir/audit.key signs it)
+  std::string audit = "on";          // on | off: the tamper-evident audit log
+  std::string audit_key;             // its Ed25519 signing key ("" = <data_dir>/audit.key); replicas share one
   std::string audit_fail_closed = "off";  // on: refuse requests (503) while the audit log cannot be written
   int audit_retention_days = 180;    // records older than this are purged (the chain stays verifiable)
 };

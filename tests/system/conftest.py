@@ -61,7 +61,7 @@ class Server:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="citadel-test-")
         self.admin_key = make_api_key() if admin_key is None else admin_key
         self.args = [_binary(), "serve", "--port", "0", "--host", "127.0.0.1"] + args
-        if "--data-dir" not in args and "--state-db" not in args:
+        if "--data-dir" not in args:  # never the user's own ~/.local/share/citadel
             self.args += ["--data-dir", self.data_dir]
         full_env = dict(os.environ if env is None else env)
         if self.admin_key:

@@ -6,18 +6,27 @@ import time
 import pytest
 import requests
 
-from conftest import Server
+import subprocess
+
+from conftest import Server, _binary
 
 CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
 
 
 @pytest.fixture(scope="module")
-def replicas(model_spec, pg_url):
+def replicas(model_spec, pg_url, tmp_path_factory):
+    # Each replica has its own data directory (and audit head file); they share the database and the audit key.
+    key = str(tmp_path_factory.mktemp("audit-key") / "audit.key")
     args = ["--model", model_spec, "--served-model-name", "smollm2", "--max-context", "512", "--kv-memory-mb", "64",
-            "--state-db", pg_url]
+            "--state-db", pg_url, "--audit-key", key]
     a = Server(args)
     b = Server(args, admin_key=a.admin_key)  # the bootstrap key is already in the shared store
     yield a, b
+    # One chain written by both replicas, verified against either one's head file.
+    for s in (a, b):
+        v = subprocess.run([_binary(), "audit", "verify", "--data-dir", s.data_dir, "--state-db", pg_url,
+                            "--key", key], capture_output=True, text=True)
+        assert v.returncode == 0, v.stdout + v.stderr
     assert a.stop() == 0 and b.stop() == 0
 
 

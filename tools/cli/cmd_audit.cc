@@ -100,7 +100,7 @@ citadel::cli::Registrar reg("audit", "Verify or export the tamper-evident audit 
     c->add_option("--data-dir", a->data_dir, "state directory (default as serve: ~/.local/share/citadel)");
     c->add_option("--state-db", a->state_db, "state database (SQLite path or postgresql:// URL)");
     c->add_option("--key", a->key_file, "signing key or its public half (default DATA_DIR/audit.key)");
-    c->add_option("--head", a->head_file, "head file (default DATA_DIR/audit.key.head)");
+    c->add_option("--head", a->head_file, "head file (default DATA_DIR/audit.head)");
   };
   auto* verify = sub.add_subcommand("verify", "check the hash chain, the signatures and the head; exit 1 on a break");
   common(verify);

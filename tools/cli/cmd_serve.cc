@@ -87,6 +87,7 @@ Result<AccessSetup> setup_access(const server::ServeConfig& cfg) {
   so.data_dir = cfg.data_dir, so.state_db = cfg.state_db;
   so.audit = cfg.audit == "on";
   so.audit_retention_days = cfg.audit_retention_days;
+  so.audit_key_file = cfg.audit_key;
   so.audit_fail_closed = cfg.audit_fail_closed == "on";
   auto st = api::open_state(so);
   if (!st.ok()) return st.status();
