@@ -62,7 +62,7 @@ RoundResult run_round(engine::Engine* eng, int n_vocab, int conc, int n_prompt, 
   std::vector<std::shared_ptr<engine::RequestHandle>> hs;
   for (int i = 0; i < conc; ++i) {
     engine::GenerateRequest r;
-    r.id = "r" + std::to_string((*next_id)++);
+    r.id = std::to_string((*next_id)++).insert(0, "r");
     r.prompt.resize(n_prompt);  // [n_prompt] random ids
     for (auto& t : r.prompt) t = static_cast<int32_t>(rng->next() % static_cast<uint64_t>(n_vocab));
     r.max_tokens = n_gen;

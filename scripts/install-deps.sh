@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs what building and testing Citadel needs, if missing. Idempotent; Debian 12.
+# Installs what Citadel needs, if missing. Idempotent; Debian 12.
+#   install-deps.sh run    what building the server needs (make run)
+#   install-deps.sh test   that, plus the test libraries, servers and Python tools (make test; the default)
 set -euo pipefail
-pkgs=(cmake g++ make libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev clang
-      libclang-rt-14-dev python3-pip libboost-dev libboost-system-dev libssl-dev openssl libsqlite3-dev libpq-dev
-      postgresql)
+what=${1:-test}
+pkgs=(cmake g++ make libcli11-dev nlohmann-json3-dev libboost-dev libboost-system-dev libssl-dev openssl
+      libsqlite3-dev libpq-dev)
+if [ "$what" = test ]; then
+  pkgs+=(libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev python3-pip postgresql)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -16,6 +21,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Python test tools (fixture comparison and system tests); small, no model frameworks.
 req="$(dirname "$0")/../tools/requirements-test.txt"
-if [ -f "$req" ]; then
+if [ "$what" = test ] && [ -f "$req" ]; then
   python3 -m pip install -q -r "$req"
 fi

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Runs Citadel on its default model: pulls it if missing, then serves it (or the most a build can do today).
+# `make run`: installs what building the server needs, builds only the server binary, pulls the model if missing and
+# serves it. Says what it is doing at each phase. $1 build dir, $2 model, $3 CUDA ON|OFF, $4 extra cmake flags, $5 jobs.
 set -euo pipefail
 BUILD=${1:-build}
 MODEL=${2:-smollm2-135m}
+CUDA=${3:-OFF}
+FLAGS=${4:-}
+JOBS=${5:-$(nproc)}
 cd "$(dirname "$0")/.."
-CITADEL="$BUILD/citadel"
-if "$CITADEL" --help 2>&1 | grep -q ' pull'; then
-  "$CITADEL" pull "$MODEL"
+t0=$(date +%s)
+say() { printf '== [%3ds] %s\n' $(( $(date +%s) - t0 )) "$*"; }
+say "1/4 packages: checking what building the server needs (installs only what is missing)"
+scripts/install-deps.sh run
+say "2/4 configure: $BUILD (CUDA backend: $CUDA)"
+# shellcheck disable=SC2086
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCITADEL_TESTS=OFF -DCITADEL_CUDA="$CUDA" -Wno-dev \
+  --log-level=WARNING $FLAGS >/dev/null
+say "3/4 build: the citadel binary only, $JOBS jobs (about 3 minutes on 2 cores from scratch; seconds when built)"
+log="$BUILD/make-run-build.log"
+if ! cmake --build "$BUILD" -j "$JOBS" --target citadel >"$log" 2>&1; then
+  tail -40 "$log" >&2
+  echo "make run: the build failed; the whole log is $log" >&2
+  exit 1
 fi
-for cmd in serve generate inspect; do
-  if "$CITADEL" --help 2>&1 | grep -qE "^  $cmd( |$)"; then
-    case $cmd in
-      # exact: the default model is small enough to serve with f32 weights, which answer like the reference.
-      serve) exec "$CITADEL" serve --model "$MODEL" --cpu-precision exact ;;
-      generate) exec "$CITADEL" generate --model "$MODEL" --chat --prompt "What is a citadel?" -n 64 ;;
-      inspect) exec "$CITADEL" inspect --model "$MODEL" ;;
-    esac
-  fi
-done
-exec "$CITADEL" version
+say "4/4 model: $MODEL (pulled once into ${CITADEL_MODELS:-~/.cache/citadel/models}), then serving it"
+"$BUILD/citadel" pull "$MODEL"
+say "starting: citadel serve --model $MODEL (Ctrl-C stops it)"
+exec "$BUILD/citadel" serve --model "$MODEL"

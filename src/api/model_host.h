@@ -50,6 +50,9 @@ struct ModelHost {
   std::unique_ptr<engine::ModelRunner> runner;  // owned here; the engine points to it
   std::unique_ptr<engine::Engine> engine;       // started
   std::shared_ptr<void> keepalive;              // whatever the runner borrows (mapped weights, ...)
+  // What a request that omits temperature / top_p / top_k / min_p gets (see model_sampling_defaults), and whence.
+  engine::SamplingParams default_sampling;
+  std::string default_sampling_source;
 
   ~ModelHost() {
     engine.reset();  // before the runner it drives

@@ -12,6 +12,7 @@
 #include "format/tensor_store.h"
 #include "tokenizer/tokenizer.h"
 #include "base/log.h"
+#include "base/strings.h"
 #include "chat/builtin_templates.h"
 #include "crypto/envelope.h"
 #include "crypto/key_source.h"
@@ -72,12 +73,59 @@ Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<T
   runtime::RunnerOptions ro;
   ro.device = opts.device;
   ro.cuda_weights = opts.cuda_weights;
-  if (opts.cpu_precision != "fast" && opts.cpu_precision != "exact")
-    return InvalidArgument("cpu_precision '" + opts.cpu_precision + "': expected fast or exact");
-  ro.exact = opts.cpu_precision == "exact";
+  if (opts.device == "cpu") {
+    auto p = choose_cpu_precision(opts.cpu_precision, *store);
+    if (!p.ok()) return p.status();
+    ro.exact = p->exact;
+    log_info("cpu precision: " + p->why);
+  } else {
+    ro.exact = opts.cpu_precision == "exact";  // cuda: f32 activations and KV; auto keeps its bf16 default
+  }
   ro.max_context = opts.max_context;
   ro.max_batched_tokens = opts.engine.max_batched_tokens > 0 ? opts.engine.max_batched_tokens : 512;
   return runtime::make_model_runner(store->path(), ro);
+}
+
+// Sampling defaults of a real model, lowest to highest precedence: temperature 0.7 / top_p 0.9; the file's
+// general.sampling.* metadata; the configuration (opts.temperature / opts.top_p). Errors name the bad setting.
+Status set_sampling_defaults(const TensorStore& store, const ModelLoadOptions& opts, ModelHost* host) {
+  engine::SamplingParams& d = host->default_sampling;
+  d.temperature = 0.7f, d.top_p = 0.9f;
+  std::vector<std::string> from_model, from_config;
+  // Metadata outside the API's ranges is ignored (a warning), so that a bad file cannot fail every request.
+  auto meta = [&](const char* key, double lo, double hi, const char* name, auto set) {
+    const auto v = store.meta_float(key);
+    if (!v) return;
+    if (!(*v >= lo && *v <= hi)) return log_warn(std::string(key) + " = " + std::to_string(*v) + " ignored");
+    set(*v);
+    from_model.push_back(name);
+  };
+  meta("general.sampling.temp", 0.0, 2.0, "temperature", [&](double v) { d.temperature = static_cast<float>(v); });
+  meta("general.sampling.top_p", 1e-6, 1.0, "top_p", [&](double v) { d.top_p = static_cast<float>(v); });
+  meta("general.sampling.top_k", 0.0, 1 << 20, "top_k", [&](double v) { d.top_k = static_cast<int>(v); });
+  meta("general.sampling.min_p", 0.0, 1.0, "min_p", [&](double v) { d.min_p = static_cast<float>(v); });
+  auto conf = [&](const std::string& text, float lo, float hi, float* out, const char* name) -> Status {
+    if (text.empty()) return OkStatus();
+    char* end = nullptr;
+    const float v = std::strtof(text.c_str(), &end);
+    if (end == text.c_str() || *end != '\0' || !(v >= lo && v <= hi) || (hi == 1.0f && v <= 0.0f))
+      return InvalidArgument(std::string(name) + " '" + text + "': expected a number in " +
+                             (hi == 1.0f ? "(0, 1]" : "[0, 2]"));
+    *out = v;
+    from_config.push_back(name);
+    return OkStatus();
+  };
+  RETURN_IF_ERROR(conf(opts.temperature, 0.0f, 2.0f, &d.temperature, "temperature"));
+  RETURN_IF_ERROR(conf(opts.top_p, 0.0f, 1.0f, &d.top_p, "top_p"));
+  std::string& src = host->default_sampling_source;
+  if (!from_config.empty()) src += "configuration: " + join(from_config, ", ");
+  if (!from_model.empty()) src += std::string(src.empty() ? "" : "; ") + "model metadata: " + join(from_model, ", ");
+  if (src.empty()) src = "built-in defaults";
+  char line[160];
+  std::snprintf(line, sizeof(line), "sampling defaults for requests that omit them: temperature %.2f, top_p %.2f, "
+                "top_k %d, min_p %.2f (", d.temperature, d.top_p, d.top_k, d.min_p);
+  log_info(line + src + ")");
+  return OkStatus();
 }
 
 Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const ModelLoadOptions& opts) {
@@ -118,6 +166,7 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
   } else {
     log_warn(path + ": no chat template in the file; /v1/chat/completions answers 400 (use --chat-template)");
   }
+  RETURN_IF_ERROR(set_sampling_defaults(*store, opts, host.get()));
   auto runner = make_runner(store, opts);
   if (!runner.ok()) return runner.status();
   host->runner = std::move(*runner);
@@ -127,6 +176,18 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
 }
 
 }  // namespace
+
+Result<CpuPrecision> choose_cpu_precision(const std::string& requested, const TensorStore& store) {
+  if (requested == "exact") return CpuPrecision{true, "exact (f32, as configured)"};
+  if (requested == "fast") return CpuPrecision{false, "fast (quantised kernels, as configured)"};
+  if (requested != "auto") return InvalidArgument("cpu_precision '" + requested + "': expected fast, exact or auto");
+  int64_t params = 0;
+  for (const auto& t : store.tensors()) params += t.numel();
+  const std::string n = std::to_string((params + 500'000) / 1'000'000) + "M parameters";
+  if (params <= kAutoExactParams)
+    return CpuPrecision{true, "exact (auto: " + n + "; f32 answers like the reference at a modest cost)"};
+  return CpuPrecision{false, "fast (auto: " + n + " is past the 1000M up to which exact is chosen)"};
+}
 
 bool is_encrypted_model(const std::string& path) {
   return (path.size() > 4 && path.compare(path.size() - 4, 4, ".enc") == 0) || crypto::is_encrypted_file(path);
@@ -155,8 +216,10 @@ Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts)
       return InvalidArgument("unknown debug model '" + opts.model + "' (debug:bytes, debug:slow)");
     return load_debug(opts);
   }
+  RETURN_IF_ERROR(check_generative(opts.model));  // before "run citadel pull" for a model it cannot serve
   auto path = resolve_model(opts.model, opts.models_dir.empty() ? default_models_dir() : opts.models_dir);
   if (!path.ok()) return path.status();
+  RETURN_IF_ERROR(check_generative(*path));
   return load_gguf(*path, opts);
 }
 

@@ -18,6 +18,10 @@
 #include "base/status.h"
 #include "engine/engine.h"
 
+namespace citadel {
+class TensorStore;
+}  // namespace citadel
+
 namespace citadel::api {
 
 struct ModelLoadOptions {
@@ -29,10 +33,22 @@ struct ModelLoadOptions {
   int compute_threads = 0;         // CPU runner threads (0 = all cores)
   std::string device = "cpu";      // cpu | cuda
   std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4 | fp8 | f32
-  std::string cpu_precision = "fast"; // cpu: fast | exact
+  std::string cpu_precision = "auto"; // cpu: fast | exact | auto (choose_cpu_precision)
+  std::string temperature, top_p;  // defaults for requests that omit them ("" = the model's metadata, else 0.7 / 0.9)
   std::string key_file;            // encrypted models: a key spec (PATH | env:NAME | cmd:PROG ARGS; crypto/key_source.h)
   engine::EngineConfig engine;     // max_waiting etc.
 };
+
+// CPU precision: "exact" (f32 weights and math, answers like HF transformers fp32) or "fast" (quantised kernels),
+// as requested; "auto" picks exact for models of at most kAutoExactParams parameters (its cost, ~4 bytes a
+// parameter and slower steps, is modest there; the fast path does not yet answer like the reference) and fast above.
+// why: one phrase for the start-up log. kInvalidArgument for another value.
+inline constexpr int64_t kAutoExactParams = 1'000'000'000;
+struct CpuPrecision {
+  bool exact = false;
+  std::string why;
+};
+Result<CpuPrecision> choose_cpu_precision(const std::string& requested, const TensorStore& store);
 
 // Loads, builds the engine and starts it. Errors name the file and what failed.
 Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts);

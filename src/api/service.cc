@@ -135,6 +135,7 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
     case Endpoint::kInfer: err = parse_infer_request(body, &req); break;
   }
   if (err) return reply_error(*r, ctx.get(), *err);
+  apply_sampling_defaults(host->default_sampling, &req);
   ctx->set_model(req.model.empty() ? host->served_name : req.model);
   if (ep != Endpoint::kInfer || !req.model.empty()) {
     if (!host->accepts(req.model))

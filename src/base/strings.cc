@@ -19,4 +19,13 @@ std::vector<std::string> split_list(std::string_view s, char sep, bool trim_spac
   return out;
 }
 
+std::string join(const std::vector<std::string>& items, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += sep;
+    out += items[i];
+  }
+  return out;
+}
+
 }  // namespace citadel

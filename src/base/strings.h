@@ -11,4 +11,7 @@ namespace citadel {
 // each item are removed first.
 std::vector<std::string> split_list(std::string_view s, char sep = ',', bool trim_spaces = false);
 
+// The items with sep between them (join({"a","b"}, ", ") -> "a, b"; no items -> "").
+std::string join(const std::vector<std::string>& items, std::string_view sep);
+
 }  // namespace citadel

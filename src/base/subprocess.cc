@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 extern char** environ;
 
@@ -38,7 +39,8 @@ bool program_exists(const std::string& name) {
     if (colon == std::string::npos) colon = p.size();
     std::string dir = p.substr(pos, colon - pos);
     if (dir.empty()) dir = ".";
-    const std::string full = dir + "/" + name;
+    std::string full = std::move(dir);
+    full.append("/").append(name);
     struct stat st;
     if (stat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(full.c_str(), X_OK) == 0) return true;
     pos = colon + 1;

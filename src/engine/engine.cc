@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <random>
 
 #include "base/check.h"
@@ -14,6 +15,23 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 }
 
 }  // namespace
+
+std::string kv_pool_summary(int64_t n_blocks, int block_size, size_t bytes_per_token, int max_context) {
+  constexpr int64_t kTypical = 1000;  // tokens of a typical chat exchange (prompt + output)
+  const int64_t tokens = n_blocks * block_size;
+  const int64_t per_typical = (kTypical + block_size - 1) / block_size * block_size;  // whole blocks
+  const int64_t per_full = (static_cast<int64_t>(max_context) + block_size - 1) / block_size * block_size;
+  char gib[32];
+  std::snprintf(gib, sizeof(gib), "%.2f", static_cast<double>(tokens) * bytes_per_token / (1 << 30));
+  std::string s = "KV pool: " + std::to_string(tokens) + " tokens (" + gib + " GiB): " +
+                  std::to_string(tokens / per_typical) + " requests of ~1000 tokens or " +
+                  std::to_string(tokens / per_full) + " at the full " + std::to_string(max_context) +
+                  "-token context at once (" + std::to_string(n_blocks) + " blocks of " + std::to_string(block_size) +
+                  " tokens, " + std::to_string(bytes_per_token) + " B/token)";
+  if (tokens < max_context)
+    s += "; a request longer than " + std::to_string(tokens) + " tokens is refused";
+  return s;
+}
 
 Engine::Engine(ModelRunner* runner, EngineConfig config) : runner_(runner), config_(config) {
   std::random_device rd;
@@ -51,11 +69,7 @@ Status Engine::init() {
   sc.max_seqs = config_.max_seqs;
   sc.watermark_blocks = static_cast<int>(config_.watermark * static_cast<double>(n_blocks));
   scheduler_ = std::make_unique<Scheduler>(sc, kv_.get());
-  const int64_t tokens = n_blocks * config_.block_size;
-  log_info("KV pool: " + std::to_string(n_blocks) + " blocks = " + std::to_string(tokens) + " tokens = max " +
-           std::to_string(std::max<int64_t>(1, tokens / max_context_)) + " sequences x " +
-           std::to_string(max_context_) + " context (" + std::to_string(config_.block_size) + " tokens/block, " +
-           std::to_string(runner_->kv_bytes_per_token()) + " B/token)");
+  log_info(kv_pool_summary(n_blocks, config_.block_size, runner_->kv_bytes_per_token(), max_context_));
   stats_.kv_blocks_total = stats_.kv_blocks_free = static_cast<int>(n_blocks);
   stats_.block_size = config_.block_size;
   initialized_ = true;

@@ -77,6 +77,10 @@ struct EngineStats {
   int64_t errors_total = 0;
 };
 
+// The start-up line that says what the KV pool holds, in a user's terms: tokens and GiB, how many requests fit at the
+// full context and at a typical 1,000-token length (prompt + output), and the block geometry. Pure.
+std::string kv_pool_summary(int64_t n_blocks, int block_size, size_t bytes_per_token, int max_context);
+
 class Engine {
  public:
   // runner must outlive the engine.

@@ -53,6 +53,7 @@ std::vector<CatalogEntry> build_catalog() {
     e.sha256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
     e.size = 90868376;
     e.sha256_file = "model.safetensors";
+    e.embedding = true;
     c.push_back(e);
   }
   {
@@ -123,6 +124,17 @@ Result<std::string> resolve_model(const std::string& name_or_path, const std::st
   for (const auto& e : model_catalog()) known += (known.empty() ? "" : ", ") + e.name;
   return NotFound("model '" + name_or_path + "': no such file, and not a catalogue name (" + known +
                   "); pull one with `citadel pull NAME`");
+}
+
+Status check_generative(const std::string& name_or_path) {
+  const std::string base = std::filesystem::path(name_or_path).filename().string();
+  for (const auto& e : model_catalog()) {
+    if (!e.embedding || (name_or_path != e.name && base != e.file_name)) continue;
+    return Unsupported(e.name + " is a sentence-embedding model (" + e.description + "): it is for embeddings and "
+                       "retrieval, not for generate or chat, and this build does not serve embeddings yet; "
+                       "use a chat model such as " + default_model_name());
+  }
+  return OkStatus();
 }
 
 }  // namespace citadel

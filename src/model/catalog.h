@@ -39,6 +39,7 @@ struct CatalogEntry {
   uint64_t size = 0;       // of the assembled file; 0 when unknown
   std::string sha256_file; // for kDirectory: the file inside the directory that sha256/size describe
   std::string note;        // caveat printed by `citadel pull --list` and on failure
+  bool embedding = false;  // a sentence-embedding model: not for generate / chat (see check_generative)
 };
 
 // All entries, in a stable order. The first is the default model.
@@ -53,5 +54,9 @@ std::string default_models_dir();
 // The local path of a model: `name_or_path` if it exists on disk; else the pulled file of a catalogue name or
 // of an hf://org/repo/file URL under models_dir. Errors tell the user to run `citadel pull NAME`.
 Result<std::string> resolve_model(const std::string& name_or_path, const std::string& models_dir);
+
+// OK unless name_or_path is (the pulled file of) a catalogue embedding model; then kUnsupported with one line that
+// says what the model is for, so that generate / serve do not fail later on a missing chat tokenizer.
+Status check_generative(const std::string& name_or_path);
 
 }  // namespace citadel

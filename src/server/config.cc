@@ -27,7 +27,8 @@ const std::vector<Field>& fields() {
       {"models_dir", Kind::kString, &ServeConfig::models_dir, nullptr, 0, 0, "directory of pulled models"},
       {"device", Kind::kString, &ServeConfig::device, nullptr, 0, 0, "cpu or cuda"},
       {"cpu_precision", Kind::kString, &ServeConfig::cpu_precision, nullptr, 0, 0,
-       "fast, or exact: f32 math (cpu: f32 weights; cuda: f32 activations and KV)"},
+       "auto (cpu: exact up to 1B parameters, else fast), fast, or exact: f32 math (cpu: f32 weights; cuda: f32 "
+       "activations and KV)"},
       {"cuda_weights", Kind::kString, &ServeConfig::cuda_weights, nullptr, 0, 0, "cuda: bf16, int8, int4, fp8 or f32"},
       {"sampling", Kind::kString, &ServeConfig::sampling, nullptr, 0, 0,
        "cuda: device (only token ids leave the GPU) or host (logits to the host sampler)"},
@@ -39,6 +40,10 @@ const std::vector<Field>& fields() {
       {"io_threads", Kind::kInt, nullptr, &ServeConfig::io_threads, 1, 64, "HTTP I/O threads"},
       {"served_model_name", Kind::kString, &ServeConfig::served_model_name, nullptr, 0, 0, "model id in the API"},
       {"chat_template", Kind::kString, &ServeConfig::chat_template, nullptr, 0, 0, "builtin name or file"},
+      {"temperature", Kind::kString, &ServeConfig::temperature, nullptr, 0, 0,
+       "default temperature of requests that omit it (default: the model's metadata, else 0.7)"},
+      {"top_p", Kind::kString, &ServeConfig::top_p, nullptr, 0, 0,
+       "default top_p of requests that omit it (default: the model's metadata, else 0.9)"},
       {"max_context", Kind::kInt, nullptr, &ServeConfig::max_context, 0, 1 << 24, "context limit (0 = model's)"},
       {"kv_memory_mb", Kind::kInt, nullptr, &ServeConfig::kv_memory_mb, 1, 1 << 24, "KV cache budget (MiB)"},
       {"max_body_mb", Kind::kInt, nullptr, &ServeConfig::max_body_mb, 1, 1024, "request body limit (413 beyond)"},
@@ -219,9 +224,10 @@ std::string config_to_yaml(const ServeConfig& c) {
   std::string s;
   for (const auto& f : fields()) {
     const std::string name = f.name;
-    std::string v = f.kind == Kind::kString ? "\"" + mask_password(c.*(f.s)) + "\"" : std::to_string(c.*(f.i));
+    std::string v = f.kind == Kind::kString ? mask_password(c.*(f.s)) : std::to_string(c.*(f.i));
+    if (f.kind == Kind::kString) v.insert(0, "\"").append("\"");
     // Paths to key files are not secrets; anything else named like one is masked.
-    const bool path = name == "tls_key" || name == "admin_key_file" || name == "key_file";
+    const bool path = name == "tls_key" || name == "admin_key_file" || name == "key_file" || name == "audit_key";
     if (!path && (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
                   name.find("token") != std::string::npos))
       v = "\"***\"";

@@ -18,7 +18,7 @@ struct ServeConfig {
   std::string models_dir;            // where catalogue names live ("" = $CITADEL_MODELS or ~/.cache/citadel/models)
   std::string device = "cpu";        // cpu | cuda
   std::string cuda_weights = "bf16"; // cuda weight format: bf16 | int8 | int4 | fp8 | f32 (exact)
-  std::string cpu_precision = "fast";  // cpu: fast | exact (weights upcast to f32, HF-identical on small models)
+  std::string cpu_precision = "auto";  // cpu: fast | exact (f32, HF-identical) | auto (exact up to 1B parameters)
   std::string sampling = "device";   // cuda: device (only ids leave the GPU) | host (logits to the host Sampler)
   std::string host = "127.0.0.1";
   int port = 8080;
@@ -28,6 +28,7 @@ struct ServeConfig {
   int io_threads = 2;                // HTTP I/O threads
   std::string served_model_name;     // "" = the model's name
   std::string chat_template;         // "" = the model's; else a builtin name or a file
+  std::string temperature, top_p;    // for requests that omit them ("" = the model's metadata, else 0.7 / 0.9)
   int max_context = 0;               // 0 = the model's
   int kv_memory_mb = 1024;           // KV cache budget
   int max_body_mb = 8;               // 413 beyond

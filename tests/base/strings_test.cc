@@ -16,5 +16,12 @@ TEST(SplitList, DropsEmptyItemsAndTrimsOnRequest) {
   EXPECT_EQ(split_list("x;y", ';'), (V{"x", "y"}));
 }
 
+TEST(Join, PutsTheSeparatorBetweenItemsOnly) {
+  EXPECT_EQ(join({}, ", "), "");
+  EXPECT_EQ(join({"a"}, ", "), "a");
+  EXPECT_EQ(join({"a", "", "c"}, ","), "a,,c");
+  EXPECT_EQ(join(split_list("x,y,z"), "+"), "x+y+z");
+}
+
 }  // namespace
 }  // namespace citadel

@@ -619,5 +619,18 @@ TEST(Engine, KvPoolSizedFromMemoryBudget) {
   EXPECT_EQ(e2.init().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(Engine, KvPoolSummarySaysWhatFits) {
+  // 20 blocks of 16 = 320 tokens at 36864 B/token: no request of 1000 tokens, none at 8192; the line says so.
+  const std::string small = kv_pool_summary(20, 16, 36864, 8192);
+  EXPECT_NE(small.find("320 tokens (0.01 GiB): 0 requests of ~1000 tokens or 0 at the full 8192-token context"),
+            std::string::npos) << small;
+  EXPECT_NE(small.find("longer than 320 tokens is refused"), std::string::npos) << small;
+  // 4096 blocks of 16 = 65536 tokens; 1000 tokens take 63 blocks (1008 tokens): 65 fit; 8 at 8192.
+  const std::string big = kv_pool_summary(4096, 16, 1 << 15, 8192);
+  EXPECT_NE(big.find("65536 tokens (2.00 GiB): 65 requests of ~1000 tokens or 8 at the full 8192-token"),
+            std::string::npos) << big;
+  EXPECT_EQ(big.find("refused"), std::string::npos) << big;
+}
+
 }  // namespace
 }  // namespace citadel::engine

@@ -75,6 +75,17 @@ TEST(Catalog, ResolveModel) {
   fs::remove_all(dir);
 }
 
+TEST(Catalog, EmbeddingModelsAreRefusedForGenerationWithAClearLine) {
+  EXPECT_TRUE(check_generative("smollm2-135m").ok());
+  EXPECT_TRUE(check_generative("/models/SmolLM2-135M-Instruct.Q4_1.gguf").ok());
+  for (const std::string spec : {"minilm-l6", "/root/.cache/citadel/models/all-MiniLM-L6-v2"}) {
+    const Status s = check_generative(spec);
+    EXPECT_EQ(s.code(), StatusCode::kUnsupported) << spec;
+    EXPECT_NE(s.message().find("minilm-l6 is a sentence-embedding model"), std::string::npos) << s.message();
+    EXPECT_EQ(s.message().find('\n'), std::string::npos);
+  }
+}
+
 TEST(Catalog, DefaultModelsDirHonoursEnv) {
   const char* old = std::getenv("CITADEL_MODELS");
   std::string saved = old ? old : "";

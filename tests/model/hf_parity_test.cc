@@ -99,7 +99,9 @@ int check_model(const ModelWeights& w, const std::vector<Case>& cases, const Tol
     while (k < got[i].size() && k < cases[i].greedy.size() && got[i][k] == cases[i].greedy[k]) ++k;
     same_tokens += static_cast<int>(k);
     same += got[i] == cases[i].greedy;
-    if (tol && tol->greedy_identical) EXPECT_EQ(got[i], cases[i].greedy) << "case " << i << " diverges at token " << k;
+    if (tol && tol->greedy_identical) {
+      EXPECT_EQ(got[i], cases[i].greedy) << "case " << i << " diverges at token " << k;
+    }
   }
   std::printf("[%s] logits vs HF: max abs %.3g, worst NMSE %.3g, top-1 %d/%zu; greedy identical %d/%zu "
               "(matching prefix tokens %d)\n",

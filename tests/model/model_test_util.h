@@ -91,7 +91,7 @@ inline std::vector<std::vector<int32_t>> engine_greedy(engine::ModelRunner* runn
   std::vector<std::shared_ptr<engine::RequestHandle>> hs;
   for (size_t i = 0; i < prompts.size(); ++i) {
     engine::GenerateRequest r;
-    r.id = "r" + std::to_string(i);
+    r.id = std::to_string(i).insert(0, "r");
     r.prompt = prompts[i];
     r.max_tokens = max_tokens[i];
     r.sampling.temperature = 0;

@@ -123,6 +123,33 @@ TEST_F(PullTest, HfFailsFastWithClearError) {
   EXPECT_FALSE(pull_model("hf://only-org", opts_).ok());
 }
 
+TEST_F(PullTest, OfflineAndAllowedSourcesRefuseBeforeContacting) {
+  // HF_ENDPOINT is a closed local port: had curl been run, the error would be a "curl exit" one.
+  setenv("HF_ENDPOINT", "http://127.0.0.1:9", 1);
+  opts_.offline = true;
+  auto r = pull_model("hf://org/repo/model.gguf", opts_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("offline"), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message().find("curl exit"), std::string::npos) << r.status().message();
+  opts_.offline = false;
+  opts_.allowed_sources = "pypi";
+  r = pull_model("hf://org/repo/model.gguf", opts_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("source 'hf' is not in the allowed sources (pypi"), std::string::npos)
+      << r.status().message();
+  // A catalogue name with no network source allowed: both refused, nothing fetched.
+  opts_.allowed_sources = "none";
+  r = pull_model(default_model_name(), opts_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("source 'pypi' is not in the allowed sources"), std::string::npos);
+  EXPECT_NE(r.status().message().find("source 'hf' is not in the allowed sources"), std::string::npos);
+  unsetenv("HF_ENDPOINT");
+  // Local files need no network: allowed offline.
+  opts_.offline = true;
+  EXPECT_TRUE(pull_model(write_src("local.gguf", "x"), opts_).ok());
+  EXPECT_EQ(partials(), 0);
+}
+
 // Builds wheels with python3's zipfile and pulls them with real pip from a --find-links directory (no network).
 class PypiPullTest : public PullTest {
  protected:

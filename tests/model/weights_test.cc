@@ -22,7 +22,9 @@ std::string copy_gguf(const std::string& src, const std::string& tag,
   EXPECT_TRUE(store.ok());
   GgufWriter wr;
   for (const auto& [k, v] : (*store)->metadata()) {
-    if (k != "general.alignment") EXPECT_TRUE(wr.add_meta(k, v).ok()) << k;
+    if (k != "general.alignment") {
+      EXPECT_TRUE(wr.add_meta(k, v).ok()) << k;
+    }
   }
   for (const TensorInfo& t : (*store)->tensors()) {
     std::string name = t.name;

@@ -121,6 +121,39 @@ TEST(Request, RejectsDeepNesting) {
   EXPECT_NE(e->message.find("nests deeper"), std::string::npos);
 }
 
+TEST(Request, ModelDefaultsFillOnlyWhatTheRequestOmits) {
+  engine::SamplingParams d;
+  d.temperature = 0.6f, d.top_p = 0.95f, d.top_k = 20, d.min_p = 0.05f;
+  ParsedRequest omitted, given;
+  ASSERT_FALSE(chat(R"({"model":"m","messages":[{"role":"user","content":"x"}]})", &omitted));
+  ASSERT_FALSE(chat(R"({"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0,"top_p":1,
+                      "top_k":0,"min_p":0})", &given));
+  apply_sampling_defaults(d, &omitted);
+  apply_sampling_defaults(d, &given);
+  EXPECT_FLOAT_EQ(omitted.sampling.temperature, 0.6f);
+  EXPECT_FLOAT_EQ(omitted.sampling.top_p, 0.95f);
+  EXPECT_EQ(omitted.sampling.top_k, 20);
+  EXPECT_FLOAT_EQ(omitted.sampling.min_p, 0.05f);
+  EXPECT_FLOAT_EQ(given.sampling.temperature, 0.0f);  // a request's own values win, zeros included
+  EXPECT_FLOAT_EQ(given.sampling.top_p, 1.0f);
+  EXPECT_EQ(given.sampling.top_k, 0);
+  EXPECT_FLOAT_EQ(given.sampling.min_p, 0.0f);
+}
+
+TEST(Request, BadBytesAndBadJsonNameTheByte) {
+  ParsedRequest r;
+  // "\xff" is never valid UTF-8; it is the 38th byte of the body.
+  const std::string bad_utf8 = std::string(R"({"model":"m","messages":[{"content":")") + "\xff" + R"("}]})";
+  auto e = chat(bad_utf8, &r);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code, "invalid_json");
+  EXPECT_EQ(e->message, "request body is not valid UTF-8 at byte 38");
+  e = chat(R"({"model":"m",})", &r);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->message.rfind("request body is not valid JSON at byte 14: ", 0), 0u) << e->message;
+  EXPECT_EQ(e->message.find("last read"), std::string::npos) << e->message;
+}
+
 TEST(Request, CompletionPromptForms) {
   ParsedRequest a, b, c, d;
   ASSERT_FALSE(completion(R"({"model":"m","prompt":"hello","logprobs":2,"echo":true})", &a));

@@ -32,6 +32,7 @@ struct GenArgs {
   int top_k = 40;
   int64_t seed = -1;
   bool chat = false, exact = false;
+  std::string precision = "auto";
   std::string device = "cpu", cuda_weights = "bf16";
   int threads = 0;
   int ctx = 0;
@@ -102,8 +103,10 @@ class Printer {
 int run_generate(const GenArgs& a) {
   if (a.threads > 0) setenv("CITADEL_THREADS", std::to_string(a.threads).c_str(), 1);  // before the pool starts
   const std::string dir = a.models_dir.empty() ? default_models_dir() : a.models_dir;
+  if (Status g = check_generative(a.model); !g.ok()) return fail("--model " + a.model, g);
   auto path = resolve_model(a.model, dir);
   if (!path.ok()) return fail("--model " + a.model, path.status());
+  if (Status g = check_generative(*path); !g.ok()) return fail("--model " + a.model, g);
   std::unique_ptr<api::DecryptedModel> decrypted;  // an encrypted model is read from memory while this lives
   if (api::is_encrypted_model(*path)) {
     auto d = api::DecryptedModel::open(*path, a.key_file);
@@ -113,7 +116,14 @@ int run_generate(const GenArgs& a) {
   const auto t_load = std::chrono::steady_clock::now();
   auto store = open_model_file(*path);  // metadata: tokenizer and chat template
   if (!store.ok()) return fail("load", store.status());
-  runtime::RunnerOptions ro{.device = a.device, .exact = a.exact, .cuda_weights = a.cuda_weights, .max_context = a.ctx};
+  bool exact = a.exact;
+  if (!exact && a.device == "cpu") {
+    auto p = api::choose_cpu_precision(a.precision, **store);
+    if (!p.ok()) return fail("--cpu-precision", p.status());
+    exact = p->exact;
+    std::fprintf(stderr, "citadel generate: cpu precision: %s\n", p->why.c_str());
+  }
+  runtime::RunnerOptions ro{.device = a.device, .exact = exact, .cuda_weights = a.cuda_weights, .max_context = a.ctx};
   auto runner = runtime::make_model_runner(*path, ro);
   if (!runner.ok()) return fail("load", runner.status());
   auto tok = (*store)->format() == "gguf" ? Tokenizer::from_store(**store) : Tokenizer::from_path(*path);
@@ -200,6 +210,7 @@ citadel::cli::Registrar reg("generate", "Generate text from a prompt (CPU or CUD
   sub.add_option("--system", a->system, "system message (with --chat)");
   sub.add_option("--chat-template", a->chat_template, "built-in template name instead of the model's");
   sub.add_flag("--exact", a->exact, "f32 math (slow, matches HF transformers fp32): cpu f32 weights; cuda f32 activations, bf16 or f32 weights");
+  sub.add_option("--cpu-precision", a->precision, "cpu: auto (default: exact up to 1B parameters), fast or exact");
   sub.add_option("--device", a->device, "cpu (default) or cuda");
   sub.add_option("--cuda-weights", a->cuda_weights, "cuda: bf16 (default), int8, int4, fp8 or f32 (exact)");
   sub.add_option("--threads", a->threads, "CPU threads (default: all)");

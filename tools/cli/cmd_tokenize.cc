@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "model/catalog.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -24,6 +25,13 @@ int fail(const std::string& msg) {
   return 1;
 }
 
+// --model takes what serve and generate take: a path, a catalogue name or a pulled name.
+citadel::Result<std::unique_ptr<citadel::Tokenizer>> open_tokenizer(const std::string& model) {
+  auto path = citadel::resolve_model(model, citadel::default_models_dir());
+  if (!path.ok()) return path.status();
+  return citadel::Tokenizer::from_path(*path);
+}
+
 int run_tokenize(const TokenizeOpts& o) {
   std::string text = o.text;
   if (!o.file.empty()) {
@@ -35,7 +43,7 @@ int run_tokenize(const TokenizeOpts& o) {
   } else if (o.text.empty()) {
     return fail("give --text or --file");
   }
-  auto tok = citadel::Tokenizer::from_path(o.model);
+  auto tok = open_tokenizer(o.model);
   if (!tok.ok()) return fail(tok.status().message());
   std::vector<int32_t> ids = (*tok)->encode(text, !o.no_add_special, o.special);
   std::printf("%s\n", nlohmann::json(ids).dump().c_str());
@@ -54,7 +62,7 @@ int run_detokenize(const DetokenizeOpts& o) {
   } catch (const std::exception& e) {
     return fail(std::string("--ids is not valid JSON: ") + e.what());
   }
-  auto tok = citadel::Tokenizer::from_path(o.model);
+  auto tok = open_tokenizer(o.model);
   if (!tok.ok()) return fail(tok.status().message());
   for (int32_t id : ids) {
     if (id < 0 || id >= (*tok)->n_vocab()) {

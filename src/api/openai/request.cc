@@ -110,7 +110,9 @@ std::optional<ApiError> parse_common(const ojson& b, ParsedRequest* r) {
   bool has = false;
   if (auto e = get_number(b, "temperature", 0.0, 2.0, &d, &has)) return e;
   if (has) r->sampling.temperature = static_cast<float>(d);
+  r->given.temperature = has;
   if (auto e = get_number(b, "top_p", 0.0, 1.0, &d, &has)) return e;
+  r->given.top_p = has;
   if (has) {
     if (d <= 0.0) return bad_request("'top_p' must be in (0, 1], got 0", "top_p");
     r->sampling.top_p = static_cast<float>(d);
@@ -123,8 +125,10 @@ std::optional<ApiError> parse_common(const ojson& b, ParsedRequest* r) {
   int64_t i = 0;
   if (auto e = get_int(b, "top_k", -1, 1 << 20, &i, &has)) return e;
   if (has) r->sampling.top_k = i < 0 ? 0 : static_cast<int>(i);
+  r->given.top_k = has;
   if (auto e = get_number(b, "min_p", 0.0, 1.0, &d, &has)) return e;
   if (has) r->sampling.min_p = static_cast<float>(d);
+  r->given.min_p = has;
   if (auto e = get_number(b, "repetition_penalty", 0.01, 100.0, &d, &has)) return e;
   if (has) r->sampling.repetition_penalty = static_cast<float>(d);
 
@@ -193,6 +197,30 @@ std::optional<ApiError> normalize_content(ojson& msg, size_t index) {
 
 }  // namespace
 
+namespace {
+
+// "request body is not valid UTF-8 at byte N" or "... not valid JSON at byte N: <what the parser expected>", from
+// the parser's message without its echo of the input (which may hold invalid UTF-8 or the client's data).
+std::string describe_json_error(const std::string& what, size_t byte) {
+  const std::string at = " at byte " + std::to_string(byte);
+  if (what.find("UTF-8") != std::string::npos) return "request body is not valid UTF-8" + at;
+  std::string reason;
+  if (size_t dash = what.find(" - "); dash != std::string::npos) {
+    reason = what.substr(dash + 3);
+    if (size_t last = reason.find("; last read"); last != std::string::npos) reason.resize(last);
+  }
+  return "request body is not valid JSON" + at + (reason.empty() ? "" : ": " + reason);
+}
+
+}  // namespace
+
+void apply_sampling_defaults(const engine::SamplingParams& defaults, ParsedRequest* r) {
+  if (!r->given.temperature) r->sampling.temperature = defaults.temperature;
+  if (!r->given.top_p) r->sampling.top_p = defaults.top_p;
+  if (!r->given.top_k) r->sampling.top_k = defaults.top_k;
+  if (!r->given.min_p) r->sampling.min_p = defaults.min_p;
+}
+
 std::optional<ApiError> parse_json_body(const std::string& body, ojson* out) {
   // Depth check first: the parser is iterative, but templates and dumps recurse.
   int depth = 0;
@@ -210,8 +238,11 @@ std::optional<ApiError> parse_json_body(const std::string& body, ojson* out) {
       --depth;
     }
   }
-  *out = ojson::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (out->is_discarded()) return bad_request("request body is not valid JSON", "", "invalid_json");
+  try {
+    *out = ojson::parse(body);
+  } catch (const ojson::parse_error& e) {
+    return bad_request(describe_json_error(e.what(), e.byte), "", "invalid_json");
+  }
   if (!out->is_object()) return bad_request("request body must be a JSON object", "", "invalid_json");
   return std::nullopt;
 }

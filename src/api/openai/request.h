@@ -33,11 +33,17 @@ struct ParsedRequest {
   int max_tokens = -1;               // -1: up to the end of the context
   std::vector<std::string> stop;
   engine::SamplingParams sampling;   // temperature, top_p, penalties, logit_bias, seed, top_logprobs
+  struct Given {                     // which of the model-defaulted fields the request set (apply_sampling_defaults)
+    bool temperature = false, top_p = false, top_k = false, min_p = false;
+  } given;
   bool logprobs = false;             // chat: logprobs: true; completions: logprobs: N given
   bool echo = false;                 // completions: prepend the prompt to the text
   std::string user;
   bool ignore_eos = false;           // extension (vLLM): generate max_tokens tokens, never stop at EOS
 };
+
+// Fills temperature, top_p, top_k and min_p the request did not set from the model's defaults (ModelHost).
+void apply_sampling_defaults(const engine::SamplingParams& defaults, ParsedRequest* r);
 
 // Reads the body; checks JSON syntax, nesting depth (<= 64) and that it is an object.
 std::optional<ApiError> parse_json_body(const std::string& body, nlohmann::ordered_json* out);
