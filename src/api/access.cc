@@ -65,6 +65,7 @@ std::optional<ApiError> Access::authenticate(const server::HttpRequest& req, aut
     auto t = o_.keys->get_tenant(p->tenant);
     if (!t.ok() || t->disabled) return forbidden("tenant '" + p->tenant.substr(0, 64) + "' is not active", "tenant_disabled");
     p->limits = p->limits.or_else(o_.keys->effective_role_limits(p->role));
+    p->pii = auth::resolve_pii_policy(auth::PiiPolicy::kInherit, t->pii);  // no key: the tenant's policy
     *out = std::move(*p);
     return std::nullopt;
   }
@@ -91,6 +92,7 @@ std::optional<ApiError> Access::authenticate(const server::HttpRequest& req, aut
   p.tenant = k->tenant;
   p.allowed_models = k->allowed_models;
   p.limits = k->effective_limits;  // own over the role table over the built-in defaults
+  p.pii = k->effective_pii;        // the key's own policy over its tenant's (auth/pii_policy.h)
   return std::nullopt;
 }
 

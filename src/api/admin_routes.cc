@@ -61,6 +61,19 @@ std::optional<ApiError> parse_limits(const json& j, auth::QuotaLimits* out) {
   return std::nullopt;
 }
 
+// "pii": inherit|off|mask|reject for a key (allow_inherit), off|mask|reject for a tenant; absent leaves *out as is.
+std::optional<ApiError> parse_pii(const json& b, bool allow_inherit, auth::PiiPolicy* out) {
+  auto it = b.find("pii");
+  if (it == b.end()) return std::nullopt;
+  const auto p = it->is_string() ? auth::parse_pii_policy(it->get<std::string>()) : std::nullopt;
+  if (!p || (!allow_inherit && *p == auth::PiiPolicy::kInherit))
+    return bad_request(allow_inherit ? "pii must be one of inherit, off, mask, reject"
+                                     : "pii must be one of off, mask, reject",
+                       "pii");
+  *out = *p;
+  return std::nullopt;
+}
+
 json key_json(const auth::ApiKeyInfo& k, int64_t now) {
   const char* state = k.revoked_at ? "revoked" : (k.expires_at && k.expires_at <= now) ? "expired" : "active";
   return {{"id", k.id},
@@ -76,12 +89,14 @@ json key_json(const auth::ApiKeyInfo& k, int64_t now) {
           {"rotated_from", k.rotated_from.empty() ? json(nullptr) : json(k.rotated_from)},
           {"created_by", k.created_by},
           {"limits", limits_json(k.limits)},
-          {"effective_limits", limits_json(k.effective_limits)}};
+          {"effective_limits", limits_json(k.effective_limits)},
+          {"pii", auth::pii_policy_name(k.pii)},
+          {"effective_pii", auth::pii_policy_name(k.effective_pii)}};
 }
 
 json tenant_json(const auth::TenantInfo& t) {
   return {{"id", t.id},           {"object", "tenant"}, {"name", t.name}, {"created_at", t.created_at},
-          {"disabled", t.disabled}, {"limits", limits_json(t.limits)}};
+          {"disabled", t.disabled}, {"limits", limits_json(t.limits)}, {"pii", auth::pii_policy_name(t.pii)}};
 }
 
 std::optional<ApiError> parse_body(const std::string& body, json* out, bool allow_empty) {
@@ -198,12 +213,23 @@ class AdminApi {
       }
     }
     if (auto e = parse_limits(b.value("limits", json()), &nk.limits)) return reply_error(r, &ctx, *e);
+    if (auto e = parse_pii(b, true, &nk.pii)) return reply_error(r, &ctx, *e);
+    // A developer may tighten its tenant's PII policy on a key, never loosen it.
+    if (p.role != Role::kAdmin && nk.pii != auth::PiiPolicy::kInherit) {
+      auto t = keys_.get_tenant(nk.tenant);
+      if (!t.ok()) return reply_error(r, &ctx, status_error(t.status(), "tenant"));
+      if (auth::pii_policy_strictness(nk.pii) < auth::pii_policy_strictness(t->pii))
+        return reply_error(r, &ctx, forbidden_error(std::string("a developer may not set pii '") +
+                                                    auth::pii_policy_name(nk.pii) + "' below its tenant's '" +
+                                                    auth::pii_policy_name(t->pii) + "'"));
+    }
     nk.created_by = p.id;
     auto made = keys_.create(nk, now);
     if (!made.ok()) return reply_error(r, &ctx, status_error(made.status()));
     ctx.set_detail("key_id", made->first.id);
     ctx.set_detail("role", auth::role_name(made->first.role));
     ctx.set_detail("tenant", made->first.tenant);
+    ctx.set_detail("pii", auth::pii_policy_name(made->first.pii));
     json out = key_json(made->first, now);
     out["key"] = made->second;  // the only time the raw key leaves the server
     reply_json(r, 201, out);
@@ -260,9 +286,16 @@ class AdminApi {
     if (auto e = parse_body(req.body, &b, false)) return reply_error(r, &ctx, *e);
     auth::QuotaLimits q = k->limits;
     if (auto e = parse_limits(b.value("limits", json()), &q)) return reply_error(r, &ctx, *e);
+    auth::PiiPolicy pii = k->pii;
+    if (auto e = parse_pii(b, true, &pii)) return reply_error(r, &ctx, *e);
     ctx.set_detail("key_id", k->id);
     const Status st = keys_.update_limits(k->id, q);
     if (!st.ok()) return reply_error(r, &ctx, status_error(st));
+    if (pii != k->pii) {
+      ctx.set_detail("pii", auth::pii_policy_name(pii));
+      const Status ps = keys_.update_pii(k->id, pii);
+      if (!ps.ok()) return reply_error(r, &ctx, status_error(ps));
+    }
     auto after = keys_.get(k->id);
     if (!after.ok()) return reply_error(r, &ctx, status_error(after.status()));
     reply_json(r, 200, key_json(*after, now_unix()));
@@ -309,8 +342,11 @@ class AdminApi {
     if (!name.is_string()) return reply_error(r, &ctx, bad_request("name must be a string", "name"));
     auth::QuotaLimits q;
     if (auto e = parse_limits(b.value("limits", json()), &q)) return reply_error(r, &ctx, *e);
+    auth::PiiPolicy pii = auth::PiiPolicy::kOff;
+    if (auto e = parse_pii(b, false, &pii)) return reply_error(r, &ctx, *e);
     ctx.set_detail("tenant", id.substr(0, 64));
-    auto t = keys_.create_tenant(id, name.get<std::string>(), q, now_unix());
+    ctx.set_detail("pii", auth::pii_policy_name(pii));
+    auto t = keys_.create_tenant(id, name.get<std::string>(), q, now_unix(), pii);
     if (!t.ok()) return reply_error(r, &ctx, status_error(t.status(), "id"));
     reply_json(r, 201, tenant_json(*t));
   }
@@ -333,9 +369,12 @@ class AdminApi {
       if (!b["disabled"].is_boolean()) return reply_error(r, &ctx, bad_request("disabled must be a boolean", "disabled"));
       disabled = b["disabled"].get<bool>();
     }
+    auth::PiiPolicy pii = t->pii;
+    if (auto e = parse_pii(b, false, &pii)) return reply_error(r, &ctx, *e);
     ctx.set_detail("tenant", t->id);
     ctx.set_detail("disabled", disabled ? "true" : "false");
-    const Status st = keys_.update_tenant(t->id, q, disabled);
+    ctx.set_detail("pii", auth::pii_policy_name(pii));
+    const Status st = keys_.update_tenant(t->id, q, disabled, pii);
     if (!st.ok()) return reply_error(r, &ctx, status_error(st));
     auto after = keys_.get_tenant(t->id);
     if (!after.ok()) return reply_error(r, &ctx, status_error(after.status()));

@@ -5,6 +5,7 @@
 #include "audit/audit_log.h"
 #include "crypto/pii.h"
 #include "api/errors.h"
+#include "api/openai/pii_filter.h"
 #include "api/openai/request.h"
 #include "base/check.h"
 #include "base/log.h"
@@ -64,6 +65,10 @@ Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool au
 void Service::add_route(const char* method, const char* pattern, Permission perm, RouteHandler h) {
   const Status st = routes_.add(Route(method, pattern, perm, std::move(h)));
   CHECK_MSG(st.ok(), st.message().c_str());
+}
+
+void Service::set_pii_masker(std::shared_ptr<const crypto::PiiMasker> masker) {
+  if (masker) masker_ = std::move(masker);
 }
 
 void Service::set_host(std::shared_ptr<const ModelHost> host) {
@@ -149,6 +154,11 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
     ApiError e = forbidden("this credential may not use the model '" + host->served_name + "'", "model_not_allowed");
     e.param = "model";
     return reply_error(*r, ctx.get(), e);
+  }
+  // The caller's prompt PII policy, before the template and the tokenizer see any text (api/openai/pii_filter.h).
+  if (who) {
+    if (auto e = apply_pii_policy(who->pii, masker_.get(), &req, host->codec.get(), ctx.get()))
+      return reply_error(*r, ctx.get(), *e);
   }
   PreparedRequest prep;
   if (auto e = prepare_prompts(*host, req, &prep)) return reply_error(*r, ctx.get(), *e);

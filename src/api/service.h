@@ -2,7 +2,8 @@
 //
 //   every exchange:  ObservedResponder (exactly one ExchangeRecord at the end, also for transport errors and client
 //                    disconnects) -> route match -> authenticate -> authorise (role x permission) -> handler
-//                    (inference handlers run the quota stage once the prompt is tokenized: Access::admit)
+//                    (inference handlers apply the caller's PII policy to the prompt text before tokenizing it,
+//                    then run the quota stage once the prompt is tokenized: Access::admit)
 //   GET  /health, /ready                          public (reveal nothing beyond up / ready)
 //   POST /v1/chat/completions, /v1/completions, /api/v1/infer           inference
 //   GET  /v1/models, /v1/models/{id}                                    models.read
@@ -44,6 +45,9 @@ class Service {
   // audit_fail_closed, every non-public route answers 503 while the audit log cannot write.
   explicit Service(std::shared_ptr<Access> access = nullptr, audit::AuditLog* audit = nullptr,
                    bool audit_fail_closed = false);
+  // The masker for audit text and the prompt PII policy (serve: the one with the operator's extra patterns, also
+  // used for the log); the default has the built-in detectors only. Set once before serving (null: no change).
+  void set_pii_masker(std::shared_ptr<const crypto::PiiMasker> masker);
   // The model is served from now on (nullptr: not ready).
   void set_host(std::shared_ptr<const ModelHost> host);
   std::shared_ptr<const ModelHost> host() const;
@@ -75,7 +79,7 @@ class Service {
   std::shared_ptr<Access> access_;
   audit::AuditLog* audit_ = nullptr;
   bool audit_fail_closed_ = false;
-  std::shared_ptr<const crypto::PiiMasker> masker_;  // masks PII in audit detail text
+  std::shared_ptr<const crypto::PiiMasker> masker_;  // masks PII in audit detail text and prompts (PII policy)
   std::atomic<int64_t> audit_dropped_{0};
   RouteTable routes_;
   std::vector<ExchangeCallback> observers_;

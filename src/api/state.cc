@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -87,6 +88,9 @@ Result<std::unique_ptr<State>> open_state(const StateOptions& o) {
   s->db = std::move(*db);
   std::vector<store::Migration> steps = auth::state_migrations();
   for (auto& m : audit::audit_migrations()) steps.push_back(std::move(m));
+  // auth and audit number their steps from one sequence (auth 1, 3; audit 2, 4, ...): apply them in that order.
+  std::sort(steps.begin(), steps.end(),
+            [](const store::Migration& a, const store::Migration& b) { return a.version < b.version; });
   auto v = store::migrate(*s->db, steps);
   if (!v.ok()) return v.status().with_context(s->db->describe());
   s->keys = std::make_unique<auth::KeyStore>(s->db.get());

@@ -55,7 +55,8 @@ struct StateOptions {
   int64_t audit_retention_days = 180;
   bool audit_fail_closed = false;
 };
-// Opens the database, migrates it (keys/tenants/quotas v1, audit v2) and the stores over it.
+// Opens the database, migrates it (auth's and the audit log's steps merged in ascending version order: keys,
+// tenants, quotas v1, audit v2, PII policy v3, ...) and the stores over it.
 Result<std::unique_ptr<State>> open_state(const StateOptions& o);
 
 }  // namespace citadel::api

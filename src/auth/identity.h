@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "auth/pii_policy.h"
+
 namespace citadel::auth {
 
 enum class Role { kAdmin, kDeveloper, kAuditor, kGuest };
@@ -55,6 +57,7 @@ struct Principal {
   std::string tenant = "default";
   std::vector<std::string> allowed_models;  // empty: every model
   QuotaLimits limits;    // effective per-principal limits (own settings over the role default)
+  PiiPolicy pii = PiiPolicy::kOff;  // effective prompt PII policy (resolve_pii_policy: key over tenant); never inherit
   bool may_use_model(const std::string& model) const;
 };
 

@@ -25,8 +25,12 @@ constexpr size_t kRawLen = 3 + kIdLen + 1 + kSecretLen;
 // Column order of every api_keys read (key_from_row depends on it).
 constexpr const char* kKeyCols =
     "k.id, k.secret_hash, k.name, k.role, k.tenant, k.created_at, k.expires_at, k.revoked_at, k.allowed_models, "
-    "k.rotated_from, k.created_by, k.rpm, k.tpm, k.concurrent, k.max_tokens, k.daily_tokens";
-constexpr const char* kTenantCols = "id, name, created_at, disabled, rpm, tpm, concurrent, max_tokens, daily_tokens";
+    "k.rotated_from, k.created_by, k.rpm, k.tpm, k.concurrent, k.max_tokens, k.daily_tokens, k.pii";
+constexpr size_t kKeyColCount = 17;
+constexpr const char* kTenantCols =
+    "id, name, created_at, disabled, rpm, tpm, concurrent, max_tokens, daily_tokens, pii";
+// Keys with their tenant's policy appended (column kKeyColCount; NULL when the tenant is gone).
+constexpr const char* kKeyWithTenantFrom = " FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant";
 
 bool is_hex_lower(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 bool is_b64url(char c) {
@@ -95,7 +99,20 @@ Status check_models(const std::vector<std::string>& models) {
   return OkStatus();
 }
 
-// Row in kKeyCols order -> record (effective_limits left to the caller).
+// A stored policy column; an unknown value is data loss (never silently "off").
+Result<PiiPolicy> pii_from(const Value& v, const char* table, const std::string& id) {
+  if (store::is_null(v)) return PiiPolicy::kOff;  // LEFT JOIN without a tenant row
+  const auto p = parse_pii_policy(store::as_text(v));
+  if (!p) return DataLoss(std::string(table) + ": '" + id + "' has an unknown pii policy");
+  return *p;
+}
+
+Status check_tenant_pii(PiiPolicy p) {
+  if (p == PiiPolicy::kInherit) return InvalidArgument("a tenant's pii policy must be off, mask or reject");
+  return OkStatus();
+}
+
+// Row in kKeyCols order -> record (effective_limits and effective_pii left to the caller).
 Result<ApiKeyInfo> key_from_row(const Row& r) {
   ApiKeyInfo k;
   k.id = store::as_text(r[0]);
@@ -111,16 +128,26 @@ Result<ApiKeyInfo> key_from_row(const Row& r) {
   k.rotated_from = store::as_text(r[9]);
   k.created_by = store::as_text(r[10]);
   k.limits = limits_from(r, 11);
+  ASSIGN_OR_RETURN(k.pii, pii_from(r[16], "api_keys", k.id));
   return k;
 }
 
-TenantInfo tenant_from_row(const Row& r) {
+// Row in kKeyCols order plus the tenant's pii column -> record with effective_pii.
+Result<ApiKeyInfo> key_with_tenant_from_row(const Row& r) {
+  ASSIGN_OR_RETURN(ApiKeyInfo k, key_from_row(r));
+  ASSIGN_OR_RETURN(PiiPolicy tenant_pii, pii_from(r[kKeyColCount], "tenants", k.tenant));
+  k.effective_pii = resolve_pii_policy(k.pii, tenant_pii);
+  return k;
+}
+
+Result<TenantInfo> tenant_from_row(const Row& r) {
   TenantInfo t;
   t.id = store::as_text(r[0]);
   t.name = store::as_text(r[1]);
   t.created_at = store::as_int(r[2]);
   t.disabled = store::as_int(r[3]) != 0;
   t.limits = limits_from(r, 4);
+  ASSIGN_OR_RETURN(t.pii, pii_from(r[9], "tenants", t.id));
   return t;
 }
 
@@ -146,11 +173,15 @@ Result<std::pair<std::string, std::string>> generate_key() {
   return std::make_pair(id, kPrefix + id + "-" + secret);
 }
 
-Status check_tenant_usable(Session& s, const std::string& tenant) {
+// The tenant exists and is enabled; *pii (if given) receives its PII policy.
+Status check_tenant_usable(Session& s, const std::string& tenant, PiiPolicy* pii = nullptr) {
   if (!is_valid_tenant_id(tenant)) return InvalidArgument("invalid tenant id: it must match [a-z0-9][a-z0-9_-]{0,63}");
-  ASSIGN_OR_RETURN(auto rows, s.query("SELECT disabled FROM tenants WHERE id = ?", {tenant}));
+  ASSIGN_OR_RETURN(auto rows, s.query("SELECT disabled, pii FROM tenants WHERE id = ?", {tenant}));
   if (rows.empty()) return NotFound("tenant '" + tenant + "' does not exist");
   if (store::as_int(rows[0][0]) != 0) return InvalidArgument("tenant '" + tenant + "' is disabled");
+  if (pii) {
+    ASSIGN_OR_RETURN(*pii, pii_from(rows[0][1], "tenants", tenant));
+  }
   return OkStatus();
 }
 
@@ -159,10 +190,11 @@ Status insert_key(Session& s, const ApiKeyInfo& k, const std::string& hash) {
                           k.tenant,     k.created_at, k.expires_at, join_models(k.allowed_models),
                           k.rotated_from, k.created_by};
   for (auto& v : limit_params(k.limits)) p.push_back(std::move(v));
+  p.push_back(std::string(pii_policy_name(k.pii)));
   auto r = s.exec(
       "INSERT INTO api_keys (id, secret_hash, name, role, tenant, created_at, expires_at, revoked_at, allowed_models, "
-      "rotated_from, created_by, rpm, tpm, concurrent, max_tokens, daily_tokens) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "rotated_from, created_by, rpm, tpm, concurrent, max_tokens, daily_tokens, pii) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       p);
   return r.status();
 }
@@ -284,24 +316,26 @@ Result<std::pair<ApiKeyInfo, std::string>> KeyStore::create(const NewKey& k, int
                            std::to_string(now) + ")");
   if (k.created_by.size() > 256) return InvalidArgument("created_by is longer than 256 bytes");
   return insert_generated([&](Session& s, ApiKeyInfo& info) -> Result<bool> {
-    RETURN_IF_ERROR(check_tenant_usable(s, k.tenant));
+    PiiPolicy tenant_pii = PiiPolicy::kOff;
+    RETURN_IF_ERROR(check_tenant_usable(s, k.tenant, &tenant_pii));
     info.name = k.name, info.role = k.role, info.tenant = k.tenant;
     info.created_at = now, info.expires_at = k.expires_at;
     info.allowed_models = k.allowed_models, info.limits = k.limits, info.created_by = k.created_by;
+    info.pii = k.pii, info.effective_pii = resolve_pii_policy(k.pii, tenant_pii);
     return true;
   });
 }
 
 Result<KeyStore::CachedKey> KeyStore::load_key(const std::string& id) {
   ASSIGN_OR_RETURN(auto rows, db_->query(std::string("SELECT ") + kKeyCols +
-                                             ", t.disabled FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant "
-                                             "WHERE k.id = ?",
+                                             ", t.pii, t.disabled" + kKeyWithTenantFrom + " WHERE k.id = ?",
                                          {id}));
   if (rows.empty()) return NotFound("invalid API key");
   CachedKey c;
-  ASSIGN_OR_RETURN(c.info, key_from_row(rows[0]));
+  ASSIGN_OR_RETURN(c.info, key_with_tenant_from_row(rows[0]));
   c.secret_hash = store::as_text(rows[0][1]);
-  c.tenant_usable = !store::is_null(rows[0][16]) && store::as_int(rows[0][16]) == 0;
+  const Value& disabled = rows[0][kKeyColCount + 1];
+  c.tenant_usable = !store::is_null(disabled) && store::as_int(disabled) == 0;
   c.info.effective_limits = c.info.limits.or_else(effective_role_limits(c.info.role));
   return c;
 }
@@ -342,7 +376,7 @@ Result<ApiKeyInfo> KeyStore::authenticate(std::string_view raw, int64_t now) {
 }
 
 Result<std::vector<ApiKeyInfo>> KeyStore::list(const std::optional<std::string>& tenant) {
-  std::string sql = std::string("SELECT ") + kKeyCols + " FROM api_keys k";
+  std::string sql = std::string("SELECT ") + kKeyCols + ", t.pii" + kKeyWithTenantFrom;
   std::vector<Value> params;
   if (tenant) sql += " WHERE k.tenant = ?", params.push_back(*tenant);
   sql += " ORDER BY k.created_at, k.id";
@@ -350,7 +384,7 @@ Result<std::vector<ApiKeyInfo>> KeyStore::list(const std::optional<std::string>&
   std::vector<ApiKeyInfo> out;
   out.reserve(rows.size());
   for (const auto& r : rows) {
-    ASSIGN_OR_RETURN(ApiKeyInfo k, key_from_row(r));
+    ASSIGN_OR_RETURN(ApiKeyInfo k, key_with_tenant_from_row(r));
     k.effective_limits = k.limits.or_else(effective_role_limits(k.role));
     out.push_back(std::move(k));
   }
@@ -359,9 +393,11 @@ Result<std::vector<ApiKeyInfo>> KeyStore::list(const std::optional<std::string>&
 
 Result<ApiKeyInfo> KeyStore::get(const std::string& id) {
   if (!is_key_id(id)) return NotFound("no such API key (an id is 12 lower-case hex characters)");
-  ASSIGN_OR_RETURN(auto rows, db_->query(std::string("SELECT ") + kKeyCols + " FROM api_keys k WHERE k.id = ?", {id}));
+  ASSIGN_OR_RETURN(auto rows, db_->query(std::string("SELECT ") + kKeyCols + ", t.pii" + kKeyWithTenantFrom +
+                                             " WHERE k.id = ?",
+                                         {id}));
   if (rows.empty()) return NotFound("API key '" + id + "' not found");
-  ASSIGN_OR_RETURN(ApiKeyInfo k, key_from_row(rows[0]));
+  ASSIGN_OR_RETURN(ApiKeyInfo k, key_with_tenant_from_row(rows[0]));
   k.effective_limits = k.limits.or_else(effective_role_limits(k.role));
   return k;
 }
@@ -385,7 +421,8 @@ Result<std::pair<ApiKeyInfo, std::string>> KeyStore::rotate(const std::string& i
     if (rows.empty()) return NotFound("API key '" + id + "' not found");
     ASSIGN_OR_RETURN(ApiKeyInfo old, key_from_row(rows[0]));
     if (!old.active(now)) return InvalidArgument("API key '" + id + "' is revoked or expired: nothing to rotate");
-    RETURN_IF_ERROR(check_tenant_usable(s, old.tenant));
+    PiiPolicy tenant_pii = PiiPolicy::kOff;
+    RETURN_IF_ERROR(check_tenant_usable(s, old.tenant, &tenant_pii));
     const int64_t cut = now + grace_s;
     const int64_t new_expiry = old.expires_at != 0 && old.expires_at < cut ? old.expires_at : cut;
     RETURN_IF_ERROR(s.exec("UPDATE api_keys SET expires_at = ? WHERE id = ?", {new_expiry, id}).status());
@@ -393,6 +430,7 @@ Result<std::pair<ApiKeyInfo, std::string>> KeyStore::rotate(const std::string& i
     info.created_at = now, info.expires_at = 0;
     info.allowed_models = old.allowed_models, info.limits = old.limits;
     info.rotated_from = old.id, info.created_by = old.created_by;
+    info.pii = old.pii, info.effective_pii = resolve_pii_policy(old.pii, tenant_pii);
     return true;
   });
   forget_key(id);
@@ -406,6 +444,15 @@ Status KeyStore::update_limits(const std::string& id, const QuotaLimits& limits)
   ASSIGN_OR_RETURN(int64_t n, db_->exec("UPDATE api_keys SET rpm = ?, tpm = ?, concurrent = ?, max_tokens = ?, "
                                         "daily_tokens = ? WHERE id = ?",
                                         p));
+  forget_key(id);
+  if (n == 0) return NotFound("API key '" + id + "' not found");
+  return OkStatus();
+}
+
+Status KeyStore::update_pii(const std::string& id, PiiPolicy pii) {
+  if (!is_key_id(id)) return NotFound("no such API key (an id is 12 lower-case hex characters)");
+  ASSIGN_OR_RETURN(int64_t n, db_->exec("UPDATE api_keys SET pii = ? WHERE id = ?",
+                                        {std::string(pii_policy_name(pii)), id}));
   forget_key(id);
   if (n == 0) return NotFound("API key '" + id + "' not found");
   return OkStatus();
@@ -467,17 +514,19 @@ Result<std::string> KeyStore::ensure_bootstrap_admin(int64_t now, const std::str
 // --- tenants ---
 
 Result<TenantInfo> KeyStore::create_tenant(const std::string& id, const std::string& name, const QuotaLimits& limits,
-                                           int64_t now) {
+                                           int64_t now, PiiPolicy pii) {
   if (!is_valid_tenant_id(id)) return InvalidArgument("invalid tenant id: it must match [a-z0-9][a-z0-9_-]{0,63}");
   RETURN_IF_ERROR(check_name(name, "tenant name"));
+  RETURN_IF_ERROR(check_tenant_pii(pii));
   RETURN_IF_ERROR(db_->transact([&](Session& s) -> Status {
     ASSIGN_OR_RETURN(auto rows, s.query("SELECT 1 FROM tenants WHERE id = ?", {id}));
     if (!rows.empty()) return InvalidArgument("tenant '" + id + "' already exists");
     std::vector<Value> p = {id, name, now};
     for (auto& v : limit_params(limits)) p.push_back(std::move(v));
+    p.push_back(std::string(pii_policy_name(pii)));
     return s
-        .exec("INSERT INTO tenants (id, name, created_at, disabled, rpm, tpm, concurrent, max_tokens, daily_tokens) "
-              "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        .exec("INSERT INTO tenants (id, name, created_at, disabled, rpm, tpm, concurrent, max_tokens, daily_tokens, "
+              "pii) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
               p)
         .status();
   }));
@@ -486,14 +535,17 @@ Result<TenantInfo> KeyStore::create_tenant(const std::string& id, const std::str
     tenants_.erase(id);
   }
   TenantInfo t;
-  t.id = id, t.name = name, t.created_at = now, t.limits = limits;
+  t.id = id, t.name = name, t.created_at = now, t.limits = limits, t.pii = pii;
   return t;
 }
 
 Result<std::vector<TenantInfo>> KeyStore::list_tenants() {
   ASSIGN_OR_RETURN(auto rows, db_->query(std::string("SELECT ") + kTenantCols + " FROM tenants ORDER BY id"));
   std::vector<TenantInfo> out;
-  for (const auto& r : rows) out.push_back(tenant_from_row(r));
+  for (const auto& r : rows) {
+    ASSIGN_OR_RETURN(TenantInfo t, tenant_from_row(r));
+    out.push_back(std::move(t));
+  }
   return out;
 }
 
@@ -506,7 +558,7 @@ Result<TenantInfo> KeyStore::get_tenant(const std::string& id) {
   }
   ASSIGN_OR_RETURN(auto rows, db_->query(std::string("SELECT ") + kTenantCols + " FROM tenants WHERE id = ?", {id}));
   if (rows.empty()) return NotFound("tenant '" + id + "' does not exist");
-  TenantInfo t = tenant_from_row(rows[0]);
+  ASSIGN_OR_RETURN(TenantInfo t, tenant_from_row(rows[0]));
   if (options_.cache_ttl_s > 0) {
     std::lock_guard<std::mutex> l(mu_);
     if (tenants_.size() >= options_.cache_capacity) tenants_.clear();
@@ -516,8 +568,9 @@ Result<TenantInfo> KeyStore::get_tenant(const std::string& id) {
 }
 
 Status KeyStore::update_tenant(const std::string& id, const std::optional<QuotaLimits>& limits,
-                               std::optional<bool> disabled) {
+                               std::optional<bool> disabled, std::optional<PiiPolicy> pii) {
   if (!is_valid_tenant_id(id)) return NotFound("no such tenant (invalid tenant id)");
+  if (pii) RETURN_IF_ERROR(check_tenant_pii(*pii));
   RETURN_IF_ERROR(db_->transact([&](Session& s) -> Status {
     ASSIGN_OR_RETURN(auto rows, s.query("SELECT 1 FROM tenants WHERE id = ?", {id}));
     if (rows.empty()) return NotFound("tenant '" + id + "' does not exist");
@@ -531,6 +584,8 @@ Status KeyStore::update_tenant(const std::string& id, const std::optional<QuotaL
     }
     if (disabled)
       RETURN_IF_ERROR(s.exec("UPDATE tenants SET disabled = ? WHERE id = ?", {int64_t{*disabled ? 1 : 0}, id}).status());
+    if (pii)
+      RETURN_IF_ERROR(s.exec("UPDATE tenants SET pii = ? WHERE id = ?", {std::string(pii_policy_name(*pii)), id}).status());
     return OkStatus();
   }));
   forget_all();  // cached keys carry their tenant's state

@@ -9,7 +9,8 @@
 // Authentication cache: authenticate() keeps verified database rows by key id for cache_ttl_s (default 2 s), so the
 // hot path costs no database round trip. Writes through THIS KeyStore (revoke, rotate, update_limits, update_tenant,
 // set_role_limits) invalidate it at once; a write made by another replica (another KeyStore over the same database)
-// takes effect here within cache_ttl_s. Tenants (get_tenant) and role limits (effective_role_limits) are cached the
+// takes effect here within cache_ttl_s. The same holds for the PII policy (update_pii, update_tenant's pii): a
+// cached key carries its effective policy, resolved from its own and its tenant's when it was loaded. Tenants (get_tenant) and role limits (effective_role_limits) are cached the
 // same way. Cache age is measured with Options::clock (wall clock by default; tests inject one), while key expiry is
 // judged against the `now` argument the caller passes.
 //
@@ -47,6 +48,8 @@ struct ApiKeyInfo {
   std::string created_by;                   // who made it (a principal id), "" if unknown
   QuotaLimits limits;                       // the key's own settings (nullopt: inherit from its role)
   QuotaLimits effective_limits;             // own over the role_limits table over default_role_limits(role)
+  PiiPolicy pii = PiiPolicy::kInherit;      // the key's own prompt PII policy (inherit: its tenant's)
+  PiiPolicy effective_pii = PiiPolicy::kOff;  // resolve_pii_policy(pii, its tenant's) (off if the tenant is gone)
   // Not revoked and not expired at `now` (the tenant's state is checked by authenticate()).
   bool active(int64_t now) const;
 };
@@ -59,6 +62,7 @@ struct NewKey {
   std::vector<std::string> allowed_models;   // each 1..256 characters, no ',' (stored comma-separated)
   QuotaLimits limits;                        // nullopt fields inherit the role's limits
   std::string created_by;
+  PiiPolicy pii = PiiPolicy::kInherit;       // prompt PII policy; inherit follows the tenant (auth/pii_policy.h)
 };
 
 struct TenantInfo {
@@ -67,6 +71,7 @@ struct TenantInfo {
   int64_t created_at = 0;
   bool disabled = false;
   QuotaLimits limits;  // nullopt: no tenant-wide limit for that field
+  PiiPolicy pii = PiiPolicy::kOff;  // prompt PII policy of its keys that say inherit (never kInherit itself)
 };
 
 // Why authenticate() failed, for the audit log (every one of them is a 401/403 at the API). The Status code tells
@@ -106,6 +111,8 @@ class KeyStore {
   // The old key must be active. Returns the new record and raw key.
   Result<std::pair<ApiKeyInfo, std::string>> rotate(const std::string& id, int64_t grace_s, int64_t now);
   Status update_limits(const std::string& id, const QuotaLimits& limits);
+  // The key's own PII policy (kInherit allowed); kNotFound if unknown.
+  Status update_pii(const std::string& id, PiiPolicy pii);
   // Active keys (not revoked, not expired) of every tenant.
   Result<int64_t> count_active(int64_t now);
   // If no active admin key of an enabled tenant exists, creates one named "bootstrap-admin" in the "default" tenant
@@ -115,13 +122,15 @@ class KeyStore {
   Result<std::string> ensure_bootstrap_admin(int64_t now, const std::string& supplied_raw = "");
 
   // --- tenants ---
+  // pii: off, mask or reject (kInherit is refused: a tenant has nothing to inherit from).
   Result<TenantInfo> create_tenant(const std::string& id, const std::string& name, const QuotaLimits& limits,
-                                   int64_t now);
+                                   int64_t now, PiiPolicy pii = PiiPolicy::kOff);
   Result<std::vector<TenantInfo>> list_tenants();
   Result<TenantInfo> get_tenant(const std::string& id);  // cached (see the file comment); kNotFound if unknown
   // Changes what is given; kNotFound if unknown. Disabling a tenant makes its keys fail authentication.
+  // pii: as create_tenant (kInherit refused). Every cached key is forgotten (they carry their tenant's state).
   Status update_tenant(const std::string& id, const std::optional<QuotaLimits>& limits,
-                       std::optional<bool> disabled);
+                       std::optional<bool> disabled, std::optional<PiiPolicy> pii = std::nullopt);
 
   // --- role limits (overrides of default_role_limits) ---
   Status set_role_limits(Role r, const QuotaLimits& limits);  // nullopt fields: use the built-in default

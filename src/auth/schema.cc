@@ -57,11 +57,19 @@ CREATE INDEX quota_leases_expiry ON quota_leases (expires_at);
 INSERT INTO tenants (id, name, created_at, disabled) VALUES ('default', 'Default tenant', 0, 0)
 )sql";
 
+// The prompt PII policy (auth/pii_policy.h): a key's own setting ('inherit' follows its tenant) and the tenant's.
+// Existing rows get the defaults, so an upgraded server behaves as before (no policy anywhere).
+constexpr const char* kV3 = R"sql(
+ALTER TABLE api_keys ADD COLUMN pii TEXT NOT NULL DEFAULT 'inherit';
+ALTER TABLE tenants ADD COLUMN pii TEXT NOT NULL DEFAULT 'off'
+)sql";
+
 }  // namespace
 
 const std::vector<store::Migration>& state_migrations() {
   static const std::vector<store::Migration> steps = {
       {1, "keys, tenants, quotas", kV1},
+      {3, "prompt PII policy on keys and tenants", kV3},
   };
   return steps;
 }

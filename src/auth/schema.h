@@ -14,7 +14,9 @@
 
 namespace citadel::auth {
 
-// Version 1: "keys, tenants, quotas" (and the "default" tenant). Later versions append; never edit a shipped step.
+// Version 1: "keys, tenants, quotas" (and the "default" tenant); version 3: the prompt PII policy columns
+// (api_keys.pii, tenants.pii). Versions are shared with the audit log's steps (2, 4): open_state() merges both lists
+// in ascending order. Later versions append; never edit a shipped step.
 const std::vector<store::Migration>& state_migrations();
 
 }  // namespace citadel::auth

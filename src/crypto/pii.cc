@@ -642,4 +642,27 @@ std::string PiiMasker::mask(std::string_view text) const {
 
 bool PiiMasker::contains_pii(std::string_view text) const { return !find(text).empty(); }
 
+Result<std::vector<std::pair<std::string, std::string>>> parse_pii_pattern_list(std::string_view spec) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
+  size_t i = 0;
+  while (i <= spec.size()) {
+    const size_t semi = std::min(spec.find(';', i), spec.size());
+    const std::string_view entry = trim(spec.substr(i, semi - i));
+    i = semi + 1;
+    if (entry.empty()) continue;
+    const size_t eq = entry.find('=');
+    const std::string shown(entry.substr(0, std::min<size_t>(entry.size(), 40)));
+    if (eq == std::string_view::npos) return InvalidArgument("pii pattern entry '" + shown + "': want name=regex");
+    const std::string_view name = trim(entry.substr(0, eq)), re = entry.substr(eq + 1);
+    if (re.empty()) return InvalidArgument("pii pattern entry '" + shown + "': empty regex");
+    out.emplace_back(std::string(name), std::string(re));
+  }
+  return out;
+}
+
 }  // namespace citadel::crypto

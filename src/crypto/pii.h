@@ -83,6 +83,12 @@ struct PiiOptions {
   bool mask_ipv6 = true;
 };
 
+// Operator patterns as one line of text (serve's `pii_extra_patterns`): "name=regex" entries separated by ';', e.g.
+// "employee_id=EMP-[0-9]{6};case_no=CASE/[0-9]{4}-[0-9]+". The first '=' of an entry ends the name; whitespace
+// around entries is ignored, empty entries are skipped. A regex that needs a literal ';' writes it as \x3b. Errors
+// (an entry without '=' or with an empty regex) name the entry; names and regexes are checked by PiiMasker::create.
+Result<std::vector<std::pair<std::string, std::string>>> parse_pii_pattern_list(std::string_view spec);
+
 class PiiMasker {
  public:
   static Result<PiiMasker> create(PiiOptions options);

@@ -80,6 +80,8 @@ const std::vector<Field>& fields() {
        "on: refuse requests while the audit log cannot be written (off: serve and count the failures)"},
       {"audit_retention_days", Kind::kInt, nullptr, &ServeConfig::audit_retention_days, 1, 36500,
        "audit records are kept this long (6 years = 2190)"},
+      {"pii_extra_patterns", Kind::kString, &ServeConfig::pii_extra_patterns, nullptr, 0, 0,
+       "extra PII patterns, name=ECMAScript-regex;... (masked as [NAME] in logs, audit and PII-policy prompts)"},
   };
   return f;
 }

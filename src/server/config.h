@@ -56,6 +56,9 @@ struct ServeConfig {
   std::string audit_key;             // its Ed25519 signing key ("" = <data_dir>/audit.key); replicas share one
   std::string audit_fail_closed = "off";  // on: refuse requests (503) while the audit log cannot be written
   int audit_retention_days = 180;    // records older than this are purged (the chain stays verifiable)
+  // PII masking (crypto/pii.h): operator patterns "name=regex;name2=regex2" (parse_pii_pattern_list), masked as
+  // [NAME] in logs, audit text and the prompts of keys or tenants with a PII policy; checked at start.
+  std::string pii_extra_patterns;
 };
 
 struct ConfigKey {

@@ -1,7 +1,8 @@
 // citadel keys create|list|revoke|rotate: API keys in the state store of --data-dir (or --state-db), the same store
 // `citadel serve` uses (it may be running: SQLite serialises writers, PostgreSQL is shared).
 //   citadel keys create --role admin|developer|auditor|guest --name N [--tenant T] [--expires 30d|2027-01-31]
-//                       [--models a,b] [--data-dir DIR]            -> the new key alone on stdout (shown once)
+//                       [--models a,b] [--pii inherit|off|mask|reject] [--data-dir DIR]
+//                                                                   -> the new key alone on stdout (shown once)
 //   citadel keys list [--tenant T] [--json]                         -> id, name, role, tenant, state (never secrets)
 //   citadel keys revoke ID
 //   citadel keys rotate ID [--grace 3600]                           -> the new key alone on stdout
@@ -25,7 +26,7 @@ using namespace citadel;
 
 struct KeysArgs {
   std::string data_dir, state_db;
-  std::string role, name, tenant = "default", expires, models;
+  std::string role, name, tenant = "default", expires, models, pii = "inherit";
   std::string list_tenant;  // list: "" = every tenant
   std::string id;
   int64_t grace_s = 0;
@@ -93,13 +94,16 @@ int run_keys(const std::string& cmd, const KeysArgs& a) {
     auth::NewKey nk;
     nk.name = a.name, nk.role = *role, nk.tenant = a.tenant, nk.expires_at = *exp;
     nk.allowed_models = split_list(a.models);
+    const auto pii = auth::parse_pii_policy(a.pii);
+    if (!pii) return fail(cmd, InvalidArgument("--pii must be inherit, off, mask or reject, got '" + a.pii + "'"));
+    nk.pii = *pii;
     nk.created_by = "cli";
     auto r = keys.create(nk, now);
     if (!r.ok()) return fail(cmd, r.status());
     std::fprintf(stderr, "created key %s (%s, tenant %s); it is shown once:\n", r->first.id.c_str(),
                  auth::role_name(r->first.role), r->first.tenant.c_str());
     audit_cli(**state, "key.create", {{"key_id", r->first.id}, {"role", auth::role_name(r->first.role)},
-                                      {"tenant", r->first.tenant}});
+                                      {"tenant", r->first.tenant}, {"pii", auth::pii_policy_name(r->first.pii)}});
     std::printf("%s\n", r->second.c_str());
     return 0;
   }
@@ -110,7 +114,8 @@ int run_keys(const std::string& cmd, const KeysArgs& a) {
     for (const auto& k : *r) {
       if (a.json) {
         arr.push_back({{"id", k.id}, {"name", k.name}, {"role", auth::role_name(k.role)}, {"tenant", k.tenant},
-                       {"state", state_of(k, now)}, {"created_at", k.created_at}, {"expires_at", k.expires_at}});
+                       {"state", state_of(k, now)}, {"created_at", k.created_at}, {"expires_at", k.expires_at},
+                       {"pii", auth::pii_policy_name(k.pii)}, {"effective_pii", auth::pii_policy_name(k.effective_pii)}});
       } else {
         std::printf("%-14s %-10s %-10s %-8s %s\n", k.id.c_str(), auth::role_name(k.role), k.tenant.c_str(),
                     state_of(k, now).c_str(), k.name.c_str());
@@ -150,6 +155,8 @@ citadel::cli::Registrar reg("keys", "Manage API keys (create, list, revoke, rota
   create->add_option("--tenant", a->tenant, "tenant (default: default)");
   create->add_option("--expires", a->expires, "30d, 12h, 90m or YYYY-MM-DD (default: never)");
   create->add_option("--models", a->models, "comma-separated models it may use (default: all)");
+  create->add_option("--pii", a->pii,
+                     "prompt PII policy: mask, reject, off, or inherit (default: the tenant's policy)");
   common(create);
   auto* list = sub.add_subcommand("list", "list keys (never their secrets)");
   list->add_option("--tenant", a->list_tenant, "only this tenant");

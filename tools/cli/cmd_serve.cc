@@ -153,11 +153,22 @@ int run_serve(const ServeFlags& flags) {
     return 2;
   }
   set_log_level(parse_level(cfg.log_level));
-  // Whatever reaches the log (an error quoting a request, a path, a claim) has its PII masked first.
-  if (auto masker = crypto::PiiMasker::create({}); masker.ok()) {
-    auto m = std::make_shared<crypto::PiiMasker>(std::move(*masker));
-    set_log_filter([m](const std::string& line) { return m->mask(line); });
+  // One masker (built-in detectors + the operator's patterns) for the log, audit text and the prompt PII policy.
+  crypto::PiiOptions pii_options;
+  auto pii_patterns = crypto::parse_pii_pattern_list(cfg.pii_extra_patterns);
+  if (!pii_patterns.ok()) {
+    std::fprintf(stderr, "citadel serve: pii_extra_patterns: %s\n", pii_patterns.status().message().c_str());
+    return 2;
   }
+  pii_options.extra_patterns = std::move(*pii_patterns);
+  auto pii_masker = crypto::PiiMasker::create(std::move(pii_options));
+  if (!pii_masker.ok()) {
+    std::fprintf(stderr, "citadel serve: pii_extra_patterns: %s\n", pii_masker.status().message().c_str());
+    return 2;
+  }
+  auto masker = std::make_shared<const crypto::PiiMasker>(std::move(*pii_masker));
+  // Whatever reaches the log (an error quoting a request, a path, a claim) has its PII masked first.
+  set_log_filter([masker](const std::string& line) { return masker->mask(line); });
   std::fprintf(stderr, "citadel serve: effective configuration\n%s", server::config_to_yaml(cfg).c_str());
   // Signals are handled synchronously by this thread (sigwait); block them before any thread starts
   // (the state store's checkpoint and maintenance threads included).
@@ -177,6 +188,7 @@ int run_serve(const ServeFlags& flags) {
 
   audit::AuditLog* audit_log = access->state ? access->state->audit.get() : nullptr;
   auto service = std::make_shared<api::Service>(access->access, audit_log, cfg.audit_fail_closed == "on");
+  service->set_pii_masker(masker);
   auto audit_server_event = [&](const char* kind, nlohmann::json detail) {
     if (!audit_log) return;
     audit::AuditEvent e;
