@@ -40,10 +40,13 @@ ApiMetrics::ApiMetrics(metrics::Registry& reg) {
                             {"route"}, metrics::latency_buckets_long(), 100);
   failures_ = reg.counter("citadel:request_failures_total", "Failed exchanges by route pattern and reason.",
                           {"route", "reason"}, 500);
-  tenant_tokens_ = reg.counter("citadel:tenant_tokens_total", "Tokens charged per tenant (prompt, generation).",
-                               {"tenant", "type"}, 512);
-  key_tokens_ = reg.counter("citadel:key_tokens_total", "Tokens charged per API key id (prompt, generation).",
-                            {"key_id", "type"}, 1024);
+  tenant_prompt_ = reg.counter("citadel:tenant_prompt_tokens_total", "Prompt tokens charged per tenant.", {"tenant"},
+                               256);
+  tenant_generation_ = reg.counter("citadel:tenant_generation_tokens_total", "Generated tokens charged per tenant.",
+                                   {"tenant"}, 256);
+  key_prompt_ = reg.counter("citadel:key_prompt_tokens_total", "Prompt tokens charged per API key id.", {"key_id"}, 512);
+  key_generation_ = reg.counter("citadel:key_generation_tokens_total", "Generated tokens charged per API key id.",
+                                {"key_id"}, 512);
 }
 
 void ApiMetrics::record(const ExchangeRecord& rec) {
@@ -53,12 +56,12 @@ void ApiMetrics::record(const ExchangeRecord& rec) {
   if (const std::string why = failure_reason(rec); !why.empty()) failures_->with({route, why})->inc();
   if (rec.prompt_tokens > 0 || rec.completion_tokens > 0) {
     if (!rec.tenant.empty()) {
-      tenant_tokens_->with({rec.tenant, "prompt"})->inc(rec.prompt_tokens);
-      tenant_tokens_->with({rec.tenant, "generation"})->inc(rec.completion_tokens);
+      tenant_prompt_->with({rec.tenant})->inc(rec.prompt_tokens);
+      tenant_generation_->with({rec.tenant})->inc(rec.completion_tokens);
     }
     if (!rec.key_id.empty()) {
-      key_tokens_->with({rec.key_id, "prompt"})->inc(rec.prompt_tokens);
-      key_tokens_->with({rec.key_id, "generation"})->inc(rec.completion_tokens);
+      key_prompt_->with({rec.key_id})->inc(rec.prompt_tokens);
+      key_generation_->with({rec.key_id})->inc(rec.completion_tokens);
     }
   }
 }

@@ -4,8 +4,10 @@
 //   citadel:http_requests_total{route, method, status}        every exchange (route "none" when no route matched)
 //   citadel:http_request_duration_seconds{route}              received -> last byte queued
 //   citadel:request_failures_total{route, reason}             reason: see failure_reason()
-//   citadel:tenant_tokens_total{tenant, type=prompt|generation}   bounded (256 tenants, then "other")
-//   citadel:key_tokens_total{key_id, type=prompt|generation}      bounded (512 keys, then "other"); key ids only
+//   citadel:tenant_prompt_tokens_total{tenant}, citadel:tenant_generation_tokens_total{tenant}
+//                                                             bounded (256 tenants, then tenant="other")
+//   citadel:key_prompt_tokens_total{key_id}, citadel:key_generation_tokens_total{key_id}
+//                                                             bounded (512 keys, then "other"); key ids, never keys
 //   citadel:audit_write_failures_total, citadel:audit_records_written_total, citadel:audit_queue_depth,
 //   citadel:audit_healthy                                      (AuditLog::stats(), when the audit log is on)
 //   citadel:api_key_oldest_age_seconds, citadel:api_keys_active  (active keys; the key store is read once a minute)
@@ -42,8 +44,8 @@ class ApiMetrics {
   metrics::CounterFamily* requests_;
   metrics::HistogramFamily* duration_;
   metrics::CounterFamily* failures_;
-  metrics::CounterFamily* tenant_tokens_;
-  metrics::CounterFamily* key_tokens_;
+  metrics::CounterFamily *tenant_prompt_, *tenant_generation_;
+  metrics::CounterFamily *key_prompt_, *key_generation_;
 };
 
 // Collectors for the state: the audit log's counters and queue (audit may be null: nothing registered) and the age

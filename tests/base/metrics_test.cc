@@ -1,4 +1,5 @@
 #include "base/metrics.h"
+#include "base/process_metrics.h"
 
 #include <gtest/gtest.h>
 
@@ -78,7 +79,7 @@ TEST(Metrics, HistogramBucketsAreCumulativeWithInf) {
 TEST(Metrics, CardinalityBoundFoldsIntoOther) {
   Registry reg;
   auto* f = reg.counter("citadel:tenant_tokens_total", "Tokens by tenant.", {"tenant", "type"}, 3);
-  for (int i = 0; i < 10; ++i) f->with({"t" + std::to_string(i), "prompt"})->inc(1);
+  for (int i = 0; i < 10; ++i) f->with({std::to_string(100 + i), "prompt"})->inc(1);
   EXPECT_EQ(f->size(), 4u);  // three named + the overflow series
   const auto samples = reg.samples("citadel:tenant_tokens_total");
   ASSERT_EQ(samples.size(), 4u);
@@ -87,7 +88,7 @@ TEST(Metrics, CardinalityBoundFoldsIntoOther) {
     if (s.labels == std::vector<std::string>{"other", "other"}) other = s.value;
   EXPECT_EQ(other, 7);
   EXPECT_EQ(reg.sum("citadel:tenant_tokens_total"), 10);
-  f->with({"t1", "prompt"})->inc();  // an existing series keeps its own
+  f->with({"101", "prompt"})->inc();  // an existing series keeps its own
   EXPECT_EQ(f->size(), 4u);
 }
 
@@ -146,6 +147,38 @@ TEST(Metrics, ConcurrentIncrementsAreNotLost) {
   EXPECT_EQ(s.count, 80000u);
   EXPECT_EQ(s.cumulative[0], 40000u);
   EXPECT_DOUBLE_EQ(s.sum, 40000 * 0.5 + 40000 * 2.0);
+}
+
+}  // namespace
+}  // namespace citadel::metrics
+
+namespace citadel::metrics {
+namespace {
+
+TEST(ProcessMetrics, ParsesStatmAndMeminfo) {
+  double v = 0, r = 0;
+  ASSERT_TRUE(parse_statm("2500 1200 300 10 0 900 0\n", 4096, &v, &r));
+  EXPECT_EQ(v, 2500.0 * 4096);
+  EXPECT_EQ(r, 1200.0 * 4096);
+  EXPECT_FALSE(parse_statm("", 4096, &v, &r));
+  double total = 0, avail = 0;
+  ASSERT_TRUE(parse_meminfo("MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:    4000000 kB\n", &total,
+                            &avail));
+  EXPECT_EQ(total, 16000000.0 * 1024);
+  EXPECT_EQ(avail, 4000000.0 * 1024);
+  EXPECT_FALSE(parse_meminfo("MemTotal: 5 kB\n", &total, &avail));
+}
+
+TEST(ProcessMetrics, CollectorFillsTheGaugesFromProc) {
+  Registry reg;
+  register_process_metrics(reg, "1.2.3", "abc\"def");
+  const std::string text = reg.render();
+  EXPECT_NE(text.find("citadel:build_info{version=\"1.2.3\",commit=\"abc\\\"def\"} 1\n"), std::string::npos) << text;
+  EXPECT_GT(reg.sum("citadel:process_resident_memory_bytes"), 1 << 20);
+  EXPECT_GE(reg.sum("citadel:process_open_fds"), 3);  // stdin, stdout, stderr at least
+  const double perc = reg.sum("citadel:host_memory_usage_perc");
+  EXPECT_GT(perc, 0);
+  EXPECT_LT(perc, 1);
 }
 
 }  // namespace

@@ -132,9 +132,8 @@ def test_counters_move_by_the_exact_counts_of_a_request(server, reader):
         ("citadel:http_requests_total", frozenset(dict(route, method="POST", status="200").items())): 1,
         ("citadel:request_failures_total", frozenset(dict(route, reason="invalid").items())): 1,
         ("citadel:request_failures_total", frozenset(dict(route, reason="auth").items())): 1,
-        ("citadel:tenant_tokens_total", frozenset(dict(tenant="default", type="prompt").items())):
-            usage["prompt_tokens"],
-        ("citadel:tenant_tokens_total", frozenset(dict(tenant="default", type="generation").items())):
+        ("citadel:tenant_prompt_tokens_total", frozenset(dict(tenant="default").items())): usage["prompt_tokens"],
+        ("citadel:tenant_generation_tokens_total", frozenset(dict(tenant="default").items())):
             usage["completion_tokens"],
     }
     # The exchange is recorded as its last byte is queued: a scrape on another connection may come a moment first.
