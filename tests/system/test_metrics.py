@@ -85,7 +85,6 @@ def test_who_may_scrape(server, reader):
 
 
 def test_exposition_parses_with_independent_parsers(server, reader):
-    pytest.importorskip("prometheus_client")
     text = scrape(server, reader["key"]).text
     samples = parse(text)
     assert value(samples, "citadel:build_info") == 1
@@ -106,7 +105,6 @@ def test_exposition_parses_with_independent_parsers(server, reader):
 
 
 def test_counters_move_by_the_exact_counts_of_a_request(server, reader):
-    pytest.importorskip("prometheus_client")
     before = parse(scrape(server, reader["key"]).text)
     r = server.http.post(server.base_url + "/v1/completions",
                          json={"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 5,
