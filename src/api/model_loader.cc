@@ -41,6 +41,7 @@ Result<chat::ChatTemplate> load_template(const std::string& spec) {
 Status start_engine(ModelHost* host, const ModelLoadOptions& opts) {
   engine::EngineConfig ec = opts.engine;
   if (opts.max_context > 0) ec.max_context = opts.max_context;
+  ec.metrics_model_name = host->served_name;  // the model_name label of the engine's metrics
   host->engine = std::make_unique<engine::Engine>(host->runner.get(), ec);
   RETURN_IF_ERROR(host->engine->start());
   host->max_context = ec.max_context > 0 ? std::min(ec.max_context, host->runner->max_context())

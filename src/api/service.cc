@@ -29,7 +29,8 @@ void reply_error(server::Responder& r, RequestContext* ctx, const ApiError& e) {
 }
 
 Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool audit_fail_closed)
-    : stats_(std::make_shared<ServiceStats>()), access_(std::move(access)), audit_(audit),
+    : stats_(std::make_shared<ServiceStats>()), registry_(std::make_shared<metrics::Registry>()),
+      api_metrics_(std::make_unique<ApiMetrics>(*registry_)), access_(std::move(access)), audit_(audit),
       audit_fail_closed_(audit_fail_closed) {
   if (auto m = crypto::PiiMasker::create({}); m.ok()) masker_ = std::make_shared<crypto::PiiMasker>(std::move(*m));
   add_route("GET", "/health", Permission::kPublic, [](auto&, auto, auto r) { reply_json(*r, 200, {{"status", "ok"}}); });
@@ -48,6 +49,13 @@ Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool au
             [this](auto& req, auto ctx, auto r) { models(req, *ctx, *r); });
   add_route("GET", "/api/v1/stats", Permission::kStatsRead,
             [this](auto&, auto, auto r) { reply_json(*r, 200, stats_json()); });
+  add_route("GET", "/metrics", Permission::kStatsRead, [this](auto&, auto, auto r) {
+    server::HttpResponse resp;
+    resp.status = 200;
+    resp.headers.push_back({"Content-Type", "text/plain; version=0.0.4; charset=utf-8"});
+    resp.body = registry_->render();
+    r->send(std::move(resp));
+  });
   // The route table itself (method, pattern, permission): what the access tests walk, so none can be missed.
   add_route("GET", "/admin/v1/routes", Permission::kAdmin, [this](auto&, auto, auto r) {
     nlohmann::json data = nlohmann::json::array();
@@ -84,8 +92,9 @@ std::shared_ptr<const ModelHost> Service::host() const {
 bool Service::ready() const { return host() != nullptr && !draining_.load(); }
 
 nlohmann::json Service::stats_json() const {
+  registry_->collect();  // collector-fed values (transport, process) as fresh as a scrape's
   nlohmann::json j;
-  j["server"] = stats_->to_json();
+  j["server"] = stats_->to_json(*registry_);
   auto h = host();
   if (h && h->engine) {
     const engine::EngineStats s = h->engine->stats();
@@ -182,7 +191,7 @@ void Service::exchange_ended(const ExchangeRecord& rec, const RequestContext& ct
         log_error("audit log: a record could not be queued (" + audit_->stats().last_error + ")");
     }
   }
-  stats_->record_request(rec.status);
+  api_metrics_->record(rec);
   for (const auto& fn : observers_) fn(rec, ctx);
   if (log_level() > LogLevel::kDebug) return;
   log_debug("exchange " + rec.request_id + " " + rec.method + " " + rec.route + " -> " + std::to_string(rec.status) +

@@ -8,6 +8,7 @@
 //   POST /v1/chat/completions, /v1/completions, /api/v1/infer           inference
 //   GET  /v1/models, /v1/models/{id}                                    models.read
 //   GET  /api/v1/stats                                                  stats.read
+//   GET  /metrics                      stats.read (Prometheus text format 0.0.4 of the registry; roles admin, auditor)
 //   /admin/v1/keys..., /admin/v1/tenants...                             admin (developer: its own keys)
 //   GET  /admin/v1/routes                                               admin (the table: method, path, permission)
 //   GET  /admin/v1/audit                                                audit.read (query the audit log)
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "api/access.h"
+#include "api/api_metrics.h"
 #include "api/model_host.h"
 #include "api/observed_responder.h"
 #include "api/openai/generation.h"
@@ -57,6 +59,9 @@ class Service {
   void handle(server::HttpRequest req, std::shared_ptr<server::Responder> responder);
 
   std::shared_ptr<ServiceStats> stats() const { return stats_; }
+  // The metrics registry that GET /metrics renders and /api/v1/stats reads: the engine (EngineConfig::metrics),
+  // the transport and the process collectors write into it too. Created with the service.
+  std::shared_ptr<metrics::Registry> metrics() const { return registry_; }
   // Extra JSON merged into /api/v1/stats (e.g. transport counters); set once before serving.
   void set_extra_stats(std::function<nlohmann::json()> fn) { extra_stats_ = std::move(fn); }
   // Called once per exchange, after quota settlement (audit and metrics attach here). Set before serving.
@@ -75,6 +80,8 @@ class Service {
   std::shared_ptr<const ModelHost> host_;
   std::atomic<bool> draining_{false};
   std::shared_ptr<ServiceStats> stats_;
+  std::shared_ptr<metrics::Registry> registry_;
+  std::unique_ptr<ApiMetrics> api_metrics_;
   std::function<nlohmann::json()> extra_stats_;
   std::shared_ptr<Access> access_;
   audit::AuditLog* audit_ = nullptr;

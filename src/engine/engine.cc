@@ -10,6 +10,8 @@
 namespace citadel::engine {
 namespace {
 
+double seconds_between(SteadyTime a, SteadyTime b) { return std::chrono::duration<double>(b - a).count(); }
+
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -33,7 +35,10 @@ std::string kv_pool_summary(int64_t n_blocks, int block_size, size_t bytes_per_t
   return s;
 }
 
-Engine::Engine(ModelRunner* runner, EngineConfig config) : runner_(runner), config_(config) {
+Engine::Engine(ModelRunner* runner, EngineConfig config)
+    : runner_(runner), config_(std::move(config)),
+      registry_(config_.metrics ? config_.metrics : std::make_shared<metrics::Registry>()),
+      m_(*registry_, config_.metrics_model_name) {
   std::random_device rd;
   seed_state_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
 }
@@ -70,7 +75,8 @@ Status Engine::init() {
   sc.watermark_blocks = static_cast<int>(config_.watermark * static_cast<double>(n_blocks));
   scheduler_ = std::make_unique<Scheduler>(sc, kv_.get());
   log_info(kv_pool_summary(n_blocks, config_.block_size, runner_->kv_bytes_per_token(), max_context_));
-  stats_.kv_blocks_total = stats_.kv_blocks_free = static_cast<int>(n_blocks);
+  m_.kv_total->set(static_cast<double>(n_blocks));
+  m_.kv_free->set(static_cast<double>(n_blocks));
   stats_.block_size = config_.block_size;
   initialized_ = true;
   accepting_ = true;
@@ -102,8 +108,7 @@ void Engine::stop(SteadyTime drain_deadline) {
 
 Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   auto invalid = [&](const std::string& why) {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.rejected_invalid_total;
+    m_.rejected_invalid->inc();
     return InvalidArgument("request " + req.id + ": " + why);
   };
   {
@@ -132,11 +137,11 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   if (req.on_event) handle->set_notify(std::move(req.on_event));
   std::lock_guard<std::mutex> lock(mu_);
   if (live_.count(req.id)) {
-    ++stats_.rejected_invalid_total;
+    m_.rejected_invalid->inc();
     return InvalidArgument("request " + req.id + ": id already in use");
   }
   if (queued_count_ + 1 > config_.max_waiting || queued_tokens_ + n_prompt > config_.max_waiting_tokens) {
-    ++stats_.rejected_busy_total;
+    m_.rejected_busy->inc();
     return ResourceExhausted("busy: " + std::to_string(queued_count_) + " requests (" +
                              std::to_string(queued_tokens_) + " prompt tokens) already waiting");
   }
@@ -151,11 +156,12 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   seq->deadline = req.deadline;
   seq->handle = handle;
   seq->counted_as_queued = true;
+  seq->admitted_at = std::chrono::steady_clock::now();
   seq->usage.prompt_tokens = static_cast<int>(n_prompt);
   handle->set_usage(seq->usage);
   ++queued_count_;
   queued_tokens_ += n_prompt;
-  stats_.prompt_tokens_total += n_prompt;
+  m_.prompt_tokens->inc(static_cast<double>(n_prompt));
   live_.emplace(seq->request_id, handle);
   inbox_.push_back(std::move(seq));
   cv_.notify_all();
@@ -177,8 +183,24 @@ bool Engine::idle() const {
 }
 
 EngineStats Engine::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s = stats_;
+  }
+  auto i64 = [](const auto* series) { return static_cast<int64_t>(series->value()); };
+  s.running = static_cast<int>(m_.running->value()), s.waiting = static_cast<int>(m_.waiting->value());
+  s.kv_blocks_total = static_cast<int>(m_.kv_total->value()), s.kv_blocks_used = static_cast<int>(m_.kv_used->value());
+  s.kv_blocks_free = static_cast<int>(m_.kv_free->value());
+  s.kv_blocks_cached = static_cast<int>(m_.kv_cached->value());
+  s.prefix_query_tokens = i64(m_.prefix_queries), s.prefix_hit_tokens = i64(m_.prefix_hits);
+  s.preemptions = i64(m_.preemptions);
+  s.prompt_tokens_total = i64(m_.prompt_tokens), s.generated_tokens_total = i64(m_.generation_tokens);
+  s.cancelled_total = i64(m_.finished_cancelled) + i64(m_.finished_deadline);
+  s.errors_total = i64(m_.errors);
+  s.finished_total = i64(m_.finished_stop) + i64(m_.finished_length) + s.cancelled_total + s.errors_total;
+  s.rejected_busy_total = i64(m_.rejected_busy), s.rejected_invalid_total = i64(m_.rejected_invalid);
+  return s;
 }
 
 void Engine::drain_inbox() {
@@ -192,6 +214,17 @@ void Engine::drain_inbox() {
 
 // Ends a sequence: final event, usage, bookkeeping, blocks back to the pool. `seq` is destroyed.
 void Engine::finish_seq(Sequence* seq, FinishReason reason, Status status, TokenEvent ev) {
+  // Metrics first: whoever reads them after seeing the final event finds this request counted.
+  switch (reason) {
+    case FinishReason::kStop: m_.finished_stop->inc(); break;
+    case FinishReason::kLength: m_.finished_length->inc(); break;
+    case FinishReason::kCancelled: m_.finished_cancelled->inc(); break;
+    case FinishReason::kDeadline: m_.finished_deadline->inc(); break;
+    case FinishReason::kError: m_.errors->inc(); break;
+    case FinishReason::kNone: break;
+  }
+  if (reason == FinishReason::kStop || reason == FinishReason::kLength)
+    m_.e2e->observe(seconds_between(seq->admitted_at, std::chrono::steady_clock::now()));
   ev.finish = reason;
   seq->usage.completion_tokens = seq->n_generated;
   seq->handle->set_usage(seq->usage);
@@ -204,9 +237,6 @@ void Engine::finish_seq(Sequence* seq, FinishReason reason, Status status, Token
       --queued_count_;
       queued_tokens_ -= seq->prompt_len;
     }
-    ++stats_.finished_total;
-    if (reason == FinishReason::kCancelled || reason == FinishReason::kDeadline) ++stats_.cancelled_total;
-    if (reason == FinishReason::kError) ++stats_.errors_total;
   }
   scheduler_->remove(seq);
 }
@@ -282,7 +312,7 @@ bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* r
 void Engine::postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids,
                          const RowLogprobs* lps) {
   int row = 0;
-  int64_t generated = 0;
+  const SteadyTime now = std::chrono::steady_clock::now();  // every token of this step was sampled by now
   for (const auto& s : out.seqs) {
     Sequence* seq = s.seq;
     seq->num_computed += s.n_tokens;
@@ -308,7 +338,10 @@ void Engine::postprocess(const SchedulerOutput& out, const float* logits, const 
     seq->sampler.accept(r.token);
     seq->tokens.push_back(r.token);
     ++seq->n_generated;
-    ++generated;
+    m_.generation_tokens->inc();  // before the event: a reader who saw the token finds it counted
+    if (seq->n_generated == 1) m_.ttft->observe(seconds_between(seq->admitted_at, now));
+    else m_.itl->observe(seconds_between(seq->last_token_at, now));
+    seq->last_token_at = now;
     TokenEvent ev;
     ev.token = r.token;
     ev.logprob = r.logprob;
@@ -330,22 +363,24 @@ void Engine::postprocess(const SchedulerOutput& out, const float* logits, const 
     }
     seq->handle->notify();
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.generated_tokens_total += generated;
 }
 
 void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out) {
   std::lock_guard<std::mutex> lock(mu_);
-  stats_.running = static_cast<int>(scheduler_->n_running());
-  stats_.waiting = static_cast<int>(scheduler_->n_waiting() + inbox_.size());
-  stats_.kv_blocks_used = kv_->num_used();
-  stats_.kv_blocks_free = kv_->num_free();
-  stats_.kv_blocks_cached = kv_->num_cached_free();
+  m_.running->set(static_cast<double>(scheduler_->n_running()));
+  m_.waiting->set(static_cast<double>(scheduler_->n_waiting() + inbox_.size()));
+  const int used = kv_->num_used();
+  m_.kv_used->set(used);
+  m_.kv_free->set(kv_->num_free());
+  m_.kv_cached->set(kv_->num_cached_free());
+  m_.kv_usage->set(kv_->n_blocks() > 0 ? static_cast<double>(used) / kv_->n_blocks() : 0.0);
+  // The scheduler's counters are cumulative: add what is new since the last step.
   const SchedulerCounters& c = scheduler_->counters();
   stats_.prefix_queries = c.prefix_queries;
-  stats_.prefix_query_tokens = c.prefix_query_tokens;
-  stats_.prefix_hit_tokens = c.prefix_hit_tokens;
-  stats_.preemptions = c.preemptions;
+  m_.prefix_queries->inc(static_cast<double>(c.prefix_query_tokens - published_.prefix_query_tokens));
+  m_.prefix_hits->inc(static_cast<double>(c.prefix_hit_tokens - published_.prefix_hit_tokens));
+  m_.preemptions->inc(static_cast<double>(c.preemptions - published_.preemptions));
+  published_ = c;
   if (!out.empty()) {
     stats_.last_step_ms = step_ms;
     stats_.last_forward_ms = fwd_ms;
@@ -364,6 +399,12 @@ bool Engine::step() {
   drain_inbox();
   apply_cancellations();
   SchedulerOutput out = scheduler_->schedule();
+  const SteadyTime scheduled = std::chrono::steady_clock::now();
+  for (const auto& s : out.seqs) {
+    if (s.seq->first_scheduled_at != SteadyTime{}) continue;
+    s.seq->first_scheduled_at = scheduled;
+    m_.queue_time->observe(seconds_between(s.seq->admitted_at, scheduled));
+  }
   double fwd_ms = 0.0;
   bool device = false;  // the runner sampled this step (ids_), else logits_ + the host Sampler
   if (!out.empty()) {

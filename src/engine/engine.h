@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/metrics.h"
+#include "engine/engine_metrics.h"
 #include "engine/kv_cache.h"
 #include "engine/model_runner.h"
 #include "engine/scheduler.h"
@@ -46,8 +48,13 @@ struct EngineConfig {
   // Sample on the runner's device where it can (only ids and logprobs come back); false: always full logits and the
   // host Sampler (the same seeded generator as with the CPU runner).
   bool device_sampling = true;
+  // Where the engine's metrics go (engine_metrics.h), labelled model_name = metrics_model_name; null: a private
+  // registry (tests, benchmarks). Shared ownership: the registry outlives the engine.
+  std::shared_ptr<metrics::Registry> metrics;
+  std::string metrics_model_name = "default";
 };
 
+// A snapshot; the counters and gauges that the metrics registry also exports are read back from it (one source).
 struct EngineStats {
   int running = 0;
   int waiting = 0;                  // in the scheduler's waiting set + not yet picked up
@@ -105,6 +112,7 @@ class Engine {
   bool idle() const;  // nothing queued, waiting or running
 
   EngineStats stats() const;
+  const metrics::Registry& metrics_registry() const { return *registry_; }
   const KvCache* kv_cache() const { return kv_.get(); }  // engine-thread / synchronous-mode inspection only
 
  private:
@@ -126,6 +134,8 @@ class Engine {
 
   ModelRunner* runner_;
   EngineConfig config_;
+  std::shared_ptr<metrics::Registry> registry_;
+  EngineMetrics m_;
   int n_vocab_ = 0;
   int max_context_ = 0;
   std::unique_ptr<KvCache> kv_;
@@ -148,7 +158,8 @@ class Engine {
   SteadyTime drain_deadline_{};
   bool initialized_ = false;
   std::thread thread_;
-  EngineStats stats_;
+  EngineStats stats_;            // what the registry does not hold (step timings, batch shape, lookups)
+  SchedulerCounters published_;  // scheduler counters already added to the registry
 };
 
 }  // namespace citadel::engine

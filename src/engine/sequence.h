@@ -121,6 +121,10 @@ struct Sequence {
   bool counted_as_queued = false;  // still counted by the engine's admission bound
   int64_t preempted_at_step = -1;
   int n_preemptions = 0;
+  // Timestamps for the latency histograms (engine_metrics.h); SteadyTime{} = not yet.
+  SteadyTime admitted_at{};         // submit() accepted it
+  SteadyTime first_scheduled_at{};  // the first step that computed any of its tokens
+  SteadyTime last_token_at{};       // the step that sampled its latest token
   Sampler sampler;
   uint64_t sample_seed = 0;  // the request's seed, or the engine's fallback: the device sampler's seed
   std::shared_ptr<RequestHandle> handle;

@@ -21,6 +21,7 @@
 #include "auth/oidc.h"
 #include "auth/quota.h"
 #include "base/log.h"
+#include "base/process_metrics.h"
 #include "base/strings.h"
 #include "crypto/pii.h"
 #include "command.h"
@@ -29,6 +30,13 @@
 #include "server/http_server.h"
 
 extern char** environ;
+
+#ifndef CITADEL_VERSION
+#define CITADEL_VERSION "0.1.0"
+#endif
+#ifndef CITADEL_GIT_COMMIT
+#define CITADEL_GIT_COMMIT "unknown"
+#endif
 
 namespace {
 
@@ -211,11 +219,31 @@ int run_serve(const ServeFlags& flags) {
   server::HttpServer http(hopts, [service](server::HttpRequest req, std::shared_ptr<server::Responder> r) {
     service->handle(std::move(req), std::move(r));
   });
-  service->set_extra_stats([&http] {
-    const auto s = http.stats();
-    return nlohmann::json{{"connections_open", s.connections_open}, {"connections_total", s.connections_total},
-                          {"requests_total", s.requests_total}};
-  });
+  // One registry: the service renders it at /metrics; the engine, the transport, the process and the state write it.
+  auto registry = service->metrics();
+  metrics::register_process_metrics(*registry, CITADEL_VERSION, CITADEL_GIT_COMMIT);
+  api::add_state_collectors(*registry, audit_log, access->state ? access->state->keys.get() : nullptr);
+  {
+    auto* open = registry->gauge("citadel:http_connections_open", "Open client connections.")->get();
+    auto* conns = registry->counter("citadel:http_connections_total", "Client connections accepted.")->get();
+    auto* reqs = registry->counter("citadel:http_transport_requests_total", "HTTP requests parsed by the transport.")
+                     ->get();
+    auto* tls_fail = registry->counter("citadel:tls_handshake_failures_total",
+                                       "TLS handshakes that failed (timeouts and refused client certificates).")->get();
+    registry->add_collector([&http, open, conns, reqs, tls_fail] {
+      const auto s = http.stats();
+      tls_fail->set_total(static_cast<double>(s.tls_handshake_failures));
+      open->set(static_cast<double>(s.connections_open));
+      conns->set_total(static_cast<double>(s.connections_total));
+      reqs->set_total(static_cast<double>(s.requests_total));
+    });
+    // The "transport" object of /api/v1/stats: the same series (the service collects before it reads).
+    service->set_extra_stats([open, conns, reqs] {
+      return nlohmann::json{{"connections_open", static_cast<int64_t>(open->value())},
+                            {"connections_total", static_cast<int64_t>(conns->value())},
+                            {"requests_total", static_cast<int64_t>(reqs->value())}};
+    });
+  }
   st = http.start();
   if (!st.ok()) {
     std::fprintf(stderr, "citadel serve: %s\n", st.message().c_str());
@@ -238,6 +266,7 @@ int run_serve(const ServeFlags& flags) {
   lo.engine.max_seqs = cfg.max_seqs;
   lo.engine.device_sampling = cfg.sampling == "device";
   lo.engine.kv_memory_bytes = static_cast<size_t>(cfg.kv_memory_mb) << 20;
+  lo.engine.metrics = registry;
   const double t0 = now_seconds();
   auto host = api::load_model_host(lo);
   if (!host.ok()) {

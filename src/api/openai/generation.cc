@@ -69,17 +69,17 @@ void ServiceStats::record_first_step(double s) {
   push_sample(first_step_, first_next_, s);
   first_count_++, first_sum_ += s;
 }
-void ServiceStats::record_request(int status) {
-  std::lock_guard<std::mutex> lock(mu_);
-  const int c = status / 100;
-  if (c >= 1 && c <= 5) by_class_[c]++;
-}
-nlohmann::json ServiceStats::to_json() const {
+nlohmann::json ServiceStats::to_json(const metrics::Registry& reg) const {
+  int64_t by_class[6] = {0, 0, 0, 0, 0, 0};  // 1xx..5xx
+  for (const auto& s : reg.samples("citadel:http_requests_total")) {
+    const int c = s.labels.size() == 3 && !s.labels[2].empty() ? s.labels[2][0] - '0' : 0;
+    if (c >= 1 && c <= 5) by_class[c] += static_cast<int64_t>(s.value);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   nlohmann::json j;
   j["received_to_submit"] = summarize(pre_submit_, pre_count_, pre_sum_);
   j["received_to_first_step"] = summarize(first_step_, first_count_, first_sum_);
-  j["responses_2xx"] = by_class_[2], j["responses_4xx"] = by_class_[4], j["responses_5xx"] = by_class_[5];
+  j["responses_2xx"] = by_class[2], j["responses_4xx"] = by_class[4], j["responses_5xx"] = by_class[5];
   j["client_disconnects"] = client_disconnects.load();
   j["streams_active"] = streams_active.load();
   return j;

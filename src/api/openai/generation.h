@@ -20,6 +20,7 @@
 #include "api/model_host.h"
 #include "api/openai/request.h"
 #include "api/request_context.h"
+#include "base/metrics.h"
 #include "server/http_types.h"
 
 namespace citadel::api {
@@ -29,8 +30,8 @@ class ServiceStats {
  public:
   void record_pre_submit(double seconds);      // request received -> submitted (parse, template, tokenize)
   void record_first_step(double seconds);      // request received -> first engine step delivered an event
-  void record_request(int status);
-  nlohmann::json to_json() const;
+  // The "server" object of /api/v1/stats; responses_2xx/4xx/5xx are sums of citadel:http_requests_total in reg.
+  nlohmann::json to_json(const metrics::Registry& reg) const;
   std::atomic<int64_t> client_disconnects{0};
   std::atomic<int64_t> streams_active{0};
 
@@ -40,7 +41,6 @@ class ServiceStats {
   size_t pre_next_ = 0, first_next_ = 0;
   int64_t pre_count_ = 0, first_count_ = 0;
   double pre_sum_ = 0, first_sum_ = 0;
-  int64_t by_class_[6] = {0, 0, 0, 0, 0, 0};  // 1xx..5xx
 };
 
 // Starts the generation for an already parsed + prepared request; answers the responder in every case (errors
