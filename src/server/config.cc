@@ -75,6 +75,8 @@ const std::vector<Field>& fields() {
        "on: refuse requests while the audit log cannot be written (off: serve and count the failures)"},
       {"audit_retention_days", Kind::kInt, nullptr, &ServeConfig::audit_retention_days, 1, 36500,
        "audit records are kept this long (6 years = 2190)"},
+      {"key_max_age_days", Kind::kInt, nullptr, &ServeConfig::key_max_age_days, 1, 36500,
+       "warn at start and daily when the audit signing key or the model key is older than this"},
   };
   return f;
 }
@@ -222,7 +224,7 @@ std::string config_to_yaml(const ServeConfig& c) {
     std::string v = f.kind == Kind::kString ? "\"" + mask_password(c.*(f.s)) + "\"" : std::to_string(c.*(f.i));
     // Paths to key files are not secrets; anything else named like one is masked.
     const bool path = name == "tls_key" || name == "admin_key_file" || name == "key_file";
-    if (!path && (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
+    if (!path && f.kind == Kind::kString && (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
                   name.find("token") != std::string::npos))
       v = "\"***\"";
     s += name + ": " + v + "\n";

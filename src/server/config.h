@@ -55,6 +55,7 @@ struct ServeConfig {
   std::string audit_key;             // its Ed25519 signing key ("" = <data_dir>/audit.key); replicas share one
   std::string audit_fail_closed = "off";  // on: refuse requests (503) while the audit log cannot be written
   int audit_retention_days = 180;    // records older than this are purged (the chain stays verifiable)
+  int key_max_age_days = 90;         // warn (log) when the audit signing key or the model key is older
 };
 
 struct ConfigKey {
