@@ -7,6 +7,8 @@
 // audit_chain.h. Every committed batch also stores a checkpoint {seq, hash, time_ms, key_id, Ed25519 signature} in
 // the same transaction and then rewrites the head file (temp file + rename) with that checkpoint. Deleting the tail
 // of the table (records and checkpoints together) leaves the head file pointing past the end: verify fails.
+// key_id names the signing key; rotate_signing_key() retires a key into a keyring of public halves that verify
+// accepts (audit_keys.h), and a writer re-reads a replaced key file before each commit.
 //
 // Writer: append() only queues (a bounded deque under a mutex: microseconds, never the database). ONE writer thread
 // commits everything queued in one transact() (group commit). The chain's tail is read inside that transaction, so
