@@ -41,6 +41,9 @@ def export(data_dir):
 
 def test_key_age_then_rotation_while_serving(tmp_path):
     d = tmp_path
+    out = cli("audit", "rotate-key", "--data-dir", d / "empty")
+    assert out.returncode == 1 and "no audit signing key to rotate" in out.stderr, out.stderr
+    assert not (d / "empty" / "audit.key").exists()
     # `audit purge` opens the log, which creates the signing key (nothing to purge yet); then age it by 200 days.
     out = cli("audit", "purge", "--data-dir", d)
     assert out.returncode == 0, out.stderr

@@ -13,6 +13,7 @@
 // T: Unix seconds or an RFC 3339 UTC time.
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -85,6 +86,13 @@ int run_audit(const std::string& cmd, const AuditArgs& a) {
   api::StateOptions so;
   so.data_dir = a.data_dir, so.state_db = a.state_db;
   so.audit = cmd == "export" || changes;  // export is itself an audited act; verify only reads
+  if (cmd == "rotate-key") {
+    const std::string key =
+        !a.key_file.empty() ? a.key_file : (a.data_dir.empty() ? api::default_data_dir() : a.data_dir) + "/audit.key";
+    std::error_code ec;
+    if (!std::filesystem::exists(key, ec))
+      return fail("rotate-key", NotFound(key + ": no audit signing key to rotate (serve creates one at start)"));
+  }
   if (changes) {
     so.audit_key_file = a.key_file;
     so.audit_keyring_file = a.keyring_file;
