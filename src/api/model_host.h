@@ -44,6 +44,8 @@ struct ModelHost {
   std::vector<std::string> aliases;  // also accepted as "model" (e.g. the catalogue name, the file name)
   std::string path;
   int64_t created = 0;      // unix seconds (file mtime or load time)
+  std::string key_id;       // encrypted models: the id of the key that decrypted it ("" otherwise); never bytes
+  int64_t key_created_unix = 0;  // and its creation time (0 = unknown)
   int max_context = 0;
   std::optional<chat::ChatTemplate> chat_template;  // none: chat completions answer 400
   std::unique_ptr<TextCodec> codec;

@@ -132,7 +132,7 @@ Status set_sampling_defaults(const TensorStore& store, const ModelLoadOptions& o
 Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const ModelLoadOptions& opts) {
   std::unique_ptr<DecryptedModel> decrypted;
   if (is_encrypted_model(path)) {
-    auto d = DecryptedModel::open(path, opts.key_file);
+    auto d = DecryptedModel::open(path, opts.key_file, opts.key_max_age_days);
     if (!d.ok()) return d.status();
     decrypted = std::move(*d);
   }
@@ -143,6 +143,10 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
   if (!tok.ok()) return tok.status().with_context(path);
   auto host = std::make_shared<ModelHost>();
   host->path = path;
+  if (decrypted) {
+    host->key_id = decrypted->key_id();
+    host->key_created_unix = decrypted->key_created_unix();
+  }
   // model.gguf.enc is served as "model", like model.gguf.
   const std::filesystem::path plain_path = decrypted ? std::filesystem::path(path).replace_extension()
                                                      : std::filesystem::path(path);
@@ -194,19 +198,22 @@ bool is_encrypted_model(const std::string& path) {
   return (path.size() > 4 && path.compare(path.size() - 4, 4, ".enc") == 0) || crypto::is_encrypted_file(path);
 }
 
-Result<std::unique_ptr<DecryptedModel>> DecryptedModel::open(const std::string& path, const std::string& key_spec) {
+Result<std::unique_ptr<DecryptedModel>> DecryptedModel::open(const std::string& path, const std::string& key_spec,
+                                                             int max_age_days) {
   if (key_spec.empty()) return InvalidArgument("model " + path + " is encrypted: give --key-file");
   ASSIGN_OR_RETURN(crypto::Key key, crypto::load_key(key_spec));
-  constexpr int kRotationDays = 90;
-  if (crypto::key_older_than(key, kRotationDays, static_cast<int64_t>(std::time(nullptr))))
-    log_warn("model key '" + key.id + "' is older than " + std::to_string(kRotationDays) +
-             " days: rotate it (citadel rotate-key)");
+  if (crypto::key_older_than(key, max_age_days, static_cast<int64_t>(std::time(nullptr))))
+    log_warn("model key '" + key.id + "' is older than " + std::to_string(max_age_days) +
+             " days (key_max_age_days): rotate it (citadel rotate-key)");
   ASSIGN_OR_RETURN(crypto::SecureBuffer plain, crypto::decrypt_to_memory(path, key));
   auto owner = std::make_shared<crypto::SecureBuffer>(std::move(plain));
   RETURN_IF_ERROR(register_memory_model(path, owner, owner->data(), owner->size()));
   log_info(path + ": decrypted " + std::to_string(owner->size()) + " bytes into memory (key '" + key.id + "'" +
            (owner->locked() ? ", locked" : ", not locked") + ")");
-  return std::unique_ptr<DecryptedModel>(new DecryptedModel(path));
+  std::unique_ptr<DecryptedModel> model(new DecryptedModel(path));
+  model->key_id_ = key.id;
+  model->key_created_unix_ = key.created_unix;
+  return model;
 }
 
 DecryptedModel::~DecryptedModel() { unregister_memory_model(path_); }

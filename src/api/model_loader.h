@@ -8,7 +8,7 @@
 //   debug:slow               the same, 5 ms per engine step
 // Encrypted models (a path ending in .enc, or any file with the CITADEL-ENC magic; crypto/envelope.h) need
 // key_file: the file is decrypted into locked anonymous memory (crypto/secure_buffer.h) and served from there;
-// its plaintext never reaches the disk. A key older than 90 days logs a rotation warning.
+// its plaintext never reaches the disk. A key older than key_max_age_days logs a rotation warning.
 #pragma once
 
 #include <memory>
@@ -36,6 +36,7 @@ struct ModelLoadOptions {
   std::string cpu_precision = "auto"; // cpu: fast | exact | auto (choose_cpu_precision)
   std::string temperature, top_p;  // defaults for requests that omit them ("" = the model's metadata, else 0.7 / 0.9)
   std::string key_file;            // encrypted models: a key spec (PATH | env:NAME | cmd:PROG ARGS; crypto/key_source.h)
+  int key_max_age_days = 90;       // encrypted models: warn when the key is older than this
   engine::EngineConfig engine;     // max_waiting etc.
 };
 
@@ -59,10 +60,13 @@ bool is_encrypted_model(const std::string& path);
 // An encrypted model decrypted into locked anonymous memory: while this object lives, open_model_file(path) (and so
 // the runner factory, which opens the model by path) reads the plaintext from memory; stores opened meanwhile keep
 // the bytes alive after it ends. Never writes plaintext to disk. Errors: no key ("give --key-file"), a wrong key or
-// a modified / truncated file (one line naming the file). Warns when the key is older than 90 days.
+// a modified / truncated file (one line naming the file). Warns when the key is older than max_age_days.
 class DecryptedModel {
  public:
-  static Result<std::unique_ptr<DecryptedModel>> open(const std::string& path, const std::string& key_spec);
+  static Result<std::unique_ptr<DecryptedModel>> open(const std::string& path, const std::string& key_spec,
+                                                      int max_age_days = 90);
+  const std::string& key_id() const { return key_id_; }
+  int64_t key_created_unix() const { return key_created_unix_; }
   ~DecryptedModel();
   DecryptedModel(const DecryptedModel&) = delete;
   DecryptedModel& operator=(const DecryptedModel&) = delete;
@@ -70,6 +74,8 @@ class DecryptedModel {
  private:
   explicit DecryptedModel(std::string path) : path_(std::move(path)) {}
   std::string path_;
+  std::string key_id_;
+  int64_t key_created_unix_ = 0;
 };
 
 }  // namespace citadel::api

@@ -112,6 +112,18 @@ nlohmann::json Service::stats_json() const {
     j["engine"] = std::move(e);
   }
   if (extra_stats_) j["transport"] = extra_stats_();
+  if (audit_) {
+    const audit::AuditStats a = audit_->stats();
+    j["audit"] = {{"written", a.written},
+                  {"write_failures", a.write_failures},
+                  {"queue_depth", a.queue_depth},
+                  {"last_error", a.last_error},
+                  {"healthy", audit_->healthy()},
+                  {"signing_key_id", a.signing_key_id},
+                  {"signing_key_version", a.signing_key_version},
+                  {"signing_key_age_days", a.signing_key_age_days},
+                  {"retention_days", audit_->options().retention_days}};
+  }
   return j;
 }
 

@@ -40,13 +40,50 @@ void State::start_maintenance() {
       const int64_t now = static_cast<int64_t>(std::time(nullptr));
       const Status st = quotas->purge(now);
       if (!st.ok()) log_warn("quota purge: " + st.message());
-      if (audit && ++minutes % (24 * 60) == 1) {  // an hour after start, then daily
-        const Status ap = audit->purge(now * 1000);
-        if (!ap.ok()) log_warn("audit retention purge: " + ap.message());
+      ++minutes;
+      if (audit && minutes % (24 * 60) == 1) {  // a minute after start, then daily
+        auto ap = audit->purge(now * 1000, "server");
+        if (!ap.ok()) log_warn("audit retention purge: " + ap.status().message());
+        else if (*ap > 0) log_info("audit retention purge: " + std::to_string(*ap) + " records older than " +
+                                   std::to_string(audit->options().retention_days) + " days removed");
       }
+      if (minutes % (24 * 60) == 0) check_key_ages(now);  // at start (serve calls it), then daily
       l.lock();
     }
   });
+}
+
+void State::watch_key(std::string what, std::string id, int64_t created_unix) {
+  std::lock_guard<std::mutex> l(mu_);
+  watched_.push_back({std::move(what), std::move(id), created_unix});
+}
+
+int State::check_key_ages(int64_t now_unix) {
+  std::vector<WatchedKey> keys;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    keys = watched_;
+  }
+  if (audit) {
+    const audit::AuditStats s = audit->stats();
+    if (s.signing_key_age_days < 0) {
+      log_info("audit signing key '" + s.signing_key_id + "': creation time unknown (made outside Citadel); its "
+               "age is not checked until it is rotated (citadel audit rotate-key)");
+    } else {
+      keys.push_back({"audit signing key", s.signing_key_id, now_unix - s.signing_key_age_days * 86400});
+    }
+  }
+  int warned = 0;
+  for (const auto& k : keys) {
+    if (k.created_unix <= 0) continue;
+    const int64_t days = now_unix > k.created_unix ? (now_unix - k.created_unix) / 86400 : 0;
+    if (days <= key_max_age_days) continue;
+    const char* how = k.what == "audit signing key" ? "citadel audit rotate-key" : "citadel rotate-key";
+    log_warn(k.what + " '" + k.id + "' is " + std::to_string(days) + " days old, older than key_max_age_days=" +
+             std::to_string(key_max_age_days) + ": rotate it (" + how + ")");
+    ++warned;
+  }
+  return warned;
 }
 
 std::string default_data_dir() {
@@ -97,10 +134,12 @@ Result<std::unique_ptr<State>> open_state(const StateOptions& o) {
   s->quotas = std::make_unique<auth::QuotaManager>(s->db.get());
   s->audit_key_file = o.audit_key_file.empty() ? s->data_dir + "/audit.key" : o.audit_key_file;
   s->audit_head_file = s->data_dir + "/audit.head";
+  s->key_max_age_days = o.key_max_age_days;
   if (o.audit) {
     audit::AuditOptions ao;
     ao.signing_key_file = s->audit_key_file;
     ao.head_file = s->audit_head_file;
+    ao.keyring_file = o.audit_keyring_file;
     ao.retention_days = o.audit_retention_days;
     ao.fail_closed = o.audit_fail_closed;
     auto log = audit::AuditLog::open(s->db.get(), ao);

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "audit/audit_keys.h"
 #include "base/log.h"
 #include "base/sha256.h"
 
@@ -80,23 +81,6 @@ Result<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
-Result<Pkey> create_key(const std::string& path) {
-  Pkey key(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
-  if (!key) return Internal(path + ": Ed25519 key generation failed");
-  std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
-    return Internal(path + ": cannot encode the audit signing key");
-  }
-  char* data = nullptr;
-  const long n = BIO_get_mem_data(bio.get(), &data);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return IoError(path + ": cannot create the audit signing key: " + errno_text());
-  const bool ok = ::write(fd, data, static_cast<size_t>(n)) == n && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok) return IoError(path + ": cannot write the audit signing key: " + errno_text());
-  return key;
-}
-
 Status check_ed25519(EVP_PKEY* key, const std::string& path) {
   if (EVP_PKEY_get_id(key) != EVP_PKEY_ED25519) return InvalidArgument(path + ": not an Ed25519 key");
   return OkStatus();
@@ -132,20 +116,9 @@ std::string checkpoint_message(const char* tag, int64_t seq, const std::string& 
 }
 
 Result<Pkey> load_or_create_signing_key(const std::string& path) {
-  if (path.empty()) return InvalidArgument("audit: no signing key file given");
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return create_key(path);
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
-    // Whoever reads the key can forge checkpoints; say so, but do not refuse (mounted secrets are often 0644).
-    log_warn(path + ": the audit signing key is readable by group or others; chmod 600 it");
-  }
-  ASSIGN_OR_RETURN(std::string pem, read_file(path));
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  Pkey key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-  if (!key) return InvalidArgument(path + ": not a PEM private key");
-  RETURN_IF_ERROR(check_ed25519(key.get(), path));
-  return key;
+  ASSIGN_OR_RETURN(auto key, load_signing_key(path, /*create=*/true));
+  EVP_PKEY_up_ref(key->key.get());
+  return Pkey(key->key.get());
 }
 
 Result<Pkey> load_verify_key(const std::string& path) {

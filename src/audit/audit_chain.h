@@ -33,7 +33,8 @@ struct PkeyFree {
 };
 using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
-// Loads an Ed25519 private key (PEM), or creates one (mode 0600, O_EXCL) when the file does not exist.
+// Loads an Ed25519 private key (PEM), or creates one (mode 0600, O_EXCL) when the file does not exist; see
+// audit_keys.h for the key file's creation record and the keyring.
 Result<Pkey> load_or_create_signing_key(const std::string& path);
 // Loads an Ed25519 key for verification: a private key PEM or a public key PEM.
 Result<Pkey> load_verify_key(const std::string& path);

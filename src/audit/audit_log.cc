@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "audit/audit_chain.h"
+#include "audit/audit_keys.h"
 #include "base/log.h"
 
 namespace citadel::audit {
@@ -131,24 +132,22 @@ bool is_audit_event_kind(const std::string& kind) {
 
 std::vector<store::Migration> audit_migrations() { return {{2, "audit log", kV2}}; }
 
-AuditLog::AuditLog(store::Database* db, AuditOptions options, void* key, int64_t head_seq)
-    : db_(db), options_(std::move(options)), key_(key), last_seq_(head_seq) {
+AuditLog::AuditLog(store::Database* db, AuditOptions options, std::shared_ptr<const internal::SigningKey> key,
+                   int64_t head_seq)
+    : db_(db), options_(std::move(options)), key_(std::move(key)), last_seq_(head_seq) {
   early_wake_ = std::min(kMaxBatch, options_.max_queue / 2 + 1);
-  key_id_ = internal::key_id(static_cast<EVP_PKEY*>(key_));
   writer_ = std::thread([this] { writer_loop(); });
 }
 
-AuditLog::~AuditLog() {
-  close();
-  EVP_PKEY_free(static_cast<EVP_PKEY*>(key_));
-}
+AuditLog::~AuditLog() { close(); }
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open(store::Database* db, AuditOptions options) {
   if (db == nullptr) return InvalidArgument("audit: no database");
   if (options.flush_interval_ms < 1) options.flush_interval_ms = 1;
   if (options.max_queue < 1) options.max_queue = 1;
   if (options.head_file.empty()) options.head_file = options.signing_key_file + ".head";
-  ASSIGN_OR_RETURN(internal::Pkey key, internal::load_or_create_signing_key(options.signing_key_file));
+  if (options.keyring_file.empty()) options.keyring_file = internal::keyring_path(options.signing_key_file);
+  ASSIGN_OR_RETURN(auto key, internal::load_signing_key(options.signing_key_file, /*create=*/true));
   auto tail = read_tail(*db);
   if (!tail.ok()) {
     return tail.status().with_context("audit: cannot read the chain (were audit_migrations() applied?)");
@@ -157,7 +156,34 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(store::Database* db, AuditOptio
   if (!head.ok() && head.status().code() != StatusCode::kNotFound) return head.status();
   if (head.ok()) RETURN_IF_ERROR(check_head(*db, *head, tail->seq, options.head_file));
   const int64_t end = tail->seq;
-  return std::unique_ptr<AuditLog>(new AuditLog(db, std::move(options), key.release(), end));
+  return std::unique_ptr<AuditLog>(new AuditLog(db, std::move(options), std::move(key), end));
+}
+
+std::shared_ptr<const internal::SigningKey> AuditLog::current_key() {
+  std::lock_guard<std::mutex> lock(key_mu_);
+  // One stat per commit: cheap next to the transaction, and it lets `citadel audit rotate-key` (another process)
+  // take effect in a running server without a restart.
+  auto ident = internal::file_identity(options_.signing_key_file);
+  if (ident.ok() && *ident == key_->file) return key_;
+  auto fresh = ident.ok() ? internal::load_signing_key(options_.signing_key_file, /*create=*/false)
+                          : Result<std::shared_ptr<const internal::SigningKey>>(ident.status());
+  if (!fresh.ok()) {
+    if (!key_reload_warned_) {
+      log_warn("audit: the signing key file cannot be read (" + fresh.status().message() +
+               "); still signing with key " + key_->id);
+    }
+    key_reload_warned_ = true;
+    return key_;
+  }
+  key_reload_warned_ = false;
+  if ((*fresh)->id != key_->id) {
+    log_warn("audit: the signing key file changed: now signing with key " + (*fresh)->id + " (version " +
+             std::to_string((*fresh)->version) + "), was " + key_->id +
+             "; verify accepts the old key's checkpoints only if it is in the keyring (citadel audit rotate-key "
+             "puts it there)");
+  }
+  key_ = std::move(*fresh);
+  return key_;
 }
 
 bool AuditLog::append(AuditEvent e) {
@@ -217,6 +243,10 @@ AuditStats AuditLog::stats() const {
   s.write_failures = failures_;
   s.queue_depth = queue_.size() + in_flight_;
   s.last_error = last_status_.ok() ? "" : last_status_.to_string();
+  std::lock_guard<std::mutex> klock(key_mu_);
+  s.signing_key_id = key_->id;
+  s.signing_key_version = key_->version;
+  s.signing_key_age_days = internal::key_age_days(*key_, internal::now_ms() / 1000);
   return s;
 }
 
@@ -269,7 +299,6 @@ void AuditLog::writer_loop() {
 
 // Writes batch (time_ms already set) as records last_seq+1.. with one checkpoint, then the head file.
 Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
-  EVP_PKEY* key = static_cast<EVP_PKEY*>(key_);
   std::vector<std::string> details;
   details.reserve(batch.size());
   for (const auto& r : batch) details.push_back(r.event.detail.dump());
@@ -297,19 +326,22 @@ Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
       auto r = s.exec(insert_sql(n), params);
       if (!r.ok()) return r.status();
     }
-    ASSIGN_OR_RETURN(std::string sig, internal::sign_hex(key, internal::checkpoint_message(
+    // Inside the transaction: a rotation committed by another process before this one began has already replaced
+    // the key file, so no checkpoint after its rotation record is signed with the retired key.
+    const auto key = current_key();
+    ASSIGN_OR_RETURN(std::string sig, internal::sign_hex(key->key.get(), internal::checkpoint_message(
                                                                   internal::kCheckpointTag, seq, prev,
                                                                   checkpoint_time)));
     std::vector<Value> cp;
     cp.emplace_back(seq);
     cp.emplace_back(prev);
     cp.emplace_back(checkpoint_time);
-    cp.emplace_back(key_id_);
+    cp.emplace_back(key->id);
     cp.emplace_back(sig);
     auto r = s.exec("INSERT INTO audit_checkpoints (seq, hash, time_ms, key_id, signature) VALUES (?, ?, ?, ?, ?)",
                     cp);
     if (!r.ok()) return r.status();
-    head = internal::Head{seq, prev, sig, key_id_, checkpoint_time};
+    head = internal::Head{seq, prev, sig, key->id, checkpoint_time};
     return OkStatus();
   });
   if (!st.ok()) return st.with_context("audit");
@@ -317,9 +349,8 @@ Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
   return internal::write_head(options_.head_file, head).with_context("audit: records committed, head file");
 }
 
-Status AuditLog::purge(int64_t now_ms) {
+Result<int64_t> AuditLog::purge(int64_t now_ms, const std::string& principal) {
   const int64_t cutoff = now_ms - options_.retention_days * 86400000;
-  EVP_PKEY* key = static_cast<EVP_PKEY*>(key_);
   int64_t purged = 0, anchor_seq = 0;
   Status st = db_->transact([&](store::Session& s) -> Status {
     purged = 0;
@@ -333,13 +364,14 @@ Status AuditLog::purge(int64_t now_ms) {
     ASSIGN_OR_RETURN(auto last, s.query("SELECT hash FROM audit_records WHERE seq = ?", {Value{upto}}));
     if (last.empty()) return DataLoss("audit: purge: record " + std::to_string(upto) + " is missing");
     const std::string hash = store::as_text(last[0][0]);
-    ASSIGN_OR_RETURN(std::string sig, internal::sign_hex(key, internal::checkpoint_message(internal::kAnchorTag,
-                                                                                           upto, hash, now_ms)));
+    const auto key = current_key();
+    ASSIGN_OR_RETURN(std::string sig, internal::sign_hex(key->key.get(), internal::checkpoint_message(
+                                                                             internal::kAnchorTag, upto, hash, now_ms)));
     std::vector<Value> p;
     p.emplace_back(upto);
     p.emplace_back(hash);
     p.emplace_back(now_ms);
-    p.emplace_back(key_id_);
+    p.emplace_back(key->id);
     p.emplace_back(sig);
     RETURN_IF_ERROR(s.exec("INSERT INTO audit_anchor (id, seq, hash, time_ms, key_id, signature) VALUES (1, ?, ?, ?, "
                            "?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
@@ -352,14 +384,50 @@ Status AuditLog::purge(int64_t now_ms) {
     return OkStatus();
   });
   if (!st.ok()) return st.with_context("audit: purge");
-  if (purged == 0) return OkStatus();
+  if (purged == 0) return int64_t{0};
   AuditEvent e;
   e.kind = "retention.purge";
-  e.detail = {{"purged", purged}, {"anchor_seq", anchor_seq}, {"retention_days", options_.retention_days}};
+  e.principal = principal;
+  e.detail = {{"purged", purged},
+              {"anchor_seq", anchor_seq},
+              {"retention_days", options_.retention_days},
+              {"cutoff_ms", cutoff}};
   if (!append(std::move(e))) return ResourceExhausted("audit: purge done but its record was not queued");
-  return flush();
+  RETURN_IF_ERROR(flush());
+  return purged;
 }
 
 Result<AuditPage> AuditLog::query(const AuditQuery& q) const { return query_audit(*db_, q); }
+
+Result<KeyRotation> AuditLog::rotate_signing_key(const std::string& principal) {
+  KeyRotation out;
+  {
+    // Held across the file replacement so that the writer never signs with a key half-way through it.
+    std::lock_guard<std::mutex> lock(key_mu_);
+    auto r = internal::rotate_key_files(options_.signing_key_file, options_.keyring_file, internal::now_ms() / 1000);
+    if (!r.ok()) return r.status();
+    out.old_key_id = r->old_id;
+    out.new_key_id = r->new_id;
+    out.new_version = r->new_version;
+    key_ = r->key;
+    key_reload_warned_ = false;
+  }
+  log_info("audit: signing key rotated: " + out.old_key_id + " -> " + out.new_key_id + " (version " +
+           std::to_string(out.new_version) + "); the old public key is in " + options_.keyring_file);
+  AuditEvent e;
+  e.kind = "encryption.key_rotation";
+  e.principal = principal;
+  e.detail = {{"key", "audit_signing"},
+              {"old_key_id", out.old_key_id},
+              {"new_key_id", out.new_key_id},
+              {"new_version", out.new_version}};
+  if (!append(std::move(e))) {
+    return ResourceExhausted("audit: the signing key was rotated (now " + out.new_key_id +
+                             ") but its record could not be queued");
+  }
+  const Status st = flush();
+  if (!st.ok()) return st.with_context("audit: the signing key was rotated (now " + out.new_key_id + ") but its record");
+  return out;
+}
 
 }  // namespace citadel::audit

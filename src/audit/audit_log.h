@@ -7,6 +7,8 @@
 // audit_chain.h. Every committed batch also stores a checkpoint {seq, hash, time_ms, key_id, Ed25519 signature} in
 // the same transaction and then rewrites the head file (temp file + rename) with that checkpoint. Deleting the tail
 // of the table (records and checkpoints together) leaves the head file pointing past the end: verify fails.
+// key_id names the signing key; rotate_signing_key() retires a key into a keyring of public halves that verify
+// accepts (audit_keys.h), and a writer re-reads a replaced key file before each commit.
 //
 // Writer: append() only queues (a bounded deque under a mutex: microseconds, never the database). ONE writer thread
 // commits everything queued in one transact() (group commit). The chain's tail is read inside that transaction, so
@@ -37,6 +39,10 @@
 #include "store/database.h"
 
 namespace citadel::audit {
+
+namespace internal {
+struct SigningKey;  // audit_keys.h
+}  // namespace internal
 
 // One event. `detail` holds counts, reasons and ids only: the CALLER guarantees it never contains prompt or output
 // text, API keys, tokens or other secrets (the log is readable by the auditor role and exported in clear).
@@ -71,6 +77,7 @@ struct AuditOptions {
   bool fail_closed = false;      // policy for the caller: refuse the request when append() returns false
   size_t max_queue = 65536;      // append() returns false beyond this many queued records
   std::string head_file;         // default: signing_key_file + ".head"
+  std::string keyring_file;      // retired public keys (audit_keys.h); default: signing_key_file + ".retired"
 };
 
 struct AuditStats {
@@ -78,6 +85,15 @@ struct AuditStats {
   uint64_t write_failures = 0;  // failed batch commits
   size_t queue_depth = 0;       // queued, not yet committed
   std::string last_error;       // of the last failed commit ("" once a later commit succeeded)
+  std::string signing_key_id;   // the key the next checkpoint is signed with (16 hex digits; never key bytes)
+  int signing_key_version = 0;  // 1 for the first key, +1 per rotation
+  int64_t signing_key_age_days = -1;  // -1: creation time unknown (a key Citadel did not create)
+};
+
+// What rotate_signing_key() did (ids only).
+struct KeyRotation {
+  std::string old_key_id, new_key_id;
+  int new_version = 0;
 };
 
 // GET /admin/v1/audit. Times in Unix ms, half-open [since_ms, until_ms); 0 = unbounded. Empty strings = any.
@@ -124,19 +140,32 @@ class AuditLog {
 
   // Deletes records older than now_ms - retention_days (whole prefix of the chain), keeping a signed anchor
   // {seq, hash of the last deleted record} so that the rest still verifies, then appends and flushes a
-  // retention.purge record {purged, anchor_seq}. Nothing to delete: OK, no record.
-  Status purge(int64_t now_ms);
+  // retention.purge record {purged, anchor_seq, retention_days, cutoff_ms} by `principal`. Returns how many records
+  // it deleted; nothing to delete: 0, no record.
+  Result<int64_t> purge(int64_t now_ms, const std::string& principal = "");
   Result<AuditPage> query(const AuditQuery& q) const;
 
+  // Replaces the signing key: the old key's public half goes to the keyring, a new key (version + 1, created now)
+  // replaces the key file, and an encryption.key_rotation record {key: "audit_signing", old_key_id, new_key_id,
+  // new_version} is appended and flushed, signed by the new key. A server running on the same key file picks the
+  // new key up at its next batch (the writer compares the file's inode, size and mtime once per commit, inside the
+  // commit's transaction, so no checkpoint after the rotation record is signed with the old key). Errors: file
+  // errors (nothing changed, or the new key is in place and only the record failed: the message says which).
+  Result<KeyRotation> rotate_signing_key(const std::string& principal);
+
  private:
-  AuditLog(store::Database* db, AuditOptions options, void* key, int64_t head_seq);
+  AuditLog(store::Database* db, AuditOptions options, std::shared_ptr<const internal::SigningKey> key,
+           int64_t head_seq);
   void writer_loop();
   Status write_batch(std::vector<AuditRecord>& batch);
+  // The key to sign with now: re-reads the key file when it was replaced (rotation by another process).
+  std::shared_ptr<const internal::SigningKey> current_key();
 
   store::Database* db_;
   const AuditOptions options_;
-  void* key_;  // EVP_PKEY* (kept opaque so the header does not pull in OpenSSL)
-  std::string key_id_;
+  mutable std::mutex key_mu_;                       // guards key_ and the reload bookkeeping
+  std::shared_ptr<const internal::SigningKey> key_;  // never null
+  bool key_reload_warned_ = false;                   // guarded by key_mu_
 
   mutable std::mutex mu_;
   std::condition_variable wake_;      // writer: flush requested or stop
@@ -152,11 +181,15 @@ class AuditLog {
 };
 
 // Recomputes the chain from the anchor (or seq 1): seq contiguity, every prev_hash and hash, every checkpoint's
-// hash and signature against the public half of the key in key_file (a private key PEM or a public key PEM), the
-// anchor's signature, and that the head file's checkpoint exists in the database and is not beyond the end.
+// hash and signature, the anchor's signature, and that the head file's checkpoint exists in the database and is not
+// beyond the end. Signatures are checked against the key named by the checkpoint's key_id, which must be the public
+// half of the key in key_file (a private key PEM or a public key PEM) or a key of the keyring (keyring_file, ""
+// = key_file + ".retired"; a missing keyring is empty): a checkpoint signed by any other key fails with its seq, and
+// so does a checkpoint at or after an audit signing-key rotation record that is signed by the key it retired.
 // A missing head file is a failure when records exist. Tampering is reported in VerifyReport (ok=false); Status
-// errors are for an unreadable key or database.
-Result<VerifyReport> verify_audit(store::Database& db, const std::string& key_file, const std::string& head_file);
+// errors are for an unreadable key, keyring or database.
+Result<VerifyReport> verify_audit(store::Database& db, const std::string& key_file, const std::string& head_file,
+                                  const std::string& keyring_file = "");
 
 // One JSON object per line, oldest first: {seq, time_ms, kind, principal, tenant, request_id, client, model, status,
 // detail, prev_hash, hash}, for records with since_ms <= time_ms < until_ms (0 = unbounded).

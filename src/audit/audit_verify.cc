@@ -1,8 +1,10 @@
 // Readers of the audit log: verify (chain, checkpoints, anchor, head file), JSONL export, paged query.
 #include <algorithm>
 #include <limits>
+#include <map>
 
 #include "audit/audit_chain.h"
+#include "audit/audit_keys.h"
 #include "audit/audit_log.h"
 
 namespace citadel::audit {
@@ -42,19 +44,57 @@ StoredRecord parse_row(const store::Row& r) {
 
 struct Checkpoint {
   int64_t seq = 0, time_ms = 0;
-  std::string hash, signature;
+  std::string hash, signature, key_id;
+};
+
+// The keys verification accepts: the current one and the keyring's, by id; and where the chain retired them.
+struct Verifier {
+  std::string current_id;
+  std::map<std::string, internal::Pkey> keys;  // id -> public key (the current key included)
+  std::string keyring_file;
+  std::map<std::string, int64_t> retired_at;   // id -> seq of its audit signing-key rotation record
+
+  // "" when `signature` over `message` is valid under the key named key_id (empty: the current key) and that key
+  // may sign at `seq` (check_retirement); else why not.
+  std::string check(const std::string& what, int64_t seq, const std::string& key_id, const std::string& message,
+                    const std::string& signature, bool check_retirement) const {
+    const std::string id = key_id.empty() ? current_id : key_id;
+    auto k = keys.find(id);
+    if (k == keys.end()) {
+      return what + ": signed by key " + id + ", which is neither the signing key (" + current_id +
+             ") nor in the keyring " + keyring_file + " (the signing key was replaced without `citadel audit "
+             "rotate-key`, or the keyring is missing)";
+    }
+    if (check_retirement) {
+      auto r = retired_at.find(id);
+      if (r != retired_at.end() && seq >= r->second) {
+        return what + ": signed by key " + id + ", which the rotation record " + std::to_string(r->second) +
+               " retired";
+      }
+    }
+    if (!internal::verify_hex(k->second.get(), message, signature)) return what + ": signature invalid for key " + id;
+    return "";
+  }
+  // Remembers an audit signing-key rotation record (the first one naming a key wins).
+  void note(const AuditRecord& r) {
+    if (r.event.kind != "encryption.key_rotation" || !r.event.detail.is_object()) return;
+    const auto& d = r.event.detail;
+    if (d.value("key", "") != "audit_signing" || !d.contains("old_key_id") || !d["old_key_id"].is_string()) return;
+    retired_at.emplace(d["old_key_id"].get<std::string>(), r.seq);
+  }
 };
 
 Result<std::vector<Checkpoint>> read_checkpoints(store::Database& db, int64_t after, int64_t upto) {
   std::vector<Value> p;
   p.emplace_back(after);
   p.emplace_back(upto);
-  ASSIGN_OR_RETURN(auto rows, db.query("SELECT seq, hash, time_ms, signature FROM audit_checkpoints WHERE seq > ? "
-                                       "AND seq <= ? ORDER BY seq",
+  ASSIGN_OR_RETURN(auto rows, db.query("SELECT seq, hash, time_ms, signature, key_id FROM audit_checkpoints WHERE "
+                                       "seq > ? AND seq <= ? ORDER BY seq",
                                        p));
   std::vector<Checkpoint> out;
   for (const auto& r : rows) {
-    out.push_back({store::as_int(r[0]), store::as_int(r[2]), store::as_text(r[1]), store::as_text(r[3])});
+    out.push_back({store::as_int(r[0]), store::as_int(r[2]), store::as_text(r[1]), store::as_text(r[3]),
+                   store::as_text(r[4])});
   }
   return out;
 }
@@ -69,7 +109,7 @@ VerifyReport fail(VerifyReport r, int64_t seq, std::string reason) {
 std::string num(int64_t v) { return std::to_string(v); }
 
 // Walks the chain from (start_seq, start_hash); fills rep and *last_seq, *last_checkpoint. ok stays true on success.
-Status walk_chain(store::Database& db, EVP_PKEY* key, int64_t start_seq, std::string prev, VerifyReport* rep,
+Status walk_chain(store::Database& db, Verifier& keys, int64_t start_seq, std::string prev, VerifyReport* rep,
                   int64_t* last_seq, int64_t* last_checkpoint) {
   int64_t expected = start_seq + 1;
   for (;;) {
@@ -99,6 +139,7 @@ Status walk_chain(store::Database& db, EVP_PKEY* key, int64_t start_seq, std::st
         *rep = fail(*rep, seq, "record " + num(seq) + ": hash does not match its contents (record altered)");
         return OkStatus();
       }
+      keys.note(s.rec);
       for (; ci < cps.size() && cps[ci].seq <= seq; ++ci) {
         const Checkpoint& c = cps[ci];
         if (c.seq != seq || c.hash != s.rec.hash) {
@@ -106,8 +147,9 @@ Status walk_chain(store::Database& db, EVP_PKEY* key, int64_t start_seq, std::st
           return OkStatus();
         }
         const auto msg = internal::checkpoint_message(internal::kCheckpointTag, c.seq, c.hash, c.time_ms);
-        if (!internal::verify_hex(key, msg, c.signature)) {
-          *rep = fail(*rep, c.seq, "checkpoint " + num(c.seq) + ": signature invalid for this key");
+        std::string why = keys.check("checkpoint " + num(c.seq), c.seq, c.key_id, msg, c.signature, true);
+        if (!why.empty()) {
+          *rep = fail(*rep, c.seq, std::move(why));
           return OkStatus();
         }
         ++rep->checkpoints;
@@ -123,7 +165,7 @@ Status walk_chain(store::Database& db, EVP_PKEY* key, int64_t start_seq, std::st
 }
 
 // The end-of-log checks: the last record is signed, no checkpoint lies past the end, the head file is held.
-Status check_end(store::Database& db, EVP_PKEY* key, const Result<internal::Head>& head, int64_t anchor_seq,
+Status check_end(store::Database& db, const Verifier& keys, const Result<internal::Head>& head, int64_t anchor_seq,
                  int64_t last_seq, int64_t last_checkpoint, VerifyReport* rep) {
   if (last_seq > anchor_seq && last_checkpoint != last_seq) {
     *rep = fail(*rep, last_checkpoint + 1,
@@ -145,8 +187,10 @@ Status check_end(store::Database& db, EVP_PKEY* key, const Result<internal::Head
     return OkStatus();
   }
   const auto msg = internal::checkpoint_message(internal::kCheckpointTag, head->seq, head->hash, head->time_ms);
-  if (!internal::verify_hex(key, msg, head->signature)) {
-    *rep = fail(*rep, 0, "head file: signature invalid for this key");
+  // A head at or below the anchor was signed before the purge, maybe by a key whose rotation record is gone.
+  std::string why = keys.check("head file", head->seq, head->key_id, msg, head->signature, head->seq > anchor_seq);
+  if (!why.empty()) {
+    *rep = fail(*rep, 0, std::move(why));
   } else if (head->seq > last_seq && !appended_since) {
     *rep = fail(*rep, last_seq + 1, "head file names checkpoint " + num(head->seq) + " beyond the last record " +
                                         num(last_seq) + ": the tail was deleted");
@@ -163,28 +207,35 @@ Status check_end(store::Database& db, EVP_PKEY* key, const Result<internal::Head
 
 }  // namespace
 
-Result<VerifyReport> verify_audit(store::Database& db, const std::string& key_file, const std::string& head_file) {
+Result<VerifyReport> verify_audit(store::Database& db, const std::string& key_file, const std::string& head_file,
+                                  const std::string& keyring_file) {
+  Verifier keys;
+  keys.keyring_file = keyring_file.empty() ? internal::keyring_path(key_file) : keyring_file;
   ASSIGN_OR_RETURN(internal::Pkey key, internal::load_verify_key(key_file));
+  ASSIGN_OR_RETURN(keys.keys, internal::load_keyring(keys.keyring_file));
+  keys.current_id = internal::key_id(key.get());
+  keys.keys[keys.current_id] = std::move(key);
   // The head is read first: a writer running concurrently only moves the real end past it.
   const auto head = internal::read_head(head_file);
   if (!head.ok() && head.status().code() != StatusCode::kNotFound) return head.status();
   VerifyReport rep;
   rep.ok = true;
-  ASSIGN_OR_RETURN(auto anchor, db.query("SELECT seq, hash, time_ms, signature FROM audit_anchor WHERE id = 1"));
+  ASSIGN_OR_RETURN(auto anchor,
+                   db.query("SELECT seq, hash, time_ms, signature, key_id FROM audit_anchor WHERE id = 1"));
   int64_t start = 0;
   std::string prev = internal::kZeroHash;
   if (!anchor.empty()) {
     start = store::as_int(anchor[0][0]);
     prev = store::as_text(anchor[0][1]);
     const auto msg = internal::checkpoint_message(internal::kAnchorTag, start, prev, store::as_int(anchor[0][2]));
-    if (!internal::verify_hex(key.get(), msg, store::as_text(anchor[0][3]))) {
-      return fail(rep, 0, "retention anchor (seq " + num(start) + "): signature invalid for this key");
-    }
+    std::string why = keys.check("retention anchor (seq " + num(start) + ")", start, store::as_text(anchor[0][4]), msg,
+                                 store::as_text(anchor[0][3]), false);
+    if (!why.empty()) return fail(rep, 0, std::move(why));
   }
   int64_t last_seq = start, last_checkpoint = start;
-  RETURN_IF_ERROR(walk_chain(db, key.get(), start, prev, &rep, &last_seq, &last_checkpoint));
+  RETURN_IF_ERROR(walk_chain(db, keys, start, prev, &rep, &last_seq, &last_checkpoint));
   if (!rep.ok) return rep;
-  RETURN_IF_ERROR(check_end(db, key.get(), head, start, last_seq, last_checkpoint, &rep));
+  RETURN_IF_ERROR(check_end(db, keys, head, start, last_seq, last_checkpoint, &rep));
   return rep;
 }
 

@@ -82,6 +82,8 @@ const std::vector<Field>& fields() {
        "audit records are kept this long (6 years = 2190)"},
       {"pii_extra_patterns", Kind::kString, &ServeConfig::pii_extra_patterns, nullptr, 0, 0,
        "extra PII patterns, name=ECMAScript-regex;... (masked as [NAME] in logs, audit and PII-policy prompts)"},
+      {"key_max_age_days", Kind::kInt, nullptr, &ServeConfig::key_max_age_days, 1, 36500,
+       "warn at start and daily when the audit signing key or the model key is older than this"},
   };
   return f;
 }
@@ -230,8 +232,9 @@ std::string config_to_yaml(const ServeConfig& c) {
     if (f.kind == Kind::kString) v.insert(0, "\"").append("\"");
     // Paths to key files are not secrets; anything else named like one is masked.
     const bool path = name == "tls_key" || name == "admin_key_file" || name == "key_file" || name == "audit_key";
-    if (!path && (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
-                  name.find("token") != std::string::npos))
+    if (!path && f.kind == Kind::kString &&
+        (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
+         name.find("token") != std::string::npos))
       v = "\"***\"";
     s += name + ": " + v + "\n";
   }

@@ -59,6 +59,7 @@ struct ServeConfig {
   // PII masking (crypto/pii.h): operator patterns "name=regex;name2=regex2" (parse_pii_pattern_list), masked as
   // [NAME] in logs, audit text and the prompts of keys or tenants with a PII policy; checked at start.
   std::string pii_extra_patterns;
+  int key_max_age_days = 90;         // warn (log) when the audit signing key or the model key is older
 };
 
 struct ConfigKey {

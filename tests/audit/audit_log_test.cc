@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -400,6 +401,154 @@ TEST_P(AuditTest, QueryFiltersAndCursorPaging) {
   ASSERT_TRUE(export_jsonl(*db_, out, base + 5000, base + 8000).ok());
   const std::string text = out.str();
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3);
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_all(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+TEST_P(AuditTest, RotatedKeyKeepsOldCheckpointsVerifiableThroughTheKeyring) {
+  write_12();
+  auto log = open_log();
+  ASSERT_TRUE(log);
+  const std::string old_id = log->stats().signing_key_id;
+  EXPECT_EQ(log->stats().signing_key_version, 1);
+  auto rot = log->rotate_signing_key("cli");
+  ASSERT_TRUE(rot.ok()) << rot.status().to_string();
+  EXPECT_EQ(rot->old_key_id, old_id);
+  EXPECT_NE(rot->new_key_id, old_id);
+  EXPECT_EQ(rot->new_version, 2);
+  EXPECT_EQ(log->stats().signing_key_id, rot->new_key_id);
+  EXPECT_EQ(log->stats().signing_key_version, 2);
+  EXPECT_EQ(log->stats().signing_key_age_days, 0);
+  ASSERT_TRUE(log->append(ev("inference")));
+  ASSERT_TRUE(log->flush().ok());
+  log->close();
+  // The key file is a fresh private key, 0600; the keyring holds only the old public half.
+  EXPECT_EQ(std::filesystem::status(dir_ + "/audit.key").permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  const std::string ring = read_all(dir_ + "/audit.key.retired");
+  EXPECT_NE(ring.find("BEGIN PUBLIC KEY"), std::string::npos);
+  EXPECT_EQ(ring.find("PRIVATE"), std::string::npos);
+  EXPECT_NE(ring.find("key_id=" + old_id), std::string::npos);
+  // The rotation is in the chain (ids only), and the checkpoints after it use the new key.
+  auto rec = db_->query("SELECT seq, detail FROM audit_records WHERE kind = 'encryption.key_rotation'");
+  ASSERT_TRUE(rec.ok() && rec->size() == 1);
+  EXPECT_EQ(store::as_int((*rec)[0][0]), 13);
+  auto detail = nlohmann::json::parse(store::as_text((*rec)[0][1]));
+  EXPECT_EQ(detail["old_key_id"], old_id);
+  EXPECT_EQ(detail["new_key_id"], rot->new_key_id);
+  EXPECT_EQ(detail["key"], "audit_signing");
+  EXPECT_EQ(scalar("SELECT COUNT(DISTINCT key_id) FROM audit_checkpoints"), 2);
+  EXPECT_EQ(scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE seq >= 13 AND key_id = '" + old_id + "'"), 0);
+  VerifyReport r = verify();
+  EXPECT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.records, 14);
+  EXPECT_EQ(r.checkpoints, 5);
+  // Without the keyring the old checkpoints are signed by an unknown key: caught at the first one.
+  std::filesystem::rename(dir_ + "/audit.key.retired", dir_ + "/ring.bak");
+  expect_bad(4);
+  std::filesystem::rename(dir_ + "/ring.bak", dir_ + "/audit.key.retired");
+  EXPECT_TRUE(verify().ok);
+  // Replacing the current key without rotate-key: the new key's checkpoints are caught (13 is the first).
+  std::filesystem::remove(dir_ + "/audit.key");
+  ASSERT_TRUE(internal::load_or_create_signing_key(dir_ + "/audit.key").ok());
+  expect_bad(13);
+}
+
+TEST_P(AuditTest, RunningWriterPicksUpARotationMadeByAnotherProcess) {
+  auto server = open_log();
+  ASSERT_TRUE(server);
+  ASSERT_TRUE(server->append(ev("server.start")));
+  ASSERT_TRUE(server->flush().ok());
+  const std::string old_id = server->stats().signing_key_id;
+  // The CLI: its own connection and its own AuditLog on the same key file.
+  auto cli_db = open_db();
+  ASSERT_TRUE(cli_db);
+  std::string new_id;
+  {
+    auto cli = open_log(cli_db.get());
+    ASSERT_TRUE(cli);
+    auto rot = cli->rotate_signing_key("cli");
+    ASSERT_TRUE(rot.ok()) << rot.status().to_string();
+    new_id = rot->new_key_id;
+  }
+  EXPECT_EQ(server->stats().signing_key_id, old_id);  // not re-read until the next commit
+  ASSERT_TRUE(server->append(ev("inference")));
+  ASSERT_TRUE(server->flush().ok());
+  EXPECT_EQ(server->stats().signing_key_id, new_id);
+  EXPECT_EQ(server->stats().signing_key_version, 2);
+  auto last = db_->query("SELECT key_id FROM audit_checkpoints ORDER BY seq DESC LIMIT 1");
+  ASSERT_TRUE(last.ok() && last->size() == 1);
+  EXPECT_EQ(store::as_text((*last)[0][0]), new_id);
+  server->close();
+  VerifyReport r = verify();
+  EXPECT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.records, 3);
+}
+
+TEST_P(AuditTest, RetiredKeyCannotSignAfterItsRotation) {
+  write_12();
+  std::filesystem::copy_file(dir_ + "/audit.key", dir_ + "/stolen.key");
+  {
+    auto log = open_log();
+    ASSERT_TRUE(log);
+    ASSERT_TRUE(log->rotate_signing_key("cli").ok());
+  }
+  ASSERT_TRUE(verify().ok);
+  // Someone holding the retired key keeps writing (the keyring vouches for that key's old checkpoints).
+  AuditOptions o = options();
+  o.signing_key_file = dir_ + "/stolen.key";
+  o.head_file = dir_ + "/audit.key.head";
+  {
+    auto log = AuditLog::open(db_.get(), o);
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    ASSERT_TRUE((*log)->append(ev("inference")));
+    ASSERT_TRUE((*log)->flush().ok());
+  }
+  const VerifyReport r = verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.first_bad_seq, 14) << r.reason;
+  EXPECT_NE(r.reason.find("retired"), std::string::npos) << r.reason;
+}
+
+TEST_P(AuditTest, SigningKeyAgeComesFromTheKeyFileNotItsMtime) {
+  const std::string path = dir_ + "/audit.key";
+  ASSERT_TRUE(internal::load_or_create_signing_key(path).ok());
+  std::string text = read_all(path);
+  const size_t at = text.find("created=");
+  ASSERT_NE(at, std::string::npos) << text;
+  const int64_t created = internal::now_ms() / 1000 - 100 * 86400 - 60;
+  text = text.substr(0, at) + "created=" + std::to_string(created) + text.substr(text.find('\n', at));
+  write_all(path, text);
+  {
+    auto log = open_log();
+    ASSERT_TRUE(log);
+    EXPECT_EQ(log->stats().signing_key_age_days, 100);
+    EXPECT_EQ(log->stats().signing_key_version, 1);
+    EXPECT_EQ(log->stats().signing_key_id.size(), 16u);
+  }
+  // A key made elsewhere (no creation line): version 1, age unknown.
+  write_all(path, text.substr(text.find("-----BEGIN")));
+  auto log = open_log();
+  ASSERT_TRUE(log);
+  EXPECT_EQ(log->stats().signing_key_age_days, -1);
+  EXPECT_EQ(log->stats().signing_key_version, 1);
+}
+
+TEST_P(AuditTest, MalformedKeyringIsAnError) {
+  write_12();
+  write_all(dir_ + "/audit.key.retired", "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n");
+  auto r = verify_audit(*db_, dir_ + "/audit.key", dir_ + "/audit.key.head");
+  EXPECT_FALSE(r.ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, AuditTest, ::testing::Values("sqlite", "postgres"),

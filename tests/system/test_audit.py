@@ -139,10 +139,16 @@ def test_encrypted_model_served_from_memory(model_spec, tmp_path):
     key = tmp_path / "model.key"
     out = cli("encrypt", "--in", model_spec, "--out", str(enc), "--new-key-file", str(key))
     assert out.returncode == 0, out.stderr
+    # Make the key 40 days old: with key_max_age_days 30 the server warns at load, naming the key by its id only.
+    text = key.read_text()
+    key_id = [l.split("=", 1)[1] for l in text.splitlines() if l.startswith("id=")][0]
+    key_hex = [l.split("=", 1)[1] for l in text.splitlines() if l.startswith("key=")][0]
+    key.write_text("\n".join(l for l in text.splitlines() if not l.startswith("created=")) +
+                   f"\ncreated={int(time.time()) - 40 * 86400}\n")
     plain_req = {"model": "m", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}
     answers = []
     for spec in (model_spec, str(enc)):
-        extra = ["--key-file", str(key)] if spec.endswith(".enc") else []
+        extra = ["--key-file", str(key), "--key-max-age-days", "30"] if spec.endswith(".enc") else []
         s = Server(["--model", spec, "--served-model-name", "m", "--max-context", "256", "--kv-memory-mb", "32"]
                    + extra, data_dir=str(tmp_path / ("d" + str(len(answers)))))
         try:
@@ -151,6 +157,10 @@ def test_encrypted_model_served_from_memory(model_spec, tmp_path):
             answers.append(r.json()["choices"][0]["text"])
         finally:
             s.stop()
+        warned = [l for l in s.stderr if "model key" in l and "older than 30 days" in l]
+        assert bool(warned) == bool(extra), "".join(s.stderr[-20:])
+        if extra:
+            assert key_id in warned[0] and key_hex not in "".join(s.stderr)
     assert answers[0] == answers[1]
     # No key, or a wrong one: one line, non-zero exit, no server.
     bad = tmp_path / "bad.key"

@@ -96,6 +96,7 @@ Result<AccessSetup> setup_access(const server::ServeConfig& cfg) {
   so.audit = cfg.audit == "on";
   so.audit_retention_days = cfg.audit_retention_days;
   so.audit_key_file = cfg.audit_key;
+  so.key_max_age_days = cfg.key_max_age_days;
   so.audit_fail_closed = cfg.audit_fail_closed == "on";
   auto st = api::open_state(so);
   if (!st.ok()) return st.status();
@@ -262,6 +263,7 @@ int run_serve(const ServeFlags& flags) {
   lo.cuda_weights = cfg.cuda_weights;
   lo.cpu_precision = cfg.cpu_precision;
   lo.key_file = cfg.key_file;
+  lo.key_max_age_days = cfg.key_max_age_days;
   lo.engine.max_waiting = cfg.max_queue;
   lo.engine.max_seqs = cfg.max_seqs;
   lo.engine.device_sampling = cfg.sampling == "device";
@@ -277,6 +279,11 @@ int run_serve(const ServeFlags& flags) {
   log_info("model '" + (*host)->served_name + "' loaded in " + std::to_string(now_seconds() - t0) +
            " s; context " + std::to_string((*host)->max_context) + " tokens; ready");
   service->set_host(*host);
+  if (access->state) {
+    // The model key was checked as it was loaded; from now on the daily check covers it too.
+    access->state->check_key_ages(static_cast<int64_t>(std::time(nullptr)));
+    if (!(*host)->key_id.empty()) access->state->watch_key("model key", (*host)->key_id, (*host)->key_created_unix);
+  }
   audit_server_event("server.start", {{"device", cfg.device}, {"auth", cfg.auth}, {"tls", !cfg.tls_cert.empty()},
                                       {"audit_fail_closed", cfg.audit_fail_closed == "on"},
                                       {"state", access->state ? access->state->db->describe() : "none"}});
