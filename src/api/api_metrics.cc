@@ -72,12 +72,15 @@ void add_state_collectors(metrics::Registry& reg, audit::AuditLog* audit, auth::
     auto* written = reg.counter("citadel:audit_records_written_total", "Audit records committed.")->get();
     auto* depth = reg.gauge("citadel:audit_queue_depth", "Audit records queued, not yet committed.")->get();
     auto* healthy = reg.gauge("citadel:audit_healthy", "1 while the audit log can write, else 0.")->get();
+    auto* key_age = reg.gauge("citadel:audit_signing_key_age_seconds",
+                              "Age of the audit signing key (-1: unknown, a key Citadel did not create).")->get();
     reg.add_collector([=] {
       const audit::AuditStats s = audit->stats();
       failures->set_total(static_cast<double>(s.write_failures));
       written->set_total(static_cast<double>(s.written));
       depth->set(static_cast<double>(s.queue_depth));
       healthy->set(audit->healthy() ? 1 : 0);
+      key_age->set(s.signing_key_age_days < 0 ? -1.0 : static_cast<double>(s.signing_key_age_days) * 86400.0);
     });
   }
   if (keys) {

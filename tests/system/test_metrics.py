@@ -260,7 +260,7 @@ def test_real_prometheus_scrapes_citadel_with_a_reader_key(server, reader):
             # The alert rules load and evaluate against the live series.
             groups = requests.get(api + "/rules", timeout=5).json()["data"]["groups"]
             rules = [r for g in groups for r in g["rules"]]
-            assert len(rules) == 16 and all(r["health"] in ("ok", "unknown") for r in rules), rules
+            assert len(rules) == len(rule_exprs()) and all(r["health"] in ("ok", "unknown") for r in rules), rules
         finally:
             p.terminate()
             p.wait(timeout=30)
