@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -9,6 +10,7 @@
 
 #include "auth/key_store.h"
 #include "auth/quota.h"
+#include "audit/audit_content.h"
 #include "audit/audit_log.h"
 #include "auth/schema.h"
 #include "base/log.h"
@@ -87,6 +89,9 @@ Result<std::unique_ptr<State>> open_state(const StateOptions& o) {
   s->db = std::move(*db);
   std::vector<store::Migration> steps = auth::state_migrations();
   for (auto& m : audit::audit_migrations()) steps.push_back(std::move(m));
+  for (auto& m : audit::audit_content_migrations()) steps.push_back(std::move(m));
+  // Each module numbers its own steps (auth 1, audit 2, PII policy 3, audit content 4): apply them in order.
+  std::stable_sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.version < b.version; });
   auto v = store::migrate(*s->db, steps);
   if (!v.ok()) return v.status().with_context(s->db->describe());
   s->keys = std::make_unique<auth::KeyStore>(s->db.get());
@@ -99,6 +104,7 @@ Result<std::unique_ptr<State>> open_state(const StateOptions& o) {
     ao.head_file = s->audit_head_file;
     ao.retention_days = o.audit_retention_days;
     ao.fail_closed = o.audit_fail_closed;
+    ao.content_key = o.audit_content_key;
     auto log = audit::AuditLog::open(s->db.get(), ao);
     if (!log.ok()) {
       return log.status().with_context("audit log (check it with: citadel audit verify --data-dir " + s->data_dir +

@@ -20,6 +20,9 @@ class QuotaManager;
 namespace citadel::audit {
 class AuditLog;
 }  // namespace citadel::audit
+namespace citadel::crypto {
+struct Key;
+}  // namespace citadel::crypto
 
 namespace citadel::api {
 
@@ -54,8 +57,11 @@ struct StateOptions {
   std::string audit_key_file;      // "" = <data_dir>/audit.key; replicas on one PostgreSQL database share one key
   int64_t audit_retention_days = 180;
   bool audit_fail_closed = false;
+  // Set: inference prompts and outputs are stored in the audit log, AES-256-GCM encrypted under this key
+  // (audit/audit_content.h). Never the signing key.
+  std::shared_ptr<const crypto::Key> audit_content_key;
 };
-// Opens the database, migrates it (keys/tenants/quotas v1, audit v2) and the stores over it.
+// Opens the database, migrates it (keys/tenants/quotas v1, audit v2, audit content v4) and the stores over it.
 Result<std::unique_ptr<State>> open_state(const StateOptions& o);
 
 }  // namespace citadel::api

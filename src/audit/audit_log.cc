@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "audit/audit_chain.h"
+#include "audit/audit_content.h"
 #include "base/log.h"
 
 namespace citadel::audit {
@@ -157,7 +158,14 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(store::Database* db, AuditOptio
   if (!head.ok() && head.status().code() != StatusCode::kNotFound) return head.status();
   if (head.ok()) RETURN_IF_ERROR(check_head(*db, *head, tail->seq, options.head_file));
   const int64_t end = tail->seq;
-  return std::unique_ptr<AuditLog>(new AuditLog(db, std::move(options), key.release(), end));
+  // Stored content needs its table (state version 4); without it purge has no content to delete.
+  const bool content_table = db->query("SELECT seq FROM audit_content LIMIT 1").ok();
+  if (options.content_key && !content_table) {
+    return InvalidArgument("audit: stored content needs the audit_content table (apply audit_content_migrations())");
+  }
+  auto log = std::unique_ptr<AuditLog>(new AuditLog(db, std::move(options), key.release(), end));
+  log->content_table_ = content_table;
+  return log;
 }
 
 bool AuditLog::append(AuditEvent e) {
@@ -290,8 +298,13 @@ Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
       params.reserve(n * 12);
       for (size_t i = start; i < start + n; ++i) {
         ++seq;
-        std::string hash = internal::record_hash(prev, seq, batch[i].event, details[i]);
-        push_record(params, seq, batch[i].event, details[i], prev, hash);
+        std::string sealed_detail;
+        if (batch[i].event.content && options_.content_key) {
+          ASSIGN_OR_RETURN(sealed_detail, store_content(s, seq, batch[i].event));
+        }
+        const std::string& detail = sealed_detail.empty() ? details[i] : sealed_detail;
+        std::string hash = internal::record_hash(prev, seq, batch[i].event, detail);
+        push_record(params, seq, batch[i].event, detail, prev, hash);
         prev = std::move(hash);
       }
       auto r = s.exec(insert_sql(n), params);
@@ -315,6 +328,26 @@ Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
   if (!st.ok()) return st.with_context("audit");
   last_seq_ = head.seq;
   return internal::write_head(options_.head_file, head).with_context("audit: records committed, head file");
+}
+
+// Seals e's content for record seq into audit_content (inside the batch's transaction, so record and blob commit
+// together) and returns the detail text naming it. Retried transactions seal again with a fresh nonce.
+Result<std::string> AuditLog::store_content(store::Session& s, int64_t seq, const AuditEvent& e) {
+  ASSIGN_OR_RETURN(SealedContent sealed, seal_content(*options_.content_key, e.request_id, seq, *e.content));
+  std::vector<Value> p;
+  p.emplace_back(seq);
+  p.emplace_back(e.request_id);
+  p.emplace_back(e.time_ms);
+  p.emplace_back(sealed.key_id);
+  p.emplace_back(sealed.nonce_hex);
+  p.emplace_back(std::move(sealed.ciphertext_hex));
+  RETURN_IF_ERROR(s.exec("INSERT INTO audit_content (seq, request_id, time_ms, key_id, nonce, ciphertext) VALUES "
+                         "(?, ?, ?, ?, ?, ?)",
+                         p)
+                      .status());
+  nlohmann::json d = e.detail;
+  d["content"] = {{"key_id", sealed.key_id}, {"sha256", sealed.sha256_hex}};
+  return d.dump();
 }
 
 Status AuditLog::purge(int64_t now_ms) {
@@ -348,6 +381,7 @@ Status AuditLog::purge(int64_t now_ms) {
                         .status());
     ASSIGN_OR_RETURN(purged, s.exec("DELETE FROM audit_records WHERE seq <= ?", {Value{upto}}));
     RETURN_IF_ERROR(s.exec("DELETE FROM audit_checkpoints WHERE seq <= ?", {Value{upto}}).status());
+    if (content_table_) RETURN_IF_ERROR(s.exec("DELETE FROM audit_content WHERE seq <= ?", {Value{upto}}).status());
     anchor_seq = upto;
     return OkStatus();
   });

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "crypto/key_source.h"
 #include "store/database.h"
 
 namespace citadel::audit {
@@ -46,6 +47,10 @@ struct AuditEvent {
   std::string principal, tenant, request_id, client, model;
   int status = 0;          // HTTP status or 0
   nlohmann::json detail = nlohmann::json::object();
+  // Stored content (audit_content.h): the prompt/output JSON of an inference request, sealed by the writer under
+  // AuditOptions::content_key into audit_content; the record's detail then gets {"content": {key_id, sha256}}.
+  // Dropped unread when the log has no content key. Never stored, hashed or logged in clear.
+  std::shared_ptr<const std::string> content;
 };
 
 // An event as stored, with its place in the chain.
@@ -71,6 +76,9 @@ struct AuditOptions {
   bool fail_closed = false;      // policy for the caller: refuse the request when append() returns false
   size_t max_queue = 65536;      // append() returns false beyond this many queued records
   std::string head_file;         // default: signing_key_file + ".head"
+  // Set: events' content is stored encrypted under this key (AES-256-GCM; a key separate from the signing key).
+  // Needs audit_content_migrations() (state version 4) applied.
+  std::shared_ptr<const crypto::Key> content_key;
 };
 
 struct AuditStats {
@@ -121,8 +129,11 @@ class AuditLog {
   bool healthy() const;
   AuditStats stats() const;
   const AuditOptions& options() const { return options_; }
+  // True when events' content is stored (a content key was given): callers capture it only then.
+  bool stores_content() const { return options_.content_key != nullptr; }
 
-  // Deletes records older than now_ms - retention_days (whole prefix of the chain), keeping a signed anchor
+  // Deletes records older than now_ms - retention_days (whole prefix of the chain) and their stored content,
+  // keeping a signed anchor
   // {seq, hash of the last deleted record} so that the rest still verifies, then appends and flushes a
   // retention.purge record {purged, anchor_seq}. Nothing to delete: OK, no record.
   Status purge(int64_t now_ms);
@@ -132,11 +143,13 @@ class AuditLog {
   AuditLog(store::Database* db, AuditOptions options, void* key, int64_t head_seq);
   void writer_loop();
   Status write_batch(std::vector<AuditRecord>& batch);
+  Result<std::string> store_content(store::Session& s, int64_t seq, const AuditEvent& e);
 
   store::Database* db_;
   const AuditOptions options_;
   void* key_;  // EVP_PKEY* (kept opaque so the header does not pull in OpenSSL)
   std::string key_id_;
+  bool content_table_ = false;  // audit_content exists (state version 4): purge deletes content with records
 
   mutable std::mutex mu_;
   std::condition_variable wake_;      // writer: flush requested or stop

@@ -75,6 +75,10 @@ const std::vector<Field>& fields() {
        "on: refuse requests while the audit log cannot be written (off: serve and count the failures)"},
       {"audit_retention_days", Kind::kInt, nullptr, &ServeConfig::audit_retention_days, 1, 36500,
        "audit records are kept this long (6 years = 2190)"},
+      {"audit_store_content", Kind::kString, &ServeConfig::audit_store_content, nullptr, 0, 0,
+       "on: store inference prompts and outputs in the audit log, AES-256-GCM encrypted under audit_content_key"},
+      {"audit_content_key", Kind::kString, &ServeConfig::audit_content_key, nullptr, 0, 0,
+       "key for stored content (required with audit_store_content on): PATH | env:NAME | cmd:PROG ARGS"},
   };
   return f;
 }
@@ -215,13 +219,39 @@ std::string mask_password(std::string v) {
   return v;
 }
 
+bool is_key_spec_key(const std::string& name) {
+  return name == "tls_key" || name == "admin_key_file" || name == "key_file" || name == "audit_key" ||
+         name == "audit_content_key";
+}
+
+std::string describe_key_spec(const std::string& spec) {
+  if (spec.rfind("cmd:", 0) == 0) {
+    const size_t space = spec.find(' ');
+    return space == std::string::npos ? spec : spec.substr(0, space) + " ...";
+  }
+  return spec;  // a path, file:PATH or env:NAME: names the key, holds none of it
+}
+
+std::map<std::string, std::string> config_fingerprint(const ServeConfig& c) {
+  std::map<std::string, std::string> out;
+  for (const auto& f : fields()) {
+    const std::string name = f.name;
+    if (name == "port" || name == "log_level") continue;  // per-run (tests use --port 0) or cosmetic
+    std::string v = f.kind == Kind::kString ? mask_password(c.*(f.s)) : std::to_string(c.*(f.i));
+    if (is_key_spec_key(name)) v = describe_key_spec(v);
+    out[name] = std::move(v);
+  }
+  return out;
+}
+
 std::string config_to_yaml(const ServeConfig& c) {
   std::string s;
   for (const auto& f : fields()) {
     const std::string name = f.name;
     std::string v = f.kind == Kind::kString ? "\"" + mask_password(c.*(f.s)) + "\"" : std::to_string(c.*(f.i));
     // Paths to key files are not secrets; anything else named like one is masked.
-    const bool path = name == "tls_key" || name == "admin_key_file" || name == "key_file";
+    const bool path = is_key_spec_key(name);
+    if (path) v = "\"" + describe_key_spec(mask_password(c.*(f.s))) + "\"";
     if (!path && (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
                   name.find("token") != std::string::npos))
       v = "\"***\"";

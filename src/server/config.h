@@ -55,6 +55,8 @@ struct ServeConfig {
   std::string audit_key;             // its Ed25519 signing key ("" = <data_dir>/audit.key); replicas share one
   std::string audit_fail_closed = "off";  // on: refuse requests (503) while the audit log cannot be written
   int audit_retention_days = 180;    // records older than this are purged (the chain stays verifiable)
+  std::string audit_store_content = "off";  // on: prompts and outputs stored encrypted in the audit log
+  std::string audit_content_key;     // its key spec (PATH | env:NAME | cmd:PROG ARGS); required when on
 };
 
 struct ConfigKey {
@@ -80,6 +82,16 @@ Status build_config(const std::string& config_file, char** env, const std::map<s
 
 // A database URL or libpq conninfo with its password replaced by ***.
 std::string mask_password(std::string url_or_conninfo);
+
+// Keys whose value is a key spec or key file path (PATH | env:NAME | cmd:PROG ARGS): never key material itself.
+bool is_key_spec_key(const std::string& name);
+// A key spec as it may be recorded: a path or env:NAME as given; cmd:PROG without its arguments (which may hold a
+// token).
+std::string describe_key_spec(const std::string& spec);
+
+// The effective configuration as recorded by the audit log's server.start / config.change: every key except the
+// per-run port and log_level, database passwords masked, key specs through describe_key_spec(). No key bytes.
+std::map<std::string, std::string> config_fingerprint(const ServeConfig& c);
 
 // The effective configuration as YAML text (no secrets in here today; keys named *key*/*secret*/*token* are masked).
 std::string config_to_yaml(const ServeConfig& c);

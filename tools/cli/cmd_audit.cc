@@ -5,6 +5,9 @@
 //                                                                      and the first bad record
 //   citadel audit export [--format jsonl] [--since T] [--until T] [--out F]   records as JSON lines, then a last line
 //                                                                      with the verification status; audited itself
+//   citadel audit content --request-id ID --content-key K   the stored (encrypted) prompt and output of a request,
+//                                                                      decrypted, as JSON; wrong key or modified
+//                                                                      content: one line, exit 1
 // T: Unix seconds or an RFC 3339 UTC time.
 #include <cstdio>
 #include <ctime>
@@ -15,8 +18,10 @@
 #include <nlohmann/json.hpp>
 
 #include "api/state.h"
+#include "audit/audit_content.h"
 #include "audit/audit_log.h"
 #include "base/clock.h"
+#include "crypto/key_source.h"
 #include "command.h"
 
 namespace {
@@ -26,6 +31,7 @@ using namespace citadel;
 struct AuditArgs {
   std::string data_dir, state_db, key_file, head_file;
   std::string format = "jsonl", since, until, out;
+  std::string request_id, content_key;
 };
 
 Result<int64_t> parse_time_arg(const std::string& s, const char* what) {
@@ -61,8 +67,26 @@ int run_audit(const std::string& cmd, const AuditArgs& a) {
   if (cmd == "verify") {
     auto rep = audit::verify_audit(*s.db, key, head);
     if (!rep.ok()) return fail("verify", rep.status());
+    // Stored content: every blob the chain names must be there, unmodified (the record holds its SHA-256).
+    auto cc = audit::check_content(*s.db);
+    if (!cc.ok()) return fail("verify", cc.status());
+    if (rep->ok && !cc->ok()) rep->ok = false, rep->first_bad_seq = cc->first_bad_seq, rep->reason = cc->reason;
     print_report(*rep, stdout);
     return rep->ok ? 0 : 1;
+  }
+  if (cmd == "content") {
+    if (a.request_id.empty() || a.content_key.empty())
+      return fail("content", InvalidArgument("--request-id and --content-key are required"));
+    auto k = crypto::load_key(a.content_key);
+    if (!k.ok()) return fail("content", k.status());
+    auto entries = audit::read_content(*s.db, a.request_id, *k);
+    if (!entries.ok()) return fail("content", entries.status());
+    for (const auto& e : *entries) {
+      nlohmann::json j = {{"seq", e.seq}, {"request_id", e.request_id}};
+      j.update(e.content);
+      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    }
+    return 0;
   }
   if (a.format != "jsonl") return fail("export", InvalidArgument("--format: only jsonl is supported"));
   auto since = parse_time_arg(a.since, "--since");
@@ -110,7 +134,11 @@ citadel::cli::Registrar reg("audit", "Verify or export the tamper-evident audit 
   exp->add_option("--until", a->until, "Unix seconds or RFC 3339 UTC");
   exp->add_option("--out", a->out, "file (default stdout)");
   common(exp);
-  for (auto* c : {verify, exp}) c->callback([cmd, c] { *cmd = c->get_name(); });
+  auto* content = sub.add_subcommand("content", "the stored prompt and output of a request, decrypted, as JSON");
+  content->add_option("--request-id", a->request_id, "the request's id (x-request-id)")->required();
+  content->add_option("--content-key", a->content_key, "the content key: PATH | env:NAME | cmd:PROG ARGS")->required();
+  common(content);
+  for (auto* c : {verify, exp, content}) c->callback([cmd, c] { *cmd = c->get_name(); });
   return [a, cmd] { return run_audit(*cmd, *a); };
 });
 
