@@ -16,6 +16,13 @@
 // record appended more than ~flush_interval_ms ago (plus the commit's own time) is on disk; flush() returns once
 // everything appended before the call is committed (or says why not). A process killed with SIGKILL loses at most
 // the records not yet committed; what was committed is never left half-written (one transaction per batch).
+// Power loss: commits follow the database's own setting (SQLite WAL with synchronous=NORMAL: synced at checkpoints);
+// the head file is replaced atomically per batch but fsynced only on its first write and when the writer stops: after
+// a power loss it may name an older checkpoint (verify accepts that) rather than one the unsynced database lost,
+// and no commit pays two fsyncs.
+// Lock time: the batch's hashes, content sealing and checkpoint signature are computed before the transaction
+// (against the tail this writer committed last), so the database's single writer slot, which quota reserve and
+// settle on the request path also need, is held only for the INSERTs.
 //
 // Thread-safety: AuditLog is safe from any thread. verify_audit, export_jsonl and query_audit read through the
 // Database they are given (safe from any thread, concurrently with a writer).
@@ -143,7 +150,12 @@ class AuditLog {
   AuditLog(store::Database* db, AuditOptions options, void* key, int64_t head_seq);
   void writer_loop();
   Status write_batch(std::vector<AuditRecord>& batch);
-  Result<std::string> store_content(store::Session& s, int64_t seq, const AuditEvent& e);
+  struct Prepared;
+  Result<Prepared> prepare(const std::vector<AuditRecord>& batch, const std::vector<std::string>& details,
+                           int64_t tail_seq, const std::string& tail_hash, int64_t checkpoint_time) const;
+  static Status apply(store::Session& s, const Prepared& p);
+  Result<std::string> seal_for_record(int64_t seq, const AuditEvent& e, std::vector<std::vector<store::Value>>* rows)
+      const;
 
   store::Database* db_;
   const AuditOptions options_;
@@ -157,6 +169,11 @@ class AuditLog {
   std::deque<AuditRecord> queue_;     // guarded by mu_
   uint64_t enqueued_ = 0, committed_ = 0, failures_ = 0, written_ = 0;  // guarded by mu_
   int64_t last_seq_ = 0;              // writer thread only: the chain end it committed (truncation check)
+  std::string last_hash_;             // writer thread only: that record's hash (batches are prepared against it)
+  bool head_synced_ = false;          // writer thread only: the head file was fsynced once
+  bool head_dirty_ = false;           // writer thread only: the last head was written but not fsynced
+  std::string last_signature_;        // writer thread only: the last checkpoint's signature and time (head file)
+  int64_t last_checkpoint_ms_ = 0;
   size_t early_wake_ = 1;             // queue depth at which the writer commits before the interval ends
   size_t in_flight_ = 0;              // records taken by the writer, not yet committed
   bool flush_requested_ = false, stopping_ = false, closed_ = false, failed_ = false, writer_done_ = false;
