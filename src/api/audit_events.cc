@@ -67,6 +67,8 @@ std::optional<audit::AuditEvent> audit_event_for(const ExchangeRecord& rec, auth
     if (rec.client_disconnected) d["client_disconnected"] = true;
   }
   for (const auto& [k, v] : rec.detail) d[k] = masker ? masker->mask(v) : v;
+  // Stored content goes to the writer, which encrypts it; it never enters the detail.
+  if (rec.content && std::string(kind) == "inference") e.content = rec.content;
   return e;
 }
 

@@ -47,6 +47,22 @@ std::string RequestContext::reservation() const {
   return reservation_;
 }
 
+void RequestContext::capture_content_prompt(std::string prompt_json) {
+  std::lock_guard<std::mutex> l(mu_);
+  content_prompt_ = std::move(prompt_json);
+  capture_content_ = true;
+}
+
+bool RequestContext::capturing_content() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return capture_content_;
+}
+
+void RequestContext::set_content_output(std::string output_json) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (capture_content_) content_output_ = std::move(output_json);
+}
+
 ExchangeRecord RequestContext::snapshot() const {
   ExchangeRecord r;
   r.request_id = request_id;
@@ -62,6 +78,10 @@ ExchangeRecord RequestContext::snapshot() const {
   r.error_code = error_code_, r.error_message = error_message_;
   r.prompt_tokens = prompt_tokens_, r.completion_tokens = completion_tokens_, r.cached_prompt_tokens = cached_;
   r.detail = detail_;
+  if (capture_content_) {
+    r.content = std::make_shared<const std::string>("{\"prompt\":" + content_prompt_ + ",\"output\":" +
+                                                    (content_output_.empty() ? "null" : content_output_) + "}");
+  }
   return r;
 }
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -22,7 +23,9 @@ struct RateLimitState {
   int64_t limit_tokens = -1, remaining_tokens = -1, reset_tokens_s = 0;
 };
 
-// One closed exchange (what audit and metrics receive). Never holds prompt or output text, never a credential.
+// One closed exchange (what audit and metrics receive). Never a credential, and no prompt or output text except
+// `content`, which is set only when the audit log stores content encrypted (audit_store_content on) and which only
+// the audit observer may read (it hands it to the writer, which encrypts it; nothing logs it).
 struct ExchangeRecord {
   std::string request_id;
   std::string method, path, route;  // route: the matched pattern ("/v1/models/{id}"), "" when none matched
@@ -37,6 +40,7 @@ struct ExchangeRecord {
   double received_at = 0;           // now_seconds()
   double latency_s = 0;             // received -> last byte queued (or disconnect)
   bool streamed = false, client_disconnected = false, transport_error = false;
+  std::shared_ptr<const std::string> content;  // {"prompt": <as received>, "output": [...]} JSON, or null
 };
 
 class RequestContext {
@@ -63,6 +67,12 @@ class RequestContext {
   // A quota reservation to settle when the exchange ends (its id in the quota store).
   void set_reservation(const std::string& id);
   std::string reservation() const;
+  // Stored content (audit_store_content): the handler captures the prompt as received (JSON text) when the audit
+  // log stores content, and the generation adds the output (JSON text) when it ends. Without a captured prompt,
+  // set_content_output() does nothing and the record carries no content.
+  void capture_content_prompt(std::string prompt_json);
+  bool capturing_content() const;
+  void set_content_output(std::string output_json);
 
   // The record as it stands (the observing responder fills status, latency and the disconnect flag).
   ExchangeRecord snapshot() const;
@@ -73,6 +83,8 @@ class RequestContext {
   std::map<std::string, std::string> detail_;
   int prompt_tokens_ = 0, completion_tokens_ = 0, cached_ = 0;
   std::optional<RateLimitState> rate_limit_;
+  std::string content_prompt_, content_output_;
+  bool capture_content_ = false;
 };
 
 }  // namespace citadel::api

@@ -192,6 +192,11 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
     tokens *= req.n;
     if (auto e = access_->admit(*ctx, tokens, prep.max_tokens)) return reply_error(*r, ctx.get(), *e);
   }
+  if (audit_ && audit_->stores_content()) {
+    // Stored content: the prompt as received; the audit writer encrypts it (never logged, never in clear).
+    auto p = body.find(ep == Endpoint::kChat ? "messages" : "prompt");
+    ctx->capture_content_prompt(p == body.end() ? "null" : dump_json(*p));
+  }
   start_generation(std::move(host), stats_, http, std::move(req), std::move(prep), r, ctx);
 }
 

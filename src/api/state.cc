@@ -10,6 +10,7 @@
 
 #include "auth/key_store.h"
 #include "auth/quota.h"
+#include "audit/audit_content.h"
 #include "audit/audit_log.h"
 #include "auth/schema.h"
 #include "base/log.h"
@@ -125,9 +126,9 @@ Result<std::unique_ptr<State>> open_state(const StateOptions& o) {
   s->db = std::move(*db);
   std::vector<store::Migration> steps = auth::state_migrations();
   for (auto& m : audit::audit_migrations()) steps.push_back(std::move(m));
-  // auth and audit number their steps from one sequence (auth 1, 3; audit 2, 4, ...): apply them in that order.
-  std::sort(steps.begin(), steps.end(),
-            [](const store::Migration& a, const store::Migration& b) { return a.version < b.version; });
+  for (auto& m : audit::audit_content_migrations()) steps.push_back(std::move(m));
+  // Each module numbers its own steps (auth 1, audit 2, PII policy 3, audit content 4): apply them in order.
+  std::stable_sort(steps.begin(), steps.end(), [](const auto& a, const auto& b) { return a.version < b.version; });
   auto v = store::migrate(*s->db, steps);
   if (!v.ok()) return v.status().with_context(s->db->describe());
   s->keys = std::make_unique<auth::KeyStore>(s->db.get());
@@ -142,6 +143,7 @@ Result<std::unique_ptr<State>> open_state(const StateOptions& o) {
     ao.keyring_file = o.audit_keyring_file;
     ao.retention_days = o.audit_retention_days;
     ao.fail_closed = o.audit_fail_closed;
+    ao.content_key = o.audit_content_key;
     auto log = audit::AuditLog::open(s->db.get(), ao);
     if (!log.ok()) {
       return log.status().with_context("audit log (check it with: citadel audit verify --data-dir " + s->data_dir +

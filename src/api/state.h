@@ -21,6 +21,9 @@ class QuotaManager;
 namespace citadel::audit {
 class AuditLog;
 }  // namespace citadel::audit
+namespace citadel::crypto {
+struct Key;
+}  // namespace citadel::crypto
 
 namespace citadel::api {
 
@@ -70,9 +73,12 @@ struct StateOptions {
   int64_t audit_retention_days = 180;
   int key_max_age_days = 90;       // State::check_key_ages()
   bool audit_fail_closed = false;
+  // Set: inference prompts and outputs are stored in the audit log, AES-256-GCM encrypted under this key
+  // (audit/audit_content.h). Never the signing key.
+  std::shared_ptr<const crypto::Key> audit_content_key;
 };
 // Opens the database, migrates it (auth's and the audit log's steps merged in ascending version order: keys,
-// tenants, quotas v1, audit v2, PII policy v3, ...) and the stores over it.
+// tenants, quotas v1, audit v2, PII policy v3, audit content v4) and the stores over it.
 Result<std::unique_ptr<State>> open_state(const StateOptions& o);
 
 }  // namespace citadel::api

@@ -162,7 +162,7 @@ bool verify_hex(EVP_PKEY* key, const std::string& message, const std::string& si
                           reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
 }
 
-Status write_head(const std::string& path, const Head& head) {
+Status write_head(const std::string& path, const Head& head, bool sync) {
   nlohmann::json j = {{"seq", head.seq},
                       {"hash", head.hash},
                       {"time_ms", head.time_ms},
@@ -174,11 +174,12 @@ Status write_head(const std::string& path, const Head& head) {
   tmp.append(".tmp");
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return IoError(tmp + ": cannot create: " + errno_text());
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && (!sync || ::fsync(fd) == 0);
   ::close(fd);
   if (!ok) return IoError(tmp + ": cannot write: " + errno_text());
   if (::rename(tmp.c_str(), path.c_str()) != 0) return IoError(path + ": cannot rename into place: " + errno_text());
-  // The rename itself must survive a crash, or a restarted writer could see an older head than it committed.
+  if (!sync) return OkStatus();
+  // The rename itself must survive a power loss, or a restarted writer could see an older head than it committed.
   const std::string dir = std::filesystem::path(path).parent_path().string();
   const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

@@ -49,8 +49,9 @@ struct Head {
   std::string hash, signature, key_id;
   int64_t time_ms = 0;
 };
-// Writes path.tmp, fsyncs it, renames it over path, fsyncs the directory.
-Status write_head(const std::string& path, const Head& head);
+// Writes path.tmp and renames it over path (atomic for readers and across a process crash); sync: also fsyncs the
+// file before the rename and the directory after it (durable across a power loss).
+Status write_head(const std::string& path, const Head& head, bool sync = true);
 // kNotFound when the file does not exist; kDataLoss when it cannot be parsed.
 Result<Head> read_head(const std::string& path);
 

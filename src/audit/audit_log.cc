@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <unordered_set>
 
 #include "audit/audit_chain.h"
+#include "audit/audit_content.h"
 #include "audit/audit_keys.h"
 #include "base/log.h"
 
@@ -156,7 +158,15 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(store::Database* db, AuditOptio
   if (!head.ok() && head.status().code() != StatusCode::kNotFound) return head.status();
   if (head.ok()) RETURN_IF_ERROR(check_head(*db, *head, tail->seq, options.head_file));
   const int64_t end = tail->seq;
-  return std::unique_ptr<AuditLog>(new AuditLog(db, std::move(options), std::move(key), end));
+  // Stored content needs its table (state version 4); without it purge has no content to delete.
+  const bool content_table = db->query("SELECT seq FROM audit_content LIMIT 1").ok();
+  if (options.content_key && !content_table) {
+    return InvalidArgument("audit: stored content needs the audit_content table (apply audit_content_migrations())");
+  }
+  auto log = std::unique_ptr<AuditLog>(new AuditLog(db, std::move(options), std::move(key), end));
+  log->content_table_ = content_table;
+  log->last_hash_ = tail->hash;  // read by the writer only after an append (ordered by mu_)
+  return log;
 }
 
 std::shared_ptr<const internal::SigningKey> AuditLog::current_key() {
@@ -292,18 +302,92 @@ void AuditLog::writer_loop() {
       break;
     }
   }
+  if (head_dirty_) {  // the last head, now durable (see write_batch)
+    const internal::Head head{last_seq_, last_hash_, last_signature_, last_key_id_, last_checkpoint_ms_};
+    const Status hs = internal::write_head(options_.head_file, head, /*sync=*/true);
+    if (!hs.ok()) log_error("audit: head file: " + hs.to_string());
+  }
   std::lock_guard<std::mutex> lock(mu_);
   writer_done_ = true;
   progress_.notify_all();
 }
 
+// Everything one batch's transaction writes, computed for a given chain tail: the hashed record rows (content
+// sealed), the content rows and the signed checkpoint.
+struct AuditLog::Prepared {
+  int64_t tail_seq = 0;
+  std::string tail_hash;
+  std::vector<std::vector<Value>> record_chunks;  // kRowsPerInsert records (12 values each) per INSERT
+  std::vector<std::vector<Value>> content_rows;
+  internal::Head head;
+};
+
+Result<AuditLog::Prepared> AuditLog::prepare(const std::vector<AuditRecord>& batch,
+                                             const std::vector<std::string>& details, int64_t tail_seq,
+                                             const std::string& tail_hash, int64_t checkpoint_time,
+                                             const internal::SigningKey& key) const {
+  Prepared p;
+  p.tail_seq = tail_seq, p.tail_hash = tail_hash;
+  std::string prev = tail_hash;
+  int64_t seq = tail_seq;
+  for (size_t start = 0; start < batch.size(); start += kRowsPerInsert) {
+    const size_t n = std::min(kRowsPerInsert, batch.size() - start);
+    std::vector<Value> params;
+    params.reserve(n * 12);
+    for (size_t i = start; i < start + n; ++i) {
+      ++seq;
+      std::string sealed_detail;
+      if (batch[i].event.content && options_.content_key) {
+        ASSIGN_OR_RETURN(sealed_detail, seal_for_record(seq, batch[i].event, &p.content_rows));
+      }
+      const std::string& detail = sealed_detail.empty() ? details[i] : sealed_detail;
+      std::string hash = internal::record_hash(prev, seq, batch[i].event, detail);
+      push_record(params, seq, batch[i].event, detail, prev, hash);
+      prev = std::move(hash);
+    }
+    p.record_chunks.push_back(std::move(params));
+  }
+  ASSIGN_OR_RETURN(std::string sig, internal::sign_hex(key.key.get(),
+                                                       internal::checkpoint_message(internal::kCheckpointTag, seq,
+                                                                                    prev, checkpoint_time)));
+  p.head = internal::Head{seq, prev, sig, key.id, checkpoint_time};
+  return p;
+}
+
+Status AuditLog::apply(store::Session& s, const Prepared& p) {
+  for (const auto& params : p.record_chunks) RETURN_IF_ERROR(s.exec(insert_sql(params.size() / 12), params).status());
+  for (const auto& row : p.content_rows) {
+    RETURN_IF_ERROR(s.exec("INSERT INTO audit_content (seq, request_id, time_ms, key_id, nonce, ciphertext) VALUES "
+                           "(?, ?, ?, ?, ?, ?)",
+                           row)
+                        .status());
+  }
+  std::vector<Value> cp;
+  cp.emplace_back(p.head.seq);
+  cp.emplace_back(p.head.hash);
+  cp.emplace_back(p.head.time_ms);
+  cp.emplace_back(p.head.key_id);
+  cp.emplace_back(p.head.signature);
+  return s.exec("INSERT INTO audit_checkpoints (seq, hash, time_ms, key_id, signature) VALUES (?, ?, ?, ?, ?)", cp)
+      .status();
+}
+
 // Writes batch (time_ms already set) as records last_seq+1.. with one checkpoint, then the head file.
+// The database is one writer at a time (SQLite: one connection under a mutex), and quota reserve/settle on the
+// request path wait for it, so the transaction does only the INSERTs: hashing, content sealing and the checkpoint
+// signature are computed beforehand against the tail this writer committed last, and recomputed inside only when
+// another process extended the chain meanwhile.
 Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
   std::vector<std::string> details;
   details.reserve(batch.size());
   for (const auto& r : batch) details.push_back(r.event.detail.dump());
   const int64_t checkpoint_time = internal::now_ms();
   const int64_t known_end = last_seq_;
+  std::optional<Prepared> ahead;
+  if (!last_hash_.empty()) {
+    auto p = prepare(batch, details, last_seq_, last_hash_, checkpoint_time, *current_key());
+    if (p.ok()) ahead = std::move(*p);
+  }
   internal::Head head;
   Status st = db_->transact([&](store::Session& s) -> Status {
     ASSIGN_OR_RETURN(Tail tail, read_tail(s));
@@ -311,42 +395,51 @@ Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
       return DataLoss("audit: the chain ends at seq " + std::to_string(tail.seq) + " but this writer committed up to " +
                       std::to_string(known_end) + ": records were deleted; run `citadel audit verify`");
     }
-    std::string prev = tail.hash;
-    int64_t seq = tail.seq;
-    for (size_t start = 0; start < batch.size(); start += kRowsPerInsert) {
-      const size_t n = std::min(kRowsPerInsert, batch.size() - start);
-      std::vector<Value> params;
-      params.reserve(n * 12);
-      for (size_t i = start; i < start + n; ++i) {
-        ++seq;
-        std::string hash = internal::record_hash(prev, seq, batch[i].event, details[i]);
-        push_record(params, seq, batch[i].event, details[i], prev, hash);
-        prev = std::move(hash);
-      }
-      auto r = s.exec(insert_sql(n), params);
-      if (!r.ok()) return r.status();
+    if (ahead && ahead->tail_seq == tail.seq && ahead->tail_hash == tail.hash) {
+      RETURN_IF_ERROR(apply(s, *ahead));
+      head = ahead->head;
+      return OkStatus();
     }
-    // Inside the transaction: a rotation committed by another process before this one began has already replaced
-    // the key file, so no checkpoint after its rotation record is signed with the retired key.
+    // A rotation committed by another process meanwhile has replaced the key file: re-read it here, inside the
+    // transaction, so that no checkpoint after its rotation record is signed with the retired key.
     const auto key = current_key();
-    ASSIGN_OR_RETURN(std::string sig, internal::sign_hex(key->key.get(), internal::checkpoint_message(
-                                                                  internal::kCheckpointTag, seq, prev,
-                                                                  checkpoint_time)));
-    std::vector<Value> cp;
-    cp.emplace_back(seq);
-    cp.emplace_back(prev);
-    cp.emplace_back(checkpoint_time);
-    cp.emplace_back(key->id);
-    cp.emplace_back(sig);
-    auto r = s.exec("INSERT INTO audit_checkpoints (seq, hash, time_ms, key_id, signature) VALUES (?, ?, ?, ?, ?)",
-                    cp);
-    if (!r.ok()) return r.status();
-    head = internal::Head{seq, prev, sig, key->id, checkpoint_time};
+    ASSIGN_OR_RETURN(Prepared p, prepare(batch, details, tail.seq, tail.hash, checkpoint_time, *key));
+    RETURN_IF_ERROR(apply(s, p));
+    head = p.head;
     return OkStatus();
   });
   if (!st.ok()) return st.with_context("audit");
   last_seq_ = head.seq;
-  return internal::write_head(options_.head_file, head).with_context("audit: records committed, head file");
+  last_hash_ = head.hash;
+  // The head file is synced to disk the first time and when the writer stops, not per commit: the records it names
+  // are committed with SQLite's synchronous=NORMAL (durable across a process crash, synced at checkpoints), and a
+  // head synced ahead of them could point past the end after a power loss. Two fsyncs per commit also stalled
+  // request-path commits (bench/results/gateway-amd-epyc-2026-12-05-c.json).
+  const bool sync = !head_synced_;
+  RETURN_IF_ERROR(
+      internal::write_head(options_.head_file, head, sync).with_context("audit: records committed, head file"));
+  head_synced_ = true;
+  last_signature_ = head.signature, last_checkpoint_ms_ = head.time_ms, last_key_id_ = head.key_id;
+  head_dirty_ = !sync;
+  return OkStatus();
+}
+
+// Seals e's content for record seq: the audit_content row to insert with the record, and the detail text naming it
+// (key id and SHA-256, covered by the record hash). A retried transaction seals again with a fresh nonce.
+Result<std::string> AuditLog::seal_for_record(int64_t seq, const AuditEvent& e,
+                                              std::vector<std::vector<Value>>* rows) const {
+  ASSIGN_OR_RETURN(SealedContent sealed, seal_content(*options_.content_key, e.request_id, seq, *e.content));
+  std::vector<Value> p;
+  p.emplace_back(seq);
+  p.emplace_back(e.request_id);
+  p.emplace_back(e.time_ms);
+  p.emplace_back(sealed.key_id);
+  p.emplace_back(sealed.nonce_hex);
+  p.emplace_back(std::move(sealed.ciphertext_hex));
+  rows->push_back(std::move(p));
+  nlohmann::json d = e.detail;
+  d["content"] = {{"key_id", sealed.key_id}, {"sha256", sealed.sha256_hex}};
+  return d.dump();
 }
 
 Result<int64_t> AuditLog::purge(int64_t now_ms, const std::string& principal) {
@@ -380,6 +473,7 @@ Result<int64_t> AuditLog::purge(int64_t now_ms, const std::string& principal) {
                         .status());
     ASSIGN_OR_RETURN(purged, s.exec("DELETE FROM audit_records WHERE seq <= ?", {Value{upto}}));
     RETURN_IF_ERROR(s.exec("DELETE FROM audit_checkpoints WHERE seq <= ?", {Value{upto}}).status());
+    if (content_table_) RETURN_IF_ERROR(s.exec("DELETE FROM audit_content WHERE seq <= ?", {Value{upto}}).status());
     anchor_seq = upto;
     return OkStatus();
   });

@@ -18,6 +18,13 @@
 // record appended more than ~flush_interval_ms ago (plus the commit's own time) is on disk; flush() returns once
 // everything appended before the call is committed (or says why not). A process killed with SIGKILL loses at most
 // the records not yet committed; what was committed is never left half-written (one transaction per batch).
+// Power loss: commits follow the database's own setting (SQLite WAL with synchronous=NORMAL: synced at checkpoints);
+// the head file is replaced atomically per batch but fsynced only on its first write and when the writer stops: after
+// a power loss it may name an older checkpoint (verify accepts that) rather than one the unsynced database lost,
+// and no commit pays two fsyncs.
+// Lock time: the batch's hashes, content sealing and checkpoint signature are computed before the transaction
+// (against the tail this writer committed last), so the database's single writer slot, which quota reserve and
+// settle on the request path also need, is held only for the INSERTs.
 //
 // Thread-safety: AuditLog is safe from any thread. verify_audit, export_jsonl and query_audit read through the
 // Database they are given (safe from any thread, concurrently with a writer).
@@ -36,6 +43,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "crypto/key_source.h"
 #include "store/database.h"
 
 namespace citadel::audit {
@@ -52,6 +60,10 @@ struct AuditEvent {
   std::string principal, tenant, request_id, client, model;
   int status = 0;          // HTTP status or 0
   nlohmann::json detail = nlohmann::json::object();
+  // Stored content (audit_content.h): the prompt/output JSON of an inference request, sealed by the writer under
+  // AuditOptions::content_key into audit_content; the record's detail then gets {"content": {key_id, sha256}}.
+  // Dropped unread when the log has no content key. Never stored, hashed or logged in clear.
+  std::shared_ptr<const std::string> content;
 };
 
 // An event as stored, with its place in the chain.
@@ -78,6 +90,9 @@ struct AuditOptions {
   size_t max_queue = 65536;      // append() returns false beyond this many queued records
   std::string head_file;         // default: signing_key_file + ".head"
   std::string keyring_file;      // retired public keys (audit_keys.h); default: signing_key_file + ".retired"
+  // Set: events' content is stored encrypted under this key (AES-256-GCM; a key separate from the signing key).
+  // Needs audit_content_migrations() (state version 4) applied.
+  std::shared_ptr<const crypto::Key> content_key;
 };
 
 struct AuditStats {
@@ -137,8 +152,11 @@ class AuditLog {
   bool healthy() const;
   AuditStats stats() const;
   const AuditOptions& options() const { return options_; }
+  // True when events' content is stored (a content key was given): callers capture it only then.
+  bool stores_content() const { return options_.content_key != nullptr; }
 
-  // Deletes records older than now_ms - retention_days (whole prefix of the chain), keeping a signed anchor
+  // Deletes records older than now_ms - retention_days (whole prefix of the chain) and their stored content,
+  // keeping a signed anchor
   // {seq, hash of the last deleted record} so that the rest still verifies, then appends and flushes a
   // retention.purge record {purged, anchor_seq, retention_days, cutoff_ms} by `principal`. Returns how many records
   // it deleted; nothing to delete: 0, no record.
@@ -158,6 +176,14 @@ class AuditLog {
            int64_t head_seq);
   void writer_loop();
   Status write_batch(std::vector<AuditRecord>& batch);
+  struct Prepared;
+  Result<Prepared> prepare(const std::vector<AuditRecord>& batch, const std::vector<std::string>& details,
+                           int64_t tail_seq, const std::string& tail_hash, int64_t checkpoint_time,
+                           const internal::SigningKey& key) const;
+  static Status apply(store::Session& s, const Prepared& p);
+  Result<std::string> seal_for_record(int64_t seq, const AuditEvent& e, std::vector<std::vector<store::Value>>* rows)
+      const;
+
   // The key to sign with now: re-reads the key file when it was replaced (rotation by another process).
   std::shared_ptr<const internal::SigningKey> current_key();
 
@@ -166,6 +192,7 @@ class AuditLog {
   mutable std::mutex key_mu_;                       // guards key_ and the reload bookkeeping
   std::shared_ptr<const internal::SigningKey> key_;  // never null
   bool key_reload_warned_ = false;                   // guarded by key_mu_
+  bool content_table_ = false;  // audit_content exists (state version 4): purge deletes content with records
 
   mutable std::mutex mu_;
   std::condition_variable wake_;      // writer: flush requested or stop
@@ -173,6 +200,12 @@ class AuditLog {
   std::deque<AuditRecord> queue_;     // guarded by mu_
   uint64_t enqueued_ = 0, committed_ = 0, failures_ = 0, written_ = 0;  // guarded by mu_
   int64_t last_seq_ = 0;              // writer thread only: the chain end it committed (truncation check)
+  std::string last_hash_;             // writer thread only: that record's hash (batches are prepared against it)
+  bool head_synced_ = false;          // writer thread only: the head file was fsynced once
+  bool head_dirty_ = false;           // writer thread only: the last head was written but not fsynced
+  std::string last_signature_;        // writer thread only: the last checkpoint's signature and time (head file)
+  int64_t last_checkpoint_ms_ = 0;
+  std::string last_key_id_;           // writer thread only: the key that signed it
   size_t early_wake_ = 1;             // queue depth at which the writer commits before the interval ends
   size_t in_flight_ = 0;              // records taken by the writer, not yet committed
   bool flush_requested_ = false, stopping_ = false, closed_ = false, failed_ = false, writer_done_ = false;

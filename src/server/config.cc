@@ -84,6 +84,10 @@ const std::vector<Field>& fields() {
        "extra PII patterns, name=ECMAScript-regex;... (masked as [NAME] in logs, audit and PII-policy prompts)"},
       {"key_max_age_days", Kind::kInt, nullptr, &ServeConfig::key_max_age_days, 1, 36500,
        "warn at start and daily when the audit signing key or the model key is older than this"},
+      {"audit_store_content", Kind::kString, &ServeConfig::audit_store_content, nullptr, 0, 0,
+       "on: store inference prompts and outputs in the audit log, AES-256-GCM encrypted under audit_content_key"},
+      {"audit_content_key", Kind::kString, &ServeConfig::audit_content_key, nullptr, 0, 0,
+       "key for stored content (required with audit_store_content on): PATH | env:NAME | cmd:PROG ARGS"},
   };
   return f;
 }
@@ -224,6 +228,31 @@ std::string mask_password(std::string v) {
   return v;
 }
 
+bool is_key_spec_key(const std::string& name) {
+  return name == "tls_key" || name == "admin_key_file" || name == "key_file" || name == "audit_key" ||
+         name == "audit_content_key";
+}
+
+std::string describe_key_spec(const std::string& spec) {
+  if (spec.rfind("cmd:", 0) == 0) {
+    const size_t space = spec.find(' ');
+    return space == std::string::npos ? spec : spec.substr(0, space) + " ...";
+  }
+  return spec;  // a path, file:PATH or env:NAME: names the key, holds none of it
+}
+
+std::map<std::string, std::string> config_fingerprint(const ServeConfig& c) {
+  std::map<std::string, std::string> out;
+  for (const auto& f : fields()) {
+    const std::string name = f.name;
+    if (name == "port" || name == "log_level") continue;  // per-run (tests use --port 0) or cosmetic
+    std::string v = f.kind == Kind::kString ? mask_password(c.*(f.s)) : std::to_string(c.*(f.i));
+    if (is_key_spec_key(name)) v = describe_key_spec(v);
+    out[name] = std::move(v);
+  }
+  return out;
+}
+
 std::string config_to_yaml(const ServeConfig& c) {
   std::string s;
   for (const auto& f : fields()) {
@@ -231,7 +260,8 @@ std::string config_to_yaml(const ServeConfig& c) {
     std::string v = f.kind == Kind::kString ? mask_password(c.*(f.s)) : std::to_string(c.*(f.i));
     if (f.kind == Kind::kString) v.insert(0, "\"").append("\"");
     // Paths to key files are not secrets; anything else named like one is masked.
-    const bool path = name == "tls_key" || name == "admin_key_file" || name == "key_file" || name == "audit_key";
+    const bool path = is_key_spec_key(name);
+    if (path) v = "\"" + describe_key_spec(mask_password(c.*(f.s))) + "\"";
     if (!path && f.kind == Kind::kString &&
         (name.find("key") != std::string::npos || name.find("secret") != std::string::npos ||
          name.find("token") != std::string::npos))

@@ -60,6 +60,8 @@ struct ServeConfig {
   // [NAME] in logs, audit text and the prompts of keys or tenants with a PII policy; checked at start.
   std::string pii_extra_patterns;
   int key_max_age_days = 90;         // warn (log) when the audit signing key or the model key is older
+  std::string audit_store_content = "off";  // on: prompts and outputs stored encrypted in the audit log
+  std::string audit_content_key;     // its key spec (PATH | env:NAME | cmd:PROG ARGS); required when on
 };
 
 struct ConfigKey {
@@ -85,6 +87,16 @@ Status build_config(const std::string& config_file, char** env, const std::map<s
 
 // A database URL or libpq conninfo with its password replaced by ***.
 std::string mask_password(std::string url_or_conninfo);
+
+// Keys whose value is a key spec or key file path (PATH | env:NAME | cmd:PROG ARGS): never key material itself.
+bool is_key_spec_key(const std::string& name);
+// A key spec as it may be recorded: a path or env:NAME as given; cmd:PROG without its arguments (which may hold a
+// token).
+std::string describe_key_spec(const std::string& spec);
+
+// The effective configuration as recorded by the audit log's server.start / config.change: every key except the
+// per-run port and log_level, database passwords masked, key specs through describe_key_spec(). No key bytes.
+std::map<std::string, std::string> config_fingerprint(const ServeConfig& c);
 
 // The effective configuration as YAML text (no secrets in here today; keys named *key*/*secret*/*token* are masked).
 std::string config_to_yaml(const ServeConfig& c);

@@ -10,6 +10,8 @@
 //                              same key file signs with the new key from its next commit
 //   citadel audit purge [--retention-days N] [--now T]   applies retention now (a signed anchor keeps the rest
 //                              verifiable); recorded as retention.purge
+//   citadel audit content --request-id ID --content-key K   the stored (encrypted) prompt and output of a request,
+//                              decrypted, as JSON; wrong key or modified content: one line, exit 1
 // T: Unix seconds or an RFC 3339 UTC time.
 #include <cstdio>
 #include <ctime>
@@ -21,8 +23,10 @@
 #include <nlohmann/json.hpp>
 
 #include "api/state.h"
+#include "audit/audit_content.h"
 #include "audit/audit_log.h"
 #include "base/clock.h"
+#include "crypto/key_source.h"
 #include "command.h"
 
 namespace {
@@ -34,6 +38,7 @@ struct AuditArgs {
   std::string format = "jsonl", since, until, out;
   int64_t retention_days = 180;
   std::string now;
+  std::string request_id, content_key;
 };
 
 Result<int64_t> parse_time_arg(const std::string& s, const char* what) {
@@ -108,8 +113,26 @@ int run_audit(const std::string& cmd, const AuditArgs& a) {
   if (cmd == "verify") {
     auto rep = audit::verify_audit(*s.db, key, head, a.keyring_file);
     if (!rep.ok()) return fail("verify", rep.status());
+    // Stored content: every blob the chain names must be there, unmodified (the record holds its SHA-256).
+    auto cc = audit::check_content(*s.db);
+    if (!cc.ok()) return fail("verify", cc.status());
+    if (rep->ok && !cc->ok()) rep->ok = false, rep->first_bad_seq = cc->first_bad_seq, rep->reason = cc->reason;
     print_report(*rep, stdout);
     return rep->ok ? 0 : 1;
+  }
+  if (cmd == "content") {
+    if (a.request_id.empty() || a.content_key.empty())
+      return fail("content", InvalidArgument("--request-id and --content-key are required"));
+    auto k = crypto::load_key(a.content_key);
+    if (!k.ok()) return fail("content", k.status());
+    auto entries = audit::read_content(*s.db, a.request_id, *k);
+    if (!entries.ok()) return fail("content", entries.status());
+    for (const auto& e : *entries) {
+      nlohmann::json j = {{"seq", e.seq}, {"request_id", e.request_id}};
+      j.update(e.content);
+      std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    }
+    return 0;
   }
   if (a.format != "jsonl") return fail("export", InvalidArgument("--format: only jsonl is supported"));
   auto since = parse_time_arg(a.since, "--since");
@@ -164,7 +187,11 @@ citadel::cli::Registrar reg("audit", "Verify or export the tamper-evident audit 
   purge->add_option("--retention-days", a->retention_days, "keep this many days (default 180)");
   purge->add_option("--now", a->now, "the time to apply retention at (Unix seconds or RFC 3339 UTC; tests)");
   common(purge);
-  for (auto* c : {verify, exp, rot, purge}) c->callback([cmd, c] { *cmd = c->get_name(); });
+  auto* content = sub.add_subcommand("content", "the stored prompt and output of a request, decrypted, as JSON");
+  content->add_option("--request-id", a->request_id, "the request's id (x-request-id)")->required();
+  content->add_option("--content-key", a->content_key, "the content key: PATH | env:NAME | cmd:PROG ARGS")->required();
+  common(content);
+  for (auto* c : {verify, exp, rot, purge, content}) c->callback([cmd, c] { *cmd = c->get_name(); });
   return [a, cmd] { return run_audit(*cmd, *a); };
 });
 

@@ -10,9 +10,11 @@
 #include <ctime>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "api/access.h"
+#include "api/config_audit.h"
 #include "api/model_loader.h"
 #include "api/service.h"
 #include "api/state.h"
@@ -23,6 +25,7 @@
 #include "base/log.h"
 #include "base/process_metrics.h"
 #include "base/strings.h"
+#include "crypto/key_source.h"
 #include "crypto/pii.h"
 #include "command.h"
 #include "server/config.h"
@@ -82,7 +85,7 @@ Status bootstrap_admin(const server::ServeConfig& cfg, auth::KeyStore& keys) {
   return OkStatus();
 }
 
-Result<AccessSetup> setup_access(const server::ServeConfig& cfg) {
+Result<AccessSetup> setup_access(const server::ServeConfig& cfg, std::shared_ptr<const crypto::Key> content_key) {
   AccessSetup a;
   api::AccessOptions ao;
   if (cfg.auth == "off") {
@@ -98,6 +101,7 @@ Result<AccessSetup> setup_access(const server::ServeConfig& cfg) {
   so.audit_key_file = cfg.audit_key;
   so.key_max_age_days = cfg.key_max_age_days;
   so.audit_fail_closed = cfg.audit_fail_closed == "on";
+  so.audit_content_key = std::move(content_key);
   auto st = api::open_state(so);
   if (!st.ok()) return st.status();
   a.state = std::move(*st);
@@ -147,7 +151,8 @@ int run_serve(const ServeFlags& flags) {
     return 2;
   }
   for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"audit", cfg.audit},
-                                    {"audit_fail_closed", cfg.audit_fail_closed}}) {
+                                    {"audit_fail_closed", cfg.audit_fail_closed},
+                                    {"audit_store_content", cfg.audit_store_content}}) {
     if (value != "on" && value != "off") {
       std::fprintf(stderr, "citadel serve: %s must be on or off, got '%s'\n", name, value.c_str());
       return 2;
@@ -160,6 +165,24 @@ int run_serve(const ServeFlags& flags) {
   if (cfg.tls_cert.empty() != cfg.tls_key.empty()) {
     std::fprintf(stderr, "citadel serve: --tls-cert and --tls-key go together\n");
     return 2;
+  }
+  // Stored content: its key is loaded (and checked) before anything starts; one line when it cannot be.
+  std::shared_ptr<const crypto::Key> content_key;
+  if (cfg.audit_store_content == "on") {
+    if (cfg.audit_content_key.empty()) {
+      std::fprintf(stderr, "citadel serve: audit_store_content on needs audit_content_key (PATH | env:NAME | cmd:PROG)\n");
+      return 2;
+    }
+    if (cfg.audit != "on" || cfg.auth != "on") {
+      std::fprintf(stderr, "citadel serve: audit_store_content on needs the audit log (auth on, audit on)\n");
+      return 2;
+    }
+    auto k = crypto::load_key(cfg.audit_content_key);
+    if (!k.ok()) {
+      std::fprintf(stderr, "citadel serve: audit_content_key: %s\n", k.status().message().c_str());
+      return 1;
+    }
+    content_key = std::make_shared<const crypto::Key>(std::move(*k));
   }
   set_log_level(parse_level(cfg.log_level));
   // One masker (built-in detectors + the operator's patterns) for the log, audit text and the prompt PII policy.
@@ -188,7 +211,7 @@ int run_serve(const ServeFlags& flags) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
-  auto access = setup_access(cfg);
+  auto access = setup_access(cfg, content_key);
   if (!access.ok()) {
     std::fprintf(stderr, "citadel serve: %s\n", access.status().message().c_str());
     return 1;
@@ -284,9 +307,22 @@ int run_serve(const ServeFlags& flags) {
     access->state->check_key_ages(static_cast<int64_t>(std::time(nullptr)));
     if (!(*host)->key_id.empty()) access->state->watch_key("model key", (*host)->key_id, (*host)->key_created_unix);
   }
-  audit_server_event("server.start", {{"device", cfg.device}, {"auth", cfg.auth}, {"tls", !cfg.tls_cert.empty()},
-                                      {"audit_fail_closed", cfg.audit_fail_closed == "on"},
-                                      {"state", access->state ? access->state->db->describe() : "none"}});
+  // server.start records the effective configuration (digest + non-secret values); a difference from the previous
+  // start's is recorded as config.change.
+  const auto fingerprint = server::config_fingerprint(cfg);
+  std::optional<nlohmann::json> config_change;
+  if (audit_log) {
+    auto prev = api::previous_server_start(*access->state->db);
+    if (prev.ok()) config_change = api::config_change_detail(*prev, fingerprint);
+    else log_warn("audit: cannot read the previous server.start: " + prev.status().message());
+  }
+  nlohmann::json start = {{"device", cfg.device}, {"auth", cfg.auth}, {"tls", !cfg.tls_cert.empty()},
+                          {"audit_fail_closed", cfg.audit_fail_closed == "on"},
+                          {"audit_store_content", cfg.audit_store_content == "on"},
+                          {"state", access->state ? access->state->db->describe() : "none"}};
+  start.update(api::config_start_detail(fingerprint));
+  audit_server_event("server.start", std::move(start));
+  if (config_change) audit_server_event("config.change", std::move(*config_change));
   audit_server_event("model.load", {{"model", (*host)->served_name}, {"path", (*host)->path}});
   // Machine-readable lines (tests read the port from the first when --port 0), printed only once requests can be
   // served: the port is bound before the model loads (so a taken port fails fast) but not announced until now.
@@ -321,6 +357,7 @@ int run_serve(const ServeFlags& flags) {
   }
   http.stop();
   service->set_host(nullptr);
+  audit_server_event("model.unload", {{"model", (*host)->served_name}, {"path", (*host)->path}});
   audit_server_event("server.stop", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
   if (audit_log && !audit_log->flush().ok()) log_error("audit log: the last records could not be written");
   log_info("stopped");

@@ -406,6 +406,15 @@ class Generation : public std::enable_shared_from_this<Generation> {
     for (const auto& c : choices_)
       if (reason.empty() || c->finish_reason != "stop") reason = c->finish_reason;
     ctx_->set_finish_reason(live ? std::string("cancelled") : reason);
+    if (ctx_->capturing_content()) {  // stored content (audit_store_content): the text generated so far
+      ojson out = ojson::array();
+      for (const auto& c : choices_) {
+        ojson o{{"index", c->index}, {"text", c->text}};
+        if (!c->reasoning.empty()) o["reasoning"] = c->reasoning;
+        out.push_back(std::move(o));
+      }
+      ctx_->set_content_output(dump_json(out));
+    }
   }
 
   ojson usage_json() const {
