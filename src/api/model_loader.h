@@ -11,6 +11,8 @@
 // its plaintext never reaches the disk. A key older than 90 days logs a rotation warning.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -37,6 +39,9 @@ struct ModelLoadOptions {
   std::string temperature, top_p;  // defaults for requests that omit them ("" = the model's metadata, else 0.7 / 0.9)
   std::string key_file;            // encrypted models: a key spec (PATH | env:NAME | cmd:PROG ARGS; crypto/key_source.h)
   engine::EngineConfig engine;     // max_waiting etc.
+  // Liveness hook set on the engine before it starts (Engine::set_heartbeat): none when heartbeat_every is 0.
+  std::function<void()> heartbeat;
+  std::chrono::milliseconds heartbeat_every{0};
 };
 
 // CPU precision: "exact" (f32 weights and math, answers like HF transformers fp32) or "fast" (quantised kernels),
