@@ -7,7 +7,7 @@ what=${1:-test}
 pkgs=(cmake g++ make libcli11-dev nlohmann-json3-dev libboost-dev libboost-system-dev libssl-dev openssl
       libsqlite3-dev libpq-dev)
 if [ "$what" = test ]; then
-  pkgs+=(libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev python3-pip postgresql)
+  pkgs+=(libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev python3-pip postgresql nginx-light)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
