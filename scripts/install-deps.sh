@@ -7,8 +7,9 @@ what=${1:-test}
 pkgs=(cmake g++ make libcli11-dev nlohmann-json3-dev libboost-dev libboost-system-dev libssl-dev openssl
       libsqlite3-dev libpq-dev)
 if [ "$what" = test ]; then
-  pkgs+=(libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev python3-pip postgresql
-        prometheus)  # prometheus: promtool (alert rule tests) and the server (the scrape system test)
+  # prometheus: promtool (alert rule tests) and the server (the scrape test); nginx-light: the replicas test
+  pkgs+=(libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev python3-pip postgresql prometheus
+         nginx-light)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -24,6 +24,10 @@ const char* admin_kind(const std::string& method, const std::string& route) {
       {"PATCH", "/admin/v1/tenants/{id}", "tenant.update"},
       {"PATCH", "/admin/v1/roles/{id}", "role.update"},
       {"GET", "/admin/v1/audit", "audit.query"},
+      // Drain and undrain change how the server serves (the audit module's closed kind list has no server.drain):
+      // config.change, with method and route in the detail telling which.
+      {"POST", "/admin/v1/drain", "config.change"},
+      {"DELETE", "/admin/v1/drain", "config.change"},
   };
   for (const auto& e : kTable)
     if (method == e.method && route == e.route) return e.kind;

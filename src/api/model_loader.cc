@@ -43,6 +43,7 @@ Status start_engine(ModelHost* host, const ModelLoadOptions& opts) {
   if (opts.max_context > 0) ec.max_context = opts.max_context;
   ec.metrics_model_name = host->served_name;  // the model_name label of the engine's metrics
   host->engine = std::make_unique<engine::Engine>(host->runner.get(), ec);
+  if (opts.heartbeat && opts.heartbeat_every.count() > 0) host->engine->set_heartbeat(opts.heartbeat, opts.heartbeat_every);
   RETURN_IF_ERROR(host->engine->start());
   host->max_context = ec.max_context > 0 ? std::min(ec.max_context, host->runner->max_context())
                                          : host->runner->max_context();

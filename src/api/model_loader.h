@@ -11,6 +11,8 @@
 // its plaintext never reaches the disk. A key older than key_max_age_days logs a rotation warning.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,6 +40,9 @@ struct ModelLoadOptions {
   std::string key_file;            // encrypted models: a key spec (PATH | env:NAME | cmd:PROG ARGS; crypto/key_source.h)
   int key_max_age_days = 90;       // encrypted models: warn when the key is older than this
   engine::EngineConfig engine;     // max_waiting etc.
+  // Liveness hook set on the engine before it starts (Engine::set_heartbeat): none when heartbeat_every is 0.
+  std::function<void()> heartbeat;
+  std::chrono::milliseconds heartbeat_every{0};
 };
 
 // CPU precision: "exact" (f32 weights and math, answers like HF transformers fp32) or "fast" (quantised kernels),

@@ -35,8 +35,11 @@ Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool au
   if (auto m = crypto::PiiMasker::create({}); m.ok()) masker_ = std::make_shared<crypto::PiiMasker>(std::move(*m));
   add_route("GET", "/health", Permission::kPublic, [](auto&, auto, auto r) { reply_json(*r, 200, {{"status", "ok"}}); });
   add_route("GET", "/ready", Permission::kPublic, [this](auto&, auto ctx, auto r) {
-    if (!ready()) return reply_error(*r, ctx.get(), unavailable(host() ? "draining" : "not ready"));
-    reply_json(*r, 200, {{"status", "ready"}});
+    const Readiness state = readiness();
+    if (state == Readiness::kReady) return reply_json(*r, 200, {{"status", "ready"}});
+    ApiError e = unavailable(std::string("not ready: ") + readiness_name(state));
+    e.code = readiness_name(state);
+    reply_error(*r, ctx.get(), e);
   });
   add_route("POST", "/v1/chat/completions", Permission::kInference,
             [this](auto& req, auto ctx, auto r) { generate(Endpoint::kChat, req, ctx, r); });
@@ -63,6 +66,7 @@ Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool au
       data.push_back({{"method", rt.method}, {"path", rt.pattern}, {"permission", auth::permission_name(rt.permission)}});
     reply_json(*r, 200, {{"object", "list"}, {"data", data}});
   });
+  add_drain_routes();
   if (access_ && access_->enabled() && access_->keys())
     for (auto& route : admin_routes(access_, audit_)) {
       const Status st = routes_.add(std::move(route));
@@ -89,13 +93,62 @@ std::shared_ptr<const ModelHost> Service::host() const {
   return host_;
 }
 
-bool Service::ready() const { return host() != nullptr && !draining_.load(); }
+Service::Readiness Service::readiness() const {
+  if (shutting_down_) return Readiness::kShuttingDown;
+  auto h = host();
+  if (!h) return Readiness::kLoading;
+  if (h->engine && !h->engine->failure().empty()) return Readiness::kFailed;
+  if (admin_drain_) return Readiness::kDraining;
+  return Readiness::kReady;
+}
+
+const char* Service::readiness_name(Readiness r) {
+  switch (r) {
+    case Readiness::kReady: return "ready";
+    case Readiness::kLoading: return "loading";
+    case Readiness::kShuttingDown: return "shutting_down";
+    case Readiness::kFailed: return "model_failed";
+    case Readiness::kDraining: return "draining";
+  }
+  return "unknown";
+}
+
+nlohmann::json Service::drain_json() const {
+  auto h = host();
+  int in_flight = 0;
+  if (h && h->engine) {
+    const engine::EngineStats s = h->engine->stats();
+    in_flight = s.running + s.waiting;
+  }
+  return {{"draining", admin_drain_.load() || shutting_down_.load()}, {"in_flight", in_flight},
+          {"streams_active", stats_->streams_active.load()}, {"readiness", readiness_name(readiness())}};
+}
+
+// The admin drain: a rolling update drains a replica (the load balancer's /ready probe takes it out, new
+// generations are refused with 503 + Retry-After so a retrying client lands elsewhere), waits for in_flight to
+// reach 0 (GET), then stops it; DELETE ends a drain that is called off. The body of POST is ignored.
+void Service::add_drain_routes() {
+  add_route("POST", "/admin/v1/drain", Permission::kAdmin, [this](auto&, auto, auto r) {
+    if (!admin_drain_.exchange(true)) log_info("drain: started by the admin API; new generations get 503");
+    reply_json(*r, 200, drain_json());
+  });
+  add_route("GET", "/admin/v1/drain", Permission::kAdmin, [this](auto&, auto, auto r) { reply_json(*r, 200, drain_json()); });
+  add_route("DELETE", "/admin/v1/drain", Permission::kAdmin, [this](auto&, auto, auto r) {
+    if (admin_drain_.exchange(false)) log_info("drain: ended by the admin API; accepting generations again");
+    reply_json(*r, 200, drain_json());
+  });
+}
 
 nlohmann::json Service::stats_json() const {
   registry_->collect();  // collector-fed values (transport, process) as fresh as a scrape's
   nlohmann::json j;
   j["server"] = stats_->to_json(*registry_);
   auto h = host();
+  const Readiness state = readiness();
+  j["readiness"] = {{"ready", state == Readiness::kReady}, {"reason", readiness_name(state)}};
+  if (h && h->engine) {
+    if (std::string why = h->engine->failure(); !why.empty()) j["readiness"]["failure"] = why;
+  }
   if (h && h->engine) {
     const engine::EngineStats s = h->engine->stats();
     nlohmann::json e;
@@ -150,7 +203,25 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
                        std::shared_ptr<ObservedResponder> r) {
   auto host = this->host();
   if (!host) return reply_error(*r, ctx.get(), unavailable("the model is not loaded yet"));
-  if (draining_) return reply_error(*r, ctx.get(), unavailable("the server is shutting down"));
+  switch (readiness()) {
+    case Readiness::kReady:
+    case Readiness::kLoading: break;
+    case Readiness::kShuttingDown: {
+      ApiError e = unavailable("the server is shutting down; retry on another replica");
+      e.code = "shutting_down";
+      return reply_error(*r, ctx.get(), e);
+    }
+    case Readiness::kDraining: {
+      ApiError e = unavailable("this replica is draining; retry on another replica");
+      e.code = "draining";
+      return reply_error(*r, ctx.get(), e);
+    }
+    case Readiness::kFailed: {
+      ApiError e = unavailable("the model failed on its device; this replica needs a restart");
+      e.code = "model_failed";
+      return reply_error(*r, ctx.get(), e);
+    }
+  }
   ojson body;
   if (auto e = parse_json_body(http.body, &body)) return reply_error(*r, ctx.get(), *e);
   ParsedRequest req;

@@ -4,7 +4,13 @@
 //                    disconnects) -> route match -> authenticate -> authorise (role x permission) -> handler
 //                    (inference handlers apply the caller's PII policy to the prompt text before tokenizing it,
 //                    then run the quota stage once the prompt is tokenized: Access::admit)
-//   GET  /health, /ready                          public (reveal nothing beyond up / ready)
+//   GET  /health                                  public, cheap: the process answers (liveness)
+//   GET  /ready                                   public: 200 only when requests can be served; else 503 with the
+//                                                 reason as the error code (loading, draining, shutting_down,
+//                                                 model_failed) and nothing more (the detail is in the stats)
+//   POST|GET|DELETE /admin/v1/drain               admin: start a drain (new generations 503 + Retry-After, /ready
+//                                                 503, in-flight ones finish), its state {draining, in_flight},
+//                                                 end it (ready again): for rolling updates behind a load balancer
 //   POST /v1/chat/completions, /v1/completions, /api/v1/infer           inference
 //   GET  /v1/models, /v1/models/{id}                                    models.read
 //   GET  /api/v1/stats                                                  stats.read
@@ -53,8 +59,18 @@ class Service {
   // The model is served from now on (nullptr: not ready).
   void set_host(std::shared_ptr<const ModelHost> host);
   std::shared_ptr<const ModelHost> host() const;
-  void set_draining(bool v) { draining_ = v; }
-  bool ready() const;
+  // Shutdown (SIGTERM): new generations and /ready answer 503 shutting_down from now on.
+  void set_draining(bool v) { shutting_down_ = v; }
+  // The admin drain (POST/DELETE /admin/v1/drain): like shutdown for callers, but the process keeps running and
+  // the drain can be ended.
+  void set_admin_drain(bool v) { admin_drain_ = v; }
+  bool admin_drain() const { return admin_drain_.load(); }
+
+  // Why the server cannot serve now (the order says which reason wins), or kReady.
+  enum class Readiness { kReady, kLoading, kShuttingDown, kFailed, kDraining };
+  Readiness readiness() const;
+  static const char* readiness_name(Readiness r);  // "ready", "loading", "shutting_down", "model_failed", "draining"
+  bool ready() const { return readiness() == Readiness::kReady; }
 
   void handle(server::HttpRequest req, std::shared_ptr<server::Responder> responder);
 
@@ -74,11 +90,14 @@ class Service {
   void generate(Endpoint ep, const server::HttpRequest& req, std::shared_ptr<RequestContext> ctx,
                 std::shared_ptr<ObservedResponder> r);
   void models(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r);
+  void add_drain_routes();
+  nlohmann::json drain_json() const;
   nlohmann::json stats_json() const;
 
   mutable std::mutex mu_;
   std::shared_ptr<const ModelHost> host_;
-  std::atomic<bool> draining_{false};
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<bool> admin_drain_{false};
   std::shared_ptr<ServiceStats> stats_;
   std::shared_ptr<metrics::Registry> registry_;
   std::unique_ptr<ApiMetrics> api_metrics_;

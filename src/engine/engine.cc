@@ -114,6 +114,7 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!initialized_) return Internal("engine: submit before init()");
+    if (!failure_.empty()) return Internal("engine failed: " + failure_);
     if (!accepting_) return ResourceExhausted("busy: engine is shutting down");
   }
   const int64_t n_prompt = static_cast<int64_t>(req.prompt.size());
@@ -180,6 +181,31 @@ Status Engine::cancel(const std::string& id) {
 bool Engine::idle() const {
   std::lock_guard<std::mutex> lock(mu_);
   return live_.empty();
+}
+
+std::string Engine::failure() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
+void Engine::set_heartbeat(std::function<void()> fn, std::chrono::milliseconds every) {
+  std::lock_guard<std::mutex> lock(mu_);
+  CHECK(!thread_.joinable());
+  CHECK(every.count() > 0);
+  heartbeat_ = std::move(fn);
+  heartbeat_every_ = every;
+}
+
+void Engine::beat() {
+  if (!heartbeat_) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!failure_.empty()) return;
+  }
+  const SteadyTime now = std::chrono::steady_clock::now();
+  if (now < next_heartbeat_) return;
+  next_heartbeat_ = now + heartbeat_every_;
+  heartbeat_();
 }
 
 EngineStats Engine::stats() const {
@@ -288,6 +314,17 @@ void Engine::build_batch(const SchedulerOutput& out, Batch* b) const {
 void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
   log_error("engine: step failed: " + st.to_string());
   for (const auto& s : out.seqs) finish_seq(s.seq, FinishReason::kError, st);
+  const Status dev = runner_->device_status();
+  if (dev.ok()) return;
+  log_error("engine: the device is broken, the model is failed (no more requests): " + dev.to_string());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = dev.message().empty() ? "device failed" : dev.message();
+    accepting_ = false;
+  }
+  drain_inbox();
+  for (Sequence* seq : scheduler_->all())
+    finish_seq(seq, FinishReason::kError, Internal("request " + seq->request_id + ": the device failed"));
 }
 
 bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const {
@@ -442,10 +479,18 @@ bool Engine::step() {
 
 void Engine::loop() {
   for (;;) {
+    beat();
     {
       std::unique_lock<std::mutex> lock(mu_);
-      // Sleep only when there is nothing at all to do; cancels of live requests also wake us.
-      cv_.wait(lock, [&] { return stopping_ || !inbox_.empty() || !live_.empty(); });
+      // Sleep only when there is nothing at all to do; cancels of live requests also wake us, and so does the
+      // heartbeat's period.
+      auto work = [&] { return stopping_ || !failure_.empty() || !inbox_.empty() || !live_.empty(); };
+      if (heartbeat_) {
+        if (!cv_.wait_for(lock, heartbeat_every_, work)) continue;
+      } else {
+        cv_.wait(lock, work);
+      }
+      if (!failure_.empty()) break;
       if (stopping_ && (live_.empty() || std::chrono::steady_clock::now() >= drain_deadline_)) break;
     }
     if (!step()) {

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -113,6 +114,16 @@ class Engine {
 
   EngineStats stats() const;
   const metrics::Registry& metrics_registry() const { return *registry_; }
+
+  // "" while the engine can serve; else why it cannot (the runner reported its device broken after a failed step:
+  // ModelRunner::device_status()). A failed engine refuses submit(), has finished every live request with an error,
+  // and its thread has ended (so heartbeats stop: a supervisor's watchdog restarts the process). Any thread.
+  std::string failure() const;
+
+  // Liveness: fn runs on the engine thread at least every `every` while the thread is alive and not stuck inside a
+  // step (the thread wakes itself for it when idle), and never after the thread ended or the engine failed. fn must
+  // be cheap and must not block (e.g. one datagram to a service manager). Set before start(); every > 0.
+  void set_heartbeat(std::function<void()> fn, std::chrono::milliseconds every);
   const KvCache* kv_cache() const { return kv_.get(); }  // engine-thread / synchronous-mode inspection only
 
  private:
@@ -131,6 +142,7 @@ class Engine {
   void fail_batch(const SchedulerOutput& out, const Status& st);
   void cancel_all(const std::string& why);
   void publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out);
+  void beat();  // the heartbeat, when due (engine thread)
 
   ModelRunner* runner_;
   EngineConfig config_;
@@ -157,6 +169,10 @@ class Engine {
   bool stopping_ = false;
   SteadyTime drain_deadline_{};
   bool initialized_ = false;
+  std::string failure_;  // see failure()
+  std::function<void()> heartbeat_;
+  std::chrono::milliseconds heartbeat_every_{0};
+  SteadyTime next_heartbeat_{};  // engine thread only
   std::thread thread_;
   EngineStats stats_;            // what the registry does not hold (step timings, batch shape, lookups)
   SchedulerCounters published_;  // scheduler counters already added to the registry

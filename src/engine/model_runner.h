@@ -124,6 +124,11 @@ class ModelRunner {
                                  RowLogprobs* /*logprobs*/) {
     return Unsupported("this model runner samples on the host");
   }
+
+  // Asked by the engine after a step failed: a non-ok answer says the device can no longer run this model (a lost
+  // GPU, a sticky CUDA error), as opposed to a failure of that one batch. The engine then marks itself failed (see
+  // Engine::failure()). Default: the device is fine (a CPU runner's errors are per batch).
+  virtual Status device_status() { return OkStatus(); }
 };
 
 }  // namespace citadel::engine

@@ -168,6 +168,9 @@ class TestRunner : public ModelRunner {
   int64_t blocks_copied() const { return blocks_copied_; }
   int max_batch_tokens() const { return max_batch_tokens_; }
   void fail_next_forward() { fail_next_forward_ = true; }
+  // From now on the device is broken: device_status() says so (forward() itself still fails only when told to).
+  void break_device(std::string why) { device_broken_ = std::move(why); }
+  Status device_status() override { return device_broken_.empty() ? OkStatus() : Internal(device_broken_); }
 
  private:
   Status check_batch(const Batch& b) const {
@@ -206,6 +209,7 @@ class TestRunner : public ModelRunner {
   int64_t blocks_copied_ = 0;
   int max_batch_tokens_ = 0;
   bool fail_next_forward_ = false;
+  std::string device_broken_;
   bool device_sampling_ = false;
   int max_edits_ = 0;
   int64_t sampled_calls_ = 0;

@@ -31,6 +31,7 @@
 #include "server/config.h"
 #include "server/http_fetch.h"
 #include "server/http_server.h"
+#include "server/service_notify.h"
 
 extern char** environ;
 
@@ -274,8 +275,31 @@ int run_serve(const ServeFlags& flags) {
     return 1;
   }
 
+  // systemd (Type=notify): READY=1 once serving, WATCHDOG=1 from the engine loop, STOPPING=1 at shutdown.
+  auto notifier = std::make_shared<server::ServiceNotifier>();
+  if (auto n = server::ServiceNotifier::from_environment(); n.ok()) {
+    *notifier = std::move(*n);
+  } else {
+    log_warn("service manager notifications off: " + n.status().message());
+  }
+  if (notifier->enabled()) {
+    log_info("service manager: notifying " + notifier->address() +
+             (notifier->watchdog_ping_every().count() > 0
+                  ? "; watchdog pings every " + std::to_string(notifier->watchdog_ping_every().count()) +
+                        " ms from the engine loop"
+                  : "; no watchdog"));
+    (void)notifier->notify("STATUS=loading the model");
+  }
+
   api::ModelLoadOptions lo;
   lo.model = cfg.model;
+  if (notifier->watchdog_ping_every().count() > 0) {
+    // From the engine thread: a hung or failed engine stops pinging and the manager restarts the process.
+    lo.heartbeat_every = notifier->watchdog_ping_every();
+    lo.heartbeat = [notifier] {
+      if (Status ns = notifier->notify("WATCHDOG=1"); !ns.ok()) log_warn("watchdog ping: " + ns.message());
+    };
+  }
   lo.models_dir = cfg.models_dir;
   lo.served_model_name = cfg.served_model_name;
   lo.chat_template_file = cfg.chat_template;
@@ -330,6 +354,10 @@ int run_serve(const ServeFlags& flags) {
               http.port());
   std::printf("citadel serve: ready\n");
   std::fflush(stdout);
+  if (Status ns = notifier->notify("READY=1\nSTATUS=serving " + (*host)->served_name + " on port " +
+                                   std::to_string(http.port()));
+      !ns.ok())
+    log_warn("service manager: " + ns.message());
 
   int sig = 0;
   for (;;) {
@@ -345,6 +373,7 @@ int run_serve(const ServeFlags& flags) {
   }
   log_info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + "; draining for up to " +
            std::to_string(cfg.drain_timeout_s) + " s");
+  (void)notifier->notify("STOPPING=1\nSTATUS=draining");
   service->set_draining(true);
   http.stop_accepting();
   http.close_idle();
