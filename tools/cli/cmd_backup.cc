@@ -8,7 +8,7 @@
 //                snapshot while writers go on), integrity-checked
 //   audit.pub    the public half of the audit signing key: enough to verify the restored chain
 //   audit.key    only with --include-signing-key (then DIR is a secret); by default the signing key stays out and
-//                is backed up separately (docs/OPERATIONS-deploy.md: key handling)
+//                is backed up separately (docs/OPERATIONS.md: key handling)
 //   config.yaml  the serve config file (--config), when given
 //   MANIFEST.json  size and SHA-256 of every file above and of each model file (--model, --models-dir; models are
 //                hashed, not copied: restore checks that the same weights are in place)
@@ -116,7 +116,7 @@ int run_backup(const BackupArgs& a) {
                  "citadel backup: the state is in PostgreSQL: back it up with\n"
                  "  pg_dump --format=custom --file=state.pgdump \"$CITADEL_STATE_DB\"\n"
                  "(restore: pg_restore --clean --if-exists --dbname=...), and copy each replica's audit.head and the "
-                 "shared audit key as described in docs/OPERATIONS-deploy.md\n");
+                 "shared audit key as described in docs/OPERATIONS.md\n");
     return 2;
   }
   if (!exists(db_path)) return fail(NotFound(db_path + ": no state database here"));
