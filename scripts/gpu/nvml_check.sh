@@ -36,7 +36,8 @@ if ! "$BUILD/citadel_nvml_tests" --gtest_filter='NvmlReal.*' 2>&1 | grep -q '^\[
 fi
 
 echo "== citadel serve --model debug:bytes --auth off; GET /metrics | grep citadel:gpu_"
-if ! cmake --build "$BUILD" --target help 2>/dev/null | grep -Eq '^(\.\.\. )?citadel(:|$)'; then
+targets=$(cmake --build "$BUILD" --target help 2>/dev/null)  # (not piped into grep -q: SIGPIPE under pipefail)
+if ! grep -Eq '^(\.\.\. )?citadel(:|$)' <<<"$targets"; then
   echo "SKIP: the citadel binary is not a target here (the server's dependencies - SQLite3, OpenSSL 3, Boost," \
        "nlohmann_json - are missing; scripts/install-deps.sh installs them); the serve check did not run"
   [ $status -eq 0 ] && echo "== nvml_check: PASS (serve check skipped)" || echo "== nvml_check: FAIL"

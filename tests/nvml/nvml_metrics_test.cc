@@ -93,8 +93,11 @@ TEST_F(FakeNvml, ExportsEveryDeviceWithValuesLabelsAndFractions) {
 TEST_F(FakeNvml, AFailingCallLeavesOutThatSeriesOnlyForThatScrape) {
   Registry reg;
   ASSERT_EQ(register_gpu_metrics(reg, options()), 2);
+  std::string text = reg.render();  // every series read once: a failure must take them out, not leave them stale
+  ASSERT_TRUE(has(text, "citadel:gpu_utilization_perc{gpu=\"1\"} 1")) << text;
+  ASSERT_TRUE(has(text, "citadel:gpu_memory_usage_perc{gpu=\"1\"} 0.95")) << text;
   fake_.fail(1, 1 | 2);  // gpu 1: utilisation (Unknown Error) and memory (Not Supported) fail
-  std::string text = reg.render();
+  text = reg.render();
   EXPECT_EQ(text.find("citadel:gpu_utilization_perc{gpu=\"1\"}"), std::string::npos) << text;
   EXPECT_EQ(text.find("citadel:gpu_memory_used_bytes{gpu=\"1\"}"), std::string::npos) << text;
   EXPECT_EQ(text.find("citadel:gpu_memory_usage_perc{gpu=\"1\"}"), std::string::npos) << text;
