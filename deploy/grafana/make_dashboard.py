@@ -65,10 +65,10 @@ ts("KV cache usage", [(f'citadel:kv_cache_usage_perc{{{msel}}}', "{{model_name}}
    desc="Alert above 95 % for 5 minutes.")
 ts("Preemptions per second", [(f'sum(rate(citadel:num_preemptions_total{{{msel}}}[{R}]))', "preemptions")], x=12)
 ts("GPU utilisation", [(f'citadel:gpu_utilization_perc{{{sel}}}', "gpu {{gpu}}")], unit="percentunit",
-   desc="From the NVML collector (not part of the server yet: empty until it exists). Alert > 85 % / > 95 %.")
+   desc="From NVML (libnvidia-ml loaded at run time; empty on hosts without an NVIDIA GPU). Alert > 85 % / > 95 %.")
 ts("GPU and host memory", [(f'citadel:gpu_memory_usage_perc{{{sel}}}', "gpu {{gpu}}"),
                            (f'citadel:host_memory_usage_perc{{{sel}}}', "host")], unit="percentunit", x=12,
-   desc="GPU memory from the NVML collector (pending). Alert > 80 % / > 90 %.")
+   desc="GPU memory from NVML (used / total per device). Alert > 80 % / > 90 %.")
 row("Errors and quotas")
 ts("Failures per second by reason", [(f'sum by (reason) (rate(citadel:request_failures_total{{{sel}}}[{R}]))', "{{reason}}")],
    unit="reqps")

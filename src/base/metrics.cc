@@ -85,7 +85,8 @@ void render_family(const FamilyBase& f, std::string& out) {
       for (const auto& [k, c] : static_cast<const CounterFamily&>(f).series()) line(f.name(), k, c->value());
       break;
     case MetricType::kGauge:
-      for (const auto& [k, g] : static_cast<const GaugeFamily&>(f).series()) line(f.name(), k, g->value());
+      for (const auto& [k, g] : static_cast<const GaugeFamily&>(f).series())
+        if (g->present()) line(f.name(), k, g->value());
       break;
     case MetricType::kHistogram: {
       const auto& hf = static_cast<const HistogramFamily&>(f);
@@ -306,7 +307,8 @@ std::vector<Registry::Sample> Registry::samples(const std::string& name) const {
   if (f->type() == MetricType::kCounter) {
     for (const auto& [k, c] : static_cast<const CounterFamily*>(f)->series()) out.push_back({k, c->value()});
   } else if (f->type() == MetricType::kGauge) {
-    for (const auto& [k, g] : static_cast<const GaugeFamily*>(f)->series()) out.push_back({k, g->value()});
+    for (const auto& [k, g] : static_cast<const GaugeFamily*>(f)->series())
+      if (g->present()) out.push_back({k, g->value()});
   }
   return out;
 }

@@ -54,12 +54,23 @@ class Counter {
 
 class Gauge {
  public:
-  void set(double v) { v_.store(v, std::memory_order_relaxed); }
-  void add(double v) { v_.fetch_add(v, std::memory_order_relaxed); }
+  void set(double v) {
+    v_.store(v, std::memory_order_relaxed);
+    present_.store(true, std::memory_order_relaxed);
+  }
+  void add(double v) {
+    v_.fetch_add(v, std::memory_order_relaxed);
+    present_.store(true, std::memory_order_relaxed);
+  }
+  // Leaves the series out of the exposition and of samples() until the next set()/add(): a collector whose source
+  // failed this scrape (an NVML call for one device) reports no value rather than a stale or invented one.
+  void clear() { present_.store(false, std::memory_order_relaxed); }
+  bool present() const { return present_.load(std::memory_order_relaxed); }
   double value() const { return v_.load(std::memory_order_relaxed); }
 
  private:
   std::atomic<double> v_{0.0};
+  std::atomic<bool> present_{true};
 };
 
 // Fixed buckets (upper bounds, ascending; +Inf is implicit). observe() is one binary search and three atomic adds.

@@ -129,6 +129,23 @@ TEST(Metrics, CollectorsRunBeforeRender) {
   EXPECT_EQ(runs, 2);
 }
 
+TEST(Metrics, ClearedGaugeIsLeftOutUntilSetAgain) {
+  Registry reg;
+  auto* f = reg.gauge("citadel:g", "G.", {"gpu"});
+  f->with({"0"})->set(0.5);
+  f->with({"1"})->set(0.25);
+  f->with({"1"})->clear();
+  std::string text = reg.render();
+  EXPECT_NE(text.find("citadel:g{gpu=\"0\"} 0.5\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("gpu=\"1\""), std::string::npos) << text;
+  ASSERT_EQ(reg.samples("citadel:g").size(), 1u);
+  EXPECT_EQ(reg.samples("citadel:g")[0].labels, std::vector<std::string>{"0"});
+  f->with({"1"})->set(0.75);
+  text = reg.render();
+  EXPECT_NE(text.find("citadel:g{gpu=\"1\"} 0.75\n"), std::string::npos) << text;
+  EXPECT_EQ(reg.sum("citadel:g"), 1.25);
+}
+
 TEST(Metrics, ConcurrentIncrementsAreNotLost) {
   Registry reg;
   auto* f = reg.counter("citadel:c_total", "C.", {"k"});

@@ -23,6 +23,7 @@
 #include "auth/oidc.h"
 #include "auth/quota.h"
 #include "base/log.h"
+#include "base/nvml_metrics.h"
 #include "base/process_metrics.h"
 #include "base/strings.h"
 #include "crypto/key_source.h"
@@ -247,6 +248,8 @@ int run_serve(const ServeFlags& flags) {
   // One registry: the service renders it at /metrics; the engine, the transport, the process and the state write it.
   auto registry = service->metrics();
   metrics::register_process_metrics(*registry, CITADEL_VERSION, CITADEL_GIT_COMMIT);
+  // Whenever NVML loads, whatever the model's device: a CPU-serving process on a GPU host still reports the cards.
+  metrics::register_gpu_metrics(*registry);
   api::add_state_collectors(*registry, audit_log, access->state ? access->state->keys.get() : nullptr);
   {
     auto* open = registry->gauge("citadel:http_connections_open", "Open client connections.")->get();
