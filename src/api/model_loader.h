@@ -38,6 +38,8 @@ struct ModelLoadOptions {
   std::string key_file;            // encrypted models: a key spec (PATH | env:NAME | cmd:PROG ARGS; crypto/key_source.h)
   int key_max_age_days = 90;       // encrypted models: warn when the key is older than this
   engine::EngineConfig engine;     // max_waiting etc.
+  // Who shares cached KV blocks: "tenant" (each tenant its own prefix cache) or "global" (all tenants of the model).
+  std::string prefix_cache_scope = "tenant";
 };
 
 // CPU precision: "exact" (f32 weights and math, answers like HF transformers fp32) or "fast" (quantised kernels),

@@ -35,6 +35,15 @@ Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool au
   if (auto m = crypto::PiiMasker::create({}); m.ok()) masker_ = std::make_shared<crypto::PiiMasker>(std::move(*m));
   add_route("GET", "/health", Permission::kPublic, [](auto&, auto, auto r) { reply_json(*r, 200, {{"status", "ok"}}); });
   add_route("GET", "/ready", Permission::kPublic, [this](auto&, auto ctx, auto r) {
+    if (auto h = host(); h && h->engine && h->engine->failed()) {
+      // The model runner failed for good (a device fault): 503 with the reason, beside the OpenAI error object.
+      const ApiError e = model_failed(h->engine->failure().message());
+      if (ctx) ctx->set_error(e.code, e.message);
+      nlohmann::json j = nlohmann::json::parse(error_body(e));
+      j["status"] = "failed";
+      j["reason"] = e.message;
+      return reply_json(*r, 503, j);
+    }
     if (!ready()) return reply_error(*r, ctx.get(), unavailable(host() ? "draining" : "not ready"));
     reply_json(*r, 200, {{"status", "ready"}});
   });
@@ -89,7 +98,10 @@ std::shared_ptr<const ModelHost> Service::host() const {
   return host_;
 }
 
-bool Service::ready() const { return host() != nullptr && !draining_.load(); }
+bool Service::ready() const {
+  auto h = host();
+  return h != nullptr && !draining_.load() && !(h->engine && h->engine->failed());
+}
 
 nlohmann::json Service::stats_json() const {
   registry_->collect();  // collector-fed values (transport, process) as fresh as a scrape's
@@ -151,6 +163,8 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
   auto host = this->host();
   if (!host) return reply_error(*r, ctx.get(), unavailable("the model is not loaded yet"));
   if (draining_) return reply_error(*r, ctx.get(), unavailable("the server is shutting down"));
+  if (host->engine && host->engine->failed())
+    return reply_error(*r, ctx.get(), model_failed(host->engine->failure().message()));
   ojson body;
   if (auto e = parse_json_body(http.body, &body)) return reply_error(*r, ctx.get(), *e);
   ParsedRequest req;

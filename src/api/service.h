@@ -4,7 +4,8 @@
 //                    disconnects) -> route match -> authenticate -> authorise (role x permission) -> handler
 //                    (inference handlers apply the caller's PII policy to the prompt text before tokenizing it,
 //                    then run the quota stage once the prompt is tokenized: Access::admit)
-//   GET  /health, /ready                          public (reveal nothing beyond up / ready)
+//   GET  /health, /ready                          public (reveal nothing beyond up / ready; a failed model runner:
+//                                                 /ready 503 {"status": "failed", "reason", "error"}, /health 200)
 //   POST /v1/chat/completions, /v1/completions, /api/v1/infer           inference
 //   GET  /v1/models, /v1/models/{id}                                    models.read
 //   GET  /api/v1/stats                                                  stats.read

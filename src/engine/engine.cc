@@ -114,6 +114,7 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!initialized_) return Internal("engine: submit before init()");
+    if (!failure_.ok()) return failure_;
     if (!accepting_) return ResourceExhausted("busy: engine is shutting down");
   }
   const int64_t n_prompt = static_cast<int64_t>(req.prompt.size());
@@ -154,6 +155,7 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   seq->max_tokens = req.max_tokens;
   seq->stop_token_ids = std::move(req.stop_token_ids);
   seq->deadline = req.deadline;
+  seq->table.cache_namespace = req.cache_namespace;
   seq->handle = handle;
   seq->counted_as_queued = true;
   seq->admitted_at = std::chrono::steady_clock::now();
@@ -285,9 +287,27 @@ void Engine::build_batch(const SchedulerOutput& out, Batch* b) const {
   }
 }
 
-void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
-  log_error("engine: step failed: " + st.to_string());
-  for (const auto& s : out.seqs) finish_seq(s.seq, FinishReason::kError, st);
+void Engine::fail_engine(const Status& st) {
+  const Status why = Internal("the model runner failed: " + st.message());
+  log_error("engine: " + why.message() + " (" + status_code_name(st.code()) +
+            "); failing every request and accepting no more");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = why;
+    accepting_ = false;
+  }
+  drain_inbox();
+  for (Sequence* seq : scheduler_->all()) finish_seq(seq, FinishReason::kError, why);
+}
+
+bool Engine::failed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !failure_.ok();
+}
+
+Status Engine::failure() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
 }
 
 bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const {
@@ -395,6 +415,12 @@ void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput&
 
 bool Engine::step() {
   if (!scheduler_) return false;
+  if (failed()) {  // requests that raced with the failure (queued before submit() saw it)
+    drain_inbox();
+    const Status why = failure();
+    for (Sequence* seq : scheduler_->all()) finish_seq(seq, FinishReason::kError, why);
+    return false;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   drain_inbox();
   apply_cancellations();
@@ -430,7 +456,7 @@ bool Engine::step() {
       fwd_ms = ms_since(tf);
     }
     if (!st.ok())
-      fail_batch(out, st);
+      fail_engine(st);
     else if (device)
       postprocess(out, nullptr, ids_.data(), row_lps_.data());
     else

@@ -10,6 +10,10 @@
 // Admission: submit() fails fast with kResourceExhausted ("busy": the server answers 429 + Retry-After) when the
 // waiting queue is full (by count or by prompt tokens), and with kInvalidArgument when the request can never run
 // (empty prompt, token id out of range, bad sampling params, prompt + max_tokens beyond the context or the KV pool).
+// Runner failure: an error from runner.forward / forward_sampled / copy_blocks (a device fault: the KV pool and the
+// device can no longer be trusted) fails the engine for good: every running and waiting request ends with kError and
+// status kInternal "the model runner failed: <reason>", nothing is scheduled again, submit() refuses with that
+// status, and failed() / failure() say so (the server's /ready answers 503). The process does not abort.
 #pragma once
 
 #include <atomic>
@@ -112,6 +116,9 @@ class Engine {
   bool idle() const;  // nothing queued, waiting or running
 
   EngineStats stats() const;
+  // True once the runner failed (see above); failure() is then the kInternal status every request got, else ok.
+  bool failed() const;
+  Status failure() const;
   const metrics::Registry& metrics_registry() const { return *registry_; }
   const KvCache* kv_cache() const { return kv_.get(); }  // engine-thread / synchronous-mode inspection only
 
@@ -128,7 +135,8 @@ class Engine {
   // The device sampling of every row of this step (logit_bias and penalties as LogitEdits), or false when the
   // runner cannot sample or the step has more edits than the runner takes.
   bool device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const;
-  void fail_batch(const SchedulerOutput& out, const Status& st);
+  // The runner reported an error: the engine fails for good (see the header comment).
+  void fail_engine(const Status& st);
   void cancel_all(const std::string& why);
   void publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out);
 
@@ -157,6 +165,7 @@ class Engine {
   bool stopping_ = false;
   SteadyTime drain_deadline_{};
   bool initialized_ = false;
+  Status failure_;               // non-ok once the runner failed
   std::thread thread_;
   EngineStats stats_;            // what the registry does not hold (step timings, batch shape, lookups)
   SchedulerCounters published_;  // scheduler counters already added to the registry
