@@ -39,6 +39,15 @@ ApiError busy(std::string message) {
   return e;
 }
 
+ApiError model_failed(std::string message) {
+  ApiError e;
+  e.status = 503;
+  e.type = "service_unavailable";
+  e.code = "model_failed";
+  e.message = std::move(message);
+  return e;
+}
+
 ApiError unavailable(std::string message) {
   ApiError e;
   e.status = 503;

@@ -22,6 +22,7 @@ ApiError not_found(std::string message, std::string code = "not_found");
 ApiError method_not_allowed(const std::string& method, const std::string& path);
 ApiError busy(std::string message);       // 429 + Retry-After
 ApiError unavailable(std::string message);  // 503 + Retry-After
+ApiError model_failed(std::string message); // 503 model_failed: the model runner failed for good (no Retry-After)
 ApiError internal_error(std::string message);
 ApiError unauthorized(std::string message);                 // 401 invalid_api_key (every credential problem)
 ApiError forbidden(std::string message, std::string code);  // 403 permission_error

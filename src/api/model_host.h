@@ -55,6 +55,15 @@ struct ModelHost {
   // What a request that omits temperature / top_p / top_k / min_p gets (see model_sampling_defaults), and whence.
   engine::SamplingParams default_sampling;
   std::string default_sampling_source;
+  // true (prefix_cache_scope tenant): the prefix-cache namespace of a request includes its tenant, so tenants never
+  // share cached KV blocks; false (global): all tenants of this model share them.
+  bool prefix_cache_per_tenant = true;
+
+  // The engine's cache namespace for a request of `tenant` (GenerateRequest::cache_namespace): served model, adapter
+  // ("" until adapters exist) and, per prefix_cache_per_tenant, the tenant.
+  uint64_t cache_namespace(const std::string& tenant) const {
+    return engine::prefix_namespace({served_name, /*adapter=*/"", prefix_cache_per_tenant ? tenant : std::string()});
+  }
 
   ~ModelHost() {
     engine.reset();  // before the runner it drives

@@ -42,6 +42,9 @@ Status start_engine(ModelHost* host, const ModelLoadOptions& opts) {
   engine::EngineConfig ec = opts.engine;
   if (opts.max_context > 0) ec.max_context = opts.max_context;
   ec.metrics_model_name = host->served_name;  // the model_name label of the engine's metrics
+  if (opts.prefix_cache_scope != "tenant" && opts.prefix_cache_scope != "global")
+    return InvalidArgument("prefix_cache_scope must be tenant or global, got '" + opts.prefix_cache_scope + "'");
+  host->prefix_cache_per_tenant = opts.prefix_cache_scope == "tenant";
   host->engine = std::make_unique<engine::Engine>(host->runner.get(), ec);
   if (opts.heartbeat && opts.heartbeat_every.count() > 0) host->engine->set_heartbeat(opts.heartbeat, opts.heartbeat_every);
   RETURN_IF_ERROR(host->engine->start());

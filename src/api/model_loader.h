@@ -43,6 +43,8 @@ struct ModelLoadOptions {
   // Liveness hook set on the engine before it starts (Engine::set_heartbeat): none when heartbeat_every is 0.
   std::function<void()> heartbeat;
   std::chrono::milliseconds heartbeat_every{0};
+  // Who shares cached KV blocks: "tenant" (each tenant its own prefix cache) or "global" (all tenants of the model).
+  std::string prefix_cache_scope = "tenant";
 };
 
 // CPU precision: "exact" (f32 weights and math, answers like HF transformers fp32) or "fast" (quantised kernels),

@@ -97,7 +97,7 @@ Service::Readiness Service::readiness() const {
   if (shutting_down_) return Readiness::kShuttingDown;
   auto h = host();
   if (!h) return Readiness::kLoading;
-  if (h->engine && !h->engine->failure().empty()) return Readiness::kFailed;
+  if (h->engine && h->engine->failed()) return Readiness::kFailed;
   if (admin_drain_) return Readiness::kDraining;
   return Readiness::kReady;
 }
@@ -147,7 +147,7 @@ nlohmann::json Service::stats_json() const {
   const Readiness state = readiness();
   j["readiness"] = {{"ready", state == Readiness::kReady}, {"reason", readiness_name(state)}};
   if (h && h->engine) {
-    if (std::string why = h->engine->failure(); !why.empty()) j["readiness"]["failure"] = why;
+    if (const Status why = h->engine->failure(); !why.ok()) j["readiness"]["failure"] = why.message();
   }
   if (h && h->engine) {
     const engine::EngineStats s = h->engine->stats();
@@ -216,11 +216,8 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
       e.code = "draining";
       return reply_error(*r, ctx.get(), e);
     }
-    case Readiness::kFailed: {
-      ApiError e = unavailable("the model failed on its device; this replica needs a restart");
-      e.code = "model_failed";
-      return reply_error(*r, ctx.get(), e);
-    }
+    case Readiness::kFailed:
+      return reply_error(*r, ctx.get(), model_failed("the model failed on its device; this replica needs a restart"));
   }
   ojson body;
   if (auto e = parse_json_body(http.body, &body)) return reply_error(*r, ctx.get(), *e);

@@ -114,7 +114,7 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!initialized_) return Internal("engine: submit before init()");
-    if (!failure_.empty()) return Internal("engine failed: " + failure_);
+    if (!failure_.ok()) return failure_;
     if (!accepting_) return ResourceExhausted("busy: engine is shutting down");
   }
   const int64_t n_prompt = static_cast<int64_t>(req.prompt.size());
@@ -155,6 +155,7 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   seq->max_tokens = req.max_tokens;
   seq->stop_token_ids = std::move(req.stop_token_ids);
   seq->deadline = req.deadline;
+  seq->table.cache_namespace = req.cache_namespace;
   seq->handle = handle;
   seq->counted_as_queued = true;
   seq->admitted_at = std::chrono::steady_clock::now();
@@ -183,7 +184,7 @@ bool Engine::idle() const {
   return live_.empty();
 }
 
-std::string Engine::failure() const {
+Status Engine::failure() const {
   std::lock_guard<std::mutex> lock(mu_);
   return failure_;
 }
@@ -200,7 +201,7 @@ void Engine::beat() {
   if (!heartbeat_) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!failure_.empty()) return;
+    if (!failure_.ok()) return;
   }
   const SteadyTime now = std::chrono::steady_clock::now();
   if (now < next_heartbeat_) return;
@@ -313,18 +314,26 @@ void Engine::build_batch(const SchedulerOutput& out, Batch* b) const {
 
 void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
   log_error("engine: step failed: " + st.to_string());
-  for (const auto& s : out.seqs) finish_seq(s.seq, FinishReason::kError, st);
   const Status dev = runner_->device_status();
-  if (dev.ok()) return;
-  log_error("engine: the device is broken, the model is failed (no more requests): " + dev.to_string());
+  if (dev.ok()) {
+    for (const auto& s : out.seqs) finish_seq(s.seq, FinishReason::kError, st);
+    return;
+  }
+  const Status why = Internal("the model runner failed: " + (dev.message().empty() ? st.message() : dev.message()));
+  log_error("engine: " + why.message() + "; failing every request and accepting no more");
   {
     std::lock_guard<std::mutex> lock(mu_);
-    failure_ = dev.message().empty() ? "device failed" : dev.message();
+    failure_ = why;
     accepting_ = false;
   }
   drain_inbox();
-  for (Sequence* seq : scheduler_->all())
-    finish_seq(seq, FinishReason::kError, Internal("request " + seq->request_id + ": the device failed"));
+  for (const auto& s : out.seqs) finish_seq(s.seq, FinishReason::kError, why);
+  for (Sequence* seq : scheduler_->all()) finish_seq(seq, FinishReason::kError, why);
+}
+
+bool Engine::failed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !failure_.ok();
 }
 
 bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const {
@@ -432,6 +441,12 @@ void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput&
 
 bool Engine::step() {
   if (!scheduler_) return false;
+  if (failed()) {  // requests that raced with the failure (queued before submit() saw it)
+    drain_inbox();
+    const Status why = failure();
+    for (Sequence* seq : scheduler_->all()) finish_seq(seq, FinishReason::kError, why);
+    return false;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   drain_inbox();
   apply_cancellations();
@@ -484,13 +499,13 @@ void Engine::loop() {
       std::unique_lock<std::mutex> lock(mu_);
       // Sleep only when there is nothing at all to do; cancels of live requests also wake us, and so does the
       // heartbeat's period.
-      auto work = [&] { return stopping_ || !failure_.empty() || !inbox_.empty() || !live_.empty(); };
+      auto work = [&] { return stopping_ || !failure_.ok() || !inbox_.empty() || !live_.empty(); };
       if (heartbeat_) {
         if (!cv_.wait_for(lock, heartbeat_every_, work)) continue;
       } else {
         cv_.wait(lock, work);
       }
-      if (!failure_.empty()) break;
+      if (!failure_.ok()) break;
       if (stopping_ && (live_.empty() || std::chrono::steady_clock::now() >= drain_deadline_)) break;
     }
     if (!step()) {

@@ -10,6 +10,10 @@
 // Admission: submit() fails fast with kResourceExhausted ("busy": the server answers 429 + Retry-After) when the
 // waiting queue is full (by count or by prompt tokens), and with kInvalidArgument when the request can never run
 // (empty prompt, token id out of range, bad sampling params, prompt + max_tokens beyond the context or the KV pool).
+// Runner failure: an error from runner.forward / forward_sampled / copy_blocks (a device fault: the KV pool and the
+// device can no longer be trusted) fails the engine for good: every running and waiting request ends with kError and
+// status kInternal "the model runner failed: <reason>", nothing is scheduled again, submit() refuses with that
+// status, and failed() / failure() say so (the server's /ready answers 503). The process does not abort.
 #pragma once
 
 #include <atomic>
@@ -115,10 +119,13 @@ class Engine {
   EngineStats stats() const;
   const metrics::Registry& metrics_registry() const { return *registry_; }
 
-  // "" while the engine can serve; else why it cannot (the runner reported its device broken after a failed step:
-  // ModelRunner::device_status()). A failed engine refuses submit(), has finished every live request with an error,
-  // and its thread has ended (so heartbeats stop: a supervisor's watchdog restarts the process). Any thread.
-  std::string failure() const;
+  // A failed step fails the requests of that step. When the runner then reports its device broken
+  // (ModelRunner::device_status(), e.g. a sticky CUDA error) the engine fails for good: failure() becomes the
+  // kInternal status "the model runner failed: <reason>" that every live and waiting request got, submit() returns
+  // it, and the engine thread ends (so heartbeats stop: a supervisor's watchdog restarts the process). failure() is
+  // ok while the engine can serve. Any thread.
+  bool failed() const;
+  Status failure() const;
 
   // Liveness: fn runs on the engine thread at least every `every` while the thread is alive and not stuck inside a
   // step (the thread wakes itself for it when idle), and never after the thread ended or the engine failed. fn must
@@ -139,6 +146,7 @@ class Engine {
   // The device sampling of every row of this step (logit_bias and penalties as LogitEdits), or false when the
   // runner cannot sample or the step has more edits than the runner takes.
   bool device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const;
+  // A step failed: its requests end with st; a broken device fails the engine (see failure()).
   void fail_batch(const SchedulerOutput& out, const Status& st);
   void cancel_all(const std::string& why);
   void publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out);
@@ -169,10 +177,10 @@ class Engine {
   bool stopping_ = false;
   SteadyTime drain_deadline_{};
   bool initialized_ = false;
-  std::string failure_;  // see failure()
   std::function<void()> heartbeat_;
   std::chrono::milliseconds heartbeat_every_{0};
   SteadyTime next_heartbeat_{};  // engine thread only
+  Status failure_;               // non-ok once the device failed (see failure())
   std::thread thread_;
   EngineStats stats_;            // what the registry does not hold (step timings, batch shape, lookups)
   SchedulerCounters published_;  // scheduler counters already added to the registry

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/check.h"
+#include "base/sha256.h"
 
 namespace citadel::engine {
 
@@ -25,6 +26,29 @@ uint64_t KvCache::hash_block(uint64_t parent, const int32_t* tokens, int n) {
   h ^= h >> 31;
   h *= 0x94d049bb133111ebull;
   return h ^ (h >> 32);
+}
+
+uint64_t KvCache::root_hash(uint64_t cache_namespace) {
+  if (cache_namespace == 0) return kRootHash;
+  uint64_t h = kRootHash ^ cache_namespace;  // splitmix64 finaliser
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+  return h ^ (h >> 31);
+}
+
+uint64_t prefix_namespace(std::initializer_list<std::string_view> parts) {
+  Sha256 sha;
+  for (std::string_view p : parts) {
+    const uint64_t n = p.size();
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
+    sha.update(len, sizeof len);  // length prefix: ("ab", "c") and ("a", "bc") differ
+    sha.update(p.data(), p.size());
+  }
+  const Sha256::Digest d = sha.finish();
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | d[i];
+  return v == 0 ? 1 : v;
 }
 
 void KvCache::lru_push_back(int b) {
@@ -92,7 +116,7 @@ int KvCache::acquire_prefix(const std::vector<int32_t>& tokens, BlockTable* tabl
   table->hashes.clear();
   if (!prefix_caching_) return 0;
   const int n_full = static_cast<int>(tokens.size()) / block_size_;
-  uint64_t parent = kRootHash;
+  uint64_t parent = root_hash(table->cache_namespace);
   for (int i = 0; i < n_full; ++i) {
     const int32_t* blk = tokens.data() + static_cast<size_t>(i) * block_size_;
     const uint64_t h = hash_block(parent, blk, block_size_);
@@ -136,8 +160,9 @@ bool KvCache::allocate(BlockTable* table, int first_write, int n_tokens,
 
 void KvCache::commit(BlockTable* table, const std::vector<int32_t>& tokens, int n_computed) {
   const int n_full = std::min(n_computed / block_size_, static_cast<int>(table->blocks.size()));
+  const uint64_t root = root_hash(table->cache_namespace);
   for (int i = static_cast<int>(table->hashes.size()); i < n_full; ++i) {
-    const uint64_t parent = i == 0 ? kRootHash : table->hashes[i - 1];
+    const uint64_t parent = i == 0 ? root : table->hashes[i - 1];
     const int32_t* blk = tokens.data() + static_cast<size_t>(i) * block_size_;
     const uint64_t h = hash_block(parent, blk, block_size_);
     table->hashes.push_back(h);
@@ -164,6 +189,7 @@ void KvCache::fork(const BlockTable& src, BlockTable* dst) {
   for (int b : src.blocks) add_ref(b);
   dst->blocks = src.blocks;
   dst->hashes = src.hashes;
+  dst->cache_namespace = src.cache_namespace;
 }
 
 Status KvCache::check_invariants() const {

@@ -10,6 +10,10 @@
 //   hash(parent block hash, the block's token ids) (64-bit; the token ids and the parent hash are stored per block and
 //   compared on lookup, so a hash collision can only cause a miss, never a wrong hit). acquire_prefix() reuses the
 //   longest contiguous run of cached full blocks at the start of a prompt.
+// - Namespaces: the chain of a table starts at root_hash(table.cache_namespace), so identical token prefixes under
+//   different namespaces (model, adapter, tenant: prefix_namespace()) never share a block. The first block's stored
+//   parent is that root and is compared on lookup like the tokens; two namespaces can only meet if their 64-bit
+//   values are equal (prefix_namespace() takes them from SHA-256).
 // - Free blocks: blocks never cached (or whose cache entry was dropped) are handed out first; unreferenced cached
 //   blocks sit in an LRU list and are evicted (un-indexed and reused) only when no other free block is left. Tables
 //   are released tail-first, so a prefix's early blocks outlive its late ones.
@@ -17,7 +21,9 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -29,7 +35,12 @@ namespace citadel::engine {
 struct BlockTable {
   std::vector<int32_t> blocks;   // [ceil(n_tokens / block_size)] block ids in position order
   std::vector<uint64_t> hashes;  // [n_hashed] chain hash of blocks[0..n_hashed), all full and computed
+  uint64_t cache_namespace = 0;  // prefix-cache namespace (0: the default one); kept by release()
 };
+
+// A prefix-cache namespace from its parts (e.g. served model name, adapter, tenant): the first 8 bytes of the SHA-256
+// of the length-prefixed parts, never 0. Equal parts give equal values; pure and thread-safe.
+uint64_t prefix_namespace(std::initializer_list<std::string_view> parts);
 
 class KvCache {
  public:
@@ -73,6 +84,8 @@ class KvCache {
 
   static uint64_t hash_block(uint64_t parent, const int32_t* tokens, int n);
   static constexpr uint64_t kRootHash = 0x6a09e667f3bcc908ull;
+  // The parent hash of a namespace's first block: kRootHash for namespace 0, else a mix of both.
+  static uint64_t root_hash(uint64_t cache_namespace);
 
  private:
   struct BlockMeta {

@@ -109,8 +109,9 @@ class ModelRunner {
   virtual Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) = 0;
 
   // Runs one step. logits: [batch.logit_rows.size(), n_vocab()] float32, row r for token batch.logit_rows[r]; raw
-  // model logits (no temperature, no softcap beyond what the architecture itself does). A non-ok Status fails
-  // every request in the batch (finish reason kError); the engine keeps running.
+  // model logits (no temperature, no softcap beyond what the architecture itself does). A non-ok Status (of
+  // forward, forward_sampled or copy_blocks) means the runner cannot be trusted any more (a device fault): the engine
+  // fails every request with it and stops (engine.h); a runner whose device hit a sticky error keeps returning it.
   virtual Status forward(const Batch& batch, float* logits) = 0;
 
   // Optional: forward() that also picks each logit row's next token where the logits are (rows[r] for row r) and

@@ -33,7 +33,10 @@ struct GenerateRequest {
   std::vector<int32_t> stop_token_ids;  // EOS and friends: generation ends after emitting one (kStop)
   SteadyTime deadline = SteadyTime::max();
   int priority = 0;                     // higher runs first; FCFS among equals
-  std::string tenant;                   // opaque to the engine (accounting; a later cache namespace)
+  std::string tenant;                   // opaque to the engine (accounting)
+  // Prefix-cache namespace (kv_cache.h prefix_namespace()): cached KV blocks are shared only between requests with
+  // equal values. The API sets it from (served model, adapter, tenant); 0 is the default namespace.
+  uint64_t cache_namespace = 0;
   std::string principal;                // who asked ("key:<id>", "oidc:<sub>"); opaque to the engine
   // Optional: installed as the handle's notify callback before the request is queued (so no event is missed).
   // Runs on the engine thread after each event; must be quick and must not block (e.g. post to an I/O loop).

@@ -14,6 +14,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "runtime/cuda_linear.cuh"
+#include "runtime/cuda_status.cuh"
 
 namespace citadel::runtime {
 
@@ -160,9 +161,10 @@ struct CudaDecoder::Impl {
   Status alloc_runtime();
   void* weight_ptr(CudaWeight w, int layer, int64_t* count);
   Status upload(CudaWeight w, int layer, const void* host, int64_t count);
-  void forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
+  // Enqueue one step; the Status is that of the launches (cudaGetLastError), not of their execution.
+  Status forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
   // kF32 or f32_activations; ctx_bound: n_splits * partition of forward() (covers every decode context)
-  void forward_exact(int T, int B, bool decode, int ctx_bound, bool all_logits, bool sampled);
+  Status forward_exact(int T, int B, bool decode, int ctx_bound, bool all_logits, bool sampled);
   // Decode attention partition (tokens per split block). Tensor-core kernel, H100 bench (round 4): 256 was the
   // fastest at every measured shape but B=1 ctx 1024 (11.4 vs 10.5 us at 128): the split merge (counter + second
   // pass) costs ~2 us, more than the parallelism it buys at short contexts.
@@ -219,7 +221,7 @@ void* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
 Status CudaDecoder::Impl::alloc_runtime() {
   const int64_t T = opt.max_step_tokens, B = opt.max_batch, D = c.hidden_dim, F = c.ffn_dim, V = c.n_vocab;
   size_t free0 = 0, total = 0;
-  CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+  CUDA_TRY(cudaMemGetInfo(&free0, &total));
   max_blocks = (opt.max_seq_len + opt.block_size - 1) / opt.block_size;
   RETURN_IF_ERROR(alloc_n(&residual, T * D, "residual"));
   RETURN_IF_ERROR(alloc_e(&h, T * D, "h"));
@@ -251,26 +253,26 @@ Status CudaDecoder::Impl::alloc_runtime() {
                                                 (opt.max_seq_len + partition_for(B) - 1) / partition_for(B)));
   if (exact()) ws = std::max(ws, ck::f32_decode_workspace_floats(static_cast<int>(B), c.n_heads, c.head_dim));
   RETURN_IF_ERROR(alloc_n(&attn_ws, ws, "attention workspace"));
-  CUDA_CHECK(cudaMemsetAsync(attn_ws, 0, sizeof(float) * static_cast<size_t>(std::max<int64_t>(ws, 1)), stream));
+  CUDA_TRY(cudaMemsetAsync(attn_ws, 0, sizeof(float) * static_cast<size_t>(std::max<int64_t>(ws, 1)), stream));
   ints_capacity = 3 * T + 3 * B + 1 + B * max_blocks;  // + query_start staging
   RETURN_IF_ERROR(alloc_n(&d_ints, ints_capacity, "step inputs"));
   RETURN_IF_ERROR(alloc_n(&d_out, std::max(T, B), "ids"));
-  CUDA_CHECK(cudaMallocHost(&h_pinned, sizeof(int32_t) * ints_capacity));
-  CUDA_CHECK(cudaMallocHost(&h_out, sizeof(int32_t) * std::max(T, B)));
-  CUDA_CHECK(cudaMallocHost(&h_sample, sizeof(ck::SampleParams) * B));
+  CUDA_TRY(cudaMallocHost(&h_pinned, sizeof(int32_t) * ints_capacity));
+  CUDA_TRY(cudaMallocHost(&h_out, sizeof(int32_t) * std::max(T, B)));
+  CUDA_TRY(cudaMallocHost(&h_sample, sizeof(ck::SampleParams) * B));
   RETURN_IF_ERROR(alloc_n(&d_sample, B, "sampling parameters"));
   max_edits = static_cast<int>(B) * 1024;
-  CUDA_CHECK(cudaMallocHost(&h_edits, sizeof(ck::LogitEdit) * max_edits));
+  CUDA_TRY(cudaMallocHost(&h_edits, sizeof(ck::LogitEdit) * max_edits));
   RETURN_IF_ERROR(alloc_n(&d_edits, max_edits, "logit edits"));
   RETURN_IF_ERROR(alloc_n(&d_edit_raw, max_edits, "logit edits"));
   RETURN_IF_ERROR(alloc_n(&d_lp, B, "logprobs"));
-  CUDA_CHECK(cudaMallocHost(&h_lp, sizeof(ck::TokenLogprobs) * B));
+  CUDA_TRY(cudaMallocHost(&h_lp, sizeof(ck::TokenLogprobs) * B));
   const size_t cublas_ws_bytes = size_t{32} << 20;
   RETURN_IF_ERROR(alloc(&cublas_ws, cublas_ws_bytes, "cublas workspace"));
   cublas = ck::create_cublas_handle(stream, cublas_ws, cublas_ws_bytes);
   gemm_lt = ck::create_gemm_lt(stream, cublas_ws, cublas_ws_bytes, opt.gemm_autotune);
   size_t free1 = 0;
-  CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+  CUDA_TRY(cudaMemGetInfo(&free1, &total));
   act_bytes = static_cast<int64_t>(free0) - static_cast<int64_t>(free1);
 
   const int64_t block_bytes = int64_t{2} * opt.block_size * c.n_kv_heads * c.head_dim * esz() * c.n_layers;
@@ -282,8 +284,8 @@ Status CudaDecoder::Impl::alloc_runtime() {
   const int64_t pool_elems = n_blocks * opt.block_size * c.n_kv_heads * c.head_dim * c.n_layers;
   RETURN_IF_ERROR(alloc_e(&k_pool, pool_elems, "K pool"));
   RETURN_IF_ERROR(alloc_e(&v_pool, pool_elems, "V pool"));
-  CUDA_CHECK(cudaMemsetAsync(k_pool, 0, pool_elems * esz(), stream));
-  CUDA_CHECK(cudaMemsetAsync(v_pool, 0, pool_elems * esz(), stream));
+  CUDA_TRY(cudaMemsetAsync(k_pool, 0, pool_elems * esz(), stream));
+  CUDA_TRY(cudaMemsetAsync(v_pool, 0, pool_elems * esz(), stream));
   kv_bytes = n_blocks * block_bytes;
 
   char buf[512];
@@ -346,7 +348,7 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const CudaModelConfig& 
   auto impl = std::make_unique<Impl>();
   impl->c = c;
   impl->opt = opt;
-  CUDA_CHECK(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
+  CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   std::unique_ptr<CudaDecoder> d(new CudaDecoder(std::move(impl)));
   RETURN_IF_ERROR(d->impl_->alloc_weights());
   return std::move(d);
@@ -367,7 +369,7 @@ Status CudaDecoder::init_synthetic(uint32_t seed) {
       auto* fill = m.tensor_esz(kind) == 4 ? synth_fill_kernel<true> : synth_fill_kernel<false>;
       fill<<<2048, 256, 0, m.stream>>>(dst, n, synth_tensor_seed(seed, kind, l), synth_scale(m.c, kind),
                                        synth_offset(kind));
-      CUDA_LAUNCH_CHECK();
+      CUDA_TRY(cudaGetLastError());
     }
   }
   return finalize();
@@ -384,8 +386,8 @@ Status CudaDecoder::Impl::upload(CudaWeight w, int layer, const void* host, int6
     return InvalidArgument("cuda decoder: tensor " + std::to_string(static_cast<int>(w)) + " layer " +
                            std::to_string(layer) + ": " + std::to_string(count) + " elements, expected " +
                            std::to_string(n));
-  CUDA_CHECK(cudaMemcpyAsync(dst, host, n * tensor_esz(w), cudaMemcpyHostToDevice, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
+  CUDA_TRY(cudaMemcpyAsync(dst, host, n * tensor_esz(w), cudaMemcpyHostToDevice, stream));
+  CUDA_TRY(cudaStreamSynchronize(stream));
   return OkStatus();
 }
 
@@ -414,15 +416,15 @@ Status CudaDecoder::finalize() {
   }
   m.weight_bytes += 2 * D * e * m.c.n_layers;
   RETURN_IF_ERROR(m.alloc_runtime());
-  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  CUDA_TRY(cudaStreamSynchronize(m.stream));
   m.finalized = true;
   return OkStatus();
 }
 
 // The whole step on device; inputs already in d_ints (layout(T, B)). With decode, every sequence has one token and
 // T == B. Query ranges for prefill come from the host copy (h_pinned) because they set kernel grids.
-void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits,
-                                bool sampled) {
+Status CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits,
+                                  bool sampled) {
   if (exact()) return forward_exact(T, B, decode, n_splits * partition, all_logits, sampled);
   const IntLayout L = layout(T, B);
   const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim, NQKV = qkv_rows();
@@ -482,11 +484,13 @@ void CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int par
     else
       ck::argmax(logits, B, c.n_vocab, d_out, stream);
   }
+  CUDA_TRY(cudaGetLastError());
+  return OkStatus();
 }
 
 // kF32 (or bf16 matrices with f32_activations): the step of forward() on fp32 buffers through the exact.cu kernels
 // (no op skipping; fused SiLU only with bf16 matrices).
-void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, int ctx_bound, bool all_logits, bool sampled) {
+Status CudaDecoder::Impl::forward_exact(int T, int B, bool decode, int ctx_bound, bool all_logits, bool sampled) {
   const IntLayout L = layout(T, B);
   const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, NQKV = qkv_rows();
   const int64_t layer_pool = n_blocks * opt.block_size * c.n_kv_heads * c.head_dim;
@@ -544,6 +548,8 @@ void CudaDecoder::Impl::forward_exact(int T, int B, bool decode, int ctx_bound, 
     ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_edits, d_edit_raw, d_lp, d_out, stream);
   else
     ck::argmax(logits, rows, c.n_vocab, d_out, stream);
+  CUDA_TRY(cudaGetLastError());
+  return OkStatus();
 }
 
 Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits_out,
@@ -626,7 +632,7 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
   }
   if (L.total + B + 1 > m.ints_capacity) return InvalidArgument("cuda step: inputs exceed the staging buffer");
   if (!decode) std::copy(s.query_start.begin(), s.query_start.end(), hp + L.total);
-  CUDA_CHECK(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * L.total, cudaMemcpyHostToDevice, m.stream));
+  CUDA_TRY(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * L.total, cudaMemcpyHostToDevice, m.stream));
   bool want_lp = false;
   if (sampled) {
     int n_edits = 0;
@@ -653,10 +659,10 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
       }
       m.h_sample[b] = sp;
     }
-    CUDA_CHECK(cudaMemcpyAsync(m.d_sample, m.h_sample, sizeof(ck::SampleParams) * Bp, cudaMemcpyHostToDevice,
+    CUDA_TRY(cudaMemcpyAsync(m.d_sample, m.h_sample, sizeof(ck::SampleParams) * Bp, cudaMemcpyHostToDevice,
                                m.stream));
     if (n_edits > 0)
-      CUDA_CHECK(cudaMemcpyAsync(m.d_edits, m.h_edits, sizeof(ck::LogitEdit) * n_edits, cudaMemcpyHostToDevice,
+      CUDA_TRY(cudaMemcpyAsync(m.d_edits, m.h_edits, sizeof(ck::LogitEdit) * n_edits, cudaMemcpyHostToDevice,
                                  m.stream));
   }
 
@@ -666,30 +672,33 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
     if (it == m.graphs.end()) {
       // One uncaptured run first: it tunes the GEMM algorithms of this bucket (nothing can be timed during
       // capture). Same inputs, so it writes the same KV values and outputs that the graph then rewrites.
-      m.forward(Tp, Bp, true, n_splits, partition, false, sampled);
+      RETURN_IF_ERROR(m.forward(Tp, Bp, true, n_splits, partition, false, sampled));
       cudaGraph_t g;
-      CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
-      m.forward(Tp, Bp, true, n_splits, partition, false, sampled);
-      CUDA_CHECK(cudaStreamEndCapture(m.stream, &g));
+      CUDA_TRY(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
+      const Status captured = m.forward(Tp, Bp, true, n_splits, partition, false, sampled);
+      const cudaError_t ended = cudaStreamEndCapture(m.stream, &g);  // always: the stream leaves capture mode
+      if (!captured.ok() && ended == cudaSuccess) cudaGraphDestroy(g);
+      RETURN_IF_ERROR(captured);
+      CUDA_TRY(ended);
       cudaGraphExec_t exec;
-      CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-      CUDA_CHECK(cudaGraphDestroy(g));
+      CUDA_TRY(cudaGraphInstantiate(&exec, g, 0));
+      CUDA_TRY(cudaGraphDestroy(g));
       it = m.graphs.emplace(key, exec).first;
     }
-    CUDA_CHECK(cudaGraphLaunch(it->second, m.stream));
+    CUDA_TRY(cudaGraphLaunch(it->second, m.stream));
   } else {
-    m.forward(Tp, Bp, decode, n_splits, partition, s.all_logits, sampled);
+    RETURN_IF_ERROR(m.forward(Tp, Bp, decode, n_splits, partition, s.all_logits, sampled));
   }
   const int rows = s.all_logits ? T : B;
-  CUDA_CHECK(cudaMemcpyAsync(m.h_out, m.d_out, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, m.stream));
+  CUDA_TRY(cudaMemcpyAsync(m.h_out, m.d_out, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, m.stream));
   if (logits_out) {
     logits_out->resize(static_cast<size_t>(rows) * m.c.n_vocab);
-    CUDA_CHECK(cudaMemcpyAsync(logits_out->data(), m.logits, sizeof(float) * logits_out->size(),
+    CUDA_TRY(cudaMemcpyAsync(logits_out->data(), m.logits, sizeof(float) * logits_out->size(),
                                cudaMemcpyDeviceToHost, m.stream));
   }
   if (want_lp)
-    CUDA_CHECK(cudaMemcpyAsync(m.h_lp, m.d_lp, sizeof(ck::TokenLogprobs) * B, cudaMemcpyDeviceToHost, m.stream));
-  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    CUDA_TRY(cudaMemcpyAsync(m.h_lp, m.d_lp, sizeof(ck::TokenLogprobs) * B, cudaMemcpyDeviceToHost, m.stream));
+  CUDA_TRY(cudaStreamSynchronize(m.stream));
   if (next_tokens) next_tokens->assign(m.h_out, m.h_out + rows);
   if (logprobs) {
     logprobs->assign(static_cast<size_t>(B), CudaLogprobs{});
@@ -717,7 +726,7 @@ Status CudaDecoder::copy_blocks(const std::vector<std::pair<int, int>>& src_dst)
     for (int l = 0; l < m.c.n_layers; ++l)
       for (bf16_t* pool : {m.k_pool, m.v_pool}) {
         char* base = static_cast<char*>(static_cast<void*>(pool)) + l * layer_pool * e;
-        CUDA_CHECK(cudaMemcpyAsync(base + dst * block_elems * e, base + src * block_elems * e, block_elems * e,
+        CUDA_TRY(cudaMemcpyAsync(base + dst * block_elems * e, base + src * block_elems * e, block_elems * e,
                                    cudaMemcpyDeviceToDevice, m.stream));
       }
   }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernels/cuda/common.cuh"
+#include "runtime/cuda_status.cuh"
 
 namespace citadel::runtime {
 
@@ -50,7 +51,7 @@ Status LinearW::quantize(CudaWeightFormat to, DeviceArena* arena, cudaStream_t s
     RETURN_IF_ERROR(arena->alloc_n(&scales, int64_t{N} * (K / 128), "int4 scales"));
     ck::quantize_int4(bf16, q, scales, N, K, s);
   }
-  CUDA_CHECK(cudaStreamSynchronize(s));
+  CUDA_TRY(cudaStreamSynchronize(s));
   arena->release(bf16);
   bf16 = nullptr;
   return OkStatus();

@@ -3,18 +3,75 @@
 
 #include "runtime/cuda_loader.h"
 
+#include <cuda_runtime.h>
+
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "base/log.h"
+#include "runtime/cuda_status.cuh"
+
 namespace citadel::runtime {
+
+namespace {
+
+// Fault injection only: writes through a pointer no allocation can own.
+__global__ void wild_write_kernel(int* p) { p[threadIdx.x] = 1; }
+
+Status inject_cuda_fault(const std::string& kind) {
+  if (kind == "sticky") {
+    wild_write_kernel<<<1, 32>>>(reinterpret_cast<int*>(uintptr_t{0x10}));
+    CUDA_TRY(cudaGetLastError());
+    CUDA_TRY(cudaDeviceSynchronize());  // cudaErrorIllegalAddress
+    return Internal("cuda runner: the injected illegal write did not fault");
+  }
+  void* p = nullptr;
+  CUDA_TRY(cudaMalloc(&p, size_t{1} << 62));  // cudaErrorMemoryAllocation
+  cudaFree(p);
+  return Internal("cuda runner: the injected 2^62-byte allocation succeeded");
+}
+
+}  // namespace
 
 Result<std::unique_ptr<CudaRunner>> CudaRunner::create(CudaRunnerOptions opt) {
   const CudaModelConfig& c = opt.config;
   if (c.n_layers <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.n_vocab <= 0)
     return InvalidArgument("cuda runner: model dimensions must be positive");
   if (opt.decoder.max_seq_len <= 0) return InvalidArgument("cuda runner: max_seq_len must be positive");
+  if (opt.fault_after_steps == 0)
+    if (const char* v = std::getenv("CITADEL_CUDA_FAULT_AFTER_STEPS")) opt.fault_after_steps = std::atoi(v);
+  if (opt.fault_kind.empty()) {
+    const char* k = std::getenv("CITADEL_CUDA_FAULT_KIND");
+    opt.fault_kind = k && *k ? k : "oom";
+  }
+  if (opt.fault_kind != "oom" && opt.fault_kind != "sticky")
+    return InvalidArgument("cuda runner: CITADEL_CUDA_FAULT_KIND must be oom or sticky, got '" + opt.fault_kind + "'");
+  if (opt.fault_after_steps > 0)
+    log_warn("cuda runner: fault injection on: step " + std::to_string(opt.fault_after_steps) + " fails (" +
+             opt.fault_kind + ")");
   return std::unique_ptr<CudaRunner>(new CudaRunner(std::move(opt)));
+}
+
+Status CudaRunner::begin_step() {
+  if (!failed_.ok()) return failed_;
+  ++steps_;
+  if (opt_.fault_after_steps > 0 && steps_ == opt_.fault_after_steps) return note(inject_cuda_fault(opt_.fault_kind));
+  return OkStatus();
+}
+
+Status CudaRunner::note(Status st) {
+  if (st.ok() || !failed_.ok()) return st;
+  // A sticky error is returned by every later call: ask the device (this also waits for queued work).
+  const cudaError_t e = cudaDeviceSynchronize();
+  if (cuda_error_is_sticky(e)) {
+    (void)(failed_ = Internal(st.message() + "; the device is in a sticky error state (" + cudaGetErrorName(e) +
+                              "): this runner fails every later call"));
+    return failed_;
+  }
+  return st;
 }
 
 CudaRunner::~CudaRunner() = default;
@@ -51,7 +108,8 @@ Status CudaRunner::allocate_kv(int n_blocks, int block_size) {
 
 Status CudaRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
   if (!decoder_) return InvalidArgument("cuda runner: copy_blocks before allocate_kv");
-  return decoder_->copy_blocks(src_dst);
+  if (!failed_.ok()) return failed_;
+  return note(decoder_->copy_blocks(src_dst));
 }
 
 Status CudaRunner::prepare_step(const engine::Batch& b) {
@@ -83,6 +141,7 @@ Status CudaRunner::prepare_step(const engine::Batch& b) {
 Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows,
                                    int32_t* ids, engine::RowLogprobs* logprobs) {
   RETURN_IF_ERROR(prepare_step(b));
+  RETURN_IF_ERROR(begin_step());
   const int T = b.n_tokens(), B = b.n_seqs();
   if (rows.size() != b.logit_rows.size()) return InvalidArgument("cuda runner: one sampling entry per logit row");
   step_.sampling.assign(static_cast<size_t>(B), CudaSampling{});  // sequences without a row: greedy, ignored
@@ -106,7 +165,7 @@ Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<eng
     seq_of_row[r] = s;
   }
   std::vector<int32_t> next;
-  RETURN_IF_ERROR(decoder_->step(step_, &next, nullptr, logprobs ? &lps_ : nullptr));
+  RETURN_IF_ERROR(note(decoder_->step(step_, &next, nullptr, logprobs ? &lps_ : nullptr)));
   for (size_t r = 0; r < rows.size(); ++r) {
     const size_t s = static_cast<size_t>(seq_of_row[r]);
     ids[r] = next[s];
@@ -117,6 +176,7 @@ Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<eng
 
 Status CudaRunner::forward(const engine::Batch& b, float* logits) {
   RETURN_IF_ERROR(prepare_step(b));
+  RETURN_IF_ERROR(begin_step());
   const int T = b.n_tokens(), B = b.n_seqs(), V = opt_.config.n_vocab;
   // The decoder returns the last token's logits of each sequence; other rows need the all-tokens mode.
   std::vector<int> src_row(b.logit_rows.size());
@@ -132,7 +192,7 @@ Status CudaRunner::forward(const engine::Batch& b, float* logits) {
       last_only = false;
   }
   step_.all_logits = !last_only;
-  RETURN_IF_ERROR(decoder_->step(step_, nullptr, &logits_));
+  RETURN_IF_ERROR(note(decoder_->step(step_, nullptr, &logits_)));
   for (size_t r = 0; r < b.logit_rows.size(); ++r) {
     const size_t src = last_only ? static_cast<size_t>(src_row[r]) : static_cast<size_t>(b.logit_rows[r]);
     std::memcpy(logits + r * V, logits_.data() + src * V, sizeof(float) * V);

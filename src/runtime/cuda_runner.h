@@ -6,12 +6,21 @@
 // size and block size there: weights come from the WeightSource given at create() (synthetic, or a callback that
 // calls CudaDecoder::set_weight for every tensor, e.g. from a GGUF TensorStore).
 //
+// Device faults: every CUDA error comes back as a Status (runtime/cuda_status.cuh). After a failed call the runner
+// asks the device whether the error is sticky (illegal address, launch failure, ...: the CUDA context is unusable for
+// the rest of the process); if so the runner is failed() and every later call returns that first error.
+// Fault injection (tests, scripts/gpu/fault_check.sh): CITADEL_CUDA_FAULT_AFTER_STEPS=N makes the N-th step
+// (forward or forward_sampled call, 1-based) fail through a real CUDA error, by CITADEL_CUDA_FAULT_KIND: "oom"
+// (default; a cudaMalloc of 2^62 bytes: kResourceExhausted, not sticky) or "sticky" (a kernel writes to an invalid
+// address: cudaErrorIllegalAddress, sticky). The options' fault_after_steps / fault_kind do the same.
+//
 // Thread-safety: as ModelRunner (one engine thread).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -29,6 +38,8 @@ struct CudaRunnerOptions {
   // tensor; otherwise the synthetic model with synthetic_seed is used.
   std::function<Status(CudaDecoder*)> load;
   uint32_t synthetic_seed = 1;
+  int fault_after_steps = 0;     // > 0: inject a CUDA fault at that step (0: from CITADEL_CUDA_FAULT_AFTER_STEPS)
+  std::string fault_kind;        // "oom" | "sticky" ("": CITADEL_CUDA_FAULT_KIND, else "oom")
 };
 
 class CudaRunner : public engine::ModelRunner {
@@ -50,15 +61,23 @@ class CudaRunner : public engine::ModelRunner {
                          engine::RowLogprobs* logprobs) override;
 
   CudaDecoder* decoder() { return decoder_.get(); }  // null before allocate_kv
+  // The first sticky device error this runner met (ok while healthy); failed() == !failure().ok().
+  const Status& failure() const { return failed_; }
+  bool failed() const { return !failed_.ok(); }
+  Status device_status() override { return failed_; }  // the engine fails for good once this is not ok
 
  private:
   explicit CudaRunner(CudaRunnerOptions opt) : opt_(std::move(opt)) {}
   Status prepare_step(const engine::Batch& b);  // checks b and fills step_ (no logits, no sampling yet)
+  Status begin_step();                          // the sticky failure, or the injected fault of this step, or ok
+  Status note(Status st);                       // records st as failed_ when the device is in a sticky error state
   CudaRunnerOptions opt_;
   std::unique_ptr<CudaDecoder> decoder_;
   CudaStep step_;                  // reused between calls
   std::vector<float> logits_;      // [rows][n_vocab] from the decoder
   std::vector<CudaLogprobs> lps_;  // [B] from the decoder (device sampling with logprobs)
+  Status failed_;                  // sticky device error
+  int64_t steps_ = 0;              // forward / forward_sampled calls so far
 };
 
 }  // namespace citadel::runtime

@@ -46,6 +46,9 @@ const std::vector<Field>& fields() {
        "default top_p of requests that omit it (default: the model's metadata, else 0.9)"},
       {"max_context", Kind::kInt, nullptr, &ServeConfig::max_context, 0, 1 << 24, "context limit (0 = model's)"},
       {"kv_memory_mb", Kind::kInt, nullptr, &ServeConfig::kv_memory_mb, 1, 1 << 24, "KV cache budget (MiB)"},
+      {"prefix_cache_scope", Kind::kString, &ServeConfig::prefix_cache_scope, nullptr, 0, 0,
+       "tenant (each tenant its own prefix cache: no shared KV blocks, no timing side channel) or global (tenants "
+       "share cached prompt prefixes)"},
       {"max_body_mb", Kind::kInt, nullptr, &ServeConfig::max_body_mb, 1, 1024, "request body limit (413 beyond)"},
       {"idle_timeout_s", Kind::kInt, nullptr, &ServeConfig::idle_timeout_s, 1, 86400, "keep-alive idle timeout"},
       {"request_timeout_s", Kind::kInt, nullptr, &ServeConfig::request_timeout_s, 1, 86400, "generation deadline"},

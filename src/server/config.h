@@ -31,6 +31,7 @@ struct ServeConfig {
   std::string temperature, top_p;    // for requests that omit them ("" = the model's metadata, else 0.7 / 0.9)
   int max_context = 0;               // 0 = the model's
   int kv_memory_mb = 1024;           // KV cache budget
+  std::string prefix_cache_scope = "tenant";  // tenant: tenants never share cached KV blocks | global: they do
   int max_body_mb = 8;               // 413 beyond
   int idle_timeout_s = 60;
   int request_timeout_s = 600;       // engine deadline per request

@@ -48,7 +48,7 @@ TEST(EngineHealth, BatchFailureOnAHealthyDeviceKeepsServing) {
   runner.fail_next_forward();
   e.step();
   EXPECT_EQ(last_finish(**h), FinishReason::kError);
-  EXPECT_EQ(e.failure(), "");
+  EXPECT_TRUE(e.failure().ok());
   auto h2 = e.submit(request("b", 2));
   ASSERT_TRUE(h2.ok()) << h2.status().to_string();
   while (e.step()) {
@@ -68,7 +68,7 @@ TEST(EngineHealth, BrokenDeviceFailsTheEngineAndEveryLiveRequest) {
   runner.break_device("GPU 0 fell off the bus");
   runner.fail_next_forward();
   e.step();
-  EXPECT_EQ(e.failure(), "GPU 0 fell off the bus");
+  EXPECT_EQ(e.failure().message(), "the model runner failed: GPU 0 fell off the bus");
   EXPECT_EQ(last_finish(**a), FinishReason::kError);
   EXPECT_EQ(last_finish(**b), FinishReason::kError);
   EXPECT_TRUE(e.idle());
@@ -119,7 +119,7 @@ TEST(EngineHealth, HeartbeatStopsWhenTheDeviceFails) {
   EXPECT_TRUE(eventually([&] { return beats.load() >= 1; }));
   auto h = e.submit(request("a"));
   ASSERT_TRUE(h.ok());
-  EXPECT_TRUE(eventually([&] { return !e.failure().empty(); }));
+  EXPECT_TRUE(eventually([&] { return e.failed(); }));
   EXPECT_TRUE(eventually([&] { return e.idle(); }));
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let a beat in flight finish
   const int after = beats.load();

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 
 namespace citadel::engine {
@@ -75,6 +76,46 @@ TEST(KvCache, DifferentParentMeansDifferentBlock) {
   EXPECT_EQ(kv.acquire_prefix(t2, &c), 0);
   kv.release(&a);
   kv.release(&b);
+  EXPECT_TRUE(kv.check_invariants().ok());
+}
+
+TEST(KvCache, NamespacesNeverShareBlocks) {
+  KvCache kv(16, 2, true);
+  const uint64_t ns_a = prefix_namespace({"model", "", "tenant-a"});
+  const uint64_t ns_b = prefix_namespace({"model", "", "tenant-b"});
+  ASSERT_NE(ns_a, ns_b);
+  EXPECT_EQ(ns_a, prefix_namespace({"model", "", "tenant-a"}));
+  EXPECT_NE(prefix_namespace({"ab", "c"}), prefix_namespace({"a", "bc"}));  // parts are length-prefixed
+  const std::vector<int32_t> t = {5, 6, 7, 8, 9, 10};
+  std::vector<std::pair<int, int>> copies;
+  BlockTable a;
+  a.cache_namespace = ns_a;
+  ASSERT_TRUE(kv.allocate(&a, 0, 6, &copies));
+  kv.commit(&a, t, 6);
+  BlockTable b;  // same tokens, other namespace: nothing shared
+  b.cache_namespace = ns_b;
+  EXPECT_EQ(kv.acquire_prefix(t, &b), 0);
+  BlockTable d;  // the default namespace is a namespace too
+  EXPECT_EQ(kv.acquire_prefix(t, &d), 0);
+  BlockTable c;  // same namespace: all three blocks
+  c.cache_namespace = ns_a;
+  EXPECT_EQ(kv.acquire_prefix(t, &c), 6);
+  EXPECT_EQ(c.blocks, a.blocks);
+  // b computes its own copy; both namespaces then hold the prefix side by side.
+  ASSERT_TRUE(kv.allocate(&b, 0, 6, &copies));
+  kv.commit(&b, t, 6);
+  EXPECT_EQ(kv.num_indexed(), 6);
+  const std::vector<int32_t> b_blocks = b.blocks;
+  for (int blk : b_blocks) EXPECT_EQ(std::count(a.blocks.begin(), a.blocks.end(), blk), 0);
+  kv.release(&a);
+  kv.release(&b);
+  kv.release(&c);
+  EXPECT_EQ(b.cache_namespace, ns_b);  // kept for a recompute after preemption
+  BlockTable e;
+  e.cache_namespace = ns_b;
+  EXPECT_EQ(kv.acquire_prefix(t, &e), 6);
+  EXPECT_EQ(e.blocks, b_blocks);
+  kv.release(&e);
   EXPECT_TRUE(kv.check_invariants().ok());
 }
 

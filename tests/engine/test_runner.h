@@ -3,7 +3,8 @@
 // context of that token (positions 0..p of its sequence), read back from the pool through the block table, so a
 // wrong block table, a bad prefix share, a missed copy-on-write or a slot written by another sequence changes the
 // output. It also checks every Batch invariant and fails forward() (kInternal) on any violation or on reading a slot
-// that was never written.
+// that was never written. Fault injection: fail_at_call(n) makes the n-th forward call from now (1 = the next) and
+// every later forward / copy_blocks return a sticky kInternal error, as a device with a sticky CUDA error would.
 #pragma once
 
 #include <algorithm>
@@ -35,6 +36,8 @@ class TestRunner : public ModelRunner {
   }
 
   Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) override {
+    if (!sticky_.ok()) return sticky_;
+    if (fail_copy_) return sticky_ = Internal("TestRunner: injected device fault in copy_blocks");
     for (auto [src, dst] : src_dst) {
       if (src < 0 || src >= n_blocks_ || dst < 0 || dst >= n_blocks_ || src == dst)
         return Internal("copy_blocks: bad pair " + std::to_string(src) + " -> " + std::to_string(dst));
@@ -86,6 +89,11 @@ class TestRunner : public ModelRunner {
     if (fail_next_forward_) {
       fail_next_forward_ = false;
       return Internal("TestRunner: injected failure");
+    }
+    if (!sticky_.ok()) return sticky_;
+    if (fail_in_ > 0 && --fail_in_ == 0) {
+      sticky_ = Internal("TestRunner: injected device fault at forward call " + std::to_string(forward_calls_));
+      return sticky_;
     }
     for (int i = 0; i < b.n_tokens(); ++i) {
       pool_[b.slots[i]] = b.tokens[i];
@@ -167,10 +175,17 @@ class TestRunner : public ModelRunner {
   int64_t forward_calls() const { return forward_calls_; }
   int64_t blocks_copied() const { return blocks_copied_; }
   int max_batch_tokens() const { return max_batch_tokens_; }
-  void fail_next_forward() { fail_next_forward_ = true; }
+  void fail_next_forward() { fail_next_forward_ = true; }  // one failed step; the device stays healthy
   // From now on the device is broken: device_status() says so (forward() itself still fails only when told to).
   void break_device(std::string why) { device_broken_ = std::move(why); }
-  Status device_status() override { return device_broken_.empty() ? OkStatus() : Internal(device_broken_); }
+  // A sticky fault (a broken device, as a sticky CUDA error): forward call n fails, and every call after it.
+  void fail_at_call(int n) { fail_in_ = n; }
+  void fail_next_copy() { fail_copy_ = true; }  // the same, in the next copy_blocks
+  bool device_failed() const { return !sticky_.ok(); }
+  Status device_status() override {
+    if (!device_broken_.empty()) return Internal(device_broken_);
+    return sticky_;
+  }
 
  private:
   Status check_batch(const Batch& b) const {
@@ -210,6 +225,9 @@ class TestRunner : public ModelRunner {
   int max_batch_tokens_ = 0;
   bool fail_next_forward_ = false;
   std::string device_broken_;
+  bool fail_copy_ = false;  // the next copy_blocks faults
+  int fail_in_ = 0;     // > 0: forward calls until the injected fault
+  Status sticky_;       // the injected fault, returned by every call after it
   bool device_sampling_ = false;
   int max_edits_ = 0;
   int64_t sampled_calls_ = 0;

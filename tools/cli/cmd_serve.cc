@@ -160,6 +160,11 @@ int run_serve(const ServeFlags& flags) {
       return 2;
     }
   }
+  if (cfg.prefix_cache_scope != "tenant" && cfg.prefix_cache_scope != "global") {
+    std::fprintf(stderr, "citadel serve: prefix_cache_scope must be tenant or global, got '%s'\n",
+                 cfg.prefix_cache_scope.c_str());
+    return 2;
+  }
   if (cfg.auth != "on" && cfg.auth != "off") {
     std::fprintf(stderr, "citadel serve: auth must be on or off, got '%s'\n", cfg.auth.c_str());
     return 2;
@@ -318,6 +323,7 @@ int run_serve(const ServeFlags& flags) {
   lo.engine.max_seqs = cfg.max_seqs;
   lo.engine.device_sampling = cfg.sampling == "device";
   lo.engine.kv_memory_bytes = static_cast<size_t>(cfg.kv_memory_mb) << 20;
+  lo.prefix_cache_scope = cfg.prefix_cache_scope;
   lo.engine.metrics = registry;
   const double t0 = now_seconds();
   auto host = api::load_model_host(lo);

@@ -174,6 +174,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
         g.max_tokens = prep_.max_tokens;
         if (!req_.ignore_eos) g.stop_token_ids = eog_;
         if (ctx_ && ctx_->principal) g.tenant = ctx_->principal->tenant, g.principal = ctx_->principal->id;
+        g.cache_namespace = host_->cache_namespace(g.tenant);
         auto h = host_->engine->submit(std::move(g));
         if (!h.ok()) {
           for (auto& prev : choices_) prev->handle->cancel();
