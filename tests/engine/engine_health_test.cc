@@ -74,7 +74,7 @@ TEST(EngineHealth, BrokenDeviceFailsTheEngineAndEveryLiveRequest) {
   EXPECT_TRUE(e.idle());
   auto c = e.submit(request("c"));
   ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.status().message().find("engine failed"), std::string::npos) << c.status().message();
+  EXPECT_NE(c.status().message().find("the model runner failed"), std::string::npos) << c.status().message();
 }
 
 // Waits (bounded) until pred holds; polling a counter the engine thread bumps.
