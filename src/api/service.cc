@@ -269,6 +269,8 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
 }
 
 void Service::exchange_ended(const ExchangeRecord& rec, const RequestContext& ctx) {
+  // This may run on another thread than handle() (a stream ends on the connection's executor, a disconnect anywhere).
+  LogRequestScope log_scope(rec.request_id);
   if (access_) access_->settle(ctx, rec);
   if (audit_) {
     if (auto ev = audit_event_for(rec, ctx.permission, masker_.get())) {
@@ -278,15 +280,31 @@ void Service::exchange_ended(const ExchangeRecord& rec, const RequestContext& ct
   }
   api_metrics_->record(rec);
   for (const auto& fn : observers_) fn(rec, ctx);
-  if (log_level() > LogLevel::kDebug) return;
-  log_debug("exchange " + rec.request_id + " " + rec.method + " " + rec.route + " -> " + std::to_string(rec.status) +
-            " principal=" + (rec.principal_id.empty() ? "-" : rec.principal_id) + " tokens=" +
-            std::to_string(rec.prompt_tokens) + "+" + std::to_string(rec.completion_tokens));
+  if (!log_enabled(LogLevel::kInfo)) return;
+  // The access line: one per exchange, from the record alone. The route pattern, never the raw path (it may name a
+  // key or a tenant); no prompt, output or credential is in the record's fields used here.
+  const std::string& route = rec.route.empty() ? std::string("-") : rec.route;
+  log_event(LogLevel::kInfo, "access", rec.method + " " + route + " " + std::to_string(rec.status),
+            {{"method", rec.method},
+             {"route", route},
+             {"status", rec.status},
+             {"duration_ms", rec.latency_s * 1000.0},
+             {"principal", rec.principal_id.empty() ? std::string_view("-") : std::string_view(rec.principal_id)},
+             {"tenant", rec.tenant.empty() ? std::string_view("-") : std::string_view(rec.tenant)},
+             {"model", rec.model.empty() ? std::string_view("-") : std::string_view(rec.model)},
+             {"prompt_tokens", rec.prompt_tokens},
+             {"completion_tokens", rec.completion_tokens},
+             {"cached_prompt_tokens", rec.cached_prompt_tokens},
+             {"error", rec.error_code.empty() ? std::string_view("-") : std::string_view(rec.error_code)},
+             {"streamed", rec.streamed ? 1 : 0},
+             {"client_disconnected", rec.client_disconnected ? 1 : 0}});
 }
 
 void Service::handle(server::HttpRequest req, std::shared_ptr<server::Responder> raw) {
   auto ctx = std::make_shared<RequestContext>();
   ctx->request_id = req.request_id;
+  // Lines this thread writes while the handler runs carry the request id (work it hands to other threads does not).
+  LogRequestScope log_scope(req.request_id);
   ctx->received_at = req.received_at;
   ctx->client = req.peer;
   ctx->method = req.method.substr(0, 16);

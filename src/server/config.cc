@@ -55,6 +55,8 @@ const std::vector<Field>& fields() {
       {"drain_timeout_s", Kind::kInt, nullptr, &ServeConfig::drain_timeout_s, 0, 86400, "shutdown drain deadline"},
       {"max_connections", Kind::kInt, nullptr, &ServeConfig::max_connections, 1, 1 << 20, "open connections"},
       {"log_level", Kind::kString, &ServeConfig::log_level, nullptr, 0, 0, "debug|info|warn|error"},
+      {"log_format", Kind::kString, &ServeConfig::log_format, nullptr, 0, 0,
+       "text (`[citadel info] message`) or json (one object per line: ts, level, msg, component, request_id)"},
       {"data_dir", Kind::kString, &ServeConfig::data_dir, nullptr, 0, 0,
        "state directory (keys, quotas; default ~/.local/share/citadel)"},
       {"state_db", Kind::kString, &ServeConfig::state_db, nullptr, 0, 0,
@@ -248,7 +250,7 @@ std::map<std::string, std::string> config_fingerprint(const ServeConfig& c) {
   std::map<std::string, std::string> out;
   for (const auto& f : fields()) {
     const std::string name = f.name;
-    if (name == "port" || name == "log_level") continue;  // per-run (tests use --port 0) or cosmetic
+    if (name == "port" || name == "log_level" || name == "log_format") continue;  // per-run (tests use --port 0) or cosmetic
     std::string v = f.kind == Kind::kString ? mask_password(c.*(f.s)) : std::to_string(c.*(f.i));
     if (is_key_spec_key(name)) v = describe_key_spec(v);
     out[name] = std::move(v);

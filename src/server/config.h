@@ -38,6 +38,7 @@ struct ServeConfig {
   int drain_timeout_s = 30;          // graceful shutdown: running requests get this long
   int max_connections = 10000;
   std::string log_level = "info";
+  std::string log_format = "text";  // text: `[citadel info] message` | json: one JSON object per line (docs/OPERATIONS.md)
   // Identity and access (docs/SECURITY.md).
   std::string data_dir;              // "" = $CITADEL_DATA_DIR, $XDG_DATA_HOME/citadel or ~/.local/share/citadel
   std::string state_db;              // "" = <data_dir>/state.db (SQLite); or postgresql://... (shared by replicas)
@@ -96,7 +97,7 @@ bool is_key_spec_key(const std::string& name);
 std::string describe_key_spec(const std::string& spec);
 
 // The effective configuration as recorded by the audit log's server.start / config.change: every key except the
-// per-run port and log_level, database passwords masked, key specs through describe_key_spec(). No key bytes.
+// per-run port, log_level and log_format, database passwords masked, key specs through describe_key_spec(). No key bytes.
 std::map<std::string, std::string> config_fingerprint(const ServeConfig& c);
 
 // The effective configuration as YAML text (no secrets in here today; keys named *key*/*secret*/*token* are masked).

@@ -5,6 +5,7 @@
 // configuration is printed at start. SIGINT/SIGTERM: stop accepting, drain running requests up to drain_timeout_s,
 // cancel the rest, exit 0.
 #include <csignal>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -141,6 +142,20 @@ LogLevel parse_level(const std::string& s) {
   return LogLevel::kInfo;
 }
 
+// A start-up failure, once the log format is known: one line, JSON when log_format is json (printf-style).
+void serve_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void serve_error(const char* fmt, ...) {
+  char buf[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  std::string msg(buf);
+  while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+  if (log_format() == LogFormat::kJson) log_event(LogLevel::kError, "serve", msg);
+  else std::fprintf(stderr, "citadel serve: %s\n", msg.c_str());
+}
+
 int run_serve(const ServeFlags& flags) {
   server::ServeConfig cfg;
   Status st = server::build_config(flags.config_file, environ, flags.values, &cfg);
@@ -148,67 +163,78 @@ int run_serve(const ServeFlags& flags) {
     std::fprintf(stderr, "citadel serve: %s\n", st.message().c_str());
     return 2;
   }
+  if (cfg.log_format != "text" && cfg.log_format != "json") {
+    std::fprintf(stderr, "citadel serve: log_format must be text or json, got '%s'\n", cfg.log_format.c_str());
+    return 2;
+  }
+  set_log_format(cfg.log_format == "json" ? LogFormat::kJson : LogFormat::kText);
+  set_log_level(parse_level(cfg.log_level));
   if (cfg.sampling != "device" && cfg.sampling != "host") {
-    std::fprintf(stderr, "citadel serve: sampling must be device or host, got '%s'\n", cfg.sampling.c_str());
+    serve_error("sampling must be device or host, got '%s'", cfg.sampling.c_str());
     return 2;
   }
   for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"audit", cfg.audit},
                                     {"audit_fail_closed", cfg.audit_fail_closed},
                                     {"audit_store_content", cfg.audit_store_content}}) {
     if (value != "on" && value != "off") {
-      std::fprintf(stderr, "citadel serve: %s must be on or off, got '%s'\n", name, value.c_str());
+      serve_error("%s must be on or off, got '%s'", name, value.c_str());
       return 2;
     }
   }
   if (cfg.prefix_cache_scope != "tenant" && cfg.prefix_cache_scope != "global") {
-    std::fprintf(stderr, "citadel serve: prefix_cache_scope must be tenant or global, got '%s'\n",
+    serve_error("prefix_cache_scope must be tenant or global, got '%s'",
                  cfg.prefix_cache_scope.c_str());
     return 2;
   }
   if (cfg.auth != "on" && cfg.auth != "off") {
-    std::fprintf(stderr, "citadel serve: auth must be on or off, got '%s'\n", cfg.auth.c_str());
+    serve_error("auth must be on or off, got '%s'", cfg.auth.c_str());
     return 2;
   }
   if (cfg.tls_cert.empty() != cfg.tls_key.empty()) {
-    std::fprintf(stderr, "citadel serve: --tls-cert and --tls-key go together\n");
+    serve_error("--tls-cert and --tls-key go together");
     return 2;
   }
   // Stored content: its key is loaded (and checked) before anything starts; one line when it cannot be.
   std::shared_ptr<const crypto::Key> content_key;
   if (cfg.audit_store_content == "on") {
     if (cfg.audit_content_key.empty()) {
-      std::fprintf(stderr, "citadel serve: audit_store_content on needs audit_content_key (PATH | env:NAME | cmd:PROG)\n");
+      serve_error("audit_store_content on needs audit_content_key (PATH | env:NAME | cmd:PROG)");
       return 2;
     }
     if (cfg.audit != "on" || cfg.auth != "on") {
-      std::fprintf(stderr, "citadel serve: audit_store_content on needs the audit log (auth on, audit on)\n");
+      serve_error("audit_store_content on needs the audit log (auth on, audit on)");
       return 2;
     }
     auto k = crypto::load_key(cfg.audit_content_key);
     if (!k.ok()) {
-      std::fprintf(stderr, "citadel serve: audit_content_key: %s\n", k.status().message().c_str());
+      serve_error("audit_content_key: %s", k.status().message().c_str());
       return 1;
     }
     content_key = std::make_shared<const crypto::Key>(std::move(*k));
   }
-  set_log_level(parse_level(cfg.log_level));
   // One masker (built-in detectors + the operator's patterns) for the log, audit text and the prompt PII policy.
   crypto::PiiOptions pii_options;
   auto pii_patterns = crypto::parse_pii_pattern_list(cfg.pii_extra_patterns);
   if (!pii_patterns.ok()) {
-    std::fprintf(stderr, "citadel serve: pii_extra_patterns: %s\n", pii_patterns.status().message().c_str());
+    serve_error("pii_extra_patterns: %s", pii_patterns.status().message().c_str());
     return 2;
   }
   pii_options.extra_patterns = std::move(*pii_patterns);
   auto pii_masker = crypto::PiiMasker::create(std::move(pii_options));
   if (!pii_masker.ok()) {
-    std::fprintf(stderr, "citadel serve: pii_extra_patterns: %s\n", pii_masker.status().message().c_str());
+    serve_error("pii_extra_patterns: %s", pii_masker.status().message().c_str());
     return 2;
   }
   auto masker = std::make_shared<const crypto::PiiMasker>(std::move(*pii_masker));
   // Whatever reaches the log (an error quoting a request, a path, a claim) has its PII masked first.
   set_log_filter([masker](const std::string& line) { return masker->mask(line); });
-  std::fprintf(stderr, "citadel serve: effective configuration\n%s", server::config_to_yaml(cfg).c_str());
+  if (log_format() == LogFormat::kJson) {
+    // Operator-given values, already free of passwords: not through the PII filter (it would mask the host address).
+    log_event(LogLevel::kInfo, "config", "effective configuration",
+              {LogField::unfiltered("config", server::config_to_yaml(cfg))});
+  } else {
+    std::fprintf(stderr, "citadel serve: effective configuration\n%s", server::config_to_yaml(cfg).c_str());
+  }
   // Signals are handled synchronously by this thread (sigwait); block them before any thread starts
   // (the state store's checkpoint and maintenance threads included).
   sigset_t sigs;
@@ -220,7 +246,7 @@ int run_serve(const ServeFlags& flags) {
   std::signal(SIGPIPE, SIG_IGN);
   auto access = setup_access(cfg, content_key);
   if (!access.ok()) {
-    std::fprintf(stderr, "citadel serve: %s\n", access.status().message().c_str());
+    serve_error("%s", access.status().message().c_str());
     return 1;
   }
 
@@ -279,7 +305,7 @@ int run_serve(const ServeFlags& flags) {
   }
   st = http.start();
   if (!st.ok()) {
-    std::fprintf(stderr, "citadel serve: %s\n", st.message().c_str());
+    serve_error("%s", st.message().c_str());
     return 1;
   }
 
@@ -328,7 +354,7 @@ int run_serve(const ServeFlags& flags) {
   const double t0 = now_seconds();
   auto host = api::load_model_host(lo);
   if (!host.ok()) {
-    std::fprintf(stderr, "citadel serve: %s\n", host.status().message().c_str());
+    serve_error("%s", host.status().message().c_str());
     http.stop();
     return 1;
   }
