@@ -4,84 +4,58 @@
 
 namespace citadel::api {
 
-ApiError bad_request(std::string message, std::string param, std::string code) {
+namespace {
+
+// The one place an ApiError is put together; the named constructors below only choose its fields.
+ApiError make_error(int status, const char* type, std::string code, std::string message, int retry_after_s = 0,
+                    std::string param = "") {
   ApiError e;
-  e.status = 400;
-  e.message = std::move(message);
-  e.param = std::move(param);
+  e.status = status;
+  e.type = type;
   e.code = std::move(code);
+  e.message = std::move(message);
+  e.retry_after_s = retry_after_s;
+  e.param = std::move(param);
   return e;
+}
+
+constexpr const char* kInvalid = "invalid_request_error";
+constexpr const char* kUnavailable = "service_unavailable";
+
+}  // namespace
+
+ApiError bad_request(std::string message, std::string param, std::string code) {
+  return make_error(400, kInvalid, std::move(code), std::move(message), 0, std::move(param));
 }
 
 ApiError not_found(std::string message, std::string code) {
-  ApiError e;
-  e.status = 404;
-  e.message = std::move(message);
-  e.code = std::move(code);
-  return e;
+  return make_error(404, kInvalid, std::move(code), std::move(message));
 }
 
 ApiError method_not_allowed(const std::string& method, const std::string& path) {
-  ApiError e;
-  e.status = 405;
-  e.message = "method " + method + " is not allowed on " + path;
-  e.code = "method_not_allowed";
-  return e;
+  return make_error(405, kInvalid, "method_not_allowed", "method " + method + " is not allowed on " + path);
 }
 
 ApiError busy(std::string message) {
-  ApiError e;
-  e.status = 429;
-  e.type = "rate_limit_error";
-  e.code = "rate_limit_exceeded";
-  e.message = std::move(message);
-  e.retry_after_s = 1;
-  return e;
+  return make_error(429, "rate_limit_error", "rate_limit_exceeded", std::move(message), 1);
 }
 
-ApiError model_failed(std::string message) {
-  ApiError e;
-  e.status = 503;
-  e.type = "service_unavailable";
-  e.code = "model_failed";
-  e.message = std::move(message);
-  return e;
-}
+ApiError model_failed(std::string message) { return make_error(503, kUnavailable, "model_failed", std::move(message)); }
 
 ApiError unavailable(std::string message) {
-  ApiError e;
-  e.status = 503;
-  e.type = "service_unavailable";
-  e.code = "not_ready";
-  e.message = std::move(message);
-  e.retry_after_s = 1;
-  return e;
+  return make_error(503, kUnavailable, "not_ready", std::move(message), 1);
 }
 
 ApiError internal_error(std::string message) {
-  ApiError e;
-  e.status = 500;
-  e.type = "server_error";
-  e.code = "internal_error";
-  e.message = std::move(message);
-  return e;
+  return make_error(500, "server_error", "internal_error", std::move(message));
 }
 
 ApiError unauthorized(std::string message) {
-  ApiError e;
-  e.status = 401;
-  e.code = "invalid_api_key";
-  e.message = std::move(message);
-  return e;
+  return make_error(401, kInvalid, "invalid_api_key", std::move(message));
 }
 
 ApiError forbidden(std::string message, std::string code) {
-  ApiError e;
-  e.status = 403;
-  e.type = "permission_error";
-  e.code = std::move(code);
-  e.message = std::move(message);
-  return e;
+  return make_error(403, "permission_error", std::move(code), std::move(message));
 }
 
 ApiError from_status(const Status& st, const std::string& param) {
