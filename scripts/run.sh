@@ -16,7 +16,7 @@ say "2/4 configure: $BUILD (CUDA backend: $CUDA)"
 # shellcheck disable=SC2086
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCITADEL_TESTS=OFF -DCITADEL_CUDA="$CUDA" -Wno-dev \
   --log-level=WARNING $FLAGS >/dev/null
-say "3/4 build: the citadel binary only, $JOBS jobs (about 3 minutes on 2 cores from scratch; seconds when built)"
+say "3/4 build: the citadel binary only, $JOBS jobs (about 8 minutes on 2 cores from scratch; seconds when built)"
 log="$BUILD/make-run-build.log"
 if ! cmake --build "$BUILD" -j "$JOBS" --target citadel >"$log" 2>&1; then
   tail -40 "$log" >&2
