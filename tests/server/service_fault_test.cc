@@ -10,7 +10,7 @@
 #include "api/debug_model.h"
 #include "api/service.h"
 #include "chat/builtin_templates.h"
-#include "tests/server/fake_responder.h"
+#include "tests/server/service_send.h"
 
 namespace citadel::api {
 namespace {
@@ -56,18 +56,6 @@ std::shared_ptr<ModelHost> faulty_host(int fail_at) {
   host->engine = std::make_unique<engine::Engine>(host->runner.get(), ec);
   EXPECT_TRUE(host->engine->init().ok());  // synchronous: the test steps it
   return host;
-}
-
-std::shared_ptr<FakeResponder> send(Service& svc, const std::string& method, const std::string& path,
-                                    const std::string& body = "") {
-  auto r = std::make_shared<FakeResponder>();
-  server::HttpRequest req;
-  req.method = method;
-  req.path = req.target = path;
-  req.body = body;
-  req.received_at = now_seconds();
-  svc.handle(req, r);
-  return r;
 }
 
 TEST(ServiceFault, RunnerFailureFailsRequestsAndReadyTurns503) {

@@ -9,7 +9,7 @@
 #include "api/model_loader.h"
 #include "api/service.h"
 #include "chat/builtin_templates.h"
-#include "tests/server/fake_responder.h"
+#include "tests/server/service_send.h"
 
 namespace citadel::api {
 namespace {
@@ -24,13 +24,7 @@ struct Reply {
 };
 
 Reply call(Service& svc, const std::string& method, const std::string& path, const std::string& body = "") {
-  auto r = std::make_shared<FakeResponder>();
-  server::HttpRequest req;
-  req.method = method;
-  req.path = req.target = path;
-  req.body = body;
-  req.received_at = now_seconds();
-  svc.handle(req, r);
+  auto r = send(svc, method, path, body);
   EXPECT_TRUE(r->wait()) << "no response to " << path;
   Reply out{r->status(), json::parse(r->body(), nullptr, false), r->header("Retry-After")};
   r->release();

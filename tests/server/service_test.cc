@@ -8,7 +8,7 @@
 #include "api/model_loader.h"
 #include "api/service.h"
 #include "chat/builtin_templates.h"
-#include "tests/server/fake_responder.h"
+#include "tests/server/service_send.h"
 
 namespace citadel::api {
 namespace {
@@ -35,13 +35,7 @@ class ServiceTest : public ::testing::Test {
     std::string retry_after;
   };
   Reply call(const std::string& method, const std::string& path, const std::string& body = "") {
-    auto r = std::make_shared<FakeResponder>();
-    server::HttpRequest req;
-    req.method = method;
-    req.path = req.target = path;
-    req.body = body;
-    req.received_at = now_seconds();
-    svc_.handle(req, r);
+    auto r = send(svc_, method, path, body);
     EXPECT_TRUE(r->wait()) << "no response to " << path << " " << body;
     Reply out{r->status(), r->body(), r->streaming(), r->header("Retry-After")};
     r->release();
