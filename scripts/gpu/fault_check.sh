@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Device-fault check on a GPU machine (CUDA toolkit, g++, CMake, GoogleTest; SQLite not needed: without it only the
 # engine, the kernels and the GPU tests are configured). Builds citadel_gpu_tests with -DCITADEL_CUDA=ON and runs
-# the CudaFault tests (tests/gpu/fault_test.cc): an injected CUDA fault at step N (CITADEL_CUDA_FAULT_AFTER_STEPS,
-# an out-of-memory and a sticky illegal-address one) must fail the requests in flight with the CUDA error, refuse new
-# ones, mark the engine failed, and leave the process alive (each case runs in its own child process).
+# the CudaFault tests (tests/gpu/fault_test.cc): an injected CUDA fault at step N (CITADEL_CUDA_FAULT_AFTER_STEPS).
+# Out of memory: the step's requests fail with the CUDA error and a later request runs to completion. Sticky
+# illegal address: the requests in flight fail, new ones are refused, the engine is marked failed. The process stays
+# alive in both (each case runs in its own child process).
 # Output goes to stdout and, when $OUT is set, to $OUT/fault.txt. BUILD=dir overrides the build directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
