@@ -61,7 +61,7 @@ ModelConfig read_model_config(const TensorStore& s) {
   c.n_heads = int_or(s, p + "attention.head_count", 0);
   c.n_kv_heads = int_or(s, p + "attention.head_count_kv", c.n_heads);
   c.head_dim = int_or(s, p + "attention.key_length", c.n_heads > 0 ? c.dim / c.n_heads : 0);
-  c.hidden_dim = int_or(s, p + "feed_forward_length", 0);
+  c.ffn_dim = int_or(s, p + "feed_forward_length", 0);
   c.n_vocab = vocab_size(s, c.arch);
   c.context_len = int_or(s, p + "context_length", 0);
   c.rope_theta = float_or(s, p + "rope.freq_base", 10000.0);
@@ -96,7 +96,7 @@ Result<ModelConfig> model_config_from(const TensorStore& s) {
   struct Req { const char* key; int64_t value; };
   for (const Req& r : {Req{"block_count", c.n_layers}, Req{"embedding_length", c.dim},
                        Req{"attention.head_count", c.n_heads}, Req{"attention.head_count_kv", c.n_kv_heads},
-                       Req{"feed_forward_length", c.hidden_dim}, Req{"vocab_size", c.n_vocab},
+                       Req{"feed_forward_length", c.ffn_dim}, Req{"vocab_size", c.n_vocab},
                        Req{"attention.key_length", c.head_dim}, Req{"context_length", c.context_len}}) {
     if (r.value <= 0 || r.value > (int64_t{1} << 31)) {
       return DataLoss(path + ": " + p + r.key + " is missing or out of range (" + std::to_string(r.value) + ")");

@@ -27,6 +27,28 @@ struct RopeScaling {
   double high_freq_factor = 0;  // llama3 only
 };
 
+// Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds a compressed latent plus a shared RoPE key.
+struct MlaConfig {
+  int64_t q_lora_rank = 0;   // 0: plain q projection (V2-Lite)
+  int64_t kv_lora_rank = 0;  // latent width (512)
+  int64_t qk_nope_dim = 0;   // per-head q/k dims without RoPE (128)
+  int64_t qk_rope_dim = 0;   // per-head q/k dims with RoPE, the shared key's width (64)
+  int64_t v_head_dim = 0;    // per-head value width (128)
+};
+
+// Mixture of experts (DeepSeek-V2/V3): routed experts, shared experts, and the first dense layers.
+struct MoeConfig {
+  int64_t n_experts = 0;       // routed experts
+  int64_t n_experts_used = 0;  // top-k per token
+  int64_t n_shared = 0;        // shared experts (always on)
+  int64_t expert_ffn_dim = 0;  // FFN width of one expert
+  int64_t n_dense_layers = 0;  // leading layers with a dense FFN of ffn_dim
+  bool sigmoid_gating = false; // V3: sigmoid scores + correction bias for selection; V2: softmax
+  bool norm_topk = false;      // renormalise the selected weights
+  double routed_scale = 1.0;   // routed_scaling_factor
+  int64_t n_group = 0, topk_group = 0;  // group-limited selection (V3); 0: off
+};
+
 struct ModelConfig {
   std::string arch;         // general.architecture: llama, qwen2, gemma3, bert, ...
   std::string name;         // general.name, may be empty
@@ -36,7 +58,7 @@ struct ModelConfig {
   int64_t n_heads = 0;
   int64_t n_kv_heads = 0;   // == n_heads without GQA
   int64_t head_dim = 0;     // attention.key_length, else dim / n_heads
-  int64_t hidden_dim = 0;   // FFN inner width
+  int64_t ffn_dim = 0;   // FFN inner width
   int64_t n_vocab = 0;
   int64_t context_len = 0;  // trained context length
   double rope_theta = 10000.0;
@@ -47,6 +69,12 @@ struct ModelConfig {
   bool tied_embeddings = false;  // no output.weight / lm_head.weight: the output projection reuses the embedding
   bool attn_bias = false;        // Q/K/V projections carry biases (qwen2)
   int64_t n_params = 0;          // elements over all tensors
+  // Present for architectures with MLA / MoE (none of the llama family): every backend must refuse a model whose
+  // config has a part it does not implement.
+  bool has_mla = false;
+  MlaConfig mla;
+  bool has_moe = false;
+  MoeConfig moe;
 };
 
 // Best effort: fills whatever the metadata and tensors provide, for any architecture; missing fields stay 0.

@@ -98,9 +98,9 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
     if (bias) add(b + "attn_v.bias", DType::kF32, {kv_dim}, SynthInit::kBias, 0.02f);
     add(b + "attn_output.weight", wt, {h.dim, q_dim}, SynthInit::kNormal, scale_for(q_dim));
     add(b + "ffn_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
-    add(b + "ffn_gate.weight", wt, {h.hidden_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
-    add(b + "ffn_up.weight", wt, {h.hidden_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
-    add(b + "ffn_down.weight", wt, {h.dim, h.hidden_dim}, SynthInit::kNormal, scale_for(h.hidden_dim));
+    add(b + "ffn_gate.weight", wt, {h.ffn_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    add(b + "ffn_up.weight", wt, {h.ffn_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    add(b + "ffn_down.weight", wt, {h.dim, h.ffn_dim}, SynthInit::kNormal, scale_for(h.ffn_dim));
   }
   add("output_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
   if (!h.tied) add("output.weight", wt, {h.n_vocab, h.dim}, SynthInit::kNormal, scale_for(h.dim));
@@ -127,7 +127,7 @@ void add_metadata(GgufWriter& w, const SynthPlan& plan, const SynthOptions& o) {
   w.add_u32(a + ".block_count", static_cast<uint32_t>(h.n_layers));
   w.add_u32(a + ".context_length", static_cast<uint32_t>(h.context_length));
   w.add_u32(a + ".embedding_length", static_cast<uint32_t>(h.dim));
-  w.add_u32(a + ".feed_forward_length", static_cast<uint32_t>(h.hidden_dim));
+  w.add_u32(a + ".feed_forward_length", static_cast<uint32_t>(h.ffn_dim));
   w.add_u32(a + ".attention.head_count", static_cast<uint32_t>(h.n_heads));
   w.add_u32(a + ".attention.head_count_kv", static_cast<uint32_t>(h.n_kv_heads));
   w.add_f32(a + ".attention.layer_norm_rms_epsilon", h.rms_eps);

@@ -17,7 +17,7 @@ namespace citadel {
 struct SynthPreset {
   std::string name;
   std::string arch;     // "llama" | "qwen2"; "" = taken from --arch (tiny)
-  int n_layers, dim, n_heads, n_kv_heads, hidden_dim;
+  int n_layers, dim, n_heads, n_kv_heads, ffn_dim;
   int64_t n_vocab;      // 0 = the built-in vocab's size
   bool tied;            // output.weight shares token_embd.weight
   float rope_theta, rms_eps;

@@ -55,8 +55,8 @@ ForwardScratch::ForwardScratch(const ModelConfig& c, int max_tokens_in) : max_to
   k.resize(T * kv_dim);
   v.resize(T * kv_dim);
   att.resize(T * q_dim);
-  gate.resize(T * c.hidden_dim);
-  up.resize(T * c.hidden_dim);
+  gate.resize(T * c.ffn_dim);
+  up.resize(T * c.ffn_dim);
   slot_block.resize(T);
   slot_offset.resize(T);
 }
@@ -191,7 +191,7 @@ Status Transformer::layer(int l, const ForwardBatch& b, int t0, int n, const KvC
     RETURN_IF_ERROR(cpu::matmul_multi(gate_up, 2, h, n));
   }
   tm.charge(kMatmul);
-  cpu::silu_mul(s->gate.data(), s->up.data(), s->gate.data(), n * c.hidden_dim);
+  cpu::silu_mul(s->gate.data(), s->up.data(), s->gate.data(), n * c.ffn_dim);
   tm.charge(kOther);
   RETURN_IF_ERROR(cpu::matmul(L.w_down, s->gate.data(), n, h));
   tm.charge(kMatmul);

@@ -53,8 +53,8 @@ struct ForwardScratch {
   std::vector<float> k;       // [max_tokens, n_kv_heads * head_dim]
   std::vector<float> v;       // [max_tokens, n_kv_heads * head_dim]
   std::vector<float> att;     // [max_tokens, n_heads * head_dim]
-  std::vector<float> gate;    // [max_tokens, hidden_dim]
-  std::vector<float> up;      // [max_tokens, hidden_dim]
+  std::vector<float> gate;    // [max_tokens, ffn_dim]
+  std::vector<float> up;      // [max_tokens, ffn_dim]
   std::vector<int32_t> slot_block, slot_offset;  // [max_tokens]
   ForwardProfile* profile = nullptr;             // set to collect timings (adds a clock read per op)
 };

@@ -115,45 +115,13 @@ Status bind_layer(Binder& b, const ModelConfig& c, const ArchSpec& arch, int l, 
   }
   ASSIGN_OR_RETURN(L->wo, b.mat(TensorRole::kWo, l, c.dim, q_dim, true));
   ASSIGN_OR_RETURN(L->ffn_norm, b.vec(TensorRole::kFfnNorm, l, c.dim));
-  ASSIGN_OR_RETURN(L->w_gate, b.mat(TensorRole::kGate, l, c.hidden_dim, c.dim, true));
-  ASSIGN_OR_RETURN(L->w_up, b.mat(TensorRole::kUp, l, c.hidden_dim, c.dim, true));
-  ASSIGN_OR_RETURN(L->w_down, b.mat(TensorRole::kDown, l, c.dim, c.hidden_dim, true));
+  ASSIGN_OR_RETURN(L->w_gate, b.mat(TensorRole::kGate, l, c.ffn_dim, c.dim, true));
+  ASSIGN_OR_RETURN(L->w_up, b.mat(TensorRole::kUp, l, c.ffn_dim, c.dim, true));
+  ASSIGN_OR_RETURN(L->w_down, b.mat(TensorRole::kDown, l, c.dim, c.ffn_dim, true));
   return OkStatus();
 }
 
 }  // namespace
-
-std::string tensor_name(TensorRole role, int layer, const std::string& format) {
-  const bool hf = format == "safetensors";
-  const std::string l = std::to_string(layer);
-  const std::string blk = hf ? "model.layers." + l + "." : "blk." + l + ".";
-  switch (role) {
-    case TensorRole::kTokEmbd: return hf ? "model.embed_tokens.weight" : "token_embd.weight";
-    case TensorRole::kOutputNorm: return hf ? "model.norm.weight" : "output_norm.weight";
-    case TensorRole::kOutput: return hf ? "lm_head.weight" : "output.weight";
-    case TensorRole::kRopeFreqs: return hf ? "model.rope_freqs.weight" : "rope_freqs.weight";
-    case TensorRole::kAttnNorm: return blk + (hf ? "input_layernorm.weight" : "attn_norm.weight");
-    case TensorRole::kWq: return blk + (hf ? "self_attn.q_proj.weight" : "attn_q.weight");
-    case TensorRole::kWk: return blk + (hf ? "self_attn.k_proj.weight" : "attn_k.weight");
-    case TensorRole::kWv: return blk + (hf ? "self_attn.v_proj.weight" : "attn_v.weight");
-    case TensorRole::kBq: return blk + (hf ? "self_attn.q_proj.bias" : "attn_q.bias");
-    case TensorRole::kBk: return blk + (hf ? "self_attn.k_proj.bias" : "attn_k.bias");
-    case TensorRole::kBv: return blk + (hf ? "self_attn.v_proj.bias" : "attn_v.bias");
-    case TensorRole::kWo: return blk + (hf ? "self_attn.o_proj.weight" : "attn_output.weight");
-    case TensorRole::kFfnNorm: return blk + (hf ? "post_attention_layernorm.weight" : "ffn_norm.weight");
-    case TensorRole::kGate: return blk + (hf ? "mlp.gate_proj.weight" : "ffn_gate.weight");
-    case TensorRole::kUp: return blk + (hf ? "mlp.up_proj.weight" : "ffn_up.weight");
-    case TensorRole::kDown: return blk + (hf ? "mlp.down_proj.weight" : "ffn_down.weight");
-  }
-  return "";
-}
-
-const ArchSpec* find_arch(const std::string& arch) {
-  for (const ArchSpec* a : {&llama_arch(), &qwen2_arch()}) {
-    if (arch == a->name) return a;
-  }
-  return nullptr;
-}
 
 uint64_t ModelWeights::bytes_per_token() const {
   auto bytes = [](const WeightView& v) { return static_cast<uint64_t>(v.rows) * v.row_bytes(); };

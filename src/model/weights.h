@@ -19,28 +19,11 @@
 #include "base/status.h"
 #include "format/tensor_store.h"
 #include "kernels/ops.h"
+#include "model/arch.h"
 #include "model/config.h"
+#include "model/roles.h"
 
 namespace citadel {
-
-// The role of one tensor in the llama family. Per-layer roles take a layer index.
-enum class TensorRole {
-  kTokEmbd, kOutputNorm, kOutput, kRopeFreqs,
-  kAttnNorm, kWq, kWk, kWv, kBq, kBk, kBv, kWo, kFfnNorm, kGate, kUp, kDown,
-};
-
-// The name of a role's tensor in a file of the given format ("gguf" or "safetensors").
-std::string tensor_name(TensorRole role, int layer, const std::string& format);
-
-// What an architecture adds to the family: arch/<family>.cc defines one.
-struct ArchSpec {
-  const char* name;          // general.architecture
-  bool qkv_bias_required;    // qwen2: Q/K/V biases must exist; llama: optional (used when present)
-};
-// nullptr when the architecture is not of the llama family.
-const ArchSpec* find_arch(const std::string& arch);
-const ArchSpec& llama_arch();  // arch/llama.cc
-const ArchSpec& qwen2_arch();  // arch/qwen2.cc
 
 struct LayerWeights {
   const float* attn_norm = nullptr;  // [dim]
@@ -52,9 +35,9 @@ struct LayerWeights {
   const float* bv = nullptr;         // [n_kv_heads * head_dim] or null
   WeightView wo;                     // [dim, n_heads * head_dim]
   const float* ffn_norm = nullptr;   // [dim]
-  WeightView w_gate;                 // [hidden_dim, dim]
-  WeightView w_up;                   // [hidden_dim, dim]
-  WeightView w_down;                 // [dim, hidden_dim]
+  WeightView w_gate;                 // [ffn_dim, dim]
+  WeightView w_up;                   // [ffn_dim, dim]
+  WeightView w_down;                 // [dim, ffn_dim]
 };
 
 struct WeightsOptions {

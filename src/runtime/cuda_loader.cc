@@ -30,12 +30,12 @@ Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc) {
   if (mc.rope_scaling.type != "none" && !(mc.rope_scaling.type == "linear" && mc.rope_scaling.factor == 1.0))
     return Unsupported(what + "rope scaling '" + mc.rope_scaling.type + "'");
   const int64_t limit = int64_t{1} << 30;
-  for (int64_t v : {mc.dim, mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.head_dim, mc.hidden_dim, mc.n_vocab})
+  for (int64_t v : {mc.dim, mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.head_dim, mc.ffn_dim, mc.n_vocab})
     if (v <= 0 || v > limit) return DataLoss(what + "a model dimension is missing or out of range");
   CudaModelConfig c;
   c.hidden_dim = static_cast<int>(mc.dim), c.n_layers = static_cast<int>(mc.n_layers);
   c.n_heads = static_cast<int>(mc.n_heads), c.n_kv_heads = static_cast<int>(mc.n_kv_heads);
-  c.head_dim = static_cast<int>(mc.head_dim), c.ffn_dim = static_cast<int>(mc.hidden_dim);
+  c.head_dim = static_cast<int>(mc.head_dim), c.ffn_dim = static_cast<int>(mc.ffn_dim);
   c.n_vocab = static_cast<int>(mc.n_vocab);
   c.qkv_bias = mc.attn_bias;
   c.rope_neox = mc.rope_type == RopeStyle::kNeox;

@@ -47,7 +47,7 @@ TEST(ModelConfig, LlamaGguf) {
   EXPECT_EQ(c->n_kv_heads, 2);
   EXPECT_EQ(c->head_dim, 8);
   EXPECT_EQ(c->rope_dim, 8);
-  EXPECT_EQ(c->hidden_dim, 160);
+  EXPECT_EQ(c->ffn_dim, 160);
   EXPECT_EQ(c->n_vocab, 4);  // from the token list: no llama.vocab_size key
   EXPECT_EQ(c->context_len, 512);
   EXPECT_DOUBLE_EQ(c->rope_theta, 1e6);
@@ -139,7 +139,7 @@ TEST(ModelConfig, RealSmolLM2) {
   EXPECT_EQ(c->n_heads, 9);
   EXPECT_EQ(c->n_kv_heads, 3);
   EXPECT_EQ(c->head_dim, 64);
-  EXPECT_EQ(c->hidden_dim, 1536);
+  EXPECT_EQ(c->ffn_dim, 1536);
   EXPECT_EQ(c->n_vocab, 49152);
   EXPECT_EQ(c->context_len, 8192);
   EXPECT_EQ(c->rope_dim, 64);
@@ -166,7 +166,7 @@ TEST(ModelConfig, RealGemma3BestEffort) {
   EXPECT_EQ(c.n_heads, 4);
   EXPECT_EQ(c.n_kv_heads, 1);
   EXPECT_EQ(c.head_dim, 256);  // explicit key_length, not dim / n_heads
-  EXPECT_EQ(c.hidden_dim, 2048);
+  EXPECT_EQ(c.ffn_dim, 2048);
   EXPECT_EQ(c.n_vocab, 262144);
   EXPECT_EQ(c.context_len, 32768);
   EXPECT_EQ(c.rope_type, RopeStyle::kNeox);

@@ -60,7 +60,7 @@ TEST(Weights, BindsTinyLlama) {
   EXPECT_EQ(L.wq.dtype, DType::kBF16);
   EXPECT_EQ(L.wk.rows, c.n_kv_heads * c.head_dim);
   EXPECT_EQ(L.wo.cols, c.n_heads * c.head_dim);
-  EXPECT_EQ(L.w_down.cols, c.hidden_dim);
+  EXPECT_EQ(L.w_down.cols, c.ffn_dim);
   EXPECT_EQ(L.bq, nullptr);
   EXPECT_TRUE(c.tied_embeddings);
   EXPECT_EQ((*w)->output.data, (*w)->tok_embd.data);  // tied: the embedding table is the LM head

@@ -36,7 +36,7 @@ TEST(CudaLoader, WeightFormatNames) {
 TEST(CudaLoader, ConfigRejectsWhatTheDecoderCannotRun) {
   ModelConfig mc;
   mc.arch = "llama", mc.dim = 576, mc.n_layers = 2, mc.n_heads = 9, mc.n_kv_heads = 3, mc.head_dim = 64;
-  mc.hidden_dim = 1536, mc.n_vocab = 100, mc.rope_dim = 64, mc.rope_type = RopeStyle::kNorm;
+  mc.ffn_dim = 1536, mc.n_vocab = 100, mc.rope_dim = 64, mc.rope_type = RopeStyle::kNorm;
   ASSERT_TRUE(cuda_config_from(mc).ok());
   EXPECT_FALSE(cuda_config_from(mc).value().rope_neox);
   ModelConfig partial = mc;

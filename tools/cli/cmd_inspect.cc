@@ -69,7 +69,7 @@ json describe(const TensorStore& s) {
   j["tensors"] = {{"count", s.tensors().size()}, {"by_dtype", dt}};
   j["hyperparameters"] = {{"n_layers", c.n_layers},     {"dim", c.dim},
                           {"n_heads", c.n_heads},       {"n_kv_heads", c.n_kv_heads},
-                          {"head_dim", c.head_dim},     {"ffn_dim", c.hidden_dim},
+                          {"head_dim", c.head_dim},     {"ffn_dim", c.ffn_dim},
                           {"n_vocab", c.n_vocab},       {"context_length", c.context_len},
                           {"norm_eps", c.norm_eps},     {"rope", rope_json(c)},
                           {"tied_embeddings", c.tied_embeddings}, {"attention_bias", c.attn_bias}};

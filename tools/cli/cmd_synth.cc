@@ -20,7 +20,7 @@ int run_synth(const SynthArgs& a) {
   }
   const auto& h = plan->preset;
   std::fprintf(stderr, "%s (%s): %d layers, dim %d, heads %d/%d, ffn %d, vocab %lld, %s; %zu tensors, %.4g params, %.3f GB\n",
-               h.name.c_str(), h.arch.c_str(), h.n_layers, h.dim, h.n_heads, h.n_kv_heads, h.hidden_dim,
+               h.name.c_str(), h.arch.c_str(), h.n_layers, h.dim, h.n_heads, h.n_kv_heads, h.ffn_dim,
                static_cast<long long>(h.n_vocab), h.tied ? "tied" : "untied", plan->tensors.size(),
                static_cast<double>(plan->n_params), plan->data_bytes / 1e9);
   if (a.dry_run) {
