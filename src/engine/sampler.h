@@ -102,4 +102,9 @@ class Sampler {
 // log-softmax of logits into out. logits, out: [n]. Stable (max-subtracted), float accumulation in double.
 void log_softmax(const float* logits, int n, float* out);
 
+// Index of the largest logit, ties to the lowest index, NaN entries skipped (0 when all are NaN). argmax is the fast
+// version (lane-wise, vectorised by the compiler); argmax_ref the one-pass specification (sampler_test compares them).
+int32_t argmax(const float* x, int n);
+int32_t argmax_ref(const float* x, int n);
+
 }  // namespace citadel::engine

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
+#include <random>
 #include <set>
 
 namespace citadel::engine {
@@ -215,6 +217,34 @@ TEST(Sampler, ValidationNamesTheField) {
   EXPECT_FALSE(validate_sampling_params(p, 10).ok());
   p = {};
   EXPECT_TRUE(validate_sampling_params(p, 10).ok());
+}
+
+TEST(Sampler, FastArgmaxMatchesReferenceOnRandomRows) {
+  std::mt19937 rng(7);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  int checked = 0;
+  for (int n : {1, 2, 5, 15, 16, 17, 31, 33, 100, 32000, 152064}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      // Coarse values make ties common; some rows get NaN, -inf, +inf or are all NaN / all -inf.
+      std::uniform_int_distribution<int> level(-8, 8), pick(0, n - 1);
+      std::vector<float> x(n);
+      for (float& v : x) v = static_cast<float>(level(rng)) * 0.5f;
+      const int kind = trial % 5;
+      for (int k = 0; k < 1 + n / 50; ++k) {
+        if (kind == 1) x[pick(rng)] = nan;
+        if (kind == 2) x[pick(rng)] = -inf;
+        if (kind == 3) x[pick(rng)] = trial % 2 ? inf : nan;
+      }
+      if (kind == 4 && trial % 10 == 4) std::fill(x.begin(), x.end(), nan);
+      if (kind == 4 && trial % 10 == 9) std::fill(x.begin(), x.end(), -inf);
+      ASSERT_EQ(argmax(x.data(), n), argmax_ref(x.data(), n)) << "n " << n << " trial " << trial;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 220);
+  const std::vector<float> tie = {1.f, 3.f, 3.f, nan, 3.f};
+  EXPECT_EQ(argmax(tie.data(), 5), 1);
+  EXPECT_EQ(argmax_ref(tie.data(), 5), 1);
 }
 
 }  // namespace
