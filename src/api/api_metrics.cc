@@ -4,6 +4,7 @@
 #include <ctime>
 #include <mutex>
 
+#include "api/state.h"
 #include "audit/audit_log.h"
 #include "auth/key_store.h"
 
@@ -106,6 +107,18 @@ void add_state_collectors(metrics::Registry& reg, audit::AuditLog* audit, auth::
       oldest->set(static_cast<double>(age));
     });
   }
+}
+
+void add_key_age_collector(metrics::Registry& reg, const State* state) {
+  if (!state) return;
+  auto* age = reg.gauge("citadel:encryption_key_age_seconds",
+                        "Age of each watched encryption key (model key, stored-content key); -1: unknown.",
+                        {"key", "key_id"}, 64);
+  reg.add_collector([=] {
+    const int64_t now = static_cast<int64_t>(std::time(nullptr));
+    for (const auto& k : state->watched_keys())
+      age->with({k.what, k.id})->set(k.created_unix > 0 ? static_cast<double>(now - k.created_unix) : -1.0);
+  });
 }
 
 }  // namespace citadel::api

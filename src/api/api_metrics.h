@@ -29,6 +29,8 @@ class KeyStore;
 
 namespace citadel::api {
 
+struct State;
+
 // Why an exchange failed, or "" when it did not (status < 400):
 //   429: "quota" (insufficient_quota), "busy" (engine queue full), "rate_limited" (per-minute / concurrency limits);
 //   401, 403: "auth"; 499: "client_disconnected"; 503: "unavailable"; other 5xx: "engine_error";
@@ -51,5 +53,8 @@ class ApiMetrics {
 // Collectors for the state: the audit log's counters and queue (audit may be null: nothing registered) and the age
 // of the oldest active API key (keys may be null). Read-only use of both.
 void add_state_collectors(metrics::Registry& reg, audit::AuditLog* audit, auth::KeyStore* keys);
+// citadel:encryption_key_age_seconds{key, key_id}: the age of each key State::watch_key() added (the model key of an
+// encrypted model, the stored-content key); -1 when its creation time is unknown. Key ids only, never key bytes.
+void add_key_age_collector(metrics::Registry& reg, const State* state);
 
 }  // namespace citadel::api

@@ -59,6 +59,11 @@ void State::watch_key(std::string what, std::string id, int64_t created_unix) {
   watched_.push_back({std::move(what), std::move(id), created_unix});
 }
 
+std::vector<State::WatchedKey> State::watched_keys() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return watched_;
+}
+
 int State::check_key_ages(int64_t now_unix) {
   std::vector<WatchedKey> keys;
   {

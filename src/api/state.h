@@ -49,13 +49,16 @@ struct State {
   // than key_max_age_days at now_unix; returns how many warnings it logged. Thread-safe.
   int check_key_ages(int64_t now_unix);
 
- private:
   struct WatchedKey {
     std::string what, id;
     int64_t created_unix = 0;
   };
+  // The keys watch_key() added (the audit signing key is reported by the audit log itself). Thread-safe.
+  std::vector<WatchedKey> watched_keys() const;
+
+ private:
   std::thread maintenance_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
   std::vector<WatchedKey> watched_;  // guarded by mu_

@@ -155,6 +155,15 @@ def test_encrypted_model_served_from_memory(model_spec, tmp_path):
             r = s.http.post(s.base_url + "/v1/completions", json=plain_req, timeout=60)
             assert r.status_code == 200, r.text
             answers.append(r.json()["choices"][0]["text"])
+            if extra:  # the key's age on /metrics, by id (checked with an independent parser)
+                from prometheus_client.parser import text_string_to_metric_families
+                m = s.http.get(s.base_url + "/metrics", timeout=30)
+                assert m.status_code == 200, m.text
+                ages = [x for f in text_string_to_metric_families(m.text) for x in f.samples
+                        if x.name == "citadel:encryption_key_age_seconds"]
+                assert [x.labels for x in ages] == [{"key": "model key", "key_id": key_id}], ages
+                assert abs(ages[0].value - 40 * 86400) < 600, ages
+                assert key_hex not in m.text
         finally:
             s.stop()
         warned = [l for l in s.stderr if "model key" in l and "older than 30 days" in l]

@@ -249,7 +249,8 @@ int run_serve(const ServeFlags& flags) {
     serve_error("%s", access.status().message().c_str());
     return 1;
   }
-
+  if (access->state && content_key && !content_key->id.empty())
+    access->state->watch_key("content key", content_key->id, content_key->created_unix);
 
   audit::AuditLog* audit_log = access->state ? access->state->audit.get() : nullptr;
   auto service = std::make_shared<api::Service>(access->access, audit_log, cfg.audit_fail_closed == "on");
@@ -282,6 +283,7 @@ int run_serve(const ServeFlags& flags) {
   // Whenever NVML loads, whatever the model's device: a CPU-serving process on a GPU host still reports the cards.
   metrics::register_gpu_metrics(*registry);
   api::add_state_collectors(*registry, audit_log, access->state ? access->state->keys.get() : nullptr);
+  api::add_key_age_collector(*registry, access->state.get());
   {
     auto* open = registry->gauge("citadel:http_connections_open", "Open client connections.")->get();
     auto* conns = registry->counter("citadel:http_connections_total", "Client connections accepted.")->get();
