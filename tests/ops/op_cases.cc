@@ -56,11 +56,11 @@ std::vector<Shape> row_shapes(std::vector<int> dims, std::vector<int> device_dim
 
 std::vector<Shape> matmul_shapes() {
   return {mm(1, 64, 64), mm(3, 17, 608, true), mm(33, 130, 256, true), mm(7, 37, 7), mm(3, 37, 99, true),
-          mm(11, 7, 3, true), mm(2, 67, 384, true), mm(11, 512, 1024, true), mm(3, 130, 4736), mm(1, 64, 768),
+          mm(11, 7, 3, true), mm(2, 67, 384, true), mm(1, 67, 384, true), mm(8, 512, 1024), mm(11, 512, 1024, true), mm(3, 130, 4736), mm(1, 64, 768),
           mm(8, 40, 4096, true),
           // model-like and GEMM-sized (cuBLAS / cuBLASLt: 33 after 37 and 400 after 512 reuse a tuned M bucket)
           mm(37, 200, 256, false, true), mm(37, 200, 256, true, true), mm(33, 200, 256, true, true),
-          mm(64, 384, 512, true, true), mm(64, 384, 512, false, true), mm(512, 256, 128, true, true),
+          mm(64, 384, 512, true, true), mm(64, 384, 512, false, true), mm(64, 384, 1024, true, true), mm(512, 256, 128, true, true),
           mm(400, 256, 128, true, true), mm(9, 256, 512, true, true), mm(200, 512, 4736, true, true),
           mm(64, 4608, 3584, true, true), mm(200, 1024, 256, false, true), mm(200, 200, 1024, true, true),
           mm(13, 40, 8192, false, true), mm(1, 4096, 4096, false, true), mm(130, 300, 1027, false, true)};
@@ -199,8 +199,8 @@ const std::vector<Bound>& bounds() {
        "fp8 MMA: reduced-precision accumulation (1.1e-8 .. 1.9e-8 measured on H100)"},
       {"matmul", "cuda", "fp8", "*", 1e-10, "exact e4m3 products, fp32 accumulation"},
       // CUDA elementwise, RoPE, attention.
-      {"*", "cuda", "f32", "*", 1e-12, "fp32 math on both sides (references in double): a few ulps"},
       {"attention", "cuda", "f32", "*", 1e-10, "fp32 softmax and sums over up to 1500 keys"},
+      {"*", "cuda", "f32", "*", 1e-12, "fp32 math on both sides (references in double): a few ulps"},
       {"attention", "cuda", "bf16", "decode_simt*", 1e-5, "bf16 output rounding (~3e-6)"},
       {"attention", "cuda", "bf16", "decode*", 3e-5, "tensor cores round the probabilities to bf16 for P V"},
       {"attention", "cuda", "bf16", "prefill*", 1e-4, "bf16 probabilities over long causal rows"},
