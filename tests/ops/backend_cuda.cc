@@ -158,7 +158,7 @@ class CudaBackend : public Backend {
       if (dt == "f32") return op == "matmul";
       if (dt == "bf16" || dt == "bf16xf32") return k % 8 == 0;
       if (dt == "int8" || dt == "fp8") return k % 16 == 0;
-      if (dt == "int4") return k % 128 == 0;
+      if (dt == "int4" || dt == "int4x") return k % 128 == 0;
       return false;
     }
     if (op == "rmsnorm" || op == "add_rmsnorm" || op == "silu_mul" || op == "embedding") return f32 || bf;
@@ -263,7 +263,7 @@ class CudaBackend : public Backend {
     float* sc = nullptr;
     if (!quantize(dev, dt, w, n, k, &q, &sc)) return;
     if (dt == "int8") both("gemv_int8", [&](void* y, bool f) { ck::gemv_int8(x, q, sc, b, y, f, m, n, k, nullptr); });
-    if (dt == "int4") both("gemv_int4", [&](void* y, bool f) { ck::gemv_int4(x, q, sc, b, y, f, m, n, k, nullptr); });
+    if (dt == "int4" || dt == "int4x") both("gemv_int4", [&](void* y, bool f) { ck::gemv_int4(x, q, sc, b, y, f, m, n, k, nullptr); });
     if (dt != "fp8") return;
     both("gemv_fp8", [&](void* y, bool f) { ck::gemv_fp8(x, q, sc, b, y, f, m, n, k, nullptr); });
     // The prefill path: per-token activation quantisation, then the cuBLASLt fp8 GEMM (x lies on the e4m3 grid).
@@ -290,9 +290,9 @@ class CudaBackend : public Backend {
     }
   }
 
-  // The device quantiser of format dt (int8 / int4 / fp8) on w [n][k] bf16; inputs lie on its grid (op_refs.cc).
+  // The device quantiser of format dt (int8 / int4 / int4x / fp8) on w [n][k] bf16; w lies on its grid (op_refs.cc).
   static bool quantize(Device& dev, const std::string& dt, const bf16* w, int n, int k, uint8_t** q, float** sc) {
-    if (dt == "int4") {
+    if (dt == "int4" || dt == "int4x") {
       *q = dev.alloc<uint8_t>(size_t(ck::int4_weight_bytes(n, k)));
       *sc = dev.alloc<float>(size_t(n) * (k / 128));
     } else {
@@ -301,7 +301,7 @@ class CudaBackend : public Backend {
     }
     if (!dev.error().empty()) return false;
     if (dt == "int8") ck::quantize_int8(w, *q, *sc, n, k, nullptr);
-    if (dt == "int4") ck::quantize_int4(w, *q, *sc, n, k, nullptr);
+    if (dt == "int4" || dt == "int4x") ck::quantize_int4(w, *q, *sc, n, k, nullptr);
     if (dt == "fp8") ck::quantize_fp8(w, *q, *sc, n, k, nullptr);
     return dev.launched("quantize");
   }
@@ -346,7 +346,7 @@ class CudaBackend : public Backend {
       float* sc = nullptr;
       if (!quantize(dev, dt, w, 2 * f, k, &q, &sc)) return;
       if (dt == "int8") ck::gemv_silu_int8(x, q, sc, act, m, f, k, nullptr);
-      if (dt == "int4") ck::gemv_silu_int4(x, q, sc, act, m, f, k, nullptr);
+      if (dt == "int4" || dt == "int4x") ck::gemv_silu_int4(x, q, sc, act, m, f, k, nullptr);
       if (dt == "fp8") ck::gemv_silu_fp8(x, q, sc, act, m, f, k, nullptr);
     }
     if (dev.launched("gemv_silu")) put(results, "gemv_silu_" + dt + "_bf16out", "act", from_bf16(dev.download(act, na)));

@@ -108,7 +108,7 @@ std::vector<Shape> attention_shapes() {
 }
 
 const std::vector<std::string> kMatmulDtypes = {"f32",  "f16",  "bf16", "bf16xf32", "q8_0", "q4_0", "q4_1", "q5_0",
-                                                "q5_1", "q4_K", "q5_K", "q6_K",     "int8", "int4", "fp8"};
+                                                "q5_1", "q4_K", "q5_K", "q6_K",     "int8", "int4", "int4x", "fp8"};
 
 bool glob(const char* pat, const char* s) {  // '*' matches any run
   if (*pat == 0) return *s == 0;
@@ -185,6 +185,8 @@ const std::vector<Bound>& bounds() {
       {"add", "*", "*", "*", 0, "one IEEE add"},
       {"*", "cpu", "*", "*", 1e-10, "same math, another order; the AVX2 exp within ~2 ulp"},
       // CUDA matmuls: bf16 outputs first (their rounding dominates), then per format.
+      {"matmul", "cuda", "int4x", "*", 1e-4, "w4a8: x (off the grid) rounded to int8 per 32 by the kernel (~1.5e-5)"},
+      {"matmul_silu", "cuda", "int4x", "*", 3e-4, "w4a8 rounding of x through silu(gate) * up"},
       {"matmul*", "cuda", "*", "*bf16out*", 1e-5, "bf16 rounding of the output (~3e-6)"},
       {"matmul", "cuda", "f32", "*", 1e-10, "fp32 GEMV: summation order only"},
       {"matmul", "cuda", "bf16", "gemv*", 1e-9, "exact bf16 products, fp32 accumulation"},

@@ -22,6 +22,8 @@
 //   matmul         cuda    bf16 / int8 / fp8, bf16 out        1e-5    bf16 rounding of the output (~3e-6)
 //   matmul         cuda    bf16xf32 gemv / bf16x3 GEMM        1e-12 / 1e-10   fp32 math / three bf16 planes
 //   matmul         cuda    int8 / int4 f32 out                1e-8 / 1e-10    inputs on the quantisation grids
+//   matmul         cuda    int4x (x off the int8 grid)        1e-4    the kernel rounds x to int8 per 32 (w4a8);
+//                                                                     matmul_silu 3e-4
 //   matmul         cuda    fp8 gemv f32 / cuBLASLt f32        1e-10 / 1e-7    fp8 MMA reduced-precision accumulation
 //   matmul_silu    as matmul; bf16x3 GEMM + SiLU 5e-10; bf16xf32 gemv 1e-12; bf16 outputs 1e-5
 //   rmsnorm, add_rmsnorm  cpu f32 1e-10; cuda f32 1e-12; cuda bf16 1e-5 (bf16 output); residual exact

@@ -114,13 +114,14 @@ void write_slots(const KvCacheView& cache, const float* k, const float* v, int r
 
 // ---- matmul: x [T = tokens][K = n_in], w [N = dim][K], bias [N] (shape.bias) -> y [T][N] ----
 // dtype: f32 | f16 | bf16 (x and w on the bf16 grid) | bf16xf32 (w bf16, x f32) | GGUF quants (w stored by the
-// reference quantiser) | int8 | int4 (x on the w4a8 int8-per-32 grid) | fp8 (x on the e4m3-per-row grid).
+// reference quantiser) | int8 | int4 (x on the w4a8 int8-per-32 grid: exact) | int4x (int4 weights, x off that grid:
+// the kernel's activation rounding shows) | fp8 (x on the e4m3-per-row grid).
 void generate_matmul(const Shape& s, const std::string& dtype, uint32_t seed, Tensors* in) {
   Rng rng(seed);
   const int n = s.dim, k = s.n_in, t = s.tokens;
   std::vector<float> w, x;
   if (dtype == "int8") w = int_grid(n, k, k, 127, rng);
-  else if (dtype == "int4") w = int_grid(n, k, 128, 7, rng);
+  else if (dtype == "int4" || dtype == "int4x") w = int_grid(n, k, 128, 7, rng);
   else if (dtype == "fp8") w = fp8_grid(n, k, rng, true);
   else w = uniform(size_t(n) * k, rng, 0.1f);
   if (dtype == "bf16" || dtype == "bf16xf32") snap_bf16(w);
@@ -128,13 +129,13 @@ void generate_matmul(const Shape& s, const std::string& dtype, uint32_t seed, Te
   if (dtype == "int4") x = int_grid(t, k, 32, 127, rng);
   else if (dtype == "fp8") x = fp8_grid(t, k, rng, false);
   else x = uniform(size_t(t) * k, rng, 1.f);
-  if (dtype == "bf16" || dtype == "int8") snap_bf16(x);
+  if (dtype == "bf16" || dtype == "int8" || dtype == "int4x") snap_bf16(x);
   if (dtype == "fp8" && t > 2) std::fill(x.begin() + size_t(t / 2) * k, x.begin() + size_t(t / 2 + 1) * k, 0.f);
   in->f["w"] = std::move(w);
   in->f["x"] = std::move(x);
   if (s.bias) {
     auto b = uniform(n, rng, 1.f);
-    if (dtype == "bf16" || dtype == "int8" || dtype == "int4" || dtype == "fp8") snap_bf16(b);  // CUDA: bf16 bias
+    if (dtype != "f32" && dtype != "bf16xf32") snap_bf16(b);  // CUDA: bf16 bias (CPU: any, as bf16 values)
     in->f["bias"] = std::move(b);
   }
 }
