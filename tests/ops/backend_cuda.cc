@@ -263,7 +263,8 @@ class CudaBackend : public Backend {
     float* sc = nullptr;
     if (!quantize(dev, dt, w, n, k, &q, &sc)) return;
     if (dt == "int8") both("gemv_int8", [&](void* y, bool f) { ck::gemv_int8(x, q, sc, b, y, f, m, n, k, nullptr); });
-    if (dt == "int4" || dt == "int4x") both("gemv_int4", [&](void* y, bool f) { ck::gemv_int4(x, q, sc, b, y, f, m, n, k, nullptr); });
+    if (dt == "int4" || dt == "int4x")
+      both("gemv_int4", [&](void* y, bool f) { ck::gemv_int4(x, q, sc, b, y, f, m, n, k, nullptr); });
     if (dt != "fp8") return;
     both("gemv_fp8", [&](void* y, bool f) { ck::gemv_fp8(x, q, sc, b, y, f, m, n, k, nullptr); });
     // The prefill path: per-token activation quantisation, then the cuBLASLt fp8 GEMM (x lies on the e4m3 grid).
@@ -349,7 +350,8 @@ class CudaBackend : public Backend {
       if (dt == "int4" || dt == "int4x") ck::gemv_silu_int4(x, q, sc, act, m, f, k, nullptr);
       if (dt == "fp8") ck::gemv_silu_fp8(x, q, sc, act, m, f, k, nullptr);
     }
-    if (dev.launched("gemv_silu")) put(results, "gemv_silu_" + dt + "_bf16out", "act", from_bf16(dev.download(act, na)));
+    if (dev.launched("gemv_silu"))
+      put(results, "gemv_silu_" + dt + "_bf16out", "act", from_bf16(dev.download(act, na)));
   }
 
   // ---- rmsnorm (delta null) / add_rmsnorm: residual [T][D] f32, weight [D], out [T][D] ----
@@ -393,7 +395,9 @@ class CudaBackend : public Backend {
     if (dev.launched("silu_mul")) put(results, "silu_mul", "act", from_bf16(dev.download(act, n)));
   }
 
-  static ck::RopeLayout layout(const Shape& s) { return s.variant == "neox" ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm; }
+  static ck::RopeLayout layout(const Shape& s) {
+    return s.variant == "neox" ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
+  }
 
   // ---- rope (bf16): x [T][H][D] in rows of stride H*D + 64 (the padding must stay) ----
   static void rope(Device& dev, const Shape& s, const Tensors& in, std::vector<ImplResult>* results) {
@@ -440,7 +444,7 @@ class CudaBackend : public Backend {
     out.f["v_pool"] = from_bf16(dev.download(v, pool));
   }
 
-  // ---- kv_write (bf16): k and v read from fused rows [T][3 q heads | k | v] as the decoder's QKV buffer holds them ----
+  // ---- kv_write (bf16): k and v read from fused rows [T][3 q heads | k | v], as in the decoder's QKV buffer ----
   static void kv_write(Device& dev, const Shape& s, const Tensors& in, std::vector<ImplResult>* results) {
     const int t = s.tokens, row = s.n_kv_heads * s.head_dim, q_cols = 3 * s.head_dim, stride = q_cols + 2 * row;
     std::vector<bf16> fused(size_t(t) * stride, f32_to_bf16(-3.f));
@@ -577,16 +581,21 @@ void CudaBackend::attention(Device& dev, const Shape& s, const std::string& dt, 
       if (r.splits * r.partition < max_ctx) continue;
       if (r.kind == 0 && h / s.n_kv_heads > 8 && r.partition > 256) continue;  // SIMT scores exceed shared memory
       if (r.kind == 1 && !ck::decode_mma_supported(p, r.partition)) return dev.fail("decode_mma_supported is false");
-      const std::string impl = std::string(r.kind == 0 ? "decode_simt" : r.kind == 1 ? "decode_mma" : "decode_dispatch") +
+      const std::string impl = std::string(r.kind == 0   ? "decode_simt"
+                                           : r.kind == 1 ? "decode_mma"
+                                                         : "decode_dispatch") +
                                "_s" + std::to_string(r.splits) + "_p" + std::to_string(r.partition);
-      float* ws = r.splits > 1 ? dev.alloc<float>(size_t(ck::decode_workspace_floats(n_seqs, h, d, r.splits))) : nullptr;
+      float* ws =
+          r.splits > 1 ? dev.alloc<float>(size_t(ck::decode_workspace_floats(n_seqs, h, d, r.splits))) : nullptr;
       if (!dev.error().empty()) return;
       if (ws) dev.zero(ws, size_t(ck::decode_workspace_floats(n_seqs, h, d, r.splits)));
       std::vector<bf16> first;
       for (int rep = 0; rep < 2; ++rep) {  // the second run: the merge counters must be back at zero
         dev.poison(out, n_out);
-        if (r.kind == 0) ck::paged_attention_decode_simt(p, q, q_stride, out, n_seqs, r.splits, r.partition, ws, nullptr);
-        if (r.kind == 1) ck::paged_attention_decode_mma(p, q, q_stride, out, n_seqs, r.splits, r.partition, ws, nullptr);
+        if (r.kind == 0)
+          ck::paged_attention_decode_simt(p, q, q_stride, out, n_seqs, r.splits, r.partition, ws, nullptr);
+        if (r.kind == 1)
+          ck::paged_attention_decode_mma(p, q, q_stride, out, n_seqs, r.splits, r.partition, ws, nullptr);
         if (r.kind == 2) ck::paged_attention_decode(p, q, q_stride, out, n_seqs, r.splits, r.partition, ws, nullptr);
         if (!dev.launched(impl.c_str())) return;
         auto o = dev.download(out, n_out);

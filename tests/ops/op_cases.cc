@@ -56,14 +56,15 @@ std::vector<Shape> row_shapes(std::vector<int> dims, std::vector<int> device_dim
 
 std::vector<Shape> matmul_shapes() {
   return {mm(1, 64, 64), mm(3, 17, 608, true), mm(33, 130, 256, true), mm(7, 37, 7), mm(3, 37, 99, true),
-          mm(11, 7, 3, true), mm(2, 67, 384, true), mm(1, 67, 384, true), mm(8, 512, 1024), mm(11, 512, 1024, true), mm(3, 130, 4736), mm(1, 64, 768),
-          mm(8, 40, 4096, true),
+          mm(11, 7, 3, true), mm(2, 67, 384, true), mm(1, 67, 384, true), mm(8, 512, 1024), mm(11, 512, 1024, true),
+          mm(3, 130, 4736), mm(1, 64, 768), mm(8, 40, 4096, true),
           // model-like and GEMM-sized (cuBLAS / cuBLASLt: 33 after 37 and 400 after 512 reuse a tuned M bucket)
           mm(37, 200, 256, false, true), mm(37, 200, 256, true, true), mm(33, 200, 256, true, true),
-          mm(64, 384, 512, true, true), mm(64, 384, 512, false, true), mm(64, 384, 1024, true, true), mm(512, 256, 128, true, true),
-          mm(400, 256, 128, true, true), mm(9, 256, 512, true, true), mm(200, 512, 4736, true, true),
-          mm(64, 4608, 3584, true, true), mm(200, 1024, 256, false, true), mm(200, 200, 1024, true, true),
-          mm(13, 40, 8192, false, true), mm(1, 4096, 4096, false, true), mm(130, 300, 1027, false, true)};
+          mm(64, 384, 512, true, true), mm(64, 384, 512, false, true), mm(64, 384, 1024, true, true),
+          mm(512, 256, 128, true, true), mm(400, 256, 128, true, true), mm(9, 256, 512, true, true),
+          mm(200, 512, 4736, true, true), mm(64, 4608, 3584, true, true), mm(200, 1024, 256, false, true),
+          mm(200, 200, 1024, true, true), mm(13, 40, 8192, false, true), mm(1, 4096, 4096, false, true),
+          mm(130, 300, 1027, false, true)};
 }
 
 std::vector<Shape> matmul_silu_shapes() {  // (T, F, K)
@@ -84,9 +85,9 @@ std::vector<Shape> rope_shapes() {
 }
 
 std::vector<Shape> rope_kv_shapes() {
-  return {heads(6, 8, 2, 64, "norm", 1e6f, 3), heads(6, 8, 2, 64, "neox", 1e6f, 3), heads(6, 8, 2, 128, "norm", 1e6f, 3),
-          heads(6, 8, 2, 128, "neox", 1e6f, 3), heads(1, 9, 3, 64, "neox", 10000.f, 2),
-          heads(33, 4, 2, 128, "norm", 10000.f, 4)};
+  return {heads(6, 8, 2, 64, "norm", 1e6f, 3),    heads(6, 8, 2, 64, "neox", 1e6f, 3),
+          heads(6, 8, 2, 128, "norm", 1e6f, 3),   heads(6, 8, 2, 128, "neox", 1e6f, 3),
+          heads(1, 9, 3, 64, "neox", 10000.f, 2), heads(33, 4, 2, 128, "norm", 10000.f, 4)};
 }
 
 std::vector<Shape> kv_write_shapes() {
@@ -102,8 +103,10 @@ std::vector<Shape> attention_shapes() {
           attn(28, 4, 128, 16, {1, 17, 300, 64, 1000}, {}, true), attn(9, 3, 64, 16, {1, 17, 300, 64, 1000}, {}, true),
           attn(32, 2, 128, 16, {1, 17, 300, 64, 1000}, {}, true), attn(16, 2, 64, 16, {1, 37, 64, 300, 1500}, {}, true),
           attn(8, 1, 256, 16, {1, 37, 64, 300, 1500}, {}, true),
-          attn(28, 4, 128, 16, {200, 77, 130}, {200, 77, 5}, true), attn(9, 3, 64, 16, {200, 77, 130}, {200, 77, 5}, true),
-          attn(28, 4, 128, 16, {37, 300, 1500}, {37, 45, 200}, true), attn(9, 3, 64, 16, {37, 300, 1500}, {37, 45, 1}, true),
+          attn(28, 4, 128, 16, {200, 77, 130}, {200, 77, 5}, true),
+          attn(9, 3, 64, 16, {200, 77, 130}, {200, 77, 5}, true),
+          attn(28, 4, 128, 16, {37, 300, 1500}, {37, 45, 200}, true),
+          attn(9, 3, 64, 16, {37, 300, 1500}, {37, 45, 1}, true),
           attn(8, 1, 256, 16, {37, 300, 1500}, {37, 45, 200}, true)};
 }
 
@@ -285,7 +288,8 @@ RopeParams rope_params(const Shape& s, const Tensors& in) {
   p.rope_dim = s.variant.find("_partial") != std::string::npos ? s.head_dim / 2 : s.head_dim;
   p.freq_base = s.theta;
   if (s.variant.find("_yarn") != std::string::npos) p.freq_scale = 0.25f, p.ext_factor = 1.f, p.n_ctx_orig = 4096;
-  if (s.variant.find("_linear_ff") != std::string::npos) p.freq_scale = 0.5f, p.freq_factors = in.F("freq_factors").data();
+  if (s.variant.find("_linear_ff") != std::string::npos)
+    p.freq_scale = 0.5f, p.freq_factors = in.F("freq_factors").data();
   return p;
 }
 

@@ -148,7 +148,8 @@ RopeParams rope_params(const Shape& s, const Tensors& in);
 bool gguf_dtype(const std::string& dtype, DType* t);
 // Rows of W [rows][cols] stored as `t` by the reference quantiser (quantize_row): the bytes both sides use.
 std::vector<uint8_t> quantize_rows(DType t, const std::vector<float>& w, int64_t rows, int64_t cols);
-// Attention output o [n_tokens][n_heads][head_dim] (sequence 0's queries first) -> out.s<i> [n_new[i]][n_heads][head_dim].
+// Attention output o [n_tokens][n_heads][head_dim] (sequence 0's queries first)
+// -> out.s<i> [n_new[i]][n_heads][head_dim].
 void split_attention_output(const Shape& s, const std::vector<float>& o, Tensors* out);
 
 }  // namespace citadel::opparity

@@ -174,7 +174,8 @@ void reference_matmul_silu(const Shape& s, const std::string& dtype, const Tenso
   const int f = s.dim, t = s.tokens;
   const auto y = reference_linear(dtype, in.F("w"), 2 * f, s.n_in, in.F("x"), t, nullptr);  // [T][2F]
   std::vector<float> act(size_t(t) * f);
-  for (int i = 0; i < t; ++i) cpu::silu_mul_ref(&y[size_t(i) * 2 * f], &y[size_t(i) * 2 * f + f], &act[size_t(i) * f], f);
+  for (int i = 0; i < t; ++i)
+    cpu::silu_mul_ref(&y[size_t(i) * 2 * f], &y[size_t(i) * 2 * f + f], &act[size_t(i) * f], f);
   out->f["act"] = std::move(act);
 }
 
@@ -239,7 +240,8 @@ void reference_silu_mul(const Shape& s, const std::string&, const Tensors& in, T
   const int f = s.dim;
   const auto& gu = in.F("gate_up");
   std::vector<float> act(size_t(s.tokens) * f);
-  for (int t = 0; t < s.tokens; ++t) cpu::silu_mul_ref(&gu[size_t(t) * 2 * f], &gu[size_t(t) * 2 * f + f], &act[size_t(t) * f], f);
+  for (int t = 0; t < s.tokens; ++t)
+    cpu::silu_mul_ref(&gu[size_t(t) * 2 * f], &gu[size_t(t) * 2 * f + f], &act[size_t(t) * f], f);
   out->f["act"] = std::move(act);
 }
 
