@@ -13,8 +13,8 @@
 
 #include "cpu_model.h"
 #include "engine/sampler.h"
+#include "gpu_test_util.h"
 #include "kernels/cuda/cuda_ops.h"
-#include "ref_ops.h"
 #include "runtime/cuda_decoder.h"
 
 namespace citadel::gputest {
