@@ -20,9 +20,7 @@ namespace {
 
 using runtime::CudaDecoder;
 using runtime::CudaDecoderOptions;
-using runtime::CudaModelConfig;
 using runtime::CudaStep;
-using runtime::CudaWeight;
 using runtime::CudaWeightFormat;
 
 struct Seq {
@@ -41,7 +39,7 @@ void run_model_check(CudaWeightFormat fmt, double bound, double min_agree, bool 
   ASSERT_TRUE(dec_or.ok()) << dec_or.status().to_string();
   auto dec = std::move(dec_or).value();
   ASSERT_TRUE(dec->init_synthetic(seed).ok());
-  const int V = c.n_vocab, W = dec->max_blocks_per_seq();
+  const int V = int(c.n_vocab), W = dec->max_blocks_per_seq();
 
   // Three sequences with disjoint scattered blocks; lengths 60, 35, 90 (+6 decode steps each).
   std::mt19937 rng(5);
