@@ -14,6 +14,8 @@
 #include "base/half.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/ops.h"
+#include "model/rope.h"
 #include "runtime/cuda_decoder_impl.cuh"
 #include "runtime/cuda_loader.h"
 #include "runtime/cuda_ops.cuh"
@@ -269,7 +271,34 @@ Status CudaDecoder::Impl::upload(TensorRole r, int layer, const void* host, int6
   return OkStatus();
 }
 
+// The frequency table of a scaled RoPE (see Impl::rope_inv_freq); nothing for plain RoPE.
+Status CudaDecoder::Impl::upload_rope_table() {
+  std::vector<float> llama3;
+  const float* factors = rope_factors.empty() ? nullptr : rope_factors.data();
+  if (!factors && c.rope_scaling.type == "llama3") {
+    ASSIGN_OR_RETURN(llama3, llama3_rope_factors(c));
+    factors = llama3.data();
+  }
+  const RopeParams p = rope_params_from(c, factors);
+  if (!factors && p.freq_scale == 1.0f && p.ext_factor == 0.0f && p.attn_factor == 1.0f) return OkStatus();
+  const size_t n = static_cast<size_t>(c.head_dim / 2);  // == rope_dim / 2: cuda_supports
+  std::vector<double> f(n);
+  cpu::rope_freq_table(p, f.data(), &rope_mscale);
+  const std::vector<float> ff(f.begin(), f.end());
+  const size_t bytes = n * (exact() ? sizeof(double) : sizeof(float));
+  RETURN_IF_ERROR(alloc(&rope_inv_freq, bytes, "rope frequencies"));
+  CUDA_TRY(cudaMemcpyAsync(rope_inv_freq, exact() ? static_cast<const void*>(f.data()) : ff.data(), bytes,
+                           cudaMemcpyHostToDevice, stream));
+  CUDA_TRY(cudaStreamSynchronize(stream));
+  return OkStatus();
+}
+
 Status CudaDecoder::set_weight(TensorRole r, int layer, const uint16_t* host, int64_t count) {
+  if (r == TensorRole::kRopeFreqs) {  // kept on the host until finalize() builds the frequency table
+    std::vector<float> f(static_cast<size_t>(std::max<int64_t>(count, 0)));
+    for (size_t i = 0; i < f.size(); ++i) f[i] = bf16_to_f32(host[i]);
+    return set_weight_f32(r, layer, f.data(), count);
+  }
   if (impl_->tensor_esz(r) == 2) return impl_->upload(r, layer, host, count);
   std::vector<float> f(static_cast<size_t>(std::max<int64_t>(count, 0)));
   for (size_t i = 0; i < f.size(); ++i) f[i] = bf16_to_f32(host[i]);
@@ -277,6 +306,15 @@ Status CudaDecoder::set_weight(TensorRole r, int layer, const uint16_t* host, in
 }
 
 Status CudaDecoder::set_weight_f32(TensorRole r, int layer, const float* host, int64_t count) {
+  if (r == TensorRole::kRopeFreqs) {
+    Impl& m = *impl_;
+    if (m.finalized) return InvalidArgument("cuda decoder: set_weight after finalize");
+    if (count != m.c.rope_dim / 2)
+      return InvalidArgument("cuda decoder: rope_freqs has " + std::to_string(count) + " elements, expected " +
+                             std::to_string(m.c.rope_dim / 2));
+    m.rope_factors.assign(host, host + count);
+    return OkStatus();
+  }
   if (impl_->tensor_esz(r) == 4) return impl_->upload(r, layer, host, count);
   std::vector<uint16_t> b(static_cast<size_t>(std::max<int64_t>(count, 0)));
   for (size_t i = 0; i < b.size(); ++i) b[i] = f32_to_bf16(host[i]);
@@ -293,6 +331,7 @@ Status CudaDecoder::finalize() {
     m.weight_bytes += w->bytes(e);
   }
   m.weight_bytes += 2 * D * e * m.c.n_layers;
+  RETURN_IF_ERROR(m.upload_rope_table());
   RETURN_IF_ERROR(m.alloc_runtime());
   CUDA_TRY(cudaStreamSynchronize(m.stream));
   m.finalized = true;

@@ -126,8 +126,10 @@ class CudaDecoder {
   CudaDecoder& operator=(const CudaDecoder&) = delete;
 
   // Weights: either generated on the device, or copied from host arrays (set_weight or set_weight_f32 for every
-  // tensor, then finalize(), which quantizes for int8/int4/fp8 and sizes the KV pool). init_synthetic calls finalize
-  // itself. Values are rounded to bf16 on upload except in kF32 (which keeps fp32, and widens bf16 input exactly).
+  // tensor of the architecture's roles, then finalize(), which quantizes for int8/int4/fp8, builds the RoPE frequency
+  // table of a scaled RoPE and sizes the KV pool). init_synthetic calls finalize itself. Values are rounded to bf16 on
+  // upload except in kF32 (which keeps fp32, and widens bf16 input exactly); vectors (norms, biases) are fp32 with
+  // fp32 activations. rope_freqs (optional) stays on the host for the frequency table.
   Status init_synthetic(uint32_t seed);
   Status set_weight(TensorRole r, int layer, const uint16_t* bf16_host, int64_t count);
   Status set_weight_f32(TensorRole r, int layer, const float* host, int64_t count);

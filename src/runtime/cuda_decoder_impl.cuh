@@ -84,6 +84,13 @@ struct CudaDecoder::Impl {
   float* fp8_scale = nullptr;    // kFp8: [T] their per-token scales
   cuda::Bf16x3Scratch xf32;      // bf16 matrices with f32 activations, steps of > 8 tokens: the bf16x3 GEMM planes
 
+  // Scaled RoPE (linear, YaRN, llama3 / rope_freqs factors): the per-pair frequencies on the device ([head_dim / 2]
+  // cpu::rope_freq_table: fp32, or double with exact()) and the cos/sin scale. Null for plain RoPE: the kernels
+  // compute theta^(-2i/head_dim) themselves.
+  std::vector<float> rope_factors;  // [rope_dim / 2] the model's rope_freqs (set_weight), else empty
+  void* rope_inv_freq = nullptr;
+  double rope_mscale = 1.0;
+
   std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
 
   int dim() const { return static_cast<int>(c.dim); }
@@ -152,6 +159,7 @@ struct CudaDecoder::Impl {
   Status size_kv_pool(int64_t free_bytes);
   void* weight_ptr(TensorRole r, int layer, int64_t* count);
   Status upload(TensorRole r, int layer, const void* host, int64_t count);
+  Status upload_rope_table();  // at finalize: rope_inv_freq / rope_mscale from the config and rope_factors
   // Enqueue one step: the arch recipe through CudaOps (cuda_ops.cuh), then argmax or sampling. The Status is that
   // of the launches (cudaGetLastError), not of their execution. Inputs already in d_ints (layout(T, B)); with
   // decode, every sequence has one token and T == B.

@@ -8,6 +8,7 @@
 #include "base/half.h"
 #include "kernels/quant/quant.h"
 #include "model/arch.h"
+#include "model/rope.h"
 
 namespace citadel::runtime {
 
@@ -29,8 +30,10 @@ Status cuda_supports(const ModelConfig& c) {
   if (c.rope_dim != c.head_dim)
     return Unsupported(what + "partial RoPE (rope_dim " + std::to_string(c.rope_dim) + " of head_dim " +
                        std::to_string(c.head_dim) + ")");
-  if (c.rope_scaling.type != "none" && !(c.rope_scaling.type == "linear" && c.rope_scaling.factor == 1.0))
+  if (!rope_scaling_supported(c.rope_scaling.type))
     return Unsupported(what + "rope scaling '" + c.rope_scaling.type + "'");
+  if (c.rope_scaling.type == "llama3")
+    if (Status st = llama3_rope_factors(c).status(); !st.ok()) return DataLoss(what + st.message());
   const int64_t limit = int64_t{1} << 30;
   for (int64_t v : {c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab})
     if (v <= 0 || v > limit) return DataLoss(what + "a model dimension is missing or out of range");

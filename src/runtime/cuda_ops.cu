@@ -143,10 +143,12 @@ Status CudaOps::rope_kv_write(int layer) {
   const int64_t off = layer * m_.layer_pool();
   if (exact()) {
     ck::rope_kv_write_f32(f32(m_.qkv), s_.T, NQKV, H, KVH, hd, positions, theta, style, slots,
-                          f32(m_.k_pool) + off, f32(m_.v_pool) + off, m_.stream);
+                          f32(m_.k_pool) + off, f32(m_.v_pool) + off, m_.stream,
+                          static_cast<const double*>(m_.rope_inv_freq), m_.rope_mscale);
   } else if (!(skip_ & kSkipRopeKv)) {
     ck::rope_kv_write(m_.qkv, s_.T, NQKV, H, KVH, hd, positions, theta, style, slots, m_.k_pool + off,
-                      m_.v_pool + off, m_.stream);
+                      m_.v_pool + off, m_.stream, static_cast<const float*>(m_.rope_inv_freq),
+                      static_cast<float>(m_.rope_mscale));
   }
   return OkStatus();
 }

@@ -6,7 +6,9 @@
 // Activations (Impl buffers): kResidual -> residual and kDelta -> delta (fp32 in both modes); kNormed -> h,
 // kQkv -> qkv ([T][(H + 2 KVH) hd], q | k | v), kAttn -> attn, kFfn -> act (bf16, or fp32 with exact()).
 // Weights: (role, layer) -> the decoder's fused storage; Linear stacks q|k|v and gate|up as loaded.
-// debug_skip (CudaSkip bits, bf16 path only) leaves op families out: see cuda_decoder.h.
+// RoPE: plain RoPE computes theta^(-2i/hd) in the kernels; scaled RoPE (linear, YaRN, llama3 / rope_freqs) passes the
+// decoder's frequency table (Impl::rope_inv_freq, uploaded at finalize). debug_skip (CudaSkip bits, bf16 path only)
+// leaves op families out: see cuda_decoder.h.
 //
 // Internal to runtime/*.cu. Thread-safety: one step on the decoder's thread.
 #pragma once

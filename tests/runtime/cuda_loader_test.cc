@@ -54,6 +54,15 @@ TEST(CudaLoader, SupportsOnlyWhatTheDecoderCanRun) {
   EXPECT_EQ(code([](ModelConfig* c) { c->ffn_dim = 1540; }), StatusCode::kUnsupported);
   EXPECT_EQ(code([](ModelConfig* c) { c->rope_scaling.type = "longrope"; }), StatusCode::kUnsupported);
   EXPECT_EQ(code([](ModelConfig* c) { c->n_vocab = 0; }), StatusCode::kDataLoss);
+  // RoPE scaling: linear, YaRN and llama3 run (the kernels take a frequency table); llama3 needs sane factors.
+  EXPECT_EQ(code([](ModelConfig* c) { c->rope_scaling.type = "yarn", c->rope_scaling.factor = 4; }), StatusCode::kOk);
+  EXPECT_EQ(code([](ModelConfig* c) { c->rope_scaling.type = "linear", c->rope_scaling.factor = 2; }),
+            StatusCode::kOk);
+  EXPECT_EQ(code([](ModelConfig* c) { c->rope_scaling.type = "llama3"; }), StatusCode::kDataLoss);
+  EXPECT_EQ(code([](ModelConfig* c) {
+              c->rope_scaling = RopeScaling{"llama3", 8.0, 8192, 1.0, 4.0};
+            }),
+            StatusCode::kOk);
 }
 
 TEST(CudaLoader, SmolLM2WeightsToBf16) {
