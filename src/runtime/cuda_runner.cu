@@ -203,8 +203,7 @@ Status CudaRunner::forward(const engine::Batch& b, float* logits) {
 }
 
 Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore& store, const CudaRunnerOptions& opt) {
-  ASSIGN_OR_RETURN(ModelConfig mc, model_config_from(store));
-  RETURN_IF_ERROR(cuda_supports(mc));
+  ASSIGN_OR_RETURN(ModelConfig mc, model_config_from(store));  // CudaRunner::create checks cuda_supports(mc)
   CudaRunnerOptions o = opt;
   o.config = mc;
   if (mc.context_len > 0 && mc.context_len < o.decoder.max_seq_len) o.decoder.max_seq_len = static_cast<int>(mc.context_len);

@@ -44,10 +44,13 @@ inline std::vector<float> tensor(const ModelConfig& c, uint32_t seed, TensorRole
 }
 
 // Writes the synthetic model of (c, seed) as an f32 GGUF (every role of c's architecture with synthetic values; q/k/v
-// biases when c.attn_bias) and returns its path, once per process and (shape, seed).
+// biases when c.attn_bias; c's RoPE scaling as metadata) and returns its path, once per process and (config, seed).
 inline std::string synth_gguf(const ModelConfig& c, uint32_t seed) {
   static std::map<std::string, std::string> written;  // "shape seed" -> path
-  std::string key = c.arch + " " + std::to_string(seed) + (c.attn_bias ? " bias" : "");
+  const RopeScaling& rs = c.rope_scaling;
+  std::string key = c.arch + " " + std::to_string(seed) + (c.attn_bias ? " bias " : " ") + rs.type;
+  for (double v : {rs.factor, double(rs.original_context), rs.low_freq_factor, rs.high_freq_factor})
+    key += " " + std::to_string(v);
   for (int64_t v : {c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab})
     key += " " + std::to_string(v);
   if (auto it = written.find(key); it != written.end()) return it->second;
@@ -67,6 +70,15 @@ inline std::string synth_gguf(const ModelConfig& c, uint32_t seed) {
   w.add_f32(a + ".rope.freq_base", float(c.rope_theta));
   w.add_u32(a + ".rope.dimension_count", uint32_t(c.rope_dim));
   w.add_u32(a + ".vocab_size", uint32_t(c.n_vocab));
+  if (rs.type != "none") {
+    w.add_string(a + ".rope.scaling.type", rs.type);
+    w.add_f32(a + ".rope.scaling.factor", float(rs.factor));
+    w.add_u32(a + ".rope.scaling.original_context_length", uint32_t(rs.original_context));
+    if (rs.type == "llama3") {
+      w.add_f32(a + ".rope.scaling.low_freq_factor", float(rs.low_freq_factor));
+      w.add_f32(a + ".rope.scaling.high_freq_factor", float(rs.high_freq_factor));
+    }
+  }
   const ArchSpec* arch = find_arch(c.arch);
   EXPECT_NE(arch, nullptr);
   if (!arch) return "";
