@@ -3,12 +3,18 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "base/half.h"
+#include "format/gguf_writer.h"
 #include "kernels/quant/quant.h"
+#include "model/arch.h"
 #include "model/config.h"
 #include "model/roles.h"
 #include "runtime/cuda_loader.h"
@@ -63,6 +69,50 @@ TEST(CudaLoader, SupportsOnlyWhatTheDecoderCanRun) {
               c->rope_scaling = RopeScaling{"llama3", 8.0, 8192, 1.0, 4.0};
             }),
             StatusCode::kOk);
+}
+
+// A one-layer llama GGUF with q/k/v biases, rope_freqs and no output.weight: every role of the architecture comes
+// out once (rope_freqs as it is stored, the tied LM head as the embedding), with the role's shape.
+TEST(CudaLoader, DeliversEveryRoleOfTheArchitecture) {
+  ModelConfig c;
+  c.arch = "llama", c.dim = 64, c.n_layers = 1, c.n_heads = 1, c.n_kv_heads = 1, c.head_dim = 64, c.ffn_dim = 128;
+  c.n_vocab = 16, c.rope_dim = 64, c.attn_bias = true;
+  GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  for (auto [k, v] : {std::pair<const char*, int64_t>{"block_count", 1}, {"context_length", 256},
+                      {"embedding_length", 64}, {"feed_forward_length", 128}, {"attention.head_count", 1},
+                      {"attention.head_count_kv", 1}, {"vocab_size", 16}})
+    w.add_u32(std::string("llama.") + k, uint32_t(v));
+  w.add_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  int n_tensors = 0;
+  for (const RoleUse& use : llama_arch().roles) {
+    if (use.role == TensorRole::kOutput) continue;  // tied
+    const std::vector<int64_t> shape = role_shape(c, use.role);
+    std::vector<float> v(size_t(shape[0] * (shape.size() > 1 ? shape[1] : 1)), 1.0f + float(use.role));
+    ASSERT_TRUE(w.add_tensor(tensor_name(use.role, 0, "gguf"), DType::kF32, shape, v.data(), v.size() * 4).ok());
+    ++n_tensors;
+  }
+  const std::string path = ::testing::TempDir() + "cuda_loader_roles.gguf";
+  ASSERT_TRUE(w.write_file(path).ok());
+  auto store = open_gguf(path);
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  auto mc = model_config_from(**store);
+  ASSERT_TRUE(mc.ok()) << mc.status().to_string();
+  EXPECT_TRUE(mc->attn_bias);
+  std::map<TensorRole, std::vector<float>> got;
+  Status st = read_cuda_weights(**store, *mc, [&](TensorRole r, int layer, const float* p, int64_t n) {
+    EXPECT_EQ(layer, 0);
+    EXPECT_EQ(got.count(r), 0u) << role_name(r);
+    got[r].assign(p, p + n);
+    return OkStatus();
+  });
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  EXPECT_EQ(int(got.size()), n_tensors + 1);  // + the tied LM head
+  ASSERT_EQ(got[TensorRole::kRopeFreqs].size(), 32u);
+  EXPECT_EQ(got[TensorRole::kRopeFreqs][0], 1.0f + float(TensorRole::kRopeFreqs));
+  EXPECT_EQ(got[TensorRole::kOutput], got[TensorRole::kTokEmbd]);
+  EXPECT_EQ(got[TensorRole::kBv].size(), 64u);
+  std::remove(path.c_str());
 }
 
 TEST(CudaLoader, SmolLM2WeightsToBf16) {
