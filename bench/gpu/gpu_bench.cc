@@ -24,7 +24,6 @@
 using namespace citadel;
 using runtime::CudaDecoder;
 using runtime::CudaDecoderOptions;
-using runtime::CudaModelConfig;
 using runtime::CudaStep;
 using runtime::CudaWeightFormat;
 
@@ -335,7 +334,7 @@ std::unique_ptr<CudaDecoder> make(CudaWeightFormat f, int max_batch, int max_tok
   opt.f32_activations = f32_activations;
   opt.format = f, opt.max_batch = max_batch, opt.max_step_tokens = max_tokens, opt.max_seq_len = 1024;
   opt.kv_blocks = kv_blocks;
-  auto d = CudaDecoder::create(CudaModelConfig::qwen2_7b(), opt);
+  auto d = CudaDecoder::create(runtime::qwen2_7b_config(), opt);
   die(d.status(), "create");
   auto dec = std::move(d).value();
   const double t0 = now_s();
@@ -437,7 +436,7 @@ double decode_batch(CudaDecoder& dec, int B, int ctx, int steps) {
 
 // 256 tokens teacher-forced: prefill 128 (all logits) + 128 single-token decode steps (graph path).
 void dump_logits(CudaDecoder& dec, const std::string& dir) {
-  const int W = dec.max_blocks_per_seq(), V = dec.config().n_vocab;
+  const int W = dec.max_blocks_per_seq(), V = int(dec.config().n_vocab);
   auto table = table_for(0, W, W);
   std::vector<int32_t> toks(256);
   for (int i = 0; i < 256; ++i) toks[i] = int32_t((uint32_t(i) * 2654435761u + 12345u) % uint32_t(V));

@@ -105,6 +105,10 @@ void softmax_ref(float* x, int64_t n_rows, int64_t n);
 // In place: x [n_tokens, n_heads, head_dim], token t rotated by position pos [n_tokens].
 void rope(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* pos, const RopeParams& p);
 void rope_ref(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* pos, const RopeParams& p);
+// The rotation of rope_ref as per-pair frequencies: pair i of a token at position pos turns by
+// theta_i = pos * inv_freq[i] (YaRN's blend of interpolated and extrapolated angles is linear in pos), with cos and
+// sin scaled by *mscale. inv_freq [rope_dim / 2]. For backends that take a frequency table (CUDA).
+void rope_freq_table(const RopeParams& p, double* inv_freq, double* mscale);
 
 // y [n_tokens, table.cols] = rows ids [n_tokens] of table [n_vocab = table.rows, cols], dequantized.
 // InvalidArgument naming the token index when an id is outside [0, rows); Unsupported for dtypes without dequant.

@@ -6,8 +6,8 @@ namespace {
 using R = TensorRole;
 using S = SplitAxis;
 
-// synth_id: the CudaWeight ordinal the GPU synthetic weights have always used (tools/reference/gpu_hf_check.py
-// mirrors it); kRopeFreqs has none.
+// synth_id: the tensor ordinal the GPU synthetic weights have always used (runtime/cuda_model_shape.cu;
+// bench/gpu/hf_check.py mirrors it); kRopeFreqs has none.
 constexpr RoleInfo kRoles[kNumTensorRoles] = {
     {R::kTokEmbd, "token_embd.weight", "model.embed_tokens.weight", false, true, S::kReplicated, 0, R::kTokEmbd},
     {R::kOutputNorm, "output_norm.weight", "model.norm.weight", false, false, S::kReplicated, 1, R::kOutputNorm},

@@ -1,4 +1,5 @@
-// CudaDecoder: weights, memory plan, KV pool and the forward step (see cuda_decoder.h).
+// CudaDecoder: weights, memory plan, KV pool, step staging, graphs and sampling (see cuda_decoder.h); the recipe's
+// ops are in cuda_ops.cu.
 #include "runtime/cuda_decoder.h"
 
 #include <cuda_runtime.h>
@@ -13,7 +14,11 @@
 #include "base/half.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
-#include "runtime/cuda_linear.cuh"
+#include "kernels/ops.h"
+#include "model/rope.h"
+#include "runtime/cuda_decoder_impl.cuh"
+#include "runtime/cuda_loader.h"
+#include "runtime/cuda_ops.cuh"
 #include "runtime/cuda_status.cuh"
 
 namespace citadel::runtime {
@@ -39,206 +44,77 @@ __global__ void synth_fill_kernel(void* dst, int64_t n, uint32_t tseed, float sc
 
 }  // namespace
 
-struct LayerW {
-  bf16_t* attn_norm = nullptr;  // [D]
-  bf16_t* ffn_norm = nullptr;   // [D]
-  LinearW qkv;                  // [(H + 2 KV) * Dh][D], rows q | k | v; bias likewise
-  LinearW o;                    // [D][H * Dh]
-  LinearW gate_up;              // [2F][D], rows gate | up
-  LinearW down;                 // [D][F]
-};
-
-struct CudaDecoder::Impl {
-  CudaModelConfig c;
-  CudaDecoderOptions opt;
-  cudaStream_t stream = nullptr;
-  void* cublas = nullptr;
-  void* gemm_lt = nullptr;  // cuBLASLt context (bias epilogue, tuned algorithms), shares cublas_ws (same stream)
-  DeviceArena arena;  // declared before anything that could hold its buffers
-  int64_t weight_bytes = 0, act_bytes = 0, kv_bytes = 0;
-  std::string plan;
-  bool finalized = false;
-
-  bf16_t* embed = nullptr;     // [V][D]
-  bf16_t* out_norm = nullptr;  // [D]
-  LinearW lm_head;             // [V][D]
-  std::vector<LayerW> layers;
-
-  // Activations (sized for max_step_tokens rows, or max_batch where only sequence rows exist).
-  float* residual = nullptr;   // [T][D] fp32
-  bf16_t* h = nullptr;         // [T][D]
-  bf16_t* qkv = nullptr;       // [T][(H+2KV)*Dh]
-  bf16_t* attn = nullptr;      // [T][H*Dh]
-  float* delta = nullptr;      // [T][D] fp32: o / down outputs into the residual
-  bf16_t* gu = nullptr;        // [T][2F]
-  bf16_t* act = nullptr;       // [T][F]
-  bf16_t* last_h = nullptr;    // [max_batch][D]
-  float* logits = nullptr;     // [T][V] fp32
-  float* attn_ws = nullptr;    // split-K workspace
-  int32_t* d_ints = nullptr;   // packed step inputs, layout in IntLayout
-  int32_t* d_out = nullptr;    // [T] argmax ids
-  int32_t* h_pinned = nullptr; // host mirror of d_ints
-  int32_t* h_out = nullptr;    // [T]
-  ck::SampleParams* d_sample = nullptr;  // [max_batch] per-sequence sampling of the current step
-  ck::SampleParams* h_sample = nullptr;  // [max_batch] pinned staging
-  ck::LogitEdit* d_edits = nullptr;      // [max_edits] the step's logit edits, rows' ranges in d_sample
-  ck::LogitEdit* h_edits = nullptr;      // [max_edits] pinned staging
-  float* d_edit_raw = nullptr;           // [max_edits] logits before their edit (rows that want logprobs)
-  int max_edits = 0;
-  ck::TokenLogprobs* d_lp = nullptr;     // [max_batch] logprobs of the sampled rows
-  ck::TokenLogprobs* h_lp = nullptr;     // [max_batch] pinned
-  int64_t ints_capacity = 0;
-  bf16_t* k_pool = nullptr;    // [L][n_blocks][bs][KV][Dh] (kF32: fp32)
-  bf16_t* v_pool = nullptr;
-  int64_t n_blocks = 0;
-  int max_blocks = 0;
-  void* cublas_ws = nullptr;
-  uint8_t* fp8_x = nullptr;      // kFp8: [T][max K] e4m3 activations of the fp8 GEMMs (M > 8)
-  float* fp8_scale = nullptr;    // kFp8: [T] their per-token scales
-  ck::Bf16x3Scratch xf32;        // bf16 matrices with f32 activations, steps of > 8 tokens: the bf16x3 GEMM planes
-
-  std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
-
-  int qkv_rows() const { return (c.n_heads + 2 * c.n_kv_heads) * c.head_dim; }
-  bool exact() const { return opt.exact(); }
-  // Bytes per element of the activations between ops (h, qkv, attn, gu, act, last_h), the KV pools and the vector
-  // weights (norms, biases): bf16, or fp32 in forward_exact().
-  int64_t esz() const { return exact() ? 4 : 2; }
-  // Bytes per element of a weight tensor: the matrices and the embedding stay bf16 with f32_activations.
-  int64_t tensor_esz(CudaWeight w) const {
-    const bool vec = w == CudaWeight::kOutputNorm || w == CudaWeight::kAttnNorm || w == CudaWeight::kFfnNorm ||
-                     w == CudaWeight::kBq || w == CudaWeight::kBk || w == CudaWeight::kBv;
-    return opt.format == CudaWeightFormat::kF32 || (vec && exact()) ? 4 : 2;
-  }
-  static float* f32(void* p) { return static_cast<float*>(p); }
-
-  Status alloc(void** p, size_t bytes, const char* what) { return arena.alloc(p, bytes, what); }
-  template <typename T>
-  Status alloc_n(T** p, int64_t n, const char* what) {
-    return arena.alloc_n(p, n, what);
-  }
-  GemmContext gemm() const { return {stream, cublas, gemm_lt, opt.use_cublaslt, fp8_x, fp8_scale, xf32}; }
-
-  // Layout of d_ints for T tokens and B sequences: tokens[T] positions[T] slots[T] seq_lens[B] last_idx[B]
-  // block_tables[B][max_blocks].
-  struct IntLayout {
-    int64_t tokens, positions, slots, seq_lens, last_idx, tables, total;
-  };
-  IntLayout layout(int T, int B) const {
-    IntLayout l;
-    l.tokens = 0, l.positions = T, l.slots = 2 * T, l.seq_lens = 3 * T, l.last_idx = 3 * T + B;
-    l.tables = 3 * T + 2 * B, l.total = l.tables + int64_t{B} * max_blocks;
-    return l;
-  }
-
-  // n elements of e bytes (default esz()).
-  Status alloc_e(bf16_t** p, int64_t n, const char* what, int64_t e = 0) {
-    return alloc(reinterpret_cast<void**>(p), static_cast<size_t>(n * (e ? e : esz())), what);
-  }
-  Status alloc_linear(LinearW* w, int N, int K, bool bias) {
-    w->N = N, w->K = K;
-    RETURN_IF_ERROR(alloc_e(&w->bf16, int64_t{N} * K, "weights", tensor_esz(CudaWeight::kWq)));
-    if (bias) RETURN_IF_ERROR(alloc_e(&w->bias, N, "bias", tensor_esz(CudaWeight::kBq)));
-    return OkStatus();
-  }
-  // The step's block tables and lengths (layout L of d_ints) and the model's head shape; pools left null.
-  ck::PagedAttention paged_attention(const IntLayout& L) const {
-    ck::PagedAttention pa;
-    pa.block_tables = d_ints + L.tables;
-    pa.seq_lens = d_ints + L.seq_lens;
-    pa.max_blocks_per_seq = max_blocks;
-    pa.block_size = opt.block_size;
-    pa.n_heads = c.n_heads, pa.n_kv_heads = c.n_kv_heads, pa.head_dim = c.head_dim;
-    pa.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
-    return pa;
-  }
-  Status alloc_weights();
-  std::vector<LinearW*> matrices() {
-    std::vector<LinearW*> v{&lm_head};
-    for (auto& l : layers) v.insert(v.end(), {&l.qkv, &l.o, &l.gate_up, &l.down});
-    return v;
-  }
-  Status alloc_runtime();
-  void* weight_ptr(CudaWeight w, int layer, int64_t* count);
-  Status upload(CudaWeight w, int layer, const void* host, int64_t count);
-  // Enqueue one step; the Status is that of the launches (cudaGetLastError), not of their execution.
-  Status forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
-  // kF32 or f32_activations; ctx_bound: n_splits * partition of forward() (covers every decode context)
-  Status forward_exact(int T, int B, bool decode, int ctx_bound, bool all_logits, bool sampled);
-  // Decode attention partition (tokens per split block). Tensor-core kernel, H100 bench (round 4): 256 was the
-  // fastest at every measured shape but B=1 ctx 1024 (11.4 vs 10.5 us at 128): the split merge (counter + second
-  // pass) costs ~2 us, more than the parallelism it buys at short contexts.
-  int partition_for(int /*B*/) const { return 256; }
-};
-
 Status CudaDecoder::Impl::alloc_weights() {
-  const int D = c.hidden_dim;
-  RETURN_IF_ERROR(alloc_e(&embed, int64_t{c.n_vocab} * D, "embedding", tensor_esz(CudaWeight::kEmbed)));
+  const int64_t D = c.dim;
+  RETURN_IF_ERROR(alloc_e(&embed, c.n_vocab * D, "embedding", tensor_esz(TensorRole::kTokEmbd)));
   RETURN_IF_ERROR(alloc_e(&out_norm, D, "output norm"));
   RETURN_IF_ERROR(alloc_linear(&lm_head, c.n_vocab, D, false));
-  layers.resize(c.n_layers);
+  layers.resize(static_cast<size_t>(c.n_layers));
   for (auto& l : layers) {
     RETURN_IF_ERROR(alloc_e(&l.attn_norm, D, "attn norm"));
     RETURN_IF_ERROR(alloc_e(&l.ffn_norm, D, "ffn norm"));
-    RETURN_IF_ERROR(alloc_linear(&l.qkv, qkv_rows(), D, c.qkv_bias));
-    RETURN_IF_ERROR(alloc_linear(&l.o, D, c.n_heads * c.head_dim, false));
+    RETURN_IF_ERROR(alloc_linear(&l.qkv, qkv_rows(), D, c.attn_bias));
+    RETURN_IF_ERROR(alloc_linear(&l.o, D, q_rows(), false));
     RETURN_IF_ERROR(alloc_linear(&l.gate_up, 2 * c.ffn_dim, D, false));
     RETURN_IF_ERROR(alloc_linear(&l.down, D, c.ffn_dim, false));
   }
   return OkStatus();
 }
 
-void* CudaDecoder::Impl::weight_ptr(CudaWeight w, int layer, int64_t* count) {
-  int64_t rows, cols;
-  cuda_weight_shape(c, w, &rows, &cols);
-  *count = rows * cols;
-  const int64_t D = c.hidden_dim, Q = int64_t{c.n_heads} * c.head_dim, KV = int64_t{c.n_kv_heads} * c.head_dim;
-  auto at = [&](bf16_t* base, int64_t elems) -> void* {  // element offset into a buffer of w's elements
-    return base ? static_cast<char*>(static_cast<void*>(base)) + elems * tensor_esz(w) : nullptr;
+// Storage of role r in `layer` (q/k/v and gate/up are row ranges of the fused matrices); null for a role the decoder
+// does not hold. count: the role's elements.
+void* CudaDecoder::Impl::weight_ptr(TensorRole r, int layer, int64_t* count) {
+  *count = 1;
+  for (int64_t d : role_shape(c, r)) *count *= d;
+  const int64_t D = c.dim, Q = q_rows(), KV = c.n_kv_heads * c.head_dim;
+  auto at = [&](bf16_t* base, int64_t elems) -> void* {  // element offset into a buffer of r's elements
+    return base ? static_cast<char*>(static_cast<void*>(base)) + elems * tensor_esz(r) : nullptr;
   };
-  if (w == CudaWeight::kEmbed) return embed;
-  if (w == CudaWeight::kOutputNorm) return out_norm;
-  if (w == CudaWeight::kOutput) return lm_head.bf16;
-  if (layer < 0 || layer >= c.n_layers) return nullptr;
-  LayerW& l = layers[layer];
-  switch (w) {
-    case CudaWeight::kAttnNorm: return l.attn_norm;
-    case CudaWeight::kFfnNorm: return l.ffn_norm;
-    case CudaWeight::kWq: return l.qkv.bf16;
-    case CudaWeight::kWk: return at(l.qkv.bf16, Q * D);
-    case CudaWeight::kWv: return at(l.qkv.bf16, (Q + KV) * D);
-    case CudaWeight::kBq: return l.qkv.bias;
-    case CudaWeight::kBk: return at(l.qkv.bias, Q);
-    case CudaWeight::kBv: return at(l.qkv.bias, Q + KV);
-    case CudaWeight::kWo: return l.o.bf16;
-    case CudaWeight::kWGate: return l.gate_up.bf16;
-    case CudaWeight::kWUp: return at(l.gate_up.bf16, int64_t{c.ffn_dim} * D);
-    case CudaWeight::kWDown: return l.down.bf16;
+  using R = TensorRole;
+  if (r == R::kTokEmbd) return embed;
+  if (r == R::kOutputNorm) return out_norm;
+  if (r == R::kOutput) return lm_head.bf16;
+  if (!role_info(r).per_layer || layer < 0 || layer >= c.n_layers) return nullptr;
+  LayerW& l = layers[static_cast<size_t>(layer)];
+  switch (r) {
+    case R::kAttnNorm: return l.attn_norm;
+    case R::kFfnNorm: return l.ffn_norm;
+    case R::kWq: return l.qkv.bf16;
+    case R::kWk: return at(l.qkv.bf16, Q * D);
+    case R::kWv: return at(l.qkv.bf16, (Q + KV) * D);
+    case R::kBq: return l.qkv.bias;
+    case R::kBk: return at(l.qkv.bias, Q);
+    case R::kBv: return at(l.qkv.bias, Q + KV);
+    case R::kWo: return l.o.bf16;
+    case R::kGate: return l.gate_up.bf16;
+    case R::kUp: return at(l.gate_up.bf16, c.ffn_dim * D);
+    case R::kDown: return l.down.bf16;
     default: return nullptr;
   }
 }
 
 Status CudaDecoder::Impl::alloc_runtime() {
-  const int64_t T = opt.max_step_tokens, B = opt.max_batch, D = c.hidden_dim, F = c.ffn_dim, V = c.n_vocab;
+  const int64_t T = opt.max_step_tokens, B = opt.max_batch, D = c.dim, F = c.ffn_dim, V = c.n_vocab;
+  const int H = static_cast<int>(c.n_heads), hd = static_cast<int>(c.head_dim);
   size_t free0 = 0, total = 0;
   CUDA_TRY(cudaMemGetInfo(&free0, &total));
   max_blocks = (opt.max_seq_len + opt.block_size - 1) / opt.block_size;
   RETURN_IF_ERROR(alloc_n(&residual, T * D, "residual"));
   RETURN_IF_ERROR(alloc_e(&h, T * D, "h"));
   RETURN_IF_ERROR(alloc_e(&qkv, T * qkv_rows(), "qkv"));
-  RETURN_IF_ERROR(alloc_e(&attn, T * c.n_heads * c.head_dim, "attn"));
+  RETURN_IF_ERROR(alloc_e(&attn, T * q_rows(), "attn"));
   RETURN_IF_ERROR(alloc_n(&delta, T * D, "delta"));
   RETURN_IF_ERROR(alloc_e(&gu, T * 2 * F, "gate_up"));
   RETURN_IF_ERROR(alloc_e(&act, T * F, "act"));
   RETURN_IF_ERROR(alloc_e(&last_h, B * D, "last_h"));
   RETURN_IF_ERROR(alloc_n(&logits, std::max(T, B) * V, "logits"));
   if (opt.format == CudaWeightFormat::kFp8) {  // K of qkv, gate_up and lm_head = D; of o = H*Dh; of down = F
-    RETURN_IF_ERROR(alloc_n(&fp8_x, T * std::max({D, F, int64_t{c.n_heads} * c.head_dim}), "fp8 activations"));
+    RETURN_IF_ERROR(alloc_n(&fp8_x, T * std::max({D, F, int64_t{q_rows()}}), "fp8 activations"));
     RETURN_IF_ERROR(alloc_n(&fp8_scale, T, "fp8 activation scales"));
   }
   if (exact() && opt.format == CudaWeightFormat::kBf16 && opt.use_cublaslt && T > 8) {
     // Chunks of up to 512 rows; the lm_head (N = vocab) of all-logits steps takes fewer rows per chunk.
-    const int64_t R = std::min<int64_t>(T, 512), Q = int64_t{c.n_heads} * c.head_dim;
+    const int64_t R = std::min<int64_t>(T, 512), Q = q_rows();
     xf32.x3_elems = 3 * R * std::max({D, Q, F});
     xf32.y3_elems = 3 * std::max(R * std::max({int64_t{qkv_rows()}, D, 2 * F}), 16 * V);
     RETURN_IF_ERROR(alloc_n(&xf32.x3, xf32.x3_elems, "bf16x3 activation planes"));
@@ -247,11 +123,11 @@ Status CudaDecoder::Impl::alloc_runtime() {
   int64_t ws = 0;
   for (int b = 1; b <= B; b *= 2) {
     const int splits = (opt.max_seq_len + partition_for(b) - 1) / partition_for(b);
-    ws = std::max(ws, ck::decode_workspace_floats(b, c.n_heads, c.head_dim, splits));
+    ws = std::max(ws, ck::decode_workspace_floats(b, H, hd, splits));
   }
-  ws = std::max(ws, ck::decode_workspace_floats(static_cast<int>(B), c.n_heads, c.head_dim,
+  ws = std::max(ws, ck::decode_workspace_floats(static_cast<int>(B), H, hd,
                                                 (opt.max_seq_len + partition_for(B) - 1) / partition_for(B)));
-  if (exact()) ws = std::max(ws, ck::f32_decode_workspace_floats(static_cast<int>(B), c.n_heads, c.head_dim));
+  if (exact()) ws = std::max(ws, ck::f32_decode_workspace_floats(static_cast<int>(B), H, hd));
   RETURN_IF_ERROR(alloc_n(&attn_ws, ws, "attention workspace"));
   CUDA_TRY(cudaMemsetAsync(attn_ws, 0, sizeof(float) * static_cast<size_t>(std::max<int64_t>(ws, 1)), stream));
   ints_capacity = 3 * T + 3 * B + 1 + B * max_blocks;  // + query_start staging
@@ -275,28 +151,41 @@ Status CudaDecoder::Impl::alloc_runtime() {
   CUDA_TRY(cudaMemGetInfo(&free1, &total));
   act_bytes = static_cast<int64_t>(free0) - static_cast<int64_t>(free1);
 
-  const int64_t block_bytes = int64_t{2} * opt.block_size * c.n_kv_heads * c.head_dim * esz() * c.n_layers;
+  return size_kv_pool(static_cast<int64_t>(free1));
+}
+
+// The KV pools from the architecture's KV layout (values one token stores per layer), opt.kv_blocks blocks or what
+// free_bytes leaves after the reserve; then the memory plan line.
+Status CudaDecoder::Impl::size_kv_pool(int64_t free_bytes) {
+  const KvLayout kv = arch->kv_layout(c);
+  if (kv.parts.size() != 2 || kv.parts[0].values() != kv.parts[1].values() ||
+      kv.parts[0].values() != c.n_kv_heads * c.head_dim)
+    return Unsupported("cuda decoder: KV layout of '" + c.arch + "' (needs k and v of n_kv_heads x head_dim)");
+  kv_part_values = kv.parts[0].values();
+  const int64_t values = kv.values_per_token();
+  const int64_t block_bytes = opt.block_size * values * esz() * c.n_layers;
   n_blocks = opt.kv_blocks;
-  if (n_blocks <= 0) n_blocks = (static_cast<int64_t>(free1) - opt.reserve_bytes) / block_bytes;
+  if (n_blocks <= 0) n_blocks = (free_bytes - opt.reserve_bytes) / block_bytes;
   if (n_blocks < max_blocks)
     return ResourceExhausted("cuda decoder: KV pool of " + std::to_string(n_blocks) + " blocks cannot hold one " +
                              std::to_string(opt.max_seq_len) + "-token sequence");
-  const int64_t pool_elems = n_blocks * opt.block_size * c.n_kv_heads * c.head_dim * c.n_layers;
+  const int64_t pool_elems = layer_pool() * c.n_layers;
   RETURN_IF_ERROR(alloc_e(&k_pool, pool_elems, "K pool"));
   RETURN_IF_ERROR(alloc_e(&v_pool, pool_elems, "V pool"));
   CUDA_TRY(cudaMemsetAsync(k_pool, 0, pool_elems * esz(), stream));
   CUDA_TRY(cudaMemsetAsync(v_pool, 0, pool_elems * esz(), stream));
   kv_bytes = n_blocks * block_bytes;
 
-  char buf[512];
+  char buf[640];
   const int64_t tokens = n_blocks * opt.block_size;
   std::snprintf(buf, sizeof(buf),
-                "cuda memory plan (%s): weights %.2f GiB, activations %.2f GiB (%lld tokens/step, %lld seqs), "
-                "KV pool: %lld blocks = %lld tokens = max %lld sequences x %d context (%.2f GiB), reserve %.2f GiB",
+                "cuda memory plan (%s): weights %.2f GiB, activations %.2f GiB (%d tokens/step, %d seqs), "
+                "KV: %lld x %lld values per token, KV pool: %lld blocks = %lld tokens = max %lld sequences x %d "
+                "context (%.2f GiB), reserve %.2f GiB",
                 opt.format == CudaWeightFormat::kBf16 && opt.f32_activations ? "bf16, f32 activations"
                                                                                : format_name(opt.format),
-                weight_bytes / 1073741824.0, act_bytes / 1073741824.0,
-                static_cast<long long>(T), static_cast<long long>(B), static_cast<long long>(n_blocks),
+                weight_bytes / 1073741824.0, act_bytes / 1073741824.0, opt.max_step_tokens, opt.max_batch,
+                static_cast<long long>(c.n_layers), static_cast<long long>(values), static_cast<long long>(n_blocks),
                 static_cast<long long>(tokens), static_cast<long long>(tokens / opt.max_seq_len), opt.max_seq_len,
                 kv_bytes / 1073741824.0, opt.reserve_bytes / 1073741824.0);
   plan = buf;
@@ -324,18 +213,11 @@ CudaDecoder::~CudaDecoder() {
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
-Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const CudaModelConfig& c, const CudaDecoderOptions& opt) {
-  if (c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 ||
-      c.ffn_dim <= 0 || c.n_vocab <= 0)
+Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, const CudaDecoderOptions& opt) {
+  if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.ffn_dim <= 0 ||
+      c.n_vocab <= 0)
     return InvalidArgument("cuda decoder: model dimensions must be positive");
-  if (c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 16)
-    return Unsupported("cuda decoder: n_heads/n_kv_heads must be an integer <= 16");
-  if (c.head_dim != 64 && c.head_dim != 128)
-    return Unsupported("cuda decoder: head_dim " + std::to_string(c.head_dim) + " (needs 64 or 128)");
-  // 16-byte GEMV chunks (bf16: 8 elements, int8: 16) along every K; int4 matrices with K % 128 stay int8.
-  if (c.hidden_dim % 16 != 0 || c.ffn_dim % 16 != 0)
-    return Unsupported("cuda decoder: hidden_dim " + std::to_string(c.hidden_dim) + " and ffn_dim " +
-                       std::to_string(c.ffn_dim) + " must be multiples of 16");
+  RETURN_IF_ERROR(cuda_supports(c));
   if (opt.f32_activations && opt.format != CudaWeightFormat::kBf16 && opt.format != CudaWeightFormat::kF32)
     return Unsupported("cuda decoder: f32 activations run bf16 or f32 weights, not int8/int4/fp8");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
@@ -347,6 +229,7 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const CudaModelConfig& 
   }
   auto impl = std::make_unique<Impl>();
   impl->c = c;
+  impl->arch = find_arch(c.arch);  // non-null: cuda_supports
   impl->opt = opt;
   CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   std::unique_ptr<CudaDecoder> d(new CudaDecoder(std::move(impl)));
@@ -354,200 +237,118 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const CudaModelConfig& 
   return std::move(d);
 }
 
+// Every role of the architecture with synthetic values (q/k/v biases only when the config has them).
 Status CudaDecoder::init_synthetic(uint32_t seed) {
   Impl& m = *impl_;
   if (m.finalized) return InvalidArgument("cuda decoder: weights already finalized");
-  for (int w = 0; w < kNumCudaWeights; ++w) {
-    const auto kind = static_cast<CudaWeight>(w);
-    const bool global = kind == CudaWeight::kEmbed || kind == CudaWeight::kOutput || kind == CudaWeight::kOutputNorm;
-    const bool is_bias = kind == CudaWeight::kBq || kind == CudaWeight::kBk || kind == CudaWeight::kBv;
-    if (is_bias && !m.c.qkv_bias) continue;
-    for (int l = 0; l < (global ? 1 : m.c.n_layers); ++l) {
+  for (const RoleUse& use : m.arch->roles) {
+    const TensorRole r = use.role;
+    const RoleInfo& ri = role_info(r);
+    if (ri.synth_id < 0 || (use.need == RoleNeed::kBiasGroup && !m.c.attn_bias)) continue;
+    for (int l = 0; l < (ri.per_layer ? m.c.n_layers : 1); ++l) {
       int64_t n = 0;
-      void* dst = m.weight_ptr(kind, l, &n);
-      if (!dst) return Internal("cuda decoder: no storage for a synthetic tensor");
-      auto* fill = m.tensor_esz(kind) == 4 ? synth_fill_kernel<true> : synth_fill_kernel<false>;
-      fill<<<2048, 256, 0, m.stream>>>(dst, n, synth_tensor_seed(seed, kind, l), synth_scale(m.c, kind),
-                                       synth_offset(kind));
+      void* dst = m.weight_ptr(r, l, &n);
+      if (!dst) return Internal(std::string("cuda decoder: no storage for synthetic ") + role_name(r));
+      auto* fill = m.tensor_esz(r) == 4 ? synth_fill_kernel<true> : synth_fill_kernel<false>;
+      fill<<<2048, 256, 0, m.stream>>>(dst, n, synth_tensor_seed(seed, r, l), synth_scale(m.c, r), synth_offset(r));
       CUDA_TRY(cudaGetLastError());
     }
   }
   return finalize();
 }
 
-// host: count elements of tensor_esz(w) bytes (bf16 bits or fp32).
-Status CudaDecoder::Impl::upload(CudaWeight w, int layer, const void* host, int64_t count) {
+// host: count elements of tensor_esz(r) bytes (bf16 bits or fp32).
+Status CudaDecoder::Impl::upload(TensorRole r, int layer, const void* host, int64_t count) {
   if (finalized) return InvalidArgument("cuda decoder: set_weight after finalize");
   int64_t n = 0;
-  void* dst = weight_ptr(w, layer, &n);
-  if (!dst) return InvalidArgument("cuda decoder: tensor " + std::to_string(static_cast<int>(w)) + " layer " +
-                                   std::to_string(layer) + " does not exist in this model");
+  void* dst = weight_ptr(r, layer, &n);
+  const std::string what = std::string("cuda decoder: tensor ") + role_name(r) + " layer " + std::to_string(layer);
+  if (!dst) return InvalidArgument(what + " does not exist in this model");
   if (n != count)
-    return InvalidArgument("cuda decoder: tensor " + std::to_string(static_cast<int>(w)) + " layer " +
-                           std::to_string(layer) + ": " + std::to_string(count) + " elements, expected " +
-                           std::to_string(n));
-  CUDA_TRY(cudaMemcpyAsync(dst, host, n * tensor_esz(w), cudaMemcpyHostToDevice, stream));
+    return InvalidArgument(what + ": " + std::to_string(count) + " elements, expected " + std::to_string(n));
+  CUDA_TRY(cudaMemcpyAsync(dst, host, n * tensor_esz(r), cudaMemcpyHostToDevice, stream));
   CUDA_TRY(cudaStreamSynchronize(stream));
   return OkStatus();
 }
 
-Status CudaDecoder::set_weight(CudaWeight w, int layer, const uint16_t* host, int64_t count) {
-  if (impl_->tensor_esz(w) == 2) return impl_->upload(w, layer, host, count);
-  std::vector<float> f(static_cast<size_t>(std::max<int64_t>(count, 0)));
-  for (size_t i = 0; i < f.size(); ++i) f[i] = bf16_to_f32(host[i]);
-  return impl_->upload(w, layer, f.data(), count);
+// The frequency table of a scaled RoPE (see Impl::rope_inv_freq); nothing for plain RoPE.
+Status CudaDecoder::Impl::upload_rope_table() {
+  std::vector<float> llama3;
+  const float* factors = rope_factors.empty() ? nullptr : rope_factors.data();
+  if (!factors && c.rope_scaling.type == "llama3") {
+    ASSIGN_OR_RETURN(llama3, llama3_rope_factors(c));
+    factors = llama3.data();
+  }
+  const RopeParams p = rope_params_from(c, factors);
+  if (!factors && p.freq_scale == 1.0f && p.ext_factor == 0.0f && p.attn_factor == 1.0f) return OkStatus();
+  const size_t n = static_cast<size_t>(c.head_dim / 2);  // == rope_dim / 2: cuda_supports
+  std::vector<double> f(n);
+  cpu::rope_freq_table(p, f.data(), &rope_mscale);
+  const std::vector<float> ff(f.begin(), f.end());
+  const size_t bytes = n * (exact() ? sizeof(double) : sizeof(float));
+  RETURN_IF_ERROR(alloc(&rope_inv_freq, bytes, "rope frequencies"));
+  CUDA_TRY(cudaMemcpyAsync(rope_inv_freq, exact() ? static_cast<const void*>(f.data()) : ff.data(), bytes,
+                           cudaMemcpyHostToDevice, stream));
+  CUDA_TRY(cudaStreamSynchronize(stream));
+  return OkStatus();
 }
 
-Status CudaDecoder::set_weight_f32(CudaWeight w, int layer, const float* host, int64_t count) {
-  if (impl_->tensor_esz(w) == 4) return impl_->upload(w, layer, host, count);
+Status CudaDecoder::set_weight(TensorRole r, int layer, const uint16_t* host, int64_t count) {
+  if (r == TensorRole::kRopeFreqs) {  // kept on the host until finalize() builds the frequency table
+    std::vector<float> f(static_cast<size_t>(std::max<int64_t>(count, 0)));
+    for (size_t i = 0; i < f.size(); ++i) f[i] = bf16_to_f32(host[i]);
+    return set_weight_f32(r, layer, f.data(), count);
+  }
+  if (impl_->tensor_esz(r) == 2) return impl_->upload(r, layer, host, count);
+  std::vector<float> f(static_cast<size_t>(std::max<int64_t>(count, 0)));
+  for (size_t i = 0; i < f.size(); ++i) f[i] = bf16_to_f32(host[i]);
+  return impl_->upload(r, layer, f.data(), count);
+}
+
+Status CudaDecoder::set_weight_f32(TensorRole r, int layer, const float* host, int64_t count) {
+  if (r == TensorRole::kRopeFreqs) {
+    Impl& m = *impl_;
+    if (m.finalized) return InvalidArgument("cuda decoder: set_weight after finalize");
+    if (count != m.c.rope_dim / 2)
+      return InvalidArgument("cuda decoder: rope_freqs has " + std::to_string(count) + " elements, expected " +
+                             std::to_string(m.c.rope_dim / 2));
+    m.rope_factors.assign(host, host + count);
+    return OkStatus();
+  }
+  if (impl_->tensor_esz(r) == 4) return impl_->upload(r, layer, host, count);
   std::vector<uint16_t> b(static_cast<size_t>(std::max<int64_t>(count, 0)));
   for (size_t i = 0; i < b.size(); ++i) b[i] = f32_to_bf16(host[i]);
-  return impl_->upload(w, layer, b.data(), count);
+  return impl_->upload(r, layer, b.data(), count);
 }
 
 Status CudaDecoder::finalize() {
   Impl& m = *impl_;
   if (m.finalized) return OkStatus();
-  const int64_t D = m.c.hidden_dim, e = m.esz();
+  const int64_t D = m.c.dim, e = m.esz();
   m.weight_bytes = D * e;
   for (LinearW* w : m.matrices()) {
     RETURN_IF_ERROR(w->quantize(m.opt.format, &m.arena, m.stream));
     m.weight_bytes += w->bytes(e);
   }
   m.weight_bytes += 2 * D * e * m.c.n_layers;
+  RETURN_IF_ERROR(m.upload_rope_table());
   RETURN_IF_ERROR(m.alloc_runtime());
   CUDA_TRY(cudaStreamSynchronize(m.stream));
   m.finalized = true;
   return OkStatus();
 }
 
-// The whole step on device; inputs already in d_ints (layout(T, B)). With decode, every sequence has one token and
-// T == B. Query ranges for prefill come from the host copy (h_pinned) because they set kernel grids.
+// The whole step on device: the recipe through CudaOps, then one id per row (argmax, or sampling per sequence).
+// Query ranges for prefill come from the host copy (h_pinned) because they set kernel grids.
 Status CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits,
                                   bool sampled) {
-  if (exact()) return forward_exact(T, B, decode, n_splits * partition, all_logits, sampled);
-  const IntLayout L = layout(T, B);
-  const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, KV = c.n_kv_heads * c.head_dim, NQKV = qkv_rows();
-  const int32_t* tokens = d_ints + L.tokens;
-  const int32_t* positions = d_ints + L.positions;
-  const int32_t* slots = d_ints + L.slots;
-  const int64_t layer_pool = n_blocks * opt.block_size * KV;
-  ck::PagedAttention pa = paged_attention(L);
-  const auto layout_rope = c.rope_neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
-
-  const uint32_t skip = opt.debug_skip;
-  const GemmContext g = gemm();
-  auto norm = [&](const float* d, const bf16_t* w) {
-    if (!(skip & kSkipNorm)) ck::add_rmsnorm(residual, d, w, h, T, D, c.rms_eps, stream);
-  };
-  ck::embedding(embed, tokens, residual, T, D, c.n_vocab, stream);
-  for (int li = 0; li < c.n_layers; ++li) {
-    const LayerW& l = layers[li];
-    norm(li == 0 ? nullptr : delta, l.attn_norm);
-    if (!(skip & kSkipQkv)) l.qkv.forward(g, h, T, qkv, false);
-    bf16_t* kp = k_pool + li * layer_pool;
-    bf16_t* vp = v_pool + li * layer_pool;
-    if (!(skip & kSkipRopeKv))
-      ck::rope_kv_write(qkv, T, NQKV, c.n_heads, c.n_kv_heads, c.head_dim, positions, c.rope_theta, layout_rope,
-                        slots, kp, vp, stream);
-    pa.k_pool = kp, pa.v_pool = vp;
-    if (skip & kSkipAttention) {
-    } else if (decode) {
-      ck::paged_attention_decode(pa, qkv, NQKV, attn, B, n_splits, partition, attn_ws, stream);
-    } else {
-      const int32_t* qs = h_pinned + L.total;  // query_start[B+1], staged after the device ints
-      for (int b = 0; b < B; ++b)
-        ck::paged_attention_prefill(pa, b, qkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
-                                    attn + int64_t{qs[b]} * Q, stream);
-    }
-    if (!(skip & kSkipO)) l.o.forward(g, attn, T, delta, true);
-    norm(delta, l.ffn_norm);
-    if (!(skip & kSkipFfn) && !l.gate_up.forward_silu(g, h, T, act)) {
-      l.gate_up.forward(g, h, T, gu, false);
-      ck::silu_mul(gu, act, T, c.ffn_dim, stream);
-    }
-    if (!(skip & kSkipDown)) l.down.forward(g, act, T, delta, true);
-  }
-  norm(delta, out_norm);
-  if (all_logits) {
-    lm_head.forward(g, h, T, logits, true);
-    ck::argmax(logits, T, c.n_vocab, d_out, stream);
-  } else {
-    const bf16_t* x = h;
-    if (!decode) {
-      ck::gather_rows(h, d_ints + L.last_idx, last_h, B, D, stream);
-      x = last_h;
-    }
-    if (!(skip & kSkipLmHead)) lm_head.forward(g, x, B, logits, true);
-    if (sampled)
-      ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_edits, d_edit_raw, d_lp, d_out, stream);
-    else
-      ck::argmax(logits, B, c.n_vocab, d_out, stream);
-  }
-  CUDA_TRY(cudaGetLastError());
-  return OkStatus();
-}
-
-// kF32 (or bf16 matrices with f32_activations): the step of forward() on fp32 buffers through the exact.cu kernels
-// (no op skipping; fused SiLU only with bf16 matrices).
-Status CudaDecoder::Impl::forward_exact(int T, int B, bool decode, int ctx_bound, bool all_logits, bool sampled) {
-  const IntLayout L = layout(T, B);
-  const int D = c.hidden_dim, Q = c.n_heads * c.head_dim, NQKV = qkv_rows();
-  const int64_t layer_pool = n_blocks * opt.block_size * c.n_kv_heads * c.head_dim;
-  const ck::PagedAttention pa = paged_attention(L);  // k_pool / v_pool null: the fp32 pools go per layer
-  float *fh = f32(h), *fqkv = f32(qkv), *fattn = f32(attn), *fgu = f32(gu), *fact = f32(act);
-  const bool w32 = tensor_esz(CudaWeight::kWq) == 4;  // else bf16 matrices and embedding (f32_activations)
-  const GemmContext g = gemm();
-  auto linear32 = [&](const LinearW& w, const float* x, int M, float* y) {
-    if (w32)
-      ck::gemv_f32(x, f32(w.bf16), w.bias ? f32(w.bias) : nullptr, y, M, w.N, w.K, stream);
-    else
-      w.forward_xf32(g, x, M, y, false);
-  };
-  auto norm = [&](const float* d, bf16_t* w) { ck::add_rmsnorm_f32(residual, d, f32(w), fh, T, D, c.rms_eps, stream); };
-  if (w32)
-    ck::embedding_f32(f32(embed), d_ints + L.tokens, residual, T, D, c.n_vocab, stream);
-  else
-    ck::embedding(embed, d_ints + L.tokens, residual, T, D, c.n_vocab, stream);
-  for (int li = 0; li < c.n_layers; ++li) {
-    const LayerW& l = layers[li];
-    norm(li == 0 ? nullptr : delta, l.attn_norm);
-    linear32(l.qkv, fh, T, fqkv);
-    float* kp = f32(k_pool) + li * layer_pool;
-    float* vp = f32(v_pool) + li * layer_pool;
-    ck::rope_kv_write_f32(fqkv, T, NQKV, c.n_heads, c.n_kv_heads, c.head_dim, d_ints + L.positions, c.rope_theta,
-                          c.rope_neox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm, d_ints + L.slots, kp, vp,
-                          stream);
-    if (decode) {
-      ck::paged_attention_f32_decode(pa, kp, vp, fqkv, NQKV, B, ctx_bound, fattn, attn_ws, stream);
-    } else {
-      const int32_t* qs = h_pinned + L.total;  // query_start[B+1], staged after the device ints
-      for (int b = 0; b < B; ++b)
-        ck::paged_attention_f32(pa, kp, vp, b, fqkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
-                                fattn + int64_t{qs[b]} * Q, stream);
-    }
-    linear32(l.o, fattn, T, delta);
-    norm(delta, l.ffn_norm);
-    if (w32) {
-      linear32(l.gate_up, fh, T, fgu);
-      ck::silu_mul_f32(fgu, fact, T, c.ffn_dim, stream);
-    } else {
-      l.gate_up.forward_xf32(g, fh, T, fact, true);
-    }
-    linear32(l.down, fact, T, delta);
-  }
-  norm(delta, out_norm);
-  const int rows = all_logits ? T : B;
-  const float* x = fh;
-  if (!all_logits && !decode) {
-    ck::gather_rows_f32(fh, d_ints + L.last_idx, f32(last_h), B, D, stream);
-    x = f32(last_h);
-  }
-  linear32(lm_head, x, rows, logits);
+  CudaOps ops(*this, CudaStepShape{T, B, decode, n_splits, partition, all_logits});
+  RETURN_IF_ERROR(arch->forward(ops, c));
+  const int V = n_vocab();
   if (sampled)
-    ck::sample_tokens(logits, B, c.n_vocab, d_sample, d_edits, d_edit_raw, d_lp, d_out, stream);
+    ck::sample_tokens(logits, B, V, d_sample, d_edits, d_edit_raw, d_lp, d_out, stream);
   else
-    ck::argmax(logits, rows, c.n_vocab, d_out, stream);
+    ck::argmax(logits, all_logits ? T : B, V, d_out, stream);
   CUDA_TRY(cudaGetLastError());
   return OkStatus();
 }
@@ -716,8 +517,8 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
 Status CudaDecoder::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
   Impl& m = *impl_;
   if (!m.finalized) return InvalidArgument("cuda decoder: copy_blocks before finalize");
-  const int64_t block_elems = int64_t{m.opt.block_size} * m.c.n_kv_heads * m.c.head_dim;
-  const int64_t layer_pool = m.n_blocks * block_elems;
+  const int64_t block_elems = m.opt.block_size * m.kv_part_values;
+  const int64_t layer_pool = m.layer_pool();
   for (const auto& [src, dst] : src_dst) {
     if (src < 0 || src >= m.n_blocks || dst < 0 || dst >= m.n_blocks)
       return InvalidArgument("cuda decoder: copy_blocks " + std::to_string(src) + " -> " + std::to_string(dst) +
@@ -735,7 +536,7 @@ Status CudaDecoder::copy_blocks(const std::vector<std::pair<int, int>>& src_dst)
 
 void CudaDecoder::fill_kv_random(uint32_t seed) {
   Impl& m = *impl_;
-  const int64_t n = m.n_blocks * m.opt.block_size * m.c.n_kv_heads * m.c.head_dim * m.c.n_layers;
+  const int64_t n = m.layer_pool() * m.c.n_layers;
   if (m.exact()) {
     ck::fill_random_f32(Impl::f32(m.k_pool), n, seed, 1.f, m.stream);
     ck::fill_random_f32(Impl::f32(m.v_pool), n, seed + 1, 1.f, m.stream);
@@ -756,7 +557,7 @@ int CudaDecoder::max_logit_edits() const { return impl_->max_edits; }
 int CudaDecoder::max_blocks_per_seq() const { return impl_->max_blocks; }
 int CudaDecoder::block_size() const { return impl_->opt.block_size; }
 const std::string& CudaDecoder::memory_plan() const { return impl_->plan; }
-const CudaModelConfig& CudaDecoder::config() const { return impl_->c; }
+const ModelConfig& CudaDecoder::config() const { return impl_->c; }
 int64_t CudaDecoder::weight_bytes() const { return impl_->weight_bytes; }
 
 }  // namespace citadel::runtime

@@ -1,7 +1,10 @@
-// CUDA decoder for llama/qwen2-family models: weights on device (bf16, or int8/int4/fp8 repacked at load), a paged KV
-// pool sized from free memory, and one forward step for a batch of sequences returning greedy next-token ids (and
-// optionally logits). Pure-decode steps (one token per sequence) replay CUDA graphs captured per (batch bucket,
-// split bucket). No CUDA types in this header: core code may include it.
+// CUDA decoder: the executor of an architecture's recipe (model/arch.h; the llama family today) on the GPU. It owns
+// the weights on device (bf16, or int8/int4/fp8 repacked at load; roles of model/roles.h), a paged KV pool sized
+// from the architecture's KV layout and the free memory, the memory plan, the stream, the staging buffers and the
+// CUDA graphs. A step binds runtime/cuda_ops.cuh's CudaOps (the recipe's BackendOps over kernels/cuda, bf16 or fp32
+// activations) to the step's tokens, runs the recipe, then samples (greedy or per-sequence) on the device.
+// Pure-decode steps (one token per sequence) replay CUDA graphs captured per (batch bucket, split bucket, sampled).
+// No CUDA types in this header: core code may include it.
 //
 // Thread-safety: a CudaDecoder is used by one thread at a time (the engine thread); it owns its stream.
 #pragma once
@@ -13,18 +16,13 @@
 #include <vector>
 
 #include "base/status.h"
+#include "model/config.h"
+#include "model/roles.h"
 
 namespace citadel::runtime {
 
-struct CudaModelConfig {
-  int hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, ffn_dim = 0, n_vocab = 0;
-  bool qkv_bias = false;
-  bool rope_neox = true;  // qwen2 (HF): NEOX pairs (i, i+d/2); llama GGUF: false
-  float rope_theta = 10000.f;
-  float rms_eps = 1e-6f;
-  // DeepSeek-R1-Distill-Qwen-7B shape (qwen2).
-  static CudaModelConfig qwen2_7b();
-};
+// DeepSeek-R1-Distill-Qwen-7B shape (qwen2, NEOX RoPE, q/k/v biases): the benchmark's and HF check's model.
+ModelConfig qwen2_7b_config();
 
 // kF32: fp32 weights, activations and KV cache through simple kernels (kernels/cuda/exact.cu): the GPU twin of the
 // CPU exact mode (results differ from it by fp32 summation order only), not a fast path.
@@ -33,33 +31,14 @@ struct CudaModelConfig {
 enum class CudaWeightFormat { kBf16, kInt8, kInt4, kF32, kFp8 };
 const char* format_name(CudaWeightFormat f);
 
-// Logical tensors in HF layout ([out][in] row-major for matrices). Layer is ignored for the three global ones.
-enum class CudaWeight {
-  kEmbed,       // [n_vocab][hidden]
-  kOutputNorm,  // [hidden]
-  kOutput,      // [n_vocab][hidden] (untied lm_head)
-  kAttnNorm,    // [hidden]
-  kWq,          // [n_heads*head_dim][hidden]
-  kWk,          // [n_kv_heads*head_dim][hidden]
-  kWv,          // [n_kv_heads*head_dim][hidden]
-  kBq, kBk, kBv,  // [rows of the matching matrix]
-  kWo,          // [hidden][n_heads*head_dim]
-  kFfnNorm,     // [hidden]
-  kWGate,       // [ffn][hidden]
-  kWUp,         // [ffn][hidden]
-  kWDown,       // [hidden][ffn]
-};
-constexpr int kNumCudaWeights = 15;
-// Element count and shape [rows, cols] (cols = 1 for vectors) of one logical tensor.
-void cuda_weight_shape(const CudaModelConfig& c, CudaWeight w, int64_t* rows, int64_t* cols);
-
-// Synthetic model: element i (row-major) of tensor w in layer l is bf16(u * scale(w) + offset(w)), u uniform in
-// [-1, 1) from hash(hash(seed, tensor_id), i), tensor_id = l * 32 + w (global tensors: l = 1023). scale is a power of
-// two (no rounding in the product); offset is 1 for norms, 0 otherwise. tools/reference/gpu_hf_check.py mirrors this.
-float synth_weight_value(const CudaModelConfig& c, uint32_t seed, CudaWeight w, int layer, uint32_t i);
-uint32_t synth_tensor_seed(uint32_t seed, CudaWeight w, int layer);
-float synth_scale(const CudaModelConfig& c, CudaWeight w);
-float synth_offset(CudaWeight w);
+// Synthetic model: element i (row-major) of role r's tensor in layer l is bf16(u * scale(r) + offset(r)), u uniform
+// in [-1, 1) from hash(hash(seed, tensor_id), i), tensor_id = l * 32 + role_info(r).synth_id (global tensors:
+// l = 1023). scale is a power of two (no rounding in the product); offset is 1 for norms, 0 otherwise.
+// bench/gpu/hf_check.py mirrors this. Roles without a synth_id (rope_freqs) have no synthetic values.
+float synth_weight_value(const ModelConfig& c, uint32_t seed, TensorRole r, int layer, uint32_t i);
+uint32_t synth_tensor_seed(uint32_t seed, TensorRole r, int layer);
+float synth_scale(const ModelConfig& c, TensorRole r);
+float synth_offset(TensorRole r);
 
 struct CudaDecoderOptions {
   CudaWeightFormat format = CudaWeightFormat::kBf16;
@@ -72,26 +51,26 @@ struct CudaDecoderOptions {
   // kBf16 only: fp32 activations and KV cache (the kF32 kernels) with the bf16 weights as they are: the bf16 model
   // computed without rounding between ops (HF transformers' fp32 forward of bf16 weights).
   bool f32_activations = false;
-  // fp32 activations and KV cache (kF32, or f32_activations): the decoder's forward_exact() path.
+  // fp32 activations and KV cache (kF32, or f32_activations): CudaOps picks the fp32 kernels (kernels/cuda/exact.cu).
   bool exact() const { return format == CudaWeightFormat::kF32 || f32_activations; }
   bool use_graphs = true;
   bool use_cublaslt = true;   // M > 8 bf16 GEMMs through cuBLASLt (bias epilogue); false: cublasGemmEx + add_bias
   bool gemm_autotune = true;  // cuBLASLt: time the heuristic candidates once per shape and keep the fastest
   bool verbose = true;  // print the memory plan at load
-  // Benchmarks only: leave these op families out of forward() to time their share of a step in place (the outputs
-  // are then meaningless). Bits of CudaSkip.
+  // Benchmarks only: leave these op families out of the bf16 ops (CudaOps) to time their share of a step in place
+  // (the outputs are then meaningless; the fp32 path ignores them). Bits of CudaSkip.
   uint32_t debug_skip = 0;
 };
 
 enum CudaSkip : uint32_t {
-  kSkipNorm = 1,       // add_rmsnorm
+  kSkipNorm = 1,       // add_rmsnorm, the final norm of logits() included
   kSkipRopeKv = 2,     // rope_kv_write
   kSkipAttention = 4,  // paged attention
   kSkipQkv = 8,
   kSkipO = 16,
   kSkipFfn = 32,  // gate_up (+ SiLU)
   kSkipDown = 64,
-  kSkipLmHead = 128,
+  kSkipLmHead = 128,   // the LM head of steps without all_logits
 };
 
 // One token's change to the logits before sampling (logit_bias and penalties; engine/model_runner.h LogitEdit):
@@ -140,17 +119,20 @@ struct CudaStep {
 
 class CudaDecoder {
  public:
-  static Result<std::unique_ptr<CudaDecoder>> create(const CudaModelConfig& cfg, const CudaDecoderOptions& opt);
+  // cfg must pass cuda_supports() (cuda_loader.h); positive dimensions are checked here.
+  static Result<std::unique_ptr<CudaDecoder>> create(const ModelConfig& cfg, const CudaDecoderOptions& opt);
   ~CudaDecoder();
   CudaDecoder(const CudaDecoder&) = delete;
   CudaDecoder& operator=(const CudaDecoder&) = delete;
 
   // Weights: either generated on the device, or copied from host arrays (set_weight or set_weight_f32 for every
-  // tensor, then finalize(), which quantizes for int8/int4/fp8 and sizes the KV pool). init_synthetic calls finalize
-  // itself. Values are rounded to bf16 on upload except in kF32 (which keeps fp32, and widens bf16 input exactly).
+  // tensor of the architecture's roles, then finalize(), which quantizes for int8/int4/fp8, builds the RoPE frequency
+  // table of a scaled RoPE and sizes the KV pool). init_synthetic calls finalize itself. Values are rounded to bf16 on
+  // upload except in kF32 (which keeps fp32, and widens bf16 input exactly); vectors (norms, biases) are fp32 with
+  // fp32 activations. rope_freqs (optional) stays on the host for the frequency table.
   Status init_synthetic(uint32_t seed);
-  Status set_weight(CudaWeight w, int layer, const uint16_t* bf16_host, int64_t count);
-  Status set_weight_f32(CudaWeight w, int layer, const float* host, int64_t count);
+  Status set_weight(TensorRole r, int layer, const uint16_t* bf16_host, int64_t count);
+  Status set_weight_f32(TensorRole r, int layer, const float* host, int64_t count);
   Status finalize();
 
   // Runs one forward step. next_tokens gets B ids (one per sequence: greedy, or drawn on the device per s.sampling);
@@ -175,7 +157,7 @@ class CudaDecoder {
   int max_blocks_per_seq() const;
   int block_size() const;
   const std::string& memory_plan() const;
-  const CudaModelConfig& config() const;
+  const ModelConfig& config() const;
   int64_t weight_bytes() const;  // bytes a decode step streams (all matrices + norms; embedding rows excluded)
 
   struct Impl;

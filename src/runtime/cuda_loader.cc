@@ -1,5 +1,5 @@
-// Host side of loading a TensorStore into the CUDA decoder (see cuda_loader.h): config mapping, tensor names, fp32
-// conversion. make_cuda_runner() itself is in cuda_runner.cu (CUDA builds only).
+// Host side of loading a TensorStore into the CUDA decoder (see cuda_loader.h): what the decoder supports, the
+// architecture's tensors converted to fp32. make_cuda_runner() itself is in cuda_runner.cu (CUDA builds only).
 #include "runtime/cuda_loader.h"
 
 #include <algorithm>
@@ -7,6 +7,8 @@
 
 #include "base/half.h"
 #include "kernels/quant/quant.h"
+#include "model/arch.h"
+#include "model/rope.h"
 
 namespace citadel::runtime {
 
@@ -19,105 +21,42 @@ Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name) {
   return InvalidArgument("cuda weights: '" + name + "' is not one of bf16, int8, int4, fp8, f32");
 }
 
-Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc) {
-  const std::string what = "cuda loader (" + (mc.name.empty() ? mc.arch : mc.name) + "): ";
-  if (mc.arch != "llama" && mc.arch != "qwen2")
-    return Unsupported(what + "architecture '" + mc.arch + "' (llama, qwen2)");
-  if (mc.rope_type == RopeStyle::kNone) return Unsupported(what + "models without RoPE");
-  if (mc.rope_dim != mc.head_dim)
-    return Unsupported(what + "partial RoPE (rope_dim " + std::to_string(mc.rope_dim) + " of head_dim " +
-                       std::to_string(mc.head_dim) + ")");
-  if (mc.rope_scaling.type != "none" && !(mc.rope_scaling.type == "linear" && mc.rope_scaling.factor == 1.0))
-    return Unsupported(what + "rope scaling '" + mc.rope_scaling.type + "'");
+Status cuda_supports(const ModelConfig& c) {
+  const std::string what = "cuda decoder (" + (c.name.empty() ? c.arch : c.name) + "): ";
+  if (!find_arch(c.arch)) return Unsupported(what + "architecture '" + c.arch + "' has no recipe");
+  if (c.has_mla) return Unsupported(what + "multi-head latent attention (MLA)");
+  if (c.has_moe) return Unsupported(what + "mixture of experts (MoE)");
+  if (c.rope_type == RopeStyle::kNone) return Unsupported(what + "models without RoPE");
+  if (c.rope_dim != c.head_dim)
+    return Unsupported(what + "partial RoPE (rope_dim " + std::to_string(c.rope_dim) + " of head_dim " +
+                       std::to_string(c.head_dim) + ")");
+  if (!rope_scaling_supported(c.rope_scaling.type))
+    return Unsupported(what + "rope scaling '" + c.rope_scaling.type + "'");
+  if (c.rope_scaling.type == "llama3")
+    if (Status st = llama3_rope_factors(c).status(); !st.ok()) return DataLoss(what + st.message());
   const int64_t limit = int64_t{1} << 30;
-  for (int64_t v : {mc.dim, mc.n_layers, mc.n_heads, mc.n_kv_heads, mc.head_dim, mc.ffn_dim, mc.n_vocab})
+  for (int64_t v : {c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab})
     if (v <= 0 || v > limit) return DataLoss(what + "a model dimension is missing or out of range");
-  CudaModelConfig c;
-  c.hidden_dim = static_cast<int>(mc.dim), c.n_layers = static_cast<int>(mc.n_layers);
-  c.n_heads = static_cast<int>(mc.n_heads), c.n_kv_heads = static_cast<int>(mc.n_kv_heads);
-  c.head_dim = static_cast<int>(mc.head_dim), c.ffn_dim = static_cast<int>(mc.ffn_dim);
-  c.n_vocab = static_cast<int>(mc.n_vocab);
-  c.qkv_bias = mc.attn_bias;
-  c.rope_neox = mc.rope_type == RopeStyle::kNeox;
-  c.rope_theta = static_cast<float>(mc.rope_theta);
-  c.rms_eps = static_cast<float>(mc.norm_eps);
-  return c;
+  if (c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 16)
+    return Unsupported(what + "n_heads/n_kv_heads must be an integer <= 16");
+  if (c.head_dim != 64 && c.head_dim != 128)
+    return Unsupported(what + "head_dim " + std::to_string(c.head_dim) + " (needs 64 or 128)");
+  // 16-byte GEMV chunks (bf16: 8 elements, int8: 16) along every K; int4 matrices with K % 128 stay int8.
+  if (c.dim % 16 != 0 || c.ffn_dim % 16 != 0)
+    return Unsupported(what + "dim " + std::to_string(c.dim) + " and ffn_dim " + std::to_string(c.ffn_dim) +
+                       " must be multiples of 16");
+  return OkStatus();
 }
 
 namespace {
 
-const char* gguf_name(CudaWeight w) {
-  switch (w) {
-    case CudaWeight::kEmbed: return "token_embd.weight";
-    case CudaWeight::kOutputNorm: return "output_norm.weight";
-    case CudaWeight::kOutput: return "output.weight";
-    case CudaWeight::kAttnNorm: return "attn_norm.weight";
-    case CudaWeight::kWq: return "attn_q.weight";
-    case CudaWeight::kWk: return "attn_k.weight";
-    case CudaWeight::kWv: return "attn_v.weight";
-    case CudaWeight::kBq: return "attn_q.bias";
-    case CudaWeight::kBk: return "attn_k.bias";
-    case CudaWeight::kBv: return "attn_v.bias";
-    case CudaWeight::kWo: return "attn_output.weight";
-    case CudaWeight::kFfnNorm: return "ffn_norm.weight";
-    case CudaWeight::kWGate: return "ffn_gate.weight";
-    case CudaWeight::kWUp: return "ffn_up.weight";
-    case CudaWeight::kWDown: return "ffn_down.weight";
-  }
-  return "?";
-}
-
-const char* hf_name(CudaWeight w) {
-  switch (w) {
-    case CudaWeight::kEmbed: return "model.embed_tokens.weight";
-    case CudaWeight::kOutputNorm: return "model.norm.weight";
-    case CudaWeight::kOutput: return "lm_head.weight";
-    case CudaWeight::kAttnNorm: return "input_layernorm.weight";
-    case CudaWeight::kWq: return "self_attn.q_proj.weight";
-    case CudaWeight::kWk: return "self_attn.k_proj.weight";
-    case CudaWeight::kWv: return "self_attn.v_proj.weight";
-    case CudaWeight::kBq: return "self_attn.q_proj.bias";
-    case CudaWeight::kBk: return "self_attn.k_proj.bias";
-    case CudaWeight::kBv: return "self_attn.v_proj.bias";
-    case CudaWeight::kWo: return "self_attn.o_proj.weight";
-    case CudaWeight::kFfnNorm: return "post_attention_layernorm.weight";
-    case CudaWeight::kWGate: return "mlp.gate_proj.weight";
-    case CudaWeight::kWUp: return "mlp.up_proj.weight";
-    case CudaWeight::kWDown: return "mlp.down_proj.weight";
-  }
-  return "?";
-}
-
-bool is_global(CudaWeight w) {
-  return w == CudaWeight::kEmbed || w == CudaWeight::kOutput || w == CudaWeight::kOutputNorm;
-}
-
-// [rows, cols] of a logical tensor (cols = 1 for vectors); mirrors cuda_weight_shape() without needing CUDA.
-void logical_shape(const CudaModelConfig& c, CudaWeight w, int64_t* rows, int64_t* cols) {
-  const int64_t D = c.hidden_dim, Q = int64_t{c.n_heads} * c.head_dim, KV = int64_t{c.n_kv_heads} * c.head_dim;
-  *cols = 1;
-  switch (w) {
-    case CudaWeight::kEmbed: case CudaWeight::kOutput: *rows = c.n_vocab, *cols = D; return;
-    case CudaWeight::kOutputNorm: case CudaWeight::kAttnNorm: case CudaWeight::kFfnNorm: *rows = D; return;
-    case CudaWeight::kWq: *rows = Q, *cols = D; return;
-    case CudaWeight::kWk: case CudaWeight::kWv: *rows = KV, *cols = D; return;
-    case CudaWeight::kBq: *rows = Q; return;
-    case CudaWeight::kBk: case CudaWeight::kBv: *rows = KV; return;
-    case CudaWeight::kWo: *rows = D, *cols = Q; return;
-    case CudaWeight::kWGate: case CudaWeight::kWUp: *rows = c.ffn_dim, *cols = D; return;
-    case CudaWeight::kWDown: *rows = D, *cols = c.ffn_dim; return;
-  }
-  *rows = 0;
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s;
+  for (int64_t d : shape) s.append(s.empty() ? "" : ",").append(std::to_string(d));
+  return "[" + s + "]";
 }
 
 }  // namespace
-
-std::string cuda_tensor_name(const TensorStore& store, CudaWeight w, int layer) {
-  const bool gguf = store.format() == "gguf";
-  if (is_global(w)) return gguf ? gguf_name(w) : hf_name(w);
-  return gguf ? "blk." + std::to_string(layer) + "." + gguf_name(w)
-              : "model.layers." + std::to_string(layer) + "." + hf_name(w);
-}
 
 Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
   const int64_t n = t.numel();
@@ -156,34 +95,29 @@ Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
   return OkStatus();
 }
 
-Status read_cuda_weights(const TensorStore& store, const CudaModelConfig& c, const CudaWeightSink& sink) {
+Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink) {
+  const ArchSpec* arch = find_arch(c.arch);
+  if (!arch) return Unsupported("cuda loader: architecture '" + c.arch + "' has no recipe");
   std::vector<float> buf;
-  for (int wi = 0; wi < kNumCudaWeights; ++wi) {
-    const auto w = static_cast<CudaWeight>(wi);
-    const bool bias = w == CudaWeight::kBq || w == CudaWeight::kBk || w == CudaWeight::kBv;
-    if (bias && !c.qkv_bias) continue;
-    for (int l = 0; l < (is_global(w) ? 1 : c.n_layers); ++l) {
-      std::string name = cuda_tensor_name(store, w, l);
+  for (const RoleUse& use : arch->roles) {
+    const TensorRole r = use.role;
+    if (use.need == RoleNeed::kBiasGroup && !c.attn_bias) continue;
+    const bool per_layer = role_info(r).per_layer;
+    for (int l = 0; l < (per_layer ? c.n_layers : 1); ++l) {
+      std::string name = tensor_name(r, l, store.format());
       const TensorInfo* t = store.find(name);
-      if (!t && w == CudaWeight::kOutput) {  // tied embeddings: the LM head is the token embedding
-        name = cuda_tensor_name(store, CudaWeight::kEmbed, 0);
+      if (!t && r == TensorRole::kOutput) {  // tied embeddings: the LM head is the token embedding
+        name = tensor_name(TensorRole::kTokEmbd, 0, store.format());
         t = store.find(name);
       }
+      if (!t && use.need == RoleNeed::kOptional) break;
       if (!t) return DataLoss(store.path() + ": tensor " + name + " is missing");
-      int64_t rows, cols;
-      logical_shape(c, w, &rows, &cols);
-      const bool vec = cols == 1;
-      const bool ok = vec ? (t->shape.size() == 1 && t->shape[0] == rows)
-                          : (t->shape.size() == 2 && t->shape[0] == rows && t->shape[1] == cols);
-      if (!ok) {
-        std::string got;
-        for (int64_t d : t->shape) got.append(got.empty() ? "" : ",").append(std::to_string(d));
-        std::string want = std::to_string(rows);
-        if (!vec) want.append(",").append(std::to_string(cols));
-        return DataLoss(store.path() + ": tensor " + name + " has shape [" + got + "], expected [" + want + "]");
-      }
+      const std::vector<int64_t> want = role_shape(c, r);
+      if (t->shape != want)
+        return DataLoss(store.path() + ": tensor " + name + " has shape " + shape_str(t->shape) + ", expected " +
+                        shape_str(want));
       RETURN_IF_ERROR(tensor_to_f32(*t, &buf));
-      RETURN_IF_ERROR(sink(w, l, buf.data(), static_cast<int64_t>(buf.size())));
+      RETURN_IF_ERROR(sink(r, l, buf.data(), static_cast<int64_t>(buf.size())));
     }
   }
   return OkStatus();

@@ -1,13 +1,16 @@
 // Loading a real model (TensorStore: GGUF or safetensors) into the CUDA decoder. No CUDA types here: the CLI and
 // core code include this header.
 //
-// - cuda_config_from() maps a ModelConfig (llama, qwen2) to the decoder's shape; what the decoder cannot run (partial
-//   RoPE, rope scaling, head_dim other than 64/128, biases other than q/k/v) is kUnsupported with a one-line reason.
-// - read_cuda_weights() converts every tensor the decoder needs to fp32 on the host: f16/bf16 exactly, quantized
-//   GGUF types (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K..q6_K) through the reference dequantize_row() (the values the CPU
-//   exact mode computes with). A model without an output matrix (tied embeddings) gets the token embedding as its LM
-//   head. The decoder rounds to bf16 on upload (set_weight_f32) and requantizes to its int8/int4/fp8 layout at
-//   finalize() when asked (CudaDecoderOptions::format); f32 keeps the values as they are.
+// - cuda_supports() says whether the decoder can run a ModelConfig: an architecture with a recipe (model/arch.h),
+//   no MLA or MoE, full RoPE (rope_dim == head_dim) with scaling none, linear, yarn or llama3 (model/rope.h),
+//   head_dim 64 or 128, <= 16 query heads per KV head, dim and ffn_dim multiples of 16; anything else is
+//   kUnsupported with a one-line reason (missing dimensions or bad llama3 factors: kDataLoss).
+// - read_cuda_weights() converts every tensor of the architecture's roles (model/roles.h) to fp32 on the host:
+//   f16/bf16 exactly, quantized GGUF types (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K..q6_K) through the reference
+//   dequantize_row() (the values the CPU exact mode computes with). A model without an output matrix (tied
+//   embeddings) gets the token embedding as its LM head. The decoder rounds to bf16 on upload (set_weight_f32) and
+//   requantizes to its int8/int4/fp8 layout at finalize() when asked (CudaDecoderOptions::format); f32 keeps the
+//   values as they are.
 // - make_cuda_runner() builds an engine::ModelRunner (CudaRunner) whose weights come from the store. It is defined
 //   only when the CUDA backend is built (CITADEL_HAVE_CUDA); callers guard with that macro.
 //
@@ -25,6 +28,7 @@
 #include "engine/model_runner.h"
 #include "format/tensor_store.h"
 #include "model/config.h"
+#include "model/roles.h"
 #include "runtime/cuda_decoder.h"
 #include "runtime/cuda_runner.h"
 
@@ -33,18 +37,17 @@ namespace citadel::runtime {
 // "bf16" | "int8" | "int4" | "fp8" | "f32" -> format; anything else is InvalidArgument.
 Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name);
 
-Result<CudaModelConfig> cuda_config_from(const ModelConfig& mc);
-
-// The tensor name of a logical weight in this store (GGUF names or HF names by store.format()).
-std::string cuda_tensor_name(const TensorStore& store, CudaWeight w, int layer);
+Status cuda_supports(const ModelConfig& c);
 
 // Converts one tensor to fp32 [numel] (row-major, as stored). Unsupported dtypes give kUnsupported naming the tensor.
 Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out);
 
-// Calls sink(w, layer, fp32 data, element count) once for every tensor the decoder with config c needs (biases only
-// when c.qkv_bias), checking each tensor's shape against c first. Missing tensors are kDataLoss naming the tensor.
-using CudaWeightSink = std::function<Status(CudaWeight w, int layer, const float* data, int64_t count)>;
-Status read_cuda_weights(const TensorStore& store, const CudaModelConfig& c, const CudaWeightSink& sink);
+// Calls sink(role, layer, fp32 data, element count) once for every tensor of c's architecture roles that the model
+// has: required roles, the optional ones present (rope_freqs; the LM head, else the token embedding as kOutput),
+// the q/k/v bias group when c.attn_bias. Each tensor's shape is checked against role_shape(c) first. Missing
+// tensors are kDataLoss naming the tensor; an architecture without a recipe is kUnsupported.
+using CudaWeightSink = std::function<Status(TensorRole r, int layer, const float* data, int64_t count)>;
+Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink);
 
 // opt.config and opt.load are filled from the store; opt.decoder (format, max_batch, max_step_tokens, max_seq_len,
 // use_graphs, verbose) is kept. max_seq_len is capped to the model's trained context.

@@ -1,8 +1,6 @@
 // CudaRunner (see cuda_runner.h): translates engine batches into CudaDecoder steps.
 #include "runtime/cuda_runner.h"
 
-#include "runtime/cuda_loader.h"
-
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -12,6 +10,8 @@
 #include <string>
 
 #include "base/log.h"
+#include "model/arch.h"
+#include "runtime/cuda_loader.h"
 #include "runtime/cuda_status.cuh"
 
 namespace citadel::runtime {
@@ -37,10 +37,11 @@ Status inject_cuda_fault(const std::string& kind) {
 }  // namespace
 
 Result<std::unique_ptr<CudaRunner>> CudaRunner::create(CudaRunnerOptions opt) {
-  const CudaModelConfig& c = opt.config;
+  const ModelConfig& c = opt.config;
   if (c.n_layers <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.n_vocab <= 0)
     return InvalidArgument("cuda runner: model dimensions must be positive");
   if (opt.decoder.max_seq_len <= 0) return InvalidArgument("cuda runner: max_seq_len must be positive");
+  RETURN_IF_ERROR(cuda_supports(c));
   if (opt.fault_after_steps == 0)
     if (const char* v = std::getenv("CITADEL_CUDA_FAULT_AFTER_STEPS")) opt.fault_after_steps = std::atoi(v);
   if (opt.fault_kind.empty()) {
@@ -76,12 +77,13 @@ Status CudaRunner::note(Status st) {
 
 CudaRunner::~CudaRunner() = default;
 
-int CudaRunner::n_vocab() const { return opt_.config.n_vocab; }
+int CudaRunner::n_vocab() const { return static_cast<int>(opt_.config.n_vocab); }
 int CudaRunner::max_context() const { return opt_.decoder.max_seq_len; }
 
 size_t CudaRunner::kv_bytes_per_token() const {
-  const CudaModelConfig& c = opt_.config;
-  return size_t{2} * c.n_layers * c.n_kv_heads * c.head_dim * (opt_.decoder.exact() ? 4 : 2);  // K and V
+  const ModelConfig& c = opt_.config;
+  const ArchSpec* arch = find_arch(c.arch);  // non-null: checked by create()
+  return static_cast<size_t>(c.n_layers * arch->kv_layout(c).values_per_token()) * (opt_.decoder.exact() ? 4 : 2);
 }
 
 Status CudaRunner::allocate_kv(int n_blocks, int block_size) {
@@ -177,7 +179,7 @@ Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<eng
 Status CudaRunner::forward(const engine::Batch& b, float* logits) {
   RETURN_IF_ERROR(prepare_step(b));
   RETURN_IF_ERROR(begin_step());
-  const int T = b.n_tokens(), B = b.n_seqs(), V = opt_.config.n_vocab;
+  const int T = b.n_tokens(), B = b.n_seqs(), V = static_cast<int>(opt_.config.n_vocab);
   // The decoder returns the last token's logits of each sequence; other rows need the all-tokens mode.
   std::vector<int> src_row(b.logit_rows.size());
   bool last_only = true;
@@ -201,15 +203,14 @@ Status CudaRunner::forward(const engine::Batch& b, float* logits) {
 }
 
 Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore& store, const CudaRunnerOptions& opt) {
-  ASSIGN_OR_RETURN(ModelConfig mc, model_config_from(store));
-  ASSIGN_OR_RETURN(CudaModelConfig c, cuda_config_from(mc));
+  ASSIGN_OR_RETURN(ModelConfig mc, model_config_from(store));  // CudaRunner::create checks cuda_supports(mc)
   CudaRunnerOptions o = opt;
-  o.config = c;
+  o.config = mc;
   if (mc.context_len > 0 && mc.context_len < o.decoder.max_seq_len) o.decoder.max_seq_len = static_cast<int>(mc.context_len);
   const TensorStore* st = &store;
-  o.load = [st, c](CudaDecoder* d) {
-    return read_cuda_weights(*st, c, [d](CudaWeight w, int layer, const float* p, int64_t n) {
-      return d->set_weight_f32(w, layer, p, n);
+  o.load = [st, mc](CudaDecoder* d) {
+    return read_cuda_weights(*st, mc, [d](TensorRole r, int layer, const float* p, int64_t n) {
+      return d->set_weight_f32(r, layer, p, n);
     });
   };
   ASSIGN_OR_RETURN(auto runner, CudaRunner::create(std::move(o)));

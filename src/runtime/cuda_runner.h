@@ -26,12 +26,13 @@
 
 #include "base/status.h"
 #include "engine/model_runner.h"
+#include "model/config.h"
 #include "runtime/cuda_decoder.h"
 
 namespace citadel::runtime {
 
 struct CudaRunnerOptions {
-  CudaModelConfig config;
+  ModelConfig config;         // must pass cuda_supports() (cuda_loader.h)
   CudaDecoderOptions decoder;  // format, max_batch, max_step_tokens, use_graphs; kv_blocks/block_size are set
                                // by allocate_kv; max_seq_len caps max_context()
   // Weights: if load is set it is called once on the fresh decoder (before finalize) and must set_weight() every

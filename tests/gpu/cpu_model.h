@@ -1,62 +1,127 @@
-// CPU fp32 twin of the synthetic CudaDecoder model (same weights via synth_weight_value), shared by the GPU tests.
+// The synthetic CudaDecoder model on the real CPU backend, shared by the GPU tests: the synthetic weights
+// (synth_weight_value, the values init_synthetic generates on the device) are written as an f32 GGUF with qwen2
+// metadata, then run by the CPU runner in exact mode (runtime::make_model_runner, `citadel generate --device cpu
+// --exact`): the same recipe (model/arch.h) on CPU ops in fp32, not a copy of it.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
-#include <cmath>
+#include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "format/gguf_writer.h"
+#include "model/arch.h"
+#include "model/config.h"
+#include "model/roles.h"
 #include "ref_ops.h"
 #include "runtime/cuda_decoder.h"
+#include "runtime/runner_factory.h"
 
 namespace citadel::gputest {
 
-using runtime::CudaModelConfig;
-using runtime::CudaWeight;
-
-// A small qwen2-like shape (GQA 2, head_dim 128, qkv bias, NEOX rope).
-inline CudaModelConfig small_config() {
-  CudaModelConfig c;
-  c.hidden_dim = 256, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 128, c.ffn_dim = 512;
-  c.n_vocab = 1000, c.qkv_bias = true, c.rope_neox = true, c.rope_theta = 10000.f, c.rms_eps = 1e-6f;
+// A small qwen2 shape (GQA 2, head_dim 128 != dim / n_heads, qkv bias, NEOX rope).
+inline ModelConfig small_config() {
+  ModelConfig c;
+  c.arch = "qwen2", c.name = "small synthetic qwen2";
+  c.dim = 256, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 128, c.ffn_dim = 512;
+  c.n_vocab = 1000, c.context_len = 4096, c.attn_bias = true, c.rope_type = RopeStyle::kNeox, c.rope_dim = 128;
+  c.rope_theta = 10000.0, c.norm_eps = 1e-6;
   return c;
 }
 
-inline std::vector<float> tensor(const CudaModelConfig& c, uint32_t seed, CudaWeight w, int layer) {
-  int64_t r, k;
-  runtime::cuda_weight_shape(c, w, &r, &k);
-  std::vector<float> v(size_t(r * k));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = runtime::synth_weight_value(c, seed, w, layer, uint32_t(i));
+// Role r of `layer` as the synthetic model holds it (row-major, role_shape(c, r)).
+inline std::vector<float> tensor(const ModelConfig& c, uint32_t seed, TensorRole r, int layer) {
+  size_t n = 1;
+  for (int64_t d : role_shape(c, r)) n *= size_t(d);
+  std::vector<float> v(n);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = runtime::synth_weight_value(c, seed, r, layer, uint32_t(i));
   return v;
 }
 
-// fp32 forward of one sequence; returns logits [n][V] for every position.
-inline std::vector<float> cpu_forward(const CudaModelConfig& c, uint32_t seed, const std::vector<int32_t>& toks) {
-  const int n = int(toks.size()), D = c.hidden_dim, H = c.n_heads, KV = c.n_kv_heads, Dh = c.head_dim;
-  const int F = c.ffn_dim;
-  auto emb = tensor(c, seed, CudaWeight::kEmbed, 0);
-  std::vector<float> x(size_t(n) * D), h;
-  for (int t = 0; t < n; ++t) std::copy_n(&emb[size_t(toks[t]) * D], D, &x[size_t(t) * D]);
-  std::vector<int32_t> pos(n);
-  for (int t = 0; t < n; ++t) pos[t] = t;
-  for (int l = 0; l < c.n_layers; ++l) {
-    ref_rmsnorm(x, nullptr, tensor(c, seed, CudaWeight::kAttnNorm, l), h, n, D, c.rms_eps);
-    auto q = ref_matmul(h, tensor(c, seed, CudaWeight::kWq, l), tensor(c, seed, CudaWeight::kBq, l).data(), n, H * Dh, D);
-    auto k = ref_matmul(h, tensor(c, seed, CudaWeight::kWk, l), tensor(c, seed, CudaWeight::kBk, l).data(), n, KV * Dh, D);
-    auto v = ref_matmul(h, tensor(c, seed, CudaWeight::kWv, l), tensor(c, seed, CudaWeight::kBv, l).data(), n, KV * Dh, D);
-    ref_rope(q, n, H, Dh, H * Dh, pos.data(), c.rope_theta, c.rope_neox);
-    ref_rope(k, n, KV, Dh, KV * Dh, pos.data(), c.rope_theta, c.rope_neox);
-    std::vector<float> att;
-    ref_attention(q, k, v, att, n, n, H, KV, Dh, 1.f / std::sqrt(float(Dh)));
-    auto o = ref_matmul(att, tensor(c, seed, CudaWeight::kWo, l), nullptr, n, D, H * Dh);
-    ref_rmsnorm(x, &o, tensor(c, seed, CudaWeight::kFfnNorm, l), h, n, D, c.rms_eps);
-    auto g = ref_matmul(h, tensor(c, seed, CudaWeight::kWGate, l), nullptr, n, F, D);
-    auto u = ref_matmul(h, tensor(c, seed, CudaWeight::kWUp, l), nullptr, n, F, D);
-    for (size_t i = 0; i < g.size(); ++i) g[i] = ref_silu(g[i]) * u[i];
-    auto down = ref_matmul(g, tensor(c, seed, CudaWeight::kWDown, l), nullptr, n, D, F);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += down[i];
+// Writes the synthetic model of (c, seed) as an f32 GGUF (every role of c's architecture with synthetic values; q/k/v
+// biases when c.attn_bias; c's RoPE scaling as metadata) and returns its path, once per process and (config, seed).
+inline std::string synth_gguf(const ModelConfig& c, uint32_t seed) {
+  static std::map<std::string, std::string> written;  // "shape seed" -> path
+  const RopeScaling& rs = c.rope_scaling;
+  std::string key = c.arch + " " + std::to_string(seed) + (c.attn_bias ? " bias " : " ") + rs.type;
+  for (double v : {rs.factor, double(rs.original_context), rs.low_freq_factor, rs.high_freq_factor})
+    key += " " + std::to_string(v);
+  for (int64_t v : {c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab})
+    key += " " + std::to_string(v);
+  if (auto it = written.find(key); it != written.end()) return it->second;
+  const std::string a = c.arch;
+  GgufWriter w;
+  w.add_string("general.architecture", a);
+  w.add_string("general.name", "citadel gpu test synthetic");
+  w.add_u32(a + ".block_count", uint32_t(c.n_layers));
+  w.add_u32(a + ".context_length", uint32_t(c.context_len));
+  w.add_u32(a + ".embedding_length", uint32_t(c.dim));
+  w.add_u32(a + ".feed_forward_length", uint32_t(c.ffn_dim));
+  w.add_u32(a + ".attention.head_count", uint32_t(c.n_heads));
+  w.add_u32(a + ".attention.head_count_kv", uint32_t(c.n_kv_heads));
+  w.add_u32(a + ".attention.key_length", uint32_t(c.head_dim));
+  w.add_u32(a + ".attention.value_length", uint32_t(c.head_dim));
+  w.add_f32(a + ".attention.layer_norm_rms_epsilon", float(c.norm_eps));
+  w.add_f32(a + ".rope.freq_base", float(c.rope_theta));
+  w.add_u32(a + ".rope.dimension_count", uint32_t(c.rope_dim));
+  w.add_u32(a + ".vocab_size", uint32_t(c.n_vocab));
+  if (rs.type != "none") {
+    w.add_string(a + ".rope.scaling.type", rs.type);
+    w.add_f32(a + ".rope.scaling.factor", float(rs.factor));
+    w.add_u32(a + ".rope.scaling.original_context_length", uint32_t(rs.original_context));
+    if (rs.type == "llama3") {
+      w.add_f32(a + ".rope.scaling.low_freq_factor", float(rs.low_freq_factor));
+      w.add_f32(a + ".rope.scaling.high_freq_factor", float(rs.high_freq_factor));
+    }
   }
-  ref_rmsnorm(x, nullptr, tensor(c, seed, CudaWeight::kOutputNorm, 0), h, n, D, c.rms_eps);
-  return ref_matmul(h, tensor(c, seed, CudaWeight::kOutput, 0), nullptr, n, c.n_vocab, D);
+  const ArchSpec* arch = find_arch(c.arch);
+  EXPECT_NE(arch, nullptr);
+  if (!arch) return "";
+  for (const RoleUse& use : arch->roles) {
+    const RoleInfo& ri = role_info(use.role);
+    if (ri.synth_id < 0 || (use.need == RoleNeed::kBiasGroup && !c.attn_bias)) continue;
+    for (int l = 0; l < (ri.per_layer ? c.n_layers : 1); ++l) {
+      const std::vector<float> v = tensor(c, seed, use.role, l);
+      const Status st = w.add_tensor(tensor_name(use.role, l, "gguf"), DType::kF32, role_shape(c, use.role),
+                                     v.data(), v.size() * sizeof(float));
+      EXPECT_TRUE(st.ok()) << st.to_string();
+    }
+  }
+  const std::string path = ::testing::TempDir() + "citadel_gpu_synth_" + std::to_string(getpid()) + "_" +
+                           std::to_string(written.size()) + ".gguf";
+  const Status st = w.write_file(path);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  return written[key] = path;
+}
+
+// fp32 forward of one sequence on the CPU backend; returns logits [n][V] for every position.
+inline std::vector<float> cpu_forward(const ModelConfig& c, uint32_t seed, const std::vector<int32_t>& toks) {
+  const int n = int(toks.size()), V = int(c.n_vocab), bs = 16, n_blocks = (n + bs - 1) / bs;
+  std::vector<float> logits(size_t(n) * V);
+  auto runner = runtime::make_model_runner(
+      synth_gguf(c, seed), {.device = "cpu", .exact = true, .max_batched_tokens = std::max(n, 16)});
+  EXPECT_TRUE(runner.ok()) << runner.status().to_string();
+  if (!runner.ok()) return logits;
+  engine::ModelRunner& r = **runner;
+  Status st = r.allocate_kv(n_blocks, bs);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  engine::Batch b;
+  b.tokens = toks;
+  b.block_size = bs, b.max_blocks = n_blocks;
+  b.query_start = {0, n};
+  b.seq_lens = {n};
+  for (int i = 0; i < n_blocks; ++i) b.block_tables.push_back(i);
+  for (int t = 0; t < n; ++t) {
+    b.positions.push_back(t), b.seq_of_token.push_back(0), b.slots.push_back(t), b.logit_rows.push_back(t);
+  }
+  if (st.ok()) st = r.forward(b, logits.data());
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  return logits;
 }
 
 inline int argmax_row(const float* r, int V) { return int(std::max_element(r, r + V) - r); }

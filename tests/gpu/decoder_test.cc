@@ -1,14 +1,16 @@
-// Whole-model check of CudaDecoder on a small synthetic qwen2-like shape against a CPU fp32 forward written here
-// from the same synthetic weights (synth_weight_value): prefill (tensor-core attention), chunked prefill over a
+// Whole-model check of CudaDecoder on a small synthetic qwen2 shape against the CPU fp32 forward of the same
+// synthetic weights (synth_weight_value): prefill (tensor-core attention), chunked prefill over a
 // cached prefix, and graph-replayed batched decode. Bounds: bf16 logits NMSE < 1e-3 and >= 95% top-1 agreement
 // (the GPU rounds activations to bf16 between ops; the reference keeps fp32); int8 NMSE < 1e-2, int4 < 0.1,
 // fp8 < 3e-2; f32 (fp32 weights, activations and KV), and bf16 weights with f32_activations: NMSE < 1e-9, every
-// top-1 equal.
+// top-1 equal. The same bounds with RoPE scaling (linear, YaRN, llama3). The reference is the CPU backend in exact
+// mode on the synthetic weights written as a GGUF (cpu_model.h).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
+#include <string>
 #include <tuple>
 
 #include "cpu_model.h"
@@ -20,9 +22,7 @@ namespace {
 
 using runtime::CudaDecoder;
 using runtime::CudaDecoderOptions;
-using runtime::CudaModelConfig;
 using runtime::CudaStep;
-using runtime::CudaWeight;
 using runtime::CudaWeightFormat;
 
 struct Seq {
@@ -30,8 +30,8 @@ struct Seq {
   std::vector<int32_t> blocks;  // [max_blocks]
 };
 
-void run_model_check(CudaWeightFormat fmt, double bound, double min_agree, bool f32_activations = false) {
-  const auto c = small_config();
+void run_model_check(CudaWeightFormat fmt, double bound, double min_agree, bool f32_activations = false,
+                     const ModelConfig& c = small_config()) {
   const uint32_t seed = 1234;
   CudaDecoderOptions opt;
   opt.f32_activations = f32_activations;
@@ -41,7 +41,7 @@ void run_model_check(CudaWeightFormat fmt, double bound, double min_agree, bool 
   ASSERT_TRUE(dec_or.ok()) << dec_or.status().to_string();
   auto dec = std::move(dec_or).value();
   ASSERT_TRUE(dec->init_synthetic(seed).ok());
-  const int V = c.n_vocab, W = dec->max_blocks_per_seq();
+  const int V = int(c.n_vocab), W = dec->max_blocks_per_seq();
 
   // Three sequences with disjoint scattered blocks; lengths 60, 35, 90 (+6 decode steps each).
   std::mt19937 rng(5);
@@ -105,8 +105,9 @@ void run_model_check(CudaWeightFormat fmt, double bound, double min_agree, bool 
     for (size_t t = 0; t < seqs[b].toks.size(); ++t, ++total)
       agree += argmax_row(&got[b][t * V], V) == argmax_row(&ref[t * V], V);
   }
-  std::printf("decoder %s%s: worst logits nmse %.2e, top-1 agreement %d/%d\n", runtime::format_name(fmt),
-              f32_activations ? " (f32 activations)" : "", worst, agree, total);
+  std::printf("decoder %s%s, rope scaling %s: worst logits nmse %.2e, top-1 agreement %d/%d\n",
+              runtime::format_name(fmt), f32_activations ? " (f32 activations)" : "", c.rope_scaling.type.c_str(),
+              worst, agree, total);
   EXPECT_GE(double(agree) / total, min_agree) << agree << "/" << total;
 }
 
@@ -148,6 +149,20 @@ TEST(CudaDecoder, F32MatchesCpuForward) {
 TEST(CudaDecoder, Bf16WeightsF32ActivationsMatchCpuForward) {
   SKIP_WITHOUT_GPU();
   run_model_check(CudaWeightFormat::kBf16, 1e-9, 1.0, true);
+}
+
+// Scaled RoPE through the decoder's frequency table (linear; YaRN and llama3 with an original context of 64, so the
+// 96-token sequences run past it) against the CPU backend's RoPE of the same GGUF metadata: the fp32 path to 1e-9
+// like the plain model, bf16 to the plain bf16 bounds.
+TEST(CudaDecoder, ScaledRopeMatchesCpuForward) {
+  SKIP_WITHOUT_GPU();
+  for (const std::string type : {"linear", "yarn", "llama3"}) {
+    SCOPED_TRACE(type);
+    ModelConfig c = small_config();
+    c.rope_scaling = RopeScaling{type, type == "llama3" ? 8.0 : 4.0, 64, 1.0, 4.0};
+    run_model_check(CudaWeightFormat::kF32, 1e-9, 1.0, false, c);
+    run_model_check(CudaWeightFormat::kBf16, 1e-3, 0.95, false, c);
+  }
 }
 
 TEST(CudaDecoder, RejectsBadSteps) {

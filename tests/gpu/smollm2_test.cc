@@ -77,7 +77,7 @@ double nmse(const std::vector<float>& a, const std::vector<float>& ref) {
 
 struct Loaded {
   std::unique_ptr<TensorStore> store;
-  runtime::CudaModelConfig cfg;
+  ModelConfig cfg;
 };
 
 #define SKIP_WITHOUT_MODEL(path)                                                          \
@@ -98,18 +98,18 @@ std::unique_ptr<CudaDecoder> load_decoder(const std::string& path, CudaWeightFor
   auto mc = model_config_from(**store);
   EXPECT_TRUE(mc.ok()) << mc.status().to_string();
   if (!mc.ok()) return nullptr;
-  auto cfg = runtime::cuda_config_from(*mc);
-  EXPECT_TRUE(cfg.ok()) << cfg.status().to_string();
-  if (!cfg.ok()) return nullptr;
+  const Status supported = runtime::cuda_supports(*mc);
+  EXPECT_TRUE(supported.ok()) << supported.to_string();
+  if (!supported.ok()) return nullptr;
   CudaDecoderOptions opt;
   opt.format = fmt, opt.max_batch = 8, opt.max_step_tokens = 256, opt.max_seq_len = 256, opt.kv_blocks = 64;
   opt.verbose = false;
-  auto dec_or = CudaDecoder::create(*cfg, opt);
+  auto dec_or = CudaDecoder::create(*mc, opt);
   EXPECT_TRUE(dec_or.ok()) << dec_or.status().to_string();
   if (!dec_or.ok()) return nullptr;
   auto dec = std::move(dec_or).value();
-  Status st = runtime::read_cuda_weights(**store, *cfg, [&](runtime::CudaWeight w, int l, const float* p, int64_t n) {
-    return dec->set_weight_f32(w, l, p, n);
+  Status st = runtime::read_cuda_weights(**store, *mc, [&](TensorRole r, int l, const float* p, int64_t n) {
+    return dec->set_weight_f32(r, l, p, n);
   });
   EXPECT_TRUE(st.ok()) << st.to_string();
   if (st.ok()) st = dec->finalize();

@@ -1,15 +1,22 @@
-// Host side of the CUDA loader (no GPU needed): config mapping, tensor names, fp32 conversion of the real SmolLM2
-// GGUF (skipped when the file is absent), tied LM head.
+// Host side of the CUDA loader (no GPU needed): what the decoder supports, fp32 conversion of the real SmolLM2 GGUF's
+// roles (skipped when the file is absent), tied LM head.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "base/half.h"
+#include "format/gguf_writer.h"
 #include "kernels/quant/quant.h"
+#include "model/arch.h"
 #include "model/config.h"
+#include "model/roles.h"
 #include "runtime/cuda_loader.h"
 
 namespace citadel::runtime {
@@ -33,24 +40,79 @@ TEST(CudaLoader, WeightFormatNames) {
   EXPECT_FALSE(parse_cuda_weight_format("e4m3").ok());
 }
 
-TEST(CudaLoader, ConfigRejectsWhatTheDecoderCannotRun) {
+TEST(CudaLoader, SupportsOnlyWhatTheDecoderCanRun) {
   ModelConfig mc;
   mc.arch = "llama", mc.dim = 576, mc.n_layers = 2, mc.n_heads = 9, mc.n_kv_heads = 3, mc.head_dim = 64;
   mc.ffn_dim = 1536, mc.n_vocab = 100, mc.rope_dim = 64, mc.rope_type = RopeStyle::kNorm;
-  ASSERT_TRUE(cuda_config_from(mc).ok());
-  EXPECT_FALSE(cuda_config_from(mc).value().rope_neox);
-  ModelConfig partial = mc;
-  partial.rope_dim = 32;
-  EXPECT_EQ(cuda_config_from(partial).status().code(), StatusCode::kUnsupported);
-  ModelConfig scaled = mc;
-  scaled.rope_scaling.type = "yarn";
-  EXPECT_EQ(cuda_config_from(scaled).status().code(), StatusCode::kUnsupported);
-  ModelConfig gemma = mc;
-  gemma.arch = "gemma3";
-  EXPECT_EQ(cuda_config_from(gemma).status().code(), StatusCode::kUnsupported);
-  ModelConfig zero = mc;
-  zero.n_vocab = 0;
-  EXPECT_FALSE(cuda_config_from(zero).ok());
+  ASSERT_TRUE(cuda_supports(mc).ok()) << cuda_supports(mc).to_string();
+  auto code = [&](void (*edit)(ModelConfig*)) {
+    ModelConfig c = mc;
+    edit(&c);
+    return cuda_supports(c).code();
+  };
+  EXPECT_EQ(code([](ModelConfig* c) { c->rope_dim = 32; }), StatusCode::kUnsupported);  // partial RoPE
+  EXPECT_EQ(code([](ModelConfig* c) { c->rope_type = RopeStyle::kNone; }), StatusCode::kUnsupported);
+  EXPECT_EQ(code([](ModelConfig* c) { c->arch = "gemma3"; }), StatusCode::kUnsupported);  // no recipe
+  EXPECT_EQ(code([](ModelConfig* c) { c->has_mla = true; }), StatusCode::kUnsupported);
+  EXPECT_EQ(code([](ModelConfig* c) { c->has_moe = true; }), StatusCode::kUnsupported);
+  EXPECT_EQ(code([](ModelConfig* c) { c->head_dim = 96, c->rope_dim = 96; }), StatusCode::kUnsupported);
+  EXPECT_EQ(code([](ModelConfig* c) { c->n_kv_heads = 2; }), StatusCode::kUnsupported);  // 9 heads over 2
+  EXPECT_EQ(code([](ModelConfig* c) { c->ffn_dim = 1540; }), StatusCode::kUnsupported);
+  EXPECT_EQ(code([](ModelConfig* c) { c->rope_scaling.type = "longrope"; }), StatusCode::kUnsupported);
+  EXPECT_EQ(code([](ModelConfig* c) { c->n_vocab = 0; }), StatusCode::kDataLoss);
+  // RoPE scaling: linear, YaRN and llama3 run (the kernels take a frequency table); llama3 needs sane factors.
+  EXPECT_EQ(code([](ModelConfig* c) { c->rope_scaling.type = "yarn", c->rope_scaling.factor = 4; }), StatusCode::kOk);
+  EXPECT_EQ(code([](ModelConfig* c) { c->rope_scaling.type = "linear", c->rope_scaling.factor = 2; }),
+            StatusCode::kOk);
+  EXPECT_EQ(code([](ModelConfig* c) { c->rope_scaling.type = "llama3"; }), StatusCode::kDataLoss);
+  EXPECT_EQ(code([](ModelConfig* c) {
+              c->rope_scaling = RopeScaling{"llama3", 8.0, 8192, 1.0, 4.0};
+            }),
+            StatusCode::kOk);
+}
+
+// A one-layer llama GGUF with q/k/v biases, rope_freqs and no output.weight: every role of the architecture comes
+// out once (rope_freqs as it is stored, the tied LM head as the embedding), with the role's shape.
+TEST(CudaLoader, DeliversEveryRoleOfTheArchitecture) {
+  ModelConfig c;
+  c.arch = "llama", c.dim = 64, c.n_layers = 1, c.n_heads = 1, c.n_kv_heads = 1, c.head_dim = 64, c.ffn_dim = 128;
+  c.n_vocab = 16, c.rope_dim = 64, c.attn_bias = true;
+  GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  for (auto [k, v] : {std::pair<const char*, int64_t>{"block_count", 1}, {"context_length", 256},
+                      {"embedding_length", 64}, {"feed_forward_length", 128}, {"attention.head_count", 1},
+                      {"attention.head_count_kv", 1}, {"vocab_size", 16}})
+    w.add_u32(std::string("llama.") + k, uint32_t(v));
+  w.add_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  int n_tensors = 0;
+  for (const RoleUse& use : llama_arch().roles) {
+    if (use.role == TensorRole::kOutput) continue;  // tied
+    const std::vector<int64_t> shape = role_shape(c, use.role);
+    std::vector<float> v(size_t(shape[0] * (shape.size() > 1 ? shape[1] : 1)), 1.0f + float(use.role));
+    ASSERT_TRUE(w.add_tensor(tensor_name(use.role, 0, "gguf"), DType::kF32, shape, v.data(), v.size() * 4).ok());
+    ++n_tensors;
+  }
+  const std::string path = ::testing::TempDir() + "cuda_loader_roles.gguf";
+  ASSERT_TRUE(w.write_file(path).ok());
+  auto store = open_gguf(path);
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  auto mc = model_config_from(**store);
+  ASSERT_TRUE(mc.ok()) << mc.status().to_string();
+  EXPECT_TRUE(mc->attn_bias);
+  std::map<TensorRole, std::vector<float>> got;
+  Status st = read_cuda_weights(**store, *mc, [&](TensorRole r, int layer, const float* p, int64_t n) {
+    EXPECT_EQ(layer, 0);
+    EXPECT_EQ(got.count(r), 0u) << role_name(r);
+    got[r].assign(p, p + n);
+    return OkStatus();
+  });
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  EXPECT_EQ(int(got.size()), n_tensors + 1);  // + the tied LM head
+  ASSERT_EQ(got[TensorRole::kRopeFreqs].size(), 32u);
+  EXPECT_EQ(got[TensorRole::kRopeFreqs][0], 1.0f + float(TensorRole::kRopeFreqs));
+  EXPECT_EQ(got[TensorRole::kOutput], got[TensorRole::kTokEmbd]);
+  EXPECT_EQ(got[TensorRole::kBv].size(), 64u);
+  std::remove(path.c_str());
 }
 
 TEST(CudaLoader, SmolLM2WeightsToBf16) {
@@ -60,26 +122,26 @@ TEST(CudaLoader, SmolLM2WeightsToBf16) {
   ASSERT_TRUE(store.ok()) << store.status().to_string();
   auto mc = model_config_from(**store);
   ASSERT_TRUE(mc.ok()) << mc.status().to_string();
-  auto c = cuda_config_from(*mc);
-  ASSERT_TRUE(c.ok()) << c.status().to_string();
-  EXPECT_EQ(c->hidden_dim, 576);
-  EXPECT_EQ(c->n_heads, 9);
-  EXPECT_EQ(c->n_kv_heads, 3);
-  EXPECT_EQ(c->head_dim, 64);
-  EXPECT_EQ(c->ffn_dim, 1536);
-  EXPECT_EQ(c->n_vocab, 49152);
-  EXPECT_FALSE(c->rope_neox);
-  EXPECT_FALSE(c->qkv_bias);
-  EXPECT_FLOAT_EQ(c->rope_theta, 100000.f);
-  EXPECT_EQ(cuda_tensor_name(**store, CudaWeight::kWq, 3), "blk.3.attn_q.weight");
+  const ModelConfig& c = *mc;
+  ASSERT_TRUE(cuda_supports(c).ok()) << cuda_supports(c).to_string();
+  EXPECT_EQ(c.dim, 576);
+  EXPECT_EQ(c.n_heads, 9);
+  EXPECT_EQ(c.n_kv_heads, 3);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.ffn_dim, 1536);
+  EXPECT_EQ(c.n_vocab, 49152);
+  EXPECT_EQ(c.rope_type, RopeStyle::kNorm);
+  EXPECT_FALSE(c.attn_bias);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 100000.0);
+  EXPECT_EQ(tensor_name(TensorRole::kWq, 3, (*store)->format()), "blk.3.attn_q.weight");
 
-  std::map<int, int> seen;  // weight -> tensors delivered
+  std::map<TensorRole, int> seen;  // role -> tensors delivered
   std::vector<float> embed, output;
-  Status st = read_cuda_weights(**store, *c, [&](CudaWeight w, int layer, const float* p, int64_t n) {
-    ++seen[static_cast<int>(w)];
-    if (w == CudaWeight::kEmbed) embed.assign(p, p + n);
-    if (w == CudaWeight::kOutput) output.assign(p, p + n);
-    if (w == CudaWeight::kWq && layer == 0) {
+  Status st = read_cuda_weights(**store, c, [&](TensorRole r, int layer, const float* p, int64_t n) {
+    ++seen[r];
+    if (r == TensorRole::kTokEmbd) embed.assign(p, p + n);
+    if (r == TensorRole::kOutput) output.assign(p, p + n);
+    if (r == TensorRole::kWq && layer == 0) {
       // Exactly the values of the reference dequantizer (first block row): what the CPU exact mode computes with.
       const TensorInfo* t = (*store)->find("blk.0.attn_q.weight");
       std::vector<float> ref(576);
@@ -96,9 +158,10 @@ TEST(CudaLoader, SmolLM2WeightsToBf16) {
     return OkStatus();
   });
   ASSERT_TRUE(st.ok()) << st.to_string();
-  EXPECT_EQ(seen[static_cast<int>(CudaWeight::kWq)], 30);
-  EXPECT_EQ(seen[static_cast<int>(CudaWeight::kWDown)], 30);
-  EXPECT_EQ(seen.count(static_cast<int>(CudaWeight::kBq)), 0u);
+  EXPECT_EQ(seen[TensorRole::kWq], 30);
+  EXPECT_EQ(seen[TensorRole::kDown], 30);
+  EXPECT_EQ(seen.count(TensorRole::kBq), 0u);
+  EXPECT_EQ(seen.count(TensorRole::kRopeFreqs), 0u);
   ASSERT_FALSE(embed.empty());
   EXPECT_EQ(embed, output);  // tied: no output.weight in the file
 }

@@ -43,6 +43,28 @@ inline void rope_cos_sin(const RopeParams& p, const YarnRamp& ramp, int32_t pos,
   *s = static_cast<float>(std::sin(theta) * mscale);
 }
 
+}  // namespace
+
+void rope_freq_table(const RopeParams& p, double* inv_freq, double* mscale) {
+  const YarnRamp ramp = yarn_ramp(p);
+  for (int i = 0; i < p.rope_dim / 2; ++i) {
+    double extrap = std::pow(static_cast<double>(p.freq_base), -2.0 * i / p.rope_dim);
+    if (p.freq_factors) extrap /= p.freq_factors[i];
+    const double interp = p.freq_scale * extrap;
+    double f = interp;
+    if (p.ext_factor != 0.0f) {
+      const double y = (i - ramp.low) / std::max(0.001, ramp.high - ramp.low);
+      const double mix = (1.0 - std::clamp(y, 0.0, 1.0)) * p.ext_factor;
+      f = interp * (1 - mix) + extrap * mix;
+    }
+    inv_freq[i] = f;
+  }
+  *mscale = p.attn_factor;
+  if (p.ext_factor != 0.0f) *mscale *= 1.0 + 0.1 * std::log(1.0 / p.freq_scale);
+}
+
+namespace {
+
 // Index of the two elements of pair i inside a head.
 inline void pair_index(const RopeParams& p, int i, int* a, int* b) {
   if (p.type == RopeType::kNorm) {

@@ -32,21 +32,37 @@ __global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, in
 }
 
 
+// rope_rotate_pair by a given angle (pos * inv_freq[i] of a scaled RoPE's frequency table), cos and sin scaled by
+// mscale.
+__device__ __forceinline__ int2 rope_rotate_pair_by(uint16_t* hp, int i, int head_dim, float angle, float mscale,
+                                                    bool neox) {
+  float sn, cs;
+  sincosf(angle, &sn, &cs);
+  sn *= mscale, cs *= mscale;
+  const int a = neox ? i : 2 * i, b = neox ? i + head_dim / 2 : 2 * i + 1;
+  const float x0 = bf16f(hp[a]), x1 = bf16f(hp[b]);
+  hp[a] = f2bf(x0 * cs - x1 * sn);
+  hp[b] = f2bf(x0 * sn + x1 * cs);
+  return make_int2(a, b);
+}
+
 // grid T: RoPE on the q and k heads of row t of the fused QKV buffer (in place; k heads follow the q heads), the
 // rotated K and the V row also go to the pool at slots[t] (skipped when -1). Same arithmetic as rope + kv_write.
 // grid (T, n_heads + n_kv_heads), head_dim / 2 threads: one RoPE pair per thread (the whole step is one memory
 // round trip; a block per token looping over all heads serialised its loads). K-head blocks also store their
-// rotated head into the K pool and copy the matching V head into the V pool.
+// rotated head into the K pool and copy the matching V head into the V pool. inv_freq null: theta^(-2i/head_dim);
+// else the table's frequencies and mscale (scaled RoPE).
 __global__ void rope_kv_write_kernel(uint16_t* qkv, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                                      const int32_t* positions, float theta, bool neox, const int32_t* slots,
-                                     uint16_t* k_pool, uint16_t* v_pool) {
+                                     uint16_t* k_pool, uint16_t* v_pool, const float* inv_freq, float mscale) {
   pdl_wait();
   pdl_trigger();
   const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
   const float pos = static_cast<float>(positions[t]);
   uint16_t* row = qkv + static_cast<int64_t>(t) * row_stride;
   uint16_t* hp = row + h * head_dim;
-  const int2 ab = rope_rotate_pair(hp, i, head_dim, pos, theta, neox);
+  const int2 ab = inv_freq ? rope_rotate_pair_by(hp, i, head_dim, pos * inv_freq[i], mscale, neox)
+                           : rope_rotate_pair(hp, i, head_dim, pos, theta, neox);
   const int slot = slots[t];
   if (h < n_heads || slot < 0) return;
   const int kvh = h - n_heads;
@@ -588,12 +604,12 @@ int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits) 
 
 void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                    const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, bf16_t* k_pool,
-                   bf16_t* v_pool, cudaStream_t s) {
+                   bf16_t* v_pool, cudaStream_t s, const float* inv_freq, float mscale) {
   if (T <= 0) return;
   CHECK(head_dim % 16 == 0 && head_dim <= 2048);
   launch_pdl(rope_kv_write_kernel, dim3(T, n_heads + n_kv_heads), dim3(head_dim / 2), 0, s, qkv, row_stride, n_heads,
              n_kv_heads, head_dim,
-             positions, theta, layout == RopeLayout::kNeox, slots, k_pool, v_pool);
+             positions, theta, layout == RopeLayout::kNeox, slots, k_pool, v_pool, inv_freq, mscale);
   CUDA_LAUNCH_CHECK();
 }
 

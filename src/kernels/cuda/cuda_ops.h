@@ -98,10 +98,12 @@ void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const in
               bf16_t* v_pool, int T, int n_kv_heads, int head_dim, cudaStream_t s);
 
 // Fused RoPE (q and k heads, in place in the fused QKV rows [T][row_stride] = q | k | v) + KV write at slots[t]:
-// the same results as rope() on both head sets followed by kv_write().
+// the same results as rope() on both head sets followed by kv_write(). Scaled RoPE (linear, YaRN, frequency
+// factors): inv_freq [head_dim / 2] device frequencies (cpu::rope_freq_table, rounded to fp32) and the cos/sin scale
+// mscale replace theta: pair i turns by pos * inv_freq[i]. inv_freq null: theta^(-2i/head_dim), mscale unused.
 void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                    const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, bf16_t* k_pool,
-                   bf16_t* v_pool, cudaStream_t s);
+                   bf16_t* v_pool, cudaStream_t s, const float* inv_freq = nullptr, float mscale = 1.f);
 
 struct PagedAttention {
   const bf16_t* k_pool = nullptr;     // [n_blocks][block_size][n_kv_heads][head_dim]
@@ -212,9 +214,10 @@ void silu_mul_f32(const float* gate_up, float* out, int T, int ffn, cudaStream_t
 // dst [rows][cols] = src[index[r]][:].
 void gather_rows_f32(const float* src, const int32_t* index, float* dst, int rows, int cols, cudaStream_t s);
 // rope_kv_write on fp32 rows and fp32 pools ([n_blocks][block_size][n_kv_heads][head_dim]); slot -1: no KV write.
+// Scaled RoPE: inv_freq [head_dim / 2] and mscale in double (cpu::rope_freq_table as it is: the CPU twin's angles).
 void rope_kv_write_f32(float* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                        const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, float* k_pool,
-                       float* v_pool, cudaStream_t s);
+                       float* v_pool, cudaStream_t s, const double* inv_freq = nullptr, double mscale = 1.0);
 // Paged attention over fp32 pools (p.k_pool / p.v_pool are ignored; p's other fields as above). seq >= 0: the n_q
 // queries are the last n_q tokens of sequence seq (causal, bottom-right aligned: query i sees the first
 // seq_lens[seq] - n_q + i + 1 tokens). seq < 0: decode, query b (b < n_q) is the one new token of sequence b and

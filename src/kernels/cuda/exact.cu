@@ -100,9 +100,10 @@ __global__ void gather_rows_f32_kernel(const float* src, const int32_t* index, f
 // grid (T, n_heads + n_kv_heads), kThreads threads. Block (t, h) rotates head h of row t (q heads, then k heads) in
 // place, one pair per thread iteration; k heads (h >= n_heads) then store their rotated pairs and copy their V head
 // to slot slots[t] (skipped for -1). Each element is read and written by one thread only: no barrier.
+// inv_freq null: theta^(-2i/head_dim); else the scaled RoPE's frequency table and mscale (double, as the CPU twin).
 __global__ void rope_kv_write_f32_kernel(float* qkv, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                                          const int32_t* positions, float theta, bool neox, const int32_t* slots,
-                                         float* k_pool, float* v_pool) {
+                                         float* k_pool, float* v_pool, const double* inv_freq, double mscale) {
   pdl_wait();
   pdl_trigger();
   const int t = blockIdx.x, h = blockIdx.y;
@@ -115,9 +116,10 @@ __global__ void rope_kv_write_f32_kernel(float* qkv, int row_stride, int n_heads
   const int64_t dst = (static_cast<int64_t>(slot) * n_kv_heads + kvh) * head_dim;  // used only when slot >= 0
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     // The CPU twin's formula (rope.cc): angle and cos/sin in double, rounded to fp32.
-    const double ang = pos * pow(static_cast<double>(theta), -2.0 * i / head_dim);
+    const double ang = inv_freq ? pos * inv_freq[i] : pos * pow(static_cast<double>(theta), -2.0 * i / head_dim);
     double sd, cd;
     sincos(ang, &sd, &cd);
+    if (inv_freq) sd *= mscale, cd *= mscale;
     const float c = static_cast<float>(cd), sn = static_cast<float>(sd);
     const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
     const float x0 = hp[a], x1 = hp[b];
@@ -425,14 +427,14 @@ void gather_rows_f32(const float* src, const int32_t* index, float* dst, int row
 
 void rope_kv_write_f32(float* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                        const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, float* k_pool,
-                       float* v_pool, cudaStream_t s) {
+                       float* v_pool, cudaStream_t s, const double* inv_freq, double mscale) {
   if (T <= 0) return;
   CHECK(head_dim > 0 && head_dim % 2 == 0 && n_heads >= 0 && n_kv_heads > 0 && n_heads + n_kv_heads <= 65535);
   CHECK(row_stride >= (n_heads + 2 * n_kv_heads) * head_dim);
   const int threads = head_dim / 2 >= kThreads ? kThreads : (head_dim / 2 + 31) / 32 * 32;
   const dim3 grid(T, n_heads + n_kv_heads);
   launch_pdl(rope_kv_write_f32_kernel, grid, dim3(threads), 0, s, qkv, row_stride, n_heads, n_kv_heads, head_dim,
-             positions, theta, layout == RopeLayout::kNeox, slots, k_pool, v_pool);
+             positions, theta, layout == RopeLayout::kNeox, slots, k_pool, v_pool, inv_freq, mscale);
   CUDA_LAUNCH_CHECK();
 }
 

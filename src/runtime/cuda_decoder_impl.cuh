@@ -1,0 +1,173 @@
+// CudaDecoder::Impl: the decoder's device state (weights, activations, KV pool, staging, stream, graphs), shared by
+// cuda_decoder.cu (load, memory plan, step staging, graphs, sampling) and cuda_ops.cu (the recipe's ops over it).
+// Internal to runtime/*.cu.
+//
+// Thread-safety: as CudaDecoder (one thread at a time).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "model/arch.h"
+#include "runtime/cuda_decoder.h"
+#include "runtime/cuda_linear.cuh"
+
+namespace citadel::runtime {
+
+struct LayerW {
+  bf16_t* attn_norm = nullptr;  // [D]
+  bf16_t* ffn_norm = nullptr;   // [D]
+  LinearW qkv;                  // [(H + 2 KV) * Dh][D], rows q | k | v; bias likewise
+  LinearW o;                    // [D][H * Dh]
+  LinearW gate_up;              // [2F][D], rows gate | up
+  LinearW down;                 // [D][F]
+};
+
+struct CudaDecoder::Impl {
+  ModelConfig c;
+  const ArchSpec* arch = nullptr;  // find_arch(c.arch): the recipe and the KV layout
+  CudaDecoderOptions opt;
+  cudaStream_t stream = nullptr;
+  void* cublas = nullptr;
+  void* gemm_lt = nullptr;  // cuBLASLt context (bias epilogue, tuned algorithms), shares cublas_ws (same stream)
+  DeviceArena arena;  // declared before anything that could hold its buffers
+  int64_t weight_bytes = 0, act_bytes = 0, kv_bytes = 0;
+  std::string plan;
+  bool finalized = false;
+
+  bf16_t* embed = nullptr;     // [V][D]
+  bf16_t* out_norm = nullptr;  // [D]
+  LinearW lm_head;             // [V][D]
+  std::vector<LayerW> layers;
+
+  // Activations (sized for max_step_tokens rows, or max_batch where only sequence rows exist). In the exact path
+  // (fp32 activations) the bf16_t buffers hold fp32 values (esz() bytes per element): f32() reinterprets them.
+  float* residual = nullptr;   // [T][D] fp32
+  bf16_t* h = nullptr;         // [T][D]
+  bf16_t* qkv = nullptr;       // [T][(H+2KV)*Dh]
+  bf16_t* attn = nullptr;      // [T][H*Dh]
+  float* delta = nullptr;      // [T][D] fp32: o / down outputs into the residual
+  bf16_t* gu = nullptr;        // [T][2F]
+  bf16_t* act = nullptr;       // [T][F]
+  bf16_t* last_h = nullptr;    // [max_batch][D]
+  float* logits = nullptr;     // [T][V] fp32
+  float* attn_ws = nullptr;    // split-K workspace
+  int32_t* d_ints = nullptr;   // packed step inputs, layout in IntLayout
+  int32_t* d_out = nullptr;    // [T] argmax ids
+  int32_t* h_pinned = nullptr; // host mirror of d_ints
+  int32_t* h_out = nullptr;    // [T]
+  cuda::SampleParams* d_sample = nullptr;  // [max_batch] per-sequence sampling of the current step
+  cuda::SampleParams* h_sample = nullptr;  // [max_batch] pinned staging
+  cuda::LogitEdit* d_edits = nullptr;      // [max_edits] the step's logit edits, rows' ranges in d_sample
+  cuda::LogitEdit* h_edits = nullptr;      // [max_edits] pinned staging
+  float* d_edit_raw = nullptr;             // [max_edits] logits before their edit (rows that want logprobs)
+  int max_edits = 0;
+  cuda::TokenLogprobs* d_lp = nullptr;     // [max_batch] logprobs of the sampled rows
+  cuda::TokenLogprobs* h_lp = nullptr;     // [max_batch] pinned
+  int64_t ints_capacity = 0;
+  // KV pools from arch->kv_layout(c) (the llama family: parts k and v, n_kv_heads x head_dim each), one pool per
+  // part: [L][n_blocks][bs][kv_part_values] (exact: fp32).
+  int64_t kv_part_values = 0;  // values one token stores per layer in each pool
+  bf16_t* k_pool = nullptr;
+  bf16_t* v_pool = nullptr;
+  int64_t n_blocks = 0;
+  int max_blocks = 0;
+  void* cublas_ws = nullptr;
+  uint8_t* fp8_x = nullptr;      // kFp8: [T][max K] e4m3 activations of the fp8 GEMMs (M > 8)
+  float* fp8_scale = nullptr;    // kFp8: [T] their per-token scales
+  cuda::Bf16x3Scratch xf32;      // bf16 matrices with f32 activations, steps of > 8 tokens: the bf16x3 GEMM planes
+
+  // Scaled RoPE (linear, YaRN, llama3 / rope_freqs factors): the per-pair frequencies on the device ([head_dim / 2]
+  // cpu::rope_freq_table: fp32, or double with exact()) and the cos/sin scale. Null for plain RoPE: the kernels
+  // compute theta^(-2i/head_dim) themselves.
+  std::vector<float> rope_factors;  // [rope_dim / 2] the model's rope_freqs (set_weight), else empty
+  void* rope_inv_freq = nullptr;
+  double rope_mscale = 1.0;
+
+  std::map<std::tuple<int, int, bool>, cudaGraphExec_t> graphs;  // (B bucket, n_splits, sampled) -> graph
+
+  int dim() const { return static_cast<int>(c.dim); }
+  int n_vocab() const { return static_cast<int>(c.n_vocab); }
+  int qkv_rows() const { return static_cast<int>((c.n_heads + 2 * c.n_kv_heads) * c.head_dim); }
+  int q_rows() const { return static_cast<int>(c.n_heads * c.head_dim); }
+  bool exact() const { return opt.exact(); }
+  // Bytes per element of the activations between ops (h, qkv, attn, gu, act, last_h), the KV pools and the vector
+  // weights (norms, biases): bf16, or fp32 with exact().
+  int64_t esz() const { return exact() ? 4 : 2; }
+  // Bytes per element of a weight tensor: the matrices and the embedding stay bf16 with f32_activations.
+  int64_t tensor_esz(TensorRole r) const {
+    return opt.format == CudaWeightFormat::kF32 || (!role_info(r).matrix && exact()) ? 4 : 2;
+  }
+  static float* f32(void* p) { return static_cast<float*>(p); }
+  int64_t layer_pool() const { return n_blocks * opt.block_size * kv_part_values; }  // elements of one layer's pool
+
+  Status alloc(void** p, size_t bytes, const char* what) { return arena.alloc(p, bytes, what); }
+  template <typename T>
+  Status alloc_n(T** p, int64_t n, const char* what) {
+    return arena.alloc_n(p, n, what);
+  }
+  GemmContext gemm() const { return {stream, cublas, gemm_lt, opt.use_cublaslt, fp8_x, fp8_scale, xf32}; }
+
+  // Layout of d_ints for T tokens and B sequences: tokens[T] positions[T] slots[T] seq_lens[B] last_idx[B]
+  // block_tables[B][max_blocks]. Prefill steps stage query_start[B+1] after them in h_pinned only (host-side grids).
+  struct IntLayout {
+    int64_t tokens, positions, slots, seq_lens, last_idx, tables, total;
+  };
+  IntLayout layout(int T, int B) const {
+    IntLayout l;
+    l.tokens = 0, l.positions = T, l.slots = 2 * T, l.seq_lens = 3 * T, l.last_idx = 3 * T + B;
+    l.tables = 3 * T + 2 * B, l.total = l.tables + int64_t{B} * max_blocks;
+    return l;
+  }
+
+  // n elements of e bytes (default esz()).
+  Status alloc_e(bf16_t** p, int64_t n, const char* what, int64_t e = 0) {
+    return alloc(reinterpret_cast<void**>(p), static_cast<size_t>(n * (e ? e : esz())), what);
+  }
+  Status alloc_linear(LinearW* w, int64_t N, int64_t K, bool bias) {
+    w->N = static_cast<int>(N), w->K = static_cast<int>(K);
+    RETURN_IF_ERROR(alloc_e(&w->bf16, N * K, "weights", tensor_esz(TensorRole::kWq)));
+    if (bias) RETURN_IF_ERROR(alloc_e(&w->bias, N, "bias", tensor_esz(TensorRole::kBq)));
+    return OkStatus();
+  }
+  // The step's block tables and lengths (layout L of d_ints) and the model's head shape; pools left null.
+  cuda::PagedAttention paged_attention(const IntLayout& L) const {
+    cuda::PagedAttention pa;
+    pa.block_tables = d_ints + L.tables;
+    pa.seq_lens = d_ints + L.seq_lens;
+    pa.max_blocks_per_seq = max_blocks;
+    pa.block_size = opt.block_size;
+    pa.n_heads = static_cast<int>(c.n_heads), pa.n_kv_heads = static_cast<int>(c.n_kv_heads);
+    pa.head_dim = static_cast<int>(c.head_dim);
+    pa.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
+    return pa;
+  }
+  Status alloc_weights();
+  std::vector<LinearW*> matrices() {
+    std::vector<LinearW*> v{&lm_head};
+    for (auto& l : layers) v.insert(v.end(), {&l.qkv, &l.o, &l.gate_up, &l.down});
+    return v;
+  }
+  Status alloc_runtime();
+  Status size_kv_pool(int64_t free_bytes);
+  void* weight_ptr(TensorRole r, int layer, int64_t* count);
+  Status upload(TensorRole r, int layer, const void* host, int64_t count);
+  Status upload_rope_table();  // at finalize: rope_inv_freq / rope_mscale from the config and rope_factors
+  // Enqueue one step: the arch recipe through CudaOps (cuda_ops.cuh), then argmax or sampling. The Status is that
+  // of the launches (cudaGetLastError), not of their execution. Inputs already in d_ints (layout(T, B)); with
+  // decode, every sequence has one token and T == B.
+  Status forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
+  // Decode attention partition (tokens per split block). Tensor-core kernel, H100 bench (round 4): 256 was the
+  // fastest at every measured shape but B=1 ctx 1024 (11.4 vs 10.5 us at 128): the split merge (counter + second
+  // pass) costs ~2 us, more than the parallelism it buys at short contexts.
+  int partition_for(int /*B*/) const { return 256; }
+};
+
+}  // namespace citadel::runtime

@@ -1,0 +1,221 @@
+// CudaOps (see cuda_ops.cuh): each recipe op as the kernels of the bf16 path or of the fp32 (exact) path.
+#include "runtime/cuda_ops.cuh"
+
+#include <initializer_list>
+#include <string>
+
+namespace citadel::runtime {
+
+namespace ck = citadel::cuda;
+using R = TensorRole;
+
+namespace {
+// The exact path's buffers hold fp32 values behind the decoder's bf16_t pointers.
+float* f32(void* p) { return static_cast<float*>(p); }
+const float* f32(const void* p) { return static_cast<const float*>(p); }
+
+Status not_held(const char* op, TensorRole r) {
+  return Internal(std::string("cuda ops: ") + op + " of " + role_name(r) + " is not held by the decoder");
+}
+}  // namespace
+
+CudaOps::CudaOps(CudaDecoder::Impl& m, const CudaStepShape& s)
+    : m_(m), s_(s), L_(m.layout(s.T, s.B)), pa_(m.paged_attention(L_)), g_(m.gemm()),
+      skip_(m.exact() ? 0u : m.opt.debug_skip) {}
+
+const LinearW* CudaOps::matrix(const Linear& w, int layer, uint32_t* skip_bit) const {
+  const auto is = [&](std::initializer_list<TensorRole> roles) {
+    if (w.n != static_cast<int>(roles.size())) return false;
+    int i = 0;
+    for (TensorRole r : roles)
+      if (w.roles[i++] != r) return false;
+    return true;
+  };
+  if (is({R::kOutput})) return *skip_bit = kSkipLmHead, &m_.lm_head;
+  if (layer < 0 || layer >= static_cast<int>(m_.layers.size())) return nullptr;
+  const LayerW& l = m_.layers[layer];
+  if (is({R::kWq, R::kWk, R::kWv})) return *skip_bit = kSkipQkv, &l.qkv;
+  if (is({R::kWo})) return *skip_bit = kSkipO, &l.o;
+  if (is({R::kGate, R::kUp})) return *skip_bit = kSkipFfn, &l.gate_up;
+  if (is({R::kDown})) return *skip_bit = kSkipDown, &l.down;
+  return nullptr;
+}
+
+const bf16_t* CudaOps::norm_weight(TensorRole norm, int layer) const {
+  if (norm == R::kOutputNorm) return m_.out_norm;
+  if (layer < 0 || layer >= static_cast<int>(m_.layers.size())) return nullptr;
+  if (norm == R::kAttnNorm) return m_.layers[layer].attn_norm;
+  if (norm == R::kFfnNorm) return m_.layers[layer].ffn_norm;
+  return nullptr;
+}
+
+void* CudaOps::buffer(Act a) const {
+  switch (a) {
+    case Act::kResidual: return m_.residual;
+    case Act::kDelta: return m_.delta;
+    case Act::kNormed: return m_.h;
+    case Act::kQkv: return m_.qkv;
+    case Act::kAttn: return m_.attn;
+    case Act::kFfn: return m_.act;
+  }
+  return nullptr;
+}
+
+void CudaOps::linear32(const LinearW& w, const float* x, int M, float* y) const {
+  if (w32())
+    ck::gemv_f32(x, f32(w.bf16), w.bias ? f32(w.bias) : nullptr, y, M, w.N, w.K, m_.stream);
+  else
+    w.forward_xf32(g_, x, M, y, false);
+}
+
+void CudaOps::norm(const float* d, const bf16_t* w) {
+  const int T = s_.T, D = m_.dim();
+  const float eps = static_cast<float>(m_.c.norm_eps);
+  if (exact())
+    ck::add_rmsnorm_f32(m_.residual, d, f32(w), f32(m_.h), T, D, eps, m_.stream);
+  else if (!(skip_ & kSkipNorm))
+    ck::add_rmsnorm(m_.residual, d, w, m_.h, T, D, eps, m_.stream);
+}
+
+Status CudaOps::embed(TensorRole table) {
+  if (table != R::kTokEmbd) return not_held("embed", table);
+  const int32_t* tokens = m_.d_ints + L_.tokens;
+  if (exact() && w32())
+    ck::embedding_f32(f32(m_.embed), tokens, m_.residual, s_.T, m_.dim(), m_.n_vocab(), m_.stream);
+  else
+    ck::embedding(m_.embed, tokens, m_.residual, s_.T, m_.dim(), m_.n_vocab(), m_.stream);
+  return OkStatus();
+}
+
+Status CudaOps::add_rmsnorm(bool add, TensorRole norm_role, int layer) {
+  const bf16_t* w = norm_weight(norm_role, layer);
+  if (!w) return not_held("add_rmsnorm", norm_role);
+  norm(add ? m_.delta : nullptr, w);
+  return OkStatus();
+}
+
+Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
+  uint32_t bit = 0;
+  const LinearW* lw = matrix(w, layer, &bit);
+  if (!lw || bit == kSkipLmHead || bit == kSkipFfn)  // the LM head runs in logits(), gate|up in linear_silu_mul()
+    return not_held("linear", w.roles[0]);
+  const bool in_f32 = in == Act::kResidual || in == Act::kDelta;
+  if (!exact() && in_f32) return Internal("cuda ops: linear of an fp32 activation in the bf16 path");
+  if (exact()) {
+    linear32(*lw, f32(buffer(in)), s_.T, f32(buffer(out)));
+  } else if (!(skip_ & bit)) {
+    const bool out_f32 = out == Act::kResidual || out == Act::kDelta;
+    lw->forward(g_, static_cast<const bf16_t*>(buffer(in)), s_.T, buffer(out), out_f32);
+  }
+  return OkStatus();
+}
+
+Status CudaOps::linear_silu_mul(const Linear& w, int layer, Act in, Act out) {
+  uint32_t bit = 0;
+  const LinearW* lw = matrix(w, layer, &bit);
+  if (!lw || bit != kSkipFfn) return not_held("linear_silu_mul", w.roles[0]);
+  if (in != Act::kNormed || out != Act::kFfn)
+    return Internal("cuda ops: linear_silu_mul runs normed -> ffn only (the gate|up staging buffer)");
+  const int T = s_.T, F = static_cast<int>(m_.c.ffn_dim);
+  if (exact()) {
+    if (w32()) {
+      linear32(*lw, f32(m_.h), T, f32(m_.gu));
+      ck::silu_mul_f32(f32(m_.gu), f32(m_.act), T, F, m_.stream);
+    } else {
+      lw->forward_xf32(g_, f32(m_.h), T, f32(m_.act), true);
+    }
+  } else if (!(skip_ & kSkipFfn) && !lw->forward_silu(g_, m_.h, T, m_.act)) {
+    lw->forward(g_, m_.h, T, m_.gu, false);
+    ck::silu_mul(m_.gu, m_.act, T, F, m_.stream);
+  }
+  return OkStatus();
+}
+
+Status CudaOps::rope_kv_write(int layer) {
+  if (layer < 0 || layer >= static_cast<int>(m_.layers.size())) return Internal("cuda ops: rope_kv_write layer");
+  const ModelConfig& c = m_.c;
+  const int H = static_cast<int>(c.n_heads), KVH = static_cast<int>(c.n_kv_heads);
+  const int hd = static_cast<int>(c.head_dim), NQKV = m_.qkv_rows();
+  const int32_t* positions = m_.d_ints + L_.positions;
+  const int32_t* slots = m_.d_ints + L_.slots;
+  const auto style = c.rope_type == RopeStyle::kNeox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
+  const float theta = static_cast<float>(c.rope_theta);
+  const int64_t off = layer * m_.layer_pool();
+  if (exact()) {
+    ck::rope_kv_write_f32(f32(m_.qkv), s_.T, NQKV, H, KVH, hd, positions, theta, style, slots,
+                          f32(m_.k_pool) + off, f32(m_.v_pool) + off, m_.stream,
+                          static_cast<const double*>(m_.rope_inv_freq), m_.rope_mscale);
+  } else if (!(skip_ & kSkipRopeKv)) {
+    ck::rope_kv_write(m_.qkv, s_.T, NQKV, H, KVH, hd, positions, theta, style, slots, m_.k_pool + off,
+                      m_.v_pool + off, m_.stream, static_cast<const float*>(m_.rope_inv_freq),
+                      static_cast<float>(m_.rope_mscale));
+  }
+  return OkStatus();
+}
+
+Status CudaOps::attention(int layer) {
+  if (layer < 0 || layer >= static_cast<int>(m_.layers.size())) return Internal("cuda ops: attention layer");
+  const int B = s_.B, NQKV = m_.qkv_rows(), Q = m_.q_rows();
+  const int64_t off = layer * m_.layer_pool();
+  const int32_t* qs = m_.h_pinned + L_.total;  // prefill: query_start[B+1], staged after the device ints
+  if (exact()) {
+    const float* kp = f32(m_.k_pool) + off;
+    const float* vp = f32(m_.v_pool) + off;
+    const float* q = f32(m_.qkv);
+    float* out = f32(m_.attn);
+    if (s_.decode) {
+      ck::paged_attention_f32_decode(pa_, kp, vp, q, NQKV, B, s_.n_splits * s_.partition, out, m_.attn_ws,
+                                     m_.stream);
+    } else {
+      for (int b = 0; b < B; ++b)
+        ck::paged_attention_f32(pa_, kp, vp, b, q + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
+                                out + int64_t{qs[b]} * Q, m_.stream);
+    }
+    return OkStatus();
+  }
+  pa_.k_pool = m_.k_pool + off, pa_.v_pool = m_.v_pool + off;
+  if (skip_ & kSkipAttention) return OkStatus();
+  if (s_.decode) {
+    ck::paged_attention_decode(pa_, m_.qkv, NQKV, m_.attn, B, s_.n_splits, s_.partition, m_.attn_ws, m_.stream);
+  } else {
+    for (int b = 0; b < B; ++b)
+      ck::paged_attention_prefill(pa_, b, m_.qkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
+                                  m_.attn + int64_t{qs[b]} * Q, m_.stream);
+  }
+  return OkStatus();
+}
+
+// residual += delta, h = rmsnorm(residual); then the LM head over all T rows (all_logits) or each sequence's last
+// row (prefill: gathered into last_h by last_idx; decode: the rows are the sequences).
+Status CudaOps::logits(TensorRole norm_role, TensorRole head) {
+  const bf16_t* w = norm_weight(norm_role, 0);
+  uint32_t bit = 0;
+  const LinearW* lw = matrix(Linear{{head}, 1}, 0, &bit);
+  if (!w) return not_held("logits", norm_role);
+  if (!lw || bit != kSkipLmHead) return not_held("logits", head);
+  norm(m_.delta, w);
+  const int T = s_.T, B = s_.B, D = m_.dim();
+  const int32_t* last_idx = m_.d_ints + L_.last_idx;
+  if (exact()) {
+    const float* x = f32(m_.h);
+    if (!s_.all_logits && !s_.decode) {
+      ck::gather_rows_f32(f32(m_.h), last_idx, f32(m_.last_h), B, D, m_.stream);
+      x = f32(m_.last_h);
+    }
+    linear32(*lw, x, s_.all_logits ? T : B, m_.logits);
+    return OkStatus();
+  }
+  if (s_.all_logits) {
+    lw->forward(g_, m_.h, T, m_.logits, true);
+    return OkStatus();
+  }
+  const bf16_t* x = m_.h;
+  if (!s_.decode) {
+    ck::gather_rows(m_.h, last_idx, m_.last_h, B, D, m_.stream);
+    x = m_.last_h;
+  }
+  if (!(skip_ & kSkipLmHead)) lw->forward(g_, x, B, m_.logits, true);
+  return OkStatus();
+}
+
+}  // namespace citadel::runtime

@@ -1,0 +1,64 @@
+// CudaOps: the recipe's BackendOps (model/recipe.h) over the CUDA decoder's device state, bound to one step. Each op
+// enqueues kernels on the decoder's stream (nothing synchronises, so the calls also record into a CUDA graph during
+// capture). Precision is a property of the object: exact() (fp32 activations and KV cache) picks the kernels of
+// kernels/cuda/exact.cu inside each op, otherwise bf16 activations with an fp32 residual and delta.
+//
+// Activations (Impl buffers): kResidual -> residual and kDelta -> delta (fp32 in both modes); kNormed -> h,
+// kQkv -> qkv ([T][(H + 2 KVH) hd], q | k | v), kAttn -> attn, kFfn -> act (bf16, or fp32 with exact()).
+// Weights: (role, layer) -> the decoder's fused storage; Linear stacks q|k|v and gate|up as loaded.
+// RoPE: plain RoPE computes theta^(-2i/hd) in the kernels; scaled RoPE (linear, YaRN, llama3 / rope_freqs) passes the
+// decoder's frequency table (Impl::rope_inv_freq, uploaded at finalize). debug_skip (CudaSkip bits, bf16 path only)
+// leaves op families out: see cuda_decoder.h.
+//
+// Internal to runtime/*.cu. Thread-safety: one step on the decoder's thread.
+#pragma once
+
+#include "model/recipe.h"
+#include "runtime/cuda_decoder_impl.cuh"
+
+namespace citadel::runtime {
+
+// The step one CudaOps runs: T token rows of B sequences (decode: T == B, one token each), the decode attention
+// split (n_splits blocks of `partition` keys: n_splits * partition covers every context), and whether the logits
+// are wanted for all T rows or only each sequence's last.
+struct CudaStepShape {
+  int T = 0, B = 0;
+  bool decode = false;
+  int n_splits = 1, partition = 256;
+  bool all_logits = false;
+};
+
+class CudaOps final : public BackendOps {
+ public:
+  CudaOps(CudaDecoder::Impl& m, const CudaStepShape& s);
+
+  bool exact() const { return m_.exact(); }
+
+  Status embed(TensorRole table) override;
+  Status add_rmsnorm(bool add, TensorRole norm, int layer) override;
+  Status linear(const Linear& w, int layer, Act in, Act out) override;
+  Status linear_silu_mul(const Linear& w, int layer, Act in, Act out) override;
+  Status rope_kv_write(int layer) override;
+  Status attention(int layer) override;
+  Status logits(TensorRole norm, TensorRole head) override;
+
+ private:
+  // The fused matrix of w in `layer` and the CudaSkip bit of its op family; null for a stack the decoder does not
+  // hold (e.g. q|k without v).
+  const LinearW* matrix(const Linear& w, int layer, uint32_t* skip_bit) const;
+  const bf16_t* norm_weight(TensorRole norm, int layer) const;
+  void* buffer(Act a) const;  // the activation's device buffer (bf16 or fp32, see above)
+  // fp32 activations: y [M][N] = x [M][K] W^T (+ bias) with fp32 matrices (gemv_f32) or bf16 ones (forward_xf32).
+  void linear32(const LinearW& w, const float* x, int M, float* y) const;
+  bool w32() const { return m_.opt.format == CudaWeightFormat::kF32; }  // fp32 matrices and embedding
+  void norm(const float* d, const bf16_t* w);  // residual += d (if d); h = rmsnorm(residual) * w
+
+  CudaDecoder::Impl& m_;
+  CudaStepShape s_;
+  CudaDecoder::Impl::IntLayout L_;
+  cuda::PagedAttention pa_;  // pools set per layer
+  GemmContext g_;
+  uint32_t skip_;  // opt.debug_skip in the bf16 path, 0 in the exact one
+};
+
+}  // namespace citadel::runtime
