@@ -18,7 +18,7 @@
 #include "model/arch.h"
 #include "model/config.h"
 #include "model/roles.h"
-#include "ref_ops.h"
+#include "gpu_test_util.h"
 #include "runtime/cuda_decoder.h"
 #include "runtime/runner_factory.h"
 

@@ -14,7 +14,7 @@
 #include <tuple>
 
 #include "cpu_model.h"
-#include "ref_ops.h"
+#include "gpu_test_util.h"
 #include "runtime/cuda_decoder.h"
 
 namespace citadel::gputest {

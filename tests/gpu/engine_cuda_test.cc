@@ -11,7 +11,7 @@
 
 #include "cpu_model.h"
 #include "engine/engine.h"
-#include "ref_ops.h"
+#include "gpu_test_util.h"
 #include "runtime/cuda_runner.h"
 
 namespace citadel::gputest {

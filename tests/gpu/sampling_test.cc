@@ -275,7 +275,7 @@ TEST(CudaSampling, DecoderStepsSampleOnDevice) {
   bad.sampling = {forced};
   bad.sampling[0].edits = {{5, 1.f, 0.f, false}, {5, 1.f, 0.f, false}};  // repeated id
   EXPECT_FALSE(dec->step(bad, nullptr, nullptr).ok());
-  bad.sampling[0].edits = {{small_config().n_vocab, 1.f, 0.f, false}};  // out of range
+  bad.sampling[0].edits = {{static_cast<int32_t>(small_config().n_vocab), 1.f, 0.f, false}};  // out of range
   EXPECT_FALSE(dec->step(bad, nullptr, nullptr).ok());
   EXPECT_GE(dec->max_logit_edits(), 1024);
 }
