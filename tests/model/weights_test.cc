@@ -56,20 +56,22 @@ TEST(Weights, BindsTinyLlama) {
   ASSERT_TRUE(w.ok()) << w.status().message();
   const ModelConfig& c = (*w)->config;
   ASSERT_EQ((*w)->layers.size(), static_cast<size_t>(c.n_layers));
-  const LayerWeights& L = (*w)->layers[1];
-  EXPECT_EQ(L.wq.dtype, DType::kBF16);
-  EXPECT_EQ(L.wk.rows, c.n_kv_heads * c.head_dim);
-  EXPECT_EQ(L.wo.cols, c.n_heads * c.head_dim);
-  EXPECT_EQ(L.w_down.cols, c.ffn_dim);
-  EXPECT_EQ(L.bq, nullptr);
+  using R = TensorRole;
+  EXPECT_EQ((*w)->mat(R::kWq, 1).dtype, DType::kBF16);
+  EXPECT_EQ((*w)->mat(R::kWk, 1).rows, c.n_kv_heads * c.head_dim);
+  EXPECT_EQ((*w)->mat(R::kWo, 1).cols, c.n_heads * c.head_dim);
+  EXPECT_EQ((*w)->mat(R::kDown, 1).cols, c.ffn_dim);
+  EXPECT_EQ((*w)->vec(R::kBq, 1), nullptr);
+  EXPECT_NE((*w)->vec(R::kAttnNorm, 1), nullptr);
+  EXPECT_EQ((*w)->vec(R::kRopeFreqs), nullptr);
   EXPECT_TRUE(c.tied_embeddings);
-  EXPECT_EQ((*w)->output.data, (*w)->tok_embd.data);  // tied: the embedding table is the LM head
+  EXPECT_EQ((*w)->mat(R::kOutput).data, (*w)->mat(R::kTokEmbd).data);  // tied: the embedding table is the LM head
   EXPECT_GT((*w)->bytes_per_token(), 0u);
 
   auto up = load_model(path, WeightsOptions{.upcast_f32 = true});
   ASSERT_TRUE(up.ok());
-  EXPECT_EQ((*up)->layers[0].w_gate.dtype, DType::kF32);
-  EXPECT_EQ((*up)->output.dtype, DType::kF32);
+  EXPECT_EQ((*up)->mat(R::kGate, 0).dtype, DType::kF32);
+  EXPECT_EQ((*up)->mat(R::kOutput).dtype, DType::kF32);
   std::filesystem::remove(path);
 }
 
@@ -77,10 +79,10 @@ TEST(Weights, QwenHasBiases) {
   const std::string path = synth_file("qwen2", "tiny", 2, "f16");
   auto w = load_model(path, {});
   ASSERT_TRUE(w.ok()) << w.status().message();
-  EXPECT_NE((*w)->layers[0].bq, nullptr);
-  EXPECT_NE((*w)->layers[1].bv, nullptr);
+  EXPECT_NE((*w)->vec(TensorRole::kBq, 0), nullptr);
+  EXPECT_NE((*w)->vec(TensorRole::kBv, 1), nullptr);
   EXPECT_EQ((*w)->config.rope_type, RopeStyle::kNeox);
-  EXPECT_EQ((*w)->layers[0].wq.dtype, DType::kF16);
+  EXPECT_EQ((*w)->mat(TensorRole::kWq, 0).dtype, DType::kF16);
   std::filesystem::remove(path);
 }
 
@@ -120,7 +122,7 @@ TEST(Weights, UntiedOutputEqualsTiedCopy) {
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_TRUE((*a)->config.tied_embeddings);
   EXPECT_FALSE((*b)->config.tied_embeddings);
-  EXPECT_NE((*b)->output.data, (*b)->tok_embd.data);
+  EXPECT_NE((*b)->mat(TensorRole::kOutput).data, (*b)->mat(TensorRole::kTokEmbd).data);
   const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
   model_testing::SoloRunner ra(a->get(), 16), rb(b->get(), 16);
   EXPECT_EQ(ra.run(prompt, 0), rb.run(prompt, 0));
