@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "engine/model_runner.h"
+#include "backend/model_runner.h"
 #include "model/transformer.h"
 #include "model/weights.h"
 
