@@ -14,10 +14,12 @@ namespace {
 
 using model_testing::synth_file;
 
-// Copies a GGUF, letting `edit` rename/reshape/drop tensors (return false to drop).
+// Copies a GGUF, letting `edit` rename/reshape/drop tensors (return false to drop), and adding zero-filled f32 tensors
+// {name, shape} of `zeros`.
 std::string copy_gguf(const std::string& src, const std::string& tag,
                       const std::function<bool(std::string*, std::vector<int64_t>*)>& edit,
-                      const std::string& duplicate_as_output = "") {
+                      const std::string& duplicate_as_output = "",
+                      const std::vector<std::pair<std::string, std::vector<int64_t>>>& zeros = {}) {
   auto store = open_gguf(src);
   EXPECT_TRUE(store.ok());
   GgufWriter wr;
@@ -38,6 +40,12 @@ std::string copy_gguf(const std::string& src, const std::string& tag,
     if (name == duplicate_as_output) {
       EXPECT_TRUE(wr.add_tensor("output.weight", t.dtype, shape, bytes.data(), bytes.size()).ok());
     }
+  }
+  for (const auto& [name, shape] : zeros) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> z(static_cast<size_t>(n), 0.0f);
+    EXPECT_TRUE(wr.add_tensor(name, DType::kF32, shape, z.data(), z.size() * sizeof(float)).ok()) << name;
   }
   const std::string out = src + "." + tag + ".gguf";
   EXPECT_TRUE(wr.write_file(out).ok());
@@ -110,6 +118,31 @@ TEST(Weights, ErrorsNameTheTensor) {
   }));
   EXPECT_NE(e.find("blk.1.attn_v.bias is missing"), std::string::npos) << e;
   std::filesystem::remove(qp);
+}
+
+// A llama file's q/k/v biases are all three or none; zero biases give the bias-free model's logits exactly.
+TEST(Weights, LlamaBiasGroupAllOrNone) {
+  const std::string path = synth_file("llama", "tiny", 5, "f32");
+  auto plain = load_model(path, {});
+  ASSERT_TRUE(plain.ok());
+  const ModelConfig& c = (*plain)->config;
+  const int64_t q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+  auto keep = [](std::string*, std::vector<int64_t>*) { return true; };
+  std::string e = load_error(copy_gguf(path, "qbias", keep, "", {{"blk.1.attn_q.bias", {q}}}));
+  EXPECT_NE(e.find("blk.1.attn_k.bias is missing"), std::string::npos) << e;
+
+  const std::string biased = copy_gguf(path, "qkvbias", keep, "",
+                                       {{"blk.0.attn_q.bias", {q}}, {"blk.0.attn_k.bias", {kv}},
+                                        {"blk.0.attn_v.bias", {kv}}});
+  auto b = load_model(biased, {});
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_NE((*b)->vec(TensorRole::kBv, 0), nullptr);
+  EXPECT_EQ((*b)->vec(TensorRole::kBq, 1), nullptr);
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5};
+  model_testing::SoloRunner ra(plain->get(), 16), rb(b->get(), 16);
+  EXPECT_EQ(ra.run(prompt, 0), rb.run(prompt, 0));
+  std::filesystem::remove(path);
+  std::filesystem::remove(biased);
 }
 
 // An untied LM head holding the embedding's values gives the tied model's logits exactly.
