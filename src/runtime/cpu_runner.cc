@@ -4,8 +4,6 @@
 #include <new>
 #include <string>
 
-#include "base/check.h"
-
 namespace citadel::runtime {
 
 CpuRunner::CpuRunner(const ModelWeights* weights, CpuRunnerOptions opts)
@@ -13,11 +11,7 @@ CpuRunner::CpuRunner(const ModelWeights* weights, CpuRunnerOptions opts)
       opts_(opts),
       kv_layout_(weights->arch->kv_layout(weights->config)),
       tf_(weights),
-      scratch_(weights->config, opts.max_batched_tokens) {
-  // The CPU attention kernel reads a KvCacheView: two parts, k then v, of equal shape.
-  CHECK(kv_layout_.parts.size() == 2 && kv_layout_.parts[0].heads == kv_layout_.parts[1].heads &&
-        kv_layout_.parts[0].width == kv_layout_.parts[1].width);
-}
+      scratch_(weights->config, opts.max_batched_tokens) {}
 
 int CpuRunner::n_vocab() const { return static_cast<int>(w_->config.n_vocab); }
 
@@ -34,11 +28,17 @@ size_t CpuRunner::kv_bytes_per_token() const {
 Status CpuRunner::allocate_kv(int n_blocks, int block_size) {
   const ModelConfig& c = w_->config;
   if (n_blocks <= 0 || block_size <= 0) return InvalidArgument("allocate_kv: n_blocks and block_size must be > 0");
-  const size_t n_parts = kv_layout_.parts.size();
+  // The CPU attention kernel reads a KvCacheView: two parts, k then v, of equal shape.
+  const std::vector<KvPart>& parts = kv_layout_.parts;
+  if (parts.size() != 2 || parts[0].heads != parts[1].heads || parts[0].width != parts[1].width) {
+    return Unsupported("allocate_kv: the CPU backend has no attention over the KV layout of " + c.arch);
+  }
+  const size_t n_parts = parts.size();
   part_floats_.clear();
-  for (const KvPart& p : kv_layout_.parts) part_floats_.push_back(static_cast<size_t>(block_size * p.values()));
+  for (const KvPart& p : parts) part_floats_.push_back(static_cast<size_t>(block_size * p.values()));
   try {
     pools_.clear();
+    pools_.reserve(static_cast<size_t>(c.n_layers) * n_parts);
     for (int l = 0; l < c.n_layers; ++l) {
       for (size_t p = 0; p < n_parts; ++p) pools_.emplace_back(part_floats_[p] * n_blocks);
     }
@@ -50,7 +50,7 @@ Status CpuRunner::allocate_kv(int n_blocks, int block_size) {
   }
   n_blocks_ = n_blocks;
   block_size_ = block_size;
-  const KvPart& k = kv_layout_.parts[0];
+  const KvPart& k = parts[0];
   views_.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     views_[l] = KvCacheView{DType::kF32, pools_[l * n_parts].data(), pools_[l * n_parts + 1].data(), n_blocks,
