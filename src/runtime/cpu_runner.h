@@ -43,9 +43,9 @@ class CpuRunner : public engine::ModelRunner {
   Transformer tf_;
   ForwardScratch scratch_;
   int n_blocks_ = 0, block_size_ = 0;
-  std::vector<size_t> part_floats_;              // [parts] floats per block of one part's pool: block_size * values
-  std::vector<std::vector<float>> pools_;        // [n_layers * parts] layer l, part p at l * parts + p
-  std::vector<KvCacheView> views_;               // [n_layers]
+  std::vector<size_t> part_floats_;        // [parts] floats per block of one part's pool: block_size * values()
+  std::vector<std::vector<float>> pools_;  // [n_layers * parts][n_blocks * part_floats_[part]], layer-major
+  std::vector<KvCacheView> views_;         // [n_layers] over the layer's k and v pools
 };
 
 }  // namespace citadel::runtime
