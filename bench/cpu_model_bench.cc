@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
               "\"weight_bytes_per_token\": %.0f, \"read_bandwidth_GBps\": %.2f, \"decode_roofline_tok_s\": %.2f, "
               "\"roofline_ratio_decode\": %.3f, \"decode_time_share\": {\"matmul\": %.3f, \"attention\": %.3f, "
               "\"other\": %.3f}}\n",
-              model.c_str(), c.arch.c_str(), dtype_name((*w)->layers[0].wq.dtype), exact ? "true" : "false",
+              model.c_str(), c.arch.c_str(), dtype_name((*w)->mat(TensorRole::kWq, 0).dtype), exact ? "true" : "false",
               ThreadPool::global().size(), n_prompt, n_gen, repeats, median(pre),
               *std::min_element(pre.begin(), pre.end()), *std::max_element(pre.begin(), pre.end()), median(dec),
               *std::min_element(dec.begin(), dec.end()), *std::max_element(dec.begin(), dec.end()), bytes, bw / 1e9,

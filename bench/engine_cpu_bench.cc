@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
   run_round(&eng, n_vocab, 1, n_prompt, 8, &rng, &next_id);  // warm-up: page faults, caches
 
   std::string out = "{\"model\": \"" + model_desc + "\", \"weight_dtype\": \"" +
-                    dtype_name((*w)->layers[0].wq.dtype) + "\", \"threads\": " +
+                    dtype_name((*w)->mat(TensorRole::kWq, 0).dtype) + "\", \"threads\": " +
                     std::to_string(ThreadPool::global().size()) + ", \"n_prompt\": " + std::to_string(n_prompt) +
                     ", \"n_gen\": " + std::to_string(n_gen) + ", \"repeats\": " + std::to_string(repeats) +
                     ", \"engine\": {\"max_batched_tokens\": " + std::to_string(cfg.max_batched_tokens) +

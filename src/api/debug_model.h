@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "api/model_host.h"
-#include "engine/model_runner.h"
+#include "backend/model_runner.h"
 
 namespace citadel::api {
 

@@ -32,7 +32,7 @@
 #include "base/metrics.h"
 #include "engine/engine_metrics.h"
 #include "engine/kv_cache.h"
-#include "engine/model_runner.h"
+#include "backend/model_runner.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
 

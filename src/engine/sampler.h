@@ -26,7 +26,7 @@
 
 #include "base/rng.h"
 #include "base/status.h"
-#include "engine/model_runner.h"
+#include "backend/model_runner.h"
 
 namespace citadel::engine {
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/quant/quant.h"
+#include "model/rope.h"
 
 namespace citadel {
 namespace {
@@ -48,14 +49,18 @@ class Binder {
     return w_->owned.back().data();
   }
 
-  Result<const float*> vec(TensorRole role, int layer, int64_t n) {
-    ASSIGN_OR_RETURN(const TensorInfo* t, get(role, layer, {n}));
+  // A role's vector [n], shape from role_shape().
+  Result<const float*> vec(TensorRole role, int layer) {
+    ASSIGN_OR_RETURN(const TensorInfo* t, get(role, layer, role_shape(w_->config, role)));
     return vec(t);
   }
 
-  // A matrix [rows, cols]: a view into the file, or an f32 copy (upcast, or data the kernels cannot read in place).
-  Result<WeightView> mat(TensorRole role, int layer, int64_t rows, int64_t cols, bool for_matmul) {
-    ASSIGN_OR_RETURN(const TensorInfo* t, get(role, layer, {rows, cols}));
+  // A role's matrix [rows, cols] (shape from role_shape()): a view into the file, or an f32 copy (upcast, or data
+  // the kernels cannot read in place; for_matmul: read by cpu::matmul, else only gathered by rows).
+  Result<WeightView> mat(TensorRole role, int layer, bool for_matmul) {
+    const std::vector<int64_t> shape = role_shape(w_->config, role);
+    ASSIGN_OR_RETURN(const TensorInfo* t, get(role, layer, shape));
+    const int64_t rows = shape[0], cols = shape[1];
     const DTypeInfo* info = dtype_info(t->dtype);
     if (cols % info->block != 0) {
       return DataLoss(store_.path() + ": " + t->name + ": " + std::to_string(cols) + " columns is not a multiple of " +
@@ -75,49 +80,37 @@ class Binder {
     return v;
   }
 
+  // Binds one role of one layer (or a global role) into out; the embedding table is only gathered by rows.
+  Status bind(TensorRole role, int layer, RoleWeights* out) {
+    const size_t i = static_cast<size_t>(role);
+    if (role_info(role).matrix) {
+      ASSIGN_OR_RETURN(out->mat[i], mat(role, layer, /*for_matmul=*/role != TensorRole::kTokEmbd));
+    } else {
+      ASSIGN_OR_RETURN(out->vec[i], vec(role, layer));
+    }
+    return OkStatus();
+  }
+
  private:
   ModelWeights* w_;
   WeightsOptions opts_;
   const TensorStore& store_;
 };
 
-// Llama-3.1 "llama3" rope scaling from HF config values (GGUF files carry the result as rope_freqs.weight).
-std::vector<float> llama3_freq_factors(const ModelConfig& c) {
-  const auto& s = c.rope_scaling;
-  const double old_ctx = s.original_context > 0 ? static_cast<double>(s.original_context) : 8192.0;
-  const double low_wavelen = old_ctx / s.low_freq_factor, high_wavelen = old_ctx / s.high_freq_factor;
-  std::vector<float> f(static_cast<size_t>(c.rope_dim / 2));
-  for (size_t i = 0; i < f.size(); ++i) {
-    const double freq = std::pow(c.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(c.rope_dim));
-    const double wavelen = 2.0 * M_PI / freq;
-    double div = 1.0;
-    if (wavelen > low_wavelen) {
-      div = s.factor;
-    } else if (wavelen >= high_wavelen) {
-      const double smooth = (old_ctx / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-      div = 1.0 / ((1.0 - smooth) / s.factor + smooth);
+// Binds the arch's roles of one layer (per_layer) or the global ones (see weights.h for the needs).
+Status bind_roles(Binder& b, const ArchSpec& arch, bool per_layer, int layer, RoleWeights* out) {
+  bool bias_group = arch.qkv_bias_required;
+  for (const RoleUse& u : arch.roles) {
+    if (u.need == RoleNeed::kBiasGroup && role_info(u.role).per_layer == per_layer) {
+      bias_group = bias_group || b.find(u.role, layer);
     }
-    f[i] = static_cast<float>(div);
   }
-  return f;
-}
-
-Status bind_layer(Binder& b, const ModelConfig& c, const ArchSpec& arch, int l, LayerWeights* L) {
-  const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
-  ASSIGN_OR_RETURN(L->attn_norm, b.vec(TensorRole::kAttnNorm, l, c.dim));
-  ASSIGN_OR_RETURN(L->wq, b.mat(TensorRole::kWq, l, q_dim, c.dim, true));
-  ASSIGN_OR_RETURN(L->wk, b.mat(TensorRole::kWk, l, kv_dim, c.dim, true));
-  ASSIGN_OR_RETURN(L->wv, b.mat(TensorRole::kWv, l, kv_dim, c.dim, true));
-  if (arch.qkv_bias_required || b.find(TensorRole::kBq, l)) {
-    ASSIGN_OR_RETURN(L->bq, b.vec(TensorRole::kBq, l, q_dim));
-    ASSIGN_OR_RETURN(L->bk, b.vec(TensorRole::kBk, l, kv_dim));
-    ASSIGN_OR_RETURN(L->bv, b.vec(TensorRole::kBv, l, kv_dim));
+  for (const RoleUse& u : arch.roles) {
+    if (role_info(u.role).per_layer != per_layer) continue;
+    const bool bind = u.need == RoleNeed::kRequired || (u.need == RoleNeed::kOptional && b.find(u.role, layer)) ||
+                      (u.need == RoleNeed::kBiasGroup && bias_group);
+    if (bind) RETURN_IF_ERROR(b.bind(u.role, layer, out));
   }
-  ASSIGN_OR_RETURN(L->wo, b.mat(TensorRole::kWo, l, c.dim, q_dim, true));
-  ASSIGN_OR_RETURN(L->ffn_norm, b.vec(TensorRole::kFfnNorm, l, c.dim));
-  ASSIGN_OR_RETURN(L->w_gate, b.mat(TensorRole::kGate, l, c.ffn_dim, c.dim, true));
-  ASSIGN_OR_RETURN(L->w_up, b.mat(TensorRole::kUp, l, c.ffn_dim, c.dim, true));
-  ASSIGN_OR_RETURN(L->w_down, b.mat(TensorRole::kDown, l, c.dim, c.ffn_dim, true));
   return OkStatus();
 }
 
@@ -125,9 +118,9 @@ Status bind_layer(Binder& b, const ModelConfig& c, const ArchSpec& arch, int l, 
 
 uint64_t ModelWeights::bytes_per_token() const {
   auto bytes = [](const WeightView& v) { return static_cast<uint64_t>(v.rows) * v.row_bytes(); };
-  uint64_t n = bytes(output);
-  for (const LayerWeights& L : layers) {
-    n += bytes(L.wq) + bytes(L.wk) + bytes(L.wv) + bytes(L.wo) + bytes(L.w_gate) + bytes(L.w_up) + bytes(L.w_down);
+  uint64_t n = bytes(mat(TensorRole::kOutput));
+  for (const RoleWeights& L : layers) {
+    for (const WeightView& v : L.mat) n += v.data ? bytes(v) : 0;
   }
   return n;
 }
@@ -142,27 +135,24 @@ Result<std::unique_ptr<ModelWeights>> load_weights(std::unique_ptr<TensorStore> 
   w->store = std::move(store);
   w->upcast = opts.upcast_f32;
   Binder b(w.get(), opts);
-  ASSIGN_OR_RETURN(w->tok_embd, b.mat(TensorRole::kTokEmbd, 0, c.n_vocab, c.dim, false));
+  RETURN_IF_ERROR(bind_roles(b, *w->arch, /*per_layer=*/false, 0, &w->global));
   w->layers.resize(static_cast<size_t>(c.n_layers));
-  for (int l = 0; l < c.n_layers; ++l) RETURN_IF_ERROR(bind_layer(b, c, *w->arch, l, &w->layers[l]));
-  ASSIGN_OR_RETURN(w->output_norm, b.vec(TensorRole::kOutputNorm, 0, c.dim));
-  if (b.find(TensorRole::kOutput, 0)) {
-    ASSIGN_OR_RETURN(w->output, b.mat(TensorRole::kOutput, 0, c.n_vocab, c.dim, true));
-  } else if (cpu::matmul_supported(w->tok_embd.dtype)) {
-    w->output = w->tok_embd;  // tied
-  } else {
-    ASSIGN_OR_RETURN(w->output, b.mat(TensorRole::kTokEmbd, 0, c.n_vocab, c.dim, true));
+  for (int l = 0; l < c.n_layers; ++l) RETURN_IF_ERROR(bind_roles(b, *w->arch, /*per_layer=*/true, l, &w->layers[l]));
+
+  RoleWeights& g = w->global;
+  WeightView& output = g.mat[static_cast<size_t>(TensorRole::kOutput)];
+  const WeightView& tok_embd = g.mat[static_cast<size_t>(TensorRole::kTokEmbd)];
+  if (!output.data && cpu::matmul_supported(tok_embd.dtype)) {
+    output = tok_embd;  // tied
+  } else if (!output.data) {
+    ASSIGN_OR_RETURN(output, b.mat(TensorRole::kTokEmbd, 0, /*for_matmul=*/true));  // tied, an f32 copy
   }
-  if (b.find(TensorRole::kRopeFreqs, 0)) {
-    ASSIGN_OR_RETURN(w->rope_freqs, b.vec(TensorRole::kRopeFreqs, 0, c.rope_dim / 2));
-  } else if (c.rope_scaling.type == "llama3") {
-    if (!(c.rope_scaling.factor > 0) || !(c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor) ||
-        !(c.rope_scaling.low_freq_factor > 0)) {
-      return DataLoss(w->store->path() + ": llama3 rope scaling needs factor > 0 and high_freq_factor > "
-                      "low_freq_factor > 0");
-    }
-    w->owned.push_back(llama3_freq_factors(c));
-    w->rope_freqs = w->owned.back().data();
+  const float*& rope_freqs = g.vec[static_cast<size_t>(TensorRole::kRopeFreqs)];
+  if (!rope_freqs && c.rope_scaling.type == "llama3") {
+    auto factors = llama3_rope_factors(c);
+    if (!factors.ok()) return DataLoss(w->store->path() + ": " + factors.status().message());
+    w->owned.push_back(std::move(*factors));
+    rope_freqs = w->owned.back().data();
   }
   return w;
 }

@@ -1,17 +1,24 @@
-// ModelWeights: the tensors of a llama-family decoder (llama, qwen2) bound to named per-layer slots, with every
-// shape and dtype checked against the ModelConfig at load.
+// ModelWeights: the tensors of a decoder bound by (TensorRole, layer), driven by its ArchSpec's role table
+// (model/arch.h: which roles the recipe reads, which are optional; model/roles.h: names and shapes), with every shape
+// and dtype checked against the ModelConfig at load. Nothing here is architecture-specific: a new family adds roles
+// and a recipe, not fields.
 //
 // Sources: GGUF (llama.cpp names: token_embd.weight, blk.N.attn_q.weight, ...) and HF safetensors (model.embed_tokens.
-// weight, model.layers.N.self_attn.q_proj.weight, ...). The per-architecture part (which tensors must exist, e.g.
-// qwen2's Q/K/V biases) lives in arch/<family>.cc; this file holds what the family shares.
+// weight, model.layers.N.self_attn.q_proj.weight, ...), both named by tensor_name().
 //
-// Storage: matmul weights are views into the memory-mapped file (kept alive by the ModelWeights) unless
+// Needs: a kRequired role must exist; a kOptional one is bound when present (kOutput absent: the LM head is the
+// embedding table, tied; kRopeFreqs absent with "llama3" rope scaling: derived from the config); a kBiasGroup
+// (q/k/v biases) is all or none, and required when ArchSpec::qkv_bias_required.
+//
+// Storage: matrices are views into the memory-mapped file (kept alive by the ModelWeights) unless
 // WeightsOptions::upcast_f32 asks for an f32 copy (exact mode: f32 math with f32 activations, used by the HF parity
-// tests). Norm weights and biases are always converted to f32 once at load (they are small and read every token).
+// tests). Vectors (norms, biases, rope factors) are always converted to f32 once at load (they are small and read
+// every token).
 //
 // Thread-safety: immutable after load; any number of forward passes may read it concurrently.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,19 +32,11 @@
 
 namespace citadel {
 
-struct LayerWeights {
-  const float* attn_norm = nullptr;  // [dim]
-  WeightView wq;                     // [n_heads * head_dim, dim]
-  WeightView wk;                     // [n_kv_heads * head_dim, dim]
-  WeightView wv;                     // [n_kv_heads * head_dim, dim]
-  const float* bq = nullptr;         // [n_heads * head_dim] or null
-  const float* bk = nullptr;         // [n_kv_heads * head_dim] or null
-  const float* bv = nullptr;         // [n_kv_heads * head_dim] or null
-  WeightView wo;                     // [dim, n_heads * head_dim]
-  const float* ffn_norm = nullptr;   // [dim]
-  WeightView w_gate;                 // [ffn_dim, dim]
-  WeightView w_up;                   // [ffn_dim, dim]
-  WeightView w_down;                 // [dim, ffn_dim]
+// The tensors of one layer (or the global ones) indexed by role. A role the model does not have is absent: its
+// WeightView has data == nullptr (matrices), its pointer is null (vectors). Shapes: role_shape(config, role).
+struct RoleWeights {
+  std::array<WeightView, kNumTensorRoles> mat{};    // matrices (role_info(role).matrix)
+  std::array<const float*, kNumTensorRoles> vec{};  // f32 vectors (norms, biases, rope factors)
 };
 
 struct WeightsOptions {
@@ -47,18 +46,25 @@ struct WeightsOptions {
 struct ModelWeights {
   ModelConfig config;
   const ArchSpec* arch = nullptr;
-  WeightView tok_embd;                 // [n_vocab, dim]
-  std::vector<LayerWeights> layers;    // [n_layers]
-  const float* output_norm = nullptr;  // [dim]
-  WeightView output;                   // [n_vocab, dim]; the tok_embd view when tied
-  const float* rope_freqs = nullptr;   // [rope_dim / 2] frequency divisors (Llama-3.1) or null
+  RoleWeights global;               // kTokEmbd, kOutput (the kTokEmbd view when tied), kOutputNorm, kRopeFreqs
+  std::vector<RoleWeights> layers;  // [n_layers] the per-layer roles
   bool upcast = false;
 
-  // Bytes of matmul weights read by one decode token (all layers + LM head; the embedding row is negligible).
+  // The matrix / vector of a role (layer ignored for global roles); absent: data == nullptr / nullptr.
+  const WeightView& mat(TensorRole role, int layer = 0) const { return of(role, layer).mat[index(role)]; }
+  const float* vec(TensorRole role, int layer = 0) const { return of(role, layer).vec[index(role)]; }
+
+  // Bytes of matrices read by one decode token (every layer's + LM head; the embedding row is negligible).
   uint64_t bytes_per_token() const;
 
   std::unique_ptr<TensorStore> store;        // the mapping the views point into
-  std::vector<std::vector<float>> owned;     // f32 copies (norms, biases, upcast weights, derived rope factors)
+  std::vector<std::vector<float>> owned;     // f32 copies (vectors, upcast weights, derived rope factors)
+
+ private:
+  static size_t index(TensorRole role) { return static_cast<size_t>(role); }
+  const RoleWeights& of(TensorRole role, int layer) const {
+    return role_info(role).per_layer ? layers[static_cast<size_t>(layer)] : global;
+  }
 };
 
 // Maps and checks every tensor. Errors name the file and the tensor ("model.gguf: blk.3.attn_k.weight has shape

@@ -7,7 +7,11 @@
 namespace citadel::runtime {
 
 CpuRunner::CpuRunner(const ModelWeights* weights, CpuRunnerOptions opts)
-    : w_(weights), opts_(opts), tf_(weights), scratch_(weights->config, opts.max_batched_tokens) {}
+    : w_(weights),
+      opts_(opts),
+      kv_layout_(weights->arch->kv_layout(weights->config)),
+      tf_(weights),
+      scratch_(weights->config, opts.max_batched_tokens) {}
 
 int CpuRunner::n_vocab() const { return static_cast<int>(w_->config.n_vocab); }
 
@@ -18,43 +22,53 @@ int CpuRunner::max_context() const {
 }
 
 size_t CpuRunner::kv_bytes_per_token() const {
-  const ModelConfig& c = w_->config;
-  return 2 * static_cast<size_t>(c.n_layers * c.n_kv_heads * c.head_dim) * sizeof(float);
+  return static_cast<size_t>(w_->config.n_layers * kv_layout_.values_per_token()) * sizeof(float);
 }
 
 Status CpuRunner::allocate_kv(int n_blocks, int block_size) {
   const ModelConfig& c = w_->config;
   if (n_blocks <= 0 || block_size <= 0) return InvalidArgument("allocate_kv: n_blocks and block_size must be > 0");
-  block_floats_ = static_cast<size_t>(block_size) * c.n_kv_heads * c.head_dim;
+  // The CPU attention kernel reads a KvCacheView: two parts, k then v, of equal shape.
+  const std::vector<KvPart>& parts = kv_layout_.parts;
+  if (parts.size() != 2 || parts[0].heads != parts[1].heads || parts[0].width != parts[1].width) {
+    return Unsupported("allocate_kv: the CPU backend has no attention over the KV layout of " + c.arch);
+  }
+  const size_t n_parts = parts.size();
+  part_floats_.clear();
+  for (const KvPart& p : parts) part_floats_.push_back(static_cast<size_t>(block_size * p.values()));
   try {
-    k_.assign(c.n_layers, std::vector<float>(block_floats_ * n_blocks));
-    v_.assign(c.n_layers, std::vector<float>(block_floats_ * n_blocks));
+    pools_.clear();
+    pools_.reserve(static_cast<size_t>(c.n_layers) * n_parts);
+    for (int l = 0; l < c.n_layers; ++l) {
+      for (size_t p = 0; p < n_parts; ++p) pools_.emplace_back(part_floats_[p] * n_blocks);
+    }
   } catch (const std::bad_alloc&) {
-    k_.clear();
-    v_.clear();
+    pools_.clear();
     return ResourceExhausted("allocate_kv: cannot allocate " + std::to_string(n_blocks) + " blocks of " +
                              std::to_string(block_size) + " tokens (" +
                              std::to_string(kv_bytes_per_token() * block_size * n_blocks >> 20) + " MiB)");
   }
   n_blocks_ = n_blocks;
   block_size_ = block_size;
+  const KvPart& k = parts[0];
   views_.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    views_[l] = KvCacheView{DType::kF32, k_[l].data(), v_[l].data(), n_blocks, block_size,
-                            static_cast<int>(c.n_kv_heads), static_cast<int>(c.head_dim)};
+    views_[l] = KvCacheView{DType::kF32, pools_[l * n_parts].data(), pools_[l * n_parts + 1].data(), n_blocks,
+                            block_size, static_cast<int>(k.heads), static_cast<int>(k.width)};
   }
   return OkStatus();
 }
 
 Status CpuRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
+  const size_t n_parts = kv_layout_.parts.size();
   for (auto [src, dst] : src_dst) {
     if (src < 0 || src >= n_blocks_ || dst < 0 || dst >= n_blocks_) {
       return InvalidArgument("copy_blocks: block pair " + std::to_string(src) + " -> " + std::to_string(dst) +
                              " outside the pool of " + std::to_string(n_blocks_));
     }
-    for (size_t l = 0; l < k_.size(); ++l) {
-      std::copy_n(k_[l].data() + src * block_floats_, block_floats_, k_[l].data() + dst * block_floats_);
-      std::copy_n(v_[l].data() + src * block_floats_, block_floats_, v_[l].data() + dst * block_floats_);
+    for (size_t i = 0; i < pools_.size(); ++i) {
+      const size_t n = part_floats_[i % n_parts];
+      std::copy_n(pools_[i].data() + src * n, n, pools_[i].data() + dst * n);
     }
   }
   return OkStatus();

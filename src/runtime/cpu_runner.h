@@ -1,13 +1,15 @@
-// CpuRunner: engine::ModelRunner over the CPU kernels and the llama-family Transformer.
-// Owns the paged K/V pools (f32, one K and one V pool per layer, [n_blocks, block_size, n_kv_heads, head_dim]) and
-// the activation scratch, sized for max_batched_tokens per chunk (larger batches run in chunks; see transformer.h).
+// CpuRunner: engine::ModelRunner over the CPU backend: the Transformer, which runs the architecture's recipe on
+// CpuOps (model/cpu_ops.h). Owns the paged KV pools, sized from the architecture's KV description
+// (ArchSpec::kv_layout: llama: parts k and v, n_kv_heads x head_dim each): per layer one f32 pool per part,
+// [n_blocks, block_size, heads, width], and the activation scratch, sized for max_batched_tokens per chunk (larger
+// batches run in chunks; see transformer.h).
 // Thread-safety: as ModelRunner: driven by one engine thread. The weights may be shared with other runners.
 #pragma once
 
 #include <memory>
 #include <vector>
 
-#include "engine/model_runner.h"
+#include "backend/model_runner.h"
 #include "model/transformer.h"
 #include "model/weights.h"
 
@@ -37,12 +39,13 @@ class CpuRunner : public engine::ModelRunner {
  private:
   const ModelWeights* w_;
   CpuRunnerOptions opts_;
+  KvLayout kv_layout_;
   Transformer tf_;
   ForwardScratch scratch_;
   int n_blocks_ = 0, block_size_ = 0;
-  size_t block_floats_ = 0;                // floats per block of one pool: block_size * n_kv_heads * head_dim
-  std::vector<std::vector<float>> k_, v_;  // [n_layers][n_blocks * block_floats_]
-  std::vector<KvCacheView> views_;         // [n_layers]
+  std::vector<size_t> part_floats_;        // [parts] floats per block of one part's pool: block_size * values()
+  std::vector<std::vector<float>> pools_;  // [n_layers * parts][n_blocks * part_floats_[part]], layer-major
+  std::vector<KvCacheView> views_;         // [n_layers] over the layer's k and v pools
 };
 
 }  // namespace citadel::runtime

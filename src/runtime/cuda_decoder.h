@@ -73,7 +73,7 @@ enum CudaSkip : uint32_t {
   kSkipLmHead = 128,   // the LM head of steps without all_logits
 };
 
-// One token's change to the logits before sampling (logit_bias and penalties; engine/model_runner.h LogitEdit):
+// One token's change to the logits before sampling (logit_bias and penalties; backend/model_runner.h LogitEdit):
 // x += bias; if (repeat) x = x > 0 ? x / repetition_penalty : x * repetition_penalty; x -= subtract.
 struct CudaLogitEdit {
   int32_t token = 0;

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "engine/model_runner.h"
+#include "backend/model_runner.h"
 #include "format/tensor_store.h"
 #include "model/config.h"
 #include "model/roles.h"

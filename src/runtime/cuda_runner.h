@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "engine/model_runner.h"
+#include "backend/model_runner.h"
 #include "model/config.h"
 #include "runtime/cuda_decoder.h"
 

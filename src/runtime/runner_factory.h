@@ -8,7 +8,7 @@
 #include <string>
 
 #include "base/status.h"
-#include "engine/model_runner.h"
+#include "backend/model_runner.h"
 
 namespace citadel::runtime {
 

@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/model_runner.h"
+#include "backend/model_runner.h"
 #include "engine/sampler.h"
 
 namespace citadel::engine::testing {

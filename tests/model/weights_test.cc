@@ -14,10 +14,12 @@ namespace {
 
 using model_testing::synth_file;
 
-// Copies a GGUF, letting `edit` rename/reshape/drop tensors (return false to drop).
+// Copies a GGUF, letting `edit` rename/reshape/drop tensors (return false to drop), and adding zero-filled f32 tensors
+// {name, shape} of `zeros`.
 std::string copy_gguf(const std::string& src, const std::string& tag,
                       const std::function<bool(std::string*, std::vector<int64_t>*)>& edit,
-                      const std::string& duplicate_as_output = "") {
+                      const std::string& duplicate_as_output = "",
+                      const std::vector<std::pair<std::string, std::vector<int64_t>>>& zeros = {}) {
   auto store = open_gguf(src);
   EXPECT_TRUE(store.ok());
   GgufWriter wr;
@@ -39,6 +41,12 @@ std::string copy_gguf(const std::string& src, const std::string& tag,
       EXPECT_TRUE(wr.add_tensor("output.weight", t.dtype, shape, bytes.data(), bytes.size()).ok());
     }
   }
+  for (const auto& [name, shape] : zeros) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> z(static_cast<size_t>(n), 0.0f);
+    EXPECT_TRUE(wr.add_tensor(name, DType::kF32, shape, z.data(), z.size() * sizeof(float)).ok()) << name;
+  }
   const std::string out = src + "." + tag + ".gguf";
   EXPECT_TRUE(wr.write_file(out).ok());
   return out;
@@ -56,20 +64,22 @@ TEST(Weights, BindsTinyLlama) {
   ASSERT_TRUE(w.ok()) << w.status().message();
   const ModelConfig& c = (*w)->config;
   ASSERT_EQ((*w)->layers.size(), static_cast<size_t>(c.n_layers));
-  const LayerWeights& L = (*w)->layers[1];
-  EXPECT_EQ(L.wq.dtype, DType::kBF16);
-  EXPECT_EQ(L.wk.rows, c.n_kv_heads * c.head_dim);
-  EXPECT_EQ(L.wo.cols, c.n_heads * c.head_dim);
-  EXPECT_EQ(L.w_down.cols, c.ffn_dim);
-  EXPECT_EQ(L.bq, nullptr);
+  using R = TensorRole;
+  EXPECT_EQ((*w)->mat(R::kWq, 1).dtype, DType::kBF16);
+  EXPECT_EQ((*w)->mat(R::kWk, 1).rows, c.n_kv_heads * c.head_dim);
+  EXPECT_EQ((*w)->mat(R::kWo, 1).cols, c.n_heads * c.head_dim);
+  EXPECT_EQ((*w)->mat(R::kDown, 1).cols, c.ffn_dim);
+  EXPECT_EQ((*w)->vec(R::kBq, 1), nullptr);
+  EXPECT_NE((*w)->vec(R::kAttnNorm, 1), nullptr);
+  EXPECT_EQ((*w)->vec(R::kRopeFreqs), nullptr);
   EXPECT_TRUE(c.tied_embeddings);
-  EXPECT_EQ((*w)->output.data, (*w)->tok_embd.data);  // tied: the embedding table is the LM head
+  EXPECT_EQ((*w)->mat(R::kOutput).data, (*w)->mat(R::kTokEmbd).data);  // tied: the embedding table is the LM head
   EXPECT_GT((*w)->bytes_per_token(), 0u);
 
   auto up = load_model(path, WeightsOptions{.upcast_f32 = true});
   ASSERT_TRUE(up.ok());
-  EXPECT_EQ((*up)->layers[0].w_gate.dtype, DType::kF32);
-  EXPECT_EQ((*up)->output.dtype, DType::kF32);
+  EXPECT_EQ((*up)->mat(R::kGate, 0).dtype, DType::kF32);
+  EXPECT_EQ((*up)->mat(R::kOutput).dtype, DType::kF32);
   std::filesystem::remove(path);
 }
 
@@ -77,10 +87,10 @@ TEST(Weights, QwenHasBiases) {
   const std::string path = synth_file("qwen2", "tiny", 2, "f16");
   auto w = load_model(path, {});
   ASSERT_TRUE(w.ok()) << w.status().message();
-  EXPECT_NE((*w)->layers[0].bq, nullptr);
-  EXPECT_NE((*w)->layers[1].bv, nullptr);
+  EXPECT_NE((*w)->vec(TensorRole::kBq, 0), nullptr);
+  EXPECT_NE((*w)->vec(TensorRole::kBv, 1), nullptr);
   EXPECT_EQ((*w)->config.rope_type, RopeStyle::kNeox);
-  EXPECT_EQ((*w)->layers[0].wq.dtype, DType::kF16);
+  EXPECT_EQ((*w)->mat(TensorRole::kWq, 0).dtype, DType::kF16);
   std::filesystem::remove(path);
 }
 
@@ -110,6 +120,31 @@ TEST(Weights, ErrorsNameTheTensor) {
   std::filesystem::remove(qp);
 }
 
+// A llama file's q/k/v biases are all three or none; zero biases give the bias-free model's logits exactly.
+TEST(Weights, LlamaBiasGroupAllOrNone) {
+  const std::string path = synth_file("llama", "tiny", 5, "f32");
+  auto plain = load_model(path, {});
+  ASSERT_TRUE(plain.ok());
+  const ModelConfig& c = (*plain)->config;
+  const int64_t q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+  auto keep = [](std::string*, std::vector<int64_t>*) { return true; };
+  std::string e = load_error(copy_gguf(path, "qbias", keep, "", {{"blk.1.attn_q.bias", {q}}}));
+  EXPECT_NE(e.find("blk.1.attn_k.bias is missing"), std::string::npos) << e;
+
+  const std::string biased = copy_gguf(path, "qkvbias", keep, "",
+                                       {{"blk.0.attn_q.bias", {q}}, {"blk.0.attn_k.bias", {kv}},
+                                        {"blk.0.attn_v.bias", {kv}}});
+  auto b = load_model(biased, {});
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_NE((*b)->vec(TensorRole::kBv, 0), nullptr);
+  EXPECT_EQ((*b)->vec(TensorRole::kBq, 1), nullptr);
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5};
+  model_testing::SoloRunner ra(plain->get(), 16), rb(b->get(), 16);
+  EXPECT_EQ(ra.run(prompt, 0), rb.run(prompt, 0));
+  std::filesystem::remove(path);
+  std::filesystem::remove(biased);
+}
+
 // An untied LM head holding the embedding's values gives the tied model's logits exactly.
 TEST(Weights, UntiedOutputEqualsTiedCopy) {
   const std::string path = synth_file("qwen2", "tiny", 8, "f16");
@@ -120,7 +155,7 @@ TEST(Weights, UntiedOutputEqualsTiedCopy) {
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_TRUE((*a)->config.tied_embeddings);
   EXPECT_FALSE((*b)->config.tied_embeddings);
-  EXPECT_NE((*b)->output.data, (*b)->tok_embd.data);
+  EXPECT_NE((*b)->mat(TensorRole::kOutput).data, (*b)->mat(TensorRole::kTokEmbd).data);
   const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
   model_testing::SoloRunner ra(a->get(), 16), rb(b->get(), 16);
   EXPECT_EQ(ra.run(prompt, 0), rb.run(prompt, 0));

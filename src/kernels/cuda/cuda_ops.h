@@ -50,7 +50,7 @@ void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStre
 void fill_random_f32(float* x, int64_t n, uint32_t seed, float scale, cudaStream_t s);  // the same, fp32
 
 // ---- sampling.cu ----
-// One token's change to a logit row before sampling (logit_bias and penalties, engine/model_runner.h LogitEdit):
+// One token's change to a logit row before sampling (logit_bias and penalties, backend/model_runner.h LogitEdit):
 // x += bias; if (repeat) x = x > 0 ? x / repetition_penalty : x * repetition_penalty; x -= subtract.
 struct LogitEdit {
   int32_t token = 0;

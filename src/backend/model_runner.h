@@ -1,9 +1,12 @@
 // ModelRunner: the only interface between the engine (scheduling, KV block allocation, sampling) and a model
 // forward pass (CPU or CUDA). The engine decides WHICH tokens run and WHERE their K/V live; the runner owns the K/V
-// memory and does the math.
+// memory and does the math. This header is the backend module (src/backend, header only) so that the runners
+// (src/runtime) implement it without depending on the engine; its names stay in citadel::engine, the engine's
+// vocabulary.
 //
-// KV layout contract. The runner owns one pool per layer of shape [n_blocks, block_size, n_kv_heads, head_dim] for K
-// and for V (any physical layout is fine as long as it is addressed by slot). A "slot" is block_id * block_size +
+// KV layout contract. The runner owns per layer the pools the architecture's KV description asks for (model/arch.h
+// KvLayout; llama: K and V, [n_blocks, block_size, n_kv_heads, head_dim] each; any physical layout is fine as long
+// as it is addressed by slot). A "slot" is block_id * block_size +
 // offset, 0 <= slot < n_blocks * block_size. The engine owns allocation: which block ids belong to which sequence
 // (block tables), sharing of blocks between sequences (prefix caching) and copy-on-write. The runner never frees,
 // allocates or reorders blocks on its own.
@@ -95,7 +98,8 @@ class ModelRunner {
   // Longest context the model supports (positions 0..max_context-1); requests beyond it are rejected at submit.
   virtual int max_context() const = 0;
 
-  // Bytes of K+V for one token over all layers (2 * n_layers * n_kv_heads * head_dim * sizeof(kv dtype)).
+  // Bytes of KV cache for one token over all layers (n_layers * KvLayout::values_per_token() * sizeof(kv dtype);
+  // llama: 2 * n_layers * n_kv_heads * head_dim * sizeof(kv dtype)).
   // The engine divides its KV memory budget by (kv_bytes_per_token() * block_size) to get n_blocks.
   virtual size_t kv_bytes_per_token() const = 0;
 

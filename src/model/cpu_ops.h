@@ -1,0 +1,92 @@
+// CpuOps: the CPU backend of the layer recipes (model/recipe.h BackendOps) over the kernels of kernels/cpu, f32
+// activations. One CpuOps is bound to one chunk of a forward step: tokens [t0, t0 + n) of a ForwardBatch, the KV
+// views of every layer, the activation scratch and the logits output. Transformer::forward (model/transformer.h)
+// checks the batch, splits it into chunks and runs the architecture's recipe over a CpuOps per chunk.
+//
+// Weights are resolved by (TensorRole, layer) through ModelWeights::mat / vec. A stacked linear (q|k|v, gate|up) is
+// one cpu::matmul_multi: one parallel region for all its parts.
+//
+// Thread-safety: a CpuOps belongs to the thread running the recipe; it writes the scratch, the KV pools at the
+// chunk's slots and the chunk's logit rows. The kernels run on ThreadPool::global().
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/ops.h"
+#include "model/recipe.h"
+#include "model/weights.h"
+
+namespace citadel {
+
+// One forward step, as plain pointers (the engine's Batch maps onto it one to one).
+struct ForwardBatch {
+  int n_tokens = 0;
+  const int32_t* tokens = nullptr;        // [n_tokens]
+  const int32_t* positions = nullptr;     // [n_tokens]
+  const int32_t* seq_of_token = nullptr;  // [n_tokens] in 0..n_seqs-1
+  const int32_t* slots = nullptr;         // [n_tokens] block * block_size + offset to write K/V at
+  int n_seqs = 0;
+  const int32_t* block_tables = nullptr;  // [n_seqs, max_blocks]
+  int max_blocks = 0;
+  int n_logits = 0;
+  const int32_t* logit_rows = nullptr;    // [n_logits] increasing token indices whose logits are wanted
+};
+
+// Optional wall-time breakdown of forward passes (benchmarks); accumulated, in seconds.
+struct ForwardProfile {
+  double matmul = 0;     // projections and LM head (incl. activation quantization)
+  double attention = 0;  // paged attention
+  double other = 0;      // embedding, norms, biases, rope, kv_write, residual adds, silu
+};
+
+constexpr size_t kNumActs = static_cast<size_t>(Act::kFfn) + 1;
+
+// Activation buffers for up to max_tokens tokens per chunk: one per Act, no aliasing between them.
+struct ForwardScratch {
+  explicit ForwardScratch(const ModelConfig& c, int max_tokens);
+  int max_tokens;
+  // act[a]: [max_tokens, width(a)] (recipe.h gives the widths); a chunk of n tokens uses the first n rows. A stacked
+  // linear writes its parts planar, part j from max_tokens * (the widths of parts 0..j-1) on: kQkv holds
+  // q [max_tokens, H hd], then k [max_tokens, KVH hd], then v [max_tokens, KVH hd].
+  std::array<std::vector<float>, kNumActs> act;
+  std::vector<float> up;                         // [max_tokens, ffn_dim] linear_silu_mul's up projection
+  std::vector<int32_t> slot_block, slot_offset;  // [max_tokens] the chunk's KV slots split
+  ForwardProfile* profile = nullptr;             // set to collect timings (adds a clock read per op)
+};
+
+class CpuOps final : public BackendOps {
+ public:
+  // Tokens [t0, t0 + n) of b, valid as Transformer::check_batch requires; n <= s->max_tokens. kv: one view per
+  // layer. logits: [b.n_logits, n_vocab] for the whole batch; this chunk writes the rows of its logit rows. All must
+  // outlive the CpuOps.
+  CpuOps(const ModelWeights& w, const RopeParams& rope, const ForwardBatch& b, int t0, int n,
+         const std::vector<KvCacheView>& kv, ForwardScratch* s, float* logits);
+
+  Status embed(TensorRole table) override;
+  Status add_rmsnorm(bool add, TensorRole norm, int layer) override;
+  Status linear(const Linear& w, int layer, Act in, Act out) override;
+  Status linear_silu_mul(const Linear& w, int layer, Act in, Act out) override;
+  Status rope_kv_write(int layer) override;
+  Status attention(int layer) override;
+  Status logits(TensorRole norm, TensorRole head) override;
+
+ private:
+  float* act(Act a) { return s_->act[static_cast<size_t>(a)].data(); }
+  // The matmul targets of w's parts written planar into y (see ForwardScratch::act); returns the parts' count.
+  int targets(const Linear& w, int layer, float* y, cpu::MatmulTarget* t) const;
+  void add_biases(const Linear& w, int layer, const cpu::MatmulTarget* t) const;
+
+  const ModelWeights& w_;
+  const ModelConfig& c_;
+  const RopeParams& rope_;
+  const ForwardBatch& b_;
+  const int t0_, n_;
+  const std::vector<KvCacheView>& kv_;
+  ForwardScratch* s_;
+  float* logits_;
+};
+
+}  // namespace citadel

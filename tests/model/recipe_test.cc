@@ -1,0 +1,116 @@
+// The llama recipe (model/arch/llama.cc) over a recording BackendOps: the op sequence of a 2-layer model is the one
+// the recipe's comment states, for llama and qwen2 alike; an op's error stops the recipe.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "model/arch.h"
+
+namespace citadel {
+namespace {
+
+const char* act_name(Act a) {
+  switch (a) {
+    case Act::kResidual: return "residual";
+    case Act::kDelta: return "delta";
+    case Act::kNormed: return "normed";
+    case Act::kQkv: return "qkv";
+    case Act::kAttn: return "attn";
+    case Act::kFfn: return "ffn";
+  }
+  return "?";
+}
+
+std::string roles_str(const Linear& w) {
+  std::string s;
+  for (int i = 0; i < w.n; ++i) s += (i ? "|" : "") + std::string(role_name(w.roles[i]));
+  return s;
+}
+
+// Logs every call as one line; fails the call with index fail_at (-1: never).
+class RecordingOps : public BackendOps {
+ public:
+  std::vector<std::string> log;
+  int fail_at = -1;
+
+  Status embed(TensorRole table) override { return rec("embed " + std::string(role_name(table))); }
+  Status add_rmsnorm(bool add, TensorRole norm, int layer) override {
+    return rec(std::string(add ? "add_rmsnorm " : "rmsnorm ") + role_name(norm) + " " + std::to_string(layer));
+  }
+  Status linear(const Linear& w, int layer, Act in, Act out) override {
+    return rec("linear " + roles_str(w) + " " + std::to_string(layer) + " " + act_name(in) + "->" + act_name(out));
+  }
+  Status linear_silu_mul(const Linear& w, int layer, Act in, Act out) override {
+    return rec("linear_silu_mul " + roles_str(w) + " " + std::to_string(layer) + " " + act_name(in) + "->" +
+               act_name(out));
+  }
+  Status rope_kv_write(int layer) override { return rec("rope_kv_write " + std::to_string(layer)); }
+  Status attention(int layer) override { return rec("attention " + std::to_string(layer)); }
+  Status logits(TensorRole norm, TensorRole head) override {
+    return rec("logits " + std::string(role_name(norm)) + " " + role_name(head));
+  }
+
+ private:
+  Status rec(std::string line) {
+    log.push_back(std::move(line));
+    return static_cast<int>(log.size()) - 1 == fail_at ? Internal("injected") : OkStatus();
+  }
+};
+
+ModelConfig two_layers() {
+  ModelConfig c;
+  c.n_layers = 2;
+  return c;
+}
+
+std::vector<std::string> expected_two_layers() {
+  std::vector<std::string> e = {"embed token_embd.weight"};
+  for (int l = 0; l < 2; ++l) {
+    const std::string L = " " + std::to_string(l);
+    e.push_back((l == 0 ? "rmsnorm attn_norm.weight" : "add_rmsnorm attn_norm.weight") + L);
+    e.push_back("linear attn_q.weight|attn_k.weight|attn_v.weight" + L + " normed->qkv");
+    e.push_back("rope_kv_write" + L);
+    e.push_back("attention" + L);
+    e.push_back("linear attn_output.weight" + L + " attn->delta");
+    e.push_back("add_rmsnorm ffn_norm.weight" + L);
+    e.push_back("linear_silu_mul ffn_gate.weight|ffn_up.weight" + L + " normed->ffn");
+    e.push_back("linear ffn_down.weight" + L + " ffn->delta");
+  }
+  e.push_back("logits output_norm.weight output.weight");
+  return e;
+}
+
+TEST(Recipe, LlamaOpSequenceOfTwoLayers) {
+  RecordingOps ops;
+  ASSERT_TRUE(llama_arch().forward(ops, two_layers()).ok());
+  EXPECT_EQ(ops.log, expected_two_layers());
+}
+
+TEST(Recipe, Qwen2RunsTheLlamaRecipe) {
+  RecordingOps ops;
+  ASSERT_TRUE(find_arch("qwen2")->forward(ops, two_layers()).ok());
+  EXPECT_EQ(ops.log, expected_two_layers());
+}
+
+TEST(Recipe, AnOpErrorStopsTheRecipe) {
+  RecordingOps ops;
+  ops.fail_at = 4;  // attention 0
+  const Status st = llama_forward(ops, two_layers());
+  EXPECT_EQ(st.message(), "injected");
+  EXPECT_EQ(ops.log.size(), 5u);
+}
+
+TEST(Recipe, LlamaKvLayoutIsKAndV) {
+  ModelConfig c;
+  c.n_kv_heads = 3;
+  c.head_dim = 64;
+  const KvLayout kv = find_arch("llama")->kv_layout(c);
+  ASSERT_EQ(kv.parts.size(), 2u);
+  EXPECT_STREQ(kv.parts[0].name, "k");
+  EXPECT_STREQ(kv.parts[1].name, "v");
+  EXPECT_EQ(kv.values_per_token(), 2 * 3 * 64);
+}
+
+}  // namespace
+}  // namespace citadel
