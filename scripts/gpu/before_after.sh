@@ -10,7 +10,7 @@
 # logs: gpu_tests.log, fault.txt, hf_after.json, bench_logs.txt.
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_before_after}
-BASE=${BASE:-.base}
+BASE=${BASE:-.base}  # ROUNDS: rounds of (before, after) benchmarks, default 2
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader
 cfg=(-DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a -Wno-dev)
@@ -27,8 +27,8 @@ done
 ./build-gpu/citadel_gpu_tests > "$OUT/gpu_tests.log" 2>&1
 echo "gpu tests rc=$?"; grep -E "^\[  (FAILED|PASSED|SKIPPED) \]|Failure" "$OUT/gpu_tests.log" | head -30
 : > /tmp/bench_logs.txt
-for run in 1 2; do
-  if [ $run = 2 ] && [ $(( $(date +%s) - t0 )) -gt 330 ]; then echo "second round skipped (time)"; break; fi
+for run in $(seq 1 "${ROUNDS:-2}"); do
+  if [ "$run" -gt 1 ] && [ $(( $(date +%s) - t0 )) -gt 330 ]; then echo "round $run skipped (time)"; break; fi
   for side in before after; do
     bin=./build-gpu/bench/citadel_gpu_bench; [ $side = before ] && bin=$BASE/build-gpu/bench/citadel_gpu_bench
     hf=(); [ $side = after ] && [ $run = 1 ] && hf=(/tmp/citadel_hf)
