@@ -36,12 +36,10 @@ for run in $(seq 1 "${ROUNDS:-2}"); do
     t=$(date +%s)
     CITADEL_BENCH_QUICK= $bin "/tmp/${side}_$run.json" "${hf[@]}" 2>> /tmp/bench_logs.txt > /dev/null
     echo "bench $side $run rc=$? $(( $(date +%s) - t )) s"
+    cp "/tmp/${side}_$run.json" "$OUT/" 2>/dev/null  # partial results come back even if the call is cut short
   done
 done
 cp /tmp/bench_logs.txt "$OUT/bench_logs.txt"
-PYTHONUNBUFFERED=1 python3 bench/gpu/hf_check.py /tmp/citadel_hf "$OUT/hf_after.json" > /tmp/hf.log 2>&1
-echo "hf check rc=$?"; tail -4 /tmp/hf.log
-BUILD=build-gpu bash scripts/gpu/fault_check.sh > /dev/null 2>&1; echo "fault check rc=$?"
 python3 - "$OUT" "$BASE" <<'PY'
 import json, statistics, sys
 out, base = sys.argv[1], sys.argv[2]
@@ -60,6 +58,8 @@ for k in runs["after"][0]:
     print(f"{k:40s} before {b} after {a} ratio {res['rows'][k]['ratio']}")
 res["worst_ratio"] = min(v["ratio"] for v in res["rows"].values() if v["ratio"])
 json.dump(res, open(f"{out}/before_after.json", "w"), indent=1)
-json.dump(runs["after"][0], open(f"{out}/after_1.json", "w"), indent=1)
 print("worst ratio", res["worst_ratio"])
 PY
+BUILD=build-gpu bash scripts/gpu/fault_check.sh > /dev/null 2>&1; echo "fault check rc=$?"
+PYTHONUNBUFFERED=1 python3 bench/gpu/hf_check.py /tmp/citadel_hf "$OUT/hf_after.json" > /tmp/hf.log 2>&1
+echo "hf check rc=$?"; tail -4 /tmp/hf.log
