@@ -74,6 +74,12 @@ std::optional<bool> MetaValue::as_bool() const {
   return std::nullopt;
 }
 
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string r = "[";
+  for (size_t i = 0; i < shape.size(); ++i) r += (i ? ", " : "") + std::to_string(shape[i]);
+  return r + "]";
+}
+
 int64_t TensorInfo::numel() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;  // readers guarantee no overflow

@@ -47,6 +47,9 @@ struct TensorInfo {
   int64_t numel() const;
 };
 
+// "[2, 3]": a shape as error messages print it.
+std::string shape_str(const std::vector<int64_t>& shape);
+
 class TensorStore {
  public:
   const std::string& path() const { return path_; }

@@ -9,12 +9,6 @@
 namespace citadel {
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 // Binds tensors of one store, recording f32 copies in the weights' owned list.
 class Binder {
  public:

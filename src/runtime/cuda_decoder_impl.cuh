@@ -105,7 +105,9 @@ struct CudaDecoder::Impl {
   int64_t tensor_esz(TensorRole r) const {
     return opt.format == CudaWeightFormat::kF32 || (!role_info(r).matrix && exact()) ? 4 : 2;
   }
+  // The exact path keeps fp32 values behind the bf16_t pointers of the buffers and weights.
   static float* f32(void* p) { return static_cast<float*>(p); }
+  static const float* f32(const void* p) { return static_cast<const float*>(p); }
   int64_t layer_pool() const { return n_blocks * opt.block_size * kv_part_values; }  // elements of one layer's pool
 
   Status alloc(void** p, size_t bytes, const char* what) { return arena.alloc(p, bytes, what); }

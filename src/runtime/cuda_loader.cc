@@ -48,16 +48,6 @@ Status cuda_supports(const ModelConfig& c) {
   return OkStatus();
 }
 
-namespace {
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s;
-  for (int64_t d : shape) s.append(s.empty() ? "" : ",").append(std::to_string(d));
-  return "[" + s + "]";
-}
-
-}  // namespace
-
 Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
   const int64_t n = t.numel();
   if (n < 0 || t.data == nullptr) return DataLoss("tensor " + t.name + ": no data");

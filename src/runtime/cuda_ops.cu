@@ -8,11 +8,9 @@ namespace citadel::runtime {
 
 namespace ck = citadel::cuda;
 using R = TensorRole;
+using Impl = CudaDecoder::Impl;
 
 namespace {
-// The exact path's buffers hold fp32 values behind the decoder's bf16_t pointers.
-float* f32(void* p) { return static_cast<float*>(p); }
-const float* f32(const void* p) { return static_cast<const float*>(p); }
 
 Status not_held(const char* op, TensorRole r) {
   return Internal(std::string("cuda ops: ") + op + " of " + role_name(r) + " is not held by the decoder");
@@ -63,7 +61,7 @@ void* CudaOps::buffer(Act a) const {
 
 void CudaOps::linear32(const LinearW& w, const float* x, int M, float* y) const {
   if (w32())
-    ck::gemv_f32(x, f32(w.bf16), w.bias ? f32(w.bias) : nullptr, y, M, w.N, w.K, m_.stream);
+    ck::gemv_f32(x, Impl::f32(w.bf16), w.bias ? Impl::f32(w.bias) : nullptr, y, M, w.N, w.K, m_.stream);
   else
     w.forward_xf32(g_, x, M, y, false);
 }
@@ -72,7 +70,7 @@ void CudaOps::norm(const float* d, const bf16_t* w) {
   const int T = s_.T, D = m_.dim();
   const float eps = static_cast<float>(m_.c.norm_eps);
   if (exact())
-    ck::add_rmsnorm_f32(m_.residual, d, f32(w), f32(m_.h), T, D, eps, m_.stream);
+    ck::add_rmsnorm_f32(m_.residual, d, Impl::f32(w), Impl::f32(m_.h), T, D, eps, m_.stream);
   else if (!(skip_ & kSkipNorm))
     ck::add_rmsnorm(m_.residual, d, w, m_.h, T, D, eps, m_.stream);
 }
@@ -81,7 +79,7 @@ Status CudaOps::embed(TensorRole table) {
   if (table != R::kTokEmbd) return not_held("embed", table);
   const int32_t* tokens = m_.d_ints + L_.tokens;
   if (exact() && w32())
-    ck::embedding_f32(f32(m_.embed), tokens, m_.residual, s_.T, m_.dim(), m_.n_vocab(), m_.stream);
+    ck::embedding_f32(Impl::f32(m_.embed), tokens, m_.residual, s_.T, m_.dim(), m_.n_vocab(), m_.stream);
   else
     ck::embedding(m_.embed, tokens, m_.residual, s_.T, m_.dim(), m_.n_vocab(), m_.stream);
   return OkStatus();
@@ -102,7 +100,7 @@ Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
   const bool in_f32 = in == Act::kResidual || in == Act::kDelta;
   if (!exact() && in_f32) return Internal("cuda ops: linear of an fp32 activation in the bf16 path");
   if (exact()) {
-    linear32(*lw, f32(buffer(in)), s_.T, f32(buffer(out)));
+    linear32(*lw, Impl::f32(buffer(in)), s_.T, Impl::f32(buffer(out)));
   } else if (!(skip_ & bit)) {
     const bool out_f32 = out == Act::kResidual || out == Act::kDelta;
     lw->forward(g_, static_cast<const bf16_t*>(buffer(in)), s_.T, buffer(out), out_f32);
@@ -119,10 +117,10 @@ Status CudaOps::linear_silu_mul(const Linear& w, int layer, Act in, Act out) {
   const int T = s_.T, F = static_cast<int>(m_.c.ffn_dim);
   if (exact()) {
     if (w32()) {
-      linear32(*lw, f32(m_.h), T, f32(m_.gu));
-      ck::silu_mul_f32(f32(m_.gu), f32(m_.act), T, F, m_.stream);
+      linear32(*lw, Impl::f32(m_.h), T, Impl::f32(m_.gu));
+      ck::silu_mul_f32(Impl::f32(m_.gu), Impl::f32(m_.act), T, F, m_.stream);
     } else {
-      lw->forward_xf32(g_, f32(m_.h), T, f32(m_.act), true);
+      lw->forward_xf32(g_, Impl::f32(m_.h), T, Impl::f32(m_.act), true);
     }
   } else if (!(skip_ & kSkipFfn) && !lw->forward_silu(g_, m_.h, T, m_.act)) {
     lw->forward(g_, m_.h, T, m_.gu, false);
@@ -142,8 +140,8 @@ Status CudaOps::rope_kv_write(int layer) {
   const float theta = static_cast<float>(c.rope_theta);
   const int64_t off = layer * m_.layer_pool();
   if (exact()) {
-    ck::rope_kv_write_f32(f32(m_.qkv), s_.T, NQKV, H, KVH, hd, positions, theta, style, slots,
-                          f32(m_.k_pool) + off, f32(m_.v_pool) + off, m_.stream,
+    ck::rope_kv_write_f32(Impl::f32(m_.qkv), s_.T, NQKV, H, KVH, hd, positions, theta, style, slots,
+                          Impl::f32(m_.k_pool) + off, Impl::f32(m_.v_pool) + off, m_.stream,
                           static_cast<const double*>(m_.rope_inv_freq), m_.rope_mscale);
   } else if (!(skip_ & kSkipRopeKv)) {
     ck::rope_kv_write(m_.qkv, s_.T, NQKV, H, KVH, hd, positions, theta, style, slots, m_.k_pool + off,
@@ -159,10 +157,10 @@ Status CudaOps::attention(int layer) {
   const int64_t off = layer * m_.layer_pool();
   const int32_t* qs = m_.h_pinned + L_.total;  // prefill: query_start[B+1], staged after the device ints
   if (exact()) {
-    const float* kp = f32(m_.k_pool) + off;
-    const float* vp = f32(m_.v_pool) + off;
-    const float* q = f32(m_.qkv);
-    float* out = f32(m_.attn);
+    const float* kp = Impl::f32(m_.k_pool) + off;
+    const float* vp = Impl::f32(m_.v_pool) + off;
+    const float* q = Impl::f32(m_.qkv);
+    float* out = Impl::f32(m_.attn);
     if (s_.decode) {
       ck::paged_attention_f32_decode(pa_, kp, vp, q, NQKV, B, s_.n_splits * s_.partition, out, m_.attn_ws,
                                      m_.stream);
@@ -197,10 +195,10 @@ Status CudaOps::logits(TensorRole norm_role, TensorRole head) {
   const int T = s_.T, B = s_.B, D = m_.dim();
   const int32_t* last_idx = m_.d_ints + L_.last_idx;
   if (exact()) {
-    const float* x = f32(m_.h);
+    const float* x = Impl::f32(m_.h);
     if (!s_.all_logits && !s_.decode) {
-      ck::gather_rows_f32(f32(m_.h), last_idx, f32(m_.last_h), B, D, m_.stream);
-      x = f32(m_.last_h);
+      ck::gather_rows_f32(Impl::f32(m_.h), last_idx, Impl::f32(m_.last_h), B, D, m_.stream);
+      x = Impl::f32(m_.last_h);
     }
     linear32(*lw, x, s_.all_logits ? T : B, m_.logits);
     return OkStatus();
