@@ -47,6 +47,8 @@ struct RopeParams {
 };
 
 // Paged KV cache of one layer: K and V pools [n_blocks, block_size, n_kv_heads, head_dim] of dtype f32 or f16.
+// Pools [n_blocks, block_size, n_kv_heads, head_dim]. Multi-head latent attention stores one row per token that is
+// both key and value: v == k and v_dim < head_dim (the value is the first v_dim values of the key row).
 struct KvCacheView {
   DType dtype = DType::kF32;
   void* k = nullptr;
@@ -55,6 +57,8 @@ struct KvCacheView {
   int block_size = 16;
   int n_kv_heads = 0;
   int head_dim = 0;
+  int v_dim = 0;  // value width; 0: head_dim (must be head_dim unless v == k)
+  int value_dim() const { return v_dim > 0 ? v_dim : head_dim; }
 };
 
 // The sequences of one batch as attention sees them. Token t belongs to sequence seq_of_token[t] and sits at
@@ -115,12 +119,13 @@ void rope_freq_table(const RopeParams& p, double* inv_freq, double* mscale);
 Status embedding(const WeightView& table, const int32_t* ids, int64_t n_tokens, float* y);
 
 // Stores k, v [n_tokens, n_kv_heads, head_dim] of each token into its slot: block slot_block[t], row slot_offset[t].
-// Callers (the engine) own slot validity; CHECKed.
+// With v == k in the cache (MLA) only k is written (v may be null). Callers (the engine) own slot validity; CHECKed.
 void kv_write(const KvCacheView& cache, const float* k, const float* v, int64_t n_tokens, const int32_t* slot_block,
               const int32_t* slot_offset);
 
-// out [n_tokens, n_heads, head_dim] = softmax(q k^T * scale) v per token and head over its sequence's causal
-// prefix; query head h reads KV head h / (n_heads / n_kv_heads). scale <= 0 means 1/sqrt(head_dim).
+// out [n_tokens, n_heads, value_dim] = softmax(q k^T * scale) v per token and head over its sequence's causal
+// prefix, q [n_tokens, n_heads, head_dim]; query head h reads KV head h / (n_heads / n_kv_heads), at most 128 query
+// heads per KV head. scale <= 0 means 1/sqrt(head_dim).
 void attention(const float* q, const KvCacheView& cache, const AttnBatch& batch, int n_heads, float scale,
                float* out);
 void attention_ref(const float* q, const KvCacheView& cache, const AttnBatch& batch, int n_heads, float scale,

@@ -25,8 +25,13 @@ struct KvPart {
 };
 struct KvLayout {
   std::vector<KvPart> parts;
+  // MLA: one part (latent | rope key) that is the key, whose first shared_value values are also the value. 0: the
+  // parts are k then v.
+  int64_t shared_value = 0;
   int64_t values_per_token() const;  // per layer, all parts
 };
+
+struct ModelWeights;
 
 enum class RoleNeed : uint8_t {
   kRequired,
@@ -46,12 +51,16 @@ struct ArchSpec {
   KvLayout (*kv_layout)(const ModelConfig& c);
   // q/k/v biases must exist (qwen2); otherwise used when present.
   bool qkv_bias_required = false;
+  // After the roles are bound: derives roles from others and checks what the role table cannot express (deepseek2:
+  // dense layers vs MoE layers, attn_k_b / attn_v_b split from attn_kv_b). Errors name the file and the tensors.
+  Status (*finish)(ModelWeights* w) = nullptr;
 };
 
 // nullptr when Citadel has no recipe for the architecture.
 const ArchSpec* find_arch(const std::string& arch);
 const ArchSpec& llama_arch();  // arch/llama.cc
 const ArchSpec& qwen2_arch();  // arch/qwen2.cc
+const ArchSpec& deepseek2_arch();  // arch/deepseek2.cc
 
 // The roles of the llama family (arch/llama.cc; qwen2 shares them).
 std::vector<RoleUse> llama_family_roles();

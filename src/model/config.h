@@ -25,9 +25,13 @@ struct RopeScaling {
   int64_t original_context = 0; // context length the model was trained at (0: unknown)
   double low_freq_factor = 0;   // llama3 only
   double high_freq_factor = 0;  // llama3 only
+  double yarn_log_mul = 0;      // deepseek2 yarn: 0.1 * mscale_all_dim; attention scale mscale^2 / sqrt(qk head),
+                                // mscale = 1 + yarn_log_mul * ln(factor)
 };
 
 // Multi-head latent attention (DeepSeek-V2/V3): the KV cache holds a compressed latent plus a shared RoPE key.
+// ModelConfig of such a model: head_dim = qk_nope_dim + qk_rope_dim (query/key head), rope_dim = qk_rope_dim,
+// n_kv_heads = 1 (one latent head shared by every query head in the absorbed form).
 struct MlaConfig {
   int64_t q_lora_rank = 0;   // 0: plain q projection (V2-Lite)
   int64_t kv_lora_rank = 0;  // latent width (512)
@@ -46,7 +50,8 @@ struct MoeConfig {
   bool sigmoid_gating = false; // V3: sigmoid scores + correction bias for selection; V2: softmax
   bool norm_topk = false;      // renormalise the selected weights
   double routed_scale = 1.0;   // routed_scaling_factor
-  int64_t n_group = 0, topk_group = 0;  // group-limited selection (V3); 0: off
+  int64_t n_group = 0, topk_group = 0;  // group-limited selection; 0: off (V2: a group's score is its best
+                                        // expert; V3: the sum of its best two, correction bias included)
 };
 
 struct ModelConfig {
@@ -81,7 +86,10 @@ struct ModelConfig {
 // Never fails (inspect prints from this).
 ModelConfig read_model_config(const TensorStore& store);
 
-// The config of a model Citadel can run (llama, qwen2): all fields present and consistent. Other architectures
+// The softmax scale of attention: 1 / sqrt(head_dim), times mscale^2 for deepseek2 yarn (see RopeScaling).
+double attention_scale(const ModelConfig& c);
+
+// The config of a model Citadel can run (llama, qwen2, deepseek2): all fields present and consistent. Other architectures
 // give kUnsupported; missing or inconsistent hyper-parameters give kDataLoss naming the key.
 Result<ModelConfig> model_config_from(const TensorStore& store);
 

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "base/check.h"
+#include "model/moe.h"
 
 namespace citadel {
 namespace {
@@ -28,13 +29,23 @@ class OpTimer {
 };
 
 size_t act_width(const ModelConfig& c, Act a) {
+  const MlaConfig& m = c.mla;
+  int64_t w = 0;
   switch (a) {
-    case Act::kResidual: case Act::kDelta: case Act::kNormed: return static_cast<size_t>(c.dim);
-    case Act::kQkv: return static_cast<size_t>((c.n_heads + 2 * c.n_kv_heads) * c.head_dim);
-    case Act::kAttn: return static_cast<size_t>(c.n_heads * c.head_dim);
-    case Act::kFfn: return static_cast<size_t>(c.ffn_dim);
+    case Act::kResidual: case Act::kDelta: case Act::kNormed: w = c.dim; break;
+    case Act::kQkv: w = c.has_mla ? 0 : (c.n_heads + 2 * c.n_kv_heads) * c.head_dim; break;
+    case Act::kAttn: w = c.n_heads * (c.has_mla ? m.v_head_dim : c.head_dim); break;
+    case Act::kFfn: w = std::max(c.ffn_dim, c.moe.n_shared * c.moe.expert_ffn_dim); break;
+    case Act::kQ: w = c.has_mla ? c.n_heads * c.head_dim : 0; break;
+    case Act::kQA: w = m.q_lora_rank; break;
+    case Act::kKvA: w = c.has_mla ? m.kv_lora_rank + m.qk_rope_dim : 0; break;
   }
-  return 0;
+  return static_cast<size_t>(w);
+}
+
+// Rows [first, first + rows) of a stack viewed as [n rows, cols] (one head's or one expert's matrix).
+WeightView slice(const WeightView& stack, int64_t first, int64_t rows) {
+  return WeightView{stack.dtype, static_cast<const uint8_t*>(stack.data) + first * stack.row_bytes(), rows, stack.cols};
 }
 
 }  // namespace
@@ -42,9 +53,28 @@ size_t act_width(const ModelConfig& c, Act a) {
 ForwardScratch::ForwardScratch(const ModelConfig& c, int max_tokens_in) : max_tokens(std::max(1, max_tokens_in)) {
   const size_t T = static_cast<size_t>(max_tokens);
   for (size_t a = 0; a < kNumActs; ++a) act[a].resize(T * act_width(c, static_cast<Act>(a)));
-  up.resize(T * static_cast<size_t>(c.ffn_dim));
+  up.resize(T * act_width(c, Act::kFfn));
   slot_block.resize(T);
   slot_offset.resize(T);
+  auto z = [](int64_t n) { return static_cast<size_t>(n); };
+  if (c.has_mla) {
+    const MlaConfig& m = c.mla;
+    q_lat.resize(T * z(c.n_heads * (m.kv_lora_rank + m.qk_rope_dim)));
+    o_lat.resize(T * z(c.n_heads * m.kv_lora_rank));
+    head_in.resize(T * z(std::max({m.qk_nope_dim, m.kv_lora_rank, m.v_head_dim})));
+    head_out.resize(head_in.size());
+  }
+  if (c.has_moe) {
+    const MoeConfig& e = c.moe;
+    router.resize(T * z(e.n_experts));
+    sel_w.resize(T * z(e.n_experts_used));
+    sel_id.resize(sel_w.size());
+    ex_rows.resize(sel_w.size());
+    ex_x.resize(T * z(c.dim));
+    ex_y.resize(ex_x.size());
+    ex_gate.resize(T * z(e.expert_ffn_dim));
+    ex_up.resize(ex_gate.size());
+  }
 }
 
 CpuOps::CpuOps(const ModelWeights& w, const RopeParams& rope, const ForwardBatch& b, int t0, int n,
@@ -129,8 +159,7 @@ Status CpuOps::rope_kv_write(int layer) {
   return OkStatus();
 }
 
-Status CpuOps::attention(int layer) {
-  OpTimer tm(s_->profile);
+AttnBatch CpuOps::attn_batch() const {
   AttnBatch ab;
   ab.n_tokens = n_;
   ab.block_tables = b_.block_tables;
@@ -138,8 +167,120 @@ Status CpuOps::attention(int layer) {
   ab.n_seqs = b_.n_seqs;
   ab.seq_of_token = b_.seq_of_token + t0_;
   ab.pos_of_token = b_.positions + t0_;
-  cpu::attention(act(Act::kQkv), kv_[layer], ab, static_cast<int>(c_.n_heads), 0.0f, act(Act::kAttn));
+  return ab;
+}
+
+Status CpuOps::attention(int layer) {
+  OpTimer tm(s_->profile);
+  cpu::attention(act(Act::kQkv), kv_[layer], attn_batch(), static_cast<int>(c_.n_heads), 0.0f, act(Act::kAttn));
   tm.charge(kAttn);
+  return OkStatus();
+}
+
+Status CpuOps::rmsnorm(Act a, TensorRole norm, int layer) {
+  OpTimer tm(s_->profile);
+  const int64_t width = role_shape(c_, norm)[0];
+  cpu::rmsnorm(act(a), w_.vec(norm, layer), act(a), n_, width, static_cast<float>(c_.norm_eps));
+  tm.charge(kOther);
+  return OkStatus();
+}
+
+Status CpuOps::mla_rope_kv_write(int layer) {
+  OpTimer tm(s_->profile);
+  const MlaConfig& m = c_.mla;
+  const int64_t row = m.kv_lora_rank + m.qk_rope_dim;
+  float* kva = act(Act::kKvA);
+  const float* norm = w_.vec(TensorRole::kKvANorm, layer);
+  for (int t = 0; t < n_; ++t) {
+    cpu::rmsnorm(kva + t * row, norm, kva + t * row, 1, m.kv_lora_rank, static_cast<float>(c_.norm_eps));
+  }
+  // Each head's rope part starts qk_nope into it: rotate "heads" of head_dim values starting there.
+  cpu::rope(act(Act::kQ) + m.qk_nope_dim, n_, static_cast<int>(c_.n_heads), static_cast<int>(c_.head_dim),
+            b_.positions + t0_, rope_);
+  cpu::rope(kva + m.kv_lora_rank, n_, 1, static_cast<int>(row), b_.positions + t0_, rope_);
+  cpu::kv_write(kv_[layer], kva, nullptr, n_, s_->slot_block.data(), s_->slot_offset.data());
+  tm.charge(kOther);
+  return OkStatus();
+}
+
+Status CpuOps::per_head_matmul(const WeightView& stack, int n_heads, const float* in, size_t in_stride, size_t in_head,
+                               float* out, size_t out_stride, size_t out_head) {
+  const int64_t rows = stack.rows / n_heads, cols = stack.cols;
+  float *x = s_->head_in.data(), *y = s_->head_out.data();
+  for (int h = 0; h < n_heads; ++h) {
+    for (int t = 0; t < n_; ++t) std::copy_n(in + t * in_stride + h * in_head, cols, x + t * cols);
+    RETURN_IF_ERROR(cpu::matmul(slice(stack, h * rows, rows), x, n_, y));
+    for (int t = 0; t < n_; ++t) std::copy_n(y + t * rows, rows, out + t * out_stride + h * out_head);
+  }
+  return OkStatus();
+}
+
+// Absorbed: q_lat = [q_nope W_UK | q_rope] per head, attention over the cached [latent | k_rope] rows with the latent
+// as the value, then W_UV per head.
+Status CpuOps::mla_attention(int layer) {
+  OpTimer tm(s_->profile);
+  const MlaConfig& m = c_.mla;
+  const int H = static_cast<int>(c_.n_heads);
+  const size_t qk = static_cast<size_t>(c_.head_dim), r = static_cast<size_t>(m.kv_lora_rank);
+  const size_t lat = r + static_cast<size_t>(m.qk_rope_dim), v = static_cast<size_t>(m.v_head_dim);
+  const float* q = act(Act::kQ);
+  float* q_lat = s_->q_lat.data();
+  RETURN_IF_ERROR(per_head_matmul(w_.mat(TensorRole::kWkB, layer), H, q, H * qk, qk, q_lat, H * lat, lat));
+  for (int t = 0; t < n_; ++t) {
+    for (int h = 0; h < H; ++h) {
+      std::copy_n(q + (t * H + h) * qk + m.qk_nope_dim, m.qk_rope_dim, q_lat + (t * H + h) * lat + r);
+    }
+  }
+  tm.charge(kMatmul);
+  cpu::attention(q_lat, kv_[layer], attn_batch(), H, static_cast<float>(attention_scale(c_)), s_->o_lat.data());
+  tm.charge(kAttn);
+  RETURN_IF_ERROR(per_head_matmul(w_.mat(TensorRole::kWvB, layer), H, s_->o_lat.data(), H * r, r, act(Act::kAttn),
+                                  H * v, v));
+  tm.charge(kMatmul);
+  return OkStatus();
+}
+
+// Tokens grouped by expert (a counting sort, token order kept within an expert): per expert one gathered
+// gate|up GEMM, SiLU-mul and down GEMM, then each row added to its token's output times its weight.
+Status CpuOps::moe(int layer, Act in, Act out, bool accumulate) {
+  OpTimer tm(s_->profile);
+  const MoeConfig& e = c_.moe;
+  const int E = static_cast<int>(e.n_experts), k = static_cast<int>(e.n_experts_used);
+  const int64_t D = c_.dim, Fe = e.expert_ffn_dim;
+  const float* x = act(in);
+  float* y = act(out);
+  RETURN_IF_ERROR(cpu::matmul(w_.mat(TensorRole::kFfnGateInp, layer), x, n_, s_->router.data()));
+  tm.charge(kMatmul);
+  const float* bias = w_.vec(TensorRole::kExpProbsB, layer);
+  for (int t = 0; t < n_; ++t) {
+    moe_route(e, s_->router.data() + t * E, bias, s_->sel_id.data() + t * k, s_->sel_w.data() + t * k);
+  }
+  std::vector<int> start(static_cast<size_t>(E) + 1, 0);
+  for (int i = 0; i < n_ * k; ++i) ++start[s_->sel_id[i] + 1];
+  for (int i = 0; i < E; ++i) start[i + 1] += start[i];
+  std::vector<int> fill(start.begin(), start.end() - 1);
+  for (int i = 0; i < n_ * k; ++i) s_->ex_rows[fill[s_->sel_id[i]]++] = i;
+  if (!accumulate) std::fill_n(y, n_ * D, 0.0f);
+  tm.charge(kOther);
+  const WeightView &gate = w_.mat(TensorRole::kGateExps, layer), &up = w_.mat(TensorRole::kUpExps, layer);
+  const WeightView& down = w_.mat(TensorRole::kDownExps, layer);
+  for (int ex = 0; ex < E; ++ex) {
+    const int n = start[ex + 1] - start[ex];
+    if (n == 0) continue;
+    const int* rows = s_->ex_rows.data() + start[ex];
+    for (int i = 0; i < n; ++i) std::copy_n(x + (rows[i] / k) * D, D, s_->ex_x.data() + i * D);
+    const cpu::MatmulTarget t[2] = {{slice(gate, ex * Fe, Fe), s_->ex_gate.data()}, {slice(up, ex * Fe, Fe), s_->ex_up.data()}};
+    RETURN_IF_ERROR(cpu::matmul_multi(t, 2, s_->ex_x.data(), n));
+    cpu::silu_mul(s_->ex_gate.data(), s_->ex_up.data(), s_->ex_gate.data(), n * Fe);
+    RETURN_IF_ERROR(cpu::matmul(slice(down, ex * D, D), s_->ex_gate.data(), n, s_->ex_y.data()));
+    for (int i = 0; i < n; ++i) {
+      const float wt = s_->sel_w[rows[i]];
+      float* dst = y + (rows[i] / k) * D;
+      const float* src = s_->ex_y.data() + i * D;
+      for (int64_t j = 0; j < D; ++j) dst[j] += wt * src[j];
+    }
+  }
+  tm.charge(kMatmul);
   return OkStatus();
 }
 

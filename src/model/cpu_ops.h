@@ -42,7 +42,7 @@ struct ForwardProfile {
   double other = 0;      // embedding, norms, biases, rope, kv_write, residual adds, silu
 };
 
-constexpr size_t kNumActs = static_cast<size_t>(Act::kFfn) + 1;
+constexpr size_t kNumActs = static_cast<size_t>(Act::kKvA) + 1;
 
 // Activation buffers for up to max_tokens tokens per chunk: one per Act, no aliasing between them.
 struct ForwardScratch {
@@ -52,8 +52,15 @@ struct ForwardScratch {
   // linear writes its parts planar, part j from max_tokens * (the widths of parts 0..j-1) on: kQkv holds
   // q [max_tokens, H hd], then k [max_tokens, KVH hd], then v [max_tokens, KVH hd].
   std::array<std::vector<float>, kNumActs> act;
-  std::vector<float> up;                         // [max_tokens, ffn_dim] linear_silu_mul's up projection
+  std::vector<float> up;                         // [max_tokens, width(kFfn)] linear_silu_mul's up projection
   std::vector<int32_t> slot_block, slot_offset;  // [max_tokens] the chunk's KV slots split
+  // MLA (empty otherwise): q_lat [max_tokens, H, r + qk_rope] absorbed queries, o_lat [max_tokens, H, r] attention
+  // over the latents, head_in / head_out [max_tokens, max(qk_nope, r, v)] one head's rows gathered for its matmul.
+  std::vector<float> q_lat, o_lat, head_in, head_out;
+  // MoE (empty otherwise): router logits [max_tokens, E]; the selection [max_tokens, k]; one expert's gathered rows
+  // x [max_tokens, D], gate / up [max_tokens, Fe], y [max_tokens, D]; rows: the (token, slot) pairs of one expert.
+  std::vector<float> router, sel_w, ex_x, ex_gate, ex_up, ex_y;
+  std::vector<int32_t> sel_id, ex_rows;
   ForwardProfile* profile = nullptr;             // set to collect timings (adds a clock read per op)
 };
 
@@ -72,12 +79,21 @@ class CpuOps final : public BackendOps {
   Status rope_kv_write(int layer) override;
   Status attention(int layer) override;
   Status logits(TensorRole norm, TensorRole head) override;
+  Status rmsnorm(Act a, TensorRole norm, int layer) override;
+  Status mla_rope_kv_write(int layer) override;
+  Status mla_attention(int layer) override;
+  Status moe(int layer, Act in, Act out, bool accumulate) override;
 
  private:
   float* act(Act a) { return s_->act[static_cast<size_t>(a)].data(); }
   // The matmul targets of w's parts written planar into y (see ForwardScratch::act); returns the parts' count.
   int targets(const Linear& w, int layer, float* y, cpu::MatmulTarget* t) const;
   void add_biases(const Linear& w, int layer, const cpu::MatmulTarget* t) const;
+  AttnBatch attn_batch() const;
+  // Per head h: out[:, h, :] = in[:, h, :] W_h^T over this chunk's rows, W_h = the h-th [rows, cols] slice of a stack;
+  // in rows in_stride apart with the head's cols at h * in_head, out likewise.
+  Status per_head_matmul(const WeightView& stack, int n_heads, const float* in, size_t in_stride, size_t in_head,
+                         float* out, size_t out_stride, size_t out_head);
 
   const ModelWeights& w_;
   const ModelConfig& c_;

@@ -8,7 +8,9 @@
 // the recipe. Weights are named by (TensorRole, layer); a backend resolves them to its own storage (views into the
 // file, device copies, quantized repacks, fused stacks).
 //
-// Shapes: T = tokens of the step, D = dim, H / KVH = heads / KV heads, hd = head_dim, F = ffn_dim.
+// Shapes: T = tokens of the step, D = dim, H / KVH = heads / KV heads, hd = head_dim, F = ffn_dim. MLA (deepseek2):
+// qk = hd = qk_nope + qk_rope, r = kv_lora_rank, qa = q_lora_rank, v = v_head_dim. MoE: Fe = expert_ffn_dim, S = shared
+// experts. An Act an architecture does not use has width 0.
 //
 // Thread-safety: a BackendOps object belongs to one executing thread; recipes are pure functions of it.
 #pragma once
@@ -27,8 +29,11 @@ enum class Act : uint8_t {
   kDelta,     // [T, D] a sub-block's output, added to the residual by the next add_rmsnorm / logits
   kNormed,    // [T, D] rmsnorm(residual) * weight
   kQkv,       // [T, (H + 2 KVH) hd] q | k | v of each token (backends may keep the three parts apart)
-  kAttn,      // [T, H hd] attention output
-  kFfn,       // [T, F] silu(gate) * up
+  kAttn,      // [T, H hd] attention output (MLA: [T, H v])
+  kFfn,       // [T, max(F, S Fe)] silu(gate) * up (dense FFN or the shared experts)
+  kQ,         // [T, H qk] MLA query: per head q_nope | q_rope
+  kQA,        // [T, qa] MLA query latent (V3)
+  kKvA,       // [T, r + qk_rope] MLA latent | shared RoPE key
 };
 
 // One linear layer over one weight role, or several stacked along the output (q|k|v, gate|up: one GEMM where the
@@ -58,6 +63,22 @@ class BackendOps {
   virtual Status attention(int layer) = 0;
   // residual += delta; then for the rows whose logits are wanted: rmsnorm(row) * weight(norm) times head^T.
   virtual Status logits(TensorRole norm, TensorRole head) = 0;
+
+  // The ops of multi-head latent attention and mixture of experts (deepseek2). A backend without them answers
+  // kUnsupported (and refuses such a model at load).
+  //
+  // In place: every row of `a` (as wide as the norm) = rmsnorm(row) * weight(norm, layer).
+  virtual Status rmsnorm(Act a, TensorRole norm, int layer);
+  // kKvA's latent normalised by kKvANorm; RoPE on kKvA's shared key and on the rope part of every head of kQ; then
+  // [latent | rope key] (r + qk_rope values) of every token to `layer`'s cache at the step's slots.
+  virtual Status mla_rope_kv_write(int layer);
+  // kAttn = MLA attention over `layer`'s latent cache, per head h: softmax(q_h . k_p * attention_scale(config)) over the
+  // causal prefix, with k_p = [W_UK_h c_p | k_rope_p] and value W_UV_h c_p (c_p the cached latent). Backends may
+  // absorb W_UK into the query and apply W_UV after attention (one shared latent head of r + qk_rope).
+  virtual Status mla_attention(int layer);
+  // Routed experts: out (+= when accumulate) sum over the token's selected experts e of w_e * FFN_e(in), the
+  // selection and weights as model/moe.h's moe_route over the router logits in W_gate_inp^T.
+  virtual Status moe(int layer, Act in, Act out, bool accumulate);
 };
 
 // The forward pass of one architecture family over any backend.
@@ -65,5 +86,7 @@ using Recipe = Status (*)(BackendOps& ops, const ModelConfig& c);
 
 // arch/llama.cc: the llama family (llama, qwen2): pre-norm attention with optional q/k/v biases, SwiGLU FFN.
 Status llama_forward(BackendOps& ops, const ModelConfig& c);
+// arch/deepseek2.cc: DeepSeek-V2/V3: MLA attention, dense FFN in the first layers, MoE with shared experts after.
+Status deepseek2_forward(BackendOps& ops, const ModelConfig& c);
 
 }  // namespace citadel

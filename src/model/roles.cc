@@ -25,6 +25,26 @@ constexpr RoleInfo kRoles[kNumTensorRoles] = {
     {R::kGate, "ffn_gate.weight", "mlp.gate_proj.weight", true, true, S::kRows, 12, R::kGate},
     {R::kUp, "ffn_up.weight", "mlp.up_proj.weight", true, true, S::kRows, 13, R::kUp},
     {R::kDown, "ffn_down.weight", "mlp.down_proj.weight", true, true, S::kCols, 14, R::kDown},
+    {R::kWqA, "attn_q_a.weight", "self_attn.q_a_proj.weight", true, true, S::kReplicated, -1, R::kWqA},
+    {R::kQANorm, "attn_q_a_norm.weight", "self_attn.q_a_layernorm.weight", true, false, S::kReplicated, -1, R::kQANorm},
+    {R::kWqB, "attn_q_b.weight", "self_attn.q_b_proj.weight", true, true, S::kRows, -1, R::kWqB},
+    {R::kWkvA, "attn_kv_a_mqa.weight", "self_attn.kv_a_proj_with_mqa.weight", true, true, S::kReplicated, -1, R::kWkvA},
+    {R::kKvANorm, "attn_kv_a_norm.weight", "self_attn.kv_a_layernorm.weight", true, false, S::kReplicated, -1,
+     R::kKvANorm},
+    {R::kWkB, "attn_k_b.weight", "self_attn.k_b_proj.weight", true, true, S::kExperts, -1, R::kWkB},
+    {R::kWvB, "attn_v_b.weight", "self_attn.v_b_proj.weight", true, true, S::kExperts, -1, R::kWvB},
+    {R::kWkvB, "attn_kv_b.weight", "self_attn.kv_b_proj.weight", true, true, S::kRows, -1, R::kWkvB},
+    {R::kFfnGateInp, "ffn_gate_inp.weight", "mlp.gate.weight", true, true, S::kReplicated, -1, R::kFfnGateInp},
+    {R::kExpProbsB, "exp_probs_b.bias", "mlp.gate.e_score_correction_bias", true, false, S::kReplicated, -1,
+     R::kExpProbsB},
+    {R::kGateExps, "ffn_gate_exps.weight", "mlp.experts.gate_proj.weight", true, true, S::kExperts, -1, R::kGateExps},
+    {R::kUpExps, "ffn_up_exps.weight", "mlp.experts.up_proj.weight", true, true, S::kExperts, -1, R::kUpExps},
+    {R::kDownExps, "ffn_down_exps.weight", "mlp.experts.down_proj.weight", true, true, S::kExperts, -1, R::kDownExps},
+    {R::kGateShexp, "ffn_gate_shexp.weight", "mlp.shared_experts.gate_proj.weight", true, true, S::kRows, -1,
+     R::kGateShexp},
+    {R::kUpShexp, "ffn_up_shexp.weight", "mlp.shared_experts.up_proj.weight", true, true, S::kRows, -1, R::kUpShexp},
+    {R::kDownShexp, "ffn_down_shexp.weight", "mlp.shared_experts.down_proj.weight", true, true, S::kCols, -1,
+     R::kDownShexp},
 };
 
 }  // namespace
@@ -43,6 +63,9 @@ std::string tensor_name(TensorRole role, int layer, const std::string& format) {
 
 std::vector<int64_t> role_shape(const ModelConfig& c, TensorRole role) {
   const int64_t q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+  const MlaConfig& m = c.mla;
+  const MoeConfig& e = c.moe;
+  const int64_t attn_out = c.has_mla ? c.n_heads * m.v_head_dim : q, shared = e.n_shared * e.expert_ffn_dim;
   switch (role) {
     case R::kTokEmbd: case R::kOutput: return {c.n_vocab, c.dim};
     case R::kOutputNorm: case R::kAttnNorm: case R::kFfnNorm: return {c.dim};
@@ -51,9 +74,23 @@ std::vector<int64_t> role_shape(const ModelConfig& c, TensorRole role) {
     case R::kWk: case R::kWv: return {kv, c.dim};
     case R::kBq: return {q};
     case R::kBk: case R::kBv: return {kv};
-    case R::kWo: return {c.dim, q};
+    case R::kWo: return {c.dim, attn_out};
     case R::kGate: case R::kUp: return {c.ffn_dim, c.dim};
     case R::kDown: return {c.dim, c.ffn_dim};
+    case R::kWqA: return {m.q_lora_rank, c.dim};
+    case R::kQANorm: return {m.q_lora_rank};
+    case R::kWqB: return {q, m.q_lora_rank};
+    case R::kWkvA: return {m.kv_lora_rank + m.qk_rope_dim, c.dim};
+    case R::kKvANorm: return {m.kv_lora_rank};
+    case R::kWkB: return {c.n_heads, m.kv_lora_rank, m.qk_nope_dim};
+    case R::kWvB: return {c.n_heads, m.v_head_dim, m.kv_lora_rank};
+    case R::kWkvB: return {c.n_heads * (m.qk_nope_dim + m.v_head_dim), m.kv_lora_rank};
+    case R::kFfnGateInp: return {e.n_experts, c.dim};
+    case R::kExpProbsB: return {e.n_experts};
+    case R::kGateExps: case R::kUpExps: return {e.n_experts, e.expert_ffn_dim, c.dim};
+    case R::kDownExps: return {e.n_experts, c.dim, e.expert_ffn_dim};
+    case R::kGateShexp: case R::kUpShexp: return {shared, c.dim};
+    case R::kDownShexp: return {c.dim, shared};
   }
   return {};
 }

@@ -34,14 +34,33 @@ enum class TensorRole : uint8_t {
   kGate,        // [ffn_dim, dim]
   kUp,          // [ffn_dim, dim]
   kDown,        // [dim, ffn_dim]
+  // Multi-head latent attention (deepseek2). qk = qk_nope + qk_rope (head_dim), r = kv_lora_rank.
+  kWqA,         // [q_lora, dim] query down-projection (V3; V2-Lite uses kWq [H qk, dim])
+  kQANorm,      // [q_lora]
+  kWqB,         // [H qk, q_lora] query up-projection
+  kWkvA,        // [r + qk_rope, dim] latent | shared RoPE key
+  kKvANorm,     // [r]
+  kWkB,         // [H, r, qk_nope] per head: the latent's key up-projection, transposed (absorbed into the query)
+  kWvB,         // [H, v_head, r] per head: the latent's value up-projection
+  kWkvB,        // [H (qk_nope + v_head), r] k|v up-projections of older GGUFs and HF (kv_b_proj); split at load
+  // Mixture of experts (deepseek2). E = experts, Fe = expert_ffn_dim, S = n_shared.
+  kFfnGateInp,  // [E, dim] router
+  kExpProbsB,   // [E] selection-only correction bias (V3)
+  kGateExps,    // [E, Fe, dim]
+  kUpExps,      // [E, Fe, dim]
+  kDownExps,    // [E, dim, Fe]
+  kGateShexp,   // [S Fe, dim] shared experts, as one FFN
+  kUpShexp,     // [S Fe, dim]
+  kDownShexp,   // [dim, S Fe]
 };
-constexpr int kNumTensorRoles = 16;
+constexpr int kNumTensorRoles = 33;
 
 // Which axis of a matrix tensor parallelism would split across ranks.
 enum class SplitAxis : uint8_t {
   kReplicated,  // every rank holds all of it (norms, the embedding table)
   kRows,        // column-parallel: output features split (q/k/v, gate/up, their biases, the LM head)
   kCols,        // row-parallel: input features split, outputs summed across ranks (o, down)
+  kExperts,     // expert-parallel: whole experts (the leading axis of a 3-D expert tensor) split
 };
 
 struct RoleInfo {
@@ -49,7 +68,7 @@ struct RoleInfo {
   const char* gguf;      // GGUF name (per-layer: after "blk.N.")
   const char* hf;        // HF safetensors name (per-layer: after "model.layers.N.")
   bool per_layer;
-  bool matrix;           // 2-D (else a vector)
+  bool matrix;           // 2-D or a stack of 2-D (3-D: per head or per expert), else a vector
   SplitAxis split;
   int synth_id;          // tensor id in the GPU synthetic weights (runtime/cuda_model_shape.cu); -1: none
   TensorRole bias;       // the bias added to this matrix's output (kWq -> kBq, ...); == role when none
@@ -61,7 +80,7 @@ const char* role_name(TensorRole role);  // "attn_q" style short name for messag
 // The tensor's name in a store of the given format ("gguf" or "safetensors"). layer is ignored for global roles.
 std::string tensor_name(TensorRole role, int layer, const std::string& format);
 
-// Shape of the role's tensor under config c: {rows, cols} for matrices, {n} for vectors.
+// Shape of the role's tensor under config c: {rows, cols} for matrices, {n, rows, cols} for stacks, {n} for vectors.
 std::vector<int64_t> role_shape(const ModelConfig& c, TensorRole role);
 
 }  // namespace citadel

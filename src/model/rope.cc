@@ -20,6 +20,9 @@ RopeParams rope_params_from(const ModelConfig& c, const float* freq_factors) {
   if (s.type == "yarn") {
     p.ext_factor = 1.0f;
     p.n_ctx_orig = static_cast<int>(s.original_context > 0 ? s.original_context : c.context_len);
+    // deepseek2: cos/sin keep magnitude 1 (mscale == mscale_all_dim); the kernels' YaRN magnitude is cancelled and
+    // the attention scale carries mscale^2 instead (config.h attention_scale).
+    if (s.yarn_log_mul > 0 && s.factor > 1) p.attn_factor = static_cast<float>(1.0 / (1.0 + 0.1 * std::log(s.factor)));
   }
   return p;
 }

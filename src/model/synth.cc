@@ -25,6 +25,19 @@ const std::vector<SynthPreset>& synth_presets() {
       // From the real GGUF header (PyPI part 0000): rope 10000, eps 1e-6, ctx 131072, untied.
       {"deepseek-r1-distill-qwen-7b", "qwen2", 28, 3584, 28, 4, 18944, 152064, false, 10000.0f, 1e-6f, 131072},
       {"llama-3-8b", "llama", 32, 4096, 32, 8, 14336, 128256, false, 500000.0f, 1e-5f, 8192},
+      // deepseek2: {q_lora, kv_lora, qk_nope, qk_rope, v} {experts, used, shared, expert ffn, dense layers, sigmoid,
+      // norm_topk, routed scale, groups, groups used}, yarn factor, log multiplier, original context.
+      // Tiny V2 (V2-Lite's kind: plain q, softmax top-k) and V3 (q_lora, sigmoid + bias, groups, renormalised).
+      {"deepseek2-tiny", "deepseek2", 3, 64, 4, 1, 160, 0, false, 10000.0f, 1e-6f, 512, {0, 32, 16, 8, 16},
+       {8, 2, 2, 32, 1, false, false, 1.0, 0, 0}, 4.0, 0.0707, 128},
+      {"deepseek3-tiny", "deepseek2", 3, 64, 4, 1, 160, 0, false, 10000.0f, 1e-6f, 512, {24, 32, 16, 8, 16},
+       {16, 4, 1, 32, 1, true, true, 2.5, 4, 2}, 4.0, 0.1, 128},
+      // DeepSeek-V2-Lite's shape (config.json of deepseek-ai/DeepSeek-V2-Lite).
+      {"deepseek-v2-lite", "deepseek2", 27, 2048, 16, 1, 10944, 102400, false, 10000.0f, 1e-6f, 163840,
+       {0, 512, 128, 64, 128}, {64, 6, 2, 1408, 1, false, false, 1.0, 1, 1}, 40.0, 0.0707, 4096},
+      // DeepSeek-V3's shape (671B; for plans and inspect: too large to write on most machines).
+      {"deepseek-v3", "deepseek2", 61, 7168, 128, 1, 18432, 129280, false, 10000.0f, 1e-6f, 163840,
+       {1536, 512, 128, 64, 128}, {256, 8, 1, 2048, 3, true, true, 2.5, 8, 4}, 40.0, 0.1, 4096},
   };
   return kPresets;
 }
@@ -67,8 +80,11 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
   }
   plan.preset = *p;
   SynthPreset& h = plan.preset;
-  if (!o.arch.empty() && o.arch != "llama" && o.arch != "qwen2") {
-    return InvalidArgument("--arch '" + o.arch + "': expected llama or qwen2");
+  if (!o.arch.empty() && o.arch != "llama" && o.arch != "qwen2" && o.arch != "deepseek2") {
+    return InvalidArgument("--arch '" + o.arch + "': expected llama, qwen2 or deepseek2");
+  }
+  if (o.arch == "deepseek2" && h.arch.empty()) {
+    return InvalidArgument("--arch deepseek2 needs a deepseek preset (deepseek2-tiny, deepseek3-tiny, deepseek-v2-lite)");
   }
   if (h.arch.empty()) h.arch = o.arch.empty() ? "llama" : o.arch;
   else if (!o.arch.empty() && o.arch != h.arch) {
@@ -87,7 +103,44 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
     plan.tensors.push_back({std::move(name), t, std::move(shape), init, scale});
   };
   add("token_embd.weight", wt, {h.n_vocab, h.dim}, SynthInit::kNormal, 0.02f);
-  for (int l = 0; l < h.n_layers; ++l) {
+  for (int l = 0; l < h.n_layers && h.arch == "deepseek2"; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    const MlaConfig& m = h.mla;
+    const MoeConfig& e = h.moe;
+    const int64_t qk = m.qk_nope_dim + m.qk_rope_dim, r = m.kv_lora_rank, H = h.n_heads;
+    add(b + "attn_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
+    if (m.q_lora_rank > 0) {
+      add(b + "attn_q_a.weight", wt, {m.q_lora_rank, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+      add(b + "attn_q_a_norm.weight", DType::kF32, {m.q_lora_rank}, SynthInit::kNorm, 0);
+      add(b + "attn_q_b.weight", wt, {H * qk, m.q_lora_rank}, SynthInit::kNormal, scale_for(m.q_lora_rank));
+    } else {
+      add(b + "attn_q.weight", wt, {H * qk, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    }
+    add(b + "attn_kv_a_mqa.weight", wt, {r + m.qk_rope_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    add(b + "attn_kv_a_norm.weight", DType::kF32, {r}, SynthInit::kNorm, 0);
+    add(b + "attn_k_b.weight", wt, {H, r, m.qk_nope_dim}, SynthInit::kNormal, scale_for(r));
+    add(b + "attn_v_b.weight", wt, {H, m.v_head_dim, r}, SynthInit::kNormal, scale_for(r));
+    add(b + "attn_output.weight", wt, {h.dim, H * m.v_head_dim}, SynthInit::kNormal, scale_for(H * m.v_head_dim));
+    add(b + "ffn_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
+    if (l < e.n_dense_layers) {
+      add(b + "ffn_gate.weight", wt, {h.ffn_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+      add(b + "ffn_up.weight", wt, {h.ffn_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+      add(b + "ffn_down.weight", wt, {h.dim, h.ffn_dim}, SynthInit::kNormal, scale_for(h.ffn_dim));
+      continue;
+    }
+    const int64_t E = e.n_experts, Fe = e.expert_ffn_dim, S = e.n_shared * Fe;
+    add(b + "ffn_gate_inp.weight", DType::kF32, {E, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    if (e.sigmoid_gating) add(b + "exp_probs_b.bias", DType::kF32, {E}, SynthInit::kBias, 0.1f);
+    add(b + "ffn_gate_exps.weight", wt, {E, Fe, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    add(b + "ffn_up_exps.weight", wt, {E, Fe, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+    add(b + "ffn_down_exps.weight", wt, {E, h.dim, Fe}, SynthInit::kNormal, scale_for(Fe));
+    if (S > 0) {
+      add(b + "ffn_gate_shexp.weight", wt, {S, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+      add(b + "ffn_up_shexp.weight", wt, {S, h.dim}, SynthInit::kNormal, scale_for(h.dim));
+      add(b + "ffn_down_shexp.weight", wt, {h.dim, S}, SynthInit::kNormal, scale_for(S));
+    }
+  }
+  for (int l = 0; l < h.n_layers && h.arch != "deepseek2"; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     add(b + "attn_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
     add(b + "attn_q.weight", wt, {q_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
@@ -115,6 +168,42 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
 
 namespace {
 
+// llama.cpp's MLA layout: head_count_kv 1 and key/value_length of the shared latent head; the per-head widths in
+// key_length_mla / value_length_mla.
+void add_deepseek2_metadata(GgufWriter& w, const SynthPreset& h) {
+  const std::string a = "deepseek2.";
+  const MlaConfig& m = h.mla;
+  const MoeConfig& e = h.moe;
+  auto u32 = [&](const std::string& key, int64_t v) { w.add_u32(a + key, static_cast<uint32_t>(v)); };
+  u32("attention.head_count_kv", 1);
+  u32("attention.key_length", m.kv_lora_rank + m.qk_rope_dim);
+  u32("attention.value_length", m.kv_lora_rank);
+  u32("attention.key_length_mla", m.qk_nope_dim + m.qk_rope_dim);
+  u32("attention.value_length_mla", m.v_head_dim);
+  if (m.q_lora_rank > 0) u32("attention.q_lora_rank", m.q_lora_rank);
+  u32("attention.kv_lora_rank", m.kv_lora_rank);
+  u32("rope.dimension_count", m.qk_rope_dim);
+  u32("vocab_size", h.n_vocab);
+  u32("leading_dense_block_count", e.n_dense_layers);
+  u32("expert_feed_forward_length", e.expert_ffn_dim);
+  u32("expert_count", e.n_experts);
+  u32("expert_shared_count", e.n_shared);
+  u32("expert_used_count", e.n_experts_used);
+  w.add_f32(a + "expert_weights_scale", static_cast<float>(e.routed_scale));
+  w.add_bool(a + "expert_weights_norm", e.norm_topk);
+  u32("expert_gating_func", e.sigmoid_gating ? 2 : 1);
+  if (e.n_group > 0) {
+    u32("expert_group_count", e.n_group);
+    u32("expert_group_used_count", e.topk_group);
+  }
+  if (h.yarn_factor > 0) {
+    w.add_string(a + "rope.scaling.type", "yarn");
+    w.add_f32(a + "rope.scaling.factor", static_cast<float>(h.yarn_factor));
+    u32("rope.scaling.original_context_length", h.yarn_orig_ctx);
+    w.add_f32(a + "rope.scaling.yarn_log_multiplier", static_cast<float>(h.yarn_log_mul));
+  }
+}
+
 void add_metadata(GgufWriter& w, const SynthPlan& plan, const SynthOptions& o) {
   const SynthPreset& h = plan.preset;
   const std::string a = h.arch;
@@ -129,9 +218,13 @@ void add_metadata(GgufWriter& w, const SynthPlan& plan, const SynthOptions& o) {
   w.add_u32(a + ".embedding_length", static_cast<uint32_t>(h.dim));
   w.add_u32(a + ".feed_forward_length", static_cast<uint32_t>(h.ffn_dim));
   w.add_u32(a + ".attention.head_count", static_cast<uint32_t>(h.n_heads));
-  w.add_u32(a + ".attention.head_count_kv", static_cast<uint32_t>(h.n_kv_heads));
+  if (a != "deepseek2") w.add_u32(a + ".attention.head_count_kv", static_cast<uint32_t>(h.n_kv_heads));
   w.add_f32(a + ".attention.layer_norm_rms_epsilon", h.rms_eps);
   w.add_f32(a + ".rope.freq_base", h.rope_theta);
+  if (a == "deepseek2") {
+    add_deepseek2_metadata(w, h);
+    return;
+  }
   w.add_u32(a + ".rope.dimension_count", static_cast<uint32_t>(h.dim / h.n_heads));
   if (a == "llama") w.add_u32(a + ".vocab_size", static_cast<uint32_t>(h.n_vocab));
 }

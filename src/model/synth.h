@@ -1,5 +1,5 @@
 // Synthetic models: deterministic random weights at a real model's shape, written as GGUF with the tensor names and
-// metadata llama.cpp uses (llama / qwen2), for tests and GPU benchmarks where real weights cannot travel.
+// metadata llama.cpp uses (llama / qwen2 / deepseek2), for tests and GPU benchmarks where real weights cannot travel.
 // Determinism: the same options give the same bytes on any machine and compiler (integer PRNG from base/rng.h,
 // no libm transcendental functions, no std:: distributions; see synth.cc).
 // Thread-safety: functions are reentrant.
@@ -11,17 +11,24 @@
 
 #include "base/status.h"
 #include "kernels/quant/types.h"
+#include "model/config.h"
 
 namespace citadel {
 
 struct SynthPreset {
   std::string name;
-  std::string arch;     // "llama" | "qwen2"; "" = taken from --arch (tiny)
-  int n_layers, dim, n_heads, n_kv_heads, ffn_dim;
+  std::string arch;     // "llama" | "qwen2" | "deepseek2"; "" = taken from --arch (tiny)
+  int n_layers, dim, n_heads, n_kv_heads, ffn_dim;  // deepseek2: n_kv_heads unused, ffn_dim = the dense layers'
   int64_t n_vocab;      // 0 = the built-in vocab's size
   bool tied;            // output.weight shares token_embd.weight
   float rope_theta, rms_eps;
   int64_t context_length;
+  // deepseek2 only: MLA and MoE shapes (llama.cpp's MLA layout: attn_k_b / attn_v_b), YaRN rope scaling (factor 0:
+  // none; yarn_log_mul = 0.1 * mscale_all_dim).
+  MlaConfig mla{};
+  MoeConfig moe{};
+  double yarn_factor = 0, yarn_log_mul = 0;
+  int64_t yarn_orig_ctx = 0;
 };
 
 const std::vector<SynthPreset>& synth_presets();

@@ -49,12 +49,15 @@ class Binder {
     return vec(t);
   }
 
-  // A role's matrix [rows, cols] (shape from role_shape()): a view into the file, or an f32 copy (upcast, or data
-  // the kernels cannot read in place; for_matmul: read by cpu::matmul, else only gathered by rows).
+  // A role's matrix [rows, cols] (shape from role_shape(); a stack [n, rows, cols] is viewed as [n rows, cols]): a
+  // view into the file, or an f32 copy (upcast, or data the kernels cannot read in place; for_matmul: read by
+  // cpu::matmul, else only gathered by rows).
   Result<WeightView> mat(TensorRole role, int layer, bool for_matmul) {
     const std::vector<int64_t> shape = role_shape(w_->config, role);
     ASSIGN_OR_RETURN(const TensorInfo* t, get(role, layer, shape));
-    const int64_t rows = shape[0], cols = shape[1];
+    const int64_t cols = shape.back();
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];
     const DTypeInfo* info = dtype_info(t->dtype);
     if (cols % info->block != 0) {
       return DataLoss(store_.path() + ": " + t->name + ": " + std::to_string(cols) + " columns is not a multiple of " +
@@ -114,7 +117,14 @@ uint64_t ModelWeights::bytes_per_token() const {
   auto bytes = [](const WeightView& v) { return static_cast<uint64_t>(v.rows) * v.row_bytes(); };
   uint64_t n = bytes(mat(TensorRole::kOutput));
   for (const RoleWeights& L : layers) {
-    for (const WeightView& v : L.mat) n += v.data ? bytes(v) : 0;
+    for (size_t i = 0; i < L.mat.size(); ++i) {
+      const WeightView& v = L.mat[i];
+      const TensorRole role = static_cast<TensorRole>(i);
+      if (!v.data || role == TensorRole::kWkvB) continue;  // split into k_b / v_b at load
+      const bool routed = role == TensorRole::kGateExps || role == TensorRole::kUpExps || role == TensorRole::kDownExps;
+      // A token reads only its selected experts.
+      n += routed ? bytes(v) / static_cast<uint64_t>(config.moe.n_experts) * config.moe.n_experts_used : bytes(v);
+    }
   }
   return n;
 }
@@ -125,7 +135,7 @@ Result<std::unique_ptr<ModelWeights>> load_weights(std::unique_ptr<TensorStore> 
   ASSIGN_OR_RETURN(w->config, model_config_from(*store));
   const ModelConfig& c = w->config;
   w->arch = find_arch(c.arch);
-  if (!w->arch) return Unsupported(store->path() + ": architecture '" + c.arch + "' is not of the llama family");
+  if (!w->arch) return Unsupported(store->path() + ": architecture '" + c.arch + "' has no recipe");
   w->store = std::move(store);
   w->upcast = opts.upcast_f32;
   Binder b(w.get(), opts);
@@ -141,6 +151,7 @@ Result<std::unique_ptr<ModelWeights>> load_weights(std::unique_ptr<TensorStore> 
   } else if (!output.data) {
     ASSIGN_OR_RETURN(output, b.mat(TensorRole::kTokEmbd, 0, /*for_matmul=*/true));  // tied, an f32 copy
   }
+  if (w->arch->finish) RETURN_IF_ERROR(w->arch->finish(w.get()));
   const float*& rope_freqs = g.vec[static_cast<size_t>(TensorRole::kRopeFreqs)];
   if (!rope_freqs && c.rope_scaling.type == "llama3") {
     auto factors = llama3_rope_factors(c);

@@ -28,9 +28,11 @@ size_t CpuRunner::kv_bytes_per_token() const {
 Status CpuRunner::allocate_kv(int n_blocks, int block_size) {
   const ModelConfig& c = w_->config;
   if (n_blocks <= 0 || block_size <= 0) return InvalidArgument("allocate_kv: n_blocks and block_size must be > 0");
-  // The CPU attention kernel reads a KvCacheView: two parts, k then v, of equal shape.
+  // The CPU attention kernel reads a KvCacheView: two parts, k then v, of equal shape; or one part that is the key
+  // and, in its first shared_value values, the value (MLA).
   const std::vector<KvPart>& parts = kv_layout_.parts;
-  if (parts.size() != 2 || parts[0].heads != parts[1].heads || parts[0].width != parts[1].width) {
+  const bool shared = parts.size() == 1 && kv_layout_.shared_value > 0;
+  if (!shared && (parts.size() != 2 || parts[0].heads != parts[1].heads || parts[0].width != parts[1].width)) {
     return Unsupported("allocate_kv: the CPU backend has no attention over the KV layout of " + c.arch);
   }
   const size_t n_parts = parts.size();
@@ -53,8 +55,10 @@ Status CpuRunner::allocate_kv(int n_blocks, int block_size) {
   const KvPart& k = parts[0];
   views_.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    views_[l] = KvCacheView{DType::kF32, pools_[l * n_parts].data(), pools_[l * n_parts + 1].data(), n_blocks,
-                            block_size, static_cast<int>(k.heads), static_cast<int>(k.width)};
+    float* kp = pools_[l * n_parts].data();
+    views_[l] = KvCacheView{DType::kF32, kp, shared ? kp : pools_[l * n_parts + 1].data(), n_blocks, block_size,
+                            static_cast<int>(k.heads), static_cast<int>(k.width),
+                            static_cast<int>(kv_layout_.shared_value)};
   }
   return OkStatus();
 }

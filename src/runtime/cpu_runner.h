@@ -1,7 +1,7 @@
 // CpuRunner: engine::ModelRunner over the CPU backend: the Transformer, which runs the architecture's recipe on
 // CpuOps (model/cpu_ops.h). Owns the paged KV pools, sized from the architecture's KV description
-// (ArchSpec::kv_layout: llama: parts k and v, n_kv_heads x head_dim each): per layer one f32 pool per part,
-// [n_blocks, block_size, heads, width], and the activation scratch, sized for max_batched_tokens per chunk (larger
+// (ArchSpec::kv_layout: llama: parts k and v, n_kv_heads x head_dim each; deepseek2: one latent | rope-key part):
+// per layer one f32 pool per part, [n_blocks, block_size, heads, width], and the activation scratch, sized for max_batched_tokens per chunk (larger
 // batches run in chunks; see transformer.h).
 // Thread-safety: as ModelRunner: driven by one engine thread. The weights may be shared with other runners.
 #pragma once

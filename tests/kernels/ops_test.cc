@@ -203,5 +203,63 @@ TEST(Ops, PagedAttentionMatchesNaive) {
   }
 }
 
+// Multi-head latent attention's cache: one shared head whose row is latent | rope key, the key; the value is the
+// row's first v_dim values (v == k in the view). All query heads read it (up to 128: DeepSeek-V3).
+TEST(Ops, PagedLatentAttentionMatchesNaive) {
+  struct LatCase {
+    int n_heads, hd, vd;
+    DType dtype;
+  };
+  for (const LatCase& c : {LatCase{16, 40, 32, DType::kF32}, LatCase{128, 40, 32, DType::kF32},
+                           LatCase{4, 36, 28, DType::kF32}, LatCase{16, 40, 32, DType::kF16}}) {
+    const int bs = 16, max_blocks = 4, n_blocks = 3 * max_blocks;
+    const std::vector<int> seq_len = {1, 17, 50};
+    std::vector<int32_t> tables(3 * max_blocks);
+    std::iota(tables.begin(), tables.end(), 0);
+    std::reverse(tables.begin(), tables.end());
+    const size_t elt = c.dtype == DType::kF32 ? 4 : 2;
+    std::vector<uint8_t> pool(size_t(n_blocks) * bs * c.hd * elt);
+    KvCacheView cache{c.dtype, pool.data(), pool.data(), n_blocks, bs, 1, c.hd, c.vd};
+    std::vector<std::vector<float>> K(3);
+    for (int s = 0; s < 3; ++s) {
+      K[s] = random_floats(seq_len[s] * c.hd, 300 + s);
+      if (c.dtype == DType::kF16)
+        for (float& f : K[s]) f = f16_to_f32(f32_to_f16(f));
+      for (int p = 0; p < seq_len[s]; ++p) {
+        const int32_t blk = tables[s * max_blocks + p / bs], off = p % bs;
+        cpu::kv_write(cache, &K[s][p * c.hd], nullptr, 1, &blk, &off);
+      }
+    }
+    std::vector<int32_t> seq = {0, 2, 2, 1, 2}, pos = {0, 47, 48, 16, 49};
+    AttnBatch batch{static_cast<int>(seq.size()), tables.data(), max_blocks, 3, seq.data(), pos.data()};
+    const float scale = 0.3f;
+    std::vector<float> q = random_floats(seq.size() * c.n_heads * c.hd, 9, 0.5f);
+    std::vector<float> want(seq.size() * c.n_heads * c.vd), ref(want.size()), got(want.size());
+    for (size_t t = 0; t < seq.size(); ++t) {
+      for (int h = 0; h < c.n_heads; ++h) {
+        const float* qh = &q[(t * c.n_heads + h) * c.hd];
+        std::vector<double> w(pos[t] + 1);
+        double mx = -1e300, sum = 0;
+        for (int p = 0; p <= pos[t]; ++p) {
+          double d = 0;
+          for (int i = 0; i < c.hd; ++i) d += double(qh[i]) * K[seq[t]][p * c.hd + i];
+          w[p] = d * scale;
+          mx = std::max(mx, w[p]);
+        }
+        for (double& x : w) sum += x = std::exp(x - mx);
+        for (int i = 0; i < c.vd; ++i) {
+          double a = 0;
+          for (int p = 0; p <= pos[t]; ++p) a += w[p] * K[seq[t]][p * c.hd + i];
+          want[(t * c.n_heads + h) * c.vd + i] = float(a / sum);
+        }
+      }
+    }
+    cpu::attention_ref(q.data(), cache, batch, c.n_heads, scale, ref.data());
+    cpu::attention(q.data(), cache, batch, c.n_heads, scale, got.data());
+    EXPECT_LT(nmse(want, ref), 1e-10) << "heads " << c.n_heads << " hd " << c.hd;
+    EXPECT_LT(nmse(want, got), 1e-10) << "heads " << c.n_heads << " hd " << c.hd;
+  }
+}
+
 }  // namespace
 }  // namespace citadel

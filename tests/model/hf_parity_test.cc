@@ -130,19 +130,22 @@ TEST(HfParity, SmolLM2FastModeIsClose) {
   check_model(**w, load_cases("model/smollm2-135m-q4_1.json"), &loose, "smollm2 fast");
 }
 
-// Tiny synthetic models (seed 1, f32) regenerated here; fixtures by tools/reference/make_synth_fixtures.py.
-void check_synth(const std::string& arch) {
-  const std::string path = model_testing::synth_file(arch, "tiny", 1, "f32");
+// Tiny synthetic models (seed 1, f32) regenerated here; fixtures by tools/reference/make_synth_fixtures.py (llama,
+// qwen2) and make_deepseek_fixtures.py (deepseek2: MLA + MoE, YaRN; 32 greedy tokens).
+void check_synth(const std::string& arch, const std::string& preset, const std::string& fixture) {
+  const std::string path = model_testing::synth_file(arch, preset, 1, "f32");
   auto w = load_model(path, WeightsOptions{.upcast_f32 = true});
   ASSERT_TRUE(w.ok()) << w.status().message();
-  const Tolerance tol{1e-5, 1e-10, true};  // measured: max abs 3.5e-7, NMSE 1e-12
-  const auto cases = load_cases("model/synth-tiny-" + arch + ".json");
-  EXPECT_EQ(check_model(**w, cases, &tol, ("synth tiny " + arch).c_str()), static_cast<int>(cases.size()));
+  const Tolerance tol{1e-5, 1e-10, true};  // measured: max abs 3.5e-7, NMSE 1e-12 (llama)
+  const auto cases = load_cases("model/" + fixture + ".json");
+  EXPECT_EQ(check_model(**w, cases, &tol, fixture.c_str()), static_cast<int>(cases.size()));
   std::filesystem::remove(path);
 }
 
-TEST(HfParity, SynthTinyLlamaMatchesTransformers) { check_synth("llama"); }
-TEST(HfParity, SynthTinyQwen2MatchesTransformers) { check_synth("qwen2"); }
+TEST(HfParity, SynthTinyLlamaMatchesTransformers) { check_synth("llama", "tiny", "synth-tiny-llama"); }
+TEST(HfParity, SynthTinyQwen2MatchesTransformers) { check_synth("qwen2", "tiny", "synth-tiny-qwen2"); }
+TEST(HfParity, DeepSeekV2TinyMatchesTransformers) { check_synth("deepseek2", "deepseek2-tiny", "deepseek2-tiny"); }
+TEST(HfParity, DeepSeekV3TinyMatchesTransformers) { check_synth("deepseek2", "deepseek3-tiny", "deepseek3-tiny"); }
 
 // The same tiny llama saved by transformers as HF safetensors + config.json: our safetensors path (HF names,
 // NEOX RoPE on un-permuted Q/K, config.json hyper-parameters) must give the GGUF's HF logits and greedy ids.

@@ -1,5 +1,6 @@
-// The llama recipe (model/arch/llama.cc) over a recording BackendOps: the op sequence of a 2-layer model is the one
-// the recipe's comment states, for llama and qwen2 alike; an op's error stops the recipe.
+// The recipes (model/arch/*.cc) over a recording BackendOps: the op sequence of a small model is the one the
+// recipe's comment states (llama and qwen2 alike; deepseek2 with and without q_lora, dense then MoE layers); an op's
+// error stops the recipe; the KV layouts.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -18,6 +19,9 @@ const char* act_name(Act a) {
     case Act::kQkv: return "qkv";
     case Act::kAttn: return "attn";
     case Act::kFfn: return "ffn";
+    case Act::kQ: return "q";
+    case Act::kQA: return "qa";
+    case Act::kKvA: return "kva";
   }
   return "?";
 }
@@ -49,6 +53,14 @@ class RecordingOps : public BackendOps {
   Status attention(int layer) override { return rec("attention " + std::to_string(layer)); }
   Status logits(TensorRole norm, TensorRole head) override {
     return rec("logits " + std::string(role_name(norm)) + " " + role_name(head));
+  }
+  Status rmsnorm(Act a, TensorRole norm, int layer) override {
+    return rec("norm " + std::string(act_name(a)) + " " + role_name(norm) + " " + std::to_string(layer));
+  }
+  Status mla_rope_kv_write(int layer) override { return rec("mla_rope_kv_write " + std::to_string(layer)); }
+  Status mla_attention(int layer) override { return rec("mla_attention " + std::to_string(layer)); }
+  Status moe(int layer, Act in, Act out, bool accumulate) override {
+    return rec("moe " + std::to_string(layer) + " " + act_name(in) + (accumulate ? "+>" : "->") + act_name(out));
   }
 
  private:
@@ -110,6 +122,77 @@ TEST(Recipe, LlamaKvLayoutIsKAndV) {
   EXPECT_STREQ(kv.parts[0].name, "k");
   EXPECT_STREQ(kv.parts[1].name, "v");
   EXPECT_EQ(kv.values_per_token(), 2 * 3 * 64);
+}
+
+// DeepSeek-V3's kind: q_lora, one dense layer then MoE layers with a shared expert.
+TEST(Recipe, DeepSeek2OpSequence) {
+  ModelConfig c;
+  c.n_layers = 2;
+  c.has_mla = c.has_moe = true;
+  c.mla.q_lora_rank = 24;
+  c.moe.n_dense_layers = 1;
+  c.moe.n_shared = 1;
+  RecordingOps ops;
+  ASSERT_TRUE(find_arch("deepseek2")->forward(ops, c).ok());
+  std::vector<std::string> e = {"embed token_embd.weight"};
+  for (int l = 0; l < 2; ++l) {
+    const std::string L = " " + std::to_string(l);
+    e.push_back((l == 0 ? "rmsnorm attn_norm.weight" : "add_rmsnorm attn_norm.weight") + L);
+    e.push_back("linear attn_q_a.weight" + L + " normed->qa");
+    e.push_back("norm qa attn_q_a_norm.weight" + L);
+    e.push_back("linear attn_q_b.weight" + L + " qa->q");
+    e.push_back("linear attn_kv_a_mqa.weight" + L + " normed->kva");
+    e.push_back("mla_rope_kv_write" + L);
+    e.push_back("mla_attention" + L);
+    e.push_back("linear attn_output.weight" + L + " attn->delta");
+    e.push_back("add_rmsnorm ffn_norm.weight" + L);
+    if (l == 0) {
+      e.push_back("linear_silu_mul ffn_gate.weight|ffn_up.weight" + L + " normed->ffn");
+      e.push_back("linear ffn_down.weight" + L + " ffn->delta");
+    } else {
+      e.push_back("linear_silu_mul ffn_gate_shexp.weight|ffn_up_shexp.weight" + L + " normed->ffn");
+      e.push_back("linear ffn_down_shexp.weight" + L + " ffn->delta");
+      e.push_back("moe" + L + " normed+>delta");
+    }
+  }
+  e.push_back("logits output_norm.weight output.weight");
+  EXPECT_EQ(ops.log, e);
+  // V2-Lite's kind: plain q; no shared experts: the routed experts write the delta.
+  c.mla.q_lora_rank = 0;
+  c.moe.n_shared = 0;
+  RecordingOps plain;
+  ASSERT_TRUE(deepseek2_forward(plain, c).ok());
+  EXPECT_EQ(plain.log[2], "linear attn_q.weight 0 normed->q");
+  EXPECT_EQ(plain.log[plain.log.size() - 2], "moe 1 normed->delta");
+}
+
+// DeepSeek-V2-Lite: 512 latent + 64 rope values per token and layer, one part that is key and (first 512) value.
+TEST(Recipe, DeepSeek2KvLayoutIsTheLatent) {
+  ModelConfig c;
+  c.mla.kv_lora_rank = 512;
+  c.mla.qk_rope_dim = 64;
+  const KvLayout kv = find_arch("deepseek2")->kv_layout(c);
+  ASSERT_EQ(kv.parts.size(), 1u);
+  EXPECT_EQ(kv.values_per_token(), 576);
+  EXPECT_EQ(kv.shared_value, 512);
+}
+
+// A backend without MLA / MoE answers kUnsupported for those ops.
+TEST(Recipe, OptionalOpsDefaultToUnsupported) {
+  class LlamaOnly : public BackendOps {
+   public:
+    Status embed(TensorRole) override { return OkStatus(); }
+    Status add_rmsnorm(bool, TensorRole, int) override { return OkStatus(); }
+    Status linear(const Linear&, int, Act, Act) override { return OkStatus(); }
+    Status linear_silu_mul(const Linear&, int, Act, Act) override { return OkStatus(); }
+    Status rope_kv_write(int) override { return OkStatus(); }
+    Status attention(int) override { return OkStatus(); }
+    Status logits(TensorRole, TensorRole) override { return OkStatus(); }
+  } ops;
+  ModelConfig c;
+  c.n_layers = 1;
+  c.has_mla = true;
+  EXPECT_EQ(deepseek2_forward(ops, c).code(), StatusCode::kUnsupported);
 }
 
 }  // namespace

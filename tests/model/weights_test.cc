@@ -6,51 +6,13 @@
 #include <cstring>
 #include <functional>
 
-#include "format/gguf_writer.h"
 #include "model_test_util.h"
 
 namespace citadel {
 namespace {
 
+using model_testing::copy_gguf;
 using model_testing::synth_file;
-
-// Copies a GGUF, letting `edit` rename/reshape/drop tensors (return false to drop), and adding zero-filled f32 tensors
-// {name, shape} of `zeros`.
-std::string copy_gguf(const std::string& src, const std::string& tag,
-                      const std::function<bool(std::string*, std::vector<int64_t>*)>& edit,
-                      const std::string& duplicate_as_output = "",
-                      const std::vector<std::pair<std::string, std::vector<int64_t>>>& zeros = {}) {
-  auto store = open_gguf(src);
-  EXPECT_TRUE(store.ok());
-  GgufWriter wr;
-  for (const auto& [k, v] : (*store)->metadata()) {
-    if (k != "general.alignment") {
-      EXPECT_TRUE(wr.add_meta(k, v).ok()) << k;
-    }
-  }
-  for (const TensorInfo& t : (*store)->tensors()) {
-    std::string name = t.name;
-    std::vector<int64_t> shape = t.shape;
-    if (!edit(&name, &shape)) continue;
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::vector<uint8_t> bytes(dtype_row_bytes(t.dtype, n));
-    std::memcpy(bytes.data(), t.data, std::min<size_t>(bytes.size(), t.nbytes));
-    EXPECT_TRUE(wr.add_tensor(name, t.dtype, shape, bytes.data(), bytes.size()).ok()) << name;
-    if (name == duplicate_as_output) {
-      EXPECT_TRUE(wr.add_tensor("output.weight", t.dtype, shape, bytes.data(), bytes.size()).ok());
-    }
-  }
-  for (const auto& [name, shape] : zeros) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::vector<float> z(static_cast<size_t>(n), 0.0f);
-    EXPECT_TRUE(wr.add_tensor(name, DType::kF32, shape, z.data(), z.size() * sizeof(float)).ok()) << name;
-  }
-  const std::string out = src + "." + tag + ".gguf";
-  EXPECT_TRUE(wr.write_file(out).ok());
-  return out;
-}
 
 std::string load_error(const std::string& path) {
   auto w = load_model(path, {});

@@ -73,6 +73,29 @@ json describe(const TensorStore& s) {
                           {"n_vocab", c.n_vocab},       {"context_length", c.context_len},
                           {"norm_eps", c.norm_eps},     {"rope", rope_json(c)},
                           {"tied_embeddings", c.tied_embeddings}, {"attention_bias", c.attn_bias}};
+  json& hp = j["hyperparameters"];
+  if (c.has_mla) {
+    const MlaConfig& m = c.mla;
+    hp["kv_lora_rank"] = m.kv_lora_rank;
+    hp["q_lora_rank"] = m.q_lora_rank;
+    hp["qk_nope_dim"] = m.qk_nope_dim;
+    hp["qk_rope_dim"] = m.qk_rope_dim;
+    hp["v_head_dim"] = m.v_head_dim;
+    hp["kv_values_per_token_layer"] = m.kv_lora_rank + m.qk_rope_dim;
+  }
+  if (c.has_moe) {
+    const MoeConfig& e = c.moe;
+    hp["expert_count"] = e.n_experts;
+    hp["expert_used_count"] = e.n_experts_used;
+    hp["expert_shared_count"] = e.n_shared;
+    hp["expert_ffn_dim"] = e.expert_ffn_dim;
+    hp["leading_dense_layers"] = e.n_dense_layers;
+    hp["expert_gating"] = e.sigmoid_gating ? "sigmoid" : "softmax";
+    hp["expert_weights_norm"] = e.norm_topk;
+    hp["expert_weights_scale"] = e.routed_scale;
+    hp["expert_group_count"] = e.n_group;
+    hp["expert_group_used_count"] = e.topk_group;
+  }
   j["tokenizer"] = tokenizer_json(s);
   auto full = model_config_from(s);
   j["supported"] = full.ok();

@@ -22,12 +22,13 @@ inline size_t kv_offset(const KvCacheView& c, int32_t block, int row, int kvh) {
   return ((static_cast<size_t>(block) * c.block_size + row) * c.n_kv_heads + kvh) * c.head_dim;
 }
 
-inline void load_row(const KvCacheView& c, const void* pool, size_t off, float* dst) {
+// n values of a row (head_dim for keys, value_dim for values).
+inline void load_row(const KvCacheView& c, const void* pool, size_t off, float* dst, int n) {
   if (c.dtype == DType::kF32) {
-    std::memcpy(dst, static_cast<const float*>(pool) + off, c.head_dim * sizeof(float));
+    std::memcpy(dst, static_cast<const float*>(pool) + off, n * sizeof(float));
   } else {
     const uint16_t* s = static_cast<const uint16_t*>(pool) + off;
-    for (int i = 0; i < c.head_dim; ++i) dst[i] = f16_to_f32(s[i]);
+    for (int i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
   }
 }
 
@@ -60,14 +61,14 @@ CITADEL_AVX2 void axpy_avx2(float w, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] += w * x[i];
 }
 
-// One block of keys for one head (hd % 8 == 0): scores, the online-softmax update of (m, l), and o = o * rescale +
-// sum of weight * value row, with o read and written once per block (not once per key) and a vector exp.
-// Rows r of the block are kr / vr + r * stride; sc: scratch of rows rounded up to 8 floats.
-CITADEL_AVX2 void attend_block_avx2(const float* qh, const float* kr, const float* vr, size_t stride, int rows,
-                                    int hd, float scale, float* m, float* l, float* o, float* sc) {
+// One block of keys for one head (hd % 8 == 0, vd % 8 == 0): scores, the online-softmax update of (m, l), and
+// o = o * rescale + sum of weight * value row, with o read and written once per block (not once per key) and a vector
+// exp. Rows r of the block are kr + r * ks and vr + r * vs; sc: scratch of rows rounded up to 8 floats.
+CITADEL_AVX2 void attend_block_avx2(const float* qh, const float* kr, const float* vr, size_t ks, size_t vs, int rows,
+                                    int hd, int vd, float scale, float* m, float* l, float* o, float* sc) {
   float bm = -INFINITY;
   for (int r = 0; r < rows; ++r) {
-    const float* k = kr + r * stride;
+    const float* k = kr + r * ks;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 16 <= hd; i += 16) {
@@ -92,21 +93,21 @@ CITADEL_AVX2 void attend_block_avx2(const float* qh, const float* kr, const floa
   *l = *l * rescale + detail::hsum8(lsum);
   *m = new_m;
   const __m256 rs = _mm256_set1_ps(rescale);
-  for (int i = 0; i < hd; i += 8) {
+  for (int i = 0; i < vd; i += 8) {
     __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(o + i), rs);
-    for (int r = 0; r < rows; ++r) acc = _mm256_fmadd_ps(_mm256_set1_ps(sc[r]), _mm256_loadu_ps(vr + r * stride + i), acc);
+    for (int r = 0; r < rows; ++r) acc = _mm256_fmadd_ps(_mm256_set1_ps(sc[r]), _mm256_loadu_ps(vr + r * vs + i), acc);
     _mm256_storeu_ps(o + i, acc);
   }
 }
 #endif
 
-using BlockFn = void (*)(const float* qh, const float* kr, const float* vr, size_t stride, int rows, int hd,
-                         float scale, float* m, float* l, float* o, float* sc);
+using BlockFn = void (*)(const float* qh, const float* kr, const float* vr, size_t ks, size_t vs, int rows, int hd,
+                         int vd, float scale, float* m, float* l, float* o, float* sc);
 
 struct VecOps {
   float (*dot)(const float*, const float*, int) = dot_scalar;
   void (*axpy)(float, const float*, float*, int) = axpy_scalar;
-  BlockFn block = nullptr;  // whole-block AVX2 path (head_dim % 8 == 0)
+  BlockFn block = nullptr;  // whole-block AVX2 path (head_dim and value_dim % 8 == 0)
 };
 
 VecOps vec_ops() {
@@ -121,9 +122,12 @@ VecOps vec_ops() {
   return v;
 }
 
+constexpr int kMaxGroup = 128;  // query heads per KV head (MLA: all heads share one latent head)
+
 void check_batch(const KvCacheView& c, const AttnBatch& b, int n_heads) {
   CHECK(c.dtype == DType::kF32 || c.dtype == DType::kF16);
-  CHECK(c.n_kv_heads > 0 && n_heads % c.n_kv_heads == 0 && c.block_size > 0);
+  CHECK(c.n_kv_heads > 0 && n_heads % c.n_kv_heads == 0 && c.block_size > 0 && n_heads / c.n_kv_heads <= kMaxGroup);
+  CHECK(c.value_dim() == c.head_dim || (c.v == c.k && c.value_dim() < c.head_dim));
 }
 
 // Block id holding position p of token t's sequence.
@@ -137,68 +141,68 @@ inline int32_t block_of(const KvCacheView& c, const AttnBatch& b, int64_t t, int
 // read in place (rows n_kv_heads * head_dim floats apart); f16 rows are converted block by block into scratch.
 void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, int64_t t,
                   int kvh, int g0, int g1, const VecOps& ops, float* out, std::vector<float>& scratch) {
-  const int hd = c.head_dim, group = n_heads / c.n_kv_heads, bs = c.block_size;
+  const int hd = c.head_dim, vd = c.value_dim(), group = n_heads / c.n_kv_heads, bs = c.block_size;
   const int n_keys = b.pos_of_token[t] + 1;
   const bool in_place = c.dtype == DType::kF32;
-  const bool use_block = ops.block != nullptr && hd % 8 == 0;
+  const bool use_block = ops.block != nullptr && hd % 8 == 0 && vd % 8 == 0;
   const int bs8 = (bs + 7) & ~7;
-  scratch.resize(static_cast<size_t>((in_place ? 0 : 2 * bs * hd) + bs8));
+  scratch.resize(static_cast<size_t>((in_place ? 0 : bs * (hd + vd)) + bs8));
   float* sc = scratch.data();         // [bs8] scores (then weights) of one head
   float* kb = sc + bs8;               // [bs, hd] keys of the current block (f16 caches only)
-  float* vb = kb + bs * hd;           // [bs, hd] values
-  float m[64], l[64];                 // running max and sum per head of the group
-  CHECK(group <= 64);
+  float* vb = kb + bs * hd;           // [bs, vd] values
+  float m[kMaxGroup], l[kMaxGroup];   // running max and sum per head of the group
   for (int g = g0; g < g1; ++g) {
     m[g] = -INFINITY;
     l[g] = 0;
-    std::memset(out + (t * n_heads + kvh * group + g) * hd, 0, hd * sizeof(float));
+    std::memset(out + (t * n_heads + kvh * group + g) * vd, 0, vd * sizeof(float));
   }
   for (int p0 = 0; p0 < n_keys; p0 += bs) {
     const int32_t blk = block_of(c, b, t, p0);
     const int rows = std::min(bs, n_keys - p0);
-    const float *kr, *vr;  // row r at kr + r * stride
-    size_t stride;
+    const float *kr, *vr;  // row r at kr + r * kstride, vr + r * vstride
+    size_t kstride, vstride;
     if (in_place) {
       kr = static_cast<const float*>(c.k) + kv_offset(c, blk, 0, kvh);
       vr = static_cast<const float*>(c.v) + kv_offset(c, blk, 0, kvh);
-      stride = static_cast<size_t>(c.n_kv_heads) * hd;
+      kstride = vstride = static_cast<size_t>(c.n_kv_heads) * hd;
     } else {
       for (int r = 0; r < rows; ++r) {
-        load_row(c, c.k, kv_offset(c, blk, r, kvh), kb + r * hd);
-        load_row(c, c.v, kv_offset(c, blk, r, kvh), vb + r * hd);
+        load_row(c, c.k, kv_offset(c, blk, r, kvh), kb + r * hd, hd);
+        load_row(c, c.v, kv_offset(c, blk, r, kvh), vb + r * vd, vd);
       }
       kr = kb;
       vr = vb;
-      stride = hd;
+      kstride = hd;
+      vstride = vd;
     }
     for (int g = g0; g < g1; ++g) {
       const int h = kvh * group + g;
       const float* qh = q + (t * n_heads + h) * hd;
-      float* o = out + (t * n_heads + h) * hd;
+      float* o = out + (t * n_heads + h) * vd;
       if (use_block) {
-        ops.block(qh, kr, vr, stride, rows, hd, scale, &m[g], &l[g], o, sc);
+        ops.block(qh, kr, vr, kstride, vstride, rows, hd, vd, scale, &m[g], &l[g], o, sc);
         continue;
       }
       float bm = -INFINITY;
       for (int r = 0; r < rows; ++r) {
-        sc[r] = ops.dot(qh, kr + r * stride, hd) * scale;
+        sc[r] = ops.dot(qh, kr + r * kstride, hd) * scale;
         bm = std::max(bm, sc[r]);
       }
       const float new_m = std::max(m[g], bm);
       const float rescale = std::exp(m[g] - new_m);  // 0 on the first block (m = -inf)
       if (rescale != 1.0f) {
-        scale_scalar(rescale, o, hd);
+        scale_scalar(rescale, o, vd);
         l[g] *= rescale;
       }
       m[g] = new_m;
       for (int r = 0; r < rows; ++r) {
         const float w = std::exp(sc[r] - new_m);
         l[g] += w;
-        ops.axpy(w, vr + r * stride, o, hd);
+        ops.axpy(w, vr + r * vstride, o, vd);
       }
     }
   }
-  for (int g = g0; g < g1; ++g) scale_scalar(1.0f / l[g], out + (t * n_heads + kvh * group + g) * hd, hd);
+  for (int g = g0; g < g1; ++g) scale_scalar(1.0f / l[g], out + (t * n_heads + kvh * group + g) * vd, vd);
 }
 
 }  // namespace
@@ -206,17 +210,18 @@ void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int 
 void kv_write(const KvCacheView& c, const float* k, const float* v, int64_t n_tokens, const int32_t* slot_block,
               const int32_t* slot_offset) {
   const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
+  const bool write_v = c.v != c.k;
+  CHECK(c.dtype == DType::kF32 || c.dtype == DType::kF16);
   for (int64_t t = 0; t < n_tokens; ++t) {
     CHECK(slot_block[t] >= 0 && slot_block[t] < c.n_blocks && slot_offset[t] >= 0 && slot_offset[t] < c.block_size);
     const size_t off = kv_offset(c, slot_block[t], slot_offset[t], 0);
-    if (c.dtype == DType::kF32) {
-      std::memcpy(static_cast<float*>(c.k) + off, k + t * row, row * sizeof(float));
-      std::memcpy(static_cast<float*>(c.v) + off, v + t * row, row * sizeof(float));
-    } else {
-      CHECK(c.dtype == DType::kF16);
-      for (size_t i = 0; i < row; ++i) {
-        static_cast<uint16_t*>(c.k)[off + i] = f32_to_f16(k[t * row + i]);
-        static_cast<uint16_t*>(c.v)[off + i] = f32_to_f16(v[t * row + i]);
+    for (int part = 0; part < (write_v ? 2 : 1); ++part) {
+      void* pool = part == 0 ? c.k : c.v;
+      const float* src = (part == 0 ? k : v) + t * row;
+      if (c.dtype == DType::kF32) {
+        std::memcpy(static_cast<float*>(pool) + off, src, row * sizeof(float));
+      } else {
+        for (size_t i = 0; i < row; ++i) static_cast<uint16_t*>(pool)[off + i] = f32_to_f16(src[i]);
       }
     }
   }
@@ -224,10 +229,10 @@ void kv_write(const KvCacheView& c, const float* k, const float* v, int64_t n_to
 
 void attention_ref(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, float* out) {
   check_batch(c, b, n_heads);
-  const int hd = c.head_dim, group = n_heads / c.n_kv_heads;
+  const int hd = c.head_dim, vd = c.value_dim(), group = n_heads / c.n_kv_heads;
   if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  std::vector<float> kr(hd), vr(hd);
-  std::vector<double> s, acc(hd);
+  std::vector<float> kr(hd), vr(vd);
+  std::vector<double> s, acc(vd);
   for (int64_t t = 0; t < b.n_tokens; ++t) {
     const int n_keys = b.pos_of_token[t] + 1;
     s.resize(n_keys);
@@ -236,7 +241,7 @@ void attention_ref(const float* q, const KvCacheView& c, const AttnBatch& b, int
       const float* qh = q + (t * n_heads + h) * hd;
       double mx = -INFINITY;
       for (int p = 0; p < n_keys; ++p) {
-        load_row(c, c.k, kv_offset(c, block_of(c, b, t, p), p % c.block_size, kvh), kr.data());
+        load_row(c, c.k, kv_offset(c, block_of(c, b, t, p), p % c.block_size, kvh), kr.data(), hd);
         double d = 0;
         for (int i = 0; i < hd; ++i) d += static_cast<double>(qh[i]) * kr[i];
         s[p] = d * scale;
@@ -247,10 +252,10 @@ void attention_ref(const float* q, const KvCacheView& c, const AttnBatch& b, int
       for (int p = 0; p < n_keys; ++p) {
         const double w = std::exp(s[p] - mx);
         sum += w;
-        load_row(c, c.v, kv_offset(c, block_of(c, b, t, p), p % c.block_size, kvh), vr.data());
-        for (int i = 0; i < hd; ++i) acc[i] += w * vr[i];
+        load_row(c, c.v, kv_offset(c, block_of(c, b, t, p), p % c.block_size, kvh), vr.data(), vd);
+        for (int i = 0; i < vd; ++i) acc[i] += w * vr[i];
       }
-      for (int i = 0; i < hd; ++i) out[(t * n_heads + h) * hd + i] = static_cast<float>(acc[i] / sum);
+      for (int i = 0; i < vd; ++i) out[(t * n_heads + h) * vd + i] = static_cast<float>(acc[i] / sum);
     }
   }
 }
