@@ -257,3 +257,35 @@ TEST(Synth, BuiltinVocabIsByteLevelBpe) {
 
 }  // namespace
 }  // namespace citadel
+
+namespace citadel {
+namespace {
+
+// DeepSeek-V2-Lite and V3 shapes: the parameter counts transformers gives the real configs
+// (tools/reference/make_deepseek_fixtures.py); the V2-Lite KV row is 576 values per token and layer.
+TEST(Synth, DeepSeekPresetsMatchTransformersParameterCounts) {
+  std::ifstream f(testing::golden("model/deepseek_shapes.json"));
+  ASSERT_TRUE(f.good());
+  const auto j = nlohmann::json::parse(f);
+  for (const char* preset : {"deepseek-v2-lite", "deepseek-v3"}) {
+    SynthOptions o;
+    o.preset = preset;
+    o.dtype = "bf16";
+    auto plan = plan_synth(o);
+    ASSERT_TRUE(plan.ok()) << plan.status().to_string();
+    EXPECT_EQ(plan->n_params, j[preset]["n_params"].get<int64_t>()) << preset;
+  }
+  SynthOptions o;
+  o.preset = "deepseek-v2-lite";
+  auto plan = plan_synth(o);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->preset.mla.kv_lora_rank + plan->preset.mla.qk_rope_dim, 576);
+  o.arch = "llama";
+  EXPECT_FALSE(plan_synth(o).ok());  // the preset is deepseek2
+  o.preset = "tiny";
+  o.arch = "deepseek2";
+  EXPECT_FALSE(plan_synth(o).ok());  // deepseek2 needs a deepseek preset
+}
+
+}  // namespace
+}  // namespace citadel

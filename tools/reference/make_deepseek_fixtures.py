@@ -12,7 +12,9 @@ DeepseekV2ForCausalLM / DeepseekV3ForCausalLM from the GGUF's metadata:
   yarn_log_multiplier                            -> mscale = mscale_all_dim = yarn_log_multiplier / 0.1
 
 and records, for a few prompts of random token ids, the greedy continuation (32 tokens) and the last prompt
-position's logits, in the format of make_synth_fixtures.py.
+position's logits, in the format of make_synth_fixtures.py. It also writes deepseek_shapes.json: the parameter counts
+transformers gives the real DeepSeek-V2-Lite and V3 configs (on the meta device: nothing allocated), which
+`citadel synth`'s presets of those shapes must match.
 
   python3 tools/reference/make_deepseek_fixtures.py --citadel build/citadel --out-dir tests/golden/model
 
@@ -104,6 +106,36 @@ def state_dict(reader, cfg):
     return sd
 
 
+# The real models' config.json values (deepseek-ai/DeepSeek-V2-Lite, deepseek-ai/DeepSeek-V3).
+REAL = {
+    "deepseek-v2-lite": ("DeepseekV2", dict(
+        vocab_size=102400, hidden_size=2048, intermediate_size=10944, moe_intermediate_size=1408, num_hidden_layers=27,
+        num_attention_heads=16, num_key_value_heads=16, n_shared_experts=2, n_routed_experts=64, num_experts_per_tok=6,
+        first_k_dense_replace=1, kv_lora_rank=512, q_lora_rank=None, qk_rope_head_dim=64, qk_nope_head_dim=128,
+        v_head_dim=128, tie_word_embeddings=False)),
+    "deepseek-v3": ("DeepseekV3", dict(
+        vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048, num_hidden_layers=61,
+        num_attention_heads=128, num_key_value_heads=128, n_shared_experts=1, n_routed_experts=256,
+        num_experts_per_tok=8, first_k_dense_replace=3, kv_lora_rank=512, q_lora_rank=1536, qk_rope_head_dim=64,
+        qk_nope_head_dim=128, v_head_dim=128, n_group=8, topk_group=4, tie_word_embeddings=False)),
+}
+
+
+def write_shapes(out_dir):
+    import transformers
+    doc = {}
+    for preset, (kind, kw) in REAL.items():
+        cfg = getattr(transformers, kind + "Config")(**kw)
+        with torch.device("meta"):
+            model = getattr(transformers, kind + "ForCausalLM")(cfg)
+        params = sum(p.numel() for p in model.parameters())
+        # V3's e_score_correction_bias is a buffer in transformers, a tensor (exp_probs_b) in the GGUF.
+        bias = sum(b.numel() for n, b in model.named_buffers() if n.endswith("e_score_correction_bias"))
+        doc[preset] = {"n_params": params + bias, "transformers_parameters": params, "correction_bias": bias}
+    with open(os.path.join(out_dir, "deepseek_shapes.json"), "w") as fh:
+        json.dump(doc, fh, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--citadel", required=True)
@@ -136,6 +168,7 @@ def main():
             print(preset, "min greedy gap", min(c["min_greedy_gap"] for c in doc["cases"]))
     finally:
         shutil.rmtree(tmp)
+    write_shapes(args.out_dir)
 
 
 if __name__ == "__main__":
