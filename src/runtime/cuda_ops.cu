@@ -55,6 +55,7 @@ void* CudaOps::buffer(Act a) const {
     case Act::kQkv: return m_.qkv;
     case Act::kAttn: return m_.attn;
     case Act::kFfn: return m_.act;
+    case Act::kQ: case Act::kQA: case Act::kKvA: return nullptr;  // MLA: no CUDA kernels yet (refused at load)
   }
   return nullptr;
 }
