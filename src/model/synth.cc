@@ -166,6 +166,45 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
   return plan;
 }
 
+ModelConfig synth_config(const SynthPlan& plan) {
+  const SynthPreset& h = plan.preset;
+  ModelConfig c;
+  c.arch = h.arch;
+  c.name = "citadel-synth " + h.name;
+  c.source = "gguf";
+  c.n_layers = h.n_layers;
+  c.dim = h.dim;
+  c.n_heads = h.n_heads;
+  c.n_kv_heads = h.n_kv_heads;
+  c.head_dim = h.dim / h.n_heads;
+  c.ffn_dim = h.ffn_dim;
+  c.n_vocab = h.n_vocab;
+  c.context_len = h.context_length;
+  c.rope_theta = h.rope_theta;
+  c.rope_dim = c.head_dim;
+  c.rope_type = h.arch == "qwen2" ? RopeStyle::kNeox : RopeStyle::kNorm;
+  c.norm_eps = h.rms_eps;
+  c.tied_embeddings = h.tied;
+  c.attn_bias = h.arch == "qwen2";
+  c.n_params = plan.n_params;
+  if (h.arch == "deepseek2") {
+    c.n_kv_heads = 1;
+    c.head_dim = h.mla.qk_nope_dim + h.mla.qk_rope_dim;
+    c.rope_dim = h.mla.qk_rope_dim;
+    c.has_mla = true;
+    c.mla = h.mla;
+    c.has_moe = h.moe.n_experts > 0;
+    c.moe = h.moe;
+  }
+  if (h.yarn_factor > 0) {
+    c.rope_scaling.type = "yarn";
+    c.rope_scaling.factor = h.yarn_factor;
+    c.rope_scaling.original_context = h.yarn_orig_ctx;
+    c.rope_scaling.yarn_log_mul = h.yarn_log_mul;
+  }
+  return c;
+}
+
 namespace {
 
 // llama.cpp's MLA layout: head_count_kv 1 and key/value_length of the shared latent head; the per-head widths in

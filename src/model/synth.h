@@ -65,6 +65,10 @@ Result<SynthPlan> plan_synth(const SynthOptions& opts);
 // Writes the model to opts.out (streaming, atomic rename at the end).
 Status write_synth(const SynthOptions& opts);
 
+// The ModelConfig the written file would give (model_config_from), without writing it: for plans of shapes too large
+// to write (deepseek-v3).
+ModelConfig synth_config(const SynthPlan& plan);
+
 // The built-in byte-level BPE vocab: 256 GPT-2 byte tokens, merges learned from a fixed English text, then
 // <|endoftext|>, <|im_start|>, <|im_end|>. Deterministic.
 struct BuiltinVocab {

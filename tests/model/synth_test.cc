@@ -12,6 +12,8 @@
 #include "base/subprocess.h"
 #include "format/tensor_store.h"
 #include "kernels/quant/quant.h"
+#include "model/config.h"
+#include "model/memory_plan.h"
 #include "tests/test_util.h"
 
 namespace citadel {
@@ -285,6 +287,66 @@ TEST(Synth, DeepSeekPresetsMatchTransformersParameterCounts) {
   o.preset = "tiny";
   o.arch = "deepseek2";
   EXPECT_FALSE(plan_synth(o).ok());  // deepseek2 needs a deepseek preset
+}
+
+}  // namespace
+}  // namespace citadel
+
+namespace citadel {
+namespace {
+
+// synth_config gives the config the written file gives, so plans of unwritable shapes are right.
+TEST(Synth, ConfigWithoutWritingEqualsTheFilesConfig) {
+  for (const char* preset : {"deepseek2-tiny", "deepseek3-tiny", "tiny"}) {
+    SynthOptions o;
+    o.preset = preset;
+    o.dtype = "f32";
+    o.out = tmp(std::string(preset) + ".gguf");
+    ASSERT_TRUE(write_synth(o).ok());
+    auto plan = plan_synth(o);
+    ASSERT_TRUE(plan.ok());
+    const ModelConfig want = *model_config_from(**open_model_file(o.out));
+    const ModelConfig got = synth_config(*plan);
+    EXPECT_EQ(got.arch, want.arch);
+    for (auto [a, b] : {std::pair{got.n_layers, want.n_layers}, {got.dim, want.dim}, {got.n_heads, want.n_heads},
+                        {got.n_kv_heads, want.n_kv_heads}, {got.head_dim, want.head_dim}, {got.ffn_dim, want.ffn_dim},
+                        {got.n_vocab, want.n_vocab}, {got.rope_dim, want.rope_dim}, {got.n_params, want.n_params},
+                        {got.mla.kv_lora_rank, want.mla.kv_lora_rank}, {got.mla.q_lora_rank, want.mla.q_lora_rank},
+                        {got.moe.n_experts, want.moe.n_experts}, {got.moe.n_group, want.moe.n_group}}) {
+      EXPECT_EQ(a, b) << preset;
+    }
+    EXPECT_EQ(got.rope_type, want.rope_type) << preset;
+    EXPECT_EQ(got.rope_scaling.type, want.rope_scaling.type) << preset;
+    EXPECT_NEAR(attention_scale(got), attention_scale(want), 1e-6) << preset;
+    std::filesystem::remove(o.out);
+  }
+}
+
+// DeepSeek-V3 at bf16 (1342 GB) fits no single device and not eight 80 GB GPUs, and says by how much; V2-Lite's KV is
+// 27 x 576 values per token.
+TEST(MemoryPlan, DeepSeekShapes) {
+  SynthOptions o;
+  o.preset = "deepseek-v3";
+  o.dtype = "bf16";
+  auto v3 = plan_synth(o);
+  ASSERT_TRUE(v3.ok());
+  const MemoryNeed need = memory_need(synth_config(*v3), v3->data_bytes);
+  EXPECT_EQ(need.kv_bytes_per_token(2), 61u * 576 * 2);
+  const auto fits = standard_fits(need, 24ull << 30, 163840);
+  ASSERT_EQ(fits.size(), 5u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_FALSE(fits[i].fits) << fits[i].device;
+    EXPECT_NE(fits[i].verdict.find("does not fit: the weights (1342.3 GB)"), std::string::npos) << fits[i].verdict;
+  }
+  EXPECT_NE(fits[2].verdict.find("need at least 18 devices of 80.0 GB"), std::string::npos) << fits[2].verdict;
+  o.preset = "deepseek-v2-lite";
+  auto lite = plan_synth(o);
+  ASSERT_TRUE(lite.ok());
+  const MemoryNeed ln = memory_need(synth_config(*lite), lite->data_bytes);
+  EXPECT_EQ(ln.n_layers * ln.kv_values_per_layer, 27 * 576);
+  const DeviceFit h100 = fit_on(ln, "one 80 GB GPU", 80'000'000'000ull, 1, 2, 4'000'000'000ull, 4096);
+  EXPECT_TRUE(h100.fits) << h100.verdict;
+  EXPECT_EQ(h100.kv_tokens, static_cast<int64_t>((76'000'000'000ull - lite->data_bytes) / (27 * 576 * 2)));
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // citadel inspect --model PATH: prints what a model file holds as pretty JSON (format, architecture,
-// hyper-parameters, tensor dtypes, tokenizer). Errors: one line on stderr, exit code 1.
+// hyper-parameters, tensor dtypes, memory needs and what fits where, tokenizer). Errors: one line on stderr, exit code 1.
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -10,6 +10,7 @@
 #include "format/tensor_store.h"
 #include "model/catalog.h"
 #include "model/config.h"
+#include "model/memory_plan.h"
 
 namespace citadel::cli {
 namespace {
@@ -96,6 +97,16 @@ json describe(const TensorStore& s) {
     hp["expert_group_count"] = e.n_group;
     hp["expert_group_used_count"] = e.topk_group;
   }
+  uint64_t weight_bytes = 0;
+  for (const TensorInfo& t : s.tensors()) weight_bytes += t.nbytes;
+  const MemoryNeed need = memory_need(c, weight_bytes);
+  json mem = {{"weights_bytes", weight_bytes}, {"kv_values_per_token", need.n_layers * need.kv_values_per_layer},
+              {"kv_layout", std::to_string(need.n_layers) + " x " + std::to_string(need.kv_values_per_layer) +
+                                " values per token"}};
+  for (const DeviceFit& f : standard_fits(need, host_ram_bytes(), c.context_len)) {
+    mem["fits"].push_back({{"device", f.device}, {"fits", f.fits}, {"kv_tokens", f.kv_tokens}, {"verdict", f.verdict}});
+  }
+  j["memory"] = mem;
   j["tokenizer"] = tokenizer_json(s);
   auto full = model_config_from(s);
   j["supported"] = full.ok();

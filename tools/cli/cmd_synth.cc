@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "command.h"
+#include "model/memory_plan.h"
 #include "model/synth.h"
 
 namespace {
@@ -28,6 +29,11 @@ int run_synth(const SynthArgs& a) {
       std::printf("%-28s %-5s [", t.name.c_str(), citadel::dtype_name(t.dtype));
       for (size_t i = 0; i < t.shape.size(); ++i) std::printf("%s%lld", i ? ", " : "", static_cast<long long>(t.shape[i]));
       std::printf("]\n");
+    }
+    const citadel::ModelConfig c = citadel::synth_config(*plan);
+    const auto need = citadel::memory_need(c, plan->data_bytes);
+    for (const auto& f : citadel::standard_fits(need, citadel::host_ram_bytes(), c.context_len)) {
+      std::printf("memory: %s: %s\n", f.device.c_str(), f.verdict.c_str());
     }
     return 0;
   }
