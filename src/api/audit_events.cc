@@ -28,6 +28,13 @@ const char* admin_kind(const std::string& method, const std::string& route) {
       // config.change, with method and route in the detail telling which.
       {"POST", "/admin/v1/drain", "config.change"},
       {"DELETE", "/admin/v1/drain", "config.change"},
+      // The model registry (api/model_routes.cc): a load is recorded when accepted (202; the log line says when it
+      // is serving), an unload when the model leaves the registry, alias changes as swaps.
+      {"POST", "/admin/v1/models", "model.load"},
+      {"DELETE", "/admin/v1/models/{id}", "model.unload"},
+      {"PUT", "/admin/v1/aliases/{id}", "model.swap"},
+      {"DELETE", "/admin/v1/aliases/{id}", "model.swap"},
+      {"POST", "/admin/v1/aliases/{id}/rollback", "model.swap"},
   };
   for (const auto& e : kTable)
     if (method == e.method && route == e.route) return e.kind;

@@ -47,9 +47,10 @@ Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool au
             [this](auto& req, auto ctx, auto r) { generate(Endpoint::kCompletion, req, ctx, r); });
   add_route("POST", "/api/v1/infer", Permission::kInference,
             [this](auto& req, auto ctx, auto r) { generate(Endpoint::kInfer, req, ctx, r); });
-  add_route("GET", "/v1/models", Permission::kModelsRead, [this](auto& req, auto ctx, auto r) { models(req, *ctx, *r); });
+  add_route("GET", "/v1/models", Permission::kModelsRead,
+            [this](auto& req, auto ctx, auto r) { list_models(req, *ctx, *r); });
   add_route("GET", "/v1/models/{id}", Permission::kModelsRead,
-            [this](auto& req, auto ctx, auto r) { models(req, *ctx, *r); });
+            [this](auto& req, auto ctx, auto r) { list_models(req, *ctx, *r); });
   add_route("GET", "/api/v1/stats", Permission::kStatsRead,
             [this](auto&, auto, auto r) { reply_json(*r, 200, stats_json()); });
   add_route("GET", "/metrics", Permission::kStatsRead, [this](auto&, auto, auto r) {
@@ -67,6 +68,7 @@ Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool au
     reply_json(*r, 200, {{"object", "list"}, {"data", data}});
   });
   add_drain_routes();
+  add_model_routes();
   if (access_ && access_->enabled() && access_->keys())
     for (auto& route : admin_routes(access_, audit_)) {
       const Status st = routes_.add(std::move(route));
@@ -83,21 +85,17 @@ void Service::set_pii_masker(std::shared_ptr<const crypto::PiiMasker> masker) {
   if (masker) masker_ = std::move(masker);
 }
 
-void Service::set_host(std::shared_ptr<const ModelHost> host) {
-  std::lock_guard<std::mutex> lock(mu_);
-  host_ = std::move(host);
-}
+void Service::set_host(std::shared_ptr<const ModelHost> host) { models_.reset(std::move(host)); }
 
-std::shared_ptr<const ModelHost> Service::host() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return host_;
-}
+std::shared_ptr<const ModelHost> Service::host() const { return models_.default_host(); }
 
 Service::Readiness Service::readiness() const {
   if (shutting_down_) return Readiness::kShuttingDown;
-  auto h = host();
-  if (!h) return Readiness::kLoading;
-  if (h->engine && h->engine->failed()) return Readiness::kFailed;
+  const auto hosts = models_.hosts();
+  if (hosts.empty()) return Readiness::kLoading;
+  for (const auto& h : hosts) {
+    if (h->engine && h->engine->failed()) return Readiness::kFailed;
+  }
   if (admin_drain_) return Readiness::kDraining;
   return Readiness::kReady;
 }
@@ -114,11 +112,11 @@ const char* Service::readiness_name(Readiness r) {
 }
 
 nlohmann::json Service::drain_json() const {
-  auto h = host();
   int in_flight = 0;
-  if (h && h->engine) {
+  for (const auto& h : models_.hosts()) {
+    if (!h->engine) continue;
     const engine::EngineStats s = h->engine->stats();
-    in_flight = s.running + s.waiting;
+    in_flight += s.running + s.waiting;
   }
   return {{"draining", admin_drain_.load() || shutting_down_.load()}, {"in_flight", in_flight},
           {"streams_active", stats_->streams_active.load()}, {"readiness", readiness_name(readiness())}};
@@ -164,6 +162,14 @@ nlohmann::json Service::stats_json() const {
     e["prefix_hit_tokens"] = s.prefix_hit_tokens, e["preemptions"] = s.preemptions;
     j["engine"] = std::move(e);
   }
+  nlohmann::json per_model = nlohmann::json::array();
+  for (const auto& mh : models_.hosts()) {
+    if (!mh->engine) continue;
+    const engine::EngineStats s = mh->engine->stats();
+    per_model.push_back({{"id", mh->served_name}, {"running", s.running}, {"waiting", s.waiting},
+                         {"finished_total", s.finished_total}, {"generated_tokens_total", s.generated_tokens_total}});
+  }
+  j["models"] = std::move(per_model);
   if (extra_stats_) j["transport"] = extra_stats_();
   if (audit_) {
     const audit::AuditStats a = audit_->stats();
@@ -180,29 +186,37 @@ nlohmann::json Service::stats_json() const {
   return j;
 }
 
-void Service::models(const server::HttpRequest& http, RequestContext& ctx, ObservedResponder& r) {
-  auto h = host();
-  auto card = [&](const ModelHost& mh) {
-    return nlohmann::json{{"id", mh.served_name}, {"object", "model"}, {"created", mh.created},
-                          {"owned_by", "citadel"}, {"max_model_len", mh.max_context}};
+// Every loaded model the caller may use, then every alias (its card is the model it would route the caller to).
+void Service::list_models(const server::HttpRequest& http, RequestContext& ctx, ObservedResponder& r) {
+  (void)http;
+  auto card = [&](const std::string& id, const ModelHost& mh) {
+    return nlohmann::json{{"id", id}, {"object", "model"}, {"created", mh.created},
+                          {"owned_by", "citadel"}, {"max_model_len", mh.max_context}, {"root", mh.served_name}};
   };
-  const bool visible = h && (!ctx.principal || ctx.principal->may_use_model(h->served_name));
+  auto visible = [&](const ModelHost& mh) { return !ctx.principal || ctx.principal->may_use_model(mh.served_name); };
+  const std::string sticky = ctx.principal ? ctx.principal->id : std::string();
   auto it = ctx.path_params.find("id");
   if (it == ctx.path_params.end()) {
     nlohmann::json data = nlohmann::json::array();
-    if (visible) data.push_back(card(*h));
+    for (const auto& h : models_.hosts()) {
+      if (visible(*h)) data.push_back(card(h->served_name, *h));
+    }
+    for (const auto& a : models_.aliases()) {
+      auto h = models_.resolve(a.name, sticky);
+      if (h && visible(*h)) data.push_back(card(a.name, *h));
+    }
     return reply_json(r, 200, {{"object", "list"}, {"data", data}});
   }
   const std::string& id = it->second;
   ctx.set_model(id);
-  if (visible && h->accepts(id)) return reply_json(r, 200, card(*h));
+  auto h = models_.resolve(id, sticky);
+  if (h && visible(*h)) return reply_json(r, 200, card(id, *h));
   reply_error(r, &ctx, not_found("the model '" + id.substr(0, 200) + "' does not exist", "model_not_found"));
 }
 
 void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared_ptr<RequestContext> ctx,
                        std::shared_ptr<ObservedResponder> r) {
-  auto host = this->host();
-  if (!host) return reply_error(*r, ctx.get(), unavailable("the model is not loaded yet"));
+  if (models_.empty()) return reply_error(*r, ctx.get(), unavailable("the model is not loaded yet"));
   switch (readiness()) {
     case Readiness::kReady:
     case Readiness::kLoading: break;
@@ -229,15 +243,18 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
     case Endpoint::kInfer: err = parse_infer_request(body, &req); break;
   }
   if (err) return reply_error(*r, ctx.get(), *err);
-  apply_sampling_defaults(host->default_sampling, &req);
-  ctx->set_model(req.model.empty() ? host->served_name : req.model);
-  if (ep != Endpoint::kInfer || !req.model.empty()) {
-    if (!host->accepts(req.model))
-      return reply_error(*r, ctx.get(),
-                         bad_request("the model '" + req.model.substr(0, 200) + "' does not exist; this server "
-                                         "serves '" + host->served_name + "'",
-                                     "model", "model_not_found"));
+  // /api/v1/infer may name no model: the default one.
+  const bool use_default = ep == Endpoint::kInfer && req.model.empty();
+  auto host = use_default ? models_.default_host()
+                          : models_.resolve(req.model, ctx->principal ? ctx->principal->id : std::string());
+  if (!host) {
+    ctx->set_model(req.model);
+    ApiError e = not_found("the model '" + req.model.substr(0, 200) + "' does not exist", "model_not_found");
+    e.param = "model";
+    return reply_error(*r, ctx.get(), e);
   }
+  apply_sampling_defaults(host->default_sampling, &req);
+  ctx->set_model(host->served_name);
   const auth::Principal* who = ctx->principal ? &*ctx->principal : nullptr;
   if (who && !who->may_use_model(host->served_name)) {
     ApiError e = forbidden("this credential may not use the model '" + host->served_name + "'", "model_not_allowed");

@@ -1,4 +1,4 @@
-// Service: the HTTP API of Citadel on top of one ModelHost, as a route table behind one middleware chain.
+// Service: the HTTP API of Citadel over the models of a ModelRegistry, as a route table behind one middleware chain.
 //
 //   every exchange:  ObservedResponder (exactly one ExchangeRecord at the end, also for transport errors and client
 //                    disconnects) -> route match -> authenticate -> authorise (role x permission) -> handler
@@ -12,7 +12,11 @@
 //                                                 503, in-flight ones finish), its state {draining, in_flight},
 //                                                 end it (ready again): for rolling updates behind a load balancer
 //   POST /v1/chat/completions, /v1/completions, /api/v1/infer           inference
-//   GET  /v1/models, /v1/models/{id}                                    models.read
+//   GET  /v1/models, /v1/models/{id}                                    models.read (models and aliases)
+//   GET|POST /admin/v1/models, DELETE /admin/v1/models/{id}             admin: list / load (async) / unload (the
+//                                                 model leaves the registry; its requests in flight finish)
+//   GET  /admin/v1/aliases, PUT|DELETE /admin/v1/aliases/{id},
+//   POST /admin/v1/aliases/{id}/rollback                                admin: weighted aliases (canary, swap)
 //   GET  /api/v1/stats                                                  stats.read
 //   GET  /metrics                      stats.read (Prometheus text format 0.0.4 of the registry; roles admin, auditor)
 //   /admin/v1/keys..., /admin/v1/tenants...                             admin (developer: its own keys)
@@ -21,18 +25,24 @@
 // Every exchange that matters to an auditor (api/audit_events.h) is appended to the audit log when one is given.
 // Unknown routes 404 and wrong methods 405 (after authentication: an anonymous caller learns nothing of the route
 // map), every error in the OpenAI shape. Nothing here knows about sockets.
+// Requests name their model ("model"): the registry resolves it (an alias picks a version by weight, sticky per
+// principal when asked); an unknown name answers the OpenAI 404 model_not_found.
 // Thread-safety: handle() may run concurrently on any I/O thread; set_host()/set_draining() from any thread.
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "api/access.h"
 #include "api/api_metrics.h"
 #include "api/model_host.h"
+#include "api/model_registry.h"
 #include "api/observed_responder.h"
 #include "api/openai/generation.h"
 #include "api/router.h"
@@ -56,9 +66,15 @@ class Service {
   // The masker for audit text and the prompt PII policy (serve: the one with the operator's extra patterns, also
   // used for the log); the default has the built-in detectors only. Set once before serving (null: no change).
   void set_pii_masker(std::shared_ptr<const crypto::PiiMasker> masker);
-  // The model is served from now on (nullptr: not ready).
+  // This model alone is served from now on (nullptr: none, not ready).
   void set_host(std::shared_ptr<const ModelHost> host);
-  std::shared_ptr<const ModelHost> host() const;
+  std::shared_ptr<const ModelHost> host() const;  // the default model (the first loaded), or null
+  ModelRegistry& models() { return models_; }
+  // How POST /admin/v1/models loads a model (set by serve before serving; unset: that route answers 501). Runs on a
+  // loader thread of the service; the spec is the request body (model, served_model_name, max_context, ...).
+  using ModelLoader = std::function<Result<std::shared_ptr<ModelHost>>(const nlohmann::json& spec)>;
+  void set_model_loader(ModelLoader fn) { loader_ = std::move(fn); }
+  ~Service();
   // Shutdown (SIGTERM): new generations and /ready answer 503 shutting_down from now on.
   void set_draining(bool v) { shutting_down_ = v; }
   // The admin drain (POST/DELETE /admin/v1/drain): like shutdown for callers, but the process keeps running and
@@ -89,13 +105,22 @@ class Service {
   void exchange_ended(const ExchangeRecord& rec, const RequestContext& ctx);
   void generate(Endpoint ep, const server::HttpRequest& req, std::shared_ptr<RequestContext> ctx,
                 std::shared_ptr<ObservedResponder> r);
-  void models(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r);
+  void list_models(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r);
   void add_drain_routes();
+  void add_model_routes();  // api/model_routes.cc
+  nlohmann::json model_admin_json() const;
+  void retire(std::shared_ptr<const ModelHost> host);
   nlohmann::json drain_json() const;
   nlohmann::json stats_json() const;
 
   mutable std::mutex mu_;
-  std::shared_ptr<const ModelHost> host_;
+  ModelRegistry models_;
+  ModelLoader loader_;
+  // Admin loads in progress or failed (served name -> "loading" or the error), and the threads that load models and
+  // free unloaded ones once their last request ends; joined by the destructor.
+  std::map<std::string, std::string> pending_;
+  std::vector<std::thread> workers_;
+  std::atomic<bool> stopping_{false};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> admin_drain_{false};
   std::shared_ptr<ServiceStats> stats_;

@@ -1,5 +1,6 @@
-// citadel serve: the OpenAI-compatible HTTP server for one model.
-//   citadel serve --model PATH|NAME [--host 127.0.0.1] [--port 8080] [--max-queue N] [--config FILE] [--threads N]
+// citadel serve: the OpenAI-compatible HTTP server for one or more models (--model repeatable; more through
+// POST /admin/v1/models).
+//   citadel serve --model PATH|NAME [--model PATH|NAME ...] [--host 127.0.0.1] [--port 8080] [--max-queue N] [--config FILE] [--threads N]
 //                 [--served-model-name NAME] [--chat-template FILE] ...
 // Every option is also a config-file key and a CITADEL_* variable (flag > env > file > default); the effective
 // configuration is printed at start. SIGINT/SIGTERM: stop accepting, drain running requests up to drain_timeout_s,
@@ -13,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "api/access.h"
 #include "api/config_audit.h"
@@ -26,9 +28,11 @@
 #include "base/log.h"
 #include "base/nvml_metrics.h"
 #include "base/process_metrics.h"
+#include "base/sha256.h"
 #include "base/strings.h"
 #include "crypto/key_source.h"
 #include "crypto/pii.h"
+#include "model/catalog.h"
 #include "command.h"
 #include "server/config.h"
 #include "server/http_fetch.h"
@@ -50,8 +54,26 @@ using namespace citadel;
 
 struct ServeFlags {
   std::string config_file;
-  std::map<std::string, std::string> values;  // key (underscores) -> text, for flags given
+  std::map<std::string, std::string> values;  // key (underscores) -> text, for flags given (the first --model)
+  std::vector<std::string> models;             // every --model, in order (repeatable: one server, several models)
+  std::vector<std::string> served_names;       // every --served-model-name, paired with --model by position
 };
+
+// Loads one more model like `base` for the registry: from a later --model or an admin API request.
+Result<std::shared_ptr<api::ModelHost>> load_more(api::ModelLoadOptions o, const std::string& model,
+                                                  const std::string& served_name, const std::string& sha256) {
+  o.model = model;
+  o.served_model_name = served_name;
+  if (!sha256.empty()) {
+    // Pinned: the file must hash to what the operator recorded (a replaced or modified file is refused).
+    auto path = resolve_model(model, o.models_dir.empty() ? default_models_dir() : o.models_dir);
+    if (!path.ok()) return path.status();
+    auto got = sha256_file(*path);
+    if (!got.ok()) return got.status();
+    if (*got != sha256) return DataLoss(*path + ": sha256 " + *got + " is not the pinned " + sha256);
+  }
+  return api::load_model_host(o);
+}
 
 // Identity and access for `serve`: the state store, the bootstrap admin key, the OIDC verifier.
 struct AccessSetup {
@@ -363,6 +385,30 @@ int run_serve(const ServeFlags& flags) {
   log_info("model '" + (*host)->served_name + "' loaded in " + std::to_string(now_seconds() - t0) +
            " s; context " + std::to_string((*host)->max_context) + " tokens; ready");
   service->set_host(*host);
+  for (size_t i = 1; i < flags.models.size(); ++i) {
+    const std::string name = i < flags.served_names.size() ? flags.served_names[i] : "";
+    auto more = load_more(lo, flags.models[i], name, "");
+    Status added = more.ok() ? service->models().add(*more) : more.status();
+    if (!added.ok()) {
+      serve_error("--model %s: %s", flags.models[i].c_str(), added.message().c_str());
+      http.stop();
+      return 1;
+    }
+    log_info("model '" + (*more)->served_name + "' loaded; context " + std::to_string((*more)->max_context) +
+             " tokens");
+    audit_server_event("model.load", {{"model", (*more)->served_name}, {"path", (*more)->path}});
+  }
+  // POST /admin/v1/models: like a later --model, with the request's model, name, context and sha256 pin.
+  service->set_model_loader([lo](const nlohmann::json& spec) -> Result<std::shared_ptr<api::ModelHost>> {
+    api::ModelLoadOptions o = lo;
+    if (spec.contains("max_context") && spec["max_context"].is_number_integer())
+      o.max_context = spec["max_context"].get<int>();
+    if (spec.contains("chat_template") && spec["chat_template"].is_string())
+      o.chat_template_file = spec["chat_template"].get<std::string>();
+    const std::string sha = spec.contains("sha256") && spec["sha256"].is_string() ? spec["sha256"].get<std::string>()
+                                                                                  : "";
+    return load_more(o, spec.at("model").get<std::string>(), spec.at("served_model_name").get<std::string>(), sha);
+  });
   if (access->state) {
     // The model key was checked as it was loaded; from now on the daily check covers it too.
     access->state->check_key_ages(static_cast<int64_t>(std::time(nullptr)));
@@ -414,7 +460,8 @@ int run_serve(const ServeFlags& flags) {
   service->set_draining(true);
   http.stop_accepting();
   http.close_idle();
-  (*host)->engine->stop(std::chrono::steady_clock::now() + std::chrono::seconds(cfg.drain_timeout_s));
+  const auto drain_until = std::chrono::steady_clock::now() + std::chrono::seconds(cfg.drain_timeout_s);
+  for (const auto& h : service->models().hosts()) h->engine->stop(drain_until);
   // Let the last responses reach their sockets.
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (http.stats().connections_open > 0 && std::chrono::steady_clock::now() < until) {
@@ -422,8 +469,9 @@ int run_serve(const ServeFlags& flags) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   http.stop();
+  const auto served = service->models().hosts();
   service->set_host(nullptr);
-  audit_server_event("model.unload", {{"model", (*host)->served_name}, {"path", (*host)->path}});
+  for (const auto& h : served) audit_server_event("model.unload", {{"model", h->served_name}, {"path", h->path}});
   audit_server_event("server.stop", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
   if (audit_log && !audit_log->flush().ok()) log_error("audit log: the last records could not be written");
   log_info("stopped");
@@ -438,6 +486,16 @@ citadel::cli::Registrar reg("serve", "Serve a model over the OpenAI-compatible H
     for (char& c : dashed)
       if (c == '_') c = '-';
     auto* opt = sub.add_option("--" + dashed, k.help);
+    if (k.name == std::string("model") || k.name == std::string("served_model_name")) {
+      // Repeatable: one server, several models (the first is the default); names pair with models by position.
+      opt->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+      opt->each([flags, name = std::string(k.name)](const std::string& v) {
+        auto& list = name == "model" ? flags->models : flags->served_names;
+        if (list.empty()) flags->values[name] = v;
+        list.push_back(v);
+      });
+      continue;
+    }
     opt->each([flags, name = k.name](const std::string& v) { flags->values[name] = v; });
   }
   return [flags] { return run_serve(*flags); };
