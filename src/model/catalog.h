@@ -31,6 +31,7 @@ struct HfSource {
 struct CatalogEntry {
   std::string name;        // short name: "smollm2-135m"
   std::string description;
+  std::string arch;        // general.architecture of the model ("bert" for the embedding model)
   std::string file_name;   // what lands under the models dir: a file or a directory name
   Assembly assembly = Assembly::kSingleFile;
   std::vector<PypiPart> pypi;  // in assembly order

@@ -13,13 +13,8 @@ namespace citadel {
 namespace {
 
 using model_testing::copy_gguf;
+using model_testing::load_error;
 using model_testing::synth_file;
-
-std::string load_error(const std::string& path) {
-  auto w = load_model(path, {});
-  std::filesystem::remove(path);
-  return w.ok() ? "" : w.status().message();
-}
 
 TEST(DeepSeek, ConfigFromLlamaCppKeys) {
   const std::string v2 = synth_file("deepseek2", "deepseek2-tiny", 1, "f32");

@@ -169,6 +169,13 @@ inline std::string copy_gguf(const std::string& src, const std::string& tag,
   return out;
 }
 
+// The message of loading `path` (removed afterwards); "" when it loads.
+inline std::string load_error(const std::string& path) {
+  auto w = load_model(path, {});
+  std::filesystem::remove(path);
+  return w.ok() ? "" : w.status().message();
+}
+
 struct Diff {
   double max_abs = 0, nmse = 0;
 };

@@ -12,13 +12,8 @@ namespace citadel {
 namespace {
 
 using model_testing::copy_gguf;
+using model_testing::load_error;
 using model_testing::synth_file;
-
-std::string load_error(const std::string& path) {
-  auto w = load_model(path, {});
-  std::filesystem::remove(path);
-  return w.ok() ? "" : w.status().message();
-}
 
 TEST(Weights, BindsTinyLlama) {
   const std::string path = synth_file("llama", "tiny", 2, "bf16");

@@ -139,3 +139,5 @@ def test_swap_canary_rollback_with_zero_failures(srv, files):
         complete(srv, "chat@v1")
     assert {m.id for m in sdk(srv).models.list().data} == {"ds3", "chat@v2", "chat"}
     assert [a["name"] for a in admin(srv, "GET", "/admin/v1/aliases").json()["data"]] == ["chat"]
+    card = srv.http.get(srv.base_url + "/v1/models/chat", timeout=10).json()
+    assert (card["root"], card["version"], card["kind"]) == ("chat@v2", "v2", "chat")

@@ -108,8 +108,9 @@ def test_logprobs(client, model_name):
 
 
 def test_errors_map_to_sdk_exceptions(server, client, model_name):
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.NotFoundError) as e:  # as the OpenAI API answers an unknown model
         client.chat.completions.create(model="gpt-nope", messages=MSG, max_tokens=2)
+    assert e.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=model_name, messages=MSG, max_tokens=10_000_000)
     assert e.value.code == "context_length_exceeded"

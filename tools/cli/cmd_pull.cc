@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "command.h"
+#include "model/arch.h"
 #include "model/catalog.h"
 #include "model/pull.h"
 
@@ -23,6 +24,12 @@ int list_catalog() {
     std::printf("; pypi: %s%s; hf: %s\n", e.pypi.front().package.c_str(),
                 e.pypi.size() > 1 ? (" +" + std::to_string(e.pypi.size() - 1) + " parts").c_str() : "",
                 e.hf.repo.c_str());
+    // Which runner serves it: a decoder with a recipe (model/arch.h) serves chat on the CPU and CUDA backends.
+    const citadel::ArchSpec* spec = citadel::find_arch(e.arch);
+    const std::string serves = spec ? "chat and completions (the " + e.arch + " recipe; cpu" +
+                                          (e.arch == "deepseek2" ? ")" : ", cuda)")
+                                    : "cannot be served yet: no runner for the " + e.arch + " architecture";
+    std::printf("%-30s   serves: %s\n", "", serves.c_str());
     if (!e.note.empty()) std::printf("%-30s   note: %s\n", "", e.note.c_str());
   }
   return 0;
