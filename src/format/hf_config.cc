@@ -153,6 +153,10 @@ Status Mapper::deepseek2(const json& c, const std::string& arch, bool v3) {
   if (auto f = c.find("moe_layer_freq"); f != c.end() && !f->is_null() && (!f->is_number_unsigned() || *f != 1)) {
     return Unsupported(name_ + ": moe_layer_freq " + f->dump() + " (only every layer after the dense ones is MoE)");
   }
+  // The recipe rotates adjacent pairs of the raw weights, as rope_interleave true (V3's default) does.
+  if (auto ri = c.find("rope_interleave"); ri != c.end() && ri->is_boolean() && !ri->get<bool>()) {
+    return Unsupported(name_ + ": rope_interleave false (deepseek2 rotates adjacent pairs)");
+  }
   // Gating: 1 softmax (V2), 2 sigmoid + correction bias (V3, whatever its config says).
   std::string scoring, topk_method;
   if (auto s = c.find("scoring_func"); s != c.end() && s->is_string()) scoring = s->get<std::string>();

@@ -33,7 +33,7 @@
 //   <arch>.expert_group_count / expert_group_used_count   n_group / topk_group, for V3 or topk_method
 //                               group_limited_greedy / noaux_tc (other methods ignore groups)
 //   <arch>.rope.scaling.yarn_log_multiplier   0.1 x rope_scaling.mscale_all_dim
-//   (moe_layer_freq other than 1 is Unsupported)
+//   (moe_layer_freq other than 1, rope_interleave false are Unsupported)
 //   hf.quantization.method      quantization_config.quant_method ("fp8")
 //   hf.quantization.weight_block_rows / _cols   quantization_config.weight_block_size [rows, cols]
 //   <arch>.attention.sliding_window  sliding_window (when an integer)

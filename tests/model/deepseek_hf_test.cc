@@ -225,6 +225,10 @@ TEST(DeepSeekHf, BrokenCheckpointsNameTheTensor) {
                     (*c)["moe_layer_freq"] = 2;
                   }})),
                   "moe_layer_freq 2");
+  expect_one_line(load_error(copy_hf("deepseek3-tiny-hf", "interleave", HfEdit{.edit_config = [](json* c) {
+                    (*c)["rope_interleave"] = false;
+                  }})),
+                  "rope_interleave false");
 }
 
 }  // namespace
