@@ -280,7 +280,9 @@ Status GgufReader::read_tensor_info(TensorInfo* t, uint64_t* rel_offset) {
   uint32_t type_id = 0;
   RETURN_IF_ERROR(read_raw(&type_id, "tensor type"));
   const DTypeInfo* info = dtype_info(type_id);
-  if (!info) return fail(StatusCode::kUnsupported, "unknown tensor type " + std::to_string(type_id));
+  if (!info || type_id >= kFirstNonGgufDType) {
+    return fail(StatusCode::kUnsupported, "unknown tensor type " + std::to_string(type_id));
+  }
   t->dtype = static_cast<DType>(type_id);
   // Quantized rows are stored as whole blocks, so the innermost dimension must be a multiple of the block.
   uint64_t inner = n_dims > 0 ? dims[0] : 1;

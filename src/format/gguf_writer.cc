@@ -138,7 +138,9 @@ Status GgufWriter::declare_tensor(const std::string& name, DType dtype, const st
     numel *= d;
   }
   const DTypeInfo* info = dtype_info(dtype);
-  if (!info) return Unsupported(name + ": unknown dtype");
+  if (!info || static_cast<uint32_t>(dtype) >= kFirstNonGgufDType) {
+    return Unsupported(name + ": dtype " + dtype_name(dtype) + " has no GGUF type id");
+  }
   if (shape.back() % info->block != 0) {
     return InvalidArgument(name + ": innermost dimension " + std::to_string(shape.back()) + " is not a multiple of " +
                            info->name + "'s block size " + std::to_string(info->block));

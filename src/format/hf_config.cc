@@ -19,6 +19,8 @@ constexpr ArchName kArchs[] = {
     {"BertModel", "bert"},                  {"BertForMaskedLM", "bert"},
     {"DeepseekV2ForCausalLM", "deepseek2"}, {"DeepseekV3ForCausalLM", "deepseek2"},
 };
+// config.model_type values whose architecture name differs (used when architectures is absent or null).
+constexpr ArchName kModelTypes[] = {{"deepseek_v2", "deepseek2"}, {"deepseek_v3", "deepseek2"}};
 
 MetaValue u32_or_u64(uint64_t v) {
   MetaValue m;
@@ -50,7 +52,8 @@ class Mapper {
   Mapper(const json& cfg, const std::string& name, std::map<std::string, MetaValue>* meta)
       : cfg_(cfg), name_(name), meta_(meta) {}
 
-  // Copies an unsigned integer config field to `key`; absent is fine, any other type is an error.
+  // Copies an unsigned integer config field to `key` (empty: only to *out); absent is fine, any other type is an
+  // error.
   Status uint_field(const json& obj, const char* field, const std::string& key, uint64_t* out = nullptr) {
     auto it = obj.find(field);
     if (it == obj.end() || it->is_null()) return OkStatus();
@@ -58,7 +61,7 @@ class Mapper {
       return DataLoss(name_ + ": " + field + " must be a non-negative integer, got " + it->dump());
     }
     uint64_t v = it->get<uint64_t>();
-    (*meta_)[key] = u32_or_u64(v);
+    if (!key.empty()) (*meta_)[key] = u32_or_u64(v);
     if (out) *out = v;
     return OkStatus();
   }
@@ -80,6 +83,8 @@ class Mapper {
     return OkStatus();
   }
   Status rope_scaling(const json& obj, const std::string& arch);
+  Status deepseek2(const json& obj, const std::string& arch, bool v3);
+  Status quantization(const json& obj);
   Status run();
 
  private:
@@ -88,9 +93,15 @@ class Mapper {
   std::map<std::string, MetaValue>* meta_;
 };
 
+// rope_scaling, else transformers >= 5's rope_parameters when it names a scaling type other than "default".
 Status Mapper::rope_scaling(const json& obj, const std::string& arch) {
   auto rs = obj.find("rope_scaling");
-  if (rs == obj.end() || rs->is_null()) return OkStatus();
+  if (rs == obj.end() || rs->is_null()) {
+    rs = obj.find("rope_parameters");
+    if (rs == obj.end() || !rs->is_object()) return OkStatus();
+    auto t = rs->find("rope_type");
+    if (t == rs->end() || !t->is_string() || t->get<std::string>() == "default") return OkStatus();
+  }
   if (!rs->is_object()) return DataLoss(name_ + ": rope_scaling must be an object or null");
   const std::string p = arch + ".rope.scaling.";
   auto type = rs->find("rope_type");
@@ -99,6 +110,11 @@ Status Mapper::rope_scaling(const json& obj, const std::string& arch) {
     if (!type->is_string()) return DataLoss(name_ + ": rope_scaling.rope_type must be a string");
     (*meta_)[p + "type"] = str(type->get<std::string>());
   }
+  if (arch == "deepseek2") {  // YaRN's softmax-scale term: 0.1 * mscale_all_dim
+    if (auto m = rs->find("mscale_all_dim"); m != rs->end() && m->is_number()) {
+      (*meta_)[p + "yarn_log_multiplier"] = f32(0.1 * m->get<double>());
+    }
+  }
   RETURN_IF_ERROR(float_field(*rs, "factor", p + "factor"));
   RETURN_IF_ERROR(uint_field(*rs, "original_max_position_embeddings", p + "original_context_length"));
   RETURN_IF_ERROR(float_field(*rs, "low_freq_factor", p + "low_freq_factor"));
@@ -106,6 +122,69 @@ Status Mapper::rope_scaling(const json& obj, const std::string& arch) {
   RETURN_IF_ERROR(float_field(*rs, "beta_fast", p + "yarn_beta_fast"));
   RETURN_IF_ERROR(float_field(*rs, "beta_slow", p + "yarn_beta_slow"));
   RETURN_IF_ERROR(float_field(*rs, "attention_factor", p + "attn_factor"));
+  return OkStatus();
+}
+
+// DeepSeek-V2/V3: MLA and MoE hyper-parameters under the keys of llama.cpp's MLA GGUFs (head_count_kv 1 and
+// key/value_length of the one latent head; the per-head widths in key_length_mla / value_length_mla).
+Status Mapper::deepseek2(const json& c, const std::string& arch, bool v3) {
+  const std::string p = arch + ".";
+  uint64_t kv_lora = 0, nope = 0, rope = 0;
+  RETURN_IF_ERROR(uint_field(c, "q_lora_rank", p + "attention.q_lora_rank"));  // null: plain q projection
+  RETURN_IF_ERROR(uint_field(c, "kv_lora_rank", p + "attention.kv_lora_rank", &kv_lora));
+  RETURN_IF_ERROR(uint_field(c, "qk_nope_head_dim", "", &nope));
+  RETURN_IF_ERROR(uint_field(c, "qk_rope_head_dim", p + "rope.dimension_count", &rope));
+  if (nope + rope > 0) (*meta_)[p + "attention.key_length_mla"] = u32_or_u64(nope + rope);
+  RETURN_IF_ERROR(uint_field(c, "v_head_dim", p + "attention.value_length_mla"));
+  (*meta_)[p + "attention.head_count_kv"] = u32_or_u64(1);
+  if (kv_lora > 0) {
+    (*meta_)[p + "attention.key_length"] = u32_or_u64(kv_lora + rope);
+    (*meta_)[p + "attention.value_length"] = u32_or_u64(kv_lora);
+  }
+  RETURN_IF_ERROR(uint_field(c, "n_routed_experts", p + "expert_count"));
+  RETURN_IF_ERROR(uint_field(c, "num_experts_per_tok", p + "expert_used_count"));
+  RETURN_IF_ERROR(uint_field(c, "n_shared_experts", p + "expert_shared_count"));
+  RETURN_IF_ERROR(uint_field(c, "moe_intermediate_size", p + "expert_feed_forward_length"));
+  RETURN_IF_ERROR(uint_field(c, "first_k_dense_replace", p + "leading_dense_block_count"));
+  RETURN_IF_ERROR(float_field(c, "routed_scaling_factor", p + "expert_weights_scale"));
+  if (auto n = c.find("norm_topk_prob"); n != c.end() && n->is_boolean()) {
+    (*meta_)[p + "expert_weights_norm"] = boolean(n->get<bool>());
+  }
+  if (auto f = c.find("moe_layer_freq"); f != c.end() && !f->is_null() && (!f->is_number_unsigned() || *f != 1)) {
+    return Unsupported(name_ + ": moe_layer_freq " + f->dump() + " (only every layer after the dense ones is MoE)");
+  }
+  // The recipe rotates adjacent pairs of the raw weights, as rope_interleave true (V3's default) does.
+  if (auto ri = c.find("rope_interleave"); ri != c.end() && ri->is_boolean() && !ri->get<bool>()) {
+    return Unsupported(name_ + ": rope_interleave false (deepseek2 rotates adjacent pairs)");
+  }
+  // Gating: 1 softmax (V2), 2 sigmoid + correction bias (V3, whatever its config says).
+  std::string scoring, topk_method;
+  if (auto s = c.find("scoring_func"); s != c.end() && s->is_string()) scoring = s->get<std::string>();
+  if (auto t = c.find("topk_method"); t != c.end() && t->is_string()) topk_method = t->get<std::string>();
+  (*meta_)[p + "expert_gating_func"] = u32_or_u64(v3 || scoring == "sigmoid" ? 2 : 1);
+  if (v3 || topk_method == "group_limited_greedy" || topk_method == "noaux_tc") {
+    RETURN_IF_ERROR(uint_field(c, "n_group", p + "expert_group_count"));
+    RETURN_IF_ERROR(uint_field(c, "topk_group", p + "expert_group_used_count"));
+  }
+  return OkStatus();
+}
+
+// quantization_config of block-scaled FP8 checkpoints (the block scales' tensors are read by the model loader).
+Status Mapper::quantization(const json& obj) {
+  auto q = obj.find("quantization_config");
+  if (q == obj.end() || !q->is_object()) return OkStatus();
+  if (auto m = q->find("quant_method"); m != q->end() && m->is_string()) {
+    (*meta_)["hf.quantization.method"] = str(m->get<std::string>());
+  }
+  auto b = q->find("weight_block_size");
+  if (b == q->end() || b->is_null()) return OkStatus();
+  if (!b->is_array() || b->size() != 2 || !(*b)[0].is_number_unsigned() || !(*b)[1].is_number_unsigned() ||
+      (*b)[0] == 0 || (*b)[1] == 0) {
+    return DataLoss(name_ + ": quantization_config.weight_block_size must be two positive integers, got " +
+                    b->dump());
+  }
+  (*meta_)["hf.quantization.weight_block_rows"] = u32_or_u64((*b)[0].get<uint64_t>());
+  (*meta_)["hf.quantization.weight_block_cols"] = u32_or_u64((*b)[1].get<uint64_t>());
   return OkStatus();
 }
 
@@ -120,7 +199,13 @@ Status Mapper::run() {
     }
   }
   auto mt = cfg_.find("model_type");
-  if (arch.empty() && mt != cfg_.end() && mt->is_string()) arch = mt->get<std::string>();
+  std::string model_type = mt != cfg_.end() && mt->is_string() ? mt->get<std::string>() : "";
+  if (arch.empty()) {
+    arch = model_type;
+    for (const auto& a : kModelTypes) {
+      if (model_type == a.hf) arch = a.gguf;
+    }
+  }
   if (arch.empty()) return DataLoss(name_ + ": neither architectures nor model_type names the architecture");
   (*meta_)["general.architecture"] = str(arch);
   if (auto n = cfg_.find("_name_or_path"); n != cfg_.end() && n->is_string()) {
@@ -163,6 +248,10 @@ Status Mapper::run() {
     (*meta_)[p + "rope.dimension_count"] = u32_or_u64(static_cast<uint64_t>(head_dim * partial));
   }
   RETURN_IF_ERROR(rope_scaling(c, arch));
+  if (arch == "deepseek2") {
+    RETURN_IF_ERROR(deepseek2(c, arch, hf_arch == "DeepseekV3ForCausalLM" || model_type == "deepseek_v3"));
+  }
+  RETURN_IF_ERROR(quantization(cfg_));
   if (auto t = cfg_.find("tie_word_embeddings"); t != cfg_.end() && t->is_boolean()) {
     (*meta_)["hf.tie_word_embeddings"] = boolean(t->get<bool>());
   }

@@ -26,7 +26,7 @@ struct StDType {
 };
 constexpr StDType kDTypes[] = {{"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16},
                                {"F64", DType::kF64}, {"I8", DType::kI8},   {"I16", DType::kI16},
-                               {"I32", DType::kI32}, {"I64", DType::kI64}};
+                               {"I32", DType::kI32}, {"I64", DType::kI64}, {"F8_E4M3", DType::kF8E4M3}};
 
 Status bad(const std::string& file, const std::string& what, const std::string& where) {
   return DataLoss(file + ": " + what + " (" + where + ")");

@@ -98,7 +98,8 @@ Result<std::unique_ptr<TensorStore>> parse_gguf(const uint8_t* data, size_t size
 // config.json (mapped to GGUF-style metadata keys: general.architecture, <arch>.block_count, ...; the full key list
 // is in format/hf_config.h). A config.json beside a file or index is read too. Tensor names stay as in the file
 // (HF names: model.layers.0.self_attn.q_proj.weight); model code maps them. Accepted dtypes: F32, F16, BF16, F64,
-// I8, I16, I32, I64; others (BOOL, U8, F8_*) are Unsupported. Tensor data may be unaligned (safetensors does not
+// I8, I16, I32, I64, F8_E4M3 (block-scaled FP8 checkpoints; the scales are separate tensors, applied by the model
+// loader); others (BOOL, U8, F8_E5M2) are Unsupported. Tensor data may be unaligned (safetensors does not
 // pad). format() is "safetensors", version() 0.
 Result<std::unique_ptr<TensorStore>> open_safetensors(const std::string& path);
 

@@ -154,7 +154,11 @@ ModelConfig read_model_config(const TensorStore& s) {
   c.tied_embeddings = c.arch != "bert" && !has_output_tensor(s);  // encoders have no output projection
   c.attn_bias = has_qkv_bias(s);
   if (c.arch == "deepseek2") read_deepseek2(s, &c);
-  for (const TensorInfo& t : s.tensors()) c.n_params += t.numel();
+  for (const TensorInfo& t : s.tensors()) {
+    const std::string& n = t.name;
+    const bool block_scales = n.size() > 10 && n.compare(n.size() - 10, 10, "_scale_inv") == 0;  // FP8 checkpoints
+    if (!block_scales) c.n_params += t.numel();
+  }
   return c;
 }
 

@@ -73,7 +73,7 @@ struct ModelConfig {
   double norm_eps = 1e-5;   // RMSNorm epsilon (LayerNorm epsilon for bert)
   bool tied_embeddings = false;  // no output.weight / lm_head.weight: the output projection reuses the embedding
   bool attn_bias = false;        // Q/K/V projections carry biases (qwen2)
-  int64_t n_params = 0;          // elements over all tensors
+  int64_t n_params = 0;          // elements over all tensors but FP8 block scales (*_scale_inv)
   // Present for architectures with MLA / MoE (none of the llama family): every backend must refuse a model whose
   // config has a part it does not implement.
   bool has_mla = false;

@@ -37,9 +37,9 @@ constexpr RoleInfo kRoles[kNumTensorRoles] = {
     {R::kFfnGateInp, "ffn_gate_inp.weight", "mlp.gate.weight", true, true, S::kReplicated, -1, R::kFfnGateInp},
     {R::kExpProbsB, "exp_probs_b.bias", "mlp.gate.e_score_correction_bias", true, false, S::kReplicated, -1,
      R::kExpProbsB},
-    {R::kGateExps, "ffn_gate_exps.weight", "mlp.experts.gate_proj.weight", true, true, S::kExperts, -1, R::kGateExps},
-    {R::kUpExps, "ffn_up_exps.weight", "mlp.experts.up_proj.weight", true, true, S::kExperts, -1, R::kUpExps},
-    {R::kDownExps, "ffn_down_exps.weight", "mlp.experts.down_proj.weight", true, true, S::kExperts, -1, R::kDownExps},
+    {R::kGateExps, "ffn_gate_exps.weight", "mlp.experts.gate_up_proj", true, true, S::kExperts, -1, R::kGateExps},
+    {R::kUpExps, "ffn_up_exps.weight", "mlp.experts.gate_up_proj", true, true, S::kExperts, -1, R::kUpExps},
+    {R::kDownExps, "ffn_down_exps.weight", "mlp.experts.down_proj", true, true, S::kExperts, -1, R::kDownExps},
     {R::kGateShexp, "ffn_gate_shexp.weight", "mlp.shared_experts.gate_proj.weight", true, true, S::kRows, -1,
      R::kGateShexp},
     {R::kUpShexp, "ffn_up_shexp.weight", "mlp.shared_experts.up_proj.weight", true, true, S::kRows, -1, R::kUpShexp},
@@ -59,6 +59,23 @@ std::string tensor_name(TensorRole role, int layer, const std::string& format) {
   if (!r.per_layer) return hf ? r.hf : r.gguf;
   const std::string l = std::to_string(layer);
   return (hf ? "model.layers." + l + "." : "blk." + l + ".") + (hf ? r.hf : r.gguf);
+}
+
+const HfExpertParts* hf_expert_parts(TensorRole role) {
+  static constexpr HfExpertParts kGate{0, 2, "gate_proj.weight"}, kUp{1, 2, "up_proj.weight"},
+      kDown{0, 1, "down_proj.weight"};
+  switch (role) {
+    case R::kGateExps: return &kGate;
+    case R::kUpExps: return &kUp;
+    case R::kDownExps: return &kDown;
+    default: return nullptr;
+  }
+}
+
+std::string hf_expert_name(TensorRole role, int layer, int64_t expert) {
+  const HfExpertParts* p = hf_expert_parts(role);
+  if (!p) return "";
+  return "model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(expert) + "." + p->per_expert;
 }
 
 std::vector<int64_t> role_shape(const ModelConfig& c, TensorRole role) {

@@ -2,7 +2,8 @@
 // tensor (per layer or global) with its GGUF and HF safetensors names, its shape as a function of the ModelConfig,
 // and the axis a tensor-parallel split would cut.
 //
-// Names: per-layer roles are prefixed "blk.N." (GGUF) or "model.layers.N." (HF). Shapes are row-major [rows, cols]
+// Names: per-layer roles are prefixed "blk.N." (GGUF) or "model.layers.N." (HF). HF checkpoints store the routed
+// experts' stacks in one of two layouts (HfExpertParts below); the table names the fused one. Shapes are row-major [rows, cols]
 // = [out, in] for matrices (GGUF ne[1], ne[0]) and [n] for vectors.
 //
 // Thread-safety: immutable tables and pure functions.
@@ -79,6 +80,19 @@ const char* role_name(TensorRole role);  // "attn_q" style short name for messag
 
 // The tensor's name in a store of the given format ("gguf" or "safetensors"). layer is ignored for global roles.
 std::string tensor_name(TensorRole role, int layer, const std::string& format);
+
+// How HF checkpoints store a routed-expert stack (kGateExps / kUpExps [E, Fe, dim], kDownExps [E, dim, Fe]):
+//  fused (transformers >= 5):  tensor_name(role) = model.layers.N.mlp.experts.gate_up_proj [E, 2 Fe, dim] (per
+//                              expert: the gate rows, then the up rows) and ...mlp.experts.down_proj [E, dim, Fe];
+//                              the role is row block `part` of the `parts` equal blocks of each expert's slice;
+//  per expert (original):      model.layers.N.mlp.experts.E.<per_expert>, [Fe, dim] or [dim, Fe] each.
+struct HfExpertParts {
+  int part, parts;
+  const char* per_expert;  // "gate_proj.weight"
+};
+const HfExpertParts* hf_expert_parts(TensorRole role);  // nullptr for roles that are not routed-expert stacks
+// "model.layers.N.mlp.experts.E.gate_proj.weight"; empty for other roles.
+std::string hf_expert_name(TensorRole role, int layer, int64_t expert);
 
 // Shape of the role's tensor under config c: {rows, cols} for matrices, {n, rows, cols} for stacks, {n} for vectors.
 std::vector<int64_t> role_shape(const ModelConfig& c, TensorRole role);

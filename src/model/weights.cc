@@ -1,43 +1,38 @@
 #include "model/weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "kernels/quant/quant.h"
+#include "model/role_source.h"
 #include "model/rope.h"
 
 namespace citadel {
 namespace {
 
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
 // Binds tensors of one store, recording f32 copies in the weights' owned list.
 class Binder {
  public:
-  Binder(ModelWeights* w, const WeightsOptions& opts) : w_(w), opts_(opts), store_(*w->store) {}
+  Binder(ModelWeights* w, const WeightsOptions& opts)
+      : w_(w), opts_(opts), store_(*w->store), source_(*w->store, &w->owned_bytes) {}
 
-  const TensorInfo* find(TensorRole role, int layer) const {
-    return store_.find(tensor_name(role, layer, store_.format()));
-  }
-
-  // A tensor that must exist with exactly this shape.
-  Result<const TensorInfo*> get(TensorRole role, int layer, const std::vector<int64_t>& shape) {
-    const std::string name = tensor_name(role, layer, store_.format());
-    const TensorInfo* t = store_.find(name);
-    if (!t) return DataLoss(store_.path() + ": tensor " + name + " is missing");
-    if (t->shape != shape) {
-      return DataLoss(store_.path() + ": " + name + " has shape " + shape_str(t->shape) + ", expected " +
-                      shape_str(shape));
-    }
-    if (!dtype_info(t->dtype)) return Unsupported(store_.path() + ": " + name + " has an unknown dtype");
-    return t;
-  }
+  bool find(TensorRole role, int layer) const { return source_.has(role, layer); }
 
   // f32 copy of any float tensor (vectors: norms, biases, rope factors).
-  Result<const float*> vec(const TensorInfo* t) {
-    std::vector<float> v(static_cast<size_t>(t->numel()));
-    Status st = dequantize_row(t->dtype, t->data, v.data(), t->numel());
-    if (!st.ok()) return Unsupported(store_.path() + ": " + t->name + ": " + st.message());
+  Result<const float*> vec(const RoleTensor& t) {
+    const int64_t n = numel(t.shape);
+    std::vector<float> v(static_cast<size_t>(n));
+    Status st = dequantize_row(t.dtype, t.data, v.data(), n);
+    if (!st.ok()) return Unsupported(store_.path() + ": " + t.name + ": " + st.message());
     for (float x : v) {
-      if (!std::isfinite(x)) return DataLoss(store_.path() + ": " + t->name + " holds a non-finite value");
+      if (!std::isfinite(x)) return DataLoss(store_.path() + ": " + t.name + " holds a non-finite value");
     }
     w_->owned.push_back(std::move(v));
     return w_->owned.back().data();
@@ -45,7 +40,7 @@ class Binder {
 
   // A role's vector [n], shape from role_shape().
   Result<const float*> vec(TensorRole role, int layer) {
-    ASSIGN_OR_RETURN(const TensorInfo* t, get(role, layer, role_shape(w_->config, role)));
+    ASSIGN_OR_RETURN(RoleTensor t, source_.get(role, layer, role_shape(w_->config, role)));
     return vec(t);
   }
 
@@ -54,25 +49,27 @@ class Binder {
   // cpu::matmul, else only gathered by rows).
   Result<WeightView> mat(TensorRole role, int layer, bool for_matmul) {
     const std::vector<int64_t> shape = role_shape(w_->config, role);
-    ASSIGN_OR_RETURN(const TensorInfo* t, get(role, layer, shape));
+    ASSIGN_OR_RETURN(RoleTensor t, source_.get(role, layer, shape));
     const int64_t cols = shape.back();
-    int64_t rows = 1;
-    for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];
-    const DTypeInfo* info = dtype_info(t->dtype);
+    const int64_t rows = numel(shape) / std::max<int64_t>(cols, 1);
+    const DTypeInfo* info = dtype_info(t.dtype);
     if (cols % info->block != 0) {
-      return DataLoss(store_.path() + ": " + t->name + ": " + std::to_string(cols) + " columns is not a multiple of " +
+      return DataLoss(store_.path() + ": " + t.name + ": " + std::to_string(cols) + " columns is not a multiple of " +
                       info->name + "'s block of " + std::to_string(info->block));
     }
-    WeightView v{t->dtype, t->data, rows, cols};
-    const bool misaligned = reinterpret_cast<uintptr_t>(t->data) % 4 != 0;
-    if (opts_.upcast_f32 || misaligned || (for_matmul && !cpu::matmul_supported(t->dtype))) {
+    WeightView v{t.dtype, t.data, rows, cols};
+    const bool misaligned = reinterpret_cast<uintptr_t>(t.data) % 4 != 0;
+    const bool assembled = !w_->owned_bytes.empty() && t.data == w_->owned_bytes.back().data();
+    if (assembled && t.dtype == DType::kF32) return v;  // already an f32 copy
+    if (opts_.upcast_f32 || misaligned || (for_matmul && !cpu::matmul_supported(t.dtype))) {
       std::vector<float> f(static_cast<size_t>(rows * cols));
       for (int64_t r = 0; r < rows; ++r) {
-        Status st = dequantize_row(t->dtype, t->data + r * v.row_bytes(), f.data() + r * cols, cols);
-        if (!st.ok()) return Unsupported(store_.path() + ": " + t->name + ": " + st.message());
+        Status st = dequantize_row(t.dtype, t.data + r * v.row_bytes(), f.data() + r * cols, cols);
+        if (!st.ok()) return Unsupported(store_.path() + ": " + t.name + ": " + st.message());
       }
       w_->owned.push_back(std::move(f));
       v = WeightView{DType::kF32, w_->owned.back().data(), rows, cols};
+      if (assembled) w_->owned_bytes.pop_back();  // superseded by the f32 copy
     }
     return v;
   }
@@ -92,6 +89,7 @@ class Binder {
   ModelWeights* w_;
   WeightsOptions opts_;
   const TensorStore& store_;
+  RoleSource source_;
 };
 
 // Binds the arch's roles of one layer (per_layer) or the global ones (see weights.h for the needs).

@@ -10,8 +10,11 @@
 // embedding table, tied; kRopeFreqs absent with "llama3" rope scaling: derived from the config); a kBiasGroup
 // (q/k/v biases) is all or none, and required when ArchSpec::qkv_bias_required.
 //
-// Storage: matrices are views into the memory-mapped file (kept alive by the ModelWeights) unless
-// WeightsOptions::upcast_f32 asks for an f32 copy (exact mode: f32 math with f32 activations, used by the HF parity
+// HF checkpoints' other layouts (routed experts one tensor per expert or fused gate_up, block-scaled FP8 weights) are
+// assembled at load by model/role_source.h.
+//
+// Storage: matrices are views into the memory-mapped file (kept alive by the ModelWeights), or into an assembled
+// copy (owned_bytes), unless WeightsOptions::upcast_f32 asks for an f32 copy (exact mode: f32 math with f32 activations, used by the HF parity
 // tests). Vectors (norms, biases, rope factors) are always converted to f32 once at load (they are small and read
 // every token).
 //
@@ -59,6 +62,9 @@ struct ModelWeights {
 
   std::unique_ptr<TensorStore> store;        // the mapping the views point into
   std::vector<std::vector<float>> owned;     // f32 copies (vectors, upcast weights, derived rope factors)
+  // Tensors assembled at load from HF layouts the role table cannot view in place (model/role_source.h: stacked
+  // experts in their stored dtype, FP8 weights dequantized to f32); the WeightView's dtype says what each holds.
+  std::vector<std::vector<uint8_t>> owned_bytes;
 
  private:
   static size_t index(TensorRole role) { return static_cast<size_t>(role); }

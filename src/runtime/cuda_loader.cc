@@ -73,7 +73,8 @@ Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
     default:
       break;
   }
-  if (!dequantize_supported(t.dtype))
+  // f8_e4m3 tensors of HF checkpoints carry block scales only the CPU loader applies (model/role_source.h).
+  if (!dequantize_supported(t.dtype) || t.dtype == DType::kF8E4M3)
     return Unsupported("tensor " + t.name + ": dtype " + dtype_name(t.dtype) + " cannot be loaded on CUDA");
   const DTypeInfo* info = dtype_info(t.dtype);
   const int64_t chunk = int64_t{info->block} * 1024;  // elements per dequantize call

@@ -89,6 +89,7 @@ TEST(GgufWriter, RejectsBadInput) {
   EXPECT_FALSE(w.declare_tensor("q", DType::kQ4_0, {2, 16}).ok());        // not a block multiple
   EXPECT_FALSE(w.declare_tensor(std::string(65, 'n'), DType::kF32, {1}).ok());
   EXPECT_FALSE(w.declare_tensor("r", DType::kF32, {1, 1, 1, 1, 1}).ok());
+  EXPECT_FALSE(w.declare_tensor("f8", DType::kF8E4M3, {4}).ok());         // a safetensors-only dtype: no GGUF id
   ASSERT_TRUE(w.add_tensor("x", DType::kF32, {2, 2}, x, 16).ok());
   EXPECT_FALSE(w.add_tensor("x", DType::kF32, {2, 2}, x, 16).ok());       // duplicate
   w.add_u32("k", 1);

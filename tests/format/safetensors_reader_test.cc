@@ -74,6 +74,18 @@ TEST(SafetensorsReader, SingleFile) {
   EXPECT_EQ(s.find("d")->data[0], pattern(38)[34]);
 }
 
+TEST(SafetensorsReader, Float8E4M3) {
+  json h = {{"w", {{"dtype", "F8_E4M3"}, {"shape", {2, 3}}, {"data_offsets", {0, 6}}}},
+            {"w_scale_inv", {{"dtype", "F32"}, {"shape", {1, 1}}, {"data_offsets", {6, 10}}}}};
+  auto b = st_bytes(h, pattern(10));
+  auto r = parse_safetensors(b.data(), b.size(), "m.safetensors");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ((*r)->find("w")->dtype, DType::kF8E4M3);
+  EXPECT_EQ((*r)->find("w")->nbytes, 6u);
+  expect_error(st_bytes(json{{"x", {{"dtype", "F8_E5M2"}, {"shape", {1}}, {"data_offsets", {0, 1}}}}}, pattern(1)),
+               "dtype F8_E5M2 is not supported");
+}
+
 TEST(SafetensorsReader, EveryTruncationFails) {
   auto full = st_bytes(valid_header(), pattern(38));
   for (size_t n = 0; n < full.size(); ++n) {

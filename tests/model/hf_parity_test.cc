@@ -159,5 +159,32 @@ TEST(HfParity, SynthTinyLlamaSafetensorsMatchesTransformers) {
   EXPECT_EQ(check_model(**w, cases, &tol, "synth tiny llama safetensors"), static_cast<int>(cases.size()));
 }
 
+// The tiny DeepSeek models saved as HF checkpoints by make_deepseek_fixtures.py: transformers >= 5's layout (fused
+// experts, rope_parameters), the original one (one tensor per expert, rope_scaling, scoring_func / topk_method), and
+// V3's FP8 one (float8_e4m3fn linear weights with 16 x 32 block scales). f32 weights must give the GGUF fixtures'
+// logits and greedy ids at the GGUF tests' tolerance; the FP8 checkpoint those of HF run on its dequantized weights.
+void check_hf(const std::string& dir, const std::string& fixture, const char* label) {
+  auto w = load_model(testing::golden("model/" + dir), WeightsOptions{});
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  EXPECT_EQ((*w)->config.source, "safetensors");
+  EXPECT_EQ((*w)->config.arch, "deepseek2");
+  const Tolerance tol{1e-5, 1e-10, true};
+  const auto cases = load_cases("model/" + fixture + ".json");
+  EXPECT_EQ(check_model(**w, cases, &tol, label), static_cast<int>(cases.size()));
+}
+
+TEST(HfParity, DeepSeekV2TinySafetensorsMatchesTransformers) {
+  check_hf("deepseek2-tiny-hf", "deepseek2-tiny", "deepseek2 tiny safetensors (fused experts)");
+}
+TEST(HfParity, DeepSeekV2TinyPerExpertSafetensorsMatchesTransformers) {
+  check_hf("deepseek2-tiny-hf-experts", "deepseek2-tiny", "deepseek2 tiny safetensors (per-expert)");
+}
+TEST(HfParity, DeepSeekV3TinySafetensorsMatchesTransformers) {
+  check_hf("deepseek3-tiny-hf", "deepseek3-tiny", "deepseek3 tiny safetensors (fused experts)");
+}
+TEST(HfParity, DeepSeekV3TinyFp8SafetensorsMatchesTransformers) {
+  check_hf("deepseek3-tiny-hf-fp8", "deepseek3-tiny-fp8", "deepseek3 tiny safetensors (fp8, per-expert)");
+}
+
 }  // namespace
 }  // namespace citadel

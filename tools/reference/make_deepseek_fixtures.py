@@ -12,13 +12,25 @@ DeepseekV2ForCausalLM / DeepseekV3ForCausalLM from the GGUF's metadata:
   yarn_log_multiplier                            -> mscale = mscale_all_dim = yarn_log_multiplier / 0.1
 
 and records, for a few prompts of random token ids, the greedy continuation (32 tokens) and the last prompt
-position's logits, in the format of make_synth_fixtures.py. It also writes deepseek_shapes.json: the parameter counts
+position's logits, in the format of make_synth_fixtures.py.
+
+It also saves each model as an HF checkpoint (config.json + model.safetensors, fp32), for Citadel's safetensors path:
+  <preset>-hf/           what transformers >= 5 save_pretrained writes: rope_parameters, fused experts
+                         (mlp.experts.gate_up_proj [E, 2 Fe, D], mlp.experts.down_proj [E, D, Fe])
+  deepseek2-tiny-hf-experts/   the original checkpoints' layout: one tensor per expert
+                         (mlp.experts.E.{gate,up,down}_proj.weight) and their config.json keys (rope_scaling,
+                         scoring_func, topk_method); same logits as deepseek2-tiny.json
+  deepseek3-tiny-hf-fp8/ V3's FP8 checkpoint layout: per-expert tensors, every decoder linear weight but the router
+                         float8_e4m3fn with a weight_scale_inv of 16 x 32 blocks (quantization_config.
+                         weight_block_size; partial blocks at the edges); its fixture deepseek3-tiny-fp8.json is the
+                         same model run on the dequantized weights (fp8 * scale_inv, computed here)
+  fp8-blocks.safetensors one F8_E4M3 matrix [130, 260] with its 128 x 128 block scales and the dequantized f32 reference It also writes deepseek_shapes.json: the parameter counts
 transformers gives the real DeepSeek-V2-Lite and V3 configs (on the meta device: nothing allocated), which
 `citadel synth`'s presets of those shapes must match.
 
   python3 tools/reference/make_deepseek_fixtures.py --citadel build/citadel --out-dir tests/golden/model
 
-Needs: torch, transformers (>= 5), gguf (pip).
+Needs: torch, transformers (>= 5), gguf, safetensors (pip).
 """
 import argparse
 import json
@@ -136,6 +148,139 @@ def write_shapes(out_dir):
         json.dump(doc, fh, indent=1)
 
 
+def hf_state_dict(model):
+    # transformers >= 5 layout: what save_pretrained writes for these classes (no tied weights to drop).
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+
+
+def per_expert(sd):
+    # Fused expert stacks -> one tensor per expert (the original checkpoints' layout).
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("mlp.experts.gate_up_proj"):
+            base, fe = k[: -len("gate_up_proj")], v.shape[1] // 2
+            for e in range(v.shape[0]):
+                out[f"{base}{e}.gate_proj.weight"] = v[e, :fe].contiguous()
+                out[f"{base}{e}.up_proj.weight"] = v[e, fe:].contiguous()
+        elif k.endswith("mlp.experts.down_proj"):
+            base = k[: -len("down_proj")]
+            for e in range(v.shape[0]):
+                out[f"{base}{e}.down_proj.weight"] = v[e].contiguous()
+        else:
+            out[k] = v
+    return out
+
+
+def original_config(cfg, kind):
+    # The config.json keys of the original (remote-code) checkpoints: rope_scaling + rope_theta instead of
+    # rope_parameters, the gating spelled out.
+    rope = dict(cfg.pop("rope_parameters"))
+    cfg["rope_theta"] = rope.pop("rope_theta")
+    rope["type"] = rope.pop("rope_type")
+    cfg["rope_scaling"] = rope
+    cfg["moe_layer_freq"] = 1
+    if kind == "DeepseekV2":
+        cfg.update(scoring_func="softmax", topk_method="greedy", n_group=1, topk_group=1)
+    else:
+        cfg.update(scoring_func="sigmoid", topk_method="noaux_tc")
+    return cfg
+
+
+def save_hf(hf_dir, cfg, sd):
+    from safetensors.torch import save_file
+    shutil.rmtree(hf_dir, ignore_errors=True)
+    os.makedirs(hf_dir)
+    with open(os.path.join(hf_dir, "config.json"), "w") as fh:
+        json.dump(cfg, fh, indent=1, sort_keys=True)
+    save_file(sd, os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
+
+
+FP8_MAX = 448.0
+
+
+def fp8_blocks(w, block):
+    # w [rows, cols] f32 -> (float8_e4m3fn [rows, cols], scale_inv [ceil(rows/br), ceil(cols/bc)] f32, dequantized).
+    br, bc = block
+    rows, cols = w.shape
+    sr, sc = -(-rows // br), -(-cols // bc)
+    scale = torch.ones(sr, sc, dtype=torch.float32)
+    for i in range(sr):
+        for j in range(sc):
+            amax = w[i * br:(i + 1) * br, j * bc:(j + 1) * bc].abs().max().item()
+            if amax > 0:
+                scale[i, j] = amax / FP8_MAX
+    full = scale.repeat_interleave(br, 0)[:rows].repeat_interleave(bc, 1)[:, :cols]
+    q = (w / full).to(torch.float8_e4m3fn)
+    return q, scale, q.to(torch.float32) * full
+
+
+def fp8_checkpoint(sd, block):
+    # Every decoder linear weight but the router -> fp8 + weight_scale_inv; returns (checkpoint, dequantized sd).
+    ckpt, deq = {}, {}
+    for k, v in sd.items():
+        if k.startswith("model.layers.") and v.dim() == 2 and not k.endswith("mlp.gate.weight"):
+            q, scale, d = fp8_blocks(v, block)
+            ckpt[k], ckpt[k + "_scale_inv"], deq[k] = q, scale, d
+        else:
+            ckpt[k], deq[k] = v, v
+    return ckpt, deq
+
+
+def fused(sd):
+    # Per-expert tensors -> the fused stacks transformers >= 5 loads.
+    out, groups = {}, {}
+    for k, v in sd.items():
+        if ".mlp.experts." in k:
+            base, rest = k.split(".mlp.experts.")
+            e, name = rest.split(".", 1)
+            groups.setdefault(base, {}).setdefault(name, {})[int(e)] = v
+        else:
+            out[k] = v
+    for base, g in groups.items():
+        n = len(g["gate_proj.weight"])
+        out[base + ".mlp.experts.gate_up_proj"] = torch.stack(
+            [torch.cat([g["gate_proj.weight"][e], g["up_proj.weight"][e]]) for e in range(n)])
+        out[base + ".mlp.experts.down_proj"] = torch.stack([g["down_proj.weight"][e] for e in range(n)])
+    return out
+
+
+def write_fp8_blocks(out_dir):
+    from safetensors.torch import save_file
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(130, 260, generator=g) * torch.logspace(-3, 1, 130).unsqueeze(1)
+    q, scale, d = fp8_blocks(w, (128, 128))
+    save_file({"w": q, "w_scale_inv": scale, "reference": d}, os.path.join(out_dir, "fp8-blocks.safetensors"))
+
+
+def save_checkpoints(model, kind, preset, n_vocab, out_dir, seed):
+    import transformers
+    cfg = model.config.to_dict()
+    cfg["architectures"] = [kind + "ForCausalLM"]
+    cfg["_name_or_path"] = f"citadel synth {preset}"
+    sd = hf_state_dict(model)
+    save_hf(os.path.join(out_dir, preset + "-hf"), cfg, sd)
+    if kind == "DeepseekV2":
+        save_hf(os.path.join(out_dir, preset + "-hf-experts"), original_config(dict(cfg), kind), per_expert(sd))
+        return
+    block = [16, 32]
+    ckpt, deq = fp8_checkpoint(per_expert(sd), block)
+    fcfg = original_config(dict(cfg), kind)
+    fcfg["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                   "weight_block_size": block}
+    save_hf(os.path.join(out_dir, preset + "-hf-fp8"), fcfg, ckpt)
+    ref = getattr(transformers, kind + "ForCausalLM")(model.config).to(torch.float32)
+    ref.load_state_dict(fused(deq), strict=True)
+    ref.eval()
+    doc = {"model": f"{preset}-hf-fp8: citadel synth --arch deepseek2 --preset {preset} --seed {seed} --dtype f32, "
+                    f"linear weights as float8_e4m3fn in {block[0]} x {block[1]} blocks",
+           "reference": f"transformers {transformers.__version__} {kind}ForCausalLM fp32 CPU (eager) on the "
+                        "dequantized weights",
+           "n_vocab": n_vocab, "cases": make_synth_fixtures.cases_for(ref, n_vocab, 2000 + seed)}
+    with open(os.path.join(out_dir, preset + "-fp8.json"), "w") as fh:
+        json.dump(doc, fh, indent=1)
+    print(preset, "fp8 min greedy gap", min(c["min_greedy_gap"] for c in doc["cases"]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--citadel", required=True)
@@ -166,9 +311,11 @@ def main():
             with open(os.path.join(args.out_dir, preset + ".json"), "w") as fh:
                 json.dump(doc, fh, indent=1)
             print(preset, "min greedy gap", min(c["min_greedy_gap"] for c in doc["cases"]))
+            save_checkpoints(model, kind, preset, n_vocab, args.out_dir, args.seed)
     finally:
         shutil.rmtree(tmp)
     write_shapes(args.out_dir)
+    write_fp8_blocks(args.out_dir)
 
 
 if __name__ == "__main__":

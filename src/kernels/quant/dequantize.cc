@@ -3,7 +3,10 @@
 // and contraction into FMA is disabled so the results are bit-identical with the numpy reference.
 #pragma GCC optimize("fp-contract=off")
 
+#include <array>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "base/half.h"
@@ -22,6 +25,24 @@ void deq_f16(const void* src, float* dst, int64_t n) {
 void deq_bf16(const void* src, float* dst, int64_t n) {
   const uint16_t* s = static_cast<const uint16_t*>(src);
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+}
+
+// float8 e4m3fn: (-1)^s 2^(e-7) (1 + m/8), subnormal (e == 0) 2^-6 m/8; e == 15 with m == 7 is NaN.
+float f8_e4m3_to_f32(uint8_t x) {
+  const int e = (x >> 3) & 0xF, m = x & 7;
+  float v = e == 0 ? std::ldexp(static_cast<float>(m) / 8.0f, -6) : std::ldexp(1.0f + static_cast<float>(m) / 8.0f, e - 7);
+  if (e == 15 && m == 7) v = std::numeric_limits<float>::quiet_NaN();
+  return (x & 0x80) ? -v : v;
+}
+
+void deq_f8_e4m3(const void* src, float* dst, int64_t n) {
+  static const auto table = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[static_cast<size_t>(i)] = f8_e4m3_to_f32(static_cast<uint8_t>(i));
+    return t;
+  }();
+  const uint8_t* s = static_cast<const uint8_t*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = table[s[i]];
 }
 
 void deq_q4_0(const void* src, float* y, int64_t n) {
@@ -182,6 +203,7 @@ DequantizeFn dequantize_fn(DType t) {
     case DType::kF32: return deq_f32;
     case DType::kF16: return deq_f16;
     case DType::kBF16: return deq_bf16;
+    case DType::kF8E4M3: return deq_f8_e4m3;
     case DType::kQ4_0: return deq_q4_0;
     case DType::kQ4_1: return deq_q4_1;
     case DType::kQ5_0: return deq_q5_0;

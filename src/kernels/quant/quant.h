@@ -2,7 +2,7 @@
 //
 // Contracts:
 // - A "row" of n elements of a block type is n / block consecutive blocks in GGUF layout (types.h); n must be a
-//   multiple of the type's block size (32 or 256); plain types (f32, f16, bf16) take any n >= 0.
+//   multiple of the type's block size (32 or 256); plain types (f32, f16, bf16, f8_e4m3) take any n >= 0.
 // - dequantize_row() is bit-exact with ggml's dequantize_row_* and gguf-py's numpy dequantize (the golden test
 //   checks this); it is the reference every fast kernel is compared with.
 // - quantize_row() for f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 is bit-exact with ggml's quantize_row_*_ref and

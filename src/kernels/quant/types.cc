@@ -4,7 +4,7 @@ namespace citadel {
 
 const DTypeInfo* dtype_info(uint32_t id) {
   static const DTypeInfo kF32{"f32", 1, 4}, kF16{"f16", 1, 2}, kBF16{"bf16", 1, 2}, kF64{"f64", 1, 8},
-      kI8{"i8", 1, 1}, kI16{"i16", 1, 2}, kI32{"i32", 1, 4}, kI64{"i64", 1, 8},
+      kI8{"i8", 1, 1}, kF8E4M3{"f8_e4m3", 1, 1}, kI16{"i16", 1, 2}, kI32{"i32", 1, 4}, kI64{"i64", 1, 8},
       kQ4_0{"q4_0", kQK, sizeof(BlockQ4_0)}, kQ4_1{"q4_1", kQK, sizeof(BlockQ4_1)},
       kQ5_0{"q5_0", kQK, sizeof(BlockQ5_0)}, kQ5_1{"q5_1", kQK, sizeof(BlockQ5_1)},
       kQ8_0{"q8_0", kQK, sizeof(BlockQ8_0)}, kQ8_1{"q8_1", kQK, sizeof(BlockQ8_1)},
@@ -17,6 +17,7 @@ const DTypeInfo* dtype_info(uint32_t id) {
     case DType::kBF16: return &kBF16;
     case DType::kF64: return &kF64;
     case DType::kI8: return &kI8;
+    case DType::kF8E4M3: return &kF8E4M3;
     case DType::kI16: return &kI16;
     case DType::kI32: return &kI32;
     case DType::kI64: return &kI64;

@@ -1,4 +1,5 @@
-// The tensor element types Citadel reads, with ggml's numeric type ids (GGUF stores these ids).
+// The tensor element types Citadel reads, with ggml's numeric type ids (GGUF stores these ids); types only other
+// formats hold (safetensors' F8_E4M3) have ids from kFirstNonGgufDType up, which no GGUF file may use.
 // Block layouts follow ggml-common.h; each struct's size is asserted. Shared by format/, kernels/ and model/.
 #pragma once
 
@@ -28,7 +29,10 @@ enum class DType : uint32_t {
   kI64 = 27,
   kF64 = 28,
   kBF16 = 30,
+  kF8E4M3 = 1024,  // float8 e4m3fn (safetensors F8_E4M3): 1 sign, 4 exponent (bias 7), 3 mantissa bits; no
+                   // infinities, S.1111.111 is NaN; largest finite 448
 };
+constexpr uint32_t kFirstNonGgufDType = 1024;
 
 struct DTypeInfo {
   const char* name;    // "q4_K"

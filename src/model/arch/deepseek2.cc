@@ -12,6 +12,10 @@
 //              then: delta = shared experts' SwiGLU(normed) + sum of the selected experts' SwiGLU(normed) * weight
 //   logits = rmsnorm(residual + delta)[wanted rows] Wout^T
 //
+// HF checkpoints (safetensors + config.json) bind the same roles under their HF names (roles.h): kv_b_proj is split
+// like attn_kv_b, routed experts (fused or one tensor per expert) and FP8 block-scaled weights are assembled by
+// model/role_source.h.
+//
 // RoPE rotates adjacent pairs of the rope dims in every file format. YaRN (V2/V3 ship factor 40, original context
 // 4096): the frequencies blend as in rope.h, cos/sin are not rescaled (mscale == mscale_all_dim), and the softmax scale
 // is mscale^2 / sqrt(qk_nope + qk_rope) (config.h attention_scale).
@@ -19,6 +23,7 @@
 
 #include "kernels/quant/quant.h"
 #include "model/arch.h"
+#include "model/role_source.h"
 #include "model/weights.h"
 
 namespace citadel {
@@ -66,7 +71,7 @@ Status deepseek2_finish(ModelWeights* w) {
     RoleWeights& L = w->layers[static_cast<size_t>(l)];
     auto need = [&](std::initializer_list<TensorRole> roles) -> Status {
       for (TensorRole role : roles) {
-        if (!has(L, role)) return DataLoss(path + ": tensor " + tensor_name(role, l, fmt) + " is missing");
+        if (!has(L, role)) return DataLoss(path + ": tensor " + role_tensor_names(role, l, fmt) + " is missing");
       }
       return OkStatus();
     };
