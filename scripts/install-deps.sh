@@ -5,7 +5,7 @@
 set -euo pipefail
 what=${1:-test}
 pkgs=(cmake g++ make libcli11-dev nlohmann-json3-dev libboost-dev libboost-system-dev libssl-dev openssl
-      libsqlite3-dev libpq-dev)
+      libsqlite3-dev libpq-dev libyaml-dev)
 if [ "$what" = test ]; then
   # prometheus: promtool (alert rule tests) and the server (the scrape test); nginx-light: the replicas test
   pkgs+=(libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev python3-pip postgresql prometheus

@@ -28,6 +28,7 @@ THIRD_PARTY = {
     "SQLite": ("sqlite3.h", "sqlite3ext.h"),
     "libpq": ("libpq-fe.h", "libpq/", "postgresql/", "pg_config"),
     "nlohmann": ("nlohmann/",),
+    "libyaml": ("yaml.h",),
 }
 SOURCE_EXT = (".h", ".hpp", ".cc", ".cpp", ".cu", ".cuh", ".inc")
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*([<"])([^">]+)[">]')

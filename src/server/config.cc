@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <yaml.h>
+
 namespace citadel::server {
 
 namespace {
@@ -97,13 +99,6 @@ const std::vector<Field>& fields() {
   return f;
 }
 
-std::string trim(const std::string& s) {
-  size_t a = 0, b = s.size();
-  while (a < b && std::isspace(static_cast<unsigned char>(s[a]))) ++a;
-  while (b > a && std::isspace(static_cast<unsigned char>(s[b - 1]))) --b;
-  return s.substr(a, b - a);
-}
-
 std::string normalize_key(std::string k) {
   for (char& c : k) c = c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return k;
@@ -140,46 +135,108 @@ Status set_config_value(ServeConfig* c, const std::string& key, const std::strin
   return InvalidArgument(source + ": unknown option '" + key + "'");
 }
 
-Result<std::map<std::string, std::string>> parse_yaml_subset(const std::string& text, const std::string& name) {
-  std::map<std::string, std::string> out;
-  std::istringstream in(text);
-  std::string line;
-  int lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    const std::string where = name + ":" + std::to_string(lineno);
-    std::string t = trim(line);
-    if (t.empty() || t[0] == '#' || t == "---") continue;
-    if (!line.empty() && std::isspace(static_cast<unsigned char>(line[0])))
-      return InvalidArgument(where + ": nested YAML is not supported (flat `key: value` only)");
-    const size_t colon = t.find(':');
-    if (colon == std::string::npos) return InvalidArgument(where + ": expected `key: value`");
-    std::string key = trim(t.substr(0, colon));
-    std::string val = trim(t.substr(colon + 1));
-    if (!val.empty() && (val[0] == '"' || val[0] == '\'')) {
-      const char q = val[0];
-      const size_t close = val.find(q, 1);
-      if (close == std::string::npos) return InvalidArgument(where + ": unterminated quoted string");
-      const std::string rest = trim(val.substr(close + 1));
-      if (!rest.empty() && rest[0] != '#') return InvalidArgument(where + ": text after the quoted value");
-      val = val.substr(1, close - 1);
-    } else {
-      const size_t hash = val.find(" #");
-      if (hash != std::string::npos) val = trim(val.substr(0, hash));
-      if (val == "~" || val == "null") val.clear();
-    }
-    if (key.empty()) return InvalidArgument(where + ": empty key");
-    out[normalize_key(key)] = val;
+namespace {
+
+// libyaml's document API: the file is loaded into a node graph (anchors resolved), walked here.
+class YamlDoc {
+ public:
+  YamlDoc() { yaml_parser_initialize(&parser_); }
+  ~YamlDoc() {
+    if (loaded_) yaml_document_delete(&doc_);
+    yaml_parser_delete(&parser_);
   }
+  Status load(const std::string& text, const std::string& name) {
+    yaml_parser_set_input_string(&parser_, reinterpret_cast<const unsigned char*>(text.data()), text.size());
+    if (!yaml_parser_load(&parser_, &doc_)) {
+      return InvalidArgument(name + ":" + std::to_string(parser_.problem_mark.line + 1) + ": not valid YAML (" +
+                             (parser_.problem ? parser_.problem : "parse error") + ")");
+    }
+    loaded_ = true;
+    return OkStatus();
+  }
+  yaml_node_t* root() { return yaml_document_get_root_node(&doc_); }
+  yaml_node_t* node(int i) { return yaml_document_get_node(&doc_, i); }
+
+ private:
+  yaml_parser_t parser_;
+  yaml_document_t doc_{};
+  bool loaded_ = false;
+};
+
+std::string at(const std::string& name, const yaml_node_t* n) {
+  return name + ":" + std::to_string(n->start_mark.line + 1);
+}
+
+// A scalar's text; plain ~, null and the empty value are "" (quoted ones are taken as written).
+Result<std::string> scalar(const yaml_node_t* n, const std::string& where, const std::string& key) {
+  if (n->type != YAML_SCALAR_NODE) return InvalidArgument(where + ": '" + key + "' must be a single value");
+  std::string v(reinterpret_cast<const char*>(n->data.scalar.value), n->data.scalar.length);
+  if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && (v == "~" || v == "null")) v.clear();
+  return v;
+}
+
+Result<ModelEntry> model_entry(YamlDoc& d, yaml_node_t* m, const std::string& name) {
+  const std::string where = at(name, m);
+  if (m->type != YAML_MAPPING_NODE) return InvalidArgument(where + ": each models: entry is a mapping (model: ...)");
+  ModelEntry e;
+  for (yaml_node_pair_t* p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; ++p) {
+    ASSIGN_OR_RETURN(std::string key, scalar(d.node(p->key), where, "key"));
+    key = normalize_key(key);
+    ASSIGN_OR_RETURN(std::string v, scalar(d.node(p->value), at(name, d.node(p->value)), key));
+    if (key == "model") e.model = v;
+    else if (key == "served_model_name") e.served_model_name = v;
+    else if (key == "chat_template") e.chat_template = v;
+    else if (key == "sha256") e.sha256 = v;
+    else if (key == "max_context") {
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < 0 || n > (1 << 24))
+        return InvalidArgument(where + ": max_context must be an integer in [0, 16777216], got '" + v + "'");
+      e.max_context = static_cast<int>(n);
+    } else {
+      return InvalidArgument(where + ": unknown key '" + key +
+                             "' in a models: entry (model, served_model_name, max_context, chat_template, sha256)");
+    }
+  }
+  if (e.model.empty()) return InvalidArgument(where + ": a models: entry needs model: PATH|NAME");
+  return e;
+}
+
+}  // namespace
+
+Result<ConfigFile> parse_config_yaml(const std::string& text, const std::string& name) {
+  YamlDoc d;
+  RETURN_IF_ERROR(d.load(text, name));
+  ConfigFile out;
+  yaml_node_t* root = d.root();
+  if (!root) return out;  // an empty file
+  if (root->type != YAML_MAPPING_NODE) return InvalidArgument(at(name, root) + ": expected `key: value` lines");
+  for (yaml_node_pair_t* p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; ++p) {
+    yaml_node_t* k = d.node(p->key);
+    yaml_node_t* v = d.node(p->value);
+    ASSIGN_OR_RETURN(std::string key, scalar(k, at(name, k), "key"));
+    key = normalize_key(key);
+    if (key == "models") {
+      if (v->type != YAML_SEQUENCE_NODE) return InvalidArgument(at(name, v) + ": models: is a list of models");
+      for (yaml_node_item_t* i = v->data.sequence.items.start; i < v->data.sequence.items.top; ++i) {
+        ASSIGN_OR_RETURN(ModelEntry e, model_entry(d, d.node(*i), name));
+        out.models.push_back(std::move(e));
+      }
+      continue;
+    }
+    ASSIGN_OR_RETURN(out.values[key], scalar(v, at(name, v), key));
+  }
+  if (!out.models.empty() && out.values.count("model"))
+    return InvalidArgument(name + ": give model: or models:, not both");
   return out;
 }
 
-Result<std::map<std::string, std::string>> read_yaml_file(const std::string& path) {
+Result<ConfigFile> read_config_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return IoError(path + ": cannot open the config file");
   std::stringstream ss;
   ss << f.rdbuf();
-  return parse_yaml_subset(ss.str(), path);
+  return parse_config_yaml(ss.str(), path);
 }
 
 std::map<std::string, std::string> env_overrides(char** env) {
@@ -205,9 +262,14 @@ Status build_config(const std::string& config_file, char** env, const std::map<s
     for (char** e = env; *e; ++e)
       if (std::string(*e).rfind("CITADEL_CONFIG=", 0) == 0) file = std::string(*e).substr(15);
   if (!file.empty()) {
-    auto kv = read_yaml_file(file);
-    if (!kv.ok()) return kv.status();
-    for (const auto& [k, v] : *kv) RETURN_IF_ERROR(set_config_value(&c, k, v, file));
+    auto cf = read_config_file(file);
+    if (!cf.ok()) return cf.status();
+    for (const auto& [k, v] : cf->values) RETURN_IF_ERROR(set_config_value(&c, k, v, file));
+    c.models = std::move(cf->models);
+    if (!c.models.empty()) {
+      c.model = c.models[0].model;
+      c.served_model_name = c.models[0].served_model_name;
+    }
   }
   for (const auto& [k, v] : env_overrides(env))
     RETURN_IF_ERROR(set_config_value(&c, k, v, "environment CITADEL_" + k));
@@ -272,6 +334,15 @@ std::string config_to_yaml(const ServeConfig& c) {
          name.find("token") != std::string::npos))
       v = "\"***\"";
     s += name + ": " + v + "\n";
+  }
+  if (c.models.size() > 1) {
+    s += "models:\n";
+    for (const ModelEntry& m : c.models) {
+      s += "  - model: \"" + m.model + "\"\n    served_model_name: \"" + m.served_model_name + "\"\n";
+      if (m.max_context) s += "    max_context: " + std::to_string(m.max_context) + "\n";
+      if (!m.chat_template.empty()) s += "    chat_template: \"" + m.chat_template + "\"\n";
+      if (!m.sha256.empty()) s += "    sha256: \"" + m.sha256 + "\"\n";
+    }
   }
   return s;
 }

@@ -1,7 +1,9 @@
 // ServeConfig: every option of `citadel serve`, settable (highest first) by command-line flag, CITADEL_* environment
 // variable, YAML config file, or default. Keys use underscores in the file (max_queue), dashes on the command line
 // (--max-queue) and upper case in the environment (CITADEL_MAX_QUEUE).
-// The YAML reader accepts the subset a flat config needs: `key: value` lines, # comments, quoted strings.
+// The config file is YAML (read with libyaml): a mapping of these keys to scalars, plus an optional `models:` list of
+// mappings, one per served model (model, served_model_name, max_context, chat_template, sha256), the first being the
+// default model; `model:` and `models:` are exclusive. Flags --model (repeatable) replace the file's models.
 // Thread-safety: plain data and pure functions.
 #pragma once
 
@@ -12,6 +14,15 @@
 #include "base/status.h"
 
 namespace citadel::server {
+
+// One served model of the `models:` list (or of the repeated --model flags).
+struct ModelEntry {
+  std::string model;              // PATH | catalogue NAME
+  std::string served_model_name;  // "" = the catalogue name or the file stem
+  int max_context = 0;            // 0 = the server's max_context
+  std::string chat_template;      // "" = the server's chat_template
+  std::string sha256;             // "" = not pinned; else the file must hash to this
+};
 
 struct ServeConfig {
   std::string model;                 // PATH | catalogue NAME | debug:bytes (required)
@@ -64,6 +75,9 @@ struct ServeConfig {
   int key_max_age_days = 90;         // warn (log) when the audit signing key or the model key is older
   std::string audit_store_content = "off";  // on: prompts and outputs stored encrypted in the audit log
   std::string audit_content_key;     // its key spec (PATH | env:NAME | cmd:PROG ARGS); required when on
+  // The config file's `models:` list (empty: the one model of `model`); the first entry is also model /
+  // served_model_name above.
+  std::vector<ModelEntry> models;
 };
 
 struct ConfigKey {
@@ -76,9 +90,15 @@ const std::vector<ConfigKey>& config_keys();
 // Sets one key from text; error names the key, the source and the value.
 Status set_config_value(ServeConfig* c, const std::string& key, const std::string& value, const std::string& source);
 
-// Reads `key: value` pairs. Errors name the file and line.
-Result<std::map<std::string, std::string>> parse_yaml_subset(const std::string& text, const std::string& name);
-Result<std::map<std::string, std::string>> read_yaml_file(const std::string& path);
+// A parsed config file: the top-level scalar keys (dashes normalised to underscores) and the `models:` entries.
+struct ConfigFile {
+  std::map<std::string, std::string> values;
+  std::vector<ModelEntry> models;
+};
+// Errors name the file and line: not YAML, a top level that is not a mapping, a nested value under a plain key, a
+// `models:` entry without `model` or with an unknown key.
+Result<ConfigFile> parse_config_yaml(const std::string& text, const std::string& name);
+Result<ConfigFile> read_config_file(const std::string& path);
 
 // CITADEL_<KEY> variables present in the environment (env: a NULL-terminated environ-style array).
 std::map<std::string, std::string> env_overrides(char** env);

@@ -1,4 +1,4 @@
-// ServeConfig: YAML subset, environment, flags and their precedence (flag > env > file > default).
+// ServeConfig: YAML (libyaml) with a models: list, environment, flags and their precedence (flag > env > file > default).
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -9,21 +9,21 @@
 namespace citadel::server {
 namespace {
 
-TEST(Config, YamlSubset) {
-  auto kv = parse_yaml_subset("# comment\n---\nmodel: \"/m/a b.gguf\"  # quoted\nport: 9000 # trailing\n"
+TEST(Config, YamlScalars) {
+  auto kv = parse_config_yaml("# comment\n---\nmodel: \"/m/a b.gguf\"  # quoted\nport: 9000 # trailing\n"
                               "max-queue: 3\nchat_template: 'chatml'\nserved_model_name: ~\n",
                               "f.yaml");
   ASSERT_TRUE(kv.ok()) << kv.status().message();
-  EXPECT_EQ(kv->at("model"), "/m/a b.gguf");
-  EXPECT_EQ(kv->at("port"), "9000");
-  EXPECT_EQ(kv->at("max_queue"), "3");
-  EXPECT_EQ(kv->at("chat_template"), "chatml");
-  EXPECT_EQ(kv->at("served_model_name"), "");
-  EXPECT_FALSE(parse_yaml_subset("a:\n  nested: 1\n", "f").ok());
-  EXPECT_FALSE(parse_yaml_subset("just text\n", "f").ok());
-  auto bad = parse_yaml_subset("x: \"open\n", "f.yaml");
+  EXPECT_EQ(kv->values.at("model"), "/m/a b.gguf");
+  EXPECT_EQ(kv->values.at("port"), "9000");
+  EXPECT_EQ(kv->values.at("max_queue"), "3");
+  EXPECT_EQ(kv->values.at("chat_template"), "chatml");
+  EXPECT_EQ(kv->values.at("served_model_name"), "");
+  EXPECT_FALSE(parse_config_yaml("a:\n  nested: 1\n", "f").ok());
+  EXPECT_FALSE(parse_config_yaml("just text\n", "f").ok());
+  auto bad = parse_config_yaml("x: \"open\n", "f.yaml");
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("f.yaml:1"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("f.yaml:"), std::string::npos) << bad.status().message();
 }
 
 TEST(Config, PrecedenceFlagEnvFileDefault) {
@@ -60,6 +60,54 @@ TEST(Config, ErrorsNameTheSourceAndKey) {
   EXPECT_FALSE(build_config("", nullptr, {}, &c).ok());  // no model
   EXPECT_FALSE(build_config("/nonexistent/x.yaml", nullptr, {{"model", "m"}}, &c).ok());
   EXPECT_FALSE(set_config_value(&c, "colour", "red", "f").ok());
+}
+
+}  // namespace
+}  // namespace citadel::server
+
+namespace citadel::server {
+namespace {
+
+TEST(Config, YamlModelsList) {
+  auto cf = parse_config_yaml("port: 9000\nmodels:\n  - model: /m/chat-v1.gguf\n    served_model_name: chat@v1\n"
+                              "    max_context: 4096\n  - {model: minilm-l6, sha256: \"ab12\"}\n"
+                              "kv-memory-mb: 512  # a comment\n",
+                              "c.yaml");
+  ASSERT_TRUE(cf.ok()) << cf.status().message();
+  EXPECT_EQ(cf->values.at("port"), "9000");
+  EXPECT_EQ(cf->values.at("kv_memory_mb"), "512");
+  ASSERT_EQ(cf->models.size(), 2u);
+  EXPECT_EQ(cf->models[0].model, "/m/chat-v1.gguf");
+  EXPECT_EQ(cf->models[0].served_model_name, "chat@v1");
+  EXPECT_EQ(cf->models[0].max_context, 4096);
+  EXPECT_EQ(cf->models[1].sha256, "ab12");
+  // Errors name the file and line.
+  auto e = parse_config_yaml("port: 1\nmodels:\n  - served_model_name: x\n", "c.yaml");
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("c.yaml:3: a models: entry needs model"), std::string::npos) << e.status().message();
+  e = parse_config_yaml("models:\n  - model: a\n    colour: red\n", "c.yaml");
+  EXPECT_NE(e.status().message().find("unknown key 'colour'"), std::string::npos) << e.status().message();
+  e = parse_config_yaml("model: a\nmodels:\n  - model: b\n", "c.yaml");
+  EXPECT_NE(e.status().message().find("not both"), std::string::npos);
+  e = parse_config_yaml("models: one\n", "c.yaml");
+  EXPECT_FALSE(e.ok());
+  e = parse_config_yaml("port: [1, 2]\n", "c.yaml");
+  EXPECT_NE(e.status().message().find("c.yaml:1: 'port' must be a single value"), std::string::npos)
+      << e.status().message();
+  // Anchors are YAML: a shared value.
+  cf = parse_config_yaml("host: &h 0.0.0.0\ntls_cert: *h\n", "c.yaml");
+  ASSERT_TRUE(cf.ok());
+  EXPECT_EQ(cf->values.at("tls_cert"), "0.0.0.0");
+  // build_config: the first entry is the model.
+  const std::string path = ::testing::TempDir() + "/citadel_models.yaml";
+  std::ofstream(path) << "models:\n  - model: /m/a.gguf\n    served_model_name: a\n  - model: /m/b.gguf\n";
+  ServeConfig c;
+  char* env[] = {nullptr};
+  ASSERT_TRUE(build_config(path, env, {}, &c).ok());
+  EXPECT_EQ(c.model, "/m/a.gguf");
+  EXPECT_EQ(c.served_model_name, "a");
+  ASSERT_EQ(c.models.size(), 2u);
+  EXPECT_NE(config_to_yaml(c).find("  - model: \"/m/b.gguf\""), std::string::npos);
 }
 
 }  // namespace

@@ -141,3 +141,24 @@ def test_swap_canary_rollback_with_zero_failures(srv, files):
     assert [a["name"] for a in admin(srv, "GET", "/admin/v1/aliases").json()["data"]] == ["chat"]
     card = srv.http.get(srv.base_url + "/v1/models/chat", timeout=10).json()
     assert (card["root"], card["version"], card["kind"]) == ("chat@v2", "v2", "chat")
+
+
+def test_yaml_config_lists_the_models(files, tmp_path):
+    conf = tmp_path / "citadel.yaml"
+    conf.write_text(f"""# two models from the config file
+max_context: 512
+kv_memory_mb: 16
+models:
+  - model: "{files['v1']}"
+    served_model_name: chat@v1
+  - model: "{files['ds3']}"
+    served_model_name: ds3
+    max_context: 256
+""")
+    s = Server(["--config", str(conf)])
+    try:
+        assert {m.id: m.model_extra["max_model_len"] for m in sdk(s).models.list().data} == {"chat@v1": 512, "ds3": 256}
+        assert complete(s, "ds3")[0] == "ds3"
+        assert "models:" in "".join(s.stderr) and "served_model_name: \"ds3\"" in "".join(s.stderr)
+    finally:
+        assert s.stop() == 0

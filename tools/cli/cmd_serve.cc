@@ -349,6 +349,15 @@ int run_serve(const ServeFlags& flags) {
     (void)notifier->notify("STATUS=loading the model");
   }
 
+  // The models to serve: the --model flags (names paired by position), else the config file's models: list, else
+  // the one model. The first is loaded below as before and is the default.
+  std::vector<server::ModelEntry> models = cfg.models;
+  if (!flags.models.empty()) {
+    models.clear();
+    for (size_t i = 0; i < flags.models.size(); ++i)
+      models.push_back({flags.models[i], i < flags.served_names.size() ? flags.served_names[i] : "", 0, "", ""});
+  }
+  if (models.empty()) models.push_back({cfg.model, cfg.served_model_name, 0, "", ""});
   api::ModelLoadOptions lo;
   lo.model = cfg.model;
   if (notifier->watchdog_ping_every().count() > 0) {
@@ -376,7 +385,10 @@ int run_serve(const ServeFlags& flags) {
   lo.prefix_cache_scope = cfg.prefix_cache_scope;
   lo.engine.metrics = registry;
   const double t0 = now_seconds();
-  auto host = api::load_model_host(lo);
+  api::ModelLoadOptions first = lo;
+  if (models[0].max_context) first.max_context = models[0].max_context;
+  if (!models[0].chat_template.empty()) first.chat_template_file = models[0].chat_template;
+  auto host = load_more(first, models[0].model, models[0].served_model_name, models[0].sha256);
   if (!host.ok()) {
     serve_error("%s", host.status().message().c_str());
     http.stop();
@@ -385,12 +397,14 @@ int run_serve(const ServeFlags& flags) {
   log_info("model '" + (*host)->served_name + "' loaded in " + std::to_string(now_seconds() - t0) +
            " s; context " + std::to_string((*host)->max_context) + " tokens; ready");
   service->set_host(*host);
-  for (size_t i = 1; i < flags.models.size(); ++i) {
-    const std::string name = i < flags.served_names.size() ? flags.served_names[i] : "";
-    auto more = load_more(lo, flags.models[i], name, "");
+  for (size_t i = 1; i < models.size(); ++i) {
+    api::ModelLoadOptions o = lo;
+    if (models[i].max_context) o.max_context = models[i].max_context;
+    if (!models[i].chat_template.empty()) o.chat_template_file = models[i].chat_template;
+    auto more = load_more(o, models[i].model, models[i].served_model_name, models[i].sha256);
     Status added = more.ok() ? service->models().add(*more) : more.status();
     if (!added.ok()) {
-      serve_error("--model %s: %s", flags.models[i].c_str(), added.message().c_str());
+      serve_error("model %s: %s", models[i].model.c_str(), added.message().c_str());
       http.stop();
       return 1;
     }
