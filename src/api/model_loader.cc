@@ -73,9 +73,8 @@ Result<std::shared_ptr<ModelHost>> load_debug(const ModelLoadOptions& opts) {
 // Real GGUF models: tokenizer and chat template from the file's metadata; the runner (CPU or CUDA) from the factory.
 Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<TensorStore>& store,
                                                          const ModelLoadOptions& opts) {
-  // The CPU kernels' pool reads CITADEL_THREADS when it first starts, which is after this point.
-  if (opts.compute_threads > 0) setenv("CITADEL_THREADS", std::to_string(opts.compute_threads).c_str(), 1);
   runtime::RunnerOptions ro;
+  ro.cpu_threads = opts.compute_threads;  // the model's own pool (no process-wide setting)
   ro.device = opts.device;
   ro.cuda_weights = opts.cuda_weights;
   if (opts.device == "cpu") {

@@ -104,6 +104,20 @@ void ThreadPool::run(int64_t n, int64_t min_chunk, ChunkFn fn, void* ctx) {
   }
 }
 
+namespace {
+thread_local ThreadPool* tls_current = nullptr;
+}  // namespace
+
+ThreadPool& ThreadPool::current() { return tls_current ? *tls_current : global(); }
+
+ThreadPool::Scope::Scope(ThreadPool* pool) : prev_(tls_current), set_(pool != nullptr) {
+  if (set_) tls_current = pool;
+}
+
+ThreadPool::Scope::~Scope() {
+  if (set_) tls_current = prev_;
+}
+
 ThreadPool& ThreadPool::global() {
   static ThreadPool pool([] {
     if (const char* s = std::getenv("CITADEL_THREADS")) {

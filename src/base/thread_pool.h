@@ -34,8 +34,24 @@ class ThreadPool {
     run(n, min_chunk, call, &fn);
   }
 
-  // The process-wide pool used by the CPU kernels: $CITADEL_THREADS threads, else one per hardware thread.
+  // The process-wide pool: $CITADEL_THREADS threads, else one per hardware thread.
   static ThreadPool& global();
+  // The pool the CPU kernels use on this thread: the one a Scope set here, else global(). A model runner with its
+  // own threads (one model's placement) sets its pool around each forward pass on its engine thread.
+  static ThreadPool& current();
+
+  // Makes `pool` this thread's current() until the Scope ends (nests; null: no change).
+  class Scope {
+   public:
+    explicit Scope(ThreadPool* pool);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    ThreadPool* prev_;
+    bool set_;
+  };
 
  private:
   using ChunkFn = void (*)(void* ctx, int64_t begin, int64_t end);

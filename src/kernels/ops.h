@@ -3,7 +3,7 @@
 //
 // Conventions: row-major buffers, f32 activations; every pointer's shape is given as [dim0, dim1, ...] with the
 // last index fastest. Each CPU op has a plain scalar `*_ref` (the specification, single-threaded) and a fast
-// version (SIMD chosen at run time by base/cpu_features, threaded on ThreadPool::global()). Fast ops agree with the
+// version (SIMD chosen at run time by base/cpu_features, threaded on ThreadPool::current()). Fast ops agree with the
 // reference within the NMSE bound stated in tests/kernels/ (exact-math ops ~1e-10; quantized matmul ~1e-3 because
 // activations are quantized to 8 bits).
 // Thread-safety: ops are reentrant; concurrent calls are safe when their outputs do not overlap (the thread pool

@@ -7,7 +7,7 @@
 // one cpu::matmul_multi: one parallel region for all its parts.
 //
 // Thread-safety: a CpuOps belongs to the thread running the recipe; it writes the scratch, the KV pools at the
-// chunk's slots and the chunk's logit rows. The kernels run on ThreadPool::global().
+// chunk's slots and the chunk's logit rows. The kernels run on ThreadPool::current().
 #pragma once
 
 #include <array>

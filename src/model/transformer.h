@@ -7,7 +7,7 @@
 // tokens only attend to positions at or before their own, whose K/V earlier chunks (or earlier steps) have written.
 //
 // Thread-safety: a Transformer is immutable after construction; forward() writes the KV pools and the scratch it is
-// given, so concurrent calls need distinct scratch and disjoint KV slots. The kernels run on ThreadPool::global().
+// given, so concurrent calls need distinct scratch and disjoint KV slots. The kernels run on ThreadPool::current().
 #pragma once
 
 #include <vector>

@@ -11,7 +11,8 @@ CpuRunner::CpuRunner(const ModelWeights* weights, CpuRunnerOptions opts)
       opts_(opts),
       kv_layout_(weights->arch->kv_layout(weights->config)),
       tf_(weights),
-      scratch_(weights->config, opts.max_batched_tokens) {}
+      scratch_(weights->config, opts.max_batched_tokens),
+      pool_(opts.threads > 0 ? std::make_unique<ThreadPool>(opts.threads) : nullptr) {}
 
 int CpuRunner::n_vocab() const { return static_cast<int>(w_->config.n_vocab); }
 
@@ -80,6 +81,7 @@ Status CpuRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
 
 Status CpuRunner::forward(const engine::Batch& b, float* logits) {
   if (views_.empty()) return Internal("forward before allocate_kv");
+  ThreadPool::Scope threads(pool_.get());
   const size_t n = b.tokens.size();
   if (b.positions.size() != n || b.seq_of_token.size() != n || b.slots.size() != n ||
       b.block_tables.size() != b.seq_lens.size() * static_cast<size_t>(b.max_blocks) || b.block_size != block_size_) {

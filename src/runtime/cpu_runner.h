@@ -7,6 +7,10 @@
 #pragma once
 
 #include <memory>
+
+#include "base/thread_pool.h"
+
+#include <memory>
 #include <vector>
 
 #include "backend/model_runner.h"
@@ -18,6 +22,7 @@ namespace citadel::runtime {
 struct CpuRunnerOptions {
   int max_batched_tokens = 512;  // scratch capacity (tokens per chunk)
   int max_context = 0;           // 0: the model's trained context length
+  int threads = 0;               // > 0: this runner's own kernel threads (its placement); 0: the global pool
 };
 
 class CpuRunner : public engine::ModelRunner {
@@ -42,6 +47,7 @@ class CpuRunner : public engine::ModelRunner {
   KvLayout kv_layout_;
   Transformer tf_;
   ForwardScratch scratch_;
+  std::unique_ptr<ThreadPool> pool_;  // opts_.threads > 0: current() for the kernels during forward()
   int n_blocks_ = 0, block_size_ = 0;
   std::vector<size_t> part_floats_;        // [parts] floats per block of one part's pool: block_size * values()
   std::vector<std::vector<float>> pools_;  // [n_layers * parts][n_blocks * part_floats_[part]], layer-major

@@ -81,7 +81,7 @@ Result<std::unique_ptr<engine::ModelRunner>> make_model_runner(const std::string
   }
   if (o.device != "cpu") return InvalidArgument("--device '" + o.device + "': expected cpu or cuda");
   ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, load_model(path, WeightsOptions{.upcast_f32 = o.exact}));
-  CpuRunnerOptions c{o.max_batched_tokens, o.max_context};
+  CpuRunnerOptions c{o.max_batched_tokens, o.max_context, o.cpu_threads};
   return std::unique_ptr<engine::ModelRunner>(new OwningCpuRunner(std::move(w), c));
 }
 

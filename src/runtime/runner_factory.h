@@ -19,6 +19,7 @@ struct RunnerOptions {
   int max_batched_tokens = 512;    // tokens per forward chunk (scratch size)
   int max_batch = 128;             // cuda: sequences per step
   int max_context = 0;             // 0: the model's trained context
+  int cpu_threads = 0;             // cpu: this model's own kernel threads; 0: the process-wide pool
 };
 
 // Errors: the file cannot be read, the architecture/dtypes are unsupported, or the device is unavailable.

@@ -187,15 +187,17 @@ Result<ModelEntry> model_entry(YamlDoc& d, yaml_node_t* m, const std::string& na
     else if (key == "served_model_name") e.served_model_name = v;
     else if (key == "chat_template") e.chat_template = v;
     else if (key == "sha256") e.sha256 = v;
-    else if (key == "max_context") {
+    else if (key == "max_context" || key == "threads") {
+      const long hi = key == "threads" ? 1024 : (1 << 24);
       char* end = nullptr;
       const long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end || n < 0 || n > (1 << 24))
-        return InvalidArgument(where + ": max_context must be an integer in [0, 16777216], got '" + v + "'");
-      e.max_context = static_cast<int>(n);
+      if (v.empty() || *end || n < 0 || n > hi)
+        return InvalidArgument(where + ": " + key + " must be an integer in [0, " + std::to_string(hi) + "], got '" +
+                               v + "'");
+      (key == "threads" ? e.threads : e.max_context) = static_cast<int>(n);
     } else {
-      return InvalidArgument(where + ": unknown key '" + key +
-                             "' in a models: entry (model, served_model_name, max_context, chat_template, sha256)");
+      return InvalidArgument(where + ": unknown key '" + key + "' in a models: entry (model, served_model_name, " +
+                             "max_context, chat_template, sha256, threads)");
     }
   }
   if (e.model.empty()) return InvalidArgument(where + ": a models: entry needs model: PATH|NAME");
@@ -342,6 +344,7 @@ std::string config_to_yaml(const ServeConfig& c) {
       if (m.max_context) s += "    max_context: " + std::to_string(m.max_context) + "\n";
       if (!m.chat_template.empty()) s += "    chat_template: \"" + m.chat_template + "\"\n";
       if (!m.sha256.empty()) s += "    sha256: \"" + m.sha256 + "\"\n";
+      if (m.threads) s += "    threads: " + std::to_string(m.threads) + "\n";
     }
   }
   return s;

@@ -65,3 +65,34 @@ TEST(ThreadPool, ConcurrentSubmittersAndNesting) {
 
 }  // namespace
 }  // namespace citadel
+
+namespace citadel {
+namespace {
+
+// A model's own pool: current() is the pool of the innermost Scope on this thread, global() elsewhere.
+TEST(ThreadPool, ScopeSetsThisThreadsCurrentPool) {
+  ThreadPool mine(3), inner(1);
+  EXPECT_EQ(&ThreadPool::current(), &ThreadPool::global());
+  {
+    ThreadPool::Scope s(&mine);
+    EXPECT_EQ(&ThreadPool::current(), &mine);
+    std::atomic<int64_t> sum{0};
+    ThreadPool::current().parallel_for(1000, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) sum += i;
+    });
+    EXPECT_EQ(sum.load(), 999 * 1000 / 2);
+    {
+      ThreadPool::Scope n(&inner);
+      EXPECT_EQ(ThreadPool::current().size(), 1);
+      ThreadPool::Scope none(nullptr);  // no change
+      EXPECT_EQ(&ThreadPool::current(), &inner);
+    }
+    EXPECT_EQ(&ThreadPool::current(), &mine);
+    std::thread other([&] { EXPECT_EQ(&ThreadPool::current(), &ThreadPool::global()); });
+    other.join();
+  }
+  EXPECT_EQ(&ThreadPool::current(), &ThreadPool::global());
+}
+
+}  // namespace
+}  // namespace citadel

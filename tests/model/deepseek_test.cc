@@ -150,6 +150,9 @@ TEST(DeepSeek, DecodeEqualsPrefillAndQuantizedIsClose) {
       const std::vector<double> a(got.begin(), got.end()), b(all.begin() + i * V, all.begin() + (i + 1) * V);
       EXPECT_LT(model_testing::diff(a, b).max_abs, 1e-4) << preset << " position " << i;
     }
+    // A runner with its own single-thread pool (a model's placement) computes the same logits.
+    model_testing::SoloRunner own(w->get(), 48, 512, /*threads=*/1);
+    EXPECT_EQ(own.run(prompt, 0), all) << preset;
     const std::vector<float> lq = quant.run(prompt, 0);
     const std::vector<double> a(lq.end() - V, lq.end()), b(all.end() - V, all.end());
     EXPECT_LT(model_testing::diff(a, b).nmse, 1e-2) << preset;

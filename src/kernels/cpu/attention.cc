@@ -268,9 +268,9 @@ void attention(const float* q, const KvCacheView& c, const AttnBatch& b, int n_h
   // (each K/V row is then read once per group), else single query heads (decode: few KV heads, e.g. 3 on 2 threads).
   const int group = n_heads / c.n_kv_heads;
   const int64_t n_groups = static_cast<int64_t>(b.n_tokens) * c.n_kv_heads;
-  const int split = n_groups >= 4 * ThreadPool::global().size() ? 1 : group;
+  const int split = n_groups >= 4 * ThreadPool::current().size() ? 1 : group;
   const int per = group / split;
-  ThreadPool::global().parallel_for(n_groups * split, [&](int64_t s, int64_t e) {
+  ThreadPool::current().parallel_for(n_groups * split, [&](int64_t s, int64_t e) {
     thread_local std::vector<float> scratch;
     for (int64_t i = s; i < e; ++i) {
       const int64_t gi = i / split;

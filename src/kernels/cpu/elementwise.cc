@@ -97,7 +97,7 @@ void softmax_row_ref(float* x, int64_t n) {
 template <typename F>
 void for_rows(int64_t n_rows, int64_t row_len, F&& fn) {
   const int64_t min_rows = std::max<int64_t>(1, kMinElemsPerChunk / std::max<int64_t>(1, row_len));
-  ThreadPool::global().parallel_for(n_rows, [&](int64_t b, int64_t e) {
+  ThreadPool::current().parallel_for(n_rows, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) fn(r);
   }, min_rows);
 }
@@ -123,7 +123,7 @@ void add_ref(const float* a, const float* b, float* y, int64_t n) {
 }
 
 void add(const float* a, const float* b, float* y, int64_t n) {
-  ThreadPool::global().parallel_for(n, [&](int64_t s, int64_t e) {
+  ThreadPool::current().parallel_for(n, [&](int64_t s, int64_t e) {
 #if defined(__x86_64__)
     if (use_avx2()) return add_avx2(a + s, b + s, y + s, e - s);
 #endif
@@ -136,7 +136,7 @@ void silu_mul_ref(const float* g, const float* u, float* y, int64_t n) {
 }
 
 void silu_mul(const float* g, const float* u, float* y, int64_t n) {
-  ThreadPool::global().parallel_for(n, [&](int64_t s, int64_t e) {
+  ThreadPool::current().parallel_for(n, [&](int64_t s, int64_t e) {
 #if defined(__x86_64__)
     if (use_avx2()) return silu_mul_avx2(g + s, u + s, y + s, e - s);
 #endif

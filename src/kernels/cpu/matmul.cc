@@ -176,7 +176,7 @@ void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActB
     buf->q8_0.resize(n_tokens * nb);
     buf->sums.resize(n_tokens * nb);
     const bool avx2 = cpu_features().has_avx2_fma();
-    ThreadPool::global().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
+    ThreadPool::current().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         BlockQ8_0* q = buf->q8_0.data() + t * nb;
         if (avx2) {
@@ -194,7 +194,7 @@ void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActB
   } else if (f == ActFormat::kQ8_K) {
     const int64_t nb = n / kQK_K;
     buf->q8_K.resize(n_tokens * nb);
-    ThreadPool::global().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
+    ThreadPool::current().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) quantize_row_q8_K(x + t * n, buf->q8_K.data() + t * nb, n);
     });
   }
@@ -278,7 +278,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // GEMV streams each row from DRAM once, and four interleaved row streams there ran 10% slower than one (the
   // hardware prefetcher follows one stream better).
   const bool use_rows4 = n_tokens >= 4;
-  ThreadPool::global().parallel_for(n_tiles, [&](int64_t b, int64_t e) {
+  ThreadPool::current().parallel_for(n_tiles, [&](int64_t b, int64_t e) {
     int ji = 0;
     for (int64_t ti = b; ti < e; ++ti) {
       while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;

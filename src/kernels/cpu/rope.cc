@@ -101,7 +101,7 @@ void rope(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* 
   CHECK(p.rope_dim > 0 && p.rope_dim <= head_dim && p.rope_dim % 2 == 0);
   const YarnRamp ramp = yarn_ramp(p);
   const int half = p.rope_dim / 2;
-  ThreadPool::global().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
+  ThreadPool::current().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
     std::vector<float> cs(2 * half);  // [cos half | sin half]
     for (int64_t t = t0; t < t1; ++t) {
       for (int i = 0; i < half; ++i) rope_cos_sin(p, ramp, pos[t], i, &cs[i], &cs[half + i]);
