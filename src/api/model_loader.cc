@@ -132,6 +132,23 @@ Status set_sampling_defaults(const TensorStore& store, const ModelLoadOptions& o
   return OkStatus();
 }
 
+// The model's placement budget: its weights as the runner will hold them (f32 in the CPU exact mode, else as stored)
+// plus its KV budget. Refused before anything is allocated, naming both numbers.
+Status check_memory_budget(const TensorStore& store, const ModelLoadOptions& opts) {
+  if (opts.memory_budget_mb <= 0) return OkStatus();
+  uint64_t weights = 0;
+  int64_t params = 0;
+  for (const auto& t : store.tensors()) weights += t.nbytes, params += t.numel();
+  auto precision = choose_cpu_precision(opts.cpu_precision, store);
+  const bool f32 = opts.device == "cpu" && precision.ok() && precision->exact;
+  if (f32) weights = static_cast<uint64_t>(params) * 4;
+  const uint64_t kv = opts.engine.kv_memory_bytes, budget = static_cast<uint64_t>(opts.memory_budget_mb) << 20;
+  if (weights + kv <= budget) return OkStatus();
+  return ResourceExhausted(store.path() + ": weights " + std::to_string(weights >> 20) + " MiB" +
+                           (f32 ? " (f32, exact)" : "") + " + KV " + std::to_string(kv >> 20) + " MiB exceed the " +
+                           "model's memory budget of " + std::to_string(opts.memory_budget_mb) + " MiB");
+}
+
 Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const ModelLoadOptions& opts) {
   std::unique_ptr<DecryptedModel> decrypted;
   if (is_encrypted_model(path)) {
@@ -175,6 +192,7 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
     log_warn(path + ": no chat template in the file; /v1/chat/completions answers 400 (use --chat-template)");
   }
   RETURN_IF_ERROR(set_sampling_defaults(*store, opts, host.get()));
+  RETURN_IF_ERROR(check_memory_budget(*store, opts));
   auto runner = make_runner(store, opts);
   if (!runner.ok()) return runner.status();
   host->runner = std::move(*runner);

@@ -187,17 +187,17 @@ Result<ModelEntry> model_entry(YamlDoc& d, yaml_node_t* m, const std::string& na
     else if (key == "served_model_name") e.served_model_name = v;
     else if (key == "chat_template") e.chat_template = v;
     else if (key == "sha256") e.sha256 = v;
-    else if (key == "max_context" || key == "threads") {
-      const long hi = key == "threads" ? 1024 : (1 << 24);
+    else if (key == "max_context" || key == "threads" || key == "memory_mb") {
+      const long hi = key == "threads" ? 1024 : key == "memory_mb" ? (1 << 30) : (1 << 24);
       char* end = nullptr;
       const long n = std::strtol(v.c_str(), &end, 10);
       if (v.empty() || *end || n < 0 || n > hi)
         return InvalidArgument(where + ": " + key + " must be an integer in [0, " + std::to_string(hi) + "], got '" +
                                v + "'");
-      (key == "threads" ? e.threads : e.max_context) = static_cast<int>(n);
+      (key == "threads" ? e.threads : key == "memory_mb" ? e.memory_mb : e.max_context) = static_cast<int>(n);
     } else {
       return InvalidArgument(where + ": unknown key '" + key + "' in a models: entry (model, served_model_name, " +
-                             "max_context, chat_template, sha256, threads)");
+                             "max_context, chat_template, sha256, threads, memory_mb)");
     }
   }
   if (e.model.empty()) return InvalidArgument(where + ": a models: entry needs model: PATH|NAME");
@@ -345,6 +345,7 @@ std::string config_to_yaml(const ServeConfig& c) {
       if (!m.chat_template.empty()) s += "    chat_template: \"" + m.chat_template + "\"\n";
       if (!m.sha256.empty()) s += "    sha256: \"" + m.sha256 + "\"\n";
       if (m.threads) s += "    threads: " + std::to_string(m.threads) + "\n";
+      if (m.memory_mb) s += "    memory_mb: " + std::to_string(m.memory_mb) + "\n";
     }
   }
   return s;

@@ -2,7 +2,8 @@
 // variable, YAML config file, or default. Keys use underscores in the file (max_queue), dashes on the command line
 // (--max-queue) and upper case in the environment (CITADEL_MAX_QUEUE).
 // The config file is YAML (read with libyaml): a mapping of these keys to scalars, plus an optional `models:` list of
-// mappings, one per served model (model, served_model_name, max_context, chat_template, sha256, threads), the first being the
+// mappings, one per served model (model, served_model_name, max_context, chat_template, sha256, threads, memory_mb), the first being
+// the
 // default model; `model:` and `models:` are exclusive. Flags --model (repeatable) replace the file's models.
 // Thread-safety: plain data and pure functions.
 #pragma once
@@ -23,6 +24,7 @@ struct ModelEntry {
   std::string chat_template;      // "" = the server's chat_template
   std::string sha256;             // "" = not pinned; else the file must hash to this
   int threads = 0;                // this model's own CPU kernel threads; 0 = the server's `threads`
+  int memory_mb = 0;              // > 0: weights + KV must fit this budget, else the model is refused at load
 };
 
 struct ServeConfig {

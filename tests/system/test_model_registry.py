@@ -82,6 +82,10 @@ def test_load_fails_clearly(srv, files):
     assert r.status_code == 202
     assert "is not the pinned" in wait_loaded(srv, "pinned")["error"]
     admin(srv, "DELETE", "/admin/v1/models/pinned")
+    r = admin(srv, "POST", "/admin/v1/models", {"model": files["v2"], "served_model_name": "tight", "memory_mb": 4})
+    assert r.status_code == 202
+    assert "exceed the model's memory budget of 4 MiB" in wait_loaded(srv, "tight")["error"]
+    admin(srv, "DELETE", "/admin/v1/models/tight")
     assert admin(srv, "POST", "/admin/v1/models", {"model": files["v2"], "served_model_name": "ds3"}).status_code == 409
     assert admin(srv, "POST", "/admin/v1/models", {"served_model_name": "x"}).status_code == 400
     assert admin(srv, "PUT", "/admin/v1/aliases/a", {"targets": [{"model": "nope", "weight": 1}]}).status_code == 404
@@ -154,6 +158,8 @@ models:
   - model: "{files['ds3']}"
     served_model_name: ds3
     max_context: 256
+    threads: 1
+    memory_mb: 64
 """)
     s = Server(["--config", str(conf)])
     try:

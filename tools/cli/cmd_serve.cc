@@ -355,9 +355,9 @@ int run_serve(const ServeFlags& flags) {
   if (!flags.models.empty()) {
     models.clear();
     for (size_t i = 0; i < flags.models.size(); ++i)
-      models.push_back({flags.models[i], i < flags.served_names.size() ? flags.served_names[i] : "", 0, "", "", 0});
+      models.push_back({flags.models[i], i < flags.served_names.size() ? flags.served_names[i] : "", 0, "", "", 0, 0});
   }
-  if (models.empty()) models.push_back({cfg.model, cfg.served_model_name, 0, "", "", 0});
+  if (models.empty()) models.push_back({cfg.model, cfg.served_model_name, 0, "", "", 0, 0});
   api::ModelLoadOptions lo;
   lo.model = cfg.model;
   if (notifier->watchdog_ping_every().count() > 0) {
@@ -389,6 +389,7 @@ int run_serve(const ServeFlags& flags) {
   if (models[0].max_context) first.max_context = models[0].max_context;
   if (!models[0].chat_template.empty()) first.chat_template_file = models[0].chat_template;
   if (models[0].threads) first.compute_threads = models[0].threads;
+  first.memory_budget_mb = models[0].memory_mb;
   auto host = load_more(first, models[0].model, models[0].served_model_name, models[0].sha256);
   if (!host.ok()) {
     serve_error("%s", host.status().message().c_str());
@@ -403,6 +404,7 @@ int run_serve(const ServeFlags& flags) {
     if (models[i].max_context) o.max_context = models[i].max_context;
     if (!models[i].chat_template.empty()) o.chat_template_file = models[i].chat_template;
     if (models[i].threads) o.compute_threads = models[i].threads;
+    o.memory_budget_mb = models[i].memory_mb;
     auto more = load_more(o, models[i].model, models[i].served_model_name, models[i].sha256);
     Status added = more.ok() ? service->models().add(*more) : more.status();
     if (!added.ok()) {
@@ -426,6 +428,8 @@ int run_serve(const ServeFlags& flags) {
       if (t < 0 || t > 1024) return InvalidArgument("threads must be in [0, 1024]");
       o.compute_threads = t;
     }
+    if (spec.contains("memory_mb") && spec["memory_mb"].is_number_integer())
+      o.memory_budget_mb = spec["memory_mb"].get<int64_t>();
     const std::string sha = spec.contains("sha256") && spec["sha256"].is_string() ? spec["sha256"].get<std::string>()
                                                                                   : "";
     return load_more(o, spec.at("model").get<std::string>(), spec.at("served_model_name").get<std::string>(), sha);
