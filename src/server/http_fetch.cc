@@ -46,28 +46,45 @@ Result<Url> parse_url(const std::string& url) {
 }
 
 template <class Stream>
-Result<std::string> request(Stream& stream, const Url& u, const FetchOptions& o) {
-  http::request<http::empty_body> req{http::verb::get, u.target, 11};
+Result<HttpReply> request(Stream& stream, const Url& u, const HttpCall& call, const FetchOptions& o) {
+  const http::verb verb = http::string_to_verb(call.method);
+  if (verb == http::verb::unknown) return InvalidArgument("unknown HTTP method " + call.method.substr(0, 16));
+  http::request<http::string_body> req{verb, u.target, 11};
   req.set(http::field::host, u.host);
   req.set(http::field::user_agent, "citadel");
   req.set(http::field::accept, "application/json");
+  if (!call.bearer.empty()) req.set(http::field::authorization, "Bearer " + call.bearer);
+  if (!call.body.empty()) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = call.body;
+  }
+  req.prepare_payload();
+  const std::string what = call.method + " " + u.host + u.target;
   beast::error_code ec;
   http::write(stream, req, ec);
-  if (ec) return IoError("GET " + u.host + u.target + ": " + ec.message());
+  if (ec) return IoError(what + ": " + ec.message());
   beast::flat_buffer buf;
   http::response_parser<http::string_body> parser;
   parser.body_limit(o.max_bytes);
   http::read(stream, buf, parser, ec);
-  if (ec) return IoError("GET " + u.host + u.target + ": " + ec.message());
+  if (ec) return IoError(what + ": " + ec.message());
   auto& res = parser.get();
-  if (res.result_int() != 200)
-    return IoError("GET " + u.host + u.target + ": HTTP " + std::to_string(res.result_int()));
-  return std::move(res.body());
+  return HttpReply{static_cast<int>(res.result_int()), std::move(res.body())};
 }
 
 }  // namespace
 
 Result<std::string> http_get(const std::string& url, const FetchOptions& o) {
+  auto r = http_call(url, HttpCall{}, o);
+  if (!r.ok()) return r.status();
+  if (r->status != 200) {
+    auto u = parse_url(url);
+    return IoError("GET " + (u.ok() ? u->host + u->target : url.substr(0, 200)) + ": HTTP " + std::to_string(r->status));
+  }
+  return std::move(r->body);
+}
+
+Result<HttpReply> http_call(const std::string& url, const HttpCall& call, const FetchOptions& o) {
   auto u = parse_url(url);
   if (!u.ok()) return u.status();
   asio::io_context ioc;
@@ -84,7 +101,7 @@ Result<std::string> http_get(const std::string& url, const FetchOptions& o) {
     // Synchronous beast calls ignore the stream's timer; a socket-level timeout bounds each read instead.
     struct timeval tv{o.timeout_s, 0};
     ::setsockopt(stream.socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return request(stream, *u, o);
+    return request(stream, *u, call, o);
   }
   ssl::context ctx(ssl::context::tls_client);
   ctx.set_verify_mode(ssl::verify_peer);
@@ -101,7 +118,7 @@ Result<std::string> http_get(const std::string& url, const FetchOptions& o) {
   ::setsockopt(beast::get_lowest_layer(stream).socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   stream.handshake(ssl::stream_base::client, ec);
   if (ec) return IoError("TLS handshake with " + u->host + ": " + ec.message());
-  return request(stream, *u, o);
+  return request(stream, *u, call, o);
 }
 
 }  // namespace citadel::server

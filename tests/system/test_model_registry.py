@@ -168,3 +168,26 @@ models:
         assert "models:" in "".join(s.stderr) and "served_model_name: \"ds3\"" in "".join(s.stderr)
     finally:
         assert s.stop() == 0
+
+
+def test_models_cli(srv, files):
+    env = {"CITADEL_API_KEY": srv.admin_key, "PATH": "/usr/bin:/bin"}
+
+    def cli(*args):
+        return subprocess.run([_binary(), "models", *args, "--url", srv.base_url], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    r = cli("load", files["v1"], "--name", "cli@1", "--threads", "1")
+    assert r.returncode == 0 and r.stdout.strip() == "cli@1 ready", r.stderr
+    assert cli("alias", "cli", "cli@1=3", "--sticky").returncode == 0
+    listed = cli("list").stdout
+    assert "cli@1" in listed and "cli@1=3 (sticky)" in listed, listed
+    assert complete(srv, "cli")[0] == "cli@1"
+    r = cli("unload", "cli@1")
+    assert r.returncode == 1 and "routes to 'cli@1'" in r.stderr  # the alias still points at it
+    assert cli("alias", "cli", "nope=1").returncode == 1
+    r = cli("load", "/nonexistent.gguf", "--name", "cli@2")
+    assert r.returncode == 1 and "/nonexistent.gguf" in r.stderr
+    env["CITADEL_API_KEY"] = "ck-000000000000-" + "A" * 43
+    r = cli("list")
+    assert r.returncode == 1 and "HTTP 401" in r.stderr
