@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/sha256.h"
+#include "base/subprocess.h"
 
 namespace citadel::store {
 namespace {
@@ -231,6 +232,51 @@ Status verify_manifest_files(const std::string& dir, const BackupManifest& m) {
 Status verify_manifest_models(const BackupManifest& m) {
   for (const auto& e : m.models) RETURN_IF_ERROR(check_entry(e.path, e, "model"));
   return OkStatus();
+}
+
+bool is_postgres_url(const std::string& url) {
+  return url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0 || url.find("dbname=") != std::string::npos;
+}
+
+namespace {
+
+// The URL without its password, and the environment entry that passes it (none for a conninfo string).
+std::pair<std::string, std::vector<std::string>> pg_target(std::string url) {
+  std::vector<std::string> env;
+  const size_t scheme = url.find("://");
+  if (scheme != std::string::npos) {
+    const size_t at = url.find('@', scheme);
+    const size_t colon = url.find(':', scheme + 3);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) {
+      env.push_back("PGPASSWORD=" + url.substr(colon + 1, at - colon - 1));
+      url.erase(colon, at - colon);
+    }
+  }
+  return {url, env};
+}
+
+Status run_pg_tool(std::vector<std::string> argv, const std::vector<std::string>& env, const std::string& what) {
+  ProcessOptions o;
+  o.env = env;
+  auto r = run_process(argv, o);
+  if (!r.ok()) return NotFound(argv[0] + " is not installed (apt-get install postgresql-client): " + what);
+  if (r->exit_code != 0) return IoError(what + ": " + argv[0] + " failed: " + r->last_line());
+  return OkStatus();
+}
+
+}  // namespace
+
+Status pg_dump_to(const std::string& url, const std::string& file) {
+  auto [target, env] = pg_target(url);
+  return run_pg_tool({"pg_dump", "--format=custom", "--no-owner", "--file=" + file, "--dbname=" + target}, env,
+                     "dumping the state database");
+}
+
+Status pg_restore_from(const std::string& file, const std::string& url) {
+  auto [target, env] = pg_target(url);
+  return run_pg_tool({"pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
+                      "--dbname=" + target, file},
+                     env, "restoring the state database");
 }
 
 }  // namespace citadel::store

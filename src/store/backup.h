@@ -25,6 +25,15 @@ Status sqlite_online_backup(const std::string& src_path, const std::string& dst_
 // PRAGMA integrity_check on a database file: OkStatus when SQLite answers "ok", else kDataLoss with its answer.
 Status sqlite_integrity_check(const std::string& path);
 
+// PostgreSQL state: is `url` a postgresql:// URL or a libpq conninfo (dbname=...)?
+bool is_postgres_url(const std::string& url);
+// pg_dump of the database at url into file (custom format, one consistent snapshot, no ownership) / pg_restore of
+// such a file into the database at url (--clean --if-exists: the dump's tables replace the current ones, in one
+// transaction). The password of a postgresql:// URL reaches the child through PGPASSWORD, never its command line.
+// kNotFound when the PostgreSQL client tools are not installed; kIo with the tool's last line when it fails.
+Status pg_dump_to(const std::string& url, const std::string& file);
+Status pg_restore_from(const std::string& file, const std::string& url);
+
 struct ManifestEntry {
   std::string path;  // relative to the backup directory (files) or absolute (models)
   int64_t bytes = 0;

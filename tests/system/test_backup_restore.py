@@ -1,5 +1,5 @@
 """citadel backup while serving under traffic, then stop, wipe, restore: the audit chain verifies and the keys made
-before the backup still work; restore refuses a backup that does not match its manifest (a changed byte, an extra
+before the backup still work (SQLite, and PostgreSQL state through pg_dump / pg_restore); restore refuses a backup that does not match its manifest (a changed byte, an extra
 file, a different model) and one whose signing key is missing."""
 import json
 import os
@@ -130,5 +130,50 @@ def test_backup_refuses_a_non_empty_directory_and_postgres(tmp_path):
     sqlite3.connect(tmp_path / "state.db").close()
     r = cli("backup", "--out", str(out), "--data-dir", str(tmp_path))
     assert r.returncode != 0 and "not empty" in r.stderr
-    r = cli("backup", "--out", str(tmp_path / "o2"), "--state-db", "postgresql://u@127.0.0.1/db")
-    assert r.returncode == 2 and "pg_dump" in r.stderr
+    r = cli("backup", "--out", str(tmp_path / "o2"), "--state-db", "postgresql://u:s3cret@127.0.0.1:1/db")
+    assert r.returncode == 1 and "dumping the state database: pg_dump failed" in r.stderr, r.stderr
+    assert "s3cret" not in r.stderr
+
+
+def test_postgres_state_backup_and_restore(tmp_path, pg_url):
+    """PostgreSQL state: pg_dump into the backup (with the audit files and a verified chain), the database dropped
+    and recreated empty, pg_restore back: the key made before the backup works and the chain verifies."""
+    base_url, _, _ = pg_url.rpartition("/")
+    db = "citadel_bk_" + os.urandom(4).hex()
+    url = f"{base_url}/{db}"
+
+    def psql(sql):
+        r = subprocess.run(["psql", f"{base_url}/postgres", "-c", sql], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+    psql(f"CREATE DATABASE {db}")
+    data, key = tmp_path / "data", tmp_path / "audit.key"
+    args = ["--model", "debug:bytes", "--served-model-name", "dbg", "--state-db", url, "--audit-key", str(key)]
+    s = Server(args, data_dir=str(data))
+    try:
+        dev = s.http.post(s.base_url + "/admin/v1/keys", json={"name": "dev", "role": "developer"}).json()
+        dh = {"Authorization": "Bearer " + dev["key"]}
+        assert requests.post(s.base_url + "/v1/chat/completions", json=CHAT, headers=dh).status_code == 200
+    finally:
+        assert s.stop() == 0
+    backup = tmp_path / "backup"
+    r = cli("backup", "--out", str(backup), "--data-dir", str(data), "--state-db", url, "--audit-key", str(key))
+    assert r.returncode == 0, r.stderr
+    assert "verified" in r.stdout and (backup / "state.pgdump").is_file()
+    assert json.loads((backup / "MANIFEST.json").read_text())["info"]["state"] == "postgresql"
+    psql(f"DROP DATABASE {db}")
+    psql(f"CREATE DATABASE {db}")
+    target = tmp_path / "restored"
+    r = cli("restore", "--from", str(backup), "--data-dir", str(target), "--signing-key", str(key))
+    assert r.returncode == 1 and "--state-db postgresql://" in r.stderr
+    r = cli("restore", "--from", str(backup), "--data-dir", str(target), "--signing-key", str(key),
+            "--state-db", url)
+    assert r.returncode == 0, r.stderr
+    assert "audit log OK" in r.stdout
+    s = Server(args[:-1] + [str(target / "audit.key")], data_dir=str(target), admin_key="")
+    try:
+        assert requests.post(s.base_url + "/v1/chat/completions", json=CHAT, headers=dh).status_code == 200
+    finally:
+        assert s.stop() == 0
+    v = cli("audit", "verify", "--data-dir", str(target), "--state-db", url, "--key", str(target / "audit.key"))
+    assert v.returncode == 0, v.stdout + v.stderr

@@ -13,7 +13,8 @@
 //   MANIFEST.json  size and SHA-256 of every file above and of each model file (--model, --models-dir; models are
 //                hashed, not copied: restore checks that the same weights are in place)
 // Before the manifest is written the copied audit chain is verified (hash chain, signatures, head) with audit.pub.
-// PostgreSQL state (--state-db postgresql://...) is backed up with pg_dump instead: this command says how.
+//   state.pgdump instead of state.db when the state is in PostgreSQL (--state-db postgresql://...): pg_dump's custom
+//                format, one consistent snapshot (the password goes to pg_dump through PGPASSWORD)
 #include <dirent.h>
 #include <openssl/pem.h>
 #include <sys/stat.h>
@@ -40,10 +41,6 @@ struct BackupArgs {
   std::string models_dir;
   bool include_signing_key = false;
 };
-
-bool is_postgres(const std::string& url) {
-  return url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0 || url.find("dbname=") != std::string::npos;
-}
 
 bool exists(const std::string& p) {
   struct stat st{};
@@ -111,15 +108,8 @@ int fail(const Status& st) {
 int run_backup(const BackupArgs& a) {
   const std::string data_dir = a.data_dir.empty() ? api::default_data_dir() : a.data_dir;
   const std::string db_path = a.state_db.empty() ? data_dir + "/state.db" : a.state_db;
-  if (is_postgres(db_path)) {
-    std::fprintf(stderr,
-                 "citadel backup: the state is in PostgreSQL: back it up with\n"
-                 "  pg_dump --format=custom --file=state.pgdump \"$CITADEL_STATE_DB\"\n"
-                 "(restore: pg_restore --clean --if-exists --dbname=...), and copy each replica's audit.head and the "
-                 "shared audit key as described in docs/OPERATIONS.md\n");
-    return 2;
-  }
-  if (!exists(db_path)) return fail(NotFound(db_path + ": no state database here"));
+  const bool pg = store::is_postgres_url(db_path);
+  if (!pg && !exists(db_path)) return fail(NotFound(db_path + ": no state database here"));
   const std::string key_file = a.audit_key.empty() ? data_dir + "/audit.key" : a.audit_key;
   const std::string head_file = data_dir + "/audit.head";
   if (Status st = make_out_dir(a.out); !st.ok()) return fail(st);
@@ -132,9 +122,14 @@ int run_backup(const BackupArgs& a) {
     if (Status st = store::copy_file_synced(head_file, a.out + "/audit.head", 0600); !st.ok()) return fail(st);
     files.push_back("audit.head");
   }
-  if (Status st = store::sqlite_online_backup(db_path, a.out + "/state.db"); !st.ok()) return fail(st);
-  if (Status st = store::sqlite_integrity_check(a.out + "/state.db"); !st.ok()) return fail(st);
-  files.push_back("state.db");
+  if (pg) {
+    if (Status st = store::pg_dump_to(db_path, a.out + "/state.pgdump"); !st.ok()) return fail(st);
+    files.push_back("state.pgdump");
+  } else {
+    if (Status st = store::sqlite_online_backup(db_path, a.out + "/state.db"); !st.ok()) return fail(st);
+    if (Status st = store::sqlite_integrity_check(a.out + "/state.db"); !st.ok()) return fail(st);
+    files.push_back("state.db");
+  }
   const bool have_key = exists(key_file);
   if (have_key) {
     if (Status st = write_public_key(key_file, a.out + "/audit.pub"); !st.ok()) return fail(st);
@@ -148,14 +143,17 @@ int run_backup(const BackupArgs& a) {
     if (Status st = store::copy_file_synced(a.config, a.out + "/config.yaml", 0600); !st.ok()) return fail(st);
     files.push_back("config.yaml");
   }
-  // The copied chain must verify before this backup is called good.
-  nlohmann::json info = {{"source_data_dir", data_dir}, {"state", "sqlite"}};
+  // The copied chain must verify before this backup is called good. PostgreSQL: the database it was dumped from,
+  // after the dump (a superset of the snapshot's records; restore verifies the restored copy itself).
+  nlohmann::json info = {{"source_data_dir", data_dir}, {"state", pg ? "postgresql" : "sqlite"}};
   if (have_key) {
-    auto db = store::open_sqlite(a.out + "/state.db");
+    auto db = pg ? store::open_database(db_path) : store::open_sqlite(a.out + "/state.db");
     if (!db.ok()) return fail(db.status());
     auto rep = audit::verify_audit(**db, a.out + "/audit.pub", have_head ? a.out + "/audit.head" : "");
     db->reset();
-    for (const char* suffix : {"-wal", "-shm"}) std::remove((a.out + "/state.db" + suffix).c_str());
+    if (!pg) {
+      for (const char* suffix : {"-wal", "-shm"}) std::remove((a.out + "/state.db" + suffix).c_str());
+    }
     if (!rep.ok()) return fail(rep.status().with_context("verifying the copied audit log"));
     if (!rep->ok)
       return fail(DataLoss("the copied audit log does not verify at record " + std::to_string(rep->first_bad_seq) +

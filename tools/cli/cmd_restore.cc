@@ -1,5 +1,6 @@
 // citadel restore: puts a `citadel backup` directory back into a data directory (serve must not be running on it).
 //   citadel restore --from DIR --data-dir D [--signing-key F | --no-signing-key] [--force] [--skip-model-check]
+//                   [--state-db postgresql://...]   (a backup of PostgreSQL state: pg_restore into that database)
 // Refuses, changing nothing, when the backup does not match its manifest (a file missing, extra, resized or with
 // another SHA-256), when a recorded model file is missing or differs (unless --skip-model-check), or when D already
 // holds a state database (unless --force: the old state.db, its WAL files and audit.head move to
@@ -26,7 +27,7 @@ namespace {
 using namespace citadel;
 
 struct RestoreArgs {
-  std::string from, data_dir, signing_key;
+  std::string from, data_dir, signing_key, state_db;
   bool no_signing_key = false, force = false, skip_model_check = false;
 };
 
@@ -58,6 +59,40 @@ Status move_aside(const std::string& dir) {
   return OkStatus();
 }
 
+// A PostgreSQL backup goes back into the database named by --state-db (replicas share it: stop them all first);
+// the audit files into the data directory; then the restored chain is verified in that database.
+int restore_postgres(const RestoreArgs& a, const store::BackupManifest& m) {
+  if (!store::is_postgres_url(a.state_db))
+    return fail(InvalidArgument("the backup holds a PostgreSQL dump: give --state-db postgresql://... to restore into"));
+  if (::mkdir(a.data_dir.c_str(), 0700) != 0 && !exists(a.data_dir)) return fail(IoError(a.data_dir + ": cannot create"));
+  if (Status st = store::pg_restore_from(a.from + "/state.pgdump", a.state_db); !st.ok()) return fail(st);
+  for (const char* f : {"audit.head", "audit.pub", "audit.key"}) {
+    if (!listed(m, f)) continue;
+    const std::string dst = a.data_dir + "/" + f;
+    std::remove(dst.c_str());
+    if (Status st = store::copy_file_synced(a.from + "/" + f, dst, 0600); !st.ok()) return fail(st);
+  }
+  if (!a.signing_key.empty() && !a.no_signing_key) {
+    const std::string dst = a.data_dir + "/audit.key";
+    std::remove(dst.c_str());
+    if (Status st = store::copy_file_synced(a.signing_key, dst, 0600); !st.ok()) return fail(st);
+  }
+  if (listed(m, "audit.pub")) {
+    auto db = store::open_database(a.state_db);
+    if (!db.ok()) return fail(db.status());
+    const std::string head = exists(a.data_dir + "/audit.head") ? a.data_dir + "/audit.head" : "";
+    auto rep = audit::verify_audit(**db, a.data_dir + "/audit.pub", head);
+    if (!rep.ok()) return fail(rep.status().with_context("verifying the restored audit log"));
+    if (!rep->ok)
+      return fail(DataLoss("the restored audit log does not verify at record " + std::to_string(rep->first_bad_seq) +
+                           ": " + rep->reason));
+    std::printf("citadel restore: audit log OK: %lld records, %lld signed checkpoints\n",
+                static_cast<long long>(rep->records), static_cast<long long>(rep->checkpoints));
+  }
+  std::printf("citadel restore: %s restored into the PostgreSQL state (%zu files)\n", a.from.c_str(), m.files.size());
+  return 0;
+}
+
 int run_restore(const RestoreArgs& a) {
   auto m = store::read_manifest(a.from);
   if (!m.ok()) return fail(m.status());
@@ -68,6 +103,7 @@ int run_restore(const RestoreArgs& a) {
       return fail(st.with_context("the models differ from the backup's (put the same weights in place, or "
                                   "--skip-model-check); nothing restored"));
   }
+  if (listed(*m, "state.pgdump")) return restore_postgres(a, *m);
   if (!listed(*m, "state.db")) return fail(DataLoss(a.from + ": the backup holds no state.db"));
   const bool key_in_backup = listed(*m, "audit.key");
   if (!key_in_backup && a.signing_key.empty() && !a.no_signing_key && listed(*m, "audit.pub"))
@@ -128,6 +164,7 @@ citadel::cli::Registrar reg("restore", "Restore a `citadel backup` directory int
   sub.add_option("--from", a->from, "backup directory")->required();
   sub.add_option("--data-dir", a->data_dir, "data directory to restore into")->required();
   sub.add_option("--signing-key", a->signing_key, "the audit signing key kept apart from the backup");
+  sub.add_option("--state-db", a->state_db, "PostgreSQL backups: the database (postgresql://...) to restore into");
   sub.add_flag("--no-signing-key", a->no_signing_key, "restore without the signing key (verify-only drill)");
   sub.add_flag("--force", a->force, "move an existing state database aside");
   sub.add_flag("--skip-model-check", a->skip_model_check, "do not check the recorded model files");
