@@ -5,6 +5,7 @@ BUILD=${1:-build}
 cd "$(dirname "$0")/.."
 # Real-model tests need the default model; pull is idempotent (a present file is kept).
 "$BUILD/citadel" pull smollm2-135m
+"$BUILD/citadel" pull gemma3-270m  # the Gemma-3 parity test (253 MB)
 ctest --test-dir "$BUILD" --output-on-failure -j "$(nproc)"
 for t in scripts/test.d/*.sh; do
   [ -e "$t" ] || continue

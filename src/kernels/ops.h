@@ -71,6 +71,7 @@ struct AttnBatch {
   int n_seqs = 0;
   const int32_t* seq_of_token = nullptr;  // [n_tokens]
   const int32_t* pos_of_token = nullptr;  // [n_tokens]
+  int window = 0;  // > 0: sliding-window attention: the token at position p sees keys p - window + 1 .. p only
 };
 
 namespace cpu {
@@ -100,6 +101,8 @@ void add_ref(const float* a, const float* b, float* y, int64_t n);
 
 // y [n] = silu(gate) * up, silu(g) = g / (1 + exp(-g)). y may equal gate or up.
 void silu_mul(const float* gate, const float* up, float* y, int64_t n);
+// y = gelu_tanh(gate) * up, gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GeGLU; double inside).
+void gelu_tanh_mul(const float* gate, const float* up, float* y, int64_t n);
 void silu_mul_ref(const float* gate, const float* up, float* y, int64_t n);
 
 // In place, each row of x [n_rows, n]: x = exp(x - max) / sum (max-subtracted; -inf entries give 0).

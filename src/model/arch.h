@@ -61,6 +61,7 @@ const ArchSpec* find_arch(const std::string& arch);
 const ArchSpec& llama_arch();  // arch/llama.cc
 const ArchSpec& qwen2_arch();  // arch/qwen2.cc
 const ArchSpec& deepseek2_arch();  // arch/deepseek2.cc
+const ArchSpec& gemma3_arch();     // arch/gemma3.cc
 
 // The roles of the llama family (arch/llama.cc; qwen2 shares them).
 std::vector<RoleUse> llama_family_roles();

@@ -154,6 +154,13 @@ ModelConfig read_model_config(const TensorStore& s) {
   c.tied_embeddings = c.arch != "bert" && !has_output_tensor(s);  // encoders have no output projection
   c.attn_bias = has_qkv_bias(s);
   if (c.arch == "deepseek2") read_deepseek2(s, &c);
+  if (c.arch == "gemma3") {
+    // Five local layers (512-token window, theta 10000) then one global (the file's theta and scaling), as the
+    // Gemma-3 models ship; GGUF names only the window.
+    c.sliding_window = int_or(s, p + "attention.sliding_window", 0);
+    c.swa_pattern = int_or(s, p + "attention.sliding_window_pattern", 6);
+    c.rope_theta_swa = float_or(s, p + "rope.freq_base_swa", 10000.0);
+  }
   for (const TensorInfo& t : s.tensors()) {
     const std::string& n = t.name;
     const bool block_scales = n.size() > 10 && n.compare(n.size() - 10, 10, "_scale_inv") == 0;  // FP8 checkpoints
@@ -166,8 +173,8 @@ Result<ModelConfig> model_config_from(const TensorStore& s) {
   ModelConfig c = read_model_config(s);
   const std::string& path = s.path();
   if (c.arch.empty()) return DataLoss(path + ": general.architecture is missing");
-  if (c.arch != "llama" && c.arch != "qwen2" && c.arch != "deepseek2") {
-    return Unsupported(path + ": architecture '" + c.arch + "' is not supported (llama, qwen2, deepseek2)");
+  if (c.arch != "llama" && c.arch != "qwen2" && c.arch != "deepseek2" && c.arch != "gemma3") {
+    return Unsupported(path + ": architecture '" + c.arch + "' is not supported (llama, qwen2, deepseek2, gemma3)");
   }
   const std::string p = c.arch + ".";
   struct Req { const char* key; int64_t value; };
@@ -184,6 +191,8 @@ Result<ModelConfig> model_config_from(const TensorStore& s) {
                     std::to_string(c.n_kv_heads));
   }
   if (c.arch == "deepseek2") RETURN_IF_ERROR(check_deepseek2(c, path));
+  if (c.arch == "gemma3" && c.source != "gguf")
+    return Unsupported(path + ": gemma3 is served from GGUF files only (its HF norm names differ)");
   if (c.rope_dim <= 0 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0) {
     return DataLoss(path + ": " + p + "rope.dimension_count " + std::to_string(c.rope_dim) +
                     " must be even and at most head_dim " + std::to_string(c.head_dim));

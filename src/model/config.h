@@ -73,6 +73,11 @@ struct ModelConfig {
   double norm_eps = 1e-5;   // RMSNorm epsilon (LayerNorm epsilon for bert)
   bool tied_embeddings = false;  // no output.weight / lm_head.weight: the output projection reuses the embedding
   bool attn_bias = false;        // Q/K/V projections carry biases (qwen2)
+  // Interleaved local / global attention (gemma3): every layer but each swa_pattern-th (1-based) attends to the last
+  // sliding_window keys only and rotates with rope_theta_swa (unscaled); 0: every layer global.
+  int64_t sliding_window = 0;
+  int64_t swa_pattern = 0;
+  double rope_theta_swa = 0;
   int64_t n_params = 0;          // elements over all tensors but FP8 block scales (*_scale_inv)
   // Present for architectures with MLA / MoE (none of the llama family): every backend must refuse a model whose
   // config has a part it does not implement.
@@ -89,7 +94,12 @@ ModelConfig read_model_config(const TensorStore& store);
 // The softmax scale of attention: 1 / sqrt(head_dim), times mscale^2 for deepseek2 yarn (see RopeScaling).
 double attention_scale(const ModelConfig& c);
 
-// The config of a model Citadel can run (llama, qwen2, deepseek2): all fields present and consistent. Other architectures
+// Whether `layer` is a sliding-window (local) layer of an interleaved model.
+inline bool is_swa_layer(const ModelConfig& c, int layer) {
+  return c.sliding_window > 0 && c.swa_pattern > 0 && (layer + 1) % c.swa_pattern != 0;
+}
+
+// The config of a model Citadel can run (llama, qwen2, deepseek2, gemma3): all fields present and consistent. Other architectures
 // give kUnsupported; missing or inconsistent hyper-parameters give kDataLoss naming the key.
 Result<ModelConfig> model_config_from(const TensorStore& store);
 

@@ -77,9 +77,10 @@ ForwardScratch::ForwardScratch(const ModelConfig& c, int max_tokens_in) : max_to
   }
 }
 
-CpuOps::CpuOps(const ModelWeights& w, const RopeParams& rope, const ForwardBatch& b, int t0, int n,
-               const std::vector<KvCacheView>& kv, ForwardScratch* s, float* logits)
-    : w_(w), c_(w.config), rope_(rope), b_(b), t0_(t0), n_(n), kv_(kv), s_(s), logits_(logits) {
+CpuOps::CpuOps(const ModelWeights& w, const RopeParams& rope, const RopeParams& rope_local, const ForwardBatch& b,
+               int t0, int n, const std::vector<KvCacheView>& kv, ForwardScratch* s, float* logits)
+    : w_(w), c_(w.config), rope_(rope), rope_local_(rope_local), b_(b), t0_(t0), n_(n), kv_(kv), s_(s),
+      logits_(logits) {
   CHECK(n_ <= s_->max_tokens);
   const int bs = kv_[0].block_size;
   for (int i = 0; i < n_; ++i) {
@@ -133,15 +134,46 @@ Status CpuOps::linear(const Linear& w, int layer, Act in, Act out) {
   return OkStatus();
 }
 
-// gate into `out`, up into the scratch's up buffer, then out = silu(gate) * up in place.
-Status CpuOps::linear_silu_mul(const Linear& w, int layer, Act in, Act out) {
+// gate into `out`, up into the scratch's up buffer, then out = act(gate) * up in place.
+Status CpuOps::gated_ffn(const Linear& w, int layer, Act in, Act out, bool gelu) {
   CHECK(w.n == 2);
   OpTimer tm(s_->profile);
   const cpu::MatmulTarget t[2] = {{w_.mat(w.roles[0], layer), act(out)}, {w_.mat(w.roles[1], layer), s_->up.data()}};
   RETURN_IF_ERROR(cpu::matmul_multi(t, 2, act(in), n_));
   tm.charge(kMatmul);
   add_biases(w, layer, t);
-  cpu::silu_mul(t[0].y, t[1].y, t[0].y, n_ * t[0].w.rows);
+  if (gelu) cpu::gelu_tanh_mul(t[0].y, t[1].y, t[0].y, n_ * t[0].w.rows);
+  else cpu::silu_mul(t[0].y, t[1].y, t[0].y, n_ * t[0].w.rows);
+  tm.charge(kOther);
+  return OkStatus();
+}
+
+Status CpuOps::linear_silu_mul(const Linear& w, int layer, Act in, Act out) {
+  return gated_ffn(w, layer, in, out, /*gelu=*/false);
+}
+
+Status CpuOps::linear_gelu_mul(const Linear& w, int layer, Act in, Act out) {
+  return gated_ffn(w, layer, in, out, /*gelu=*/true);
+}
+
+Status CpuOps::scale(Act a, float s) {
+  OpTimer tm(s_->profile);
+  float* x = act(a);
+  const size_t n = static_cast<size_t>(n_) * act_width(c_, a);
+  for (size_t i = 0; i < n; ++i) x[i] *= s;
+  tm.charge(kOther);
+  return OkStatus();
+}
+
+// kQkv holds q [max_tokens, H hd] then k [max_tokens, KVH hd] (planar): each head row normalised in place.
+Status CpuOps::qk_norm(int layer) {
+  OpTimer tm(s_->profile);
+  const int64_t hd = c_.head_dim;
+  float* q = act(Act::kQkv);
+  float* k = q + static_cast<size_t>(s_->max_tokens) * c_.n_heads * hd;
+  const float eps = static_cast<float>(c_.norm_eps);
+  cpu::rmsnorm(q, w_.vec(TensorRole::kAttnQNorm, layer), q, n_ * c_.n_heads, hd, eps);
+  cpu::rmsnorm(k, w_.vec(TensorRole::kAttnKNorm, layer), k, n_ * c_.n_kv_heads, hd, eps);
   tm.charge(kOther);
   return OkStatus();
 }
@@ -152,15 +184,17 @@ Status CpuOps::rope_kv_write(int layer) {
   float* q = act(Act::kQkv);
   float* k = q + static_cast<size_t>(s_->max_tokens) * H * hd;
   float* v = k + static_cast<size_t>(s_->max_tokens) * KVH * hd;
-  cpu::rope(q, n_, H, hd, b_.positions + t0_, rope_);
-  cpu::rope(k, n_, KVH, hd, b_.positions + t0_, rope_);
+  const RopeParams& rope = is_swa_layer(c_, layer) ? rope_local_ : rope_;
+  cpu::rope(q, n_, H, hd, b_.positions + t0_, rope);
+  cpu::rope(k, n_, KVH, hd, b_.positions + t0_, rope);
   cpu::kv_write(kv_[layer], k, v, n_, s_->slot_block.data(), s_->slot_offset.data());
   tm.charge(kOther);
   return OkStatus();
 }
 
-AttnBatch CpuOps::attn_batch() const {
+AttnBatch CpuOps::attn_batch(int layer) const {
   AttnBatch ab;
+  if (is_swa_layer(c_, layer)) ab.window = static_cast<int>(c_.sliding_window);
   ab.n_tokens = n_;
   ab.block_tables = b_.block_tables;
   ab.max_blocks_per_seq = b_.max_blocks;
@@ -172,7 +206,7 @@ AttnBatch CpuOps::attn_batch() const {
 
 Status CpuOps::attention(int layer) {
   OpTimer tm(s_->profile);
-  cpu::attention(act(Act::kQkv), kv_[layer], attn_batch(), static_cast<int>(c_.n_heads), 0.0f, act(Act::kAttn));
+  cpu::attention(act(Act::kQkv), kv_[layer], attn_batch(layer), static_cast<int>(c_.n_heads), 0.0f, act(Act::kAttn));
   tm.charge(kAttn);
   return OkStatus();
 }
@@ -232,7 +266,7 @@ Status CpuOps::mla_attention(int layer) {
     }
   }
   tm.charge(kMatmul);
-  cpu::attention(q_lat, kv_[layer], attn_batch(), H, static_cast<float>(attention_scale(c_)), s_->o_lat.data());
+  cpu::attention(q_lat, kv_[layer], attn_batch(layer), H, static_cast<float>(attention_scale(c_)), s_->o_lat.data());
   tm.charge(kAttn);
   RETURN_IF_ERROR(per_head_matmul(w_.mat(TensorRole::kWvB, layer), H, s_->o_lat.data(), H * r, r, act(Act::kAttn),
                                   H * v, v));

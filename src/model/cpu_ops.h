@@ -69,8 +69,9 @@ class CpuOps final : public BackendOps {
   // Tokens [t0, t0 + n) of b, valid as Transformer::check_batch requires; n <= s->max_tokens. kv: one view per
   // layer. logits: [b.n_logits, n_vocab] for the whole batch; this chunk writes the rows of its logit rows. All must
   // outlive the CpuOps.
-  CpuOps(const ModelWeights& w, const RopeParams& rope, const ForwardBatch& b, int t0, int n,
-         const std::vector<KvCacheView>& kv, ForwardScratch* s, float* logits);
+  // rope_local: the RoPE of sliding-window layers (config.h is_swa_layer).
+  CpuOps(const ModelWeights& w, const RopeParams& rope, const RopeParams& rope_local, const ForwardBatch& b, int t0,
+         int n, const std::vector<KvCacheView>& kv, ForwardScratch* s, float* logits);
 
   Status embed(TensorRole table) override;
   Status add_rmsnorm(bool add, TensorRole norm, int layer) override;
@@ -83,13 +84,17 @@ class CpuOps final : public BackendOps {
   Status mla_rope_kv_write(int layer) override;
   Status mla_attention(int layer) override;
   Status moe(int layer, Act in, Act out, bool accumulate) override;
+  Status scale(Act a, float s) override;
+  Status qk_norm(int layer) override;
+  Status linear_gelu_mul(const Linear& w, int layer, Act in, Act out) override;
 
  private:
   float* act(Act a) { return s_->act[static_cast<size_t>(a)].data(); }
   // The matmul targets of w's parts written planar into y (see ForwardScratch::act); returns the parts' count.
   int targets(const Linear& w, int layer, float* y, cpu::MatmulTarget* t) const;
   void add_biases(const Linear& w, int layer, const cpu::MatmulTarget* t) const;
-  AttnBatch attn_batch() const;
+  AttnBatch attn_batch(int layer) const;
+  Status gated_ffn(const Linear& w, int layer, Act in, Act out, bool gelu);
   // Per head h: out[:, h, :] = in[:, h, :] W_h^T over this chunk's rows, W_h = the h-th [rows, cols] slice of a stack;
   // in rows in_stride apart with the head's cols at h * in_head, out likewise.
   Status per_head_matmul(const WeightView& stack, int n_heads, const float* in, size_t in_stride, size_t in_head,
@@ -98,6 +103,7 @@ class CpuOps final : public BackendOps {
   const ModelWeights& w_;
   const ModelConfig& c_;
   const RopeParams& rope_;
+  const RopeParams& rope_local_;
   const ForwardBatch& b_;
   const int t0_, n_;
   const std::vector<KvCacheView>& kv_;

@@ -55,11 +55,13 @@ class BackendOps {
   virtual Status linear(const Linear& w, int layer, Act in, Act out) = 0;
   // out [T, F] = silu(in Wg^T) * (in Wu^T), w = {gate, up}.
   virtual Status linear_silu_mul(const Linear& w, int layer, Act in, Act out) = 0;
-  // RoPE (the config's style and scaling: linear, YaRN, llama3 / rope_freqs factors) on the q and k heads of kQkv at
-  // the step's positions, then k and v of every token to `layer`'s KV cache at the step's slots.
+  // RoPE (the config's style and scaling: linear, YaRN, llama3 / rope_freqs factors; a sliding-window layer of an
+  // interleaved model: theta rope_theta_swa, unscaled) on the q and k heads of kQkv at the step's positions, then k
+  // and v of every token to `layer`'s KV cache at the step's slots.
   virtual Status rope_kv_write(int layer) = 0;
   // kAttn = causal softmax(q K^T / sqrt(hd)) V over `layer`'s paged KV cache (grouped-query: head h reads KV head
-  // h / (H / KVH)); each token sees positions 0..its own of its sequence.
+  // h / (H / KVH)); each token sees positions 0..its own of its sequence (a sliding-window layer: the last
+  // sliding_window of them).
   virtual Status attention(int layer) = 0;
   // residual += delta; then for the rows whose logits are wanted: rmsnorm(row) * weight(norm) times head^T.
   virtual Status logits(TensorRole norm, TensorRole head) = 0;
@@ -79,6 +81,13 @@ class BackendOps {
   // Routed experts: out (+= when accumulate) sum over the token's selected experts e of w_e * FFN_e(in), the
   // selection and weights as model/moe.h's moe_route over the router logits in W_gate_inp^T.
   virtual Status moe(int layer, Act in, Act out, bool accumulate);
+
+  // The ops Gemma-3 adds. In place: a *= s.
+  virtual Status scale(Act a, float s);
+  // Per head, in place: the q heads of kQkv = rmsnorm(q_h) * weight(kAttnQNorm), the k heads likewise with kAttnKNorm.
+  virtual Status qk_norm(int layer);
+  // out [T, F] = gelu_tanh(in Wg^T) * (in Wu^T), w = {gate, up} (GeGLU).
+  virtual Status linear_gelu_mul(const Linear& w, int layer, Act in, Act out);
 };
 
 // The forward pass of one architecture family over any backend.
@@ -88,5 +97,7 @@ using Recipe = Status (*)(BackendOps& ops, const ModelConfig& c);
 Status llama_forward(BackendOps& ops, const ModelConfig& c);
 // arch/deepseek2.cc: DeepSeek-V2/V3: MLA attention, dense FFN in the first layers, MoE with shared experts after.
 Status deepseek2_forward(BackendOps& ops, const ModelConfig& c);
+// arch/gemma3.cc: Gemma-3: scaled embeddings, q/k norms, four norms per layer, GeGLU, local / global layers.
+Status gemma3_forward(BackendOps& ops, const ModelConfig& c);
 
 }  // namespace citadel

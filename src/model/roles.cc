@@ -45,6 +45,12 @@ constexpr RoleInfo kRoles[kNumTensorRoles] = {
     {R::kUpShexp, "ffn_up_shexp.weight", "mlp.shared_experts.up_proj.weight", true, true, S::kRows, -1, R::kUpShexp},
     {R::kDownShexp, "ffn_down_shexp.weight", "mlp.shared_experts.down_proj.weight", true, true, S::kCols, -1,
      R::kDownShexp},
+    {R::kAttnQNorm, "attn_q_norm.weight", "self_attn.q_norm.weight", true, false, S::kReplicated, -1, R::kAttnQNorm},
+    {R::kAttnKNorm, "attn_k_norm.weight", "self_attn.k_norm.weight", true, false, S::kReplicated, -1, R::kAttnKNorm},
+    {R::kPostAttnNorm, "post_attention_norm.weight", "post_attention_layernorm.weight", true, false, S::kReplicated,
+     -1, R::kPostAttnNorm},
+    {R::kPostFfwNorm, "post_ffw_norm.weight", "post_feedforward_layernorm.weight", true, false, S::kReplicated, -1,
+     R::kPostFfwNorm},
 };
 
 }  // namespace
@@ -108,6 +114,8 @@ std::vector<int64_t> role_shape(const ModelConfig& c, TensorRole role) {
     case R::kDownExps: return {e.n_experts, c.dim, e.expert_ffn_dim};
     case R::kGateShexp: case R::kUpShexp: return {shared, c.dim};
     case R::kDownShexp: return {c.dim, shared};
+    case R::kAttnQNorm: case R::kAttnKNorm: return {c.head_dim};
+    case R::kPostAttnNorm: case R::kPostFfwNorm: return {c.dim};
   }
   return {};
 }

@@ -53,8 +53,13 @@ enum class TensorRole : uint8_t {
   kGateShexp,   // [S Fe, dim] shared experts, as one FFN
   kUpShexp,     // [S Fe, dim]
   kDownShexp,   // [dim, S Fe]
+  // Gemma-3: per-head q/k norms and the norms after the attention and FFN sub-blocks.
+  kAttnQNorm,   // [head_dim]
+  kAttnKNorm,   // [head_dim]
+  kPostAttnNorm,  // [dim]
+  kPostFfwNorm,   // [dim]
 };
-constexpr int kNumTensorRoles = 33;
+constexpr int kNumTensorRoles = 37;
 
 // Which axis of a matrix tensor parallelism would split across ranks.
 enum class SplitAxis : uint8_t {

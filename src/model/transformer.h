@@ -1,5 +1,5 @@
-// Transformer: the CPU forward pass of any architecture with a recipe (model/arch.h; today the llama family: llama,
-// qwen2) over a batch of tokens from several sequences whose K/V live in paged pools (one per layer). It checks the
+// Transformer: the CPU forward pass of any architecture with a recipe (model/arch.h: llama, qwen2, deepseek2,
+// gemma3) over a batch of tokens from several sequences whose K/V live in paged pools (one per layer). It checks the
 // batch, then runs the architecture's recipe (ArchSpec::forward, e.g. llama_forward in arch/llama.cc) over CpuOps
 // (model/cpu_ops.h: the recipe's ops on the CPU kernels) once per chunk of tokens.
 //
@@ -25,6 +25,7 @@ class Transformer {
 
   const ModelConfig& config() const { return w_->config; }
   const RopeParams& rope() const { return rope_; }
+  const RopeParams& rope_local() const { return rope_local_; }  // sliding-window layers (= rope() without them)
 
   // kv: one view per layer (same n_blocks / block_size). logits: [b.n_logits, n_vocab]. Returns InvalidArgument
   // for a token id outside the vocabulary or a malformed batch; K/V of tokens before the bad one may be written.
@@ -37,6 +38,7 @@ class Transformer {
 
   const ModelWeights* w_;
   RopeParams rope_;
+  RopeParams rope_local_;
 };
 
 }  // namespace citadel

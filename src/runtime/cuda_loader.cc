@@ -26,6 +26,7 @@ Status cuda_supports(const ModelConfig& c) {
   if (!find_arch(c.arch)) return Unsupported(what + "architecture '" + c.arch + "' has no recipe");
   if (c.has_mla) return Unsupported(what + "multi-head latent attention (MLA)");
   if (c.has_moe) return Unsupported(what + "mixture of experts (MoE)");
+  if (c.arch == "gemma3") return Unsupported(what + "gemma3 (q/k norms, GeGLU, sliding-window layers: CPU only)");
   if (c.rope_type == RopeStyle::kNone) return Unsupported(what + "models without RoPE");
   if (c.rope_dim != c.head_dim)
     return Unsupported(what + "partial RoPE (rope_dim " + std::to_string(c.rope_dim) + " of head_dim " +

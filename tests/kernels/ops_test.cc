@@ -203,6 +203,64 @@ TEST(Ops, PagedAttentionMatchesNaive) {
   }
 }
 
+// Sliding-window attention (Gemma-3's local layers): a token at position p sees keys p - window + 1 .. p; the fast
+// kernel (blocks entered mid-way) and the reference equal a naive computation over those keys alone.
+TEST(Ops, SlidingWindowAttentionMatchesNaive) {
+  for (DType dt : {DType::kF32, DType::kF16}) {
+    const int H = 4, KVH = 2, hd = 16, bs = 4, n = 23, window = 6;
+    std::vector<int32_t> table(8);
+    std::iota(table.begin(), table.end(), 0);
+    const size_t elt = dt == DType::kF32 ? 4 : 2;
+    std::vector<uint8_t> kp(size_t(8) * bs * KVH * hd * elt), vp(kp.size());
+    KvCacheView cache{dt, kp.data(), vp.data(), 8, bs, KVH, hd};
+    std::vector<float> K = random_floats(n * KVH * hd, 11), V = random_floats(n * KVH * hd, 12);
+    if (dt == DType::kF16)
+      for (auto* vec : {&K, &V})
+        for (float& f : *vec) f = f16_to_f32(f32_to_f16(f));
+    for (int p = 0; p < n; ++p) {
+      const int32_t blk = table[p / bs], off = p % bs;
+      cpu::kv_write(cache, &K[p * KVH * hd], &V[p * KVH * hd], 1, &blk, &off);
+    }
+    std::vector<int32_t> seq = {0, 0, 0}, pos = {2, 13, 22};
+    AttnBatch batch{3, table.data(), 8, 1, seq.data(), pos.data(), window};
+    std::vector<float> q = random_floats(3 * H * hd, 13, 0.5f), want(q.size()), ref(q.size()), got(q.size());
+    const double scale = 1.0 / std::sqrt(double(hd));
+    for (int t = 0; t < 3; ++t) {
+      for (int h = 0; h < H; ++h) {
+        const int kvh = h / (H / KVH), first = std::max(0, pos[t] - window + 1);
+        std::vector<double> w;
+        double mx = -1e300, sum = 0;
+        for (int p = first; p <= pos[t]; ++p) {
+          double d = 0;
+          for (int i = 0; i < hd; ++i) d += double(q[(t * H + h) * hd + i]) * K[(p * KVH + kvh) * hd + i];
+          w.push_back(d * scale);
+          mx = std::max(mx, w.back());
+        }
+        for (double& x : w) sum += x = std::exp(x - mx);
+        for (int i = 0; i < hd; ++i) {
+          double a = 0;
+          for (int p = first; p <= pos[t]; ++p) a += w[p - first] * V[(p * KVH + kvh) * hd + i];
+          want[(t * H + h) * hd + i] = float(a / sum);
+        }
+      }
+    }
+    cpu::attention_ref(q.data(), cache, batch, H, 0.0f, ref.data());
+    cpu::attention(q.data(), cache, batch, H, 0.0f, got.data());
+    EXPECT_LT(nmse(want, ref), 1e-10);
+    EXPECT_LT(nmse(want, got), 1e-10);
+  }
+}
+
+TEST(Ops, GeluTanhMulKnownValues) {
+  const std::vector<float> g = {0.0f, 1.0f, -1.0f, 3.0f}, u = {2.0f, 2.0f, 1.0f, -1.0f};
+  std::vector<float> y(4);
+  cpu::gelu_tanh_mul(g.data(), u.data(), y.data(), 4);
+  EXPECT_FLOAT_EQ(y[0], 0.0f);
+  EXPECT_NEAR(y[1], 2 * 0.8411919906082768, 1e-6);   // gelu_tanh(1)
+  EXPECT_NEAR(y[2], -0.15880800939172324, 1e-6);     // gelu_tanh(-1)
+  EXPECT_NEAR(y[3], -2.9963625777, 1e-6);            // -gelu_tanh(3)
+}
+
 // Multi-head latent attention's cache: one shared head whose row is latent | rope key, the key; the value is the
 // row's first v_dim values (v == k in the view). All query heads read it (up to 128: DeepSeek-V3).
 TEST(Ops, PagedLatentAttentionMatchesNaive) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/synth.h"
+#include "tokenizer/tokenizer.h"
 #include "model_test_util.h"
 #include "tests/test_util.h"
 
@@ -128,6 +129,29 @@ TEST(HfParity, SmolLM2FastModeIsClose) {
   // A loose bound that still catches a wrong kernel or layout (those give NMSE ~1).
   const Tolerance loose{1.5, 5e-2, false};
   check_model(**w, load_cases("model/smollm2-135m-q4_1.json"), &loose, "smollm2 fast");
+}
+
+// The real gemma-3-270m (Q4_K_M, the catalogue's) in exact mode against transformers on the same GGUF
+// (tools/reference/make_gemma3_fixtures.py): local/global layers (one prompt longer than the 512-token window), q/k
+// norms, GeGLU, four norms per layer, scaled embeddings; and its tokenizer's ids.
+TEST(HfParity, Gemma3270mExactMatchesTransformers) {
+  const std::string path = testing::model_file("gemma-3-270m-q4_k_m.gguf");
+  if (path.empty()) GTEST_SKIP() << "gemma-3-270m-q4_k_m.gguf not found (make test pulls it)";
+  auto w = load_model(path, WeightsOptions{.upcast_f32 = true});
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  EXPECT_EQ((*w)->config.sliding_window, 512);
+  const Tolerance tol{2e-3, 1e-8, true};  // measured: max abs 3.1e-4, NMSE 4.4e-11 over 18 layers, vocab 262144
+  const auto cases = load_cases("model/gemma3-270m-q4_k_m.json");
+  EXPECT_EQ(check_model(**w, cases, &tol, "gemma3-270m exact"), static_cast<int>(cases.size()));
+  std::ifstream f(testing::golden("model/gemma3-270m-q4_k_m.json"));
+  const auto j = nlohmann::json::parse(f);
+  auto tok = Tokenizer::from_store(*(*w)->store);
+  ASSERT_TRUE(tok.ok()) << tok.status().message();
+  for (const auto& t : j.at("texts")) {
+    EXPECT_EQ((*tok)->encode(t.at("text").get<std::string>(), /*add_special=*/true),
+              t.at("ids").get<std::vector<int32_t>>())
+        << t.at("text");
+  }
 }
 
 // Tiny synthetic models (seed 1, f32) regenerated here; fixtures by tools/reference/make_synth_fixtures.py (llama,

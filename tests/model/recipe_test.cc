@@ -59,6 +59,12 @@ class RecordingOps : public BackendOps {
   }
   Status mla_rope_kv_write(int layer) override { return rec("mla_rope_kv_write " + std::to_string(layer)); }
   Status mla_attention(int layer) override { return rec("mla_attention " + std::to_string(layer)); }
+  Status scale(Act a, float s) override { return rec("scale " + std::string(act_name(a)) + " " + std::to_string(s)); }
+  Status qk_norm(int layer) override { return rec("qk_norm " + std::to_string(layer)); }
+  Status linear_gelu_mul(const Linear& w, int layer, Act in, Act out) override {
+    return rec("linear_gelu_mul " + roles_str(w) + " " + std::to_string(layer) + " " + act_name(in) + "->" +
+               act_name(out));
+  }
   Status moe(int layer, Act in, Act out, bool accumulate) override {
     return rec("moe " + std::to_string(layer) + " " + act_name(in) + (accumulate ? "+>" : "->") + act_name(out));
   }
@@ -164,6 +170,26 @@ TEST(Recipe, DeepSeek2OpSequence) {
   ASSERT_TRUE(deepseek2_forward(plain, c).ok());
   EXPECT_EQ(plain.log[2], "linear attn_q.weight 0 normed->q");
   EXPECT_EQ(plain.log[plain.log.size() - 2], "moe 1 normed->delta");
+}
+
+TEST(Recipe, Gemma3OpSequence) {
+  ModelConfig c;
+  c.n_layers = 1;
+  c.dim = 64;
+  RecordingOps ops;
+  ASSERT_TRUE(find_arch("gemma3")->forward(ops, c).ok());
+  const std::vector<std::string> e = {
+      "embed token_embd.weight", "scale residual 8.000000", "rmsnorm attn_norm.weight 0",
+      "linear attn_q.weight|attn_k.weight|attn_v.weight 0 normed->qkv", "qk_norm 0", "rope_kv_write 0", "attention 0",
+      "linear attn_output.weight 0 attn->delta", "norm delta post_attention_norm.weight 0",
+      "add_rmsnorm ffn_norm.weight 0", "linear_gelu_mul ffn_gate.weight|ffn_up.weight 0 normed->ffn",
+      "linear ffn_down.weight 0 ffn->delta", "norm delta post_ffw_norm.weight 0",
+      "logits output_norm.weight output.weight"};
+  EXPECT_EQ(ops.log, e);
+  // Local layers: all but every sixth.
+  c.sliding_window = 512;
+  c.swa_pattern = 6;
+  EXPECT_TRUE(is_swa_layer(c, 0) && is_swa_layer(c, 4) && !is_swa_layer(c, 5) && is_swa_layer(c, 6));
 }
 
 // DeepSeek-V2-Lite: 512 latent + 64 rope values per token and layer, one part that is key and (first 512) value.

@@ -156,19 +156,22 @@ void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int 
     l[g] = 0;
     std::memset(out + (t * n_heads + kvh * group + g) * vd, 0, vd * sizeof(float));
   }
-  for (int p0 = 0; p0 < n_keys; p0 += bs) {
+  // Sliding window: keys first_key .. n_keys - 1 (rows r0.. of the first block visited).
+  const int first_key = b.window > 0 ? std::max(0, n_keys - b.window) : 0;
+  for (int p0 = first_key / bs * bs; p0 < n_keys; p0 += bs) {
     const int32_t blk = block_of(c, b, t, p0);
-    const int rows = std::min(bs, n_keys - p0);
-    const float *kr, *vr;  // row r at kr + r * kstride, vr + r * vstride
+    const int r0 = std::max(0, first_key - p0);
+    const int rows = std::min(bs, n_keys - p0) - r0;
+    const float *kr, *vr;  // row r (of the visited ones) at kr + r * kstride, vr + r * vstride
     size_t kstride, vstride;
     if (in_place) {
-      kr = static_cast<const float*>(c.k) + kv_offset(c, blk, 0, kvh);
-      vr = static_cast<const float*>(c.v) + kv_offset(c, blk, 0, kvh);
+      kr = static_cast<const float*>(c.k) + kv_offset(c, blk, r0, kvh);
+      vr = static_cast<const float*>(c.v) + kv_offset(c, blk, r0, kvh);
       kstride = vstride = static_cast<size_t>(c.n_kv_heads) * hd;
     } else {
       for (int r = 0; r < rows; ++r) {
-        load_row(c, c.k, kv_offset(c, blk, r, kvh), kb + r * hd, hd);
-        load_row(c, c.v, kv_offset(c, blk, r, kvh), vb + r * vd, vd);
+        load_row(c, c.k, kv_offset(c, blk, r0 + r, kvh), kb + r * hd, hd);
+        load_row(c, c.v, kv_offset(c, blk, r0 + r, kvh), vb + r * vd, vd);
       }
       kr = kb;
       vr = vb;
@@ -235,12 +238,13 @@ void attention_ref(const float* q, const KvCacheView& c, const AttnBatch& b, int
   std::vector<double> s, acc(vd);
   for (int64_t t = 0; t < b.n_tokens; ++t) {
     const int n_keys = b.pos_of_token[t] + 1;
+    const int first_key = b.window > 0 ? std::max(0, n_keys - b.window) : 0;
     s.resize(n_keys);
     for (int h = 0; h < n_heads; ++h) {
       const int kvh = h / group;
       const float* qh = q + (t * n_heads + h) * hd;
       double mx = -INFINITY;
-      for (int p = 0; p < n_keys; ++p) {
+      for (int p = first_key; p < n_keys; ++p) {
         load_row(c, c.k, kv_offset(c, block_of(c, b, t, p), p % c.block_size, kvh), kr.data(), hd);
         double d = 0;
         for (int i = 0; i < hd; ++i) d += static_cast<double>(qh[i]) * kr[i];
@@ -249,7 +253,7 @@ void attention_ref(const float* q, const KvCacheView& c, const AttnBatch& b, int
       }
       double sum = 0;
       std::fill(acc.begin(), acc.end(), 0.0);
-      for (int p = 0; p < n_keys; ++p) {
+      for (int p = first_key; p < n_keys; ++p) {
         const double w = std::exp(s[p] - mx);
         sum += w;
         load_row(c, c.v, kv_offset(c, block_of(c, b, t, p), p % c.block_size, kvh), vr.data(), vd);

@@ -135,6 +135,16 @@ void silu_mul_ref(const float* g, const float* u, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i]);
 }
 
+void gelu_tanh_mul(const float* g, const float* u, float* y, int64_t n) {
+  ThreadPool::current().parallel_for(n, [&](int64_t s, int64_t e) {
+    constexpr double kC = 0.7978845608028654;  // sqrt(2 / pi)
+    for (int64_t i = s; i < e; ++i) {
+      const double x = g[i];
+      y[i] = static_cast<float>(0.5 * x * (1.0 + std::tanh(kC * (x + 0.044715 * x * x * x))) * u[i]);
+    }
+  }, 4096);
+}
+
 void silu_mul(const float* g, const float* u, float* y, int64_t n) {
   ThreadPool::current().parallel_for(n, [&](int64_t s, int64_t e) {
 #if defined(__x86_64__)

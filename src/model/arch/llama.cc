@@ -64,7 +64,7 @@ const ArchSpec& llama_arch() {
 }
 
 const ArchSpec* find_arch(const std::string& arch) {
-  for (const ArchSpec* a : {&llama_arch(), &qwen2_arch(), &deepseek2_arch()}) {
+  for (const ArchSpec* a : {&llama_arch(), &qwen2_arch(), &deepseek2_arch(), &gemma3_arch()}) {
     if (arch == a->name) return a;
   }
   return nullptr;
