@@ -26,8 +26,8 @@ int list_catalog() {
                 e.hf.repo.c_str());
     // Which runner serves it: a decoder with a recipe (model/arch.h) serves chat on the CPU and CUDA backends.
     const citadel::ArchSpec* spec = citadel::find_arch(e.arch);
-    const std::string serves = spec ? "chat and completions (the " + e.arch + " recipe; cpu" +
-                                          (e.arch == "deepseek2" ? ")" : ", cuda)")
+    const bool cuda = e.arch == "llama" || e.arch == "qwen2";  // runtime/cuda_loader.cc cuda_supports
+    const std::string serves = spec ? "chat and completions (the " + e.arch + " recipe; cpu" + (cuda ? ", cuda)" : ")")
                                     : "cannot be served yet: no runner for the " + e.arch + " architecture";
     std::printf("%-30s   serves: %s\n", "", serves.c_str());
     if (!e.note.empty()) std::printf("%-30s   note: %s\n", "", e.note.c_str());
