@@ -131,5 +131,32 @@ void attention(const float* q, const KvCacheView& cache, const AttnBatch& batch,
 void attention_ref(const float* q, const KvCacheView& cache, const AttnBatch& batch, int n_heads, float scale,
                    float* out);
 
+// Encoder ops (BERT family).
+// y [n_tokens, dim] = (x - mean) / sqrt(var + eps) * weight + bias, mean and (biased) var over each row. y may
+// equal x.
+void layernorm(const float* x, const float* weight, const float* bias, float* y, int64_t n_tokens, int64_t dim,
+               float eps);
+void layernorm_ref(const float* x, const float* weight, const float* bias, float* y, int64_t n_tokens, int64_t dim,
+                   float eps);
+
+// y [n] = gelu(x) with the exact (erf) form: x / 2 * (1 + erf(x / sqrt(2))). y may equal x. The fast version's erf is
+// a rational-exponential approximation with |error| < 2e-7.
+void gelu_erf(const float* x, float* y, int64_t n);
+void gelu_erf_ref(const float* x, float* y, int64_t n);
+
+// In place, each row of y [n_rows, n] += bias [n].
+void add_bias(float* y, const float* bias, int64_t n_rows, int64_t n);
+void add_bias_ref(float* y, const float* bias, int64_t n_rows, int64_t n);
+
+// Bidirectional attention over packed sequences: sequence s is tokens [seq_start[s], seq_start[s + 1]) and each of
+// its tokens attends to every token of that sequence and of no other (a batch of different lengths needs no padding:
+// this is the padding mask). q, k, v: rows of `stride` floats (they may be planes of one buffer), head h at columns
+// [h * head_dim, (h + 1) * head_dim). out [n_tokens, n_heads * head_dim], n_tokens = seq_start[n_seqs];
+// seq_start [n_seqs + 1] increasing from 0. scale <= 0 means 1/sqrt(head_dim). Threaded over (sequence, head).
+void encoder_attention(const float* q, const float* k, const float* v, int64_t stride, const int32_t* seq_start,
+                       int n_seqs, int n_heads, int head_dim, float scale, float* out);
+void encoder_attention_ref(const float* q, const float* k, const float* v, int64_t stride, const int32_t* seq_start,
+                           int n_seqs, int n_heads, int head_dim, float scale, float* out);
+
 }  // namespace cpu
 }  // namespace citadel
