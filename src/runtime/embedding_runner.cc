@@ -5,7 +5,10 @@
 namespace citadel::runtime {
 
 CpuEmbeddingRunner::CpuEmbeddingRunner(std::unique_ptr<BertWeights> weights, EmbeddingRunnerOptions opts)
-    : w_(std::move(weights)), opts_(opts), encoder_(w_.get(), EncoderOptions{opts.normalize}) {
+    : w_(std::move(weights)),
+      opts_(opts),
+      pool_(opts.threads > 0 ? std::make_unique<ThreadPool>(opts.threads) : nullptr),
+      encoder_(w_.get(), EncoderOptions{opts.normalize}) {
   const int table = encoder_.max_positions();
   max_tokens_ = opts.max_tokens > 0 ? std::min(opts.max_tokens, table) : table;
   opts_.max_batch_tokens = std::max(opts_.max_batch_tokens, max_tokens_);
@@ -13,6 +16,7 @@ CpuEmbeddingRunner::CpuEmbeddingRunner(std::unique_ptr<BertWeights> weights, Emb
 
 Status CpuEmbeddingRunner::embed(const std::vector<std::vector<int32_t>>& inputs, float* out) {
   const int d = dim();
+  ThreadPool::Scope scope(pool_.get());
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].empty() || inputs[i].size() > static_cast<size_t>(max_tokens_))
       return InvalidArgument("input " + std::to_string(i) + " has " + std::to_string(inputs[i].size()) +
