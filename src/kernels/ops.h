@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "base/status.h"
 #include "kernels/quant/types.h"
@@ -73,6 +74,13 @@ struct AttnBatch {
   const int32_t* pos_of_token = nullptr;  // [n_tokens]
 };
 
+// An f32 weight matrix W [rows, cols] repacked for the f32 GEMM below: panels of kPanelRows consecutive rows, each
+// panel k-major: data[(p * cols + k) * kPanelRows + r] = W[p * kPanelRows + r, k] (rows past the end are zero).
+inline constexpr int kPanelRows = 16;
+struct PackedMatrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<float> data;  // [ceil(rows / kPanelRows), cols, kPanelRows]
+};
 namespace cpu {
 
 // Y [n_tokens, w.rows] = X [n_tokens, w.cols] * W^T. f32/f16/bf16 weights use f32 math; 32-block quantized weights
@@ -130,6 +138,16 @@ void attention(const float* q, const KvCacheView& cache, const AttnBatch& batch,
                float* out);
 void attention_ref(const float* q, const KvCacheView& cache, const AttnBatch& batch, int n_heads, float scale,
                    float* out);
+
+// w: [rows, cols] row-major f32.
+PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols);
+// y [n_tokens, w.rows] (rows ldy floats apart, ldy >= w.rows; 0: w.rows) = x [n_tokens, w.cols] W^T + bias [w.rows]
+// (bias may be null). f32 math (register-blocked FMA microkernel, threaded over panels); agrees with matmul_ref on
+// the unpacked matrix up to float summation order.
+void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
+                   int64_t ldy = 0);
+void matmul_packed_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
+                       int64_t ldy = 0);
 
 // Encoder ops (BERT family).
 // y [n_tokens, dim] = (x - mean) / sqrt(var + eps) * weight + bias, mean and (biased) var over each row. y may

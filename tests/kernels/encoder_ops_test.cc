@@ -91,5 +91,42 @@ TEST(EncoderOps, PackedAttentionMatchesReferenceAndIgnoresOtherSequences) {
     for (int d = 0; d < hd; ++d) EXPECT_NEAR(got[h * hd + d], v[h * hd + d], 1e-6);
 }
 
+
+TEST(EncoderOps, PackedMatmulMatchesReferenceAndUnpackedMatmul) {
+  for (int64_t rows : {1, 16, 17, 384, 1152}) {
+    for (int64_t cols : {1, 7, 384}) {
+      for (int64_t n_tok : {1, 5, 6, 13, 64}) {
+        std::vector<float> w = random_floats(rows * cols, 51 + rows + cols), x = random_floats(n_tok * cols, 52);
+        std::vector<float> bias = random_floats(rows, 53), want(n_tok * rows), got(n_tok * rows);
+        const PackedMatrix p = cpu::pack_matrix(w.data(), rows, cols);
+        cpu::matmul_packed_ref(p, x.data(), n_tok, bias.data(), want.data());
+        cpu::matmul_packed(p, x.data(), n_tok, bias.data(), got.data());
+        EXPECT_LT(nmse(want, got), 1e-10) << rows << "x" << cols << " tokens " << n_tok;
+        // The reference agrees with the unpacked f32 matmul plus bias.
+        std::vector<float> plain(n_tok * rows);
+        ASSERT_TRUE(cpu::matmul_ref(WeightView{DType::kF32, w.data(), rows, cols}, x.data(), n_tok, plain.data()).ok());
+        cpu::add_bias_ref(plain.data(), bias.data(), n_tok, rows);
+        EXPECT_LT(nmse(plain, want), 1e-12) << rows << "x" << cols;
+      }
+    }
+  }
+  // ldy: writing into a wider output leaves the other columns alone; no bias.
+  const int64_t rows = 20, cols = 9, n_tok = 7, ldy = 50;
+  std::vector<float> w = random_floats(rows * cols, 61), x = random_floats(n_tok * cols, 62);
+  std::vector<float> want(n_tok * rows), got(n_tok * ldy, -7.0f);
+  const PackedMatrix p = cpu::pack_matrix(w.data(), rows, cols);
+  cpu::matmul_packed_ref(p, x.data(), n_tok, nullptr, want.data());
+  cpu::matmul_packed(p, x.data(), n_tok, nullptr, got.data() + 10, ldy);
+  for (int64_t t = 0; t < n_tok; ++t) {
+    for (int64_t c = 0; c < ldy; ++c) {
+      if (c >= 10 && c < 10 + rows) {
+        EXPECT_NEAR(got[t * ldy + c], want[t * rows + c - 10], 1e-5);
+      } else {
+        EXPECT_EQ(got[t * ldy + c], -7.0f) << t << " " << c;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace citadel

@@ -60,22 +60,35 @@ class BertBinder {
   std::string prefix_;
 };
 
-Status bind_layer(BertBinder& b, const ModelConfig& c, int l, BertLayer* L) {
+// A matrix [rows, cols] packed for the f32 GEMM.
+Result<PackedMatrix> packed(BertBinder& b, const std::string& name, int64_t rows, int64_t cols) {
+  ASSIGN_OR_RETURN(WeightView v, b.mat(name, rows, cols));
+  return cpu::pack_matrix(static_cast<const float*>(v.data), rows, cols);
+}
+
+Status bind_layer(BertBinder& b, BertWeights* w, int l, BertLayer* L) {
+  const ModelConfig& c = w->config;
   const std::string p = "encoder.layer." + std::to_string(l) + ".";
   const int64_t d = c.dim, f = c.ffn_dim;
-  ASSIGN_OR_RETURN(L->wq, b.mat(p + "attention.self.query.weight", d, d));
-  ASSIGN_OR_RETURN(L->wk, b.mat(p + "attention.self.key.weight", d, d));
-  ASSIGN_OR_RETURN(L->wv, b.mat(p + "attention.self.value.weight", d, d));
-  ASSIGN_OR_RETURN(L->bq, b.vec(p + "attention.self.query.bias", d));
-  ASSIGN_OR_RETURN(L->bk, b.vec(p + "attention.self.key.bias", d));
-  ASSIGN_OR_RETURN(L->bv, b.vec(p + "attention.self.value.bias", d));
-  ASSIGN_OR_RETURN(L->wo, b.mat(p + "attention.output.dense.weight", d, d));
+  // Query, key and value as one [3 dim, dim] matrix: one GEMM writes q | k | v per token.
+  std::vector<float> qkv(static_cast<size_t>(3 * d * d)), bqkv(static_cast<size_t>(3 * d));
+  const char* parts[3] = {"query", "key", "value"};
+  for (int i = 0; i < 3; ++i) {
+    ASSIGN_OR_RETURN(WeightView m, b.mat(p + "attention.self." + parts[i] + ".weight", d, d));
+    ASSIGN_OR_RETURN(const float* bias, b.vec(p + "attention.self." + parts[i] + ".bias", d));
+    std::memcpy(qkv.data() + i * d * d, m.data, sizeof(float) * d * d);
+    std::memcpy(bqkv.data() + i * d, bias, sizeof(float) * d);
+  }
+  L->wqkv = cpu::pack_matrix(qkv.data(), 3 * d, d);
+  w->owned.push_back(std::move(bqkv));
+  L->bqkv = w->owned.back().data();
+  ASSIGN_OR_RETURN(L->wo, packed(b, p + "attention.output.dense.weight", d, d));
   ASSIGN_OR_RETURN(L->bo, b.vec(p + "attention.output.dense.bias", d));
   ASSIGN_OR_RETURN(L->attn_norm_w, b.vec(p + "attention.output.LayerNorm.weight", d));
   ASSIGN_OR_RETURN(L->attn_norm_b, b.vec(p + "attention.output.LayerNorm.bias", d));
-  ASSIGN_OR_RETURN(L->up, b.mat(p + "intermediate.dense.weight", f, d));
+  ASSIGN_OR_RETURN(L->up, packed(b, p + "intermediate.dense.weight", f, d));
   ASSIGN_OR_RETURN(L->b_up, b.vec(p + "intermediate.dense.bias", f));
-  ASSIGN_OR_RETURN(L->down, b.mat(p + "output.dense.weight", d, f));
+  ASSIGN_OR_RETURN(L->down, packed(b, p + "output.dense.weight", d, f));
   ASSIGN_OR_RETURN(L->b_down, b.vec(p + "output.dense.bias", d));
   ASSIGN_OR_RETURN(L->ffn_norm_w, b.vec(p + "output.LayerNorm.weight", d));
   ASSIGN_OR_RETURN(L->ffn_norm_b, b.vec(p + "output.LayerNorm.bias", d));
@@ -135,7 +148,7 @@ Result<std::unique_ptr<BertWeights>> load_bert_weights(std::unique_ptr<TensorSto
   ASSIGN_OR_RETURN(w->embd_norm_w, b.vec("embeddings.LayerNorm.weight", d));
   ASSIGN_OR_RETURN(w->embd_norm_b, b.vec("embeddings.LayerNorm.bias", d));
   w->layers.resize(static_cast<size_t>(c.n_layers));
-  for (int l = 0; l < c.n_layers; ++l) RETURN_IF_ERROR(bind_layer(b, c, l, &w->layers[l]));
+  for (int l = 0; l < c.n_layers; ++l) RETURN_IF_ERROR(bind_layer(b, w.get(), l, &w->layers[l]));
   return w;
 }
 
@@ -151,8 +164,9 @@ Status BertEncoder::hidden(const EncoderBatch& b, EncoderScratch* s) const {
   }
   const int64_t n = b.seq_start[b.n_seqs], d = c.dim, f = c.ffn_dim;
   const float eps = static_cast<float>(c.norm_eps);
-  for (auto* v : {&s->x, &s->q, &s->k, &s->v, &s->attn, &s->tmp})
+  for (auto* v : {&s->x, &s->attn, &s->tmp})
     if (v->size() < static_cast<size_t>(n * d)) v->resize(static_cast<size_t>(n * d));
+  if (s->qkv.size() < static_cast<size_t>(3 * n * d)) s->qkv.resize(static_cast<size_t>(3 * n * d));
   if (s->ffn.size() < static_cast<size_t>(n * f)) s->ffn.resize(static_cast<size_t>(n * f));
   s->pos.resize(static_cast<size_t>(n));
   for (int i = 0; i < b.n_seqs; ++i)
@@ -166,21 +180,15 @@ Status BertEncoder::hidden(const EncoderBatch& b, EncoderScratch* s) const {
   cpu::layernorm(x, w_->embd_norm_w, w_->embd_norm_b, x, n, d, eps);
 
   for (const BertLayer& L : w_->layers) {
-    const cpu::MatmulTarget qkv[3] = {{L.wq, s->q.data()}, {L.wk, s->k.data()}, {L.wv, s->v.data()}};
-    RETURN_IF_ERROR(cpu::matmul_multi(qkv, 3, x, n));
-    cpu::add_bias(s->q.data(), L.bq, n, d);
-    cpu::add_bias(s->k.data(), L.bk, n, d);
-    cpu::add_bias(s->v.data(), L.bv, n, d);
-    cpu::encoder_attention(s->q.data(), s->k.data(), s->v.data(), d, b.seq_start, b.n_seqs,
-                           static_cast<int>(c.n_heads), static_cast<int>(c.head_dim), 0.0f, s->attn.data());
-    RETURN_IF_ERROR(cpu::matmul(L.wo, s->attn.data(), n, tmp));
-    cpu::add_bias(tmp, L.bo, n, d);
+    float* qkv = s->qkv.data();
+    cpu::matmul_packed(L.wqkv, x, n, L.bqkv, qkv);
+    cpu::encoder_attention(qkv, qkv + d, qkv + 2 * d, 3 * d, b.seq_start, b.n_seqs, static_cast<int>(c.n_heads),
+                           static_cast<int>(c.head_dim), 0.0f, s->attn.data());
+    cpu::matmul_packed(L.wo, s->attn.data(), n, L.bo, tmp);
     add_norm(x, tmp, L.attn_norm_w, L.attn_norm_b, n, d, eps);
-    RETURN_IF_ERROR(cpu::matmul(L.up, x, n, s->ffn.data()));
-    cpu::add_bias(s->ffn.data(), L.b_up, n, f);
+    cpu::matmul_packed(L.up, x, n, L.b_up, s->ffn.data());
     cpu::gelu_erf(s->ffn.data(), s->ffn.data(), n * f);
-    RETURN_IF_ERROR(cpu::matmul(L.down, s->ffn.data(), n, tmp));
-    cpu::add_bias(tmp, L.b_down, n, d);
+    cpu::matmul_packed(L.down, s->ffn.data(), n, L.b_down, tmp);
     add_norm(x, tmp, L.ffn_norm_w, L.ffn_norm_b, n, d, eps);
   }
   return OkStatus();

@@ -30,16 +30,16 @@
 
 namespace citadel {
 
-// One encoder layer; matrices [out, in] in f32, vectors f32.
+// One encoder layer: matrices [out, in] as f32, packed for cpu::matmul_packed; vectors f32.
 struct BertLayer {
-  WeightView wq, wk, wv;          // [dim, dim] each
-  const float *bq = nullptr, *bk = nullptr, *bv = nullptr;  // [dim]
-  WeightView wo;                  // [dim, dim]
+  PackedMatrix wqkv;              // [3 dim, dim]: query | key | value rows
+  const float* bqkv = nullptr;    // [3 dim]
+  PackedMatrix wo;                // [dim, dim]
   const float* bo = nullptr;      // [dim]
   const float *attn_norm_w = nullptr, *attn_norm_b = nullptr;  // [dim] attention.output.LayerNorm
-  WeightView up;                  // [ffn_dim, dim] intermediate.dense
+  PackedMatrix up;                // [ffn_dim, dim] intermediate.dense
   const float* b_up = nullptr;    // [ffn_dim]
-  WeightView down;                // [dim, ffn_dim] output.dense
+  PackedMatrix down;              // [dim, ffn_dim] output.dense
   const float* b_down = nullptr;  // [dim]
   const float *ffn_norm_w = nullptr, *ffn_norm_b = nullptr;  // [dim] output.LayerNorm
 };
@@ -74,7 +74,9 @@ struct EncoderBatch {
 
 // Activation buffers; grown on demand, reused across calls. One per concurrent embed().
 struct EncoderScratch {
-  std::vector<float> x, q, k, v, attn, tmp, ffn;  // [n_tokens, dim] each; ffn [n_tokens, ffn_dim]
+  std::vector<float> x, attn, tmp;  // [n_tokens, dim] each
+  std::vector<float> qkv;           // [n_tokens, 3 dim]: query | key | value of each token
+  std::vector<float> ffn;           // [n_tokens, ffn_dim]
   std::vector<int32_t> pos;                      // [n_tokens]
 };
 
