@@ -85,7 +85,8 @@ TEST_F(MiniLm, EmbeddingsMatchSentenceTransformers) {
     ASSERT_TRUE((*r)->embed({golden_.ids[i]}, solo.data()).ok());
     for (int j = 0; j < d; ++j) ASSERT_NEAR(solo[j], batch[i * d + j], 2e-6) << "sentence " << i << " dim " << j;
   }
-  std::printf("[minilm-l6] cosine to sentence-transformers: worst %.9f (1 - cos = %.3g) over %zu sentences\n", worst, 1.0 - worst, n);
+  std::printf("[minilm-l6] cosine to sentence-transformers: worst %.9f (1 - cos = %.3g) over %zu sentences\n", worst,
+              1.0 - worst, n);
 }
 
 TEST_F(MiniLm, RefusesEmptyTooLongAndUnknownIds) {
