@@ -166,11 +166,13 @@ def test_chat_on_an_embedding_model_is_a_400(minilm):
         sdk(minilm).completions.create(model="minilm-l6", prompt="hi", max_tokens=1)
 
 
-def test_full_queue_answers_429():
-    s = Server(["--model", "minilm-l6", "--models-dir", _models_dir(), "--threads", "2", "--max-queue", "1"])
+def test_full_queue_answers_429_and_the_directory_path_serves_too():
+    path = str(pathlib.Path(_models_dir()) / MODEL_DIR)
+    s = Server(["--model", path, "--threads", "2", "--max-queue", "1"])
     try:
+        assert [m["id"] for m in s.http.get(s.base_url + "/v1/models").json()["data"]] == [MODEL_DIR]
         long_text = next(k["text"] for k in GOLDEN["cases"] if k["untruncated_tokens"] > 256)
-        body = {"model": "minilm-l6", "input": [long_text] * 64, "encoding_format": "base64"}
+        body = {"model": MODEL_DIR, "input": [long_text] * 16, "encoding_format": "base64"}
         hdr = {"Authorization": "Bearer " + s.admin_key}
 
         def one(_):
