@@ -197,7 +197,8 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
   std::error_code ec;
   const fs::path dir = fs::is_directory(path, ec) ? fs::path(path) : fs::path(path).parent_path();
   ASSIGN_OR_RETURN(runtime::EmbeddingRunnerOptions ro, embedding_pipeline(dir));
-  if (opts.max_context > 0) ro.max_tokens = ro.max_tokens > 0 ? std::min(ro.max_tokens, opts.max_context) : opts.max_context;
+  if (opts.max_context > 0)
+    ro.max_tokens = ro.max_tokens > 0 ? std::min(ro.max_tokens, opts.max_context) : opts.max_context;
   ro.threads = opts.compute_threads;  // the model's own pool (no process-wide setting)
   auto runner = runtime::make_cpu_embedding_runner(path, ro);
   if (!runner.ok()) return runner.status();

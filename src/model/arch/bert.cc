@@ -36,7 +36,8 @@ class BertBinder {
 
   // Matrix [rows, cols]: a view of f32 data in the file, else an f32 copy (rows = 0: any row count).
   Result<WeightView> mat(const std::string& name, int64_t rows, int64_t cols) {
-    ASSIGN_OR_RETURN(const TensorInfo* t, get(name, rows > 0 ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{}));
+    const std::vector<int64_t> shape = rows > 0 ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{};
+    ASSIGN_OR_RETURN(const TensorInfo* t, get(name, shape));
     if (t->shape.size() != 2 || t->shape[1] != cols)
       return DataLoss(s_.path() + ": " + t->name + " has shape " + shape_str(t->shape) + ", expected [*, " +
                       std::to_string(cols) + "]");
