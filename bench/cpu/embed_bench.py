@@ -31,6 +31,14 @@ def cpu_name():
     return platform.processor() or "unknown cpu"
 
 
+def cpu_detail():
+    info = {}
+    for line in open("/proc/cpuinfo"):
+        k, _, v = line.partition(":")
+        info.setdefault(k.strip(), v.strip())
+    return f"family {info.get('cpu family', '?')} model {info.get('model', '?')}, {info.get('cpu MHz', '?')} MHz"
+
+
 def make_sentences(tok, n, pieces=30, seed=1):
     """n sentences of `pieces` whole-word vocabulary entries (each one word piece) -> pieces + 2 tokens."""
     rng = random.Random(seed)
@@ -119,7 +127,7 @@ def main():
                                                                                       round(max(ref[b]), 2)]
     date = datetime.date.today().isoformat()
     doc = {
-        "device": f"{cpu_name()}, {os.cpu_count()} cores (shared with other developers' builds)",
+        "device": f"{cpu_name()} ({cpu_detail()}), {os.cpu_count()} cores (shared with other developers' builds)",
         "commit": commit,
         "date": date,
         "model": "all-MiniLM-L6-v2 (citadel pull minilm-l6), f32 weights, f32 math on both sides",
