@@ -6,8 +6,9 @@ thread count. Writes bench/results/cpu-<device>-<date>-embed.json (BENCHMARKS.md
 Usage (with the reference venv, which has torch + sentence-transformers):
   /work/venv-ref/bin/python bench/cpu/embed_bench.py [--bin build-dev/bench/embed_cpu_bench] [--threads 2]
       [--model ~/.cache/citadel/models/all-MiniLM-L6-v2] [--seconds 3] [--repeats 5] [--rounds 2] [--out FILE]
-Each round runs Citadel then sentence-transformers (rounds alternate the two so a change of load on a shared machine
-hits both); the figures are medians over all repeats of all rounds. Both sides include tokenization.
+Citadel and sentence-transformers alternate repeat by repeat (so a change of load on a shared machine hits both
+alike); the figures are medians over all repeats of all rounds, plus the median of the per-pair speedups. Both sides
+include tokenization.
 """
 import argparse
 import datetime
@@ -103,15 +104,16 @@ def main():
     ref = {b: [] for b in batches}
     loads = []
     try:
+        # Citadel and sentence-transformers alternate repeat by repeat (a pair sees about the same machine load).
         for _ in range(a.rounds):
-            loads.append(os.getloadavg()[0])
-            r = bench_citadel(a.bin, a.model, sentences_file, a.threads, a.seconds, a.repeats, batches)
-            assert r["tokens_per_sentence"] == 32, r
             for b in batches:
-                cit[b].append(r["figures"][f"batch{b}_sentences_per_s"])
-            with torch.inference_mode():
-                for b in batches:
-                    ref[b].extend(bench_st(st, sentences, b, a.seconds, a.repeats))
+                for _ in range(a.repeats):
+                    loads.append(os.getloadavg()[0])
+                    r = bench_citadel(a.bin, a.model, sentences_file, a.threads, a.seconds, 1, [b])
+                    assert r["tokens_per_sentence"] == 32, r
+                    cit[b].append(r["figures"][f"batch{b}_sentences_per_s"])
+                    with torch.inference_mode():
+                        ref[b].extend(bench_st(st, sentences, b, a.seconds, 1))
     finally:
         os.unlink(sentences_file)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -122,6 +124,8 @@ def main():
         figures[f"embed_b{b}_32tok_citadel_sentences_per_s"] = round(c, 2)
         figures[f"embed_b{b}_32tok_sentence_transformers_sentences_per_s"] = round(s, 2)
         figures[f"embed_b{b}_32tok_speedup_x"] = round(c / s, 3)
+        figures[f"embed_b{b}_32tok_speedup_median_of_pairs_x"] = round(
+            statistics.median(x / y for x, y in zip(cit[b], ref[b])), 3)
         figures[f"embed_b{b}_32tok_citadel_spread_sentences_per_s"] = [round(min(cit[b]), 2), round(max(cit[b]), 2)]
         figures[f"embed_b{b}_32tok_sentence_transformers_spread_sentences_per_s"] = [round(min(ref[b]), 2),
                                                                                       round(max(ref[b]), 2)]
@@ -135,11 +139,14 @@ def main():
                    f"--rounds {a.rounds}",
         "method": "256 random sentences of 30 whole-word vocabulary entries (32 word pieces with [CLS]/[SEP]); "
                   "batch B = B sentences per call, tokenization included on both sides; warm-up, then repeats of "
-                  f"~{a.seconds} s each; medians over all repeats of all rounds. Citadel: embed_cpu_bench "
+                  f"~{a.seconds} s each, Citadel and the reference alternating repeat by repeat; medians over all repeats "
+                  "(and the median of the per-pair ratios). Citadel: embed_cpu_bench "
                   f"(CpuEmbeddingRunner, what /v1/embeddings runs), CITADEL_THREADS={a.threads}. "
                   f"Reference: sentence-transformers {sentence_transformers.__version__} encode(), torch "
                   f"{torch.__version__} CPU, torch.set_num_threads({a.threads}).",
-        "load_average_1m_at_rounds": [round(x, 2) for x in loads],
+        "load_average_1m_at_pairs": [round(x, 2) for x in loads],
+        "pairs_sentences_per_s": {f"batch{b}": [[round(x, 2), round(y, 2)] for x, y in zip(cit[b], ref[b])]
+                                  for b in batches},
         "figures": figures,
     }
     out = a.out or str(ROOT / "bench/results" / f"cpu-amd-epyc-{date}-embed.json")
