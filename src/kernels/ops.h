@@ -141,13 +141,15 @@ void attention_ref(const float* q, const KvCacheView& cache, const AttnBatch& ba
 
 // w: [rows, cols] row-major f32.
 PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols);
-// y [n_tokens, w.rows] (rows ldy floats apart, ldy >= w.rows; 0: w.rows) = x [n_tokens, w.cols] W^T + bias [w.rows]
-// (bias may be null). f32 math (register-blocked FMA microkernel, threaded over panels); agrees with matmul_ref on
-// the unpacked matrix up to float summation order.
+// What matmul_packed applies to each output before storing it (while it is still in registers).
+enum class Epilogue { kNone, kGeluErf };
+// y [n_tokens, w.rows] (rows ldy floats apart, ldy >= w.rows; 0: w.rows) = epi(x [n_tokens, w.cols] W^T + bias
+// [w.rows]) (bias may be null; epi as gelu_erf). f32 math (register-blocked FMA microkernel, threaded over panels);
+// agrees with matmul_ref on the unpacked matrix up to float summation order.
 void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
-                   int64_t ldy = 0);
+                   int64_t ldy = 0, Epilogue epi = Epilogue::kNone);
 void matmul_packed_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
-                       int64_t ldy = 0);
+                       int64_t ldy = 0, Epilogue epi = Epilogue::kNone);
 
 // Encoder ops (BERT family).
 // y [n_tokens, dim] = (x - mean) / sqrt(var + eps) * weight + bias, mean and (biased) var over each row. y may

@@ -107,6 +107,13 @@ TEST(EncoderOps, PackedMatmulMatchesReferenceAndUnpackedMatmul) {
         ASSERT_TRUE(cpu::matmul_ref(WeightView{DType::kF32, w.data(), rows, cols}, x.data(), n_tok, plain.data()).ok());
         cpu::add_bias_ref(plain.data(), bias.data(), n_tok, rows);
         EXPECT_LT(nmse(plain, want), 1e-12) << rows << "x" << cols;
+        // The GELU epilogue equals gelu_erf applied afterwards.
+        std::vector<float> fused(n_tok * rows), fused_ref(n_tok * rows), after = want;
+        cpu::matmul_packed(p, x.data(), n_tok, bias.data(), fused.data(), 0, cpu::Epilogue::kGeluErf);
+        cpu::matmul_packed_ref(p, x.data(), n_tok, bias.data(), fused_ref.data(), 0, cpu::Epilogue::kGeluErf);
+        cpu::gelu_erf_ref(after.data(), after.data(), n_tok * rows);
+        EXPECT_LT(nmse(after, fused_ref), 1e-14);
+        EXPECT_LT(nmse(fused_ref, fused), 1e-10);
       }
     }
   }

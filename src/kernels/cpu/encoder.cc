@@ -40,6 +40,7 @@ float gelu_ref(float x) { return static_cast<float>(0.5 * x * (1.0 + std::erf(x 
 
 #if defined(__x86_64__)
 using detail::exp8;
+using detail::gelu8;
 using detail::hmax8;
 using detail::hsum8;
 
@@ -66,30 +67,6 @@ CITADEL_AVX2 void layernorm_row_avx2(const float* x, const float* w, const float
     _mm256_storeu_ps(y + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
   }
   for (; i < n; ++i) y[i] = (x[i] - mean) * inv * w[i] + b[i];
-}
-
-// erfc(|z|) = t exp(-z^2 + P(t)), t = 1 / (1 + |z| / 2): the Chebyshev-fitted form with relative error < 1.2e-7.
-CITADEL_AVX2 inline __m256 gelu8(__m256 x) {
-  const __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
-  const __m256 az = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(az, _mm256_set1_ps(0.5f), one));
-  __m256 p = _mm256_set1_ps(0.17087277f);
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.82215223f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.48851587f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.13520398f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.27886807f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.18628806f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.09678418f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.37409196f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.00002368f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.26551223f));
-  const __m256 e = exp8(_mm256_sub_ps(p, _mm256_mul_ps(az, az)));
-  const __m256 erfc_abs = _mm256_mul_ps(t, e);
-  // erf(z) = sign(z) (1 - erfc(|z|)); 1 + erf(z) = 2 - erfc(|z|) for z >= 0, erfc(|z|) for z < 0.
-  const __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
-  const __m256 one_plus = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), erfc_abs), erfc_abs, neg);
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), one_plus);
 }
 
 CITADEL_AVX2 void gelu_avx2(const float* x, float* y, int64_t n) {

@@ -26,20 +26,22 @@ void panel_bias(const PackedMatrix& w, const float* bias, int64_t p, float* out)
 }
 
 void panel_ref(const PackedMatrix& w, int64_t p, const float* x, int64_t n_tokens, const float* b16, float* y,
-               int64_t ldy) {
+               int64_t ldy, Epilogue epi) {
   const float* pw = panel_of(w, p);
   const int64_t r0 = p * kPanelRows, nr = std::min<int64_t>(kPanelRows, w.rows - r0);
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t r = 0; r < nr; ++r) {
       double acc = b16[r];
       for (int64_t k = 0; k < w.cols; ++k) acc += static_cast<double>(pw[k * kPanelRows + r]) * x[t * w.cols + k];
-      y[t * ldy + r0 + r] = static_cast<float>(acc);
+      float* out = y + t * ldy + r0 + r;
+      *out = static_cast<float>(acc);
+      if (epi == Epilogue::kGeluErf) gelu_erf_ref(out, out, 1);
     }
   }
 }
 
 #if defined(__x86_64__)
-template <int M>
+template <int M, bool kGelu>
 CITADEL_AVX2 void micro(const float* pw, const float* x, int64_t K, const float* b16, float* y, int64_t ldy, int nr) {
   __m256 c0[M], c1[M];
   const __m256 b0 = _mm256_loadu_ps(b16), b1 = _mm256_loadu_ps(b16 + 8);
@@ -51,6 +53,9 @@ CITADEL_AVX2 void micro(const float* pw, const float* x, int64_t K, const float*
       c0[m] = _mm256_fmadd_ps(xb, w0, c0[m]);
       c1[m] = _mm256_fmadd_ps(xb, w1, c1[m]);
     }
+  }
+  if constexpr (kGelu) {
+    for (int m = 0; m < M; ++m) c0[m] = detail::gelu8(c0[m]), c1[m] = detail::gelu8(c1[m]);
   }
   for (int m = 0; m < M; ++m) {
     if (nr == kPanelRows) {
@@ -65,6 +70,7 @@ CITADEL_AVX2 void micro(const float* pw, const float* x, int64_t K, const float*
   }
 }
 
+template <bool kGelu>
 void panel_avx2(const PackedMatrix& w, int64_t p, const float* x, int64_t n_tokens, const float* b16, float* y,
                 int64_t ldy) {
   const float* pw = panel_of(w, p);
@@ -72,13 +78,13 @@ void panel_avx2(const PackedMatrix& w, int64_t p, const float* x, int64_t n_toke
   const int nr = static_cast<int>(std::min<int64_t>(kPanelRows, w.rows - r0));
   const int64_t K = w.cols;
   int64_t t = 0;
-  for (; t + kMr <= n_tokens; t += kMr) micro<kMr>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+  for (; t + kMr <= n_tokens; t += kMr) micro<kMr, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
   switch (n_tokens - t) {
-    case 5: micro<5>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 4: micro<4>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 3: micro<3>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 2: micro<2>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 1: micro<1>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 5: micro<5, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 4: micro<4, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 3: micro<3, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 2: micro<2, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 1: micro<1, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
     default: break;
   }
 }
@@ -99,18 +105,18 @@ PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols) {
 }
 
 void matmul_packed_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
-                       int64_t ldy) {
+                       int64_t ldy, Epilogue epi) {
   if (ldy <= 0) ldy = w.rows;
   const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
   for (int64_t p = 0; p < panels; ++p) {
     float b16[kPanelRows];
     panel_bias(w, bias, p, b16);
-    panel_ref(w, p, x, n_tokens, b16, y, ldy);
+    panel_ref(w, p, x, n_tokens, b16, y, ldy, epi);
   }
 }
 
 void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
-                   int64_t ldy) {
+                   int64_t ldy, Epilogue epi) {
   if (ldy <= 0) ldy = w.rows;
   const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
 #if defined(__x86_64__)
@@ -130,11 +136,12 @@ void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, cons
         panel_bias(w, bias, p, b16);
 #if defined(__x86_64__)
         if (avx2) {
-          panel_avx2(w, p, xb, nt, b16, yb, ldy);
+          if (epi == Epilogue::kGeluErf) panel_avx2<true>(w, p, xb, nt, b16, yb, ldy);
+          else panel_avx2<false>(w, p, xb, nt, b16, yb, ldy);
           continue;
         }
 #endif
-        panel_ref(w, p, xb, nt, b16, yb, ldy);
+        panel_ref(w, p, xb, nt, b16, yb, ldy, epi);
       }
     }
   });

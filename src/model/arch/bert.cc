@@ -187,8 +187,7 @@ Status BertEncoder::hidden(const EncoderBatch& b, EncoderScratch* s) const {
                            static_cast<int>(c.head_dim), 0.0f, s->attn.data());
     cpu::matmul_packed(L.wo, s->attn.data(), n, L.bo, tmp);
     add_norm(x, tmp, L.attn_norm_w, L.attn_norm_b, n, d, eps);
-    cpu::matmul_packed(L.up, x, n, L.b_up, s->ffn.data());
-    cpu::gelu_erf(s->ffn.data(), s->ffn.data(), n * f);
+    cpu::matmul_packed(L.up, x, n, L.b_up, s->ffn.data(), 0, cpu::Epilogue::kGeluErf);
     cpu::matmul_packed(L.down, s->ffn.data(), n, L.b_down, tmp);
     add_norm(x, tmp, L.ffn_norm_w, L.ffn_norm_b, n, d, eps);
   }
