@@ -139,7 +139,6 @@ def test_concurrent_requests_equal_solo(minilm):
     ({"model": "minilm-l6", "input": "a", "dimensions": "8"}, "dimensions"),
     ({"model": "minilm-l6", "input": "a", "user": 7}, "user"),
     ({"input": "a"}, "model"),
-    ({"model": "text-embedding-3-small", "input": "a"}, "model"),
 ])
 def test_bad_requests_are_openai_400s(minilm, body, param):
     r = minilm.http.post(minilm.base_url + "/v1/embeddings", json=body)
@@ -147,6 +146,12 @@ def test_bad_requests_are_openai_400s(minilm, body, param):
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"}
     assert err["type"] == "invalid_request_error" and err["param"] == param and err["message"]
+
+
+def test_unknown_model_is_an_openai_404(minilm):
+    with pytest.raises(openai.NotFoundError) as e:
+        sdk(minilm).embeddings.create(model="text-embedding-3-small", input="a")
+    assert e.value.code == "model_not_found"
 
 
 def test_2048_inputs_are_accepted_and_the_sdk_raises_beyond(minilm):
@@ -191,3 +196,24 @@ def test_embeddings_on_a_decoder_model_is_a_400(server):
     r = server.http.post(server.base_url + "/v1/embeddings", json={"model": "smollm2", "input": "hi"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "model" and "not an embedding model" in r.json()["error"]["message"]
+
+
+def test_a_chat_model_and_an_embedding_model_in_one_server(model_spec):
+    s = Server(["--model", model_spec, "--model", "minilm-l6", "--served-model-name", "smollm2",
+                "--served-model-name", "minilm", "--models-dir", _models_dir(), "--threads", "2",
+                "--max-context", "512", "--kv-memory-mb", "64"])
+    try:
+        c = sdk(s)
+        kinds = {m["id"]: m["kind"] for m in s.http.get(s.base_url + "/v1/models").json()["data"]}
+        assert kinds == {"smollm2": "chat", "minilm": "embedding"}
+        case = GOLDEN["cases"][2]
+        e = c.embeddings.create(model="minilm", input=case["text"]).data[0].embedding
+        assert cosine(e, case["embedding"]) > 0.9999
+        chat = c.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert chat.usage.completion_tokens >= 1
+        with pytest.raises(openai.BadRequestError):
+            c.embeddings.create(model="smollm2", input="hi")
+        with pytest.raises(openai.BadRequestError):
+            c.chat.completions.create(model="minilm", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        assert s.stop() == 0

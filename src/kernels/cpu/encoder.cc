@@ -21,7 +21,7 @@ bool use_avx2() { return cpu_features().has_avx2_fma(); }
 template <typename F>
 void for_rows(int64_t n_rows, int64_t row_len, F&& fn) {
   const int64_t min_rows = std::max<int64_t>(1, kMinElemsPerChunk / std::max<int64_t>(1, row_len));
-  ThreadPool::global().parallel_for(n_rows, [&](int64_t b, int64_t e) {
+  ThreadPool::current().parallel_for(n_rows, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) fn(r);
   }, min_rows);
 }
@@ -162,7 +162,7 @@ void gelu_erf_ref(const float* x, float* y, int64_t n) {
 }
 
 void gelu_erf(const float* x, float* y, int64_t n) {
-  ThreadPool::global().parallel_for(n, [&](int64_t s, int64_t e) {
+  ThreadPool::current().parallel_for(n, [&](int64_t s, int64_t e) {
 #if defined(__x86_64__)
     if (use_avx2()) return gelu_avx2(x + s, y + s, e - s);
 #endif
@@ -224,7 +224,7 @@ void encoder_attention(const float* q, const float* k, const float* v, int64_t s
     check_seqs(seq_start, n_seqs);
     if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const int64_t width = static_cast<int64_t>(n_heads) * head_dim;
-    ThreadPool::global().parallel_for(static_cast<int64_t>(n_seqs) * n_heads, [&](int64_t b, int64_t e) {
+    ThreadPool::current().parallel_for(static_cast<int64_t>(n_seqs) * n_heads, [&](int64_t b, int64_t e) {
       thread_local std::vector<float> p, kt;
       for (int64_t job = b; job < e; ++job) {
         const int s = static_cast<int>(job / n_heads), h = static_cast<int>(job % n_heads);

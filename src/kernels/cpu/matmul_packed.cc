@@ -126,7 +126,7 @@ void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, cons
   // panel of this thread's share (without blocking, each panel streamed all of x from memory: batched rows stopped
   // scaling past one core).
   const int64_t tb = std::max<int64_t>(kMr, kTokenBlockBytes / (w.cols * 4) / kMr * kMr);
-  ThreadPool::global().parallel_for(panels, [&](int64_t b, int64_t e) {
+  ThreadPool::current().parallel_for(panels, [&](int64_t b, int64_t e) {
     for (int64_t t0 = 0; t0 < n_tokens; t0 += tb) {
       const int64_t nt = std::min(tb, n_tokens - t0);
       const float* xb = x + t0 * w.cols;
