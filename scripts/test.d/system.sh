@@ -39,6 +39,7 @@ python3 - "$tmp/openapi.yaml" <<'PY'
 import sys, yaml
 spec = yaml.safe_load(open("docs/openapi.yaml"))
 spec["components"]["schemas"]["SamplingFields"]["properties"]["model"]["enum"] = ["smollm2"]
+spec["components"]["schemas"]["CreateEmbeddingRequest"]["properties"]["model"]["enum"] = ["smollm2"]
 yaml.safe_dump(spec, open(sys.argv[1], "w"))
 PY
 # Run from $tmp: schemathesis keeps a .schemathesis/ cache in the working directory.
@@ -49,3 +50,32 @@ PY
 kill -TERM $pid
 wait $pid
 echo "server exited cleanly"
+
+# The same on the embedding model (citadel pull minilm-l6), for /v1/embeddings and /v1/models.
+EMB="${CITADEL_MODELS:-$HOME/.cache/citadel/models}/all-MiniLM-L6-v2"
+if [ ! -f "$EMB/model.safetensors" ]; then echo "schemathesis (embeddings): skipped (no minilm-l6)"; exit 0; fi
+CITADEL_BOOTSTRAP_ADMIN_KEY="$KEY" "$CITADEL_BIN" serve --model "$EMB" --served-model-name minilm --port 0 \
+  --data-dir "$tmp/state-emb" >"$tmp/out-emb" 2>"$tmp/err-emb" &
+pid=$!
+for _ in $(seq 1 600); do
+  grep -q "citadel serve: ready" "$tmp/out-emb" 2>/dev/null && break
+  if ! kill -0 $pid 2>/dev/null; then
+    cat "$tmp/err-emb" >&2; exit 1
+  fi
+  sleep 0.2
+done
+port=$(grep -o 'listening on http://[0-9.]*:[0-9]*' "$tmp/out-emb" | sed 's/.*://')
+python3 - "$tmp/openapi-emb.yaml" <<'PY'
+import sys, yaml
+spec = yaml.safe_load(open("docs/openapi.yaml"))
+spec["components"]["schemas"]["CreateEmbeddingRequest"]["properties"]["model"]["enum"] = ["minilm"]
+yaml.safe_dump(spec, open(sys.argv[1], "w"))
+PY
+(cd "$tmp" && schemathesis run "$tmp/openapi-emb.yaml" --url "http://127.0.0.1:$port" \
+  --include-path /v1/embeddings --include-path /v1/models \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+  --phases examples,fuzzing --max-examples 60 --seed 1 --generation-database none --request-timeout 120 --no-color -w 1 \
+  -H "Authorization: Bearer $KEY")
+kill -TERM $pid
+wait $pid
+echo "embedding server exited cleanly"

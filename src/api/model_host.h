@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "backend/embedding_runner.h"
+#include "engine/embed_engine.h"
 #include "engine/engine.h"
 
 namespace citadel::api {
@@ -51,6 +53,11 @@ struct ModelHost {
   std::unique_ptr<TextCodec> codec;
   std::unique_ptr<engine::ModelRunner> runner;  // owned here; the engine points to it
   std::unique_ptr<engine::Engine> engine;       // started
+  // Embedding models (an encoder: kind "embedding") have no runner, engine or chat template but these: the runner
+  // and the engine that batches its requests (started); cls_id / sep_id are put around token-id input.
+  std::unique_ptr<engine::EmbeddingRunner> embed_runner;
+  std::unique_ptr<engine::EmbedEngine> embedder;
+  int32_t cls_id = -1, sep_id = -1;
   std::shared_ptr<void> keepalive;              // whatever the runner borrows (mapped weights, ...)
   // What a request that omits temperature / top_p / top_k / min_p gets (see model_sampling_defaults), and whence.
   engine::SamplingParams default_sampling;
@@ -65,9 +72,14 @@ struct ModelHost {
     return engine::prefix_namespace({served_name, /*adapter=*/"", prefix_cache_per_tenant ? tenant : std::string()});
   }
 
+  bool is_embedding() const { return embedder != nullptr; }
+  const char* kind() const { return is_embedding() ? "embedding" : "chat"; }
+
   ~ModelHost() {
     engine.reset();  // before the runner it drives
     runner.reset();
+    embedder.reset();
+    embed_runner.reset();
   }
   bool accepts(const std::string& model) const {
     if (model == served_name) return true;

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "api/debug_model.h"
 #include "api/tokenizer_codec.h"
 #include "format/tensor_store.h"
@@ -16,7 +18,9 @@
 #include "chat/builtin_templates.h"
 #include "crypto/envelope.h"
 #include "crypto/key_source.h"
+#include "model/arch/bert.h"
 #include "model/catalog.h"
+#include "runtime/embedding_runner.h"
 #include "runtime/runner_factory.h"
 
 namespace citadel::api {
@@ -149,6 +153,87 @@ Status check_memory_budget(const TensorStore& store, const ModelLoadOptions& opt
                            "model's memory budget of " + std::to_string(opts.memory_budget_mb) + " MiB");
 }
 
+// A JSON file of a sentence-embedding model directory; null when absent.
+Result<nlohmann::json> read_json_file(const std::filesystem::path& p) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(p, ec)) return nlohmann::json();
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || (!j.is_object() && !j.is_array())) return DataLoss(p.string() + ": not valid JSON");
+  return j;
+}
+
+// The sentence-transformers pipeline of a model directory (modules.json, sentence_bert_config.json,
+// 1_Pooling/config.json): max tokens per input, mean pooling (the only pooling served), normalisation.
+Result<runtime::EmbeddingRunnerOptions> embedding_pipeline(const std::filesystem::path& dir) {
+  runtime::EmbeddingRunnerOptions o;
+  ASSIGN_OR_RETURN(nlohmann::json st, read_json_file(dir / "sentence_bert_config.json"));
+  if (auto m = st.find("max_seq_length"); st.is_object() && m != st.end() && m->is_number_integer())
+    o.max_tokens = std::max(1, m->get<int>());
+  ASSIGN_OR_RETURN(nlohmann::json pool, read_json_file(dir / "1_Pooling" / "config.json"));
+  if (pool.is_object()) {
+    for (const char* mode : {"pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
+                             "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"}) {
+      if (pool.value(mode, false))
+        return Unsupported((dir / "1_Pooling" / "config.json").string() + ": " + mode + " is not served (mean only)");
+    }
+  }
+  ASSIGN_OR_RETURN(nlohmann::json modules, read_json_file(dir / "modules.json"));
+  if (modules.is_array()) {
+    o.normalize = false;
+    for (const auto& m : modules)
+      if (m.is_object() && m.value("type", "").find("Normalize") != std::string::npos) o.normalize = true;
+  }
+  return o;
+}
+
+// A BERT encoder: the WordPiece tokenizer of its directory, the CPU embedding runner and its engine.
+Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const ModelLoadOptions& opts) {
+  namespace fs = std::filesystem;
+  if (opts.device != "cpu")
+    return Unsupported(path + ": embedding models run on the CPU in this build (--device cpu)");
+  std::error_code ec;
+  const fs::path dir = fs::is_directory(path, ec) ? fs::path(path) : fs::path(path).parent_path();
+  ASSIGN_OR_RETURN(runtime::EmbeddingRunnerOptions ro, embedding_pipeline(dir));
+  if (opts.max_context > 0)
+    ro.max_tokens = ro.max_tokens > 0 ? std::min(ro.max_tokens, opts.max_context) : opts.max_context;
+  ro.threads = opts.compute_threads;  // the model's own pool (no process-wide setting)
+  auto runner = runtime::make_cpu_embedding_runner(path, ro);
+  if (!runner.ok()) return runner.status();
+  auto tok = Tokenizer::from_path(dir.string());
+  if (!tok.ok()) return tok.status().with_context(dir.string());
+  VocabSpec spec = (*tok)->spec();
+  spec.max_length = (*runner)->max_tokens();  // the pipeline's max_seq_length, not tokenizer.json's truncation
+  auto tok_max = Tokenizer::from_spec(std::move(spec));
+  if (!tok_max.ok()) return tok_max.status().with_context(dir.string());
+  if ((*tok_max)->n_vocab() != (*runner)->weights().config.n_vocab)
+    return DataLoss(dir.string() + ": the tokenizer has " + std::to_string((*tok_max)->n_vocab()) +
+                    " tokens, the model's embedding table " + std::to_string((*runner)->weights().config.n_vocab));
+  auto host = std::make_shared<ModelHost>();
+  host->path = path;
+  const std::string stem = fs::path(path).stem().string();
+  const CatalogEntry* entry = find_model(opts.model);
+  const std::string dir_name = dir.filename().string();
+  host->served_name = !opts.served_model_name.empty() ? opts.served_model_name : entry ? entry->name : dir_name;
+  host->aliases = {opts.model, dir_name, stem};
+  if (entry) host->aliases.push_back(entry->hf.repo);  // sentence-transformers/all-MiniLM-L6-v2
+  host->created = static_cast<int64_t>(std::time(nullptr));
+  host->cls_id = (*tok_max)->spec().cls;
+  host->sep_id = (*tok_max)->spec().sep;
+  host->codec = make_tokenizer_codec(std::shared_ptr<const Tokenizer>(std::move(*tok_max)));
+  host->max_context = (*runner)->max_tokens();
+  log_info(path + ": embedding model (bert), " + std::to_string((*runner)->dim()) + " dimensions, up to " +
+           std::to_string(host->max_context) + " tokens per input" + (ro.normalize ? ", normalised" : ""));
+  host->embed_runner = std::move(*runner);
+  engine::EmbedEngineConfig econf;
+  econf.max_waiting = opts.engine.max_waiting;
+  host->embedder = std::make_unique<engine::EmbedEngine>(host->embed_runner.get(), econf);
+  RETURN_IF_ERROR(host->embedder->start());
+  return host;
+}
+
 Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const ModelLoadOptions& opts) {
   std::unique_ptr<DecryptedModel> decrypted;
   if (is_encrypted_model(path)) {
@@ -159,6 +244,12 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
   auto opened = open_model_file(path);
   if (!opened.ok()) return opened.status();
   std::shared_ptr<TensorStore> store(std::move(*opened));
+  if (is_bert_model(*store)) {
+    if (decrypted) return Unsupported(path + ": encrypted embedding models are not served yet");
+    RETURN_IF_ERROR(check_memory_budget(*store, opts));
+    store.reset();
+    return load_embedding(path, opts);
+  }
   auto tok = Tokenizer::from_store(*store);
   if (!tok.ok()) return tok.status().with_context(path);
   auto host = std::make_shared<ModelHost>();
@@ -245,10 +336,10 @@ Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts)
       return InvalidArgument("unknown debug model '" + opts.model + "' (debug:bytes, debug:slow)");
     return load_debug(opts);
   }
-  RETURN_IF_ERROR(check_generative(opts.model));  // before "run citadel pull" for a model it cannot serve
+  // Embedding models (the catalogue's minilm-l6, or any BERT encoder) are served too: load_gguf hands them to
+  // load_embedding once the file says what it is.
   auto path = resolve_model(opts.model, opts.models_dir.empty() ? default_models_dir() : opts.models_dir);
   if (!path.ok()) return path.status();
-  RETURN_IF_ERROR(check_generative(*path));
   return load_gguf(*path, opts);
 }
 

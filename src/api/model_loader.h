@@ -3,6 +3,10 @@
 //
 // Model specs:
 //   PATH or catalogue NAME   a GGUF file (resolved with resolve_model), tokenizer from its metadata, the CPU runner
+//                            (or CUDA); or a BERT encoder (safetensors + config.json directory, e.g. minilm-l6): an
+//                            embedding model (ModelHost::is_embedding) with its WordPiece tokenizer.json and the
+//                            sentence-transformers pipeline files (max_seq_length, mean pooling, Normalize), served
+//                            by /v1/embeddings on the CPU
 //   debug:bytes              a built-in byte-level fake model (no weights; deterministic logits): for tests of the
 //                            server itself and for measuring its overhead without model compute
 //   debug:slow               the same, 5 ms per engine step

@@ -52,7 +52,7 @@ json Service::model_admin_json() const {
   json data = json::array();
   for (const auto& h : models_.hosts()) {
     json m = {{"id", h->served_name}, {"state", "ready"}, {"path", h->path}, {"aliases", h->aliases},
-              {"max_context", h->max_context}, {"encrypted", !h->key_id.empty()}};
+              {"max_context", h->max_context}, {"encrypted", !h->key_id.empty()}, {"kind", h->kind()}};
     if (h->engine) {
       const engine::EngineStats s = h->engine->stats();
       m["in_flight"] = s.running + s.waiting;

@@ -5,6 +5,7 @@
 #include "audit/audit_log.h"
 #include "crypto/pii.h"
 #include "api/errors.h"
+#include "api/openai/embeddings.h"
 #include "api/openai/pii_filter.h"
 #include "api/openai/request.h"
 #include "base/check.h"
@@ -47,6 +48,8 @@ Service::Service(std::shared_ptr<Access> access, audit::AuditLog* audit, bool au
             [this](auto& req, auto ctx, auto r) { generate(Endpoint::kCompletion, req, ctx, r); });
   add_route("POST", "/api/v1/infer", Permission::kInference,
             [this](auto& req, auto ctx, auto r) { generate(Endpoint::kInfer, req, ctx, r); });
+  add_route("POST", "/v1/embeddings", Permission::kInference,
+            [this](auto& req, auto ctx, auto r) { embeddings(req, ctx, r); });
   add_route("GET", "/v1/models", Permission::kModelsRead,
             [this](auto& req, auto ctx, auto r) { list_models(req, *ctx, *r); });
   add_route("GET", "/v1/models/{id}", Permission::kModelsRead,
@@ -114,6 +117,7 @@ const char* Service::readiness_name(Readiness r) {
 nlohmann::json Service::drain_json() const {
   int in_flight = 0;
   for (const auto& h : models_.hosts()) {
+    if (h->embedder) in_flight += h->embedder->stats().waiting;
     if (!h->engine) continue;
     const engine::EngineStats s = h->engine->stats();
     in_flight += s.running + s.waiting;
@@ -164,6 +168,14 @@ nlohmann::json Service::stats_json() const {
   }
   nlohmann::json per_model = nlohmann::json::array();
   for (const auto& mh : models_.hosts()) {
+    if (mh->embedder) {
+      const engine::EmbedEngineStats s = mh->embedder->stats();
+      per_model.push_back({{"id", mh->served_name}, {"kind", "embedding"}, {"waiting", s.waiting},
+                           {"jobs_total", s.jobs_total}, {"inputs_total", s.inputs_total},
+                           {"tokens_total", s.tokens_total}, {"batches_total", s.batches_total},
+                           {"rejected_busy_total", s.rejected_busy_total}, {"cancelled_total", s.cancelled_total},
+                           {"errors_total", s.errors_total}});
+    }
     if (!mh->engine) continue;
     const engine::EngineStats s = mh->engine->stats();
     per_model.push_back({{"id", mh->served_name}, {"running", s.running}, {"waiting", s.waiting},
@@ -193,7 +205,7 @@ void Service::list_models(const server::HttpRequest& http, RequestContext& ctx, 
   auto card = [&](const std::string& id, const ModelHost& mh) {
     const size_t at = mh.served_name.rfind('@');
     return nlohmann::json{{"id", id}, {"object", "model"}, {"created", mh.created}, {"owned_by", "citadel"},
-                          {"max_model_len", mh.max_context}, {"root", mh.served_name}, {"kind", "chat"},
+                          {"max_model_len", mh.max_context}, {"root", mh.served_name}, {"kind", mh.kind()},
                           {"version", at == std::string::npos ? "" : mh.served_name.substr(at + 1)}};
   };
   auto visible = [&](const ModelHost& mh) { return !ctx.principal || ctx.principal->may_use_model(mh.served_name); };
@@ -217,25 +229,85 @@ void Service::list_models(const server::HttpRequest& http, RequestContext& ctx, 
   reply_error(r, &ctx, not_found("the model '" + id.substr(0, 200) + "' does not exist", "model_not_found"));
 }
 
-void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared_ptr<RequestContext> ctx,
-                       std::shared_ptr<ObservedResponder> r) {
-  if (models_.empty()) return reply_error(*r, ctx.get(), unavailable("the model is not loaded yet"));
+std::optional<ApiError> Service::not_serving() const {
+  if (models_.empty()) return unavailable("the model is not loaded yet");
   switch (readiness()) {
     case Readiness::kReady:
     case Readiness::kLoading: break;
     case Readiness::kShuttingDown: {
       ApiError e = unavailable("the server is shutting down; retry on another replica");
       e.code = "shutting_down";
-      return reply_error(*r, ctx.get(), e);
+      return e;
     }
     case Readiness::kDraining: {
       ApiError e = unavailable("this replica is draining; retry on another replica");
       e.code = "draining";
-      return reply_error(*r, ctx.get(), e);
+      return e;
     }
     case Readiness::kFailed:
-      return reply_error(*r, ctx.get(), model_failed("the model failed on its device; this replica needs a restart"));
+      return model_failed("the model failed on its device; this replica needs a restart");
   }
+  return std::nullopt;
+}
+
+void Service::embeddings(const server::HttpRequest& http, std::shared_ptr<RequestContext> ctx,
+                         std::shared_ptr<ObservedResponder> r) {
+  if (auto e = not_serving()) return reply_error(*r, ctx.get(), *e);
+  ojson body;
+  if (auto e = parse_json_body(http.body, &body)) return reply_error(*r, ctx.get(), *e);
+  EmbeddingRequest req;
+  if (auto e = parse_embedding_request(body, &req)) return reply_error(*r, ctx.get(), *e);
+  auto host = models_.resolve(req.model, ctx->principal ? ctx->principal->id : std::string());
+  if (!host) {
+    ctx->set_model(req.model);
+    ApiError e = not_found("the model '" + req.model.substr(0, 200) + "' does not exist", "model_not_found");
+    e.param = "model";
+    return reply_error(*r, ctx.get(), e);
+  }
+  ctx->set_model(host->served_name);
+  if (!host->is_embedding())
+    return reply_error(*r, ctx.get(),
+                       bad_request("the model '" + host->served_name + "' is not an embedding model: use "
+                                   "/v1/chat/completions or /v1/completions", "model", "model_not_supported"));
+  const auth::Principal* who = ctx->principal ? &*ctx->principal : nullptr;
+  if (who && !who->may_use_model(host->served_name)) {
+    ApiError e = forbidden("this credential may not use the model '" + host->served_name + "'", "model_not_allowed");
+    e.param = "model";
+    return reply_error(*r, ctx.get(), e);
+  }
+  std::vector<std::vector<int32_t>> inputs;
+  if (auto e = tokenize_embedding_inputs(*host, req, &inputs)) return reply_error(*r, ctx.get(), *e);
+  int64_t tokens = 0;
+  for (const auto& in : inputs) tokens += static_cast<int64_t>(in.size());
+  if (access_ && access_->enabled()) {
+    if (auto e = access_->admit(*ctx, tokens, 0)) return reply_error(*r, ctx.get(), *e);
+  }
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  r->on_closed([cancelled] { cancelled->store(true); });
+  engine::EmbedJob job;
+  job.inputs = std::move(inputs);
+  job.cancelled = cancelled;
+  const int dim = host->embed_runner->dim();
+  const std::string model = host->served_name;
+  // Runs on the embedding engine's thread; the response is built on the connection's executor.
+  job.done = [r, ctx, req = std::move(req), model, dim, tokens](Status st, std::vector<float> rows) mutable {
+    r->post([r, ctx, req = std::move(req), model, dim, tokens, st, rows = std::move(rows)] {
+      if (!st.ok()) return reply_error(*r, ctx.get(), from_status(st, "input"));
+      ctx->set_usage(static_cast<int>(tokens), 0, 0);
+      server::HttpResponse resp;
+      resp.status = 200;
+      resp.headers.push_back({"Content-Type", "application/json"});
+      resp.body = dump_json(embedding_response(req, model, dim, rows, tokens));
+      r->send(std::move(resp));
+    });
+  };
+  if (Status st = host->embedder->submit(std::move(job)); !st.ok())
+    return reply_error(*r, ctx.get(), from_status(st));
+}
+
+void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared_ptr<RequestContext> ctx,
+                       std::shared_ptr<ObservedResponder> r) {
+  if (auto e = not_serving()) return reply_error(*r, ctx.get(), *e);
   ojson body;
   if (auto e = parse_json_body(http.body, &body)) return reply_error(*r, ctx.get(), *e);
   ParsedRequest req;
@@ -256,8 +328,12 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
     e.param = "model";
     return reply_error(*r, ctx.get(), e);
   }
-  apply_sampling_defaults(host->default_sampling, &req);
   ctx->set_model(host->served_name);
+  if (host->is_embedding())
+    return reply_error(*r, ctx.get(),
+                       bad_request("the model '" + host->served_name + "' is an embedding model: use /v1/embeddings",
+                                   "model", "model_not_supported"));
+  apply_sampling_defaults(host->default_sampling, &req);
   const auth::Principal* who = ctx->principal ? &*ctx->principal : nullptr;
   if (who && !who->may_use_model(host->served_name)) {
     ApiError e = forbidden("this credential may not use the model '" + host->served_name + "'", "model_not_allowed");

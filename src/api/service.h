@@ -11,7 +11,10 @@
 //   POST|GET|DELETE /admin/v1/drain               admin: start a drain (new generations 503 + Retry-After, /ready
 //                                                 503, in-flight ones finish), its state {draining, in_flight},
 //                                                 end it (ready again): for rolling updates behind a load balancer
-//   POST /v1/chat/completions, /v1/completions, /api/v1/infer           inference
+//   POST /v1/chat/completions, /v1/completions, /api/v1/infer           inference (a decoder model; an embedding
+//                                                                       model answers 400 model_not_supported)
+//   POST /v1/embeddings                            inference (an embedding model; a decoder answers 400; through the
+//                                                  model's EmbedEngine: bounded queue, 429 when full)
 //   GET  /v1/models, /v1/models/{id}                                    models.read (models and aliases)
 //   GET|POST /admin/v1/models, DELETE /admin/v1/models/{id}             admin: list / load (async) / unload (the
 //                                                 model leaves the registry; its requests in flight finish)
@@ -35,6 +38,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -105,7 +109,11 @@ class Service {
   void exchange_ended(const ExchangeRecord& rec, const RequestContext& ctx);
   void generate(Endpoint ep, const server::HttpRequest& req, std::shared_ptr<RequestContext> ctx,
                 std::shared_ptr<ObservedResponder> r);
+  void embeddings(const server::HttpRequest& req, std::shared_ptr<RequestContext> ctx,
+                  std::shared_ptr<ObservedResponder> r);
   void list_models(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r);
+  // Why no request can be served now (no model, shutting down, draining, failed), or nothing.
+  std::optional<ApiError> not_serving() const;
   void add_drain_routes();
   void add_model_routes();  // api/model_routes.cc
   nlohmann::json model_admin_json() const;

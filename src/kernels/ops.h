@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "base/status.h"
 #include "kernels/quant/types.h"
@@ -74,6 +75,13 @@ struct AttnBatch {
   int window = 0;  // > 0: sliding-window attention: the token at position p sees keys p - window + 1 .. p only
 };
 
+// An f32 weight matrix W [rows, cols] repacked for the f32 GEMM below: panels of kPanelRows consecutive rows, each
+// panel k-major: data[(p * cols + k) * kPanelRows + r] = W[p * kPanelRows + r, k] (rows past the end are zero).
+inline constexpr int kPanelRows = 16;
+struct PackedMatrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<float> data;  // [ceil(rows / kPanelRows), cols, kPanelRows]
+};
 namespace cpu {
 
 // Y [n_tokens, w.rows] = X [n_tokens, w.cols] * W^T. f32/f16/bf16 weights use f32 math; 32-block quantized weights
@@ -133,6 +141,45 @@ void attention(const float* q, const KvCacheView& cache, const AttnBatch& batch,
                float* out);
 void attention_ref(const float* q, const KvCacheView& cache, const AttnBatch& batch, int n_heads, float scale,
                    float* out);
+
+// w: [rows, cols] row-major f32.
+PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols);
+// What matmul_packed applies to each output before storing it (while it is still in registers).
+enum class Epilogue { kNone, kGeluErf };
+// y [n_tokens, w.rows] (rows ldy floats apart, ldy >= w.rows; 0: w.rows) = epi(x [n_tokens, w.cols] W^T + bias
+// [w.rows]) (bias may be null; epi as gelu_erf). f32 math (register-blocked FMA microkernel, threaded over panels);
+// agrees with matmul_ref on the unpacked matrix up to float summation order.
+void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
+                   int64_t ldy = 0, Epilogue epi = Epilogue::kNone);
+void matmul_packed_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
+                       int64_t ldy = 0, Epilogue epi = Epilogue::kNone);
+
+// Encoder ops (BERT family).
+// y [n_tokens, dim] = (x - mean) / sqrt(var + eps) * weight + bias, mean and (biased) var over each row. y may
+// equal x.
+void layernorm(const float* x, const float* weight, const float* bias, float* y, int64_t n_tokens, int64_t dim,
+               float eps);
+void layernorm_ref(const float* x, const float* weight, const float* bias, float* y, int64_t n_tokens, int64_t dim,
+                   float eps);
+
+// y [n] = gelu(x) with the exact (erf) form: x / 2 * (1 + erf(x / sqrt(2))). y may equal x. The fast version's erf is
+// a rational-exponential approximation with |error| < 2e-7.
+void gelu_erf(const float* x, float* y, int64_t n);
+void gelu_erf_ref(const float* x, float* y, int64_t n);
+
+// In place, each row of y [n_rows, n] += bias [n].
+void add_bias(float* y, const float* bias, int64_t n_rows, int64_t n);
+void add_bias_ref(float* y, const float* bias, int64_t n_rows, int64_t n);
+
+// Bidirectional attention over packed sequences: sequence s is tokens [seq_start[s], seq_start[s + 1]) and each of
+// its tokens attends to every token of that sequence and of no other (a batch of different lengths needs no padding:
+// this is the padding mask). q, k, v: rows of `stride` floats (they may be planes of one buffer), head h at columns
+// [h * head_dim, (h + 1) * head_dim). out [n_tokens, n_heads * head_dim], n_tokens = seq_start[n_seqs];
+// seq_start [n_seqs + 1] increasing from 0. scale <= 0 means 1/sqrt(head_dim). Threaded over (sequence, head).
+void encoder_attention(const float* q, const float* k, const float* v, int64_t stride, const int32_t* seq_start,
+                       int n_seqs, int n_heads, int head_dim, float scale, float* out);
+void encoder_attention_ref(const float* q, const float* k, const float* v, int64_t stride, const int32_t* seq_start,
+                           int n_seqs, int n_heads, int head_dim, float scale, float* out);
 
 }  // namespace cpu
 }  // namespace citadel

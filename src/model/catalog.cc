@@ -135,8 +135,8 @@ Status check_generative(const std::string& name_or_path) {
   for (const auto& e : model_catalog()) {
     if (!e.embedding || (name_or_path != e.name && base != e.file_name)) continue;
     return Unsupported(e.name + " is a sentence-embedding model (" + e.description + "): it is for embeddings and "
-                       "retrieval, not for generate or chat, and this build does not serve embeddings yet; "
-                       "use a chat model such as " + default_model_name());
+                       "retrieval, not for generate or chat: serve it with `citadel serve --model " + e.name + "` for "
+                       "POST /v1/embeddings, or use a chat model such as " + default_model_name());
   }
   return OkStatus();
 }

@@ -57,7 +57,8 @@ std::string default_models_dir();
 Result<std::string> resolve_model(const std::string& name_or_path, const std::string& models_dir);
 
 // OK unless name_or_path is (the pulled file of) a catalogue embedding model; then kUnsupported with one line that
-// says what the model is for, so that generate / serve do not fail later on a missing chat tokenizer.
+// says what the model is for (serve, for /v1/embeddings), so that generate does not fail later on a missing chat
+// tokenizer. serve loads embedding models (api/model_loader.h).
 Status check_generative(const std::string& name_or_path);
 
 }  // namespace citadel

@@ -98,6 +98,7 @@ def request_for(route):
         body = {"/v1/chat/completions": CHAT,
                 "/v1/completions": {"model": "smollm2", "prompt": "Hi", "max_tokens": 1},
                 "/api/v1/infer": {"prompt": "Hi", "max_tokens": 1},
+                "/v1/embeddings": {"model": "smollm2", "input": "Hi"},
                 "/admin/v1/keys": {"name": "matrix", "role": "guest"},
                 "/admin/v1/tenants": {"id": "mx-" + uuid.uuid4().hex[:8]}}.get(path, {"limits": {}})
     return route["method"], path, body

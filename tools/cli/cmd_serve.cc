@@ -486,7 +486,10 @@ int run_serve(const ServeFlags& flags) {
   http.stop_accepting();
   http.close_idle();
   const auto drain_until = std::chrono::steady_clock::now() + std::chrono::seconds(cfg.drain_timeout_s);
-  for (const auto& h : service->models().hosts()) h->engine->stop(drain_until);
+  for (const auto& h : service->models().hosts()) {
+    if (h->engine) h->engine->stop(drain_until);
+    if (h->embedder) h->embedder->stop(drain_until);
+  }
   // Let the last responses reach their sockets.
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (http.stats().connections_open > 0 && std::chrono::steady_clock::now() < until) {

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Sentence-embedding throughput on this CPU: Citadel's BERT runner against sentence-transformers (PyTorch CPU), in
+one run on the same machine, with the same sentences (32 word pieces each, [CLS] and [SEP] included) and the same
+thread count. Writes bench/results/cpu-<device>-<date>-embed.json (BENCHMARKS.md).
+
+Usage (with the reference venv, which has torch + sentence-transformers):
+  /work/venv-ref/bin/python bench/cpu/embed_bench.py [--bin build-dev/bench/embed_cpu_bench] [--threads 2]
+      [--model ~/.cache/citadel/models/all-MiniLM-L6-v2] [--seconds 3] [--repeats 5] [--rounds 2] [--out FILE]
+Citadel and sentence-transformers alternate repeat by repeat (so a change of load on a shared machine hits both
+alike); the figures are medians over all repeats of all rounds, plus the median of the per-pair speedups. Both sides
+include tokenization.
+"""
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import random
+import statistics
+import subprocess
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def cpu_name():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown cpu"
+
+
+def cpu_detail():
+    info = {}
+    for line in open("/proc/cpuinfo"):
+        k, _, v = line.partition(":")
+        info.setdefault(k.strip(), v.strip())
+    return f"family {info.get('cpu family', '?')} model {info.get('model', '?')}, {info.get('cpu MHz', '?')} MHz"
+
+
+def make_sentences(tok, n, pieces=30, seed=1):
+    """n sentences of `pieces` whole-word vocabulary entries (each one word piece) -> pieces + 2 tokens."""
+    rng = random.Random(seed)
+    words = [w for w in tok.get_vocab() if w.isascii() and w.isalpha() and len(w) >= 3 and not w.startswith("##")]
+    words.sort()
+    out = []
+    while len(out) < n:
+        s = " ".join(rng.choice(words) for _ in range(pieces))
+        if len(tok(s)["input_ids"]) == pieces + 2:
+            out.append(s)
+    return out
+
+
+def bench_st(model, sentences, batch, seconds, repeats):
+    model.encode(sentences[:max(batch, 64)], batch_size=batch)  # warm-up
+    rates, i = [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = 0
+        while True:
+            chunk = [sentences[(i + k) % len(sentences)] for k in range(batch)]
+            i += batch
+            model.encode(chunk, batch_size=batch, convert_to_numpy=True)
+            n += batch
+            if time.perf_counter() - t0 >= seconds:
+                break
+        rates.append(n / (time.perf_counter() - t0))
+    return rates
+
+
+def bench_citadel(binary, model_dir, sentences_file, threads, seconds, repeats, batches):
+    env = dict(os.environ, CITADEL_THREADS=str(threads))
+    out = subprocess.run([binary, "--model", model_dir, "--sentences", sentences_file, "--batch",
+                          ",".join(map(str, batches)), "--seconds", str(seconds), "--repeats", str(repeats)],
+                         check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=str(ROOT / "build-dev/bench/embed_cpu_bench"))
+    ap.add_argument("--model", default=os.path.expanduser("~/.cache/citadel/models/all-MiniLM-L6-v2"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", default="")
+    a = ap.parse_args()
+
+    import torch
+    import sentence_transformers
+    from sentence_transformers import SentenceTransformer
+    torch.set_num_threads(a.threads)
+    st = SentenceTransformer(a.model, device="cpu")
+    st.eval()
+    sentences = make_sentences(st.tokenizer, 256)
+    batches = [1, 32]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(sentences) + "\n")
+        sentences_file = f.name
+    cit = {b: [] for b in batches}
+    ref = {b: [] for b in batches}
+    loads = []
+    try:
+        # Citadel and sentence-transformers alternate repeat by repeat (a pair sees about the same machine load).
+        for _ in range(a.rounds):
+            for b in batches:
+                for _ in range(a.repeats):
+                    loads.append(os.getloadavg()[0])
+                    r = bench_citadel(a.bin, a.model, sentences_file, a.threads, a.seconds, 1, [b])
+                    assert r["tokens_per_sentence"] == 32, r
+                    cit[b].append(r["figures"][f"batch{b}_sentences_per_s"])
+                    with torch.inference_mode():
+                        ref[b].extend(bench_st(st, sentences, b, a.seconds, 1))
+    finally:
+        os.unlink(sentences_file)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    figures = {}
+    for b in batches:
+        c, s = statistics.median(cit[b]), statistics.median(ref[b])
+        figures[f"embed_b{b}_32tok_citadel_sentences_per_s"] = round(c, 2)
+        figures[f"embed_b{b}_32tok_sentence_transformers_sentences_per_s"] = round(s, 2)
+        figures[f"embed_b{b}_32tok_speedup_x"] = round(c / s, 3)
+        figures[f"embed_b{b}_32tok_speedup_median_of_pairs_x"] = round(
+            statistics.median(x / y for x, y in zip(cit[b], ref[b])), 3)
+        figures[f"embed_b{b}_32tok_citadel_spread_sentences_per_s"] = [round(min(cit[b]), 2), round(max(cit[b]), 2)]
+        figures[f"embed_b{b}_32tok_sentence_transformers_spread_sentences_per_s"] = [round(min(ref[b]), 2),
+                                                                                      round(max(ref[b]), 2)]
+    date = datetime.date.today().isoformat()
+    doc = {
+        "device": f"{cpu_name()} ({cpu_detail()}), {os.cpu_count()} cores (shared with other developers' builds)",
+        "commit": commit,
+        "date": date,
+        "model": "all-MiniLM-L6-v2 (citadel pull minilm-l6), f32 weights, f32 math on both sides",
+        "command": f"bench/cpu/embed_bench.py --threads {a.threads} --seconds {a.seconds} --repeats {a.repeats} "
+                   f"--rounds {a.rounds}",
+        "method": "256 random sentences of 30 whole-word vocabulary entries (32 word pieces with [CLS]/[SEP]); "
+                  "batch B = B sentences per call, tokenization included on both sides; warm-up, then repeats of "
+                  f"~{a.seconds} s each, Citadel and the reference alternating repeat by repeat; medians over all repeats "
+                  "(and the median of the per-pair ratios). Citadel: embed_cpu_bench "
+                  f"(CpuEmbeddingRunner, what /v1/embeddings runs), CITADEL_THREADS={a.threads}. "
+                  f"Reference: sentence-transformers {sentence_transformers.__version__} encode(), torch "
+                  f"{torch.__version__} CPU, torch.set_num_threads({a.threads}).",
+        "load_average_1m_at_pairs": [round(x, 2) for x in loads],
+        "pairs_sentences_per_s": {f"batch{b}": [[round(x, 2), round(y, 2)] for x, y in zip(cit[b], ref[b])]
+                                  for b in batches},
+        "figures": figures,
+    }
+    out = a.out or str(ROOT / "bench/results" / f"cpu-amd-epyc-{date}-embed.json")
+    pathlib.Path(out).write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps(doc, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+// EmbedEngine: the engine of an embedding model. One worker thread drains a bounded queue of jobs; jobs that are
+// waiting together are embedded in one runner call (their inputs packed into shared forwards), so concurrent small
+// requests batch the way generation steps do.
+//
+//   submit(job) (any thread) -> queue (at most max_waiting jobs, else kResourceExhausted "busy": the API answers 429)
+//   worker: take the queued jobs in order while their tokens fit max_batch_tokens (always at least one), drop the
+//   cancelled ones, runner.embed(all their inputs), call each job's done() with its rows.
+//
+// Runner errors fail only the jobs of that call (an embedding runner keeps no state between calls: an invalid input
+// cannot poison the next batch). stop(deadline) refuses new jobs, lets the queued ones finish until the deadline and
+// fails the rest with kCancelled.
+// Thread-safety: submit / stop / stats from any thread; done() runs on the worker thread and must not block long.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "backend/embedding_runner.h"
+#include "base/status.h"
+
+namespace citadel::engine {
+
+struct EmbedEngineConfig {
+  int max_waiting = 256;          // jobs queued and not yet started
+  int max_batch_tokens = 8192;    // tokens of the jobs batched into one runner call (a larger job runs alone)
+};
+
+struct EmbedJob {
+  std::vector<std::vector<int32_t>> inputs;  // each 1..runner.max_tokens() ids
+  // Called once: OK and out [inputs.size(), dim] row-major, or the error. On the worker thread.
+  std::function<void(Status, std::vector<float> out)> done;
+  std::shared_ptr<std::atomic<bool>> cancelled;  // optional: set when the client went away (the job is skipped)
+};
+
+struct EmbedEngineStats {
+  int waiting = 0;
+  int64_t jobs_total = 0, inputs_total = 0, tokens_total = 0, batches_total = 0;
+  int64_t rejected_busy_total = 0, cancelled_total = 0, errors_total = 0;
+};
+
+class EmbedEngine {
+ public:
+  // runner must outlive the engine.
+  EmbedEngine(EmbeddingRunner* runner, EmbedEngineConfig cfg);
+  ~EmbedEngine();
+  EmbedEngine(const EmbedEngine&) = delete;
+  EmbedEngine& operator=(const EmbedEngine&) = delete;
+
+  Status start();
+  // kResourceExhausted when the queue is full or the engine is stopping; kInvalidArgument for a job without inputs.
+  Status submit(EmbedJob job);
+  // Refuse new jobs, finish the queued ones until deadline, fail what is left, join the worker.
+  void stop(std::chrono::steady_clock::time_point deadline);
+  EmbedEngineStats stats() const;
+  const EmbeddingRunner& runner() const { return *runner_; }
+
+ private:
+  void loop();
+  void run_batch(std::vector<EmbedJob>& jobs);
+
+  EmbeddingRunner* runner_;
+  EmbedEngineConfig cfg_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<EmbedJob> queue_;
+  bool accepting_ = false, stopping_ = false;
+  std::chrono::steady_clock::time_point deadline_{};
+  std::thread worker_;
+  EmbedEngineStats stats_;
+};
+
+}  // namespace citadel::engine

@@ -1,0 +1,150 @@
+// The f32 GEMM over packed weights (kernels/ops.h PackedMatrix): an AVX2 microkernel of 6 tokens x 16 rows (12
+// accumulators: per k, two weight loads and six broadcasts feed twelve FMAs), threaded over row panels so that each
+// panel stays in cache while every token streams past it; a scalar reference over the same layout.
+#include <algorithm>
+#include <cstring>
+
+#include "base/cpu_features.h"
+#include "base/thread_pool.h"
+#include "kernels/cpu/simd_math.h"
+#include "kernels/ops.h"
+
+namespace citadel::cpu {
+namespace {
+
+constexpr int kMr = 6;  // tokens per microkernel call
+constexpr int64_t kTokenBlockBytes = 128 << 10;
+
+const float* panel_of(const PackedMatrix& w, int64_t p) { return w.data.data() + p * w.cols * kPanelRows; }
+
+// The panel's bias [kPanelRows] (zero-padded), or zeros.
+void panel_bias(const PackedMatrix& w, const float* bias, int64_t p, float* out) {
+  std::fill(out, out + kPanelRows, 0.0f);
+  if (!bias) return;
+  const int64_t r0 = p * kPanelRows, n = std::min<int64_t>(kPanelRows, w.rows - r0);
+  std::copy(bias + r0, bias + r0 + n, out);
+}
+
+void panel_ref(const PackedMatrix& w, int64_t p, const float* x, int64_t n_tokens, const float* b16, float* y,
+               int64_t ldy, Epilogue epi) {
+  const float* pw = panel_of(w, p);
+  const int64_t r0 = p * kPanelRows, nr = std::min<int64_t>(kPanelRows, w.rows - r0);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t r = 0; r < nr; ++r) {
+      double acc = b16[r];
+      for (int64_t k = 0; k < w.cols; ++k) acc += static_cast<double>(pw[k * kPanelRows + r]) * x[t * w.cols + k];
+      float* out = y + t * ldy + r0 + r;
+      *out = static_cast<float>(acc);
+      if (epi == Epilogue::kGeluErf) gelu_erf_ref(out, out, 1);
+    }
+  }
+}
+
+#if defined(__x86_64__)
+template <int M, bool kGelu>
+CITADEL_AVX2 void micro(const float* pw, const float* x, int64_t K, const float* b16, float* y, int64_t ldy, int nr) {
+  __m256 c0[M], c1[M];
+  const __m256 b0 = _mm256_loadu_ps(b16), b1 = _mm256_loadu_ps(b16 + 8);
+  for (int m = 0; m < M; ++m) c0[m] = b0, c1[m] = b1;
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(pw + k * kPanelRows), w1 = _mm256_loadu_ps(pw + k * kPanelRows + 8);
+    for (int m = 0; m < M; ++m) {
+      const __m256 xb = _mm256_broadcast_ss(x + m * K + k);
+      c0[m] = _mm256_fmadd_ps(xb, w0, c0[m]);
+      c1[m] = _mm256_fmadd_ps(xb, w1, c1[m]);
+    }
+  }
+  if constexpr (kGelu) {
+    for (int m = 0; m < M; ++m) c0[m] = detail::gelu8(c0[m]), c1[m] = detail::gelu8(c1[m]);
+  }
+  for (int m = 0; m < M; ++m) {
+    if (nr == kPanelRows) {
+      _mm256_storeu_ps(y + m * ldy, c0[m]);
+      _mm256_storeu_ps(y + m * ldy + 8, c1[m]);
+    } else {
+      alignas(32) float tmp[kPanelRows];
+      _mm256_store_ps(tmp, c0[m]);
+      _mm256_store_ps(tmp + 8, c1[m]);
+      std::memcpy(y + m * ldy, tmp, sizeof(float) * nr);
+    }
+  }
+}
+
+template <bool kGelu>
+void panel_avx2(const PackedMatrix& w, int64_t p, const float* x, int64_t n_tokens, const float* b16, float* y,
+                int64_t ldy) {
+  const float* pw = panel_of(w, p);
+  const int64_t r0 = p * kPanelRows;
+  const int nr = static_cast<int>(std::min<int64_t>(kPanelRows, w.rows - r0));
+  const int64_t K = w.cols;
+  int64_t t = 0;
+  for (; t + kMr <= n_tokens; t += kMr) micro<kMr, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+  switch (n_tokens - t) {
+    case 5: micro<5, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 4: micro<4, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 3: micro<3, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 2: micro<2, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 1: micro<1, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    default: break;
+  }
+}
+#endif
+
+}  // namespace
+
+PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols) {
+  PackedMatrix m;
+  m.rows = rows, m.cols = cols;
+  const int64_t panels = (rows + kPanelRows - 1) / kPanelRows;
+  m.data.assign(static_cast<size_t>(panels * cols * kPanelRows), 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t p = r / kPanelRows, i = r % kPanelRows;
+    for (int64_t k = 0; k < cols; ++k) m.data[(p * cols + k) * kPanelRows + i] = w[r * cols + k];
+  }
+  return m;
+}
+
+void matmul_packed_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
+                       int64_t ldy, Epilogue epi) {
+  if (ldy <= 0) ldy = w.rows;
+  const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
+  for (int64_t p = 0; p < panels; ++p) {
+    float b16[kPanelRows];
+    panel_bias(w, bias, p, b16);
+    panel_ref(w, p, x, n_tokens, b16, y, ldy, epi);
+  }
+}
+
+void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
+                   int64_t ldy, Epilogue epi) {
+  if (ldy <= 0) ldy = w.rows;
+  const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
+#if defined(__x86_64__)
+  const bool avx2 = cpu_features().has_avx2_fma();
+#endif
+  // Tokens in blocks of about kTokenBlockBytes of activations, so that a block stays in L2 while it meets every
+  // panel of this thread's share (without blocking, each panel streamed all of x from memory: batched rows stopped
+  // scaling past one core).
+  const int64_t tb = std::max<int64_t>(kMr, kTokenBlockBytes / (w.cols * 4) / kMr * kMr);
+  ThreadPool::current().parallel_for(panels, [&](int64_t b, int64_t e) {
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += tb) {
+      const int64_t nt = std::min(tb, n_tokens - t0);
+      const float* xb = x + t0 * w.cols;
+      float* yb = y + t0 * ldy;
+      for (int64_t p = b; p < e; ++p) {
+        alignas(32) float b16[kPanelRows];
+        panel_bias(w, bias, p, b16);
+#if defined(__x86_64__)
+        if (avx2) {
+          if (epi == Epilogue::kGeluErf) panel_avx2<true>(w, p, xb, nt, b16, yb, ldy);
+          else panel_avx2<false>(w, p, xb, nt, b16, yb, ldy);
+          continue;
+        }
+#endif
+        panel_ref(w, p, xb, nt, b16, yb, ldy, epi);
+      }
+    }
+  });
+}
+
+}  // namespace citadel::cpu

@@ -1,0 +1,219 @@
+"""POST /v1/embeddings on the real all-MiniLM-L6-v2 (`citadel pull minilm-l6`) served with no new flag, through the
+official openai SDK: embeddings equal sentence-transformers' (tests/golden/model/minilm-l6-embeddings.json, cosine >
+0.9999) with the SDK's default base64 and with floats, dimensions (truncate + renormalise), token-id input, batches,
+usage with truncation at 256 tokens, concurrent requests equal to solo ones, 429 when the queue is full, OpenAI-shaped
+400s for bad input, and the model kinds kept apart (chat on an embedding model, embeddings on a decoder)."""
+import concurrent.futures
+import json
+import math
+import os
+import pathlib
+
+import openai
+import pytest
+import requests
+
+from conftest import ROOT, Server
+
+MODEL_DIR = "all-MiniLM-L6-v2"
+GOLDEN = json.loads((ROOT / "tests/golden/model/minilm-l6-embeddings.json").read_text(encoding="utf-8"))
+
+
+def _models_dir():
+    for d in (os.environ.get("CITADEL_MODELS"), pathlib.Path.home() / ".cache/citadel/models", "/tmp/models"):
+        if d and (pathlib.Path(d) / MODEL_DIR / "model.safetensors").is_file():
+            return str(d)
+    pytest.skip(f"{MODEL_DIR} not found (run `citadel pull minilm-l6`)")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    s = Server(["--model", "minilm-l6", "--models-dir", _models_dir(), "--threads", "2"])
+    yield s
+    assert s.stop() == 0, "".join(s.stderr[-20:])
+
+
+def sdk(server):
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_key, max_retries=0, timeout=120)
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def assert_matches_golden(vectors, cases):
+    assert len(vectors) == len(cases)
+    for v, c in zip(vectors, cases):
+        assert len(v) == GOLDEN["dim"]
+        assert cosine(v, c["embedding"]) > 0.9999, c["text"]
+
+
+def test_models_lists_the_embedding_model(minilm):
+    models = sdk(minilm).models.list().data
+    assert [m.id for m in models] == ["minilm-l6"]
+    card = minilm.http.get(minilm.base_url + "/v1/models/minilm-l6").json()
+    assert card["kind"] == "embedding" and card["max_model_len"] == GOLDEN["max_seq_length"]
+
+
+def test_sdk_default_base64_and_float_match_sentence_transformers(minilm):
+    c = sdk(minilm)
+    cases = GOLDEN["cases"]
+    texts = [k["text"] for k in cases]
+    r64 = c.embeddings.create(model="minilm-l6", input=texts)  # the SDK asks for base64 and decodes it
+    rf = c.embeddings.create(model="minilm-l6", input=texts, encoding_format="float")
+    assert r64.object == "list" and r64.model == "minilm-l6"
+    assert [d.index for d in r64.data] == list(range(len(texts)))
+    assert all(d.object == "embedding" for d in r64.data)
+    assert_matches_golden([d.embedding for d in r64.data], cases)
+    assert [d.embedding for d in rf.data] == [d.embedding for d in r64.data]  # same float32 values either way
+    # usage counts what the model read: the long text truncated to 256 tokens, [CLS] and [SEP] included
+    assert rf.usage.prompt_tokens == rf.usage.total_tokens == sum(len(k["ids"]) for k in cases)
+    assert max(k["untruncated_tokens"] for k in cases) > GOLDEN["max_seq_length"]
+
+
+def test_single_string_and_raw_json_shape(minilm):
+    case = GOLDEN["cases"][0]
+    r = minilm.http.post(minilm.base_url + "/v1/embeddings",
+                         json={"model": "minilm-l6", "input": case["text"], "user": "someone"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"object", "data", "model", "usage"}
+    assert body["usage"] == {"prompt_tokens": len(case["ids"]), "total_tokens": len(case["ids"])}
+    assert set(body["data"][0]) == {"object", "index", "embedding"}
+    assert cosine(body["data"][0]["embedding"], case["embedding"]) > 0.9999
+
+
+def test_dimensions_truncate_and_renormalise(minilm):
+    c = sdk(minilm)
+    text = GOLDEN["cases"][1]["text"]
+    full = c.embeddings.create(model="minilm-l6", input=text, encoding_format="float").data[0].embedding
+    for dims in (1, 64, 384):
+        short = c.embeddings.create(model="minilm-l6", input=text, dimensions=dims).data[0].embedding
+        assert len(short) == dims
+        assert abs(math.sqrt(sum(x * x for x in short)) - 1.0) < 1e-5
+        norm = math.sqrt(sum(x * x for x in full[:dims]))
+        assert all(abs(a - b / norm) < 1e-6 for a, b in zip(short, full[:dims]))
+
+
+def test_token_id_input_equals_text_input(minilm):
+    c = sdk(minilm)
+    cases = GOLDEN["cases"][:5]
+    by_text = [d.embedding for d in c.embeddings.create(model="minilm-l6", input=[k["text"] for k in cases]).data]
+    one = c.embeddings.create(model="minilm-l6", input=cases[0]["ids"]).data[0].embedding  # one array of ids
+    assert cosine(one, by_text[0]) > 0.999999
+    with_specials = c.embeddings.create(model="minilm-l6", input=[k["ids"] for k in cases])
+    pieces_only = c.embeddings.create(model="minilm-l6", input=[k["ids"][1:-1] for k in cases])
+    for a, b, t in zip(with_specials.data, pieces_only.data, by_text):
+        assert cosine(a.embedding, t) > 0.999999 and cosine(b.embedding, t) > 0.999999
+    assert pieces_only.usage.prompt_tokens == sum(len(k["ids"]) for k in cases)  # [CLS]/[SEP] added and counted
+
+
+def test_concurrent_requests_equal_solo(minilm):
+    c = sdk(minilm)
+    texts = [k["text"] for k in GOLDEN["cases"]]
+    solo = [c.embeddings.create(model="minilm-l6", input=t).data[0].embedding for t in texts]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        together = list(ex.map(lambda t: c.embeddings.create(model="minilm-l6", input=t).data[0].embedding, texts))
+    for a, b in zip(solo, together):
+        assert cosine(a, b) > 0.999999
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"model": "minilm-l6"}, "input"),
+    ({"model": "minilm-l6", "input": ""}, "input"),
+    ({"model": "minilm-l6", "input": []}, "input"),
+    ({"model": "minilm-l6", "input": [""]}, "input"),
+    ({"model": "minilm-l6", "input": [[]]}, "input"),
+    ({"model": "minilm-l6", "input": ["a", 1]}, "input"),
+    ({"model": "minilm-l6", "input": [1, "a"]}, "input"),
+    ({"model": "minilm-l6", "input": [[1], "a"]}, "input"),
+    ({"model": "minilm-l6", "input": [-1]}, "input"),
+    ({"model": "minilm-l6", "input": [1.5]}, "input"),
+    ({"model": "minilm-l6", "input": [99999999]}, "input"),
+    ({"model": "minilm-l6", "input": {"text": "a"}}, "input"),
+    ({"model": "minilm-l6", "input": 42}, "input"),
+    ({"model": "minilm-l6", "input": ["x"] * 2049}, "input"),
+    ({"model": "minilm-l6", "input": "a", "encoding_format": "int8"}, "encoding_format"),
+    ({"model": "minilm-l6", "input": "a", "dimensions": 0}, "dimensions"),
+    ({"model": "minilm-l6", "input": "a", "dimensions": 385}, "dimensions"),
+    ({"model": "minilm-l6", "input": "a", "dimensions": "8"}, "dimensions"),
+    ({"model": "minilm-l6", "input": "a", "user": 7}, "user"),
+    ({"input": "a"}, "model"),
+])
+def test_bad_requests_are_openai_400s(minilm, body, param):
+    r = minilm.http.post(minilm.base_url + "/v1/embeddings", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["type"] == "invalid_request_error" and err["param"] == param and err["message"]
+
+
+def test_unknown_model_is_an_openai_404(minilm):
+    with pytest.raises(openai.NotFoundError) as e:
+        sdk(minilm).embeddings.create(model="text-embedding-3-small", input="a")
+    assert e.value.code == "model_not_found"
+
+
+def test_2048_inputs_are_accepted_and_the_sdk_raises_beyond(minilm):
+    c = sdk(minilm)
+    r = c.embeddings.create(model="minilm-l6", input=["ok"] * 2048, encoding_format="float")
+    assert len(r.data) == 2048 and r.data[2047].index == 2047
+    with pytest.raises(openai.BadRequestError) as e:
+        c.embeddings.create(model="minilm-l6", input=["ok"] * 2049)
+    assert "2048" in e.value.message
+
+
+def test_chat_on_an_embedding_model_is_a_400(minilm):
+    with pytest.raises(openai.BadRequestError) as e:
+        sdk(minilm).chat.completions.create(model="minilm-l6", messages=[{"role": "user", "content": "hi"}])
+    assert "embedding model" in e.value.message
+    with pytest.raises(openai.BadRequestError):
+        sdk(minilm).completions.create(model="minilm-l6", prompt="hi", max_tokens=1)
+
+
+def test_full_queue_answers_429_and_the_directory_path_serves_too():
+    path = str(pathlib.Path(_models_dir()) / MODEL_DIR)
+    s = Server(["--model", path, "--threads", "2", "--max-queue", "1"])
+    try:
+        assert [m["id"] for m in s.http.get(s.base_url + "/v1/models").json()["data"]] == [MODEL_DIR]
+        long_text = next(k["text"] for k in GOLDEN["cases"] if k["untruncated_tokens"] > 256)
+        body = {"model": MODEL_DIR, "input": [long_text] * 16, "encoding_format": "base64"}
+        hdr = {"Authorization": "Bearer " + s.admin_key}
+
+        def one(_):
+            return requests.post(s.base_url + "/v1/embeddings", json=body, headers=hdr, timeout=300)
+        with concurrent.futures.ThreadPoolExecutor(12) as ex:
+            results = list(ex.map(one, range(12)))
+        codes = [r.status_code for r in results]
+        assert set(codes) <= {200, 429} and 200 in codes and 429 in codes, codes
+        busy = next(r for r in results if r.status_code == 429)
+        assert busy.json()["error"]["type"] and int(busy.headers["retry-after"]) >= 1
+    finally:
+        assert s.stop() == 0
+
+
+def test_embeddings_on_a_decoder_model_is_a_400(server):
+    r = server.http.post(server.base_url + "/v1/embeddings", json={"model": "smollm2", "input": "hi"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "model" and "not an embedding model" in r.json()["error"]["message"]
+
+
+def test_a_chat_model_and_an_embedding_model_in_one_server(model_spec):
+    s = Server(["--model", model_spec, "--model", "minilm-l6", "--served-model-name", "smollm2",
+                "--served-model-name", "minilm", "--models-dir", _models_dir(), "--threads", "2",
+                "--max-context", "512", "--kv-memory-mb", "64"])
+    try:
+        c = sdk(s)
+        kinds = {m["id"]: m["kind"] for m in s.http.get(s.base_url + "/v1/models").json()["data"]}
+        assert kinds == {"smollm2": "chat", "minilm": "embedding"}
+        case = GOLDEN["cases"][2]
+        e = c.embeddings.create(model="minilm", input=case["text"]).data[0].embedding
+        assert cosine(e, case["embedding"]) > 0.9999
+        chat = c.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert chat.usage.completion_tokens >= 1
+        with pytest.raises(openai.BadRequestError):
+            c.embeddings.create(model="smollm2", input="hi")
+        with pytest.raises(openai.BadRequestError):
+            c.chat.completions.create(model="minilm", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        assert s.stop() == 0
