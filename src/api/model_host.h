@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "chat/chat_template.h"
@@ -75,11 +76,21 @@ struct ModelHost {
   bool is_embedding() const { return embedder != nullptr; }
   const char* kind() const { return is_embedding() ? "embedding" : "chat"; }
 
+  // The engines end before the runners they drive. When the last reference goes away inside one of this host's own
+  // engine callbacks (a stream's final event), that thread cannot join itself: a helper thread ends the engines and
+  // runners instead (they use nothing else of the host; the keepalive stays with them).
   ~ModelHost() {
-    engine.reset();  // before the runner it drives
-    runner.reset();
-    embedder.reset();
-    embed_runner.reset();
+    const bool inside = (engine && engine->on_engine_thread()) || (embedder && embedder->on_worker_thread());
+    auto end = [e = std::move(engine), r = std::move(runner), m = std::move(embedder), mr = std::move(embed_runner),
+                k = keepalive]() mutable {
+      e.reset();
+      r.reset();
+      m.reset();
+      mr.reset();
+      k.reset();
+    };
+    if (inside) std::thread(std::move(end)).detach();
+    else end();
   }
   bool accepts(const std::string& model) const {
     if (model == served_name) return true;

@@ -59,6 +59,8 @@ class EmbedEngine {
   Status submit(EmbedJob job);
   // Refuse new jobs, finish the queued ones until deadline, fail what is left, join the worker.
   void stop(std::chrono::steady_clock::time_point deadline);
+  // True on the worker thread (inside a completion callback): stop() and the destructor must not run there.
+  bool on_worker_thread() const { return worker_.joinable() && worker_.get_id() == std::this_thread::get_id(); }
   EmbedEngineStats stats() const;
   const EmbeddingRunner& runner() const { return *runner_; }
 

@@ -107,6 +107,8 @@ class Engine {
   Status start();
   // Stops accepting, lets running/waiting requests finish until drain_deadline, cancels the rest, joins the thread.
   void stop(SteadyTime drain_deadline = std::chrono::steady_clock::now());
+  // True on the engine's own thread (inside a token callback): stop() and the destructor must not run there.
+  bool on_engine_thread() const { return thread_.joinable() && thread_.get_id() == std::this_thread::get_id(); }
 
   Result<std::shared_ptr<RequestHandle>> submit(GenerateRequest req);
   // Requests cancellation; effective at the next step (blocks freed then). NotFound for an unknown/finished id.

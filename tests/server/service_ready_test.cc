@@ -3,6 +3,8 @@
 // ending the drain makes the server ready again; /health stays 200 throughout.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "api/debug_model.h"
@@ -151,6 +153,47 @@ TEST(ServiceReady, FailedDeviceIsNotReadyAndSaysSoOnlyInStats) {
   EXPECT_EQ(call(svc, "GET", "/health").status, 200);
   svc.set_admin_drain(true);  // a failed model stays "model_failed" even when also drained
   EXPECT_EQ(ready_code(svc), "model_failed");
+}
+
+}  // namespace
+}  // namespace citadel::api
+
+namespace citadel::api {
+namespace {
+
+// The last reference to a host can go away inside its own engine's callback (a stream's final event, e.g. after an
+// unload or a shutdown): the engine thread cannot join itself, so the host hands its engines to a helper thread
+// instead of aborting the process ("Resource deadlock avoided").
+TEST(ModelHostLifetime, LastReferenceDroppedOnTheEngineThread) {
+  ModelLoadOptions o;
+  o.model = "debug:bytes";
+  auto loaded = load_model_host(o);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  auto holder = std::make_shared<std::shared_ptr<ModelHost>>(std::move(*loaded));
+  engine::Engine* eng = (*holder)->engine.get();
+  std::atomic<bool> dropped{false};
+  engine::GenerateRequest g;
+  g.id = "last-ref";
+  g.prompt = {1, 2, 3};
+  g.max_tokens = 3;
+  std::shared_ptr<engine::RequestHandle> handle;
+  std::mutex mu;
+  g.on_event = [holder, &dropped, &handle, &mu] {
+    std::lock_guard<std::mutex> l(mu);
+    if (!handle || !handle->finished() || dropped) return;
+    handle.reset();
+    holder->reset();  // the last reference: ~ModelHost runs here, on the engine thread
+    dropped = true;
+  };
+  {
+    std::lock_guard<std::mutex> l(mu);
+    auto h = eng->submit(std::move(g));
+    ASSERT_TRUE(h.ok()) << h.status().message();
+    handle = *h;
+  }
+  for (int i = 0; i < 500 && !dropped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(dropped.load());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the helper thread ends the engine
 }
 
 }  // namespace
