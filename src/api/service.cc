@@ -257,14 +257,8 @@ void Service::embeddings(const server::HttpRequest& http, std::shared_ptr<Reques
   if (auto e = parse_json_body(http.body, &body)) return reply_error(*r, ctx.get(), *e);
   EmbeddingRequest req;
   if (auto e = parse_embedding_request(body, &req)) return reply_error(*r, ctx.get(), *e);
-  auto host = models_.resolve(req.model, ctx->principal ? ctx->principal->id : std::string());
-  if (!host) {
-    ctx->set_model(req.model);
-    ApiError e = not_found("the model '" + req.model.substr(0, 200) + "' does not exist", "model_not_found");
-    e.param = "model";
-    return reply_error(*r, ctx.get(), e);
-  }
-  ctx->set_model(host->served_name);
+  auto host = resolve_or_404(req.model, /*use_default=*/false, ctx.get(), *r);
+  if (!host) return;
   if (!host->is_embedding())
     return reply_error(*r, ctx.get(),
                        bad_request("the model '" + host->served_name + "' is not an embedding model: use "
@@ -319,16 +313,8 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
   }
   if (err) return reply_error(*r, ctx.get(), *err);
   // /api/v1/infer may name no model: the default one.
-  const bool use_default = ep == Endpoint::kInfer && req.model.empty();
-  auto host = use_default ? models_.default_host()
-                          : models_.resolve(req.model, ctx->principal ? ctx->principal->id : std::string());
-  if (!host) {
-    ctx->set_model(req.model);
-    ApiError e = not_found("the model '" + req.model.substr(0, 200) + "' does not exist", "model_not_found");
-    e.param = "model";
-    return reply_error(*r, ctx.get(), e);
-  }
-  ctx->set_model(host->served_name);
+  auto host = resolve_or_404(req.model, ep == Endpoint::kInfer && req.model.empty(), ctx.get(), *r);
+  if (!host) return;
   if (host->is_embedding())
     return reply_error(*r, ctx.get(),
                        bad_request("the model '" + host->served_name + "' is an embedding model: use /v1/embeddings",
@@ -362,6 +348,21 @@ void Service::generate(Endpoint ep, const server::HttpRequest& http, std::shared
     ctx->capture_content_prompt(p == body.end() ? "null" : dump_json(*p));
   }
   start_generation(std::move(host), stats_, http, std::move(req), std::move(prep), r, ctx);
+}
+
+std::shared_ptr<const ModelHost> Service::resolve_or_404(const std::string& model, bool use_default,
+                                                         RequestContext* ctx, ObservedResponder& r) {
+  auto host = use_default ? models_.default_host()
+                          : models_.resolve(model, ctx->principal ? ctx->principal->id : std::string());
+  if (!host) {
+    ctx->set_model(model);
+    ApiError e = not_found("the model '" + model.substr(0, 200) + "' does not exist", "model_not_found");
+    e.param = "model";
+    reply_error(r, ctx, e);
+    return nullptr;
+  }
+  ctx->set_model(host->served_name);
+  return host;
 }
 
 void Service::exchange_ended(const ExchangeRecord& rec, const RequestContext& ctx) {

@@ -112,6 +112,9 @@ class Service {
   void embeddings(const server::HttpRequest& req, std::shared_ptr<RequestContext> ctx,
                   std::shared_ptr<ObservedResponder> r);
   void list_models(const server::HttpRequest& req, RequestContext& ctx, ObservedResponder& r);
+  // The model a request names (use_default: the default one), noted in ctx; null after answering 404 model_not_found.
+  std::shared_ptr<const ModelHost> resolve_or_404(const std::string& model, bool use_default, RequestContext* ctx,
+                                                  ObservedResponder& r);
   // Why no request can be served now (no model, shutting down, draining, failed), or nothing.
   std::optional<ApiError> not_serving() const;
   void add_drain_routes();

@@ -80,6 +80,12 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return r + "]";
 }
 
+int64_t shape_numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
 int64_t TensorInfo::numel() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;  // readers guarantee no overflow

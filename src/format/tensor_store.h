@@ -49,6 +49,8 @@ struct TensorInfo {
 
 // "[2, 3]": a shape as error messages print it.
 std::string shape_str(const std::vector<int64_t>& shape);
+// The product of the dimensions (1 for a scalar shape).
+int64_t shape_numel(const std::vector<int64_t>& shape);
 
 class TensorStore {
  public:

@@ -7,12 +7,6 @@
 namespace citadel {
 namespace {
 
-int64_t numel(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 constexpr const char* kScaleSuffix = "_scale_inv";
@@ -141,8 +135,8 @@ Status dequantize_fp8_blocks(const TensorInfo& w, const TensorInfo& scale_inv, i
                            shape_str(want) + " for " + w.name + " " + shape_str(w.shape) + " in " +
                            std::to_string(block_rows) + " x " + std::to_string(block_cols) + " blocks");
   }
-  std::vector<float> scales(static_cast<size_t>(numel(want)));
-  Status st = dequantize_row(scale_inv.dtype, scale_inv.data, scales.data(), numel(want));
+  std::vector<float> scales(static_cast<size_t>(shape_numel(want)));
+  Status st = dequantize_row(scale_inv.dtype, scale_inv.data, scales.data(), shape_numel(want));
   if (!st.ok()) return InvalidArgument(scale_inv.name + ": " + st.message());
   for (int64_t b = 0; b < n; ++b) {
     for (int64_t i = 0; i < rows; ++i) {

@@ -11,12 +11,6 @@
 namespace citadel {
 namespace {
 
-int64_t numel(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
 // Binds tensors of one store, recording f32 copies in the weights' owned list.
 class Binder {
  public:
@@ -27,7 +21,7 @@ class Binder {
 
   // f32 copy of any float tensor (vectors: norms, biases, rope factors).
   Result<const float*> vec(const RoleTensor& t) {
-    const int64_t n = numel(t.shape);
+    const int64_t n = shape_numel(t.shape);
     std::vector<float> v(static_cast<size_t>(n));
     Status st = dequantize_row(t.dtype, t.data, v.data(), n);
     if (!st.ok()) return Unsupported(store_.path() + ": " + t.name + ": " + st.message());
@@ -51,7 +45,7 @@ class Binder {
     const std::vector<int64_t> shape = role_shape(w_->config, role);
     ASSIGN_OR_RETURN(RoleTensor t, source_.get(role, layer, shape));
     const int64_t cols = shape.back();
-    const int64_t rows = numel(shape) / std::max<int64_t>(cols, 1);
+    const int64_t rows = shape_numel(shape) / std::max<int64_t>(cols, 1);
     const DTypeInfo* info = dtype_info(t.dtype);
     if (cols % info->block != 0) {
       return DataLoss(store_.path() + ": " + t.name + ": " + std::to_string(cols) + " columns is not a multiple of " +
