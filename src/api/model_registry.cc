@@ -74,9 +74,10 @@ Status ModelRegistry::set_alias(const std::string& name, std::vector<Target> tar
     a.previous_sticky = a.sticky;
     a.targets = std::move(targets);
     a.sticky = sticky;
+    a.current.clear();
     return OkStatus();
   }
-  aliases_.push_back(Alias{name, std::move(targets), sticky, {}, false});
+  aliases_.push_back(Alias{name, std::move(targets), sticky, {}, false, {}});
   return OkStatus();
 }
 
@@ -90,6 +91,7 @@ Status ModelRegistry::rollback(const std::string& name) {
     }
     std::swap(a.targets, a.previous);
     std::swap(a.sticky, a.previous_sticky);
+    a.current.clear();
     return OkStatus();
   }
   return NotFound("no alias '" + name + "'");
@@ -111,18 +113,31 @@ std::vector<ModelRegistry::Alias> ModelRegistry::aliases() const {
 std::shared_ptr<const ModelHost> ModelRegistry::resolve(const std::string& model, std::string_view sticky_key) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string target = model;
-  if (const Alias* a = alias_locked(model)) {
+  for (Alias& a : aliases_) {
+    if (a.name != model) continue;
     int64_t total = 0;
-    for (const Target& t : a->targets) total += t.weight;
-    const uint64_t draw = a->sticky ? std::hash<std::string_view>{}(sticky_key) : counter_.fetch_add(1);
-    int64_t x = static_cast<int64_t>(draw % static_cast<uint64_t>(total));
-    for (const Target& t : a->targets) {
-      if (x < t.weight) {
-        target = t.model;
-        break;
+    for (const Target& t : a.targets) total += t.weight;
+    if (a.sticky) {
+      int64_t x = static_cast<int64_t>(std::hash<std::string_view>{}(sticky_key) % static_cast<uint64_t>(total));
+      for (const Target& t : a.targets) {
+        if (x < t.weight) {
+          target = t.model;
+          break;
+        }
+        x -= t.weight;
       }
-      x -= t.weight;
+    } else {
+      // Smooth weighted round robin: every target gains its weight, the largest is chosen and pays the total.
+      a.current.resize(a.targets.size(), 0);
+      size_t best = 0;
+      for (size_t i = 0; i < a.targets.size(); ++i) {
+        a.current[i] += a.targets[i].weight;
+        if (a.current[i] > a.current[best]) best = i;
+      }
+      a.current[best] -= total;
+      target = a.targets[best].model;
     }
+    break;
   }
   for (const auto& h : hosts_) {
     if (h->served_name == target) return h;

@@ -5,7 +5,9 @@
 //            model added is the default (requests that name no model: /api/v1/infer).
 //   aliases  a name that splits traffic between served models by weight ("chat" -> chat@2026-12 90, chat@2027-01 10:
 //            a canary). Sticky aliases send the same caller (the sticky key: the principal's id) to the same model
-//            for a given split; others pick by a per-request counter. Setting an alias keeps its previous targets, so
+//            for a given split; others take turns by smooth weighted round robin (50/50 alternates, 90/10 sends every
+//            tenth request to the second; exact over every cycle of the total weight). Setting an alias keeps its
+//            previous targets, so
 //            rollback() is one call. An alias name is never a served name.
 //
 // Swap without downtime: add the new version, set the alias to it, remove the old one. remove() only takes the
@@ -15,7 +17,6 @@
 // Thread-safety: every method locks; resolve() may run on any I/O thread concurrently with changes.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -40,6 +41,7 @@ class ModelRegistry {
     bool sticky = false;
     std::vector<Target> previous;  // what rollback() restores (empty: nothing to roll back to)
     bool previous_sticky = false;
+    std::vector<int64_t> current;  // smooth weighted round robin state, one per target (not sticky)
   };
 
   // kInvalidArgument when the served name is already a model's or an alias's.
@@ -70,8 +72,7 @@ class ModelRegistry {
 
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<const ModelHost>> hosts_;
-  std::vector<Alias> aliases_;
-  mutable std::atomic<uint64_t> counter_{0};
+  mutable std::vector<Alias> aliases_;  // resolve() advances the round-robin state
 };
 
 }  // namespace citadel::api

@@ -51,8 +51,11 @@ TEST(ModelRegistry, WeightsSplitStickyAndRollback) {
   EXPECT_EQ(r.rollback("x").code(), StatusCode::kInvalidArgument);  // nothing earlier
   std::map<std::string, int> n;
   for (int i = 0; i < 1000; ++i) ++n[r.resolve("x", "")->served_name];
-  EXPECT_EQ(n["a"], 900);  // a counter, not chance: exactly the weights over whole rounds
+  EXPECT_EQ(n["a"], 900);  // round robin, not chance: exactly the weights over whole rounds
   EXPECT_EQ(n["b"], 100);
+  ASSERT_TRUE(r.set_alias("x", {{"a", 50}, {"b", 50}}, false).ok());  // interleaved, not 50 then 50
+  EXPECT_NE(r.resolve("x", "")->served_name, r.resolve("x", "")->served_name);
+  ASSERT_TRUE(r.rollback("x").ok());
   ASSERT_TRUE(r.set_alias("x", {{"a", 1}, {"b", 1}}, true).ok());
   std::map<std::string, int> per_key;
   for (int k = 0; k < 200; ++k) {
