@@ -5,6 +5,7 @@
 
 #include "base/cpu_features.h"
 #include "base/thread_pool.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd_math.h"
 #include "kernels/ops.h"
 #include "kernels/quant/quant.h"
@@ -12,9 +13,8 @@
 namespace citadel::cpu {
 namespace {
 
-// Elementwise ops are memory-bound: split only when each thread gets enough to amortise the wake-up.
-constexpr int64_t kMinElemsPerChunk = 1 << 14;
-
+// Elementwise ops are memory-bound: they split only when each thread gets enough to amortise the wake-up
+// (kMinElemsPerChunk, kernels/cpu/parallel.h).
 bool use_avx2() { return cpu_features().has_avx2_fma(); }
 
 #if defined(__x86_64__)
@@ -93,14 +93,6 @@ void softmax_row_ref(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = sum > 0 ? static_cast<float>(std::exp(static_cast<double>(x[i]) - m) / sum) : 0;
 }
 
-// Runs fn(row) over rows, threaded when the total work is large enough.
-template <typename F>
-void for_rows(int64_t n_rows, int64_t row_len, F&& fn) {
-  const int64_t min_rows = std::max<int64_t>(1, kMinElemsPerChunk / std::max<int64_t>(1, row_len));
-  ThreadPool::current().parallel_for(n_rows, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) fn(r);
-  }, min_rows);
-}
 
 }  // namespace
 

@@ -7,24 +7,15 @@
 #include "base/check.h"
 #include "base/cpu_features.h"
 #include "base/thread_pool.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/simd_math.h"
 #include "kernels/ops.h"
 
 namespace citadel::cpu {
 namespace {
 
-constexpr int64_t kMinElemsPerChunk = 1 << 14;
-
 bool use_avx2() { return cpu_features().has_avx2_fma(); }
 
-// Runs fn(row) over rows, threaded when the total work is large enough.
-template <typename F>
-void for_rows(int64_t n_rows, int64_t row_len, F&& fn) {
-  const int64_t min_rows = std::max<int64_t>(1, kMinElemsPerChunk / std::max<int64_t>(1, row_len));
-  ThreadPool::current().parallel_for(n_rows, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) fn(r);
-  }, min_rows);
-}
 
 void layernorm_row_ref(const float* x, const float* w, const float* b, float* y, int64_t n, float eps) {
   double sum = 0;
