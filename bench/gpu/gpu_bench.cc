@@ -472,8 +472,8 @@ int main(int argc, char** argv) {
     gemv_for_ncu();
     return 0;
   }
-  // bf16|int8|int4|fp8|exact (bf16 weights, fp32 activations): one bs1 step for ncu, then exit; exact_prefill: the
-  // exact path's 512-token prefill
+  // bf16|int8|int4|fp8|exact (bf16 weights, fp32 activations): one bs1 step for ncu, then exit; <format>_prefill: a
+  // 512-token prefill of that format (exact_prefill: of the fp32-activation path)
   const char* prof = std::getenv("CITADEL_BENCH_PROFILE");
   if (prof) {
     const std::string pf = prof;
@@ -481,8 +481,9 @@ int main(int argc, char** argv) {
                     : pf == "int8" ? CudaWeightFormat::kInt8
                     : pf == "fp8"  ? CudaWeightFormat::kFp8
                                    : CudaWeightFormat::kBf16,
-                    8, pf == "exact_prefill" ? 512 : 128, 256, true, pf.rfind("exact", 0) == 0);
-    if (pf == "exact_prefill") {  // the 512-token prefill of the fp32-activation path (after a tuning run)
+                    8, pf.find("_prefill") != std::string::npos ? 512 : 128, 256, true, pf.rfind("exact", 0) == 0);
+    if (pf.find("_prefill") != std::string::npos) {  // a 512-token prefill (exact_: the fp32-activation path), after
+                                                     // a tuning run
       std::fprintf(stderr, "prefill 512 %s: %.0f tok/s\n", prof, prefill_512(*dec));
       cudaProfilerStart();
       prefill_512(*dec);

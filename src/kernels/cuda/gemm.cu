@@ -53,7 +53,7 @@ struct LtPlan {
   cublasLtMatmulAlgo_t algo{};
   bool tuned = false;  // false: heuristic #0 (chosen while a graph was being captured)
   bool bias_epilogue = false;  // the bias goes through cuBLASLt (else, with a bias, through add_bias after it)
-  bool usable = true;  // fp8: false when no algorithm ran for this shape (the caller falls back)
+  bool usable = true;  // false: cuBLASLt has no algorithm for this shape (bf16: cublasGemmEx; fp8: the caller's)
   float best_us = 0.f;
   int n_candidates = 0;
 };
@@ -89,6 +89,7 @@ struct GemmLt {
   // key fields as they are): the first M of a bucket is timed, the rest reuse its choice.
   std::map<LtKey, std::pair<cublasLtMatmulAlgo_t, bool>> bucket_algo;
   cudaEvent_t e0 = nullptr, e1 = nullptr;
+  void* cublas = nullptr;  // bf16 shapes cuBLASLt has no algorithm for (e.g. an odd N): cublasGemmEx + a bias kernel
 };
 
 void* create_gemm_lt(cudaStream_t s, void* workspace, size_t workspace_bytes, bool autotune) {
@@ -97,6 +98,7 @@ void* create_gemm_lt(cudaStream_t s, void* workspace, size_t workspace_bytes, bo
   g->stream = s, g->ws = workspace, g->ws_bytes = workspace ? workspace_bytes : 0, g->autotune = autotune;
   CUDA_CHECK(cudaEventCreate(&g->e0));
   CUDA_CHECK(cudaEventCreate(&g->e1));
+  g->cublas = create_cublas_handle(s, workspace, g->ws_bytes);
   return g;
 }
 
@@ -116,6 +118,7 @@ void destroy_gemm_lt(void* ctx) {
   for (auto& [k, p] : g->plans) destroy_plan(&p);
   cudaEventDestroy(g->e0), cudaEventDestroy(g->e1);
   cublasLtDestroy(g->lt);
+  destroy_cublas_handle(g->cublas);
   delete g;
 }
 
@@ -240,8 +243,7 @@ LtPlan& lt_plan(GemmLt* g, const LtKey& key, const LtArgs& a) {
     if (p.tuned) g->bucket_algo[bucket] = {p.algo, p.bias_epilogue};
     return p;
   }
-  CHECK_MSG(key.fp8, "cublasLt: no algorithm for this GEMM");
-  if (p.bias_epilogue) {
+  if (p.bias_epilogue && key.fp8) {
     destroy_plan(&p);
     p = make_plan(key, false);
     set_pointers(p, true, a);
@@ -262,6 +264,13 @@ __global__ void add_bias_f32_kernel(float* y, const uint16_t* bias, int N) {
     y[m * N + i] += dev::bf16f(bias[i]);
 }
 
+// y [M][N] (fp32 or bf16) += bias [N]
+void add_bias_any(cudaStream_t s, void* y, bool y_f32, const bf16_t* bias, int M, int N) {
+  if (!y_f32) return add_bias(static_cast<bf16_t*>(y), bias, M, N, s);
+  dev::launch_pdl(add_bias_f32_kernel, dim3((N + 255) / 256, M), dim3(256), 0, s, static_cast<float*>(y), bias, N);
+  CUDA_LAUNCH_CHECK();
+}
+
 }  // namespace
 
 void gemm_bf16_lt(void* ctx, const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N,
@@ -270,8 +279,13 @@ void gemm_bf16_lt(void* ctx, const bf16_t* x, const bf16_t* W, const bf16_t* bia
   auto* g = static_cast<GemmLt*>(ctx);
   const LtArgs a{x, W, bias, nullptr, nullptr, y};
   LtPlan& p = lt_plan(g, LtKey{M, N, K, bias != nullptr, y_f32, false}, a);
-  set_pointers(p, false, a);
-  CUBLAS_CHECK(lt_run(g, p, p.algo, a));
+  if (p.usable) {
+    set_pointers(p, false, a);
+    CUBLAS_CHECK(lt_run(g, p, p.algo, a));
+    return;
+  }
+  gemm_bf16(g->cublas, x, W, y, y_f32, M, N, K);
+  if (bias) add_bias_any(g->stream, y, y_f32, bias, M, N);
 }
 
 bool gemm_fp8_lt(void* ctx, const uint8_t* xq, const float* xscale, const uint8_t* W, const float* wscale,
@@ -284,15 +298,7 @@ bool gemm_fp8_lt(void* ctx, const uint8_t* xq, const float* xscale, const uint8_
   if (!p.usable) return false;
   set_pointers(p, true, a);
   CUBLAS_CHECK(lt_run(g, p, p.algo, a));
-  if (bias && !p.bias_epilogue) {
-    if (y_f32) {
-      dev::launch_pdl(add_bias_f32_kernel, dim3((N + 255) / 256, M), dim3(256), 0, g->stream, static_cast<float*>(y),
-                      bias, N);
-      CUDA_LAUNCH_CHECK();
-    } else {
-      add_bias(static_cast<bf16_t*>(y), bias, M, N, g->stream);
-    }
-  }
+  if (bias && !p.bias_epilogue) add_bias_any(g->stream, y, y_f32, bias, M, N);
   return true;
 }
 
