@@ -1,0 +1,343 @@
+// Mixture-of-experts kernels (moe.h): routing, the counting sort of (token, choice) pairs by expert, the grouped
+// expert GEMVs and the weighted combine. Kernels first, launchers after.
+#include "kernels/cuda/moe.h"
+
+#include <cmath>
+
+#include "kernels/cuda/common.cuh"
+
+namespace citadel::cuda {
+namespace {
+
+using namespace dev;
+
+// ---- routing: one block per token, thread e owns expert e ----
+constexpr int kRouteThreads = kMoeMaxExperts;
+
+// exp(x) rounded once to fp32 (double exp, then one rounding): what a correctly rounded host expf gives, so the
+// scores, and with them the choice and its ties, are the CPU reference's.
+__device__ __forceinline__ float exp_rn(float x) { return static_cast<float>(exp(static_cast<double>(x))); }
+
+// a ranks before b: higher value, ties to the lower index (model/moe.h).
+__device__ __forceinline__ bool ranks_before(float va, int a, float vb, int b) { return va > vb || (va == vb && a < b); }
+
+__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* __restrict__ logits,
+                                                                  const float* __restrict__ bias, MoeRouting r,
+                                                                  int32_t* __restrict__ ids,
+                                                                  float* __restrict__ weights) {
+  __shared__ float score[kMoeMaxExperts], choice[kMoeMaxExperts], group[kMoeMaxExperts];
+  __shared__ float red[kRouteThreads / 32];
+  __shared__ float sel_w[kMoeMaxUsed];
+  __shared__ int sel_id[kMoeMaxUsed];
+  __shared__ bool keep[kMoeMaxExperts];
+  __shared__ float total;
+  const int t = blockIdx.x, e = threadIdx.x, lane = e & 31, warp = e >> 5;
+  const int E = r.n_experts, k = r.n_used;
+  pdl_wait();
+  pdl_trigger();
+  const float l = e < E ? logits[static_cast<int64_t>(t) * E + e] : -INFINITY;
+  if (r.sigmoid) {
+    if (e < E) score[e] = 1.0f / (1.0f + exp_rn(-l));
+  } else {
+    const float m = warp_max(l);
+    if (lane == 0) red[warp] = m;
+    __syncthreads();
+    float mx = red[0];
+#pragma unroll
+    for (int w = 1; w < kRouteThreads / 32; ++w) mx = fmaxf(mx, red[w]);
+    if (e < E) score[e] = exp_rn(l - mx);
+    __syncthreads();
+    if (e == 0) {  // the reference's summation order, so the scores are its bits
+      float sum = 0.f;
+      for (int i = 0; i < E; ++i) sum += score[i];
+      total = sum;
+    }
+    __syncthreads();
+    if (e < E) score[e] = score[e] / total;
+  }
+  if (e < E) choice[e] = score[e] + (r.sigmoid && bias != nullptr ? bias[e] : 0.0f);
+  __syncthreads();
+  const int G = r.n_group;
+  if (G > 1 && r.topk_group < G) {
+    const int per = E / G;
+    if (e < G) {  // group score: best choice (V2), or the sum of the best two (V3)
+      float b1 = -INFINITY, b2 = -INFINITY;
+      for (int i = e * per; i < (e + 1) * per; ++i) {
+        const float v = choice[i];
+        if (v > b1) {
+          b2 = b1, b1 = v;
+        } else if (v > b2) {
+          b2 = v;
+        }
+      }
+      group[e] = r.sigmoid && per >= 2 ? b1 + b2 : b1;
+    }
+    __syncthreads();
+    if (e < G) {
+      int rank = 0;
+      for (int h = 0; h < G; ++h) rank += ranks_before(group[h], h, group[e], e);
+      keep[e] = rank < r.topk_group;
+    }
+    __syncthreads();
+    if (e < E && !keep[e / per]) choice[e] = -INFINITY;
+    __syncthreads();
+  }
+  if (e < E) {  // rank in the total order (choice desc, id asc): the first k are the selection, in order
+    const float c = choice[e];
+    int rank = 0;
+    for (int i = 0; i < E; ++i) rank += ranks_before(choice[i], i, c, e);
+    if (rank < k) sel_id[rank] = e, sel_w[rank] = score[e];
+  }
+  __syncthreads();
+  if (e == 0) {
+    float sum = 0.f;
+    for (int i = 0; i < k; ++i) sum += sel_w[i];
+    for (int i = 0; i < k; ++i) {
+      float w = sel_w[i];
+      if (r.norm_topk) w /= sum + 1e-20f;
+      w *= r.routed_scale;
+      ids[static_cast<int64_t>(t) * k + i] = sel_id[i];
+      weights[static_cast<int64_t>(t) * k + i] = w;
+    }
+  }
+}
+
+// ---- counting sort: one block of 32 warps; warp w owns the contiguous segment w of the pairs ----
+constexpr int kSortWarps = 32;
+
+__global__ void __launch_bounds__(kSortWarps * 32) moe_sort_kernel(const int32_t* __restrict__ ids, int N, int E,
+                                                                   int32_t* __restrict__ offsets,
+                                                                   int32_t* __restrict__ pairs) {
+  __shared__ int base[kSortWarps][kMoeMaxExperts];  // counts of (segment, expert), then their first slot
+  __shared__ int start[kMoeMaxExperts];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  pdl_wait();
+  pdl_trigger();
+  for (int i = tid; i < kSortWarps * kMoeMaxExperts; i += kSortWarps * 32) (&base[0][0])[i] = 0;
+  __syncthreads();
+  const int seg = (N + kSortWarps - 1) / kSortWarps, begin = min(N, warp * seg), end = min(N, begin + seg);
+  for (int i = begin + lane; i < end; i += 32) atomicAdd(&base[warp][ids[i]], 1);
+  __syncthreads();
+  if (tid < E) {  // exclusive prefix over the segments; the expert's total
+    int s = 0;
+    for (int w = 0; w < kSortWarps; ++w) {
+      const int c = base[w][tid];
+      base[w][tid] = s;
+      s += c;
+    }
+    start[tid] = s;
+  }
+  __syncthreads();
+  if (warp == 0) {  // exclusive scan of the totals over the experts: lane owns experts 8*lane .. 8*lane+7
+    constexpr int P = kMoeMaxExperts / 32;
+    int v[P], s = 0;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int x = lane * P + j;
+      v[j] = x < E ? start[x] : 0;
+      s += v[j];
+    }
+    int incl = s;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int n = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += n;
+    }
+    int ex = incl - s;
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+      const int x = lane * P + j;
+      if (x < E) start[x] = ex;
+      ex += v[j];
+    }
+  }
+  __syncthreads();
+  if (tid < E) {
+    offsets[tid] = start[tid];
+    for (int w = 0; w < kSortWarps; ++w) base[w][tid] += start[tid];
+  }
+  if (tid == 0) offsets[E] = N;
+  __syncthreads();
+  const unsigned lt = (1u << lane) - 1u;
+  for (int i0 = begin; i0 < end; i0 += 32) {  // in order: lanes with one expert take consecutive slots
+    const int i = i0 + lane;
+    const bool valid = i < end;
+    const int x = valid ? ids[i] : -1;
+    const unsigned same = __match_any_sync(0xffffffffu, x);
+    const int rank = __popc(same & lt);
+    if (valid) pairs[base[warp][x] + rank] = i;
+    __syncwarp();
+    if (valid && rank == 0) base[warp][x] += __popc(same);
+    __syncwarp();
+  }
+}
+
+// ---- grouped expert GEMV: grid (row tiles, E), kGroupWarps warps of R output rows each ----
+// out[p][n] = in[p / in_div] . W[e][n] for the pairs p of expert e (NMAT 1), or silu(gate) * up over the two
+// matrices W0 = gate, W1 = up (NMAT 2, bf16 output). in [*][K] bf16, W [E][N][K] bf16.
+constexpr int kGroupWarps = 8;
+constexpr int kGroupThreads = kGroupWarps * 32;
+constexpr int kChunk = 8;     // pairs per chunk: each weight row is read once per chunk
+constexpr int kTileK = 2048;  // reduction elements per shared-memory tile of the chunk's activations (32 KiB)
+constexpr int kGateUpRows = 2, kDownRows = 4;  // rows per warp
+
+__device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8], float s) {
+  s = fmaf(bf16_lo(w.x), x[0], s);
+  s = fmaf(bf16_hi(w.x), x[1], s);
+  s = fmaf(bf16_lo(w.y), x[2], s);
+  s = fmaf(bf16_hi(w.y), x[3], s);
+  s = fmaf(bf16_lo(w.z), x[4], s);
+  s = fmaf(bf16_hi(w.z), x[5], s);
+  s = fmaf(bf16_lo(w.w), x[6], s);
+  return fmaf(bf16_hi(w.w), x[7], s);
+}
+
+template <int NMAT, int R>
+__global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16_t* __restrict__ in, int in_div,
+                                                                    const int32_t* __restrict__ offsets,
+                                                                    const int32_t* __restrict__ pairs,
+                                                                    const uint16_t* __restrict__ w0,
+                                                                    const uint16_t* __restrict__ w1, int N, int K,
+                                                                    void* __restrict__ out) {
+  __shared__ __align__(16) uint16_t xs[kChunk][kTileK];
+  __shared__ int prow[kChunk];
+  const int e = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  pdl_wait();
+  pdl_trigger();
+  const int begin = offsets[e], end = offsets[e + 1];
+  if (begin >= end) return;
+  const int n0 = (blockIdx.x * kGroupWarps + warp) * R;
+  const uint16_t* wrow[NMAT * R];
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      wrow[m * R + r] = (m == 0 ? w0 : w1) + (static_cast<int64_t>(e) * N + min(n0 + r, N - 1)) * K;
+  for (int c0 = begin; c0 < end; c0 += kChunk) {
+    const int nc = min(kChunk, end - c0);
+    float acc[NMAT * R][kChunk] = {};
+    for (int k0 = 0; k0 < K; k0 += kTileK) {
+      const int kt = min(kTileK, K - k0), kv = kt / 8;
+      __syncthreads();  // the previous tile (and chunk) is consumed
+      if (threadIdx.x < nc) prow[threadIdx.x] = pairs[c0 + threadIdx.x];
+      for (int idx = threadIdx.x; idx < nc * kv; idx += kGroupThreads) {
+        const int c = idx / kv, v = idx - c * kv;
+        const int64_t row = pairs[c0 + c] / in_div;
+        *reinterpret_cast<uint4*>(&xs[c][v * 8]) = *reinterpret_cast<const uint4*>(in + row * K + k0 + v * 8);
+      }
+      __syncthreads();
+      if (n0 >= N) continue;
+#pragma unroll 2
+      for (int i = lane * 8; i < kt; i += 32 * 8) {
+        uint4 w[NMAT * R];
+#pragma unroll
+        for (int j = 0; j < NMAT * R; ++j) w[j] = ld_stream(wrow[j] + k0 + i);
+#pragma unroll
+        for (int c = 0; c < kChunk; ++c) {
+          if (c >= nc) break;
+          const uint4 a = *reinterpret_cast<const uint4*>(&xs[c][i]);
+          const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
+                               bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
+#pragma unroll
+          for (int j = 0; j < NMAT * R; ++j) acc[j][c] = dot8(w[j], xf, acc[j][c]);
+        }
+      }
+    }
+    if (n0 >= N) continue;
+#pragma unroll
+    for (int c = 0; c < kChunk; ++c) {
+      if (c >= nc) break;
+#pragma unroll
+      for (int j = 0; j < NMAT * R; ++j) acc[j][c] = warp_sum(acc[j][c]);
+      if (lane != 0) continue;
+      const int64_t p = prow[c];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (n0 + r >= N) break;
+        if constexpr (NMAT == 2) {
+          const float g = acc[r][c], u = acc[R + r][c];
+          static_cast<uint16_t*>(out)[p * N + n0 + r] = f2bf(g / (1.f + expf(-g)) * u);
+        } else {
+          static_cast<float*>(out)[p * N + n0 + r] = acc[r][c];
+        }
+      }
+    }
+  }
+}
+
+// ---- combine: thread = 4 consecutive outputs of one token ----
+constexpr int kCombineThreads = 256;
+
+__global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const float* __restrict__ y,
+                                                                      const float* __restrict__ weights, int k, int D,
+                                                                      float* __restrict__ out, bool accumulate) {
+  const int t = blockIdx.y, n = (blockIdx.x * kCombineThreads + threadIdx.x) * 4;
+  pdl_wait();
+  pdl_trigger();
+  if (n >= D) return;
+  float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int j = 0; j < k; ++j) {
+    const float w = weights[static_cast<int64_t>(t) * k + j];
+    const float4 v = *reinterpret_cast<const float4*>(y + (static_cast<int64_t>(t) * k + j) * D + n);
+    s.x = fmaf(w, v.x, s.x), s.y = fmaf(w, v.y, s.y), s.z = fmaf(w, v.z, s.z), s.w = fmaf(w, v.w, s.w);
+  }
+  float4* o = reinterpret_cast<float4*>(out + static_cast<int64_t>(t) * D + n);
+  if (accumulate) {
+    const float4 a = *o;
+    s.x += a.x, s.y += a.y, s.z += a.z, s.w += a.w;
+  }
+  *o = s;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
+               cudaStream_t s) {
+  CHECK(r.n_experts >= 1 && r.n_experts <= kMoeMaxExperts);
+  CHECK(r.n_used >= 1 && r.n_used <= kMoeMaxUsed && r.n_used <= r.n_experts);
+  if (r.n_group > 1 && r.topk_group < r.n_group) CHECK(r.topk_group >= 1 && r.n_experts % r.n_group == 0);
+  if (T <= 0) return;
+  launch_pdl(moe_route_kernel, dim3(T), dim3(kRouteThreads), 0, s, logits, bias, r, ids, weights);
+  CUDA_LAUNCH_CHECK();
+}
+
+void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t* pairs, cudaStream_t s) {
+  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxExperts);
+  CHECK(static_cast<int64_t>(T) * k <= kMoeMaxPairs);
+  launch_pdl(moe_sort_kernel, dim3(1), dim3(kSortWarps * 32), 0, s, ids, T * k, E, offsets, pairs);
+  CUDA_LAUNCH_CHECK();
+}
+
+void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int k, const bf16_t* gate,
+                      const bf16_t* up, int E, int Fe, int D, bf16_t* act, cudaStream_t s) {
+  CHECK(k >= 1 && E >= 1 && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
+  CHECK(aligned16(x) && aligned16(gate) && aligned16(up));
+  constexpr int rows = kGroupWarps * kGateUpRows;
+  launch_pdl(moe_grouped_kernel<2, kGateUpRows>, dim3((Fe + rows - 1) / rows, E), dim3(kGroupThreads), 0, s, x, k,
+             offsets, pairs, gate, up, Fe, D, static_cast<void*>(act));
+  CUDA_LAUNCH_CHECK();
+}
+
+void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, const bf16_t* down, int E, int D,
+              int Fe, float* y, cudaStream_t s) {
+  CHECK(E >= 1 && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
+  CHECK(aligned16(act) && aligned16(down));
+  constexpr int rows = kGroupWarps * kDownRows;
+  launch_pdl(moe_grouped_kernel<1, kDownRows>, dim3((D + rows - 1) / rows, E), dim3(kGroupThreads), 0, s, act, 1,
+             offsets, pairs, down, down, D, Fe, static_cast<void*>(y));
+  CUDA_LAUNCH_CHECK();
+}
+
+void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,
+                 cudaStream_t s) {
+  CHECK(k >= 1 && D % 4 == 0 && aligned16(y) && aligned16(out));
+  if (T <= 0) return;
+  const int per_block = kCombineThreads * 4;
+  launch_pdl(moe_combine_kernel, dim3((D + per_block - 1) / per_block, T), dim3(kCombineThreads), 0, s, y, weights,
+             k, D, out, accumulate);
+  CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace citadel::cuda

@@ -1,0 +1,71 @@
+// CUDA kernels of the DeepSeek-V2/V3 mixture-of-experts op (moe.cu), bf16 expert weights. Include only from
+// CUDA-side code and GPU tests (it pulls in <cuda_runtime_api.h>); kernels never include model/ headers, so the
+// routing parameters come in the POD MoeRouting (the runtime fills it from model/config.h MoeConfig).
+//
+// One MoE layer for T tokens, k experts per token, E experts of width Fe over the model width D:
+//   moe_route            logits [T][E] -> ids [T][k], weights [T][k]
+//   moe_sort             ids -> offsets [E+1], pairs [T*k] (counting sort by expert)
+//   moe_gate_up_silu     x [T][D] -> act [T*k][Fe]   (grouped by expert)
+//   moe_down             act -> y [T*k][D]            (grouped by expert)
+//   moe_combine          y, weights -> out [T][D]     (sum over each token's k choices)
+// A "pair" is t*k + j: token t's j-th choice. Every launch is asynchronous on `s`, checks its launch (CHECK aborts
+// on a launch error or a broken size contract: a bug, callers validate shapes) and has a grid that depends only on
+// the sizes passed (T, E, Fe, D), never on the routing, so the whole sequence can be captured in a CUDA graph.
+// Launches use programmatic dependent launch (common.cuh launch_pdl). Thread-safety: stateless.
+//
+// Alignment: D % 8 == 0 and Fe % 8 == 0 (weight and activation rows are read with 16-byte loads), every pointer
+// 16-byte aligned (cudaMalloc'd buffers and row offsets of them that are multiples of 8 bf16 / 4 fp32).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_ops.h"
+
+namespace citadel::cuda {
+
+// Routing parameters (model/config.h MoeConfig, as model/moe.h uses them).
+struct MoeRouting {
+  int n_experts = 0, n_used = 0;    // E (<= 256), k (<= 16, <= E)
+  int n_group = 1, topk_group = 1;  // group-limited selection when n_group > 1 and topk_group < n_group (E %
+                                    // n_group == 0): V2 ranks a group by its best score, V3 by the sum of its best two
+  bool sigmoid = false;             // V3: sigmoid scores + correction bias for the choice only; V2: softmax
+  bool norm_topk = false;           // renormalise the chosen weights
+  float routed_scale = 1.f;         // times the final weights
+};
+constexpr int kMoeMaxExperts = 256;
+constexpr int kMoeMaxUsed = 16;
+constexpr int kMoeMaxPairs = 65536;  // T * k per launch of moe_sort
+
+// Per token t: logits [T][E] fp32 (the router's output) -> ids [T][k] int32 and weights [T][k] fp32, the selection
+// of model/moe.h moe_route bit for bit (decreasing choice score, ties to the lower id; scores computed with the same
+// fp32 operations in the same order, exp correctly rounded); bias [E] fp32 or null (sigmoid gating only). One block
+// per token.
+void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
+               cudaStream_t s);
+
+// Counting sort of the T*k (token, choice) pairs by expert: offsets [E+1] int32 (offsets[e] .. offsets[e+1]: expert
+// e's pairs, offsets[0] = 0, offsets[E] = T*k), pairs [T*k] int32 = t*k + j, stable (increasing pair index within an
+// expert). ids [T*k] in [0, E). One block; T*k <= kMoeMaxPairs, E <= kMoeMaxExperts.
+void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t* pairs, cudaStream_t s);
+
+// act[p][f] = bf16(silu(x[t] . gate[e][f]) * (x[t] . up[e][f])) for every pair p of expert e (t = p / k), fp32
+// accumulation. x [T][D] bf16, gate / up [E][Fe][D] bf16, act [T*k][Fe] bf16 (row = pair index; rows of pairs
+// absent from `pairs` are untouched). Grid (Fe / 16 row tiles, E): a block of an expert without pairs exits; the
+// others take their expert's pairs in chunks of 8 tokens (activations in shared memory, D in tiles of 2048), so each
+// weight row is streamed from memory once per call and re-read from L2 only by later chunks (more than 8 pairs).
+void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int k, const bf16_t* gate,
+                      const bf16_t* up, int E, int Fe, int D, bf16_t* act, cudaStream_t s);
+
+// y[p][n] = act[p] . down[e][n] (fp32 accumulation) for every pair p of expert e, grouped by expert as above (grid
+// (D / 32 row tiles, E)). act [T*k][Fe] bf16, down [E][D][Fe] bf16, y [T*k][D] fp32.
+void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, const bf16_t* down, int E, int D,
+              int Fe, float* y, cudaStream_t s);
+
+// out[t][n] = (accumulate ? out[t][n] : 0) + sum_j weights[t][j] * y[t*k+j][n], j in increasing order (fp32,
+// deterministic). y [T*k][D] fp32, weights [T][k] fp32, out [T][D] fp32.
+void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,
+                 cudaStream_t s);
+
+}  // namespace citadel::cuda
