@@ -1,0 +1,376 @@
+// The mixture-of-experts kernels (kernels/cuda/moe.h): routing against model/moe.h moe_route (ids bit for bit,
+// weights within 1e-6 relative), the counting sort against a host counting sort (exact), and the whole op
+// (route -> sort -> gate_up_silu -> down -> combine) against a plain fp64 reference from the same bf16 inputs:
+//   NMSE <= 2e-5 against the exact fp64 op (the kernels round the expert activations to bf16: ~3e-6 expected);
+//   NMSE <= 1e-6 against the fp64 op whose activations are rounded to bf16 as the contract says (fp32 accumulation
+//   and the rare activation that rounds the other way).
+// Then the op captured once in a CUDA graph and replayed over new router logits gives the eager result bit for bit.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/moe.h"
+#include "model/moe.h"
+
+namespace citadel::gputest {
+namespace {
+
+namespace ck = citadel::cuda;
+
+ck::MoeRouting routing(int E, int k, int n_group, int topk_group, bool sigmoid, bool norm_topk, float scale) {
+  ck::MoeRouting r;
+  r.n_experts = E, r.n_used = k, r.n_group = n_group, r.topk_group = topk_group;
+  r.sigmoid = sigmoid, r.norm_topk = norm_topk, r.routed_scale = scale;
+  return r;
+}
+ck::MoeRouting v2_lite() { return routing(64, 6, 1, 1, false, false, 1.f); }
+ck::MoeRouting v2_full() { return routing(160, 6, 8, 3, false, false, 16.f); }
+ck::MoeRouting v3() { return routing(256, 8, 8, 4, true, true, 2.5f); }
+
+MoeConfig to_config(const ck::MoeRouting& r) {
+  MoeConfig m;
+  m.n_experts = r.n_experts, m.n_experts_used = r.n_used, m.n_group = r.n_group, m.topk_group = r.topk_group;
+  m.sigmoid_gating = r.sigmoid, m.norm_topk = r.norm_topk, m.routed_scale = r.routed_scale;
+  return m;
+}
+
+// logits [T][E]: uniform in [-4, 4), or with `ties` on a grid of 17 values (many equal logits per token).
+std::vector<float> random_logits(int T, int E, bool ties, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-4.f, 4.f);
+  std::vector<float> v(size_t(T) * E);
+  for (float& x : v) x = ties ? std::round(d(rng)) * 0.5f : d(rng);
+  return v;
+}
+std::vector<float> random_bias(int E, bool ties, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-0.05f, 0.05f);
+  std::vector<float> v(E);
+  for (float& x : v) x = ties ? std::round(d(rng) * 50.f) * 0.02f : d(rng);
+  return v;
+}
+
+void host_route(const ck::MoeRouting& r, const std::vector<float>& logits, const float* bias, int T,
+                std::vector<int32_t>* ids, std::vector<float>* w) {
+  const MoeConfig m = to_config(r);
+  const int E = r.n_experts, k = r.n_used;
+  ids->assign(size_t(T) * k, -1), w->assign(size_t(T) * k, 0.f);
+  for (int t = 0; t < T; ++t) moe_route(m, logits.data() + size_t(t) * E, bias, ids->data() + t * k, w->data() + t * k);
+}
+
+TEST(CudaMoe, RouteMatchesHost) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    const char* name;
+    ck::MoeRouting r;
+    bool bias, ties;
+    int T;
+  };
+  const Case cases[] = {
+      {"v2_lite", v2_lite(), false, false, 129},
+      {"v2_lite_ties", v2_lite(), false, true, 64},
+      {"v2_full", v2_full(), false, false, 77},
+      {"v2_full_ties", v2_full(), false, true, 77},
+      {"v2_full_norm", routing(160, 6, 8, 3, false, true, 1.f), false, false, 9},
+      {"v3", v3(), true, false, 130},
+      {"v3_ties", v3(), true, true, 130},
+      {"v3_no_bias", v3(), false, false, 5},
+      {"v3_no_groups", routing(256, 8, 1, 1, true, true, 2.5f), true, false, 33},
+      {"tiny_1_of_4", routing(4, 1, 1, 1, false, false, 1.f), false, true, 7},
+      {"tiny_softmax_groups", routing(8, 3, 2, 1, false, true, 1.f), false, true, 11},
+      {"tiny_sigmoid_groups", routing(16, 4, 4, 2, true, true, 2.5f), true, true, 17},
+      {"masked_picks", routing(8, 6, 4, 1, true, false, 1.f), true, false, 13},  // k > experts of the kept groups
+      {"all_of_16", routing(16, 16, 1, 1, false, true, 1.f), false, true, 3},
+      {"max_256_16", routing(256, 16, 16, 5, true, true, 1.f), true, true, 4},
+      {"one_token", v3(), true, false, 1},
+  };
+  std::mt19937 rng(7);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const int E = c.r.n_experts, k = c.r.n_used, T = c.T;
+    const auto logits = random_logits(T, E, c.ties, rng);
+    const auto bias = random_bias(E, c.ties, rng);
+    std::vector<int32_t> want_ids;
+    std::vector<float> want_w;
+    host_route(c.r, logits, c.bias ? bias.data() : nullptr, T, &want_ids, &want_w);
+    DevArray<float> dl(logits), db(bias), dw(size_t(T) * k);
+    DevArray<int32_t> di(size_t(T) * k);
+    ck::moe_route(dl.p, c.bias ? db.p : nullptr, c.r, T, di.p, dw.p, nullptr);
+    const auto got_ids = di.download();
+    const auto got_w = dw.download();
+    int bad = 0;
+    for (size_t i = 0; i < want_ids.size() && bad < 5; ++i) {
+      if (got_ids[i] != want_ids[i] || !(std::fabs(got_w[i] - want_w[i]) <= 1e-6f * std::fabs(want_w[i]))) {
+        ADD_FAILURE() << "token " << i / k << " choice " << i % k << ": id " << got_ids[i] << " (want "
+                      << want_ids[i] << ") weight " << got_w[i] << " (want " << want_w[i] << ")";
+        ++bad;
+      }
+    }
+  }
+}
+
+// Host counting sort (model/cpu_ops.cc CpuOps::moe): offsets [E+1], pairs [N] stable.
+void host_sort(const std::vector<int32_t>& ids, int E, std::vector<int32_t>* offsets, std::vector<int32_t>* pairs) {
+  offsets->assign(size_t(E) + 1, 0);
+  for (int32_t e : ids) ++(*offsets)[e + 1];
+  for (int e = 0; e < E; ++e) (*offsets)[e + 1] += (*offsets)[e];
+  std::vector<int32_t> fill(offsets->begin(), offsets->end() - 1);
+  pairs->assign(ids.size(), -1);
+  for (size_t i = 0; i < ids.size(); ++i) (*pairs)[fill[ids[i]]++] = int32_t(i);
+}
+
+TEST(CudaMoe, SortMatchesHostCountingSort) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    int T, k, E;
+    int hot;  // > 0: every id in [0, hot) (skewed); 0: uniform over [0, E)
+  };
+  const Case cases[] = {{1, 6, 64, 0},   {7, 6, 64, 0},   {64, 6, 64, 0},     {300, 6, 64, 0},  {128, 8, 256, 0},
+                        {1, 1, 1, 0},    {33, 4, 16, 1},  {100, 8, 256, 3},   {5, 3, 7, 0},     {0, 6, 64, 0},
+                        {8192, 8, 256, 0}, {8192, 8, 256, 1}, {4096, 16, 160, 0}, {1000, 6, 64, 2}};
+  std::mt19937 rng(11);
+  for (const Case& c : cases) {
+    SCOPED_TRACE("T " + std::to_string(c.T) + " k " + std::to_string(c.k) + " E " + std::to_string(c.E));
+    std::uniform_int_distribution<int> d(0, (c.hot > 0 ? c.hot : c.E) - 1);
+    std::vector<int32_t> ids(size_t(c.T) * c.k);
+    for (auto& x : ids) x = d(rng);
+    std::vector<int32_t> want_off, want_pairs;
+    host_sort(ids, c.E, &want_off, &want_pairs);
+    DevArray<int32_t> di(ids), doff(size_t(c.E) + 1), dp(ids.size());
+    ck::moe_sort(di.p, c.T, c.k, c.E, doff.p, dp.p, nullptr);
+    EXPECT_EQ(doff.download(), want_off);
+    if (!ids.empty()) {
+      EXPECT_EQ(dp.download(), want_pairs);
+    }
+  }
+}
+
+// ---- the whole op ----
+struct Problem {
+  const char* name;
+  int T, D, Fe;
+  ck::MoeRouting r;
+  bool bias = false, accumulate = false;
+  int check_every = 1;  // the fp64 reference covers tokens 0, check_every, ... and the last one
+};
+
+// Expert weights on the device (deterministic fill) and their host copies. gate / up [E][Fe][D], down [E][D][Fe].
+struct Experts {
+  int E, D, Fe;
+  DevArray<uint16_t> gate, up, down;
+  std::vector<uint16_t> h_gate, h_up, h_down;
+  Experts(int e, int d, int fe, uint32_t seed)
+      : E(e), D(d), Fe(fe), gate(size_t(e) * fe * d), up(size_t(e) * fe * d), down(size_t(e) * d * fe) {
+    const int64_t n = int64_t(e) * fe * d;
+    ck::fill_random_bf16(gate.p, n, seed, 3.f / std::sqrt(float(d)), nullptr);
+    ck::fill_random_bf16(up.p, n, seed + 1, 3.f / std::sqrt(float(d)), nullptr);
+    ck::fill_random_bf16(down.p, n, seed + 2, 3.f / std::sqrt(float(fe)), nullptr);
+    h_gate = gate.download(), h_up = up.download(), h_down = down.download();
+  }
+};
+
+struct Inputs {
+  std::vector<uint16_t> x;  // [T][D]
+  std::vector<float> logits, bias, init;  // [T][E], [E], [T][D] (accumulate)
+};
+
+Inputs make_inputs(const Problem& p, std::mt19937& rng) {
+  Inputs in;
+  in.x = random_bf16(size_t(p.T) * p.D, rng);
+  in.logits = random_logits(p.T, p.r.n_experts, false, rng);
+  in.bias = random_bias(p.r.n_experts, false, rng);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  in.init.resize(size_t(p.T) * p.D);
+  for (float& v : in.init) v = d(rng);
+  return in;
+}
+
+// The five launches on `s` into out [T][D] (which holds the accumulate base already).
+struct DeviceOp {
+  DevArray<uint16_t> x, act;
+  DevArray<float> logits, bias, weights, y, out;
+  DevArray<int32_t> ids, offsets, pairs;
+  DeviceOp(const Problem& p, const Inputs& in)
+      : x(in.x), act(size_t(p.T) * p.r.n_used * p.Fe), logits(in.logits), bias(in.bias),
+        weights(size_t(p.T) * p.r.n_used), y(size_t(p.T) * p.r.n_used * p.D), out(size_t(p.T) * p.D),
+        ids(size_t(p.T) * p.r.n_used), offsets(size_t(p.r.n_experts) + 1), pairs(size_t(p.T) * p.r.n_used) {
+    if (p.accumulate) out.upload(in.init);
+  }
+  void launch(const Problem& p, const Experts& w, cudaStream_t s) {
+    const int T = p.T, k = p.r.n_used, E = p.r.n_experts;
+    ck::moe_route(logits.p, p.bias ? bias.p : nullptr, p.r, T, ids.p, weights.p, s);
+    ck::moe_sort(ids.p, T, k, E, offsets.p, pairs.p, s);
+    ck::moe_gate_up_silu(x.p, offsets.p, pairs.p, k, w.gate.p, w.up.p, E, p.Fe, p.D, act.p, s);
+    ck::moe_down(act.p, offsets.p, pairs.p, w.down.p, E, p.D, p.Fe, y.p, s);
+    ck::moe_combine(y.p, weights.p, T, k, p.D, out.p, p.accumulate, s);
+  }
+};
+
+std::vector<int> checked_tokens(const Problem& p) {
+  std::vector<int> v;
+  for (int t = 0; t < p.T; t += p.check_every) v.push_back(t);
+  if (v.back() != p.T - 1) v.push_back(p.T - 1);
+  return v;
+}
+
+double bf16_round(double v) { return bf16_to_f32(f32_to_bf16(static_cast<float>(v))); }
+
+// fp64 reference rows of the checked tokens: exact [n][D] (activations unrounded) and rounded [n][D] (activations
+// rounded to bf16 as the kernel stores them); the routing is model/moe.h's.
+void reference(const Problem& p, const Inputs& in, const Experts& w, const std::vector<int>& tokens,
+               std::vector<float>* exact, std::vector<float>* rounded) {
+  const int k = p.r.n_used, D = p.D, Fe = p.Fe;
+  std::vector<int32_t> ids;
+  std::vector<float> wts;
+  host_route(p.r, in.logits, p.bias ? in.bias.data() : nullptr, p.T, &ids, &wts);
+  exact->assign(tokens.size() * D, 0.f), rounded->assign(tokens.size() * D, 0.f);
+  auto one = [&](size_t ti) {
+    const int t = tokens[ti];
+    const uint16_t* x = in.x.data() + size_t(t) * D;
+    std::vector<double> o1(D, 0.0), o2(D, 0.0), a1(Fe), a2(Fe);
+    for (int j = 0; j < k; ++j) {
+      const int e = ids[size_t(t) * k + j];
+      for (int f = 0; f < Fe; ++f) {
+        const uint16_t* g = w.h_gate.data() + (size_t(e) * Fe + f) * D;
+        const uint16_t* u = w.h_up.data() + (size_t(e) * Fe + f) * D;
+        double sg = 0, su = 0;
+        for (int d = 0; d < D; ++d) {
+          const double xv = bf16_to_f32(x[d]);
+          sg += xv * bf16_to_f32(g[d]), su += xv * bf16_to_f32(u[d]);
+        }
+        a1[f] = sg / (1.0 + std::exp(-sg)) * su;
+        a2[f] = bf16_round(a1[f]);
+      }
+      const double wt = wts[size_t(t) * k + j];
+      for (int n = 0; n < D; ++n) {
+        const uint16_t* dn = w.h_down.data() + (size_t(e) * D + n) * Fe;
+        double s1 = 0, s2 = 0;
+        for (int f = 0; f < Fe; ++f) {
+          const double dv = bf16_to_f32(dn[f]);
+          s1 += a1[f] * dv, s2 += a2[f] * dv;
+        }
+        o1[n] += wt * s1, o2[n] += wt * s2;
+      }
+    }
+    for (int n = 0; n < D; ++n) {
+      const double base = p.accumulate ? in.init[size_t(t) * D + n] : 0.0;
+      (*exact)[ti * D + n] = static_cast<float>(base + o1[n]);
+      (*rounded)[ti * D + n] = static_cast<float>(base + o2[n]);
+    }
+  };
+  const size_t n_threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t w0 = 0; w0 < n_threads; ++w0)
+    pool.emplace_back([&, w0] {
+      for (size_t ti = w0; ti < tokens.size(); ti += n_threads) one(ti);
+    });
+  for (auto& th : pool) th.join();
+}
+
+void check_op(const Problem& p, const Experts& w, uint32_t seed) {
+  SCOPED_TRACE(std::string(p.name) + " T " + std::to_string(p.T) + (p.accumulate ? " accumulate" : ""));
+  std::mt19937 rng(seed);
+  const Inputs in = make_inputs(p, rng);
+  DeviceOp op(p, in);
+  op.launch(p, w, nullptr);
+  const auto out = op.out.download();
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  // Twice: deterministic bit for bit.
+  DeviceOp again(p, in);
+  again.launch(p, w, nullptr);
+  const auto out2 = again.out.download();
+  EXPECT_EQ(0, std::memcmp(out.data(), out2.data(), out.size() * sizeof(float))) << "not deterministic";
+  const auto tokens = checked_tokens(p);
+  std::vector<float> exact, rounded, got;
+  reference(p, in, w, tokens, &exact, &rounded);
+  for (int t : tokens) got.insert(got.end(), out.begin() + size_t(t) * p.D, out.begin() + size_t(t + 1) * p.D);
+  const double e1 = nmse(got, exact), e2 = nmse(got, rounded);
+  EXPECT_LE(e1, 2e-5) << "against the exact fp64 op";
+  EXPECT_LE(e2, 1e-6) << "against the fp64 op with bf16 activations";
+  printf("  moe %-22s T %4d D %5d Fe %5d E %3d k %2d%s: NMSE %.2e (exact) %.2e (bf16 act)\n", p.name, p.T, p.D,
+         p.Fe, p.r.n_experts, p.r.n_used, p.accumulate ? " acc" : "", e1, e2);
+}
+
+TEST(CudaMoe, OpMatchesFp64ReferenceSmall) {
+  SKIP_WITHOUT_GPU();
+  const Problem problems[] = {
+      {"tiny_8x8", 3, 8, 8, routing(1, 1, 1, 1, false, false, 1.f)},
+      {"tiny_softmax", 5, 64, 40, routing(8, 3, 1, 1, false, false, 1.f)},
+      {"tiny_softmax_acc", 5, 64, 40, routing(8, 3, 1, 1, false, true, 1.f), false, true},
+      {"tiny_v3_groups", 33, 128, 96, routing(16, 4, 4, 2, true, true, 2.5f), true},
+      {"D_over_tiles", 9, 4104, 24, routing(5, 2, 1, 1, false, false, 1.f)},          // D tiles 2048+2048+8
+      {"Fe_over_tiles", 9, 40, 2072, routing(5, 2, 1, 1, false, true, 1.f), false, true},  // down K tiles
+      {"many_per_expert", 70, 256, 136, routing(4, 2, 1, 1, false, false, 1.f)},      // ~35 pairs per expert
+      {"rows_not_tiled", 6, 72, 24, routing(6, 6, 1, 1, false, true, 1.f)},            // Fe % 16 != 0, D % 32 != 0: partial row tiles
+  };
+  uint32_t seed = 100;
+  for (const Problem& p : problems) {
+    const Experts w(p.r.n_experts, p.D, p.Fe, seed);
+    check_op(p, w, seed++);
+  }
+}
+
+// DeepSeek-V2-Lite: D 2048, Fe 1408, 64 experts, 6 per token (1.1 GB of bf16 expert weights).
+TEST(CudaMoe, OpMatchesFp64ReferenceV2Lite) {
+  SKIP_WITHOUT_GPU();
+  const Experts w(64, 2048, 1408, 500);
+  uint32_t seed = 200;
+  for (int T : {1, 7, 64, 300}) {
+    Problem p{"v2_lite", T, 2048, 1408, v2_lite()};
+    p.check_every = T > 64 ? 7 : 1;
+    check_op(p, w, seed++);
+  }
+  Problem acc{"v2_lite", 7, 2048, 1408, v2_lite(), false, true};
+  check_op(acc, w, seed++);
+}
+
+// DeepSeek-V3 widths (D 7168, Fe 2048) and routing (sigmoid, groups, bias, renormalised, scaled) over 32 experts.
+TEST(CudaMoe, OpMatchesFp64ReferenceV3Widths) {
+  SKIP_WITHOUT_GPU();
+  const Experts w(32, 7168, 2048, 600);
+  const ck::MoeRouting r = routing(32, 8, 8, 4, true, true, 2.5f);
+  check_op({"v3_widths", 1, 7168, 2048, r, true}, w, 300);
+  check_op({"v3_widths", 5, 7168, 2048, r, true, true}, w, 301);
+}
+
+// The op captured once in a CUDA graph (grids fixed by T, E, Fe, D) follows new router logits on replay: the
+// replayed output equals a fresh eager run bit for bit.
+TEST(CudaMoe, GraphReplayFollowsRouting) {
+  SKIP_WITHOUT_GPU();
+  const Problem p{"graph", 13, 256, 96, routing(16, 4, 4, 2, true, true, 2.5f), true};
+  const Experts w(16, p.D, p.Fe, 700);
+  std::mt19937 rng(701);
+  const Inputs first = make_inputs(p, rng);
+  const Inputs second = make_inputs(p, rng);
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  DeviceOp op(p, first);
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  op.launch(p, w, s);
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (const Inputs* in : {&first, &second}) {
+    op.logits.upload(in->logits), op.x.upload(in->x);
+    ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    const auto got = op.out.download();
+    DeviceOp eager(p, *in);
+    eager.launch(p, w, nullptr);
+    const auto want = eager.out.download();
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+}
+
+}  // namespace
+}  // namespace citadel::gputest
