@@ -358,7 +358,7 @@ TEST(CudaMoe, GraphReplayFollowsRouting) {
   ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
   for (const Inputs* in : {&first, &second}) {
-    op.logits.upload(in->logits), op.x.upload(in->x);
+    op.logits.upload(in->logits), op.bias.upload(in->bias), op.x.upload(in->x);
     ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
     const auto got = op.out.download();
