@@ -45,6 +45,42 @@ Shape attn(int h, int kv, int d, int bs, std::vector<int> ctx, std::vector<int> 
   return s;
 }
 
+// MLA shapes: n_heads, qk_nope, qk_rope, kv_lora_rank.
+Shape mla(int t, int h, int nope, int rope, int r, const std::string& variant, int n_blocks = 0,
+          bool device_only = false) {
+  Shape s = heads(t, h, 0, 0, variant, 10000.f, n_blocks);
+  s.qk_nope = nope, s.qk_rope = rope, s.kv_lora_rank = r, s.device_only = device_only;
+  return s;
+}
+Shape mla_attn(int h, int nope, int rope, int r, int bs, std::vector<int> ctx, std::vector<int> n_new,
+               bool device_only = false) {
+  Shape s = attn(h, 1, 0, bs, std::move(ctx), std::move(n_new), device_only);
+  s.n_kv_heads = 0, s.qk_nope = nope, s.qk_rope = rope, s.kv_lora_rank = r;
+  return s;
+}
+
+// Tiny (4 heads, L 40), odd-ish (3 heads, L 36: rows not 16-byte aligned, 4-byte copies), DeepSeek-V2-Lite (16 heads,
+// 128 + 64, r 512), V3 (128 heads). mla_rope_kv_write: plain and YaRN RoPE (mscale != 1).
+std::vector<Shape> mla_rope_kv_shapes() {
+  return {mla(6, 4, 16, 8, 32, "norm", 3),        mla(5, 3, 14, 6, 30, "norm_yarn", 2),
+          mla(11, 16, 128, 64, 512, "norm", 4),   mla(11, 16, 128, 64, 512, "norm_yarn", 4),
+          mla(1, 16, 128, 64, 512, "norm", 2),    mla(3, 128, 128, 64, 512, "norm_yarn", 2, true),
+          mla(40, 16, 128, 64, 512, "norm", 4, true)};
+}
+
+// Decode (one query per sequence) and prefill (two sequences of different lengths, the second with a cached
+// prefix), blocks shuffled over the cache.
+std::vector<Shape> mla_attention_shapes() {
+  return {mla_attn(4, 16, 8, 32, 16, {1, 17, 50}, {}), mla_attn(3, 14, 6, 30, 5, {1, 17, 50}, {}),
+          mla_attn(4, 16, 8, 32, 16, {7, 40}, {7, 5}), mla_attn(3, 14, 6, 30, 5, {20, 33}, {20, 3}),
+          mla_attn(16, 128, 64, 512, 16, {1, 130, 600}, {}), mla_attn(16, 128, 64, 512, 16, {37, 300}, {37, 45}),
+          // model scale: V2-Lite decode up to 4096 and 20000 keys, V3's 128 heads, a longer prefill
+          mla_attn(16, 128, 64, 512, 16, {1, 128, 1000, 4096}, {}, true),
+          mla_attn(16, 128, 64, 512, 16, {20000}, {}, true), mla_attn(128, 128, 64, 512, 16, {1, 700}, {}, true),
+          mla_attn(128, 128, 64, 512, 16, {50, 200}, {50, 9}, true),
+          mla_attn(16, 128, 64, 512, 16, {300, 1200}, {300, 200}, true)};
+}
+
 // Row shapes: small odd widths and model widths, 1 / 3 / 33 tokens.
 std::vector<Shape> row_shapes(std::vector<int> dims, std::vector<int> device_dims, int device_tokens) {
   std::vector<Shape> v;
@@ -139,6 +175,7 @@ std::string Shape::label() const {
   };
   add("T", tokens), add("N", dim), add("K", n_in), add("V", vocab), add("H", n_heads), add("KV", n_kv_heads);
   add("D", head_dim);
+  add("nope", qk_nope), add("rope", qk_rope), add("r", kv_lora_rank);
   if (!ctx.empty()) {
     add("bs", block_size);
     l += "_ctx";
@@ -176,6 +213,13 @@ const std::vector<OpCase>& op_cases() {
       {"argmax", {table(7, 0, 1), table(1000, 0, 3), table(49152, 0, 2), table(152064, 0, 5, true)}, {"f32"},
        generate_argmax, reference_argmax},
       {"attention", attention_shapes(), {"f32", "f16", "bf16"}, generate_attention, reference_attention},
+      {"rmsnorm_rows",
+       {rows(3, 7), rows(1, 32), rows(33, 100), rows(5, 512), rows(3, 1536), rows(2, 8192), rows(64, 1536, true)},
+       {"bf16"},
+       generate_rmsnorm_rows,
+       reference_rmsnorm_rows},
+      {"mla_rope_kv_write", mla_rope_kv_shapes(), {"bf16"}, generate_mla_rope_kv_write, reference_mla_rope_kv_write},
+      {"mla_attention", mla_attention_shapes(), {"bf16"}, generate_mla_attention, reference_mla_attention},
   };
   return cases;
 }
@@ -209,6 +253,9 @@ const std::vector<Bound>& bounds() {
       {"attention", "cuda", "bf16", "decode_simt*", 1e-5, "bf16 output rounding (~3e-6)"},
       {"attention", "cuda", "bf16", "decode*", 3e-5, "tensor cores round the probabilities to bf16 for P V"},
       {"attention", "cuda", "bf16", "prefill*", 1e-4, "bf16 probabilities over long causal rows"},
+      {"mla_attention", "cuda", "bf16", "*", 1e-5, "bf16 output rounding (~1.3e-6); fp32 probabilities and sums"},
+      {"mla_rope_kv_write", "cuda", "bf16", "*", 1e-5,
+       "bf16 outputs (~1.3e-6); fp32 angles pos * inv_freq (the CPU twin's are double)"},
       {"*", "cuda", "bf16", "*", 1e-5, "bf16 output of fp32 math (bf16 rounding alone ~3e-6)"},
   };
   return b;

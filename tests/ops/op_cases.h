@@ -35,6 +35,7 @@
 //   kv_write, embedding (+ gather_rows), argmax   every backend   0   copies / ids
 //   attention      cpu f32 f16 1e-10; cuda f32 1e-10; cuda bf16 SIMT decode 1e-5, mma decode 3e-5 (bf16
 //                  probabilities), prefill 1e-4
+//   rmsnorm_rows, mla_rope_kv_write, mla_attention   cuda bf16 1e-5 (bf16 outputs of fp32 math; fp32 probabilities)
 // Inputs are generated on the grid of the dtype (bf16, f16, or for the CUDA weight formats int8 / int4 / fp8 with
 // power-of-two scales so that the device quantisers reproduce them exactly); the reference then computes in f32 /
 // double on those exact values, and the bounds measure the kernel, not the format.
@@ -73,6 +74,7 @@ struct Shape {
   bool bias = false;       // matmul: + bias [n_out]
   std::string variant;     // rope: norm, neox, norm_partial, neox_yarn, norm_linear_ff; attention: decode, prefill
   float theta = 10000.f;   // RoPE base
+  int qk_nope = 0, qk_rope = 0, kv_lora_rank = 0;  // MLA: per-head query dims, latent rank (the row L = r + rope)
   bool device_only = false;  // model-scale: device backends only
   std::string label() const;  // e.g. T3_N17_K608_bias
 };

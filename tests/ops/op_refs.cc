@@ -436,4 +436,87 @@ void reference_attention(const Shape& s, const std::string&, const Tensors& in, 
   split_attention_output(s, o, out);
 }
 
+// ---- rmsnorm_rows (bf16, in place on strided rows): x [T][dim] and w [dim] on the bf16 grid -> y [T][dim] ----
+void generate_rmsnorm_rows(const Shape& s, const std::string& dtype, uint32_t seed, Tensors* in) {
+  generate_rmsnorm(s, dtype, seed, in);
+  snap(in->f["x"], dtype);
+}
+void reference_rmsnorm_rows(const Shape& s, const std::string& dtype, const Tensors& in, Tensors* out) {
+  reference_rmsnorm(s, dtype, in, out);
+}
+
+RopeParams mla_rope_params(const Shape& s, const Tensors& in) {
+  Shape r = s;
+  r.head_dim = s.qk_rope;
+  return rope_params(r, in);
+}
+
+// ---- mla_rope_kv_write: q [T][H][nope + rope], kv_a [T][L] (latent | rope key, L = r + rope), kv_norm_w [r],
+// cache [n_blocks * block_size][L] (initial contents), pos [T], slots [T] (-1: no write) -> kv_a with the latent
+// normalised and the key rotated, q_rope [T][H][rope] (each head's rotated rope part, the kernel's q_lat columns
+// r..L), the cache with each token's kv_a row at its slot. Composed: rmsnorm_ref, rope_ref, row copies. ----
+void generate_mla_rope_kv_write(const Shape& s, const std::string& dtype, uint32_t seed, Tensors* in) {
+  Rng rng(seed);
+  const int L = s.kv_lora_rank + s.qk_rope, qk = s.qk_nope + s.qk_rope;
+  auto q = uniform(size_t(s.tokens) * s.n_heads * qk, rng, 2.f), kv = uniform(size_t(s.tokens) * L, rng, 3.f);
+  auto w = uniform(s.kv_lora_rank, rng, 2.f), cache = uniform(size_t(s.n_blocks) * s.block_size * L, rng, 1.f);
+  for (auto* t : {&q, &kv, &w, &cache}) snap(*t, dtype);
+  in->f["q"] = std::move(q);
+  in->f["kv_a"] = std::move(kv);
+  in->f["kv_norm_w"] = std::move(w);
+  in->f["cache"] = std::move(cache);
+  in->i["pos"] = positions(s.tokens);
+  in->i["slots"] = slots(s.tokens, s.n_blocks * s.block_size, rng);
+}
+void reference_mla_rope_kv_write(const Shape& s, const std::string&, const Tensors& in, Tensors* out) {
+  const int T = s.tokens, H = s.n_heads, r = s.kv_lora_rank, rope = s.qk_rope, L = r + rope, qk = s.qk_nope + rope;
+  const RopeParams p = mla_rope_params(s, in);
+  const auto& pos = in.I("pos");
+  const auto& slot = in.I("slots");
+  auto kv = in.F("kv_a"), cache = in.F("cache");
+  const auto& q = in.F("q");
+  std::vector<float> q_rope(size_t(T) * H * rope);
+  for (int t = 0; t < T; ++t) {
+    float* row = &kv[size_t(t) * L];
+    cpu::rmsnorm_ref(row, in.F("kv_norm_w").data(), row, 1, r, kRmsEps);
+    cpu::rope_ref(row + r, 1, 1, rope, &pos[t], p);
+    if (slot[t] >= 0) std::copy_n(row, L, &cache[size_t(slot[t]) * L]);
+    for (int h = 0; h < H; ++h)
+      std::copy_n(&q[(size_t(t) * H + h) * qk + s.qk_nope], rope, &q_rope[(size_t(t) * H + h) * rope]);
+  }
+  cpu::rope_ref(q_rope.data(), T, H, rope, pos.data(), p);
+  out->f["kv_a"] = std::move(kv);
+  out->f["q_rope"] = std::move(q_rope);
+  out->f["cache"] = std::move(cache);
+}
+
+// ---- mla_attention: the paged latent cache [n_blocks][block_size][L] (blocks shuffled, spare blocks of garbage as
+// in attention), block_tables, ctx, n_new, seq_of_token, pos_of_token as attention; q_lat [n_tokens][H][L] -> out.s<i>
+// [n_new[i]][H][r] per sequence. One shared latent head (v == k, value = the first r values of the row), scale
+// 1/sqrt(qk_nope + qk_rope). Composed: attention_ref over the cache as an MLA KvCacheView. ----
+void generate_mla_attention(const Shape& s, const std::string& dtype, uint32_t seed, Tensors* in) {
+  Shape a = s;
+  a.n_kv_heads = 1, a.head_dim = s.kv_lora_rank + s.qk_rope;
+  generate_attention(a, dtype, seed, in);
+  in->f["cache"] = std::move(in->f["k_pool"]);
+  in->f["q_lat"] = std::move(in->f["q"]);
+  in->f.erase("k_pool"), in->f.erase("v_pool"), in->f.erase("q");
+}
+void reference_mla_attention(const Shape& s, const std::string&, const Tensors& in, Tensors* out) {
+  const int n_seqs = int(s.ctx.size()), H = s.n_heads, r = s.kv_lora_rank, L = r + s.qk_rope;
+  const auto& tables = in.I("block_tables");
+  const auto& seq = in.I("seq_of_token");
+  auto cache = in.F("cache");
+  const int n_blocks = int(cache.size() / (size_t(s.block_size) * L));
+  KvCacheView view{DType::kF32, cache.data(), cache.data(), n_blocks, s.block_size, 1, L};
+  view.v_dim = r;
+  const AttnBatch batch{int(seq.size()), tables.data(), int(tables.size()) / n_seqs, n_seqs, seq.data(),
+                        in.I("pos_of_token").data()};
+  std::vector<float> o(seq.size() * H * r);
+  cpu::attention_ref(in.F("q_lat").data(), view, batch, H, 1.f / std::sqrt(float(s.qk_nope + s.qk_rope)), o.data());
+  Shape split = s;
+  split.head_dim = r;
+  split_attention_output(split, o, out);
+}
+
 }  // namespace citadel::opparity

@@ -27,7 +27,13 @@ CITADEL_OPPARITY_OP(kv_write)
 CITADEL_OPPARITY_OP(embedding)
 CITADEL_OPPARITY_OP(argmax)
 CITADEL_OPPARITY_OP(attention)
+CITADEL_OPPARITY_OP(rmsnorm_rows)
+CITADEL_OPPARITY_OP(mla_rope_kv_write)
+CITADEL_OPPARITY_OP(mla_attention)
 #undef CITADEL_OPPARITY_OP
+
+// MLA: the RoPE of a shape's variant over its qk_rope dims (rope_params with head_dim = qk_rope).
+RopeParams mla_rope_params(const Shape& s, const Tensors& in);
 
 // y [T][N] = x [T][K] W [N][K]^T (+ bias [N]) as the reference computes it for `dtype` (matmul_ref on the bytes the
 // reference quantiser stores for GGUF dtypes, on the f32 values otherwise), then add_ref of the bias row by row.
