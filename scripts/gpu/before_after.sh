@@ -17,7 +17,7 @@ cfg=(-DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release -DCMAKE_C
 t0=$(date +%s)
 (cmake -S "$BASE" -B "$BASE/build-gpu" "${cfg[@]}" && cmake --build "$BASE/build-gpu" -j8 --target citadel_gpu_bench) \
   > /tmp/build_base.log 2>&1 &
-(cmake -S . -B build-gpu "${cfg[@]}" && cmake --build build-gpu -j8 --target citadel_gpu_tests citadel_gpu_bench) \
+(cmake -S . -B build-gpu "${cfg[@]}" && cmake --build build-gpu -j8 --target citadel_gpu_tests citadel_gpu_bench citadel_deepseek_bench) \
   > /tmp/build_after.log 2>&1 &
 wait
 echo "builds: $(( $(date +%s) - t0 )) s"

@@ -50,13 +50,17 @@ Status CudaDecoder::Impl::alloc_weights() {
   RETURN_IF_ERROR(alloc_e(&out_norm, D, "output norm"));
   RETURN_IF_ERROR(alloc_linear(&lm_head, c.n_vocab, D, false));
   layers.resize(static_cast<size_t>(c.n_layers));
-  for (auto& l : layers) {
+  for (int i = 0; i < c.n_layers; ++i) {
+    LayerW& l = layers[static_cast<size_t>(i)];
     RETURN_IF_ERROR(alloc_e(&l.attn_norm, D, "attn norm"));
     RETURN_IF_ERROR(alloc_e(&l.ffn_norm, D, "ffn norm"));
-    RETURN_IF_ERROR(alloc_linear(&l.qkv, qkv_rows(), D, c.attn_bias));
-    RETURN_IF_ERROR(alloc_linear(&l.o, D, q_rows(), false));
-    RETURN_IF_ERROR(alloc_linear(&l.gate_up, 2 * c.ffn_dim, D, false));
-    RETURN_IF_ERROR(alloc_linear(&l.down, D, c.ffn_dim, false));
+    if (!c.has_mla) RETURN_IF_ERROR(alloc_linear(&l.qkv, qkv_rows(), D, c.attn_bias));
+    RETURN_IF_ERROR(alloc_linear(&l.o, D, c.has_mla ? c.n_heads * c.mla.v_head_dim : q_rows(), false));
+    if (!moe_layer(i)) {
+      RETURN_IF_ERROR(alloc_linear(&l.gate_up, 2 * c.ffn_dim, D, false));
+      RETURN_IF_ERROR(alloc_linear(&l.down, D, c.ffn_dim, false));
+    }
+    if (c.has_mla || c.has_moe) RETURN_IF_ERROR(alloc_mla_moe_layer(l, i));
   }
   return OkStatus();
 }
@@ -76,6 +80,8 @@ void* CudaDecoder::Impl::weight_ptr(TensorRole r, int layer, int64_t* count) {
   if (r == R::kOutput) return lm_head.bf16;
   if (!role_info(r).per_layer || layer < 0 || layer >= c.n_layers) return nullptr;
   LayerW& l = layers[static_cast<size_t>(layer)];
+  if (c.has_mla || c.has_moe)
+    if (void* p = mla_moe_weight_ptr(r, l)) return p;
   switch (r) {
     case R::kAttnNorm: return l.attn_norm;
     case R::kFfnNorm: return l.ffn_norm;
@@ -94,7 +100,8 @@ void* CudaDecoder::Impl::weight_ptr(TensorRole r, int layer, int64_t* count) {
 }
 
 Status CudaDecoder::Impl::alloc_runtime() {
-  const int64_t T = opt.max_step_tokens, B = opt.max_batch, D = c.dim, F = c.ffn_dim, V = c.n_vocab;
+  const int64_t T = opt.max_step_tokens, B = opt.max_batch, D = c.dim, V = c.n_vocab;
+  const int64_t F = std::max(c.ffn_dim, c.moe.n_shared * c.moe.expert_ffn_dim);  // dense FFN or shared experts
   const int H = static_cast<int>(c.n_heads), hd = static_cast<int>(c.head_dim);
   size_t free0 = 0, total = 0;
   CUDA_TRY(cudaMemGetInfo(&free0, &total));
@@ -129,6 +136,7 @@ Status CudaDecoder::Impl::alloc_runtime() {
                                                 (opt.max_seq_len + partition_for(B) - 1) / partition_for(B)));
   if (exact()) ws = std::max(ws, ck::f32_decode_workspace_floats(static_cast<int>(B), H, hd));
   RETURN_IF_ERROR(alloc_n(&attn_ws, ws, "attention workspace"));
+  if (c.has_mla || c.has_moe) RETURN_IF_ERROR(alloc_mla_moe_runtime());
   CUDA_TRY(cudaMemsetAsync(attn_ws, 0, sizeof(float) * static_cast<size_t>(std::max<int64_t>(ws, 1)), stream));
   ints_capacity = 3 * T + 3 * B + 1 + B * max_blocks;  // + query_start staging
   RETURN_IF_ERROR(alloc_n(&d_ints, ints_capacity, "step inputs"));
@@ -158,8 +166,9 @@ Status CudaDecoder::Impl::alloc_runtime() {
 // free_bytes leaves after the reserve; then the memory plan line.
 Status CudaDecoder::Impl::size_kv_pool(int64_t free_bytes) {
   const KvLayout kv = arch->kv_layout(c);
-  if (kv.parts.size() != 2 || kv.parts[0].values() != kv.parts[1].values() ||
-      kv.parts[0].values() != c.n_kv_heads * c.head_dim)
+  const bool latent = kv.parts.size() == 1 && kv.shared_value > 0;  // MLA: one [latent | rope key] row, no V pool
+  if (!latent && (kv.parts.size() != 2 || kv.parts[0].values() != kv.parts[1].values() ||
+                  kv.parts[0].values() != c.n_kv_heads * c.head_dim))
     return Unsupported("cuda decoder: KV layout of '" + c.arch + "' (needs k and v of n_kv_heads x head_dim)");
   kv_part_values = kv.parts[0].values();
   const int64_t values = kv.values_per_token();
@@ -171,9 +180,11 @@ Status CudaDecoder::Impl::size_kv_pool(int64_t free_bytes) {
                              std::to_string(opt.max_seq_len) + "-token sequence");
   const int64_t pool_elems = layer_pool() * c.n_layers;
   RETURN_IF_ERROR(alloc_e(&k_pool, pool_elems, "K pool"));
-  RETURN_IF_ERROR(alloc_e(&v_pool, pool_elems, "V pool"));
   CUDA_TRY(cudaMemsetAsync(k_pool, 0, pool_elems * esz(), stream));
-  CUDA_TRY(cudaMemsetAsync(v_pool, 0, pool_elems * esz(), stream));
+  if (!latent) {
+    RETURN_IF_ERROR(alloc_e(&v_pool, pool_elems, "V pool"));
+    CUDA_TRY(cudaMemsetAsync(v_pool, 0, pool_elems * esz(), stream));
+  }
   kv_bytes = n_blocks * block_bytes;
 
   char buf[640];
@@ -218,6 +229,8 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
       c.n_vocab <= 0)
     return InvalidArgument("cuda decoder: model dimensions must be positive");
   RETURN_IF_ERROR(cuda_supports(c));
+  if ((c.has_mla || c.has_moe) && (opt.format != CudaWeightFormat::kBf16 || opt.f32_activations))
+    return Unsupported("cuda decoder: MLA / MoE models run bf16 weights and activations only (for now)");
   if (opt.f32_activations && opt.format != CudaWeightFormat::kBf16 && opt.format != CudaWeightFormat::kF32)
     return Unsupported("cuda decoder: f32 activations run bf16 or f32 weights, not int8/int4/fp8");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
@@ -248,6 +261,7 @@ Status CudaDecoder::init_synthetic(uint32_t seed) {
     for (int l = 0; l < (ri.per_layer ? m.c.n_layers : 1); ++l) {
       int64_t n = 0;
       void* dst = m.weight_ptr(r, l, &n);
+      if (!dst && use.need != RoleNeed::kRequired) continue;  // a role this layer's kind does not have
       if (!dst) return Internal(std::string("cuda decoder: no storage for synthetic ") + role_name(r));
       auto* fill = m.tensor_esz(r) == 4 ? synth_fill_kernel<true> : synth_fill_kernel<false>;
       fill<<<2048, 256, 0, m.stream>>>(dst, n, synth_tensor_seed(seed, r, l), synth_scale(m.c, r), synth_offset(r));
@@ -280,8 +294,10 @@ Status CudaDecoder::Impl::upload_rope_table() {
     factors = llama3.data();
   }
   const RopeParams p = rope_params_from(c, factors);
-  if (!factors && p.freq_scale == 1.0f && p.ext_factor == 0.0f && p.attn_factor == 1.0f) return OkStatus();
-  const size_t n = static_cast<size_t>(c.head_dim / 2);  // == rope_dim / 2: cuda_supports
+  // MLA's kernel always reads a table; the llama family's computes plain RoPE itself.
+  if (!c.has_mla && !factors && p.freq_scale == 1.0f && p.ext_factor == 0.0f && p.attn_factor == 1.0f)
+    return OkStatus();
+  const size_t n = static_cast<size_t>(c.rope_dim / 2);
   std::vector<double> f(n);
   cpu::rope_freq_table(p, f.data(), &rope_mscale);
   const std::vector<float> ff(f.begin(), f.end());
@@ -330,7 +346,7 @@ Status CudaDecoder::finalize() {
     RETURN_IF_ERROR(w->quantize(m.opt.format, &m.arena, m.stream));
     m.weight_bytes += w->bytes(e);
   }
-  m.weight_bytes += 2 * D * e * m.c.n_layers;
+  m.weight_bytes += 2 * D * e * m.c.n_layers + m.extra_weight_bytes;
   RETURN_IF_ERROR(m.upload_rope_table());
   RETURN_IF_ERROR(m.alloc_runtime());
   CUDA_TRY(cudaStreamSynchronize(m.stream));
@@ -433,7 +449,9 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
   }
   if (L.total + B + 1 > m.ints_capacity) return InvalidArgument("cuda step: inputs exceed the staging buffer");
   if (!decode) std::copy(s.query_start.begin(), s.query_start.end(), hp + L.total);
-  CUDA_TRY(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * L.total, cudaMemcpyHostToDevice, m.stream));
+  // Prefill: query_start goes along (MLA attention maps its tokens to sequences on the device).
+  const int64_t staged = L.total + (decode ? 0 : B + 1);
+  CUDA_TRY(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * staged, cudaMemcpyHostToDevice, m.stream));
   bool want_lp = false;
   if (sampled) {
     int n_edits = 0;
@@ -542,7 +560,7 @@ void CudaDecoder::fill_kv_random(uint32_t seed) {
     ck::fill_random_f32(Impl::f32(m.v_pool), n, seed + 1, 1.f, m.stream);
   } else {
     ck::fill_random_bf16(m.k_pool, n, seed, 1.f, m.stream);
-    ck::fill_random_bf16(m.v_pool, n, seed + 1, 1.f, m.stream);
+    if (m.v_pool) ck::fill_random_bf16(m.v_pool, n, seed + 1, 1.f, m.stream);  // MLA: one latent pool
   }
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
 }

@@ -21,13 +21,55 @@
 
 namespace citadel::runtime {
 
+// deepseek2 attention (MLA): q (V2-Lite) or q_a, q_a_norm, q_b (V3); the latent projection and the per-head
+// absorption matrices (kept bf16 for the batched GEMMs). qk = qk_nope + qk_rope, r = kv_lora_rank, qa = q_lora_rank.
+struct MlaW {
+  LinearW q;                    // [H qk][D]
+  LinearW q_a;                  // [qa][D]
+  bf16_t* q_a_norm = nullptr;   // [qa]
+  LinearW q_b;                  // [H qk][qa]
+  LinearW kv_a;                 // [r + qk_rope][D]
+  bf16_t* kv_a_norm = nullptr;  // [r]
+  bf16_t* k_b = nullptr;        // [H][r][qk_nope] W_UK
+  bf16_t* v_b = nullptr;        // [H][v][r] W_UV
+};
+
+// deepseek2 mixture-of-experts layer: router, shared experts (S = n_shared * Fe) and the routed expert stacks (bf16).
+struct MoeW {
+  LinearW router;               // [E][D], fp32 logits
+  float* bias = nullptr;        // [E] fp32 selection bias (sigmoid gating), else null
+  LinearW sh_gate_up;           // [2S][D], rows gate | up
+  LinearW sh_down;              // [D][S]
+  bf16_t* gate = nullptr;       // [E][Fe][D]
+  bf16_t* up = nullptr;         // [E][Fe][D]
+  bf16_t* down = nullptr;       // [E][D][Fe]
+};
+
 struct LayerW {
   bf16_t* attn_norm = nullptr;  // [D]
   bf16_t* ffn_norm = nullptr;   // [D]
-  LinearW qkv;                  // [(H + 2 KV) * Dh][D], rows q | k | v; bias likewise
-  LinearW o;                    // [D][H * Dh]
-  LinearW gate_up;              // [2F][D], rows gate | up
+  LinearW qkv;                  // [(H + 2 KV) * Dh][D], rows q | k | v; bias likewise (not MLA)
+  LinearW o;                    // [D][H * Dh] (MLA: [D][H v])
+  LinearW gate_up;              // [2F][D], rows gate | up (dense FFN layers)
   LinearW down;                 // [D][F]
+  MlaW mla;                     // MLA models
+  MoeW moe;                     // MoE layers (moe.router.bf16 non-null)
+};
+
+// Activations of the MLA and MoE ops (T = max_step_tokens rows; null for other models).
+struct MlaMoeBuffers {
+  bf16_t* q = nullptr;        // [T][H qk]
+  bf16_t* q_a = nullptr;      // [T][qa]
+  bf16_t* kv_a = nullptr;     // [T][r + qk_rope]
+  bf16_t* q_lat = nullptr;    // [T][H][r + qk_rope] absorbed query | roped q_rope
+  bf16_t* lat_out = nullptr;  // [T][H][r] attention over the latents
+  float* router = nullptr;    // [T][E] router logits
+  int32_t* ids = nullptr;     // [T][k] selected experts
+  float* weights = nullptr;   // [T][k] their weights
+  int32_t* offsets = nullptr; // [E + 1] pairs of each expert
+  int32_t* pairs = nullptr;   // [T k] (token, choice) pairs sorted by expert
+  bf16_t* act = nullptr;      // [T k][Fe] expert activations
+  float* y = nullptr;         // [T k][D] expert outputs before the weighted sum
 };
 
 struct CudaDecoder::Impl {
@@ -83,6 +125,8 @@ struct CudaDecoder::Impl {
   uint8_t* fp8_x = nullptr;      // kFp8: [T][max K] e4m3 activations of the fp8 GEMMs (M > 8)
   float* fp8_scale = nullptr;    // kFp8: [T] their per-token scales
   cuda::Bf16x3Scratch xf32;      // bf16 matrices with f32 activations, steps of > 8 tokens: the bf16x3 GEMM planes
+  MlaMoeBuffers mm;              // deepseek2
+  int64_t extra_weight_bytes = 0;  // weights outside matrices() and the norms: MLA k_b/v_b, expert stacks
 
   // Scaled RoPE (linear, YaRN, llama3 / rope_freqs factors): the per-pair frequencies on the device ([head_dim / 2]
   // cpu::rope_freq_table: fp32, or double with exact()) and the cos/sin scale. Null for plain RoPE: the kernels
@@ -103,6 +147,7 @@ struct CudaDecoder::Impl {
   int64_t esz() const { return exact() ? 4 : 2; }
   // Bytes per element of a weight tensor: the matrices and the embedding stay bf16 with f32_activations.
   int64_t tensor_esz(TensorRole r) const {
+    if (r == TensorRole::kExpProbsB) return 4;  // the selection bias stays fp32 (routing ties)
     return opt.format == CudaWeightFormat::kF32 || (!role_info(r).matrix && exact()) ? 4 : 2;
   }
   // The exact path keeps fp32 values behind the bf16_t pointers of the buffers and weights.
@@ -118,7 +163,7 @@ struct CudaDecoder::Impl {
   GemmContext gemm() const { return {stream, cublas, gemm_lt, opt.use_cublaslt, fp8_x, fp8_scale, xf32}; }
 
   // Layout of d_ints for T tokens and B sequences: tokens[T] positions[T] slots[T] seq_lens[B] last_idx[B]
-  // block_tables[B][max_blocks]. Prefill steps stage query_start[B+1] after them in h_pinned only (host-side grids).
+  // block_tables[B][max_blocks]. Prefill steps stage query_start[B+1] after them (host-side grids; MLA on device).
   struct IntLayout {
     int64_t tokens, positions, slots, seq_lens, last_idx, tables, total;
   };
@@ -152,11 +197,19 @@ struct CudaDecoder::Impl {
     return pa;
   }
   Status alloc_weights();
+  // Every allocated matrix (the ones finalize() quantizes).
   std::vector<LinearW*> matrices() {
     std::vector<LinearW*> v{&lm_head};
-    for (auto& l : layers) v.insert(v.end(), {&l.qkv, &l.o, &l.gate_up, &l.down});
+    for (auto& l : layers)
+      for (LinearW* w : {&l.qkv, &l.o, &l.gate_up, &l.down, &l.mla.q, &l.mla.q_a, &l.mla.q_b, &l.mla.kv_a,
+                         &l.moe.router, &l.moe.sh_gate_up, &l.moe.sh_down})
+        if (w->bf16) v.push_back(w);
     return v;
   }
+  bool moe_layer(int l) const { return c.has_moe && l >= c.moe.n_dense_layers; }
+  Status alloc_mla_moe_layer(LayerW& l, int layer);  // cuda_mla_moe.cu
+  Status alloc_mla_moe_runtime();
+  void* mla_moe_weight_ptr(TensorRole r, LayerW& l);
   Status alloc_runtime();
   Status size_kv_pool(int64_t free_bytes);
   void* weight_ptr(TensorRole r, int layer, int64_t* count);

@@ -9,6 +9,7 @@
 #include "kernels/quant/quant.h"
 #include "model/arch.h"
 #include "model/rope.h"
+#include "model/weights.h"
 
 namespace citadel::runtime {
 
@@ -21,11 +22,39 @@ Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name) {
   return InvalidArgument("cuda weights: '" + name + "' is not one of bf16, int8, int4, fp8, f32");
 }
 
+namespace {
+// deepseek2 (MLA + MoE): the shapes kernels/cuda/mla.h and moe.h take (bf16 weights and activations only: checked by
+// CudaDecoder::create, which knows the format).
+Status mla_moe_supported(const ModelConfig& c, const std::string& what) {
+  if (c.arch != "deepseek2") return Unsupported(what + "MLA / MoE outside the deepseek2 recipe");
+  if (!rope_scaling_supported(c.rope_scaling.type))
+    return Unsupported(what + "rope scaling '" + c.rope_scaling.type + "'");
+  const MlaConfig& m = c.mla;
+  const int64_t limit = int64_t{1} << 30;
+  for (int64_t v : {c.dim, c.n_layers, c.n_heads, c.n_vocab, m.kv_lora_rank, m.qk_nope_dim, m.qk_rope_dim,
+                    m.v_head_dim})
+    if (v <= 0 || v > limit) return DataLoss(what + "a model dimension is missing or out of range");
+  if (!c.has_mla) return Unsupported(what + "MoE without MLA");
+  if (m.qk_rope_dim % 2 != 0 || m.qk_rope_dim > 128 || m.kv_lora_rank > 1024 ||
+      (m.kv_lora_rank + m.qk_rope_dim) % 8 != 0 || m.qk_nope_dim % 8 != 0 || m.v_head_dim % 8 != 0)
+    return Unsupported(what + "MLA dims (qk_rope even <= 128, kv_lora_rank <= 1024, latent row, qk_nope and v "
+                              "multiples of 8)");
+  if (c.dim % 16 != 0 || c.ffn_dim % 16 != 0 || m.q_lora_rank % 8 != 0)
+    return Unsupported(what + "dim and ffn_dim must be multiples of 16, q_lora_rank of 8");
+  if (c.has_moe) {
+    const MoeConfig& e = c.moe;
+    if (e.n_experts <= 0 || e.n_experts > 256 || e.n_experts_used <= 0 || e.n_experts_used > 16 ||
+        e.n_experts_used > e.n_experts || e.expert_ffn_dim <= 0 || e.expert_ffn_dim % 16 != 0)
+      return Unsupported(what + "MoE shape (<= 256 experts, top-k <= 16, expert FFN a multiple of 16)");
+  }
+  return OkStatus();
+}
+}  // namespace
+
 Status cuda_supports(const ModelConfig& c) {
   const std::string what = "cuda decoder (" + (c.name.empty() ? c.arch : c.name) + "): ";
   if (!find_arch(c.arch)) return Unsupported(what + "architecture '" + c.arch + "' has no recipe");
-  if (c.has_mla) return Unsupported(what + "multi-head latent attention (MLA)");
-  if (c.has_moe) return Unsupported(what + "mixture of experts (MoE)");
+  if (c.has_mla || c.has_moe) return mla_moe_supported(c, what);
   if (c.arch == "gemma3") return Unsupported(what + "gemma3 (q/k norms, GeGLU, sliding-window layers: CPU only)");
   if (c.rope_type == RopeStyle::kNone) return Unsupported(what + "models without RoPE");
   if (c.rope_dim != c.head_dim)
@@ -87,9 +116,42 @@ Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
   return OkStatus();
 }
 
+namespace {
+// Architectures whose roles need assembly at load (arch->finish: deepseek2's kv_b split, HF expert stacks, FP8 block
+// scales): the CPU loader's ModelWeights binds them, then each present role goes to the sink as fp32.
+Status read_assembled_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, load_model(store.path(), WeightsOptions{}));
+  std::vector<float> buf;
+  for (const RoleUse& use : w->arch->roles) {
+    const TensorRole r = use.role;
+    if (r == TensorRole::kWkvB) continue;  // the loader has split it into attn_k_b / attn_v_b
+    const bool per_layer = role_info(r).per_layer;
+    int64_t count = 1;
+    for (int64_t d : role_shape(c, r)) count *= d;
+    for (int l = 0; l < (per_layer ? c.n_layers : 1); ++l) {
+      const std::string name = tensor_name(r, l, store.format());
+      if (role_info(r).matrix) {
+        const WeightView& v = w->mat(r, l);
+        if (!v.data) continue;  // absent (the loader has checked what each layer needs)
+        if (v.rows * v.cols != count) return DataLoss(store.path() + ": tensor " + name + " has the wrong size");
+        buf.resize(static_cast<size_t>(count));
+        for (int64_t i = 0; i < v.rows; ++i)
+          RETURN_IF_ERROR(dequantize_row(v.dtype, static_cast<const uint8_t*>(v.data) + i * v.row_bytes(),
+                                         buf.data() + i * v.cols, v.cols));
+        RETURN_IF_ERROR(sink(r, l, buf.data(), count));
+      } else if (const float* p = w->vec(r, l)) {
+        RETURN_IF_ERROR(sink(r, l, p, count));
+      }
+    }
+  }
+  return OkStatus();
+}
+}  // namespace
+
 Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink) {
   const ArchSpec* arch = find_arch(c.arch);
   if (!arch) return Unsupported("cuda loader: architecture '" + c.arch + "' has no recipe");
+  if (arch->finish) return read_assembled_weights(store, c, sink);
   std::vector<float> buf;
   for (const RoleUse& use : arch->roles) {
     const TensorRole r = use.role;

@@ -2,9 +2,10 @@
 // core code include this header.
 //
 // - cuda_supports() says whether the decoder can run a ModelConfig: an architecture with a recipe (model/arch.h),
-//   no MLA or MoE, full RoPE (rope_dim == head_dim) with scaling none, linear, yarn or llama3 (model/rope.h),
-//   head_dim 64 or 128, <= 16 query heads per KV head, dim and ffn_dim multiples of 16; anything else is
-//   kUnsupported with a one-line reason (missing dimensions or bad llama3 factors: kDataLoss).
+//   full RoPE (rope_dim == head_dim) with scaling none, linear, yarn or llama3 (model/rope.h), head_dim 64 or 128,
+//   <= 16 query heads per KV head, dim and ffn_dim multiples of 16; deepseek2 (MLA + MoE) within the shapes of
+//   kernels/cuda/mla.h and moe.h; anything else is kUnsupported with a one-line reason (missing dimensions or bad
+//   llama3 factors: kDataLoss).
 // - read_cuda_weights() converts every tensor of the architecture's roles (model/roles.h) to fp32 on the host:
 //   f16/bf16 exactly, quantized GGUF types (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K..q6_K) through the reference
 //   dequantize_row() (the values the CPU exact mode computes with). A model without an output matrix (tied
@@ -44,7 +45,8 @@ Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out);
 
 // Calls sink(role, layer, fp32 data, element count) once for every tensor of c's architecture roles that the model
 // has: required roles, the optional ones present (rope_freqs; the LM head, else the token embedding as kOutput),
-// the q/k/v bias group when c.attn_bias. Each tensor's shape is checked against role_shape(c) first. Missing
+// the q/k/v bias group when c.attn_bias. Architectures with a load-time finish step (deepseek2) go through the CPU
+// loader's ModelWeights (model/weights.h: kv_b split, HF expert stacks, FP8 block scales), reopening store.path(). Each tensor's shape is checked against role_shape(c) first. Missing
 // tensors are kDataLoss naming the tensor; an architecture without a recipe is kUnsupported.
 using CudaWeightSink = std::function<Status(TensorRole r, int layer, const float* data, int64_t count)>;
 Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink);

@@ -33,7 +33,8 @@ const char* format_name(CudaWeightFormat f) {
 
 namespace {
 bool is_norm(TensorRole r) {
-  return r == TensorRole::kOutputNorm || r == TensorRole::kAttnNorm || r == TensorRole::kFfnNorm;
+  return r == TensorRole::kOutputNorm || r == TensorRole::kAttnNorm || r == TensorRole::kFfnNorm ||
+         r == TensorRole::kQANorm || r == TensorRole::kKvANorm;
 }
 }  // namespace
 

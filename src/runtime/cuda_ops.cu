@@ -36,6 +36,12 @@ const LinearW* CudaOps::matrix(const Linear& w, int layer, uint32_t* skip_bit) c
   if (is({R::kWo})) return *skip_bit = kSkipO, &l.o;
   if (is({R::kGate, R::kUp})) return *skip_bit = kSkipFfn, &l.gate_up;
   if (is({R::kDown})) return *skip_bit = kSkipDown, &l.down;
+  if (is({R::kWq})) return *skip_bit = kSkipQkv, &l.mla.q;  // MLA
+  if (is({R::kWqA})) return *skip_bit = kSkipQkv, &l.mla.q_a;
+  if (is({R::kWqB})) return *skip_bit = kSkipQkv, &l.mla.q_b;
+  if (is({R::kWkvA})) return *skip_bit = kSkipQkv, &l.mla.kv_a;
+  if (is({R::kGateShexp, R::kUpShexp})) return *skip_bit = kSkipFfn, &l.moe.sh_gate_up;  // MoE shared experts
+  if (is({R::kDownShexp})) return *skip_bit = kSkipDown, &l.moe.sh_down;
   return nullptr;
 }
 
@@ -55,7 +61,9 @@ void* CudaOps::buffer(Act a) const {
     case Act::kQkv: return m_.qkv;
     case Act::kAttn: return m_.attn;
     case Act::kFfn: return m_.act;
-    case Act::kQ: case Act::kQA: case Act::kKvA: return nullptr;  // MLA: no CUDA kernels yet (refused at load)
+    case Act::kQ: return m_.mm.q;
+    case Act::kQA: return m_.mm.q_a;
+    case Act::kKvA: return m_.mm.kv_a;
   }
   return nullptr;
 }
@@ -96,6 +104,7 @@ Status CudaOps::add_rmsnorm(bool add, TensorRole norm_role, int layer) {
 Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
   uint32_t bit = 0;
   const LinearW* lw = matrix(w, layer, &bit);
+  if (lw && !lw->bf16 && !lw->q) lw = nullptr;  // a matrix this layer's kind does not have
   if (!lw || bit == kSkipLmHead || bit == kSkipFfn)  // the LM head runs in logits(), gate|up in linear_silu_mul()
     return not_held("linear", w.roles[0]);
   const bool in_f32 = in == Act::kResidual || in == Act::kDelta;
@@ -112,10 +121,11 @@ Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
 Status CudaOps::linear_silu_mul(const Linear& w, int layer, Act in, Act out) {
   uint32_t bit = 0;
   const LinearW* lw = matrix(w, layer, &bit);
+  if (lw && !lw->bf16 && !lw->q) lw = nullptr;
   if (!lw || bit != kSkipFfn) return not_held("linear_silu_mul", w.roles[0]);
   if (in != Act::kNormed || out != Act::kFfn)
     return Internal("cuda ops: linear_silu_mul runs normed -> ffn only (the gate|up staging buffer)");
-  const int T = s_.T, F = static_cast<int>(m_.c.ffn_dim);
+  const int T = s_.T, F = lw->N / 2;
   if (exact()) {
     if (w32()) {
       linear32(*lw, Impl::f32(m_.h), T, Impl::f32(m_.gu));

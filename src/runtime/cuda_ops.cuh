@@ -4,7 +4,8 @@
 // kernels/cuda/exact.cu inside each op, otherwise bf16 activations with an fp32 residual and delta.
 //
 // Activations (Impl buffers): kResidual -> residual and kDelta -> delta (fp32 in both modes); kNormed -> h,
-// kQkv -> qkv ([T][(H + 2 KVH) hd], q | k | v), kAttn -> attn, kFfn -> act (bf16, or fp32 with exact()).
+// kQkv -> qkv ([T][(H + 2 KVH) hd], q | k | v), kAttn -> attn, kFfn -> act (bf16, or fp32 with exact()); MLA's
+// kQ, kQA, kKvA -> Impl::mm (bf16).
 // Weights: (role, layer) -> the decoder's fused storage; Linear stacks q|k|v and gate|up as loaded.
 // RoPE: plain RoPE computes theta^(-2i/hd) in the kernels; scaled RoPE (linear, YaRN, llama3 / rope_freqs) passes the
 // decoder's frequency table (Impl::rope_inv_freq, uploaded at finalize). debug_skip (CudaSkip bits, bf16 path only)
@@ -41,6 +42,11 @@ class CudaOps final : public BackendOps {
   Status rope_kv_write(int layer) override;
   Status attention(int layer) override;
   Status logits(TensorRole norm, TensorRole head) override;
+  // deepseek2, bf16 path only (cuda_mla_moe.cu).
+  Status rmsnorm(Act a, TensorRole norm, int layer) override;
+  Status mla_rope_kv_write(int layer) override;
+  Status mla_attention(int layer) override;
+  Status moe(int layer, Act in, Act out, bool accumulate) override;
 
  private:
   // The fused matrix of w in `layer` and the CudaSkip bit of its op family; null for a stack the decoder does not

@@ -17,6 +17,7 @@
 #include "model/arch.h"
 #include "model/config.h"
 #include "model/roles.h"
+#include "model/synth.h"
 #include "runtime/cuda_loader.h"
 
 namespace citadel::runtime {
@@ -113,6 +114,53 @@ TEST(CudaLoader, DeliversEveryRoleOfTheArchitecture) {
   EXPECT_EQ(got[TensorRole::kOutput], got[TensorRole::kTokEmbd]);
   EXPECT_EQ(got[TensorRole::kBv].size(), 64u);
   std::remove(path.c_str());
+}
+
+// deepseek2 goes through the CPU loader's ModelWeights: every role a layer's kind has arrives once per layer with
+// role_shape's element count (k_b / v_b split from an older attn_kv_b, never attn_kv_b itself); the configs of the
+// tiny V2 and V3 presets and the real V2-Lite shape pass cuda_supports, a bad MLA shape does not.
+TEST(CudaLoader, DeepSeek2RolesThroughModelWeights) {
+  for (const char* preset : {"deepseek2-tiny", "deepseek3-tiny"}) {
+    SCOPED_TRACE(preset);
+    SynthOptions o;
+    o.arch = "deepseek2", o.preset = preset, o.seed = 3, o.dtype = "q8_0";
+    o.out = ::testing::TempDir() + "cuda_loader_" + preset + ".gguf";
+    ASSERT_TRUE(write_synth(o).ok());
+    auto store = open_gguf(o.out);
+    ASSERT_TRUE(store.ok());
+    auto mc = model_config_from(**store);
+    ASSERT_TRUE(mc.ok()) << mc.status().to_string();
+    EXPECT_TRUE(cuda_supports(*mc).ok()) << cuda_supports(*mc).to_string();
+    std::map<std::pair<TensorRole, int>, int64_t> got;
+    Status st = read_cuda_weights(**store, *mc, [&](TensorRole r, int layer, const float* p, int64_t n) {
+      EXPECT_EQ(got.count({r, layer}), 0u) << role_name(r) << " " << layer;
+      int64_t want = 1;
+      for (int64_t d : role_shape(*mc, r)) want *= d;
+      EXPECT_EQ(n, want) << role_name(r);
+      EXPECT_TRUE(std::isfinite(p[0]) && std::isfinite(p[n - 1])) << role_name(r);
+      got[{r, layer}] = n;
+      return OkStatus();
+    });
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    const bool v3 = mc->mla.q_lora_rank > 0;
+    EXPECT_EQ(got.count({TensorRole::kWkvB, 0}), 0u);
+    EXPECT_EQ(got.count({TensorRole::kWkB, 1}), 1u);
+    EXPECT_EQ(got.count({TensorRole::kWqA, 1}), v3 ? 1u : 0u);
+    EXPECT_EQ(got.count({TensorRole::kWq, 1}), v3 ? 0u : 1u);
+    EXPECT_EQ(got.count({TensorRole::kGate, 0}), 1u);  // the dense first layer
+    EXPECT_EQ(got.count({TensorRole::kGateExps, 0}), 0u);
+    EXPECT_EQ(got.count({TensorRole::kGateExps, 1}), 1u);
+    EXPECT_EQ(got.count({TensorRole::kExpProbsB, 1}), v3 ? 1u : 0u);
+    std::remove(o.out.c_str());
+  }
+  SynthOptions lite;
+  lite.arch = "deepseek2", lite.preset = "deepseek-v2-lite";
+  auto plan = plan_synth(lite);
+  ASSERT_TRUE(plan.ok());
+  ModelConfig c = synth_config(*plan);
+  EXPECT_TRUE(cuda_supports(c).ok()) << cuda_supports(c).to_string();
+  c.mla.qk_rope_dim = 63;
+  EXPECT_EQ(cuda_supports(c).code(), StatusCode::kUnsupported);
 }
 
 TEST(CudaLoader, SmolLM2WeightsToBf16) {

@@ -238,6 +238,11 @@ void paged_attention_f32_decode(const PagedAttention& p, const float* k_pool, co
 // keep cuBLAS out of this header) already bound to the stream the caller wants.
 void gemm_bf16(void* cublas_handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f32, int M, int N, int K);
 void* create_cublas_handle(cudaStream_t s, void* workspace, size_t workspace_bytes);
+// Batched: for b < batch, y_b [M][N] = x_b [M][K] @ W_b [N][K]^T, bf16 in and out, fp32 accumulate; row m of x_b
+// at x + b*stride_x + m*ldx, W_b at W + b*stride_w (rows of K), row m of y_b at y + b*stride_y + m*ldy (elements).
+// MLA's per-head absorptions (W_UK into the query, W_UV after attention).
+void gemm_bf16_batched(void* cublas_handle, const bf16_t* x, int64_t ldx, int64_t stride_x, const bf16_t* W,
+                       int64_t stride_w, bf16_t* y, int64_t ldy, int64_t stride_y, int M, int N, int K, int batch);
 // cuBLASLt variant: y [M][N] = x @ W^T (+ bias [N] bf16 in the epilogue; null: none). ctx from create_gemm_lt, bound
 // to one stream. With autotune, the first uncaptured call of each (M bucket, N, K, bias, y_f32), M rounded up to a
 // power of two, times the heuristic candidates on the caller's buffers (writes y several times) and keeps the

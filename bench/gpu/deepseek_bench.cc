@@ -1,0 +1,173 @@
+// GPU benchmark of the CUDA decoder at the DeepSeek-V2-Lite shape (27 layers, MLA with r 512 + rope 64, 64 routed
+// experts top-6, 2 shared, dense FFN in layer 0; bf16 weights generated on the device): batch-1 decode (128-token
+// prompt, 128 greedy steps as graph replays), 64 sequences at 128 context, a 512-token prefill. Each row carries its
+// roofline ratio: ceiling = measured device-to-device copy bandwidth / bytes of the weights a step must read (bs1: the
+// non-expert weights + 6 of 64 experts per MoE layer; 64 sequences and the prefill: every weight, since 64 x 6 picks
+// touch nearly all experts). Prints one JSON object to stdout and to argv[1] if given.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "model/synth.h"
+#include "runtime/cuda_decoder.h"
+
+using namespace citadel;
+using runtime::CudaDecoder;
+using runtime::CudaStep;
+
+namespace {
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+void die(const Status& st, const char* what) {
+  if (st.ok()) return;
+  std::fprintf(stderr, "%s: %s\n", what, st.to_string().c_str());
+  std::exit(1);
+}
+
+double copy_bandwidth_gbps() {
+  const size_t bytes = size_t{2} << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) std::exit(1);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  std::vector<double> t;
+  for (int i = 0; i < 13; ++i) {
+    cudaEventRecord(e0);
+    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 3) t.push_back(ms);
+  }
+  cudaFree(a), cudaFree(b);
+  return 2.0 * bytes / (median(t) * 1e-3) / 1e9;  // bytes read + written
+}
+
+std::vector<int32_t> table_for(int b, int per_seq, int width) {
+  std::vector<int32_t> t(width, 0);
+  for (int i = 0; i < per_seq && i < width; ++i) t[i] = b * per_seq + i;
+  return t;
+}
+
+// n tokens of sequence `seq` (blocks per_seq apart) at positions start.., logits of the last one.
+CudaStep run_of(const std::vector<int32_t>& toks, int start, const std::vector<int32_t>& table) {
+  CudaStep s;
+  for (size_t i = 0; i < toks.size(); ++i) s.tokens.push_back(toks[i]), s.positions.push_back(start + int(i));
+  s.query_start = {0, int(toks.size())};
+  s.seq_lens = {start + int(toks.size())};
+  s.block_tables = table;
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::fprintf(stderr, "no CUDA device\n");
+    return 2;
+  }
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  const double bw = copy_bandwidth_gbps();
+  SynthOptions so;
+  so.arch = "deepseek2", so.preset = "deepseek-v2-lite";
+  auto plan = plan_synth(so);
+  die(plan.status(), "plan_synth");
+  const ModelConfig c = synth_config(*plan);
+  const int V = int(c.n_vocab);
+
+  runtime::CudaDecoderOptions opt;
+  opt.max_batch = 64, opt.max_step_tokens = 512, opt.max_seq_len = 1024, opt.kv_blocks = 64 * 16 + 64;
+  opt.verbose = true;
+  auto d = CudaDecoder::create(c, opt);
+  die(d.status(), "create");
+  auto dec = std::move(d).value();
+  const double t0 = now_s();
+  die(dec->init_synthetic(42), "init_synthetic");
+  std::fprintf(stderr, "weights generated in %.1f s\n%s\n", now_s() - t0, dec->memory_plan().c_str());
+  const double all_bytes = double(dec->weight_bytes());
+  const double E = double(c.moe.n_experts), k = double(c.moe.n_experts_used);
+  const double moe_layers = double(c.n_layers - c.moe.n_dense_layers);
+  const double expert_bytes = moe_layers * 3.0 * E * double(c.moe.expert_ffn_dim) * double(c.dim) * 2.0;
+  const double active_bytes = all_bytes - expert_bytes * (1.0 - k / E);
+  const int W = dec->max_blocks_per_seq();
+
+  // batch 1: 128-token prompt, then greedy steps
+  std::vector<int32_t> prompt(128), ids;
+  for (int i = 0; i < 128; ++i) prompt[i] = (i * 7919 + 13) % V;
+  const auto table0 = table_for(0, W, W);
+  die(dec->step(run_of(prompt, 0, table0), &ids, nullptr), "prefill 128");
+  auto decode_run = [&](int steps) {
+    int tok = ids[0];
+    const double s0 = now_s();
+    for (int i = 0; i < steps; ++i) {
+      die(dec->step(run_of({tok}, 128 + i, table0), &ids, nullptr), "decode");
+      tok = ids[0];
+    }
+    return now_s() - s0;
+  };
+  decode_run(4);
+  std::vector<double> ts;
+  for (int r = 0; r < 3; ++r) ts.push_back(decode_run(128));
+  const double bs1 = 128.0 / median(ts);
+
+  // 64 sequences at context 128 (random KV), 32 steps
+  dec->fill_kv_random(9);
+  const int B = 64, ctx = 128, per_seq = (ctx + 40 + 15) / 16;
+  auto batch_run = [&](int k0, int steps) {
+    const double s0 = now_s();
+    for (int s = k0; s < k0 + steps; ++s) {
+      CudaStep st;
+      st.query_start = {0};
+      for (int b = 0; b < B; ++b) {
+        st.tokens.push_back((b * 31 + s) % V), st.positions.push_back(ctx + s);
+        st.query_start.push_back(b + 1), st.seq_lens.push_back(ctx + s + 1);
+        const auto t = table_for(b, per_seq, W);
+        st.block_tables.insert(st.block_tables.end(), t.begin(), t.end());
+      }
+      die(dec->step(st, &ids, nullptr), "decode b64");
+    }
+    return now_s() - s0;
+  };
+  batch_run(0, 4);
+  const double b64 = B * 32.0 / batch_run(4, 32);
+
+  // 512-token prefill
+  std::vector<int32_t> long_prompt(512);
+  for (int i = 0; i < 512; ++i) long_prompt[i] = (i * 104729 + 7) % V;
+  std::vector<double> tp;
+  for (int r = 0; r < 6; ++r) {
+    const double s0 = now_s();
+    die(dec->step(run_of(long_prompt, 0, table0), &ids, nullptr), "prefill 512");
+    if (r > 0) tp.push_back(now_s() - s0);
+  }
+  const double pre = 512.0 / median(tp);
+
+  const double roof_bs1 = bw * 1e9 / active_bytes, roof_b64 = B * bw * 1e9 / all_bytes;
+  const double roof_pre = 512.0 * bw * 1e9 / all_bytes;
+  char json[2048];
+  std::snprintf(json, sizeof(json),
+                "{\n  \"device\": \"%s\",\n  \"shape\": \"deepseek-v2-lite\",\n  \"copy_gbps\": %.0f,\n"
+                "  \"weight_bytes\": %.0f,\n  \"active_bytes_per_token\": %.0f,\n"
+                "  \"decode_bs1_bf16_tok_s\": %.1f,\n  \"roofline_ratio_decode_bs1\": %.3f,\n"
+                "  \"decode_b64_bf16_tok_s\": %.0f,\n  \"roofline_ratio_decode_b64\": %.3f,\n"
+                "  \"prefill_512_bf16_tok_s\": %.0f,\n  \"roofline_ratio_prefill_512\": %.3f,\n"
+                "  \"memory_plan\": \"%s\"\n}\n",
+                prop.name, bw, all_bytes, active_bytes, bs1, bs1 / roof_bs1, b64, b64 / roof_b64, pre,
+                pre / roof_pre, dec->memory_plan().c_str());
+  std::fputs(json, stdout);
+  if (argc > 1)
+    if (FILE* f = std::fopen(argv[1], "w")) std::fputs(json, f), std::fclose(f);
+  return 0;
+}

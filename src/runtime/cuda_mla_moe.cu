@@ -1,0 +1,186 @@
+// The deepseek2 parts of the CUDA decoder (bf16 path): MLA and MoE weights and buffers (CudaDecoder::Impl) and the
+// recipe's MLA / MoE ops (CudaOps), over kernels/cuda/mla.h and moe.h.
+//
+// MLA, absorbed: q_lat[t][h] = [W_UK_h q_nope | rope(q_rope)] (a batched GEMM per head, then the rope kernel writes
+// the rope part), attention over the cached [latent | rope key] rows of the layer (one shared latent head, the first
+// r values are the value), then W_UV per head (batched GEMM) into attn [T][H v].
+// MoE: router logits (fp32) -> selection on the device (moe_route, the twin of model/moe.h) -> pairs sorted by
+// expert -> grouped gate|up SiLU and down kernels (each used expert's weights read once a step) -> weighted sum
+// added to delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
+#include <algorithm>
+#include <string>
+
+#include "kernels/cuda/mla.h"
+#include "kernels/cuda/moe.h"
+#include "runtime/cuda_ops.cuh"
+
+namespace citadel::runtime {
+
+namespace ck = citadel::cuda;
+using R = TensorRole;
+
+Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
+  const int64_t D = c.dim, H = c.n_heads;
+  const MlaConfig& m = c.mla;
+  if (c.has_mla) {
+    const int64_t qk = m.qk_nope_dim + m.qk_rope_dim, r = m.kv_lora_rank;
+    if (m.q_lora_rank > 0) {
+      RETURN_IF_ERROR(alloc_linear(&l.mla.q_a, m.q_lora_rank, D, false));
+      RETURN_IF_ERROR(alloc_e(&l.mla.q_a_norm, m.q_lora_rank, "q_a norm"));
+      RETURN_IF_ERROR(alloc_linear(&l.mla.q_b, H * qk, m.q_lora_rank, false));
+    } else {
+      RETURN_IF_ERROR(alloc_linear(&l.mla.q, H * qk, D, false));
+    }
+    RETURN_IF_ERROR(alloc_linear(&l.mla.kv_a, r + m.qk_rope_dim, D, false));
+    RETURN_IF_ERROR(alloc_e(&l.mla.kv_a_norm, r, "kv_a norm"));
+    RETURN_IF_ERROR(alloc_e(&l.mla.k_b, H * r * m.qk_nope_dim, "attn_k_b", 2));
+    RETURN_IF_ERROR(alloc_e(&l.mla.v_b, H * m.v_head_dim * r, "attn_v_b", 2));
+    extra_weight_bytes += 2 * H * r * (m.qk_nope_dim + m.v_head_dim) + 2 * (r + m.q_lora_rank);
+  }
+  if (!moe_layer(layer)) return OkStatus();
+  const MoeConfig& e = c.moe;
+  const int64_t E = e.n_experts, Fe = e.expert_ffn_dim, S = e.n_shared * Fe;
+  RETURN_IF_ERROR(alloc_linear(&l.moe.router, E, D, false));
+  if (e.sigmoid_gating) RETURN_IF_ERROR(alloc_n(&l.moe.bias, E, "expert selection bias"));
+  if (S > 0) {
+    RETURN_IF_ERROR(alloc_linear(&l.moe.sh_gate_up, 2 * S, D, false));
+    RETURN_IF_ERROR(alloc_linear(&l.moe.sh_down, D, S, false));
+  }
+  RETURN_IF_ERROR(alloc_e(&l.moe.gate, E * Fe * D, "expert gate", 2));
+  RETURN_IF_ERROR(alloc_e(&l.moe.up, E * Fe * D, "expert up", 2));
+  RETURN_IF_ERROR(alloc_e(&l.moe.down, E * D * Fe, "expert down", 2));
+  extra_weight_bytes += 2 * 3 * E * Fe * D + (e.sigmoid_gating ? 4 * E : 0);
+  return OkStatus();
+}
+
+void* CudaDecoder::Impl::mla_moe_weight_ptr(TensorRole r, LayerW& l) {
+  const int64_t D = c.dim, S = c.moe.n_shared * c.moe.expert_ffn_dim;
+  switch (r) {
+    case R::kWq: return l.mla.q.bf16;
+    case R::kWqA: return l.mla.q_a.bf16;
+    case R::kQANorm: return l.mla.q_a_norm;
+    case R::kWqB: return l.mla.q_b.bf16;
+    case R::kWkvA: return l.mla.kv_a.bf16;
+    case R::kKvANorm: return l.mla.kv_a_norm;
+    case R::kWkB: return l.mla.k_b;
+    case R::kWvB: return l.mla.v_b;
+    case R::kFfnGateInp: return l.moe.router.bf16;
+    case R::kExpProbsB: return l.moe.bias;
+    case R::kGateExps: return l.moe.gate;
+    case R::kUpExps: return l.moe.up;
+    case R::kDownExps: return l.moe.down;
+    case R::kGateShexp: return l.moe.sh_gate_up.bf16;
+    case R::kUpShexp: return l.moe.sh_gate_up.bf16 ? l.moe.sh_gate_up.bf16 + S * D : nullptr;
+    case R::kDownShexp: return l.moe.sh_down.bf16;
+    default: return nullptr;
+  }
+}
+
+Status CudaDecoder::Impl::alloc_mla_moe_runtime() {
+  const int64_t T = opt.max_step_tokens, D = c.dim, H = c.n_heads;
+  const MlaConfig& m = c.mla;
+  if (c.has_mla) {
+    const int64_t lat = m.kv_lora_rank + m.qk_rope_dim;
+    RETURN_IF_ERROR(alloc_e(&mm.q, T * H * (m.qk_nope_dim + m.qk_rope_dim), "mla q"));
+    if (m.q_lora_rank > 0) RETURN_IF_ERROR(alloc_e(&mm.q_a, T * m.q_lora_rank, "mla q_a"));
+    RETURN_IF_ERROR(alloc_e(&mm.kv_a, T * lat, "mla kv_a"));
+    RETURN_IF_ERROR(alloc_e(&mm.q_lat, T * H * lat, "mla absorbed query"));
+    RETURN_IF_ERROR(alloc_e(&mm.lat_out, T * H * m.kv_lora_rank, "mla latent output"));
+  }
+  if (c.has_moe) {
+    const int64_t E = c.moe.n_experts, k = c.moe.n_experts_used, Fe = c.moe.expert_ffn_dim;
+    if (T * k > ck::kMoeMaxPairs)
+      return Unsupported("cuda decoder: max_step_tokens x experts per token exceeds " +
+                         std::to_string(ck::kMoeMaxPairs) + " (MoE pair sort)");
+    RETURN_IF_ERROR(alloc_n(&mm.router, T * E, "router logits"));
+    RETURN_IF_ERROR(alloc_n(&mm.ids, T * k, "expert ids"));
+    RETURN_IF_ERROR(alloc_n(&mm.weights, T * k, "expert weights"));
+    RETURN_IF_ERROR(alloc_n(&mm.offsets, E + 1, "expert offsets"));
+    RETURN_IF_ERROR(alloc_n(&mm.pairs, T * k, "expert pairs"));
+    RETURN_IF_ERROR(alloc_e(&mm.act, T * k * Fe, "expert activations"));
+    RETURN_IF_ERROR(alloc_n(&mm.y, T * k * D, "expert outputs"));
+  }
+  return OkStatus();
+}
+
+namespace {
+Status mla_layer_ok(const CudaDecoder::Impl& m, int layer, const char* op) {
+  if (!m.c.has_mla || m.exact() || layer < 0 || layer >= static_cast<int>(m.layers.size()))
+    return Internal(std::string("cuda ops: ") + op + " needs an MLA layer on the bf16 path");
+  return OkStatus();
+}
+ck::MlaShape mla_shape(const ModelConfig& c) {
+  return ck::MlaShape{static_cast<int>(c.n_heads), static_cast<int>(c.mla.qk_nope_dim),
+                      static_cast<int>(c.mla.qk_rope_dim), static_cast<int>(c.mla.kv_lora_rank)};
+}
+}  // namespace
+
+Status CudaOps::rmsnorm(Act a, TensorRole norm, int layer) {
+  RETURN_IF_ERROR(mla_layer_ok(m_, layer, "rmsnorm"));
+  if (a != Act::kQA || norm != R::kQANorm) return Internal("cuda ops: rmsnorm runs q_a with its norm only");
+  const int qa = static_cast<int>(m_.c.mla.q_lora_rank);
+  ck::rmsnorm_rows(m_.mm.q_a, s_.T, qa, qa, m_.layers[layer].mla.q_a_norm, static_cast<float>(m_.c.norm_eps),
+                   m_.stream);
+  return OkStatus();
+}
+
+Status CudaOps::mla_rope_kv_write(int layer) {
+  RETURN_IF_ERROR(mla_layer_ok(m_, layer, "mla_rope_kv_write"));
+  if (skip_ & kSkipRopeKv) return OkStatus();
+  const MlaW& w = m_.layers[layer].mla;
+  ck::mla_rope_kv_write(m_.mm.q, m_.mm.kv_a, m_.mm.q_lat, mla_shape(m_.c), s_.T, m_.d_ints + L_.positions,
+                        static_cast<const float*>(m_.rope_inv_freq), static_cast<float>(m_.rope_mscale), w.kv_a_norm,
+                        static_cast<float>(m_.c.norm_eps), m_.d_ints + L_.slots, m_.k_pool + layer * m_.layer_pool(),
+                        m_.stream);
+  return OkStatus();
+}
+
+Status CudaOps::mla_attention(int layer) {
+  RETURN_IF_ERROR(mla_layer_ok(m_, layer, "mla_attention"));
+  if (skip_ & kSkipAttention) return OkStatus();
+  const MlaConfig& c = m_.c.mla;
+  const MlaW& w = m_.layers[layer].mla;
+  const int T = s_.T, H = static_cast<int>(m_.c.n_heads);
+  const int64_t nope = c.qk_nope_dim, qk = nope + c.qk_rope_dim, r = c.kv_lora_rank, v = c.v_head_dim;
+  const int64_t lat = r + c.qk_rope_dim;
+  // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h]
+  ck::gemm_bf16_batched(g_.cublas, m_.mm.q, H * qk, qk, w.k_b, r * nope, m_.mm.q_lat, H * lat, lat, T,
+                        static_cast<int>(r), static_cast<int>(nope), H);
+  ck::MlaAttention p;
+  p.cache = m_.k_pool + layer * m_.layer_pool();
+  p.block_tables = m_.d_ints + L_.tables, p.seq_lens = m_.d_ints + L_.seq_lens;
+  p.positions = m_.d_ints + L_.positions;
+  p.query_start = s_.decode ? nullptr : m_.d_ints + L_.total;
+  p.max_blocks_per_seq = m_.max_blocks, p.block_size = m_.opt.block_size;
+  p.scale = static_cast<float>(attention_scale(m_.c));
+  ck::mla_attention(p, mla_shape(m_.c), m_.mm.q_lat, T, m_.mm.lat_out, m_.stream);
+  // attn[t][h v] = W_UV_h [v][r] lat_out[t][h]
+  ck::gemm_bf16_batched(g_.cublas, m_.mm.lat_out, H * r, r, w.v_b, v * r, m_.attn, H * v, v, T, static_cast<int>(v),
+                        static_cast<int>(r), H);
+  return OkStatus();
+}
+
+Status CudaOps::moe(int layer, Act in, Act out, bool accumulate) {
+  if (!m_.moe_layer(layer) || m_.exact() || layer >= static_cast<int>(m_.layers.size()))
+    return Internal("cuda ops: moe needs an MoE layer on the bf16 path");
+  if (in != Act::kNormed || out != Act::kDelta) return Internal("cuda ops: moe runs normed -> delta only");
+  if (skip_ & kSkipFfn) return OkStatus();
+  const MoeConfig& e = m_.c.moe;
+  const MoeW& w = m_.layers[layer].moe;
+  const int T = s_.T, E = static_cast<int>(e.n_experts), k = static_cast<int>(e.n_experts_used);
+  const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
+  w.router.forward(g_, m_.h, T, m_.mm.router, true);
+  ck::MoeRouting rt;
+  rt.n_experts = E, rt.n_used = k;
+  rt.n_group = std::max<int>(1, static_cast<int>(e.n_group));
+  rt.topk_group = e.n_group > 1 ? static_cast<int>(e.topk_group) : 1;
+  rt.sigmoid = e.sigmoid_gating, rt.norm_topk = e.norm_topk, rt.routed_scale = static_cast<float>(e.routed_scale);
+  ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
+  ck::moe_sort(m_.mm.ids, T, k, E, m_.mm.offsets, m_.mm.pairs, m_.stream);
+  ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
+  ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, w.down, E, D, Fe, m_.mm.y, m_.stream);
+  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, accumulate, m_.stream);
+  return OkStatus();
+}
+
+}  // namespace citadel::runtime
