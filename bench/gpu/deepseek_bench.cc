@@ -153,19 +153,45 @@ int main(int argc, char** argv) {
     if (r > 0) tp.push_back(now_s() - s0);
   }
   const double pre = 512.0 / median(tp);
+  // Where the step time goes: the 512-token prefill and a bs1 decode step with one op family left out (debug_skip:
+  // attention = MLA attention with its absorptions, ffn = the MoE op, the shared experts' and the dense gate|up,
+  // qkv = the q / kv_a projections, down = the down projections).
+  auto prefill_ms = [&] {
+    std::vector<double> t;
+    for (int r = 0; r < 4; ++r) {
+      const double s0 = now_s();
+      die(dec->step(run_of(long_prompt, 0, table0), &ids, nullptr), "prefill 512");
+      if (r > 0) t.push_back(now_s() - s0);
+    }
+    return 1e3 * median(t);
+  };
+  const uint32_t bits[4] = {runtime::kSkipAttention, runtime::kSkipFfn, runtime::kSkipQkv, runtime::kSkipDown};
+  const char* names[4] = {"attention", "ffn", "qkv", "down"};
+  std::string attribution;
+  for (int i = 0; i < 4; ++i) {
+    dec->set_debug_skip(bits[i]);
+    const double p_ms = prefill_ms();
+    die(dec->step(run_of(prompt, 0, table0), &ids, nullptr), "prefill 128");
+    decode_run(4);
+    const double d_us = 1e6 * decode_run(64) / 64;
+    attribution += std::string(i ? ", " : "") + "\"" + names[i] + "\": [" + std::to_string(1e3 * 512.0 / pre - p_ms) +
+                   ", " + std::to_string(1e6 / bs1 - d_us) + "]";
+  }
+  dec->set_debug_skip(0);
+  std::fprintf(stderr, "share of prefill 512 (ms) and of a bs1 step (us) per op family: {%s}\n", attribution.c_str());
 
   const double roof_bs1 = bw * 1e9 / active_bytes, roof_b64 = B * bw * 1e9 / all_bytes;
   const double roof_pre = 512.0 * bw * 1e9 / all_bytes;
-  char json[2048];
+  char json[4096];
   std::snprintf(json, sizeof(json),
                 "{\n  \"device\": \"%s\",\n  \"shape\": \"deepseek-v2-lite\",\n  \"copy_gbps\": %.0f,\n"
                 "  \"weight_bytes\": %.0f,\n  \"active_bytes_per_token\": %.0f,\n"
                 "  \"decode_bs1_bf16_tok_s\": %.1f,\n  \"roofline_ratio_decode_bs1\": %.3f,\n"
                 "  \"decode_b64_bf16_tok_s\": %.0f,\n  \"roofline_ratio_decode_b64\": %.3f,\n"
                 "  \"prefill_512_bf16_tok_s\": %.0f,\n  \"roofline_ratio_prefill_512\": %.3f,\n"
-                "  \"memory_plan\": \"%s\"\n}\n",
+                "  \"without_op_ms_prefill_us_bs1\": {%s},\n  \"memory_plan\": \"%s\"\n}\n",
                 prop.name, bw, all_bytes, active_bytes, bs1, bs1 / roof_bs1, b64, b64 / roof_b64, pre,
-                pre / roof_pre, dec->memory_plan().c_str());
+                pre / roof_pre, attribution.c_str(), dec->memory_plan().c_str());
   std::fputs(json, stdout);
   if (argc > 1)
     if (FILE* f = std::fopen(argv[1], "w")) std::fputs(json, f), std::fclose(f);

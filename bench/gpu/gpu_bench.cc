@@ -473,15 +473,17 @@ int main(int argc, char** argv) {
     return 0;
   }
   // bf16|int8|int4|fp8|exact (bf16 weights, fp32 activations): one bs1 step for ncu, then exit; <format>_prefill: a
-  // 512-token prefill of that format (exact_prefill: of the fp32-activation path)
+  // 512-token prefill of that format (exact_prefill: of the fp32-activation path); _full: on the table's decoder size
   const char* prof = std::getenv("CITADEL_BENCH_PROFILE");
   if (prof) {
     const std::string pf = prof;
+    const bool full = pf.find("_full") != std::string::npos;  // the table's decoder size (128 sequences, 4096 blocks)
     auto dec = make(pf == "int4"   ? CudaWeightFormat::kInt4
                     : pf == "int8" ? CudaWeightFormat::kInt8
                     : pf == "fp8"  ? CudaWeightFormat::kFp8
                                    : CudaWeightFormat::kBf16,
-                    8, pf.find("_prefill") != std::string::npos ? 512 : 128, 256, true, pf.rfind("exact", 0) == 0);
+                    full ? 128 : 8, pf.find("_prefill") != std::string::npos ? 512 : 128, full ? 4096 : 256, true,
+                    pf.rfind("exact", 0) == 0);
     if (pf.find("_prefill") != std::string::npos) {  // a 512-token prefill (exact_: the fp32-activation path), after
                                                      // a tuning run
       std::fprintf(stderr, "prefill 512 %s: %.0f tok/s\n", prof, prefill_512(*dec));
