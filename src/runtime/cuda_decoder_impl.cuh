@@ -70,6 +70,12 @@ struct MlaMoeBuffers {
   int32_t* pairs = nullptr;   // [T k] (token, choice) pairs sorted by expert
   bf16_t* act = nullptr;      // [T k][Fe] expert activations
   float* y = nullptr;         // [T k][D] expert outputs before the weighted sum
+  // The GEMM form (prefill steps with many pairs per expert): rows in expert order.
+  bf16_t* xg = nullptr;       // [T k][D] the pairs' token rows
+  bf16_t* gu = nullptr;       // [T k][2 Fe] gate | up
+  float* yg = nullptr;        // [T k][D] down outputs
+  void** d_ptrs = nullptr;    // [3 * 2E] pointer arrays of the grouped GEMMs
+  std::vector<int32_t> h_offsets;  // [E + 1] host copy of offsets
 };
 
 struct CudaDecoder::Impl {

@@ -58,6 +58,10 @@ class CudaOps final : public BackendOps {
   void linear32(const LinearW& w, const float* x, int M, float* y) const;
   bool w32() const { return m_.opt.format == CudaWeightFormat::kF32; }  // fp32 matrices and embedding
   void norm(const float* d, const bf16_t* w);  // residual += d (if d); h = rmsnorm(residual) * w
+  // MoE experts as grouped GEMMs (cuda_mla_moe.cu): eager steps with >= kGemmPairsPerExpert pairs per expert on
+  // average; otherwise the grouped GEMV kernels.
+  static constexpr int kGemmPairsPerExpert = 8;
+  Status moe_gemm(int layer);
 
   CudaDecoder::Impl& m_;
   CudaStepShape s_;
