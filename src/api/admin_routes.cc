@@ -104,6 +104,7 @@ std::optional<ApiError> parse_body(const std::string& body, json* out, bool allo
     *out = json::object();
     return std::nullopt;
   }
+  if (auto e = invalid_utf8_body(body)) return e;
   *out = json::parse(body, nullptr, false);
   if (out->is_discarded() || !out->is_object()) return bad_request("the body must be a JSON object");
   return std::nullopt;

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/utf8.h"
+
 namespace citadel::api {
 
 namespace {
@@ -23,6 +25,12 @@ constexpr const char* kInvalid = "invalid_request_error";
 constexpr const char* kUnavailable = "service_unavailable";
 
 }  // namespace
+
+std::optional<ApiError> invalid_utf8_body(std::string_view body) {
+  const std::optional<size_t> bad = first_invalid_utf8(body);
+  if (!bad) return std::nullopt;
+  return bad_request("request body is not valid UTF-8 at byte offset " + std::to_string(*bad), "", "invalid_json");
+}
 
 ApiError bad_request(std::string message, std::string param, std::string code) {
   return make_error(400, kInvalid, std::move(code), std::move(message), 0, std::move(param));

@@ -1,7 +1,9 @@
 // API errors in the OpenAI shape: {"error": {"message", "type", "param", "code"}} with the HTTP status.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "base/status.h"
 #include "server/http_types.h"
@@ -26,6 +28,11 @@ ApiError model_failed(std::string message); // 503 model_failed: the model runne
 ApiError internal_error(std::string message);
 ApiError unauthorized(std::string message);                 // 401 invalid_api_key (every credential problem)
 ApiError forbidden(std::string message, std::string code);  // 403 permission_error
+
+// Every JSON body is checked with this before it is parsed (the parser's own message does not say where a bad byte
+// is): nullopt when body is valid UTF-8, else 400 invalid_json "request body is not valid UTF-8 at byte offset N",
+// N the 0-based offset of the first byte that does not begin a valid sequence (base/utf8.h).
+std::optional<ApiError> invalid_utf8_body(std::string_view body);
 
 // Maps an engine / template Status to the right status code (kInvalidArgument 400, kResourceExhausted 429, ...).
 ApiError from_status(const Status& st, const std::string& param = "");

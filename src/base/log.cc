@@ -12,6 +12,8 @@
 #include <memory>
 #include <vector>
 
+#include "base/utf8.h"
+
 namespace citadel {
 
 static std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
@@ -47,29 +49,6 @@ namespace {
 const char* const kNames[] = {"debug", "info", "warn", "error"};
 
 void append_replacement(std::string* out) { out->append("\xEF\xBF\xBD"); }
-
-// Length of the valid UTF-8 sequence starting at s[i] (2..4), or 0 when it is not one (RFC 3629: no overlong forms,
-// no surrogates, nothing above U+10FFFF).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = b(i);
-  const size_t left = s.size() - i;
-  auto cont = [&](size_t k) { return k < s.size() && (b(k) & 0xC0) == 0x80; };
-  if (c >= 0xC2 && c <= 0xDF) return left >= 2 && cont(i + 1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (left < 3 || !cont(i + 1) || !cont(i + 2)) return 0;
-    if (c == 0xE0 && b(i + 1) < 0xA0) return 0;   // overlong
-    if (c == 0xED && b(i + 1) >= 0xA0) return 0;  // UTF-16 surrogates
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (left < 4 || !cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
-    if (c == 0xF0 && b(i + 1) < 0x90) return 0;   // overlong
-    if (c == 0xF4 && b(i + 1) >= 0x90) return 0;  // above U+10FFFF
-    return 4;
-  }
-  return 0;  // a stray continuation byte, C0/C1 (always overlong) or F5..FF
-}
 
 void append_number(std::string* out, const LogField& f) {
   if (!f.is_double) {

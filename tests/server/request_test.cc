@@ -142,16 +142,39 @@ TEST(Request, ModelDefaultsFillOnlyWhatTheRequestOmits) {
 
 TEST(Request, BadBytesAndBadJsonNameTheByte) {
   ParsedRequest r;
-  // "\xff" is never valid UTF-8; it is the 38th byte of the body.
+  // "\xff" is never valid UTF-8; it is at offset 37 of the body (the 38th byte).
   const std::string bad_utf8 = std::string(R"({"model":"m","messages":[{"content":")") + "\xff" + R"("}]})";
   auto e = chat(bad_utf8, &r);
   ASSERT_TRUE(e);
   EXPECT_EQ(e->code, "invalid_json");
-  EXPECT_EQ(e->message, "request body is not valid UTF-8 at byte 38");
+  EXPECT_EQ(e->message, "request body is not valid UTF-8 at byte offset 37");
   e = chat(R"({"model":"m",})", &r);
   ASSERT_TRUE(e);
-  EXPECT_EQ(e->message.rfind("request body is not valid JSON at byte 14: ", 0), 0u) << e->message;
+  EXPECT_EQ(e->message.rfind("request body is not valid JSON at byte offset 13: ", 0), 0u) << e->message;
   EXPECT_EQ(e->message.find("last read"), std::string::npos) << e->message;
+  // Bad bytes outside a string (where the parser would only say "invalid literal") and in a later field.
+  e = chat(std::string("{\"model\":\"m\",\xC3(") + "}", &r);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->message, "request body is not valid UTF-8 at byte offset 13");
+  e = chat(std::string(R"({"model":"m","messages":[{"role":"user","content":"h\u00e9 )") + "\xC3\xA9" +
+               R"("}],"stop":[")" + "\xED\xA0\x80" + R"("]})", &r);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->message, "request body is not valid UTF-8 at byte offset 74") << e->message;
+  // A lone surrogate written as a JSON escape is valid UTF-8 but not valid JSON; the parser names it.
+  e = chat(R"({"model":"m","messages":[{"role":"user","content":"\ud800"}]})", &r);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->message.rfind("request body is not valid JSON at byte offset ", 0), 0u) << e->message;
+  EXPECT_NE(e->message.find("surrogate"), std::string::npos) << e->message;
+}
+
+TEST(Request, InvalidUtf8BodyIsA400InTheOpenAiShape) {
+  EXPECT_FALSE(invalid_utf8_body(std::string(R"({"a":"\u00e9 )") + "\xC3\xA9" + R"("})"));
+  auto e = invalid_utf8_body(std::string("{\"a\":\"") + "\xF4\x90\x80\x80" + "\"}");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400);
+  EXPECT_EQ(e->type, "invalid_request_error");
+  EXPECT_EQ(e->code, "invalid_json");
+  EXPECT_EQ(e->message, "request body is not valid UTF-8 at byte offset 6");
 }
 
 TEST(Request, CompletionPromptForms) {

@@ -128,6 +128,36 @@ def test_errors_map_to_sdk_exceptions(server, client, model_name):
     assert r.status_code == 413
 
 
+def test_invalid_utf8_is_a_400_naming_the_byte_offset(server, model_name):
+    """Raw bytes no SDK would send: every JSON route answers 400 in the OpenAI error shape with the offset of the
+    first bad byte, before any parsing, model lookup or generation."""
+    import http.client
+    cases = [  # (path, body prefix before the bad bytes, bad bytes)
+        ("/v1/chat/completions", '{"model":"%s","messages":[{"role":"user","content":"caf\u00e9 ' % model_name,
+         b"\xc3\x28"),                                             # truncated 2-byte sequence
+        ("/v1/completions", '{"model":"%s","prompt":"hi","stop":["' % model_name, b"\xed\xa0\x80"),  # surrogate
+        ("/v1/embeddings", '{"model":"%s","input":"' % model_name, b"\xc0\xaf"),                     # overlong '/'
+        ("/api/v1/infer", '{"prompt":"', b"\xf4\x90\x80\x80"),                                  # above U+10FFFF
+        ("/admin/v1/keys", '{"name":"', b"\xff"),
+    ]
+    for path, prefix, bad in cases:
+        body = prefix.encode() + "é ".encode() + bad + b'"}'
+        offset = len(prefix.encode()) + len("é ".encode())
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json",
+                                                           "Authorization": "Bearer " + server.admin_key})
+            resp = conn.getresponse()
+            status, raw = resp.status, resp.read()
+        finally:
+            conn.close()
+        assert status == 400, (path, status, raw)
+        err = json.loads(raw)["error"]
+        assert set(err) == {"message", "type", "param", "code"}, (path, err)
+        assert err["type"] == "invalid_request_error" and err["code"] == "invalid_json", (path, err)
+        assert err["message"] == f"request body is not valid UTF-8 at byte offset {offset}", (path, err)
+
+
 def test_x_request_id(server):
     r = server.http.get(server.base_url + "/health", headers={"x-request-id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"

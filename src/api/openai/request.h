@@ -45,7 +45,8 @@ struct ParsedRequest {
 // Fills temperature, top_p, top_k and min_p the request did not set from the model's defaults (ModelHost).
 void apply_sampling_defaults(const engine::SamplingParams& defaults, ParsedRequest* r);
 
-// Reads the body; checks JSON syntax, nesting depth (<= 64) and that it is an object.
+// Reads the body; checks UTF-8 (invalid_utf8_body: the offset of the first bad byte), JSON syntax (the offset where
+// the parser stopped), nesting depth (<= 64) and that it is an object. Every OpenAI JSON route parses through here.
 std::optional<ApiError> parse_json_body(const std::string& body, nlohmann::ordered_json* out);
 
 std::optional<ApiError> parse_chat_request(const nlohmann::ordered_json& body, ParsedRequest* out);
