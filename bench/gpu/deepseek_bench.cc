@@ -15,51 +15,16 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "model/synth.h"
 #include "runtime/cuda_decoder.h"
+#include "bench_util.h"
 
 using namespace citadel;
 using runtime::CudaDecoder;
 using runtime::CudaStep;
+using namespace citadel::benchutil;
 
 namespace {
 
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-void die(const Status& st, const char* what) {
-  if (st.ok()) return;
-  std::fprintf(stderr, "%s: %s\n", what, st.to_string().c_str());
-  std::exit(1);
-}
-
-double copy_bandwidth_gbps() {
-  const size_t bytes = size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) std::exit(1);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0), cudaEventCreate(&e1);
-  std::vector<double> t;
-  for (int i = 0; i < 13; ++i) {
-    cudaEventRecord(e0);
-    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    if (i >= 3) t.push_back(ms);
-  }
-  cudaFree(a), cudaFree(b);
-  return 2.0 * bytes / (median(t) * 1e-3) / 1e9;  // bytes read + written
-}
-
-std::vector<int32_t> table_for(int b, int per_seq, int width) {
-  std::vector<int32_t> t(width, 0);
-  for (int i = 0; i < per_seq && i < width; ++i) t[i] = b * per_seq + i;
-  return t;
-}
-
-// n tokens of sequence `seq` (blocks per_seq apart) at positions start.., logits of the last one.
+// One sequence's tokens at positions start.. over its block table.
 CudaStep run_of(const std::vector<int32_t>& toks, int start, const std::vector<int32_t>& table) {
   CudaStep s;
   for (size_t i = 0; i < toks.size(); ++i) s.tokens.push_back(toks[i]), s.positions.push_back(start + int(i));
@@ -72,13 +37,7 @@ CudaStep run_of(const std::vector<int32_t>& toks, int start, const std::vector<i
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    std::fprintf(stderr, "no CUDA device\n");
-    return 2;
-  }
-  cudaDeviceProp prop;
-  cudaGetDeviceProperties(&prop, 0);
+  const cudaDeviceProp prop = device_or_exit();
   const double bw = copy_bandwidth_gbps();
   SynthOptions so;
   so.arch = "deepseek2", so.preset = "deepseek-v2-lite";

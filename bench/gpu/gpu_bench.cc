@@ -20,53 +20,16 @@
 
 #include "kernels/cuda/cuda_ops.h"
 #include "runtime/cuda_decoder.h"
+#include "bench_util.h"
 
 using namespace citadel;
 using runtime::CudaDecoder;
 using runtime::CudaDecoderOptions;
 using runtime::CudaStep;
 using runtime::CudaWeightFormat;
+using namespace citadel::benchutil;
 
 namespace {
-
-#define BENCH_CHECK(expr)                                                           \
-  do {                                                                              \
-    cudaError_t _e = (expr);                                                        \
-    if (_e != cudaSuccess) {                                                        \
-      std::fprintf(stderr, "%s: %s\n", #expr, cudaGetErrorString(_e));             \
-      std::exit(1);                                                                 \
-    }                                                                               \
-  } while (0)
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-double copy_bandwidth_gbps() {
-  const size_t bytes = size_t{2} << 30;
-  void *a, *b;
-  BENCH_CHECK(cudaMalloc(&a, bytes));
-  BENCH_CHECK(cudaMalloc(&b, bytes));
-  cuda::fill_random_bf16(static_cast<uint16_t*>(a), bytes / 2, 1, 1.f, nullptr);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0), cudaEventCreate(&e1);
-  std::vector<double> t;
-  for (int i = 0; i < 23; ++i) {
-    cudaEventRecord(e0);
-    BENCH_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float ms;
-    cudaEventElapsedTime(&ms, e0, e1);
-    if (i >= 3) t.push_back(ms);
-  }
-  cudaFree(a), cudaFree(b);
-  return 2.0 * bytes / (median(t) * 1e-3) / 1e9;  // bytes read + written
-}
 
 double matmul_tflops() {
   const int n = 8192;
@@ -302,13 +265,6 @@ void gemv_for_ncu() {
   cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv);
 }
 
-// Sequence b uses blocks [b*per_seq, (b+1)*per_seq).
-std::vector<int32_t> table_for(int b, int per_seq, int width) {
-  std::vector<int32_t> t(width, 0);
-  for (int i = 0; i < per_seq && i < width; ++i) t[i] = b * per_seq + i;
-  return t;
-}
-
 CudaStep prefill_step(const std::vector<int32_t>& toks, int from, int to, const std::vector<int32_t>& table,
                       bool all_logits) {
   CudaStep s;
@@ -320,12 +276,6 @@ CudaStep prefill_step(const std::vector<int32_t>& toks, int from, int to, const 
   return s;
 }
 
-void die(const Status& st, const char* what) {
-  if (!st.ok()) {
-    std::fprintf(stderr, "%s: %s\n", what, st.to_string().c_str());
-    std::exit(1);
-  }
-}
 
 std::unique_ptr<CudaDecoder> make(CudaWeightFormat f, int max_batch, int max_tokens, int64_t kv_blocks,
                                   bool cublaslt = true, bool f32_activations = false) {
@@ -458,13 +408,7 @@ void dump_logits(CudaDecoder& dec, const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    std::fprintf(stderr, "no CUDA device\n");
-    return 2;
-  }
-  cudaDeviceProp prop;
-  cudaGetDeviceProperties(&prop, 0);
+  const cudaDeviceProp prop = device_or_exit();
   const double bw = copy_bandwidth_gbps();
   const double tf = matmul_tflops();
   std::fprintf(stderr, "%s: copy %.0f GB/s, bf16 matmul %.0f TFLOP/s\n", prop.name, bw, tf);

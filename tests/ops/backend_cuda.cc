@@ -48,17 +48,7 @@ class CudaBackend : public Backend {
  public:
   const char* name() const override { return "cuda"; }
   bool is_device() const override { return true; }
-  std::string unavailable() const override {
-    static const bool have = [] {
-      int n = 0;
-      if (cudaGetDeviceCount(&n) != cudaSuccess) {
-        cudaGetLastError();
-        return false;
-      }
-      return n > 0;
-    }();
-    return have ? "" : "no CUDA device";
-  }
+  std::string unavailable() const override { return cuda_unavailable(); }
 
   bool supports(const std::string& op, const Shape& s, const std::string& dt) const override {
     const bool f32 = dt == "f32", bf = dt == "bf16";

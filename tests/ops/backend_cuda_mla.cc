@@ -32,17 +32,7 @@ class CudaMlaBackend : public Backend {
  public:
   const char* name() const override { return "cuda"; }
   bool is_device() const override { return true; }
-  std::string unavailable() const override {
-    static const bool have = [] {
-      int n = 0;
-      if (cudaGetDeviceCount(&n) != cudaSuccess) {
-        cudaGetLastError();
-        return false;
-      }
-      return n > 0;
-    }();
-    return have ? "" : "no CUDA device";
-  }
+  std::string unavailable() const override { return cuda_unavailable(); }
   bool supports(const std::string& op, const Shape&, const std::string& dt) const override {
     return dt == "bf16" && (op == "rmsnorm_rows" || op == "mla_rope_kv_write" || op == "mla_attention");
   }

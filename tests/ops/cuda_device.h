@@ -18,6 +18,19 @@ namespace citadel::opparity {
 
 using bf16 = citadel::cuda::bf16_t;
 
+// "" when a CUDA device can run the cases, else why not (Backend::unavailable of the CUDA adapters).
+inline std::string cuda_unavailable() {
+  static const bool have = [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return n > 0;
+  }();
+  return have ? "" : "no CUDA device";
+}
+
 inline std::vector<bf16> to_bf16(const std::vector<float>& v) {
   std::vector<bf16> h(v.size());
   for (size_t i = 0; i < v.size(); ++i) h[i] = f32_to_bf16(v[i]);

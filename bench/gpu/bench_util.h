@@ -1,0 +1,83 @@
+// Helpers the GPU benchmarks share (bench/gpu/*.cc): wall time, median, the device-to-device copy bandwidth (the
+// roofline's memory ceiling), block tables for synthetic sequences, exit on error.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/cuda/cuda_ops.h"
+
+namespace citadel::benchutil {
+
+#define BENCH_CHECK(expr)                                                           \
+  do {                                                                              \
+    cudaError_t _e = (expr);                                                        \
+    if (_e != cudaSuccess) {                                                        \
+      std::fprintf(stderr, "%s: %s\n", #expr, cudaGetErrorString(_e));             \
+      std::exit(1);                                                                 \
+    }                                                                               \
+  } while (0)
+
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+inline double copy_bandwidth_gbps() {
+  const size_t bytes = size_t{2} << 30;
+  void *a, *b;
+  BENCH_CHECK(cudaMalloc(&a, bytes));
+  BENCH_CHECK(cudaMalloc(&b, bytes));
+  cuda::fill_random_bf16(static_cast<uint16_t*>(a), bytes / 2, 1, 1.f, nullptr);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  std::vector<double> t;
+  for (int i = 0; i < 23; ++i) {
+    cudaEventRecord(e0);
+    BENCH_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 3) t.push_back(ms);
+  }
+  cudaFree(a), cudaFree(b);
+  return 2.0 * bytes / (median(t) * 1e-3) / 1e9;  // bytes read + written
+}
+
+// Sequence b uses blocks [b*per_seq, (b+1)*per_seq).
+inline std::vector<int32_t> table_for(int b, int per_seq, int width) {
+  std::vector<int32_t> t(width, 0);
+  for (int i = 0; i < per_seq && i < width; ++i) t[i] = b * per_seq + i;
+  return t;
+}
+
+inline void die(const Status& st, const char* what) {
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, st.to_string().c_str());
+    std::exit(1);
+  }
+}
+
+// The first CUDA device's properties; "no CUDA device" and exit status 2 without one.
+inline cudaDeviceProp device_or_exit() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::fprintf(stderr, "no CUDA device\n");
+    std::exit(2);
+  }
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  return prop;
+}
+
+}  // namespace citadel::benchutil
