@@ -106,6 +106,12 @@ class ModelRunner {
   // Allocates the KV pools: n_blocks blocks of block_size tokens per layer. Called once before any forward().
   // Returns kResourceExhausted when the memory is not there (the engine then fails start-up with that message).
   virtual Status allocate_kv(int n_blocks, int block_size) = 0;
+  // allocate_kv with as many blocks as the device holds once the weights and activations are in place, keeping
+  // (1 - fraction) of its total memory free (a GPU's utilisation share); returns the block count. Runners whose
+  // memory has no such bound (the CPU) answer kUnsupported: the engine then needs an explicit budget.
+  virtual Result<int> allocate_kv_from_memory(int /*block_size*/, double /*fraction*/) {
+    return Unsupported("this runner sizes its KV pool from an explicit budget only (kv_memory_mb)");
+  }
 
   // Copies whole blocks (all layers, K and V, all block_size slots): for each pair, block `first` -> block `second`.
   // Used for copy-on-write before a shared block is written. Sources and destinations are disjoint sets. Called

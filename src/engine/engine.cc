@@ -56,7 +56,12 @@ Status Engine::init() {
   max_context_ = config_.max_context > 0 ? config_.max_context : runner_->max_context();
   if (n_vocab_ <= 0 || max_context_ <= 0) return InvalidArgument("engine: runner reports no vocabulary or context");
   int64_t n_blocks = config_.n_blocks;
-  if (n_blocks <= 0) {
+  const bool from_device = n_blocks <= 0 && config_.kv_memory_bytes == 0 && config_.kv_memory_fraction > 0;
+  if (from_device) {
+    Result<int> sized = runner_->allocate_kv_from_memory(config_.block_size, config_.kv_memory_fraction);
+    if (!sized.ok()) return sized.status().with_context("engine: sizing the KV pool from the device's memory");
+    n_blocks = *sized;
+  } else if (n_blocks <= 0) {
     const size_t per_block = runner_->kv_bytes_per_token() * static_cast<size_t>(config_.block_size);
     if (per_block == 0 || config_.kv_memory_bytes == 0)
       return InvalidArgument("engine: set n_blocks or kv_memory_bytes (runner reports " +
@@ -66,8 +71,9 @@ Status Engine::init() {
   if (n_blocks < 1 || n_blocks > (int64_t{1} << 30) / config_.block_size)
     return ResourceExhausted("engine: KV budget gives " + std::to_string(n_blocks) + " blocks; need 1 .. " +
                              std::to_string((int64_t{1} << 30) / config_.block_size));
-  RETURN_IF_ERROR(runner_->allocate_kv(static_cast<int>(n_blocks), config_.block_size)
-                      .with_context("engine: allocating the KV pool"));
+  if (!from_device)
+    RETURN_IF_ERROR(runner_->allocate_kv(static_cast<int>(n_blocks), config_.block_size)
+                        .with_context("engine: allocating the KV pool"));
   kv_ = std::make_unique<KvCache>(static_cast<int>(n_blocks), config_.block_size, config_.enable_prefix_caching);
   SchedulerConfig sc;
   sc.max_batched_tokens = config_.max_batched_tokens;

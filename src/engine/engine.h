@@ -42,6 +42,8 @@ struct EngineConfig {
   int block_size = 16;             // tokens per KV block
   size_t kv_memory_bytes = 0;      // KV budget; n_blocks = kv_memory_bytes / (kv_bytes_per_token * block_size)
   int n_blocks = 0;                // > 0: use exactly this many blocks (overrides kv_memory_bytes)
+  double kv_memory_fraction = 0;   // > 0 with neither of the above: the runner sizes the pool from its device's memory
+                                   // (ModelRunner::allocate_kv_from_memory), keeping 1 - fraction of the device free
   int max_context = 0;             // 0: the runner's max_context()
   int max_batched_tokens = 2048;   // tokens per step
   int max_seqs = 64;               // sequences running at once

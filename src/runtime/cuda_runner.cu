@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "base/log.h"
@@ -87,7 +88,6 @@ size_t CudaRunner::kv_bytes_per_token() const {
 }
 
 Status CudaRunner::allocate_kv(int n_blocks, int block_size) {
-  if (decoder_) return InvalidArgument("cuda runner: allocate_kv called twice");
   if (n_blocks <= 0 || block_size <= 0)
     return InvalidArgument("cuda runner: allocate_kv(" + std::to_string(n_blocks) + ", " +
                            std::to_string(block_size) + ")");
@@ -96,6 +96,31 @@ Status CudaRunner::allocate_kv(int n_blocks, int block_size) {
   d.block_size = block_size;
   // A sequence can never be longer than the pool; the block-table width follows max_seq_len.
   d.max_seq_len = static_cast<int>(std::min<int64_t>(d.max_seq_len, int64_t{n_blocks} * block_size));
+  return build_decoder(d);
+}
+
+Result<int> CudaRunner::allocate_kv_from_memory(int block_size, double fraction) {
+  if (block_size <= 0 || !(fraction > 0 && fraction < 1))
+    return InvalidArgument("cuda runner: allocate_kv_from_memory(" + std::to_string(block_size) + ", " +
+                           std::to_string(fraction) + ")");
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+    cudaGetLastError();
+    return Unsupported("cuda runner: no CUDA device");
+  }
+  CudaDecoderOptions d = opt_.decoder;
+  d.kv_blocks = 0;  // what the card has left after the weights and activations, minus the reserve
+  d.block_size = block_size;
+  d.reserve_bytes = static_cast<int64_t>((1.0 - fraction) * static_cast<double>(total_b));
+  RETURN_IF_ERROR(build_decoder(d));
+  const int64_t n = decoder_->n_kv_blocks();
+  if (n > std::numeric_limits<int>::max()) return ResourceExhausted("cuda runner: KV pool of too many blocks");
+  return static_cast<int>(n);
+}
+
+// The decoder for options d, its weights loaded (or synthetic) and finalized.
+Status CudaRunner::build_decoder(CudaDecoderOptions d) {
+  if (decoder_) return InvalidArgument("cuda runner: allocate_kv called twice");
   ASSIGN_OR_RETURN(auto dec, CudaDecoder::create(opt_.config, d));
   if (opt_.load) {
     RETURN_IF_ERROR(opt_.load(dec.get()));

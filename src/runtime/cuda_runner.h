@@ -52,6 +52,8 @@ class CudaRunner : public engine::ModelRunner {
   int max_context() const override;
   size_t kv_bytes_per_token() const override;
   Status allocate_kv(int n_blocks, int block_size) override;
+  // The decoder with kv_blocks 0 and reserve_bytes = (1 - fraction) of the card's total memory.
+  Result<int> allocate_kv_from_memory(int block_size, double fraction) override;
   Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) override;
   Status forward(const engine::Batch& batch, float* logits) override;
   // Sampling on the device (kernels/cuda/sampling.cu), logit_bias and penalties included: only one id per logit row
@@ -72,6 +74,7 @@ class CudaRunner : public engine::ModelRunner {
   Status prepare_step(const engine::Batch& b);  // checks b and fills step_ (no logits, no sampling yet)
   Status begin_step();                          // the sticky failure, or the injected fault of this step, or ok
   Status note(Status st);                       // records st as failed_ when the device is in a sticky error state
+  Status build_decoder(CudaDecoderOptions d);   // creates, loads and finalizes decoder_ (allocate_kv*)
   CudaRunnerOptions opt_;
   std::unique_ptr<CudaDecoder> decoder_;
   CudaStep step_;                  // reused between calls

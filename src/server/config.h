@@ -44,7 +44,8 @@ struct ServeConfig {
   std::string chat_template;         // "" = the model's; else a builtin name or a file
   std::string temperature, top_p;    // for requests that omit them ("" = the model's metadata, else 0.7 / 0.9)
   int max_context = 0;               // 0 = the model's
-  int kv_memory_mb = 1024;           // KV cache budget
+  int kv_memory_mb = 0;              // KV cache budget; 0: automatic (CUDA: from the card, CPU: 1024 MiB)
+  int kv_memory_percent = 90;        // CUDA, kv_memory_mb 0: share of the card for weights + activations + KV
   std::string prefix_cache_scope = "tenant";  // tenant: tenants never share cached KV blocks | global: they do
   int max_body_mb = 8;               // 413 beyond
   int idle_timeout_s = 60;

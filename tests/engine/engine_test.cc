@@ -643,6 +643,41 @@ TEST(Engine, KvPoolSizedFromMemoryBudget) {
   EXPECT_EQ(e2.init().code(), StatusCode::kInvalidArgument);
 }
 
+// kv_memory_fraction without a byte budget: the runner sizes the pool from its device (the CUDA runner: the card's
+// memory left after weights and activations); a runner without that (the CPU) is a clear error, not a tiny pool.
+TEST(Engine, KvPoolSizedByTheRunnersDevice) {
+  struct DeviceRunner : TestRunner {
+    using TestRunner::TestRunner;
+    Result<int> allocate_kv_from_memory(int block_size, double fraction) override {
+      asked_fraction = fraction;
+      RETURN_IF_ERROR(allocate_kv(int(fraction * 1000), block_size));
+      return int(fraction * 1000);
+    }
+    double asked_fraction = 0;
+  };
+  DeviceRunner runner(kVocab);
+  EngineConfig cfg;
+  cfg.block_size = 16;
+  cfg.kv_memory_fraction = 0.25;
+  Engine e(&runner, cfg);
+  ASSERT_TRUE(e.init().ok());
+  EXPECT_EQ(runner.asked_fraction, 0.25);
+  EXPECT_EQ(e.kv_cache()->n_blocks(), 250);
+  cfg.kv_memory_bytes = 64 * 16 * 7;  // an explicit budget wins
+  DeviceRunner explicit_runner(kVocab);
+  Engine e2(&explicit_runner, cfg);
+  ASSERT_TRUE(e2.init().ok());
+  EXPECT_EQ(explicit_runner.asked_fraction, 0.0);
+  EXPECT_EQ(e2.kv_cache()->n_blocks(), 7);
+  TestRunner cpu(kVocab);
+  EngineConfig frac_only;
+  frac_only.kv_memory_fraction = 0.9;
+  Engine e3(&cpu, frac_only);
+  const Status st = e3.init();
+  EXPECT_EQ(st.code(), StatusCode::kUnsupported);
+  EXPECT_NE(st.message().find("explicit budget only (kv_memory_mb)"), std::string::npos) << st.message();
+}
+
 TEST(Engine, KvPoolSummarySaysWhatFits) {
   // 20 blocks of 16 = 320 tokens at 36864 B/token: no request of 1000 tokens, none at 8192; the line says so.
   const std::string small = kv_pool_summary(20, 16, 36864, 8192);

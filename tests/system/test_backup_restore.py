@@ -28,7 +28,9 @@ def test_backup_while_serving_then_restore(tmp_path, model_spec):
     s = Server(["--model", "debug:bytes", "--served-model-name", "dbg", "--config", str(config)], data_dir=str(data))
     try:
         base = s.base_url
-        dev = s.http.post(base + "/admin/v1/keys", json={"name": "dev", "role": "developer"}).json()
+        # The traffic below runs as long as the backup takes (longer on a loaded machine): no per-minute cap on it.
+        dev = s.http.post(base + "/admin/v1/keys", json={"name": "dev", "role": "developer",
+                                                         "limits": {"requests_per_minute": 1000000}}).json()
         revoked = s.http.post(base + "/admin/v1/keys", json={"name": "gone", "role": "guest"}).json()
         assert s.http.delete(base + f"/admin/v1/keys/{revoked['id']}").status_code == 200
         dh = {"Authorization": "Bearer " + dev["key"]}

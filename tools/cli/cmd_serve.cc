@@ -381,7 +381,10 @@ int run_serve(const ServeFlags& flags) {
   lo.engine.max_waiting = cfg.max_queue;
   lo.engine.max_seqs = cfg.max_seqs;
   lo.engine.device_sampling = cfg.sampling == "device";
-  lo.engine.kv_memory_bytes = static_cast<size_t>(cfg.kv_memory_mb) << 20;
+  // kv_memory_mb 0: the CUDA runner sizes its pool from the card's free memory; the CPU takes 1 GiB.
+  const int kv_mb = cfg.kv_memory_mb > 0 ? cfg.kv_memory_mb : cfg.device == "cuda" ? 0 : 1024;
+  lo.engine.kv_memory_bytes = static_cast<size_t>(kv_mb) << 20;
+  lo.engine.kv_memory_fraction = kv_mb == 0 ? cfg.kv_memory_percent / 100.0 : 0.0;
   lo.prefix_cache_scope = cfg.prefix_cache_scope;
   lo.engine.metrics = registry;
   const double t0 = now_seconds();
