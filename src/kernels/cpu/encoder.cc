@@ -62,6 +62,12 @@ CITADEL_AVX2 void layernorm_row_avx2(const float* x, const float* w, const float
 
 CITADEL_AVX2 void gelu_avx2(const float* x, float* y, int64_t n) {
   int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256 v[4];
+    for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_ps(x + i + 8 * j);
+    detail::gelu8xn<4>(v);
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y + i + 8 * j, v[j]);
+  }
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
   for (; i < n; ++i) y[i] = gelu_ref(x[i]);
 }
