@@ -113,7 +113,7 @@ TEST(EncoderOps, PackedAttentionMatchesReferenceAndIgnoresOtherSequences) {
 TEST(EncoderOps, PackedMatmulMatchesReferenceAndUnpackedMatmul) {
   for (int64_t rows : {1, 16, 17, 384, 1152}) {
     for (int64_t cols : {1, 7, 384}) {
-      for (int64_t n_tok : {1, 5, 6, 13, 64}) {
+      for (int64_t n_tok : {1, 5, 6, 7, 8, 13, 14, 32, 64}) {
         std::vector<float> w = random_floats(rows * cols, 51 + rows + cols), x = random_floats(n_tok * cols, 52);
         std::vector<float> bias = random_floats(rows, 53), want(n_tok * rows), got(n_tok * rows);
         const PackedMatrix p = cpu::pack_matrix(w.data(), rows, cols);

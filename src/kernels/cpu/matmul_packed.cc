@@ -120,8 +120,18 @@ void panel_avx2(const PackedMatrix& w, int64_t p, const float* x, int64_t n_toke
   const int64_t r0 = p * kPanelRows;
   const int nr = static_cast<int>(std::min<int64_t>(kPanelRows, w.rows - r0));
   const int64_t K = w.cols;
+  // Full 6-token tiles, except that a remainder of 1 or 2 tokens borrows the last full tile: 7 = 4 + 3, 8 = 4 + 4.
+  // A 1- or 2-token tile has 2 or 4 accumulator chains, fewer than the FMA latency hides (1 in 16 tokens at 32
+  // tokens per call ran at under half speed).
+  int64_t full = n_tokens / kMr;
+  const int64_t rem = n_tokens % kMr;
+  if (full > 0 && (rem == 1 || rem == 2)) --full;
   int64_t t = 0;
-  for (; t + kMr <= n_tokens; t += kMr) micro<kMr>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+  for (; t < full * kMr; t += kMr) micro<kMr>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+  if (n_tokens - t > kMr) {
+    micro<4>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+    t += 4;
+  }
   switch (n_tokens - t) {
     case 5: micro<5>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
     case 4: micro<4>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
