@@ -6,6 +6,7 @@ thread count. Writes bench/results/cpu-<device>-<date>-embed.json (BENCHMARKS.md
 Usage (with the reference venv, which has torch + sentence-transformers):
   /work/venv-ref/bin/python bench/cpu/embed_bench.py [--bin build-dev/bench/embed_cpu_bench] [--threads 2]
       [--model ~/.cache/citadel/models/all-MiniLM-L6-v2] [--seconds 3] [--repeats 5] [--rounds 2] [--out FILE]
+  (the default FILE gets a -2, -3, ... suffix when a run of the same day already wrote one)
 Citadel and sentence-transformers alternate repeat by repeat (so a change of load on a shared machine hits both
 alike); the figures are medians over all repeats of all rounds, plus the median of the per-pair speedups. Both sides
 include tokenization.
@@ -55,9 +56,10 @@ def make_sentences(tok, n, pieces=30, seed=1):
 
 def bench_st(model, sentences, batch, seconds, repeats):
     model.encode(sentences[:max(batch, 64)], batch_size=batch)  # warm-up
-    rates, i = [], 0
+    rates, cpu_rates, i = [], [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()
+        c0 = time.process_time()  # every thread of this process (PyTorch's OpenMP workers included)
         n = 0
         while True:
             chunk = [sentences[(i + k) % len(sentences)] for k in range(batch)]
@@ -67,7 +69,8 @@ def bench_st(model, sentences, batch, seconds, repeats):
             if time.perf_counter() - t0 >= seconds:
                 break
         rates.append(n / (time.perf_counter() - t0))
-    return rates
+        cpu_rates.append(n / max(1e-9, time.process_time() - c0))
+    return rates, cpu_rates
 
 
 def bench_citadel(binary, model_dir, sentences_file, threads, seconds, repeats, batches):
@@ -102,7 +105,10 @@ def main():
         sentences_file = f.name
     cit = {b: [] for b in batches}
     ref = {b: [] for b in batches}
+    cit_cpu = {b: [] for b in batches}
+    ref_cpu = {b: [] for b in batches}
     loads = []
+    load_start = os.getloadavg()
     try:
         # Citadel and sentence-transformers alternate repeat by repeat (a pair sees about the same machine load).
         for _ in range(a.rounds):
@@ -112,12 +118,18 @@ def main():
                     r = bench_citadel(a.bin, a.model, sentences_file, a.threads, a.seconds, 1, [b])
                     assert r["tokens_per_sentence"] == 32, r
                     cit[b].append(r["figures"][f"batch{b}_sentences_per_s"])
+                    cit_cpu[b].append(r["figures"][f"batch{b}_sentences_per_cpu_s"])
                     with torch.inference_mode():
-                        ref[b].extend(bench_st(st, sentences, b, a.seconds, 1))
+                        wall, cpu = bench_st(st, sentences, b, a.seconds, 1)
+                    ref[b].extend(wall)
+                    ref_cpu[b].extend(cpu)
     finally:
         os.unlink(sentences_file)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                      text=True).stdout.strip():
+        commit += "-dirty"
     figures = {}
     for b in batches:
         c, s = statistics.median(cit[b]), statistics.median(ref[b])
@@ -126,6 +138,10 @@ def main():
         figures[f"embed_b{b}_32tok_speedup_x"] = round(c / s, 3)
         figures[f"embed_b{b}_32tok_speedup_median_of_pairs_x"] = round(
             statistics.median(x / y for x, y in zip(cit[b], ref[b])), 3)
+        cc, sc = statistics.median(cit_cpu[b]), statistics.median(ref_cpu[b])
+        figures[f"embed_b{b}_32tok_citadel_sentences_per_cpu_s"] = round(cc, 2)
+        figures[f"embed_b{b}_32tok_sentence_transformers_sentences_per_cpu_s"] = round(sc, 2)
+        figures[f"embed_b{b}_32tok_cpu_efficiency_ratio_x"] = round(cc / sc, 3)
         figures[f"embed_b{b}_32tok_citadel_spread_sentences_per_s"] = [round(min(cit[b]), 2), round(max(cit[b]), 2)]
         figures[f"embed_b{b}_32tok_sentence_transformers_spread_sentences_per_s"] = [round(min(ref[b]), 2),
                                                                                       round(max(ref[b]), 2)]
@@ -143,13 +159,23 @@ def main():
                   "(and the median of the per-pair ratios). Citadel: embed_cpu_bench "
                   f"(CpuEmbeddingRunner, what /v1/embeddings runs), CITADEL_THREADS={a.threads}. "
                   f"Reference: sentence-transformers {sentence_transformers.__version__} encode(), torch "
-                  f"{torch.__version__} CPU, torch.set_num_threads({a.threads}).",
+                  f"{torch.__version__} CPU, torch.set_num_threads({a.threads}). *_per_cpu_s: sentences per CPU-second "
+                  "of the process (all its threads, spinning included; Citadel: getrusage, reference: "
+                  "time.process_time), what each side does with the CPU time the shared machine gave it.",
+        "threads": a.threads,
+        "load_average_1m_5m_15m_start": [round(x, 2) for x in load_start],
+        "load_average_1m_5m_15m_end": [round(x, 2) for x in os.getloadavg()],
         "load_average_1m_at_pairs": [round(x, 2) for x in loads],
         "pairs_sentences_per_s": {f"batch{b}": [[round(x, 2), round(y, 2)] for x, y in zip(cit[b], ref[b])]
                                   for b in batches},
         "figures": figures,
     }
-    out = a.out or str(ROOT / "bench/results" / f"cpu-amd-epyc-{date}-embed.json")
+    out = a.out
+    if not out:  # one file per run, never overwritten: a second run the same day gets -2, -3, ...
+        base = ROOT / "bench/results" / f"cpu-amd-epyc-{date}-embed"
+        out, n = f"{base}.json", 2
+        while os.path.exists(out):
+            out, n = f"{base}-{n}.json", n + 1
     pathlib.Path(out).write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(doc, indent=1))
 

@@ -47,7 +47,8 @@ void ThreadPool::work_on_job() {
     if (!next_.compare_exchange_weak(cur, cur + 1, std::memory_order_acquire, std::memory_order_acquire)) continue;
     const int64_t b = static_cast<int64_t>(c) * chunk;
     fn(ctx, b, std::min(n, b + chunk));
-    done_.fetch_add(1, std::memory_order_release);
+    // The last chunk wakes a submitter that went to sleep waiting (cheap when none waits: no system call).
+    if (done_.fetch_add(1, std::memory_order_release) + 1 == n_chunks) done_.notify_all();
     cur = next_.load(std::memory_order_acquire);
   }
   t_in_pool_job = false;
@@ -94,12 +95,16 @@ void ThreadPool::run(int64_t n, int64_t min_chunk, ChunkFn fn, void* ctx) {
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
   work_on_job();
-  // Only chunks other threads are running remain: spin briefly, then yield so a descheduled worker can finish.
-  for (int i = 0; done_.load(std::memory_order_acquire) != n_chunks; ++i) {
+  // Only chunks other threads are running remain: spin briefly, then sleep until the last one ends. Sleeping, not
+  // yielding: a worker preempted on the other core (a busy machine) can only move here when this core goes idle; a
+  // yielding submitter kept it busy and the worker starved (2 threads ran slower than 1 under load).
+  for (int i = 0;; ++i) {
+    const uint32_t d = done_.load(std::memory_order_acquire);
+    if (d == n_chunks) break;
     if (i < kSpinIterations) {
       CITADEL_PAUSE();
     } else {
-      std::this_thread::yield();
+      done_.wait(d, std::memory_order_acquire);
     }
   }
 }

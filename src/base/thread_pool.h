@@ -76,7 +76,7 @@ class ThreadPool {
   std::atomic<int64_t> n_{0}, chunk_{1};
   uint32_t job_id_ = 0;                // submitter only
   std::atomic<uint64_t> next_{0};
-  std::atomic<uint32_t> done_{0};      // chunks finished in the current job
+  std::atomic<uint32_t> done_{0};      // chunks finished in the current job (the submitter may sleep on it)
   std::atomic<uint64_t> generation_{0};  // bumped per job: wakes the workers
   std::atomic<bool> stop_{false};
 };

@@ -144,7 +144,7 @@ void attention_ref(const float* q, const KvCacheView& cache, const AttnBatch& ba
 
 // w: [rows, cols] row-major f32.
 PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols);
-// What matmul_packed applies to each output before storing it (while it is still in registers).
+// What matmul_packed applies to each output, on each panel's block of outputs right after computing it (still in L1).
 enum class Epilogue { kNone, kGeluErf };
 // y [n_tokens, w.rows] (rows ldy floats apart, ldy >= w.rows; 0: w.rows) = epi(x [n_tokens, w.cols] W^T + bias
 // [w.rows]) (bias may be null; epi as gelu_erf). f32 math (register-blocked FMA microkernel, threaded over panels);
@@ -163,7 +163,7 @@ void layernorm_ref(const float* x, const float* weight, const float* bias, float
                    float eps);
 
 // y [n] = gelu(x) with the exact (erf) form: x / 2 * (1 + erf(x / sqrt(2))). y may equal x. The fast version's erf is
-// a rational-exponential approximation with |error| < 2e-7.
+// a rational-exponential approximation with |error| < 2e-7 (4 vectors interleaved, the division a refined reciprocal).
 void gelu_erf(const float* x, float* y, int64_t n);
 void gelu_erf_ref(const float* x, float* y, int64_t n);
 

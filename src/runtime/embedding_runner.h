@@ -1,7 +1,12 @@
 // CpuEmbeddingRunner: engine::EmbeddingRunner over the BERT encoder on the CPU (model/arch/bert.h), f32 exact.
-// Packs the inputs back to back into forwards of at most max_batch_tokens tokens (an input is never split); the
-// kernels run on the runner's own pool (EmbeddingRunnerOptions::threads), else on ThreadPool::current().
-// Thread-safety: as EmbeddingRunner (one caller at a time: it owns one scratch).
+// Packs the inputs back to back into forwards (an input is never split), on the runner's own pool
+// (EmbeddingRunnerOptions::threads), else on ThreadPool::current():
+//   - one input, or one thread: forwards of at most max_batch_tokens tokens, each kernel split across the threads;
+//   - several inputs: groups of consecutive inputs (about 4 per thread, at most kGroupTokens tokens), each group's
+//     forward run whole on one thread, the groups spread over the threads.
+// Both give the same vectors bit for bit: every kernel computes a token's row the same way whatever rows share the
+// call (the GEMM's k order, per-sequence attention, per-row norms).
+// Thread-safety: as EmbeddingRunner (one caller at a time: it owns its scratch).
 #pragma once
 
 #include <memory>
@@ -31,14 +36,26 @@ class CpuEmbeddingRunner : public engine::EmbeddingRunner {
 
   const BertWeights& weights() const { return *w_; }
 
+  static constexpr int64_t kGroupTokens = 512;  // most tokens of one group's forward (several-input path)
+
  private:
+  // One thread's forward buffers.
+  struct Slot {
+    EncoderScratch scratch;
+    std::vector<int32_t> tokens, starts;
+  };
+  // Embeds inputs [first, end) into out rows [first, end) with forwards of at most max_forward_tokens tokens.
+  Status embed_range(const std::vector<std::vector<int32_t>>& inputs, size_t first, size_t end,
+                     int64_t max_forward_tokens, Slot* slot, float* out) const;
+
   std::unique_ptr<BertWeights> w_;
   EmbeddingRunnerOptions opts_;
   std::unique_ptr<ThreadPool> pool_;  // null: the caller's
   BertEncoder encoder_;
   int max_tokens_ = 0;
-  EncoderScratch scratch_;
-  std::vector<int32_t> tokens_, starts_;
+  std::vector<Slot> slots_;           // one per thread that runs a forward
+  std::vector<size_t> group_starts_;  // [n_groups + 1]: first input of each group
+  std::vector<Status> group_status_;  // [n_groups]
 };
 
 // Opens a BERT model (a safetensors file or a directory with model.safetensors + config.json) and builds the runner.

@@ -65,6 +65,24 @@ TEST(EncoderOps, AddBiasMatchesReference) {
   }
 }
 
+// Head widths and lengths that take every path of the fast kernel: 32-key and 32-wide blocks, 8-blocks, scalar tails.
+TEST(EncoderOps, PackedAttentionMatchesReferenceOverShapes) {
+  for (int hd : {8, 20, 32, 44, 64}) {
+    const int n_heads = 3;
+    const int64_t width = n_heads * hd, stride = 3 * width;
+    const std::vector<int32_t> starts = {0, 32, 72, 75, 139, 150};  // lengths 32, 40, 3, 64, 11
+    const int n_seqs = static_cast<int>(starts.size()) - 1;
+    const int64_t n_tok = starts.back();
+    std::vector<float> qkv = random_floats(n_tok * stride, 43 + hd, 1.5f);
+    std::vector<float> want(n_tok * width), got(n_tok * width);
+    cpu::encoder_attention_ref(qkv.data(), qkv.data() + width, qkv.data() + 2 * width, stride, starts.data(), n_seqs,
+                               n_heads, hd, 0.0f, want.data());
+    cpu::encoder_attention(qkv.data(), qkv.data() + width, qkv.data() + 2 * width, stride, starts.data(), n_seqs,
+                           n_heads, hd, 0.0f, got.data());
+    EXPECT_LT(nmse(want, got), 1e-10) << "head_dim " << hd;
+  }
+}
+
 TEST(EncoderOps, PackedAttentionMatchesReferenceAndIgnoresOtherSequences) {
   const int n_heads = 12, hd = 32;
   const int64_t width = n_heads * hd, stride = 3 * width;  // q | k | v planes of one row, as a fused projection
@@ -95,7 +113,7 @@ TEST(EncoderOps, PackedAttentionMatchesReferenceAndIgnoresOtherSequences) {
 TEST(EncoderOps, PackedMatmulMatchesReferenceAndUnpackedMatmul) {
   for (int64_t rows : {1, 16, 17, 384, 1152}) {
     for (int64_t cols : {1, 7, 384}) {
-      for (int64_t n_tok : {1, 5, 6, 13, 64}) {
+      for (int64_t n_tok : {1, 5, 6, 7, 8, 13, 14, 32, 64}) {
         std::vector<float> w = random_floats(rows * cols, 51 + rows + cols), x = random_floats(n_tok * cols, 52);
         std::vector<float> bias = random_floats(rows, 53), want(n_tok * rows), got(n_tok * rows);
         const PackedMatrix p = cpu::pack_matrix(w.data(), rows, cols);

@@ -62,6 +62,12 @@ CITADEL_AVX2 void layernorm_row_avx2(const float* x, const float* w, const float
 
 CITADEL_AVX2 void gelu_avx2(const float* x, float* y, int64_t n) {
   int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256 v[4];
+    for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_ps(x + i + 8 * j);
+    detail::gelu8xn<4>(v);
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y + i + 8 * j, v[j]);
+  }
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
   for (; i < n; ++i) y[i] = gelu_ref(x[i]);
 }
@@ -84,6 +90,26 @@ CITADEL_AVX2 void attend_head_avx2(const float* q, const float* k, const float* 
     const float* qi = q + i * stride + h * hd;
     int64_t j = 0;
     __m256 mv8 = _mm256_set1_ps(-INFINITY);
+    // 32 keys at a time: four independent accumulator chains (one chain of head_dim dependent FMAs per 8 keys left
+    // the FMA units waiting on latency).
+    for (; j + 32 <= len; j += 32) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int d = 0; d < hd; ++d) {
+        const __m256 qd = _mm256_broadcast_ss(qi + d);
+        const float* kd = kt + d * len + j;
+        a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd), a0);
+        a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 8), a1);
+        a2 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 16), a2);
+        a3 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(kd + 24), a3);
+      }
+      const __m256 sc = _mm256_set1_ps(scale);
+      a0 = _mm256_mul_ps(a0, sc), a1 = _mm256_mul_ps(a1, sc), a2 = _mm256_mul_ps(a2, sc), a3 = _mm256_mul_ps(a3, sc);
+      _mm256_storeu_ps(p + j, a0);
+      _mm256_storeu_ps(p + j + 8, a1);
+      _mm256_storeu_ps(p + j + 16, a2);
+      _mm256_storeu_ps(p + j + 24, a3);
+      mv8 = _mm256_max_ps(mv8, _mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3)));
+    }
     for (; j + 8 <= len; j += 8) {
       __m256 acc = _mm256_setzero_ps();
       for (int d = 0; d < hd; ++d)
@@ -111,6 +137,22 @@ CITADEL_AVX2 void attend_head_avx2(const float* q, const float* k, const float* 
     const float inv = 1.0f / sum;
     float* o = out + i * out_stride + h * hd;
     int d = 0;
+    for (; d + 32 <= hd; d += 32) {  // four independent chains, as for the scores
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (j = 0; j < len; ++j) {
+        const __m256 pj = _mm256_set1_ps(p[j]);
+        const float* vj = v + (t0 + j) * stride + h * hd + d;
+        a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj), a0);
+        a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8), a1);
+        a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 16), a2);
+        a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 24), a3);
+      }
+      const __m256 iv = _mm256_set1_ps(inv);
+      _mm256_storeu_ps(o + d, _mm256_mul_ps(a0, iv));
+      _mm256_storeu_ps(o + d + 8, _mm256_mul_ps(a1, iv));
+      _mm256_storeu_ps(o + d + 16, _mm256_mul_ps(a2, iv));
+      _mm256_storeu_ps(o + d + 24, _mm256_mul_ps(a3, iv));
+    }
     for (; d + 8 <= hd; d += 8) {
       __m256 acc = _mm256_setzero_ps();
       for (j = 0; j < len; ++j)

@@ -41,33 +41,76 @@ void panel_ref(const PackedMatrix& w, int64_t p, const float* x, int64_t n_token
 }
 
 #if defined(__x86_64__)
-template <int M, bool kGelu>
+// GELU over a stored tile [m, nr] (rows ldy apart), still in L1. Kept out of line: inlined into the microkernel, its
+// constants were hoisted above the k loop and pushed the twelve accumulators out of registers (the GELU GEMM ran at
+// half the speed of the plain one).
+__attribute__((noinline)) CITADEL_AVX2 void gelu_tile(float* y, int64_t ldy, int m, int nr) {
+  if (nr != kPanelRows) {
+    for (int i = 0; i < m; ++i) gelu_erf_ref(y + i * ldy, y + i * ldy, nr);
+    return;
+  }
+  int i = 0;
+  for (; i + 2 <= m; i += 2) {  // two rows: four interleaved vectors
+    __m256 v[4] = {_mm256_loadu_ps(y + i * ldy), _mm256_loadu_ps(y + i * ldy + 8),
+                   _mm256_loadu_ps(y + (i + 1) * ldy), _mm256_loadu_ps(y + (i + 1) * ldy + 8)};
+    detail::gelu8xn<4>(v);
+    _mm256_storeu_ps(y + i * ldy, v[0]);
+    _mm256_storeu_ps(y + i * ldy + 8, v[1]);
+    _mm256_storeu_ps(y + (i + 1) * ldy, v[2]);
+    _mm256_storeu_ps(y + (i + 1) * ldy + 8, v[3]);
+  }
+  if (i < m) {
+    __m256 v[2] = {_mm256_loadu_ps(y + i * ldy), _mm256_loadu_ps(y + i * ldy + 8)};
+    detail::gelu8xn<2>(v);
+    _mm256_storeu_ps(y + i * ldy, v[0]);
+    _mm256_storeu_ps(y + i * ldy + 8, v[1]);
+  }
+}
+
+// One stored row of a tile: 16 outputs, or the first nr of them at the matrix's last panel.
+CITADEL_AVX2 inline void store_row(float* y, __m256 lo, __m256 hi, int nr) {
+  if (nr == kPanelRows) {
+    _mm256_storeu_ps(y, lo);
+    _mm256_storeu_ps(y + 8, hi);
+  } else {
+    alignas(32) float tmp[kPanelRows];
+    _mm256_store_ps(tmp, lo);
+    _mm256_store_ps(tmp + 8, hi);
+    std::memcpy(y, tmp, sizeof(float) * nr);
+  }
+}
+
+// M tokens (M <= kMr) x one panel. The twelve accumulators are named variables, not an array: with an array GCC
+// sometimes kept them in memory and stored all twelve every k step (half the speed: seen when the loop's
+// surroundings changed), named scalars always get registers.
+template <int M>
 CITADEL_AVX2 void micro(const float* pw, const float* x, int64_t K, const float* b16, float* y, int64_t ldy, int nr) {
-  __m256 c0[M], c1[M];
+  static_assert(M >= 1 && M <= kMr);
   const __m256 b0 = _mm256_loadu_ps(b16), b1 = _mm256_loadu_ps(b16 + 8);
-  for (int m = 0; m < M; ++m) c0[m] = b0, c1[m] = b1;
+  __m256 c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1, c30 = b0, c31 = b1, c40 = b0, c41 = b1,
+         c50 = b0, c51 = b1;
   for (int64_t k = 0; k < K; ++k) {
     const __m256 w0 = _mm256_loadu_ps(pw + k * kPanelRows), w1 = _mm256_loadu_ps(pw + k * kPanelRows + 8);
-    for (int m = 0; m < M; ++m) {
-      const __m256 xb = _mm256_broadcast_ss(x + m * K + k);
-      c0[m] = _mm256_fmadd_ps(xb, w0, c0[m]);
-      c1[m] = _mm256_fmadd_ps(xb, w1, c1[m]);
+#define CITADEL_MICRO_ROW(m, lo, hi)                          \
+    if constexpr (M > m) {                                    \
+      const __m256 xb = _mm256_broadcast_ss(x + m * K + k);   \
+      lo = _mm256_fmadd_ps(xb, w0, lo);                       \
+      hi = _mm256_fmadd_ps(xb, w1, hi);                       \
     }
+    CITADEL_MICRO_ROW(0, c00, c01)
+    CITADEL_MICRO_ROW(1, c10, c11)
+    CITADEL_MICRO_ROW(2, c20, c21)
+    CITADEL_MICRO_ROW(3, c30, c31)
+    CITADEL_MICRO_ROW(4, c40, c41)
+    CITADEL_MICRO_ROW(5, c50, c51)
+#undef CITADEL_MICRO_ROW
   }
-  if constexpr (kGelu) {
-    for (int m = 0; m < M; ++m) c0[m] = detail::gelu8(c0[m]), c1[m] = detail::gelu8(c1[m]);
-  }
-  for (int m = 0; m < M; ++m) {
-    if (nr == kPanelRows) {
-      _mm256_storeu_ps(y + m * ldy, c0[m]);
-      _mm256_storeu_ps(y + m * ldy + 8, c1[m]);
-    } else {
-      alignas(32) float tmp[kPanelRows];
-      _mm256_store_ps(tmp, c0[m]);
-      _mm256_store_ps(tmp + 8, c1[m]);
-      std::memcpy(y + m * ldy, tmp, sizeof(float) * nr);
-    }
-  }
+  store_row(y, c00, c01, nr);
+  if constexpr (M > 1) store_row(y + ldy, c10, c11, nr);
+  if constexpr (M > 2) store_row(y + 2 * ldy, c20, c21, nr);
+  if constexpr (M > 3) store_row(y + 3 * ldy, c30, c31, nr);
+  if constexpr (M > 4) store_row(y + 4 * ldy, c40, c41, nr);
+  if constexpr (M > 5) store_row(y + 5 * ldy, c50, c51, nr);
 }
 
 template <bool kGelu>
@@ -77,16 +120,27 @@ void panel_avx2(const PackedMatrix& w, int64_t p, const float* x, int64_t n_toke
   const int64_t r0 = p * kPanelRows;
   const int nr = static_cast<int>(std::min<int64_t>(kPanelRows, w.rows - r0));
   const int64_t K = w.cols;
+  // Full 6-token tiles, except that a remainder of 1 or 2 tokens borrows the last full tile: 7 = 4 + 3, 8 = 4 + 4.
+  // A 1- or 2-token tile has 2 or 4 accumulator chains, fewer than the FMA latency hides (1 in 16 tokens at 32
+  // tokens per call ran at under half speed).
+  int64_t full = n_tokens / kMr;
+  const int64_t rem = n_tokens % kMr;
+  if (full > 0 && (rem == 1 || rem == 2)) --full;
   int64_t t = 0;
-  for (; t + kMr <= n_tokens; t += kMr) micro<kMr, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+  for (; t < full * kMr; t += kMr) micro<kMr>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+  if (n_tokens - t > kMr) {
+    micro<4>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+    t += 4;
+  }
   switch (n_tokens - t) {
-    case 5: micro<5, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 4: micro<4, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 3: micro<3, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 2: micro<2, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 1: micro<1, kGelu>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 5: micro<5>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 4: micro<4>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 3: micro<3>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 2: micro<2>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 1: micro<1>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
     default: break;
   }
+  if constexpr (kGelu) gelu_tile(y + r0, ldy, static_cast<int>(n_tokens), nr);
 }
 #endif
 

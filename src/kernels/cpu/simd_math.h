@@ -72,5 +72,50 @@ CITADEL_AVX2 inline __m256 gelu8(__m256 x) {
   return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), one_plus);
 }
 
+// gelu8 on N vectors at once, step by step across the vectors (same math, the division as a refined reciprocal).
+// gelu8 is one dependency chain of ~40 operations; run back to back, a few chains fill the FP scheduler and the
+// core waits on latency (~90 cycles per vector on Zen 1). Interleaved, N chains advance together.
+template <int N>
+CITADEL_AVX2 inline void gelu8xn(__m256* v) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  __m256 az[N], t[N], p[N];
+  for (int j = 0; j < N; ++j) {
+    // |z| capped at 10 (erfc(10) < 1e-44, below any float term here): keeps an infinite x from making NaN in t.
+    az[j] = _mm256_min_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_mul_ps(v[j], _mm256_set1_ps(0.70710678118654752f))),
+                          _mm256_set1_ps(10.0f));
+    const __m256 den = _mm256_fmadd_ps(az[j], _mm256_set1_ps(0.5f), one);
+    const __m256 r = _mm256_rcp_ps(den);  // 12 bits; one Newton step: ~23 bits
+    t[j] = _mm256_mul_ps(r, _mm256_fnmadd_ps(den, r, _mm256_set1_ps(2.0f)));
+  }
+  static constexpr float kC[10] = {0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
+                                   -0.18628806f, 0.09678418f,  0.37409196f, 1.00002368f, -1.26551223f};
+  for (int j = 0; j < N; ++j) p[j] = _mm256_set1_ps(kC[0]);
+  for (int c = 1; c < 10; ++c)
+    for (int j = 0; j < N; ++j) p[j] = _mm256_fmadd_ps(p[j], t[j], _mm256_set1_ps(kC[c]));
+  for (int j = 0; j < N; ++j) p[j] = _mm256_fnmadd_ps(az[j], az[j], p[j]);
+  // exp(p), as exp8, across the vectors.
+  __m256 n[N], r[N], e[N];
+  for (int j = 0; j < N; ++j) {
+    p[j] = _mm256_max_ps(p[j], _mm256_set1_ps(-87.3f));  // p <= -1.26 + 0.x: no upper clamp needed
+    n[j] = _mm256_round_ps(_mm256_mul_ps(p[j], _mm256_set1_ps(1.44269504088896341f)),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r[j] = _mm256_fnmadd_ps(n[j], _mm256_set1_ps(0.693359375f), p[j]);
+    r[j] = _mm256_fnmadd_ps(n[j], _mm256_set1_ps(-2.12194440e-4f), r[j]);
+    e[j] = _mm256_set1_ps(1.0f / 720);
+  }
+  static constexpr float kE[6] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+  for (int c = 0; c < 6; ++c)
+    for (int j = 0; j < N; ++j) e[j] = _mm256_fmadd_ps(e[j], r[j], _mm256_set1_ps(kE[c]));
+  for (int j = 0; j < N; ++j) {
+    // 2^n for n in [-126, 0]: one exponent factor suffices (p >= -87.3 keeps n >= -126).
+    const __m256 two_n = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n[j]), _mm256_set1_epi32(127)), 23));
+    const __m256 erfc_abs = _mm256_mul_ps(t[j], _mm256_mul_ps(e[j], two_n));
+    const __m256 neg = _mm256_cmp_ps(v[j], _mm256_setzero_ps(), _CMP_LT_OQ);
+    const __m256 one_plus = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), erfc_abs), erfc_abs, neg);
+    v[j] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v[j]), one_plus);
+  }
+}
+
 }  // namespace citadel::cpu::detail
 #endif
