@@ -31,7 +31,8 @@ Durability check: after the last run the audit_on server is killed with SIGKILL 
 last response) and every completed inference request must have its audit record in state.db.
 
   bench/audit/audit_cost.py --build build-dev [--rate 1000] [--duration 20] [--repeats 3] [--rt] [--out FILE]
-  bench/audit/audit_cost.py --build build-dev --smoke     (2 s runs at 200 req/s, no result file: a quick check)
+  bench/audit/audit_cost.py --build build-dev --smoke     (2 s runs at 200 req/s, no result file: a quick check;
+                                                          tests/system/test_audit_cost_smoke.py runs it)
 """
 import argparse
 import datetime
@@ -139,6 +140,7 @@ def med(runs, k):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--citadel", default="", help="the binary (default: BUILD/citadel)")
     ap.add_argument("--rate", type=float, default=1000)
     ap.add_argument("--duration", type=float, default=20, help="seconds per run")
     ap.add_argument("--repeats", type=int, default=3)
@@ -151,7 +153,13 @@ def main():
     a = ap.parse_args()
     if a.smoke:
         a.rate, a.duration, a.repeats, a.warmup = 200, 2, 1, 0.5
-    citadel = os.path.join(a.build, "citadel")
+    citadel = a.citadel or os.path.join(a.build, "citadel")
+    # The commit when the run starts (the tree may move on while it runs); "-dirty" when tracked files differ.
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    if subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                      text=True).stdout.strip():
+        commit += "-dirty"
     prefix = ["chrt", "-r", "20"] if a.rt else []
     work = tempfile.mkdtemp(prefix="citadel-audit-cost-")
     admin = raw_key()
@@ -210,13 +218,9 @@ def main():
             round(x["p99_e2el_ms"] - y["p99_e2el_ms"], 4) for x, y in zip(runs[hi], runs[lo])]
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "cpu")
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
     res = {
-        "device": "%s, %d cores" % (model, os.cpu_count()), "machine": platform.node(), "commit": commit + (
-            "-dirty" if dirty else ""), "date": datetime.date.today().isoformat(),
+        "device": "%s, %d cores" % (model, os.cpu_count()), "machine": platform.node(), "commit": commit,
+        "binary": os.path.abspath(citadel), "date": datetime.date.today().isoformat(),
         "model": "debug:bytes (built-in fake, microsecond steps)",
         "command": " ".join(["bench/audit/audit_cost.py"] + sys.argv[1:]),
         "request": "POST /v1/completions stream, 16 prompt tokens, max_tokens 1; developer key with every quota limit",
