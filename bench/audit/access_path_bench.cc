@@ -149,9 +149,12 @@ int main(int argc, char** argv) {
     for (size_t j = 0; j < modes.size(); ++j) {
       const std::string& m = modes[(j + rep) % modes.size()];  // rotate the order per repeat
       const Run r = run_once(m, rate, seconds, rep);
-      nlohmann::json j_run = {{"p50_access_us", pct(r.access_us, 50)},   {"p99_access_us", pct(r.access_us, 99)},
-                              {"p99.9_access_us", pct(r.access_us, 99.9)}, {"max_access_us", pct(r.access_us, 100)},
-                              {"p99_lag_us", pct(r.lag_us, 99)},          {"achieved_rate_per_s", r.access_us.size() / r.seconds}};
+      nlohmann::json j_run = {{"p50_access_us", pct(r.access_us, 50)},
+                              {"p99_access_us", pct(r.access_us, 99)},
+                              {"p99.9_access_us", pct(r.access_us, 99.9)},
+                              {"max_access_us", pct(r.access_us, 100)},
+                              {"p99_lag_us", pct(r.lag_us, 99)},
+                              {"achieved_rate_per_s", static_cast<double>(r.access_us.size()) / r.seconds}};
       std::fprintf(stderr, "%-5s r%d %s\n", m.c_str(), rep + 1, j_run.dump().c_str());
       out[m].push_back(j_run);
     }

@@ -18,11 +18,11 @@
 // Durability contract: the writer commits a batch at least every flush_interval_ms while records are queued, so a
 // record appended more than ~flush_interval_ms ago (plus the commit's own time) is on disk; flush() returns once
 // everything appended before the call is committed (or says why not). A process killed with SIGKILL loses at most
-// the records not yet committed; what was committed is never left half-written (each commit is one transaction, with its checkpoint).
-// Power loss: commits follow the database's own setting (SQLite WAL with synchronous=NORMAL: synced at checkpoints);
-// the head file is replaced atomically per batch but fsynced only on its first write and when the writer stops: after
-// a power loss it may name an older checkpoint (verify accepts that) rather than one the unsynced database lost,
-// and no commit pays two fsyncs.
+// the records not yet committed; what was committed is never left half-written (each commit is one transaction,
+// with its checkpoint). Power loss: commits follow the database's own setting (SQLite WAL with synchronous=NORMAL:
+// synced at checkpoints); the head file is replaced atomically per drained batch but fsynced only on its first
+// write and when the writer stops: after a power loss it may name an older checkpoint (verify accepts that) rather
+// than one the unsynced database lost, and no commit pays two fsyncs.
 // Lock time: the batch's hashes, content sealing and checkpoint signature are computed before the transaction
 // (against the tail this writer committed last), so the database's single writer slot, which quota reserve and
 // settle on the request path also need, is held only for the INSERTs.
