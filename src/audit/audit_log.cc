@@ -281,12 +281,23 @@ void AuditLog::writer_loop() {
       in_flight_ = batch.size();
     }
     if (batch.empty()) continue;
-    const Status st = write_batch(batch);
+    // Short transactions (see AuditOptions::max_records_per_commit): between two, while the next chunk is hashed
+    // and signed, the request path's quota reservations get the database.
+    const size_t per_commit = std::max<size_t>(1, options_.max_records_per_commit);
+    size_t done = 0;
+    Status st;
+    while (st.ok() && done < batch.size()) {
+      const size_t n = std::min(per_commit, batch.size() - done);
+      st = write_batch(std::span<const AuditRecord>(batch).subspan(done, n));
+      if (st.ok()) done += n;
+    }
+    const Status hs = write_head_if_dirty(/*sync=*/false);
+    if (st.ok()) st = hs;  // what is committed stays committed; the failure is reported like a commit's
     std::lock_guard<std::mutex> lock(mu_);
+    committed_ += done;
+    written_ += done;
+    batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done));
     if (st.ok()) {
-      committed_ += batch.size();
-      written_ += batch.size();
-      batch.clear();
       failed_ = false;
       last_status_ = OkStatus();
     } else {
@@ -302,11 +313,8 @@ void AuditLog::writer_loop() {
       break;
     }
   }
-  if (head_dirty_) {  // the last head, now durable (see write_batch)
-    const internal::Head head{last_seq_, last_hash_, last_signature_, last_key_id_, last_checkpoint_ms_};
-    const Status hs = internal::write_head(options_.head_file, head, /*sync=*/true);
-    if (!hs.ok()) log_error("audit: head file: " + hs.to_string());
-  }
+  const Status hs = write_head_if_dirty(/*sync=*/true);  // the last head, now durable
+  if (!hs.ok()) log_error(hs.to_string());
   std::lock_guard<std::mutex> lock(mu_);
   writer_done_ = true;
   progress_.notify_all();
@@ -322,7 +330,7 @@ struct AuditLog::Prepared {
   internal::Head head;
 };
 
-Result<AuditLog::Prepared> AuditLog::prepare(const std::vector<AuditRecord>& batch,
+Result<AuditLog::Prepared> AuditLog::prepare(std::span<const AuditRecord> batch,
                                              const std::vector<std::string>& details, int64_t tail_seq,
                                              const std::string& tail_hash, int64_t checkpoint_time,
                                              const internal::SigningKey& key) const {
@@ -372,12 +380,13 @@ Status AuditLog::apply(store::Session& s, const Prepared& p) {
       .status();
 }
 
-// Writes batch (time_ms already set) as records last_seq+1.. with one checkpoint, then the head file.
+// Writes batch (time_ms already set) as records last_seq+1.. with one checkpoint; the head file follows in
+// write_head_if_dirty().
 // The database is one writer at a time (SQLite: one connection under a mutex), and quota reserve/settle on the
 // request path wait for it, so the transaction does only the INSERTs: hashing, content sealing and the checkpoint
 // signature are computed beforehand against the tail this writer committed last, and recomputed inside only when
 // another process extended the chain meanwhile.
-Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
+Status AuditLog::write_batch(std::span<const AuditRecord> batch) {
   std::vector<std::string> details;
   details.reserve(batch.size());
   for (const auto& r : batch) details.push_back(r.event.detail.dump());
@@ -411,15 +420,25 @@ Status AuditLog::write_batch(std::vector<AuditRecord>& batch) {
   if (!st.ok()) return st.with_context("audit");
   last_seq_ = head.seq;
   last_hash_ = head.hash;
-  // The head file is synced to disk the first time and when the writer stops, not per commit: the records it names
-  // are committed with SQLite's synchronous=NORMAL (durable across a process crash, synced at checkpoints), and a
-  // head synced ahead of them could point past the end after a power loss. Two fsyncs per commit also stalled
-  // request-path commits (bench/results/gateway-amd-epyc-2026-12-05-c.json).
-  const bool sync = !head_synced_;
+  last_signature_ = head.signature, last_checkpoint_ms_ = head.time_ms, last_key_id_ = head.key_id;
+  head_stale_ = true;
+  return OkStatus();
+}
+
+// The head file names the last committed checkpoint. It is synced to disk the first time and when the writer stops,
+// not per commit: the records it names are committed with SQLite's synchronous=NORMAL (durable across a process
+// crash, synced at checkpoints), and a head synced ahead of them could point past the end after a power loss. Two
+// fsyncs per commit also stalled request-path commits (bench/results/gateway-amd-epyc-2026-12-05-c.json). A head
+// older than the chain (a crash between a commit and this write) is accepted by verify and by open().
+Status AuditLog::write_head_if_dirty(bool sync) {
+  if (!head_stale_ && !(sync && head_dirty_)) return OkStatus();
+  sync = sync || !head_synced_;
+  const internal::Head head{last_seq_, last_hash_, last_signature_, last_key_id_, last_checkpoint_ms_};
+  // On failure the head stays stale and is written again after the next commit.
   RETURN_IF_ERROR(
       internal::write_head(options_.head_file, head, sync).with_context("audit: records committed, head file"));
-  head_synced_ = true;
-  last_signature_ = head.signature, last_checkpoint_ms_ = head.time_ms, last_key_id_ = head.key_id;
+  head_stale_ = false;
+  head_synced_ = head_synced_ || sync;
   head_dirty_ = !sync;
   return OkStatus();
 }

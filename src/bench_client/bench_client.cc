@@ -113,7 +113,9 @@ class Bench;
 // One request: connect (or reuse), write, read the streamed response chunk by chunk.
 class Call : public std::enable_shared_from_this<Call> {
  public:
-  Call(Bench* b, int idx, std::string body, bool chat) : b_(b), idx_(idx), body_(std::move(body)), chat_(chat) {}
+  // scheduled: the arrival time (now_seconds()) this request was due at.
+  Call(Bench* b, int idx, std::string body, bool chat, double scheduled)
+      : b_(b), idx_(idx), body_(std::move(body)), chat_(chat), scheduled_(scheduled) {}
   void start();
 
  private:
@@ -126,6 +128,7 @@ class Call : public std::enable_shared_from_this<Call> {
   int idx_;
   std::string body_;
   bool chat_;
+  double scheduled_;
   std::unique_ptr<Conn> conn_;
   bool reused_ = false, got_bytes_ = false, finished_ = false;
   http::request<http::string_body> req_;
@@ -240,11 +243,17 @@ class Bench {
       }
       const int i = next_++;
       ++inflight_;
+      const double due = o_.request_rate > 0 ? next_arrival_ : now;
       if (o_.request_rate > 0) {
-        std::exponential_distribution<double> gap(o_.request_rate);
-        next_arrival_ += gap(rng_);
+        if (o_.arrival == "constant") {
+          next_arrival_ = start_ + (i + 1) / o_.request_rate;  // no drift from summing gaps
+        } else {
+          std::exponential_distribution<double> gap(o_.request_rate);
+          next_arrival_ += gap(rng_);
+        }
       }
-      std::make_shared<Call>(this, i, body_for(prompts_[i]), o_.endpoint.find("chat") != std::string::npos)->start();
+      const bool chat = o_.endpoint.find("chat") != std::string::npos;
+      std::make_shared<Call>(this, i, body_for(prompts_[i]), chat, due)->start();
     }
   }
 
@@ -264,6 +273,7 @@ class Bench {
 
 void Call::start() {
   t0_ = now_seconds();
+  r_.send_lag = std::max(0.0, t0_ - scheduled_);
   req_ = http::request<http::string_body>(http::verb::post, b_->target(), 11);
   req_.set(http::field::host, b_->host());
   req_.set(http::field::content_type, "application/json");
@@ -384,12 +394,14 @@ void add_stats(json& j, const std::string& name, const std::vector<double>& v_s)
   j["std_" + name + "_ms"] = sd;
   j["p90_" + name + "_ms"] = percentile(ms, 90);
   j["p99_" + name + "_ms"] = percentile(ms, 99);
+  j["p99.9_" + name + "_ms"] = percentile(ms, 99.9);
+  j["max_" + name + "_ms"] = ms.empty() ? 0.0 : *std::max_element(ms.begin(), ms.end());
 }
 
 }  // namespace
 
 json summarize(const BenchOptions& o, const std::vector<RequestResult>& results, double duration) {
-  std::vector<double> ttft, tpot, itl, e2el;
+  std::vector<double> ttft, tpot, itl, e2el, lag, arrival_e2el;
   int64_t in_tokens = 0, out_tokens = 0;
   int completed = 0, good = 0;
   std::vector<std::string> errors;
@@ -413,6 +425,8 @@ json summarize(const BenchOptions& o, const std::vector<RequestResult>& results,
     out_tokens += r.output_tokens;
     ttft.push_back(r.ttft);
     e2el.push_back(r.e2el);
+    lag.push_back(r.send_lag);
+    arrival_e2el.push_back(r.send_lag + r.e2el);
     double tp = 0;
     if (r.output_tokens > 1) tp = (r.e2el - r.ttft) / (r.output_tokens - 1), tpot.push_back(tp);
     itl.insert(itl.end(), r.itl.begin(), r.itl.end());
@@ -426,6 +440,7 @@ json summarize(const BenchOptions& o, const std::vector<RequestResult>& results,
   j["dataset"] = o.dataset;
   j["num_prompts"] = results.size();
   j["request_rate"] = o.request_rate > 0 ? json(o.request_rate) : json("inf");
+  j["arrival"] = o.request_rate > 0 ? json(o.arrival) : json(nullptr);
   j["max_concurrency"] = o.concurrency > 0 ? json(o.concurrency) : json(nullptr);
   j["random_input_len"] = o.random_input_len;
   j["random_output_len"] = o.random_output_len;
@@ -442,6 +457,8 @@ json summarize(const BenchOptions& o, const std::vector<RequestResult>& results,
   add_stats(j, "tpot", tpot);
   add_stats(j, "itl", itl);
   add_stats(j, "e2el", e2el);
+  add_stats(j, "send_lag", lag);
+  add_stats(j, "arrival_e2el", arrival_e2el);
   j["errors"] = errors;
   return j;
 }
@@ -450,6 +467,8 @@ Result<json> run_bench(const BenchOptions& o) {
   if (o.model.empty()) return InvalidArgument("--model is required");
   if (o.num_prompts < 1) return InvalidArgument("--num-prompts must be >= 1");
   if (o.token_id_high <= o.token_id_low) return InvalidArgument("bad token id range");
+  if (o.arrival != "poisson" && o.arrival != "constant")
+    return InvalidArgument("--arrival must be poisson or constant, got '" + o.arrival + "'");
   auto prompts = make_prompts(o);
   if (!prompts.ok()) return prompts.status();
   Bench b(o, std::move(*prompts));

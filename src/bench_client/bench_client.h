@@ -3,8 +3,11 @@
 // One io_context on one thread drives every request asynchronously over keep-alive connections (a pool), so
 // thousands of requests per second do not need thousands of threads. Each request streams (SSE) so that time to
 // first token (TTFT) and inter-token latencies (ITL, one per content chunk) are measured; token counts come from the
-// final usage chunk (stream_options.include_usage). Arrivals: closed loop (--concurrency) and/or open loop (Poisson
-// with --request-rate, seeded).
+// final usage chunk (stream_options.include_usage). Arrivals: closed loop (--concurrency) and/or open loop at
+// --request-rate, Poisson (seeded) or constant (one request every 1/rate s). In open loop each request has a scheduled
+// arrival time; the client's own lag (actual send - scheduled arrival) is reported (send_lag), so a run where the
+// client could not keep up is visible instead of silently sending fewer requests; arrival_e2el is latency measured
+// from the scheduled arrival (free of coordinated omission), e2el from the actual send.
 // Thread-safety: run_bench() is self-contained.
 #pragma once
 
@@ -34,6 +37,7 @@ struct BenchOptions {
   int num_prompts = 100;
   int concurrency = 0;                        // 0 = unbounded
   double request_rate = 0;                    // requests/s; 0 = all at once (inf)
+  std::string arrival = "poisson";            // poisson | constant (open loop only)
   uint64_t seed = 0;
   double temperature = 0.0;
   int logprobs = -1;                          // >= 0: ask for logprobs (completions: logprobs N; chat: top_logprobs N)
@@ -48,7 +52,8 @@ struct RequestResult {
   int prompt_tokens = 0;
   int output_tokens = 0;
   double ttft = 0;               // s
-  double e2el = 0;               // s
+  double e2el = 0;               // s, from the actual send
+  double send_lag = 0;           // s, actual send - scheduled arrival (open loop; 0 otherwise)
   std::vector<double> itl;       // s, one per content chunk after the first
 };
 

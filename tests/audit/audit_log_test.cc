@@ -285,6 +285,37 @@ TEST_P(AuditTest, ConcurrentAppendsLoseNothing) {
   EXPECT_EQ(r.records, kThreads * kEach);
 }
 
+// A drained backlog is committed as several short transactions (the request path's quota reservations share the
+// database's writer slot), each ending in a signed checkpoint, and the head file names the last one.
+TEST_P(AuditTest, BacklogCommitsInShortTransactionsThatEachEndInACheckpoint) {
+  AuditOptions o = options();
+  o.max_records_per_commit = 3;
+  o.flush_interval_ms = 200;  // the ten appends below gather into one drain
+  auto log = AuditLog::open(db_.get(), o);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE((*log)->append(ev("inference", "key-" + std::to_string(i))));
+  ASSERT_TRUE((*log)->flush().ok());
+  EXPECT_EQ((*log)->stats().written, 10u);
+  auto cps = db_->query("SELECT seq FROM audit_checkpoints ORDER BY seq");
+  ASSERT_TRUE(cps.ok());
+  int64_t prev = 0;
+  for (const auto& row : *cps) {
+    const int64_t seq = store::as_int(row[0]);
+    EXPECT_LE(seq - prev, 3) << "a transaction committed more than max_records_per_commit records";
+    prev = seq;
+  }
+  EXPECT_EQ(prev, 10);
+  EXPECT_GE(cps->size(), 4u);
+  auto head = internal::read_head(dir_ + "/audit.key.head");
+  ASSERT_TRUE(head.ok()) << head.status().to_string();
+  EXPECT_EQ(head->seq, 10);
+  (*log)->close();
+  const VerifyReport r = verify();
+  EXPECT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.records, 10);
+  EXPECT_EQ(r.checkpoints, static_cast<int64_t>(cps->size()));
+}
+
 TEST_P(AuditTest, FlushedRecordVisibleToAnotherConnection) {
   auto log = open_log();
   ASSERT_TRUE(log);

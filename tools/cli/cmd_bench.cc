@@ -2,7 +2,7 @@
 //   citadel bench --base-url http://127.0.0.1:8080 --model NAME [--endpoint /v1/completions|/v1/chat/completions]
 //     [--dataset random|sharegpt|prefix-repetition] [--dataset-path F] [--random-input-len N] [--random-output-len N]
 //     [--ignore-eos] [--prefix-len N --num-prefixes K] [--num-prompts N] [--concurrency C] [--request-rate R]
-//     [--seed S] [--goodput ttft:MS tpot:MS] [--result-file out.json]
+//     [--arrival poisson|constant] [--seed S] [--goodput ttft:MS tpot:MS] [--result-file out.json]
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -73,7 +73,8 @@ citadel::cli::Registrar reg("bench", "Serving benchmark (TTFT, TPOT, ITL, E2EL, 
   sub.add_option("--num-prompts", o->num_prompts, "requests to send");
   sub.add_option("--api-key", o->api_key, "API key (default $CITADEL_API_KEY or OPENAI_API_KEY)");
   sub.add_option("--concurrency", o->concurrency, "max requests in flight (0 = unbounded)");
-  sub.add_option("--request-rate", o->request_rate, "Poisson arrivals per second (0 = all at once)");
+  sub.add_option("--request-rate", o->request_rate, "open-loop arrivals per second (0 = all at once)");
+  sub.add_option("--arrival", o->arrival, "open-loop arrivals: poisson (default) or constant (every 1/rate s)");
   sub.add_option("--seed", o->seed, "seed for prompts and arrivals");
   sub.add_option("--temperature", o->temperature, "sampling temperature");
   sub.add_option("--logprobs", o->logprobs, "ask for N logprobs per token (completions logprobs / chat top_logprobs)");
