@@ -1,5 +1,5 @@
 // Helpers the GPU benchmarks share (bench/gpu/*.cc): wall time, median, the device-to-device copy bandwidth (the
-// roofline's memory ceiling), block tables for synthetic sequences, exit on error.
+// roofline's memory ceiling), block tables and steps for synthetic sequences, exit on error.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -12,6 +12,7 @@
 
 #include "base/status.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "runtime/cuda_decoder.h"
 
 namespace citadel::benchutil {
 
@@ -59,6 +60,18 @@ inline std::vector<int32_t> table_for(int b, int per_seq, int width) {
   std::vector<int32_t> t(width, 0);
   for (int i = 0; i < per_seq && i < width; ++i) t[i] = b * per_seq + i;
   return t;
+}
+
+// One sequence's tokens at positions start.. over its block table (all_logits: every row's logits, else the last).
+inline runtime::CudaStep sequence_step(const std::vector<int32_t>& toks, int start, const std::vector<int32_t>& table,
+                                       bool all_logits = false) {
+  runtime::CudaStep s;
+  for (size_t i = 0; i < toks.size(); ++i) s.tokens.push_back(toks[i]), s.positions.push_back(start + int(i));
+  s.query_start = {0, int(toks.size())};
+  s.seq_lens = {start + int(toks.size())};
+  s.block_tables = table;
+  s.all_logits = all_logits;
+  return s;
 }
 
 inline void die(const Status& st, const char* what) {

@@ -6,8 +6,6 @@
 // touch nearly all experts). Prints one JSON object to stdout and to argv[1] if given.
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -21,20 +19,6 @@ using namespace citadel;
 using runtime::CudaDecoder;
 using runtime::CudaStep;
 using namespace citadel::benchutil;
-
-namespace {
-
-// One sequence's tokens at positions start.. over its block table.
-CudaStep run_of(const std::vector<int32_t>& toks, int start, const std::vector<int32_t>& table) {
-  CudaStep s;
-  for (size_t i = 0; i < toks.size(); ++i) s.tokens.push_back(toks[i]), s.positions.push_back(start + int(i));
-  s.query_start = {0, int(toks.size())};
-  s.seq_lens = {start + int(toks.size())};
-  s.block_tables = table;
-  return s;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   const cudaDeviceProp prop = device_or_exit();
@@ -66,12 +50,12 @@ int main(int argc, char** argv) {
   std::vector<int32_t> prompt(128), ids;
   for (int i = 0; i < 128; ++i) prompt[i] = (i * 7919 + 13) % V;
   const auto table0 = table_for(0, W, W);
-  die(dec->step(run_of(prompt, 0, table0), &ids, nullptr), "prefill 128");
+  die(dec->step(sequence_step(prompt, 0, table0), &ids, nullptr), "prefill 128");
   auto decode_run = [&](int steps) {
     int tok = ids[0];
     const double s0 = now_s();
     for (int i = 0; i < steps; ++i) {
-      die(dec->step(run_of({tok}, 128 + i, table0), &ids, nullptr), "decode");
+      die(dec->step(sequence_step({tok}, 128 + i, table0), &ids, nullptr), "decode");
       tok = ids[0];
     }
     return now_s() - s0;
@@ -108,7 +92,7 @@ int main(int argc, char** argv) {
   std::vector<double> tp;
   for (int r = 0; r < 6; ++r) {
     const double s0 = now_s();
-    die(dec->step(run_of(long_prompt, 0, table0), &ids, nullptr), "prefill 512");
+    die(dec->step(sequence_step(long_prompt, 0, table0), &ids, nullptr), "prefill 512");
     if (r > 0) tp.push_back(now_s() - s0);
   }
   const double pre = 512.0 / median(tp);
@@ -119,7 +103,7 @@ int main(int argc, char** argv) {
     std::vector<double> t;
     for (int r = 0; r < 4; ++r) {
       const double s0 = now_s();
-      die(dec->step(run_of(long_prompt, 0, table0), &ids, nullptr), "prefill 512");
+      die(dec->step(sequence_step(long_prompt, 0, table0), &ids, nullptr), "prefill 512");
       if (r > 0) t.push_back(now_s() - s0);
     }
     return 1e3 * median(t);
@@ -130,7 +114,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 4; ++i) {
     dec->set_debug_skip(bits[i]);
     const double p_ms = prefill_ms();
-    die(dec->step(run_of(prompt, 0, table0), &ids, nullptr), "prefill 128");
+    die(dec->step(sequence_step(prompt, 0, table0), &ids, nullptr), "prefill 128");
     decode_run(4);
     const double d_us = 1e6 * decode_run(64) / 64;
     attribution += std::string(i ? ", " : "") + "\"" + names[i] + "\": [" + std::to_string(1e3 * 512.0 / pre - p_ms) +

@@ -265,18 +265,6 @@ void gemv_for_ncu() {
   cudaFree(wv), cudaFree(qv), cudaFree(sv), cudaFree(xv), cudaFree(yv);
 }
 
-CudaStep prefill_step(const std::vector<int32_t>& toks, int from, int to, const std::vector<int32_t>& table,
-                      bool all_logits) {
-  CudaStep s;
-  for (int t = from; t < to; ++t) s.tokens.push_back(toks[t]), s.positions.push_back(t);
-  s.query_start = {0, to - from};
-  s.seq_lens = {to};
-  s.block_tables = table;
-  s.all_logits = all_logits;
-  return s;
-}
-
-
 std::unique_ptr<CudaDecoder> make(CudaWeightFormat f, int max_batch, int max_tokens, int64_t kv_blocks,
                                   bool cublaslt = true, bool f32_activations = false) {
   CudaDecoderOptions opt;
@@ -301,7 +289,7 @@ double decode_bs1(CudaDecoder& dec) {
   std::vector<int32_t> toks(128);
   for (int i = 0; i < 128; ++i) toks[i] = (i * 7919 + 13) % 150000;
   std::vector<int32_t> ids;
-  die(dec.step(prefill_step(toks, 0, 128, table, false), &ids, nullptr), "prefill");
+  die(dec.step(sequence_step(toks, 0, table), &ids, nullptr), "prefill");
   auto run = [&](int n, double* secs) {
     int tok = ids[0];
     const double t0 = now_s();
@@ -346,7 +334,7 @@ double prefill_512(CudaDecoder& dec) {
   std::vector<int32_t> ids;
   for (int r = 0; r < 6; ++r) {
     const double t0 = now_s();
-    die(dec.step(prefill_step(toks, 0, 512, table, false), &ids, nullptr), "prefill512");
+    die(dec.step(sequence_step(toks, 0, table), &ids, nullptr), "prefill512");
     if (r > 0) t.push_back(now_s() - t0);
   }
   return 512.0 / median(t);
@@ -392,7 +380,7 @@ void dump_logits(CudaDecoder& dec, const std::string& dir) {
   for (int i = 0; i < 256; ++i) toks[i] = int32_t((uint32_t(i) * 2654435761u + 12345u) % uint32_t(V));
   std::vector<float> all, lg;
   std::vector<int32_t> ids;
-  die(dec.step(prefill_step(toks, 0, 128, table, true), &ids, &all), "dump prefill");
+  die(dec.step(sequence_step({toks.begin(), toks.begin() + 128}, 0, table, true), &ids, &all), "dump prefill");
   for (int t = 128; t < 256; ++t) {
     CudaStep s;
     s.tokens = {toks[t]}, s.positions = {t}, s.query_start = {0, 1}, s.seq_lens = {t + 1};

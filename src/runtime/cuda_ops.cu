@@ -29,19 +29,24 @@ const LinearW* CudaOps::matrix(const Linear& w, int layer, uint32_t* skip_bit) c
       if (w.roles[i++] != r) return false;
     return true;
   };
-  if (is({R::kOutput})) return *skip_bit = kSkipLmHead, &m_.lm_head;
+  // null too for a matrix this layer's kind does not have (no storage: e.g. a dense FFN in an MoE layer)
+  const auto pick = [&](uint32_t bit, const LinearW& lw) -> const LinearW* {
+    *skip_bit = bit;
+    return lw.bf16 || lw.q ? &lw : nullptr;
+  };
+  if (is({R::kOutput})) return pick(kSkipLmHead, m_.lm_head);
   if (layer < 0 || layer >= static_cast<int>(m_.layers.size())) return nullptr;
   const LayerW& l = m_.layers[layer];
-  if (is({R::kWq, R::kWk, R::kWv})) return *skip_bit = kSkipQkv, &l.qkv;
-  if (is({R::kWo})) return *skip_bit = kSkipO, &l.o;
-  if (is({R::kGate, R::kUp})) return *skip_bit = kSkipFfn, &l.gate_up;
-  if (is({R::kDown})) return *skip_bit = kSkipDown, &l.down;
-  if (is({R::kWq})) return *skip_bit = kSkipQkv, &l.mla.q;  // MLA
-  if (is({R::kWqA})) return *skip_bit = kSkipQkv, &l.mla.q_a;
-  if (is({R::kWqB})) return *skip_bit = kSkipQkv, &l.mla.q_b;
-  if (is({R::kWkvA})) return *skip_bit = kSkipQkv, &l.mla.kv_a;
-  if (is({R::kGateShexp, R::kUpShexp})) return *skip_bit = kSkipFfn, &l.moe.sh_gate_up;  // MoE shared experts
-  if (is({R::kDownShexp})) return *skip_bit = kSkipDown, &l.moe.sh_down;
+  if (is({R::kWq, R::kWk, R::kWv})) return pick(kSkipQkv, l.qkv);
+  if (is({R::kWo})) return pick(kSkipO, l.o);
+  if (is({R::kGate, R::kUp})) return pick(kSkipFfn, l.gate_up);
+  if (is({R::kDown})) return pick(kSkipDown, l.down);
+  if (is({R::kWq})) return pick(kSkipQkv, l.mla.q);  // MLA
+  if (is({R::kWqA})) return pick(kSkipQkv, l.mla.q_a);
+  if (is({R::kWqB})) return pick(kSkipQkv, l.mla.q_b);
+  if (is({R::kWkvA})) return pick(kSkipQkv, l.mla.kv_a);
+  if (is({R::kGateShexp, R::kUpShexp})) return pick(kSkipFfn, l.moe.sh_gate_up);  // MoE shared experts
+  if (is({R::kDownShexp})) return pick(kSkipDown, l.moe.sh_down);
   return nullptr;
 }
 
@@ -104,7 +109,6 @@ Status CudaOps::add_rmsnorm(bool add, TensorRole norm_role, int layer) {
 Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
   uint32_t bit = 0;
   const LinearW* lw = matrix(w, layer, &bit);
-  if (lw && !lw->bf16 && !lw->q) lw = nullptr;  // a matrix this layer's kind does not have
   if (!lw || bit == kSkipLmHead || bit == kSkipFfn)  // the LM head runs in logits(), gate|up in linear_silu_mul()
     return not_held("linear", w.roles[0]);
   const bool in_f32 = in == Act::kResidual || in == Act::kDelta;
@@ -121,7 +125,6 @@ Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
 Status CudaOps::linear_silu_mul(const Linear& w, int layer, Act in, Act out) {
   uint32_t bit = 0;
   const LinearW* lw = matrix(w, layer, &bit);
-  if (lw && !lw->bf16 && !lw->q) lw = nullptr;
   if (!lw || bit != kSkipFfn) return not_held("linear_silu_mul", w.roles[0]);
   if (in != Act::kNormed || out != Act::kFfn)
     return Internal("cuda ops: linear_silu_mul runs normed -> ffn only (the gate|up staging buffer)");

@@ -50,7 +50,7 @@ class CudaOps final : public BackendOps {
 
  private:
   // The fused matrix of w in `layer` and the CudaSkip bit of its op family; null for a stack the decoder does not
-  // hold (e.g. q|k without v).
+  // hold (e.g. q|k without v) or that this layer's kind lacks (a dense FFN in an MoE layer).
   const LinearW* matrix(const Linear& w, int layer, uint32_t* skip_bit) const;
   const bf16_t* norm_weight(TensorRole norm, int layer) const;
   void* buffer(Act a) const;  // the activation's device buffer (bf16 or fp32, see above)

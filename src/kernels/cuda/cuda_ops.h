@@ -235,13 +235,11 @@ void paged_attention_f32_decode(const PagedAttention& p, const float* k_pool, co
                                 int q_stride, int B, int ctx_bound, float* out, float* workspace, cudaStream_t s);
 
 // ---- gemm.cu (cuBLAS) ----
-// y [M][N] = x [M][K] @ W[N][K]^T, bf16 in, fp32 accumulate, y bf16 or fp32. handle: a cublasHandle_t (void* here to
-// keep cuBLAS out of this header) already bound to the stream the caller wants.
-void gemm_bf16(void* cublas_handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f32, int M, int N, int K);
+// y [M][N] = x [M][K] @ W[N][K]^T, bf16 in, fp32 accumulate, y bf16 or fp32 (rows ldy apart; 0: N). handle: a
+// cublasHandle_t (void* here to keep cuBLAS out of this header) already bound to the stream the caller wants.
+void gemm_bf16(void* cublas_handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f32, int M, int N, int K,
+               int ldy = 0);
 void* create_cublas_handle(cudaStream_t s, void* workspace, size_t workspace_bytes);
-// Batched: for b < batch, y_b [M][N] = x_b [M][K] @ W_b [N][K]^T, bf16 in and out, fp32 accumulate; row m of x_b
-// at x + b*stride_x + m*ldx, W_b at W + b*stride_w (rows of K), row m of y_b at y + b*stride_y + m*ldy (elements).
-// MLA's per-head absorptions (W_UK into the query, W_UV after attention).
 // Grouped: for each problem, y [M][N] (row stride ldy; bf16 or fp32) = x [M][K] @ W [N][K]^T, bf16 in, fp32
 // accumulate, problems of different M in one cublasGemmGroupedBatchedEx (one cublasGemmEx each where cuBLAS lacks
 // the type combination). d_ptrs: device scratch of 3 * problems pointers. Synchronises the stream (host arrays):
@@ -254,6 +252,9 @@ struct GroupedGemm {
 };
 void gemm_bf16_grouped(void* cublas_handle, const std::vector<GroupedGemm>& problems, bool y_f32, int N, int K,
                        void** d_ptrs, cudaStream_t s);
+// Batched: for b < batch, y_b [M][N] = x_b [M][K] @ W_b [N][K]^T, bf16 in and out, fp32 accumulate; row m of x_b
+// at x + b*stride_x + m*ldx, W_b at W + b*stride_w (rows of K), row m of y_b at y + b*stride_y + m*ldy (elements).
+// MLA's per-head absorptions (W_UK into the query, W_UV after attention).
 void gemm_bf16_batched(void* cublas_handle, const bf16_t* x, int64_t ldx, int64_t stride_x, const bf16_t* W,
                        int64_t stride_w, bf16_t* y, int64_t ldy, int64_t stride_y, int M, int N, int K, int batch);
 // cuBLASLt variant: y [M][N] = x @ W^T (+ bias [N] bf16 in the epilogue; null: none). ctx from create_gemm_lt, bound

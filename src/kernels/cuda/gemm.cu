@@ -36,13 +36,13 @@ void destroy_cublas_handle(void* handle) {
   if (handle) cublasDestroy(static_cast<cublasHandle_t>(handle));
 }
 
-void gemm_bf16(void* handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f32, int M, int N, int K) {
+void gemm_bf16(void* handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f32, int M, int N, int K, int ldy) {
   if (M <= 0) return;
   const float alpha = 1.f, beta = 0.f;
   // Column-major view: y^T [N x M] = W [N x K] (row-major [N][K] read as col-major K x N, transposed) * x^T [K x M].
   CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(handle), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W,
-                            CUDA_R_16BF, K, x, CUDA_R_16BF, K, &beta, y, y_f32 ? CUDA_R_32F : CUDA_R_16BF, N,
-                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                            CUDA_R_16BF, K, x, CUDA_R_16BF, K, &beta, y, y_f32 ? CUDA_R_32F : CUDA_R_16BF,
+                            ldy > 0 ? ldy : N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void gemm_bf16_batched(void* handle, const bf16_t* x, int64_t ldx, int64_t stride_x, const bf16_t* W,
@@ -61,7 +61,7 @@ void gemm_bf16_grouped(void* handle, const std::vector<GroupedGemm>& g, bool y_f
   const int n = static_cast<int>(g.size());
   if (n == 0) return;
   std::vector<const void*> ptrs(3 * static_cast<size_t>(n));
-  std::vector<int> m_arr(n, N), n_arr(n), k_arr(n, K), lda(n, K), ldb(n, K), ldc(n), one(n, 1);
+  std::vector<int> m_arr(n, N), n_arr(n), k_arr(n, K), ldc(n), one(n, 1);  // k_arr: also lda and ldb (rows of K)
   std::vector<float> alpha(n, 1.f), beta(n, 0.f);
   std::vector<cublasOperation_t> ta(n, CUBLAS_OP_T), tb(n, CUBLAS_OP_N);
   for (int i = 0; i < n; ++i) {
@@ -72,18 +72,14 @@ void gemm_bf16_grouped(void* handle, const std::vector<GroupedGemm>& g, bool y_f
   // Column-major per problem: y^T [N x M] (ld ldy) = W (row-major [N][K] as col-major K x N, transposed) x^T.
   const cublasStatus_t st = cublasGemmGroupedBatchedEx(
       static_cast<cublasHandle_t>(handle), ta.data(), tb.data(), m_arr.data(), n_arr.data(), k_arr.data(), alpha.data(),
-      reinterpret_cast<const void* const*>(d_ptrs), CUDA_R_16BF, lda.data(),
-      reinterpret_cast<const void* const*>(d_ptrs + n), CUDA_R_16BF, ldb.data(), beta.data(),
+      reinterpret_cast<const void* const*>(d_ptrs), CUDA_R_16BF, k_arr.data(),
+      reinterpret_cast<const void* const*>(d_ptrs + n), CUDA_R_16BF, k_arr.data(), beta.data(),
       reinterpret_cast<void* const*>(d_ptrs + 2 * n), y_f32 ? CUDA_R_32F : CUDA_R_16BF, ldc.data(), n, one.data(),
       CUBLAS_COMPUTE_32F);
-  CUDA_CHECK(cudaStreamSynchronize(s));  // the host pointer array is reused by the next call
+  CUDA_CHECK(cudaStreamSynchronize(s));  // the host arrays and d_ptrs stay untouched until the GEMMs have run
   if (st == CUBLAS_STATUS_SUCCESS) return;
-  for (const GroupedGemm& p : g) {  // a cuBLAS without this type combination: one GEMM per problem
-    const float a = 1.f, b = 0.f;
-    CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(handle), CUBLAS_OP_T, CUBLAS_OP_N, N, p.M, K, &a, p.W,
-                              CUDA_R_16BF, K, p.x, CUDA_R_16BF, K, &b, p.y, y_f32 ? CUDA_R_32F : CUDA_R_16BF, p.ldy,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  }
+  // A cuBLAS without this type combination: one GEMM per problem.
+  for (const GroupedGemm& p : g) gemm_bf16(handle, p.x, p.W, p.y, y_f32, p.M, N, K, p.ldy);
 }
 
 // ---- cuBLASLt: bias epilogue and per-shape algorithm autotuning; bf16, and fp8 (e4m3) with outer-vector scales ----
