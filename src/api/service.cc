@@ -9,6 +9,7 @@
 #include "api/openai/pii_filter.h"
 #include "api/openai/request.h"
 #include "base/check.h"
+#include "base/clock.h"
 #include "base/log.h"
 
 namespace citadel::api {
@@ -402,7 +403,8 @@ void Service::handle(server::HttpRequest req, std::shared_ptr<server::Responder>
   ctx->request_id = req.request_id;
   // Lines this thread writes while the handler runs carry the request id (work it hands to other threads does not).
   LogRequestScope log_scope(req.request_id);
-  ctx->received_at = req.received_at;
+  // A request built in-process (tests, internal callers) has no read time: it starts now.
+  ctx->received_at = req.received_at > 0 ? req.received_at : now_seconds();
   ctx->client = req.peer;
   ctx->method = req.method.substr(0, 16);
   ctx->path = req.path;

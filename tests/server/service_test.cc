@@ -283,8 +283,12 @@ TEST(ServiceDisconnect, DisconnectCancelsTheEngineRequest) {
   while (host_->engine->stats().generated_tokens_total < before.generated_tokens_total + 5)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   r->disconnect();
-  for (int i = 0; i < 2000 && host_->engine->stats().cancelled_total == before.cancelled_total; ++i)
+  // The cancel is counted before the step that made it publishes the running gauge: wait for both.
+  for (int i = 0; i < 2000; ++i) {
+    const auto s = host_->engine->stats();
+    if (s.cancelled_total > before.cancelled_total && s.running == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   const auto after = host_->engine->stats();
   EXPECT_EQ(after.cancelled_total, before.cancelled_total + 1);
   EXPECT_LT(after.generated_tokens_total, before.generated_tokens_total + 4000);
