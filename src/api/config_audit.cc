@@ -10,19 +10,24 @@ std::string config_digest(const std::map<std::string, std::string>& fingerprint)
   return sha256_hex(text);
 }
 
-nlohmann::json config_start_detail(const std::map<std::string, std::string>& fingerprint) {
+nlohmann::json config_start_detail(const std::string& instance, const std::map<std::string, std::string>& fingerprint) {
   nlohmann::json values = nlohmann::json::object();
   for (const auto& [k, v] : fingerprint) values[k] = v;
-  return {{"config_sha256", config_digest(fingerprint)}, {"config", std::move(values)}};
+  return {{"instance", instance}, {"config_sha256", config_digest(fingerprint)}, {"config", std::move(values)}};
 }
 
-Result<std::optional<nlohmann::json>> previous_server_start(store::Database& db) {
-  ASSIGN_OR_RETURN(auto rows,
-                   db.query("SELECT detail FROM audit_records WHERE kind = 'server.start' ORDER BY seq DESC LIMIT 1"));
-  if (rows.empty()) return std::optional<nlohmann::json>();
-  auto j = nlohmann::json::parse(store::as_text(rows[0][0]), nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return std::optional<nlohmann::json>(nlohmann::json::object());
-  return std::optional<nlohmann::json>(std::move(j));
+Result<std::optional<nlohmann::json>> previous_server_start(store::Database& db, const std::string& instance) {
+  ASSIGN_OR_RETURN(
+      auto rows,
+      db.query("SELECT detail FROM audit_records WHERE kind = 'server.start' ORDER BY seq DESC LIMIT 1000"));
+  for (const auto& row : rows) {
+    auto j = nlohmann::json::parse(store::as_text(row[0]), nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) return std::optional<nlohmann::json>(nlohmann::json::object());  // unreadable: "unknown"
+    auto who = j.find("instance");
+    if (who == j.end() || (who->is_string() && who->get<std::string>() == instance))
+      return std::optional<nlohmann::json>(std::move(j));
+  }
+  return std::optional<nlohmann::json>();
 }
 
 std::optional<nlohmann::json> config_change_detail(const std::optional<nlohmann::json>& previous_start,

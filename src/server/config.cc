@@ -66,6 +66,9 @@ const std::vector<Field>& fields() {
        "state directory (keys, quotas; default ~/.local/share/citadel)"},
       {"state_db", Kind::kString, &ServeConfig::state_db, nullptr, 0, 0,
        "state database: SQLite path or postgresql:// URL (default DATA_DIR/state.db)"},
+      {"instance_name", Kind::kString, &ServeConfig::instance_name, nullptr, 0, 0,
+       "this server's name among replicas sharing one state_db (default hostname:data_dir): each start's "
+       "config.change compares with this instance's previous start only"},
       {"auth", Kind::kString, &ServeConfig::auth, nullptr, 0, 0, "on (API keys / OIDC, roles, quotas) or off"},
       {"admin_key_file", Kind::kString, &ServeConfig::admin_key_file, nullptr, 0, 0,
        "first start: read the bootstrap admin key from this file (also $CITADEL_BOOTSTRAP_ADMIN_KEY)"},

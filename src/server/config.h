@@ -57,6 +57,7 @@ struct ServeConfig {
   // Identity and access (docs/SECURITY.md).
   std::string data_dir;              // "" = $CITADEL_DATA_DIR, $XDG_DATA_HOME/citadel or ~/.local/share/citadel
   std::string state_db;              // "" = <data_dir>/state.db (SQLite); or postgresql://... (shared by replicas)
+  std::string instance_name;         // this server among replicas sharing state_db ("" = hostname:data_dir)
   std::string auth = "on";           // on | off (off: every caller is an anonymous admin; never in production)
   std::string admin_key_file;        // first start: the bootstrap admin key is read from here instead of generated
   std::string oidc_issuer;           // set: bearer JWTs from this issuer are accepted (with oidc_jwks)

@@ -5,13 +5,15 @@
 #include <gtest/gtest.h>
 
 #include "server/config.h"
+#include "store/database.h"
 
 namespace citadel::api {
 namespace {
 
 TEST(ConfigAudit, SameConfigNoChangeOtherConfigNamesKeys) {
   std::map<std::string, std::string> a = {{"max_queue", "256"}, {"model", "m.gguf"}, {"audit", "on"}};
-  const nlohmann::json start = config_start_detail(a);
+  const nlohmann::json start = config_start_detail("h:/d", a);
+  EXPECT_EQ(start["instance"], "h:/d");
   EXPECT_EQ(start["config_sha256"].get<std::string>().size(), 64u);
   EXPECT_EQ(start["config"]["max_queue"], "256");
   EXPECT_FALSE(config_change_detail(start, a).has_value());
@@ -38,6 +40,34 @@ TEST(ConfigAudit, PreviousStartWithoutConfigIsAChangeOfUnknown) {
   ASSERT_TRUE(d.has_value());
   EXPECT_TRUE((*d)["previous_sha256"].is_null());
   EXPECT_TRUE((*d)["changed"].empty());
+}
+
+// Replicas sharing one database: each start compares with its own instance's previous start, not with whichever
+// replica started last; a record from an older binary (no "instance") counts for any instance.
+TEST(ConfigAudit, PreviousStartIsThisInstancesOwn) {
+  auto db = store::open_sqlite(":memory:");
+  ASSERT_TRUE(db.ok()) << db.status().message();
+  ASSERT_TRUE((*db)->exec("CREATE TABLE audit_records (seq INTEGER PRIMARY KEY, kind TEXT, detail TEXT)").ok());
+  auto add = [&](int64_t seq, const std::string& kind, const nlohmann::json& d) {
+    ASSERT_TRUE((*db)->exec("INSERT INTO audit_records (seq, kind, detail) VALUES (?, ?, ?)",
+                            {seq, kind, d.dump()}).ok());
+  };
+  auto prev = [&](const std::string& who) { return previous_server_start(**db, who).value(); };
+  EXPECT_FALSE(prev("a").has_value());  // empty log: first start
+  add(1, "server.start", config_start_detail("a", {{"device", "cpu"}}));
+  add(2, "server.start", config_start_detail("b", {{"device", "cuda"}}));
+  add(3, "model.load", {{"instance", "a"}});
+  ASSERT_TRUE(prev("a").has_value());
+  EXPECT_EQ((*prev("a"))["config"]["device"], "cpu");
+  EXPECT_EQ((*prev("b"))["config"]["device"], "cuda");
+  EXPECT_FALSE(prev("c").has_value());
+  // a's restart with its own configuration records no change, though b started last with another one.
+  EXPECT_FALSE(config_change_detail(prev("a"), {{"device", "cpu"}}).has_value());
+  add(4, "server.start", nlohmann::json{{"device", "cpu"}});  // an older binary's record
+  const auto legacy = prev("c");
+  ASSERT_TRUE(legacy.has_value());
+  EXPECT_FALSE(legacy->contains("instance"));
+  EXPECT_EQ((*prev("a"))["config_sha256"], nullptr);  // the newest record that matches a is the legacy one
 }
 
 TEST(ConfigAudit, FingerprintHoldsKeyPathsNeverArgumentsOrPasswords) {

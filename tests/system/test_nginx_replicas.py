@@ -147,6 +147,27 @@ def test_requests_spread_keys_work_everywhere_and_streaming_passes(cluster):
     assert chunks[0] < 0.6 * total and total > 0.2, (chunks[0], total)
 
 
+def test_each_replica_compares_its_start_with_its_own(cluster):
+    """The replicas share one state database but differ in data_dir: each records its own server.start (instance
+    hostname:data_dir), and neither takes the other's start for its previous one (no config.change at start)."""
+    base, replicas, admin = cluster
+    h = {"Authorization": "Bearer " + admin}
+    deadline = time.time() + 20  # the audit writer commits in the background
+    while True:
+        starts = requests.get(base + "/admin/v1/audit", params={"kind": "server.start", "limit": 100}, headers=h,
+                              timeout=10).json()["data"]
+        if len(starts) >= 2:
+            break
+        assert time.time() < deadline, starts
+        time.sleep(0.2)
+    instances = sorted(r["detail"]["instance"] for r in starts)
+    assert len(instances) == 2 and instances[0] != instances[1], instances
+    assert [i.rsplit("/", 1)[-1] for i in instances] == ["a", "b"], instances
+    changes = requests.get(base + "/admin/v1/audit", params={"kind": "config.change", "limit": 100}, headers=h,
+                           timeout=10).json()["data"]
+    assert [c for c in changes if "changed" in c["detail"]] == [], changes
+
+
 def test_drained_replica_is_retried_and_a_killed_one_is_skipped(cluster):
     base, replicas, admin = cluster
     h = {"Authorization": "Bearer " + admin}

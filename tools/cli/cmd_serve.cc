@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "api/access.h"
 #include "api/config_audit.h"
 #include "api/model_loader.h"
@@ -108,6 +110,14 @@ Status bootstrap_admin(const server::ServeConfig& cfg, auth::KeyStore& keys) {
     log_info("first start: the bootstrap admin key was installed from the given file or environment");
   }
   return OkStatus();
+}
+
+// Who this server is among replicas sharing one state database: instance_name, else hostname:data_dir.
+std::string instance_name(const server::ServeConfig& cfg) {
+  if (!cfg.instance_name.empty()) return cfg.instance_name;
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "unknown-host");
+  return std::string(host) + ":" + (cfg.data_dir.empty() ? api::default_data_dir() : cfg.data_dir);
 }
 
 Result<AccessSetup> setup_access(const server::ServeConfig& cfg, std::shared_ptr<const crypto::Key> content_key) {
@@ -445,9 +455,10 @@ int run_serve(const ServeFlags& flags) {
   // server.start records the effective configuration (digest + non-secret values); a difference from the previous
   // start's is recorded as config.change.
   const auto fingerprint = server::config_fingerprint(cfg);
+  const std::string instance = instance_name(cfg);
   std::optional<nlohmann::json> config_change;
   if (audit_log) {
-    auto prev = api::previous_server_start(*access->state->db);
+    auto prev = api::previous_server_start(*access->state->db, instance);
     if (prev.ok()) config_change = api::config_change_detail(*prev, fingerprint);
     else log_warn("audit: cannot read the previous server.start: " + prev.status().message());
   }
@@ -455,7 +466,7 @@ int run_serve(const ServeFlags& flags) {
                           {"audit_fail_closed", cfg.audit_fail_closed == "on"},
                           {"audit_store_content", cfg.audit_store_content == "on"},
                           {"state", access->state ? access->state->db->describe() : "none"}};
-  start.update(api::config_start_detail(fingerprint));
+  start.update(api::config_start_detail(instance, fingerprint));
   audit_server_event("server.start", std::move(start));
   if (config_change) audit_server_event("config.change", std::move(*config_change));
   audit_server_event("model.load", {{"model", (*host)->served_name}, {"path", (*host)->path}});
