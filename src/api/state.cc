@@ -72,11 +72,11 @@ int State::check_key_ages(int64_t now_unix) {
   }
   if (audit) {
     const audit::AuditStats s = audit->stats();
-    if (s.signing_key_age_days < 0) {
+    if (s.signing_key_created_unix <= 0) {
       log_info("audit signing key '" + s.signing_key_id + "': creation time unknown (made outside Citadel); its "
                "age is not checked until it is rotated (citadel audit rotate-key)");
     } else {
-      keys.push_back({"audit signing key", s.signing_key_id, now_unix - s.signing_key_age_days * 86400});
+      keys.push_back({"audit signing key", s.signing_key_id, s.signing_key_created_unix});
     }
   }
   int warned = 0;

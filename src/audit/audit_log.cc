@@ -257,6 +257,7 @@ AuditStats AuditLog::stats() const {
   s.signing_key_id = key_->id;
   s.signing_key_version = key_->version;
   s.signing_key_age_days = internal::key_age_days(*key_, internal::now_ms() / 1000);
+  s.signing_key_created_unix = key_->created_unix;
   return s;
 }
 

@@ -110,6 +110,7 @@ struct AuditStats {
   std::string signing_key_id;   // the key the next checkpoint is signed with (16 hex digits; never key bytes)
   int signing_key_version = 0;  // 1 for the first key, +1 per rotation
   int64_t signing_key_age_days = -1;  // -1: creation time unknown (a key Citadel did not create)
+  int64_t signing_key_created_unix = 0;  // 0: unknown
 };
 
 // What rotate_signing_key() did (ids only).

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ctime>
 #include <filesystem>
 
 #include "api/debug_model.h"
@@ -236,6 +237,30 @@ TEST(OpenState, AppliesAuthAndAuditMigrationsInOrder) {
     auto t = (*s)->keys->get_tenant("default");
     ASSERT_TRUE(t.ok()) << t.status().message();
     EXPECT_EQ(t->pii, auth::PiiPolicy::kOff);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// The age check the maintenance thread runs at start and daily: the model key (watched) and the audit signing key
+// (made by open_state now) warn once past key_max_age_days and not before; a key of unknown age is never warned about.
+TEST(OpenState, KeyAgeCheckWarnsPastTheLimitOnly) {
+  std::string dir = (std::filesystem::temp_directory_path() / "citadel-state-XXXXXX").string();
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  {
+    StateOptions o;
+    o.data_dir = dir;
+    o.key_max_age_days = 90;
+    auto s = open_state(o);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    const int64_t now = static_cast<int64_t>(std::time(nullptr));
+    const int64_t day = 86400;
+    (*s)->watch_key("model key", "k-2026-09", now - 60 * day);
+    (*s)->watch_key("model key", "k-unknown", 0);
+    EXPECT_EQ((*s)->check_key_ages(now), 0);
+    EXPECT_EQ((*s)->check_key_ages(now + 30 * day), 0);               // model key 90 days: at the limit
+    EXPECT_EQ((*s)->check_key_ages(now + 31 * day + 60), 1);          // model key 91 days, signing key 31
+    EXPECT_EQ((*s)->check_key_ages(now + 91 * day + 60), 2);          // both past 90 days
+    ASSERT_EQ((*s)->watched_keys().size(), 2u);
   }
   std::filesystem::remove_all(dir);
 }
