@@ -229,6 +229,8 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
   host->embed_runner = std::move(*runner);
   engine::EmbedEngineConfig econf;
   econf.max_waiting = opts.engine.max_waiting;
+  econf.metrics = opts.engine.metrics;
+  econf.metrics_model_name = host->served_name;  // the model_name label of its metrics
   host->embedder = std::make_unique<engine::EmbedEngine>(host->embed_runner.get(), econf);
   RETURN_IF_ERROR(host->embedder->start());
   return host;

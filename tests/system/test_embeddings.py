@@ -217,3 +217,49 @@ def test_a_chat_model_and_an_embedding_model_in_one_server(model_spec):
             c.chat.completions.create(model="minilm", messages=[{"role": "user", "content": "hi"}])
     finally:
         assert s.stop() == 0
+
+
+def _scrape(server):
+    """{(name, frozenset(labels)): value} of GET /metrics, parsed by prometheus_client (not the server's code)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    r = server.http.get(server.base_url + "/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(r.text) for s in fam.samples}
+
+
+def test_metrics_move_by_exactly_what_was_sent(minilm):
+    m = frozenset({("model_name", "minilm-l6")})
+    names = ["citadel:embedding_requests_total", "citadel:embedding_inputs_total", "citadel:embedding_tokens_total",
+             "citadel:embedding_request_latency_seconds_count", "citadel:embedding_queue_time_seconds_count",
+             "citadel:embedding_request_errors_total", "citadel:embedding_cancelled_total"]
+    before = _scrape(minilm)
+    c = sdk(minilm)
+    texts = [k["text"] for k in GOLDEN["cases"]]
+    sent_inputs = sent_tokens = 0
+    for batch in (texts[:1], texts, texts[2:5]):
+        r = c.embeddings.create(model="minilm-l6", input=batch)
+        sent_inputs += len(batch)
+        sent_tokens += r.usage.prompt_tokens
+    bad = minilm.http.post(minilm.base_url + "/v1/embeddings", json={"model": "minilm-l6", "input": [""]})
+    assert bad.status_code == 400  # refused by the API before the engine: counted nowhere here
+    after = _scrape(minilm)
+    moved = {n: after.get((n, m), 0) - before.get((n, m), 0) for n in names}
+    assert moved == {"citadel:embedding_requests_total": 3, "citadel:embedding_inputs_total": sent_inputs,
+                     "citadel:embedding_tokens_total": sent_tokens,
+                     "citadel:embedding_request_latency_seconds_count": 3,
+                     "citadel:embedding_queue_time_seconds_count": 3,
+                     "citadel:embedding_request_errors_total": 0, "citadel:embedding_cancelled_total": 0}
+    for n in ("citadel:embedding_requests_running", "citadel:embedding_requests_waiting"):
+        assert after[(n, m)] == 0
+    assert after[("citadel:embedding_batch_size_count", m)] >= before.get(("citadel:embedding_batch_size_count", m),
+                                                                          0) + 3
+    assert ("citadel:embedding_rejected_total", m | {("reason", "busy")}) in after
+    # /api/v1/stats reads the same series.
+    stats = minilm.http.get(minilm.base_url + "/api/v1/stats", timeout=10).json()
+    entry = next(e for e in stats["models"] if e["id"] == "minilm-l6")
+    assert entry["kind"] == "embedding"
+    assert entry["inputs_total"] == after[("citadel:embedding_inputs_total", m)]
+    assert entry["tokens_total"] == after[("citadel:embedding_tokens_total", m)]
+    assert entry["requests_total"] == after[("citadel:embedding_requests_total", m)]
+    assert entry["running"] == 0 and entry["waiting"] == 0
