@@ -189,8 +189,10 @@ Result<runtime::EmbeddingRunnerOptions> embedding_pipeline(const std::filesystem
   return o;
 }
 
-// A BERT encoder: the WordPiece tokenizer of its directory, the CPU embedding runner and its engine.
-Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const ModelLoadOptions& opts) {
+// A BERT encoder: the WordPiece tokenizer of its directory, the CPU embedding runner and its engine. decrypted: the
+// encrypted weights file already decrypted into memory (open_model_file(path) reads them there), else null.
+Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const ModelLoadOptions& opts,
+                                                  const DecryptedModel* decrypted) {
   namespace fs = std::filesystem;
   if (opts.device != "cpu")
     return Unsupported(path + ": embedding models run on the CPU in this build (--device cpu)");
@@ -213,6 +215,10 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
                     " tokens, the model's embedding table " + std::to_string((*runner)->weights().config.n_vocab));
   auto host = std::make_shared<ModelHost>();
   host->path = path;
+  if (decrypted) {
+    host->key_id = decrypted->key_id();
+    host->key_created_unix = decrypted->key_created_unix();
+  }
   const std::string stem = fs::path(path).stem().string();
   const CatalogEntry* entry = find_model(opts.model);
   const std::string dir_name = dir.filename().string();
@@ -247,10 +253,9 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
   if (!opened.ok()) return opened.status();
   std::shared_ptr<TensorStore> store(std::move(*opened));
   if (is_bert_model(*store)) {
-    if (decrypted) return Unsupported(path + ": encrypted embedding models are not served yet");
     RETURN_IF_ERROR(check_memory_budget(*store, opts));
     store.reset();
-    return load_embedding(path, opts);
+    return load_embedding(path, opts, decrypted.get());
   }
   auto tok = Tokenizer::from_store(*store);
   if (!tok.ok()) return tok.status().with_context(path);
@@ -308,6 +313,14 @@ Result<CpuPrecision> choose_cpu_precision(const std::string& requested, const Te
   return CpuPrecision{false, "fast (auto: " + n + " is past the 1000M up to which exact is chosen)"};
 }
 
+std::string encrypted_weights_of(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(path, ec) || fs::exists(fs::path(path) / "model.safetensors", ec)) return path;
+  const fs::path enc = fs::path(path) / "model.safetensors.enc";
+  return fs::is_regular_file(enc, ec) ? enc.string() : path;
+}
+
 bool is_encrypted_model(const std::string& path) {
   return (path.size() > 4 && path.compare(path.size() - 4, 4, ".enc") == 0) || crypto::is_encrypted_file(path);
 }
@@ -342,7 +355,7 @@ Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts)
   // load_embedding once the file says what it is.
   auto path = resolve_model(opts.model, opts.models_dir.empty() ? default_models_dir() : opts.models_dir);
   if (!path.ok()) return path.status();
-  return load_gguf(*path, opts);
+  return load_gguf(encrypted_weights_of(*path), opts);
 }
 
 }  // namespace citadel::api

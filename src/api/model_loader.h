@@ -12,7 +12,10 @@
 //   debug:slow               the same, 5 ms per engine step
 // Encrypted models (a path ending in .enc, or any file with the CITADEL-ENC magic; crypto/envelope.h) need
 // key_file: the file is decrypted into locked anonymous memory (crypto/secure_buffer.h) and served from there;
-// its plaintext never reaches the disk. A key older than key_max_age_days logs a rotation warning.
+// its plaintext never reaches the disk. A key older than key_max_age_days logs a rotation warning. An embedding
+// model is encrypted by its weights: model.safetensors.enc (`citadel encrypt --in model.safetensors`, then delete
+// the plaintext) beside its config.json, tokenizer and sentence-transformers files, which stay in clear (they hold
+// no weights); the directory (or catalogue name) serves it when it has no model.safetensors.
 #pragma once
 
 #include <chrono>
@@ -68,6 +71,10 @@ Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts)
 
 // A path ending in .enc, or a file that starts with the CITADEL-ENC magic.
 bool is_encrypted_model(const std::string& path);
+
+// The file to load for a resolved model path: DIR/model.safetensors.enc for a model directory that holds it and no
+// model.safetensors (an encrypted embedding model), else path itself.
+std::string encrypted_weights_of(const std::string& path);
 
 // An encrypted model decrypted into locked anonymous memory: while this object lives, open_model_file(path) (and so
 // the runner factory, which opens the model by path) reads the plaintext from memory; stores opened meanwhile keep

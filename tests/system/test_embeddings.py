@@ -263,3 +263,52 @@ def test_metrics_move_by_exactly_what_was_sent(minilm):
     assert entry["tokens_total"] == after[("citadel:embedding_tokens_total", m)]
     assert entry["requests_total"] == after[("citadel:embedding_requests_total", m)]
     assert entry["running"] == 0 and entry["waiting"] == 0
+
+
+def test_encrypted_embedding_model_is_served_from_memory(tmp_path):
+    """The real all-MiniLM-L6-v2 with its weights encrypted by `citadel encrypt` (model.safetensors.enc beside the
+    clear config and tokenizer files, no model.safetensors): served by `--model DIR --key-file K` with the
+    sentence-transformers embeddings, nothing written to the model directory; a wrong key or one modified byte is a
+    one-line error and no server."""
+    import shutil
+    import subprocess
+    from conftest import _binary
+    src = pathlib.Path(_models_dir()) / MODEL_DIR
+    model = tmp_path / MODEL_DIR
+    shutil.copytree(src, model, ignore=shutil.ignore_patterns("model.safetensors"))
+    enc, key = model / "model.safetensors.enc", tmp_path / "model.key"
+    out = subprocess.run([_binary(), "encrypt", "--in", str(src / "model.safetensors"), "--out", str(enc),
+                          "--new-key-file", str(key), "--key-id", "embed-key@1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert b"model.embeddings" not in enc.read_bytes()[:4096]  # the safetensors header is not in clear
+    files_before = sorted(p.relative_to(model) for p in model.rglob("*"))
+    s = Server(["--model", str(model), "--key-file", str(key), "--threads", "2"])
+    try:
+        assert [m["id"] for m in s.http.get(s.base_url + "/v1/models").json()["data"]] == [MODEL_DIR]
+        cases = GOLDEN["cases"][:6]
+        r = sdk(s).embeddings.create(model=MODEL_DIR, input=[k["text"] for k in cases])
+        assert_matches_golden([d.embedding for d in r.data], cases)
+    finally:
+        assert s.stop() == 0, "".join(s.stderr[-20:])
+    assert any("decrypted" in l and "embed-key@1" in l for l in s.stderr), "".join(s.stderr[-20:])
+    assert sorted(p.relative_to(model) for p in model.rglob("*")) == files_before  # no plaintext written beside it
+
+    def refused(extra):
+        r = subprocess.run([_binary(), "serve", "--model", str(model), "--port", "0", "--data-dir",
+                            str(tmp_path / "x")] + extra, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, CITADEL_BOOTSTRAP_ADMIN_KEY=""))
+        assert r.returncode != 0, r.stderr
+        errors = [l for l in r.stderr.splitlines()
+                  if l.startswith("citadel serve: ") and l != "citadel serve: effective configuration"]
+        assert len(errors) == 1, r.stderr
+        return errors[0]
+
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("key=" + "00" * 32 + "\n")
+    assert "model.safetensors.enc" in refused(["--key-file", str(bad_key)])
+    assert "--key-file" in refused([])
+    data = bytearray(enc.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    enc.write_bytes(bytes(data))
+    assert "model.safetensors.enc" in refused(["--key-file", str(key)])
