@@ -43,6 +43,7 @@ struct ModelLoadOptions {
   int64_t memory_budget_mb = 0;    // > 0: weights (as the runner holds them) + KV must fit, else the load is refused
   std::string device = "cpu";      // cpu | cuda
   std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4 | fp8 | f32
+  int cuda_device = 0;             // cuda: the device id (runtime::check_cuda_device at load); cpu: must stay 0
   std::string cpu_precision = "auto"; // cpu: fast | exact | auto (choose_cpu_precision)
   std::string temperature, top_p;  // defaults for requests that omit them ("" = the model's metadata, else 0.7 / 0.9)
   std::string key_file;            // encrypted models: a key spec (PATH | env:NAME | cmd:PROG ARGS; crypto/key_source.h)
@@ -53,6 +54,10 @@ struct ModelLoadOptions {
   std::chrono::milliseconds heartbeat_every{0};
   // Who shares cached KV blocks: "tenant" (each tenant its own prefix cache) or "global" (all tenants of the model).
   std::string prefix_cache_scope = "tenant";
+  // Embedding models: ModelHost::embedding_max_request_tokens (0 = kDefaultEmbeddingMaxRequestTokens) and
+  // ModelHost::embedding_truncate ("on" | "off").
+  int64_t embedding_max_request_tokens = 0;
+  std::string embedding_truncate = "on";
 };
 
 // CPU precision: "exact" (f32 weights and math, answers like HF transformers fp32) or "fast" (quantised kernels),

@@ -2,7 +2,10 @@
 official openai SDK: embeddings equal sentence-transformers' (tests/golden/model/minilm-l6-embeddings.json, cosine >
 0.9999) with the SDK's default base64 and with floats, dimensions (truncate + renormalise), token-id input, batches,
 usage with truncation at 256 tokens, concurrent requests equal to solo ones, 429 when the queue is full, OpenAI-shaped
-400s for bad input, and the model kinds kept apart (chat on an embedding model, embeddings on a decoder)."""
+400s for bad input, and the model kinds kept apart (chat on an embedding model, embeddings on a decoder); the
+citadel:embedding_* metrics moving by exactly what was sent (and /api/v1/stats reading them); the per-request token
+cap (default and per model) and embedding_truncate off, both refusing before anything is computed; the weights
+encrypted with `citadel encrypt` and served from memory with --key-file."""
 import concurrent.futures
 import json
 import math
@@ -198,10 +201,23 @@ def test_embeddings_on_a_decoder_model_is_a_400(server):
     assert r.json()["error"]["param"] == "model" and "not an embedding model" in r.json()["error"]["message"]
 
 
-def test_a_chat_model_and_an_embedding_model_in_one_server(model_spec):
-    s = Server(["--model", model_spec, "--model", "minilm-l6", "--served-model-name", "smollm2",
-                "--served-model-name", "minilm", "--models-dir", _models_dir(), "--threads", "2",
-                "--max-context", "512", "--kv-memory-mb", "64"])
+def test_a_chat_model_and_an_embedding_model_from_yaml_with_per_model_limits(model_spec, tmp_path):
+    """Both kinds in one server from the config file's models: list; the embedding model's own limits there
+    (embedding_truncate off, embedding_max_request_tokens) apply to it."""
+    conf = tmp_path / "citadel.yaml"
+    conf.write_text(f"""models_dir: "{_models_dir()}"
+threads: 2
+max_context: 512
+kv_memory_mb: 64
+models:
+  - model: "{model_spec}"
+    served_model_name: smollm2
+  - model: minilm-l6
+    served_model_name: minilm
+    embedding_truncate: "off"
+    embedding_max_request_tokens: 40
+""")
+    s = Server(["--config", str(conf)])
     try:
         c = sdk(s)
         kinds = {m["id"]: m["kind"] for m in s.http.get(s.base_url + "/v1/models").json()["data"]}
@@ -215,8 +231,39 @@ def test_a_chat_model_and_an_embedding_model_in_one_server(model_spec):
             c.embeddings.create(model="smollm2", input="hi")
         with pytest.raises(openai.BadRequestError):
             c.chat.completions.create(model="minilm", messages=[{"role": "user", "content": "hi"}])
+        # embedding_truncate off: an input past the model's 256 tokens is refused, naming its length and the limit.
+        long_case = next(k for k in GOLDEN["cases"] if k["untruncated_tokens"] > GOLDEN["max_seq_length"])
+        r = s.http.post(s.base_url + "/v1/embeddings", json={"model": "minilm", "input": ["ok", long_case["text"]]})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert (err["type"], err["param"], err["code"]) == ("invalid_request_error", "input", "context_length_exceeded")
+        assert f"'input[1]' is {long_case['untruncated_tokens']} tokens" in err["message"], err["message"]
+        assert f"at most {GOLDEN['max_seq_length']} tokens per input" in err["message"], err["message"]
+        # embedding_max_request_tokens 40: 13 x "ok" ([CLS] ok [SEP]) is 39 tokens, 14 is 42.
+        assert c.embeddings.create(model="minilm", input=["ok"] * 13).usage.prompt_tokens == 39
+        with pytest.raises(openai.BadRequestError) as e:
+            c.embeddings.create(model="minilm", input=["ok"] * 14)
+        assert e.value.code == "too_many_tokens"
+        assert "holds 42 tokens" in e.value.message and "at most 40 tokens per request" in e.value.message
     finally:
         assert s.stop() == 0
+
+
+def test_the_default_request_token_cap_refuses_before_computing(minilm):
+    """The default cap (300000 tokens a request): 2048 inputs of 256 tokens (524288) are refused with the OpenAI
+    400 naming both numbers, and nothing is embedded."""
+    m = frozenset({("model_name", "minilm-l6")})
+    long_text = next(k["text"] for k in GOLDEN["cases"] if k["untruncated_tokens"] > GOLDEN["max_seq_length"])
+    before = _scrape(minilm)
+    r = minilm.http.post(minilm.base_url + "/v1/embeddings",
+                         json={"model": "minilm-l6", "input": [long_text] * 2048}, timeout=120)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["type"], err["param"], err["code"]) == ("invalid_request_error", "input", "too_many_tokens")
+    assert "holds 524288 tokens" in err["message"] and "at most 300000 tokens per request" in err["message"]
+    after = _scrape(minilm)
+    for n in ("citadel:embedding_tokens_total", "citadel:embedding_batch_size_count"):
+        assert after.get((n, m), 0) == before.get((n, m), 0), n
 
 
 def _scrape(server):
