@@ -49,6 +49,20 @@ class EncryptedModelTest : public ::testing::Test {
 };
 std::string* EncryptedModelTest::dir_ = nullptr;
 
+// The same tensors (names, shapes, bytes) and as many metadata keys.
+void expect_same_tensors(const TensorStore& file, const TensorStore& mem) {
+  const auto& a = file.tensors();
+  const auto& b = mem.tensors();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].name, b[i].name);
+    EXPECT_EQ(a[i].shape, b[i].shape);
+    ASSERT_EQ(a[i].nbytes, b[i].nbytes);
+    EXPECT_EQ(std::memcmp(a[i].data, b[i].data, a[i].nbytes), 0) << a[i].name;
+  }
+  EXPECT_EQ(file.metadata().size(), mem.metadata().size());
+}
+
 // Logits of one 4-token prefill.
 std::vector<float> prefill_logits(engine::ModelRunner* r) {
   EXPECT_TRUE(r->allocate_kv(4, 16).ok());
@@ -84,17 +98,8 @@ TEST_F(EncryptedModelTest, DecryptedStoreAndRunnerMatchThePlainFile) {
 
   auto from_file = open_model_file(plain());
   ASSERT_TRUE(from_file.ok());
-  const auto& a = (*from_file)->tensors();
-  const auto& b = (*from_mem)->tensors();
-  ASSERT_EQ(a.size(), b.size());
-  ASSERT_GT(a.size(), 3u);
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].name, b[i].name);
-    EXPECT_EQ(a[i].shape, b[i].shape);
-    ASSERT_EQ(a[i].nbytes, b[i].nbytes);
-    EXPECT_EQ(std::memcmp(a[i].data, b[i].data, a[i].nbytes), 0) << a[i].name;
-  }
-  EXPECT_EQ((*from_file)->metadata().size(), (*from_mem)->metadata().size());
+  ASSERT_GT((*from_file)->tensors().size(), 3u);
+  expect_same_tensors(**from_file, **from_mem);
   EXPECT_EQ((*from_mem)->path(), enc());
 
   auto file_runner = runtime::make_model_runner(plain(), runtime::RunnerOptions{});
@@ -165,18 +170,9 @@ TEST_F(EncryptedModelTest, EncryptedSafetensorsOpenFromMemoryWithTheirConfig) {
   ASSERT_TRUE(from_mem.ok()) << from_mem.status().to_string();
   EXPECT_EQ((*from_mem)->format(), "safetensors");
   EXPECT_EQ((*from_mem)->path(), enc_st);
-  const auto& a = (*from_file)->tensors();
-  const auto& b = (*from_mem)->tensors();
-  ASSERT_EQ(a.size(), 2u);
-  ASSERT_EQ(b.size(), 2u);
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].name, b[i].name);
-    EXPECT_EQ(a[i].shape, b[i].shape);
-    ASSERT_EQ(a[i].nbytes, b[i].nbytes);
-    EXPECT_EQ(std::memcmp(a[i].data, b[i].data, a[i].nbytes), 0) << a[i].name;
-  }
+  ASSERT_EQ((*from_file)->tensors().size(), 2u);
+  expect_same_tensors(**from_file, **from_mem);
   EXPECT_EQ((*from_mem)->meta_string("general.architecture"), std::optional<std::string>("bert"));
-  EXPECT_EQ((*from_mem)->metadata().size(), (*from_file)->metadata().size());
   EXPECT_FALSE(open_model_file(enc_st).ok());  // the encrypted bytes themselves are no model
   // One modified byte: the authenticated decryption refuses the file.
   {
