@@ -19,6 +19,9 @@
 
 namespace citadel::api {
 
+// 300k tokens: about 146 full 2048-token-context inputs or 1170 of MiniLM's 256; a few seconds to minutes of CPU.
+inline constexpr int64_t kDefaultEmbeddingMaxRequestTokens = 300000;
+
 // Per-stream detokenizer: text that never ends in half a UTF-8 character.
 class StreamDecoder {
  public:
@@ -59,6 +62,11 @@ struct ModelHost {
   std::unique_ptr<engine::EmbeddingRunner> embed_runner;
   std::unique_ptr<engine::EmbedEngine> embedder;
   int32_t cls_id = -1, sep_id = -1;
+  // The most tokens one /v1/embeddings request may hold (after truncation, specials included): 400 beyond, nothing
+  // embedded. Bounds the work (and the engine thread's time) one request can ask for.
+  int64_t embedding_max_request_tokens = kDefaultEmbeddingMaxRequestTokens;
+  // An input longer than embed_runner->max_tokens(): true: cut to it (sentence-transformers' behaviour), false: 400.
+  bool embedding_truncate = true;
   std::shared_ptr<void> keepalive;              // whatever the runner borrows (mapped weights, ...)
   // What a request that omits temperature / top_p / top_k / min_p gets (see model_sampling_defaults), and whence.
   engine::SamplingParams default_sampling;

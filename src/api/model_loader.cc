@@ -81,6 +81,7 @@ Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<T
   ro.cpu_threads = opts.compute_threads;  // the model's own pool (no process-wide setting)
   ro.device = opts.device;
   ro.cuda_weights = opts.cuda_weights;
+  ro.cuda_device = opts.cuda_device;
   if (opts.device == "cpu") {
     auto p = choose_cpu_precision(opts.cpu_precision, *store);
     if (!p.ok()) return p.status();
@@ -189,11 +190,18 @@ Result<runtime::EmbeddingRunnerOptions> embedding_pipeline(const std::filesystem
   return o;
 }
 
-// A BERT encoder: the WordPiece tokenizer of its directory, the CPU embedding runner and its engine.
-Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const ModelLoadOptions& opts) {
+// A BERT encoder: the WordPiece tokenizer of its directory, the CPU embedding runner and its engine. decrypted: the
+// encrypted weights file already decrypted into memory (open_model_file(path) reads them there), else null.
+Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const ModelLoadOptions& opts,
+                                                  const DecryptedModel* decrypted) {
   namespace fs = std::filesystem;
   if (opts.device != "cpu")
     return Unsupported(path + ": embedding models run on the CPU in this build (--device cpu)");
+  if (opts.embedding_truncate != "on" && opts.embedding_truncate != "off")
+    return InvalidArgument("embedding_truncate must be on or off, got '" + opts.embedding_truncate + "'");
+  if (opts.embedding_max_request_tokens < 0)
+    return InvalidArgument("embedding_max_request_tokens must be positive, got " +
+                           std::to_string(opts.embedding_max_request_tokens));
   std::error_code ec;
   const fs::path dir = fs::is_directory(path, ec) ? fs::path(path) : fs::path(path).parent_path();
   ASSIGN_OR_RETURN(runtime::EmbeddingRunnerOptions ro, embedding_pipeline(dir));
@@ -205,7 +213,9 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
   auto tok = Tokenizer::from_path(dir.string());
   if (!tok.ok()) return tok.status().with_context(dir.string());
   VocabSpec spec = (*tok)->spec();
-  spec.max_length = (*runner)->max_tokens();  // the pipeline's max_seq_length, not tokenizer.json's truncation
+  // No truncation in the tokenizer (tokenizer.json's own limit is not the pipeline's): the API cuts or refuses an
+  // input longer than the runner's max_tokens (the pipeline's max_seq_length, within the position table).
+  spec.max_length = 0;
   auto tok_max = Tokenizer::from_spec(std::move(spec));
   if (!tok_max.ok()) return tok_max.status().with_context(dir.string());
   if ((*tok_max)->n_vocab() != (*runner)->weights().config.n_vocab)
@@ -213,6 +223,10 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
                     " tokens, the model's embedding table " + std::to_string((*runner)->weights().config.n_vocab));
   auto host = std::make_shared<ModelHost>();
   host->path = path;
+  if (decrypted) {
+    host->key_id = decrypted->key_id();
+    host->key_created_unix = decrypted->key_created_unix();
+  }
   const std::string stem = fs::path(path).stem().string();
   const CatalogEntry* entry = find_model(opts.model);
   const std::string dir_name = dir.filename().string();
@@ -224,11 +238,17 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
   host->sep_id = (*tok_max)->spec().sep;
   host->codec = make_tokenizer_codec(std::shared_ptr<const Tokenizer>(std::move(*tok_max)));
   host->max_context = (*runner)->max_tokens();
+  host->embedding_truncate = opts.embedding_truncate == "on";
+  if (opts.embedding_max_request_tokens > 0) host->embedding_max_request_tokens = opts.embedding_max_request_tokens;
   log_info(path + ": embedding model (bert), " + std::to_string((*runner)->dim()) + " dimensions, up to " +
-           std::to_string(host->max_context) + " tokens per input" + (ro.normalize ? ", normalised" : ""));
+           std::to_string(host->max_context) + " tokens per input (" +
+           (host->embedding_truncate ? "longer ones truncated" : "longer ones refused") + "), " +
+           std::to_string(host->embedding_max_request_tokens) + " per request" + (ro.normalize ? ", normalised" : ""));
   host->embed_runner = std::move(*runner);
   engine::EmbedEngineConfig econf;
   econf.max_waiting = opts.engine.max_waiting;
+  econf.metrics = opts.engine.metrics;
+  econf.metrics_model_name = host->served_name;  // the model_name label of its metrics
   host->embedder = std::make_unique<engine::EmbedEngine>(host->embed_runner.get(), econf);
   RETURN_IF_ERROR(host->embedder->start());
   return host;
@@ -245,10 +265,9 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
   if (!opened.ok()) return opened.status();
   std::shared_ptr<TensorStore> store(std::move(*opened));
   if (is_bert_model(*store)) {
-    if (decrypted) return Unsupported(path + ": encrypted embedding models are not served yet");
     RETURN_IF_ERROR(check_memory_budget(*store, opts));
     store.reset();
-    return load_embedding(path, opts);
+    return load_embedding(path, opts, decrypted.get());
   }
   auto tok = Tokenizer::from_store(*store);
   if (!tok.ok()) return tok.status().with_context(path);
@@ -306,6 +325,14 @@ Result<CpuPrecision> choose_cpu_precision(const std::string& requested, const Te
   return CpuPrecision{false, "fast (auto: " + n + " is past the 1000M up to which exact is chosen)"};
 }
 
+std::string encrypted_weights_of(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(path, ec) || fs::exists(fs::path(path) / "model.safetensors", ec)) return path;
+  const fs::path enc = fs::path(path) / "model.safetensors.enc";
+  return fs::is_regular_file(enc, ec) ? enc.string() : path;
+}
+
 bool is_encrypted_model(const std::string& path) {
   return (path.size() > 4 && path.compare(path.size() - 4, 4, ".enc") == 0) || crypto::is_encrypted_file(path);
 }
@@ -331,6 +358,11 @@ Result<std::unique_ptr<DecryptedModel>> DecryptedModel::open(const std::string& 
 DecryptedModel::~DecryptedModel() { unregister_memory_model(path_); }
 
 Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts) {
+  if (opts.cuda_device < 0)
+    return InvalidArgument("cuda_device must be 0 or more, got " + std::to_string(opts.cuda_device));
+  if (opts.cuda_device != 0 && opts.device != "cuda")
+    return InvalidArgument("model " + opts.model + ": cuda_device " + std::to_string(opts.cuda_device) +
+                           " is set but the model runs on the " + opts.device + " (device cuda uses it)");
   if (opts.model.rfind("debug:", 0) == 0) {
     if (opts.model != "debug:bytes" && opts.model != "debug:slow")
       return InvalidArgument("unknown debug model '" + opts.model + "' (debug:bytes, debug:slow)");
@@ -340,7 +372,7 @@ Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts)
   // load_embedding once the file says what it is.
   auto path = resolve_model(opts.model, opts.models_dir.empty() ? default_models_dir() : opts.models_dir);
   if (!path.ok()) return path.status();
-  return load_gguf(*path, opts);
+  return load_gguf(encrypted_weights_of(*path), opts);
 }
 
 }  // namespace citadel::api

@@ -12,7 +12,10 @@
 //   debug:slow               the same, 5 ms per engine step
 // Encrypted models (a path ending in .enc, or any file with the CITADEL-ENC magic; crypto/envelope.h) need
 // key_file: the file is decrypted into locked anonymous memory (crypto/secure_buffer.h) and served from there;
-// its plaintext never reaches the disk. A key older than key_max_age_days logs a rotation warning.
+// its plaintext never reaches the disk. A key older than key_max_age_days logs a rotation warning. An embedding
+// model is encrypted by its weights: model.safetensors.enc (`citadel encrypt --in model.safetensors`, then delete
+// the plaintext) beside its config.json, tokenizer and sentence-transformers files, which stay in clear (they hold
+// no weights); the directory (or catalogue name) serves it when it has no model.safetensors.
 #pragma once
 
 #include <chrono>
@@ -40,6 +43,7 @@ struct ModelLoadOptions {
   int64_t memory_budget_mb = 0;    // > 0: weights (as the runner holds them) + KV must fit, else the load is refused
   std::string device = "cpu";      // cpu | cuda
   std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4 | fp8 | f32
+  int cuda_device = 0;             // cuda: the device id (runtime::check_cuda_device at load); cpu: must stay 0
   std::string cpu_precision = "auto"; // cpu: fast | exact | auto (choose_cpu_precision)
   std::string temperature, top_p;  // defaults for requests that omit them ("" = the model's metadata, else 0.7 / 0.9)
   std::string key_file;            // encrypted models: a key spec (PATH | env:NAME | cmd:PROG ARGS; crypto/key_source.h)
@@ -50,6 +54,10 @@ struct ModelLoadOptions {
   std::chrono::milliseconds heartbeat_every{0};
   // Who shares cached KV blocks: "tenant" (each tenant its own prefix cache) or "global" (all tenants of the model).
   std::string prefix_cache_scope = "tenant";
+  // Embedding models: ModelHost::embedding_max_request_tokens (0 = kDefaultEmbeddingMaxRequestTokens) and
+  // ModelHost::embedding_truncate ("on" | "off").
+  int64_t embedding_max_request_tokens = 0;
+  std::string embedding_truncate = "on";
 };
 
 // CPU precision: "exact" (f32 weights and math, answers like HF transformers fp32) or "fast" (quantised kernels),
@@ -68,6 +76,10 @@ Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts)
 
 // A path ending in .enc, or a file that starts with the CITADEL-ENC magic.
 bool is_encrypted_model(const std::string& path);
+
+// The file to load for a resolved model path: DIR/model.safetensors.enc for a model directory that holds it and no
+// model.safetensors (an encrypted embedding model), else path itself.
+std::string encrypted_weights_of(const std::string& path);
 
 // An encrypted model decrypted into locked anonymous memory: while this object lives, open_model_file(path) (and so
 // the runner factory, which opens the model by path) reads the plaintext from memory; stores opened meanwhile keep

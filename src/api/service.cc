@@ -118,7 +118,10 @@ const char* Service::readiness_name(Readiness r) {
 nlohmann::json Service::drain_json() const {
   int in_flight = 0;
   for (const auto& h : models_.hosts()) {
-    if (h->embedder) in_flight += h->embedder->stats().waiting;
+    if (h->embedder) {
+      const engine::EmbedEngineStats s = h->embedder->stats();
+      in_flight += s.running + s.waiting;
+    }
     if (!h->engine) continue;
     const engine::EngineStats s = h->engine->stats();
     in_flight += s.running + s.waiting;
@@ -171,11 +174,12 @@ nlohmann::json Service::stats_json() const {
   for (const auto& mh : models_.hosts()) {
     if (mh->embedder) {
       const engine::EmbedEngineStats s = mh->embedder->stats();
-      per_model.push_back({{"id", mh->served_name}, {"kind", "embedding"}, {"waiting", s.waiting},
-                           {"jobs_total", s.jobs_total}, {"inputs_total", s.inputs_total},
-                           {"tokens_total", s.tokens_total}, {"batches_total", s.batches_total},
-                           {"rejected_busy_total", s.rejected_busy_total}, {"cancelled_total", s.cancelled_total},
-                           {"errors_total", s.errors_total}});
+      per_model.push_back({{"id", mh->served_name}, {"kind", "embedding"}, {"running", s.running},
+                           {"waiting", s.waiting}, {"requests_total", s.requests_total},
+                           {"inputs_total", s.inputs_total}, {"tokens_total", s.tokens_total},
+                           {"batches_total", s.batches_total}, {"rejected_busy_total", s.rejected_busy_total},
+                           {"rejected_invalid_total", s.rejected_invalid_total},
+                           {"cancelled_total", s.cancelled_total}, {"errors_total", s.errors_total}});
     }
     if (!mh->engine) continue;
     const engine::EngineStats s = mh->engine->stats();

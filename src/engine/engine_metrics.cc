@@ -42,4 +42,41 @@ EngineMetrics::EngineMetrics(metrics::Registry& reg, const std::string& m) {
                       latency_buckets_long())->with({m});
 }
 
+const std::vector<double>& embedding_batch_buckets() {
+  static const std::vector<double> b = [] {
+    std::vector<double> v;
+    for (double x = 1; x <= 4096; x *= 2) v.push_back(x);
+    return v;
+  }();
+  return b;
+}
+
+EmbedMetrics::EmbedMetrics(metrics::Registry& reg, const std::string& m) {
+  const std::vector<std::string> model = {"model_name"};
+  running = reg.gauge("citadel:embedding_requests_running", "Embedding requests in the runner call now.", model)
+                ->with({m});
+  waiting = reg.gauge("citadel:embedding_requests_waiting", "Embedding requests queued for the runner.", model)
+                ->with({m});
+  requests = reg.counter("citadel:embedding_requests_total", "Embedding requests embedded.", model)->with({m});
+  inputs = reg.counter("citadel:embedding_inputs_total", "Inputs embedded.", model)->with({m});
+  tokens = reg.counter("citadel:embedding_tokens_total", "Tokens embedded (special tokens included).", model)
+               ->with({m});
+  batches = reg.counter("citadel:embedding_batches_total", "Embedding runner calls.", model)->with({m});
+  errors = reg.counter("citadel:embedding_request_errors_total", "Embedding requests failed by the runner.", model)
+               ->with({m});
+  cancelled = reg.counter("citadel:embedding_cancelled_total",
+                          "Embedding requests not run: the client went away or the server stopped.", model)->with({m});
+  auto* rejected = reg.counter("citadel:embedding_rejected_total",
+                               "Embedding requests refused at submit: busy (queue full, stopping) or invalid.",
+                               {"model_name", "reason"});
+  rejected_busy = rejected->with({m, "busy"}), rejected_invalid = rejected->with({m, "invalid"});
+  batch_size = reg.histogram("citadel:embedding_batch_size", "Inputs per embedding runner call.", model,
+                             embedding_batch_buckets())->with({m});
+  queue_time = reg.histogram("citadel:embedding_queue_time_seconds",
+                             "Submit to the start of the request's runner call.", model,
+                             metrics::latency_buckets_long())->with({m});
+  latency = reg.histogram("citadel:embedding_request_latency_seconds", "Submit to the embedding request's completion.",
+                          model, metrics::latency_buckets_long())->with({m});
+}
+
 }  // namespace citadel::engine

@@ -14,10 +14,21 @@
 //               citadel:e2e_request_latency_seconds (admission -> finish, for stop and length)
 // Admission is submit() accepting the request; "first schedule" the first step that computes any of its tokens;
 // a token's time is the end of the step that sampled it (one timestamp per step, taken after the forward pass).
+//
+// EmbedMetrics: the series of one embedding engine (embed_engine.h), labelled model_name the same way.
+//   gauges      citadel:embedding_requests_running (jobs in the runner call now), citadel:embedding_requests_waiting
+//   counters    citadel:embedding_requests_total (jobs embedded), citadel:embedding_inputs_total and
+//               citadel:embedding_tokens_total (inputs and tokens embedded: a job's inputs and usage.prompt_tokens),
+//               citadel:embedding_batches_total (runner calls), citadel:embedding_request_errors_total (jobs failed by
+//               the runner), citadel:embedding_cancelled_total (jobs skipped: client gone or server stopping),
+//               citadel:embedding_rejected_total{reason=busy|invalid} (refused at submit)
+//   histograms  citadel:embedding_batch_size (inputs per runner call), citadel:embedding_queue_time_seconds
+//               (submit -> the start of its runner call), citadel:embedding_request_latency_seconds (submit -> done)
 // Thread-safety: the pointers are set once in the constructor; the series are atomics (base/metrics.h).
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "base/metrics.h"
 
@@ -33,5 +44,17 @@ struct EngineMetrics {
   metrics::Counter *rejected_busy, *rejected_invalid;
   metrics::Histogram *queue_time, *ttft, *itl, *e2e;
 };
+
+struct EmbedMetrics {
+  EmbedMetrics(metrics::Registry& reg, const std::string& model_name);
+
+  metrics::Gauge *running, *waiting;
+  metrics::Counter *requests, *inputs, *tokens, *batches, *errors, *cancelled;
+  metrics::Counter *rejected_busy, *rejected_invalid;
+  metrics::Histogram *batch_size, *queue_time, *latency;
+};
+
+// Upper bounds of citadel:embedding_batch_size: 1, 2, 4, ... 4096 inputs.
+const std::vector<double>& embedding_batch_buckets();
 
 }  // namespace citadel::engine

@@ -49,7 +49,9 @@ class SafetensorsReader {
   static Status add_file(const std::string& path, TensorStore* store, std::vector<std::string>* names);
   static Result<std::unique_ptr<TensorStore>> open(const std::string& path);
   static Result<std::unique_ptr<TensorStore>> parse(const uint8_t* data, size_t size, const std::string& name);
+  static Result<std::unique_ptr<TensorStore>> open_memory(MmapFile bytes);
   static Status open_index(const std::string& path, TensorStore* store);
+  static Status read_config(const fs::path& dir, TensorStore* store);
 };
 
 Status SafetensorsReader::parse_entry(const std::string& file, const std::string& key, const json& v,
@@ -222,12 +224,28 @@ Result<std::unique_ptr<TensorStore>> SafetensorsReader::open(const std::string& 
       RETURN_IF_ERROR(add_file(path, store.get(), nullptr));
     }
   }
+  RETURN_IF_ERROR(read_config(dir, store.get()));
+  return store;
+}
+
+// The config.json of dir (the model's directory), when there is one.
+Status SafetensorsReader::read_config(const fs::path& dir, TensorStore* store) {
+  std::error_code ec;
   fs::path cfg = (dir.empty() ? fs::path(".") : dir) / "config.json";
-  if (fs::exists(cfg, ec)) {
-    std::string text;
-    if (!read_text_file(cfg.string(), &text)) return IoError(cfg.string() + ": cannot read");
-    RETURN_IF_ERROR(map_hf_config(text, cfg.string(), &store->meta_));
-  }
+  if (!fs::exists(cfg, ec)) return OkStatus();
+  std::string text;
+  if (!read_text_file(cfg.string(), &text)) return IoError(cfg.string() + ": cannot read");
+  return map_hf_config(text, cfg.string(), &store->meta_);
+}
+
+Result<std::unique_ptr<TensorStore>> SafetensorsReader::open_memory(MmapFile bytes) {
+  auto store = std::make_unique<TensorStore>();
+  store->path_ = bytes.path();
+  store->format_ = "safetensors";
+  store->file_size_ = bytes.size();
+  RETURN_IF_ERROR(parse_into(bytes.data(), bytes.size(), bytes.path(), store.get()));
+  RETURN_IF_ERROR(read_config(fs::path(bytes.path()).parent_path(), store.get()));
+  store->files_.push_back(std::move(bytes));  // the bytes' address survives the move
   return store;
 }
 
@@ -247,6 +265,10 @@ Result<std::unique_ptr<TensorStore>> parse_safetensors(const uint8_t* data, size
 
 Result<std::unique_ptr<TensorStore>> open_safetensors(const std::string& path) {
   return SafetensorsReader::open(path);
+}
+
+Result<std::unique_ptr<TensorStore>> open_safetensors_from_memory(MmapFile bytes) {
+  return SafetensorsReader::open_memory(std::move(bytes));
 }
 
 }  // namespace citadel

@@ -169,7 +169,9 @@ Result<std::unique_ptr<TensorStore>> open_model_file(const std::string& path) {
     if (it != memory_models().end()) {
       MemoryModel m = it->second;
       lock.unlock();
-      return open_gguf_from_memory(MmapFile::wrap(std::move(m.owner), m.data, m.size, path));
+      const bool gguf = m.size >= 4 && std::memcmp(m.data, "GGUF", 4) == 0;
+      MmapFile bytes = MmapFile::wrap(std::move(m.owner), m.data, m.size, path);
+      return gguf ? open_gguf_from_memory(std::move(bytes)) : open_safetensors_from_memory(std::move(bytes));
     }
   }
   std::error_code ec;

@@ -115,9 +115,13 @@ Result<std::unique_ptr<TensorStore>> open_model_file(const std::string& path);
 // GGUF over bytes that are not a file mapping (MmapFile::wrap, e.g. a model decrypted into locked memory): the
 // store keeps them alive, so tensors stay valid as long as the store. path() is bytes.path().
 Result<std::unique_ptr<TensorStore>> open_gguf_from_memory(MmapFile bytes);
+// One safetensors file's bytes held the same way (an encrypted model.safetensors.enc decrypted into memory); the
+// config.json beside bytes.path() (in the model's directory, in clear) is read as open_safetensors() reads it.
+Result<std::unique_ptr<TensorStore>> open_safetensors_from_memory(MmapFile bytes);
 
 // In-memory model files, for the loaders that open a model by path (load_model, the runner factory): while `name`
-// is registered, open_model_file(name) parses these bytes (GGUF) instead of reading the file system, and every store
+// is registered, open_model_file(name) parses these bytes (GGUF when they start with its magic, else one safetensors
+// file with the config.json beside `name`) instead of reading the file system, and every store
 // opened that way shares `owner`. Used to serve an encrypted model without writing its plaintext to disk: register
 // the decrypted bytes, build the runner, unregister (the stores keep the bytes alive). A name already registered
 // is InvalidArgument. Thread-safety: the registry is mutex-guarded.

@@ -213,6 +213,7 @@ static void drop_graphs(std::map<std::tuple<int, int, bool>, cudaGraphExec_t>* g
 
 CudaDecoder::~CudaDecoder() {
   if (!impl_) return;
+  ScopedCudaDevice on(impl_->opt.device);  // its memory, stream and graphs belong to that device
   drop_graphs(&impl_->graphs);
   ck::destroy_cublas_handle(impl_->cublas);
   ck::destroy_gemm_lt(impl_->gemm_lt);
@@ -236,10 +237,12 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
     return InvalidArgument("cuda decoder: bad options (max_step_tokens must be >= max_batch)");
   int n_dev = 0;
-  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+  if (cudaGetDeviceCount(&n_dev) != cudaSuccess) {
     cudaGetLastError();
-    return Unsupported("cuda decoder: no CUDA device");
+    n_dev = 0;
   }
+  RETURN_IF_ERROR(check_cuda_device(opt.device, n_dev));
+  CUDA_TRY(cudaSetDevice(opt.device));
   auto impl = std::make_unique<Impl>();
   impl->c = c;
   impl->arch = find_arch(c.arch);  // non-null: cuda_supports

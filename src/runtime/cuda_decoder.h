@@ -40,7 +40,21 @@ uint32_t synth_tensor_seed(uint32_t seed, TensorRole r, int layer);
 float synth_scale(const ModelConfig& c, TensorRole r);
 float synth_offset(TensorRole r);
 
+// A model's CUDA device id against the n_devices this machine has: OK when 0 <= device < n_devices; else
+// kUnsupported without a device, kInvalidArgument naming the id and the ids there are. Pure: testable without a GPU.
+inline Status check_cuda_device(int device, int n_devices) {
+  if (n_devices <= 0) return Unsupported("cuda device " + std::to_string(device) + ": no CUDA device on this machine");
+  if (device >= 0 && device < n_devices) return OkStatus();
+  return InvalidArgument("cuda device " + std::to_string(device) + " does not exist: this machine has " +
+                         std::to_string(n_devices) + " CUDA device" + (n_devices == 1 ? " (id 0)" : "s (ids 0.." +
+                         std::to_string(n_devices - 1) + ")"));
+}
+
 struct CudaDecoderOptions {
+  // The CUDA device id (ordinal) of this model: its weights, KV pool, stream and kernels. create() checks it
+  // (check_cuda_device) and makes it current on the creating thread; a caller on another thread makes it current
+  // there before calling in (CudaRunner does at every call: the current device is per thread).
+  int device = 0;
   CudaWeightFormat format = CudaWeightFormat::kBf16;
   int block_size = 16;
   int max_batch = 128;         // sequences per step

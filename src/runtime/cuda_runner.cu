@@ -37,12 +37,22 @@ Status inject_cuda_fault(const std::string& kind) {
 
 }  // namespace
 
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
 Result<std::unique_ptr<CudaRunner>> CudaRunner::create(CudaRunnerOptions opt) {
   const ModelConfig& c = opt.config;
   if (c.n_layers <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.n_vocab <= 0)
     return InvalidArgument("cuda runner: model dimensions must be positive");
   if (opt.decoder.max_seq_len <= 0) return InvalidArgument("cuda runner: max_seq_len must be positive");
   RETURN_IF_ERROR(cuda_supports(c));
+  RETURN_IF_ERROR(check_cuda_device(opt.decoder.device, cuda_device_count()));  // refused before any weight is read
   if (opt.fault_after_steps == 0)
     if (const char* v = std::getenv("CITADEL_CUDA_FAULT_AFTER_STEPS")) opt.fault_after_steps = std::atoi(v);
   if (opt.fault_kind.empty()) {
@@ -88,6 +98,7 @@ size_t CudaRunner::kv_bytes_per_token() const {
 }
 
 Status CudaRunner::allocate_kv(int n_blocks, int block_size) {
+  ScopedCudaDevice on(opt_.decoder.device);
   if (n_blocks <= 0 || block_size <= 0)
     return InvalidArgument("cuda runner: allocate_kv(" + std::to_string(n_blocks) + ", " +
                            std::to_string(block_size) + ")");
@@ -100,6 +111,7 @@ Status CudaRunner::allocate_kv(int n_blocks, int block_size) {
 }
 
 Result<int> CudaRunner::allocate_kv_from_memory(int block_size, double fraction) {
+  ScopedCudaDevice on(opt_.decoder.device);  // cudaMemGetInfo below reads this model's card
   if (block_size <= 0 || !(fraction > 0 && fraction < 1))
     return InvalidArgument("cuda runner: allocate_kv_from_memory(" + std::to_string(block_size) + ", " +
                            std::to_string(fraction) + ")");
@@ -134,6 +146,7 @@ Status CudaRunner::build_decoder(CudaDecoderOptions d) {
 }
 
 Status CudaRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
+  ScopedCudaDevice on(opt_.decoder.device);
   if (!decoder_) return InvalidArgument("cuda runner: copy_blocks before allocate_kv");
   if (!failed_.ok()) return failed_;
   return note(decoder_->copy_blocks(src_dst));
@@ -167,6 +180,7 @@ Status CudaRunner::prepare_step(const engine::Batch& b) {
 
 Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows,
                                    int32_t* ids, engine::RowLogprobs* logprobs) {
+  ScopedCudaDevice on(opt_.decoder.device);
   RETURN_IF_ERROR(prepare_step(b));
   RETURN_IF_ERROR(begin_step());
   const int T = b.n_tokens(), B = b.n_seqs();
@@ -202,6 +216,7 @@ Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<eng
 }
 
 Status CudaRunner::forward(const engine::Batch& b, float* logits) {
+  ScopedCudaDevice on(opt_.decoder.device);
   RETURN_IF_ERROR(prepare_step(b));
   RETURN_IF_ERROR(begin_step());
   const int T = b.n_tokens(), B = b.n_seqs(), V = static_cast<int>(opt_.config.n_vocab);

@@ -14,6 +14,9 @@
 // (default; a cudaMalloc of 2^62 bytes: kResourceExhausted, not sticky) or "sticky" (a kernel writes to an invalid
 // address: cudaErrorIllegalAddress, sticky). The options' fault_after_steps / fault_kind do the same.
 //
+// Device: opt.decoder.device (CudaDecoderOptions::device), checked at create() (a missing id is refused there, before
+// any weight is read); every call makes it the calling thread's current device for its duration (and restores the
+// previous one), so models on different cards can be loaded and run from any threads.
 // Thread-safety: as ModelRunner (one engine thread).
 #pragma once
 
@@ -30,6 +33,9 @@
 #include "runtime/cuda_decoder.h"
 
 namespace citadel::runtime {
+
+// CUDA devices this process can use (0 without a driver or device).
+int cuda_device_count();
 
 struct CudaRunnerOptions {
   ModelConfig config;         // must pass cuda_supports() (cuda_loader.h)

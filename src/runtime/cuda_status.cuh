@@ -44,6 +44,31 @@ inline Status cuda_status(cudaError_t e, const char* call, const char* file, int
   return Internal(std::move(msg));
 }
 
+// Makes `device` the calling thread's current CUDA device for the scope and restores the previous one (the current
+// device is per thread: an engine thread or a loader thread serving models on several cards). Errors here would be
+// device faults the next call reports, so they are not checked.
+class ScopedCudaDevice {
+ public:
+  explicit ScopedCudaDevice(int device) {
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess) {
+      cudaGetLastError();
+      return;
+    }
+    if (current == device) return;
+    previous_ = current;
+    cudaSetDevice(device);
+  }
+  ~ScopedCudaDevice() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  ScopedCudaDevice(const ScopedCudaDevice&) = delete;
+  ScopedCudaDevice& operator=(const ScopedCudaDevice&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
 }  // namespace citadel::runtime
 
 // Returns the Status of a failed CUDA runtime call from the enclosing function (which returns Status).

@@ -46,6 +46,7 @@ class OwningCudaRunner : public engine::ModelRunner {
 
 Result<std::unique_ptr<engine::ModelRunner>> make_cuda(const std::string& path, const RunnerOptions& o) {
   CudaRunnerOptions c;
+  c.decoder.device = o.cuda_device;
   ASSIGN_OR_RETURN(c.decoder.format, parse_cuda_weight_format(o.cuda_weights));
   if (o.exact) {  // fp32 activations and KV cache, with bf16 weights (HF's fp32 forward of a bf16 model) or f32 ones
     if (c.decoder.format != CudaWeightFormat::kBf16 && c.decoder.format != CudaWeightFormat::kF32)

@@ -31,6 +31,9 @@ const std::vector<Field>& fields() {
       {"cpu_precision", Kind::kString, &ServeConfig::cpu_precision, nullptr, 0, 0,
        "auto (cpu: exact up to 1B parameters, else fast), fast, or exact: f32 math (cpu: f32 weights; cuda: f32 "
        "activations and KV)"},
+      {"cuda_device", Kind::kInt, nullptr, &ServeConfig::cuda_device, 0, 1023,
+       "cuda: the CUDA device id the model runs on (0-based; per model: cuda_device in models:, or one --cuda-device "
+       "per --model); an id the machine lacks is refused at load"},
       {"cuda_weights", Kind::kString, &ServeConfig::cuda_weights, nullptr, 0, 0, "cuda: bf16, int8, int4, fp8 or f32"},
       {"sampling", Kind::kString, &ServeConfig::sampling, nullptr, 0, 0,
        "cuda: device (only token ids leave the GPU) or host (logits to the host sampler)"},
@@ -54,6 +57,12 @@ const std::vector<Field>& fields() {
       {"prefix_cache_scope", Kind::kString, &ServeConfig::prefix_cache_scope, nullptr, 0, 0,
        "tenant (each tenant its own prefix cache: no shared KV blocks, no timing side channel) or global (tenants "
        "share cached prompt prefixes)"},
+      {"embedding_max_request_tokens", Kind::kInt, nullptr, &ServeConfig::embedding_max_request_tokens, 1,
+       1 << 30, "embedding models: most tokens (after truncation, specials included) of one /v1/embeddings request; "
+       "400 beyond"},
+      {"embedding_truncate", Kind::kString, &ServeConfig::embedding_truncate, nullptr, 0, 0,
+       "embedding models: on (an input longer than the model reads is cut, as sentence-transformers does) or off "
+       "(such an input is a 400 context_length_exceeded)"},
       {"max_body_mb", Kind::kInt, nullptr, &ServeConfig::max_body_mb, 1, 1024, "request body limit (413 beyond)"},
       {"idle_timeout_s", Kind::kInt, nullptr, &ServeConfig::idle_timeout_s, 1, 86400, "keep-alive idle timeout"},
       {"request_timeout_s", Kind::kInt, nullptr, &ServeConfig::request_timeout_s, 1, 86400, "generation deadline"},
@@ -181,6 +190,17 @@ Result<std::string> scalar(const yaml_node_t* n, const std::string& where, const
   return v;
 }
 
+// The integer keys of a models: entry and their upper bounds (lower: 0); null for another key.
+int* int_field(ModelEntry* e, const std::string& key, long* hi) {
+  *hi = 1 << 30;
+  if (key == "max_context") return *hi = 1 << 24, &e->max_context;
+  if (key == "threads") return *hi = 1024, &e->threads;
+  if (key == "cuda_device") return *hi = 1023, &e->cuda_device;
+  if (key == "memory_mb") return &e->memory_mb;
+  if (key == "embedding_max_request_tokens") return &e->embedding_max_request_tokens;
+  return nullptr;
+}
+
 Result<ModelEntry> model_entry(YamlDoc& d, yaml_node_t* m, const std::string& name) {
   const std::string where = at(name, m);
   if (m->type != YAML_MAPPING_NODE) return InvalidArgument(where + ": each models: entry is a mapping (model: ...)");
@@ -193,17 +213,21 @@ Result<ModelEntry> model_entry(YamlDoc& d, yaml_node_t* m, const std::string& na
     else if (key == "served_model_name") e.served_model_name = v;
     else if (key == "chat_template") e.chat_template = v;
     else if (key == "sha256") e.sha256 = v;
-    else if (key == "max_context" || key == "threads" || key == "memory_mb") {
-      const long hi = key == "threads" ? 1024 : key == "memory_mb" ? (1 << 30) : (1 << 24);
+    else if (key == "embedding_truncate") {
+      if (v != "on" && v != "off")
+        return InvalidArgument(where + ": embedding_truncate must be on or off, got '" + v + "'");
+      e.embedding_truncate = v;
+    } else if (long hi = 0; int* field = int_field(&e, key, &hi)) {
       char* end = nullptr;
       const long n = std::strtol(v.c_str(), &end, 10);
       if (v.empty() || *end || n < 0 || n > hi)
         return InvalidArgument(where + ": " + key + " must be an integer in [0, " + std::to_string(hi) + "], got '" +
                                v + "'");
-      (key == "threads" ? e.threads : key == "memory_mb" ? e.memory_mb : e.max_context) = static_cast<int>(n);
+      *field = static_cast<int>(n);
     } else {
       return InvalidArgument(where + ": unknown key '" + key + "' in a models: entry (model, served_model_name, " +
-                             "max_context, chat_template, sha256, threads, memory_mb)");
+                             "max_context, chat_template, sha256, threads, memory_mb, embedding_max_request_tokens, "
+                             "embedding_truncate, cuda_device)");
     }
   }
   if (e.model.empty()) return InvalidArgument(where + ": a models: entry needs model: PATH|NAME");
@@ -352,6 +376,10 @@ std::string config_to_yaml(const ServeConfig& c) {
       if (!m.sha256.empty()) s += "    sha256: \"" + m.sha256 + "\"\n";
       if (m.threads) s += "    threads: " + std::to_string(m.threads) + "\n";
       if (m.memory_mb) s += "    memory_mb: " + std::to_string(m.memory_mb) + "\n";
+      if (m.embedding_max_request_tokens)
+        s += "    embedding_max_request_tokens: " + std::to_string(m.embedding_max_request_tokens) + "\n";
+      if (!m.embedding_truncate.empty()) s += "    embedding_truncate: \"" + m.embedding_truncate + "\"\n";
+      if (m.cuda_device >= 0) s += "    cuda_device: " + std::to_string(m.cuda_device) + "\n";
     }
   }
   return s;

@@ -2,9 +2,9 @@
 // variable, YAML config file, or default. Keys use underscores in the file (max_queue), dashes on the command line
 // (--max-queue) and upper case in the environment (CITADEL_MAX_QUEUE).
 // The config file is YAML (read with libyaml): a mapping of these keys to scalars, plus an optional `models:` list of
-// mappings, one per served model (model, served_model_name, max_context, chat_template, sha256, threads, memory_mb), the first being
-// the
-// default model; `model:` and `models:` are exclusive. Flags --model (repeatable) replace the file's models.
+// mappings, one per served model (model, served_model_name, max_context, chat_template, sha256, threads, memory_mb,
+// embedding_max_request_tokens, embedding_truncate, cuda_device), the first being the default model; `model:` and
+// `models:` are exclusive. Flags --model (repeatable) replace the file's models.
 // Thread-safety: plain data and pure functions.
 #pragma once
 
@@ -25,6 +25,9 @@ struct ModelEntry {
   std::string sha256;             // "" = not pinned; else the file must hash to this
   int threads = 0;                // this model's own CPU kernel threads; 0 = the server's `threads`
   int memory_mb = 0;              // > 0: weights + KV must fit this budget, else the model is refused at load
+  int embedding_max_request_tokens = 0;  // embedding models: tokens per /v1/embeddings request; 0 = the server's
+  std::string embedding_truncate;        // embedding models: on | off; "" = the server's
+  int cuda_device = -1;                  // device cuda: this model's CUDA device id; -1 = the server's cuda_device
 };
 
 struct ServeConfig {
@@ -32,6 +35,7 @@ struct ServeConfig {
   std::string models_dir;            // where catalogue names live ("" = $CITADEL_MODELS or ~/.cache/citadel/models)
   std::string device = "cpu";        // cpu | cuda
   std::string cuda_weights = "bf16"; // cuda weight format: bf16 | int8 | int4 | fp8 | f32 (exact)
+  int cuda_device = 0;               // cuda: the CUDA device id the models run on (per model: ModelEntry)
   std::string cpu_precision = "auto";  // cpu: fast | exact (f32, HF-identical) | auto (exact up to 1B parameters)
   std::string sampling = "device";   // cuda: device (only ids leave the GPU) | host (logits to the host Sampler)
   std::string host = "127.0.0.1";
@@ -47,6 +51,10 @@ struct ServeConfig {
   int kv_memory_mb = 0;              // KV cache budget; 0: automatic (CUDA: from the card, CPU: 1024 MiB)
   int kv_memory_percent = 90;        // CUDA, kv_memory_mb 0: share of the card for weights + activations + KV
   std::string prefix_cache_scope = "tenant";  // tenant: tenants never share cached KV blocks | global: they do
+  // Embedding models (docs/API.md "Embeddings"): the most tokens one /v1/embeddings request may hold (400 beyond),
+  // and whether an input longer than the model reads is truncated (on) or refused with a 400 (off).
+  int embedding_max_request_tokens = 300000;
+  std::string embedding_truncate = "on";
   int max_body_mb = 8;               // 413 beyond
   int idle_timeout_s = 60;
   int request_timeout_s = 600;       // engine deadline per request

@@ -1,5 +1,5 @@
 // Host side of the CUDA loader (no GPU needed): what the decoder supports, fp32 conversion of the real SmolLM2 GGUF's
-// roles (skipped when the file is absent), tied LM head.
+// roles (skipped when the file is absent), tied LM head, the check of a model's CUDA device id.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -212,6 +212,18 @@ TEST(CudaLoader, SmolLM2WeightsToBf16) {
   EXPECT_EQ(seen.count(TensorRole::kRopeFreqs), 0u);
   ASSERT_FALSE(embed.empty());
   EXPECT_EQ(embed, output);  // tied: no output.weight in the file
+}
+
+TEST(CudaDevice, AnIdIsCheckedAgainstTheDevicesThereAre) {
+  EXPECT_TRUE(check_cuda_device(0, 1).ok());
+  EXPECT_TRUE(check_cuda_device(7, 8).ok());
+  const Status one = check_cuda_device(1, 1);
+  EXPECT_EQ(one.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(one.message(), "cuda device 1 does not exist: this machine has 1 CUDA device (id 0)");
+  const Status many = check_cuda_device(9, 4);
+  EXPECT_EQ(many.message(), "cuda device 9 does not exist: this machine has 4 CUDA devices (ids 0..3)");
+  EXPECT_EQ(check_cuda_device(-1, 4).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(check_cuda_device(0, 0).code(), StatusCode::kUnsupported);
 }
 
 }  // namespace

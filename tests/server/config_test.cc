@@ -68,6 +68,48 @@ TEST(Config, ErrorsNameTheSourceAndKey) {
 namespace citadel::server {
 namespace {
 
+// The per-model placement and embedding limits of a models: entry, their ranges, and the server-wide defaults.
+TEST(Config, YamlModelsPlacementAndEmbeddingLimits) {
+  auto cf = parse_config_yaml("models:\n  - model: a.gguf\n    cuda_device: 1\n  - model: minilm-l6\n"
+                              "    embedding_max_request_tokens: 5000\n    embedding_truncate: \"off\"\n",
+                              "c.yaml");
+  ASSERT_TRUE(cf.ok()) << cf.status().message();
+  ASSERT_EQ(cf->models.size(), 2u);
+  EXPECT_EQ(cf->models[0].cuda_device, 1);
+  EXPECT_EQ(cf->models[1].cuda_device, -1);  // the server's
+  EXPECT_EQ(cf->models[0].embedding_max_request_tokens, 0);
+  EXPECT_EQ(cf->models[1].embedding_max_request_tokens, 5000);
+  EXPECT_EQ(cf->models[0].embedding_truncate, "");
+  EXPECT_EQ(cf->models[1].embedding_truncate, "off");
+  const std::pair<const char*, const char*> bad[] = {
+      {"cuda_device: -1", "cuda_device must be an integer in [0, 1023], got '-1'"},
+      {"cuda_device: 1024", "cuda_device must be an integer in [0, 1023]"},
+      {"cuda_device: one", "cuda_device must be an integer"},
+      {"embedding_truncate: maybe", "embedding_truncate must be on or off, got 'maybe'"},
+      {"embedding_max_request_tokens: -5", "embedding_max_request_tokens must be an integer in [0, 1073741824]"},
+  };
+  for (const auto& [line, want] : bad) {
+    auto e = parse_config_yaml(std::string("models:\n  - model: a\n    ") + line + "\n", "c.yaml");
+    ASSERT_FALSE(e.ok()) << line;
+    EXPECT_NE(e.status().message().find(want), std::string::npos) << e.status().message();
+    EXPECT_NE(e.status().message().find("c.yaml:"), std::string::npos) << e.status().message();
+  }
+  ServeConfig c;
+  EXPECT_EQ(c.cuda_device, 0);
+  EXPECT_EQ(c.embedding_max_request_tokens, 300000);
+  EXPECT_EQ(c.embedding_truncate, "on");
+  ASSERT_TRUE(set_config_value(&c, "cuda_device", "3", "flag --cuda-device").ok());
+  EXPECT_EQ(c.cuda_device, 3);
+  EXPECT_FALSE(set_config_value(&c, "cuda_device", "-2", "flag --cuda-device").ok());
+  EXPECT_FALSE(set_config_value(&c, "embedding_max_request_tokens", "0", "flag").ok());
+  // The effective configuration prints them back.
+  c.models = cf->models;
+  const std::string yaml = config_to_yaml(c);
+  EXPECT_NE(yaml.find("cuda_device: 3\n"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("    cuda_device: 1\n"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("    embedding_truncate: \"off\"\n"), std::string::npos) << yaml;
+}
+
 TEST(Config, YamlModelsList) {
   auto cf = parse_config_yaml("port: 9000\nmodels:\n  - model: /m/chat-v1.gguf\n    served_model_name: chat@v1\n"
                               "    max_context: 4096\n  - {model: minilm-l6, sha256: \"ab12\"}\n"

@@ -2,7 +2,10 @@
 official openai SDK: embeddings equal sentence-transformers' (tests/golden/model/minilm-l6-embeddings.json, cosine >
 0.9999) with the SDK's default base64 and with floats, dimensions (truncate + renormalise), token-id input, batches,
 usage with truncation at 256 tokens, concurrent requests equal to solo ones, 429 when the queue is full, OpenAI-shaped
-400s for bad input, and the model kinds kept apart (chat on an embedding model, embeddings on a decoder)."""
+400s for bad input, and the model kinds kept apart (chat on an embedding model, embeddings on a decoder); the
+citadel:embedding_* metrics moving by exactly what was sent (and /api/v1/stats reading them); the per-request token
+cap (default and per model) and embedding_truncate off, both refusing before anything is computed; the weights
+encrypted with `citadel encrypt` and served from memory with --key-file."""
 import concurrent.futures
 import json
 import math
@@ -198,10 +201,23 @@ def test_embeddings_on_a_decoder_model_is_a_400(server):
     assert r.json()["error"]["param"] == "model" and "not an embedding model" in r.json()["error"]["message"]
 
 
-def test_a_chat_model_and_an_embedding_model_in_one_server(model_spec):
-    s = Server(["--model", model_spec, "--model", "minilm-l6", "--served-model-name", "smollm2",
-                "--served-model-name", "minilm", "--models-dir", _models_dir(), "--threads", "2",
-                "--max-context", "512", "--kv-memory-mb", "64"])
+def test_a_chat_model_and_an_embedding_model_from_yaml_with_per_model_limits(model_spec, tmp_path):
+    """Both kinds in one server from the config file's models: list; the embedding model's own limits there
+    (embedding_truncate off, embedding_max_request_tokens) apply to it."""
+    conf = tmp_path / "citadel.yaml"
+    conf.write_text(f"""models_dir: "{_models_dir()}"
+threads: 2
+max_context: 512
+kv_memory_mb: 64
+models:
+  - model: "{model_spec}"
+    served_model_name: smollm2
+  - model: minilm-l6
+    served_model_name: minilm
+    embedding_truncate: "off"
+    embedding_max_request_tokens: 40
+""")
+    s = Server(["--config", str(conf)])
     try:
         c = sdk(s)
         kinds = {m["id"]: m["kind"] for m in s.http.get(s.base_url + "/v1/models").json()["data"]}
@@ -215,5 +231,131 @@ def test_a_chat_model_and_an_embedding_model_in_one_server(model_spec):
             c.embeddings.create(model="smollm2", input="hi")
         with pytest.raises(openai.BadRequestError):
             c.chat.completions.create(model="minilm", messages=[{"role": "user", "content": "hi"}])
+        # embedding_truncate off: an input past the model's 256 tokens is refused, naming its length and the limit.
+        long_case = next(k for k in GOLDEN["cases"] if k["untruncated_tokens"] > GOLDEN["max_seq_length"])
+        r = s.http.post(s.base_url + "/v1/embeddings", json={"model": "minilm", "input": ["ok", long_case["text"]]})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert (err["type"], err["param"], err["code"]) == ("invalid_request_error", "input", "context_length_exceeded")
+        assert f"'input[1]' is {long_case['untruncated_tokens']} tokens" in err["message"], err["message"]
+        assert f"at most {GOLDEN['max_seq_length']} tokens per input" in err["message"], err["message"]
+        # embedding_max_request_tokens 40: 13 x "ok" ([CLS] ok [SEP]) is 39 tokens, 14 is 42.
+        assert c.embeddings.create(model="minilm", input=["ok"] * 13).usage.prompt_tokens == 39
+        with pytest.raises(openai.BadRequestError) as e:
+            c.embeddings.create(model="minilm", input=["ok"] * 14)
+        assert e.value.code == "too_many_tokens"
+        assert "holds 42 tokens" in e.value.message and "at most 40 tokens per request" in e.value.message
     finally:
         assert s.stop() == 0
+
+
+def test_the_default_request_token_cap_refuses_before_computing(minilm):
+    """The default cap (300000 tokens a request): 2048 inputs of 256 tokens (524288) are refused with the OpenAI
+    400 naming both numbers, and nothing is embedded."""
+    m = frozenset({("model_name", "minilm-l6")})
+    long_text = next(k["text"] for k in GOLDEN["cases"] if k["untruncated_tokens"] > GOLDEN["max_seq_length"])
+    before = _scrape(minilm)
+    r = minilm.http.post(minilm.base_url + "/v1/embeddings",
+                         json={"model": "minilm-l6", "input": [long_text] * 2048}, timeout=120)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["type"], err["param"], err["code"]) == ("invalid_request_error", "input", "too_many_tokens")
+    assert "holds 524288 tokens" in err["message"] and "at most 300000 tokens per request" in err["message"]
+    after = _scrape(minilm)
+    for n in ("citadel:embedding_tokens_total", "citadel:embedding_batch_size_count"):
+        assert after.get((n, m), 0) == before.get((n, m), 0), n
+
+
+def _scrape(server):
+    """{(name, frozenset(labels)): value} of GET /metrics, parsed by prometheus_client (not the server's code)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    r = server.http.get(server.base_url + "/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(r.text) for s in fam.samples}
+
+
+def test_metrics_move_by_exactly_what_was_sent(minilm):
+    m = frozenset({("model_name", "minilm-l6")})
+    names = ["citadel:embedding_requests_total", "citadel:embedding_inputs_total", "citadel:embedding_tokens_total",
+             "citadel:embedding_request_latency_seconds_count", "citadel:embedding_queue_time_seconds_count",
+             "citadel:embedding_request_errors_total", "citadel:embedding_cancelled_total"]
+    before = _scrape(minilm)
+    c = sdk(minilm)
+    texts = [k["text"] for k in GOLDEN["cases"]]
+    sent_inputs = sent_tokens = 0
+    for batch in (texts[:1], texts, texts[2:5]):
+        r = c.embeddings.create(model="minilm-l6", input=batch)
+        sent_inputs += len(batch)
+        sent_tokens += r.usage.prompt_tokens
+    bad = minilm.http.post(minilm.base_url + "/v1/embeddings", json={"model": "minilm-l6", "input": [""]})
+    assert bad.status_code == 400  # refused by the API before the engine: counted nowhere here
+    after = _scrape(minilm)
+    moved = {n: after.get((n, m), 0) - before.get((n, m), 0) for n in names}
+    assert moved == {"citadel:embedding_requests_total": 3, "citadel:embedding_inputs_total": sent_inputs,
+                     "citadel:embedding_tokens_total": sent_tokens,
+                     "citadel:embedding_request_latency_seconds_count": 3,
+                     "citadel:embedding_queue_time_seconds_count": 3,
+                     "citadel:embedding_request_errors_total": 0, "citadel:embedding_cancelled_total": 0}
+    for n in ("citadel:embedding_requests_running", "citadel:embedding_requests_waiting"):
+        assert after[(n, m)] == 0
+    assert after[("citadel:embedding_batch_size_count", m)] >= before.get(("citadel:embedding_batch_size_count", m),
+                                                                          0) + 3
+    assert ("citadel:embedding_rejected_total", m | {("reason", "busy")}) in after
+    # /api/v1/stats reads the same series.
+    stats = minilm.http.get(minilm.base_url + "/api/v1/stats", timeout=10).json()
+    entry = next(e for e in stats["models"] if e["id"] == "minilm-l6")
+    assert entry["kind"] == "embedding"
+    assert entry["inputs_total"] == after[("citadel:embedding_inputs_total", m)]
+    assert entry["tokens_total"] == after[("citadel:embedding_tokens_total", m)]
+    assert entry["requests_total"] == after[("citadel:embedding_requests_total", m)]
+    assert entry["running"] == 0 and entry["waiting"] == 0
+
+
+def test_encrypted_embedding_model_is_served_from_memory(tmp_path):
+    """The real all-MiniLM-L6-v2 with its weights encrypted by `citadel encrypt` (model.safetensors.enc beside the
+    clear config and tokenizer files, no model.safetensors): served by `--model DIR --key-file K` with the
+    sentence-transformers embeddings, nothing written to the model directory; a wrong key or one modified byte is a
+    one-line error and no server."""
+    import shutil
+    import subprocess
+    from conftest import _binary
+    src = pathlib.Path(_models_dir()) / MODEL_DIR
+    model = tmp_path / MODEL_DIR
+    shutil.copytree(src, model, ignore=shutil.ignore_patterns("model.safetensors"))
+    enc, key = model / "model.safetensors.enc", tmp_path / "model.key"
+    out = subprocess.run([_binary(), "encrypt", "--in", str(src / "model.safetensors"), "--out", str(enc),
+                          "--new-key-file", str(key), "--key-id", "embed-key@1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert b"model.embeddings" not in enc.read_bytes()[:4096]  # the safetensors header is not in clear
+    files_before = sorted(p.relative_to(model) for p in model.rglob("*"))
+    s = Server(["--model", str(model), "--key-file", str(key), "--threads", "2"])
+    try:
+        assert [m["id"] for m in s.http.get(s.base_url + "/v1/models").json()["data"]] == [MODEL_DIR]
+        cases = GOLDEN["cases"][:6]
+        r = sdk(s).embeddings.create(model=MODEL_DIR, input=[k["text"] for k in cases])
+        assert_matches_golden([d.embedding for d in r.data], cases)
+    finally:
+        assert s.stop() == 0, "".join(s.stderr[-20:])
+    assert any("decrypted" in l and "embed-key@1" in l for l in s.stderr), "".join(s.stderr[-20:])
+    assert sorted(p.relative_to(model) for p in model.rglob("*")) == files_before  # no plaintext written beside it
+
+    def refused(extra):
+        r = subprocess.run([_binary(), "serve", "--model", str(model), "--port", "0", "--data-dir",
+                            str(tmp_path / "x")] + extra, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, CITADEL_BOOTSTRAP_ADMIN_KEY=""))
+        assert r.returncode != 0, r.stderr
+        errors = [l for l in r.stderr.splitlines()
+                  if l.startswith("citadel serve: ") and l != "citadel serve: effective configuration"]
+        assert len(errors) == 1, r.stderr
+        return errors[0]
+
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("key=" + "00" * 32 + "\n")
+    assert "model.safetensors.enc" in refused(["--key-file", str(bad_key)])
+    assert "--key-file" in refused([])
+    data = bytearray(enc.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    enc.write_bytes(bytes(data))
+    assert "model.safetensors.enc" in refused(["--key-file", str(key)])

@@ -59,7 +59,19 @@ struct ServeFlags {
   std::map<std::string, std::string> values;  // key (underscores) -> text, for flags given (the first --model)
   std::vector<std::string> models;             // every --model, in order (repeatable: one server, several models)
   std::vector<std::string> served_names;       // every --served-model-name, paired with --model by position
+  std::vector<std::string> cuda_devices;       // every --cuda-device, paired with --model by position
 };
+
+// A models: entry's (or --model's) own settings over the server-wide ones in o.
+void apply_model_entry(const server::ModelEntry& m, api::ModelLoadOptions* o) {
+  if (m.max_context) o->max_context = m.max_context;
+  if (!m.chat_template.empty()) o->chat_template_file = m.chat_template;
+  if (m.threads) o->compute_threads = m.threads;
+  o->memory_budget_mb = m.memory_mb;
+  if (m.embedding_max_request_tokens) o->embedding_max_request_tokens = m.embedding_max_request_tokens;
+  if (!m.embedding_truncate.empty()) o->embedding_truncate = m.embedding_truncate;
+  if (m.cuda_device >= 0) o->cuda_device = m.cuda_device;
+}
 
 // Loads one more model like `base` for the registry: from a later --model or an admin API request.
 Result<std::shared_ptr<api::ModelHost>> load_more(api::ModelLoadOptions o, const std::string& model,
@@ -207,11 +219,21 @@ int run_serve(const ServeFlags& flags) {
   }
   for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"audit", cfg.audit},
                                     {"audit_fail_closed", cfg.audit_fail_closed},
-                                    {"audit_store_content", cfg.audit_store_content}}) {
+                                    {"audit_store_content", cfg.audit_store_content},
+                                    {"embedding_truncate", cfg.embedding_truncate}}) {
     if (value != "on" && value != "off") {
       serve_error("%s must be on or off, got '%s'", name, value.c_str());
       return 2;
     }
+  }
+  std::vector<int> flag_devices;  // every --cuda-device, checked as the config's own value is
+  for (const std::string& d : flags.cuda_devices) {
+    server::ServeConfig one;
+    if (Status ds = server::set_config_value(&one, "cuda_device", d, "flag --cuda-device"); !ds.ok()) {
+      serve_error("%s", ds.message().c_str());
+      return 2;
+    }
+    flag_devices.push_back(one.cuda_device);
   }
   if (cfg.prefix_cache_scope != "tenant" && cfg.prefix_cache_scope != "global") {
     serve_error("prefix_cache_scope must be tenant or global, got '%s'",
@@ -364,10 +386,19 @@ int run_serve(const ServeFlags& flags) {
   std::vector<server::ModelEntry> models = cfg.models;
   if (!flags.models.empty()) {
     models.clear();
-    for (size_t i = 0; i < flags.models.size(); ++i)
-      models.push_back({flags.models[i], i < flags.served_names.size() ? flags.served_names[i] : "", 0, "", "", 0, 0});
+    for (size_t i = 0; i < flags.models.size(); ++i) {
+      server::ModelEntry e;
+      e.model = flags.models[i];
+      if (i < flags.served_names.size()) e.served_model_name = flags.served_names[i];
+      if (i < flag_devices.size()) e.cuda_device = flag_devices[i];
+      models.push_back(std::move(e));
+    }
   }
-  if (models.empty()) models.push_back({cfg.model, cfg.served_model_name, 0, "", "", 0, 0});
+  if (models.empty()) {
+    server::ModelEntry e;
+    e.model = cfg.model, e.served_model_name = cfg.served_model_name;
+    models.push_back(std::move(e));
+  }
   api::ModelLoadOptions lo;
   lo.model = cfg.model;
   if (notifier->watchdog_ping_every().count() > 0) {
@@ -385,6 +416,7 @@ int run_serve(const ServeFlags& flags) {
   lo.compute_threads = cfg.threads;
   lo.device = cfg.device;
   lo.cuda_weights = cfg.cuda_weights;
+  lo.cuda_device = cfg.cuda_device;
   lo.cpu_precision = cfg.cpu_precision;
   lo.key_file = cfg.key_file;
   lo.key_max_age_days = cfg.key_max_age_days;
@@ -396,13 +428,12 @@ int run_serve(const ServeFlags& flags) {
   lo.engine.kv_memory_bytes = static_cast<size_t>(kv_mb) << 20;
   lo.engine.kv_memory_fraction = kv_mb == 0 ? cfg.kv_memory_percent / 100.0 : 0.0;
   lo.prefix_cache_scope = cfg.prefix_cache_scope;
+  lo.embedding_max_request_tokens = cfg.embedding_max_request_tokens;
+  lo.embedding_truncate = cfg.embedding_truncate;
   lo.engine.metrics = registry;
   const double t0 = now_seconds();
   api::ModelLoadOptions first = lo;
-  if (models[0].max_context) first.max_context = models[0].max_context;
-  if (!models[0].chat_template.empty()) first.chat_template_file = models[0].chat_template;
-  if (models[0].threads) first.compute_threads = models[0].threads;
-  first.memory_budget_mb = models[0].memory_mb;
+  apply_model_entry(models[0], &first);
   auto host = load_more(first, models[0].model, models[0].served_model_name, models[0].sha256);
   if (!host.ok()) {
     serve_error("%s", host.status().message().c_str());
@@ -414,10 +445,7 @@ int run_serve(const ServeFlags& flags) {
   service->set_host(*host);
   for (size_t i = 1; i < models.size(); ++i) {
     api::ModelLoadOptions o = lo;
-    if (models[i].max_context) o.max_context = models[i].max_context;
-    if (!models[i].chat_template.empty()) o.chat_template_file = models[i].chat_template;
-    if (models[i].threads) o.compute_threads = models[i].threads;
-    o.memory_budget_mb = models[i].memory_mb;
+    apply_model_entry(models[i], &o);
     auto more = load_more(o, models[i].model, models[i].served_model_name, models[i].sha256);
     Status added = more.ok() ? service->models().add(*more) : more.status();
     if (!added.ok()) {
@@ -443,6 +471,12 @@ int run_serve(const ServeFlags& flags) {
     }
     if (spec.contains("memory_mb") && spec["memory_mb"].is_number_integer())
       o.memory_budget_mb = spec["memory_mb"].get<int64_t>();
+    if (spec.contains("embedding_max_request_tokens") && spec["embedding_max_request_tokens"].is_number_integer())
+      o.embedding_max_request_tokens = spec["embedding_max_request_tokens"].get<int64_t>();
+    if (spec.contains("cuda_device") && spec["cuda_device"].is_number_integer())
+      o.cuda_device = spec["cuda_device"].get<int>();
+    if (spec.contains("embedding_truncate") && spec["embedding_truncate"].is_string())
+      o.embedding_truncate = spec["embedding_truncate"].get<std::string>();
     const std::string sha = spec.contains("sha256") && spec["sha256"].is_string() ? spec["sha256"].get<std::string>()
                                                                                   : "";
     return load_more(o, spec.at("model").get<std::string>(), spec.at("served_model_name").get<std::string>(), sha);
@@ -528,11 +562,14 @@ citadel::cli::Registrar reg("serve", "Serve a model over the OpenAI-compatible H
     for (char& c : dashed)
       if (c == '_') c = '-';
     auto* opt = sub.add_option("--" + dashed, k.help);
-    if (k.name == std::string("model") || k.name == std::string("served_model_name")) {
-      // Repeatable: one server, several models (the first is the default); names pair with models by position.
+    if (k.name == std::string("model") || k.name == std::string("served_model_name") ||
+        k.name == std::string("cuda_device")) {
+      // Repeatable: one server, several models (the first is the default); names and device ids pair with models by
+      // position (the first is also the server-wide value, which models without a pair keep).
       opt->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
       opt->each([flags, name = std::string(k.name)](const std::string& v) {
-        auto& list = name == "model" ? flags->models : flags->served_names;
+        auto& list = name == "model" ? flags->models : name == "served_model_name" ? flags->served_names
+                                                                                   : flags->cuda_devices;
         if (list.empty()) flags->values[name] = v;
         list.push_back(v);
       });

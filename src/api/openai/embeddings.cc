@@ -130,23 +130,37 @@ std::optional<ApiError> tokenize_embedding_inputs(const ModelHost& host, const E
                        "' gives " + std::to_string(dim) + "-dimensional embeddings", "dimensions");
   out->clear();
   out->reserve(req.size());
-  if (req.tokens) {
-    const int32_t n_vocab = host.codec->n_vocab();
-    for (size_t i = 0; i < req.token_inputs.size(); ++i) {
+  const int32_t n_vocab = host.codec->n_vocab();
+  int64_t total = 0;
+  for (size_t i = 0; i < req.size(); ++i) {
+    std::vector<int32_t> ids;
+    if (req.tokens) {
       for (int32_t id : req.token_inputs[i])
         if (id >= n_vocab)
           return bad_request("'input' holds token id " + std::to_string(id) + " outside the vocabulary of " +
                              std::to_string(n_vocab) + " tokens", "input");
-      out->push_back(wrap(req.token_inputs[i], host.cls_id, host.sep_id, max_tokens));
+      ids = wrap(req.token_inputs[i], host.cls_id, host.sep_id, INT_MAX);  // [CLS] pieces [SEP], uncut
+    } else {
+      ids = host.codec->encode(req.texts[i], /*add_special=*/true, /*parse_special=*/false);  // uncut
     }
-    return std::nullopt;
-  }
-  for (const std::string& t : req.texts) {
-    // The codec adds [CLS] / [SEP] and truncates to max_tokens (the loader set the tokenizer's max length).
-    std::vector<int32_t> ids = host.codec->encode(t, /*add_special=*/true, /*parse_special=*/false);
-    if (ids.size() > static_cast<size_t>(max_tokens)) ids = wrap(std::move(ids), host.cls_id, host.sep_id, max_tokens);
+    if (ids.size() > static_cast<size_t>(max_tokens)) {
+      if (!host.embedding_truncate)
+        return bad_request("'input" + (req.size() > 1 ? "[" + std::to_string(i) + "]" : std::string()) + "' is " +
+                               std::to_string(ids.size()) + " tokens ([CLS] and [SEP] included); the model '" +
+                               host.served_name + "' reads at most " + std::to_string(max_tokens) +
+                               " tokens per input (embedding_truncate is off)",
+                           "input", "context_length_exceeded");
+      ids = wrap(std::move(ids), host.cls_id, host.sep_id, max_tokens);
+    }
+    total += static_cast<int64_t>(ids.size());
     out->push_back(std::move(ids));
   }
+  if (total > host.embedding_max_request_tokens)
+    return bad_request("the request holds " + std::to_string(total) + " tokens (after truncation, [CLS] and [SEP] "
+                           "included); the model '" + host.served_name + "' accepts at most " +
+                           std::to_string(host.embedding_max_request_tokens) +
+                           " tokens per request (embedding_max_request_tokens): split the inputs over several requests",
+                       "input", "too_many_tokens");
   return std::nullopt;
 }
 

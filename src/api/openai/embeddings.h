@@ -5,10 +5,13 @@
 // token ids, or an array of arrays of token ids; none may be empty; at most kMaxEmbeddingInputs entries.
 // encoding_format "float" (default) or "base64" (little-endian float32 bytes, base64). dimensions: keep the first
 // `dimensions` values and L2-renormalise (1 .. the model's width).
-// Tokens: text gets the model's specials ([CLS] text [SEP]) and is truncated to the model's max tokens as the model's
-// own pipeline does (the first max - 2 word pieces); token-id input is taken as the word pieces of a text: [CLS] and
-// [SEP] are added unless already at its ends, and it is truncated the same way. usage.prompt_tokens counts the tokens
-// the model read (after truncation, specials included).
+// Tokens: text gets the model's specials ([CLS] text [SEP]); token-id input is taken as the word pieces of a text:
+// [CLS] and [SEP] are added unless already at its ends. An input longer than the model reads (runner max_tokens():
+// the pipeline's max_seq_length, at most the position table; 256 for all-MiniLM-L6-v2) is, per the model's
+// embedding_truncate, cut as the model's own pipeline does (the first max - 2 word pieces between [CLS] and [SEP])
+// or refused (400 context_length_exceeded naming the input, its length and the limit). The tokens of the whole
+// request (after truncation, specials included) must not pass the model's embedding_max_request_tokens (400
+// too_many_tokens naming both numbers; nothing is embedded). usage.prompt_tokens counts the tokens the model read.
 // Response: {object: "list", data: [{object: "embedding", index, embedding}], model, usage: {prompt_tokens,
 // total_tokens}}. Errors are 400 invalid_request_error with the offending field as `param`.
 // Thread-safety: pure functions.
@@ -42,7 +45,8 @@ struct EmbeddingRequest {
 std::optional<ApiError> parse_embedding_request(const nlohmann::ordered_json& body, EmbeddingRequest* out);
 
 // The model's token sequences of the request, checked against the model (ids in the vocabulary, dimensions within
-// the width). host must be an embedding model.
+// the width, each input's length per embedding_truncate, the request's tokens within embedding_max_request_tokens).
+// host must be an embedding model.
 std::optional<ApiError> tokenize_embedding_inputs(const ModelHost& host, const EmbeddingRequest& req,
                                                   std::vector<std::vector<int32_t>>* out);
 
