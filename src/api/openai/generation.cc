@@ -191,7 +191,11 @@ class Generation : public std::enable_shared_from_this<Generation> {
     if (req_.stream) {
       stats_->streams_active++;
       stream_counted_ = true;
-      responder_->start_stream(200, {{"Content-Type", "text/event-stream"}, {"Cache-Control", "no-cache"}});
+      // X-Accel-Buffering: no asks a proxy that buffers responses (nginx with proxy_buffering on, the default) to
+      // pass this one through as it comes, so a stream stays a stream behind a proxy not configured for it.
+      responder_->start_stream(200, {{"Content-Type", "text/event-stream"},
+                                     {"Cache-Control", "no-cache"},
+                                     {"X-Accel-Buffering", "no"}});
     }
     // Every pump runs on the responder's executor, after this set-up: the notify goes on there, once every choice
     // exists and the stream has started, and the first pump drains whatever arrived before it.
