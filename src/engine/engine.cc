@@ -294,7 +294,8 @@ void Engine::log_end(const Sequence& seq, FinishReason reason, const Status& sta
     default: return;
   }
   if (!log_enabled(level)) return;
-  log_request_event(seq.log_id, level, "engine", status.ok() ? std::string(finish_reason_name(reason)) : status.message(),
+  const std::string msg = status.ok() ? std::string(finish_reason_name(reason)) : status.message();
+  log_request_event(seq.log_id, level, "engine", msg,
                     {{"engine_request", seq.request_id},
                      {"finish", finish_reason_name(reason)},
                      {"prompt_tokens", seq.prompt_len},

@@ -199,7 +199,8 @@ def slow_streams():
     try:
         replica = Server(["--model", "debug:slow", "--served-model-name", "dbg", "--max-context", "1024",
                           "--kv-memory-mb", "16"], data_dir=str(root / "replica"))
-        for name, buffering in (("example", None), ("buffering-on", "on"), ("buffering-on-header-ignored", "on-ignore")):
+        variants = (("example", None), ("buffering-on", "on"), ("buffering-on-header-ignored", "on-ignore"))
+        for name, buffering in variants:
             proxies[name] = start_nginx(root / name, [replica.port], buffering=buffering, http_extra=SITE_GZIP)
         yield {name: base for name, (_, base) in proxies.items()}, replica.admin_key
     finally:
