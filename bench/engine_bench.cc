@@ -1,14 +1,17 @@
 // Engine benchmarks with stand-in runners (the real model comes later):
 //   BM_StepOverhead/<concurrency>/<vocab>: one engine step with N decoding sequences and a runner that does no work
 //     (constant logits): scheduling + batch building + greedy sampling over the vocabulary + event delivery.
+//   BM_Argmax/<impl>/<n>: the greedy argmax alone, per implementation (reference, portable, AVX2, run-time choice).
 //   BM_Throughput/<concurrency>: generated tokens per second with the honest TestRunner (tests/engine/), requests of
 //     32 prompt tokens + 64 generated, refilled as they finish.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 
+#include "base/cpu_features.h"
 #include "base/log.h"
 #include "engine/engine.h"
+#include "engine/sampler.h"
 #include "tests/engine/test_runner.h"
 
 namespace citadel::engine {
@@ -94,6 +97,24 @@ void BM_StepOverhead(benchmark::State& state) {
 BENCHMARK(BM_StepOverhead)
     ->ArgsProduct({{1, 4, 16, 64}, {64, 32000}})
     ->Unit(benchmark::kMicrosecond);
+
+// BM_Argmax/<impl>/<n>: the greedy argmax over one random row of n logits; impl 0 = argmax_ref (scalar), 1 =
+// argmax_portable (compiler-vectorised at the build's width), 2 = argmax_avx2 (skipped without AVX2), 3 = argmax (the
+// run-time choice).
+void BM_Argmax(benchmark::State& state) {
+  const int impl = static_cast<int>(state.range(0));
+  const int n = static_cast<int>(state.range(1));
+  if (impl == 2 && !cpu_features().avx2) return state.SkipWithError("no AVX2 on this CPU");
+  Rng rng(42);
+  std::vector<float> row(n);  // [n]
+  for (float& v : row) v = static_cast<float>(rng.next_double() * 20.0 - 10.0);
+  int32_t (*const fns[])(const float*, int) = {&argmax_ref, &argmax_portable, &argmax_avx2, &argmax};
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(row.data());
+    benchmark::DoNotOptimize(fns[impl](row.data(), n));
+  }
+}
+BENCHMARK(BM_Argmax)->ArgsProduct({{0, 1, 2, 3}, {32000, 152064}})->Unit(benchmark::kMicrosecond);
 
 void BM_Throughput(benchmark::State& state) {
   set_log_level(LogLevel::kWarn);

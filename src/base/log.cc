@@ -152,13 +152,13 @@ void write_line(const std::string& line) {
   }
 }
 
-void emit(LogLevel level, std::string_view component, const std::string& msg, std::initializer_list<LogField> fields,
-          bool plain_text_line) {
+void emit(std::string_view request_id, LogLevel level, std::string_view component, const std::string& msg,
+          std::initializer_list<LogField> fields, bool plain_text_line) {
   const LogFilter* f = g_filter.load();
   const LogFormat format = log_format();
   const int64_t ms = format == LogFormat::kJson ? now_unix_ms() : 0;
   if (!f) {
-    write_line(format_line(format, level, ms, t_request_id, component, msg, fields.begin(), fields.size(),
+    write_line(format_line(format, level, ms, request_id, component, msg, fields.begin(), fields.size(),
                            plain_text_line));
     return;
   }
@@ -172,7 +172,7 @@ void emit(LogLevel level, std::string_view component, const std::string& msg, st
     texts.push_back((*f)(std::string(fld.text)));
     fld.text = texts.back();
   }
-  write_line(format_line(format, level, ms, t_request_id, component, filtered_msg, filtered.data(), filtered.size(),
+  write_line(format_line(format, level, ms, request_id, component, filtered_msg, filtered.data(), filtered.size(),
                          plain_text_line));
 }
 
@@ -255,13 +255,19 @@ std::string format_log_line(LogFormat format, LogLevel level, int64_t unix_ms, s
 
 void log_line(LogLevel level, const std::string& msg) {
   if (static_cast<int>(level) < g_level.load(std::memory_order_relaxed)) return;
-  emit(level, {}, msg, {}, /*plain_text_line=*/true);
+  emit(t_request_id, level, {}, msg, {}, /*plain_text_line=*/true);
 }
 
 void log_event(LogLevel level, std::string_view component, const std::string& msg,
                std::initializer_list<LogField> fields) {
   if (static_cast<int>(level) < g_level.load(std::memory_order_relaxed)) return;
-  emit(level, component, msg, fields, /*plain_text_line=*/false);
+  emit(t_request_id, level, component, msg, fields, /*plain_text_line=*/false);
+}
+
+void log_request_event(std::string_view request_id, LogLevel level, std::string_view component,
+                       const std::string& msg, std::initializer_list<LogField> fields) {
+  if (static_cast<int>(level) < g_level.load(std::memory_order_relaxed)) return;
+  emit(request_id, level, component, msg, fields, /*plain_text_line=*/false);
 }
 
 }  // namespace citadel

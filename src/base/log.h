@@ -62,6 +62,12 @@ struct LogField {
 void log_event(LogLevel level, std::string_view component, const std::string& msg,
                std::initializer_list<LogField> fields = {});
 
+// log_event for a line about one request written away from that request's handling thread (the engine thread, a
+// connection's executor after the handler returned, a background writer): `request_id` is given explicitly and wins
+// over any LogRequestScope of the writing thread ("" = none).
+void log_request_event(std::string_view request_id, LogLevel level, std::string_view component,
+                       const std::string& msg, std::initializer_list<LogField> fields = {});
+
 // While alive, lines written by this thread carry `request_id` (JSON format). Scopes nest: the previous id is
 // restored on destruction. The id is copied. Construct and destroy on the same thread.
 class LogRequestScope {

@@ -155,6 +155,7 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   auto seq = std::make_unique<Sequence>(std::move(req.sampling), seed_state_ += 0x9e3779b97f4a7c15ull);
   seq->seq_id = next_seq_id_++;
   seq->request_id = req.id;
+  seq->log_id = req.log_id.empty() ? req.id : std::move(req.log_id);
   seq->priority = req.priority;
   seq->tokens = std::move(req.prompt);
   seq->prompt_len = static_cast<int>(n_prompt);
@@ -258,6 +259,7 @@ void Engine::finish_seq(Sequence* seq, FinishReason reason, Status status, Token
   }
   if (reason == FinishReason::kStop || reason == FinishReason::kLength)
     m_.e2e->observe(seconds_between(seq->admitted_at, std::chrono::steady_clock::now()));
+  log_end(*seq, reason, status);
   ev.finish = reason;
   seq->usage.completion_tokens = seq->n_generated;
   seq->handle->set_usage(seq->usage);
@@ -272,6 +274,32 @@ void Engine::finish_seq(Sequence* seq, FinishReason reason, Status status, Token
     }
   }
   scheduler_->remove(seq);
+}
+
+void Engine::log_end(const Sequence& seq, FinishReason reason, const Status& status) const {
+  LogLevel level;
+  switch (reason) {
+    case FinishReason::kStop:
+    case FinishReason::kLength:
+    case FinishReason::kNone: return;  // a normal end: the access line says it
+    case FinishReason::kCancelled:
+      // Asked for by the API (client gone, stop string matched, a sibling choice failed): routine. Else the engine
+      // ended it: shutdown (info) or a consumer too slow for its event buffer (warn).
+      level = seq.handle->cancel_requested() ? LogLevel::kDebug
+              : status.code() == StatusCode::kResourceExhausted ? LogLevel::kWarn
+                                                                 : LogLevel::kInfo;
+      break;
+    case FinishReason::kDeadline: level = LogLevel::kWarn; break;
+    case FinishReason::kError: level = LogLevel::kError; break;
+    default: return;
+  }
+  if (!log_enabled(level)) return;
+  const std::string msg = status.ok() ? std::string(finish_reason_name(reason)) : status.message();
+  log_request_event(seq.log_id, level, "engine", msg,
+                    {{"engine_request", seq.request_id},
+                     {"finish", finish_reason_name(reason)},
+                     {"prompt_tokens", seq.prompt_len},
+                     {"generated_tokens", seq.n_generated}});
 }
 
 void Engine::apply_cancellations() {

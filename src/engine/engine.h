@@ -143,6 +143,8 @@ class Engine {
   void apply_cancellations();
   // Ends a sequence: final event (ev, with finish = reason), usage, bookkeeping, blocks freed; seq is destroyed.
   void finish_seq(Sequence* seq, FinishReason reason, Status status, TokenEvent ev = {});
+  // The log line of a request that ended abnormally (cancelled, deadline, error), carrying its log_id.
+  void log_end(const Sequence& seq, FinishReason reason, const Status& status) const;
   void build_batch(const SchedulerOutput& out, Batch* batch) const;
   // Appends each sampled row's token: ids[row] (and lps[row]) when the runner sampled on its device, else the
   // sequence's Sampler over logits row `row`.

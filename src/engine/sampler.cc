@@ -5,6 +5,8 @@
 #include <limits>
 #include <numeric>
 
+#include "base/cpu_features.h"
+
 namespace citadel::engine {
 namespace {
 
@@ -19,11 +21,21 @@ int32_t argmax_ref(const float* x, int n) {
   return best < 0 ? 0 : best;
 }
 
-// Two vectorisable passes over blocks of kLanes: a lane-wise max (m = x > m ? x : m is exactly maxps, and skips NaN),
-// then the first block holding the maximum, scanned. The lanes make the max independent of where the compiler places
-// the loop (a scalar max reduction is a serial dependency chain: ~1 cycle per element at best).
-int32_t argmax(const float* x, int n) {
-  constexpr int kLanes = 16;
+float max_value_ref(const float* x, int n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < n; ++i)
+    if (x[i] > m) m = x[i];
+  return m;
+}
+
+namespace {
+constexpr int kLanes = 16;
+}  // namespace
+
+// A lane-wise max: m = x > m ? x : m is exactly maxps (and skips NaN), so the compiler vectorises it at whatever width
+// the build targets; the lanes make it independent of where the compiler places the loop (a scalar max reduction is
+// a serial dependency chain: ~1 cycle per element at best).
+float max_value_portable(const float* x, int n) {
   float lane[kLanes];
   std::fill(lane, lane + kLanes, -std::numeric_limits<float>::infinity());
   const int nb = n / kLanes * kLanes;
@@ -32,6 +44,13 @@ int32_t argmax(const float* x, int n) {
   float m = -std::numeric_limits<float>::infinity();
   for (int j = 0; j < kLanes; ++j) m = lane[j] > m ? lane[j] : m;
   for (int i = nb; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+// The max, then the first block of kLanes holding it, scanned.
+int32_t argmax_portable(const float* x, int n) {
+  const float m = max_value_portable(x, n);
+  const int nb = n / kLanes * kLanes;
   for (int i = 0; i < nb; i += kLanes) {
     bool hit = false;
     for (int j = 0; j < kLanes; ++j) hit |= x[i + j] == m;
@@ -43,6 +62,13 @@ int32_t argmax(const float* x, int n) {
     if (x[i] == m) return i;
   return 0;  // every entry NaN
 }
+
+namespace {
+const bool g_avx2 = cpu_features().avx2;  // probed once, before main
+}  // namespace
+
+int32_t argmax(const float* x, int n) { return g_avx2 ? argmax_avx2(x, n) : argmax_portable(x, n); }
+float max_value(const float* x, int n) { return g_avx2 ? max_value_avx2(x, n) : max_value_portable(x, n); }
 
 Status validate_sampling_params(const SamplingParams& p, int n_vocab) {
   if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature))
@@ -68,8 +94,7 @@ Status validate_sampling_params(const SamplingParams& p, int n_vocab) {
 }
 
 void log_softmax(const float* logits, int n, float* out) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int i = 0; i < n; ++i) mx = std::max(mx, logits[i]);
+  const float mx = max_value(logits, n);
   double sum = 0.0;
   for (int i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
   const float lse = mx + static_cast<float>(std::log(sum));
@@ -118,10 +143,11 @@ void Sampler::apply_penalties(float* logits, int n_vocab, const std::vector<int3
 // work: [n_vocab] processed logits. Applies temperature, top-k, top-p, min-p and draws.
 int32_t Sampler::draw(std::vector<float>& work, int n_vocab) {
   const float inv_t = 1.0f / params_.temperature;
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int i = 0; i < n_vocab; ++i) mx = std::max(mx, work[i]);
+  float mx = max_value(work.data(), n_vocab);
   if (!std::isfinite(mx)) mx = 0.0f;  // every logit -inf: degenerate, fall through to uniform over -inf (id 0)
-  // Unnormalised probabilities; order candidates lazily (partial sorts) since top-p usually keeps few tokens.
+  // Unnormalised probabilities; order candidates lazily (partial sorts) since top-p usually keeps few tokens. The exp
+  // stays std::exp on purpose: a vectorised exp rounds differently, and a seeded request must draw the same tokens on
+  // every CPU (generic or AVX2).
   std::vector<int32_t> ids(n_vocab);
   std::iota(ids.begin(), ids.end(), 0);
   double total = 0.0;

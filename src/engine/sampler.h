@@ -102,9 +102,23 @@ class Sampler {
 // log-softmax of logits into out. logits, out: [n]. Stable (max-subtracted), float accumulation in double.
 void log_softmax(const float* logits, int n, float* out);
 
-// Index of the largest logit, ties to the lowest index, NaN entries skipped (0 when all are NaN). argmax is the fast
-// version (lane-wise, vectorised by the compiler); argmax_ref the one-pass specification (sampler_test compares them).
+// Index of the largest logit, ties to the lowest index. NaN policy: NaN entries are skipped (never the answer unless
+// every entry is NaN, then 0); -inf is an ordinary value (an all -inf row answers 0, a row of -inf and NaN the first
+// -inf); -0 and +0 are equal (the first of them wins). x: [n], n >= 0 (0 answers 0).
+//   argmax          the fast path: argmax_avx2 when the CPU has AVX2 (probed at start-up; CITADEL_CPU=generic caps
+//                   it), else argmax_portable
+//   argmax_portable lane-wise, vectorised by the compiler at the build's target width
+//   argmax_avx2     AVX2 intrinsics (call only where the CPU has AVX2; a non-x86 build forwards to the portable one)
+//   argmax_ref      the one-pass specification; sampler_test compares every version with it on random rows
 int32_t argmax(const float* x, int n);
+int32_t argmax_portable(const float* x, int n);
+int32_t argmax_avx2(const float* x, int n);
 int32_t argmax_ref(const float* x, int n);
+// The largest value, NaN entries skipped; -inf when n == 0 or every entry is NaN. The same family as argmax (the max
+// of -0 and +0 may be either). Used by temperature sampling and log_softmax.
+float max_value(const float* x, int n);
+float max_value_portable(const float* x, int n);
+float max_value_avx2(const float* x, int n);
+float max_value_ref(const float* x, int n);
 
 }  // namespace citadel::engine

@@ -38,6 +38,9 @@ struct GenerateRequest {
   // equal values. The API sets it from (served model, adapter, tenant); 0 is the default namespace.
   uint64_t cache_namespace = 0;
   std::string principal;                // who asked ("key:<id>", "oidc:<sub>"); opaque to the engine
+  // The request id the engine's log lines about this request carry (the server's x-request-id, shared by the n
+  // engine requests of one HTTP request); "" = `id`. Opaque to the engine.
+  std::string log_id;
   // Optional: installed as the handle's notify callback before the request is queued (so no event is missed).
   // Runs on the engine thread after each event; must be quick and must not block (e.g. post to an I/O loop).
   std::function<void()> on_event;
@@ -110,6 +113,7 @@ enum class SeqState { kWaiting, kRunning, kFinished };
 struct Sequence {
   uint64_t seq_id = 0;              // arrival order (FCFS tie-break)
   std::string request_id;
+  std::string log_id;               // GenerateRequest::log_id, or request_id when that was empty
   int priority = 0;
   std::vector<int32_t> tokens;      // [prompt_len + n_generated]
   int prompt_len = 0;

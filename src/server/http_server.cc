@@ -376,7 +376,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     const uint64_t seq = ++write_seq_;
     write_timer_.expires_after(std::chrono::seconds(srv_->opts.write_timeout_s));
     write_timer_.async_wait([self = this->shared_from_this(), seq](beast::error_code ec) {
-      if (!ec && self->writing_ && self->write_seq_ == seq) self->peer_gone();  // client stopped reading
+      if (ec || !self->writing_ || self->write_seq_ != seq) return;
+      // The client stopped reading: a line about the request being answered (this runs on the connection's
+      // executor, outside the handler's log scope).
+      log_request_event(self->request_id_, LogLevel::kWarn, "http",
+                        "client stopped reading: connection closed after write_timeout_s",
+                        {{"write_timeout_s", self->srv_->opts.write_timeout_s},
+                         {"pending_bytes", static_cast<int64_t>(self->pending_)}});
+      self->peer_gone();
     });
     asio::async_write(stream_, bufs, [self = this->shared_from_this()](beast::error_code ec, size_t n) {
       self->on_write(ec, n);

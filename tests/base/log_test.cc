@@ -139,6 +139,29 @@ TEST_F(LogTest, RequestScopeAddsTheIdOnThisThreadOnlyAndNests) {
   EXPECT_FALSE(nlohmann::json::parse(lines_[3]).contains("request_id"));
 }
 
+TEST_F(LogTest, RequestEventCarriesTheGivenIdOnAnyThread) {
+  set_log_format(LogFormat::kJson);
+  std::thread([] { log_request_event("req-engine", LogLevel::kWarn, "engine", "deadline", {{"n", 2}}); }).join();
+  {
+    LogRequestScope scope("req-handler");
+    log_request_event("req-other", LogLevel::kInfo, "generation", "explicit wins");
+    log_request_event("", LogLevel::kInfo, "generation", "empty means none");
+  }
+  log_request_event("req-x", LogLevel::kDebug, "engine", "below the level");  // filtered by level
+  ASSERT_EQ(lines_.size(), 3u);
+  const auto a = nlohmann::json::parse(lines_[0]);
+  EXPECT_EQ(a["request_id"], "req-engine");
+  EXPECT_EQ(a["component"], "engine");
+  EXPECT_EQ(a["level"], "warn");
+  EXPECT_EQ(a["n"], 2);
+  EXPECT_EQ(nlohmann::json::parse(lines_[1])["request_id"], "req-other");
+  EXPECT_FALSE(nlohmann::json::parse(lines_[2]).contains("request_id"));
+  set_log_format(LogFormat::kText);
+  log_request_event("req-t", LogLevel::kInfo, "engine", "text");
+  ASSERT_EQ(lines_.size(), 4u);
+  EXPECT_EQ(lines_[3], "[citadel info] text component=engine request_id=req-t\n");
+}
+
 TEST_F(LogTest, FilterIsAppliedBeforeEncoding) {
   set_log_format(LogFormat::kJson);
   // A filter whose output needs escaping itself: encoding must come after it.

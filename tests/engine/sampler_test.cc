@@ -2,11 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <random>
 #include <set>
+
+#include "base/cpu_features.h"
 
 namespace citadel::engine {
 namespace {
@@ -219,32 +223,71 @@ TEST(Sampler, ValidationNamesTheField) {
   EXPECT_TRUE(validate_sampling_params(p, 10).ok());
 }
 
-TEST(Sampler, FastArgmaxMatchesReferenceOnRandomRows) {
+// Every argmax / max_value version against its one-pass reference on random rows: coarse values (ties common), fine
+// values (no ties), NaN, -inf, +inf, -0 beside +0, all NaN, all -inf, -inf mixed with NaN, the max placed in the last
+// partial block; lengths around the 8-, 16- and 32-wide blocks and vocabulary sizes.
+TEST(Sampler, FastArgmaxAndMaxMatchReferenceOnRandomRows) {
+  const bool avx2 = cpu_features().avx2;
+  if (!avx2) std::printf("note: this CPU has no AVX2; argmax_avx2 is not checked here\n");
   std::mt19937 rng(7);
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   int checked = 0;
-  for (int n : {1, 2, 5, 15, 16, 17, 31, 33, 100, 32000, 152064}) {
-    for (int trial = 0; trial < 20; ++trial) {
-      // Coarse values make ties common; some rows get NaN, -inf, +inf or are all NaN / all -inf.
-      std::uniform_int_distribution<int> level(-8, 8), pick(0, n - 1);
+  for (int n : {0, 1, 2, 5, 7, 8, 9, 15, 16, 17, 23, 24, 31, 32, 33, 39, 40, 63, 65, 100, 257, 32000, 32003, 152064}) {
+    for (int trial = 0; trial < 24; ++trial) {
+      std::uniform_int_distribution<int> level(-8, 8), pick(0, std::max(n - 1, 0));
+      std::uniform_real_distribution<float> fine(-30.f, 30.f);
       std::vector<float> x(n);
-      for (float& v : x) v = static_cast<float>(level(rng)) * 0.5f;
-      const int kind = trial % 5;
-      for (int k = 0; k < 1 + n / 50; ++k) {
+      const int kind = trial % 8;
+      for (float& v : x) v = kind == 5 ? fine(rng) : static_cast<float>(level(rng)) * 0.5f;
+      for (int k = 0; n > 0 && k < 1 + n / 50; ++k) {
         if (kind == 1) x[pick(rng)] = nan;
         if (kind == 2) x[pick(rng)] = -inf;
         if (kind == 3) x[pick(rng)] = trial % 2 ? inf : nan;
       }
-      if (kind == 4 && trial % 10 == 4) std::fill(x.begin(), x.end(), nan);
-      if (kind == 4 && trial % 10 == 9) std::fill(x.begin(), x.end(), -inf);
-      ASSERT_EQ(argmax(x.data(), n), argmax_ref(x.data(), n)) << "n " << n << " trial " << trial;
+      if (kind == 4 && trial % 16 == 4) std::fill(x.begin(), x.end(), nan);
+      if (kind == 4 && trial % 16 == 12) std::fill(x.begin(), x.end(), -inf);
+      if (kind == 6)  // -inf and NaN only: the first -inf wins
+        for (float& v : x) v = rng() % 2 ? nan : -inf;
+      if (kind == 7 && n > 0) {  // zeros of both signs as the max, and a tie in the tail
+        for (float& v : x) v = -1.f - static_cast<float>(rng() % 4);
+        for (int k = 0; k < 3; ++k) x[pick(rng)] = rng() % 2 ? 0.f : -0.f;
+        x[n - 1] = 0.f;
+      }
+      const int32_t want = argmax_ref(x.data(), n);
+      const float want_max = max_value_ref(x.data(), n);
+      auto same_max = [&](float got) {  // equal as values (the sign of a zero max may differ); -inf for no value
+        return got == want_max || (std::isinf(got) && std::isinf(want_max) && got < 0 && want_max < 0);
+      };
+      ASSERT_EQ(argmax(x.data(), n), want) << "n " << n << " trial " << trial;
+      ASSERT_EQ(argmax_portable(x.data(), n), want) << "n " << n << " trial " << trial;
+      ASSERT_TRUE(same_max(max_value(x.data(), n))) << "n " << n << " trial " << trial;
+      ASSERT_TRUE(same_max(max_value_portable(x.data(), n))) << "n " << n << " trial " << trial;
+      if (avx2) {
+        ASSERT_EQ(argmax_avx2(x.data(), n), want) << "n " << n << " trial " << trial;
+        ASSERT_TRUE(same_max(max_value_avx2(x.data(), n))) << "n " << n << " trial " << trial;
+      }
+      if (n > 0 && !std::isnan(x[want])) {
+        ASSERT_TRUE(same_max(x[want]));
+      }
       ++checked;
     }
   }
-  EXPECT_EQ(checked, 220);
-  const std::vector<float> tie = {1.f, 3.f, 3.f, nan, 3.f};
-  EXPECT_EQ(argmax(tie.data(), 5), 1);
-  EXPECT_EQ(argmax_ref(tie.data(), 5), 1);
+  EXPECT_EQ(checked, 24 * 24);
+  const std::vector<float> tie = {1.f, 3.f, 3.f, nan, 3.f, 3.f, 3.f, 3.f, 3.f, 3.f};
+  for (auto* f : {&argmax, &argmax_portable, &argmax_ref}) EXPECT_EQ(f(tie.data(), 10), 1);
+  if (avx2) {
+    EXPECT_EQ(argmax_avx2(tie.data(), 10), 1);
+  }
+  const std::vector<float> zeros = {-1.f, -0.f, 0.f, -0.f, 0.f, -2.f, -3.f, -4.f, -5.f};
+  EXPECT_EQ(argmax_ref(zeros.data(), 9), 1);
+  if (avx2) {
+    EXPECT_EQ(argmax_avx2(zeros.data(), 9), 1);
+  }
+  EXPECT_EQ(argmax(zeros.data(), 9), 1);
+  const std::vector<float> all_nan(9, nan);
+  EXPECT_EQ(argmax(all_nan.data(), 9), 0);
+  EXPECT_TRUE(std::isinf(max_value(all_nan.data(), 9)) && max_value(all_nan.data(), 9) < 0);
+  EXPECT_EQ(argmax(nullptr, 0), 0);
 }
 
 }  // namespace

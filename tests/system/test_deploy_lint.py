@@ -1,7 +1,8 @@
 """Lints the deployment files with whatever linters this machine has, skipping (with the name) those it lacks:
 hadolint (Dockerfile), yamllint (deploy/ YAML), ansible-playbook --syntax-check (the role), helm lint / helm
 template (the chart), systemd-analyze verify (the unit the Ansible role renders). Structural checks that need no
-linter always run: what the issue asks of each file is there."""
+linter always run: what the issue asks of each file is there, and tools/check_helm_chart.py checks the chart's
+templates against values.yaml without helm."""
 import os
 import pathlib
 import re
@@ -78,6 +79,41 @@ def test_chart_has_what_the_issue_asks():
     assert re.search(r"livenessProbe:\n\s+httpGet: \{path: /health", dep)
     assert "runAsNonRoot: true" in dep and "readOnlyRootFilesystem: true" in dep
     assert "type: Pods" in templates["hpa.yaml"] and "queueMetric" in templates["hpa.yaml"]
+
+
+def test_chart_checker_without_helm():
+    """tools/check_helm_chart.py (no helm binary here): every template's actions are known constructs, every
+    .Values path exists in values.yaml and every value is read, and each template parses as YAML once its actions
+    are stripped. Then the same checker on broken copies of the chart must find each fault (it can fail)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    import check_helm_chart
+    problems, checked = check_helm_chart.check_chart(CHART)
+    assert problems == [] and checked == len(list((CHART / "templates").iterdir())) == 7, problems
+
+    def broken(edit_file, old, new):
+        with tempfile.TemporaryDirectory() as d:
+            copy = pathlib.Path(d) / "citadel"
+            shutil.copytree(CHART, copy)
+            f = copy / edit_file
+            text = f.read_text()
+            assert old in text, (edit_file, old)
+            f.write_text(text.replace(old, new, 1))
+            return "\n".join(check_helm_chart.check_chart(copy)[0])
+    assert ".Values.image.tagg is not in values.yaml" in broken(
+        "templates/deployment.yaml", ".Values.image.tag", ".Values.image.tagg")
+    assert ".Values.probes.periodSeconds is not in values.yaml" in broken(
+        "values.yaml", "  periodSeconds: 10", "  period: 10")
+    assert "probes.period is read by no template" in broken("values.yaml", "  periodSeconds: 10",
+                                                           "  periodSeconds: 10\n  period: 10")
+    assert "not YAML once the actions are stripped" in broken(
+        "templates/service.yaml", "  type: {{ .Values.service.type }}", "   type: {{ .Values.service.type }}\n  - x")
+    assert "'lower' is not a function" in broken(
+        "templates/service.yaml", "{{ .Values.service.type }}", "{{ .Values.service.type | lower }}")
+    assert "block(s) not closed by end" in broken("templates/hpa.yaml", "{{- end }}\n", "\n")
+    assert "include of an undefined template" in broken(
+        "templates/pdb.yaml", 'include "citadel.selector"', 'include "citadel.selectors"')
+    assert "not a field of Chart.yaml" in broken("templates/_helpers.tpl", ".Chart.AppVersion", ".Chart.KubeVersion")
 
 
 def test_helm_lint_and_template():

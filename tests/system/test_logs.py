@@ -2,6 +2,7 @@
 request id; no prompt text and no key reaches the log."""
 import json
 import secrets
+import time
 
 import requests
 
@@ -49,3 +50,37 @@ def test_json_logs_carry_request_id_and_no_prompt(model_spec):
     raw = "".join(s.stderr)
     assert marker not in raw  # no prompt text, in any line
     assert s.admin_key not in raw and bad_key not in raw and bad_key[-20:] not in raw
+
+
+def test_lines_written_off_the_handling_thread_carry_the_request_id(tmp_path):
+    """A client that disconnects mid-stream: the generation's line (written on the connection's executor when the
+    close is seen) and the engine's cancel line (on the engine thread) both carry the request's id. debug:slow
+    (5 ms per token) makes 2000 tokens take 10 s, so the disconnect always lands mid-generation."""
+    s = Server(["--model", "debug:slow", "--served-model-name", "dbg", "--log-format", "json",
+                "--log-level", "debug"], data_dir=str(tmp_path))
+    rid = "logtest-gone-" + secrets.token_hex(6)
+    try:
+        body = {"model": "dbg", "prompt": "x", "max_tokens": 2000, "stream": True, "logit_bias": {"256": -100}}
+        before = s.http.get(s.base_url + "/api/v1/stats", timeout=10).json()["engine"]["cancelled_total"]
+        with s.http.post(s.base_url + "/v1/completions", json=body, headers={"x-request-id": rid}, stream=True,
+                         timeout=60) as r:
+            assert r.status_code == 200
+            n = 0
+            for line in r.iter_lines():
+                n += line.startswith(b"data: {")
+                if n >= 3:
+                    break
+        deadline = time.time() + 20
+        while s.http.get(s.base_url + "/api/v1/stats", timeout=10).json()["engine"]["cancelled_total"] == before:
+            assert time.time() < deadline, "the engine request was not cancelled"
+            time.sleep(0.05)
+    finally:
+        assert s.stop() == 0
+    lines = [json.loads(line) for line in s.stderr]
+    mine = [l for l in lines if l.get("request_id") == rid]
+    by = {l.get("component"): l for l in mine}
+    assert set(by) >= {"access", "generation", "engine"}, mine
+    assert by["generation"]["msg"].startswith("client disconnected") and by["generation"]["streamed"] == 1
+    assert by["engine"]["finish"] == "cancelled" and by["engine"]["level"] == "debug"
+    assert by["engine"]["engine_request"].startswith("cmpl-") and by["engine"]["generated_tokens"] >= 3
+    assert by["access"]["client_disconnected"] == 1

@@ -158,6 +158,20 @@ def test_invalid_utf8_is_a_400_naming_the_byte_offset(server, model_name):
         assert err["message"] == f"request body is not valid UTF-8 at byte offset {offset}", (path, err)
 
 
+def test_streams_ask_proxies_not_to_buffer(server):
+    """A stream carries X-Accel-Buffering: no (a proxy that buffers by default passes it through as it comes); a
+    plain JSON answer does not. test_nginx_replicas.py shows nginx honouring it."""
+    body = {"model": "smollm2", "prompt": "Hello", "max_tokens": 2, "temperature": 0}
+    with server.http.post(server.base_url + "/v1/completions", json=dict(body, stream=True), stream=True,
+                          timeout=60) as r:
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        assert r.headers["X-Accel-Buffering"] == "no"
+        assert r.headers["Cache-Control"] == "no-cache"
+        assert b"data: [DONE]" in b"".join(r.iter_content(None))
+    r = server.http.post(server.base_url + "/v1/completions", json=body, timeout=60)
+    assert r.status_code == 200 and "X-Accel-Buffering" not in r.headers
+
+
 def test_x_request_id(server):
     r = server.http.get(server.base_url + "/health", headers={"x-request-id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"

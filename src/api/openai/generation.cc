@@ -126,9 +126,10 @@ class Generation : public std::enable_shared_from_this<Generation> {
  public:
   Generation(std::shared_ptr<const ModelHost> host, std::shared_ptr<ServiceStats> stats, ParsedRequest req,
              PreparedRequest prep, std::shared_ptr<server::Responder> r, std::shared_ptr<RequestContext> ctx,
-             double received_at)
+             double received_at, std::string request_id)
       : host_(std::move(host)), stats_(std::move(stats)), req_(std::move(req)), prep_(std::move(prep)),
-        responder_(std::move(r)), ctx_(std::move(ctx)), received_at_(received_at) {
+        responder_(std::move(r)), ctx_(std::move(ctx)), received_at_(received_at),
+        request_id_(std::move(request_id)) {
     const bool chat = req_.endpoint == Endpoint::kChat;
     id_ = (chat ? "chatcmpl-" : "cmpl-") + random_suffix();
     created_ = static_cast<int64_t>(std::time(nullptr));
@@ -175,6 +176,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
         if (!req_.ignore_eos) g.stop_token_ids = eog_;
         if (ctx_ && ctx_->principal) g.tenant = ctx_->principal->tenant, g.principal = ctx_->principal->id;
         g.cache_namespace = host_->cache_namespace(g.tenant);
+        g.log_id = request_id_;
         auto h = host_->engine->submit(std::move(g));
         if (!h.ok()) {
           for (auto& prev : choices_) prev->handle->cancel();
@@ -191,7 +193,11 @@ class Generation : public std::enable_shared_from_this<Generation> {
     if (req_.stream) {
       stats_->streams_active++;
       stream_counted_ = true;
-      responder_->start_stream(200, {{"Content-Type", "text/event-stream"}, {"Cache-Control", "no-cache"}});
+      // X-Accel-Buffering: no asks a proxy that buffers responses (nginx with proxy_buffering on, the default) to
+      // pass this one through as it comes, so a stream stays a stream behind a proxy not configured for it.
+      responder_->start_stream(200, {{"Content-Type", "text/event-stream"},
+                                     {"Cache-Control", "no-cache"},
+                                     {"X-Accel-Buffering", "no"}});
     }
     // Every pump runs on the responder's executor, after this set-up: the notify goes on there, once every choice
     // exists and the stream has started, and the first pump drains whatever arrived before it.
@@ -217,6 +223,12 @@ class Generation : public std::enable_shared_from_this<Generation> {
     stats_->client_disconnects++;
     for (auto& c : choices_) c->handle->cancel();
     report(true);
+    // Runs on the connection's executor (or wherever the close was seen), not in the handler's log scope.
+    if (log_enabled(LogLevel::kInfo)) {
+      const engine::Usage t = totals(true);
+      log_request_event(request_id_, LogLevel::kInfo, "generation", "client disconnected: generation cancelled",
+                        {{"completion_tokens", t.completion_tokens}, {"streamed", req_.stream ? 1 : 0}});
+    }
   }
 
   void pump() {
@@ -504,6 +516,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::shared_ptr<server::Responder> responder_;
   std::shared_ptr<RequestContext> ctx_;  // may be null (no observer)
   double received_at_;
+  std::string request_id_;  // the server's request id (x-request-id): what this request's log lines carry
   std::string id_;
   int64_t created_ = 0;
   std::vector<int32_t> eog_;
@@ -520,7 +533,7 @@ void start_generation(std::shared_ptr<const ModelHost> host, std::shared_ptr<Ser
                       const server::HttpRequest& http, ParsedRequest req, PreparedRequest prep,
                       std::shared_ptr<server::Responder> responder, std::shared_ptr<RequestContext> ctx) {
   auto g = std::make_shared<Generation>(std::move(host), std::move(stats), std::move(req), std::move(prep),
-                                        std::move(responder), std::move(ctx), http.received_at);
+                                        std::move(responder), std::move(ctx), http.received_at, http.request_id);
   g->start();
 }
 
