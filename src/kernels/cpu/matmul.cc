@@ -250,11 +250,17 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   if (n_tokens <= 0) return OkStatus();
   struct Job {
     DotKernel k;
+    bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
+    DType dtype;
     const uint8_t* wd;
     size_t rb;
     int64_t rows, tile, first_tile;
     float* y;
   };
+  // From this many tokens the f32 GEMM tiles beat the row-dot kernels (decoding a weight block once per call instead
+  // of once per token pays off): see bench/results/cpu-amd-epyc-*-vs-llamacpp*.json.
+  constexpr int64_t kGemmMinTokens = 4;
+  const bool gemm = n_tokens >= kGemmMinTokens && cpu_features().has_avx2_fma();
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
@@ -265,6 +271,9 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     const WeightView& w = targets[i].w;
     Job& j = jobs[i];
     j.k = pick_kernel(w.dtype);
+    j.dtype = w.dtype;
+    j.gemm = gemm && detail::gemm_supported(w.dtype);
+    if (j.gemm) j.k.act = ActFormat::kF32;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
@@ -275,6 +284,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     // A multiple of 4 rows, so the 4-row kernels cover whole tiles.
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
+    if (j.gemm) j.tile = 16;
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -291,6 +301,10 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;
       const Job& j = jobs[ji];
       const int64_t r0 = (ti - j.first_tile) * j.tile, r1 = std::min(j.rows, r0 + j.tile);
+      if (j.gemm) {
+        CHECK(detail::gemm_rows(j.dtype, j.wd + r0 * j.rb, j.rb, r1 - r0, x, n_tokens, n_in, j.y + r0, j.rows));
+        continue;
+      }
       for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {
         const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
         for (int64_t t = t0; t < t1; ++t) {

@@ -103,13 +103,33 @@ AVX2_FN inline __m256i codes(const BlockQ5_1& b) { return _mm256_or_si256(nibble
 
 AVX2_FN inline __m256 f16_bcast(uint16_t h) { return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(h))); }
 
-// sum over the block of code * activation as 8 int32 lanes: both halves widened to int16, then madd (|code| <= 128,
-// |x| <= 32767: a lane holds 4 products, < 2^24).
-template <bool kSignedCodes>
-AVX2_FN inline __m256i block_dot16(__m256i c, __m256i x_lo, __m256i x_hi) {
-  const __m128i c0 = _mm256_castsi256_si128(c), c1 = _mm256_extracti128_si256(c, 1);
-  const __m256i w0 = kSignedCodes ? _mm256_cvtepi8_epi16(c0) : _mm256_cvtepu8_epi16(c0);
-  const __m256i w1 = kSignedCodes ? _mm256_cvtepi8_epi16(c1) : _mm256_cvtepu8_epi16(c1);
+// The block's 32 codes widened to int16, elements 0..15 in lo and 16..31 in hi.
+AVX2_FN inline void codes16(const BlockQ8_0& b, __m256i* lo, __m256i* hi) {
+  *lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)));
+  *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16)));
+}
+// 4-bit codes: byte j of qs holds elements j (low nibble) and j + 16 (high nibble); widened to int16 first, the low
+// nibble is a mask and the high one a shift away.
+AVX2_FN inline void nibbles16(const uint8_t* qs, __m256i* lo, __m256i* hi) {
+  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  *lo = _mm256_and_si256(b, _mm256_set1_epi16(0x0F));
+  *hi = _mm256_srli_epi16(b, 4);
+}
+AVX2_FN inline void codes16(const BlockQ4_0& b, __m256i* lo, __m256i* hi) { nibbles16(b.qs, lo, hi); }
+AVX2_FN inline void codes16(const BlockQ4_1& b, __m256i* lo, __m256i* hi) { nibbles16(b.qs, lo, hi); }
+template <typename Block>
+AVX2_FN inline void codes16(const Block& b, __m256i* lo, __m256i* hi) {  // q5_0, q5_1
+  const __m256i c = codes(b);
+  *lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(c));
+  *hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(c, 1));
+}
+
+// sum over the block of code * activation as 8 int32 lanes (|code| <= 128, |x| <= 32767: a lane holds 4 products,
+// < 2^24).
+template <typename Block>
+AVX2_FN inline __m256i block_dot16(const Block& b, __m256i x_lo, __m256i x_hi) {
+  __m256i w0, w1;
+  codes16(b, &w0, &w1);
   return _mm256_add_epi32(_mm256_madd_epi16(w0, x_lo), _mm256_madd_epi16(w1, x_hi));
 }
 
@@ -119,7 +139,6 @@ AVX2_FN inline __m256i block_dot16(__m256i c, __m256i x_lo, __m256i x_hi) {
 template <typename Block, int R>
 AVX2_FN void dot_q32_rows(const uint8_t* w, size_t rb, const ActRow& x, int64_t n, float* out) {
   using T = Q32Traits<Block>;
-  constexpr bool kSigned = T::kKind == Q32Kind::kSigned;
   const int64_t nb = n / kQK;
   const Block* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const Block*>(w + r * rb);
@@ -130,7 +149,7 @@ AVX2_FN void dot_q32_rows(const uint8_t* w, size_t rb, const ActRow& x, int64_t 
     const __m256 dx = _mm256_broadcast_ss(x.q16_d + i);
     for (int r = 0; r < R; ++r) {
       const Block& b = rows[r][i];
-      const __m256i p = block_dot16<kSigned>(codes(b), x_lo, x_hi);
+      const __m256i p = block_dot16(b, x_lo, x_hi);
       const __m256 dw = f16_bcast(b.d);
       acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(p), acc[r]);
       if constexpr (T::kKind == Q32Kind::kMin) {
@@ -232,6 +251,40 @@ AVX2_FN float dot_q6_K(const void* w, const ActRow& x, int64_t n) {
 
 }  // namespace
 
+// 32 codes (bytes in element order) -> 32 floats d * (q - off) + m, stored to out.
+template <bool kSignedCodes>
+AVX2_FN inline void store_block(__m256i c, __m256 d, __m256 off_or_m, bool is_min, float* out) {
+  for (int k = 0; k < 4; ++k) {
+    const __m128i b8 = k < 2 ? _mm256_castsi256_si128(c) : _mm256_extracti128_si256(c, 1);
+    const __m128i part = (k % 2) ? _mm_srli_si128(b8, 8) : b8;
+    const __m256 v = _mm256_cvtepi32_ps(kSignedCodes ? _mm256_cvtepi8_epi32(part) : _mm256_cvtepu8_epi32(part));
+    _mm256_storeu_ps(out + 8 * k, is_min ? _mm256_fmadd_ps(v, d, off_or_m) : _mm256_mul_ps(_mm256_sub_ps(v, off_or_m), d));
+  }
+}
+
+template <typename Block>
+AVX2_FN void dequant_q32(const uint8_t* w, int64_t n, float* out) {
+  using T = Q32Traits<Block>;
+  const Block* b = reinterpret_cast<const Block*>(w);
+  for (int64_t i = 0; i < n / kQK; ++i, out += kQK) {
+    const __m256 d = f16_bcast(b[i].d);
+    if constexpr (T::kKind == Q32Kind::kMin) {
+      store_block<false>(codes(b[i]), d, f16_bcast(b[i].m), true, out);
+    } else {
+      store_block<T::kKind == Q32Kind::kSigned>(codes(b[i]), d, _mm256_set1_ps(static_cast<float>(T::kOff)), false,
+                                                out);
+    }
+  }
+}
+
+template <bool kBf16>
+AVX2_FN void dequant_half(const uint8_t* w, int64_t n, float* out) {
+  const uint16_t* a = reinterpret_cast<const uint16_t*>(w);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load_half8<kBf16>(a + i));
+  for (; i < n; ++i) out[i] = kBf16 ? bf16_to_f32(a[i]) : h16(a[i]);
+}
+
 // Bit-exact with quantize_row_q16: the same amax, d and 1 / d, and round-to-nearest-even (the default MXCSR mode of
 // cvtps_epi32, as std::nearbyint's); packs_epi32 saturates to +-32767 as the reference clamps (|x * id| <= 32767.5).
 AVX2_FN void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums, int64_t n) {
@@ -266,6 +319,27 @@ AVX2_FN void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums
   }
 }
 
+bool dequantize_rows_avx2(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t n, float* out) {
+  void (*f)(const uint8_t*, int64_t, float*) = nullptr;
+  switch (t) {
+    case DType::kF16: f = dequant_half<false>; break;
+    case DType::kBF16: f = dequant_half<true>; break;
+    case DType::kQ4_0: f = dequant_q32<BlockQ4_0>; break;
+    case DType::kQ4_1: f = dequant_q32<BlockQ4_1>; break;
+    case DType::kQ5_0: f = dequant_q32<BlockQ5_0>; break;
+    case DType::kQ5_1: f = dequant_q32<BlockQ5_1>; break;
+    case DType::kQ8_0: f = dequant_q32<BlockQ8_0>; break;
+    default: break;
+  }
+  if (t == DType::kF32) {
+    for (int64_t r = 0; r < n_rows; ++r) std::memcpy(out + r * n, w + r * rb, sizeof(float) * n);
+    return true;
+  }
+  if (!f) return false;
+  for (int64_t r = 0; r < n_rows; ++r) f(w + r * rb, n, out + r * n);
+  return true;
+}
+
 DotKernel avx2_dot_kernel(DType t) {
   switch (t) {
     case DType::kF32: return {ActFormat::kF32, dot_f32};
@@ -290,6 +364,7 @@ DotKernel avx2_dot_kernel(DType t) {
 #include "kernels/cpu/matmul_kernels.h"
 namespace citadel::cpu::detail {
 DotKernel avx2_dot_kernel(DType) { return {ActFormat::kF32, nullptr}; }
+bool dequantize_rows_avx2(DType, const uint8_t*, size_t, int64_t, int64_t, float*) { return false; }
 void quantize_q16_avx2(const float*, int16_t*, float*, float*, int64_t) {}
 }  // namespace citadel::cpu::detail
 #endif

@@ -46,4 +46,30 @@ void quantize_row_q16(const float* x, int16_t* q, float* d, float* sums, int64_t
 // The same, bit-exact, with AVX2. Only call when cpu_features().has_avx2_fma().
 void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums, int64_t n);
 
+// ---- Prefill / batched GEMM (matmul_gemm.cc): weight rows dequantized to f32 once per call, then f32 FMA tiles of
+// kGemmRows weight rows x kGemmCols tokens sharing their loads. f32 math, so the result equals the exact path's up to
+// summation order, and on AVX2 without VNNI the FMA tile is as fast as the integer ones.
+constexpr int kGemmRows = 4, kGemmCols = 2;
+// The dtypes with an AVX2 dequantizer (dequantize_rows_avx2, gemm_rows).
+inline bool gemm_supported(DType t) {
+  switch (t) {
+    case DType::kF32: case DType::kF16: case DType::kBF16: case DType::kQ4_0: case DType::kQ4_1: case DType::kQ5_0:
+    case DType::kQ5_1: case DType::kQ8_0: return true;
+    default: return false;
+  }
+}
+// n_rows rows of dtype t (row_bytes apart, n columns each) -> out [n_rows, n] f32. Same values as dequantize_row.
+// false (nothing written) when t has no AVX2 dequantizer (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0 have one).
+// Only call when cpu_features().has_avx2_fma().
+bool dequantize_rows_avx2(DType t, const uint8_t* w, size_t row_bytes, int64_t n_rows, int64_t n, float* out);
+// One tile: w [kGemmRows, n] f32 rows, x [nc, ldx] tokens (nc <= kGemmCols): out[c * kGemmRows + r] = w_r . x_c.
+void gemm_tile_ref(const float* w, const float* x, int64_t ldx, int64_t n, int nc, float* out);
+// The same with AVX2 FMA (equal up to float summation order). Only call when cpu_features().has_avx2_fma().
+void gemm_tile_avx2(const float* w, const float* x, int64_t ldx, int64_t n, int nc, float* out);
+// nr weight rows (w: the first, row_bytes apart) times x [n_tokens, n]: y[t * ldy + r] for r < nr, through
+// dequantize_rows_avx2 into a per-thread buffer and gemm_tile_avx2. false (nothing written) when t has no AVX2
+// dequantizer. Only call when cpu_features().has_avx2_fma().
+bool gemm_rows(DType t, const uint8_t* w, size_t row_bytes, int64_t nr, const float* x, int64_t n_tokens, int64_t n,
+               float* y, int64_t ldy);
+
 }  // namespace citadel::cpu::detail
