@@ -1,6 +1,7 @@
 // CPU matmul: reference, portable integer-dot kernels, and the threaded, row-tiled driver.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -259,8 +260,13 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   };
   // From this many tokens the f32 GEMM tiles beat the row-dot kernels (decoding a weight block once per call instead
   // of once per token pays off): see bench/results/cpu-amd-epyc-*-vs-llamacpp*.json.
+  // CITADEL_CPU_GEMM=off keeps the row-dot kernels at every batch size (before/after benchmarks on one binary).
   constexpr int64_t kGemmMinTokens = 4;
-  const bool gemm = n_tokens >= kGemmMinTokens && cpu_features().has_avx2_fma();
+  static const bool gemm_on = [] {
+    const char* e = std::getenv("CITADEL_CPU_GEMM");
+    return !(e && std::string(e) == "off");
+  }();
+  const bool gemm = gemm_on && n_tokens >= kGemmMinTokens && cpu_features().has_avx2_fma();
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy

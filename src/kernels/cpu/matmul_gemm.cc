@@ -1,5 +1,5 @@
 // Prefill / batched matmul: a block of weight rows dequantized to f32 once per call, then register tiles of
-// kGemmRows rows x kGemmCols tokens (8 accumulators: per 8 columns, 4 weight loads and 2 token loads feed 8 FMAs).
+// kGemmRows rows x kGemmCols tokens (4 x 3: per 8 columns, 4 weight loads and 3 token loads feed 12 FMAs).
 // The row-dot kernels read each weight block once per token; here it is decoded once per call and every token
 // reuses it from cache, and the math is f32 (no activation rounding at all).
 #include <algorithm>
@@ -24,33 +24,37 @@ void gemm_tile_ref(const float* w, const float* x, int64_t ldx, int64_t n, int n
 #if defined(__x86_64__)
 namespace {
 
+// 4 rows x C tokens: per 8 columns, 3 token loads and 4 weight loads (each used by C FMAs right away, so one register
+// holds them in turn): 12 accumulators + 3 tokens + 1 weight = 16 registers. Named accumulators (an array was
+// sometimes kept in memory by GCC: see matmul_packed.cc).
 template <int C>
 CITADEL_AVX2 void tile(const float* w, const float* x, int64_t ldx, int64_t n, float* out) {
-  static_assert(C >= 1 && C <= kGemmCols && kGemmRows == 4);
-  const float* w0 = w;
-  const float* w1 = w + n;
-  const float* w2 = w + 2 * n;
-  const float* w3 = w + 3 * n;
+  static_assert(C >= 1 && C <= kGemmCols && kGemmCols == 3 && kGemmRows == 4);
   const float* x1 = x + (C > 1 ? ldx : 0);
-  __m256 a00 = _mm256_setzero_ps(), a10 = a00, a20 = a00, a30 = a00, a01 = a00, a11 = a00, a21 = a00, a31 = a00;
+  const float* x2 = x + (C > 2 ? 2 * ldx : 0);
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00, a20 = a00, a21 = a00,
+         a22 = a00, a30 = a00, a31 = a00, a32 = a00;
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) {
-    const __m256 v0 = _mm256_loadu_ps(w0 + k), v1 = _mm256_loadu_ps(w1 + k), v2 = _mm256_loadu_ps(w2 + k),
-                 v3 = _mm256_loadu_ps(w3 + k);
     const __m256 xa = _mm256_loadu_ps(x + k);
-    a00 = _mm256_fmadd_ps(v0, xa, a00);
-    a10 = _mm256_fmadd_ps(v1, xa, a10);
-    a20 = _mm256_fmadd_ps(v2, xa, a20);
-    a30 = _mm256_fmadd_ps(v3, xa, a30);
-    if constexpr (C > 1) {
-      const __m256 xb = _mm256_loadu_ps(x1 + k);
-      a01 = _mm256_fmadd_ps(v0, xb, a01);
-      a11 = _mm256_fmadd_ps(v1, xb, a11);
-      a21 = _mm256_fmadd_ps(v2, xb, a21);
-      a31 = _mm256_fmadd_ps(v3, xb, a31);
+    const __m256 xb = C > 1 ? _mm256_loadu_ps(x1 + k) : xa;
+    const __m256 xc = C > 2 ? _mm256_loadu_ps(x2 + k) : xa;
+#define CITADEL_GEMM_ROW(r, c0, c1, c2)                   \
+    {                                                     \
+      const __m256 v = _mm256_loadu_ps(w + r * n + k);    \
+      c0 = _mm256_fmadd_ps(v, xa, c0);                    \
+      if constexpr (C > 1) c1 = _mm256_fmadd_ps(v, xb, c1); \
+      if constexpr (C > 2) c2 = _mm256_fmadd_ps(v, xc, c2); \
     }
+    CITADEL_GEMM_ROW(0, a00, a01, a02)
+    CITADEL_GEMM_ROW(1, a10, a11, a12)
+    CITADEL_GEMM_ROW(2, a20, a21, a22)
+    CITADEL_GEMM_ROW(3, a30, a31, a32)
+#undef CITADEL_GEMM_ROW
   }
-  float s[2][4] = {{hsum8(a00), hsum8(a10), hsum8(a20), hsum8(a30)}, {hsum8(a01), hsum8(a11), hsum8(a21), hsum8(a31)}};
+  float s[3][4] = {{hsum8(a00), hsum8(a10), hsum8(a20), hsum8(a30)},
+                   {hsum8(a01), hsum8(a11), hsum8(a21), hsum8(a31)},
+                   {hsum8(a02), hsum8(a12), hsum8(a22), hsum8(a32)}};
   for (; k < n; ++k) {
     for (int c = 0; c < C; ++c) {
       for (int r = 0; r < 4; ++r) s[c][r] += w[r * n + k] * x[c * ldx + k];
@@ -62,7 +66,8 @@ CITADEL_AVX2 void tile(const float* w, const float* x, int64_t ldx, int64_t n, f
 }  // namespace
 
 void gemm_tile_avx2(const float* w, const float* x, int64_t ldx, int64_t n, int nc, float* out) {
-  if (nc >= 2) tile<2>(w, x, ldx, n, out);
+  if (nc >= 3) tile<3>(w, x, ldx, n, out);
+  else if (nc == 2) tile<2>(w, x, ldx, n, out);
   else tile<1>(w, x, ldx, n, out);
 }
 #else

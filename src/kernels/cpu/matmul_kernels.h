@@ -49,7 +49,7 @@ void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums, int64_
 // ---- Prefill / batched GEMM (matmul_gemm.cc): weight rows dequantized to f32 once per call, then f32 FMA tiles of
 // kGemmRows weight rows x kGemmCols tokens sharing their loads. f32 math, so the result equals the exact path's up to
 // summation order, and on AVX2 without VNNI the FMA tile is as fast as the integer ones.
-constexpr int kGemmRows = 4, kGemmCols = 2;
+constexpr int kGemmRows = 4, kGemmCols = 3;
 // The dtypes with an AVX2 dequantizer (dequantize_rows_avx2, gemm_rows).
 inline bool gemm_supported(DType t) {
   switch (t) {
