@@ -106,8 +106,19 @@ for m, tools in res.items():
                 "prompt": round(s["citadel"]["prompt_tok_s"] / s[peer]["prompt_tok_s"], 3),
                 "decode": round(s["citadel"]["decode_tok_s"] / s[peer]["decode_tok_s"], 3)}
     summary[m] = s
+figures = {}
+for m, s in summary.items():
+    key = m.replace(" ", "-")
+    for t in ("citadel", "citadel_base", "llama.cpp"):
+        if t in s:
+            tag = t.replace(".", "")
+            figures["prefill_%s_%s_%s_tok_s" % (np_, key, tag)] = s[t]["prompt_tok_s"]
+            figures["decode_%s_%s_%s_tok_s" % (ng, key, tag)] = s[t]["decode_tok_s"]
+import datetime
 doc = {
     "device": cpu.get("model name", "?") + ", %d threads" % int(threads),
+    "date": datetime.date.today().isoformat(),
+    "model": "synthetic (citadel synth --seed 1): " + ", ".join(summary.keys()),
     "cpu_simd_flags": simd,
     "commit": commit,
     "llama_cpp_build_commit": llama_commit or None,
@@ -115,6 +126,7 @@ doc = {
                "cpu_model_bench --prompt %s --gen %s --repeats 1 (synthetic files: citadel synth --seed 1)"
                % (np_, ng, threads, np_, ng),
     "rounds": int(rounds),
+    "figures": figures,
     "medians": summary,
     "runs": res,
 }
