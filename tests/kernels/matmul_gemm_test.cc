@@ -20,21 +20,13 @@ using testing::random_floats;
 const DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1,
                         DType::kQ5_0, DType::kQ5_1, DType::kQ8_0};
 
-std::vector<uint8_t> weights(DType t, int64_t rows, int64_t cols, uint32_t seed) {
-  std::vector<float> f = random_floats(rows * cols, seed, 0.05f);
-  std::vector<uint8_t> w(rows * dtype_row_bytes(t, cols));
-  for (int64_t r = 0; r < rows; ++r)
-    EXPECT_TRUE(quantize_row(t, f.data() + r * cols, w.data() + r * dtype_row_bytes(t, cols), cols).ok());
-  return w;
-}
-
 TEST(MatmulGemm, Avx2DequantizerMatchesReference) {
   if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
   for (DType t : kTypes) {
     ASSERT_TRUE(cpu::detail::gemm_supported(t));
     const int64_t rows = 3, n = 96;
     const size_t rb = dtype_row_bytes(t, n);
-    std::vector<uint8_t> w = weights(t, rows, n, 3);
+    std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 3);
     std::vector<float> want(rows * n), got(rows * n, -1.0f);
     for (int64_t r = 0; r < rows; ++r) ASSERT_TRUE(dequantize_row(t, w.data() + r * rb, want.data() + r * n, n).ok());
     ASSERT_TRUE(cpu::detail::dequantize_rows_avx2(t, w.data(), rb, rows, n, got.data())) << dtype_name(t);
@@ -70,7 +62,7 @@ TEST(MatmulGemm, GemmRowsAndMatmulMatchReference) {
   for (DType t : kTypes) {
     const int64_t n = 160;
     for (int64_t rows : {1, 6, 17}) {
-      std::vector<uint8_t> w = weights(t, rows, n, seed++);
+      std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, seed++);
       const WeightView wv{t, w.data(), rows, n};
       for (int64_t n_tok : {4, 5, 70}) {
         std::vector<float> x = random_floats(n_tok * n, seed++);

@@ -16,21 +16,13 @@ namespace {
 using testing::nmse;
 using testing::random_floats;
 
-std::vector<uint8_t> quantized(DType t, int64_t rows, int64_t cols, uint32_t seed) {
-  std::vector<float> f = random_floats(rows * cols, seed, 0.05f);
-  std::vector<uint8_t> w(rows * dtype_row_bytes(t, cols));
-  for (int64_t r = 0; r < rows; ++r)
-    EXPECT_TRUE(quantize_row(t, f.data() + r * cols, w.data() + r * dtype_row_bytes(t, cols), cols).ok());
-  return w;
-}
-
 TEST(MatmulRows, FourRowKernelsMatchSingleRow) {
   if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
   int checked = 0;
   for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1}) {
     const int64_t n = 608, rows = 8;
     const size_t rb = dtype_row_bytes(t, n);
-    std::vector<uint8_t> w = quantized(t, rows, n, 7);
+    std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 7);
     std::vector<float> x = random_floats(n, 8);
     std::vector<int16_t> q16(n);
     std::vector<float> d(n / kQK), sums(n / kQK);
@@ -66,7 +58,7 @@ TEST(MatmulRows, MultiEqualsSeparateCalls) {
   const int64_t cols = 768;
   x = random_floats(n_tok * cols, 12);
   for (int i = 0; i < 3; ++i) {
-    w.push_back(quantized(types[i], n_out[i], cols, 30 + i));
+    w.push_back(testing::quantized_weights(types[i], n_out[i], cols, 30 + i));
     want[i].assign(n_tok * n_out[i], 0.0f);
     got[i].assign(n_tok * n_out[i], -1.0f);
     ASSERT_TRUE(cpu::matmul({types[i], w[i].data(), n_out[i], cols}, x.data(), n_tok, want[i].data()).ok());

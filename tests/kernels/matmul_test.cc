@@ -27,14 +27,6 @@ struct Case {
   double bound;
 };
 
-std::vector<uint8_t> make_weights(DType t, int64_t rows, int64_t cols, uint32_t seed) {
-  std::vector<float> f = random_floats(rows * cols, seed, 0.05f);
-  std::vector<uint8_t> w(rows * dtype_row_bytes(t, cols));
-  for (int64_t r = 0; r < rows; ++r)
-    EXPECT_TRUE(quantize_row(t, f.data() + r * cols, w.data() + r * dtype_row_bytes(t, cols), cols).ok());
-  return w;
-}
-
 double scaled_nmse(const WeightView& w, const std::vector<float>& x, const std::vector<float>& want,
                    const std::vector<float>& got) {
   const int64_t n_tok = static_cast<int64_t>(x.size()) / w.cols;
@@ -74,7 +66,7 @@ TEST(Matmul, FastMatchesReference) {
   for (const Case& c : cases()) {
     for (int64_t n_in : c.n_in) {
       for (int64_t n_out : {1, 17, 64}) {
-        std::vector<uint8_t> w = make_weights(c.t, n_out, n_in, seed++);
+        std::vector<uint8_t> w = testing::quantized_weights(c.t, n_out, n_in, seed++);
         WeightView wv{c.t, w.data(), n_out, n_in};
         for (int64_t n_tok : {1, 3, 7, 33}) {
           std::vector<float> x = random_floats(n_tok * n_in, seed++);
@@ -93,7 +85,7 @@ TEST(Matmul, GenericAndSimdKernelsAgree) {
   if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
   for (const Case& c : cases()) {
     const int64_t n = c.n_in.back(), rows = 8;
-    std::vector<uint8_t> w = make_weights(c.t, rows, n, 99);
+    std::vector<uint8_t> w = testing::quantized_weights(c.t, rows, n, 99);
     std::vector<float> x = random_floats(n, 98);
     std::vector<int16_t> q16(n);
     std::vector<float> d(n / kQK + 1), sums(n / kQK + 1);
