@@ -4,8 +4,8 @@
 // Conventions: row-major buffers, f32 activations; every pointer's shape is given as [dim0, dim1, ...] with the
 // last index fastest. Each CPU op has a plain scalar `*_ref` (the specification, single-threaded) and a fast
 // version (SIMD chosen at run time by base/cpu_features, threaded on ThreadPool::current()). Fast ops agree with the
-// reference within the NMSE bound stated in tests/kernels/ (exact-math ops ~1e-10; quantized matmul ~1e-3 because
-// activations are quantized to 8 bits).
+// reference within the NMSE bound stated in tests/kernels/ (exact-math ops ~1e-10; 32-block quantized matmul ~1e-8
+// with 16-bit activation codes; K-quant matmul ~1e-3 because its activations are quantized to 8 bits).
 // Thread-safety: ops are reentrant; concurrent calls are safe when their outputs do not overlap (the thread pool
 // serialises concurrent fast calls). Ops never allocate per element; matmul keeps a per-thread scratch buffer.
 #pragma once
@@ -85,8 +85,8 @@ struct PackedMatrix {
 namespace cpu {
 
 // Y [n_tokens, w.rows] = X [n_tokens, w.cols] * W^T. f32/f16/bf16 weights use f32 math; 32-block quantized weights
-// (q8_0, q4_0, q4_1, q5_0, q5_1) quantize X to q8_0 and K-quants (q4_K, q5_K, q6_K) to q8_K, then use integer dot
-// products. Unsupported for other dtypes; InvalidArgument when cols is not a multiple of the block size.
+// (q8_0, q4_0, q4_1, q5_0, q5_1) quantize X to 16-bit codes with an f32 scale per 32 values and K-quants (q4_K,
+// q5_K, q6_K) to q8_K, then use integer dot products. Unsupported for other dtypes; InvalidArgument when cols is not a multiple of the block size.
 bool matmul_supported(DType t);
 Status matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 // Several matmuls of the same input (q/k/v, gate/up) in one parallel region: targets[i].y[n_tokens, rows_i] =

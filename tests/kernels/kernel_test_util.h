@@ -1,9 +1,14 @@
-// Shared helpers for the kernel tests: seeded random data and normalized mean squared error.
+// Shared helpers for the kernel tests: seeded random data, quantized weight matrices and normalized mean squared
+// error.
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <cstdint>
 #include <random>
 #include <vector>
+
+#include "kernels/quant/quant.h"
 
 namespace citadel::testing {
 
@@ -13,6 +18,15 @@ inline std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1
   std::vector<float> v(n);
   for (float& x : v) x = g(rng);
   return v;
+}
+
+// rows x cols normal(0, 0.05) weights quantized row by row to dtype t: [rows, dtype_row_bytes(t, cols)] bytes.
+inline std::vector<uint8_t> quantized_weights(DType t, int64_t rows, int64_t cols, uint32_t seed) {
+  std::vector<float> f = random_floats(rows * cols, seed, 0.05f);
+  std::vector<uint8_t> w(rows * dtype_row_bytes(t, cols));
+  for (int64_t r = 0; r < rows; ++r)
+    EXPECT_TRUE(quantize_row(t, f.data() + r * cols, w.data() + r * dtype_row_bytes(t, cols), cols).ok());
+  return w;
 }
 
 // sum (got - want)^2 / sum want^2 (0 when both are all zero).

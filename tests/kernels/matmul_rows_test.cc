@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "base/cpu_features.h"
-#include "base/half.h"
 #include "kernels/cpu/matmul_kernels.h"
 #include "kernels/ops.h"
 #include "kernels/quant/quant.h"
@@ -17,33 +16,21 @@ namespace {
 using testing::nmse;
 using testing::random_floats;
 
-std::vector<uint8_t> quantized(DType t, int64_t rows, int64_t cols, uint32_t seed) {
-  std::vector<float> f = random_floats(rows * cols, seed, 0.05f);
-  std::vector<uint8_t> w(rows * dtype_row_bytes(t, cols));
-  for (int64_t r = 0; r < rows; ++r)
-    EXPECT_TRUE(quantize_row(t, f.data() + r * cols, w.data() + r * dtype_row_bytes(t, cols), cols).ok());
-  return w;
-}
-
 TEST(MatmulRows, FourRowKernelsMatchSingleRow) {
   if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
   int checked = 0;
   for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1}) {
     const int64_t n = 608, rows = 8;
     const size_t rb = dtype_row_bytes(t, n);
-    std::vector<uint8_t> w = quantized(t, rows, n, 7);
+    std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 7);
     std::vector<float> x = random_floats(n, 8);
-    std::vector<BlockQ8_0> q8(n / kQK);
-    std::vector<float> sums(n / kQK);
-    quantize_row_q8_0(x.data(), q8.data(), n);
-    for (int64_t b = 0; b < n / kQK; ++b) {
-      int s = 0;
-      for (int j = 0; j < kQK; ++j) s += q8[b].qs[j];
-      sums[b] = f16_to_f32(q8[b].d) * static_cast<float>(s);
-    }
+    std::vector<int16_t> q16(n);
+    std::vector<float> d(n / kQK), sums(n / kQK);
+    cpu::detail::quantize_row_q16(x.data(), q16.data(), d.data(), sums.data(), n);
     cpu::detail::ActRow a;
-    a.q8_0 = q8.data();
-    a.q8_0_sums = sums.data();
+    a.q16 = q16.data();
+    a.q16_d = d.data();
+    a.q16_sums = sums.data();
     const auto k = cpu::detail::avx2_dot_kernel(t), g = cpu::detail::generic_dot_kernel(t);
     ASSERT_TRUE(k.dot && k.dot4) << dtype_name(t);
     std::vector<float> one(rows), four(rows), gen(rows);
@@ -71,7 +58,7 @@ TEST(MatmulRows, MultiEqualsSeparateCalls) {
   const int64_t cols = 768;
   x = random_floats(n_tok * cols, 12);
   for (int i = 0; i < 3; ++i) {
-    w.push_back(quantized(types[i], n_out[i], cols, 30 + i));
+    w.push_back(testing::quantized_weights(types[i], n_out[i], cols, 30 + i));
     want[i].assign(n_tok * n_out[i], 0.0f);
     got[i].assign(n_tok * n_out[i], -1.0f);
     ASSERT_TRUE(cpu::matmul({types[i], w[i].data(), n_out[i], cols}, x.data(), n_tok, want[i].data()).ok());
@@ -89,28 +76,26 @@ TEST(MatmulRows, MultiEqualsSeparateCalls) {
 namespace citadel {
 namespace {
 
-// The AVX2 activation quantizer must be bit-exact with quantize_row_q8_0, ties (x / d = k + 0.5) included.
+// The AVX2 activation quantizer must be bit-exact with quantize_row_q16, ties (x / d = k + 0.5) included.
 TEST(MatmulRows, Avx2QuantizerBitExact) {
   if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
   const int64_t n = 32 * 40;
   std::vector<float> x = testing::random_floats(n, 5, 3.0f);
-  for (int64_t j = 0; j < 64; ++j) x[j] = 0.5f * static_cast<float>(j - 32);  // blocks 0-1: d = 1 or 31/127: halves
-  x[31] = 127.0f;
-  x[63] = -127.0f;
-  for (int64_t j = 64; j < 96; ++j) x[j] = 0.0f;                             // block 2: all zero (d = 0)
-  std::vector<BlockQ8_0> want(n / kQK), got(n / kQK);
-  std::vector<float> sums(n / kQK);
-  quantize_row_q8_0(x.data(), want.data(), n);
-  cpu::detail::quantize_q8_0_avx2(x.data(), got.data(), sums.data(), n);
-  for (int64_t b = 0; b < n / kQK; ++b) {
-    ASSERT_EQ(want[b].d, got[b].d) << "block " << b;
-    int s = 0;
-    for (int j = 0; j < kQK; ++j) {
-      ASSERT_EQ(want[b].qs[j], got[b].qs[j]) << "block " << b << " element " << j;
-      s += want[b].qs[j];
-    }
-    EXPECT_EQ(sums[b], f16_to_f32(want[b].d) * static_cast<float>(s)) << "block " << b;
-  }
+  for (int64_t j = 0; j < 32; ++j) x[j] = (static_cast<float>(j) - 15.5f) / 4096.0f;
+  x[31] = 32767.0f / 4096.0f;                                                  // block 0: d = 1/4096, x / d = k + 0.5
+  for (int64_t j = 32; j < 64; ++j) x[j] = (static_cast<float>(j) - 47.5f) / 8192.0f;
+  x[63] = -32767.0f / 8192.0f;                                                 // block 1: d = 1/8192, x / d = k + 0.5
+  for (int64_t j = 64; j < 96; ++j) x[j] = 0.0f;                               // block 2: all zero (d = 0)
+  std::vector<int16_t> want(n), got(n);
+  std::vector<float> wd(n / kQK), ws(n / kQK), gd(n / kQK), gs(n / kQK);
+  cpu::detail::quantize_row_q16(x.data(), want.data(), wd.data(), ws.data(), n);
+  cpu::detail::quantize_q16_avx2(x.data(), got.data(), gd.data(), gs.data(), n);
+  EXPECT_EQ(want, got);
+  EXPECT_EQ(wd, gd);
+  EXPECT_EQ(ws, gs);
+  EXPECT_EQ(want[31], 32767);
+  EXPECT_EQ(want[63], -32767);
+  EXPECT_EQ(wd[2], 0.0f);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // CPU matmul: reference, portable integer-dot kernels, and the threaded, row-tiled driver.
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -35,7 +37,7 @@ float dot_bf16(const void* w, const ActRow& x, int64_t n) {
   return s;
 }
 
-// 32-element block formats: integer codes q (offset applied for the symmetric ones) times the q8_0 codes.
+// 32-element block formats: integer codes q (offset applied for the symmetric ones) times the 16-bit activation codes.
 template <typename Block>
 inline void codes32(const Block& b, int* q);
 template <> inline void codes32(const BlockQ4_0& b, int* q) {
@@ -66,10 +68,10 @@ float dot_q32(const void* w, const ActRow& x, int64_t n) {
   int q[32];
   for (int64_t i = 0; i < n / kQK; ++i) {
     codes32(b[i], q);
-    int sumi = 0;
-    for (int j = 0; j < 32; ++j) sumi += q[j] * x.q8_0[i].qs[j];
-    s += f16_to_f32(b[i].d) * f16_to_f32(x.q8_0[i].d) * static_cast<float>(sumi);
-    if constexpr (kHasMin) s += f16_to_f32(b[i].m) * x.q8_0_sums[i];
+    int sumi = 0;  // |q| <= 128, |x| <= 32767: at most 32 * 2^22
+    for (int j = 0; j < 32; ++j) sumi += q[j] * x.q16[32 * i + j];
+    s += f16_to_f32(b[i].d) * x.q16_d[i] * static_cast<float>(sumi);
+    if constexpr (kHasMin) s += f16_to_f32(b[i].m) * x.q16_sums[i];
   }
   return s;
 }
@@ -122,16 +124,31 @@ float dot_q6_K(const void* w, const ActRow& x, int64_t n) {
 
 }  // namespace
 
+void quantize_row_q16(const float* x, int16_t* q, float* d, float* sums, int64_t n) {
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK, q += kQK) {
+    float amax = 0;
+    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float db = amax / 32767.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+    int s = 0;
+    for (int j = 0; j < kQK; ++j) {
+      q[j] = static_cast<int16_t>(std::clamp(std::nearbyint(x[j] * id), -32767.0f, 32767.0f));
+      s += q[j];
+    }
+    d[b] = db;
+    sums[b] = db * static_cast<float>(s);
+  }
+}
+
 DotKernel generic_dot_kernel(DType t) {
   switch (t) {
     case DType::kF32: return {ActFormat::kF32, dot_f32};
     case DType::kF16: return {ActFormat::kF32, dot_f16};
     case DType::kBF16: return {ActFormat::kF32, dot_bf16};
-    case DType::kQ4_0: return {ActFormat::kQ8_0, dot_q32<BlockQ4_0, false>};
-    case DType::kQ4_1: return {ActFormat::kQ8_0, dot_q32<BlockQ4_1, true>};
-    case DType::kQ5_0: return {ActFormat::kQ8_0, dot_q32<BlockQ5_0, false>};
-    case DType::kQ5_1: return {ActFormat::kQ8_0, dot_q32<BlockQ5_1, true>};
-    case DType::kQ8_0: return {ActFormat::kQ8_0, dot_q32<BlockQ8_0, false>};
+    case DType::kQ4_0: return {ActFormat::kQ16, dot_q32<BlockQ4_0, false>};
+    case DType::kQ4_1: return {ActFormat::kQ16, dot_q32<BlockQ4_1, true>};
+    case DType::kQ5_0: return {ActFormat::kQ16, dot_q32<BlockQ5_0, false>};
+    case DType::kQ5_1: return {ActFormat::kQ16, dot_q32<BlockQ5_1, true>};
+    case DType::kQ8_0: return {ActFormat::kQ16, dot_q32<BlockQ8_0, false>};
     case DType::kQ4_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ4_K, false>};
     case DType::kQ5_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ5_K, true>};
     case DType::kQ6_K: return {ActFormat::kQ8_K, dot_q6_K};
@@ -165,31 +182,21 @@ Status check_weights(const WeightView& w, const char* op) {
 
 // Quantized activations of all tokens, laid out per token; reused across calls of one thread.
 struct ActBuffer {
-  std::vector<BlockQ8_0> q8_0;
-  std::vector<float> sums;
+  std::vector<int16_t> q16;
+  std::vector<float> d, sums;
   std::vector<BlockQ8_K> q8_K;
 };
 
 void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActBuffer* buf) {
-  if (f == ActFormat::kQ8_0) {
+  if (f == ActFormat::kQ16) {
     const int64_t nb = n / kQK;
-    buf->q8_0.resize(n_tokens * nb);
+    buf->q16.resize(n_tokens * n);
+    buf->d.resize(n_tokens * nb);
     buf->sums.resize(n_tokens * nb);
-    const bool avx2 = cpu_features().has_avx2_fma();
+    const auto quant = cpu_features().has_avx2_fma() ? detail::quantize_q16_avx2 : detail::quantize_row_q16;
     ThreadPool::current().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        BlockQ8_0* q = buf->q8_0.data() + t * nb;
-        if (avx2) {
-          detail::quantize_q8_0_avx2(x + t * n, q, buf->sums.data() + t * nb, n);
-          continue;
-        }
-        quantize_row_q8_0(x + t * n, q, n);
-        for (int64_t b = 0; b < nb; ++b) {
-          int s = 0;
-          for (int j = 0; j < kQK; ++j) s += q[b].qs[j];
-          buf->sums[t * nb + b] = f16_to_f32(q[b].d) * static_cast<float>(s);
-        }
-      }
+      for (int64_t t = t0; t < t1; ++t)
+        quant(x + t * n, buf->q16.data() + t * n, buf->d.data() + t * nb, buf->sums.data() + t * nb, n);
     });
   } else if (f == ActFormat::kQ8_K) {
     const int64_t nb = n / kQK_K;
@@ -203,9 +210,10 @@ void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActB
 ActRow act_row(ActFormat f, const float* x, const ActBuffer& buf, int64_t t, int64_t n) {
   ActRow a;
   if (f == ActFormat::kF32) a.f32 = x + t * n;
-  if (f == ActFormat::kQ8_0) {
-    a.q8_0 = buf.q8_0.data() + t * (n / kQK);
-    a.q8_0_sums = buf.sums.data() + t * (n / kQK);
+  if (f == ActFormat::kQ16) {
+    a.q16 = buf.q16.data() + t * n;
+    a.q16_d = buf.d.data() + t * (n / kQK);
+    a.q16_sums = buf.sums.data() + t * (n / kQK);
   }
   if (f == ActFormat::kQ8_K) a.q8_K = buf.q8_K.data() + t * (n / kQK_K);
   return a;
@@ -243,11 +251,22 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   if (n_tokens <= 0) return OkStatus();
   struct Job {
     DotKernel k;
+    bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
+    DType dtype;
     const uint8_t* wd;
     size_t rb;
     int64_t rows, tile, first_tile;
     float* y;
   };
+  // From this many tokens the f32 GEMM tiles beat the row-dot kernels (decoding a weight block once per call instead
+  // of once per token pays off): see bench/results/cpu-amd-epyc-*-vs-llamacpp*.json.
+  // CITADEL_CPU_GEMM=off keeps the row-dot kernels at every batch size (before/after benchmarks on one binary).
+  constexpr int64_t kGemmMinTokens = 4;
+  static const bool gemm_on = [] {
+    const char* e = std::getenv("CITADEL_CPU_GEMM");
+    return !(e && std::string(e) == "off");
+  }();
+  const bool gemm = gemm_on && n_tokens >= kGemmMinTokens && cpu_features().has_avx2_fma();
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
@@ -258,6 +277,9 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     const WeightView& w = targets[i].w;
     Job& j = jobs[i];
     j.k = pick_kernel(w.dtype);
+    j.dtype = w.dtype;
+    j.gemm = gemm && detail::gemm_supported(w.dtype);
+    if (j.gemm) j.k.act = ActFormat::kF32;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
@@ -268,6 +290,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     // A multiple of 4 rows, so the 4-row kernels cover whole tiles.
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
+    if (j.gemm) j.tile = 16;
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -284,6 +307,10 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;
       const Job& j = jobs[ji];
       const int64_t r0 = (ti - j.first_tile) * j.tile, r1 = std::min(j.rows, r0 + j.tile);
+      if (j.gemm) {
+        CHECK(detail::gemm_rows(j.dtype, j.wd + r0 * j.rb, j.rb, r1 - r0, x, n_tokens, n_in, j.y + r0, j.rows));
+        continue;
+      }
       for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {
         const int64_t t1 = std::min(n_tokens, t0 + kTokenTile);
         for (int64_t t = t0; t < t1; ++t) {

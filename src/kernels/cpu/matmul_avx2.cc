@@ -82,8 +82,8 @@ AVX2_FN inline __m256i nibbles32_fast(const uint8_t* p) {
   return _mm256_and_si256(_mm256_srlv_epi64(t, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
-// How a 32-block format's codes enter the integer dot product against q8_0 activations:
-//  kSigned  (q8_0): signed codes; |x| times the codes with x's sign moved onto them (|x| is shared by all rows).
+// How a 32-block format's codes enter the integer dot product against the 16-bit activation codes:
+//  kSigned  (q8_0): signed codes, sign-extended to int16.
 //  kMin     (q4_1, q5_1): unsigned codes; value = d * q + m, the m term through the activation block sums.
 //  kOffset  (q4_0, q5_0): unsigned codes; value = d * (q - off), the -off * d term through the block sums.
 enum class Q32Kind { kSigned, kMin, kOffset };
@@ -94,15 +94,46 @@ template <> struct Q32Traits<BlockQ5_1> { static constexpr Q32Kind kKind = Q32Ki
 template <> struct Q32Traits<BlockQ4_0> { static constexpr Q32Kind kKind = Q32Kind::kOffset; static constexpr int kOff = 8; };
 template <> struct Q32Traits<BlockQ5_0> { static constexpr Q32Kind kKind = Q32Kind::kOffset; static constexpr int kOff = 16; };
 
-// Unsigned codes (0..15 / 0..31) of the min / offset formats.
-AVX2_FN inline __m256i ucodes(const BlockQ4_0& b) { return nibbles32_fast(b.qs); }
-AVX2_FN inline __m256i ucodes(const BlockQ4_1& b) { return nibbles32_fast(b.qs); }
-AVX2_FN inline __m256i ucodes(const BlockQ5_0& b) { return _mm256_or_si256(nibbles32_fast(b.qs), fifth_bits32(b.qh)); }
-AVX2_FN inline __m256i ucodes(const BlockQ5_1& b) { return _mm256_or_si256(nibbles32_fast(b.qs), fifth_bits32(b.qh)); }
+// The 32 codes of a block in element order, as bytes (unsigned for the min / offset formats, signed for q8_0).
+AVX2_FN inline __m256i codes(const BlockQ8_0& b) { return load32(b.qs); }
+AVX2_FN inline __m256i codes(const BlockQ4_0& b) { return nibbles32_fast(b.qs); }
+AVX2_FN inline __m256i codes(const BlockQ4_1& b) { return nibbles32_fast(b.qs); }
+AVX2_FN inline __m256i codes(const BlockQ5_0& b) { return _mm256_or_si256(nibbles32_fast(b.qs), fifth_bits32(b.qh)); }
+AVX2_FN inline __m256i codes(const BlockQ5_1& b) { return _mm256_or_si256(nibbles32_fast(b.qs), fifth_bits32(b.qh)); }
 
 AVX2_FN inline __m256 f16_bcast(uint16_t h) { return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(h))); }
 
-// R consecutive weight rows (row stride rb bytes) times one q8_0 activation row: out[r] for r < R. The activation
+// The block's 32 codes widened to int16, elements 0..15 in lo and 16..31 in hi.
+AVX2_FN inline void codes16(const BlockQ8_0& b, __m256i* lo, __m256i* hi) {
+  *lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)));
+  *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16)));
+}
+// 4-bit codes: byte j of qs holds elements j (low nibble) and j + 16 (high nibble); widened to int16 first, the low
+// nibble is a mask and the high one a shift away.
+AVX2_FN inline void nibbles16(const uint8_t* qs, __m256i* lo, __m256i* hi) {
+  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  *lo = _mm256_and_si256(b, _mm256_set1_epi16(0x0F));
+  *hi = _mm256_srli_epi16(b, 4);
+}
+AVX2_FN inline void codes16(const BlockQ4_0& b, __m256i* lo, __m256i* hi) { nibbles16(b.qs, lo, hi); }
+AVX2_FN inline void codes16(const BlockQ4_1& b, __m256i* lo, __m256i* hi) { nibbles16(b.qs, lo, hi); }
+template <typename Block>
+AVX2_FN inline void codes16(const Block& b, __m256i* lo, __m256i* hi) {  // q5_0, q5_1
+  const __m256i c = codes(b);
+  *lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(c));
+  *hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(c, 1));
+}
+
+// sum over the block of code * activation as 8 int32 lanes (|code| <= 128, |x| <= 32767: a lane holds 4 products,
+// < 2^24).
+template <typename Block>
+AVX2_FN inline __m256i block_dot16(const Block& b, __m256i x_lo, __m256i x_hi) {
+  __m256i w0, w1;
+  codes16(b, &w0, &w1);
+  return _mm256_add_epi32(_mm256_madd_epi16(w0, x_lo), _mm256_madd_epi16(w1, x_hi));
+}
+
+// R consecutive weight rows (row stride rb bytes) times one kQ16 activation row: out[r] for r < R. The activation
 // block (codes, scale, sum) is loaded once per block for all R rows; each row keeps one float accumulator for
 // d_w * d_x * sum(q_w * q_x) and one for the block-sum term, reduced once at the end.
 template <typename Block, int R>
@@ -111,31 +142,20 @@ AVX2_FN void dot_q32_rows(const uint8_t* w, size_t rb, const ActRow& x, int64_t 
   const int64_t nb = n / kQK;
   const Block* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const Block*>(w + r * rb);
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[R], accm[R];
   for (int r = 0; r < R; ++r) acc[r] = accm[r] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
-    const __m256i xq = load32(x.q8_0[i].qs);
-    const __m256 dx = f16_bcast(x.q8_0[i].d);
-    if constexpr (T::kKind == Q32Kind::kSigned) {
-      const __m256i ax = _mm256_sign_epi8(xq, xq);
-      for (int r = 0; r < R; ++r) {
-        const Block& b = rows[r][i];
-        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(load32(b.qs), xq)), ones);
-        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(f16_bcast(b.d), dx), _mm256_cvtepi32_ps(p), acc[r]);
-      }
-    } else {
-      const __m256 xs = _mm256_set1_ps(x.q8_0_sums[i]);
-      for (int r = 0; r < R; ++r) {
-        const Block& b = rows[r][i];
-        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ucodes(b), xq), ones);
-        const __m256 dw = f16_bcast(b.d);
-        acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(p), acc[r]);
-        if constexpr (T::kKind == Q32Kind::kMin) {
-          accm[r] = _mm256_fmadd_ps(f16_bcast(b.m), xs, accm[r]);
-        } else {
-          accm[r] = _mm256_fmadd_ps(dw, xs, accm[r]);
-        }
+    const __m256i x_lo = load32(x.q16 + 32 * i), x_hi = load32(x.q16 + 32 * i + 16);
+    const __m256 dx = _mm256_broadcast_ss(x.q16_d + i);
+    for (int r = 0; r < R; ++r) {
+      const Block& b = rows[r][i];
+      const __m256i p = block_dot16(b, x_lo, x_hi);
+      const __m256 dw = f16_bcast(b.d);
+      acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(p), acc[r]);
+      if constexpr (T::kKind == Q32Kind::kMin) {
+        accm[r] = _mm256_fmadd_ps(f16_bcast(b.m), _mm256_broadcast_ss(x.q16_sums + i), accm[r]);
+      } else if constexpr (T::kKind == Q32Kind::kOffset) {
+        accm[r] = _mm256_fmadd_ps(dw, _mm256_broadcast_ss(x.q16_sums + i), accm[r]);
       }
     }
   }
@@ -231,11 +251,45 @@ AVX2_FN float dot_q6_K(const void* w, const ActRow& x, int64_t n) {
 
 }  // namespace
 
-// Bit-exact with quantize_row_q8_0 (same amax, d, 1/d, and roundf's half-away-from-zero rounding, done as trunc plus
-// a step of 1 where the exact remainder |v - trunc(v)| is >= 0.5), plus sums[b] = d * sum(q) per block.
-AVX2_FN void quantize_q8_0_avx2(const float* x, BlockQ8_0* y, float* sums, int64_t n) {
-  const __m256 sign_mask = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
-  for (int64_t i = 0; i < n / kQK; ++i, x += kQK) {
+// 32 codes (bytes in element order) -> 32 floats d * (q - off) + m, stored to out.
+template <bool kSignedCodes>
+AVX2_FN inline void store_block(__m256i c, __m256 d, __m256 off_or_m, bool is_min, float* out) {
+  for (int k = 0; k < 4; ++k) {
+    const __m128i b8 = k < 2 ? _mm256_castsi256_si128(c) : _mm256_extracti128_si256(c, 1);
+    const __m128i part = (k % 2) ? _mm_srli_si128(b8, 8) : b8;
+    const __m256 v = _mm256_cvtepi32_ps(kSignedCodes ? _mm256_cvtepi8_epi32(part) : _mm256_cvtepu8_epi32(part));
+    _mm256_storeu_ps(out + 8 * k, is_min ? _mm256_fmadd_ps(v, d, off_or_m) : _mm256_mul_ps(_mm256_sub_ps(v, off_or_m), d));
+  }
+}
+
+template <typename Block>
+AVX2_FN void dequant_q32(const uint8_t* w, int64_t n, float* out) {
+  using T = Q32Traits<Block>;
+  const Block* b = reinterpret_cast<const Block*>(w);
+  for (int64_t i = 0; i < n / kQK; ++i, out += kQK) {
+    const __m256 d = f16_bcast(b[i].d);
+    if constexpr (T::kKind == Q32Kind::kMin) {
+      store_block<false>(codes(b[i]), d, f16_bcast(b[i].m), true, out);
+    } else {
+      store_block<T::kKind == Q32Kind::kSigned>(codes(b[i]), d, _mm256_set1_ps(static_cast<float>(T::kOff)), false,
+                                                out);
+    }
+  }
+}
+
+template <bool kBf16>
+AVX2_FN void dequant_half(const uint8_t* w, int64_t n, float* out) {
+  const uint16_t* a = reinterpret_cast<const uint16_t*>(w);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load_half8<kBf16>(a + i));
+  for (; i < n; ++i) out[i] = kBf16 ? bf16_to_f32(a[i]) : h16(a[i]);
+}
+
+// Bit-exact with quantize_row_q16: the same amax, d and 1 / d, and round-to-nearest-even (the default MXCSR mode of
+// cvtps_epi32, as std::nearbyint's); packs_epi32 saturates to +-32767 as the reference clamps (|x * id| <= 32767.5).
+AVX2_FN void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums, int64_t n) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  for (int64_t i = 0; i < n / kQK; ++i, x += kQK, q += kQK) {
     __m256 v[4];
     __m256 amax = _mm256_setzero_ps();
     for (int k = 0; k < 4; ++k) {
@@ -245,31 +299,45 @@ AVX2_FN void quantize_q8_0_avx2(const float* x, BlockQ8_0* y, float* sums, int64
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float d = _mm_cvtss_f32(m) / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const uint16_t dh = f32_to_f16(d);
-    y[i].d = dh;
+    const float db = _mm_cvtss_f32(m) / 32767.0f;
+    const float id = db != 0.0f ? 1.0f / db : 0.0f;
     const __m256 idv = _mm256_set1_ps(id);
-    __m256i q[4];
-    for (int k = 0; k < 4; ++k) {
-      const __m256 s = _mm256_mul_ps(v[k], idv);
-      const __m256 t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-      const __m256 rem = _mm256_andnot_ps(sign_mask, _mm256_sub_ps(s, t));
-      const __m256 step = _mm256_and_ps(_mm256_cmp_ps(rem, half, _CMP_GE_OQ),
-                                        _mm256_or_ps(one, _mm256_and_ps(sign_mask, s)));
-      q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, step));
-    }
-    // int32 -> int8 in element order: packs interleave 128-bit lanes, the permute puts them back.
-    const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
-    const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
-                                                   _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs), p8);
-    const __m256i s32 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m256i qi[4];
+    for (int k = 0; k < 4; ++k) qi[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], idv));
+    // int32 -> int16 in element order: packs interleaves 128-bit lanes, the permute puts them back.
+    const __m256i p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[0], qi[1]), 0xD8);
+    const __m256i p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[2], qi[3]), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), p0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 16), p1);
+    const __m256i s32 = _mm256_add_epi32(_mm256_madd_epi16(p0, _mm256_set1_epi16(1)),
+                                         _mm256_madd_epi16(p1, _mm256_set1_epi16(1)));
     __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
-    sums[i] = h16(dh) * static_cast<float>(_mm_cvtsi128_si32(t));
+    d[i] = db;
+    sums[i] = db * static_cast<float>(_mm_cvtsi128_si32(t));
   }
+}
+
+bool dequantize_rows_avx2(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t n, float* out) {
+  void (*f)(const uint8_t*, int64_t, float*) = nullptr;
+  switch (t) {
+    case DType::kF16: f = dequant_half<false>; break;
+    case DType::kBF16: f = dequant_half<true>; break;
+    case DType::kQ4_0: f = dequant_q32<BlockQ4_0>; break;
+    case DType::kQ4_1: f = dequant_q32<BlockQ4_1>; break;
+    case DType::kQ5_0: f = dequant_q32<BlockQ5_0>; break;
+    case DType::kQ5_1: f = dequant_q32<BlockQ5_1>; break;
+    case DType::kQ8_0: f = dequant_q32<BlockQ8_0>; break;
+    default: break;
+  }
+  if (t == DType::kF32) {
+    for (int64_t r = 0; r < n_rows; ++r) std::memcpy(out + r * n, w + r * rb, sizeof(float) * n);
+    return true;
+  }
+  if (!f) return false;
+  for (int64_t r = 0; r < n_rows; ++r) f(w + r * rb, n, out + r * n);
+  return true;
 }
 
 DotKernel avx2_dot_kernel(DType t) {
@@ -277,13 +345,13 @@ DotKernel avx2_dot_kernel(DType t) {
     case DType::kF32: return {ActFormat::kF32, dot_f32};
     case DType::kF16: return {ActFormat::kF32, dot_half<false>};
     case DType::kBF16: return {ActFormat::kF32, dot_half<true>};
-    case DType::kQ4_0: return {ActFormat::kQ8_0, dot_q32<BlockQ4_0>, dot4_q32<BlockQ4_0>};
-    case DType::kQ4_1: return {ActFormat::kQ8_0, dot_q32<BlockQ4_1>, dot4_q32<BlockQ4_1>};
-    case DType::kQ5_0: return {ActFormat::kQ8_0, dot_q32<BlockQ5_0>, dot4_q32<BlockQ5_0>};
-    case DType::kQ5_1: return {ActFormat::kQ8_0, dot_q32<BlockQ5_1>, dot4_q32<BlockQ5_1>};
+    case DType::kQ4_0: return {ActFormat::kQ16, dot_q32<BlockQ4_0>, dot4_q32<BlockQ4_0>};
+    case DType::kQ4_1: return {ActFormat::kQ16, dot_q32<BlockQ4_1>, dot4_q32<BlockQ4_1>};
+    case DType::kQ5_0: return {ActFormat::kQ16, dot_q32<BlockQ5_0>, dot4_q32<BlockQ5_0>};
+    case DType::kQ5_1: return {ActFormat::kQ16, dot_q32<BlockQ5_1>, dot4_q32<BlockQ5_1>};
     // q8_0 keeps one row per pass: four interleaved 34-byte-block streams ran the 30 MB output layer at half the
     // single-row speed (prefetcher), and its per-row work saved by sharing is small.
-    case DType::kQ8_0: return {ActFormat::kQ8_0, dot_q32<BlockQ8_0>, nullptr};
+    case DType::kQ8_0: return {ActFormat::kQ16, dot_q32<BlockQ8_0>, nullptr};
     case DType::kQ4_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ4_K, false>};
     case DType::kQ5_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ5_K, true>};
     case DType::kQ6_K: return {ActFormat::kQ8_K, dot_q6_K};
@@ -296,6 +364,7 @@ DotKernel avx2_dot_kernel(DType t) {
 #include "kernels/cpu/matmul_kernels.h"
 namespace citadel::cpu::detail {
 DotKernel avx2_dot_kernel(DType) { return {ActFormat::kF32, nullptr}; }
-void quantize_q8_0_avx2(const float*, BlockQ8_0*, float*, int64_t) {}
+bool dequantize_rows_avx2(DType, const uint8_t*, size_t, int64_t, int64_t, float*) { return false; }
+void quantize_q16_avx2(const float*, int16_t*, float*, float*, int64_t) {}
 }  // namespace citadel::cpu::detail
 #endif

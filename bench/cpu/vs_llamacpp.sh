@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Citadel's CPU prompt/decode speed side by side with llama.cpp's llama-bench on the same GGUF files, in interleaved
+# rounds (round r: llama-bench, citadel[, citadel base] on every file), 2 threads. llama.cpp is only a benchmark peer:
+# build its llama-bench yourself outside the repository and point LLAMA_BENCH at it; without it only Citadel runs.
+#
+#   bench/cpu/vs_llamacpp.sh [BUILD_DIR]
+#   env: LLAMA_BENCH=/work/llamacpp/build/bin/llama-bench  ROUNDS=3  THREADS=2  PROMPT=128  GEN=64
+#        MODELS="smollm2-135m:q4_0 smollm2-135m:q8_0 smollm2-135m:f16 qwen2-0.5b:q4_0 qwen2-0.5b:q8_0"
+#        BASE_BENCH=path/to/an/older/cpu_model_bench (optional: measured in the same rounds as "citadel_base")
+#        LABEL=before|after (goes into the file name)  OUT=bench/results/<file>.json
+# Writes one JSON file: CPU model and flags, load averages, per-round tok/s and medians, and the ratios
+# citadel / llama.cpp (and citadel / citadel_base).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-$root/build-dev}
+bench=$build/bench/cpu_model_bench
+citadel=$build/citadel
+[ -x "$bench" ] && [ -x "$citadel" ] || { echo "build cpu_model_bench and citadel in $build first" >&2; exit 2; }
+llama=${LLAMA_BENCH:-/work/llamacpp/build/bin/llama-bench}
+[ -x "$llama" ] || { echo "no llama-bench at $llama: measuring Citadel only" >&2; llama=""; }
+base=${BASE_BENCH:-}
+rounds=${ROUNDS:-3}
+threads=${THREADS:-2}
+np=${PROMPT:-128}
+ng=${GEN:-64}
+models=${MODELS:-"smollm2-135m:q4_0 smollm2-135m:q8_0 smollm2-135m:f16 qwen2-0.5b:q4_0 qwen2-0.5b:q8_0"}
+work=${BENCH_DIR:-/tmp/citadel-bench}
+mkdir -p "$work"
+lines=$work/vs_llamacpp.jsonl
+: > "$lines"
+
+for m in $models; do
+  f=$work/${m%%:*}-${m##*:}.gguf
+  [ -f "$f" ] || "$citadel" synth --preset "${m%%:*}" --seed 1 --dtype "${m##*:}" --out "$f" >/dev/null
+done
+
+# emit NAME ROUND TOOL PROMPT_TOK_S DECODE_TOK_S LOADAVG as one JSON line
+emit() {
+  python3 -c 'import json,sys; a=sys.argv; print(json.dumps({"model": a[1], "round": int(a[2]), "tool": a[3],
+    "prompt_tok_s": float(a[4]), "decode_tok_s": float(a[5]), "loadavg": a[6]}))' "$@" >> "$lines"
+}
+
+run_citadel() {  # TOOL BIN NAME FILE ROUND
+  local load out
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  out=$(CITADEL_THREADS=$threads "$2" --model "$4" --prompt "$np" --gen "$ng" --repeats 1)
+  emit "$3" "$5" "$1" "$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["prefill_tok_s"])')" \
+       "$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["decode_tok_s"])')" "$load"
+}
+
+run_llama() {  # NAME FILE ROUND
+  local load out
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  out=$("$llama" -m "$2" -p "$np" -n "$ng" -t "$threads" -r 1 -o json 2>/dev/null)
+  echo "$out" > "$work/llama-last.json"
+  emit "$1" "$3" llama.cpp \
+       "$(echo "$out" | python3 -c 'import json,sys; print([r["avg_ts"] for r in json.load(sys.stdin) if r["n_prompt"]>0][0])')" \
+       "$(echo "$out" | python3 -c 'import json,sys; print([r["avg_ts"] for r in json.load(sys.stdin) if r["n_gen"]>0][0])')" \
+       "$load"
+}
+
+for r in $(seq 1 "$rounds"); do
+  for m in $models; do
+    f=$work/${m%%:*}-${m##*:}.gguf
+    name="${m%%:*} ${m##*:}"
+    echo "== round $r $name (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    [ -n "$llama" ] && run_llama "$name" "$f" "$r"
+    run_citadel citadel "$bench" "$name" "$f" "$r"
+    [ -n "$base" ] && run_citadel citadel_base "$base" "$name" "$f" "$r"
+    tail -n 3 "$lines" >&2
+  done
+done
+
+date=$(date +%Y-%m-%d)
+out=${OUT:-$root/bench/results/cpu-amd-epyc-$date-vs-llamacpp${LABEL:+-$LABEL}.json}
+commit=$(git -C "$root" rev-parse --short HEAD)
+llama_commit=""
+[ -n "$llama" ] && llama_commit=$(python3 -c 'import json; print(json.load(open("'"$work"'/llama-last.json"))[0].get("build_commit",""))')
+python3 - "$lines" "$out" "$commit" "$llama_commit" "$rounds" "$threads" "$np" "$ng" <<'EOF'
+import json, statistics, sys, re
+lines, out, commit, llama_commit, rounds, threads, np_, ng = sys.argv[1:]
+rows = [json.loads(l) for l in open(lines)]
+cpu = {}
+for l in open("/proc/cpuinfo"):
+    k, _, v = l.partition(":")
+    k = k.strip()
+    if k in ("model name", "flags") and k not in cpu:
+        cpu[k] = v.strip()
+flags = cpu.get("flags", "").split()
+simd = [f for f in flags if re.match(r"(avx|fma|f16c|amx|sse4|vnni)", f)]
+res = {}
+for r in rows:
+    d = res.setdefault(r["model"], {}).setdefault(r["tool"], {"prompt_tok_s": [], "decode_tok_s": [], "loadavg": []})
+    d["prompt_tok_s"].append(r["prompt_tok_s"])
+    d["decode_tok_s"].append(r["decode_tok_s"])
+    d["loadavg"].append(r["loadavg"])
+summary = {}
+for m, tools in res.items():
+    s = {}
+    for t, d in tools.items():
+        s[t] = {"prompt_tok_s": round(statistics.median(d["prompt_tok_s"]), 2),
+                "decode_tok_s": round(statistics.median(d["decode_tok_s"]), 2)}
+    for peer in ("llama.cpp", "citadel_base"):
+        if peer in s and "citadel" in s:
+            s["citadel_over_" + peer.replace(".", "")] = {
+                "prompt": round(s["citadel"]["prompt_tok_s"] / s[peer]["prompt_tok_s"], 3),
+                "decode": round(s["citadel"]["decode_tok_s"] / s[peer]["decode_tok_s"], 3)}
+    summary[m] = s
+figures = {}
+for m, s in summary.items():
+    key = m.replace(" ", "-")
+    for t in ("citadel", "citadel_base", "llama.cpp"):
+        if t in s:
+            tag = t.replace(".", "")
+            figures["prefill_%s_%s_%s_tok_s" % (np_, key, tag)] = s[t]["prompt_tok_s"]
+            figures["decode_%s_%s_%s_tok_s" % (ng, key, tag)] = s[t]["decode_tok_s"]
+import datetime
+doc = {
+    "device": cpu.get("model name", "?") + ", %d threads" % int(threads),
+    "date": datetime.date.today().isoformat(),
+    "model": "synthetic (citadel synth --seed 1): " + ", ".join(summary.keys()),
+    "cpu_simd_flags": simd,
+    "commit": commit,
+    "llama_cpp_build_commit": llama_commit or None,
+    "command": "bench/cpu/vs_llamacpp.sh: per round and file, llama-bench -p %s -n %s -t %s -r 1, then "
+               "cpu_model_bench --prompt %s --gen %s --repeats 1 (synthetic files: citadel synth --seed 1)"
+               % (np_, ng, threads, np_, ng),
+    "rounds": int(rounds),
+    "figures": figures,
+    "medians": summary,
+    "runs": res,
+}
+with open(out, "w") as f:
+    json.dump(doc, f, indent=1)
+print(json.dumps(summary, indent=1))
+print("wrote", out)
+EOF
