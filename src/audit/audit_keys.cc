@@ -18,16 +18,16 @@ namespace citadel::audit::internal {
 
 namespace {
 
-struct BioFree {
+struct KeyBioFree {
   void operator()(BIO* b) const { BIO_free(b); }
 };
-using Bio = std::unique_ptr<BIO, BioFree>;
+using Bio = std::unique_ptr<BIO, KeyBioFree>;
 
-std::string errno_text() { return std::strerror(errno); }
+std::string key_errno_text() { return std::strerror(errno); }
 
 Result<std::string> read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound(path + ": cannot open: " + errno_text());
+  if (!in) return NotFound(path + ": cannot open: " + key_errno_text());
   std::stringstream ss;
   ss << in.rdbuf();
   if (in.bad()) return IoError(path + ": cannot read");
@@ -48,12 +48,12 @@ Status write_file(const std::string& path, const std::string& text, mode_t mode,
   const std::string target = replace ? path + ".tmp" : path;
   if (replace) ::unlink(target.c_str());  // a stale temporary file of a crashed run
   const int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) return IoError(target + ": cannot create: " + errno_text());
+  if (fd < 0) return IoError(target + ": cannot create: " + key_errno_text());
   const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
   ::close(fd);
-  if (!ok) return IoError(target + ": cannot write: " + errno_text());
+  if (!ok) return IoError(target + ": cannot write: " + key_errno_text());
   if (replace && ::rename(target.c_str(), path.c_str()) != 0)
-    return IoError(path + ": cannot rename into place: " + errno_text());
+    return IoError(path + ": cannot rename into place: " + key_errno_text());
   fsync_dir_of(path);
   return OkStatus();
 }
@@ -110,7 +110,7 @@ Result<FileIdentity> file_identity(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return NotFound(path + ": does not exist");
-    return IoError(path + ": cannot stat: " + errno_text());
+    return IoError(path + ": cannot stat: " + key_errno_text());
   }
   FileIdentity f;
   f.dev = st.st_dev;

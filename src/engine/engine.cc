@@ -161,11 +161,14 @@ Result<std::shared_ptr<RequestHandle>> Engine::submit(GenerateRequest req) {
   seq->prompt_len = static_cast<int>(n_prompt);
   seq->max_tokens = req.max_tokens;
   seq->stop_token_ids = std::move(req.stop_token_ids);
-  seq->deadline = req.deadline;
   seq->table.cache_namespace = req.cache_namespace;
   seq->handle = handle;
   seq->counted_as_queued = true;
   seq->admitted_at = std::chrono::steady_clock::now();
+  seq->deadline = req.deadline;
+  if (seq->deadline == SteadyTime::max() && config_.request_timeout_s > 0)
+    seq->deadline = seq->admitted_at + std::chrono::duration_cast<SteadyTime::duration>(
+                                           std::chrono::duration<double>(config_.request_timeout_s));
   seq->usage.prompt_tokens = static_cast<int>(n_prompt);
   handle->set_usage(seq->usage);
   ++queued_count_;

@@ -50,6 +50,7 @@ struct EngineConfig {
   int max_waiting = 256;           // admission bound: requests queued and not yet started
   int64_t max_waiting_tokens = 1 << 20;  // admission bound: their prompt tokens
   size_t event_buffer = 4096;      // events buffered per request before its consumer counts as too slow
+  double request_timeout_s = 0;    // > 0: a request without its own deadline ends (kDeadline) this long after submit
   bool enable_prefix_caching = true;
   double watermark = 0.01;         // fraction of blocks kept free when admitting beside running sequences
   // Sample on the runner's device where it can (only ids and logprobs come back); false: always full logits and the

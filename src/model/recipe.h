@@ -43,6 +43,14 @@ struct Linear {
   int n = 1;
 };
 
+// The linear layers of the standard block, shared by the recipes (llama, qwen2, gemma3; deepseek2's dense FFN).
+namespace lin {
+inline constexpr Linear kQkv{{TensorRole::kWq, TensorRole::kWk, TensorRole::kWv}, 3};
+inline constexpr Linear kO{{TensorRole::kWo}, 1};
+inline constexpr Linear kGateUp{{TensorRole::kGate, TensorRole::kUp}, 2};
+inline constexpr Linear kDown{{TensorRole::kDown}, 1};
+}  // namespace lin
+
 class BackendOps {
  public:
   virtual ~BackendOps() = default;

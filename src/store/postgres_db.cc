@@ -22,14 +22,14 @@ namespace citadel::store {
 namespace {
 
 constexpr int kMaxConnections = 8;
-constexpr int kMaxTries = 20;
+constexpr int kPgMaxTries = 20;
 constexpr int kSerialiseAfter = 1;  // conflicts after which a retry runs alone in this process (RetryGate)
 
 // Type OIDs from PostgreSQL's pg_type catalogue (stable since 7.x; the server headers are not a build dependency).
 constexpr Oid kBoolOid = 16, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23, kOidOid = 26;
 constexpr Oid kFloat4Oid = 700, kFloat8Oid = 701, kNumericOid = 1700;
 
-thread_local const void* tls_in_transaction = nullptr;
+thread_local const void* tls_pg_transaction = nullptr;
 
 bool retryable(const std::string& sqlstate) { return sqlstate == "40001" || sqlstate == "40P01"; }
 
@@ -297,7 +297,7 @@ class PgDb : public Database {
 
  private:
   Status check_not_nested() const {
-    if (tls_in_transaction == this) {
+    if (tls_pg_transaction == this) {
       return Internal("store: Database used inside its own transact(); use the Session passed to fn");
     }
     return OkStatus();
@@ -318,7 +318,7 @@ class PgDb : public Database {
 
 Status PgDb::transact_on(PGconn* conn, const std::function<Status(Session&)>& fn) {
   Status last;
-  for (int attempt = 0; attempt < kMaxTries; ++attempt) {
+  for (int attempt = 0; attempt < kPgMaxTries; ++attempt) {
     const bool exclusive = attempt >= kSerialiseAfter;
     if (attempt > 0) backoff(attempt);  // outside the gate; other processes' writers still compete
     bool conflict = false;
@@ -327,7 +327,7 @@ Status PgDb::transact_on(PGconn* conn, const std::function<Status(Session&)>& fn
     gate_.leave(exclusive);
     if (!conflict) return last;
   }
-  return ResourceExhausted("postgres: transaction still conflicting after " + std::to_string(kMaxTries) +
+  return ResourceExhausted("postgres: transaction still conflicting after " + std::to_string(kPgMaxTries) +
                            " tries: " + last.message());
 }
 
@@ -335,9 +335,9 @@ Status PgDb::transact_on(PGconn* conn, const std::function<Status(Session&)>& fn
 Status PgDb::attempt_once(PGconn* conn, const std::function<Status(Session&)>& fn, bool* conflict) {
   RETURN_IF_ERROR(run(conn, "BEGIN ISOLATION LEVEL SERIALIZABLE", {}, nullptr, nullptr, nullptr));
   PgTx tx(conn);
-  tls_in_transaction = this;
+  tls_pg_transaction = this;
   Status fs = fn(tx);
-  tls_in_transaction = nullptr;
+  tls_pg_transaction = nullptr;
   if (!fs.ok() || !tx.first_error().ok()) {
     (void)run(conn, "ROLLBACK", {}, nullptr, nullptr, nullptr);
     *conflict = retryable(tx.first_sqlstate());

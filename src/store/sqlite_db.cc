@@ -23,11 +23,11 @@ namespace citadel::store {
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
-constexpr int kMaxTries = 4;           // BEGIN IMMEDIATE already waits kBusyTimeoutMs per try
+constexpr int kSqliteMaxTries = 4;           // BEGIN IMMEDIATE already waits kBusyTimeoutMs per try
 constexpr size_t kMaxCachedStatements = 256;
 
 // Set while fn runs inside transact() on this thread: using the Database (not the Session) there would deadlock.
-thread_local const void* tls_in_transaction = nullptr;
+thread_local const void* tls_sqlite_transaction = nullptr;
 
 Status sqlite_status(sqlite3* db, int rc, const std::string& sql) {
   const int primary = rc & 0xff;
@@ -166,7 +166,7 @@ class SqliteDb : public Database {
 
  private:
   Status check_not_nested() const {
-    if (tls_in_transaction == this) {
+    if (tls_sqlite_transaction == this) {
       return Internal("store: Database used inside its own transact(); use the Session passed to fn");
     }
     return OkStatus();
@@ -286,7 +286,7 @@ Status SqliteDb::transact(const std::function<Status(Session&)>& fn) {
   RETURN_IF_ERROR(check_not_nested());
   std::lock_guard<std::mutex> lock(mu_);
   Status last;
-  for (int attempt = 0; attempt < kMaxTries; ++attempt) {
+  for (int attempt = 0; attempt < kSqliteMaxTries; ++attempt) {
     int rc = SQLITE_OK;
     last = run_locked("BEGIN IMMEDIATE", {}, nullptr, nullptr, &rc);
     if (!last.ok()) {
@@ -294,9 +294,9 @@ Status SqliteDb::transact(const std::function<Status(Session&)>& fn) {
       return last;
     }
     SqliteTx tx(*this);
-    tls_in_transaction = this;
+    tls_sqlite_transaction = this;
     Status fs = fn(tx);
-    tls_in_transaction = nullptr;
+    tls_sqlite_transaction = nullptr;
     if (!fs.ok() || !tx.first_error().ok()) {
       rollback_locked();
       last = tx.first_error().ok() ? fs : tx.first_error();
@@ -308,7 +308,7 @@ Status SqliteDb::transact(const std::function<Status(Session&)>& fn) {
     rollback_locked();
     if (!is_busy(rc)) return last;
   }
-  return ResourceExhausted("sqlite: database busy after " + std::to_string(kMaxTries) + " tries: " +
+  return ResourceExhausted("sqlite: database busy after " + std::to_string(kSqliteMaxTries) + " tries: " +
                            last.message());
 }
 

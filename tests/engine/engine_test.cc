@@ -553,6 +553,33 @@ TEST(Engine, DeadlineAndSlowConsumerEndRequestsNotTheEngine) {
   EXPECT_EQ(e.kv_cache()->num_used(), 0);
 }
 
+// request_timeout_s (serve's --request-timeout-s) gives every request without a deadline of its own one: a request
+// that has run past it ends with kDeadline; one with its own later deadline, and a short one, finish normally.
+TEST(Engine, RequestTimeoutIsTheDefaultDeadline) {
+  TestRunner runner(kVocab);
+  EngineConfig cfg = small_config(32, 4);
+  cfg.request_timeout_s = 0.05;
+  Engine e(&runner, cfg);
+  ASSERT_TRUE(e.init().ok());
+  auto quick = *e.submit(greedy_request("quick", {1, 2}, 3));
+  run_until_idle(e);
+  auto slow = *e.submit(greedy_request("slow", {1, 2, 3}, 20));
+  auto own = greedy_request("own", {4, 5}, 20);
+  own.deadline = std::chrono::steady_clock::now() + std::chrono::hours(1);
+  auto hown = *e.submit(own);
+  std::this_thread::sleep_for(std::chrono::milliseconds(80));  // both pass the 50 ms default before their first step
+  run_until_idle(e);
+  Collected cq, cs, co;
+  drain(*quick, &cq);
+  drain(*slow, &cs);
+  drain(*hown, &co);
+  EXPECT_EQ(cq.finish, FinishReason::kLength);
+  EXPECT_EQ(cs.finish, FinishReason::kDeadline);
+  EXPECT_TRUE(cs.tokens.empty());
+  EXPECT_EQ(co.finish, FinishReason::kLength);
+  EXPECT_EQ(co.tokens.size(), 20u);
+}
+
 TEST(Engine, NotifyCallbackRunsOncePerEvent) {
   TestRunner runner(kVocab);
   Engine e(&runner, small_config(32, 4));

@@ -422,6 +422,7 @@ int run_serve(const ServeFlags& flags) {
   lo.key_max_age_days = cfg.key_max_age_days;
   lo.engine.max_waiting = cfg.max_queue;
   lo.engine.max_seqs = cfg.max_seqs;
+  lo.engine.request_timeout_s = cfg.request_timeout_s;
   lo.engine.device_sampling = cfg.sampling == "device";
   // kv_memory_mb 0: the CUDA runner sizes its pool from the card's free memory; the CPU takes 1 GiB.
   const int kv_mb = cfg.kv_memory_mb > 0 ? cfg.kv_memory_mb : cfg.device == "cuda" ? 0 : 1024;

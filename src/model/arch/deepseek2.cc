@@ -99,9 +99,9 @@ constexpr Linear kWq{{R::kWq}, 1};
 constexpr Linear kWqA{{R::kWqA}, 1};
 constexpr Linear kWqB{{R::kWqB}, 1};
 constexpr Linear kWkvA{{R::kWkvA}, 1};
-constexpr Linear kO{{R::kWo}, 1};
-constexpr Linear kGateUp{{R::kGate, R::kUp}, 2};
-constexpr Linear kDown{{R::kDown}, 1};
+using lin::kO;
+using lin::kGateUp;
+using lin::kDown;
 constexpr Linear kShGateUp{{R::kGateShexp, R::kUpShexp}, 2};
 constexpr Linear kShDown{{R::kDownShexp}, 1};
 

@@ -16,10 +16,10 @@ namespace citadel {
 
 namespace {
 using R = TensorRole;
-constexpr Linear kQkv{{R::kWq, R::kWk, R::kWv}, 3};
-constexpr Linear kO{{R::kWo}, 1};
-constexpr Linear kGateUp{{R::kGate, R::kUp}, 2};
-constexpr Linear kDown{{R::kDown}, 1};
+using lin::kQkv;
+using lin::kO;
+using lin::kGateUp;
+using lin::kDown;
 }  // namespace
 
 Status llama_forward(BackendOps& o, const ModelConfig& c) {
