@@ -2,6 +2,8 @@
 // edge cases (bad token ids, chunked batches equal to one pass).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <cstring>
 #include <functional>
@@ -163,7 +165,13 @@ TEST(Forward, ChunkedBatchEqualsOnePass) {
   std::vector<int32_t> prompt;
   for (int i = 0; i < 45; ++i) prompt.push_back((i * 37 + 11) % static_cast<int>((*w)->config.n_vocab));
   model_testing::SoloRunner whole(w->get(), 64, 512), chunked(w->get(), 64, 7);
-  EXPECT_EQ(whole.run(prompt, 0), chunked.run(prompt, 0));  // every position's logits, bit for bit
+  // Every position's logits agree to float rounding: chunks of 4 or more tokens go through the GEMM tiles, the last
+  // chunk of 3 through the row-dot kernels, which sum in another order (not bit for bit since the tiles).
+  const std::vector<float> a = whole.run(prompt, 0), b = chunked.run(prompt, 0);
+  ASSERT_EQ(a.size(), b.size());
+  float worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / std::max(1.0f, std::abs(a[i])));
+  EXPECT_LT(worst, 1e-5f);
   std::filesystem::remove(path);
 }
 

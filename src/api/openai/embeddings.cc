@@ -11,7 +11,7 @@ namespace {
 
 using ojson = nlohmann::ordered_json;
 
-const char* type_name(const ojson& v) {
+const char* kind_phrase(const ojson& v) {
   switch (v.type()) {
     case ojson::value_t::null: return "null";
     case ojson::value_t::boolean: return "a boolean";
@@ -33,7 +33,7 @@ std::optional<ApiError> token_array(const ojson& a, const std::string& where, st
     const ojson& t = a[i];
     if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
       return bad_request("'" + where + "[" + std::to_string(i) + "]' must be a token id (a non-negative integer), "
-                         "got " + (t.is_number_integer() ? t.dump() : type_name(t)), "input");
+                         "got " + (t.is_number_integer() ? t.dump() : kind_phrase(t)), "input");
     out->push_back(static_cast<int32_t>(t.get<int64_t>()));
   }
   return std::nullopt;
@@ -47,7 +47,7 @@ std::optional<ApiError> parse_input(const ojson& in, EmbeddingRequest* r) {
   }
   if (!in.is_array())
     return bad_input(std::string("must be a string, an array of strings, an array of token ids or an array of "
-                                 "arrays of token ids, got ") + type_name(in));
+                                 "arrays of token ids, got ") + kind_phrase(in));
   if (in.empty()) return bad_input("must not be an empty array");
   if (in[0].is_number_integer()) {
     r->tokens = true;
@@ -64,12 +64,12 @@ std::optional<ApiError> parse_input(const ojson& in, EmbeddingRequest* r) {
     if (r->tokens) {
       if (!e.is_array())
         return bad_request("'" + where + "' must be an array of token ids like the first entry, got " +
-                           type_name(e), "input");
+                           kind_phrase(e), "input");
       r->token_inputs.emplace_back();
       if (auto err = token_array(e, where, &r->token_inputs.back())) return err;
     } else {
       if (!e.is_string())
-        return bad_request("'" + where + "' must be a string like the first entry, got " + type_name(e), "input");
+        return bad_request("'" + where + "' must be a string like the first entry, got " + kind_phrase(e), "input");
       if (e.get_ref<const std::string&>().empty())
         return bad_request("'" + where + "' must not be an empty string", "input");
       r->texts.push_back(e.get<std::string>());
@@ -97,7 +97,7 @@ std::vector<int32_t> wrap(std::vector<int32_t> ids, int32_t cls, int32_t sep, in
 std::optional<ApiError> parse_embedding_request(const ojson& b, EmbeddingRequest* r) {
   auto m = b.find("model");
   if (m == b.end() || m->is_null()) return bad_request("'model' is required", "model");
-  if (!m->is_string()) return bad_request(std::string("'model' must be a string, got ") + type_name(*m), "model");
+  if (!m->is_string()) return bad_request(std::string("'model' must be a string, got ") + kind_phrase(*m), "model");
   r->model = m->get<std::string>();
   auto in = b.find("input");
   if (in == b.end() || in->is_null()) return bad_request("'input' is required", "input");
@@ -105,18 +105,18 @@ std::optional<ApiError> parse_embedding_request(const ojson& b, EmbeddingRequest
   if (auto f = b.find("encoding_format"); f != b.end() && !f->is_null()) {
     if (!f->is_string() || (*f != "float" && *f != "base64"))
       return bad_request("'encoding_format' must be \"float\" or \"base64\", got " +
-                         (f->is_string() ? f->dump() : std::string(type_name(*f))), "encoding_format");
+                         (f->is_string() ? f->dump() : std::string(kind_phrase(*f))), "encoding_format");
     r->base64 = *f == "base64";
   }
   if (auto d = b.find("dimensions"); d != b.end() && !d->is_null()) {
     if (!d->is_number_integer())
-      return bad_request(std::string("'dimensions' must be an integer, got ") + type_name(*d), "dimensions");
+      return bad_request(std::string("'dimensions' must be an integer, got ") + kind_phrase(*d), "dimensions");
     const int64_t v = d->get<int64_t>();
     if (v < 1) return bad_request("'dimensions' must be at least 1, got " + std::to_string(v), "dimensions");
     r->dimensions = static_cast<int>(std::min<int64_t>(v, INT32_MAX));
   }
   if (auto u = b.find("user"); u != b.end() && !u->is_null()) {
-    if (!u->is_string()) return bad_request(std::string("'user' must be a string, got ") + type_name(*u), "user");
+    if (!u->is_string()) return bad_request(std::string("'user' must be a string, got ") + kind_phrase(*u), "user");
     r->user = u->get<std::string>();
   }
   return std::nullopt;
