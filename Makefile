@@ -1,6 +1,7 @@
 # The two set-up commands (README): `make run` and `make test`. Both idempotent.
-#   make run    builds only the server binary (CUDA only where a GPU is present, or with CUDA=ON), then serves MODEL
-#   make test   builds everything (the CUDA backend too where the toolkit is installed) and runs every test
+#   make run    builds only the server binary (unity build; CUDA only where a GPU is present, or with CUDA=ON), then
+#               serves MODEL
+#   make test   builds everything, file by file (the CUDA backend too where the toolkit is installed) and runs every test
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
@@ -17,7 +18,7 @@ all: build
 
 build:
 	@scripts/install-deps.sh test
-	$(CONFIGURE) -DCITADEL_TESTS=ON -UCITADEL_CUDA $(CMAKE_FLAGS)
+	$(CONFIGURE) -DCITADEL_TESTS=ON -DCMAKE_UNITY_BUILD=OFF -UCITADEL_CUDA $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
