@@ -1,7 +1,8 @@
 """The README's Quick start, run as written: the blocks fenced as ```sh quickstart-server (terminal 1: pull and serve
 the default model) and ```sh quickstart (terminal 2: keys, curl, the openai SDK) against that real server. The only
 changes: build/citadel is the binary under test, the server gets a free port and its own data directory, and the
-"paste the printed key" placeholder becomes the key this server printed. `make test`'s binary stands in for `make run`'s (a unity build of the same sources)."""
+"paste the printed key" placeholder becomes the key this server printed. `make test`'s binary stands in for
+`make run`'s (a unity build of the same sources)."""
 import os
 import pathlib
 import re
