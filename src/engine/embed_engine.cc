@@ -1,11 +1,9 @@
 #include "engine/embed_engine.h"
 
+#include "base/clock.h"
+
 namespace citadel::engine {
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t, std::chrono::steady_clock::time_point now) {
-  return std::chrono::duration<double>(now - t).count();
-}
 
 int64_t count(const metrics::Counter* c) { return static_cast<int64_t>(c->value()); }
 
@@ -110,7 +108,7 @@ void EmbedEngine::finish(EmbedJob& job, size_t n_inputs, int64_t tokens, Status 
     m_.requests->inc();
     m_.inputs->inc(static_cast<double>(n_inputs));
     m_.tokens->inc(static_cast<double>(tokens));
-    m_.latency->observe(seconds_since(job.submitted_at, std::chrono::steady_clock::now()));
+    m_.latency->observe(seconds_between(job.submitted_at, std::chrono::steady_clock::now()));
   } else {
     m_.errors->inc();
   }
@@ -139,7 +137,7 @@ void EmbedEngine::run_batch(std::vector<EmbedJob>& jobs) {
       inputs.push_back(std::move(in));
     }
     live.push_back(l);
-    m_.queue_time->observe(seconds_since(j.submitted_at, started));
+    m_.queue_time->observe(seconds_between(j.submitted_at, started));
   }
   if (live.empty()) return;
   m_.running->set(static_cast<double>(live.size()));

@@ -5,12 +5,11 @@
 #include <random>
 
 #include "base/check.h"
+#include "base/clock.h"
 #include "base/log.h"
 
 namespace citadel::engine {
 namespace {
-
-double seconds_between(SteadyTime a, SteadyTime b) { return std::chrono::duration<double>(b - a).count(); }
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
