@@ -3,7 +3,7 @@
 // bf16/int8/int4/fp8 (128-token prompt, 128 greedy tokens), prefill of 512 tokens (bf16 and fp8), decode with 64 and
 // 128 sequences at 128 context. Prints one JSON object (fixed keys) to stdout and to argv[1] if given; with argv[2],
 // dumps the logits of a 256-token teacher-forced run (128 prefill + 128 decode steps) for bench/gpu/hf_check.py.
-// Environment: CITADEL_BENCH_QUICK (bs1 rows only), CITADEL_BENCH_FORMATS=int8,fp8 (only these decoders; default all),
+// Environment: CITADEL_BENCH_MIXED (issue 23's mixed-step rows only), CITADEL_BENCH_QUICK (bs1 rows only), CITADEL_BENCH_FORMATS=int8,fp8 (only these decoders; default all),
 // CITADEL_BENCH_PROFILE, CITADEL_BENCH_NCU_GEMV (see bench/gpu/run.sh).
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
@@ -25,6 +25,7 @@
 using namespace citadel;
 using runtime::CudaDecoder;
 using runtime::CudaDecoderOptions;
+using runtime::CudaSampling;
 using runtime::CudaStep;
 using runtime::CudaWeightFormat;
 using namespace citadel::benchutil;
@@ -393,6 +394,77 @@ void dump_logits(CudaDecoder& dec, const std::string& dir) {
       .write(reinterpret_cast<const char*>(all.data()), std::streamsize(all.size() * 4));
 }
 
+// Issue 23's mixed step (7B shape, bf16): D decode sequences at context `ctx` followed by one fresh P-token prompt
+// chunk, sampled on the device (temperature 0.7, top-p 0.9), as the engine batches them when prompts stream in at
+// high concurrency. Times (ms, medians of 7 after a warm-up): the pure decode step of the D sequences (graphs), the
+// P-token prefill alone, the mixed step with the decode rows on the decode kernel (the default) and with every
+// sequence on the prefill kernel (the path before), then the mixed step's time without each op family (debug_skip).
+std::string mixed_step_report(int D, int P, int ctx) {
+  auto dec = make(CudaWeightFormat::kBf16, 128, 640, int64_t{128} * 48);
+  const int W = dec->max_blocks_per_seq(), per_seq = (ctx + 64 + 15) / 16;
+  dec->fill_kv_random(9);
+  auto build = [&](bool with_decode, bool with_prefill) {
+    CudaStep s;
+    s.query_start = {0};
+    if (with_decode)
+      for (int b = 0; b < D; ++b) {
+        s.tokens.push_back((b * 31 + 5) % 150000), s.positions.push_back(ctx);
+        s.query_start.push_back(int(s.tokens.size())), s.seq_lens.push_back(ctx + 1);
+        const auto t = table_for(b, per_seq, W);
+        s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
+      }
+    if (with_prefill) {
+      for (int i = 0; i < P; ++i) s.tokens.push_back((i * 104729 + 7) % 152000), s.positions.push_back(i);
+      s.query_start.push_back(int(s.tokens.size())), s.seq_lens.push_back(P);
+      const auto t = table_for(D, per_seq, W);
+      s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
+    }
+    CudaSampling sp;
+    sp.temperature = 0.7f, sp.top_p = 0.9f, sp.seed = 7;
+    s.sampling.assign(s.seq_lens.size(), sp);
+    return s;
+  };
+  auto time_ms = [&](const CudaStep& s) {
+    std::vector<int32_t> ids;
+    die(dec->step(s, &ids, nullptr), "mixed bench step");  // warm-up: GEMM tuning, graph capture
+    std::vector<double> t;
+    for (int r = 0; r < 7; ++r) {
+      const double t0 = now_s();
+      die(dec->step(s, &ids, nullptr), "mixed bench step");
+      t.push_back((now_s() - t0) * 1e3);
+    }
+    return median(t);
+  };
+  const CudaStep mixed = build(true, true);
+  const double decode_ms = time_ms(build(true, false)), prefill_ms = time_ms(build(false, true));
+  const double split_ms = time_ms(mixed);
+  dec->set_mixed_decode_attention(false);
+  const double before_ms = time_ms(mixed);
+  dec->set_mixed_decode_attention(true);
+  const uint32_t bits[8] = {runtime::kSkipNorm, runtime::kSkipRopeKv, runtime::kSkipAttention, runtime::kSkipQkv,
+                            runtime::kSkipO,    runtime::kSkipFfn,    runtime::kSkipDown,      runtime::kSkipLmHead};
+  const char* names[8] = {"norm", "rope_kv", "attention", "qkv", "o", "gate_up", "down", "lm_head"};
+  std::string share = "{";
+  for (int i = 0; i < 8; ++i) {
+    dec->set_debug_skip(bits[i]);
+    share += std::string(i ? ", " : "") + "\"" + names[i] + "\": " + std::to_string(split_ms - time_ms(mixed));
+  }
+  dec->set_debug_skip(0xff);
+  const double rest_ms = time_ms(mixed);
+  dec->set_debug_skip(0);
+  share += ", \"all_ops_skipped_ms\": " + std::to_string(rest_ms) + "}";
+  char buf[1024];
+  std::snprintf(buf, sizeof(buf),
+                "{\"decode_seqs\": %d, \"prefill_tokens\": %d, \"context\": %d, \"decode_step_ms\": %.2f, "
+                "\"prefill_step_ms\": %.2f, \"mixed_step_ms\": %.2f, \"mixed_step_ms_prefill_kernel_only\": %.2f, "
+                "\"mixed_ms_saved_without_op\": ",
+                D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms);
+  std::fprintf(stderr, "mixed step D=%d P=%d ctx=%d: decode %.2f ms, prefill %.2f ms, mixed %.2f ms (prefill kernel "
+               "only: %.2f ms); without each op: %s\n", D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms,
+               share.c_str());
+  return std::string(buf) + share + "}";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -429,6 +501,13 @@ int main(int argc, char** argv) {
     cudaProfilerStart();
     decode_bs1(*dec);
     cudaProfilerStop();
+    return 0;
+  }
+  if (std::getenv("CITADEL_BENCH_MIXED")) {  // issue 23: the mixed prefill + decode step only
+    std::string rows = "{\n  \"device\": \"" + std::string(prop.name) + "\",\n  \"mixed_steps\": [\n    " +
+                       mixed_step_report(117, 467, 576) + ",\n    " + mixed_step_report(64, 448, 576) + "\n  ]\n}\n";
+    std::fputs(rows.c_str(), stdout);
+    if (argc > 1) std::ofstream(argv[1]) << rows;
     return 0;
   }
   const char* quick_env = std::getenv("CITADEL_BENCH_QUICK");

@@ -49,6 +49,8 @@ Status start_engine(ModelHost* host, const ModelLoadOptions& opts) {
   if (opts.prefix_cache_scope != "tenant" && opts.prefix_cache_scope != "global")
     return InvalidArgument("prefix_cache_scope must be tenant or global, got '" + opts.prefix_cache_scope + "'");
   host->prefix_cache_per_tenant = opts.prefix_cache_scope == "tenant";
+  log_info("engine steps: up to " + std::to_string(ec.max_seqs) + " sequences and " +
+           std::to_string(ec.max_batched_tokens) + " tokens (decode + prefill chunks)");
   host->engine = std::make_unique<engine::Engine>(host->runner.get(), ec);
   if (opts.heartbeat && opts.heartbeat_every.count() > 0) host->engine->set_heartbeat(opts.heartbeat, opts.heartbeat_every);
   RETURN_IF_ERROR(host->engine->start());
@@ -91,7 +93,8 @@ Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<T
     ro.exact = opts.cpu_precision == "exact";  // cuda: f32 activations and KV; auto keeps its bf16 default
   }
   ro.max_context = opts.max_context;
-  ro.max_batched_tokens = opts.engine.max_batched_tokens > 0 ? opts.engine.max_batched_tokens : 512;
+  ro.max_batched_tokens = opts.engine.max_batched_tokens;  // resolved by load_model_host
+  ro.max_batch = opts.engine.max_seqs;
   return runtime::make_model_runner(store->path(), ro);
 }
 
@@ -357,7 +360,15 @@ Result<std::unique_ptr<DecryptedModel>> DecryptedModel::open(const std::string& 
 
 DecryptedModel::~DecryptedModel() { unregister_memory_model(path_); }
 
-Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts) {
+void resolve_step_limits(const std::string& device, engine::EngineConfig* ec) {
+  const bool cuda = device == "cuda";
+  if (ec->max_seqs <= 0) ec->max_seqs = cuda ? kCudaMaxSeqs : kCpuMaxSeqs;
+  if (ec->max_batched_tokens <= 0) ec->max_batched_tokens = cuda ? kCudaStepTokens : kCpuStepTokens;
+}
+
+Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& requested) {
+  ModelLoadOptions opts = requested;
+  resolve_step_limits(opts.device, &opts.engine);
   if (opts.cuda_device < 0)
     return InvalidArgument("cuda_device must be 0 or more, got " + std::to_string(opts.cuda_device));
   if (opts.cuda_device != 0 && opts.device != "cuda")

@@ -71,7 +71,12 @@ struct CpuPrecision {
 };
 Result<CpuPrecision> choose_cpu_precision(const std::string& requested, const TensorStore& store);
 
-// Loads, builds the engine and starts it. Errors name the file and what failed.
+// Per-step limits left at 0 (automatic) get the device's defaults: max_seqs cpu 64 / cuda 256, max_batched_tokens
+// 2048 on both. A CUDA decoder is sized for max_seqs sequences and max_batched_tokens tokens per step.
+void resolve_step_limits(const std::string& device, engine::EngineConfig* ec);
+inline constexpr int kCpuMaxSeqs = 64, kCudaMaxSeqs = 256, kCpuStepTokens = 2048, kCudaStepTokens = 2048;
+
+// Loads, builds the engine and starts it (after resolve_step_limits). Errors name the file and what failed.
 Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& opts);
 
 // A path ending in .enc, or a file that starts with the CITADEL-ENC magic.

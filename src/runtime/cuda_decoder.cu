@@ -572,6 +572,7 @@ void CudaDecoder::set_debug_skip(uint32_t skip) {
   impl_->opt.debug_skip = skip;
   drop_graphs(&impl_->graphs);
 }
+void CudaDecoder::set_mixed_decode_attention(bool on) { impl_->opt.mixed_decode_attention = on; }
 void CudaDecoder::synchronize() { CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
 int64_t CudaDecoder::n_kv_blocks() const { return impl_->n_blocks; }
 int CudaDecoder::max_logit_edits() const { return impl_->max_edits; }

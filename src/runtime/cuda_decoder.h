@@ -71,6 +71,11 @@ struct CudaDecoderOptions {
   bool use_cublaslt = true;   // M > 8 bf16 GEMMs through cuBLASLt (bias epilogue); false: cublasGemmEx + add_bias
   bool gemm_autotune = true;  // cuBLASLt: time the heuristic candidates once per shape and keep the fastest
   bool verbose = true;  // print the memory plan at load
+  // Steps that mix decode and prefill: the leading sequences with one new token each (the scheduler puts decode
+  // first) take the decode attention kernel in one launch, the rest the prefill kernel one sequence at a time.
+  // false: every sequence of such a step goes through the prefill kernel (the path before the split: its reference
+  // twin in tests and the benchmark).
+  bool mixed_decode_attention = true;
   // Benchmarks only: leave these op families out of the bf16 ops (CudaOps) to time their share of a step in place
   // (the outputs are then meaningless; the fp32 path ignores them). Bits of CudaSkip.
   uint32_t debug_skip = 0;
@@ -164,6 +169,7 @@ class CudaDecoder {
   void fill_kv_random(uint32_t seed);
   // Benchmarks: change CudaDecoderOptions::debug_skip (drops the captured graphs).
   void set_debug_skip(uint32_t skip);
+  void set_mixed_decode_attention(bool on);  // benchmarks and tests: CudaDecoderOptions::mixed_decode_attention
   void synchronize();
 
   int64_t n_kv_blocks() const;

@@ -175,26 +175,35 @@ Status CudaOps::attention(int layer) {
     const float* vp = Impl::f32(m_.v_pool) + off;
     const float* q = Impl::f32(m_.qkv);
     float* out = Impl::f32(m_.attn);
-    if (s_.decode) {
-      ck::paged_attention_f32_decode(pa_, kp, vp, q, NQKV, B, s_.n_splits * s_.partition, out, m_.attn_ws,
+    const int K = decode_prefix();
+    if (K > 0)
+      ck::paged_attention_f32_decode(pa_, kp, vp, q, NQKV, K, s_.n_splits * s_.partition, out, m_.attn_ws,
                                      m_.stream);
-    } else {
-      for (int b = 0; b < B; ++b)
-        ck::paged_attention_f32(pa_, kp, vp, b, q + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
-                                out + int64_t{qs[b]} * Q, m_.stream);
-    }
+    for (int b = K; b < B; ++b)
+      ck::paged_attention_f32(pa_, kp, vp, b, q + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
+                              out + int64_t{qs[b]} * Q, m_.stream);
     return OkStatus();
   }
   pa_.k_pool = m_.k_pool + off, pa_.v_pool = m_.v_pool + off;
   if (skip_ & kSkipAttention) return OkStatus();
-  if (s_.decode) {
-    ck::paged_attention_decode(pa_, m_.qkv, NQKV, m_.attn, B, s_.n_splits, s_.partition, m_.attn_ws, m_.stream);
-  } else {
-    for (int b = 0; b < B; ++b)
-      ck::paged_attention_prefill(pa_, b, m_.qkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
-                                  m_.attn + int64_t{qs[b]} * Q, m_.stream);
-  }
+  const int K = decode_prefix();
+  if (K > 0)
+    ck::paged_attention_decode(pa_, m_.qkv, NQKV, m_.attn, K, s_.n_splits, s_.partition, m_.attn_ws, m_.stream);
+  for (int b = K; b < B; ++b)
+    ck::paged_attention_prefill(pa_, b, m_.qkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
+                                m_.attn + int64_t{qs[b]} * Q, m_.stream);
   return OkStatus();
+}
+
+// Decode: all B sequences. Otherwise the leading sequences with one query each: their query rows are 0..K-1, as the
+// decode kernel reads them (row b of sequence b).
+int CudaOps::decode_prefix() const {
+  if (s_.decode) return s_.B;
+  if (!m_.opt.mixed_decode_attention) return 0;
+  const int32_t* qs = m_.h_pinned + L_.total;
+  int K = 0;
+  while (K < s_.B && qs[K + 1] - qs[K] == 1) ++K;
+  return K;
 }
 
 // residual += delta, h = rmsnorm(residual); then the LM head over all T rows (all_logits) or each sequence's last

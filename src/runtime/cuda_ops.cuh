@@ -54,6 +54,8 @@ class CudaOps final : public BackendOps {
   const LinearW* matrix(const Linear& w, int layer, uint32_t* skip_bit) const;
   const bf16_t* norm_weight(TensorRole norm, int layer) const;
   void* buffer(Act a) const;  // the activation's device buffer (bf16 or fp32, see above)
+  // How many leading sequences take the decode attention kernel (the others: the prefill kernel, one launch each).
+  int decode_prefix() const;
   // fp32 activations: y [M][N] = x [M][K] W^T (+ bias) with fp32 matrices (gemv_f32) or bf16 ones (forward_xf32).
   void linear32(const LinearW& w, const float* x, int M, float* y) const;
   bool w32() const { return m_.opt.format == CudaWeightFormat::kF32; }  // fp32 matrices and embedding

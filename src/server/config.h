@@ -41,7 +41,8 @@ struct ServeConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
   int max_queue = 256;               // engine admission bound (waiting requests); beyond: 429
-  int max_seqs = 64;                 // sequences decoded together
+  int max_seqs = 0;                  // sequences decoded together; 0 = per device (api::resolve_step_limits)
+  int max_batched_tokens = 0;        // tokens per engine step (decode + prefill chunks); 0 = per device
   int threads = 0;                   // compute threads (0 = all cores)
   int io_threads = 2;                // HTTP I/O threads
   std::string served_model_name;     // "" = the model's name

@@ -1,6 +1,7 @@
 // Whole-model check of CudaDecoder on a small synthetic qwen2 shape against the CPU fp32 forward of the same
-// synthetic weights (synth_weight_value): prefill (tensor-core attention), chunked prefill over a
-// cached prefix, and graph-replayed batched decode. Bounds: bf16 logits NMSE < 1e-3 and >= 95% top-1 agreement
+// synthetic weights (synth_weight_value): prefill (tensor-core attention), a mixed step (a decode row on the decode
+// kernel, a prefill chunk over a cached prefix, a decode row behind it on the prefill kernel), and graph-replayed
+// batched decode. Bounds: bf16 logits NMSE < 1e-3 and >= 95% top-1 agreement
 // (the GPU rounds activations to bf16 between ops; the reference keeps fp32); int8 NMSE < 1e-2, int4 < 0.1,
 // fp8 < 3e-2; f32 (fp32 weights, activations and KV), and bf16 weights with f32_activations: NMSE < 1e-9, every
 // top-1 equal. The same bounds with RoPE scaling (linear, YaRN, llama3). The reference is the CPU backend in exact
@@ -57,43 +58,43 @@ void run_model_check(CudaWeightFormat fmt, double bound, double min_agree, bool 
     for (int i = 0; i < 7; ++i) seqs[b].blocks[i] = perm[b * 7 + i];
   }
   std::vector<std::vector<float>> got(3);  // logits per position, [len][V]
-  // Prefill: seq 0 and 1 in one step; seq 2 in two chunks (50 then 40: the second attends to a cached prefix).
-  auto prefill = [&](std::vector<std::tuple<int, int, int>> parts) {  // (seq, from, to)
+  std::vector<int> done(3, 0);              // tokens of each sequence computed so far
+  // One step over parts (sequence, new tokens), in batch order; teacher forcing. Pure decode steps (one token per
+  // sequence) replay graphs; the others return all logits.
+  auto run = [&](std::vector<std::pair<int, int>> parts) {
     CudaStep s;
     s.query_start = {0};
-    s.all_logits = true;
-    for (auto [b, from, to] : parts) {
-      for (int t = from; t < to; ++t) s.tokens.push_back(seqs[b].toks[t]), s.positions.push_back(t);
+    bool decode = true;
+    for (auto [b, n] : parts) {
+      for (int t = done[b]; t < done[b] + n; ++t) s.tokens.push_back(seqs[b].toks[t]), s.positions.push_back(t);
       s.query_start.push_back(int32_t(s.tokens.size()));
-      s.seq_lens.push_back(to);
+      s.seq_lens.push_back(done[b] + n);
       s.block_tables.insert(s.block_tables.end(), seqs[b].blocks.begin(), seqs[b].blocks.end());
+      decode = decode && n == 1;
     }
+    s.all_logits = !decode;
     std::vector<float> lg;
     std::vector<int32_t> ids;
     ASSERT_TRUE(dec->step(s, &ids, &lg).ok());
     size_t row = 0;
-    for (auto [b, from, to] : parts)
-      for (int t = from; t < to; ++t, ++row) got[b].insert(got[b].end(), &lg[row * V], &lg[(row + 1) * V]);
+    for (auto [b, n] : parts) {
+      for (int i = 0; i < n; ++i, ++row) got[b].insert(got[b].end(), &lg[row * V], &lg[(row + 1) * V]);
+      if (decode) {
+        EXPECT_EQ(ids[row - 1], argmax_row(&lg[(row - 1) * V], V));
+      }
+      done[b] += n;
+    }
   };
-  prefill({{0, 0, prompt[0]}, {1, 0, prompt[1]}, {2, 0, 50}});
-  prefill({{2, 50, prompt[2]}});
-  for (int k = 0; k < steps; ++k) {  // graph-replayed decode of the three sequences (teacher forcing)
-    CudaStep s;
-    s.query_start = {0};
-    for (int b = 0; b < 3; ++b) {
-      const int t = prompt[b] + k;
-      s.tokens.push_back(seqs[b].toks[t]), s.positions.push_back(t);
-      s.query_start.push_back(b + 1);
-      s.seq_lens.push_back(t + 1);
-      s.block_tables.insert(s.block_tables.end(), seqs[b].blocks.begin(), seqs[b].blocks.end());
-    }
-    std::vector<float> lg;
-    std::vector<int32_t> ids;
-    ASSERT_TRUE(dec->step(s, &ids, &lg).ok());
-    for (int b = 0; b < 3; ++b) {
-      got[b].insert(got[b].end(), &lg[size_t(b) * V], &lg[size_t(b + 1) * V]);
-      EXPECT_EQ(ids[b], argmax_row(&lg[size_t(b) * V], V));
-    }
+  // Prefill: seq 0 and 1 whole, seq 2's first 50 tokens. Then a mixed step: seq 0 decodes (the decode kernel: a
+  // leading one-token sequence), seq 2's last 40 prompt tokens attend to its cached prefix, seq 1 decodes behind it
+  // (the prefill kernel). Then graph-replayed decode steps until every sequence has had its 6 decode tokens.
+  run({{0, prompt[0]}, {1, prompt[1]}, {2, 50}});
+  run({{0, 1}, {2, prompt[2] - 50}, {1, 1}});
+  for (int k = 0; k < steps; ++k) {
+    std::vector<std::pair<int, int>> parts;
+    for (int b = 0; b < 3; ++b)
+      if (done[b] < int(seqs[b].toks.size())) parts.push_back({b, 1});
+    run(parts);
   }
   int agree = 0, total = 0;
   double worst = 0;
@@ -162,6 +163,53 @@ TEST(CudaDecoder, ScaledRopeMatchesCpuForward) {
     c.rope_scaling = RopeScaling{type, type == "llama3" ? 8.0 : 4.0, 64, 1.0, 4.0};
     run_model_check(CudaWeightFormat::kF32, 1e-9, 1.0, false, c);
     run_model_check(CudaWeightFormat::kBf16, 1e-3, 0.95, false, c);
+  }
+}
+
+// Mixed steps: decode rows on the decode kernel (mixed_decode_attention, the default) against the same step with
+// every sequence on the prefill kernel (the reference twin), on the same cache: 12 one-token sequences at contexts
+// 20..240 ahead of two prefill chunks (a fresh 70-token prompt and 30 tokens over a 40-token cached prefix). The
+// kernels differ only in summation order and split-K (bf16: NMSE < 1e-5; fp32 activations: < 1e-10), top-1 equal.
+TEST(CudaDecoder, MixedStepDecodeRowsMatchThePrefillKernel) {
+  SKIP_WITHOUT_GPU();
+  for (bool f32 : {false, true}) {
+    SCOPED_TRACE(f32 ? "f32 activations" : "bf16");
+    const ModelConfig c = small_config();
+    CudaDecoderOptions opt;
+    opt.f32_activations = f32, opt.max_batch = 16, opt.max_step_tokens = 256, opt.max_seq_len = 256;
+    opt.kv_blocks = 16 * 16, opt.verbose = false;
+    auto dec_or = CudaDecoder::create(c, opt);
+    ASSERT_TRUE(dec_or.ok()) << dec_or.status().to_string();
+    auto dec = std::move(dec_or).value();
+    ASSERT_TRUE(dec->init_synthetic(77).ok());
+    dec->fill_kv_random(3);  // the one-token sequences' contexts: random K/V
+    const int V = int(c.n_vocab), W = dec->max_blocks_per_seq();
+    std::mt19937 rng(11);
+    CudaStep s;
+    s.query_start = {0};
+    auto add = [&](int b, int n, int len) {
+      for (int t = len - n; t < len; ++t) s.tokens.push_back(int32_t(rng() % V)), s.positions.push_back(t);
+      s.query_start.push_back(int32_t(s.tokens.size()));
+      s.seq_lens.push_back(len);
+      for (int i = 0; i < W; ++i) s.block_tables.push_back(b * 16 + i % 16);
+    };
+    for (int b = 0; b < 12; ++b) add(b, 1, 20 + 20 * b);
+    add(12, 70, 70);
+    add(13, 30, 70);
+    s.all_logits = true;
+    std::vector<float> split, twin;
+    std::vector<int32_t> ids;
+    ASSERT_TRUE(dec->step(s, &ids, &split).ok());
+    dec->set_mixed_decode_attention(false);
+    ASSERT_TRUE(dec->step(s, &ids, &twin).ok());
+    const double e = nmse(split, twin);
+    EXPECT_LT(e, f32 ? 1e-10 : 1e-5);
+    int agree = 0;
+    const int T = int(s.tokens.size());
+    for (int t = 0; t < T; ++t) agree += argmax_row(&split[size_t(t) * V], V) == argmax_row(&twin[size_t(t) * V], V);
+    EXPECT_EQ(agree, T);
+    std::printf("mixed step (%s): decode-kernel rows vs prefill kernel nmse %.2e, top-1 %d/%d\n",
+                f32 ? "f32 activations" : "bf16", e, agree, T);
   }
 }
 

@@ -421,7 +421,8 @@ int run_serve(const ServeFlags& flags) {
   lo.key_file = cfg.key_file;
   lo.key_max_age_days = cfg.key_max_age_days;
   lo.engine.max_waiting = cfg.max_queue;
-  lo.engine.max_seqs = cfg.max_seqs;
+  lo.engine.max_seqs = cfg.max_seqs;  // 0: per device (api::resolve_step_limits)
+  lo.engine.max_batched_tokens = cfg.max_batched_tokens;
   lo.engine.request_timeout_s = cfg.request_timeout_s;
   lo.engine.device_sampling = cfg.sampling == "device";
   // kv_memory_mb 0: the CUDA runner sizes its pool from the card's free memory; the CPU takes 1 GiB.
