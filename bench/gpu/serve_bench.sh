@@ -20,18 +20,18 @@ export CITADEL_BOOTSTRAP_ADMIN_KEY="ck-$(openssl rand -hex 6)-$(openssl rand 32 
 export CITADEL_API_KEY=$CITADEL_BOOTSTRAP_ADMIN_KEY
 M=/tmp/m/$PRESET-f16.gguf
 if [ ! -f $M ]; then
-  t0=$(date +%s.%N)
+  t0=$(date +%s%N)
   $C synth --preset $PRESET --dtype f16 --seed 1 --out $M > "$OUT/synth.log" 2>&1 \
     || { tail -5 "$OUT/synth.log"; exit 1; }
-  echo "synth: $(echo "$(date +%s.%N) - $t0" | bc) s, $(du -h $M | cut -f1)"
+  echo "synth: $(( ($(date +%s%N) - t0) / 1000000 )) ms, $(du -h $M | cut -f1)"
 fi
 PORT=18090
-t0=$(date +%s.%N)
+t0=$(date +%s%N)
 $C serve --device $DEVICE --model $M --served-model-name q7b --port $PORT "$@" > "$OUT/serve-$LABEL.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 1200); do grep -q "citadel serve: ready" "$OUT/serve-$LABEL.log" && break
   kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-load_s=$(echo "$(date +%s.%N) - $t0" | bc)
+load_s=$(python3 -c "print(round(($(date +%s%N) - $t0) / 1e9, 2))")
 grep -q "citadel serve: ready" "$OUT/serve-$LABEL.log" || { echo "serve did not start"; tail -20 "$OUT/serve-$LABEL.log"; exit 1; }
 echo "[$LABEL] ready after $load_s s"; grep -E "KV|engine steps|pool" "$OUT/serve-$LABEL.log" | head -5
 python3 - <<'PY'

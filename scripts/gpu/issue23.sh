@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/citadel_gpu_out}
 mkdir -p "$OUT"
 parts=${*:-"tests mixed serve"}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-git rev-parse HEAD 2>/dev/null || cat .gpu_commit 2>/dev/null
+echo "commit $(cat .gpu_commit 2>/dev/null || git rev-parse HEAD)"
 bash scripts/gpu/build.sh || exit 1
 for p in $parts; do
   case $p in

@@ -30,6 +30,9 @@ class OwningCudaRunner : public engine::ModelRunner {
   int max_context() const override { return r_->max_context(); }
   size_t kv_bytes_per_token() const override { return r_->kv_bytes_per_token(); }
   Status allocate_kv(int n_blocks, int block_size) override { return r_->allocate_kv(n_blocks, block_size); }
+  Result<int> allocate_kv_from_memory(int block_size, double fraction) override {
+    return r_->allocate_kv_from_memory(block_size, fraction);
+  }
   Status copy_blocks(const std::vector<std::pair<int, int>>& p) override { return r_->copy_blocks(p); }
   Status forward(const engine::Batch& b, float* logits) override { return r_->forward(b, logits); }
   bool samples_on_device() const override { return r_->samples_on_device(); }

@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "gpu_test_util.h"
 #include "runtime/cuda_runner.h"
+#include "runtime/runner_factory.h"
 
 namespace citadel::gputest {
 namespace {
@@ -160,28 +161,43 @@ TEST(CudaEngine, KvBytesPerTokenFollowsTheKvPrecision) {
 }
 
 // No KV budget, a utilisation share instead (serve's default on CUDA): the pool takes what the card has left after
-// the weights and activations, keeping (1 - fraction) of its memory free, and the engine runs on it.
+// the weights and activations, keeping (1 - fraction) of its memory free, and the engine runs on it. Both through
+// CudaRunner and through make_model_runner, the factory serve uses (its wrapper once lacked the sizing call, so
+// `serve --device cuda` refused to start without --kv-memory-mb).
 TEST(CudaEngine, KvPoolSizedFromTheCard) {
   SKIP_WITHOUT_GPU();
-  size_t free_b = 0, total_b = 0;
-  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
-  auto runner = std::move(CudaRunner::create(runner_options())).value();
-  engine::EngineConfig ec;
-  ec.block_size = 16, ec.max_batched_tokens = 64, ec.max_seqs = 4, ec.kv_memory_fraction = 0.5;
-  engine::Engine eng(runner.get(), ec);
-  ASSERT_TRUE(eng.init().ok());
-  const double pool = double(eng.kv_cache()->n_blocks()) * 16 * runner->kv_bytes_per_token();
-  std::printf("KV pool from the card: %d blocks, %.2f GiB of %.2f GiB total (%.2f GiB free before)\n",
-              eng.kv_cache()->n_blocks(), pool / (1 << 30), total_b / double(1 << 30), free_b / double(1 << 30));
-  EXPECT_GT(pool, 0.25 * double(total_b) - 0.5 * double(total_b - free_b));  // most of half the card
-  EXPECT_LT(pool, 0.5 * double(total_b));
-  engine::GenerateRequest r;
-  r.id = "r", r.prompt = {1, 2, 3}, r.max_tokens = 4, r.sampling.temperature = 0;
-  auto h = eng.submit(std::move(r));
-  ASSERT_TRUE(h.ok());
-  for (int guard = 0; guard < 100 && eng.step(); ++guard) {
+  for (bool factory : {false, true}) {
+    SCOPED_TRACE(factory ? "make_model_runner" : "CudaRunner::create");
+    size_t free_b = 0, total_b = 0;
+    ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+    std::unique_ptr<engine::ModelRunner> runner;
+    if (factory) {
+      runtime::RunnerOptions ro;
+      ro.device = "cuda", ro.max_batched_tokens = 64, ro.max_batch = 4;
+      auto r = runtime::make_model_runner(synth_gguf(small_config(), 7), ro);
+      ASSERT_TRUE(r.ok()) << r.status().to_string();
+      runner = std::move(r).value();
+    } else {
+      runner = std::move(CudaRunner::create(runner_options())).value();
+    }
+    engine::EngineConfig ec;
+    ec.block_size = 16, ec.max_batched_tokens = 64, ec.max_seqs = 4, ec.kv_memory_fraction = 0.5;
+    engine::Engine eng(runner.get(), ec);
+    const Status init = eng.init();
+    ASSERT_TRUE(init.ok()) << init.to_string();
+    const double pool = double(eng.kv_cache()->n_blocks()) * 16 * runner->kv_bytes_per_token();
+    std::printf("KV pool from the card: %d blocks, %.2f GiB of %.2f GiB total (%.2f GiB free before)\n",
+                eng.kv_cache()->n_blocks(), pool / (1 << 30), total_b / double(1 << 30), free_b / double(1 << 30));
+    EXPECT_GT(pool, 0.25 * double(total_b) - 0.5 * double(total_b - free_b));  // most of half the card
+    EXPECT_LT(pool, 0.5 * double(total_b));
+    engine::GenerateRequest r;
+    r.id = "r", r.prompt = {1, 2, 3}, r.max_tokens = 4, r.sampling.temperature = 0;
+    auto h = eng.submit(std::move(r));
+    ASSERT_TRUE(h.ok());
+    for (int guard = 0; guard < 100 && eng.step(); ++guard) {
+    }
+    EXPECT_TRUE((*h)->final_status().ok()) << (*h)->final_status().message();
   }
-  EXPECT_TRUE((*h)->final_status().ok()) << (*h)->final_status().message();
 }
 
 // Seeded sampling through the engine runs on the device (CudaRunner::forward_sampled): full length, ids in range,
