@@ -163,6 +163,8 @@ nlohmann::json Service::stats_json() const {
     e["kv_blocks_free"] = s.kv_blocks_free, e["block_size"] = s.block_size;
     e["steps"] = s.steps, e["last_step_ms"] = s.last_step_ms, e["last_forward_ms"] = s.last_forward_ms;
     e["step_ms_total"] = s.step_ms_total, e["forward_ms_total"] = s.forward_ms_total;
+    e["last_batch_tokens"] = s.last_batch_tokens, e["last_batch_seqs"] = s.last_batch_seqs;
+    e["last_prefill_budget"] = s.last_prefill_budget;
     e["prompt_tokens_total"] = s.prompt_tokens_total, e["computed_tokens_total"] = s.computed_tokens_total;
     e["generated_tokens_total"] = s.generated_tokens_total, e["finished_total"] = s.finished_total;
     e["cancelled_total"] = s.cancelled_total, e["rejected_busy_total"] = s.rejected_busy_total;

@@ -447,7 +447,7 @@ void Engine::postprocess(const SchedulerOutput& out, const float* logits, const 
   }
 }
 
-void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out) {
+void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out, int prefill_cap) {
   std::lock_guard<std::mutex> lock(mu_);
   m_.running->set(static_cast<double>(scheduler_->n_running()));
   m_.waiting->set(static_cast<double>(scheduler_->n_waiting() + inbox_.size()));
@@ -469,6 +469,7 @@ void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput&
     stats_.step_ms_total += step_ms;
     stats_.forward_ms_total += fwd_ms;
     stats_.last_batch_tokens = out.n_tokens;
+    stats_.last_prefill_budget = prefill_cap;
     stats_.last_batch_seqs = static_cast<int>(out.seqs.size());
     stats_.computed_tokens_total += out.n_tokens;
     ++stats_.steps;
@@ -486,7 +487,11 @@ bool Engine::step() {
   const auto t0 = std::chrono::steady_clock::now();
   drain_inbox();
   apply_cancellations();
-  SchedulerOutput out = scheduler_->schedule();
+  int prefill_cap = config_.max_batched_tokens;
+  if (config_.max_step_ms > 0)
+    prefill_cap = step_cost_.prefill_budget(scheduler_->n_decode_ready(), config_.max_step_ms, kMinPrefillTokens,
+                                            config_.max_batched_tokens);
+  SchedulerOutput out = scheduler_->schedule(prefill_cap);
   const SteadyTime scheduled = std::chrono::steady_clock::now();
   for (const auto& s : out.seqs) {
     if (s.seq->first_scheduled_at != SteadyTime{}) continue;
@@ -524,7 +529,13 @@ bool Engine::step() {
     else
       postprocess(out, logits_.data(), nullptr, nullptr);
   }
-  publish_stats(ms_since(t0), fwd_ms, out);
+  const double step_ms = ms_since(t0);
+  if (!out.empty()) {
+    int decode = 0;
+    for (const auto& s : out.seqs) decode += s.n_tokens == 1;
+    step_cost_.observe(decode, out.n_tokens - decode, step_ms);
+  }
+  publish_stats(step_ms, fwd_ms, out, prefill_cap);
   return !out.empty();
 }
 
@@ -551,7 +562,7 @@ void Engine::loop() {
     }
   }
   cancel_all("engine stopped");
-  publish_stats(0.0, 0.0, SchedulerOutput{});
+  publish_stats(0.0, 0.0, SchedulerOutput{}, 0);
 }
 
 }  // namespace citadel::engine

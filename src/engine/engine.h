@@ -35,6 +35,7 @@
 #include "backend/model_runner.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
+#include "engine/step_cost.h"
 
 namespace citadel::engine {
 
@@ -46,6 +47,9 @@ struct EngineConfig {
                                    // (ModelRunner::allocate_kv_from_memory), keeping 1 - fraction of the device free
   int max_context = 0;             // 0: the runner's max_context()
   int max_batched_tokens = 2048;   // tokens per step
+  // > 0: a time target per step (so per output token): prefill chunks are cut to what the measured step costs allow
+  // (engine/step_cost.h), never below kMinPrefillTokens a step; 0: only max_batched_tokens limits them.
+  double max_step_ms = 0;
   int max_seqs = 64;               // sequences running at once
   int max_waiting = 256;           // admission bound: requests queued and not yet started
   int64_t max_waiting_tokens = 1 << 20;  // admission bound: their prompt tokens
@@ -61,6 +65,8 @@ struct EngineConfig {
   std::shared_ptr<metrics::Registry> metrics;
   std::string metrics_model_name = "default";
 };
+
+inline constexpr int kMinPrefillTokens = 64;  // prompt tokens a step always may take under max_step_ms
 
 // A snapshot; the counters and gauges that the metrics registry also exports are read back from it (one source).
 struct EngineStats {
@@ -79,6 +85,7 @@ struct EngineStats {
   double step_ms_total = 0.0;       // sums over the steps that ran a batch: 1 - forward / step is the host's share
   double forward_ms_total = 0.0;
   int last_batch_tokens = 0;
+  int last_prefill_budget = 0;      // the prefill cap of the last step (max_batched_tokens when uncut)
   int last_batch_seqs = 0;
   int64_t steps = 0;
   int64_t preemptions = 0;
@@ -156,7 +163,7 @@ class Engine {
   // A step failed: its requests end with st; a broken device fails the engine (see failure()).
   void fail_batch(const SchedulerOutput& out, const Status& st);
   void cancel_all(const std::string& why);
-  void publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out);
+  void publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out, int prefill_cap);
   void beat();  // the heartbeat, when due (engine thread)
 
   ModelRunner* runner_;
@@ -167,6 +174,7 @@ class Engine {
   int max_context_ = 0;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<Scheduler> scheduler_;
+  StepCostModel step_cost_;  // learned step costs (config_.max_step_ms); engine thread only
   uint64_t next_seq_id_ = 0;
   uint64_t seed_state_;
   std::vector<float> logits_;  // [n_logits, n_vocab] of the current step (engine thread only)

@@ -118,12 +118,20 @@ bool Scheduler::admit(Sequence* seq, SchedulerOutput* out, int* budget) {
   return true;
 }
 
-SchedulerOutput Scheduler::schedule() {
+int Scheduler::n_decode_ready() const {
+  int n = 0;
+  for (const Sequence* seq : running_)
+    n += seq->state == SeqState::kRunning && static_cast<int>(seq->tokens.size()) - seq->num_computed == 1;
+  return std::min(n, config_.max_seqs);
+}
+
+SchedulerOutput Scheduler::schedule(int prefill_cap) {
   ++step_;
   SchedulerOutput out;
   int budget = config_.max_batched_tokens;
   // Phases 1 (decode) and 2 (prefill continuation) over a snapshot: preemption edits running_.
   for (int phase = 0; phase < 2; ++phase) {
+    if (phase == 1) budget = std::min(budget, std::max(prefill_cap, 0));  // what the prefill chunks may take
     const std::vector<Sequence*> snapshot(running_.begin(), running_.end());
     for (Sequence* seq : snapshot) {
       if (budget == 0 || static_cast<int>(out.seqs.size()) >= config_.max_seqs) break;

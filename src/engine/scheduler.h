@@ -5,7 +5,8 @@
 //   2. running sequences in the middle of a chunked prefill continue, oldest first;
 //   3. waiting sequences are admitted from the head (prefix-cache lookup first, then a chunk of the rest), FCFS: the
 //      head blocks the queue when it does not fit, so nothing overtakes it.
-// Limits per step: max_batched_tokens tokens and max_seqs sequences. When a running sequence needs a block and the
+// Limits per step: max_batched_tokens tokens and max_seqs sequences, and the caller's prefill_cap on the prompt
+// chunks (the engine's time target, engine/step_cost.h). When a running sequence needs a block and the
 // pool is empty, the lowest-priority newest running sequence is preempted (recompute): its blocks are released (its
 // full blocks usually stay in the prefix cache) and it returns to the head of waiting with tokens = prompt +
 // generated, so its recomputation continues identically. A preempted sequence is not readmitted in the same step.
@@ -16,6 +17,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <unordered_map>
 #include <utility>
@@ -59,7 +61,11 @@ class Scheduler {
   Scheduler(SchedulerConfig config, KvCache* kv);
 
   void add(std::unique_ptr<Sequence> seq);  // to waiting
-  SchedulerOutput schedule();
+  // prefill_cap: the most tokens this step's prefill chunks (phases 2 and 3) may take together, within
+  // max_batched_tokens; decode rows are not counted against it.
+  SchedulerOutput schedule(int prefill_cap = std::numeric_limits<int>::max());
+  // Running sequences that will decode one token next step (the decode rows of the next schedule(), up to max_seqs).
+  int n_decode_ready() const;
   // Removes a sequence (finished, cancelled, failed): releases its blocks and destroys it.
   void remove(Sequence* seq);
 

@@ -423,6 +423,7 @@ int run_serve(const ServeFlags& flags) {
   lo.engine.max_waiting = cfg.max_queue;
   lo.engine.max_seqs = cfg.max_seqs;  // 0: per device (api::resolve_step_limits)
   lo.engine.max_batched_tokens = cfg.max_batched_tokens;
+  lo.engine.max_step_ms = cfg.max_step_ms;
   lo.engine.request_timeout_s = cfg.request_timeout_s;
   lo.engine.device_sampling = cfg.sampling == "device";
   // kv_memory_mb 0: the CUDA runner sizes its pool from the card's free memory; the CPU takes 1 GiB.
