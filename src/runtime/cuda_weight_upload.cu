@@ -148,14 +148,12 @@ Status load_cuda_weights(const TensorStore& store, const ModelConfig& c, CudaDec
   *s = CudaLoadStats{};
   const Clock::time_point t0 = Clock::now();
   const ArchSpec* arch = find_arch(c.arch);
-  Status st;
-  if (o.reference || (arch && arch->finish)) {
-    st = read_cuda_weights(store, c, [dec](TensorRole r, int layer, const float* p, int64_t n) {
-      return dec->set_weight_f32(r, layer, p, n);
-    });
-  } else {
-    st = load_staged(store, c, dec, o, s);
-  }
+  const Status st = o.reference || (arch && arch->finish)
+                        ? read_cuda_weights(store, c,
+                                            [dec](TensorRole r, int layer, const float* p, int64_t n) {
+                                              return dec->set_weight_f32(r, layer, p, n);
+                                            })
+                        : load_staged(store, c, dec, o, s);
   s->total_s = seconds_between(t0, Clock::now());
   return st;
 }
