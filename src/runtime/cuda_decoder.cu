@@ -274,16 +274,26 @@ Status CudaDecoder::init_synthetic(uint32_t seed) {
   return finalize();
 }
 
+Result<CudaDecoder::WeightSlot> CudaDecoder::Impl::slot(TensorRole r, int layer) {
+  if (finalized) return InvalidArgument("cuda decoder: set_weight after finalize");
+  WeightSlot w;
+  w.device = r == TensorRole::kRopeFreqs ? nullptr : weight_ptr(r, layer, &w.count);
+  if (!w.device)
+    return InvalidArgument(std::string("cuda decoder: tensor ") + role_name(r) + " layer " + std::to_string(layer) +
+                           " does not exist in this model");
+  w.esz = static_cast<int>(tensor_esz(r));
+  return w;
+}
+
+Result<CudaDecoder::WeightSlot> CudaDecoder::weight_slot(TensorRole r, int layer) { return impl_->slot(r, layer); }
+
 // host: count elements of tensor_esz(r) bytes (bf16 bits or fp32).
 Status CudaDecoder::Impl::upload(TensorRole r, int layer, const void* host, int64_t count) {
-  if (finalized) return InvalidArgument("cuda decoder: set_weight after finalize");
-  int64_t n = 0;
-  void* dst = weight_ptr(r, layer, &n);
-  const std::string what = std::string("cuda decoder: tensor ") + role_name(r) + " layer " + std::to_string(layer);
-  if (!dst) return InvalidArgument(what + " does not exist in this model");
-  if (n != count)
-    return InvalidArgument(what + ": " + std::to_string(count) + " elements, expected " + std::to_string(n));
-  CUDA_TRY(cudaMemcpyAsync(dst, host, n * tensor_esz(r), cudaMemcpyHostToDevice, stream));
+  ASSIGN_OR_RETURN(WeightSlot w, slot(r, layer));
+  if (w.count != count)
+    return InvalidArgument(std::string("cuda decoder: tensor ") + role_name(r) + " layer " + std::to_string(layer) +
+                           ": " + std::to_string(count) + " elements, expected " + std::to_string(w.count));
+  CUDA_TRY(cudaMemcpyAsync(w.device, host, w.count * w.esz, cudaMemcpyHostToDevice, stream));
   CUDA_TRY(cudaStreamSynchronize(stream));
   return OkStatus();
 }

@@ -154,6 +154,17 @@ class CudaDecoder {
   Status set_weight_f32(TensorRole r, int layer, const float* host, int64_t count);
   Status finalize();
 
+  // The device storage of tensor (r, layer), for loaders that copy weights in themselves (load_cuda_weights):
+  // count elements of esz bytes (2: bf16 bits, 4: fp32), row-major in role_shape order, holding what set_weight_f32
+  // would write. InvalidArgument after finalize() and for a tensor the model does not hold (rope_freqs, kept on the
+  // host, goes through set_weight_f32). The caller's copies must be complete before finalize().
+  struct WeightSlot {
+    void* device = nullptr;
+    int64_t count = 0;
+    int esz = 2;
+  };
+  Result<WeightSlot> weight_slot(TensorRole r, int layer);
+
   // Runs one forward step. next_tokens gets B ids (one per sequence: greedy, or drawn on the device per s.sampling);
   // logits, if non-null, gets [B][n_vocab] (or [T][n_vocab] with all_logits) fp32 (with sampling: after the edits);
   // logprobs, if non-null, gets B entries (filled for sequences with top_logprobs >= 0). Bad shapes or ids return

@@ -219,6 +219,7 @@ struct CudaDecoder::Impl {
   Status alloc_runtime();
   Status size_kv_pool(int64_t free_bytes);
   void* weight_ptr(TensorRole r, int layer, int64_t* count);
+  Result<WeightSlot> slot(TensorRole r, int layer);  // weight_slot()
   Status upload(TensorRole r, int layer, const void* host, int64_t count);
   Status upload_rope_table();  // at finalize: rope_inv_freq / rope_mscale from the config and rope_factors
   // Enqueue one step: the arch recipe through CudaOps (cuda_ops.cuh), then argmax or sampling. The Status is that

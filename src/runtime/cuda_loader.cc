@@ -148,11 +148,11 @@ Status read_assembled_weights(const TensorStore& store, const ModelConfig& c, co
 }
 }  // namespace
 
-Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink) {
+Result<std::vector<CudaWeightRef>> plan_cuda_weights(const TensorStore& store, const ModelConfig& c) {
   const ArchSpec* arch = find_arch(c.arch);
   if (!arch) return Unsupported("cuda loader: architecture '" + c.arch + "' has no recipe");
-  if (arch->finish) return read_assembled_weights(store, c, sink);
-  std::vector<float> buf;
+  if (arch->finish) return Unsupported("cuda loader: '" + c.arch + "' weights are assembled at load (ModelWeights)");
+  std::vector<CudaWeightRef> refs;
   for (const RoleUse& use : arch->roles) {
     const TensorRole r = use.role;
     if (use.need == RoleNeed::kBiasGroup && !c.attn_bias) continue;
@@ -170,9 +170,20 @@ Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const C
       if (t->shape != want)
         return DataLoss(store.path() + ": tensor " + name + " has shape " + shape_str(t->shape) + ", expected " +
                         shape_str(want));
-      RETURN_IF_ERROR(tensor_to_f32(*t, &buf));
-      RETURN_IF_ERROR(sink(r, l, buf.data(), static_cast<int64_t>(buf.size())));
+      refs.push_back(CudaWeightRef{r, l, t});
     }
+  }
+  return refs;
+}
+
+Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink) {
+  const ArchSpec* arch = find_arch(c.arch);
+  if (arch && arch->finish) return read_assembled_weights(store, c, sink);
+  ASSIGN_OR_RETURN(std::vector<CudaWeightRef> refs, plan_cuda_weights(store, c));
+  std::vector<float> buf;
+  for (const CudaWeightRef& w : refs) {
+    RETURN_IF_ERROR(tensor_to_f32(*w.tensor, &buf));
+    RETURN_IF_ERROR(sink(w.role, w.layer, buf.data(), static_cast<int64_t>(buf.size())));
   }
   return OkStatus();
 }

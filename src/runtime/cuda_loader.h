@@ -12,7 +12,12 @@
 //   embeddings) gets the token embedding as its LM head. The decoder rounds to bf16 on upload (set_weight_f32) and
 //   requantizes to its int8/int4/fp8 layout at finalize() when asked (CudaDecoderOptions::format); f32 keeps the
 //   values as they are.
-// - make_cuda_runner() builds an engine::ModelRunner (CudaRunner) whose weights come from the store. It is defined
+// - load_cuda_weights() puts every weight of the store into a fresh decoder (before finalize): the fast path by
+//   default (weight_staging.h: no fp32 intermediate, host threads fill pinned staging buffers while the device copies
+//   the previous one, f16 -> bf16 on the device, bf16 not converted at all), or with CudaLoadOptions::reference the
+//   simple path above (read_cuda_weights -> set_weight_f32, one thread), its bit-exact twin.
+// - make_cuda_runner() builds an engine::ModelRunner (CudaRunner) whose weights come from the store through
+//   load_cuda_weights ($CITADEL_CUDA_LOAD=reference picks the reference path). It and load_cuda_weights are defined
 //   only when the CUDA backend is built (CITADEL_HAVE_CUDA); callers guard with that macro.
 //
 // Thread-safety: pure functions; the store is only read. The store passed to make_cuda_runner must stay open until
@@ -50,6 +55,40 @@ Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out);
 // tensors are kDataLoss naming the tensor; an architecture without a recipe is kUnsupported.
 using CudaWeightSink = std::function<Status(TensorRole r, int layer, const float* data, int64_t count)>;
 Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink);
+
+// One tensor of the store bound to its role: what read_cuda_weights converts, in the same order.
+struct CudaWeightRef {
+  TensorRole role;
+  int layer;
+  const TensorInfo* tensor;  // into the store
+};
+// The tensors of c's architecture roles in store, with read_cuda_weights' checks (missing tensors, shapes, the tied
+// LM head). Architectures with a load-time finish step (deepseek2) have no such list: kUnsupported.
+Result<std::vector<CudaWeightRef>> plan_cuda_weights(const TensorStore& store, const ModelConfig& c);
+
+struct CudaLoadOptions {
+  bool reference = false;  // read_cuda_weights -> CudaDecoder::set_weight_f32 (the simple twin)
+  int threads = 0;         // host threads converting (0: std::thread::hardware_concurrency())
+  int n_staging = 3;       // pinned staging buffers, reused round robin
+  int64_t staging_bytes = int64_t{64} << 20;  // bytes of each
+  int64_t piece_bytes = int64_t{2} << 20;     // staged bytes one thread converts at a time
+};
+// Where a fast load spent its time (seconds of wall time on the calling thread; reference: total_s only).
+struct CudaLoadStats {
+  double setup_s = 0;    // plan + pinned buffers + copy stream
+  double fill_s = 0;     // host threads converting into staging buffers
+  double wait_s = 0;     // waiting for a staging buffer the device was still copying
+  double drain_s = 0;    // waiting for the last copies and conversions at the end
+  double total_s = 0;
+  int64_t source_bytes = 0;  // tensor bytes read from the file
+  int64_t staged_bytes = 0;  // bytes copied to the device
+  int batches = 0, threads = 0;
+};
+// Loads c's weights from store into dec (created for c, not finalized; the calling thread's current device is
+// dec's). Values are bit-identical between the two paths. Architectures with a finish step (deepseek2) take the
+// reference path. Errors name the tensor; after an error dec holds partial weights (discard it).
+Status load_cuda_weights(const TensorStore& store, const ModelConfig& c, CudaDecoder* dec, const CudaLoadOptions& o,
+                         CudaLoadStats* stats = nullptr);
 
 // opt.config and opt.load are filled from the store; opt.decoder (format, max_batch, max_step_tokens, max_seq_len,
 // use_graphs, verbose) is kept. max_seq_len is capped to the model's trained context.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -248,10 +249,23 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore&
   o.config = mc;
   if (mc.context_len > 0 && mc.context_len < o.decoder.max_seq_len) o.decoder.max_seq_len = static_cast<int>(mc.context_len);
   const TensorStore* st = &store;
-  o.load = [st, mc](CudaDecoder* d) {
-    return read_cuda_weights(*st, mc, [d](TensorRole r, int layer, const float* p, int64_t n) {
-      return d->set_weight_f32(r, layer, p, n);
-    });
+  CudaLoadOptions lo;
+  if (const char* v = std::getenv("CITADEL_CUDA_LOAD")) {
+    const std::string mode = v;
+    if (mode != "reference" && mode != "fast" && !mode.empty())
+      return InvalidArgument("CITADEL_CUDA_LOAD must be fast or reference, got '" + mode + "'");
+    lo.reference = mode == "reference";
+  }
+  const bool verbose = o.decoder.verbose;
+  o.load = [st, mc, lo, verbose](CudaDecoder* d) {
+    CudaLoadStats s;
+    RETURN_IF_ERROR(load_cuda_weights(*st, mc, d, lo, &s));
+    char line[160];
+    std::snprintf(line, sizeof(line), "cuda weights loaded in %.2f s (%s)", s.total_s,
+                  lo.reference ? "reference path" : (std::to_string(s.staged_bytes >> 20) + " MiB staged on " +
+                                                     std::to_string(s.threads) + " threads").c_str());
+    if (verbose) log_info(line);
+    return OkStatus();
   };
   ASSIGN_OR_RETURN(auto runner, CudaRunner::create(std::move(o)));
   return std::unique_ptr<engine::ModelRunner>(std::move(runner));

@@ -43,19 +43,10 @@ inline std::vector<float> tensor(const ModelConfig& c, uint32_t seed, TensorRole
   return v;
 }
 
-// Writes the synthetic model of (c, seed) as an f32 GGUF (every role of c's architecture with synthetic values; q/k/v
-// biases when c.attn_bias; c's RoPE scaling as metadata) and returns its path, once per process and (config, seed).
-inline std::string synth_gguf(const ModelConfig& c, uint32_t seed) {
-  static std::map<std::string, std::string> written;  // "shape seed" -> path
-  const RopeScaling& rs = c.rope_scaling;
-  std::string key = c.arch + " " + std::to_string(seed) + (c.attn_bias ? " bias " : " ") + rs.type;
-  for (double v : {rs.factor, double(rs.original_context), rs.low_freq_factor, rs.high_freq_factor})
-    key += " " + std::to_string(v);
-  for (int64_t v : {c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab})
-    key += " " + std::to_string(v);
-  if (auto it = written.find(key); it != written.end()) return it->second;
+// The GGUF metadata of c (qwen2 / llama keys: shape, norm eps, RoPE and its scaling).
+inline void add_model_meta(GgufWriter& w, const ModelConfig& c) {
   const std::string a = c.arch;
-  GgufWriter w;
+  const RopeScaling& rs = c.rope_scaling;
   w.add_string("general.architecture", a);
   w.add_string("general.name", "citadel gpu test synthetic");
   w.add_u32(a + ".block_count", uint32_t(c.n_layers));
@@ -79,6 +70,21 @@ inline std::string synth_gguf(const ModelConfig& c, uint32_t seed) {
       w.add_f32(a + ".rope.scaling.high_freq_factor", float(rs.high_freq_factor));
     }
   }
+}
+
+// Writes the synthetic model of (c, seed) as an f32 GGUF (every role of c's architecture with synthetic values; q/k/v
+// biases when c.attn_bias; c's RoPE scaling as metadata) and returns its path, once per process and (config, seed).
+inline std::string synth_gguf(const ModelConfig& c, uint32_t seed) {
+  static std::map<std::string, std::string> written;  // "shape seed" -> path
+  const RopeScaling& rs = c.rope_scaling;
+  std::string key = c.arch + " " + std::to_string(seed) + (c.attn_bias ? " bias " : " ") + rs.type;
+  for (double v : {rs.factor, double(rs.original_context), rs.low_freq_factor, rs.high_freq_factor})
+    key += " " + std::to_string(v);
+  for (int64_t v : {c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab})
+    key += " " + std::to_string(v);
+  if (auto it = written.find(key); it != written.end()) return it->second;
+  GgufWriter w;
+  add_model_meta(w, c);
   const ArchSpec* arch = find_arch(c.arch);
   EXPECT_NE(arch, nullptr);
   if (!arch) return "";

@@ -50,6 +50,11 @@ void gather_rows(const bf16_t* src, const int32_t* index, bf16_t* dst, int rows,
 void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStream_t s);
 void fill_random_f32(float* x, int64_t n, uint32_t seed, float scale, cudaStream_t s);  // the same, fp32
 
+// Loaded weights in place, x [n] (runtime/weight_staging.h): from_f16: f16 bits -> bf16 bits as base/half.h's
+// f32_to_bf16(f16_to_f32(h)) (round to nearest even, NaN rule included); else bf16 bits as f32_to_bf16(bf16_to_f32(b))
+// (the identity but for signalling NaNs, which get their quiet bit).
+void bf16_inplace(bf16_t* x, int64_t n, bool from_f16, cudaStream_t s);
+
 // ---- sampling.cu ----
 // One token's change to a logit row before sampling (logit_bias and penalties, backend/model_runner.h LogitEdit):
 // x += bias; if (repeat) x = x > 0 ? x / repetition_penalty : x * repetition_penalty; x -= subtract.

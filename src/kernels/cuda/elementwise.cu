@@ -1,4 +1,6 @@
-// Elementwise and row-wise kernels: embedding, residual-add + RMSNorm, RoPE, SiLU-mul, bias, argmax, gather, fill.
+// Elementwise and row-wise kernels: embedding, residual-add + RMSNorm, RoPE, SiLU-mul, bias, argmax, gather, fill,
+// the in-place bf16 conversion of loaded weights.
+#include <algorithm>
 #include <cfloat>
 
 #include "kernels/cuda/common.cuh"
@@ -159,6 +161,34 @@ __global__ void fill_random_kernel(T* x, int64_t n, uint32_t seed, float scale) 
   }
 }
 
+// base/half.h's f32_to_bf16(f16_to_f32(h)) in integers (bit-identical, NaN payloads included): f16 -> f32 bits
+// exactly (subnormals normalised), then round to nearest even with signalling NaNs quieted.
+__device__ __forceinline__ uint32_t f16_bits_to_f32_bits(uint32_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  if (exp == 0) {
+    if (mant == 0) return sign;
+    const int shift = __clz(mant) - 21;  // brings the leading one to bit 10
+    return sign | (static_cast<uint32_t>(127 - 15 + 1 - shift) << 23) | (((mant << shift) & 0x3ffu) << 13);
+  }
+  if (exp == 31) return sign | 0x7f800000u | (mant << 13);
+  return sign | ((exp + 127 - 15) << 23) | (mant << 13);
+}
+__device__ __forceinline__ uint16_t f32_bits_to_bf16(uint32_t u) {
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// x [n] in place: f16 bits -> bf16 (kF16), or bf16 bits through f32 and back (signalling NaNs quieted).
+template <bool kF16>
+__global__ void bf16_inplace_kernel(uint16_t* x, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint32_t h = x[i];
+    x[i] = f32_bits_to_bf16(kF16 ? f16_bits_to_f32_bits(h) : h << 16);
+  }
+}
+
 }  // namespace
 
 void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s) {
@@ -237,6 +267,16 @@ void fill_random_bf16(bf16_t* x, int64_t n, uint32_t seed, float scale, cudaStre
 void fill_random_f32(float* x, int64_t n, uint32_t seed, float scale, cudaStream_t s) {
   if (n <= 0) return;
   launch_pdl(fill_random_kernel<float>, dim3(1024), dim3(256), 0, s, x, n, seed, scale);
+  CUDA_LAUNCH_CHECK();
+}
+
+void bf16_inplace(bf16_t* x, int64_t n, bool from_f16, cudaStream_t s) {
+  if (n <= 0) return;
+  const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 8192));
+  if (from_f16)
+    bf16_inplace_kernel<true><<<blocks, 256, 0, s>>>(x, n);
+  else
+    bf16_inplace_kernel<false><<<blocks, 256, 0, s>>>(x, n);
   CUDA_LAUNCH_CHECK();
 }
 
