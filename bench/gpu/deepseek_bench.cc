@@ -4,10 +4,12 @@
 // roofline ratio: ceiling = measured device-to-device copy bandwidth / bytes of the weights a step must read (bs1: the
 // non-expert weights + 6 of 64 experts per MoE layer; 64 sequences and the prefill: every weight, since 64 x 6 picks
 // touch nearly all experts). Prints one JSON object to stdout and to argv[1] if given.
-// With a directory as argv[2], first dumps the input of bench/gpu/deepseek_hf_check.py there (dump_for_hf below).
+// With a directory as argv[2], first dumps the input of bench/gpu/deepseek_hf_check.py there (dump_for_hf below);
+// CITADEL_BENCH_DUMP_ONLY=1 then stops (scripts/gpu/deepseek_hf.sh: no benchmark, no JSON).
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -81,7 +83,10 @@ int main(int argc, char** argv) {
   const double t0 = now_s();
   die(dec->init_synthetic(kSeed), "init_synthetic");
   std::fprintf(stderr, "weights generated in %.1f s\n%s\n", now_s() - t0, dec->memory_plan().c_str());
-  if (argc > 2) dump_for_hf(*dec, argv[2]);
+  if (argc > 2) {
+    dump_for_hf(*dec, argv[2]);
+    if (const char* e = std::getenv("CITADEL_BENCH_DUMP_ONLY"); e && std::string(e) == "1") return 0;
+  }
   const double all_bytes = double(dec->weight_bytes());
   const double E = double(c.moe.n_experts), k = double(c.moe.n_experts_used);
   const double moe_layers = double(c.n_layers - c.moe.n_dense_layers);
