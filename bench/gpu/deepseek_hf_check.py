@@ -21,7 +21,7 @@ Our roles -> HF (model/roles.h shapes):
   the rest by name (attn_q -> q_proj, attn_kv_a_mqa -> kv_a_proj_with_mqa, ...)
 
 Usage:
-  deepseek_hf_check.py DUMP_DIR OUT_JSON [--device cuda] [--no-fp32]
+  deepseek_hf_check.py DUMP_DIR OUT_JSON [--device cuda] [--no-fp32] [--extra-run cpu_exact=DIR]
   deepseek_hf_check.py --selftest-tiny CITADEL_DEEPSEEK_CPU_REF [OUT_JSON]
 The self-test needs no GPU: citadel_deepseek_cpu_ref writes the tiny presets' hash weights (the C++ function itself)
 as a GGUF and runs Citadel's CPU exact path; this script's HF model on the CPU in fp32 must give the same logits
@@ -147,7 +147,8 @@ def hf_config(c):
     else:  # transformers 4.x spelling
         kw.update(rope_theta=c["rope_theta"], rope_scaling=dict(rope, type="yarn") if rope else None)
     cfg = cls(**kw)
-    cfg._attn_implementation = "eager"
+    cfg._attn_implementation = "eager"  # the reference loops, not fused kernels (grouped_mm has no fp32 path)
+    cfg._experts_implementation = "eager"
     return cfg
 
 
@@ -277,10 +278,22 @@ def load_dump(d):
     return c, toks, runs
 
 
-def check(dump, out_json, dev, fp32):
+def add_extra_runs(c, toks, runs, extra):
+    """NAME=DIR: DIR's logits_prefill.bin (citadel_deepseek_cpu_ref's dump of the same model and tokens) as run NAME."""
+    for spec in extra:
+        name, d = spec.split("=", 1)
+        c2, toks2, runs2 = load_dump(d)
+        same = [k for k in ("seed", "n_layers", "dim", "n_vocab", "n_experts", "kv_lora_rank") if c2[k] != c[k]]
+        if same or not np.array_equal(toks, toks2):
+            raise SystemExit(f"{d}: not the same model and tokens as the main dump ({same or 'tokens'})")
+        runs[name] = runs2["prefill"]
+
+
+def check(dump, out_json, dev, fp32, extra=()):
     t0 = time.time()
     import transformers
     c, toks, runs = load_dump(dump)
+    add_extra_runs(c, toks, runs, extra)
     res = {"model": c["name"], "seed": c["seed"], "positions": int(len(toks)),
            "tokens": "token i = (i * 2654435761 + 12345) mod n_vocab (uint32)", "memory_plan": c.get("memory_plan"),
            "transformers": transformers.__version__, "torch": torch.__version__,
@@ -322,7 +335,7 @@ def check(dump, out_json, dev, fp32):
 def summary(res):
     lines = [f"{res['model']}: {res['positions']} positions, transformers {res['transformers']} on {res['device']}, "
              f"KV {res.get('kv_values_per_token', '?')} values per token"]
-    for run in ("prefill", "chunked", "decode"):
+    for run in [k for k, v in res.items() if isinstance(v, dict) and any(t.startswith("vs_hf_") for t in v)]:
         for tag in ("fp32", "bf16"):
             r = res.get(run, {}).get(f"vs_hf_{tag}")
             if r:
@@ -396,13 +409,15 @@ def main():
     ap.add_argument("out_json", nargs="?")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 HF forward")
+    ap.add_argument("--extra-run", action="append", default=[], metavar="NAME=DIR",
+                    help="also compare DIR's logits_prefill.bin (citadel_deepseek_cpu_ref) as run NAME")
     ap.add_argument("--selftest-tiny", metavar="CPU_REF_TOOL", help="path of citadel_deepseek_cpu_ref")
     a = ap.parse_args()
     if a.selftest_tiny:
         sys.exit(0 if selftest_tiny(a.selftest_tiny, a.dump) else 1)
     if not a.dump or not a.out_json:
         ap.error("DUMP_DIR and OUT_JSON are required")
-    check(a.dump, a.out_json, a.device, not a.no_fp32)
+    check(a.dump, a.out_json, a.device, not a.no_fp32, a.extra_run)
 
 
 if __name__ == "__main__":
