@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/solo_batch.h"
 #include "base/thread_pool.h"
 #include "model/arch.h"
 #include "model/synth.h"
@@ -63,15 +64,7 @@ Result<std::vector<float>> cpu_forward(const std::string& gguf, const std::vecto
   ASSIGN_OR_RETURN(auto runner, runtime::make_model_runner(gguf, {.device = "cpu", .exact = true,
                                                                    .max_batched_tokens = n}));
   RETURN_IF_ERROR(runner->allocate_kv(n_blocks, bs));
-  engine::Batch b;
-  b.tokens = toks;
-  b.block_size = bs, b.max_blocks = n_blocks;
-  b.query_start = {0, n};
-  b.seq_lens = {n};
-  for (int i = 0; i < n_blocks; ++i) b.block_tables.push_back(i);
-  for (int t = 0; t < n; ++t) {
-    b.positions.push_back(t), b.seq_of_token.push_back(0), b.slots.push_back(t), b.logit_rows.push_back(t);
-  }
+  const engine::Batch b = engine::solo_batch(toks, 0, bs, n_blocks);
   std::vector<float> logits(static_cast<size_t>(n) * static_cast<size_t>(runner->n_vocab()));
   RETURN_IF_ERROR(runner->forward(b, logits.data()));
   return logits;

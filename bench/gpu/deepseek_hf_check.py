@@ -39,7 +39,8 @@ import time
 import numpy as np
 import torch
 
-M32 = 0xFFFFFFFF
+from synth_hash import fill, hash_u32, pow2_near
+
 # model/roles.cc synth_id of each role this architecture uses.
 SYNTH_ID = {"tok_embd": 0, "output_norm": 1, "output": 2, "attn_norm": 3, "wq": 4, "wo": 10, "ffn_norm": 11,
             "gate": 12, "up": 13, "down": 14, "wq_a": 15, "q_a_norm": 16, "wq_b": 17, "wkv_a": 18, "kv_a_norm": 19,
@@ -47,17 +48,6 @@ SYNTH_ID = {"tok_embd": 0, "output_norm": 1, "output": 2, "attn_norm": 3, "wq": 
             "down_exps": 27, "gate_shexp": 28, "up_shexp": 29, "down_shexp": 30}
 GLOBAL = {"tok_embd", "output_norm", "output"}
 NORMS = {"output_norm", "attn_norm", "ffn_norm", "q_a_norm", "kv_a_norm"}
-
-
-def hash_u32(seed, idx):
-    """ck::dev::hash_u32 on int64 values (python int or tensor): products wrap, the mask keeps the low 32 bits."""
-    h = (idx * 0x9E3779B1 + seed) & M32
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & M32
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & M32
-    h ^= h >> 16
-    return h
 
 
 def role_shape(c, role):
@@ -74,10 +64,6 @@ def role_shape(c, role):
             "gate_shexp": (S, D), "up_shexp": (S, D), "down_shexp": (D, S)}[role]
 
 
-def lround(x):
-    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
-
-
 def synth_scale(c, role):
     """runtime/cuda_model_shape.cu synth_scale."""
     if role == "tok_embd":
@@ -87,23 +73,14 @@ def synth_scale(c, role):
     a = math.sqrt(3.0 / float(role_shape(c, role)[-1])) * (4.0 if role == "output" else 1.0)
     if role in ("wo", "down"):
         a /= math.sqrt(2.0 * float(c["n_layers"]))
-    return math.ldexp(1.0, lround(math.log2(a)))
+    return pow2_near(a)
 
 
 def synth(c, role, layer, dev):
     """The role's tensor as the CUDA decoder's init_synthetic fills it (bf16, role_shape)."""
     shape = role_shape(c, role)
     tseed = hash_u32(c["seed"], (1023 if role in GLOBAL else layer) * 32 + SYNTH_ID[role])
-    n = int(np.prod(shape))
-    sc = torch.tensor(synth_scale(c, role), dtype=torch.float32, device=dev)
-    off = torch.tensor(1.0 if role in NORMS else 0.0, dtype=torch.float32, device=dev)
-    out = torch.empty(n, dtype=torch.bfloat16, device=dev)
-    step = 1 << 26
-    for s in range(0, n, step):
-        idx = torch.arange(s, min(n, s + step), dtype=torch.int64, device=dev)
-        u = (hash_u32(tseed, idx) >> 8).to(torch.float32) * (2.0 ** -23) - 1.0
-        out[s:s + idx.numel()] = (u * sc + off).to(torch.bfloat16)  # u * sc is exact (sc a power of two)
-    return out.view(*shape)
+    return fill(tseed, int(np.prod(shape)), synth_scale(c, role), 1.0 if role in NORMS else 0.0, dev).view(*shape)
 
 
 def mscale(c):
