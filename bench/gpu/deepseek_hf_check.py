@@ -233,6 +233,10 @@ def compare(ours, ref, decode_from=None):
          "nmse": float(err.sum() / (ref ** 2).sum()), "nmse_median_position": float(np.median(per_pos)),
          "worst_position": worst, "worst_position_nmse": float(per_pos[worst]),
          "max_abs_diff": float(np.abs(ours - ref).max()), "disagree_positions": [int(i) for i in np.where(~top)[0]]}
+    if (~top).any():  # how close the reference's own top two were where we disagree (near-ties flip under rounding)
+        srt = np.sort(ref[~top], axis=-1)
+        gap = srt[:, -1] - srt[:, -2]
+        r["disagree_ref_margin_median"], r["disagree_ref_margin_max"] = float(np.median(gap)), float(gap.max())
     if decode_from is not None:
         r["top1_agree_prefill_part"] = int(top[:decode_from].sum())
         r["top1_agree_decode_steps"] = int(top[decode_from:].sum())
