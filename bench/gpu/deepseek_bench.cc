@@ -4,9 +4,12 @@
 // roofline ratio: ceiling = measured device-to-device copy bandwidth / bytes of the weights a step must read (bs1: the
 // non-expert weights + 6 of 64 experts per MoE layer; 64 sequences and the prefill: every weight, since 64 x 6 picks
 // touch nearly all experts). Prints one JSON object to stdout and to argv[1] if given.
+// With a directory as argv[2], first dumps the input of bench/gpu/deepseek_hf_check.py there (dump_for_hf below);
+// CITADEL_BENCH_DUMP_ONLY=1 then stops (scripts/gpu/deepseek_hf.sh: no benchmark, no JSON).
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -14,11 +17,52 @@
 #include "model/synth.h"
 #include "runtime/cuda_decoder.h"
 #include "bench_util.h"
+#include "hf_dump.h"
 
 using namespace citadel;
 using runtime::CudaDecoder;
 using runtime::CudaStep;
 using namespace citadel::benchutil;
+
+namespace {
+
+constexpr uint32_t kSeed = 42;
+
+// 256 teacher-forced positions (hf_check_tokens) on fresh weights, three ways: one 256-token prefill step; four
+// 64-token chunks (prefill over a cached context); a 128-token prefill, then 128 one-token decode steps (CUDA graphs,
+// the GEMV expert path). Files in dir: tokens.bin (int32 [256]), logits_{prefill,chunked,decode}.bin (f32 [256][V]),
+// config.json (the model's numbers, the seed, the memory plan, the file list).
+void dump_for_hf(CudaDecoder& dec, const std::string& dir) {
+  const int N = 256, V = int(dec.config().n_vocab), W = dec.max_blocks_per_seq();
+  const std::vector<int32_t> toks = hf_check_tokens(N, V);
+  const auto table = table_for(0, W, W);
+  auto slice = [&](int a, int b) { return std::vector<int32_t>(toks.begin() + a, toks.begin() + b); };
+  std::vector<float> all, lg;
+  std::vector<int32_t> ids;
+  bool ok = write_array(dir + "/tokens.bin", toks);
+  die(dec.step(sequence_step(toks, 0, table, true), &ids, &all), "dump prefill 256");
+  ok = ok && write_array(dir + "/logits_prefill.bin", all);
+  all.clear();
+  for (int c = 0; c < N; c += 64) {
+    die(dec.step(sequence_step(slice(c, c + 64), c, table, true), &ids, &lg), "dump chunk");
+    all.insert(all.end(), lg.begin(), lg.end());
+  }
+  ok = ok && write_array(dir + "/logits_chunked.bin", all);
+  die(dec.step(sequence_step(slice(0, N / 2), 0, table, true), &ids, &all), "dump prefill 128");
+  for (int t = N / 2; t < N; ++t) {
+    die(dec.step(sequence_step({toks[t]}, t, table), &ids, &lg), "dump decode");
+    all.insert(all.end(), lg.begin(), lg.begin() + V);
+  }
+  ok = ok && write_array(dir + "/logits_decode.bin", all);
+  const std::string extra = "  \"positions\": 256,\n  \"decode_from\": 128,\n  \"runs\": [\"prefill\", \"chunked\", "
+                            "\"decode\"],\n  \"memory_plan\": \"" + dec.memory_plan() + "\",\n";
+  const std::string cfg = deepseek_config_json(dec.config(), kSeed, extra);
+  ok = ok && write_bytes(dir + "/config.json", cfg.data(), cfg.size());
+  if (!ok) std::exit(1);
+  std::fprintf(stderr, "HF check input written to %s\n", dir.c_str());
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   const cudaDeviceProp prop = device_or_exit();
@@ -37,8 +81,12 @@ int main(int argc, char** argv) {
   die(d.status(), "create");
   auto dec = std::move(d).value();
   const double t0 = now_s();
-  die(dec->init_synthetic(42), "init_synthetic");
+  die(dec->init_synthetic(kSeed), "init_synthetic");
   std::fprintf(stderr, "weights generated in %.1f s\n%s\n", now_s() - t0, dec->memory_plan().c_str());
+  if (argc > 2) {
+    dump_for_hf(*dec, argv[2]);
+    if (const char* e = std::getenv("CITADEL_BENCH_DUMP_ONLY"); e && std::string(e) == "1") return 0;
+  }
   const double all_bytes = double(dec->weight_bytes());
   const double E = double(c.moe.n_experts), k = double(c.moe.n_experts_used);
   const double moe_layers = double(c.n_layers - c.moe.n_dense_layers);

@@ -21,6 +21,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "runtime/cuda_decoder.h"
 #include "bench_util.h"
+#include "hf_dump.h"
 
 using namespace citadel;
 using runtime::CudaDecoder;
@@ -377,8 +378,7 @@ double decode_batch(CudaDecoder& dec, int B, int ctx, int steps) {
 void dump_logits(CudaDecoder& dec, const std::string& dir) {
   const int W = dec.max_blocks_per_seq(), V = int(dec.config().n_vocab);
   auto table = table_for(0, W, W);
-  std::vector<int32_t> toks(256);
-  for (int i = 0; i < 256; ++i) toks[i] = int32_t((uint32_t(i) * 2654435761u + 12345u) % uint32_t(V));
+  const std::vector<int32_t> toks = hf_check_tokens(256, V);
   std::vector<float> all, lg;
   std::vector<int32_t> ids;
   die(dec.step(sequence_step({toks.begin(), toks.begin() + 128}, 0, table, true), &ids, &all), "dump prefill");

@@ -1,36 +1,17 @@
 #!/usr/bin/env python3
 """Compare the CUDA decoder's logits (dumped by citadel_gpu_bench) with HF transformers' Qwen2ForCausalLM built
-on the device with the same synthetic weights (the hash recipe of src/runtime/cuda_decoder.h, reimplemented here in
-torch uint32 arithmetic). Usage: hf_check.py DUMP_DIR OUT_JSON. Prints and writes top-1 agreement and NMSE."""
+on the device with the same synthetic weights (the hash recipe of src/runtime/cuda_decoder.h, reimplemented in torch
+integer arithmetic: synth_hash.py). Usage: hf_check.py DUMP_DIR OUT_JSON. Prints and writes top-1 agreement and NMSE."""
 import json, math, os, sys, time
 import numpy as np
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-M32 = 0xFFFFFFFF
+from synth_hash import fill, hash_u32, pow2_near
+
 D, L, H, KV, DH, F, V = 3584, 28, 28, 4, 128, 18944, 152064
 SEED = 42
 EMBED, OUT_NORM, OUTPUT, ATTN_NORM, WQ, WK, WV, BQ, BK, BV, WO, FFN_NORM, WGATE, WUP, WDOWN = range(15)
-
-
-def hash_u32_int(seed, idx):
-    h = (idx * 0x9E3779B1 + seed) & M32
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & M32
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & M32
-    h ^= h >> 16
-    return h
-
-
-def hash_u32_t(seed, idx):  # idx: int64 tensor; products wrap in int64, the mask keeps the low 32 bits
-    h = (idx * 0x9E3779B1 + seed) & M32
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & M32
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & M32
-    h ^= h >> 16
-    return h
 
 
 def scale_of(kind, cols):
@@ -43,22 +24,15 @@ def scale_of(kind, cols):
     a = math.sqrt(3.0 / cols) * (4.0 if kind == OUTPUT else 1.0)
     if kind in (WO, WDOWN):  # residual-stream projections: 1 / sqrt(2 * n_layers), as in synth_scale()
         a /= math.sqrt(2.0 * L)
-    return math.ldexp(1.0, int(round(math.log2(a))))
+    return pow2_near(a)
 
 
 def synth(kind, layer, shape, dev):
     glob = kind in (EMBED, OUTPUT, OUT_NORM)
-    tseed = hash_u32_int(SEED, ((1023 if glob else layer) * 32 + kind))
-    n = int(np.prod(shape))
+    tseed = hash_u32(SEED, ((1023 if glob else layer) * 32 + kind))
     cols = shape[1] if len(shape) == 2 else 1
-    sc = torch.tensor(scale_of(kind, cols), dtype=torch.float32, device=dev)
-    off = torch.tensor(1.0 if kind in (OUT_NORM, ATTN_NORM, FFN_NORM) else 0.0, dtype=torch.float32, device=dev)
-    out = torch.empty(n, dtype=torch.bfloat16, device=dev)
-    step = 1 << 26
-    for s in range(0, n, step):
-        idx = torch.arange(s, min(n, s + step), dtype=torch.int64, device=dev)
-        u = (hash_u32_t(tseed, idx) >> 8).to(torch.float32) * (2.0 ** -23) - 1.0
-        out[s:s + idx.numel()] = (u * sc + off).to(torch.bfloat16)
+    off = 1.0 if kind in (OUT_NORM, ATTN_NORM, FFN_NORM) else 0.0
+    out = fill(tseed, int(np.prod(shape)), scale_of(kind, cols), off, dev)
     return out.view(*shape)
 
 

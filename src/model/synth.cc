@@ -294,7 +294,7 @@ void add_builtin_tokenizer(GgufWriter& w, int64_t n_vocab) {
 
 // Streams one tensor's values, whole rows at a time in chunks of about 1 MiB of f32: values are generated in f32 and
 // encoded with the quant reference (f16/bf16 round to nearest even; quantized types as ggml's reference quantizers).
-Status write_tensor(GgufWriter& w, const SynthTensor& t, uint64_t seed) {
+Status write_tensor(GgufWriter& w, const SynthTensor& t, uint64_t seed, const SynthOptions& o, size_t index) {
   Xoshiro256 rng(seed);
   const int64_t row = t.shape.back();
   int64_t n = 1;
@@ -307,12 +307,16 @@ Status write_tensor(GgufWriter& w, const SynthTensor& t, uint64_t seed) {
   for (int64_t r0 = 0; r0 * row < n; r0 += rows_per_chunk) {
     const int64_t rows = std::min<int64_t>(rows_per_chunk, n / row - r0);
     vals.resize(static_cast<size_t>(rows * row));
-    for (float& v : vals) {
-      if (t.init == SynthInit::kNorm) {
-        const int32_t k = static_cast<int32_t>(rng.next() >> 58) - 32;  // [-32, 31]
-        v = static_cast<float>(1024 + k) / 1024.0f;
-      } else {
-        v = rng.normalish_f32(step);
+    if (o.values) {
+      o.values(index, r0 * row, rows * row, vals.data());
+    } else {
+      for (float& v : vals) {
+        if (t.init == SynthInit::kNorm) {
+          const int32_t k = static_cast<int32_t>(rng.next() >> 58) - 32;  // [-32, 31]
+          v = static_cast<float>(1024 + k) / 1024.0f;
+        } else {
+          v = rng.normalish_f32(step);
+        }
       }
     }
     buf.resize(static_cast<size_t>(rows) * row_bytes);
@@ -351,7 +355,8 @@ Status write_synth(const SynthOptions& o) {
   for (const auto& t : plan.tensors) RETURN_IF_ERROR(w.declare_tensor(t.name, t.dtype, t.shape));
   RETURN_IF_ERROR(w.begin(o.out));
   for (size_t i = 0; i < plan.tensors.size(); ++i) {
-    RETURN_IF_ERROR(write_tensor(w, plan.tensors[i], derive_seed(o.seed, i)).with_context(plan.tensors[i].name));
+    RETURN_IF_ERROR(
+        write_tensor(w, plan.tensors[i], derive_seed(o.seed, i), o, i).with_context(plan.tensors[i].name));
   }
   return w.finish();
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,10 @@ struct SynthOptions {
   std::string out;
   std::string vocab_from;    // GGUF whose tokenizer.* keys are copied (n_vocab becomes its token count)
   int64_t n_vocab = 0;       // > 0 overrides the preset's vocabulary size
+  // When set, write_synth takes tensor plan.tensors[index]'s values from here instead of its random init: out[j] =
+  // element first + j (row-major), j < n, before encoding to the tensor's dtype. For weights defined elsewhere (the
+  // CUDA decoder's synthetic weights: bench/gpu/deepseek_cpu_ref.cc); the file is then deterministic only if they are.
+  std::function<void(size_t index, int64_t first, int64_t n, float* out)> values;
 };
 
 enum class SynthInit : uint8_t { kNormal, kNorm, kBias };

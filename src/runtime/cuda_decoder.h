@@ -36,6 +36,9 @@ const char* format_name(CudaWeightFormat f);
 // l = 1023). scale is a power of two (no rounding in the product); offset is 1 for norms, 0 otherwise.
 // bench/gpu/hf_check.py mirrors this. Roles without a synth_id (rope_freqs) have no synthetic values.
 float synth_weight_value(const ModelConfig& c, uint32_t seed, TensorRole r, int layer, uint32_t i);
+// out[j] = synth_weight_value(c, seed, r, layer, first + j) for j < n (first + n <= 2^32): the whole-tensor form.
+void synth_weight_values(const ModelConfig& c, uint32_t seed, TensorRole r, int layer, int64_t first, int64_t n,
+                         float* out);
 uint32_t synth_tensor_seed(uint32_t seed, TensorRole r, int layer);
 float synth_scale(const ModelConfig& c, TensorRole r);
 float synth_offset(TensorRole r);

@@ -60,8 +60,19 @@ float synth_scale(const ModelConfig& c, TensorRole r) {
 float synth_offset(TensorRole r) { return is_norm(r) ? 1.f : 0.f; }
 
 float synth_weight_value(const ModelConfig& c, uint32_t seed, TensorRole r, int layer, uint32_t i) {
-  const float u = ck::dev::hash_uniform(synth_tensor_seed(seed, r, layer), i);
-  return bf16_to_f32(f32_to_bf16(u * synth_scale(c, r) + synth_offset(r)));
+  float v = 0.f;
+  synth_weight_values(c, seed, r, layer, i, 1, &v);
+  return v;
+}
+
+void synth_weight_values(const ModelConfig& c, uint32_t seed, TensorRole r, int layer, int64_t first, int64_t n,
+                         float* out) {
+  const uint32_t tseed = synth_tensor_seed(seed, r, layer);
+  const float scale = synth_scale(c, r), offset = synth_offset(r);
+  for (int64_t j = 0; j < n; ++j) {
+    const float u = ck::dev::hash_uniform(tseed, static_cast<uint32_t>(first + j));
+    out[j] = bf16_to_f32(f32_to_bf16(u * scale + offset));
+  }
 }
 
 }  // namespace citadel::runtime

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "backend/solo_batch.h"
 #include "format/gguf_writer.h"
 #include "model/arch.h"
 #include "model/config.h"
@@ -116,15 +117,7 @@ inline std::vector<float> cpu_forward(const ModelConfig& c, uint32_t seed, const
   engine::ModelRunner& r = **runner;
   Status st = r.allocate_kv(n_blocks, bs);
   EXPECT_TRUE(st.ok()) << st.to_string();
-  engine::Batch b;
-  b.tokens = toks;
-  b.block_size = bs, b.max_blocks = n_blocks;
-  b.query_start = {0, n};
-  b.seq_lens = {n};
-  for (int i = 0; i < n_blocks; ++i) b.block_tables.push_back(i);
-  for (int t = 0; t < n; ++t) {
-    b.positions.push_back(t), b.seq_of_token.push_back(0), b.slots.push_back(t), b.logit_rows.push_back(t);
-  }
+  const engine::Batch b = engine::solo_batch(toks, 0, bs, n_blocks);
   if (st.ok()) st = r.forward(b, logits.data());
   EXPECT_TRUE(st.ok()) << st.to_string();
   return logits;

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <string>
 
+#include "backend/solo_batch.h"
 #include "format/tensor_store.h"
 #include "gpu_test_util.h"
 #include "runtime/cuda_loader.h"
@@ -22,15 +23,8 @@ namespace {
 
 // One sequence at blocks 0, 1, ... of any runner; logits of every token.
 std::vector<float> run_solo(engine::ModelRunner* r, const std::vector<int32_t>& toks, int start, int max_blocks) {
-  engine::Batch b;
   const int n = static_cast<int>(toks.size());
-  b.tokens = toks, b.block_size = 16, b.max_blocks = max_blocks;
-  for (int i = 0; i < n; ++i) {
-    b.positions.push_back(start + i), b.seq_of_token.push_back(0), b.slots.push_back(start + i);
-    b.logit_rows.push_back(i);
-  }
-  b.query_start = {0, n}, b.seq_lens = {start + n};
-  for (int i = 0; i < max_blocks; ++i) b.block_tables.push_back(i);
+  const engine::Batch b = engine::solo_batch(toks, start, 16, max_blocks);
   std::vector<float> logits(static_cast<size_t>(n) * r->n_vocab());
   const Status st = r->forward(b, logits.data());
   EXPECT_TRUE(st.ok()) << st.message();

@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "base/half.h"
 #include "base/sha256.h"
 #include "base/subprocess.h"
 #include "format/tensor_store.h"
@@ -107,6 +108,35 @@ TEST(Synth, ReadsBackAndQuantizedMatchesF32) {
   EXPECT_EQ((*q8)->meta_string("general.architecture").value_or(""), "llama");
   fs::remove(tmp("rb_f32.gguf"));
   fs::remove(o.out);
+}
+
+// SynthOptions::values replaces the random init element for element (across the writer's chunks of 2^18 values:
+// the embedding of 5000 x 64 spans two), and bf16 encodes it by round-to-nearest-even.
+TEST(Synth, ValuesHookGivesEveryElement) {
+  for (const char* dt : {"f32", "bf16"}) {
+    SynthOptions o;
+    o.arch = "deepseek2", o.preset = "deepseek2-tiny", o.dtype = dt, o.n_vocab = 5000;
+    o.out = tmp(std::string("values_") + dt);
+    auto value = [](size_t index, int64_t i) { return float(index) + 0.5f + float(i % 1000) * 0.001f; };
+    o.values = [&](size_t index, int64_t first, int64_t n, float* out) {
+      for (int64_t j = 0; j < n; ++j) out[j] = value(index, first + j);
+    };
+    ASSERT_TRUE(write_synth(o).ok());
+    auto plan = plan_synth(o);
+    auto store = open_gguf(o.out);
+    ASSERT_TRUE(plan.ok() && store.ok());
+    for (size_t k = 0; k < plan->tensors.size(); ++k) {
+      const TensorInfo* t = (*store)->find(plan->tensors[k].name);
+      ASSERT_NE(t, nullptr) << plan->tensors[k].name;
+      std::vector<float> got(static_cast<size_t>(t->numel()));
+      ASSERT_TRUE(dequantize_row(t->dtype, t->data, got.data(), t->numel()).ok());
+      for (int64_t i = 0; i < t->numel(); ++i) {
+        const float want = t->dtype == DType::kF32 ? value(k, i) : bf16_to_f32(f32_to_bf16(value(k, i)));
+        ASSERT_EQ(got[static_cast<size_t>(i)], want) << t->name << " element " << i;
+      }
+    }
+    fs::remove(o.out);
+  }
 }
 
 TEST(Synth, VocabFromCopiesTokenizer) {
