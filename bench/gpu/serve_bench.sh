@@ -63,6 +63,10 @@ for r in $RUNS; do
   echo "[$LABEL] $r rc=$?: $(grep -iE "output token throughput|Output token" "$OUT/run-$LABEL-$r.log" | head -1)"
 done
 curl -s -H "Authorization: Bearer $CITADEL_API_KEY" http://127.0.0.1:$PORT/api/v1/stats > "$OUT/stats-$LABEL.json"
+# Issue 20's GPU metrics from the real driver (NVML) on the same server.
+curl -s -H "Authorization: Bearer $CITADEL_API_KEY" http://127.0.0.1:$PORT/metrics | grep -E "^citadel:gpu_" \
+  > "$OUT/gpu_metrics-$LABEL.txt"
+echo "[$LABEL] /metrics: $(wc -l < "$OUT/gpu_metrics-$LABEL.txt") citadel:gpu_ series"; head -4 "$OUT/gpu_metrics-$LABEL.txt"
 kill $pid; wait $pid 2>/dev/null
 python3 - "$OUT" "$LABEL" "$load_s" "$RUNS" <<'PY'
 import json, os, subprocess, sys

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Everything this session's GPU work needs, in parts, one build for all (scripts/gpu/build.sh into build-gpu, which
+# stays between calls while the machine is warm). Usage (repository root on the GPU machine):
+#   OUT=... bash scripts/gpu/all.sh PART...   PART: build tests serve[:LABEL[:flag,flag...]] load deepseek embed nvml mixed
+# A part that fails is reported and the next one runs. Each part's wall time is printed.
+set -uo pipefail
+OUT=${OUT:-/tmp/citadel_gpu_out}
+mkdir -p "$OUT"
+echo "commit $(cat .gpu_commit 2>/dev/null || git rev-parse HEAD); $(nvidia-smi --query-gpu=name --format=csv,noheader)"
+MODEL=/tmp/m/deepseek-r1-distill-qwen-7b-f16.gguf
+for part in "$@"; do
+  t0=$(date +%s)
+  case $part in
+    build) bash scripts/gpu/build.sh citadel citadel_gpu_tests citadel_gpu_bench citadel_deepseek_bench \
+             citadel_deepseek_cpu_ref citadel_load_bench citadel_nvml_tests ${EXTRA_TARGETS:-};;
+    tests) timeout 300 ./build-gpu/citadel_gpu_tests --gtest_filter="${GPU_TEST_FILTER:-*}" > "$OUT/gpu_tests.log" 2>&1
+           echo "gpu tests rc=$?"
+           grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is" "$OUT/gpu_tests.log" | head -40;;
+    serve*) IFS=: read -r _ label flags <<< "$part"
+            timeout 420 bash bench/gpu/serve_bench.sh "${label:-default}" ${flags//,/ };;
+    load) MODEL=$MODEL timeout 300 bash bench/gpu/load.sh;;
+    deepseek) timeout 400 bash scripts/gpu/deepseek_hf.sh;;
+    embed) timeout 300 bash bench/gpu/embed.sh;;
+    nvml) ./build-gpu/citadel_nvml_tests > "$OUT/nvml_tests.log" 2>&1; echo "nvml tests rc=$?"
+          grep -E "^\[  (FAILED|PASSED|SKIPPED|     OK) " "$OUT/nvml_tests.log" | head;;
+    mixed) CITADEL_BENCH_MIXED=1 timeout 240 ./build-gpu/bench/citadel_gpu_bench "$OUT/mixed_step.json" > /dev/null \
+             2> "$OUT/mixed_step.log"; echo "mixed bench rc=$?"; grep -E "mixed step|error" "$OUT/mixed_step.log";;
+    *) echo "unknown part $part";;
+  esac
+  echo "== part $part: $(( $(date +%s) - t0 )) s"
+done
