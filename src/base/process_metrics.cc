@@ -70,6 +70,10 @@ bool parse_meminfo(const std::string& text, double* total_bytes, double* availab
   return got_total && got_avail;
 }
 
+bool read_host_memory(double* total_bytes, double* available_bytes) {
+  return parse_meminfo(read_file("/proc/meminfo"), total_bytes, available_bytes);
+}
+
 void register_process_metrics(Registry& reg, const std::string& version, const std::string& commit) {
   auto* rss = reg.gauge("citadel:process_resident_memory_bytes", "Resident memory of the process.")->get();
   auto* vms = reg.gauge("citadel:process_virtual_memory_bytes", "Virtual memory of the process.")->get();

@@ -22,5 +22,7 @@ void register_process_metrics(Registry& reg, const std::string& version, const s
 // MemAvailable (bytes) from /proc/meminfo text; false when a field is missing.
 bool parse_statm(const std::string& text, long page_size, double* virtual_bytes, double* resident_bytes);
 bool parse_meminfo(const std::string& text, double* total_bytes, double* available_bytes);
+// The host's MemTotal and MemAvailable now (/proc/meminfo); false when it cannot be read.
+bool read_host_memory(double* total_bytes, double* available_bytes);
 
 }  // namespace citadel::metrics

@@ -4,6 +4,8 @@
 #include <new>
 #include <string>
 
+#include "base/process_metrics.h"
+
 namespace citadel::runtime {
 
 CpuRunner::CpuRunner(const ModelWeights* weights, CpuRunnerOptions opts)
@@ -43,7 +45,7 @@ Status CpuRunner::allocate_kv(int n_blocks, int block_size) {
     pools_.clear();
     pools_.reserve(static_cast<size_t>(c.n_layers) * n_parts);
     for (int l = 0; l < c.n_layers; ++l) {
-      for (size_t p = 0; p < n_parts; ++p) pools_.emplace_back(part_floats_[p] * n_blocks);
+      for (size_t p = 0; p < n_parts; ++p) pools_.emplace_back(new float[part_floats_[p] * n_blocks]);
     }
   } catch (const std::bad_alloc&) {
     pools_.clear();
@@ -56,12 +58,30 @@ Status CpuRunner::allocate_kv(int n_blocks, int block_size) {
   const KvPart& k = parts[0];
   views_.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    float* kp = pools_[l * n_parts].data();
-    views_[l] = KvCacheView{DType::kF32, kp, shared ? kp : pools_[l * n_parts + 1].data(), n_blocks, block_size,
+    float* kp = pools_[l * n_parts].get();
+    views_[l] = KvCacheView{DType::kF32, kp, shared ? kp : pools_[l * n_parts + 1].get(), n_blocks, block_size,
                             static_cast<int>(k.heads), static_cast<int>(k.width),
                             static_cast<int>(kv_layout_.shared_value)};
   }
   return OkStatus();
+}
+
+uint64_t cpu_kv_budget_bytes(double available_bytes) {
+  const double quarter = available_bytes > 0 ? available_bytes / 4 : 0;
+  return std::clamp(static_cast<uint64_t>(quarter), kCpuKvMinBytes, kCpuKvMaxBytes);
+}
+
+Result<int> CpuRunner::allocate_kv_from_memory(int block_size, double /*fraction*/) {
+  if (block_size <= 0) return InvalidArgument("allocate_kv_from_memory: block_size must be > 0");
+  double total = 0, avail = 0;
+  if (!metrics::read_host_memory(&total, &avail))
+    return IoError("cpu runner: /proc/meminfo cannot be read to size the KV pool; set kv_memory_mb");
+  const uint64_t per_block = static_cast<uint64_t>(kv_bytes_per_token()) * static_cast<uint64_t>(block_size);
+  const uint64_t n = cpu_kv_budget_bytes(avail) / std::max<uint64_t>(per_block, 1);
+  if (n == 0) return ResourceExhausted("cpu runner: one KV block does not fit the automatic budget");
+  const int blocks = static_cast<int>(std::min<uint64_t>(n, uint64_t{1} << 30));
+  RETURN_IF_ERROR(allocate_kv(blocks, block_size));
+  return blocks;
 }
 
 Status CpuRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
@@ -73,7 +93,7 @@ Status CpuRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
     }
     for (size_t i = 0; i < pools_.size(); ++i) {
       const size_t n = part_floats_[i % n_parts];
-      std::copy_n(pools_[i].data() + src * n, n, pools_[i].data() + dst * n);
+      std::copy_n(pools_[i].get() + src * n, n, pools_[i].get() + dst * n);
     }
   }
   return OkStatus();

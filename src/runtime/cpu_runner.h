@@ -25,6 +25,12 @@ struct CpuRunnerOptions {
   int threads = 0;               // > 0: this runner's own kernel threads (its placement); 0: the global pool
 };
 
+// The automatic CPU KV budget (serve with kv_memory_mb 0): a quarter of the memory available at load, at most
+// kCpuKvMaxBytes, at least kCpuKvMinBytes. Pure. The pool's pages are touched only as tokens are written, so the
+// resident memory grows with use, not with the budget.
+inline constexpr uint64_t kCpuKvMaxBytes = uint64_t{8} << 30, kCpuKvMinBytes = uint64_t{64} << 20;
+uint64_t cpu_kv_budget_bytes(double available_bytes);
+
 class CpuRunner : public engine::ModelRunner {
  public:
   // weights must outlive the runner.
@@ -34,6 +40,8 @@ class CpuRunner : public engine::ModelRunner {
   int max_context() const override;
   size_t kv_bytes_per_token() const override;
   Status allocate_kv(int n_blocks, int block_size) override;
+  // cpu_kv_budget_bytes(MemAvailable) (fraction, a GPU's share, does not apply to host memory).
+  Result<int> allocate_kv_from_memory(int block_size, double fraction) override;
   Status copy_blocks(const std::vector<std::pair<int, int>>& src_dst) override;
   Status forward(const engine::Batch& batch, float* logits) override;
 
@@ -50,7 +58,8 @@ class CpuRunner : public engine::ModelRunner {
   std::unique_ptr<ThreadPool> pool_;  // opts_.threads > 0: current() for the kernels during forward()
   int n_blocks_ = 0, block_size_ = 0;
   std::vector<size_t> part_floats_;        // [parts] floats per block of one part's pool: block_size * values()
-  std::vector<std::vector<float>> pools_;  // [n_layers * parts][n_blocks * part_floats_[part]], layer-major
+  // [n_layers * parts][n_blocks * part_floats_[part]], layer-major; not zeroed (slots are written before read).
+  std::vector<std::unique_ptr<float[]>> pools_;
   std::vector<KvCacheView> views_;         // [n_layers] over the layer's k and v pools
 };
 

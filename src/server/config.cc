@@ -57,7 +57,8 @@ const std::vector<Field>& fields() {
        "default top_p of requests that omit it (default: the model's metadata, else 0.9)"},
       {"max_context", Kind::kInt, nullptr, &ServeConfig::max_context, 0, 1 << 24, "context limit (0 = model's)"},
       {"kv_memory_mb", Kind::kInt, nullptr, &ServeConfig::kv_memory_mb, 0, 1 << 24,
-       "KV cache budget (MiB); 0 = automatic: CUDA sizes the pool from the card (kv_memory_percent), CPU 1024"},
+       "KV cache budget (MiB); 0 = automatic: CUDA sizes the pool from the card (kv_memory_percent), the CPU takes a "
+       "quarter of the available memory, at most 8 GiB"},
       {"kv_memory_percent", Kind::kInt, nullptr, &ServeConfig::kv_memory_percent, 10, 99,
        "CUDA with kv_memory_mb 0: percent of the card's memory for weights, activations and KV together"},
       {"prefix_cache_scope", Kind::kString, &ServeConfig::prefix_cache_scope, nullptr, 0, 0,

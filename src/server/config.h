@@ -50,7 +50,7 @@ struct ServeConfig {
   std::string chat_template;         // "" = the model's; else a builtin name or a file
   std::string temperature, top_p;    // for requests that omit them ("" = the model's metadata, else 0.7 / 0.9)
   int max_context = 0;               // 0 = the model's
-  int kv_memory_mb = 0;              // KV cache budget; 0: automatic (CUDA: from the card, CPU: 1024 MiB)
+  int kv_memory_mb = 0;              // KV cache budget; 0: automatic (CUDA: from the card, CPU: 1/4 of available, <= 8 GiB)
   int kv_memory_percent = 90;        // CUDA, kv_memory_mb 0: share of the card for weights + activations + KV
   std::string prefix_cache_scope = "tenant";  // tenant: tenants never share cached KV blocks | global: they do
   // Embedding models (docs/API.md "Embeddings"): the most tokens one /v1/embeddings request may hold (400 beyond),

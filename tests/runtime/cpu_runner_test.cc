@@ -1,8 +1,12 @@
-// CpuRunner: KV sizing, allocation errors, and copy_blocks (copy-on-write) moving every layer's K and V.
+// CpuRunner: KV sizing (explicit and automatic from host memory), allocation errors, and copy_blocks (copy-on-write)
+// moving every layer's K and V.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <string>
 
+#include "base/process_metrics.h"
 #include "tests/model/model_test_util.h"
 
 namespace citadel {
@@ -23,6 +27,39 @@ TEST(CpuRunner, SizesAndAllocation) {
   EXPECT_FALSE(r.forward(b, logits.data()).ok());  // before allocate_kv
   ASSERT_TRUE(r.allocate_kv(4, 16).ok());
   EXPECT_FALSE(r.copy_blocks({{0, 4}}).ok());
+  std::filesystem::remove(path);
+}
+
+// The automatic budget: a quarter of the available memory within [64 MiB, 8 GiB]; the runner sizes its pool from
+// /proc/meminfo with it (what `serve` does with kv_memory_mb 0), and the pool is untouched until written (its
+// resident memory does not grow by the budget).
+TEST(CpuRunner, KvPoolSizedFromHostMemory) {
+  EXPECT_EQ(runtime::cpu_kv_budget_bytes(16.0 * (1 << 30)), uint64_t{4} << 30);
+  EXPECT_EQ(runtime::cpu_kv_budget_bytes(256.0 * (1 << 30)), runtime::kCpuKvMaxBytes);
+  EXPECT_EQ(runtime::cpu_kv_budget_bytes(100.0 * (1 << 20)), runtime::kCpuKvMinBytes);
+  EXPECT_EQ(runtime::cpu_kv_budget_bytes(-1), runtime::kCpuKvMinBytes);
+  const std::string path = model_testing::synth_file("llama", "tiny", 13, "f32");
+  auto w = load_model(path, {});
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  runtime::CpuRunner r(w->get());
+  double total = 0, avail = 0;
+  ASSERT_TRUE(metrics::read_host_memory(&total, &avail));
+  auto rss = [] {
+    double v = 0, res = 0;
+    std::ifstream f("/proc/self/statm");
+    std::string line;
+    std::getline(f, line);
+    metrics::parse_statm(line, 4096, &v, &res);
+    return res;
+  };
+  const double before = rss();
+  auto n = r.allocate_kv_from_memory(16, 0.9);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  const uint64_t per_block = r.kv_bytes_per_token() * 16;
+  const double expect = double(runtime::cpu_kv_budget_bytes(avail)) / double(per_block);
+  EXPECT_NEAR(double(*n), expect, 0.1 * expect);  // MemAvailable moves a little between the two reads
+  EXPECT_LT(rss() - before, 64.0 * (1 << 20)) << "the pool's pages were touched at allocation";
+  EXPECT_FALSE(r.allocate_kv_from_memory(0, 0.9).ok());
   std::filesystem::remove(path);
 }
 

@@ -426,8 +426,9 @@ int run_serve(const ServeFlags& flags) {
   lo.engine.max_step_ms = cfg.max_step_ms;
   lo.engine.request_timeout_s = cfg.request_timeout_s;
   lo.engine.device_sampling = cfg.sampling == "device";
-  // kv_memory_mb 0: the CUDA runner sizes its pool from the card's free memory; the CPU takes 1 GiB.
-  const int kv_mb = cfg.kv_memory_mb > 0 ? cfg.kv_memory_mb : cfg.device == "cuda" ? 0 : 1024;
+  // kv_memory_mb 0: the runner sizes its pool: CUDA from the card's free memory, the CPU from the host's available
+  // memory (runtime::cpu_kv_budget_bytes).
+  const int kv_mb = cfg.kv_memory_mb;
   lo.engine.kv_memory_bytes = static_cast<size_t>(kv_mb) << 20;
   lo.engine.kv_memory_fraction = kv_mb == 0 ? cfg.kv_memory_percent / 100.0 : 0.0;
   lo.prefix_cache_scope = cfg.prefix_cache_scope;
