@@ -3,9 +3,10 @@ official openai SDK: embeddings equal sentence-transformers' (tests/golden/model
 0.9999) with the SDK's default base64 and with floats, dimensions (truncate + renormalise), token-id input, batches,
 usage with truncation at 256 tokens, concurrent requests equal to solo ones, 429 when the queue is full, OpenAI-shaped
 400s for bad input, and the model kinds kept apart (chat on an embedding model, embeddings on a decoder); the
-citadel:embedding_* metrics moving by exactly what was sent (and /api/v1/stats reading them); the per-request token
-cap (default and per model) and embedding_truncate off, both refusing before anything is computed; the weights
-encrypted with `citadel encrypt` and served from memory with --key-file."""
+citadel:embedding_* metrics moving by exactly what was sent (and /api/v1/stats reading them), and the Grafana
+dashboard's embedding queries naming only those series; the per-request token cap (default and per model) and
+embedding_truncate off, both refusing before anything is computed; the weights encrypted with `citadel encrypt` and
+served from memory with --key-file."""
 import concurrent.futures
 import json
 import math
@@ -273,6 +274,19 @@ def _scrape(server):
     assert r.status_code == 200, r.text
     return {(s.name, frozenset(s.labels.items())): s.value
             for fam in text_string_to_metric_families(r.text) for s in fam.samples}
+
+
+def test_dashboard_embedding_queries_name_exported_metrics(minilm):
+    """The Grafana dashboard's citadel:embedding_* queries (test_metrics.py checks the others against the shared
+    chat server, which has no embedding model) name only series this server exports."""
+    from test_metrics import EMBEDDING_PREFIX, dashboard_exprs, exported_names, promql_metric_names
+    r = minilm.http.get(minilm.base_url + "/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    exported = exported_names(r.text)
+    used = {n for e in dashboard_exprs() for n in promql_metric_names(e) if n.startswith(EMBEDDING_PREFIX)}
+    assert len(used) >= 8, sorted(used)
+    missing = used - exported
+    assert not missing, f"the dashboard names embedding metrics the server does not export: {sorted(missing)}"
 
 
 def test_metrics_move_by_exactly_what_was_sent(minilm):
