@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pathlib
+import re
 
 import openai
 import pytest
@@ -200,6 +201,27 @@ def test_embeddings_on_a_decoder_model_is_a_400(server):
     r = server.http.post(server.base_url + "/v1/embeddings", json={"model": "smollm2", "input": "hi"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "model" and "not an embedding model" in r.json()["error"]["message"]
+
+
+def test_device_cuda_serves_it_on_the_gpu_or_refuses_clearly(tmp_path):
+    """--device cuda on the embedding model: a build without CUDA (or a machine without a GPU) refuses the load with
+    the reason, and the process exits non-zero; where a GPU serves it, its vectors equal sentence-transformers'."""
+    models = _models_dir()
+    try:
+        s = Server(["--model", "minilm-l6", "--models-dir", models, "--device", "cuda", "--data-dir", str(tmp_path)])
+    except RuntimeError as e:
+        msg = str(e)
+        code = re.match(r"server failed to start \((-?\d+)\)", msg)
+        assert code and int(code.group(1)) != 0, msg
+        assert "this build has no CUDA backend" in msg or "no CUDA device on this machine" in msg, msg
+        assert "all-MiniLM-L6-v2" in msg, msg  # the error names the model
+        return
+    try:
+        cases = GOLDEN["cases"]
+        r = sdk(s).embeddings.create(model="minilm-l6", input=[c["ids"] for c in cases], encoding_format="float")
+        assert_matches_golden([d.embedding for d in r.data], cases)
+    finally:
+        assert s.stop() == 0
 
 
 def test_a_chat_model_and_an_embedding_model_from_yaml_with_per_model_limits(model_spec, tmp_path):
