@@ -1,6 +1,7 @@
 """Writes deploy/grafana/citadel-dashboard.json (the committed file is its output; edit here, then run
 `python3 deploy/grafana/make_dashboard.py > deploy/grafana/citadel-dashboard.json`). tests/system/test_metrics.py
-checks that every query names a metric the server exports."""
+checks that every query names a metric the server exports (the citadel:embedding_* ones against a server with an
+embedding model, in tests/system/test_embeddings.py)."""
 import json
 ds = {"type": "prometheus", "uid": "${datasource}"}
 sel = 'instance=~"$instance"'
@@ -60,6 +61,26 @@ ts("Tokens per second", [(f'sum(rate(citadel:prompt_tokens_total{{{msel}}}[{R}])
                          (f'sum(rate(citadel:generation_tokens_total{{{msel}}}[{R}]))', "generation")])
 ts("Prefix cache hit rate", [(f'sum(rate(citadel:prefix_cache_hits_total{{{msel}}}[{R}])) / sum(rate(citadel:prefix_cache_queries_total{{{msel}}}[{R}]))',
                               "hit rate")], unit="percentunit", x=12)
+row("Embeddings")
+ts("Embedding throughput", [(f'sum by (model_name) (rate(citadel:embedding_requests_total{{{msel}}}[{R}]))', "{{model_name}} requests"),
+                            (f'sum by (model_name) (rate(citadel:embedding_inputs_total{{{msel}}}[{R}]))', "{{model_name}} inputs"),
+                            (f'sum by (model_name) (rate(citadel:embedding_batches_total{{{msel}}}[{R}]))', "{{model_name}} runner calls")],
+   unit="ops", w=8, desc="Per second: /v1/embeddings requests, their inputs (sentences) and the runner calls they share.")
+ts("Embedding tokens per second", [(f'sum by (model_name) (rate(citadel:embedding_tokens_total{{{msel}}}[{R}]))', "{{model_name}}")],
+   x=8, w=8, desc="Tokens embedded, special tokens included (as usage.prompt_tokens counts them).")
+ts("Embedding queue", [(f'sum by (model_name) (citadel:embedding_requests_running{{{msel}}})', "{{model_name}} running"),
+                       (f'sum by (model_name) (citadel:embedding_requests_waiting{{{msel}}})', "{{model_name}} waiting")],
+   x=16, w=8, desc="Requests in the runner call now and queued behind it (a full queue answers 429).")
+ts("Embedding latency", [(q(p, "citadel:embedding_request_latency_seconds"), f"p{int(p*100)}") for p in (0.5, 0.95, 0.99)]
+   + [(q(0.95, "citadel:embedding_queue_time_seconds"), "queue p95")], unit="s", w=8,
+   desc="Submit to completion; queue: submit to the start of the request's runner call.")
+ts("Embedding batch size", [(q(p, "citadel:embedding_batch_size"), f"p{int(p*100)}") for p in (0.5, 0.95)]
+   + [(f'sum(rate(citadel:embedding_inputs_total{{{msel}}}[{R}])) / sum(rate(citadel:embedding_batches_total{{{msel}}}[{R}]))',
+       "mean")], x=8, w=8, desc="Inputs per embedding runner call (concurrent requests share one call).")
+ts("Embedding failures", [(f'sum(rate(citadel:embedding_request_errors_total{{{msel}}}[{R}]))', "runner error"),
+                          (f'sum(rate(citadel:embedding_cancelled_total{{{msel}}}[{R}]))', "cancelled"),
+                          (f'sum by (reason) (rate(citadel:embedding_rejected_total{{{msel}}}[{R}]))', "rejected {{reason}}")],
+   unit="reqps", x=16, w=8)
 row("KV cache and GPU")
 ts("KV cache usage", [(f'citadel:kv_cache_usage_perc{{{msel}}}', "{{model_name}}")], unit="percentunit",
    desc="Alert above 95 % for 5 minutes.")
@@ -88,10 +109,13 @@ ts("Audit log", [(f'citadel:audit_queue_depth{{{sel}}}', "queue depth"),
 ts("Oldest active API key", [(f'citadel:api_key_oldest_age_seconds{{{sel}}} / 86400', "days")], unit="d", x=12,
    desc="Alert above 90 days.")
 
+# Chat models (engine series) and embedding models (citadel:embedding_*) alike.
+models_query = 'label_values({__name__=~"citadel:num_requests_running|citadel:embedding_requests_running"}, model_name)'
 dash = {
     "title": "Citadel", "uid": "citadel-overview", "schemaVersion": 39, "version": 1, "editable": True,
     "tags": ["citadel", "llm"], "time": {"from": "now-1h", "to": "now"}, "refresh": "30s",
-    "description": "Citadel LLM server: requests, latency percentiles, tokens/s, KV and GPU use, errors, quotas "
+    "description": "Citadel LLM server: requests, latency percentiles, tokens/s, embeddings, KV and GPU use, errors, "
+                   "quotas "
                    "(docs/OPERATIONS.md). Metric names follow vLLM's under the citadel: prefix.",
     "templating": {"list": [
         {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
@@ -99,8 +123,7 @@ dash = {
          "allValue": ".*", "query": {"query": "label_values(citadel:build_info, instance)", "refId": "I"},
          "definition": "label_values(citadel:build_info, instance)", "refresh": 2},
         {"name": "model_name", "type": "query", "datasource": ds, "label": "Model", "includeAll": True, "multi": True,
-         "allValue": ".*", "query": {"query": "label_values(citadel:num_requests_running, model_name)", "refId": "M"},
-         "definition": "label_values(citadel:num_requests_running, model_name)", "refresh": 2}]},
+         "allValue": ".*", "query": {"query": models_query, "refId": "M"}, "definition": models_query, "refresh": 2}]},
     "annotations": {"list": []},
     "panels": panels,
 }

@@ -198,8 +198,6 @@ Result<runtime::EmbeddingRunnerOptions> embedding_pipeline(const std::filesystem
 Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const ModelLoadOptions& opts,
                                                   const DecryptedModel* decrypted) {
   namespace fs = std::filesystem;
-  if (opts.device != "cpu")
-    return Unsupported(path + ": embedding models run on the CPU in this build (--device cpu)");
   if (opts.embedding_truncate != "on" && opts.embedding_truncate != "off")
     return InvalidArgument("embedding_truncate must be on or off, got '" + opts.embedding_truncate + "'");
   if (opts.embedding_max_request_tokens < 0)
@@ -210,9 +208,14 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
   ASSIGN_OR_RETURN(runtime::EmbeddingRunnerOptions ro, embedding_pipeline(dir));
   if (opts.max_context > 0)
     ro.max_tokens = ro.max_tokens > 0 ? std::min(ro.max_tokens, opts.max_context) : opts.max_context;
-  ro.threads = opts.compute_threads;  // the model's own pool (no process-wide setting)
-  auto runner = runtime::make_cpu_embedding_runner(path, ro);
-  if (!runner.ok()) return runner.status();
+  ro.threads = opts.compute_threads;  // cpu: the model's own pool (no process-wide setting)
+  ro.device = opts.device;
+  ro.cuda_device = opts.cuda_device;
+  auto opened = open_model_file(path);
+  if (!opened.ok()) return opened.status();
+  auto weights = load_bert_weights(std::move(*opened));
+  if (!weights.ok()) return weights.status();
+  const int64_t n_vocab = (*weights)->config.n_vocab;
   auto tok = Tokenizer::from_path(dir.string());
   if (!tok.ok()) return tok.status().with_context(dir.string());
   VocabSpec spec = (*tok)->spec();
@@ -221,9 +224,11 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
   spec.max_length = 0;
   auto tok_max = Tokenizer::from_spec(std::move(spec));
   if (!tok_max.ok()) return tok_max.status().with_context(dir.string());
-  if ((*tok_max)->n_vocab() != (*runner)->weights().config.n_vocab)
+  if ((*tok_max)->n_vocab() != n_vocab)
     return DataLoss(dir.string() + ": the tokenizer has " + std::to_string((*tok_max)->n_vocab()) +
-                    " tokens, the model's embedding table " + std::to_string((*runner)->weights().config.n_vocab));
+                    " tokens, the model's embedding table " + std::to_string(n_vocab));
+  auto runner = runtime::make_embedding_runner(std::move(*weights), ro);
+  if (!runner.ok()) return runner.status().with_context(path);
   auto host = std::make_shared<ModelHost>();
   host->path = path;
   if (decrypted) {
@@ -243,7 +248,9 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
   host->max_context = (*runner)->max_tokens();
   host->embedding_truncate = opts.embedding_truncate == "on";
   if (opts.embedding_max_request_tokens > 0) host->embedding_max_request_tokens = opts.embedding_max_request_tokens;
-  log_info(path + ": embedding model (bert), " + std::to_string((*runner)->dim()) + " dimensions, up to " +
+  log_info(path + ": embedding model (bert) on " +
+           (opts.device == "cuda" ? "cuda device " + std::to_string(opts.cuda_device) + " (fp32)" : "the cpu") + ", " +
+           std::to_string((*runner)->dim()) + " dimensions, up to " +
            std::to_string(host->max_context) + " tokens per input (" +
            (host->embedding_truncate ? "longer ones truncated" : "longer ones refused") + "), " +
            std::to_string(host->embedding_max_request_tokens) + " per request" + (ro.normalize ? ", normalised" : ""));

@@ -6,7 +6,8 @@
 //                            (or CUDA); or a BERT encoder (safetensors + config.json directory, e.g. minilm-l6): an
 //                            embedding model (ModelHost::is_embedding) with its WordPiece tokenizer.json and the
 //                            sentence-transformers pipeline files (max_seq_length, mean pooling, Normalize), served
-//                            by /v1/embeddings on the CPU
+//                            by /v1/embeddings on the CPU, or with device cuda on cuda_device (fp32,
+//                            runtime/cuda_embedding_runner.h; a build without CUDA refuses it at load)
 //   debug:bytes              a built-in byte-level fake model (no weights; deterministic logits): for tests of the
 //                            server itself and for measuring its overhead without model compute
 //   debug:slow               the same, 5 ms per engine step

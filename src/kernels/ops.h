@@ -144,6 +144,8 @@ void attention_ref(const float* q, const KvCacheView& cache, const AttnBatch& ba
 
 // w: [rows, cols] row-major f32.
 PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols);
+// The inverse: w [m.rows, m.cols] row-major f32 (e.g. for uploading a packed model's weights to a GPU).
+void unpack_matrix(const PackedMatrix& m, float* w);
 // What matmul_packed applies to each output, on each panel's block of outputs right after computing it (still in L1).
 enum class Epilogue { kNone, kGeluErf };
 // y [n_tokens, w.rows] (rows ldy floats apart, ldy >= w.rows; 0: w.rows) = epi(x [n_tokens, w.cols] W^T + bias

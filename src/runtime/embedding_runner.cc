@@ -1,17 +1,50 @@
 #include "runtime/embedding_runner.h"
 
 #include <algorithm>
+#include <limits>
 #include <mutex>
 
 namespace citadel::runtime {
+
+int embedding_max_tokens(const EmbeddingRunnerOptions& opts, int64_t n_positions) {
+  const int table = static_cast<int>(std::min<int64_t>(n_positions, std::numeric_limits<int>::max()));
+  return opts.max_tokens > 0 ? std::min(opts.max_tokens, table) : table;
+}
+
+Status check_embedding_inputs(const std::vector<std::vector<int32_t>>& inputs, int max_tokens, int64_t n_vocab) {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].empty() || inputs[i].size() > static_cast<size_t>(max_tokens))
+      return InvalidArgument("input " + std::to_string(i) + " has " + std::to_string(inputs[i].size()) +
+                             " tokens; 1 to " + std::to_string(max_tokens) + " are allowed");
+    for (size_t t = 0; t < inputs[i].size(); ++t)
+      if (inputs[i][t] < 0 || inputs[i][t] >= n_vocab)
+        return InvalidArgument("input " + std::to_string(i) + " token " + std::to_string(t) + ": id " +
+                               std::to_string(inputs[i][t]) + " is outside the vocabulary of " +
+                               std::to_string(n_vocab));
+  }
+  return OkStatus();
+}
+
+size_t pack_embedding_inputs(const std::vector<std::vector<int32_t>>& inputs, size_t first, size_t end,
+                             int64_t max_forward_tokens, std::vector<int32_t>* tokens, std::vector<int32_t>* starts) {
+  tokens->clear();
+  starts->assign(1, 0);
+  size_t last = first;
+  while (last < end &&
+         (last == first || tokens->size() + inputs[last].size() <= static_cast<size_t>(max_forward_tokens))) {
+    tokens->insert(tokens->end(), inputs[last].begin(), inputs[last].end());
+    starts->push_back(static_cast<int32_t>(tokens->size()));
+    ++last;
+  }
+  return last;
+}
 
 CpuEmbeddingRunner::CpuEmbeddingRunner(std::unique_ptr<BertWeights> weights, EmbeddingRunnerOptions opts)
     : w_(std::move(weights)),
       opts_(opts),
       pool_(opts.threads > 0 ? std::make_unique<ThreadPool>(opts.threads) : nullptr),
       encoder_(w_.get(), EncoderOptions{opts.normalize}) {
-  const int table = encoder_.max_positions();
-  max_tokens_ = opts.max_tokens > 0 ? std::min(opts.max_tokens, table) : table;
+  max_tokens_ = embedding_max_tokens(opts, encoder_.max_positions());
   opts_.max_batch_tokens = std::max(opts_.max_batch_tokens, max_tokens_);
 }
 
@@ -19,15 +52,7 @@ Status CpuEmbeddingRunner::embed_range(const std::vector<std::vector<int32_t>>& 
                                        int64_t max_forward_tokens, Slot* slot, float* out) const {
   const int d = dim();
   while (first < end) {
-    slot->tokens.clear();
-    slot->starts.assign(1, 0);
-    size_t last = first;
-    while (last < end &&
-           (last == first || slot->tokens.size() + inputs[last].size() <= static_cast<size_t>(max_forward_tokens))) {
-      slot->tokens.insert(slot->tokens.end(), inputs[last].begin(), inputs[last].end());
-      slot->starts.push_back(static_cast<int32_t>(slot->tokens.size()));
-      ++last;
-    }
+    const size_t last = pack_embedding_inputs(inputs, first, end, max_forward_tokens, &slot->tokens, &slot->starts);
     EncoderBatch b{static_cast<int>(last - first), slot->starts.data(), slot->tokens.data()};
     RETURN_IF_ERROR(encoder_.embed(b, &slot->scratch, out + first * d));
     first = last;
@@ -37,13 +62,9 @@ Status CpuEmbeddingRunner::embed_range(const std::vector<std::vector<int32_t>>& 
 
 Status CpuEmbeddingRunner::embed(const std::vector<std::vector<int32_t>>& inputs, float* out) {
   ThreadPool::Scope scope(pool_.get());
+  RETURN_IF_ERROR(check_embedding_inputs(inputs, max_tokens_, w_->config.n_vocab));
   int64_t total = 0;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (inputs[i].empty() || inputs[i].size() > static_cast<size_t>(max_tokens_))
-      return InvalidArgument("input " + std::to_string(i) + " has " + std::to_string(inputs[i].size()) +
-                             " tokens; 1 to " + std::to_string(max_tokens_) + " are allowed");
-    total += static_cast<int64_t>(inputs[i].size());
-  }
+  for (const auto& in : inputs) total += static_cast<int64_t>(in.size());
   ThreadPool& pool = ThreadPool::current();
   const int threads = pool.size();
   if (threads == 1 || inputs.size() < 2) {

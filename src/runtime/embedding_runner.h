@@ -19,12 +19,29 @@
 
 namespace citadel::runtime {
 
+// Options of an embedding runner, CPU (CpuEmbeddingRunner) or CUDA (CudaEmbeddingRunner, cuda_embedding_runner.h);
+// runtime::make_embedding_runner (runner_factory.h) picks the runner by device.
 struct EmbeddingRunnerOptions {
   int max_tokens = 0;            // per input, specials included; 0 or more than the position table: the table's size
-  int max_batch_tokens = 4096;   // tokens per forward
+  int max_batch_tokens = 4096;   // tokens per forward (raised to max_tokens when smaller)
   bool normalize = true;         // L2-normalise (sentence-transformers' Normalize module)
-  int threads = 0;               // > 0: the runner's own kernel pool of this many threads; 0: the caller's current()
+  int threads = 0;               // cpu: > 0: the runner's own kernel pool of this many threads; 0: the caller's current()
+  std::string device = "cpu";    // cpu | cuda (make_embedding_runner)
+  int cuda_device = 0;           // cuda: the device id the model runs on
 };
+
+// The most tokens one input may have: opts.max_tokens within the position table (0: the whole table).
+int embedding_max_tokens(const EmbeddingRunnerOptions& opts, int64_t n_positions);
+
+// What every embedding runner checks before any work (EmbeddingRunner::embed's contract): each input has 1 to
+// max_tokens tokens and every id lies in [0, n_vocab). InvalidArgument naming the input (and token) otherwise.
+Status check_embedding_inputs(const std::vector<std::vector<int32_t>>& inputs, int max_tokens, int64_t n_vocab);
+
+// Packs inputs [first, end) back to back into one EncoderBatch's arrays: as many whole inputs as fit in
+// max_forward_tokens tokens, at least one. tokens [n_tokens]; starts [n + 1], 0 first. Returns the index past the
+// last input packed.
+size_t pack_embedding_inputs(const std::vector<std::vector<int32_t>>& inputs, size_t first, size_t end,
+                             int64_t max_forward_tokens, std::vector<int32_t>* tokens, std::vector<int32_t>* starts);
 
 class CpuEmbeddingRunner : public engine::EmbeddingRunner {
  public:

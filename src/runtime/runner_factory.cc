@@ -4,6 +4,7 @@
 #include "model/weights.h"
 #include "runtime/cpu_runner.h"
 #if CITADEL_HAVE_CUDA
+#include "runtime/cuda_embedding_runner.h"
 #include "runtime/cuda_loader.h"
 #endif
 
@@ -65,6 +66,14 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda(const std::string& path, 
 }
 #endif
 
+// "cuda" in a build without the CUDA backend, or a device name that is neither cpu nor cuda.
+Status check_device_name(const std::string& device) {
+  if (device == "cuda" && !cuda_backend_built())
+    return Unsupported("--device cuda: this build has no CUDA backend (configure with -DCITADEL_CUDA=ON)");
+  if (device != "cpu" && device != "cuda") return InvalidArgument("--device '" + device + "': expected cpu or cuda");
+  return OkStatus();
+}
+
 }  // namespace
 
 bool cuda_backend_built() {
@@ -76,17 +85,26 @@ bool cuda_backend_built() {
 }
 
 Result<std::unique_ptr<engine::ModelRunner>> make_model_runner(const std::string& path, const RunnerOptions& o) {
-  if (o.device == "cuda") {
+  RETURN_IF_ERROR(check_device_name(o.device));
 #if CITADEL_HAVE_CUDA
-    return make_cuda(path, o);
-#else
-    return Unsupported("--device cuda: this build has no CUDA backend (configure with -DCITADEL_CUDA=ON)");
+  if (o.device == "cuda") return make_cuda(path, o);
 #endif
-  }
-  if (o.device != "cpu") return InvalidArgument("--device '" + o.device + "': expected cpu or cuda");
   ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, load_model(path, WeightsOptions{.upcast_f32 = o.exact}));
   CpuRunnerOptions c{o.max_batched_tokens, o.max_context, o.cpu_threads};
   return std::unique_ptr<engine::ModelRunner>(new OwningCpuRunner(std::move(w), c));
+}
+
+Result<std::unique_ptr<engine::EmbeddingRunner>> make_embedding_runner(std::unique_ptr<BertWeights> w,
+                                                                       const EmbeddingRunnerOptions& opts) {
+  if (!w) return InvalidArgument("make_embedding_runner: no weights");
+  RETURN_IF_ERROR(check_device_name(opts.device));
+#if CITADEL_HAVE_CUDA
+  if (opts.device == "cuda") {
+    ASSIGN_OR_RETURN(std::unique_ptr<CudaEmbeddingRunner> r, CudaEmbeddingRunner::create(*w, opts));
+    return std::unique_ptr<engine::EmbeddingRunner>(std::move(r));  // w is released: the device holds its copy
+  }
+#endif
+  return std::unique_ptr<engine::EmbeddingRunner>(std::make_unique<CpuEmbeddingRunner>(std::move(w), opts));
 }
 
 }  // namespace citadel::runtime

@@ -8,7 +8,10 @@
 #include <string>
 
 #include "base/status.h"
+#include "backend/embedding_runner.h"
 #include "backend/model_runner.h"
+#include "model/arch/bert.h"
+#include "runtime/embedding_runner.h"
 
 namespace citadel::runtime {
 
@@ -25,6 +28,12 @@ struct RunnerOptions {
 
 // Errors: the file cannot be read, the architecture/dtypes are unsupported, or the device is unavailable.
 Result<std::unique_ptr<engine::ModelRunner>> make_model_runner(const std::string& path, const RunnerOptions& opts);
+
+// An embedding model's runner on opts.device: cpu (CpuEmbeddingRunner, which keeps w) or cuda (CudaEmbeddingRunner on
+// opts.cuda_device; w is uploaded, then released). Errors: kUnsupported for cuda in a build without the CUDA backend
+// or on a machine without a device, kInvalidArgument for another device name or a missing device id.
+Result<std::unique_ptr<engine::EmbeddingRunner>> make_embedding_runner(std::unique_ptr<BertWeights> w,
+                                                                       const EmbeddingRunnerOptions& opts);
 
 // True when this build has the CUDA backend (the device may still be absent at run time).
 bool cuda_backend_built();

@@ -117,6 +117,9 @@ TEST(EncoderOps, PackedMatmulMatchesReferenceAndUnpackedMatmul) {
         std::vector<float> w = random_floats(rows * cols, 51 + rows + cols), x = random_floats(n_tok * cols, 52);
         std::vector<float> bias = random_floats(rows, 53), want(n_tok * rows), got(n_tok * rows);
         const PackedMatrix p = cpu::pack_matrix(w.data(), rows, cols);
+        std::vector<float> unpacked(rows * cols, -1.0f);  // unpack_matrix undoes pack_matrix exactly
+        cpu::unpack_matrix(p, unpacked.data());
+        ASSERT_EQ(unpacked, w) << rows << "x" << cols;
         cpu::matmul_packed_ref(p, x.data(), n_tok, bias.data(), want.data());
         cpu::matmul_packed(p, x.data(), n_tok, bias.data(), got.data());
         EXPECT_LT(nmse(want, got), 1e-10) << rows << "x" << cols << " tokens " << n_tok;

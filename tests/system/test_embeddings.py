@@ -3,14 +3,16 @@ official openai SDK: embeddings equal sentence-transformers' (tests/golden/model
 0.9999) with the SDK's default base64 and with floats, dimensions (truncate + renormalise), token-id input, batches,
 usage with truncation at 256 tokens, concurrent requests equal to solo ones, 429 when the queue is full, OpenAI-shaped
 400s for bad input, and the model kinds kept apart (chat on an embedding model, embeddings on a decoder); the
-citadel:embedding_* metrics moving by exactly what was sent (and /api/v1/stats reading them); the per-request token
-cap (default and per model) and embedding_truncate off, both refusing before anything is computed; the weights
-encrypted with `citadel encrypt` and served from memory with --key-file."""
+citadel:embedding_* metrics moving by exactly what was sent (and /api/v1/stats reading them), and the Grafana
+dashboard's embedding queries naming only those series; the per-request token cap (default and per model) and
+embedding_truncate off, both refusing before anything is computed; the weights encrypted with `citadel encrypt` and
+served from memory with --key-file."""
 import concurrent.futures
 import json
 import math
 import os
 import pathlib
+import re
 
 import openai
 import pytest
@@ -201,6 +203,27 @@ def test_embeddings_on_a_decoder_model_is_a_400(server):
     assert r.json()["error"]["param"] == "model" and "not an embedding model" in r.json()["error"]["message"]
 
 
+def test_device_cuda_serves_it_on_the_gpu_or_refuses_clearly(tmp_path):
+    """--device cuda on the embedding model: a build without CUDA (or a machine without a GPU) refuses the load with
+    the reason, and the process exits non-zero; where a GPU serves it, its vectors equal sentence-transformers'."""
+    models = _models_dir()
+    try:
+        s = Server(["--model", "minilm-l6", "--models-dir", models, "--device", "cuda", "--data-dir", str(tmp_path)])
+    except RuntimeError as e:
+        msg = str(e)
+        code = re.match(r"server failed to start \((-?\d+)\)", msg)
+        assert code and int(code.group(1)) != 0, msg
+        assert "this build has no CUDA backend" in msg or "no CUDA device on this machine" in msg, msg
+        assert "all-MiniLM-L6-v2" in msg, msg  # the error names the model
+        return
+    try:
+        cases = GOLDEN["cases"]
+        r = sdk(s).embeddings.create(model="minilm-l6", input=[c["ids"] for c in cases], encoding_format="float")
+        assert_matches_golden([d.embedding for d in r.data], cases)
+    finally:
+        assert s.stop() == 0
+
+
 def test_a_chat_model_and_an_embedding_model_from_yaml_with_per_model_limits(model_spec, tmp_path):
     """Both kinds in one server from the config file's models: list; the embedding model's own limits there
     (embedding_truncate off, embedding_max_request_tokens) apply to it."""
@@ -273,6 +296,19 @@ def _scrape(server):
     assert r.status_code == 200, r.text
     return {(s.name, frozenset(s.labels.items())): s.value
             for fam in text_string_to_metric_families(r.text) for s in fam.samples}
+
+
+def test_dashboard_embedding_queries_name_exported_metrics(minilm):
+    """The Grafana dashboard's citadel:embedding_* queries (test_metrics.py checks the others against the shared
+    chat server, which has no embedding model) name only series this server exports."""
+    from test_metrics import EMBEDDING_PREFIX, dashboard_exprs, exported_names, promql_metric_names
+    r = minilm.http.get(minilm.base_url + "/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    exported = exported_names(r.text)
+    used = {n for e in dashboard_exprs() for n in promql_metric_names(e) if n.startswith(EMBEDDING_PREFIX)}
+    assert len(used) >= 8, sorted(used)
+    missing = used - exported
+    assert not missing, f"the dashboard names embedding metrics the server does not export: {sorted(missing)}"
 
 
 def test_metrics_move_by_exactly_what_was_sent(minilm):

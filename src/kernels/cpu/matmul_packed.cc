@@ -158,6 +158,13 @@ PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols) {
   return m;
 }
 
+void unpack_matrix(const PackedMatrix& m, float* w) {
+  for (int64_t r = 0; r < m.rows; ++r) {
+    const int64_t p = r / kPanelRows, i = r % kPanelRows;
+    for (int64_t k = 0; k < m.cols; ++k) w[r * m.cols + k] = m.data[(p * m.cols + k) * kPanelRows + i];
+  }
+}
+
 void matmul_packed_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
                        int64_t ldy, Epilogue epi) {
   if (ldy <= 0) ldy = w.rows;

@@ -245,6 +245,10 @@ void paged_attention_f32_decode(const PagedAttention& p, const float* k_pool, co
 void gemm_bf16(void* cublas_handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f32, int M, int N, int K,
                int ldy = 0);
 void* create_cublas_handle(cudaStream_t s, void* workspace, size_t workspace_bytes);
+// fp32 throughout (cublasSgemm): y [M][N] = x [M][K] @ W [N][K]^T. TF32 stays off (the handle's CUBLAS_DEFAULT_MATH
+// never rounds fp32 operands to TF32), so results differ from an fp32 CPU GEMM by summation order only. The encoder
+// runner's projections (runtime/cuda_embedding_runner.cu).
+void gemm_f32(void* cublas_handle, const float* x, const float* W, float* y, int M, int N, int K);
 // Grouped: for each problem, y [M][N] (row stride ldy; bf16 or fp32) = x [M][K] @ W [N][K]^T, bf16 in, fp32
 // accumulate, problems of different M in one cublasGemmGroupedBatchedEx (one cublasGemmEx each where cuBLAS lacks
 // the type combination). d_ptrs: device scratch of 3 * problems pointers. Synchronises the stream (host arrays):

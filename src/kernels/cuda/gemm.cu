@@ -2,7 +2,8 @@
 // gemm_bf16: plain cublasGemmEx (bench ceiling, tests). gemm_bf16_lt: cuBLASLt with the bias in the epilogue and the
 // algorithm picked per shape by timing the heuristic candidates once. gemm_fp8_lt: the same on e4m3 operands with
 // per-channel weight and per-token activation scales (cuBLASLt outer-vector scaling, sm_90). gemm_xf32_lt: fp32
-// activations on bf16 tensor cores (three bf16 planes of x stacked along M in one GEMM).
+// activations on bf16 tensor cores (three bf16 planes of x stacked along M in one GEMM). gemm_f32: cublasSgemm, fp32
+// without TF32 (the encoder runner).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
@@ -43,6 +44,14 @@ void gemm_bf16(void* handle, const bf16_t* x, const bf16_t* W, void* y, bool y_f
   CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(handle), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W,
                             CUDA_R_16BF, K, x, CUDA_R_16BF, K, &beta, y, y_f32 ? CUDA_R_32F : CUDA_R_16BF,
                             ldy > 0 ? ldy : N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void gemm_f32(void* handle, const float* x, const float* W, float* y, int M, int N, int K) {
+  if (M <= 0) return;
+  const float alpha = 1.f, beta = 0.f;
+  // Column-major view as gemm_bf16: y^T [N x M] = W^T' * x^T.
+  CUBLAS_CHECK(cublasSgemm(static_cast<cublasHandle_t>(handle), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, K, x, K,
+                           &beta, y, N));
 }
 
 void gemm_bf16_batched(void* handle, const bf16_t* x, int64_t ldx, int64_t stride_x, const bf16_t* W,

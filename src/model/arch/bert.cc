@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "base/rng.h"
 #include "kernels/quant/quant.h"
 
 namespace citadel {
@@ -150,6 +151,56 @@ Result<std::unique_ptr<BertWeights>> load_bert_weights(std::unique_ptr<TensorSto
   ASSIGN_OR_RETURN(w->embd_norm_b, b.vec("embeddings.LayerNorm.bias", d));
   w->layers.resize(static_cast<size_t>(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) RETURN_IF_ERROR(bind_layer(b, w.get(), l, &w->layers[l]));
+  return w;
+}
+
+std::unique_ptr<BertWeights> random_bert_weights(const ModelConfig& shape, int64_t n_positions, uint64_t seed) {
+  auto w = std::make_unique<BertWeights>();
+  ModelConfig& c = w->config;
+  c = shape;
+  c.arch = "bert";
+  if (c.head_dim <= 0 && c.n_heads > 0) c.head_dim = c.dim / c.n_heads;
+  if (!(c.norm_eps > 0)) c.norm_eps = 1e-12;
+  c.context_len = n_positions;
+  w->n_positions = n_positions;
+  w->n_token_types = 2;
+  Xoshiro256 rng(seed);
+  // offset + scale * U(-1, 1).
+  auto uniform = [&](int64_t n, float scale, float offset) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = offset + scale * (2.0f * rng.uniform_f32() - 1.0f);
+    return v;
+  };
+  auto fill = [&](int64_t n, float scale, float offset = 0.0f) -> const float* {  // kept in w->owned
+    w->owned.push_back(uniform(n, scale, offset));
+    return w->owned.back().data();
+  };
+  auto table = [&](int64_t rows, float scale) { return WeightView{DType::kF32, fill(rows * c.dim, scale), rows, c.dim}; };
+  auto matrix = [&](int64_t rows, int64_t cols, float gain) {
+    const std::vector<float> m = uniform(rows * cols, gain * std::sqrt(3.0f / static_cast<float>(cols)), 0.0f);
+    return cpu::pack_matrix(m.data(), rows, cols);
+  };
+  const int64_t d = c.dim, f = c.ffn_dim;
+  w->tok_embd = table(c.n_vocab, 0.05f);
+  w->pos_embd = table(n_positions, 0.05f);
+  w->type_embd = table(2, 0.05f);
+  w->embd_norm_w = fill(d, 0.1f, 1.0f);
+  w->embd_norm_b = fill(d, 0.05f);
+  w->layers.resize(static_cast<size_t>(c.n_layers));
+  for (BertLayer& L : w->layers) {
+    L.wqkv = matrix(3 * d, d, 1.0f);
+    L.bqkv = fill(3 * d, 0.02f);
+    L.wo = matrix(d, d, 0.5f);
+    L.bo = fill(d, 0.02f);
+    L.attn_norm_w = fill(d, 0.1f, 1.0f);
+    L.attn_norm_b = fill(d, 0.05f);
+    L.up = matrix(f, d, 1.0f);
+    L.b_up = fill(f, 0.02f);
+    L.down = matrix(d, f, 0.5f);
+    L.b_down = fill(d, 0.02f);
+    L.ffn_norm_w = fill(d, 0.1f, 1.0f);
+    L.ffn_norm_b = fill(d, 0.05f);
+  }
   return w;
 }
 

@@ -65,6 +65,13 @@ bool is_bert_model(const TensorStore& store);
 // file, the tensor and both shapes; a config that is not a BERT encoder gives kUnsupported.
 Result<std::unique_ptr<BertWeights>> load_bert_weights(std::unique_ptr<TensorStore> store);
 
+// Random weights in memory (no file behind them), seeded: for tests and benchmarks on machines without model files
+// (the GPU machine). shape gives dim, n_layers, n_heads, head_dim, ffn_dim, n_vocab and norm_eps (0: 1e-12); the
+// position table has n_positions rows, the token type table 2. Magnitudes keep a forward well conditioned, as a
+// trained model's: projections scaled by sqrt(3 / fan_in) (unit-variance outputs for unit-variance inputs, attention
+// scores of order 1), LayerNorm weights 1 + U(-0.1, 0.1), biases and embeddings small.
+std::unique_ptr<BertWeights> random_bert_weights(const ModelConfig& shape, int64_t n_positions, uint64_t seed);
+
 // Sequences packed back to back: sequence s is tokens [seq_start[s], seq_start[s + 1]).
 struct EncoderBatch {
   int n_seqs = 0;
