@@ -7,22 +7,18 @@ set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia_smi.txt"
-t0=$(date +%s)
-cmake -S . -B /tmp/bg -DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-cmake --build /tmp/bg -j16 --target citadel_gpu_tests citadel_embed_bench >> "$OUT/build.log" 2>&1 \
-  || { grep -E "error" "$OUT/build.log" | head -40; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s; warnings: $(grep -c -i 'warning' "$OUT/build.log")"
-/tmp/bg/citadel_gpu_tests --gtest_filter='CudaEmbedding.*' > "$OUT/embed_tests.log" 2>&1
+bash scripts/gpu/build.sh citadel_gpu_tests citadel_embed_bench || exit 1
+echo "build warnings: $(grep -c -i 'warning' "$OUT/build.log")"
+build-gpu/citadel_gpu_tests --gtest_filter='CudaEmbedding.*' > "$OUT/embed_tests.log" 2>&1
 echo "embedding tests rc=$?"
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|cuda vs cpu|alone vs" "$OUT/embed_tests.log" | head -40
 if [ "${1:-}" != --no-memcheck ]; then
-  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 /tmp/bg/citadel_gpu_tests \
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/citadel_gpu_tests \
     --gtest_filter='CudaEmbedding.SmallShapes*:CudaEmbedding.BadInputs*:CudaEmbedding.Unnormalised*' \
     > "$OUT/embed_memcheck.log" 2>&1
   echo "memcheck rc=$? ($(grep -c 'Invalid' "$OUT/embed_memcheck.log") invalid accesses)"
 fi
-/tmp/bg/bench/citadel_embed_bench --commit "$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" \
+build-gpu/bench/citadel_embed_bench --commit "$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" \
   --out "$OUT/embed_bench.json" > "$OUT/embed_bench.log" 2>&1
 echo "bench rc=$?"
 cat "$OUT/embed_bench.json" 2>/dev/null || tail -20 "$OUT/embed_bench.log"

@@ -9,12 +9,7 @@ MODEL=${MODEL:-/tmp/citadel-r1-distill-qwen-7b-f16.gguf}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/nvidia_smi.txt"
 echo "host: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; disk: $(df -h "$(dirname "$MODEL")" | tail -1)"
-t0=$(date +%s)
-cmake -S . -B build-gpu -DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_ARCHITECTURES=90a > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-cmake --build build-gpu -j16 --target citadel_gpu_tests citadel_load_bench >> "$OUT/build.log" 2>&1 \
-  || { grep -E "error" "$OUT/build.log" | head -40; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s"
+bash scripts/gpu/build.sh citadel_gpu_tests citadel_load_bench || exit 1
 ./build-gpu/citadel_gpu_tests --gtest_filter='CudaLoad.*' > "$OUT/load_tests.log" 2>&1
 echo "load tests rc=$?"; grep -E "^\[  (FAILED|PASSED|SKIPPED|     OK) |Failure" "$OUT/load_tests.log" | head -20
 COMMIT=$(cat .gpu_commit 2>/dev/null || git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)

@@ -12,7 +12,7 @@ for part in "$@"; do
   t0=$(date +%s)
   case $part in
     build) bash scripts/gpu/build.sh citadel citadel_gpu_tests citadel_gpu_bench citadel_deepseek_bench \
-             citadel_deepseek_cpu_ref citadel_load_bench citadel_nvml_tests ${EXTRA_TARGETS:-};;
+             citadel_deepseek_cpu_ref citadel_load_bench citadel_nvml_tests citadel_embed_bench ${EXTRA_TARGETS:-};;
     tests) timeout 300 ./build-gpu/citadel_gpu_tests --gtest_filter="${GPU_TEST_FILTER:-*}" > "$OUT/gpu_tests.log" 2>&1
            echo "gpu tests rc=$?"
            grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is" "$OUT/gpu_tests.log" | head -40;;
