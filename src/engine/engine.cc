@@ -530,7 +530,7 @@ bool Engine::step() {
       postprocess(out, logits_.data(), nullptr, nullptr);
   }
   const double step_ms = ms_since(t0);
-  if (!out.empty()) {
+  if (config_.max_step_ms > 0 && !out.empty()) {  // the cost model serves the step target only
     int decode = 0;
     for (const auto& s : out.seqs) decode += s.n_tokens == 1;
     step_cost_.observe(decode, out.n_tokens - decode, step_ms);

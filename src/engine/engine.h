@@ -174,7 +174,7 @@ class Engine {
   int max_context_ = 0;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<Scheduler> scheduler_;
-  StepCostModel step_cost_;  // learned step costs (config_.max_step_ms); engine thread only
+  StepCostModel step_cost_;  // learned step costs, fed only when config_.max_step_ms > 0; engine thread only
   uint64_t next_seq_id_ = 0;
   uint64_t seed_state_;
   std::vector<float> logits_;  // [n_logits, n_vocab] of the current step (engine thread only)

@@ -4,8 +4,8 @@
 //
 // Model: step_ms ~= base + per_decode * decode_tokens + per_prefill * prefill_tokens, fitted by exponentially
 // weighted least squares (each new step weighs 1, older ones decay by `decay` per step) with a small ridge term
-// that pulls each coefficient toward its prior, so that it stays defined before the steps have varied enough (e.g.
-// only decode steps seen so far). Until min_steps steps are seen, no cut is made.
+// that pulls each coefficient toward 0, so that it stays defined before the steps have varied enough (e.g. only
+// decode steps seen so far: the prefill cost stays 0, which means no cut). Until min_steps steps are seen, no cut is made.
 //
 // Thread-safety: none (engine thread only). Pure arithmetic: unit-tested without a runner.
 #pragma once
