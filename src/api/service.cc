@@ -161,7 +161,8 @@ nlohmann::json Service::stats_json() const {
     e["running"] = s.running, e["waiting"] = s.waiting;
     e["kv_blocks_total"] = s.kv_blocks_total, e["kv_blocks_used"] = s.kv_blocks_used;
     e["kv_blocks_free"] = s.kv_blocks_free, e["block_size"] = s.block_size;
-    e["steps"] = s.steps, e["last_step_ms"] = s.last_step_ms, e["last_forward_ms"] = s.last_forward_ms;
+    e["steps"] = s.steps, e["pipelined_steps"] = s.pipelined_steps, e["last_step_ms"] = s.last_step_ms;
+    e["last_forward_ms"] = s.last_forward_ms;
     e["step_ms_total"] = s.step_ms_total, e["forward_ms_total"] = s.forward_ms_total;
     e["last_batch_tokens"] = s.last_batch_tokens, e["last_batch_seqs"] = s.last_batch_seqs;
     e["last_prefill_budget"] = s.last_prefill_budget;

@@ -136,6 +136,23 @@ class ModelRunner {
     return Unsupported("this model runner samples on the host");
   }
 
+  // Optional: pipelined device sampling, so that the host prepares step N+1 while the device runs step N.
+  // launch_sampled() takes a step as forward_sampled() does and returns once it is queued on the device; its ids (and
+  // logprobs, when rows ask) come from collect_sampled(), in launch order, which waits for that step. At most two
+  // launched steps are uncollected at any time. A token of a launched batch may be pending_token(r): the id that the
+  // previous launch_sampled() step drew for its logit row r, which the device reads where it is (the host has not
+  // seen it yet). copy_blocks() may be called with launched steps outstanding and is ordered after them; forward() and
+  // forward_sampled() are called only when none is outstanding, and their batches hold no pending tokens.
+  static constexpr int32_t pending_token(int row) { return -1 - row; }
+  virtual bool pipelines_steps() const { return false; }
+  virtual Status launch_sampled(const Batch& /*batch*/, const std::vector<RowSampling>& /*rows*/) {
+    return Unsupported("this model runner does not pipeline steps");
+  }
+  // ids: [rows of the collected step]; logprobs: as forward_sampled (null when no row of that step asked).
+  virtual Status collect_sampled(int32_t* /*ids*/, RowLogprobs* /*logprobs*/) {
+    return Unsupported("this model runner does not pipeline steps");
+  }
+
   // Asked by the engine after a step failed: a non-ok answer says the device can no longer run this model (a lost
   // GPU, a sticky CUDA error), as opposed to a failure of that one batch. The engine then marks itself failed (see
   // Engine::failure()). Default: the device is fine (a CPU runner's errors are per batch).

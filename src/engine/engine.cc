@@ -107,6 +107,7 @@ void Engine::stop(SteadyTime drain_deadline) {
   if (thread_.joinable()) {
     thread_.join();
   } else if (scheduler_) {
+    collect_all();
     cancel_all("engine stopped");
   }
 }
@@ -248,7 +249,7 @@ void Engine::drain_inbox() {
   for (auto& seq : batch) scheduler_->add(std::move(seq));
 }
 
-// Ends a sequence: final event, usage, bookkeeping, blocks back to the pool. `seq` is destroyed.
+// Ends a sequence: final event, usage, bookkeeping, blocks back to the pool. `seq` is retired: reap() destroys it.
 void Engine::finish_seq(Sequence* seq, FinishReason reason, Status status, TokenEvent ev) {
   // Metrics first: whoever reads them after seeing the final event finds this request counted.
   switch (reason) {
@@ -275,7 +276,8 @@ void Engine::finish_seq(Sequence* seq, FinishReason reason, Status status, Token
       queued_tokens_ -= seq->prompt_len;
     }
   }
-  scheduler_->remove(seq);
+  seq->retired = true;
+  retired_.emplace_back(launches_, scheduler_->release(seq));
 }
 
 void Engine::log_end(const Sequence& seq, FinishReason reason, const Status& status) const {
@@ -320,6 +322,7 @@ void Engine::cancel_all(const std::string& why) {
   drain_inbox();
   for (Sequence* seq : scheduler_->all())
     finish_seq(seq, FinishReason::kCancelled, Cancelled("request " + seq->request_id + ": " + why));
+  reap();
 }
 
 void Engine::build_batch(const SchedulerOutput& out, Batch* b) const {
@@ -337,7 +340,8 @@ void Engine::build_batch(const SchedulerOutput& out, Batch* b) const {
     std::copy(seq->table.blocks.begin(), seq->table.blocks.end(),
               b->block_tables.begin() + static_cast<size_t>(si) * b->max_blocks);
     for (int p = seq->num_computed; p < seq->num_computed + s.n_tokens; ++p) {
-      b->tokens.push_back(seq->tokens[p]);
+      const int32_t t = seq->tokens[p];
+      b->tokens.push_back(t == kPendingToken ? ModelRunner::pending_token(seq->pending_row) : t);
       b->positions.push_back(p);
       b->seq_of_token.push_back(si);
       b->slots.push_back(seq->table.blocks[p / bs] * bs + p % bs);
@@ -352,7 +356,8 @@ void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
   log_error("engine: step failed: " + st.to_string());
   const Status dev = runner_->device_status();
   if (dev.ok()) {
-    for (const auto& s : out.seqs) finish_seq(s.seq, FinishReason::kError, st);
+    for (const auto& s : out.seqs)
+      if (!s.seq->retired) finish_seq(s.seq, FinishReason::kError, st);
     return;
   }
   const Status why = Internal("the model runner failed: " + (dev.message().empty() ? st.message() : dev.message()));
@@ -363,8 +368,11 @@ void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
     accepting_ = false;
   }
   drain_inbox();
-  for (const auto& s : out.seqs) finish_seq(s.seq, FinishReason::kError, why);
+  for (const auto& s : out.seqs)
+    if (!s.seq->retired) finish_seq(s.seq, FinishReason::kError, why);
   for (Sequence* seq : scheduler_->all()) finish_seq(seq, FinishReason::kError, why);
+  launched_.clear();  // the runner is gone: nothing launched will be collected
+  collected_ = launches_;
 }
 
 bool Engine::failed() const {
@@ -381,7 +389,7 @@ bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* r
     const SamplingParams& p = s.seq->sampler.params();
     RowSampling& r = (*rows)[n++];
     r.temperature = p.temperature, r.top_k = p.top_k, r.top_p = p.top_p, r.min_p = p.min_p;
-    r.seed = s.seq->sample_seed, r.counter = static_cast<uint32_t>(s.seq->n_generated);
+    r.seed = s.seq->sample_seed, r.counter = static_cast<uint32_t>(s.seq->n_generated + s.seq->n_pending);
     r.repetition_penalty = p.repetition_penalty, r.top_logprobs = p.top_logprobs;
     s.seq->sampler.logit_edits(n_vocab_, s.seq->tokens, &r.edits);
     edits += r.edits.size();
@@ -389,6 +397,14 @@ bool Engine::device_rows(const SchedulerOutput& out, std::vector<RowSampling>* r
   }
   rows->resize(n);
   return true;
+}
+
+void Engine::started(Sequence* seq) {
+  if (!seq->counted_as_queued) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  --queued_count_;
+  queued_tokens_ -= seq->prompt_len;
+  seq->counted_as_queued = false;
 }
 
 void Engine::postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids,
@@ -399,12 +415,7 @@ void Engine::postprocess(const SchedulerOutput& out, const float* logits, const 
     Sequence* seq = s.seq;
     seq->num_computed += s.n_tokens;
     kv_->commit(&seq->table, seq->tokens, seq->num_computed);
-    if (seq->counted_as_queued) {
-      std::lock_guard<std::mutex> lock(mu_);
-      --queued_count_;
-      queued_tokens_ -= seq->prompt_len;
-      seq->counted_as_queued = false;
-    }
+    started(seq);
     if (!s.sample) continue;
     SampleResult r;
     if (ids) {
@@ -417,34 +428,38 @@ void Engine::postprocess(const SchedulerOutput& out, const float* logits, const 
       r = seq->sampler.sample(logits + static_cast<size_t>(row) * n_vocab_, n_vocab_, seq->tokens);
     }
     ++row;
-    seq->sampler.accept(r.token);
     seq->tokens.push_back(r.token);
-    ++seq->n_generated;
-    m_.generation_tokens->inc();  // before the event: a reader who saw the token finds it counted
-    if (seq->n_generated == 1) m_.ttft->observe(seconds_between(seq->admitted_at, now));
-    else m_.itl->observe(seconds_between(seq->last_token_at, now));
-    seq->last_token_at = now;
-    TokenEvent ev;
-    ev.token = r.token;
-    ev.logprob = r.logprob;
-    ev.top_logprobs = std::move(r.top);
-    if (std::find(seq->stop_token_ids.begin(), seq->stop_token_ids.end(), r.token) != seq->stop_token_ids.end()) {
-      ev.finish = FinishReason::kStop;
-    } else if (seq->n_generated >= seq->max_tokens || static_cast<int>(seq->tokens.size()) >= max_context_) {
-      ev.finish = FinishReason::kLength;
-    }
-    if (ev.finish != FinishReason::kNone) {
-      const FinishReason reason = ev.finish;
-      finish_seq(seq, reason, OkStatus(), std::move(ev));
-      continue;
-    }
-    if (!seq->handle->push(std::move(ev))) {
-      finish_seq(seq, FinishReason::kCancelled,
-                 ResourceExhausted("request " + seq->request_id + ": consumer too slow (event buffer full)"));
-      continue;
-    }
-    seq->handle->notify();
+    deliver(seq, std::move(r), now, static_cast<int>(seq->tokens.size()));
   }
+}
+
+void Engine::deliver(Sequence* seq, SampleResult r, SteadyTime now, int len) {
+  seq->sampler.accept(r.token);
+  ++seq->n_generated;
+  m_.generation_tokens->inc();  // before the event: a reader who saw the token finds it counted
+  if (seq->n_generated == 1) m_.ttft->observe(seconds_between(seq->admitted_at, now));
+  else m_.itl->observe(seconds_between(seq->last_token_at, now));
+  seq->last_token_at = now;
+  TokenEvent ev;
+  ev.token = r.token;
+  ev.logprob = r.logprob;
+  ev.top_logprobs = std::move(r.top);
+  if (std::find(seq->stop_token_ids.begin(), seq->stop_token_ids.end(), r.token) != seq->stop_token_ids.end()) {
+    ev.finish = FinishReason::kStop;
+  } else if (seq->n_generated >= seq->max_tokens || len >= max_context_) {
+    ev.finish = FinishReason::kLength;
+  }
+  if (ev.finish != FinishReason::kNone) {
+    const FinishReason reason = ev.finish;
+    finish_seq(seq, reason, OkStatus(), std::move(ev));
+    return;
+  }
+  if (!seq->handle->push(std::move(ev))) {
+    finish_seq(seq, FinishReason::kCancelled,
+               ResourceExhausted("request " + seq->request_id + ": consumer too slow (event buffer full)"));
+    return;
+  }
+  seq->handle->notify();
 }
 
 void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput& out, int prefill_cap) {
@@ -473,6 +488,7 @@ void Engine::publish_stats(double step_ms, double fwd_ms, const SchedulerOutput&
     stats_.last_batch_seqs = static_cast<int>(out.seqs.size());
     stats_.computed_tokens_total += out.n_tokens;
     ++stats_.steps;
+    stats_.pipelined_steps = launches_;
   }
 }
 
@@ -482,6 +498,9 @@ bool Engine::step() {
     drain_inbox();
     const Status why = failure();
     for (Sequence* seq : scheduler_->all()) finish_seq(seq, FinishReason::kError, why);
+    launched_.clear();
+    collected_ = launches_;
+    reap();
     return false;
   }
   const auto t0 = std::chrono::steady_clock::now();
@@ -498,36 +517,28 @@ bool Engine::step() {
     s.seq->first_scheduled_at = scheduled;
     m_.queue_time->observe(seconds_between(s.seq->admitted_at, scheduled));
   }
+  const bool busy = !out.empty() || !launched_.empty();
   double fwd_ms = 0.0;
-  bool device = false;  // the runner sampled this step (ids_), else logits_ + the host Sampler
+  bool launched = false;
   if (!out.empty()) {
+    const auto tf = std::chrono::steady_clock::now();
     Status st = OkStatus();
     const auto copies = out.all_copies();
-    if (!copies.empty()) st = runner_->copy_blocks(copies);
-    if (st.ok()) {
-      Batch batch;
-      build_batch(out, &batch);
-      device = device_rows(out, &rows_);
-      const auto tf = std::chrono::steady_clock::now();
-      if (device) {  // only ids come back
-        ids_.resize(rows_.size());
-        const bool lp =
-            std::any_of(rows_.begin(), rows_.end(), [](const RowSampling& r) { return r.top_logprobs >= 0; });
-        if (lp) row_lps_.resize(rows_.size());
-        st = runner_->forward_sampled(batch, rows_, ids_.data(), lp ? row_lps_.data() : nullptr);
-      } else {
-        const size_t need = batch.logit_rows.size() * static_cast<size_t>(n_vocab_);
-        if (logits_.size() < need) logits_.resize(need);  // grows only: no per-step clear of a large buffer
-        st = runner_->forward(batch, logits_.data());
-      }
-      fwd_ms = ms_since(tf);
-    }
-    if (!st.ok())
+    if (!copies.empty()) st = runner_->copy_blocks(copies);  // ordered after the launched steps
+    if (st.ok() && can_launch(out)) {
+      launched = launch(out);
+    } else if (st.ok()) {
+      run_unpipelined(&out);
+    } else {
       fail_batch(out, st);
-    else if (device)
-      postprocess(out, nullptr, ids_.data(), row_lps_.data());
-    else
-      postprocess(out, logits_.data(), nullptr, nullptr);
+    }
+    fwd_ms = ms_since(tf);
+  }
+  // The oldest launched step is collected once the next one is queued behind it, or when none was launched.
+  if (launched_.size() > 1 || (!launched && !launched_.empty())) {
+    const auto tc = std::chrono::steady_clock::now();
+    collect_oldest();
+    fwd_ms += ms_since(tc);
   }
   const double step_ms = ms_since(t0);
   if (config_.max_step_ms > 0 && !out.empty()) {  // the cost model serves the step target only
@@ -536,7 +547,39 @@ bool Engine::step() {
     step_cost_.observe(decode, out.n_tokens - decode, step_ms);
   }
   publish_stats(step_ms, fwd_ms, out, prefill_cap);
-  return !out.empty();
+  reap();
+  return busy;
+}
+
+void Engine::run_unpipelined(SchedulerOutput* out) {
+  collect_all();  // the pending tokens of `out` resolve (and some of its sequences may end)
+  out->seqs.erase(std::remove_if(out->seqs.begin(), out->seqs.end(),
+                                 [](const ScheduledSeq& s) { return s.seq->retired; }),
+                  out->seqs.end());
+  out->n_tokens = 0;
+  for (const auto& s : out->seqs) out->n_tokens += s.n_tokens;
+  if (out->empty()) return;
+  Batch batch;
+  build_batch(*out, &batch);
+  const bool device = device_rows(*out, &rows_);  // the runner samples (ids_), else logits_ + the host Sampler
+  Status st;
+  if (device) {  // only ids come back
+    ids_.resize(rows_.size());
+    const bool lp =
+        std::any_of(rows_.begin(), rows_.end(), [](const RowSampling& r) { return r.top_logprobs >= 0; });
+    if (lp) row_lps_.resize(rows_.size());
+    st = runner_->forward_sampled(batch, rows_, ids_.data(), lp ? row_lps_.data() : nullptr);
+  } else {
+    const size_t need = batch.logit_rows.size() * static_cast<size_t>(n_vocab_);
+    if (logits_.size() < need) logits_.resize(need);  // grows only: no per-step clear of a large buffer
+    st = runner_->forward(batch, logits_.data());
+  }
+  if (!st.ok())
+    fail_batch(*out, st);
+  else if (device)
+    postprocess(*out, nullptr, ids_.data(), row_lps_.data());
+  else
+    postprocess(*out, logits_.data(), nullptr, nullptr);
 }
 
 void Engine::loop() {
@@ -546,7 +589,10 @@ void Engine::loop() {
       std::unique_lock<std::mutex> lock(mu_);
       // Sleep only when there is nothing at all to do; cancels of live requests also wake us, and so does the
       // heartbeat's period.
-      auto work = [&] { return stopping_ || !failure_.ok() || !inbox_.empty() || !live_.empty(); };
+      // (launched_ is the engine thread's own: a launched step is collected even when its requests all ended.)
+      auto work = [&] {
+        return stopping_ || !failure_.ok() || !inbox_.empty() || !live_.empty() || !launched_.empty();
+      };
       if (heartbeat_) {
         if (!cv_.wait_for(lock, heartbeat_every_, work)) continue;
       } else {
@@ -561,6 +607,7 @@ void Engine::loop() {
       cv_.wait_for(lock, std::chrono::milliseconds(1));
     }
   }
+  collect_all();
   cancel_all("engine stopped");
   publish_stats(0.0, 0.0, SchedulerOutput{}, 0);
 }

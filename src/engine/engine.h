@@ -20,12 +20,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -60,6 +62,10 @@ struct EngineConfig {
   // Sample on the runner's device where it can (only ids and logprobs come back); false: always full logits and the
   // host Sampler (the same seeded generator as with the CPU runner).
   bool device_sampling = true;
+  // With a runner that pipelines_steps(): the host schedules and launches step N+1 while the device runs step N (a
+  // decode row's input is then the token step N draws, read on the device). Steps whose rows need host-side state
+  // of the pending tokens (repetition, presence and frequency penalties) or host sampling run unpipelined.
+  bool overlap_steps = true;
   // Where the engine's metrics go (engine_metrics.h), labelled model_name = metrics_model_name; null: a private
   // registry (tests, benchmarks). Shared ownership: the registry outlives the engine.
   std::shared_ptr<metrics::Registry> metrics;
@@ -88,6 +94,7 @@ struct EngineStats {
   int last_prefill_budget = 0;      // the prefill cap of the last step (max_batched_tokens when uncut)
   int last_batch_seqs = 0;
   int64_t steps = 0;
+  int64_t pipelined_steps = 0;      // of them launched while the previous one ran (EngineConfig::overlap_steps)
   int64_t preemptions = 0;
   int64_t prompt_tokens_total = 0;     // of finished and running requests, counted at submit
   int64_t computed_tokens_total = 0;   // tokens given to the runner
@@ -153,10 +160,27 @@ class Engine {
   void finish_seq(Sequence* seq, FinishReason reason, Status status, TokenEvent ev = {});
   // The log line of a request that ended abnormally (cancelled, deadline, error), carrying its log_id.
   void log_end(const Sequence& seq, FinishReason reason, const Status& status) const;
+  // A pending token (Sequence::pending_row) becomes ModelRunner::pending_token(row) in the batch.
   void build_batch(const SchedulerOutput& out, Batch* batch) const;
   // Appends each sampled row's token: ids[row] (and lps[row]) when the runner sampled on its device, else the
   // sequence's Sampler over logits row `row`.
   void postprocess(const SchedulerOutput& out, const float* logits, const int32_t* ids, const RowLogprobs* lps);
+  // The sequence's newly drawn token r is in seq->tokens (at its end, or at a pending token's place): events,
+  // metrics, the stop checks (finish_seq when it ends).
+  // len: the sequence's length with this token (tokens after it may be pending).
+  void deliver(Sequence* seq, SampleResult r, SteadyTime now, int len);
+  void started(Sequence* seq);  // its first step ran: no longer counted by the admission bound
+  // One step the classic way: collects every launched step first, then forward / forward_sampled and postprocess.
+  void run_unpipelined(SchedulerOutput* out);
+  // Pipelined steps (engine_pipeline.cc). can_launch: the step may go through launch_sampled (see overlap_steps).
+  // launch: launches it and does its bookkeeping (num_computed, pending tokens); false when the runner refused the
+  // step (its requests failed then). collect_oldest: waits for the oldest launched step, resolves its pending tokens and
+  // delivers them. reap: destroys the retired sequences no uncollected step names.
+  bool can_launch(const SchedulerOutput& out);  // fills rows_ when true
+  bool launch(const SchedulerOutput& out);
+  void collect_oldest();
+  void collect_all();
+  void reap();
   // The device sampling of every row of this step (logit_bias and penalties as LogitEdits), or false when the
   // runner cannot sample or the step has more edits than the runner takes.
   bool device_rows(const SchedulerOutput& out, std::vector<RowSampling>* rows) const;
@@ -181,6 +205,21 @@ class Engine {
   std::vector<RowSampling> rows_;  // [n_logits] device sampling of the current step's rows
   std::vector<int32_t> ids_;       // [n_logits] device-sampled ids of the current step
   std::vector<RowLogprobs> row_lps_;  // [n_logits] their logprobs (steps where a row asks)
+  // A step launched with ModelRunner::launch_sampled and not yet collected (at most two).
+  struct Launched {
+    SchedulerOutput out;
+    int64_t index = 0;             // launch number (launches_ after it)
+    size_t n_rows = 0;             // logit rows
+    bool logprobs = false;         // some row asked for logprobs
+    std::vector<int> commit_upto;  // [seqs] num_computed after the step: committed to the prefix cache at collect
+    std::vector<int> epoch;        // [seqs] n_preemptions at launch (a preempted sequence commits nothing)
+  };
+  std::deque<Launched> launched_;
+  int64_t launches_ = 0;   // steps launched so far
+  int64_t collected_ = 0;  // of them collected (or dropped with a failed runner)
+  // Finished sequences (Sequence::retired) with the launch count at their end: destroyed by reap() once collected_
+  // reaches it (no uncollected step can name them then).
+  std::vector<std::pair<int64_t, std::unique_ptr<Sequence>>> retired_;
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;

@@ -32,7 +32,7 @@ void Scheduler::add(std::unique_ptr<Sequence> seq) {
   insert_sorted(&waiting_, p);
 }
 
-void Scheduler::remove(Sequence* seq) {
+std::unique_ptr<Sequence> Scheduler::release(Sequence* seq) {
   auto drop = [seq](std::deque<Sequence*>* q) {
     auto it = std::find(q->begin(), q->end(), seq);
     if (it != q->end()) q->erase(it);
@@ -41,7 +41,10 @@ void Scheduler::remove(Sequence* seq) {
   drop(&waiting_);
   kv_->release(&seq->table);
   seq->state = SeqState::kFinished;
-  seqs_.erase(seq);
+  auto it = seqs_.find(seq);
+  std::unique_ptr<Sequence> owned = std::move(it->second);
+  seqs_.erase(it);
+  return owned;
 }
 
 std::vector<Sequence*> Scheduler::all() const {
@@ -121,7 +124,8 @@ bool Scheduler::admit(Sequence* seq, SchedulerOutput* out, int* budget) {
 int Scheduler::n_decode_ready() const {
   int n = 0;
   for (const Sequence* seq : running_)
-    n += seq->state == SeqState::kRunning && static_cast<int>(seq->tokens.size()) - seq->num_computed == 1;
+    n += seq->state == SeqState::kRunning && !seq->hold &&
+         static_cast<int>(seq->tokens.size()) - seq->num_computed == 1;
   return std::min(n, config_.max_seqs);
 }
 
@@ -137,7 +141,7 @@ SchedulerOutput Scheduler::schedule(int prefill_cap) {
       if (budget == 0 || static_cast<int>(out.seqs.size()) >= config_.max_seqs) break;
       if (seq->state != SeqState::kRunning) continue;  // preempted earlier in this loop
       const bool is_decode = static_cast<int>(seq->tokens.size()) - seq->num_computed == 1;
-      if (is_decode != (phase == 0)) continue;
+      if (is_decode != (phase == 0) || seq->hold) continue;
       bool already = false;
       for (const auto& s : out.seqs) already |= s.seq == seq;
       if (already) continue;

@@ -10,6 +10,7 @@
 // pool is empty, the lowest-priority newest running sequence is preempted (recompute): its blocks are released (its
 // full blocks usually stay in the prefix cache) and it returns to the head of waiting with tokens = prompt +
 // generated, so its recomputation continues identically. A preempted sequence is not readmitted in the same step.
+// A sequence on hold (Sequence::hold: its pending token ends it) gets no decode row.
 // A sequence's whole need (prompt + max_tokens) must fit the pool (checked at submit), so the oldest running sequence
 // can always progress: no deadlock, no starvation among equal priorities.
 // Thread-safety: none; engine thread only.
@@ -67,7 +68,10 @@ class Scheduler {
   // Running sequences that will decode one token next step (the decode rows of the next schedule(), up to max_seqs).
   int n_decode_ready() const;
   // Removes a sequence (finished, cancelled, failed): releases its blocks and destroys it.
-  void remove(Sequence* seq);
+  void remove(Sequence* seq) { release(seq); }
+  // remove() that hands the sequence back instead of destroying it (the engine keeps it while a launched step names
+  // it).
+  std::unique_ptr<Sequence> release(Sequence* seq);
 
   size_t n_waiting() const { return waiting_.size(); }
   size_t n_running() const { return running_.size(); }

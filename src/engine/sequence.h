@@ -110,6 +110,8 @@ enum class SeqState { kWaiting, kRunning, kFinished };
 
 // Engine-thread-only state of one request. tokens = prompt + generated so far; after a preemption the whole list is
 // recomputed (its KV), so the continuation is identical to an uninterrupted run (the sampler keeps its state).
+inline constexpr int32_t kPendingToken = -1;  // a Sequence token drawn on the device, not yet seen by the host
+
 struct Sequence {
   uint64_t seq_id = 0;              // arrival order (FCFS tie-break)
   std::string request_id;
@@ -128,6 +130,12 @@ struct Sequence {
   bool counted_as_queued = false;  // still counted by the engine's admission bound
   int64_t preempted_at_step = -1;
   int n_preemptions = 0;
+  // Pipelined steps (EngineConfig::overlap_steps): tokens.back() may have been drawn on the device by a launched step
+  // that is not collected yet. It then holds kPendingToken, and pending_row is its logit row in that step.
+  int pending_row = -1;  // >= 0: tokens.back() is pending
+  int n_pending = 0;     // tokens drawn by launched steps and not yet collected (0..2), not counted in n_generated
+  bool hold = false;     // its pending token ends it (max_tokens, context): the scheduler gives it no further step
+  bool retired = false;  // finished while a launched step still names it; destroyed once that step is collected
   // Timestamps for the latency histograms (engine_metrics.h); SteadyTime{} = not yet.
   SteadyTime admitted_at{};         // submit() accepted it
   SteadyTime first_scheduled_at{};  // the first step that computed any of its tokens

@@ -141,16 +141,21 @@ Status CudaDecoder::Impl::alloc_runtime() {
   ints_capacity = 3 * T + 3 * B + 1 + B * max_blocks;  // + query_start staging
   RETURN_IF_ERROR(alloc_n(&d_ints, ints_capacity, "step inputs"));
   RETURN_IF_ERROR(alloc_n(&d_out, std::max(T, B), "ids"));
-  CUDA_TRY(cudaMallocHost(&h_pinned, sizeof(int32_t) * ints_capacity));
-  CUDA_TRY(cudaMallocHost(&h_out, sizeof(int32_t) * std::max(T, B)));
-  CUDA_TRY(cudaMallocHost(&h_sample, sizeof(ck::SampleParams) * B));
   RETURN_IF_ERROR(alloc_n(&d_sample, B, "sampling parameters"));
   max_edits = static_cast<int>(B) * 1024;
-  CUDA_TRY(cudaMallocHost(&h_edits, sizeof(ck::LogitEdit) * max_edits));
   RETURN_IF_ERROR(alloc_n(&d_edits, max_edits, "logit edits"));
   RETURN_IF_ERROR(alloc_n(&d_edit_raw, max_edits, "logit edits"));
   RETURN_IF_ERROR(alloc_n(&d_lp, B, "logprobs"));
-  CUDA_TRY(cudaMallocHost(&h_lp, sizeof(ck::TokenLogprobs) * B));
+  for (Staging& g : staging) {
+    CUDA_TRY(cudaMallocHost(&g.ints, sizeof(int32_t) * ints_capacity));
+    CUDA_TRY(cudaMallocHost(&g.out, sizeof(int32_t) * std::max(T, B)));
+    CUDA_TRY(cudaMallocHost(&g.sample, sizeof(ck::SampleParams) * B));
+    CUDA_TRY(cudaMallocHost(&g.edits, sizeof(ck::LogitEdit) * max_edits));
+    CUDA_TRY(cudaMallocHost(&g.lp, sizeof(ck::TokenLogprobs) * B));
+    CUDA_TRY(cudaEventCreateWithFlags(&g.done, cudaEventDisableTiming));
+  }
+  h_pinned = staging[0].ints, h_out = staging[0].out, h_sample = staging[0].sample, h_edits = staging[0].edits;
+  h_lp = staging[0].lp;
   const size_t cublas_ws_bytes = size_t{32} << 20;
   RETURN_IF_ERROR(alloc(&cublas_ws, cublas_ws_bytes, "cublas workspace"));
   cublas = ck::create_cublas_handle(stream, cublas_ws, cublas_ws_bytes);
@@ -217,11 +222,13 @@ CudaDecoder::~CudaDecoder() {
   drop_graphs(&impl_->graphs);
   ck::destroy_cublas_handle(impl_->cublas);
   ck::destroy_gemm_lt(impl_->gemm_lt);
-  if (impl_->h_pinned) cudaFreeHost(impl_->h_pinned);
-  if (impl_->h_out) cudaFreeHost(impl_->h_out);
-  if (impl_->h_sample) cudaFreeHost(impl_->h_sample);
-  if (impl_->h_edits) cudaFreeHost(impl_->h_edits);
-  if (impl_->h_lp) cudaFreeHost(impl_->h_lp);
+  if (impl_->stream) cudaStreamSynchronize(impl_->stream);  // launched steps still copy into the staging
+  for (Impl::Staging& g : impl_->staging) {
+    for (void* p : {static_cast<void*>(g.ints), static_cast<void*>(g.out), static_cast<void*>(g.sample),
+                    static_cast<void*>(g.edits), static_cast<void*>(g.lp)})
+      if (p) cudaFreeHost(p);
+    if (g.done) cudaEventDestroy(g.done);
+  }
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
@@ -384,8 +391,34 @@ Status CudaDecoder::Impl::forward(int T, int B, bool decode, int n_splits, int p
 
 Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits_out,
                          std::vector<CudaLogprobs>* logprobs) {
+  RETURN_IF_ERROR(launch(s, logits_out));
+  return collect(next_tokens, logprobs);
+}
+
+Status CudaDecoder::collect(std::vector<int32_t>* next_tokens, std::vector<CudaLogprobs>* logprobs) {
+  Impl& m = *impl_;
+  if (m.in_flight.empty()) return InvalidArgument("cuda decoder: collect without a launched step");
+  Impl::Staging& g = m.staging[m.in_flight.front()];
+  m.in_flight.erase(m.in_flight.begin());
+  CUDA_TRY(cudaEventSynchronize(g.done));
+  if (next_tokens) next_tokens->assign(g.out, g.out + g.rows);
+  if (logprobs) {
+    logprobs->assign(g.lp_seq.size(), CudaLogprobs{});
+    for (size_t b = 0; b < g.lp_seq.size() && g.want_lp; ++b) {
+      if (!g.lp_seq[b]) continue;
+      const ck::TokenLogprobs& t = g.lp[b];
+      CudaLogprobs& o = (*logprobs)[b];
+      o.logprob = t.logprob;
+      for (int k = 0; k < t.n; ++k) o.top.emplace_back(t.ids[k], t.lps[k]);
+    }
+  }
+  return OkStatus();
+}
+
+Status CudaDecoder::launch(const CudaStep& s, std::vector<float>* logits_out) {
   Impl& m = *impl_;
   if (!m.finalized) return InvalidArgument("cuda decoder: weights not finalized");
+  if (m.in_flight.size() >= 2) return InvalidArgument("cuda decoder: two launched steps are not collected yet");
   const int T = static_cast<int>(s.tokens.size());
   const int B = static_cast<int>(s.seq_lens.size());
   if (T <= 0 || B <= 0) return InvalidArgument("cuda step: empty batch");
@@ -414,9 +447,19 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
         return InvalidArgument("cuda step: token " + std::to_string(t) + " position " +
                                std::to_string(s.positions[t]) + " is not its place at the end of the context");
   }
-  for (int t = 0; t < T; ++t)
-    if (s.tokens[t] < 0 || s.tokens[t] >= m.c.n_vocab)
-      return InvalidArgument("cuda step: token id " + std::to_string(s.tokens[t]) + " out of range");
+  bool pending = false;  // tokens -1 - b: what the previous launched step drew for its sequence b
+  for (int t = 0; t < T; ++t) {
+    const int32_t v = s.tokens[t];
+    if (v < 0 && -1 - v < m.prev_sampled) {
+      pending = true;
+      continue;
+    }
+    if (v < 0 || v >= m.c.n_vocab)
+      return InvalidArgument("cuda step: token id " + std::to_string(v) + " out of range" +
+                             (v < 0 ? " (no launched step drew it)" : ""));
+  }
+  Impl::Staging& g = m.staging[m.next_staging];
+  m.h_pinned = g.ints, m.h_out = g.out, m.h_sample = g.sample, m.h_edits = g.edits, m.h_lp = g.lp;
 
   // Pure decode runs on a padded batch bucket (graphs); padded rows point at block 0 and write no KV.
   const bool sampled = !s.sampling.empty();
@@ -465,7 +508,9 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
   // Prefill: query_start goes along (MLA attention maps its tokens to sequences on the device).
   const int64_t staged = L.total + (decode ? 0 : B + 1);
   CUDA_TRY(cudaMemcpyAsync(m.d_ints, hp, sizeof(int32_t) * staged, cudaMemcpyHostToDevice, m.stream));
+  if (pending) ck::resolve_pending_tokens(m.d_ints + L.tokens, T, m.d_out, m.stream);  // d_out: the last step's ids
   bool want_lp = false;
+  g.lp_seq.assign(static_cast<size_t>(B), 0);
   if (sampled) {
     int n_edits = 0;
     for (int b = 0; b < Bp; ++b) {
@@ -478,6 +523,7 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
           return InvalidArgument("cuda step: top_logprobs " + std::to_string(q.top_logprobs) + " > 20");
         sp.top_logprobs = q.top_logprobs;
         want_lp = want_lp || q.top_logprobs >= 0;
+        g.lp_seq[b] = q.top_logprobs >= 0;
         if (q.edits.size() > static_cast<size_t>(m.max_edits - n_edits))
           return InvalidArgument("cuda step: more than " + std::to_string(m.max_edits) + " logit edits");
         sp.edit_begin = n_edits, sp.edit_count = static_cast<int>(q.edits.size());
@@ -505,16 +551,17 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
       // One uncaptured run first: it tunes the GEMM algorithms of this bucket (nothing can be timed during
       // capture). Same inputs, so it writes the same KV values and outputs that the graph then rewrites.
       RETURN_IF_ERROR(m.forward(Tp, Bp, true, n_splits, partition, false, sampled));
-      cudaGraph_t g;
+      CUDA_TRY(cudaStreamSynchronize(m.stream));  // capture begins on an idle stream
+      cudaGraph_t graph;
       CUDA_TRY(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
       const Status captured = m.forward(Tp, Bp, true, n_splits, partition, false, sampled);
-      const cudaError_t ended = cudaStreamEndCapture(m.stream, &g);  // always: the stream leaves capture mode
-      if (!captured.ok() && ended == cudaSuccess) cudaGraphDestroy(g);
+      const cudaError_t ended = cudaStreamEndCapture(m.stream, &graph);  // always: the stream leaves capture mode
+      if (!captured.ok() && ended == cudaSuccess) cudaGraphDestroy(graph);
       RETURN_IF_ERROR(captured);
       CUDA_TRY(ended);
       cudaGraphExec_t exec;
-      CUDA_TRY(cudaGraphInstantiate(&exec, g, 0));
-      CUDA_TRY(cudaGraphDestroy(g));
+      CUDA_TRY(cudaGraphInstantiate(&exec, graph, 0));
+      CUDA_TRY(cudaGraphDestroy(graph));
       it = m.graphs.emplace(key, exec).first;
     }
     CUDA_TRY(cudaGraphLaunch(it->second, m.stream));
@@ -530,18 +577,12 @@ Status CudaDecoder::step(const CudaStep& s, std::vector<int32_t>* next_tokens, s
   }
   if (want_lp)
     CUDA_TRY(cudaMemcpyAsync(m.h_lp, m.d_lp, sizeof(ck::TokenLogprobs) * B, cudaMemcpyDeviceToHost, m.stream));
-  CUDA_TRY(cudaStreamSynchronize(m.stream));
-  if (next_tokens) next_tokens->assign(m.h_out, m.h_out + rows);
-  if (logprobs) {
-    logprobs->assign(static_cast<size_t>(B), CudaLogprobs{});
-    for (int b = 0; b < B && want_lp; ++b) {
-      if (s.sampling[b].top_logprobs < 0) continue;
-      const ck::TokenLogprobs& t = m.h_lp[b];
-      CudaLogprobs& o = (*logprobs)[b];
-      o.logprob = t.logprob;
-      for (int k = 0; k < t.n; ++k) o.top.emplace_back(t.ids[k], t.lps[k]);
-    }
-  }
+  CUDA_TRY(cudaEventRecord(g.done, m.stream));
+  g.rows = rows;
+  g.want_lp = want_lp;
+  m.in_flight.push_back(m.next_staging);
+  m.next_staging ^= 1;
+  m.prev_sampled = sampled && !s.all_logits ? B : 0;
   return OkStatus();
 }
 

@@ -174,6 +174,13 @@ class CudaDecoder {
   // InvalidArgument.
   Status step(const CudaStep& s, std::vector<int32_t>* next_tokens, std::vector<float>* logits,
               std::vector<CudaLogprobs>* logprobs = nullptr);
+  // step() in two halves, so that the host prepares the next step while the device runs this one: launch() queues
+  // the step on the decoder's stream and returns; collect() waits for the oldest launched step and returns its ids
+  // and logprobs as step() does. At most two steps are launched and not collected. logits (if non-null) is written
+  // by the device until that step is collected. A token of a launched step may be -1 - b: the id the previous
+  // launched step drew for its sequence b (that step sampled, without all_logits), read on the device.
+  Status launch(const CudaStep& s, std::vector<float>* logits = nullptr);
+  Status collect(std::vector<int32_t>* next_tokens, std::vector<CudaLogprobs>* logprobs = nullptr);
 
   // Copies whole KV blocks (all layers, K and V): block first -> block second for each pair (engine copy-on-write).
   // Ordered before the next step on the decoder's stream.

@@ -120,6 +120,23 @@ struct CudaDecoder::Impl {
   cuda::TokenLogprobs* d_lp = nullptr;     // [max_batch] logprobs of the sampled rows
   cuda::TokenLogprobs* h_lp = nullptr;     // [max_batch] pinned
   int64_t ints_capacity = 0;
+  // Pinned host staging, one set per launched step: two, so that step N+1 is staged while step N runs. h_pinned,
+  // h_out, h_sample, h_edits and h_lp above alias the set of the step being launched.
+  struct Staging {
+    int32_t* ints = nullptr;
+    int32_t* out = nullptr;
+    cuda::SampleParams* sample = nullptr;
+    cuda::LogitEdit* edits = nullptr;
+    cuda::TokenLogprobs* lp = nullptr;
+    cudaEvent_t done = nullptr;  // recorded after the step's copies back
+    int rows = 0;                // ids the step returns
+    bool want_lp = false;
+    std::vector<uint8_t> lp_seq;  // [B] the sequence asked for logprobs
+  };
+  Staging staging[2];
+  int next_staging = 0;
+  std::vector<int> in_flight;  // staging sets of launched, uncollected steps, oldest first
+  int prev_sampled = 0;        // sequences of the last launched step if it sampled (pending tokens index them), else 0
   // KV pools from arch->kv_layout(c) (the llama family: parts k and v, n_kv_heads x head_dim each), one pool per
   // part: [L][n_blocks][bs][kv_part_values] (exact: fp32).
   int64_t kv_part_values = 0;  // values one token stores per layer in each pool

@@ -181,11 +181,24 @@ Status CudaRunner::prepare_step(const engine::Batch& b) {
 
 Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows,
                                    int32_t* ids, engine::RowLogprobs* logprobs) {
+  if (!launched_rows_.empty()) return InvalidArgument("cuda runner: forward_sampled with launched steps outstanding");
+  RETURN_IF_ERROR(launch_sampled(b, rows));
+  return collect_sampled(ids, logprobs);
+}
+
+Status CudaRunner::launch_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows) {
   ScopedCudaDevice on(opt_.decoder.device);
   RETURN_IF_ERROR(prepare_step(b));
   RETURN_IF_ERROR(begin_step());
   const int T = b.n_tokens(), B = b.n_seqs();
   if (rows.size() != b.logit_rows.size()) return InvalidArgument("cuda runner: one sampling entry per logit row");
+  for (int32_t& t : step_.tokens) {  // pending: the previous launch's row -> its sequence there
+    if (t >= 0) continue;
+    const size_t r = static_cast<size_t>(-1 - static_cast<int64_t>(t));
+    if (r >= prev_seq_of_row_.size())
+      return InvalidArgument("cuda runner: pending token of row " + std::to_string(r) + ", which the previous step lacks");
+    t = -1 - prev_seq_of_row_[r];
+  }
   step_.sampling.assign(static_cast<size_t>(B), CudaSampling{});  // sequences without a row: greedy, ignored
   std::vector<int> seq_of_row(rows.size());
   for (size_t r = 0; r < rows.size(); ++r) {
@@ -206,9 +219,20 @@ Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<eng
     }
     seq_of_row[r] = s;
   }
+  RETURN_IF_ERROR(note(decoder_->launch(step_)));
+  prev_seq_of_row_ = seq_of_row;
+  launched_rows_.push_back(std::move(seq_of_row));
+  return OkStatus();
+}
+
+Status CudaRunner::collect_sampled(int32_t* ids, engine::RowLogprobs* logprobs) {
+  ScopedCudaDevice on(opt_.decoder.device);
+  if (launched_rows_.empty()) return InvalidArgument("cuda runner: collect without a launched step");
+  const std::vector<int> seq_of_row = std::move(launched_rows_.front());
+  launched_rows_.erase(launched_rows_.begin());
   std::vector<int32_t> next;
-  RETURN_IF_ERROR(note(decoder_->step(step_, &next, nullptr, logprobs ? &lps_ : nullptr)));
-  for (size_t r = 0; r < rows.size(); ++r) {
+  RETURN_IF_ERROR(note(decoder_->collect(&next, logprobs ? &lps_ : nullptr)));
+  for (size_t r = 0; r < seq_of_row.size(); ++r) {
     const size_t s = static_cast<size_t>(seq_of_row[r]);
     ids[r] = next[s];
     if (logprobs) logprobs[r] = engine::RowLogprobs{lps_[s].logprob, std::move(lps_[s].top)};
@@ -218,6 +242,7 @@ Status CudaRunner::forward_sampled(const engine::Batch& b, const std::vector<eng
 
 Status CudaRunner::forward(const engine::Batch& b, float* logits) {
   ScopedCudaDevice on(opt_.decoder.device);
+  if (!launched_rows_.empty()) return InvalidArgument("cuda runner: forward with launched steps outstanding");
   RETURN_IF_ERROR(prepare_step(b));
   RETURN_IF_ERROR(begin_step());
   const int T = b.n_tokens(), B = b.n_seqs(), V = static_cast<int>(opt_.config.n_vocab);

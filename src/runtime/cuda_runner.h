@@ -68,6 +68,11 @@ class CudaRunner : public engine::ModelRunner {
   int max_logit_edits() const override { return decoder_ ? decoder_->max_logit_edits() : 0; }
   Status forward_sampled(const engine::Batch& batch, const std::vector<engine::RowSampling>& rows, int32_t* ids,
                          engine::RowLogprobs* logprobs) override;
+  // Pipelined steps (model_runner.h): CudaDecoder::launch / collect; a pending token of row r becomes the previous
+  // launch's sequence of that row, read on the device.
+  bool pipelines_steps() const override { return true; }
+  Status launch_sampled(const engine::Batch& batch, const std::vector<engine::RowSampling>& rows) override;
+  Status collect_sampled(int32_t* ids, engine::RowLogprobs* logprobs) override;
 
   CudaDecoder* decoder() { return decoder_.get(); }  // null before allocate_kv
   // The first sticky device error this runner met (ok while healthy); failed() == !failure().ok().
@@ -86,6 +91,8 @@ class CudaRunner : public engine::ModelRunner {
   CudaStep step_;                  // reused between calls
   std::vector<float> logits_;      // [rows][n_vocab] from the decoder
   std::vector<CudaLogprobs> lps_;  // [B] from the decoder (device sampling with logprobs)
+  std::vector<std::vector<int>> launched_rows_;  // per launched, uncollected step (oldest first): [rows] sequence
+  std::vector<int> prev_seq_of_row_;              // the last launch's sequence of each logit row
   Status failed_;                  // sticky device error
   int64_t steps_ = 0;              // forward / forward_sampled calls so far
 };

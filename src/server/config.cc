@@ -37,6 +37,8 @@ const std::vector<Field>& fields() {
       {"cuda_weights", Kind::kString, &ServeConfig::cuda_weights, nullptr, 0, 0, "cuda: bf16, int8, int4, fp8 or f32"},
       {"sampling", Kind::kString, &ServeConfig::sampling, nullptr, 0, 0,
        "cuda: device (only token ids leave the GPU) or host (logits to the host sampler)"},
+      {"overlap_steps", Kind::kString, &ServeConfig::overlap_steps, nullptr, 0, 0,
+       "cuda with device sampling: on (the host schedules and launches step N+1 while the GPU runs step N) or off"},
       {"host", Kind::kString, &ServeConfig::host, nullptr, 0, 0, "listen address"},
       {"port", Kind::kInt, nullptr, &ServeConfig::port, 0, 65535, "listen port (0 = any free port)"},
       {"max_queue", Kind::kInt, nullptr, &ServeConfig::max_queue, 1, 1 << 20, "waiting requests before 429"},

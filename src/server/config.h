@@ -38,6 +38,7 @@ struct ServeConfig {
   int cuda_device = 0;               // cuda: the CUDA device id the models run on (per model: ModelEntry)
   std::string cpu_precision = "auto";  // cpu: fast | exact (f32, HF-identical) | auto (exact up to 1B parameters)
   std::string sampling = "device";   // cuda: device (only ids leave the GPU) | host (logits to the host Sampler)
+  std::string overlap_steps = "on";  // cuda: on (step N+1 prepared while the GPU runs step N) | off
   std::string host = "127.0.0.1";
   int port = 8080;
   int max_queue = 256;               // engine admission bound (waiting requests); beyond: 429

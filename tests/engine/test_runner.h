@@ -82,6 +82,11 @@ class TestRunner : public ModelRunner {
   }
 
   Status forward(const Batch& b, float* logits) override {
+    if (!outstanding_.empty()) return Internal("TestRunner: forward with launched steps outstanding");
+    return run(b, logits);
+  }
+
+  Status run(const Batch& b, float* logits) {
     ++forward_calls_;
     tokens_computed_ += b.n_tokens();
     max_batch_tokens_ = std::max(max_batch_tokens_, b.n_tokens());
@@ -132,11 +137,53 @@ class TestRunner : public ModelRunner {
   }
   Status forward_sampled(const Batch& b, const std::vector<RowSampling>& rows, int32_t* ids,
                          RowLogprobs* logprobs) override {
+    if (!outstanding_.empty()) return Internal("TestRunner: forward_sampled with launched steps outstanding");
+    return sample(b, rows, ids, logprobs);
+  }
+
+  // Pipelined mode (on top of device sampling): launch_sampled() runs the step at once, its pending tokens read from
+  // the previous launch's ids, and keeps the results (or the error) for collect_sampled(), in order. Any breach of
+  // the contract in model_runner.h fails (kInternal): a third uncollected launch, a pending token with no such row in
+  // the previous launch, forward() or forward_sampled() with launches outstanding, a collect with none.
+  void enable_pipelining() { pipelining_ = true; }
+  bool pipelines_steps() const override { return pipelining_; }
+  Status launch_sampled(const Batch& b, const std::vector<RowSampling>& rows) override {
+    if (!pipelining_) return Internal("TestRunner: launch_sampled without pipelining");
+    if (outstanding_.size() >= 2) return Internal("TestRunner: a third launched step before a collect");
+    Batch resolved = b;
+    for (int32_t& t : resolved.tokens) {
+      if (t >= 0) continue;
+      const size_t r = static_cast<size_t>(-1 - t);
+      if (r >= last_ids_.size()) return Internal("TestRunner: pending token of row " + std::to_string(r) + " unknown");
+      t = last_ids_[r];
+      ++pending_read_;
+    }
+    Launched l;
+    l.ids.assign(rows.size(), -1);
+    l.lps.assign(rows.size(), RowLogprobs{});
+    l.status = sample(resolved, rows, l.ids.data(), l.lps.data());
+    last_ids_ = l.ids;
+    outstanding_.push_back(std::move(l));
+    return OkStatus();
+  }
+  Status collect_sampled(int32_t* ids, RowLogprobs* logprobs) override {
+    if (outstanding_.empty()) return Internal("TestRunner: collect_sampled with nothing launched");
+    Launched l = std::move(outstanding_.front());
+    outstanding_.erase(outstanding_.begin());
+    RETURN_IF_ERROR(l.status);
+    std::copy(l.ids.begin(), l.ids.end(), ids);
+    if (logprobs) std::move(l.lps.begin(), l.lps.end(), logprobs);
+    return OkStatus();
+  }
+  int64_t pending_read() const { return pending_read_; }  // pending tokens resolved "on the device" so far
+  size_t outstanding() const { return outstanding_.size(); }
+
+  Status sample(const Batch& b, const std::vector<RowSampling>& rows, int32_t* ids, RowLogprobs* logprobs) {
     if (!device_sampling_) return Internal("TestRunner: forward_sampled without device sampling");
     if (rows.size() != b.logit_rows.size()) return Internal("TestRunner: one RowSampling per logit row expected");
     ++sampled_calls_;
     std::vector<float> logits(b.logit_rows.size() * static_cast<size_t>(n_vocab_));
-    RETURN_IF_ERROR(forward(b, logits.data()));
+    RETURN_IF_ERROR(run(b, logits.data()));
     size_t n_edits = 0;
     for (size_t r = 0; r < rows.size(); ++r) {
       float* row = logits.data() + r * n_vocab_;
@@ -207,6 +254,8 @@ class TestRunner : public ModelRunner {
         if (b.slots[i] != blk * block_size_ + b.positions[i] % block_size_) return Internal("slot != block table");
       }
     }
+    for (int32_t t : b.tokens)
+      if (t < 0 || t >= n_vocab_) return Internal("token id " + std::to_string(t) + " out of range");
     for (size_t r = 0; r < b.logit_rows.size(); ++r)
       if (b.logit_rows[r] < 0 || b.logit_rows[r] >= n || (r > 0 && b.logit_rows[r] <= b.logit_rows[r - 1]))
         return Internal("bad logit_rows");
@@ -232,6 +281,15 @@ class TestRunner : public ModelRunner {
   int max_edits_ = 0;
   int64_t sampled_calls_ = 0;
   std::vector<RowSampling> sampled_rows_;
+  struct Launched {
+    std::vector<int32_t> ids;
+    std::vector<RowLogprobs> lps;
+    Status status;
+  };
+  bool pipelining_ = false;
+  std::vector<Launched> outstanding_;  // launched, not collected (oldest first)
+  std::vector<int32_t> last_ids_;      // the previous launch's ids, by logit row
+  int64_t pending_read_ = 0;
 };
 
 }  // namespace citadel::engine::testing

@@ -38,13 +38,15 @@ std::vector<std::vector<int32_t>> run_engine(int max_seqs, const std::vector<std
                                              int max_tokens, float temperature = 0.f,
                                              const std::function<void(engine::SamplingParams*)>& tweak = nullptr,
                                              bool device_sampling = true,
-                                             std::vector<std::vector<engine::TokenEvent>>* events = nullptr) {
+                                             std::vector<std::vector<engine::TokenEvent>>* events = nullptr,
+                                             bool overlap = true) {
   auto runner_or = CudaRunner::create(runner_options());
   EXPECT_TRUE(runner_or.ok());
   auto runner = std::move(runner_or).value();
   engine::EngineConfig ec;
   ec.n_blocks = 96, ec.block_size = 16, ec.max_batched_tokens = 64, ec.max_seqs = max_seqs, ec.watermark = 0;
   ec.device_sampling = device_sampling;
+  ec.overlap_steps = overlap;
   engine::Engine eng(runner.get(), ec);
   EXPECT_TRUE(eng.init().ok());
   std::vector<std::shared_ptr<engine::RequestHandle>> hs;
@@ -247,6 +249,32 @@ TEST(CudaEngine, PenalisedSamplingOnDeviceEqualsHost) {
     }
   }
   EXPECT_GT(differs, 0);
+}
+
+// Pipelined steps (EngineConfig::overlap_steps: CudaDecoder::launch / collect, each decode row's input token read on
+// the device from the previous step's draw) give exactly the tokens and logprobs of one step at a time: without stop
+// tokens both modes run the same batches, so even the bf16 rounding is the same.
+TEST(CudaEngine, PipelinedStepsEqualOneStepAtATime) {
+  SKIP_WITHOUT_GPU();
+  const auto prompts = test_prompts();
+  auto lp = [](engine::SamplingParams* s) {
+    s->top_logprobs = 3;
+    s->logit_bias = {{5, 1.f}};
+  };
+  for (float temperature : {0.f, 0.9f}) {
+    std::vector<std::vector<engine::TokenEvent>> piped_ev, plain_ev;
+    const auto piped = run_engine(8, prompts, 20, temperature, lp, true, &piped_ev, true);
+    const auto plain = run_engine(8, prompts, 20, temperature, lp, true, &plain_ev, false);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      ASSERT_EQ(piped[i].size(), 20u) << i;
+      EXPECT_EQ(piped[i], plain[i]) << "temperature " << temperature << " request " << i;
+      for (size_t k = 0; k < std::min(piped_ev[i].size(), plain_ev[i].size()); ++k) {
+        EXPECT_EQ(piped_ev[i][k].logprob, plain_ev[i][k].logprob) << i << " " << k;
+        ASSERT_EQ(piped_ev[i][k].top_logprobs.size(), 3u);
+        EXPECT_EQ(piped_ev[i][k].top_logprobs[0].token, plain_ev[i][k].top_logprobs[0].token);
+      }
+    }
+  }
 }
 
 TEST(CudaEngine, CopyBlocksAndBadInput) {

@@ -220,7 +220,8 @@ int run_serve(const ServeFlags& flags) {
   for (const auto& [name, value] : {std::pair<const char*, const std::string&>{"audit", cfg.audit},
                                     {"audit_fail_closed", cfg.audit_fail_closed},
                                     {"audit_store_content", cfg.audit_store_content},
-                                    {"embedding_truncate", cfg.embedding_truncate}}) {
+                                    {"embedding_truncate", cfg.embedding_truncate},
+                                    {"overlap_steps", cfg.overlap_steps}}) {
     if (value != "on" && value != "off") {
       serve_error("%s must be on or off, got '%s'", name, value.c_str());
       return 2;
@@ -426,6 +427,7 @@ int run_serve(const ServeFlags& flags) {
   lo.engine.max_step_ms = cfg.max_step_ms;
   lo.engine.request_timeout_s = cfg.request_timeout_s;
   lo.engine.device_sampling = cfg.sampling == "device";
+  lo.engine.overlap_steps = cfg.overlap_steps == "on";
   // kv_memory_mb 0: the runner sizes its pool: CUDA from the card's free memory, the CPU from the host's available
   // memory (runtime::cpu_kv_budget_bytes).
   const int kv_mb = cfg.kv_memory_mb;

@@ -95,6 +95,9 @@ struct TokenLogprobs {
 // edit_raw (parallel to edits); both may be null when no row asks.
 void sample_tokens(float* logits, int M, int V, const SampleParams* params, const LogitEdit* edits, float* edit_raw,
                    TokenLogprobs* logprobs, int32_t* out, cudaStream_t s);
+// Pipelined steps: in place, every tokens[t] < 0 becomes prev_ids[-1 - tokens[t]] (the id the previous step drew for
+// that sequence, still on the device); tokens [T], prev_ids [>= the largest index referenced].
+void resolve_pending_tokens(int32_t* tokens, int T, const int32_t* prev_ids, cudaStream_t s);
 
 // ---- attention.cu ----
 // Paged KV layout: pool [n_blocks][block_size][n_kv_heads][head_dim] bf16, one pool for K and one for V.

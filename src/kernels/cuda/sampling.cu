@@ -206,7 +206,20 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, i
   lp_out[blockIdx.x].logprob = raw - lse;
 }
 
+__global__ void resolve_pending_kernel(int32_t* tokens, int T, const int32_t* prev_ids) {
+  for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < T; t += gridDim.x * blockDim.x) {
+    const int32_t v = tokens[t];
+    if (v < 0) tokens[t] = prev_ids[-1 - v];
+  }
+}
+
 }  // namespace
+
+void resolve_pending_tokens(int32_t* tokens, int T, const int32_t* prev_ids, cudaStream_t s) {
+  if (T <= 0) return;
+  resolve_pending_kernel<<<(T + 255) / 256, 256, 0, s>>>(tokens, T, prev_ids);
+  CUDA_LAUNCH_CHECK();
+}
 
 void sample_tokens(float* logits, int M, int V, const SampleParams* params, const LogitEdit* edits, float* edit_raw,
                    TokenLogprobs* logprobs, int32_t* out, cudaStream_t s) {
