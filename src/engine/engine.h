@@ -174,8 +174,8 @@ class Engine {
   void run_unpipelined(SchedulerOutput* out);
   // Pipelined steps (engine_pipeline.cc). can_launch: the step may go through launch_sampled (see overlap_steps).
   // launch: launches it and does its bookkeeping (num_computed, pending tokens); false when the runner refused the
-  // step (its requests failed then). collect_oldest: waits for the oldest launched step, resolves its pending tokens and
-  // delivers them. reap: destroys the retired sequences no uncollected step names.
+  // step (its requests failed then). collect_oldest: waits for the oldest launched step, resolves its pending tokens
+  // and delivers them. reap: destroys the retired sequences no uncollected step names.
   bool can_launch(const SchedulerOutput& out);  // fills rows_ when true
   bool launch(const SchedulerOutput& out);
   void collect_oldest();

@@ -196,8 +196,9 @@ Status CudaRunner::launch_sampled(const engine::Batch& b, const std::vector<engi
     if (t >= 0) continue;
     const size_t r = static_cast<size_t>(-1 - static_cast<int64_t>(t));
     if (r >= prev_seq_of_row_.size())
-      return InvalidArgument("cuda runner: pending token of row " + std::to_string(r) + ", which the previous step lacks");
-    t = -1 - prev_seq_of_row_[r];
+      return InvalidArgument("cuda runner: pending token of row " + std::to_string(r) +
+                             ", which the previous step lacks");
+    t = static_cast<int32_t>(-1 - prev_seq_of_row_[r]);
   }
   step_.sampling.assign(static_cast<size_t>(B), CudaSampling{});  // sequences without a row: greedy, ignored
   std::vector<int> seq_of_row(rows.size());
