@@ -505,7 +505,8 @@ int main(int argc, char** argv) {
   }
   if (std::getenv("CITADEL_BENCH_MIXED")) {  // issue 23: the mixed prefill + decode step only
     std::string rows = "{\n  \"device\": \"" + std::string(prop.name) + "\",\n  \"mixed_steps\": [\n    " +
-                       mixed_step_report(117, 467, 576) + ",\n    " + mixed_step_report(64, 448, 576) + "\n  ]\n}\n";
+                       mixed_step_report(117, 467, 576) + ",\n    " + mixed_step_report(64, 448, 576) + ",\n    " +
+                       mixed_step_report(127, 16, 144) + "\n  ]\n}\n";
     std::fputs(rows.c_str(), stdout);
     if (argc > 1) std::ofstream(argv[1]) << rows;
     return 0;

@@ -9,6 +9,9 @@
 // so every request draws what it draws unpipelined.
 // What changes: a sequence that ends at step N (stop token, cancel) may already be in step N+1; that row is dropped
 // at collect. A sequence whose pending token ends it for certain (max_tokens, the context) is put on hold instead.
+// A step the runner refuses at launch fails its requests after the launched steps are collected; a device fault
+// that poisons the device (a sticky CUDA error) also fails the step in flight when it hit, whose results can no
+// longer be read back.
 // Finished sequences stay allocated (Engine::retired_) until no uncollected step names them.
 #include <algorithm>
 
@@ -31,6 +34,7 @@ bool Engine::launch(const SchedulerOutput& out) {
   build_batch(out, &batch);
   const Status st = runner_->launch_sampled(batch, rows_);
   if (!st.ok()) {
+    collect_all();  // what the launched steps computed is delivered first (after a sticky fault they fail too)
     fail_batch(out, st);
     return false;
   }

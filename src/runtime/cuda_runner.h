@@ -45,6 +45,9 @@ struct CudaRunnerOptions {
   // tensor; otherwise the synthetic model with synthetic_seed is used.
   std::function<Status(CudaDecoder*)> load;
   uint32_t synthetic_seed = 1;
+  // Kept until the runner is destroyed: what `load` reads from (e.g. the mapped model file), when the caller does not
+  // keep it otherwise.
+  std::shared_ptr<const void> keep_alive;
   int fault_after_steps = 0;     // > 0: inject a CUDA fault at that step (0: from CITADEL_CUDA_FAULT_AFTER_STEPS)
   std::string fault_kind;        // "oom" | "sticky" ("": CITADEL_CUDA_FAULT_KIND, else "oom")
 };

@@ -22,32 +22,6 @@ class OwningCpuRunner : private WeightsHolder, public CpuRunner {
 };
 
 #if CITADEL_HAVE_CUDA
-// Keeps the mapped file open for the CUDA runner, which reads the weights in allocate_kv().
-class OwningCudaRunner : public engine::ModelRunner {
- public:
-  OwningCudaRunner(std::unique_ptr<TensorStore> s, std::unique_ptr<engine::ModelRunner> r)
-      : store_(std::move(s)), r_(std::move(r)) {}
-  int n_vocab() const override { return r_->n_vocab(); }
-  int max_context() const override { return r_->max_context(); }
-  size_t kv_bytes_per_token() const override { return r_->kv_bytes_per_token(); }
-  Status allocate_kv(int n_blocks, int block_size) override { return r_->allocate_kv(n_blocks, block_size); }
-  Result<int> allocate_kv_from_memory(int block_size, double fraction) override {
-    return r_->allocate_kv_from_memory(block_size, fraction);
-  }
-  Status copy_blocks(const std::vector<std::pair<int, int>>& p) override { return r_->copy_blocks(p); }
-  Status forward(const engine::Batch& b, float* logits) override { return r_->forward(b, logits); }
-  bool samples_on_device() const override { return r_->samples_on_device(); }
-  int max_logit_edits() const override { return r_->max_logit_edits(); }
-  Status forward_sampled(const engine::Batch& b, const std::vector<engine::RowSampling>& rows, int32_t* ids,
-                         engine::RowLogprobs* logprobs) override {
-    return r_->forward_sampled(b, rows, ids, logprobs);
-  }
-
- private:
-  std::unique_ptr<TensorStore> store_;
-  std::unique_ptr<engine::ModelRunner> r_;
-};
-
 Result<std::unique_ptr<engine::ModelRunner>> make_cuda(const std::string& path, const RunnerOptions& o) {
   CudaRunnerOptions c;
   c.decoder.device = o.cuda_device;
@@ -60,9 +34,10 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda(const std::string& path, 
   c.decoder.max_batch = o.max_batch;
   c.decoder.max_step_tokens = o.max_batched_tokens;
   if (o.max_context > 0) c.decoder.max_seq_len = o.max_context;
-  ASSIGN_OR_RETURN(std::unique_ptr<TensorStore> store, open_model_file(path));
-  ASSIGN_OR_RETURN(std::unique_ptr<engine::ModelRunner> r, make_cuda_runner(*store, c));
-  return std::unique_ptr<engine::ModelRunner>(new OwningCudaRunner(std::move(store), std::move(r)));
+  ASSIGN_OR_RETURN(std::unique_ptr<TensorStore> opened, open_model_file(path));
+  const std::shared_ptr<TensorStore> store = std::move(opened);
+  c.keep_alive = store;  // the runner reads the weights in allocate_kv()
+  return make_cuda_runner(*store, c);
 }
 #endif
 
