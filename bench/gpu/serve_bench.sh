@@ -88,4 +88,7 @@ json.dump(r, open(f"{out}/serve-{label}.json", "w"), indent=1)
 keys = ["output_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms"]
 for n, v in r["runs"].items():
     print(label, n, {k: v.get(k) for k in keys if k in v} or list(v)[:12])
+e = r["engine_stats"] if isinstance(r["engine_stats"], dict) else {}
+e = e.get("engine", e)
+print(label, "engine:", {k: e.get(k) for k in ["steps", "pipelined_steps", "step_ms_total", "forward_ms_total"]})
 PY

@@ -2,6 +2,7 @@
 # Everything this session's GPU work needs, in parts, one build for all (scripts/gpu/build.sh into build-gpu, which
 # stays between calls while the machine is warm). Usage (repository root on the GPU machine):
 #   OUT=... bash scripts/gpu/all.sh PART...   PART: build tests serve[:LABEL[:flag,flag...]] load deepseek embed nvml mixed
+#   pack (last: every file under $OUT into $OUT/all.tgz, since the device tool brings back only a few files)
 # A part that fails is reported and the next one runs. Each part's wall time is printed.
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
@@ -25,6 +26,7 @@ for part in "$@"; do
           grep -E "^\[  (FAILED|PASSED|SKIPPED|     OK) " "$OUT/nvml_tests.log" | head;;
     mixed) CITADEL_BENCH_MIXED=1 timeout 240 ./build-gpu/bench/citadel_gpu_bench "$OUT/mixed_step.json" > /dev/null \
              2> "$OUT/mixed_step.log"; echo "mixed bench rc=$?"; grep -E "mixed step|error" "$OUT/mixed_step.log";;
+    pack) tar czf /tmp/all.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/all.tgz "$OUT/";;
     *) echo "unknown part $part";;
   esac
   echo "== part $part: $(( $(date +%s) - t0 )) s"
