@@ -15,16 +15,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "backend/solo_batch.h"
 #include "engine/engine.h"
 #include "gpu_test_util.h"
 #include "runtime/runner_factory.h"
+#include "tests/model/hf_fixture.h"
 #include "tests/model/model_test_util.h"
 #include "tests/test_util.h"
 
@@ -33,29 +31,7 @@ namespace {
 
 constexpr const char* kFile = "gemma-3-270m-q4_k_m.gguf";
 
-struct Case {
-  std::vector<int32_t> prompt, greedy, top_ids;
-  std::vector<float> top_logits, sample_logits;
-  int stride = 1;
-};
-
-std::vector<Case> load_cases() {
-  std::ifstream f(testing::golden("model/gemma3-270m-q4_k_m.json"));
-  EXPECT_TRUE(f.good());
-  const nlohmann::json j = nlohmann::json::parse(f);
-  std::vector<Case> out;
-  for (const auto& c : j.at("cases")) {
-    Case k;
-    k.prompt = c.at("prompt_ids").get<std::vector<int32_t>>();
-    k.greedy = c.at("greedy_ids").get<std::vector<int32_t>>();
-    k.top_ids = c.at("top_ids").get<std::vector<int32_t>>();
-    k.top_logits = c.at("top_logits").get<std::vector<float>>();
-    k.sample_logits = c.at("sample_logits").get<std::vector<float>>();
-    k.stride = c.at("sample_stride").get<int>();
-    out.push_back(std::move(k));
-  }
-  return out;
-}
+using model_testing::HfCase;
 
 Result<std::unique_ptr<engine::ModelRunner>> exact_runner(const std::string& path) {
   return runtime::make_model_runner(path, {.device = "cuda", .exact = true, .cuda_weights = "f32",
@@ -80,7 +56,7 @@ TEST(Gemma3Cuda, Real270mExactMatchesTransformers) {
   SKIP_WITHOUT_GPU();
   const std::string path = testing::model_file(kFile);
   if (path.empty()) GTEST_SKIP() << kFile << " not found (citadel pull gemma3-270m, or CITADEL_MODELS=<dir>)";
-  const auto cases = load_cases();
+  const auto cases = model_testing::load_hf_cases("model/gemma3-270m-q4_k_m.json");
   ASSERT_EQ(cases.size(), 4u);
   {
     auto r = exact_runner(path);
@@ -89,12 +65,12 @@ TEST(Gemma3Cuda, Real270mExactMatchesTransformers) {
     ASSERT_TRUE((*r)->allocate_kv(max_blocks, 16).ok());
     double worst_abs = 0;
     for (size_t i = 0; i < cases.size(); ++i) {
-      const Case& c = cases[i];
+      const HfCase& c = cases[i];
       const std::vector<float> lg = last_logits(r->get(), c.prompt, max_blocks);
       for (size_t k = 0; k < c.top_ids.size(); ++k)
-        worst_abs = std::max(worst_abs, double(std::fabs(lg[c.top_ids[k]] - c.top_logits[k])));
+        worst_abs = std::max(worst_abs, std::fabs(lg[c.top_ids[k]] - c.top_logits[k]));
       for (size_t k = 0; k * c.stride < lg.size() && k < c.sample_logits.size(); ++k)
-        worst_abs = std::max(worst_abs, double(std::fabs(lg[k * c.stride] - c.sample_logits[k])));
+        worst_abs = std::max(worst_abs, std::fabs(lg[k * c.stride] - c.sample_logits[k]));
       EXPECT_EQ(std::max_element(lg.begin(), lg.end()) - lg.begin(), c.top_ids[0]) << "case " << i;
     }
     std::printf("[gemma3-270m cuda exact] last-position logits vs HF: max abs %.3g\n", worst_abs);
@@ -104,7 +80,7 @@ TEST(Gemma3Cuda, Real270mExactMatchesTransformers) {
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   std::vector<std::vector<int32_t>> prompts;
   std::vector<int> n_new;
-  for (const Case& c : cases) prompts.push_back(c.prompt), n_new.push_back(static_cast<int>(c.greedy.size()));
+  for (const HfCase& c : cases) prompts.push_back(c.prompt), n_new.push_back(static_cast<int>(c.greedy.size()));
   const auto got = model_testing::engine_greedy(r->get(), prompts, n_new, 128, 256);
   int same = 0;
   for (size_t i = 0; i < cases.size(); ++i) {

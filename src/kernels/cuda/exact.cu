@@ -421,7 +421,7 @@ void silu_mul_f32(const float* gate_up, float* out, int T, int ffn, cudaStream_t
   if (T <= 0 || ffn <= 0) return;
   CHECK(T <= 65535);
   const dim3 grid((ffn + kThreads - 1) / kThreads, T);
-  launch_pdl(silu_mul_rows_kernel<float>, grid, dim3(kThreads), 0, s, gate_up, out, ffn);
+  launch_pdl(gated_mul_rows_kernel<float>, grid, dim3(kThreads), 0, s, gate_up, out, ffn);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -1,8 +1,8 @@
 // The row kernels Gemma-3 adds (model/arch/gemma3.cc): a scale, per-head RMSNorm of q and k (q/k norms), GeGLU
 // (gelu_tanh(gate) * up) and an in-place RMSNorm of fp32 rows (the post-attention / post-FFN norms of the delta).
 // One template per kernel for bf16 bits and fp32 storage: the bf16 path and the fp32 exact path share the arithmetic
-// (fp32 sums of squares in a fixed order, IEEE 1 / sqrtf; GeGLU in double as the CPU twin), so the exact path
-// differs from the CPU reference only by fp32 summation order.
+// (fp32 sums of squares in a fixed order, IEEE 1 / sqrtf; GeGLU in double as the CPU twin: rows.cuh), so the exact
+// path differs from the CPU reference only by fp32 summation order.
 #include <algorithm>
 
 #include "kernels/cuda/common.cuh"
@@ -46,23 +46,6 @@ __global__ void __launch_bounds__(kHeadThreads) head_rmsnorm_kernel(T* x, int ro
   for (int i = threadIdx.x; i < head_dim; i += blockDim.x) store_f(hp + i, load_f(hp[i]) * inv * load_f(w[i]));
 }
 
-// grid (ceil(ffn / blockDim), T): out [T][ffn] = gelu_tanh(gate) * up from gate_up [T][2 ffn] (gate | up), in double
-// as the CPU twin (cpu::gelu_tanh_mul): 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) u, rounded once.
-template <typename T>
-__global__ void gelu_mul_kernel(const T* gate_up, T* out, int ffn) {
-  pdl_wait();
-  pdl_trigger();
-  const int64_t t = blockIdx.y;
-  const T* g = gate_up + t * 2 * ffn;
-  const T* u = g + ffn;
-  constexpr double kC = 0.7978845608028654;  // sqrt(2 / pi)
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < ffn; i += gridDim.x * blockDim.x) {
-    const double x = load_f(g[i]);
-    store_f(out + t * ffn + i, static_cast<float>(0.5 * x * (1.0 + tanh(kC * (x + 0.044715 * x * x * x))) *
-                                                  static_cast<double>(load_f(u[i]))));
-  }
-}
-
 template <typename T>
 void scale_any(T* x, int64_t n, float s, cudaStream_t st) {
   if (n <= 0) return;
@@ -85,7 +68,8 @@ template <typename T>
 void gelu_mul_any(const T* gate_up, T* out, int T_, int ffn, cudaStream_t s) {
   if (T_ <= 0 || ffn <= 0) return;
   CHECK(T_ <= 65535);
-  launch_pdl(gelu_mul_kernel<T>, dim3((ffn + kThreads - 1) / kThreads, T_), dim3(kThreads), 0, s, gate_up, out, ffn);
+  launch_pdl(gated_mul_rows_kernel<T, GeluTanhMul>, dim3((ffn + kThreads - 1) / kThreads, T_), dim3(kThreads), 0, s,
+             gate_up, out, ffn);
   CUDA_LAUNCH_CHECK();
 }
 
