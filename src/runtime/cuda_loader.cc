@@ -70,6 +70,10 @@ Status cuda_supports(const ModelConfig& c) {
     return Unsupported(what + "n_heads/n_kv_heads must be an integer <= 16");
   if (c.head_dim != 64 && c.head_dim != 128 && c.head_dim != 256)
     return Unsupported(what + "head_dim " + std::to_string(c.head_dim) + " (needs 64, 128 or 256)");
+  // HF checkpoints store Gemma's norm weights without the 1 of its (1 + weight) RMSNorm, which the recipe expects
+  // added (llama.cpp's converter adds it); nothing adds it on load yet.
+  if (c.arch == "gemma3" && c.source == "safetensors")
+    return Unsupported(what + "gemma3 from HF safetensors (norm weights without Gemma's +1; use the GGUF)");
   // Interleaved sliding-window layers (gemma3): the window is a kernel argument (int), the pattern any period.
   if (c.sliding_window < 0 || c.sliding_window > limit || (c.sliding_window > 0 && c.swa_pattern <= 0))
     return DataLoss(what + "sliding window " + std::to_string(c.sliding_window) + " with pattern " +

@@ -59,6 +59,7 @@ TEST(CudaLoader, SupportsOnlyWhatTheDecoderCanRun) {
             StatusCode::kOk);
   EXPECT_EQ(code([](ModelConfig* c) { c->head_dim = 256, c->rope_dim = 256; }), StatusCode::kOk);
   EXPECT_EQ(code([](ModelConfig* c) { c->arch = "gemma3", c->sliding_window = -1; }), StatusCode::kDataLoss);
+  EXPECT_EQ(code([](ModelConfig* c) { c->arch = "gemma3", c->source = "safetensors"; }), StatusCode::kUnsupported);
   EXPECT_EQ(code([](ModelConfig* c) { c->has_mla = true; }), StatusCode::kUnsupported);
   EXPECT_EQ(code([](ModelConfig* c) { c->has_moe = true; }), StatusCode::kUnsupported);
   EXPECT_EQ(code([](ModelConfig* c) { c->head_dim = 96, c->rope_dim = 96; }), StatusCode::kUnsupported);
