@@ -7,8 +7,9 @@ using R = TensorRole;
 using S = SplitAxis;
 
 // synth_id: the tensor ordinal the GPU synthetic weights have always used (runtime/cuda_model_shape.cu;
-// bench/gpu/hf_check.py mirrors it), then the deepseek2 roles (15..30: below 32, the seed's per-layer stride);
-// kRopeFreqs and the Gemma-3 norms have none.
+// bench/gpu/hf_check.py mirrors it), then the deepseek2 roles (15..30: below 32, the seed's per-layer stride). The
+// Gemma-3 norms reuse 15..18 (ids need only be distinct within one architecture, and no gemma3 model has MLA);
+// kRopeFreqs has none.
 constexpr RoleInfo kRoles[kNumTensorRoles] = {
     {R::kTokEmbd, "token_embd.weight", "model.embed_tokens.weight", false, true, S::kReplicated, 0, R::kTokEmbd},
     {R::kOutputNorm, "output_norm.weight", "model.norm.weight", false, false, S::kReplicated, 1, R::kOutputNorm},
@@ -46,11 +47,11 @@ constexpr RoleInfo kRoles[kNumTensorRoles] = {
     {R::kUpShexp, "ffn_up_shexp.weight", "mlp.shared_experts.up_proj.weight", true, true, S::kRows, 29, R::kUpShexp},
     {R::kDownShexp, "ffn_down_shexp.weight", "mlp.shared_experts.down_proj.weight", true, true, S::kCols, 30,
      R::kDownShexp},
-    {R::kAttnQNorm, "attn_q_norm.weight", "self_attn.q_norm.weight", true, false, S::kReplicated, -1, R::kAttnQNorm},
-    {R::kAttnKNorm, "attn_k_norm.weight", "self_attn.k_norm.weight", true, false, S::kReplicated, -1, R::kAttnKNorm},
+    {R::kAttnQNorm, "attn_q_norm.weight", "self_attn.q_norm.weight", true, false, S::kReplicated, 15, R::kAttnQNorm},
+    {R::kAttnKNorm, "attn_k_norm.weight", "self_attn.k_norm.weight", true, false, S::kReplicated, 16, R::kAttnKNorm},
     {R::kPostAttnNorm, "post_attention_norm.weight", "post_attention_layernorm.weight", true, false, S::kReplicated,
-     -1, R::kPostAttnNorm},
-    {R::kPostFfwNorm, "post_ffw_norm.weight", "post_feedforward_layernorm.weight", true, false, S::kReplicated, -1,
+     17, R::kPostAttnNorm},
+    {R::kPostFfwNorm, "post_ffw_norm.weight", "post_feedforward_layernorm.weight", true, false, S::kReplicated, 18,
      R::kPostFfwNorm},
 };
 

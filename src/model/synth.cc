@@ -38,6 +38,11 @@ const std::vector<SynthPreset>& synth_presets() {
       // DeepSeek-V3's shape (671B; for plans and inspect: too large to write on most machines).
       {"deepseek-v3", "deepseek2", 61, 7168, 128, 1, 18432, 129280, false, 10000.0f, 1e-6f, 163840,
        {1536, 512, 128, 64, 128}, {256, 8, 1, 2048, 3, true, true, 2.5, 8, 4}, 40.0, 0.1, 4096},
+      // gemma3: head_dim, window, pattern after the (unused) MLA / MoE / YaRN fields. Tiny: head_dim 64 != dim /
+      // heads, layers 0-1 local (16-token window), layer 2 global. gemma-3-270m's shape (its GGUF header).
+      {"gemma3-tiny", "gemma3", 3, 64, 4, 1, 128, 0, true, 1000000.0f, 1e-6f, 2048, {}, {}, 0, 0, 0, 64, 16, 3},
+      {"gemma3-270m", "gemma3", 18, 640, 4, 1, 2048, 262144, true, 1000000.0f, 1e-6f, 32768, {}, {}, 0, 0, 0, 256, 512,
+       6},
   };
   return kPresets;
 }
@@ -80,11 +85,14 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
   }
   plan.preset = *p;
   SynthPreset& h = plan.preset;
-  if (!o.arch.empty() && o.arch != "llama" && o.arch != "qwen2" && o.arch != "deepseek2") {
-    return InvalidArgument("--arch '" + o.arch + "': expected llama, qwen2 or deepseek2");
+  if (!o.arch.empty() && o.arch != "llama" && o.arch != "qwen2" && o.arch != "deepseek2" && o.arch != "gemma3") {
+    return InvalidArgument("--arch '" + o.arch + "': expected llama, qwen2, deepseek2 or gemma3");
   }
   if (o.arch == "deepseek2" && h.arch.empty()) {
     return InvalidArgument("--arch deepseek2 needs a deepseek preset (deepseek2-tiny, deepseek3-tiny, deepseek-v2-lite)");
+  }
+  if (o.arch == "gemma3" && h.arch.empty()) {
+    return InvalidArgument("--arch gemma3 needs a gemma3 preset (gemma3-tiny, gemma3-270m)");
   }
   if (h.arch.empty()) h.arch = o.arch.empty() ? "llama" : o.arch;
   else if (!o.arch.empty() && o.arch != h.arch) {
@@ -93,7 +101,8 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
   if (o.n_vocab > 0) h.n_vocab = o.n_vocab;
   if (h.n_vocab == 0) h.n_vocab = static_cast<int64_t>(builtin_vocab().tokens.size());
   ASSIGN_OR_RETURN(DType wt, parse_dtype(o.dtype));
-  const int64_t hd = h.dim / h.n_heads;
+  const int64_t hd = h.head_dim > 0 ? h.head_dim : h.dim / h.n_heads;
+  const bool gemma = h.arch == "gemma3";
   const int64_t q_dim = hd * h.n_heads, kv_dim = hd * h.n_kv_heads;
   const bool bias = h.arch == "qwen2";
   auto scale_for = [](int64_t fan_in) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(fan_in))); };
@@ -149,11 +158,17 @@ Result<SynthPlan> plan_synth(const SynthOptions& o) {
     if (bias) add(b + "attn_k.bias", DType::kF32, {kv_dim}, SynthInit::kBias, 0.02f);
     add(b + "attn_v.weight", wt, {kv_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
     if (bias) add(b + "attn_v.bias", DType::kF32, {kv_dim}, SynthInit::kBias, 0.02f);
+    if (gemma) {
+      add(b + "attn_q_norm.weight", DType::kF32, {hd}, SynthInit::kNorm, 0);
+      add(b + "attn_k_norm.weight", DType::kF32, {hd}, SynthInit::kNorm, 0);
+    }
     add(b + "attn_output.weight", wt, {h.dim, q_dim}, SynthInit::kNormal, scale_for(q_dim));
+    if (gemma) add(b + "post_attention_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
     add(b + "ffn_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
     add(b + "ffn_gate.weight", wt, {h.ffn_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
     add(b + "ffn_up.weight", wt, {h.ffn_dim, h.dim}, SynthInit::kNormal, scale_for(h.dim));
     add(b + "ffn_down.weight", wt, {h.dim, h.ffn_dim}, SynthInit::kNormal, scale_for(h.ffn_dim));
+    if (gemma) add(b + "post_ffw_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
   }
   add("output_norm.weight", DType::kF32, {h.dim}, SynthInit::kNorm, 0);
   if (!h.tied) add("output.weight", wt, {h.n_vocab, h.dim}, SynthInit::kNormal, scale_for(h.dim));
@@ -176,17 +191,22 @@ ModelConfig synth_config(const SynthPlan& plan) {
   c.dim = h.dim;
   c.n_heads = h.n_heads;
   c.n_kv_heads = h.n_kv_heads;
-  c.head_dim = h.dim / h.n_heads;
+  c.head_dim = h.head_dim > 0 ? h.head_dim : h.dim / h.n_heads;
   c.ffn_dim = h.ffn_dim;
   c.n_vocab = h.n_vocab;
   c.context_len = h.context_length;
   c.rope_theta = h.rope_theta;
   c.rope_dim = c.head_dim;
-  c.rope_type = h.arch == "qwen2" ? RopeStyle::kNeox : RopeStyle::kNorm;
+  c.rope_type = h.arch == "qwen2" || h.arch == "gemma3" ? RopeStyle::kNeox : RopeStyle::kNorm;
   c.norm_eps = h.rms_eps;
   c.tied_embeddings = h.tied;
   c.attn_bias = h.arch == "qwen2";
   c.n_params = plan.n_params;
+  if (h.arch == "gemma3") {
+    c.sliding_window = h.sliding_window;
+    c.swa_pattern = h.swa_pattern;
+    c.rope_theta_swa = h.rope_theta_swa;
+  }
   if (h.arch == "deepseek2") {
     c.n_kv_heads = 1;
     c.head_dim = h.mla.qk_nope_dim + h.mla.qk_rope_dim;
@@ -264,8 +284,16 @@ void add_metadata(GgufWriter& w, const SynthPlan& plan, const SynthOptions& o) {
     add_deepseek2_metadata(w, h);
     return;
   }
-  w.add_u32(a + ".rope.dimension_count", static_cast<uint32_t>(h.dim / h.n_heads));
+  const int hd = h.head_dim > 0 ? h.head_dim : h.dim / h.n_heads;
+  w.add_u32(a + ".rope.dimension_count", static_cast<uint32_t>(hd));
   if (a == "llama") w.add_u32(a + ".vocab_size", static_cast<uint32_t>(h.n_vocab));
+  if (a == "gemma3") {
+    w.add_u32(a + ".attention.key_length", static_cast<uint32_t>(hd));
+    w.add_u32(a + ".attention.value_length", static_cast<uint32_t>(hd));
+    w.add_u32(a + ".attention.sliding_window", static_cast<uint32_t>(h.sliding_window));
+    w.add_u32(a + ".attention.sliding_window_pattern", static_cast<uint32_t>(h.swa_pattern));
+    w.add_f32(a + ".rope.freq_base_swa", h.rope_theta_swa);
+  }
 }
 
 // Built-in vocab padded with unused tokens up to n_vocab (token_embd rows must match the token count).

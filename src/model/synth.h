@@ -1,5 +1,5 @@
 // Synthetic models: deterministic random weights at a real model's shape, written as GGUF with the tensor names and
-// metadata llama.cpp uses (llama / qwen2 / deepseek2), for tests and GPU benchmarks where real weights cannot travel.
+// metadata llama.cpp uses (llama / qwen2 / deepseek2 / gemma3), for tests and GPU benchmarks where real weights cannot travel.
 // Determinism: the same options give the same bytes on any machine and compiler (integer PRNG from base/rng.h,
 // no libm transcendental functions, no std:: distributions; see synth.cc).
 // Thread-safety: functions are reentrant.
@@ -18,7 +18,7 @@ namespace citadel {
 
 struct SynthPreset {
   std::string name;
-  std::string arch;     // "llama" | "qwen2" | "deepseek2"; "" = taken from --arch (tiny)
+  std::string arch;     // "llama" | "qwen2" | "deepseek2" | "gemma3"; "" = taken from --arch (tiny)
   int n_layers, dim, n_heads, n_kv_heads, ffn_dim;  // deepseek2: n_kv_heads unused, ffn_dim = the dense layers'
   int64_t n_vocab;      // 0 = the built-in vocab's size
   bool tied;            // output.weight shares token_embd.weight
@@ -30,6 +30,13 @@ struct SynthPreset {
   MoeConfig moe{};
   double yarn_factor = 0, yarn_log_mul = 0;
   int64_t yarn_orig_ctx = 0;
+  // gemma3 only: head_dim (0: dim / n_heads), the local layers' window and period (every swa_pattern-th layer is
+  // global, as config.h's is_swa_layer), the local RoPE base. Written as llama.cpp's gemma3 keys (plus
+  // attention.sliding_window_pattern and rope.freq_base_swa, which config.cc reads with Gemma-3's defaults).
+  int head_dim = 0;
+  int64_t sliding_window = 0;
+  int swa_pattern = 0;
+  float rope_theta_swa = 10000.0f;
 };
 
 const std::vector<SynthPreset>& synth_presets();

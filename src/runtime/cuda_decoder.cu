@@ -54,6 +54,13 @@ Status CudaDecoder::Impl::alloc_weights() {
     LayerW& l = layers[static_cast<size_t>(i)];
     RETURN_IF_ERROR(alloc_e(&l.attn_norm, D, "attn norm"));
     RETURN_IF_ERROR(alloc_e(&l.ffn_norm, D, "ffn norm"));
+    if (has_role(TensorRole::kAttnQNorm)) {  // gemma3
+      RETURN_IF_ERROR(alloc_e(&l.q_norm, c.head_dim, "q norm"));
+      RETURN_IF_ERROR(alloc_e(&l.k_norm, c.head_dim, "k norm"));
+      RETURN_IF_ERROR(alloc_e(&l.post_attn_norm, D, "post-attention norm"));
+      RETURN_IF_ERROR(alloc_e(&l.post_ffn_norm, D, "post-FFN norm"));
+      extra_weight_bytes += (2 * c.head_dim + 2 * D) * esz();
+    }
     if (!c.has_mla) RETURN_IF_ERROR(alloc_linear(&l.qkv, qkv_rows(), D, c.attn_bias));
     RETURN_IF_ERROR(alloc_linear(&l.o, D, c.has_mla ? c.n_heads * c.mla.v_head_dim : q_rows(), false));
     if (!moe_layer(i)) {
@@ -85,6 +92,10 @@ void* CudaDecoder::Impl::weight_ptr(TensorRole r, int layer, int64_t* count) {
   switch (r) {
     case R::kAttnNorm: return l.attn_norm;
     case R::kFfnNorm: return l.ffn_norm;
+    case R::kAttnQNorm: return l.q_norm;
+    case R::kAttnKNorm: return l.k_norm;
+    case R::kPostAttnNorm: return l.post_attn_norm;
+    case R::kPostFfwNorm: return l.post_ffn_norm;
     case R::kWq: return l.qkv.bf16;
     case R::kWk: return at(l.qkv.bf16, Q * D);
     case R::kWv: return at(l.qkv.bf16, (Q + KV) * D);

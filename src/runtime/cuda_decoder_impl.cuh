@@ -54,6 +54,11 @@ struct LayerW {
   LinearW down;                 // [D][F]
   MlaW mla;                     // MLA models
   MoeW moe;                     // MoE layers (moe.router.bf16 non-null)
+  // gemma3: q/k norms [Dh] and the post-attention / post-FFN norms [D] (null for architectures without them)
+  bf16_t* q_norm = nullptr;
+  bf16_t* k_norm = nullptr;
+  bf16_t* post_attn_norm = nullptr;
+  bf16_t* post_ffn_norm = nullptr;
 };
 
 // Activations of the MLA and MoE ops (T = max_step_tokens rows; null for other models).
@@ -230,6 +235,11 @@ struct CudaDecoder::Impl {
     return v;
   }
   bool moe_layer(int l) const { return c.has_moe && l >= c.moe.n_dense_layers; }
+  bool has_role(TensorRole r) const {  // whether the architecture's role table names r
+    for (const RoleUse& u : arch->roles)
+      if (u.role == r) return true;
+    return false;
+  }
   Status alloc_mla_moe_layer(LayerW& l, int layer);  // cuda_mla_moe.cu
   Status alloc_mla_moe_runtime();
   void* mla_moe_weight_ptr(TensorRole r, LayerW& l);

@@ -55,7 +55,6 @@ Status cuda_supports(const ModelConfig& c) {
   const std::string what = "cuda decoder (" + (c.name.empty() ? c.arch : c.name) + "): ";
   if (!find_arch(c.arch)) return Unsupported(what + "architecture '" + c.arch + "' has no recipe");
   if (c.has_mla || c.has_moe) return mla_moe_supported(c, what);
-  if (c.arch == "gemma3") return Unsupported(what + "gemma3 (q/k norms, GeGLU, sliding-window layers: CPU only)");
   if (c.rope_type == RopeStyle::kNone) return Unsupported(what + "models without RoPE");
   if (c.rope_dim != c.head_dim)
     return Unsupported(what + "partial RoPE (rope_dim " + std::to_string(c.rope_dim) + " of head_dim " +
@@ -69,8 +68,16 @@ Status cuda_supports(const ModelConfig& c) {
     if (v <= 0 || v > limit) return DataLoss(what + "a model dimension is missing or out of range");
   if (c.n_heads % c.n_kv_heads != 0 || c.n_heads / c.n_kv_heads > 16)
     return Unsupported(what + "n_heads/n_kv_heads must be an integer <= 16");
-  if (c.head_dim != 64 && c.head_dim != 128)
-    return Unsupported(what + "head_dim " + std::to_string(c.head_dim) + " (needs 64 or 128)");
+  if (c.head_dim != 64 && c.head_dim != 128 && c.head_dim != 256)
+    return Unsupported(what + "head_dim " + std::to_string(c.head_dim) + " (needs 64, 128 or 256)");
+  // HF checkpoints store Gemma's norm weights without the 1 of its (1 + weight) RMSNorm, which the recipe expects
+  // added (llama.cpp's converter adds it); nothing adds it on load yet.
+  if (c.arch == "gemma3" && c.source == "safetensors")
+    return Unsupported(what + "gemma3 from HF safetensors (norm weights without Gemma's +1; use the GGUF)");
+  // Interleaved sliding-window layers (gemma3): the window is a kernel argument (int), the pattern any period.
+  if (c.sliding_window < 0 || c.sliding_window > limit || (c.sliding_window > 0 && c.swa_pattern <= 0))
+    return DataLoss(what + "sliding window " + std::to_string(c.sliding_window) + " with pattern " +
+                    std::to_string(c.swa_pattern));
   // 16-byte GEMV chunks (bf16: 8 elements, int8: 16) along every K; int4 matrices with K % 128 stay int8.
   if (c.dim % 16 != 0 || c.ffn_dim % 16 != 0)
     return Unsupported(what + "dim " + std::to_string(c.dim) + " and ffn_dim " + std::to_string(c.ffn_dim) +

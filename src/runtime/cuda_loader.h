@@ -2,10 +2,10 @@
 // core code include this header.
 //
 // - cuda_supports() says whether the decoder can run a ModelConfig: an architecture with a recipe (model/arch.h),
-//   full RoPE (rope_dim == head_dim) with scaling none, linear, yarn or llama3 (model/rope.h), head_dim 64 or 128,
-//   <= 16 query heads per KV head, dim and ffn_dim multiples of 16; deepseek2 (MLA + MoE) within the shapes of
-//   kernels/cuda/mla.h and moe.h; anything else is kUnsupported with a one-line reason (missing dimensions or bad
-//   llama3 factors: kDataLoss).
+//   full RoPE (rope_dim == head_dim) with scaling none, linear, yarn or llama3 (model/rope.h), head_dim 64, 128 or
+//   256, <= 16 query heads per KV head, dim and ffn_dim multiples of 16, gemma3's sliding-window layers; deepseek2
+//   (MLA + MoE) within the shapes of kernels/cuda/mla.h and moe.h; anything else is kUnsupported with a one-line
+//   reason (missing dimensions or bad llama3 factors: kDataLoss).
 // - read_cuda_weights() converts every tensor of the architecture's roles (model/roles.h) to fp32 on the host:
 //   f16/bf16 exactly, quantized GGUF types (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K..q6_K) through the reference
 //   dequantize_row() (the values the CPU exact mode computes with). A model without an output matrix (tied

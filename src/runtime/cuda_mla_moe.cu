@@ -122,6 +122,7 @@ ck::MlaShape mla_shape(const ModelConfig& c) {
 }  // namespace
 
 Status CudaOps::rmsnorm(Act a, TensorRole norm, int layer) {
+  if (a == Act::kDelta) return delta_rmsnorm(norm, layer);  // gemma3's post norms
   RETURN_IF_ERROR(mla_layer_ok(m_, layer, "rmsnorm"));
   if (a != Act::kQA || norm != R::kQANorm) return Internal("cuda ops: rmsnorm runs q_a with its norm only");
   const int qa = static_cast<int>(m_.c.mla.q_lora_rank);

@@ -34,7 +34,8 @@ const char* format_name(CudaWeightFormat f) {
 namespace {
 bool is_norm(TensorRole r) {
   return r == TensorRole::kOutputNorm || r == TensorRole::kAttnNorm || r == TensorRole::kFfnNorm ||
-         r == TensorRole::kQANorm || r == TensorRole::kKvANorm;
+         r == TensorRole::kQANorm || r == TensorRole::kKvANorm || r == TensorRole::kAttnQNorm ||
+         r == TensorRole::kAttnKNorm || r == TensorRole::kPostAttnNorm || r == TensorRole::kPostFfwNorm;
 }
 }  // namespace
 

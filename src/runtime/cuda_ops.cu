@@ -55,6 +55,8 @@ const bf16_t* CudaOps::norm_weight(TensorRole norm, int layer) const {
   if (layer < 0 || layer >= static_cast<int>(m_.layers.size())) return nullptr;
   if (norm == R::kAttnNorm) return m_.layers[layer].attn_norm;
   if (norm == R::kFfnNorm) return m_.layers[layer].ffn_norm;
+  if (norm == R::kPostAttnNorm) return m_.layers[layer].post_attn_norm;
+  if (norm == R::kPostFfwNorm) return m_.layers[layer].post_ffn_norm;
   return nullptr;
 }
 
@@ -123,22 +125,36 @@ Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
 }
 
 Status CudaOps::linear_silu_mul(const Linear& w, int layer, Act in, Act out) {
+  return gated_ffn(w, layer, in, out, /*gelu=*/false, "linear_silu_mul");
+}
+
+Status CudaOps::linear_gelu_mul(const Linear& w, int layer, Act in, Act out) {
+  return gated_ffn(w, layer, in, out, /*gelu=*/true, "linear_gelu_mul");
+}
+
+Status CudaOps::gated_ffn(const Linear& w, int layer, Act in, Act out, bool gelu, const char* op) {
   uint32_t bit = 0;
   const LinearW* lw = matrix(w, layer, &bit);
-  if (!lw || bit != kSkipFfn) return not_held("linear_silu_mul", w.roles[0]);
+  if (!lw || bit != kSkipFfn) return not_held(op, w.roles[0]);
   if (in != Act::kNormed || out != Act::kFfn)
-    return Internal("cuda ops: linear_silu_mul runs normed -> ffn only (the gate|up staging buffer)");
+    return Internal(std::string("cuda ops: ") + op + " runs normed -> ffn only (the gate|up staging buffer)");
   const int T = s_.T, F = lw->N / 2;
   if (exact()) {
-    if (w32()) {
+    if (w32() || gelu) {  // the fused bf16x3 GEMM knows SiLU only
       linear32(*lw, Impl::f32(m_.h), T, Impl::f32(m_.gu));
-      ck::silu_mul_f32(Impl::f32(m_.gu), Impl::f32(m_.act), T, F, m_.stream);
+      if (gelu)
+        ck::gelu_mul_f32(Impl::f32(m_.gu), Impl::f32(m_.act), T, F, m_.stream);
+      else
+        ck::silu_mul_f32(Impl::f32(m_.gu), Impl::f32(m_.act), T, F, m_.stream);
     } else {
       lw->forward_xf32(g_, Impl::f32(m_.h), T, Impl::f32(m_.act), true);
     }
-  } else if (!(skip_ & kSkipFfn) && !lw->forward_silu(g_, m_.h, T, m_.act)) {
+  } else if (!(skip_ & kSkipFfn) && (gelu || !lw->forward_silu(g_, m_.h, T, m_.act))) {
     lw->forward(g_, m_.h, T, m_.gu, false);
-    ck::silu_mul(m_.gu, m_.act, T, F, m_.stream);
+    if (gelu)
+      ck::gelu_mul(m_.gu, m_.act, T, F, m_.stream);
+    else
+      ck::silu_mul(m_.gu, m_.act, T, F, m_.stream);
   }
   return OkStatus();
 }
@@ -151,16 +167,19 @@ Status CudaOps::rope_kv_write(int layer) {
   const int32_t* positions = m_.d_ints + L_.positions;
   const int32_t* slots = m_.d_ints + L_.slots;
   const auto style = c.rope_type == RopeStyle::kNeox ? ck::RopeLayout::kNeox : ck::RopeLayout::kNorm;
-  const float theta = static_cast<float>(c.rope_theta);
+  // A sliding-window layer of an interleaved model (gemma3) rotates with rope_theta_swa, unscaled.
+  const bool local = is_swa_layer(c, layer);
+  const float theta = static_cast<float>(local ? c.rope_theta_swa : c.rope_theta);
+  const void* table = local ? nullptr : m_.rope_inv_freq;
+  const double mscale = local ? 1.0 : m_.rope_mscale;
   const int64_t off = layer * m_.layer_pool();
   if (exact()) {
     ck::rope_kv_write_f32(Impl::f32(m_.qkv), s_.T, NQKV, H, KVH, hd, positions, theta, style, slots,
                           Impl::f32(m_.k_pool) + off, Impl::f32(m_.v_pool) + off, m_.stream,
-                          static_cast<const double*>(m_.rope_inv_freq), m_.rope_mscale);
+                          static_cast<const double*>(table), mscale);
   } else if (!(skip_ & kSkipRopeKv)) {
     ck::rope_kv_write(m_.qkv, s_.T, NQKV, H, KVH, hd, positions, theta, style, slots, m_.k_pool + off,
-                      m_.v_pool + off, m_.stream, static_cast<const float*>(m_.rope_inv_freq),
-                      static_cast<float>(m_.rope_mscale));
+                      m_.v_pool + off, m_.stream, static_cast<const float*>(table), static_cast<float>(mscale));
   }
   return OkStatus();
 }
@@ -170,6 +189,7 @@ Status CudaOps::attention(int layer) {
   const int B = s_.B, NQKV = m_.qkv_rows(), Q = m_.q_rows();
   const int64_t off = layer * m_.layer_pool();
   const int32_t* qs = m_.h_pinned + L_.total;  // prefill: query_start[B+1], staged after the device ints
+  pa_.window = is_swa_layer(m_.c, layer) ? static_cast<int>(m_.c.sliding_window) : 0;
   if (exact()) {
     const float* kp = Impl::f32(m_.k_pool) + off;
     const float* vp = Impl::f32(m_.v_pool) + off;

@@ -42,11 +42,15 @@ class CudaOps final : public BackendOps {
   Status rope_kv_write(int layer) override;
   Status attention(int layer) override;
   Status logits(TensorRole norm, TensorRole head) override;
-  // deepseek2, bf16 path only (cuda_mla_moe.cu).
+  // deepseek2 (q_a, bf16 path only) and gemma3 (the delta's post norms, both paths): cuda_mla_moe.cu.
   Status rmsnorm(Act a, TensorRole norm, int layer) override;
   Status mla_rope_kv_write(int layer) override;
   Status mla_attention(int layer) override;
   Status moe(int layer, Act in, Act out, bool accumulate) override;
+  // gemma3, both paths (cuda_gemma_ops.cu; linear_gelu_mul here).
+  Status scale(Act a, float s) override;
+  Status qk_norm(int layer) override;
+  Status linear_gelu_mul(const Linear& w, int layer, Act in, Act out) override;
 
  private:
   // The fused matrix of w in `layer` and the CudaSkip bit of its op family; null for a stack the decoder does not
@@ -60,6 +64,10 @@ class CudaOps final : public BackendOps {
   void linear32(const LinearW& w, const float* x, int M, float* y) const;
   bool w32() const { return m_.opt.format == CudaWeightFormat::kF32; }  // fp32 matrices and embedding
   void norm(const float* d, const bf16_t* w);  // residual += d (if d); h = rmsnorm(residual) * w
+  // gate|up of w over normed, then act = silu(gate) * up or gelu_tanh(gate) * up (GeGLU).
+  Status gated_ffn(const Linear& w, int layer, Act in, Act out, bool gelu, const char* op);
+  // gemma3: delta = rmsnorm(delta) * weight(norm, layer) in place (cuda_gemma_ops.cu).
+  Status delta_rmsnorm(TensorRole norm, int layer);
   // MoE experts as grouped GEMMs (cuda_mla_moe.cu): eager steps with >= kGemmPairsPerExpert pairs per expert on
   // average; otherwise the grouped GEMV kernels.
   static constexpr int kGemmPairsPerExpert = 8;

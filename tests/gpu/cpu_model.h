@@ -1,7 +1,8 @@
 // The synthetic CudaDecoder model on the real CPU backend, shared by the GPU tests: the synthetic weights
-// (synth_weight_value, the values init_synthetic generates on the device) are written as an f32 GGUF with qwen2
-// metadata, then run by the CPU runner in exact mode (runtime::make_model_runner, `citadel generate --device cpu
-// --exact`): the same recipe (model/arch.h) on CPU ops in fp32, not a copy of it.
+// (synth_weight_value, the values init_synthetic generates on the device) are written as an f32 GGUF with the
+// config's metadata (qwen2 / llama keys; gemma3's sliding-window keys), then run by the CPU runner in exact mode
+// (runtime::make_model_runner, `citadel generate --device cpu --exact`): the same recipe (model/arch.h) on CPU ops in
+// fp32, not a copy of it.
 #pragma once
 
 #include <unistd.h>
@@ -35,6 +36,19 @@ inline ModelConfig small_config() {
   return c;
 }
 
+// A small gemma3 shape: GQA 4 over one KV head (as gemma-3-270m), head_dim 256 != dim / n_heads, layers 0 and 1
+// local (a 24-token window, theta 10000) and layer 2 global (theta 1e6), NEOX rope. head_dim 128 on request (the
+// tensor-core decode kernel and the fp32 query-tiled prefill kernel take that size, not 256).
+inline ModelConfig gemma3_config(int head_dim = 256) {
+  ModelConfig c;
+  c.arch = "gemma3", c.name = "small synthetic gemma3";
+  c.dim = 256, c.n_layers = 3, c.n_heads = 4, c.n_kv_heads = 1, c.head_dim = head_dim, c.ffn_dim = 512;
+  c.n_vocab = 1000, c.context_len = 4096, c.rope_type = RopeStyle::kNeox, c.rope_dim = head_dim;
+  c.rope_theta = 1e6, c.norm_eps = 1e-6;
+  c.sliding_window = 24, c.swa_pattern = 3, c.rope_theta_swa = 10000.0;
+  return c;
+}
+
 // Role r of `layer` as the synthetic model holds it (row-major, role_shape(c, r)).
 inline std::vector<float> tensor(const ModelConfig& c, uint32_t seed, TensorRole r, int layer) {
   size_t n = 1;
@@ -62,6 +76,11 @@ inline void add_model_meta(GgufWriter& w, const ModelConfig& c) {
   w.add_f32(a + ".rope.freq_base", float(c.rope_theta));
   w.add_u32(a + ".rope.dimension_count", uint32_t(c.rope_dim));
   w.add_u32(a + ".vocab_size", uint32_t(c.n_vocab));
+  if (c.sliding_window > 0) {  // gemma3: interleaved local layers
+    w.add_u32(a + ".attention.sliding_window", uint32_t(c.sliding_window));
+    w.add_u32(a + ".attention.sliding_window_pattern", uint32_t(c.swa_pattern));
+    w.add_f32(a + ".rope.freq_base_swa", float(c.rope_theta_swa));
+  }
   if (rs.type != "none") {
     w.add_string(a + ".rope.scaling.type", rs.type);
     w.add_f32(a + ".rope.scaling.factor", float(rs.factor));
@@ -81,7 +100,8 @@ inline std::string synth_gguf(const ModelConfig& c, uint32_t seed) {
   std::string key = c.arch + " " + std::to_string(seed) + (c.attn_bias ? " bias " : " ") + rs.type;
   for (double v : {rs.factor, double(rs.original_context), rs.low_freq_factor, rs.high_freq_factor})
     key += " " + std::to_string(v);
-  for (int64_t v : {c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab})
+  for (int64_t v : {c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.n_vocab, c.sliding_window,
+                    c.swa_pattern})
     key += " " + std::to_string(v);
   if (auto it = written.find(key); it != written.end()) return it->second;
   GgufWriter w;

@@ -4,8 +4,8 @@
 // batched decode. Bounds: bf16 logits NMSE < 1e-3 and >= 95% top-1 agreement
 // (the GPU rounds activations to bf16 between ops; the reference keeps fp32); int8 NMSE < 1e-2, int4 < 0.1,
 // fp8 < 3e-2; f32 (fp32 weights, activations and KV), and bf16 weights with f32_activations: NMSE < 1e-9, every
-// top-1 equal. The same bounds with RoPE scaling (linear, YaRN, llama3). The reference is the CPU backend in exact
-// mode on the synthetic weights written as a GGUF (cpu_model.h).
+// top-1 equal. The same bounds with RoPE scaling (linear, YaRN, llama3) and for a small gemma3. The reference is the
+// CPU backend in exact mode on the synthetic weights written as a GGUF (cpu_model.h).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -106,9 +106,9 @@ void run_model_check(CudaWeightFormat fmt, double bound, double min_agree, bool 
     for (size_t t = 0; t < seqs[b].toks.size(); ++t, ++total)
       agree += argmax_row(&got[b][t * V], V) == argmax_row(&ref[t * V], V);
   }
-  std::printf("decoder %s%s, rope scaling %s: worst logits nmse %.2e, top-1 agreement %d/%d\n",
-              runtime::format_name(fmt), f32_activations ? " (f32 activations)" : "", c.rope_scaling.type.c_str(),
-              worst, agree, total);
+  std::printf("decoder %s %s%s, head_dim %lld, rope scaling %s: worst logits nmse %.2e, top-1 agreement %d/%d\n",
+              c.arch.c_str(), runtime::format_name(fmt), f32_activations ? " (f32 activations)" : "",
+              static_cast<long long>(c.head_dim), c.rope_scaling.type.c_str(), worst, agree, total);
   EXPECT_GE(double(agree) / total, min_agree) << agree << "/" << total;
 }
 
@@ -163,6 +163,20 @@ TEST(CudaDecoder, ScaledRopeMatchesCpuForward) {
     c.rope_scaling = RopeScaling{type, type == "llama3" ? 8.0 : 4.0, 64, 1.0, 4.0};
     run_model_check(CudaWeightFormat::kF32, 1e-9, 1.0, false, c);
     run_model_check(CudaWeightFormat::kBf16, 1e-3, 0.95, false, c);
+  }
+}
+
+// gemma3 (q/k norms, GeGLU, post norms, scaled embedding; sliding-window layers with a 24-token window under
+// sequences of 35..96 tokens, so prefill, the chunked prefill over a cached prefix, the mixed step and the graph
+// decode all cut keys off; the local layers' own RoPE theta): the same bounds as the qwen2 shape. head_dim 256
+// (SIMT decode, 32-key prefill tiles, the fp32 per-query kernel) and 128 (tensor-core decode, fp32 query tiles).
+TEST(CudaDecoder, Gemma3MatchesCpuForward) {
+  SKIP_WITHOUT_GPU();
+  for (int hd : {256, 128}) {
+    SCOPED_TRACE("head_dim " + std::to_string(hd));
+    run_model_check(CudaWeightFormat::kF32, 1e-9, 1.0, false, gemma3_config(hd));
+    run_model_check(CudaWeightFormat::kBf16, 1e-9, 1.0, true, gemma3_config(hd));
+    run_model_check(CudaWeightFormat::kBf16, 1e-3, 0.95, false, gemma3_config(hd));
   }
 }
 

@@ -10,6 +10,7 @@
 
 #include "model/synth.h"
 #include "tokenizer/tokenizer.h"
+#include "hf_fixture.h"
 #include "model_test_util.h"
 #include "tests/test_util.h"
 
@@ -19,29 +20,8 @@ namespace {
 using model_testing::diff;
 using model_testing::Diff;
 
-struct Case {
-  std::vector<int32_t> prompt, greedy, top_ids;
-  std::vector<double> top_logits, sample_logits;
-  int stride = 97;
-};
-
-std::vector<Case> load_cases(const std::string& rel) {
-  std::ifstream f(testing::golden(rel));
-  EXPECT_TRUE(f.good()) << rel;
-  const auto j = nlohmann::json::parse(f);
-  std::vector<Case> out;
-  for (const auto& c : j.at("cases")) {
-    Case k;
-    k.prompt = c.at("prompt_ids").get<std::vector<int32_t>>();
-    k.greedy = c.at("greedy_ids").get<std::vector<int32_t>>();
-    k.top_ids = c.at("top_ids").get<std::vector<int32_t>>();
-    k.top_logits = c.at("top_logits").get<std::vector<double>>();
-    k.sample_logits = c.at("sample_logits").get<std::vector<double>>();
-    k.stride = c.at("sample_stride").get<int>();
-    out.push_back(std::move(k));
-  }
-  return out;
-}
+using Case = model_testing::HfCase;
+std::vector<Case> load_cases(const std::string& rel) { return model_testing::load_hf_cases(rel); }
 
 struct LogitStats {
   Diff top, sample;

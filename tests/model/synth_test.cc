@@ -327,7 +327,7 @@ namespace {
 
 // synth_config gives the config the written file gives, so plans of unwritable shapes are right.
 TEST(Synth, ConfigWithoutWritingEqualsTheFilesConfig) {
-  for (const char* preset : {"deepseek2-tiny", "deepseek3-tiny", "tiny"}) {
+  for (const char* preset : {"deepseek2-tiny", "deepseek3-tiny", "tiny", "gemma3-tiny"}) {
     SynthOptions o;
     o.preset = preset;
     o.dtype = "f32";
@@ -347,9 +347,71 @@ TEST(Synth, ConfigWithoutWritingEqualsTheFilesConfig) {
     }
     EXPECT_EQ(got.rope_type, want.rope_type) << preset;
     EXPECT_EQ(got.rope_scaling.type, want.rope_scaling.type) << preset;
+    EXPECT_EQ(got.sliding_window, want.sliding_window) << preset;
+    EXPECT_EQ(got.swa_pattern, want.swa_pattern) << preset;
+    EXPECT_EQ(got.rope_theta_swa, want.rope_theta_swa) << preset;
     EXPECT_NEAR(attention_scale(got), attention_scale(want), 1e-6) << preset;
     std::filesystem::remove(o.out);
   }
+}
+
+// The gemma3-270m preset against the real GGUF's header (tests/golden/format/gemma-3-270m-q4_k_m.gguf.json, dumped
+// by gguf-py): every tensor name and shape, the parameter count and the hyper-parameters; the written file of the
+// tiny preset is a gemma3 model with its local / global layers.
+TEST(Synth, Gemma3PresetsMatchTheRealHeader) {
+  std::ifstream f(testing::golden("format/gemma-3-270m-q4_k_m.gguf.json"));
+  ASSERT_TRUE(f.good());
+  const auto j = nlohmann::json::parse(f);
+  SynthOptions o;
+  o.preset = "gemma3-270m";
+  o.dtype = "bf16";
+  auto plan = plan_synth(o);
+  ASSERT_TRUE(plan.ok()) << plan.status().to_string();
+  std::map<std::string, std::vector<int64_t>> want;
+  int64_t n_params = 0;
+  for (const auto& t : j["tensors"]) {
+    want[t["name"]] = t["shape"].get<std::vector<int64_t>>();
+    int64_t n = 1;
+    for (int64_t d : want[t["name"]]) n *= d;
+    n_params += n;
+  }
+  ASSERT_EQ(plan->tensors.size(), want.size());
+  for (const auto& t : plan->tensors) {
+    auto it = want.find(t.name);
+    ASSERT_NE(it, want.end()) << t.name;
+    EXPECT_EQ(t.shape, it->second) << t.name;
+  }
+  EXPECT_EQ(plan->n_params, n_params);
+  const auto& kv = j["metadata"];
+  const ModelConfig c = synth_config(*plan);
+  EXPECT_EQ(c.n_layers, kv["gemma3.block_count"]["value"].get<int64_t>());
+  EXPECT_EQ(c.context_len, kv["gemma3.context_length"]["value"].get<int64_t>());
+  EXPECT_EQ(c.dim, kv["gemma3.embedding_length"]["value"].get<int64_t>());
+  EXPECT_EQ(c.ffn_dim, kv["gemma3.feed_forward_length"]["value"].get<int64_t>());
+  EXPECT_EQ(c.n_heads, kv["gemma3.attention.head_count"]["value"].get<int64_t>());
+  EXPECT_EQ(c.n_kv_heads, kv["gemma3.attention.head_count_kv"]["value"].get<int64_t>());
+  EXPECT_EQ(c.head_dim, kv["gemma3.attention.key_length"]["value"].get<int64_t>());
+  EXPECT_EQ(c.sliding_window, kv["gemma3.attention.sliding_window"]["value"].get<int64_t>());
+  EXPECT_FLOAT_EQ(float(c.rope_theta), kv["gemma3.rope.freq_base"]["value"].get<float>());
+  EXPECT_FLOAT_EQ(float(c.norm_eps), kv["gemma3.attention.layer_norm_rms_epsilon"]["value"].get<float>());
+  EXPECT_EQ(c.swa_pattern, 6);
+  EXPECT_TRUE(c.tied_embeddings);
+
+  o.preset = "gemma3-tiny";
+  o.dtype = "f32";
+  o.out = tmp("gemma3_tiny.gguf");
+  ASSERT_TRUE(write_synth(o).ok());
+  auto file = model_config_from(**open_model_file(o.out));
+  ASSERT_TRUE(file.ok()) << file.status().to_string();
+  EXPECT_EQ(file->arch, "gemma3");
+  EXPECT_EQ(file->head_dim, 64);
+  EXPECT_EQ(file->rope_type, RopeStyle::kNeox);
+  EXPECT_TRUE(is_swa_layer(*file, 0) && is_swa_layer(*file, 1) && !is_swa_layer(*file, 2));
+  EXPECT_EQ(file->sliding_window, 16);
+  std::filesystem::remove(o.out);
+  o.preset = "tiny";
+  o.arch = "gemma3";
+  EXPECT_FALSE(plan_synth(o).ok());  // gemma3 needs a gemma3 preset
 }
 
 // DeepSeek-V3 at bf16 (1342 GB) fits no single device and not eight 80 GB GPUs, and says by how much; V2-Lite's KV is

@@ -226,7 +226,7 @@ class CpuBackend : public Backend {
     const KvCacheView c{f16 ? DType::kF16 : DType::kF32, f16 ? static_cast<void*>(k16.data()) : k.data(),
                         f16 ? static_cast<void*>(v16.data()) : v.data(), n_blocks, s.block_size, s.n_kv_heads, hd};
     const AttnBatch batch{int(seq.size()), tables.data(), int(tables.size()) / n_seqs, n_seqs, seq.data(),
-                          in.I("pos_of_token").data()};
+                          in.I("pos_of_token").data(), s.window};
     std::vector<float> o(seq.size() * s.n_heads * hd);
     cpu::attention(in.F("q").data(), c, batch, s.n_heads, 1.f / std::sqrt(float(hd)), o.data());
     results->push_back({"attention", {}});

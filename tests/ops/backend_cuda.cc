@@ -69,7 +69,7 @@ class CudaBackend : public Backend {
     if (op == "attention") {
       if (s.block_size != 16 || s.n_heads % s.n_kv_heads != 0) return false;
       if (f32) return s.head_dim <= 256;
-      return bf && (s.head_dim == 64 || s.head_dim == 128);
+      return bf && (s.head_dim == 64 || s.head_dim == 128 || s.head_dim == 256);
     }
     return false;
   }
@@ -431,6 +431,7 @@ void CudaBackend::attention(Device& dev, const Shape& s, const std::string& dt, 
   p.block_tables = dt_tables, p.seq_lens = lens, p.max_blocks_per_seq = int(tables.size()) / n_seqs;
   p.block_size = s.block_size, p.n_heads = h, p.n_kv_heads = s.n_kv_heads, p.head_dim = d;
   p.scale = 1.f / std::sqrt(float(d));
+  p.window = s.window;
   auto keep = [&](const std::string& impl, std::vector<float> o) {
     results->push_back({impl, {}});
     split_attention_output(s, o, &results->back().out);
@@ -480,6 +481,7 @@ void CudaBackend::attention(Device& dev, const Shape& s, const std::string& dt, 
                   Run{1, 63, 16}, Run{1, 32, 64}, Run{2, dispatch_splits, 128}}) {
       if (r.splits * r.partition < max_ctx) continue;
       if (r.kind == 0 && h / s.n_kv_heads > 8 && r.partition > 256) continue;  // SIMT scores exceed shared memory
+      if (r.kind == 1 && d == 256) continue;  // the tensor-core kernel takes 64 and 128
       if (r.kind == 1 && !ck::decode_mma_supported(p, r.partition)) return dev.fail("decode_mma_supported is false");
       const std::string impl = std::string(r.kind == 0   ? "decode_simt"
                                            : r.kind == 1 ? "decode_mma"
@@ -506,7 +508,8 @@ void CudaBackend::attention(Device& dev, const Shape& s, const std::string& dt, 
     }
     return;
   }
-  for (int kind = 0; kind < 2; ++kind) {  // the mma.sync kernel (used) and the wmma twin
+  for (int kind = 0; kind < 2; ++kind) {  // the mma.sync kernel (used) and the wmma twin (64 / 128, no window)
+    if (kind == 1 && (d == 256 || s.window > 0)) break;
     dev.poison(out, n_out);
     for (int seq = 0, t0 = 0; seq < n_seqs; t0 += s.n_new[seq], ++seq) {
       const bf16* qs = q + size_t(t0) * q_stride;

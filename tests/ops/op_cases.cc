@@ -34,8 +34,10 @@ Shape table(int vocab, int dim, int t, bool device_only = false) {
   s.vocab = vocab, s.dim = dim, s.tokens = t, s.device_only = device_only;
   return s;
 }
-Shape attn(int h, int kv, int d, int bs, std::vector<int> ctx, std::vector<int> n_new, bool device_only = false) {
+Shape attn(int h, int kv, int d, int bs, std::vector<int> ctx, std::vector<int> n_new, bool device_only = false,
+           int window = 0) {
   Shape s;
+  s.window = window;
   s.n_heads = h, s.n_kv_heads = kv, s.head_dim = d, s.block_size = bs, s.ctx = std::move(ctx);
   s.n_new = n_new.empty() ? std::vector<int>(s.ctx.size(), 1) : std::move(n_new);
   bool decode = true;
@@ -143,7 +145,15 @@ std::vector<Shape> attention_shapes() {
           attn(9, 3, 64, 16, {200, 77, 130}, {200, 77, 5}, true),
           attn(28, 4, 128, 16, {37, 300, 1500}, {37, 45, 200}, true),
           attn(9, 3, 64, 16, {37, 300, 1500}, {37, 45, 1}, true),
-          attn(8, 1, 256, 16, {37, 300, 1500}, {37, 45, 200}, true)};
+          attn(8, 1, 256, 16, {37, 300, 1500}, {37, 45, 200}, true),
+          // sliding windows (Gemma-3's local layers): shorter and longer than the contexts, cutting inside a block
+          // and at a partition edge; gemma-3-270m's heads (4 / 1 x 256, window 512)
+          attn(4, 2, 64, 16, {1, 17, 50}, {}, false, 7), attn(9, 3, 64, 16, {37, 77}, {36, 5}, false, 20),
+          attn(4, 1, 256, 16, {1, 37, 300, 1500}, {}, true, 512),
+          attn(4, 1, 256, 16, {37, 300, 1500}, {37, 45, 200}, true, 512),
+          attn(28, 4, 128, 16, {1, 17, 300, 1000}, {}, true, 128),
+          attn(8, 2, 128, 16, {300, 77, 130}, {300, 77, 5}, true, 100),
+          attn(8, 1, 256, 16, {200, 77, 700}, {200, 77, 65}, true, 33)};
 }
 
 const std::vector<std::string> kMatmulDtypes = {"f32",  "f16",  "bf16", "bf16xf32", "q8_0", "q4_0", "q4_1", "q5_0",
@@ -175,6 +185,7 @@ std::string Shape::label() const {
   };
   add("T", tokens), add("N", dim), add("K", n_in), add("V", vocab), add("H", n_heads), add("KV", n_kv_heads);
   add("D", head_dim);
+  add("win", window);
   add("nope", qk_nope), add("rope", qk_rope), add("r", kv_lora_rank);
   if (!ctx.empty()) {
     add("bs", block_size);

@@ -71,6 +71,7 @@ struct Shape {
   int n_blocks = 0;      // KV pool blocks (kv_write, rope_kv_write)
   std::vector<int> ctx;    // attention: tokens cached per sequence, the new ones included
   std::vector<int> n_new;  // attention: queries per sequence, the last n_new[s] positions of its context
+  int window = 0;          // attention: > 0: sliding window (the query at position p sees keys p - window + 1 .. p)
   bool bias = false;       // matmul: + bias [n_out]
   std::string variant;     // rope: norm, neox, norm_partial, neox_yarn, norm_linear_ff; attention: decode, prefill
   float theta = 10000.f;   // RoPE base

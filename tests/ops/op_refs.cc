@@ -430,7 +430,7 @@ void reference_attention(const Shape& s, const std::string&, const Tensors& in, 
   const int n_blocks = int(k.size() / (size_t(s.block_size) * s.n_kv_heads * hd));
   const KvCacheView cache{DType::kF32, k.data(), v.data(), n_blocks, s.block_size, s.n_kv_heads, hd};
   const AttnBatch batch{int(seq.size()), tables.data(), int(tables.size()) / n_seqs, n_seqs, seq.data(),
-                        in.I("pos_of_token").data()};
+                        in.I("pos_of_token").data(), s.window};
   std::vector<float> o(seq.size() * h * hd);
   cpu::attention_ref(in.F("q").data(), cache, batch, h, 1.f / std::sqrt(float(hd)), o.data());
   split_attention_output(s, o, out);

@@ -53,7 +53,13 @@ TEST(CudaLoader, SupportsOnlyWhatTheDecoderCanRun) {
   };
   EXPECT_EQ(code([](ModelConfig* c) { c->rope_dim = 32; }), StatusCode::kUnsupported);  // partial RoPE
   EXPECT_EQ(code([](ModelConfig* c) { c->rope_type = RopeStyle::kNone; }), StatusCode::kUnsupported);
-  EXPECT_EQ(code([](ModelConfig* c) { c->arch = "gemma3"; }), StatusCode::kUnsupported);  // no recipe
+  EXPECT_EQ(code([](ModelConfig* c) { c->arch = "gpt2"; }), StatusCode::kUnsupported);  // no recipe
+  // gemma3: interleaved sliding-window layers and head_dim 256 run; a negative window is a broken file.
+  EXPECT_EQ(code([](ModelConfig* c) { c->arch = "gemma3", c->sliding_window = 512, c->swa_pattern = 6; }),
+            StatusCode::kOk);
+  EXPECT_EQ(code([](ModelConfig* c) { c->head_dim = 256, c->rope_dim = 256; }), StatusCode::kOk);
+  EXPECT_EQ(code([](ModelConfig* c) { c->arch = "gemma3", c->sliding_window = -1; }), StatusCode::kDataLoss);
+  EXPECT_EQ(code([](ModelConfig* c) { c->arch = "gemma3", c->source = "safetensors"; }), StatusCode::kUnsupported);
   EXPECT_EQ(code([](ModelConfig* c) { c->has_mla = true; }), StatusCode::kUnsupported);
   EXPECT_EQ(code([](ModelConfig* c) { c->has_moe = true; }), StatusCode::kUnsupported);
   EXPECT_EQ(code([](ModelConfig* c) { c->head_dim = 96, c->rope_dim = 96; }), StatusCode::kUnsupported);

@@ -49,8 +49,8 @@ int run_synth(const SynthArgs& a) {
 citadel::cli::Registrar reg("synth", "Write a deterministic random-weight GGUF at a real model's shape",
                             [](CLI::App& sub) {
   auto a = std::make_shared<SynthArgs>();
-  sub.add_option("--arch", a->opts.arch, "llama | qwen2 | deepseek2 (default: the preset's; tiny: llama)");
-  sub.add_option("--preset", a->opts.preset, "tiny | smollm2-135m | qwen2-0.5b | deepseek-r1-distill-qwen-7b | llama-3-8b | deepseek2-tiny | deepseek3-tiny | deepseek-v2-lite | deepseek-v3");
+  sub.add_option("--arch", a->opts.arch, "llama | qwen2 | deepseek2 | gemma3 (default: the preset's; tiny: llama)");
+  sub.add_option("--preset", a->opts.preset, "tiny | smollm2-135m | qwen2-0.5b | deepseek-r1-distill-qwen-7b | llama-3-8b | deepseek2-tiny | deepseek3-tiny | deepseek-v2-lite | deepseek-v3 | gemma3-tiny | gemma3-270m");
   sub.add_option("--seed", a->opts.seed, "PRNG seed (same seed, same bytes)");
   sub.add_option("--dtype", a->opts.dtype, "f32 | f16 | bf16 | q8_0 | q4_0 | q4_K");
   sub.add_option("--out", a->opts.out, "output GGUF file");

@@ -92,8 +92,9 @@ __global__ void __launch_bounds__(kDecodeThreads) paged_decode_kernel(PagedAtten
   const int G = p.n_heads / p.n_kv_heads;
   const int D = p.head_dim;
   const int ctx = p.seq_lens[b];
-  const int start = split * partition;
-  const int end = min(ctx, start + partition);
+  // Sliding window: the query (position ctx - 1) sees the last p.window keys; splits before them are empty.
+  const int start = max(split * partition, p.window > 0 ? ctx - p.window : 0);
+  const int end = min(ctx, split * partition + partition);
   const int n = end - start;
   float* qs = smem;                 // [G][D]
   float* sc = smem + G * D;         // [G][partition]
@@ -418,11 +419,16 @@ __global__ void __launch_bounds__(128) paged_prefill_kernel(PagedAttention p, in
 // m16n8k16 A fragments, S = Q K^T lives in the accumulators, P goes from the S accumulators straight into A
 // fragments (bf16), V B-fragments come from ldmatrix.trans, O (16 x kD) accumulates in registers. Only the K/V tiles
 // touch shared memory.
-constexpr int kMmaBQ = 64, kMmaBK = 64;
+constexpr int kMmaBQ = 64;
+// Keys per KV tile: 64, or 32 at head_dim 256 (the O accumulators and Q fragments take 192 registers per thread).
+template <int kD>
+__host__ __device__ constexpr int mma_bk() { return kD > 128 ? 32 : 64; }
 template <int kD>
 __host__ __device__ constexpr int mma_ld() { return kD + 8; }  // bf16 pitch of a K/V tile row: 16-byte aligned, rows 16 bytes apart mod 128
 template <int kD>
-constexpr size_t prefill_mma_smem() { return sizeof(uint16_t) * 2 * 2 * kMmaBK * mma_ld<kD>(); }  // K,V x 2 stages
+constexpr size_t prefill_mma_smem() {  // K, V x 2 stages
+  return sizeof(uint16_t) * 2 * 2 * mma_bk<kD>() * mma_ld<kD>();
+}
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -445,6 +451,7 @@ template <int kD>
 __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p, int seq, const uint16_t* q,
                                                                 int q_stride, int n_q, uint16_t* out) {
   constexpr int kLd = mma_ld<kD>();
+  constexpr int kMmaBK = mma_bk<kD>();
   constexpr int kKC = kD / 16;  // k-chunks of Q K^T
   constexpr int kNT = kD / 8;   // n-tiles of O
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -484,6 +491,10 @@ __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p
   const int last_q = min(q0 + kMmaBQ, n_q) - 1;
   const int kv_end = first_pos + last_q + 1;
   const int n_tiles = (kv_end + kMmaBK - 1) / kMmaBK;
+  // Sliding window: query at position qp sees keys (qp - win, qp]; tiles wholly before the block's first query's
+  // window are skipped.
+  const int win = p.window > 0 ? p.window : (1 << 30);
+  const int first_tile = p.window > 0 ? max(0, first_pos + q0 - win + 1) / kMmaBK : 0;
   auto load_tile = [&](int tile, int stage) {
     uint16_t* ks = tiles + stage * 2 * kMmaBK * kLd;
     uint16_t* vs = ks + kMmaBK * kLd;
@@ -498,8 +509,8 @@ __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p
     }
     cp_async_commit();
   };
-  load_tile(0, 0);
-  for (int tile = 0; tile < n_tiles; ++tile) {
+  load_tile(first_tile, first_tile & 1);
+  for (int tile = first_tile; tile < n_tiles; ++tile) {
     const int stage = tile & 1;
     if (tile + 1 < n_tiles) {
       load_tile(tile + 1, stage ^ 1);
@@ -532,8 +543,8 @@ __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p
       for (int e = 0; e < 2; ++e) {
         const int kpos = k0 + 8 * j + 2 * t4 + e;
         const bool kin = kpos < ctx;
-        s[j][e] = (kin && kpos <= qpos0 && r0 < n_q) ? s[j][e] * sl2 : -INFINITY;
-        s[j][2 + e] = (kin && kpos <= qpos1 && r1 < n_q) ? s[j][2 + e] * sl2 : -INFINITY;
+        s[j][e] = (kin && kpos <= qpos0 && kpos > qpos0 - win && r0 < n_q) ? s[j][e] * sl2 : -INFINITY;
+        s[j][2 + e] = (kin && kpos <= qpos1 && kpos > qpos1 - win && r1 < n_q) ? s[j][2 + e] * sl2 : -INFINITY;
         mx0 = fmaxf(mx0, s[j][e]);
         mx1 = fmaxf(mx1, s[j][2 + e]);
       }
@@ -644,21 +655,26 @@ void paged_attention_decode_simt(const PagedAttention& p, const bf16_t* q, int q
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
                              cudaStream_t s) {
   if (n_q <= 0) return;
-  CHECK_MSG(p.head_dim == 64 || p.head_dim == 128, "prefill attention: head_dim must be 64 or 128");
-  CHECK(q_stride % 2 == 0);
+  CHECK_MSG(p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256,
+            "prefill attention: head_dim must be 64, 128 or 256");
+  CHECK(q_stride % 2 == 0 && p.window >= 0);
   static bool configured = false;
   if (!configured) {
     CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(prefill_mma_smem<64>())));
     CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(prefill_mma_smem<128>())));
+    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_mma_kernel<256>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(prefill_mma_smem<256>())));
     configured = true;
   }
   dim3 grid((n_q + kMmaBQ - 1) / kMmaBQ, p.n_heads);
   if (p.head_dim == 64)
     paged_prefill_mma_kernel<64><<<grid, 128, prefill_mma_smem<64>(), s>>>(p, seq, q, q_stride, n_q, out);
-  else
+  else if (p.head_dim == 128)
     paged_prefill_mma_kernel<128><<<grid, 128, prefill_mma_smem<128>(), s>>>(p, seq, q, q_stride, n_q, out);
+  else
+    paged_prefill_mma_kernel<256><<<grid, 128, prefill_mma_smem<256>(), s>>>(p, seq, q, q_stride, n_q, out);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -666,6 +682,7 @@ void paged_attention_prefill_wmma(const PagedAttention& p, int seq, const bf16_t
                              cudaStream_t s) {
   if (n_q <= 0) return;
   CHECK_MSG(p.head_dim == 64 || p.head_dim == 128, "prefill attention: head_dim must be 64 or 128");
+  CHECK_MSG(p.window == 0, "paged_attention_prefill_wmma: no sliding window");
   static bool configured = false;  // attribute setting is idempotent; the flag only skips the calls
   if (!configured) {
     CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,

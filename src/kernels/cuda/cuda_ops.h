@@ -123,6 +123,8 @@ struct PagedAttention {
   int block_size = 16;
   int n_heads = 0, n_kv_heads = 0, head_dim = 128;
   float scale = 0.f;  // softmax scale, usually 1/sqrt(head_dim)
+  int window = 0;     // > 0: sliding window (Gemma-3's local layers): the query at position p sees keys
+                      // p - window + 1 .. p only (every kernel below but the wmma prefill twin)
 };
 
 // Decode: one query per sequence. q: row b at q + b*q_stride, [n_heads][head_dim]. out [B][n_heads*head_dim] bf16.
@@ -146,10 +148,12 @@ void paged_attention_decode_simt(const PagedAttention& p, const bf16_t* q, int q
 
 // Prefill of one sequence: n_q queries (rows of q at stride q_stride, [n_heads][head_dim] each) that are the LAST n_q
 // tokens of its context (seq_lens[seq] tokens, the prefix possibly cached): causal, bottom-right aligned.
-// out [n_q][n_heads*head_dim] bf16. head_dim 64 or 128. Flash-attention-2 style on mma.sync (bf16 probabilities).
+// out [n_q][n_heads*head_dim] bf16. head_dim 64, 128 or 256. Flash-attention-2 style on mma.sync (bf16
+// probabilities); KV tiles of 64 keys (32 at head_dim 256); with a window, the tiles before it are skipped.
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
                              cudaStream_t s);
-// The round 1-4 kernel (wmma, S/P/O staged in shared memory): same contract, kept for A/B and as a test twin.
+// The round 1-4 kernel (wmma, S/P/O staged in shared memory): same contract (head_dim 64 or 128, no window), kept
+// for A/B and as a test twin.
 void paged_attention_prefill_wmma(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q,
                                   bf16_t* out, cudaStream_t s);
 
@@ -241,6 +245,25 @@ constexpr int kF32DecodeMaxSplits = 32;
 int64_t f32_decode_workspace_floats(int B, int n_heads, int head_dim);
 void paged_attention_f32_decode(const PagedAttention& p, const float* k_pool, const float* v_pool, const float* q,
                                 int q_stride, int B, int ctx_bound, float* out, float* workspace, cudaStream_t s);
+
+// ---- gemma.cu: the ops Gemma-3 adds, bf16 (the bf16 path) and fp32 (the exact path) ----
+// In place: x[i] *= s, i < n (fp32: one IEEE multiply; bf16: in fp32, rounded back).
+void scale_f32(float* x, int64_t n, float s, cudaStream_t st);
+void scale_bf16(bf16_t* x, int64_t n, float s, cudaStream_t st);
+// q/k norms, in place on the fused QKV rows [T][row_stride] (q heads, then k heads, head_dim values each): every q
+// head = rmsnorm(head) * q_w [head_dim], every k head likewise with k_w; the v heads are not touched. fp32 math
+// (sum of squares, 1 / sqrtf(mean + eps)); bf16 rows rounded back once.
+void head_rmsnorm(bf16_t* x, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim, const bf16_t* q_w,
+                  const bf16_t* k_w, float eps, cudaStream_t s);
+void head_rmsnorm_f32(float* x, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim, const float* q_w,
+                      const float* k_w, float eps, cudaStream_t s);
+// GeGLU: gate_up [T][2*ffn] (gate | up) -> out [T][ffn] = gelu_tanh(gate) * up, computed in double (as
+// cpu::gelu_tanh_mul) and rounded once to the storage type.
+void gelu_mul(const bf16_t* gate_up, bf16_t* out, int T, int ffn, cudaStream_t s);
+void gelu_mul_f32(const float* gate_up, float* out, int T, int ffn, cudaStream_t s);
+// In place on fp32 rows x [T][dim]: x = rmsnorm(x) * w [dim] (bf16 bits or fp32), as add_rmsnorm_f32 without the add.
+void rmsnorm_f32(float* x, int T, int dim, const bf16_t* w, float eps, cudaStream_t s);
+void rmsnorm_f32(float* x, int T, int dim, const float* w, float eps, cudaStream_t s);
 
 // ---- gemm.cu (cuBLAS) ----
 // y [M][N] = x [M][K] @ W[N][K]^T, bf16 in, fp32 accumulate, y bf16 or fp32 (rows ldy apart; 0: N). handle: a

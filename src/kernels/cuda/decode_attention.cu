@@ -49,8 +49,9 @@ __global__ void __launch_bounds__(kWarps * 32) decode_mma_kernel(PagedAttention 
   const int G = p.n_heads / p.n_kv_heads;
   // Everything here comes from the host-written step inputs, not from the previous kernel: before the PDL wait.
   const int ctx = __ldg(p.seq_lens + b);
-  const int start = split * partition;
-  const int end = min(ctx, start + partition);
+  // Sliding window: the query (position ctx - 1) sees the last p.window keys; splits before them are empty.
+  const int start = max(split * partition, p.window > 0 ? ctx - p.window : 0);
+  const int end = min(ctx, split * partition + partition);
   const int n = end - start;
   const int n_chunks = n > 0 ? (n + 15) / 16 : 0;
   const int row_elems = p.n_kv_heads * D;

@@ -235,7 +235,7 @@ void silu_mul(const bf16_t* gate_up, bf16_t* out, int T, int ffn, cudaStream_t s
     return;
   }
   dim3 grid((ffn + 255) / 256, T);
-  launch_pdl(silu_mul_rows_kernel<uint16_t>, dim3(grid), dim3(256), 0, s, gate_up, out, ffn);
+  launch_pdl(gated_mul_rows_kernel<uint16_t>, dim3(grid), dim3(256), 0, s, gate_up, out, ffn);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -163,7 +163,9 @@ __global__ void __launch_bounds__(kAttnWarps * 32) paged_attention_f32_kernel(Pa
   const int b = seq >= 0 ? seq : i;
   const int ctx = p.seq_lens[b];
   const int n_vis = max(0, min(ctx, seq >= 0 ? ctx - n_q + i + 1 : ctx));
-  const int start = blockIdx.y * partition, end = min(n_vis, start + partition);
+  const int lo = p.window > 0 ? max(0, n_vis - p.window) : 0;  // sliding window: the last p.window visible keys
+  const int start = max(lo, static_cast<int>(blockIdx.y) * partition);
+  const int end = min(n_vis, static_cast<int>(blockIdx.y) * partition + partition);
   const float* qh = q + static_cast<int64_t>(i) * q_stride + static_cast<int64_t>(h) * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qh[d];
   __syncthreads();
@@ -288,7 +290,9 @@ __global__ void __launch_bounds__(kPreWarps * 32) prefill_f32_tiled_kernel(Paged
 #pragma unroll
     for (int j = 0; j < DL; ++j) o[rr][j] = 0.f;
   }
-  for (int k0 = 0; k0 < n_keys; k0 += kPreKeys) {
+  // Sliding window: tiles before the window of the block's first query are skipped.
+  const int k_first = p.window > 0 ? max(0, first + q0 + 1 - p.window) / kPreKeys * kPreKeys : 0;
+  for (int k0 = k_first; k0 < n_keys; k0 += kPreKeys) {
     __syncthreads();  // the previous tile is consumed (first pass: qs is written)
     for (int i = threadIdx.x; i < kPreKeys * D4; i += blockDim.x) {
       const int j = i / D4, c = i % D4, t = k0 + j;
@@ -321,7 +325,9 @@ __global__ void __launch_bounds__(kPreWarps * 32) prefill_f32_tiled_kernel(Paged
 #pragma unroll
     for (int rr = 0; rr < RPW; ++rr) {
       const int qi = q0 + warp + kPreWarps * rr;
-      const bool live = qi < n_q && k0 + lane < first + qi + 1;  // this query sees keys [0, first + qi + 1)
+      // this query sees keys [0, first + qi + 1), the last p.window of them with a window
+      const bool live =
+          qi < n_q && k0 + lane < first + qi + 1 && (p.window <= 0 || k0 + lane >= first + qi + 1 - p.window);
       const float sc = live ? dot[rr] * p.scale : -INFINITY;
       const float tmax = warp_max(sc);
       pr[rr] = 0.f;
@@ -415,7 +421,7 @@ void silu_mul_f32(const float* gate_up, float* out, int T, int ffn, cudaStream_t
   if (T <= 0 || ffn <= 0) return;
   CHECK(T <= 65535);
   const dim3 grid((ffn + kThreads - 1) / kThreads, T);
-  launch_pdl(silu_mul_rows_kernel<float>, grid, dim3(kThreads), 0, s, gate_up, out, ffn);
+  launch_pdl(gated_mul_rows_kernel<float>, grid, dim3(kThreads), 0, s, gate_up, out, ffn);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -1,6 +1,6 @@
 // Row kernels with a bf16 and an fp32 instance: the token embedding, the generic fused residual add + RMSNorm and
-// SiLU-mul, used by the bf16 path (elementwise.cu; its RMSNorm and SiLU only for shapes the vectorised kernels do not
-// take) and by the fp32 exact path (exact.cu). IEEE arithmetic (1 / sqrtf, no rsqrtf) and a fixed reduction order:
+// the gated activations (SiLU-mul, GeGLU), used by the bf16 path (elementwise.cu; its RMSNorm and SiLU only for shapes
+// the vectorised kernels do not take; gemma.cu) and by the fp32 exact path (exact.cu, gemma.cu). IEEE arithmetic (1 / sqrtf, no rsqrtf) and a fixed reduction order:
 // deterministic, and the exact path's results differ from its CPU twin only by fp32 summation order. CUDA-only header.
 #pragma once
 
@@ -94,20 +94,32 @@ __global__ void add_rmsnorm_rows_kernel(float* residual, const float* delta, con
   }
 }
 
-// grid (ceil(ffn / blockDim), T): out [T][ffn] = silu(gate) * up from gate_up [T][2 * ffn] (gate | up), silu(a) =
-// a / (1 + expf(-a)) in fp32 (IEEE expf). T: float or bf16 bits. The bf16 path's vectorised kernel covers the usual
-// shapes; this one takes the rest, and every fp32 shape.
-template <typename T>
-__global__ void silu_mul_rows_kernel(const T* gate_up, T* out, int ffn) {
+// The gated activations of the FFN: act(gate) * up. SiLU: a / (1 + expf(-a)) in fp32 (IEEE expf). GeLU-tanh
+// (GeGLU, Gemma-3): 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) u in double, as the CPU twin
+// (cpu::gelu_tanh_mul), rounded once.
+struct SiluMul {
+  __device__ float operator()(float a, float u) const { return a / (1.f + expf(-a)) * u; }
+};
+struct GeluTanhMul {
+  __device__ float operator()(float g, float u) const {
+    constexpr double kC = 0.7978845608028654;  // sqrt(2 / pi)
+    const double x = g;
+    return static_cast<float>(0.5 * x * (1.0 + tanh(kC * (x + 0.044715 * x * x * x))) * static_cast<double>(u));
+  }
+};
+
+// grid (ceil(ffn / blockDim), T): out [T][ffn] = Op(gate, up) from gate_up [T][2 * ffn] (gate | up). T: float or
+// bf16 bits. For SiLU the bf16 path's vectorised kernel covers the usual shapes; this one takes the rest, and every
+// fp32 shape.
+template <typename T, typename Op = SiluMul>
+__global__ void gated_mul_rows_kernel(const T* gate_up, T* out, int ffn) {
   pdl_wait();
   pdl_trigger();
   const int64_t t = blockIdx.y;
   const T* g = gate_up + t * 2 * ffn;
   const T* u = g + ffn;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < ffn; i += gridDim.x * blockDim.x) {
-    const float a = load_f(g[i]);
-    store_f(out + t * ffn + i, a / (1.f + expf(-a)) * load_f(u[i]));
-  }
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < ffn; i += gridDim.x * blockDim.x)
+    store_f(out + t * ffn + i, Op()(load_f(g[i]), load_f(u[i])));
 }
 
 }  // namespace citadel::cuda::dev
