@@ -1,0 +1,209 @@
+// The AVX-512 f32 kernel of the packed-weight GEMM (packed_kernels.h). Per thread: the tokens are copied k-major in
+// tiles of kMt (xp[tile][k][kMt]) so that a microkernel's broadcasts walk one pointer; then each pair of panels (32
+// weight rows, read from two panel streams) meets every tile of a token block sized to stay in L2 with it.
+// Per k the 12 x 32 microkernel issues 2 weight loads and 12 broadcasts for 24 FMAs (the AVX2 6 x 16 one: 2 and 6
+// for 12 FMAs of half the width), and the same FMA chain per output as the reference: bias, then k in order.
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "base/check.h"
+#include "base/half.h"
+#include "kernels/cpu/packed_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define CITADEL_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
+#endif
+
+namespace citadel::cpu::detail {
+
+#if defined(__x86_64__)
+namespace {
+
+constexpr int kMt = 12;                   // tokens per microkernel tile
+constexpr int64_t kBlockBytes = 384 << 10;  // packed tokens of one block (with a panel pair, within a 1 MiB L2)
+
+CITADEL_AVX512 inline void store16(float* y, __m512 v, __mmask16 mask) {
+  if (mask == 0xffff) _mm512_storeu_ps(y, v);
+  else _mm512_mask_storeu_ps(y, mask, v);
+}
+
+// One k step of one accumulator: f32 (w: 16 rows of one k, x: one token's value) or bf16 (w: 16 rows of a k pair,
+// x: the token's pair; vdpbf16ps adds both products).
+struct F32Step {
+  using T = float;
+  static constexpr int kPerStep = kPanelRows;  // elements of T per panel per step
+  CITADEL_AVX512 static __m512 load_w(const float* w) { return _mm512_loadu_ps(w); }
+  CITADEL_AVX512 static __m512 bcast_x(const float* x) { return _mm512_set1_ps(*x); }
+  CITADEL_AVX512 static __m512 madd(__m512 acc, __m512 x, __m512 w) { return _mm512_fmadd_ps(x, w, acc); }
+};
+struct Bf16Step {
+  using T = uint16_t;
+  static constexpr int kPerStep = 2 * kPanelRows;
+  CITADEL_AVX512 static __m512 load_w(const uint16_t* w) { return _mm512_castsi512_ps(_mm512_loadu_si512(w)); }
+  CITADEL_AVX512 static __m512 bcast_x(const uint16_t* x) {
+    uint32_t pair;
+    std::memcpy(&pair, x, 4);
+    return _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(pair)));
+  }
+  CITADEL_AVX512 static __m512 madd(__m512 acc, __m512 x, __m512 w) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_castps_si512(x), (__m512bh)_mm512_castps_si512(w));
+  }
+};
+
+// M tokens (M <= kMt, packed at xp: kMt token entries per step) x NP panels (w0, and w1 when NP == 2), `steps` k
+// steps. Named accumulators (an array was sometimes left in memory by GCC: see matmul_packed.cc).
+template <typename S, int M, int NP>
+CITADEL_AVX512 void micro(const typename S::T* w0, const typename S::T* w1, const typename S::T* xp, int64_t steps,
+                          const float* b32, float* y, int64_t ldy, __mmask16 m0, __mmask16 m1) {
+  static_assert(M >= 1 && M <= kMt && (NP == 1 || NP == 2));
+  constexpr int kX = sizeof(float) / sizeof(typename S::T);  // T elements per token entry
+  const __m512 bl = _mm512_loadu_ps(b32), bh = NP == 2 ? _mm512_loadu_ps(b32 + 16) : bl;
+  __m512 c00 = bl, c01 = bh, c10 = bl, c11 = bh, c20 = bl, c21 = bh, c30 = bl, c31 = bh, c40 = bl, c41 = bh,
+         c50 = bl, c51 = bh, c60 = bl, c61 = bh, c70 = bl, c71 = bh, c80 = bl, c81 = bh, c90 = bl, c91 = bh,
+         ca0 = bl, ca1 = bh, cb0 = bl, cb1 = bh;
+  for (int64_t k = 0; k < steps; ++k) {
+    const __m512 wl = S::load_w(w0 + k * S::kPerStep);
+    const __m512 wh = NP == 2 ? S::load_w(w1 + k * S::kPerStep) : wl;
+    const typename S::T* xk = xp + k * kMt * kX;
+#define CITADEL_MICRO512(m, lo, hi)                           \
+    if constexpr (M > m) {                                    \
+      const __m512 xb = S::bcast_x(xk + (m) * kX);            \
+      lo = S::madd(lo, xb, wl);                               \
+      if constexpr (NP == 2) hi = S::madd(hi, xb, wh);        \
+    }
+    CITADEL_MICRO512(0, c00, c01)
+    CITADEL_MICRO512(1, c10, c11)
+    CITADEL_MICRO512(2, c20, c21)
+    CITADEL_MICRO512(3, c30, c31)
+    CITADEL_MICRO512(4, c40, c41)
+    CITADEL_MICRO512(5, c50, c51)
+    CITADEL_MICRO512(6, c60, c61)
+    CITADEL_MICRO512(7, c70, c71)
+    CITADEL_MICRO512(8, c80, c81)
+    CITADEL_MICRO512(9, c90, c91)
+    CITADEL_MICRO512(10, ca0, ca1)
+    CITADEL_MICRO512(11, cb0, cb1)
+#undef CITADEL_MICRO512
+  }
+#define CITADEL_STORE512(m, lo, hi)                                 \
+  if constexpr (M > m) {                                            \
+    store16(y + (m) * ldy, lo, m0);                                 \
+    if constexpr (NP == 2) store16(y + (m) * ldy + 16, hi, m1);     \
+  }
+  CITADEL_STORE512(0, c00, c01)
+  CITADEL_STORE512(1, c10, c11)
+  CITADEL_STORE512(2, c20, c21)
+  CITADEL_STORE512(3, c30, c31)
+  CITADEL_STORE512(4, c40, c41)
+  CITADEL_STORE512(5, c50, c51)
+  CITADEL_STORE512(6, c60, c61)
+  CITADEL_STORE512(7, c70, c71)
+  CITADEL_STORE512(8, c80, c81)
+  CITADEL_STORE512(9, c90, c91)
+  CITADEL_STORE512(10, ca0, ca1)
+  CITADEL_STORE512(11, cb0, cb1)
+#undef CITADEL_STORE512
+}
+
+template <typename S>
+using MicroFn = void (*)(const typename S::T*, const typename S::T*, const typename S::T*, int64_t, const float*,
+                         float*, int64_t, __mmask16, __mmask16);
+
+template <typename S, int NP, int... Ms>
+constexpr std::array<MicroFn<S>, kMt + 1> micro_table(std::integer_sequence<int, Ms...>) {
+  return {nullptr, &micro<S, Ms + 1, NP>...};
+}
+
+// x [n, K] -> xp [ceil(n / kMt), K, kMt] (a last tile's missing tokens left as they were: never read back).
+void pack_tokens(const float* x, int64_t n, int64_t K, float* xp) {
+  for (int64_t t0 = 0; t0 < n; t0 += kMt) {
+    const int m = static_cast<int>(std::min<int64_t>(kMt, n - t0));
+    float* tile = xp + t0 * K;
+    for (int i = 0; i < m; ++i) {
+      const float* row = x + (t0 + i) * K;
+      for (int64_t k = 0; k < K; ++k) tile[k * kMt + i] = row[k];
+    }
+  }
+}
+
+// The same for bf16 pairs: xp [ceil(n / kMt), ceil(K / 2), kMt, 2], x rounded to nearest even (an odd K's last pair
+// padded with 0, whose weight is 0 too).
+void pack_tokens(const float* x, int64_t n, int64_t K, uint16_t* xp) {
+  const int64_t kp = (K + 1) / 2;
+  for (int64_t t0 = 0; t0 < n; t0 += kMt) {
+    const int m = static_cast<int>(std::min<int64_t>(kMt, n - t0));
+    uint16_t* tile = xp + t0 * kp * 2;
+    for (int i = 0; i < m; ++i) {
+      const float* row = x + (t0 + i) * K;
+      for (int64_t k = 0; k < K; ++k) tile[((k / 2) * kMt + i) * 2 + k % 2] = f32_to_bf16(row[k]);
+      if (K % 2) tile[((K / 2) * kMt + i) * 2 + 1] = 0;
+    }
+  }
+}
+
+__mmask16 row_mask(int64_t rows_left) {
+  return rows_left >= 16 ? static_cast<__mmask16>(0xffff)
+                         : static_cast<__mmask16>((1u << std::max<int64_t>(rows_left, 0)) - 1);
+}
+
+// Panels [p0, p1) of the matrix whose packed weights are wd (panel p at wd + p * steps * S::kPerStep).
+template <typename S>
+void panels(const PackedMatrix& w, const typename S::T* wd, int64_t p0, int64_t p1, const float* x,
+            int64_t n_tokens, const float* bias, float* y, int64_t ldy, Epilogue epi) {
+  static constexpr auto kOne = micro_table<S, 1>(std::make_integer_sequence<int, kMt>());
+  static constexpr auto kTwo = micro_table<S, 2>(std::make_integer_sequence<int, kMt>());
+  const int64_t K = w.cols;
+  const int64_t steps = (K * sizeof(typename S::T) + sizeof(float) - 1) / sizeof(float);  // k (f32) or k pairs
+  const int64_t entry = steps * kMt * (sizeof(float) / sizeof(typename S::T));           // T per packed token row
+  const int64_t tb = std::max<int64_t>(kMt, kBlockBytes / (K * 4) / kMt * kMt);          // tokens per block
+  thread_local std::vector<typename S::T> xp;
+  xp.resize(static_cast<size_t>(std::min(tb, (n_tokens + kMt - 1) / kMt * kMt) / kMt * entry));
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += tb) {
+    const int64_t nt = std::min(tb, n_tokens - t0);
+    pack_tokens(x + t0 * K, nt, K, xp.data());
+    for (int64_t p = p0; p < p1; p += 2) {
+      const int np = p + 1 < p1 ? 2 : 1;
+      const int64_t r0 = p * kPanelRows;
+      const int64_t nr = std::min<int64_t>(np * kPanelRows, w.rows - r0);
+      alignas(64) float b32[2 * kPanelRows] = {};
+      if (bias) std::copy(bias + r0, bias + r0 + nr, b32);
+      const __mmask16 m0 = row_mask(nr), m1 = row_mask(nr - kPanelRows);
+      const typename S::T* w0 = wd + p * steps * S::kPerStep;
+      const typename S::T* w1 = w0 + steps * S::kPerStep;
+      for (int64_t t = 0; t < nt; t += kMt) {
+        const int m = static_cast<int>(std::min<int64_t>(kMt, nt - t));
+        float* yt = y + (t0 + t) * ldy + r0;
+        (np == 2 ? kTwo : kOne)[m](w0, w1, xp.data() + t / kMt * entry, steps, b32, yt, ldy, m0, m1);
+        if (epi == Epilogue::kGeluErf) {
+          gelu_tile(yt, ldy, m, static_cast<int>(std::min<int64_t>(nr, kPanelRows)));
+          if (nr > kPanelRows) gelu_tile(yt + kPanelRows, ldy, m, static_cast<int>(nr - kPanelRows));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void packed_panels_avx512(const PackedMatrix& w, int64_t p0, int64_t p1, const float* x, int64_t n_tokens,
+                          const float* bias, float* y, int64_t ldy, Epilogue epi) {
+  panels<F32Step>(w, w.data.data(), p0, p1, x, n_tokens, bias, y, ldy, epi);
+}
+
+void packed_panels_bf16(const PackedMatrix& w, int64_t p0, int64_t p1, const float* x, int64_t n_tokens,
+                        const float* bias, float* y, int64_t ldy, Epilogue epi) {
+  CHECK(!w.bf16.empty());
+  panels<Bf16Step>(w, w.bf16.data(), p0, p1, x, n_tokens, bias, y, ldy, epi);
+}
+#else
+void packed_panels_avx512(const PackedMatrix&, int64_t, int64_t, const float*, int64_t, const float*, float*,
+                          int64_t, Epilogue) {}
+void packed_panels_bf16(const PackedMatrix&, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t,
+                        Epilogue) {}
+#endif
+
+}  // namespace citadel::cpu::detail
