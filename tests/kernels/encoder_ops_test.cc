@@ -174,20 +174,20 @@ TEST(EncoderOps, PackedMatmulAvx512MatchesReference) {
         const int64_t panels = (rows + kPanelRows - 1) / kPanelRows;
         for (auto epi : {cpu::Epilogue::kNone, cpu::Epilogue::kGeluErf}) {
           cpu::matmul_packed_ref(p, x.data(), n_tok, bias.data(), want.data(), 0, epi);
-          cpu::detail::packed_panels_avx512(p, 0, panels, x.data(), n_tok, bias.data(), got.data(), rows, epi);
+          cpu::detail::packed_gemm_avx512(p, false, 0, panels, x.data(), n_tok, bias.data(), got.data(), rows, epi);
           EXPECT_LT(nmse(want, got), 1e-10) << rows << "x" << cols << " tokens " << n_tok;
         }
         // Panels [1, panels) only: panel 0's columns are left alone.
         std::vector<float> part(n_tok * rows, 5.0f);
-        cpu::detail::packed_panels_avx512(p, 1, panels, x.data(), n_tok, nullptr, part.data(), rows,
-                                          cpu::Epilogue::kNone);
+        cpu::detail::packed_gemm_avx512(p, false, 1, panels, x.data(), n_tok, nullptr, part.data(), rows,
+                                        cpu::Epilogue::kNone);
         for (int64_t t = 0; t < n_tok; ++t)
           for (int64_t r = 0; r < std::min<int64_t>(rows, kPanelRows); ++r) ASSERT_EQ(part[t * rows + r], 5.0f);
         // One token through matmul_packed equals its row of the batched call, bit for bit.
         std::vector<float> solo(rows);
         cpu::matmul_packed(p, x.data() + (n_tok - 1) * cols, 1, bias.data(), solo.data());
-        cpu::detail::packed_panels_avx512(p, 0, panels, x.data(), n_tok, bias.data(), got.data(), rows,
-                                          cpu::Epilogue::kNone);
+        cpu::detail::packed_gemm_avx512(p, false, 0, panels, x.data(), n_tok, bias.data(), got.data(), rows,
+                                        cpu::Epilogue::kNone);
         for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(solo[r], got[(n_tok - 1) * rows + r]) << r;
       }
     }
@@ -214,7 +214,9 @@ TEST(EncoderOps, PackedMatmulBf16MatchesReference) {
         }
         cpu::matmul_packed_bf16_ref(p, x.data(), n_tok, bias.data(), want.data());
         EXPECT_LT(nmse(f32, want), 1e-4) << rows << "x" << cols;
-        if (cols >= 31) EXPECT_GT(nmse(f32, want), 1e-8) << "the bf16 reference rounds";
+        if (cols >= 31) {
+          EXPECT_GT(nmse(f32, want), 1e-8) << "the bf16 reference rounds";
+        }
         if (!cpu_features().has_avx512_bf16()) continue;
         // A token alone gives its row of the batch bit for bit.
         std::vector<float> solo(rows);

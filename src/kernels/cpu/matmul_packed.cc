@@ -219,12 +219,7 @@ void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, cons
   const bool avx2 = cpu_features().has_avx2_fma();
   if (cpu_features().has_avx512()) {
     const bool bf16 = !w.bf16.empty() && cpu_features().has_avx512_bf16();
-    // Pairs of panels (the kernels' 32-row tiles); the kernels block the tokens themselves.
-    ThreadPool::current().parallel_for((panels + 1) / 2, [&](int64_t b, int64_t e) {
-      const int64_t p0 = 2 * b, p1 = std::min(2 * e, panels);
-      if (bf16) detail::packed_panels_bf16(w, p0, p1, x, n_tokens, bias, y, ldy, epi);
-      else detail::packed_panels_avx512(w, p0, p1, x, n_tokens, bias, y, ldy, epi);
-    });
+    detail::packed_gemm_avx512(w, bf16, 0, panels, x, n_tokens, bias, y, ldy, epi);
     return;
   }
 #endif

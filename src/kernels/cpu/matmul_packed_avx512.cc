@@ -1,8 +1,10 @@
-// The AVX-512 f32 kernel of the packed-weight GEMM (packed_kernels.h). Per thread: the tokens are copied k-major in
-// tiles of kMt (xp[tile][k][kMt]) so that a microkernel's broadcasts walk one pointer; then each pair of panels (32
-// weight rows, read from two panel streams) meets every tile of a token block sized to stay in L2 with it.
-// Per k the 12 x 32 microkernel issues 2 weight loads and 12 broadcasts for 24 FMAs (the AVX2 6 x 16 one: 2 and 6
-// for 12 FMAs of half the width), and the same FMA chain per output as the reference: bias, then k in order.
+// The AVX-512 kernels of the packed-weight GEMM (packed_kernels.h), f32 and bf16. The tokens of a block are copied
+// k-major in tiles of kMt (f32: xp[tile][k][kMt]; bf16: xp[tile][k / 2][kMt][2]) so that a microkernel's broadcasts
+// walk one pointer; then each pair of panels (32 weight rows, read from two panel streams) meets every tile of the
+// block. Per k (f32) or k pair (bf16) the 12 x 32 microkernel issues 2 weight loads and 12 broadcasts for 24 FMAs or
+// vdpbf16ps (the AVX2 6 x 16 one: 2 and 6 for 12 FMAs of half the width), and the same chain per output whatever the
+// token count: bias, then k in order. The f32 functions carry the bf16 target too (one template for both); they
+// contain no bf16 instruction and run on any AVX-512 CPU.
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -11,6 +13,7 @@
 
 #include "base/check.h"
 #include "base/half.h"
+#include "base/thread_pool.h"
 #include "kernels/cpu/packed_kernels.h"
 
 #if defined(__x86_64__)
@@ -130,17 +133,26 @@ void pack_tokens(const float* x, int64_t n, int64_t K, float* xp) {
   }
 }
 
-// The same for bf16 pairs: xp [ceil(n / kMt), ceil(K / 2), kMt, 2], x rounded to nearest even (an odd K's last pair
-// padded with 0, whose weight is 0 too).
-void pack_tokens(const float* x, int64_t n, int64_t K, uint16_t* xp) {
+// The same for bf16 pairs: xp [ceil(n / kMt), ceil(K / 2), kMt, 2], x rounded to nearest even (vcvtne2ps2bf16, as
+// f32_to_bf16 for every finite value); an odd K's last pair padded with 0 (its weight is 0 too).
+CITADEL_AVX512 void pack_tokens(const float* x, int64_t n, int64_t K, uint16_t* xp) {
   const int64_t kp = (K + 1) / 2;
+  alignas(64) uint32_t pairs[16];
   for (int64_t t0 = 0; t0 < n; t0 += kMt) {
     const int m = static_cast<int>(std::min<int64_t>(kMt, n - t0));
-    uint16_t* tile = xp + t0 * kp * 2;
+    uint32_t* tile = reinterpret_cast<uint32_t*>(xp + t0 * kp * 2);  // [kp, kMt] pairs
     for (int i = 0; i < m; ++i) {
       const float* row = x + (t0 + i) * K;
-      for (int64_t k = 0; k < K; ++k) tile[((k / 2) * kMt + i) * 2 + k % 2] = f32_to_bf16(row[k]);
-      if (K % 2) tile[((K / 2) * kMt + i) * 2 + 1] = 0;
+      int64_t k = 0;
+      for (; k + 32 <= K; k += 32) {
+        const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + k + 16), _mm512_loadu_ps(row + k));
+        _mm512_store_si512(pairs, (__m512i)b);
+        for (int j = 0; j < 16; ++j) tile[(k / 2 + j) * kMt + i] = pairs[j];
+      }
+      for (; k < K; k += 2) {
+        const uint32_t lo = f32_to_bf16(row[k]), hi = k + 1 < K ? f32_to_bf16(row[k + 1]) : 0;
+        tile[(k / 2) * kMt + i] = lo | hi << 16;
+      }
     }
   }
 }
@@ -150,60 +162,71 @@ __mmask16 row_mask(int64_t rows_left) {
                          : static_cast<__mmask16>((1u << std::max<int64_t>(rows_left, 0)) - 1);
 }
 
-// Panels [p0, p1) of the matrix whose packed weights are wd (panel p at wd + p * steps * S::kPerStep).
+// Panels [p0, p1) (p0 even relative to the caller's pairs) of the matrix whose packed weights are wd (panel p at
+// wd + p * steps * S::kPerStep), for nt tokens packed at xp.
 template <typename S>
-void panels(const PackedMatrix& w, const typename S::T* wd, int64_t p0, int64_t p1, const float* x,
-            int64_t n_tokens, const float* bias, float* y, int64_t ldy, Epilogue epi) {
+void panels(const PackedMatrix& w, const typename S::T* wd, int64_t p0, int64_t p1, const typename S::T* xp,
+            int64_t nt, const float* bias, float* y, int64_t ldy, Epilogue epi) {
   static constexpr auto kOne = micro_table<S, 1>(std::make_integer_sequence<int, kMt>());
   static constexpr auto kTwo = micro_table<S, 2>(std::make_integer_sequence<int, kMt>());
-  const int64_t K = w.cols;
-  const int64_t steps = (K * sizeof(typename S::T) + sizeof(float) - 1) / sizeof(float);  // k (f32) or k pairs
-  const int64_t entry = steps * kMt * (sizeof(float) / sizeof(typename S::T));           // T per packed token row
-  const int64_t tb = std::max<int64_t>(kMt, kBlockBytes / (K * 4) / kMt * kMt);          // tokens per block
-  thread_local std::vector<typename S::T> xp;
-  xp.resize(static_cast<size_t>(std::min(tb, (n_tokens + kMt - 1) / kMt * kMt) / kMt * entry));
-  for (int64_t t0 = 0; t0 < n_tokens; t0 += tb) {
-    const int64_t nt = std::min(tb, n_tokens - t0);
-    pack_tokens(x + t0 * K, nt, K, xp.data());
-    for (int64_t p = p0; p < p1; p += 2) {
-      const int np = p + 1 < p1 ? 2 : 1;
-      const int64_t r0 = p * kPanelRows;
-      const int64_t nr = std::min<int64_t>(np * kPanelRows, w.rows - r0);
-      alignas(64) float b32[2 * kPanelRows] = {};
-      if (bias) std::copy(bias + r0, bias + r0 + nr, b32);
-      const __mmask16 m0 = row_mask(nr), m1 = row_mask(nr - kPanelRows);
-      const typename S::T* w0 = wd + p * steps * S::kPerStep;
-      const typename S::T* w1 = w0 + steps * S::kPerStep;
-      for (int64_t t = 0; t < nt; t += kMt) {
-        const int m = static_cast<int>(std::min<int64_t>(kMt, nt - t));
-        float* yt = y + (t0 + t) * ldy + r0;
-        (np == 2 ? kTwo : kOne)[m](w0, w1, xp.data() + t / kMt * entry, steps, b32, yt, ldy, m0, m1);
-        if (epi == Epilogue::kGeluErf) {
-          gelu_tile(yt, ldy, m, static_cast<int>(std::min<int64_t>(nr, kPanelRows)));
-          if (nr > kPanelRows) gelu_tile(yt + kPanelRows, ldy, m, static_cast<int>(nr - kPanelRows));
-        }
+  const int64_t steps = (w.cols * sizeof(typename S::T) + sizeof(float) - 1) / sizeof(float);  // k or k pairs
+  const int64_t entry = steps * kMt * (sizeof(float) / sizeof(typename S::T));  // T per packed tile
+  for (int64_t p = p0; p < p1; p += 2) {
+    const int np = p + 1 < p1 ? 2 : 1;
+    const int64_t r0 = p * kPanelRows;
+    const int64_t nr = std::min<int64_t>(np * kPanelRows, w.rows - r0);
+    alignas(64) float b32[2 * kPanelRows] = {};
+    if (bias) std::copy(bias + r0, bias + r0 + nr, b32);
+    const __mmask16 m0 = row_mask(nr), m1 = row_mask(nr - kPanelRows);
+    const typename S::T* w0 = wd + p * steps * S::kPerStep;
+    const typename S::T* w1 = w0 + steps * S::kPerStep;
+    for (int64_t t = 0; t < nt; t += kMt) {
+      const int m = static_cast<int>(std::min<int64_t>(kMt, nt - t));
+      float* yt = y + t * ldy + r0;
+      (np == 2 ? kTwo : kOne)[m](w0, w1, xp + t / kMt * entry, steps, b32, yt, ldy, m0, m1);
+      if (epi == Epilogue::kGeluErf) {
+        gelu_tile(yt, ldy, m, static_cast<int>(std::min<int64_t>(nr, kPanelRows)));
+        if (nr > kPanelRows) gelu_tile(yt + kPanelRows, ldy, m, static_cast<int>(nr - kPanelRows));
       }
     }
   }
 }
 
+// Token blocks sized to stay in L2 beside a panel pair; each block packed once by the calling thread, then its
+// panel pairs spread over the pool (inline when the caller is itself a pool worker).
+template <typename S>
+void gemm(const PackedMatrix& w, const typename S::T* wd, int64_t p0, int64_t p1, const float* x, int64_t n_tokens,
+          const float* bias, float* y, int64_t ldy, Epilogue epi) {
+  const int64_t K = w.cols;
+  const int64_t tb = std::max<int64_t>(kMt, kBlockBytes / (K * 4) / kMt * kMt);  // tokens per block
+  const int64_t kp = (K * sizeof(typename S::T) + sizeof(float) - 1) / sizeof(float);
+  thread_local std::vector<typename S::T> xp;
+  const int64_t max_tiles = (std::min(tb, n_tokens) + kMt - 1) / kMt;
+  xp.resize(static_cast<size_t>(max_tiles * kp * kMt * (sizeof(float) / sizeof(typename S::T))));
+  const typename S::T* packed = xp.data();
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += tb) {
+    const int64_t nt = std::min(tb, n_tokens - t0);
+    pack_tokens(x + t0 * K, nt, K, xp.data());
+    ThreadPool::current().parallel_for((p1 - p0 + 1) / 2, [&](int64_t b, int64_t e) {
+      panels<S>(w, wd, p0 + 2 * b, std::min(p0 + 2 * e, p1), packed, nt, bias, y + t0 * ldy, ldy, epi);
+    });
+  }
+}
+
 }  // namespace
 
-void packed_panels_avx512(const PackedMatrix& w, int64_t p0, int64_t p1, const float* x, int64_t n_tokens,
-                          const float* bias, float* y, int64_t ldy, Epilogue epi) {
-  panels<F32Step>(w, w.data.data(), p0, p1, x, n_tokens, bias, y, ldy, epi);
-}
-
-void packed_panels_bf16(const PackedMatrix& w, int64_t p0, int64_t p1, const float* x, int64_t n_tokens,
+void packed_gemm_avx512(const PackedMatrix& w, bool bf16, int64_t p0, int64_t p1, const float* x, int64_t n_tokens,
                         const float* bias, float* y, int64_t ldy, Epilogue epi) {
-  CHECK(!w.bf16.empty());
-  panels<Bf16Step>(w, w.bf16.data(), p0, p1, x, n_tokens, bias, y, ldy, epi);
+  if (bf16) {
+    CHECK(!w.bf16.empty());
+    gemm<Bf16Step>(w, w.bf16.data(), p0, p1, x, n_tokens, bias, y, ldy, epi);
+  } else {
+    gemm<F32Step>(w, w.data.data(), p0, p1, x, n_tokens, bias, y, ldy, epi);
+  }
 }
 #else
-void packed_panels_avx512(const PackedMatrix&, int64_t, int64_t, const float*, int64_t, const float*, float*,
-                          int64_t, Epilogue) {}
-void packed_panels_bf16(const PackedMatrix&, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t,
-                        Epilogue) {}
+void packed_gemm_avx512(const PackedMatrix&, bool, int64_t, int64_t, const float*, int64_t, const float*, float*,
+                        int64_t, Epilogue) {}
 #endif
 
 }  // namespace citadel::cpu::detail
