@@ -67,9 +67,10 @@ TEST(EncoderOps, AddBiasMatchesReference) {
   }
 }
 
-// Head widths and lengths that take every path of the fast kernel: 32-key and 32-wide blocks, 8-blocks, scalar tails.
+// Head widths and lengths that take every path of the fast kernels: AVX2 32-key and 32-wide blocks, 8-blocks, scalar
+// tails; AVX-512 16-key blocks with a masked last one, 32- and 16-wide value blocks, query groups of 4 and fewer.
 TEST(EncoderOps, PackedAttentionMatchesReferenceOverShapes) {
-  for (int hd : {8, 20, 32, 44, 64}) {
+  for (int hd : {8, 16, 20, 32, 44, 48, 64}) {  // AVX-512 kernel where hd % 16 == 0 (and the CPU has it)
     const int n_heads = 3;
     const int64_t width = n_heads * hd, stride = 3 * width;
     const std::vector<int32_t> starts = {0, 32, 72, 75, 139, 150};  // lengths 32, 40, 3, 64, 11
