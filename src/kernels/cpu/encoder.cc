@@ -16,10 +16,6 @@ namespace {
 
 bool use_avx2() { return cpu_features().has_avx2_fma(); }
 
-#if defined(__x86_64__)
-#define CITADEL_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#endif
-
 
 void layernorm_row_ref(const float* x, const float* w, const float* b, float* y, int64_t n, float eps) {
   double sum = 0;

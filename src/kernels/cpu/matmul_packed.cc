@@ -42,13 +42,11 @@ void panel_ref(const PackedMatrix& w, int64_t p, const float* x, int64_t n_token
   }
 }
 
-}  // namespace
-
 #if defined(__x86_64__)
 // GELU over a stored tile [m, nr] (rows ldy apart), still in L1. Kept out of line: inlined into the microkernel, its
 // constants were hoisted above the k loop and pushed the twelve accumulators out of registers (the GELU GEMM ran at
 // half the speed of the plain one).
-__attribute__((noinline)) CITADEL_AVX2 void detail::gelu_tile(float* y, int64_t ldy, int m, int nr) {
+__attribute__((noinline)) CITADEL_AVX2 void gelu_tile(float* y, int64_t ldy, int m, int nr) {
   if (nr != kPanelRows) {
     for (int i = 0; i < m; ++i) gelu_erf_ref(y + i * ldy, y + i * ldy, nr);
     return;
@@ -70,11 +68,7 @@ __attribute__((noinline)) CITADEL_AVX2 void detail::gelu_tile(float* y, int64_t 
     _mm256_storeu_ps(y + i * ldy + 8, v[1]);
   }
 }
-#endif
 
-namespace {
-
-#if defined(__x86_64__)
 // One stored row of a tile: 16 outputs, or the first nr of them at the matrix's last panel.
 CITADEL_AVX2 inline void store_row(float* y, __m256 lo, __m256 hi, int nr) {
   if (nr == kPanelRows) {
@@ -148,7 +142,7 @@ void panel_avx2(const PackedMatrix& w, int64_t p, const float* x, int64_t n_toke
     case 1: micro<1>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
     default: break;
   }
-  if constexpr (kGelu) detail::gelu_tile(y + r0, ldy, static_cast<int>(n_tokens), nr);
+  if constexpr (kGelu) gelu_tile(y + r0, ldy, static_cast<int>(n_tokens), nr);
 }
 #endif
 

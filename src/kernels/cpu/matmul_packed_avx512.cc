@@ -16,9 +16,10 @@
 #include "base/thread_pool.h"
 #include "kernels/cpu/packed_kernels.h"
 
+#include "kernels/cpu/simd_math.h"
+
 #if defined(__x86_64__)
-#include <immintrin.h>
-#define CITADEL_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
+#define CITADEL_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
 #endif
 
 namespace citadel::cpu::detail {
@@ -29,7 +30,7 @@ namespace {
 constexpr int kMt = 12;                   // tokens per microkernel tile
 constexpr int64_t kBlockBytes = 384 << 10;  // packed tokens of one block (with a panel pair, within a 1 MiB L2)
 
-CITADEL_AVX512 inline void store16(float* y, __m512 v, __mmask16 mask) {
+CITADEL_AVX512_BF16 inline void store16(float* y, __m512 v, __mmask16 mask) {
   if (mask == 0xffff) _mm512_storeu_ps(y, v);
   else _mm512_mask_storeu_ps(y, mask, v);
 }
@@ -39,20 +40,20 @@ CITADEL_AVX512 inline void store16(float* y, __m512 v, __mmask16 mask) {
 struct F32Step {
   using T = float;
   static constexpr int kPerStep = kPanelRows;  // elements of T per panel per step
-  CITADEL_AVX512 static __m512 load_w(const float* w) { return _mm512_loadu_ps(w); }
-  CITADEL_AVX512 static __m512 bcast_x(const float* x) { return _mm512_set1_ps(*x); }
-  CITADEL_AVX512 static __m512 madd(__m512 acc, __m512 x, __m512 w) { return _mm512_fmadd_ps(x, w, acc); }
+  CITADEL_AVX512_BF16 static __m512 load_w(const float* w) { return _mm512_loadu_ps(w); }
+  CITADEL_AVX512_BF16 static __m512 bcast_x(const float* x) { return _mm512_set1_ps(*x); }
+  CITADEL_AVX512_BF16 static __m512 madd(__m512 acc, __m512 x, __m512 w) { return _mm512_fmadd_ps(x, w, acc); }
 };
 struct Bf16Step {
   using T = uint16_t;
   static constexpr int kPerStep = 2 * kPanelRows;
-  CITADEL_AVX512 static __m512 load_w(const uint16_t* w) { return _mm512_castsi512_ps(_mm512_loadu_si512(w)); }
-  CITADEL_AVX512 static __m512 bcast_x(const uint16_t* x) {
+  CITADEL_AVX512_BF16 static __m512 load_w(const uint16_t* w) { return _mm512_castsi512_ps(_mm512_loadu_si512(w)); }
+  CITADEL_AVX512_BF16 static __m512 bcast_x(const uint16_t* x) {
     uint32_t pair;
     std::memcpy(&pair, x, 4);
     return _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(pair)));
   }
-  CITADEL_AVX512 static __m512 madd(__m512 acc, __m512 x, __m512 w) {
+  CITADEL_AVX512_BF16 static __m512 madd(__m512 acc, __m512 x, __m512 w) {
     return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_castps_si512(x), (__m512bh)_mm512_castps_si512(w));
   }
 };
@@ -60,7 +61,7 @@ struct Bf16Step {
 // M tokens (M <= kMt, packed at xp: kMt token entries per step) x NP panels (w0, and w1 when NP == 2), `steps` k
 // steps. Named accumulators (an array was sometimes left in memory by GCC: see matmul_packed.cc).
 template <typename S, int M, int NP>
-CITADEL_AVX512 void micro(const typename S::T* w0, const typename S::T* w1, const typename S::T* xp, int64_t steps,
+CITADEL_AVX512_BF16 void micro(const typename S::T* w0, const typename S::T* w1, const typename S::T* xp, int64_t steps,
                           const float* b32, float* y, int64_t ldy, __mmask16 m0, __mmask16 m1) {
   static_assert(M >= 1 && M <= kMt && (NP == 1 || NP == 2));
   constexpr int kX = sizeof(float) / sizeof(typename S::T);  // T elements per token entry
@@ -135,7 +136,7 @@ void pack_tokens(const float* x, int64_t n, int64_t K, float* xp) {
 
 // The same for bf16 pairs: xp [ceil(n / kMt), ceil(K / 2), kMt, 2], x rounded to nearest even (vcvtne2ps2bf16, as
 // f32_to_bf16 for every finite value); an odd K's last pair padded with 0 (its weight is 0 too).
-CITADEL_AVX512 void pack_tokens(const float* x, int64_t n, int64_t K, uint16_t* xp) {
+CITADEL_AVX512_BF16 void pack_tokens(const float* x, int64_t n, int64_t K, uint16_t* xp) {
   const int64_t kp = (K + 1) / 2;
   alignas(64) uint32_t pairs[16];
   for (int64_t t0 = 0; t0 < n; t0 += kMt) {
@@ -156,6 +157,27 @@ CITADEL_AVX512 void pack_tokens(const float* x, int64_t n, int64_t K, uint16_t* 
     }
   }
 }
+
+// GELU in place over a stored tile y [m, nr] (rows ldy apart, nr <= 16), four rows at a time. Out of line, as
+// gelu_tile (inlined, its constants pushed the microkernel's accumulators out of registers).
+// GCC 12 warns of the `__Y = __Y` placeholder inside its own AVX-512 intrinsics here (a false positive, gone in GCC 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((noinline)) CITADEL_AVX512 void gelu_tile_avx512(float* y, int64_t ldy, int m, __mmask16 mask) {
+  int i = 0;
+  for (; i + 4 <= m; i += 4) {
+    __m512 v[4];
+    for (int j = 0; j < 4; ++j) v[j] = _mm512_maskz_loadu_ps(mask, y + (i + j) * ldy);
+    gelu16xn<4>(v);
+    for (int j = 0; j < 4; ++j) _mm512_mask_storeu_ps(y + (i + j) * ldy, mask, v[j]);
+  }
+  for (; i < m; ++i) {
+    __m512 v[1] = {_mm512_maskz_loadu_ps(mask, y + i * ldy)};
+    gelu16xn<1>(v);
+    _mm512_mask_storeu_ps(y + i * ldy, mask, v[0]);
+  }
+}
+#pragma GCC diagnostic pop
 
 __mmask16 row_mask(int64_t rows_left) {
   return rows_left >= 16 ? static_cast<__mmask16>(0xffff)
@@ -185,8 +207,8 @@ void panels(const PackedMatrix& w, const typename S::T* wd, int64_t p0, int64_t 
       float* yt = y + t * ldy + r0;
       (np == 2 ? kTwo : kOne)[m](w0, w1, xp + t / kMt * entry, steps, b32, yt, ldy, m0, m1);
       if (epi == Epilogue::kGeluErf) {
-        gelu_tile(yt, ldy, m, static_cast<int>(std::min<int64_t>(nr, kPanelRows)));
-        if (nr > kPanelRows) gelu_tile(yt + kPanelRows, ldy, m, static_cast<int>(nr - kPanelRows));
+        gelu_tile_avx512(yt, ldy, m, m0);
+        if (np == 2 && m1) gelu_tile_avx512(yt + kPanelRows, ldy, m, m1);
       }
     }
   }

@@ -1,5 +1,5 @@
-// Internal to the packed-weight GEMM (kernels/ops.h matmul_packed): the per-ISA panel kernels and the helpers they
-// share. matmul_packed.cc owns the dispatch and the threading; each kernel computes the panels it is given.
+// Internal to the packed-weight GEMM (kernels/ops.h matmul_packed): the AVX-512 kernels (matmul_packed_avx512.cc).
+// matmul_packed.cc owns the dispatch and the AVX2 and reference kernels.
 #pragma once
 
 #include <cstdint>
@@ -7,10 +7,6 @@
 #include "kernels/ops.h"
 
 namespace citadel::cpu::detail {
-
-// GELU (gelu_erf) in place over a stored tile y [m, nr] (rows ldy floats apart), nr <= kPanelRows. AVX2; only call
-// when cpu_features().has_avx2_fma().
-void gelu_tile(float* y, int64_t ldy, int m, int nr);
 
 // AVX-512: panels [p0, p1) of w times x [n_tokens, w.cols] (+ bias, then epi) into y [n_tokens, ldy], the columns of
 // those panels only; threaded over pairs of panels on ThreadPool::current(). f32 (bf16 false): per output the same
