@@ -122,11 +122,22 @@ constexpr std::array<MicroFn<S>, kMt + 1> micro_table(std::integer_sequence<int,
   return {nullptr, &micro<S, Ms + 1, NP>...};
 }
 
-// x [n, K] -> xp [ceil(n / kMt), K, kMt] (a last tile's missing tokens left as they were: never read back).
+// n tokens in ceil(n / kMt) tiles of balanced sizes (13 = 7 + 6, not 12 + 1: a one-token tile has too few
+// accumulator chains to hide the FMA latency): tile i is tokens [first, first + m).
+struct Tile {
+  int64_t first;
+  int m;
+};
+Tile tile_of(int64_t n, int64_t i) {
+  const int64_t tiles = (n + kMt - 1) / kMt, base = n / tiles, extra = n % tiles;
+  return {i * base + std::min(i, extra), static_cast<int>(base + (i < extra))};
+}
+
+// x [n, K] -> xp [ceil(n / kMt), K, kMt] (a short tile's missing tokens left as they were: never read back).
 void pack_tokens(const float* x, int64_t n, int64_t K, float* xp) {
-  for (int64_t t0 = 0; t0 < n; t0 += kMt) {
-    const int m = static_cast<int>(std::min<int64_t>(kMt, n - t0));
-    float* tile = xp + t0 * K;
+  for (int64_t i = 0; i * kMt < n; ++i) {
+    const auto [t0, m] = tile_of(n, i);
+    float* tile = xp + i * kMt * K;
     for (int i = 0; i < m; ++i) {
       const float* row = x + (t0 + i) * K;
       for (int64_t k = 0; k < K; ++k) tile[k * kMt + i] = row[k];
@@ -139,9 +150,9 @@ void pack_tokens(const float* x, int64_t n, int64_t K, float* xp) {
 CITADEL_AVX512_BF16 void pack_tokens(const float* x, int64_t n, int64_t K, uint16_t* xp) {
   const int64_t kp = (K + 1) / 2;
   alignas(64) uint32_t pairs[16];
-  for (int64_t t0 = 0; t0 < n; t0 += kMt) {
-    const int m = static_cast<int>(std::min<int64_t>(kMt, n - t0));
-    uint32_t* tile = reinterpret_cast<uint32_t*>(xp + t0 * kp * 2);  // [kp, kMt] pairs
+  for (int64_t i = 0; i * kMt < n; ++i) {
+    const auto [t0, m] = tile_of(n, i);
+    uint32_t* tile = reinterpret_cast<uint32_t*>(xp + i * kMt * kp * 2);  // [kp, kMt] pairs
     for (int i = 0; i < m; ++i) {
       const float* row = x + (t0 + i) * K;
       int64_t k = 0;
@@ -160,9 +171,10 @@ CITADEL_AVX512_BF16 void pack_tokens(const float* x, int64_t n, int64_t K, uint1
 
 // GELU in place over a stored tile y [m, nr] (rows ldy apart, nr <= 16), four rows at a time. Out of line, as
 // gelu_tile (inlined, its constants pushed the microkernel's accumulators out of registers).
-// GCC 12 warns of the `__Y = __Y` placeholder inside its own AVX-512 intrinsics here (a false positive, gone in GCC 13).
+// The GCC 12 false positive of simd_math.h gelu16xn, reported here where it is inlined.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 __attribute__((noinline)) CITADEL_AVX512 void gelu_tile_avx512(float* y, int64_t ldy, int m, __mmask16 mask) {
   int i = 0;
   for (; i + 4 <= m; i += 4) {
@@ -202,10 +214,10 @@ void panels(const PackedMatrix& w, const typename S::T* wd, int64_t p0, int64_t 
     const __mmask16 m0 = row_mask(nr), m1 = row_mask(nr - kPanelRows);
     const typename S::T* w0 = wd + p * steps * S::kPerStep;
     const typename S::T* w1 = w0 + steps * S::kPerStep;
-    for (int64_t t = 0; t < nt; t += kMt) {
-      const int m = static_cast<int>(std::min<int64_t>(kMt, nt - t));
+    for (int64_t i = 0; i * kMt < nt; ++i) {
+      const auto [t, m] = tile_of(nt, i);
       float* yt = y + t * ldy + r0;
-      (np == 2 ? kTwo : kOne)[m](w0, w1, xp + t / kMt * entry, steps, b32, yt, ldy, m0, m1);
+      (np == 2 ? kTwo : kOne)[m](w0, w1, xp + i * entry, steps, b32, yt, ldy, m0, m1);
       if (epi == Epilogue::kGeluErf) {
         gelu_tile_avx512(yt, ldy, m, m0);
         if (np == 2 && m1) gelu_tile_avx512(yt + kPanelRows, ldy, m, m1);

@@ -121,6 +121,11 @@ CITADEL_AVX2 inline void gelu8xn(__m256* v) {
 #define CITADEL_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 // gelu8xn with zmm: the same math and constants, 16 floats a vector (the reciprocal from rcp14 plus one Newton step).
+// GCC 12 warns of the `__Y = __Y` placeholder inside its own AVX-512 intrinsics here (a false positive, gone in GCC
+// 13); where the function is inlined, its caller needs the same pragmas (matmul_packed_avx512.cc).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 template <int N>
 CITADEL_AVX512 inline void gelu16xn(__m512* v) {
   const __m512 one = _mm512_set1_ps(1.0f);
@@ -159,6 +164,7 @@ CITADEL_AVX512 inline void gelu16xn(__m512* v) {
     v[j] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v[j]), one_plus);
   }
 }
+#pragma GCC diagnostic pop
 
 }  // namespace citadel::cpu::detail
 #endif
