@@ -58,6 +58,11 @@ struct Bf16Step {
   }
 };
 
+// X(token, low accumulator, high accumulator) for each of the microkernel's kMt token rows.
+#define CITADEL_EACH_ACC(X) \
+  X(0, c00, c01) X(1, c10, c11) X(2, c20, c21) X(3, c30, c31) X(4, c40, c41) X(5, c50, c51) \
+  X(6, c60, c61) X(7, c70, c71) X(8, c80, c81) X(9, c90, c91) X(10, ca0, ca1) X(11, cb0, cb1)
+
 // M tokens (M <= kMt, packed at xp: kMt token entries per step) x NP panels (w0, and w1 when NP == 2), `steps` k
 // steps. Named accumulators (an array was sometimes left in memory by GCC: see matmul_packed.cc).
 template <typename S, int M, int NP>
@@ -79,18 +84,7 @@ CITADEL_AVX512_BF16 void micro(const typename S::T* w0, const typename S::T* w1,
       lo = S::madd(lo, xb, wl);                               \
       if constexpr (NP == 2) hi = S::madd(hi, xb, wh);        \
     }
-    CITADEL_MICRO512(0, c00, c01)
-    CITADEL_MICRO512(1, c10, c11)
-    CITADEL_MICRO512(2, c20, c21)
-    CITADEL_MICRO512(3, c30, c31)
-    CITADEL_MICRO512(4, c40, c41)
-    CITADEL_MICRO512(5, c50, c51)
-    CITADEL_MICRO512(6, c60, c61)
-    CITADEL_MICRO512(7, c70, c71)
-    CITADEL_MICRO512(8, c80, c81)
-    CITADEL_MICRO512(9, c90, c91)
-    CITADEL_MICRO512(10, ca0, ca1)
-    CITADEL_MICRO512(11, cb0, cb1)
+    CITADEL_EACH_ACC(CITADEL_MICRO512)
 #undef CITADEL_MICRO512
   }
 #define CITADEL_STORE512(m, lo, hi)                                 \
@@ -98,18 +92,8 @@ CITADEL_AVX512_BF16 void micro(const typename S::T* w0, const typename S::T* w1,
     store16(y + (m) * ldy, lo, m0);                                 \
     if constexpr (NP == 2) store16(y + (m) * ldy + 16, hi, m1);     \
   }
-  CITADEL_STORE512(0, c00, c01)
-  CITADEL_STORE512(1, c10, c11)
-  CITADEL_STORE512(2, c20, c21)
-  CITADEL_STORE512(3, c30, c31)
-  CITADEL_STORE512(4, c40, c41)
-  CITADEL_STORE512(5, c50, c51)
-  CITADEL_STORE512(6, c60, c61)
-  CITADEL_STORE512(7, c70, c71)
-  CITADEL_STORE512(8, c80, c81)
-  CITADEL_STORE512(9, c90, c91)
-  CITADEL_STORE512(10, ca0, ca1)
-  CITADEL_STORE512(11, cb0, cb1)
+  CITADEL_EACH_ACC(CITADEL_STORE512)
+#undef CITADEL_EACH_ACC
 #undef CITADEL_STORE512
 }
 
