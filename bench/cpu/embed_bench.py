@@ -6,12 +6,14 @@ thread count. Writes bench/results/cpu-<device>-<date>-embed.json (BENCHMARKS.md
 Usage (with the reference venv, which has torch + sentence-transformers):
   /work/venv-ref/bin/python bench/cpu/embed_bench.py [--bin build-dev/bench/embed_cpu_bench] [--threads 2]
       [--model ~/.cache/citadel/models/all-MiniLM-L6-v2] [--seconds 3] [--repeats 5] [--rounds 2] [--out FILE]
-      [--bf16] [--before-bin OLD_BUILD/bench/embed_cpu_bench]
+      [--bf16] [--before-bin OLD_BUILD/bench/embed_cpu_bench] [--ref-one-thread]
   (the default FILE gets a -2, -3, ... suffix when a run of the same day already wrote one)
 Citadel and sentence-transformers alternate repeat by repeat (so a change of load on a shared machine hits both
 alike); the figures are medians over all repeats of all rounds, plus the median of the per-pair speedups. Both sides
 include tokenization. --bf16 adds Citadel's bf16-GEMM mode (EmbeddingRunnerOptions::bf16) and --before-bin an older
-build of the Citadel benchmark (before/after in one run), each measured in the same alternation.
+build of the Citadel benchmark (before/after in one run), each measured in the same alternation; --ref-one-thread
+sentence-transformers on one thread as well (on a shared, loaded machine its two OpenMP threads may be slower than
+one), with Citadel's speedups against the faster of the two references.
 """
 import argparse
 import datetime
@@ -104,6 +106,9 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--bf16", action="store_true", help="also measure Citadel's bf16-GEMM mode")
     ap.add_argument("--before-bin", default="", help="an older embed_cpu_bench build, measured as 'before'")
+    ap.add_argument("--ref-one-thread", action="store_true",
+                    help="also measure sentence-transformers on one thread (on a loaded machine its two OpenMP "
+                         "threads can be slower than one); speedups against the faster reference are added")
     a = ap.parse_args()
     # Citadel variants: figure-name infix, binary, extra arguments. "" is the default (f32) mode of this build.
     variants = [("", a.bin, [])]
@@ -128,6 +133,7 @@ def main():
     bf16_used = None
     ref = {b: [] for b in batches}
     ref_cpu = {b: [] for b in batches}
+    ref1 = {b: [] for b in batches}  # --ref-one-thread
     loads = []
     load_start = os.getloadavg()
     try:
@@ -145,8 +151,12 @@ def main():
                         cit_cpu[(v, b)].append(r["figures"][f"batch{b}_sentences_per_cpu_s"])
                     with torch.inference_mode():
                         wall, cpu = bench_st(st, sentences, b, a.seconds, 1)
-                    ref[b].extend(wall)
-                    ref_cpu[b].extend(cpu)
+                        ref[b].extend(wall)
+                        ref_cpu[b].extend(cpu)
+                        if a.ref_one_thread:
+                            torch.set_num_threads(1)
+                            ref1[b].extend(bench_st(st, sentences, b, a.seconds, 1)[0])
+                            torch.set_num_threads(a.threads)
     finally:
         os.unlink(sentences_file)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -161,8 +171,14 @@ def main():
         figures[f"embed_b{b}_32tok_sentence_transformers_sentences_per_cpu_s"] = round(sc, 2)
         figures[f"embed_b{b}_32tok_sentence_transformers_spread_sentences_per_s"] = [round(min(ref[b]), 2),
                                                                                       round(max(ref[b]), 2)]
+        s1 = statistics.median(ref1[b]) if a.ref_one_thread else 0.0
+        if a.ref_one_thread:
+            figures[f"embed_b{b}_32tok_sentence_transformers_1thread_sentences_per_s"] = round(s1, 2)
         for v, _, _ in variants:
             runs, cpu_runs = cit[(v, b)], cit_cpu[(v, b)]
+            if a.ref_one_thread:
+                figures[f"embed_b{b}_32tok{v}_speedup_vs_faster_reference_x"] = round(
+                    statistics.median(runs) / max(s, s1), 3)
             c, cc = statistics.median(runs), statistics.median(cpu_runs)
             figures[f"embed_b{b}_32tok_citadel{v}_sentences_per_s"] = round(c, 2)
             figures[f"embed_b{b}_32tok{v}_speedup_x"] = round(c / s, 3)
@@ -181,6 +197,7 @@ def main():
                  "citadel_bf16 figures (GEMM inputs rounded to bf16, f32 sums; attention, norms, pooling f32)",
         "command": f"bench/cpu/embed_bench.py --threads {a.threads} --seconds {a.seconds} --repeats {a.repeats} "
                    f"--rounds {a.rounds}" + (" --bf16" if a.bf16 else "") +
+                   (" --ref-one-thread" if a.ref_one_thread else "") +
                    (f" --before-bin {a.before_bin}" if a.before_bin else ""),
         "cpu_flags": cpu_flags(),
         "method": "256 random sentences of 30 whole-word vocabulary entries (32 word pieces with [CLS]/[SEP]); "
@@ -203,6 +220,8 @@ def main():
                                                 [round(ref[b][i], 2)] for i in range(len(ref[b]))]
                                   for b in batches},
         "pairs_columns": ["citadel" + v for v, _, _ in variants] + ["sentence_transformers"],
+        "sentence_transformers_1thread_sentences_per_s": {f"batch{b}": [round(x, 2) for x in ref1[b]]
+                                                          for b in batches},
         "figures": figures,
     }
     out = a.out
