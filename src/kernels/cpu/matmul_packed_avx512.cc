@@ -216,7 +216,7 @@ template <typename S>
 void gemm(const PackedMatrix& w, const typename S::T* wd, int64_t p0, int64_t p1, const float* x, int64_t n_tokens,
           const float* bias, float* y, int64_t ldy, Epilogue epi) {
   const int64_t K = w.cols;
-  const int64_t tb = std::max<int64_t>(kMt, kBlockBytes / (K * 4) / kMt * kMt);  // tokens per block
+  const int64_t tb = std::max<int64_t>(kMt, kBlockBytes / (std::max<int64_t>(K, 1) * 4) / kMt * kMt);  // tokens a block
   const int64_t kp = (K * sizeof(typename S::T) + sizeof(float) - 1) / sizeof(float);
   thread_local std::vector<typename S::T> xp;
   const int64_t max_tiles = (std::min(tb, n_tokens) + kMt - 1) / kMt;
