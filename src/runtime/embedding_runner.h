@@ -1,4 +1,5 @@
-// CpuEmbeddingRunner: engine::EmbeddingRunner over the BERT encoder on the CPU (model/arch/bert.h), f32 exact.
+// CpuEmbeddingRunner: engine::EmbeddingRunner over the BERT encoder on the CPU (model/arch/bert.h), f32 exact, or with
+// bf16 GEMMs on AVX512_BF16 CPUs (EmbeddingRunnerOptions::bf16).
 // Packs the inputs back to back into forwards (an input is never split), on the runner's own pool
 // (EmbeddingRunnerOptions::threads), else on ThreadPool::current():
 //   - one input, or one thread: forwards of at most max_batch_tokens tokens, each kernel split across the threads;
