@@ -1,12 +1,13 @@
 // Sentence-embedding throughput of the CPU BERT runner (what /v1/embeddings runs), tokenization included.
 //
-// Usage: embed_cpu_bench --model DIR --sentences FILE [--batch 1,32] [--seconds 3] [--repeats 5]
+// Usage: embed_cpu_bench --model DIR --sentences FILE [--batch 1,32] [--seconds 3] [--repeats 5] [--bf16]
 //   FILE: one sentence per line (bench/cpu/embed_bench.py writes 32-token sentences and compares against
 //   sentence-transformers in the same run). For each batch size B the sentences are embedded B at a time
 //   (tokenize + forward + pool + normalise), repeatedly for about --seconds per repeat after a warm-up; prints one
 //   JSON object: per batch size the median sentences per second over the repeats, and the spread; and the median
 //   sentences per CPU-second of the process (all threads): what the code does with the CPU time it got, which a
 //   shared machine's load changes far less than wall-clock throughput.
+// --bf16: EmbeddingRunnerOptions::bf16 (bf16 GEMMs where the CPU has AVX512_BF16; the output says whether it did).
 // Threads: $CITADEL_THREADS (the kernels' pool), else one per hardware thread.
 #include <algorithm>
 #include <chrono>
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
   std::vector<int> batches = {1, 32};
   double seconds = 3;
   int repeats = 5;
+  bool bf16 = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -61,6 +63,7 @@ int main(int argc, char** argv) {
     else if (a == "--batch") batches = parse_list(next());
     else if (a == "--seconds") seconds = std::stod(next());
     else if (a == "--repeats") repeats = std::stoi(next());
+    else if (a == "--bf16") bf16 = true;
     else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
   }
   if (model.empty() || sentences_file.empty()) {
@@ -72,7 +75,7 @@ int main(int argc, char** argv) {
   for (std::string line; std::getline(f, line);)
     if (!line.empty()) sentences.push_back(line);
   if (sentences.empty()) { std::fprintf(stderr, "%s: no sentences\n", sentences_file.c_str()); return 1; }
-  auto runner = runtime::make_cpu_embedding_runner(model, {.max_tokens = 256});
+  auto runner = runtime::make_cpu_embedding_runner(model, {.max_tokens = 256, .bf16 = bf16});
   if (!runner.ok()) { std::fprintf(stderr, "%s\n", runner.status().message().c_str()); return 1; }
   auto tok = Tokenizer::from_path(model);
   if (!tok.ok()) { std::fprintf(stderr, "%s\n", tok.status().message().c_str()); return 1; }
@@ -84,8 +87,9 @@ int main(int argc, char** argv) {
   const int d = (*runner)->dim();
   size_t tokens_per_sentence = t.encode(sentences[0]).size();
 
-  std::printf("{\"threads\": %d, \"tokens_per_sentence\": %zu, \"sentences\": %zu, \"figures\": {",
-              ThreadPool::global().size(), tokens_per_sentence, sentences.size());
+  std::printf("{\"threads\": %d, \"tokens_per_sentence\": %zu, \"sentences\": %zu, \"bf16\": %s, \"figures\": {",
+              ThreadPool::global().size(), tokens_per_sentence, sentences.size(),
+              (*runner)->uses_bf16() ? "true" : "false");
   for (size_t bi = 0; bi < batches.size(); ++bi) {
     const int B = batches[bi];
     std::vector<float> out(static_cast<size_t>(B) * d);

@@ -13,9 +13,11 @@ struct CpuFeatures {
   bool avx512bw = false;
   bool avx512vl = false;
   bool avx512vnni = false;
+  bool avx512bf16 = false;  // vdpbf16ps (AMD Zen 4, Intel Cooper Lake / Sapphire Rapids)
 
   bool has_avx2_fma() const { return avx2 && fma && f16c; }
   bool has_avx512() const { return avx512f && avx512bw && avx512vl; }
+  bool has_avx512_bf16() const { return has_avx512() && avx512bf16; }
 };
 
 const CpuFeatures& cpu_features();

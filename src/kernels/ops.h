@@ -78,9 +78,12 @@ struct AttnBatch {
 // An f32 weight matrix W [rows, cols] repacked for the f32 GEMM below: panels of kPanelRows consecutive rows, each
 // panel k-major: data[(p * cols + k) * kPanelRows + r] = W[p * kPanelRows + r, k] (rows past the end are zero).
 inline constexpr int kPanelRows = 16;
+// Optionally also in bfloat16 for the AVX512_BF16 GEMM (pack_matrix_bf16): the same panels, k in pairs,
+// bf16[((p * ceil(cols / 2) + k / 2) * kPanelRows + r) * 2 + k % 2] = bf16(W[p * kPanelRows + r, k]) (0 past the end).
 struct PackedMatrix {
   int64_t rows = 0, cols = 0;
-  std::vector<float> data;  // [ceil(rows / kPanelRows), cols, kPanelRows]
+  std::vector<float> data;     // [ceil(rows / kPanelRows), cols, kPanelRows]
+  std::vector<uint16_t> bf16;  // [ceil(rows / kPanelRows), ceil(cols / 2), kPanelRows, 2]; empty: f32 only
 };
 namespace cpu {
 
@@ -146,15 +149,22 @@ void attention_ref(const float* q, const KvCacheView& cache, const AttnBatch& ba
 PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols);
 // The inverse: w [m.rows, m.cols] row-major f32 (e.g. for uploading a packed model's weights to a GPU).
 void unpack_matrix(const PackedMatrix& m, float* w);
+// Adds the bf16 copy (PackedMatrix::bf16, rounded to nearest even) that makes matmul_packed use bf16 math.
+void pack_matrix_bf16(PackedMatrix* m);
 // What matmul_packed applies to each output, on each panel's block of outputs right after computing it (still in L1).
 enum class Epilogue { kNone, kGeluErf };
 // y [n_tokens, w.rows] (rows ldy floats apart, ldy >= w.rows; 0: w.rows) = epi(x [n_tokens, w.cols] W^T + bias
-// [w.rows]) (bias may be null; epi as gelu_erf). f32 math (register-blocked FMA microkernel, threaded over panels);
-// agrees with matmul_ref on the unpacked matrix up to float summation order.
+// [w.rows]) (bias may be null; epi as gelu_erf). f32 math (register-blocked FMA microkernel, AVX-512 or AVX2, threaded
+// over panels); agrees with matmul_ref on the unpacked matrix up to float summation order. When w has a bf16 copy and
+// the CPU has AVX512_BF16: x and W rounded to bf16, products summed in f32 (vdpbf16ps), as matmul_packed_bf16_ref;
+// without AVX512_BF16 the f32 path. Either way a token's row does not depend on the other tokens of the call.
 void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
                    int64_t ldy = 0, Epilogue epi = Epilogue::kNone);
 void matmul_packed_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
                        int64_t ldy = 0, Epilogue epi = Epilogue::kNone);
+// The bf16 math's reference: bf16(x) . bf16(W) summed in double, + bias, then epi. Needs w.bf16.
+void matmul_packed_bf16_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
+                            int64_t ldy = 0, Epilogue epi = Epilogue::kNone);
 
 // Encoder ops (BERT family).
 // y [n_tokens, dim] = (x - mean) / sqrt(var + eps) * weight + bias, mean and (biased) var over each row. y may

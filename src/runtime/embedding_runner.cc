@@ -4,6 +4,8 @@
 #include <limits>
 #include <mutex>
 
+#include "base/cpu_features.h"
+
 namespace citadel::runtime {
 
 int embedding_max_tokens(const EmbeddingRunnerOptions& opts, int64_t n_positions) {
@@ -45,6 +47,11 @@ CpuEmbeddingRunner::CpuEmbeddingRunner(std::unique_ptr<BertWeights> weights, Emb
       pool_(opts.threads > 0 ? std::make_unique<ThreadPool>(opts.threads) : nullptr),
       encoder_(w_.get(), EncoderOptions{opts.normalize}) {
   max_tokens_ = embedding_max_tokens(opts, encoder_.max_positions());
+  bf16_ = opts.bf16 && cpu_features().has_avx512_bf16();
+  if (bf16_) {
+    for (BertLayer& L : w_->layers)
+      for (PackedMatrix* m : {&L.wqkv, &L.wo, &L.up, &L.down}) cpu::pack_matrix_bf16(m);
+  }
   opts_.max_batch_tokens = std::max(opts_.max_batch_tokens, max_tokens_);
 }
 

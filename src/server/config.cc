@@ -30,7 +30,8 @@ const std::vector<Field>& fields() {
       {"device", Kind::kString, &ServeConfig::device, nullptr, 0, 0, "cpu or cuda"},
       {"cpu_precision", Kind::kString, &ServeConfig::cpu_precision, nullptr, 0, 0,
        "auto (cpu: exact up to 1B parameters, else fast), fast, or exact: f32 math (cpu: f32 weights; cuda: f32 "
-       "activations and KV)"},
+       "activations and KV); cpu embedding models: auto and fast run the GEMMs in bf16 where the CPU has "
+       "AVX512_BF16, exact in f32"},
       {"cuda_device", Kind::kInt, nullptr, &ServeConfig::cuda_device, 0, 1023,
        "cuda: the CUDA device id the model runs on (0-based; per model: cuda_device in models:, or one --cuda-device "
        "per --model); an id the machine lacks is refused at load"},

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include "base/cpu_features.h"
+#include "kernels/cpu/packed_kernels.h"
 #include "kernels/ops.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -65,9 +67,10 @@ TEST(EncoderOps, AddBiasMatchesReference) {
   }
 }
 
-// Head widths and lengths that take every path of the fast kernel: 32-key and 32-wide blocks, 8-blocks, scalar tails.
+// Head widths and lengths that take every path of the fast kernels: AVX2 32-key and 32-wide blocks, 8-blocks, scalar
+// tails; AVX-512 16-key blocks with a masked last one, 32- and 16-wide value blocks, query groups of 4 and fewer.
 TEST(EncoderOps, PackedAttentionMatchesReferenceOverShapes) {
-  for (int hd : {8, 20, 32, 44, 64}) {
+  for (int hd : {8, 16, 20, 32, 44, 48, 64}) {  // AVX-512 kernel where hd % 16 == 0 (and the CPU has it)
     const int n_heads = 3;
     const int64_t width = n_heads * hd, stride = 3 * width;
     const std::vector<int32_t> starts = {0, 32, 72, 75, 139, 150};  // lengths 32, 40, 3, 64, 11
@@ -151,6 +154,76 @@ TEST(EncoderOps, PackedMatmulMatchesReferenceAndUnpackedMatmul) {
         EXPECT_NEAR(got[t * ldy + c], want[t * rows + c - 10], 1e-5);
       } else {
         EXPECT_EQ(got[t * ldy + c], -7.0f) << t << " " << c;
+      }
+    }
+  }
+}
+
+// The AVX-512 kernel alone (matmul_packed picks it where the CPU has AVX-512, so the test above covers the AVX2
+// kernel only under CITADEL_CPU=avx2): odd shapes, a panel range that starts mid-matrix and ends on an odd panel, the
+// GELU epilogue, and bit-equality with the AVX2 kernel's FMA chain (bias, then k in order) through matmul_packed on
+// another token count (a token's row does not depend on its batch mates).
+TEST(EncoderOps, PackedMatmulAvx512MatchesReference) {
+  if (!cpu_features().has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  for (int64_t rows : {1, 15, 16, 17, 33, 48, 385}) {
+    for (int64_t cols : {1, 3, 31, 97, 1537}) {
+      for (int64_t n_tok : {1, 2, 11, 12, 13, 25, 300}) {
+        if (cols * n_tok > 400000 || rows * cols > 300000) continue;
+        std::vector<float> w = random_floats(rows * cols, 71 + rows + cols), x = random_floats(n_tok * cols, 72);
+        std::vector<float> bias = random_floats(rows, 73), want(n_tok * rows), got(n_tok * rows, 9.0f);
+        const PackedMatrix p = cpu::pack_matrix(w.data(), rows, cols);
+        const int64_t panels = (rows + kPanelRows - 1) / kPanelRows;
+        for (auto epi : {cpu::Epilogue::kNone, cpu::Epilogue::kGeluErf}) {
+          cpu::matmul_packed_ref(p, x.data(), n_tok, bias.data(), want.data(), 0, epi);
+          cpu::detail::packed_gemm_avx512(p, false, 0, panels, x.data(), n_tok, bias.data(), got.data(), rows, epi);
+          EXPECT_LT(nmse(want, got), 1e-10) << rows << "x" << cols << " tokens " << n_tok;
+        }
+        // Panels [1, panels) only: panel 0's columns are left alone.
+        std::vector<float> part(n_tok * rows, 5.0f);
+        cpu::detail::packed_gemm_avx512(p, false, 1, panels, x.data(), n_tok, nullptr, part.data(), rows,
+                                        cpu::Epilogue::kNone);
+        for (int64_t t = 0; t < n_tok; ++t)
+          for (int64_t r = 0; r < std::min<int64_t>(rows, kPanelRows); ++r) ASSERT_EQ(part[t * rows + r], 5.0f);
+        // One token through matmul_packed equals its row of the batched call, bit for bit.
+        std::vector<float> solo(rows);
+        cpu::matmul_packed(p, x.data() + (n_tok - 1) * cols, 1, bias.data(), solo.data());
+        cpu::detail::packed_gemm_avx512(p, false, 0, panels, x.data(), n_tok, bias.data(), got.data(), rows,
+                                        cpu::Epilogue::kNone);
+        for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(solo[r], got[(n_tok - 1) * rows + r]) << r;
+      }
+    }
+  }
+}
+
+// The bf16 GEMM (AVX512_BF16) against its reference (bf16 inputs, double sums): equal up to f32 summation order;
+// and the bf16 reference against the f32 one: within bf16 rounding (8-bit mantissas: NMSE ~1e-5 on random data).
+TEST(EncoderOps, PackedMatmulBf16MatchesReference) {
+  for (int64_t rows : {1, 16, 17, 33, 385}) {
+    for (int64_t cols : {1, 2, 3, 31, 384, 1537}) {
+      for (int64_t n_tok : {1, 7, 12, 13, 40}) {
+        std::vector<float> w = random_floats(rows * cols, 81 + rows + cols), x = random_floats(n_tok * cols, 82);
+        std::vector<float> bias = random_floats(rows, 83), want(n_tok * rows), got(n_tok * rows), f32(n_tok * rows);
+        PackedMatrix p = cpu::pack_matrix(w.data(), rows, cols);
+        cpu::matmul_packed_ref(p, x.data(), n_tok, bias.data(), f32.data());
+        cpu::pack_matrix_bf16(&p);
+        for (auto epi : {cpu::Epilogue::kNone, cpu::Epilogue::kGeluErf}) {
+          cpu::matmul_packed_bf16_ref(p, x.data(), n_tok, bias.data(), want.data(), 0, epi);
+          cpu::matmul_packed(p, x.data(), n_tok, bias.data(), got.data(), 0, epi);
+          // Without AVX512_BF16 matmul_packed runs the f32 path: then within bf16 rounding of the reference.
+          EXPECT_LT(nmse(want, got), cpu_features().has_avx512_bf16() ? 1e-10 : 1e-4)
+              << rows << "x" << cols << " tokens " << n_tok;
+        }
+        cpu::matmul_packed_bf16_ref(p, x.data(), n_tok, bias.data(), want.data());
+        EXPECT_LT(nmse(f32, want), 1e-4) << rows << "x" << cols;
+        if (cols >= 31) {
+          EXPECT_GT(nmse(f32, want), 1e-8) << "the bf16 reference rounds";
+        }
+        if (!cpu_features().has_avx512_bf16()) continue;
+        // A token alone gives its row of the batch bit for bit.
+        std::vector<float> solo(rows);
+        cpu::matmul_packed(p, x.data() + (n_tok - 1) * cols, 1, bias.data(), solo.data());
+        cpu::matmul_packed(p, x.data(), n_tok, bias.data(), got.data());
+        for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(solo[r], got[(n_tok - 1) * rows + r]) << r;
       }
     }
   }

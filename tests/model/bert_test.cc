@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "base/cpu_features.h"
 #include "runtime/embedding_runner.h"
 #include "tests/test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -110,6 +111,34 @@ TEST_F(MiniLm, GroupedBatchesEqualOneThreadBitForBit) {
   many[40][1] = 30522;
   std::vector<float> out(many.size() * d);
   EXPECT_EQ((*three)->embed(many, out.data()).code(), StatusCode::kInvalidArgument);
+}
+
+// The bf16-GEMM mode (EmbeddingRunnerOptions::bf16, AVX512_BF16 CPUs) meets the same bar against
+// sentence-transformers' f32, and its vectors too do not depend on batching or threads (bit for bit).
+TEST_F(MiniLm, Bf16EmbeddingsMatchSentenceTransformers) {
+  if (!cpu_features().has_avx512_bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  auto r = runtime::make_cpu_embedding_runner(dir_, {.max_tokens = 256, .threads = 2, .bf16 = true});
+  auto one = runtime::make_cpu_embedding_runner(dir_, {.max_tokens = 256, .threads = 1, .bf16 = true});
+  ASSERT_TRUE(r.ok() && one.ok());
+  ASSERT_TRUE((*r)->uses_bf16());
+  const int d = golden_.dim;
+  const size_t n = golden_.ids.size();
+  std::vector<float> batch(n * d), serial(n * d), solo(d);
+  ASSERT_TRUE((*r)->embed(golden_.ids, batch.data()).ok());
+  ASSERT_TRUE((*one)->embed(golden_.ids, serial.data()).ok());
+  double worst = 1.0;
+  for (size_t i = 0; i < n; ++i) {
+    const double c = cosine(batch.data() + i * d, golden_.emb[i].data(), d);
+    worst = std::min(worst, c);
+    EXPECT_GT(c, 0.9999) << golden_.texts[i];
+    ASSERT_TRUE((*r)->embed({golden_.ids[i]}, solo.data()).ok());
+    for (int j = 0; j < d; ++j) {
+      ASSERT_EQ(solo[j], batch[i * d + j]) << "sentence " << i << " dim " << j;
+      ASSERT_EQ(serial[i * d + j], batch[i * d + j]) << "sentence " << i << " dim " << j;
+    }
+  }
+  std::printf("[minilm-l6 bf16] cosine to sentence-transformers: worst %.9f (1 - cos = %.3g) over %zu sentences\n",
+              worst, 1.0 - worst, n);
 }
 
 TEST_F(MiniLm, RefusesEmptyTooLongAndUnknownIds) {

@@ -1,5 +1,5 @@
 // CPU encoder ops (layernorm, exact GELU, row bias, bidirectional packed attention): scalar references, AVX2
-// versions, threaded dispatch. Contracts in kernels/ops.h.
+// versions (attention also AVX-512 where head_dim % 16 == 0), threaded dispatch. Contracts in kernels/ops.h.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -166,6 +166,86 @@ CITADEL_AVX2 void attend_head_avx2(const float* q, const float* k, const float* 
     }
   }
 }
+
+// Softmax in place over p [n] (scores; -inf lanes give 0), returns 1 / sum: exp8 over whole vectors (n % 8 == 0).
+CITADEL_AVX2 float softmax_row_avx2(float* p, int64_t n) {
+  __m256 mv = _mm256_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(p + j));
+  const __m256 m = _mm256_set1_ps(hmax8(mv));
+  __m256 sv = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; j += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + j), m));
+    _mm256_storeu_ps(p + j, e);
+    sv = _mm256_add_ps(sv, e);
+  }
+  return 1.0f / hsum8(sv);
+}
+
+// out[q][0 .. 16 ND) (q < nq) = inv[q] * sum_j p[q][j] v[j] over len keys, v rows `stride` apart; 4 queries x ND
+// vectors of accumulators share each value load.
+template <int ND>
+CITADEL_AVX512 void attend_values_avx512(const float* const* p, const float* v, int64_t stride, int64_t len,
+                                         const float* inv, int nq, float* out, int64_t out_stride) {
+  __m512 c[4][ND];
+  for (auto& row : c)
+    for (auto& x : row) x = _mm512_setzero_ps();
+  for (int64_t j = 0; j < len; ++j) {
+    __m512 vv[ND];
+    for (int n = 0; n < ND; ++n) vv[n] = _mm512_loadu_ps(v + j * stride + 16 * n);
+    for (int q = 0; q < 4; ++q) {
+      const __m512 pj = _mm512_set1_ps(p[q][j]);
+      for (int n = 0; n < ND; ++n) c[q][n] = _mm512_fmadd_ps(pj, vv[n], c[q][n]);
+    }
+  }
+  for (int q = 0; q < nq; ++q)
+    for (int n = 0; n < ND; ++n)
+      _mm512_storeu_ps(out + q * out_stride + 16 * n, _mm512_mul_ps(c[q][n], _mm512_set1_ps(inv[q])));
+}
+
+// attend_head_avx2 with zmm, for head_dim % 16 == 0: four queries at a time share every key and value load. kt
+// [head_dim, Lp] (Lp = len rounded up to 16; padded keys get score -inf) and p [4, Lp] scratch.
+CITADEL_AVX512 void attend_head_avx512(const float* q, const float* k, const float* v, int64_t stride, int64_t t0,
+                                       int64_t t1, int h, int hd, float scale, float* out, int64_t out_stride,
+                                       float* kt, float* p) {
+  const int64_t len = t1 - t0, lp = (len + 15) / 16 * 16;
+  for (int d = 0; d < hd; ++d) {
+    for (int64_t j = 0; j < len; ++j) kt[d * lp + j] = k[(t0 + j) * stride + h * hd + d];
+    for (int64_t j = len; j < lp; ++j) kt[d * lp + j] = 0.0f;
+  }
+  const __mmask16 last = len % 16 ? static_cast<__mmask16>((1u << (len % 16)) - 1) : static_cast<__mmask16>(0xffff);
+  const __m512 sc = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+  for (int64_t i0 = 0; i0 < len; i0 += 4) {
+    const int nq = static_cast<int>(std::min<int64_t>(4, len - i0));
+    const float* qi[4];
+    float* pq[4];
+    for (int r = 0; r < 4; ++r) {
+      qi[r] = q + (t0 + i0 + std::min(r, nq - 1)) * stride + h * hd;  // missing queries repeat the last one
+      pq[r] = p + r * lp;
+    }
+    for (int64_t j = 0; j < lp; j += 16) {
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int d = 0; d < hd; ++d) {
+        const __m512 kv = _mm512_loadu_ps(kt + d * lp + j);
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(qi[0][d]), kv, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(qi[1][d]), kv, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(qi[2][d]), kv, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(qi[3][d]), kv, a3);
+      }
+      const __mmask16 live = j + 16 <= len ? static_cast<__mmask16>(0xffff) : last;
+      _mm512_storeu_ps(pq[0] + j, _mm512_mask_mul_ps(ninf, live, a0, sc));
+      _mm512_storeu_ps(pq[1] + j, _mm512_mask_mul_ps(ninf, live, a1, sc));
+      _mm512_storeu_ps(pq[2] + j, _mm512_mask_mul_ps(ninf, live, a2, sc));
+      _mm512_storeu_ps(pq[3] + j, _mm512_mask_mul_ps(ninf, live, a3, sc));
+    }
+    float inv[4];
+    for (int r = 0; r < 4; ++r) inv[r] = softmax_row_avx2(pq[r], lp);
+    const float* vh = v + t0 * stride + h * hd;
+    float* o = out + (t0 + i0) * out_stride + h * hd;
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) attend_values_avx512<2>(pq, vh + d, stride, len, inv, nq, o + d, out_stride);
+    if (d < hd) attend_values_avx512<1>(pq, vh + d, stride, len, inv, nq, o + d, out_stride);
+  }
+}
 #endif
 
 void check_seqs(const int32_t* seq_start, int n_seqs) {
@@ -254,6 +334,7 @@ void encoder_attention(const float* q, const float* k, const float* v, int64_t s
                        int n_seqs, int n_heads, int head_dim, float scale, float* out) {
 #if defined(__x86_64__)
   if (use_avx2()) {
+    const bool avx512 = cpu_features().has_avx512() && head_dim % 16 == 0;
     check_seqs(seq_start, n_seqs);
     if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     const int64_t width = static_cast<int64_t>(n_heads) * head_dim;
@@ -262,10 +343,11 @@ void encoder_attention(const float* q, const float* k, const float* v, int64_t s
       for (int64_t job = b; job < e; ++job) {
         const int s = static_cast<int>(job / n_heads), h = static_cast<int>(job % n_heads);
         const int64_t t0 = seq_start[s], t1 = seq_start[s + 1];
-        if (p.size() < static_cast<size_t>(t1 - t0)) p.resize(static_cast<size_t>(t1 - t0));
-        const size_t kt_size = static_cast<size_t>((t1 - t0) * head_dim);
-        if (kt.size() < kt_size) kt.resize(kt_size);
-        attend_head_avx2(q, k, v, stride, t0, t1, h, head_dim, scale, out, width, kt.data(), p.data());
+        const size_t lp = static_cast<size_t>((t1 - t0 + 15) / 16 * 16);  // room for either kernel's padding
+        if (p.size() < 4 * lp) p.resize(4 * lp);
+        if (kt.size() < lp * head_dim) kt.resize(lp * head_dim);
+        if (avx512) attend_head_avx512(q, k, v, stride, t0, t1, h, head_dim, scale, out, width, kt.data(), p.data());
+        else attend_head_avx2(q, k, v, stride, t0, t1, h, head_dim, scale, out, width, kt.data(), p.data());
       }
     });
     return;

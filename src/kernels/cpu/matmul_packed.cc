@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/check.h"
 #include "base/cpu_features.h"
+#include "base/half.h"
 #include "base/thread_pool.h"
+#include "kernels/cpu/packed_kernels.h"
 #include "kernels/cpu/simd_math.h"
-#include "kernels/ops.h"
 
 namespace citadel::cpu {
 namespace {
@@ -158,6 +160,15 @@ PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols) {
   return m;
 }
 
+void pack_matrix_bf16(PackedMatrix* m) {
+  const int64_t panels = (m->rows + kPanelRows - 1) / kPanelRows, kp = (m->cols + 1) / 2;
+  m->bf16.assign(static_cast<size_t>(panels * kp * kPanelRows * 2), 0);
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t k = 0; k < m->cols; ++k)
+      for (int r = 0; r < kPanelRows; ++r)
+        m->bf16[((p * kp + k / 2) * kPanelRows + r) * 2 + k % 2] = f32_to_bf16(panel_of(*m, p)[k * kPanelRows + r]);
+}
+
 void unpack_matrix(const PackedMatrix& m, float* w) {
   for (int64_t r = 0; r < m.rows; ++r) {
     const int64_t p = r / kPanelRows, i = r % kPanelRows;
@@ -176,12 +187,35 @@ void matmul_packed_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, 
   }
 }
 
+void matmul_packed_bf16_ref(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
+                            int64_t ldy, Epilogue epi) {
+  CHECK(!w.bf16.empty());
+  if (ldy <= 0) ldy = w.rows;
+  const int64_t kp = (w.cols + 1) / 2;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const uint16_t* wr = w.bf16.data() + (r / kPanelRows * kp * kPanelRows + r % kPanelRows) * 2;
+      double acc = bias ? bias[r] : 0.0;
+      for (int64_t k = 0; k < w.cols; ++k)
+        acc += static_cast<double>(bf16_to_f32(wr[k / 2 * kPanelRows * 2 + k % 2])) *
+               bf16_to_f32(f32_to_bf16(x[t * w.cols + k]));
+      y[t * ldy + r] = static_cast<float>(acc);
+      if (epi == Epilogue::kGeluErf) gelu_erf_ref(y + t * ldy + r, y + t * ldy + r, 1);
+    }
+  }
+}
+
 void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, const float* bias, float* y,
                    int64_t ldy, Epilogue epi) {
   if (ldy <= 0) ldy = w.rows;
   const int64_t panels = (w.rows + kPanelRows - 1) / kPanelRows;
 #if defined(__x86_64__)
   const bool avx2 = cpu_features().has_avx2_fma();
+  if (cpu_features().has_avx512()) {
+    const bool bf16 = !w.bf16.empty() && cpu_features().has_avx512_bf16();
+    detail::packed_gemm_avx512(w, bf16, 0, panels, x, n_tokens, bias, y, ldy, epi);
+    return;
+  }
 #endif
   // Tokens in blocks of about kTokenBlockBytes of activations, so that a block stays in L2 while it meets every
   // panel of this thread's share (without blocking, each panel streamed all of x from memory: batched rows stopped

@@ -1,5 +1,5 @@
-// Small AVX2 math helpers shared by the CPU kernels (internal). Include only from files whose functions carry
-// target("avx2,fma") attributes.
+// Small AVX2 (and AVX-512) math helpers shared by the CPU kernels (internal). Include only from files whose functions
+// carry the matching target attributes (CITADEL_AVX2, CITADEL_AVX512).
 #pragma once
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -116,6 +116,55 @@ CITADEL_AVX2 inline void gelu8xn(__m256* v) {
     v[j] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v[j]), one_plus);
   }
 }
+
+// ---- AVX-512 (include only from files whose functions carry CITADEL_AVX512 or a superset).
+#define CITADEL_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+// gelu8xn with zmm: the same math and constants, 16 floats a vector (the reciprocal from rcp14 plus one Newton step).
+// GCC 12 warns of the `__Y = __Y` placeholder inside its own AVX-512 intrinsics here (a false positive, gone in GCC
+// 13); where the function is inlined, its caller needs the same pragmas (matmul_packed_avx512.cc).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+template <int N>
+CITADEL_AVX512 inline void gelu16xn(__m512* v) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  __m512 az[N], t[N], p[N];
+  for (int j = 0; j < N; ++j) {
+    az[j] = _mm512_min_ps(_mm512_abs_ps(_mm512_mul_ps(v[j], _mm512_set1_ps(0.70710678118654752f))),
+                          _mm512_set1_ps(10.0f));
+    const __m512 den = _mm512_fmadd_ps(az[j], _mm512_set1_ps(0.5f), one);
+    const __m512 r = _mm512_rcp14_ps(den);
+    t[j] = _mm512_mul_ps(r, _mm512_fnmadd_ps(den, r, _mm512_set1_ps(2.0f)));
+  }
+  static constexpr float kC[10] = {0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
+                                   -0.18628806f, 0.09678418f,  0.37409196f, 1.00002368f, -1.26551223f};
+  for (int j = 0; j < N; ++j) p[j] = _mm512_set1_ps(kC[0]);
+  for (int c = 1; c < 10; ++c)
+    for (int j = 0; j < N; ++j) p[j] = _mm512_fmadd_ps(p[j], t[j], _mm512_set1_ps(kC[c]));
+  for (int j = 0; j < N; ++j) p[j] = _mm512_fnmadd_ps(az[j], az[j], p[j]);
+  __m512 n[N], r[N], e[N];
+  for (int j = 0; j < N; ++j) {
+    p[j] = _mm512_max_ps(p[j], _mm512_set1_ps(-87.3f));
+    n[j] = _mm512_roundscale_ps(_mm512_mul_ps(p[j], _mm512_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r[j] = _mm512_fnmadd_ps(n[j], _mm512_set1_ps(0.693359375f), p[j]);
+    r[j] = _mm512_fnmadd_ps(n[j], _mm512_set1_ps(-2.12194440e-4f), r[j]);
+    e[j] = _mm512_set1_ps(1.0f / 720);
+  }
+  static constexpr float kE[6] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+  for (int c = 0; c < 6; ++c)
+    for (int j = 0; j < N; ++j) e[j] = _mm512_fmadd_ps(e[j], r[j], _mm512_set1_ps(kE[c]));
+  for (int j = 0; j < N; ++j) {
+    const __m512 two_n = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n[j]), _mm512_set1_epi32(127)), 23));
+    const __m512 erfc_abs = _mm512_mul_ps(t[j], _mm512_mul_ps(e[j], two_n));
+    const __mmask16 neg = _mm512_cmp_ps_mask(v[j], _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512 one_plus = _mm512_mask_blend_ps(neg, _mm512_sub_ps(_mm512_set1_ps(2.0f), erfc_abs), erfc_abs);
+    v[j] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v[j]), one_plus);
+  }
+}
+#pragma GCC diagnostic pop
 
 }  // namespace citadel::cpu::detail
 #endif
