@@ -29,7 +29,7 @@
 #include "crypto/key_source.h"
 #include "command.h"
 
-namespace {
+namespace audit_cmd {
 
 using namespace citadel;
 
@@ -195,4 +195,4 @@ citadel::cli::Registrar reg("audit", "Verify or export the tamper-evident audit 
   return [a, cmd] { return run_audit(*cmd, *a); };
 });
 
-}  // namespace
+}  // namespace audit_cmd

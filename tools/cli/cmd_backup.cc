@@ -31,7 +31,7 @@
 #include "store/backup.h"
 #include "store/database.h"
 
-namespace {
+namespace backup_cmd {
 
 using namespace citadel;
 
@@ -197,4 +197,4 @@ citadel::cli::Registrar reg("backup", "Snapshot the state (keys, quotas, audit l
   return [a] { return run_backup(*a); };
 });
 
-}  // namespace
+}  // namespace backup_cmd

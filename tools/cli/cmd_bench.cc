@@ -11,7 +11,7 @@
 #include "bench_client/bench_client.h"
 #include "command.h"
 
-namespace {
+namespace bench_cmd {
 
 int run(citadel::bench::BenchOptions o, const std::string& result_file) {
   if (o.api_key.empty() || o.api_key == "bench") {
@@ -83,4 +83,4 @@ citadel::cli::Registrar reg("bench", "Serving benchmark (TTFT, TPOT, ITL, E2EL, 
   return [o, file] { return run(*o, *file); };
 });
 
-}  // namespace
+}  // namespace bench_cmd

@@ -10,7 +10,7 @@
 #include "crypto/envelope.h"
 #include "crypto/key_source.h"
 
-namespace {
+namespace encrypt_cmd {
 
 struct EncryptOpts {
   std::string in, out, key_file, new_key_file, key_id = "model-key@1", cipher = "aes-256-gcm";
@@ -61,4 +61,4 @@ citadel::cli::Registrar reg("encrypt", "Encrypt a model file at rest (AES-256-GC
   return [o] { return run_encrypt(*o); };
 });
 
-}  // namespace
+}  // namespace encrypt_cmd

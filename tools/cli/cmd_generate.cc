@@ -20,7 +20,7 @@
 #include "runtime/runner_factory.h"
 #include "tokenizer/tokenizer.h"
 
-namespace {
+namespace generate_cmd {
 
 using namespace citadel;
 
@@ -219,4 +219,4 @@ citadel::cli::Registrar reg("generate", "Generate text from a prompt (CPU or CUD
   return [a] { return run_generate(*a); };
 });
 
-}  // namespace
+}  // namespace generate_cmd

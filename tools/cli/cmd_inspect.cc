@@ -13,7 +13,7 @@
 #include "model/memory_plan.h"
 
 namespace citadel::cli {
-namespace {
+namespace inspect_cmd {
 
 using json = nlohmann::ordered_json;
 
@@ -142,5 +142,5 @@ Registrar reg("inspect", "Print a model file's metadata as JSON", [](CLI::App& s
   return [opts] { return run_inspect(*opts); };
 });
 
-}  // namespace
+}  // namespace inspect_cmd
 }  // namespace citadel::cli

@@ -20,7 +20,7 @@
 #include "base/strings.h"
 #include "command.h"
 
-namespace {
+namespace keys_cmd {
 
 using namespace citadel;
 
@@ -173,4 +173,4 @@ citadel::cli::Registrar reg("keys", "Manage API keys (create, list, revoke, rota
   return [a, cmd] { return run_keys(*cmd, *a); };
 });
 
-}  // namespace
+}  // namespace keys_cmd

@@ -20,7 +20,7 @@
 #include "command.h"
 #include "server/http_fetch.h"
 
-namespace {
+namespace models_cmd {
 
 using namespace citadel;
 using json = nlohmann::json;
@@ -173,4 +173,4 @@ citadel::cli::Registrar reg("models", "List, load, unload and alias the models o
   };
 });
 
-}  // namespace
+}  // namespace models_cmd

@@ -7,7 +7,7 @@
 #include "model/catalog.h"
 #include "model/pull.h"
 
-namespace {
+namespace pull_cmd {
 
 struct PullArgs {
   std::string name;
@@ -76,4 +76,4 @@ citadel::cli::Registrar reg("pull", "Fetch a model (catalogue name, hf://org/rep
   return [a] { return run_pull(*a); };
 });
 
-}  // namespace
+}  // namespace pull_cmd

@@ -22,7 +22,7 @@
 #include "store/backup.h"
 #include "store/database.h"
 
-namespace {
+namespace restore_cmd {
 
 using namespace citadel;
 
@@ -171,4 +171,4 @@ citadel::cli::Registrar reg("restore", "Restore a `citadel backup` directory int
   return [a] { return run_restore(*a); };
 });
 
-}  // namespace
+}  // namespace restore_cmd

@@ -10,7 +10,7 @@
 #include "crypto/envelope.h"
 #include "crypto/key_source.h"
 
-namespace {
+namespace rotate_key_cmd {
 
 struct RotateOpts {
   std::string in, out, old_key, new_key, cipher;
@@ -56,4 +56,4 @@ citadel::cli::Registrar reg("rotate-key", "Re-encrypt an encrypted model under a
   return [o] { return run_rotate(*o); };
 });
 
-}  // namespace
+}  // namespace rotate_key_cmd

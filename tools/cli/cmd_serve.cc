@@ -50,7 +50,7 @@ extern char** environ;
 #define CITADEL_GIT_COMMIT "unknown"
 #endif
 
-namespace {
+namespace serve_cmd {
 
 using namespace citadel;
 
@@ -586,4 +586,4 @@ citadel::cli::Registrar reg("serve", "Serve a model over the OpenAI-compatible H
   return [flags] { return run_serve(*flags); };
 });
 
-}  // namespace
+}  // namespace serve_cmd

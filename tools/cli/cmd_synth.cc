@@ -6,7 +6,7 @@
 #include "model/memory_plan.h"
 #include "model/synth.h"
 
-namespace {
+namespace synth_cmd {
 
 struct SynthArgs {
   citadel::SynthOptions opts;
@@ -59,4 +59,4 @@ citadel::cli::Registrar reg("synth", "Write a deterministic random-weight GGUF a
   return [a] { return run_synth(*a); };
 });
 
-}  // namespace
+}  // namespace synth_cmd

@@ -9,7 +9,7 @@
 #include "model/catalog.h"
 #include "tokenizer/tokenizer.h"
 
-namespace {
+namespace tokenize_cmd {
 
 struct TokenizeOpts {
   std::string model, text, file;
@@ -93,4 +93,4 @@ citadel::cli::Registrar reg_detok("detokenize", "Print the text of a JSON array 
   return [o] { return run_detokenize(*o); };
 });
 
-}  // namespace
+}  // namespace tokenize_cmd
