@@ -36,10 +36,22 @@ struct DotKernel {
   Rows4DotFn dot4 = nullptr;  // optional: shares the activation loads of a block across 4 rows
 };
 
+// 16 rows of interleaved weights (kernels/ops.h interleave_weights; group: the first byte of the rows' group) times
+// one kQ16 activation row: y[0..15]. n = the matrix's columns.
+using InterleavedDotFn = void (*)(const uint8_t* group, const ActRow& x, int64_t n, float* y);
+// The reference (scalar, reads the layout code by code) and the AVX-512 VNNI kernel (vpdpwssd; nullptr for dtypes
+// without a layout). Call the latter only when cpu_features().has_avx512() && avx512vnni. Equal up to float
+// summation order (same integer sums per block).
+void dot_interleaved_ref(DType t, const uint8_t* group, const ActRow& x, int64_t n, float* y);
+InterleavedDotFn interleaved_dot_kernel(DType t);
+
 // Portable scalar kernels (integer dot products, same math as the SIMD ones); {kF32, nullptr} when unsupported.
 DotKernel generic_dot_kernel(DType t);
 // AVX2+FMA+F16C kernels (compiled with target attributes); dot == nullptr when the dtype has none.
 DotKernel avx2_dot_kernel(DType t);
+// AVX-512 F/BW/VL/DQ kernels (matmul_avx512.cc); dot == nullptr when the dtype has none (the caller falls back to
+// avx2_dot_kernel). Same activation formats as the AVX2 ones. Only call when cpu_features().has_avx512().
+DotKernel avx512_dot_kernel(DType t);
 // The kQ16 activation quantizer (reference): per 32 values d = amax / 32767, q = round-to-nearest-even(x / d) (as
 // x * (1 / d)), sums[b] = d * sum(q[b]). n % 32 == 0. q [n], d and sums [n / 32].
 void quantize_row_q16(const float* x, int16_t* q, float* d, float* sums, int64_t n);
