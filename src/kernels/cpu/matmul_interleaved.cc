@@ -11,9 +11,11 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/half.h"
+#include "base/thread_pool.h"
 #include "kernels/cpu/matmul_kernels.h"
 #include "kernels/ops.h"
 
@@ -66,22 +68,25 @@ Status interleave_weights(const WeightView& w, uint8_t* out) {
                                          std::to_string(w.rows) + ", " + std::to_string(w.cols) + "] has no layout");
   std::memset(out, 0, bytes);  // padding rows: zero codes and scales
   const int64_t nb = w.cols / kQK, cb = codes_bytes(w.dtype), bb = dtype_info(w.dtype)->block_bytes;
+  const int64_t gb = group_bytes(w.dtype, nb), n_groups = (w.rows + kInterleaveRows - 1) / kInterleaveRows;
   const size_t rb = w.row_bytes();
   const uint8_t* src = static_cast<const uint8_t*>(w.data);
-  for (int64_t row = 0; row < w.rows; ++row) {
-    const int64_t g = row / kInterleaveRows, r = row % kInterleaveRows;
-    uint8_t* group = out + g * group_bytes(w.dtype, nb);
-    for (int64_t i = 0; i < nb; ++i) {
-      const uint8_t* block = src + row * rb + i * bb;
-      std::memcpy(group + col_scales(i, cb) + 2 * r, block, 2);
-      for (int j = 0; j < kQK; ++j) {
-        int byte, shift;
-        code_place(w.dtype, static_cast<int>(r), j, &byte, &shift);
-        group[col_codes(i, cb) + byte] |= static_cast<uint8_t>((code_of(w.dtype, block, j) & (w.dtype == DType::kQ4_0 ? 0xF : 0xFF))
-                                                     << shift);
+  const int code_mask = w.dtype == DType::kQ4_0 ? 0xF : 0xFF;
+  ThreadPool::current().parallel_for(n_groups, [&](int64_t g0, int64_t g1) {
+    for (int64_t row = g0 * kInterleaveRows; row < std::min(w.rows, g1 * kInterleaveRows); ++row) {
+      const int r = static_cast<int>(row % kInterleaveRows);
+      uint8_t* group = out + row / kInterleaveRows * gb;
+      for (int64_t i = 0; i < nb; ++i) {
+        const uint8_t* block = src + row * rb + i * bb;
+        std::memcpy(group + col_scales(i, cb) + 2 * r, block, 2);
+        for (int j = 0; j < kQK; ++j) {
+          int byte, shift;
+          code_place(w.dtype, r, j, &byte, &shift);
+          group[col_codes(i, cb) + byte] |= static_cast<uint8_t>((code_of(w.dtype, block, j) & code_mask) << shift);
+        }
       }
     }
-  }
+  });
   return OkStatus();
 }
 
