@@ -1,6 +1,6 @@
-// The AVX-512 decode kernels (kernels/cpu/matmul_avx512.cc) against the portable reference kernels on random weights
-// and activations of odd sizes (1 block, odd block counts, f32 / f16 / bf16 column counts that are not multiples of
-// 16). Same integer sums, so only float summation order may differ. Skipped where the CPU lacks AVX-512 (or
+// The AVX-512 decode kernels (kernels/cpu/matmul_avx512.cc: f16, bf16) against the portable reference kernels on
+// random weights and activations of odd sizes (column counts that are not multiples of 16, a single column). Only
+// float summation order may differ. Skipped where the CPU lacks AVX-512 (or
 // CITADEL_CPU=avx2 caps it): there matmul uses the AVX2 kernels, which matmul_rows_test.cc checks.
 #include <gtest/gtest.h>
 
@@ -52,8 +52,7 @@ Acts make_acts(cpu::detail::ActFormat f, int64_t n, uint32_t seed) {
 // (dot4 on rows 0..3, and on rows 3..6 at an odd offset).
 TEST(MatmulAvx512, RowDotKernelsMatchReference) {
   if (!cpu_features().has_avx512()) GTEST_SKIP() << "no AVX-512 F/BW/VL/DQ on this CPU (or CITADEL_CPU caps it)";
-  const DType types[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1,
-                         DType::kQ5_0, DType::kQ5_1, DType::kQ8_0};
+  const DType types[] = {DType::kF16, DType::kBF16};
   int checked = 0;
   for (DType t : types) {
     const auto k = cpu::detail::avx512_dot_kernel(t), g = cpu::detail::generic_dot_kernel(t);
@@ -83,14 +82,15 @@ TEST(MatmulAvx512, RowDotKernelsMatchReference) {
       ++checked;
     }
   }
-  EXPECT_EQ(checked, 5 * 4 + 3 * 6);
+  EXPECT_EQ(checked, 2 * 6);
+  // The dtypes without an AVX-512 kernel (matmul falls back to the AVX2 ones).
+  for (DType t : {DType::kF32, DType::kQ4_0, DType::kQ8_0, DType::kQ4_K}) EXPECT_EQ(cpu::detail::avx512_dot_kernel(t).dot, nullptr);
 }
 
-// Through matmul (which picks the AVX-512 kernels here) for one token against matmul_ref: the 16-bit activation codes
-// keep the result within ~1e-8 NMSE of the f32 math.
+// Through matmul (which picks the AVX-512 kernels here) for one token against matmul_ref.
 TEST(MatmulAvx512, DecodeMatmulMatchesReference) {
   if (!cpu_features().has_avx512()) GTEST_SKIP() << "no AVX-512 F/BW/VL/DQ on this CPU (or CITADEL_CPU caps it)";
-  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0, DType::kF16, DType::kBF16}) {
+  for (DType t : {DType::kF16, DType::kBF16}) {
     const int64_t rows = 45, n = 32 * 23;
     std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 7);
     std::vector<float> x = random_floats(n, 8);

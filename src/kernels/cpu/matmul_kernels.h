@@ -49,8 +49,8 @@ InterleavedDotFn interleaved_dot_kernel(DType t);
 DotKernel generic_dot_kernel(DType t);
 // AVX2+FMA+F16C kernels (compiled with target attributes); dot == nullptr when the dtype has none.
 DotKernel avx2_dot_kernel(DType t);
-// AVX-512 F/BW/VL/DQ kernels (matmul_avx512.cc); dot == nullptr when the dtype has none (the caller falls back to
-// avx2_dot_kernel). Same activation formats as the AVX2 ones. Only call when cpu_features().has_avx512().
+// AVX-512 F/BW/VL/DQ kernels (matmul_avx512.cc: f16, bf16); dot == nullptr for the other dtypes (the caller falls
+// back to avx2_dot_kernel). Same activation formats as the AVX2 ones. Only call when cpu_features().has_avx512().
 DotKernel avx512_dot_kernel(DType t);
 // The kQ16 activation quantizer (reference): per 32 values d = amax / 32767, q = round-to-nearest-even(x / d) (as
 // x * (1 / d)), sums[b] = d * sum(q[b]). n % 32 == 0. q [n], d and sums [n / 32].
