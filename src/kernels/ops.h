@@ -25,9 +25,10 @@ struct WeightView {
   const void* data = nullptr;
   int64_t rows = 0;  // n_out
   int64_t cols = 0;  // n_in
-  // Optional: the same matrix in the 16-row interleaved decode layout (cpu::interleave_weights), or nullptr. Decode
-  // (fewer than kGemmMinTokens tokens) reads it instead of data where the CPU has AVX-512 VNNI; views made from this
-  // one with other rows (slices) must leave it null.
+  // Optional: the same matrix in the 16-row interleaved layout (cpu::interleave_weights), or nullptr. Where the CPU
+  // has AVX-512 VNNI (cpu::interleave_wanted) matmul reads it instead of data: decode through vpdpwssd kernels,
+  // prompts through f32 panels dequantized from it, so data's pages go unread after load. Views made from this one
+  // with other rows (slices) must leave it null.
   const void* interleaved = nullptr;
   size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }
 };

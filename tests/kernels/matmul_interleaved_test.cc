@@ -101,7 +101,7 @@ TEST(MatmulInterleaved, MatmulWithInterleavedViewMatchesReference) {
     std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 80);
     WeightView wv{t, w.data(), rows, n};
     std::vector<uint8_t> il = interleaved(wv);
-    for (int64_t n_tok : {1, 2, 3, 5}) {
+    for (int64_t n_tok : {1, 2, 3, 5, 70}) {
       std::vector<float> x = random_floats(n_tok * n, 90 + static_cast<uint32_t>(n_tok));
       std::vector<float> ref(n_tok * rows), plain(n_tok * rows), fast(n_tok * rows, -1.0f);
       wv.interleaved = nullptr;
@@ -111,6 +111,35 @@ TEST(MatmulInterleaved, MatmulWithInterleavedViewMatchesReference) {
       ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, fast.data()).ok());
       EXPECT_LT(nmse(plain, fast), 1e-11) << dtype_name(t) << " tokens " << n_tok;
       EXPECT_LT(nmse(ref, fast), 1e-8) << dtype_name(t) << " tokens " << n_tok;
+    }
+  }
+}
+
+// The group -> f32 panel dequantizers (prompt path) against dequantize_row on the original rows: bit-equal.
+TEST(MatmulInterleaved, GroupPanelsMatchDequantizeRow) {
+  const bool simd = cpu_features().has_avx512() && cpu_features().avx512vnni;
+  for (DType t : {DType::kQ4_0, DType::kQ8_0}) {
+    const int64_t rows = 19, n = 32 * 5;
+    std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 33);
+    const WeightView wv{t, w.data(), rows, n};
+    std::vector<uint8_t> il = interleaved(wv);
+    std::vector<float> want(rows * n), ref(32 * n), fast(32 * n, -1.0f);
+    for (int64_t r = 0; r < rows; ++r)
+      ASSERT_TRUE(dequantize_row(t, w.data() + r * wv.row_bytes(), want.data() + r * n, n).ok());
+    for (int g = 0; g < 2; ++g) {
+      const uint8_t* group = il.data() + g * cpu::interleaved_group_bytes(t, n);
+      cpu::detail::dequantize_group_ref(t, group, n, ref.data() + g * 16 * n);
+      if (simd) cpu::detail::dequantize_group_avx512(t, group, n, fast.data() + g * 16 * n);
+    }
+    for (int64_t r = 0; r < 32; ++r) {
+      for (int64_t k = 0; k < n; ++k) {
+        const float v = r < rows ? want[r * n + k] : 0.0f;
+        const float got = ref[(r / 16) * 16 * n + k * 16 + r % 16];
+        ASSERT_EQ(got, v) << dtype_name(t) << " row " << r << " col " << k;
+        if (simd) {
+          ASSERT_EQ(fast[(r / 16) * 16 * n + k * 16 + r % 16], v) << dtype_name(t) << " row " << r;
+        }
+      }
     }
   }
 }

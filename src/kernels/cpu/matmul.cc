@@ -294,8 +294,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.dtype = w.dtype;
     j.gemm = gemm && detail::gemm_supported(w.dtype);
     if (j.gemm) j.k.act = ActFormat::kF32;
-    j.il = static_cast<const uint8_t*>(w.interleaved);
-    j.il_dot = !j.gemm && j.il && interleave_wanted(w.dtype) ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
+    j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
+    j.il_dot = !j.gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
@@ -306,7 +306,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     // A multiple of 4 rows, so the 4-row kernels cover whole tiles.
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
-    if (j.gemm || j.il_dot) j.tile = 16;  // one interleaved group; gemm_rows' block of rows
+    if (j.gemm || j.il_dot) j.tile = 16;  // one interleaved group (kInterleaveRows); gemm_rows' block of rows
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -323,6 +323,14 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;
       const Job& j = jobs[ji];
       const int64_t r0 = (ti - j.first_tile) * j.tile, r1 = std::min(j.rows, r0 + j.tile);
+      if (j.gemm && j.il) {  // prompt over the interleaved copy: its group as an f32 panel (the rows go unread)
+        thread_local std::vector<float> panel;
+        panel.resize(static_cast<size_t>(n_in * kInterleaveRows));
+        detail::dequantize_group_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
+                                        n_in, panel.data());
+        detail::panel_gemm_avx2(panel.data(), n_in, static_cast<int>(r1 - r0), x, n_tokens, j.y + r0, j.rows);
+        continue;
+      }
       if (j.gemm) {
         CHECK(detail::gemm_rows(j.dtype, j.wd + r0 * j.rb, j.rb, r1 - r0, x, n_tokens, n_in, j.y + r0, j.rows));
         continue;

@@ -123,6 +123,24 @@ void dot_interleaved_ref(DType t, const uint8_t* group, const ActRow& x, int64_t
   }
 }
 
+void dequantize_group_ref(DType t, const uint8_t* group, int64_t n, float* panel) {
+  const int64_t cb = codes_bytes(t);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    for (int r = 0; r < kInterleaveRows; ++r) {
+      uint16_t h;
+      std::memcpy(&h, group + col_scales(i, cb) + 2 * r, 2);
+      const float d = f16_to_f32(h);
+      for (int j = 0; j < kQK; ++j) {
+        int byte, shift;
+        code_place(t, r, j, &byte, &shift);
+        const uint8_t b = group[col_codes(i, cb) + byte];
+        const int q = t == DType::kQ4_0 ? ((b >> shift) & 0xF) - 8 : static_cast<int8_t>(b);
+        panel[(kQK * i + j) * kInterleaveRows + r] = static_cast<float>(q) * d;
+      }
+    }
+  }
+}
+
 #if defined(__x86_64__)
 #define IL_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
@@ -178,6 +196,35 @@ IL_VNNI_FN void dot_il(const uint8_t* group, const ActRow& x, int64_t n, float* 
 
 }  // namespace
 
+// Each 64-byte word of codes gives, per code position, one 16-lane vector over the rows: a panel row, stored whole.
+IL_VNNI_FN void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n, float* panel) {
+  const int64_t cb = codes_bytes(t);
+  for (int64_t i = 0; i < n / kQK; ++i, panel += kQK * kInterleaveRows) {
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + col_scales(i, cb))));
+    const uint8_t* c = group + col_codes(i, cb);
+    auto put = [&](int j, __m512i q) { _mm512_storeu_ps(panel + j * kInterleaveRows, _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)); };
+    if (t == DType::kQ4_0) {
+      const __m512i m = _mm512_set1_epi32(0xF), eight = _mm512_set1_epi32(8);
+      for (int w = 0; w < 4; ++w) {
+        const __m512i v = _mm512_loadu_si512(c + 64 * w);
+        for (int p = 0; p < 4; ++p) {  // pair k = 4w + p: codes 2k (bits 4p) and 2k + 1 (bits 16 + 4p)
+          const int k = 4 * w + p;
+          put(2 * k, _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 4 * p), m), eight));
+          put(2 * k + 1, _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 16 + 4 * p), m), eight));
+        }
+      }
+    } else {
+      for (int w = 0; w < 8; ++w) {  // bytes 0..3: codes 4w, 4w + 2, 4w + 1, 4w + 3
+        const __m512i v = _mm512_loadu_si512(c + 64 * w);
+        put(4 * w, _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24));
+        put(4 * w + 2, _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 24));
+        put(4 * w + 1, _mm512_srai_epi32(_mm512_slli_epi32(v, 8), 24));
+        put(4 * w + 3, _mm512_srai_epi32(v, 24));
+      }
+    }
+  }
+}
+
 InterleavedDotFn interleaved_dot_kernel(DType t) {
   if (t == DType::kQ4_0) return dot_il<DType::kQ4_0>;
   if (t == DType::kQ8_0) return dot_il<DType::kQ8_0>;
@@ -185,6 +232,9 @@ InterleavedDotFn interleaved_dot_kernel(DType t) {
 }
 #else
 InterleavedDotFn interleaved_dot_kernel(DType) { return nullptr; }
+void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n, float* panel) {
+  dequantize_group_ref(t, group, n, panel);
+}
 #endif
 
 }  // namespace detail

@@ -36,6 +36,15 @@ struct DotKernel {
   Rows4DotFn dot4 = nullptr;  // optional: shares the activation loads of a block across 4 rows
 };
 
+// One f32 panel pw [K, 16] (k-major, as PackedMatrix panels: pw[k * 16 + r]; nr <= 16 of its rows real) times
+// x [n_tokens, K]: y[t * ldy + r] for r < nr, through matmul_packed's 6-token x 16-row AVX2 microkernel. Only call
+// when cpu_features().has_avx2_fma().
+void panel_gemm_avx2(const float* pw, int64_t K, int nr, const float* x, int64_t n_tokens, float* y, int64_t ldy);
+// One group of interleaved q4_0 / q8_0 weights (kernels/ops.h) -> its f32 panel [n, 16] (panel[k * 16 + r] = row r's
+// element k, the value dequantize_row gives): reference, and AVX-512 (call only when interleave_wanted(t)).
+void dequantize_group_ref(DType t, const uint8_t* group, int64_t n, float* panel);
+void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n, float* panel);
+
 // 16 rows of interleaved weights (kernels/ops.h interleave_weights; group: the first byte of the rows' group) times
 // one kQ16 activation row: y[0..15]. n = the matrix's columns.
 using InterleavedDotFn = void (*)(const uint8_t* group, const ActRow& x, int64_t n, float* y);
