@@ -165,10 +165,6 @@ using detail::ActRow;
 using detail::DotKernel;
 
 DotKernel pick_kernel(DType t) {
-  if (cpu_features().has_avx512()) {
-    DotKernel k = detail::avx512_dot_kernel(t);
-    if (k.dot) return k;
-  }
   if (cpu_features().has_avx2_fma()) {
     DotKernel k = detail::avx2_dot_kernel(t);
     if (k.dot) return k;

@@ -58,9 +58,9 @@ InterleavedDotFn interleaved_dot_kernel(DType t);
 DotKernel generic_dot_kernel(DType t);
 // AVX2+FMA+F16C kernels (compiled with target attributes); dot == nullptr when the dtype has none.
 DotKernel avx2_dot_kernel(DType t);
-// AVX-512 F/BW/VL/DQ kernels (matmul_avx512.cc: f16, bf16); dot == nullptr for the other dtypes (the caller falls
-// back to avx2_dot_kernel). Same activation formats as the AVX2 ones. Only call when cpu_features().has_avx512().
-DotKernel avx512_dot_kernel(DType t);
+// No AVX-512 row-dot kernels, by measurement (kernels_bench gemv, 2 threads, Zen 4): 16-wide f16 / bf16 kernels ran
+// 30% slower than these on the DRAM-bound 49152x576 matrix (28-30 vs 41 GB/s; faster only in cache), and 32-block
+// kernels with one block per zmm 10-45% slower; AVX-512 decode of q4_0 / q8_0 uses the interleaved layout instead.
 // The kQ16 activation quantizer (reference): per 32 values d = amax / 32767, q = round-to-nearest-even(x / d) (as
 // x * (1 / d)), sums[b] = d * sum(q[b]). n % 32 == 0. q [n], d and sums [n / 32].
 void quantize_row_q16(const float* x, int16_t* q, float* d, float* sums, int64_t n);
