@@ -34,7 +34,14 @@ void BM_Matmul(benchmark::State& state) {
   const int64_t n_out = state.range(1), n_in = state.range(2), n_tok = state.range(3);
   std::vector<uint8_t> w = make_weights(t, n_out, n_in);
   std::vector<float> x(n_tok * n_in, 0.5f), y(n_tok * n_out);
-  const WeightView wv{t, w.data(), n_out, n_in};
+  WeightView wv{t, w.data(), n_out, n_in};
+  std::vector<uint8_t> il;  // the decode layout, as model loading builds it where matmul reads it
+  if (cpu::interleave_wanted(t)) {
+    il.resize(cpu::interleaved_bytes(t, n_out, n_in) + 64);
+    uint8_t* p = il.data() + (64 - reinterpret_cast<uintptr_t>(il.data()) % 64) % 64;  // 64-byte aligned
+    if (!cpu::interleave_weights(wv, p).ok()) state.SkipWithError("interleave failed");
+    wv.interleaved = p;
+  }
   for (auto _ : state) {
     if (!cpu::matmul(wv, x.data(), n_tok, y.data()).ok()) state.SkipWithError("matmul failed");
     benchmark::DoNotOptimize(y.data());

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Citadel's CPU prompt/decode speed side by side with llama.cpp's llama-bench on the same GGUF files, in interleaved
 # rounds (round r: llama-bench, citadel[, citadel base] on every file), 2 threads. llama.cpp is only a benchmark peer:
-# build its llama-bench yourself outside the repository and point LLAMA_BENCH at it; without it only Citadel runs.
+# build its llama-bench outside the repository (bench/cpu/build_llamacpp.sh) and point LLAMA_BENCH at it; without it
+# only Citadel runs.
 #
 #   bench/cpu/vs_llamacpp.sh [BUILD_DIR]
 #   env: LLAMA_BENCH=/work/llamacpp/build/bin/llama-bench  ROUNDS=3  THREADS=2  PROMPT=128  GEN=64
 #        MODELS="smollm2-135m:q4_0 smollm2-135m:q8_0 smollm2-135m:f16 qwen2-0.5b:q4_0 qwen2-0.5b:q8_0"
 #        BASE_BENCH=path/to/an/older/cpu_model_bench (optional: measured in the same rounds as "citadel_base")
+#        BASE_ENV="CITADEL_CPU=avx2" (optional: environment of the citadel_base runs; with BASE_BENCH unset, it runs
+#        this build's cpu_model_bench under that environment: before/after on one binary)
 #        LABEL=before|after (goes into the file name)  OUT=bench/results/<file>.json
 # Writes one JSON file: CPU model and flags, load averages, per-round tok/s and medians, and the ratios
 # citadel / llama.cpp (and citadel / citadel_base).
@@ -18,7 +21,9 @@ citadel=$build/citadel
 [ -x "$bench" ] && [ -x "$citadel" ] || { echo "build cpu_model_bench and citadel in $build first" >&2; exit 2; }
 llama=${LLAMA_BENCH:-/work/llamacpp/build/bin/llama-bench}
 [ -x "$llama" ] || { echo "no llama-bench at $llama: measuring Citadel only" >&2; llama=""; }
+base_env=${BASE_ENV:-}
 base=${BASE_BENCH:-}
+[ -z "$base" ] && [ -n "$base_env" ] && base=$bench
 rounds=${ROUNDS:-3}
 threads=${THREADS:-2}
 np=${PROMPT:-128}
@@ -34,18 +39,21 @@ for m in $models; do
   [ -f "$f" ] || "$citadel" synth --preset "${m%%:*}" --seed 1 --dtype "${m##*:}" --out "$f" >/dev/null
 done
 
-# emit NAME ROUND TOOL PROMPT_TOK_S DECODE_TOK_S LOADAVG as one JSON line
+# emit NAME ROUND TOOL PROMPT_TOK_S DECODE_TOK_S LOADAVG [BENCH_JSON] as one JSON line (from cpu_model_bench's JSON:
+# its read bandwidth and weight bytes per token, for the decode roofline)
 emit() {
-  python3 -c 'import json,sys; a=sys.argv; print(json.dumps({"model": a[1], "round": int(a[2]), "tool": a[3],
-    "prompt_tok_s": float(a[4]), "decode_tok_s": float(a[5]), "loadavg": a[6]}))' "$@" >> "$lines"
+  python3 -c 'import json,sys; a=sys.argv; e=json.loads(a[7]) if len(a) > 7 else {}
+print(json.dumps({"model": a[1], "round": int(a[2]), "tool": a[3], "prompt_tok_s": float(a[4]),
+  "decode_tok_s": float(a[5]), "loadavg": a[6], "read_bandwidth_GBps": e.get("read_bandwidth_GBps"),
+  "weight_bytes_per_token": e.get("weight_bytes_per_token")}))' "$@" >> "$lines"
 }
 
-run_citadel() {  # TOOL BIN NAME FILE ROUND
+run_citadel() {  # TOOL BIN NAME FILE ROUND [ENV...]
   local load out
   load=$(cut -d' ' -f1-3 /proc/loadavg)
-  out=$(CITADEL_THREADS=$threads "$2" --model "$4" --prompt "$np" --gen "$ng" --repeats 1)
+  out=$(env CITADEL_THREADS=$threads ${6:-} "$2" --model "$4" --prompt "$np" --gen "$ng" --repeats 1)
   emit "$3" "$5" "$1" "$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["prefill_tok_s"])')" \
-       "$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["decode_tok_s"])')" "$load"
+       "$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["decode_tok_s"])')" "$load" "$out"
 }
 
 run_llama() {  # NAME FILE ROUND
@@ -66,7 +74,7 @@ for r in $(seq 1 "$rounds"); do
     echo "== round $r $name (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     [ -n "$llama" ] && run_llama "$name" "$f" "$r"
     run_citadel citadel "$bench" "$name" "$f" "$r"
-    [ -n "$base" ] && run_citadel citadel_base "$base" "$name" "$f" "$r"
+    [ -n "$base" ] && run_citadel citadel_base "$base" "$name" "$f" "$r" "$base_env"
     tail -n 3 "$lines" >&2
   done
 done
@@ -76,9 +84,9 @@ out=${OUT:-$root/bench/results/cpu-amd-epyc-$date-vs-llamacpp${LABEL:+-$LABEL}.j
 commit=$(git -C "$root" rev-parse --short HEAD)
 llama_commit=""
 [ -n "$llama" ] && llama_commit=$(python3 -c 'import json; print(json.load(open("'"$work"'/llama-last.json"))[0].get("build_commit",""))')
-python3 - "$lines" "$out" "$commit" "$llama_commit" "$rounds" "$threads" "$np" "$ng" <<'EOF'
+python3 - "$lines" "$out" "$commit" "$llama_commit" "$rounds" "$threads" "$np" "$ng" "$base_env" <<'EOF'
 import json, statistics, sys, re
-lines, out, commit, llama_commit, rounds, threads, np_, ng = sys.argv[1:]
+lines, out, commit, llama_commit, rounds, threads, np_, ng, base_env = sys.argv[1:]
 rows = [json.loads(l) for l in open(lines)]
 cpu = {}
 for l in open("/proc/cpuinfo"):
@@ -94,12 +102,25 @@ for r in rows:
     d["prompt_tok_s"].append(r["prompt_tok_s"])
     d["decode_tok_s"].append(r["decode_tok_s"])
     d["loadavg"].append(r["loadavg"])
+    if r.get("read_bandwidth_GBps"):
+        d.setdefault("read_bandwidth_GBps", []).append(r["read_bandwidth_GBps"])
+        d["weight_bytes_per_token"] = r["weight_bytes_per_token"]
 summary = {}
 for m, tools in res.items():
     s = {}
     for t, d in tools.items():
         s[t] = {"prompt_tok_s": round(statistics.median(d["prompt_tok_s"]), 2),
                 "decode_tok_s": round(statistics.median(d["decode_tok_s"]), 2)}
+    bw = [x for d in tools.values() for x in d.get("read_bandwidth_GBps", [])]
+    wb = [d["weight_bytes_per_token"] for d in tools.values() if "weight_bytes_per_token" in d]
+    if bw and wb:
+        roof = statistics.median(bw) * 1e9 / wb[0]
+        s["read_bandwidth_GBps_median"] = round(statistics.median(bw), 2)
+        s["weight_bytes_per_token"] = wb[0]
+        s["decode_roofline_tok_s"] = round(roof, 2)
+        for t in ("citadel", "citadel_base", "llama.cpp"):
+            if t in s:
+                s["roofline_ratio_decode_" + t.replace(".", "")] = round(s[t]["decode_tok_s"] / roof, 3)
     for peer in ("llama.cpp", "citadel_base"):
         if peer in s and "citadel" in s:
             s["citadel_over_" + peer.replace(".", "")] = {
@@ -126,6 +147,7 @@ doc = {
                "cpu_model_bench --prompt %s --gen %s --repeats 1 (synthetic files: citadel synth --seed 1)"
                % (np_, ng, threads, np_, ng),
     "rounds": int(rounds),
+    "citadel_base_env": base_env or None,
     "figures": figures,
     "medians": summary,
     "runs": res,

@@ -16,12 +16,14 @@ CpuFeatures probe() {
   f.avx512f = __builtin_cpu_supports("avx512f");
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
+  f.avx512dq = __builtin_cpu_supports("avx512dq");
   f.avx512vnni = __builtin_cpu_supports("avx512vnni");
   f.avx512bf16 = __builtin_cpu_supports("avx512bf16");
 #endif
   if (const char* cap = std::getenv("CITADEL_CPU")) {
     if (std::strcmp(cap, "generic") == 0) f = CpuFeatures{};
-    if (std::strcmp(cap, "avx2") == 0) f.avx512f = f.avx512bw = f.avx512vl = f.avx512vnni = f.avx512bf16 = false;
+    if (std::strcmp(cap, "avx2") == 0)
+      f.avx512f = f.avx512bw = f.avx512vl = f.avx512dq = f.avx512vnni = f.avx512bf16 = false;
   }
   return f;
 }

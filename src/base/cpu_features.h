@@ -1,6 +1,6 @@
 // What the CPU we run on can do, probed once (cpuid via the compiler's builtins); used to pick SIMD kernels at run
 // time so one binary runs on any x86-64 (and builds elsewhere, where everything reads false).
-// $CITADEL_CPU=generic (or avx2) caps the level, for testing the fallbacks. Thread-safe (immutable after first use).
+// $CITADEL_CPU=generic (or avx2) caps the level, for testing the fallbacks and before/after benchmarks on one binary. Thread-safe (immutable after first use).
 #pragma once
 
 namespace citadel {
@@ -12,11 +12,12 @@ struct CpuFeatures {
   bool avx512f = false;
   bool avx512bw = false;
   bool avx512vl = false;
+  bool avx512dq = false;
   bool avx512vnni = false;
   bool avx512bf16 = false;  // vdpbf16ps (AMD Zen 4, Intel Cooper Lake / Sapphire Rapids)
 
   bool has_avx2_fma() const { return avx2 && fma && f16c; }
-  bool has_avx512() const { return avx512f && avx512bw && avx512vl; }
+  bool has_avx512() const { return has_avx2_fma() && avx512f && avx512bw && avx512vl && avx512dq; }
   bool has_avx512_bf16() const { return has_avx512() && avx512bf16; }
 };
 

@@ -25,6 +25,11 @@ struct WeightView {
   const void* data = nullptr;
   int64_t rows = 0;  // n_out
   int64_t cols = 0;  // n_in
+  // Optional: the same matrix in the 16-row interleaved layout (cpu::interleave_weights), or nullptr. Where the CPU
+  // has AVX-512 VNNI (cpu::interleave_wanted) matmul reads it instead of data: decode through vpdpwssd kernels,
+  // prompts through f32 panels dequantized from it, so data's pages go unread after load. Views made from this one
+  // with other rows (slices) must leave it null.
+  const void* interleaved = nullptr;
   size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }
 };
 
@@ -101,6 +106,24 @@ struct MatmulTarget {
 Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, int64_t n_tokens);
 // Reference: dequantizes each row with the quant reference and accumulates in double (no activation quantization).
 Status matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y);
+
+// The 16-row interleaved decode layout of q4_0 / q8_0 weights (WeightView::interleaved). Rows are taken in groups of
+// kInterleaveRows (the last group padded with zero rows), each interleaved_group_bytes long. A group holds its nb
+// block columns (16 rows x 32 codes each) in units of two: 64 bytes of scales (16 f16 per column, row order; the
+// second half zero in a last, one-column unit), then the columns' codes (q4_0: 256 bytes, q8_0: 512), as 64-byte
+// words with one 4-byte lane per row: q4_0 word w holds pairs k = 4w + p (p = 0..3) of codes (2k at bits 4p,
+// 2k + 1 at bits 16 + 4p); q8_0 word w holds codes 4w, 4w + 2, 4w + 1, 4w + 3 in bytes 0..3. About the size of the
+// rows it came from (1-2% more for q4_0: the scales' padding).
+constexpr int kInterleaveRows = 16;
+bool interleave_supported(DType t);
+// 0 when t has no layout or cols is not a multiple of 32.
+size_t interleaved_bytes(DType t, int64_t rows, int64_t cols);
+size_t interleaved_group_bytes(DType t, int64_t cols);
+// out [interleaved_bytes(w)] (64-byte aligned: the kernels' code loads are then aligned) <- w. InvalidArgument when w has no layout.
+Status interleave_weights(const WeightView& w, uint8_t* out);
+// True when matmul on this CPU reads WeightView::interleaved for dtype t (AVX-512 VNNI, q4_0 / q8_0, and
+// $CITADEL_CPU_INTERLEAVE is not "off"): worth building the copy at load only then.
+bool interleave_wanted(DType t);
 
 // y [n_tokens, dim] = x / sqrt(mean(x^2) + eps) * weight [dim]. y may equal x.
 void rmsnorm(const float* x, const float* weight, float* y, int64_t n_tokens, int64_t dim, float eps);

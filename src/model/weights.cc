@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/ops.h"
 #include "kernels/quant/quant.h"
 #include "model/role_source.h"
 #include "model/rope.h"
@@ -103,6 +104,32 @@ Status bind_roles(Binder& b, const ArchSpec& arch, bool per_layer, int layer, Ro
   return OkStatus();
 }
 
+// Gives the matrices that cpu::matmul reads through the 16-row interleaved decode layout on this CPU
+// (cpu::interleave_wanted: AVX-512 VNNI, q4_0 / q8_0) their interleaved copy, 64-byte aligned, in owned_bytes.
+// Routed-expert stacks are sliced per expert at run time (slices drop the copy), so they keep the row layout.
+Status add_interleaved(ModelWeights* w) {
+  auto add = [w](WeightView* v) -> Status {
+    if (!v->data || !cpu::interleave_wanted(v->dtype)) return OkStatus();
+    const size_t n = cpu::interleaved_bytes(v->dtype, v->rows, v->cols);
+    if (n == 0) return OkStatus();
+    w->owned_bytes.emplace_back(n + 64);
+    uint8_t* p = w->owned_bytes.back().data();
+    p += (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64;
+    RETURN_IF_ERROR(cpu::interleave_weights(*v, p));
+    v->interleaved = p;
+    return OkStatus();
+  };
+  RETURN_IF_ERROR(add(&w->global.mat[static_cast<size_t>(TensorRole::kOutput)]));
+  for (RoleWeights& L : w->layers) {
+    for (size_t i = 0; i < L.mat.size(); ++i) {
+      const TensorRole role = static_cast<TensorRole>(i);
+      if (role == TensorRole::kGateExps || role == TensorRole::kUpExps || role == TensorRole::kDownExps) continue;
+      RETURN_IF_ERROR(add(&L.mat[i]));
+    }
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 uint64_t ModelWeights::bytes_per_token() const {
@@ -144,6 +171,7 @@ Result<std::unique_ptr<ModelWeights>> load_weights(std::unique_ptr<TensorStore> 
     ASSIGN_OR_RETURN(output, b.mat(TensorRole::kTokEmbd, 0, /*for_matmul=*/true));  // tied, an f32 copy
   }
   if (w->arch->finish) RETURN_IF_ERROR(w->arch->finish(w.get()));
+  if (!opts.upcast_f32) RETURN_IF_ERROR(add_interleaved(w.get()));
   const float*& rope_freqs = g.vec[static_cast<size_t>(TensorRole::kRopeFreqs)];
   if (!rope_freqs && c.rope_scaling.type == "llama3") {
     auto factors = llama3_rope_factors(c);

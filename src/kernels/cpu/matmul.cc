@@ -223,6 +223,14 @@ ActRow act_row(ActFormat f, const float* x, const ActBuffer& buf, int64_t t, int
 
 bool matmul_supported(DType t) { return detail::generic_dot_kernel(t).dot != nullptr; }
 
+bool interleave_wanted(DType t) {
+  static const bool on = [] {
+    const char* e = std::getenv("CITADEL_CPU_INTERLEAVE");
+    return !(e && std::string(e) == "off") && cpu_features().has_avx512() && cpu_features().avx512vnni;
+  }();
+  return on && interleave_supported(t);
+}
+
 Status matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
   RETURN_IF_ERROR(check_weights(w, "matmul_ref"));
   std::vector<float> row(w.cols);
@@ -252,6 +260,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   struct Job {
     DotKernel k;
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
+    detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
+    const uint8_t* il;
     DType dtype;
     const uint8_t* wd;
     size_t rb;
@@ -280,6 +290,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.dtype = w.dtype;
     j.gemm = gemm && detail::gemm_supported(w.dtype);
     if (j.gemm) j.k.act = ActFormat::kF32;
+    j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
+    j.il_dot = !j.gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
@@ -290,7 +302,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     // A multiple of 4 rows, so the 4-row kernels cover whole tiles.
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
-    if (j.gemm) j.tile = 16;
+    if (j.gemm || j.il_dot) j.tile = 16;  // one interleaved group (kInterleaveRows); gemm_rows' block of rows
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -307,8 +319,25 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;
       const Job& j = jobs[ji];
       const int64_t r0 = (ti - j.first_tile) * j.tile, r1 = std::min(j.rows, r0 + j.tile);
+      if (j.gemm && j.il) {  // prompt over the interleaved copy: its group as an f32 panel (the rows go unread)
+        thread_local std::vector<float> panel;
+        panel.resize(static_cast<size_t>(n_in * kInterleaveRows));
+        detail::dequantize_group_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
+                                        n_in, panel.data());
+        detail::panel_gemm_avx2(panel.data(), n_in, static_cast<int>(r1 - r0), x, n_tokens, j.y + r0, j.rows);
+        continue;
+      }
       if (j.gemm) {
         CHECK(detail::gemm_rows(j.dtype, j.wd + r0 * j.rb, j.rb, r1 - r0, x, n_tokens, n_in, j.y + r0, j.rows));
+        continue;
+      }
+      if (j.il_dot) {  // r0 is a multiple of kInterleaveRows
+        float y16[kInterleaveRows];
+        const uint8_t* group = j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+          j.il_dot(group, act_row(j.k.act, x, *buf, t, n_in), n_in, y16);
+          std::memcpy(j.y + t * j.rows + r0, y16, sizeof(float) * (r1 - r0));
+        }
         continue;
       }
       for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenTile) {

@@ -36,10 +36,31 @@ struct DotKernel {
   Rows4DotFn dot4 = nullptr;  // optional: shares the activation loads of a block across 4 rows
 };
 
+// One f32 panel pw [K, 16] (k-major, as PackedMatrix panels: pw[k * 16 + r]; nr <= 16 of its rows real) times
+// x [n_tokens, K]: y[t * ldy + r] for r < nr, through matmul_packed's 6-token x 16-row AVX2 microkernel. Only call
+// when cpu_features().has_avx2_fma().
+void panel_gemm_avx2(const float* pw, int64_t K, int nr, const float* x, int64_t n_tokens, float* y, int64_t ldy);
+// One group of interleaved q4_0 / q8_0 weights (kernels/ops.h) -> its f32 panel [n, 16] (panel[k * 16 + r] = row r's
+// element k, the value dequantize_row gives): reference, and AVX-512 (call only when interleave_wanted(t)).
+void dequantize_group_ref(DType t, const uint8_t* group, int64_t n, float* panel);
+void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n, float* panel);
+
+// 16 rows of interleaved weights (kernels/ops.h interleave_weights; group: the first byte of the rows' group) times
+// one kQ16 activation row: y[0..15]. n = the matrix's columns.
+using InterleavedDotFn = void (*)(const uint8_t* group, const ActRow& x, int64_t n, float* y);
+// The reference (scalar, reads the layout code by code) and the AVX-512 VNNI kernel (vpdpwssd; nullptr for dtypes
+// without a layout). Call the latter only when cpu_features().has_avx512() && avx512vnni. Equal up to float
+// summation order (same integer sums per block).
+void dot_interleaved_ref(DType t, const uint8_t* group, const ActRow& x, int64_t n, float* y);
+InterleavedDotFn interleaved_dot_kernel(DType t);
+
 // Portable scalar kernels (integer dot products, same math as the SIMD ones); {kF32, nullptr} when unsupported.
 DotKernel generic_dot_kernel(DType t);
 // AVX2+FMA+F16C kernels (compiled with target attributes); dot == nullptr when the dtype has none.
 DotKernel avx2_dot_kernel(DType t);
+// No AVX-512 row-dot kernels, by measurement (kernels_bench gemv, 2 threads, Zen 4): 16-wide f16 / bf16 kernels ran
+// 30% slower than these on the DRAM-bound 49152x576 matrix (28-30 vs 41 GB/s; faster only in cache), and 32-block
+// kernels with one block per zmm 10-45% slower; AVX-512 decode of q4_0 / q8_0 uses the interleaved layout instead.
 // The kQ16 activation quantizer (reference): per 32 values d = amax / 32767, q = round-to-nearest-even(x / d) (as
 // x * (1 / d)), sums[b] = d * sum(q[b]). n % 32 == 0. q [n], d and sums [n / 32].
 void quantize_row_q16(const float* x, int16_t* q, float* d, float* sums, int64_t n);

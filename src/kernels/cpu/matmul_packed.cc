@@ -9,6 +9,7 @@
 #include "base/half.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/packed_kernels.h"
+#include "kernels/cpu/matmul_kernels.h"
 #include "kernels/cpu/simd_math.h"
 
 namespace citadel::cpu {
@@ -115,13 +116,11 @@ CITADEL_AVX2 void micro(const float* pw, const float* x, int64_t K, const float*
   if constexpr (M > 5) store_row(y + 5 * ldy, c50, c51, nr);
 }
 
+// One panel pw [K, kPanelRows] (nr of its rows real) times x [n_tokens, K]: y[t * ldy + r] for r < nr (y: the
+// panel's first output column).
 template <bool kGelu>
-void panel_avx2(const PackedMatrix& w, int64_t p, const float* x, int64_t n_tokens, const float* b16, float* y,
-                int64_t ldy) {
-  const float* pw = panel_of(w, p);
-  const int64_t r0 = p * kPanelRows;
-  const int nr = static_cast<int>(std::min<int64_t>(kPanelRows, w.rows - r0));
-  const int64_t K = w.cols;
+void panel_tiles(const float* pw, int64_t K, int nr, const float* x, int64_t n_tokens, const float* b16, float* y,
+                 int64_t ldy) {
   // Full 6-token tiles, except that a remainder of 1 or 2 tokens borrows the last full tile: 7 = 4 + 3, 8 = 4 + 4.
   // A 1- or 2-token tile has 2 or 4 accumulator chains, fewer than the FMA latency hides (1 in 16 tokens at 32
   // tokens per call ran at under half speed).
@@ -129,24 +128,43 @@ void panel_avx2(const PackedMatrix& w, int64_t p, const float* x, int64_t n_toke
   const int64_t rem = n_tokens % kMr;
   if (full > 0 && (rem == 1 || rem == 2)) --full;
   int64_t t = 0;
-  for (; t < full * kMr; t += kMr) micro<kMr>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+  for (; t < full * kMr; t += kMr) micro<kMr>(pw, x + t * K, K, b16, y + t * ldy, ldy, nr);
   if (n_tokens - t > kMr) {
-    micro<4>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr);
+    micro<4>(pw, x + t * K, K, b16, y + t * ldy, ldy, nr);
     t += 4;
   }
   switch (n_tokens - t) {
-    case 5: micro<5>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 4: micro<4>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 3: micro<3>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 2: micro<2>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
-    case 1: micro<1>(pw, x + t * K, K, b16, y + t * ldy + r0, ldy, nr); break;
+    case 5: micro<5>(pw, x + t * K, K, b16, y + t * ldy, ldy, nr); break;
+    case 4: micro<4>(pw, x + t * K, K, b16, y + t * ldy, ldy, nr); break;
+    case 3: micro<3>(pw, x + t * K, K, b16, y + t * ldy, ldy, nr); break;
+    case 2: micro<2>(pw, x + t * K, K, b16, y + t * ldy, ldy, nr); break;
+    case 1: micro<1>(pw, x + t * K, K, b16, y + t * ldy, ldy, nr); break;
     default: break;
   }
-  if constexpr (kGelu) gelu_tile(y + r0, ldy, static_cast<int>(n_tokens), nr);
+  if constexpr (kGelu) gelu_tile(y, ldy, static_cast<int>(n_tokens), nr);
 }
 #endif
 
 }  // namespace
+
+#if defined(__x86_64__)
+void detail::panel_gemm_avx2(const float* pw, int64_t K, int nr, const float* x, int64_t n_tokens, float* y,
+                             int64_t ldy) {
+  alignas(32) const float zeros[kPanelRows] = {};
+  panel_tiles<false>(pw, K, nr, x, n_tokens, zeros, y, ldy);
+}
+#else
+void detail::panel_gemm_avx2(const float* pw, int64_t K, int nr, const float* x, int64_t n_tokens, float* y,
+                             int64_t ldy) {
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int r = 0; r < nr; ++r) {
+      float s = 0;
+      for (int64_t k = 0; k < K; ++k) s += pw[k * kPanelRows + r] * x[t * K + k];
+      y[t * ldy + r] = s;
+    }
+  }
+}
+#endif
 
 PackedMatrix pack_matrix(const float* w, int64_t rows, int64_t cols) {
   PackedMatrix m;
@@ -231,8 +249,10 @@ void matmul_packed(const PackedMatrix& w, const float* x, int64_t n_tokens, cons
         panel_bias(w, bias, p, b16);
 #if defined(__x86_64__)
         if (avx2) {
-          if (epi == Epilogue::kGeluErf) panel_avx2<true>(w, p, xb, nt, b16, yb, ldy);
-          else panel_avx2<false>(w, p, xb, nt, b16, yb, ldy);
+          const int64_t r0 = p * kPanelRows;
+          const int nr = static_cast<int>(std::min<int64_t>(kPanelRows, w.rows - r0));
+          if (epi == Epilogue::kGeluErf) panel_tiles<true>(panel_of(w, p), w.cols, nr, xb, nt, b16, yb + r0, ldy);
+          else panel_tiles<false>(panel_of(w, p), w.cols, nr, xb, nt, b16, yb + r0, ldy);
           continue;
         }
 #endif

@@ -1,0 +1,157 @@
+// The 16-row interleaved decode layout (kernels/ops.h interleave_weights) and its kernels: the scalar reference over
+// the layout against the row-dot reference on the original rows (so the packing is checked too), the AVX-512 VNNI
+// kernel against the reference, and matmul with an interleaved view against matmul without one and matmul_ref.
+// Odd row counts (padding rows in the last group), 1 to 151 blocks, an activation outlier.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "base/cpu_features.h"
+#include "kernels/cpu/matmul_kernels.h"
+#include "kernels/ops.h"
+#include "kernels/quant/quant.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace citadel {
+namespace {
+
+using testing::nmse;
+using testing::random_floats;
+
+struct Q16Row {
+  std::vector<int16_t> q;
+  std::vector<float> d, sums;
+  cpu::detail::ActRow row;
+};
+
+Q16Row q16_row(int64_t n, uint32_t seed) {
+  std::vector<float> x = random_floats(n, seed, 2.0f);
+  x[n / 3] = -35.0f;
+  Q16Row a;
+  a.q.resize(n);
+  a.d.resize(n / kQK);
+  a.sums.resize(n / kQK);
+  cpu::detail::quantize_row_q16(x.data(), a.q.data(), a.d.data(), a.sums.data(), n);
+  a.row.q16 = a.q.data();
+  a.row.q16_d = a.d.data();
+  a.row.q16_sums = a.sums.data();
+  return a;
+}
+
+std::vector<uint8_t> interleaved(const WeightView& w) {
+  std::vector<uint8_t> out(cpu::interleaved_bytes(w.dtype, w.rows, w.cols), 0xAB);
+  EXPECT_TRUE(cpu::interleave_weights(w, out.data()).ok());
+  return out;
+}
+
+TEST(MatmulInterleaved, ReferenceOverLayoutMatchesRowDots) {
+  int checked = 0;
+  for (DType t : {DType::kQ4_0, DType::kQ8_0}) {
+    for (int64_t n : {32, 96, 608, 32 * 151}) {
+      const int64_t rows = 37;  // groups of 16, 16, 5 + 11 padding rows
+      std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 40 + static_cast<uint32_t>(n));
+      const WeightView wv{t, w.data(), rows, n};
+      const size_t gb = cpu::interleaved_group_bytes(t, n);
+      ASSERT_EQ(cpu::interleaved_bytes(t, rows, n), 3 * gb);
+      ASSERT_GE(gb, 16 * wv.row_bytes());
+      std::vector<uint8_t> il = interleaved(wv);
+      Q16Row a = q16_row(n, 50 + static_cast<uint32_t>(n));
+      const auto g = cpu::detail::generic_dot_kernel(t);
+      std::vector<float> want(48, 0.0f), got(48, -1.0f);
+      for (int64_t r = 0; r < rows; ++r) want[r] = g.dot(w.data() + r * wv.row_bytes(), a.row, n);
+      for (int64_t gi = 0; gi < 3; ++gi)
+        cpu::detail::dot_interleaved_ref(t, il.data() + gi * gb, a.row, n, got.data() + 16 * gi);
+      EXPECT_LT(nmse(want, got), 1e-11) << dtype_name(t) << " n " << n;
+      for (int64_t r = rows; r < 48; ++r) EXPECT_EQ(got[r], 0.0f) << "padding row " << r;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 8);
+}
+
+TEST(MatmulInterleaved, Avx512VnniKernelMatchesReference) {
+  if (!cpu_features().has_avx512() || !cpu_features().avx512vnni)
+    GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or CITADEL_CPU caps it)";
+  for (DType t : {DType::kQ4_0, DType::kQ8_0}) {
+    const auto k = cpu::detail::interleaved_dot_kernel(t);
+    ASSERT_TRUE(k) << dtype_name(t);
+    for (int64_t n : {32, 64, 608, 32 * 151}) {
+      const int64_t rows = 21;
+      std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 60 + static_cast<uint32_t>(n));
+      const WeightView wv{t, w.data(), rows, n};
+      std::vector<uint8_t> il = interleaved(wv);
+      Q16Row a = q16_row(n, 70 + static_cast<uint32_t>(n));
+      std::vector<float> want(32), got(32, -1.0f);
+      for (int gi = 0; gi < 2; ++gi) {
+        const uint8_t* group = il.data() + gi * cpu::interleaved_group_bytes(t, n);
+        cpu::detail::dot_interleaved_ref(t, group, a.row, n, want.data() + 16 * gi);
+        k(group, a.row, n, got.data() + 16 * gi);
+      }
+      EXPECT_LT(nmse(want, got), 1e-11) << dtype_name(t) << " n " << n;
+    }
+  }
+  EXPECT_EQ(cpu::detail::interleaved_dot_kernel(DType::kQ4_1), nullptr);
+}
+
+// matmul reads the interleaved copy for 1..3 tokens where interleave_wanted(), the row data otherwise: both agree
+// with each other (same integer sums) and with matmul_ref (16-bit activation codes: ~1e-9).
+TEST(MatmulInterleaved, MatmulWithInterleavedViewMatchesReference) {
+  for (DType t : {DType::kQ4_0, DType::kQ8_0}) {
+    const int64_t rows = 53, n = 32 * 27;
+    std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 80);
+    WeightView wv{t, w.data(), rows, n};
+    std::vector<uint8_t> il = interleaved(wv);
+    for (int64_t n_tok : {1, 2, 3, 5, 70}) {
+      std::vector<float> x = random_floats(n_tok * n, 90 + static_cast<uint32_t>(n_tok));
+      std::vector<float> ref(n_tok * rows), plain(n_tok * rows), fast(n_tok * rows, -1.0f);
+      wv.interleaved = nullptr;
+      ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, ref.data()).ok());
+      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, plain.data()).ok());
+      wv.interleaved = il.data();
+      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, fast.data()).ok());
+      EXPECT_LT(nmse(plain, fast), 1e-11) << dtype_name(t) << " tokens " << n_tok;
+      EXPECT_LT(nmse(ref, fast), 1e-8) << dtype_name(t) << " tokens " << n_tok;
+    }
+  }
+}
+
+// The group -> f32 panel dequantizers (prompt path) against dequantize_row on the original rows: bit-equal.
+TEST(MatmulInterleaved, GroupPanelsMatchDequantizeRow) {
+  const bool simd = cpu_features().has_avx512() && cpu_features().avx512vnni;
+  for (DType t : {DType::kQ4_0, DType::kQ8_0}) {
+    const int64_t rows = 19, n = 32 * 5;
+    std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 33);
+    const WeightView wv{t, w.data(), rows, n};
+    std::vector<uint8_t> il = interleaved(wv);
+    std::vector<float> want(rows * n), ref(32 * n), fast(32 * n, -1.0f);
+    for (int64_t r = 0; r < rows; ++r)
+      ASSERT_TRUE(dequantize_row(t, w.data() + r * wv.row_bytes(), want.data() + r * n, n).ok());
+    for (int g = 0; g < 2; ++g) {
+      const uint8_t* group = il.data() + g * cpu::interleaved_group_bytes(t, n);
+      cpu::detail::dequantize_group_ref(t, group, n, ref.data() + g * 16 * n);
+      if (simd) cpu::detail::dequantize_group_avx512(t, group, n, fast.data() + g * 16 * n);
+    }
+    for (int64_t r = 0; r < 32; ++r) {
+      for (int64_t k = 0; k < n; ++k) {
+        const float v = r < rows ? want[r * n + k] : 0.0f;
+        const float got = ref[(r / 16) * 16 * n + k * 16 + r % 16];
+        ASSERT_EQ(got, v) << dtype_name(t) << " row " << r << " col " << k;
+        if (simd) {
+          ASSERT_EQ(fast[(r / 16) * 16 * n + k * 16 + r % 16], v) << dtype_name(t) << " row " << r;
+        }
+      }
+    }
+  }
+}
+
+TEST(MatmulInterleaved, UnsupportedShapesAreErrors) {
+  std::vector<uint8_t> buf(1024);
+  EXPECT_EQ(cpu::interleaved_bytes(DType::kQ4_K, 16, 256), 0u);
+  EXPECT_EQ(cpu::interleaved_bytes(DType::kQ4_0, 16, 48), 0u);
+  EXPECT_EQ(cpu::interleave_weights({DType::kQ4_1, buf.data(), 2, 32}, buf.data()).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_FALSE(cpu::interleave_wanted(DType::kQ6_K));
+}
+
+}  // namespace
+}  // namespace citadel
