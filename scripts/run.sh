@@ -17,7 +17,7 @@ say "2/4 configure: $BUILD (CUDA backend: $CUDA)"
 # A unity build (each module's files batched into few translation units) builds the server ~30% faster from scratch.
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCITADEL_TESTS=OFF -DCITADEL_CUDA="$CUDA" -DCMAKE_UNITY_BUILD=ON -Wno-dev \
   --log-level=WARNING $FLAGS >/dev/null
-say "3/4 build: the citadel binary only, $JOBS jobs (about 6 minutes on 2 cores from scratch; seconds when built)"
+say "3/4 build: the citadel binary only, $JOBS jobs (about 3 minutes on 2 cores from scratch; seconds when built)"
 log="$BUILD/make-run-build.log"
 if ! cmake --build "$BUILD" -j "$JOBS" --target citadel >"$log" 2>&1; then
   tail -40 "$log" >&2
