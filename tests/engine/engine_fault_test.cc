@@ -15,22 +15,11 @@ using testing::TestRunner;
 constexpr int kVocab = 64;
 
 EngineConfig config() {
-  EngineConfig c;
-  c.n_blocks = 64;
-  c.block_size = 4;
-  c.max_batched_tokens = 64;
-  c.max_seqs = 2;  // a third request waits: it must fail too
-  c.watermark = 0;
-  return c;
+  return testing::small_config(64, 4, 64, /*max_seqs=*/2);  // a third request waits: it must fail too
 }
 
 GenerateRequest request(const std::string& id, std::vector<int32_t> prompt, int max_tokens) {
-  GenerateRequest r;
-  r.id = id;
-  r.prompt = std::move(prompt);
-  r.max_tokens = max_tokens;
-  r.sampling.temperature = 0;
-  return r;
+  return testing::greedy_request(id, std::move(prompt), max_tokens);
 }
 
 struct Drained {

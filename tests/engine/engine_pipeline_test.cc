@@ -4,6 +4,7 @@
 // output.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <thread>
 
 #include "engine/engine.h"
@@ -12,8 +13,27 @@
 namespace citadel::engine {
 namespace {
 
+using testing::greedy_request;
+using testing::small_config;
 using testing::TestRunner;
 constexpr int kVocab = 64;
+
+// A TestRunner that samples on its "device" and pipelines, and an initialised engine over it.
+struct Piped {
+  TestRunner runner{kVocab};
+  std::unique_ptr<Engine> engine;
+  explicit Piped(int n_blocks, int max_seqs = 8) {
+    runner.enable_device_sampling();
+    runner.enable_pipelining();
+    engine = std::make_unique<Engine>(&runner, small_config(n_blocks, 4, 64, max_seqs));
+    EXPECT_TRUE(engine->init().ok());
+  }
+  // Steps until idle, then once more: that collects a step launched for requests that all ended meanwhile.
+  void finish() {
+    for (int k = 0; k < 10000 && !engine->idle(); ++k) engine->step();
+    engine->step();
+  }
+};
 
 struct Outcome {
   std::vector<int32_t> tokens;
@@ -31,17 +51,6 @@ Outcome drain(RequestHandle& h) {
   }
   o.status = h.final_status().to_string();
   return o;
-}
-
-EngineConfig config(int n_blocks, int block_size, int max_batched_tokens, int max_seqs, bool overlap) {
-  EngineConfig c;
-  c.n_blocks = n_blocks;
-  c.block_size = block_size;
-  c.max_batched_tokens = max_batched_tokens;
-  c.max_seqs = max_seqs;
-  c.watermark = 0;
-  c.overlap_steps = overlap;
-  return c;
 }
 
 // A random mix: greedy and seeded rows, logprobs, logit_bias, stop tokens, shared prompt stems (prefix cache), and,
@@ -128,8 +137,8 @@ TEST(EnginePipeline, RandomWorkloadsEqualUnpipelined) {
     // Edits room for every row: a step that overflowed it would be sampled on the host, with another generator.
     for (TestRunner* r : {&plain_runner, &piped_runner}) r->enable_device_sampling(100000);
     piped_runner.enable_pipelining();
-    Engine plain(&plain_runner, config(n_blocks, 4, budget, 6, false));
-    Engine piped(&piped_runner, config(n_blocks, 4, budget, 6, true));
+    Engine plain(&plain_runner, small_config(n_blocks, 4, budget, 6, false));
+    Engine piped(&piped_runner, small_config(n_blocks, 4, budget, 6, true));
     ASSERT_TRUE(plain.init().ok());
     ASSERT_TRUE(piped.init().ok());
     const auto want = run(plain, plain_runner, reqs, seed);
@@ -159,7 +168,7 @@ TEST(EnginePipeline, ContextAndMaxTokensEndExactly) {
     TestRunner runner(kVocab, /*max_context=*/40);
     runner.enable_device_sampling();
     if (overlap) runner.enable_pipelining();
-    Engine e(&runner, config(64, 4, 64, 8, overlap));
+    Engine e(&runner, small_config(64, 4, 64, 8, overlap));
     ASSERT_TRUE(e.init().ok());
     GenerateRequest a;
     a.id = "ctx";
@@ -189,28 +198,16 @@ TEST(EnginePipeline, ContextAndMaxTokensEndExactly) {
 // Cancelling requests while their tokens are in flight: the cancelled ones end kCancelled with a prefix of their
 // tokens, the rest are untouched, and nothing leaks.
 TEST(EnginePipeline, CancelWhileInFlight) {
-  TestRunner runner(kVocab);
-  runner.enable_device_sampling();
-  runner.enable_pipelining();
-  Engine e(&runner, config(64, 4, 64, 8, true));
-  ASSERT_TRUE(e.init().ok());
+  Piped p(64);
   std::vector<std::shared_ptr<RequestHandle>> hs;
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < 6; ++i) {
     prompts.push_back({static_cast<int32_t>(i + 1), 7, 9});
-    hs.push_back(*e.submit([&] {
-      GenerateRequest r;
-      r.id = "c" + std::to_string(i);
-      r.prompt = prompts.back();
-      r.max_tokens = 20;
-      r.sampling.temperature = 0;
-      return r;
-    }()));
+    hs.push_back(*p.engine->submit(greedy_request("c" + std::to_string(i), prompts.back(), 20)));
   }
-  for (int k = 0; k < 5; ++k) e.step();
+  for (int k = 0; k < 5; ++k) p.engine->step();
   for (int i = 0; i < 6; i += 2) hs[static_cast<size_t>(i)]->cancel();
-  while (!e.idle()) e.step();
-  e.step();
+  p.finish();
   for (int i = 0; i < 6; ++i) {
     const Outcome o = drain(*hs[static_cast<size_t>(i)]);
     const auto want = TestRunner::reference_greedy(prompts[static_cast<size_t>(i)], 20, kVocab);
@@ -222,84 +219,57 @@ TEST(EnginePipeline, CancelWhileInFlight) {
       EXPECT_EQ(o.tokens, want);
     }
   }
-  EXPECT_EQ(e.kv_cache()->num_used(), 0);
-  EXPECT_EQ(runner.outstanding(), 0u);
+  EXPECT_EQ(p.engine->kv_cache()->num_used(), 0);
+  EXPECT_EQ(p.runner.outstanding(), 0u);
 }
 
 // A step that fails (the device stays healthy) fails its own requests only; a sticky fault fails the engine, every
 // request ends with an error, and nothing is left launched.
 TEST(EnginePipeline, FailuresEndRequestsCleanly) {
   {
-    TestRunner runner(kVocab);
-    runner.enable_device_sampling();
-    runner.enable_pipelining();
-    Engine e(&runner, config(64, 4, 64, 8, true));
-    ASSERT_TRUE(e.init().ok());
-    GenerateRequest r;
-    r.prompt = {3, 4, 5};
-    r.max_tokens = 12;
-    r.sampling.temperature = 0;
-    r.id = "x";
-    auto hx = *e.submit(r);
-    for (int k = 0; k < 4; ++k) e.step();
-    runner.fail_next_forward();
-    r.id = "y";
-    auto hy = *e.submit(r);
-    while (!e.idle()) e.step();
-    e.step();
+    Piped p(64);
+    const std::vector<int32_t> prompt = {3, 4, 5};
+    auto hx = *p.engine->submit(greedy_request("x", prompt, 12));
+    for (int k = 0; k < 4; ++k) p.engine->step();
+    p.runner.fail_next_forward();
+    auto hy = *p.engine->submit(greedy_request("y", prompt, 12));
+    p.finish();
     const Outcome ox = drain(*hx), oy = drain(*hy);
     EXPECT_EQ(ox.finish, FinishReason::kError) << "x was in the failed step";
-    EXPECT_FALSE(e.failed());
-    r.id = "z";
-    auto hz = *e.submit(r);
-    while (!e.idle()) e.step();
-    e.step();
-    EXPECT_EQ(drain(*hz).tokens, TestRunner::reference_greedy(r.prompt, 12, kVocab));
     EXPECT_NE(oy.finish, FinishReason::kNone);
-    EXPECT_EQ(e.kv_cache()->num_used(), 0);
+    EXPECT_FALSE(p.engine->failed());
+    auto hz = *p.engine->submit(greedy_request("z", prompt, 12));
+    p.finish();
+    EXPECT_EQ(drain(*hz).tokens, TestRunner::reference_greedy(prompt, 12, kVocab));
+    EXPECT_EQ(p.engine->kv_cache()->num_used(), 0);
   }
   {
-    TestRunner runner(kVocab);
-    runner.enable_device_sampling();
-    runner.enable_pipelining();
-    Engine e(&runner, config(64, 4, 64, 8, true));
-    ASSERT_TRUE(e.init().ok());
+    Piped p(64);
     std::vector<std::shared_ptr<RequestHandle>> hs;
-    for (int i = 0; i < 4; ++i) {
-      GenerateRequest r;
-      r.id = "s" + std::to_string(i);
-      r.prompt = {static_cast<int32_t>(i), 1, 2};
-      r.max_tokens = 30;
-      r.sampling.temperature = 0;
-      hs.push_back(*e.submit(r));
-    }
-    for (int k = 0; k < 3; ++k) e.step();
-    runner.fail_at_call(2);
-    for (int k = 0; k < 20 && !e.failed(); ++k) e.step();
-    ASSERT_TRUE(e.failed());
-    e.step();
+    for (int i = 0; i < 4; ++i)
+      hs.push_back(*p.engine->submit(greedy_request("s" + std::to_string(i), {static_cast<int32_t>(i), 1, 2}, 30)));
+    for (int k = 0; k < 3; ++k) p.engine->step();
+    p.runner.fail_at_call(2);
+    for (int k = 0; k < 20 && !p.engine->failed(); ++k) p.engine->step();
+    ASSERT_TRUE(p.engine->failed());
+    p.engine->step();
     for (auto& h : hs) EXPECT_EQ(drain(*h).finish, FinishReason::kError);
-    EXPECT_EQ(e.kv_cache()->num_used(), 0);
+    EXPECT_EQ(p.engine->kv_cache()->num_used(), 0);
   }
 }
 
 // The engine thread pipelines too: many concurrent requests through start()/stop() equal the greedy reference.
 TEST(EnginePipeline, ThreadedEngineMatchesReference) {
-  TestRunner runner(kVocab);
-  runner.enable_device_sampling();
-  runner.enable_pipelining();
-  Engine e(&runner, config(256, 4, 64, 16, true));
+  Piped p(256, 16);
+  Engine& e = *p.engine;
   ASSERT_TRUE(e.start().ok());
   std::vector<std::thread> ts;
   std::vector<int> bad(8, 0);
   for (int t = 0; t < 8; ++t)
     ts.emplace_back([&, t] {
       for (int i = 0; i < 5; ++i) {
-        GenerateRequest r;
-        r.id = "t" + std::to_string(t) + "_" + std::to_string(i);
-        r.prompt = {static_cast<int32_t>(t), static_cast<int32_t>(i), 3, 4};
-        r.max_tokens = 16;
-        r.sampling.temperature = 0;
+        const GenerateRequest r = greedy_request("t" + std::to_string(t) + "_" + std::to_string(i),
+                                                 {static_cast<int32_t>(t), static_cast<int32_t>(i), 3, 4}, 16);
         auto h = e.submit(r);
         if (!h.ok()) { ++bad[static_cast<size_t>(t)]; continue; }
         std::vector<int32_t> got;
@@ -314,7 +284,7 @@ TEST(EnginePipeline, ThreadedEngineMatchesReference) {
   for (auto& t : ts) t.join();
   e.stop();
   for (int t = 0; t < 8; ++t) EXPECT_EQ(bad[static_cast<size_t>(t)], 0) << "thread " << t;
-  EXPECT_GT(runner.pending_read(), 0);
+  EXPECT_GT(p.runner.pending_read(), 0);
 }
 
 }  // namespace

@@ -37,24 +37,8 @@ void drain(RequestHandle& h, Collected* c) {
   }
 }
 
-EngineConfig small_config(int n_blocks, int block_size, int max_batched_tokens = 64, int max_seqs = 16) {
-  EngineConfig c;
-  c.n_blocks = n_blocks;
-  c.block_size = block_size;
-  c.max_batched_tokens = max_batched_tokens;
-  c.max_seqs = max_seqs;
-  c.watermark = 0;
-  return c;
-}
-
-GenerateRequest greedy_request(const std::string& id, std::vector<int32_t> prompt, int max_tokens) {
-  GenerateRequest r;
-  r.id = id;
-  r.prompt = std::move(prompt);
-  r.max_tokens = max_tokens;
-  r.sampling.temperature = 0;
-  return r;
-}
+using testing::greedy_request;
+using testing::small_config;
 
 std::vector<int32_t> random_prompt(Rng& rng, int len) {
   std::vector<int32_t> p(len);

@@ -15,9 +15,33 @@
 #include <vector>
 
 #include "backend/model_runner.h"
+#include "engine/engine.h"
 #include "engine/sampler.h"
+#include "engine/sequence.h"
 
 namespace citadel::engine::testing {
+
+// An engine configuration for tests: exactly n_blocks blocks, no watermark.
+inline EngineConfig small_config(int n_blocks, int block_size, int max_batched_tokens = 64, int max_seqs = 16,
+                                 bool overlap_steps = true) {
+  EngineConfig c;
+  c.n_blocks = n_blocks;
+  c.block_size = block_size;
+  c.max_batched_tokens = max_batched_tokens;
+  c.max_seqs = max_seqs;
+  c.watermark = 0;
+  c.overlap_steps = overlap_steps;
+  return c;
+}
+
+inline GenerateRequest greedy_request(const std::string& id, std::vector<int32_t> prompt, int max_tokens) {
+  GenerateRequest r;
+  r.id = id;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0;
+  return r;
+}
 
 class TestRunner : public ModelRunner {
  public:
