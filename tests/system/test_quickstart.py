@@ -78,6 +78,30 @@ def test_quickstart_commands_work_as_written(models_dir, tmp_path):
         assert s.stop() == 0
 
 
+def test_pull_list_names_the_runner_of_every_catalogue_entry():
+    """`citadel pull --list` (no network): every catalogue entry with its file, its sources and the runner that serves
+    it; the chat models through their architecture's recipe, the embedding model through the bert encoder."""
+    r = subprocess.run([_binary(), "pull", "--list"], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, **NO_NETWORK))
+    assert r.returncode == 0, r.stderr
+    entries, name = {}, None
+    for line in r.stdout.splitlines():
+        if line and not line.startswith(" "):
+            name = line.split()[0]
+            entries[name] = []
+        elif name:
+            entries[name].append(line.strip())
+    want = {"smollm2-135m": "chat and completions (the llama recipe; cpu, cuda)",
+            "gemma3-270m": "chat and completions (the gemma3 recipe; cpu, cuda)",
+            "minilm-l6": "embeddings (POST /v1/embeddings; the bert encoder; cpu, cuda)",
+            "deepseek-r1-distill-qwen-7b": "chat and completions (the qwen2 recipe; cpu, cuda)"}
+    for name, serves in want.items():
+        assert name in entries, r.stdout
+        assert f"serves: {serves}" in entries[name], entries[name]
+        assert any(l.startswith("-> ") and "pypi: " in l and "hf: " in l for l in entries[name]), entries[name]
+    assert not any("cannot be served" in l for ls in entries.values() for l in ls), r.stdout
+
+
 def test_pull_offline_refuses_the_network_in_one_line(tmp_path):
     """`citadel pull --offline` of a model that is not pulled: exit 1, one line naming it and the cache, nothing
     contacted; the same pull with the model in a local: source succeeds offline."""

@@ -24,13 +24,14 @@ int list_catalog() {
     std::printf("; pypi: %s%s; hf: %s\n", e.pypi.front().package.c_str(),
                 e.pypi.size() > 1 ? (" +" + std::to_string(e.pypi.size() - 1) + " parts").c_str() : "",
                 e.hf.repo.c_str());
-    // Which runner serves it: a decoder with a recipe (model/arch.h) serves chat on the CPU and CUDA backends.
-    // An encoder (bert) serves embeddings through the CPU embedding runner (model/arch/bert.h).
+    // Which runner serves it: a decoder with a recipe (model/arch.h) serves chat through the CPU and CUDA backends
+    // (runtime/cuda_loader.h cuda_supports takes every recipe); an encoder (bert) serves embeddings through the CPU
+    // and CUDA embedding runners (runtime/embedding_runner.h).
     const citadel::ArchSpec* spec = citadel::find_arch(e.arch);
-    const bool cuda = e.arch == "llama" || e.arch == "qwen2";  // runtime/cuda_loader.cc cuda_supports
-    const std::string serves = e.arch == "bert" ? std::string("embeddings (POST /v1/embeddings; the bert encoder; cpu)")
-                               : spec ? "chat and completions (the " + e.arch + " recipe; cpu" + (cuda ? ", cuda)" : ")")
-                                      : "cannot be served yet: no runner for the " + e.arch + " architecture";
+    const std::string serves =
+        e.arch == "bert" ? std::string("embeddings (POST /v1/embeddings; the bert encoder; cpu, cuda)")
+        : spec           ? "chat and completions (the " + e.arch + " recipe; cpu, cuda)"
+                         : "cannot be served yet: no runner for the " + e.arch + " architecture";
     std::printf("%-30s   serves: %s\n", "", serves.c_str());
     if (!e.note.empty()) std::printf("%-30s   note: %s\n", "", e.note.c_str());
   }
