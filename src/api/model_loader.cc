@@ -28,6 +28,13 @@ namespace citadel::api {
 
 namespace {
 
+// The cpu_precision values every model kind takes (chat models: choose_cpu_precision; embedding models: bf16 GEMMs
+// unless exact).
+Status check_cpu_precision_name(const std::string& p) {
+  if (p == "auto" || p == "fast" || p == "exact") return OkStatus();
+  return InvalidArgument("cpu_precision '" + p + "': expected fast, exact or auto");
+}
+
 // --chat-template: a builtin name or a file.
 Result<chat::ChatTemplate> load_template(const std::string& spec) {
   std::error_code ec;
@@ -212,8 +219,7 @@ Result<std::shared_ptr<ModelHost>> load_embedding(const std::string& path, const
   ro.threads = opts.compute_threads;  // cpu: the model's own pool (no process-wide setting)
   // cpu: auto and fast run the GEMMs in bf16 where the CPU has AVX512_BF16 (all-MiniLM-L6-v2 stays within cosine
   // 0.99996 of sentence-transformers' f32: bert_test, test_embeddings.py), exact keeps f32 throughout.
-  if (opts.cpu_precision != "auto" && opts.cpu_precision != "fast" && opts.cpu_precision != "exact")
-    return InvalidArgument("cpu_precision '" + opts.cpu_precision + "': expected fast, exact or auto");
+  RETURN_IF_ERROR(check_cpu_precision_name(opts.cpu_precision));
   ro.bf16 = opts.cpu_precision != "exact";
   ro.device = opts.device;
   ro.cuda_device = opts.cuda_device;
@@ -335,7 +341,7 @@ Result<std::shared_ptr<ModelHost>> load_gguf(const std::string& path, const Mode
 Result<CpuPrecision> choose_cpu_precision(const std::string& requested, const TensorStore& store) {
   if (requested == "exact") return CpuPrecision{true, "exact (f32, as configured)"};
   if (requested == "fast") return CpuPrecision{false, "fast (quantised kernels, as configured)"};
-  if (requested != "auto") return InvalidArgument("cpu_precision '" + requested + "': expected fast, exact or auto");
+  RETURN_IF_ERROR(check_cpu_precision_name(requested));
   int64_t params = 0;
   for (const auto& t : store.tensors()) params += t.numel();
   const std::string n = std::to_string((params + 500'000) / 1'000'000) + "M parameters";

@@ -371,8 +371,7 @@ void Engine::fail_batch(const SchedulerOutput& out, const Status& st) {
   for (const auto& s : out.seqs)
     if (!s.seq->retired) finish_seq(s.seq, FinishReason::kError, why);
   for (Sequence* seq : scheduler_->all()) finish_seq(seq, FinishReason::kError, why);
-  launched_.clear();  // the runner is gone: nothing launched will be collected
-  collected_ = launches_;
+  drop_launched();
 }
 
 bool Engine::failed() const {
@@ -498,8 +497,7 @@ bool Engine::step() {
     drain_inbox();
     const Status why = failure();
     for (Sequence* seq : scheduler_->all()) finish_seq(seq, FinishReason::kError, why);
-    launched_.clear();
-    collected_ = launches_;
+    drop_launched();
     reap();
     return false;
   }

@@ -180,6 +180,7 @@ class Engine {
   bool launch(const SchedulerOutput& out);
   void collect_oldest();
   void collect_all();
+  void drop_launched();  // the runner failed for good: nothing launched will be collected
   void reap();
   // The device sampling of every row of this step (logit_bias and penalties as LogitEdits), or false when the
   // runner cannot sample or the step has more edits than the runner takes.

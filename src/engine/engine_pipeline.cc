@@ -94,6 +94,11 @@ void Engine::collect_oldest() {
   }
 }
 
+void Engine::drop_launched() {
+  launched_.clear();
+  collected_ = launches_;
+}
+
 void Engine::collect_all() {
   while (!launched_.empty()) collect_oldest();
 }

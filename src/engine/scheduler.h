@@ -67,10 +67,8 @@ class Scheduler {
   SchedulerOutput schedule(int prefill_cap = std::numeric_limits<int>::max());
   // Running sequences that will decode one token next step (the decode rows of the next schedule(), up to max_seqs).
   int n_decode_ready() const;
-  // Removes a sequence (finished, cancelled, failed): releases its blocks and destroys it.
-  void remove(Sequence* seq) { release(seq); }
-  // remove() that hands the sequence back instead of destroying it (the engine keeps it while a launched step names
-  // it).
+  // Removes a sequence (finished, cancelled, failed): releases its blocks and hands it back (the engine keeps it
+  // while a launched step names it).
   std::unique_ptr<Sequence> release(Sequence* seq);
 
   size_t n_waiting() const { return waiting_.size(); }

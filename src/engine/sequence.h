@@ -108,10 +108,10 @@ class RequestHandle {
 
 enum class SeqState { kWaiting, kRunning, kFinished };
 
-// Engine-thread-only state of one request. tokens = prompt + generated so far; after a preemption the whole list is
-// recomputed (its KV), so the continuation is identical to an uninterrupted run (the sampler keeps its state).
 inline constexpr int32_t kPendingToken = -1;  // a Sequence token drawn on the device, not yet seen by the host
 
+// Engine-thread-only state of one request. tokens = prompt + generated so far; after a preemption the whole list is
+// recomputed (its KV), so the continuation is identical to an uninterrupted run (the sampler keeps its state).
 struct Sequence {
   uint64_t seq_id = 0;              // arrival order (FCFS tie-break)
   std::string request_id;
