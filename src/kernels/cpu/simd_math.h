@@ -72,6 +72,12 @@ CITADEL_AVX2 inline __m256 gelu8(__m256 x) {
   return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), one_plus);
 }
 
+// The polynomials of gelu8xn and gelu16xn, highest degree first: P(t) of gelu8's erfc, then exp8's Taylor terms of
+// exp(r) after 1/720.
+inline constexpr float kErfcPoly[10] = {0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
+                                        -0.18628806f, 0.09678418f,  0.37409196f, 1.00002368f, -1.26551223f};
+inline constexpr float kExpPoly[6] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+
 // gelu8 on N vectors at once, step by step across the vectors (same math, the division as a refined reciprocal).
 // gelu8 is one dependency chain of ~40 operations; run back to back, a few chains fill the FP scheduler and the
 // core waits on latency (~90 cycles per vector on Zen 1). Interleaved, N chains advance together.
@@ -87,11 +93,9 @@ CITADEL_AVX2 inline void gelu8xn(__m256* v) {
     const __m256 r = _mm256_rcp_ps(den);  // 12 bits; one Newton step: ~23 bits
     t[j] = _mm256_mul_ps(r, _mm256_fnmadd_ps(den, r, _mm256_set1_ps(2.0f)));
   }
-  static constexpr float kC[10] = {0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
-                                   -0.18628806f, 0.09678418f,  0.37409196f, 1.00002368f, -1.26551223f};
-  for (int j = 0; j < N; ++j) p[j] = _mm256_set1_ps(kC[0]);
+  for (int j = 0; j < N; ++j) p[j] = _mm256_set1_ps(kErfcPoly[0]);
   for (int c = 1; c < 10; ++c)
-    for (int j = 0; j < N; ++j) p[j] = _mm256_fmadd_ps(p[j], t[j], _mm256_set1_ps(kC[c]));
+    for (int j = 0; j < N; ++j) p[j] = _mm256_fmadd_ps(p[j], t[j], _mm256_set1_ps(kErfcPoly[c]));
   for (int j = 0; j < N; ++j) p[j] = _mm256_fnmadd_ps(az[j], az[j], p[j]);
   // exp(p), as exp8, across the vectors.
   __m256 n[N], r[N], e[N];
@@ -103,9 +107,8 @@ CITADEL_AVX2 inline void gelu8xn(__m256* v) {
     r[j] = _mm256_fnmadd_ps(n[j], _mm256_set1_ps(-2.12194440e-4f), r[j]);
     e[j] = _mm256_set1_ps(1.0f / 720);
   }
-  static constexpr float kE[6] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
   for (int c = 0; c < 6; ++c)
-    for (int j = 0; j < N; ++j) e[j] = _mm256_fmadd_ps(e[j], r[j], _mm256_set1_ps(kE[c]));
+    for (int j = 0; j < N; ++j) e[j] = _mm256_fmadd_ps(e[j], r[j], _mm256_set1_ps(kExpPoly[c]));
   for (int j = 0; j < N; ++j) {
     // 2^n for n in [-126, 0]: one exponent factor suffices (p >= -87.3 keeps n >= -126).
     const __m256 two_n = _mm256_castsi256_ps(
@@ -137,11 +140,9 @@ CITADEL_AVX512 inline void gelu16xn(__m512* v) {
     const __m512 r = _mm512_rcp14_ps(den);
     t[j] = _mm512_mul_ps(r, _mm512_fnmadd_ps(den, r, _mm512_set1_ps(2.0f)));
   }
-  static constexpr float kC[10] = {0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
-                                   -0.18628806f, 0.09678418f,  0.37409196f, 1.00002368f, -1.26551223f};
-  for (int j = 0; j < N; ++j) p[j] = _mm512_set1_ps(kC[0]);
+  for (int j = 0; j < N; ++j) p[j] = _mm512_set1_ps(kErfcPoly[0]);
   for (int c = 1; c < 10; ++c)
-    for (int j = 0; j < N; ++j) p[j] = _mm512_fmadd_ps(p[j], t[j], _mm512_set1_ps(kC[c]));
+    for (int j = 0; j < N; ++j) p[j] = _mm512_fmadd_ps(p[j], t[j], _mm512_set1_ps(kErfcPoly[c]));
   for (int j = 0; j < N; ++j) p[j] = _mm512_fnmadd_ps(az[j], az[j], p[j]);
   __m512 n[N], r[N], e[N];
   for (int j = 0; j < N; ++j) {
@@ -152,9 +153,8 @@ CITADEL_AVX512 inline void gelu16xn(__m512* v) {
     r[j] = _mm512_fnmadd_ps(n[j], _mm512_set1_ps(-2.12194440e-4f), r[j]);
     e[j] = _mm512_set1_ps(1.0f / 720);
   }
-  static constexpr float kE[6] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
   for (int c = 0; c < 6; ++c)
-    for (int j = 0; j < N; ++j) e[j] = _mm512_fmadd_ps(e[j], r[j], _mm512_set1_ps(kE[c]));
+    for (int j = 0; j < N; ++j) e[j] = _mm512_fmadd_ps(e[j], r[j], _mm512_set1_ps(kExpPoly[c]));
   for (int j = 0; j < N; ++j) {
     const __m512 two_n = _mm512_castsi512_ps(
         _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n[j]), _mm512_set1_epi32(127)), 23));
