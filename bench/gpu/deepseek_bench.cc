@@ -6,10 +6,15 @@
 // touch nearly all experts). Prints one JSON object to stdout and to argv[1] if given.
 // With a directory as argv[2], first dumps the input of bench/gpu/deepseek_hf_check.py there (dump_for_hf below);
 // CITADEL_BENCH_DUMP_ONLY=1 then stops (scripts/gpu/deepseek_hf.sh: no benchmark, no JSON).
+// CITADEL_BENCH_PROFILE=decode_bs1|decode_b64|prefill: after warming up, runs one such step between
+// cudaProfilerStart and cudaProfilerStop and exits (bench/gpu/deepseek_ncu.sh: per-kernel times under Nsight Compute).
+// CITADEL_MOE_PATH (runtime/cuda_mla_moe.cu) picks the expert kernels, for before/after rows from one binary.
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -93,6 +98,16 @@ int main(int argc, char** argv) {
   const double expert_bytes = moe_layers * 3.0 * E * double(c.moe.expert_ffn_dim) * double(c.dim) * 2.0;
   const double active_bytes = all_bytes - expert_bytes * (1.0 - k / E);
   const int W = dec->max_blocks_per_seq();
+  const char* prof_env = std::getenv("CITADEL_BENCH_PROFILE");
+  const std::string prof = prof_env ? prof_env : "";
+  auto profile_once = [&](const std::function<void()>& step) {
+    cudaProfilerStart();
+    step();
+    cudaDeviceSynchronize();
+    cudaProfilerStop();
+    std::fprintf(stderr, "profiled one %s step\n", prof.c_str());
+    std::exit(0);
+  };
 
   // batch 1: 128-token prompt, then greedy steps
   std::vector<int32_t> prompt(128), ids;
@@ -109,6 +124,7 @@ int main(int argc, char** argv) {
     return now_s() - s0;
   };
   decode_run(4);
+  if (prof == "decode_bs1") profile_once([&] { decode_run(1); });
   std::vector<double> ts;
   for (int r = 0; r < 3; ++r) ts.push_back(decode_run(128));
   const double bs1 = 128.0 / median(ts);
@@ -132,12 +148,17 @@ int main(int argc, char** argv) {
     return now_s() - s0;
   };
   batch_run(0, 4);
+  if (prof == "decode_b64") profile_once([&] { batch_run(4, 1); });
   const double b64 = B * 32.0 / batch_run(4, 32);
 
   // 512-token prefill
   std::vector<int32_t> long_prompt(512);
   for (int i = 0; i < 512; ++i) long_prompt[i] = (i * 104729 + 7) % V;
   std::vector<double> tp;
+  if (prof == "prefill") {
+    die(dec->step(sequence_step(long_prompt, 0, table0), &ids, nullptr), "prefill 512");
+    profile_once([&] { die(dec->step(sequence_step(long_prompt, 0, table0), &ids, nullptr), "prefill 512"); });
+  }
   for (int r = 0; r < 6; ++r) {
     const double s0 = now_s();
     die(dec->step(sequence_step(long_prompt, 0, table0), &ids, nullptr), "prefill 512");

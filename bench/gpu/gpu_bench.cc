@@ -4,7 +4,7 @@
 // 128 sequences at 128 context. Prints one JSON object (fixed keys) to stdout and to argv[1] if given; with argv[2],
 // dumps the logits of a 256-token teacher-forced run (128 prefill + 128 decode steps) for bench/gpu/hf_check.py.
 // Environment: CITADEL_BENCH_MIXED (issue 23's mixed-step rows only), CITADEL_BENCH_QUICK (bs1 rows only), CITADEL_BENCH_FORMATS=int8,fp8 (only these decoders; default all),
-// CITADEL_BENCH_PROFILE, CITADEL_BENCH_NCU_GEMV (see bench/gpu/run.sh).
+// CITADEL_BENCH_PROFILE, CITADEL_BENCH_NCU_GEMV (see bench/gpu/run.sh), CITADEL_BENCH_MICRO (the kernel table only).
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/moe.h"
 #include "runtime/cuda_decoder.h"
 #include "bench_util.h"
 #include "hf_dump.h"
@@ -135,6 +136,31 @@ void micro(bool quick) {
                  names[i], N, K, nk * 2 / t16 / 1e6, (nk + N * 4.0) / t8 / 1e6, (nk / 2 + nk / 128 * 4) / t4 / 1e6,
                  (nk + N * 4.0) / tf8 / 1e6, g64 * 1e3, g128 * 1e3, g512 * 1e3, lts[0] * 1e3, lts[1] * 1e3,
                  lts[2] * 1e3, f512 * 1e3, fp8_ok ? "" : " (no fp8 algorithm)");
+  }
+  {  // The MoE tensor-core tiles (moe_mma_*, one expert holding every row) on the dense 7B FFN at M = 64/128/256,
+     // against cuBLASLt tuned on the same shapes (gate|up: one fused N = 2F GEMM; down: N = D).
+    const int F = 18944, Dm = 3584;
+    int32_t *offsets, *pairs;
+    BENCH_CHECK(cudaMalloc(&offsets, 2 * sizeof(int32_t)));
+    BENCH_CHECK(cudaMalloc(&pairs, 512 * sizeof(int32_t)));
+    std::vector<int32_t> ids(512);
+    for (int i = 0; i < 512; ++i) ids[i] = i;
+    BENCH_CHECK(cudaMemcpy(pairs, ids.data(), 512 * sizeof(int32_t), cudaMemcpyHostToDevice));
+    for (int M : {64, 128, 256}) {
+      const int32_t off[2] = {0, M};
+      BENCH_CHECK(cudaMemcpy(offsets, off, sizeof(off), cudaMemcpyHostToDevice));
+      const float mg = time_ms([&] {
+        cuda::moe_mma_gate_up_silu(x, offsets, pairs, M, 1, W, W + int64_t{F} * Dm, 1, F, Dm, x + 256 * 18944, nullptr);
+      });
+      const float md = time_ms([&] { cuda::moe_mma_down(x, offsets, pairs, M, 1, W, 1, Dm, F, static_cast<float*>(yv), nullptr); });
+      const float lg = time_ms([&] { cuda::gemm_bf16_lt(lt, x, W, nullptr, yv, false, M, 2 * F, Dm); });
+      const float ld = time_ms([&] { cuda::gemm_bf16_lt(lt, x, W, nullptr, yv, true, M, Dm, F); });
+      const double bytes_gu = 2.0 * 2 * F * Dm, bytes_d = 2.0 * F * Dm;
+      std::fprintf(stderr, "moe_mma as dense FFN M=%3d: gate_up %7.1f us (%4.0f GB/s) vs cuBLASLt %7.1f us (%4.0f GB/s); "
+                   "down %7.1f us (%4.0f GB/s) vs %7.1f us (%4.0f GB/s)\n", M, mg * 1e3, bytes_gu / mg / 1e6, lg * 1e3,
+                   bytes_gu / lg / 1e6, md * 1e3, bytes_d / md / 1e6, ld * 1e3, bytes_d / ld / 1e6);
+    }
+    cudaFree(offsets), cudaFree(pairs);
   }
   cuda::destroy_cublas_handle(h);
   cuda::destroy_gemm_lt(lt);
@@ -474,6 +500,10 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "%s: copy %.0f GB/s, bf16 matmul %.0f TFLOP/s\n", prop.name, bw, tf);
   if (std::getenv("CITADEL_BENCH_NCU_GEMV")) {
     gemv_for_ncu();
+    return 0;
+  }
+  if (std::getenv("CITADEL_BENCH_MICRO")) {  // the kernel table only (GEMV / GEMM per 7B shape), no decoders
+    micro(false);
     return 0;
   }
   // bf16|int8|int4|fp8|exact (bf16 weights, fp32 activations): one bs1 step for ncu, then exit; <format>_prefill: a

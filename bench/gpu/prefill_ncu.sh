@@ -11,18 +11,4 @@ for nb in "$@"; do
     --launch-count 300 --csv "$bin" > "$out/prefill_ncu_$name.csv" 2> "$out/prefill_ncu_$name.log"
   echo "$name: rc=$? $(grep -E 'prefill 512' "$out/prefill_ncu_$name.log")"
 done
-python3 - "$out" "$@" <<'PY'
-import csv, collections, sys
-out = sys.argv[1]
-for nb in sys.argv[2:]:
-    name = nb.split("=")[0]
-    rows = [r for r in csv.reader(open(f"{out}/prefill_ncu_{name}.csv")) if len(r) > 10]
-    head = rows[0]; ki, vi, ui = head.index("Kernel Name"), head.index("Metric Value"), head.index("Metric Unit")
-    fam = collections.Counter(); n = collections.Counter()
-    for r in rows[1:]:
-        if not r[vi].replace(",", "").replace(".", "").isdigit(): continue
-        v = float(r[vi].replace(",", "")) * {"nsecond": 1e-3, "usecond": 1, "msecond": 1e3}.get(r[ui], 1)
-        k = r[ki].split("(")[0].split("<")[0][:60]; fam[k] += v; n[k] += 1
-    print(f"== {name}: {sum(fam.values()):.0f} us in {sum(n.values())} kernels")
-    for k, v in fam.most_common(14): print(f"  {v:9.1f} us  {n[k]:4d}x  {k}")
-PY
+for nb in "$@"; do python3 "$(dirname "$0")/ncu_summary.py" "$out/prefill_ncu_${nb%%=*}.csv"; done

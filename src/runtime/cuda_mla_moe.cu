@@ -8,6 +8,7 @@
 // expert -> grouped gate|up SiLU and down kernels (each used expert's weights read once a step) -> weighted sum
 // added to delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "kernels/cuda/mla.h"
@@ -167,6 +168,22 @@ Status CudaOps::mla_attention(int layer) {
   return OkStatus();
 }
 
+// Which kernels run the experts. The grouped GEMV reads each used expert's weights once and suits steps with about
+// one pair per expert (batch-1 decode); the tensor-core tiles (moe_mma_*) everything with more pairs per expert.
+// CITADEL_MOE_PATH=gemv|mma|cublas forces one (benchmarks; cublas: the older grouped cuBLAS GEMMs with a host round
+// trip, eager prefill steps only, else the GEMV).
+MoePath moe_path(int T, int k, int E, bool decode) {
+  static const std::string forced = [] {
+    const char* v = std::getenv("CITADEL_MOE_PATH");
+    return std::string(v ? v : "");
+  }();
+  if (forced == "gemv") return MoePath::kGemv;
+  if (forced == "mma") return MoePath::kMma;
+  if (forced == "cublas")
+    return !decode && T * k >= CudaOps::kGemmPairsPerExpert * E ? MoePath::kCublasGrouped : MoePath::kGemv;
+  return T * k >= kMmaPairsPerExpert * E ? MoePath::kMma : MoePath::kGemv;
+}
+
 Status CudaOps::moe(int layer, Act in, Act out, bool accumulate) {
   if (!m_.moe_layer(layer) || m_.exact() || layer >= static_cast<int>(m_.layers.size()))
     return Internal("cuda ops: moe needs an MoE layer on the bf16 path");
@@ -184,11 +201,18 @@ Status CudaOps::moe(int layer, Act in, Act out, bool accumulate) {
   rt.sigmoid = e.sigmoid_gating, rt.norm_topk = e.norm_topk, rt.routed_scale = static_cast<float>(e.routed_scale);
   ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
   ck::moe_sort(m_.mm.ids, T, k, E, m_.mm.offsets, m_.mm.pairs, m_.stream);
-  if (!s_.decode && T * k >= kGemmPairsPerExpert * E) {
-    RETURN_IF_ERROR(moe_gemm(layer));
-  } else {
-    ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
-    ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, w.down, E, D, Fe, m_.mm.y, m_.stream);
+  switch (moe_path(T, k, E, s_.decode)) {
+    case MoePath::kMma:
+      ck::moe_mma_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
+      ck::moe_mma_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down, E, D, Fe, m_.mm.y, m_.stream);
+      break;
+    case MoePath::kCublasGrouped:
+      RETURN_IF_ERROR(moe_gemm(layer));
+      break;
+    case MoePath::kGemv:
+      ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
+      ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down, E, D, Fe, m_.mm.y, m_.stream);
+      break;
   }
   ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, accumulate, m_.stream);
   return OkStatus();

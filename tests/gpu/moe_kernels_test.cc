@@ -4,6 +4,7 @@
 //   NMSE <= 2e-5 against the exact fp64 op (the kernels round the expert activations to bf16: ~3e-6 expected);
 //   NMSE <= 1e-6 against the fp64 op whose activations are rounded to bf16 as the contract says (fp32 accumulation
 //   and the rare activation that rounds the other way).
+// Both expert kernel forms are checked: the grouped GEMVs and the tensor-core tiles (moe_mma_*).
 // Then the op captured once in a CUDA graph and replayed over new router logits gives the eager result bit for bit.
 #include <gtest/gtest.h>
 
@@ -196,18 +197,25 @@ struct DeviceOp {
   DevArray<uint16_t> x, act;
   DevArray<float> logits, bias, weights, y, out;
   DevArray<int32_t> ids, offsets, pairs;
-  DeviceOp(const Problem& p, const Inputs& in)
+  bool mma;  // the tensor-core expert kernels (moe_mma_*) instead of the grouped GEMVs
+  DeviceOp(const Problem& p, const Inputs& in, bool use_mma)
       : x(in.x), act(size_t(p.T) * p.r.n_used * p.Fe), logits(in.logits), bias(in.bias),
         weights(size_t(p.T) * p.r.n_used), y(size_t(p.T) * p.r.n_used * p.D), out(size_t(p.T) * p.D),
-        ids(size_t(p.T) * p.r.n_used), offsets(size_t(p.r.n_experts) + 1), pairs(size_t(p.T) * p.r.n_used) {
+        ids(size_t(p.T) * p.r.n_used), offsets(size_t(p.r.n_experts) + 1), pairs(size_t(p.T) * p.r.n_used),
+        mma(use_mma) {
     if (p.accumulate) out.upload(in.init);
   }
   void launch(const Problem& p, const Experts& w, cudaStream_t s) {
     const int T = p.T, k = p.r.n_used, E = p.r.n_experts;
     ck::moe_route(logits.p, p.bias ? bias.p : nullptr, p.r, T, ids.p, weights.p, s);
     ck::moe_sort(ids.p, T, k, E, offsets.p, pairs.p, s);
-    ck::moe_gate_up_silu(x.p, offsets.p, pairs.p, k, w.gate.p, w.up.p, E, p.Fe, p.D, act.p, s);
-    ck::moe_down(act.p, offsets.p, pairs.p, w.down.p, E, p.D, p.Fe, y.p, s);
+    if (mma) {
+      ck::moe_mma_gate_up_silu(x.p, offsets.p, pairs.p, T, k, w.gate.p, w.up.p, E, p.Fe, p.D, act.p, s);
+      ck::moe_mma_down(act.p, offsets.p, pairs.p, T, k, w.down.p, E, p.D, p.Fe, y.p, s);
+    } else {
+      ck::moe_gate_up_silu(x.p, offsets.p, pairs.p, T, k, w.gate.p, w.up.p, E, p.Fe, p.D, act.p, s);
+      ck::moe_down(act.p, offsets.p, pairs.p, T, k, w.down.p, E, p.D, p.Fe, y.p, s);
+    }
     ck::moe_combine(y.p, weights.p, T, k, p.D, out.p, p.accumulate, s);
   }
 };
@@ -273,28 +281,33 @@ void reference(const Problem& p, const Inputs& in, const Experts& w, const std::
   for (auto& th : pool) th.join();
 }
 
+// Both expert kernel forms (grouped GEMV, tensor-core tiles) against the fp64 reference, each twice (bit for bit).
 void check_op(const Problem& p, const Experts& w, uint32_t seed) {
   SCOPED_TRACE(std::string(p.name) + " T " + std::to_string(p.T) + (p.accumulate ? " accumulate" : ""));
   std::mt19937 rng(seed);
   const Inputs in = make_inputs(p, rng);
-  DeviceOp op(p, in);
-  op.launch(p, w, nullptr);
-  const auto out = op.out.download();
-  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-  // Twice: deterministic bit for bit.
-  DeviceOp again(p, in);
-  again.launch(p, w, nullptr);
-  const auto out2 = again.out.download();
-  EXPECT_EQ(0, std::memcmp(out.data(), out2.data(), out.size() * sizeof(float))) << "not deterministic";
   const auto tokens = checked_tokens(p);
-  std::vector<float> exact, rounded, got;
+  std::vector<float> exact, rounded;
   reference(p, in, w, tokens, &exact, &rounded);
-  for (int t : tokens) got.insert(got.end(), out.begin() + size_t(t) * p.D, out.begin() + size_t(t + 1) * p.D);
-  const double e1 = nmse(got, exact), e2 = nmse(got, rounded);
-  EXPECT_LE(e1, 2e-5) << "against the exact fp64 op";
-  EXPECT_LE(e2, 1e-6) << "against the fp64 op with bf16 activations";
-  printf("  moe %-22s T %4d D %5d Fe %5d E %3d k %2d%s: NMSE %.2e (exact) %.2e (bf16 act)\n", p.name, p.T, p.D,
-         p.Fe, p.r.n_experts, p.r.n_used, p.accumulate ? " acc" : "", e1, e2);
+  for (const bool mma : {false, true}) {
+    SCOPED_TRACE(mma ? "tensor-core tiles" : "grouped GEMV");
+    DeviceOp op(p, in, mma);
+    op.launch(p, w, nullptr);
+    const auto out = op.out.download();
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    DeviceOp again(p, in, mma);
+    again.launch(p, w, nullptr);
+    const auto out2 = again.out.download();
+    EXPECT_EQ(0, std::memcmp(out.data(), out2.data(), out.size() * sizeof(float))) << "not deterministic";
+    std::vector<float> got;
+    for (int t : tokens) got.insert(got.end(), out.begin() + size_t(t) * p.D, out.begin() + size_t(t + 1) * p.D);
+    const double e1 = nmse(got, exact), e2 = nmse(got, rounded);
+    EXPECT_LE(e1, 2e-5) << "against the exact fp64 op";
+    EXPECT_LE(e2, 1e-6) << "against the fp64 op with bf16 activations";
+    printf("  moe %-4s %-20s T %4d D %5d Fe %5d E %3d k %2d%s: NMSE %.2e (exact) %.2e (bf16 act)\n",
+           mma ? "mma" : "gemv", p.name, p.T, p.D, p.Fe, p.r.n_experts, p.r.n_used, p.accumulate ? " acc" : "", e1,
+           e2);
+  }
 }
 
 TEST(CudaMoe, OpMatchesFp64ReferenceSmall) {
@@ -307,6 +320,8 @@ TEST(CudaMoe, OpMatchesFp64ReferenceSmall) {
       {"D_over_tiles", 9, 4104, 24, routing(5, 2, 1, 1, false, false, 1.f)},          // D tiles 2048+2048+8
       {"Fe_over_tiles", 9, 40, 2072, routing(5, 2, 1, 1, false, true, 1.f), false, true},  // down K tiles
       {"many_per_expert", 70, 256, 136, routing(4, 2, 1, 1, false, false, 1.f)},      // ~35 pairs per expert
+      {"tiles_span_experts", 200, 64, 48, routing(4, 2, 1, 1, false, false, 1.f)},    // ~100 per expert: 2 tiles of 64
+      {"odd_widths_big_tiles", 97, 200, 56, routing(3, 1, 1, 1, false, true, 1.f), false, true},  // N, K % 32 != 0
       {"rows_not_tiled", 6, 72, 24, routing(6, 6, 1, 1, false, true, 1.f)},            // Fe % 16 != 0, D % 32 != 0: partial row tiles
   };
   uint32_t seed = 100;
@@ -321,9 +336,9 @@ TEST(CudaMoe, OpMatchesFp64ReferenceV2Lite) {
   SKIP_WITHOUT_GPU();
   const Experts w(64, 2048, 1408, 500);
   uint32_t seed = 200;
-  for (int T : {1, 7, 64, 300}) {
+  for (int T : {1, 7, 64, 300, 512}) {  // 512 x 6 pairs: tiles of 64 rows
     Problem p{"v2_lite", T, 2048, 1408, v2_lite()};
-    p.check_every = T > 64 ? 7 : 1;
+    p.check_every = T > 64 ? (T > 300 ? 11 : 7) : 1;
     check_op(p, w, seed++);
   }
   Problem acc{"v2_lite", 7, 2048, 1408, v2_lite(), false, true};
@@ -350,25 +365,28 @@ TEST(CudaMoe, GraphReplayFollowsRouting) {
   const Inputs second = make_inputs(p, rng);
   cudaStream_t s;
   ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
-  DeviceOp op(p, first);
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-  op.launch(p, w, s);
-  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  for (const Inputs* in : {&first, &second}) {
-    op.logits.upload(in->logits), op.bias.upload(in->bias), op.x.upload(in->x);
-    ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
-    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
-    const auto got = op.out.download();
-    DeviceOp eager(p, *in);
-    eager.launch(p, w, nullptr);
-    const auto want = eager.out.download();
-    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
+  for (const bool mma : {false, true}) {
+    SCOPED_TRACE(mma ? "tensor-core tiles" : "grouped GEMV");
+    DeviceOp op(p, first, mma);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    op.launch(p, w, s);
+    ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (const Inputs* in : {&first, &second}) {
+      op.logits.upload(in->logits), op.bias.upload(in->bias), op.x.upload(in->x);
+      ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+      ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+      const auto got = op.out.download();
+      DeviceOp eager(p, *in, mma);
+      eager.launch(p, w, nullptr);
+      const auto want = eager.out.download();
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
   cudaStreamDestroy(s);
 }
 

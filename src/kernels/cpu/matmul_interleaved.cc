@@ -196,13 +196,19 @@ IL_VNNI_FN void dot_il(const uint8_t* group, const ActRow& x, int64_t n, float* 
 
 }  // namespace
 
+// panel row = codes q (int32 lanes) x scales d. A function, not a lambda: a lambda would not inherit IL_VNNI_FN's
+// target, and without -march=native its AVX-512 intrinsics would not compile.
+IL_VNNI_FN inline void put_panel_row(float* row, __m512i q, __m512 d) {
+  _mm512_storeu_ps(row, _mm512_mul_ps(_mm512_cvtepi32_ps(q), d));
+}
+
 // Each 64-byte word of codes gives, per code position, one 16-lane vector over the rows: a panel row, stored whole.
 IL_VNNI_FN void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n, float* panel) {
   const int64_t cb = codes_bytes(t);
   for (int64_t i = 0; i < n / kQK; ++i, panel += kQK * kInterleaveRows) {
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + col_scales(i, cb))));
     const uint8_t* c = group + col_codes(i, cb);
-    auto put = [&](int j, __m512i q) { _mm512_storeu_ps(panel + j * kInterleaveRows, _mm512_mul_ps(_mm512_cvtepi32_ps(q), d)); };
+    auto put = [&](int j, __m512i q) IL_VNNI_FN { put_panel_row(panel + j * kInterleaveRows, q, d); };
     if (t == DType::kQ4_0) {
       const __m512i m = _mm512_set1_epi32(0xF), eight = _mm512_set1_epi32(8);
       for (int w = 0; w < 4; ++w) {

@@ -90,6 +90,34 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return static_cast<uint32_t>(f2bf(lo)) | (static_cast<uint32_t>(f2bf(hi)) << 16);
 }
 
+// Asynchronous 16-byte copy global -> shared (cp.async, L2 only); valid false: the 16 bytes are zero-filled and
+// nothing is read (gmem must still be a mapped address). Copies are grouped by cp_async_commit; cp_async_wait<N>
+// returns once at most N groups are still in flight.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid = true) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int n = valid ? 16 : 0;  // src-size 0: zero-fill
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+// Four 8x8 bf16 matrices from shared memory (ldmatrix.x4): lanes 8i .. 8i+7 give the row addresses of matrix i, which
+// lands in r_i (thread l holds row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1). The trans form transposes each.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                                  const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(s));
+}
+
 // Streaming 16-byte load for weights read once per step: skip L1 so activations keep it.
 __device__ __forceinline__ uint4 ld_stream(const void* p) {
   uint4 r;

@@ -2,9 +2,12 @@
 // expert GEMVs and the weighted combine. Kernels first, launchers after.
 #include "kernels/cuda/moe.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/moe_tiles.cuh"
 
 namespace citadel::cuda {
 namespace {
@@ -194,18 +197,20 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8], float
 
 template <int NMAT, int R>
 __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16_t* __restrict__ in, int in_div,
-                                                                    const int32_t* __restrict__ offsets,
+                                                                    int E, const int32_t* __restrict__ offsets,
                                                                     const int32_t* __restrict__ pairs,
                                                                     const uint16_t* __restrict__ w0,
                                                                     const uint16_t* __restrict__ w1, int N, int K,
                                                                     void* __restrict__ out) {
   __shared__ __align__(16) uint16_t xs[kChunk][kTileK];
   __shared__ int prow[kChunk];
-  const int e = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   pdl_wait();
   pdl_trigger();
-  const int begin = offsets[e], end = offsets[e + 1];
-  if (begin >= end) return;
+  int begin = 0;
+  const int e = moe_tile_of_slot(offsets, E, INT_MAX, static_cast<int>(blockIdx.y), &begin);
+  if (e < 0) return;
+  const int end = offsets[e + 1];
   const int n0 = (blockIdx.x * kGroupWarps + warp) * R;
   const uint16_t* wrow[NMAT * R];
 #pragma unroll
@@ -337,23 +342,30 @@ void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t
   CUDA_LAUNCH_CHECK();
 }
 
-void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int k, const bf16_t* gate,
-                      const bf16_t* up, int E, int Fe, int D, bf16_t* act, cudaStream_t s) {
-  CHECK(k >= 1 && E >= 1 && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
+// Expert slots of the GEMV grids: at most one per expert, and no more than there are pairs.
+unsigned expert_slots(int T, int k, int E) {
+  return static_cast<unsigned>(std::max(1, static_cast<int>(std::min<int64_t>(E, int64_t{T} * k))));
+}
+
+void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                      const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act, cudaStream_t s) {
+  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxExperts && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
   CHECK(aligned16(x) && aligned16(gate) && aligned16(up));
+  if (T == 0) return;
   constexpr int rows = kGroupWarps * kGateUpRows;
-  launch_pdl(moe_grouped_kernel<2, kGateUpRows>, dim3((Fe + rows - 1) / rows, E), dim3(kGroupThreads), 0, s, x, k,
-             offsets, pairs, gate, up, Fe, D, static_cast<void*>(act));
+  launch_pdl(moe_grouped_kernel<2, kGateUpRows>, dim3((Fe + rows - 1) / rows, expert_slots(T, k, E)),
+             dim3(kGroupThreads), 0, s, x, k, E, offsets, pairs, gate, up, Fe, D, static_cast<void*>(act));
   CUDA_LAUNCH_CHECK();
 }
 
-void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, const bf16_t* down, int E, int D,
-              int Fe, float* y, cudaStream_t s) {
-  CHECK(E >= 1 && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
+void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, int T, int k, const bf16_t* down, int E,
+              int D, int Fe, float* y, cudaStream_t s) {
+  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxExperts && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
   CHECK(aligned16(act) && aligned16(down));
+  if (T == 0) return;
   constexpr int rows = kGroupWarps * kDownRows;
-  launch_pdl(moe_grouped_kernel<1, kDownRows>, dim3((D + rows - 1) / rows, E), dim3(kGroupThreads), 0, s, act, 1,
-             offsets, pairs, down, down, D, Fe, static_cast<void*>(y));
+  launch_pdl(moe_grouped_kernel<1, kDownRows>, dim3((D + rows - 1) / rows, expert_slots(T, k, E)),
+             dim3(kGroupThreads), 0, s, act, 1, E, offsets, pairs, down, down, D, Fe, static_cast<void*>(y));
   CUDA_LAUNCH_CHECK();
 }
 

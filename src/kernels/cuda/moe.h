@@ -52,21 +52,37 @@ void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t
 
 // act[p][f] = bf16(silu(x[t] . gate[e][f]) * (x[t] . up[e][f])) for every pair p of expert e (t = p / k), fp32
 // accumulation. x [T][D] bf16, gate / up [E][Fe][D] bf16, act [T*k][Fe] bf16 (row = pair index; rows of pairs
-// absent from `pairs` are untouched). Grid (Fe / 16 row tiles, E): a block of an expert without pairs exits; the
-// others take their expert's pairs in chunks of 8 tokens (activations in shared memory, D in tiles of 2048), so each
+// absent from `pairs` are untouched). Grid (Fe / 16 row tiles, min(E, T*k) expert slots): slot y takes the y-th
+// expert that has pairs (slots past the last such expert exit at once), and its pairs in chunks of 8 tokens (activations in shared memory, D in tiles of 2048), so each
 // weight row is streamed from memory once per call and re-read from L2 only by later chunks (more than 8 pairs).
-void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int k, const bf16_t* gate,
-                      const bf16_t* up, int E, int Fe, int D, bf16_t* act, cudaStream_t s);
+void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                      const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act, cudaStream_t s);
 
 // y[p][n] = act[p] . down[e][n] (fp32 accumulation) for every pair p of expert e, grouped by expert as above (grid
-// (D / 32 row tiles, E)). act [T*k][Fe] bf16, down [E][D][Fe] bf16, y [T*k][D] fp32.
-void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, const bf16_t* down, int E, int D,
-              int Fe, float* y, cudaStream_t s);
+// (D / 32 row tiles, min(E, T*k))). act [T*k][Fe] bf16, down [E][D][Fe] bf16, y [T*k][D] fp32.
+void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, int T, int k, const bf16_t* down, int E,
+              int D, int Fe, float* y, cudaStream_t s);
 
 // out[t][n] = (accumulate ? out[t][n] : 0) + sum_j weights[t][j] * y[t*k+j][n], j in increasing order (fp32,
 // deterministic). y [T*k][D] fp32, weights [T][k] fp32, out [T][D] fp32.
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,
                  cudaStream_t s);
+
+// Tensor-core form of the two expert GEMMs (moe_mma.cu), for steps with several pairs per expert: mma.sync over tiles
+// of one expert's pairs, the tile schedule found on the device from offsets (no host round trip; the grid depends
+// only on T, k, E and the widths, so it can be captured in a CUDA graph). Rows are in sorted (expert) order between
+// the two: act_sorted[i][f] = bf16(silu(x[t] . gate[e][f]) * (x[t] . up[e][f])) for sorted position i (pair
+// pairs[i], token t = pairs[i] / k, expert e owning i), act_sorted [T*k][Fe] bf16; y[pairs[i]][n] = act_sorted[i] .
+// down[e][n], y [T*k][D] fp32 in pair order as moe_down writes it. fp32 accumulation; same values as the GEMV
+// kernels up to summation order. Tiles of 64 rows when T*k >= kMoeMmaLargeTile * E pairs, else of 16
+// (moe_mma_rows_per_tile). Requires D % 8 == 0, Fe % 8 == 0, 16-byte aligned pointers, T*k <= kMoeMaxPairs.
+constexpr int kMoeMmaLargeTile = 32;
+int moe_mma_rows_per_tile(int n_pairs, int E);
+void moe_mma_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                          const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act_sorted,
+                          cudaStream_t s);
+void moe_mma_down(const bf16_t* act_sorted, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                  const bf16_t* down, int E, int D, int Fe, float* y, cudaStream_t s);
 
 // The GEMM form of the op (steps with many pairs per expert; see runtime/cuda_mla_moe.cu): the pairs' token rows in
 // expert order, xg[i] = x[pairs[i] / k] (x [T][D], xg [N][D] bf16, N = T*k), and the per-expert outputs back in pair

@@ -1,0 +1,208 @@
+// Tensor-core form of the grouped expert GEMMs (moe.h: moe_mma_gate_up_silu, moe_mma_down).
+//
+// A block computes one tile of BM pair rows (of one expert) x 64 output columns (of each of NMAT weight matrices),
+// over K in steps of 32 through a 4-stage cp.async pipeline in shared memory, with mma.sync m16n8k16 (bf16 in, fp32
+// accumulators) fed by ldmatrix. 4 warps: BM 64 = 2 x 2 warps of 32 x 32, BM 16 = 1 x 4 warps of 16 x 16.
+// Tile schedule on the device: grid.x is an upper bound on the number of row tiles, ceil(N / BM) + E; block x finds
+// its expert and first row from the offsets (a warp scan over the experts' tile counts), blocks past the last tile
+// exit. Rows past the expert's end and columns past N are zero-filled on load and never stored.
+#include <algorithm>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/moe.h"
+#include "kernels/cuda/moe_tiles.cuh"
+
+namespace citadel::cuda {
+namespace {
+
+using namespace dev;
+
+constexpr int kThreads = 128;
+constexpr int kBN = 64;      // output columns per matrix and block
+constexpr int kBK = 32;      // reduction step
+constexpr int kStages = 4;   // cp.async pipeline depth
+constexpr int kLd = kBK + 8; // bf16 pitch of a shared row: 80 bytes, so the 8 rows of an ldmatrix hit distinct banks
+
+template <int BM, int NMAT>
+__host__ __device__ constexpr int stage_elems() {
+  return (BM + NMAT * kBN) * kLd;
+}
+template <int BM, int NMAT>
+constexpr size_t smem_bytes() {
+  return sizeof(uint16_t) * kStages * stage_elems<BM, NMAT>();
+}
+
+// in: gather (row of sorted position i = in[pairs[i] / in_div]) or sorted (row i = in[i]), [*][K] bf16.
+// W0, W1: [E][N][K] bf16. out: NMAT 2 -> bf16 silu(in.W0) * (in.W1) at sorted row i, [N_pairs][N];
+// NMAT 1 -> fp32 in.W0 at row pairs[i] (scatter), [N_pairs][N].
+template <int NMAT, int WM, int MT>
+__global__ void __launch_bounds__(kThreads) moe_mma_kernel(const uint16_t* __restrict__ in, int in_div, bool gather,
+                                                           const int32_t* __restrict__ offsets,
+                                                           const int32_t* __restrict__ pairs, int E,
+                                                           const uint16_t* __restrict__ w0,
+                                                           const uint16_t* __restrict__ w1, int N, int K,
+                                                           void* __restrict__ out) {
+  constexpr int BM = WM * MT * 16, WN = 4 / WM, NT = kBN / (WN * 8);
+  static_assert(NT % 2 == 0, "B fragments come in pairs of n8 tiles");
+  extern __shared__ __align__(16) uint16_t sm[];
+  __shared__ int src_row[BM], dst_row[BM];
+  pdl_wait();
+  pdl_trigger();
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  int row0 = 0;
+  const int e = moe_tile_of_slot(offsets, E, BM, static_cast<int>(blockIdx.x), &row0);
+  if (e < 0) return;
+  const int row_end = offsets[e + 1];
+  if (tid < BM) {
+    const int i = row0 + tid;
+    const bool ok = i < row_end;
+    const int p = ok ? pairs[i] : 0;
+    src_row[tid] = ok ? (gather ? p / in_div : i) : -1;
+    dst_row[tid] = ok ? (NMAT == 1 ? p : i) : -1;
+  }
+  __syncthreads();
+
+  const int n0 = static_cast<int>(blockIdx.y) * kBN;
+  const uint16_t* we0 = w0 + static_cast<int64_t>(e) * N * K;
+  const uint16_t* we1 = w1 + static_cast<int64_t>(e) * N * K;
+  auto load = [&](int stage, int k0) {
+    uint16_t* as = sm + stage * stage_elems<BM, NMAT>();
+    for (int c = tid; c < BM * (kBK / 8); c += kThreads) {
+      const int r = c / (kBK / 8), kk = k0 + (c % (kBK / 8)) * 8, src = src_row[r];
+      const bool ok = src >= 0 && kk < K;
+      cp_async16(as + r * kLd + (kk - k0), ok ? in + static_cast<int64_t>(src) * K + kk : in, ok);
+    }
+#pragma unroll
+    for (int m = 0; m < NMAT; ++m) {
+      uint16_t* bs = as + (BM + m * kBN) * kLd;
+      const uint16_t* w = m == 0 ? we0 : we1;
+      for (int c = tid; c < kBN * (kBK / 8); c += kThreads) {
+        const int r = c / (kBK / 8), kk = k0 + (c % (kBK / 8)) * 8, n = n0 + r;
+        const bool ok = n < N && kk < K;
+        cp_async16(bs + r * kLd + (kk - k0), ok ? w + static_cast<int64_t>(n) * K + kk : w, ok);
+      }
+    }
+    cp_async_commit();
+  };
+
+  const int KT = (K + kBK - 1) / kBK;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < KT) load(s, s * kBK);
+    else cp_async_commit();
+  }
+  float acc[NMAT][MT][NT][4];
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int j = 0; j < NT; ++j) acc[m][i][j][0] = acc[m][i][j][1] = acc[m][i][j][2] = acc[m][i][j][3] = 0.f;
+  const int wm = warp / WN, wn = warp % WN;
+  for (int kt = 0; kt < KT; ++kt) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // stage kt has landed for every thread, and stage kt - 1 is consumed by all
+    const int next = kt + kStages - 1;
+    if (next < KT) load(next % kStages, next * kBK);
+    else cp_async_commit();
+    const uint16_t* as = sm + (kt % kStages) * stage_elems<BM, NMAT>();
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+        ldmatrix_x4(a[i], as + (wm * MT * 16 + i * 16 + (lane & 15)) * kLd + kk + (lane >> 4) * 8);
+#pragma unroll
+      for (int m = 0; m < NMAT; ++m) {
+        const uint16_t* bs = as + (BM + m * kBN) * kLd;
+#pragma unroll
+        for (int j2 = 0; j2 < NT / 2; ++j2) {
+          uint32_t b[4];  // (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
+          const int nrow = wn * NT * 8 + j2 * 16 + (lane & 7) + ((lane >> 4) << 3);
+          ldmatrix_x4(b, bs + nrow * kLd + kk + ((lane >> 3) & 1) * 8);
+#pragma unroll
+          for (int i = 0; i < MT; ++i) {
+            mma_bf16_16816(acc[m][i][2 * j2], a[i][0], a[i][1], a[i][2], a[i][3], b[0], b[1]);
+            mma_bf16_16816(acc[m][i][2 * j2 + 1], a[i][0], a[i][1], a[i][2], a[i][3], b[2], b[3]);
+          }
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {  // accumulator rows lane / 4 and lane / 4 + 8
+        const int r = wm * MT * 16 + i * 16 + (lane >> 2) + h * 8;
+        const int n = n0 + wn * NT * 8 + j * 8 + (lane & 3) * 2;
+        const int dst = dst_row[r];
+        if (dst < 0 || n >= N) continue;  // N % 8 == 0: n < N implies n + 1 < N
+        const int64_t o = static_cast<int64_t>(dst) * N + n;
+        if constexpr (NMAT == 2) {
+          const float g0 = acc[0][i][j][2 * h], g1 = acc[0][i][j][2 * h + 1];
+          const float u0 = acc[1][i][j][2 * h], u1 = acc[1][i][j][2 * h + 1];
+          *reinterpret_cast<uint32_t*>(static_cast<uint16_t*>(out) + o) =
+              pack_bf16x2(g0 / (1.f + expf(-g0)) * u0, g1 / (1.f + expf(-g1)) * u1);
+        } else {
+          *reinterpret_cast<float2*>(static_cast<float*>(out) + o) =
+              make_float2(acc[0][i][j][2 * h], acc[0][i][j][2 * h + 1]);
+        }
+      }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <int NMAT, int WM, int MT>
+void launch_mma(const bf16_t* in, int in_div, bool gather, const int32_t* offsets, const int32_t* pairs, int n_pairs,
+                int E, const bf16_t* w0, const bf16_t* w1, int N, int K, void* out, cudaStream_t s) {
+  constexpr int BM = WM * MT * 16;
+  constexpr size_t smem = smem_bytes<BM, NMAT>();
+  auto kernel = moe_mma_kernel<NMAT, WM, MT>;
+  static bool configured = false;  // idempotent attribute; the flag only skips the call
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    configured = true;
+  }
+  const dim3 grid(static_cast<unsigned>((n_pairs + BM - 1) / BM + E), static_cast<unsigned>((N + kBN - 1) / kBN));
+  launch_pdl(kernel, grid, dim3(kThreads), smem, s, in, in_div, gather, offsets, pairs, E, w0, w1, N, K, out);
+  CUDA_LAUNCH_CHECK();
+}
+
+void check_mma_args(int k, int E, int N, int K, int n_pairs, const void* a, const void* b, const void* c) {
+  CHECK(k >= 1 && E >= 1 && E <= kMoeMaxExperts && n_pairs >= 0 && n_pairs <= kMoeMaxPairs);
+  CHECK(N >= 8 && K >= 8 && N % 8 == 0 && K % 8 == 0);
+  CHECK(aligned16(a) && aligned16(b) && aligned16(c));
+}
+
+}  // namespace
+
+int moe_mma_rows_per_tile(int n_pairs, int E) { return n_pairs >= kMoeMmaLargeTile * E ? 64 : 16; }
+
+void moe_mma_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                          const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act_sorted,
+                          cudaStream_t s) {
+  const int n_pairs = T * k;
+  check_mma_args(k, E, Fe, D, n_pairs, x, gate, up);
+  if (n_pairs <= 0) return;
+  if (moe_mma_rows_per_tile(n_pairs, E) == 64)
+    launch_mma<2, 2, 2>(x, k, true, offsets, pairs, n_pairs, E, gate, up, Fe, D, act_sorted, s);
+  else
+    launch_mma<2, 1, 1>(x, k, true, offsets, pairs, n_pairs, E, gate, up, Fe, D, act_sorted, s);
+}
+
+void moe_mma_down(const bf16_t* act_sorted, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                  const bf16_t* down, int E, int D, int Fe, float* y, cudaStream_t s) {
+  const int n_pairs = T * k;
+  check_mma_args(k, E, D, Fe, n_pairs, act_sorted, down, y);
+  if (n_pairs <= 0) return;
+  if (moe_mma_rows_per_tile(n_pairs, E) == 64)
+    launch_mma<1, 2, 2>(act_sorted, 1, false, offsets, pairs, n_pairs, E, down, down, D, Fe, y, s);
+  else
+    launch_mma<1, 1, 1>(act_sorted, 1, false, offsets, pairs, n_pairs, E, down, down, D, Fe, y, s);
+}
+
+}  // namespace citadel::cuda
