@@ -141,8 +141,8 @@ void micro(bool quick) {
      // against cuBLASLt tuned on the same shapes (gate|up: one fused N = 2F GEMM; down: N = D).
     const int F = 18944, Dm = 3584;
     int32_t *offsets, *pairs;
-    BENCH_CHECK(cudaMalloc(&offsets, 2 * sizeof(int32_t)));
-    BENCH_CHECK(cudaMalloc(&pairs, 512 * sizeof(int32_t)));
+    BENCH_CHECK(cudaMalloc(reinterpret_cast<void**>(&offsets), 2 * sizeof(int32_t)));
+    BENCH_CHECK(cudaMalloc(reinterpret_cast<void**>(&pairs), 512 * sizeof(int32_t)));
     std::vector<int32_t> ids(512);
     for (int i = 0; i < 512; ++i) ids[i] = i;
     BENCH_CHECK(cudaMemcpy(pairs, ids.data(), 512 * sizeof(int32_t), cudaMemcpyHostToDevice));
