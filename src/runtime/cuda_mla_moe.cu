@@ -161,7 +161,15 @@ Status CudaOps::mla_attention(int layer) {
   p.query_start = s_.decode ? nullptr : m_.d_ints + L_.total;
   p.max_blocks_per_seq = m_.max_blocks, p.block_size = m_.opt.block_size;
   p.scale = static_cast<float>(attention_scale(m_.c));
-  ck::mla_attention(p, mla_shape(m_.c), m_.mm.q_lat, T, m_.mm.lat_out, m_.stream);
+  // CITADEL_MLA_PATH=simt keeps the attention off tensor cores (benchmarks: before / after in one binary).
+  static const bool simt_only = [] {
+    const char* v = std::getenv("CITADEL_MLA_PATH");
+    return v != nullptr && std::string(v) == "simt";
+  }();
+  if (simt_only)
+    ck::mla_attention_run(p, mla_shape(m_.c), m_.mm.q_lat, T, m_.mm.lat_out, ck::mla_attention_plan(T, H), m_.stream);
+  else
+    ck::mla_attention(p, mla_shape(m_.c), m_.mm.q_lat, T, m_.mm.lat_out, m_.stream);
   // attn[t][h v] = W_UV_h [v][r] lat_out[t][h]
   ck::gemm_bf16_batched(g_.cublas, m_.mm.lat_out, H * r, r, w.v_b, v * r, m_.attn, H * v, v, T, static_cast<int>(v),
                         static_cast<int>(r), H);

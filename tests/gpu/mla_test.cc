@@ -1,6 +1,7 @@
 // MLA kernel behaviour beyond the op-parity reference (tests/ops covers the values): mla_attention captured once in a
 // CUDA graph and replayed with other seq_lens / positions gives what a direct launch gives for those (the grid depends
-// only on (T, n_heads)), and every plan of one input agrees with the dispatcher's up to fp32 summation order.
+// only on (T, n_heads)), and every plan of one input agrees with the dispatcher's up to fp32 summation order (the
+// tensor-core plan up to its bf16 probabilities).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -107,6 +108,10 @@ TEST(CudaMla, PlansAgree) {
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       EXPECT_LT(nmse(to_f32(m.out.download()), want), 1e-5) << "hb " << hb << " splits " << splits;
     }
+  cudaMemset(m.out.p, 0xff, m.out.n * sizeof(uint16_t));  // tensor cores: bf16 probabilities
+  ck::mla_attention_run(m.params(), MlaSetup::shape(), m.q_lat.p, B, m.out.p, ck::MlaPlan{16, 1, true}, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_LT(nmse(to_f32(m.out.download()), want), 3e-5) << "tensor cores";
 }
 
 }  // namespace

@@ -133,11 +133,19 @@ class CudaMlaBackend : public Backend {
         if (!dev.launched(impl.c_str())) return;
         keep(impl);
       }
+    const bool mma = ck::mla_attention_mma_supported(m);
+    if (mma) {
+      dev.poison(out, n_out);
+      ck::mla_attention_mma(p, m, q_lat, T, out, nullptr);
+      if (!dev.launched("mma_hb16")) return;
+      keep("mma_hb16");
+    }
     dev.poison(out, n_out);
     ck::mla_attention(p, m, q_lat, T, out, nullptr);
     if (!dev.launched("mla_attention")) return;
-    const ck::MlaPlan plan = ck::mla_attention_plan(T, H);
-    keep("dispatch_hb" + std::to_string(plan.heads_per_block) + "_s" + std::to_string(plan.n_splits));
+    const ck::MlaPlan plan = ck::mla_attention_plan(T, H, mma);
+    keep(std::string(plan.tensor_cores ? "mma_dispatch" : "dispatch_hb" + std::to_string(plan.heads_per_block) + "_s" +
+                                                              std::to_string(plan.n_splits)));
   }
 };
 

@@ -264,6 +264,7 @@ const std::vector<Bound>& bounds() {
       {"attention", "cuda", "bf16", "decode_simt*", 1e-5, "bf16 output rounding (~3e-6)"},
       {"attention", "cuda", "bf16", "decode*", 3e-5, "tensor cores round the probabilities to bf16 for P V"},
       {"attention", "cuda", "bf16", "prefill*", 1e-4, "bf16 probabilities over long causal rows"},
+      {"mla_attention", "cuda", "bf16", "mma*", 3e-5, "tensor cores round the probabilities to bf16 for P V"},
       {"mla_attention", "cuda", "bf16", "*", 1e-5, "bf16 output rounding (~1.3e-6); fp32 probabilities and sums"},
       {"mla_rope_kv_write", "cuda", "bf16", "*", 1e-5,
        "bf16 outputs (~1.3e-6); fp32 angles pos * inv_freq (the CPU twin's are double)"},

@@ -35,7 +35,8 @@
 //   kv_write, embedding (+ gather_rows), argmax   every backend   0   copies / ids
 //   attention      cpu f32 f16 1e-10; cuda f32 1e-10; cuda bf16 SIMT decode 1e-5, mma decode 3e-5 (bf16
 //                  probabilities), prefill 1e-4
-//   rmsnorm_rows, mla_rope_kv_write, mla_attention   cuda bf16 1e-5 (bf16 outputs of fp32 math; fp32 probabilities)
+//   rmsnorm_rows, mla_rope_kv_write, mla_attention   cuda bf16 1e-5 (bf16 outputs of fp32 math; fp32 probabilities);
+//                  mla_attention on tensor cores (mma*) 3e-5 (bf16 probabilities)
 // Inputs are generated on the grid of the dtype (bf16, f16, or for the CUDA weight formats int8 / int4 / fp8 with
 // power-of-two scales so that the device quantisers reproduce them exactly); the reference then computes in f32 /
 // double on those exact values, and the bounds measure the kernel, not the format.

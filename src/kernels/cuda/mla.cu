@@ -434,7 +434,7 @@ void mla_rope_kv_write(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaSh
              positions, inv_freq, mscale, kv_norm_w, eps, slots, cache, vec);
 }
 
-MlaPlan mla_attention_plan(int T, int n_heads) {
+MlaPlan mla_attention_plan(int T, int n_heads, bool tensor_cores_ok) {
   bool clusters = false;
   const int sms = device_sms_and_clusters(&clusters);
   MlaPlan plan;
@@ -443,6 +443,7 @@ MlaPlan mla_attention_plan(int T, int n_heads) {
   const int64_t blocks = int64_t{T} * ((n_heads + plan.heads_per_block - 1) / plan.heads_per_block);
   if (clusters)
     while (plan.n_splits < kMaxSplits && blocks * plan.n_splits * 2 <= sms) plan.n_splits *= 2;
+  plan.tensor_cores = tensor_cores_ok && plan.heads_per_block == 16 && plan.n_splits == 1;
   return plan;
 }
 
@@ -455,13 +456,20 @@ void mla_attention_run(const MlaAttention& p, const MlaShape& m, const bf16_t* q
   CHECK(plan.n_splits == 1 || plan.n_splits == 2 || plan.n_splits == 4 || plan.n_splits == 8);
   CHECK(int64_t{T} * plan.n_splits < (int64_t{1} << 31));
   if (T <= 0) return;
+  if (plan.tensor_cores) {
+    CHECK(plan.heads_per_block == 16 && plan.n_splits == 1);
+    mla_attention_mma(p, m, q_lat, T, out, s);
+    return;
+  }
   if (plan.heads_per_block == 4) dispatch_attention<4>(p, m, q_lat, T, out, plan.n_splits, s);
   else dispatch_attention<16>(p, m, q_lat, T, out, plan.n_splits, s);
 }
 
 void mla_attention(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out, cudaStream_t s) {
   if (T <= 0) return;
-  mla_attention_run(p, m, q_lat, T, out, mla_attention_plan(T, m.n_heads), s);
+  const bool mma_ok = mla_attention_mma_supported(m) && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(q_lat) % 16 == 0;
+  mla_attention_run(p, m, q_lat, T, out, mla_attention_plan(T, m.n_heads, mma_ok), s);
 }
 
 }  // namespace citadel::cuda

@@ -70,9 +70,19 @@ void mla_attention(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat
 struct MlaPlan {
   int heads_per_block = 16;
   int n_splits = 1;
+  bool tensor_cores = false;  // mla_attention_mma (needs 16 heads per block, one split, a supported shape)
 };
-MlaPlan mla_attention_plan(int T, int n_heads);
+MlaPlan mla_attention_plan(int T, int n_heads, bool tensor_cores_ok = false);
 void mla_attention_run(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out,
                        const MlaPlan& plan, cudaStream_t s);
+
+// The same attention on tensor cores (mla_mma.cu), for many query tokens: a block per (token, 16 heads), the 16 heads
+// as the rows of each MMA over key tiles of 32 (S = Q K^T and O += P V with mma.sync, fp32 accumulation, online
+// softmax in fp32 with the probabilities rounded to bf16 for P V, the normaliser summing the rounded values). Shapes:
+// kv_lora_rank 512, qk_rope 64 (DeepSeek-V2/V3), n_heads a multiple of 16 (mla_attention_mma_supported); cache and
+// q_lat 16-byte aligned. The dispatcher takes it when its plan has 16 heads per block and no split.
+bool mla_attention_mma_supported(const MlaShape& m);
+void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out,
+                       cudaStream_t s);
 
 }  // namespace citadel::cuda

@@ -1,0 +1,187 @@
+// Absorbed MLA attention on tensor cores (mla.h: mla_attention_mma), for steps with many query tokens (prefill,
+// large decode batches). A block takes one token and 16 heads: the 16 heads are the M = 16 rows of every MMA, so one
+// shared latent key row serves all of them.
+//
+// Keys come in tiles of 32 rows [r | rope] through a cp.async double buffer (rows past the visible keys zero-filled).
+// Per tile, with 8 warps:
+//   S [16 heads][32 keys] = Q K^T over L = 576: warp w takes keys 8 (w % 4) .. +7 and half (w / 4) of the 36 k-steps;
+//   the two halves meet in shared memory (fp32);
+//   online softmax: warp w takes heads 2w and 2w + 1, a lane per key (log2 domain, fp32 running max and sum); the
+//   probabilities are rounded to bf16 for P V and the sum adds the rounded values;
+//   O [16][r] += P [16][32] V [32][r]: warp w owns latent columns 64 w .. 64 w + 63 (fp32 accumulators in registers),
+//   V fragments by ldmatrix.trans from the same key tile.
+#include <cmath>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/mla.h"
+
+namespace citadel::cuda {
+namespace {
+
+using namespace dev;
+
+constexpr int kRank = 512, kRope = 64, kRow = kRank + kRope;  // the shapes of DeepSeek-V2/V3's MLA
+constexpr int kHeads = 16, kKeys = 32, kWarps = 8, kThreads = kWarps * 32;
+constexpr int kLdRow = kRow + 8;   // bf16 pitch of Q and key rows: 1168 bytes, ldmatrix rows on distinct banks
+constexpr int kLdP = kKeys + 8;    // bf16 pitch of P rows
+constexpr int kKSteps = kRow / 16; // 36 k-steps of 16 in the score
+constexpr int kColsPerWarp = kRank / kWarps;  // 64 output columns per warp
+static_assert(kKSteps % 4 == 0, "each score half takes an even number of k-step pairs");
+
+struct Smem {
+  uint16_t q[kHeads * kLdRow];
+  uint16_t keys[2][kKeys * kLdRow];
+  float s_part[2][kHeads][kKeys];
+  uint16_t p[kHeads * kLdP];
+  float alpha[kHeads];
+  float l_final[kHeads];
+  int seq;
+};
+
+// grid (T, H / 16), kThreads threads, dynamic shared memory sizeof(Smem).
+__global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttention p, int H, const uint16_t* q_lat,
+                                                                     uint16_t* out, float qscale) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
+  pdl_wait();
+  pdl_trigger();
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int t = blockIdx.x, h0 = blockIdx.y * kHeads;
+  if (tid == 0) {
+    int b = t;
+    if (p.query_start) {
+      b = 0;
+      while (p.query_start[b + 1] <= t) ++b;
+    }
+    sm.seq = b;
+  }
+  const uint16_t* qt = q_lat + (static_cast<int64_t>(t) * H + h0) * kRow;
+  for (int c = tid; c < kHeads * (kRow / 8); c += kThreads) {
+    const int h = c / (kRow / 8), ch = c % (kRow / 8);
+    cp_async16(sm.q + h * kLdRow + ch * 8, qt + h * kRow + ch * 8);
+  }
+  cp_async_commit();
+  __syncthreads();
+  const int b = sm.seq;
+  const int cap = p.max_blocks_per_seq * p.block_size;
+  const int n_keys = max(0, min(min(p.positions[t] + 1, p.seq_lens[b]), cap));
+  const int32_t* bt = p.block_tables + static_cast<int64_t>(b) * p.max_blocks_per_seq;
+
+  auto load_tile = [&](int start, int buf) {
+    uint16_t* dst = sm.keys[buf];
+    for (int c = tid; c < kKeys * (kRow / 8); c += kThreads) {
+      const int row = c / (kRow / 8), ch = c % (kRow / 8), pos = start + row;
+      const bool ok = pos < n_keys;
+      const int64_t slot =
+          ok ? static_cast<int64_t>(bt[pos / p.block_size]) * p.block_size + pos % p.block_size : 0;
+      cp_async16(dst + row * kLdRow + ch * 8, p.cache + slot * kRow + ch * 8, ok);
+    }
+    cp_async_commit();
+  };
+
+  // softmax state of heads 2 warp and 2 warp + 1 (lane-uniform)
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  float acc[kColsPerWarp / 8][4];
+#pragma unroll
+  for (int j = 0; j < kColsPerWarp / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+
+  if (n_keys > 0) load_tile(0, 0);
+  int buf = 0;
+  for (int start = 0; start < n_keys; start += kKeys, buf ^= 1) {
+    if (start + kKeys < n_keys) {
+      load_tile(start + kKeys, buf ^ 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint16_t* tile = sm.keys[buf];
+    {  // partial scores: keys 8 nt .. 8 nt + 7, k-steps [half * 18, half * 18 + 18)
+      const int nt = warp & 3, half = warp >> 2;
+      float s[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 3
+      for (int ks = half * (kKSteps / 2); ks < (half + 1) * (kKSteps / 2); ks += 2) {
+        uint32_t a0[4], a1[4], kb[4];  // Q for k-steps ks, ks + 1; K: (ks lo, ks hi, ks+1 lo, ks+1 hi)
+        ldmatrix_x4(a0, sm.q + (lane & 15) * kLdRow + ks * 16 + (lane >> 4) * 8);
+        ldmatrix_x4(a1, sm.q + (lane & 15) * kLdRow + (ks + 1) * 16 + (lane >> 4) * 8);
+        ldmatrix_x4(kb, tile + (nt * 8 + (lane & 7)) * kLdRow + ks * 16 + (lane >> 3) * 8);
+        mma_bf16_16816(s, a0[0], a0[1], a0[2], a0[3], kb[0], kb[1]);
+        mma_bf16_16816(s, a1[0], a1[1], a1[2], a1[3], kb[2], kb[3]);
+      }
+      const int row = lane >> 2, col = nt * 8 + (lane & 3) * 2;
+      sm.s_part[half][row][col] = s[0], sm.s_part[half][row][col + 1] = s[1];
+      sm.s_part[half][row + 8][col] = s[2], sm.s_part[half][row + 8][col + 1] = s[3];
+    }
+    __syncthreads();
+    const int n = min(kKeys, n_keys - start);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {  // online softmax of head 2 warp + i, lane = key of the tile
+      const int h = 2 * warp + i;
+      const float s = lane < n ? (sm.s_part[0][h][lane] + sm.s_part[1][h][lane]) * qscale : -INFINITY;
+      const float m_new = fmaxf(m_run[i], warp_max(s));  // finite: key 0 of the tile is visible
+      const float alpha = exp2f(m_run[i] - m_new);
+      const uint16_t pb = f2bf(exp2f(s - m_new));
+      l_run[i] = l_run[i] * alpha + warp_sum(bf16f(pb));
+      m_run[i] = m_new;
+      sm.p[h * kLdP + lane] = pb;
+      if (lane == 0) sm.alpha[h] = alpha;
+    }
+    __syncthreads();
+    {  // O += P V over this warp's 64 latent columns
+      const float a_lo = sm.alpha[lane >> 2], a_hi = sm.alpha[(lane >> 2) + 8];
+#pragma unroll
+      for (int j = 0; j < kColsPerWarp / 8; ++j) acc[j][0] *= a_lo, acc[j][1] *= a_lo, acc[j][2] *= a_hi, acc[j][3] *= a_hi;
+#pragma unroll
+      for (int kc = 0; kc < kKeys / 16; ++kc) {
+        uint32_t pa[4];
+        ldmatrix_x4(pa, sm.p + (lane & 15) * kLdP + kc * 16 + (lane >> 4) * 8);
+        const uint16_t* vrow =
+            tile + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLdRow + warp * kColsPerWarp + (lane >> 4) * 8;
+#pragma unroll
+        for (int n2 = 0; n2 < kColsPerWarp / 16; ++n2) {
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4_trans(b0, b1, b2, b3, vrow + n2 * 16);
+          mma_bf16_16816(acc[2 * n2], pa[0], pa[1], pa[2], pa[3], b0, b1);
+          mma_bf16_16816(acc[2 * n2 + 1], pa[0], pa[1], pa[2], pa[3], b2, b3);
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's copies overwrite this buffer; P and alpha are rewritten
+  }
+  cp_async_wait<0>();  // the Q copies when there were no keys
+  if (lane == 0) sm.l_final[2 * warp] = l_run[0], sm.l_final[2 * warp + 1] = l_run[1];
+  __syncthreads();
+  const float l_lo = sm.l_final[lane >> 2], l_hi = sm.l_final[(lane >> 2) + 8];
+  const float inv_lo = l_lo > 0.f ? 1.f / l_lo : 0.f, inv_hi = l_hi > 0.f ? 1.f / l_hi : 0.f;
+  uint16_t* ot = out + (static_cast<int64_t>(t) * H + h0) * kRank;
+#pragma unroll
+  for (int j = 0; j < kColsPerWarp / 8; ++j) {
+    const int col = warp * kColsPerWarp + j * 8 + (lane & 3) * 2, row = lane >> 2;
+    *reinterpret_cast<uint32_t*>(ot + row * kRank + col) = pack_bf16x2(acc[j][0] * inv_lo, acc[j][1] * inv_lo);
+    *reinterpret_cast<uint32_t*>(ot + (row + 8) * kRank + col) = pack_bf16x2(acc[j][2] * inv_hi, acc[j][3] * inv_hi);
+  }
+}
+
+}  // namespace
+
+bool mla_attention_mma_supported(const MlaShape& m) {
+  return m.kv_lora_rank == kRank && m.qk_rope == kRope && m.n_heads % kHeads == 0;
+}
+
+void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out,
+                       cudaStream_t s) {
+  CHECK(mla_attention_mma_supported(m));
+  CHECK(reinterpret_cast<uintptr_t>(p.cache) % 16 == 0 && reinterpret_cast<uintptr_t>(q_lat) % 16 == 0);
+  if (T <= 0) return;
+  static bool configured = false;  // idempotent attribute; the flag only skips the call
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(mla_attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(sizeof(Smem))));
+    configured = true;
+  }
+  launch_pdl(mla_attention_mma_kernel, dim3(static_cast<unsigned>(T), static_cast<unsigned>(m.n_heads / kHeads)),
+             dim3(kThreads), sizeof(Smem), s, p, m.n_heads, q_lat, out, p.scale * 1.4426950408889634f);
+  CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace citadel::cuda
