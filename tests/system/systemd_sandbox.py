@@ -98,6 +98,11 @@ class Sandbox:
         mount, here = _cgroup2_dir()
         self.cgroup = os.path.join(here, "citadel-systemd-test-" + secrets.token_hex(4))
         self._stage(units, etc_citadel)
+        self.sentinels = [os.path.join(d, ".citadel-systemd-sentinel-" + secrets.token_hex(6))
+                          for d in ("/tmp", "/var/tmp")]
+        for f in self.sentinels:
+            pathlib.Path(f).touch()
+        self._host_before = self._host_fingerprint()
         os.mkdir(self.cgroup)
         self.log = open(self.stage / "sandbox.log", "w")
         cg_procs = os.path.join(self.cgroup, "cgroup.procs")
@@ -117,6 +122,28 @@ class Sandbox:
         except BaseException:
             self.close()
             raise
+
+    def _host_fingerprint(self):
+        """What an escaped systemd would change first: the sentinels in the host's /tmp and /var/tmp (tmpfiles would
+        delete them), kernel settings systemd writes at boot, the hostname, the host's mount table."""
+        fp = {f: os.path.exists(f) for f in self.sentinels}
+        for f in ("/proc/sys/kernel/core_pattern", "/proc/sys/fs/nr_open", "/proc/sys/kernel/hostname",
+                  "/proc/1/mountinfo"):
+            fp[f] = pathlib.Path(f).read_text()
+        return fp
+
+    def host_changes(self):
+        """After close(): what differs on the host since the sandbox was made (must be nothing)."""
+        now = self._host_fingerprint()
+        for f in self.sentinels:
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+        changed = [k for k in self._host_before if self._host_before[k] != now[k]]
+        if os.path.exists(self.cgroup):
+            changed.append(self.cgroup)
+        return changed
 
     def _stage(self, units, etc_citadel):
         udir = self.stage / "units"

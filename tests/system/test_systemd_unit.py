@@ -72,6 +72,7 @@ def sd(tmp_path_factory):
         yield box
     finally:
         box.close()
+    assert box.host_changes() == [], "the sandboxed systemd changed the host"
 
 
 def show(sd, *props):
