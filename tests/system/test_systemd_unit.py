@@ -134,22 +134,27 @@ def test_starts_with_notify_serves_and_is_hardened(sd):
     assert st["Seccomp"].strip() == "2" and int(st["Seccomp_filters"]) >= 1   # SystemCallArchitectures=, Restrict*
     assert st["Umask"].strip() == "0077"                                                     # UMask=0077
     # Inside the service's own mount namespace. As root, a denied write means a read-only mount; as the service's
-    # user, what it may write.
-    probe = ("w() { if (: > \"$1/.probe\") 2>/dev/null; then rm -f \"$1/.probe\"; echo \"$1 w\"; else echo \"$1 -\"; fi; };"
-             " for d in /usr /etc /var/lib /sys/fs/cgroup /proc/sys/kernel /var/lib/citadel /tmp; do w $d; done;"
+    # user, what it may write. A new cgroup (mkdir) works in the sandbox, not in the service (ProtectControlGroups=).
+    probe = ('w() { if (: > "$1/.probe") 2>/dev/null; then rm -f "$1/.probe"; echo "$1 w"; else echo "$1 -"; fi; };'
+             " for d in /usr /etc /var/lib /var/lib/citadel /tmp; do w $d; done;"
+             " mkdir /sys/fs/cgroup/.probe 2>/dev/null && rmdir /sys/fs/cgroup/.probe && echo cgroup w"
+             " || echo cgroup -;"
              " echo $(find /root /home -mindepth 1 | wc -l) $(ls -A /tmp | wc -l) $(stat -c %a /var/lib/citadel)")
     sd.run(["touch", "/tmp/outside-only"])
     enter = ["nsenter", f"--target={pid}", "--mount", "--"]
+    assert sd.run(["sh", "-c", probe]).stdout.splitlines()[5] == "cgroup w"  # the probe can see a writable cgroup
     as_root = sd.run(enter + ["sh", "-c", probe]).stdout.splitlines()
     as_user = sd.run(enter + ["setpriv", "--reuid=citadel", "--regid=citadel", "--clear-groups", "sh", "-c",
                               probe.replace("/var/lib/citadel /tmp", "/etc/citadel /var/lib/citadel /tmp")]).stdout
-    # ProtectSystem=strict (with ProtectControlGroups= and ProtectKernelTunables=): all read-only but the state.
-    assert as_root[:7] == ["/usr -", "/etc -", "/var/lib -", "/sys/fs/cgroup -", "/proc/sys/kernel -",
-                           "/var/lib/citadel w", "/tmp w"], as_root
+    # ProtectSystem=strict and ProtectControlGroups=yes: all read-only but the state directory and the private /tmp.
+    assert as_root == ["/usr -", "/etc -", "/var/lib -", "/var/lib/citadel w", "/tmp w", "cgroup -", "0 0 700"], \
+        as_root  # then: ProtectHome=yes (/root and /home empty), PrivateTmp=yes (empty), StateDirectoryMode=0700
     # The user writes its state and its private /tmp; ConfigurationDirectory= is writable by mount but root's.
-    assert as_user.splitlines()[5:8] == ["/etc/citadel -", "/var/lib/citadel w", "/tmp w"], as_user
-    # ProtectHome=yes: /root and /home empty; PrivateTmp=yes: not the sandbox's /tmp; StateDirectoryMode=0700.
-    assert as_root[7] == "0 0 700", as_root
+    assert as_user.splitlines()[3:6] == ["/etc/citadel -", "/var/lib/citadel w", "/tmp w"], as_user
+    # ProtectKernelTunables= / ProtectKernelLogs=: mounts over /proc/irq, /proc/bus, /proc/kallsyms, /proc/kmsg and
+    # /dev/kmsg that the sandbox does not have (/proc/sys and /sys are already read-only there).
+    mounts = [set(l.split()[4] for l in sd.run(["cat", f"/proc/{p}/mountinfo"]).stdout.splitlines()) for p in (1, pid)]
+    assert {"/proc/irq", "/proc/bus", "/proc/kallsyms", "/proc/kmsg", "/dev/kmsg"} <= mounts[1] - mounts[0], mounts
     ns = sd.run(["readlink", "/proc/1/ns/uts", f"/proc/{pid}/ns/uts"]).stdout.split()
     assert ns[0] != ns[1]                                                    # ProtectHostname=yes
     # The engine stays unhindered by devices: ProtectClock= adds no device allow-list here (systemd >= 252), so the
