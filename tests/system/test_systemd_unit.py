@@ -157,6 +157,13 @@ def test_starts_with_notify_serves_and_is_hardened(sd):
     assert {"/proc/irq", "/proc/bus", "/proc/kallsyms", "/proc/kmsg", "/dev/kmsg"} <= mounts[1] - mounts[0], mounts
     ns = sd.run(["readlink", "/proc/1/ns/uts", f"/proc/{pid}/ns/uts"]).stdout.split()
     assert ns[0] != ns[1]                                                    # ProtectHostname=yes
+    # LimitNOFILE=65536 / LimitMEMLOCK=infinity: systemd sets the nearest it may when it cannot raise a hard limit
+    # (a container without CAP_SYS_RESOURCE, as here): never above its own hard limits.
+    limits = {l[:26].strip(): l[26:].split()[:2] for l in sd.run(["cat", f"/proc/{pid}/limits"]).stdout.splitlines()}
+    own = {l[:26].strip(): l[26:].split()[:2] for l in sd.run(["cat", "/proc/1/limits"]).stdout.splitlines()}
+    nofile_hard = own["Max open files"][1]
+    assert limits["Max open files"] == [str(min(65536, int(nofile_hard)))] * 2, (limits, own)
+    assert limits["Max locked memory"] == [own["Max locked memory"][1]] * 2, (limits, own)
     # The engine stays unhindered by devices: ProtectClock= adds no device allow-list here (systemd >= 252), so the
     # GPU nodes stay reachable; older systemd allow-lists char-rtc alone (docs/OPERATIONS.md).
     d = show(sd, "DevicePolicy", "DeviceAllow")
@@ -222,3 +229,19 @@ def test_stop_drains_the_running_stream_and_exits_cleanly(sd):
     s = show(sd, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus")
     assert s["ActiveState"] == "inactive" and s["Result"] == "success", s
     assert stops(sd)[-1] == "success exited 0", stops(sd)
+
+
+def test_restart_limit_leaves_the_unit_failed(sd):
+    # StartLimitBurst=5 in StartLimitIntervalSec=10min: the start and four restarts, then the unit stays failed.
+    start(sd, "debug:slow")
+    for kill in range(1, 10):
+        pid = show(sd, "MainPID")["MainPID"]
+        sd.run(["kill", "-KILL", pid])
+        s = wait_for(lambda: show(sd, "ActiveState", "Result", "NRestarts") if show(sd, "ActiveState")["ActiveState"]
+                     == "failed" else active_with_new_pid(sd, pid), 30, f"restart or failure after kill {kill}")
+        if s["ActiveState"] == "failed":
+            break
+    # The fifth kill finds the limit spent: no sixth start, the unit is failed (Result= keeps the last exit's cause).
+    assert kill == 5 and s["ActiveState"] == "failed", (kill, s)
+    start(sd, "debug:slow")  # reset-failed clears the limit: an operator's restart works again
+    assert show(sd, "ActiveState")["ActiveState"] == "active"
