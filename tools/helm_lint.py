@@ -7,9 +7,9 @@ packages named after helm wrap an executable they do not ship, or ship Windows/m
 (helm.sh/helm/v4 v4.3.0) built as a C shared library, libhelm_sdkpy.so; its Python layer needs Python >= 3.12, so
 scripts/install-deps.sh extracts the library alone and this tool calls it through ctypes: helm_sdkpy_lint runs
 Helm's lint action on a chart directory (Chart.yaml, values.yaml, and every template rendered with the chart's
-values: a template that fails to render or renders to invalid YAML or bad object metadata is an error). It reports each message's severity and file; the
-library drops the message texts (Go errors marshal as {}). `helm template` has no counterpart in the library: its
-install action needs a reachable cluster.
+values: a template that fails to render or renders to invalid YAML or bad object metadata is an error). It reports
+each message's severity and file; the library drops the message texts (Go errors marshal as {}). `helm template`
+has no counterpart in the library: its install action needs a reachable cluster.
 
 Usage: helm_lint.py [--lib PATH] CHART_DIR   prints one line per message (SEVERITY PATH); exit 1 on any
 warning or error, 2 when the library is missing or broken. Library: --lib, else $CITADEL_HELM_LIB, else
