@@ -8,6 +8,7 @@ namespace's PID 1, which the kernel turns into SIGKILL for every process in it; 
 why_not() says why the sandbox cannot run on this machine (None when it can); every check names the command or
 file that failed, so a skip says exactly what is missing.
 """
+import ctypes
 import os
 import pathlib
 import secrets
@@ -18,6 +19,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 SYSTEMD = "/lib/systemd/systemd"
+PR_SET_PDEATHSIG = 1
 
 # The only units this systemd can see. DefaultDependencies= of a service needs sysinit.target, basic.target and
 # shutdown.target, and the default slice system.slice: minimal ones here, none pulling anything in.
@@ -110,6 +112,9 @@ class Sandbox:
         def enter_cgroup():  # in the child, before unshare: the new cgroup namespace is rooted at self.cgroup
             with open(cg_procs, "w") as f:
                 f.write(str(os.getpid()))
+            # Should this test process die without close(), unshare gets SIGKILL and (--kill-child) so does the
+            # namespace's PID 1, with every process in it.
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
         try:
             self.proc = subprocess.Popen(

@@ -20,9 +20,10 @@ bin=$2
 [ "$$" = 1 ] || { echo "systemd_sandbox.sh: must run as PID 1 of a new pid namespace" >&2; exit 2; }
 
 mount -n --make-rprivate /
-# Every inherited mount read-only (per mount; the mount points are plain paths here, no spaces).
+# Every inherited mount read-only (per mount). mountinfo writes a space in a path as \040: split on blanks, then
+# decode.
 for mp in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
-  mount -n -o remount,bind,ro "$mp"
+  mount -n -o remount,bind,ro "$(printf '%b' "$mp")"
 done
 # After that, the only writable places are the ones mounted below.
 mount -n -t proc -o nosuid,nodev,noexec proc /proc
