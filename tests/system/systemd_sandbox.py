@@ -32,7 +32,7 @@ BASE_UNITS = {
     "system.slice": "[Unit]\nDescription=System Slice\nDefaultDependencies=no\n",
 }
 # Masked by name on top of being absent from the unit path: what must never run in the sandbox (the tmpfiles units
-# emptied the host's /tmp in an earlier, unconfined trial), plus every unit installed on the host (see stage()).
+# emptied the host's /tmp in an earlier, unconfined trial), plus every unit installed on the host (see _stage()).
 ALWAYS_MASKED = ["systemd-tmpfiles-setup.service", "systemd-tmpfiles-setup-dev.service",
                  "systemd-tmpfiles-clean.service", "systemd-tmpfiles-clean.timer"]
 HOST_UNIT_DIRS = ["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system", "/run/systemd/system"]

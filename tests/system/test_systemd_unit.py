@@ -16,7 +16,6 @@ cgroup2, no overlayfs, no unshare); needs no model file and no network.
 import json
 import os
 import pathlib
-import secrets
 import subprocess
 import time
 
