@@ -10,7 +10,8 @@ Checked: Type=notify start (systemctl start returns once READY=1 arrived, STATUS
 hardening that applies (user, no capabilities, no new privileges, seccomp, read-only system with the state
 directory writable, private /tmp, hidden /home, read-only cgroups and /proc/sys, own hostname namespace, umask);
 SIGKILL restarted by Restart=on-failure; a hung engine killed by the watchdog (SIGABRT) and restarted; `systemctl
-stop` drains a running stream to its end and exits 0. Skips, saying why, where the sandbox cannot run (not root, no
+stop` drains a running stream to its end and exits 0; StartLimitBurst= leaves the unit failed after the fifth kill.
+Skips, saying why, where the sandbox cannot run (not root, no
 cgroup2, no overlayfs, no unshare); needs no model file and no network.
 """
 import json
