@@ -11,8 +11,8 @@ hardening that applies (user, no capabilities, no new privileges, seccomp, read-
 directory writable, private /tmp, hidden /home, read-only cgroups and /proc/sys, own hostname namespace, umask);
 SIGKILL restarted by Restart=on-failure; a hung engine killed by the watchdog (SIGABRT) and restarted; `systemctl
 stop` drains a running stream to its end and exits 0; StartLimitBurst= leaves the unit failed after the fifth kill.
-Skips, saying why, where the sandbox cannot run (not root, no
-cgroup2, no overlayfs, no unshare); needs no model file and no network.
+Skips, saying why, where the sandbox cannot run (not root, no cgroup2, no overlayfs, no unshare); needs no model
+file and no network.
 """
 import json
 import os
