@@ -56,7 +56,7 @@ class ByteCodec : public TextCodec {
 
 class DebugRunner : public engine::ModelRunner {
  public:
-  DebugRunner(int max_context, int step_ms) : max_context_(max_context), step_ms_(step_ms) {}
+  DebugRunner(int max_context, int step_ms, bool hang) : max_context_(max_context), step_ms_(step_ms), hang_(hang) {}
   int n_vocab() const override { return kDebugVocab; }
   int max_context() const override { return max_context_; }
   size_t kv_bytes_per_token() const override { return 8; }
@@ -72,6 +72,7 @@ class DebugRunner : public engine::ModelRunner {
     return OkStatus();
   }
   Status forward(const engine::Batch& b, float* logits) override {
+    while (hang_) std::this_thread::sleep_for(std::chrono::hours(1));
     if (step_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(step_ms_));
     for (int i = 0; i < b.n_tokens(); ++i) {
       if (b.slots[i] < 0 || static_cast<size_t>(b.slots[i]) >= pool_.size()) return Internal("debug: bad slot");
@@ -104,6 +105,7 @@ class DebugRunner : public engine::ModelRunner {
  private:
   int max_context_;
   int step_ms_;
+  bool hang_;
   int block_size_ = 16;
   std::vector<int32_t> pool_;  // [n_blocks * block_size] token id per slot
 };
@@ -111,8 +113,8 @@ class DebugRunner : public engine::ModelRunner {
 }  // namespace
 
 std::unique_ptr<TextCodec> make_debug_codec() { return std::make_unique<ByteCodec>(); }
-std::unique_ptr<engine::ModelRunner> make_debug_runner(int max_context, int step_ms) {
-  return std::make_unique<DebugRunner>(max_context, step_ms);
+std::unique_ptr<engine::ModelRunner> make_debug_runner(int max_context, int step_ms, bool hang) {
+  return std::make_unique<DebugRunner>(max_context, step_ms, hang);
 }
 
 }  // namespace citadel::api

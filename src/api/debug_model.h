@@ -17,6 +17,8 @@ constexpr int32_t kDebugVocab = 258;
 
 std::unique_ptr<TextCodec> make_debug_codec();
 // step_ms > 0: every forward() also sleeps this long (a slow model, for cancellation and load tests).
-std::unique_ptr<engine::ModelRunner> make_debug_runner(int max_context, int step_ms = 0);
+// hang: every forward() blocks for ever (a hung engine: the watchdog test of deploy/systemd's unit). Such a process
+// does not drain: only SIGKILL (or the service manager's watchdog SIGABRT) ends it once a request has been scheduled.
+std::unique_ptr<engine::ModelRunner> make_debug_runner(int max_context, int step_ms = 0, bool hang = false);
 
 }  // namespace citadel::api

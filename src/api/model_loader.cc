@@ -74,7 +74,8 @@ Result<std::shared_ptr<ModelHost>> load_debug(const ModelLoadOptions& opts) {
   host->path = opts.model;
   host->created = static_cast<int64_t>(std::time(nullptr));
   host->codec = make_debug_codec();
-  host->runner = make_debug_runner(opts.max_context > 0 ? opts.max_context : 4096, opts.model == "debug:slow" ? 5 : 0);
+  host->runner = make_debug_runner(opts.max_context > 0 ? opts.max_context : 4096, opts.model == "debug:slow" ? 5 : 0,
+                                   opts.model == "debug:hang");
   ModelLoadOptions o = opts;
   o.engine.n_blocks = 16384;  // 256k tokens of fake KV whatever the memory budget
   auto tmpl = load_template(opts.chat_template_file.empty() ? "chatml" : opts.chat_template_file);
@@ -397,8 +398,8 @@ Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& reque
     return InvalidArgument("model " + opts.model + ": cuda_device " + std::to_string(opts.cuda_device) +
                            " is set but the model runs on the " + opts.device + " (device cuda uses it)");
   if (opts.model.rfind("debug:", 0) == 0) {
-    if (opts.model != "debug:bytes" && opts.model != "debug:slow")
-      return InvalidArgument("unknown debug model '" + opts.model + "' (debug:bytes, debug:slow)");
+    if (opts.model != "debug:bytes" && opts.model != "debug:slow" && opts.model != "debug:hang")
+      return InvalidArgument("unknown debug model '" + opts.model + "' (debug:bytes, debug:slow, debug:hang)");
     return load_debug(opts);
   }
   // Embedding models (the catalogue's minilm-l6, or any BERT encoder) are served too: load_gguf hands them to

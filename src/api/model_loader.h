@@ -11,6 +11,7 @@
 //   debug:bytes              a built-in byte-level fake model (no weights; deterministic logits): for tests of the
 //                            server itself and for measuring its overhead without model compute
 //   debug:slow               the same, 5 ms per engine step
+//   debug:hang               the same, but every engine step blocks for ever (a hung engine, for watchdog tests)
 // Encrypted models (a path ending in .enc, or any file with the CITADEL-ENC magic; crypto/envelope.h) need
 // key_file: the file is decrypted into locked anonymous memory (crypto/secure_buffer.h) and served from there;
 // its plaintext never reaches the disk. A key older than key_max_age_days logs a rotation warning. An embedding

@@ -116,6 +116,44 @@ def test_chart_checker_without_helm():
     assert "not a field of Chart.yaml" in broken("templates/_helpers.tpl", ".Chart.AppVersion", ".Chart.KubeVersion")
 
 
+def test_helm_lint_with_helms_library():
+    """Helm's own lint (Helm v4 from the helm-sdkpy wheel, tools/helm_lint.py; scripts/install-deps.sh test fetches
+    it): the chart lints clean with its defaults and with secrets.create (the Secret templates rendered too), and
+    broken copies (Chart.yaml, values.yaml, a template that renders to bad YAML or fails to render) are errors."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    import helm_lint
+    if not os.path.isfile(helm_lint.default_lib()):
+        pytest.skip(f"{helm_lint.default_lib()} is absent (scripts/install-deps.sh test fetches it): not run")
+
+    def lint(edits=()):
+        with tempfile.TemporaryDirectory() as d:
+            copy = pathlib.Path(d) / "citadel"
+            shutil.copytree(CHART, copy)
+            for edit_file, old, new in edits:
+                f = copy / edit_file
+                assert old in f.read_text(), (edit_file, old)
+                f.write_text(f.read_text().replace(old, new, 1))
+            # In a child process: the Go runtime stays out of pytest's.
+            r = subprocess.run([sys.executable, str(ROOT / "tools" / "helm_lint.py"), str(copy)], capture_output=True,
+                               text=True, timeout=120)
+            assert r.returncode in (0, 1), r.stderr
+            return [tuple(l.split(" ", 1)) for l in r.stdout.splitlines()]
+
+    assert lint() == [("INFO", "Chart.yaml")]  # the one INFO: no icon
+    secrets = [("values.yaml", "  create: false", "  create: true"),
+               ("values.yaml", 'adminKey: ""', 'adminKey: "ck-0123456789ab-' + "A" * 43 + '"'),
+               ("values.yaml", 'auditKey: ""', 'auditKey: "pem"'), ("values.yaml", 'pgPassword: ""', 'pgPassword: "p"'),
+               ("values.yaml", 'tlsCrt: ""', 'tlsCrt: "crt"'), ("values.yaml", 'tlsKey: ""', 'tlsKey: "key"'),
+               ("values.yaml", 'tlsName: ""', 'tlsName: "citadel-tls"')]
+    assert lint(secrets) == [("INFO", "Chart.yaml")]
+    assert ("ERROR", "Chart.yaml") in lint([("Chart.yaml", "version:", "versions:")])
+    assert ("ERROR", "values.yaml") in lint([("values.yaml", "replicaCount: 2", "replicaCount: [2")])
+    assert ("ERROR", "templates/service.yaml") in lint([("templates/service.yaml", "  type: {{ .Values.service.type }}",
+                                                         "   type: {{ .Values.service.type }}\n  - x")])
+    assert ("ERROR", "templates/") in lint([("templates/deployment.yaml", ".Values.image.tag", ".Values.image.tag.x")])
+
+
 def test_helm_lint_and_template():
     helm = need("helm")
     run(helm, "lint", str(CHART))
