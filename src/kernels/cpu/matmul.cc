@@ -185,6 +185,7 @@ struct ActBuffer {
   std::vector<int16_t> q16;
   std::vector<float> d, sums;
   std::vector<BlockQ8_K> q8_K;
+  detail::Q16Tiles tiles;  // the kQ16 codes packed for gemm_interleaved_avx512
 };
 
 void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActBuffer* buf) {
@@ -260,6 +261,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   struct Job {
     DotKernel k;
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
+    bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
     const uint8_t* il;
     DType dtype;
@@ -277,24 +279,35 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     return !(e && std::string(e) == "off");
   }();
   const bool gemm = gemm_on && n_tokens >= kGemmMinTokens && cpu_features().has_avx2_fma();
+  // CITADEL_CPU_IL_GEMM=f32 runs prompts over the interleaved copy through f32 panels (the path before the vpdpwssd
+  // GEMM; before/after benchmarks on one binary).
+  static const bool il_gemm_on = [] {
+    const char* e = std::getenv("CITADEL_CPU_IL_GEMM");
+    return !(e && std::string(e) == "f32");
+  }();
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
   const ActBuffer* buf = &tls_buf;
   bool prepared[3] = {false, false, false};
+  tls_buf.tiles.n_tokens = 0;  // not packed for this call yet
   int64_t n_tiles = 0;
   for (int i = 0; i < n_targets; ++i) {
     const WeightView& w = targets[i].w;
     Job& j = jobs[i];
     j.k = pick_kernel(w.dtype);
     j.dtype = w.dtype;
-    j.gemm = gemm && detail::gemm_supported(w.dtype);
-    if (j.gemm) j.k.act = ActFormat::kF32;
     j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
-    j.il_dot = !j.gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
+    j.il_gemm = gemm && j.il && il_gemm_on;
+    j.gemm = gemm && !j.il_gemm && detail::gemm_supported(w.dtype);
+    if (j.gemm) j.k.act = ActFormat::kF32;
+    j.il_dot = !j.gemm && !j.il_gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
+    }
+    if (j.il_gemm && tls_buf.tiles.n_tokens != n_tokens) {  // reset below, once per call
+      detail::pack_q16_tiles(tls_buf.q16.data(), tls_buf.d.data(), n_tokens, n_in, &tls_buf.tiles);
     }
     j.wd = static_cast<const uint8_t*>(w.data);
     j.rb = w.row_bytes();
@@ -302,7 +315,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     // A multiple of 4 rows, so the 4-row kernels cover whole tiles.
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
-    if (j.gemm || j.il_dot) j.tile = 16;  // one interleaved group (kInterleaveRows); gemm_rows' block of rows
+    if (j.gemm || j.il_dot || j.il_gemm) j.tile = 16;  // one interleaved group (kInterleaveRows); gemm_rows' block of rows
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -319,6 +332,11 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;
       const Job& j = jobs[ji];
       const int64_t r0 = (ti - j.first_tile) * j.tile, r1 = std::min(j.rows, r0 + j.tile);
+      if (j.il_gemm) {
+        detail::gemm_interleaved_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
+                                        buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        continue;
+      }
       if (j.gemm && j.il) {  // prompt over the interleaved copy: its group as an f32 panel (the rows go unread)
         thread_local std::vector<float> panel;
         panel.resize(static_cast<size_t>(n_in * kInterleaveRows));

@@ -14,6 +14,7 @@
 #include "base/check.h"
 #include "base/half.h"
 #include "base/thread_pool.h"
+#include "kernels/cpu/matmul_kernels.h"
 #include "kernels/cpu/packed_kernels.h"
 
 #include "kernels/cpu/simd_math.h"
@@ -106,16 +107,7 @@ constexpr std::array<MicroFn<S>, kMt + 1> micro_table(std::integer_sequence<int,
   return {nullptr, &micro<S, Ms + 1, NP>...};
 }
 
-// n tokens in ceil(n / kMt) tiles of balanced sizes (13 = 7 + 6, not 12 + 1: a one-token tile has too few
-// accumulator chains to hide the FMA latency): tile i is tokens [first, first + m).
-struct Tile {
-  int64_t first;
-  int m;
-};
-Tile tile_of(int64_t n, int64_t i) {
-  const int64_t tiles = (n + kMt - 1) / kMt, base = n / tiles, extra = n % tiles;
-  return {i * base + std::min(i, extra), static_cast<int>(base + (i < extra))};
-}
+TokenTile tile_of(int64_t n, int64_t i) { return balanced_tile(n, kMt, i); }
 
 // x [n, K] -> xp [ceil(n / kMt), K, kMt] (a short tile's missing tokens left as they were: never read back).
 void pack_tokens(const float* x, int64_t n, int64_t K, float* xp) {
