@@ -1,6 +1,7 @@
 // The prefill / batched GEMM path (kernels/cpu/matmul_gemm.cc) against its reference twins: the AVX2 dequantizer
 // against dequantize_row, the AVX2 FMA tile against gemm_tile_ref, and gemm_rows (and so matmul from
-// kGemmMinTokens tokens) against matmul_ref. All f32 math: only float rounding / summation order may differ.
+// kGemmMinTokens tokens) against matmul_ref; the f32 panels of f16 / bf16 rows (AVX-512). All f32 math: only float
+// rounding / summation order may differ.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -72,6 +73,44 @@ TEST(MatmulGemm, GemmRowsAndMatmulMatchReference) {
         ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, mm.data()).ok());
         EXPECT_LT(nmse(want, got), 1e-11) << dtype_name(t) << " rows " << rows << " tokens " << n_tok;
         EXPECT_LT(nmse(want, mm), 1e-11) << dtype_name(t) << " rows " << rows << " tokens " << n_tok;
+      }
+    }
+  }
+}
+
+// f16 / bf16 / f32 rows -> f32 panels (the prompt path of f16 / bf16 weights on AVX-512): the in-register transposes
+// against the reference, bit-equal, for 1 to 16 rows (zero padding rows) and K with and without a tail past the
+// 16-column steps; then matmul through those panels against matmul_ref.
+TEST(MatmulGemm, Avx512PanelsMatchReference) {
+  if (!cpu_features().has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU (or CITADEL_CPU caps it)";
+  uint32_t seed = 70;
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (int64_t n : {2, 16, 40, 583}) {
+      for (int nr : {1, 7, 16}) {
+        std::vector<uint8_t> w = testing::quantized_weights(t, nr, n, seed++);
+        const size_t rb = dtype_row_bytes(t, n);
+        std::vector<float> want(n * 16, -1.0f), got(n * 16, -2.0f);
+        cpu::detail::rows_to_panel_ref(t, w.data(), rb, nr, n, want.data());
+        cpu::detail::rows_to_panel_avx512(t, w.data(), rb, nr, n, got.data());
+        ASSERT_EQ(want, got) << dtype_name(t) << " n " << n << " rows " << nr;
+        std::vector<float> row(n);
+        ASSERT_TRUE(dequantize_row(t, w.data() + (nr - 1) * rb, row.data(), n).ok());
+        for (int64_t k = 0; k < n; ++k) ASSERT_EQ(want[k * 16 + nr - 1], row[k]) << "column " << k;
+        if (nr < 16) {
+          ASSERT_EQ(want[(n - 1) * 16 + 15], 0.0f);
+        }
+      }
+    }
+    for (int64_t rows : {5, 37}) {
+      const int64_t n = 40;
+      std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, seed++);
+      const WeightView wv{t, w.data(), rows, n};
+      for (int64_t n_tok : {4, 13}) {
+        std::vector<float> x = random_floats(n_tok * n, seed++);
+        std::vector<float> want(n_tok * rows), got(want.size(), -1.0f);
+        ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, want.data()).ok());
+        ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, got.data()).ok());
+        EXPECT_LT(nmse(want, got), 1e-11) << dtype_name(t) << " rows " << rows << " tokens " << n_tok;
       }
     }
   }

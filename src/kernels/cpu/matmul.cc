@@ -262,6 +262,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     DotKernel k;
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
     bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
+    bool panel;    // f16 / bf16 rows -> f32 panels (rows_to_panel_avx512) -> panel_gemm_avx2
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
     const uint8_t* il;
     DType dtype;
@@ -300,6 +301,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
     j.il_gemm = gemm && j.il && il_gemm_on;
     j.gemm = gemm && !j.il_gemm && detail::gemm_supported(w.dtype);
+    j.panel = j.gemm && !j.il && (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
     if (j.gemm) j.k.act = ActFormat::kF32;
     j.il_dot = !j.gemm && !j.il_gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
@@ -337,11 +339,15 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
                                         buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
         continue;
       }
-      if (j.gemm && j.il) {  // prompt over the interleaved copy: its group as an f32 panel (the rows go unread)
+      if ((j.gemm && j.il) || j.panel) {  // the tile's 16 rows as an f32 panel
         thread_local std::vector<float> panel;
         panel.resize(static_cast<size_t>(n_in * kInterleaveRows));
-        detail::dequantize_group_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
-                                        n_in, panel.data());
+        if (j.il) {  // from the interleaved copy (the rows go unread)
+          detail::dequantize_group_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
+                                          n_in, panel.data());
+        } else {
+          detail::rows_to_panel_avx512(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, panel.data());
+        }
         detail::panel_gemm_avx2(panel.data(), n_in, static_cast<int>(r1 - r0), x, n_tokens, j.y + r0, j.rows);
         continue;
       }

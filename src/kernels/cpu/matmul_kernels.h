@@ -100,6 +100,14 @@ void pack_q16_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_
 // dot_interleaved_ref's by the order of the offset term). Only call when interleave_wanted(t).
 void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, int nr, float* y, int64_t ldy);
 
+// ---- Prompt GEMM over f16 / bf16 rows (matmul_panels.cc): each block of 16 rows converted to an f32 panel [K, 16]
+// (panel[k * 16 + r] = row r's element k, rows nr..15 zero), then panel_gemm_avx2. f32 math on the exact weight
+// values.
+// nr <= 16 rows (t: f32, f16 or bf16) (w: the first, rb bytes apart) of K columns -> panel. Reference, and AVX-512 (in-register 16 x 16
+// transposes; only call when cpu_features().has_avx512()): bit-equal.
+void rows_to_panel_ref(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel);
+void rows_to_panel_avx512(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel);
+
 // ---- Prefill / batched GEMM (matmul_gemm.cc): weight rows dequantized to f32 once per call, then f32 FMA tiles of
 // kGemmRows weight rows x kGemmCols tokens sharing their loads. f32 math, so the result equals the exact path's up to
 // summation order, and on AVX2 without VNNI the FMA tile is as fast as the integer ones.
