@@ -11,6 +11,7 @@
 #include "base/half.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/matmul_kernels.h"
+#include "kernels/cpu/packed_kernels.h"
 #include "kernels/ops.h"
 #include "kernels/quant/quant.h"
 
@@ -263,6 +264,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
     bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
     bool panel;    // f16 / bf16 rows -> f32 panels (rows_to_panel_avx512) -> panel_gemm_avx2
+    bool bf16;     // with panel: the panels rounded to bf16 pairs -> bf16_panel_gemm_avx512 (vdpbf16ps)
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
     const uint8_t* il;
     DType dtype;
@@ -286,12 +288,20 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     const char* e = std::getenv("CITADEL_CPU_IL_GEMM");
     return !(e && std::string(e) == "f32");
   }();
+  // Prompts over f16 / bf16 weights (fast mode: exact mode upcasts to f32) use vdpbf16ps where the CPU has it:
+  // weights and activations rounded to bf16, f32 sums. CITADEL_CPU_BF16_GEMM=off keeps the f32 panels.
+  static const bool bf16_on = [] {
+    const char* e = std::getenv("CITADEL_CPU_BF16_GEMM");
+    return !(e && std::string(e) == "off");
+  }();
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
   const ActBuffer* buf = &tls_buf;
   bool prepared[3] = {false, false, false};
   tls_buf.tiles.n_tokens = 0;  // not packed for this call yet
+  thread_local std::vector<uint16_t> tls_tokens_bf16;  // x as bf16 pairs for bf16_panel_gemm_avx512 (the caller's)
+  const uint16_t* tokens_bf16 = nullptr;
   int64_t n_tiles = 0;
   for (int i = 0; i < n_targets; ++i) {
     const WeightView& w = targets[i].w;
@@ -302,6 +312,12 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.il_gemm = gemm && j.il && il_gemm_on;
     j.gemm = gemm && !j.il_gemm && detail::gemm_supported(w.dtype);
     j.panel = j.gemm && !j.il && (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
+    j.bf16 = j.panel && bf16_on && cpu_features().has_avx512_bf16();
+    if (j.bf16 && !tokens_bf16) {
+      tls_tokens_bf16.resize(static_cast<size_t>(detail::packed_tokens_bf16_size(n_tokens, n_in)));
+      detail::pack_tokens_bf16(x, n_tokens, n_in, tls_tokens_bf16.data());
+      tokens_bf16 = tls_tokens_bf16.data();
+    }
     if (j.gemm) j.k.act = ActFormat::kF32;
     j.il_dot = !j.gemm && !j.il_gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
@@ -347,6 +363,14 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
                                           n_in, panel.data());
         } else {
           detail::rows_to_panel_avx512(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, panel.data());
+        }
+        if (j.bf16) {
+          thread_local std::vector<uint16_t> pw;
+          pw.resize(static_cast<size_t>((n_in + 1) / 2 * 2 * kInterleaveRows));
+          detail::f32_panel_to_bf16_avx512(panel.data(), n_in, pw.data());
+          detail::bf16_panel_gemm_avx512(pw.data(), n_in, static_cast<int>(r1 - r0), tokens_bf16, n_tokens, j.y + r0,
+                                         j.rows);
+          continue;
         }
         detail::panel_gemm_avx2(panel.data(), n_in, static_cast<int>(r1 - r0), x, n_tokens, j.y + r0, j.rows);
         continue;

@@ -107,6 +107,15 @@ void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, i
 // transposes; only call when cpu_features().has_avx512()): bit-equal.
 void rows_to_panel_ref(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel);
 void rows_to_panel_avx512(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel);
+// Fast mode (AVX512_BF16): an f32 panel [K, 16] -> bf16 pairs pw [ceil(K / 2), 16, 2] (pw[(k / 2) * 32 + 2r + k % 2]
+// = row r's element k rounded to nearest even; an odd K's last pair padded with 0), for bf16_panel_gemm_avx512
+// (packed_kernels.h). Reference and AVX-512 (only call when cpu_features().has_avx512_bf16()): bit-equal.
+void f32_panel_to_bf16_ref(const float* panel, int64_t K, uint16_t* pw);
+void f32_panel_to_bf16_avx512(const float* panel, int64_t K, uint16_t* pw);
+// The reference of bf16_panel_gemm_avx512 over the same panel: y[t * ldy + r] = sum_k pw(r, k) * bf16(x[t, k]) in
+// double, r < nr.
+void bf16_panel_gemm_ref(const uint16_t* pw, int64_t K, int nr, const float* x, int64_t n_tokens, float* y,
+                         int64_t ldy);
 
 // ---- Prefill / batched GEMM (matmul_gemm.cc): weight rows dequantized to f32 once per call, then f32 FMA tiles of
 // kGemmRows weight rows x kGemmCols tokens sharing their loads. f32 math, so the result equals the exact path's up to

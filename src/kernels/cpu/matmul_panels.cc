@@ -38,6 +38,25 @@ void rows_to_panel_ref(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, 
     for (int r = 0; r < kInterleaveRows; ++r) panel[k * kInterleaveRows + r] = r < nr ? element(t, w + r * rb, k) : 0.0f;
 }
 
+void f32_panel_to_bf16_ref(const float* panel, int64_t K, uint16_t* pw) {
+  for (int64_t k = 0; k < (K + 1) / 2 * 2; ++k)
+    for (int r = 0; r < kInterleaveRows; ++r)
+      pw[(k / 2) * 2 * kInterleaveRows + 2 * r + k % 2] = k < K ? f32_to_bf16(panel[k * kInterleaveRows + r]) : 0;
+}
+
+void bf16_panel_gemm_ref(const uint16_t* pw, int64_t K, int nr, const float* x, int64_t n_tokens, float* y,
+                         int64_t ldy) {
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int r = 0; r < nr; ++r) {
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k)
+        s += static_cast<double>(bf16_to_f32(pw[(k / 2) * 2 * kInterleaveRows + 2 * r + k % 2])) *
+             bf16_to_f32(f32_to_bf16(x[t * K + k]));
+      y[t * ldy + r] = static_cast<float>(s);
+    }
+  }
+}
+
 #if defined(__x86_64__)
 #define PANEL_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 namespace {
@@ -86,7 +105,21 @@ PANEL_FN void rows_to_panel_avx512(DType t, const uint8_t* w, size_t rb, int nr,
   for (; k < K; ++k)
     for (int r = 0; r < kInterleaveRows; ++r) panel[k * kInterleaveRows + r] = r < nr ? element(t, w + r * rb, k) : 0.0f;
 }
+
+// Per pair of panel rows: both rounded to bf16 (vcvtneps2bf16, as f32_to_bf16 for finite values), widened to 32-bit
+// lanes, the second shifted up: one 64-byte row of pairs.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
+void f32_panel_to_bf16_avx512(const float* panel, int64_t K, uint16_t* pw) {
+  for (int64_t k = 0; k < K; k += 2) {
+    const __m512 a = _mm512_loadu_ps(panel + k * kInterleaveRows);
+    const __m512 b = k + 1 < K ? _mm512_loadu_ps(panel + (k + 1) * kInterleaveRows) : _mm512_setzero_ps();
+    const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
+    const __m512i hi = _mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b)), 16);
+    _mm512_storeu_si512(pw + k * kInterleaveRows, _mm512_or_si512(lo, hi));
+  }
+}
 #else
+void f32_panel_to_bf16_avx512(const float* panel, int64_t K, uint16_t* pw) { f32_panel_to_bf16_ref(panel, K, pw); }
 void rows_to_panel_avx512(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel) {
   rows_to_panel_ref(t, w, rb, nr, K, panel);
 }
