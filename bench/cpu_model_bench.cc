@@ -3,7 +3,7 @@
 //
 //   cpu_model_bench --model F [--prompt 128] [--gen 128] [--repeats 3] [--exact]
 //
-// Prints one JSON object. Inputs are random token ids (fixed seed); the first repeat is preceded by a warm-up pass.
+// Prints one JSON object (with the time shares of matmul / attention / other ops in the last prompt and decode).
 // Decode is timed per step through CpuRunner::forward (the Engine adds scheduling and sampling, ~1% here).
 #include <algorithm>
 #include <atomic>
@@ -122,11 +122,13 @@ int main(int argc, char** argv) {
   for (auto& t : prompt) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(c.n_vocab));
 
   std::vector<double> pre, dec;
-  ForwardProfile prof;  // decode steps of the last repeat
+  ForwardProfile prof, prof_pre;  // decode steps and the prompt of the last repeat
   for (int rep = -1; rep < repeats; ++rep) {  // rep -1: warm-up (page faults of the mapping, caches)
+    if (rep == repeats - 1) runner.set_profile(&prof_pre);
     const auto t0 = Clock::now();
     int32_t tok = seq.run(prompt, 0, &logits);
     const auto t1 = Clock::now();
+    runner.set_profile(nullptr);
     const int gen = rep < 0 ? 8 : n_gen;
     if (rep == repeats - 1) runner.set_profile(&prof);
     for (int i = 0; i < gen; ++i) tok = seq.run({tok}, n_prompt + i, &logits);
@@ -138,6 +140,7 @@ int main(int argc, char** argv) {
   }
   runner.set_profile(nullptr);
   const double prof_total = prof.matmul + prof.attention + prof.other;
+  const double pre_total = prof_pre.matmul + prof_pre.attention + prof_pre.other;
   const double bw = read_bandwidth();
   const double bytes = static_cast<double>((*w)->bytes_per_token());
   const double roof = bw / bytes;
@@ -147,12 +150,13 @@ int main(int argc, char** argv) {
               "\"decode_tok_s\": %.2f, \"decode_tok_s_min\": %.2f, \"decode_tok_s_max\": %.2f, "
               "\"weight_bytes_per_token\": %.0f, \"read_bandwidth_GBps\": %.2f, \"decode_roofline_tok_s\": %.2f, "
               "\"roofline_ratio_decode\": %.3f, \"decode_time_share\": {\"matmul\": %.3f, \"attention\": %.3f, "
-              "\"other\": %.3f}}\n",
+              "\"other\": %.3f}, \"prefill_time_share\": {\"matmul\": %.3f, \"attention\": %.3f, \"other\": %.3f}}\n",
               model.c_str(), c.arch.c_str(), dtype_name((*w)->mat(TensorRole::kWq, 0).dtype), exact ? "true" : "false",
               ThreadPool::global().size(), n_prompt, n_gen, repeats, median(pre),
               *std::min_element(pre.begin(), pre.end()), *std::max_element(pre.begin(), pre.end()), median(dec),
               *std::min_element(dec.begin(), dec.end()), *std::max_element(dec.begin(), dec.end()), bytes, bw / 1e9,
               roof, median(dec) / roof, prof.matmul / prof_total, prof.attention / prof_total,
-              prof.other / prof_total);
+              prof.other / prof_total, prof_pre.matmul / pre_total, prof_pre.attention / pre_total,
+              prof_pre.other / pre_total);
   return 0;
 }

@@ -61,6 +61,10 @@ void GemvArgs(benchmark::internal::Benchmark* b) {
 }
 void PrefillArgs(benchmark::internal::Benchmark* b) {
   for (DType t : kTypes) b->Args({static_cast<int64_t>(t), 576, 1536, 128});
+  for (DType t : {DType::kF16, DType::kQ8_0, DType::kQ4_0}) {  // Qwen2-0.5B's FFN: up / gate, then down
+    b->Args({static_cast<int64_t>(t), 4864, 896, 128});
+    b->Args({static_cast<int64_t>(t), 896, 4864, 128});
+  }
 }
 BENCHMARK(BM_Matmul)->Name("gemv")->Apply(GemvArgs)->UseRealTime()->MinTime(0.2);
 BENCHMARK(BM_Matmul)->Name("prefill128")->Apply(PrefillArgs)->UseRealTime()->MinTime(0.2);

@@ -27,7 +27,7 @@ struct WeightView {
   int64_t cols = 0;  // n_in
   // Optional: the same matrix in the 16-row interleaved layout (cpu::interleave_weights), or nullptr. Where the CPU
   // has AVX-512 VNNI (cpu::interleave_wanted) matmul reads it instead of data: decode through vpdpwssd kernels,
-  // prompts through f32 panels dequantized from it, so data's pages go unread after load. Views made from this one
+  // prompts through a vpdpwssd GEMM on the same 16-bit activation codes, so data's pages go unread after load. Views made from this one
   // with other rows (slices) must leave it null.
   const void* interleaved = nullptr;
   size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }

@@ -1,12 +1,14 @@
 // The prefill / batched GEMM path (kernels/cpu/matmul_gemm.cc) against its reference twins: the AVX2 dequantizer
 // against dequantize_row, the AVX2 FMA tile against gemm_tile_ref, and gemm_rows (and so matmul from
-// kGemmMinTokens tokens) against matmul_ref. All f32 math: only float rounding / summation order may differ.
+// kGemmMinTokens tokens) against matmul_ref; the f32 panels of f16 / bf16 rows (AVX-512). All f32 math: only float
+// rounding / summation order may differ.
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "base/cpu_features.h"
 #include "kernels/cpu/matmul_kernels.h"
+#include "kernels/cpu/packed_kernels.h"
 #include "kernels/ops.h"
 #include "kernels/quant/quant.h"
 #include "tests/kernels/kernel_test_util.h"
@@ -19,6 +21,12 @@ using testing::random_floats;
 
 const DType kTypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1,
                         DType::kQ5_0, DType::kQ5_1, DType::kQ8_0};
+
+// matmul's prompt path rounds f16 / bf16 weights and the activations to bf16 where the CPU has AVX512_BF16 (fast
+// mode; relative error 2^-9 per operand: NMSE ~1e-5 measured here); f32 math elsewhere.
+double matmul_tolerance(DType t) {
+  return (t == DType::kF16 || t == DType::kBF16) && cpu_features().has_avx512_bf16() ? 5e-5 : 1e-11;
+}
 
 TEST(MatmulGemm, Avx2DequantizerMatchesReference) {
   if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU";
@@ -71,7 +79,77 @@ TEST(MatmulGemm, GemmRowsAndMatmulMatchReference) {
         ASSERT_TRUE(cpu::detail::gemm_rows(t, w.data(), wv.row_bytes(), rows, x.data(), n_tok, n, got.data(), rows));
         ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, mm.data()).ok());
         EXPECT_LT(nmse(want, got), 1e-11) << dtype_name(t) << " rows " << rows << " tokens " << n_tok;
-        EXPECT_LT(nmse(want, mm), 1e-11) << dtype_name(t) << " rows " << rows << " tokens " << n_tok;
+        EXPECT_LT(nmse(want, mm), matmul_tolerance(t)) << dtype_name(t) << " rows " << rows << " tokens " << n_tok;
+      }
+    }
+  }
+}
+
+// f16 / bf16 / f32 rows -> f32 panels (the prompt path of f16 / bf16 weights on AVX-512): the in-register transposes
+// against the reference, bit-equal, for 1 to 16 rows (zero padding rows) and K with and without a tail past the
+// 16-column steps; then matmul through those panels against matmul_ref.
+TEST(MatmulGemm, Avx512PanelsMatchReference) {
+  if (!cpu_features().has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU (or CITADEL_CPU caps it)";
+  uint32_t seed = 70;
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (int64_t n : {2, 16, 40, 583}) {
+      for (int nr : {1, 7, 16}) {
+        std::vector<uint8_t> w = testing::quantized_weights(t, nr, n, seed++);
+        const size_t rb = dtype_row_bytes(t, n);
+        std::vector<float> want(n * 16, -1.0f), got(n * 16, -2.0f);
+        cpu::detail::rows_to_panel_ref(t, w.data(), rb, nr, n, want.data());
+        cpu::detail::rows_to_panel_avx512(t, w.data(), rb, nr, n, got.data());
+        ASSERT_EQ(want, got) << dtype_name(t) << " n " << n << " rows " << nr;
+        std::vector<float> row(n);
+        ASSERT_TRUE(dequantize_row(t, w.data() + (nr - 1) * rb, row.data(), n).ok());
+        for (int64_t k = 0; k < n; ++k) ASSERT_EQ(want[k * 16 + nr - 1], row[k]) << "column " << k;
+        if (nr < 16) {
+          ASSERT_EQ(want[(n - 1) * 16 + 15], 0.0f);
+        }
+      }
+    }
+    for (int64_t rows : {5, 37}) {
+      const int64_t n = 40;
+      std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, seed++);
+      const WeightView wv{t, w.data(), rows, n};
+      for (int64_t n_tok : {4, 13}) {
+        std::vector<float> x = random_floats(n_tok * n, seed++);
+        std::vector<float> want(n_tok * rows), got(want.size(), -1.0f);
+        ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, want.data()).ok());
+        ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, got.data()).ok());
+        EXPECT_LT(nmse(want, got), matmul_tolerance(t)) << dtype_name(t) << " rows " << rows << " tokens " << n_tok;
+      }
+    }
+  }
+}
+
+// The fast mode's bf16 panels: f32 panel -> bf16 pairs (AVX-512 against the reference, bit-equal, odd K padded), and
+// the vdpbf16ps GEMM over a panel against bf16_panel_gemm_ref (same rounded operands: only summation order differs),
+// 1 to 29 tokens (balanced tiles), 1 to 16 rows, odd K.
+TEST(MatmulGemm, Avx512Bf16PanelGemmMatchesReference) {
+  if (!cpu_features().has_avx512_bf16()) GTEST_SKIP() << "no AVX512_BF16 on this CPU (or CITADEL_CPU caps it)";
+  uint32_t seed = 90;
+  for (int64_t n : {1, 2, 33, 583}) {
+    for (int nr : {1, 16}) {
+      std::vector<uint8_t> w = testing::quantized_weights(DType::kF16, nr, n, seed++);
+      std::vector<float> panel(n * 16);
+      cpu::detail::rows_to_panel_ref(DType::kF16, w.data(), dtype_row_bytes(DType::kF16, n), nr, n, panel.data());
+      const size_t pairs = static_cast<size_t>((n + 1) / 2 * 32);
+      std::vector<uint16_t> want_pw(pairs, 1), pw(pairs, 2);
+      cpu::detail::f32_panel_to_bf16_ref(panel.data(), n, want_pw.data());
+      cpu::detail::f32_panel_to_bf16_avx512(panel.data(), n, pw.data());
+      ASSERT_EQ(want_pw, pw) << "n " << n;
+      for (int64_t n_tok : {1, 5, 13, 29}) {
+        std::vector<float> x = random_floats(n_tok * n, seed++);
+        std::vector<uint16_t> xp(static_cast<size_t>(cpu::detail::packed_tokens_bf16_size(n_tok, n)));
+        cpu::detail::pack_tokens_bf16(x.data(), n_tok, n, xp.data());
+        const int64_t ldy = 19;
+        std::vector<float> want(n_tok * ldy, -3.0f), got(n_tok * ldy, -3.0f);
+        cpu::detail::bf16_panel_gemm_ref(pw.data(), n, nr, x.data(), n_tok, want.data(), ldy);
+        cpu::detail::bf16_panel_gemm_avx512(pw.data(), n, nr, xp.data(), n_tok, got.data(), ldy);
+        EXPECT_LT(nmse(want, got), 1e-11) << "n " << n << " rows " << nr << " tokens " << n_tok;
+        for (int64_t tok = 0; tok < n_tok; ++tok)
+          for (int64_t c = nr; c < ldy; ++c) ASSERT_EQ(got[tok * ldy + c], -3.0f) << "column " << c << " written";
       }
     }
   }

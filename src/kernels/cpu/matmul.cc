@@ -11,6 +11,7 @@
 #include "base/half.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/matmul_kernels.h"
+#include "kernels/cpu/packed_kernels.h"
 #include "kernels/ops.h"
 #include "kernels/quant/quant.h"
 
@@ -185,6 +186,7 @@ struct ActBuffer {
   std::vector<int16_t> q16;
   std::vector<float> d, sums;
   std::vector<BlockQ8_K> q8_K;
+  detail::Q16Tiles tiles;  // the kQ16 codes packed for gemm_interleaved_avx512
 };
 
 void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActBuffer* buf) {
@@ -260,6 +262,9 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   struct Job {
     DotKernel k;
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
+    bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
+    bool panel;    // f16 / bf16 rows -> f32 panels (rows_to_panel_avx512) -> panel_gemm_avx2
+    bool bf16;     // with panel: the panels rounded to bf16 pairs -> bf16_panel_gemm_avx512 (vdpbf16ps)
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
     const uint8_t* il;
     DType dtype;
@@ -277,24 +282,50 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     return !(e && std::string(e) == "off");
   }();
   const bool gemm = gemm_on && n_tokens >= kGemmMinTokens && cpu_features().has_avx2_fma();
+  // CITADEL_CPU_IL_GEMM=f32 runs prompts over the interleaved copy through f32 panels (the path before the vpdpwssd
+  // GEMM; before/after benchmarks on one binary).
+  static const bool il_gemm_on = [] {
+    const char* e = std::getenv("CITADEL_CPU_IL_GEMM");
+    return !(e && std::string(e) == "f32");
+  }();
+  // Prompts over f16 / bf16 weights (fast mode: exact mode upcasts to f32) use vdpbf16ps where the CPU has it:
+  // weights and activations rounded to bf16, f32 sums. CITADEL_CPU_BF16_GEMM=off keeps the f32 panels.
+  static const bool bf16_on = [] {
+    const char* e = std::getenv("CITADEL_CPU_BF16_GEMM");
+    return !(e && std::string(e) == "off");
+  }();
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
   const ActBuffer* buf = &tls_buf;
   bool prepared[3] = {false, false, false};
+  tls_buf.tiles.n_tokens = 0;  // not packed for this call yet
+  thread_local std::vector<uint16_t> tls_tokens_bf16;  // x as bf16 pairs for bf16_panel_gemm_avx512 (the caller's)
+  const uint16_t* tokens_bf16 = nullptr;
   int64_t n_tiles = 0;
   for (int i = 0; i < n_targets; ++i) {
     const WeightView& w = targets[i].w;
     Job& j = jobs[i];
     j.k = pick_kernel(w.dtype);
     j.dtype = w.dtype;
-    j.gemm = gemm && detail::gemm_supported(w.dtype);
-    if (j.gemm) j.k.act = ActFormat::kF32;
     j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
-    j.il_dot = !j.gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
+    j.il_gemm = gemm && j.il && il_gemm_on;
+    j.gemm = gemm && !j.il_gemm && detail::gemm_supported(w.dtype);
+    j.panel = j.gemm && !j.il && (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
+    j.bf16 = j.panel && bf16_on && cpu_features().has_avx512_bf16();
+    if (j.bf16 && !tokens_bf16) {
+      tls_tokens_bf16.resize(static_cast<size_t>(detail::packed_tokens_bf16_size(n_tokens, n_in)));
+      detail::pack_tokens_bf16(x, n_tokens, n_in, tls_tokens_bf16.data());
+      tokens_bf16 = tls_tokens_bf16.data();
+    }
+    if (j.gemm) j.k.act = ActFormat::kF32;
+    j.il_dot = !j.gemm && !j.il_gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
+    }
+    if (j.il_gemm && tls_buf.tiles.n_tokens != n_tokens) {  // reset below, once per call
+      detail::pack_q16_tiles(tls_buf.q16.data(), tls_buf.d.data(), n_tokens, n_in, &tls_buf.tiles);
     }
     j.wd = static_cast<const uint8_t*>(w.data);
     j.rb = w.row_bytes();
@@ -302,7 +333,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     // A multiple of 4 rows, so the 4-row kernels cover whole tiles.
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
-    if (j.gemm || j.il_dot) j.tile = 16;  // one interleaved group (kInterleaveRows); gemm_rows' block of rows
+    if (j.gemm || j.il_dot || j.il_gemm) j.tile = 16;  // one interleaved group (kInterleaveRows); gemm_rows' block of rows
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -319,11 +350,28 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;
       const Job& j = jobs[ji];
       const int64_t r0 = (ti - j.first_tile) * j.tile, r1 = std::min(j.rows, r0 + j.tile);
-      if (j.gemm && j.il) {  // prompt over the interleaved copy: its group as an f32 panel (the rows go unread)
+      if (j.il_gemm) {
+        detail::gemm_interleaved_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
+                                        buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        continue;
+      }
+      if ((j.gemm && j.il) || j.panel) {  // the tile's 16 rows as an f32 panel
         thread_local std::vector<float> panel;
         panel.resize(static_cast<size_t>(n_in * kInterleaveRows));
-        detail::dequantize_group_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
-                                        n_in, panel.data());
+        if (j.il) {  // from the interleaved copy (the rows go unread)
+          detail::dequantize_group_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
+                                          n_in, panel.data());
+        } else {
+          detail::rows_to_panel_avx512(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, panel.data());
+        }
+        if (j.bf16) {
+          thread_local std::vector<uint16_t> pw;
+          pw.resize(static_cast<size_t>((n_in + 1) / 2 * 2 * kInterleaveRows));
+          detail::f32_panel_to_bf16_avx512(panel.data(), n_in, pw.data());
+          detail::bf16_panel_gemm_avx512(pw.data(), n_in, static_cast<int>(r1 - r0), tokens_bf16, n_tokens, j.y + r0,
+                                         j.rows);
+          continue;
+        }
         detail::panel_gemm_avx2(panel.data(), n_in, static_cast<int>(r1 - r0), x, n_tokens, j.y + r0, j.rows);
         continue;
       }

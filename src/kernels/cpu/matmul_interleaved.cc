@@ -12,8 +12,11 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <utility>
 
+#include "base/check.h"
 #include "base/half.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/matmul_kernels.h"
@@ -141,6 +144,28 @@ void dequantize_group_ref(DType t, const uint8_t* group, int64_t n, float* panel
   }
 }
 
+void pack_q16_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_t n, Q16Tiles* out) {
+  const int64_t nb = n / kQK, tiles = (n_tokens + kQ16Tile - 1) / kQ16Tile;
+  out->n_tokens = n_tokens;
+  out->n = n;
+  out->pairs.resize(static_cast<size_t>(tiles * (n / 2) * kQ16Tile));
+  out->d.resize(static_cast<size_t>(tiles * nb * kQ16Tile));
+  ThreadPool::current().parallel_for(tiles, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const auto [t0, m] = balanced_tile(n_tokens, kQ16Tile, i);
+      int32_t* pairs = out->pairs.data() + i * (n / 2) * kQ16Tile;
+      float* dt = out->d.data() + i * nb * kQ16Tile;
+      for (int tm = 0; tm < m; ++tm) {
+        const int16_t* q = q16 + (t0 + tm) * n;
+        for (int64_t k = 0; k < n / 2; ++k)
+          pairs[k * kQ16Tile + tm] = static_cast<int32_t>(static_cast<uint16_t>(q[2 * k]) |
+                                                          static_cast<uint32_t>(static_cast<uint16_t>(q[2 * k + 1])) << 16);
+        for (int64_t b = 0; b < nb; ++b) dt[b * kQ16Tile + tm] = d[(t0 + tm) * nb + b];
+      }
+    }
+  });
+}
+
 #if defined(__x86_64__)
 #define IL_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
@@ -231,6 +256,101 @@ IL_VNNI_FN void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n
   }
 }
 
+namespace {
+
+// X(token, int32 block accumulator, f32 accumulator) for each of the tile's kQ16Tile tokens.
+#define CITADEL_Q16_ACC(X) \
+  X(0, i0, f0) X(1, i1, f1) X(2, i2, f2) X(3, i3, f3) X(4, i4, f4) X(5, i5, f5) \
+  X(6, i6, f6) X(7, i7, f7) X(8, i8, f8) X(9, i9, f9) X(10, ia, fa) X(11, ib, fb)
+// One activation pair step: the weight vector W (16 rows' codes 2k, 2k + 1 as int16 pairs) times pair KK of every
+// token of the tile (xb: the block's first pair entry).
+#define CITADEL_Q16_DP(m, iacc, facc) \
+  if constexpr (M > m) iacc = _mm512_dpwssd_epi32(iacc, w_, _mm512_set1_epi32(x_[m]));
+#define CITADEL_Q16_STEP(W, KK)                     \
+  {                                                 \
+    const __m512i w_ = (W);                         \
+    const int32_t* x_ = xb + (KK) * kQ16Tile;       \
+    CITADEL_Q16_ACC(CITADEL_Q16_DP)                 \
+  }
+
+constexpr int kPrefetchBlocks = 2;
+
+// M tokens (packed pairs xp [n / 2, kQ16Tile], scales xd [n / 32, kQ16Tile]) x one group of 16 rows. Named
+// accumulators, as the packed GEMM's microkernels (an array was sometimes kept in memory by GCC).
+template <DType T, int M>
+IL_VNNI_FN void q16_micro(const uint8_t* group, int64_t nb, const int32_t* xp, const float* xd, float* y, int64_t ldy,
+                          __mmask16 mask) {
+  static_assert(M >= 1 && M <= kQ16Tile);
+  const int64_t cb = codes_bytes(T);
+  __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0, f4 = f0, f5 = f0, f6 = f0, f7 = f0, f8 = f0, f9 = f0,
+         fa = f0, fb = f0;
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint8_t* c = group + col_codes(i, cb);
+    const int32_t* xb = xp + i * (kQK / 2) * kQ16Tile;
+    {
+      const char* pa = reinterpret_cast<const char*>(xb + kPrefetchBlocks * (kQK / 2) * kQ16Tile);
+      for (int l = 0; l < (kQK / 2) * kQ16Tile * 4; l += 64) _mm_prefetch(pa + l, _MM_HINT_T0);
+      const char* pw = reinterpret_cast<const char*>(group + col_codes(i + kPrefetchBlocks, cb));
+      for (int l = 0; l < cb; l += 64) _mm_prefetch(pw + l, _MM_HINT_T0);
+    }
+    __m512i i0 = _mm512_setzero_si512(), i1 = i0, i2 = i0, i3 = i0, i4 = i0, i5 = i0, i6 = i0, i7 = i0, i8 = i0,
+            i9 = i0, ia = i0, ib = i0;
+    if constexpr (T == DType::kQ4_0) {  // word w: pairs 4w + p at bits 4p (code 2k) and 16 + 4p (code 2k + 1)
+      const __m512i m4 = _mm512_set1_epi32(0x000F000F), eight = _mm512_set1_epi16(8);
+#pragma GCC unroll 4
+      for (int w = 0; w < 4; ++w) {
+        const __m512i v = _mm512_loadu_si512(c + 64 * w);
+        CITADEL_Q16_STEP(_mm512_sub_epi16(_mm512_and_si512(v, m4), eight), 4 * w)
+        CITADEL_Q16_STEP(_mm512_sub_epi16(_mm512_and_si512(_mm512_srli_epi32(v, 4), m4), eight), 4 * w + 1)
+        CITADEL_Q16_STEP(_mm512_sub_epi16(_mm512_and_si512(_mm512_srli_epi32(v, 8), m4), eight), 4 * w + 2)
+        CITADEL_Q16_STEP(_mm512_sub_epi16(_mm512_and_si512(_mm512_srli_epi32(v, 12), m4), eight), 4 * w + 3)
+      }
+    } else {  // word w: bytes 0..3 of a lane are codes 4w, 4w + 2, 4w + 1, 4w + 3
+#pragma GCC unroll 8
+      for (int w = 0; w < 8; ++w) {
+        const __m512i v = _mm512_loadu_si512(c + 64 * w);
+        CITADEL_Q16_STEP(_mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8), 2 * w)
+        CITADEL_Q16_STEP(_mm512_srai_epi16(v, 8), 2 * w + 1)
+      }
+    }
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + col_scales(i, cb))));
+    const float* d_ = xd + i * kQ16Tile;
+#define CITADEL_Q16_SCALE(m, iacc, facc) \
+    if constexpr (M > m) facc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(d_[m])), _mm512_cvtepi32_ps(iacc), facc);
+    CITADEL_Q16_ACC(CITADEL_Q16_SCALE)
+#undef CITADEL_Q16_SCALE
+  }
+#define CITADEL_Q16_STORE(m, iacc, facc) \
+  if constexpr (M > m) _mm512_mask_storeu_ps(y + (m) * ldy, mask, facc);
+  CITADEL_Q16_ACC(CITADEL_Q16_STORE)
+#undef CITADEL_Q16_STORE
+}
+#undef CITADEL_Q16_STEP
+#undef CITADEL_Q16_DP
+#undef CITADEL_Q16_ACC
+
+using Q16MicroFn = void (*)(const uint8_t*, int64_t, const int32_t*, const float*, float*, int64_t, __mmask16);
+
+template <DType T, int... Ms>
+constexpr std::array<Q16MicroFn, kQ16Tile + 1> q16_micro_table(std::integer_sequence<int, Ms...>) {
+  return {nullptr, &q16_micro<T, Ms + 1>...};
+}
+
+}  // namespace
+
+void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, int nr, float* y, int64_t ldy) {
+  static constexpr auto kQ4 = q16_micro_table<DType::kQ4_0>(std::make_integer_sequence<int, kQ16Tile>());
+  static constexpr auto kQ8 = q16_micro_table<DType::kQ8_0>(std::make_integer_sequence<int, kQ16Tile>());
+  const auto& micro = t == DType::kQ4_0 ? kQ4 : kQ8;
+  const int64_t nb = x.n / kQK;
+  const __mmask16 mask = static_cast<__mmask16>((1u << nr) - 1);
+  for (int64_t i = 0; i * kQ16Tile < x.n_tokens; ++i) {
+    const auto [t0, m] = balanced_tile(x.n_tokens, kQ16Tile, i);
+    micro[m](group, nb, x.pairs.data() + i * (x.n / 2) * kQ16Tile, x.d.data() + i * nb * kQ16Tile, y + t0 * ldy, ldy,
+             mask);
+  }
+}
+
 InterleavedDotFn interleaved_dot_kernel(DType t) {
   if (t == DType::kQ4_0) return dot_il<DType::kQ4_0>;
   if (t == DType::kQ8_0) return dot_il<DType::kQ8_0>;
@@ -238,6 +358,9 @@ InterleavedDotFn interleaved_dot_kernel(DType t) {
 }
 #else
 InterleavedDotFn interleaved_dot_kernel(DType) { return nullptr; }
+void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, int nr, float* y, int64_t ldy) {
+  CHECK(false) << "gemm_interleaved_avx512 without x86";
+}
 void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n, float* panel) {
   dequantize_group_ref(t, group, n, panel);
 }

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/quant/types.h"
 
@@ -66,6 +67,55 @@ DotKernel avx2_dot_kernel(DType t);
 void quantize_row_q16(const float* x, int16_t* q, float* d, float* sums, int64_t n);
 // The same, bit-exact, with AVX2. Only call when cpu_features().has_avx2_fma().
 void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums, int64_t n);
+
+// A batch of n tokens split into ceil(n / max_m) tiles of balanced sizes (13 = 7 + 6 for max_m 12, not 12 + 1: a
+// one-token tile has too few accumulator chains to hide the multiply latency): tile i is tokens [first, first + m).
+struct TokenTile {
+  int64_t first;
+  int m;
+};
+inline TokenTile balanced_tile(int64_t n, int max_m, int64_t i) {
+  const int64_t tiles = (n + max_m - 1) / max_m, base = n / tiles, extra = n % tiles;
+  return {i * base + (i < extra ? i : extra), static_cast<int>(base + (i < extra))};
+}
+
+// ---- Prompt GEMM over interleaved q4_0 / q8_0 weights (matmul_interleaved.cc): the same 16-bit activation codes
+// as decode (kQ16), packed per tile of up to kQ16Tile tokens, times one 16-row group with vpdpwssd: per activation
+// pair one weight vector (16 rows) meets the tile's m broadcast pairs, int32 sums per block, then f32 with the
+// scales. The tokens of x are packed once per matmul call; every group of the call reads the same tiles.
+constexpr int kQ16Tile = 12;
+struct Q16Tiles {
+  int64_t n_tokens = 0, n = 0;
+  // [tiles, n / 2, kQ16Tile]: tile token m's codes 2k (low 16 bits) and 2k + 1 (high 16 bits); a short tile's
+  // missing tokens are never read.
+  std::vector<int32_t> pairs;
+  std::vector<float> d;  // [tiles, n / 32, kQ16Tile]: the tokens' block scales
+};
+// q16 [n_tokens, n] and d [n_tokens, n / 32] (quantize_row_q16's codes and scales) -> out, threaded over tokens on
+// ThreadPool::current(). n % 32 == 0.
+void pack_q16_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_t n, Q16Tiles* out);
+// One group of interleaved t (q4_0 / q8_0) weights times every token of x: y[tok * ldy + r] for r < nr (nr <= 16
+// rows of the group real). Per token the block sums of dot_interleaved_ref in integers, the f32 sum over blocks in
+// the same order for every token whatever the batch (q4_0 codes signed here, so the float rounding differs from
+// dot_interleaved_ref's by the order of the offset term). Only call when interleave_wanted(t).
+void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, int nr, float* y, int64_t ldy);
+
+// ---- Prompt GEMM over f16 / bf16 rows (matmul_panels.cc): each block of 16 rows converted to an f32 panel [K, 16]
+// (panel[k * 16 + r] = row r's element k, rows nr..15 zero), then panel_gemm_avx2. f32 math on the exact weight
+// values.
+// nr <= 16 rows (t: f32, f16 or bf16) (w: the first, rb bytes apart) of K columns -> panel. Reference, and AVX-512 (in-register 16 x 16
+// transposes; only call when cpu_features().has_avx512()): bit-equal.
+void rows_to_panel_ref(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel);
+void rows_to_panel_avx512(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel);
+// Fast mode (AVX512_BF16): an f32 panel [K, 16] -> bf16 pairs pw [ceil(K / 2), 16, 2] (pw[(k / 2) * 32 + 2r + k % 2]
+// = row r's element k rounded to nearest even; an odd K's last pair padded with 0), for bf16_panel_gemm_avx512
+// (packed_kernels.h). Reference and AVX-512 (only call when cpu_features().has_avx512_bf16()): bit-equal.
+void f32_panel_to_bf16_ref(const float* panel, int64_t K, uint16_t* pw);
+void f32_panel_to_bf16_avx512(const float* panel, int64_t K, uint16_t* pw);
+// The reference of bf16_panel_gemm_avx512 over the same panel: y[t * ldy + r] = sum_k pw(r, k) * bf16(x[t, k]) in
+// double, r < nr.
+void bf16_panel_gemm_ref(const uint16_t* pw, int64_t K, int nr, const float* x, int64_t n_tokens, float* y,
+                         int64_t ldy);
 
 // ---- Prefill / batched GEMM (matmul_gemm.cc): weight rows dequantized to f32 once per call, then f32 FMA tiles of
 // kGemmRows weight rows x kGemmCols tokens sharing their loads. f32 math, so the result equals the exact path's up to

@@ -14,6 +14,7 @@
 #include "base/check.h"
 #include "base/half.h"
 #include "base/thread_pool.h"
+#include "kernels/cpu/matmul_kernels.h"
 #include "kernels/cpu/packed_kernels.h"
 
 #include "kernels/cpu/simd_math.h"
@@ -106,16 +107,7 @@ constexpr std::array<MicroFn<S>, kMt + 1> micro_table(std::integer_sequence<int,
   return {nullptr, &micro<S, Ms + 1, NP>...};
 }
 
-// n tokens in ceil(n / kMt) tiles of balanced sizes (13 = 7 + 6, not 12 + 1: a one-token tile has too few
-// accumulator chains to hide the FMA latency): tile i is tokens [first, first + m).
-struct Tile {
-  int64_t first;
-  int m;
-};
-Tile tile_of(int64_t n, int64_t i) {
-  const int64_t tiles = (n + kMt - 1) / kMt, base = n / tiles, extra = n % tiles;
-  return {i * base + std::min(i, extra), static_cast<int>(base + (i < extra))};
-}
+TokenTile tile_of(int64_t n, int64_t i) { return balanced_tile(n, kMt, i); }
 
 // x [n, K] -> xp [ceil(n / kMt), K, kMt] (a short tile's missing tokens left as they were: never read back).
 void pack_tokens(const float* x, int64_t n, int64_t K, float* xp) {
@@ -233,6 +225,24 @@ void gemm(const PackedMatrix& w, const typename S::T* wd, int64_t p0, int64_t p1
 
 }  // namespace
 
+int64_t packed_tokens_bf16_size(int64_t n_tokens, int64_t K) {
+  return (n_tokens + kMt - 1) / kMt * kMt * ((K + 1) / 2) * 2;
+}
+
+void pack_tokens_bf16(const float* x, int64_t n_tokens, int64_t K, uint16_t* xp) { pack_tokens(x, n_tokens, K, xp); }
+
+void bf16_panel_gemm_avx512(const uint16_t* pw, int64_t K, int nr, const uint16_t* xp, int64_t n_tokens, float* y,
+                            int64_t ldy) {
+  static constexpr auto kOne = micro_table<Bf16Step, 1>(std::make_integer_sequence<int, kMt>());
+  alignas(64) static const float kZeros[2 * kPanelRows] = {};
+  const int64_t steps = (K + 1) / 2;
+  const __mmask16 mask = row_mask(nr);
+  for (int64_t i = 0; i * kMt < n_tokens; ++i) {
+    const auto [t, m] = tile_of(n_tokens, i);
+    kOne[m](pw, pw, xp + i * steps * kMt * 2, steps, kZeros, y + t * ldy, ldy, mask, 0);
+  }
+}
+
 void packed_gemm_avx512(const PackedMatrix& w, bool bf16, int64_t p0, int64_t p1, const float* x, int64_t n_tokens,
                         const float* bias, float* y, int64_t ldy, Epilogue epi) {
   if (bf16) {
@@ -245,6 +255,9 @@ void packed_gemm_avx512(const PackedMatrix& w, bool bf16, int64_t p0, int64_t p1
 #else
 void packed_gemm_avx512(const PackedMatrix&, bool, int64_t, int64_t, const float*, int64_t, const float*, float*,
                         int64_t, Epilogue) {}
+int64_t packed_tokens_bf16_size(int64_t, int64_t) { return 0; }
+void pack_tokens_bf16(const float*, int64_t, int64_t, uint16_t*) {}
+void bf16_panel_gemm_avx512(const uint16_t*, int64_t, int, const uint16_t*, int64_t, float*, int64_t) {}
 #endif
 
 }  // namespace citadel::cpu::detail
