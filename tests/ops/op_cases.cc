@@ -239,8 +239,6 @@ const std::vector<Bound>& bounds() {
   static const std::vector<Bound> b = {
       // CPU: the fast ops (SIMD, threads) against their scalar twins.
       {"matmul*", "cpu", "q*", "*", 1e-3, "activations quantised to 8 bits (q8_0 / q8_K): per-element ~5e-5"},
-      {"matmul*", "cpu", "f16", "*", 3e-5,
-       "fast mode on AVX512_BF16 CPUs: prompts (>= 4 tokens) round weights and activations to bf16 (~5e-6)"},
       {"matmul*", "cpu", "bf16*", "*", 3e-5,
        "fast mode on AVX512_BF16 CPUs: prompts (>= 4 tokens) round activations to bf16 (~2e-6)"},
       {"matmul*", "cpu", "*", "*", 1e-10, "same products, float vs double summation"},

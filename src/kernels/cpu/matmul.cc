@@ -288,8 +288,9 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     const char* e = std::getenv("CITADEL_CPU_IL_GEMM");
     return !(e && std::string(e) == "f32");
   }();
-  // Prompts over f16 / bf16 weights (fast mode: exact mode upcasts to f32) use vdpbf16ps where the CPU has it:
-  // weights and activations rounded to bf16, f32 sums. CITADEL_CPU_BF16_GEMM=off keeps the f32 panels.
+  // Prompts over bf16 weights (fast mode: exact mode upcasts to f32) use vdpbf16ps where the CPU has it: the
+  // activations rounded to bf16, f32 sums. Not f16 weights: bf16 would drop 3 bits of every weight, so f16 keeps the
+  // f32 panels (exact weights). CITADEL_CPU_BF16_GEMM=off keeps the f32 panels for bf16 too.
   static const bool bf16_on = [] {
     const char* e = std::getenv("CITADEL_CPU_BF16_GEMM");
     return !(e && std::string(e) == "off");
@@ -312,7 +313,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.il_gemm = gemm && j.il && il_gemm_on;
     j.gemm = gemm && !j.il_gemm && detail::gemm_supported(w.dtype);
     j.panel = j.gemm && !j.il && (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
-    j.bf16 = j.panel && bf16_on && cpu_features().has_avx512_bf16();
+    j.bf16 = j.panel && w.dtype == DType::kBF16 && bf16_on && cpu_features().has_avx512_bf16();
     if (j.bf16 && !tokens_bf16) {
       tls_tokens_bf16.resize(static_cast<size_t>(detail::packed_tokens_bf16_size(n_tokens, n_in)));
       detail::pack_tokens_bf16(x, n_tokens, n_in, tls_tokens_bf16.data());
