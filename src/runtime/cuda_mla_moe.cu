@@ -151,9 +151,14 @@ Status CudaOps::mla_attention(int layer) {
   const int T = s_.T, H = static_cast<int>(m_.c.n_heads);
   const int64_t nope = c.qk_nope_dim, qk = nope + c.qk_rope_dim, r = c.kv_lora_rank, v = c.v_head_dim;
   const int64_t lat = r + c.qk_rope_dim;
-  // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h]
-  ck::gemm_bf16_batched(g_.cublas, m_.mm.q, H * qk, qk, w.k_b, r * nope, m_.mm.q_lat, H * lat, lat, T,
-                        static_cast<int>(r), static_cast<int>(nope), H);
+  // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h] (few tokens: one pass over W_UK; else cuBLAS batched GEMMs)
+  const bool gemv = T <= ck::kHeadsGemvMaxTokens;
+  if (gemv)
+    ck::heads_gemv(m_.mm.q, H * qk, qk, w.k_b, m_.mm.q_lat, H * lat, lat, T, H, static_cast<int>(r),
+                   static_cast<int>(nope), m_.stream);
+  else
+    ck::gemm_bf16_batched(g_.cublas, m_.mm.q, H * qk, qk, w.k_b, r * nope, m_.mm.q_lat, H * lat, lat, T,
+                          static_cast<int>(r), static_cast<int>(nope), H);
   ck::MlaAttention p;
   p.cache = m_.k_pool + layer * m_.layer_pool();
   p.block_tables = m_.d_ints + L_.tables, p.seq_lens = m_.d_ints + L_.seq_lens;
@@ -171,8 +176,12 @@ Status CudaOps::mla_attention(int layer) {
   else
     ck::mla_attention(p, mla_shape(m_.c), m_.mm.q_lat, T, m_.mm.lat_out, m_.stream);
   // attn[t][h v] = W_UV_h [v][r] lat_out[t][h]
-  ck::gemm_bf16_batched(g_.cublas, m_.mm.lat_out, H * r, r, w.v_b, v * r, m_.attn, H * v, v, T, static_cast<int>(v),
-                        static_cast<int>(r), H);
+  if (gemv)
+    ck::heads_gemv(m_.mm.lat_out, H * r, r, w.v_b, m_.attn, H * v, v, T, H, static_cast<int>(v), static_cast<int>(r),
+                   m_.stream);
+  else
+    ck::gemm_bf16_batched(g_.cublas, m_.mm.lat_out, H * r, r, w.v_b, v * r, m_.attn, H * v, v, T,
+                          static_cast<int>(v), static_cast<int>(r), H);
   return OkStatus();
 }
 
