@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <vector>
 
 #include "base/status.h"
@@ -53,6 +54,22 @@ inline double copy_bandwidth_gbps() {
   }
   cudaFree(a), cudaFree(b);
   return 2.0 * bytes / (median(t) * 1e-3) / 1e9;  // bytes read + written
+}
+
+// Mean device time of f (ms) over `reps` runs on the default stream, after one warm-up run.
+inline float time_ms(const std::function<void()>& f, int reps = 20) {
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  f();
+  cudaEventRecord(e0);
+  for (int i = 0; i < reps; ++i) f();
+  cudaEventRecord(e1);
+  cudaEventSynchronize(e1);
+  float ms;
+  cudaEventElapsedTime(&ms, e0, e1);
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  BENCH_CHECK(cudaGetLastError());
+  return ms / reps;
 }
 
 // Sequence b uses blocks [b*per_seq, (b+1)*per_seq).

@@ -9,9 +9,11 @@
 // CITADEL_BENCH_PROFILE=decode_bs1|decode_b64|prefill: after warming up, runs one such step between
 // cudaProfilerStart and cudaProfilerStop and exits (bench/gpu/deepseek_ncu.sh: per-kernel times under Nsight Compute).
 // CITADEL_MOE_PATH (runtime/cuda_mla_moe.cu) picks the expert kernels, for before/after rows from one binary.
+// CITADEL_BENCH_MOE_VARIANTS=1: only the expert kernels (GEMV and every tensor-core tile variant) at several T.
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/moe.h"
 #include "model/synth.h"
 #include "runtime/cuda_decoder.h"
 #include "bench_util.h"
@@ -67,10 +70,63 @@ void dump_for_hf(CudaDecoder& dec, const std::string& dir) {
   std::fprintf(stderr, "HF check input written to %s\n", dir.c_str());
 }
 
+// The expert GEMMs alone at the V2-Lite shape (E 64, k 6, D 2048, Fe 1408; random routing) for T tokens: the
+// grouped GEMVs and every tensor-core tile variant, gate|up and down separately (us, and TFLOP/s of the real pairs).
+void moe_variants(const std::vector<int>& Ts) {
+  const int E = 64, k = 6, D = 2048, Fe = 1408, maxT = *std::max_element(Ts.begin(), Ts.end());
+  const int64_t ew = int64_t{E} * Fe * D;
+  void *gate, *up, *down, *x, *act, *y, *logits, *wts, *ids, *offsets, *pairs;
+  for (void** p : {&gate, &up, &down}) BENCH_CHECK(cudaMalloc(p, ew * 2));
+  BENCH_CHECK(cudaMalloc(&x, int64_t{maxT} * D * 2));
+  BENCH_CHECK(cudaMalloc(&act, int64_t{maxT} * k * Fe * 2));
+  BENCH_CHECK(cudaMalloc(&y, int64_t{maxT} * k * D * 4));
+  BENCH_CHECK(cudaMalloc(&logits, int64_t{maxT} * E * 4));
+  BENCH_CHECK(cudaMalloc(&wts, int64_t{maxT} * k * 4));
+  BENCH_CHECK(cudaMalloc(&ids, int64_t{maxT} * k * 4));
+  BENCH_CHECK(cudaMalloc(&offsets, (E + 1) * 4));
+  BENCH_CHECK(cudaMalloc(&pairs, int64_t{maxT} * k * 4));
+  auto* g = static_cast<cuda::bf16_t*>(gate);
+  auto* u = static_cast<cuda::bf16_t*>(up);
+  auto* dn = static_cast<cuda::bf16_t*>(down);
+  auto* xb = static_cast<cuda::bf16_t*>(x);
+  auto* ab = static_cast<cuda::bf16_t*>(act);
+  auto* yf = static_cast<float*>(y);
+  auto* off = static_cast<int32_t*>(offsets);
+  auto* pr = static_cast<int32_t*>(pairs);
+  cuda::fill_random_bf16(g, ew, 1, 0.05f, nullptr), cuda::fill_random_bf16(u, ew, 2, 0.05f, nullptr);
+  cuda::fill_random_bf16(dn, ew, 3, 0.05f, nullptr), cuda::fill_random_bf16(xb, int64_t{maxT} * D, 4, 1.f, nullptr);
+  cuda::fill_random_bf16(ab, int64_t{maxT} * k * Fe, 5, 1.f, nullptr);
+  cuda::fill_random_f32(static_cast<float*>(logits), int64_t{maxT} * E, 6, 4.f, nullptr);
+  cuda::MoeRouting r;
+  r.n_experts = E, r.n_used = k;
+  for (int T : Ts) {
+    cuda::moe_route(static_cast<float*>(logits), nullptr, r, T, static_cast<int32_t*>(ids), static_cast<float*>(wts),
+                    nullptr);
+    cuda::moe_sort(static_cast<int32_t*>(ids), T, k, E, off, pr, nullptr);
+    const double fl_gu = 2.0 * T * k * 2.0 * Fe * D, fl_d = 2.0 * T * k * double(Fe) * D;
+    const float g0 = time_ms([&] { cuda::moe_gate_up_silu(xb, off, pr, T, k, g, u, E, Fe, D, ab, nullptr); });
+    const float d0 = time_ms([&] { cuda::moe_down(ab, off, pr, T, k, dn, E, D, Fe, yf, nullptr); });
+    std::fprintf(stderr, "moe T %4d %-16s gate_up %8.1f us (%5.1f TFLOP/s)  down %8.1f us (%5.1f TFLOP/s)\n", T,
+                 "gemv", g0 * 1e3, fl_gu / g0 / 1e9, d0 * 1e3, fl_d / d0 / 1e9);
+    for (int v = 0; v < cuda::moe_mma_variant_count(); ++v) {
+      const float gv = time_ms(
+          [&] { cuda::moe_mma_gate_up_silu_variant(v, xb, off, pr, T, k, g, u, E, Fe, D, ab, nullptr); });
+      const float dv = time_ms([&] { cuda::moe_mma_down_variant(v, ab, off, pr, T, k, dn, E, D, Fe, yf, nullptr); });
+      std::fprintf(stderr, "moe T %4d %-16s gate_up %8.1f us (%5.1f TFLOP/s)  down %8.1f us (%5.1f TFLOP/s)\n", T,
+                   cuda::moe_mma_variant_name(v), gv * 1e3, fl_gu / gv / 1e9, dv * 1e3, fl_d / dv / 1e9);
+    }
+  }
+  for (void* p : {gate, up, down, x, act, y, logits, wts, ids, offsets, pairs}) cudaFree(p);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const cudaDeviceProp prop = device_or_exit();
+  if (std::getenv("CITADEL_BENCH_MOE_VARIANTS")) {  // the expert kernels alone, then exit
+    moe_variants({16, 64, 128, 512, 2048});
+    return 0;
+  }
   const double bw = copy_bandwidth_gbps();
   SynthOptions so;
   so.arch = "deepseek2", so.preset = "deepseek-v2-lite";

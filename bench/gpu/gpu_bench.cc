@@ -66,20 +66,6 @@ double matmul_tflops() {
 }
 
 // Per-kernel timings at the 7B shapes (stderr table): where a decode step's time goes.
-float time_ms(const std::function<void()>& f, int reps = 20) {
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0), cudaEventCreate(&e1);
-  f();
-  cudaEventRecord(e0);
-  for (int i = 0; i < reps; ++i) f();
-  cudaEventRecord(e1);
-  cudaEventSynchronize(e1);
-  float ms;
-  cudaEventElapsedTime(&ms, e0, e1);
-  cudaEventDestroy(e0), cudaEventDestroy(e1);
-  BENCH_CHECK(cudaGetLastError());
-  return ms / reps;
-}
 
 // quick: the M = 1 GEMV columns only (no cuBLAS, elementwise or attention rows).
 void micro(bool quick) {

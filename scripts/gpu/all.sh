@@ -2,7 +2,7 @@
 # Everything this session's GPU work needs, in parts, one build for all (scripts/gpu/build.sh into build-gpu, which
 # stays between calls while the machine is warm). Usage (repository root on the GPU machine):
 #   OUT=... bash scripts/gpu/all.sh PART...   PART: build tests serve[:LABEL[:flag,flag...]] load deepseek embed nvml mixed
-#   dsbench[:LABEL[:VAR=VAL,...]] dsncu[:MODE,...[:VAR=VAL,...]] micro
+#   dsbench[:LABEL[:VAR=VAL,...]] dsncu[:MODE,...[:VAR=VAL,...]] micro moevar
 #   pack (last: every file under $OUT into $OUT/all.tgz, since the device tool brings back only a few files)
 # A part that fails is reported and the next one runs. Each part's wall time is printed.
 set -uo pipefail
@@ -34,6 +34,8 @@ for part in "$@"; do
               grep -E "tok_s|ratio" "$OUT/deepseek_${label:-default}.json";;
     dsncu*) IFS=: read -r _ modes envs <<< "$part"  # dsncu[:MODE,MODE[:VAR=VAL,...]]: per-kernel times of one step
             env ${envs//,/ } bash bench/gpu/deepseek_ncu.sh "$OUT" ${modes//,/ };;
+    moevar) CITADEL_BENCH_MOE_VARIANTS=1 timeout 200 ./build-gpu/bench/citadel_deepseek_bench > /dev/null \
+              2> "$OUT/moe_variants.log"; echo "moe variants rc=$?"; cat "$OUT/moe_variants.log";;
     micro) CITADEL_BENCH_MICRO=1 timeout 200 ./build-gpu/bench/citadel_gpu_bench > /dev/null 2> "$OUT/micro.log"
            echo "micro bench rc=$?"; cat "$OUT/micro.log";;
     pack) tar czf /tmp/all.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/all.tgz "$OUT/";;

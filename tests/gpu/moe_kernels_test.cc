@@ -197,7 +197,8 @@ struct DeviceOp {
   DevArray<uint16_t> x, act;
   DevArray<float> logits, bias, weights, y, out;
   DevArray<int32_t> ids, offsets, pairs;
-  bool mma;  // the tensor-core expert kernels (moe_mma_*) instead of the grouped GEMVs
+  bool mma;          // the tensor-core expert kernels (moe_mma_*) instead of the grouped GEMVs
+  int variant = -1;  // with mma: this tile-shape variant (moe_mma_*_variant), -1 the default
   DeviceOp(const Problem& p, const Inputs& in, bool use_mma)
       : x(in.x), act(size_t(p.T) * p.r.n_used * p.Fe), logits(in.logits), bias(in.bias),
         weights(size_t(p.T) * p.r.n_used), y(size_t(p.T) * p.r.n_used * p.D), out(size_t(p.T) * p.D),
@@ -209,7 +210,11 @@ struct DeviceOp {
     const int T = p.T, k = p.r.n_used, E = p.r.n_experts;
     ck::moe_route(logits.p, p.bias ? bias.p : nullptr, p.r, T, ids.p, weights.p, s);
     ck::moe_sort(ids.p, T, k, E, offsets.p, pairs.p, s);
-    if (mma) {
+    if (mma && variant >= 0) {
+      ck::moe_mma_gate_up_silu_variant(variant, x.p, offsets.p, pairs.p, T, k, w.gate.p, w.up.p, E, p.Fe, p.D, act.p,
+                                       s);
+      ck::moe_mma_down_variant(variant, act.p, offsets.p, pairs.p, T, k, w.down.p, E, p.D, p.Fe, y.p, s);
+    } else if (mma) {
       ck::moe_mma_gate_up_silu(x.p, offsets.p, pairs.p, T, k, w.gate.p, w.up.p, E, p.Fe, p.D, act.p, s);
       ck::moe_mma_down(act.p, offsets.p, pairs.p, T, k, w.down.p, E, p.D, p.Fe, y.p, s);
     } else {
@@ -352,6 +357,33 @@ TEST(CudaMoe, OpMatchesFp64ReferenceV3Widths) {
   const ck::MoeRouting r = routing(32, 8, 8, 4, true, true, 2.5f);
   check_op({"v3_widths", 1, 7168, 2048, r, true}, w, 300);
   check_op({"v3_widths", 5, 7168, 2048, r, true, true}, w, 301);
+}
+
+// Every tile-shape variant of the tensor-core kernels against the grouped GEMVs on the same routing (both round the
+// activations to bf16; the rest is fp32 summation order): odd widths with tiles spanning experts, and V2-Lite
+// widths at a decode batch and a prefill.
+TEST(CudaMoe, EveryTileVariantMatchesTheGemv) {
+  SKIP_WITHOUT_GPU();
+  const Problem problems[] = {{"tiles_span_experts", 200, 64, 48, routing(4, 2, 1, 1, false, false, 1.f)},
+                              {"odd_widths", 97, 200, 56, routing(3, 1, 1, 1, false, true, 1.f), false, true},
+                              {"v2_lite", 64, 2048, 1408, v2_lite()},
+                              {"v2_lite", 512, 2048, 1408, v2_lite()}};
+  uint32_t seed = 900;
+  for (const Problem& p : problems) {
+    const Experts w(p.r.n_experts, p.D, p.Fe, seed);
+    std::mt19937 rng(seed++);
+    const Inputs in = make_inputs(p, rng);
+    DeviceOp ref(p, in, false);
+    ref.launch(p, w, nullptr);
+    const auto want = ref.out.download();
+    for (int v = 0; v < ck::moe_mma_variant_count(); ++v) {
+      DeviceOp op(p, in, true);
+      op.variant = v;
+      op.launch(p, w, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_LE(nmse(op.out.download(), want), 1e-6) << p.name << " T " << p.T << " " << ck::moe_mma_variant_name(v);
+    }
+  }
 }
 
 // The op captured once in a CUDA graph (grids fixed by T, E, Fe, D) follows new router logits on replay: the

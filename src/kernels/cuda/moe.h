@@ -78,6 +78,14 @@ void moe_combine(const float* y, const float* weights, int T, int k, int D, floa
 // (moe_mma_rows_per_tile). Requires D % 8 == 0, Fe % 8 == 0, 16-byte aligned pointers, T*k <= kMoeMaxPairs.
 constexpr int kMoeMmaLargeTile = 32;
 int moe_mma_rows_per_tile(int n_pairs, int E);
+// Every tile-shape variant of the two kernels (benchmarks and tests): count, name, and the same calls with variant v.
+int moe_mma_variant_count();
+const char* moe_mma_variant_name(int v);
+void moe_mma_gate_up_silu_variant(int v, const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                                  const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act_sorted,
+                                  cudaStream_t s);
+void moe_mma_down_variant(int v, const bf16_t* act_sorted, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                          const bf16_t* down, int E, int D, int Fe, float* y, cudaStream_t s);
 void moe_mma_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
                           const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act_sorted,
                           cudaStream_t s);

@@ -1,8 +1,9 @@
 // Tensor-core form of the grouped expert GEMMs (moe.h: moe_mma_gate_up_silu, moe_mma_down).
 //
-// A block computes one tile of BM pair rows (of one expert) x 64 output columns (of each of NMAT weight matrices),
-// over K in steps of 32 through a 4-stage cp.async pipeline in shared memory, with mma.sync m16n8k16 (bf16 in, fp32
-// accumulators) fed by ldmatrix. 4 warps: BM 64 = 2 x 2 warps of 32 x 32, BM 16 = 1 x 4 warps of 16 x 16.
+// A block computes one tile of BM pair rows (of one expert) x BN output columns (of each of NMAT weight matrices),
+// over K in steps of BK through a cp.async pipeline of `stages` buffers in shared memory, with mma.sync m16n8k16
+// (bf16 in, fp32 accumulators) fed by ldmatrix; WM x WN warps, each a (BM / WM) x (BN / WN) sub-tile. The tile shapes
+// are template variants (kVariants), benchmarked side by side (moe_mma_*_variant); the defaults take the measured best.
 // Tile schedule on the device: grid.x is an upper bound on the number of row tiles, ceil(N / BM) + E; block x finds
 // its expert and first row from the offsets (a warp scan over the experts' tile counts), blocks past the last tile
 // exit. Rows past the expert's end and columns past N are zero-filled on load and never stored.
@@ -17,33 +18,33 @@ namespace {
 
 using namespace dev;
 
-constexpr int kThreads = 128;
-constexpr int kBN = 64;      // output columns per matrix and block
-constexpr int kBK = 32;      // reduction step
-constexpr int kStages = 4;   // cp.async pipeline depth
-constexpr int kLd = kBK + 8; // bf16 pitch of a shared row: 80 bytes, so the 8 rows of an ldmatrix hit distinct banks
-
-template <int BM, int NMAT>
-__host__ __device__ constexpr int stage_elems() {
-  return (BM + NMAT * kBN) * kLd;
-}
-template <int BM, int NMAT>
-constexpr size_t smem_bytes() {
-  return sizeof(uint16_t) * kStages * stage_elems<BM, NMAT>();
-}
+// A tile shape: BM x BN outputs, BK per pipeline step, WM x WN warps, `stages` buffers.
+template <int BM_, int BN_, int BK_, int WM_, int WN_, int STAGES_>
+struct TileShape {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, WM = WM_, WN = WN_, kStages = STAGES_;
+  static constexpr int kThreads = WM * WN * 32;
+  static constexpr int kLd = BK + 8;  // bf16 pitch of a shared row: 16-byte aligned, ldmatrix rows on distinct banks
+  static constexpr int MT = BM / WM / 16, NT = BN / WN / 8;  // m16 / n8 tiles per warp
+  static_assert(MT >= 1 && BM == WM * MT * 16 && BN == WN * NT * 8 && NT % 2 == 0 && BK % 16 == 0, "tile shape");
+  static_assert(kThreads >= BM, "a thread per tile row fills the row tables");
+  template <int NMAT>
+  __host__ __device__ static constexpr int stage_elems() { return (BM + NMAT * BN) * kLd; }
+  template <int NMAT>
+  __host__ __device__ static constexpr size_t smem_bytes() { return sizeof(uint16_t) * kStages * stage_elems<NMAT>(); }
+};
 
 // in: gather (row of sorted position i = in[pairs[i] / in_div]) or sorted (row i = in[i]), [*][K] bf16.
 // W0, W1: [E][N][K] bf16. out: NMAT 2 -> bf16 silu(in.W0) * (in.W1) at sorted row i, [N_pairs][N];
 // NMAT 1 -> fp32 in.W0 at row pairs[i] (scatter), [N_pairs][N].
-template <int NMAT, int WM, int MT>
-__global__ void __launch_bounds__(kThreads) moe_mma_kernel(const uint16_t* __restrict__ in, int in_div, bool gather,
+template <int NMAT, class C>
+__global__ void __launch_bounds__(C::kThreads) moe_mma_kernel(const uint16_t* __restrict__ in, int in_div, bool gather,
                                                            const int32_t* __restrict__ offsets,
                                                            const int32_t* __restrict__ pairs, int E,
                                                            const uint16_t* __restrict__ w0,
                                                            const uint16_t* __restrict__ w1, int N, int K,
                                                            void* __restrict__ out) {
-  constexpr int BM = WM * MT * 16, WN = 4 / WM, NT = kBN / (WN * 8);
-  static_assert(NT % 2 == 0, "B fragments come in pairs of n8 tiles");
+  constexpr int BM = C::BM, kBN = C::BN, kBK = C::BK, WN = C::WN, MT = C::MT, NT = C::NT, kLd = C::kLd;
+  constexpr int kThreads = C::kThreads, kStages = C::kStages;
   extern __shared__ __align__(16) uint16_t sm[];
   __shared__ int src_row[BM], dst_row[BM];
   pdl_wait();
@@ -66,7 +67,7 @@ __global__ void __launch_bounds__(kThreads) moe_mma_kernel(const uint16_t* __res
   const uint16_t* we0 = w0 + static_cast<int64_t>(e) * N * K;
   const uint16_t* we1 = w1 + static_cast<int64_t>(e) * N * K;
   auto load = [&](int stage, int k0) {
-    uint16_t* as = sm + stage * stage_elems<BM, NMAT>();
+    uint16_t* as = sm + stage * C::template stage_elems<NMAT>();
     for (int c = tid; c < BM * (kBK / 8); c += kThreads) {
       const int r = c / (kBK / 8), kk = k0 + (c % (kBK / 8)) * 8, src = src_row[r];
       const bool ok = src >= 0 && kk < K;
@@ -105,7 +106,7 @@ __global__ void __launch_bounds__(kThreads) moe_mma_kernel(const uint16_t* __res
     const int next = kt + kStages - 1;
     if (next < KT) load(next % kStages, next * kBK);
     else cp_async_commit();
-    const uint16_t* as = sm + (kt % kStages) * stage_elems<BM, NMAT>();
+    const uint16_t* as = sm + (kt % kStages) * C::template stage_elems<NMAT>();
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 16) {
       uint32_t a[MT][4];
@@ -156,21 +157,44 @@ __global__ void __launch_bounds__(kThreads) moe_mma_kernel(const uint16_t* __res
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-template <int NMAT, int WM, int MT>
+template <int NMAT, class C>
 void launch_mma(const bf16_t* in, int in_div, bool gather, const int32_t* offsets, const int32_t* pairs, int n_pairs,
                 int E, const bf16_t* w0, const bf16_t* w1, int N, int K, void* out, cudaStream_t s) {
-  constexpr int BM = WM * MT * 16;
-  constexpr size_t smem = smem_bytes<BM, NMAT>();
-  auto kernel = moe_mma_kernel<NMAT, WM, MT>;
+  constexpr size_t smem = C::template smem_bytes<NMAT>();
+  auto kernel = moe_mma_kernel<NMAT, C>;
   static bool configured = false;  // idempotent attribute; the flag only skips the call
   if (!configured) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     configured = true;
   }
-  const dim3 grid(static_cast<unsigned>((n_pairs + BM - 1) / BM + E), static_cast<unsigned>((N + kBN - 1) / kBN));
-  launch_pdl(kernel, grid, dim3(kThreads), smem, s, in, in_div, gather, offsets, pairs, E, w0, w1, N, K, out);
+  const dim3 grid(static_cast<unsigned>((n_pairs + C::BM - 1) / C::BM + E),
+                  static_cast<unsigned>((N + C::BN - 1) / C::BN));
+  launch_pdl(kernel, grid, dim3(C::kThreads), smem, s, in, in_div, gather, offsets, pairs, E, w0, w1, N, K, out);
   CUDA_LAUNCH_CHECK();
 }
+
+// The variants: name, rows per tile, and the launchers of both GEMMs.
+struct Variant {
+  const char* name;
+  int bm;
+  void (*gate_up)(const bf16_t*, int, bool, const int32_t*, const int32_t*, int, int, const bf16_t*, const bf16_t*,
+                  int, int, void*, cudaStream_t);
+  void (*down)(const bf16_t*, int, bool, const int32_t*, const int32_t*, int, int, const bf16_t*, const bf16_t*, int,
+               int, void*, cudaStream_t);
+};
+template <class C>
+constexpr Variant variant(const char* name) {
+  return Variant{name, C::BM, launch_mma<2, C>, launch_mma<1, C>};
+}
+constexpr Variant kVariants[] = {
+    variant<TileShape<64, 64, 32, 2, 2, 4>>("m64n64k32w4s4"),   variant<TileShape<16, 64, 32, 1, 4, 4>>("m16n64k32w4s4"),
+    variant<TileShape<64, 64, 64, 2, 2, 3>>("m64n64k64w4s3"),   variant<TileShape<64, 128, 32, 2, 4, 4>>("m64n128k32w8s4"),
+    variant<TileShape<64, 128, 64, 2, 4, 3>>("m64n128k64w8s3"), variant<TileShape<16, 64, 64, 1, 4, 4>>("m16n64k64w4s4"),
+    variant<TileShape<16, 128, 64, 1, 8, 3>>("m16n128k64w8s3"), variant<TileShape<32, 64, 64, 2, 2, 4>>("m32n64k64w4s4"),
+    variant<TileShape<128, 64, 32, 4, 2, 4>>("m128n64k32w8s4"), variant<TileShape<128, 128, 32, 2, 4, 4>>("m128n128k32w8s4"),
+};
+constexpr int kNumVariants = static_cast<int>(sizeof(kVariants) / sizeof(kVariants[0]));
+constexpr int kLargeVariant = 0, kSmallVariant = 1;  // the defaults (moe_mma_rows_per_tile)
 
 void check_mma_args(int k, int E, int N, int K, int n_pairs, const void* a, const void* b, const void* c) {
   CHECK(k >= 1 && E >= 1 && E <= kMoeMaxExperts && n_pairs >= 0 && n_pairs <= kMoeMaxPairs);
@@ -180,29 +204,44 @@ void check_mma_args(int k, int E, int N, int K, int n_pairs, const void* a, cons
 
 }  // namespace
 
-int moe_mma_rows_per_tile(int n_pairs, int E) { return n_pairs >= kMoeMmaLargeTile * E ? 64 : 16; }
+int moe_mma_rows_per_tile(int n_pairs, int E) {
+  return kVariants[n_pairs >= kMoeMmaLargeTile * E ? kLargeVariant : kSmallVariant].bm;
+}
+
+int moe_mma_variant_count() { return kNumVariants; }
+const char* moe_mma_variant_name(int v) { return v >= 0 && v < kNumVariants ? kVariants[v].name : ""; }
+
+void moe_mma_gate_up_silu_variant(int v, const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                                  const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act_sorted,
+                                  cudaStream_t s) {
+  const int n_pairs = T * k;
+  check_mma_args(k, E, Fe, D, n_pairs, x, gate, up);
+  CHECK(v >= 0 && v < kNumVariants);
+  if (n_pairs > 0) kVariants[v].gate_up(x, k, true, offsets, pairs, n_pairs, E, gate, up, Fe, D, act_sorted, s);
+}
+
+void moe_mma_down_variant(int v, const bf16_t* act_sorted, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                          const bf16_t* down, int E, int D, int Fe, float* y, cudaStream_t s) {
+  const int n_pairs = T * k;
+  check_mma_args(k, E, D, Fe, n_pairs, act_sorted, down, y);
+  CHECK(v >= 0 && v < kNumVariants);
+  if (n_pairs > 0) kVariants[v].down(act_sorted, 1, false, offsets, pairs, n_pairs, E, down, down, D, Fe, y, s);
+}
+
+int moe_mma_default_variant(int n_pairs, int E) {
+  return n_pairs >= kMoeMmaLargeTile * E ? kLargeVariant : kSmallVariant;
+}
 
 void moe_mma_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
                           const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act_sorted,
                           cudaStream_t s) {
-  const int n_pairs = T * k;
-  check_mma_args(k, E, Fe, D, n_pairs, x, gate, up);
-  if (n_pairs <= 0) return;
-  if (moe_mma_rows_per_tile(n_pairs, E) == 64)
-    launch_mma<2, 2, 2>(x, k, true, offsets, pairs, n_pairs, E, gate, up, Fe, D, act_sorted, s);
-  else
-    launch_mma<2, 1, 1>(x, k, true, offsets, pairs, n_pairs, E, gate, up, Fe, D, act_sorted, s);
+  moe_mma_gate_up_silu_variant(moe_mma_default_variant(T * k, E), x, offsets, pairs, T, k, gate, up, E, Fe, D,
+                               act_sorted, s);
 }
 
 void moe_mma_down(const bf16_t* act_sorted, const int32_t* offsets, const int32_t* pairs, int T, int k,
                   const bf16_t* down, int E, int D, int Fe, float* y, cudaStream_t s) {
-  const int n_pairs = T * k;
-  check_mma_args(k, E, D, Fe, n_pairs, act_sorted, down, y);
-  if (n_pairs <= 0) return;
-  if (moe_mma_rows_per_tile(n_pairs, E) == 64)
-    launch_mma<1, 2, 2>(act_sorted, 1, false, offsets, pairs, n_pairs, E, down, down, D, Fe, y, s);
-  else
-    launch_mma<1, 1, 1>(act_sorted, 1, false, offsets, pairs, n_pairs, E, down, down, D, Fe, y, s);
+  moe_mma_down_variant(moe_mma_default_variant(T * k, E), act_sorted, offsets, pairs, T, k, down, E, D, Fe, y, s);
 }
 
 }  // namespace citadel::cuda
