@@ -9,7 +9,8 @@
 // CITADEL_BENCH_PROFILE=decode_bs1|decode_b64|prefill: after warming up, runs one such step between
 // cudaProfilerStart and cudaProfilerStop and exits (bench/gpu/deepseek_ncu.sh: per-kernel times under Nsight Compute).
 // CITADEL_MOE_PATH (runtime/cuda_mla_moe.cu) picks the expert kernels, for before/after rows from one binary.
-// CITADEL_BENCH_MOE_VARIANTS=1: only the expert kernels (GEMV and every tensor-core tile variant) at several T.
+// CITADEL_BENCH_MOE_VARIANTS=1: only the expert kernels (GEMV and every tensor-core tile variant) at several T, and
+// MLA attention under every plan.
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/mla.h"
 #include "kernels/cuda/moe.h"
 #include "model/synth.h"
 #include "runtime/cuda_decoder.h"
@@ -119,12 +121,57 @@ void moe_variants(const std::vector<int>& Ts) {
   for (void* p : {gate, up, down, x, act, y, logits, wts, ids, offsets, pairs}) cudaFree(p);
 }
 
+// MLA attention at the V2-Lite shape (16 heads, r 512 + rope 64) for T decode tokens at context ctx: every plan
+// (heads per block x cluster split, and the tensor-core kernel) and the dispatcher's, us per call.
+void mla_plans(const std::vector<int>& Ts, const std::vector<int>& ctxs) {
+  const int H = 16, L = 576, bs = 16, maxT = *std::max_element(Ts.begin(), Ts.end());
+  const int maxc = *std::max_element(ctxs.begin(), ctxs.end()), W = (maxc + bs - 1) / bs;
+  void *cache, *q, *out, *tables, *lens, *pos;
+  BENCH_CHECK(cudaMalloc(&cache, int64_t{maxT} * W * bs * L * 2));
+  BENCH_CHECK(cudaMalloc(&q, int64_t{maxT} * H * L * 2));
+  BENCH_CHECK(cudaMalloc(&out, int64_t{maxT} * H * 512 * 2));
+  BENCH_CHECK(cudaMalloc(&tables, int64_t{maxT} * W * 4));
+  BENCH_CHECK(cudaMalloc(&lens, maxT * 4));
+  BENCH_CHECK(cudaMalloc(&pos, maxT * 4));
+  cuda::fill_random_bf16(static_cast<cuda::bf16_t*>(cache), int64_t{maxT} * W * bs * L, 7, 1.f, nullptr);
+  cuda::fill_random_bf16(static_cast<cuda::bf16_t*>(q), int64_t{maxT} * H * L, 8, 1.f, nullptr);
+  std::vector<int32_t> t(size_t(maxT) * W);
+  for (size_t i = 0; i < t.size(); ++i) t[i] = int32_t(i);
+  BENCH_CHECK(cudaMemcpy(tables, t.data(), t.size() * 4, cudaMemcpyHostToDevice));
+  const cuda::MlaShape m{H, 128, 64, 512};
+  for (int ctx : ctxs)
+    for (int T : Ts) {
+      std::vector<int32_t> l(size_t(T), ctx), p(size_t(T), ctx - 1);
+      BENCH_CHECK(cudaMemcpy(lens, l.data(), T * 4, cudaMemcpyHostToDevice));
+      BENCH_CHECK(cudaMemcpy(pos, p.data(), T * 4, cudaMemcpyHostToDevice));
+      cuda::MlaAttention a;
+      a.cache = static_cast<cuda::bf16_t*>(cache), a.block_tables = static_cast<int32_t*>(tables);
+      a.seq_lens = static_cast<int32_t*>(lens), a.positions = static_cast<int32_t*>(pos);
+      a.max_blocks_per_seq = W, a.block_size = bs, a.scale = 0.07f;
+      auto* qp = static_cast<cuda::bf16_t*>(q);
+      auto* op = static_cast<cuda::bf16_t*>(out);
+      std::string line;
+      for (int hb : {4, 16})
+        for (int sp : {1, 2, 4, 8}) {
+          const float ms = time_ms([&] { cuda::mla_attention_run(a, m, qp, T, op, cuda::MlaPlan{hb, sp}, nullptr); });
+          line += " hb" + std::to_string(hb) + "s" + std::to_string(sp) + " " + std::to_string(ms * 1e3).substr(0, 5);
+        }
+      const float mma = time_ms([&] { cuda::mla_attention_mma(a, m, qp, T, op, nullptr); });
+      const float dis = time_ms([&] { cuda::mla_attention(a, m, qp, T, op, nullptr); });
+      const cuda::MlaPlan pl = cuda::mla_attention_plan(T, H, true);
+      std::fprintf(stderr, "mla T %3d ctx %5d (us):%s mma %.1f | dispatch %.1f (hb%d s%d%s)\n", T, ctx, line.c_str(),
+                   mma * 1e3, dis * 1e3, pl.heads_per_block, pl.n_splits, pl.tensor_cores ? " mma" : "");
+    }
+  for (void* p : {cache, q, out, tables, lens, pos}) cudaFree(p);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const cudaDeviceProp prop = device_or_exit();
-  if (std::getenv("CITADEL_BENCH_MOE_VARIANTS")) {  // the expert kernels alone, then exit
+  if (std::getenv("CITADEL_BENCH_MOE_VARIANTS")) {  // the expert and MLA attention kernels alone, then exit
     moe_variants({16, 64, 128, 512, 2048});
+    mla_plans({1, 4, 16, 64}, {256, 1024});
     return 0;
   }
   const double bw = copy_bandwidth_gbps();

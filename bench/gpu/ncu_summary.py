@@ -7,7 +7,7 @@ import collections
 import csv
 import sys
 
-UNIT_US = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
+UNIT_US = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}
 
 
 def summarise(path):

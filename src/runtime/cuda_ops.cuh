@@ -32,7 +32,7 @@ struct CudaStepShape {
 // The kernels of an MoE layer's experts (cuda_mla_moe.cu moe_path): grouped GEMV, tensor-core tiles, or the older
 // grouped cuBLAS GEMMs (forced by CITADEL_MOE_PATH only). The tiles from kMmaPairsPerExpert pairs per expert.
 enum class MoePath { kGemv, kMma, kCublasGrouped };
-constexpr int kMmaPairsPerExpert = 16;
+constexpr int kMmaPairsPerExpert = 2;
 MoePath moe_path(int T, int k, int E, bool decode);
 
 class CudaOps final : public BackendOps {

@@ -194,7 +194,7 @@ constexpr Variant kVariants[] = {
     variant<TileShape<128, 64, 32, 4, 2, 4>>("m128n64k32w8s4"), variant<TileShape<128, 128, 32, 2, 4, 4>>("m128n128k32w8s4"),
 };
 constexpr int kNumVariants = static_cast<int>(sizeof(kVariants) / sizeof(kVariants[0]));
-constexpr int kLargeVariant = 0, kSmallVariant = 1;  // the defaults (moe_mma_rows_per_tile)
+constexpr int kLargeVariant = 2, kSmallVariant = 5;  // the defaults: the fastest at T 512 and T 64-128 (V2-Lite, H100)
 
 void check_mma_args(int k, int E, int N, int K, int n_pairs, const void* a, const void* b, const void* c) {
   CHECK(k >= 1 && E >= 1 && E <= kMoeMaxExperts && n_pairs >= 0 && n_pairs <= kMoeMaxPairs);
