@@ -73,14 +73,8 @@ struct MlaMoeBuffers {
   float* weights = nullptr;   // [T][k] their weights
   int32_t* offsets = nullptr; // [E + 1] pairs of each expert
   int32_t* pairs = nullptr;   // [T k] (token, choice) pairs sorted by expert
-  bf16_t* act = nullptr;      // [T k][Fe] expert activations
+  bf16_t* act = nullptr;      // [T k][Fe] expert activations (pair order: GEMVs; expert order: tensor-core tiles)
   float* y = nullptr;         // [T k][D] expert outputs before the weighted sum
-  // The GEMM form (prefill steps with many pairs per expert): rows in expert order.
-  bf16_t* xg = nullptr;       // [T k][D] the pairs' token rows
-  bf16_t* gu = nullptr;       // [T k][2 Fe] gate | up
-  float* yg = nullptr;        // [T k][D] down outputs
-  void** d_ptrs = nullptr;    // [3 * 2E] pointer arrays of the grouped GEMMs
-  std::vector<int32_t> h_offsets;  // [E + 1] host copy of offsets
 };
 
 struct CudaDecoder::Impl {

@@ -5,8 +5,8 @@
 // the rope part), attention over the cached [latent | rope key] rows of the layer (one shared latent head, the first
 // r values are the value), then W_UV per head (batched GEMM) into attn [T][H v].
 // MoE: router logits (fp32) -> selection on the device (moe_route, the twin of model/moe.h) -> pairs sorted by
-// expert -> grouped gate|up SiLU and down kernels (each used expert's weights read once a step) -> weighted sum
-// added to delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
+// expert -> gate|up SiLU and down, grouped by expert (GEMV kernels that read each used expert's weights once a step,
+// or tensor-core tiles of each expert's pairs for steps with several pairs per expert) -> weighted sum added to delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -101,11 +101,6 @@ Status CudaDecoder::Impl::alloc_mla_moe_runtime() {
     RETURN_IF_ERROR(alloc_n(&mm.pairs, T * k, "expert pairs"));
     RETURN_IF_ERROR(alloc_e(&mm.act, T * k * Fe, "expert activations"));
     RETURN_IF_ERROR(alloc_n(&mm.y, T * k * D, "expert outputs"));
-    RETURN_IF_ERROR(alloc_e(&mm.xg, T * k * D, "expert inputs (GEMM form)"));
-    RETURN_IF_ERROR(alloc_e(&mm.gu, T * k * 2 * Fe, "expert gate|up (GEMM form)"));
-    RETURN_IF_ERROR(alloc_n(&mm.yg, T * k * D, "expert outputs (GEMM form)"));
-    RETURN_IF_ERROR(alloc_n(&mm.d_ptrs, 6 * E, "grouped GEMM pointers"));
-    mm.h_offsets.assign(static_cast<size_t>(E + 1), 0);
   }
   return OkStatus();
 }
@@ -187,17 +182,14 @@ Status CudaOps::mla_attention(int layer) {
 
 // Which kernels run the experts. The grouped GEMV reads each used expert's weights once and suits steps with about
 // one pair per expert (batch-1 decode); the tensor-core tiles (moe_mma_*) everything with more pairs per expert.
-// CITADEL_MOE_PATH=gemv|mma|cublas forces one (benchmarks; cublas: the older grouped cuBLAS GEMMs with a host round
-// trip, eager prefill steps only, else the GEMV).
-MoePath moe_path(int T, int k, int E, bool decode) {
+// CITADEL_MOE_PATH=gemv|mma forces one (benchmarks: before / after in one binary).
+MoePath moe_path(int T, int k, int E) {
   static const std::string forced = [] {
     const char* v = std::getenv("CITADEL_MOE_PATH");
     return std::string(v ? v : "");
   }();
   if (forced == "gemv") return MoePath::kGemv;
   if (forced == "mma") return MoePath::kMma;
-  if (forced == "cublas")
-    return !decode && T * k >= CudaOps::kGemmPairsPerExpert * E ? MoePath::kCublasGrouped : MoePath::kGemv;
   return T * k >= kMmaPairsPerExpert * E ? MoePath::kMma : MoePath::kGemv;
 }
 
@@ -218,51 +210,14 @@ Status CudaOps::moe(int layer, Act in, Act out, bool accumulate) {
   rt.sigmoid = e.sigmoid_gating, rt.norm_topk = e.norm_topk, rt.routed_scale = static_cast<float>(e.routed_scale);
   ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
   ck::moe_sort(m_.mm.ids, T, k, E, m_.mm.offsets, m_.mm.pairs, m_.stream);
-  switch (moe_path(T, k, E, s_.decode)) {
-    case MoePath::kMma:
-      ck::moe_mma_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
-      ck::moe_mma_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down, E, D, Fe, m_.mm.y, m_.stream);
-      break;
-    case MoePath::kCublasGrouped:
-      RETURN_IF_ERROR(moe_gemm(layer));
-      break;
-    case MoePath::kGemv:
-      ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
-      ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down, E, D, Fe, m_.mm.y, m_.stream);
-      break;
+  if (moe_path(T, k, E) == MoePath::kMma) {
+    ck::moe_mma_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
+    ck::moe_mma_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down, E, D, Fe, m_.mm.y, m_.stream);
+  } else {
+    ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
+    ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down, E, D, Fe, m_.mm.y, m_.stream);
   }
   ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, accumulate, m_.stream);
-  return OkStatus();
-}
-
-// The experts as tensor-core GEMMs over their tokens (eager steps only: the per-expert row counts come to the host):
-// rows gathered in expert order, gate and up of every used expert in one grouped call, SiLU-mul, down likewise,
-// outputs scattered back to pair order for moe_combine.
-Status CudaOps::moe_gemm(int layer) {
-  const MoeConfig& e = m_.c.moe;
-  const MoeW& w = m_.layers[layer].moe;
-  MlaMoeBuffers& mm = m_.mm;
-  const int T = s_.T, E = static_cast<int>(e.n_experts), k = static_cast<int>(e.n_experts_used);
-  const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim), N = T * k;
-  CUDA_TRY(cudaMemcpyAsync(mm.h_offsets.data(), mm.offsets, sizeof(int32_t) * (E + 1), cudaMemcpyDeviceToHost,
-                           m_.stream));
-  CUDA_TRY(cudaStreamSynchronize(m_.stream));
-  ck::moe_gather_rows(m_.h, mm.pairs, k, N, D, mm.xg, m_.stream);
-  std::vector<ck::GroupedGemm> gate_up, down;
-  for (int x = 0; x < E; ++x) {
-    const int r0 = mm.h_offsets[x], rows = mm.h_offsets[x + 1] - r0;
-    if (rows <= 0) continue;
-    const bf16_t* xg = mm.xg + int64_t{r0} * D;
-    bf16_t* gu = mm.gu + int64_t{r0} * 2 * Fe;
-    const int64_t wo = int64_t{x} * Fe * D;
-    gate_up.push_back({xg, w.gate + wo, gu, rows, 2 * Fe});
-    gate_up.push_back({xg, w.up + wo, gu + Fe, rows, 2 * Fe});
-    down.push_back({mm.act + int64_t{r0} * Fe, w.down + wo, mm.yg + int64_t{r0} * D, rows, D});
-  }
-  ck::gemm_bf16_grouped(g_.cublas, gate_up, false, Fe, D, mm.d_ptrs, m_.stream);
-  ck::silu_mul(mm.gu, mm.act, N, Fe, m_.stream);
-  ck::gemm_bf16_grouped(g_.cublas, down, true, D, Fe, mm.d_ptrs, m_.stream);
-  ck::moe_scatter_rows(mm.yg, mm.pairs, N, D, mm.y, m_.stream);
   return OkStatus();
 }
 

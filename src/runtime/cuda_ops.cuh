@@ -29,11 +29,11 @@ struct CudaStepShape {
   bool all_logits = false;
 };
 
-// The kernels of an MoE layer's experts (cuda_mla_moe.cu moe_path): grouped GEMV, tensor-core tiles, or the older
-// grouped cuBLAS GEMMs (forced by CITADEL_MOE_PATH only). The tiles from kMmaPairsPerExpert pairs per expert.
-enum class MoePath { kGemv, kMma, kCublasGrouped };
+// The kernels of an MoE layer's experts (cuda_mla_moe.cu moe_path): grouped GEMVs, or tensor-core tiles from
+// kMmaPairsPerExpert pairs per expert on average (V2-Lite on an H100: the tiles win from T = 64, tie at T = 16).
+enum class MoePath { kGemv, kMma };
 constexpr int kMmaPairsPerExpert = 2;
-MoePath moe_path(int T, int k, int E, bool decode);
+MoePath moe_path(int T, int k, int E);
 
 class CudaOps final : public BackendOps {
  public:
@@ -74,13 +74,6 @@ class CudaOps final : public BackendOps {
   Status gated_ffn(const Linear& w, int layer, Act in, Act out, bool gelu, const char* op);
   // gemma3: delta = rmsnorm(delta) * weight(norm, layer) in place (cuda_gemma_ops.cu).
   Status delta_rmsnorm(TensorRole norm, int layer);
-  // MoE experts as grouped cuBLAS GEMMs with a host round trip (cuda_mla_moe.cu; CITADEL_MOE_PATH=cublas only).
-  Status moe_gemm(int layer);
-
- public:
-  static constexpr int kGemmPairsPerExpert = 8;
-
- private:
 
   CudaDecoder::Impl& m_;
   CudaStepShape s_;

@@ -10,7 +10,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <vector>
 
 namespace citadel::cuda {
 
@@ -275,18 +274,6 @@ void* create_cublas_handle(cudaStream_t s, void* workspace, size_t workspace_byt
 // never rounds fp32 operands to TF32), so results differ from an fp32 CPU GEMM by summation order only. The encoder
 // runner's projections (runtime/cuda_embedding_runner.cu).
 void gemm_f32(void* cublas_handle, const float* x, const float* W, float* y, int M, int N, int K);
-// Grouped: for each problem, y [M][N] (row stride ldy; bf16 or fp32) = x [M][K] @ W [N][K]^T, bf16 in, fp32
-// accumulate, problems of different M in one cublasGemmGroupedBatchedEx (one cublasGemmEx each where cuBLAS lacks
-// the type combination). d_ptrs: device scratch of 3 * problems pointers. Synchronises the stream (host arrays):
-// not for graph capture. MoE experts over their tokens in prefill steps.
-struct GroupedGemm {
-  const bf16_t* x;
-  const bf16_t* W;
-  void* y;
-  int M, ldy;
-};
-void gemm_bf16_grouped(void* cublas_handle, const std::vector<GroupedGemm>& problems, bool y_f32, int N, int K,
-                       void** d_ptrs, cudaStream_t s);
 // Batched: for b < batch, y_b [M][N] = x_b [M][K] @ W_b [N][K]^T, bf16 in and out, fp32 accumulate; row m of x_b
 // at x + b*stride_x + m*ldx, W_b at W + b*stride_w (rows of K), row m of y_b at y + b*stride_y + m*ldy (elements).
 // MLA's per-head absorptions (W_UK into the query, W_UV after attention).

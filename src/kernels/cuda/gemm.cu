@@ -65,32 +65,6 @@ void gemm_bf16_batched(void* handle, const bf16_t* x, int64_t ldx, int64_t strid
                                           CUBLAS_GEMM_DEFAULT));
 }
 
-void gemm_bf16_grouped(void* handle, const std::vector<GroupedGemm>& g, bool y_f32, int N, int K, void** d_ptrs,
-                       cudaStream_t s) {
-  const int n = static_cast<int>(g.size());
-  if (n == 0) return;
-  std::vector<const void*> ptrs(3 * static_cast<size_t>(n));
-  std::vector<int> m_arr(n, N), n_arr(n), k_arr(n, K), ldc(n), one(n, 1);  // k_arr: also lda and ldb (rows of K)
-  std::vector<float> alpha(n, 1.f), beta(n, 0.f);
-  std::vector<cublasOperation_t> ta(n, CUBLAS_OP_T), tb(n, CUBLAS_OP_N);
-  for (int i = 0; i < n; ++i) {
-    ptrs[i] = g[i].W, ptrs[n + i] = g[i].x, ptrs[2 * n + i] = g[i].y;
-    n_arr[i] = g[i].M, ldc[i] = g[i].ldy;
-  }
-  CUDA_CHECK(cudaMemcpyAsync(d_ptrs, ptrs.data(), sizeof(void*) * ptrs.size(), cudaMemcpyHostToDevice, s));
-  // Column-major per problem: y^T [N x M] (ld ldy) = W (row-major [N][K] as col-major K x N, transposed) x^T.
-  const cublasStatus_t st = cublasGemmGroupedBatchedEx(
-      static_cast<cublasHandle_t>(handle), ta.data(), tb.data(), m_arr.data(), n_arr.data(), k_arr.data(), alpha.data(),
-      reinterpret_cast<const void* const*>(d_ptrs), CUDA_R_16BF, k_arr.data(),
-      reinterpret_cast<const void* const*>(d_ptrs + n), CUDA_R_16BF, k_arr.data(), beta.data(),
-      reinterpret_cast<void* const*>(d_ptrs + 2 * n), y_f32 ? CUDA_R_32F : CUDA_R_16BF, ldc.data(), n, one.data(),
-      CUBLAS_COMPUTE_32F);
-  CUDA_CHECK(cudaStreamSynchronize(s));  // the host arrays and d_ptrs stay untouched until the GEMMs have run
-  if (st == CUBLAS_STATUS_SUCCESS) return;
-  // A cuBLAS without this type combination: one GEMM per problem.
-  for (const GroupedGemm& p : g) gemm_bf16(handle, p.x, p.W, p.y, y_f32, p.M, N, K, p.ldy);
-}
-
 // ---- cuBLASLt: bias epilogue and per-shape algorithm autotuning; bf16, and fp8 (e4m3) with outer-vector scales ----
 namespace {
 

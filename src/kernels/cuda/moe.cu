@@ -296,34 +296,7 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const floa
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// grid (rows), 16-byte chunks: dst[i] = src[index of row i] (gather: src row pairs[i] / k; scatter: dst row pairs[i])
-template <bool kScatter>
-__global__ void moe_rows_kernel(const uint4* __restrict__ src, const int32_t* __restrict__ pairs, int k, int chunks,
-                                uint4* __restrict__ dst) {
-  pdl_wait();
-  pdl_trigger();
-  const int i = blockIdx.x;
-  const int64_t from = kScatter ? i : pairs[i] / k, to = kScatter ? pairs[i] : i;
-  for (int c = threadIdx.x; c < chunks; c += blockDim.x) dst[to * chunks + c] = src[from * chunks + c];
-}
-
 }  // namespace
-
-void moe_gather_rows(const bf16_t* x, const int32_t* pairs, int k, int N, int D, bf16_t* xg, cudaStream_t s) {
-  CHECK(k >= 1 && D % 8 == 0 && aligned16(x) && aligned16(xg));
-  if (N <= 0) return;
-  launch_pdl(moe_rows_kernel<false>, dim3(N), dim3(128), 0, s, reinterpret_cast<const uint4*>(x), pairs, k, D / 8,
-             reinterpret_cast<uint4*>(xg));
-  CUDA_LAUNCH_CHECK();
-}
-
-void moe_scatter_rows(const float* yg, const int32_t* pairs, int N, int D, float* y, cudaStream_t s) {
-  CHECK(D % 4 == 0 && aligned16(yg) && aligned16(y));
-  if (N <= 0) return;
-  launch_pdl(moe_rows_kernel<true>, dim3(N), dim3(128), 0, s, reinterpret_cast<const uint4*>(yg), pairs, 1, D / 4,
-             reinterpret_cast<uint4*>(y));
-  CUDA_LAUNCH_CHECK();
-}
 
 void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
                cudaStream_t s) {

@@ -92,10 +92,5 @@ void moe_mma_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t
 void moe_mma_down(const bf16_t* act_sorted, const int32_t* offsets, const int32_t* pairs, int T, int k,
                   const bf16_t* down, int E, int D, int Fe, float* y, cudaStream_t s);
 
-// The GEMM form of the op (steps with many pairs per expert; see runtime/cuda_mla_moe.cu): the pairs' token rows in
-// expert order, xg[i] = x[pairs[i] / k] (x [T][D], xg [N][D] bf16, N = T*k), and the per-expert outputs back in pair
-// order, y[pairs[i]] = yg[i] (yg, y [N][D] fp32).
-void moe_gather_rows(const bf16_t* x, const int32_t* pairs, int k, int N, int D, bf16_t* xg, cudaStream_t s);
-void moe_scatter_rows(const float* yg, const int32_t* pairs, int N, int D, float* y, cudaStream_t s);
 
 }  // namespace citadel::cuda
