@@ -88,7 +88,7 @@ void heads_gemv(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_
 // as the rows of each MMA over key tiles of 32 (S = Q K^T and O += P V with mma.sync, fp32 accumulation, online
 // softmax in fp32 with the probabilities rounded to bf16 for P V, the normaliser summing the rounded values). Shapes:
 // kv_lora_rank 512, qk_rope 64 (DeepSeek-V2/V3), n_heads a multiple of 16 (mla_attention_mma_supported); cache and
-// q_lat 16-byte aligned. The dispatcher takes it when its plan has 16 heads per block and no split.
+// q_lat 16-byte aligned. The dispatcher takes it from 16 (token, 16-head group) blocks (mla_attention_plan).
 bool mla_attention_mma_supported(const MlaShape& m);
 void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out,
                        cudaStream_t s);
