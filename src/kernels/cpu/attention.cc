@@ -228,6 +228,25 @@ void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int 
   for (int g = g0; g < g1; ++g) scale_scalar(1.0f / l[g], out + (t * n_heads + kvh * group + g) * vd, vd);
 }
 
+// Prefetches the keys and values (all KV heads: contiguous runs of the pools) of the kAttnRows-row run of token t's
+// keys that starts at position p, if p < end.
+void prefetch_run(const KvCacheView& c, const AttnBatch& b, int64_t t, int p, int end) {
+#if defined(__x86_64__)
+  if (p >= end) return;
+  const int r0 = p % c.block_size, rows = std::min({detail::kAttnRows, c.block_size - r0, end - p});
+  const size_t elt = c.dtype == DType::kF16 ? 2 : 4;
+  const size_t off = kv_offset(c, block_of(c, b, t, p), r0, 0) * elt;
+  const size_t bytes = static_cast<size_t>(rows) * c.n_kv_heads * c.head_dim * elt;
+  for (const void* pool : {c.k, c.v}) {
+    const char* base = static_cast<const char*>(pool) + off;
+    for (size_t x = 0; x < bytes; x += 64) _mm_prefetch(base + x, _MM_HINT_T0);
+    if (c.v == c.k) break;
+  }
+#else
+  (void)c, (void)b, (void)t, (void)p, (void)end;
+#endif
+}
+
 // Keys [k0, k1) of token t for all query heads (AVX-512 rows kernel; hd, vd % 16 == 0), kAttnRows rows at a time,
 // every KV head of those rows before the next rows (a task streams its keys' memory front to back). m, l [n_heads]
 // and o [n_heads, vd] start empty (-inf, 0, 0) and end as the range's unnormalised softmax state. f16 rows are
@@ -242,23 +261,17 @@ void attend_range_avx512(const float* q, const KvCacheView& c, const AttnBatch& 
   std::fill_n(l, n_heads, 0.0f);
   std::fill_n(o, static_cast<size_t>(n_heads) * vd, 0.0f);
   if (f16) scratch.resize(static_cast<size_t>(detail::kAttnRows) * (hd + vd));
-  const size_t elt = f16 ? 2 : 4;
   for (int p = k0; p < k1;) {
     const int32_t blk = block_of(c, b, t, p);
     const int r0 = p % bs, rows = std::min({detail::kAttnRows, bs - r0, k1 - p});
-    // The next rows' keys and values, all KV heads (contiguous runs of the pools): decode reads them from DRAM.
-#if defined(__x86_64__)
-    if (p + rows < k1) {
-      const int32_t nblk = block_of(c, b, t, p + rows);
-      const int nr0 = (p + rows) % bs, nrows = std::min({detail::kAttnRows, bs - nr0, k1 - p - rows});
-      const size_t noff = kv_offset(c, nblk, nr0, 0) * elt, bytes = nrows * stride * elt;
-      for (const void* pool : {c.k, c.v}) {
-        const char* base = static_cast<const char*>(pool) + noff;
-        for (size_t x = 0; x < bytes; x += 64) _mm_prefetch(base + x, _MM_HINT_T0);
-        if (shared) break;
-      }
+    // Two runs ahead (the first two at the start): decode's keys come from DRAM, in runs too short for the hardware
+    // prefetcher to ramp up.
+    if (p == k0) {
+      prefetch_run(c, b, t, p, k1);
+      prefetch_run(c, b, t, std::min(k1, p + rows), k1);
     }
-#endif
+    const int next = std::min(k1, p + rows);
+    prefetch_run(c, b, t, std::min(k1, next + std::min({detail::kAttnRows, bs - next % bs})), k1);
     for (int kvh = 0; kvh < c.n_kv_heads; ++kvh) {
       const size_t off = kv_offset(c, blk, r0, kvh), h0 = static_cast<size_t>(kvh) * G;
       float *mh = m + h0, *lh = l + h0, *oh = o + h0 * vd;
