@@ -297,6 +297,7 @@ void attend_range_avx512(const float* q, const KvCacheView& c, const AttnBatch& 
 // (decode), each split a range of about n_keys / splits keys whose partial states ([task] m, l [n_heads] and
 // o [n_heads, vd]) are merged per token after.
 void attention_avx512(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, float* out) {
+  if (b.n_tokens <= 0) return;
   const int vd = c.value_dim();
   int max_keys = 0;
   for (int64_t t = 0; t < b.n_tokens; ++t) max_keys = std::max(max_keys, b.pos_of_token[t] + 1);
