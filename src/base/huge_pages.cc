@@ -1,5 +1,7 @@
 #include "base/huge_pages.h"
 
+#include <cstdlib>
+#include <string>
 #include <utility>
 
 #if defined(__linux__)
@@ -11,19 +13,28 @@ namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
 }  // namespace
 
+bool huge_pages_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("CITADEL_CPU_HUGEPAGES");
+    return !(e && std::string(e) == "off");
+  }();
+  return on;
+}
+
 HugePageBuffer::HugePageBuffer(size_t bytes) : size_(bytes) {
   if (bytes == 0) return;
 #if defined(__linux__)
-  // Over-map by one huge page to align the start; the slack stays unused (untouched, so never backed).
-  const size_t len = (bytes + kHugePage - 1) / kHugePage * kHugePage + kHugePage;
-  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p != MAP_FAILED) {
-    const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + kHugePage - 1) / kHugePage * kHugePage;
-    data_ = reinterpret_cast<uint8_t*>(a);
-    (void)madvise(data_, (bytes + kHugePage - 1) / kHugePage * kHugePage, MADV_HUGEPAGE);  // best effort
-    map_ = p;
-    map_len_ = len;
-    return;
+  if (huge_pages_enabled()) {
+    // Over-map by one huge page to align the start; the slack stays unused (untouched, so never backed).
+    const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage, len = rounded + kHugePage;
+    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) {
+      data_ = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + kHugePage - 1) / kHugePage * kHugePage);
+      (void)madvise(data_, rounded, MADV_HUGEPAGE);  // best effort: the kernel may have THP off
+      map_ = p;
+      map_len_ = len;
+      return;
+    }
   }
 #endif
   heap_.reset(new uint8_t[bytes + 64]());

@@ -3,7 +3,8 @@
 // mmap with madvise(MADV_HUGEPAGE), which works with THP "always" or "madvise". Over 4 KiB pages each page costs a
 // TLB miss and restarts the hardware prefetcher's stream; measured on Zen 4 (2 threads, cpu_model_bench, medians of
 // 6-7 interleaved runs, load 1.4-1.9): Qwen2-0.5B q4_0 decode 115 vs 100 tok/s, SmolLM2-135M f16 100 vs 89.
-// Where mmap fails or elsewhere than Linux: ordinary heap memory (same contract, 64-byte aligned, no huge pages).
+// Where mmap fails, elsewhere than Linux, or with CITADEL_CPU_HUGEPAGES=off (before/after benchmarks on one binary):
+// ordinary heap memory (same contract, 64-byte aligned, no huge pages).
 // Movable, not copyable; frees on destruction. Thread-safety: none needed beyond the bytes' own use.
 #pragma once
 
@@ -12,6 +13,9 @@
 #include <memory>
 
 namespace citadel {
+
+// False when CITADEL_CPU_HUGEPAGES=off (read once).
+bool huge_pages_enabled();
 
 class HugePageBuffer {
  public:

@@ -186,7 +186,10 @@ Result<std::unique_ptr<ModelWeights>> load_weights(std::unique_ptr<TensorStore> 
     ASSIGN_OR_RETURN(output, b.mat(TensorRole::kTokEmbd, 0, /*for_matmul=*/true));  // tied, an f32 copy
   }
   if (w->arch->finish) RETURN_IF_ERROR(w->arch->finish(w.get()));
-  if (!opts.upcast_f32) RETURN_IF_ERROR(place_decode_weights(w.get(), opts.copy_half_for_decode));
+  // Without huge pages a copy of f16 / bf16 matrices gains nothing over the file mapping.
+  if (!opts.upcast_f32) {
+    RETURN_IF_ERROR(place_decode_weights(w.get(), opts.copy_half_for_decode && huge_pages_enabled()));
+  }
   const float*& rope_freqs = g.vec[static_cast<size_t>(TensorRole::kRopeFreqs)];
   if (!rope_freqs && c.rope_scaling.type == "llama3") {
     auto factors = llama3_rope_factors(c);
