@@ -31,6 +31,9 @@ HugePageBuffer::HugePageBuffer(size_t bytes) : size_(bytes) {
     if (p != MAP_FAILED) {
       data_ = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + kHugePage - 1) / kHugePage * kHugePage);
       (void)madvise(data_, rounded, MADV_HUGEPAGE);  // best effort: the kernel may have THP off
+#ifdef MADV_DONTDUMP
+      (void)madvise(p, len, MADV_DONTDUMP);  // model weights (maybe decrypted ones) stay out of core dumps
+#endif
       map_ = p;
       map_len_ = len;
       return;

@@ -4,7 +4,7 @@
 // TLB miss and restarts the hardware prefetcher's stream; measured on Zen 4 (2 threads, cpu_model_bench, medians of
 // 6-7 interleaved runs, load 1.4-1.9): Qwen2-0.5B q4_0 decode 115 vs 100 tok/s, SmolLM2-135M f16 100 vs 89.
 // Where mmap fails, elsewhere than Linux, or with CITADEL_CPU_HUGEPAGES=off (before/after benchmarks on one binary):
-// ordinary heap memory (same contract, 64-byte aligned, no huge pages).
+// ordinary heap memory (same contract, 64-byte aligned, no huge pages). Mapped buffers are left out of core dumps.
 // Movable, not copyable; frees on destruction. Thread-safety: none needed beyond the bytes' own use.
 #pragma once
 
