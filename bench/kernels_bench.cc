@@ -4,9 +4,11 @@
 //   build/kernels_bench --benchmark_filter=...   (CITADEL_THREADS sets the thread count)
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstring>
 #include <vector>
 
+#include "base/half.h"
 #include "base/thread_pool.h"
 #include "kernels/ops.h"
 #include "kernels/quant/quant.h"
@@ -68,6 +70,68 @@ void PrefillArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_Matmul)->Name("gemv")->Apply(GemvArgs)->UseRealTime()->MinTime(0.2);
 BENCHMARK(BM_Matmul)->Name("prefill128")->Apply(PrefillArgs)->UseRealTime()->MinTime(0.2);
+
+// Decode attention (one token at position ctx - 1) over n_layers layers' f32 KV caches, as a decode step meets them:
+// with cold = 1 a 2.5 MB slice of a 75 MB buffer (SmolLM2-135M q4_0's weight bytes per layer) is read between
+// layers, so each layer's keys come from wherever a decode step leaves them; only the attention calls are timed.
+// args: n_heads, n_kv_heads, head_dim, ctx, cold, f16 (1: f16 cache). CITADEL_CPU_ATTN=avx2 selects the AVX2 kernel.
+void BM_AttnDecode(benchmark::State& state) {
+  const int H = static_cast<int>(state.range(0)), KVH = static_cast<int>(state.range(1));
+  const int hd = static_cast<int>(state.range(2)), ctx = static_cast<int>(state.range(3));
+  const bool cold = state.range(4) != 0, f16 = state.range(5) != 0;
+  constexpr int kLayers = 30, kBs = 16;
+  const int n_blocks = (ctx + kBs - 1) / kBs;
+  const size_t pool = static_cast<size_t>(n_blocks) * kBs * KVH * hd;
+  std::vector<std::vector<float>> k(kLayers), v(kLayers);  // f16 caches use the first half of each (as uint16)
+  for (int l = 0; l < kLayers; ++l) {
+    k[l].resize(pool);
+    v[l].resize(pool);
+    for (size_t i = 0; i < pool; ++i) {
+      const float a = 0.01f * static_cast<float>((i * 7919 + l) % 201 - 100);
+      const float b = 0.01f * static_cast<float>((i * 104729 + l) % 199 - 99);
+      if (f16) {
+        reinterpret_cast<uint16_t*>(k[l].data())[i] = f32_to_f16(a);
+        reinterpret_cast<uint16_t*>(v[l].data())[i] = f32_to_f16(b);
+      } else {
+        k[l][i] = a;
+        v[l][i] = b;
+      }
+    }
+  }
+  std::vector<int32_t> table(n_blocks);
+  for (int i = 0; i < n_blocks; ++i) table[i] = i;
+  const int32_t seq = 0, pos = ctx - 1;
+  AttnBatch batch{1, table.data(), n_blocks, 1, &seq, &pos};
+  std::vector<float> q(static_cast<size_t>(H) * hd, 0.1f), out(q.size());
+  const size_t slice = (5u << 20) / 2 / sizeof(uint64_t);
+  std::vector<uint64_t> sweep(cold ? slice * kLayers : 0, 1);
+  uint64_t sink = 0;
+  for (auto _ : state) {
+    double t = 0;
+    for (int l = 0; l < kLayers; ++l) {
+      if (cold) {
+        ThreadPool::global().parallel_for(static_cast<int64_t>(slice), [&](int64_t b, int64_t e) {
+          uint64_t s = 0;
+          for (int64_t i = b; i < e; ++i) s += sweep[l * slice + i];
+          benchmark::DoNotOptimize(s);
+        }, 1 << 14);
+      }
+      KvCacheView c{f16 ? DType::kF16 : DType::kF32, k[l].data(), v[l].data(), n_blocks, kBs, KVH, hd};
+      const auto t0 = std::chrono::steady_clock::now();
+      cpu::attention(q.data(), c, batch, H, 0.0f, out.data());
+      t += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      sink += static_cast<uint64_t>(out[0] != 0);
+    }
+    state.SetIterationTime(t);
+  }
+  benchmark::DoNotOptimize(sink);
+  state.counters["kv_B/s"] = benchmark::Counter(2.0 * (f16 ? 2 : 4) * ctx * KVH * hd * kLayers,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+// SmolLM2-135M (9 heads, 3 KV heads) and Qwen2-0.5B (14, 2) at decode contexts 64 and 192, warm and cold caches,
+// f32 and f16 caches.
+BENCHMARK(BM_AttnDecode)->Name("attn_decode")->ArgsProduct({{9}, {3}, {64}, {64, 192}, {0, 1}, {0, 1}})
+    ->Args({14, 2, 64, 192, 1, 0})->UseManualTime()->MinTime(0.3);
 
 // STREAM-like bandwidth over 256 MiB, threaded like the kernels: read (sum) and copy (read + write counted).
 void BM_StreamRead(benchmark::State& state) {

@@ -11,6 +11,10 @@
 #        BASE_ENV="CITADEL_CPU=avx2" (optional: environment of the citadel_base runs; with BASE_BENCH unset, it runs
 #        this build's cpu_model_bench under that environment: before/after on one binary)
 #        LABEL=before|after (goes into the file name)  OUT=bench/results/<file>.json
+#        LLAMA_DEPTH=128 (default: PROMPT; 0 skips): llama-bench's tg test decodes from an empty cache, while
+#        cpu_model_bench decodes after its prompt (context PROMPT .. PROMPT + GEN, attention reading up to 192 keys a
+#        layer); each round also runs llama-bench -p 0 -n GEN -d LLAMA_DEPTH, recorded as tool "llama.cpp_depth" (its
+#        decode at Citadel's context; prompt 0 = not measured) beside "llama.cpp" (depth 0, as before).
 # Writes one JSON file: CPU model and flags, load averages, per-round tok/s and medians, and the ratios
 # citadel / llama.cpp (and citadel / citadel_base).
 set -euo pipefail
@@ -25,6 +29,7 @@ base_env=${BASE_ENV:-}
 base=${BASE_BENCH:-}
 [ -z "$base" ] && [ -n "$base_env" ] && base=$bench
 rounds=${ROUNDS:-3}
+depth=${LLAMA_DEPTH:-${PROMPT:-128}}
 threads=${THREADS:-2}
 np=${PROMPT:-128}
 ng=${GEN:-64}
@@ -67,12 +72,22 @@ run_llama() {  # NAME FILE ROUND
        "$load"
 }
 
+run_llama_depth() {  # NAME FILE ROUND: decode at depth $depth
+  local load out
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  out=$("$llama" -m "$2" -p 0 -n "$ng" -d "$depth" -t "$threads" -r 1 -o json 2>/dev/null)
+  emit "$1" "$3" llama.cpp_depth 0 \
+       "$(echo "$out" | python3 -c 'import json,sys; print([r["avg_ts"] for r in json.load(sys.stdin) if r["n_gen"]>0][0])')" \
+       "$load"
+}
+
 for r in $(seq 1 "$rounds"); do
   for m in $models; do
     f=$work/${m%%:*}-${m##*:}.gguf
     name="${m%%:*} ${m##*:}"
     echo "== round $r $name (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     [ -n "$llama" ] && run_llama "$name" "$f" "$r"
+    [ -n "$llama" ] && [ "$depth" -gt 0 ] && run_llama_depth "$name" "$f" "$r"
     run_citadel citadel "$bench" "$name" "$f" "$r"
     [ -n "$base" ] && run_citadel citadel_base "$base" "$name" "$f" "$r" "$base_env"
     tail -n 3 "$lines" >&2
@@ -84,9 +99,9 @@ out=${OUT:-$root/bench/results/cpu-amd-epyc-$date-vs-llamacpp${LABEL:+-$LABEL}.j
 commit=$(git -C "$root" rev-parse --short HEAD)
 llama_commit=""
 [ -n "$llama" ] && llama_commit=$(python3 -c 'import json; print(json.load(open("'"$work"'/llama-last.json"))[0].get("build_commit",""))')
-python3 - "$lines" "$out" "$commit" "$llama_commit" "$rounds" "$threads" "$np" "$ng" "$base_env" <<'EOF'
+python3 - "$lines" "$out" "$commit" "$llama_commit" "$rounds" "$threads" "$np" "$ng" "$base_env" "$depth" <<'EOF'
 import json, statistics, sys, re
-lines, out, commit, llama_commit, rounds, threads, np_, ng, base_env = sys.argv[1:]
+lines, out, commit, llama_commit, rounds, threads, np_, ng, base_env, depth = sys.argv[1:]
 rows = [json.loads(l) for l in open(lines)]
 cpu = {}
 for l in open("/proc/cpuinfo"):
@@ -118,7 +133,7 @@ for m, tools in res.items():
         s["read_bandwidth_GBps_median"] = round(statistics.median(bw), 2)
         s["weight_bytes_per_token"] = wb[0]
         s["decode_roofline_tok_s"] = round(roof, 2)
-        for t in ("citadel", "citadel_base", "llama.cpp"):
+        for t in ("citadel", "citadel_base", "llama.cpp", "llama.cpp_depth"):
             if t in s:
                 s["roofline_ratio_decode_" + t.replace(".", "")] = round(s[t]["decode_tok_s"] / roof, 3)
     for peer in ("llama.cpp", "citadel_base"):
@@ -126,6 +141,9 @@ for m, tools in res.items():
             s["citadel_over_" + peer.replace(".", "")] = {
                 "prompt": round(s["citadel"]["prompt_tok_s"] / s[peer]["prompt_tok_s"], 3),
                 "decode": round(s["citadel"]["decode_tok_s"] / s[peer]["decode_tok_s"], 3)}
+    if "llama.cpp_depth" in s and "citadel" in s:  # decode only: the depth run measures no prompt
+        s["citadel_over_llamacpp_depth"] = {
+            "decode": round(s["citadel"]["decode_tok_s"] / s["llama.cpp_depth"]["decode_tok_s"], 3)}
     summary[m] = s
 figures = {}
 for m, s in summary.items():
@@ -135,6 +153,8 @@ for m, s in summary.items():
             tag = t.replace(".", "")
             figures["prefill_%s_%s_%s_tok_s" % (np_, key, tag)] = s[t]["prompt_tok_s"]
             figures["decode_%s_%s_%s_tok_s" % (ng, key, tag)] = s[t]["decode_tok_s"]
+    if "llama.cpp_depth" in s:
+        figures["decode_%s_depth_%s_%s_llamacpp_tok_s" % (ng, depth, key)] = s["llama.cpp_depth"]["decode_tok_s"]
 import datetime
 doc = {
     "device": cpu.get("model name", "?") + ", %d threads" % int(threads),
@@ -143,9 +163,12 @@ doc = {
     "cpu_simd_flags": simd,
     "commit": commit,
     "llama_cpp_build_commit": llama_commit or None,
-    "command": "bench/cpu/vs_llamacpp.sh: per round and file, llama-bench -p %s -n %s -t %s -r 1, then "
+    "command": "bench/cpu/vs_llamacpp.sh: per round and file, llama-bench -p %s -n %s -t %s -r 1%s, then "
                "cpu_model_bench --prompt %s --gen %s --repeats 1 (synthetic files: citadel synth --seed 1)"
-               % (np_, ng, threads, np_, ng),
+               % (np_, ng, threads,
+                  (", llama-bench -p 0 -n %s -d %s -t %s -r 1 (llama.cpp_depth)" % (ng, depth, threads))
+                  if int(depth) > 0 else "", np_, ng),
+    "llama_cpp_depth": int(depth),
     "rounds": int(rounds),
     "citadel_base_env": base_env or None,
     "figures": figures,

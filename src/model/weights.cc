@@ -104,28 +104,43 @@ Status bind_roles(Binder& b, const ArchSpec& arch, bool per_layer, int layer, Ro
   return OkStatus();
 }
 
-// Gives the matrices that cpu::matmul reads through the 16-row interleaved decode layout on this CPU
-// (cpu::interleave_wanted: AVX-512 VNNI, q4_0 / q8_0) their interleaved copy, 64-byte aligned, in owned_bytes.
-// Routed-expert stacks are sliced per expert at run time (slices drop the copy), so they keep the row layout.
-Status add_interleaved(ModelWeights* w) {
-  auto add = [w](WeightView* v) -> Status {
-    if (!v->data || !cpu::interleave_wanted(v->dtype)) return OkStatus();
-    const size_t n = cpu::interleaved_bytes(v->dtype, v->rows, v->cols);
-    if (n == 0) return OkStatus();
-    w->owned_bytes.emplace_back(n + 64);
-    uint8_t* p = w->owned_bytes.back().data();
-    p += (64 - reinterpret_cast<uintptr_t>(p) % 64) % 64;
-    RETURN_IF_ERROR(cpu::interleave_weights(*v, p));
-    v->interleaved = p;
-    return OkStatus();
-  };
-  RETURN_IF_ERROR(add(&w->global.mat[static_cast<size_t>(TensorRole::kOutput)]));
+// Places the matrices CPU decode streams in one huge-page buffer (decode_copies): those cpu::matmul reads through the
+// 16-row interleaved layout on this CPU (cpu::interleave_wanted: AVX-512 VNNI, q4_0 / q8_0) get it there, 64-byte
+// aligned; with copy_half, f16 / bf16 matrices move there (a copy of the file's bytes; the mapping's pages go cold).
+// Routed-expert stacks are sliced per expert at run time (slices drop the interleaved copy), so they stay as they are.
+Status place_decode_weights(ModelWeights* w, bool copy_half) {
+  std::vector<WeightView*> mats{&w->global.mat[static_cast<size_t>(TensorRole::kOutput)]};
   for (RoleWeights& L : w->layers) {
     for (size_t i = 0; i < L.mat.size(); ++i) {
       const TensorRole role = static_cast<TensorRole>(i);
       if (role == TensorRole::kGateExps || role == TensorRole::kUpExps || role == TensorRole::kDownExps) continue;
-      RETURN_IF_ERROR(add(&L.mat[i]));
+      mats.push_back(&L.mat[i]);
     }
+  }
+  // Bytes each matrix takes in the buffer (0: stays where it is), rounded to 64.
+  auto bytes_of = [copy_half](const WeightView& v) -> size_t {
+    if (!v.data) return 0;
+    size_t n = 0;
+    if (cpu::interleave_wanted(v.dtype)) n = cpu::interleaved_bytes(v.dtype, v.rows, v.cols);
+    else if (copy_half && (v.dtype == DType::kF16 || v.dtype == DType::kBF16)) n = v.rows * v.row_bytes();
+    return (n + 63) / 64 * 64;
+  };
+  size_t total = 0;
+  for (const WeightView* v : mats) total += bytes_of(*v);
+  if (total == 0) return OkStatus();
+  w->decode_copies = HugePageBuffer(total);
+  uint8_t* p = w->decode_copies.data();
+  for (WeightView* v : mats) {
+    const size_t n = bytes_of(*v);
+    if (n == 0) continue;
+    if (cpu::interleave_wanted(v->dtype)) {
+      RETURN_IF_ERROR(cpu::interleave_weights(*v, p));
+      v->interleaved = p;
+    } else {
+      std::memcpy(p, v->data, v->rows * v->row_bytes());
+      v->data = p;
+    }
+    p += n;
   }
   return OkStatus();
 }
@@ -171,7 +186,10 @@ Result<std::unique_ptr<ModelWeights>> load_weights(std::unique_ptr<TensorStore> 
     ASSIGN_OR_RETURN(output, b.mat(TensorRole::kTokEmbd, 0, /*for_matmul=*/true));  // tied, an f32 copy
   }
   if (w->arch->finish) RETURN_IF_ERROR(w->arch->finish(w.get()));
-  if (!opts.upcast_f32) RETURN_IF_ERROR(add_interleaved(w.get()));
+  // Without huge pages a copy of f16 / bf16 matrices gains nothing over the file mapping.
+  if (!opts.upcast_f32) {
+    RETURN_IF_ERROR(place_decode_weights(w.get(), opts.copy_half_for_decode && huge_pages_enabled()));
+  }
   const float*& rope_freqs = g.vec[static_cast<size_t>(TensorRole::kRopeFreqs)];
   if (!rope_freqs && c.rope_scaling.type == "llama3") {
     auto factors = llama3_rope_factors(c);

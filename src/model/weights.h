@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "base/huge_pages.h"
 #include "base/status.h"
 #include "format/tensor_store.h"
 #include "kernels/ops.h"
@@ -44,6 +45,9 @@ struct RoleWeights {
 
 struct WeightsOptions {
   bool upcast_f32 = false;  // copy every matmul weight (and the embedding table) to f32 at load
+  // Copy the f16 / bf16 matrices CPU decode streams into ModelWeights::decode_copies (huge pages) instead of reading
+  // them from the file mapping; off for loads that only feed a GPU upload (and with CITADEL_CPU_HUGEPAGES=off).
+  bool copy_half_for_decode = true;
 };
 
 struct ModelWeights {
@@ -65,6 +69,9 @@ struct ModelWeights {
   // Tensors assembled at load from HF layouts the role table cannot view in place (model/role_source.h: stacked
   // experts in their stored dtype, FP8 weights dequantized to f32); the WeightView's dtype says what each holds.
   std::vector<std::vector<uint8_t>> owned_bytes;
+  // The matrices CPU decode streams, in huge pages (base/huge_pages.h): the interleaved q4_0 / q8_0 layouts
+  // (WeightView::interleaved) and copies of f16 / bf16 matrices (WeightView::data; WeightsOptions).
+  HugePageBuffer decode_copies;
 
  private:
   static size_t index(TensorRole role) { return static_cast<size_t>(role); }

@@ -127,7 +127,7 @@ namespace {
 // Architectures whose roles need assembly at load (arch->finish: deepseek2's kv_b split, HF expert stacks, FP8 block
 // scales): the CPU loader's ModelWeights binds them, then each present role goes to the sink as fp32.
 Status read_assembled_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, load_model(store.path(), WeightsOptions{}));
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, load_model(store.path(), WeightsOptions{.copy_half_for_decode = false}));
   std::vector<float> buf;
   for (const RoleUse& use : w->arch->roles) {
     const TensorRole r = use.role;

@@ -32,7 +32,10 @@ TEST(Weights, BindsTinyLlama) {
   EXPECT_NE((*w)->vec(R::kAttnNorm, 1), nullptr);
   EXPECT_EQ((*w)->vec(R::kRopeFreqs), nullptr);
   EXPECT_TRUE(c.tied_embeddings);
-  EXPECT_EQ((*w)->mat(R::kOutput).data, (*w)->mat(R::kTokEmbd).data);  // tied: the embedding table is the LM head
+  // Tied: the embedding table is the LM head (its bf16 bytes copied into the decode buffer for the matmul).
+  const WeightView &out = (*w)->mat(R::kOutput), &emb = (*w)->mat(R::kTokEmbd);
+  ASSERT_EQ(out.rows * out.row_bytes(), emb.rows * emb.row_bytes());
+  EXPECT_EQ(std::memcmp(out.data, emb.data, out.rows * out.row_bytes()), 0);
   EXPECT_GT((*w)->bytes_per_token(), 0u);
 
   auto up = load_model(path, WeightsOptions{.upcast_f32 = true});
@@ -102,6 +105,54 @@ TEST(Weights, LlamaBiasGroupAllOrNone) {
   EXPECT_EQ(ra.run(prompt, 0), rb.run(prompt, 0));
   std::filesystem::remove(path);
   std::filesystem::remove(biased);
+}
+
+bool inside(const void* p, const HugePageBuffer& b) {
+  const uint8_t* q = static_cast<const uint8_t*>(p);
+  return q >= b.data() && q < b.data() + b.size();
+}
+
+// The matrices decode streams live in the huge-page buffer (f16 copies, q8_0 interleaved layouts), hold the file's
+// values, and give the same logits as the file mapping's.
+TEST(Weights, DecodeWeightsInHugePages) {
+  using R = TensorRole;
+  const std::string path = synth_file("qwen2", "tiny", 9, "f16");
+  auto w = load_model(path, {});
+  auto file = load_model(path, WeightsOptions{.copy_half_for_decode = false});
+  ASSERT_TRUE(w.ok() && file.ok());
+  EXPECT_EQ((*file)->decode_copies.size(), 0u);
+  if (!huge_pages_enabled()) {  // CITADEL_CPU_HUGEPAGES=off: f16 stays in the file mapping
+    EXPECT_EQ((*w)->decode_copies.size(), 0u);
+    std::filesystem::remove(path);
+    return;
+  }
+  ASSERT_GT((*w)->decode_copies.size(), 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>((*w)->decode_copies.data()) % 64, 0u);
+  for (int l = 0; l < (*w)->config.n_layers; ++l) {
+    for (R r : {R::kWq, R::kWk, R::kWv, R::kWo, R::kGate, R::kUp, R::kDown}) {
+      const WeightView &a = (*w)->mat(r, l), &b = (*file)->mat(r, l);
+      EXPECT_TRUE(inside(a.data, (*w)->decode_copies)) << l;
+      EXPECT_FALSE(inside(b.data, (*w)->decode_copies)) << l;
+      EXPECT_EQ(std::memcmp(a.data, b.data, a.rows * a.row_bytes()), 0) << l;
+    }
+  }
+  EXPECT_TRUE(inside((*w)->mat(R::kOutput).data, (*w)->decode_copies));
+  EXPECT_FALSE(inside((*w)->mat(R::kTokEmbd).data, (*w)->decode_copies));  // gathered by rows from the file
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
+  model_testing::SoloRunner ra(w->get(), 16), rb(file->get(), 16);
+  EXPECT_EQ(ra.run(prompt, 0), rb.run(prompt, 0));
+  std::filesystem::remove(path);
+
+  const std::string q8 = synth_file("llama", "tiny", 9, "q8_0");
+  auto wq = load_model(q8, {});
+  ASSERT_TRUE(wq.ok());
+  if (cpu::interleave_wanted(DType::kQ8_0)) {
+    EXPECT_TRUE(inside((*wq)->mat(R::kGate, 1).interleaved, (*wq)->decode_copies));
+    EXPECT_FALSE(inside((*wq)->mat(R::kGate, 1).data, (*wq)->decode_copies));  // rows stay in the file
+  } else {
+    EXPECT_EQ((*wq)->decode_copies.size(), 0u);
+  }
+  std::filesystem::remove(q8);
 }
 
 // An untied LM head holding the embedding's values gives the tied model's logits exactly.

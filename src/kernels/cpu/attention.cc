@@ -1,16 +1,27 @@
 // CPU paged attention with grouped-query heads, and kv_write.
-// Fast version: one task per (token, KV head) handles that KV head's group of query heads together, walking the
+// Fast versions: one task per (token, KV head) handles that KV head's group of query heads together, walking the
 // sequence's blocks once (each key/value row is read once per group, not once per query head) with an online
-// (running max / running sum) softmax per head, block by block.
+// (running max / running sum) softmax per head, block by block. With AVX-512 (attention_avx512.cc) a task is
+// (token, key range) over all KV heads, streaming the keys' rows front to back with the next rows prefetched: a
+// decode token's keys are split into ranges whose partial softmax states are merged after, so both threads work
+// whatever the number of KV heads (3 for SmolLM2, 2 for Qwen2-0.5B), and its cold cache rows stream from memory.
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "base/check.h"
 #include "base/cpu_features.h"
 #include "base/half.h"
 #include "base/thread_pool.h"
+#include "kernels/cpu/attention_kernels.h"
 #include "kernels/cpu/simd_math.h"
 #include "kernels/ops.h"
 
@@ -122,6 +133,15 @@ VecOps vec_ops() {
   return v;
 }
 
+// CITADEL_CPU_ATTN=avx2 keeps the AVX2 kernel on AVX-512 machines (before/after benchmarks on one binary).
+bool avx512_wanted() {
+  static const bool on = [] {
+    const char* e = std::getenv("CITADEL_CPU_ATTN");
+    return !(e && std::string(e) == "avx2") && cpu_features().has_avx512();
+  }();
+  return on;
+}
+
 constexpr int kMaxGroup = 128;  // query heads per KV head (MLA: all heads share one latent head)
 
 void check_batch(const KvCacheView& c, const AttnBatch& b, int n_heads) {
@@ -208,6 +228,134 @@ void attend_group(const float* q, const KvCacheView& c, const AttnBatch& b, int 
   for (int g = g0; g < g1; ++g) scale_scalar(1.0f / l[g], out + (t * n_heads + kvh * group + g) * vd, vd);
 }
 
+// Prefetches the keys and values (all KV heads: contiguous runs of the pools) of the kAttnRows-row run of token t's
+// keys that starts at position p, if p < end.
+void prefetch_run(const KvCacheView& c, const AttnBatch& b, int64_t t, int p, int end) {
+#if defined(__x86_64__)
+  if (p >= end) return;
+  const int r0 = p % c.block_size, rows = std::min({detail::kAttnRows, c.block_size - r0, end - p});
+  const size_t elt = c.dtype == DType::kF16 ? 2 : 4;
+  const size_t off = kv_offset(c, block_of(c, b, t, p), r0, 0) * elt;
+  const size_t bytes = static_cast<size_t>(rows) * c.n_kv_heads * c.head_dim * elt;
+  for (const void* pool : {c.k, c.v}) {
+    const char* base = static_cast<const char*>(pool) + off;
+    for (size_t x = 0; x < bytes; x += 64) _mm_prefetch(base + x, _MM_HINT_T0);
+    if (c.v == c.k) break;
+  }
+#else
+  (void)c, (void)b, (void)t, (void)p, (void)end;
+#endif
+}
+
+// Keys [k0, k1) of token t for all query heads (AVX-512 rows kernel; hd, vd % 16 == 0), kAttnRows rows at a time,
+// every KV head of those rows before the next rows (a task streams its keys' memory front to back). m, l [n_heads]
+// and o [n_heads, vd] start empty (-inf, 0, 0) and end as the range's unnormalised softmax state. f16 rows are
+// converted into scratch first.
+void attend_range_avx512(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, int64_t t,
+                         int k0, int k1, float* m, float* l, float* o, std::vector<float>& scratch) {
+  const int hd = c.head_dim, vd = c.value_dim(), G = n_heads / c.n_kv_heads, bs = c.block_size;
+  const bool f16 = c.dtype == DType::kF16, shared = c.v == c.k;
+  const size_t stride = static_cast<size_t>(c.n_kv_heads) * hd;
+  const float* qt = q + t * n_heads * hd;
+  std::fill_n(m, n_heads, -INFINITY);
+  std::fill_n(l, n_heads, 0.0f);
+  std::fill_n(o, static_cast<size_t>(n_heads) * vd, 0.0f);
+  if (f16) scratch.resize(static_cast<size_t>(detail::kAttnRows) * (hd + vd));
+  for (int p = k0; p < k1;) {
+    const int32_t blk = block_of(c, b, t, p);
+    const int r0 = p % bs, rows = std::min({detail::kAttnRows, bs - r0, k1 - p});
+    // Two runs ahead (the first two at the start): decode's keys come from DRAM, in runs too short for the hardware
+    // prefetcher to ramp up.
+    if (p == k0) {
+      prefetch_run(c, b, t, p, k1);
+      prefetch_run(c, b, t, std::min(k1, p + rows), k1);
+    }
+    const int next = std::min(k1, p + rows);
+    prefetch_run(c, b, t, std::min(k1, next + std::min({detail::kAttnRows, bs - next % bs})), k1);
+    for (int kvh = 0; kvh < c.n_kv_heads; ++kvh) {
+      const size_t off = kv_offset(c, blk, r0, kvh), h0 = static_cast<size_t>(kvh) * G;
+      float *mh = m + h0, *lh = l + h0, *oh = o + h0 * vd;
+      if (!f16) {
+        detail::attend_rows_avx512(qt + h0 * hd, G, hd, vd, static_cast<const float*>(c.k) + off, stride,
+                                   static_cast<const float*>(c.v) + off, stride, rows, scale, mh, lh, oh);
+        continue;
+      }
+      float* kb = scratch.data();
+      float* vb = kb + detail::kAttnRows * hd;
+      for (int r = 0; r < rows; ++r) {
+        detail::f16_to_f32_avx512(static_cast<const uint16_t*>(c.k) + off + r * stride, kb + r * hd, hd);
+        if (!shared) detail::f16_to_f32_avx512(static_cast<const uint16_t*>(c.v) + off + r * stride, vb + r * vd, vd);
+      }
+      detail::attend_rows_avx512(qt + h0 * hd, G, hd, vd, kb, hd, shared ? kb : vb, shared ? hd : vd, rows, scale, mh,
+                                 lh, oh);
+    }
+    p += rows;
+  }
+}
+
+// The AVX-512 attention: tasks (token, split); splits > 1 when there are too few tokens to keep the threads busy
+// (decode), each split a range of about n_keys / splits keys whose partial states ([task] m, l [n_heads] and
+// o [n_heads, vd]) are merged per token after.
+void attention_avx512(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, float* out) {
+  if (b.n_tokens <= 0) return;
+  const int vd = c.value_dim();
+  int max_keys = 0;
+  for (int64_t t = 0; t < b.n_tokens; ++t) max_keys = std::max(max_keys, b.pos_of_token[t] + 1);
+  if (b.window > 0) max_keys = std::min(max_keys, b.window);
+  constexpr int kMinSplitKeys = 32;
+  const int64_t threads = ThreadPool::current().size(), n_tok = b.n_tokens;
+  const int splits = n_tok >= 4 * threads ? 1
+                     : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((4 * threads + n_tok - 1) / n_tok,
+                                                                             max_keys / kMinSplitKeys)));
+  // Key range of split s of token t: [first + n * s / splits, first + n * (s + 1) / splits), n its visible keys.
+  auto range = [&](int64_t t, int s) {
+    const int n_keys = b.pos_of_token[t] + 1, first = b.window > 0 ? std::max(0, n_keys - b.window) : 0;
+    const int64_t n = n_keys - first;
+    return std::pair<int, int>(first + static_cast<int>(n * s / splits), first + static_cast<int>(n * (s + 1) / splits));
+  };
+  const size_t state = static_cast<size_t>(n_heads) * (vd + 2);  // one task's m, l, o
+  thread_local std::vector<float> parts;  // the caller's: [n_tokens * splits][state] when splits > 1
+  if (splits > 1) parts.resize(static_cast<size_t>(n_tok) * splits * state);
+  float* part = parts.data();
+  ThreadPool::current().parallel_for(n_tok * splits, [&](int64_t i0, int64_t i1) {
+    thread_local std::vector<float> scratch, ml;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t t = i / splits;
+      const auto [k0, k1] = range(t, static_cast<int>(i % splits));
+      if (splits > 1) {
+        float* st = part + i * state;
+        attend_range_avx512(q, c, b, n_heads, scale, t, k0, k1, st, st + n_heads, st + 2 * n_heads, scratch);
+        continue;
+      }
+      ml.resize(2 * static_cast<size_t>(n_heads));
+      float* o = out + t * n_heads * vd;
+      attend_range_avx512(q, c, b, n_heads, scale, t, k0, k1, ml.data(), ml.data() + n_heads, o, scratch);
+      for (int h = 0; h < n_heads; ++h) scale_scalar(1.0f / ml[n_heads + h], o + static_cast<size_t>(h) * vd, vd);
+    }
+  });
+  if (splits == 1) return;
+  // out = sum_s exp(m_s - M) o_s / sum_s exp(m_s - M) l_s per head, M = max_s m_s (an empty range has m = -inf).
+  for (int64_t t = 0; t < n_tok; ++t) {
+    const float* p0 = part + t * splits * state;
+    float* o = out + t * n_heads * vd;
+    for (int h = 0; h < n_heads; ++h, o += vd) {
+      float mx = -INFINITY;
+      for (int s = 0; s < splits; ++s) mx = std::max(mx, p0[s * state + h]);
+      float sum = 0;
+      std::fill_n(o, vd, 0.0f);
+      for (int s = 0; s < splits; ++s) {
+        const float* st = p0 + s * state;
+        const float f = std::exp(st[h] - mx);
+        if (f == 0.0f) continue;
+        sum += f * st[n_heads + h];
+        const float* os = st + 2 * n_heads + static_cast<size_t>(h) * vd;
+        for (int j = 0; j < vd; ++j) o[j] += f * os[j];
+      }
+      scale_scalar(1.0f / sum, o, vd);
+    }
+  }
+}
+
 }  // namespace
 
 void kv_write(const KvCacheView& c, const float* k, const float* v, int64_t n_tokens, const int32_t* slot_block,
@@ -267,6 +415,10 @@ void attention_ref(const float* q, const KvCacheView& c, const AttnBatch& b, int
 void attention(const float* q, const KvCacheView& c, const AttnBatch& b, int n_heads, float scale, float* out) {
   check_batch(c, b, n_heads);
   if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  if (avx512_wanted() && c.head_dim % 16 == 0 && c.value_dim() % 16 == 0) {
+    attention_avx512(q, c, b, n_heads, scale, out);
+    return;
+  }
   const VecOps ops = vec_ops();
   // Tasks of (token, KV head, query-head split): whole groups when there are enough of them to balance the threads
   // (each K/V row is then read once per group), else single query heads (decode: few KV heads, e.g. 3 on 2 threads).
