@@ -29,6 +29,8 @@ class MmapFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // True for a mapping of a file (its pages can be dropped and read again), false for wrap()'s bytes in memory.
+  bool file_mapping() const { return owner_ == nullptr; }
 
  private:
   void reset();

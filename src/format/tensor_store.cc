@@ -142,6 +142,12 @@ std::map<std::string, MemoryModel>& memory_models() {
 
 }  // namespace
 
+bool TensorStore::file_backed() const {
+  for (const MmapFile& f : files_)
+    if (!f.file_mapping()) return false;
+  return true;
+}
+
 Status register_memory_model(const std::string& name, std::shared_ptr<const void> owner, const uint8_t* data,
                              size_t size) {
   std::lock_guard<std::mutex> lock(memory_models_mu());

@@ -67,6 +67,10 @@ class TensorStore {
   uint64_t data_offset() const { return data_offset_; }
   uint64_t alignment() const { return alignment_; }
 
+  // True when every tensor lies in a file mapping; false for bytes held in memory (a decrypted model), whose pages
+  // cannot be reclaimed: a second copy of them would double their memory.
+  bool file_backed() const;
+
   const std::map<std::string, MetaValue>& metadata() const { return meta_; }
   const MetaValue* meta(const std::string& key) const;  // nullptr if absent
   std::optional<int64_t> meta_int(const std::string& key) const;

@@ -188,7 +188,10 @@ Result<std::unique_ptr<ModelWeights>> load_weights(std::unique_ptr<TensorStore> 
   if (w->arch->finish) RETURN_IF_ERROR(w->arch->finish(w.get()));
   // Without huge pages a copy of f16 / bf16 matrices gains nothing over the file mapping.
   if (!opts.upcast_f32) {
-    RETURN_IF_ERROR(place_decode_weights(w.get(), opts.copy_half_for_decode && huge_pages_enabled()));
+    // f16 / bf16 matrices are copied only out of a file mapping (whose pages go cold and can be reclaimed); a model
+    // held in memory (decrypted) keeps its one copy.
+    RETURN_IF_ERROR(place_decode_weights(
+        w.get(), opts.copy_half_for_decode && huge_pages_enabled() && w->store->file_backed()));
   }
   const float*& rope_freqs = g.vec[static_cast<size_t>(TensorRole::kRopeFreqs)];
   if (!rope_freqs && c.rope_scaling.type == "llama3") {

@@ -46,7 +46,8 @@ struct RoleWeights {
 struct WeightsOptions {
   bool upcast_f32 = false;  // copy every matmul weight (and the embedding table) to f32 at load
   // Copy the f16 / bf16 matrices CPU decode streams into ModelWeights::decode_copies (huge pages) instead of reading
-  // them from the file mapping; off for loads that only feed a GPU upload (and with CITADEL_CPU_HUGEPAGES=off).
+  // them from the file mapping; off for loads that only feed a GPU upload, with CITADEL_CPU_HUGEPAGES=off, and for
+  // models held in memory (TensorStore::file_backed false: a decrypted model keeps one copy).
   bool copy_half_for_decode = true;
 };
 

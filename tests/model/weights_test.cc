@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
 #include <cstring>
 #include <functional>
 
@@ -153,6 +156,34 @@ TEST(Weights, DecodeWeightsInHugePages) {
     EXPECT_EQ((*wq)->decode_copies.size(), 0u);
   }
   std::filesystem::remove(q8);
+}
+
+// A model held in memory (as a decrypted model is) keeps its one copy of the f16 matrices: they stay in the
+// registered bytes, and decode still gives the file's logits.
+TEST(Weights, InMemoryModelKeepsOneCopyOfHalfMatrices) {
+  using R = TensorRole;
+  const std::string path = synth_file("qwen2", "tiny", 9, "f16");
+  std::ifstream in(path, std::ios::binary);
+  auto bytes = std::make_shared<std::vector<uint8_t>>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string name = path + ".in-memory";
+  ASSERT_TRUE(register_memory_model(name, bytes, bytes->data(), bytes->size()).ok());
+  auto mem = load_model(name, {});
+  unregister_memory_model(name);
+  auto file = load_model(path, {});
+  ASSERT_TRUE(mem.ok() && file.ok()) << mem.status().message();
+  EXPECT_FALSE((*mem)->store->file_backed());
+  EXPECT_TRUE((*file)->store->file_backed());
+  EXPECT_EQ((*mem)->decode_copies.size(), 0u);
+  const uint8_t* lo = bytes->data();
+  const uint8_t* hi = lo + bytes->size();
+  for (int l = 0; l < (*mem)->config.n_layers; ++l) {
+    const auto* d = static_cast<const uint8_t*>((*mem)->mat(R::kGate, l).data);
+    EXPECT_TRUE(d >= lo && d < hi) << l;
+  }
+  const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
+  model_testing::SoloRunner ra(mem->get(), 16), rb(file->get(), 16);
+  EXPECT_EQ(ra.run(prompt, 0), rb.run(prompt, 0));
+  std::filesystem::remove(path);
 }
 
 // An untied LM head holding the embedding's values gives the tied model's logits exactly.
