@@ -1,12 +1,12 @@
 #include "base/huge_pages.h"
 
-#include <cstdlib>
-#include <string>
 #include <utility>
 
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+
+#include "base/env.h"
 
 namespace citadel {
 namespace {
@@ -14,10 +14,7 @@ constexpr size_t kHugePage = size_t{2} << 20;
 }  // namespace
 
 bool huge_pages_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("CITADEL_CPU_HUGEPAGES");
-    return !(e && std::string(e) == "off");
-  }();
+  static const bool on = !env_is("CITADEL_CPU_HUGEPAGES", "off");
   return on;
 }
 

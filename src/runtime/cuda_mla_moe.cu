@@ -8,9 +8,9 @@
 // expert -> gate|up SiLU and down, grouped by expert (GEMV kernels that read each used expert's weights once a step,
 // or tensor-core tiles of each expert's pairs for steps with several pairs per expert) -> weighted sum added to delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 
+#include "base/env.h"
 #include "kernels/cuda/mla.h"
 #include "kernels/cuda/moe.h"
 #include "runtime/cuda_ops.cuh"
@@ -162,10 +162,7 @@ Status CudaOps::mla_attention(int layer) {
   p.max_blocks_per_seq = m_.max_blocks, p.block_size = m_.opt.block_size;
   p.scale = static_cast<float>(attention_scale(m_.c));
   // CITADEL_MLA_PATH=simt keeps the attention off tensor cores (benchmarks: before / after in one binary).
-  static const bool simt_only = [] {
-    const char* v = std::getenv("CITADEL_MLA_PATH");
-    return v != nullptr && std::string(v) == "simt";
-  }();
+  static const bool simt_only = env_is("CITADEL_MLA_PATH", "simt");
   if (simt_only)
     ck::mla_attention_run(p, mla_shape(m_.c), m_.mm.q_lat, T, m_.mm.lat_out, ck::mla_attention_plan(T, H), m_.stream);
   else
@@ -184,12 +181,9 @@ Status CudaOps::mla_attention(int layer) {
 // one pair per expert (batch-1 decode); the tensor-core tiles (moe_mma_*) everything with more pairs per expert.
 // CITADEL_MOE_PATH=gemv|mma forces one (benchmarks: before / after in one binary).
 MoePath moe_path(int T, int k, int E) {
-  static const std::string forced = [] {
-    const char* v = std::getenv("CITADEL_MOE_PATH");
-    return std::string(v ? v : "");
-  }();
-  if (forced == "gemv") return MoePath::kGemv;
-  if (forced == "mma") return MoePath::kMma;
+  static const bool gemv = env_is("CITADEL_MOE_PATH", "gemv"), mma = env_is("CITADEL_MOE_PATH", "mma");
+  if (gemv) return MoePath::kGemv;
+  if (mma) return MoePath::kMma;
   return T * k >= kMmaPairsPerExpert * E ? MoePath::kMma : MoePath::kGemv;
 }
 

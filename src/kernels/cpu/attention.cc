@@ -11,14 +11,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <utility>
 #include <vector>
 
 #include "base/check.h"
 #include "base/cpu_features.h"
+#include "base/env.h"
 #include "base/half.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/attention_kernels.h"
@@ -135,10 +134,7 @@ VecOps vec_ops() {
 
 // CITADEL_CPU_ATTN=avx2 keeps the AVX2 kernel on AVX-512 machines (before/after benchmarks on one binary).
 bool avx512_wanted() {
-  static const bool on = [] {
-    const char* e = std::getenv("CITADEL_CPU_ATTN");
-    return !(e && std::string(e) == "avx2") && cpu_features().has_avx512();
-  }();
+  static const bool on = !env_is("CITADEL_CPU_ATTN", "avx2") && cpu_features().has_avx512();
   return on;
 }
 

@@ -1,13 +1,13 @@
 // CPU matmul: reference, portable integer-dot kernels, and the threaded, row-tiled driver.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "base/check.h"
 #include "base/cpu_features.h"
+#include "base/env.h"
 #include "base/half.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/matmul_kernels.h"
@@ -226,10 +226,8 @@ ActRow act_row(ActFormat f, const float* x, const ActBuffer& buf, int64_t t, int
 bool matmul_supported(DType t) { return detail::generic_dot_kernel(t).dot != nullptr; }
 
 bool interleave_wanted(DType t) {
-  static const bool on = [] {
-    const char* e = std::getenv("CITADEL_CPU_INTERLEAVE");
-    return !(e && std::string(e) == "off") && cpu_features().has_avx512() && cpu_features().avx512vnni;
-  }();
+  static const bool on =
+      !env_is("CITADEL_CPU_INTERLEAVE", "off") && cpu_features().has_avx512() && cpu_features().avx512vnni;
   return on && interleave_supported(t);
 }
 
@@ -277,24 +275,15 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // of once per token pays off): see bench/results/cpu-amd-epyc-*-vs-llamacpp*.json.
   // CITADEL_CPU_GEMM=off keeps the row-dot kernels at every batch size (before/after benchmarks on one binary).
   constexpr int64_t kGemmMinTokens = 4;
-  static const bool gemm_on = [] {
-    const char* e = std::getenv("CITADEL_CPU_GEMM");
-    return !(e && std::string(e) == "off");
-  }();
+  static const bool gemm_on = !env_is("CITADEL_CPU_GEMM", "off");
   const bool gemm = gemm_on && n_tokens >= kGemmMinTokens && cpu_features().has_avx2_fma();
   // CITADEL_CPU_IL_GEMM=f32 runs prompts over the interleaved copy through f32 panels (the path before the vpdpwssd
   // GEMM; before/after benchmarks on one binary).
-  static const bool il_gemm_on = [] {
-    const char* e = std::getenv("CITADEL_CPU_IL_GEMM");
-    return !(e && std::string(e) == "f32");
-  }();
+  static const bool il_gemm_on = !env_is("CITADEL_CPU_IL_GEMM", "f32");
   // Prompts over bf16 weights (fast mode: exact mode upcasts to f32) use vdpbf16ps where the CPU has it: the
   // activations rounded to bf16, f32 sums. Not f16 weights: bf16 would drop 3 bits of every weight, so f16 keeps the
   // f32 panels (exact weights). CITADEL_CPU_BF16_GEMM=off keeps the f32 panels for bf16 too.
-  static const bool bf16_on = [] {
-    const char* e = std::getenv("CITADEL_CPU_BF16_GEMM");
-    return !(e && std::string(e) == "off");
-  }();
+  static const bool bf16_on = !env_is("CITADEL_CPU_BF16_GEMM", "off");
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
