@@ -137,6 +137,18 @@ __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
+// Inclusive prefix sum over the lanes of a full warp (lane i gets v_0 + ... + v_i; Hillis-Steele shuffles, so the
+// float order of additions is fixed). Every lane of the warp must call it.
+template <typename T>
+__device__ __forceinline__ T warp_inclusive_sum(T v) {
+  const int lane = static_cast<int>(threadIdx.x & 31);
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const T n = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += n;
+  }
+  return v;
+}
 
 // Counter-based hash (lowbias32-style finaliser over idx and seed); reproducible in numpy/torch with uint32 math.
 __host__ __device__ __forceinline__ uint32_t hash_u32(uint32_t seed, uint32_t idx) {

@@ -140,13 +140,7 @@ __global__ void __launch_bounds__(kSortWarps * 32) moe_sort_kernel(const int32_t
       v[j] = x < E ? start[x] : 0;
       s += v[j];
     }
-    int incl = s;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int n = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += n;
-    }
-    int ex = incl - s;
+    int ex = warp_inclusive_sum(s) - s;
 #pragma unroll
     for (int j = 0; j < P; ++j) {
       const int x = lane * P + j;

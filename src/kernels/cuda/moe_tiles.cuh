@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/moe.h"
 
 namespace citadel::cuda::dev {
@@ -25,12 +26,7 @@ __device__ __forceinline__ int moe_tile_of_slot(const int32_t* __restrict__ offs
       cnt[j] = n > 0 ? 1 + (n - 1) / rows : 0;
       sum += cnt[j];
     }
-    int incl = sum;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += v;
-    }
+    const int incl = warp_inclusive_sum(sum);
     const int total = __shfl_sync(0xffffffffu, incl, 31);
     if (lane == 0 && slot >= total) found[0] = -1;
     int at = incl - sum;

@@ -105,11 +105,7 @@ __device__ int draw_token(const float* row, int V, const SampleParams& p, float 
     if (order_key(v) >= thr) mine += __expf((v - mx) * inv_t);
   }
   // Inclusive scan of the per-thread chunk masses (warp shuffles, then warp totals).
-  float incl = mine;
-  for (int o = 1; o < 32; o <<= 1) {
-    const float t = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += t;
-  }
+  float incl = warp_inclusive_sum(mine);
   __syncthreads();
   if (lane == 31) sf[warp] = incl;
   __syncthreads();
