@@ -3,10 +3,11 @@
 //
 // MLA, absorbed: q_lat[t][h] = [W_UK_h q_nope | rope(q_rope)] (a batched GEMM per head, then the rope kernel writes
 // the rope part), attention over the cached [latent | rope key] rows of the layer (one shared latent head, the first
-// r values are the value), then W_UV per head (batched GEMM) into attn [T][H v].
+// r values are the value), then W_UV per head (batched GEMM; heads_gemv for few tokens) into attn [T][H v].
 // MoE: router logits (fp32) -> selection on the device (moe_route, the twin of model/moe.h) -> pairs sorted by
 // expert -> gate|up SiLU and down, grouped by expert (GEMV kernels that read each used expert's weights once a step,
-// or tensor-core tiles of each expert's pairs for steps with several pairs per expert) -> weighted sum added to delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
+// or tensor-core tiles of each expert's pairs for steps with several pairs per expert) -> weighted sum added to
+// delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
 #include <algorithm>
 #include <string>
 

@@ -123,9 +123,11 @@ TEST(CudaMla, HeadsGemvMatchesBatchedGemm) {
   constexpr int H = 16, nope = 128, rope = 64, r = 512, v = 128, qk = nope + rope, lat = r + rope;
   DevArray<uint8_t> ws(size_t(8) << 20);
   void* cublas = ck::create_cublas_handle(nullptr, ws.p, ws.n);
-  const DevArray<uint16_t> k_b(random_bf16(size_t(H) * r * nope, rng, 0.1f)), v_b(random_bf16(size_t(H) * v * r, rng, 0.1f));
+  const DevArray<uint16_t> k_b(random_bf16(size_t(H) * r * nope, rng, 0.1f));
+  const DevArray<uint16_t> v_b(random_bf16(size_t(H) * v * r, rng, 0.1f));
   for (int T : {1, 2, 3, 5, 8}) {
-    const DevArray<uint16_t> q(random_bf16(size_t(T) * H * qk, rng, 1.f)), lat_out(random_bf16(size_t(T) * H * r, rng, 1.f));
+    const DevArray<uint16_t> q(random_bf16(size_t(T) * H * qk, rng, 1.f));
+    const DevArray<uint16_t> lat_out(random_bf16(size_t(T) * H * r, rng, 1.f));
     DevArray<uint16_t> a(size_t(T) * H * lat), b(size_t(T) * H * lat), c(size_t(T) * H * v), d(size_t(T) * H * v);
     for (auto* o : {&a, &b}) cudaMemset(o->p, 0, o->n * sizeof(uint16_t));
     ck::heads_gemv(q.p, H * qk, qk, k_b.p, a.p, H * lat, lat, T, H, r, nope, nullptr);

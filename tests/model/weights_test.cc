@@ -164,7 +164,8 @@ TEST(Weights, InMemoryModelKeepsOneCopyOfHalfMatrices) {
   using R = TensorRole;
   const std::string path = synth_file("qwen2", "tiny", 9, "f16");
   std::ifstream in(path, std::ios::binary);
-  auto bytes = std::make_shared<std::vector<uint8_t>>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto bytes =
+      std::make_shared<std::vector<uint8_t>>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const std::string name = path + ".in-memory";
   ASSERT_TRUE(register_memory_model(name, bytes, bytes->data(), bytes->size()).ok());
   auto mem = load_model(name, {});

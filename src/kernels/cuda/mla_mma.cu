@@ -131,7 +131,9 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
     {  // O += P V over this warp's 64 latent columns
       const float a_lo = sm.alpha[lane >> 2], a_hi = sm.alpha[(lane >> 2) + 8];
 #pragma unroll
-      for (int j = 0; j < kColsPerWarp / 8; ++j) acc[j][0] *= a_lo, acc[j][1] *= a_lo, acc[j][2] *= a_hi, acc[j][3] *= a_hi;
+      for (int j = 0; j < kColsPerWarp / 8; ++j) {
+        acc[j][0] *= a_lo, acc[j][1] *= a_lo, acc[j][2] *= a_hi, acc[j][3] *= a_hi;
+      }
 #pragma unroll
       for (int kc = 0; kc < kKeys / 16; ++kc) {
         uint32_t pa[4];
@@ -218,8 +220,8 @@ __global__ void __launch_bounds__(kThreads) heads_gemv_kernel(const uint16_t* __
 template <int T>
 void launch_heads_gemv(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy,
                        int n_tok, int H, int N, int K, cudaStream_t s) {
-  launch_pdl(heads_gemv_kernel<T>, dim3(static_cast<unsigned>((N + kGemvRows - 1) / kGemvRows), static_cast<unsigned>(H)),
-             dim3(kThreads), 0, s, x, ldx, sx, W, y, ldy, sy, n_tok, N, K);
+  const dim3 grid(static_cast<unsigned>((N + kGemvRows - 1) / kGemvRows), static_cast<unsigned>(H));
+  launch_pdl(heads_gemv_kernel<T>, grid, dim3(kThreads), 0, s, x, ldx, sx, W, y, ldy, sy, n_tok, N, K);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -248,7 +250,8 @@ void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q
 void heads_gemv(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy, int T,
                 int H, int N, int K, cudaStream_t s) {
   CHECK(T >= 0 && T <= kHeadsGemvMaxTokens && H >= 1 && N >= 1 && K >= 8 && K % 8 == 0 && K <= kGemvMaxK);
-  CHECK(ldx % 8 == 0 && sx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0);
+  CHECK(ldx % 8 == 0 && sx % 8 == 0);
+  CHECK(reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0);
   if (T == 0) return;
   if (T == 1) return launch_heads_gemv<1>(x, ldx, sx, W, y, ldy, sy, T, H, N, K, s);
   if (T == 2) return launch_heads_gemv<2>(x, ldx, sx, W, y, ldy, sy, T, H, N, K, s);

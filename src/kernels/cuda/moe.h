@@ -53,8 +53,9 @@ void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t
 // act[p][f] = bf16(silu(x[t] . gate[e][f]) * (x[t] . up[e][f])) for every pair p of expert e (t = p / k), fp32
 // accumulation. x [T][D] bf16, gate / up [E][Fe][D] bf16, act [T*k][Fe] bf16 (row = pair index; rows of pairs
 // absent from `pairs` are untouched). Grid (Fe / 16 row tiles, min(E, T*k) expert slots): slot y takes the y-th
-// expert that has pairs (slots past the last such expert exit at once), and its pairs in chunks of 8 tokens (activations in shared memory, D in tiles of 2048), so each
-// weight row is streamed from memory once per call and re-read from L2 only by later chunks (more than 8 pairs).
+// expert that has pairs (slots past the last such expert exit at once), and its pairs in chunks of 8 tokens
+// (activations in shared memory, D in tiles of 2048), so each weight row is streamed from memory once per call and
+// re-read from L2 only by later chunks (more than 8 pairs).
 void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
                       const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act, cudaStream_t s);
 
@@ -74,10 +75,9 @@ void moe_combine(const float* y, const float* weights, int T, int k, int D, floa
 // the two: act_sorted[i][f] = bf16(silu(x[t] . gate[e][f]) * (x[t] . up[e][f])) for sorted position i (pair
 // pairs[i], token t = pairs[i] / k, expert e owning i), act_sorted [T*k][Fe] bf16; y[pairs[i]][n] = act_sorted[i] .
 // down[e][n], y [T*k][D] fp32 in pair order as moe_down writes it. fp32 accumulation; same values as the GEMV
-// kernels up to summation order. Tiles of 64 rows when T*k >= kMoeMmaLargeTile * E pairs, else of 16
-// (moe_mma_rows_per_tile). Requires D % 8 == 0, Fe % 8 == 0, 16-byte aligned pointers, T*k <= kMoeMaxPairs.
+// kernels up to summation order. Tiles of 64 rows when T*k >= kMoeMmaLargeTile * E pairs, else of 16.
+// Requires D % 8 == 0, Fe % 8 == 0, 16-byte aligned pointers, T*k <= kMoeMaxPairs.
 constexpr int kMoeMmaLargeTile = 32;
-int moe_mma_rows_per_tile(int n_pairs, int E);
 // Every tile-shape variant of the two kernels (benchmarks and tests): count, name, and the same calls with variant v.
 int moe_mma_variant_count();
 const char* moe_mma_variant_name(int v);

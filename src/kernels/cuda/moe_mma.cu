@@ -173,10 +173,9 @@ void launch_mma(const bf16_t* in, int in_div, bool gather, const int32_t* offset
   CUDA_LAUNCH_CHECK();
 }
 
-// The variants: name, rows per tile, and the launchers of both GEMMs.
+// The variants: name and the launchers of both GEMMs.
 struct Variant {
   const char* name;
-  int bm;
   void (*gate_up)(const bf16_t*, int, bool, const int32_t*, const int32_t*, int, int, const bf16_t*, const bf16_t*,
                   int, int, void*, cudaStream_t);
   void (*down)(const bf16_t*, int, bool, const int32_t*, const int32_t*, int, int, const bf16_t*, const bf16_t*, int,
@@ -184,17 +183,24 @@ struct Variant {
 };
 template <class C>
 constexpr Variant variant(const char* name) {
-  return Variant{name, C::BM, launch_mma<2, C>, launch_mma<1, C>};
+  return Variant{name, launch_mma<2, C>, launch_mma<1, C>};
 }
 constexpr Variant kVariants[] = {
-    variant<TileShape<64, 64, 32, 2, 2, 4>>("m64n64k32w4s4"),   variant<TileShape<16, 64, 32, 1, 4, 4>>("m16n64k32w4s4"),
-    variant<TileShape<64, 64, 64, 2, 2, 3>>("m64n64k64w4s3"),   variant<TileShape<64, 128, 32, 2, 4, 4>>("m64n128k32w8s4"),
-    variant<TileShape<64, 128, 64, 2, 4, 3>>("m64n128k64w8s3"), variant<TileShape<16, 64, 64, 1, 4, 4>>("m16n64k64w4s4"),
-    variant<TileShape<16, 128, 64, 1, 8, 3>>("m16n128k64w8s3"), variant<TileShape<32, 64, 64, 2, 2, 4>>("m32n64k64w4s4"),
-    variant<TileShape<128, 64, 32, 4, 2, 4>>("m128n64k32w8s4"), variant<TileShape<128, 128, 32, 2, 4, 4>>("m128n128k32w8s4"),
+    variant<TileShape<64, 64, 32, 2, 2, 4>>("m64n64k32w4s4"),
+    variant<TileShape<16, 64, 32, 1, 4, 4>>("m16n64k32w4s4"),
+    variant<TileShape<64, 64, 64, 2, 2, 3>>("m64n64k64w4s3"),
+    variant<TileShape<64, 128, 32, 2, 4, 4>>("m64n128k32w8s4"),
+    variant<TileShape<64, 128, 64, 2, 4, 3>>("m64n128k64w8s3"),
+    variant<TileShape<16, 64, 64, 1, 4, 4>>("m16n64k64w4s4"),
+    variant<TileShape<16, 128, 64, 1, 8, 3>>("m16n128k64w8s3"),
+    variant<TileShape<32, 64, 64, 2, 2, 4>>("m32n64k64w4s4"),
+    variant<TileShape<128, 64, 32, 4, 2, 4>>("m128n64k32w8s4"),
+    variant<TileShape<128, 128, 32, 2, 4, 4>>("m128n128k32w8s4"),
 };
 constexpr int kNumVariants = static_cast<int>(sizeof(kVariants) / sizeof(kVariants[0]));
-constexpr int kLargeVariant = 2, kSmallVariant = 5;  // the defaults: the fastest at T 512 and T 64-128 (V2-Lite, H100)
+// The defaults: the fastest at T 512 and at T 64-128 (V2-Lite, H100).
+constexpr int kLargeVariant = 2, kSmallVariant = 5;
+int default_variant(int n_pairs, int E) { return n_pairs >= kMoeMmaLargeTile * E ? kLargeVariant : kSmallVariant; }
 
 void check_mma_args(int k, int E, int N, int K, int n_pairs, const void* a, const void* b, const void* c) {
   CHECK(k >= 1 && E >= 1 && E <= kMoeMaxExperts && n_pairs >= 0 && n_pairs <= kMoeMaxPairs);
@@ -203,10 +209,6 @@ void check_mma_args(int k, int E, int N, int K, int n_pairs, const void* a, cons
 }
 
 }  // namespace
-
-int moe_mma_rows_per_tile(int n_pairs, int E) {
-  return kVariants[n_pairs >= kMoeMmaLargeTile * E ? kLargeVariant : kSmallVariant].bm;
-}
 
 int moe_mma_variant_count() { return kNumVariants; }
 const char* moe_mma_variant_name(int v) { return v >= 0 && v < kNumVariants ? kVariants[v].name : ""; }
@@ -228,20 +230,16 @@ void moe_mma_down_variant(int v, const bf16_t* act_sorted, const int32_t* offset
   if (n_pairs > 0) kVariants[v].down(act_sorted, 1, false, offsets, pairs, n_pairs, E, down, down, D, Fe, y, s);
 }
 
-int moe_mma_default_variant(int n_pairs, int E) {
-  return n_pairs >= kMoeMmaLargeTile * E ? kLargeVariant : kSmallVariant;
-}
-
 void moe_mma_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
                           const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act_sorted,
                           cudaStream_t s) {
-  moe_mma_gate_up_silu_variant(moe_mma_default_variant(T * k, E), x, offsets, pairs, T, k, gate, up, E, Fe, D,
+  moe_mma_gate_up_silu_variant(default_variant(T * k, E), x, offsets, pairs, T, k, gate, up, E, Fe, D,
                                act_sorted, s);
 }
 
 void moe_mma_down(const bf16_t* act_sorted, const int32_t* offsets, const int32_t* pairs, int T, int k,
                   const bf16_t* down, int E, int D, int Fe, float* y, cudaStream_t s) {
-  moe_mma_down_variant(moe_mma_default_variant(T * k, E), act_sorted, offsets, pairs, T, k, down, E, D, Fe, y, s);
+  moe_mma_down_variant(default_variant(T * k, E), act_sorted, offsets, pairs, T, k, down, E, D, Fe, y, s);
 }
 
 }  // namespace citadel::cuda
