@@ -147,8 +147,10 @@ Status CudaOps::mla_attention(int layer) {
   const int T = s_.T, H = static_cast<int>(m_.c.n_heads);
   const int64_t nope = c.qk_nope_dim, qk = nope + c.qk_rope_dim, r = c.kv_lora_rank, v = c.v_head_dim;
   const int64_t lat = r + c.qk_rope_dim;
-  // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h] (few tokens: one pass over W_UK; else cuBLAS batched GEMMs)
-  const bool gemv = T <= ck::kHeadsGemvMaxTokens;
+  // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h] (few tokens: one pass over W_UK; else cuBLAS batched GEMMs).
+  // CITADEL_MLA_PATH=batched keeps the batched GEMMs for every T (benchmarks: before / after in one binary).
+  static const bool batched_only = env_is("CITADEL_MLA_PATH", "batched");
+  const bool gemv = T <= ck::kHeadsGemvMaxTokens && !batched_only;
   if (gemv)
     ck::heads_gemv(m_.mm.q, H * qk, qk, w.k_b, m_.mm.q_lat, H * lat, lat, T, H, static_cast<int>(r),
                    static_cast<int>(nope), m_.stream);
