@@ -274,11 +274,16 @@ Status CpuOps::mla_attention(int layer) {
   return OkStatus();
 }
 
-// Tokens grouped by expert (a counting sort, token order kept within an expert): per expert one gathered
-// gate|up GEMM, SiLU-mul and down GEMM, then each row added to its token's output times its weight.
-Status CpuOps::moe(int layer, Act in, Act out, bool accumulate) {
-  OpTimer tm(s_->profile);
+// The shared FFN into out first (the linear ops), then the routed experts added: tokens grouped by expert (a
+// counting sort, token order kept within an expert), per expert one gathered gate|up GEMM, SiLU-mul and down GEMM,
+// then each row added to its token's output times its weight.
+Status CpuOps::moe(int layer, Act in, Act out) {
   const MoeConfig& e = c_.moe;
+  if (e.n_shared > 0) {
+    RETURN_IF_ERROR(linear_silu_mul(lin::kShGateUp, layer, in, Act::kFfn));
+    RETURN_IF_ERROR(linear(lin::kShDown, layer, Act::kFfn, out));
+  }
+  OpTimer tm(s_->profile);
   const int E = static_cast<int>(e.n_experts), k = static_cast<int>(e.n_experts_used);
   const int64_t D = c_.dim, Fe = e.expert_ffn_dim;
   const float* x = act(in);
@@ -294,7 +299,7 @@ Status CpuOps::moe(int layer, Act in, Act out, bool accumulate) {
   for (int i = 0; i < E; ++i) start[i + 1] += start[i];
   std::vector<int> fill(start.begin(), start.end() - 1);
   for (int i = 0; i < n_ * k; ++i) s_->ex_rows[fill[s_->sel_id[i]]++] = i;
-  if (!accumulate) std::fill_n(y, n_ * D, 0.0f);
+  if (e.n_shared == 0) std::fill_n(y, n_ * D, 0.0f);
   tm.charge(kOther);
   const WeightView &gate = w_.mat(TensorRole::kGateExps, layer), &up = w_.mat(TensorRole::kUpExps, layer);
   const WeightView& down = w_.mat(TensorRole::kDownExps, layer);

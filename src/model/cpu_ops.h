@@ -83,7 +83,7 @@ class CpuOps final : public BackendOps {
   Status rmsnorm(Act a, TensorRole norm, int layer) override;
   Status mla_rope_kv_write(int layer) override;
   Status mla_attention(int layer) override;
-  Status moe(int layer, Act in, Act out, bool accumulate) override;
+  Status moe(int layer, Act in, Act out) override;
   Status scale(Act a, float s) override;
   Status qk_norm(int layer) override;
   Status linear_gelu_mul(const Linear& w, int layer, Act in, Act out) override;

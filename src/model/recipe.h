@@ -49,6 +49,8 @@ inline constexpr Linear kQkv{{TensorRole::kWq, TensorRole::kWk, TensorRole::kWv}
 inline constexpr Linear kO{{TensorRole::kWo}, 1};
 inline constexpr Linear kGateUp{{TensorRole::kGate, TensorRole::kUp}, 2};
 inline constexpr Linear kDown{{TensorRole::kDown}, 1};
+inline constexpr Linear kShGateUp{{TensorRole::kGateShexp, TensorRole::kUpShexp}, 2};  // MoE shared experts
+inline constexpr Linear kShDown{{TensorRole::kDownShexp}, 1};
 }  // namespace lin
 
 class BackendOps {
@@ -86,9 +88,11 @@ class BackendOps {
   // causal prefix, with k_p = [W_UK_h c_p | k_rope_p] and value W_UV_h c_p (c_p the cached latent). Backends may
   // absorb W_UK into the query and apply W_UV after attention (one shared latent head of r + qk_rope).
   virtual Status mla_attention(int layer);
-  // Routed experts: out (+= when accumulate) sum over the token's selected experts e of w_e * FFN_e(in), the
-  // selection and weights as model/moe.h's moe_route over the router logits in W_gate_inp^T.
-  virtual Status moe(int layer, Act in, Act out, bool accumulate);
+  // The MoE FFN: out = SwiGLU_shared(in) (the n_shared shared experts as one FFN of n_shared * expert_ffn_dim, lin::
+  // kShGateUp / kShDown; none when n_shared == 0) + sum over the token's selected experts e of w_e * FFN_e(in), the
+  // selection and weights as model/moe.h's moe_route over the router logits in W_gate_inp^T. The shared FFN equals
+  // n_shared always-chosen experts of weight 1 (its width split in expert_ffn_dim pieces), which backends may use.
+  virtual Status moe(int layer, Act in, Act out);
 
   // The ops Gemma-3 adds. In place: a *= s.
   virtual Status scale(Act a, float s);

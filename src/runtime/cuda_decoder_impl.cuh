@@ -38,11 +38,10 @@ struct MlaW {
 struct MoeW {
   LinearW router;               // [E][D], fp32 logits
   float* bias = nullptr;        // [E] fp32 selection bias (sigmoid gating), else null
-  LinearW sh_gate_up;           // [2S][D], rows gate | up
-  LinearW sh_down;              // [D][S]
-  bf16_t* gate = nullptr;       // [E][Fe][D]
-  bf16_t* up = nullptr;         // [E][Fe][D]
-  bf16_t* down = nullptr;       // [E][D][Fe]
+  // Experts 0..E-1 routed, E..E+S-1 the S shared ones (the shared FFN of S Fe cut in S pieces of the expert width).
+  bf16_t* gate = nullptr;       // [E+S][Fe][D]
+  bf16_t* up = nullptr;         // [E+S][Fe][D]
+  bf16_t* down = nullptr;       // [E+S][D][Fe]
 };
 
 struct LayerW {
@@ -224,7 +223,7 @@ struct CudaDecoder::Impl {
     std::vector<LinearW*> v{&lm_head};
     for (auto& l : layers)
       for (LinearW* w : {&l.qkv, &l.o, &l.gate_up, &l.down, &l.mla.q, &l.mla.q_a, &l.mla.q_b, &l.mla.kv_a,
-                         &l.moe.router, &l.moe.sh_gate_up, &l.moe.sh_down})
+                         &l.moe.router})
         if (w->bf16) v.push_back(w);
     return v;
   }
@@ -236,6 +235,7 @@ struct CudaDecoder::Impl {
   }
   Status alloc_mla_moe_layer(LayerW& l, int layer);  // cuda_mla_moe.cu
   Status alloc_mla_moe_runtime();
+  Status place_shared_down();  // at finalize: the shared experts' down matrix into its expert slots
   void* mla_moe_weight_ptr(TensorRole r, LayerW& l);
   Status alloc_runtime();
   Status size_kv_pool(int64_t free_bytes);

@@ -9,6 +9,7 @@
 // or tensor-core tiles of each expert's pairs for steps with several pairs per expert) -> weighted sum added to
 // delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
 #include <algorithm>
+#include <memory>
 #include <string>
 
 #include "base/env.h"
@@ -42,22 +43,39 @@ Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
   }
   if (!moe_layer(layer)) return OkStatus();
   const MoeConfig& e = c.moe;
-  const int64_t E = e.n_experts, Fe = e.expert_ffn_dim, S = e.n_shared * Fe;
+  const int64_t E = e.n_experts, Fe = e.expert_ffn_dim, slots = E + e.n_shared;  // shared experts: slots E..
   RETURN_IF_ERROR(alloc_linear(&l.moe.router, E, D, false));
   if (e.sigmoid_gating) RETURN_IF_ERROR(alloc_n(&l.moe.bias, E, "expert selection bias"));
-  if (S > 0) {
-    RETURN_IF_ERROR(alloc_linear(&l.moe.sh_gate_up, 2 * S, D, false));
-    RETURN_IF_ERROR(alloc_linear(&l.moe.sh_down, D, S, false));
+  RETURN_IF_ERROR(alloc_e(&l.moe.gate, slots * Fe * D, "expert gate", 2));
+  RETURN_IF_ERROR(alloc_e(&l.moe.up, slots * Fe * D, "expert up", 2));
+  RETURN_IF_ERROR(alloc_e(&l.moe.down, slots * D * Fe, "expert down", 2));
+  extra_weight_bytes += 2 * 3 * slots * Fe * D + (e.sigmoid_gating ? 4 * E : 0);
+  return OkStatus();
+}
+
+// The shared experts' down matrix [D][S Fe] was written where slots E..E+S-1 of `down` live: reorder it in place to
+// S experts [D][Fe] (one copy out, then S strided copies back; S == 1 needs nothing).
+Status CudaDecoder::Impl::place_shared_down() {
+  const int64_t S = c.moe.n_shared, E = c.moe.n_experts, Fe = c.moe.expert_ffn_dim, D = c.dim;
+  if (!c.has_moe || S <= 1) return OkStatus();
+  const size_t esz = 2, bytes = static_cast<size_t>(S * D * Fe) * esz;
+  void* raw = nullptr;
+  CUDA_TRY(cudaMalloc(&raw, bytes));
+  const std::unique_ptr<void, cudaError_t (*)(void*)> tmp(raw, cudaFree);
+  for (int layer = 0; layer < c.n_layers; ++layer) {
+    if (!moe_layer(layer)) continue;
+    char* tail = reinterpret_cast<char*>(layers[static_cast<size_t>(layer)].moe.down + E * D * Fe);
+    CUDA_TRY(cudaMemcpyAsync(raw, tail, bytes, cudaMemcpyDeviceToDevice, stream));
+    for (int64_t j = 0; j < S; ++j)
+      CUDA_TRY(cudaMemcpy2DAsync(tail + j * D * Fe * esz, Fe * esz, static_cast<char*>(raw) + j * Fe * esz,
+                                 S * Fe * esz, Fe * esz, D, cudaMemcpyDeviceToDevice, stream));
   }
-  RETURN_IF_ERROR(alloc_e(&l.moe.gate, E * Fe * D, "expert gate", 2));
-  RETURN_IF_ERROR(alloc_e(&l.moe.up, E * Fe * D, "expert up", 2));
-  RETURN_IF_ERROR(alloc_e(&l.moe.down, E * D * Fe, "expert down", 2));
-  extra_weight_bytes += 2 * 3 * E * Fe * D + (e.sigmoid_gating ? 4 * E : 0);
+  CUDA_TRY(cudaStreamSynchronize(stream));  // before tmp is freed
   return OkStatus();
 }
 
 void* CudaDecoder::Impl::mla_moe_weight_ptr(TensorRole r, LayerW& l) {
-  const int64_t D = c.dim, S = c.moe.n_shared * c.moe.expert_ffn_dim;
+  const int64_t D = c.dim, EF = c.moe.n_experts * c.moe.expert_ffn_dim;  // shared experts: after the E routed
   switch (r) {
     case R::kWq: return l.mla.q.bf16;
     case R::kWqA: return l.mla.q_a.bf16;
@@ -72,9 +90,9 @@ void* CudaDecoder::Impl::mla_moe_weight_ptr(TensorRole r, LayerW& l) {
     case R::kGateExps: return l.moe.gate;
     case R::kUpExps: return l.moe.up;
     case R::kDownExps: return l.moe.down;
-    case R::kGateShexp: return l.moe.sh_gate_up.bf16;
-    case R::kUpShexp: return l.moe.sh_gate_up.bf16 ? l.moe.sh_gate_up.bf16 + S * D : nullptr;
-    case R::kDownShexp: return l.moe.sh_down.bf16;
+    case R::kGateShexp: return c.moe.n_shared > 0 && l.moe.gate ? l.moe.gate + EF * D : nullptr;
+    case R::kUpShexp: return c.moe.n_shared > 0 && l.moe.up ? l.moe.up + EF * D : nullptr;
+    case R::kDownShexp: return c.moe.n_shared > 0 && l.moe.down ? l.moe.down + EF * D : nullptr;  // see above
     default: return nullptr;
   }
 }
@@ -90,8 +108,9 @@ Status CudaDecoder::Impl::alloc_mla_moe_runtime() {
     RETURN_IF_ERROR(alloc_e(&mm.q_lat, T * H * lat, "mla absorbed query"));
     RETURN_IF_ERROR(alloc_e(&mm.lat_out, T * H * m.kv_lora_rank, "mla latent output"));
   }
-  if (c.has_moe) {
-    const int64_t E = c.moe.n_experts, k = c.moe.n_experts_used, Fe = c.moe.expert_ffn_dim;
+  if (c.has_moe) {  // k routed + S shared choices per token over E + S expert slots
+    const int64_t S = c.moe.n_shared, E = c.moe.n_experts + S, k = c.moe.n_experts_used + S;
+    const int64_t Fe = c.moe.expert_ffn_dim;
     if (T * k > ck::kMoeMaxPairs)
       return Unsupported("cuda decoder: max_step_tokens x experts per token exceeds " +
                          std::to_string(ck::kMoeMaxPairs) + " (MoE pair sort)");
@@ -190,18 +209,20 @@ MoePath moe_path(int T, int k, int E) {
   return T * k >= kMmaPairsPerExpert * E ? MoePath::kMma : MoePath::kGemv;
 }
 
-Status CudaOps::moe(int layer, Act in, Act out, bool accumulate) {
+Status CudaOps::moe(int layer, Act in, Act out) {
   if (!m_.moe_layer(layer) || m_.exact() || layer >= static_cast<int>(m_.layers.size()))
     return Internal("cuda ops: moe needs an MoE layer on the bf16 path");
   if (in != Act::kNormed || out != Act::kDelta) return Internal("cuda ops: moe runs normed -> delta only");
   if (skip_ & kSkipFfn) return OkStatus();
   const MoeConfig& e = m_.c.moe;
   const MoeW& w = m_.layers[layer].moe;
-  const int T = s_.T, E = static_cast<int>(e.n_experts), k = static_cast<int>(e.n_experts_used);
+  // The shared experts are S more choices of every token (slots E_routed ..), so one set of launches runs them all.
+  const int T = s_.T, S = static_cast<int>(e.n_shared);
+  const int E = static_cast<int>(e.n_experts) + S, k = static_cast<int>(e.n_experts_used) + S;
   const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
   w.router.forward(g_, m_.h, T, m_.mm.router, true);
   ck::MoeRouting rt;
-  rt.n_experts = E, rt.n_used = k;
+  rt.n_experts = E - S, rt.n_used = k - S, rt.n_shared = S;
   rt.n_group = std::max<int>(1, static_cast<int>(e.n_group));
   rt.topk_group = e.n_group > 1 ? static_cast<int>(e.topk_group) : 1;
   rt.sigmoid = e.sigmoid_gating, rt.norm_topk = e.norm_topk, rt.routed_scale = static_cast<float>(e.routed_scale);
@@ -214,7 +235,7 @@ Status CudaOps::moe(int layer, Act in, Act out, bool accumulate) {
     ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
     ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down, E, D, Fe, m_.mm.y, m_.stream);
   }
-  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, accumulate, m_.stream);
+  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, /*accumulate=*/false, m_.stream);
   return OkStatus();
 }
 

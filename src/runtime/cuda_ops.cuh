@@ -52,7 +52,7 @@ class CudaOps final : public BackendOps {
   Status rmsnorm(Act a, TensorRole norm, int layer) override;
   Status mla_rope_kv_write(int layer) override;
   Status mla_attention(int layer) override;
-  Status moe(int layer, Act in, Act out, bool accumulate) override;
+  Status moe(int layer, Act in, Act out) override;
   // gemma3, both paths (cuda_gemma_ops.cu; linear_gelu_mul here).
   Status scale(Act a, float s) override;
   Status qk_norm(int layer) override;

@@ -1,6 +1,6 @@
 // CUDA kernel checks that are not op-vs-reference parity (that is the op-parity harness, tests/ops/: every kernel
 // against the CPU reference ops): the device int8 / int4 weight quantisers against host twins of their documented
-// layouts, and the fused RoPE + KV write against the separate kernels bit for bit.
+// layouts, the fused RoPE + KV write against the separate kernels bit for bit, and argmax against a host scan.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -102,6 +102,31 @@ TEST(CudaKernels, RopeKvWriteMatchesSeparateKernels) {
       EXPECT_EQ(ka.download(), kb.download()) << "K pool, D " << D;
       EXPECT_EQ(va.download(), vb.download()) << "V pool, D " << D;
     }
+  }
+}
+
+// argmax (both kernels: V % 4 == 0 streams float4 rows, other V the scalar scan) against a host scan: the lowest
+// index of the maximum, with ties planted across threads, across a float4 and within one, and maxima at both ends.
+TEST(CudaKernels, ArgmaxFindsTheLowestIndexOfTheMaximum) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(7);
+  for (int V : {102400, 151936, 1001, 7, 4}) {
+    const int M = 6;
+    std::uniform_real_distribution<float> d(-5.f, 5.f);
+    std::vector<float> h(size_t(M) * V);
+    for (auto& x : h) x = d(rng);
+    auto row = [&](int m) { return h.data() + size_t(m) * V; };
+    row(1)[V - 1] = 9.f;                                     // the maximum last
+    row(2)[0] = 9.f;                                         // the maximum first
+    row(3)[V / 2] = row(3)[V / 3] = row(3)[V - 1] = 9.f;     // ties far apart: the lowest wins
+    if (V >= 4) row(4)[2] = row(4)[3] = 9.f;                 // a tie inside one float4
+    for (int i = 0; i < V; ++i) row(5)[i] = -1.f;            // all equal: index 0
+    std::vector<int32_t> want(M);
+    for (int m = 0; m < M; ++m) want[m] = int32_t(std::max_element(row(m), row(m) + V) - row(m));
+    DevArray<float> dl(h);
+    DevArray<int32_t> out(M);
+    ck::argmax(dl.p, M, V, out.p, nullptr);
+    EXPECT_EQ(out.download(), want) << "V " << V;
   }
 }
 

@@ -65,8 +65,8 @@ class RecordingOps : public BackendOps {
     return rec("linear_gelu_mul " + roles_str(w) + " " + std::to_string(layer) + " " + act_name(in) + "->" +
                act_name(out));
   }
-  Status moe(int layer, Act in, Act out, bool accumulate) override {
-    return rec("moe " + std::to_string(layer) + " " + act_name(in) + (accumulate ? "+>" : "->") + act_name(out));
+  Status moe(int layer, Act in, Act out) override {
+    return rec("moe " + std::to_string(layer) + " " + act_name(in) + "->" + act_name(out));
   }
 
  private:
@@ -156,14 +156,12 @@ TEST(Recipe, DeepSeek2OpSequence) {
       e.push_back("linear_silu_mul ffn_gate.weight|ffn_up.weight" + L + " normed->ffn");
       e.push_back("linear ffn_down.weight" + L + " ffn->delta");
     } else {
-      e.push_back("linear_silu_mul ffn_gate_shexp.weight|ffn_up_shexp.weight" + L + " normed->ffn");
-      e.push_back("linear ffn_down_shexp.weight" + L + " ffn->delta");
-      e.push_back("moe" + L + " normed+>delta");
+      e.push_back("moe" + L + " normed->delta");  // the shared expert is part of the op
     }
   }
   e.push_back("logits output_norm.weight output.weight");
   EXPECT_EQ(ops.log, e);
-  // V2-Lite's kind: plain q; no shared experts: the routed experts write the delta.
+  // V2-Lite's kind: plain q; the same moe op without shared experts.
   c.mla.q_lora_rank = 0;
   c.moe.n_shared = 0;
   RecordingOps plain;

@@ -93,15 +93,17 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* _
   }
   __syncthreads();
   if (e == 0) {
+    const int64_t row = static_cast<int64_t>(t) * (k + r.n_shared);
     float sum = 0.f;
     for (int i = 0; i < k; ++i) sum += sel_w[i];
     for (int i = 0; i < k; ++i) {
       float w = sel_w[i];
       if (r.norm_topk) w /= sum + 1e-20f;
       w *= r.routed_scale;
-      ids[static_cast<int64_t>(t) * k + i] = sel_id[i];
-      weights[static_cast<int64_t>(t) * k + i] = w;
+      ids[row + i] = sel_id[i];
+      weights[row + i] = w;
     }
+    for (int i = 0; i < r.n_shared; ++i) ids[row + k + i] = E + i, weights[row + k + i] = 1.f;
   }
 }
 
@@ -111,12 +113,12 @@ constexpr int kSortWarps = 32;
 __global__ void __launch_bounds__(kSortWarps * 32) moe_sort_kernel(const int32_t* __restrict__ ids, int N, int E,
                                                                    int32_t* __restrict__ offsets,
                                                                    int32_t* __restrict__ pairs) {
-  __shared__ int base[kSortWarps][kMoeMaxExperts];  // counts of (segment, expert), then their first slot
-  __shared__ int start[kMoeMaxExperts];
+  __shared__ int base[kSortWarps][kMoeMaxSlots];  // counts of (segment, expert), then their first slot
+  __shared__ int start[kMoeMaxSlots];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   pdl_wait();
   pdl_trigger();
-  for (int i = tid; i < kSortWarps * kMoeMaxExperts; i += kSortWarps * 32) (&base[0][0])[i] = 0;
+  for (int i = tid; i < kSortWarps * kMoeMaxSlots; i += kSortWarps * 32) (&base[0][0])[i] = 0;
   __syncthreads();
   const int seg = (N + kSortWarps - 1) / kSortWarps, begin = min(N, warp * seg), end = min(N, begin + seg);
   for (int i = begin + lane; i < end; i += 32) atomicAdd(&base[warp][ids[i]], 1);
@@ -132,7 +134,7 @@ __global__ void __launch_bounds__(kSortWarps * 32) moe_sort_kernel(const int32_t
   }
   __syncthreads();
   if (warp == 0) {  // exclusive scan of the totals over the experts: lane owns experts 8*lane .. 8*lane+7
-    constexpr int P = kMoeMaxExperts / 32;
+    constexpr int P = kMoeMaxSlots / 32;
     int v[P], s = 0;
 #pragma unroll
     for (int j = 0; j < P; ++j) {
@@ -296,6 +298,7 @@ void moe_route(const float* logits, const float* bias, const MoeRouting& r, int 
                cudaStream_t s) {
   CHECK(r.n_experts >= 1 && r.n_experts <= kMoeMaxExperts);
   CHECK(r.n_used >= 1 && r.n_used <= kMoeMaxUsed && r.n_used <= r.n_experts);
+  CHECK(r.n_shared >= 0 && r.n_experts + r.n_shared <= kMoeMaxSlots);
   if (r.n_group > 1 && r.topk_group < r.n_group) CHECK(r.topk_group >= 1 && r.n_experts % r.n_group == 0);
   if (T <= 0) return;
   launch_pdl(moe_route_kernel, dim3(T), dim3(kRouteThreads), 0, s, logits, bias, r, ids, weights);
@@ -303,7 +306,7 @@ void moe_route(const float* logits, const float* bias, const MoeRouting& r, int 
 }
 
 void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t* pairs, cudaStream_t s) {
-  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxExperts);
+  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxSlots);
   CHECK(static_cast<int64_t>(T) * k <= kMoeMaxPairs);
   launch_pdl(moe_sort_kernel, dim3(1), dim3(kSortWarps * 32), 0, s, ids, T * k, E, offsets, pairs);
   CUDA_LAUNCH_CHECK();
@@ -316,7 +319,7 @@ unsigned expert_slots(int T, int k, int E) {
 
 void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
                       const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act, cudaStream_t s) {
-  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxExperts && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
+  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxSlots && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
   CHECK(aligned16(x) && aligned16(gate) && aligned16(up));
   if (T == 0) return;
   constexpr int rows = kGroupWarps * kGateUpRows;
@@ -327,7 +330,7 @@ void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pa
 
 void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, int T, int k, const bf16_t* down, int E,
               int D, int Fe, float* y, cudaStream_t s) {
-  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxExperts && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
+  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxSlots && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
   CHECK(aligned16(act) && aligned16(down));
   if (T == 0) return;
   constexpr int rows = kGroupWarps * kDownRows;

@@ -28,26 +28,31 @@ namespace citadel::cuda {
 // Routing parameters (model/config.h MoeConfig, as model/moe.h uses them).
 struct MoeRouting {
   int n_experts = 0, n_used = 0;    // E (<= 256), k (<= 16, <= E)
+  int n_shared = 0;                 // S always-chosen experts E .. E+S-1 of weight 1 after the k choices (the shared
+                                    // FFN in pieces of the expert width; 0 <= S, E + S <= kMoeMaxSlots)
   int n_group = 1, topk_group = 1;  // group-limited selection when n_group > 1 and topk_group < n_group (E %
                                     // n_group == 0): V2 ranks a group by its best score, V3 by the sum of its best two
   bool sigmoid = false;             // V3: sigmoid scores + correction bias for the choice only; V2: softmax
   bool norm_topk = false;           // renormalise the chosen weights
   float routed_scale = 1.f;         // times the final weights
 };
-constexpr int kMoeMaxExperts = 256;
+constexpr int kMoeMaxExperts = 256;  // routed experts
+constexpr int kMoeMaxSlots = 288;    // expert slots of the grouped kernels: routed + shared (a multiple of 32)
 constexpr int kMoeMaxUsed = 16;
 constexpr int kMoeMaxPairs = 65536;  // T * k per launch of moe_sort
 
-// Per token t: logits [T][E] fp32 (the router's output) -> ids [T][k] int32 and weights [T][k] fp32, the selection
-// of model/moe.h moe_route bit for bit (decreasing choice score, ties to the lower id; scores computed with the same
-// fp32 operations in the same order, exp correctly rounded); bias [E] fp32 or null (sigmoid gating only). One block
-// per token.
+// Per token t: logits [T][E] fp32 (the router's output) -> ids [T][k+S] int32 and weights [T][k+S] fp32: first the
+// selection of model/moe.h moe_route bit for bit (decreasing choice score, ties to the lower id; scores computed with
+// the same fp32 operations in the same order, exp correctly rounded), then ids E .. E+S-1 with weight 1 (S =
+// r.n_shared); bias [E] fp32 or null (sigmoid gating only). One block per token. The kernels below then take k + S
+// choices per token over E + S expert slots.
 void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
                cudaStream_t s);
 
 // Counting sort of the T*k (token, choice) pairs by expert: offsets [E+1] int32 (offsets[e] .. offsets[e+1]: expert
 // e's pairs, offsets[0] = 0, offsets[E] = T*k), pairs [T*k] int32 = t*k + j, stable (increasing pair index within an
-// expert). ids [T*k] in [0, E). One block; T*k <= kMoeMaxPairs, E <= kMoeMaxExperts.
+// expert). ids [T*k] in [0, E). One block; T*k <= kMoeMaxPairs, E <= kMoeMaxSlots (here and below E counts every
+// expert slot, routed and shared).
 void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t* pairs, cudaStream_t s);
 
 // act[p][f] = bf16(silu(x[t] . gate[e][f]) * (x[t] . up[e][f])) for every pair p of expert e (t = p / k), fp32

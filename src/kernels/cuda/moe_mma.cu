@@ -203,7 +203,7 @@ constexpr int kLargeVariant = 2, kSmallVariant = 5;
 int default_variant(int n_pairs, int E) { return n_pairs >= kMoeMmaLargeTile * E ? kLargeVariant : kSmallVariant; }
 
 void check_mma_args(int k, int E, int N, int K, int n_pairs, const void* a, const void* b, const void* c) {
-  CHECK(k >= 1 && E >= 1 && E <= kMoeMaxExperts && n_pairs >= 0 && n_pairs <= kMoeMaxPairs);
+  CHECK(k >= 1 && E >= 1 && E <= kMoeMaxSlots && n_pairs >= 0 && n_pairs <= kMoeMaxPairs);
   CHECK(N >= 8 && K >= 8 && N % 8 == 0 && K % 8 == 0);
   CHECK(aligned16(a) && aligned16(b) && aligned16(c));
 }

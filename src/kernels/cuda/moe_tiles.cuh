@@ -11,13 +11,13 @@ namespace citadel::cuda::dev {
 // Expert e owns rows offsets[e] .. offsets[e+1] of the sorted pairs, cut into tiles of `rows` (its last tile may be
 // short; an expert without pairs has none). Tiles are numbered expert by expert in increasing id. Called by every
 // thread of the block (one __syncthreads inside): returns the expert of tile `slot` and sets *first to the tile's
-// first sorted row, or returns -1 when slot >= the number of tiles (the block has no work). E <= kMoeMaxExperts.
+// first sorted row, or returns -1 when slot >= the number of tiles (the block has no work). E <= kMoeMaxSlots.
 __device__ __forceinline__ int moe_tile_of_slot(const int32_t* __restrict__ offsets, int E, int rows, int slot,
                                                 int* first) {
   __shared__ int found[2];
   const int lane = threadIdx.x & 31;
   if (threadIdx.x < 32) {  // lane owns experts P * lane .. P * lane + P - 1
-    constexpr int P = kMoeMaxExperts / 32;
+    constexpr int P = kMoeMaxSlots / 32;
     int cnt[P], sum = 0;
 #pragma unroll
     for (int j = 0; j < P; ++j) {

@@ -102,8 +102,6 @@ constexpr Linear kWkvA{{R::kWkvA}, 1};
 using lin::kO;
 using lin::kGateUp;
 using lin::kDown;
-constexpr Linear kShGateUp{{R::kGateShexp, R::kUpShexp}, 2};
-constexpr Linear kShDown{{R::kDownShexp}, 1};
 
 }  // namespace
 
@@ -126,12 +124,8 @@ Status deepseek2_forward(BackendOps& o, const ModelConfig& c) {
     if (!c.has_moe || l < c.moe.n_dense_layers) {
       RETURN_IF_ERROR(o.linear_silu_mul(kGateUp, l, Act::kNormed, Act::kFfn));
       RETURN_IF_ERROR(o.linear(kDown, l, Act::kFfn, Act::kDelta));
-    } else if (c.moe.n_shared > 0) {
-      RETURN_IF_ERROR(o.linear_silu_mul(kShGateUp, l, Act::kNormed, Act::kFfn));
-      RETURN_IF_ERROR(o.linear(kShDown, l, Act::kFfn, Act::kDelta));
-      RETURN_IF_ERROR(o.moe(l, Act::kNormed, Act::kDelta, /*accumulate=*/true));
     } else {
-      RETURN_IF_ERROR(o.moe(l, Act::kNormed, Act::kDelta, /*accumulate=*/false));
+      RETURN_IF_ERROR(o.moe(l, Act::kNormed, Act::kDelta));  // shared experts + routed experts
     }
   }
   return o.logits(R::kOutputNorm, R::kOutput);
