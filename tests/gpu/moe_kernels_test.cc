@@ -57,12 +57,23 @@ std::vector<float> random_bias(int E, bool ties, std::mt19937& rng) {
   return v;
 }
 
+// Rows of k + S: model/moe.h's choice, then the S shared experts E .. E+S-1 with weight 1.
 void host_route(const ck::MoeRouting& r, const std::vector<float>& logits, const float* bias, int T,
                 std::vector<int32_t>* ids, std::vector<float>* w) {
   const MoeConfig m = to_config(r);
-  const int E = r.n_experts, k = r.n_used;
+  const int E = r.n_experts, k = r.n_used + r.n_shared;
   ids->assign(size_t(T) * k, -1), w->assign(size_t(T) * k, 0.f);
-  for (int t = 0; t < T; ++t) moe_route(m, logits.data() + size_t(t) * E, bias, ids->data() + t * k, w->data() + t * k);
+  for (int t = 0; t < T; ++t) {
+    moe_route(m, logits.data() + size_t(t) * E, bias, ids->data() + t * k, w->data() + t * k);
+    for (int j = 0; j < r.n_shared; ++j) {
+      const size_t at = size_t(t) * k + r.n_used + j;
+      (*ids)[at] = E + j, (*w)[at] = 1.f;
+    }
+  }
+}
+ck::MoeRouting with_shared(ck::MoeRouting r, int S) {
+  r.n_shared = S;
+  return r;
 }
 
 TEST(CudaMoe, RouteMatchesHost) {
@@ -90,11 +101,13 @@ TEST(CudaMoe, RouteMatchesHost) {
       {"all_of_16", routing(16, 16, 1, 1, false, true, 1.f), false, true, 3},
       {"max_256_16", routing(256, 16, 16, 5, true, true, 1.f), true, true, 4},
       {"one_token", v3(), true, false, 1},
+      {"v2_lite_2_shared", with_shared(v2_lite(), 2), false, false, 33},
+      {"v3_1_shared", with_shared(v3(), 1), true, true, 17},
   };
   std::mt19937 rng(7);
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
-    const int E = c.r.n_experts, k = c.r.n_used, T = c.T;
+    const int E = c.r.n_experts, k = c.r.n_used + c.r.n_shared, T = c.T;
     const auto logits = random_logits(T, E, c.ties, rng);
     const auto bias = random_bias(E, c.ties, rng);
     std::vector<int32_t> want_ids;
