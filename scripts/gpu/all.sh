@@ -3,6 +3,8 @@
 # stays between calls while the machine is warm). Usage (repository root on the GPU machine):
 #   OUT=... bash scripts/gpu/all.sh PART...   PART: build tests serve[:LABEL[:flag,flag...]] load deepseek embed nvml mixed
 #   dsbench[:LABEL[:VAR=VAL,...]] dsncu[:MODE,...[:VAR=VAL,...]] micro moevar
+#   base (extracts .gpu_base.tgz, `git archive --format=tar.gz --prefix=base/ REV` of a base commit carried along, to
+#   /tmp/base and builds $BASE_TARGETS there: before / after in one call)
 #   pack (last: every file under $OUT into $OUT/all.tgz, since the device tool brings back only a few files)
 # A part that fails is reported and the next one runs. Each part's wall time is printed.
 set -uo pipefail
@@ -27,8 +29,12 @@ for part in "$@"; do
           grep -E "^\[  (FAILED|PASSED|SKIPPED|     OK) " "$OUT/nvml_tests.log" | head;;
     mixed) CITADEL_BENCH_MIXED=1 timeout 240 ./build-gpu/bench/citadel_gpu_bench "$OUT/mixed_step.json" > /dev/null \
              2> "$OUT/mixed_step.log"; echo "mixed bench rc=$?"; grep -E "mixed step|error" "$OUT/mixed_step.log";;
+    base) rm -rf /tmp/base && mkdir -p /tmp/base && tar xzf .gpu_base.tgz -C /tmp && cp -r .gpu-deps /tmp/base/ \
+            && (cd /tmp/base && OUT=$OUT/base bash scripts/gpu/build.sh ${BASE_TARGETS:-citadel_deepseek_bench});;
     dsbench*) IFS=: read -r _ label envs <<< "$part"  # dsbench:LABEL[:VAR=VAL,...]: the DeepSeek-V2-Lite bench
-              env ${envs//,/ } timeout 240 ./build-gpu/bench/citadel_deepseek_bench "$OUT/deepseek_${label:-default}.json" \
+              bin=./build-gpu/bench/citadel_deepseek_bench  # LABEL base*: the base build's (part `base`)
+              [[ $label == base* ]] && bin=/tmp/base/build-gpu/bench/citadel_deepseek_bench
+              env ${envs//,/ } timeout 240 $bin "$OUT/deepseek_${label:-default}.json" \
                 > /dev/null 2> "$OUT/deepseek_${label:-default}.log"
               echo "deepseek bench ${label:-default} rc=$?"; grep -E "share of|error" "$OUT/deepseek_${label:-default}.log"
               grep -E "tok_s|ratio" "$OUT/deepseek_${label:-default}.json";;
