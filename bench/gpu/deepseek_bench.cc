@@ -9,6 +9,8 @@
 // CITADEL_BENCH_PROFILE=decode_bs1|decode_b64|prefill: after warming up, runs one such step between
 // cudaProfilerStart and cudaProfilerStop and exits (bench/gpu/deepseek_ncu.sh: per-kernel times under Nsight Compute).
 // CITADEL_MOE_PATH (runtime/cuda_mla_moe.cu) picks the expert kernels, for before/after rows from one binary.
+// CITADEL_BENCH_FORMAT=bf16|int8|int4: the weight format (default bf16; the JSON keys keep their bf16 names and a
+// "format" key says which ran).
 // CITADEL_BENCH_MOE_VARIANTS=1: only the expert kernels (GEMV and every tensor-core tile variant) at several T, and
 // MLA attention under every plan.
 #include <cuda_profiler_api.h>
@@ -26,6 +28,7 @@
 #include "kernels/cuda/moe.h"
 #include "model/synth.h"
 #include "runtime/cuda_decoder.h"
+#include "runtime/cuda_loader.h"
 #include "bench_util.h"
 #include "hf_dump.h"
 
@@ -185,6 +188,12 @@ int main(int argc, char** argv) {
   runtime::CudaDecoderOptions opt;
   opt.max_batch = 64, opt.max_step_tokens = 512, opt.max_seq_len = 1024, opt.kv_blocks = 64 * 16 + 64;
   opt.verbose = true;
+  const char* fmt_env = std::getenv("CITADEL_BENCH_FORMAT");
+  if (fmt_env) {
+    auto f = runtime::parse_cuda_weight_format(fmt_env);
+    die(f.status(), "CITADEL_BENCH_FORMAT");
+    opt.format = *f;
+  }
   auto d = CudaDecoder::create(c, opt);
   die(d.status(), "create");
   auto dec = std::move(d).value();
@@ -198,7 +207,10 @@ int main(int argc, char** argv) {
   const double all_bytes = double(dec->weight_bytes());
   const double E = double(c.moe.n_experts), k = double(c.moe.n_experts_used);
   const double moe_layers = double(c.n_layers - c.moe.n_dense_layers);
-  const double expert_bytes = moe_layers * 3.0 * E * double(c.moe.expert_ffn_dim) * double(c.dim) * 2.0;
+  const double wbytes = opt.format == runtime::CudaWeightFormat::kInt8   ? 1.0
+                        : opt.format == runtime::CudaWeightFormat::kInt4 ? 0.5
+                                                                          : 2.0;  // per weight, scales aside
+  const double expert_bytes = moe_layers * 3.0 * E * double(c.moe.expert_ffn_dim) * double(c.dim) * wbytes;
   const double active_bytes = all_bytes - expert_bytes * (1.0 - k / E);
   const int W = dec->max_blocks_per_seq();
   const char* prof_env = std::getenv("CITADEL_BENCH_PROFILE");
@@ -299,13 +311,14 @@ int main(int argc, char** argv) {
   const double roof_pre = 512.0 * bw * 1e9 / all_bytes;
   char json[4096];
   std::snprintf(json, sizeof(json),
-                "{\n  \"device\": \"%s\",\n  \"shape\": \"deepseek-v2-lite\",\n  \"copy_gbps\": %.0f,\n"
+                "{\n  \"device\": \"%s\",\n  \"shape\": \"deepseek-v2-lite\",\n  \"format\": \"%s\",\n"
+                "  \"copy_gbps\": %.0f,\n"
                 "  \"weight_bytes\": %.0f,\n  \"active_bytes_per_token\": %.0f,\n"
                 "  \"decode_bs1_bf16_tok_s\": %.1f,\n  \"roofline_ratio_decode_bs1\": %.3f,\n"
                 "  \"decode_b64_bf16_tok_s\": %.0f,\n  \"roofline_ratio_decode_b64\": %.3f,\n"
                 "  \"prefill_512_bf16_tok_s\": %.0f,\n  \"roofline_ratio_prefill_512\": %.3f,\n"
                 "  \"without_op_ms_prefill_us_bs1\": {%s},\n  \"memory_plan\": \"%s\"\n}\n",
-                prop.name, bw, all_bytes, active_bytes, bs1, bs1 / roof_bs1, b64, b64 / roof_b64, pre,
+                prop.name, runtime::format_name(opt.format), bw, all_bytes, active_bytes, bs1, bs1 / roof_bs1, b64, b64 / roof_b64, pre,
                 pre / roof_pre, attribution.c_str(), dec->memory_plan().c_str());
   std::fputs(json, stdout);
   if (argc > 1)

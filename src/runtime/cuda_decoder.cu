@@ -248,8 +248,10 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
       c.n_vocab <= 0)
     return InvalidArgument("cuda decoder: model dimensions must be positive");
   RETURN_IF_ERROR(cuda_supports(c));
-  if ((c.has_mla || c.has_moe) && (opt.format != CudaWeightFormat::kBf16 || opt.f32_activations))
-    return Unsupported("cuda decoder: MLA / MoE models run bf16 weights and activations only (for now)");
+  if ((c.has_mla || c.has_moe) && (opt.format == CudaWeightFormat::kFp8 || opt.format == CudaWeightFormat::kF32 ||
+                                    opt.f32_activations))
+    return Unsupported("cuda decoder: MLA / MoE models run bf16, int8 or int4 weights with bf16 activations (not " +
+                       std::string(opt.f32_activations ? "f32 activations" : format_name(opt.format)) + ")");
   if (opt.f32_activations && opt.format != CudaWeightFormat::kBf16 && opt.format != CudaWeightFormat::kF32)
     return Unsupported("cuda decoder: f32 activations run bf16 or f32 weights, not int8/int4/fp8");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)

@@ -38,10 +38,11 @@ struct MlaW {
 struct MoeW {
   LinearW router;               // [E][D], fp32 logits
   float* bias = nullptr;        // [E] fp32 selection bias (sigmoid gating), else null
-  // Experts 0..E-1 routed, E..E+S-1 the S shared ones (the shared FFN of S Fe cut in S pieces of the expert width).
-  bf16_t* gate = nullptr;       // [E+S][Fe][D]
-  bf16_t* up = nullptr;         // [E+S][Fe][D]
-  bf16_t* down = nullptr;       // [E+S][D][Fe]
+  // Experts 0..E-1 routed, E..E+S-1 the S shared ones (the shared FFN of S Fe cut in S pieces of the expert width),
+  // each stack one matrix of the decoder's format (int8 / int4: cuda::MoeMatrix's layouts).
+  LinearW gate;                 // [E+S][Fe][D] = [(E+S) Fe][D]
+  LinearW up;                   // [E+S][Fe][D]
+  LinearW down;                 // [E+S][D][Fe] = [(E+S) D][Fe]
 };
 
 struct LayerW {
@@ -223,7 +224,7 @@ struct CudaDecoder::Impl {
     std::vector<LinearW*> v{&lm_head};
     for (auto& l : layers)
       for (LinearW* w : {&l.qkv, &l.o, &l.gate_up, &l.down, &l.mla.q, &l.mla.q_a, &l.mla.q_b, &l.mla.kv_a,
-                         &l.moe.router})
+                         &l.moe.router, &l.moe.gate, &l.moe.up, &l.moe.down})
         if (w->bf16) v.push_back(w);
     return v;
   }

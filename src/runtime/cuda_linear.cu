@@ -35,7 +35,7 @@ void DeviceArena::release(void* p) {
 }
 
 Status LinearW::quantize(CudaWeightFormat to, DeviceArena* arena, cudaStream_t s) {
-  fmt = to;
+  fmt = keep_bf16 && to != CudaWeightFormat::kF32 ? CudaWeightFormat::kBf16 : to;
   // The int4 layout needs whole groups of 128 along K; such matrices (SmolLM2's dim 576) stay int8.
   if (fmt == CudaWeightFormat::kInt4 && K % 128 != 0) fmt = CudaWeightFormat::kInt8;
   if (fmt == CudaWeightFormat::kBf16 || fmt == CudaWeightFormat::kF32 || !bf16) return OkStatus();

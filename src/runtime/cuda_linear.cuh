@@ -57,6 +57,7 @@ struct LinearW {
   uint8_t* q = nullptr;       // int8 or fp8 (e4m3) [N][K], int4 [N][K/2]
   float* scales = nullptr;    // int8 and fp8 [N], int4 [N][K/128]
   bf16_t* bias = nullptr;     // [N] or null
+  bool keep_bf16 = false;     // quantize() leaves it bf16 whatever the format (MoE routers)
 
   // Repacks the bf16 staging copy into `to` (kInt8 / kInt4 / kFp8; kBf16 and kF32 keep it) and frees the copy.
   Status quantize(CudaWeightFormat to, DeviceArena* arena, cudaStream_t s);

@@ -45,11 +45,12 @@ Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
   const MoeConfig& e = c.moe;
   const int64_t E = e.n_experts, Fe = e.expert_ffn_dim, slots = E + e.n_shared;  // shared experts: slots E..
   RETURN_IF_ERROR(alloc_linear(&l.moe.router, E, D, false));
+  l.moe.router.keep_bf16 = true;  // the choice of experts stays that of the unquantised router
   if (e.sigmoid_gating) RETURN_IF_ERROR(alloc_n(&l.moe.bias, E, "expert selection bias"));
-  RETURN_IF_ERROR(alloc_e(&l.moe.gate, slots * Fe * D, "expert gate", 2));
-  RETURN_IF_ERROR(alloc_e(&l.moe.up, slots * Fe * D, "expert up", 2));
-  RETURN_IF_ERROR(alloc_e(&l.moe.down, slots * D * Fe, "expert down", 2));
-  extra_weight_bytes += 2 * 3 * slots * Fe * D + (e.sigmoid_gating ? 4 * E : 0);
+  RETURN_IF_ERROR(alloc_linear(&l.moe.gate, slots * Fe, D, false));
+  RETURN_IF_ERROR(alloc_linear(&l.moe.up, slots * Fe, D, false));
+  RETURN_IF_ERROR(alloc_linear(&l.moe.down, slots * D, Fe, false));
+  extra_weight_bytes += e.sigmoid_gating ? 4 * E : 0;
   return OkStatus();
 }
 
@@ -58,13 +59,13 @@ Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
 Status CudaDecoder::Impl::place_shared_down() {
   const int64_t S = c.moe.n_shared, E = c.moe.n_experts, Fe = c.moe.expert_ffn_dim, D = c.dim;
   if (!c.has_moe || S <= 1) return OkStatus();
-  const size_t esz = 2, bytes = static_cast<size_t>(S * D * Fe) * esz;
+  const size_t esz = tensor_esz(R::kDownShexp), bytes = static_cast<size_t>(S * D * Fe) * esz;
   void* raw = nullptr;
   CUDA_TRY(cudaMalloc(&raw, bytes));
   const std::unique_ptr<void, cudaError_t (*)(void*)> tmp(raw, cudaFree);
   for (int layer = 0; layer < c.n_layers; ++layer) {
     if (!moe_layer(layer)) continue;
-    char* tail = reinterpret_cast<char*>(layers[static_cast<size_t>(layer)].moe.down + E * D * Fe);
+    char* tail = reinterpret_cast<char*>(layers[static_cast<size_t>(layer)].moe.down.bf16) + E * D * Fe * esz;
     CUDA_TRY(cudaMemcpyAsync(raw, tail, bytes, cudaMemcpyDeviceToDevice, stream));
     for (int64_t j = 0; j < S; ++j)
       CUDA_TRY(cudaMemcpy2DAsync(tail + j * D * Fe * esz, Fe * esz, static_cast<char*>(raw) + j * Fe * esz,
@@ -75,7 +76,11 @@ Status CudaDecoder::Impl::place_shared_down() {
 }
 
 void* CudaDecoder::Impl::mla_moe_weight_ptr(TensorRole r, LayerW& l) {
-  const int64_t D = c.dim, EF = c.moe.n_experts * c.moe.expert_ffn_dim;  // shared experts: after the E routed
+  // Shared experts: after the E routed ones (down: in its [D][S Fe] layout until place_shared_down).
+  const int64_t shared_at = c.moe.n_experts * c.moe.expert_ffn_dim * c.dim * tensor_esz(r);
+  auto shared = [&](const LinearW& w) -> void* {
+    return c.moe.n_shared > 0 && w.bf16 ? reinterpret_cast<char*>(w.bf16) + shared_at : nullptr;
+  };
   switch (r) {
     case R::kWq: return l.mla.q.bf16;
     case R::kWqA: return l.mla.q_a.bf16;
@@ -87,12 +92,12 @@ void* CudaDecoder::Impl::mla_moe_weight_ptr(TensorRole r, LayerW& l) {
     case R::kWvB: return l.mla.v_b;
     case R::kFfnGateInp: return l.moe.router.bf16;
     case R::kExpProbsB: return l.moe.bias;
-    case R::kGateExps: return l.moe.gate;
-    case R::kUpExps: return l.moe.up;
-    case R::kDownExps: return l.moe.down;
-    case R::kGateShexp: return c.moe.n_shared > 0 && l.moe.gate ? l.moe.gate + EF * D : nullptr;
-    case R::kUpShexp: return c.moe.n_shared > 0 && l.moe.up ? l.moe.up + EF * D : nullptr;
-    case R::kDownShexp: return c.moe.n_shared > 0 && l.moe.down ? l.moe.down + EF * D : nullptr;  // see above
+    case R::kGateExps: return l.moe.gate.bf16;
+    case R::kUpExps: return l.moe.up.bf16;
+    case R::kDownExps: return l.moe.down.bf16;
+    case R::kGateShexp: return shared(l.moe.gate);
+    case R::kUpShexp: return shared(l.moe.up);
+    case R::kDownShexp: return shared(l.moe.down);
     default: return nullptr;
   }
 }
@@ -201,13 +206,25 @@ Status CudaOps::mla_attention(int layer) {
 
 // Which kernels run the experts. The grouped GEMV reads each used expert's weights once and suits steps with about
 // one pair per expert (batch-1 decode); the tensor-core tiles (moe_mma_*) everything with more pairs per expert.
-// CITADEL_MOE_PATH=gemv|mma forces one (benchmarks: before / after in one binary).
-MoePath moe_path(int T, int k, int E) {
+// CITADEL_MOE_PATH=gemv|mma forces one (benchmarks: before / after in one binary). Quantised experts: the GEMV
+// (it dequantises as it reads), at every T, like the dense int8 / int4 matrices.
+MoePath moe_path(int T, int k, int E, bool quantized) {
   static const bool gemv = env_is("CITADEL_MOE_PATH", "gemv"), mma = env_is("CITADEL_MOE_PATH", "mma");
-  if (gemv) return MoePath::kGemv;
+  if (gemv || quantized) return MoePath::kGemv;
   if (mma) return MoePath::kMma;
   return T * k >= kMmaPairsPerExpert * E ? MoePath::kMma : MoePath::kGemv;
 }
+
+namespace {
+// An expert stack as the grouped kernels take it (bf16, int8 or int4; quantize() has run).
+ck::MoeMatrix moe_matrix(const LinearW& w) {
+  switch (w.fmt) {
+    case CudaWeightFormat::kInt8: return ck::MoeMatrix{w.q, w.scales, ck::MoeWeightFormat::kInt8};
+    case CudaWeightFormat::kInt4: return ck::MoeMatrix{w.q, w.scales, ck::MoeWeightFormat::kInt4};
+    default: return ck::MoeMatrix{w.bf16, nullptr, ck::MoeWeightFormat::kBf16};
+  }
+}
+}  // namespace
 
 Status CudaOps::moe(int layer, Act in, Act out) {
   if (!m_.moe_layer(layer) || m_.exact() || layer >= static_cast<int>(m_.layers.size()))
@@ -228,12 +245,15 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   rt.sigmoid = e.sigmoid_gating, rt.norm_topk = e.norm_topk, rt.routed_scale = static_cast<float>(e.routed_scale);
   ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
   ck::moe_sort(m_.mm.ids, T, k, E, m_.mm.offsets, m_.mm.pairs, m_.stream);
-  if (moe_path(T, k, E) == MoePath::kMma) {
-    ck::moe_mma_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
-    ck::moe_mma_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down, E, D, Fe, m_.mm.y, m_.stream);
+  const bool quantized = w.gate.fmt != CudaWeightFormat::kBf16;
+  if (moe_path(T, k, E, quantized) == MoePath::kMma) {
+    ck::moe_mma_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate.bf16, w.up.bf16, E, Fe, D, m_.mm.act,
+                             m_.stream);
+    ck::moe_mma_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down.bf16, E, D, Fe, m_.mm.y, m_.stream);
   } else {
-    ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate, w.up, E, Fe, D, m_.mm.act, m_.stream);
-    ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down, E, D, Fe, m_.mm.y, m_.stream);
+    ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, moe_matrix(w.gate), moe_matrix(w.up), E, Fe, D,
+                         m_.mm.act, m_.stream);
+    ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, moe_matrix(w.down), E, D, Fe, m_.mm.y, m_.stream);
   }
   ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, /*accumulate=*/false, m_.stream);
   return OkStatus();

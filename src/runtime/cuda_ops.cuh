@@ -33,7 +33,7 @@ struct CudaStepShape {
 // kMmaPairsPerExpert pairs per expert on average (V2-Lite on an H100: the tiles win from T = 64, tie at T = 16).
 enum class MoePath { kGemv, kMma };
 constexpr int kMmaPairsPerExpert = 2;
-MoePath moe_path(int T, int k, int E);
+MoePath moe_path(int T, int k, int E, bool quantized);
 
 class CudaOps final : public BackendOps {
  public:

@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(kSortWarps * 32) moe_sort_kernel(const int32_t
 
 // ---- grouped expert GEMV: grid (row tiles, E), kGroupWarps warps of R output rows each ----
 // out[p][n] = in[p / in_div] . W[e][n] for the pairs p of expert e (NMAT 1), or silu(gate) * up over the two
-// matrices W0 = gate, W1 = up (NMAT 2, bf16 output). in [*][K] bf16, W [E][N][K] bf16.
+// matrices W0 = gate, W1 = up (NMAT 2, bf16 output). in [*][K] bf16, W [E][N][K] in format F (moe.h MoeMatrix).
 constexpr int kGroupWarps = 8;
 constexpr int kGroupThreads = kGroupWarps * 32;
 constexpr int kChunk = 8;     // pairs per chunk: each weight row is read once per chunk
@@ -191,13 +191,44 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8], float
   return fmaf(bf16_hi(w.w), x[7], s);
 }
 
-template <int NMAT, int R>
+// The 8 weights k .. k+7 of a quantised row (k % 8 == 0), scaled: int8 (code - 128) * scale[row]; int4 (nibble -
+// 8) * scale[row][k / 128], the nibbles of k + b and k + 4 + b in byte b of one 32-bit word (cuda_ops.h layouts).
+template <MoeWeightFormat F>
+__device__ __forceinline__ void load_q8(const uint8_t* row, const float* srow, int k, float (&w)[8]) {
+  if constexpr (F == MoeWeightFormat::kInt8) {
+    const uint2 v = __ldg(reinterpret_cast<const uint2*>(row + k));
+    const float s = __ldg(srow);
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      w[b] = static_cast<float>(static_cast<int>((v.x >> (8 * b)) & 0xffu) - 128) * s;
+      w[4 + b] = static_cast<float>(static_cast<int>((v.y >> (8 * b)) & 0xffu) - 128) * s;
+    }
+  } else {
+    const uint32_t v = __ldg(reinterpret_cast<const uint32_t*>(row + k / 2));
+    const float s = __ldg(srow + k / 128);
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      w[b] = static_cast<float>(static_cast<int>((v >> (8 * b)) & 0xfu) - 8) * s;
+      w[4 + b] = static_cast<float>(static_cast<int>((v >> (8 * b + 4)) & 0xfu) - 8) * s;
+    }
+  }
+}
+
+// Bytes of a row of K weights in format F (int4: K % 128 == 0) and scales per row.
+__host__ __device__ constexpr int64_t row_bytes(MoeWeightFormat f, int K) {
+  return f == MoeWeightFormat::kBf16 ? 2 * int64_t{K} : f == MoeWeightFormat::kInt8 ? K : K / 2;
+}
+__host__ __device__ constexpr int scales_per_row(MoeWeightFormat f, int K) {
+  return f == MoeWeightFormat::kInt4 ? K / 128 : 1;
+}
+
+template <int NMAT, int R, MoeWeightFormat F>
 __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16_t* __restrict__ in, int in_div,
                                                                     int E, const int32_t* __restrict__ offsets,
                                                                     const int32_t* __restrict__ pairs,
-                                                                    const uint16_t* __restrict__ w0,
-                                                                    const uint16_t* __restrict__ w1, int N, int K,
+                                                                    MoeMatrix m0, MoeMatrix m1, int N, int K,
                                                                     void* __restrict__ out) {
+  constexpr bool kQuant = F != MoeWeightFormat::kBf16;
   __shared__ __align__(16) uint16_t xs[kChunk][kTileK];
   __shared__ int prow[kChunk];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -208,12 +239,17 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
   if (e < 0) return;
   const int end = offsets[e + 1];
   const int n0 = (blockIdx.x * kGroupWarps + warp) * R;
-  const uint16_t* wrow[NMAT * R];
+  const uint8_t* wrow[NMAT * R];
+  const float* srow[NMAT * R];
 #pragma unroll
   for (int m = 0; m < NMAT; ++m)
 #pragma unroll
-    for (int r = 0; r < R; ++r)
-      wrow[m * R + r] = (m == 0 ? w0 : w1) + (static_cast<int64_t>(e) * N + min(n0 + r, N - 1)) * K;
+    for (int r = 0; r < R; ++r) {
+      const MoeMatrix& mat = m == 0 ? m0 : m1;
+      const int64_t row = static_cast<int64_t>(e) * N + min(n0 + r, N - 1);
+      wrow[m * R + r] = static_cast<const uint8_t*>(mat.w) + row * row_bytes(F, K);
+      srow[m * R + r] = kQuant ? mat.scales + row * scales_per_row(F, K) : nullptr;
+    }
   for (int c0 = begin; c0 < end; c0 += kChunk) {
     const int nc = min(kChunk, end - c0);
     float acc[NMAT * R][kChunk] = {};
@@ -228,19 +264,39 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
       }
       __syncthreads();
       if (n0 >= N) continue;
+      if constexpr (!kQuant) {
 #pragma unroll 2
-      for (int i = lane * 8; i < kt; i += 32 * 8) {
-        uint4 w[NMAT * R];
+        for (int i = lane * 8; i < kt; i += 32 * 8) {
+          uint4 w[NMAT * R];
 #pragma unroll
-        for (int j = 0; j < NMAT * R; ++j) w[j] = ld_stream(wrow[j] + k0 + i);
+          for (int j = 0; j < NMAT * R; ++j) w[j] = ld_stream(wrow[j] + 2 * (k0 + i));
 #pragma unroll
-        for (int c = 0; c < kChunk; ++c) {
-          if (c >= nc) break;
-          const uint4 a = *reinterpret_cast<const uint4*>(&xs[c][i]);
-          const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
-                               bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
+          for (int c = 0; c < kChunk; ++c) {
+            if (c >= nc) break;
+            const uint4 a = *reinterpret_cast<const uint4*>(&xs[c][i]);
+            const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
+                                 bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
 #pragma unroll
-          for (int j = 0; j < NMAT * R; ++j) acc[j][c] = dot8(w[j], xf, acc[j][c]);
+            for (int j = 0; j < NMAT * R; ++j) acc[j][c] = dot8(w[j], xf, acc[j][c]);
+          }
+        }
+      } else {  // the weights dequantised once per load, then shared by the chunk's pairs
+#pragma unroll 2
+        for (int i = lane * 8; i < kt; i += 32 * 8) {
+          float w[NMAT * R][8];
+#pragma unroll
+          for (int j = 0; j < NMAT * R; ++j) load_q8<F>(wrow[j], srow[j], k0 + i, w[j]);
+#pragma unroll
+          for (int c = 0; c < kChunk; ++c) {
+            if (c >= nc) break;
+            const uint4 a = *reinterpret_cast<const uint4*>(&xs[c][i]);
+            const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
+                                 bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
+#pragma unroll
+            for (int j = 0; j < NMAT * R; ++j)
+#pragma unroll
+              for (int t = 0; t < 8; ++t) acc[j][c] = fmaf(w[j][t], xf[t], acc[j][c]);
+          }
         }
       }
     }
@@ -317,26 +373,56 @@ unsigned expert_slots(int T, int k, int E) {
   return static_cast<unsigned>(std::max(1, static_cast<int>(std::min<int64_t>(E, int64_t{T} * k))));
 }
 
+namespace {
+
+// One grouped GEMV launch: NMAT matrices of N rows over K, R rows per warp, the kernel of the matrices' format.
+template <int NMAT, int R>
+void launch_grouped(const bf16_t* in, int in_div, int T, int k, int E, const int32_t* offsets, const int32_t* pairs,
+                    const MoeMatrix& m0, const MoeMatrix& m1, int N, int K, void* out, cudaStream_t s) {
+  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxSlots && N >= 8 && K >= 8 && N % 8 == 0 && K % 8 == 0);
+  CHECK(m0.fmt == m1.fmt && aligned16(in) && aligned16(m0.w) && aligned16(m1.w));
+  CHECK(m0.fmt == MoeWeightFormat::kBf16 || (m0.scales && m1.scales));
+  CHECK(m0.fmt != MoeWeightFormat::kInt4 || K % 128 == 0);
+  if (T == 0) return;
+  constexpr int rows = kGroupWarps * R;
+  const dim3 grid((N + rows - 1) / rows, expert_slots(T, k, E));
+  switch (m0.fmt) {
+    case MoeWeightFormat::kBf16:
+      launch_pdl(moe_grouped_kernel<NMAT, R, MoeWeightFormat::kBf16>, grid, dim3(kGroupThreads), 0, s, in, in_div, E,
+                 offsets, pairs, m0, m1, N, K, out);
+      break;
+    case MoeWeightFormat::kInt8:
+      launch_pdl(moe_grouped_kernel<NMAT, R, MoeWeightFormat::kInt8>, grid, dim3(kGroupThreads), 0, s, in, in_div, E,
+                 offsets, pairs, m0, m1, N, K, out);
+      break;
+    case MoeWeightFormat::kInt4:
+      launch_pdl(moe_grouped_kernel<NMAT, R, MoeWeightFormat::kInt4>, grid, dim3(kGroupThreads), 0, s, in, in_div, E,
+                 offsets, pairs, m0, m1, N, K, out);
+      break;
+  }
+  CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                      const MoeMatrix& gate, const MoeMatrix& up, int E, int Fe, int D, bf16_t* act, cudaStream_t s) {
+  launch_grouped<2, kGateUpRows>(x, k, T, k, E, offsets, pairs, gate, up, Fe, D, act, s);
+}
+
+void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, int T, int k, const MoeMatrix& down,
+              int E, int D, int Fe, float* y, cudaStream_t s) {
+  launch_grouped<1, kDownRows>(act, 1, T, k, E, offsets, pairs, down, down, D, Fe, y, s);
+}
+
 void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
                       const bf16_t* gate, const bf16_t* up, int E, int Fe, int D, bf16_t* act, cudaStream_t s) {
-  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxSlots && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
-  CHECK(aligned16(x) && aligned16(gate) && aligned16(up));
-  if (T == 0) return;
-  constexpr int rows = kGroupWarps * kGateUpRows;
-  launch_pdl(moe_grouped_kernel<2, kGateUpRows>, dim3((Fe + rows - 1) / rows, expert_slots(T, k, E)),
-             dim3(kGroupThreads), 0, s, x, k, E, offsets, pairs, gate, up, Fe, D, static_cast<void*>(act));
-  CUDA_LAUNCH_CHECK();
+  moe_gate_up_silu(x, offsets, pairs, T, k, MoeMatrix{gate}, MoeMatrix{up}, E, Fe, D, act, s);
 }
 
 void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, int T, int k, const bf16_t* down, int E,
               int D, int Fe, float* y, cudaStream_t s) {
-  CHECK(T >= 0 && k >= 1 && E >= 1 && E <= kMoeMaxSlots && Fe >= 8 && D >= 8 && Fe % 8 == 0 && D % 8 == 0);
-  CHECK(aligned16(act) && aligned16(down));
-  if (T == 0) return;
-  constexpr int rows = kGroupWarps * kDownRows;
-  launch_pdl(moe_grouped_kernel<1, kDownRows>, dim3((D + rows - 1) / rows, expert_slots(T, k, E)),
-             dim3(kGroupThreads), 0, s, act, 1, E, offsets, pairs, down, down, D, Fe, static_cast<void*>(y));
-  CUDA_LAUNCH_CHECK();
+  moe_down(act, offsets, pairs, T, k, MoeMatrix{down}, E, D, Fe, y, s);
 }
 
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,

@@ -55,6 +55,17 @@ void moe_route(const float* logits, const float* bias, const MoeRouting& r, int 
 // expert slot, routed and shared).
 void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t* pairs, cudaStream_t s);
 
+// One stack of expert matrices [E][N][K]: bf16 (w: bf16_t, scales null), or quantised as the [E N][K] matrix of
+// cuda_ops.h's layouts (the dense weight formats): int8 codes [E N][K] with a scale per row, int4 (K % 128 == 0)
+// [E N][K / 2] with a scale per row and 128 k. The quantised kernels dequantise to fp32 (w = code * scale) and take
+// the bf16 activations as they are (int4 here is w4a16, not the dense GEMV's w4a8).
+enum class MoeWeightFormat { kBf16, kInt8, kInt4 };
+struct MoeMatrix {
+  const void* w = nullptr;
+  const float* scales = nullptr;
+  MoeWeightFormat fmt = MoeWeightFormat::kBf16;
+};
+
 // act[p][f] = bf16(silu(x[t] . gate[e][f]) * (x[t] . up[e][f])) for every pair p of expert e (t = p / k), fp32
 // accumulation. x [T][D] bf16, gate / up [E][Fe][D] bf16, act [T*k][Fe] bf16 (row = pair index; rows of pairs
 // absent from `pairs` are untouched). Grid (Fe / 16 row tiles, min(E, T*k) expert slots): slot y takes the y-th
@@ -68,6 +79,11 @@ void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pa
 // (D / 32 row tiles, min(E, T*k))). act [T*k][Fe] bf16, down [E][D][Fe] bf16, y [T*k][D] fp32.
 void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, int T, int k, const bf16_t* down, int E,
               int D, int Fe, float* y, cudaStream_t s);
+// The same two over any MoeMatrix format (gate and up of one format).
+void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pairs, int T, int k,
+                      const MoeMatrix& gate, const MoeMatrix& up, int E, int Fe, int D, bf16_t* act, cudaStream_t s);
+void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, int T, int k, const MoeMatrix& down,
+              int E, int D, int Fe, float* y, cudaStream_t s);
 
 // out[t][n] = (accumulate ? out[t][n] : 0) + sum_j weights[t][j] * y[t*k+j][n], j in increasing order (fp32,
 // deterministic). y [T*k][D] fp32, weights [T][k] fp32, out [T][D] fp32.
