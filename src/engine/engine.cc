@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 
 #include "base/check.h"
@@ -40,6 +41,18 @@ Engine::Engine(ModelRunner* runner, EngineConfig config)
       m_(*registry_, config_.metrics_model_name) {
   std::random_device rd;
   seed_state_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  if (const char* path = std::getenv("CITADEL_STEP_TRACE"); path && *path) step_trace_.reset(std::fopen(path, "w"));
+}
+
+void Engine::trace_step(const SchedulerOutput& out, double step_ms, double fwd_ms) {
+  if (!step_trace_ || out.empty()) return;
+  int decode = 0;
+  for (const auto& s : out.seqs) decode += s.n_tokens == 1;  // as the step cost model counts them
+  std::fprintf(step_trace_.get(),
+               "{\"t_ms\": %.2f, \"decode\": %d, \"prefill\": %d, \"seqs\": %zu, \"step_ms\": %.3f, "
+               "\"fwd_ms\": %.3f, \"waiting\": %zu, \"running\": %zu}\n",
+               ms_since(created_), decode, out.n_tokens - decode, out.seqs.size(), step_ms, fwd_ms,
+               scheduler_->n_waiting(), scheduler_->n_running());
 }
 
 Engine::~Engine() { stop(); }
@@ -545,6 +558,7 @@ bool Engine::step() {
     step_cost_.observe(decode, out.n_tokens - decode, step_ms);
   }
   publish_stats(step_ms, fwd_ms, out, prefill_cap);
+  trace_step(out, step_ms, fwd_ms);
   reap();
   return busy;
 }

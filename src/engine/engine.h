@@ -20,6 +20,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -200,6 +201,11 @@ class Engine {
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<Scheduler> scheduler_;
   StepCostModel step_cost_;  // learned step costs, fed only when config_.max_step_ms > 0; engine thread only
+  // CITADEL_STEP_TRACE=FILE: one JSON line per step (time since the engine started, decode rows, prefill tokens,
+  // sequences, step and forward ms, waiting and running after it): where a serving run's time goes. Engine thread.
+  std::unique_ptr<FILE, int (*)(FILE*)> step_trace_{nullptr, fclose};
+  std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
+  void trace_step(const SchedulerOutput& out, double step_ms, double fwd_ms);
   uint64_t next_seq_id_ = 0;
   uint64_t seed_state_;
   std::vector<float> logits_;  // [n_logits, n_vocab] of the current step (engine thread only)
