@@ -89,6 +89,7 @@ Status Engine::init() {
   kv_ = std::make_unique<KvCache>(static_cast<int>(n_blocks), config_.block_size, config_.enable_prefix_caching);
   SchedulerConfig sc;
   sc.max_batched_tokens = config_.max_batched_tokens;
+  sc.admission_delay_steps = config_.admission_delay_steps;
   sc.max_seqs = config_.max_seqs;
   sc.watermark_blocks = static_cast<int>(config_.watermark * static_cast<double>(n_blocks));
   scheduler_ = std::make_unique<Scheduler>(sc, kv_.get());

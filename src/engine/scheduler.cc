@@ -28,6 +28,7 @@ void Scheduler::insert_sorted(std::deque<Sequence*>* q, Sequence* seq) {
 void Scheduler::add(std::unique_ptr<Sequence> seq) {
   Sequence* p = seq.get();
   p->state = SeqState::kWaiting;
+  p->waiting_since_step = step_;
   seqs_.emplace(p, std::move(seq));
   insert_sorted(&waiting_, p);
 }
@@ -129,6 +130,23 @@ int Scheduler::n_decode_ready() const {
   return std::min(n, config_.max_seqs);
 }
 
+bool Scheduler::defer_admission(const SchedulerOutput& out) const {
+  if (config_.admission_delay_steps <= 0 || waiting_.empty()) return false;
+  int decode_rows = 0;
+  for (const auto& s : out.seqs) {
+    if (s.n_tokens != 1) return false;  // a prefill chunk runs anyway: the step is mixed already
+    ++decode_rows;
+  }
+  if (decode_rows == 0 || static_cast<int64_t>(waiting_.size()) * kAdmitGroupShare >= decode_rows) return false;
+  int64_t tokens = 0;
+  for (const Sequence* seq : waiting_) {
+    if (seq->n_preemptions > 0 || step_ - seq->waiting_since_step > config_.admission_delay_steps) return false;
+    tokens += static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
+    if (tokens >= kAdmitNowTokens) return false;
+  }
+  return true;
+}
+
 SchedulerOutput Scheduler::schedule(int prefill_cap) {
   ++step_;
   SchedulerOutput out;
@@ -149,6 +167,7 @@ SchedulerOutput Scheduler::schedule(int prefill_cap) {
     }
   }
   // Phase 3: admissions, FCFS from the head.
+  if (defer_admission(out)) return out;
   while (!waiting_.empty() && budget > 0 && static_cast<int>(running_.size()) < config_.max_seqs &&
          static_cast<int>(out.seqs.size()) < config_.max_seqs) {
     Sequence* head = waiting_.front();

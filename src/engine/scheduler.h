@@ -4,7 +4,10 @@
 //   1. decode: every running sequence with exactly one uncomputed token gets it, oldest first;
 //   2. running sequences in the middle of a chunked prefill continue, oldest first;
 //   3. waiting sequences are admitted from the head (prefix-cache lookup first, then a chunk of the rest), FCFS: the
-//      head blocks the queue when it does not fit, so nothing overtakes it.
+//      head blocks the queue when it does not fit, so nothing overtakes it. With admission_delay_steps > 0 this
+//      phase may wait while many decode rows run and only a few short prompts wait (see defer_admission): a step
+//      that mixes prefill into decode costs a fixed overhead on top of the decode step (no CUDA graph, per-sequence
+//      attention launches), which a 16-token prompt does not repay, so such prompts are admitted in groups.
 // Limits per step: max_batched_tokens tokens and max_seqs sequences, and the caller's prefill_cap on the prompt
 // chunks (the engine's time target, engine/step_cost.h). When a running sequence needs a block and the
 // pool is empty, the lowest-priority newest running sequence is preempted (recompute): its blocks are released (its
@@ -33,7 +36,16 @@ struct SchedulerConfig {
   int max_batched_tokens = 2048;  // tokens per step (decode + prefill chunks)
   int max_seqs = 64;              // sequences per step (and running at once)
   int watermark_blocks = 0;       // free blocks kept when admitting a new sequence beside running ones (anti-thrash)
+  // > 0: phase 3 waits at most this many steps for a group (see defer_admission); 0: it never waits.
+  int admission_delay_steps = 0;
 };
+
+// Admission grouping (SchedulerConfig::admission_delay_steps): waiting prompts are admitted at once when there are no
+// decode rows, when they hold at least kAdmitNowTokens uncomputed tokens together, when at least 1 /
+// kAdmitGroupShare as many sequences wait as decode rows run, when a preempted sequence waits, or when the oldest has
+// waited admission_delay_steps steps.
+inline constexpr int kAdmitNowTokens = 256;
+inline constexpr int kAdmitGroupShare = 16;
 
 struct ScheduledSeq {
   Sequence* seq = nullptr;
@@ -82,6 +94,7 @@ class Scheduler {
   void preempt(Sequence* seq, SchedulerOutput* out, int* budget);
   bool schedule_running(Sequence* seq, SchedulerOutput* out, int* budget);
   bool admit(Sequence* seq, SchedulerOutput* out, int* budget);
+  bool defer_admission(const SchedulerOutput& out) const;  // phase 3 waits this step (see kAdmitNowTokens)
   static bool before(const Sequence* a, const Sequence* b);  // scheduling order
   void insert_sorted(std::deque<Sequence*>* q, Sequence* seq);
 

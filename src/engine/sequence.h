@@ -129,6 +129,7 @@ struct Sequence {
   bool ever_scheduled = false;
   bool counted_as_queued = false;  // still counted by the engine's admission bound
   int64_t preempted_at_step = -1;
+  int64_t waiting_since_step = 0;   // the scheduler's step count when it was added (admission grouping)
   int n_preemptions = 0;
   // Pipelined steps (EngineConfig::overlap_steps): tokens.back() may have been drawn on the device by a launched step
   // that is not collected yet. It then holds kPendingToken, and pending_row is its logit row in that step.

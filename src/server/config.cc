@@ -50,6 +50,9 @@ const std::vector<Field>& fields() {
       {"max_step_ms", Kind::kInt, nullptr, &ServeConfig::max_step_ms, 0, 600000,
        "time target of one engine step, so of each output token while prompts stream in: prefill chunks are cut to "
        "what the measured step costs allow (never below 64 tokens a step); 0 = only max_batched_tokens"},
+      {"admission_delay_steps", Kind::kInt, nullptr, &ServeConfig::admission_delay_steps, 0, 1000,
+       "short prompts arriving while many sequences decode are admitted in groups, each waiting at most this many "
+       "engine steps (fewer steps that mix prefill into decode); 0 = admit each at once"},
       {"threads", Kind::kInt, nullptr, &ServeConfig::threads, 0, 1024, "compute threads (0 = all cores)"},
       {"io_threads", Kind::kInt, nullptr, &ServeConfig::io_threads, 1, 64, "HTTP I/O threads"},
       {"served_model_name", Kind::kString, &ServeConfig::served_model_name, nullptr, 0, 0, "model id in the API"},
