@@ -11,6 +11,9 @@
 // CITADEL_MOE_PATH (runtime/cuda_mla_moe.cu) picks the expert kernels, for before/after rows from one binary.
 // CITADEL_BENCH_FORMAT=bf16|int8|int4: the weight format (default bf16; the JSON keys keep their bf16 names and a
 // "format" key says which ran).
+// CITADEL_BENCH_EXACT=1: the decoder's exact path (fp32 activations and latent cache; bf16 weights, or f32 with
+// CITADEL_BENCH_FORMAT=f32) (scripts/gpu/deepseek_hf.sh --exact dumps it; its benchmark rows are those of a
+// correctness path, not a fast one).
 // CITADEL_BENCH_MOE_VARIANTS=1: only the expert kernels (GEMV and every tensor-core tile variant) at several T, and
 // MLA attention under every plan.
 #include <cuda_profiler_api.h>
@@ -194,6 +197,8 @@ int main(int argc, char** argv) {
     die(f.status(), "CITADEL_BENCH_FORMAT");
     opt.format = *f;
   }
+  const char* exact_env = std::getenv("CITADEL_BENCH_EXACT");
+  opt.f32_activations = exact_env && std::string(exact_env) == "1";
   auto d = CudaDecoder::create(c, opt);
   die(d.status(), "create");
   auto dec = std::move(d).value();

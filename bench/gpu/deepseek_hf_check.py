@@ -260,14 +260,16 @@ def load_dump(d):
 
 
 def add_extra_runs(c, toks, runs, extra):
-    """NAME=DIR: DIR's logits_prefill.bin (citadel_deepseek_cpu_ref's dump of the same model and tokens) as run NAME."""
+    """NAME=DIR: the runs of DIR's dump of the same model and tokens (citadel_deepseek_cpu_ref: prefill only; the
+    benchmark's exact path: prefill, chunked, decode): prefill as run NAME, any other run R as NAME_R."""
     for spec in extra:
         name, d = spec.split("=", 1)
         c2, toks2, runs2 = load_dump(d)
         same = [k for k in ("seed", "n_layers", "dim", "n_vocab", "n_experts", "kv_lora_rank") if c2[k] != c[k]]
         if same or not np.array_equal(toks, toks2):
             raise SystemExit(f"{d}: not the same model and tokens as the main dump ({same or 'tokens'})")
-        runs[name] = runs2["prefill"]
+        for run, logits in runs2.items():
+            runs[name if run == "prefill" else f"{name}_{run}"] = logits
 
 
 def check(dump, out_json, dev, fp32, extra=()):
@@ -298,7 +300,7 @@ def check(dump, out_json, dev, fp32, extra=()):
         if dev == "cuda":
             torch.cuda.empty_cache()
     for run, ours in runs.items():
-        res[run] = {f"vs_hf_{tag}": compare(ours, ref, c.get("decode_from") if run == "decode" else None)
+        res[run] = {f"vs_hf_{tag}": compare(ours, ref, c.get("decode_from") if run.endswith("decode") else None)
                     for tag, ref in refs.items()}
     if "fp32" in refs and "bf16" in refs:
         res["hf_bf16_vs_hf_fp32"] = compare(refs["bf16"], refs["fp32"])

@@ -248,10 +248,9 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
       c.n_vocab <= 0)
     return InvalidArgument("cuda decoder: model dimensions must be positive");
   RETURN_IF_ERROR(cuda_supports(c));
-  if ((c.has_mla || c.has_moe) && (opt.format == CudaWeightFormat::kFp8 || opt.format == CudaWeightFormat::kF32 ||
-                                    opt.f32_activations))
-    return Unsupported("cuda decoder: MLA / MoE models run bf16, int8 or int4 weights with bf16 activations (not " +
-                       std::string(opt.f32_activations ? "f32 activations" : format_name(opt.format)) + ")");
+  if ((c.has_mla || c.has_moe) && opt.format == CudaWeightFormat::kFp8)
+    return Unsupported("cuda decoder: MLA / MoE models run bf16, int8 or int4 weights with bf16 activations, or bf16 "
+                       "or f32 weights with f32 activations (the exact path), not fp8");
   if (opt.f32_activations && opt.format != CudaWeightFormat::kBf16 && opt.format != CudaWeightFormat::kF32)
     return Unsupported("cuda decoder: f32 activations run bf16 or f32 weights, not int8/int4/fp8");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
@@ -612,6 +611,7 @@ Status CudaDecoder::copy_blocks(const std::vector<std::pair<int, int>>& src_dst)
     const int64_t e = m.esz();
     for (int l = 0; l < m.c.n_layers; ++l)
       for (bf16_t* pool : {m.k_pool, m.v_pool}) {
+        if (!pool) continue;  // MLA: one latent pool
         char* base = static_cast<char*>(static_cast<void*>(pool)) + l * layer_pool * e;
         CUDA_TRY(cudaMemcpyAsync(base + dst * block_elems * e, base + src * block_elems * e, block_elems * e,
                                    cudaMemcpyDeviceToDevice, m.stream));
@@ -625,7 +625,7 @@ void CudaDecoder::fill_kv_random(uint32_t seed) {
   const int64_t n = m.layer_pool() * m.c.n_layers;
   if (m.exact()) {
     ck::fill_random_f32(Impl::f32(m.k_pool), n, seed, 1.f, m.stream);
-    ck::fill_random_f32(Impl::f32(m.v_pool), n, seed + 1, 1.f, m.stream);
+    if (m.v_pool) ck::fill_random_f32(Impl::f32(m.v_pool), n, seed + 1, 1.f, m.stream);
   } else {
     ck::fill_random_bf16(m.k_pool, n, seed, 1.f, m.stream);
     if (m.v_pool) ck::fill_random_bf16(m.v_pool, n, seed + 1, 1.f, m.stream);  // MLA: one latent pool

@@ -23,8 +23,8 @@ Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name) {
 }
 
 namespace {
-// deepseek2 (MLA + MoE): the shapes kernels/cuda/mla.h and moe.h take (bf16 weights and activations only: checked by
-// CudaDecoder::create, which knows the format).
+// deepseek2 (MLA + MoE): the shapes kernels/cuda/mla.h, moe.h and mla_moe_exact.h take (the weight formats are
+// checked by CudaDecoder::create, which knows the format).
 Status mla_moe_supported(const ModelConfig& c, const std::string& what) {
   if (c.arch != "deepseek2") return Unsupported(what + "MLA / MoE outside the deepseek2 recipe");
   if (!rope_scaling_supported(c.rope_scaling.type))

@@ -1,5 +1,6 @@
-// The deepseek2 parts of the CUDA decoder (bf16 path): MLA and MoE weights and buffers (CudaDecoder::Impl) and the
-// recipe's MLA / MoE ops (CudaOps), over kernels/cuda/mla.h and moe.h.
+// The deepseek2 parts of the CUDA decoder: MLA and MoE weights and buffers (CudaDecoder::Impl) and the recipe's
+// MLA / MoE ops (CudaOps) of the bf16 path, over kernels/cuda/mla.h and moe.h. The exact path's ops (fp32
+// activations and latent cache) are in cuda_mla_moe_exact.cu; each op here hands over to them first.
 //
 // MLA, absorbed: q_lat[t][h] = [W_UK_h q_nope | rope(q_rope)] (a batched GEMM per head, then the rope kernel writes
 // the rope part), attention over the cached [latent | rope key] rows of the layer (one shared latent head, the first
@@ -22,6 +23,7 @@ namespace citadel::runtime {
 
 namespace ck = citadel::cuda;
 using R = TensorRole;
+using Impl = CudaDecoder::Impl;
 
 Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
   const int64_t D = c.dim, H = c.n_heads;
@@ -37,9 +39,11 @@ Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
     }
     RETURN_IF_ERROR(alloc_linear(&l.mla.kv_a, r + m.qk_rope_dim, D, false));
     RETURN_IF_ERROR(alloc_e(&l.mla.kv_a_norm, r, "kv_a norm"));
-    RETURN_IF_ERROR(alloc_e(&l.mla.k_b, H * r * m.qk_nope_dim, "attn_k_b", 2));
-    RETURN_IF_ERROR(alloc_e(&l.mla.v_b, H * m.v_head_dim * r, "attn_v_b", 2));
-    extra_weight_bytes += 2 * H * r * (m.qk_nope_dim + m.v_head_dim) + 2 * (r + m.q_lora_rank);
+    // The absorptions: fp32 with kF32, else bf16 (the norms: esz()).
+    const int64_t we = tensor_esz(R::kWkB);
+    RETURN_IF_ERROR(alloc_e(&l.mla.k_b, H * r * m.qk_nope_dim, "attn_k_b", we));
+    RETURN_IF_ERROR(alloc_e(&l.mla.v_b, H * m.v_head_dim * r, "attn_v_b", we));
+    extra_weight_bytes += we * H * r * (m.qk_nope_dim + m.v_head_dim) + esz() * (r + m.q_lora_rank);
   }
   if (!moe_layer(layer)) return OkStatus();
   const MoeConfig& e = c.moe;
@@ -130,23 +134,26 @@ Status CudaDecoder::Impl::alloc_mla_moe_runtime() {
   return OkStatus();
 }
 
-namespace {
 Status mla_layer_ok(const CudaDecoder::Impl& m, int layer, const char* op) {
-  if (!m.c.has_mla || m.exact() || layer < 0 || layer >= static_cast<int>(m.layers.size()))
-    return Internal(std::string("cuda ops: ") + op + " needs an MLA layer on the bf16 path");
+  if (!m.c.has_mla || layer < 0 || layer >= static_cast<int>(m.layers.size()))
+    return Internal(std::string("cuda ops: ") + op + " needs an MLA layer");
   return OkStatus();
 }
 ck::MlaShape mla_shape(const ModelConfig& c) {
   return ck::MlaShape{static_cast<int>(c.n_heads), static_cast<int>(c.mla.qk_nope_dim),
                       static_cast<int>(c.mla.qk_rope_dim), static_cast<int>(c.mla.kv_lora_rank)};
 }
-}  // namespace
 
 Status CudaOps::rmsnorm(Act a, TensorRole norm, int layer) {
   if (a == Act::kDelta) return delta_rmsnorm(norm, layer);  // gemma3's post norms
   RETURN_IF_ERROR(mla_layer_ok(m_, layer, "rmsnorm"));
   if (a != Act::kQA || norm != R::kQANorm) return Internal("cuda ops: rmsnorm runs q_a with its norm only");
   const int qa = static_cast<int>(m_.c.mla.q_lora_rank);
+  if (exact()) {
+    ck::rmsnorm_f32(Impl::f32(m_.mm.q_a), s_.T, qa, Impl::f32(m_.layers[layer].mla.q_a_norm),
+                    static_cast<float>(m_.c.norm_eps), m_.stream);
+    return OkStatus();
+  }
   ck::rmsnorm_rows(m_.mm.q_a, s_.T, qa, qa, m_.layers[layer].mla.q_a_norm, static_cast<float>(m_.c.norm_eps),
                    m_.stream);
   return OkStatus();
@@ -154,6 +161,7 @@ Status CudaOps::rmsnorm(Act a, TensorRole norm, int layer) {
 
 Status CudaOps::mla_rope_kv_write(int layer) {
   RETURN_IF_ERROR(mla_layer_ok(m_, layer, "mla_rope_kv_write"));
+  if (exact()) return mla_rope_kv_write_exact(layer);
   if (skip_ & kSkipRopeKv) return OkStatus();
   const MlaW& w = m_.layers[layer].mla;
   ck::mla_rope_kv_write(m_.mm.q, m_.mm.kv_a, m_.mm.q_lat, mla_shape(m_.c), s_.T, m_.d_ints + L_.positions,
@@ -163,8 +171,20 @@ Status CudaOps::mla_rope_kv_write(int layer) {
   return OkStatus();
 }
 
+ck::MlaAttention CudaOps::mla_params(int layer) const {
+  ck::MlaAttention p;
+  p.cache = m_.exact() ? nullptr : m_.k_pool + layer * m_.layer_pool();
+  p.block_tables = m_.d_ints + L_.tables, p.seq_lens = m_.d_ints + L_.seq_lens;
+  p.positions = m_.d_ints + L_.positions;
+  p.query_start = s_.decode ? nullptr : m_.d_ints + L_.total;
+  p.max_blocks_per_seq = m_.max_blocks, p.block_size = m_.opt.block_size;
+  p.scale = static_cast<float>(attention_scale(m_.c));
+  return p;
+}
+
 Status CudaOps::mla_attention(int layer) {
   RETURN_IF_ERROR(mla_layer_ok(m_, layer, "mla_attention"));
+  if (exact()) return mla_attention_exact(layer);
   if (skip_ & kSkipAttention) return OkStatus();
   const MlaConfig& c = m_.c.mla;
   const MlaW& w = m_.layers[layer].mla;
@@ -181,13 +201,7 @@ Status CudaOps::mla_attention(int layer) {
   else
     ck::gemm_bf16_batched(g_.cublas, m_.mm.q, H * qk, qk, w.k_b, r * nope, m_.mm.q_lat, H * lat, lat, T,
                           static_cast<int>(r), static_cast<int>(nope), H);
-  ck::MlaAttention p;
-  p.cache = m_.k_pool + layer * m_.layer_pool();
-  p.block_tables = m_.d_ints + L_.tables, p.seq_lens = m_.d_ints + L_.seq_lens;
-  p.positions = m_.d_ints + L_.positions;
-  p.query_start = s_.decode ? nullptr : m_.d_ints + L_.total;
-  p.max_blocks_per_seq = m_.max_blocks, p.block_size = m_.opt.block_size;
-  p.scale = static_cast<float>(attention_scale(m_.c));
+  const ck::MlaAttention p = mla_params(layer);
   // CITADEL_MLA_PATH=simt keeps the attention off tensor cores (benchmarks: before / after in one binary).
   static const bool simt_only = env_is("CITADEL_MLA_PATH", "simt");
   if (simt_only)
@@ -226,10 +240,21 @@ ck::MoeMatrix moe_matrix(const LinearW& w) {
 }
 }  // namespace
 
+ck::MoeRouting moe_routing(const MoeConfig& e) {
+  ck::MoeRouting rt;
+  rt.n_experts = static_cast<int>(e.n_experts), rt.n_used = static_cast<int>(e.n_experts_used);
+  rt.n_shared = static_cast<int>(e.n_shared);
+  rt.n_group = std::max<int>(1, static_cast<int>(e.n_group));
+  rt.topk_group = e.n_group > 1 ? static_cast<int>(e.topk_group) : 1;
+  rt.sigmoid = e.sigmoid_gating, rt.norm_topk = e.norm_topk, rt.routed_scale = static_cast<float>(e.routed_scale);
+  return rt;
+}
+
 Status CudaOps::moe(int layer, Act in, Act out) {
-  if (!m_.moe_layer(layer) || m_.exact() || layer >= static_cast<int>(m_.layers.size()))
-    return Internal("cuda ops: moe needs an MoE layer on the bf16 path");
+  if (!m_.moe_layer(layer) || layer >= static_cast<int>(m_.layers.size()))
+    return Internal("cuda ops: moe needs an MoE layer");
   if (in != Act::kNormed || out != Act::kDelta) return Internal("cuda ops: moe runs normed -> delta only");
+  if (exact()) return moe_exact(layer);
   if (skip_ & kSkipFfn) return OkStatus();
   const MoeConfig& e = m_.c.moe;
   const MoeW& w = m_.layers[layer].moe;
@@ -238,12 +263,7 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   const int E = static_cast<int>(e.n_experts) + S, k = static_cast<int>(e.n_experts_used) + S;
   const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
   w.router.forward(g_, m_.h, T, m_.mm.router, true);
-  ck::MoeRouting rt;
-  rt.n_experts = E - S, rt.n_used = k - S, rt.n_shared = S;
-  rt.n_group = std::max<int>(1, static_cast<int>(e.n_group));
-  rt.topk_group = e.n_group > 1 ? static_cast<int>(e.topk_group) : 1;
-  rt.sigmoid = e.sigmoid_gating, rt.norm_topk = e.norm_topk, rt.routed_scale = static_cast<float>(e.routed_scale);
-  ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
+  ck::moe_route(m_.mm.router, w.bias, moe_routing(e), T, m_.mm.ids, m_.mm.weights, m_.stream);
   ck::moe_sort(m_.mm.ids, T, k, E, m_.mm.offsets, m_.mm.pairs, m_.stream);
   const bool quantized = w.gate.fmt != CudaWeightFormat::kBf16;
   if (moe_path(T, k, E, quantized) == MoePath::kMma) {

@@ -14,6 +14,8 @@
 // Internal to runtime/*.cu. Thread-safety: one step on the decoder's thread.
 #pragma once
 
+#include "kernels/cuda/mla.h"
+#include "kernels/cuda/moe.h"
 #include "model/recipe.h"
 #include "runtime/cuda_decoder_impl.cuh"
 
@@ -35,6 +37,13 @@ enum class MoePath { kGemv, kMma };
 constexpr int kMmaPairsPerExpert = 2;
 MoePath moe_path(int T, int k, int E, bool quantized);
 
+// deepseek2 (cuda_mla_moe.cu): Internal unless the decoder's model has MLA and `layer` is one of its layers; the
+// kernels' view of the MLA dims; the routing parameters of moe.h's moe_route from the model's MoE config (both
+// paths: the k routed choices, then the S shared experts as slots E.. of weight 1).
+Status mla_layer_ok(const CudaDecoder::Impl& m, int layer, const char* op);
+cuda::MlaShape mla_shape(const ModelConfig& c);
+cuda::MoeRouting moe_routing(const MoeConfig& e);
+
 class CudaOps final : public BackendOps {
  public:
   CudaOps(CudaDecoder::Impl& m, const CudaStepShape& s);
@@ -48,7 +57,7 @@ class CudaOps final : public BackendOps {
   Status rope_kv_write(int layer) override;
   Status attention(int layer) override;
   Status logits(TensorRole norm, TensorRole head) override;
-  // deepseek2 (q_a, bf16 path only) and gemma3 (the delta's post norms, both paths): cuda_mla_moe.cu.
+  // deepseek2 (q_a) and gemma3 (the delta's post norms), both paths: cuda_mla_moe.cu.
   Status rmsnorm(Act a, TensorRole norm, int layer) override;
   Status mla_rope_kv_write(int layer) override;
   Status mla_attention(int layer) override;
@@ -74,6 +83,14 @@ class CudaOps final : public BackendOps {
   Status gated_ffn(const Linear& w, int layer, Act in, Act out, bool gelu, const char* op);
   // gemma3: delta = rmsnorm(delta) * weight(norm, layer) in place (cuda_gemma_ops.cu).
   Status delta_rmsnorm(TensorRole norm, int layer);
+  // deepseek2: the step's paged view of `layer`'s latent cache for the MLA attention kernels (cache: the bf16 pool;
+  // the exact path passes its fp32 pool beside it).
+  cuda::MlaAttention mla_params(int layer) const;
+  // The exact path's MLA and MoE ops (cuda_mla_moe_exact.cu): fp32 activations and latent cache, fp32 (kF32) or bf16
+  // weights; the ops above hand over to them after their checks.
+  Status mla_rope_kv_write_exact(int layer);
+  Status mla_attention_exact(int layer);
+  Status moe_exact(int layer);
 
   CudaDecoder::Impl& m_;
   CudaStepShape s_;

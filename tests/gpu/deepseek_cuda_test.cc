@@ -6,7 +6,12 @@
 //    grouped GEMV kernels): median NMSE < 1e-3, 90% of positions < 2e-3 (routing near-ties may flip an expert for a
 //    token), top-1 agreeing;
 //  - the KV pool holds kv_lora_rank + qk_rope values per token and layer (kv_bytes_per_token);
-//  - int8 and int4 weights (experts included) against the same CPU path, with bounds set by the quantisation error.
+//  - int8 and int4 weights (experts included) against the same CPU path, with bounds set by the quantisation error;
+//  - the exact path (kF32 from an f32 GGUF; bf16 weights with f32 activations from a bf16 GGUF) against the CPU exact
+//    path (WeightsOptions::upcast_f32: fp32 weights, activations and KV) on the same file: two sequences of different
+//    lengths in one batch (a prefill step of both, a prefill step after a cached prefix), then 32 greedy tokens of
+//    both in batched decode steps (CUDA graph replays): every logits row NMSE < 1e-8 and the same greedy tokens;
+//  - fp8 weights are refused with the format named.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,6 +37,35 @@ std::vector<float> run_solo(engine::ModelRunner* r, const std::vector<int32_t>& 
   return logits;
 }
 
+// A synthetic deepseek2 GGUF (removed with the struct): its weights for the CPU path and a CUDA runner over it (the
+// store stays open: the runner reads the weights at allocate_kv).
+struct TinyDeepSeek {
+  std::string path;
+  std::unique_ptr<ModelWeights> w;
+  std::unique_ptr<TensorStore> store;
+  std::unique_ptr<engine::ModelRunner> cuda;
+  ~TinyDeepSeek() {
+    cuda.reset(), store.reset(), w.reset();
+    if (!path.empty()) std::filesystem::remove(path);
+  }
+};
+void open_tiny(const char* preset, uint64_t seed, const char* dtype, const WeightsOptions& wo,
+               const runtime::CudaDecoderOptions& d, TinyDeepSeek* m) {
+  m->path = model_testing::synth_file("deepseek2", preset, seed, dtype);
+  auto w = load_model(m->path, wo);
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  m->w = std::move(w).value();
+  auto store = open_model_file(m->path);
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  m->store = std::move(store).value();
+  runtime::CudaRunnerOptions ro;
+  ro.config = m->w->config;
+  ro.decoder = d;
+  auto cuda = runtime::make_cuda_runner(*m->store, ro);
+  ASSERT_TRUE(cuda.ok()) << cuda.status().message();
+  m->cuda = std::move(cuda).value();
+}
+
 // Bounds of one comparison: the median and the worst position NMSE, the share of positions under `close_nmse`, and
 // how many top-1 disagreements are allowed.
 struct Bounds {
@@ -43,30 +77,23 @@ struct Bounds {
 // against the CPU path on the same file.
 void compare_with_cpu(const char* preset, runtime::CudaWeightFormat format, const Bounds& bd) {
   SCOPED_TRACE(std::string(preset) + " " + runtime::format_name(format));
-  const std::string path = model_testing::synth_file("deepseek2", preset, 5, "bf16");
-  auto w = load_model(path, {});
-  ASSERT_TRUE(w.ok()) << w.status().message();
-  const ModelConfig& c = (*w)->config;
-  auto store = open_model_file(path);
-  ASSERT_TRUE(store.ok());
-  runtime::CudaRunnerOptions ro;
-  ro.config = c;
-  ro.decoder.format = format;
-  ro.decoder.max_batch = 8, ro.decoder.max_step_tokens = 64, ro.decoder.max_seq_len = 128;
-  ro.decoder.verbose = false;
-  auto cuda = runtime::make_cuda_runner(**store, ro);
-  ASSERT_TRUE(cuda.ok()) << cuda.status().message();
+  runtime::CudaDecoderOptions d;
+  d.format = format, d.max_batch = 8, d.max_step_tokens = 64, d.max_seq_len = 128, d.verbose = false;
+  TinyDeepSeek m;
+  ASSERT_NO_FATAL_FAILURE(open_tiny(preset, 5, "bf16", {}, d, &m));
+  const ModelConfig& c = m.w->config;
+  engine::ModelRunner* cuda = m.cuda.get();
   const int max_blocks = 8;
-  ASSERT_TRUE((*cuda)->allocate_kv(max_blocks, 16).ok());
-  EXPECT_EQ((*cuda)->kv_bytes_per_token(),
+  ASSERT_TRUE(cuda->allocate_kv(max_blocks, 16).ok());
+  EXPECT_EQ(cuda->kv_bytes_per_token(),
             static_cast<size_t>(2 * c.n_layers * (c.mla.kv_lora_rank + c.mla.qk_rope_dim)));
-  model_testing::SoloRunner cpu(w->get(), 128);
+  model_testing::SoloRunner cpu(m.w.get(), 128);
 
   std::vector<int32_t> prompt;
   for (int i = 0; i < 56; ++i) prompt.push_back((i * 37 + 11) % static_cast<int>(c.n_vocab));
   const size_t V = static_cast<size_t>(c.n_vocab);
   const std::vector<int32_t> head(prompt.begin(), prompt.begin() + 40);
-  std::vector<float> a = cpu.run(head, 0), b = run_solo(cuda->get(), head, 0, max_blocks);
+  std::vector<float> a = cpu.run(head, 0), b = run_solo(cuda, head, 0, max_blocks);
   std::vector<double> nmse;
   int agree = 0, total = 0;
   auto compare = [&](const float* x, const float* y) {
@@ -77,7 +104,7 @@ void compare_with_cpu(const char* preset, runtime::CudaWeightFormat format, cons
   };
   for (size_t t = 0; t < head.size(); ++t) compare(a.data() + t * V, b.data() + t * V);
   for (int i = 40; i < 56; ++i) {  // decode steps (graph replays on the CUDA side)
-    a = cpu.run({prompt[i]}, i), b = run_solo(cuda->get(), {prompt[i]}, i, max_blocks);
+    a = cpu.run({prompt[i]}, i), b = run_solo(cuda, {prompt[i]}, i, max_blocks);
     compare(a.data(), b.data());
   }
   std::vector<double> sorted = nmse;
@@ -92,7 +119,6 @@ void compare_with_cpu(const char* preset, runtime::CudaWeightFormat format, cons
   EXPECT_GE(close, total * 9 / 10) << per_position;
   EXPECT_LT(worst, bd.worst) << per_position;
   EXPECT_GE(agree, total - bd.max_top1_misses);
-  std::filesystem::remove(path);
 }
 
 // bf16 activations against fp32 ones: NMSE ~1e-4 per position, except where a router score near a tie picks another
@@ -115,25 +141,129 @@ TEST(DeepSeekCuda, TinyV2AndV3Int8AndInt4FollowTheCpuPath) {
   }
 }
 
-TEST(DeepSeekCuda, Fp8AndF32AreRefusedWithAReason) {
+TEST(DeepSeekCuda, Fp8IsRefusedWithAReason) {
   SKIP_WITHOUT_GPU();
   const std::string path = model_testing::synth_file("deepseek2", "deepseek2-tiny", 6, "bf16");
   auto store = open_model_file(path);
   ASSERT_TRUE(store.ok());
   auto w = load_model(path, {});
   ASSERT_TRUE(w.ok());
-  for (const auto f : {runtime::CudaWeightFormat::kFp8, runtime::CudaWeightFormat::kF32}) {
-    runtime::CudaRunnerOptions ro;
-    ro.config = (*w)->config;
-    ro.decoder.format = f;
-    ro.decoder.max_batch = 4, ro.decoder.max_step_tokens = 32, ro.decoder.max_seq_len = 64;
-    auto r = runtime::make_cuda_runner(**store, ro);
-    ASSERT_TRUE(r.ok()) << r.status().message();  // the decoder is built at allocate_kv
-    const Status st = (*r)->allocate_kv(4, 16);
-    EXPECT_FALSE(st.ok());
-    EXPECT_NE(st.message().find("bf16, int8 or int4 weights"), std::string::npos) << st.message();
-  }
+  runtime::CudaRunnerOptions ro;
+  ro.config = (*w)->config;
+  ro.decoder.format = runtime::CudaWeightFormat::kFp8;
+  ro.decoder.max_batch = 4, ro.decoder.max_step_tokens = 32, ro.decoder.max_seq_len = 64;
+  auto r = runtime::make_cuda_runner(**store, ro);
+  ASSERT_TRUE(r.ok()) << r.status().message();  // the decoder is built at allocate_kv
+  const Status st = (*r)->allocate_kv(4, 16);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("bf16, int8 or int4 weights"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("not fp8"), std::string::npos) << st.message();
   std::filesystem::remove(path);
+}
+
+// A sequence of the exact-path test: its tokens (prompt, then what the GPU drew), its KV blocks, tokens computed.
+struct ExactSeq {
+  std::vector<int32_t> toks, blocks;
+  int done = 0;
+};
+
+// One step over parts (sequence, new tokens), in batch order; logits of every new token [rows][V].
+std::vector<float> exact_step(engine::ModelRunner* r, const std::vector<std::pair<ExactSeq*, int>>& parts, int bs,
+                              int max_blocks) {
+  engine::Batch b;
+  b.block_size = bs, b.max_blocks = max_blocks;
+  b.query_start = {0};
+  for (size_t s = 0; s < parts.size(); ++s) {
+    ExactSeq& q = *parts[s].first;
+    for (int p = q.done; p < q.done + parts[s].second; ++p) {
+      b.logit_rows.push_back(b.n_tokens());
+      b.tokens.push_back(q.toks[p]), b.positions.push_back(p), b.seq_of_token.push_back(static_cast<int32_t>(s));
+      b.slots.push_back(q.blocks[p / bs] * bs + p % bs);
+    }
+    q.done += parts[s].second;
+    b.query_start.push_back(b.n_tokens());
+    b.seq_lens.push_back(q.done);
+    b.block_tables.insert(b.block_tables.end(), q.blocks.begin(), q.blocks.end());
+  }
+  std::vector<float> logits(static_cast<size_t>(b.n_tokens()) * r->n_vocab());
+  const Status st = r->forward(b, logits.data());
+  EXPECT_TRUE(st.ok()) << st.message();
+  return logits;
+}
+
+// Why 1e-8: both sides compute in fp32 from the same weight values (the CPU from fp32 copies; the GPU from fp32, or
+// bf16 with fp32 activations, whose bf16x3 GEMMs of steps over 8 tokens keep fp32's precision); only the summation
+// order and libm ulps differ (~1e-7 relative per op: NMSE ~1e-13 expected, as the dense exact paths' 1e-9 bound
+// shows). A router near-tie that picked another expert on one side would show as NMSE ~1e-2, far above the bound.
+TEST(DeepSeekCuda, ExactPathFollowsTheCpuExactPath) {
+  SKIP_WITHOUT_GPU();
+  struct Mode {
+    const char* dtype;  // of the synthetic GGUF
+    runtime::CudaWeightFormat format;
+    bool f32_activations;
+  };
+  for (const char* preset : {"deepseek2-tiny", "deepseek3-tiny"}) {
+    for (const Mode& mode : {Mode{"f32", runtime::CudaWeightFormat::kF32, false},
+                             Mode{"bf16", runtime::CudaWeightFormat::kBf16, true}}) {
+      SCOPED_TRACE(std::string(preset) + " " + mode.dtype);
+      runtime::CudaDecoderOptions d;
+      d.format = mode.format, d.f32_activations = mode.f32_activations;
+      d.max_batch = 4, d.max_step_tokens = 128, d.max_seq_len = 128, d.verbose = false;
+      TinyDeepSeek m;
+      ASSERT_NO_FATAL_FAILURE(open_tiny(preset, 7, mode.dtype, WeightsOptions{.upcast_f32 = true}, d, &m));
+      const ModelConfig& c = m.w->config;
+      engine::ModelRunner* cuda = m.cuda.get();
+      constexpr int kBs = 16, kMaxBlocks = 8, kNew = 32;
+      ASSERT_TRUE(cuda->allocate_kv(24, kBs).ok());
+      EXPECT_EQ(cuda->kv_bytes_per_token(),
+                static_cast<size_t>(4 * c.n_layers * (c.mla.kv_lora_rank + c.mla.qk_rope_dim)));
+      const int V = static_cast<int>(c.n_vocab);
+      // Prompts of 23 and 37 tokens; scattered, disjoint blocks (seq 0: 17, 7, 21, ...; seq 1: 0, 14, 4, ...).
+      ExactSeq seq[2];
+      const int prompt[2] = {23, 37};
+      for (int s = 0; s < 2; ++s) {
+        for (int i = 0; i < prompt[s]; ++i) seq[s].toks.push_back((i * 37 + 11 + 101 * s) % V);
+        for (int i = 0; i < kMaxBlocks; ++i) seq[s].blocks.push_back((17 + 7 * (2 * i + s)) % 24);
+      }
+      std::vector<std::vector<float>> got(2);  // logits of each position the GPU ran, [n][V]
+      const auto keep = [&](const std::vector<float>& lg, const std::vector<std::pair<int, int>>& rows) {
+        size_t row = 0;
+        for (auto [s, n] : rows)
+          for (int i = 0; i < n; ++i, ++row) got[s].insert(got[s].end(), &lg[row * V], &lg[(row + 1) * V]);
+      };
+      keep(exact_step(cuda, {{&seq[0], prompt[0]}, {&seq[1], 20}}, kBs, kMaxBlocks), {{0, prompt[0]}, {1, 20}});
+      keep(exact_step(cuda, {{&seq[1], prompt[1] - 20}}, kBs, kMaxBlocks), {{1, prompt[1] - 20}});
+      for (int k = 0; k < kNew; ++k) {  // greedy: each sequence's next token from its last logits row
+        for (ExactSeq& q : seq) {
+          const float* last = &got[&q - seq][(q.done - 1) * static_cast<size_t>(V)];
+          q.toks.push_back(static_cast<int32_t>(std::max_element(last, last + V) - last));
+        }
+        if (k + 1 < kNew)
+          keep(exact_step(cuda, {{&seq[0], 1}, {&seq[1], 1}}, kBs, kMaxBlocks), {{0, 1}, {1, 1}});
+      }
+      double worst = 0;
+      for (int s = 0; s < 2; ++s) {
+        SCOPED_TRACE(s);
+        model_testing::SoloRunner cpu(m.w.get(), 128);
+        const std::vector<int32_t> ran(seq[s].toks.begin(), seq[s].toks.end() - 1);  // the last drawn token never ran
+        const std::vector<float> ref = cpu.run(ran, 0);
+        ASSERT_EQ(got[s].size(), ref.size());
+        for (size_t p = 0; p < ran.size(); ++p) {
+          const float* x = &ref[p * V];
+          const std::vector<double> dx(x, x + V), dy(&got[s][p * V], &got[s][(p + 1) * V]);
+          const double e = model_testing::diff(dy, dx).nmse;  // the CPU's row is the reference
+          worst = std::max(worst, e);
+          EXPECT_LT(e, 1e-8) << "position " << p;
+          if (p + 1 >= static_cast<size_t>(prompt[s])) {  // a drawn token: the CPU's greedy choice too
+            EXPECT_EQ(std::max_element(x, x + V) - x, seq[s].toks[p + 1]) << "position " << p;
+          }
+        }
+      }
+      std::printf("%s %s: exact path worst logits NMSE %.3g over %d + %d positions, %d greedy tokens each\n", preset,
+                  mode.f32_activations ? "bf16 weights, f32 activations" : "f32", worst,
+                  prompt[0] + kNew - 1, prompt[1] + kNew - 1, kNew);
+    }
+  }
 }
 
 }  // namespace

@@ -15,13 +15,6 @@ namespace {
 
 namespace ck = citadel::cuda;
 
-std::vector<float> random_f32(size_t n, std::mt19937& rng, float scale = 1.f) {
-  std::uniform_real_distribution<float> d(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 // Token ids outside [0, vocab) give a zero row (the CPU embedding refuses them with a Status instead).
 TEST(CudaExact, EmbeddingOutOfRangeGivesZeroRow) {
   SKIP_WITHOUT_GPU();

@@ -56,6 +56,12 @@ inline std::vector<uint16_t> random_bf16(size_t n, std::mt19937& rng, float scal
   for (auto& x : v) x = f32_to_bf16(d(rng));
   return v;
 }
+inline std::vector<float> random_f32(size_t n, std::mt19937& rng, float scale = 1.f) {
+  std::uniform_real_distribution<float> d(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
 inline std::vector<float> to_f32(const std::vector<uint16_t>& v) {
   std::vector<float> r(v.size());
   for (size_t i = 0; i < v.size(); ++i) r[i] = bf16_to_f32(v[i]);

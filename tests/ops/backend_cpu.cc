@@ -73,7 +73,7 @@ class CpuBackend : public Backend {
       return dtype == "f32" || (gguf_dtype(dtype, &t) && dtype_row_bytes(t, s.n_in) > 0);
     if (op == "embedding") return dtype == "f32" || (gguf_dtype(dtype, &t) && dtype_row_bytes(t, s.dim) > 0);
     if (op == "kv_write" || op == "attention") return dtype == "f32" || dtype == "f16";
-    if (op == "argmax") return false;
+    if (op == "argmax" || op.rfind("mla_", 0) == 0) return false;  // MLA: the device backends' ops only
     return dtype == "f32";
   }
 

@@ -229,8 +229,9 @@ const std::vector<OpCase>& op_cases() {
        {"bf16"},
        generate_rmsnorm_rows,
        reference_rmsnorm_rows},
-      {"mla_rope_kv_write", mla_rope_kv_shapes(), {"bf16"}, generate_mla_rope_kv_write, reference_mla_rope_kv_write},
-      {"mla_attention", mla_attention_shapes(), {"bf16"}, generate_mla_attention, reference_mla_attention},
+      {"mla_rope_kv_write", mla_rope_kv_shapes(), {"bf16", "f32"}, generate_mla_rope_kv_write,
+       reference_mla_rope_kv_write},
+      {"mla_attention", mla_attention_shapes(), {"bf16", "f32"}, generate_mla_attention, reference_mla_attention},
   };
   return cases;
 }
@@ -262,6 +263,7 @@ const std::vector<Bound>& bounds() {
       {"matmul", "cuda", "fp8", "*", 1e-10, "exact e4m3 products, fp32 accumulation"},
       // CUDA elementwise, RoPE, attention.
       {"attention", "cuda", "f32", "*", 1e-10, "fp32 softmax and sums over up to 1500 keys"},
+      {"mla_attention", "cuda", "f32", "*", 1e-10, "fp32 softmax and sums over up to 20000 keys of 576 values"},
       {"*", "cuda", "f32", "*", 1e-12, "fp32 math on both sides (references in double): a few ulps"},
       {"attention", "cuda", "bf16", "decode_simt*", 1e-5, "bf16 output rounding (~3e-6)"},
       {"attention", "cuda", "bf16", "decode*", 3e-5, "tensor cores round the probabilities to bf16 for P V"},
