@@ -191,6 +191,13 @@ __device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8], float
   return fmaf(bf16_hi(w.w), x[7], s);
 }
 
+// 8 bf16 values at p (16-byte aligned shared memory) as floats.
+__device__ __forceinline__ void smem_bf16x8(const uint16_t* p, float (&f)[8]) {
+  const uint4 a = *reinterpret_cast<const uint4*>(p);
+  f[0] = bf16_lo(a.x), f[1] = bf16_hi(a.x), f[2] = bf16_lo(a.y), f[3] = bf16_hi(a.y);
+  f[4] = bf16_lo(a.z), f[5] = bf16_hi(a.z), f[6] = bf16_lo(a.w), f[7] = bf16_hi(a.w);
+}
+
 // The 8 weights k .. k+7 of a quantised row (k % 8 == 0), scaled: int8 (code - 128) * scale[row]; int4 (nibble -
 // 8) * scale[row][k / 128], the nibbles of k + b and k + 4 + b in byte b of one 32-bit word (cuda_ops.h layouts).
 template <MoeWeightFormat F>
@@ -273,9 +280,8 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
 #pragma unroll
           for (int c = 0; c < kChunk; ++c) {
             if (c >= nc) break;
-            const uint4 a = *reinterpret_cast<const uint4*>(&xs[c][i]);
-            const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
-                                 bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
+            float xf[8];
+            smem_bf16x8(&xs[c][i], xf);
 #pragma unroll
             for (int j = 0; j < NMAT * R; ++j) acc[j][c] = dot8(w[j], xf, acc[j][c]);
           }
@@ -289,9 +295,8 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
 #pragma unroll
           for (int c = 0; c < kChunk; ++c) {
             if (c >= nc) break;
-            const uint4 a = *reinterpret_cast<const uint4*>(&xs[c][i]);
-            const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
-                                 bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
+            float xf[8];
+            smem_bf16x8(&xs[c][i], xf);
 #pragma unroll
             for (int j = 0; j < NMAT * R; ++j)
 #pragma unroll
