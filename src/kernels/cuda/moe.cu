@@ -221,6 +221,25 @@ __device__ __forceinline__ void load_q8(const uint8_t* row, const float* srow, i
   }
 }
 
+// The 8 weights k .. k+7 of one row in registers: bf16 as loaded (converted in dot), quantised ones dequantised
+// once by load (then shared by every pair of the chunk).
+template <MoeWeightFormat F>
+struct WeightRegs {
+  float w[8];
+  __device__ __forceinline__ void load(const uint8_t* row, const float* srow, int k) { load_q8<F>(row, srow, k, w); }
+  __device__ __forceinline__ float dot(const float (&x)[8], float s) const {
+#pragma unroll
+    for (int t = 0; t < 8; ++t) s = fmaf(w[t], x[t], s);
+    return s;
+  }
+};
+template <>
+struct WeightRegs<MoeWeightFormat::kBf16> {
+  uint4 v;
+  __device__ __forceinline__ void load(const uint8_t* row, const float*, int k) { v = ld_stream(row + 2 * k); }
+  __device__ __forceinline__ float dot(const float (&x)[8], float s) const { return dot8(v, x, s); }
+};
+
 // Bytes of a row of K weights in format F (int4: K % 128 == 0) and scales per row.
 __host__ __device__ constexpr int64_t row_bytes(MoeWeightFormat f, int K) {
   return f == MoeWeightFormat::kBf16 ? 2 * int64_t{K} : f == MoeWeightFormat::kInt8 ? K : K / 2;
@@ -271,37 +290,18 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
       }
       __syncthreads();
       if (n0 >= N) continue;
-      if constexpr (!kQuant) {
 #pragma unroll 2
-        for (int i = lane * 8; i < kt; i += 32 * 8) {
-          uint4 w[NMAT * R];
+      for (int i = lane * 8; i < kt; i += 32 * 8) {
+        WeightRegs<F> w[NMAT * R];
 #pragma unroll
-          for (int j = 0; j < NMAT * R; ++j) w[j] = ld_stream(wrow[j] + 2 * (k0 + i));
+        for (int j = 0; j < NMAT * R; ++j) w[j].load(wrow[j], srow[j], k0 + i);
 #pragma unroll
-          for (int c = 0; c < kChunk; ++c) {
-            if (c >= nc) break;
-            float xf[8];
-            smem_bf16x8(&xs[c][i], xf);
+        for (int c = 0; c < kChunk; ++c) {
+          if (c >= nc) break;
+          float xf[8];
+          smem_bf16x8(&xs[c][i], xf);
 #pragma unroll
-            for (int j = 0; j < NMAT * R; ++j) acc[j][c] = dot8(w[j], xf, acc[j][c]);
-          }
-        }
-      } else {  // the weights dequantised once per load, then shared by the chunk's pairs
-#pragma unroll 2
-        for (int i = lane * 8; i < kt; i += 32 * 8) {
-          float w[NMAT * R][8];
-#pragma unroll
-          for (int j = 0; j < NMAT * R; ++j) load_q8<F>(wrow[j], srow[j], k0 + i, w[j]);
-#pragma unroll
-          for (int c = 0; c < kChunk; ++c) {
-            if (c >= nc) break;
-            float xf[8];
-            smem_bf16x8(&xs[c][i], xf);
-#pragma unroll
-            for (int j = 0; j < NMAT * R; ++j)
-#pragma unroll
-              for (int t = 0; t < 8; ++t) acc[j][c] = fmaf(w[j][t], xf[t], acc[j][c]);
-          }
+          for (int j = 0; j < NMAT * R; ++j) acc[j][c] = w[j].dot(xf, acc[j][c]);
         }
       }
     }
