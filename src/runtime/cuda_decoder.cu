@@ -373,7 +373,7 @@ Status CudaDecoder::finalize() {
   Impl& m = *impl_;
   if (m.finalized) return OkStatus();
   const int64_t D = m.c.dim, e = m.esz();
-  RETURN_IF_ERROR(m.place_shared_down());
+  RETURN_IF_ERROR(m.place_shared_experts());
   m.weight_bytes = D * e;
   for (LinearW* w : m.matrices()) {
     RETURN_IF_ERROR(w->quantize(m.opt.format, &m.arena, m.stream));

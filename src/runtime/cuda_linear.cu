@@ -36,11 +36,11 @@ void DeviceArena::release(void* p) {
 
 Status LinearW::quantize(CudaWeightFormat to, DeviceArena* arena, cudaStream_t s) {
   fmt = keep_bf16 && to != CudaWeightFormat::kF32 ? CudaWeightFormat::kBf16 : to;
-  // The int4 layout needs whole groups of 128 along K; such matrices (SmolLM2's dim 576) stay int8.
+  // A matrix the format cannot hold takes the next wider one: the int4 layout needs whole groups of 128 along K (so
+  // SmolLM2's dim 576 stays int8), the int8 and fp8 kernels K % 16 == 0 (else bf16, e.g. a tiny q_lora of 24).
   if (fmt == CudaWeightFormat::kInt4 && K % 128 != 0) fmt = CudaWeightFormat::kInt8;
+  if ((fmt == CudaWeightFormat::kInt8 || fmt == CudaWeightFormat::kFp8) && K % 16 != 0) fmt = CudaWeightFormat::kBf16;
   if (fmt == CudaWeightFormat::kBf16 || fmt == CudaWeightFormat::kF32 || !bf16) return OkStatus();
-  if (K % 16 != 0)
-    return Unsupported(std::string(format_name(fmt)) + ": K=" + std::to_string(K) + " is not a multiple of 16");
   if (fmt == CudaWeightFormat::kInt8 || fmt == CudaWeightFormat::kFp8) {
     const bool fp8 = fmt == CudaWeightFormat::kFp8;
     RETURN_IF_ERROR(arena->alloc_n(&q, int64_t{N} * K, fp8 ? "fp8 weights" : "int8 weights"));

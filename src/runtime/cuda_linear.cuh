@@ -52,7 +52,8 @@ struct GemmContext {
 // buffers of fp32 tensors hold fp32 values instead (kF32 matrices; biases with f32 activations).
 struct LinearW {
   int N = 0, K = 0;
-  CudaWeightFormat fmt = CudaWeightFormat::kBf16;  // this matrix's format (int4 falls back to int8 when K % 128)
+  CudaWeightFormat fmt = CudaWeightFormat::kBf16;  // this matrix's format (int4 falls back to int8 when K % 128,
+                                                  // int8 / fp8 to bf16 when K % 16)
   bf16_t* bf16 = nullptr;     // [N][K] (kF32: fp32)
   uint8_t* q = nullptr;       // int8 or fp8 (e4m3) [N][K], int4 [N][K/2]
   float* scales = nullptr;    // int8 and fp8 [N], int4 [N][K/128]

@@ -54,25 +54,46 @@ Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
   RETURN_IF_ERROR(alloc_linear(&l.moe.gate, slots * Fe, D, false));
   RETURN_IF_ERROR(alloc_linear(&l.moe.up, slots * Fe, D, false));
   RETURN_IF_ERROR(alloc_linear(&l.moe.down, slots * D, Fe, false));
+  if (shared_gemm_copy()) {  // filled at finalize (place_shared_experts)
+    RETURN_IF_ERROR(alloc_linear(&l.moe.sh_gate_up, 2 * e.n_shared * Fe, D, false));
+    RETURN_IF_ERROR(alloc_linear(&l.moe.sh_down, D, e.n_shared * Fe, false));
+  }
   extra_weight_bytes += e.sigmoid_gating ? 4 * E : 0;
   return OkStatus();
 }
 
-// The shared experts' down matrix [D][S Fe] was written where slots E..E+S-1 of `down` live: reorder it in place to
-// S experts [D][Fe] (one copy out, then S strided copies back; S == 1 needs nothing).
-Status CudaDecoder::Impl::place_shared_down() {
+// The shared experts were written where slots E..E+S-1 live (gate and up as S experts already; down as one [D][S Fe]
+// matrix). With shared_gemm_copy(), first their GEMM copies: sh_gate_up = [gate slots | up slots], sh_down = the
+// down matrix as written. Then down is reordered in place to S experts [D][Fe] (one copy out, then S strided copies
+// back; S == 1 needs nothing).
+Status CudaDecoder::Impl::place_shared_experts() {
   const int64_t S = c.moe.n_shared, E = c.moe.n_experts, Fe = c.moe.expert_ffn_dim, D = c.dim;
-  if (!c.has_moe || S <= 1) return OkStatus();
+  if (!c.has_moe || S <= 0) return OkStatus();
   const size_t esz = tensor_esz(R::kDownShexp), bytes = static_cast<size_t>(S * D * Fe) * esz;
+  auto tail = [&](const LinearW& w) { return reinterpret_cast<char*>(w.bf16) + E * D * Fe * esz; };
+  if (shared_gemm_copy()) {
+    for (int layer = 0; layer < c.n_layers; ++layer) {
+      if (!moe_layer(layer)) continue;
+      MoeW& w = layers[static_cast<size_t>(layer)].moe;
+      char* gu = reinterpret_cast<char*>(w.sh_gate_up.bf16);
+      CUDA_TRY(cudaMemcpyAsync(gu, tail(w.gate), bytes, cudaMemcpyDeviceToDevice, stream));
+      CUDA_TRY(cudaMemcpyAsync(gu + bytes, tail(w.up), bytes, cudaMemcpyDeviceToDevice, stream));
+      CUDA_TRY(cudaMemcpyAsync(w.sh_down.bf16, tail(w.down), bytes, cudaMemcpyDeviceToDevice, stream));
+    }
+  }
+  if (S == 1) {
+    CUDA_TRY(cudaStreamSynchronize(stream));
+    return OkStatus();
+  }
   void* raw = nullptr;
   CUDA_TRY(cudaMalloc(&raw, bytes));
   const std::unique_ptr<void, cudaError_t (*)(void*)> tmp(raw, cudaFree);
   for (int layer = 0; layer < c.n_layers; ++layer) {
     if (!moe_layer(layer)) continue;
-    char* tail = reinterpret_cast<char*>(layers[static_cast<size_t>(layer)].moe.down.bf16) + E * D * Fe * esz;
-    CUDA_TRY(cudaMemcpyAsync(raw, tail, bytes, cudaMemcpyDeviceToDevice, stream));
+    char* down = tail(layers[static_cast<size_t>(layer)].moe.down);
+    CUDA_TRY(cudaMemcpyAsync(raw, down, bytes, cudaMemcpyDeviceToDevice, stream));
     for (int64_t j = 0; j < S; ++j)
-      CUDA_TRY(cudaMemcpy2DAsync(tail + j * D * Fe * esz, Fe * esz, static_cast<char*>(raw) + j * Fe * esz,
+      CUDA_TRY(cudaMemcpy2DAsync(down + j * D * Fe * esz, Fe * esz, static_cast<char*>(raw) + j * Fe * esz,
                                  S * Fe * esz, Fe * esz, D, cudaMemcpyDeviceToDevice, stream));
   }
   CUDA_TRY(cudaStreamSynchronize(stream));  // before tmp is freed
@@ -80,7 +101,7 @@ Status CudaDecoder::Impl::place_shared_down() {
 }
 
 void* CudaDecoder::Impl::mla_moe_weight_ptr(TensorRole r, LayerW& l) {
-  // Shared experts: after the E routed ones (down: in its [D][S Fe] layout until place_shared_down).
+  // Shared experts: after the E routed ones (down: in its [D][S Fe] layout until place_shared_experts).
   const int64_t shared_at = c.moe.n_experts * c.moe.expert_ffn_dim * c.dim * tensor_esz(r);
   auto shared = [&](const LinearW& w) -> void* {
     return c.moe.n_shared > 0 && w.bf16 ? reinterpret_cast<char*>(w.bf16) + shared_at : nullptr;
@@ -258,15 +279,25 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   if (skip_ & kSkipFfn) return OkStatus();
   const MoeConfig& e = m_.c.moe;
   const MoeW& w = m_.layers[layer].moe;
-  // The shared experts are S more choices of every token (slots E_routed ..), so one set of launches runs them all.
-  const int T = s_.T, S = static_cast<int>(e.n_shared);
-  const int E = static_cast<int>(e.n_experts) + S, k = static_cast<int>(e.n_experts_used) + S;
+  // The shared experts are S more choices of every token (slots E_routed ..), so one set of launches runs them all;
+  // except where the routed experts run as tensor-core tiles: there cuBLAS runs the shared FFN of every token (on
+  // its copies, MoeW::sh_*) into delta first, and the routed experts add to it.
+  const int T = s_.T, Er = static_cast<int>(e.n_experts), kr = static_cast<int>(e.n_experts_used);
   const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
+  const bool quantized = w.gate.fmt != CudaWeightFormat::kBf16 || w.down.fmt != CudaWeightFormat::kBf16;
+  const bool tiles = moe_path(T, kr, Er, quantized) == MoePath::kMma;
+  const bool shared_apart = tiles && w.sh_gate_up.bf16 != nullptr;
+  if (shared_apart) {
+    RETURN_IF_ERROR(gated_ffn(lin::kShGateUp, layer, in, Act::kFfn, /*gelu=*/false, "moe"));
+    w.sh_down.forward(g_, m_.act, T, m_.delta, /*y_f32=*/true);
+  }
+  ck::MoeRouting rt = moe_routing(e);
+  if (shared_apart) rt.n_shared = 0;
+  const int E = Er + rt.n_shared, k = kr + rt.n_shared;
   w.router.forward(g_, m_.h, T, m_.mm.router, true);
-  ck::moe_route(m_.mm.router, w.bias, moe_routing(e), T, m_.mm.ids, m_.mm.weights, m_.stream);
+  ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
   ck::moe_sort(m_.mm.ids, T, k, E, m_.mm.offsets, m_.mm.pairs, m_.stream);
-  const bool quantized = w.gate.fmt != CudaWeightFormat::kBf16;
-  if (moe_path(T, k, E, quantized) == MoePath::kMma) {
+  if (tiles) {
     ck::moe_mma_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate.bf16, w.up.bf16, E, Fe, D, m_.mm.act,
                              m_.stream);
     ck::moe_mma_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down.bf16, E, D, Fe, m_.mm.y, m_.stream);
@@ -275,7 +306,7 @@ Status CudaOps::moe(int layer, Act in, Act out) {
                          m_.mm.act, m_.stream);
     ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, moe_matrix(w.down), E, D, Fe, m_.mm.y, m_.stream);
   }
-  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, /*accumulate=*/false, m_.stream);
+  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, /*accumulate=*/shared_apart, m_.stream);
   return OkStatus();
 }
 

@@ -198,39 +198,51 @@ __device__ __forceinline__ void smem_bf16x8(const uint16_t* p, float (&f)[8]) {
   f[4] = bf16_lo(a.z), f[5] = bf16_hi(a.z), f[6] = bf16_lo(a.w), f[7] = bf16_hi(a.w);
 }
 
-// The 8 weights k .. k+7 of a quantised row (k % 8 == 0), scaled: int8 (code - 128) * scale[row]; int4 (nibble -
-// 8) * scale[row][k / 128], the nibbles of k + b and k + 4 + b in byte b of one 32-bit word (cuda_ops.h layouts).
-template <MoeWeightFormat F>
-__device__ __forceinline__ void load_q8(const uint8_t* row, const float* srow, int k, float (&w)[8]) {
-  if constexpr (F == MoeWeightFormat::kInt8) {
-    const uint2 v = __ldg(reinterpret_cast<const uint2*>(row + k));
-    const float s = __ldg(srow);
-#pragma unroll
-    for (int b = 0; b < 4; ++b) {
-      w[b] = static_cast<float>(static_cast<int>((v.x >> (8 * b)) & 0xffu) - 128) * s;
-      w[4 + b] = static_cast<float>(static_cast<int>((v.y >> (8 * b)) & 0xffu) - 128) * s;
-    }
-  } else {
-    const uint32_t v = __ldg(reinterpret_cast<const uint32_t*>(row + k / 2));
-    const float s = __ldg(srow + k / 128);
-#pragma unroll
-    for (int b = 0; b < 4; ++b) {
-      w[b] = static_cast<float>(static_cast<int>((v >> (8 * b)) & 0xfu) - 8) * s;
-      w[4 + b] = static_cast<float>(static_cast<int>((v >> (8 * b + 4)) & 0xfu) - 8) * s;
-    }
-  }
+// The 8 weights k .. k+7 of one row in registers (k % 8 == 0), in the row's format (cuda_ops.h layouts):
+//  - bf16: as loaded, converted in dot;
+//  - int8: code - 128 as exact floats (0x4B0000xx is 2^23 + xx: one byte permute and one subtraction a weight); the
+//    row's scale applies to the finished sum (scaled(), in the kernel's epilogue);
+//  - int4: nibble - 8 likewise, and the scale of their 128-group is kept: dot() adds scale * (8-term sum). The
+//    nibbles of k + b and k + 4 + b sit in byte b of one 32-bit word.
+// Dequantised weights are shared by every pair of the chunk.
+__device__ __forceinline__ float magic_byte(uint32_t word, int b) {  // byte b of word, as a float 2^23 + byte
+  return __uint_as_float(__byte_perm(word, 0x4B000000u, static_cast<uint32_t>(b) | 0x7440u));
 }
-
-// The 8 weights k .. k+7 of one row in registers: bf16 as loaded (converted in dot), quantised ones dequantised
-// once by load (then shared by every pair of the chunk).
 template <MoeWeightFormat F>
 struct WeightRegs {
+  static_assert(F == MoeWeightFormat::kInt8 || F == MoeWeightFormat::kInt4, "quantised formats");
   float w[8];
-  __device__ __forceinline__ void load(const uint8_t* row, const float* srow, int k) { load_q8<F>(row, srow, k, w); }
-  __device__ __forceinline__ float dot(const float (&x)[8], float s) const {
+  float scale;  // int4: the group's scale (int8: unused, see scaled())
+  __device__ __forceinline__ void load(const uint8_t* row, const float* srow, int k) {
+    if constexpr (F == MoeWeightFormat::kInt8) {
+      const uint2 v = __ldg(reinterpret_cast<const uint2*>(row + k));
+      constexpr float kBias = 8388608.f + 128.f;
 #pragma unroll
-    for (int t = 0; t < 8; ++t) s = fmaf(w[t], x[t], s);
-    return s;
+      for (int b = 0; b < 4; ++b) w[b] = magic_byte(v.x, b) - kBias, w[4 + b] = magic_byte(v.y, b) - kBias;
+    } else {
+      const uint32_t v = __ldg(reinterpret_cast<const uint32_t*>(row + k / 2));
+      const uint32_t lo = v & 0x0F0F0F0Fu, hi = (v >> 4) & 0x0F0F0F0Fu;
+      constexpr float kBias = 8388608.f + 8.f;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) w[b] = magic_byte(lo, b) - kBias, w[4 + b] = magic_byte(hi, b) - kBias;
+      scale = __ldg(srow + k / 128);
+    }
+  }
+  __device__ __forceinline__ float dot(const float (&x)[8], float s) const {
+    if constexpr (F == MoeWeightFormat::kInt8) {
+#pragma unroll
+      for (int t = 0; t < 8; ++t) s = fmaf(w[t], x[t], s);
+      return s;
+    } else {
+      float d = 0.f;
+#pragma unroll
+      for (int t = 0; t < 8; ++t) d = fmaf(w[t], x[t], d);
+      return fmaf(d, scale, s);
+    }
+  }
+  // The finished sum of a row (srow: its scales) in weight units.
+  static __device__ __forceinline__ float scaled(float sum, const float* srow) {
+    return F == MoeWeightFormat::kInt8 ? sum * __ldg(srow) : sum;
   }
 };
 template <>
@@ -238,6 +250,7 @@ struct WeightRegs<MoeWeightFormat::kBf16> {
   uint4 v;
   __device__ __forceinline__ void load(const uint8_t* row, const float*, int k) { v = ld_stream(row + 2 * k); }
   __device__ __forceinline__ float dot(const float (&x)[8], float s) const { return dot8(v, x, s); }
+  static __device__ __forceinline__ float scaled(float sum, const float*) { return sum; }
 };
 
 // Bytes of a row of K weights in format F (int4: K % 128 == 0) and scales per row.
@@ -317,10 +330,11 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
       for (int r = 0; r < R; ++r) {
         if (n0 + r >= N) break;
         if constexpr (NMAT == 2) {
-          const float g = acc[r][c], u = acc[R + r][c];
+          const float g = WeightRegs<F>::scaled(acc[r][c], srow[r]);
+          const float u = WeightRegs<F>::scaled(acc[R + r][c], srow[R + r]);
           static_cast<uint16_t*>(out)[p * N + n0 + r] = f2bf(g / (1.f + expf(-g)) * u);
         } else {
-          static_cast<float*>(out)[p * N + n0 + r] = acc[r][c];
+          static_cast<float*>(out)[p * N + n0 + r] = WeightRegs<F>::scaled(acc[r][c], srow[r]);
         }
       }
     }
