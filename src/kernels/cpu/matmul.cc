@@ -187,6 +187,7 @@ struct ActBuffer {
   std::vector<float> d, sums;
   std::vector<BlockQ8_K> q8_K;
   detail::Q16Tiles tiles;  // the kQ16 codes packed for gemm_interleaved_avx512
+  detail::Q8KTiles kq_tiles;  // the kQ8_K codes packed for gemm_kquant_avx512
 };
 
 void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActBuffer* buf) {
@@ -261,6 +262,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     DotKernel k;
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
     bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
+    bool kq_gemm;  // detail::gemm_kquant_avx512 over the K-quant rows (prompts: q8_K codes, vpdpbusd)
     bool panel;    // f16 / bf16 rows -> f32 panels (rows_to_panel_avx512) -> panel_gemm_avx2
     bool bf16;     // with panel: the panels rounded to bf16 pairs -> bf16_panel_gemm_avx512 (vdpbf16ps)
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
@@ -280,6 +282,10 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // CITADEL_CPU_IL_GEMM=f32 runs prompts over the interleaved copy through f32 panels (the path before the vpdpwssd
   // GEMM; before/after benchmarks on one binary).
   static const bool il_gemm_on = !env_is("CITADEL_CPU_IL_GEMM", "f32");
+  // Prompts over q4_K / q5_K / q6_K rows use the vpdpbusd GEMM where the CPU has AVX-512 VNNI;
+  // CITADEL_CPU_KQ_GEMM=off keeps the row-dot kernels (before/after benchmarks on one binary).
+  static const bool kq_gemm_on =
+      !env_is("CITADEL_CPU_KQ_GEMM", "off") && cpu_features().has_avx512() && cpu_features().avx512vnni;
   // Prompts over bf16 weights (fast mode: exact mode upcasts to f32) use vdpbf16ps where the CPU has it: the
   // activations rounded to bf16, f32 sums. Not f16 weights: bf16 would drop 3 bits of every weight, so f16 keeps the
   // f32 panels (exact weights). CITADEL_CPU_BF16_GEMM=off keeps the f32 panels for bf16 too.
@@ -290,6 +296,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   const ActBuffer* buf = &tls_buf;
   bool prepared[3] = {false, false, false};
   tls_buf.tiles.n_tokens = 0;  // not packed for this call yet
+  tls_buf.kq_tiles.n_tokens = 0;
   thread_local std::vector<uint16_t> tls_tokens_bf16;  // x as bf16 pairs for bf16_panel_gemm_avx512 (the caller's)
   const uint16_t* tokens_bf16 = nullptr;
   int64_t n_tiles = 0;
@@ -300,6 +307,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.dtype = w.dtype;
     j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
     j.il_gemm = gemm && j.il && il_gemm_on;
+    j.kq_gemm = gemm && kq_gemm_on && detail::kquant_gemm_supported(w.dtype);
     j.gemm = gemm && !j.il_gemm && detail::gemm_supported(w.dtype);
     j.panel = j.gemm && !j.il && (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
     j.bf16 = j.panel && w.dtype == DType::kBF16 && bf16_on && cpu_features().has_avx512_bf16();
@@ -317,13 +325,17 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     if (j.il_gemm && tls_buf.tiles.n_tokens != n_tokens) {  // reset below, once per call
       detail::pack_q16_tiles(tls_buf.q16.data(), tls_buf.d.data(), n_tokens, n_in, &tls_buf.tiles);
     }
+    if (j.kq_gemm && tls_buf.kq_tiles.n_tokens != n_tokens) {
+      detail::pack_q8_K_tiles(tls_buf.q8_K.data(), n_tokens, n_in, &tls_buf.kq_tiles);
+    }
     j.wd = static_cast<const uint8_t*>(w.data);
     j.rb = w.row_bytes();
     j.rows = w.rows;
     // A multiple of 4 rows, so the 4-row kernels cover whole tiles.
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
-    if (j.gemm || j.il_dot || j.il_gemm) j.tile = 16;  // one interleaved group (kInterleaveRows); gemm_rows' block of rows
+    // One interleaved group (kInterleaveRows); gemm_rows' and gemm_kquant_avx512's block of rows.
+    if (j.gemm || j.il_dot || j.il_gemm || j.kq_gemm) j.tile = 16;
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -343,6 +355,11 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       if (j.il_gemm) {
         detail::gemm_interleaved_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
                                         buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        continue;
+      }
+      if (j.kq_gemm) {
+        detail::gemm_kquant_avx512(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), buf->kq_tiles, j.y + r0,
+                                   j.rows);
         continue;
       }
       if ((j.gemm && j.il) || j.panel) {  // the tile's 16 rows as an f32 panel

@@ -100,6 +100,28 @@ void pack_q16_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_
 // dot_interleaved_ref's by the order of the offset term). Only call when interleave_wanted(t).
 void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, int nr, float* y, int64_t ldy);
 
+// ---- Prompt GEMM over q4_K / q5_K / q6_K rows (matmul_kquant.cc): the q8_K activation codes of the row-dot kernels
+// (ActFormat::kQ8_K), packed per tile of up to kKqTile tokens; each 16-row group unpacked once per call (codes one
+// byte each, a row per int32 lane; scales, mins, block scales beside them) and met by every tile with vpdpbusd.
+constexpr int kKqTile = 8;
+struct Q8KTiles {
+  int64_t n_tokens = 0, n = 0;
+  // [tiles, n / 4, kKqTile]: tile token m's codes 4k .. 4k + 3 (int8, in order) as one int32; a short tile's
+  // missing tokens are never read.
+  std::vector<int32_t> quads;
+  std::vector<int32_t> bsums;  // [tiles, n / 32, kKqTile]: the token's q8_K bsums 2i, 2i + 1 (int16 low, high)
+  std::vector<float> d;        // [tiles, n / 256, kKqTile]: the token's q8_K block scales
+};
+// x [n_tokens, n / 256] q8_K blocks -> out, threaded over tiles on ThreadPool::current(). n % 256 == 0.
+void pack_q8_K_tiles(const BlockQ8_K* x, int64_t n_tokens, int64_t n, Q8KTiles* out);
+// q4_K, q5_K, q6_K.
+bool kquant_gemm_supported(DType t);
+// nr (1..16) rows of dtype t (kquant_gemm_supported; w: the first, rb bytes apart, x.n columns) times every token of
+// x: y[tok * ldy + r] for r < nr (columns past nr untouched). Per row and token the integer sums of the row-dot kernel
+// (generic_dot_kernel(t)) over the same q8_K codes, so the result equals it up to the order of the f32 sums. Only call
+// when cpu_features().has_avx512() && avx512vnni. Uses a per-thread buffer of about 5.5 KB per 256 columns.
+void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q8KTiles& x, float* y, int64_t ldy);
+
 // ---- Prompt GEMM over f16 / bf16 rows (matmul_panels.cc): each block of 16 rows converted to an f32 panel [K, 16]
 // (panel[k * 16 + r] = row r's element k, rows nr..15 zero), then panel_gemm_avx2. f32 math on the exact weight
 // values.
