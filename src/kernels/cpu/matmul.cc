@@ -204,8 +204,9 @@ void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActB
   } else if (f == ActFormat::kQ8_K) {
     const int64_t nb = n / kQK_K;
     buf->q8_K.resize(n_tokens * nb);
+    const auto quant = cpu_features().has_avx2_fma() ? detail::quantize_q8_K_avx2 : quantize_row_q8_K;
     ThreadPool::current().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) quantize_row_q8_K(x + t * n, buf->q8_K.data() + t * nb, n);
+      for (int64_t t = t0; t < t1; ++t) quant(x + t * n, buf->q8_K.data() + t * nb, n);
     });
   }
 }

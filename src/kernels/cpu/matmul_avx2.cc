@@ -319,6 +319,45 @@ AVX2_FN void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums
   }
 }
 
+// Bit-exact with quantize_row_q8_K: the same amax, d and 1 / d; lroundf's round half away from zero as truncation
+// plus one step away from zero where |fraction| >= 0.5 (the fraction t - trunc(t) is exact in f32).
+AVX2_FN void quantize_q8_K_avx2(const float* x, BlockQ8_K* y, int64_t n) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  const __m256 lim = _mm256_set1_ps(127.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < kQK_K; k += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x + k)));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float d = _mm_cvtss_f32(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const __m256 idv = _mm256_set1_ps(id);
+    y[i].d = d;
+    for (int k = 0; k < kQK_K; k += 32) {  // 32 codes: two bsums groups
+      __m256i q[4];
+      for (int v = 0; v < 4; ++v) {
+        const __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * v), idv);
+        const __m256 tr = _mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const __m256 away = _mm256_cmp_ps(_mm256_andnot_ps(sign_mask, _mm256_sub_ps(t, tr)), half, _CMP_GE_OQ);
+        const __m256 step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(t, sign_mask), one));
+        const __m256 r = _mm256_max_ps(_mm256_min_ps(_mm256_add_ps(tr, step), lim), _mm256_sub_ps(_mm256_setzero_ps(), lim));
+        q[v] = _mm256_cvttps_epi32(r);
+      }
+      // int32 -> int8 in element order: the packs interleave 4-value runs per 128-bit lane, the permute undoes it.
+      const __m256i b = _mm256_permutevar8x32_epi32(
+          _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])), order);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs + k), b);
+      __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), b), _mm256_set1_epi16(1));
+      s = _mm256_hadd_epi32(s, s);
+      s = _mm256_hadd_epi32(s, s);  // lane 0: codes k .. k + 15; lane 4: k + 16 .. k + 31
+      y[i].bsums[k / 16] = static_cast<int16_t>(_mm256_extract_epi32(s, 0));
+      y[i].bsums[k / 16 + 1] = static_cast<int16_t>(_mm256_extract_epi32(s, 4));
+    }
+  }
+}
+
 bool dequantize_rows_avx2(DType t, const uint8_t* w, size_t rb, int64_t n_rows, int64_t n, float* out) {
   void (*f)(const uint8_t*, int64_t, float*) = nullptr;
   switch (t) {
@@ -366,5 +405,6 @@ namespace citadel::cpu::detail {
 DotKernel avx2_dot_kernel(DType) { return {ActFormat::kF32, nullptr}; }
 bool dequantize_rows_avx2(DType, const uint8_t*, size_t, int64_t, int64_t, float*) { return false; }
 void quantize_q16_avx2(const float*, int16_t*, float*, float*, int64_t) {}
+void quantize_q8_K_avx2(const float*, BlockQ8_K*, int64_t) {}
 }  // namespace citadel::cpu::detail
 #endif

@@ -67,6 +67,9 @@ DotKernel avx2_dot_kernel(DType t);
 void quantize_row_q16(const float* x, int16_t* q, float* d, float* sums, int64_t n);
 // The same, bit-exact, with AVX2. Only call when cpu_features().has_avx2_fma().
 void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums, int64_t n);
+// quantize_row_q8_K (kernels/quant/quant.h: the kQ8_K activations), bit-exact, with AVX2. Only call when
+// cpu_features().has_avx2_fma().
+void quantize_q8_K_avx2(const float* x, BlockQ8_K* y, int64_t n);
 
 // A batch of n tokens split into ceil(n / max_m) tiles of balanced sizes (13 = 7 + 6 for max_m 12, not 12 + 1: a
 // one-token tile has too few accumulator chains to hide the multiply latency): tile i is tokens [first, first + m).
