@@ -183,7 +183,7 @@ KQ_VNNI_FN void kq_micro(const int32_t* group, int64_t nsb, const int32_t* xq, c
     const __m512i z = _mm512_setzero_si512();
     __m512i t0 = z, t1 = z, t2 = z, t3 = z, t4 = z, t5 = z, t6 = z, t7 = z;
     __m512i a0, a1, a2, a3, a4, a5, a6, a7;
-#pragma GCC unroll 16
+#pragma GCC unroll 1
     for (int j = 0; j < NSub; ++j) {
 #define CITADEL_KQ_ZERO(m, a, t, f) a = z;
       CITADEL_KQ_ACC(CITADEL_KQ_ZERO)
