@@ -264,6 +264,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
     bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
     bool kq_gemm;  // detail::gemm_kquant_avx512 over the K-quant rows (prompts: q8_K codes, vpdpbusd)
+    bool q5_gemm;  // q5_0 rows repacked per call to a q8_0 group, then as il_gemm (prompts: 16-bit codes)
     bool panel;    // f16 / bf16 rows -> f32 panels (rows_to_panel_avx512) -> panel_gemm_avx2
     bool bf16;     // with panel: the panels rounded to bf16 pairs -> bf16_panel_gemm_avx512 (vdpbf16ps)
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
@@ -283,8 +284,9 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // CITADEL_CPU_IL_GEMM=f32 runs prompts over the interleaved copy through f32 panels (the path before the vpdpwssd
   // GEMM; before/after benchmarks on one binary).
   static const bool il_gemm_on = !env_is("CITADEL_CPU_IL_GEMM", "f32");
-  // Prompts over q4_K / q5_K / q6_K rows use the vpdpbusd GEMM where the CPU has AVX-512 VNNI;
-  // CITADEL_CPU_KQ_GEMM=off keeps the row-dot kernels (before/after benchmarks on one binary).
+  // Prompts over q4_K / q5_K / q6_K rows use the vpdpbusd GEMM where the CPU has AVX-512 VNNI, and q5_0 rows (the
+  // fallback of llama.cpp's Q4_K_M where a row is no whole number of 256 blocks) the q8_0 vpdpwssd GEMM over a per-call
+  // repack; CITADEL_CPU_KQ_GEMM=off keeps the row-dot kernels and the f32 tiles (before/after on one binary).
   static const bool kq_gemm_on =
       !env_is("CITADEL_CPU_KQ_GEMM", "off") && cpu_features().has_avx512() && cpu_features().avx512vnni;
   // Prompts over bf16 weights (fast mode: exact mode upcasts to f32) use vdpbf16ps where the CPU has it: the
@@ -309,7 +311,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
     j.il_gemm = gemm && j.il && il_gemm_on;
     j.kq_gemm = gemm && kq_gemm_on && detail::kquant_gemm_supported(w.dtype);
-    j.gemm = gemm && !j.il_gemm && detail::gemm_supported(w.dtype);
+    j.q5_gemm = gemm && kq_gemm_on && il_gemm_on && w.dtype == DType::kQ5_0;
+    j.gemm = gemm && !j.il_gemm && !j.q5_gemm && detail::gemm_supported(w.dtype);
     j.panel = j.gemm && !j.il && (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
     j.bf16 = j.panel && w.dtype == DType::kBF16 && bf16_on && cpu_features().has_avx512_bf16();
     if (j.bf16 && !tokens_bf16) {
@@ -323,7 +326,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
     }
-    if (j.il_gemm && tls_buf.tiles.n_tokens != n_tokens) {  // reset below, once per call
+    if ((j.il_gemm || j.q5_gemm) && tls_buf.tiles.n_tokens != n_tokens) {  // reset above, once per call
       detail::pack_q16_tiles(tls_buf.q16.data(), tls_buf.d.data(), n_tokens, n_in, &tls_buf.tiles);
     }
     if (j.kq_gemm && tls_buf.kq_tiles.n_tokens != n_tokens) {
@@ -336,7 +339,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
     // One interleaved group (kInterleaveRows); gemm_rows' and gemm_kquant_avx512's block of rows.
-    if (j.gemm || j.il_dot || j.il_gemm || j.kq_gemm) j.tile = 16;
+    if (j.gemm || j.il_dot || j.il_gemm || j.kq_gemm || j.q5_gemm) j.tile = 16;
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -356,6 +359,15 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       if (j.il_gemm) {
         detail::gemm_interleaved_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
                                         buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        continue;
+      }
+      if (j.q5_gemm) {
+        thread_local std::vector<uint8_t> group;  // one q8_0 group, 64-byte aligned
+        const size_t gb = interleaved_group_bytes(DType::kQ8_0, n_in);
+        group.resize(gb + 64);
+        uint8_t* g = group.data() + (64 - reinterpret_cast<uintptr_t>(group.data()) % 64) % 64;
+        detail::repack_q5_0_group_avx512(j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, g);
+        detail::gemm_interleaved_avx512(DType::kQ8_0, g, buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
         continue;
       }
       if (j.kq_gemm) {

@@ -102,6 +102,12 @@ void pack_q16_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_
 // the same order for every token whatever the batch (q4_0 codes signed here, so the float rounding differs from
 // dot_interleaved_ref's by the order of the offset term). Only call when interleave_wanted(t).
 void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, int nr, float* y, int64_t ldy);
+// Prompts over q5_0 rows (kept without an interleaved copy): nr (1..16) rows (w: the first, rb bytes apart) of n
+// columns -> one q8_0 group of that layout (interleaved_group_bytes(kQ8_0, n) bytes) holding the codes q - 16 and the
+// rows' f16 scales, as interleave_weights would write for a q8_0 matrix of those values; lanes nr..15 repeat row
+// nr - 1. gemm_interleaved_avx512(kQ8_0, group, ...) then gives the q5_0 row-dot's integer sums. Only call when
+// cpu_features().has_avx512() && avx512vnni.
+void repack_q5_0_group_avx512(const uint8_t* w, size_t rb, int nr, int64_t n, uint8_t* group);
 
 // ---- Prompt GEMM over q4_K / q5_K / q6_K rows (matmul_kquant.cc): the q8_K activation codes of the row-dot kernels
 // (ActFormat::kQ8_K), packed per tile of up to kKqTile tokens; each 16-row group unpacked once per call (codes one
