@@ -123,6 +123,11 @@ TEST(MatmulKquant, ExtremeBlocksMatchRowDots) {
       std::vector<BlockQ8_K> a(3 * (n / kQK_K));
       for (int tok = 0; tok < 3; ++tok) quantize_row_q8_K(x.data() + tok * n, a.data() + tok * (n / kQK_K), n);
       EXPECT_LT(gemm_vs_row_dots(t, w, rows, n, a, 3), 1e-11) << dtype_name(t) << " sign " << sign;
+      cpu::detail::ActRow row;
+      row.q8_K = a.data();
+      const float want = cpu::detail::generic_dot_kernel(t).dot(w.data(), row, n);
+      const float got = cpu::detail::avx512_kquant_dot_kernel(t).dot(w.data(), row, n);
+      EXPECT_NEAR(got, want, 1e-5f * std::fabs(want)) << dtype_name(t) << " row dot, sign " << sign;
     }
   }
 }
@@ -146,6 +151,39 @@ TEST(MatmulKquant, PromptMatchesTokensOneAtATime) {
       EXPECT_LT(nmse(ref, fast), 1e-3) << dtype_name(t) << " tokens " << n_tok;
     }
   }
+}
+
+// The AVX-512 row dots (decode) against the scalar reference: quantized and raw random blocks, 1 to 19 super-blocks.
+TEST(MatmulKquant, Avx512RowDotsMatchReference) {
+  if (!cpu_features().has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU (or CITADEL_CPU caps it)";
+  uint32_t seed = 300;
+  int checked = 0;
+  for (DType t : kTypes) {
+    const auto fast = cpu::detail::avx512_kquant_dot_kernel(t);
+    const auto ref = cpu::detail::generic_dot_kernel(t);
+    ASSERT_TRUE(fast.dot) << dtype_name(t);
+    ASSERT_EQ(fast.act, cpu::detail::ActFormat::kQ8_K);
+    for (int64_t nsb : {1, 2, 7, 19}) {
+      const int64_t n = nsb * kQK_K, rows = 9;
+      const size_t rb = dtype_row_bytes(t, n);
+      for (bool raw : {false, true}) {
+        const std::vector<uint8_t> w =
+            raw ? random_blocks(t, rows, n, seed++) : testing::quantized_weights(t, rows, n, seed++);
+        const std::vector<BlockQ8_K> a = q8_K_acts(1, n, seed++);
+        cpu::detail::ActRow row;
+        row.q8_K = a.data();
+        std::vector<float> want(rows), got(rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          want[r] = ref.dot(w.data() + r * rb, row, n);
+          got[r] = fast.dot(w.data() + r * rb, row, n);
+        }
+        EXPECT_LT(nmse(want, got), 1e-11) << dtype_name(t) << (raw ? " random blocks" : " quantized") << " n " << n;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 3 * 4 * 2);
+  EXPECT_EQ(cpu::detail::avx512_kquant_dot_kernel(DType::kQ4_0).dot, nullptr);
 }
 
 TEST(MatmulKquant, SupportedTypes) {

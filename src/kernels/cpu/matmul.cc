@@ -166,6 +166,12 @@ using detail::ActRow;
 using detail::DotKernel;
 
 DotKernel pick_kernel(DType t) {
+  // CITADEL_CPU_KQ_DOT=off keeps the AVX2 K-quant row dots on AVX-512 CPUs (before/after on one binary).
+  static const bool kq_dot_on = !env_is("CITADEL_CPU_KQ_DOT", "off") && cpu_features().has_avx512();
+  if (kq_dot_on) {
+    DotKernel k = detail::avx512_kquant_dot_kernel(t);
+    if (k.dot) return k;
+  }
   if (cpu_features().has_avx2_fma()) {
     DotKernel k = detail::avx2_dot_kernel(t);
     if (k.dot) return k;

@@ -59,9 +59,13 @@ InterleavedDotFn interleaved_dot_kernel(DType t);
 DotKernel generic_dot_kernel(DType t);
 // AVX2+FMA+F16C kernels (compiled with target attributes); dot == nullptr when the dtype has none.
 DotKernel avx2_dot_kernel(DType t);
-// No AVX-512 row-dot kernels, by measurement (kernels_bench gemv, 2 threads, Zen 4): 16-wide f16 / bf16 kernels ran
-// 30% slower than these on the DRAM-bound 49152x576 matrix (28-30 vs 41 GB/s; faster only in cache), and 32-block
-// kernels with one block per zmm 10-45% slower; AVX-512 decode of q4_0 / q8_0 uses the interleaved layout instead.
+// No AVX-512 row-dot kernels but the K-quant ones below, by measurement (kernels_bench gemv, 2 threads, Zen 4): 16-wide
+// f16 / bf16 kernels ran 30% slower than these on the DRAM-bound 49152x576 matrix (28-30 vs 41 GB/s; faster only in
+// cache), and 32-block kernels with one block per zmm 10-45% slower; AVX-512 decode of q4_0 / q8_0 uses the
+// interleaved layout instead.
+// AVX-512BW row dots for q4_K, q5_K, q6_K (matmul_kquant_dot.cc; dot == nullptr for other dtypes): the integer sums
+// of generic_dot_kernel's, whole super-blocks in zmm. Only call when cpu_features().has_avx512().
+DotKernel avx512_kquant_dot_kernel(DType t);
 // The kQ16 activation quantizer (reference): per 32 values d = amax / 32767, q = round-to-nearest-even(x / d) (as
 // x * (1 / d)), sums[b] = d * sum(q[b]). n % 32 == 0. q [n], d and sums [n / 32].
 void quantize_row_q16(const float* x, int16_t* q, float* d, float* sums, int64_t n);
