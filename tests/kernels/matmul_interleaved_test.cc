@@ -41,6 +41,24 @@ Q16Row q16_row(int64_t n, uint32_t seed) {
   return a;
 }
 
+// n_tok kQ16 activation rows (seeds seed0 + tok * step + n) and their codes and scales packed for the GEMM.
+struct Q16Batch {
+  std::vector<Q16Row> acts;
+  cpu::detail::Q16Tiles tiles;
+};
+Q16Batch q16_batch(int64_t n_tok, int64_t n, uint32_t seed0, uint32_t step) {
+  Q16Batch b;
+  std::vector<int16_t> q(n_tok * n);
+  std::vector<float> d(n_tok * n / kQK);
+  for (int64_t tok = 0; tok < n_tok; ++tok) {
+    b.acts.push_back(q16_row(n, seed0 + static_cast<uint32_t>(tok * step + n)));
+    std::copy(b.acts.back().q.begin(), b.acts.back().q.end(), q.begin() + tok * n);
+    std::copy(b.acts.back().d.begin(), b.acts.back().d.end(), d.begin() + tok * (n / kQK));
+  }
+  cpu::detail::pack_q16_tiles(q.data(), d.data(), n_tok, n, &b.tiles);
+  return b;
+}
+
 std::vector<uint8_t> interleaved(const WeightView& w) {
   std::vector<uint8_t> out(cpu::interleaved_bytes(w.dtype, w.rows, w.cols), 0xAB);
   EXPECT_TRUE(cpu::interleave_weights(w, out.data()).ok());
@@ -161,16 +179,7 @@ TEST(MatmulInterleaved, Avx512VnniGemmMatchesReference) {
       std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 110 + static_cast<uint32_t>(n));
       std::vector<uint8_t> il = interleaved({t, w.data(), rows, n});
       for (int64_t n_tok : {1, 5, 12, 13, 29}) {
-        std::vector<Q16Row> acts;
-        std::vector<int16_t> q(n_tok * n);
-        std::vector<float> d(n_tok * n / kQK);
-        for (int64_t tok = 0; tok < n_tok; ++tok) {
-          acts.push_back(q16_row(n, 120 + static_cast<uint32_t>(tok * 7 + n)));
-          std::copy(acts.back().q.begin(), acts.back().q.end(), q.begin() + tok * n);
-          std::copy(acts.back().d.begin(), acts.back().d.end(), d.begin() + tok * (n / kQK));
-        }
-        cpu::detail::Q16Tiles tiles;
-        cpu::detail::pack_q16_tiles(q.data(), d.data(), n_tok, n, &tiles);
+        const auto [acts, tiles] = q16_batch(n_tok, n, 120, 7);
         const int64_t ldy = 32 + 3;
         std::vector<float> want(n_tok * ldy, -7.0f), got(n_tok * ldy, -7.0f);
         for (int gi = 0; gi < 2; ++gi) {
@@ -236,16 +245,7 @@ TEST(MatmulInterleaved, RepackedQ5_0GroupsMatchQ8_0LayoutAndRowDots) {
     }
     ASSERT_EQ(want_il, got_il) << "n " << n;
     for (int64_t n_tok : {1, 12, 29}) {
-      std::vector<Q16Row> acts;
-      std::vector<int16_t> q(n_tok * n);
-      std::vector<float> d(n_tok * n / kQK);
-      for (int64_t tok = 0; tok < n_tok; ++tok) {
-        acts.push_back(q16_row(n, 140 + static_cast<uint32_t>(tok * 5 + n)));
-        std::copy(acts.back().q.begin(), acts.back().q.end(), q.begin() + tok * n);
-        std::copy(acts.back().d.begin(), acts.back().d.end(), d.begin() + tok * (n / kQK));
-      }
-      cpu::detail::Q16Tiles tiles;
-      cpu::detail::pack_q16_tiles(q.data(), d.data(), n_tok, n, &tiles);
+      const auto [acts, tiles] = q16_batch(n_tok, n, 140, 5);
       std::vector<float> want(n_tok * rows), got(n_tok * rows, -1.0f);
       const auto ref = cpu::detail::generic_dot_kernel(DType::kQ5_0);
       for (int gi = 0; gi < 2; ++gi) {

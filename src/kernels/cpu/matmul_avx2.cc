@@ -7,6 +7,7 @@
 
 #include "base/half.h"
 #include "kernels/cpu/matmul_kernels.h"
+#include "kernels/cpu/simd_math.h"
 #include "kernels/quant/quant.h"
 
 #define AVX2_FN __attribute__((target("avx2,fma,f16c")))
@@ -296,10 +297,7 @@ AVX2_FN void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums
       v[k] = _mm256_loadu_ps(x + 8 * k);
       amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, v[k]));
     }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float db = _mm_cvtss_f32(m) / 32767.0f;
+    const float db = hmax8(amax) / 32767.0f;
     const float id = db != 0.0f ? 1.0f / db : 0.0f;
     const __m256 idv = _mm256_set1_ps(id);
     __m256i qi[4];
@@ -328,10 +326,7 @@ AVX2_FN void quantize_q8_K_avx2(const float* x, BlockQ8_K* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
     __m256 amax = _mm256_setzero_ps();
     for (int k = 0; k < kQK_K; k += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x + k)));
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float d = _mm_cvtss_f32(m) / 127.0f;
+    const float d = hmax8(amax) / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     const __m256 idv = _mm256_set1_ps(id);
     y[i].d = d;

@@ -3,13 +3,7 @@
 // (x[2k], x[2k+1]), broadcast to all lanes, one vpdpwssd adds w[r][2k] x[2k] + w[r][2k+1] x[2k+1] for 16 rows at
 // once, so a block needs no horizontal sums and its scales are one 16-wide multiply. The row-dot kernels spend most
 // of their instructions on those per-row, per-block reductions and scalar scales.
-#if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics pass an _mm512_undefined_*() operand that -Wuninitialized reports at every inlined
-// use; the state applies to the header's lines, included first here.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/avx512_intrinsics.h"  // first: its diagnostic state covers <immintrin.h>
 
 #include <algorithm>
 #include <array>

@@ -7,13 +7,7 @@
 // the scales (vpmulld); per super-block, the min / offset term (vpdpwssd against the token's bsums) and the f32 sum.
 // The integer sums are those of the row-dot reference (matmul.cc dot_q45_K, dot_q6_K) exactly; only the order of the
 // f32 additions differs. No horizontal sums: the 16 lanes are the 16 rows' outputs.
-#if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics pass an _mm512_undefined_*() operand that -Wuninitialized reports at every inlined
-// use; the state applies to the header's lines, included first here.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/avx512_intrinsics.h"  // first: its diagnostic state covers <immintrin.h>
 
 #include <algorithm>
 #include <array>

@@ -4,13 +4,7 @@
 // three 32-bit words at once, its 256 codes are four zmm in element order (the q8_K codes load as they lie), and each
 // zmm meets its two sub-blocks' scales through one vpermw. Integer sums as the reference's (matmul.cc dot_q45_K,
 // dot_q6_K): maddubs (u8 codes x s8 activations, no saturation: 2 x 63 x 127 < 2^15), then madd with the int16 scales.
-#if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics pass an _mm512_undefined_*() operand that -Wuninitialized reports at every inlined
-// use; the state applies to the header's lines, included first here.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/avx512_intrinsics.h"  // first: its diagnostic state covers <immintrin.h>
 
 #include <cstring>
 
