@@ -51,7 +51,10 @@ for m in $models; do
   [ -f "$f" ] && continue
   case "${m##*:}" in
     [a-z]*) "$citadel" synth --preset "${m%%:*}" --seed 1 --dtype "${m##*:}" --out "$f" >/dev/null ;;
-    *) [ -x "$quantize" ] || { echo "$m needs llama-quantize (LLAMA_QUANTIZE; bench/cpu/build_llamacpp.sh)" >&2; exit 2; }
+    *) [ -x "$quantize" ] || {
+         echo "$m needs llama-quantize (LLAMA_QUANTIZE; bench/cpu/build_llamacpp.sh)" >&2
+         exit 2
+       }
        f32=$work/${m%%:*}-f32.gguf
        [ -f "$f32" ] || "$citadel" synth --preset "${m%%:*}" --seed 1 --dtype f32 --out "$f32" >/dev/null
        "$quantize" "$f32" "$f" "${m##*:}" 2 > "$f.quantize.log" 2>&1 ;;

@@ -49,13 +49,14 @@ struct Q16Batch {
 Q16Batch q16_batch(int64_t n_tok, int64_t n, uint32_t seed0, uint32_t step) {
   Q16Batch b;
   std::vector<int16_t> q(n_tok * n);
-  std::vector<float> d(n_tok * n / kQK);
+  std::vector<float> d(n_tok * n / kQK), sums(n_tok * n / kQK);
   for (int64_t tok = 0; tok < n_tok; ++tok) {
     b.acts.push_back(q16_row(n, seed0 + static_cast<uint32_t>(tok * step + n)));
     std::copy(b.acts.back().q.begin(), b.acts.back().q.end(), q.begin() + tok * n);
     std::copy(b.acts.back().d.begin(), b.acts.back().d.end(), d.begin() + tok * (n / kQK));
+    std::copy(b.acts.back().sums.begin(), b.acts.back().sums.end(), sums.begin() + tok * (n / kQK));
   }
-  cpu::detail::pack_q16_tiles(q.data(), d.data(), n_tok, n, &b.tiles);
+  cpu::detail::pack_q16_tiles(q.data(), d.data(), sums.data(), n_tok, n, &b.tiles);
   return b;
 }
 

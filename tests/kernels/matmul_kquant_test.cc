@@ -1,8 +1,9 @@
 // The q4_K / q5_K / q6_K prompt GEMM (gemm_kquant_avx512) against its twin, the scalar row-dot reference
-// (generic_dot_kernel) over the same q8_K activation codes: the integer sums are the same, only the f32 additions
-// differ in order. Weights from the quantizer and raw random blocks (every code, scale and min value, q6_K's negative
-// scales), an all-maximum block against +-127 activations (the int32 sums' largest values), 1 to 33 tokens (short and
-// balanced tiles), 1 to 19 super-blocks, groups with nr < 16 (masked stores).
+// (generic_dot_kernel) over the same 16-bit activation codes: the integer sums per sub-block are the same, only the
+// f32 additions differ in order. Weights from the quantizer and raw random blocks (every code, scale and min value,
+// q6_K's negative scales), an all-maximum block against +-32767 activation codes (the int32 sums' largest values),
+// 1 to 33 tokens (short and balanced tiles), 1 to 19 super-blocks, groups with nr < 16 (masked stores). The AVX2
+// row dots (decode) against the same reference.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -48,22 +49,41 @@ std::vector<uint8_t> random_blocks(DType t, int64_t rows, int64_t n, uint32_t se
   return w;
 }
 
-// n_tok rows of q8_K activations (normal, one outlier per token so its block reaches +-127).
-std::vector<BlockQ8_K> q8_K_acts(int64_t n_tok, int64_t n, uint32_t seed) {
+// n_tok rows of kQ16 activations (normal, one outlier per token so its block reaches +-32767).
+struct Acts {
+  std::vector<int16_t> q;
+  std::vector<float> d, sums;
+  cpu::detail::ActRow row(int64_t tok, int64_t n) const {
+    cpu::detail::ActRow a;
+    a.q16 = q.data() + tok * n;
+    a.q16_d = d.data() + tok * (n / kQK);
+    a.q16_sums = sums.data() + tok * (n / kQK);
+    return a;
+  }
+};
+Acts q16_acts(const std::vector<float>& x, int64_t n_tok, int64_t n) {
+  Acts a;
+  a.q.resize(n_tok * n);
+  a.d.resize(n_tok * n / kQK);
+  a.sums.resize(n_tok * n / kQK);
+  for (int64_t t = 0; t < n_tok; ++t)
+    cpu::detail::quantize_row_q16(x.data() + t * n, a.q.data() + t * n, a.d.data() + t * (n / kQK),
+                                  a.sums.data() + t * (n / kQK), n);
+  return a;
+}
+Acts q16_acts(int64_t n_tok, int64_t n, uint32_t seed) {
   std::vector<float> x = random_floats(n_tok * n, seed, 1.5f);
   for (int64_t t = 0; t < n_tok; ++t) x[t * n + (t * 37 + 5) % n] = -20.0f;
-  std::vector<BlockQ8_K> a(n_tok * (n / kQK_K));
-  for (int64_t t = 0; t < n_tok; ++t) quantize_row_q8_K(x.data() + t * n, a.data() + t * (n / kQK_K), n);
-  return a;
+  return q16_acts(x, n_tok, n);
 }
 
 // gemm_kquant_avx512 over groups of 16 rows vs the row-dot reference per row and token; returns the NMSE and checks
 // that columns past the rows are untouched.
-double gemm_vs_row_dots(DType t, const std::vector<uint8_t>& w, int64_t rows, int64_t n,
-                        const std::vector<BlockQ8_K>& a, int64_t n_tok) {
+double gemm_vs_row_dots(DType t, const std::vector<uint8_t>& w, int64_t rows, int64_t n, const Acts& a,
+                        int64_t n_tok) {
   const size_t rb = dtype_row_bytes(t, n);
-  cpu::detail::Q8KTiles tiles;
-  cpu::detail::pack_q8_K_tiles(a.data(), n_tok, n, &tiles);
+  cpu::detail::Q16Tiles tiles;
+  cpu::detail::pack_q16_tiles(a.q.data(), a.d.data(), a.sums.data(), n_tok, n, &tiles);
   const int64_t ldy = rows + 3;
   std::vector<float> want(n_tok * ldy, -7.0f), got(n_tok * ldy, -7.0f);
   const auto ref = cpu::detail::generic_dot_kernel(t);
@@ -72,8 +92,7 @@ double gemm_vs_row_dots(DType t, const std::vector<uint8_t>& w, int64_t rows, in
     cpu::detail::gemm_kquant_avx512(t, w.data() + r0 * rb, rb, nr, tiles, got.data() + r0, ldy);
   }
   for (int64_t tok = 0; tok < n_tok; ++tok) {
-    cpu::detail::ActRow row;
-    row.q8_K = a.data() + tok * (n / kQK_K);
+    const cpu::detail::ActRow row = a.row(tok, n);
     for (int64_t r = 0; r < rows; ++r) want[tok * ldy + r] = ref.dot(w.data() + r * rb, row, n);
     for (int64_t c = rows; c < ldy; ++c) EXPECT_EQ(got[tok * ldy + c], -7.0f) << "column " << c << " written";
   }
@@ -91,7 +110,7 @@ TEST(MatmulKquant, GemmMatchesRowDots) {
         const std::vector<uint8_t> w =
             raw ? random_blocks(t, rows, n, seed++) : testing::quantized_weights(t, rows, n, seed++);
         for (int64_t n_tok : {1, 2, 5, 8, 9, 13, 17, 33}) {
-          const std::vector<BlockQ8_K> a = q8_K_acts(n_tok, n, seed++);
+          const Acts a = q16_acts(n_tok, n, seed++);
           EXPECT_LT(gemm_vs_row_dots(t, w, rows, n, a, n_tok), 1e-11)
               << dtype_name(t) << (raw ? " random blocks" : " quantized") << " n " << n << " tokens " << n_tok;
           ++checked;
@@ -102,9 +121,9 @@ TEST(MatmulKquant, GemmMatchesRowDots) {
   EXPECT_EQ(checked, 3 * 4 * 2 * 8);
 }
 
-// Every code, scale and min at its maximum (q6_K: scales -128) against activations at +-127: the largest int32 sums.
+// Every code, scale and min at its maximum (q6_K: scales -128 and 127, codes -32) against activation codes at
+// +-32767: the largest int32 sums; the GEMM and the AVX2 row dots against the reference.
 TEST(MatmulKquant, ExtremeBlocksMatchRowDots) {
-  if (!vnni()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or CITADEL_CPU caps it)";
   for (DType t : kTypes) {
     const int64_t n = 2 * kQK_K, rows = 16;
     std::vector<uint8_t> w = random_blocks(t, rows, n, 5);
@@ -112,28 +131,30 @@ TEST(MatmulKquant, ExtremeBlocksMatchRowDots) {
     for (size_t i = 0; i < w.size() / bb; ++i) {
       uint8_t* blk = w.data() + i * bb;
       if (t == DType::kQ6_K) {
-        std::fill(blk, blk + 192, 0xFF);  // codes 63
+        std::fill(blk, blk + 192, 0);  // codes 0 - 32
         std::fill(blk + 192, blk + 208, i % 2 ? 0x80 : 0x7F);
       } else {
         std::fill(blk + 4, blk + bb, 0xFF);  // scales, mins 63; codes 15 / 31
       }
     }
     for (float sign : {1.0f, -1.0f}) {
-      std::vector<float> x(3 * n, sign);
-      std::vector<BlockQ8_K> a(3 * (n / kQK_K));
-      for (int tok = 0; tok < 3; ++tok) quantize_row_q8_K(x.data() + tok * n, a.data() + tok * (n / kQK_K), n);
-      EXPECT_LT(gemm_vs_row_dots(t, w, rows, n, a, 3), 1e-11) << dtype_name(t) << " sign " << sign;
-      cpu::detail::ActRow row;
-      row.q8_K = a.data();
-      const float want = cpu::detail::generic_dot_kernel(t).dot(w.data(), row, n);
-      const float got = cpu::detail::avx512_kquant_dot_kernel(t).dot(w.data(), row, n);
-      EXPECT_NEAR(got, want, 1e-5f * std::fabs(want)) << dtype_name(t) << " row dot, sign " << sign;
+      const Acts a = q16_acts(std::vector<float>(3 * n, sign), 3, n);
+      if (vnni()) {
+        EXPECT_LT(gemm_vs_row_dots(t, w, rows, n, a, 3), 1e-11) << dtype_name(t) << " sign " << sign;
+      }
+      if (!cpu_features().has_avx2_fma()) continue;
+      const float want = cpu::detail::generic_dot_kernel(t).dot(w.data(), a.row(0, n), n);
+      const float got = cpu::detail::avx2_dot_kernel(t).dot(w.data(), a.row(0, n), n);
+      EXPECT_NEAR(got, want, 1e-5f * std::fabs(want)) << dtype_name(t) << " AVX2 row dot, sign " << sign;
+      if (!cpu_features().has_avx512() || t != DType::kQ6_K) continue;
+      const float got512 = cpu::detail::avx512_kquant_dot_kernel(t).dot(w.data(), a.row(0, n), n);
+      EXPECT_NEAR(got512, want, 1e-5f * std::fabs(want)) << dtype_name(t) << " AVX-512 row dot, sign " << sign;
     }
   }
 }
 
 // Through matmul (which takes the GEMM from 4 tokens where the CPU has VNNI): the same as the tokens one at a time
-// (the row-dot kernels) up to f32 order, and close to matmul_ref (q8_K activation rounding).
+// (the row-dot kernels) up to f32 order, and close to matmul_ref (16-bit activation codes: ~1e-9).
 TEST(MatmulKquant, PromptMatchesTokensOneAtATime) {
   uint32_t seed = 100;
   for (DType t : kTypes) {
@@ -148,42 +169,61 @@ TEST(MatmulKquant, PromptMatchesTokensOneAtATime) {
         ASSERT_TRUE(cpu::matmul(wv, x.data() + tok * n, 1, one.data() + tok * rows).ok());
       ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, fast.data()).ok());
       EXPECT_LT(nmse(one, fast), 1e-11) << dtype_name(t) << " tokens " << n_tok;
-      EXPECT_LT(nmse(ref, fast), 1e-3) << dtype_name(t) << " tokens " << n_tok;
+      EXPECT_LT(nmse(ref, fast), 1e-8) << dtype_name(t) << " tokens " << n_tok;
     }
   }
 }
 
-// The AVX-512 row dots (decode) against the scalar reference: quantized and raw random blocks, 1 to 19 super-blocks.
-TEST(MatmulKquant, Avx512RowDotsMatchReference) {
-  if (!cpu_features().has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU (or CITADEL_CPU caps it)";
+// The AVX2 row dots and q6_K's AVX-512 one (decode) against the scalar reference: quantized and raw random blocks,
+// 1 to 19 super-blocks.
+TEST(MatmulKquant, SimdRowDotsMatchReference) {
+  if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU (or CITADEL_CPU caps it)";
   uint32_t seed = 300;
   int checked = 0;
   for (DType t : kTypes) {
-    const auto fast = cpu::detail::avx512_kquant_dot_kernel(t);
     const auto ref = cpu::detail::generic_dot_kernel(t);
-    ASSERT_TRUE(fast.dot) << dtype_name(t);
-    ASSERT_EQ(fast.act, cpu::detail::ActFormat::kQ8_K);
-    for (int64_t nsb : {1, 2, 7, 19}) {
-      const int64_t n = nsb * kQK_K, rows = 9;
-      const size_t rb = dtype_row_bytes(t, n);
-      for (bool raw : {false, true}) {
-        const std::vector<uint8_t> w =
-            raw ? random_blocks(t, rows, n, seed++) : testing::quantized_weights(t, rows, n, seed++);
-        const std::vector<BlockQ8_K> a = q8_K_acts(1, n, seed++);
-        cpu::detail::ActRow row;
-        row.q8_K = a.data();
-        std::vector<float> want(rows), got(rows);
-        for (int64_t r = 0; r < rows; ++r) {
-          want[r] = ref.dot(w.data() + r * rb, row, n);
-          got[r] = fast.dot(w.data() + r * rb, row, n);
+    std::vector<cpu::detail::DotKernel> kernels = {cpu::detail::avx2_dot_kernel(t)};
+    if (cpu_features().has_avx512() && t == DType::kQ6_K) kernels.push_back(cpu::detail::avx512_kquant_dot_kernel(t));
+    for (const auto& fast : kernels) {
+      ASSERT_TRUE(fast.dot) << dtype_name(t);
+      ASSERT_EQ(fast.act, cpu::detail::ActFormat::kQ16);
+      for (int64_t nsb : {1, 2, 7, 19}) {
+        const int64_t n = nsb * kQK_K, rows = 9;
+        const size_t rb = dtype_row_bytes(t, n);
+        for (bool raw : {false, true}) {
+          const std::vector<uint8_t> w =
+              raw ? random_blocks(t, rows, n, seed++) : testing::quantized_weights(t, rows, n, seed++);
+          const Acts a = q16_acts(1, n, seed++);
+          std::vector<float> want(rows), got(rows);
+          for (int64_t r = 0; r < rows; ++r) {
+            want[r] = ref.dot(w.data() + r * rb, a.row(0, n), n);
+            got[r] = fast.dot(w.data() + r * rb, a.row(0, n), n);
+          }
+          EXPECT_LT(nmse(want, got), 1e-11) << dtype_name(t) << (raw ? " random blocks" : " quantized") << " n " << n;
+          ++checked;
         }
-        EXPECT_LT(nmse(want, got), 1e-11) << dtype_name(t) << (raw ? " random blocks" : " quantized") << " n " << n;
-        ++checked;
       }
     }
   }
-  EXPECT_EQ(checked, 3 * 4 * 2);
-  EXPECT_EQ(cpu::detail::avx512_kquant_dot_kernel(DType::kQ4_0).dot, nullptr);
+  EXPECT_EQ(checked, (3 + (cpu_features().has_avx512() ? 1 : 0)) * 4 * 2);
+  EXPECT_EQ(cpu::detail::avx512_kquant_dot_kernel(DType::kQ4_K).dot, nullptr);
+}
+
+// scales_mins_k4 (all 8 pairs from three words) against get_scale_min_k4, over random scale bytes.
+TEST(MatmulKquant, ScalesMinsAtOnceMatchOneByOne) {
+  std::mt19937 rng(17);
+  for (int rep = 0; rep < 200; ++rep) {
+    uint8_t q[12];
+    for (uint8_t& b : q) b = static_cast<uint8_t>(rng());
+    uint64_t sc, m;
+    scales_mins_k4(q, &sc, &m);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sj, mj;
+      get_scale_min_k4(j, q, &sj, &mj);
+      ASSERT_EQ((sc >> (8 * j)) & 0xFF, sj) << "scale " << j;
+      ASSERT_EQ((m >> (8 * j)) & 0xFF, mj) << "min " << j;
+    }
+  }
 }
 
 TEST(MatmulKquant, SupportedTypes) {

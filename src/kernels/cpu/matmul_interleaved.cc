@@ -138,23 +138,29 @@ void dequantize_group_ref(DType t, const uint8_t* group, int64_t n, float* panel
   }
 }
 
-void pack_q16_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_t n, Q16Tiles* out) {
+void pack_q16_tiles(const int16_t* q16, const float* d, const float* sums, int64_t n_tokens, int64_t n,
+                    Q16Tiles* out) {
   const int64_t nb = n / kQK, tiles = (n_tokens + kQ16Tile - 1) / kQ16Tile;
   out->n_tokens = n_tokens;
   out->n = n;
   out->pairs.resize(static_cast<size_t>(tiles * (n / 2) * kQ16Tile));
   out->d.resize(static_cast<size_t>(tiles * nb * kQ16Tile));
+  out->sums.resize(static_cast<size_t>(tiles * nb * kQ16Tile));
   ThreadPool::current().parallel_for(tiles, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const auto [t0, m] = balanced_tile(n_tokens, kQ16Tile, i);
       int32_t* pairs = out->pairs.data() + i * (n / 2) * kQ16Tile;
       float* dt = out->d.data() + i * nb * kQ16Tile;
+      float* st = out->sums.data() + i * nb * kQ16Tile;
       for (int tm = 0; tm < m; ++tm) {
         const int16_t* q = q16 + (t0 + tm) * n;
         for (int64_t k = 0; k < n / 2; ++k)
           pairs[k * kQ16Tile + tm] = static_cast<int32_t>(static_cast<uint16_t>(q[2 * k]) |
                                                           static_cast<uint32_t>(static_cast<uint16_t>(q[2 * k + 1])) << 16);
-        for (int64_t b = 0; b < nb; ++b) dt[b * kQ16Tile + tm] = d[(t0 + tm) * nb + b];
+        for (int64_t b = 0; b < nb; ++b) {
+          dt[b * kQ16Tile + tm] = d[(t0 + tm) * nb + b];
+          st[b * kQ16Tile + tm] = sums[(t0 + tm) * nb + b];
+        }
       }
     }
   });
@@ -360,7 +366,9 @@ IL_VNNI_FN void repack_q5_0_group_avx512(const uint8_t* w, size_t rb, int nr, in
   if (nb % 2) std::memset(group + col_scales(nb - 1, cb) + 32, 0, 32);  // an odd count's unused scales
   for (int64_t i = 0; i < nb; ++i) {
     const __m512i idx = _mm512_add_epi32(_mm512_load_si512(off), _mm512_set1_epi32(static_cast<int>(i * 22)));
-    const auto at = [&](int o) IL_VNNI_FN { return _mm512_i32gather_epi32(_mm512_add_epi32(idx, _mm512_set1_epi32(o)), w, 1); };
+    const auto at = [&](int o) IL_VNNI_FN {
+      return _mm512_i32gather_epi32(_mm512_add_epi32(idx, _mm512_set1_epi32(o)), w, 1);
+    };
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(group + col_scales(i, cb)), _mm512_cvtepi32_epi16(at(0)));
     const __m512i qh = at(2);
     uint8_t* c = group + col_codes(i, cb);
