@@ -8,7 +8,8 @@
 // - quantize_row() for f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 is bit-exact with ggml's quantize_row_*_ref and
 //   gguf-py (round to nearest with the block's absmax or min/max); q4_K, q5_K, q6_K use our own scale search with
 //   least-squares refinement (not bit-identical to ggml, comparable error; the test bounds the NMSE).
-// - quantize_row_q8_0 / quantize_row_q8_K quantize activations for the integer dot products of the matmul.
+// - quantize_row_q8_0 / quantize_row_q8_K: llama.cpp's activation formats (the CPU matmul quantizes activations to
+//   16-bit codes instead: kernels/cpu/matmul_kernels.h ActRow).
 // Thread-safety: pure functions of their arguments; safe to call concurrently on disjoint outputs.
 #pragma once
 
