@@ -67,8 +67,19 @@ void PrefillArgs(benchmark::internal::Benchmark* b) {
     b->Args({static_cast<int64_t>(t), 4864, 896, 128});
     b->Args({static_cast<int64_t>(t), 896, 4864, 128});
   }
+  for (DType t : {DType::kQ4_K, DType::kQ6_K}) {  // Qwen2-0.5B's FFN down (its only 256-multiple n_in), 7B's wo
+    b->Args({static_cast<int64_t>(t), 896, 4864, 128});
+    b->Args({static_cast<int64_t>(t), 3584, 3584, 128});
+  }
 }
 BENCHMARK(BM_Matmul)->Name("gemv")->Apply(GemvArgs)->UseRealTime()->MinTime(0.2);
+// K-quant matmul at 1 to 16 tokens (batched decode; the GEMM takes over from 4 tokens): Qwen2-0.5B's FFN down.
+void SmallBatchArgs(benchmark::internal::Benchmark* b) {
+  for (DType t : {DType::kQ4_K, DType::kQ6_K}) {
+    for (int n : {1, 2, 3, 4, 6, 8, 16}) b->Args({static_cast<int64_t>(t), 896, 4864, n});
+  }
+}
+BENCHMARK(BM_Matmul)->Name("small_batch")->Apply(SmallBatchArgs)->UseRealTime()->MinTime(0.2);
 BENCHMARK(BM_Matmul)->Name("prefill128")->Apply(PrefillArgs)->UseRealTime()->MinTime(0.2);
 
 // Decode attention (one token at position ctx - 1) over n_layers layers' f32 KV caches, as a decode step meets them:

@@ -6,7 +6,12 @@
 #
 #   bench/cpu/vs_llamacpp.sh [BUILD_DIR]
 #   env: LLAMA_BENCH=/work/llamacpp/build/bin/llama-bench  ROUNDS=3  THREADS=2  PROMPT=128  GEN=64
-#        MODELS="smollm2-135m:q4_0 smollm2-135m:q8_0 smollm2-135m:f16 qwen2-0.5b:q4_0 qwen2-0.5b:q8_0"
+#        MODELS="smollm2-135m:q4_0 smollm2-135m:q8_0 smollm2-135m:f16 qwen2-0.5b:q4_0 qwen2-0.5b:q8_0
+#                smollm2-135m:Q4_K_M qwen2-0.5b:Q4_K_M smollm2-135m:Q6_K qwen2-0.5b:Q6_K"
+#        An upper-case type (Q4_K_M, Q6_K, ...: llama.cpp's file types) is made as llama.cpp users make it: the f32
+#        synthetic file quantized by llama-quantize (LLAMA_QUANTIZE, default: beside LLAMA_BENCH), so the file holds
+#        llama.cpp's per-tensor mix (K-quants where a row is a whole number of 256 blocks, its q5_0 / q8_0 fallbacks
+#        elsewhere). Lower-case types are citadel synth --dtype files.
 #        BASE_BENCH=path/to/an/older/cpu_model_bench (optional: measured in the same rounds as "citadel_base")
 #        BASE_ENV="CITADEL_CPU=avx2" (optional: environment of the citadel_base runs; with BASE_BENCH unset, it runs
 #        this build's cpu_model_bench under that environment: before/after on one binary)
@@ -33,7 +38,9 @@ depth=${LLAMA_DEPTH:-${PROMPT:-128}}
 threads=${THREADS:-2}
 np=${PROMPT:-128}
 ng=${GEN:-64}
-models=${MODELS:-"smollm2-135m:q4_0 smollm2-135m:q8_0 smollm2-135m:f16 qwen2-0.5b:q4_0 qwen2-0.5b:q8_0"}
+models=${MODELS:-"smollm2-135m:q4_0 smollm2-135m:q8_0 smollm2-135m:f16 qwen2-0.5b:q4_0 qwen2-0.5b:q8_0
+  smollm2-135m:Q4_K_M qwen2-0.5b:Q4_K_M smollm2-135m:Q6_K qwen2-0.5b:Q6_K"}
+quantize=${LLAMA_QUANTIZE:-$(dirname "$llama")/llama-quantize}
 work=${BENCH_DIR:-/tmp/citadel-bench}
 mkdir -p "$work"
 lines=$work/vs_llamacpp.jsonl
@@ -41,7 +48,17 @@ lines=$work/vs_llamacpp.jsonl
 
 for m in $models; do
   f=$work/${m%%:*}-${m##*:}.gguf
-  [ -f "$f" ] || "$citadel" synth --preset "${m%%:*}" --seed 1 --dtype "${m##*:}" --out "$f" >/dev/null
+  [ -f "$f" ] && continue
+  case "${m##*:}" in
+    [a-z]*) "$citadel" synth --preset "${m%%:*}" --seed 1 --dtype "${m##*:}" --out "$f" >/dev/null ;;
+    *) [ -x "$quantize" ] || {
+         echo "$m needs llama-quantize (LLAMA_QUANTIZE; bench/cpu/build_llamacpp.sh)" >&2
+         exit 2
+       }
+       f32=$work/${m%%:*}-f32.gguf
+       [ -f "$f32" ] || "$citadel" synth --preset "${m%%:*}" --seed 1 --dtype f32 --out "$f32" >/dev/null
+       "$quantize" "$f32" "$f" "${m##*:}" 2 > "$f.quantize.log" 2>&1 ;;
+  esac
 done
 
 # emit NAME ROUND TOOL PROMPT_TOK_S DECODE_TOK_S LOADAVG [BENCH_JSON] as one JSON line (from cpu_model_bench's JSON:
@@ -159,7 +176,8 @@ import datetime
 doc = {
     "device": cpu.get("model name", "?") + ", %d threads" % int(threads),
     "date": datetime.date.today().isoformat(),
-    "model": "synthetic (citadel synth --seed 1): " + ", ".join(summary.keys()),
+    "model": "synthetic (citadel synth --seed 1; upper-case types: its f32 file through llama-quantize): "
+             + ", ".join(summary.keys()),
     "cpu_simd_flags": simd,
     "commit": commit,
     "llama_cpp_build_commit": llama_commit or None,

@@ -92,9 +92,9 @@ struct PackedMatrix {
 };
 namespace cpu {
 
-// Y [n_tokens, w.rows] = X [n_tokens, w.cols] * W^T. f32/f16/bf16 weights use f32 math; 32-block quantized weights
-// (q8_0, q4_0, q4_1, q5_0, q5_1) quantize X to 16-bit codes with an f32 scale per 32 values and K-quants (q4_K,
-// q5_K, q6_K) to q8_K, then use integer dot products. Unsupported for other dtypes; InvalidArgument when cols is not a multiple of the block size.
+// Y [n_tokens, w.rows] = X [n_tokens, w.cols] * W^T. f32/f16/bf16 weights use f32 math; quantized weights (q8_0,
+// q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K) quantize X to 16-bit codes with an f32 scale per 32 values, then use
+// integer dot products. Unsupported for other dtypes; InvalidArgument when cols is not a multiple of the block size.
 bool matmul_supported(DType t);
 Status matmul(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 // Several matmuls of the same input (q/k/v, gate/up) in one parallel region: targets[i].y[n_tokens, rows_i] =

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "base/cpu_features.h"
+#include "base/half.h"
 #include "kernels/cpu/matmul_kernels.h"
 #include "kernels/ops.h"
 #include "kernels/quant/quant.h"
@@ -37,6 +39,25 @@ Q16Row q16_row(int64_t n, uint32_t seed) {
   a.row.q16_d = a.d.data();
   a.row.q16_sums = a.sums.data();
   return a;
+}
+
+// n_tok kQ16 activation rows (seeds seed0 + tok * step + n) and their codes and scales packed for the GEMM.
+struct Q16Batch {
+  std::vector<Q16Row> acts;
+  cpu::detail::Q16Tiles tiles;
+};
+Q16Batch q16_batch(int64_t n_tok, int64_t n, uint32_t seed0, uint32_t step) {
+  Q16Batch b;
+  std::vector<int16_t> q(n_tok * n);
+  std::vector<float> d(n_tok * n / kQK), sums(n_tok * n / kQK);
+  for (int64_t tok = 0; tok < n_tok; ++tok) {
+    b.acts.push_back(q16_row(n, seed0 + static_cast<uint32_t>(tok * step + n)));
+    std::copy(b.acts.back().q.begin(), b.acts.back().q.end(), q.begin() + tok * n);
+    std::copy(b.acts.back().d.begin(), b.acts.back().d.end(), d.begin() + tok * (n / kQK));
+    std::copy(b.acts.back().sums.begin(), b.acts.back().sums.end(), sums.begin() + tok * (n / kQK));
+  }
+  cpu::detail::pack_q16_tiles(q.data(), d.data(), sums.data(), n_tok, n, &b.tiles);
+  return b;
 }
 
 std::vector<uint8_t> interleaved(const WeightView& w) {
@@ -159,16 +180,7 @@ TEST(MatmulInterleaved, Avx512VnniGemmMatchesReference) {
       std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 110 + static_cast<uint32_t>(n));
       std::vector<uint8_t> il = interleaved({t, w.data(), rows, n});
       for (int64_t n_tok : {1, 5, 12, 13, 29}) {
-        std::vector<Q16Row> acts;
-        std::vector<int16_t> q(n_tok * n);
-        std::vector<float> d(n_tok * n / kQK);
-        for (int64_t tok = 0; tok < n_tok; ++tok) {
-          acts.push_back(q16_row(n, 120 + static_cast<uint32_t>(tok * 7 + n)));
-          std::copy(acts.back().q.begin(), acts.back().q.end(), q.begin() + tok * n);
-          std::copy(acts.back().d.begin(), acts.back().d.end(), d.begin() + tok * (n / kQK));
-        }
-        cpu::detail::Q16Tiles tiles;
-        cpu::detail::pack_q16_tiles(q.data(), d.data(), n_tok, n, &tiles);
+        const auto [acts, tiles] = q16_batch(n_tok, n, 120, 7);
         const int64_t ldy = 32 + 3;
         std::vector<float> want(n_tok * ldy, -7.0f), got(n_tok * ldy, -7.0f);
         for (int gi = 0; gi < 2; ++gi) {
@@ -199,6 +211,57 @@ TEST(MatmulInterleaved, UnsupportedShapesAreErrors) {
   EXPECT_EQ(cpu::interleave_weights({DType::kQ4_1, buf.data(), 2, 32}, buf.data()).code(),
             StatusCode::kInvalidArgument);
   EXPECT_FALSE(cpu::interleave_wanted(DType::kQ6_K));
+}
+
+// q5_0 rows repacked per call into one q8_0 group: byte-equal to interleave_weights of the q8_0 matrix with the same
+// scales and codes q - 16 (lanes past nr: row nr - 1 again), and through the q8_0 GEMM equal to the q5_0 row-dot
+// reference token by token (same integer sums). 1 to 151 blocks (odd counts), nr 16 and 5, 1 to 29 tokens.
+TEST(MatmulInterleaved, RepackedQ5_0GroupsMatchQ8_0LayoutAndRowDots) {
+  if (!cpu_features().has_avx512() || !cpu_features().avx512vnni)
+    GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or CITADEL_CPU caps it)";
+  int checked = 0;
+  for (int64_t n : {32, 96, 608, 32 * 151}) {
+    const int64_t rows = 21;  // groups of 16 and 5 rows
+    std::vector<uint8_t> w = testing::quantized_weights(DType::kQ5_0, rows, n, 130 + static_cast<uint32_t>(n));
+    const size_t rb = dtype_row_bytes(DType::kQ5_0, n), rb8 = dtype_row_bytes(DType::kQ8_0, n);
+    std::vector<uint8_t> w8(32 * rb8);  // the q8_0 twin, rows nr..15 of each group repeating row nr - 1
+    std::vector<float> row(n);
+    for (int64_t r = 0; r < 32; ++r) {
+      const int64_t src = std::min(r, r < 16 ? int64_t{15} : rows - 1);
+      const auto* b5 = reinterpret_cast<const BlockQ5_0*>(w.data() + src * rb);
+      auto* b8 = reinterpret_cast<BlockQ8_0*>(w8.data() + r * rb8);
+      ASSERT_TRUE(dequantize_row(DType::kQ5_0, b5, row.data(), n).ok());
+      for (int64_t i = 0; i < n / kQK; ++i) {
+        b8[i].d = b5[i].d;
+        const float d = f16_to_f32(b5[i].d);
+        for (int j = 0; j < kQK; ++j) b8[i].qs[j] = static_cast<int8_t>(std::lround(row[i * kQK + j] / d));
+      }
+    }
+    const std::vector<uint8_t> want_il = interleaved({DType::kQ8_0, w8.data(), 32, n});
+    const size_t gb = cpu::interleaved_group_bytes(DType::kQ8_0, n);
+    std::vector<uint8_t> got_il(2 * gb, 0xAB);
+    for (int gi = 0; gi < 2; ++gi) {
+      const int nr = gi == 0 ? 16 : static_cast<int>(rows - 16);
+      cpu::detail::repack_q5_0_group_avx512(w.data() + 16 * gi * rb, rb, nr, n, got_il.data() + gi * gb);
+    }
+    ASSERT_EQ(want_il, got_il) << "n " << n;
+    for (int64_t n_tok : {1, 12, 29}) {
+      const auto [acts, tiles] = q16_batch(n_tok, n, 140, 5);
+      std::vector<float> want(n_tok * rows), got(n_tok * rows, -1.0f);
+      const auto ref = cpu::detail::generic_dot_kernel(DType::kQ5_0);
+      for (int gi = 0; gi < 2; ++gi) {
+        const int nr = gi == 0 ? 16 : static_cast<int>(rows - 16);
+        cpu::detail::gemm_interleaved_avx512(DType::kQ8_0, got_il.data() + gi * gb, tiles, nr, got.data() + 16 * gi,
+                                             rows);
+      }
+      for (int64_t tok = 0; tok < n_tok; ++tok) {
+        for (int64_t r = 0; r < rows; ++r) want[tok * rows + r] = ref.dot(w.data() + r * rb, acts[tok].row, n);
+      }
+      EXPECT_LT(nmse(want, got), 1e-11) << "n " << n << " tokens " << n_tok;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 12);
 }
 
 }  // namespace

@@ -69,7 +69,6 @@ TEST(MatmulRows, MultiEqualsSeparateCalls) {
   targets[1].w.cols = 576;
   EXPECT_EQ(cpu::matmul_multi(targets, 3, x.data(), n_tok).code(), StatusCode::kInvalidArgument);
 }
-
 }  // namespace
 }  // namespace citadel
 

@@ -2,13 +2,7 @@
 // head's 16 scores (each key row read once for the whole group), one zmm max / exp / sum per head, then the value
 // rows accumulated into up to 4 heads x 4 zmm of outputs at once: 16 independent FMA chains per value load, where
 // the AVX2 block kernel ran one chain of 16 dependent FMAs per 8 outputs and head.
-#if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics pass an _mm512_undefined_*() operand that -Wuninitialized reports at every inlined
-// use; the state applies to the header's lines, included first here.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/avx512_intrinsics.h"  // first: its diagnostic state covers <immintrin.h>
 
 #include <cmath>
 

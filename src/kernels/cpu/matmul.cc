@@ -77,27 +77,30 @@ float dot_q32(const void* w, const ActRow& x, int64_t n) {
   return s;
 }
 
+// K-quants against the 16-bit codes (kQ16: one scale per 32 values, as the 32-block formats; 8-bit q8_K codes with
+// one scale per 256 values, llama.cpp's scheme, measured logits NMSE 3e-2 against HF on the real gemma-3-270m
+// Q4_K_M): per sub-block the integer sum of codes times activation codes, then f32. q4_K / q5_K: sub-block j is
+// activation block j, d * sc * dx * sum - dmin * m * sums; q6_K: 16-value sub-blocks, signed codes q - 32.
 template <typename Block, bool kHas5th>
 float dot_q45_K(const void* w, const ActRow& x, int64_t n) {
   const Block* b = static_cast<const Block*>(w);
   float s = 0;
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const BlockQ8_K& a = x.q8_K[i];
-    int sumi = 0, summ = 0;
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, m;
       get_scale_min_k4(j, b[i].scales, &sc, &m);
       const uint8_t* qs = b[i].qs + 32 * (j / 2);
-      int d = 0;
+      const int16_t* xq = x.q16 + kQK_K * i + 32 * j;
+      int sumi = 0;  // |q| <= 31, |x| <= 32767: < 2^25
       for (int l = 0; l < 32; ++l) {
         int q = (qs[l] >> (4 * (j % 2))) & 0xF;
         if constexpr (kHas5th) q |= ((b[i].qh[l] >> j) & 1) << 4;
-        d += q * a.qs[32 * j + l];
+        sumi += q * xq[l];
       }
-      sumi += sc * d;
-      summ += m * (a.bsums[2 * j] + a.bsums[2 * j + 1]);
+      const int64_t blk = 8 * i + j;
+      s += d * sc * x.q16_d[blk] * static_cast<float>(sumi) - dmin * m * x.q16_sums[blk];
     }
-    s += a.d * (f16_to_f32(b[i].d) * sumi - f16_to_f32(b[i].dmin) * summ);
   }
   return s;
 }
@@ -106,19 +109,17 @@ float dot_q6_K(const void* w, const ActRow& x, int64_t n) {
   const BlockQ6_K* b = static_cast<const BlockQ6_K*>(w);
   float s = 0;
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const BlockQ8_K& a = x.q8_K[i];
-    int sumi = 0;
+    const float d = f16_to_f32(b[i].d);
     for (int j = 0; j < 16; ++j) {
-      int d = 0;
+      int sumi = 0;  // |q - 32| <= 32, |x| <= 32767: < 2^24
       for (int l = 0; l < 16; ++l) {
         const int e = 16 * j + l, h = e / 128, r = e % 128;
         const int lo = (b[i].ql[64 * h + r % 64] >> (4 * (r / 64))) & 0xF;
         const int hi = (b[i].qh[32 * h + r % 32] >> (2 * (r / 32))) & 3;
-        d += ((lo | (hi << 4)) - 32) * a.qs[e];
+        sumi += ((lo | (hi << 4)) - 32) * x.q16[kQK_K * i + e];
       }
-      sumi += b[i].scales[j] * d;
+      s += d * b[i].scales[j] * x.q16_d[8 * i + j / 2] * static_cast<float>(sumi);
     }
-    s += a.d * f16_to_f32(b[i].d) * sumi;
   }
   return s;
 }
@@ -150,9 +151,9 @@ DotKernel generic_dot_kernel(DType t) {
     case DType::kQ5_0: return {ActFormat::kQ16, dot_q32<BlockQ5_0, false>};
     case DType::kQ5_1: return {ActFormat::kQ16, dot_q32<BlockQ5_1, true>};
     case DType::kQ8_0: return {ActFormat::kQ16, dot_q32<BlockQ8_0, false>};
-    case DType::kQ4_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ4_K, false>};
-    case DType::kQ5_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ5_K, true>};
-    case DType::kQ6_K: return {ActFormat::kQ8_K, dot_q6_K};
+    case DType::kQ4_K: return {ActFormat::kQ16, dot_q45_K<BlockQ4_K, false>};
+    case DType::kQ5_K: return {ActFormat::kQ16, dot_q45_K<BlockQ5_K, true>};
+    case DType::kQ6_K: return {ActFormat::kQ16, dot_q6_K};
     default: return {ActFormat::kF32, nullptr};
   }
 }
@@ -166,6 +167,12 @@ using detail::ActRow;
 using detail::DotKernel;
 
 DotKernel pick_kernel(DType t) {
+  // CITADEL_CPU_KQ_DOT=off keeps the AVX2 K-quant row dots on AVX-512 CPUs (before/after on one binary).
+  static const bool kq_dot_on = !env_is("CITADEL_CPU_KQ_DOT", "off") && cpu_features().has_avx512();
+  if (kq_dot_on) {
+    DotKernel k = detail::avx512_kquant_dot_kernel(t);
+    if (k.dot) return k;
+  }
   if (cpu_features().has_avx2_fma()) {
     DotKernel k = detail::avx2_dot_kernel(t);
     if (k.dot) return k;
@@ -185,8 +192,7 @@ Status check_weights(const WeightView& w, const char* op) {
 struct ActBuffer {
   std::vector<int16_t> q16;
   std::vector<float> d, sums;
-  std::vector<BlockQ8_K> q8_K;
-  detail::Q16Tiles tiles;  // the kQ16 codes packed for gemm_interleaved_avx512
+  detail::Q16Tiles tiles;  // the kQ16 codes packed for gemm_interleaved_avx512 and gemm_kquant_avx512
 };
 
 void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActBuffer* buf) {
@@ -200,12 +206,6 @@ void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActB
       for (int64_t t = t0; t < t1; ++t)
         quant(x + t * n, buf->q16.data() + t * n, buf->d.data() + t * nb, buf->sums.data() + t * nb, n);
     });
-  } else if (f == ActFormat::kQ8_K) {
-    const int64_t nb = n / kQK_K;
-    buf->q8_K.resize(n_tokens * nb);
-    ThreadPool::current().parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) quantize_row_q8_K(x + t * n, buf->q8_K.data() + t * nb, n);
-    });
   }
 }
 
@@ -217,7 +217,6 @@ ActRow act_row(ActFormat f, const float* x, const ActBuffer& buf, int64_t t, int
     a.q16_d = buf.d.data() + t * (n / kQK);
     a.q16_sums = buf.sums.data() + t * (n / kQK);
   }
-  if (f == ActFormat::kQ8_K) a.q8_K = buf.q8_K.data() + t * (n / kQK_K);
   return a;
 }
 
@@ -261,6 +260,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     DotKernel k;
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
     bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
+    bool kq_gemm;  // detail::gemm_kquant_avx512 over the K-quant rows (prompts: 16-bit codes, vpdpwssd)
+    bool q5_gemm;  // q5_0 rows repacked per call to a q8_0 group, then as il_gemm (prompts: 16-bit codes)
     bool panel;    // f16 / bf16 rows -> f32 panels (rows_to_panel_avx512) -> panel_gemm_avx2
     bool bf16;     // with panel: the panels rounded to bf16 pairs -> bf16_panel_gemm_avx512 (vdpbf16ps)
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
@@ -280,6 +281,11 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // CITADEL_CPU_IL_GEMM=f32 runs prompts over the interleaved copy through f32 panels (the path before the vpdpwssd
   // GEMM; before/after benchmarks on one binary).
   static const bool il_gemm_on = !env_is("CITADEL_CPU_IL_GEMM", "f32");
+  // Prompts over q4_K / q5_K / q6_K rows use the vpdpwssd GEMM where the CPU has AVX-512 VNNI, and q5_0 rows (the
+  // fallback of llama.cpp's Q4_K_M where a row is no whole number of 256 blocks) the q8_0 vpdpwssd GEMM over a per-call
+  // repack; CITADEL_CPU_KQ_GEMM=off keeps the row-dot kernels and the f32 tiles (before/after on one binary).
+  static const bool kq_gemm_on =
+      !env_is("CITADEL_CPU_KQ_GEMM", "off") && cpu_features().has_avx512() && cpu_features().avx512vnni;
   // Prompts over bf16 weights (fast mode: exact mode upcasts to f32) use vdpbf16ps where the CPU has it: the
   // activations rounded to bf16, f32 sums. Not f16 weights: bf16 would drop 3 bits of every weight, so f16 keeps the
   // f32 panels (exact weights). CITADEL_CPU_BF16_GEMM=off keeps the f32 panels for bf16 too.
@@ -288,7 +294,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
   const ActBuffer* buf = &tls_buf;
-  bool prepared[3] = {false, false, false};
+  bool prepared[2] = {false, false};
   tls_buf.tiles.n_tokens = 0;  // not packed for this call yet
   thread_local std::vector<uint16_t> tls_tokens_bf16;  // x as bf16 pairs for bf16_panel_gemm_avx512 (the caller's)
   const uint16_t* tokens_bf16 = nullptr;
@@ -300,7 +306,9 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.dtype = w.dtype;
     j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
     j.il_gemm = gemm && j.il && il_gemm_on;
-    j.gemm = gemm && !j.il_gemm && detail::gemm_supported(w.dtype);
+    j.kq_gemm = gemm && kq_gemm_on && detail::kquant_gemm_supported(w.dtype);
+    j.q5_gemm = gemm && kq_gemm_on && il_gemm_on && w.dtype == DType::kQ5_0;
+    j.gemm = gemm && !j.il_gemm && !j.q5_gemm && detail::gemm_supported(w.dtype);
     j.panel = j.gemm && !j.il && (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
     j.bf16 = j.panel && w.dtype == DType::kBF16 && bf16_on && cpu_features().has_avx512_bf16();
     if (j.bf16 && !tokens_bf16) {
@@ -314,8 +322,9 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
     }
-    if (j.il_gemm && tls_buf.tiles.n_tokens != n_tokens) {  // reset below, once per call
-      detail::pack_q16_tiles(tls_buf.q16.data(), tls_buf.d.data(), n_tokens, n_in, &tls_buf.tiles);
+    if ((j.il_gemm || j.q5_gemm || j.kq_gemm) && tls_buf.tiles.n_tokens != n_tokens) {  // reset above, once per call
+      detail::pack_q16_tiles(tls_buf.q16.data(), tls_buf.d.data(), tls_buf.sums.data(), n_tokens, n_in,
+                             &tls_buf.tiles);
     }
     j.wd = static_cast<const uint8_t*>(w.data);
     j.rb = w.row_bytes();
@@ -323,7 +332,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     // A multiple of 4 rows, so the 4-row kernels cover whole tiles.
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
-    if (j.gemm || j.il_dot || j.il_gemm) j.tile = 16;  // one interleaved group (kInterleaveRows); gemm_rows' block of rows
+    // One interleaved group (kInterleaveRows); gemm_rows' and gemm_kquant_avx512's block of rows.
+    if (j.gemm || j.il_dot || j.il_gemm || j.kq_gemm || j.q5_gemm) j.tile = 16;
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -343,6 +353,20 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       if (j.il_gemm) {
         detail::gemm_interleaved_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
                                         buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        continue;
+      }
+      if (j.q5_gemm) {
+        thread_local std::vector<uint8_t> group;  // one q8_0 group, 64-byte aligned
+        const size_t gb = interleaved_group_bytes(DType::kQ8_0, n_in);
+        group.resize(gb + 64);
+        uint8_t* g = group.data() + (64 - reinterpret_cast<uintptr_t>(group.data()) % 64) % 64;
+        detail::repack_q5_0_group_avx512(j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, g);
+        detail::gemm_interleaved_avx512(DType::kQ8_0, g, buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        continue;
+      }
+      if (j.kq_gemm) {
+        detail::gemm_kquant_avx512(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), buf->tiles, j.y + r0,
+                                   j.rows);
         continue;
       }
       if ((j.gemm && j.il) || j.panel) {  // the tile's 16 rows as an f32 panel

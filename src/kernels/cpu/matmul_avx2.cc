@@ -7,6 +7,7 @@
 
 #include "base/half.h"
 #include "kernels/cpu/matmul_kernels.h"
+#include "kernels/cpu/simd_math.h"
 #include "kernels/quant/quant.h"
 
 #define AVX2_FN __attribute__((target("avx2,fma,f16c")))
@@ -178,73 +179,76 @@ AVX2_FN void dot4_q32(const void* w, size_t rb, const ActRow& x, int64_t n, floa
   dot_q32_rows<Block, 4>(static_cast<const uint8_t*>(w), rb, x, n, y);
 }
 
-// q4_K / q5_K: per 64 elements, one 32-byte load of qs gives two sub-blocks (low / high nibbles).
+// q4_K / q5_K against the 16-bit codes: per 64 elements, one 32-byte load of qs gives two sub-blocks (low / high
+// nibbles), each one activation block: 32 codes widened to int16, madd with the activation codes, then f32 with the
+// sub-block's factor d * sc * dx (the 8 of a super-block computed at once); the mins through the block sums.
 template <typename Block, bool kHas5th>
 AVX2_FN float dot_q45_K(const void* w, const ActRow& x, int64_t n) {
   const Block* b = static_cast<const Block*>(w);
-  __m256 acc = _mm256_setzero_ps();
-  float mins = 0;
+  __m256 acc = _mm256_setzero_ps(), accm = acc;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
+  alignas(32) float f[8];
+  const auto bytes_to_ps = [](uint64_t v) AVX2_FN {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(v))));
+  };
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const BlockQ8_K& a = x.q8_K[i];
-    uint8_t sc[8], m[8];
-    int summ = 0;
-    for (int j = 0; j < 8; ++j) {
-      get_scale_min_k4(j, b[i].scales, &sc[j], &m[j]);
-      summ += m[j] * (a.bsums[2 * j] + a.bsums[2 * j + 1]);
-    }
+    uint64_t sc, m;
+    scales_mins_k4(b[i].scales, &sc, &m);
+    _mm256_store_ps(f, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(h16(b[i].d)), bytes_to_ps(sc)),
+                                     _mm256_loadu_ps(x.q16_d + 8 * i)));
+    accm = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(h16(b[i].dmin)), bytes_to_ps(m)),
+                           _mm256_loadu_ps(x.q16_sums + 8 * i), accm);
     __m256i hbits;
     if constexpr (kHas5th) hbits = load32(b[i].qh);
-    __m256i sumi = _mm256_setzero_si256();
+    const int16_t* xq = x.q16 + kQK_K * i;
     for (int c = 0; c < 4; ++c) {
       const __m256i q = load32(b[i].qs + 32 * c);
-      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      if constexpr (kHas5th) {
-        const __m256i one = _mm256_set1_epi8(1);
-        const __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c)), one);
-        const __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * c + 1)), one);
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
+      __m256i codes[2] = {_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4)};
+      for (int e = 0; e < 2; ++e) {
+        const int j = 2 * c + e;
+        if constexpr (kHas5th) {
+          const __m256i h = _mm256_and_si256(_mm256_srl_epi16(hbits, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+          codes[e] = _mm256_or_si256(codes[e], _mm256_slli_epi16(h, 4));
+        }
+        const __m256i p = _mm256_add_epi32(
+            _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(codes[e])), load32(xq + 32 * j)),
+            _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(codes[e], 1)), load32(xq + 32 * j + 16)));
+        acc = _mm256_fmadd_ps(_mm256_broadcast_ss(f + j), _mm256_cvtepi32_ps(p), acc);
       }
-      const __m256i pl = _mm256_maddubs_epi16(lo, load32(a.qs + 64 * c));
-      const __m256i ph = _mm256_maddubs_epi16(hi, load32(a.qs + 64 * c + 32));
-      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pl, _mm256_set1_epi16(sc[2 * c])));
-      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(ph, _mm256_set1_epi16(sc[2 * c + 1])));
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d * h16(b[i].d)), _mm256_cvtepi32_ps(sumi), acc);
-    mins += a.d * h16(b[i].dmin) * static_cast<float>(summ);
   }
-  return hsum(acc) - mins;
+  return hsum(_mm256_sub_ps(acc, accm));
 }
 
-// q6_K: codes 0..63 as unsigned bytes; the -32 offset is applied once per block through the q8_K bsums.
+// q6_K against the 16-bit codes: 32 codes per step (two 16-value sub-blocks, one activation block), the -32 applied
+// to the bytes (signed codes), each half widened to int16 and scaled by its factor d * sc * dx (the 16 of a
+// super-block computed at once).
 AVX2_FN float dot_q6_K(const void* w, const ActRow& x, int64_t n) {
   const BlockQ6_K* b = static_cast<const BlockQ6_K*>(w);
   __m256 acc = _mm256_setzero_ps();
-  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+  const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+  alignas(32) float f[16];
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const BlockQ8_K& a = x.q8_K[i];
-    int corr = 0;
-    for (int j = 0; j < 16; ++j) corr += b[i].scales[j] * a.bsums[j];
-    __m256i sumi = _mm256_setzero_si256();
+    const __m256 d = _mm256_set1_ps(h16(b[i].d)), dx = _mm256_loadu_ps(x.q16_d + 8 * i);
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].scales));
+    _mm256_store_ps(f, _mm256_mul_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))),
+                                     _mm256_permutevar8x32_ps(dx, dup_lo)));
+    const __m256 sc_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8)));
+    _mm256_store_ps(f + 8, _mm256_mul_ps(_mm256_mul_ps(d, sc_hi), _mm256_permutevar8x32_ps(dx, dup_hi)));
+    const int16_t* xq = x.q16 + kQK_K * i;
     for (int h = 0; h < 2; ++h) {
-      const __m256i l0 = load32(b[i].ql + 64 * h), l1 = load32(b[i].ql + 64 * h + 32);
-      const __m256i qh = load32(b[i].qh + 32 * h);
-      const __m256i lo4[4] = {_mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                              _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                              _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4)};
-      for (int g = 0; g < 4; ++g) {
-        const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), m2);
-        const __m256i q = _mm256_or_si256(lo4[g], _mm256_slli_epi16(hi, 4));
-        const __m256i p = _mm256_maddubs_epi16(q, load32(a.qs + 128 * h + 32 * g));
-        const int s = 8 * h + 2 * g;
-        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(b[i].scales[s + 1]), _mm_set1_epi16(b[i].scales[s]));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+      __m256i codes[4];
+      q6_K_codes(b[i].ql, b[i].qh, h, codes);
+      for (int g = 0; g < 4; ++g) {  // elements 128h + 32g .. + 31: activation block 8i + 4h + g
+        const __m256i q = codes[g];
+        const int k = 4 * h + g;
+        const __m256i p0 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)), load32(xq + 32 * k));
+        const __m256i p1 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1)),
+                                             load32(xq + 32 * k + 16));
+        acc = _mm256_fmadd_ps(_mm256_broadcast_ss(f + 2 * k), _mm256_cvtepi32_ps(p0), acc);
+        acc = _mm256_fmadd_ps(_mm256_broadcast_ss(f + 2 * k + 1), _mm256_cvtepi32_ps(p1), acc);
       }
     }
-    // 32 * corr in total, spread as 4 * corr over the 8 lanes.
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d * h16(b[i].d)),
-                          _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, _mm256_set1_epi32(4 * corr))), acc);
   }
   return hsum(acc);
 }
@@ -296,10 +300,7 @@ AVX2_FN void quantize_q16_avx2(const float* x, int16_t* q, float* d, float* sums
       v[k] = _mm256_loadu_ps(x + 8 * k);
       amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_mask, v[k]));
     }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float db = _mm_cvtss_f32(m) / 32767.0f;
+    const float db = hmax8(amax) / 32767.0f;
     const float id = db != 0.0f ? 1.0f / db : 0.0f;
     const __m256 idv = _mm256_set1_ps(id);
     __m256i qi[4];
@@ -352,9 +353,9 @@ DotKernel avx2_dot_kernel(DType t) {
     // q8_0 keeps one row per pass: four interleaved 34-byte-block streams ran the 30 MB output layer at half the
     // single-row speed (prefetcher), and its per-row work saved by sharing is small.
     case DType::kQ8_0: return {ActFormat::kQ16, dot_q32<BlockQ8_0>, nullptr};
-    case DType::kQ4_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ4_K, false>};
-    case DType::kQ5_K: return {ActFormat::kQ8_K, dot_q45_K<BlockQ5_K, true>};
-    case DType::kQ6_K: return {ActFormat::kQ8_K, dot_q6_K};
+    case DType::kQ4_K: return {ActFormat::kQ16, dot_q45_K<BlockQ4_K, false>};
+    case DType::kQ5_K: return {ActFormat::kQ16, dot_q45_K<BlockQ5_K, true>};
+    case DType::kQ6_K: return {ActFormat::kQ16, dot_q6_K};
     default: return {ActFormat::kF32, nullptr};
   }
 }

@@ -3,13 +3,7 @@
 // (x[2k], x[2k+1]), broadcast to all lanes, one vpdpwssd adds w[r][2k] x[2k] + w[r][2k+1] x[2k+1] for 16 rows at
 // once, so a block needs no horizontal sums and its scales are one 16-wide multiply. The row-dot kernels spend most
 // of their instructions on those per-row, per-block reductions and scalar scales.
-#if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics pass an _mm512_undefined_*() operand that -Wuninitialized reports at every inlined
-// use; the state applies to the header's lines, included first here.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/avx512_intrinsics.h"  // first: its diagnostic state covers <immintrin.h>
 
 #include <algorithm>
 #include <array>
@@ -144,23 +138,29 @@ void dequantize_group_ref(DType t, const uint8_t* group, int64_t n, float* panel
   }
 }
 
-void pack_q16_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_t n, Q16Tiles* out) {
+void pack_q16_tiles(const int16_t* q16, const float* d, const float* sums, int64_t n_tokens, int64_t n,
+                    Q16Tiles* out) {
   const int64_t nb = n / kQK, tiles = (n_tokens + kQ16Tile - 1) / kQ16Tile;
   out->n_tokens = n_tokens;
   out->n = n;
   out->pairs.resize(static_cast<size_t>(tiles * (n / 2) * kQ16Tile));
   out->d.resize(static_cast<size_t>(tiles * nb * kQ16Tile));
+  out->sums.resize(static_cast<size_t>(tiles * nb * kQ16Tile));
   ThreadPool::current().parallel_for(tiles, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const auto [t0, m] = balanced_tile(n_tokens, kQ16Tile, i);
       int32_t* pairs = out->pairs.data() + i * (n / 2) * kQ16Tile;
       float* dt = out->d.data() + i * nb * kQ16Tile;
+      float* st = out->sums.data() + i * nb * kQ16Tile;
       for (int tm = 0; tm < m; ++tm) {
         const int16_t* q = q16 + (t0 + tm) * n;
         for (int64_t k = 0; k < n / 2; ++k)
           pairs[k * kQ16Tile + tm] = static_cast<int32_t>(static_cast<uint16_t>(q[2 * k]) |
                                                           static_cast<uint32_t>(static_cast<uint16_t>(q[2 * k + 1])) << 16);
-        for (int64_t b = 0; b < nb; ++b) dt[b * kQ16Tile + tm] = d[(t0 + tm) * nb + b];
+        for (int64_t b = 0; b < nb; ++b) {
+          dt[b * kQ16Tile + tm] = d[(t0 + tm) * nb + b];
+          st[b * kQ16Tile + tm] = sums[(t0 + tm) * nb + b];
+        }
       }
     }
   });
@@ -351,6 +351,42 @@ void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, i
   }
 }
 
+// Per block column i: the 16 rows' d (f16) and 32 codes from gathers at the rows' block i (qh at 2, qs at 6): word
+// w < 4 holds elements 4w .. 4w + 3 (low nibbles of qs dword w), w >= 4 elements 4w .. (high nibbles of dword w - 4);
+// the fifth bits of a word's 4 elements (qh >> 4w, bits 0..3) spread to bit 4 of each byte by one multiply (bit b to
+// bit 8b: the shifted copies never overlap), then -16 per byte and bytes 1, 2 of each lane swapped (code_place's
+// order 4w, 4w + 2, 4w + 1, 4w + 3).
+IL_VNNI_FN void repack_q5_0_group_avx512(const uint8_t* w, size_t rb, int nr, int64_t n, uint8_t* group) {
+  constexpr int64_t cb = 512;  // codes_bytes(kQ8_0)
+  alignas(64) int32_t off[kInterleaveRows];
+  for (int r = 0; r < kInterleaveRows; ++r) off[r] = static_cast<int32_t>(std::min(r, nr - 1) * rb);
+  const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F), sixteen = _mm512_set1_epi8(16);
+  const __m512i swap12 = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15));
+  const int64_t nb = n / kQK;
+  if (nb % 2) std::memset(group + col_scales(nb - 1, cb) + 32, 0, 32);  // an odd count's unused scales
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m512i idx = _mm512_add_epi32(_mm512_load_si512(off), _mm512_set1_epi32(static_cast<int>(i * 22)));
+    const auto at = [&](int o) IL_VNNI_FN {
+      return _mm512_i32gather_epi32(_mm512_add_epi32(idx, _mm512_set1_epi32(o)), w, 1);
+    };
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(group + col_scales(i, cb)), _mm512_cvtepi32_epi16(at(0)));
+    const __m512i qh = at(2);
+    uint8_t* c = group + col_codes(i, cb);
+    for (int p = 0; p < 4; ++p) {
+      const __m512i qs = at(6 + 4 * p);
+      for (int hi = 0; hi < 2; ++hi) {
+        const int wd = p + 4 * hi;
+        const __m512i lo4 = hi ? _mm512_and_si512(_mm512_srli_epi32(qs, 4), nib) : _mm512_and_si512(qs, nib);
+        const __m512i b4 = _mm512_and_si512(_mm512_srli_epi32(qh, 4 * wd), _mm512_set1_epi32(0xF));
+        const __m512i fifth = _mm512_slli_epi32(
+            _mm512_and_si512(_mm512_mullo_epi32(b4, _mm512_set1_epi32(0x00204081)), _mm512_set1_epi32(0x01010101)), 4);
+        const __m512i v = _mm512_sub_epi8(_mm512_or_si512(lo4, fifth), sixteen);
+        _mm512_storeu_si512(c + 64 * wd, _mm512_shuffle_epi8(v, swap12));
+      }
+    }
+  }
+}
+
 InterleavedDotFn interleaved_dot_kernel(DType t) {
   if (t == DType::kQ4_0) return dot_il<DType::kQ4_0>;
   if (t == DType::kQ8_0) return dot_il<DType::kQ8_0>;
@@ -363,6 +399,9 @@ void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, i
 }
 void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n, float* panel) {
   dequantize_group_ref(t, group, n, panel);
+}
+void repack_q5_0_group_avx512(const uint8_t*, size_t, int, int64_t, uint8_t*) {
+  CHECK(false) << "repack_q5_0_group_avx512 without x86";
 }
 #endif
 

@@ -10,19 +10,19 @@
 
 namespace citadel::cpu::detail {
 
-enum class ActFormat { kF32, kQ16, kQ8_K };
+enum class ActFormat { kF32, kQ16 };
 
 // One token's activations in the format its weight dtype wants.
-// kQ16 (32-block weights): x[i] ~= d[i / 32] * q[i], 16-bit codes with an f32 scale per 32 values. 8-bit codes (q8_0,
+// kQ16 (quantized weights): x[i] ~= d[i / 32] * q[i], 16-bit codes with an f32 scale per 32 values. 8-bit codes (q8_0,
 // as llama.cpp) were tried first: their rounding through SmolLM2-135M's 30 layers moved the logits by up to 0.75
 // (NMSE 1e-2 against f32) and flipped near-tie greedy choices; 16 bits cost the same integer work here (two madd
-// of int16 pairs instead of maddubs + madd) and bring the error to ~1e-7.
+// of int16 pairs instead of maddubs + madd) and bring the error to ~1e-7. K-quants too: with llama.cpp's q8_K (8 bits,
+// one scale per 256 values) the real gemma-3-270m Q4_K_M measured logits NMSE 3e-2 against HF and 2 of 4 top-1 ids.
 struct ActRow {
   const float* f32 = nullptr;       // [n]              for f32/f16/bf16 weights
-  const int16_t* q16 = nullptr;     // [n]              for 32-block weights
+  const int16_t* q16 = nullptr;     // [n]              for quantized weights
   const float* q16_d = nullptr;     // [n / 32] scale per block
   const float* q16_sums = nullptr;  // [n / 32] d * sum(q) per block, for the min / offset terms
-  const BlockQ8_K* q8_K = nullptr;  // [n / 256]        for K-quant weights
 };
 
 using RowDotFn = float (*)(const void* w_row, const ActRow& x, int64_t n);
@@ -59,9 +59,13 @@ InterleavedDotFn interleaved_dot_kernel(DType t);
 DotKernel generic_dot_kernel(DType t);
 // AVX2+FMA+F16C kernels (compiled with target attributes); dot == nullptr when the dtype has none.
 DotKernel avx2_dot_kernel(DType t);
-// No AVX-512 row-dot kernels, by measurement (kernels_bench gemv, 2 threads, Zen 4): 16-wide f16 / bf16 kernels ran
-// 30% slower than these on the DRAM-bound 49152x576 matrix (28-30 vs 41 GB/s; faster only in cache), and 32-block
-// kernels with one block per zmm 10-45% slower; AVX-512 decode of q4_0 / q8_0 uses the interleaved layout instead.
+// No AVX-512 row-dot kernels but q6_K's below, by measurement (kernels_bench gemv, 2 threads, Zen 4): 16-wide
+// f16 / bf16 kernels ran 30% slower than these on the DRAM-bound 49152x576 matrix (28-30 vs 41 GB/s; faster only in
+// cache), and 32-block kernels with one block per zmm 10-45% slower; AVX-512 decode of q4_0 / q8_0 uses the
+// interleaved layout instead.
+// The AVX-512 row dot for q6_K (matmul_kquant_dot.cc; dot == nullptr for other dtypes): an activation block per zmm;
+// the integer sums of generic_dot_kernel's. Only call when cpu_features().has_avx512().
+DotKernel avx512_kquant_dot_kernel(DType t);
 // The kQ16 activation quantizer (reference): per 32 values d = amax / 32767, q = round-to-nearest-even(x / d) (as
 // x * (1 / d)), sums[b] = d * sum(q[b]). n % 32 == 0. q [n], d and sums [n / 32].
 void quantize_row_q16(const float* x, int16_t* q, float* d, float* sums, int64_t n);
@@ -89,16 +93,36 @@ struct Q16Tiles {
   // [tiles, n / 2, kQ16Tile]: tile token m's codes 2k (low 16 bits) and 2k + 1 (high 16 bits); a short tile's
   // missing tokens are never read.
   std::vector<int32_t> pairs;
-  std::vector<float> d;  // [tiles, n / 32, kQ16Tile]: the tokens' block scales
+  std::vector<float> d;     // [tiles, n / 32, kQ16Tile]: the tokens' block scales
+  std::vector<float> sums;  // [tiles, n / 32, kQ16Tile]: the tokens' d * sum(q) per block
 };
-// q16 [n_tokens, n] and d [n_tokens, n / 32] (quantize_row_q16's codes and scales) -> out, threaded over tokens on
-// ThreadPool::current(). n % 32 == 0.
-void pack_q16_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_t n, Q16Tiles* out);
+// q16 [n_tokens, n], d and sums [n_tokens, n / 32] (quantize_row_q16's codes, scales and sums) -> out, threaded over
+// tiles on ThreadPool::current(). n % 32 == 0.
+void pack_q16_tiles(const int16_t* q16, const float* d, const float* sums, int64_t n_tokens, int64_t n,
+                    Q16Tiles* out);
 // One group of interleaved t (q4_0 / q8_0) weights times every token of x: y[tok * ldy + r] for r < nr (nr <= 16
 // rows of the group real). Per token the block sums of dot_interleaved_ref in integers, the f32 sum over blocks in
 // the same order for every token whatever the batch (q4_0 codes signed here, so the float rounding differs from
 // dot_interleaved_ref's by the order of the offset term). Only call when interleave_wanted(t).
 void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, int nr, float* y, int64_t ldy);
+// Prompts over q5_0 rows (kept without an interleaved copy): nr (1..16) rows (w: the first, rb bytes apart) of n
+// columns -> one q8_0 group of that layout (interleaved_group_bytes(kQ8_0, n) bytes) holding the codes q - 16 and the
+// rows' f16 scales, as interleave_weights would write for a q8_0 matrix of those values; lanes nr..15 repeat row
+// nr - 1. gemm_interleaved_avx512(kQ8_0, group, ...) then gives the q5_0 row-dot's integer sums. Only call when
+// cpu_features().has_avx512() && avx512vnni.
+void repack_q5_0_group_avx512(const uint8_t* w, size_t rb, int nr, int64_t n, uint8_t* group);
+
+// ---- Prompt GEMM over q4_K / q5_K / q6_K rows (matmul_kquant.cc): the 16-bit activation codes of the row-dot
+// kernels, packed per tile as for gemm_interleaved_avx512 (Q16Tiles); each 16-row group unpacked once per call (codes
+// one byte each, a row per int32 lane; the f32 sub-block scales and mins beside them) and met by every tile with
+// vpdpwssd.
+// q4_K, q5_K, q6_K.
+bool kquant_gemm_supported(DType t);
+// nr (1..16) rows of dtype t (kquant_gemm_supported; w: the first, rb bytes apart, x.n columns) times every token of
+// x: y[tok * ldy + r] for r < nr (columns past nr untouched). Per row, token and sub-block the integer sums of the
+// row-dot reference (generic_dot_kernel(t)) over the same codes, so the result equals it up to the order of the f32
+// sums. Only call when cpu_features().has_avx512() && avx512vnni. Uses a per-thread buffer of 5 KB per 256 columns.
+void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q16Tiles& x, float* y, int64_t ldy);
 
 // ---- Prompt GEMM over f16 / bf16 rows (matmul_panels.cc): each block of 16 rows converted to an f32 panel [K, 16]
 // (panel[k * 16 + r] = row r's element k, rows nr..15 zero), then panel_gemm_avx2. f32 math on the exact weight

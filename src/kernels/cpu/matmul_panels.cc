@@ -2,13 +2,7 @@
 // rows at prompt time: 16 rows x 16 columns converted into 16 zmm and transposed in registers (three shuffle
 // stages), so a panel row (one column of the 16 weight rows) is one store. The prompt then runs through
 // panel_gemm_avx2 (6 tokens x 16 rows, twelve FMA chains) instead of gemm_rows' 4 x 3 tile with horizontal sums.
-#if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics pass an _mm512_undefined_*() operand that -Wuninitialized reports at every inlined
-// use; the state applies to the header's lines, included first here.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/avx512_intrinsics.h"  // first: its diagnostic state covers <immintrin.h>
 
 #include <algorithm>
 #include <cstring>

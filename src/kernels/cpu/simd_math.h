@@ -4,6 +4,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <cstdint>
+
 #define CITADEL_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 namespace citadel::cpu::detail {
@@ -117,6 +119,23 @@ CITADEL_AVX2 inline void gelu8xn(__m256* v) {
     const __m256 neg = _mm256_cmp_ps(v[j], _mm256_setzero_ps(), _CMP_LT_OQ);
     const __m256 one_plus = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), erfc_abs), erfc_abs, neg);
     v[j] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v[j]), one_plus);
+  }
+}
+
+// Half h (0, 1) of a q6_K block's codes (ql, qh: the block's arrays) as signed bytes q - 32: codes[g] = elements
+// 128h + 32g .. 128h + 32g + 31 in order. ql byte 64h + l: low nibble element 128h + l, high 128h + 64 + l; qh byte
+// 32h + l, bits 2g: the top 2 bits of element 128h + 32g + l.
+CITADEL_AVX2 inline void q6_K_codes(const uint8_t* ql, const uint8_t* qh, int h, __m256i* codes) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+  const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * h));
+  const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * h + 32));
+  const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * h));
+  const __m256i lo4[4] = {_mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                          _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                          _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4)};
+  for (int g = 0; g < 4; ++g) {
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), m2);
+    codes[g] = _mm256_sub_epi8(_mm256_or_si256(lo4[g], _mm256_slli_epi16(hi, 4)), off);
   }
 }
 

@@ -8,11 +8,13 @@
 // - quantize_row() for f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 is bit-exact with ggml's quantize_row_*_ref and
 //   gguf-py (round to nearest with the block's absmax or min/max); q4_K, q5_K, q6_K use our own scale search with
 //   least-squares refinement (not bit-identical to ggml, comparable error; the test bounds the NMSE).
-// - quantize_row_q8_0 / quantize_row_q8_K quantize activations for the integer dot products of the matmul.
+// - quantize_row_q8_0 / quantize_row_q8_K: llama.cpp's activation formats (the CPU matmul quantizes activations to
+//   16-bit codes instead: kernels/cpu/matmul_kernels.h ActRow).
 // Thread-safety: pure functions of their arguments; safe to call concurrently on disjoint outputs.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "base/status.h"
 #include "kernels/quant/types.h"
@@ -51,6 +53,15 @@ inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
     *sc = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
     *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
   }
+}
+
+// All 8 (scale, min) pairs of a q4_K / q5_K block at once: byte j of *sc and *m is get_scale_min_k4(j)'s.
+inline void scales_mins_k4(const uint8_t* q, uint64_t* sc, uint64_t* m) {
+  uint32_t u[3];
+  std::memcpy(u, q, 12);
+  const uint32_t lo6 = 0x3f3f3f3f, nib = 0x0f0f0f0f, top2 = 0x30303030;
+  *sc = (u[0] & lo6) | static_cast<uint64_t>((u[2] & nib) | ((u[0] >> 2) & top2)) << 32;
+  *m = (u[1] & lo6) | static_cast<uint64_t>(((u[2] >> 4) & nib) | ((u[1] >> 2) & top2)) << 32;
 }
 
 // The 16 signed 6-bit scales of a q3_K block (value - 32 applied).
