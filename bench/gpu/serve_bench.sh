@@ -7,6 +7,7 @@
 # Results: $OUT/serve-<label>.json (every run's summary, the load time, the server's engine stats).
 # Usage (repository root, after scripts/gpu/build.sh): bash bench/gpu/serve_bench.sh LABEL [serve flags...]
 #   SERVE_BENCH_RUNS="c128" limits the runs (names: c1 c16 c64 c128 short c128 sharegpt).
+#   STEP_TRACE=1: the server writes one line per engine step to $OUT/steps-LABEL.jsonl (CITADEL_STEP_TRACE).
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
 LABEL=${1:-default}
@@ -26,6 +27,7 @@ if [ ! -f $M ]; then
   echo "synth: $(( ($(date +%s%N) - t0) / 1000000 )) ms, $(du -h $M | cut -f1)"
 fi
 PORT=18090
+[ "${STEP_TRACE:-0}" = 1 ] && export CITADEL_STEP_TRACE=$OUT/steps-$LABEL.jsonl
 t0=$(date +%s%N)
 $C serve --device $DEVICE --model $M --served-model-name q7b --port $PORT "$@" > "$OUT/serve-$LABEL.log" 2>&1 &
 pid=$!
@@ -61,6 +63,7 @@ for r in $RUNS; do
   esac
   timeout 300 $C bench $common $args --temperature 0.7 --result-file "$OUT/run-$LABEL-$r.json" > "$OUT/run-$LABEL-$r.log" 2>&1
   echo "[$LABEL] $r rc=$?: $(grep -iE "output token throughput|Output token" "$OUT/run-$LABEL-$r.log" | head -1)"
+  grep -E "P99 (ttft|tpot)" "$OUT/run-$LABEL-$r.log" | head -2
 done
 curl -s -H "Authorization: Bearer $CITADEL_API_KEY" http://127.0.0.1:$PORT/api/v1/stats > "$OUT/stats-$LABEL.json"
 # Issue 20's GPU metrics from the real driver (NVML) on the same server.
