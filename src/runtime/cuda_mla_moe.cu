@@ -286,7 +286,9 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
   const bool quantized = w.gate.fmt != CudaWeightFormat::kBf16 || w.down.fmt != CudaWeightFormat::kBf16;
   const bool tiles = moe_path(T, kr, Er, quantized) == MoePath::kMma;
-  const bool shared_apart = tiles && w.sh_gate_up.bf16 != nullptr;
+  // CITADEL_MOE_SHARED=slots keeps the shared experts in the tiles too (benchmarks: before / after in one binary).
+  static const bool slots_only = env_is("CITADEL_MOE_SHARED", "slots");
+  const bool shared_apart = tiles && w.sh_gate_up.bf16 != nullptr && !slots_only;
   if (shared_apart) {
     RETURN_IF_ERROR(gated_ffn(lin::kShGateUp, layer, in, Act::kFfn, /*gelu=*/false, "moe"));
     w.sh_down.forward(g_, m_.act, T, m_.delta, /*y_f32=*/true);
