@@ -179,6 +179,11 @@ AVX2_FN void dot4_q32(const void* w, size_t rb, const ActRow& x, int64_t n, floa
   dot_q32_rows<Block, 4>(static_cast<const uint8_t*>(w), rb, x, n, y);
 }
 
+// The 8 bytes of v as floats (a free function: a lambda returning __m256 would change the ABI, -Wpsabi).
+AVX2_FN inline __m256 bytes_to_ps(uint64_t v) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(v))));
+}
+
 // q4_K / q5_K against the 16-bit codes: per 64 elements, one 32-byte load of qs gives two sub-blocks (low / high
 // nibbles), each one activation block: 32 codes widened to int16, madd with the activation codes, then f32 with the
 // sub-block's factor d * sc * dx (the 8 of a super-block computed at once); the mins through the block sums.
@@ -188,9 +193,6 @@ AVX2_FN float dot_q45_K(const void* w, const ActRow& x, int64_t n) {
   __m256 acc = _mm256_setzero_ps(), accm = acc;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   alignas(32) float f[8];
-  const auto bytes_to_ps = [](uint64_t v) AVX2_FN {
-    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(v))));
-  };
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     uint64_t sc, m;
     scales_mins_k4(b[i].scales, &sc, &m);
