@@ -115,37 +115,5 @@ TEST(CudaMla, PlansAgree) {
   EXPECT_LT(nmse(to_f32(m.out.download()), want), 3e-5) << "tensor cores";
 }
 
-// heads_gemv (few tokens) against cuBLAS's batched GEMM on MLA's two absorption shapes, strided as the decoder lays
-// them out: W_UK [H][r][nope] into q_lat rows, W_UV [H][v][r] from the latent outputs.
-TEST(CudaMla, HeadsGemvMatchesBatchedGemm) {
-  SKIP_WITHOUT_GPU();
-  std::mt19937 rng(13);
-  constexpr int H = 16, nope = 128, rope = 64, r = 512, v = 128, qk = nope + rope, lat = r + rope;
-  DevArray<uint8_t> ws(size_t(8) << 20);
-  void* cublas = ck::create_cublas_handle(nullptr, ws.p, ws.n);
-  const DevArray<uint16_t> k_b(random_bf16(size_t(H) * r * nope, rng, 0.1f));
-  const DevArray<uint16_t> v_b(random_bf16(size_t(H) * v * r, rng, 0.1f));
-  for (int T : {1, 2, 3, 5, 8}) {
-    const DevArray<uint16_t> q(random_bf16(size_t(T) * H * qk, rng, 1.f));
-    const DevArray<uint16_t> lat_out(random_bf16(size_t(T) * H * r, rng, 1.f));
-    DevArray<uint16_t> a(size_t(T) * H * lat), b(size_t(T) * H * lat), c(size_t(T) * H * v), d(size_t(T) * H * v);
-    for (auto* o : {&a, &b}) cudaMemset(o->p, 0, o->n * sizeof(uint16_t));
-    ck::heads_gemv(q.p, H * qk, qk, k_b.p, a.p, H * lat, lat, T, H, r, nope, nullptr);
-    ck::gemm_bf16_batched(cublas, q.p, H * qk, qk, k_b.p, r * nope, b.p, H * lat, lat, T, r, nope, H);
-    ck::heads_gemv(lat_out.p, H * r, r, v_b.p, c.p, H * v, v, T, H, v, r, nullptr);
-    ck::gemm_bf16_batched(cublas, lat_out.p, H * r, r, v_b.p, v * r, d.p, H * v, v, T, v, r, H);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const auto fa = to_f32(a.download()), fb = to_f32(b.download());
-    EXPECT_LT(nmse(fa, fb), 1e-5) << "W_UK, T " << T;
-    for (size_t i = 0; i < fa.size(); ++i) {  // the rope columns of q_lat are not written
-      if (i % lat >= size_t(r)) {
-        ASSERT_EQ(fa[i], 0.f) << "T " << T << " at " << i;
-      }
-    }
-    EXPECT_LT(nmse(to_f32(c.download()), to_f32(d.download())), 1e-5) << "W_UV, T " << T;
-  }
-  ck::destroy_cublas_handle(cublas);
-}
-
 }  // namespace
 }  // namespace citadel::gputest

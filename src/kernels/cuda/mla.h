@@ -76,14 +76,6 @@ MlaPlan mla_attention_plan(int T, int n_heads, bool tensor_cores_ok = false);
 void mla_attention_run(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out,
                        const MlaPlan& plan, cudaStream_t s);
 
-// MLA's per-head absorptions for few tokens (mla_mma.cu), the GEMV twin of gemm_bf16_batched: for t < T and h < H,
-// y[t][h][n] = sum_k W[h][n][k] x[t][h][k] (fp32 accumulation, bf16 out), x row (t, h) at x + t*ldx + h*sx, y at
-// y + t*ldy + h*sy, W [H][N][K]. Weights read once per call (a GEMM's tiles would re-read them per token tile).
-// T <= kHeadsGemvMaxTokens, K % 8 == 0, K <= 1024; x, W, y and their strides 16-byte aligned (multiples of 8).
-constexpr int kHeadsGemvMaxTokens = 8;
-void heads_gemv(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy, int T,
-                int H, int N, int K, cudaStream_t s);
-
 // The same attention on tensor cores (mla_mma.cu), for many query tokens: a block per (token, 16 heads), the 16 heads
 // as the rows of each MMA over key tiles of 32 (S = Q K^T and O += P V with mma.sync, fp32 accumulation, online
 // softmax in fp32 with the probabilities rounded to bf16 for P V, the normaliser summing the rounded values). Shapes:

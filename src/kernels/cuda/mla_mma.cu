@@ -1,5 +1,4 @@
-// Absorbed MLA attention on tensor cores (mla.h: mla_attention_mma), and the per-head absorption GEMV for few tokens
-// (heads_gemv, at the end). The attention is for steps with many query tokens (prefill,
+// Absorbed MLA attention on tensor cores (mla.h: mla_attention_mma), for steps with many query tokens (prefill,
 // large decode batches). A block takes one token and 16 heads: the 16 heads are the M = 16 rows of every MMA, so one
 // shared latent key row serves all of them.
 //
@@ -165,66 +164,6 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
   }
 }
 
-// ---- heads_gemv: grid (ceil(N / 32), H), 8 warps of 4 rows; x rows of the head staged in shared memory ----
-constexpr int kGemvRowsPerWarp = 4, kGemvRows = kWarps * kGemvRowsPerWarp, kGemvMaxK = 1024;
-
-template <int T>
-__global__ void __launch_bounds__(kThreads) heads_gemv_kernel(const uint16_t* __restrict__ x, int64_t ldx, int64_t sx,
-                                                              const uint16_t* __restrict__ W, uint16_t* __restrict__ y,
-                                                              int64_t ldy, int64_t sy, int n_tok, int N, int K) {
-  __shared__ __align__(16) uint16_t xs[T][kGemvMaxK];  // tokens n_tok .. T-1: zeros, never stored
-  pdl_wait();
-  pdl_trigger();
-  const int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kv = K / 8;
-  for (int c = threadIdx.x; c < T * kv; c += kThreads) {
-    const int t = c / kv, v = c - t * kv;
-    *reinterpret_cast<uint4*>(&xs[t][v * 8]) =
-        t < n_tok ? *reinterpret_cast<const uint4*>(x + t * ldx + h * sx + v * 8) : make_uint4(0, 0, 0, 0);
-  }
-  __syncthreads();
-  const int n0 = blockIdx.x * kGemvRows + warp * kGemvRowsPerWarp;
-  float acc[kGemvRowsPerWarp][T] = {};
-  const uint16_t* wh = W + static_cast<int64_t>(h) * N * K;
-  for (int v = lane; v < kv; v += 32) {
-    float xf[T][8];
-#pragma unroll
-    for (int t = 0; t < T; ++t) {
-      const uint4 a = *reinterpret_cast<const uint4*>(&xs[t][v * 8]);
-      const uint32_t w4[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) xf[t][2 * i] = bf16_lo(w4[i]), xf[t][2 * i + 1] = bf16_hi(w4[i]);
-    }
-#pragma unroll
-    for (int r = 0; r < kGemvRowsPerWarp; ++r) {
-      const int n = min(n0 + r, N - 1);
-      const uint4 w = ld_stream(wh + static_cast<int64_t>(n) * K + v * 8);
-      const uint32_t w4[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-      for (int t = 0; t < T; ++t) {
-        float a = acc[r][t];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) a = fmaf(bf16_lo(w4[i]), xf[t][2 * i], fmaf(bf16_hi(w4[i]), xf[t][2 * i + 1], a));
-        acc[r][t] = a;
-      }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < kGemvRowsPerWarp; ++r)
-#pragma unroll
-    for (int t = 0; t < T; ++t) {
-      const float v = warp_sum(acc[r][t]);
-      if (lane == 0 && n0 + r < N && t < n_tok) y[t * ldy + h * sy + n0 + r] = f2bf(v);
-    }
-}
-
-template <int T>
-void launch_heads_gemv(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy,
-                       int n_tok, int H, int N, int K, cudaStream_t s) {
-  const dim3 grid(static_cast<unsigned>((N + kGemvRows - 1) / kGemvRows), static_cast<unsigned>(H));
-  launch_pdl(heads_gemv_kernel<T>, grid, dim3(kThreads), 0, s, x, ldx, sx, W, y, ldy, sy, n_tok, N, K);
-  CUDA_LAUNCH_CHECK();
-}
-
 }  // namespace
 
 bool mla_attention_mma_supported(const MlaShape& m) {
@@ -245,18 +184,6 @@ void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q
   launch_pdl(mla_attention_mma_kernel, dim3(static_cast<unsigned>(T), static_cast<unsigned>(m.n_heads / kHeads)),
              dim3(kThreads), sizeof(Smem), s, p, m.n_heads, q_lat, out, p.scale * 1.4426950408889634f);
   CUDA_LAUNCH_CHECK();
-}
-
-void heads_gemv(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy, int T,
-                int H, int N, int K, cudaStream_t s) {
-  CHECK(T >= 0 && T <= kHeadsGemvMaxTokens && H >= 1 && N >= 1 && K >= 8 && K % 8 == 0 && K <= kGemvMaxK);
-  CHECK(ldx % 8 == 0 && sx % 8 == 0);
-  CHECK(reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0);
-  if (T == 0) return;
-  if (T == 1) return launch_heads_gemv<1>(x, ldx, sx, W, y, ldy, sy, T, H, N, K, s);
-  if (T == 2) return launch_heads_gemv<2>(x, ldx, sx, W, y, ldy, sy, T, H, N, K, s);
-  if (T <= 4) return launch_heads_gemv<4>(x, ldx, sx, W, y, ldy, sy, T, H, N, K, s);  // tokens past T: zero rows
-  launch_heads_gemv<8>(x, ldx, sx, W, y, ldy, sy, T, H, N, K, s);
 }
 
 }  // namespace citadel::cuda
