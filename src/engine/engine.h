@@ -53,9 +53,10 @@ struct EngineConfig {
   // > 0: a time target per step (so per output token): prefill chunks are cut to what the measured step costs allow
   // (engine/step_cost.h), never below kMinPrefillTokens a step; 0: only max_batched_tokens limits them.
   double max_step_ms = 0;
-  // Short prompts arriving while many sequences decode are admitted in groups, waiting at most this many steps
-  // (engine/scheduler.h kAdmitNowTokens); 0: each is admitted at the first step with room.
-  int admission_delay_steps = 8;
+  // > 0: short prompts arriving while many sequences decode are admitted in groups, waiting at most this many
+  // steps (engine/scheduler.h kAdmitNowTokens); 0 (the default until a GPU serving run has measured it): each is
+  // admitted at the first step with room.
+  int admission_delay_steps = 0;
   int max_seqs = 64;               // sequences running at once
   int max_waiting = 256;           // admission bound: requests queued and not yet started
   int64_t max_waiting_tokens = 1 << 20;  // admission bound: their prompt tokens

@@ -46,7 +46,7 @@ struct ServeConfig {
   int max_seqs = 0;                  // sequences decoded together; 0 = per device (api::resolve_step_limits)
   int max_batched_tokens = 0;        // tokens per engine step (decode + prefill chunks); 0 = per device
   int max_step_ms = 0;               // > 0: prefill chunks cut to keep a step (a token's time) within this
-  int admission_delay_steps = 8;     // engine/scheduler.h admission grouping; 0: off
+  int admission_delay_steps = 0;     // engine/scheduler.h admission grouping; 0: off
   int threads = 0;                   // compute threads (0 = all cores)
   int io_threads = 2;                // HTTP I/O threads
   std::string served_model_name;     // "" = the model's name
