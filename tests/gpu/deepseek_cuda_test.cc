@@ -132,11 +132,13 @@ TEST(DeepSeekCuda, TinyV2AndV3FollowTheCpuPath) {
 // int8 (a scale per row) and int4 (a scale per row and 128 k; matrices with K % 128 != 0 stay int8) weights,
 // experts included (grouped GEMVs that dequantise as they read), the router kept bf16, against the CPU path on the
 // unquantised weights: the quantisation error bounds the NMSE (int8 ~ 1e-4 of each weight's scale squared, int4 ~
-// 250x that), so the bounds are looser than bf16's, and top-1 may flip where the two best logits are close.
+// 250x that), so the bounds are looser than bf16's, and top-1 may flip where the two best logits are close. H200,
+// f37242f: tiny V2 int8 NMSE median 0.0019, worst 0.074, top-1 52/56 (int4 the same: tiny widths are no multiples of
+// 128, so int4 falls back to int8).
 TEST(DeepSeekCuda, TinyV2AndV3Int8AndInt4FollowTheCpuPath) {
   SKIP_WITHOUT_GPU();
   for (const char* preset : {"deepseek2-tiny", "deepseek3-tiny"}) {
-    compare_with_cpu(preset, runtime::CudaWeightFormat::kInt8, Bounds{5e-3, 0.5, 2e-2, 4});
+    compare_with_cpu(preset, runtime::CudaWeightFormat::kInt8, Bounds{5e-3, 0.5, 2e-2, 6});
     compare_with_cpu(preset, runtime::CudaWeightFormat::kInt4, Bounds{5e-2, 0.8, 2e-1, 12});
   }
 }
