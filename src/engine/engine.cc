@@ -46,8 +46,7 @@ Engine::Engine(ModelRunner* runner, EngineConfig config)
 
 void Engine::trace_step(const SchedulerOutput& out, double step_ms, double fwd_ms) {
   if (!step_trace_ || out.empty()) return;
-  int decode = 0;
-  for (const auto& s : out.seqs) decode += s.n_tokens == 1;  // as the step cost model counts them
+  const int decode = out.decode_rows();
   std::fprintf(step_trace_.get(),
                "{\"t_ms\": %.2f, \"decode\": %d, \"prefill\": %d, \"seqs\": %zu, \"step_ms\": %.3f, "
                "\"fwd_ms\": %.3f, \"waiting\": %zu, \"running\": %zu}\n",
@@ -554,8 +553,7 @@ bool Engine::step() {
   }
   const double step_ms = ms_since(t0);
   if (config_.max_step_ms > 0 && !out.empty()) {  // the cost model serves the step target only
-    int decode = 0;
-    for (const auto& s : out.seqs) decode += s.n_tokens == 1;
+    const int decode = out.decode_rows();
     step_cost_.observe(decode, out.n_tokens - decode, step_ms);
   }
   publish_stats(step_ms, fwd_ms, out, prefill_cap);

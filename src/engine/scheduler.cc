@@ -6,6 +6,12 @@
 
 namespace citadel::engine {
 
+int SchedulerOutput::decode_rows() const {
+  int n = 0;
+  for (const auto& s : seqs) n += s.n_tokens == 1;
+  return n;
+}
+
 std::vector<std::pair<int, int>> SchedulerOutput::all_copies() const {
   std::vector<std::pair<int, int>> all;
   for (const auto& s : seqs) all.insert(all.end(), s.copies.begin(), s.copies.end());

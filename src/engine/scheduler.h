@@ -59,6 +59,7 @@ struct SchedulerOutput {
   int n_tokens = 0;
   int n_preempted = 0;
   std::vector<std::pair<int, int>> all_copies() const;
+  int decode_rows() const;  // scheduled sequences with one token (the step cost model's and the trace's decode rows)
   bool empty() const { return seqs.empty(); }
 };
 
