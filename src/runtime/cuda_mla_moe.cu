@@ -281,7 +281,7 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   const bool shared_apart = tiles && w.sh_gate_up.bf16 != nullptr && !slots_only;
   if (shared_apart) {
     RETURN_IF_ERROR(gated_ffn(lin::kShGateUp, layer, in, Act::kFfn, /*gelu=*/false, "moe"));
-    w.sh_down.forward(g_, m_.act, T, m_.delta, /*y_f32=*/true);
+    RETURN_IF_ERROR(linear(lin::kShDown, layer, Act::kFfn, out));
   }
   ck::MoeRouting rt = moe_routing(e);
   if (shared_apart) rt.n_shared = 0;

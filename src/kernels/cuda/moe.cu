@@ -405,20 +405,10 @@ void launch_grouped(const bf16_t* in, int in_div, int T, int k, int E, const int
   if (T == 0) return;
   constexpr int rows = kGroupWarps * R;
   const dim3 grid((N + rows - 1) / rows, expert_slots(T, k, E));
-  switch (m0.fmt) {
-    case MoeWeightFormat::kBf16:
-      launch_pdl(moe_grouped_kernel<NMAT, R, MoeWeightFormat::kBf16>, grid, dim3(kGroupThreads), 0, s, in, in_div, E,
-                 offsets, pairs, m0, m1, N, K, out);
-      break;
-    case MoeWeightFormat::kInt8:
-      launch_pdl(moe_grouped_kernel<NMAT, R, MoeWeightFormat::kInt8>, grid, dim3(kGroupThreads), 0, s, in, in_div, E,
-                 offsets, pairs, m0, m1, N, K, out);
-      break;
-    case MoeWeightFormat::kInt4:
-      launch_pdl(moe_grouped_kernel<NMAT, R, MoeWeightFormat::kInt4>, grid, dim3(kGroupThreads), 0, s, in, in_div, E,
-                 offsets, pairs, m0, m1, N, K, out);
-      break;
-  }
+  auto* kernel = m0.fmt == MoeWeightFormat::kInt8   ? moe_grouped_kernel<NMAT, R, MoeWeightFormat::kInt8>
+                 : m0.fmt == MoeWeightFormat::kInt4 ? moe_grouped_kernel<NMAT, R, MoeWeightFormat::kInt4>
+                                                    : moe_grouped_kernel<NMAT, R, MoeWeightFormat::kBf16>;
+  launch_pdl(kernel, grid, dim3(kGroupThreads), 0, s, in, in_div, E, offsets, pairs, m0, m1, N, K, out);
   CUDA_LAUNCH_CHECK();
 }
 
