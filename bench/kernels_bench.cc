@@ -57,7 +57,8 @@ void BM_Matmul(benchmark::State& state) {
 
 void GemvArgs(benchmark::internal::Benchmark* b) {
   for (DType t : kTypes) {
-    for (auto [o, i] : {std::pair{576, 1536}, {1536, 576}, {49152, 576}, {896, 4864}})
+    // SmolLM2-135M's shapes, Qwen2-0.5B's FFN down, and the 7B FFN's (tens of MB: DRAM-bound)
+    for (auto [o, i] : {std::pair{576, 1536}, {1536, 576}, {49152, 576}, {896, 4864}, {18944, 3584}, {3584, 18944}})
       if (dtype_row_bytes(t, i) != 0) b->Args({static_cast<int64_t>(t), o, i, 1});  // K-quants need n_in % 256
   }
 }

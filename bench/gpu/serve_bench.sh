@@ -6,7 +6,7 @@
 # (lognormal prompt and reply lengths, median about 200 / 250 tokens, made here: no dataset can travel).
 # Results: $OUT/serve-<label>.json (every run's summary, the load time, the server's engine stats).
 # Usage (repository root, after scripts/gpu/build.sh): bash bench/gpu/serve_bench.sh LABEL [serve flags...]
-#   SERVE_BENCH_RUNS="c128" limits the runs (names: c1 c16 c64 c128 short c128 sharegpt).
+#   SERVE_BENCH_RUNS="c128" limits the runs (names: c1 c16 c64 c128 short_c128 sharegpt_c64).
 #   STEP_TRACE=1: the server writes one line per engine step to $OUT/steps-LABEL.jsonl (CITADEL_STEP_TRACE).
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}

@@ -3,6 +3,7 @@
 # stays between calls while the machine is warm). Usage (repository root on the GPU machine):
 #   OUT=... bash scripts/gpu/all.sh PART...   PART: build tests serve[:LABEL[:flag,flag...]] load deepseek embed nvml mixed
 #   dsbench[:LABEL[:VAR=VAL,...]] dsncu[:MODE,...[:VAR=VAL,...]] micro moevar
+#   cpukernels (the CPU kernel tests and K-quant GEMVs on the GPU host's CPU)
 #   base (extracts .gpu_base.tgz, `git archive --format=tar.gz --prefix=base/ REV` of a base commit carried along, to
 #   /tmp/base and builds $BASE_TARGETS there: before / after in one call)
 #   pack (last: every file under $OUT into $OUT/all.tgz, since the device tool brings back only a few files)
@@ -44,6 +45,15 @@ for part in "$@"; do
               2> "$OUT/moe_variants.log"; echo "moe variants rc=$?"; cat "$OUT/moe_variants.log";;
     micro) CITADEL_BENCH_MICRO=1 timeout 200 ./build-gpu/bench/citadel_gpu_bench > /dev/null 2> "$OUT/micro.log"
            echo "micro bench rc=$?"; cat "$OUT/micro.log";;
+    cpukernels) # the CPU kernel tests and the interleaved K-quant GEMV before / after on this host's CPU (AVX-512 / AMX
+      # paths the development machine may lack): build-gpu/citadel_cpu_kernel_tests, bench/kernels_bench
+      echo "host CPU: $(lscpu | sed -n 's/^Model name: *//p'); $(grep -o -w 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+      bash scripts/gpu/build.sh citadel_cpu_kernel_tests \
+        && { ./build-gpu/citadel_cpu_kernel_tests > "$OUT/cpu_kernel_tests.log" 2>&1; echo "cpu kernel tests rc=$?"
+             grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is" "$OUT/cpu_kernel_tests.log" | head -30; }
+      bash scripts/gpu/build.sh kernels_bench && for il in on off; do
+        CITADEL_THREADS=2 CITADEL_CPU_INTERLEAVE=$il ./build-gpu/bench/kernels_bench --benchmark_filter="${KBENCH_FILTER:-gemv/1[24]/}" \
+          --benchmark_out="$OUT/kernels_bench_il_$il.json" --benchmark_out_format=json 2>&1 | grep -E "gemv" | head -20; done;;
     pack) tar czf /tmp/all.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/all.tgz "$OUT/";;
     *) echo "unknown part $part";;
   esac

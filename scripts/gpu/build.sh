@@ -10,8 +10,12 @@ mkdir -p "$OUT"
 D=$PWD/.gpu-deps
 [ -f "$D/include/sqlite3.h" ] || { echo "no .gpu-deps: carry it (see this script's header)"; exit 1; }
 targets=${*:-citadel citadel_gpu_tests citadel_gpu_bench citadel_deepseek_bench}
+# Google Benchmark (the CPU benchmarks, e.g. bench/kernels_bench) where .gpu-deps/bm holds Debian's libbenchmark-dev
+# (include/, lib/x86_64-linux-gnu/ with its cmake/benchmark config, in that layout).
+BM=()
+[ -d "$D/bm/lib/x86_64-linux-gnu/cmake/benchmark" ] && BM=(-Dbenchmark_DIR="$D/bm/lib/x86_64-linux-gnu/cmake/benchmark")
 t0=$(date +%s)
-cmake -S . -B build-gpu -DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
+cmake -S . -B build-gpu "${BM[@]}" -DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
   -Wno-dev -DSQLite3_INCLUDE_DIR="$D/include" -DSQLite3_LIBRARY="$D/lib/libsqlite3.a" -DYAML_INCLUDE_DIR="$D/include" \
   -DYAML_LIBRARY="$D/lib/libyaml.a" -DCMAKE_CXX_FLAGS="-I$D/include" > "$OUT/build.log" 2>&1 \
   || { tail -40 "$OUT/build.log"; exit 1; }

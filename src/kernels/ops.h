@@ -107,21 +107,24 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
 // Reference: dequantizes each row with the quant reference and accumulates in double (no activation quantization).
 Status matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y);
 
-// The 16-row interleaved decode layout of q4_0 / q8_0 weights (WeightView::interleaved). Rows are taken in groups of
-// kInterleaveRows (the last group padded with zero rows), each interleaved_group_bytes long. A group holds its nb
-// block columns (16 rows x 32 codes each) in units of two: 64 bytes of scales (16 f16 per column, row order; the
-// second half zero in a last, one-column unit), then the columns' codes (q4_0: 256 bytes, q8_0: 512), as 64-byte
-// words with one 4-byte lane per row: q4_0 word w holds pairs k = 4w + p (p = 0..3) of codes (2k at bits 4p,
-// 2k + 1 at bits 16 + 4p); q8_0 word w holds codes 4w, 4w + 2, 4w + 1, 4w + 3 in bytes 0..3. About the size of the
-// rows it came from (1-2% more for q4_0: the scales' padding).
+// The 16-row interleaved decode layout of q4_0 / q8_0 / q4_K / q6_K weights (WeightView::interleaved). Rows are taken
+// in groups of kInterleaveRows (the last group padded with zero rows), each interleaved_group_bytes long. A q4_0 /
+// q8_0 group holds its nb block columns (16 rows x 32 codes each) in units of two: 64 bytes of scales (16 f16 per
+// column, row order; the second half zero in a last, one-column unit), then the columns' codes (q4_0: 256 bytes, q8_0:
+// 512), as 64-byte words with one 4-byte lane per row: q4_0 word w holds pairs k = 4w + p (p = 0..3) of codes (2k at
+// bits 4p, 2k + 1 at bits 16 + 4p); q8_0 word w holds codes 4w, 4w + 2, 4w + 1, 4w + 3 in bytes 0..3. About the size
+// of the rows it came from (1-2% more for q4_0: the scales' padding). A q4_K / q6_K group is one unit per 256
+// columns: the 16 rows' d (and dmin), their sub-block scales (and mins) one byte each, the low 4 bits of the codes as
+// q4_0's words, and q6_K's top 2 bits in words of their own (matmul_interleaved_kquant.cc); 148 / 212 bytes per row
+// and 256 columns against the blocks' 144 / 210.
 constexpr int kInterleaveRows = 16;
 bool interleave_supported(DType t);
-// 0 when t has no layout or cols is not a multiple of 32.
+// 0 when t has no layout or cols is not a multiple of its block (32; 256 for q4_K / q6_K).
 size_t interleaved_bytes(DType t, int64_t rows, int64_t cols);
 size_t interleaved_group_bytes(DType t, int64_t cols);
 // out [interleaved_bytes(w)] (64-byte aligned: the kernels' code loads are then aligned) <- w. InvalidArgument when w has no layout.
 Status interleave_weights(const WeightView& w, uint8_t* out);
-// True when matmul on this CPU reads WeightView::interleaved for dtype t (AVX-512 VNNI, q4_0 / q8_0, and
+// True when matmul on this CPU reads WeightView::interleaved for dtype t (AVX-512 VNNI, q4_0 / q8_0 / q4_K / q6_K, and
 // $CITADEL_CPU_INTERLEAVE is not "off"): worth building the copy at load only then.
 bool interleave_wanted(DType t);
 

@@ -206,11 +206,12 @@ TEST(MatmulInterleaved, Avx512VnniGemmMatchesReference) {
 
 TEST(MatmulInterleaved, UnsupportedShapesAreErrors) {
   std::vector<uint8_t> buf(1024);
-  EXPECT_EQ(cpu::interleaved_bytes(DType::kQ4_K, 16, 256), 0u);
+  EXPECT_EQ(cpu::interleaved_bytes(DType::kQ5_K, 16, 256), 0u);
+  EXPECT_EQ(cpu::interleaved_bytes(DType::kQ4_K, 16, 32), 0u);
   EXPECT_EQ(cpu::interleaved_bytes(DType::kQ4_0, 16, 48), 0u);
   EXPECT_EQ(cpu::interleave_weights({DType::kQ4_1, buf.data(), 2, 32}, buf.data()).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_FALSE(cpu::interleave_wanted(DType::kQ6_K));
+  EXPECT_FALSE(cpu::interleave_wanted(DType::kQ5_K));
 }
 
 // q5_0 rows repacked per call into one q8_0 group: byte-equal to interleave_weights of the q8_0 matrix with the same

@@ -232,5 +232,115 @@ TEST(MatmulKquant, SupportedTypes) {
     EXPECT_FALSE(cpu::detail::kquant_gemm_supported(t)) << dtype_name(t);
 }
 
+// ---- The interleaved layout of q4_K / q6_K (decode: 16 rows per zmm; matmul_interleaved_kquant.cc).
+constexpr DType kIlTypes[] = {DType::kQ4_K, DType::kQ6_K};
+
+std::vector<uint8_t> interleaved(DType t, const std::vector<uint8_t>& w, int64_t rows, int64_t n) {
+  std::vector<uint8_t> out(cpu::interleaved_bytes(t, rows, n), 0xAB);
+  EXPECT_TRUE(cpu::interleave_weights({t, w.data(), rows, n}, out.data()).ok());
+  return out;
+}
+
+// The scalar reference over the layout against the row-dot reference over the rows it came from (so the packing is
+// checked too: same integer sums, same f32 formula), and the VNNI kernel against it; padding rows give 0. Quantized
+// and raw random blocks (every code, scale and min), the all-maximum blocks, 1 to 19 super-blocks.
+TEST(MatmulKquant, InterleavedDotsMatchRowDots) {
+  int checked = 0;
+  uint32_t seed = 500;
+  for (DType t : kIlTypes) {
+    const auto ref = cpu::detail::generic_dot_kernel(t);
+    const auto fast = cpu::detail::interleaved_dot_kernel(t);
+    if (vnni()) {
+      ASSERT_NE(fast, nullptr) << dtype_name(t);
+    }
+    for (int64_t nsb : {1, 2, 7, 19}) {
+      const int64_t n = nsb * kQK_K, rows = 37;  // groups of 16, 16 and 5 + 11 padding rows
+      const size_t rb = dtype_row_bytes(t, n), gb = cpu::interleaved_group_bytes(t, n);
+      ASSERT_EQ(gb, static_cast<size_t>(nsb * (t == DType::kQ4_K ? 2368 : 3392)));
+      ASSERT_EQ(cpu::interleaved_bytes(t, rows, n), 3 * gb);
+      for (int kind = 0; kind < 3; ++kind) {
+        std::vector<uint8_t> w = kind == 0 ? testing::quantized_weights(t, rows, n, seed++) : random_blocks(t, rows, n, seed++);
+        if (kind == 2) {  // the largest codes and scales (q6_K: codes -32, scales -128 / 127)
+          const size_t bb = dtype_info(t)->block_bytes;
+          for (size_t i = 0; i < w.size() / bb; ++i) {
+            uint8_t* blk = w.data() + i * bb;
+            if (t == DType::kQ6_K) {
+              std::fill(blk, blk + 192, 0);
+              std::fill(blk + 192, blk + 208, i % 2 ? 0x80 : 0x7F);
+            } else {
+              std::fill(blk + 4, blk + bb, 0xFF);
+            }
+          }
+        }
+        const std::vector<uint8_t> il = interleaved(t, w, rows, n);
+        const Acts a = kind == 2 ? q16_acts(std::vector<float>(n, -1.0f), 1, n) : q16_acts(1, n, seed++);
+        std::vector<float> want(48, 0.0f), got(48, -1.0f), simd(48, -1.0f);
+        for (int64_t r = 0; r < rows; ++r) want[r] = ref.dot(w.data() + r * rb, a.row(0, n), n);
+        for (int g = 0; g < 3; ++g) {
+          cpu::detail::dot_interleaved_ref(t, il.data() + g * gb, a.row(0, n), n, got.data() + 16 * g);
+          if (vnni()) fast(il.data() + g * gb, a.row(0, n), n, simd.data() + 16 * g);
+        }
+        EXPECT_LT(nmse(want, got), 1e-12) << dtype_name(t) << " kind " << kind << " n " << n;
+        for (int64_t r = rows; r < 48; ++r) EXPECT_EQ(got[r], 0.0f) << "padding row " << r;
+        if (vnni()) {
+          EXPECT_LT(nmse(want, simd), 1e-11) << dtype_name(t) << " VNNI, kind " << kind << " n " << n;
+          for (int64_t r = rows; r < 48; ++r) EXPECT_EQ(simd[r], 0.0f) << "padding row " << r;
+        }
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 2 * 4 * 3);
+}
+
+// The prompt GEMM over an interleaved group unpacks to the same buffer as over the rows: bit-equal outputs, nr 16
+// and 5 (the last group), 1 to 29 tokens.
+TEST(MatmulKquant, InterleavedGemmEqualsRowGemm) {
+  if (!vnni()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or CITADEL_CPU caps it)";
+  uint32_t seed = 700;
+  for (DType t : kIlTypes) {
+    const int64_t n = 3 * kQK_K, rows = 21;
+    const size_t rb = dtype_row_bytes(t, n), gb = cpu::interleaved_group_bytes(t, n);
+    const std::vector<uint8_t> w = random_blocks(t, rows, n, seed++);
+    const std::vector<uint8_t> il = interleaved(t, w, rows, n);
+    for (int64_t n_tok : {1, 5, 13, 29}) {
+      const Acts a = q16_acts(n_tok, n, seed++);
+      cpu::detail::Q16Tiles tiles;
+      cpu::detail::pack_q16_tiles(a.q.data(), a.d.data(), a.sums.data(), n_tok, n, &tiles);
+      const int64_t ldy = 35;
+      std::vector<float> rows_y(n_tok * ldy, -7.0f), il_y(n_tok * ldy, -7.0f);
+      for (int g = 0; g < 2; ++g) {
+        const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * g));
+        cpu::detail::gemm_kquant_avx512(t, w.data() + 16 * g * rb, rb, nr, tiles, rows_y.data() + 16 * g, ldy);
+        cpu::detail::gemm_kquant_il_avx512(t, il.data() + g * gb, nr, tiles, il_y.data() + 16 * g, ldy);
+      }
+      ASSERT_EQ(rows_y, il_y) << dtype_name(t) << " tokens " << n_tok;
+    }
+  }
+}
+
+// matmul with an interleaved view (decode kernel for 1..3 tokens, the GEMM over the groups from 4) against matmul
+// over the rows (the row dots, the row GEMM) and matmul_ref.
+TEST(MatmulKquant, MatmulWithInterleavedViewMatchesRows) {
+  uint32_t seed = 900;
+  for (DType t : kIlTypes) {
+    const int64_t rows = 53, n = 4 * kQK_K;
+    const std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, seed++);
+    const std::vector<uint8_t> il = interleaved(t, w, rows, n);
+    WeightView wv{t, w.data(), rows, n};
+    for (int64_t n_tok : {1, 3, 4, 30}) {
+      std::vector<float> x = random_floats(n_tok * n, seed++);
+      std::vector<float> ref(n_tok * rows), plain(n_tok * rows), fast(n_tok * rows, -1.0f);
+      wv.interleaved = nullptr;
+      ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, ref.data()).ok());
+      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, plain.data()).ok());
+      wv.interleaved = il.data();
+      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, fast.data()).ok());
+      EXPECT_LT(nmse(plain, fast), 1e-11) << dtype_name(t) << " tokens " << n_tok;
+      EXPECT_LT(nmse(ref, fast), 1e-8) << dtype_name(t) << " tokens " << n_tok;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace citadel

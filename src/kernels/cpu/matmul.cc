@@ -260,7 +260,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     DotKernel k;
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
     bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
-    bool kq_gemm;  // detail::gemm_kquant_avx512 over the K-quant rows (prompts: 16-bit codes, vpdpwssd)
+    bool kq_gemm;  // detail::gemm_kquant_(il_)avx512 over the K-quant rows or w.interleaved (prompts: vpdpwssd)
     bool q5_gemm;  // q5_0 rows repacked per call to a q8_0 group, then as il_gemm (prompts: 16-bit codes)
     bool panel;    // f16 / bf16 rows -> f32 panels (rows_to_panel_avx512) -> panel_gemm_avx2
     bool bf16;     // with panel: the panels rounded to bf16 pairs -> bf16_panel_gemm_avx512 (vdpbf16ps)
@@ -305,8 +305,9 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.k = pick_kernel(w.dtype);
     j.dtype = w.dtype;
     j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
-    j.il_gemm = gemm && j.il && il_gemm_on;
-    j.kq_gemm = gemm && kq_gemm_on && detail::kquant_gemm_supported(w.dtype);
+    const bool kquant = detail::kquant_gemm_supported(w.dtype);
+    j.il_gemm = gemm && j.il && il_gemm_on && !kquant;
+    j.kq_gemm = gemm && kq_gemm_on && kquant;
     j.q5_gemm = gemm && kq_gemm_on && il_gemm_on && w.dtype == DType::kQ5_0;
     j.gemm = gemm && !j.il_gemm && !j.q5_gemm && detail::gemm_supported(w.dtype);
     j.panel = j.gemm && !j.il && (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
@@ -317,7 +318,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       tokens_bf16 = tls_tokens_bf16.data();
     }
     if (j.gemm) j.k.act = ActFormat::kF32;
-    j.il_dot = !j.gemm && !j.il_gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
+    j.il_dot = !j.gemm && !j.il_gemm && !j.kq_gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
@@ -362,6 +363,11 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
         uint8_t* g = group.data() + (64 - reinterpret_cast<uintptr_t>(group.data()) % 64) % 64;
         detail::repack_q5_0_group_avx512(j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, g);
         detail::gemm_interleaved_avx512(DType::kQ8_0, g, buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        continue;
+      }
+      if (j.kq_gemm && j.il) {  // r0 is a multiple of kInterleaveRows
+        detail::gemm_kquant_il_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
+                                      static_cast<int>(r1 - r0), buf->tiles, j.y + r0, j.rows);
         continue;
       }
       if (j.kq_gemm) {

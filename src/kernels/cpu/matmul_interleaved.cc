@@ -3,7 +3,7 @@
 // (x[2k], x[2k+1]), broadcast to all lanes, one vpdpwssd adds w[r][2k] x[2k] + w[r][2k+1] x[2k+1] for 16 rows at
 // once, so a block needs no horizontal sums and its scales are one 16-wide multiply. The row-dot kernels spend most
 // of their instructions on those per-row, per-block reductions and scalar scales.
-#include "kernels/cpu/avx512_intrinsics.h"  // first: its diagnostic state covers <immintrin.h>
+#include "kernels/cpu/vnni_dot.h"  // first: its diagnostic state covers <immintrin.h>
 
 #include <algorithm>
 #include <array>
@@ -18,7 +18,9 @@
 
 namespace citadel::cpu {
 
-bool interleave_supported(DType t) { return t == DType::kQ4_0 || t == DType::kQ8_0; }
+bool interleave_supported(DType t) {
+  return t == DType::kQ4_0 || t == DType::kQ8_0 || detail::kquant_interleave_supported(t);
+}
 
 namespace {
 
@@ -63,11 +65,22 @@ Status interleave_weights(const WeightView& w, uint8_t* out) {
   const size_t bytes = interleaved_bytes(w.dtype, w.rows, w.cols);
   if (bytes == 0) return InvalidArgument(std::string("interleave_weights: ") + dtype_name(w.dtype) + " [" +
                                          std::to_string(w.rows) + ", " + std::to_string(w.cols) + "] has no layout");
-  std::memset(out, 0, bytes);  // padding rows: zero codes and scales
-  const int64_t nb = w.cols / kQK, cb = codes_bytes(w.dtype), bb = dtype_info(w.dtype)->block_bytes;
-  const int64_t gb = group_bytes(w.dtype, nb), n_groups = (w.rows + kInterleaveRows - 1) / kInterleaveRows;
   const size_t rb = w.row_bytes();
   const uint8_t* src = static_cast<const uint8_t*>(w.data);
+  const int64_t n_groups = (w.rows + kInterleaveRows - 1) / kInterleaveRows;
+  if (detail::kquant_interleave_supported(w.dtype)) {
+    const size_t gb = detail::kquant_group_bytes(w.dtype, w.cols);
+    ThreadPool::current().parallel_for(n_groups, [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const int nr = static_cast<int>(std::min<int64_t>(kInterleaveRows, w.rows - g * kInterleaveRows));
+        detail::interleave_kquant_group(w.dtype, src + g * kInterleaveRows * rb, rb, nr, w.cols, out + g * gb);
+      }
+    });
+    return OkStatus();
+  }
+  std::memset(out, 0, bytes);  // padding rows: zero codes and scales
+  const int64_t nb = w.cols / kQK, cb = codes_bytes(w.dtype), bb = dtype_info(w.dtype)->block_bytes;
+  const int64_t gb = group_bytes(w.dtype, nb);
   const int code_mask = w.dtype == DType::kQ4_0 ? 0xF : 0xFF;
   ThreadPool::current().parallel_for(n_groups, [&](int64_t g0, int64_t g1) {
     for (int64_t row = g0 * kInterleaveRows; row < std::min(w.rows, g1 * kInterleaveRows); ++row) {
@@ -88,18 +101,19 @@ Status interleave_weights(const WeightView& w, uint8_t* out) {
 }
 
 size_t interleaved_bytes(DType t, int64_t rows, int64_t cols) {
-  if (!interleave_supported(t) || cols % kQK != 0 || rows <= 0) return 0;
-  const int64_t groups = (rows + kInterleaveRows - 1) / kInterleaveRows;
-  return static_cast<size_t>(groups * group_bytes(t, cols / kQK));
+  if (rows <= 0) return 0;
+  return static_cast<size_t>((rows + kInterleaveRows - 1) / kInterleaveRows) * interleaved_group_bytes(t, cols);
 }
 
 size_t interleaved_group_bytes(DType t, int64_t cols) {
-  return cols % kQK == 0 && interleave_supported(t) ? static_cast<size_t>(group_bytes(t, cols / kQK)) : 0;
+  if (detail::kquant_interleave_supported(t)) return detail::kquant_group_bytes(t, cols);
+  return cols > 0 && cols % kQK == 0 && interleave_supported(t) ? static_cast<size_t>(group_bytes(t, cols / kQK)) : 0;
 }
 
 namespace detail {
 
 void dot_interleaved_ref(DType t, const uint8_t* group, const ActRow& x, int64_t n, float* y) {
+  if (kquant_interleave_supported(t)) return dot_interleaved_kquant_ref(t, group, x, n, y);
   const int64_t nb = n / kQK, cb = codes_bytes(t);
   for (int r = 0; r < kInterleaveRows; ++r) {
     float s = 0;
@@ -167,42 +181,24 @@ void pack_q16_tiles(const int16_t* q16, const float* d, const float* sums, int64
 }
 
 #if defined(__x86_64__)
-#define IL_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
-
 namespace {
-
-// acc + (w_lo x_lo + w_hi x_hi) per int32 lane (one vpdpwssd), the activation pair broadcast to every lane.
-IL_VNNI_FN inline __m512i dp(__m512i acc, __m512i w, const int16_t* x_pair) {
-  int32_t v;
-  std::memcpy(&v, x_pair, 4);
-  return _mm512_dpwssd_epi32(acc, w, _mm512_set1_epi32(v));
-}
 
 // One block column of 16 rows: sum(q_w * q_x) per row (q4_0 codes still unsigned 0..15).
 template <DType T>
 IL_VNNI_FN inline __m512i column_dot(const uint8_t* c, const int16_t* xq) {
-  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
   if constexpr (T == DType::kQ4_0) {
-    const __m512i m = _mm512_set1_epi32(0x000F000F);
-    __m512i* s[4] = {&s0, &s1, &s2, &s3};
-    for (int w = 0; w < 4; ++w) {
-      const __m512i v = _mm512_loadu_si512(c + 64 * w);
-      const int16_t* xp = xq + 8 * w;  // pairs 4w .. 4w + 3
-      *s[w] = dp(*s[w], _mm512_and_si512(v, m), xp);
-      *s[w] = dp(*s[w], _mm512_and_si512(_mm512_srli_epi32(v, 4), m), xp + 2);
-      *s[w] = dp(*s[w], _mm512_and_si512(_mm512_srli_epi32(v, 8), m), xp + 4);
-      *s[w] = dp(*s[w], _mm512_and_si512(_mm512_srli_epi32(v, 12), m), xp + 6);
-    }
+    return nibble_block_dot(c, xq);
   } else {
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
     __m512i* s[4] = {&s0, &s1, &s2, &s3};
     for (int w = 0; w < 8; ++w) {
       const __m512i v = _mm512_loadu_si512(c + 64 * w);
       const int16_t* xp = xq + 4 * w;  // codes 4w .. 4w + 3
-      *s[w % 4] = dp(*s[w % 4], _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8), xp);
-      *s[w % 4] = dp(*s[w % 4], _mm512_srai_epi16(v, 8), xp + 2);
+      *s[w % 4] = dp_pair(*s[w % 4], _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8), xp);
+      *s[w % 4] = dp_pair(*s[w % 4], _mm512_srai_epi16(v, 8), xp + 2);
     }
+    return _mm512_add_epi32(_mm512_add_epi32(s0, s1), _mm512_add_epi32(s2, s3));
   }
-  return _mm512_add_epi32(_mm512_add_epi32(s0, s1), _mm512_add_epi32(s2, s3));
 }
 
 template <DType T>
@@ -390,10 +386,10 @@ IL_VNNI_FN void repack_q5_0_group_avx512(const uint8_t* w, size_t rb, int nr, in
 InterleavedDotFn interleaved_dot_kernel(DType t) {
   if (t == DType::kQ4_0) return dot_il<DType::kQ4_0>;
   if (t == DType::kQ8_0) return dot_il<DType::kQ8_0>;
-  return nullptr;
+  return interleaved_kquant_dot_kernel(t);
 }
 #else
-InterleavedDotFn interleaved_dot_kernel(DType) { return nullptr; }
+InterleavedDotFn interleaved_dot_kernel(DType t) { return interleaved_kquant_dot_kernel(t); }
 void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, int nr, float* y, int64_t ldy) {
   CHECK(false) << "gemm_interleaved_avx512 without x86";
 }

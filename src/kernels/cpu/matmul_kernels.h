@@ -55,6 +55,20 @@ using InterleavedDotFn = void (*)(const uint8_t* group, const ActRow& x, int64_t
 void dot_interleaved_ref(DType t, const uint8_t* group, const ActRow& x, int64_t n, float* y);
 InterleavedDotFn interleaved_dot_kernel(DType t);
 
+// ---- The interleaved layout of q4_K / q6_K (matmul_interleaved_kquant.cc; the layout in kernels/ops.h): a group is
+// n / 256 super-block units. interleave_supported(t) covers these too, and dot_interleaved_ref /
+// interleaved_dot_kernel dispatch to the functions below.
+bool kquant_interleave_supported(DType t);
+// One group's bytes (0 unless kquant_interleave_supported(t) and n % 256 == 0).
+size_t kquant_group_bytes(DType t, int64_t n);
+// nr (1..16) rows of t (w: the first, rb bytes apart) of n columns -> one group (lanes past nr zero).
+void interleave_kquant_group(DType t, const uint8_t* w, size_t rb, int nr, int64_t n, uint8_t* group);
+// The reference: the row-dot references' integer sums and f32 formulas (dot_q45_K / dot_q6_K), read from the layout.
+void dot_interleaved_kquant_ref(DType t, const uint8_t* group, const ActRow& x, int64_t n, float* y);
+// The AVX-512 VNNI decode kernels (nullptr for other dtypes): per sub-block the reference's integer sums, the scales
+// applied per super-block. Only call when cpu_features().has_avx512() && avx512vnni.
+InterleavedDotFn interleaved_kquant_dot_kernel(DType t);
+
 // Portable scalar kernels (integer dot products, same math as the SIMD ones); {kF32, nullptr} when unsupported.
 DotKernel generic_dot_kernel(DType t);
 // AVX2+FMA+F16C kernels (compiled with target attributes); dot == nullptr when the dtype has none.
@@ -123,6 +137,9 @@ bool kquant_gemm_supported(DType t);
 // row-dot reference (generic_dot_kernel(t)) over the same codes, so the result equals it up to the order of the f32
 // sums. Only call when cpu_features().has_avx512() && avx512vnni. Uses a per-thread buffer of 5 KB per 256 columns.
 void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q16Tiles& x, float* y, int64_t ldy);
+// The same over one group of the interleaved layout (q4_K / q6_K: kquant_interleave_supported), so the rows go
+// unread: equal to gemm_kquant_avx512 over the rows it came from (the same unpacked buffer).
+void gemm_kquant_il_avx512(DType t, const uint8_t* group, int nr, const Q16Tiles& x, float* y, int64_t ldy);
 
 // ---- Prompt GEMM over f16 / bf16 rows (matmul_panels.cc): each block of 16 rows converted to an f32 panel [K, 16]
 // (panel[k * 16 + r] = row r's element k, rows nr..15 zero), then panel_gemm_avx2. f32 math on the exact weight

@@ -130,6 +130,44 @@ KQ_VNNI_FN void unpack_group(const uint8_t* w, size_t rb, int nr, int64_t nsb, _
   for (int64_t s = 0; s < nsb; ++s) unpack_superblock<T>(w + s * bb, idx, g + s * kSbVecs);
 }
 
+// One super-block unit of the interleaved layout (matmul_interleaved_kquant.cc: u at its d) -> g [kSbVecs], the same
+// vectors unpack_superblock makes from the rows. Low word w (columns 8w .. 8w + 7, lane: pairs 4w + p, first codes at
+// bits 4p, second at 16 + 4p) gives code vectors 2w (pairs 0, 1) and 2w + 1 (pairs 2, 3) in the stored byte order.
+template <DType T>
+KQ_VNNI_FN void unpack_superblock_il(const uint8_t* u, __m512i* g) {
+  __m512i* codes = g;
+  __m512* scales = reinterpret_cast<__m512*>(g + kCodeVecs);
+  const __m512i m0 = _mm512_set1_epi32(0x000F000F), m1 = _mm512_set1_epi32(0x0F000F00);
+  for (int w = 0; w < kCodeVecs / 2; ++w) {
+    const __m512i v = _mm512_loadu_si512(u + 320 + 64 * w);
+    __m512i q[2] = {_mm512_or_si512(_mm512_and_si512(v, m0), _mm512_and_si512(_mm512_slli_epi32(v, 4), m1)),
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v, 8), m0),
+                                    _mm512_and_si512(_mm512_srli_epi32(v, 4), m1))};
+    if constexpr (T == DType::kQ6_K) {  // top 2 bits: high word w / 2, pairs 4 (w % 2) + 2h' .. at bits 2p, 16 + 2p
+      const __m512i hv = _mm512_loadu_si512(u + 2368 + 64 * (w / 2));
+      for (int k = 0; k < 2; ++k) {
+        const __m512i t = _mm512_srli_epi32(hv, 2 * (2 * ((2 * w + k) % 4)));
+        const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(t, 4), _mm512_set1_epi32(0x00300030)),
+                                           _mm512_and_si512(_mm512_slli_epi32(t, 10), _mm512_set1_epi32(0x30003000)));
+        q[k] = _mm512_sub_epi8(_mm512_or_si512(q[k], hi), _mm512_set1_epi8(32));
+      }
+    }
+    codes[2 * w] = q[0];
+    codes[2 * w + 1] = q[1];
+  }
+  const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
+  const auto bytes = [u](int off) KQ_VNNI_FN { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(u + off)); };
+  if constexpr (T == DType::kQ6_K) {
+    for (int j = 0; j < 16; ++j) scales[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes(64 + 16 * j))));
+  } else {
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32)));
+    for (int j = 0; j < 8; ++j) {
+      scales[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes(64 + 16 * j))));
+      scales[8 + j] = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes(192 + 16 * j))));
+    }
+  }
+}
+
 // X(token, int32 accumulator, f32 accumulator) for each of the kQ16Tile tokens.
 #define CITADEL_KQ_ACC(X) \
   X(0, i0, f0) X(1, i1, f1) X(2, i2, f2) X(3, i3, f3) X(4, i4, f4) X(5, i5, f5) \
@@ -220,31 +258,57 @@ constexpr std::array<KqMicroFn, kQ16Tile + 1> kq_micro_table(std::integer_sequen
   return {nullptr, &kq_micro<T, Ms + 1>...};
 }
 
-}  // namespace
+struct alignas(64) Vec { int32_t lanes[16]; };
 
-void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q16Tiles& x, float* y, int64_t ldy) {
+// This thread's buffer for one group of n columns, unpacked: [n / 256 * kSbVecs].
+__m512i* unpack_buffer(int64_t n) {
+  thread_local std::vector<Vec> buf;
+  buf.resize(static_cast<size_t>(n / kQK_K * kSbVecs));
+  return reinterpret_cast<__m512i*>(buf.data());
+}
+
+// The unpacked group g (nr rows real) times every token of x.
+KQ_VNNI_FN void gemm_unpacked(DType t, const __m512i* g, int nr, const Q16Tiles& x, float* y, int64_t ldy) {
   static constexpr auto k4 = kq_micro_table<DType::kQ4_K>(std::make_integer_sequence<int, kQ16Tile>());
   static constexpr auto k6 = kq_micro_table<DType::kQ6_K>(std::make_integer_sequence<int, kQ16Tile>());
-  CHECK(kquant_gemm_supported(t) && nr >= 1 && nr <= 16);
   const int64_t nsb = x.n / kQK_K, nb = x.n / kQK;
-  struct alignas(64) Vec { int32_t lanes[16]; };
-  thread_local std::vector<Vec> buf;  // [nsb * kSbVecs]: this call's 16 rows, unpacked
-  buf.resize(static_cast<size_t>(nsb * kSbVecs));
-  __m512i* group = reinterpret_cast<__m512i*>(buf.data());
-  if (t == DType::kQ4_K) unpack_group<DType::kQ4_K>(w, rb, nr, nsb, group);
-  if (t == DType::kQ5_K) unpack_group<DType::kQ5_K>(w, rb, nr, nsb, group);
-  if (t == DType::kQ6_K) unpack_group<DType::kQ6_K>(w, rb, nr, nsb, group);
   const auto& micro = t == DType::kQ6_K ? k6 : k4;  // q5_K's unpacked form is q4_K's
   const __mmask16 mask = static_cast<__mmask16>((1u << nr) - 1);
   for (int64_t i = 0; i * kQ16Tile < x.n_tokens; ++i) {
     const auto [t0, m] = balanced_tile(x.n_tokens, kQ16Tile, i);
-    micro[m](buf.data()->lanes, nsb, x.pairs.data() + i * (x.n / 2) * kQ16Tile, x.d.data() + i * nb * kQ16Tile,
-             x.sums.data() + i * nb * kQ16Tile, y + t0 * ldy, ldy, mask);
+    micro[m](reinterpret_cast<const int32_t*>(g), nsb, x.pairs.data() + i * (x.n / 2) * kQ16Tile,
+             x.d.data() + i * nb * kQ16Tile, x.sums.data() + i * nb * kQ16Tile, y + t0 * ldy, ldy, mask);
   }
+}
+
+}  // namespace
+
+void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q16Tiles& x, float* y, int64_t ldy) {
+  CHECK(kquant_gemm_supported(t) && nr >= 1 && nr <= 16);
+  const int64_t nsb = x.n / kQK_K;
+  __m512i* group = unpack_buffer(x.n);
+  if (t == DType::kQ4_K) unpack_group<DType::kQ4_K>(w, rb, nr, nsb, group);
+  if (t == DType::kQ5_K) unpack_group<DType::kQ5_K>(w, rb, nr, nsb, group);
+  if (t == DType::kQ6_K) unpack_group<DType::kQ6_K>(w, rb, nr, nsb, group);
+  gemm_unpacked(t, group, nr, x, y, ldy);
+}
+
+void gemm_kquant_il_avx512(DType t, const uint8_t* il, int nr, const Q16Tiles& x, float* y, int64_t ldy) {
+  CHECK(kquant_interleave_supported(t) && nr >= 1 && nr <= 16);
+  const int64_t nsb = x.n / kQK_K, ub = static_cast<int64_t>(kquant_group_bytes(t, kQK_K));
+  __m512i* group = unpack_buffer(x.n);
+  for (int64_t s = 0; s < nsb; ++s) {
+    if (t == DType::kQ4_K) unpack_superblock_il<DType::kQ4_K>(il + s * ub, group + s * kSbVecs);
+    if (t == DType::kQ6_K) unpack_superblock_il<DType::kQ6_K>(il + s * ub, group + s * kSbVecs);
+  }
+  gemm_unpacked(t, group, nr, x, y, ldy);
 }
 #else
 void gemm_kquant_avx512(DType, const uint8_t*, size_t, int, const Q16Tiles&, float*, int64_t) {
   CHECK(false) << "gemm_kquant_avx512 without x86";
+}
+void gemm_kquant_il_avx512(DType, const uint8_t*, int, const Q16Tiles&, float*, int64_t) {
+  CHECK(false) << "gemm_kquant_il_avx512 without x86";
 }
 #endif
 
