@@ -25,10 +25,10 @@ struct WeightView {
   const void* data = nullptr;
   int64_t rows = 0;  // n_out
   int64_t cols = 0;  // n_in
-  // Optional: the same matrix in the 16-row interleaved layout (cpu::interleave_weights), or nullptr. Where the CPU
-  // has AVX-512 VNNI (cpu::interleave_wanted) matmul reads it instead of data: decode through vpdpwssd kernels,
-  // prompts through a vpdpwssd GEMM on the same 16-bit activation codes, so data's pages go unread after load. Views made from this one
-  // with other rows (slices) must leave it null.
+  // Optional: the same matrix in the 16-row interleaved layout (cpu::interleave_weights), or nullptr. Where
+  // cpu::interleave_wanted (AVX-512 VNNI; AVX2 for q4_0 / q4_K / q6_K) matmul reads it instead of data: decode and
+  // prompts alike, so data's pages go unread after load. Views made from this one with other rows (slices) must leave
+  // it null.
   const void* interleaved = nullptr;
   size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }
 };
@@ -124,7 +124,8 @@ size_t interleaved_bytes(DType t, int64_t rows, int64_t cols);
 size_t interleaved_group_bytes(DType t, int64_t cols);
 // out [interleaved_bytes(w)] (64-byte aligned: the kernels' code loads are then aligned) <- w. InvalidArgument when w has no layout.
 Status interleave_weights(const WeightView& w, uint8_t* out);
-// True when matmul on this CPU reads WeightView::interleaved for dtype t (AVX-512 VNNI, q4_0 / q8_0 / q4_K / q6_K, and
+// True when matmul on this CPU reads WeightView::interleaved for dtype t (AVX-512 VNNI: q4_0 / q8_0 / q4_K / q6_K;
+// AVX2 without it: q4_0 / q4_K / q6_K; and
 // $CITADEL_CPU_INTERLEAVE is not "off"): worth building the copy at load only then.
 bool interleave_wanted(DType t);
 

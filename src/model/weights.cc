@@ -105,8 +105,7 @@ Status bind_roles(Binder& b, const ArchSpec& arch, bool per_layer, int layer, Ro
 }
 
 // Places the matrices CPU decode streams in one huge-page buffer (decode_copies): those cpu::matmul reads through the
-// 16-row interleaved layout on this CPU (cpu::interleave_wanted: AVX-512 VNNI, q4_0 / q8_0) get it there, 64-byte
-// aligned; with copy_half, f16 / bf16 matrices move there (a copy of the file's bytes; the mapping's pages go cold).
+// 16-row interleaved layout on this CPU (cpu::interleave_wanted) get it there, 64-byte aligned; with copy_half, f16 / bf16 matrices move there (a copy of the file's bytes; the mapping's pages go cold).
 // Routed-expert stacks are sliced per expert at run time (slices drop the interleaved copy), so they stay as they are.
 Status place_decode_weights(ModelWeights* w, bool copy_half) {
   std::vector<WeightView*> mats{&w->global.mat[static_cast<size_t>(TensorRole::kOutput)]};

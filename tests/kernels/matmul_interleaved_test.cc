@@ -91,6 +91,37 @@ TEST(MatmulInterleaved, ReferenceOverLayoutMatchesRowDots) {
   EXPECT_EQ(checked, 8);
 }
 
+// The AVX2 kernel over the same layout (q4_0; q8_0 has none: its row dots stream at the memory's speed) against the
+// reference, and the AVX2 group -> panel dequantizer (q4_0, q8_0) bit-equal to the reference's.
+TEST(MatmulInterleaved, Avx2KernelAndPanelsMatchReference) {
+  if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU (or CITADEL_CPU caps it)";
+  EXPECT_EQ(cpu::detail::interleaved_dot_kernel_avx2(DType::kQ8_0), nullptr);
+  const auto k = cpu::detail::interleaved_dot_kernel_avx2(DType::kQ4_0);
+  ASSERT_TRUE(k);
+  for (DType t : {DType::kQ4_0, DType::kQ8_0}) {
+    for (int64_t n : {32, 64, 608, 32 * 151}) {
+      const int64_t rows = 21;
+      std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 160 + static_cast<uint32_t>(n));
+      std::vector<uint8_t> il = interleaved({t, w.data(), rows, n});
+      Q16Row a = q16_row(n, 170 + static_cast<uint32_t>(n));
+      std::vector<float> want(32), got(32, -1.0f), pref(16 * n), pfast(16 * n, -1.0f);
+      for (int gi = 0; gi < 2; ++gi) {
+        const uint8_t* group = il.data() + gi * cpu::interleaved_group_bytes(t, n);
+        if (t == DType::kQ4_0) {
+          cpu::detail::dot_interleaved_ref(t, group, a.row, n, want.data() + 16 * gi);
+          k(group, a.row, n, got.data() + 16 * gi);
+        }
+        cpu::detail::dequantize_group_ref(t, group, n, pref.data());
+        cpu::detail::dequantize_group_avx2(t, group, n, pfast.data());
+        ASSERT_EQ(pref, pfast) << dtype_name(t) << " n " << n << " group " << gi;
+      }
+      if (t != DType::kQ4_0) continue;
+      EXPECT_LT(nmse(want, got), 1e-11) << " n " << n;
+      for (int r = rows; r < 32; ++r) EXPECT_EQ(got[r], 0.0f) << "padding row " << r;
+    }
+  }
+}
+
 TEST(MatmulInterleaved, Avx512VnniKernelMatchesReference) {
   if (!cpu_features().has_avx512() || !cpu_features().avx512vnni)
     GTEST_SKIP() << "no AVX-512 VNNI on this CPU (or CITADEL_CPU caps it)";

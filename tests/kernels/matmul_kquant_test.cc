@@ -242,7 +242,7 @@ std::vector<uint8_t> interleaved(DType t, const std::vector<uint8_t>& w, int64_t
 }
 
 // The scalar reference over the layout against the row-dot reference over the rows it came from (so the packing is
-// checked too: same integer sums, same f32 formula), and the VNNI kernel against it; padding rows give 0. Quantized
+// checked too: same integer sums, same f32 formula), and the VNNI and AVX2 kernels against it; padding rows give 0. Quantized
 // and raw random blocks (every code, scale and min), the all-maximum blocks, 1 to 19 super-blocks.
 TEST(MatmulKquant, InterleavedDotsMatchRowDots) {
   int checked = 0;
@@ -250,6 +250,8 @@ TEST(MatmulKquant, InterleavedDotsMatchRowDots) {
   for (DType t : kIlTypes) {
     const auto ref = cpu::detail::generic_dot_kernel(t);
     const auto fast = cpu::detail::interleaved_dot_kernel(t);
+    const auto fast2 = cpu::detail::interleaved_dot_kernel_avx2(t);
+    ASSERT_NE(fast2, nullptr) << dtype_name(t);
     if (vnni()) {
       ASSERT_NE(fast, nullptr) << dtype_name(t);
     }
@@ -274,11 +276,16 @@ TEST(MatmulKquant, InterleavedDotsMatchRowDots) {
         }
         const std::vector<uint8_t> il = interleaved(t, w, rows, n);
         const Acts a = kind == 2 ? q16_acts(std::vector<float>(n, -1.0f), 1, n) : q16_acts(1, n, seed++);
-        std::vector<float> want(48, 0.0f), got(48, -1.0f), simd(48, -1.0f);
+        std::vector<float> want(48, 0.0f), got(48, -1.0f), simd(48, -1.0f), avx2(48, -1.0f);
         for (int64_t r = 0; r < rows; ++r) want[r] = ref.dot(w.data() + r * rb, a.row(0, n), n);
         for (int g = 0; g < 3; ++g) {
           cpu::detail::dot_interleaved_ref(t, il.data() + g * gb, a.row(0, n), n, got.data() + 16 * g);
           if (vnni()) fast(il.data() + g * gb, a.row(0, n), n, simd.data() + 16 * g);
+          if (cpu_features().has_avx2_fma()) fast2(il.data() + g * gb, a.row(0, n), n, avx2.data() + 16 * g);
+        }
+        if (cpu_features().has_avx2_fma()) {
+          EXPECT_LT(nmse(want, avx2), 1e-11) << dtype_name(t) << " AVX2, kind " << kind << " n " << n;
+          for (int64_t r = rows; r < 48; ++r) EXPECT_EQ(avx2[r], 0.0f) << "padding row " << r;
         }
         EXPECT_LT(nmse(want, got), 1e-12) << dtype_name(t) << " kind " << kind << " n " << n;
         for (int64_t r = rows; r < 48; ++r) EXPECT_EQ(got[r], 0.0f) << "padding row " << r;

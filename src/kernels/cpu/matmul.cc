@@ -224,10 +224,21 @@ ActRow act_row(ActFormat f, const float* x, const ActBuffer& buf, int64_t t, int
 
 bool matmul_supported(DType t) { return detail::generic_dot_kernel(t).dot != nullptr; }
 
+namespace {
+bool has_vnni() { return cpu_features().has_avx512() && cpu_features().avx512vnni; }
+// The decode kernel over the interleaved layout of t on this CPU (VNNI, else AVX2; nullptr: none).
+detail::InterleavedDotFn il_dot_kernel(DType t) {
+  return has_vnni() ? detail::interleaved_dot_kernel(t) : detail::interleaved_dot_kernel_avx2(t);
+}
+}  // namespace
+
 bool interleave_wanted(DType t) {
-  static const bool on =
-      !env_is("CITADEL_CPU_INTERLEAVE", "off") && cpu_features().has_avx512() && cpu_features().avx512vnni;
-  return on && interleave_supported(t);
+  static const bool off = env_is("CITADEL_CPU_INTERLEAVE", "off");
+  if (off || !interleave_supported(t)) return false;
+  if (has_vnni()) return true;
+  // AVX2: q4_0 / q4_K decode (q8_0's row dots already stream at the memory's speed; q6_K's AVX2 kernel ran slower
+  // than its row dots on DRAM-sized matrices).
+  return cpu_features().has_avx2_fma() && t != DType::kQ6_K && il_dot_kernel(t) != nullptr;
 }
 
 Status matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y) {
@@ -306,7 +317,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.dtype = w.dtype;
     j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
     const bool kquant = detail::kquant_gemm_supported(w.dtype);
-    j.il_gemm = gemm && j.il && il_gemm_on && !kquant;
+    j.il_gemm = gemm && j.il && il_gemm_on && !kquant && has_vnni();
     j.kq_gemm = gemm && kq_gemm_on && kquant;
     j.q5_gemm = gemm && kq_gemm_on && il_gemm_on && w.dtype == DType::kQ5_0;
     j.gemm = gemm && !j.il_gemm && !j.q5_gemm && detail::gemm_supported(w.dtype);
@@ -318,7 +329,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       tokens_bf16 = tls_tokens_bf16.data();
     }
     if (j.gemm) j.k.act = ActFormat::kF32;
-    j.il_dot = !j.gemm && !j.il_gemm && !j.kq_gemm && j.il ? detail::interleaved_dot_kernel(w.dtype) : nullptr;
+    j.il_dot = !j.gemm && !j.il_gemm && !j.kq_gemm && j.il ? il_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
@@ -379,8 +390,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
         thread_local std::vector<float> panel;
         panel.resize(static_cast<size_t>(n_in * kInterleaveRows));
         if (j.il) {  // from the interleaved copy (the rows go unread)
-          detail::dequantize_group_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
-                                          n_in, panel.data());
+          const auto dequant = has_vnni() ? detail::dequantize_group_avx512 : detail::dequantize_group_avx2;
+          dequant(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in), n_in, panel.data());
         } else {
           detail::rows_to_panel_avx512(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, panel.data());
         }

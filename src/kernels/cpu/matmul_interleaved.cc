@@ -24,15 +24,13 @@ bool interleave_supported(DType t) {
 
 namespace {
 
-// Bytes of one block column's codes (16 rows x 32 codes) in a group.
-int64_t codes_bytes(DType t) { return t == DType::kQ4_0 ? 256 : 512; }
-
+int64_t codes_bytes(DType t) { return detail::il_codes_bytes(t); }
 // A group is a run of units of two block columns: 64 bytes of scales (16 f16 for each column), then the two columns'
 // codes; with an odd block count the last unit has one column (its second 32 bytes of scales are zero). Every
 // 64-byte word of codes stays 64-byte aligned when the group is, and the group is read front to back.
 int64_t group_bytes(DType t, int64_t nb) { return (nb + 1) / 2 * 64 + nb * codes_bytes(t); }
-int64_t col_scales(int64_t i, int64_t cb) { return i / 2 * (64 + 2 * cb) + 32 * (i % 2); }
-int64_t col_codes(int64_t i, int64_t cb) { return i / 2 * (64 + 2 * cb) + 64 + (i % 2) * cb; }
+using detail::il_col_codes;
+using detail::il_col_scales;
 
 // Code j (0..31) of a q4_0 / q8_0 block: q4_0 unsigned 0..15, q8_0 signed.
 int code_of(DType t, const uint8_t* block, int j) {
@@ -88,11 +86,11 @@ Status interleave_weights(const WeightView& w, uint8_t* out) {
       uint8_t* group = out + row / kInterleaveRows * gb;
       for (int64_t i = 0; i < nb; ++i) {
         const uint8_t* block = src + row * rb + i * bb;
-        std::memcpy(group + col_scales(i, cb) + 2 * r, block, 2);
+        std::memcpy(group + il_col_scales(i, cb) + 2 * r, block, 2);
         for (int j = 0; j < kQK; ++j) {
           int byte, shift;
           code_place(w.dtype, r, j, &byte, &shift);
-          group[col_codes(i, cb) + byte] |= static_cast<uint8_t>((code_of(w.dtype, block, j) & code_mask) << shift);
+          group[il_col_codes(i, cb) + byte] |= static_cast<uint8_t>((code_of(w.dtype, block, j) & code_mask) << shift);
         }
       }
     }
@@ -122,12 +120,12 @@ void dot_interleaved_ref(DType t, const uint8_t* group, const ActRow& x, int64_t
       for (int j = 0; j < kQK; ++j) {
         int byte, shift;
         code_place(t, r, j, &byte, &shift);
-        const uint8_t b = group[col_codes(i, cb) + byte];
+        const uint8_t b = group[il_col_codes(i, cb) + byte];
         const int q = t == DType::kQ4_0 ? ((b >> shift) & 0xF) - 8 : static_cast<int8_t>(b);
         sumi += q * x.q16[32 * i + j];
       }
       uint16_t h;
-      std::memcpy(&h, group + col_scales(i, cb) + 2 * r, 2);
+      std::memcpy(&h, group + il_col_scales(i, cb) + 2 * r, 2);
       s += f16_to_f32(h) * x.q16_d[i] * static_cast<float>(sumi);
     }
     y[r] = s;
@@ -139,12 +137,12 @@ void dequantize_group_ref(DType t, const uint8_t* group, int64_t n, float* panel
   for (int64_t i = 0; i < n / kQK; ++i) {
     for (int r = 0; r < kInterleaveRows; ++r) {
       uint16_t h;
-      std::memcpy(&h, group + col_scales(i, cb) + 2 * r, 2);
+      std::memcpy(&h, group + il_col_scales(i, cb) + 2 * r, 2);
       const float d = f16_to_f32(h);
       for (int j = 0; j < kQK; ++j) {
         int byte, shift;
         code_place(t, r, j, &byte, &shift);
-        const uint8_t b = group[col_codes(i, cb) + byte];
+        const uint8_t b = group[il_col_codes(i, cb) + byte];
         const int q = t == DType::kQ4_0 ? ((b >> shift) & 0xF) - 8 : static_cast<int8_t>(b);
         panel[(kQK * i + j) * kInterleaveRows + r] = static_cast<float>(q) * d;
       }
@@ -206,8 +204,8 @@ IL_VNNI_FN void dot_il(const uint8_t* group, const ActRow& x, int64_t n, float* 
   const int64_t nb = n / kQK, cb = codes_bytes(T);
   __m512 acc = _mm512_setzero_ps(), accm = acc;
   for (int64_t i = 0; i < nb; ++i) {
-    const __m512i p = column_dot<T>(group + col_codes(i, cb), x.q16 + 32 * i);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + col_scales(i, cb))));
+    const __m512i p = column_dot<T>(group + il_col_codes(i, cb), x.q16 + 32 * i);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + il_col_scales(i, cb))));
     acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x.q16_d[i])), _mm512_cvtepi32_ps(p), acc);
     if constexpr (T == DType::kQ4_0) accm = _mm512_fmadd_ps(dw, _mm512_set1_ps(x.q16_sums[i]), accm);
   }
@@ -227,8 +225,8 @@ IL_VNNI_FN inline void put_panel_row(float* row, __m512i q, __m512 d) {
 IL_VNNI_FN void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n, float* panel) {
   const int64_t cb = codes_bytes(t);
   for (int64_t i = 0; i < n / kQK; ++i, panel += kQK * kInterleaveRows) {
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + col_scales(i, cb))));
-    const uint8_t* c = group + col_codes(i, cb);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + il_col_scales(i, cb))));
+    const uint8_t* c = group + il_col_codes(i, cb);
     auto put = [&](int j, __m512i q) IL_VNNI_FN { put_panel_row(panel + j * kInterleaveRows, q, d); };
     if (t == DType::kQ4_0) {
       const __m512i m = _mm512_set1_epi32(0xF), eight = _mm512_set1_epi32(8);
@@ -281,12 +279,12 @@ IL_VNNI_FN void q16_micro(const uint8_t* group, int64_t nb, const int32_t* xp, c
   __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0, f4 = f0, f5 = f0, f6 = f0, f7 = f0, f8 = f0, f9 = f0,
          fa = f0, fb = f0;
   for (int64_t i = 0; i < nb; ++i) {
-    const uint8_t* c = group + col_codes(i, cb);
+    const uint8_t* c = group + il_col_codes(i, cb);
     const int32_t* xb = xp + i * (kQK / 2) * kQ16Tile;
     {
       const char* pa = reinterpret_cast<const char*>(xb + kPrefetchBlocks * (kQK / 2) * kQ16Tile);
       for (int l = 0; l < (kQK / 2) * kQ16Tile * 4; l += 64) _mm_prefetch(pa + l, _MM_HINT_T0);
-      const char* pw = reinterpret_cast<const char*>(group + col_codes(i + kPrefetchBlocks, cb));
+      const char* pw = reinterpret_cast<const char*>(group + il_col_codes(i + kPrefetchBlocks, cb));
       for (int l = 0; l < cb; l += 64) _mm_prefetch(pw + l, _MM_HINT_T0);
     }
     __m512i i0 = _mm512_setzero_si512(), i1 = i0, i2 = i0, i3 = i0, i4 = i0, i5 = i0, i6 = i0, i7 = i0, i8 = i0,
@@ -309,7 +307,7 @@ IL_VNNI_FN void q16_micro(const uint8_t* group, int64_t nb, const int32_t* xp, c
         CITADEL_Q16_STEP(_mm512_srai_epi16(v, 8), 2 * w + 1)
       }
     }
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + col_scales(i, cb))));
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + il_col_scales(i, cb))));
     const float* d_ = xd + i * kQ16Tile;
 #define CITADEL_Q16_SCALE(m, iacc, facc) \
     if constexpr (M > m) facc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(d_[m])), _mm512_cvtepi32_ps(iacc), facc);
@@ -359,15 +357,15 @@ IL_VNNI_FN void repack_q5_0_group_avx512(const uint8_t* w, size_t rb, int nr, in
   const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F), sixteen = _mm512_set1_epi8(16);
   const __m512i swap12 = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15));
   const int64_t nb = n / kQK;
-  if (nb % 2) std::memset(group + col_scales(nb - 1, cb) + 32, 0, 32);  // an odd count's unused scales
+  if (nb % 2) std::memset(group + il_col_scales(nb - 1, cb) + 32, 0, 32);  // an odd count's unused scales
   for (int64_t i = 0; i < nb; ++i) {
     const __m512i idx = _mm512_add_epi32(_mm512_load_si512(off), _mm512_set1_epi32(static_cast<int>(i * 22)));
     const auto at = [&](int o) IL_VNNI_FN {
       return _mm512_i32gather_epi32(_mm512_add_epi32(idx, _mm512_set1_epi32(o)), w, 1);
     };
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(group + col_scales(i, cb)), _mm512_cvtepi32_epi16(at(0)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(group + il_col_scales(i, cb)), _mm512_cvtepi32_epi16(at(0)));
     const __m512i qh = at(2);
-    uint8_t* c = group + col_codes(i, cb);
+    uint8_t* c = group + il_col_codes(i, cb);
     for (int p = 0; p < 4; ++p) {
       const __m512i qs = at(6 + 4 * p);
       for (int hi = 0; hi < 2; ++hi) {

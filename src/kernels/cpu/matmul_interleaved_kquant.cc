@@ -27,8 +27,8 @@ namespace citadel::cpu::detail {
 
 namespace {
 
-constexpr int64_t kScales = 64, kMins = 192, kCodes = 320, kHigh = 2368;
-constexpr int64_t unit_bytes(DType t) { return t == DType::kQ4_K ? 2368 : 3392; }
+constexpr int64_t kScales = kIlScales, kMins = kIlMins, kCodes = kIlCodes, kHigh = kIlHigh;
+constexpr int64_t unit_bytes(DType t) { return kquant_unit_bytes(t); }
 
 // Where the low 4 bits of column e (0..255) of row r live in a unit: byte offset and shift.
 void nibble_place(int r, int e, int64_t* byte, int* shift) {

@@ -54,6 +54,21 @@ using InterleavedDotFn = void (*)(const uint8_t* group, const ActRow& x, int64_t
 // summation order (same integer sums per block).
 void dot_interleaved_ref(DType t, const uint8_t* group, const ActRow& x, int64_t n, float* y);
 InterleavedDotFn interleaved_dot_kernel(DType t);
+// The AVX2 twins over the same layouts (matmul_interleaved_avx2.cc: q4_0, q4_K, q6_K; nullptr otherwise): the 16
+// rows as two 8-lane halves, vpmaddwd + vpaddd for vpdpwssd, the same integer sums. Only call when
+// cpu_features().has_avx2_fma(). dequantize_group_avx2: dequantize_group_ref's panel (q4_0 / q8_0), bit-equal.
+InterleavedDotFn interleaved_dot_kernel_avx2(DType t);
+void dequantize_group_avx2(DType t, const uint8_t* group, int64_t n, float* panel);
+
+// Where a q4_0 / q8_0 group keeps block column i (kernels/ops.h): its 16 f16 scales and its codes (cb: 256 bytes of
+// codes per column for q4_0, 512 for q8_0).
+constexpr int64_t il_codes_bytes(DType t) { return t == DType::kQ4_0 ? 256 : 512; }
+constexpr int64_t il_col_scales(int64_t i, int64_t cb) { return i / 2 * (64 + 2 * cb) + 32 * (i % 2); }
+constexpr int64_t il_col_codes(int64_t i, int64_t cb) { return i / 2 * (64 + 2 * cb) + 64 + (i % 2) * cb; }
+// Byte offsets in a q4_K / q6_K super-block unit (matmul_interleaved_kquant.cc): scales, mins (q4_K), the low 4 bits
+// of the codes, the top 2 (q6_K); the unit's size.
+constexpr int64_t kIlScales = 64, kIlMins = 192, kIlCodes = 320, kIlHigh = 2368;
+constexpr int64_t kquant_unit_bytes(DType t) { return t == DType::kQ4_K ? 2368 : 3392; }
 
 // ---- The interleaved layout of q4_K / q6_K (matmul_interleaved_kquant.cc; the layout in kernels/ops.h): a group is
 // n / 256 super-block units. interleave_supported(t) covers these too, and dot_interleaved_ref /
