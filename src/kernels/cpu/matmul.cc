@@ -236,9 +236,8 @@ bool interleave_wanted(DType t) {
   static const bool off = env_is("CITADEL_CPU_INTERLEAVE", "off");
   if (off || !interleave_supported(t)) return false;
   if (has_vnni()) return true;
-  // AVX2: q4_0 / q4_K decode (q8_0's row dots already stream at the memory's speed; q6_K's AVX2 kernel ran slower
-  // than its row dots on DRAM-sized matrices).
-  return cpu_features().has_avx2_fma() && t != DType::kQ6_K && il_dot_kernel(t) != nullptr;
+  // AVX2: q4_0 / q4_K / q6_K decode (q8_0's row dots already stream at the memory's speed).
+  return cpu_features().has_avx2_fma() && il_dot_kernel(t) != nullptr;
 }
 
 Status matmul_ref(const WeightView& w, const float* x, int64_t n_tokens, float* y) {

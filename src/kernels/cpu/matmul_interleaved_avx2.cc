@@ -83,7 +83,7 @@ IL_AVX2_FN void dot_il_q4_K(const uint8_t* group, const ActRow& x, int64_t n, fl
     for (int j = 0; j < 8; ++j) {
       const int64_t blk = 8 * i + j;
       __m256i p0, p1;
-      nibble_block_dot2(u + kIlCodes + 256 * j, x.q16 + kQK * blk, &p0, &p1);
+      nibble_block_dot2(u + il_low_word(DType::kQ4_K, 4 * j), x.q16 + kQK * blk, &p0, &p1);
       const __m256 dx = _mm256_set1_ps(x.q16_d[blk]), sums = _mm256_set1_ps(x.q16_sums[blk]);
       s0 = _mm256_fmadd_ps(_mm256_mul_ps(u8x8(u + kIlScales + 16 * j, false), dx), _mm256_cvtepi32_ps(p0), s0);
       s1 = _mm256_fmadd_ps(_mm256_mul_ps(u8x8(u + kIlScales + 16 * j + 8, false), dx), _mm256_cvtepi32_ps(p1), s1);
@@ -123,8 +123,8 @@ IL_AVX2_FN void dot_il_q6_K(const uint8_t* group, const ActRow& x, int64_t n, fl
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
     for (int j = 0; j < 16; ++j) {  // 16-column sub-block j: low words 2j, 2j + 1; high word j
       const int16_t* xp = x.q16 + kQK_K * i + 16 * j;
-      const uint8_t* c = u + kIlCodes + 128 * j;
-      const uint8_t* h = u + kIlHigh + 64 * j;
+      const uint8_t* c = u + il_low_word(DType::kQ6_K, 2 * j);  // then word 2j + 1 at c + 64
+      const uint8_t* h = u + il_high_word(j);
       const __m256i hv0 = load256(h), hv1 = load256(h + 32);
       const __m256i p0 = _mm256_add_epi32(q6_word_dot<0>(c, hv0, xp), q6_word_dot<1>(c + 64, hv0, xp + 8));
       const __m256i p1 = _mm256_add_epi32(q6_word_dot<0>(c + 32, hv1, xp), q6_word_dot<1>(c + 96, hv1, xp + 8));

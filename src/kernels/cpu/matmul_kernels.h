@@ -65,10 +65,16 @@ void dequantize_group_avx2(DType t, const uint8_t* group, int64_t n, float* pane
 constexpr int64_t il_codes_bytes(DType t) { return t == DType::kQ4_0 ? 256 : 512; }
 constexpr int64_t il_col_scales(int64_t i, int64_t cb) { return i / 2 * (64 + 2 * cb) + 32 * (i % 2); }
 constexpr int64_t il_col_codes(int64_t i, int64_t cb) { return i / 2 * (64 + 2 * cb) + 64 + (i % 2) * cb; }
-// Byte offsets in a q4_K / q6_K super-block unit (matmul_interleaved_kquant.cc): scales, mins (q4_K), the low 4 bits
-// of the codes, the top 2 (q6_K); the unit's size.
-constexpr int64_t kIlScales = 64, kIlMins = 192, kIlCodes = 320, kIlHigh = 2368;
+// Byte offsets in a q4_K / q6_K super-block unit (matmul_interleaved_kquant.cc): scales, mins (q4_K), the codes; the
+// unit's size. Word w (0..31) of the codes' low 4 bits: q4_K's 32 words in a row; q6_K's in 16 runs of 192 bytes, one
+// per 16-column sub-block j: low words 2j, 2j + 1, then high word j (the codes' top 2 bits), so decode reads one
+// stream.
+constexpr int64_t kIlScales = 64, kIlMins = 192, kIlCodes = 320;
 constexpr int64_t kquant_unit_bytes(DType t) { return t == DType::kQ4_K ? 2368 : 3392; }
+constexpr int64_t il_low_word(DType t, int w) {
+  return t == DType::kQ6_K ? kIlCodes + 192 * (w / 2) + 64 * (w % 2) : kIlCodes + 64 * w;
+}
+constexpr int64_t il_high_word(int j) { return kIlCodes + 192 * j + 128; }
 
 // ---- The interleaved layout of q4_K / q6_K (matmul_interleaved_kquant.cc; the layout in kernels/ops.h): a group is
 // n / 256 super-block units. interleave_supported(t) covers these too, and dot_interleaved_ref /

@@ -139,12 +139,12 @@ KQ_VNNI_FN void unpack_superblock_il(const uint8_t* u, __m512i* g) {
   __m512* scales = reinterpret_cast<__m512*>(g + kCodeVecs);
   const __m512i m0 = _mm512_set1_epi32(0x000F000F), m1 = _mm512_set1_epi32(0x0F000F00);
   for (int w = 0; w < kCodeVecs / 2; ++w) {
-    const __m512i v = _mm512_loadu_si512(u + 320 + 64 * w);
+    const __m512i v = _mm512_loadu_si512(u + il_low_word(T, w));
     __m512i q[2] = {_mm512_or_si512(_mm512_and_si512(v, m0), _mm512_and_si512(_mm512_slli_epi32(v, 4), m1)),
                     _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v, 8), m0),
                                     _mm512_and_si512(_mm512_srli_epi32(v, 4), m1))};
     if constexpr (T == DType::kQ6_K) {  // top 2 bits: high word w / 2, pairs 4 (w % 2) + 2h' .. at bits 2p, 16 + 2p
-      const __m512i hv = _mm512_loadu_si512(u + 2368 + 64 * (w / 2));
+      const __m512i hv = _mm512_loadu_si512(u + il_high_word(w / 2));
       for (int k = 0; k < 2; ++k) {
         const __m512i t = _mm512_srli_epi32(hv, 2 * (2 * ((2 * w + k) % 4)));
         const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(t, 4), _mm512_set1_epi32(0x00300030)),
