@@ -126,6 +126,45 @@ TEST(MatmulGemm, Avx512PanelsMatchReference) {
   }
 }
 
+// Rows of every gemm_supported dtype -> f32 panels on AVX2 (the prompt path without AVX-512 or an interleaved copy):
+// bit-equal to the reference for 1 to 16 rows and K with and without a tail past the 8-column transposes; then
+// matmul through them (4+ tokens) against matmul_ref.
+TEST(MatmulGemm, Avx2PanelsMatchReference) {
+  if (!cpu_features().has_avx2_fma()) GTEST_SKIP() << "no AVX2 on this CPU (or CITADEL_CPU caps it)";
+  uint32_t seed = 170;
+  int checked = 0;
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1,
+                  DType::kQ8_0}) {
+    ASSERT_TRUE(cpu::detail::gemm_supported(t));
+    const bool blocks = dtype_info(t)->block > 1;
+    for (int64_t n : blocks ? std::vector<int64_t>{32, 96, 608} : std::vector<int64_t>{3, 8, 40, 583}) {
+      for (int nr : {1, 7, 16}) {
+        std::vector<uint8_t> w = testing::quantized_weights(t, nr, n, seed++);
+        const size_t rb = dtype_row_bytes(t, n);
+        std::vector<float> want(n * 16, -1.0f), got(n * 16, -2.0f);
+        cpu::detail::rows_to_panel_ref(t, w.data(), rb, nr, n, want.data());
+        cpu::detail::rows_to_panel_avx2(t, w.data(), rb, nr, n, got.data());
+        ASSERT_EQ(want, got) << dtype_name(t) << " n " << n << " rows " << nr;
+        std::vector<float> row(n);
+        ASSERT_TRUE(dequantize_row(t, w.data() + (nr - 1) * rb, row.data(), n).ok());
+        for (int64_t k = 0; k < n; ++k) ASSERT_EQ(want[k * 16 + nr - 1], row[k]) << "column " << k;
+        ++checked;
+      }
+    }
+    const int64_t rows = 37, n = 96;
+    std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, seed++);
+    const WeightView wv{t, w.data(), rows, n};
+    for (int64_t n_tok : {4, 13}) {
+      std::vector<float> x = random_floats(n_tok * n, seed++);
+      std::vector<float> want(n_tok * rows), got(want.size(), -1.0f);
+      ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, want.data()).ok());
+      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, got.data()).ok());
+      EXPECT_LT(nmse(want, got), matmul_tolerance(t)) << dtype_name(t) << " tokens " << n_tok;
+    }
+  }
+  EXPECT_EQ(checked, 3 * 4 * 3 + 5 * 3 * 3);
+}
+
 // The fast mode's bf16 panels: f32 panel -> bf16 pairs (AVX-512 against the reference, bit-equal, odd K padded), and
 // the vdpbf16ps GEMM over a panel against bf16_panel_gemm_ref (same rounded operands: only summation order differs),
 // 1 to 29 tokens (balanced tiles), 1 to 16 rows, odd K.

@@ -272,7 +272,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
     bool kq_gemm;  // detail::gemm_kquant_(il_)avx512 over the K-quant rows or w.interleaved (prompts: vpdpwssd)
     bool q5_gemm;  // q5_0 rows repacked per call to a q8_0 group, then as il_gemm (prompts: 16-bit codes)
-    bool panel;    // f16 / bf16 rows -> f32 panels (rows_to_panel_avx512) -> panel_gemm_avx2
+    bool panel;    // rows -> f32 panels (rows_to_panel_avx512 / _avx2) -> panel_gemm_avx2
+    bool half_panel;  // with panel: f16 / bf16 on AVX-512 (rows_to_panel_avx512), else rows_to_panel_avx2
     bool bf16;     // with panel: the panels rounded to bf16 pairs -> bf16_panel_gemm_avx512 (vdpbf16ps)
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
     const uint8_t* il;
@@ -300,6 +301,10 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // activations rounded to bf16, f32 sums. Not f16 weights: bf16 would drop 3 bits of every weight, so f16 keeps the
   // f32 panels (exact weights). CITADEL_CPU_BF16_GEMM=off keeps the f32 panels for bf16 too.
   static const bool bf16_on = !env_is("CITADEL_CPU_BF16_GEMM", "off");
+  // Prompts over the other gemm_supported rows (q8_0 / q4_1 / q5_* without an interleaved copy, f32, f16 / bf16
+  // without AVX-512) through f32 panels and the 6 x 16 microkernel too (AVX2, 2 threads: q4_0 prompts 1.8x over
+  // gemm_rows' 4 x 3 tiles, measured through the interleaved copy's panels); CITADEL_CPU_PANELS=off keeps gemm_rows.
+  static const bool panels_on = !env_is("CITADEL_CPU_PANELS", "off");
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
@@ -320,7 +325,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.kq_gemm = gemm && kq_gemm_on && kquant;
     j.q5_gemm = gemm && kq_gemm_on && il_gemm_on && w.dtype == DType::kQ5_0;
     j.gemm = gemm && !j.il_gemm && !j.q5_gemm && detail::gemm_supported(w.dtype);
-    j.panel = j.gemm && !j.il && (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
+    j.half_panel = (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
+    j.panel = j.gemm && !j.il && (j.half_panel || panels_on);
     j.bf16 = j.panel && w.dtype == DType::kBF16 && bf16_on && cpu_features().has_avx512_bf16();
     if (j.bf16 && !tokens_bf16) {
       tls_tokens_bf16.resize(static_cast<size_t>(detail::packed_tokens_bf16_size(n_tokens, n_in)));
@@ -392,7 +398,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
           const auto dequant = has_vnni() ? detail::dequantize_group_avx512 : detail::dequantize_group_avx2;
           dequant(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in), n_in, panel.data());
         } else {
-          detail::rows_to_panel_avx512(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, panel.data());
+          const auto to_panel = j.half_panel ? detail::rows_to_panel_avx512 : detail::rows_to_panel_avx2;
+          to_panel(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, panel.data());
         }
         if (j.bf16) {
           thread_local std::vector<uint16_t> pw;

@@ -162,13 +162,17 @@ void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q16T
 // unread: equal to gemm_kquant_avx512 over the rows it came from (the same unpacked buffer).
 void gemm_kquant_il_avx512(DType t, const uint8_t* group, int nr, const Q16Tiles& x, float* y, int64_t ldy);
 
-// ---- Prompt GEMM over f16 / bf16 rows (matmul_panels.cc): each block of 16 rows converted to an f32 panel [K, 16]
-// (panel[k * 16 + r] = row r's element k, rows nr..15 zero), then panel_gemm_avx2. f32 math on the exact weight
-// values.
-// nr <= 16 rows (t: f32, f16 or bf16) (w: the first, rb bytes apart) of K columns -> panel. Reference, and AVX-512 (in-register 16 x 16
-// transposes; only call when cpu_features().has_avx512()): bit-equal.
+// ---- Prompt GEMM over rows without an interleaved copy (matmul_panels.cc): each block of 16 rows converted to an f32
+// panel [K, 16] (panel[k * 16 + r] = row r's element k, rows nr..15 zero), then panel_gemm_avx2. f32 math on the
+// exact weight values.
+// nr <= 16 rows (w: the first, rb bytes apart) of K columns -> panel. Reference (any dtype dequantize_row takes), and
+// AVX-512 for f32 / f16 / bf16 (in-register 16 x 16 transposes; only call when cpu_features().has_avx512()):
+// bit-equal.
 void rows_to_panel_ref(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel);
 void rows_to_panel_avx512(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel);
+// Any gemm_supported(t) (quantized too): dequantize_rows_avx2 into a per-thread buffer, then 8 x 8 transposes.
+// Bit-equal to rows_to_panel_ref (which takes any dequantize_row dtype). Only call when cpu_features().has_avx2_fma().
+void rows_to_panel_avx2(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel);
 // Fast mode (AVX512_BF16): an f32 panel [K, 16] -> bf16 pairs pw [ceil(K / 2), 16, 2] (pw[(k / 2) * 32 + 2r + k % 2]
 // = row r's element k rounded to nearest even; an odd K's last pair padded with 0), for bf16_panel_gemm_avx512
 // (packed_kernels.h). Reference and AVX-512 (only call when cpu_features().has_avx512_bf16()): bit-equal.

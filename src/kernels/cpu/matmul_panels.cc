@@ -6,10 +6,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
+#include "base/check.h"
 #include "base/half.h"
 #include "kernels/cpu/matmul_kernels.h"
 #include "kernels/ops.h"
+#include "kernels/quant/quant.h"
 
 namespace citadel::cpu::detail {
 namespace {
@@ -28,8 +31,11 @@ float element(DType t, const uint8_t* row, int64_t k) {
 }  // namespace
 
 void rows_to_panel_ref(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel) {
-  for (int64_t k = 0; k < K; ++k)
-    for (int r = 0; r < kInterleaveRows; ++r) panel[k * kInterleaveRows + r] = r < nr ? element(t, w + r * rb, k) : 0.0f;
+  std::vector<float> row(K);
+  for (int r = 0; r < kInterleaveRows; ++r) {
+    if (r < nr) CHECK(dequantize_row(t, w + r * rb, row.data(), K).ok());
+    for (int64_t k = 0; k < K; ++k) panel[k * kInterleaveRows + r] = r < nr ? row[k] : 0.0f;
+  }
 }
 
 void f32_panel_to_bf16_ref(const float* panel, int64_t K, uint16_t* pw) {
@@ -112,7 +118,52 @@ void f32_panel_to_bf16_avx512(const float* panel, int64_t K, uint16_t* pw) {
     _mm512_storeu_si512(pw + k * kInterleaveRows, _mm512_or_si512(lo, hi));
   }
 }
+
+namespace {
+// The 8 x 8 block in[8] (rows) -> out[8] (columns).
+__attribute__((target("avx2,fma,f16c"))) inline void transpose8(const __m256* in, __m256* out) {
+  __m256 a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm256_unpacklo_ps(in[2 * i], in[2 * i + 1]);
+    a[2 * i + 1] = _mm256_unpackhi_ps(in[2 * i], in[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int j = 0; j < 2; ++j) {
+      b[4 * i + j] = _mm256_shuffle_ps(a[4 * i + j], a[4 * i + 2 + j], 0x44);
+      b[4 * i + 2 + j] = _mm256_shuffle_ps(a[4 * i + j], a[4 * i + 2 + j], 0xEE);
+    }
+  }
+  // b[0..3]: rows 0-3 columns {0,4}, {2,6}, {1,5}, {3,7} per 128-bit lane; b[4..7] the same for rows 4-7.
+  static constexpr int kCol[4] = {0, 2, 1, 3};
+  for (int i = 0; i < 4; ++i) {
+    out[kCol[i]] = _mm256_permute2f128_ps(b[i], b[4 + i], 0x20);
+    out[kCol[i] + 4] = _mm256_permute2f128_ps(b[i], b[4 + i], 0x31);
+  }
+}
+}  // namespace
+
+// Rows dequantized (dequantize_rows_avx2) into a per-thread buffer [16, K], then 8 x 8 transposes into the panel.
+__attribute__((target("avx2,fma,f16c")))
+void rows_to_panel_avx2(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel) {
+  thread_local std::vector<float> rows;
+  rows.assign(static_cast<size_t>(kInterleaveRows * K), 0.0f);
+  CHECK(dequantize_rows_avx2(t, w, rb, nr, K, rows.data()));
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    for (int h = 0; h < 2; ++h) {
+      __m256 in[8], out[8];
+      for (int i = 0; i < 8; ++i) in[i] = _mm256_loadu_ps(rows.data() + (8 * h + i) * K + k);
+      transpose8(in, out);
+      for (int c = 0; c < 8; ++c) _mm256_storeu_ps(panel + (k + c) * kInterleaveRows + 8 * h, out[c]);
+    }
+  }
+  for (; k < K; ++k)
+    for (int r = 0; r < kInterleaveRows; ++r) panel[k * kInterleaveRows + r] = rows[r * K + k];
+}
 #else
+void rows_to_panel_avx2(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel) {
+  rows_to_panel_ref(t, w, rb, nr, K, panel);
+}
 void f32_panel_to_bf16_avx512(const float* panel, int64_t K, uint16_t* pw) { f32_panel_to_bf16_ref(panel, K, pw); }
 void rows_to_panel_avx512(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel) {
   rows_to_panel_ref(t, w, rb, nr, K, panel);
