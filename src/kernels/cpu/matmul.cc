@@ -273,6 +273,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     bool kq_gemm;  // detail::gemm_kquant_(il_)avx512 over the K-quant rows or w.interleaved (prompts: vpdpwssd)
     bool q5_gemm;  // q5_0 rows repacked per call to a q8_0 group, then as il_gemm (prompts: 16-bit codes)
     bool panel;    // rows -> f32 panels (rows_to_panel_avx512 / _avx2) -> panel_gemm_avx2
+    bool kq_panel;  // q4_K / q6_K prompts without VNNI: interleaved groups -> f32 panels (dequantize_group_avx2)
     bool half_panel;  // with panel: f16 / bf16 on AVX-512 (rows_to_panel_avx512), else rows_to_panel_avx2
     bool bf16;     // with panel: the panels rounded to bf16 pairs -> bf16_panel_gemm_avx512 (vdpbf16ps)
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
@@ -334,7 +335,9 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       tokens_bf16 = tls_tokens_bf16.data();
     }
     if (j.gemm) j.k.act = ActFormat::kF32;
-    j.il_dot = !j.gemm && !j.il_gemm && !j.kq_gemm && j.il ? il_dot_kernel(w.dtype) : nullptr;
+    j.kq_panel = gemm && j.il && kquant && !has_vnni() && panels_on;
+    if (j.kq_panel) j.k.act = ActFormat::kF32;
+    j.il_dot = !j.gemm && !j.il_gemm && !j.kq_gemm && !j.kq_panel && j.il ? il_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
@@ -350,7 +353,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.tile = std::clamp<int64_t>(static_cast<int64_t>(16384 / j.rb), 1, 16);
     if (j.tile >= 4) j.tile &= ~int64_t{3};
     // One interleaved group (kInterleaveRows); gemm_rows' and gemm_kquant_avx512's block of rows.
-    if (j.gemm || j.il_dot || j.il_gemm || j.kq_gemm || j.q5_gemm) j.tile = 16;
+    if (j.gemm || j.il_dot || j.il_gemm || j.kq_gemm || j.q5_gemm || j.kq_panel) j.tile = 16;
     j.first_tile = n_tiles;
     j.y = targets[i].y;
     n_tiles += (w.rows + j.tile - 1) / j.tile;
@@ -391,7 +394,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
                                    j.rows);
         continue;
       }
-      if ((j.gemm && j.il) || j.panel) {  // the tile's 16 rows as an f32 panel
+      if ((j.gemm && j.il) || j.kq_panel || j.panel) {  // the tile's 16 rows as an f32 panel
         thread_local std::vector<float> panel;
         panel.resize(static_cast<size_t>(n_in * kInterleaveRows));
         if (j.il) {  // from the interleaved copy (the rows go unread)

@@ -156,7 +156,59 @@ InterleavedDotFn interleaved_dot_kernel_avx2(DType t) {
   }
 }
 
+namespace {
+
+// q4_K / q6_K groups -> panel: per unit and half, d * sc (and dmin * m) per sub-block, the codes as dequantize_row
+// forms them (q4_K: d1 * q - m1 as one fused multiply-subtract; q6_K: d1 * (q - 32)).
+IL_AVX2_FN void dequantize_kquant_group_avx2(DType t, const uint8_t* group, int64_t n, float* panel) {
+  const __m256i m4 = _mm256_set1_epi32(0xF), m2 = _mm256_set1_epi32(3), off = _mm256_set1_epi32(32);
+  for (int64_t i = 0; i < n / kQK_K; ++i, panel += kQK_K * kInterleaveRows) {
+    const uint8_t* u = group + i * kquant_unit_bytes(t);
+    for (int h = 0; h < 2; ++h) {
+      const __m256 d = half8(u + 16 * h);
+      float* ph = panel + 8 * h;
+      if (t == DType::kQ4_K) {
+        const __m256 dmin = half8(u + 32 + 16 * h);
+        for (int j = 0; j < 8; ++j) {
+          const __m256 d1 = _mm256_mul_ps(d, u8x8(u + kIlScales + 16 * j + 8 * h, false));
+          const __m256 m1 = _mm256_mul_ps(dmin, u8x8(u + kIlMins + 16 * j + 8 * h, false));
+          for (int w = 4 * j; w < 4 * j + 4; ++w) {
+            const __m256i v = load256(u + il_low_word(t, w) + 32 * h);
+            for (int p = 0; p < 4; ++p) {
+              const int col = 8 * w + 2 * p;
+              const __m256i q0 = _mm256_and_si256(_mm256_srli_epi32(v, 4 * p), m4);
+              const __m256i q1 = _mm256_and_si256(_mm256_srli_epi32(v, 16 + 4 * p), m4);
+              _mm256_storeu_ps(ph + col * kInterleaveRows, _mm256_fmsub_ps(d1, _mm256_cvtepi32_ps(q0), m1));
+              _mm256_storeu_ps(ph + (col + 1) * kInterleaveRows, _mm256_fmsub_ps(d1, _mm256_cvtepi32_ps(q1), m1));
+            }
+          }
+        }
+      } else {
+        for (int j = 0; j < 16; ++j) {
+          const __m256 d1 = _mm256_mul_ps(d, u8x8(u + kIlScales + 16 * j + 8 * h, true));
+          const __m256i hv = load256(u + il_high_word(j) + 32 * h);
+          for (int wi = 0; wi < 2; ++wi) {
+            const __m256i v = load256(u + il_low_word(t, 2 * j + wi) + 32 * h);
+            for (int p = 0; p < 4; ++p) {
+              const int col = 16 * j + 8 * wi + 2 * p, hp = 2 * (4 * wi + p);
+              for (int e = 0; e < 2; ++e) {
+                const __m256i lo = _mm256_and_si256(_mm256_srli_epi32(v, 16 * e + 4 * p), m4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi32(hv, 16 * e + hp), m2);
+                const __m256i q = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), off);
+                _mm256_storeu_ps(ph + (col + e) * kInterleaveRows, _mm256_mul_ps(d1, _mm256_cvtepi32_ps(q)));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 IL_AVX2_FN void dequantize_group_avx2(DType t, const uint8_t* group, int64_t n, float* panel) {
+  if (t == DType::kQ4_K || t == DType::kQ6_K) return dequantize_kquant_group_avx2(t, group, n, panel);
   const int64_t cb = il_codes_bytes(t);
   for (int64_t i = 0; i < n / kQK; ++i, panel += kQK * kInterleaveRows) {
     const uint8_t* c = group + il_col_codes(i, cb);

@@ -56,7 +56,8 @@ void dot_interleaved_ref(DType t, const uint8_t* group, const ActRow& x, int64_t
 InterleavedDotFn interleaved_dot_kernel(DType t);
 // The AVX2 twins over the same layouts (matmul_interleaved_avx2.cc: q4_0, q4_K, q6_K; nullptr otherwise): the 16
 // rows as two 8-lane halves, vpmaddwd + vpaddd for vpdpwssd, the same integer sums. Only call when
-// cpu_features().has_avx2_fma(). dequantize_group_avx2: dequantize_group_ref's panel (q4_0 / q8_0), bit-equal.
+// cpu_features().has_avx2_fma(). dequantize_group_avx2: dequantize_group_ref's panel (q4_0 / q8_0: bit-equal), and
+// for q4_K / q6_K the panel of dequantize_row's values (up to q4_K's fused d * q - m rounding).
 InterleavedDotFn interleaved_dot_kernel_avx2(DType t);
 void dequantize_group_avx2(DType t, const uint8_t* group, int64_t n, float* panel);
 
