@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/ops.h"
 #include "kernels/quant/quant.h"
 
 namespace citadel::testing {
@@ -41,6 +42,23 @@ inline double nmse(const float* want, const float* got, size_t n) {
 }
 inline double nmse(const std::vector<float>& want, const std::vector<float>& got) {
   return nmse(want.data(), got.data(), want.size());
+}
+
+// x [n_tok, w.cols] times w three ways: matmul_ref, matmul over the rows, matmul over the interleaved copy il.
+struct MatmulThreeWays {
+  std::vector<float> ref, rows, interleaved;
+};
+inline MatmulThreeWays matmul_three_ways(WeightView w, const void* il, const std::vector<float>& x, int64_t n_tok) {
+  MatmulThreeWays m;
+  m.ref.resize(n_tok * w.rows);
+  m.rows.resize(n_tok * w.rows);
+  m.interleaved.assign(n_tok * w.rows, -1.0f);
+  w.interleaved = nullptr;
+  EXPECT_TRUE(cpu::matmul_ref(w, x.data(), n_tok, m.ref.data()).ok());
+  EXPECT_TRUE(cpu::matmul(w, x.data(), n_tok, m.rows.data()).ok());
+  w.interleaved = il;
+  EXPECT_TRUE(cpu::matmul(w, x.data(), n_tok, m.interleaved.data()).ok());
+  return m;
 }
 
 }  // namespace citadel::testing

@@ -91,38 +91,48 @@ TEST(MatmulGemm, GemmRowsAndMatmulMatchReference) {
 // f16 / bf16 / f32 rows -> f32 panels (the prompt path of f16 / bf16 weights on AVX-512): the in-register transposes
 // against the reference, bit-equal, for 1 to 16 rows (zero padding rows) and K with and without a tail past the
 // 16-column steps; then matmul through those panels against matmul_ref.
+using PanelFn = void (*)(DType, const uint8_t*, size_t, int, int64_t, float*);
+
+// nr rows of t (n columns) -> panel through `fast`, bit-equal to rows_to_panel_ref, whose last real row equals
+// dequantize_row and whose padding rows are zero.
+void check_panel(PanelFn fast, DType t, int64_t n, int nr, uint32_t seed) {
+  std::vector<uint8_t> w = testing::quantized_weights(t, nr, n, seed);
+  const size_t rb = dtype_row_bytes(t, n);
+  std::vector<float> want(n * 16, -1.0f), got(n * 16, -2.0f);
+  cpu::detail::rows_to_panel_ref(t, w.data(), rb, nr, n, want.data());
+  fast(t, w.data(), rb, nr, n, got.data());
+  ASSERT_EQ(want, got) << dtype_name(t) << " n " << n << " rows " << nr;
+  std::vector<float> row(n);
+  ASSERT_TRUE(dequantize_row(t, w.data() + (nr - 1) * rb, row.data(), n).ok());
+  for (int64_t k = 0; k < n; ++k) ASSERT_EQ(want[k * 16 + nr - 1], row[k]) << "column " << k;
+  if (nr < 16) {
+    ASSERT_EQ(want[(n - 1) * 16 + 15], 0.0f);
+  }
+}
+
+// rows x n weights of t times 4 and 13 tokens through matmul (the prompt paths) against matmul_ref.
+void check_prompt_matmul(DType t, int64_t rows, int64_t n, uint32_t* seed) {
+  std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, (*seed)++);
+  const WeightView wv{t, w.data(), rows, n};
+  for (int64_t n_tok : {4, 13}) {
+    std::vector<float> x = random_floats(n_tok * n, (*seed)++);
+    std::vector<float> want(n_tok * rows), got(want.size(), -1.0f);
+    ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, want.data()).ok());
+    ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, got.data()).ok());
+    EXPECT_LT(nmse(want, got), matmul_tolerance(t)) << dtype_name(t) << " rows " << rows << " tokens " << n_tok;
+  }
+}
+
 TEST(MatmulGemm, Avx512PanelsMatchReference) {
   if (!cpu_features().has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU (or CITADEL_CPU caps it)";
   uint32_t seed = 70;
   for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
     for (int64_t n : {2, 16, 40, 583}) {
       for (int nr : {1, 7, 16}) {
-        std::vector<uint8_t> w = testing::quantized_weights(t, nr, n, seed++);
-        const size_t rb = dtype_row_bytes(t, n);
-        std::vector<float> want(n * 16, -1.0f), got(n * 16, -2.0f);
-        cpu::detail::rows_to_panel_ref(t, w.data(), rb, nr, n, want.data());
-        cpu::detail::rows_to_panel_avx512(t, w.data(), rb, nr, n, got.data());
-        ASSERT_EQ(want, got) << dtype_name(t) << " n " << n << " rows " << nr;
-        std::vector<float> row(n);
-        ASSERT_TRUE(dequantize_row(t, w.data() + (nr - 1) * rb, row.data(), n).ok());
-        for (int64_t k = 0; k < n; ++k) ASSERT_EQ(want[k * 16 + nr - 1], row[k]) << "column " << k;
-        if (nr < 16) {
-          ASSERT_EQ(want[(n - 1) * 16 + 15], 0.0f);
-        }
+        ASSERT_NO_FATAL_FAILURE(check_panel(cpu::detail::rows_to_panel_avx512, t, n, nr, seed++));
       }
     }
-    for (int64_t rows : {5, 37}) {
-      const int64_t n = 40;
-      std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, seed++);
-      const WeightView wv{t, w.data(), rows, n};
-      for (int64_t n_tok : {4, 13}) {
-        std::vector<float> x = random_floats(n_tok * n, seed++);
-        std::vector<float> want(n_tok * rows), got(want.size(), -1.0f);
-        ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, want.data()).ok());
-        ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, got.data()).ok());
-        EXPECT_LT(nmse(want, got), matmul_tolerance(t)) << dtype_name(t) << " rows " << rows << " tokens " << n_tok;
-      }
-    }
+    for (int64_t rows : {5, 37}) check_prompt_matmul(t, rows, 40, &seed);
   }
 }
 
@@ -139,28 +149,11 @@ TEST(MatmulGemm, Avx2PanelsMatchReference) {
     const bool blocks = dtype_info(t)->block > 1;
     for (int64_t n : blocks ? std::vector<int64_t>{32, 96, 608} : std::vector<int64_t>{3, 8, 40, 583}) {
       for (int nr : {1, 7, 16}) {
-        std::vector<uint8_t> w = testing::quantized_weights(t, nr, n, seed++);
-        const size_t rb = dtype_row_bytes(t, n);
-        std::vector<float> want(n * 16, -1.0f), got(n * 16, -2.0f);
-        cpu::detail::rows_to_panel_ref(t, w.data(), rb, nr, n, want.data());
-        cpu::detail::rows_to_panel_avx2(t, w.data(), rb, nr, n, got.data());
-        ASSERT_EQ(want, got) << dtype_name(t) << " n " << n << " rows " << nr;
-        std::vector<float> row(n);
-        ASSERT_TRUE(dequantize_row(t, w.data() + (nr - 1) * rb, row.data(), n).ok());
-        for (int64_t k = 0; k < n; ++k) ASSERT_EQ(want[k * 16 + nr - 1], row[k]) << "column " << k;
+        ASSERT_NO_FATAL_FAILURE(check_panel(cpu::detail::rows_to_panel_avx2, t, n, nr, seed++));
         ++checked;
       }
     }
-    const int64_t rows = 37, n = 96;
-    std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, seed++);
-    const WeightView wv{t, w.data(), rows, n};
-    for (int64_t n_tok : {4, 13}) {
-      std::vector<float> x = random_floats(n_tok * n, seed++);
-      std::vector<float> want(n_tok * rows), got(want.size(), -1.0f);
-      ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, want.data()).ok());
-      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, got.data()).ok());
-      EXPECT_LT(nmse(want, got), matmul_tolerance(t)) << dtype_name(t) << " tokens " << n_tok;
-    }
+    check_prompt_matmul(t, 37, 96, &seed);
   }
   EXPECT_EQ(checked, 3 * 4 * 3 + 5 * 3 * 3);
 }

@@ -153,18 +153,13 @@ TEST(MatmulInterleaved, MatmulWithInterleavedViewMatchesReference) {
   for (DType t : {DType::kQ4_0, DType::kQ8_0}) {
     const int64_t rows = 53, n = 32 * 27;
     std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 80);
-    WeightView wv{t, w.data(), rows, n};
+    const WeightView wv{t, w.data(), rows, n};
     std::vector<uint8_t> il = interleaved(wv);
     for (int64_t n_tok : {1, 2, 3, 5, 70}) {
-      std::vector<float> x = random_floats(n_tok * n, 90 + static_cast<uint32_t>(n_tok));
-      std::vector<float> ref(n_tok * rows), plain(n_tok * rows), fast(n_tok * rows, -1.0f);
-      wv.interleaved = nullptr;
-      ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, ref.data()).ok());
-      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, plain.data()).ok());
-      wv.interleaved = il.data();
-      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, fast.data()).ok());
-      EXPECT_LT(nmse(plain, fast), n_tok < 4 ? 1e-11 : 1e-8) << dtype_name(t) << " tokens " << n_tok;
-      EXPECT_LT(nmse(ref, fast), 1e-8) << dtype_name(t) << " tokens " << n_tok;
+      const auto m =
+          testing::matmul_three_ways(wv, il.data(), random_floats(n_tok * n, 90 + static_cast<uint32_t>(n_tok)), n_tok);
+      EXPECT_LT(nmse(m.rows, m.interleaved), n_tok < 4 ? 1e-11 : 1e-8) << dtype_name(t) << " tokens " << n_tok;
+      EXPECT_LT(nmse(m.ref, m.interleaved), 1e-8) << dtype_name(t) << " tokens " << n_tok;
     }
   }
 }

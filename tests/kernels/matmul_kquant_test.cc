@@ -242,8 +242,8 @@ std::vector<uint8_t> interleaved(DType t, const std::vector<uint8_t>& w, int64_t
 }
 
 // The scalar reference over the layout against the row-dot reference over the rows it came from (so the packing is
-// checked too: same integer sums, same f32 formula), and the VNNI and AVX2 kernels against it; padding rows give 0. Quantized
-// and raw random blocks (every code, scale and min), the all-maximum blocks, 1 to 19 super-blocks.
+// checked too: same integer sums, same f32 formula), and the VNNI and AVX2 kernels against it; padding rows give 0.
+// Quantized and raw random blocks (every code, scale and min), the all-maximum blocks, 1 to 19 super-blocks.
 TEST(MatmulKquant, InterleavedDotsMatchRowDots) {
   int checked = 0;
   uint32_t seed = 500;
@@ -261,7 +261,8 @@ TEST(MatmulKquant, InterleavedDotsMatchRowDots) {
       ASSERT_EQ(gb, static_cast<size_t>(nsb * (t == DType::kQ4_K ? 2368 : 3392)));
       ASSERT_EQ(cpu::interleaved_bytes(t, rows, n), 3 * gb);
       for (int kind = 0; kind < 3; ++kind) {
-        std::vector<uint8_t> w = kind == 0 ? testing::quantized_weights(t, rows, n, seed++) : random_blocks(t, rows, n, seed++);
+        std::vector<uint8_t> w =
+            kind == 0 ? testing::quantized_weights(t, rows, n, seed++) : random_blocks(t, rows, n, seed++);
         if (kind == 2) {  // the largest codes and scales (q6_K: codes -32, scales -128 / 127)
           const size_t bb = dtype_info(t)->block_bytes;
           for (size_t i = 0; i < w.size() / bb; ++i) {
@@ -334,18 +335,13 @@ TEST(MatmulKquant, MatmulWithInterleavedViewMatchesRows) {
     const int64_t rows = 53, n = 4 * kQK_K;
     const std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, seed++);
     const std::vector<uint8_t> il = interleaved(t, w, rows, n);
-    WeightView wv{t, w.data(), rows, n};
     for (int64_t n_tok : {1, 3, 4, 30}) {
-      std::vector<float> x = random_floats(n_tok * n, seed++);
-      std::vector<float> ref(n_tok * rows), plain(n_tok * rows), fast(n_tok * rows, -1.0f);
-      wv.interleaved = nullptr;
-      ASSERT_TRUE(cpu::matmul_ref(wv, x.data(), n_tok, ref.data()).ok());
-      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, plain.data()).ok());
-      wv.interleaved = il.data();
-      ASSERT_TRUE(cpu::matmul(wv, x.data(), n_tok, fast.data()).ok());
+      const auto m = testing::matmul_three_ways({t, w.data(), rows, n}, il.data(), random_floats(n_tok * n, seed++),
+                                                n_tok);
       // Same integer sums for 1..3 tokens; from 4 the VNNI GEMM keeps them, the AVX2 panels are exact f32.
-      EXPECT_LT(nmse(plain, fast), n_tok < 4 || vnni() ? 1e-11 : 1e-8) << dtype_name(t) << " tokens " << n_tok;
-      EXPECT_LT(nmse(ref, fast), 1e-8) << dtype_name(t) << " tokens " << n_tok;
+      const double bound = n_tok < 4 || vnni() ? 1e-11 : 1e-8;
+      EXPECT_LT(nmse(m.rows, m.interleaved), bound) << dtype_name(t) << " tokens " << n_tok;
+      EXPECT_LT(nmse(m.ref, m.interleaved), 1e-8) << dtype_name(t) << " tokens " << n_tok;
     }
   }
 }

@@ -78,7 +78,8 @@ void put_block(DType t, const uint8_t* block, int r, uint8_t* u) {
     for (int j = 0; j < 16; ++j) u[kScales + 16 * j + r] = static_cast<uint8_t>(b->scales[j]);
     for (int e = 0; e < kQK_K; ++e) {
       const int h = e / 128, c = e % 128;
-      code[e] = ((b->ql[64 * h + c % 64] >> (4 * (c / 64))) & 0xF) | (((b->qh[32 * h + c % 32] >> (2 * (c / 32))) & 3) << 4);
+      const int lo = (b->ql[64 * h + c % 64] >> (4 * (c / 64))) & 0xF, hi = (b->qh[32 * h + c % 32] >> (2 * (c / 32))) & 3;
+      code[e] = lo | (hi << 4);
     }
   }
   for (int w = 0; w < 32; ++w) {

@@ -158,7 +158,8 @@ KQ_VNNI_FN void unpack_superblock_il(const uint8_t* u, __m512i* g) {
   const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
   const auto bytes = [u](int off) KQ_VNNI_FN { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(u + off)); };
   if constexpr (T == DType::kQ6_K) {
-    for (int j = 0; j < 16; ++j) scales[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes(64 + 16 * j))));
+    for (int j = 0; j < 16; ++j)
+      scales[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes(64 + 16 * j))));
   } else {
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32)));
     for (int j = 0; j < 8; ++j) {
