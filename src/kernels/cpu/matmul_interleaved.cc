@@ -87,10 +87,20 @@ Status interleave_weights(const WeightView& w, uint8_t* out) {
       for (int64_t i = 0; i < nb; ++i) {
         const uint8_t* block = src + row * rb + i * bb;
         std::memcpy(group + il_col_scales(i, cb) + 2 * r, block, 2);
-        for (int j = 0; j < kQK; ++j) {
-          int byte, shift;
-          code_place(w.dtype, r, j, &byte, &shift);
-          group[il_col_codes(i, cb) + byte] |= static_cast<uint8_t>((code_of(w.dtype, block, j) & code_mask) << shift);
+        int q[kQK];
+        for (int j = 0; j < kQK; ++j) q[j] = code_of(w.dtype, block, j) & code_mask;
+        // One 4-byte lane per word (code_place's layout, a word at a time).
+        for (int64_t wd = 0; wd < cb / 64; ++wd) {
+          uint32_t lane = 0;
+          if (w.dtype == DType::kQ4_0) {  // pairs 4wd + p: codes at bits 4p and 16 + 4p
+            for (int p = 0; p < 4; ++p)
+              lane |= static_cast<uint32_t>(q[8 * wd + 2 * p]) << (4 * p) |
+                      static_cast<uint32_t>(q[8 * wd + 2 * p + 1]) << (16 + 4 * p);
+          } else {  // bytes 0..3: codes 4wd, 4wd + 2, 4wd + 1, 4wd + 3
+            lane = static_cast<uint32_t>(q[4 * wd]) | static_cast<uint32_t>(q[4 * wd + 2]) << 8 |
+                   static_cast<uint32_t>(q[4 * wd + 1]) << 16 | static_cast<uint32_t>(q[4 * wd + 3]) << 24;
+          }
+          std::memcpy(group + il_col_codes(i, cb) + 64 * wd + 4 * r, &lane, 4);
         }
       }
     }

@@ -76,10 +76,15 @@ void put_block(DType t, const uint8_t* block, int r, uint8_t* u) {
     const BlockQ6_K* b = reinterpret_cast<const BlockQ6_K*>(block);
     std::memcpy(u + 2 * r, &b->d, 2);
     for (int j = 0; j < 16; ++j) u[kScales + 16 * j + r] = static_cast<uint8_t>(b->scales[j]);
-    for (int e = 0; e < kQK_K; ++e) {
-      const int h = e / 128, c = e % 128;
-      const int lo = (b->ql[64 * h + c % 64] >> (4 * (c / 64))) & 0xF, hi = (b->qh[32 * h + c % 32] >> (2 * (c / 32))) & 3;
-      code[e] = lo | (hi << 4);
+    for (int h = 0; h < 2; ++h) {  // ql byte 64h + l: columns 128h + l, + 64; qh byte 32h + l, bits 2g: + 32g
+      for (int l = 0; l < 32; ++l) {
+        const int q0 = b->ql[64 * h + l], q1 = b->ql[64 * h + 32 + l], qh = b->qh[32 * h + l];
+        int* c = code + 128 * h + l;
+        c[0] = (q0 & 0xF) | ((qh & 3) << 4);
+        c[32] = (q1 & 0xF) | (((qh >> 2) & 3) << 4);
+        c[64] = (q0 >> 4) | (((qh >> 4) & 3) << 4);
+        c[96] = (q1 >> 4) | (((qh >> 6) & 3) << 4);
+      }
     }
   }
   for (int w = 0; w < 32; ++w) {
