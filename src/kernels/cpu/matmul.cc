@@ -278,6 +278,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     bool bf16;     // with panel: the panels rounded to bf16 pairs -> bf16_panel_gemm_avx512 (vdpbf16ps)
     detail::InterleavedDotFn il_dot;  // decode over w.interleaved (16-row groups) instead of the row-dot kernels
     const uint8_t* il;
+    size_t il_gb;  // with il: bytes of one interleaved group
     DType dtype;
     const uint8_t* wd;
     size_t rb;
@@ -296,8 +297,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // Prompts over q4_K / q5_K / q6_K rows use the vpdpwssd GEMM where the CPU has AVX-512 VNNI, and q5_0 rows (the
   // fallback of llama.cpp's Q4_K_M where a row is no whole number of 256 blocks) the q8_0 vpdpwssd GEMM over a per-call
   // repack; CITADEL_CPU_KQ_GEMM=off keeps the row-dot kernels and the f32 tiles (before/after on one binary).
-  static const bool kq_gemm_on =
-      !env_is("CITADEL_CPU_KQ_GEMM", "off") && cpu_features().has_avx512() && cpu_features().avx512vnni;
+  static const bool kq_gemm_on = !env_is("CITADEL_CPU_KQ_GEMM", "off") && has_vnni();
   // Prompts over bf16 weights (fast mode: exact mode upcasts to f32) use vdpbf16ps where the CPU has it: the
   // activations rounded to bf16, f32 sums. Not f16 weights: bf16 would drop 3 bits of every weight, so f16 keeps the
   // f32 panels (exact weights). CITADEL_CPU_BF16_GEMM=off keeps the f32 panels for bf16 too.
@@ -321,6 +321,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.k = pick_kernel(w.dtype);
     j.dtype = w.dtype;
     j.il = interleave_wanted(w.dtype) ? static_cast<const uint8_t*>(w.interleaved) : nullptr;
+    j.il_gb = j.il ? interleaved_group_bytes(w.dtype, n_in) : 0;
     const bool kquant = detail::kquant_gemm_supported(w.dtype);
     j.il_gemm = gemm && j.il && il_gemm_on && !kquant && has_vnni();
     j.kq_gemm = gemm && kq_gemm_on && kquant;
@@ -334,9 +335,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       detail::pack_tokens_bf16(x, n_tokens, n_in, tls_tokens_bf16.data());
       tokens_bf16 = tls_tokens_bf16.data();
     }
-    if (j.gemm) j.k.act = ActFormat::kF32;
     j.kq_panel = gemm && j.il && kquant && !has_vnni() && panels_on;
-    if (j.kq_panel) j.k.act = ActFormat::kF32;
+    if (j.gemm || j.kq_panel) j.k.act = ActFormat::kF32;
     j.il_dot = !j.gemm && !j.il_gemm && !j.kq_gemm && !j.kq_panel && j.il ? il_dot_kernel(w.dtype) : nullptr;
     if (!prepared[static_cast<int>(j.k.act)]) {
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
@@ -370,23 +370,23 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;
       const Job& j = jobs[ji];
       const int64_t r0 = (ti - j.first_tile) * j.tile, r1 = std::min(j.rows, r0 + j.tile);
+      // With il, every path below takes tiles of one group (r0 a multiple of kInterleaveRows).
+      const uint8_t* group = j.il ? j.il + r0 / kInterleaveRows * j.il_gb : nullptr;
       if (j.il_gemm) {
-        detail::gemm_interleaved_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
-                                        buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        detail::gemm_interleaved_avx512(j.dtype, group, buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
         continue;
       }
       if (j.q5_gemm) {
-        thread_local std::vector<uint8_t> group;  // one q8_0 group, 64-byte aligned
+        thread_local std::vector<uint8_t> repacked;  // one q8_0 group, 64-byte aligned
         const size_t gb = interleaved_group_bytes(DType::kQ8_0, n_in);
-        group.resize(gb + 64);
-        uint8_t* g = group.data() + (64 - reinterpret_cast<uintptr_t>(group.data()) % 64) % 64;
+        repacked.resize(gb + 64);
+        uint8_t* g = repacked.data() + (64 - reinterpret_cast<uintptr_t>(repacked.data()) % 64) % 64;
         detail::repack_q5_0_group_avx512(j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, g);
         detail::gemm_interleaved_avx512(DType::kQ8_0, g, buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
         continue;
       }
-      if (j.kq_gemm && j.il) {  // r0 is a multiple of kInterleaveRows
-        detail::gemm_kquant_il_avx512(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in),
-                                      static_cast<int>(r1 - r0), buf->tiles, j.y + r0, j.rows);
+      if (j.kq_gemm && j.il) {
+        detail::gemm_kquant_il_avx512(j.dtype, group, static_cast<int>(r1 - r0), buf->tiles, j.y + r0, j.rows);
         continue;
       }
       if (j.kq_gemm) {
@@ -399,7 +399,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
         panel.resize(static_cast<size_t>(n_in * kInterleaveRows));
         if (j.il) {  // from the interleaved copy (the rows go unread)
           const auto dequant = has_vnni() ? detail::dequantize_group_avx512 : detail::dequantize_group_avx2;
-          dequant(j.dtype, j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in), n_in, panel.data());
+          dequant(j.dtype, group, n_in, panel.data());
         } else {
           const auto to_panel = j.half_panel ? detail::rows_to_panel_avx512 : detail::rows_to_panel_avx2;
           to_panel(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, panel.data());
@@ -419,9 +419,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
         CHECK(detail::gemm_rows(j.dtype, j.wd + r0 * j.rb, j.rb, r1 - r0, x, n_tokens, n_in, j.y + r0, j.rows));
         continue;
       }
-      if (j.il_dot) {  // r0 is a multiple of kInterleaveRows
+      if (j.il_dot) {
         float y16[kInterleaveRows];
-        const uint8_t* group = j.il + r0 / kInterleaveRows * interleaved_group_bytes(j.dtype, n_in);
         for (int64_t t = 0; t < n_tokens; ++t) {
           j.il_dot(group, act_row(j.k.act, x, *buf, t, n_in), n_in, y16);
           std::memcpy(j.y + t * j.rows + r0, y16, sizeof(float) * (r1 - r0));

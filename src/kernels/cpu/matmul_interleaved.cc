@@ -191,6 +191,11 @@ void pack_q16_tiles(const int16_t* q16, const float* d, const float* sums, int64
 #if defined(__x86_64__)
 namespace {
 
+// Block column i's 16 row scales (f16 in the group) as f32.
+IL_VNNI_FN inline __m512 column_scales(const uint8_t* group, int64_t i, int64_t cb) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + il_col_scales(i, cb))));
+}
+
 // One block column of 16 rows: sum(q_w * q_x) per row (q4_0 codes still unsigned 0..15).
 template <DType T>
 IL_VNNI_FN inline __m512i column_dot(const uint8_t* c, const int16_t* xq) {
@@ -215,7 +220,7 @@ IL_VNNI_FN void dot_il(const uint8_t* group, const ActRow& x, int64_t n, float* 
   __m512 acc = _mm512_setzero_ps(), accm = acc;
   for (int64_t i = 0; i < nb; ++i) {
     const __m512i p = column_dot<T>(group + il_col_codes(i, cb), x.q16 + 32 * i);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + il_col_scales(i, cb))));
+    const __m512 dw = column_scales(group, i, cb);
     acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x.q16_d[i])), _mm512_cvtepi32_ps(p), acc);
     if constexpr (T == DType::kQ4_0) accm = _mm512_fmadd_ps(dw, _mm512_set1_ps(x.q16_sums[i]), accm);
   }
@@ -235,7 +240,7 @@ IL_VNNI_FN inline void put_panel_row(float* row, __m512i q, __m512 d) {
 IL_VNNI_FN void dequantize_group_avx512(DType t, const uint8_t* group, int64_t n, float* panel) {
   const int64_t cb = codes_bytes(t);
   for (int64_t i = 0; i < n / kQK; ++i, panel += kQK * kInterleaveRows) {
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + il_col_scales(i, cb))));
+    const __m512 d = column_scales(group, i, cb);
     const uint8_t* c = group + il_col_codes(i, cb);
     auto put = [&](int j, __m512i q) IL_VNNI_FN { put_panel_row(panel + j * kInterleaveRows, q, d); };
     if (t == DType::kQ4_0) {
@@ -317,7 +322,7 @@ IL_VNNI_FN void q16_micro(const uint8_t* group, int64_t nb, const int32_t* xp, c
         CITADEL_Q16_STEP(_mm512_srai_epi16(v, 8), 2 * w + 1)
       }
     }
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + il_col_scales(i, cb))));
+    const __m512 dw = column_scales(group, i, cb);
     const float* d_ = xd + i * kQ16Tile;
 #define CITADEL_Q16_SCALE(m, iacc, facc) \
     if constexpr (M > m) facc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(d_[m])), _mm512_cvtepi32_ps(iacc), facc);

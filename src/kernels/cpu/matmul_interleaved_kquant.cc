@@ -29,9 +29,6 @@ namespace citadel::cpu::detail {
 
 namespace {
 
-constexpr int64_t kScales = kIlScales, kMins = kIlMins;
-constexpr int64_t unit_bytes(DType t) { return kquant_unit_bytes(t); }
-
 // Where the low 4 bits of column e (0..255) of row r live in a unit of t: byte offset and shift.
 void nibble_place(DType t, int r, int e, int64_t* byte, int* shift) {
   const int w = e / 8, p = (e % 8) / 2, bit = (e % 2 ? 16 : 0) + 4 * p;
@@ -68,14 +65,14 @@ void put_block(DType t, const uint8_t* block, int r, uint8_t* u) {
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, m;
       get_scale_min_k4(j, b->scales, &sc, &m);
-      u[kScales + 16 * j + r] = sc;
-      u[kMins + 16 * j + r] = m;
+      u[kIlScales + 16 * j + r] = sc;
+      u[kIlMins + 16 * j + r] = m;
       for (int l = 0; l < 32; ++l) code[32 * j + l] = (b->qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0xF;
     }
   } else {
     const BlockQ6_K* b = reinterpret_cast<const BlockQ6_K*>(block);
     std::memcpy(u + 2 * r, &b->d, 2);
-    for (int j = 0; j < 16; ++j) u[kScales + 16 * j + r] = static_cast<uint8_t>(b->scales[j]);
+    for (int j = 0; j < 16; ++j) u[kIlScales + 16 * j + r] = static_cast<uint8_t>(b->scales[j]);
     for (int h = 0; h < 2; ++h) {  // ql byte 64h + l: columns 128h + l, + 64; qh byte 32h + l, bits 2g: + 32g
       for (int l = 0; l < 32; ++l) {
         const int q0 = b->ql[64 * h + l], q1 = b->ql[64 * h + 32 + l], qh = b->qh[32 * h + l];
@@ -113,11 +110,11 @@ bool kquant_interleave_supported(DType t) { return t == DType::kQ4_K || t == DTy
 
 size_t kquant_group_bytes(DType t, int64_t n) {
   if (!kquant_interleave_supported(t) || n <= 0 || n % kQK_K != 0) return 0;
-  return static_cast<size_t>(n / kQK_K * unit_bytes(t));
+  return static_cast<size_t>(n / kQK_K * kquant_unit_bytes(t));
 }
 
 void interleave_kquant_group(DType t, const uint8_t* w, size_t rb, int nr, int64_t n, uint8_t* group) {
-  const int64_t nsb = n / kQK_K, ub = unit_bytes(t), bb = t == DType::kQ4_K ? 144 : 210;
+  const int64_t nsb = n / kQK_K, ub = kquant_unit_bytes(t), bb = dtype_info(t)->block_bytes;
   std::memset(group, 0, static_cast<size_t>(nsb * ub));  // padding rows: zero codes and scales
   for (int r = 0; r < nr; ++r) {
     for (int64_t s = 0; s < nsb; ++s) put_block(t, w + r * rb + s * bb, r, group + s * ub);
@@ -126,7 +123,7 @@ void interleave_kquant_group(DType t, const uint8_t* w, size_t rb, int nr, int64
 
 // The row-dot references' formulas (matmul.cc dot_q45_K, dot_q6_K) over the layout, in the same order.
 void dot_interleaved_kquant_ref(DType t, const uint8_t* group, const ActRow& x, int64_t n, float* y) {
-  const int64_t ub = unit_bytes(t);
+  const int64_t ub = kquant_unit_bytes(t);
   for (int r = 0; r < kInterleaveRows; ++r) {
     float s = 0;
     for (int64_t i = 0; i < n / kQK_K; ++i) {
@@ -142,14 +139,14 @@ void dot_interleaved_kquant_ref(DType t, const uint8_t* group, const ActRow& x, 
           int sumi = 0;
           for (int l = 0; l < 32; ++l) sumi += unit_code(t, u, r, 32 * j + l) * xq[32 * j + l];
           const int64_t blk = 8 * i + j;
-          s += d * u[kScales + 16 * j + r] * x.q16_d[blk] * static_cast<float>(sumi) -
-               dmin * u[kMins + 16 * j + r] * x.q16_sums[blk];
+          s += d * u[kIlScales + 16 * j + r] * x.q16_d[blk] * static_cast<float>(sumi) -
+               dmin * u[kIlMins + 16 * j + r] * x.q16_sums[blk];
         }
       } else {
         for (int j = 0; j < 16; ++j) {
           int sumi = 0;
           for (int l = 0; l < 16; ++l) sumi += (unit_code(t, u, r, 16 * j + l) - 32) * xq[16 * j + l];
-          s += d * static_cast<int8_t>(u[kScales + 16 * j + r]) * x.q16_d[8 * i + j / 2] * static_cast<float>(sumi);
+          s += d * static_cast<int8_t>(u[kIlScales + 16 * j + r]) * x.q16_d[8 * i + j / 2] * static_cast<float>(sumi);
         }
       }
     }
@@ -165,15 +162,15 @@ namespace {
 IL_VNNI_FN void dot_il_q4_K(const uint8_t* group, const ActRow& x, int64_t n, float* y) {
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const uint8_t* u = group + i * unit_bytes(DType::kQ4_K);
+    const uint8_t* u = group + i * kquant_unit_bytes(DType::kQ4_K);
     __m512 accs = _mm512_setzero_ps(), accm = accs;
     for (int j = 0; j < 8; ++j) {
       const int64_t blk = 8 * i + j;
       const __m512i p = nibble_block_dot(u + il_low_word(DType::kQ4_K, 4 * j), x.q16 + 32 * blk);
       const __m512 sc = _mm512_cvtepi32_ps(
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + kScales + 16 * j))));
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + kIlScales + 16 * j))));
       const __m512 mn = _mm512_cvtepi32_ps(
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + kMins + 16 * j))));
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + kIlMins + 16 * j))));
       accs = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(sc, _mm512_set1_ps(x.q16_d[blk])), accs);
       accm = _mm512_fmadd_ps(mn, _mm512_set1_ps(x.q16_sums[blk]), accm);
     }
@@ -208,7 +205,7 @@ IL_VNNI_FN inline __m512i q6_half_dot(__m512i acc, const uint8_t* c, __m512i hv,
 IL_VNNI_FN void dot_il_q6_K(const uint8_t* group, const ActRow& x, int64_t n, float* y) {
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const uint8_t* u = group + i * unit_bytes(DType::kQ6_K);
+    const uint8_t* u = group + i * kquant_unit_bytes(DType::kQ6_K);
     __m512 accs = _mm512_setzero_ps();
 #pragma GCC unroll 2
     for (int j = 0; j < 16; ++j) {  // 16-column sub-block j: low words 2j, 2j + 1; high word j
@@ -217,7 +214,7 @@ IL_VNNI_FN void dot_il_q6_K(const uint8_t* group, const ActRow& x, int64_t n, fl
       const __m512i p0 = q6_half_dot<0>(_mm512_setzero_si512(), u + il_low_word(DType::kQ6_K, 2 * j), hv, xp);
       const __m512i p1 = q6_half_dot<1>(_mm512_setzero_si512(), u + il_low_word(DType::kQ6_K, 2 * j + 1), hv, xp + 8);
       const __m512 sc = _mm512_cvtepi32_ps(
-          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + kScales + 16 * j))));
+          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u + kIlScales + 16 * j))));
       accs = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p0, p1)),
                              _mm512_mul_ps(sc, _mm512_set1_ps(x.q16_d[8 * i + j / 2])), accs);
     }

@@ -156,15 +156,17 @@ KQ_VNNI_FN void unpack_superblock_il(const uint8_t* u, __m512i* g) {
     codes[2 * w + 1] = q[1];
   }
   const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u)));
-  const auto bytes = [u](int off) KQ_VNNI_FN { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(u + off)); };
+  const auto bytes = [u](int64_t off) KQ_VNNI_FN {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(u + off));
+  };
   if constexpr (T == DType::kQ6_K) {
     for (int j = 0; j < 16; ++j)
-      scales[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes(64 + 16 * j))));
+      scales[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes(kIlScales + 16 * j))));
   } else {
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 32)));
     for (int j = 0; j < 8; ++j) {
-      scales[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes(64 + 16 * j))));
-      scales[8 + j] = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes(192 + 16 * j))));
+      scales[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes(kIlScales + 16 * j))));
+      scales[8 + j] = _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes(kIlMins + 16 * j))));
     }
   }
 }
@@ -296,7 +298,7 @@ void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q16T
 
 void gemm_kquant_il_avx512(DType t, const uint8_t* il, int nr, const Q16Tiles& x, float* y, int64_t ldy) {
   CHECK(kquant_interleave_supported(t) && nr >= 1 && nr <= 16);
-  const int64_t nsb = x.n / kQK_K, ub = static_cast<int64_t>(kquant_group_bytes(t, kQK_K));
+  const int64_t nsb = x.n / kQK_K, ub = kquant_unit_bytes(t);
   __m512i* group = unpack_buffer(x.n);
   for (int64_t s = 0; s < nsb; ++s) {
     if (t == DType::kQ4_K) unpack_superblock_il<DType::kQ4_K>(il + s * ub, group + s * kSbVecs);
