@@ -146,8 +146,9 @@ __attribute__((target("avx2,fma,f16c"))) inline void transpose8(const __m256* in
 __attribute__((target("avx2,fma,f16c")))
 void rows_to_panel_avx2(DType t, const uint8_t* w, size_t rb, int nr, int64_t K, float* panel) {
   thread_local std::vector<float> rows;
-  rows.assign(static_cast<size_t>(kInterleaveRows * K), 0.0f);
+  rows.resize(static_cast<size_t>(kInterleaveRows * K));
   CHECK(dequantize_rows_avx2(t, w, rb, nr, K, rows.data()));
+  std::fill(rows.begin() + nr * K, rows.end(), 0.0f);  // padding rows only
   int64_t k = 0;
   for (; k + 8 <= K; k += 8) {
     for (int h = 0; h < 2; ++h) {
