@@ -43,10 +43,6 @@ struct MoeW {
   LinearW gate;                 // [E+S][Fe][D] = [(E+S) Fe][D]
   LinearW up;                   // [E+S][Fe][D]
   LinearW down;                 // [E+S][D][Fe] = [(E+S) D][Fe]
-  // Copies of the shared experts for steps whose routed experts run as tensor-core tiles (cuBLAS does the shared
-  // FFN of every token faster than the tiles): bf16 path only (Impl::shared_gemm_copy), else empty.
-  LinearW sh_gate_up;           // [2 S Fe][D], gate rows then up rows
-  LinearW sh_down;              // [D][S Fe]
 };
 
 struct LayerW {
@@ -228,7 +224,7 @@ struct CudaDecoder::Impl {
     std::vector<LinearW*> v{&lm_head};
     for (auto& l : layers)
       for (LinearW* w : {&l.qkv, &l.o, &l.gate_up, &l.down, &l.mla.q, &l.mla.q_a, &l.mla.q_b, &l.mla.kv_a,
-                         &l.moe.router, &l.moe.gate, &l.moe.up, &l.moe.down, &l.moe.sh_gate_up, &l.moe.sh_down})
+                         &l.moe.router, &l.moe.gate, &l.moe.up, &l.moe.down})
         if (w->bf16) v.push_back(w);
     return v;
   }
@@ -241,10 +237,6 @@ struct CudaDecoder::Impl {
   Status alloc_mla_moe_layer(LayerW& l, int layer);  // cuda_mla_moe.cu
   Status alloc_mla_moe_runtime();
   Status place_shared_experts();  // at finalize: see cuda_mla_moe.cu
-  // The bf16 path's tile kernels leave the shared experts to cuBLAS GEMMs over copies of them (MoeW::sh_*).
-  bool shared_gemm_copy() const {
-    return c.moe.n_shared > 0 && opt.format == CudaWeightFormat::kBf16 && !opt.f32_activations;
-  }
   void* mla_moe_weight_ptr(TensorRole r, LayerW& l);
   Status alloc_runtime();
   Status size_kv_pool(int64_t free_bytes);

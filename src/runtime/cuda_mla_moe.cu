@@ -54,37 +54,19 @@ Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
   RETURN_IF_ERROR(alloc_linear(&l.moe.gate, slots * Fe, D, false));
   RETURN_IF_ERROR(alloc_linear(&l.moe.up, slots * Fe, D, false));
   RETURN_IF_ERROR(alloc_linear(&l.moe.down, slots * D, Fe, false));
-  if (shared_gemm_copy()) {  // filled at finalize (place_shared_experts)
-    RETURN_IF_ERROR(alloc_linear(&l.moe.sh_gate_up, 2 * e.n_shared * Fe, D, false));
-    RETURN_IF_ERROR(alloc_linear(&l.moe.sh_down, D, e.n_shared * Fe, false));
-  }
   extra_weight_bytes += e.sigmoid_gating ? 4 * E : 0;
   return OkStatus();
 }
 
 // The shared experts were written where slots E..E+S-1 live (gate and up as S experts already; down as one [D][S Fe]
-// matrix). With shared_gemm_copy(), first their GEMM copies: sh_gate_up = [gate slots | up slots], sh_down = the
-// down matrix as written. Then down is reordered in place to S experts [D][Fe] (one copy out, then S strided copies
-// back; S == 1 needs nothing).
+// matrix). down is reordered in place to S experts [D][Fe] (one copy out, then S strided copies back; S == 1 needs
+// nothing).
 Status CudaDecoder::Impl::place_shared_experts() {
   const int64_t S = c.moe.n_shared, E = c.moe.n_experts, Fe = c.moe.expert_ffn_dim, D = c.dim;
   if (!c.has_moe || S <= 0) return OkStatus();
   const size_t esz = tensor_esz(R::kDownShexp), bytes = static_cast<size_t>(S * D * Fe) * esz;
   auto tail = [&](const LinearW& w) { return reinterpret_cast<char*>(w.bf16) + E * D * Fe * esz; };
-  if (shared_gemm_copy()) {
-    for (int layer = 0; layer < c.n_layers; ++layer) {
-      if (!moe_layer(layer)) continue;
-      MoeW& w = layers[static_cast<size_t>(layer)].moe;
-      char* gu = reinterpret_cast<char*>(w.sh_gate_up.bf16);
-      CUDA_TRY(cudaMemcpyAsync(gu, tail(w.gate), bytes, cudaMemcpyDeviceToDevice, stream));
-      CUDA_TRY(cudaMemcpyAsync(gu + bytes, tail(w.up), bytes, cudaMemcpyDeviceToDevice, stream));
-      CUDA_TRY(cudaMemcpyAsync(w.sh_down.bf16, tail(w.down), bytes, cudaMemcpyDeviceToDevice, stream));
-    }
-  }
-  if (S == 1) {
-    CUDA_TRY(cudaStreamSynchronize(stream));
-    return OkStatus();
-  }
+  if (S == 1) return OkStatus();
   void* raw = nullptr;
   CUDA_TRY(cudaMalloc(&raw, bytes));
   const std::unique_ptr<void, cudaError_t (*)(void*)> tmp(raw, cudaFree);
@@ -269,22 +251,12 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   if (skip_ & kSkipFfn) return OkStatus();
   const MoeConfig& e = m_.c.moe;
   const MoeW& w = m_.layers[layer].moe;
-  // The shared experts are S more choices of every token (slots E_routed ..), so one set of launches runs them all;
-  // except where the routed experts run as tensor-core tiles: there cuBLAS runs the shared FFN of every token (on
-  // its copies, MoeW::sh_*) into delta first, and the routed experts add to it.
+  // The shared experts are S more choices of every token (slots E_routed ..), so one set of launches runs them all.
   const int T = s_.T, Er = static_cast<int>(e.n_experts), kr = static_cast<int>(e.n_experts_used);
   const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
   const bool quantized = w.gate.fmt != CudaWeightFormat::kBf16 || w.down.fmt != CudaWeightFormat::kBf16;
   const bool tiles = moe_path(T, kr, Er, quantized) == MoePath::kMma;
-  // CITADEL_MOE_SHARED=slots keeps the shared experts in the tiles too (benchmarks: before / after in one binary).
-  static const bool slots_only = env_is("CITADEL_MOE_SHARED", "slots");
-  const bool shared_apart = tiles && w.sh_gate_up.bf16 != nullptr && !slots_only;
-  if (shared_apart) {
-    RETURN_IF_ERROR(gated_ffn(lin::kShGateUp, layer, in, Act::kFfn, /*gelu=*/false, "moe"));
-    RETURN_IF_ERROR(linear(lin::kShDown, layer, Act::kFfn, out));
-  }
-  ck::MoeRouting rt = moe_routing(e);
-  if (shared_apart) rt.n_shared = 0;
+  const ck::MoeRouting rt = moe_routing(e);
   const int E = Er + rt.n_shared, k = kr + rt.n_shared;
   w.router.forward(g_, m_.h, T, m_.mm.router, true);
   ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
@@ -298,7 +270,7 @@ Status CudaOps::moe(int layer, Act in, Act out) {
                          m_.mm.act, m_.stream);
     ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, moe_matrix(w.down), E, D, Fe, m_.mm.y, m_.stream);
   }
-  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, /*accumulate=*/shared_apart, m_.stream);
+  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, /*accumulate=*/false, m_.stream);
   return OkStatus();
 }
 

@@ -45,8 +45,6 @@ const LinearW* CudaOps::matrix(const Linear& w, int layer, uint32_t* skip_bit) c
   if (is({R::kWqA})) return pick(kSkipQkv, l.mla.q_a);
   if (is({R::kWqB})) return pick(kSkipQkv, l.mla.q_b);
   if (is({R::kWkvA})) return pick(kSkipQkv, l.mla.kv_a);
-  if (is({R::kGateShexp, R::kUpShexp})) return pick(kSkipFfn, l.moe.sh_gate_up);  // the tile path's shared FFN
-  if (is({R::kDownShexp})) return pick(kSkipDown, l.moe.sh_down);
   return nullptr;
 }
 
