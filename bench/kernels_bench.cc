@@ -68,6 +68,7 @@ void PrefillArgs(benchmark::internal::Benchmark* b) {
     b->Args({static_cast<int64_t>(t), 4864, 896, 128});
     b->Args({static_cast<int64_t>(t), 896, 4864, 128});
   }
+  for (DType t : {DType::kQ8_0, DType::kQ4_0}) b->Args({static_cast<int64_t>(t), 3584, 3584, 128});  // 7B's wo
   for (DType t : {DType::kQ4_K, DType::kQ6_K}) {  // Qwen2-0.5B's FFN down (its only 256-multiple n_in), 7B's wo
     b->Args({static_cast<int64_t>(t), 896, 4864, 128});
     b->Args({static_cast<int64_t>(t), 3584, 3584, 128});

@@ -51,9 +51,12 @@ for part in "$@"; do
       bash scripts/gpu/build.sh citadel_cpu_kernel_tests \
         && { ./build-gpu/citadel_cpu_kernel_tests > "$OUT/cpu_kernel_tests.log" 2>&1; echo "cpu kernel tests rc=$?"
              grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is" "$OUT/cpu_kernel_tests.log" | head -30; }
-      bash scripts/gpu/build.sh kernels_bench && for il in on off; do
-        CITADEL_THREADS=2 CITADEL_CPU_INTERLEAVE=$il ./build-gpu/bench/kernels_bench --benchmark_filter="${KBENCH_FILTER:-gemv/1[24]/}" \
-          --benchmark_out="$OUT/kernels_bench_il_$il.json" --benchmark_out_format=json 2>&1 | grep -E "gemv" | head -20; done;;
+      # KBENCH_TOGGLE: the variable set on / off for before / after (CITADEL_CPU_AMX for the AMX prompt GEMM)
+      tg=${KBENCH_TOGGLE:-CITADEL_CPU_INTERLEAVE}
+      bash scripts/gpu/build.sh kernels_bench && for v in on off; do
+        env CITADEL_THREADS=2 $tg=$v ./build-gpu/bench/kernels_bench --benchmark_filter="${KBENCH_FILTER:-gemv/1[24]/}" \
+          --benchmark_out="$OUT/kernels_bench_${tg}_$v.json" --benchmark_out_format=json 2>&1 | grep -E "gemv|prefill" | head -20
+      done;;
     pack) tar czf /tmp/all.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/all.tgz "$OUT/";;
     *) echo "unknown part $part";;
   esac

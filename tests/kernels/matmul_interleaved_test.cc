@@ -291,5 +291,62 @@ TEST(MatmulInterleaved, RepackedQ5_0GroupsMatchQ8_0LayoutAndRowDots) {
   EXPECT_EQ(checked, 12);
 }
 
+// The batch's codes and scales as AMX byte planes.
+cpu::detail::AmxTiles amx_tiles(const std::vector<Q16Row>& acts, int64_t n) {
+  std::vector<int16_t> q;
+  std::vector<float> d;
+  for (const Q16Row& a : acts) {
+    q.insert(q.end(), a.q.begin(), a.q.end());
+    d.insert(d.end(), a.d.begin(), a.d.end());
+  }
+  cpu::detail::AmxTiles out;
+  cpu::detail::pack_amx_tiles(q.data(), d.data(), static_cast<int64_t>(acts.size()), n, &out);
+  return out;
+}
+
+// The AMX-INT8 prompt GEMM against the vpdpwssd GEMM on the same groups: bit-equal (the same integer sums, the same
+// f32 steps), over q4_0 and q8_0 groups, a q5_0 group repacked to q8_0 (its codes span -16..15), 1 to 151 blocks,
+// 1 to 40 tokens (short last tiles), nr 16 and 11 (the columns past nr untouched). Runs only where the CPU has AMX.
+TEST(MatmulInterleaved, AmxGemmEqualsVnniGemm) {
+  if (!cpu_features().has_amx_int8()) GTEST_SKIP() << "no AMX-INT8 on this CPU (or CITADEL_CPU caps it)";
+  ASSERT_TRUE(cpu::detail::amx_config_in_effect()) << "the tile configuration did not read back as written";
+  int checked = 0;
+  for (DType t : {DType::kQ4_0, DType::kQ8_0, DType::kQ5_0}) {
+    for (int64_t n : {32, 96, 608, 32 * 151}) {
+      const int64_t rows = 27;  // groups: 16 rows, then 11 + 5 padding rows
+      std::vector<uint8_t> w = testing::quantized_weights(t, rows, n, 150 + static_cast<uint32_t>(n));
+      const DType gt = t == DType::kQ5_0 ? DType::kQ8_0 : t;  // the groups' layout
+      const size_t gb = cpu::interleaved_group_bytes(gt, n);
+      std::vector<uint8_t> il;
+      if (t == DType::kQ5_0) {
+        il.resize(2 * gb);
+        const size_t rb = dtype_row_bytes(t, n);
+        for (int gi = 0; gi < 2; ++gi) {
+          const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * gi));
+          cpu::detail::repack_q5_0_group_avx512(w.data() + 16 * gi * rb, rb, nr, n, il.data() + gi * gb);
+        }
+      } else {
+        il = interleaved({t, w.data(), rows, n});
+      }
+      for (int64_t n_tok : {1, 5, 16, 17, 40}) {
+        const auto [acts, tiles] = q16_batch(n_tok, n, 160, 3);
+        const cpu::detail::AmxTiles amx = amx_tiles(acts, n);
+        const int64_t ldy = 32 + 3;
+        std::vector<float> want(n_tok * ldy, -7.0f), got(n_tok * ldy, -7.0f);
+        for (int gi = 0; gi < 2; ++gi) {
+          const uint8_t* group = il.data() + gi * gb;
+          const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * gi));
+          cpu::detail::gemm_interleaved_avx512(gt, group, tiles, nr, want.data() + 16 * gi, ldy);
+          cpu::detail::gemm_interleaved_amx(gt, group, amx, nr, got.data() + 16 * gi, ldy);
+        }
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_EQ(want[i], got[i]) << dtype_name(t) << " n " << n << " tokens " << n_tok << " at " << i;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 60);
+}
+
 }  // namespace
 }  // namespace citadel

@@ -193,6 +193,7 @@ struct ActBuffer {
   std::vector<int16_t> q16;
   std::vector<float> d, sums;
   detail::Q16Tiles tiles;  // the kQ16 codes packed for gemm_interleaved_avx512 and gemm_kquant_avx512
+  detail::AmxTiles amx;    // the kQ16 codes as byte planes for gemm_interleaved_amx
 };
 
 void prepare_acts(ActFormat f, const float* x, int64_t n_tokens, int64_t n, ActBuffer* buf) {
@@ -270,6 +271,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     DotKernel k;
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
     bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
+    bool amx;      // with il_gemm / q5_gemm: detail::gemm_interleaved_amx instead (the same sums, AMX-INT8 tiles)
     bool kq_gemm;  // detail::gemm_kquant_(il_)avx512 over the K-quant rows or w.interleaved (prompts: vpdpwssd)
     bool q5_gemm;  // q5_0 rows repacked per call to a q8_0 group, then as il_gemm (prompts: 16-bit codes)
     bool panel;    // rows -> f32 panels (rows_to_panel_avx512 / _avx2) -> panel_gemm_avx2
@@ -306,12 +308,15 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // without AVX-512) through f32 panels and the 6 x 16 microkernel too (AVX2, 2 threads: q4_0 prompts 1.8x over
   // gemm_rows' 4 x 3 tiles, measured through the interleaved copy's panels); CITADEL_CPU_PANELS=off keeps gemm_rows.
   static const bool panels_on = !env_is("CITADEL_CPU_PANELS", "off");
+  // q4_0 / q8_0 (and repacked q5_0) prompts on AMX tiles where the CPU has them: the vpdpwssd GEMM's result, bit for
+  // bit. CITADEL_CPU_AMX=off keeps the vpdpwssd GEMM (before/after on one binary).
+  static const bool amx_on = !env_is("CITADEL_CPU_AMX", "off") && cpu_features().has_amx_int8();
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
   thread_local ActBuffer tls_buf;  // the caller's; workers see it through this pointer, not their own copy
   const ActBuffer* buf = &tls_buf;
   bool prepared[2] = {false, false};
-  tls_buf.tiles.n_tokens = 0;  // not packed for this call yet
+  tls_buf.tiles.n_tokens = tls_buf.amx.n_tokens = 0;  // not packed for this call yet
   thread_local std::vector<uint16_t> tls_tokens_bf16;  // x as bf16 pairs for bf16_panel_gemm_avx512 (the caller's)
   const uint16_t* tokens_bf16 = nullptr;
   int64_t n_tiles = 0;
@@ -326,6 +331,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.il_gemm = gemm && j.il && il_gemm_on && !kquant && has_vnni();
     j.kq_gemm = gemm && kq_gemm_on && kquant;
     j.q5_gemm = gemm && kq_gemm_on && il_gemm_on && w.dtype == DType::kQ5_0;
+    j.amx = (j.il_gemm || j.q5_gemm) && amx_on;
     j.gemm = gemm && !j.il_gemm && !j.q5_gemm && detail::gemm_supported(w.dtype);
     j.half_panel = (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
     j.panel = j.gemm && !j.il && (j.half_panel || panels_on);
@@ -342,10 +348,13 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
     }
-    if ((j.il_gemm || j.q5_gemm || j.kq_gemm) && tls_buf.tiles.n_tokens != n_tokens) {  // reset above, once per call
-      detail::pack_q16_tiles(tls_buf.q16.data(), tls_buf.d.data(), tls_buf.sums.data(), n_tokens, n_in,
-                             &tls_buf.tiles);
+    if (((j.il_gemm || j.q5_gemm) && !j.amx) || j.kq_gemm) {
+      if (tls_buf.tiles.n_tokens != n_tokens)  // reset above, once per call
+        detail::pack_q16_tiles(tls_buf.q16.data(), tls_buf.d.data(), tls_buf.sums.data(), n_tokens, n_in,
+                               &tls_buf.tiles);
     }
+    if (j.amx && tls_buf.amx.n_tokens != n_tokens)
+      detail::pack_amx_tiles(tls_buf.q16.data(), tls_buf.d.data(), n_tokens, n_in, &tls_buf.amx);
     j.wd = static_cast<const uint8_t*>(w.data);
     j.rb = w.row_bytes();
     j.rows = w.rows;
@@ -373,7 +382,10 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       // With il, every path below takes tiles of one group (r0 a multiple of kInterleaveRows).
       const uint8_t* group = j.il ? j.il + r0 / kInterleaveRows * j.il_gb : nullptr;
       if (j.il_gemm) {
-        detail::gemm_interleaved_avx512(j.dtype, group, buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        if (j.amx)
+          detail::gemm_interleaved_amx(j.dtype, group, buf->amx, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        else
+          detail::gemm_interleaved_avx512(j.dtype, group, buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
         continue;
       }
       if (j.q5_gemm) {
@@ -382,7 +394,10 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
         repacked.resize(gb + 64);
         uint8_t* g = repacked.data() + (64 - reinterpret_cast<uintptr_t>(repacked.data()) % 64) % 64;
         detail::repack_q5_0_group_avx512(j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), n_in, g);
-        detail::gemm_interleaved_avx512(DType::kQ8_0, g, buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        if (j.amx)
+          detail::gemm_interleaved_amx(DType::kQ8_0, g, buf->amx, static_cast<int>(r1 - r0), j.y + r0, j.rows);
+        else
+          detail::gemm_interleaved_avx512(DType::kQ8_0, g, buf->tiles, static_cast<int>(r1 - r0), j.y + r0, j.rows);
         continue;
       }
       if (j.kq_gemm && j.il) {

@@ -141,6 +141,27 @@ void pack_q16_tiles(const int16_t* q16, const float* d, const float* sums, int64
 // the same order for every token whatever the batch (q4_0 codes signed here, so the float rounding differs from
 // dot_interleaved_ref's by the order of the offset term). Only call when interleave_wanted(t).
 void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, int nr, float* y, int64_t ldy);
+// ---- The same prompt GEMM with AMX-INT8 tiles (matmul_amx.cc): each kQ16 code split exactly into bytes,
+// q = 256 * hi + lo (lo unsigned, hi signed), packed per tile of kAmxTile tokens; per block tdpbusd (lo) and tdpbssd
+// (hi) against the group's codes as bytes give the integer sums of gemm_interleaved_avx512, then its f32 step.
+constexpr int kAmxTile = 16;
+struct AmxTiles {
+  int64_t n_tokens = 0, n = 0;
+  // [tiles, n / 32, 2, kAmxTile, 32]: per block the tile's low bytes, then its high bytes, in column order (the A
+  // tiles); rows past the last token zero.
+  std::vector<uint8_t> codes;
+  std::vector<float> d;  // [tiles, n / 32, kAmxTile]: the tokens' block scales (0 past the last token)
+};
+// q16 [n_tokens, n] and d [n_tokens, n / 32] (quantize_row_q16's codes and scales) -> out, threaded over tiles on
+// ThreadPool::current(). n % 32 == 0.
+void pack_amx_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_t n, AmxTiles* out);
+// gemm_interleaved_avx512's result, bit for bit (same integer sums, same f32 steps), for q4_0 / q8_0 groups. Only
+// call when cpu_features().has_amx_int8(). Loads the thread's tile configuration where it is not in place; uses a
+// per-thread buffer of 16 bytes per weight column.
+void gemm_interleaved_amx(DType t, const uint8_t* group, const AmxTiles& x, int nr, float* y, int64_t ldy);
+// Whether this thread's tile configuration, after gemm_interleaved_amx would load it, reads back as written (false
+// without AMX): the check that the compiler kept the configuration's stores.
+bool amx_config_in_effect();
 // Prompts over q5_0 rows (kept without an interleaved copy): nr (1..16) rows (w: the first, rb bytes apart) of n
 // columns -> one q8_0 group of that layout (interleaved_group_bytes(kQ8_0, n) bytes) holding the codes q - 16 and the
 // rows' f16 scales, as interleave_weights would write for a q8_0 matrix of those values; lanes nr..15 repeat row
