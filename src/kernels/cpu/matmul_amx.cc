@@ -7,9 +7,9 @@
 // acc += (dw * dx) * float(sum), in block order), so the two agree bit for bit.
 //
 // Tiles: C tile [16 tokens][16 rows] int32; A tile [16 tokens][32 bytes] (one block of one byte plane); B tile
-// [8][16 rows x 4 bytes] (the block's codes, four consecutive columns per row and B row). Each group is unpacked
-// once per call into B tiles (q4_0 nibbles -> bytes - 8, q8_0's byte order -> natural order) and met by every token
-// tile.
+// [8][16 rows x 4 bytes] (four columns per row and B row). Within each four columns the bytes are in the q8_0
+// layout's order (columns 4Q, 4Q + 2, 4Q + 1, 4Q + 3), A's as well, so q8_0's code words are B tiles as they lie in
+// the group; q4_0's nibbles are unpacked once per call into that order (codes - 8), then met by every token tile.
 //
 // Compiler note: GCC's AMX intrinsics (<amxtileintrin.h>) declare tile loads and stores as asm without memory
 // operands or clobbers, and ldtilecfg as reading 8 bytes of the 64-byte configuration, so the optimiser may move
@@ -18,6 +18,7 @@
 #include "kernels/cpu/avx512_intrinsics.h"  // first: its diagnostic state covers <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "base/check.h"
@@ -43,9 +44,11 @@ void pack_amx_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_
         for (int64_t tm = 0; tm < m; ++tm) {
           const int16_t* q = q16 + (t0 + tm) * n + b * kQK;
           for (int j = 0; j < kQK; ++j) {
+            static constexpr int kPlace[4] = {0, 2, 1, 3};  // column 4Q + c goes to byte 4Q + kPlace[c]
             const auto u = static_cast<uint16_t>(q[j]);
-            lo[tm * kQK + j] = static_cast<uint8_t>(u & 0xFF);
-            hi[tm * kQK + j] = static_cast<uint8_t>(u >> 8);  // the signed high byte, two's complement
+            const int at = tm * kQK + (j & ~3) + kPlace[j & 3];
+            lo[at] = static_cast<uint8_t>(u & 0xFF);
+            hi[at] = static_cast<uint8_t>(u >> 8);  // the signed high byte, two's complement
           }
           out->d[static_cast<size_t>((i * nb + b) * kAmxTile + tm)] = d[(t0 + tm) * nb + b];
         }
@@ -94,37 +97,32 @@ void ensure_config() {
 #define TILE_DPBUSD(c, a, b) __asm__ volatile("tdpbusd %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
 #define TILE_DPBSSD(c, a, b) __asm__ volatile("tdpbssd %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
 
-// Block column i of a group -> its B tile (512 bytes: B row k4 = columns 4 k4 .. 4 k4 + 3 of each of the 16 rows as
-// signed bytes) and its 16 scales.
-AMX_FN void unpack_block(DType t, const uint8_t* group, int64_t i, uint8_t* b, float* dw) {
-  const int64_t cb = il_codes_bytes(t);
-  const auto* scales = reinterpret_cast<const __m256i*>(group + il_col_scales(i, cb));
-  _mm512_storeu_ps(dw, _mm512_cvtph_ps(_mm256_loadu_si256(scales)));
-  const uint8_t* c = group + il_col_codes(i, cb);
-  if (t == DType::kQ4_0) {
-    // Word w, lane bytes 0..3 = (c0 | c2 << 4), (c4 | c6 << 4), (c1 | c3 << 4), (c5 | c7 << 4) for columns 8w + c.
-    // Low nibbles: c0 c4 c1 c5, high: c2 c6 c3 c7 -> B row 2w: c0 c1 c2 c3 = lo0 lo2 hi0 hi2; row 2w + 1: lo1 lo3
-    // hi1 hi3 (vpermt2b indices: 64 + j picks byte j of hi).
-    static constexpr uint8_t kFrom0[4] = {0, 2, 64, 66}, kFrom1[4] = {1, 3, 65, 67};
-    alignas(64) uint8_t i0[64], i1[64];
-    for (int l = 0; l < 16; ++l) {
-      for (int k = 0; k < 4; ++k) {
-        i0[4 * l + k] = static_cast<uint8_t>(kFrom0[k] + 4 * l);
-        i1[4 * l + k] = static_cast<uint8_t>(kFrom1[k] + 4 * l);
-      }
-    }
-    const __m512i idx0 = _mm512_load_si512(i0), idx1 = _mm512_load_si512(i1);
-    const __m512i nib = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
-    for (int w = 0; w < 4; ++w) {
-      const __m512i v = _mm512_loadu_si512(c + 64 * w);
-      const __m512i lo = _mm512_and_si512(v, nib), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-      _mm512_storeu_si512(b + 128 * w, _mm512_sub_epi8(_mm512_permutex2var_epi8(lo, idx0, hi), eight));
-      _mm512_storeu_si512(b + 128 * w + 64, _mm512_sub_epi8(_mm512_permutex2var_epi8(lo, idx1, hi), eight));
-    }
-  } else {  // word w, lane bytes 0..3 = columns 4w, 4w + 2, 4w + 1, 4w + 3
-    const __m512i swap12 = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15));
-    for (int w = 0; w < 8; ++w)
-      _mm512_storeu_si512(b + 64 * w, _mm512_shuffle_epi8(_mm512_loadu_si512(c + 64 * w), swap12));
+struct alignas(64) Indices {
+  uint8_t b[64];
+};
+// vpermt2b indices: byte k of every 4-byte lane l from byte from[k] + 4 l.
+constexpr Indices lane_indices(const std::array<uint8_t, 4>& from) {
+  Indices x{};
+  for (int l = 0; l < 16; ++l)
+    for (int k = 0; k < 4; ++k) x.b[4 * l + k] = static_cast<uint8_t>(from[k] + 4 * l);
+  return x;
+}
+
+// q4_0 block column i of a group -> its B tile (512 bytes: B row k4 = columns 4 k4 .. 4 k4 + 3 of each of the 16
+// rows, in the order 4Q, 4Q + 2, 4Q + 1, 4Q + 3, as signed bytes code - 8).
+AMX_FN void unpack_q4_0_block(const uint8_t* group, int64_t i, uint8_t* b) {
+  // Word w, lane bytes 0..3 = (c0 | c2 << 4), (c4 | c6 << 4), (c1 | c3 << 4), (c5 | c7 << 4) for columns 8w + c.
+  // Low nibbles: c0 c4 c1 c5, high: c2 c6 c3 c7 -> B row 2w: c0 c2 c1 c3 = lo0 hi0 lo2 hi2; row 2w + 1: c4 c6 c5 c7 =
+  // lo1 hi1 lo3 hi3 (vpermt2b indices: 64 + j picks byte j of hi).
+  static constexpr Indices kRow0 = lane_indices({0, 64, 2, 66}), kRow1 = lane_indices({1, 65, 3, 67});
+  const __m512i idx0 = _mm512_load_si512(kRow0.b), idx1 = _mm512_load_si512(kRow1.b);
+  const __m512i nib = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+  const uint8_t* c = group + il_col_codes(i, il_codes_bytes(DType::kQ4_0));
+  for (int w = 0; w < 4; ++w) {
+    const __m512i v = _mm512_loadu_si512(c + 64 * w);
+    const __m512i lo = _mm512_and_si512(v, nib), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+    _mm512_storeu_si512(b + 128 * w, _mm512_sub_epi8(_mm512_permutex2var_epi8(lo, idx0, hi), eight));
+    _mm512_storeu_si512(b + 128 * w + 64, _mm512_sub_epi8(_mm512_permutex2var_epi8(lo, idx1, hi), eight));
   }
 }
 
@@ -132,13 +130,16 @@ AMX_FN void unpack_block(DType t, const uint8_t* group, int64_t i, uint8_t* b, f
 
 AMX_FN void gemm_interleaved_amx(DType t, const uint8_t* group, const AmxTiles& x, int nr, float* y, int64_t ldy) {
   CHECK(t == DType::kQ4_0 || t == DType::kQ8_0);  // q4_0 / q8_0 groups only
-  const int64_t nb = x.n / kQK;
-  thread_local std::vector<uint8_t> bbuf;  // [nb][512] B tiles
-  thread_local std::vector<float> dws;     // [nb][16] the group's scales
-  constexpr int64_t kB = kQK / 4 * kInterleaveRows * 4;
-  bbuf.resize(static_cast<size_t>(nb * kB));
-  dws.resize(static_cast<size_t>(nb * kInterleaveRows));
-  for (int64_t i = 0; i < nb; ++i) unpack_block(t, group, i, bbuf.data() + i * kB, dws.data() + i * kInterleaveRows);
+  const int64_t nb = x.n / kQK, cb = il_codes_bytes(t);
+  constexpr int64_t kB = kQK / 4 * kInterleaveRows * 4;  // one block's B tile
+  thread_local std::vector<uint8_t> bbuf;  // q4_0: [nb][kB] the group's B tiles
+  if (t == DType::kQ4_0) {
+    bbuf.resize(static_cast<size_t>(nb * kB));
+    for (int64_t i = 0; i < nb; ++i) unpack_q4_0_block(group, i, bbuf.data() + i * kB);
+  }
+  const auto b_tile = [&](int64_t i) {  // q8_0: the code words as they lie in the group
+    return t == DType::kQ4_0 ? bbuf.data() + i * kB : group + il_col_codes(i, cb);
+  };
   ensure_config();
   alignas(64) int32_t clo[kAmxTile * kInterleaveRows], chi[kAmxTile * kInterleaveRows];
   const __mmask16 mask = static_cast<__mmask16>((1u << nr) - 1);
@@ -154,12 +155,13 @@ AMX_FN void gemm_interleaved_amx(DType t, const uint8_t* group, const AmxTiles& 
       TILE_ZERO(1);
       TILE_LOAD(2, a, kQK);
       TILE_LOAD(3, a + kAmxTile * kQK, kQK);
-      TILE_LOAD(4, bbuf.data() + i * kB, kInterleaveRows * 4);
+      TILE_LOAD(4, b_tile(i), kInterleaveRows * 4);
       TILE_DPBUSD(0, 2, 4);
       TILE_DPBSSD(1, 3, 4);
       TILE_STORE(0, clo, kInterleaveRows * 4);
       TILE_STORE(1, chi, kInterleaveRows * 4);
-      const __m512 dw = _mm512_loadu_ps(dws.data() + i * kInterleaveRows);
+      const auto* scales = reinterpret_cast<const __m256i*>(group + il_col_scales(i, cb));
+      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(scales));
 #define CITADEL_AMX_ROW(r)                                                                                  \
   f##r = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(xd[r])),                                          \
                          _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(chi + 16 * (r)), 8), \

@@ -147,8 +147,8 @@ void gemm_interleaved_avx512(DType t, const uint8_t* group, const Q16Tiles& x, i
 constexpr int kAmxTile = 16;
 struct AmxTiles {
   int64_t n_tokens = 0, n = 0;
-  // [tiles, n / 32, 2, kAmxTile, 32]: per block the tile's low bytes, then its high bytes, in column order (the A
-  // tiles); rows past the last token zero.
+  // [tiles, n / 32, 2, kAmxTile, 32]: per block the tile's low bytes, then its high bytes (the A tiles), each four
+  // columns in the order 4Q, 4Q + 2, 4Q + 1, 4Q + 3 of the q8_0 layout; rows past the last token zero.
   std::vector<uint8_t> codes;
   std::vector<float> d;  // [tiles, n / 32, kAmxTile]: the tokens' block scales (0 past the last token)
 };
@@ -156,8 +156,8 @@ struct AmxTiles {
 // ThreadPool::current(). n % 32 == 0.
 void pack_amx_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_t n, AmxTiles* out);
 // gemm_interleaved_avx512's result, bit for bit (same integer sums, same f32 steps), for q4_0 / q8_0 groups. Only
-// call when cpu_features().has_amx_int8(). Loads the thread's tile configuration where it is not in place; uses a
-// per-thread buffer of 16 bytes per weight column.
+// call when cpu_features().has_amx_int8(). Loads the thread's tile configuration where it is not in place; q4_0 uses a
+// per-thread buffer of 16 bytes per weight column (its codes as bytes).
 void gemm_interleaved_amx(DType t, const uint8_t* group, const AmxTiles& x, int nr, float* y, int64_t ldy);
 // Whether this thread's tile configuration, after gemm_interleaved_amx would load it, reads back as written (false
 // without AMX): the check that the compiler kept the configuration's stores.
