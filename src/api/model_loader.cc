@@ -90,6 +90,7 @@ Result<std::unique_ptr<engine::ModelRunner>> make_runner(const std::shared_ptr<T
                                                          const ModelLoadOptions& opts) {
   runtime::RunnerOptions ro;
   ro.cpu_threads = opts.compute_threads;  // the model's own pool (no process-wide setting)
+  ro.tensor_parallel = opts.tensor_parallel;
   ro.device = opts.device;
   ro.cuda_weights = opts.cuda_weights;
   ro.cuda_device = opts.cuda_device;

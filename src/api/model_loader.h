@@ -42,6 +42,7 @@ struct ModelLoadOptions {
   std::string chat_template_file;  // "" = the model's own template, else a builtin name or a file path
   int max_context = 0;             // 0 = the model's
   int compute_threads = 0;         // this model's own CPU kernel threads (0 = the process-wide pool: all cores)
+  int tensor_parallel = 1;         // ranks the model is split over (runtime::RunnerOptions::tensor_parallel)
   int64_t memory_budget_mb = 0;    // > 0: weights (as the runner holds them) + KV must fit, else the load is refused
   std::string device = "cpu";      // cpu | cuda
   std::string cuda_weights = "bf16";  // cuda: bf16 | int8 | int4 | fp8 | f32

@@ -78,10 +78,12 @@ ForwardScratch::ForwardScratch(const ModelConfig& c, int max_tokens_in) : max_to
 }
 
 CpuOps::CpuOps(const ModelWeights& w, const RopeParams& rope, const RopeParams& rope_local, const ForwardBatch& b,
-               int t0, int n, const std::vector<KvCacheView>& kv, ForwardScratch* s, float* logits)
+               int t0, int n, const std::vector<KvCacheView>& kv, ForwardScratch* s, float* logits,
+               Communicator* comm)
     : w_(w), c_(w.config), rope_(rope), rope_local_(rope_local), b_(b), t0_(t0), n_(n), kv_(kv), s_(s),
-      logits_(logits) {
+      logits_(logits), comm_(w.tp.size > 1 ? comm : nullptr) {
   CHECK(n_ <= s_->max_tokens);
+  CHECK(w.tp.size == 1 || (comm && comm->size() == w.tp.size && comm->rank() == w.tp.rank));
   const int bs = kv_[0].block_size;
   for (int i = 0; i < n_; ++i) {
     s_->slot_block[i] = b_.slots[t0_ + i] / bs;
@@ -91,7 +93,23 @@ CpuOps::CpuOps(const ModelWeights& w, const RopeParams& rope, const RopeParams& 
 
 Status CpuOps::embed(TensorRole table) {
   OpTimer tm(s_->profile);
-  Status st = cpu::embedding(w_.mat(table), b_.tokens + t0_, n_, act(Act::kResidual));
+  float* x = act(Act::kResidual);
+  if (!comm_) {
+    Status st = cpu::embedding(w_.mat(table), b_.tokens + t0_, n_, x);
+    tm.charge(kOther);
+    return st;
+  }
+  // Vocabulary-parallel: this rank's rows, zero for the tokens other ranks hold, summed over the ranks.
+  const int64_t D = c_.dim;
+  for (int i = 0; i < n_; ++i) {
+    const int32_t id = b_.tokens[t0_ + i] - static_cast<int32_t>(w_.tp.vocab_begin);
+    if (id >= 0 && id < w_.tp.vocab_end - w_.tp.vocab_begin) {
+      RETURN_IF_ERROR(cpu::embedding(w_.mat(table), &id, 1, x + i * D));
+    } else {
+      std::fill_n(x + i * D, D, 0.0f);
+    }
+  }
+  Status st = comm_->all_reduce_sum(x, n_ * D);
   tm.charge(kOther);
   return st;
 }
@@ -129,6 +147,10 @@ Status CpuOps::linear(const Linear& w, int layer, Act in, Act out) {
   const int k = targets(w, layer, act(out), t);
   RETURN_IF_ERROR(k == 1 ? cpu::matmul(t[0].w, act(in), n_, t[0].y) : cpu::matmul_multi(t, k, act(in), n_));
   tm.charge(kMatmul);
+  if (comm_ && role_info(w.roles[0]).split == SplitAxis::kCols) {  // row-parallel: partial sums of every output
+    CHECK(k == 1);
+    RETURN_IF_ERROR(comm_->all_reduce_sum(t[0].y, n_ * t[0].w.rows));
+  }
   add_biases(w, layer, t);
   tm.charge(kOther);
   return OkStatus();
@@ -336,9 +358,32 @@ Status CpuOps::logits(TensorRole norm, TensorRole head) {
   if (m > 0) cpu::rmsnorm(h, w_.vec(norm), h, m, D, static_cast<float>(c_.norm_eps));
   tm.charge(kOther);
   if (m == 0) return OkStatus();
-  Status st = cpu::matmul(w_.mat(head), h, m, logits_ + (first - b_.logit_rows) * c_.n_vocab);
+  float* out = logits_ + (first - b_.logit_rows) * c_.n_vocab;
+  if (!comm_) {
+    Status st = cpu::matmul(w_.mat(head), h, m, out);
+    tm.charge(kMatmul);
+    return st;
+  }
+  // Vocabulary-parallel: this rank's columns [m, per] (per = the ranks' common slice width, zero-padded), gathered
+  // as [ranks][m][per], then placed into the whole rows.
+  const int64_t V = c_.n_vocab, per = (V + w_.tp.size - 1) / w_.tp.size;
+  const int64_t mine = w_.tp.vocab_end - w_.tp.vocab_begin;
+  thread_local std::vector<float> part, all;
+  part.assign(static_cast<size_t>(m * per), 0.0f);
+  all.resize(part.size() * static_cast<size_t>(w_.tp.size));
+  if (mine > 0) {
+    thread_local std::vector<float> y;
+    y.resize(static_cast<size_t>(m * mine));
+    RETURN_IF_ERROR(cpu::matmul(w_.mat(head), h, m, y.data()));
+    for (int r = 0; r < m; ++r) std::copy_n(y.data() + r * mine, mine, part.data() + r * per);
+  }
+  RETURN_IF_ERROR(comm_->all_gather(part.data(), m * per, all.data()));
+  for (int q = 0; q < w_.tp.size; ++q) {
+    const int64_t b = std::min(V, q * per), e = std::min(V, (q + 1) * per);
+    for (int r = 0; r < m; ++r) std::copy_n(all.data() + (q * m + r) * per, e - b, out + r * V + b);
+  }
   tm.charge(kMatmul);
-  return st;
+  return OkStatus();
 }
 
 }  // namespace citadel

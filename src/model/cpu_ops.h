@@ -6,6 +6,12 @@
 // Weights are resolved by (TensorRole, layer) through ModelWeights::mat / vec. A stacked linear (q|k|v, gate|up) is
 // one cpu::matmul_multi: one parallel region for all its parts.
 //
+// Tensor parallelism (model/shard.h): with weights that are rank r's shard and that rank's Communicator, the ops
+// are the rank's part of the step: linear over a row-parallel role (SplitAxis::kCols: o, down) sums its output over
+// the ranks before its bias; embed looks up the rank's vocabulary rows (zero elsewhere) and sums over the ranks;
+// logits computes the rank's vocabulary columns and gathers the whole rows. Every other op is local (the rank's heads,
+// its KV cache of its KV heads, its FFN slice); the residual stream is whole and equal on every rank.
+//
 // Thread-safety: a CpuOps belongs to the thread running the recipe; it writes the scratch, the KV pools at the
 // chunk's slots and the chunk's logit rows. The kernels run on ThreadPool::current().
 #pragma once
@@ -14,6 +20,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "base/communicator.h"
 #include "base/status.h"
 #include "kernels/ops.h"
 #include "model/recipe.h"
@@ -69,9 +76,10 @@ class CpuOps final : public BackendOps {
   // Tokens [t0, t0 + n) of b, valid as Transformer::check_batch requires; n <= s->max_tokens. kv: one view per
   // layer. logits: [b.n_logits, n_vocab] for the whole batch; this chunk writes the rows of its logit rows. All must
   // outlive the CpuOps.
-  // rope_local: the RoPE of sliding-window layers (config.h is_swa_layer).
+  // rope_local: the RoPE of sliding-window layers (config.h is_swa_layer). comm: the rank's communicator when w is a
+  // shard of w.tp.size > 1 ranks (required then), else unused.
   CpuOps(const ModelWeights& w, const RopeParams& rope, const RopeParams& rope_local, const ForwardBatch& b, int t0,
-         int n, const std::vector<KvCacheView>& kv, ForwardScratch* s, float* logits);
+         int n, const std::vector<KvCacheView>& kv, ForwardScratch* s, float* logits, Communicator* comm = nullptr);
 
   Status embed(TensorRole table) override;
   Status add_rmsnorm(bool add, TensorRole norm, int layer) override;
@@ -109,6 +117,7 @@ class CpuOps final : public BackendOps {
   const std::vector<KvCacheView>& kv_;
   ForwardScratch* s_;
   float* logits_;
+  Communicator* comm_;  // tensor parallel: this rank's; null for whole weights
 };
 
 }  // namespace citadel

@@ -11,7 +11,7 @@ using S = SplitAxis;
 // Gemma-3 norms reuse 15..18 (ids need only be distinct within one architecture, and no gemma3 model has MLA);
 // kRopeFreqs has none.
 constexpr RoleInfo kRoles[kNumTensorRoles] = {
-    {R::kTokEmbd, "token_embd.weight", "model.embed_tokens.weight", false, true, S::kReplicated, 0, R::kTokEmbd},
+    {R::kTokEmbd, "token_embd.weight", "model.embed_tokens.weight", false, true, S::kRows, 0, R::kTokEmbd},
     {R::kOutputNorm, "output_norm.weight", "model.norm.weight", false, false, S::kReplicated, 1, R::kOutputNorm},
     {R::kOutput, "output.weight", "lm_head.weight", false, true, S::kRows, 2, R::kOutput},
     {R::kRopeFreqs, "rope_freqs.weight", "model.rope_freqs.weight", false, false, S::kReplicated, -1, R::kRopeFreqs},

@@ -63,10 +63,12 @@ constexpr int kNumTensorRoles = 37;
 
 // Which axis of a matrix tensor parallelism would split across ranks.
 enum class SplitAxis : uint8_t {
-  kReplicated,  // every rank holds all of it (norms, the embedding table)
-  kRows,        // column-parallel: output features split (q/k/v, gate/up, their biases, the LM head)
+  kReplicated,  // every rank holds all of it (norms)
+  kRows,        // column-parallel: output features split (q/k/v, gate/up, their biases; the vocabulary rows of the
+                // embedding and the LM head)
   kCols,        // row-parallel: input features split, outputs summed across ranks (o, down)
-  kExperts,     // expert-parallel: whole experts (the leading axis of a 3-D expert tensor) split
+  kExperts,     // the leading axis of a 3-D stack split: whole experts (expert-parallel), or whole heads (MLA
+                // k_b / v_b)
 };
 
 struct RoleInfo {

@@ -7,8 +7,8 @@
 
 namespace citadel {
 
-Transformer::Transformer(const ModelWeights* w)
-    : w_(w), rope_(rope_params_from(w->config, w->vec(TensorRole::kRopeFreqs))), rope_local_(rope_) {
+Transformer::Transformer(const ModelWeights* w, Communicator* comm)
+    : w_(w), comm_(comm), rope_(rope_params_from(w->config, w->vec(TensorRole::kRopeFreqs))), rope_local_(rope_) {
   if (w->config.sliding_window > 0) {  // local layers: their own theta, no scaling
     rope_local_ = RopeParams{};
     rope_local_.type = rope_.type;
@@ -73,7 +73,7 @@ Status Transformer::forward(const ForwardBatch& b, const std::vector<KvCacheView
 // Tokens [t0, t0 + n) through the whole model; logits for the logit rows among them.
 Status Transformer::run_chunk(const ForwardBatch& b, int t0, int n, const std::vector<KvCacheView>& kv,
                               ForwardScratch* s, float* logits) const {
-  CpuOps ops(*w_, rope_, rope_local_, b, t0, n, kv, s, logits);
+  CpuOps ops(*w_, rope_, rope_local_, b, t0, n, kv, s, logits, comm_);
   return w_->arch->forward(ops, w_->config);
 }
 

@@ -21,7 +21,9 @@ namespace citadel {
 
 class Transformer {
  public:
-  explicit Transformer(const ModelWeights* w);
+  // comm: when w is a tensor-parallel shard (model/shard.h), this rank's communicator; every rank runs forward on
+  // the same batch at the same time, and each gets the whole logits.
+  explicit Transformer(const ModelWeights* w, Communicator* comm = nullptr);
 
   const ModelConfig& config() const { return w_->config; }
   const RopeParams& rope() const { return rope_; }
@@ -37,6 +39,7 @@ class Transformer {
                    float* logits) const;
 
   const ModelWeights* w_;
+  Communicator* comm_;
   RopeParams rope_;
   RopeParams rope_local_;
 };

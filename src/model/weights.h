@@ -51,9 +51,17 @@ struct WeightsOptions {
   bool copy_half_for_decode = true;
 };
 
+// Where a tensor-parallel shard (model/shard.h) sits: rank of size, and the vocabulary rows [vocab_begin,
+// vocab_end) its embedding and LM head hold. Whole weights: rank 0 of 1, the whole vocabulary.
+struct TpPlace {
+  int rank = 0, size = 1;
+  int64_t vocab_begin = 0, vocab_end = 0;  // vocab_end 0: the whole vocabulary
+};
+
 struct ModelWeights {
-  ModelConfig config;
+  ModelConfig config;  // a shard's: its heads, KV heads and FFN width (n_vocab: the whole vocabulary)
   const ArchSpec* arch = nullptr;
+  TpPlace tp;
   RoleWeights global;               // kTokEmbd, kOutput (the kTokEmbd view when tied), kOutputNorm, kRopeFreqs
   std::vector<RoleWeights> layers;  // [n_layers] the per-layer roles
   bool upcast = false;

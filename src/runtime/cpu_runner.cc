@@ -3,18 +3,41 @@
 #include <algorithm>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "base/process_metrics.h"
+#include "model/shard.h"
 
 namespace citadel::runtime {
 
+CpuRunner::Rank::Rank(const ModelWeights* whole, std::unique_ptr<ModelWeights> sh, Communicator* comm, int max_tokens)
+    : shard(std::move(sh)),
+      w(shard ? shard.get() : whole),
+      kv_layout(w->arch->kv_layout(w->config)),
+      tf(w, comm),
+      scratch(w->config, max_tokens) {}
+
 CpuRunner::CpuRunner(const ModelWeights* weights, CpuRunnerOptions opts)
-    : w_(weights),
-      opts_(opts),
-      kv_layout_(weights->arch->kv_layout(weights->config)),
-      tf_(weights),
-      scratch_(weights->config, opts.max_batched_tokens),
-      pool_(opts.threads > 0 ? std::make_unique<ThreadPool>(opts.threads) : nullptr) {}
+    : w_(weights), opts_(opts), pool_(opts.threads > 0 ? std::make_unique<ThreadPool>(opts.threads) : nullptr) {
+  const int n = std::max(1, opts.tensor_parallel);
+  if (n > 1) {
+    comm_ = std::make_unique<ThreadCommGroup>(n);
+    for (int r = 0; r < n && init_.ok(); ++r) {
+      Result<std::unique_ptr<ModelWeights>> shard = shard_weights(*weights, r, n);
+      if (!shard.ok()) {
+        init_ = shard.status();
+        break;
+      }
+      ranks_.push_back(std::make_unique<Rank>(weights, std::move(*shard), comm_->rank(r), opts.max_batched_tokens));
+    }
+  }
+  if (!init_.ok() || n == 1) {  // whole weights (also when the split failed, so transformer() has a rank 0)
+    ranks_.clear();
+    ranks_.push_back(std::make_unique<Rank>(weights, nullptr, nullptr, opts.max_batched_tokens));
+  }
+}
+
+CpuRunner::~CpuRunner() = default;
 
 int CpuRunner::n_vocab() const { return static_cast<int>(w_->config.n_vocab); }
 
@@ -24,44 +47,65 @@ int CpuRunner::max_context() const {
   return static_cast<int>(std::min<int64_t>(ctx, int64_t{1} << 30));
 }
 
+size_t CpuRunner::Rank::kv_bytes_per_token() const {
+  return static_cast<size_t>(w->config.n_layers * kv_layout.values_per_token()) * sizeof(float);
+}
+
 size_t CpuRunner::kv_bytes_per_token() const {
-  return static_cast<size_t>(w_->config.n_layers * kv_layout_.values_per_token()) * sizeof(float);
+  size_t n = 0;
+  for (const auto& r : ranks_) n += r->kv_bytes_per_token();
+  return n;
 }
 
 Status CpuRunner::allocate_kv(int n_blocks, int block_size) {
-  const ModelConfig& c = w_->config;
+  RETURN_IF_ERROR(init_);
   if (n_blocks <= 0 || block_size <= 0) return InvalidArgument("allocate_kv: n_blocks and block_size must be > 0");
+  for (auto& r : ranks_) {
+    Status st = r->allocate_kv(n_blocks, block_size);
+    if (!st.ok()) {
+      for (auto& q : ranks_) q->pools.clear(), q->views.clear();
+      if (st.code() == StatusCode::kResourceExhausted) {
+        return ResourceExhausted("allocate_kv: cannot allocate " + std::to_string(n_blocks) + " blocks of " +
+                                 std::to_string(block_size) + " tokens (" +
+                                 std::to_string(kv_bytes_per_token() * block_size * n_blocks >> 20) + " MiB)");
+      }
+      return st;
+    }
+  }
+  n_blocks_ = n_blocks;
+  block_size_ = block_size;
+  return OkStatus();
+}
+
+Status CpuRunner::Rank::allocate_kv(int n_blocks, int block_size) {
+  const ModelConfig& c = w->config;
   // The CPU attention kernel reads a KvCacheView: two parts, k then v, of equal shape; or one part that is the key
   // and, in its first shared_value values, the value (MLA).
-  const std::vector<KvPart>& parts = kv_layout_.parts;
-  const bool shared = parts.size() == 1 && kv_layout_.shared_value > 0;
+  const std::vector<KvPart>& parts = kv_layout.parts;
+  const bool shared = parts.size() == 1 && kv_layout.shared_value > 0;
   if (!shared && (parts.size() != 2 || parts[0].heads != parts[1].heads || parts[0].width != parts[1].width)) {
     return Unsupported("allocate_kv: the CPU backend has no attention over the KV layout of " + c.arch);
   }
   const size_t n_parts = parts.size();
-  part_floats_.clear();
-  for (const KvPart& p : parts) part_floats_.push_back(static_cast<size_t>(block_size * p.values()));
+  part_floats.clear();
+  for (const KvPart& p : parts) part_floats.push_back(static_cast<size_t>(block_size * p.values()));
   try {
-    pools_.clear();
-    pools_.reserve(static_cast<size_t>(c.n_layers) * n_parts);
+    pools.clear();
+    pools.reserve(static_cast<size_t>(c.n_layers) * n_parts);
     for (int l = 0; l < c.n_layers; ++l) {
-      for (size_t p = 0; p < n_parts; ++p) pools_.emplace_back(new float[part_floats_[p] * n_blocks]);
+      for (size_t p = 0; p < n_parts; ++p) pools.emplace_back(new float[part_floats[p] * n_blocks]);
     }
   } catch (const std::bad_alloc&) {
-    pools_.clear();
-    return ResourceExhausted("allocate_kv: cannot allocate " + std::to_string(n_blocks) + " blocks of " +
-                             std::to_string(block_size) + " tokens (" +
-                             std::to_string(kv_bytes_per_token() * block_size * n_blocks >> 20) + " MiB)");
+    pools.clear();
+    return ResourceExhausted("allocate_kv: out of memory");
   }
-  n_blocks_ = n_blocks;
-  block_size_ = block_size;
   const KvPart& k = parts[0];
-  views_.resize(c.n_layers);
+  views.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    float* kp = pools_[l * n_parts].get();
-    views_[l] = KvCacheView{DType::kF32, kp, shared ? kp : pools_[l * n_parts + 1].get(), n_blocks, block_size,
-                            static_cast<int>(k.heads), static_cast<int>(k.width),
-                            static_cast<int>(kv_layout_.shared_value)};
+    float* kp = pools[l * n_parts].get();
+    views[l] = KvCacheView{DType::kF32, kp, shared ? kp : pools[l * n_parts + 1].get(), n_blocks, block_size,
+                           static_cast<int>(k.heads), static_cast<int>(k.width),
+                           static_cast<int>(kv_layout.shared_value)};
   }
   return OkStatus();
 }
@@ -85,22 +129,26 @@ Result<int> CpuRunner::allocate_kv_from_memory(int block_size, double /*fraction
 }
 
 Status CpuRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
-  const size_t n_parts = kv_layout_.parts.size();
+  RETURN_IF_ERROR(init_);
   for (auto [src, dst] : src_dst) {
     if (src < 0 || src >= n_blocks_ || dst < 0 || dst >= n_blocks_) {
       return InvalidArgument("copy_blocks: block pair " + std::to_string(src) + " -> " + std::to_string(dst) +
                              " outside the pool of " + std::to_string(n_blocks_));
     }
-    for (size_t i = 0; i < pools_.size(); ++i) {
-      const size_t n = part_floats_[i % n_parts];
-      std::copy_n(pools_[i].get() + src * n, n, pools_[i].get() + dst * n);
+    for (auto& r : ranks_) {
+      const size_t n_parts = r->kv_layout.parts.size();
+      for (size_t i = 0; i < r->pools.size(); ++i) {
+        const size_t n = r->part_floats[i % n_parts];
+        std::copy_n(r->pools[i].get() + src * n, n, r->pools[i].get() + dst * n);
+      }
     }
   }
   return OkStatus();
 }
 
 Status CpuRunner::forward(const engine::Batch& b, float* logits) {
-  if (views_.empty()) return Internal("forward before allocate_kv");
+  RETURN_IF_ERROR(init_);
+  if (ranks_[0]->views.empty()) return Internal("forward before allocate_kv");
   ThreadPool::Scope threads(pool_.get());
   const size_t n = b.tokens.size();
   if (b.positions.size() != n || b.seq_of_token.size() != n || b.slots.size() != n ||
@@ -121,7 +169,32 @@ Status CpuRunner::forward(const engine::Batch& b, float* logits) {
   fb.max_blocks = b.max_blocks;
   fb.n_logits = static_cast<int>(b.logit_rows.size());
   fb.logit_rows = b.logit_rows.data();
-  return tf_.forward(fb, views_, &scratch_, logits);
+  if (ranks_.size() == 1) return ranks_[0]->tf.forward(fb, ranks_[0]->views, &ranks_[0]->scratch, logits);
+  // Tensor parallel: ranks 1.. on threads of their own (the kernels of every rank share ThreadPool::current()'s
+  // workers, one parallel region at a time), rank 0 here. A rank that fails aborts the group, so the others leave
+  // their collectives; the group is then replaced for the next step.
+  std::vector<Status> st(ranks_.size());
+  auto run = [&](size_t r, float* out) {
+    ThreadPool::Scope rank_threads(pool_.get());
+    st[r] = ranks_[r]->tf.forward(fb, ranks_[r]->views, &ranks_[r]->scratch, out);
+    if (!st[r].ok()) comm_->abort();
+  };
+  std::vector<std::thread> threads_of;
+  for (size_t r = 1; r < ranks_.size(); ++r) {
+    ranks_[r]->logits.resize(static_cast<size_t>(fb.n_logits) * static_cast<size_t>(w_->config.n_vocab));
+    threads_of.emplace_back(run, r, ranks_[r]->logits.data());
+  }
+  run(0, logits);
+  for (std::thread& t : threads_of) t.join();
+  for (const Status& s : st) {
+    if (s.ok()) continue;
+    comm_->reset();  // every rank has left
+    for (const Status& e : st) {
+      if (!e.ok() && e.code() != StatusCode::kCancelled) return e;  // the cause, not an aborted collective
+    }
+    return s;
+  }
+  return OkStatus();
 }
 
 }  // namespace citadel::runtime

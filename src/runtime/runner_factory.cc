@@ -61,12 +61,20 @@ bool cuda_backend_built() {
 
 Result<std::unique_ptr<engine::ModelRunner>> make_model_runner(const std::string& path, const RunnerOptions& o) {
   RETURN_IF_ERROR(check_device_name(o.device));
+  if (o.tensor_parallel < 1) return InvalidArgument("--tensor-parallel must be at least 1");
+  if (o.device == "cuda" && o.tensor_parallel > 1) {
+    return Unsupported("--tensor-parallel " + std::to_string(o.tensor_parallel) +
+                       " on cuda: the multi-GPU executor is not built yet (the CPU backend splits models across "
+                       "ranks: --device cpu)");
+  }
 #if CITADEL_HAVE_CUDA
   if (o.device == "cuda") return make_cuda(path, o);
 #endif
   ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, load_model(path, WeightsOptions{.upcast_f32 = o.exact}));
-  CpuRunnerOptions c{o.max_batched_tokens, o.max_context, o.cpu_threads};
-  return std::unique_ptr<engine::ModelRunner>(new OwningCpuRunner(std::move(w), c));
+  CpuRunnerOptions c{o.max_batched_tokens, o.max_context, o.cpu_threads, o.tensor_parallel};
+  auto runner = std::make_unique<OwningCpuRunner>(std::move(w), c);
+  RETURN_IF_ERROR(runner->init_status());
+  return std::unique_ptr<engine::ModelRunner>(std::move(runner));
 }
 
 Result<std::unique_ptr<engine::EmbeddingRunner>> make_embedding_runner(std::unique_ptr<BertWeights> w,

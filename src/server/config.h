@@ -36,6 +36,7 @@ struct ServeConfig {
   std::string device = "cpu";        // cpu | cuda
   std::string cuda_weights = "bf16"; // cuda weight format: bf16 | int8 | int4 | fp8 | f32 (exact)
   int cuda_device = 0;               // cuda: the CUDA device id the models run on (per model: ModelEntry)
+  int tensor_parallel = 1;           // ranks each model is split over (model/shard.h); cpu: threads of this process
   std::string cpu_precision = "auto";  // cpu: fast | exact (f32, HF-identical) | auto (exact up to 1B parameters;
                                        // embedding models: bf16 GEMMs on AVX512_BF16 CPUs unless exact)
   std::string sampling = "device";   // cuda: device (only ids leave the GPU) | host (logits to the host Sampler)

@@ -36,6 +36,7 @@ struct GenArgs {
   std::string device = "cpu", cuda_weights = "bf16";
   int threads = 0;
   int ctx = 0;
+  int tensor_parallel = 1;
 };
 
 int fail(const std::string& what, const Status& st) {
@@ -123,7 +124,8 @@ int run_generate(const GenArgs& a) {
     exact = p->exact;
     std::fprintf(stderr, "citadel generate: cpu precision: %s\n", p->why.c_str());
   }
-  runtime::RunnerOptions ro{.device = a.device, .exact = exact, .cuda_weights = a.cuda_weights, .max_context = a.ctx};
+  runtime::RunnerOptions ro{.device = a.device, .exact = exact, .cuda_weights = a.cuda_weights, .max_context = a.ctx,
+                            .tensor_parallel = a.tensor_parallel};
   auto runner = runtime::make_model_runner(*path, ro);
   if (!runner.ok()) return fail("load", runner.status());
   auto tok = (*store)->format() == "gguf" ? Tokenizer::from_store(**store) : Tokenizer::from_path(*path);
@@ -215,6 +217,9 @@ citadel::cli::Registrar reg("generate", "Generate text from a prompt (CPU or CUD
   sub.add_option("--cuda-weights", a->cuda_weights, "cuda: bf16 (default), int8, int4, fp8 or f32 (exact)");
   sub.add_option("--threads", a->threads, "CPU threads (default: all)");
   sub.add_option("--ctx", a->ctx, "context limit (default: the model's)");
+  sub.add_option("--tensor-parallel", a->tensor_parallel,
+                 "ranks the model is split over (cpu: threads of this process; default 1)")
+      ->check(CLI::Range(1, 64));
   sub.add_option("--models-dir", a->models_dir, "pulled models (default $CITADEL_MODELS or ~/.cache/citadel/models)");
   return [a] { return run_generate(*a); };
 });

@@ -418,6 +418,7 @@ int run_serve(const ServeFlags& flags) {
   lo.device = cfg.device;
   lo.cuda_weights = cfg.cuda_weights;
   lo.cuda_device = cfg.cuda_device;
+  lo.tensor_parallel = cfg.tensor_parallel;
   lo.cpu_precision = cfg.cpu_precision;
   lo.key_file = cfg.key_file;
   lo.key_max_age_days = cfg.key_max_age_days;

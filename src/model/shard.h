@@ -1,0 +1,46 @@
+// Tensor-parallel shards of a decoder's weights: rank r of N holds, per the role table's split axis
+// (model/roles.h SplitAxis):
+//   kRows (column-parallel): its slice of the output rows: q heads [r H/N, (r+1) H/N), their K / V heads, the FFN's
+//         gate / up rows [r F/N, (r+1) F/N), the vocabulary rows of the embedding and the LM head (vocab-parallel);
+//   kCols (row-parallel): the matching input columns of o and down, whose outputs the ranks sum (all-reduce);
+//   kReplicated: all of it (norms, rope factors).
+// With N a multiple of the KV heads (and more ranks than KV heads), each rank holds the one KV head its q heads read,
+// replicated across the N / KVH ranks of that group (as Megatron-style serving does).
+//
+// Storage: a row slice is a view into the full weights (the file mapping: a rank reads only its rows); a column
+// slice is copied once (each row's slice of whole quantisation blocks). The full ModelWeights must outlive its
+// shards. Views carry no interleaved copy (WeightView::interleaved is for whole matrices).
+//
+// Supported: the llama family (llama, qwen2) and gemma3. deepseek2 (MLA + MoE: expert parallelism) is refused with
+// the reason. The executor (model/transformer.h with a Communicator) reduces the row-parallel outputs, the embedding,
+// and gathers the vocabulary slices of the logits.
+//
+// Thread-safety: pure functions; a shard is immutable like the weights it views.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace citadel {
+
+// Whether config c splits across n ranks; the error says why not ("tensor parallel 3: 4 attention heads are not a
+// multiple of 3 ranks"). Quantised column slices also need whole blocks: checked by shard_weights.
+Status tp_supported(const ModelConfig& c, int n);
+// Rank r's config: n_heads / n, n_kv_heads / n (1 when replicated), ffn_dim / n; n_vocab stays the whole vocabulary
+// (ModelWeights::tp says which rows a rank holds).
+ModelConfig tp_rank_config(const ModelConfig& c, int n);
+// The vocabulary rows rank r holds: [begin, end), ceil(V / n) per rank (the last rank fewer, possibly none).
+struct VocabRange {
+  int64_t begin = 0, end = 0;
+};
+VocabRange tp_vocab_range(int64_t n_vocab, int r, int n);
+
+// Rank r's shard of full (r in [0, n), tp_supported). n == 1 gives a shard equal to full (views, no copies).
+Result<std::unique_ptr<ModelWeights>> shard_weights(const ModelWeights& full, int r, int n);
+
+}  // namespace citadel
