@@ -294,13 +294,14 @@ TEST(MatmulInterleaved, RepackedQ5_0GroupsMatchQ8_0LayoutAndRowDots) {
 // The batch's codes and scales as AMX byte planes.
 cpu::detail::AmxTiles amx_tiles(const std::vector<Q16Row>& acts, int64_t n) {
   std::vector<int16_t> q;
-  std::vector<float> d;
+  std::vector<float> d, sums;
   for (const Q16Row& a : acts) {
     q.insert(q.end(), a.q.begin(), a.q.end());
     d.insert(d.end(), a.d.begin(), a.d.end());
+    sums.insert(sums.end(), a.sums.begin(), a.sums.end());
   }
   cpu::detail::AmxTiles out;
-  cpu::detail::pack_amx_tiles(q.data(), d.data(), static_cast<int64_t>(acts.size()), n, &out);
+  cpu::detail::pack_amx_tiles(q.data(), d.data(), sums.data(), static_cast<int64_t>(acts.size()), n, &out);
   return out;
 }
 

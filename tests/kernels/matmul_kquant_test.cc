@@ -327,6 +327,44 @@ TEST(MatmulKquant, InterleavedGemmEqualsRowGemm) {
   }
 }
 
+// The AMX-INT8 twins against the vpdpwssd GEMMs, over the rows (q4_K, q5_K, q6_K) and over interleaved groups (q4_K,
+// q6_K): bit-equal (the same integer sums per block or sub-block, the same f32 steps); raw random blocks (all code
+// and scale values), 1 to 40 tokens (short last tiles), nr 16 and 5. Runs only where the CPU has AMX.
+TEST(MatmulKquant, AmxGemmEqualsVnniGemm) {
+  if (!cpu_features().has_amx_int8()) GTEST_SKIP() << "no AMX-INT8 on this CPU (or CITADEL_CPU caps it)";
+  uint32_t seed = 1700;
+  int checked = 0;
+  for (DType t : {DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+    const int64_t n = 3 * kQK_K, rows = 21;
+    const size_t rb = dtype_row_bytes(t, n);
+    const std::vector<uint8_t> w = random_blocks(t, rows, n, seed++);
+    const bool il_too = t != DType::kQ5_K;
+    const std::vector<uint8_t> il = il_too ? interleaved(t, w, rows, n) : std::vector<uint8_t>{};
+    const size_t gb = il_too ? cpu::interleaved_group_bytes(t, n) : 0;
+    for (int64_t n_tok : {1, 5, 16, 17, 40}) {
+      const Acts a = q16_acts(n_tok, n, seed++);
+      cpu::detail::Q16Tiles tiles;
+      cpu::detail::pack_q16_tiles(a.q.data(), a.d.data(), a.sums.data(), n_tok, n, &tiles);
+      cpu::detail::AmxTiles amx;
+      cpu::detail::pack_amx_tiles(a.q.data(), a.d.data(), a.sums.data(), n_tok, n, &amx);
+      const int64_t ldy = 35;
+      std::vector<float> want(n_tok * ldy, -7.0f), got(want), want_il(want), got_il(want);
+      for (int g = 0; g < 2; ++g) {
+        const int nr = static_cast<int>(std::min<int64_t>(16, rows - 16 * g));
+        cpu::detail::gemm_kquant_avx512(t, w.data() + 16 * g * rb, rb, nr, tiles, want.data() + 16 * g, ldy);
+        cpu::detail::gemm_kquant_amx(t, w.data() + 16 * g * rb, rb, nr, amx, got.data() + 16 * g, ldy);
+        if (!il_too) continue;
+        cpu::detail::gemm_kquant_il_avx512(t, il.data() + g * gb, nr, tiles, want_il.data() + 16 * g, ldy);
+        cpu::detail::gemm_kquant_il_amx(t, il.data() + g * gb, nr, amx, got_il.data() + 16 * g, ldy);
+      }
+      ASSERT_EQ(want, got) << dtype_name(t) << " rows, tokens " << n_tok;
+      ASSERT_EQ(want_il, got_il) << dtype_name(t) << " groups, tokens " << n_tok;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 15);
+}
+
 // matmul with an interleaved view (decode kernel for 1..3 tokens, the GEMM over the groups from 4) against matmul
 // over the rows (the row dots, the row GEMM) and matmul_ref.
 TEST(MatmulKquant, MatmulWithInterleavedViewMatchesRows) {

@@ -271,7 +271,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     DotKernel k;
     bool gemm;  // detail::gemm_rows (dequantized f32 tiles) instead of the row-dot kernels
     bool il_gemm;  // detail::gemm_interleaved_avx512 over w.interleaved (prompts: 16-bit codes, vpdpwssd)
-    bool amx;      // with il_gemm / q5_gemm: detail::gemm_interleaved_amx instead (the same sums, AMX-INT8 tiles)
+    bool amx;      // with il_gemm / q5_gemm / kq_gemm: their AMX-INT8 twins (gemm_*_amx: the same sums and result)
     bool kq_gemm;  // detail::gemm_kquant_(il_)avx512 over the K-quant rows or w.interleaved (prompts: vpdpwssd)
     bool q5_gemm;  // q5_0 rows repacked per call to a q8_0 group, then as il_gemm (prompts: 16-bit codes)
     bool panel;    // rows -> f32 panels (rows_to_panel_avx512 / _avx2) -> panel_gemm_avx2
@@ -308,8 +308,8 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // without AVX-512) through f32 panels and the 6 x 16 microkernel too (AVX2, 2 threads: q4_0 prompts 1.8x over
   // gemm_rows' 4 x 3 tiles, measured through the interleaved copy's panels); CITADEL_CPU_PANELS=off keeps gemm_rows.
   static const bool panels_on = !env_is("CITADEL_CPU_PANELS", "off");
-  // q4_0 / q8_0 (and repacked q5_0) prompts on AMX tiles where the CPU has them: the vpdpwssd GEMM's result, bit for
-  // bit. CITADEL_CPU_AMX=off keeps the vpdpwssd GEMM (before/after on one binary).
+  // q4_0 / q8_0 (and repacked q5_0) and K-quant prompts on AMX tiles where the CPU has them: the vpdpwssd GEMMs'
+  // results, bit for bit. CITADEL_CPU_AMX=off keeps the vpdpwssd GEMMs (before/after on one binary).
   static const bool amx_on = !env_is("CITADEL_CPU_AMX", "off") && cpu_features().has_amx_int8();
   Job jobs[kMaxTargets];
   const int64_t n_in = targets[0].w.cols;
@@ -331,7 +331,7 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
     j.il_gemm = gemm && j.il && il_gemm_on && !kquant && has_vnni();
     j.kq_gemm = gemm && kq_gemm_on && kquant;
     j.q5_gemm = gemm && kq_gemm_on && il_gemm_on && w.dtype == DType::kQ5_0;
-    j.amx = (j.il_gemm || j.q5_gemm) && amx_on;
+    j.amx = (j.il_gemm || j.q5_gemm || j.kq_gemm) && amx_on;
     j.gemm = gemm && !j.il_gemm && !j.q5_gemm && detail::gemm_supported(w.dtype);
     j.half_panel = (w.dtype == DType::kF16 || w.dtype == DType::kBF16) && cpu_features().has_avx512();
     j.panel = j.gemm && !j.il && (j.half_panel || panels_on);
@@ -348,13 +348,14 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
       prepare_acts(j.k.act, x, n_tokens, n_in, &tls_buf);
       prepared[static_cast<int>(j.k.act)] = true;
     }
-    if (((j.il_gemm || j.q5_gemm) && !j.amx) || j.kq_gemm) {
+    if ((j.il_gemm || j.q5_gemm || j.kq_gemm) && !j.amx) {
       if (tls_buf.tiles.n_tokens != n_tokens)  // reset above, once per call
         detail::pack_q16_tiles(tls_buf.q16.data(), tls_buf.d.data(), tls_buf.sums.data(), n_tokens, n_in,
                                &tls_buf.tiles);
     }
     if (j.amx && tls_buf.amx.n_tokens != n_tokens)
-      detail::pack_amx_tiles(tls_buf.q16.data(), tls_buf.d.data(), n_tokens, n_in, &tls_buf.amx);
+      detail::pack_amx_tiles(tls_buf.q16.data(), tls_buf.d.data(), tls_buf.sums.data(), n_tokens, n_in,
+                             &tls_buf.amx);
     j.wd = static_cast<const uint8_t*>(w.data);
     j.rb = w.row_bytes();
     j.rows = w.rows;
@@ -401,12 +402,15 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
         continue;
       }
       if (j.kq_gemm && j.il) {
-        detail::gemm_kquant_il_avx512(j.dtype, group, static_cast<int>(r1 - r0), buf->tiles, j.y + r0, j.rows);
+        const int nr = static_cast<int>(r1 - r0);
+        if (j.amx) detail::gemm_kquant_il_amx(j.dtype, group, nr, buf->amx, j.y + r0, j.rows);
+        else detail::gemm_kquant_il_avx512(j.dtype, group, nr, buf->tiles, j.y + r0, j.rows);
         continue;
       }
       if (j.kq_gemm) {
-        detail::gemm_kquant_avx512(j.dtype, j.wd + r0 * j.rb, j.rb, static_cast<int>(r1 - r0), buf->tiles, j.y + r0,
-                                   j.rows);
+        const int nr = static_cast<int>(r1 - r0);
+        if (j.amx) detail::gemm_kquant_amx(j.dtype, j.wd + r0 * j.rb, j.rb, nr, buf->amx, j.y + r0, j.rows);
+        else detail::gemm_kquant_avx512(j.dtype, j.wd + r0 * j.rb, j.rb, nr, buf->tiles, j.y + r0, j.rows);
         continue;
       }
       if ((j.gemm && j.il) || j.kq_panel || j.panel) {  // the tile's 16 rows as an f32 panel

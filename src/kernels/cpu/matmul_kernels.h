@@ -150,11 +150,13 @@ struct AmxTiles {
   // [tiles, n / 32, 2, kAmxTile, 32]: per block the tile's low bytes, then its high bytes (the A tiles), each four
   // columns in the order 4Q, 4Q + 2, 4Q + 1, 4Q + 3 of the q8_0 layout; rows past the last token zero.
   std::vector<uint8_t> codes;
-  std::vector<float> d;  // [tiles, n / 32, kAmxTile]: the tokens' block scales (0 past the last token)
+  std::vector<float> d;     // [tiles, n / 32, kAmxTile]: the tokens' block scales (0 past the last token)
+  std::vector<float> sums;  // [tiles, n / 32, kAmxTile]: the tokens' d * sum(q) per block (the K-quant mins' term)
 };
-// q16 [n_tokens, n] and d [n_tokens, n / 32] (quantize_row_q16's codes and scales) -> out, threaded over tiles on
-// ThreadPool::current(). n % 32 == 0.
-void pack_amx_tiles(const int16_t* q16, const float* d, int64_t n_tokens, int64_t n, AmxTiles* out);
+// q16 [n_tokens, n], d and sums [n_tokens, n / 32] (quantize_row_q16's codes, scales and sums) -> out, threaded over
+// tiles on ThreadPool::current(). n % 32 == 0.
+void pack_amx_tiles(const int16_t* q16, const float* d, const float* sums, int64_t n_tokens, int64_t n,
+                    AmxTiles* out);
 // gemm_interleaved_avx512's result, bit for bit (same integer sums, same f32 steps), for q4_0 / q8_0 groups. Only
 // call when cpu_features().has_amx_int8(). Loads the thread's tile configuration where it is not in place; q4_0 uses a
 // per-thread buffer of 16 bytes per weight column (its codes as bytes).
@@ -183,6 +185,12 @@ void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q16T
 // The same over one group of the interleaved layout (q4_K / q6_K: kquant_interleave_supported), so the rows go
 // unread: equal to gemm_kquant_avx512 over the rows it came from (the same unpacked buffer).
 void gemm_kquant_il_avx512(DType t, const uint8_t* group, int nr, const Q16Tiles& x, float* y, int64_t ldy);
+
+// The AMX twins of gemm_kquant_avx512 / gemm_kquant_il_avx512 (matmul_kquant.cc): the same unpacked group (its code
+// vectors are B tiles as they lie), per 32-column block (q6_K: per 16-column sub-block) the tile sums, then those
+// kernels' f32 steps: bit-equal to them. Only call when cpu_features().has_amx_int8().
+void gemm_kquant_amx(DType t, const uint8_t* w, size_t rb, int nr, const AmxTiles& x, float* y, int64_t ldy);
+void gemm_kquant_il_amx(DType t, const uint8_t* group, int nr, const AmxTiles& x, float* y, int64_t ldy);
 
 // ---- Prompt GEMM over rows without an interleaved copy (matmul_panels.cc): each block of 16 rows converted to an f32
 // panel [K, 16] (panel[k * 16 + r] = row r's element k, rows nr..15 zero), then panel_gemm_avx2. f32 math on the

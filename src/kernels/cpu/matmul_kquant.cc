@@ -8,7 +8,7 @@
 // scale times the token's block scale, and the min term from the token's block sum. The integer sums per sub-block
 // are those of the row-dot reference (matmul.cc dot_q45_K, dot_q6_K); only the f32 order differs. No horizontal
 // sums: the 16 lanes are the 16 rows' outputs.
-#include "kernels/cpu/avx512_intrinsics.h"  // first: its diagnostic state covers <immintrin.h>
+#include "kernels/cpu/amx_tiles.h"  // first: its diagnostic state covers <immintrin.h>
 
 #include <algorithm>
 #include <array>
@@ -284,7 +284,68 @@ KQ_VNNI_FN void gemm_unpacked(DType t, const __m512i* g, int nr, const Q16Tiles&
   }
 }
 
+// The AMX twin of gemm_unpacked: per 32-column block the tile sums against the block's 8 code vectors (q6_K: per
+// 16-column sub-block against 4), then kq_micro's f32 steps in its order.
+AMX_FN void gemm_unpacked_amx(DType t, const __m512i* g, int nr, const AmxTiles& x, float* y, int64_t ldy) {
+  const int64_t nsb = x.n / kQK_K, nb = x.n / kQK;
+  amx_ensure_config();
+  alignas(64) int32_t clo[kAmxTile * kInterleaveRows], chi[kAmxTile * kInterleaveRows];
+  const __mmask16 mask = static_cast<__mmask16>((1u << nr) - 1);
+  for (int64_t ti = 0; ti * kAmxTile < x.n_tokens; ++ti) {
+    AMX_DECLARE_ACC;
+    const uint8_t* a = x.codes.data() + ti * nb * 2 * kAmxTile * kQK;
+    const float* xd_ = x.d.data() + ti * nb * kAmxTile;
+    const float* xs_ = x.sums.data() + ti * nb * kAmxTile;
+    for (int64_t s = 0; s < nsb; ++s) {
+      const __m512i* sb = g + s * kSbVecs;
+      const __m512* sc = reinterpret_cast<const __m512*>(sb + kCodeVecs);
+      for (int b = 0; b < kQK_K / kQK; ++b, a += 2 * kAmxTile * kQK, xd_ += kAmxTile, xs_ += kAmxTile) {
+        const __m512i* codes = sb + 8 * b;
+        if (t == DType::kQ6_K) {  // two 16-value sub-blocks, 2b and 2b + 1
+          AMX_HALF_SUMS(a, codes, clo, chi);
+          {
+            const __m512 sc_ = sc[2 * b];
+            AMX_ROWS(AMX_SCALE_ROW)
+          }
+          AMX_HALF_SUMS(a + kQK / 2, codes + 4, clo, chi);
+          {
+            const __m512 sc_ = sc[2 * b + 1];
+            AMX_ROWS(AMX_SCALE_ROW)
+          }
+        } else {
+          AMX_BLOCK_SUMS(a, codes, clo, chi);
+          const __m512 sc_ = sc[b], mn_ = sc[8 + b];
+          AMX_ROWS(AMX_SCALE_ROW)
+          AMX_ROWS(AMX_MIN_ROW)
+        }
+      }
+    }
+    AMX_STORE_ROWS(y + ti * kAmxTile * ldy, ldy, std::min<int64_t>(kAmxTile, x.n_tokens - ti * kAmxTile), mask)
+  }
+}
+
 }  // namespace
+
+void gemm_kquant_amx(DType t, const uint8_t* w, size_t rb, int nr, const AmxTiles& x, float* y, int64_t ldy) {
+  CHECK(kquant_gemm_supported(t) && nr >= 1 && nr <= 16);
+  const int64_t nsb = x.n / kQK_K;
+  __m512i* group = unpack_buffer(x.n);
+  if (t == DType::kQ4_K) unpack_group<DType::kQ4_K>(w, rb, nr, nsb, group);
+  if (t == DType::kQ5_K) unpack_group<DType::kQ5_K>(w, rb, nr, nsb, group);
+  if (t == DType::kQ6_K) unpack_group<DType::kQ6_K>(w, rb, nr, nsb, group);
+  gemm_unpacked_amx(t, group, nr, x, y, ldy);
+}
+
+void gemm_kquant_il_amx(DType t, const uint8_t* il, int nr, const AmxTiles& x, float* y, int64_t ldy) {
+  CHECK(kquant_interleave_supported(t) && nr >= 1 && nr <= 16);
+  const int64_t nsb = x.n / kQK_K, ub = kquant_unit_bytes(t);
+  __m512i* group = unpack_buffer(x.n);
+  for (int64_t s = 0; s < nsb; ++s) {
+    if (t == DType::kQ4_K) unpack_superblock_il<DType::kQ4_K>(il + s * ub, group + s * kSbVecs);
+    if (t == DType::kQ6_K) unpack_superblock_il<DType::kQ6_K>(il + s * ub, group + s * kSbVecs);
+  }
+  gemm_unpacked_amx(t, group, nr, x, y, ldy);
+}
 
 void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q16Tiles& x, float* y, int64_t ldy) {
   CHECK(kquant_gemm_supported(t) && nr >= 1 && nr <= 16);
@@ -313,6 +374,8 @@ void gemm_kquant_avx512(DType, const uint8_t*, size_t, int, const Q16Tiles&, flo
 void gemm_kquant_il_avx512(DType, const uint8_t*, int, const Q16Tiles&, float*, int64_t) {
   CHECK(false) << "gemm_kquant_il_avx512 without x86";
 }
+void gemm_kquant_amx(DType, const uint8_t*, size_t, int, const AmxTiles&, float*, int64_t) { CHECK(false); }
+void gemm_kquant_il_amx(DType, const uint8_t*, int, const AmxTiles&, float*, int64_t) { CHECK(false); }
 #endif
 
 }  // namespace citadel::cpu::detail
