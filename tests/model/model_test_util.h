@@ -26,8 +26,9 @@ namespace citadel::model_testing {
 // A runner whose KV holds one sequence of up to max_tokens at blocks 0, 1, 2, ...
 struct SoloRunner {
   static constexpr int kBlock = 16;
-  SoloRunner(const ModelWeights* w, int max_tokens, int chunk = 512, int threads = 0)
-      : runner(w, runtime::CpuRunnerOptions{chunk, 0, threads}), max_blocks((max_tokens + kBlock - 1) / kBlock) {
+  SoloRunner(const ModelWeights* w, int max_tokens, int chunk = 512, int threads = 0, int tensor_parallel = 1)
+      : runner(w, runtime::CpuRunnerOptions{chunk, 0, threads, tensor_parallel}),
+        max_blocks((max_tokens + kBlock - 1) / kBlock) {
     Status st = runner.allocate_kv(max_blocks, kBlock);
     EXPECT_TRUE(st.ok()) << st.message();
   }

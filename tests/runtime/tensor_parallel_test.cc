@@ -77,38 +77,18 @@ TEST(ThreadComm, MismatchedSizesAndAbortAreErrors) {
   EXPECT_EQ(a[0], 2.0f);
 }
 
-// Runs prompt then n_decode greedy steps through runner (one sequence, identity block table); returns every step's
-// last-position logits.
-std::vector<std::vector<float>> run_steps(runtime::CpuRunner* runner, const std::vector<int32_t>& prompt,
+// Prompt, then n_decode greedy steps through a SoloRunner of `ranks` ranks (chunks of 16 tokens: chunked prefill
+// too); every step's last-position logits.
+std::vector<std::vector<float>> run_steps(const ModelWeights* w, int ranks, const std::vector<int32_t>& prompt,
                                           int n_decode) {
-  constexpr int kBlock = 16;
-  const int max_blocks = (static_cast<int>(prompt.size()) + n_decode + kBlock - 1) / kBlock;
-  EXPECT_TRUE(runner->allocate_kv(max_blocks, kBlock).ok());
-  std::vector<std::vector<float>> out;
-  std::vector<int32_t> toks = prompt;
-  int start = 0;
-  for (int step = 0; step <= n_decode; ++step) {
-    engine::Batch b;
-    const int n = static_cast<int>(toks.size());
-    b.tokens = toks;
-    b.block_size = kBlock;
-    b.max_blocks = max_blocks;
-    for (int i = 0; i < n; ++i) {
-      b.positions.push_back(start + i);
-      b.seq_of_token.push_back(0);
-      b.slots.push_back(start + i);
-    }
-    b.logit_rows = {n - 1};
-    b.query_start = {0, n};
-    b.seq_lens = {start + n};
-    for (int i = 0; i < max_blocks; ++i) b.block_tables.push_back(i);
-    std::vector<float> logits(static_cast<size_t>(runner->n_vocab()));
-    Status st = runner->forward(b, logits.data());
-    EXPECT_TRUE(st.ok()) << st.message();
-    const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    out.push_back(std::move(logits));
-    start += n;
-    toks = {next};
+  model_testing::SoloRunner solo(w, static_cast<int>(prompt.size()) + n_decode, 16, 0, ranks);
+  EXPECT_TRUE(solo.runner.init_status().ok()) << solo.runner.init_status().message();
+  std::vector<std::vector<float>> out = {solo.prefill_last(prompt)};
+  int pos = static_cast<int>(prompt.size());
+  for (int i = 0; i < n_decode; ++i) {
+    const std::vector<float>& last = out.back();
+    const int32_t next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    out.push_back(solo.run({next}, pos++));
   }
   return out;
 }
@@ -141,13 +121,9 @@ TEST(TensorParallel, RanksGiveTheLogitsOfOneRank) {
     ASSERT_TRUE(w.ok()) << w.status().message();
     std::vector<int32_t> prompt(37);
     for (auto& t : prompt) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>((*w)->config.n_vocab));
-    runtime::CpuRunner one(w->get(), runtime::CpuRunnerOptions{16, 0});  // chunks of 16: chunked prefill too
-    const auto want = run_steps(&one, prompt, 6);
+    const auto want = run_steps(w->get(), 1, prompt, 6);
     for (int n : tc.ranks) {
-      runtime::CpuRunner tp(w->get(), runtime::CpuRunnerOptions{16, 0, 0, n});
-      ASSERT_TRUE(tp.init_status().ok()) << tp.init_status().message();
-      EXPECT_EQ(tp.kv_bytes_per_token() >= one.kv_bytes_per_token(), true);
-      const auto got = run_steps(&tp, prompt, 6);
+      const auto got = run_steps(w->get(), n, prompt, 6);
       ASSERT_EQ(got.size(), want.size());
       for (size_t s = 0; s < want.size(); ++s) {
         const std::string what = std::string(tc.arch) + " " + tc.dtype + " tp " + std::to_string(n) + " step " +
@@ -185,6 +161,9 @@ TEST(TensorParallel, EngineGreedyTokensEqualOneRank) {
   runtime::CpuRunner tp(w->get(), runtime::CpuRunnerOptions{24, 0, 0, 2});
   const auto got = model_testing::engine_greedy(&tp, prompts, max_tokens, 64, 24);
   EXPECT_EQ(want, got);
+  EXPECT_EQ(tp.kv_bytes_per_token(), one.kv_bytes_per_token());  // 2 KV heads, one per rank
+  runtime::CpuRunner tp4(w->get(), runtime::CpuRunnerOptions{24, 0, 0, 4});
+  EXPECT_EQ(tp4.kv_bytes_per_token(), 2 * one.kv_bytes_per_token());  // each KV head on two ranks
   std::filesystem::remove(path);
 }
 

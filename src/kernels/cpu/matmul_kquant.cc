@@ -324,48 +324,40 @@ AMX_FN void gemm_unpacked_amx(DType t, const __m512i* g, int nr, const AmxTiles&
   }
 }
 
+// The rows' group (nr of them) or an interleaved group, unpacked into this thread's buffer.
+KQ_VNNI_FN const __m512i* unpack_rows(DType t, const uint8_t* w, size_t rb, int nr, int64_t n) {
+  CHECK(kquant_gemm_supported(t) && nr >= 1 && nr <= 16);
+  const int64_t nsb = n / kQK_K;
+  __m512i* group = unpack_buffer(n);
+  if (t == DType::kQ4_K) unpack_group<DType::kQ4_K>(w, rb, nr, nsb, group);
+  if (t == DType::kQ5_K) unpack_group<DType::kQ5_K>(w, rb, nr, nsb, group);
+  if (t == DType::kQ6_K) unpack_group<DType::kQ6_K>(w, rb, nr, nsb, group);
+  return group;
+}
+KQ_VNNI_FN const __m512i* unpack_il(DType t, const uint8_t* il, int nr, int64_t n) {
+  CHECK(kquant_interleave_supported(t) && nr >= 1 && nr <= 16);
+  const int64_t nsb = n / kQK_K, ub = kquant_unit_bytes(t);
+  __m512i* group = unpack_buffer(n);
+  for (int64_t s = 0; s < nsb; ++s) {
+    if (t == DType::kQ4_K) unpack_superblock_il<DType::kQ4_K>(il + s * ub, group + s * kSbVecs);
+    if (t == DType::kQ6_K) unpack_superblock_il<DType::kQ6_K>(il + s * ub, group + s * kSbVecs);
+  }
+  return group;
+}
+
 }  // namespace
 
-void gemm_kquant_amx(DType t, const uint8_t* w, size_t rb, int nr, const AmxTiles& x, float* y, int64_t ldy) {
-  CHECK(kquant_gemm_supported(t) && nr >= 1 && nr <= 16);
-  const int64_t nsb = x.n / kQK_K;
-  __m512i* group = unpack_buffer(x.n);
-  if (t == DType::kQ4_K) unpack_group<DType::kQ4_K>(w, rb, nr, nsb, group);
-  if (t == DType::kQ5_K) unpack_group<DType::kQ5_K>(w, rb, nr, nsb, group);
-  if (t == DType::kQ6_K) unpack_group<DType::kQ6_K>(w, rb, nr, nsb, group);
-  gemm_unpacked_amx(t, group, nr, x, y, ldy);
-}
-
-void gemm_kquant_il_amx(DType t, const uint8_t* il, int nr, const AmxTiles& x, float* y, int64_t ldy) {
-  CHECK(kquant_interleave_supported(t) && nr >= 1 && nr <= 16);
-  const int64_t nsb = x.n / kQK_K, ub = kquant_unit_bytes(t);
-  __m512i* group = unpack_buffer(x.n);
-  for (int64_t s = 0; s < nsb; ++s) {
-    if (t == DType::kQ4_K) unpack_superblock_il<DType::kQ4_K>(il + s * ub, group + s * kSbVecs);
-    if (t == DType::kQ6_K) unpack_superblock_il<DType::kQ6_K>(il + s * ub, group + s * kSbVecs);
-  }
-  gemm_unpacked_amx(t, group, nr, x, y, ldy);
-}
-
 void gemm_kquant_avx512(DType t, const uint8_t* w, size_t rb, int nr, const Q16Tiles& x, float* y, int64_t ldy) {
-  CHECK(kquant_gemm_supported(t) && nr >= 1 && nr <= 16);
-  const int64_t nsb = x.n / kQK_K;
-  __m512i* group = unpack_buffer(x.n);
-  if (t == DType::kQ4_K) unpack_group<DType::kQ4_K>(w, rb, nr, nsb, group);
-  if (t == DType::kQ5_K) unpack_group<DType::kQ5_K>(w, rb, nr, nsb, group);
-  if (t == DType::kQ6_K) unpack_group<DType::kQ6_K>(w, rb, nr, nsb, group);
-  gemm_unpacked(t, group, nr, x, y, ldy);
+  gemm_unpacked(t, unpack_rows(t, w, rb, nr, x.n), nr, x, y, ldy);
 }
-
 void gemm_kquant_il_avx512(DType t, const uint8_t* il, int nr, const Q16Tiles& x, float* y, int64_t ldy) {
-  CHECK(kquant_interleave_supported(t) && nr >= 1 && nr <= 16);
-  const int64_t nsb = x.n / kQK_K, ub = kquant_unit_bytes(t);
-  __m512i* group = unpack_buffer(x.n);
-  for (int64_t s = 0; s < nsb; ++s) {
-    if (t == DType::kQ4_K) unpack_superblock_il<DType::kQ4_K>(il + s * ub, group + s * kSbVecs);
-    if (t == DType::kQ6_K) unpack_superblock_il<DType::kQ6_K>(il + s * ub, group + s * kSbVecs);
-  }
-  gemm_unpacked(t, group, nr, x, y, ldy);
+  gemm_unpacked(t, unpack_il(t, il, nr, x.n), nr, x, y, ldy);
+}
+void gemm_kquant_amx(DType t, const uint8_t* w, size_t rb, int nr, const AmxTiles& x, float* y, int64_t ldy) {
+  gemm_unpacked_amx(t, unpack_rows(t, w, rb, nr, x.n), nr, x, y, ldy);
+}
+void gemm_kquant_il_amx(DType t, const uint8_t* il, int nr, const AmxTiles& x, float* y, int64_t ldy) {
+  gemm_unpacked_amx(t, unpack_il(t, il, nr, x.n), nr, x, y, ldy);
 }
 #else
 void gemm_kquant_avx512(DType, const uint8_t*, size_t, int, const Q16Tiles&, float*, int64_t) {
