@@ -4,13 +4,16 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <vector>
 
+#include "base/env.h"
 #include "base/log.h"
 #include "model/arch.h"
 #include "runtime/cuda_loader.h"
@@ -143,7 +146,52 @@ Status CudaRunner::build_decoder(CudaDecoderOptions d) {
   }
   opt_.decoder = d;
   decoder_ = std::move(dec);
+  if (opt_.warm_up) {
+    // A failed warm-up costs only its purpose: the steps it meant to prepare pay their first-time costs when they
+    // come (a sticky device error still fails the first real step, as it would have anyway).
+    const Result<double> s = warm_up_decoder(decoder_.get(), d);
+    if (!s.ok()) log_warn("cuda warm-up failed, continuing without it: " + s.status().to_string());
+    else if (d.verbose) log_info("cuda warm-up (GEMM tuning per M bucket, decode graphs per batch bucket): " +
+                                 std::to_string(static_cast<int>(*s * 1000)) + " ms");
+  }
   return OkStatus();
+}
+
+Result<double> warm_up_decoder(CudaDecoder* dec, const CudaDecoderOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int bs = dec->block_size(), width = dec->max_blocks_per_seq();
+  const int64_t pool_tokens = dec->n_kv_blocks() * bs;
+  const int64_t longest = std::min<int64_t>({o.max_step_tokens, o.max_seq_len, pool_tokens, int64_t{width} * bs});
+  std::vector<int32_t> ids;
+  for (int64_t m = 16; m <= longest; m *= 2) {  // prefill: one sequence of m tokens in blocks 0, 1, ...
+    CudaStep s;
+    s.tokens.assign(static_cast<size_t>(m), 0);
+    for (int64_t i = 0; i < m; ++i) s.positions.push_back(static_cast<int32_t>(i));
+    s.query_start = {0, static_cast<int32_t>(m)};
+    s.seq_lens = {static_cast<int32_t>(m)};
+    for (int i = 0; i < width; ++i)
+      s.block_tables.push_back(static_cast<int32_t>(std::min<int64_t>(i, dec->n_kv_blocks() - 1)));
+    RETURN_IF_ERROR(dec->step(s, &ids, nullptr));
+  }
+  std::vector<int> buckets;  // the decode graphs' batch buckets: powers of two below max_batch, then max_batch
+  for (int b = 1; b < o.max_batch; b *= 2) buckets.push_back(b);
+  buckets.push_back(o.max_batch);
+  for (int b : buckets) {  // decode: b sequences at context 1, sequence i in block i
+    if (b > dec->n_kv_blocks()) break;
+    for (bool sampled : {false, true}) {
+      CudaStep s;
+      s.tokens.assign(static_cast<size_t>(b), 0);
+      s.positions.assign(static_cast<size_t>(b), 0);
+      s.seq_lens.assign(static_cast<size_t>(b), 1);
+      for (int i = 0; i <= b; ++i) s.query_start.push_back(i);
+      for (int i = 0; i < b; ++i) {
+        for (int j = 0; j < width; ++j) s.block_tables.push_back(j == 0 ? i : 0);
+      }
+      if (sampled) s.sampling.assign(static_cast<size_t>(b), CudaSampling{});
+      RETURN_IF_ERROR(dec->step(s, &ids, nullptr));
+    }
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 Status CudaRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) {
@@ -283,6 +331,7 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore&
     lo.reference = mode == "reference";
   }
   const bool verbose = o.decoder.verbose;
+  o.warm_up = !env_is("CITADEL_CUDA_WARMUP", "off");  // off: before / after on one binary
   o.load = [st, mc, lo, verbose](CudaDecoder* d) {
     CudaLoadStats s;
     RETURN_IF_ERROR(load_cuda_weights(*st, mc, d, lo, &s));

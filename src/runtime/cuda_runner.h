@@ -37,6 +37,16 @@ namespace citadel::runtime {
 // CUDA devices this process can use (0 without a driver or device).
 int cuda_device_count();
 
+// Pays the one-time costs of the step shapes a server meets, before its first request: cuBLASLt tunes its algorithm
+// per GEMM shape and power-of-two M bucket on the first call, and each decode batch bucket captures a CUDA graph (a
+// 7B serving run on an H100 measured 150-280 ms steps for these against 48 ms steady ones, about 1 s of them in the
+// first requests' time to first token). Runs, on the fresh decoder (nothing in its KV pool is in use yet): a prefill
+// of one sequence of M tokens for M = 16, 32, ... up to max_step_tokens (and the pool and context), then decode steps
+// of B = 1, 2, 4, ... max_batch sequences at context 1, greedy and device-sampled. Writes KV blocks the engine has not
+// handed out. Returns the time taken; an error is the decoder's (CudaRunner logs it and serves on without warm-up).
+// CITADEL_CUDA_WARMUP=off turns it off in make_cuda_runner.
+Result<double> warm_up_decoder(CudaDecoder* d, const CudaDecoderOptions& o);
+
 struct CudaRunnerOptions {
   ModelConfig config;         // must pass cuda_supports() (cuda_loader.h)
   CudaDecoderOptions decoder;  // format, max_batch, max_step_tokens, use_graphs; kv_blocks/block_size are set
@@ -48,6 +58,9 @@ struct CudaRunnerOptions {
   // Kept until the runner is destroyed: what `load` reads from (e.g. the mapped model file), when the caller does not
   // keep it otherwise.
   std::shared_ptr<const void> keep_alive;
+  // Run the step shapes serving meets first before allocate_kv returns (warm_up_decoder below), so their one-time
+  // costs do not land on the first requests. make_cuda_runner (serve, generate) turns it on.
+  bool warm_up = false;
   int fault_after_steps = 0;     // > 0: inject a CUDA fault at that step (0: from CITADEL_CUDA_FAULT_AFTER_STEPS)
   std::string fault_kind;        // "oom" | "sticky" ("": CITADEL_CUDA_FAULT_KIND, else "oom")
 };
