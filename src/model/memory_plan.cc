@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "model/arch.h"
+#include "model/shard.h"
 
 namespace citadel {
 namespace {
@@ -22,6 +23,9 @@ MemoryNeed memory_need(const ModelConfig& c, uint64_t weight_bytes) {
   n.weight_bytes = weight_bytes;
   n.n_layers = c.n_layers;
   if (const ArchSpec* a = find_arch(c.arch)) n.kv_values_per_layer = a->kv_layout(c).values_per_token();
+  for (int k : {2, 4, 8}) {
+    if (c.n_heads > 0 && tp_supported(c, k).ok()) n.tp_sizes.push_back(k);
+  }
   return n;
 }
 
@@ -55,14 +59,29 @@ DeviceFit fit_on(const MemoryNeed& n, const std::string& device, uint64_t memory
   return f;
 }
 
+int fewest_devices(const MemoryNeed& n, uint64_t memory_per_device, uint64_t reserve_per_device, int64_t context) {
+  for (int k : n.tp_sizes) {
+    if (fit_on(n, "", memory_per_device, k, 2, reserve_per_device, context).fits) return k;
+  }
+  return 0;
+}
+
 std::vector<DeviceFit> standard_fits(const MemoryNeed& n, uint64_t host_ram, int64_t context) {
   constexpr uint64_t kGB = 1000ull * 1000 * 1000;
   const uint64_t gpu_reserve = 4 * kGB;  // activations, CUDA context, cuBLAS workspace, graphs
-  return {fit_on(n, "one 80 GB GPU", 80 * kGB, 1, 2, gpu_reserve, context),
-          fit_on(n, "one 141 GB GPU", 141 * kGB, 1, 2, gpu_reserve, context),
-          fit_on(n, "eight 80 GB GPUs (tensor parallel)", 80 * kGB, 8, 2, gpu_reserve, context),
-          fit_on(n, "eight 141 GB GPUs (tensor parallel)", 141 * kGB, 8, 2, gpu_reserve, context),
-          fit_on(n, "this host's RAM", host_ram, 1, 4, 2 * kGB, context)};
+  std::vector<DeviceFit> fits = {fit_on(n, "one 80 GB GPU", 80 * kGB, 1, 2, gpu_reserve, context),
+                                 fit_on(n, "one 141 GB GPU", 141 * kGB, 1, 2, gpu_reserve, context),
+                                 fit_on(n, "eight 80 GB GPUs (tensor parallel)", 80 * kGB, 8, 2, gpu_reserve, context),
+                                 fit_on(n, "eight 141 GB GPUs (tensor parallel)", 141 * kGB, 8, 2, gpu_reserve, context),
+                                 fit_on(n, "this host's RAM", host_ram, 1, 4, 2 * kGB, context)};
+  for (uint64_t mem : {80 * kGB, 141 * kGB}) {
+    const int k = fewest_devices(n, mem, gpu_reserve, context);
+    if (k < 2) continue;  // one is enough, or no split of the model's heads is
+    fits.push_back(fit_on(n, "the fewest " + std::to_string(mem / kGB) + " GB GPUs: " + std::to_string(k) +
+                                 " (tensor parallel " + std::to_string(k) + ")",
+                          mem, k, 2, gpu_reserve, context));
+  }
+  return fits;
 }
 
 uint64_t host_ram_bytes() {

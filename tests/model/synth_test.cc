@@ -441,5 +441,32 @@ TEST(MemoryPlan, DeepSeekShapes) {
   EXPECT_EQ(h100.kv_tokens, static_cast<int64_t>((76'000'000'000ull - lite->data_bytes) / (27 * 576 * 2)));
 }
 
+
+// The seed's 70B case (llama-3 70B shape in bf16, 141 GB of weights): one card of either size is too small; the fewest
+// that hold it (weights, a 4 GB reserve each, one 8192-token sequence) are two, tensor parallel 2, which its 64 heads,
+// 8 KV heads and FFN allow; DeepSeek (MLA + MoE: not split yet) offers no rank count beyond one.
+TEST(MemoryPlan, FewestGpusForA70bShape) {
+  ModelConfig c;
+  c.arch = "llama", c.n_layers = 80, c.dim = 8192, c.n_heads = 64, c.n_kv_heads = 8, c.head_dim = 128;
+  c.ffn_dim = 28672, c.n_vocab = 128256, c.context_len = 8192;
+  const uint64_t weights = 141'000'000'000ull;
+  const MemoryNeed n = memory_need(c, weights);
+  EXPECT_EQ(n.tp_sizes, (std::vector<int>{1, 2, 4, 8}));
+  EXPECT_EQ(fewest_devices(n, 80'000'000'000ull, 4'000'000'000ull, 8192), 2);
+  EXPECT_EQ(fewest_devices(n, 141'000'000'000ull, 4'000'000'000ull, 8192), 2);
+  EXPECT_EQ(fewest_devices(n, 24'000'000'000ull, 4'000'000'000ull, 8192), 8);
+  EXPECT_EQ(fewest_devices(n, 16'000'000'000ull, 4'000'000'000ull, 8192), 0);  // eight are not enough
+  const auto fits = standard_fits(n, 24ull << 30, 8192);
+  ASSERT_EQ(fits.size(), 7u);
+  EXPECT_EQ(fits[5].device, "the fewest 80 GB GPUs: 2 (tensor parallel 2)");
+  EXPECT_TRUE(fits[5].fits) << fits[5].verdict;
+  EXPECT_EQ(fits[6].device, "the fewest 141 GB GPUs: 2 (tensor parallel 2)");
+  SynthOptions o;
+  o.preset = "deepseek-v2-lite";
+  o.dtype = "bf16";
+  auto lite = plan_synth(o);
+  ASSERT_TRUE(lite.ok());
+  EXPECT_EQ(memory_need(synth_config(*lite), lite->data_bytes).tp_sizes, std::vector<int>{1});
+}
 }  // namespace
 }  // namespace citadel
