@@ -1,6 +1,7 @@
 #include "runtime/cpu_runner.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <new>
 #include <string>
 #include <thread>
@@ -38,6 +39,30 @@ CpuRunner::CpuRunner(const ModelWeights* weights, CpuRunnerOptions opts)
 }
 
 CpuRunner::~CpuRunner() = default;
+
+std::vector<std::string> CpuRunner::rank_plan() const {
+  std::vector<std::string> lines;
+  if (ranks_.size() < 2) return lines;
+  const ModelConfig& c = w_->config;
+  auto mb = [](uint64_t b) {
+    char s[32];
+    std::snprintf(s, sizeof(s), "%.1f MB", static_cast<double>(b) / 1e6);
+    return std::string(s);
+  };
+  for (const auto& r : ranks_) {
+    const ModelWeights& s = *r->w;
+    uint64_t copied = 0;
+    for (const auto& o : s.owned_bytes) copied += o.size();
+    lines.push_back("rank " + std::to_string(s.tp.rank) + " of " + std::to_string(s.tp.size) + ": " +
+                    std::to_string(s.config.n_heads) + " of " + std::to_string(c.n_heads) + " heads, " +
+                    std::to_string(s.config.n_kv_heads) + " of " + std::to_string(c.n_kv_heads) + " KV heads, FFN " +
+                    std::to_string(s.config.ffn_dim) + " of " + std::to_string(c.ffn_dim) + ", vocabulary [" +
+                    std::to_string(s.tp.vocab_begin) + ", " + std::to_string(s.tp.vocab_end) + "), " +
+                    mb(s.bytes_per_token()) + " of weights read per token (" + mb(copied) +
+                    " copied column slices), KV " + std::to_string(r->kv_bytes_per_token()) + " B/token");
+  }
+  return lines;
+}
 
 int CpuRunner::n_vocab() const { return static_cast<int>(w_->config.n_vocab); }
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/model_runner.h"
@@ -56,6 +57,9 @@ class CpuRunner : public engine::ModelRunner {
   Status forward(const engine::Batch& batch, float* logits) override;
 
   const Transformer& transformer() const { return ranks_[0]->tf; }  // rank 0's
+  // Tensor parallel: one line per rank ("rank 1 of 2: 4 of 8 heads, 1 of 2 KV heads, FFN 64 of 128, vocabulary
+  // [128, 256), 1.2 MB of weights read per token (0.4 MB copied column slices), KV 256 B/token"); empty for one rank.
+  std::vector<std::string> rank_plan() const;
   // Collect per-op-class timings of later forward() calls into p (null: off), rank 0's. Benchmarks only.
   void set_profile(ForwardProfile* p) { ranks_[0]->scratch.profile = p; }
 

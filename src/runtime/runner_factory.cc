@@ -1,5 +1,6 @@
 #include "runtime/runner_factory.h"
 
+#include "base/log.h"
 #include "format/tensor_store.h"
 #include "model/weights.h"
 #include "runtime/cpu_runner.h"
@@ -74,6 +75,7 @@ Result<std::unique_ptr<engine::ModelRunner>> make_model_runner(const std::string
   CpuRunnerOptions c{o.max_batched_tokens, o.max_context, o.cpu_threads, o.tensor_parallel};
   auto runner = std::make_unique<OwningCpuRunner>(std::move(w), c);
   RETURN_IF_ERROR(runner->init_status());
+  for (const std::string& line : runner->rank_plan()) log_info("cpu tensor parallel: " + line);
   return std::unique_ptr<engine::ModelRunner>(std::move(runner));
 }
 

@@ -164,6 +164,10 @@ TEST(TensorParallel, EngineGreedyTokensEqualOneRank) {
   EXPECT_EQ(tp.kv_bytes_per_token(), one.kv_bytes_per_token());  // 2 KV heads, one per rank
   runtime::CpuRunner tp4(w->get(), runtime::CpuRunnerOptions{24, 0, 0, 4});
   EXPECT_EQ(tp4.kv_bytes_per_token(), 2 * one.kv_bytes_per_token());  // each KV head on two ranks
+  const std::vector<std::string> plan = tp4.rank_plan();
+  ASSERT_EQ(plan.size(), 4u);
+  EXPECT_EQ(plan[3].rfind("rank 3 of 4: 1 of 4 heads, 1 of 2 KV heads, FFN 32 of 128, vocabulary [", 0), 0u) << plan[3];
+  EXPECT_TRUE(one.rank_plan().empty());
   std::filesystem::remove(path);
 }
 
