@@ -197,7 +197,7 @@ Status CpuRunner::forward(const engine::Batch& b, float* logits) {
   if (ranks_.size() == 1) return ranks_[0]->tf.forward(fb, ranks_[0]->views, &ranks_[0]->scratch, logits);
   // Tensor parallel: ranks 1.. on threads of their own (the kernels of every rank share ThreadPool::current()'s
   // workers, one parallel region at a time), rank 0 here. A rank that fails aborts the group, so the others leave
-  // their collectives; the group is then replaced for the next step.
+  // their collectives; the group is reset for the next step once every rank has returned.
   std::vector<Status> st(ranks_.size());
   auto run = [&](size_t r, float* out) {
     ThreadPool::Scope rank_threads(pool_.get());
