@@ -74,6 +74,7 @@ ForwardScratch::ForwardScratch(const ModelConfig& c, int max_tokens_in) : max_to
     ex_y.resize(ex_x.size());
     ex_gate.resize(T * z(e.expert_ffn_dim));
     ex_up.resize(ex_gate.size());
+    ex_sum.resize(ex_x.size());
   }
 }
 
@@ -321,27 +322,37 @@ Status CpuOps::moe(int layer, Act in, Act out) {
   for (int i = 0; i < E; ++i) start[i + 1] += start[i];
   std::vector<int> fill(start.begin(), start.end() - 1);
   for (int i = 0; i < n_ * k; ++i) s_->ex_rows[fill[s_->sel_id[i]]++] = i;
-  if (e.n_shared == 0) std::fill_n(y, n_ * D, 0.0f);
+  // Tensor parallel: this rank's experts [eb, ee) (its stacks' experts 0..) into ex_sum, summed over the ranks below.
+  const int eb = comm_ ? static_cast<int>(w_.tp.expert_begin) : 0;
+  const int ee = comm_ ? static_cast<int>(w_.tp.expert_end) : E;
+  float* acc = comm_ ? s_->ex_sum.data() : y;
+  if (comm_ || e.n_shared == 0) std::fill_n(acc, n_ * D, 0.0f);
   tm.charge(kOther);
   const WeightView &gate = w_.mat(TensorRole::kGateExps, layer), &up = w_.mat(TensorRole::kUpExps, layer);
   const WeightView& down = w_.mat(TensorRole::kDownExps, layer);
-  for (int ex = 0; ex < E; ++ex) {
-    const int n = start[ex + 1] - start[ex];
+  for (int ex = eb; ex < ee; ++ex) {
+    const int n = start[ex + 1] - start[ex], local = ex - eb;
     if (n == 0) continue;
     const int* rows = s_->ex_rows.data() + start[ex];
     for (int i = 0; i < n; ++i) std::copy_n(x + (rows[i] / k) * D, D, s_->ex_x.data() + i * D);
-    const cpu::MatmulTarget t[2] = {{slice(gate, ex * Fe, Fe), s_->ex_gate.data()}, {slice(up, ex * Fe, Fe), s_->ex_up.data()}};
+    const cpu::MatmulTarget t[2] = {{slice(gate, local * Fe, Fe), s_->ex_gate.data()},
+                                    {slice(up, local * Fe, Fe), s_->ex_up.data()}};
     RETURN_IF_ERROR(cpu::matmul_multi(t, 2, s_->ex_x.data(), n));
     cpu::silu_mul(s_->ex_gate.data(), s_->ex_up.data(), s_->ex_gate.data(), n * Fe);
-    RETURN_IF_ERROR(cpu::matmul(slice(down, ex * D, D), s_->ex_gate.data(), n, s_->ex_y.data()));
+    RETURN_IF_ERROR(cpu::matmul(slice(down, local * D, D), s_->ex_gate.data(), n, s_->ex_y.data()));
     for (int i = 0; i < n; ++i) {
       const float wt = s_->sel_w[rows[i]];
-      float* dst = y + (rows[i] / k) * D;
+      float* dst = acc + (rows[i] / k) * D;
       const float* src = s_->ex_y.data() + i * D;
       for (int64_t j = 0; j < D; ++j) dst[j] += wt * src[j];
     }
   }
   tm.charge(kMatmul);
+  if (!comm_) return OkStatus();
+  RETURN_IF_ERROR(comm_->all_reduce_sum(acc, n_ * D));
+  if (e.n_shared > 0) cpu::add(y, acc, y, n_ * D);
+  else std::copy_n(acc, n_ * D, y);
+  tm.charge(kOther);
   return OkStatus();
 }
 

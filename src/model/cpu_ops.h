@@ -9,7 +9,9 @@
 // Tensor parallelism (model/shard.h): with weights that are rank r's shard and that rank's Communicator, the ops
 // are the rank's part of the step: linear over a row-parallel role (SplitAxis::kCols: o, down) sums its output over
 // the ranks before its bias; embed looks up the rank's vocabulary rows (zero elsewhere) and sums over the ranks;
-// logits computes the rank's vocabulary columns and gathers the whole rows. Every other op is local (the rank's heads,
+// logits computes the rank's vocabulary columns and gathers the whole rows; moe routes over all experts, runs the
+// rank's experts (expert parallel) and sums the routed part over the ranks (the shared experts are a row-parallel
+// FFN, summed by their down projection). Every other op is local (the rank's heads,
 // its KV cache of its KV heads, its FFN slice); the residual stream is whole and equal on every rank.
 //
 // Thread-safety: a CpuOps belongs to the thread running the recipe; it writes the scratch, the KV pools at the
@@ -67,6 +69,7 @@ struct ForwardScratch {
   // MoE (empty otherwise): router logits [max_tokens, E]; the selection [max_tokens, k]; one expert's gathered rows
   // x [max_tokens, D], gate / up [max_tokens, Fe], y [max_tokens, D]; rows: the (token, slot) pairs of one expert.
   std::vector<float> router, sel_w, ex_x, ex_gate, ex_up, ex_y;
+  std::vector<float> ex_sum;  // tensor parallel: [max_tokens, D] this rank's routed experts' sum before the all-reduce
   std::vector<int32_t> sel_id, ex_rows;
   ForwardProfile* profile = nullptr;             // set to collect timings (adds a clock read per op)
 };

@@ -13,7 +13,9 @@ std::string tp_name(int n) { return "tensor parallel " + std::to_string(n); }
 
 // Rank r's ranges, in rows or columns of the matrices they index.
 struct RankRanges {
-  std::pair<int64_t, int64_t> q, kv, ffn, vocab;
+  std::pair<int64_t, int64_t> q, kv, o, ffn, vocab;
+  std::pair<int64_t, int64_t> heads, experts, shared;  // MLA heads (k_b / v_b / kv_b), routed experts, shared FFN
+  int64_t kv_b_per_head = 0;                           // rows of kv_b per head (MLA: qk_nope + v)
 };
 
 RankRanges rank_ranges(const ModelConfig& c, int r, int n) {
@@ -29,19 +31,36 @@ RankRanges rank_ranges(const ModelConfig& c, int r, int n) {
   }
   const int64_t f = c.ffn_dim / n;
   g.ffn = {r * f, (r + 1) * f};
+  const int64_t vw = c.has_mla ? c.mla.v_head_dim : hd;  // attention output width per head (o's columns)
+  g.o = {r * hq * vw, (r + 1) * hq * vw};
+  g.heads = {r * hq, (r + 1) * hq};
+  g.kv_b_per_head = c.mla.qk_nope_dim + c.mla.v_head_dim;
+  const int64_t e = c.moe.n_experts / n, s = c.moe.n_shared * c.moe.expert_ffn_dim / n;
+  g.experts = {r * e, (r + 1) * e};
+  g.shared = {r * s, (r + 1) * s};
   const VocabRange v = tp_vocab_range(c.n_vocab, r, n);
   g.vocab = {v.begin, v.end};
   return g;
 }
 
-// The range a kRows / kCols role of the llama family and gemma3 splits.
+// The range a kRows / kCols role splits (rows or columns); kExperts roles: the range of their leading axis.
 std::pair<int64_t, int64_t> role_range(const RankRanges& g, R role) {
   switch (role) {
-    case R::kWq: case R::kBq: case R::kWo: return g.q;
+    case R::kWq: case R::kBq: case R::kWqB: return g.q;
+    case R::kWo: return g.o;
     case R::kWk: case R::kWv: case R::kBk: case R::kBv: return g.kv;
     case R::kGate: case R::kUp: case R::kDown: return g.ffn;
+    case R::kWkB: case R::kWvB: return g.heads;
+    case R::kWkvB: return {g.heads.first * g.kv_b_per_head, g.heads.second * g.kv_b_per_head};
+    case R::kGateExps: case R::kUpExps: case R::kDownExps: return g.experts;
+    case R::kGateShexp: case R::kUpShexp: case R::kDownShexp: return g.shared;
     default: return g.vocab;  // kTokEmbd, kOutput
   }
+}
+
+// The count of the leading axis of a kExperts role (heads or experts), to turn its range into rows.
+int64_t leading_count(const ModelConfig& c, R role) {
+  return role == R::kWkB || role == R::kWvB ? c.n_heads : c.moe.n_experts;
 }
 
 // Rows [b, e) of v: a view.
@@ -69,7 +88,7 @@ Result<WeightView> col_slice(const WeightView& v, int64_t b, int64_t e, R role, 
   return WeightView{v.dtype, owned->back().data(), v.rows, e - b};
 }
 
-Status shard_roles(const RoleWeights& in, const RankRanges& g, int n, RoleWeights* out,
+Status shard_roles(const ModelConfig& c, const RoleWeights& in, const RankRanges& g, int n, RoleWeights* out,
                    std::vector<std::vector<uint8_t>>* owned) {
   for (int i = 0; i < kNumTensorRoles; ++i) {
     const R role = static_cast<R>(i);
@@ -86,8 +105,11 @@ Status shard_roles(const RoleWeights& in, const RankRanges& g, int n, RoleWeight
           ASSIGN_OR_RETURN(o, col_slice(v, b, e, role, n, owned));
           break;
         }
-        case SplitAxis::kExperts:
-          return Unsupported(tp_name(n) + ": " + role_name(role) + " (split by experts or heads) is not sharded yet");
+        case SplitAxis::kExperts: {  // whole heads or experts: their rows of the stack viewed as [count rows, cols]
+          const int64_t per = v.rows / leading_count(c, role);
+          o = row_slice(v, b * per, e * per);
+          break;
+        }
       }
     } else {
       const float* p = in.vec[static_cast<size_t>(i)];
@@ -103,8 +125,14 @@ Status shard_roles(const RoleWeights& in, const RankRanges& g, int n, RoleWeight
 Status tp_supported(const ModelConfig& c, int n) {
   if (n < 1) return InvalidArgument(tp_name(n) + ": the rank count must be at least 1");
   if (n == 1) return OkStatus();
-  if (c.has_mla || c.has_moe) {
-    return Unsupported(tp_name(n) + ": " + c.arch + " (MLA / MoE) is not split across ranks yet; run it on one device");
+  if (c.has_moe && c.moe.n_experts % n != 0) {
+    return InvalidArgument(tp_name(n) + ": " + std::to_string(c.moe.n_experts) + " experts are not a multiple of " +
+                           std::to_string(n) + " ranks");
+  }
+  if (c.has_moe && c.moe.n_shared * c.moe.expert_ffn_dim % n != 0) {
+    return InvalidArgument(tp_name(n) + ": the shared experts' width " +
+                           std::to_string(c.moe.n_shared * c.moe.expert_ffn_dim) + " is not a multiple of " +
+                           std::to_string(n) + " ranks");
   }
   if (c.n_heads % n != 0) {
     return InvalidArgument(tp_name(n) + ": " + std::to_string(c.n_heads) + " attention heads are not a multiple of " +
@@ -149,10 +177,11 @@ Result<std::unique_ptr<ModelWeights>> shard_weights(const ModelWeights& full, in
     s->layers = full.layers;
     return s;
   }
-  RETURN_IF_ERROR(shard_roles(full.global, g, n, &s->global, &s->owned_bytes));
+  s->tp.expert_begin = g.experts.first, s->tp.expert_end = g.experts.second;
+  RETURN_IF_ERROR(shard_roles(full.config, full.global, g, n, &s->global, &s->owned_bytes));
   s->layers.resize(full.layers.size());
   for (size_t l = 0; l < full.layers.size(); ++l)
-    RETURN_IF_ERROR(shard_roles(full.layers[l], g, n, &s->layers[l], &s->owned_bytes));
+    RETURN_IF_ERROR(shard_roles(full.config, full.layers[l], g, n, &s->layers[l], &s->owned_bytes));
   return s;
 }
 

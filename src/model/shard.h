@@ -11,9 +11,12 @@
 // slice is copied once (each row's slice of whole quantisation blocks). The full ModelWeights must outlive its
 // shards. Views carry no interleaved copy (WeightView::interleaved is for whole matrices).
 //
-// Supported: the llama family (llama, qwen2) and gemma3. deepseek2 (MLA + MoE: expert parallelism) is refused with
-// the reason. The executor (model/transformer.h with a Communicator) reduces the row-parallel outputs, the embedding,
-// and gathers the vocabulary slices of the logits.
+//   kExperts: whole heads of MLA's k_b / v_b stacks (with the rank's q heads and o's matching columns; the latent
+//         projections and cache stay whole on every rank), and whole routed experts (expert parallel: the router
+//         stays whole, each rank runs its experts); the shared experts split as an FFN.
+// Supported: the llama family (llama, qwen2), gemma3 and deepseek2. The executor (model/transformer.h with a
+// Communicator) reduces the row-parallel outputs, the embedding and the routed experts' sum, and gathers the
+// vocabulary slices of the logits.
 //
 // Thread-safety: pure functions; a shard is immutable like the weights it views.
 #pragma once

@@ -55,7 +55,8 @@ struct WeightsOptions {
 // vocab_end) its embedding and LM head hold. Whole weights: rank 0 of 1, the whole vocabulary.
 struct TpPlace {
   int rank = 0, size = 1;
-  int64_t vocab_begin = 0, vocab_end = 0;  // vocab_end 0: the whole vocabulary
+  int64_t vocab_begin = 0, vocab_end = 0;    // vocab_end 0: the whole vocabulary
+  int64_t expert_begin = 0, expert_end = 0;  // MoE: the routed experts [begin, end) the shard's stacks hold
 };
 
 struct ModelWeights {
