@@ -444,7 +444,8 @@ TEST(MemoryPlan, DeepSeekShapes) {
 
 // The seed's 70B case (llama-3 70B shape in bf16, 141 GB of weights): one card of either size is too small; the fewest
 // that hold it (weights, a 4 GB reserve each, one 8192-token sequence) are two, tensor parallel 2, which its 64 heads,
-// 8 KV heads and FFN allow; DeepSeek (MLA + MoE: not split yet) offers no rank count beyond one.
+// 8 KV heads and FFN allow; DeepSeek-V2-Lite (MLA heads and experts) splits too; DeepSeek-V3 needs more than eight
+// 141 GB cards.
 TEST(MemoryPlan, FewestGpusForA70bShape) {
   ModelConfig c;
   c.arch = "llama", c.n_layers = 80, c.dim = 8192, c.n_heads = 64, c.n_kv_heads = 8, c.head_dim = 128;
@@ -466,7 +467,12 @@ TEST(MemoryPlan, FewestGpusForA70bShape) {
   o.dtype = "bf16";
   auto lite = plan_synth(o);
   ASSERT_TRUE(lite.ok());
-  EXPECT_EQ(memory_need(synth_config(*lite), lite->data_bytes).tp_sizes, std::vector<int>{1});
+  EXPECT_EQ(memory_need(synth_config(*lite), lite->data_bytes).tp_sizes, (std::vector<int>{1, 2, 4, 8}));
+  o.preset = "deepseek-v3";  // 1342 GB in bf16: eight 141 GB GPUs are not enough
+  auto v3 = plan_synth(o);
+  ASSERT_TRUE(v3.ok());
+  EXPECT_EQ(fewest_devices(memory_need(synth_config(*v3), v3->data_bytes), 141'000'000'000ull, 4'000'000'000ull, 4096),
+            0);
 }
 }  // namespace
 }  // namespace citadel
