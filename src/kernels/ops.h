@@ -31,6 +31,10 @@ struct WeightView {
   // it null.
   const void* interleaved = nullptr;
   size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }
+  // Rows [first, first + n) as a view of their own (no interleaved copy).
+  WeightView rows_view(int64_t first, int64_t n) const {
+    return WeightView{dtype, static_cast<const uint8_t*>(data) + first * row_bytes(), n, cols};
+  }
 };
 
 enum class RopeType { kNorm, kNeox };  // NORM: pairs (2i, 2i+1); NEOX: pairs (i, i + rope_dim/2)

@@ -5,6 +5,7 @@
 
 #include "base/check.h"
 #include "model/moe.h"
+#include "model/shard.h"
 
 namespace citadel {
 namespace {
@@ -43,10 +44,6 @@ size_t act_width(const ModelConfig& c, Act a) {
   return static_cast<size_t>(w);
 }
 
-// Rows [first, first + rows) of a stack viewed as [n rows, cols] (one head's or one expert's matrix).
-WeightView slice(const WeightView& stack, int64_t first, int64_t rows) {
-  return WeightView{stack.dtype, static_cast<const uint8_t*>(stack.data) + first * stack.row_bytes(), rows, stack.cols};
-}
 
 }  // namespace
 
@@ -266,7 +263,7 @@ Status CpuOps::per_head_matmul(const WeightView& stack, int n_heads, const float
   float *x = s_->head_in.data(), *y = s_->head_out.data();
   for (int h = 0; h < n_heads; ++h) {
     for (int t = 0; t < n_; ++t) std::copy_n(in + t * in_stride + h * in_head, cols, x + t * cols);
-    RETURN_IF_ERROR(cpu::matmul(slice(stack, h * rows, rows), x, n_, y));
+    RETURN_IF_ERROR(cpu::matmul(stack.rows_view(h * rows, rows), x, n_, y));
     for (int t = 0; t < n_; ++t) std::copy_n(y + t * rows, rows, out + t * out_stride + h * out_head);
   }
   return OkStatus();
@@ -335,11 +332,11 @@ Status CpuOps::moe(int layer, Act in, Act out) {
     if (n == 0) continue;
     const int* rows = s_->ex_rows.data() + start[ex];
     for (int i = 0; i < n; ++i) std::copy_n(x + (rows[i] / k) * D, D, s_->ex_x.data() + i * D);
-    const cpu::MatmulTarget t[2] = {{slice(gate, local * Fe, Fe), s_->ex_gate.data()},
-                                    {slice(up, local * Fe, Fe), s_->ex_up.data()}};
+    const cpu::MatmulTarget t[2] = {{gate.rows_view(local * Fe, Fe), s_->ex_gate.data()},
+                                    {up.rows_view(local * Fe, Fe), s_->ex_up.data()}};
     RETURN_IF_ERROR(cpu::matmul_multi(t, 2, s_->ex_x.data(), n));
     cpu::silu_mul(s_->ex_gate.data(), s_->ex_up.data(), s_->ex_gate.data(), n * Fe);
-    RETURN_IF_ERROR(cpu::matmul(slice(down, local * D, D), s_->ex_gate.data(), n, s_->ex_y.data()));
+    RETURN_IF_ERROR(cpu::matmul(down.rows_view(local * D, D), s_->ex_gate.data(), n, s_->ex_y.data()));
     for (int i = 0; i < n; ++i) {
       const float wt = s_->sel_w[rows[i]];
       float* dst = acc + (rows[i] / k) * D;
@@ -377,7 +374,7 @@ Status CpuOps::logits(TensorRole norm, TensorRole head) {
   }
   // Vocabulary-parallel: this rank's columns [m, per] (per = the ranks' common slice width, zero-padded), gathered
   // as [ranks][m][per], then placed into the whole rows.
-  const int64_t V = c_.n_vocab, per = (V + w_.tp.size - 1) / w_.tp.size;
+  const int64_t V = c_.n_vocab, per = tp_vocab_range(V, 0, w_.tp.size).end;
   const int64_t mine = w_.tp.vocab_end - w_.tp.vocab_begin;
   thread_local std::vector<float> part, all;
   part.assign(static_cast<size_t>(m * per), 0.0f);
@@ -390,8 +387,8 @@ Status CpuOps::logits(TensorRole norm, TensorRole head) {
   }
   RETURN_IF_ERROR(comm_->all_gather(part.data(), m * per, all.data()));
   for (int q = 0; q < w_.tp.size; ++q) {
-    const int64_t b = std::min(V, q * per), e = std::min(V, (q + 1) * per);
-    for (int r = 0; r < m; ++r) std::copy_n(all.data() + (q * m + r) * per, e - b, out + r * V + b);
+    const VocabRange g = tp_vocab_range(V, q, w_.tp.size);
+    for (int r = 0; r < m; ++r) std::copy_n(all.data() + (q * m + r) * per, g.end - g.begin, out + r * V + g.begin);
   }
   tm.charge(kMatmul);
   return OkStatus();

@@ -63,12 +63,6 @@ int64_t leading_count(const ModelConfig& c, R role) {
   return role == R::kWkB || role == R::kWvB ? c.n_heads : c.moe.n_experts;
 }
 
-// Rows [b, e) of v: a view.
-WeightView row_slice(const WeightView& v, int64_t b, int64_t e) {
-  WeightView s{v.dtype, static_cast<const uint8_t*>(v.data) + b * v.row_bytes(), e - b, v.cols};
-  return s;
-}
-
 // Columns [b, e) of v: a copy of each row's blocks, kept in owned.
 Result<WeightView> col_slice(const WeightView& v, int64_t b, int64_t e, R role, int n,
                              std::vector<std::vector<uint8_t>>* owned) {
@@ -100,14 +94,14 @@ Status shard_roles(const ModelConfig& c, const RoleWeights& in, const RankRanges
       WeightView& o = out->mat[static_cast<size_t>(i)];
       switch (info.split) {
         case SplitAxis::kReplicated: o = v; break;
-        case SplitAxis::kRows: o = row_slice(v, b, e); break;
+        case SplitAxis::kRows: o = v.rows_view(b, e - b); break;
         case SplitAxis::kCols: {
           ASSIGN_OR_RETURN(o, col_slice(v, b, e, role, n, owned));
           break;
         }
         case SplitAxis::kExperts: {  // whole heads or experts: their rows of the stack viewed as [count rows, cols]
           const int64_t per = v.rows / leading_count(c, role);
-          o = row_slice(v, b * per, e * per);
+          o = v.rows_view(b * per, (e - b) * per);
           break;
         }
       }
@@ -171,13 +165,12 @@ Result<std::unique_ptr<ModelWeights>> shard_weights(const ModelWeights& full, in
   s->arch = full.arch;
   s->upcast = full.upcast;
   const RankRanges g = rank_ranges(full.config, r, n);
-  s->tp = {r, n, g.vocab.first, g.vocab.second};
+  s->tp = {r, n, g.vocab.first, g.vocab.second, g.experts.first, g.experts.second};
   if (n == 1) {
     s->global = full.global;
     s->layers = full.layers;
     return s;
   }
-  s->tp.expert_begin = g.experts.first, s->tp.expert_end = g.experts.second;
   RETURN_IF_ERROR(shard_roles(full.config, full.global, g, n, &s->global, &s->owned_bytes));
   s->layers.resize(full.layers.size());
   for (size_t l = 0; l < full.layers.size(); ++l)
