@@ -415,7 +415,7 @@ std::string mixed_step_report(int D, int P, int ctx) {
   auto dec = make(CudaWeightFormat::kBf16, 128, 640, int64_t{128} * 48);
   const int W = dec->max_blocks_per_seq(), per_seq = (ctx + 64 + 15) / 16;
   dec->fill_kv_random(9);
-  auto build = [&](bool with_decode, bool with_prefill) {
+  auto build = [&](bool with_decode, bool with_prefill, bool sampled = true) {
     CudaStep s;
     s.query_start = {0};
     if (with_decode)
@@ -433,7 +433,7 @@ std::string mixed_step_report(int D, int P, int ctx) {
     }
     CudaSampling sp;
     sp.temperature = 0.7f, sp.top_p = 0.9f, sp.seed = 7;
-    s.sampling.assign(s.seq_lens.size(), sp);
+    if (sampled) s.sampling.assign(s.seq_lens.size(), sp);
     return s;
   };
   auto time_ms = [&](const CudaStep& s) {
@@ -449,6 +449,12 @@ std::string mixed_step_report(int D, int P, int ctx) {
   };
   const CudaStep mixed = build(true, true);
   const double decode_ms = time_ms(build(true, false)), prefill_ms = time_ms(build(false, true));
+  // The decode step greedy (serving's temperature 0), and with every op skipped (what is left: embedding, sampling,
+  // the step's uploads and the graph launch), greedy and sampled.
+  const double greedy_ms = time_ms(build(true, false, false));
+  dec->set_debug_skip(0xff);
+  const double greedy_rest_ms = time_ms(build(true, false, false)), sampled_rest_ms = time_ms(build(true, false));
+  dec->set_debug_skip(0);
   const double split_ms = time_ms(mixed);
   dec->set_mixed_decode_attention(false);
   const double before_ms = time_ms(mixed);
@@ -469,10 +475,12 @@ std::string mixed_step_report(int D, int P, int ctx) {
   std::snprintf(buf, sizeof(buf),
                 "{\"decode_seqs\": %d, \"prefill_tokens\": %d, \"context\": %d, \"decode_step_ms\": %.2f, "
                 "\"prefill_step_ms\": %.2f, \"mixed_step_ms\": %.2f, \"mixed_step_ms_prefill_kernel_only\": %.2f, "
-                "\"mixed_ms_saved_without_op\": ",
-                D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms);
+                "\"decode_greedy_ms\": %.2f, \"decode_greedy_all_ops_skipped_ms\": %.2f, "
+                "\"decode_sampled_all_ops_skipped_ms\": %.2f, \"mixed_ms_saved_without_op\": ",
+                D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms, greedy_ms, greedy_rest_ms, sampled_rest_ms);
   std::fprintf(stderr, "mixed step D=%d P=%d ctx=%d: decode %.2f ms, prefill %.2f ms, mixed %.2f ms (prefill kernel "
-               "only: %.2f ms); without each op: %s\n", D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms,
+               "only: %.2f ms); decode greedy %.2f ms (all ops skipped: greedy %.2f, sampled %.2f ms); without each op: %s\n",
+               D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms, greedy_ms, greedy_rest_ms, sampled_rest_ms,
                share.c_str());
   return std::string(buf) + share + "}";
 }

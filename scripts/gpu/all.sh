@@ -3,7 +3,7 @@
 # stays between calls while the machine is warm). Usage (repository root on the GPU machine):
 #   OUT=... bash scripts/gpu/all.sh PART...   PART: build tests serve[:LABEL[:flag,flag...]] load deepseek embed nvml mixed
 #   dsbench[:LABEL[:VAR=VAL,...]] dsncu[:MODE,...[:VAR=VAL,...]] micro moevar
-#   cpukernels (the CPU kernel tests and K-quant GEMVs on the GPU host's CPU)
+#   cpukernels (the CPU kernel tests and K-quant GEMVs on the GPU host's CPU) vsllama (bench/cpu/vs_llamacpp.sh there)
 #   base (extracts .gpu_base.tgz, `git archive --format=tar.gz --prefix=base/ REV` of a base commit carried along, to
 #   /tmp/base and builds $BASE_TARGETS there: before / after in one call)
 #   pack (last: every file under $OUT into $OUT/all.tgz, since the device tool brings back only a few files)
@@ -57,6 +57,13 @@ for part in "$@"; do
         env CITADEL_THREADS=2 $tg=$v ./build-gpu/bench/kernels_bench --benchmark_filter="${KBENCH_FILTER:-gemv/1[24]/}" \
           --benchmark_out="$OUT/kernels_bench_${tg}_$v.json" --benchmark_out_format=json 2>&1 | grep -E "gemv|prefill" | head -20
       done;;
+    vsllama) # bench/cpu/vs_llamacpp.sh on this host's CPU: llama.cpp's llama-bench and llama-quantize built on the
+      # development machine for this CPU type (AVX-512 / VNNI / BF16, AMX off: the peer) and carried in
+      # .gpu-deps/llama/; citadel with AMX (default) and without it (citadel_base, CITADEL_CPU_AMX=off)
+      bash scripts/gpu/build.sh citadel cpu_model_bench \
+        && LLAMA_BENCH=$PWD/.gpu-deps/llama/llama-bench BASE_ENV="CITADEL_CPU_AMX=off" ROUNDS=${VS_ROUNDS:-3} \
+           OUT=$OUT/vs_llamacpp.json timeout 480 bash bench/cpu/vs_llamacpp.sh build-gpu 2> "$OUT/vs_llamacpp.log"
+      echo "vs llama.cpp rc=$?"; tail -3 "$OUT/vs_llamacpp.log";;
     pack) tar czf /tmp/all.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/all.tgz "$OUT/";;
     *) echo "unknown part $part";;
   esac
