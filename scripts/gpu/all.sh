@@ -57,13 +57,25 @@ for part in "$@"; do
         env CITADEL_THREADS=2 $tg=$v ./build-gpu/bench/kernels_bench --benchmark_filter="${KBENCH_FILTER:-gemv/1[24]/}" \
           --benchmark_out="$OUT/kernels_bench_${tg}_$v.json" --benchmark_out_format=json 2>&1 | grep -E "gemv|prefill" | head -20
       done;;
-    vsllama) # bench/cpu/vs_llamacpp.sh on this host's CPU: llama.cpp's llama-bench and llama-quantize built on the
-      # development machine for this CPU type (AVX-512 / VNNI / BF16, AMX off: the peer) and carried in
-      # .gpu-deps/llama/; citadel with AMX (default) and without it (citadel_base, CITADEL_CPU_AMX=off)
+    vsllama) # bench/cpu/vs_llamacpp.sh on this host's CPU against llama.cpp's llama-bench / llama-quantize, built on
+      # the development machine for this CPU type (AVX-512 / VNNI / BF16, AMX off: the peer) and carried as
+      # .gpu-llama.tar.xz; citadel with AMX (default) and without it (citadel_base, CITADEL_CPU_AMX=off). The real
+      # SmolLM2-135M Q4_1 file (too large for one call's carry) travels in two halves, .gpu-smol-a and .gpu-smol-b,
+      # in two calls on the same warm machine, checked against .gpu-smol.sha256.
+      mkdir -p /tmp/llama && tar xJf .gpu-llama.tar.xz -C /tmp/llama
+      models="smollm2-135m:q4_0 smollm2-135m:q8_0 smollm2-135m:f16 qwen2-0.5b:q4_0 qwen2-0.5b:q8_0"
+      if [ -f .gpu-smol-a ] && [ -f .gpu-smol-b ]; then
+        mkdir -p /tmp/m && cat .gpu-smol-a .gpu-smol-b > /tmp/m/SmolLM2-135M-Instruct.Q4_1.gguf
+        if [ "$(sha256sum /tmp/m/SmolLM2-135M-Instruct.Q4_1.gguf | cut -d' ' -f1)" = "$(cat .gpu-smol.sha256)" ]; then
+          models="/tmp/m/SmolLM2-135M-Instruct.Q4_1.gguf $models"
+        else echo "SmolLM2 halves do not match their checksum: left out"; fi
+      fi
       bash scripts/gpu/build.sh citadel cpu_model_bench \
-        && LLAMA_BENCH=$PWD/.gpu-deps/llama/llama-bench BASE_ENV="CITADEL_CPU_AMX=off" ROUNDS=${VS_ROUNDS:-3} \
-           OUT=$OUT/vs_llamacpp.json timeout 480 bash bench/cpu/vs_llamacpp.sh build-gpu 2> "$OUT/vs_llamacpp.log"
-      echo "vs llama.cpp rc=$?"; tail -3 "$OUT/vs_llamacpp.log";;
+        && LLAMA_BENCH=/tmp/llama/llama-bench BASE_ENV="CITADEL_CPU_AMX=off" ROUNDS=${VS_ROUNDS:-3} \
+           MODELS=${VS_MODELS:-$models} OUT=$OUT/vs_llamacpp.json BENCH_DIR=/tmp/vsb timeout ${VS_TIMEOUT:-420} \
+           bash bench/cpu/vs_llamacpp.sh build-gpu 2> "$OUT/vs_llamacpp.log"
+      echo "vs llama.cpp rc=$?"; tail -3 "$OUT/vs_llamacpp.log"
+      cp /tmp/vsb/vs_llamacpp.jsonl "$OUT/" 2>/dev/null;;  # every run's line, also when the timeout cut it short
     pack) tar czf /tmp/all.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/all.tgz "$OUT/";;
     *) echo "unknown part $part";;
   esac
