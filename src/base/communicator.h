@@ -5,7 +5,7 @@
 //
 // Implementations: ThreadCommGroup below (ranks are threads of one process exchanging buffers through shared
 // memory: the CPU backend's tensor parallelism and the CI proof that TP = 2 / 4 gives TP = 1's logits without GPUs)
-// and NCCL on GPUs (runtime/nccl_communicator.h).
+// and, for device memory, runtime/device_comm.h (NCCL, or host-staged through this interface).
 //
 // Results are identical on every rank: the thread group sums in rank order 0, 1, ..., size - 1 for every element.
 //

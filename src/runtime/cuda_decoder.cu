@@ -17,6 +17,7 @@
 #include "kernels/ops.h"
 #include "model/rope.h"
 #include "runtime/cuda_decoder_impl.cuh"
+#include "runtime/device_comm.h"
 #include "runtime/cuda_loader.h"
 #include "runtime/cuda_ops.cuh"
 #include "runtime/cuda_status.cuh"
@@ -253,6 +254,8 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
                        "or f32 weights with f32 activations (the exact path), not fp8");
   if (opt.f32_activations && opt.format != CudaWeightFormat::kBf16 && opt.format != CudaWeightFormat::kF32)
     return Unsupported("cuda decoder: f32 activations run bf16 or f32 weights, not int8/int4/fp8");
+  if (opt.comm && (c.has_mla || c.has_moe))
+    return Unsupported("cuda decoder: tensor parallelism on CUDA runs the llama family and gemma3, not MLA / MoE");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
     return InvalidArgument("cuda decoder: bad options (max_step_tokens must be >= max_batch)");
   int n_dev = 0;
@@ -266,6 +269,7 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
   impl->c = c;
   impl->arch = find_arch(c.arch);  // non-null: cuda_supports
   impl->opt = opt;
+  if (opt.comm && !opt.comm->capturable()) impl->opt.use_graphs = false;  // its collective synchronises the stream
   CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   std::unique_ptr<CudaDecoder> d(new CudaDecoder(std::move(impl)));
   RETURN_IF_ERROR(d->impl_->alloc_weights());

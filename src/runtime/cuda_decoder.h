@@ -21,6 +21,8 @@
 
 namespace citadel::runtime {
 
+class DeviceComm;  // runtime/device_comm.h
+
 // DeepSeek-R1-Distill-Qwen-7B shape (qwen2, NEOX RoPE, q/k/v biases): the benchmark's and HF check's model.
 ModelConfig qwen2_7b_config();
 
@@ -79,6 +81,11 @@ struct CudaDecoderOptions {
   // false: every sequence of such a step goes through the prefill kernel (the path before the split: its reference
   // twin in tests and the benchmark).
   bool mixed_decode_attention = true;
+  // Tensor parallelism (docs/TENSOR_PARALLEL.md): this decoder holds one rank's shard (created with
+  // model/shard.h's tp_rank_config, weights from load_cuda_shard) and the row-parallel linears (o, down) all-reduce
+  // their fp32 outputs through comm; the embedding and the LM head stay whole on every rank. Not owned; null: one
+  // rank. The llama family and gemma3 only (not MLA / MoE); a comm that is not capturable turns CUDA graphs off.
+  DeviceComm* comm = nullptr;
   // Benchmarks only: leave these op families out of the bf16 ops (CudaOps) to time their share of a step in place
   // (the outputs are then meaningless; the fp32 path ignores them). Bits of CudaSkip.
   uint32_t debug_skip = 0;

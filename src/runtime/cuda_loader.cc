@@ -123,35 +123,43 @@ Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
   return OkStatus();
 }
 
-namespace {
-// Architectures whose roles need assembly at load (arch->finish: deepseek2's kv_b split, HF expert stacks, FP8 block
-// scales): the CPU loader's ModelWeights binds them, then each present role goes to the sink as fp32.
-Status read_assembled_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink) {
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, load_model(store.path(), WeightsOptions{.copy_half_for_decode = false}));
+Status read_model_weights(const ModelWeights& w, const std::string& format, const CudaWeightSink& sink,
+                          const ModelWeights* vocab_from) {
+  const ModelConfig& c = w.config;
   std::vector<float> buf;
-  for (const RoleUse& use : w->arch->roles) {
+  for (const RoleUse& use : w.arch->roles) {
     const TensorRole r = use.role;
     if (r == TensorRole::kWkvB) continue;  // the loader has split it into attn_k_b / attn_v_b
+    const bool vocab = r == TensorRole::kTokEmbd || r == TensorRole::kOutput;
+    const ModelWeights& src = vocab && vocab_from ? *vocab_from : w;
     const bool per_layer = role_info(r).per_layer;
     int64_t count = 1;
     for (int64_t d : role_shape(c, r)) count *= d;
     for (int l = 0; l < (per_layer ? c.n_layers : 1); ++l) {
-      const std::string name = tensor_name(r, l, store.format());
+      const std::string name = tensor_name(r, l, format);
       if (role_info(r).matrix) {
-        const WeightView& v = w->mat(r, l);
+        const WeightView& v = src.mat(r, l);
         if (!v.data) continue;  // absent (the loader has checked what each layer needs)
-        if (v.rows * v.cols != count) return DataLoss(store.path() + ": tensor " + name + " has the wrong size");
+        if (v.rows * v.cols != count) return DataLoss("tensor " + name + " has the wrong size");
         buf.resize(static_cast<size_t>(count));
         for (int64_t i = 0; i < v.rows; ++i)
           RETURN_IF_ERROR(dequantize_row(v.dtype, static_cast<const uint8_t*>(v.data) + i * v.row_bytes(),
                                          buf.data() + i * v.cols, v.cols));
         RETURN_IF_ERROR(sink(r, l, buf.data(), count));
-      } else if (const float* p = w->vec(r, l)) {
+      } else if (const float* p = src.vec(r, l)) {
         RETURN_IF_ERROR(sink(r, l, p, count));
       }
     }
   }
   return OkStatus();
+}
+
+namespace {
+// Architectures whose roles need assembly at load (arch->finish: deepseek2's kv_b split, HF expert stacks, FP8 block
+// scales): the CPU loader's ModelWeights binds them, then each present role goes to the sink as fp32.
+Status read_assembled_weights(const TensorStore& store, const CudaWeightSink& sink) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w, load_model(store.path(), WeightsOptions{.copy_half_for_decode = false}));
+  return read_model_weights(*w, store.format(), sink).with_context(store.path());
 }
 }  // namespace
 
@@ -185,7 +193,7 @@ Result<std::vector<CudaWeightRef>> plan_cuda_weights(const TensorStore& store, c
 
 Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const CudaWeightSink& sink) {
   const ArchSpec* arch = find_arch(c.arch);
-  if (arch && arch->finish) return read_assembled_weights(store, c, sink);
+  if (arch && arch->finish) return read_assembled_weights(store, sink);
   ASSIGN_OR_RETURN(std::vector<CudaWeightRef> refs, plan_cuda_weights(store, c));
   std::vector<float> buf;
   for (const CudaWeightRef& w : refs) {

@@ -4,6 +4,8 @@
 #include <initializer_list>
 #include <string>
 
+#include "runtime/device_comm.h"
+
 namespace citadel::runtime {
 
 namespace ck = citadel::cuda;
@@ -118,6 +120,12 @@ Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
   } else if (!(skip_ & bit)) {
     const bool out_f32 = out == Act::kResidual || out == Act::kDelta;
     lw->forward(g_, static_cast<const bf16_t*>(buffer(in)), s_.T, buffer(out), out_f32);
+  }
+  if (m_.opt.comm && role_info(w.roles[0]).split == SplitAxis::kCols && !(skip_ & bit)) {
+    // Row-parallel: this rank's partial sums, added up over the ranks (a bias would be added once per rank).
+    if (lw->bias) return Unsupported(std::string("cuda ops: row-parallel ") + role_name(w.roles[0]) + " with a bias");
+    if (out != Act::kDelta && out != Act::kResidual) return Internal("cuda ops: a row-parallel output must be fp32");
+    RETURN_IF_ERROR(m_.opt.comm->all_reduce_sum_f32(Impl::f32(buffer(out)), int64_t{s_.T} * lw->N, m_.stream));
   }
   return OkStatus();
 }

@@ -15,6 +15,7 @@
 #include "base/thread_pool.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "model/arch.h"
+#include "model/shard.h"
 #include "runtime/cuda_loader.h"
 #include "runtime/cuda_status.cuh"
 #include "runtime/weight_staging.h"
@@ -156,6 +157,16 @@ Status load_cuda_weights(const TensorStore& store, const ModelConfig& c, CudaDec
                         : load_staged(store, c, dec, o, s);
   s->total_s = seconds_between(t0, Clock::now());
   return st;
+}
+
+Status load_cuda_shard(const ModelWeights& full, const std::string& format, int rank, int n, CudaDecoder* dec) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> shard, shard_weights(full, rank, n));
+  return read_model_weights(
+      *shard, format,
+      [dec](TensorRole r, int layer, const float* data, int64_t count) {
+        return dec->set_weight_f32(r, layer, data, count);
+      },
+      &full);
 }
 
 }  // namespace citadel::runtime

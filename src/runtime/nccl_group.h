@@ -4,7 +4,8 @@
 // $CITADEL_NCCL_LIB, else libnccl.so.2): the build needs no NCCL, and a machine without it gets a clear error.
 // NVLink multicast stays off (NCCL_NVLS_ENABLE=0 unless the environment says otherwise).
 //
-// Status: built and compiled; not yet used by a sharded CUDA decoder; tests/gpu/nccl_group_test.cc checks one rank.
+// The sharded CUDA decoder reaches it through runtime/device_comm.h (nccl_device_comm). Tests:
+// tests/gpu/nccl_group_test.cc, tests/gpu/tensor_parallel_cuda_test.cc (two or more devices).
 //
 // Thread-safety: create once; afterwards rank r's collectives are called from rank r's thread only, every rank the
 // same collectives in the same order (NCCL's contract).

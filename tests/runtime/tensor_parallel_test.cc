@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "base/communicator.h"
 #include "base/rng.h"
 #include "model/shard.h"
+#include "runtime/cuda_loader.h"
 #include "tests/model/model_test_util.h"
 
 namespace citadel {
@@ -171,6 +173,49 @@ TEST(TensorParallel, EngineGreedyTokensEqualOneRank) {
   ASSERT_EQ(plan.size(), 4u);
   EXPECT_EQ(plan[3].rfind("rank 3 of 4: 1 of 4 heads, 1 of 2 KV heads, FFN 32 of 128, vocabulary [", 0), 0u) << plan[3];
   EXPECT_TRUE(one.rank_plan().empty());
+  std::filesystem::remove(path);
+}
+
+// What load_cuda_shard hands a rank's CUDA decoder (read_model_weights over the shard, the vocabulary from the whole
+// model): every tensor in the rank config's shape, rank 1's q rows and q bias the whole model's from head H / 2 on,
+// o's columns from H / 2 * head_dim on, the embedding and the LM head whole.
+TEST(TensorParallel, ShardTensorsForTheCudaDecoder) {
+  const std::string path = synth_file("qwen2", "tiny", 24, "f32");
+  auto w = load_model(path, {});
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  const ModelWeights& full = **w;
+  const ModelConfig& c = full.config;
+  auto shard = shard_weights(full, 1, 2);
+  ASSERT_TRUE(shard.ok()) << shard.status().message();
+  const ModelConfig rc = tp_rank_config(c, 2);
+  std::map<std::pair<TensorRole, int>, std::vector<float>> got;
+  const Status st = runtime::read_model_weights(
+      **shard, "gguf",
+      [&](TensorRole r, int l, const float* p, int64_t n) {
+        int64_t want = 1;
+        for (int64_t d : role_shape(rc, r)) want *= d;
+        EXPECT_EQ(n, want) << role_name(r) << " layer " << l;
+        got[{r, l}].assign(p, p + n);
+        return OkStatus();
+      },
+      &full);
+  ASSERT_TRUE(st.ok()) << st.message();
+  const auto f32 = [](const WeightView& v, int64_t row, int64_t col) {
+    return static_cast<const float*>(v.data)[row * v.cols + col];
+  };
+  const int64_t hd = c.head_dim, D = c.dim, half = c.n_heads / 2 * hd;
+  const std::vector<float>& q = got.at({TensorRole::kWq, 1});
+  ASSERT_EQ(static_cast<int64_t>(q.size()), half * D);
+  for (int64_t i = 0; i < half; i += 7)
+    EXPECT_EQ(q[static_cast<size_t>(i * D + 3)], f32(full.mat(TensorRole::kWq, 1), half + i, 3));
+  const std::vector<float>& qb = got.at({TensorRole::kBq, 1});
+  EXPECT_EQ(qb[0], full.vec(TensorRole::kBq, 1)[half]);
+  const std::vector<float>& o = got.at({TensorRole::kWo, 0});
+  EXPECT_EQ(o[static_cast<size_t>(5 * half + 2)], f32(full.mat(TensorRole::kWo, 0), 5, half + 2));
+  const std::vector<float>& emb = got.at({TensorRole::kTokEmbd, 0});
+  ASSERT_EQ(static_cast<int64_t>(emb.size()), c.n_vocab * D);
+  EXPECT_EQ(emb[static_cast<size_t>(3 * D + 1)], f32(full.mat(TensorRole::kTokEmbd), 3, 1));  // a row of rank 0's range
+  EXPECT_EQ(got.at({TensorRole::kOutput, 0}).size(), emb.size());
   std::filesystem::remove(path);
 }
 

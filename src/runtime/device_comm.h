@@ -1,0 +1,42 @@
+// DeviceComm: one tensor-parallel rank's collectives on device memory, ordered on the rank's CUDA stream: what the
+// sharded CUDA decoder needs (CudaDecoderOptions::comm; docs/TENSOR_PARALLEL.md). Every rank calls the same
+// collectives in the same order with the same sizes.
+//
+// Two implementations:
+//  - host_staged_comm: synchronises the stream, copies the buffer to the host, sums it through a host Communicator
+//    (base/communicator.h: ThreadCommGroup sums in rank order, so every rank gets the same bits) and copies it back.
+//    Any devices, several ranks on one device included: the one-GPU test of the sharded decoder and the reference
+//    twin of NCCL. Not capturable in a CUDA graph.
+//  - nccl_device_comm: rank r of an NcclGroup (runtime/nccl_group.h): queued on the stream, capturable.
+// No CUDA types here (the stream is a void* holding a cudaStream_t): core code may include this header.
+//
+// Thread-safety: a DeviceComm belongs to its rank's thread; the group's ranks run concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "base/communicator.h"
+#include "base/status.h"
+
+namespace citadel::runtime {
+
+class NcclGroup;
+
+class DeviceComm {
+ public:
+  virtual ~DeviceComm() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // data[0..n) (fp32, on this rank's device) = the element-wise sum over the ranks, ordered on stream.
+  virtual Status all_reduce_sum_f32(float* data, int64_t n, void* stream) = 0;
+  // Whether the collective may be recorded into a CUDA graph (the decoder captures decode steps only then).
+  virtual bool capturable() const = 0;
+};
+
+// host is not owned and outlives the result.
+std::unique_ptr<DeviceComm> host_staged_comm(Communicator* host);
+// group is not owned and outlives the result; r in [0, group->size()).
+std::unique_ptr<DeviceComm> nccl_device_comm(NcclGroup* group, int r);
+
+}  // namespace citadel::runtime

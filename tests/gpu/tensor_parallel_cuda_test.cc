@@ -1,0 +1,255 @@
+// Tensor parallelism on the CUDA decoder (docs/TENSOR_PARALLEL.md): each rank a CudaDecoder created with its rank
+// config (tp_rank_config) and loaded with its shard (load_cuda_shard: heads, KV heads and FFN rows split, o / down
+// columns), its row-parallel outputs all-reduced through a DeviceComm, against the same weights at TP = 1:
+//  - every rank on device 0 through the host-staged communicator (one GPU suffices): TP = 2 and 4 on a qwen2 shape
+//    (q/k/v biases; 2 KV heads: split at TP 2, replicated at TP 4), a llama shape and a gemma3 shape (one KV head,
+//    post-norms, sliding window), fp32 weights on the exact path (NMSE < 1e-9 per row) and bf16 weights
+//    (median NMSE < 1e-4: bf16 rounding after differently ordered sums), a 24-token prefill with every position's
+//    logits, then 8 decode steps; every rank's logits equal rank 0's bit for bit; top-1 agreeing with TP = 1;
+//  - with two or more devices and NCCL: one rank per device over NCCL, decode steps in CUDA graphs that capture the
+//    all-reduces, the same comparison (skipped on a one-GPU machine).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/communicator.h"
+#include "cpu_model.h"
+#include "gpu_test_util.h"
+#include "model/arch.h"
+#include "model/shard.h"
+#include "runtime/cuda_loader.h"
+#include "runtime/device_comm.h"
+#include "runtime/nccl_group.h"
+
+namespace citadel::gputest {
+namespace {
+
+using runtime::CudaDecoder;
+using runtime::CudaDecoderOptions;
+using runtime::CudaStep;
+using runtime::CudaWeightFormat;
+
+// Random fp32 weights of c's architecture in memory (no file): matrices uniform in +-1/sqrt(cols), norms 1 + small noise,
+// biases small. Untied (an LM head of its own), no rope_freqs.
+std::unique_ptr<ModelWeights> random_weights(const ModelConfig& c, uint32_t seed) {
+  auto w = std::make_unique<ModelWeights>();
+  w->config = c;
+  w->arch = find_arch(c.arch);
+  EXPECT_NE(w->arch, nullptr) << c.arch;
+  if (!w->arch) return w;
+  w->layers.resize(static_cast<size_t>(c.n_layers));
+  std::mt19937 rng(seed);
+  for (const RoleUse& use : w->arch->roles) {
+    const TensorRole r = use.role;
+    if (use.need == RoleNeed::kBiasGroup ? !c.attn_bias : use.need != RoleNeed::kRequired && r != TensorRole::kOutput)
+      continue;
+    const RoleInfo& info = role_info(r);
+    const std::vector<int64_t> shape = role_shape(c, r);
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    for (int l = 0; l < (info.per_layer ? c.n_layers : 1); ++l) {
+      RoleWeights& L = info.per_layer ? w->layers[static_cast<size_t>(l)] : w->global;
+      const float scale = info.matrix ? 1.0f / std::sqrt(static_cast<float>(shape.back())) : 0.05f;
+      std::vector<float> v = random_f32(static_cast<size_t>(n), rng, scale);
+      for (float& x : v) x += runtime::synth_offset(r);  // 1 for norms
+      w->owned.push_back(std::move(v));
+      if (info.matrix)
+        L.mat[static_cast<size_t>(r)] = WeightView{DType::kF32, w->owned.back().data(), shape[0], n / shape[0]};
+      else
+        L.vec[static_cast<size_t>(r)] = w->owned.back().data();
+    }
+  }
+  return w;
+}
+
+ModelConfig llama_shape() {
+  ModelConfig c = small_config();
+  c.arch = "llama", c.name = "small synthetic llama";
+  c.attn_bias = false, c.rope_type = RopeStyle::kNorm;
+  return c;
+}
+
+// One sequence: a prefill of `prompt` (every position's logits), then one decode step per token of `more`.
+// Returns the logits rows in order ([prompt + more][V]).
+Status run_sequence(CudaDecoder* dec, const std::vector<int32_t>& prompt, const std::vector<int32_t>& more,
+                    std::vector<float>* rows) {
+  const int W = dec->max_blocks_per_seq();
+  std::vector<int32_t> table(static_cast<size_t>(W));
+  for (int i = 0; i < W; ++i) table[static_cast<size_t>(i)] = i;
+  std::vector<int32_t> ids;
+  std::vector<float> logits;
+  CudaStep s;
+  s.tokens = prompt;
+  for (int i = 0; i < static_cast<int>(prompt.size()); ++i) s.positions.push_back(i);
+  s.query_start = {0, static_cast<int32_t>(prompt.size())};
+  s.seq_lens = {static_cast<int32_t>(prompt.size())};
+  s.block_tables = table;
+  s.all_logits = true;
+  RETURN_IF_ERROR(dec->step(s, &ids, &logits));
+  rows->assign(logits.begin(), logits.end());
+  int pos = static_cast<int>(prompt.size());
+  for (int32_t t : more) {
+    CudaStep d;
+    d.tokens = {t}, d.positions = {pos}, d.query_start = {0, 1}, d.seq_lens = {pos + 1}, d.block_tables = table;
+    RETURN_IF_ERROR(dec->step(d, &ids, &logits));
+    rows->insert(rows->end(), logits.begin(), logits.end());
+    ++pos;
+  }
+  return OkStatus();
+}
+
+CudaDecoderOptions options(CudaWeightFormat f, int device) {
+  CudaDecoderOptions o;
+  o.device = device, o.format = f, o.max_batch = 4, o.max_step_tokens = 64, o.max_seq_len = 256, o.kv_blocks = 64;
+  o.verbose = false;
+  return o;
+}
+
+// TP = 1 logits of full.
+std::vector<float> whole_model_rows(const ModelWeights& full, CudaWeightFormat f, const std::vector<int32_t>& prompt,
+                                    const std::vector<int32_t>& more) {
+  std::vector<float> rows;
+  auto dec = CudaDecoder::create(full.config, options(f, 0));
+  EXPECT_TRUE(dec.ok()) << dec.status().message();
+  if (!dec.ok()) return rows;
+  Status st = runtime::read_model_weights(full, "gguf", [&](TensorRole r, int l, const float* p, int64_t n) {
+    return (*dec)->set_weight_f32(r, l, p, n);
+  });
+  if (st.ok()) st = (*dec)->finalize();
+  if (st.ok()) st = run_sequence(dec->get(), prompt, more, &rows);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return rows;
+}
+
+// Every rank in its own thread (the collectives meet across them): rank r's decoder on devices[r] with comms[r].
+std::vector<std::vector<float>> sharded_rows(const ModelWeights& full, CudaWeightFormat f, const std::vector<int>& devices,
+                                             const std::vector<runtime::DeviceComm*>& comms,
+                                             const std::vector<int32_t>& prompt, const std::vector<int32_t>& more) {
+  const int n = static_cast<int>(comms.size());
+  std::vector<std::vector<float>> rows(static_cast<size_t>(n));
+  std::vector<Status> st(static_cast<size_t>(n));
+  std::vector<std::thread> ts;
+  for (int r = 0; r < n; ++r) {
+    ts.emplace_back([&, r] {
+      CudaDecoderOptions o = options(f, devices[static_cast<size_t>(r)]);
+      o.comm = comms[static_cast<size_t>(r)];
+      auto dec = CudaDecoder::create(tp_rank_config(full.config, n), o);
+      if (!dec.ok()) {
+        st[static_cast<size_t>(r)] = dec.status();
+        return;
+      }
+      Status s = runtime::load_cuda_shard(full, "gguf", r, n, dec->get());
+      if (s.ok()) s = (*dec)->finalize();
+      if (s.ok()) s = run_sequence(dec->get(), prompt, more, &rows[static_cast<size_t>(r)]);
+      st[static_cast<size_t>(r)] = s;
+    });
+  }
+  for (auto& t : ts) t.join();
+  for (int r = 0; r < n; ++r) EXPECT_TRUE(st[static_cast<size_t>(r)].ok()) << "rank " << r << ": "
+                                                                          << st[static_cast<size_t>(r)].message();
+  return rows;
+}
+
+// rows of every rank against TP = 1: bit-equal across ranks, per-row NMSE bounds, top-1.
+void compare(const std::vector<float>& want, const std::vector<std::vector<float>>& got, int64_t V, bool exact,
+             const std::string& what) {
+  SCOPED_TRACE(what);
+  ASSERT_FALSE(got.empty());
+  for (size_t r = 1; r < got.size(); ++r) ASSERT_TRUE(got[r] == got[0]) << "rank " << r << " differs from rank 0";
+  ASSERT_EQ(got[0].size(), want.size());
+  const size_t n_rows = want.size() / static_cast<size_t>(V);
+  std::vector<double> e;
+  int agree = 0;
+  for (size_t i = 0; i < n_rows; ++i) {
+    const std::vector<float> a(want.begin() + i * V, want.begin() + (i + 1) * V);
+    const std::vector<float> b(got[0].begin() + i * V, got[0].begin() + (i + 1) * V);
+    e.push_back(nmse(b, a));
+    agree += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
+  }
+  std::vector<double> sorted = e;
+  std::sort(sorted.begin(), sorted.end());
+  std::printf("%s: NMSE median %.3g worst %.3g, top-1 %d/%zu\n", what.c_str(), sorted[sorted.size() / 2],
+              sorted.back(), agree, n_rows);
+  if (exact) {
+    EXPECT_LT(sorted.back(), 1e-9);
+    EXPECT_EQ(agree, static_cast<int>(n_rows));
+  } else {
+    EXPECT_LT(sorted[sorted.size() / 2], 1e-4);
+    EXPECT_LT(sorted.back(), 1e-2);
+    EXPECT_GE(agree, static_cast<int>(n_rows) * 9 / 10);
+  }
+}
+
+struct Case {
+  const char* name;
+  ModelConfig config;
+};
+
+std::vector<Case> cases() { return {{"qwen2", small_config()}, {"llama", llama_shape()}, {"gemma3", gemma3_config(128)}}; }
+
+void inputs(int64_t V, std::vector<int32_t>* prompt, std::vector<int32_t>* more) {
+  prompt->clear(), more->clear();
+  for (int i = 0; i < 24; ++i) prompt->push_back(static_cast<int32_t>((i * 37 + 11) % V));
+  for (int i = 0; i < 8; ++i) more->push_back(static_cast<int32_t>((i * 53 + 7) % V));
+}
+
+TEST(CudaTensorParallel, RanksOnOneDeviceGiveTp1Logits) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const Case& tc : cases()) {
+    auto full = random_weights(tc.config, 31);
+    std::vector<int32_t> prompt, more;
+    inputs(tc.config.n_vocab, &prompt, &more);
+    for (CudaWeightFormat f : {CudaWeightFormat::kF32, CudaWeightFormat::kBf16}) {
+      const std::vector<float> want = whole_model_rows(*full, f, prompt, more);
+      for (int n : {2, 4}) {
+        if (!tp_supported(tc.config, n).ok()) continue;
+        ThreadCommGroup group(n);
+        std::vector<std::unique_ptr<runtime::DeviceComm>> owned;
+        std::vector<runtime::DeviceComm*> comms;
+        for (int r = 0; r < n; ++r) {
+          owned.push_back(runtime::host_staged_comm(group.rank(r)));
+          comms.push_back(owned.back().get());
+        }
+        const auto got = sharded_rows(*full, f, std::vector<int>(static_cast<size_t>(n), 0), comms, prompt, more);
+        compare(want, got, tc.config.n_vocab, f == CudaWeightFormat::kF32,
+                std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " (one device)");
+      }
+    }
+  }
+}
+
+TEST(CudaTensorParallel, RanksOnDevicesOverNcclGiveTp1Logits) {
+  int n_dev = 0;
+  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev < 2) GTEST_SKIP() << "needs two or more CUDA devices";
+  const int n = n_dev >= 4 ? 4 : 2;
+  std::vector<int> devices;
+  for (int r = 0; r < n; ++r) devices.push_back(r);
+  auto group = runtime::NcclGroup::create(devices);
+  if (!group.ok() && group.status().code() == StatusCode::kUnsupported) GTEST_SKIP() << group.status().message();
+  ASSERT_TRUE(group.ok()) << group.status().message();
+  std::vector<std::unique_ptr<runtime::DeviceComm>> owned;
+  std::vector<runtime::DeviceComm*> comms;
+  for (int r = 0; r < n; ++r) {
+    owned.push_back(runtime::nccl_device_comm(group->get(), r));
+    comms.push_back(owned.back().get());
+  }
+  for (const Case& tc : cases()) {
+    auto full = random_weights(tc.config, 37);
+    std::vector<int32_t> prompt, more;
+    inputs(tc.config.n_vocab, &prompt, &more);
+    for (CudaWeightFormat f : {CudaWeightFormat::kF32, CudaWeightFormat::kBf16}) {
+      const std::vector<float> want = whole_model_rows(*full, f, prompt, more);
+      const auto got = sharded_rows(*full, f, devices, comms, prompt, more);
+      compare(want, got, tc.config.n_vocab, f == CudaWeightFormat::kF32,
+              std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " over NCCL");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace citadel::gputest
