@@ -1,5 +1,6 @@
 // Helpers the GPU benchmarks share (bench/gpu/*.cc): wall time, median, the device-to-device copy bandwidth (the
-// roofline's memory ceiling), block tables and steps for synthetic sequences, exit on error.
+// roofline's memory ceiling), block tables and steps for synthetic sequences, exit on error, and the decoder
+// drivers of the 7B table (bs1 decode, 512-token prefill, batched decode).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
@@ -108,6 +110,82 @@ inline cudaDeviceProp device_or_exit() {
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   return prop;
+}
+
+// 128-token prompt, then 128 greedy steps (graph replays); returns decode tok/s.
+inline double decode_bs1(runtime::CudaDecoder& dec) {
+  const int W = dec.max_blocks_per_seq();
+  auto table = table_for(0, W, W);
+  std::vector<int32_t> toks(128);
+  for (int i = 0; i < 128; ++i) toks[i] = (i * 7919 + 13) % 150000;
+  std::vector<int32_t> ids;
+  die(dec.step(sequence_step(toks, 0, table), &ids, nullptr), "prefill");
+  auto run = [&](int n, double* secs) {
+    int tok = ids[0];
+    const double t0 = now_s();
+    for (int k = 0; k < n; ++k) {
+      runtime::CudaStep s;
+      s.tokens = {tok}, s.positions = {128 + k}, s.query_start = {0, 1}, s.seq_lens = {129 + k};
+      s.block_tables = table;
+      die(dec.step(s, &ids, nullptr), "decode");
+      tok = ids[0];
+    }
+    *secs = now_s() - t0;
+  };
+  double warm;
+  run(4, &warm);  // graph capture for this bucket + warm-up
+  std::vector<double> secs(3);
+  for (double& t : secs) run(128, &t);  // the median of 3 runs: single runs spread by ~2%
+  return 128.0 / median(secs);
+}
+
+// A 512-token prompt (one step), the median of 5 timed runs after one warm-up; returns prefill tok/s.
+inline double prefill_512(runtime::CudaDecoder& dec) {
+  const int W = dec.max_blocks_per_seq();
+  auto table = table_for(0, W, W);
+  std::vector<int32_t> toks(512);
+  for (int i = 0; i < 512; ++i) toks[i] = (i * 104729 + 7) % 152000;
+  std::vector<double> t;
+  std::vector<int32_t> ids;
+  for (int r = 0; r < 6; ++r) {
+    const double t0 = now_s();
+    die(dec.step(sequence_step(toks, 0, table), &ids, nullptr), "prefill512");
+    if (r > 0) t.push_back(now_s() - t0);
+  }
+  return 512.0 / median(t);
+}
+
+// B sequences at context ctx (random KV), `steps` decode steps, the median of 3 runs; returns tok/s.
+inline double decode_batch(runtime::CudaDecoder& dec, int B, int ctx, int steps) {
+  const int W = dec.max_blocks_per_seq();
+  const int per_seq = (ctx + steps + 4 + dec.block_size() - 1) / dec.block_size();
+  dec.fill_kv_random(9);  // contexts of random K/V: decode cost does not depend on the values
+  std::vector<int32_t> cur(B);
+  for (int b = 0; b < B; ++b) cur[b] = (b * 31 + 5) % 150000;
+  auto run = [&](int k0, int n) {
+    std::vector<int32_t> ids;
+    for (int k = k0; k < k0 + n; ++k) {
+      runtime::CudaStep s;
+      s.query_start = {0};
+      for (int b = 0; b < B; ++b) {
+        s.tokens.push_back(cur[b]), s.positions.push_back(ctx + k);
+        s.query_start.push_back(b + 1), s.seq_lens.push_back(ctx + k + 1);
+        auto t = table_for(b, per_seq, W);
+        s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
+      }
+      die(dec.step(s, &ids, nullptr), "decode batch");
+      cur = ids;
+    }
+  };
+  run(0, 4);
+  std::vector<double> rate;  // the median of 3 runs over the same positions (contexts ctx + 5 .. ctx + 4 + steps)
+  for (int r = 0; r < 3; ++r) {
+    const double t0 = now_s();
+    run(4, steps);
+    rate.push_back(double(B) * steps / (now_s() - t0));
+  }
+  std::fprintf(stderr, "decode B=%d ctx=%d: runs %.0f %.0f %.0f tok/s\n", B, ctx, rate[0], rate[1], rate[2]);
+  return median(rate);
 }
 
 }  // namespace citadel::benchutil

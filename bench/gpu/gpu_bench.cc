@@ -296,33 +296,6 @@ std::unique_ptr<CudaDecoder> make(CudaWeightFormat f, int max_batch, int max_tok
   return dec;
 }
 
-// 128-token prompt, then 128 greedy steps (graph replays); returns decode tok/s.
-double decode_bs1(CudaDecoder& dec) {
-  const int W = dec.max_blocks_per_seq();
-  auto table = table_for(0, W, W);
-  std::vector<int32_t> toks(128);
-  for (int i = 0; i < 128; ++i) toks[i] = (i * 7919 + 13) % 150000;
-  std::vector<int32_t> ids;
-  die(dec.step(sequence_step(toks, 0, table), &ids, nullptr), "prefill");
-  auto run = [&](int n, double* secs) {
-    int tok = ids[0];
-    const double t0 = now_s();
-    for (int k = 0; k < n; ++k) {
-      CudaStep s;
-      s.tokens = {tok}, s.positions = {128 + k}, s.query_start = {0, 1}, s.seq_lens = {129 + k};
-      s.block_tables = table;
-      die(dec.step(s, &ids, nullptr), "decode");
-      tok = ids[0];
-    }
-    *secs = now_s() - t0;
-  };
-  double warm;
-  run(4, &warm);  // graph capture for this bucket + warm-up
-  std::vector<double> secs(3);
-  for (double& t : secs) run(128, &t);  // the median of 3 runs: single runs spread by ~2%
-  return 128.0 / median(secs);
-}
-
 // In-place share of each op family in a bs1 decode step: the step time with that family left out (debug_skip).
 void attribute_bs1(CudaDecoder& dec, const char* name, double full_tok_s) {
   const uint32_t bits[8] = {runtime::kSkipNorm, runtime::kSkipRopeKv, runtime::kSkipAttention, runtime::kSkipQkv,
@@ -337,53 +310,6 @@ void attribute_bs1(CudaDecoder& dec, const char* name, double full_tok_s) {
   dec.set_debug_skip(0xff);
   std::fprintf(stderr, " | all ops skipped: %.1f us\n", 1e6 / decode_bs1(dec));
   dec.set_debug_skip(0);
-}
-
-double prefill_512(CudaDecoder& dec) {
-  const int W = dec.max_blocks_per_seq();
-  auto table = table_for(0, W, W);
-  std::vector<int32_t> toks(512);
-  for (int i = 0; i < 512; ++i) toks[i] = (i * 104729 + 7) % 152000;
-  std::vector<double> t;
-  std::vector<int32_t> ids;
-  for (int r = 0; r < 6; ++r) {
-    const double t0 = now_s();
-    die(dec.step(sequence_step(toks, 0, table), &ids, nullptr), "prefill512");
-    if (r > 0) t.push_back(now_s() - t0);
-  }
-  return 512.0 / median(t);
-}
-
-double decode_batch(CudaDecoder& dec, int B, int ctx, int steps) {
-  const int W = dec.max_blocks_per_seq();
-  const int per_seq = (ctx + steps + 4 + dec.block_size() - 1) / dec.block_size();
-  dec.fill_kv_random(9);  // contexts of random K/V: decode cost does not depend on the values
-  std::vector<int32_t> cur(B);
-  for (int b = 0; b < B; ++b) cur[b] = (b * 31 + 5) % 150000;
-  auto run = [&](int k0, int n) {
-    std::vector<int32_t> ids;
-    for (int k = k0; k < k0 + n; ++k) {
-      CudaStep s;
-      s.query_start = {0};
-      for (int b = 0; b < B; ++b) {
-        s.tokens.push_back(cur[b]), s.positions.push_back(ctx + k);
-        s.query_start.push_back(b + 1), s.seq_lens.push_back(ctx + k + 1);
-        auto t = table_for(b, per_seq, W);
-        s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
-      }
-      die(dec.step(s, &ids, nullptr), "decode batch");
-      cur = ids;
-    }
-  };
-  run(0, 4);
-  std::vector<double> rate;  // the median of 3 runs over the same positions (contexts ctx + 5 .. ctx + 4 + steps)
-  for (int r = 0; r < 3; ++r) {
-    const double t0 = now_s();
-    run(4, steps);
-    rate.push_back(double(B) * steps / (now_s() - t0));
-  }
-  std::fprintf(stderr, "decode B=%d ctx=%d: runs %.0f %.0f %.0f tok/s\n", B, ctx, rate[0], rate[1], rate[2]);
-  return median(rate);
 }
 
 // 256 tokens teacher-forced: prefill 128 (all logits) + 128 single-token decode steps (graph path).

@@ -4,6 +4,7 @@
 #   OUT=... bash scripts/gpu/all.sh PART...   PART: build tests serve[:LABEL[:flag,flag...]] load deepseek embed nvml mixed
 #   dsbench[:LABEL[:VAR=VAL,...]] dsncu[:MODE,...[:VAR=VAL,...]] micro moevar
 #   cpukernels (the CPU kernel tests and K-quant GEMVs on the GPU host's CPU) vsllama (bench/cpu/vs_llamacpp.sh there)
+#   tp (scripts/gpu/tp_proof.sh: tensor parallelism, a dry run on one GPU, the proof on several)
 #   base (extracts .gpu_base.tgz, `git archive --format=tar.gz --prefix=base/ REV` of a base commit carried along, to
 #   /tmp/base and builds $BASE_TARGETS there: before / after in one call)
 #   pack (last: every file under $OUT into $OUT/all.tgz, since the device tool brings back only a few files)
@@ -17,7 +18,8 @@ for part in "$@"; do
   t0=$(date +%s)
   case $part in
     build) bash scripts/gpu/build.sh citadel citadel_gpu_tests citadel_gpu_bench citadel_deepseek_bench \
-             citadel_deepseek_cpu_ref citadel_load_bench citadel_nvml_tests citadel_embed_bench ${EXTRA_TARGETS:-};;
+             citadel_deepseek_cpu_ref citadel_load_bench citadel_nvml_tests citadel_embed_bench citadel_tp_bench \
+             ${EXTRA_TARGETS:-};;
     tests) timeout 300 ./build-gpu/citadel_gpu_tests --gtest_filter="${GPU_TEST_FILTER:-*}" > "$OUT/gpu_tests.log" 2>&1
            echo "gpu tests rc=$?"
            grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which is" "$OUT/gpu_tests.log" | head -40;;
@@ -76,6 +78,7 @@ for part in "$@"; do
            bash bench/cpu/vs_llamacpp.sh build-gpu 2> "$OUT/vs_llamacpp.log"
       echo "vs llama.cpp rc=$?"; tail -3 "$OUT/vs_llamacpp.log"
       cp /tmp/vsb/vs_llamacpp.jsonl "$OUT/" 2>/dev/null;;  # every run's line, also when the timeout cut it short
+    tp) bash scripts/gpu/build.sh citadel_gpu_tests citadel_tp_bench && bash scripts/gpu/tp_proof.sh;;
     pack) tar czf /tmp/all.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/all.tgz "$OUT/";;
     *) echo "unknown part $part";;
   esac

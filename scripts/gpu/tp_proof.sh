@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 22's tensor-parallel proof run on the GPU machine (docs/TENSOR_PARALLEL.md), after scripts/gpu/build.sh
+# citadel_gpu_tests citadel_tp_bench. With one GPU it is a dry run of the code paths; with 2-8 GPUs of one host it is
+# the proof (NCCL, NVLink multicast off: NCCL_NVLS_ENABLE=0):
+#   1. tests/gpu/tensor_parallel_cuda_test.cc: TP 2 / 4 against TP 1 with the ranks on one device (host-staged), and
+#      over NCCL with one rank per device (two or more devices): logits NMSE per row, top-1, ranks bit-equal;
+#   2. citadel_tp_bench on the 7B shape at TP = 2, 4, 8 (as many as there are devices): all-reduce bus bandwidth,
+#      batch-1 decode against the per-rank roofline, 64 sequences, 512-token prefill; one device: TP 2 host-staged
+#      (every rank on device 0; its times mean nothing);
+#   3. the llama-3 70B shape at TP 2: bf16 where a card holds more than 80 GB (H200), else int8 (H100).
+# Results: $OUT/tp_tests.log, $OUT/tp_bench_<shape>_tp<N>.json and .log.
+# Not possible yet: the 70B serving run (50 users, 512-token prompts): `serve --tensor-parallel N` with
+# `--device cuda` is not built (the CUDA runner drives one decoder).
+set -uo pipefail
+OUT=${OUT:-/tmp/citadel_gpu_out}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+n_dev=$(nvidia-smi --list-gpus | wc -l)
+echo "tp proof: $n_dev GPU(s): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | sort | uniq -c | tr '\n' ' ')"
+timeout 300 ./build-gpu/citadel_gpu_tests --gtest_filter='CudaTensorParallel.*' > "$OUT/tp_tests.log" 2>&1
+echo "tp tests rc=$?"; grep -E "NMSE|^\[  (FAILED|PASSED|SKIPPED) |Failure" "$OUT/tp_tests.log" | head -40
+bench() {  # LABEL ENV...: one citadel_tp_bench run
+  local label=$1; shift
+  env "$@" timeout 400 ./build-gpu/bench/citadel_tp_bench "$OUT/tp_bench_$label.json" > /dev/null \
+    2> "$OUT/tp_bench_$label.log"
+  echo "tp bench $label rc=$?"; grep -E "all-reduce|TP [0-9]|error|NCCL" "$OUT/tp_bench_$label.log" | tail -8
+}
+if [ "$n_dev" -lt 2 ]; then
+  bench 7b_tp2_host TP_BENCH_SHAPE=7b TP_BENCH_N=2 TP_BENCH_COMM=host
+  exit 0
+fi
+for n in 2 4 8; do [ "$n" -le "$n_dev" ] && bench "7b_tp$n" TP_BENCH_SHAPE=7b TP_BENCH_N=$n; done
+mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+fmt=int8; [ "$mem" -gt 100000 ] && fmt=bf16
+bench "70b_tp2_$fmt" TP_BENCH_SHAPE=70b TP_BENCH_N=2 TP_BENCH_FORMAT=$fmt
