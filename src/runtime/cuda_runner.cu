@@ -10,14 +10,21 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "base/env.h"
 #include "base/log.h"
 #include "model/arch.h"
+#include "model/shard.h"
+#include "model/weights.h"
 #include "runtime/cuda_loader.h"
 #include "runtime/cuda_status.cuh"
+#include "runtime/device_comm.h"
+#include "runtime/nccl_group.h"
 
 namespace citadel::runtime {
 
@@ -57,6 +64,16 @@ Result<std::unique_ptr<CudaRunner>> CudaRunner::create(CudaRunnerOptions opt) {
   if (opt.decoder.max_seq_len <= 0) return InvalidArgument("cuda runner: max_seq_len must be positive");
   RETURN_IF_ERROR(cuda_supports(c));
   RETURN_IF_ERROR(check_cuda_device(opt.decoder.device, cuda_device_count()));  // refused before any weight is read
+  if (opt.tensor_parallel < 1) return InvalidArgument("cuda runner: tensor_parallel must be at least 1");
+  if (opt.tensor_parallel > 1) {
+    RETURN_IF_ERROR(tp_supported(c, opt.tensor_parallel));
+    if (c.has_mla || c.has_moe)
+      return Unsupported("cuda runner: tensor parallelism on CUDA runs the llama family and gemma3, not MLA / MoE");
+    if (!opt.load_rank) return InvalidArgument("cuda runner: tensor parallelism needs load_rank");
+    if (!env_is("CITADEL_TP_COMM", "host"))
+      RETURN_IF_ERROR(check_cuda_device(opt.decoder.device + opt.tensor_parallel - 1, cuda_device_count())
+                          .with_context("tensor parallel " + std::to_string(opt.tensor_parallel) + ": one device per rank"));
+  }
   if (opt.fault_after_steps == 0)
     if (const char* v = std::getenv("CITADEL_CUDA_FAULT_AFTER_STEPS")) opt.fault_after_steps = std::atoi(v);
   if (opt.fault_kind.empty()) {
@@ -90,15 +107,18 @@ Status CudaRunner::note(Status st) {
   return st;
 }
 
+CudaRunner::CudaRunner(CudaRunnerOptions opt) : opt_(std::move(opt)) {}
 CudaRunner::~CudaRunner() = default;
 
 int CudaRunner::n_vocab() const { return static_cast<int>(opt_.config.n_vocab); }
 int CudaRunner::max_context() const { return opt_.decoder.max_seq_len; }
 
-size_t CudaRunner::kv_bytes_per_token() const {
-  const ModelConfig& c = opt_.config;
+size_t CudaRunner::kv_bytes_per_token() const {  // every rank's pool together (KV heads split or replicated)
+  const int n = opt_.tensor_parallel;
+  const ModelConfig c = n > 1 ? tp_rank_config(opt_.config, n) : opt_.config;
   const ArchSpec* arch = find_arch(c.arch);  // non-null: checked by create()
-  return static_cast<size_t>(c.n_layers * arch->kv_layout(c).values_per_token()) * (opt_.decoder.exact() ? 4 : 2);
+  return static_cast<size_t>(c.n_layers * arch->kv_layout(c).values_per_token()) * (opt_.decoder.exact() ? 4 : 2) *
+         static_cast<size_t>(n);
 }
 
 Status CudaRunner::allocate_kv(int n_blocks, int block_size) {
@@ -134,25 +154,87 @@ Result<int> CudaRunner::allocate_kv_from_memory(int block_size, double fraction)
   return static_cast<int>(n);
 }
 
-// The decoder for options d, its weights loaded (or synthetic) and finalized.
+int CudaRunner::rank_device(int r) const {
+  return env_is("CITADEL_TP_COMM", "host") ? opt_.decoder.device : opt_.decoder.device + r;
+}
+
+Status CudaRunner::build_comms() {
+  const int n = opt_.tensor_parallel;
+  if (env_is("CITADEL_TP_COMM", "host")) {
+    host_group_ = std::make_unique<ThreadCommGroup>(n);
+    for (int r = 0; r < n; ++r) comms_.push_back(host_staged_comm(host_group_->rank(r)));
+    return OkStatus();
+  }
+  std::vector<int> devices;
+  for (int r = 0; r < n; ++r) devices.push_back(rank_device(r));
+  ASSIGN_OR_RETURN(nccl_, NcclGroup::create(devices));
+  for (int r = 0; r < n; ++r) comms_.push_back(nccl_device_comm(nccl_.get(), r));
+  return OkStatus();
+}
+
+Status CudaRunner::on_ranks(const std::function<Status(CudaDecoder*, int)>& f) {
+  if (ranks_.empty()) return f(decoder_.get(), 0);
+  std::vector<Status> st(ranks_.size() + 1);
+  auto run = [&](int r) {
+    (void)(st[static_cast<size_t>(r)] = f(r == 0 ? decoder_.get() : ranks_[static_cast<size_t>(r) - 1].get(), r));
+    if (!st[static_cast<size_t>(r)].ok() && host_group_) host_group_->abort();  // release the ranks waiting on it
+  };
+  std::vector<std::thread> ts;
+  for (int r = 1; r <= static_cast<int>(ranks_.size()); ++r)
+    ts.emplace_back([&, r] {
+      ScopedCudaDevice on(rank_device(r));
+      run(r);
+    });
+  run(0);
+  for (auto& t : ts) t.join();
+  for (const Status& x : st)
+    if (!x.ok()) {
+      if (host_group_) host_group_->reset();
+      return x;
+    }
+  return OkStatus();
+}
+
+// The decoder for options d (every rank's, with tensor parallelism), its weights loaded (or synthetic) and finalized.
 Status CudaRunner::build_decoder(CudaDecoderOptions d) {
   if (decoder_) return InvalidArgument("cuda runner: allocate_kv called twice");
-  ASSIGN_OR_RETURN(auto dec, CudaDecoder::create(opt_.config, d));
-  if (opt_.load) {
-    RETURN_IF_ERROR(opt_.load(dec.get()));
-    RETURN_IF_ERROR(dec->finalize());
-  } else {
-    RETURN_IF_ERROR(dec->init_synthetic(opt_.synthetic_seed));
+  const int n = opt_.tensor_parallel;
+  if (n > 1) RETURN_IF_ERROR(build_comms());
+  const ModelConfig rc = n > 1 ? tp_rank_config(opt_.config, n) : opt_.config;
+  for (int r = 0; r < n; ++r) {
+    CudaDecoderOptions dr = d;
+    dr.device = rank_device(r);
+    dr.comm = n > 1 ? comms_[static_cast<size_t>(r)].get() : nullptr;
+    if (r > 0) dr.kv_blocks = decoder_->n_kv_blocks(), dr.verbose = false;  // every rank the same pool
+    ScopedCudaDevice on(dr.device);
+    ASSIGN_OR_RETURN(auto dec, CudaDecoder::create(rc, dr));
+    if (n > 1) {
+      RETURN_IF_ERROR(opt_.load_rank(r, dec.get()));
+      RETURN_IF_ERROR(dec->finalize());
+    } else if (opt_.load) {
+      RETURN_IF_ERROR(opt_.load(dec.get()));
+      RETURN_IF_ERROR(dec->finalize());
+    } else {
+      RETURN_IF_ERROR(dec->init_synthetic(opt_.synthetic_seed));
+    }
+    if (n > 1 && d.verbose)
+      log_info("cuda tensor parallel: rank " + std::to_string(r) + " of " + std::to_string(n) + " on device " +
+               std::to_string(dr.device) + ": " + std::to_string(rc.n_heads) + " heads, " +
+               std::to_string(rc.n_kv_heads) + " KV heads, FFN " + std::to_string(rc.ffn_dim) + "; " +
+               dec->memory_plan());
+    if (r == 0) decoder_ = std::move(dec);
+    else ranks_.push_back(std::move(dec));
   }
   opt_.decoder = d;
-  decoder_ = std::move(dec);
   if (opt_.warm_up) {
     // A failed warm-up costs only its purpose: the steps it meant to prepare pay their first-time costs when they
     // come (a sticky device error still fails the first real step, as it would have anyway).
-    const Result<double> s = warm_up_decoder(decoder_.get(), d);
-    if (!s.ok()) log_warn("cuda warm-up failed, continuing without it: " + s.status().to_string());
+    const auto t0 = std::chrono::steady_clock::now();
+    const Status s = on_ranks([&](CudaDecoder* dec, int) { return warm_up_decoder(dec, d).status(); });
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!s.ok()) log_warn("cuda warm-up failed, continuing without it: " + s.to_string());
     else if (d.verbose) log_info("cuda warm-up (GEMM tuning per M bucket, decode graphs per batch bucket): " +
-                                 std::to_string(static_cast<int>(*s * 1000)) + " ms");
+                                 std::to_string(static_cast<int>(secs * 1000)) + " ms");
   }
   return OkStatus();
 }
@@ -198,7 +280,7 @@ Status CudaRunner::copy_blocks(const std::vector<std::pair<int, int>>& src_dst) 
   ScopedCudaDevice on(opt_.decoder.device);
   if (!decoder_) return InvalidArgument("cuda runner: copy_blocks before allocate_kv");
   if (!failed_.ok()) return failed_;
-  return note(decoder_->copy_blocks(src_dst));
+  return note(on_ranks([&](CudaDecoder* d, int) { return d->copy_blocks(src_dst); }));
 }
 
 Status CudaRunner::prepare_step(const engine::Batch& b) {
@@ -268,7 +350,7 @@ Status CudaRunner::launch_sampled(const engine::Batch& b, const std::vector<engi
     }
     seq_of_row[r] = s;
   }
-  RETURN_IF_ERROR(note(decoder_->launch(step_)));
+  RETURN_IF_ERROR(note(on_ranks([&](CudaDecoder* d, int) { return d->launch(step_); })));
   prev_seq_of_row_ = seq_of_row;
   launched_rows_.push_back(std::move(seq_of_row));
   return OkStatus();
@@ -280,7 +362,10 @@ Status CudaRunner::collect_sampled(int32_t* ids, engine::RowLogprobs* logprobs) 
   const std::vector<int> seq_of_row = std::move(launched_rows_.front());
   launched_rows_.erase(launched_rows_.begin());
   std::vector<int32_t> next;
-  RETURN_IF_ERROR(note(decoder_->collect(&next, logprobs ? &lps_ : nullptr)));
+  std::vector<std::vector<int32_t>> others(ranks_.size());  // the other ranks' ids: the same as rank 0's
+  RETURN_IF_ERROR(note(on_ranks([&](CudaDecoder* d, int r) {
+    return r == 0 ? d->collect(&next, logprobs ? &lps_ : nullptr) : d->collect(&others[static_cast<size_t>(r) - 1]);
+  })));
   for (size_t r = 0; r < seq_of_row.size(); ++r) {
     const size_t s = static_cast<size_t>(seq_of_row[r]);
     ids[r] = next[s];
@@ -309,7 +394,8 @@ Status CudaRunner::forward(const engine::Batch& b, float* logits) {
       last_only = false;
   }
   step_.all_logits = !last_only;
-  RETURN_IF_ERROR(note(decoder_->step(step_, nullptr, &logits_)));
+  RETURN_IF_ERROR(
+      note(on_ranks([&](CudaDecoder* d, int r) { return d->step(step_, nullptr, r == 0 ? &logits_ : nullptr); })));
   for (size_t r = 0; r < b.logit_rows.size(); ++r) {
     const size_t src = last_only ? static_cast<size_t>(src_row[r]) : static_cast<size_t>(b.logit_rows[r]);
     std::memcpy(logits + r * V, logits_.data() + src * V, sizeof(float) * V);
@@ -342,6 +428,16 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore&
     if (verbose) log_info(line);
     return OkStatus();
   };
+  if (o.tensor_parallel > 1) {  // each rank loads its shard of the model through the CPU loader's views
+    ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w,
+                     load_model(store.path(), WeightsOptions{.copy_half_for_decode = false}));
+    const std::shared_ptr<const ModelWeights> full = std::move(w);
+    const int n = o.tensor_parallel;
+    const std::string format = store.format();
+    o.load_rank = [full, format, n](int r, CudaDecoder* d) { return load_cuda_shard(*full, format, r, n, d); };
+    o.keep_alive = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const ModelWeights>>>(
+        o.keep_alive, full);
+  }
   ASSIGN_OR_RETURN(auto runner, CudaRunner::create(std::move(o)));
   return std::unique_ptr<engine::ModelRunner>(std::move(runner));
 }

@@ -27,12 +27,16 @@
 #include <utility>
 #include <vector>
 
+#include "base/communicator.h"
 #include "base/status.h"
 #include "backend/model_runner.h"
 #include "model/config.h"
 #include "runtime/cuda_decoder.h"
 
 namespace citadel::runtime {
+
+class DeviceComm;  // runtime/device_comm.h
+class NcclGroup;   // runtime/nccl_group.h
 
 // CUDA devices this process can use (0 without a driver or device).
 int cuda_device_count();
@@ -61,6 +65,15 @@ struct CudaRunnerOptions {
   // Run the step shapes serving meets first before allocate_kv returns (warm_up_decoder below), so their one-time
   // costs do not land on the first requests. make_cuda_runner (serve, generate) turns it on.
   bool warm_up = false;
+  // Tensor parallelism (docs/TENSOR_PARALLEL.md): > 1 splits the model over that many ranks, rank r on device
+  // decoder.device + r, each a CudaDecoder of its shard (tp_rank_config) whose row-parallel outputs are all-reduced
+  // over NCCL ($CITADEL_TP_COMM=host: the host-staged communicator with every rank on decoder.device, the one-GPU
+  // test). load_rank (rank, decoder) then loads each rank's shard instead of load. Rank 0 runs on the calling
+  // thread and the others on threads of their own for the call: every rank runs every step, and rank 0's ids and
+  // logits come back. A rank that fails inside a host-staged collective releases the others (an error for all);
+  // over NCCL a rank failing alone leaves the others waiting (not handled yet).
+  int tensor_parallel = 1;
+  std::function<Status(int rank, CudaDecoder*)> load_rank;
   int fault_after_steps = 0;     // > 0: inject a CUDA fault at that step (0: from CITADEL_CUDA_FAULT_AFTER_STEPS)
   std::string fault_kind;        // "oom" | "sticky" ("": CITADEL_CUDA_FAULT_KIND, else "oom")
 };
@@ -90,20 +103,29 @@ class CudaRunner : public engine::ModelRunner {
   Status launch_sampled(const engine::Batch& batch, const std::vector<engine::RowSampling>& rows) override;
   Status collect_sampled(int32_t* ids, engine::RowLogprobs* logprobs) override;
 
-  CudaDecoder* decoder() { return decoder_.get(); }  // null before allocate_kv
+  CudaDecoder* decoder() { return decoder_.get(); }  // null before allocate_kv; rank 0's with tensor parallelism
   // The first sticky device error this runner met (ok while healthy); failed() == !failure().ok().
   const Status& failure() const { return failed_; }
   bool failed() const { return !failed_.ok(); }
   Status device_status() override { return failed_; }  // the engine fails for good once this is not ok
 
  private:
-  explicit CudaRunner(CudaRunnerOptions opt) : opt_(std::move(opt)) {}
+  explicit CudaRunner(CudaRunnerOptions opt);  // in the .cu: the members' types are complete there
   Status prepare_step(const engine::Batch& b);  // checks b and fills step_ (no logits, no sampling yet)
   Status begin_step();                          // the sticky failure, or the injected fault of this step, or ok
   Status note(Status st);                       // records st as failed_ when the device is in a sticky error state
   Status build_decoder(CudaDecoderOptions d);   // creates, loads and finalizes decoder_ (allocate_kv*)
+  Status build_comms();                         // the ranks' communicators (tensor_parallel > 1)
+  // f(decoder, rank) on every rank: rank 0 here, the others on threads of their own (their device current), all at
+  // once; the first error in rank order.
+  Status on_ranks(const std::function<Status(CudaDecoder*, int)>& f);
+  int rank_device(int r) const;
   CudaRunnerOptions opt_;
   std::unique_ptr<CudaDecoder> decoder_;
+  std::vector<std::unique_ptr<CudaDecoder>> ranks_;  // ranks 1 .. tensor_parallel - 1
+  std::unique_ptr<ThreadCommGroup> host_group_;      // host-staged collectives, or
+  std::unique_ptr<NcclGroup> nccl_;                  // NCCL's
+  std::vector<std::unique_ptr<DeviceComm>> comms_;   // [rank]
   CudaStep step_;                  // reused between calls
   std::vector<float> logits_;      // [rows][n_vocab] from the decoder
   std::vector<CudaLogprobs> lps_;  // [B] from the decoder (device sampling with logprobs)

@@ -32,6 +32,7 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda(const std::string& path, 
       return InvalidArgument("exact mode runs bf16 or f32 cuda weights, not '" + o.cuda_weights + "'");
     c.decoder.f32_activations = true;
   }
+  c.tensor_parallel = o.tensor_parallel;  // rank r on device cuda_device + r, over NCCL
   c.decoder.max_batch = o.max_batch;
   c.decoder.max_step_tokens = o.max_batched_tokens;
   if (o.max_context > 0) c.decoder.max_seq_len = o.max_context;
@@ -63,11 +64,6 @@ bool cuda_backend_built() {
 Result<std::unique_ptr<engine::ModelRunner>> make_model_runner(const std::string& path, const RunnerOptions& o) {
   RETURN_IF_ERROR(check_device_name(o.device));
   if (o.tensor_parallel < 1) return InvalidArgument("--tensor-parallel must be at least 1");
-  if (o.device == "cuda" && o.tensor_parallel > 1) {
-    return Unsupported("--tensor-parallel " + std::to_string(o.tensor_parallel) +
-                       " on cuda: the multi-GPU executor is not built yet (the CPU backend splits models across "
-                       "ranks: --device cpu)");
-  }
 #if CITADEL_HAVE_CUDA
   if (o.device == "cuda") return make_cuda(path, o);
 #endif

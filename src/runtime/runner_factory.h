@@ -25,7 +25,7 @@ struct RunnerOptions {
   int cpu_threads = 0;             // cpu: this model's own kernel threads; 0: the process-wide pool
   int cuda_device = 0;             // cuda: the device id this model runs on (a missing id is refused at load)
   int tensor_parallel = 1;         // ranks the weights are split over (model/shard.h); cpu: threads of this process;
-                                   // cuda: not built yet (refused)
+                                   // cuda: one device per rank from cuda_device on, over NCCL (cuda_runner.h)
 };
 
 // Errors: the file cannot be read, the architecture/dtypes are unsupported, or the device is unavailable.

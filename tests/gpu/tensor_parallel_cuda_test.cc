@@ -10,8 +10,12 @@
 //    all-reduces, the same comparison (skipped on a one-GPU machine).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -22,9 +26,12 @@
 #include "gpu_test_util.h"
 #include "model/arch.h"
 #include "model/shard.h"
+#include "model/synth.h"
 #include "runtime/cuda_loader.h"
 #include "runtime/device_comm.h"
 #include "runtime/nccl_group.h"
+#include "runtime/runner_factory.h"
+#include "tests/model/model_test_util.h"
 
 namespace citadel::gputest {
 namespace {
@@ -221,6 +228,48 @@ TEST(CudaTensorParallel, RanksOnOneDeviceGiveTp1Logits) {
       }
     }
   }
+}
+
+// The serving path: make_model_runner with tensor_parallel 3 (the smollm2-135m shape: 9 heads, 3 KV heads, head_dim
+// 64; a 4096-token vocabulary) through the real engine (batched requests, a shared prefix, chunked prefill, pipelined
+// device-sampled steps), every rank on device 0 (CITADEL_TP_COMM=host), exact mode (bf16 weights, fp32 activations):
+// the same greedy tokens as one rank, and the KV bytes per token of three ranks' pools (each KV head on one rank).
+TEST(CudaTensorParallel, RunnerGreedyTokensEqualOneRank) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  SynthOptions so;
+  so.preset = "smollm2-135m", so.seed = 3, so.dtype = "bf16", so.n_vocab = 4096;
+  so.out = (std::filesystem::temp_directory_path() / ("citadel-tp-runner-" + std::to_string(::getpid()) + ".gguf"))
+               .string();
+  ASSERT_TRUE(write_synth(so).ok());
+  ::setenv("CITADEL_TP_COMM", "host", 1);
+  ::setenv("CITADEL_CUDA_WARMUP", "off", 1);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int32_t> shared;
+  for (int i = 0; i < 40; ++i) shared.push_back((i * 97 + 5) % 4096);
+  for (int k = 0; k < 3; ++k) {
+    std::vector<int32_t> p = shared;
+    for (int i = 0; i < 5 + 9 * k; ++i) p.push_back((i * 31 + 17 * k + 1) % 4096);
+    prompts.push_back(p);
+  }
+  prompts.push_back({7, 8, 9});
+  const std::vector<int> max_tokens = {12, 9, 15, 10};
+  std::vector<std::vector<std::vector<int32_t>>> out;
+  std::vector<size_t> kv_bytes;
+  for (int n : {1, 3}) {
+    runtime::RunnerOptions ro;
+    ro.device = "cuda", ro.exact = true, ro.max_batched_tokens = 32, ro.max_batch = 8, ro.max_context = 256;
+    ro.tensor_parallel = n;
+    auto runner = runtime::make_model_runner(so.out, ro);
+    ASSERT_TRUE(runner.ok()) << runner.status().message();
+    out.push_back(model_testing::engine_greedy(runner->get(), prompts, max_tokens, 64, 32));
+    kv_bytes.push_back((*runner)->kv_bytes_per_token());
+  }
+  ::unsetenv("CITADEL_TP_COMM");
+  ::unsetenv("CITADEL_CUDA_WARMUP");
+  std::filesystem::remove(so.out);
+  ASSERT_EQ(out[0].size(), prompts.size());
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(kv_bytes[0], kv_bytes[1]);
 }
 
 TEST(CudaTensorParallel, RanksOnDevicesOverNcclGiveTp1Logits) {

@@ -218,7 +218,7 @@ citadel::cli::Registrar reg("generate", "Generate text from a prompt (CPU or CUD
   sub.add_option("--threads", a->threads, "CPU threads (default: all)");
   sub.add_option("--ctx", a->ctx, "context limit (default: the model's)");
   sub.add_option("--tensor-parallel", a->tensor_parallel,
-                 "ranks the model is split over (cpu: threads of this process; default 1)")
+                 "ranks the model is split over (cpu: threads of this process; cuda: one GPU per rank; default 1)")
       ->check(CLI::Range(1, 64));
   sub.add_option("--models-dir", a->models_dir, "pulled models (default $CITADEL_MODELS or ~/.cache/citadel/models)");
   return [a] { return run_generate(*a); };
