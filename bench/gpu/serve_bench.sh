@@ -6,7 +6,8 @@
 # (lognormal prompt and reply lengths, median about 200 / 250 tokens, made here: no dataset can travel).
 # Results: $OUT/serve-<label>.json (every run's summary, the load time, the server's engine stats).
 # Usage (repository root, after scripts/gpu/build.sh): bash bench/gpu/serve_bench.sh LABEL [serve flags...]
-#   SERVE_BENCH_RUNS="c128" limits the runs (names: c1 c16 c64 c128 short_c128 sharegpt_c64).
+#   SERVE_BENCH_RUNS="c128" limits the runs (names: c1 c16 c64 c128 short_c128 sharegpt_c64; users50: 512 in / 256
+#   out at c = 50, the 70B tensor-parallel case). SERVE_BENCH_PRESET / SERVE_BENCH_DTYPE: the synthetic model.
 #   STEP_TRACE=1: the server writes one line per engine step to $OUT/steps-LABEL.jsonl (CITADEL_STEP_TRACE).
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
@@ -19,10 +20,11 @@ mkdir -p "$OUT" /tmp/m
 export CITADEL_DATA_DIR=$(mktemp -d)
 export CITADEL_BOOTSTRAP_ADMIN_KEY="ck-$(openssl rand -hex 6)-$(openssl rand 32 | base64 | tr '+/' '-_' | tr -d '=\n')"
 export CITADEL_API_KEY=$CITADEL_BOOTSTRAP_ADMIN_KEY
-M=/tmp/m/$PRESET-f16.gguf
+DTYPE=${SERVE_BENCH_DTYPE:-f16}                         # q8_0: the 70B shape's file (75 GB instead of 141)
+M=/tmp/m/$PRESET-$DTYPE.gguf
 if [ ! -f $M ]; then
   t0=$(date +%s%N)
-  $C synth --preset $PRESET --dtype f16 --seed 1 --out $M > "$OUT/synth.log" 2>&1 \
+  $C synth --preset $PRESET --dtype $DTYPE --seed 1 --out $M > "$OUT/synth.log" 2>&1 \
     || { tail -5 "$OUT/synth.log"; exit 1; }
   echo "synth: $(( ($(date +%s%N) - t0) / 1000000 )) ms, $(du -h $M | cut -f1)"
 fi
@@ -31,7 +33,7 @@ PORT=18090
 t0=$(date +%s%N)
 $C serve --device $DEVICE --model $M --served-model-name q7b --port $PORT "$@" > "$OUT/serve-$LABEL.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 1200); do grep -q "citadel serve: ready" "$OUT/serve-$LABEL.log" && break
+for _ in $(seq 1 $(( ${SERVE_BENCH_READY_S:-120} * 10 ))); do grep -q "citadel serve: ready" "$OUT/serve-$LABEL.log" && break
   kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 load_s=$(python3 -c "print(round(($(date +%s%N) - $t0) / 1e9, 2))")
 grep -q "citadel serve: ready" "$OUT/serve-$LABEL.log" || { echo "serve did not start"; tail -20 "$OUT/serve-$LABEL.log"; exit 1; }
@@ -58,6 +60,7 @@ for r in $RUNS; do
     c64) args="--dataset random --random-input-len 512 --random-output-len 128 --concurrency 64 --num-prompts 256";;
     c128) args="--dataset random --random-input-len 512 --random-output-len 128 --concurrency 128 --num-prompts 512";;
     short_c128) args="--dataset random --random-input-len 16 --random-output-len 256 --concurrency 128 --num-prompts 512";;
+    users50) args="--dataset random --random-input-len 512 --random-output-len 256 --concurrency 50 --num-prompts 200";;
     sharegpt_c64) args="--dataset sharegpt --dataset-path /tmp/m/sharegpt_like.json --concurrency 64 --num-prompts 256";;
     *) echo "unknown run $r"; continue;;
   esac
@@ -88,7 +91,7 @@ r["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, 
 if not r["commit"] and os.path.exists(".gpu_commit"):
     r["commit"] = open(".gpu_commit").read().strip()
 json.dump(r, open(f"{out}/serve-{label}.json", "w"), indent=1)
-keys = ["output_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms"]
+keys = ["output_throughput", "median_ttft_ms", "p95_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms"]
 for n, v in r["runs"].items():
     print(label, n, {k: v.get(k) for k in keys if k in v} or list(v)[:12])
 e = r["engine_stats"] if isinstance(r["engine_stats"], dict) else {}

@@ -7,10 +7,12 @@
 #   2. citadel_tp_bench on the 7B shape at TP = 2, 4, 8 (as many as there are devices): all-reduce bus bandwidth,
 #      batch-1 decode against the per-rank roofline, 64 sequences, 512-token prefill; one device: TP 2 host-staged
 #      (every rank on device 0; its times mean nothing);
-#   3. the llama-3 70B shape at TP 2: bf16 where a card holds more than 80 GB (H200), else int8 (H100).
-# Results: $OUT/tp_tests.log, $OUT/tp_bench_<shape>_tp<N>.json and .log.
-# Not possible yet: the 70B serving run (50 users, 512-token prompts): `serve --tensor-parallel N` with
-# `--device cuda` is not built (the CUDA runner drives one decoder).
+#   3. the llama-3 70B shape at TP 2: bf16 where a card holds more than 80 GB (H200), else int8 (H100);
+#   4. TP_PROOF_SERVE=1 (about 75 GB of disk, and minutes to write and load): the seed's serving case, the llama-3 70B
+#      shape (DeepSeek-R1-Distill-Llama-70B's) as a q8_0 GGUF, `serve --tensor-parallel 2` with the step-3 weight
+#      format, 50 users, 512-token prompts, 256-token answers (bench/gpu/serve_bench.sh users50): p95 time to first
+#      token and output tok/s (per user: / 50).
+# Results: $OUT/tp_tests.log, $OUT/tp_bench_<shape>_tp<N>.json and .log, $OUT/serve-tp2_70b.json.
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
 mkdir -p "$OUT"
@@ -33,3 +35,7 @@ for n in 2 4 8; do [ "$n" -le "$n_dev" ] && bench "7b_tp$n" TP_BENCH_SHAPE=7b TP
 mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 fmt=int8; [ "$mem" -gt 100000 ] && fmt=bf16
 bench "70b_tp2_$fmt" TP_BENCH_SHAPE=70b TP_BENCH_N=2 TP_BENCH_FORMAT=$fmt
+if [ "${TP_PROOF_SERVE:-0}" = 1 ]; then
+  SERVE_BENCH_PRESET=llama-3-70b SERVE_BENCH_DTYPE=q8_0 SERVE_BENCH_RUNS=users50 SERVE_BENCH_READY_S=1800 \
+    timeout 3600 bash bench/gpu/serve_bench.sh tp2_70b --tensor-parallel 2 --cuda-weights "$fmt"
+fi

@@ -393,6 +393,7 @@ void add_stats(json& j, const std::string& name, const std::vector<double>& v_s)
   j["median_" + name + "_ms"] = percentile(ms, 50);
   j["std_" + name + "_ms"] = sd;
   j["p90_" + name + "_ms"] = percentile(ms, 90);
+  j["p95_" + name + "_ms"] = percentile(ms, 95);
   j["p99_" + name + "_ms"] = percentile(ms, 99);
   j["p99.9_" + name + "_ms"] = percentile(ms, 99.9);
   j["max_" + name + "_ms"] = ms.empty() ? 0.0 : *std::max_element(ms.begin(), ms.end());

@@ -25,6 +25,8 @@ const std::vector<SynthPreset>& synth_presets() {
       // From the real GGUF header (PyPI part 0000): rope 10000, eps 1e-6, ctx 131072, untied.
       {"deepseek-r1-distill-qwen-7b", "qwen2", 28, 3584, 28, 4, 18944, 152064, false, 10000.0f, 1e-6f, 131072},
       {"llama-3-8b", "llama", 32, 4096, 32, 8, 14336, 128256, false, 500000.0f, 1e-5f, 8192},
+      // DeepSeek-R1-Distill-Llama-70B's shape (llama-3 70B): the tensor-parallel serving case.
+      {"llama-3-70b", "llama", 80, 8192, 64, 8, 28672, 128256, false, 500000.0f, 1e-5f, 131072},
       // deepseek2: {q_lora, kv_lora, qk_nope, qk_rope, v} {experts, used, shared, expert ffn, dense layers, sigmoid,
       // norm_topk, routed scale, groups, groups used}, yarn factor, log multiplier, original context.
       // Tiny V2 (V2-Lite's kind: plain q, softmax top-k) and V3 (q_lora, sigmoid + bias, groups, renormalised).

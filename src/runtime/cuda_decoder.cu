@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
 #include "model/rope.h"
+#include "model/shard.h"
 #include "runtime/cuda_decoder_impl.cuh"
 #include "runtime/device_comm.h"
 #include "runtime/cuda_loader.h"
@@ -47,9 +48,9 @@ __global__ void synth_fill_kernel(void* dst, int64_t n, uint32_t tseed, float sc
 
 Status CudaDecoder::Impl::alloc_weights() {
   const int64_t D = c.dim;
-  RETURN_IF_ERROR(alloc_e(&embed, c.n_vocab * D, "embedding", tensor_esz(TensorRole::kTokEmbd)));
+  RETURN_IF_ERROR(alloc_e(&embed, vocab_per * D, "embedding", tensor_esz(TensorRole::kTokEmbd)));
   RETURN_IF_ERROR(alloc_e(&out_norm, D, "output norm"));
-  RETURN_IF_ERROR(alloc_linear(&lm_head, c.n_vocab, D, false));
+  RETURN_IF_ERROR(alloc_linear(&lm_head, vocab_per, D, false));
   layers.resize(static_cast<size_t>(c.n_layers));
   for (int i = 0; i < c.n_layers; ++i) {
     LayerW& l = layers[static_cast<size_t>(i)];
@@ -83,6 +84,7 @@ void* CudaDecoder::Impl::weight_ptr(TensorRole r, int layer, int64_t* count) {
     return base ? static_cast<char*>(static_cast<void*>(base)) + elems * tensor_esz(r) : nullptr;
   };
   using R = TensorRole;
+  if (r == R::kTokEmbd || r == R::kOutput) *count = vocab_held * D;  // this decoder's vocabulary rows
   if (r == R::kTokEmbd) return embed;
   if (r == R::kOutputNorm) return out_norm;
   if (r == R::kOutput) return lm_head.bf16;
@@ -127,6 +129,10 @@ Status CudaDecoder::Impl::alloc_runtime() {
   RETURN_IF_ERROR(alloc_e(&act, T * F, "act"));
   RETURN_IF_ERROR(alloc_e(&last_h, B * D, "last_h"));
   RETURN_IF_ERROR(alloc_n(&logits, std::max(T, B) * V, "logits"));
+  if (vocab_parallel()) {
+    RETURN_IF_ERROR(alloc_n(&logits_part, std::max(T, B) * vocab_per, "logits (this rank's columns)"));
+    RETURN_IF_ERROR(alloc_n(&logits_gathered, std::max(T, B) * vocab_per * opt.comm->size(), "logits (gathered)"));
+  }
   if (opt.format == CudaWeightFormat::kFp8) {  // K of qkv, gate_up and lm_head = D; of o = H*Dh; of down = F
     RETURN_IF_ERROR(alloc_n(&fp8_x, T * std::max({D, F, int64_t{q_rows()}}), "fp8 activations"));
     RETURN_IF_ERROR(alloc_n(&fp8_scale, T, "fp8 activation scales"));
@@ -270,6 +276,9 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
   impl->arch = find_arch(c.arch);  // non-null: cuda_supports
   impl->opt = opt;
   if (opt.comm && !opt.comm->capturable()) impl->opt.use_graphs = false;  // its collective synchronises the stream
+  const int ranks = opt.comm ? opt.comm->size() : 1;
+  const VocabRange vr = tp_vocab_range(c.n_vocab, opt.comm ? opt.comm->rank() : 0, ranks);
+  impl->vocab_first = vr.begin, impl->vocab_held = vr.end - vr.begin, impl->vocab_per = (c.n_vocab + ranks - 1) / ranks;
   CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   std::unique_ptr<CudaDecoder> d(new CudaDecoder(std::move(impl)));
   RETURN_IF_ERROR(d->impl_->alloc_weights());

@@ -83,8 +83,9 @@ struct CudaDecoderOptions {
   bool mixed_decode_attention = true;
   // Tensor parallelism (docs/TENSOR_PARALLEL.md): this decoder holds one rank's shard (created with
   // model/shard.h's tp_rank_config, weights from load_cuda_shard) and the row-parallel linears (o, down) all-reduce
-  // their fp32 outputs through comm; the embedding and the LM head stay whole on every rank. Not owned; null: one
-  // rank. The llama family and gemma3 only (not MLA / MoE); a comm that is not capturable turns CUDA graphs off.
+  // their fp32 outputs through comm; the embedding and the LM head are vocabulary-parallel (each rank its
+  // tp_vocab_range rows: the embedding all-reduced, the logits' columns all-gathered). Not owned; null: one rank.
+  // The llama family and gemma3 only (not MLA / MoE); a comm that is not capturable turns CUDA graphs off.
   DeviceComm* comm = nullptr;
   // Benchmarks only: leave these op families out of the bf16 ops (CudaOps) to time their share of a step in place
   // (the outputs are then meaningless; the fp32 path ignores them). Bits of CudaSkip.

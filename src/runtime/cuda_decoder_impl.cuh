@@ -89,9 +89,16 @@ struct CudaDecoder::Impl {
   std::string plan;
   bool finalized = false;
 
-  bf16_t* embed = nullptr;     // [V][D]
+  bf16_t* embed = nullptr;     // [vocab_per][D]
   bf16_t* out_norm = nullptr;  // [D]
-  LinearW lm_head;             // [V][D]
+  LinearW lm_head;             // [vocab_per][D]
+  // The vocabulary rows this decoder holds of the embedding and the LM head: all of them, or with a comm of several
+  // ranks its slice [vocab_first, vocab_first + vocab_held) (tp_vocab_range; the last rank's may be shorter), in
+  // vocab_per = ceil(V / ranks) rows each (the equal slices an all-gather joins; rows past vocab_held unused).
+  int64_t vocab_first = 0, vocab_held = 0, vocab_per = 0;
+  float* logits_part = nullptr;      // vocab-parallel: [rows][vocab_per] this rank's logits columns
+  float* logits_gathered = nullptr;  // vocab-parallel: [ranks][rows][vocab_per]
+  bool vocab_parallel() const { return vocab_per < c.n_vocab; }
   std::vector<LayerW> layers;
 
   // Activations (sized for max_step_tokens rows, or max_batch where only sequence rows exist). In the exact path

@@ -123,22 +123,21 @@ Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
   return OkStatus();
 }
 
-Status read_model_weights(const ModelWeights& w, const std::string& format, const CudaWeightSink& sink,
-                          const ModelWeights* vocab_from) {
+Status read_model_weights(const ModelWeights& w, const std::string& format, const CudaWeightSink& sink) {
   const ModelConfig& c = w.config;
   std::vector<float> buf;
   for (const RoleUse& use : w.arch->roles) {
     const TensorRole r = use.role;
     if (r == TensorRole::kWkvB) continue;  // the loader has split it into attn_k_b / attn_v_b
-    const bool vocab = r == TensorRole::kTokEmbd || r == TensorRole::kOutput;
-    const ModelWeights& src = vocab && vocab_from ? *vocab_from : w;
     const bool per_layer = role_info(r).per_layer;
     int64_t count = 1;
     for (int64_t d : role_shape(c, r)) count *= d;
+    if ((r == TensorRole::kTokEmbd || r == TensorRole::kOutput) && w.tp.size > 1)  // a shard's vocabulary rows
+      count = (w.tp.vocab_end - w.tp.vocab_begin) * c.dim;
     for (int l = 0; l < (per_layer ? c.n_layers : 1); ++l) {
       const std::string name = tensor_name(r, l, format);
       if (role_info(r).matrix) {
-        const WeightView& v = src.mat(r, l);
+        const WeightView& v = w.mat(r, l);
         if (!v.data) continue;  // absent (the loader has checked what each layer needs)
         if (v.rows * v.cols != count) return DataLoss("tensor " + name + " has the wrong size");
         buf.resize(static_cast<size_t>(count));
@@ -146,7 +145,7 @@ Status read_model_weights(const ModelWeights& w, const std::string& format, cons
           RETURN_IF_ERROR(dequantize_row(v.dtype, static_cast<const uint8_t*>(v.data) + i * v.row_bytes(),
                                          buf.data() + i * v.cols, v.cols));
         RETURN_IF_ERROR(sink(r, l, buf.data(), count));
-      } else if (const float* p = src.vec(r, l)) {
+      } else if (const float* p = w.vec(r, l)) {
         RETURN_IF_ERROR(sink(r, l, p, count));
       }
     }

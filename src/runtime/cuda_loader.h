@@ -59,14 +59,14 @@ Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const C
 
 // Every tensor of w's architecture roles that w holds, to the sink as fp32 (row-major in role_shape(w.config) order):
 // what read_cuda_weights does for architectures with a finish step; w may be a tensor-parallel shard (model/shard.h),
-// whose shapes are its rank config's. vocab_from (optional): the token embedding and the LM head come from these
-// weights instead (a shard's whole vocabulary). format names tensors in errors ("gguf" / "safetensors").
-Status read_model_weights(const ModelWeights& w, const std::string& format, const CudaWeightSink& sink,
-                          const ModelWeights* vocab_from = nullptr);
+// whose shapes are its rank config's and whose token embedding and LM head are its vocabulary rows
+// (ModelWeights::tp). format names tensors in errors ("gguf" / "safetensors").
+Status read_model_weights(const ModelWeights& w, const std::string& format, const CudaWeightSink& sink);
 
 // (CUDA builds only.) Rank `rank` of n of full's tensor-parallel shards (shard_weights) into dec, created with tp_rank_config(full.config,
-// n) and a DeviceComm of that rank (CudaDecoderOptions::comm), before finalize(): its slices of every layer, the whole
-// token embedding and LM head. Each rank reads only its rows of the row-sliced matrices (views into full's mapping).
+// n) and a DeviceComm of that rank (CudaDecoderOptions::comm), before finalize(): its slices of every layer and its
+// vocabulary rows of the token embedding and the LM head (tp_vocab_range). Each rank reads only its rows of the
+// row-sliced matrices (views into full's mapping).
 Status load_cuda_shard(const ModelWeights& full, const std::string& format, int rank, int n, CudaDecoder* dec);
 
 // One tensor of the store bound to its role: what read_cuda_weights converts, in the same order.

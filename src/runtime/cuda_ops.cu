@@ -94,10 +94,13 @@ void CudaOps::norm(const float* d, const bf16_t* w) {
 Status CudaOps::embed(TensorRole table) {
   if (table != R::kTokEmbd) return not_held("embed", table);
   const int32_t* tokens = m_.d_ints + L_.tokens;
+  const int first = static_cast<int>(m_.vocab_first), held = static_cast<int>(m_.vocab_held);
   if (exact() && w32())
-    ck::embedding_f32(Impl::f32(m_.embed), tokens, m_.residual, s_.T, m_.dim(), m_.n_vocab(), m_.stream);
+    ck::embedding_f32(Impl::f32(m_.embed), tokens, m_.residual, s_.T, m_.dim(), held, m_.stream, first);
   else
-    ck::embedding(m_.embed, tokens, m_.residual, s_.T, m_.dim(), m_.n_vocab(), m_.stream);
+    ck::embedding(m_.embed, tokens, m_.residual, s_.T, m_.dim(), held, m_.stream, first);
+  // Vocabulary-parallel: each rank wrote its tokens' rows (zeros for the others'); the sum is every row.
+  if (m_.vocab_parallel()) return m_.opt.comm->all_reduce_sum_f32(m_.residual, int64_t{s_.T} * m_.dim(), m_.stream);
   return OkStatus();
 }
 
@@ -241,27 +244,31 @@ Status CudaOps::logits(TensorRole norm_role, TensorRole head) {
   if (!w) return not_held("logits", norm_role);
   if (!lw || bit != kSkipLmHead) return not_held("logits", head);
   norm(m_.delta, w);
-  const int T = s_.T, B = s_.B, D = m_.dim();
+  const int T = s_.T, B = s_.B, D = m_.dim(), rows = s_.all_logits ? T : B;
   const int32_t* last_idx = m_.d_ints + L_.last_idx;
+  // Vocabulary-parallel: this rank's columns first, then every rank's joined into the whole rows.
+  float* y = m_.vocab_parallel() ? m_.logits_part : m_.logits;
   if (exact()) {
     const float* x = Impl::f32(m_.h);
     if (!s_.all_logits && !s_.decode) {
       ck::gather_rows_f32(Impl::f32(m_.h), last_idx, Impl::f32(m_.last_h), B, D, m_.stream);
       x = Impl::f32(m_.last_h);
     }
-    linear32(*lw, x, s_.all_logits ? T : B, m_.logits);
-    return OkStatus();
+    linear32(*lw, x, rows, y);
+  } else if (s_.all_logits) {
+    lw->forward(g_, m_.h, T, y, true);
+  } else {
+    const bf16_t* x = m_.h;
+    if (!s_.decode) {
+      ck::gather_rows(m_.h, last_idx, m_.last_h, B, D, m_.stream);
+      x = m_.last_h;
+    }
+    if (!(skip_ & kSkipLmHead)) lw->forward(g_, x, B, y, true);
   }
-  if (s_.all_logits) {
-    lw->forward(g_, m_.h, T, m_.logits, true);
-    return OkStatus();
-  }
-  const bf16_t* x = m_.h;
-  if (!s_.decode) {
-    ck::gather_rows(m_.h, last_idx, m_.last_h, B, D, m_.stream);
-    x = m_.last_h;
-  }
-  if (!(skip_ & kSkipLmHead)) lw->forward(g_, x, B, m_.logits, true);
+  if (!m_.vocab_parallel()) return OkStatus();
+  const int per = static_cast<int>(m_.vocab_per);
+  RETURN_IF_ERROR(m_.opt.comm->all_gather_f32(y, int64_t{rows} * per, m_.logits_gathered, m_.stream));
+  ck::vocab_unshard(m_.logits_gathered, m_.logits, rows, per, m_.n_vocab(), m_.opt.comm->size(), m_.stream);
   return OkStatus();
 }
 

@@ -161,12 +161,9 @@ Status load_cuda_weights(const TensorStore& store, const ModelConfig& c, CudaDec
 
 Status load_cuda_shard(const ModelWeights& full, const std::string& format, int rank, int n, CudaDecoder* dec) {
   ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> shard, shard_weights(full, rank, n));
-  return read_model_weights(
-      *shard, format,
-      [dec](TensorRole r, int layer, const float* data, int64_t count) {
-        return dec->set_weight_f32(r, layer, data, count);
-      },
-      &full);
+  return read_model_weights(*shard, format, [dec](TensorRole r, int layer, const float* data, int64_t count) {
+    return dec->set_weight_f32(r, layer, data, count);
+  });
 }
 
 }  // namespace citadel::runtime

@@ -36,10 +36,25 @@ class HostStagedComm final : public DeviceComm {
     // buf_ is pageable: the copy has been staged when cudaMemcpyAsync returns, so buf_ may change afterwards.
     return OkStatus();
   }
+  Status all_gather_f32(const float* mine, int64_t n, float* all, void* stream) override {
+    if (n < 0) return InvalidArgument("device comm: negative element count");
+    auto s = static_cast<cudaStream_t>(stream);
+    buf_.resize(static_cast<size_t>(n));
+    gathered_.resize(static_cast<size_t>(n * size()));
+    if (cudaError_t e = cudaMemcpyAsync(buf_.data(), mine, static_cast<size_t>(n) * sizeof(float),
+                                        cudaMemcpyDeviceToHost, s); e != cudaSuccess)
+      return cuda_error("copy to host", e);
+    if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) return cuda_error("synchronize", e);
+    RETURN_IF_ERROR(host_->all_gather(buf_.data(), n, gathered_.data()));
+    if (cudaError_t e = cudaMemcpyAsync(all, gathered_.data(), gathered_.size() * sizeof(float),
+                                        cudaMemcpyHostToDevice, s); e != cudaSuccess)
+      return cuda_error("copy to device", e);
+    return OkStatus();
+  }
 
  private:
   Communicator* host_;
-  std::vector<float> buf_;
+  std::vector<float> buf_, gathered_;
 };
 
 class NcclDeviceComm final : public DeviceComm {
@@ -50,6 +65,9 @@ class NcclDeviceComm final : public DeviceComm {
   bool capturable() const override { return true; }
   Status all_reduce_sum_f32(float* data, int64_t n, void* stream) override {
     return g_->all_reduce_sum(r_, data, n, NcclType::kF32, static_cast<cudaStream_t>(stream));
+  }
+  Status all_gather_f32(const float* mine, int64_t n, float* all, void* stream) override {
+    return g_->all_gather(r_, mine, all, n, NcclType::kF32, static_cast<cudaStream_t>(stream));
   }
 
  private:

@@ -30,6 +30,8 @@ class DeviceComm {
   virtual int size() const = 0;
   // data[0..n) (fp32, on this rank's device) = the element-wise sum over the ranks, ordered on stream.
   virtual Status all_reduce_sum_f32(float* data, int64_t n, void* stream) = 0;
+  // all[q * n .. (q + 1) * n) = rank q's mine[0..n), on every rank (device memory, fp32; all holds size() * n).
+  virtual Status all_gather_f32(const float* mine, int64_t n, float* all, void* stream) = 0;
   // Whether the collective may be recorded into a CUDA graph (the decoder captures decode steps only then).
   virtual bool capturable() const = 0;
 };

@@ -24,6 +24,7 @@ TEST(BenchSummary, SendLagArrivalLatencyAndTailPercentiles) {
   EXPECT_EQ(j["completed"], 999);
   EXPECT_NEAR(j["max_e2el_ms"].get<double>(), 1.0, 1e-9);
   EXPECT_NEAR(j["p99.9_e2el_ms"].get<double>(), 0.999, 2e-3);
+  EXPECT_NEAR(j["p95_e2el_ms"].get<double>(), 0.95, 2e-3);
   EXPECT_NEAR(j["max_send_lag_ms"].get<double>(), 5.0, 1e-9);
   EXPECT_NEAR(j["median_send_lag_ms"].get<double>(), 0.0, 1e-12);
   EXPECT_NEAR(j["max_arrival_e2el_ms"].get<double>(), 6.0, 1e-9);  // lag + service time of the late one

@@ -176,9 +176,9 @@ TEST(TensorParallel, EngineGreedyTokensEqualOneRank) {
   std::filesystem::remove(path);
 }
 
-// What load_cuda_shard hands a rank's CUDA decoder (read_model_weights over the shard, the vocabulary from the whole
-// model): every tensor in the rank config's shape, rank 1's q rows and q bias the whole model's from head H / 2 on,
-// o's columns from H / 2 * head_dim on, the embedding and the LM head whole.
+// What load_cuda_shard hands a rank's CUDA decoder (read_model_weights over the shard): every tensor in the rank
+// config's shape, rank 1's q rows and q bias the whole model's from head H / 2 on, o's columns from H / 2 * head_dim
+// on, its vocabulary rows of the embedding and the (tied) LM head.
 TEST(TensorParallel, ShardTensorsForTheCudaDecoder) {
   const std::string path = synth_file("qwen2", "tiny", 24, "f32");
   auto w = load_model(path, {});
@@ -189,16 +189,15 @@ TEST(TensorParallel, ShardTensorsForTheCudaDecoder) {
   ASSERT_TRUE(shard.ok()) << shard.status().message();
   const ModelConfig rc = tp_rank_config(c, 2);
   std::map<std::pair<TensorRole, int>, std::vector<float>> got;
-  const Status st = runtime::read_model_weights(
-      **shard, "gguf",
-      [&](TensorRole r, int l, const float* p, int64_t n) {
-        int64_t want = 1;
-        for (int64_t d : role_shape(rc, r)) want *= d;
-        EXPECT_EQ(n, want) << role_name(r) << " layer " << l;
-        got[{r, l}].assign(p, p + n);
-        return OkStatus();
-      },
-      &full);
+  const VocabRange vr = tp_vocab_range(c.n_vocab, 1, 2);
+  const Status st = runtime::read_model_weights(**shard, "gguf", [&](TensorRole r, int l, const float* p, int64_t n) {
+    int64_t want = 1;
+    for (int64_t d : role_shape(rc, r)) want *= d;
+    if (r == TensorRole::kTokEmbd || r == TensorRole::kOutput) want = (vr.end - vr.begin) * c.dim;
+    EXPECT_EQ(n, want) << role_name(r) << " layer " << l;
+    got[{r, l}].assign(p, p + n);
+    return OkStatus();
+  });
   ASSERT_TRUE(st.ok()) << st.message();
   const auto f32 = [](const WeightView& v, int64_t row, int64_t col) {
     return static_cast<const float*>(v.data)[row * v.cols + col];
@@ -213,8 +212,8 @@ TEST(TensorParallel, ShardTensorsForTheCudaDecoder) {
   const std::vector<float>& o = got.at({TensorRole::kWo, 0});
   EXPECT_EQ(o[static_cast<size_t>(5 * half + 2)], f32(full.mat(TensorRole::kWo, 0), 5, half + 2));
   const std::vector<float>& emb = got.at({TensorRole::kTokEmbd, 0});
-  ASSERT_EQ(static_cast<int64_t>(emb.size()), c.n_vocab * D);
-  EXPECT_EQ(emb[static_cast<size_t>(3 * D + 1)], f32(full.mat(TensorRole::kTokEmbd), 3, 1));  // a row of rank 0's range
+  ASSERT_EQ(static_cast<int64_t>(emb.size()), (vr.end - vr.begin) * D);
+  EXPECT_EQ(emb[static_cast<size_t>(3 * D + 1)], f32(full.mat(TensorRole::kTokEmbd), vr.begin + 3, 1));
   EXPECT_EQ(got.at({TensorRole::kOutput, 0}).size(), emb.size());
   std::filesystem::remove(path);
 }

@@ -18,9 +18,14 @@ using bf16_t = uint16_t;  // raw bfloat16 bits
 enum class RopeLayout { kNorm, kNeox };  // kNorm: pairs (2i, 2i+1) (llama GGUF); kNeox: pairs (i, i+d/2) (HF qwen2)
 
 // ---- elementwise.cu ----
-// out[t][:] = table[tokens[t]][:] as fp32; table [vocab][dim] bf16; out [T][dim] fp32. Token ids outside
-// [0, vocab) give a zero row (callers validate ids; this only keeps the kernel in bounds).
-void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s);
+// out[t][:] = table[tokens[t] - first][:] as fp32; table [vocab][dim] bf16 (rows first .. first + vocab - 1 of the
+// whole vocabulary: a tensor-parallel rank's slice); out [T][dim] fp32. Token ids outside [first, first + vocab) give
+// a zero row (callers validate ids; a rank's slice leaves the other ranks' ids to them).
+void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s,
+               int first = 0);
+// Tensor-parallel logits: gathered [n][rows][per] fp32 (rank q's vocabulary slice [q per, q per + per) of every row,
+// as an all-gather lays them out) -> out [rows][vocab] (columns past vocab of the last slice dropped).
+void vocab_unshard(const float* gathered, float* out, int rows, int per, int vocab, int n, cudaStream_t s);
 
 // residual [T][dim] fp32 (in/out) += delta [T][dim] fp32 (skipped if null; the o/down projections write it in fp32
 // so the residual stream never passes through bf16); out [T][dim] bf16 = residual * rsqrt(mean(residual^2) + eps) *
@@ -215,7 +220,8 @@ void quantize_rows_fp8(const bf16_t* x, uint8_t* xq, float* xscale, int M, int K
 // (fp32 math, src/model) only by fp32 summation order. Correctness first: this path is the GPU twin of the CPU
 // exact engine, not a fast path. Shapes and conventions as in the bf16 launchers above.
 // out [T][dim] = table [vocab][dim] fp32 rows tokens[t] (ids outside [0, vocab): zero row).
-void embedding_f32(const float* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s);
+void embedding_f32(const float* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s,
+                   int first = 0);
 // residual [T][dim] += delta (skipped if null); out [T][dim] = residual * rsqrt(mean(residual^2) + eps) * weight.
 void add_rmsnorm_f32(float* residual, const float* delta, const float* weight, float* out, int T, int dim, float eps,
                      cudaStream_t s);

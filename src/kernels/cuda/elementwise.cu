@@ -218,9 +218,28 @@ __global__ void bf16_inplace_kernel(uint16_t* x, int64_t n) {
 
 }  // namespace
 
-void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s) {
+void embedding(const bf16_t* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s,
+               int first) {
   if (T <= 0) return;
-  launch_pdl(embedding_rows_kernel<uint16_t>, dim3(T), dim3(256), 0, s, table, tokens, out, dim, vocab);
+  launch_pdl(embedding_rows_kernel<uint16_t>, dim3(T), dim3(256), 0, s, table, tokens, out, dim, vocab, first);
+  CUDA_LAUNCH_CHECK();
+}
+
+namespace {
+// grid (rows, ceil(vocab / 256)): out[r][v] = gathered[v / per][r][v % per].
+__global__ void vocab_unshard_kernel(const float* __restrict__ gathered, float* __restrict__ out, int rows, int per,
+                                     int vocab) {
+  const int r = blockIdx.x, v = blockIdx.y * blockDim.x + threadIdx.x;
+  if (v >= vocab) return;
+  const int q = v / per;
+  out[static_cast<int64_t>(r) * vocab + v] = gathered[(static_cast<int64_t>(q) * rows + r) * per + (v - q * per)];
+}
+}  // namespace
+
+void vocab_unshard(const float* gathered, float* out, int rows, int per, int vocab, int n, cudaStream_t s) {
+  if (rows <= 0 || vocab <= 0) return;
+  CHECK_MSG(static_cast<int64_t>(per) * n >= vocab, "vocab_unshard: the slices do not cover the vocabulary");
+  vocab_unshard_kernel<<<dim3(rows, (vocab + 255) / 256), dim3(256), 0, s>>>(gathered, out, rows, per, vocab);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -388,9 +388,10 @@ __global__ void attention_merge_f32_kernel(const float* ws, int n_splits, int D,
 
 }  // namespace
 
-void embedding_f32(const float* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s) {
+void embedding_f32(const float* table, const int32_t* tokens, float* out, int T, int dim, int vocab, cudaStream_t s,
+                   int first) {
   if (T <= 0 || dim <= 0) return;
-  launch_pdl(embedding_rows_kernel<float>, dim3(T), dim3(kThreads), 0, s, table, tokens, out, dim, vocab);
+  launch_pdl(embedding_rows_kernel<float>, dim3(T), dim3(kThreads), 0, s, table, tokens, out, dim, vocab, first);
   CUDA_LAUNCH_CHECK();
 }
 

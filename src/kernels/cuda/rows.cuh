@@ -30,14 +30,15 @@ __device__ __forceinline__ float block_sum(float v) {
   return total;
 }
 
-// grid (T); out [T][dim] fp32 = table [vocab][dim] (T: float or bf16 bits) row tokens[t], or zeros for ids outside
-// [0, vocab).
+// grid (T); out [T][dim] fp32 = table [vocab][dim] (T: float or bf16 bits; the vocabulary's rows first ..) row
+// tokens[t] - first, or zeros for ids outside [first, first + vocab).
 template <typename T>
-__global__ void embedding_rows_kernel(const T* table, const int32_t* tokens, float* out, int dim, int vocab) {
+__global__ void embedding_rows_kernel(const T* table, const int32_t* tokens, float* out, int dim, int vocab,
+                                      int first) {
   pdl_wait();
   pdl_trigger();
   const int64_t t = blockIdx.x;
-  const int tok = tokens[t];
+  const int tok = tokens[t] - first;
   const bool ok = tok >= 0 && tok < vocab;
   const T* row = table + static_cast<int64_t>(ok ? tok : 0) * dim;
   float* o = out + t * dim;
