@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstddef>
 #include <cstring>
 
 #include "base/check.h"
@@ -30,10 +29,9 @@ void pack_amx_tiles(const int16_t* q16, const float* d, const float* sums, int64
   const int64_t nb = n / kQK, tiles = (n_tokens + kAmxTile - 1) / kAmxTile;
   out->n_tokens = n_tokens;
   out->n = n;
-  // Sized without a fill: every byte is written below (the last tile's rows past the last token zeroed there).
-  out->codes.resize(static_cast<size_t>(tiles * nb * 2 * kAmxTile * kQK));
-  out->d.resize(static_cast<size_t>(tiles * nb * kAmxTile));
-  out->sums.resize(out->d.size());
+  out->codes.assign(static_cast<size_t>(tiles * nb * 2 * kAmxTile * kQK), 0);
+  out->d.assign(static_cast<size_t>(tiles * nb * kAmxTile), 0.0f);
+  out->sums.assign(out->d.size(), 0.0f);
   ThreadPool::current().parallel_for(tiles, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t t0 = i * kAmxTile, m = std::min<int64_t>(kAmxTile, n_tokens - t0);
@@ -52,13 +50,6 @@ void pack_amx_tiles(const int16_t* q16, const float* d, const float* sums, int64
           const size_t at = static_cast<size_t>((i * nb + b) * kAmxTile + tm);
           out->d[at] = d[(t0 + tm) * nb + b];
           out->sums[at] = sums[(t0 + tm) * nb + b];
-        }
-        if (m < kAmxTile) {  // the last tile's padding rows: zero codes, scales and sums
-          std::memset(lo + m * kQK, 0, static_cast<size_t>((kAmxTile - m) * kQK));
-          std::memset(hi + m * kQK, 0, static_cast<size_t>((kAmxTile - m) * kQK));
-          const size_t at = static_cast<size_t>((i * nb + b) * kAmxTile + m);
-          std::fill_n(out->d.begin() + static_cast<std::ptrdiff_t>(at), kAmxTile - m, 0.0f);
-          std::fill_n(out->sums.begin() + static_cast<std::ptrdiff_t>(at), kAmxTile - m, 0.0f);
         }
       }
     }
