@@ -1,6 +1,7 @@
 // CUDA kernel checks that are not op-vs-reference parity (that is the op-parity harness, tests/ops/: every kernel
 // against the CPU reference ops): the device int8 / int4 weight quantisers against host twins of their documented
-// layouts, the fused RoPE + KV write against the separate kernels bit for bit, and argmax against a host scan.
+// layouts, the fused RoPE + KV write against the separate kernels bit for bit, argmax against a host scan, and the
+// tensor-parallel vocabulary kernels (a rank's embedding slice, vocab_unshard) against host loops.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -128,6 +129,39 @@ TEST(CudaKernels, ArgmaxFindsTheLowestIndexOfTheMaximum) {
     ck::argmax(dl.p, M, V, out.p, nullptr);
     EXPECT_EQ(out.download(), want) << "V " << V;
   }
+}
+
+// Tensor parallelism's vocabulary kernels against host loops: the embedding of a rank's slice (rows first .. first +
+// vocab - 1: its tokens' rows, zeros for the others', ids out of range included) and vocab_unshard (the all-gathered
+// [ranks][rows][per] columns back into [rows][V], the last slice short), bit for bit.
+TEST(CudaKernels, VocabSliceEmbeddingAndUnshardMatchHostLoops) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  const int V = 1003, D = 64, n = 4, per = (V + n - 1) / n;
+  const std::vector<int32_t> tokens = {0, 250, 251, 500, 501, 1002, -1, 1003, 377, 752};
+  const std::vector<float> table = random_f32(size_t(V) * D, rng);
+  for (int r = 0; r < n; ++r) {
+    const int first = r * per, held = std::min(V, first + per) - first;
+    std::vector<uint16_t> slice(size_t(held) * D);
+    for (size_t i = 0; i < slice.size(); ++i) slice[i] = f32_to_bf16(table[size_t(first) * D + i]);
+    std::vector<float> want(tokens.size() * D, 0.f);
+    for (size_t t = 0; t < tokens.size(); ++t)
+      if (tokens[t] >= first && tokens[t] < first + held)
+        for (int i = 0; i < D; ++i) want[t * D + i] = bf16_to_f32(slice[size_t(tokens[t] - first) * D + i]);
+    DevArray<uint16_t> dt(slice);
+    DevArray<int32_t> dtok(tokens);
+    DevArray<float> out(tokens.size() * D);
+    ck::embedding(dt.p, dtok.p, out.p, int(tokens.size()), D, held, nullptr, first);
+    EXPECT_EQ(out.download(), want) << "rank " << r;
+  }
+  const int rows = 3;
+  const std::vector<float> gathered = random_f32(size_t(n) * rows * per, rng);
+  std::vector<float> want(size_t(rows) * V);
+  for (int row = 0; row < rows; ++row)
+    for (int v = 0; v < V; ++v) want[size_t(row) * V + v] = gathered[(size_t(v / per) * rows + row) * per + v % per];
+  DevArray<float> dg(gathered), out(size_t(rows) * V);
+  ck::vocab_unshard(dg.p, out.p, rows, per, V, n, nullptr);
+  EXPECT_EQ(out.download(), want);
 }
 
 }  // namespace
