@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace citadel {
 
@@ -85,6 +87,24 @@ Status ThreadCommGroup::exchange(int r, const float* in, int64_t n, float* out, 
   RETURN_IF_ERROR(barrier());  // every rank done reading the published buffers
   if (!gather) std::copy(sum.begin(), sum.end(), out);
   return OkStatus();
+}
+
+Status run_ranks(int n, ThreadCommGroup* group, const std::function<Status(int)>& f) {
+  std::vector<Status> st(static_cast<size_t>(std::max(n, 0)));
+  auto run = [&](int r) {
+    (void)(st[static_cast<size_t>(r)] = f(r));
+    if (!st[static_cast<size_t>(r)].ok() && group) group->abort();
+  };
+  std::vector<std::thread> threads;
+  for (int r = 1; r < n; ++r) threads.emplace_back(run, r);
+  if (n > 0) run(0);
+  for (std::thread& t : threads) t.join();
+  const auto failed = std::find_if(st.begin(), st.end(), [](const Status& s) { return !s.ok(); });
+  if (failed == st.end()) return OkStatus();
+  if (group) group->reset();  // every rank has left
+  const auto cause = std::find_if(st.begin(), st.end(),
+                                  [](const Status& s) { return !s.ok() && s.code() != StatusCode::kCancelled; });
+  return cause != st.end() ? *cause : *failed;
 }
 
 }  // namespace citadel

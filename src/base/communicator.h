@@ -14,6 +14,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -68,5 +69,11 @@ class ThreadCommGroup {
   std::vector<const float*> bufs_;
   std::vector<int64_t> sizes_;
 };
+
+// Runs f(r) for every rank r in [0, n), all at once: rank 0 on the calling thread, the others on threads of their own
+// for the call (f sets up what its thread needs: a thread pool scope, a current device). When group is non-null, a
+// rank whose f fails aborts it, so the others leave their collectives, and it is reset once every rank has returned.
+// Returns ok, or the cause: the first error that is not an aborted collective's kCancelled (else the first error).
+Status run_ranks(int n, ThreadCommGroup* group, const std::function<Status(int)>& f);
 
 }  // namespace citadel

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <new>
 #include <string>
-#include <thread>
 
 #include "base/process_metrics.h"
 #include "model/shard.h"
@@ -196,30 +195,14 @@ Status CpuRunner::forward(const engine::Batch& b, float* logits) {
   fb.logit_rows = b.logit_rows.data();
   if (ranks_.size() == 1) return ranks_[0]->tf.forward(fb, ranks_[0]->views, &ranks_[0]->scratch, logits);
   // Tensor parallel: ranks 1.. on threads of their own (the kernels of every rank share ThreadPool::current()'s
-  // workers, one parallel region at a time), rank 0 here. A rank that fails aborts the group, so the others leave
-  // their collectives; the group is reset for the next step once every rank has returned.
-  std::vector<Status> st(ranks_.size());
-  auto run = [&](size_t r, float* out) {
-    ThreadPool::Scope rank_threads(pool_.get());
-    st[r] = ranks_[r]->tf.forward(fb, ranks_[r]->views, &ranks_[r]->scratch, out);
-    if (!st[r].ok()) comm_->abort();
-  };
-  std::vector<std::thread> threads_of;
-  for (size_t r = 1; r < ranks_.size(); ++r) {
+  // workers, one parallel region at a time), rank 0 here (run_ranks: a failing rank releases the others).
+  for (size_t r = 1; r < ranks_.size(); ++r)
     ranks_[r]->logits.resize(static_cast<size_t>(fb.n_logits) * static_cast<size_t>(w_->config.n_vocab));
-    threads_of.emplace_back(run, r, ranks_[r]->logits.data());
-  }
-  run(0, logits);
-  for (std::thread& t : threads_of) t.join();
-  for (const Status& s : st) {
-    if (s.ok()) continue;
-    comm_->reset();  // every rank has left
-    for (const Status& e : st) {
-      if (!e.ok() && e.code() != StatusCode::kCancelled) return e;  // the cause, not an aborted collective
-    }
-    return s;
-  }
-  return OkStatus();
+  return run_ranks(static_cast<int>(ranks_.size()), comm_.get(), [&](int r) {
+    ThreadPool::Scope rank_threads(pool_.get());
+    Rank& k = *ranks_[static_cast<size_t>(r)];
+    return k.tf.forward(fb, k.views, &k.scratch, r == 0 ? logits : k.logits.data());
+  });
 }
 
 }  // namespace citadel::runtime

@@ -12,7 +12,6 @@
 #include <limits>
 #include <memory>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -174,25 +173,11 @@ Status CudaRunner::build_comms() {
 
 Status CudaRunner::on_ranks(const std::function<Status(CudaDecoder*, int)>& f) {
   if (ranks_.empty()) return f(decoder_.get(), 0);
-  std::vector<Status> st(ranks_.size() + 1);
-  auto run = [&](int r) {
-    (void)(st[static_cast<size_t>(r)] = f(r == 0 ? decoder_.get() : ranks_[static_cast<size_t>(r) - 1].get(), r));
-    if (!st[static_cast<size_t>(r)].ok() && host_group_) host_group_->abort();  // release the ranks waiting on it
-  };
-  std::vector<std::thread> ts;
-  for (int r = 1; r <= static_cast<int>(ranks_.size()); ++r)
-    ts.emplace_back([&, r] {
-      ScopedCudaDevice on(rank_device(r));
-      run(r);
-    });
-  run(0);
-  for (auto& t : ts) t.join();
-  for (const Status& x : st)
-    if (!x.ok()) {
-      if (host_group_) host_group_->reset();
-      return x;
-    }
-  return OkStatus();
+  return run_ranks(static_cast<int>(ranks_.size()) + 1, host_group_.get(), [&](int r) {
+    if (r == 0) return f(decoder_.get(), 0);  // the caller's thread, whose device is rank 0's already
+    ScopedCudaDevice on(rank_device(r));
+    return f(ranks_[static_cast<size_t>(r) - 1].get(), r);
+  });
 }
 
 // The decoder for options d (every rank's, with tensor parallelism), its weights loaded (or synthetic) and finalized.

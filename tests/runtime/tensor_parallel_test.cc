@@ -112,6 +112,22 @@ struct TpCase {
   std::vector<int> ranks;
 };
 
+// run_ranks: every rank runs at once; a rank that fails while the others wait in a collective releases them, the
+// cause comes back (not their kCancelled), and the group works again afterwards.
+TEST(ThreadComm, RunRanksReturnsTheCauseAndReleasesTheOthers) {
+  ThreadCommGroup g(3);
+  std::vector<float> buf(3 * 4, 1.0f);
+  const Status st = run_ranks(3, &g, [&](int r) {
+    if (r == 2) return InvalidArgument("rank 2 fails before its collective");
+    return g.rank(r)->all_reduce_sum(buf.data() + 4 * r, 4);
+  });
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.message();
+  const Status ok = run_ranks(3, &g, [&](int r) { return g.rank(r)->all_reduce_sum(buf.data() + 4 * r, 4); });
+  EXPECT_TRUE(ok.ok()) << ok.message();
+  EXPECT_EQ(buf[0], 3.0f);
+  EXPECT_TRUE(run_ranks(1, nullptr, [](int) { return OkStatus(); }).ok());
+}
+
 TEST(TensorParallel, RanksGiveTheLogitsOfOneRank) {
   const std::vector<TpCase> cases = {{"llama", "tiny", "f32", {2, 4}},
                                      {"qwen2", "tiny", "f16", {2, 4}},
