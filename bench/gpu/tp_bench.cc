@@ -21,6 +21,7 @@
 
 #include "base/communicator.h"
 #include "model/shard.h"
+#include "model/synth.h"
 #include "runtime/cuda_loader.h"
 #include "runtime/device_comm.h"
 #include "runtime/nccl_group.h"
@@ -33,13 +34,13 @@ using runtime::CudaDecoderOptions;
 
 namespace {
 
+// The llama-3 70B shape: synth's llama-3-70b preset (the file serve_bench.sh writes for the serving run).
 ModelConfig llama3_70b_config() {
-  ModelConfig c;
-  c.arch = "llama", c.name = "llama-3 70B shape";
-  c.dim = 8192, c.n_layers = 80, c.n_heads = 64, c.n_kv_heads = 8, c.head_dim = 128, c.ffn_dim = 28672;
-  c.n_vocab = 128256, c.context_len = 8192, c.attn_bias = false, c.rope_type = RopeStyle::kNorm, c.rope_dim = 128;
-  c.rope_theta = 500000.0, c.norm_eps = 1e-5;
-  return c;
+  SynthOptions o;
+  o.preset = "llama-3-70b";
+  auto plan = plan_synth(o);
+  die(plan.status(), "llama-3-70b preset");
+  return synth_config(*plan);
 }
 
 // Runs f(r) on one thread per rank (the collectives meet across them) and waits for all.

@@ -18,10 +18,10 @@
 #include "model/rope.h"
 #include "model/shard.h"
 #include "runtime/cuda_decoder_impl.cuh"
-#include "runtime/device_comm.h"
 #include "runtime/cuda_loader.h"
 #include "runtime/cuda_ops.cuh"
 #include "runtime/cuda_status.cuh"
+#include "runtime/device_comm.h"
 
 namespace citadel::runtime {
 

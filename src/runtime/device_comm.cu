@@ -23,36 +23,39 @@ class HostStagedComm final : public DeviceComm {
   int size() const override { return host_->size(); }
   bool capturable() const override { return false; }
   Status all_reduce_sum_f32(float* data, int64_t n, void* stream) override {
-    if (n < 0) return InvalidArgument("device comm: negative element count");
-    auto s = static_cast<cudaStream_t>(stream);
-    buf_.resize(static_cast<size_t>(n));
-    const size_t bytes = static_cast<size_t>(n) * sizeof(float);
-    if (cudaError_t e = cudaMemcpyAsync(buf_.data(), data, bytes, cudaMemcpyDeviceToHost, s); e != cudaSuccess)
-      return cuda_error("copy to host", e);
-    if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) return cuda_error("synchronize", e);
+    const auto s = static_cast<cudaStream_t>(stream);
+    RETURN_IF_ERROR(to_host(data, n, &buf_, s));
     RETURN_IF_ERROR(host_->all_reduce_sum(buf_.data(), n));
-    if (cudaError_t e = cudaMemcpyAsync(data, buf_.data(), bytes, cudaMemcpyHostToDevice, s); e != cudaSuccess)
-      return cuda_error("copy to device", e);
-    // buf_ is pageable: the copy has been staged when cudaMemcpyAsync returns, so buf_ may change afterwards.
-    return OkStatus();
+    return to_device(buf_, data, s);
   }
   Status all_gather_f32(const float* mine, int64_t n, float* all, void* stream) override {
-    if (n < 0) return InvalidArgument("device comm: negative element count");
-    auto s = static_cast<cudaStream_t>(stream);
-    buf_.resize(static_cast<size_t>(n));
+    const auto s = static_cast<cudaStream_t>(stream);
+    RETURN_IF_ERROR(to_host(mine, n, &buf_, s));
     gathered_.resize(static_cast<size_t>(n * size()));
-    if (cudaError_t e = cudaMemcpyAsync(buf_.data(), mine, static_cast<size_t>(n) * sizeof(float),
-                                        cudaMemcpyDeviceToHost, s); e != cudaSuccess)
+    RETURN_IF_ERROR(host_->all_gather(buf_.data(), n, gathered_.data()));
+    return to_device(gathered_, all, s);
+  }
+
+ private:
+  // host = dev[0..n), once the stream's earlier work is done (the stream is synchronised).
+  static Status to_host(const float* dev, int64_t n, std::vector<float>* host, cudaStream_t s) {
+    if (n < 0) return InvalidArgument("device comm: negative element count");
+    host->resize(static_cast<size_t>(n));
+    if (cudaError_t e = cudaMemcpyAsync(host->data(), dev, host->size() * sizeof(float), cudaMemcpyDeviceToHost, s);
+        e != cudaSuccess)
       return cuda_error("copy to host", e);
     if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) return cuda_error("synchronize", e);
-    RETURN_IF_ERROR(host_->all_gather(buf_.data(), n, gathered_.data()));
-    if (cudaError_t e = cudaMemcpyAsync(all, gathered_.data(), gathered_.size() * sizeof(float),
-                                        cudaMemcpyHostToDevice, s); e != cudaSuccess)
+    return OkStatus();
+  }
+  // dev[0..host.size()) = host, queued on the stream. host is pageable: the copy has been staged when
+  // cudaMemcpyAsync returns, so host may change afterwards.
+  static Status to_device(const std::vector<float>& host, float* dev, cudaStream_t s) {
+    if (cudaError_t e = cudaMemcpyAsync(dev, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice, s);
+        e != cudaSuccess)
       return cuda_error("copy to device", e);
     return OkStatus();
   }
 
- private:
   Communicator* host_;
   std::vector<float> buf_, gathered_;
 };
