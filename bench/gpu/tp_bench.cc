@@ -51,7 +51,7 @@ void on_ranks(int n, const std::function<void(int)>& f) {
 }
 
 // Rank 0's all-reduce time per call (us) for each size, every rank calling concurrently on its own device.
-std::vector<std::pair<int64_t, double>> all_reduce_times(const std::vector<runtime::DeviceComm*>& comms,
+std::vector<std::pair<int64_t, double>> all_reduce_times(const std::vector<std::unique_ptr<runtime::DeviceComm>>& comms,
                                                           const std::vector<int>& devices) {
   const std::vector<int64_t> sizes = {int64_t{32} << 10, int64_t{256} << 10, int64_t{2} << 20, int64_t{16} << 20,
                                       int64_t{256} << 20};
@@ -105,8 +105,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<ThreadCommGroup> host_group;
   std::unique_ptr<runtime::NcclGroup> nccl;
-  std::vector<std::unique_ptr<runtime::DeviceComm>> owned;
-  std::vector<runtime::DeviceComm*> comms;
+  std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
   if (host) {
     host_group = std::make_unique<ThreadCommGroup>(n);
   } else {
@@ -115,10 +114,8 @@ int main(int argc, char** argv) {
     nccl = std::move(g).value();
     std::fprintf(stderr, "NCCL %d\n", nccl->nccl_version());
   }
-  for (int r = 0; r < n; ++r) {
-    owned.push_back(host ? runtime::host_staged_comm(host_group->rank(r)) : runtime::nccl_device_comm(nccl.get(), r));
-    comms.push_back(owned.back().get());
-  }
+  for (int r = 0; r < n; ++r)
+    comms.push_back(host ? runtime::host_staged_comm(host_group->rank(r)) : runtime::nccl_device_comm(nccl.get(), r));
 
   std::string ar_json;
   for (const auto& [bytes, us] : all_reduce_times(comms, devices)) {
@@ -134,7 +131,7 @@ int main(int argc, char** argv) {
   std::vector<double> bs1(static_cast<size_t>(n)), pre(static_cast<size_t>(n)), b64(static_cast<size_t>(n));
   on_ranks(n, [&](int r) {
     CudaDecoderOptions o;
-    o.device = devices[static_cast<size_t>(r)], o.comm = comms[static_cast<size_t>(r)], o.format = *fmt;
+    o.device = devices[static_cast<size_t>(r)], o.comm = comms[static_cast<size_t>(r)].get(), o.format = *fmt;
     o.max_batch = 64, o.max_step_tokens = 512, o.max_seq_len = 1024, o.kv_blocks = 1024, o.verbose = r == 0;
     auto d = CudaDecoder::create(tp_rank_config(full, n), o);
     die(d.status(), "create");

@@ -403,16 +403,6 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore&
   }
   const bool verbose = o.decoder.verbose;
   o.warm_up = !env_is("CITADEL_CUDA_WARMUP", "off");  // off: before / after on one binary
-  o.load = [st, mc, lo, verbose](CudaDecoder* d) {
-    CudaLoadStats s;
-    RETURN_IF_ERROR(load_cuda_weights(*st, mc, d, lo, &s));
-    char line[160];
-    std::snprintf(line, sizeof(line), "cuda weights loaded in %.2f s (%s)", s.total_s,
-                  lo.reference ? "reference path" : (std::to_string(s.staged_bytes >> 20) + " MiB staged on " +
-                                                     std::to_string(s.threads) + " threads").c_str());
-    if (verbose) log_info(line);
-    return OkStatus();
-  };
   if (o.tensor_parallel > 1) {  // each rank loads its shard of the model through the CPU loader's views
     ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> w,
                      load_model(store.path(), WeightsOptions{.copy_half_for_decode = false}));
@@ -422,6 +412,17 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore&
     o.load_rank = [full, format, n](int r, CudaDecoder* d) { return load_cuda_shard(*full, format, r, n, d); };
     o.keep_alive = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const ModelWeights>>>(
         o.keep_alive, full);
+  } else {  // one decoder: the staged fast load (or its reference twin)
+    o.load = [st, mc, lo, verbose](CudaDecoder* d) {
+      CudaLoadStats s;
+      RETURN_IF_ERROR(load_cuda_weights(*st, mc, d, lo, &s));
+      char line[160];
+      std::snprintf(line, sizeof(line), "cuda weights loaded in %.2f s (%s)", s.total_s,
+                    lo.reference ? "reference path" : (std::to_string(s.staged_bytes >> 20) + " MiB staged on " +
+                                                       std::to_string(s.threads) + " threads").c_str());
+      if (verbose) log_info(line);
+      return OkStatus();
+    };
   }
   ASSIGN_OR_RETURN(auto runner, CudaRunner::create(std::move(o)));
   return std::unique_ptr<engine::ModelRunner>(std::move(runner));

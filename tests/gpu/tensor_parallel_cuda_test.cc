@@ -135,7 +135,7 @@ std::vector<float> whole_model_rows(const ModelWeights& full, CudaWeightFormat f
 
 // Every rank in its own thread (the collectives meet across them): rank r's decoder on devices[r] with comms[r].
 std::vector<std::vector<float>> sharded_rows(const ModelWeights& full, CudaWeightFormat f, const std::vector<int>& devices,
-                                             const std::vector<runtime::DeviceComm*>& comms,
+                                             const std::vector<std::unique_ptr<runtime::DeviceComm>>& comms,
                                              const std::vector<int32_t>& prompt, const std::vector<int32_t>& more) {
   const int n = static_cast<int>(comms.size());
   std::vector<std::vector<float>> rows(static_cast<size_t>(n));
@@ -144,7 +144,7 @@ std::vector<std::vector<float>> sharded_rows(const ModelWeights& full, CudaWeigh
   for (int r = 0; r < n; ++r) {
     ts.emplace_back([&, r] {
       CudaDecoderOptions o = options(f, devices[static_cast<size_t>(r)]);
-      o.comm = comms[static_cast<size_t>(r)];
+      o.comm = comms[static_cast<size_t>(r)].get();
       auto dec = CudaDecoder::create(tp_rank_config(full.config, n), o);
       if (!dec.ok()) {
         st[static_cast<size_t>(r)] = dec.status();
@@ -216,12 +216,8 @@ TEST(CudaTensorParallel, RanksOnOneDeviceGiveTp1Logits) {
       for (int n : {2, 4}) {
         if (!tp_supported(tc.config, n).ok()) continue;
         ThreadCommGroup group(n);
-        std::vector<std::unique_ptr<runtime::DeviceComm>> owned;
-        std::vector<runtime::DeviceComm*> comms;
-        for (int r = 0; r < n; ++r) {
-          owned.push_back(runtime::host_staged_comm(group.rank(r)));
-          comms.push_back(owned.back().get());
-        }
+        std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
+        for (int r = 0; r < n; ++r) comms.push_back(runtime::host_staged_comm(group.rank(r)));
         const auto got = sharded_rows(*full, f, std::vector<int>(static_cast<size_t>(n), 0), comms, prompt, more);
         compare(want, got, tc.config.n_vocab, f == CudaWeightFormat::kF32,
                 std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " (one device)");
@@ -281,12 +277,8 @@ TEST(CudaTensorParallel, RanksOnDevicesOverNcclGiveTp1Logits) {
   auto group = runtime::NcclGroup::create(devices);
   if (!group.ok() && group.status().code() == StatusCode::kUnsupported) GTEST_SKIP() << group.status().message();
   ASSERT_TRUE(group.ok()) << group.status().message();
-  std::vector<std::unique_ptr<runtime::DeviceComm>> owned;
-  std::vector<runtime::DeviceComm*> comms;
-  for (int r = 0; r < n; ++r) {
-    owned.push_back(runtime::nccl_device_comm(group->get(), r));
-    comms.push_back(owned.back().get());
-  }
+  std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
+  for (int r = 0; r < n; ++r) comms.push_back(runtime::nccl_device_comm(group->get(), r));
   for (const Case& tc : cases()) {
     auto full = random_weights(tc.config, 37);
     std::vector<int32_t> prompt, more;
