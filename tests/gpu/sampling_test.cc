@@ -90,7 +90,8 @@ TEST(CudaSampling, MatchesExactDistribution) {
   struct Cfg { int V; float t; int k; float top_p; float min_p = 0.f; };
   for (const Cfg& c : {Cfg{1000, 1.f, 0, 1.f}, Cfg{1000, 0.7f, 5, 1.f}, Cfg{1000, 1.f, 0, 0.8f},
                        Cfg{152064, 0.8f, 40, 0.9f}, Cfg{2000, 1.3f, 50, 0.5f}, Cfg{1000, 1.f, 0, 1.f, 0.05f},
-                       Cfg{2000, 0.7f, 100, 0.95f, 0.2f}}) {
+                       Cfg{2000, 0.7f, 100, 0.95f, 0.2f}, Cfg{1001, 0.9f, 7, 0.9f}, Cfg{152064, 0.7f, 0, 1.f},
+                       Cfg{999, 1.f, 0, 0.7f, 0.01f}}) {  // odd V: rows not 16-byte aligned (the scalar path)
     std::vector<float> row(c.V);
     for (auto& v : row) v = nd(rng);
     for (int i = 0; i < 3; ++i) row[size_t(rng() % c.V)] = row[0];  // ties at one value
@@ -120,31 +121,38 @@ TEST(CudaSampling, MatchesExactDistribution) {
   }
 }
 
-// Informative: one row of the 7B vocabulary with both cut-offs (the bisection's 32 passes dominate).
-TEST(CudaSampling, LatencyOneRow) {
+// Informative: rows of the 7B vocabulary (152064) under the settings users send, as one sampling call of a decode step.
+TEST(CudaSampling, Latency) {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.f, 2.f);
-  for (int M : {1, 64}) {
+  struct Cfg { const char* name; float t; int k; float top_p; float min_p; };
+  const Cfg cfgs[] = {{"greedy", 0.f, 0, 1.f, 0.f},          {"temperature 0.7", 0.7f, 0, 1.f, 0.f},
+                      {"top_k 40", 0.7f, 40, 1.f, 0.f},        {"top_p 0.95", 0.6f, 0, 0.95f, 0.f},
+                      {"top_k 40 top_p 0.9", 0.8f, 40, 0.9f, 0.f}, {"min_p 0.05", 0.7f, 0, 1.f, 0.05f}};
+  for (int M : {1, 128}) {
     std::vector<float> all(size_t(M) * 152064);
     for (auto& v : all) v = nd(rng);
-    ck::SampleParams p;
-    p.temperature = 0.8f, p.top_k = 40, p.top_p = 0.9f, p.seed = 1;
     DevArray<float> dl(all);
-    DevArray<ck::SampleParams> dp(std::vector<ck::SampleParams>(M, p));
     DevArray<int32_t> out(M);
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0), cudaEventCreate(&e1);
-    ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, nullptr, nullptr, out.p, nullptr);
-    cudaEventRecord(e0);
-    for (int i = 0; i < 20; ++i) ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, nullptr, nullptr, out.p, nullptr);
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    std::printf("[sampling] M=%d V=152064 top_k 40 top_p 0.9: %.1f us per call\n", M, ms * 1000 / 20);
-    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    for (const Cfg& c : cfgs) {
+      ck::SampleParams p;
+      p.temperature = c.t, p.top_k = c.k, p.top_p = c.top_p, p.min_p = c.min_p, p.seed = 1;
+      DevArray<ck::SampleParams> dp(std::vector<ck::SampleParams>(M, p));
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0), cudaEventCreate(&e1);
+      ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, nullptr, nullptr, out.p, nullptr);
+      cudaEventRecord(e0);
+      for (int i = 0; i < 20; ++i) ck::sample_tokens(dl.p, M, 152064, dp.p, nullptr, nullptr, nullptr, out.p, nullptr);
+      cudaEventRecord(e1);
+      cudaEventSynchronize(e1);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      std::printf("[sampling] M=%d V=152064 %s: %.1f us per call\n", M, c.name, ms * 1000 / 20);
+      cudaEventDestroy(e0), cudaEventDestroy(e1);
+    }
   }
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
 // logit_bias and penalties: the host Sampler's stages 1-3 turned into edits (Sampler::logit_edits) and applied by

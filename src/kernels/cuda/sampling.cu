@@ -1,10 +1,16 @@
 // Device-side sampling: one block per logits row, so only token ids leave the GPU. The row's logit edits (logit_bias
-// and penalties) apply in place first; logprobs, where asked for, come from the raw logits before them. The temperature / top-k / top-p / min-p cut-offs are exact order statistics
-// found by bisection over the order-preserving uint32 image of the logits (32 passes over the row, each counting
-// elements and summing probability mass at or above two candidate thresholds), then an inverse-CDF draw in index
-// order with a block scan, seeded per row. Deterministic for a given (seed, counter): every reduction has a fixed
-// order.
+// and penalties) apply in place first; logprobs, where asked for, come from the raw logits before them. Every pass over
+// a row reads it as float4 (coalesced) in a fixed per-thread order, and every block reduction has a fixed order, so a
+// given (seed, counter) always draws the same id.
+//   greedy: one argmax pass (lowest index on ties).
+//   sampled: the temperature / top-k / top-p / min-p cut-offs are exact order statistics of the order-preserving
+//   uint32 image of the logits. Where top-k or top-p is on, one pass finds the max and the softmax mass Z (online),
+//   then an 8-way search narrows both thresholds at once (11 passes, each counting elements and summing mass at or
+//   above 7 candidate keys); min-p is a key from the max. The draw is one Gumbel-max pass over the kept elements:
+//   argmax of logit / T + G_i, G_i = -log(-log(u_i)) with u_i a hash of (seed, counter, i), which is an exact draw
+//   from the kept set's softmax at temperature T (plain temperature sampling is this pass alone).
 #include <cfloat>
+#include <cstdint>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
@@ -14,130 +20,201 @@ namespace {
 
 using namespace dev;
 
-constexpr int kSampleThreads = 1024;
+constexpr int kSampleThreads = 512;
+constexpr int kSampleWarps = kSampleThreads / 32;
+constexpr int kWays = 8;  // candidate thresholds per search pass: kWays - 1
 
 __device__ __forceinline__ uint32_t order_key(float f) {
   const uint32_t b = __float_as_uint(f);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 
-// Block-wide sums of one float and one int; every thread gets the results. scratch: 2 * 32 words.
-__device__ __forceinline__ void block_sum2(float& f, int& n, float* sf, int* sn) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  f = warp_sum(f);
-  for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
-  __syncthreads();  // scratch free from the previous use
-  if (lane == 0) sf[warp] = f, sn[warp] = n;
-  __syncthreads();
-  f = 0.f, n = 0;
-  for (int w = 0; w < kSampleThreads / 32; ++w) f += sf[w], n += sn[w];  // same order in every thread
+// f(i, row[i]) for this thread's share of row [V], i increasing: float4 loads where the row is 16-byte aligned, four
+// of them in flight per thread (a pass is bound by memory latency otherwise), the tail one element at a time.
+template <class F>
+__device__ __forceinline__ void for_each_mine(const float* row, int V, F&& f) {
+  constexpr int kT = kSampleThreads, kU = 4;
+  int done = 0;
+  if ((reinterpret_cast<uintptr_t>(row) & 15u) == 0) {
+    const float4* r4 = reinterpret_cast<const float4*>(row);
+    const int v4 = V >> 2;
+    int j = threadIdx.x;
+    for (; j + (kU - 1) * kT < v4; j += kU * kT) {
+      float4 x[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) x[u] = r4[j + u * kT];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int i = 4 * (j + u * kT);
+        f(i, x[u].x), f(i + 1, x[u].y), f(i + 2, x[u].z), f(i + 3, x[u].w);
+      }
+    }
+    for (; j < v4; j += kT) {
+      const float4 x = r4[j];
+      f(4 * j, x.x), f(4 * j + 1, x.y), f(4 * j + 2, x.z), f(4 * j + 3, x.w);
+    }
+    done = v4 * 4;
+  }
+  for (int i = done + threadIdx.x; i < V; i += kT) f(i, row[i]);
 }
 
-// The next element of row [V] in (value desc, index asc) order after (pv, pi), or the first when pi < 0; every thread
-// gets (best, bi), bi = 0x7fffffff when there is none. Scratch: 2 x 32 words; uniform control flow only.
-__device__ void block_next_max(const float* row, int V, float pv, int pi, float* sbest, int* sbi, float& best,
-                               int& bi) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  best = -FLT_MAX, bi = 0x7fffffff;
-  for (int i = tid; i < V; i += kSampleThreads) {  // increasing i: the first of equal values wins
-    const float v = row[i];
-    if ((pi < 0 || v < pv || (v == pv && i > pi)) && v > best) best = v, bi = i;
-  }
+// (value desc, index asc) order: true when (v, i) comes before (bv, bi).
+__device__ __forceinline__ bool before(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+
+// Scratch of the block reductions: every reduction starts and ends with a barrier, so one buffer serves all.
+struct Scratch {
+  float f[kSampleWarps][2 * kWays];
+  int n[kSampleWarps][2 * kWays];
+};
+
+// Block-wide best (value desc, index asc) of every thread's (best, bi); every thread gets the result.
+__device__ void block_best(float& best, int& bi, Scratch& sc) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, best, o);
     const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+    if (before(ov, oi, best, bi)) best = ov, bi = oi;
   }
   __syncthreads();  // scratch free from the previous use
-  if (lane == 0) sbest[warp] = best, sbi[warp] = bi;
+  if (lane == 0) sc.f[warp][0] = best, sc.n[warp][0] = bi;
   __syncthreads();
-  best = sbest[0], bi = sbi[0];
-  for (int w = 1; w < kSampleThreads / 32; ++w)
-    if (sbest[w] > best || (sbest[w] == best && sbi[w] < bi)) best = sbest[w], bi = sbi[w];
+  best = sc.f[0][0], bi = sc.n[0][0];
+  for (int w = 1; w < kSampleWarps; ++w)
+    if (before(sc.f[w][0], sc.n[w][0], best, bi)) best = sc.f[w][0], bi = sc.n[w][0];
 }
 
-// A draw from row [V] under p (temperature > 0), mx its max, argmax the fallback; every thread gets the id.
-__device__ int draw_token(const float* row, int V, const SampleParams& p, float mx, int argmax, float* sf, int* sn) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+// Block-wide sums of N floats and N ints per thread, in place; every thread gets the results, summed in one order.
+template <int N>
+__device__ void block_sums(float (&f)[N], int (&n)[N], Scratch& sc) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int k = 0; k < N; ++k) {
+    f[k] = warp_sum(f[k]);
+    for (int o = 16; o > 0; o >>= 1) n[k] += __shfl_xor_sync(0xffffffffu, n[k], o);
+  }
+  __syncthreads();
+  if (lane == 0)
+#pragma unroll
+    for (int k = 0; k < N; ++k) sc.f[warp][k] = f[k], sc.n[warp][k] = n[k];
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < N; ++k) {
+    f[k] = 0.f, n[k] = 0;
+    for (int w = 0; w < kSampleWarps; ++w) f[k] += sc.f[w][k], n[k] += sc.n[w][k];
+  }
+}
+
+// The next element of row [V] in (value desc, index asc) order after (pv, pi), or the first when pi < 0; every thread
+// gets (best, bi), bi = 0x7fffffff when there is none (only -inf / NaN left).
+__device__ void block_next_max(const float* row, int V, float pv, int pi, Scratch& sc, float& best, int& bi) {
+  best = -FLT_MAX, bi = 0x7fffffff;
+  for_each_mine(row, V, [&](int i, float v) {  // increasing i: the first of equal values wins
+    if ((pi < 0 || before(pv, pi, v, i)) && v > best) best = v, bi = i;
+  });
+  block_best(best, bi, sc);
+}
+
+// The row's max, its index and Z = sum exp((x - max) / T), in one pass (an online softmax); every thread gets them.
+__device__ void block_max_mass(const float* row, int V, float inv_t, Scratch& sc, float& mx, int& mi, float& z) {
+  float m = -FLT_MAX, s = 0.f;
+  int i_m = 0x7fffffff;
+  for_each_mine(row, V, [&](int i, float v) {
+    if (v > m) s = s * __expf((m - v) * inv_t) + 1.f, m = v, i_m = i;
+    else s += __expf((v - m) * inv_t);
+  });
+  mx = m, mi = i_m;
+  block_best(mx, mi, sc);
+  float sum[1] = {s * __expf((m - mx) * inv_t)};  // this thread's mass relative to the row's max
+  int unused[1] = {0};
+  block_sums(sum, unused, sc);
+  z = sum[0];
+}
+
+// Largest t in [lo, hi] with pred(t) (pred(lo) holds, pred is non-increasing) from pred at the kWays - 1 candidates
+// lo + j * step, j = 1..kWays-1, step = ceil((hi - lo + 1) / kWays): the range shrinks kWays-fold.
+struct KeyRange {
+  uint32_t lo = 0, hi = 0xffffffffu;
+  __device__ uint64_t step() const { return (uint64_t(hi) - lo + kWays) / kWays; }
+  __device__ uint32_t cand(int j) const {  // saturates past hi (such candidates are never chosen)
+    const uint64_t t = lo + j * step();
+    return t > hi ? hi : uint32_t(t);
+  }
+  __device__ void narrow(const bool (&holds)[kWays - 1]) {
+    const uint64_t st = step();
+    int best = 0;
+#pragma unroll
+    for (int j = 1; j < kWays; ++j)
+      if (lo + j * st <= hi && holds[j - 1]) best = j;
+    const uint64_t nlo = lo + best * st, nhi = nlo + st - 1;
+    lo = uint32_t(nlo);
+    if (nhi < hi) hi = uint32_t(nhi);
+  }
+  __device__ bool done() const { return lo == hi; }
+};
+
+// The key at or above which a sampled row keeps its elements: max of the top-k threshold (the k-th largest value),
+// the top-p threshold (the largest key whose mass at or above holds top_p of Z) and the min-p key.
+__device__ uint32_t keep_key(const float* row, int V, const SampleParams& p, float mx, float z, Scratch& sc) {
   const float inv_t = 1.f / p.temperature;
-  // Total mass Z (relative to the max).
-  float z = 0.f;
-  int dummy = 0;
-  for (int i = tid; i < V; i += kSampleThreads) z += __expf((row[i] - mx) * inv_t);
-  block_sum2(z, dummy, sf, sn);
-  // Bisection: tk = largest key with count(key >= tk) >= top_k (the k-th largest value); tp = largest key with
-  // mass(key >= tp) >= top_p * Z (the smallest top set holding top_p of the mass).
   const bool use_k = p.top_k > 1 && p.top_k < V;
   const bool use_p = p.top_p > 0.f && p.top_p < 1.f;
-  uint32_t lo_k = 0, hi_k = 0xffffffffu, lo_p = 0, hi_p = 0xffffffffu;  // answer in [lo, hi]
   const float target = p.top_p * z;
-  if (use_k || use_p) {
-    for (int it = 0; it < 32; ++it) {
-      const uint32_t mk = lo_k + (hi_k - lo_k + 1ull) / 2, mp = lo_p + (hi_p - lo_p + 1ull) / 2;
-      float mass = 0.f;
-      int cnt = 0;
-      for (int i = tid; i < V; i += kSampleThreads) {
-        const float v = row[i];
+  KeyRange rk, rp;
+  if (!use_k) rk.hi = 0;
+  if (!use_p) rp.hi = 0;
+  while (!rk.done() || !rp.done()) {  // block-uniform: every thread holds the same ranges
+    uint32_t tk[kWays - 1], tp[kWays - 1];
+#pragma unroll
+    for (int j = 0; j < kWays - 1; ++j) tk[j] = rk.cand(j + 1), tp[j] = rp.cand(j + 1);
+    float mass[kWays - 1] = {};
+    int cnt[kWays - 1] = {};
+    if (!rp.done()) {
+      for_each_mine(row, V, [&](int, float v) {
         const uint32_t key = order_key(v);
-        cnt += key >= mk;
-        if (key >= mp) mass += __expf((v - mx) * inv_t);
-      }
-      block_sum2(mass, cnt, sf, sn);
-      if (cnt >= p.top_k) lo_k = mk; else hi_k = mk - 1;
-      if (mass >= target) lo_p = mp; else hi_p = mp - 1;
-      if (lo_k == hi_k && lo_p == hi_p) break;
+        const float e = __expf((v - mx) * inv_t);
+#pragma unroll
+        for (int j = 0; j < kWays - 1; ++j) cnt[j] += key >= tk[j], mass[j] += key >= tp[j] ? e : 0.f;
+      });
+    } else {
+      for_each_mine(row, V, [&](int, float v) {
+        const uint32_t key = order_key(v);
+#pragma unroll
+        for (int j = 0; j < kWays - 1; ++j) cnt[j] += key >= tk[j];
+      });
     }
+    block_sums(mass, cnt, sc);
+    bool hk[kWays - 1], hp[kWays - 1];
+#pragma unroll
+    for (int j = 0; j < kWays - 1; ++j) hk[j] = cnt[j] >= p.top_k, hp[j] = mass[j] >= target;
+    if (!rk.done()) rk.narrow(hk);
+    if (!rp.done()) rp.narrow(hp);
   }
-  uint32_t thr = 0;
-  if (use_k) thr = lo_k;
-  if (use_p && lo_p > thr) thr = lo_p;
+  uint32_t thr = use_k ? rk.lo : 0;
+  if (use_p && rp.lo > thr) thr = rp.lo;
   // min-p: p_i >= min_p * p_max <=> logit_i >= max + T * ln(min_p) (the max survives every cut-off).
   if (p.min_p > 0.f && p.min_p <= 1.f) {
     const uint32_t km = order_key(mx + p.temperature * logf(p.min_p));
     if (km > thr) thr = km;
   }
-  // Draw u in [0, kept mass), then find the index whose cumulative kept mass (index order) passes u.
-  const int chunk = (V + kSampleThreads - 1) / kSampleThreads;
-  const int c0 = min(V, tid * chunk), c1 = min(V, c0 + chunk);
-  float mine = 0.f;
-  for (int i = c0; i < c1; ++i) {
-    const float v = row[i];
-    if (order_key(v) >= thr) mine += __expf((v - mx) * inv_t);
-  }
-  // Inclusive scan of the per-thread chunk masses (warp shuffles, then warp totals).
-  float incl = warp_inclusive_sum(mine);
-  __syncthreads();
-  if (lane == 31) sf[warp] = incl;
-  __syncthreads();
-  float warp_off = 0.f, total = 0.f;
-  for (int w = 0; w < kSampleThreads / 32; ++w) {
-    if (w < warp) warp_off += sf[w];
-    total += sf[w];
-  }
-  incl += warp_off;
-  const float excl = incl - mine;
-  const uint32_t h = hash_u32(hash_u32(p.seed, p.counter), 0x5bd1e995u);
-  const float u = static_cast<float>(h >> 8) * (1.0f / 16777216.0f) * total;
-  __shared__ int chosen;
-  __syncthreads();  // every thread's reads of sf above end before chosen is written (racecheck pairs them otherwise)
-  if (tid == 0) chosen = 0x7fffffff;
-  __syncthreads();
-  if (mine > 0.f && u >= excl && u < incl) {
-    float acc = excl;
-    int pick = -1, last = -1;
-    for (int i = c0; i < c1; ++i) {
-      const float v = row[i];
-      if (order_key(v) < thr) continue;
-      last = i;
-      acc += __expf((v - mx) * inv_t);
-      if (u < acc) { pick = i; break; }
-    }
-    // One thread's range holds u, or two neighbours' where rounding makes excl differ from the previous incl: the
-    // lower index wins, so the draw stays deterministic.
-    atomicMin(&chosen, pick >= 0 ? pick : last);
-  }
-  __syncthreads();
-  return chosen == 0x7fffffff ? argmax : chosen;  // none: rounding left u past the last kept element
+  return thr;
+}
+
+// Gumbel-max draw among the elements with key >= thr: argmax of (x - ref) / T - log(-log(u_i)), u_i in (0, 1) from
+// hash(seed, counter, i); ref is any per-row constant (the max where known, for precision). Every thread gets the id,
+// 0x7fffffff when no element qualifies.
+__device__ int gumbel_draw(const float* row, int V, const SampleParams& p, uint32_t thr, float ref, Scratch& sc) {
+  const float inv_t = 1.f / p.temperature;
+  const uint32_t rs = hash_u32(hash_u32(p.seed, p.counter), 0x5bd1e995u);
+  float best = -INFINITY;
+  int bi = 0x7fffffff;
+  for_each_mine(row, V, [&](int i, float v) {
+    if (order_key(v) < thr) return;
+    const float u = (static_cast<float>(hash_u32(rs, static_cast<uint32_t>(i)) >> 8) + 0.5f) * (1.f / 16777216.f);
+    const float s = (v - ref) * inv_t - logf(-logf(u));  // accurate logf: u near 1 decides the largest G
+    if (s > best) best = s, bi = i;
+  });
+  block_best(best, bi, sc);
+  return bi;
 }
 
 // One block per row: [raw-logit log-softmax stats and top-n], edits in place, then greedy or a draw, [its logprob].
@@ -146,8 +223,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, i
                                                                 TokenLogprobs* lp_out, int32_t* out) {
   pdl_wait();
   pdl_trigger();
-  __shared__ float sf[32];
-  __shared__ int sn[32];
+  __shared__ Scratch sc;
   float* row = logits + static_cast<int64_t>(blockIdx.x) * V;
   const SampleParams p = params[blockIdx.x];
   const int tid = threadIdx.x;
@@ -155,16 +231,12 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, i
   float best, lse = 0.f;
   int bi;
   if (want_lp) {  // log-softmax of the raw logits: lse, then the top n one block max at a time
-    block_next_max(row, V, 0.f, -1, sf, sn, best, bi);
-    const float mx = best;
-    float z = 0.f;
-    int dummy = 0;
-    for (int i = tid; i < V; i += kSampleThreads) z += expf(row[i] - mx);
-    block_sum2(z, dummy, sf, sn);
-    lse = mx + logf(z);
+    float z;
+    block_max_mass(row, V, 1.f, sc, best, bi, z);
+    lse = best + logf(z);
     int n = min(min(p.top_logprobs, kMaxTopLogprobs), V);
     for (int k = 0; k < n; ++k) {
-      if (k > 0) block_next_max(row, V, best, bi, sf, sn, best, bi);
+      if (k > 0) block_next_max(row, V, best, bi, sc, best, bi);
       if (bi == 0x7fffffff) n = k;  // the rest is -inf (the same in every thread)
       else if (tid == 0) lp_out[blockIdx.x].ids[k] = bi, lp_out[blockIdx.x].lps[k] = best - lse;
     }
@@ -181,11 +253,21 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, i
     }
     __syncthreads();
   }
-  // Argmax (lowest index on ties): the greedy answer and the max for the softmax.
-  block_next_max(row, V, 0.f, -1, sf, sn, best, bi);
-  const int argmax = bi == 0x7fffffff ? 0 : bi;
   const bool greedy = !(p.temperature > 0.f) || p.top_k == 1;
-  const int chosen = greedy ? argmax : draw_token(row, V, p, best, argmax, sf, sn);
+  int chosen;
+  if (greedy) {  // argmax, lowest index on ties
+    block_next_max(row, V, 0.f, -1, sc, best, bi);
+    chosen = bi == 0x7fffffff ? 0 : bi;
+  } else {
+    const bool cut = (p.top_k > 1 && p.top_k < V) || (p.top_p > 0.f && p.top_p < 1.f);
+    const bool with_max = cut || (p.min_p > 0.f && p.min_p <= 1.f);
+    float mx = 0.f, z = 0.f;
+    if (cut) block_max_mass(row, V, 1.f / p.temperature, sc, mx, bi, z);
+    else if (with_max) block_next_max(row, V, 0.f, -1, sc, mx, bi);
+    const uint32_t thr = with_max ? keep_key(row, V, p, mx, z, sc) : 0u;
+    chosen = gumbel_draw(row, V, p, thr, mx, sc);
+    if (chosen == 0x7fffffff) chosen = with_max && bi != 0x7fffffff ? bi : 0;  // every logit -inf / NaN
+  }
   if (tid != 0) return;
   out[blockIdx.x] = chosen;
   if (!want_lp) return;
@@ -201,7 +283,6 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, i
   }
   lp_out[blockIdx.x].logprob = raw - lse;
 }
-
 __global__ void resolve_pending_kernel(int32_t* tokens, int T, const int32_t* prev_ids) {
   for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < T; t += gridDim.x * blockDim.x) {
     const int32_t v = tokens[t];
