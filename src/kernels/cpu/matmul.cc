@@ -376,7 +376,14 @@ Status matmul_multi(const MatmulTarget* targets, int n_targets, const float* x, 
   // GEMV streams each row from DRAM once, and four interleaved row streams there ran 10% slower than one (the
   // hardware prefetcher follows one stream better).
   const bool use_rows4 = n_tokens >= 4;
+  const bool any_amx = std::any_of(jobs, jobs + n_targets, [](const Job& j) { return j.amx; });
   ThreadPool::current().parallel_for(n_tiles, [&](int64_t b, int64_t e) {
+    struct ReleaseTiles {  // every thread that ran this call's AMX GEMMs leaves its tiles in their initial state
+      bool on;
+      ~ReleaseTiles() {
+        if (on) detail::amx_release_tiles();
+      }
+    } release{any_amx};
     int ji = 0;
     for (int64_t ti = b; ti < e; ++ti) {
       while (ji + 1 < n_targets && ti >= jobs[ji + 1].first_tile) ++ji;

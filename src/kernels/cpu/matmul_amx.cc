@@ -119,6 +119,8 @@ AMX_FN void gemm_interleaved_amx(DType t, const uint8_t* group, const AmxTiles& 
   }
 }
 
+void amx_release_tiles() { __asm__ volatile("tilerelease" ::: "memory"); }
+
 bool amx_config_in_effect() {
   if (!cpu_features().has_amx_int8()) return false;
   amx_ensure_config();
@@ -131,6 +133,8 @@ bool amx_config_in_effect() {
 void gemm_interleaved_amx(DType, const uint8_t*, const AmxTiles&, int, float*, int64_t) {
   CHECK(false);  // AMX without x86
 }
+void amx_release_tiles() {}
+
 bool amx_config_in_effect() { return false; }
 #endif
 
