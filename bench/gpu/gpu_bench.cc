@@ -176,7 +176,9 @@ void micro(bool quick) {
   }
   // Decode attention alone at the 7B head layout.
   const int n_kv = 4, H = 28, D = 128, bs = 16;
-  for (auto [B, ctx] : {std::pair{1, 512}, std::pair{1, 256}, std::pair{1, 1024}, std::pair{64, 160}, std::pair{128, 160}}) {
+  // The batched rows at the serving benchmark's contexts (16 + 256 and 512 + 128 tokens) pick the partition per batch.
+  for (auto [B, ctx] : {std::pair{1, 512}, std::pair{1, 256}, std::pair{1, 1024}, std::pair{64, 160}, std::pair{128, 160},
+                        std::pair{128, 272}, std::pair{64, 576}, std::pair{128, 576}}) {
     const int per = (ctx + bs - 1) / bs;
     std::vector<int32_t> tables(size_t(B) * per), lens(B, ctx);
     for (size_t j = 0; j < tables.size(); ++j) tables[j] = int32_t(j);
@@ -227,7 +229,8 @@ void micro(bool quick) {
       cudaFree(qb), cudaFree(pos), cudaFree(oo), cudaFree(kp), cudaFree(vp), cudaFree(tp), cudaFree(lp), cudaFree(qq);
       continue;
     }
-    for (int part : {16, 32, 64, 128, 256}) {
+    for (int part : {16, 32, 64, 128, 256, 512, 1024}) {
+      if (part > 256 && part / 2 >= ctx) continue;  // one split already
       const int splits = (ctx + part - 1) / part;
       const int64_t wsf = std::max<int64_t>(1, cuda::decode_workspace_floats(B, H, D, splits));
       BENCH_CHECK(cudaMalloc(&ws, wsf * 4));
@@ -341,7 +344,8 @@ std::string mixed_step_report(int D, int P, int ctx) {
   auto dec = make(CudaWeightFormat::kBf16, 128, 640, int64_t{128} * 48);
   const int W = dec->max_blocks_per_seq(), per_seq = (ctx + 64 + 15) / 16;
   dec->fill_kv_random(9);
-  auto build = [&](bool with_decode, bool with_prefill, bool sampled = true) {
+  // sampling: 0 greedy, 1 temperature 0.7 + top-p 0.9, 2 temperature 0.7 alone (bench/gpu/serve_bench.sh's setting)
+  auto build = [&](bool with_decode, bool with_prefill, int sampling = 1) {
     CudaStep s;
     s.query_start = {0};
     if (with_decode)
@@ -358,8 +362,8 @@ std::string mixed_step_report(int D, int P, int ctx) {
       s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
     }
     CudaSampling sp;
-    sp.temperature = 0.7f, sp.top_p = 0.9f, sp.seed = 7;
-    if (sampled) s.sampling.assign(s.seq_lens.size(), sp);
+    sp.temperature = 0.7f, sp.top_p = sampling == 1 ? 0.9f : 1.f, sp.seed = 7;
+    if (sampling > 0) s.sampling.assign(s.seq_lens.size(), sp);
     return s;
   };
   auto time_ms = [&](const CudaStep& s) {
@@ -377,9 +381,9 @@ std::string mixed_step_report(int D, int P, int ctx) {
   const double decode_ms = time_ms(build(true, false)), prefill_ms = time_ms(build(false, true));
   // The decode step greedy (serving's temperature 0), and with every op skipped (what is left: embedding, sampling,
   // the step's uploads and the graph launch), greedy and sampled.
-  const double greedy_ms = time_ms(build(true, false, false));
+  const double greedy_ms = time_ms(build(true, false, 0)), temp_ms = time_ms(build(true, false, 2));
   dec->set_debug_skip(0xff);
-  const double greedy_rest_ms = time_ms(build(true, false, false)), sampled_rest_ms = time_ms(build(true, false));
+  const double greedy_rest_ms = time_ms(build(true, false, 0)), sampled_rest_ms = time_ms(build(true, false));
   dec->set_debug_skip(0);
   const double split_ms = time_ms(mixed);
   dec->set_mixed_decode_attention(false);
@@ -401,13 +405,16 @@ std::string mixed_step_report(int D, int P, int ctx) {
   std::snprintf(buf, sizeof(buf),
                 "{\"decode_seqs\": %d, \"prefill_tokens\": %d, \"context\": %d, \"decode_step_ms\": %.2f, "
                 "\"prefill_step_ms\": %.2f, \"mixed_step_ms\": %.2f, \"mixed_step_ms_prefill_kernel_only\": %.2f, "
-                "\"decode_greedy_ms\": %.2f, \"decode_greedy_all_ops_skipped_ms\": %.2f, "
-                "\"decode_sampled_all_ops_skipped_ms\": %.2f, \"mixed_ms_saved_without_op\": ",
-                D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms, greedy_ms, greedy_rest_ms, sampled_rest_ms);
+                "\"decode_greedy_ms\": %.2f, \"decode_temperature_only_ms\": %.2f, "
+                "\"decode_greedy_all_ops_skipped_ms\": %.2f, \"decode_sampled_all_ops_skipped_ms\": %.2f, "
+                "\"mixed_ms_saved_without_op\": ",
+                D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms, greedy_ms, temp_ms, greedy_rest_ms,
+                sampled_rest_ms);
   std::fprintf(stderr, "mixed step D=%d P=%d ctx=%d: decode %.2f ms, prefill %.2f ms, mixed %.2f ms (prefill kernel "
-               "only: %.2f ms); decode greedy %.2f ms (all ops skipped: greedy %.2f, sampled %.2f ms); without each op: %s\n",
-               D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms, greedy_ms, greedy_rest_ms, sampled_rest_ms,
-               share.c_str());
+               "only: %.2f ms); decode greedy %.2f ms, temperature only %.2f ms (all ops skipped: greedy %.2f, "
+               "sampled %.2f ms); without each op: %s\n",
+               D, P, ctx, decode_ms, prefill_ms, split_ms, before_ms, greedy_ms, temp_ms, greedy_rest_ms,
+               sampled_rest_ms, share.c_str());
   return std::string(buf) + share + "}";
 }
 
@@ -456,7 +463,8 @@ int main(int argc, char** argv) {
   if (std::getenv("CITADEL_BENCH_MIXED")) {  // issue 23: the mixed prefill + decode step only
     std::string rows = "{\n  \"device\": \"" + std::string(prop.name) + "\",\n  \"mixed_steps\": [\n    " +
                        mixed_step_report(117, 467, 576) + ",\n    " + mixed_step_report(64, 448, 576) + ",\n    " +
-                       mixed_step_report(127, 16, 144) + "\n  ]\n}\n";
+                       mixed_step_report(127, 16, 144) + ",\n    " + mixed_step_report(127, 1, 272) +
+                       "\n  ]\n}\n";
     std::fputs(rows.c_str(), stdout);
     if (argc > 1) std::ofstream(argv[1]) << rows;
     return 0;
