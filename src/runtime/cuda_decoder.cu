@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <tuple>
 #include <utility>
@@ -275,6 +276,12 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
   impl->c = c;
   impl->arch = find_arch(c.arch);  // non-null: cuda_supports
   impl->opt = opt;
+  CUDA_TRY(cudaDeviceGetAttribute(&impl->sm_count, cudaDevAttrMultiProcessorCount, opt.device));
+  if (const char* fp = std::getenv("CITADEL_CUDA_DECODE_PARTITION")) {
+    const int v = std::atoi(fp);
+    if (v <= 0 || v % 16 != 0) return InvalidArgument("CITADEL_CUDA_DECODE_PARTITION: a positive multiple of 16");
+    impl->forced_partition = v;
+  }
   if (opt.comm && !opt.comm->capturable()) impl->opt.use_graphs = false;  // its collective synchronises the stream
   const int ranks = opt.comm ? opt.comm->size() : 1;
   const VocabRange vr = tp_vocab_range(c.n_vocab, opt.comm ? opt.comm->rank() : 0, ranks);

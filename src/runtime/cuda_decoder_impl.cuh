@@ -255,10 +255,19 @@ struct CudaDecoder::Impl {
   // of the launches (cudaGetLastError), not of their execution. Inputs already in d_ints (layout(T, B)); with
   // decode, every sequence has one token and T == B.
   Status forward(int T, int B, bool decode, int n_splits, int partition, bool all_logits, bool sampled);
-  // Decode attention partition (tokens per split block). Tensor-core kernel, H100 bench (round 4): 256 was the
-  // fastest at every measured shape but B=1 ctx 1024 (11.4 vs 10.5 us at 128): the split merge (counter + second
-  // pass) costs ~2 us, more than the parallelism it buys at short contexts.
-  int partition_for(int /*B*/) const { return 256; }
+  // Decode attention partition (tokens per split block), from the kernel table (bench/gpu/gpu_bench.cc, H100, 7B
+  // layout, session 20): 256 while the batch leaves SMs idle (B=1: the splits' parallelism pays; ctx 1024: 9.3 us at
+  // 256, 8.5 at 128), 1024 once B x KV heads covers the SMs (B=64 ctx 576: 42.9 us at 256, 33.2 at 1024; B=128 ctx 272:
+  // 45.1 / 36.6; ctx 576: 75.1 / 65.0): fewer split partials to write and merge. The simt kernel (head_dim 256) keeps
+  // 256: its shared memory grows with the partition. CITADEL_CUDA_DECODE_PARTITION (a multiple of 16, for the
+  // tensor-core kernel's A/B runs) overrides it.
+  int partition_for(int B) const {
+    const bool mma = c.head_dim == 64 || c.head_dim == 128;
+    if (mma && forced_partition > 0) return forced_partition;
+    return mma && int64_t{B} * c.n_kv_heads >= sm_count ? 1024 : 256;
+  }
+  int sm_count = 132;        // the device's multiprocessors (create)
+  int forced_partition = 0;  // CITADEL_CUDA_DECODE_PARTITION (create), 0: none
 };
 
 }  // namespace citadel::runtime

@@ -478,7 +478,7 @@ void CudaBackend::attention(Device& dev, const Shape& s, const std::string& dt, 
     };
     const int dispatch_splits = (max_ctx + 127) / 128;
     for (Run r : {Run{0, 1, 1024}, Run{0, 8, 128}, Run{0, 40, 32}, Run{1, 1, 1024}, Run{1, 8, 128}, Run{1, 40, 32},
-                  Run{1, 63, 16}, Run{1, 32, 64}, Run{2, dispatch_splits, 128}}) {
+                  Run{1, 63, 16}, Run{1, 32, 64}, Run{1, 2, 1024}, Run{2, dispatch_splits, 128}}) {
       if (r.splits * r.partition < max_ctx) continue;
       if (r.kind == 0 && h / s.n_kv_heads > 8 && r.partition > 256) continue;  // SIMT scores exceed shared memory
       if (r.kind == 1 && d == 256) continue;  // the tensor-core kernel takes 64 and 128
