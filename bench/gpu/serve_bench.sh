@@ -7,7 +7,8 @@
 # Results: $OUT/serve-<label>.json (every run's summary, the load time, the server's engine stats).
 # Usage (repository root, after scripts/gpu/build.sh): bash bench/gpu/serve_bench.sh LABEL [serve flags...]
 #   SERVE_BENCH_RUNS="c128" limits the runs (names: c1 c16 c64 c128 short_c128 sharegpt_c64; users50: 512 in / 256
-#   out at c = 50, the 70B tensor-parallel case). SERVE_BENCH_PRESET / SERVE_BENCH_DTYPE: the synthetic model.
+#   out at c = 50, the 70B tensor-parallel case; short_c128_topp: short_c128 at temperature 0.6 and top-p 0.95, the
+#   settings DeepSeek's R1 models recommend). Every other run samples at temperature 0.7 alone. SERVE_BENCH_PRESET / SERVE_BENCH_DTYPE: the synthetic model.
 #   STEP_TRACE=1: the server writes one line per engine step to $OUT/steps-LABEL.jsonl (CITADEL_STEP_TRACE).
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
@@ -54,17 +55,20 @@ PY
 RUNS=${SERVE_BENCH_RUNS:-"c1 c16 c64 c128 short_c128 sharegpt_c64"}
 common="--base-url http://127.0.0.1:$PORT --model q7b --endpoint /v1/completions --ignore-eos --seed 1 --token-id-low 100 --token-id-high ${SERVE_BENCH_TOKEN_HIGH:-30000}"
 for r in $RUNS; do
+  sampling="--temperature 0.7"
   case $r in
     c1) args="--dataset random --random-input-len 512 --random-output-len 128 --concurrency 1 --num-prompts 6";;
     c16) args="--dataset random --random-input-len 512 --random-output-len 128 --concurrency 16 --num-prompts 64";;
     c64) args="--dataset random --random-input-len 512 --random-output-len 128 --concurrency 64 --num-prompts 256";;
     c128) args="--dataset random --random-input-len 512 --random-output-len 128 --concurrency 128 --num-prompts 512";;
     short_c128) args="--dataset random --random-input-len 16 --random-output-len 256 --concurrency 128 --num-prompts 512";;
+    short_c128_topp) args="--dataset random --random-input-len 16 --random-output-len 256 --concurrency 128 --num-prompts 512"
+                     sampling="--temperature 0.6 --top-p 0.95";;
     users50) args="--dataset random --random-input-len 512 --random-output-len 256 --concurrency 50 --num-prompts 200";;
     sharegpt_c64) args="--dataset sharegpt --dataset-path /tmp/m/sharegpt_like.json --concurrency 64 --num-prompts 256";;
     *) echo "unknown run $r"; continue;;
   esac
-  timeout 300 $C bench $common $args --temperature 0.7 --result-file "$OUT/run-$LABEL-$r.json" > "$OUT/run-$LABEL-$r.log" 2>&1
+  timeout 300 $C bench $common $args $sampling --result-file "$OUT/run-$LABEL-$r.json" > "$OUT/run-$LABEL-$r.log" 2>&1
   echo "[$LABEL] $r rc=$?: $(grep -iE "output token throughput|Output token" "$OUT/run-$LABEL-$r.log" | head -1)"
   grep -E "P99 (ttft|tpot)" "$OUT/run-$LABEL-$r.log" | head -2
 done

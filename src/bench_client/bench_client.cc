@@ -212,6 +212,7 @@ class Bench {
     }
     j["max_tokens"] = p.output_len;
     j["temperature"] = o_.temperature;
+    if (o_.top_p < 1.0) j["top_p"] = o_.top_p;
     j["stream"] = true;
     j["stream_options"] = {{"include_usage", true}};
     if (o_.ignore_eos) j["ignore_eos"] = true;
@@ -468,6 +469,7 @@ Result<json> run_bench(const BenchOptions& o) {
   if (o.model.empty()) return InvalidArgument("--model is required");
   if (o.num_prompts < 1) return InvalidArgument("--num-prompts must be >= 1");
   if (o.token_id_high <= o.token_id_low) return InvalidArgument("bad token id range");
+  if (!(o.top_p > 0.0 && o.top_p <= 1.0)) return InvalidArgument("--top-p must be in (0, 1]");
   if (o.arrival != "poisson" && o.arrival != "constant")
     return InvalidArgument("--arrival must be poisson or constant, got '" + o.arrival + "'");
   auto prompts = make_prompts(o);

@@ -40,6 +40,7 @@ struct BenchOptions {
   std::string arrival = "poisson";            // poisson | constant (open loop only)
   uint64_t seed = 0;
   double temperature = 0.0;
+  double top_p = 1.0;                         // < 1: sent as top_p (nucleus sampling, in (0, 1])
   int logprobs = -1;                          // >= 0: ask for logprobs (completions: logprobs N; chat: top_logprobs N)
   std::vector<std::string> goodput;           // "ttft:MS", "tpot:MS", "e2el:MS"
   int timeout_s = 600;

@@ -39,5 +39,16 @@ TEST(BenchSummary, UnknownArrivalRefused) {
   EXPECT_NE(r.status().message().find("--arrival"), std::string::npos);
 }
 
+TEST(BenchSummary, TopPOutsideItsRangeRefused) {
+  for (double top_p : {0.0, -0.5, 1.5}) {
+    BenchOptions o;
+    o.model = "m";
+    o.top_p = top_p;
+    auto r = run_bench(o);
+    ASSERT_FALSE(r.ok()) << top_p;
+    EXPECT_NE(r.status().message().find("--top-p"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace citadel::bench

@@ -77,6 +77,7 @@ citadel::cli::Registrar reg("bench", "Serving benchmark (TTFT, TPOT, ITL, E2EL, 
   sub.add_option("--arrival", o->arrival, "open-loop arrivals: poisson (default) or constant (every 1/rate s)");
   sub.add_option("--seed", o->seed, "seed for prompts and arrivals");
   sub.add_option("--temperature", o->temperature, "sampling temperature");
+  sub.add_option("--top-p", o->top_p, "nucleus sampling: sent as top_p when below 1");
   sub.add_option("--logprobs", o->logprobs, "ask for N logprobs per token (completions logprobs / chat top_logprobs)");
   sub.add_option("--goodput", o->goodput, "SLOs: ttft:MS tpot:MS e2el:MS");
   sub.add_option("--result-file", *file, "write the results JSON here");
