@@ -262,9 +262,10 @@ struct CudaDecoder::Impl {
   // 256: its shared memory grows with the partition. CITADEL_CUDA_DECODE_PARTITION (a multiple of 16, for the
   // tensor-core kernel's A/B runs) overrides it.
   int partition_for(int B) const {
-    const bool mma = c.head_dim == 64 || c.head_dim == 128;
-    if (mma && forced_partition > 0) return forced_partition;
-    return mma && int64_t{B} * c.n_kv_heads >= sm_count ? 1024 : 256;
+    const cuda::PagedAttention shape = paged_attention(IntLayout{});  // the head shape is all the check reads
+    if (forced_partition > 0 && cuda::decode_mma_supported(shape, forced_partition)) return forced_partition;
+    const bool wide = int64_t{B} * c.n_kv_heads >= sm_count;
+    return wide && cuda::decode_mma_supported(shape, 1024) ? 1024 : 256;
   }
   int sm_count = 132;        // the device's multiprocessors (create)
   int forced_partition = 0;  // CITADEL_CUDA_DECODE_PARTITION (create), 0: none

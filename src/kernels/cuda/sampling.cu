@@ -62,9 +62,9 @@ __device__ __forceinline__ void for_each_mine(const float* row, int V, F&& f) {
 __device__ __forceinline__ bool before(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
 // Scratch of the block reductions: every reduction starts and ends with a barrier, so one buffer serves all.
-struct Scratch {
-  float f[kSampleWarps][2 * kWays];
-  int n[kSampleWarps][2 * kWays];
+struct Scratch {  // slot 0: block_best; slots 0..N-1: block_sums (N <= kWays - 1, the search's candidate keys)
+  float f[kSampleWarps][kWays];
+  int n[kSampleWarps][kWays];
 };
 
 // Block-wide best (value desc, index asc) of every thread's (best, bi); every thread gets the result.
@@ -86,6 +86,7 @@ __device__ void block_best(float& best, int& bi, Scratch& sc) {
 // Block-wide sums of N floats and N ints per thread, in place; every thread gets the results, summed in one order.
 template <int N>
 __device__ void block_sums(float (&f)[N], int (&n)[N], Scratch& sc) {
+  static_assert(N <= kWays, "scratch slots");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int k = 0; k < N; ++k) {
