@@ -9,6 +9,7 @@
 // CITADEL_BENCH_PROFILE=decode_bs1|decode_b64|prefill: after warming up, runs one such step between
 // cudaProfilerStart and cudaProfilerStop and exits (bench/gpu/deepseek_ncu.sh: per-kernel times under Nsight Compute).
 // CITADEL_MOE_PATH (runtime/cuda_mla_moe.cu) picks the expert kernels, for before/after rows from one binary.
+// CITADEL_BENCH_BS1_ONLY=1: only the batch-1 decode row (one line of JSON to stdout).
 // CITADEL_BENCH_FORMAT=bf16|int8|int4: the weight format (default bf16; the JSON keys keep their bf16 names and a
 // "format" key says which ran).
 // CITADEL_BENCH_EXACT=1: the decoder's exact path (fp32 activations and latent cache; bf16 weights, or f32 with
@@ -116,6 +117,16 @@ void moe_variants(const std::vector<int>& Ts) {
     const float d0 = time_ms([&] { cuda::moe_down(ab, off, pr, T, k, dn, E, D, Fe, yf, nullptr); });
     std::fprintf(stderr, "moe T %4d %-16s gate_up %8.1f us (%5.1f TFLOP/s)  down %8.1f us (%5.1f TFLOP/s)\n", T,
                  "gemv", g0 * 1e3, fl_gu / g0 / 1e9, d0 * 1e3, fl_d / d0 / 1e9);
+    if (T * k <= cuda::kMoePairMaxPairs) {  // per-pair GEMVs; GB/s of the weights streamed (one expert per pair)
+      const auto* id = static_cast<int32_t*>(ids);
+      const float gp = time_ms([&] { cuda::moe_pair_gate_up_silu(xb, id, T, k, g, u, Fe, D, ab, nullptr); });
+      const float dp = time_ms([&] { cuda::moe_pair_down(ab, id, T, k, dn, D, Fe, yf, nullptr); });
+      const double b_gu = 2.0 * T * k * Fe * D * 2.0, b_d = 2.0 * T * k * Fe * D;
+      std::fprintf(stderr, "moe T %4d %-16s gate_up %8.1f us (%6.0f GB/s)     down %8.1f us (%6.0f GB/s)\n", T, "pair",
+                   gp * 1e3, b_gu / gp / 1e6, dp * 1e3, b_d / dp / 1e6);
+      std::fprintf(stderr, "moe T %4d %-16s gate_up %8.1f us (%6.0f GB/s)     down %8.1f us (%6.0f GB/s)\n", T,
+                   "gemv (GB/s)", g0 * 1e3, b_gu / g0 / 1e6, d0 * 1e3, b_d / d0 / 1e6);
+    }
     for (int v = 0; v < cuda::moe_mma_variant_count(); ++v) {
       const float gv = time_ms(
           [&] { cuda::moe_mma_gate_up_silu_variant(v, xb, off, pr, T, k, g, u, E, Fe, D, ab, nullptr); });
@@ -176,7 +187,7 @@ void mla_plans(const std::vector<int>& Ts, const std::vector<int>& ctxs) {
 int main(int argc, char** argv) {
   const cudaDeviceProp prop = device_or_exit();
   if (std::getenv("CITADEL_BENCH_MOE_VARIANTS")) {  // the expert and MLA attention kernels alone, then exit
-    moe_variants({16, 64, 128, 512, 2048});
+    moe_variants({1, 2, 4, 16, 64, 128, 512, 2048});
     mla_plans({1, 4, 16, 64}, {256, 1024});
     return 0;
   }
@@ -248,6 +259,11 @@ int main(int argc, char** argv) {
   std::vector<double> ts;
   for (int r = 0; r < 3; ++r) ts.push_back(decode_run(128));
   const double bs1 = 128.0 / median(ts);
+  if (std::getenv("CITADEL_BENCH_BS1_ONLY")) {  // before / after rows of one change, quickly
+    std::printf("{\"decode_bs1_%s_tok_s\": %.1f, \"roofline_ratio_decode_bs1\": %.3f}\n",
+                runtime::format_name(opt.format), bs1, bs1 / (bw * 1e9 / active_bytes));
+    return 0;
+  }
 
   // 64 sequences at context 128 (random KV), 32 steps
   dec->fill_kv_random(9);

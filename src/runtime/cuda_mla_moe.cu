@@ -5,10 +5,10 @@
 // MLA, absorbed: q_lat[t][h] = [W_UK_h q_nope | rope(q_rope)] (a batched GEMM per head, then the rope kernel writes
 // the rope part), attention over the cached [latent | rope key] rows of the layer (one shared latent head, the first
 // r values are the value), then W_UV per head (batched GEMM) into attn [T][H v].
-// MoE: router logits (fp32) -> selection on the device (moe_route, the twin of model/moe.h) -> pairs sorted by
-// expert -> gate|up SiLU and down, grouped by expert (GEMV kernels that read each used expert's weights once a step,
-// or tensor-core tiles of each expert's pairs for steps with several pairs per expert) -> weighted sum added to
-// delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
+// MoE: router logits (fp32) -> selection on the device (moe_route, the twin of model/moe.h) -> gate|up SiLU and down
+// per (token, choice) pair for steps of a few tokens (moe_pair_*), else pairs sorted by expert and grouped (GEMV
+// kernels that read each used expert's weights once a step, or tensor-core tiles of each expert's pairs for steps
+// with several pairs per expert) -> weighted sum added to delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -211,14 +211,18 @@ Status CudaOps::mla_attention(int layer) {
   return OkStatus();
 }
 
-// Which kernels run the experts. The grouped GEMV reads each used expert's weights once and suits steps with about
-// one pair per expert (batch-1 decode); the tensor-core tiles (moe_mma_*) everything with more pairs per expert.
-// CITADEL_MOE_PATH=gemv|mma forces one (benchmarks: before / after in one binary). Quantised experts: the GEMV
-// (it dequantises as it reads), at every T, like the dense int8 / int4 matrices.
+// Which kernels run the experts. The per-pair GEMV (moe_pair_*) streams each pair's expert rows with the dense
+// GEMV's memory parallelism and needs no sort: steps of a few tokens (batch-1 decode). The grouped GEMV reads each
+// used expert's weights once and suits steps with about one pair per expert; the tensor-core tiles (moe_mma_*)
+// everything with more pairs per expert. CITADEL_MOE_PATH=pair|gemv|mma forces one where it applies (benchmarks:
+// before / after in one binary). Quantised experts: the grouped GEMV (it dequantises as it reads), at every T, like
+// the dense int8 / int4 matrices.
 MoePath moe_path(int T, int k, int E, bool quantized) {
   static const bool gemv = env_is("CITADEL_MOE_PATH", "gemv"), mma = env_is("CITADEL_MOE_PATH", "mma");
+  static const bool pair = env_is("CITADEL_MOE_PATH", "pair");
   if (gemv || quantized) return MoePath::kGemv;
   if (mma) return MoePath::kMma;
+  if (pair || T <= kPairMaxTokens) return MoePath::kPair;  // moe() checks T * (k + shared) <= kMoePairMaxPairs
   return T * k >= kMmaPairsPerExpert * E ? MoePath::kMma : MoePath::kGemv;
 }
 
@@ -255,20 +259,26 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   const int T = s_.T, Er = static_cast<int>(e.n_experts), kr = static_cast<int>(e.n_experts_used);
   const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
   const bool quantized = w.gate.fmt != CudaWeightFormat::kBf16 || w.down.fmt != CudaWeightFormat::kBf16;
-  const bool tiles = moe_path(T, kr, Er, quantized) == MoePath::kMma;
   const ck::MoeRouting rt = moe_routing(e);
   const int E = Er + rt.n_shared, k = kr + rt.n_shared;
+  MoePath path = moe_path(T, kr, Er, quantized);
+  if (path == MoePath::kPair && T * k > ck::kMoePairMaxPairs) path = MoePath::kGemv;
   w.router.forward(g_, m_.h, T, m_.mm.router, true);
   ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
-  ck::moe_sort(m_.mm.ids, T, k, E, m_.mm.offsets, m_.mm.pairs, m_.stream);
-  if (tiles) {
-    ck::moe_mma_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate.bf16, w.up.bf16, E, Fe, D, m_.mm.act,
-                             m_.stream);
-    ck::moe_mma_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down.bf16, E, D, Fe, m_.mm.y, m_.stream);
+  if (path == MoePath::kPair) {
+    ck::moe_pair_gate_up_silu(m_.h, m_.mm.ids, T, k, w.gate.bf16, w.up.bf16, Fe, D, m_.mm.act, m_.stream);
+    ck::moe_pair_down(m_.mm.act, m_.mm.ids, T, k, w.down.bf16, D, Fe, m_.mm.y, m_.stream);
   } else {
-    ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, moe_matrix(w.gate), moe_matrix(w.up), E, Fe, D,
-                         m_.mm.act, m_.stream);
-    ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, moe_matrix(w.down), E, D, Fe, m_.mm.y, m_.stream);
+    ck::moe_sort(m_.mm.ids, T, k, E, m_.mm.offsets, m_.mm.pairs, m_.stream);
+    if (path == MoePath::kMma) {
+      ck::moe_mma_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, w.gate.bf16, w.up.bf16, E, Fe, D, m_.mm.act,
+                               m_.stream);
+      ck::moe_mma_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, w.down.bf16, E, D, Fe, m_.mm.y, m_.stream);
+    } else {
+      ck::moe_gate_up_silu(m_.h, m_.mm.offsets, m_.mm.pairs, T, k, moe_matrix(w.gate), moe_matrix(w.up), E, Fe, D,
+                           m_.mm.act, m_.stream);
+      ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, moe_matrix(w.down), E, D, Fe, m_.mm.y, m_.stream);
+    }
   }
   ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, /*accumulate=*/false, m_.stream);
   return OkStatus();

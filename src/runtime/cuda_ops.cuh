@@ -31,10 +31,12 @@ struct CudaStepShape {
   bool all_logits = false;
 };
 
-// The kernels of an MoE layer's experts (cuda_mla_moe.cu moe_path): grouped GEMVs, or tensor-core tiles from
-// kMmaPairsPerExpert pairs per expert on average (V2-Lite on an H100: the tiles win from T = 64, tie at T = 16).
-enum class MoePath { kGemv, kMma };
+// The kernels of an MoE layer's experts (cuda_mla_moe.cu moe_path): per-pair GEMVs for steps of at most
+// kPairMaxTokens tokens (bf16 experts), grouped GEMVs, or tensor-core tiles from kMmaPairsPerExpert pairs per expert
+// on average (V2-Lite on an H100: the tiles win from T = 64, tie at T = 16).
+enum class MoePath { kPair, kGemv, kMma };
 constexpr int kMmaPairsPerExpert = 2;
+constexpr int kPairMaxTokens = 4;
 MoePath moe_path(int T, int k, int E, bool quantized);
 
 // deepseek2 (cuda_mla_moe.cu): Internal unless the decoder's model has MLA and `layer` is one of its layers; the

@@ -205,23 +205,40 @@ Inputs make_inputs(const Problem& p, std::mt19937& rng) {
   return in;
 }
 
-// The five launches on `s` into out [T][D] (which holds the accumulate base already).
+// The expert kernels an op runs: grouped GEMVs, tensor-core tiles (moe_mma_*), or per-pair GEMVs (moe_pair_*: no
+// sort, T*k <= kMoePairMaxPairs).
+enum class Form { kGemv, kMma, kPair };
+const char* form_name(Form f) { return f == Form::kGemv ? "grouped GEMV" : f == Form::kMma ? "tensor-core tiles" : "per-pair GEMV"; }
+// The forms that apply to p.
+std::vector<Form> forms(const Problem& p) {
+  std::vector<Form> v{Form::kGemv, Form::kMma};
+  if (p.T * p.r.n_used <= ck::kMoePairMaxPairs) v.push_back(Form::kPair);
+  return v;
+}
+
+// The launches on `s` into out [T][D] (which holds the accumulate base already).
 struct DeviceOp {
   DevArray<uint16_t> x, act;
   DevArray<float> logits, bias, weights, y, out;
   DevArray<int32_t> ids, offsets, pairs;
-  bool mma;          // the tensor-core expert kernels (moe_mma_*) instead of the grouped GEMVs
+  bool mma, pair;    // the tensor-core expert kernels (moe_mma_*) or the per-pair GEMVs instead of the grouped ones
   int variant = -1;  // with mma: this tile-shape variant (moe_mma_*_variant), -1 the default
-  DeviceOp(const Problem& p, const Inputs& in, bool use_mma)
+  DeviceOp(const Problem& p, const Inputs& in, Form f)
       : x(in.x), act(size_t(p.T) * p.r.n_used * p.Fe), logits(in.logits), bias(in.bias),
         weights(size_t(p.T) * p.r.n_used), y(size_t(p.T) * p.r.n_used * p.D), out(size_t(p.T) * p.D),
         ids(size_t(p.T) * p.r.n_used), offsets(size_t(p.r.n_experts) + 1), pairs(size_t(p.T) * p.r.n_used),
-        mma(use_mma) {
+        mma(f == Form::kMma), pair(f == Form::kPair) {
     if (p.accumulate) out.upload(in.init);
   }
   void launch(const Problem& p, const Experts& w, cudaStream_t s) {
     const int T = p.T, k = p.r.n_used, E = p.r.n_experts;
     ck::moe_route(logits.p, p.bias ? bias.p : nullptr, p.r, T, ids.p, weights.p, s);
+    if (pair) {
+      ck::moe_pair_gate_up_silu(x.p, ids.p, T, k, w.gate.p, w.up.p, p.Fe, p.D, act.p, s);
+      ck::moe_pair_down(act.p, ids.p, T, k, w.down.p, p.D, p.Fe, y.p, s);
+      ck::moe_combine(y.p, weights.p, T, k, p.D, out.p, p.accumulate, s);
+      return;
+    }
     ck::moe_sort(ids.p, T, k, E, offsets.p, pairs.p, s);
     if (mma && variant >= 0) {
       ck::moe_mma_gate_up_silu_variant(variant, x.p, offsets.p, pairs.p, T, k, w.gate.p, w.up.p, E, p.Fe, p.D, act.p,
@@ -307,13 +324,13 @@ void check_op(const Problem& p, const Experts& w, uint32_t seed) {
   const auto tokens = checked_tokens(p);
   std::vector<float> exact, rounded;
   reference(p, in, w, tokens, &exact, &rounded);
-  for (const bool mma : {false, true}) {
-    SCOPED_TRACE(mma ? "tensor-core tiles" : "grouped GEMV");
-    DeviceOp op(p, in, mma);
+  for (const Form f : forms(p)) {
+    SCOPED_TRACE(form_name(f));
+    DeviceOp op(p, in, f);
     op.launch(p, w, nullptr);
     const auto out = op.out.download();
     ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-    DeviceOp again(p, in, mma);
+    DeviceOp again(p, in, f);
     again.launch(p, w, nullptr);
     const auto out2 = again.out.download();
     EXPECT_EQ(0, std::memcmp(out.data(), out2.data(), out.size() * sizeof(float))) << "not deterministic";
@@ -323,7 +340,7 @@ void check_op(const Problem& p, const Experts& w, uint32_t seed) {
     EXPECT_LE(e1, 2e-5) << "against the exact fp64 op";
     EXPECT_LE(e2, 1e-6) << "against the fp64 op with bf16 activations";
     printf("  moe %-4s %-20s T %4d D %5d Fe %5d E %3d k %2d%s: NMSE %.2e (exact) %.2e (bf16 act)\n",
-           mma ? "mma" : "gemv", p.name, p.T, p.D, p.Fe, p.r.n_experts, p.r.n_used, p.accumulate ? " acc" : "", e1,
+           f == Form::kMma ? "mma" : f == Form::kPair ? "pair" : "gemv", p.name, p.T, p.D, p.Fe, p.r.n_experts, p.r.n_used, p.accumulate ? " acc" : "", e1,
            e2);
   }
 }
@@ -386,11 +403,11 @@ TEST(CudaMoe, EveryTileVariantMatchesTheGemv) {
     const Experts w(p.r.n_experts, p.D, p.Fe, seed);
     std::mt19937 rng(seed++);
     const Inputs in = make_inputs(p, rng);
-    DeviceOp ref(p, in, false);
+    DeviceOp ref(p, in, Form::kGemv);
     ref.launch(p, w, nullptr);
     const auto want = ref.out.download();
     for (int v = 0; v < ck::moe_mma_variant_count(); ++v) {
-      DeviceOp op(p, in, true);
+      DeviceOp op(p, in, Form::kMma);
       op.variant = v;
       op.launch(p, w, nullptr);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -410,9 +427,9 @@ TEST(CudaMoe, GraphReplayFollowsRouting) {
   const Inputs second = make_inputs(p, rng);
   cudaStream_t s;
   ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
-  for (const bool mma : {false, true}) {
-    SCOPED_TRACE(mma ? "tensor-core tiles" : "grouped GEMV");
-    DeviceOp op(p, first, mma);
+  for (const Form f : forms(p)) {
+    SCOPED_TRACE(form_name(f));
+    DeviceOp op(p, first, f);
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
@@ -424,7 +441,7 @@ TEST(CudaMoe, GraphReplayFollowsRouting) {
       ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
       ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
       const auto got = op.out.download();
-      DeviceOp eager(p, *in, mma);
+      DeviceOp eager(p, *in, f);
       eager.launch(p, w, nullptr);
       const auto want = eager.out.download();
       EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));

@@ -341,6 +341,74 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
   }
 }
 
+// ---- per-pair GEMV for steps of few tokens: grid (row tiles, T*k pairs), kPairThreads threads splitting K ----
+// A block takes RB output rows of one pair's expert (ids[pair]): no sort, no expert lookup, and every thread's share
+// of the block's weight rows (RB rows per matrix, U 16-byte chunks each) is in flight at once, as in the dense
+// GEMV (gemv.cu). An expert chosen by several tokens of the step is streamed once per pair (the later ones mostly
+// from L2).
+constexpr int kPairWarps = 4;
+constexpr int kPairThreads = kPairWarps * 32;
+
+template <int NMAT, int RB, int U>
+__global__ void __launch_bounds__(kPairThreads) moe_pair_kernel(const uint16_t* __restrict__ in, int in_div,
+                                                                const int32_t* __restrict__ ids,
+                                                                const uint16_t* __restrict__ w0,
+                                                                const uint16_t* __restrict__ w1, int N, int K,
+                                                                void* __restrict__ out) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int pair = blockIdx.y, n0 = blockIdx.x * RB, K8 = K / 8;
+  pdl_wait();
+  pdl_trigger();
+  const int64_t e = ids[pair];
+  const uint4* rows[NMAT * RB];
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+    for (int r = 0; r < RB; ++r)
+      rows[m * RB + r] = reinterpret_cast<const uint4*>(m == 0 ? w0 : w1) + (e * N + min(n0 + r, N - 1)) * K8;
+  const uint4* x = reinterpret_cast<const uint4*>(in + static_cast<int64_t>(pair / in_div) * K);
+  float acc[NMAT * RB] = {};
+  for (int base = 0; base < K8; base += kPairThreads * U) {
+    uint4 w[NMAT * RB][U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = base + u * kPairThreads + tid;
+#pragma unroll
+      for (int j = 0; j < NMAT * RB; ++j) w[j][u] = i < K8 ? ld_stream(rows[j] + i) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = base + u * kPairThreads + tid;
+      if (i >= K8) break;
+      const uint4 a = __ldg(x + i);
+      const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
+                           bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
+#pragma unroll
+      for (int j = 0; j < NMAT * RB; ++j) acc[j] = dot8(w[j][u], xf, acc[j]);
+    }
+  }
+  __shared__ float red[kPairWarps][NMAT * RB];
+#pragma unroll
+  for (int j = 0; j < NMAT * RB; ++j) {
+    const float v = warp_sum(acc[j]);
+    if (lane == 0) red[warp][j] = v;
+  }
+  __syncthreads();
+  if (tid >= RB || n0 + tid >= N) return;
+  float s[NMAT];
+#pragma unroll
+  for (int m = 0; m < NMAT; ++m) {
+    s[m] = 0.f;
+#pragma unroll
+    for (int wp = 0; wp < kPairWarps; ++wp) s[m] += red[wp][m * RB + tid];
+  }
+  const int64_t at = static_cast<int64_t>(pair) * N + n0 + tid;
+  if constexpr (NMAT == 2)
+    static_cast<uint16_t*>(out)[at] = f2bf(s[0] / (1.f + expf(-s[0])) * s[1]);
+  else
+    static_cast<float*>(out)[at] = s[0];
+}
+
 // ---- combine: thread = 4 consecutive outputs of one token ----
 constexpr int kCombineThreads = 256;
 
@@ -432,6 +500,28 @@ void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pa
 void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, int T, int k, const bf16_t* down, int E,
               int D, int Fe, float* y, cudaStream_t s) {
   moe_down(act, offsets, pairs, T, k, MoeMatrix{down}, E, D, Fe, y, s);
+}
+
+void moe_pair_gate_up_silu(const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate, const bf16_t* up,
+                           int Fe, int D, bf16_t* act, cudaStream_t s) {
+  CHECK(T >= 0 && k >= 1 && int64_t{T} * k <= kMoePairMaxPairs && Fe >= 1 && D % 8 == 0);
+  CHECK(aligned16(x) && aligned16(gate) && aligned16(up));
+  if (T == 0) return;
+  constexpr int RB = 2, U = 2;
+  launch_pdl(moe_pair_kernel<2, RB, U>, dim3((Fe + RB - 1) / RB, T * k), dim3(kPairThreads), 0, s, x, k, ids, gate,
+             up, Fe, D, act);
+  CUDA_LAUNCH_CHECK();
+}
+
+void moe_pair_down(const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D, int Fe, float* y,
+                   cudaStream_t s) {
+  CHECK(T >= 0 && k >= 1 && int64_t{T} * k <= kMoePairMaxPairs && D >= 1 && Fe % 8 == 0);
+  CHECK(aligned16(act) && aligned16(down));
+  if (T == 0) return;
+  constexpr int RB = 4, U = 2;
+  launch_pdl(moe_pair_kernel<1, RB, U>, dim3((D + RB - 1) / RB, T * k), dim3(kPairThreads), 0, s, act, 1, ids, down,
+             down, D, Fe, y);
+  CUDA_LAUNCH_CHECK();
 }
 
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,

@@ -90,6 +90,17 @@ void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, i
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,
                  cudaStream_t s);
 
+// The two expert GEMVs per (token, choice) pair, for steps of few tokens (batch-1 decode): no sort. Grid (row tiles,
+// T*k pairs): a block takes a few rows of one pair's expert ids[pair] (ids [T*k], as moe_route writes them, slots
+// E .. of the shared experts included) with every thread's share of those rows in flight at once. An expert chosen
+// by several tokens is streamed once per pair, so this suits T*k <= kMoePairMaxPairs. Same math as moe_gate_up_silu
+// / moe_down (fp32 accumulation, bf16 act, fp32 y; act and y in pair order), up to summation order. bf16 weights.
+constexpr int kMoePairMaxPairs = 64;
+void moe_pair_gate_up_silu(const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate, const bf16_t* up,
+                           int Fe, int D, bf16_t* act, cudaStream_t s);
+void moe_pair_down(const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D, int Fe, float* y,
+                   cudaStream_t s);
+
 // Tensor-core form of the two expert GEMMs (moe_mma.cu), for steps with several pairs per expert: mma.sync over tiles
 // of one expert's pairs, the tile schedule found on the device from offsets (no host round trip; the grid depends
 // only on T, k, E and the widths, so it can be captured in a CUDA graph). Rows are in sorted (expert) order between
