@@ -2,9 +2,9 @@
 // MLA / MoE ops (CudaOps) of the bf16 path, over kernels/cuda/mla.h and moe.h. The exact path's ops (fp32
 // activations and latent cache) are in cuda_mla_moe_exact.cu; each op here hands over to them first.
 //
-// MLA, absorbed: q_lat[t][h] = [W_UK_h q_nope | rope(q_rope)] (a batched GEMM per head, then the rope kernel writes
-// the rope part), attention over the cached [latent | rope key] rows of the layer (one shared latent head, the first
-// r values are the value), then W_UV per head (batched GEMM) into attn [T][H v].
+// MLA, absorbed: q_lat[t][h] = [W_UK_h q_nope | rope(q_rope)] (a GEMV per head for few tokens, else a batched GEMM;
+// then the rope kernel writes the rope part), attention over the cached [latent | rope key] rows of the layer (one
+// shared latent head, the first r values are the value), then W_UV per head (the same way) into attn [T][H v].
 // MoE: router logits (fp32) -> selection on the device (moe_route, the twin of model/moe.h) -> gate|up SiLU and down
 // per (token, choice) pair for steps of a few tokens (moe_pair_*), else pairs sorted by expert and grouped (GEMV
 // kernels that read each used expert's weights once a step, or tensor-core tiles of each expert's pairs for steps
@@ -194,10 +194,18 @@ Status CudaOps::mla_attention(int layer) {
   const int T = s_.T, H = static_cast<int>(m_.c.n_heads);
   const int64_t nope = c.qk_nope_dim, qk = nope + c.qk_rope_dim, r = c.kv_lora_rank, v = c.v_head_dim;
   const int64_t lat = r + c.qk_rope_dim;
-  // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h]: cuBLAS batched GEMMs (a per-head GEMV for T <= 8 ran no faster
-  // at batch 1: 412.0 vs 413.2 tok/s on an H200, so it went).
-  ck::gemm_bf16_batched(g_.cublas, m_.mm.q, H * qk, qk, w.k_b, r * nope, m_.mm.q_lat, H * lat, lat, T,
-                        static_cast<int>(r), static_cast<int>(nope), H);
+  // The absorptions: per-head GEMVs for few tokens (heads_gemv_bf16: weights in registers before the PDL wait), else
+  // cuBLAS batched GEMMs. CITADEL_MLA_ABSORB=cublas keeps cuBLAS (benchmarks: before / after in one binary).
+  static const bool cublas_only = env_is("CITADEL_MLA_ABSORB", "cublas");
+  const bool gemv = !cublas_only && ck::heads_gemv_supported(T, static_cast<int>(r), static_cast<int>(nope)) &&
+                    ck::heads_gemv_supported(T, static_cast<int>(v), static_cast<int>(r));
+  // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h]
+  if (gemv)
+    ck::heads_gemv_bf16(m_.mm.q, H * qk, qk, w.k_b, m_.mm.q_lat, H * lat, lat, T, H, static_cast<int>(r),
+                        static_cast<int>(nope), m_.stream);
+  else
+    ck::gemm_bf16_batched(g_.cublas, m_.mm.q, H * qk, qk, w.k_b, r * nope, m_.mm.q_lat, H * lat, lat, T,
+                          static_cast<int>(r), static_cast<int>(nope), H);
   const ck::MlaAttention p = mla_params(layer);
   // CITADEL_MLA_PATH=simt keeps the attention off tensor cores (benchmarks: before / after in one binary).
   static const bool simt_only = env_is("CITADEL_MLA_PATH", "simt");
@@ -206,8 +214,12 @@ Status CudaOps::mla_attention(int layer) {
   else
     ck::mla_attention(p, mla_shape(m_.c), m_.mm.q_lat, T, m_.mm.lat_out, m_.stream);
   // attn[t][h v] = W_UV_h [v][r] lat_out[t][h]
-  ck::gemm_bf16_batched(g_.cublas, m_.mm.lat_out, H * r, r, w.v_b, v * r, m_.attn, H * v, v, T,
-                        static_cast<int>(v), static_cast<int>(r), H);
+  if (gemv)
+    ck::heads_gemv_bf16(m_.mm.lat_out, H * r, r, w.v_b, m_.attn, H * v, v, T, H, static_cast<int>(v),
+                        static_cast<int>(r), m_.stream);
+  else
+    ck::gemm_bf16_batched(g_.cublas, m_.mm.lat_out, H * r, r, w.v_b, v * r, m_.attn, H * v, v, T,
+                          static_cast<int>(v), static_cast<int>(r), H);
   return OkStatus();
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -113,6 +114,45 @@ TEST(CudaMla, PlansAgree) {
   ck::mla_attention_run(m.params(), MlaSetup::shape(), m.q_lat.p, B, m.out.p, ck::MlaPlan{16, 1, true}, nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   EXPECT_LT(nmse(to_f32(m.out.download()), want), 3e-5) << "tensor cores";
+}
+
+// The absorptions' per-head GEMV (small T) against fp64 on the same bf16 inputs: V2/V3's two shapes (W_UK: N 512,
+// K 128; W_UV: N 128, K 512), every supported K, T up to the limit, padded strides (the gaps stay untouched), and the
+// output rounded to bf16 once (NMSE at bf16 rounding).
+TEST(CudaMla, HeadsGemvMatchesFp64) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(44);
+  struct S {
+    int T, H, N, K;
+  };
+  for (const S& s : {S{1, 16, 512, 128}, S{8, 16, 512, 128}, S{1, 16, 128, 512}, S{3, 16, 128, 512}, S{2, 3, 64, 64},
+                     S{5, 2, 32, 256}, S{4, 7, 16, 1024}}) {
+    SCOPED_TRACE("T " + std::to_string(s.T) + " H " + std::to_string(s.H) + " N " + std::to_string(s.N) + " K " +
+                 std::to_string(s.K));
+    ASSERT_TRUE(ck::heads_gemv_supported(s.T, s.N, s.K));
+    const int64_t sx = s.K + 8, ldx = s.H * sx + 16, sy = s.N + 2, ldy = s.H * sy + 1;
+    const auto x = random_bf16(size_t(s.T) * ldx, rng);
+    const auto w = random_bf16(size_t(s.H) * s.N * s.K, rng, 0.1f);
+    DevArray<uint16_t> dx(x), dw(w), y(size_t(s.T) * ldy);
+    ck::heads_gemv_bf16(dx.p, ldx, sx, dw.p, y.p, ldy, sy, s.T, s.H, s.N, s.K, nullptr);
+    const auto got = y.download();
+    std::vector<float> out, ref;
+    for (int t = 0; t < s.T; ++t)
+      for (int h = 0; h < s.H; ++h) {
+        for (int n = 0; n < s.N; ++n) {
+          double acc = 0;
+          for (int k = 0; k < s.K; ++k)
+            acc += double(bf16_to_f32(w[(size_t(h) * s.N + n) * s.K + k])) * bf16_to_f32(x[t * ldx + h * sx + k]);
+          ref.push_back(float(acc));
+          out.push_back(bf16_to_f32(got[t * ldy + h * sy + n]));
+        }
+        for (int64_t n = s.N; n < sy && h * sy + n < ldy; ++n) ASSERT_EQ(got[t * ldy + h * sy + n], 0xffff) << n;
+      }
+    EXPECT_LT(nmse(out, ref), 2e-5);
+  }
+  EXPECT_FALSE(ck::heads_gemv_supported(ck::kHeadsGemvMaxTokens + 1, 512, 128));
+  EXPECT_FALSE(ck::heads_gemv_supported(1, 512, 96));  // K / 8 not a power of two
+  EXPECT_FALSE(ck::heads_gemv_supported(1, 4, 128));   // N not a multiple of a warp's 8 rows
 }
 
 }  // namespace

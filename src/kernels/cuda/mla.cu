@@ -141,6 +141,71 @@ __global__ void __launch_bounds__(kThreads) mla_rope_kv_write_kernel(const uint1
   }
 }
 
+// ---- per-head GEMV (the absorptions at small T): a warp takes RPW rows of one head, C 16-byte weight chunks per lane
+// in flight (loaded before the PDL wait: weights never depend on the previous kernel), reused for every token. ----
+constexpr int kGemvWarps = 4, kGemvChunks = 4;
+
+template <int K8>  // 16-byte chunks per row: 8 .. 128, a power of two
+__global__ void __launch_bounds__(kGemvWarps * 32) heads_gemv_kernel(const uint16_t* __restrict__ x, int64_t ldx,
+                                                                     int64_t sx, const uint16_t* __restrict__ W,
+                                                                     uint16_t* __restrict__ y, int64_t ldy,
+                                                                     int64_t sy, int T, int HN, int N) {
+  constexpr int C = kGemvChunks, RPW = 32 * C / K8;  // rows per warp
+  constexpr int LPR = K8 < 32 ? K8 : 32;             // lanes per row (a segment of the warp)
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int row0 = (blockIdx.x * kGemvWarps + warp) * RPW;  // global row h * N + n; a warp's rows share a head
+  uint4 w[C];
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int idx = lane + 32 * c, row = row0 + idx / K8;
+    w[c] = row < HN ? ld_stream(reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(row) * K8 + idx % K8)
+                    : make_uint4(0, 0, 0, 0);
+  }
+  pdl_wait();
+  pdl_trigger();
+  if (row0 >= HN) return;
+  const int h = row0 / N;
+  for (int t = 0; t < T; ++t) {
+    const uint4* xh = reinterpret_cast<const uint4*>(x + t * ldx + h * sx);
+    float part[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const uint4 a = __ldg(xh + (lane + 32 * c) % K8);
+      const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
+                           bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
+      part[c] = 0.f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t wv = j == 0 ? w[c].x : j == 1 ? w[c].y : j == 2 ? w[c].z : w[c].w;
+        part[c] = fmaf(bf16_lo(wv), xf[2 * j], part[c]);
+        part[c] = fmaf(bf16_hi(wv), xf[2 * j + 1], part[c]);
+      }
+    }
+    // row of chunk c: (lane + 32 c) / K8. K8 >= 32: K8 / 32 consecutive c per row, the whole warp reduces;
+    // K8 < 32: segments of K8 lanes, each c its own row.
+#pragma unroll
+    for (int c = 0; c < C; c += (K8 >= 32 ? K8 / 32 : 1)) {
+      float v = 0.f;
+#pragma unroll
+      for (int cc = 0; cc < (K8 >= 32 ? K8 / 32 : 1); ++cc) v += part[c + cc];
+#pragma unroll
+      for (int o = LPR / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      const int row = row0 + (lane + 32 * c) / K8;
+      if (lane % LPR == 0 && row < HN) y[t * ldy + h * sy + (row - h * N)] = f2bf(v);
+    }
+  }
+}
+
+template <int K8>
+void launch_heads_gemv(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy,
+                       int T, int H, int N, cudaStream_t s) {
+  constexpr int rows_per_block = kGemvWarps * 32 * kGemvChunks / K8;
+  const int64_t HN = int64_t{H} * N;
+  launch_pdl(heads_gemv_kernel<K8>, dim3(static_cast<unsigned>((HN + rows_per_block - 1) / rows_per_block)),
+             dim3(kGemvWarps * 32), 0, s, x, ldx, sx, W, y, ldy, sy, T, static_cast<int>(HN), N);
+  CUDA_LAUNCH_CHECK();
+}
+
 size_t attn_smem_bytes(int hb, int L) {
   return size_t(hb) * L * 4 + size_t(2) * kTile * L * 2 + size_t(kTile) * hb * 4 + size_t(hb) * 4 + size_t(hb) * 8 +
          16;
@@ -432,6 +497,26 @@ void mla_rope_kv_write(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaSh
   const bool vec = m.kv_lora_rank % 8 == 0 && L % 8 == 0 && aligned16(kv_a) && aligned16(kv_norm_w) && aligned16(cache);
   launch_pdl(mla_rope_kv_write_kernel, dim3(static_cast<unsigned>(T)), dim3(kThreads), 0, s, q, kv_a, q_lat, m,
              positions, inv_freq, mscale, kv_norm_w, eps, slots, cache, vec);
+}
+
+bool heads_gemv_supported(int T, int N, int K) {
+  const int K8 = K / 8;
+  const bool k_ok = K % 8 == 0 && (K8 == 8 || K8 == 16 || K8 == 32 || K8 == 64 || K8 == 128);
+  return k_ok && T >= 0 && T <= kHeadsGemvMaxTokens && N % (32 * kGemvChunks / K8 > 0 ? 32 * kGemvChunks / K8 : 1) == 0;
+}
+
+void heads_gemv_bf16(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy,
+                     int T, int H, int N, int K, cudaStream_t s) {
+  CHECK(heads_gemv_supported(T, N, K) && H > 0 && N > 0 && sx % 8 == 0 && ldx % 8 == 0);
+  CHECK(aligned16(x) && aligned16(W));
+  if (T == 0) return;
+  switch (K / 8) {
+    case 8: return launch_heads_gemv<8>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
+    case 16: return launch_heads_gemv<16>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
+    case 32: return launch_heads_gemv<32>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
+    case 64: return launch_heads_gemv<64>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
+    default: return launch_heads_gemv<128>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
+  }
 }
 
 MlaPlan mla_attention_plan(int T, int n_heads, bool tensor_cores_ok) {

@@ -38,6 +38,16 @@ void mla_rope_kv_write(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaSh
                        const int32_t* positions, const float* inv_freq, float mscale, const bf16_t* kv_norm_w,
                        float eps, const int32_t* slots, bf16_t* cache, cudaStream_t s);
 
+// The absorptions at small T, per head h < H: y[t*ldy + h*sy + n] = bf16(sum_k W[h][n][k] * x[t*ldx + h*sx + k]),
+// n < N, k < K, fp32 accumulation; W [H][N][K] bf16 (W_UK: N = r, K = qk_nope; W_UV: N = v_head_dim, K = r). Each
+// warp holds a few weight rows in registers (loaded before the PDL wait) and sweeps the T tokens, so the weights are
+// read once. Needs heads_gemv_supported (K / 8 a power of two from 8 to 128, N a multiple of a warp's rows, T <=
+// kHeadsGemvMaxTokens); x, ldx, sx 16-byte aligned / multiples of 8; W 16-byte aligned.
+constexpr int kHeadsGemvMaxTokens = 8;
+bool heads_gemv_supported(int T, int N, int K);
+void heads_gemv_bf16(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy,
+                     int T, int H, int N, int K, cudaStream_t s);
+
 struct MlaAttention {
   const bf16_t* cache = nullptr;          // [n_blocks][block_size][L] one layer's latent cache
   const int32_t* block_tables = nullptr;  // [B][max_blocks_per_seq]
