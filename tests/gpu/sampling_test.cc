@@ -91,7 +91,9 @@ TEST(CudaSampling, MatchesExactDistribution) {
   for (const Cfg& c : {Cfg{1000, 1.f, 0, 1.f}, Cfg{1000, 0.7f, 5, 1.f}, Cfg{1000, 1.f, 0, 0.8f},
                        Cfg{152064, 0.8f, 40, 0.9f}, Cfg{2000, 1.3f, 50, 0.5f}, Cfg{1000, 1.f, 0, 1.f, 0.05f},
                        Cfg{2000, 0.7f, 100, 0.95f, 0.2f}, Cfg{1001, 0.9f, 7, 0.9f}, Cfg{152064, 0.7f, 0, 1.f},
-                       Cfg{999, 1.f, 0, 0.7f, 0.01f}}) {  // odd V: rows not 16-byte aligned (the scalar path)
+                       Cfg{999, 1.f, 0, 0.7f, 0.01f},  // odd V: rows not 16-byte aligned (the scalar path)
+                       Cfg{20000, 5.f, 0, 0.9f}, Cfg{20000, 5.f, 3000, 1.f},  // flat: top-p over the row, thousands of candidates
+                       Cfg{20000, 5.f, 12000, 0.99f}, Cfg{152064, 3.f, 0, 0.95f}}) {  // flat, row search from the bins
     std::vector<float> row(c.V);
     for (auto& v : row) v = nd(rng);
     for (int i = 0; i < 3; ++i) row[size_t(rng() % c.V)] = row[0];  // ties at one value
