@@ -119,11 +119,14 @@ void moe_variants(const std::vector<int>& Ts) {
                  "gemv", g0 * 1e3, fl_gu / g0 / 1e9, d0 * 1e3, fl_d / d0 / 1e9);
     if (T * k <= cuda::kMoePairMaxPairs) {  // per-pair GEMVs; GB/s of the weights streamed (one expert per pair)
       const auto* id = static_cast<int32_t*>(ids);
-      const float gp = time_ms([&] { cuda::moe_pair_gate_up_silu(xb, id, T, k, g, u, Fe, D, ab, nullptr); });
-      const float dp = time_ms([&] { cuda::moe_pair_down(ab, id, T, k, dn, D, Fe, yf, nullptr); });
       const double b_gu = 2.0 * T * k * Fe * D * 2.0, b_d = 2.0 * T * k * Fe * D;
-      std::fprintf(stderr, "moe T %4d %-16s gate_up %8.1f us (%6.0f GB/s)     down %8.1f us (%6.0f GB/s)\n", T, "pair",
-                   gp * 1e3, b_gu / gp / 1e6, dp * 1e3, b_d / dp / 1e6);
+      for (int v = 0; v < cuda::moe_pair_variant_count(); ++v) {
+        const float gp =
+            time_ms([&] { cuda::moe_pair_gate_up_silu_variant(v, xb, id, T, k, g, u, Fe, D, ab, nullptr); });
+        const float dp = time_ms([&] { cuda::moe_pair_down_variant(v, ab, id, T, k, dn, D, Fe, yf, nullptr); });
+        std::fprintf(stderr, "moe T %4d pair %-20s gate_up %6.1f us (%5.0f GB/s)  down %6.1f us (%5.0f GB/s)\n", T,
+                     cuda::moe_pair_variant_name(v), gp * 1e3, b_gu / gp / 1e6, dp * 1e3, b_d / dp / 1e6);
+      }
       std::fprintf(stderr, "moe T %4d %-16s gate_up %8.1f us (%6.0f GB/s)     down %8.1f us (%6.0f GB/s)\n", T,
                    "gemv (GB/s)", g0 * 1e3, b_gu / g0 / 1e6, d0 * 1e3, b_d / d0 / 1e6);
     }

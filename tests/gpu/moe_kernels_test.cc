@@ -222,7 +222,7 @@ struct DeviceOp {
   DevArray<float> logits, bias, weights, y, out;
   DevArray<int32_t> ids, offsets, pairs;
   bool mma, pair;    // the tensor-core expert kernels (moe_mma_*) or the per-pair GEMVs instead of the grouped ones
-  int variant = -1;  // with mma: this tile-shape variant (moe_mma_*_variant), -1 the default
+  int variant = -1;  // with mma or pair: this block-shape variant (moe_mma_* / moe_pair_*_variant), -1 the default
   DeviceOp(const Problem& p, const Inputs& in, Form f)
       : x(in.x), act(size_t(p.T) * p.r.n_used * p.Fe), logits(in.logits), bias(in.bias),
         weights(size_t(p.T) * p.r.n_used), y(size_t(p.T) * p.r.n_used * p.D), out(size_t(p.T) * p.D),
@@ -234,8 +234,9 @@ struct DeviceOp {
     const int T = p.T, k = p.r.n_used, E = p.r.n_experts;
     ck::moe_route(logits.p, p.bias ? bias.p : nullptr, p.r, T, ids.p, weights.p, s);
     if (pair) {
-      ck::moe_pair_gate_up_silu(x.p, ids.p, T, k, w.gate.p, w.up.p, p.Fe, p.D, act.p, s);
-      ck::moe_pair_down(act.p, ids.p, T, k, w.down.p, p.D, p.Fe, y.p, s);
+      const int v = std::max(variant, 0);
+      ck::moe_pair_gate_up_silu_variant(v, x.p, ids.p, T, k, w.gate.p, w.up.p, p.Fe, p.D, act.p, s);
+      ck::moe_pair_down_variant(v, act.p, ids.p, T, k, w.down.p, p.D, p.Fe, y.p, s);
       ck::moe_combine(y.p, weights.p, T, k, p.D, out.p, p.accumulate, s);
       return;
     }
@@ -412,6 +413,33 @@ TEST(CudaMoe, EveryTileVariantMatchesTheGemv) {
       op.launch(p, w, nullptr);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       EXPECT_LE(nmse(op.out.download(), want), 1e-6) << p.name << " T " << p.T << " " << ck::moe_mma_variant_name(v);
+    }
+  }
+}
+
+// Every block-shape variant of the per-pair GEMVs against the grouped GEMVs on the same routing (fp32 summation order
+// apart, the same math): partial row tiles and K past one pass, V2-Lite widths at T 1 and 4, V3 widths.
+TEST(CudaMoe, EveryPairVariantMatchesTheGemv) {
+  SKIP_WITHOUT_GPU();
+  const Problem problems[] = {{"rows_not_tiled", 6, 72, 24, routing(6, 6, 1, 1, false, true, 1.f)},
+                              {"D_over_tiles", 3, 4104, 40, routing(5, 2, 1, 1, false, false, 1.f), false, true},
+                              {"v2_lite", 1, 2048, 1408, v2_lite()},
+                              {"v2_lite", 4, 2048, 1408, v2_lite()},
+                              {"v3_widths", 2, 7168, 2048, routing(32, 8, 8, 4, true, true, 2.5f), true}};
+  uint32_t seed = 950;
+  for (const Problem& p : problems) {
+    const Experts w(p.r.n_experts, p.D, p.Fe, seed);
+    std::mt19937 rng(seed++);
+    const Inputs in = make_inputs(p, rng);
+    DeviceOp ref(p, in, Form::kGemv);
+    ref.launch(p, w, nullptr);
+    const auto want = ref.out.download();
+    for (int v = 0; v < ck::moe_pair_variant_count(); ++v) {
+      DeviceOp op(p, in, Form::kPair);
+      op.variant = v;
+      op.launch(p, w, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      EXPECT_LE(nmse(op.out.download(), want), 1e-7) << p.name << " T " << p.T << " " << ck::moe_pair_variant_name(v);
     }
   }
 }

@@ -409,15 +409,27 @@ __global__ void __launch_bounds__(kThreads) mla_attention_kernel(MlaAttention p,
   cluster.sync();
   for (int e = rank * kThreads + tid; e < hb * rpairs; e += n_splits * kThreads) {
     const int h = e / rpairs, pr = e - h * rpairs;
+    // Every rank's (max, sum, partial) first, as independent remote loads in flight together; then the merge.
+    float mk[kMaxSplits], lk[kMaxSplits];
+    float2 ok[kMaxSplits];
+#pragma unroll
+    for (int k = 0; k < kMaxSplits; ++k) {
+      if (k >= n_splits) break;
+      const float* mlk = cluster.map_shared_rank(ml_s, k);
+      mk[k] = mlk[2 * h], lk[k] = mlk[2 * h + 1];
+      ok[k] = reinterpret_cast<const float2*>(cluster.map_shared_rank(o_s, k) + h * r)[pr];
+    }
     float mx = -INFINITY;
-    for (int k = 0; k < n_splits; ++k) mx = fmaxf(mx, cluster.map_shared_rank(ml_s, k)[2 * h]);
+#pragma unroll
+    for (int k = 0; k < kMaxSplits; ++k)
+      if (k < n_splits) mx = fmaxf(mx, mk[k]);
     float sum = 0.f, o0 = 0.f, o1 = 0.f;
     if (mx != -INFINITY) {
-      for (int k = 0; k < n_splits; ++k) {
-        const float* mlk = cluster.map_shared_rank(ml_s, k);
-        const float wk = exp2f(mlk[2 * h] - mx);
-        const float2 o = reinterpret_cast<const float2*>(cluster.map_shared_rank(o_s, k) + h * r)[pr];
-        sum += wk * mlk[2 * h + 1], o0 += wk * o.x, o1 += wk * o.y;
+#pragma unroll
+      for (int k = 0; k < kMaxSplits; ++k) {
+        if (k >= n_splits) break;
+        const float wk = exp2f(mk[k] - mx);
+        sum += wk * lk[k], o0 += wk * ok[k].x, o1 += wk * ok[k].y;
       }
     }
     const float inv = sum > 0.f ? 1.f / sum : 0.f;

@@ -341,16 +341,13 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
   }
 }
 
-// ---- per-pair GEMV for steps of few tokens: grid (row tiles, T*k pairs), kPairThreads threads splitting K ----
+// ---- per-pair GEMV for steps of few tokens: grid (row tiles, T*k pairs), W warps splitting K ----
 // A block takes RB output rows of one pair's expert (ids[pair]): no sort, no expert lookup, and every thread's share
 // of the block's weight rows (RB rows per matrix, U 16-byte chunks each) is in flight at once, as in the dense
 // GEMV (gemv.cu). An expert chosen by several tokens of the step is streamed once per pair (the later ones mostly
 // from L2).
-constexpr int kPairWarps = 4;
-constexpr int kPairThreads = kPairWarps * 32;
-
-template <int NMAT, int RB, int U>
-__global__ void __launch_bounds__(kPairThreads) moe_pair_kernel(const uint16_t* __restrict__ in, int in_div,
+template <int NMAT, int RB, int U, int W>
+__global__ void __launch_bounds__(W * 32) moe_pair_kernel(const uint16_t* __restrict__ in, int in_div,
                                                                 const int32_t* __restrict__ ids,
                                                                 const uint16_t* __restrict__ w0,
                                                                 const uint16_t* __restrict__ w1, int N, int K,
@@ -368,17 +365,17 @@ __global__ void __launch_bounds__(kPairThreads) moe_pair_kernel(const uint16_t* 
       rows[m * RB + r] = reinterpret_cast<const uint4*>(m == 0 ? w0 : w1) + (e * N + min(n0 + r, N - 1)) * K8;
   const uint4* x = reinterpret_cast<const uint4*>(in + static_cast<int64_t>(pair / in_div) * K);
   float acc[NMAT * RB] = {};
-  for (int base = 0; base < K8; base += kPairThreads * U) {
+  for (int base = 0; base < K8; base += (W * 32) * U) {
     uint4 w[NMAT * RB][U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * kPairThreads + tid;
+      const int i = base + u * (W * 32) + tid;
 #pragma unroll
       for (int j = 0; j < NMAT * RB; ++j) w[j][u] = i < K8 ? ld_stream(rows[j] + i) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i = base + u * kPairThreads + tid;
+      const int i = base + u * (W * 32) + tid;
       if (i >= K8) break;
       const uint4 a = __ldg(x + i);
       const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
@@ -387,7 +384,7 @@ __global__ void __launch_bounds__(kPairThreads) moe_pair_kernel(const uint16_t* 
       for (int j = 0; j < NMAT * RB; ++j) acc[j] = dot8(w[j][u], xf, acc[j]);
     }
   }
-  __shared__ float red[kPairWarps][NMAT * RB];
+  __shared__ float red[W][NMAT * RB];
 #pragma unroll
   for (int j = 0; j < NMAT * RB; ++j) {
     const float v = warp_sum(acc[j]);
@@ -400,7 +397,7 @@ __global__ void __launch_bounds__(kPairThreads) moe_pair_kernel(const uint16_t* 
   for (int m = 0; m < NMAT; ++m) {
     s[m] = 0.f;
 #pragma unroll
-    for (int wp = 0; wp < kPairWarps; ++wp) s[m] += red[wp][m * RB + tid];
+    for (int wp = 0; wp < W; ++wp) s[m] += red[wp][m * RB + tid];
   }
   const int64_t at = static_cast<int64_t>(pair) * N + n0 + tid;
   if constexpr (NMAT == 2)
@@ -502,26 +499,66 @@ void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, i
   moe_down(act, offsets, pairs, T, k, MoeMatrix{down}, E, D, Fe, y, s);
 }
 
+namespace {
+// Shapes of the per-pair kernels (rows per block, chunks per thread, warps), the defaults first (H100, V2-Lite, T 1:
+// gate_up 23.8 us at 1 row x 2 chunks x 4 warps against 24.6 at 2 rows; down 13.0 at 4 rows x 3 chunks x 2 warps
+// against 13.3 at 4 x 2 x 4); the benchmark times every one (moe_pair_*_variant).
+struct PairShape {
+  const char* name;
+  void (*gate_up)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, void*, dim3,
+                  cudaStream_t);
+  void (*down)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, void*, dim3,
+               cudaStream_t);
+};
+template <int NMAT, int RB, int U, int W>
+void launch_pair(const bf16_t* in, int in_div, const int32_t* ids, const bf16_t* w0, const bf16_t* w1, int N, int K,
+                 void* out, dim3 grid, cudaStream_t s) {
+  grid.x = static_cast<unsigned>((N + RB - 1) / RB);
+  launch_pdl(moe_pair_kernel<NMAT, RB, U, W>, grid, dim3(W * 32), 0, s, in, in_div, ids, w0, w1, N, K, out);
+  CUDA_LAUNCH_CHECK();
+}
+constexpr PairShape kPairShapes[] = {
+    {"gu r1u2w4 dn r4u3w2", launch_pair<2, 1, 2, 4>, launch_pair<1, 4, 3, 2>},
+    {"gu r2u2w4 dn r4u2w4", launch_pair<2, 2, 2, 4>, launch_pair<1, 4, 2, 4>},
+    {"gu r1u2w4 dn r2u2w4", launch_pair<2, 1, 2, 4>, launch_pair<1, 2, 2, 4>},
+    {"gu r4u2w4 dn r8u2w4", launch_pair<2, 4, 2, 4>, launch_pair<1, 8, 2, 4>},
+    {"gu r2u1w8 dn r4u3w2", launch_pair<2, 2, 1, 8>, launch_pair<1, 4, 3, 2>},
+    {"gu r4u1w8 dn r8u3w2", launch_pair<2, 4, 1, 8>, launch_pair<1, 8, 3, 2>},
+    {"gu r2u4w2 dn r4u1w8", launch_pair<2, 2, 4, 2>, launch_pair<1, 4, 1, 8>},
+};
+constexpr int kNumPairShapes = sizeof(kPairShapes) / sizeof(kPairShapes[0]);
+
+void check_pair(int T, int k, int K, const void* in, const void* w0, const void* w1) {
+  CHECK(T >= 0 && k >= 1 && int64_t{T} * k <= kMoePairMaxPairs && K % 8 == 0);
+  CHECK(aligned16(in) && aligned16(w0) && aligned16(w1));
+}
+}  // namespace
+
+int moe_pair_variant_count() { return kNumPairShapes; }
+const char* moe_pair_variant_name(int v) { return v >= 0 && v < kNumPairShapes ? kPairShapes[v].name : ""; }
+
+void moe_pair_gate_up_silu_variant(int v, const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate,
+                                   const bf16_t* up, int Fe, int D, bf16_t* act, cudaStream_t s) {
+  CHECK(v >= 0 && v < kNumPairShapes && Fe >= 1);
+  check_pair(T, k, D, x, gate, up);
+  if (T > 0) kPairShapes[v].gate_up(x, k, ids, gate, up, Fe, D, act, dim3(1, T * k), s);
+}
+
+void moe_pair_down_variant(int v, const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D,
+                           int Fe, float* y, cudaStream_t s) {
+  CHECK(v >= 0 && v < kNumPairShapes && D >= 1);
+  check_pair(T, k, Fe, act, down, down);
+  if (T > 0) kPairShapes[v].down(act, 1, ids, down, down, D, Fe, y, dim3(1, T * k), s);
+}
+
 void moe_pair_gate_up_silu(const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate, const bf16_t* up,
                            int Fe, int D, bf16_t* act, cudaStream_t s) {
-  CHECK(T >= 0 && k >= 1 && int64_t{T} * k <= kMoePairMaxPairs && Fe >= 1 && D % 8 == 0);
-  CHECK(aligned16(x) && aligned16(gate) && aligned16(up));
-  if (T == 0) return;
-  constexpr int RB = 2, U = 2;
-  launch_pdl(moe_pair_kernel<2, RB, U>, dim3((Fe + RB - 1) / RB, T * k), dim3(kPairThreads), 0, s, x, k, ids, gate,
-             up, Fe, D, act);
-  CUDA_LAUNCH_CHECK();
+  moe_pair_gate_up_silu_variant(0, x, ids, T, k, gate, up, Fe, D, act, s);
 }
 
 void moe_pair_down(const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D, int Fe, float* y,
                    cudaStream_t s) {
-  CHECK(T >= 0 && k >= 1 && int64_t{T} * k <= kMoePairMaxPairs && D >= 1 && Fe % 8 == 0);
-  CHECK(aligned16(act) && aligned16(down));
-  if (T == 0) return;
-  constexpr int RB = 4, U = 2;
-  launch_pdl(moe_pair_kernel<1, RB, U>, dim3((D + RB - 1) / RB, T * k), dim3(kPairThreads), 0, s, act, 1, ids, down,
-             down, D, Fe, y);
-  CUDA_LAUNCH_CHECK();
+  moe_pair_down_variant(0, act, ids, T, k, down, D, Fe, y, s);
 }
 
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,

@@ -100,6 +100,13 @@ void moe_pair_gate_up_silu(const bf16_t* x, const int32_t* ids, int T, int k, co
                            int Fe, int D, bf16_t* act, cudaStream_t s);
 void moe_pair_down(const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D, int Fe, float* y,
                    cudaStream_t s);
+// Every block shape of the two (benchmarks and tests; variant 0 is the default): count, name, and the same calls.
+int moe_pair_variant_count();
+const char* moe_pair_variant_name(int v);
+void moe_pair_gate_up_silu_variant(int v, const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate,
+                                   const bf16_t* up, int Fe, int D, bf16_t* act, cudaStream_t s);
+void moe_pair_down_variant(int v, const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D,
+                           int Fe, float* y, cudaStream_t s);
 
 // Tensor-core form of the two expert GEMMs (moe_mma.cu), for steps with several pairs per expert: mma.sync over tiles
 // of one expert's pairs, the tile schedule found on the device from offsets (no host round trip; the grid depends
