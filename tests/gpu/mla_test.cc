@@ -110,10 +110,12 @@ TEST(CudaMla, PlansAgree) {
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       EXPECT_LT(nmse(to_f32(m.out.download()), want), 1e-5) << "hb " << hb << " splits " << splits;
     }
-  cudaMemset(m.out.p, 0xff, m.out.n * sizeof(uint16_t));  // tensor cores: bf16 probabilities
-  ck::mla_attention_run(m.params(), MlaSetup::shape(), m.q_lat.p, B, m.out.p, ck::MlaPlan{16, 1, true}, nullptr);
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  EXPECT_LT(nmse(to_f32(m.out.download()), want), 3e-5) << "tensor cores";
+  for (int splits : {1, 2, 4, 8}) {  // tensor cores: bf16 probabilities
+    cudaMemset(m.out.p, 0xff, m.out.n * sizeof(uint16_t));
+    ck::mla_attention_run(m.params(), MlaSetup::shape(), m.q_lat.p, B, m.out.p, ck::MlaPlan{16, splits, true}, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_LT(nmse(to_f32(m.out.download()), want), 3e-5) << "tensor cores, splits " << splits;
+  }
 }
 
 // The absorptions' per-head GEMV (small T) against fp64 on the same bf16 inputs: V2/V3's two shapes (W_UK: N 512,

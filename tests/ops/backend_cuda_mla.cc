@@ -194,12 +194,15 @@ class CudaMlaBackend : public Backend {
         keep(impl);
       }
     const bool mma = ck::mla_attention_mma_supported(m);
-    if (mma) {
-      dev.poison(out, n_out);
-      ck::mla_attention_mma(p, m, q_lat, T, out, nullptr);
-      if (!dev.launched("mma_hb16")) return;
-      keep("mma_hb16");
-    }
+    if (mma)
+      for (int splits : {1, 2, 4, 8}) {
+        if (splits > 1 && !clusters) continue;
+        dev.poison(out, n_out);
+        ck::mla_attention_mma(p, m, q_lat, T, out, nullptr, splits);
+        const std::string impl = "mma_hb16_s" + std::to_string(splits);
+        if (!dev.launched(impl.c_str())) return;
+        keep(impl);
+      }
     dev.poison(out, n_out);
     ck::mla_attention(p, m, q_lat, T, out, nullptr);
     if (!dev.launched("mla_attention")) return;

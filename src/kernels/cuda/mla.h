@@ -71,7 +71,8 @@ struct MlaAttention {
 // would leave the GPU idle (decode of few sequences), each (token, head group) is split over a thread-block cluster
 // of up to 8 blocks, each taking a slice of the context, merged by log-sum-exp through distributed shared memory: no
 // workspace. The grid depends only on (T, H), so the call can be captured in a CUDA graph and replayed with other
-// seq_lens / positions. Any context length (keys are streamed). L <= 1152.
+// seq_lens / positions. Any context length (keys are streamed). L <= 1152. Shapes the tensor-core kernel takes
+// (mla_attention_mma_supported, 16-byte aligned cache and q_lat) run there instead, split the same way.
 void mla_attention(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out, cudaStream_t s);
 
 // How mla_attention splits the work: heads per block (4 or 16) and blocks per cluster over the context (1, 2, 4 or
@@ -80,7 +81,7 @@ void mla_attention(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat
 struct MlaPlan {
   int heads_per_block = 16;
   int n_splits = 1;
-  bool tensor_cores = false;  // mla_attention_mma (needs 16 heads per block, one split, a supported shape)
+  bool tensor_cores = false;  // mla_attention_mma (needs 16 heads per block and a supported shape)
 };
 MlaPlan mla_attention_plan(int T, int n_heads, bool tensor_cores_ok = false);
 void mla_attention_run(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out,
@@ -90,9 +91,11 @@ void mla_attention_run(const MlaAttention& p, const MlaShape& m, const bf16_t* q
 // as the rows of each MMA over key tiles of 32 (S = Q K^T and O += P V with mma.sync, fp32 accumulation, online
 // softmax in fp32 with the probabilities rounded to bf16 for P V, the normaliser summing the rounded values). Shapes:
 // kv_lora_rank 512, qk_rope 64 (DeepSeek-V2/V3), n_heads a multiple of 16 (mla_attention_mma_supported); cache and
-// q_lat 16-byte aligned. The dispatcher takes it from 16 (token, 16-head group) blocks (mla_attention_plan).
+// q_lat 16-byte aligned. n_splits (1, 2, 4 or 8): a cluster of that many blocks per (token, 16 heads), each taking a
+// slice of the keys, merged by log-sum-exp through distributed shared memory (as mla_attention's clusters). The
+// dispatcher takes it wherever the shape allows, split while the blocks still fit the SMs (mla_attention_plan).
 bool mla_attention_mma_supported(const MlaShape& m);
 void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out,
-                       cudaStream_t s);
+                       cudaStream_t s, int n_splits = 1);
 
 }  // namespace citadel::cuda

@@ -10,6 +10,10 @@
 //   probabilities are rounded to bf16 for P V and the sum adds the rounded values;
 //   O [16][r] += P [16][32] V [32][r]: warp w owns latent columns 64 w .. 64 w + 63 (fp32 accumulators in registers),
 //   V fragments by ldmatrix.trans from the same key tile.
+// With a cluster of S blocks (few tokens: the GPU would idle), rank k takes the k-th slice of the keys; the ranks'
+// (max, sum, unnormalised O) meet through distributed shared memory, each rank merging 1/S of the output.
+#include <cooperative_groups.h>
+
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
@@ -30,23 +34,74 @@ static_assert(kKSteps % 4 == 0, "each score half takes an even number of k-step 
 
 struct Smem {
   uint16_t q[kHeads * kLdRow];
-  uint16_t keys[2][kKeys * kLdRow];
+  uint16_t keys[2][kKeys * kLdRow];  // after the key loop (splits): the rank's unnormalised O [16][kRank] fp32
   float s_part[2][kHeads][kKeys];
   uint16_t p[kHeads * kLdP];
   float alpha[kHeads];
   float l_final[kHeads];
+  float m_final[kHeads];
   int seq;
 };
+static_assert(sizeof(Smem::keys) >= kHeads * kRank * sizeof(float), "the partial O fits the key buffers");
+constexpr int kMaxMmaSplits = 8;  // portable cluster size
 
-// grid (T, H / 16), kThreads threads, dynamic shared memory sizeof(Smem).
+// The ranks' partials merged by log-sum-exp: this rank's unnormalised O (its warps' accumulators) to shared memory,
+// then rank k normalises and writes every S-th group of 8 columns of every head from all ranks' (max, sum, O).
+__device__ void merge_splits(Smem& sm, const float (&acc)[kColsPerWarp / 8][4], uint16_t* ot, int rank,
+                             int n_splits) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* o_s = reinterpret_cast<float*>(sm.keys);  // [16][kRank]
+#pragma unroll
+  for (int j = 0; j < kColsPerWarp / 8; ++j) {
+    const int col = warp * kColsPerWarp + j * 8 + (lane & 3) * 2, row = lane >> 2;
+    *reinterpret_cast<float2*>(o_s + row * kRank + col) = make_float2(acc[j][0], acc[j][1]);
+    *reinterpret_cast<float2*>(o_s + (row + 8) * kRank + col) = make_float2(acc[j][2], acc[j][3]);
+  }
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  // item = (head, pair of columns); rank k takes items k, k + S, ...
+  for (int e = rank * kThreads + threadIdx.x; e < kHeads * (kRank / 2); e += n_splits * kThreads) {
+    const int h = e / (kRank / 2), c = 2 * (e % (kRank / 2));
+    float mk[kMaxMmaSplits], lk[kMaxMmaSplits];
+    float2 ok[kMaxMmaSplits];
+#pragma unroll
+    for (int k = 0; k < kMaxMmaSplits; ++k) {  // independent remote loads, in flight together
+      if (k >= n_splits) break;
+      const Smem* rk = cluster.map_shared_rank(&sm, k);
+      mk[k] = rk->m_final[h], lk[k] = rk->l_final[h];
+      ok[k] = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(rk->keys) + h * kRank + c);
+    }
+    float mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < kMaxMmaSplits; ++k)
+      if (k < n_splits) mx = fmaxf(mx, mk[k]);
+    float sum = 0.f, o0 = 0.f, o1 = 0.f;
+    if (mx != -INFINITY) {
+#pragma unroll
+      for (int k = 0; k < kMaxMmaSplits; ++k) {
+        if (k >= n_splits) break;
+        const float wk = exp2f(mk[k] - mx);
+        sum += wk * lk[k], o0 += wk * ok[k].x, o1 += wk * ok[k].y;
+      }
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    *reinterpret_cast<uint32_t*>(ot + h * kRank + c) = pack_bf16x2(o0 * inv, o1 * inv);
+  }
+  cluster.sync();  // the other ranks' shared memory stays alive until every rank has read it
+#endif
+}
+
+// grid (T * S, H / 16), kThreads threads, dynamic shared memory sizeof(Smem), cluster (S, 1, 1) when S > 1.
 __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttention p, int H, const uint16_t* q_lat,
-                                                                     uint16_t* out, float qscale) {
+                                                                     uint16_t* out, float qscale, int n_splits) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
   pdl_wait();
   pdl_trigger();
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int t = blockIdx.x, h0 = blockIdx.y * kHeads;
+  const int t = blockIdx.x / n_splits, rank = blockIdx.x % n_splits, h0 = blockIdx.y * kHeads;
   if (tid == 0) {
     int b = t;
     if (p.query_start) {
@@ -64,7 +119,9 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
   __syncthreads();
   const int b = sm.seq;
   const int cap = p.max_blocks_per_seq * p.block_size;
-  const int n_keys = max(0, min(min(p.positions[t] + 1, p.seq_lens[b]), cap));
+  const int n_all = max(0, min(min(p.positions[t] + 1, p.seq_lens[b]), cap));
+  const int chunk = ((n_all + n_splits - 1) / n_splits + kKeys - 1) / kKeys * kKeys;
+  const int begin = min(n_all, rank * chunk), n_keys = min(n_all, begin + chunk);  // keys begin .. n_keys - 1
   const int32_t* bt = p.block_tables + static_cast<int64_t>(b) * p.max_blocks_per_seq;
 
   auto load_tile = [&](int start, int buf) {
@@ -85,9 +142,9 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
 #pragma unroll
   for (int j = 0; j < kColsPerWarp / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 
-  if (n_keys > 0) load_tile(0, 0);
+  if (begin < n_keys) load_tile(begin, 0);
   int buf = 0;
-  for (int start = 0; start < n_keys; start += kKeys, buf ^= 1) {
+  for (int start = begin; start < n_keys; start += kKeys, buf ^= 1) {
     if (start + kKeys < n_keys) {
       load_tile(start + kKeys, buf ^ 1);
       cp_async_wait<1>();
@@ -152,7 +209,12 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
   }
   cp_async_wait<0>();  // the Q copies when there were no keys
   if (lane == 0) sm.l_final[2 * warp] = l_run[0], sm.l_final[2 * warp + 1] = l_run[1];
+  if (lane == 0) sm.m_final[2 * warp] = m_run[0], sm.m_final[2 * warp + 1] = m_run[1];
   __syncthreads();
+  if (n_splits > 1) {
+    merge_splits(sm, acc, out + (static_cast<int64_t>(t) * H + h0) * kRank, rank, n_splits);
+    return;
+  }
   const float l_lo = sm.l_final[lane >> 2], l_hi = sm.l_final[(lane >> 2) + 8];
   const float inv_lo = l_lo > 0.f ? 1.f / l_lo : 0.f, inv_hi = l_hi > 0.f ? 1.f / l_hi : 0.f;
   uint16_t* ot = out + (static_cast<int64_t>(t) * H + h0) * kRank;
@@ -171,8 +233,9 @@ bool mla_attention_mma_supported(const MlaShape& m) {
 }
 
 void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out,
-                       cudaStream_t s) {
+                       cudaStream_t s, int n_splits) {
   CHECK(mla_attention_mma_supported(m));
+  CHECK(n_splits == 1 || n_splits == 2 || n_splits == 4 || n_splits == 8);
   CHECK(reinterpret_cast<uintptr_t>(p.cache) % 16 == 0 && reinterpret_cast<uintptr_t>(q_lat) % 16 == 0);
   if (T <= 0) return;
   static bool configured = false;  // idempotent attribute; the flag only skips the call
@@ -181,9 +244,19 @@ void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q
                                     static_cast<int>(sizeof(Smem))));
     configured = true;
   }
-  launch_pdl(mla_attention_mma_kernel, dim3(static_cast<unsigned>(T), static_cast<unsigned>(m.n_heads / kHeads)),
-             dim3(kThreads), sizeof(Smem), s, p, m.n_heads, q_lat, out, p.scale * 1.4426950408889634f);
-  CUDA_LAUNCH_CHECK();
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = static_cast<unsigned>(n_splits), attr[1].val.clusterDim.y = 1, attr[1].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(T * n_splits), static_cast<unsigned>(m.n_heads / kHeads));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = sizeof(Smem);
+  cfg.stream = s;
+  cfg.attrs = attr, cfg.numAttrs = n_splits > 1 ? 2 : 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, mla_attention_mma_kernel, p, m.n_heads, q_lat, out,
+                                p.scale * 1.4426950408889634f, n_splits));
 }
 
 }  // namespace citadel::cuda
