@@ -162,15 +162,43 @@ Status CudaOps::rmsnorm(Act a, TensorRole norm, int layer) {
   return OkStatus();
 }
 
+// The absorptions: per-head GEMVs for few tokens (heads_gemv_bf16: weights in registers before the PDL wait), else
+// cuBLAS batched GEMMs; with the GEMVs, W_UK's runs in mla_rope_kv_write's launch (mla_rope_absorb).
+// CITADEL_MLA_ABSORB=cublas keeps cuBLAS, =apart the GEMVs in launches of their own (benchmarks: before / after in one
+// binary).
+bool CudaOps::absorb_with_gemv(int T) const {
+  static const bool cublas_only = env_is("CITADEL_MLA_ABSORB", "cublas");
+  const MlaConfig& c = m_.c.mla;
+  const int r = static_cast<int>(c.kv_lora_rank), nope = static_cast<int>(c.qk_nope_dim);
+  return !cublas_only && ck::heads_gemv_supported(T, r, nope) &&
+         ck::heads_gemv_supported(T, static_cast<int>(c.v_head_dim), r);
+}
+bool CudaOps::absorb_with_rope(int T) const {
+  static const bool apart = env_is("CITADEL_MLA_ABSORB", "apart");
+  const MlaConfig& c = m_.c.mla;
+  return !apart && absorb_with_gemv(T) && (c.qk_nope_dim + c.qk_rope_dim) % 8 == 0 &&
+         (c.kv_lora_rank + c.qk_rope_dim) % 8 == 0;
+}
+
 Status CudaOps::mla_rope_kv_write(int layer) {
   RETURN_IF_ERROR(mla_layer_ok(m_, layer, "mla_rope_kv_write"));
   if (exact()) return mla_rope_kv_write_exact(layer);
   if (skip_ & kSkipRopeKv) return OkStatus();
   const MlaW& w = m_.layers[layer].mla;
-  ck::mla_rope_kv_write(m_.mm.q, m_.mm.kv_a, m_.mm.q_lat, mla_shape(m_.c), s_.T, m_.d_ints + L_.positions,
-                        static_cast<const float*>(m_.rope_inv_freq), static_cast<float>(m_.rope_mscale), w.kv_a_norm,
-                        static_cast<float>(m_.c.norm_eps), m_.d_ints + L_.slots, m_.k_pool + layer * m_.layer_pool(),
-                        m_.stream);
+  const ck::MlaShape ms = mla_shape(m_.c);
+  const int32_t* pos = m_.d_ints + L_.positions;
+  const float* freq = static_cast<const float*>(m_.rope_inv_freq);
+  const float mscale = static_cast<float>(m_.rope_mscale), eps = static_cast<float>(m_.c.norm_eps);
+  bf16_t* cache = m_.k_pool + layer * m_.layer_pool();
+  // Few tokens: mla_attention's W_UK absorption runs in this launch too (it needs only q), one launch fewer.
+  if (absorb_with_rope(s_.T) && !(skip_ & kSkipAttention)) {
+    ck::mla_rope_absorb(m_.mm.q, m_.mm.kv_a, m_.mm.q_lat, ms, s_.T, pos, freq, mscale, w.kv_a_norm, eps,
+                        m_.d_ints + L_.slots, cache, w.k_b, m_.stream);
+    absorbed_layer_ = layer;
+    return OkStatus();
+  }
+  ck::mla_rope_kv_write(m_.mm.q, m_.mm.kv_a, m_.mm.q_lat, ms, s_.T, pos, freq, mscale, w.kv_a_norm, eps,
+                        m_.d_ints + L_.slots, cache, m_.stream);
   return OkStatus();
 }
 
@@ -194,16 +222,14 @@ Status CudaOps::mla_attention(int layer) {
   const int T = s_.T, H = static_cast<int>(m_.c.n_heads);
   const int64_t nope = c.qk_nope_dim, qk = nope + c.qk_rope_dim, r = c.kv_lora_rank, v = c.v_head_dim;
   const int64_t lat = r + c.qk_rope_dim;
-  // The absorptions: per-head GEMVs for few tokens (heads_gemv_bf16: weights in registers before the PDL wait), else
-  // cuBLAS batched GEMMs. CITADEL_MLA_ABSORB=cublas keeps cuBLAS (benchmarks: before / after in one binary).
-  static const bool cublas_only = env_is("CITADEL_MLA_ABSORB", "cublas");
-  const bool gemv = !cublas_only && ck::heads_gemv_supported(T, static_cast<int>(r), static_cast<int>(nope)) &&
-                    ck::heads_gemv_supported(T, static_cast<int>(v), static_cast<int>(r));
-  // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h]
-  if (gemv)
+  const bool gemv = absorb_with_gemv(T);
+  // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h] (already there when mla_rope_kv_write ran it)
+  const bool absorbed = absorbed_layer_ == layer;
+  absorbed_layer_ = -1;
+  if (!absorbed && gemv)
     ck::heads_gemv_bf16(m_.mm.q, H * qk, qk, w.k_b, m_.mm.q_lat, H * lat, lat, T, H, static_cast<int>(r),
                         static_cast<int>(nope), m_.stream);
-  else
+  else if (!absorbed)
     ck::gemm_bf16_batched(g_.cublas, m_.mm.q, H * qk, qk, w.k_b, r * nope, m_.mm.q_lat, H * lat, lat, T,
                           static_cast<int>(r), static_cast<int>(nope), H);
   const ck::MlaAttention p = mla_params(layer);

@@ -88,6 +88,9 @@ class CudaOps final : public BackendOps {
   // deepseek2: the step's paged view of `layer`'s latent cache for the MLA attention kernels (cache: the bf16 pool;
   // the exact path passes its fp32 pool beside it).
   cuda::MlaAttention mla_params(int layer) const;
+  // How the MLA absorptions run for T tokens (cuda_mla_moe.cu): per-head GEMVs, and W_UK's with the rope work.
+  bool absorb_with_gemv(int T) const;
+  bool absorb_with_rope(int T) const;
   // The exact path's MLA and MoE ops (cuda_mla_moe_exact.cu): fp32 activations and latent cache, fp32 (kF32) or bf16
   // weights; the ops above hand over to them after their checks.
   Status mla_rope_kv_write_exact(int layer);
@@ -100,6 +103,7 @@ class CudaOps final : public BackendOps {
   cuda::PagedAttention pa_;  // pools set per layer
   GemmContext g_;
   uint32_t skip_;  // opt.debug_skip in the bf16 path, 0 in the exact one
+  int absorbed_layer_ = -1;  // deepseek2: the layer whose W_UK absorption mla_rope_kv_write ran with the rope work
 };
 
 }  // namespace citadel::runtime

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 #include <string>
@@ -155,6 +156,44 @@ TEST(CudaMla, HeadsGemvMatchesFp64) {
   EXPECT_FALSE(ck::heads_gemv_supported(ck::kHeadsGemvMaxTokens + 1, 512, 128));
   EXPECT_FALSE(ck::heads_gemv_supported(1, 512, 96));  // K / 8 not a power of two
   EXPECT_FALSE(ck::heads_gemv_supported(1, 4, 128));   // N not a multiple of a warp's 8 rows
+}
+
+// The rope work and the W_UK absorption in one launch (mla_rope_absorb) write what mla_rope_kv_write and
+// heads_gemv_bf16 write, bit for bit: kv_a in place, the cache rows (a skipped slot included), both parts of q_lat.
+TEST(CudaMla, RopeAbsorbEqualsTheTwoLaunches) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(45);
+  const ck::MlaShape m{16, 128, 64, 512};
+  const int qk = 192, L = 576, r = 512;
+  for (int T : {1, 3, ck::kHeadsGemvMaxTokens}) {
+    SCOPED_TRACE(T);
+    const auto q = random_bf16(size_t(T) * 16 * qk, rng), kv = random_bf16(size_t(T) * L, rng, 2.f);
+    const auto kb = random_bf16(size_t(16) * r * 128, rng, 0.1f), w = random_bf16(size_t(r), rng);
+    std::vector<float> inv_freq(32);
+    for (int i = 0; i < 32; ++i) inv_freq[i] = float(std::pow(10000.0, -i / 32.0));
+    std::vector<int32_t> pos(T), slots(T);
+    for (int t = 0; t < T; ++t) pos[t] = int32_t(rng() % 4000), slots[t] = t == 1 ? -1 : 3 * t + 2;
+    DevArray<uint16_t> dq(q), dkb(kb), dw(w);
+    DevArray<float> dfreq(inv_freq);
+    DevArray<int32_t> dpos(pos), dslots(slots);
+    std::vector<uint16_t> got[2][3];  // [way][kv_a, q_lat, cache]
+    for (int way = 0; way < 2; ++way) {
+      DevArray<uint16_t> dkv(kv), q_lat(size_t(T) * 16 * L), cache(size_t(3 * T + 3) * L);
+      if (way == 0) {
+        ck::mla_rope_kv_write(dq.p, dkv.p, q_lat.p, m, T, dpos.p, dfreq.p, 1.f, dw.p, 1e-6f, dslots.p, cache.p,
+                              nullptr);
+        ck::heads_gemv_bf16(dq.p, 16 * qk, qk, dkb.p, q_lat.p, 16 * L, L, T, 16, r, 128, nullptr);
+      } else {
+        ck::mla_rope_absorb(dq.p, dkv.p, q_lat.p, m, T, dpos.p, dfreq.p, 1.f, dw.p, 1e-6f, dslots.p, cache.p, dkb.p,
+                            nullptr);
+      }
+      got[way][0] = dkv.download(), got[way][1] = q_lat.download(), got[way][2] = cache.download();
+    }
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(got[0][i], got[1][i]) << "output " << i;
+    int written = 0;  // the q_lat columns of both parts were written (not the poison)
+    for (uint16_t v : got[1][1]) written += v != 0xffff;
+    EXPECT_EQ(written, T * 16 * L);
+  }
 }
 
 }  // namespace

@@ -100,29 +100,41 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_rows_kernel(uint16_t* x, int
   rmsnorm_row(x + static_cast<int64_t>(blockIdx.x) * row_stride, width, w, eps, vec, nullptr, &red[0]);
 }
 
-// grid T: latent norm (+ cache copy), rope key, then every head's rope query into q_lat. vec: the latent path's
-// 16-byte condition (rmsnorm_row).
-__global__ void __launch_bounds__(kThreads) mla_rope_kv_write_kernel(const uint16_t* q, uint16_t* kv_a,
-                                                                     uint16_t* q_lat, MlaShape m,
-                                                                     const int32_t* positions, const float* inv_freq,
-                                                                     float mscale, const uint16_t* kv_norm_w,
-                                                                     float eps, const int32_t* slots,
-                                                                     uint16_t* cache, bool vec) {
-  pdl_wait();
-  pdl_trigger();
+// What mla_rope_kv_write needs (mla.h). vec: the latent path's 16-byte condition (rmsnorm_row).
+struct RopeKvArgs {
+  const uint16_t* q;
+  uint16_t *kv_a, *q_lat;
+  MlaShape m;
+  const int32_t* positions;
+  const float* inv_freq;
+  float mscale;
+  const uint16_t* kv_norm_w;
+  float eps;
+  const int32_t* slots;
+  uint16_t* cache;
+  bool vec;
+};
+
+// Token t by the whole block (any size): latent norm (+ cache copy), rope key, then every head's rope query into q_lat.
+__device__ void rope_kv_write_token(int t, const RopeKvArgs& a) {
   __shared__ float cs[64], sn[64], red[32];
-  const int t = blockIdx.x, half = m.qk_rope / 2, r = m.kv_lora_rank, L = r + m.qk_rope;
+  const uint16_t* q = a.q;
+  uint16_t *kv_a = a.kv_a, *q_lat = a.q_lat, *cache = a.cache;
+  const MlaShape& m = a.m;
+  const float* inv_freq = a.inv_freq;
+  const float mscale = a.mscale, eps = a.eps;
+  const int half = m.qk_rope / 2, r = m.kv_lora_rank, L = r + m.qk_rope;
   const int qk = m.qk_nope + m.qk_rope;
-  const float pos = static_cast<float>(positions[t]);
+  const float pos = static_cast<float>(a.positions[t]);
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     float s, c;
     sincosf(pos * inv_freq[i], &s, &c);
     cs[i] = c * mscale, sn[i] = s * mscale;
   }
   uint16_t* row = kv_a + static_cast<int64_t>(t) * L;
-  const int slot = slots[t];
+  const int slot = a.slots[t];
   uint16_t* crow = slot >= 0 ? cache + static_cast<int64_t>(slot) * L : nullptr;
-  rmsnorm_row(row, r, kv_norm_w, eps, vec, crow, &red[0]);  // its block-wide syncs also publish cs / sn
+  rmsnorm_row(row, r, a.kv_norm_w, eps, a.vec, crow, &red[0]);  // its block-wide syncs also publish cs / sn
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     const float x0 = bf16f(row[r + 2 * i]), x1 = bf16f(row[r + 2 * i + 1]);
     const uint16_t y0 = f2bf(x0 * cs[i] - x1 * sn[i]), y1 = f2bf(x0 * sn[i] + x1 * cs[i]);
@@ -141,19 +153,38 @@ __global__ void __launch_bounds__(kThreads) mla_rope_kv_write_kernel(const uint1
   }
 }
 
+// grid T, kThreads threads.
+__global__ void __launch_bounds__(kThreads) mla_rope_kv_write_kernel(RopeKvArgs a) {
+  pdl_wait();
+  pdl_trigger();
+  rope_kv_write_token(blockIdx.x, a);
+}
+
 // ---- per-head GEMV (the absorptions at small T): a warp takes RPW rows of one head, C 16-byte weight chunks per lane
 // in flight (loaded before the PDL wait: weights never depend on the previous kernel), reused for every token. ----
 constexpr int kGemvWarps = 4, kGemvChunks = 4;
 
+struct HeadsGemvArgs {  // heads_gemv_bf16's operands (HN = H * N rows)
+  const uint16_t* x;
+  int64_t ldx, sx;
+  const uint16_t* W;
+  uint16_t* y;
+  int64_t ldy, sy;
+  int T, HN, N;
+};
+
+// Block `block` of the GEMV (kGemvWarps warps). Calls pdl_wait after its weight loads.
 template <int K8>  // 16-byte chunks per row: 8 .. 128, a power of two
-__global__ void __launch_bounds__(kGemvWarps * 32) heads_gemv_kernel(const uint16_t* __restrict__ x, int64_t ldx,
-                                                                     int64_t sx, const uint16_t* __restrict__ W,
-                                                                     uint16_t* __restrict__ y, int64_t ldy,
-                                                                     int64_t sy, int T, int HN, int N) {
+__device__ void heads_gemv_block(int block, const HeadsGemvArgs& a) {
   constexpr int C = kGemvChunks, RPW = 32 * C / K8;  // rows per warp
   constexpr int LPR = K8 < 32 ? K8 : 32;             // lanes per row (a segment of the warp)
+  const uint16_t* __restrict__ x = a.x;
+  const uint16_t* __restrict__ W = a.W;
+  uint16_t* __restrict__ y = a.y;
+  const int64_t ldx = a.ldx, sx = a.sx, ldy = a.ldy, sy = a.sy;
+  const int T = a.T, HN = a.HN, N = a.N;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int row0 = (blockIdx.x * kGemvWarps + warp) * RPW;  // global row h * N + n; a warp's rows share a head
+  const int row0 = (block * kGemvWarps + warp) * RPW;  // global row h * N + n; a warp's rows share a head
   uint4 w[C];
 #pragma unroll
   for (int c = 0; c < C; ++c) {
@@ -197,12 +228,32 @@ __global__ void __launch_bounds__(kGemvWarps * 32) heads_gemv_kernel(const uint1
 }
 
 template <int K8>
-void launch_heads_gemv(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy,
-                       int T, int H, int N, cudaStream_t s) {
+__global__ void __launch_bounds__(kGemvWarps * 32) heads_gemv_kernel(HeadsGemvArgs a) {
+  heads_gemv_block<K8>(blockIdx.x, a);
+}
+
+// The two in one grid: blocks below n_gemv the GEMV, the others one token's rope work each.
+template <int K8>
+__global__ void __launch_bounds__(kGemvWarps * 32) rope_absorb_kernel(HeadsGemvArgs g, RopeKvArgs r, int n_gemv) {
+  if (static_cast<int>(blockIdx.x) < n_gemv) {
+    heads_gemv_block<K8>(blockIdx.x, g);
+    return;
+  }
+  pdl_wait();
+  pdl_trigger();
+  rope_kv_write_token(blockIdx.x - n_gemv, r);
+}
+
+// The GEMV's blocks; with a rope argument, T more blocks of rope work in the same launch.
+template <int K8>
+void launch_heads_gemv(const HeadsGemvArgs& a, const RopeKvArgs* rope, cudaStream_t s) {
   constexpr int rows_per_block = kGemvWarps * 32 * kGemvChunks / K8;
-  const int64_t HN = int64_t{H} * N;
-  launch_pdl(heads_gemv_kernel<K8>, dim3(static_cast<unsigned>((HN + rows_per_block - 1) / rows_per_block)),
-             dim3(kGemvWarps * 32), 0, s, x, ldx, sx, W, y, ldy, sy, T, static_cast<int>(HN), N);
+  const int n_gemv = (a.HN + rows_per_block - 1) / rows_per_block;
+  if (rope)
+    launch_pdl(rope_absorb_kernel<K8>, dim3(static_cast<unsigned>(n_gemv + a.T)), dim3(kGemvWarps * 32), 0, s, a,
+               *rope, n_gemv);
+  else
+    launch_pdl(heads_gemv_kernel<K8>, dim3(static_cast<unsigned>(n_gemv)), dim3(kGemvWarps * 32), 0, s, a);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -490,6 +541,16 @@ void dispatch_attention(const MlaAttention& p, const MlaShape& m, const bf16_t* 
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+void heads_gemv_any(const HeadsGemvArgs& a, int K, const RopeKvArgs* rope, cudaStream_t s) {
+  switch (K / 8) {
+    case 8: return launch_heads_gemv<8>(a, rope, s);
+    case 16: return launch_heads_gemv<16>(a, rope, s);
+    case 32: return launch_heads_gemv<32>(a, rope, s);
+    case 64: return launch_heads_gemv<64>(a, rope, s);
+    default: return launch_heads_gemv<128>(a, rope, s);
+  }
+}
+
 }  // namespace
 
 void rmsnorm_rows(bf16_t* x, int T, int width, int64_t row_stride, const bf16_t* w, float eps, cudaStream_t s) {
@@ -507,8 +568,21 @@ void mla_rope_kv_write(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaSh
   if (T <= 0) return;
   const int L = m.kv_lora_rank + m.qk_rope;
   const bool vec = m.kv_lora_rank % 8 == 0 && L % 8 == 0 && aligned16(kv_a) && aligned16(kv_norm_w) && aligned16(cache);
-  launch_pdl(mla_rope_kv_write_kernel, dim3(static_cast<unsigned>(T)), dim3(kThreads), 0, s, q, kv_a, q_lat, m,
-             positions, inv_freq, mscale, kv_norm_w, eps, slots, cache, vec);
+  launch_pdl(mla_rope_kv_write_kernel, dim3(static_cast<unsigned>(T)), dim3(kThreads), 0, s,
+             RopeKvArgs{q, kv_a, q_lat, m, positions, inv_freq, mscale, kv_norm_w, eps, slots, cache, vec});
+}
+
+void mla_rope_absorb(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaShape& m, int T,
+                     const int32_t* positions, const float* inv_freq, float mscale, const bf16_t* kv_norm_w,
+                     float eps, const int32_t* slots, bf16_t* cache, const bf16_t* k_b, cudaStream_t s) {
+  CHECK(m.qk_rope > 0 && m.qk_rope % 2 == 0 && m.qk_rope <= 128 && m.kv_lora_rank > 0 && m.n_heads > 0);
+  const int r = m.kv_lora_rank, L = r + m.qk_rope, qk = m.qk_nope + m.qk_rope, H = m.n_heads;
+  CHECK(heads_gemv_supported(T, r, m.qk_nope) && qk % 8 == 0 && L % 8 == 0 && aligned16(q) && aligned16(k_b));
+  if (T <= 0) return;
+  const bool vec = m.kv_lora_rank % 8 == 0 && L % 8 == 0 && aligned16(kv_a) && aligned16(kv_norm_w) && aligned16(cache);
+  const RopeKvArgs rope{q, kv_a, q_lat, m, positions, inv_freq, mscale, kv_norm_w, eps, slots, cache, vec};
+  heads_gemv_any(HeadsGemvArgs{q, int64_t{H} * qk, qk, k_b, q_lat, int64_t{H} * L, L, T, H * r, r}, m.qk_nope, &rope,
+                 s);
 }
 
 bool heads_gemv_supported(int T, int N, int K) {
@@ -522,13 +596,7 @@ void heads_gemv_bf16(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, 
   CHECK(heads_gemv_supported(T, N, K) && H > 0 && N > 0 && sx % 8 == 0 && ldx % 8 == 0);
   CHECK(aligned16(x) && aligned16(W));
   if (T == 0) return;
-  switch (K / 8) {
-    case 8: return launch_heads_gemv<8>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
-    case 16: return launch_heads_gemv<16>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
-    case 32: return launch_heads_gemv<32>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
-    case 64: return launch_heads_gemv<64>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
-    default: return launch_heads_gemv<128>(x, ldx, sx, W, y, ldy, sy, T, H, N, s);
-  }
+  heads_gemv_any(HeadsGemvArgs{x, ldx, sx, W, y, ldy, sy, T, H * N, N}, K, nullptr, s);
 }
 
 MlaPlan mla_attention_plan(int T, int n_heads, bool tensor_cores_ok) {

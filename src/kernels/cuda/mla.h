@@ -48,6 +48,13 @@ bool heads_gemv_supported(int T, int N, int K);
 void heads_gemv_bf16(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy,
                      int T, int H, int N, int K, cudaStream_t s);
 
+// mla_rope_kv_write and the W_UK absorption heads_gemv_bf16(q, H*qk, qk, k_b, q_lat, H*L, L, T, H, r, qk_nope) in one
+// launch (they touch disjoint parts of q_lat; the results are the two calls', bit for bit). k_b [H][r][qk_nope] bf16,
+// 16-byte aligned; needs heads_gemv_supported(T, r, qk_nope), qk and L multiples of 8.
+void mla_rope_absorb(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaShape& m, int T,
+                     const int32_t* positions, const float* inv_freq, float mscale, const bf16_t* kv_norm_w,
+                     float eps, const int32_t* slots, bf16_t* cache, const bf16_t* k_b, cudaStream_t s);
+
 struct MlaAttention {
   const bf16_t* cache = nullptr;          // [n_blocks][block_size][L] one layer's latent cache
   const int32_t* block_tables = nullptr;  // [B][max_blocks_per_seq]
