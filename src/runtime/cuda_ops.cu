@@ -4,6 +4,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "base/env.h"
 #include "runtime/device_comm.h"
 
 namespace citadel::runtime {
@@ -118,6 +119,12 @@ Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
     return not_held("linear", w.roles[0]);
   const bool in_f32 = in == Act::kResidual || in == Act::kDelta;
   if (!exact() && in_f32) return Internal("cuda ops: linear of an fp32 activation in the bf16 path");
+  if (w.n == 1 && w.roles[0] == TensorRole::kWkvA && kv_a_done_layer_ == layer && in == Act::kNormed &&
+      out == Act::kKvA) {
+    kv_a_done_layer_ = -1;  // the query projection ran it (mla_query_with_kv_a)
+    return OkStatus();
+  }
+  if (mla_query_with_kv_a(w, layer, *lw, in, out)) return OkStatus();
   if (exact()) {
     linear32(*lw, Impl::f32(buffer(in)), s_.T, Impl::f32(buffer(out)));
   } else if (!(skip_ & bit)) {
@@ -131,6 +138,24 @@ Status CudaOps::linear(const Linear& w, int layer, Act in, Act out) {
     RETURN_IF_ERROR(m_.opt.comm->all_reduce_sum_f32(Impl::f32(buffer(out)), int64_t{s_.T} * lw->N, m_.stream));
   }
   return OkStatus();
+}
+
+// deepseek2, one or two tokens: MLA's first query projection (q, or V3's q_a) and kv_a read the same normed rows, so
+// both run in one launch (gemv_bf16_two) and the kv_a call that follows is a no-op. bf16 weights without bias, no
+// tensor parallelism, nothing skipped; CITADEL_MLA_KV_A=apart keeps two launches (benchmarks). False: not taken.
+bool CudaOps::mla_query_with_kv_a(const Linear& w, int layer, const LinearW& q, Act in, Act out) {
+  static const bool apart = env_is("CITADEL_MLA_KV_A", "apart");
+  const bool query = w.n == 1 && (w.roles[0] == TensorRole::kWq || w.roles[0] == TensorRole::kWqA);
+  if (apart || !query || exact() || !m_.c.has_mla || s_.T > 2 || m_.opt.comm || in != Act::kNormed) return false;
+  if (skip_ & kSkipQkv) return false;
+  uint32_t bit = 0;
+  const LinearW* kv = matrix(Linear{{TensorRole::kWkvA}, 1}, layer, &bit);
+  if (!kv || q.fmt != CudaWeightFormat::kBf16 || kv->fmt != CudaWeightFormat::kBf16 || q.bias || kv->bias) return false;
+  if (q.K != kv->K) return false;
+  ck::gemv_bf16_two(m_.h, q.bf16, static_cast<bf16_t*>(buffer(out)), q.N, kv->bf16, m_.mm.kv_a, kv->N, s_.T, q.K,
+                    m_.stream);
+  kv_a_done_layer_ = layer;
+  return true;
 }
 
 Status CudaOps::linear_silu_mul(const Linear& w, int layer, Act in, Act out) {

@@ -91,6 +91,7 @@ class CudaOps final : public BackendOps {
   // How the MLA absorptions run for T tokens (cuda_mla_moe.cu): per-head GEMVs, and W_UK's with the rope work.
   bool absorb_with_gemv(int T) const;
   bool absorb_with_rope(int T) const;
+  bool mla_query_with_kv_a(const Linear& w, int layer, const LinearW& q, Act in, Act out);
   // The exact path's MLA and MoE ops (cuda_mla_moe_exact.cu): fp32 activations and latent cache, fp32 (kF32) or bf16
   // weights; the ops above hand over to them after their checks.
   Status mla_rope_kv_write_exact(int layer);
@@ -104,6 +105,7 @@ class CudaOps final : public BackendOps {
   GemmContext g_;
   uint32_t skip_;  // opt.debug_skip in the bf16 path, 0 in the exact one
   int absorbed_layer_ = -1;  // deepseek2: the layer whose W_UK absorption mla_rope_kv_write ran with the rope work
+  int kv_a_done_layer_ = -1;  // deepseek2: the layer whose kv_a projection ran with its query projection
 };
 
 }  // namespace citadel::runtime

@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
+#include <string>
+#include <tuple>
 #include <utility>
 
 #include "gpu_test_util.h"
@@ -103,6 +106,24 @@ TEST(CudaKernels, RopeKvWriteMatchesSeparateKernels) {
       EXPECT_EQ(ka.download(), kb.download()) << "K pool, D " << D;
       EXPECT_EQ(va.download(), vb.download()) << "V pool, D " << D;
     }
+  }
+}
+
+// Two GEMVs over one x in one launch (the MLA query and kv_a projections) write what two gemv_bf16 calls write, bit for
+// bit, at one and two rows; the second matrix's rows start where the first's blocks end (odd N1).
+TEST(CudaKernels, TwoGemvsInOneLaunchMatchTwoLaunches) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(71);
+  for (const auto& [M, N1, N2, K] : {std::tuple{1, 3072, 576, 2048}, std::tuple{2, 1535, 77, 256}}) {
+    SCOPED_TRACE("M " + std::to_string(M) + " N1 " + std::to_string(N1));
+    DevArray<uint16_t> x(random_bf16(size_t(M) * K, rng)), w1(random_bf16(size_t(N1) * K, rng, 0.05f)),
+        w2(random_bf16(size_t(N2) * K, rng, 0.05f));
+    DevArray<uint16_t> a1(size_t(M) * N1), a2(size_t(M) * N2), b1(size_t(M) * N1), b2(size_t(M) * N2);
+    ck::gemv_bf16(x.p, w1.p, nullptr, a1.p, false, M, N1, K, nullptr);
+    ck::gemv_bf16(x.p, w2.p, nullptr, a2.p, false, M, N2, K, nullptr);
+    ck::gemv_bf16_two(x.p, w1.p, b1.p, N1, w2.p, b2.p, N2, M, K, nullptr);
+    EXPECT_EQ(a1.download(), b1.download());
+    EXPECT_EQ(a2.download(), b2.download());
   }
 }
 

@@ -173,6 +173,10 @@ void paged_attention_prefill_wmma(const PagedAttention& p, int seq, const bf16_t
 // K must be a multiple of 8 (bf16), 16 (int8, fp8) or 128 (int4).
 void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N, int K,
                cudaStream_t s);
+// Two bf16 GEMVs over the same x in one launch (M <= 2, no bias, bf16 outputs): y1 [M][N1] = x W1^T and y2 [M][N2] =
+// x W2^T, each as gemv_bf16 computes it, bit for bit.
+void gemv_bf16_two(const bf16_t* x, const bf16_t* W1, bf16_t* y1, int N1, const bf16_t* W2, bf16_t* y2, int N2, int M,
+                   int K, cudaStream_t s);
 void gemv_int8(const bf16_t* x, const uint8_t* W, const float* scales, const bf16_t* bias, void* y, bool y_f32, int M,
                int N, int K, cudaStream_t s);
 // bf16 weights with fp32 activations (the bf16 decoder's fp32-activation mode): x [M][K] fp32, bias [N] fp32 or null,

@@ -19,13 +19,13 @@ using namespace dev;
 constexpr int kWarps = 4;  // warps per block; they share the block's ROWS rows and split K between them
 constexpr int kThreads = kWarps * 32;
 
-// Weight row of the block's r-th row. SILU (fused gate_up + SiLU-mul, W = [2F][K] gate rows then up rows): the
+// Weight row of the r-th row of block `block` (blockIdx.x but in a grid of several GEMVs). SILU (fused gate_up + SiLU-mul, W = [2F][K] gate rows then up rows): the
 // first ROWS/2 rows are gate rows f0.., the others the matching up rows F + f0..; one output per (f, m).
 template <int ROWS, bool SILU>
-__device__ __forceinline__ int gemv_row(int r, int N) {
-  if (!SILU) return min(static_cast<int>(blockIdx.x) * ROWS + r, N - 1);
+__device__ __forceinline__ int gemv_row(int r, int N, int block) {
+  if (!SILU) return min(block * ROWS + r, N - 1);
   constexpr int H = ROWS / 2;
-  const int F = N / 2, f0 = blockIdx.x * H;
+  const int F = N / 2, f0 = block * H;
   return r < H ? min(f0 + r, F - 1) : F + min(f0 + r - H, F - 1);
 }
 __device__ __forceinline__ float silu_mul_f(float gate, float up) { return gate / (1.f + __expf(-gate)) * up; }
@@ -92,10 +92,11 @@ template <int ROWS, int U, bool SILU>
 struct RowChunks {
   const uint4* row[ROWS];
   int n;
-  __device__ __forceinline__ RowChunks(const void* W, int N, int n_chunks) : n(n_chunks) {
+  __device__ __forceinline__ RowChunks(const void* W, int N, int n_chunks, int block = -1) : n(n_chunks) {
+    if (block < 0) block = static_cast<int>(blockIdx.x);
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
-      row[r] = static_cast<const uint4*>(W) + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N)) * n_chunks;
+      row[r] = static_cast<const uint4*>(W) + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N, block)) * n_chunks;
   }
   __device__ __forceinline__ void load(uint4 (&w)[ROWS][U], int base) const {
 #pragma unroll
@@ -124,12 +125,13 @@ __device__ __forceinline__ void load_x8(const float* x, int64_t off, float (&xf)
 // XT: the activation type (uint16_t = bf16, or float); the bias has the same type.
 template <typename XT, int M, int ROWS, int U, bool SILU>
 __device__ __forceinline__ void gemv_bf16_body(const XT* __restrict__ x, const uint16_t* __restrict__ W,
-                                               const XT* __restrict__ bias, void* y, bool y_f32, int N, int K) {
+                                               const XT* __restrict__ bias, void* y, bool y_f32, int N, int K,
+                                               int block) {
   const int tid = threadIdx.x;  // K chunks are interleaved over the whole block
-  const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
+  const int row0 = block * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
   if (row0 >= (SILU ? N / 2 : N)) return;
   const int K8 = K / 8;
-  const RowChunks<ROWS, U, SILU> rows(W, N, K8);
+  const RowChunks<ROWS, U, SILU> rows(W, N, K8, block);
   float acc[ROWS][M] = {};
   uint4 w[ROWS][U];
   rows.load(w, 0);  // weights do not depend on the previous kernel: their first loads overlap its tail (PDL)
@@ -168,14 +170,24 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(const uint16_t* 
                                                                 const uint16_t* __restrict__ W,
                                                                 const uint16_t* __restrict__ bias, void* y, bool y_f32,
                                                                 int N, int K) {
-  gemv_bf16_body<uint16_t, M, ROWS, U, SILU>(x, W, bias, y, y_f32, N, K);
+  gemv_bf16_body<uint16_t, M, ROWS, U, SILU>(x, W, bias, y, y_f32, N, K, blockIdx.x);
+}
+// Two GEMVs over the same x in one grid: blocks below nb1 take (W1, y1, N1), the others (W2, y2, N2); no bias.
+template <int M, int ROWS, int U, bool SILU>
+__global__ void __launch_bounds__(kWarps * 32) gemv_bf16_two_kernel(const uint16_t* __restrict__ x,
+                                                                    const uint16_t* __restrict__ W1, void* y1,
+                                                                    int N1, int nb1, const uint16_t* __restrict__ W2,
+                                                                    void* y2, int N2, int K) {
+  const int b = blockIdx.x;
+  if (b < nb1) gemv_bf16_body<uint16_t, M, ROWS, U, SILU>(x, W1, nullptr, y1, false, N1, K, b);
+  else gemv_bf16_body<uint16_t, M, ROWS, U, SILU>(x, W2, nullptr, y2, false, N2, K, b - nb1);
 }
 template <int M, int ROWS, int U, bool SILU>
 __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_xf32_kernel(const float* __restrict__ x,
                                                                      const uint16_t* __restrict__ W,
                                                                      const float* __restrict__ bias, void* y,
                                                                      bool y_f32, int N, int K) {
-  gemv_bf16_body<float, M, ROWS, U, SILU>(x, W, bias, y, y_f32, N, K);
+  gemv_bf16_body<float, M, ROWS, U, SILU>(x, W, bias, y, y_f32, N, K, blockIdx.x);
 }
 
 // ---- 8-bit weights, one fp32 scale per row: a 16-byte chunk = 16 weights. The formats differ only in how a 32-bit
@@ -224,7 +236,7 @@ __device__ __forceinline__ void gemv_w8_body(const uint16_t* __restrict__ x, con
   rows.load(w, 0);  // before the PDL wait, as in the bf16 kernel
   float sc[ROWS];  // row scales and bias up front too: after the loop their DRAM round trip would add to every block
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) sc[r] = __ldg(scales + gemv_row<ROWS, SILU>(r, N));
+  for (int r = 0; r < ROWS; ++r) sc[r] = __ldg(scales + gemv_row<ROWS, SILU>(r, N, blockIdx.x));
   const float b = SILU ? 0.f : preload_bias<M, ROWS>(bias, row0, N);
   pdl_wait();
   pdl_trigger();
@@ -351,7 +363,7 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 6 : 1) gemv_w4a8_kernel(
       const int i = base + u * kThreads + tid;
 #pragma unroll
       for (int r = 0; r < ROWS; ++r)
-        sw[r][u] = i < K32 ? __ldg(scales + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N)) * G + i / 4) : 0.f;
+        sw[r][u] = i < K32 ? __ldg(scales + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N, blockIdx.x)) * G + i / 4) : 0.f;
     }
   };
   load(0);  // weights and scales before the PDL wait: they overlap the previous kernel's tail
@@ -505,6 +517,18 @@ void gemv_bf16(const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bo
       CITADEL_GEMV_DISPATCH(gemv_bf16_kernel, 2, 2, false, blocks_for<2>(N), xm, W, bias, ym, y_f32, N, K);
     }
   });
+}
+
+void gemv_bf16_two(const bf16_t* x, const bf16_t* W1, bf16_t* y1, int N1, const bf16_t* W2, bf16_t* y2, int N2, int M,
+                   int K, cudaStream_t s) {
+  CHECK(K % 8 == 0 && M >= 1 && M <= 2 && N1 >= 1 && N2 >= 1);
+  const int nb1 = blocks_for<2>(N1);
+  const dim3 grid(static_cast<unsigned>(nb1 + blocks_for<2>(N2)));
+  if (M == 1)
+    launch_pdl(gemv_bf16_two_kernel<1, 2, 4, false>, grid, dim3(kWarps * 32), 0, s, x, W1, y1, N1, nb1, W2, y2, N2, K);
+  else
+    launch_pdl(gemv_bf16_two_kernel<2, 2, 4, false>, grid, dim3(kWarps * 32), 0, s, x, W1, y1, N1, nb1, W2, y2, N2, K);
+  CUDA_LAUNCH_CHECK();
 }
 
 void gemv_bf16_xf32(const float* x, const bf16_t* W, const float* bias, float* y, int M, int N, int K, cudaStream_t s) {
