@@ -390,16 +390,10 @@ TEST(CudaMoe, OpMatchesFp64ReferenceV3Widths) {
   check_op({"v3_widths", 5, 7168, 2048, r, true, true}, w, 301);
 }
 
-// Every tile-shape variant of the tensor-core kernels against the grouped GEMVs on the same routing (both round the
-// activations to bf16; the rest is fp32 summation order): odd widths with tiles spanning experts, and V2-Lite
-// widths at a decode batch and a prefill.
-TEST(CudaMoe, EveryTileVariantMatchesTheGemv) {
-  SKIP_WITHOUT_GPU();
-  const Problem problems[] = {{"tiles_span_experts", 200, 64, 48, routing(4, 2, 1, 1, false, false, 1.f)},
-                              {"odd_widths", 97, 200, 56, routing(3, 1, 1, 1, false, true, 1.f), false, true},
-                              {"v2_lite", 64, 2048, 1408, v2_lite()},
-                              {"v2_lite", 512, 2048, 1408, v2_lite()}};
-  uint32_t seed = 900;
+// Every variant of one expert-kernel form against the grouped GEMVs on the same routing (fp32 summation order apart,
+// the same math; both round the activations to bf16), within `bound`.
+void check_variants(const std::vector<Problem>& problems, uint32_t seed, Form f, int count, const char* (*name)(int),
+                    double bound) {
   for (const Problem& p : problems) {
     const Experts w(p.r.n_experts, p.D, p.Fe, seed);
     std::mt19937 rng(seed++);
@@ -407,41 +401,36 @@ TEST(CudaMoe, EveryTileVariantMatchesTheGemv) {
     DeviceOp ref(p, in, Form::kGemv);
     ref.launch(p, w, nullptr);
     const auto want = ref.out.download();
-    for (int v = 0; v < ck::moe_mma_variant_count(); ++v) {
-      DeviceOp op(p, in, Form::kMma);
+    for (int v = 0; v < count; ++v) {
+      DeviceOp op(p, in, f);
       op.variant = v;
       op.launch(p, w, nullptr);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      EXPECT_LE(nmse(op.out.download(), want), 1e-6) << p.name << " T " << p.T << " " << ck::moe_mma_variant_name(v);
+      EXPECT_LE(nmse(op.out.download(), want), bound) << p.name << " T " << p.T << " " << name(v);
     }
   }
 }
 
-// Every block-shape variant of the per-pair GEMVs against the grouped GEMVs on the same routing (fp32 summation order
-// apart, the same math): partial row tiles and K past one pass, V2-Lite widths at T 1 and 4, V3 widths.
+// The tensor-core tile shapes: odd widths with tiles spanning experts, and V2-Lite widths at a decode batch and a
+// prefill.
+TEST(CudaMoe, EveryTileVariantMatchesTheGemv) {
+  SKIP_WITHOUT_GPU();
+  check_variants({{"tiles_span_experts", 200, 64, 48, routing(4, 2, 1, 1, false, false, 1.f)},
+                  {"odd_widths", 97, 200, 56, routing(3, 1, 1, 1, false, true, 1.f), false, true},
+                  {"v2_lite", 64, 2048, 1408, v2_lite()},
+                  {"v2_lite", 512, 2048, 1408, v2_lite()}},
+                 900, Form::kMma, ck::moe_mma_variant_count(), ck::moe_mma_variant_name, 1e-6);
+}
+
+// The per-pair GEMV block shapes: partial row tiles and K past one pass, V2-Lite widths at T 1 and 4, V3 widths.
 TEST(CudaMoe, EveryPairVariantMatchesTheGemv) {
   SKIP_WITHOUT_GPU();
-  const Problem problems[] = {{"rows_not_tiled", 6, 72, 24, routing(6, 6, 1, 1, false, true, 1.f)},
-                              {"D_over_tiles", 3, 4104, 40, routing(5, 2, 1, 1, false, false, 1.f), false, true},
-                              {"v2_lite", 1, 2048, 1408, v2_lite()},
-                              {"v2_lite", 4, 2048, 1408, v2_lite()},
-                              {"v3_widths", 2, 7168, 2048, routing(32, 8, 8, 4, true, true, 2.5f), true}};
-  uint32_t seed = 950;
-  for (const Problem& p : problems) {
-    const Experts w(p.r.n_experts, p.D, p.Fe, seed);
-    std::mt19937 rng(seed++);
-    const Inputs in = make_inputs(p, rng);
-    DeviceOp ref(p, in, Form::kGemv);
-    ref.launch(p, w, nullptr);
-    const auto want = ref.out.download();
-    for (int v = 0; v < ck::moe_pair_variant_count(); ++v) {
-      DeviceOp op(p, in, Form::kPair);
-      op.variant = v;
-      op.launch(p, w, nullptr);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      EXPECT_LE(nmse(op.out.download(), want), 1e-7) << p.name << " T " << p.T << " " << ck::moe_pair_variant_name(v);
-    }
-  }
+  check_variants({{"rows_not_tiled", 6, 72, 24, routing(6, 6, 1, 1, false, true, 1.f)},
+                  {"D_over_tiles", 3, 4104, 40, routing(5, 2, 1, 1, false, false, 1.f), false, true},
+                  {"v2_lite", 1, 2048, 1408, v2_lite()},
+                  {"v2_lite", 4, 2048, 1408, v2_lite()},
+                  {"v3_widths", 2, 7168, 2048, routing(32, 8, 8, 4, true, true, 2.5f), true}},
+                 950, Form::kPair, ck::moe_pair_variant_count(), ck::moe_pair_variant_name, 1e-7);
 }
 
 // The op captured once in a CUDA graph (grids fixed by T, E, Fe, D) follows new router logits on replay: the

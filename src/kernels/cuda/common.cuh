@@ -45,16 +45,25 @@ __device__ __forceinline__ bool split_arrived_last(float* ws, int counter_index,
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 
+// A PDL launch; cluster > 1: in thread-block clusters of that many blocks along x (grid.x a multiple of it).
+template <typename... KArgs, typename... Args>
+inline void launch_pdl_cluster(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                               int cluster, Args&&... args) {
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = static_cast<unsigned>(cluster), attr[1].val.clusterDim.y = 1;
+  attr[1].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
+  cfg.attrs = attr, cfg.numAttrs = cluster > 1 ? 2 : 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(std::forward<Args>(args))...));
+}
 template <typename... KArgs, typename... Args>
 inline void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                        Args&&... args) {
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
-  cfg.attrs = attr, cfg.numAttrs = 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(std::forward<Args>(args))...));
+  launch_pdl_cluster(kernel, grid, block, smem, s, 1, std::forward<Args>(args)...);
 }
 
 // D[16x8] += A[16x16] (bf16, row) * B[16x8] (bf16, col), fp32 accumulation (mma.sync m16n8k16).
@@ -88,6 +97,29 @@ __device__ __forceinline__ int2 rope_rotate_pair(uint16_t* hp, int i, int head_d
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return static_cast<uint32_t>(f2bf(lo)) | (static_cast<uint32_t>(f2bf(hi)) << 16);
+}
+
+// Split attention's merge of one output pair over S <= MAXS partials (rank k: running max m[k] in the log2 domain,
+// sum l[k], unnormalised pair o[k]), in rank order: sum_k 2^(m_k - max) o_k / sum_k 2^(m_k - max) l_k as a bf16
+// pair (zeros when no rank saw a key).
+template <int MAXS>
+__device__ __forceinline__ uint32_t merge_split_pair(int S, const float (&m)[MAXS], const float (&l)[MAXS],
+                                                     const float2 (&o)[MAXS]) {
+  float mx = -INFINITY;
+#pragma unroll
+  for (int k = 0; k < MAXS; ++k)
+    if (k < S) mx = fmaxf(mx, m[k]);
+  float sum = 0.f, o0 = 0.f, o1 = 0.f;
+  if (mx != -INFINITY) {
+#pragma unroll
+    for (int k = 0; k < MAXS; ++k) {
+      if (k >= S) break;
+      const float wk = exp2f(m[k] - mx);
+      sum += wk * l[k], o0 += wk * o[k].x, o1 += wk * o[k].y;
+    }
+  }
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  return pack_bf16x2(o0 * inv, o1 * inv);
 }
 
 // Asynchronous 16-byte copy global -> shared (cp.async, L2 only); valid false: the 16 bytes are zero-filled and

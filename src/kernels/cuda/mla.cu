@@ -470,21 +470,7 @@ __global__ void __launch_bounds__(kThreads) mla_attention_kernel(MlaAttention p,
       mk[k] = mlk[2 * h], lk[k] = mlk[2 * h + 1];
       ok[k] = reinterpret_cast<const float2*>(cluster.map_shared_rank(o_s, k) + h * r)[pr];
     }
-    float mx = -INFINITY;
-#pragma unroll
-    for (int k = 0; k < kMaxSplits; ++k)
-      if (k < n_splits) mx = fmaxf(mx, mk[k]);
-    float sum = 0.f, o0 = 0.f, o1 = 0.f;
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int k = 0; k < kMaxSplits; ++k) {
-        if (k >= n_splits) break;
-        const float wk = exp2f(mk[k] - mx);
-        sum += wk * lk[k], o0 += wk * ok[k].x, o1 += wk * ok[k].y;
-      }
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    reinterpret_cast<uint32_t*>(ot + h * r)[pr] = pack_bf16x2(o0 * inv, o1 * inv);
+    reinterpret_cast<uint32_t*>(ot + h * r)[pr] = merge_split_pair(n_splits, mk, lk, ok);
   }
   cluster.sync();  // the other ranks' shared memory stays alive until every rank has read it
 #endif
@@ -516,18 +502,8 @@ void launch_attention(const MlaAttention& p, const MlaShape& m, const bf16_t* q_
   }
   const bool vec16 = L % 8 == 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0;
   const float qscale = p.scale * 1.4426950408889634f;
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = static_cast<unsigned>(S), attr[1].val.clusterDim.y = 1, attr[1].val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(T * S), static_cast<unsigned>((m.n_heads + HB - 1) / HB));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = attn_smem_bytes(HB, L);
-  cfg.stream = s;
-  cfg.attrs = attr, cfg.numAttrs = S > 1 ? 2 : 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, m.n_heads, r, L, q_lat, out, S, vec16, qscale));
+  launch_pdl_cluster(kernel, dim3(static_cast<unsigned>(T * S), static_cast<unsigned>((m.n_heads + HB - 1) / HB)),
+                     dim3(kThreads), attn_smem_bytes(HB, L), s, S, p, m.n_heads, r, L, q_lat, out, S, vec16, qscale);
 }
 
 template <int HB>

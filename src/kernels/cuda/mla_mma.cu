@@ -73,21 +73,7 @@ __device__ void merge_splits(Smem& sm, const float (&acc)[kColsPerWarp / 8][4], 
       mk[k] = rk->m_final[h], lk[k] = rk->l_final[h];
       ok[k] = *reinterpret_cast<const float2*>(reinterpret_cast<const float*>(rk->keys) + h * kRank + c);
     }
-    float mx = -INFINITY;
-#pragma unroll
-    for (int k = 0; k < kMaxMmaSplits; ++k)
-      if (k < n_splits) mx = fmaxf(mx, mk[k]);
-    float sum = 0.f, o0 = 0.f, o1 = 0.f;
-    if (mx != -INFINITY) {
-#pragma unroll
-      for (int k = 0; k < kMaxMmaSplits; ++k) {
-        if (k >= n_splits) break;
-        const float wk = exp2f(mk[k] - mx);
-        sum += wk * lk[k], o0 += wk * ok[k].x, o1 += wk * ok[k].y;
-      }
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    *reinterpret_cast<uint32_t*>(ot + h * kRank + c) = pack_bf16x2(o0 * inv, o1 * inv);
+    *reinterpret_cast<uint32_t*>(ot + h * kRank + c) = merge_split_pair(n_splits, mk, lk, ok);
   }
   cluster.sync();  // the other ranks' shared memory stays alive until every rank has read it
 #endif
@@ -244,19 +230,10 @@ void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q
                                     static_cast<int>(sizeof(Smem))));
     configured = true;
   }
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = static_cast<unsigned>(n_splits), attr[1].val.clusterDim.y = 1, attr[1].val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(T * n_splits), static_cast<unsigned>(m.n_heads / kHeads));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = sizeof(Smem);
-  cfg.stream = s;
-  cfg.attrs = attr, cfg.numAttrs = n_splits > 1 ? 2 : 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, mla_attention_mma_kernel, p, m.n_heads, q_lat, out,
-                                p.scale * 1.4426950408889634f, n_splits));
+  launch_pdl_cluster(mla_attention_mma_kernel,
+                     dim3(static_cast<unsigned>(T * n_splits), static_cast<unsigned>(m.n_heads / kHeads)),
+                     dim3(kThreads), sizeof(Smem), s, n_splits, p, m.n_heads, q_lat, out,
+                     p.scale * 1.4426950408889634f, n_splits);
 }
 
 }  // namespace citadel::cuda
