@@ -8,7 +8,8 @@
 // MoE: router logits (fp32) -> selection on the device (moe_route, the twin of model/moe.h) -> gate|up SiLU and down
 // per (token, choice) pair for steps of a few tokens (moe_pair_*), else pairs sorted by expert and grouped (GEMV
 // kernels that read each used expert's weights once a step, or tensor-core tiles of each expert's pairs for steps
-// with several pairs per expert) -> weighted sum added to delta. Every launch is graph-safe: decode steps replay as CUDA graphs.
+// with several pairs per expert) -> weighted sum added to delta. Every launch is graph-safe: decode steps replay as
+// CUDA graphs.
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -226,12 +227,14 @@ Status CudaOps::mla_attention(int layer) {
   // q_lat[t][h][0:r] = W_UK_h [r][nope] q_nope[t][h] (already there when mla_rope_kv_write ran it)
   const bool absorbed = absorbed_layer_ == layer;
   absorbed_layer_ = -1;
-  if (!absorbed && gemv)
-    ck::heads_gemv_bf16(m_.mm.q, H * qk, qk, w.k_b, m_.mm.q_lat, H * lat, lat, T, H, static_cast<int>(r),
-                        static_cast<int>(nope), m_.stream);
-  else if (!absorbed)
-    ck::gemm_bf16_batched(g_.cublas, m_.mm.q, H * qk, qk, w.k_b, r * nope, m_.mm.q_lat, H * lat, lat, T,
-                          static_cast<int>(r), static_cast<int>(nope), H);
+  if (!absorbed) {
+    if (gemv)
+      ck::heads_gemv_bf16(m_.mm.q, H * qk, qk, w.k_b, m_.mm.q_lat, H * lat, lat, T, H, static_cast<int>(r),
+                          static_cast<int>(nope), m_.stream);
+    else
+      ck::gemm_bf16_batched(g_.cublas, m_.mm.q, H * qk, qk, w.k_b, r * nope, m_.mm.q_lat, H * lat, lat, T,
+                            static_cast<int>(r), static_cast<int>(nope), H);
+  }
   const ck::MlaAttention p = mla_params(layer);
   // CITADEL_MLA_PATH=simt keeps the attention off tensor cores (benchmarks: before / after in one binary).
   static const bool simt_only = env_is("CITADEL_MLA_PATH", "simt");

@@ -95,6 +95,23 @@ __device__ __forceinline__ int2 rope_rotate_pair(uint16_t* hp, int i, int head_d
   return make_int2(a, b);
 }
 
+// The 8 bf16 values of a 16-byte chunk as floats, in order.
+__device__ __forceinline__ void bf16x8_to_f32(const uint4& a, float (&f)[8]) {
+  f[0] = bf16_lo(a.x), f[1] = bf16_hi(a.x), f[2] = bf16_lo(a.y), f[3] = bf16_hi(a.y);
+  f[4] = bf16_lo(a.z), f[5] = bf16_hi(a.z), f[6] = bf16_lo(a.w), f[7] = bf16_hi(a.w);
+}
+// s + the dot product of 8 bf16 weights (a 16-byte chunk) with x, one fmaf per weight in order.
+__device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8], float s) {
+  s = fmaf(bf16_lo(w.x), x[0], s);
+  s = fmaf(bf16_hi(w.x), x[1], s);
+  s = fmaf(bf16_lo(w.y), x[2], s);
+  s = fmaf(bf16_hi(w.y), x[3], s);
+  s = fmaf(bf16_lo(w.z), x[4], s);
+  s = fmaf(bf16_hi(w.z), x[5], s);
+  s = fmaf(bf16_lo(w.w), x[6], s);
+  return fmaf(bf16_hi(w.w), x[7], s);
+}
+
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return static_cast<uint32_t>(f2bf(lo)) | (static_cast<uint32_t>(f2bf(hi)) << 16);
 }

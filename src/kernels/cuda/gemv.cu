@@ -19,8 +19,9 @@ using namespace dev;
 constexpr int kWarps = 4;  // warps per block; they share the block's ROWS rows and split K between them
 constexpr int kThreads = kWarps * 32;
 
-// Weight row of the r-th row of block `block` (blockIdx.x but in a grid of several GEMVs). SILU (fused gate_up + SiLU-mul, W = [2F][K] gate rows then up rows): the
-// first ROWS/2 rows are gate rows f0.., the others the matching up rows F + f0..; one output per (f, m).
+// Weight row of the r-th row of block `block` (blockIdx.x, or its index within one GEMV of a grid of several). SILU
+// (fused gate_up + SiLU-mul, W = [2F][K] gate rows then up rows): the first ROWS/2 rows are gate rows f0.., the others
+// the matching up rows F + f0..; one output per (f, m).
 template <int ROWS, bool SILU>
 __device__ __forceinline__ int gemv_row(int r, int N, int block) {
   if (!SILU) return min(block * ROWS + r, N - 1);
@@ -92,8 +93,7 @@ template <int ROWS, int U, bool SILU>
 struct RowChunks {
   const uint4* row[ROWS];
   int n;
-  __device__ __forceinline__ RowChunks(const void* W, int N, int n_chunks, int block = -1) : n(n_chunks) {
-    if (block < 0) block = static_cast<int>(blockIdx.x);
+  __device__ __forceinline__ RowChunks(const void* W, int N, int n_chunks, int block) : n(n_chunks) {
 #pragma unroll
     for (int r = 0; r < ROWS; ++r)
       row[r] = static_cast<const uint4*>(W) + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N, block)) * n_chunks;
@@ -229,7 +229,7 @@ __device__ __forceinline__ void gemv_w8_body(const uint16_t* __restrict__ x, con
   const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
   if (row0 >= (SILU ? N / 2 : N)) return;
   const int K16 = K / 16;
-  const RowChunks<ROWS, U, SILU> rows(W, N, K16);
+  const RowChunks<ROWS, U, SILU> rows(W, N, K16, blockIdx.x);
   const uint4* xv = reinterpret_cast<const uint4*>(x);  // K/8 chunks per row
   float acc[ROWS][M] = {};
   uint4 w[ROWS][U];
@@ -351,7 +351,7 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 6 : 1) gemv_w4a8_kernel(
   const int row0 = blockIdx.x * (SILU ? ROWS / 2 : ROWS);  // SILU: first output f of the block
   if (row0 >= (SILU ? N / 2 : N)) return;
   const int K32 = K / 32, G = K / 128;
-  const RowChunks<ROWS, U, SILU> rows(W, N, K32);
+  const RowChunks<ROWS, U, SILU> rows(W, N, K32, blockIdx.x);
   const uint4* xv = reinterpret_cast<const uint4*>(x);  // K/8 chunks per row
   float acc[ROWS][M] = {};
   uint4 w[ROWS][U];
@@ -363,7 +363,7 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 6 : 1) gemv_w4a8_kernel(
       const int i = base + u * kThreads + tid;
 #pragma unroll
       for (int r = 0; r < ROWS; ++r)
-        sw[r][u] = i < K32 ? __ldg(scales + static_cast<int64_t>(gemv_row<ROWS, SILU>(r, N, blockIdx.x)) * G + i / 4) : 0.f;
+        sw[r][u] = i < K32 ? __ldg(scales + int64_t{gemv_row<ROWS, SILU>(r, N, blockIdx.x)} * G + i / 4) : 0.f;
     }
   };
   load(0);  // weights and scales before the PDL wait: they overlap the previous kernel's tail

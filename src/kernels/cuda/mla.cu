@@ -201,16 +201,9 @@ __device__ void heads_gemv_block(int block, const HeadsGemvArgs& a) {
     float part[C];
 #pragma unroll
     for (int c = 0; c < C; ++c) {
-      const uint4 a = __ldg(xh + (lane + 32 * c) % K8);
-      const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
-                           bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
-      part[c] = 0.f;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint32_t wv = j == 0 ? w[c].x : j == 1 ? w[c].y : j == 2 ? w[c].z : w[c].w;
-        part[c] = fmaf(bf16_lo(wv), xf[2 * j], part[c]);
-        part[c] = fmaf(bf16_hi(wv), xf[2 * j + 1], part[c]);
-      }
+      float xf[8];
+      bf16x8_to_f32(__ldg(xh + (lane + 32 * c) % K8), xf);
+      part[c] = dot8(w[c], xf, 0.f);
     }
     // row of chunk c: (lane + 32 c) / K8. K8 >= 32: K8 / 32 consecutive c per row, the whole warp reduces;
     // K8 < 32: segments of K8 lanes, each c its own row.

@@ -180,22 +180,9 @@ constexpr int kChunk = 8;     // pairs per chunk: each weight row is read once p
 constexpr int kTileK = 2048;  // reduction elements per shared-memory tile of the chunk's activations (32 KiB)
 constexpr int kGateUpRows = 2, kDownRows = 4;  // rows per warp
 
-__device__ __forceinline__ float dot8(const uint4& w, const float (&x)[8], float s) {
-  s = fmaf(bf16_lo(w.x), x[0], s);
-  s = fmaf(bf16_hi(w.x), x[1], s);
-  s = fmaf(bf16_lo(w.y), x[2], s);
-  s = fmaf(bf16_hi(w.y), x[3], s);
-  s = fmaf(bf16_lo(w.z), x[4], s);
-  s = fmaf(bf16_hi(w.z), x[5], s);
-  s = fmaf(bf16_lo(w.w), x[6], s);
-  return fmaf(bf16_hi(w.w), x[7], s);
-}
-
 // 8 bf16 values at p (16-byte aligned shared memory) as floats.
 __device__ __forceinline__ void smem_bf16x8(const uint16_t* p, float (&f)[8]) {
-  const uint4 a = *reinterpret_cast<const uint4*>(p);
-  f[0] = bf16_lo(a.x), f[1] = bf16_hi(a.x), f[2] = bf16_lo(a.y), f[3] = bf16_hi(a.y);
-  f[4] = bf16_lo(a.z), f[5] = bf16_hi(a.z), f[6] = bf16_lo(a.w), f[7] = bf16_hi(a.w);
+  bf16x8_to_f32(*reinterpret_cast<const uint4*>(p), f);
 }
 
 // The 8 weights k .. k+7 of one row in registers (k % 8 == 0), in the row's format (cuda_ops.h layouts):
@@ -348,10 +335,10 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
 // from L2).
 template <int NMAT, int RB, int U, int W>
 __global__ void __launch_bounds__(W * 32) moe_pair_kernel(const uint16_t* __restrict__ in, int in_div,
-                                                                const int32_t* __restrict__ ids,
-                                                                const uint16_t* __restrict__ w0,
-                                                                const uint16_t* __restrict__ w1, int N, int K,
-                                                                void* __restrict__ out) {
+                                                          const int32_t* __restrict__ ids,
+                                                          const uint16_t* __restrict__ w0,
+                                                          const uint16_t* __restrict__ w1, int N, int K,
+                                                          void* __restrict__ out) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int pair = blockIdx.y, n0 = blockIdx.x * RB, K8 = K / 8;
   pdl_wait();
@@ -377,9 +364,8 @@ __global__ void __launch_bounds__(W * 32) moe_pair_kernel(const uint16_t* __rest
     for (int u = 0; u < U; ++u) {
       const int i = base + u * (W * 32) + tid;
       if (i >= K8) break;
-      const uint4 a = __ldg(x + i);
-      const float xf[8] = {bf16_lo(a.x), bf16_hi(a.x), bf16_lo(a.y), bf16_hi(a.y),
-                           bf16_lo(a.z), bf16_hi(a.z), bf16_lo(a.w), bf16_hi(a.w)};
+      float xf[8];
+      bf16x8_to_f32(__ldg(x + i), xf);
 #pragma unroll
       for (int j = 0; j < NMAT * RB; ++j) acc[j] = dot8(w[j][u], xf, acc[j]);
     }

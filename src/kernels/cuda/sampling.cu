@@ -246,6 +246,12 @@ struct Candidates {
   int n = 0;
 };
 
+// The min-p key: p_i >= min_p * p_max <=> logit_i >= max + T * ln(min_p) (the max survives every cut-off); 0 (keep
+// everything) when min-p is off.
+__device__ __forceinline__ uint32_t min_p_key(const SampleParams& p, float mx) {
+  return p.min_p > 0.f && p.min_p <= 1.f ? order_key(mx + p.temperature * logf(p.min_p)) : 0u;
+}
+
 // Sampled row with top-k / top-p / min-p (mx: the row's max): the draw, or 0x7fffffff when nothing qualifies.
 __device__ int draw_with_cutoffs(const float* row, int V, const SampleParams& p, float mx, Candidates& cand,
                                  Scratch& sc) {
@@ -294,7 +300,12 @@ __device__ int draw_with_cutoffs(const float* row, int V, const SampleParams& p,
   KeyRange rk, rp;
   if (!use_k) rk.hi = 0;
   if (!use_p) rp.hi = 0;
-  uint32_t thr;
+  // Both cut-offs narrowed over the elements each(f) visits, then the draw among those at or above all three keys.
+  auto search_and_draw = [&](auto&& each) {
+    search_keys(each, p, mx, target, rk, rp, sc);
+    const uint32_t thr = max(max(use_k ? rk.lo : 0u, use_p ? rp.lo : 0u), min_p_key(p, mx));
+    return gumbel_draw(each, p, thr, mx, sc);
+  };
   if (bc < kBins && n_in <= unsigned(kMaxCand)) {
     for_each_mine(row, V, [&](int i, float v) {
       if (!((mx - v) * inv_t * kBinsPerNat < float(bc + 1))) return;  // the bins' own test, so the same elements
@@ -312,10 +323,7 @@ __device__ int draw_with_cutoffs(const float* row, int V, const SampleParams& p,
     // from there up; a cut-off that fails there lies below the other one and drops out.
     if (use_k) rk.lo = min_key, rk.hi = n_in >= unsigned(p.top_k) ? 0xffffffffu : min_key;
     if (use_p) rp.lo = min_key, rp.hi = m_in >= target ? 0xffffffffu : min_key;
-    search_keys(each, p, mx, target, rk, rp, sc);
-    thr = max(use_k ? rk.lo : 0u, use_p ? rp.lo : 0u);
-    if (p.min_p > 0.f && p.min_p <= 1.f) thr = max(thr, order_key(mx + p.temperature * logf(p.min_p)));
-    return gumbel_draw(each, p, thr, mx, sc);
+    return search_and_draw(each);
   }
   // The row search, from the bins' bounds: a cut-off in bin b holds at every key below the bin (all of bins 0..b are
   // at or above it) and fails above it (bins 0..b-1 do not reach it); one bin of margin each side for the rounding of
@@ -330,12 +338,7 @@ __device__ int draw_with_cutoffs(const float* row, int V, const SampleParams& p,
     if (use_k) bound(bk, rk);
     if (use_p) bound(bp, rp);
   }
-  auto each_row = [&](auto&& f) { for_each_mine(row, V, f); };
-  search_keys(each_row, p, mx, target, rk, rp, sc);
-  thr = max(use_k ? rk.lo : 0u, use_p ? rp.lo : 0u);
-  // min-p: p_i >= min_p * p_max <=> logit_i >= max + T * ln(min_p) (the max survives every cut-off).
-  if (p.min_p > 0.f && p.min_p <= 1.f) thr = max(thr, order_key(mx + p.temperature * logf(p.min_p)));
-  return gumbel_draw(each_row, p, thr, mx, sc);
+  return search_and_draw([&](auto&& f) { for_each_mine(row, V, f); });
 }
 
 // One block per row: [raw-logit log-softmax stats and top-n], edits in place, then greedy or a draw, [its logprob].
@@ -391,8 +394,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, i
       cand.v = cand_smem, cand.i = reinterpret_cast<int*>(cand_smem + kMaxCand);
       chosen = draw_with_cutoffs(row, V, p, mx, cand, sc);
     } else {
-      const uint32_t thr = min_p ? order_key(mx + p.temperature * logf(p.min_p)) : 0u;
-      chosen = gumbel_draw([&](auto&& f) { for_each_mine(row, V, f); }, p, thr, mx, sc);
+      chosen = gumbel_draw([&](auto&& f) { for_each_mine(row, V, f); }, p, min_p_key(p, mx), mx, sc);
     }
     if (chosen == 0x7fffffff) chosen = bi != 0x7fffffff ? bi : 0;  // every logit -inf / NaN
   }
