@@ -248,6 +248,10 @@ CudaDecoder::~CudaDecoder() {
       if (p) cudaFreeHost(p);
     if (g.done) cudaEventDestroy(g.done);
   }
+  if (impl_->side) cudaStreamSynchronize(impl_->side);
+  for (cudaEvent_t e : {impl_->fork, impl_->join})
+    if (e) cudaEventDestroy(e);
+  if (impl_->side) cudaStreamDestroy(impl_->side);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 

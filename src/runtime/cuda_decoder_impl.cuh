@@ -70,7 +70,9 @@ struct MlaMoeBuffers {
   bf16_t* lat_out = nullptr;  // [T][H][r] attention over the latents
   float* router = nullptr;    // [T][E] router logits
   int32_t* ids = nullptr;     // [T][k] selected experts
+  int32_t* shared_ids = nullptr;  // [T][k] constant: choice kr + j is shared slot E + j (the rest unused)
   float* weights = nullptr;   // [T][k] their weights
+  unsigned* route_counter = nullptr;  // moe_router_route's finished-block count (zero between launches)
   int32_t* offsets = nullptr; // [E + 1] pairs of each expert
   int32_t* pairs = nullptr;   // [T k] (token, choice) pairs sorted by expert
   bf16_t* act = nullptr;      // [T k][Fe] expert activations (pair order: GEMVs; expert order: tensor-core tiles)
@@ -82,6 +84,10 @@ struct CudaDecoder::Impl {
   const ArchSpec* arch = nullptr;  // find_arch(c.arch): the recipe and the KV layout
   CudaDecoderOptions opt;
   cudaStream_t stream = nullptr;
+  // The shared experts of an MoE layer run on `side` while the router and routing run on `stream` (forked at
+  // `fork`, joined at `join` before the weighted sum): MoE models with shared experts only.
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
   void* cublas = nullptr;
   void* gemm_lt = nullptr;  // cuBLASLt context (bias epilogue, tuned algorithms), shares cublas_ws (same stream)
   DeviceArena arena;  // declared before anything that could hold its buffers

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/env.h"
 #include "kernels/cuda/mla.h"
@@ -129,7 +130,19 @@ Status CudaDecoder::Impl::alloc_mla_moe_runtime() {
                          std::to_string(ck::kMoeMaxPairs) + " (MoE pair sort)");
     RETURN_IF_ERROR(alloc_n(&mm.router, T * E, "router logits"));
     RETURN_IF_ERROR(alloc_n(&mm.ids, T * k, "expert ids"));
+    if (S > 0) {
+      RETURN_IF_ERROR(alloc_n(&mm.shared_ids, T * k, "shared expert ids"));
+      std::vector<int32_t> sid(static_cast<size_t>(T * k), 0);
+      for (int64_t i = 0; i < T * k; ++i)
+        if (i % k >= k - S) sid[i] = static_cast<int32_t>(c.moe.n_experts + i % k - (k - S));
+      CUDA_TRY(cudaMemcpy(mm.shared_ids, sid.data(), sizeof(int32_t) * sid.size(), cudaMemcpyHostToDevice));
+      CUDA_TRY(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+      CUDA_TRY(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+      CUDA_TRY(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+    }
     RETURN_IF_ERROR(alloc_n(&mm.weights, T * k, "expert weights"));
+    RETURN_IF_ERROR(alloc_n(&mm.route_counter, 1, "routing counter"));
+    CUDA_TRY(cudaMemset(mm.route_counter, 0, sizeof(unsigned)));
     RETURN_IF_ERROR(alloc_n(&mm.offsets, E + 1, "expert offsets"));
     RETURN_IF_ERROR(alloc_n(&mm.pairs, T * k, "expert pairs"));
     RETURN_IF_ERROR(alloc_e(&mm.act, T * k * Fe, "expert activations"));
@@ -296,7 +309,8 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   if (skip_ & kSkipFfn) return OkStatus();
   const MoeConfig& e = m_.c.moe;
   const MoeW& w = m_.layers[layer].moe;
-  // The shared experts are S more choices of every token (slots E_routed ..), so one set of launches runs them all.
+  // The shared experts are S more choices of every token (slots E_routed ..): the routed launches run them too, or
+  // launches of their own on the side stream.
   const int T = s_.T, Er = static_cast<int>(e.n_experts), kr = static_cast<int>(e.n_experts_used);
   const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
   const bool quantized = w.gate.fmt != CudaWeightFormat::kBf16 || w.down.fmt != CudaWeightFormat::kBf16;
@@ -304,11 +318,38 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   const int E = Er + rt.n_shared, k = kr + rt.n_shared;
   MoePath path = moe_path(T, kr, Er, quantized);
   if (path == MoePath::kPair && T * k > ck::kMoePairMaxPairs) path = MoePath::kGemv;
-  w.router.forward(g_, m_.h, T, m_.mm.router, true);
-  ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
+  // The shared experts need no routing: on the side stream they overlap the router and the routing (few tokens).
+  // CITADEL_MOE_SHARED=inline keeps them in the routed launches (benchmarks: before / after in one binary).
+  static const bool inline_shared = env_is("CITADEL_MOE_SHARED", "inline");
+  const bool side = path == MoePath::kPair && rt.n_shared > 0 && !inline_shared;
+  // The down launches read ids before their PDL wait (written by moe_route two launches back, or constant);
+  // CITADEL_MOE_EARLY=0 reads them after it (benchmarks: before / after in one binary).
+  static const bool early = !env_is("CITADEL_MOE_EARLY", "0");
+  if (side) {
+    const ck::MoePairLaunch shared{kr, rt.n_shared, early};
+    CUDA_TRY(cudaEventRecord(m_.fork, m_.stream));
+    CUDA_TRY(cudaStreamWaitEvent(m_.side, m_.fork));
+    ck::moe_pair_gate_up_silu(m_.h, m_.mm.shared_ids, T, k, w.gate.bf16, w.up.bf16, Fe, D, m_.mm.act, m_.side,
+                              shared);
+    ck::moe_pair_down(m_.mm.act, m_.mm.shared_ids, T, k, w.down.bf16, D, Fe, m_.mm.y, m_.side, shared);
+    CUDA_TRY(cudaEventRecord(m_.join, m_.side));
+  }
+  // Few tokens: the router GEMV and the routing in one launch with CITADEL_MOE_ROUTER=fused (not yet measured on a
+  // GPU: off by default until it is).
+  static const bool router_apart = !env_is("CITADEL_MOE_ROUTER", "fused");
+  if (T <= ck::kMoeRouterFusedMaxTokens && !router_apart && w.router.fmt == CudaWeightFormat::kBf16 &&
+      w.router.bias == nullptr && D % 8 == 0) {
+    ck::moe_router_route(m_.h, w.router.bf16, D, w.bias, rt, T, m_.mm.router, m_.mm.ids, m_.mm.weights,
+                         m_.mm.route_counter, m_.stream);
+  } else {
+    w.router.forward(g_, m_.h, T, m_.mm.router, true);
+    ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
+  }
   if (path == MoePath::kPair) {
-    ck::moe_pair_gate_up_silu(m_.h, m_.mm.ids, T, k, w.gate.bf16, w.up.bf16, Fe, D, m_.mm.act, m_.stream);
-    ck::moe_pair_down(m_.mm.act, m_.mm.ids, T, k, w.down.bf16, D, Fe, m_.mm.y, m_.stream);
+    const int n = side ? kr : k;
+    ck::moe_pair_gate_up_silu(m_.h, m_.mm.ids, T, k, w.gate.bf16, w.up.bf16, Fe, D, m_.mm.act, m_.stream, {0, n});
+    ck::moe_pair_down(m_.mm.act, m_.mm.ids, T, k, w.down.bf16, D, Fe, m_.mm.y, m_.stream, {0, n, early});
+    if (side) CUDA_TRY(cudaStreamWaitEvent(m_.stream, m_.join));
   } else {
     ck::moe_sort(m_.mm.ids, T, k, E, m_.mm.offsets, m_.mm.pairs, m_.stream);
     if (path == MoePath::kMma) {

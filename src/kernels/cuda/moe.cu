@@ -24,21 +24,19 @@ __device__ __forceinline__ float exp_rn(float x) { return static_cast<float>(exp
 // a ranks before b: higher value, ties to the lower index (model/moe.h).
 __device__ __forceinline__ bool ranks_before(float va, int a, float vb, int b) { return va > vb || (va == vb && a < b); }
 
-__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* __restrict__ logits,
-                                                                  const float* __restrict__ bias, MoeRouting r,
-                                                                  int32_t* __restrict__ ids,
-                                                                  float* __restrict__ weights) {
+// Routes token t from its logits row (read through L2: the fused router's other blocks wrote it): the whole block
+// of kRouteThreads threads calls it.
+__device__ void route_token(const float* __restrict__ logits, const float* __restrict__ bias, const MoeRouting& r,
+                            int t, int32_t* __restrict__ ids, float* __restrict__ weights) {
   __shared__ float score[kMoeMaxExperts], choice[kMoeMaxExperts], group[kMoeMaxExperts];
   __shared__ float red[kRouteThreads / 32];
   __shared__ float sel_w[kMoeMaxUsed];
   __shared__ int sel_id[kMoeMaxUsed];
   __shared__ bool keep[kMoeMaxExperts];
   __shared__ float total;
-  const int t = blockIdx.x, e = threadIdx.x, lane = e & 31, warp = e >> 5;
+  const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
   const int E = r.n_experts, k = r.n_used;
-  pdl_wait();
-  pdl_trigger();
-  const float l = e < E ? logits[static_cast<int64_t>(t) * E + e] : -INFINITY;
+  const float l = e < E ? __ldcg(logits + static_cast<int64_t>(t) * E + e) : -INFINITY;
   if (r.sigmoid) {
     if (e < E) score[e] = 1.0f / (1.0f + exp_rn(-l));
   } else {
@@ -105,6 +103,70 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* _
     }
     for (int i = 0; i < r.n_shared; ++i) ids[row + k + i] = E + i, weights[row + k + i] = 1.f;
   }
+}
+
+__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* __restrict__ logits,
+                                                                  const float* __restrict__ bias, MoeRouting r,
+                                                                  int32_t* __restrict__ ids,
+                                                                  float* __restrict__ weights) {
+  pdl_wait();
+  pdl_trigger();
+  route_token(logits, bias, r, blockIdx.x, ids, weights);
+}
+
+// ---- router GEMV + routing: warp = one router row for every token; the last block to finish routes them all ----
+constexpr int kRouterRows = kRouteThreads / 32;  // rows per block
+constexpr int kRouterPreload = 8;                // 16-byte chunks per lane loaded before the PDL wait
+
+__global__ void __launch_bounds__(kRouteThreads) moe_router_route_kernel(
+    const uint16_t* __restrict__ x, const uint16_t* __restrict__ W, int D, const float* __restrict__ bias,
+    MoeRouting r, int T, float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights,
+    unsigned* __restrict__ counter) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, E = r.n_experts, D8 = D / 8;
+  const int row = min(blockIdx.x * kRouterRows + warp, E - 1);  // a spare warp repeats the last row, unwritten
+  const uint4* w = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(row) * D8;
+  uint4 pre[kRouterPreload];
+#pragma unroll
+  for (int u = 0; u < kRouterPreload; ++u) {
+    const int i = u * 32 + lane;
+    pre[u] = i < D8 ? ld_stream(w + i) : make_uint4(0, 0, 0, 0);
+  }
+  pdl_wait();
+  pdl_trigger();
+  float acc[kMoeRouterFusedMaxTokens] = {};
+  auto add = [&](const uint4& wc, int i) {
+#pragma unroll
+    for (int t = 0; t < kMoeRouterFusedMaxTokens; ++t) {
+      if (t >= T) break;
+      float xf[8];
+      bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(t) * D) + i), xf);
+      acc[t] = dot8(wc, xf, acc[t]);
+    }
+  };
+#pragma unroll
+  for (int u = 0; u < kRouterPreload; ++u)
+    if (u * 32 + lane < D8) add(pre[u], u * 32 + lane);
+  for (int i = kRouterPreload * 32 + lane; i < D8; i += 32) add(ld_stream(w + i), i);
+#pragma unroll
+  for (int t = 0; t < kMoeRouterFusedMaxTokens; ++t) {
+    if (t >= T) break;
+    const float v = warp_sum(acc[t]);
+    if (lane == 0 && blockIdx.x * kRouterRows + warp < E) logits[static_cast<int64_t>(t) * E + row] = v;
+  }
+  __shared__ bool last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();  // this block's logits before its count
+    last = atomicAdd(counter, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int t = 0; t < T; ++t) {
+    route_token(logits, bias, r, t, ids, weights);
+    __syncthreads();  // route_token's shared memory is reused by the next token
+  }
+  if (threadIdx.x == 0) *counter = 0;  // zeroed for the next launch (graph replays)
 }
 
 // ---- counting sort: one block of 32 warps; warp w owns the contiguous segment w of the pairs ----
@@ -328,7 +390,8 @@ __global__ void __launch_bounds__(kGroupThreads) moe_grouped_kernel(const uint16
   }
 }
 
-// ---- per-pair GEMV for steps of few tokens: grid (row tiles, T*k pairs), W warps splitting K ----
+// ---- per-pair GEMV for steps of few tokens: grid (row tiles, T*n pairs), W warps splitting K ----
+// Grid row y is choice first + y % n of token y / n: pair (y / n) * k + first + y % n.
 // A block takes RB output rows of one pair's expert (ids[pair]): no sort, no expert lookup, and every thread's share
 // of the block's weight rows (RB rows per matrix, U 16-byte chunks each) is in flight at once, as in the dense
 // GEMV (gemv.cu). An expert chosen by several tokens of the step is streamed once per pair (the later ones mostly
@@ -338,28 +401,37 @@ __global__ void __launch_bounds__(W * 32) moe_pair_kernel(const uint16_t* __rest
                                                           const int32_t* __restrict__ ids,
                                                           const uint16_t* __restrict__ w0,
                                                           const uint16_t* __restrict__ w1, int N, int K,
-                                                          void* __restrict__ out) {
+                                                          MoePairLaunch ch, void* __restrict__ out) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int pair = blockIdx.y, n0 = blockIdx.x * RB, K8 = K / 8;
-  pdl_wait();
-  pdl_trigger();
-  const int64_t e = ids[pair];
+  const int y = blockIdx.y, pair = (y / ch.count) * ch.k + ch.first + y % ch.count;
+  const int n0 = blockIdx.x * RB, K8 = K / 8;
   const uint4* rows[NMAT * RB];
-#pragma unroll
-  for (int m = 0; m < NMAT; ++m)
-#pragma unroll
-    for (int r = 0; r < RB; ++r)
-      rows[m * RB + r] = reinterpret_cast<const uint4*>(m == 0 ? w0 : w1) + (e * N + min(n0 + r, N - 1)) * K8;
-  const uint4* x = reinterpret_cast<const uint4*>(in + static_cast<int64_t>(pair / in_div) * K);
-  float acc[NMAT * RB] = {};
-  for (int base = 0; base < K8; base += (W * 32) * U) {
-    uint4 w[NMAT * RB][U];
+  uint4 w[NMAT * RB][U];
+  auto load = [&](int base) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int i = base + u * (W * 32) + tid;
 #pragma unroll
       for (int j = 0; j < NMAT * RB; ++j) w[j][u] = i < K8 ? ld_stream(rows[j] + i) : make_uint4(0, 0, 0, 0);
     }
+  };
+  auto first_loads = [&] {
+    const int64_t e = ids[pair];
+#pragma unroll
+    for (int m = 0; m < NMAT; ++m)
+#pragma unroll
+      for (int r = 0; r < RB; ++r)
+        rows[m * RB + r] = reinterpret_cast<const uint4*>(m == 0 ? w0 : w1) + (e * N + min(n0 + r, N - 1)) * K8;
+    load(0);
+  };
+  if (ch.early_ids) first_loads();
+  pdl_wait();
+  pdl_trigger();
+  if (!ch.early_ids) first_loads();
+  const uint4* x = reinterpret_cast<const uint4*>(in + static_cast<int64_t>(pair / in_div) * K);
+  float acc[NMAT * RB] = {};
+  for (int base = 0; base < K8; base += (W * 32) * U) {
+    if (base != 0) load(base);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int i = base + u * (W * 32) + tid;
@@ -418,14 +490,18 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const floa
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-}  // namespace
-
-void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
-               cudaStream_t s) {
+void check_routing(const MoeRouting& r) {
   CHECK(r.n_experts >= 1 && r.n_experts <= kMoeMaxExperts);
   CHECK(r.n_used >= 1 && r.n_used <= kMoeMaxUsed && r.n_used <= r.n_experts);
   CHECK(r.n_shared >= 0 && r.n_experts + r.n_shared <= kMoeMaxSlots);
   if (r.n_group > 1 && r.topk_group < r.n_group) CHECK(r.topk_group >= 1 && r.n_experts % r.n_group == 0);
+}
+
+}  // namespace
+
+void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
+               cudaStream_t s) {
+  check_routing(r);
   if (T <= 0) return;
   launch_pdl(moe_route_kernel, dim3(T), dim3(kRouteThreads), 0, s, logits, bias, r, ids, weights);
   CUDA_LAUNCH_CHECK();
@@ -485,22 +561,33 @@ void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, i
   moe_down(act, offsets, pairs, T, k, MoeMatrix{down}, E, D, Fe, y, s);
 }
 
+void moe_router_route(const bf16_t* x, const bf16_t* router, int D, const float* bias, const MoeRouting& r, int T,
+                      float* logits, int32_t* ids, float* weights, unsigned* counter, cudaStream_t s) {
+  check_routing(r);
+  CHECK(T <= kMoeRouterFusedMaxTokens && D % 8 == 0 && aligned16(x) && aligned16(router));
+  if (T <= 0) return;
+  const int blocks = (r.n_experts + kRouterRows - 1) / kRouterRows;
+  launch_pdl(moe_router_route_kernel, dim3(blocks), dim3(kRouteThreads), 0, s, x, router, D, bias, r, T, logits,
+             ids, weights, counter);
+  CUDA_LAUNCH_CHECK();
+}
+
 namespace {
 // Shapes of the per-pair kernels (rows per block, chunks per thread, warps), the defaults first (H100, V2-Lite, T 1:
 // gate_up 23.8 us at 1 row x 2 chunks x 4 warps against 24.6 at 2 rows; down 13.0 at 4 rows x 3 chunks x 2 warps
 // against 13.3 at 4 x 2 x 4); the benchmark times every one (moe_pair_*_variant).
 struct PairShape {
   const char* name;
-  void (*gate_up)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, void*, dim3,
-                  cudaStream_t);
-  void (*down)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, void*, dim3,
+  void (*gate_up)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, MoePairLaunch, void*,
+                  dim3, cudaStream_t);
+  void (*down)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, MoePairLaunch, void*, dim3,
                cudaStream_t);
 };
 template <int NMAT, int RB, int U, int W>
 void launch_pair(const bf16_t* in, int in_div, const int32_t* ids, const bf16_t* w0, const bf16_t* w1, int N, int K,
-                 void* out, dim3 grid, cudaStream_t s) {
+                 MoePairLaunch ch, void* out, dim3 grid, cudaStream_t s) {
   grid.x = static_cast<unsigned>((N + RB - 1) / RB);
-  launch_pdl(moe_pair_kernel<NMAT, RB, U, W>, grid, dim3(W * 32), 0, s, in, in_div, ids, w0, w1, N, K, out);
+  launch_pdl(moe_pair_kernel<NMAT, RB, U, W>, grid, dim3(W * 32), 0, s, in, in_div, ids, w0, w1, N, K, ch, out);
   CUDA_LAUNCH_CHECK();
 }
 constexpr PairShape kPairShapes[] = {
@@ -514,6 +601,13 @@ constexpr PairShape kPairShapes[] = {
 };
 constexpr int kNumPairShapes = sizeof(kPairShapes) / sizeof(kPairShapes[0]);
 
+// The choices a per-pair launch runs (count 0: all k of them); checked against k.
+MoePairLaunch pair_choices(int k, MoePairLaunch ch) {
+  if (ch.count == 0) ch.first = 0, ch.count = k;
+  CHECK(ch.first >= 0 && ch.count >= 1 && ch.first + ch.count <= k);
+  ch.k = k;
+  return ch;
+}
 void check_pair(int T, int k, int K, const void* in, const void* w0, const void* w1) {
   CHECK(T >= 0 && k >= 1 && int64_t{T} * k <= kMoePairMaxPairs && K % 8 == 0);
   CHECK(aligned16(in) && aligned16(w0) && aligned16(w1));
@@ -524,27 +618,29 @@ int moe_pair_variant_count() { return kNumPairShapes; }
 const char* moe_pair_variant_name(int v) { return v >= 0 && v < kNumPairShapes ? kPairShapes[v].name : ""; }
 
 void moe_pair_gate_up_silu_variant(int v, const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate,
-                                   const bf16_t* up, int Fe, int D, bf16_t* act, cudaStream_t s) {
+                                   const bf16_t* up, int Fe, int D, bf16_t* act, cudaStream_t s, MoePairLaunch ch) {
   CHECK(v >= 0 && v < kNumPairShapes && Fe >= 1);
   check_pair(T, k, D, x, gate, up);
-  if (T > 0) kPairShapes[v].gate_up(x, k, ids, gate, up, Fe, D, act, dim3(1, T * k), s);
+  ch = pair_choices(k, ch);
+  if (T > 0) kPairShapes[v].gate_up(x, k, ids, gate, up, Fe, D, ch, act, dim3(1, T * ch.count), s);
 }
 
 void moe_pair_down_variant(int v, const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D,
-                           int Fe, float* y, cudaStream_t s) {
+                           int Fe, float* y, cudaStream_t s, MoePairLaunch ch) {
   CHECK(v >= 0 && v < kNumPairShapes && D >= 1);
   check_pair(T, k, Fe, act, down, down);
-  if (T > 0) kPairShapes[v].down(act, 1, ids, down, down, D, Fe, y, dim3(1, T * k), s);
+  ch = pair_choices(k, ch);
+  if (T > 0) kPairShapes[v].down(act, 1, ids, down, down, D, Fe, ch, y, dim3(1, T * ch.count), s);
 }
 
 void moe_pair_gate_up_silu(const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate, const bf16_t* up,
-                           int Fe, int D, bf16_t* act, cudaStream_t s) {
-  moe_pair_gate_up_silu_variant(0, x, ids, T, k, gate, up, Fe, D, act, s);
+                           int Fe, int D, bf16_t* act, cudaStream_t s, MoePairLaunch ch) {
+  moe_pair_gate_up_silu_variant(0, x, ids, T, k, gate, up, Fe, D, act, s, ch);
 }
 
 void moe_pair_down(const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D, int Fe, float* y,
-                   cudaStream_t s) {
-  moe_pair_down_variant(0, act, ids, T, k, down, D, Fe, y, s);
+                   cudaStream_t s, MoePairLaunch ch) {
+  moe_pair_down_variant(0, act, ids, T, k, down, D, Fe, y, s, ch);
 }
 
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,

@@ -48,6 +48,13 @@ constexpr int kMoeMaxPairs = 65536;  // T * k per launch of moe_sort
 // choices per token over E + S expert slots.
 void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
                cudaStream_t s);
+// The router GEMV and moe_route in one launch, for steps of few tokens (T <= kMoeRouterFusedMaxTokens): warps of
+// router rows (the weights' first loads before the PDL wait), then the block that finishes last routes every token.
+// logits [T][E] fp32 = x [T][D] bf16 . router [E][D] bf16 (fp32 accumulation; summation order differs from the
+// GEMV's), written; ids and weights as moe_route's from those logits. counter: one zeroed unsigned, left zeroed.
+constexpr int kMoeRouterFusedMaxTokens = 4;
+void moe_router_route(const bf16_t* x, const bf16_t* router, int D, const float* bias, const MoeRouting& r, int T,
+                      float* logits, int32_t* ids, float* weights, unsigned* counter, cudaStream_t s);
 
 // Counting sort of the T*k (token, choice) pairs by expert: offsets [E+1] int32 (offsets[e] .. offsets[e+1]: expert
 // e's pairs, offsets[0] = 0, offsets[E] = T*k), pairs [T*k] int32 = t*k + j, stable (increasing pair index within an
@@ -96,17 +103,27 @@ void moe_combine(const float* y, const float* weights, int T, int k, int D, floa
 // by several tokens is streamed once per pair, so this suits T*k <= kMoePairMaxPairs. Same math as moe_gate_up_silu
 // / moe_down (fp32 accumulation, bf16 act, fp32 y; act and y in pair order), up to summation order. bf16 weights.
 constexpr int kMoePairMaxPairs = 64;
+// How a per-pair launch runs. Choices first .. first + count - 1 of every token's k (count 0: all k; k is filled in
+// by the launch): act and y keep the pair order of all k choices, so launches of disjoint choices (the routed ones,
+// and the shared experts on a stream of their own) fill one act / y that moe_combine sums. early_ids: ids were
+// written at least two launches back in the stream (or before the step), so the launch reads them and starts its
+// weight loads before its PDL wait (the down launch after the gate_up one; the shared experts' constant ids).
+struct MoePairLaunch {
+  int first = 0, count = 0;
+  bool early_ids = false;
+  int k = 0;
+};
 void moe_pair_gate_up_silu(const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate, const bf16_t* up,
-                           int Fe, int D, bf16_t* act, cudaStream_t s);
+                           int Fe, int D, bf16_t* act, cudaStream_t s, MoePairLaunch ch = {});
 void moe_pair_down(const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D, int Fe, float* y,
-                   cudaStream_t s);
+                   cudaStream_t s, MoePairLaunch ch = {});
 // Every block shape of the two (benchmarks and tests; variant 0 is the default): count, name, and the same calls.
 int moe_pair_variant_count();
 const char* moe_pair_variant_name(int v);
 void moe_pair_gate_up_silu_variant(int v, const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate,
-                                   const bf16_t* up, int Fe, int D, bf16_t* act, cudaStream_t s);
+                                   const bf16_t* up, int Fe, int D, bf16_t* act, cudaStream_t s, MoePairLaunch ch = {});
 void moe_pair_down_variant(int v, const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D,
-                           int Fe, float* y, cudaStream_t s);
+                           int Fe, float* y, cudaStream_t s, MoePairLaunch ch = {});
 
 // Tensor-core form of the two expert GEMMs (moe_mma.cu), for steps with several pairs per expert: mma.sync over tiles
 // of one expert's pairs, the tile schedule found on the device from offsets (no host round trip; the grid depends

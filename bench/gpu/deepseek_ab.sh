@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Batch-1 decode A/B of one citadel_deepseek_bench binary under env switches, rounds alternating the arms.
+# Usage: OUT=dir bash bench/gpu/deepseek_ab.sh BINARY ROUNDS NAME='ENV=V ...' [NAME='ENV=V ...' ...]
+# Writes $OUT/deepseek_ab.jsonl: one {"round", "arm", "env", "decode_bs1_..._tok_s", ...} line per run.
+set -uo pipefail
+BIN=$1 ROUNDS=$2
+shift 2
+OUT=${OUT:-/tmp/citadel_gpu_out}
+mkdir -p "$OUT"
+for r in $(seq 1 "$ROUNDS"); do
+  for arm in "$@"; do
+    name=${arm%%=*} envs=${arm#*=}
+    row=$(env $envs CITADEL_BENCH_BS1_ONLY=1 "$BIN" 2>/dev/null | tail -1)
+    echo "{\"round\": $r, \"arm\": \"$name\", \"env\": \"$envs\", ${row#\{}" | tee -a "$OUT/deepseek_ab.jsonl"
+  done
+done
