@@ -72,7 +72,6 @@ struct MlaMoeBuffers {
   int32_t* ids = nullptr;     // [T][k] selected experts
   int32_t* shared_ids = nullptr;  // [T][k] constant: choice kr + j is shared slot E + j (the rest unused)
   float* weights = nullptr;   // [T][k] their weights
-  unsigned* route_counter = nullptr;  // moe_router_route's finished-block count (zero between launches)
   int32_t* offsets = nullptr; // [E + 1] pairs of each expert
   int32_t* pairs = nullptr;   // [T k] (token, choice) pairs sorted by expert
   bf16_t* act = nullptr;      // [T k][Fe] expert activations (pair order: GEMVs; expert order: tensor-core tiles)

@@ -141,8 +141,6 @@ Status CudaDecoder::Impl::alloc_mla_moe_runtime() {
       CUDA_TRY(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
     }
     RETURN_IF_ERROR(alloc_n(&mm.weights, T * k, "expert weights"));
-    RETURN_IF_ERROR(alloc_n(&mm.route_counter, 1, "routing counter"));
-    CUDA_TRY(cudaMemset(mm.route_counter, 0, sizeof(unsigned)));
     RETURN_IF_ERROR(alloc_n(&mm.offsets, E + 1, "expert offsets"));
     RETURN_IF_ERROR(alloc_n(&mm.pairs, T * k, "expert pairs"));
     RETURN_IF_ERROR(alloc_e(&mm.act, T * k * Fe, "expert activations"));
@@ -224,6 +222,10 @@ ck::MlaAttention CudaOps::mla_params(int layer) const {
   p.query_start = s_.decode ? nullptr : m_.d_ints + L_.total;
   p.max_blocks_per_seq = m_.max_blocks, p.block_size = m_.opt.block_size;
   p.scale = static_cast<float>(attention_scale(m_.c));
+  // Decode: the step's own key row is the only one mla_rope_kv_write (the launch before) writes. CITADEL_MLA_EARLY=0
+  // copies every key after the PDL wait (benchmarks: before / after in one binary).
+  static const bool late = env_is("CITADEL_MLA_EARLY", "0");
+  p.early_keys = s_.decode && !late;
   return p;
 }
 
@@ -334,17 +336,8 @@ Status CudaOps::moe(int layer, Act in, Act out) {
     ck::moe_pair_down(m_.mm.act, m_.mm.shared_ids, T, k, w.down.bf16, D, Fe, m_.mm.y, m_.side, shared);
     CUDA_TRY(cudaEventRecord(m_.join, m_.side));
   }
-  // Few tokens: the router GEMV and the routing in one launch with CITADEL_MOE_ROUTER=fused (not yet measured on a
-  // GPU: off by default until it is).
-  static const bool router_apart = !env_is("CITADEL_MOE_ROUTER", "fused");
-  if (T <= ck::kMoeRouterFusedMaxTokens && !router_apart && w.router.fmt == CudaWeightFormat::kBf16 &&
-      w.router.bias == nullptr && D % 8 == 0) {
-    ck::moe_router_route(m_.h, w.router.bf16, D, w.bias, rt, T, m_.mm.router, m_.mm.ids, m_.mm.weights,
-                         m_.mm.route_counter, m_.stream);
-  } else {
-    w.router.forward(g_, m_.h, T, m_.mm.router, true);
-    ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
-  }
+  w.router.forward(g_, m_.h, T, m_.mm.router, true);
+  ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
   if (path == MoePath::kPair) {
     const int n = side ? kr : k;
     ck::moe_pair_gate_up_silu(m_.h, m_.mm.ids, T, k, w.gate.bf16, w.up.bf16, Fe, D, m_.mm.act, m_.stream, {0, n});

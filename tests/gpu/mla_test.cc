@@ -119,6 +119,29 @@ TEST(CudaMla, PlansAgree) {
   }
 }
 
+// The tensor-core kernel's early key copies (decode: the first tile's rows but the step's own before the PDL wait)
+// give the same bits as copying every key after it: contexts whose own row falls in a rank's first tile or later.
+TEST(CudaMla, EarlyKeyCopiesChangeNothing) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(12);
+  MlaSetup m(2, rng);
+  for (const std::vector<int32_t>& lens :
+       {std::vector<int32_t>{1280, 77}, std::vector<int32_t>{20, 33}, std::vector<int32_t>{1, 64}})
+    for (int splits : {1, 2, 4, 8}) {
+      m.set_lens(lens);
+      ck::MlaAttention p = m.params();
+      std::vector<std::vector<uint16_t>> got;
+      for (bool early : {false, true}) {
+        p.early_keys = early;
+        cudaMemset(m.out.p, 0xff, m.out.n * sizeof(uint16_t));
+        ck::mla_attention_run(p, MlaSetup::shape(), m.q_lat.p, 2, m.out.p, ck::MlaPlan{16, splits, true}, nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        got.push_back(m.out.download());
+      }
+      EXPECT_EQ(got[0], got[1]) << "lens " << lens[0] << ", " << lens[1] << " splits " << splits;
+    }
+}
+
 // The absorptions' per-head GEMV (small T) against fp64 on the same bf16 inputs: V2/V3's two shapes (W_UK: N 512,
 // K 128; W_UV: N 128, K 512), every supported K, T up to the limit, padded strides (the gaps stay untouched), and the
 // output rounded to bf16 once (NMSE at bf16 rounding).

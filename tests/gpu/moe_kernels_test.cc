@@ -129,63 +129,6 @@ TEST(CudaMoe, RouteMatchesHost) {
   }
 }
 
-// The router GEMV and the routing in one launch (moe_router_route): the logits against fp64 dot products of the same
-// bf16 inputs (fp32 accumulation: relative to the sum of |terms|, 1e-5), the choice against model/moe.h's from the
-// logits the kernel wrote (bit for bit, as moe_route); a second launch (the counter left zeroed) repeats the first.
-TEST(CudaMoe, RouterAndRouteInOneLaunch) {
-  SKIP_WITHOUT_GPU();
-  struct Case {
-    const char* name;
-    ck::MoeRouting r;
-    int T, D;
-    bool bias;
-  };
-  const Case cases[] = {{"v2_lite_2_shared", with_shared(v2_lite(), 2), 1, 2048, false},
-                        {"v2_lite_T4", with_shared(v2_lite(), 2), 4, 2048, false},
-                        {"v3_1_shared", with_shared(v3(), 1), 2, 7168, true},
-                        {"rows_past_E_short_D", routing(6, 2, 1, 1, false, true, 1.f), 3, 72, false},
-                        {"v2_full_groups", v2_full(), 1, 5120, false}};
-  std::mt19937 rng(17);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.name);
-    const int E = c.r.n_experts, k = c.r.n_used + c.r.n_shared, T = c.T, D = c.D;
-    std::vector<uint16_t> x(size_t(T) * D), w(size_t(E) * D);
-    for (auto& v : x) v = f32_to_bf16(nd(rng));
-    for (auto& v : w) v = f32_to_bf16(0.05f * nd(rng));
-    const auto bias = random_bias(E, false, rng);
-    DevArray<uint16_t> dx(x), dwt(w);
-    DevArray<float> db(bias), dl(size_t(T) * E), dwts(size_t(T) * k);
-    DevArray<int32_t> di(size_t(T) * k);
-    DevArray<unsigned> counter(std::vector<unsigned>{0u});
-    std::vector<int32_t> first_ids;
-    for (int run = 0; run < 2; ++run) {
-      ck::moe_router_route(dx.p, dwt.p, D, c.bias ? db.p : nullptr, c.r, T, dl.p, di.p, dwts.p, counter.p, nullptr);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      const auto logits = dl.download();
-      for (int t = 0; t < T; ++t)
-        for (int e = 0; e < E; ++e) {
-          double dot = 0.0, mag = 0.0;
-          for (int d = 0; d < D; ++d) {
-            const double term = double(bf16_to_f32(x[size_t(t) * D + d])) * bf16_to_f32(w[size_t(e) * D + d]);
-            dot += term, mag += std::fabs(term);
-          }
-          ASSERT_LE(std::fabs(logits[size_t(t) * E + e] - dot), 1e-5 * mag) << "token " << t << " row " << e;
-        }
-      std::vector<int32_t> want_ids;
-      std::vector<float> want_w;
-      host_route(c.r, logits, c.bias ? bias.data() : nullptr, T, &want_ids, &want_w);
-      const auto got_ids = di.download();
-      const auto got_w = dwts.download();
-      EXPECT_EQ(got_ids, want_ids);
-      for (size_t i = 0; i < want_w.size(); ++i) EXPECT_LE(std::fabs(got_w[i] - want_w[i]), 1e-6f * std::fabs(want_w[i]));
-      EXPECT_EQ(counter.download()[0], 0u);
-      if (run == 0) first_ids = got_ids;
-      else EXPECT_EQ(got_ids, first_ids);
-    }
-  }
-}
-
 // Host counting sort (model/cpu_ops.cc CpuOps::moe): offsets [E+1], pairs [N] stable.
 void host_sort(const std::vector<int32_t>& ids, int E, std::vector<int32_t>* offsets, std::vector<int32_t>* pairs) {
   offsets->assign(size_t(E) + 1, 0);

@@ -63,6 +63,10 @@ struct MlaAttention {
   const int32_t* query_start = nullptr;   // [B+1] device; null: decode (token t is sequence t, B == T)
   int max_blocks_per_seq = 0, block_size = 16;
   float scale = 0.f;                      // softmax scale
+  // Decode only (query_start null), tensor-core kernel: positions, seq_lens, the block tables and every cache row
+  // before positions[t] were written before the previous launch in the stream (only the step's own key row is the
+  // previous kernel's), so the first key tile's other rows are copied before the PDL wait.
+  bool early_keys = false;
 };
 
 // Absorbed MLA attention, one shared latent head: for token t of sequence b and head h,

@@ -84,11 +84,41 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
                                                                      uint16_t* out, float qscale, int n_splits) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
-  pdl_wait();
-  pdl_trigger();
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int t = blockIdx.x / n_splits, rank = blockIdx.x % n_splits, h0 = blockIdx.y * kHeads;
-  if (tid == 0) {
+  const bool early = p.early_keys && p.query_start == nullptr;
+  int n_keys = 0, begin = 0;  // this rank's keys: begin .. n_keys - 1
+  const int32_t* bt = nullptr;
+  auto bounds = [&](int b) {
+    const int cap = p.max_blocks_per_seq * p.block_size;
+    const int n_all = max(0, min(min(p.positions[t] + 1, p.seq_lens[b]), cap));
+    const int chunk = ((n_all + n_splits - 1) / n_splits + kKeys - 1) / kKeys * kKeys;
+    begin = min(n_all, rank * chunk), n_keys = min(n_all, begin + chunk);
+    bt = p.block_tables + static_cast<int64_t>(b) * p.max_blocks_per_seq;
+  };
+  auto slot_of = [&](int pos) {
+    return static_cast<int64_t>(bt[pos / p.block_size]) * p.block_size + pos % p.block_size;
+  };
+  // Key rows start .. start + 31 into buffer buf (rows past the keys zero-filled), all but key `skip`.
+  auto load_tile = [&](int start, int buf, int skip) {
+    uint16_t* dst = sm.keys[buf];
+    for (int c = tid; c < kKeys * (kRow / 8); c += kThreads) {
+      const int row = c / (kRow / 8), ch = c % (kRow / 8), pos = start + row;
+      if (pos == skip && pos < n_keys) continue;
+      const bool ok = pos < n_keys;
+      cp_async16(dst + row * kLdRow + ch * 8, p.cache + (ok ? slot_of(pos) : 0) * kRow + ch * 8, ok);
+    }
+    cp_async_commit();
+  };
+  // early: the first tile's rows but the step's own (positions[t], the previous kernel's) before the wait.
+  const int fresh = early ? p.positions[t] : -1;
+  if (early) {
+    bounds(t);
+    if (begin < n_keys) load_tile(begin, 0, fresh);
+  }
+  pdl_wait();
+  pdl_trigger();
+  if (!early && tid == 0) {
     int b = t;
     if (p.query_start) {
       b = 0;
@@ -101,26 +131,15 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
     const int h = c / (kRow / 8), ch = c % (kRow / 8);
     cp_async16(sm.q + h * kLdRow + ch * 8, qt + h * kRow + ch * 8);
   }
+  if (early && fresh >= begin && fresh < min(n_keys, begin + kKeys))
+    for (int ch = tid; ch < kRow / 8; ch += kThreads)
+      cp_async16(sm.keys[0] + (fresh - begin) * kLdRow + ch * 8, p.cache + slot_of(fresh) * kRow + ch * 8);
   cp_async_commit();
-  __syncthreads();
-  const int b = sm.seq;
-  const int cap = p.max_blocks_per_seq * p.block_size;
-  const int n_all = max(0, min(min(p.positions[t] + 1, p.seq_lens[b]), cap));
-  const int chunk = ((n_all + n_splits - 1) / n_splits + kKeys - 1) / kKeys * kKeys;
-  const int begin = min(n_all, rank * chunk), n_keys = min(n_all, begin + chunk);  // keys begin .. n_keys - 1
-  const int32_t* bt = p.block_tables + static_cast<int64_t>(b) * p.max_blocks_per_seq;
-
-  auto load_tile = [&](int start, int buf) {
-    uint16_t* dst = sm.keys[buf];
-    for (int c = tid; c < kKeys * (kRow / 8); c += kThreads) {
-      const int row = c / (kRow / 8), ch = c % (kRow / 8), pos = start + row;
-      const bool ok = pos < n_keys;
-      const int64_t slot =
-          ok ? static_cast<int64_t>(bt[pos / p.block_size]) * p.block_size + pos % p.block_size : 0;
-      cp_async16(dst + row * kLdRow + ch * 8, p.cache + slot * kRow + ch * 8, ok);
-    }
-    cp_async_commit();
-  };
+  if (!early) {
+    __syncthreads();
+    bounds(sm.seq);
+    if (begin < n_keys) load_tile(begin, 0, -1);
+  }
 
   // softmax state of heads 2 warp and 2 warp + 1 (lane-uniform)
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
@@ -128,11 +147,10 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
 #pragma unroll
   for (int j = 0; j < kColsPerWarp / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 
-  if (begin < n_keys) load_tile(begin, 0);
   int buf = 0;
   for (int start = begin; start < n_keys; start += kKeys, buf ^= 1) {
     if (start + kKeys < n_keys) {
-      load_tile(start + kKeys, buf ^ 1);
+      load_tile(start + kKeys, buf ^ 1, -1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();

@@ -24,19 +24,21 @@ __device__ __forceinline__ float exp_rn(float x) { return static_cast<float>(exp
 // a ranks before b: higher value, ties to the lower index (model/moe.h).
 __device__ __forceinline__ bool ranks_before(float va, int a, float vb, int b) { return va > vb || (va == vb && a < b); }
 
-// Routes token t from its logits row (read through L2: the fused router's other blocks wrote it): the whole block
-// of kRouteThreads threads calls it.
-__device__ void route_token(const float* __restrict__ logits, const float* __restrict__ bias, const MoeRouting& r,
-                            int t, int32_t* __restrict__ ids, float* __restrict__ weights) {
+__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* __restrict__ logits,
+                                                                  const float* __restrict__ bias, MoeRouting r,
+                                                                  int32_t* __restrict__ ids,
+                                                                  float* __restrict__ weights) {
   __shared__ float score[kMoeMaxExperts], choice[kMoeMaxExperts], group[kMoeMaxExperts];
   __shared__ float red[kRouteThreads / 32];
   __shared__ float sel_w[kMoeMaxUsed];
   __shared__ int sel_id[kMoeMaxUsed];
   __shared__ bool keep[kMoeMaxExperts];
   __shared__ float total;
-  const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
+  const int t = blockIdx.x, e = threadIdx.x, lane = e & 31, warp = e >> 5;
   const int E = r.n_experts, k = r.n_used;
-  const float l = e < E ? __ldcg(logits + static_cast<int64_t>(t) * E + e) : -INFINITY;
+  pdl_wait();
+  pdl_trigger();
+  const float l = e < E ? logits[static_cast<int64_t>(t) * E + e] : -INFINITY;
   if (r.sigmoid) {
     if (e < E) score[e] = 1.0f / (1.0f + exp_rn(-l));
   } else {
@@ -103,70 +105,6 @@ __device__ void route_token(const float* __restrict__ logits, const float* __res
     }
     for (int i = 0; i < r.n_shared; ++i) ids[row + k + i] = E + i, weights[row + k + i] = 1.f;
   }
-}
-
-__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* __restrict__ logits,
-                                                                  const float* __restrict__ bias, MoeRouting r,
-                                                                  int32_t* __restrict__ ids,
-                                                                  float* __restrict__ weights) {
-  pdl_wait();
-  pdl_trigger();
-  route_token(logits, bias, r, blockIdx.x, ids, weights);
-}
-
-// ---- router GEMV + routing: warp = one router row for every token; the last block to finish routes them all ----
-constexpr int kRouterRows = kRouteThreads / 32;  // rows per block
-constexpr int kRouterPreload = 8;                // 16-byte chunks per lane loaded before the PDL wait
-
-__global__ void __launch_bounds__(kRouteThreads) moe_router_route_kernel(
-    const uint16_t* __restrict__ x, const uint16_t* __restrict__ W, int D, const float* __restrict__ bias,
-    MoeRouting r, int T, float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights,
-    unsigned* __restrict__ counter) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, E = r.n_experts, D8 = D / 8;
-  const int row = min(blockIdx.x * kRouterRows + warp, E - 1);  // a spare warp repeats the last row, unwritten
-  const uint4* w = reinterpret_cast<const uint4*>(W) + static_cast<int64_t>(row) * D8;
-  uint4 pre[kRouterPreload];
-#pragma unroll
-  for (int u = 0; u < kRouterPreload; ++u) {
-    const int i = u * 32 + lane;
-    pre[u] = i < D8 ? ld_stream(w + i) : make_uint4(0, 0, 0, 0);
-  }
-  pdl_wait();
-  pdl_trigger();
-  float acc[kMoeRouterFusedMaxTokens] = {};
-  auto add = [&](const uint4& wc, int i) {
-#pragma unroll
-    for (int t = 0; t < kMoeRouterFusedMaxTokens; ++t) {
-      if (t >= T) break;
-      float xf[8];
-      bf16x8_to_f32(__ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(t) * D) + i), xf);
-      acc[t] = dot8(wc, xf, acc[t]);
-    }
-  };
-#pragma unroll
-  for (int u = 0; u < kRouterPreload; ++u)
-    if (u * 32 + lane < D8) add(pre[u], u * 32 + lane);
-  for (int i = kRouterPreload * 32 + lane; i < D8; i += 32) add(ld_stream(w + i), i);
-#pragma unroll
-  for (int t = 0; t < kMoeRouterFusedMaxTokens; ++t) {
-    if (t >= T) break;
-    const float v = warp_sum(acc[t]);
-    if (lane == 0 && blockIdx.x * kRouterRows + warp < E) logits[static_cast<int64_t>(t) * E + row] = v;
-  }
-  __shared__ bool last;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();  // this block's logits before its count
-    last = atomicAdd(counter, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int t = 0; t < T; ++t) {
-    route_token(logits, bias, r, t, ids, weights);
-    __syncthreads();  // route_token's shared memory is reused by the next token
-  }
-  if (threadIdx.x == 0) *counter = 0;  // zeroed for the next launch (graph replays)
 }
 
 // ---- counting sort: one block of 32 warps; warp w owns the contiguous segment w of the pairs ----
@@ -490,18 +428,14 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const floa
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-void check_routing(const MoeRouting& r) {
-  CHECK(r.n_experts >= 1 && r.n_experts <= kMoeMaxExperts);
-  CHECK(r.n_used >= 1 && r.n_used <= kMoeMaxUsed && r.n_used <= r.n_experts);
-  CHECK(r.n_shared >= 0 && r.n_experts + r.n_shared <= kMoeMaxSlots);
-  if (r.n_group > 1 && r.topk_group < r.n_group) CHECK(r.topk_group >= 1 && r.n_experts % r.n_group == 0);
-}
-
 }  // namespace
 
 void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
                cudaStream_t s) {
-  check_routing(r);
+  CHECK(r.n_experts >= 1 && r.n_experts <= kMoeMaxExperts);
+  CHECK(r.n_used >= 1 && r.n_used <= kMoeMaxUsed && r.n_used <= r.n_experts);
+  CHECK(r.n_shared >= 0 && r.n_experts + r.n_shared <= kMoeMaxSlots);
+  if (r.n_group > 1 && r.topk_group < r.n_group) CHECK(r.topk_group >= 1 && r.n_experts % r.n_group == 0);
   if (T <= 0) return;
   launch_pdl(moe_route_kernel, dim3(T), dim3(kRouteThreads), 0, s, logits, bias, r, ids, weights);
   CUDA_LAUNCH_CHECK();
@@ -559,17 +493,6 @@ void moe_gate_up_silu(const bf16_t* x, const int32_t* offsets, const int32_t* pa
 void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, int T, int k, const bf16_t* down, int E,
               int D, int Fe, float* y, cudaStream_t s) {
   moe_down(act, offsets, pairs, T, k, MoeMatrix{down}, E, D, Fe, y, s);
-}
-
-void moe_router_route(const bf16_t* x, const bf16_t* router, int D, const float* bias, const MoeRouting& r, int T,
-                      float* logits, int32_t* ids, float* weights, unsigned* counter, cudaStream_t s) {
-  check_routing(r);
-  CHECK(T <= kMoeRouterFusedMaxTokens && D % 8 == 0 && aligned16(x) && aligned16(router));
-  if (T <= 0) return;
-  const int blocks = (r.n_experts + kRouterRows - 1) / kRouterRows;
-  launch_pdl(moe_router_route_kernel, dim3(blocks), dim3(kRouteThreads), 0, s, x, router, D, bias, r, T, logits,
-             ids, weights, counter);
-  CUDA_LAUNCH_CHECK();
 }
 
 namespace {

@@ -48,14 +48,6 @@ constexpr int kMoeMaxPairs = 65536;  // T * k per launch of moe_sort
 // choices per token over E + S expert slots.
 void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
                cudaStream_t s);
-// The router GEMV and moe_route in one launch, for steps of few tokens (T <= kMoeRouterFusedMaxTokens): warps of
-// router rows (the weights' first loads before the PDL wait), then the block that finishes last routes every token.
-// logits [T][E] fp32 = x [T][D] bf16 . router [E][D] bf16 (fp32 accumulation; summation order differs from the
-// GEMV's), written; ids and weights as moe_route's from those logits. counter: one zeroed unsigned, left zeroed.
-constexpr int kMoeRouterFusedMaxTokens = 4;
-void moe_router_route(const bf16_t* x, const bf16_t* router, int D, const float* bias, const MoeRouting& r, int T,
-                      float* logits, int32_t* ids, float* weights, unsigned* counter, cudaStream_t s);
-
 // Counting sort of the T*k (token, choice) pairs by expert: offsets [E+1] int32 (offsets[e] .. offsets[e+1]: expert
 // e's pairs, offsets[0] = 0, offsets[E] = T*k), pairs [T*k] int32 = t*k + j, stable (increasing pair index within an
 // expert). ids [T*k] in [0, E). One block; T*k <= kMoeMaxPairs, E <= kMoeMaxSlots (here and below E counts every
