@@ -48,6 +48,7 @@ constexpr int kMoeMaxPairs = 65536;  // T * k per launch of moe_sort
 // choices per token over E + S expert slots.
 void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,
                cudaStream_t s);
+
 // Counting sort of the T*k (token, choice) pairs by expert: offsets [E+1] int32 (offsets[e] .. offsets[e+1]: expert
 // e's pairs, offsets[0] = 0, offsets[E] = T*k), pairs [T*k] int32 = t*k + j, stable (increasing pair index within an
 // expert). ids [T*k] in [0, E). One block; T*k <= kMoeMaxPairs, E <= kMoeMaxSlots (here and below E counts every
