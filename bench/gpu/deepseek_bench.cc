@@ -9,7 +9,7 @@
 // CITADEL_BENCH_PROFILE=decode_bs1|decode_b64|prefill: after warming up, runs one such step between
 // cudaProfilerStart and cudaProfilerStop and exits (bench/gpu/deepseek_ncu.sh: per-kernel times under Nsight Compute).
 // CITADEL_MOE_PATH (runtime/cuda_mla_moe.cu) picks the expert kernels, for before/after rows from one binary.
-// CITADEL_BENCH_BS1_ONLY=1: only the batch-1 decode row (one line of JSON to stdout).
+// CITADEL_BENCH_BS1_ONLY=1: only the batch-1 decode rows, step() and pipelined (one line of JSON to stdout).
 // CITADEL_BENCH_FORMAT=bf16|int8|int4: the weight format (default bf16; the JSON keys keep their bf16 names and a
 // "format" key says which ran).
 // CITADEL_BENCH_EXACT=1: the decoder's exact path (fp32 activations and latent cache; bf16 weights, or f32 with
@@ -260,14 +260,37 @@ int main(int argc, char** argv) {
     }
     return now_s() - s0;
   };
+  // The same steps as the serving engine queues them: launch() / collect(), greedy drawn on the device, step i + 1
+  // launched before step i is collected, its token the id step i draws (-1), so that the host's work for a step
+  // overlaps the device's work on the one before.
+  auto pipelined_run = [&](int steps) {
+    auto at = [&](int i, int32_t tok) {
+      CudaStep st = sequence_step({tok}, 128 + i, table0);
+      st.sampling = {runtime::CudaSampling{}};  // temperature 0: greedy, on the device
+      return st;
+    };
+    const double s0 = now_s();
+    die(dec->launch(at(0, ids[0])), "decode launch");
+    for (int i = 1; i < steps; ++i) {
+      die(dec->launch(at(i, -1)), "decode launch");
+      die(dec->collect(&ids), "decode collect");
+    }
+    die(dec->collect(&ids), "decode collect");
+    return now_s() - s0;
+  };
   decode_run(4);
   if (prof == "decode_bs1") profile_once([&] { decode_run(1); });
-  std::vector<double> ts;
+  std::vector<double> ts, tq;
   for (int r = 0; r < 3; ++r) ts.push_back(decode_run(128));
   const double bs1 = 128.0 / median(ts);
+  pipelined_run(4);
+  for (int r = 0; r < 3; ++r) tq.push_back(pipelined_run(128));
+  const double bs1_pipe = 128.0 / median(tq);
+  const double roof_bs1 = bw * 1e9 / active_bytes;
   if (std::getenv("CITADEL_BENCH_BS1_ONLY")) {  // before / after rows of one change, quickly
-    std::printf("{\"decode_bs1_%s_tok_s\": %.1f, \"roofline_ratio_decode_bs1\": %.3f}\n",
-                runtime::format_name(opt.format), bs1, bs1 / (bw * 1e9 / active_bytes));
+    std::printf("{\"decode_bs1_%s_tok_s\": %.1f, \"roofline_ratio_decode_bs1\": %.3f, "
+                "\"decode_bs1_pipelined_tok_s\": %.1f}\n",
+                runtime::format_name(opt.format), bs1, bs1 / roof_bs1, bs1_pipe);
     return 0;
   }
 
@@ -334,7 +357,7 @@ int main(int argc, char** argv) {
   dec->set_debug_skip(0);
   std::fprintf(stderr, "share of prefill 512 (ms) and of a bs1 step (us) per op family: {%s}\n", attribution.c_str());
 
-  const double roof_bs1 = bw * 1e9 / active_bytes, roof_b64 = B * bw * 1e9 / all_bytes;
+  const double roof_b64 = B * bw * 1e9 / all_bytes;
   const double roof_pre = 512.0 * bw * 1e9 / all_bytes;
   char json[4096];
   std::snprintf(json, sizeof(json),
@@ -342,10 +365,12 @@ int main(int argc, char** argv) {
                 "  \"copy_gbps\": %.0f,\n"
                 "  \"weight_bytes\": %.0f,\n  \"active_bytes_per_token\": %.0f,\n"
                 "  \"decode_bs1_bf16_tok_s\": %.1f,\n  \"roofline_ratio_decode_bs1\": %.3f,\n"
+                "  \"decode_bs1_pipelined_bf16_tok_s\": %.1f,\n"
                 "  \"decode_b64_bf16_tok_s\": %.0f,\n  \"roofline_ratio_decode_b64\": %.3f,\n"
                 "  \"prefill_512_bf16_tok_s\": %.0f,\n  \"roofline_ratio_prefill_512\": %.3f,\n"
                 "  \"without_op_ms_prefill_us_bs1\": {%s},\n  \"memory_plan\": \"%s\"\n}\n",
-                prop.name, runtime::format_name(opt.format), bw, all_bytes, active_bytes, bs1, bs1 / roof_bs1, b64, b64 / roof_b64, pre,
+                prop.name, runtime::format_name(opt.format), bw, all_bytes, active_bytes, bs1, bs1 / roof_bs1, bs1_pipe, b64,
+                b64 / roof_b64, pre,
                 pre / roof_pre, attribution.c_str(), dec->memory_plan().c_str());
   std::fputs(json, stdout);
   if (argc > 1)
