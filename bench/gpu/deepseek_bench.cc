@@ -177,7 +177,7 @@ void mla_plans(const std::vector<int>& Ts, const std::vector<int>& ctxs) {
           line += " hb" + std::to_string(hb) + "s" + std::to_string(sp) + " " + std::to_string(ms * 1e3).substr(0, 5);
         }
       const float mma = time_ms([&] { cuda::mla_attention_mma(a, m, qp, T, op, nullptr); });
-      for (int sp : {2, 4, 8})
+      for (int sp : {2, 4, 8, 16})
         line += " mma_s" + std::to_string(sp) + " " +
                 std::to_string(time_ms([&] { cuda::mla_attention_mma(a, m, qp, T, op, nullptr, sp); }) * 1e3).substr(0, 5);
       const float dis = time_ms([&] { cuda::mla_attention(a, m, qp, T, op, nullptr); });

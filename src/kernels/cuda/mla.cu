@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/env.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/mla.h"
 
@@ -584,8 +585,9 @@ MlaPlan mla_attention_plan(int T, int n_heads, bool tensor_cores_ok) {
   if (tensor_cores_ok) {
     const int64_t groups = int64_t{T} * ((n_heads + 15) / 16);
     plan = MlaPlan{16, 1, true};
+    static const int max_splits = env_is("CITADEL_MLA_MAX_SPLITS", "16") ? 16 : kMaxSplits;  // benchmarks
     if (clusters)
-      while (plan.n_splits < kMaxSplits && groups * plan.n_splits * 2 <= sms) plan.n_splits *= 2;
+      while (plan.n_splits < max_splits && groups * plan.n_splits * 2 <= sms) plan.n_splits *= 2;
   }
   return plan;
 }

@@ -102,7 +102,8 @@ void mla_attention_run(const MlaAttention& p, const MlaShape& m, const bf16_t* q
 // as the rows of each MMA over key tiles of 32 (S = Q K^T and O += P V with mma.sync, fp32 accumulation, online
 // softmax in fp32 with the probabilities rounded to bf16 for P V, the normaliser summing the rounded values). Shapes:
 // kv_lora_rank 512, qk_rope 64 (DeepSeek-V2/V3), n_heads a multiple of 16 (mla_attention_mma_supported); cache and
-// q_lat 16-byte aligned. n_splits (1, 2, 4 or 8): a cluster of that many blocks per (token, 16 heads), each taking a
+// q_lat 16-byte aligned. n_splits (1, 2, 4, 8, or 16: a non-portable cluster, which the plan takes only with
+// CITADEL_MLA_MAX_SPLITS=16): a cluster of that many blocks per (token, 16 heads), each taking a
 // slice of the keys, merged by log-sum-exp through distributed shared memory (as mla_attention's clusters). The
 // dispatcher takes it wherever the shape allows, split while the blocks still fit the SMs (mla_attention_plan).
 bool mla_attention_mma_supported(const MlaShape& m);

@@ -43,10 +43,12 @@ struct Smem {
   int seq;
 };
 static_assert(sizeof(Smem::keys) >= kHeads * kRank * sizeof(float), "the partial O fits the key buffers");
-constexpr int kMaxMmaSplits = 8;  // portable cluster size
+constexpr int kPortableSplits = 8;  // the portable cluster size: the default plans' largest
+constexpr int kMaxMmaSplits = 16;   // a non-portable cluster (Hopper allows it, opted in at launch): kernel<16>
 
 // The ranks' partials merged by log-sum-exp: this rank's unnormalised O (its warps' accumulators) to shared memory,
 // then rank k normalises and writes every S-th group of 8 columns of every head from all ranks' (max, sum, O).
+template <int MAXS>
 __device__ void merge_splits(Smem& sm, const float (&acc)[kColsPerWarp / 8][4], uint16_t* ot, int rank,
                              int n_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -64,10 +66,10 @@ __device__ void merge_splits(Smem& sm, const float (&acc)[kColsPerWarp / 8][4], 
   // item = (head, pair of columns); rank k takes items k, k + S, ...
   for (int e = rank * kThreads + threadIdx.x; e < kHeads * (kRank / 2); e += n_splits * kThreads) {
     const int h = e / (kRank / 2), c = 2 * (e % (kRank / 2));
-    float mk[kMaxMmaSplits], lk[kMaxMmaSplits];
-    float2 ok[kMaxMmaSplits];
+    float mk[MAXS], lk[MAXS];
+    float2 ok[MAXS];
 #pragma unroll
-    for (int k = 0; k < kMaxMmaSplits; ++k) {  // independent remote loads, in flight together
+    for (int k = 0; k < MAXS; ++k) {  // independent remote loads, in flight together
       if (k >= n_splits) break;
       const Smem* rk = cluster.map_shared_rank(&sm, k);
       mk[k] = rk->m_final[h], lk[k] = rk->l_final[h];
@@ -80,6 +82,8 @@ __device__ void merge_splits(Smem& sm, const float (&acc)[kColsPerWarp / 8][4], 
 }
 
 // grid (T * S, H / 16), kThreads threads, dynamic shared memory sizeof(Smem), cluster (S, 1, 1) when S > 1.
+// MAXS: the most splits the launch may have (8, or 16 for a non-portable cluster); it sizes the merge's arrays.
+template <int MAXS>
 __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttention p, int H, const uint16_t* q_lat,
                                                                      uint16_t* out, float qscale, int n_splits) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -216,7 +220,7 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
   if (lane == 0) sm.m_final[2 * warp] = m_run[0], sm.m_final[2 * warp + 1] = m_run[1];
   __syncthreads();
   if (n_splits > 1) {
-    merge_splits(sm, acc, out + (static_cast<int64_t>(t) * H + h0) * kRank, rank, n_splits);
+    merge_splits<MAXS>(sm, acc, out + (static_cast<int64_t>(t) * H + h0) * kRank, rank, n_splits);
     return;
   }
   const float l_lo = sm.l_final[lane >> 2], l_hi = sm.l_final[(lane >> 2) + 8];
@@ -239,17 +243,20 @@ bool mla_attention_mma_supported(const MlaShape& m) {
 void mla_attention_mma(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out,
                        cudaStream_t s, int n_splits) {
   CHECK(mla_attention_mma_supported(m));
-  CHECK(n_splits == 1 || n_splits == 2 || n_splits == 4 || n_splits == 8);
+  CHECK(n_splits == 1 || n_splits == 2 || n_splits == 4 || n_splits == 8 || n_splits == kMaxMmaSplits);
   CHECK(reinterpret_cast<uintptr_t>(p.cache) % 16 == 0 && reinterpret_cast<uintptr_t>(q_lat) % 16 == 0);
   if (T <= 0) return;
-  static bool configured = false;  // idempotent attribute; the flag only skips the call
+  static bool configured = false;  // idempotent attributes; the flag only skips the calls
   if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(mla_attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(sizeof(Smem))));
+    for (auto* k : {mla_attention_mma_kernel<kPortableSplits>, mla_attention_mma_kernel<kMaxMmaSplits>})
+      CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sizeof(Smem))));
+    CUDA_CHECK(cudaFuncSetAttribute(mla_attention_mma_kernel<kMaxMmaSplits>,
+                                    cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     configured = true;
   }
-  launch_pdl_cluster(mla_attention_mma_kernel,
-                     dim3(static_cast<unsigned>(T * n_splits), static_cast<unsigned>(m.n_heads / kHeads)),
+  auto* kernel = n_splits > kPortableSplits ? mla_attention_mma_kernel<kMaxMmaSplits>
+                                            : mla_attention_mma_kernel<kPortableSplits>;
+  launch_pdl_cluster(kernel, dim3(static_cast<unsigned>(T * n_splits), static_cast<unsigned>(m.n_heads / kHeads)),
                      dim3(kThreads), sizeof(Smem), s, n_splits, p, m.n_heads, q_lat, out,
                      p.scale * 1.4426950408889634f, n_splits);
 }
