@@ -116,6 +116,13 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return static_cast<uint32_t>(f2bf(lo)) | (static_cast<uint32_t>(f2bf(hi)) << 16);
 }
 
+// Split attention's share of rank `rank` of n_splits over n keys, in whole tiles of `tile`: keys .x .. .y - 1 (empty
+// past the last key).
+__device__ __forceinline__ int2 split_slice(int n, int rank, int n_splits, int tile) {
+  const int chunk = ((n + n_splits - 1) / n_splits + tile - 1) / tile * tile;
+  const int begin = min(n, rank * chunk);
+  return make_int2(begin, min(n, begin + chunk));
+}
 // Split attention's merge of one output pair over S <= MAXS partials (rank k: running max m[k] in the log2 domain,
 // sum l[k], unnormalised pair o[k]), in rank order: sum_k 2^(m_k - max) o_k / sum_k 2^(m_k - max) l_k as a bf16
 // pair (zeros when no rank saw a key).

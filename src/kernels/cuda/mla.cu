@@ -289,8 +289,8 @@ __global__ void __launch_bounds__(kThreads) mla_attention_kernel(MlaAttention p,
   const int b = *seq_s;
   const int cap = p.max_blocks_per_seq * p.block_size;
   const int n_keys = max(0, min(min(p.positions[t] + 1, p.seq_lens[b]), cap));
-  const int chunk = ((n_keys + n_splits - 1) / n_splits + kTile - 1) / kTile * kTile;
-  const int begin = min(n_keys, rank * chunk), end = min(n_keys, begin + chunk);
+  const int2 slice = split_slice(n_keys, rank, n_splits, kTile);
+  const int begin = slice.x, end = slice.y;
   const int32_t* bt = p.block_tables + static_cast<int64_t>(b) * p.max_blocks_per_seq;
   const int npairs = L / 2, rpairs = r / 2;
 
@@ -521,6 +521,16 @@ void heads_gemv_any(const HeadsGemvArgs& a, int K, const RopeKvArgs* rope, cudaS
   }
 }
 
+// mla_rope_kv_write's operands, after its shape checks (vec: the latent path's 16-byte condition).
+RopeKvArgs rope_kv_args(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaShape& m, const int32_t* positions,
+                        const float* inv_freq, float mscale, const bf16_t* kv_norm_w, float eps, const int32_t* slots,
+                        bf16_t* cache) {
+  CHECK(m.qk_rope > 0 && m.qk_rope % 2 == 0 && m.qk_rope <= 128 && m.kv_lora_rank > 0 && m.n_heads > 0);
+  const int L = m.kv_lora_rank + m.qk_rope;
+  const bool vec = m.kv_lora_rank % 8 == 0 && L % 8 == 0 && aligned16(kv_a) && aligned16(kv_norm_w) && aligned16(cache);
+  return RopeKvArgs{q, kv_a, q_lat, m, positions, inv_freq, mscale, kv_norm_w, eps, slots, cache, vec};
+}
+
 }  // namespace
 
 void rmsnorm_rows(bf16_t* x, int T, int width, int64_t row_stride, const bf16_t* w, float eps, cudaStream_t s) {
@@ -534,23 +544,18 @@ void rmsnorm_rows(bf16_t* x, int T, int width, int64_t row_stride, const bf16_t*
 void mla_rope_kv_write(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaShape& m, int T,
                        const int32_t* positions, const float* inv_freq, float mscale, const bf16_t* kv_norm_w,
                        float eps, const int32_t* slots, bf16_t* cache, cudaStream_t s) {
-  CHECK(m.qk_rope > 0 && m.qk_rope % 2 == 0 && m.qk_rope <= 128 && m.kv_lora_rank > 0 && m.n_heads > 0);
+  const RopeKvArgs a = rope_kv_args(q, kv_a, q_lat, m, positions, inv_freq, mscale, kv_norm_w, eps, slots, cache);
   if (T <= 0) return;
-  const int L = m.kv_lora_rank + m.qk_rope;
-  const bool vec = m.kv_lora_rank % 8 == 0 && L % 8 == 0 && aligned16(kv_a) && aligned16(kv_norm_w) && aligned16(cache);
-  launch_pdl(mla_rope_kv_write_kernel, dim3(static_cast<unsigned>(T)), dim3(kThreads), 0, s,
-             RopeKvArgs{q, kv_a, q_lat, m, positions, inv_freq, mscale, kv_norm_w, eps, slots, cache, vec});
+  launch_pdl(mla_rope_kv_write_kernel, dim3(static_cast<unsigned>(T)), dim3(kThreads), 0, s, a);
 }
 
 void mla_rope_absorb(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaShape& m, int T,
                      const int32_t* positions, const float* inv_freq, float mscale, const bf16_t* kv_norm_w,
                      float eps, const int32_t* slots, bf16_t* cache, const bf16_t* k_b, cudaStream_t s) {
-  CHECK(m.qk_rope > 0 && m.qk_rope % 2 == 0 && m.qk_rope <= 128 && m.kv_lora_rank > 0 && m.n_heads > 0);
+  const RopeKvArgs rope = rope_kv_args(q, kv_a, q_lat, m, positions, inv_freq, mscale, kv_norm_w, eps, slots, cache);
   const int r = m.kv_lora_rank, L = r + m.qk_rope, qk = m.qk_nope + m.qk_rope, H = m.n_heads;
   CHECK(heads_gemv_supported(T, r, m.qk_nope) && qk % 8 == 0 && L % 8 == 0 && aligned16(q) && aligned16(k_b));
   if (T <= 0) return;
-  const bool vec = m.kv_lora_rank % 8 == 0 && L % 8 == 0 && aligned16(kv_a) && aligned16(kv_norm_w) && aligned16(cache);
-  const RopeKvArgs rope{q, kv_a, q_lat, m, positions, inv_freq, mscale, kv_norm_w, eps, slots, cache, vec};
   heads_gemv_any(HeadsGemvArgs{q, int64_t{H} * qk, qk, k_b, q_lat, int64_t{H} * L, L, T, H * r, r}, m.qk_nope, &rope,
                  s);
 }
@@ -558,7 +563,7 @@ void mla_rope_absorb(const bf16_t* q, bf16_t* kv_a, bf16_t* q_lat, const MlaShap
 bool heads_gemv_supported(int T, int N, int K) {
   const int K8 = K / 8;
   const bool k_ok = K % 8 == 0 && (K8 == 8 || K8 == 16 || K8 == 32 || K8 == 64 || K8 == 128);
-  return k_ok && T >= 0 && T <= kHeadsGemvMaxTokens && N % (32 * kGemvChunks / K8 > 0 ? 32 * kGemvChunks / K8 : 1) == 0;
+  return k_ok && T >= 0 && T <= kHeadsGemvMaxTokens && N % (32 * kGemvChunks / K8) == 0;  // a warp's rows
 }
 
 void heads_gemv_bf16(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, bf16_t* y, int64_t ldy, int64_t sy,
@@ -572,23 +577,26 @@ void heads_gemv_bf16(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, 
 MlaPlan mla_attention_plan(int T, int n_heads, bool tensor_cores_ok) {
   bool clusters = false;
   const int sms = device_sms_and_clusters(&clusters);
-  MlaPlan plan;
-  // Even 8-way clusters of 16-head blocks would leave over half the SMs idle: smaller head groups first.
-  if (n_heads > 4 && int64_t{T} * ((n_heads + 15) / 16) * kMaxSplits * 2 <= sms) plan.heads_per_block = 4;
-  const int64_t blocks = int64_t{T} * ((n_heads + plan.heads_per_block - 1) / plan.heads_per_block);
-  if (clusters)
-    while (plan.n_splits < kMaxSplits && blocks * plan.n_splits * 2 <= sms) plan.n_splits *= 2;
+  // Splits over a cluster (up to max_splits) while `blocks` times the split still fit the SMs twice over.
+  auto splits_for = [&](int64_t blocks, int max_splits) {
+    int n = 1;
+    if (clusters)
+      while (n < max_splits && blocks * n * 2 <= sms) n *= 2;
+    return n;
+  };
+  const int64_t groups = int64_t{T} * ((n_heads + 15) / 16);  // (token, 16-head group) blocks
   // Tensor cores wherever the shape allows, with the keys split over a cluster while the (token, 16-head group)
   // blocks times the split still fit the SMs. H100, V2-Lite's shape (us; SIMT's best plan / tensor cores unsplit /
   // split): T 1 context 256: 10.7 / 28.1 / 8.9 (8 splits); T 1 context 1024: 28.2 / 105 / 18.1; T 16 context 1024:
   // 94.8 / 106 / 24.2 (8); T 64 context 256: 65.1 / 28.7 / 18.9 (2).
   if (tensor_cores_ok) {
-    const int64_t groups = int64_t{T} * ((n_heads + 15) / 16);
-    plan = MlaPlan{16, 1, true};
     static const int max_splits = env_is("CITADEL_MLA_MAX_SPLITS", "16") ? 16 : kMaxSplits;  // benchmarks
-    if (clusters)
-      while (plan.n_splits < max_splits && groups * plan.n_splits * 2 <= sms) plan.n_splits *= 2;
+    return MlaPlan{16, splits_for(groups, max_splits), true};
   }
+  MlaPlan plan;
+  // Even 8-way clusters of 16-head blocks would leave over half the SMs idle: smaller head groups first.
+  if (n_heads > 4 && groups * kMaxSplits * 2 <= sms) plan.heads_per_block = 4;
+  plan.n_splits = splits_for(int64_t{T} * ((n_heads + plan.heads_per_block - 1) / plan.heads_per_block), kMaxSplits);
   return plan;
 }
 

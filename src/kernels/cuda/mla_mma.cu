@@ -96,8 +96,8 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
   auto bounds = [&](int b) {
     const int cap = p.max_blocks_per_seq * p.block_size;
     const int n_all = max(0, min(min(p.positions[t] + 1, p.seq_lens[b]), cap));
-    const int chunk = ((n_all + n_splits - 1) / n_splits + kKeys - 1) / kKeys * kKeys;
-    begin = min(n_all, rank * chunk), n_keys = min(n_all, begin + chunk);
+    const int2 slice = split_slice(n_all, rank, n_splits, kKeys);
+    begin = slice.x, n_keys = slice.y;
     bt = p.block_tables + static_cast<int64_t>(b) * p.max_blocks_per_seq;
   };
   auto slot_of = [&](int pos) {

@@ -338,10 +338,10 @@ template <int NMAT, int RB, int U, int W>
 __global__ void __launch_bounds__(W * 32) moe_pair_kernel(const uint16_t* __restrict__ in, int in_div,
                                                           const int32_t* __restrict__ ids,
                                                           const uint16_t* __restrict__ w0,
-                                                          const uint16_t* __restrict__ w1, int N, int K,
+                                                          const uint16_t* __restrict__ w1, int N, int K, int k,
                                                           MoePairLaunch ch, void* __restrict__ out) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int y = blockIdx.y, pair = (y / ch.count) * ch.k + ch.first + y % ch.count;
+  const int y = blockIdx.y, pair = (y / ch.count) * k + ch.first + y % ch.count;
   const int n0 = blockIdx.x * RB, K8 = K / 8;
   const uint4* rows[NMAT * RB];
   uint4 w[NMAT * RB][U];
@@ -501,16 +501,16 @@ namespace {
 // against 13.3 at 4 x 2 x 4); the benchmark times every one (moe_pair_*_variant).
 struct PairShape {
   const char* name;
-  void (*gate_up)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, MoePairLaunch, void*,
-                  dim3, cudaStream_t);
-  void (*down)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, MoePairLaunch, void*, dim3,
-               cudaStream_t);
+  void (*gate_up)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, int, MoePairLaunch,
+                  void*, dim3, cudaStream_t);
+  void (*down)(const bf16_t*, int, const int32_t*, const bf16_t*, const bf16_t*, int, int, int, MoePairLaunch, void*,
+               dim3, cudaStream_t);
 };
 template <int NMAT, int RB, int U, int W>
 void launch_pair(const bf16_t* in, int in_div, const int32_t* ids, const bf16_t* w0, const bf16_t* w1, int N, int K,
-                 MoePairLaunch ch, void* out, dim3 grid, cudaStream_t s) {
+                 int k, MoePairLaunch ch, void* out, dim3 grid, cudaStream_t s) {
   grid.x = static_cast<unsigned>((N + RB - 1) / RB);
-  launch_pdl(moe_pair_kernel<NMAT, RB, U, W>, grid, dim3(W * 32), 0, s, in, in_div, ids, w0, w1, N, K, ch, out);
+  launch_pdl(moe_pair_kernel<NMAT, RB, U, W>, grid, dim3(W * 32), 0, s, in, in_div, ids, w0, w1, N, K, k, ch, out);
   CUDA_LAUNCH_CHECK();
 }
 constexpr PairShape kPairShapes[] = {
@@ -528,7 +528,6 @@ constexpr int kNumPairShapes = sizeof(kPairShapes) / sizeof(kPairShapes[0]);
 MoePairLaunch pair_choices(int k, MoePairLaunch ch) {
   if (ch.count == 0) ch.first = 0, ch.count = k;
   CHECK(ch.first >= 0 && ch.count >= 1 && ch.first + ch.count <= k);
-  ch.k = k;
   return ch;
 }
 void check_pair(int T, int k, int K, const void* in, const void* w0, const void* w1) {
@@ -545,7 +544,7 @@ void moe_pair_gate_up_silu_variant(int v, const bf16_t* x, const int32_t* ids, i
   CHECK(v >= 0 && v < kNumPairShapes && Fe >= 1);
   check_pair(T, k, D, x, gate, up);
   ch = pair_choices(k, ch);
-  if (T > 0) kPairShapes[v].gate_up(x, k, ids, gate, up, Fe, D, ch, act, dim3(1, T * ch.count), s);
+  if (T > 0) kPairShapes[v].gate_up(x, k, ids, gate, up, Fe, D, k, ch, act, dim3(1, T * ch.count), s);
 }
 
 void moe_pair_down_variant(int v, const bf16_t* act, const int32_t* ids, int T, int k, const bf16_t* down, int D,
@@ -553,7 +552,7 @@ void moe_pair_down_variant(int v, const bf16_t* act, const int32_t* ids, int T, 
   CHECK(v >= 0 && v < kNumPairShapes && D >= 1);
   check_pair(T, k, Fe, act, down, down);
   ch = pair_choices(k, ch);
-  if (T > 0) kPairShapes[v].down(act, 1, ids, down, down, D, Fe, ch, y, dim3(1, T * ch.count), s);
+  if (T > 0) kPairShapes[v].down(act, 1, ids, down, down, D, Fe, k, ch, y, dim3(1, T * ch.count), s);
 }
 
 void moe_pair_gate_up_silu(const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate, const bf16_t* up,

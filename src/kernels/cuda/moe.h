@@ -96,15 +96,14 @@ void moe_combine(const float* y, const float* weights, int T, int k, int D, floa
 // by several tokens is streamed once per pair, so this suits T*k <= kMoePairMaxPairs. Same math as moe_gate_up_silu
 // / moe_down (fp32 accumulation, bf16 act, fp32 y; act and y in pair order), up to summation order. bf16 weights.
 constexpr int kMoePairMaxPairs = 64;
-// How a per-pair launch runs. Choices first .. first + count - 1 of every token's k (count 0: all k; k is filled in
-// by the launch): act and y keep the pair order of all k choices, so launches of disjoint choices (the routed ones,
-// and the shared experts on a stream of their own) fill one act / y that moe_combine sums. early_ids: ids were
-// written at least two launches back in the stream (or before the step), so the launch reads them and starts its
-// weight loads before its PDL wait (the down launch after the gate_up one; the shared experts' constant ids).
+// How a per-pair launch runs. Choices first .. first + count - 1 of every token's k (count 0: all k): act and y keep
+// the pair order of all k choices, so launches of disjoint choices (the routed ones, and the shared experts on a
+// stream of their own) fill one act / y that moe_combine sums. early_ids: ids were written at least two launches back
+// in the stream (or before the step), so the launch reads them and starts its weight loads before its PDL wait (the
+// down launch after the gate_up one; the shared experts' constant ids).
 struct MoePairLaunch {
   int first = 0, count = 0;
   bool early_ids = false;
-  int k = 0;
 };
 void moe_pair_gate_up_silu(const bf16_t* x, const int32_t* ids, int T, int k, const bf16_t* gate, const bf16_t* up,
                            int Fe, int D, bf16_t* act, cudaStream_t s, MoePairLaunch ch = {});

@@ -130,17 +130,17 @@ __device__ void block_next_max(const float* row, int V, float pv, int pi, Scratc
   block_best(best, bi, sc);
 }
 
-// The row's max, its index and Z = sum exp((x - max) / T), in one pass (an online softmax); every thread gets them.
-__device__ void block_max_mass(const float* row, int V, float inv_t, Scratch& sc, float& mx, int& mi, float& z) {
+// The row's max, its index and Z = sum exp(x - max), in one pass (an online softmax); every thread gets them.
+__device__ void block_max_mass(const float* row, int V, Scratch& sc, float& mx, int& mi, float& z) {
   float m = -FLT_MAX, s = 0.f;
   int i_m = 0x7fffffff;
   for_each_mine(row, V, [&](int i, float v) {
-    if (v > m) s = s * __expf((m - v) * inv_t) + 1.f, m = v, i_m = i;
-    else s += __expf((v - m) * inv_t);
+    if (v > m) s = s * __expf(m - v) + 1.f, m = v, i_m = i;
+    else s += __expf(v - m);
   });
   mx = m, mi = i_m;
   block_best(mx, mi, sc);
-  float sum[1] = {s * __expf((m - mx) * inv_t)};  // this thread's mass relative to the row's max
+  float sum[1] = {s * __expf(m - mx)};  // this thread's mass relative to the row's max
   int unused[1] = {0};
   block_sums(sum, unused, sc);
   z = sum[0];
@@ -357,7 +357,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(float* logits, i
   int bi;
   if (want_lp) {  // log-softmax of the raw logits: lse, then the top n one block max at a time
     float z;
-    block_max_mass(row, V, 1.f, sc, best, bi, z);
+    block_max_mass(row, V, sc, best, bi, z);
     lse = best + logf(z);
     int n = min(min(p.top_logprobs, kMaxTopLogprobs), V);
     for (int k = 0; k < n; ++k) {
