@@ -1,14 +1,15 @@
 // Tensor-parallel speed of the CUDA decoder (issue 22's proof run; docs/TENSOR_PARALLEL.md): N ranks, one per device,
 // over NCCL; each rank's decoder holds its shard's shapes (tp_rank_config) with synthetic weights (init_synthetic: the
 // speed does not depend on the values; the logits proof is tests/gpu/tensor_parallel_cuda_test.cc).
-//   - all-reduce bus bandwidth over the ranks, NCCL's convention: 2 (N - 1) / N x bytes / time, 32 KiB .. 256 MiB
+//   - all-reduce bus bandwidth over the ranks, NCCL's convention: 2 (N - 1) / N x bytes / time, 16 KiB .. 256 MiB
 //     of fp32 (the per-layer all-reduce of a decode step is dim x 4 bytes per token: 14-32 KiB at batch 1);
 //   - batch-1 decode (CUDA graphs capture the all-reduces), 64-sequence decode at context 128, a 512-token prefill;
 //     per-rank weight bytes and the bs1 roofline (a rank streams its bytes at the copy bandwidth of its card).
 // Environment: TP_BENCH_SHAPE=7b|70b (qwen2 7B; llama-3 70B: 80 layers, dim 8192, 64 heads, 8 KV heads, FFN 28672,
 // vocab 128256), TP_BENCH_N (default: every device), TP_BENCH_FORMAT=bf16|int8|int4|fp8 (default bf16),
 // TP_BENCH_COMM=host: the host-staged communicator with every rank on device 0 (a one-GPU dry run of this program:
-// its times mean nothing, and it runs without CUDA graphs).
+// its times mean nothing, and it runs without CUDA graphs); TP_BENCH_COMM=peer: collectives up to 1 MiB a rank through
+// peer memory (runtime/peer_all_reduce.h), larger ones over NCCL.
 // Usage: citadel_tp_bench [out.json]
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +26,7 @@
 #include "runtime/cuda_loader.h"
 #include "runtime/device_comm.h"
 #include "runtime/nccl_group.h"
+#include "runtime/peer_all_reduce.h"
 #include "bench_util.h"
 
 using namespace citadel;
@@ -53,8 +55,8 @@ void on_ranks(int n, const std::function<void(int)>& f) {
 // Rank 0's all-reduce time per call (us) for each size, every rank calling concurrently on its own device.
 std::vector<std::pair<int64_t, double>> all_reduce_times(const std::vector<std::unique_ptr<runtime::DeviceComm>>& comms,
                                                           const std::vector<int>& devices) {
-  const std::vector<int64_t> sizes = {int64_t{32} << 10, int64_t{256} << 10, int64_t{2} << 20, int64_t{16} << 20,
-                                      int64_t{256} << 20};
+  const std::vector<int64_t> sizes = {int64_t{16} << 10, int64_t{32} << 10, int64_t{256} << 10, int64_t{1} << 20,
+                                      int64_t{2} << 20,  int64_t{16} << 20, int64_t{256} << 20};
   std::vector<std::pair<int64_t, double>> out(sizes.size());
   const int n = static_cast<int>(comms.size());
   on_ranks(n, [&](int r) {
@@ -90,6 +92,7 @@ int main(int argc, char** argv) {
   const std::string shape = shape_env ? shape_env : "7b";
   const char* comm_env = std::getenv("TP_BENCH_COMM");
   const bool host = comm_env && std::string(comm_env) == "host";
+  const bool peer = comm_env && std::string(comm_env) == "peer";
   const char* n_env = std::getenv("TP_BENCH_N");
   const int n = n_env ? std::atoi(n_env) : n_dev;
   const char* fmt_env = std::getenv("TP_BENCH_FORMAT");
@@ -100,7 +103,8 @@ int main(int argc, char** argv) {
   if (!host && n > n_dev) die(InvalidArgument(std::to_string(n) + " ranks need as many devices"), "TP_BENCH_N");
   std::vector<int> devices;
   for (int r = 0; r < n; ++r) devices.push_back(host ? 0 : r);
-  std::fprintf(stderr, "%s x%d (%s), %s shape, TP %d, %s, %s\n", prop.name, n_dev, host ? "host-staged" : "NCCL",
+  std::fprintf(stderr, "%s x%d (%s), %s shape, TP %d, %s, %s\n", prop.name, n_dev,
+               host ? "host-staged" : peer ? "peer memory up to 1 MiB, NCCL above" : "NCCL",
                shape.c_str(), n, runtime::format_name(*fmt), host ? "every rank on device 0" : "one rank per device");
 
   std::unique_ptr<ThreadCommGroup> host_group;
@@ -114,8 +118,18 @@ int main(int argc, char** argv) {
     nccl = std::move(g).value();
     std::fprintf(stderr, "NCCL %d\n", nccl->nccl_version());
   }
-  for (int r = 0; r < n; ++r)
-    comms.push_back(host ? runtime::host_staged_comm(host_group->rank(r)) : runtime::nccl_device_comm(nccl.get(), r));
+  std::unique_ptr<runtime::PeerAllReduce> peer_group;
+  if (peer) {
+    auto g = runtime::PeerAllReduce::create(devices, int64_t{1} << 18);
+    die(g.status(), "peer all-reduce");
+    peer_group = std::move(g).value();
+  }
+  for (int r = 0; r < n; ++r) {
+    if (host) comms.push_back(runtime::host_staged_comm(host_group->rank(r)));
+    else if (peer)
+      comms.push_back(runtime::peer_device_comm(peer_group.get(), r, runtime::nccl_device_comm(nccl.get(), r)));
+    else comms.push_back(runtime::nccl_device_comm(nccl.get(), r));
+  }
 
   std::string ar_json;
   for (const auto& [bytes, us] : all_reduce_times(comms, devices)) {

@@ -4,7 +4,8 @@
 # the proof (NCCL, NVLink multicast off: NCCL_NVLS_ENABLE=0):
 #   1. tests/gpu/tensor_parallel_cuda_test.cc: TP 2 / 4 against TP 1 with the ranks on one device (host-staged), and
 #      over NCCL with one rank per device (two or more devices): logits NMSE per row, top-1, ranks bit-equal;
-#   2. citadel_tp_bench on the 7B shape at TP = 2, 4, 8 (as many as there are devices): all-reduce bus bandwidth,
+#   2. citadel_tp_bench on the 7B shape at TP = 2, 4, 8 (as many as there are devices), over NCCL, then with the
+#      peer-memory all-reduce for small messages (TP_BENCH_COMM=peer): all-reduce bus bandwidth,
 #      batch-1 decode against the per-rank roofline, 64 sequences, 512-token prefill; one device: TP 2 host-staged
 #      (every rank on device 0; its times mean nothing);
 #   3. the llama-3 70B shape at TP 2: bf16 where a card holds more than 80 GB (H200), else int8 (H100);
@@ -19,7 +20,7 @@ mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
 n_dev=$(nvidia-smi --list-gpus | wc -l)
 echo "tp proof: $n_dev GPU(s): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | sort | uniq -c | tr '\n' ' ')"
-timeout 300 ./build-gpu/citadel_gpu_tests --gtest_filter='CudaTensorParallel.*' > "$OUT/tp_tests.log" 2>&1
+timeout 300 ./build-gpu/citadel_gpu_tests --gtest_filter='CudaTensorParallel.*:PeerAllReduce.*' > "$OUT/tp_tests.log" 2>&1
 echo "tp tests rc=$?"; grep -E "NMSE|^\[  (FAILED|PASSED|SKIPPED) |Failure" "$OUT/tp_tests.log" | head -40
 bench() {  # LABEL ENV...: one citadel_tp_bench run
   local label=$1; shift
@@ -32,6 +33,9 @@ if [ "$n_dev" -lt 2 ]; then
   exit 0
 fi
 for n in 2 4 8; do [ "$n" -le "$n_dev" ] && bench "7b_tp$n" TP_BENCH_SHAPE=7b TP_BENCH_N=$n; done
+# The same with collectives up to 1 MiB through peer memory (runtime/peer_all_reduce.h): its all-reduce times and
+# batch-1 decode against NCCL's above.
+for n in 2 4 8; do [ "$n" -le "$n_dev" ] && bench "7b_tp${n}_peer" TP_BENCH_SHAPE=7b TP_BENCH_N=$n TP_BENCH_COMM=peer; done
 mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 fmt=int8; [ "$mem" -gt 100000 ] && fmt=bf16
 bench "70b_tp2_$fmt" TP_BENCH_SHAPE=70b TP_BENCH_N=2 TP_BENCH_FORMAT=$fmt

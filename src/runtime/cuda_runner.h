@@ -37,6 +37,7 @@ namespace citadel::runtime {
 
 class DeviceComm;  // runtime/device_comm.h
 class NcclGroup;   // runtime/nccl_group.h
+class PeerAllReduce;  // runtime/peer_all_reduce.h
 
 // CUDA devices this process can use (0 without a driver or device).
 int cuda_device_count();
@@ -67,11 +68,12 @@ struct CudaRunnerOptions {
   bool warm_up = false;
   // Tensor parallelism (docs/TENSOR_PARALLEL.md): > 1 splits the model over that many ranks, rank r on device
   // decoder.device + r, each a CudaDecoder of its shard (tp_rank_config) whose row-parallel outputs are all-reduced
-  // over NCCL ($CITADEL_TP_COMM=host: the host-staged communicator with every rank on decoder.device, the one-GPU
-  // test). load_rank (rank, decoder) then loads each rank's shard instead of load. Rank 0 runs on the calling
-  // thread and the others on threads of their own for the call: every rank runs every step, and rank 0's ids and
-  // logits come back. A rank that fails inside a host-staged collective releases the others (an error for all);
-  // over NCCL a rank failing alone leaves the others waiting (not handled yet).
+  // over NCCL ($CITADEL_TP_COMM=host: the host-staged communicator with every rank on decoder.device, the one-GPU test;
+  // =peer: collectives of up to 1 MiB a rank through peer memory, runtime/peer_all_reduce.h, larger over NCCL).
+  // load_rank (rank, decoder) then loads each rank's shard instead of load. Rank 0 runs on the calling thread and the
+  // others on threads of their own for the call: every rank runs every step, and rank 0's ids and logits come back. A
+  // rank that fails inside a host-staged collective releases the others (an error for all); over NCCL a rank failing
+  // alone leaves the others waiting (not handled yet).
   int tensor_parallel = 1;
   std::function<Status(int rank, CudaDecoder*)> load_rank;
   int fault_after_steps = 0;     // > 0: inject a CUDA fault at that step (0: from CITADEL_CUDA_FAULT_AFTER_STEPS)
@@ -125,6 +127,7 @@ class CudaRunner : public engine::ModelRunner {
   std::vector<std::unique_ptr<CudaDecoder>> ranks_;  // ranks 1 .. tensor_parallel - 1
   std::unique_ptr<ThreadCommGroup> host_group_;      // host-staged collectives, or
   std::unique_ptr<NcclGroup> nccl_;                  // NCCL's
+  std::unique_ptr<PeerAllReduce> peer_;              // with NCCL: small messages through peer memory
   std::vector<std::unique_ptr<DeviceComm>> comms_;   // [rank]
   CudaStep step_;                  // reused between calls
   std::vector<float> logits_;      // [rows][n_vocab] from the decoder

@@ -1,4 +1,4 @@
-// DeviceComm implementations (device_comm.h): host-staged through a host Communicator, and NCCL.
+// DeviceComm implementations (device_comm.h): host-staged through a host Communicator, NCCL, and peer memory.
 #include "runtime/device_comm.h"
 
 #include <cuda_runtime_api.h>
@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/nccl_group.h"
+#include "runtime/peer_all_reduce.h"
 
 namespace citadel::runtime {
 
@@ -78,12 +79,38 @@ class NcclDeviceComm final : public DeviceComm {
   int r_;
 };
 
+class PeerDeviceComm final : public DeviceComm {
+ public:
+  PeerDeviceComm(PeerAllReduce* g, int r, std::unique_ptr<DeviceComm> larger)
+      : g_(g), r_(r), larger_(std::move(larger)) {}
+  int rank() const override { return r_; }
+  int size() const override { return g_->size(); }
+  bool capturable() const override { return !larger_ || larger_->capturable(); }
+  Status all_reduce_sum_f32(float* data, int64_t n, void* stream) override {
+    if (n > g_->max_elems() && larger_) return larger_->all_reduce_sum_f32(data, n, stream);
+    return g_->all_reduce_sum(r_, data, n, static_cast<cudaStream_t>(stream));
+  }
+  Status all_gather_f32(const float* mine, int64_t n, float* all, void* stream) override {
+    if (n > g_->max_elems() && larger_) return larger_->all_gather_f32(mine, n, all, stream);
+    return g_->all_gather(r_, mine, n, all, static_cast<cudaStream_t>(stream));
+  }
+
+ private:
+  PeerAllReduce* g_;
+  int r_;
+  std::unique_ptr<DeviceComm> larger_;
+};
+
 }  // namespace
 
 std::unique_ptr<DeviceComm> host_staged_comm(Communicator* host) { return std::make_unique<HostStagedComm>(host); }
 
 std::unique_ptr<DeviceComm> nccl_device_comm(NcclGroup* group, int r) {
   return std::make_unique<NcclDeviceComm>(group, r);
+}
+
+std::unique_ptr<DeviceComm> peer_device_comm(PeerAllReduce* group, int r, std::unique_ptr<DeviceComm> larger) {
+  return std::make_unique<PeerDeviceComm>(group, r, std::move(larger));
 }
 
 }  // namespace citadel::runtime

@@ -2,12 +2,15 @@
 // sharded CUDA decoder needs (CudaDecoderOptions::comm; docs/TENSOR_PARALLEL.md). Every rank calls the same
 // collectives in the same order with the same sizes.
 //
-// Two implementations:
+// Three implementations:
 //  - host_staged_comm: synchronises the stream, copies the buffer to the host, sums it through a host Communicator
 //    (base/communicator.h: ThreadCommGroup sums in rank order, so every rank gets the same bits) and copies it back.
 //    Any devices, several ranks on one device included: the one-GPU test of the sharded decoder and the reference
 //    twin of NCCL. Not capturable in a CUDA graph.
 //  - nccl_device_comm: rank r of an NcclGroup (runtime/nccl_group.h): queued on the stream, capturable.
+//  - peer_device_comm: rank r of a PeerAllReduce (runtime/peer_all_reduce.h: one kernel through peer memory, for the
+//    small messages of decode steps), handing larger collectives to another DeviceComm (NCCL); capturable when that
+//    one is.
 // No CUDA types here (the stream is a void* holding a cudaStream_t): core code may include this header.
 //
 // Thread-safety: a DeviceComm belongs to its rank's thread; the group's ranks run concurrently.
@@ -22,6 +25,7 @@
 namespace citadel::runtime {
 
 class NcclGroup;
+class PeerAllReduce;
 
 class DeviceComm {
  public:
@@ -40,5 +44,8 @@ class DeviceComm {
 std::unique_ptr<DeviceComm> host_staged_comm(Communicator* host);
 // group is not owned and outlives the result; r in [0, group->size()).
 std::unique_ptr<DeviceComm> nccl_device_comm(NcclGroup* group, int r);
+// group is not owned and outlives the result; r in [0, group->size()). larger (owned; may be null): rank r's comm
+// for collectives over more than group->max_elems() elements per rank; without it such a call is refused.
+std::unique_ptr<DeviceComm> peer_device_comm(PeerAllReduce* group, int r, std::unique_ptr<DeviceComm> larger);
 
 }  // namespace citadel::runtime

@@ -6,6 +6,7 @@
 //    post-norms, sliding window), fp32 weights on the exact path (NMSE < 1e-9 per row) and bf16 weights
 //    (median NMSE < 1e-4: bf16 rounding after differently ordered sums), a 24-token prefill with every position's
 //    logits, then 8 decode steps; every rank's logits equal rank 0's bit for bit; top-1 agreeing with TP = 1;
+//  - every rank on device 0 through the peer-memory all-reduce, decode steps in CUDA graphs capturing it;
 //  - with two or more devices and NCCL: one rank per device over NCCL, decode steps in CUDA graphs that capture the
 //    all-reduces, the same comparison (skipped on a one-GPU machine).
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <barrier>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -30,6 +32,7 @@
 #include "runtime/cuda_loader.h"
 #include "runtime/device_comm.h"
 #include "runtime/nccl_group.h"
+#include "runtime/peer_all_reduce.h"
 #include "runtime/runner_factory.h"
 #include "tests/model/model_test_util.h"
 
@@ -134,26 +137,31 @@ std::vector<float> whole_model_rows(const ModelWeights& full, CudaWeightFormat f
 }
 
 // Every rank in its own thread (the collectives meet across them): rank r's decoder on devices[r] with comms[r].
+// Every rank loads before any steps: with ranks sharing a device, a load's synchronising calls (cudaFree) would
+// otherwise wait on a rank's collective kernel that waits on the loading rank (peer_all_reduce.h).
 std::vector<std::vector<float>> sharded_rows(const ModelWeights& full, CudaWeightFormat f, const std::vector<int>& devices,
                                              const std::vector<std::unique_ptr<runtime::DeviceComm>>& comms,
                                              const std::vector<int32_t>& prompt, const std::vector<int32_t>& more) {
   const int n = static_cast<int>(comms.size());
   std::vector<std::vector<float>> rows(static_cast<size_t>(n));
   std::vector<Status> st(static_cast<size_t>(n));
+  std::barrier loaded(n);
   std::vector<std::thread> ts;
   for (int r = 0; r < n; ++r) {
     ts.emplace_back([&, r] {
       CudaDecoderOptions o = options(f, devices[static_cast<size_t>(r)]);
       o.comm = comms[static_cast<size_t>(r)].get();
       auto dec = CudaDecoder::create(tp_rank_config(full.config, n), o);
-      if (!dec.ok()) {
-        st[static_cast<size_t>(r)] = dec.status();
+      Status s = dec.status();
+      if (s.ok()) s = runtime::load_cuda_shard(full, "gguf", r, n, dec->get());
+      if (s.ok()) s = (*dec)->finalize();
+      if (!s.ok()) {
+        st[static_cast<size_t>(r)] = s;
+        loaded.arrive_and_drop();
         return;
       }
-      Status s = runtime::load_cuda_shard(full, "gguf", r, n, dec->get());
-      if (s.ok()) s = (*dec)->finalize();
-      if (s.ok()) s = run_sequence(dec->get(), prompt, more, &rows[static_cast<size_t>(r)]);
-      st[static_cast<size_t>(r)] = s;
+      loaded.arrive_and_wait();
+      st[static_cast<size_t>(r)] = run_sequence(dec->get(), prompt, more, &rows[static_cast<size_t>(r)]);
     });
   }
   for (auto& t : ts) t.join();
@@ -221,6 +229,32 @@ TEST(CudaTensorParallel, RanksOnOneDeviceGiveTp1Logits) {
         const auto got = sharded_rows(*full, f, std::vector<int>(static_cast<size_t>(n), 0), comms, prompt, more);
         compare(want, got, tc.config.n_vocab, f == CudaWeightFormat::kF32,
                 std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " (one device)");
+      }
+    }
+  }
+}
+
+// The peer-memory all-reduce (runtime/peer_all_reduce.h) in the sharded decoder, every rank on device 0: decode
+// steps in CUDA graphs that capture its kernels (the host-staged comm runs without graphs), the same comparison.
+TEST(CudaTensorParallel, RanksOverPeerAllReduceGiveTp1Logits) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const Case& tc : cases()) {
+    auto full = random_weights(tc.config, 41);
+    std::vector<int32_t> prompt, more;
+    inputs(tc.config.n_vocab, &prompt, &more);
+    for (CudaWeightFormat f : {CudaWeightFormat::kF32, CudaWeightFormat::kBf16}) {
+      const std::vector<float> want = whole_model_rows(*full, f, prompt, more);
+      for (int n : {2, 4}) {
+        if (!tp_supported(tc.config, n).ok()) continue;
+        const std::vector<int> devices(static_cast<size_t>(n), 0);
+        auto group = runtime::PeerAllReduce::create(devices, int64_t{1} << 18);
+        ASSERT_TRUE(group.ok()) << group.status().message();
+        std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
+        for (int r = 0; r < n; ++r) comms.push_back(runtime::peer_device_comm(group->get(), r, nullptr));
+        ASSERT_TRUE(comms[0]->capturable());
+        const auto got = sharded_rows(*full, f, devices, comms, prompt, more);
+        compare(want, got, tc.config.n_vocab, f == CudaWeightFormat::kF32,
+                std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " (peer)");
       }
     }
   }
