@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -213,51 +214,54 @@ void inputs(int64_t V, std::vector<int32_t>* prompt, std::vector<int32_t>* more)
   for (int i = 0; i < 8; ++i) more->push_back(static_cast<int32_t>((i * 53 + 7) % V));
 }
 
-TEST(CudaTensorParallel, RanksOnOneDeviceGiveTp1Logits) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+// Every case and format at TP = 2 and 4 with every rank on device 0, over the comms make_comms(n) returns (label:
+// the comm's name in the messages), against TP = 1.
+void check_one_device(uint32_t seed, const char* label,
+                      const std::function<std::vector<std::unique_ptr<runtime::DeviceComm>>(int n)>& make_comms) {
   for (const Case& tc : cases()) {
-    auto full = random_weights(tc.config, 31);
+    auto full = random_weights(tc.config, seed);
     std::vector<int32_t> prompt, more;
     inputs(tc.config.n_vocab, &prompt, &more);
     for (CudaWeightFormat f : {CudaWeightFormat::kF32, CudaWeightFormat::kBf16}) {
       const std::vector<float> want = whole_model_rows(*full, f, prompt, more);
       for (int n : {2, 4}) {
         if (!tp_supported(tc.config, n).ok()) continue;
-        ThreadCommGroup group(n);
-        std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
-        for (int r = 0; r < n; ++r) comms.push_back(runtime::host_staged_comm(group.rank(r)));
+        const auto comms = make_comms(n);
+        ASSERT_EQ(static_cast<int>(comms.size()), n);
         const auto got = sharded_rows(*full, f, std::vector<int>(static_cast<size_t>(n), 0), comms, prompt, more);
         compare(want, got, tc.config.n_vocab, f == CudaWeightFormat::kF32,
-                std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " (one device)");
+                std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " (" + label + ")");
       }
     }
   }
+}
+
+TEST(CudaTensorParallel, RanksOnOneDeviceGiveTp1Logits) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  std::unique_ptr<ThreadCommGroup> group;
+  check_one_device(31, "one device", [&](int n) {
+    group = std::make_unique<ThreadCommGroup>(n);
+    std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
+    for (int r = 0; r < n; ++r) comms.push_back(runtime::host_staged_comm(group->rank(r)));
+    return comms;
+  });
 }
 
 // The peer-memory all-reduce (runtime/peer_all_reduce.h) in the sharded decoder, every rank on device 0: decode
 // steps in CUDA graphs that capture its kernels (the host-staged comm runs without graphs), the same comparison.
 TEST(CudaTensorParallel, RanksOverPeerAllReduceGiveTp1Logits) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  for (const Case& tc : cases()) {
-    auto full = random_weights(tc.config, 41);
-    std::vector<int32_t> prompt, more;
-    inputs(tc.config.n_vocab, &prompt, &more);
-    for (CudaWeightFormat f : {CudaWeightFormat::kF32, CudaWeightFormat::kBf16}) {
-      const std::vector<float> want = whole_model_rows(*full, f, prompt, more);
-      for (int n : {2, 4}) {
-        if (!tp_supported(tc.config, n).ok()) continue;
-        const std::vector<int> devices(static_cast<size_t>(n), 0);
-        auto group = runtime::PeerAllReduce::create(devices, int64_t{1} << 18);
-        ASSERT_TRUE(group.ok()) << group.status().message();
-        std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
-        for (int r = 0; r < n; ++r) comms.push_back(runtime::peer_device_comm(group->get(), r, nullptr));
-        ASSERT_TRUE(comms[0]->capturable());
-        const auto got = sharded_rows(*full, f, devices, comms, prompt, more);
-        compare(want, got, tc.config.n_vocab, f == CudaWeightFormat::kF32,
-                std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " (peer)");
-      }
-    }
-  }
+  std::unique_ptr<runtime::PeerAllReduce> group;
+  check_one_device(41, "peer", [&](int n) {
+    std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
+    auto g = runtime::PeerAllReduce::create(std::vector<int>(static_cast<size_t>(n), 0), int64_t{1} << 18);
+    EXPECT_TRUE(g.ok()) << g.status().message();
+    if (!g.ok()) return comms;
+    group = std::move(g).value();
+    for (int r = 0; r < n; ++r) comms.push_back(runtime::peer_device_comm(group.get(), r, nullptr));
+    EXPECT_TRUE(comms[0]->capturable());
+    return comms;
+  });
 }
 
 // The serving path: make_model_runner with tensor_parallel 3 (the smollm2-135m shape: 9 heads, 3 KV heads, head_dim
