@@ -123,9 +123,9 @@ Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
   return OkStatus();
 }
 
-Status read_model_weights(const ModelWeights& w, const std::string& format, const CudaWeightSink& sink) {
+Result<std::vector<ModelTensor>> model_tensors(const ModelWeights& w, const std::string& format) {
   const ModelConfig& c = w.config;
-  std::vector<float> buf;
+  std::vector<ModelTensor> out;
   for (const RoleUse& use : w.arch->roles) {
     const TensorRole r = use.role;
     if (r == TensorRole::kWkvB) continue;  // the loader has split it into attn_k_b / attn_v_b
@@ -135,20 +135,34 @@ Status read_model_weights(const ModelWeights& w, const std::string& format, cons
     if ((r == TensorRole::kTokEmbd || r == TensorRole::kOutput) && w.tp.size > 1)  // a shard's vocabulary rows
       count = (w.tp.vocab_end - w.tp.vocab_begin) * c.dim;
     for (int l = 0; l < (per_layer ? c.n_layers : 1); ++l) {
-      const std::string name = tensor_name(r, l, format);
+      TensorInfo t;
+      t.name = tensor_name(r, l, format);
       if (role_info(r).matrix) {
         const WeightView& v = w.mat(r, l);
         if (!v.data) continue;  // absent (the loader has checked what each layer needs)
-        if (v.rows * v.cols != count) return DataLoss("tensor " + name + " has the wrong size");
-        buf.resize(static_cast<size_t>(count));
-        for (int64_t i = 0; i < v.rows; ++i)
-          RETURN_IF_ERROR(dequantize_row(v.dtype, static_cast<const uint8_t*>(v.data) + i * v.row_bytes(),
-                                         buf.data() + i * v.cols, v.cols));
-        RETURN_IF_ERROR(sink(r, l, buf.data(), count));
+        if (v.rows * v.cols != count) return DataLoss("tensor " + t.name + " has the wrong size");
+        t.dtype = v.dtype, t.shape = {v.rows, v.cols};
+        t.nbytes = static_cast<uint64_t>(v.rows) * v.row_bytes();
+        t.data = static_cast<const uint8_t*>(v.data);
       } else if (const float* p = w.vec(r, l)) {
-        RETURN_IF_ERROR(sink(r, l, p, count));
+        t.dtype = DType::kF32, t.shape = {count};
+        t.nbytes = static_cast<uint64_t>(count) * sizeof(float);
+        t.data = reinterpret_cast<const uint8_t*>(p);
+      } else {
+        continue;
       }
+      out.push_back(ModelTensor{r, l, std::move(t)});
     }
+  }
+  return out;
+}
+
+Status read_model_weights(const ModelWeights& w, const std::string& format, const CudaWeightSink& sink) {
+  ASSIGN_OR_RETURN(std::vector<ModelTensor> tensors, model_tensors(w, format));
+  std::vector<float> buf;
+  for (const ModelTensor& m : tensors) {
+    RETURN_IF_ERROR(tensor_to_f32(m.tensor, &buf));
+    RETURN_IF_ERROR(sink(m.role, m.layer, buf.data(), static_cast<int64_t>(buf.size())));
   }
   return OkStatus();
 }

@@ -63,11 +63,15 @@ Status read_cuda_weights(const TensorStore& store, const ModelConfig& c, const C
 // (ModelWeights::tp). format names tensors in errors ("gguf" / "safetensors").
 Status read_model_weights(const ModelWeights& w, const std::string& format, const CudaWeightSink& sink);
 
-// (CUDA builds only.) Rank `rank` of n of full's tensor-parallel shards (shard_weights) into dec, created with tp_rank_config(full.config,
-// n) and a DeviceComm of that rank (CudaDecoderOptions::comm), before finalize(): its slices of every layer and its
-// vocabulary rows of the token embedding and the LM head (tp_vocab_range). Each rank reads only its rows of the
-// row-sliced matrices (views into full's mapping).
-Status load_cuda_shard(const ModelWeights& full, const std::string& format, int rank, int n, CudaDecoder* dec);
+// The same tensors as records over w's memory, in that order: a matrix's view (into the file mapping, or a shard's
+// copied column slice: contiguous rows either way) with its dtype and [rows, cols], a vector as fp32 [count]. The
+// records point into w, which must outlive them.
+struct ModelTensor {
+  TensorRole role;
+  int layer;
+  TensorInfo tensor;  // name from format; data points into w
+};
+Result<std::vector<ModelTensor>> model_tensors(const ModelWeights& w, const std::string& format);
 
 // One tensor of the store bound to its role: what read_cuda_weights converts, in the same order.
 struct CudaWeightRef {
@@ -102,6 +106,15 @@ struct CudaLoadStats {
 // reference path. Errors name the tensor; after an error dec holds partial weights (discard it).
 Status load_cuda_weights(const TensorStore& store, const ModelConfig& c, CudaDecoder* dec, const CudaLoadOptions& o,
                          CudaLoadStats* stats = nullptr);
+
+// (CUDA builds only.) Rank `rank` of n of full's tensor-parallel shards (shard_weights) into dec, created with
+// tp_rank_config(full.config, n) and a DeviceComm of that rank (CudaDecoderOptions::comm), before finalize(): its
+// slices of every layer and its vocabulary rows of the token embedding and the LM head (tp_vocab_range). Each rank
+// reads only its rows of the row-sliced matrices (views into full's mapping). The fast path of load_cuda_weights
+// (pinned staging, host threads: o.threads, 0 = the host's cores / n, as the n ranks load at once) over the shard's
+// tensors (model_tensors); o.reference: read_model_weights -> set_weight_f32, its bit-exact twin.
+Status load_cuda_shard(const ModelWeights& full, const std::string& format, int rank, int n, CudaDecoder* dec,
+                       const CudaLoadOptions& o = {}, CudaLoadStats* stats = nullptr);
 
 // opt.config and opt.load are filled from the store; opt.decoder (format, max_batch, max_step_tokens, max_seq_len,
 // use_graphs, verbose) is kept. max_seq_len is capped to the model's trained context.

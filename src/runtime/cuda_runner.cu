@@ -415,7 +415,18 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore&
     const std::shared_ptr<const ModelWeights> full = std::move(w);
     const int n = o.tensor_parallel;
     const std::string format = store.format();
-    o.load_rank = [full, format, n](int r, CudaDecoder* d) { return load_cuda_shard(*full, format, r, n, d); };
+    o.load_rank = [full, format, n, lo, verbose](int r, CudaDecoder* d) {
+      CudaLoadStats s;
+      RETURN_IF_ERROR(load_cuda_shard(*full, format, r, n, d, lo, &s));
+      if (!verbose) return OkStatus();
+      const std::string how = lo.reference ? std::string("reference path")
+                                           : std::to_string(s.staged_bytes >> 20) + " MiB staged on " +
+                                                 std::to_string(s.threads) + " threads";
+      char line[200];
+      std::snprintf(line, sizeof(line), "cuda rank %d weights loaded in %.2f s (%s)", r, s.total_s, how.c_str());
+      log_info(line);
+      return OkStatus();
+    };
     o.keep_alive = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const ModelWeights>>>(
         o.keep_alive, full);
   } else {  // one decoder: the staged fast load (or its reference twin)

@@ -3,7 +3,8 @@
 // the buffer's previous batch, fill it on the host threads (the file's bytes as they are for bf16 and f16, host
 // conversion only for f32 and quantized types), then queue its copies and the in-place bf16 conversion on a copy
 // stream and go on with the next buffer: the device copies batch i while the host fills batch i + 1, and the kernel
-// is asked (madvise) to read a few batches ahead from the file.
+// is asked (madvise) to read a few batches ahead from the file. load_cuda_shard runs the same over a tensor-parallel
+// shard's tensors (views into the file mapping and the shard's copied column slices).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -81,11 +82,10 @@ Status submit_batch(const std::vector<StagedTensor>& tensors, const std::vector<
   return OkStatus();
 }
 
-// The fast path for architectures with a plain role list (plan_cuda_weights).
-Status load_staged(const TensorStore& store, const ModelConfig& c, CudaDecoder* dec, const CudaLoadOptions& o,
-                   CudaLoadStats* stats) {
-  const Clock::time_point t0 = Clock::now();
-  ASSIGN_OR_RETURN(std::vector<CudaWeightRef> refs, plan_cuda_weights(store, c));
+// The fast path over a plain list of tensors (plan_cuda_weights of a store, or a shard's model_tensors); where
+// names the source in errors. t0: when the caller started planning (setup_s counts from there).
+Status load_staged(const std::vector<CudaWeightRef>& refs, const std::string& where, CudaDecoder* dec,
+                   const CudaLoadOptions& o, CudaLoadStats* stats, Clock::time_point t0) {
   std::vector<StagedTensor> tensors;
   std::vector<CudaDecoder::WeightSlot> slots;
   std::vector<float> rope;
@@ -98,7 +98,7 @@ Status load_staged(const TensorStore& store, const ModelConfig& c, CudaDecoder* 
     }
     ASSIGN_OR_RETURN(CudaDecoder::WeightSlot slot, dec->weight_slot(w.role, w.layer));
     if (slot.count != t.numel())
-      return InvalidArgument(store.path() + ": tensor " + t.name + " has " + std::to_string(t.numel()) +
+      return InvalidArgument(where + ": tensor " + t.name + " has " + std::to_string(t.numel()) +
                              " elements, the decoder holds " + std::to_string(slot.count));
     ASSIGN_OR_RETURN(StageForm form, stage_form(t, slot.esz));
     tensors.push_back(StagedTensor{&t, form, t.numel()});
@@ -140,6 +140,11 @@ Status load_staged(const TensorStore& store, const ModelConfig& c, CudaDecoder* 
   return OkStatus();
 }
 
+// The reference twin's sink: fp32 values into dec's slots (rounded or requantized by the decoder).
+CudaWeightSink set_weights(CudaDecoder* dec) {
+  return [dec](TensorRole r, int layer, const float* p, int64_t n) { return dec->set_weight_f32(r, layer, p, n); };
+}
+
 }  // namespace
 
 Status load_cuda_weights(const TensorStore& store, const ModelConfig& c, CudaDecoder* dec, const CudaLoadOptions& o,
@@ -149,21 +154,39 @@ Status load_cuda_weights(const TensorStore& store, const ModelConfig& c, CudaDec
   *s = CudaLoadStats{};
   const Clock::time_point t0 = Clock::now();
   const ArchSpec* arch = find_arch(c.arch);
-  const Status st = o.reference || (arch && arch->finish)
-                        ? read_cuda_weights(store, c,
-                                            [dec](TensorRole r, int layer, const float* p, int64_t n) {
-                                              return dec->set_weight_f32(r, layer, p, n);
-                                            })
-                        : load_staged(store, c, dec, o, s);
+  Status st;
+  if (o.reference || (arch && arch->finish)) {
+    st = read_cuda_weights(store, c, set_weights(dec));
+  } else {
+    auto refs = plan_cuda_weights(store, c);
+    st = refs.ok() ? load_staged(*refs, store.path(), dec, o, s, t0) : refs.status();
+  }
   s->total_s = seconds_between(t0, Clock::now());
   return st;
 }
 
-Status load_cuda_shard(const ModelWeights& full, const std::string& format, int rank, int n, CudaDecoder* dec) {
+Status load_cuda_shard(const ModelWeights& full, const std::string& format, int rank, int n, CudaDecoder* dec,
+                       const CudaLoadOptions& o, CudaLoadStats* stats) {
+  CudaLoadStats local;
+  CudaLoadStats* s = stats ? stats : &local;
+  *s = CudaLoadStats{};
+  const Clock::time_point t0 = Clock::now();
   ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> shard, shard_weights(full, rank, n));
-  return read_model_weights(*shard, format, [dec](TensorRole r, int layer, const float* data, int64_t count) {
-    return dec->set_weight_f32(r, layer, data, count);
-  });
+  Status st;
+  if (o.reference) {
+    st = read_model_weights(*shard, format, set_weights(dec));
+  } else {
+    auto tensors = model_tensors(*shard, format);
+    if (!tensors.ok()) return tensors.status();
+    std::vector<CudaWeightRef> refs;
+    for (const ModelTensor& m : *tensors) refs.push_back(CudaWeightRef{m.role, m.layer, &m.tensor});
+    CudaLoadOptions ro = o;  // the n ranks load at once: each takes its share of the host's cores
+    if (ro.threads <= 0)
+      ro.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(n, 1));
+    st = load_staged(refs, "rank " + std::to_string(rank) + " of " + std::to_string(n), dec, ro, s, t0);
+  }
+  s->total_s = seconds_between(t0, Clock::now());
+  return st;
 }
 
 }  // namespace citadel::runtime

@@ -4,7 +4,8 @@
 // bit for bit before finalize(), and after it the logits of a prefill and a decode step (bf16, int8, f32 weights, and
 // bf16 with fp32 activations). Tiny staging buffers force tensors across batches and buffer reuse. Also: the device
 // pass cuda::bf16_inplace on all 65536 f16 and bf16 patterns against base/half.h, and make_cuda_runner's default
-// (fast) against CITADEL_CUDA_LOAD=reference. Skips without a GPU.
+// (fast) against CITADEL_CUDA_LOAD=reference, and load_cuda_shard's fast path against its reference. Skips without a
+// GPU.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -14,11 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "base/communicator.h"
 #include "cpu_model.h"
 #include "gpu_test_util.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/quant/quant.h"
+#include "model/shard.h"
 #include "runtime/cuda_loader.h"
+#include "runtime/device_comm.h"
 
 namespace citadel::gputest {
 namespace {
@@ -216,6 +220,66 @@ TEST(CudaLoad, RunnerDefaultEqualsReferencePath) {
   EXPECT_EQ(runtime::make_cuda_runner(**store, ro).status().code(), StatusCode::kInvalidArgument);
   unsetenv("CITADEL_CUDA_LOAD");
   std::remove(path.c_str());
+}
+
+// load_cuda_shard's fast path against its reference twin: each rank of TP 2 of the same files into two decoders of
+// the rank config (host-staged comms: nothing steps), every weight slot bit for bit. The shards' matrices are views
+// into the file mapping (q, gate / up rows, experts) and copied column slices (o, down), the vocabulary rows of the
+// embedding and of the tied LM head. Logits through the fast shard load: tests/gpu/tensor_parallel_cuda_test.cc.
+TEST(CudaLoad, ShardFastEqualsReferenceBitForBit) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig base = small_config();
+  const int n = 2;
+  ASSERT_TRUE(tp_supported(base, n).ok());
+  int checked = 0;
+  for (const char* dtype : {"f16", "bf16", "q8_0", "mixed"}) {
+    const std::string path = write_model(base, dtype);
+    auto full = load_model(path, WeightsOptions{.copy_half_for_decode = false});
+    ASSERT_TRUE(full.ok()) << full.status().to_string();
+    if (auto sh = shard_weights(**full, 0, n); !sh.ok()) {  // a column slice that is not whole blocks
+      std::printf("%s: no TP %d shard (%s)\n", dtype, n, sh.status().message().c_str());
+      std::remove(path.c_str());
+      continue;
+    }
+    ThreadCommGroup group(n);
+    for (int r = 0; r < n; ++r) {
+      SCOPED_TRACE(std::string(dtype) + " rank " + std::to_string(r));
+      auto comm = runtime::host_staged_comm(group.rank(r));
+      CudaDecoderOptions opt;
+      opt.max_batch = 4, opt.max_step_tokens = 16, opt.max_seq_len = 64, opt.kv_blocks = 8;
+      opt.verbose = false, opt.gemm_autotune = false, opt.comm = comm.get();
+      const ModelConfig rc = tp_rank_config((*full)->config, n);
+      auto ref = CudaDecoder::create(rc, opt);
+      auto fast = CudaDecoder::create(rc, opt);
+      ASSERT_TRUE(ref.ok() && fast.ok());
+      runtime::CudaLoadOptions lo;
+      lo.reference = true;
+      ASSERT_TRUE(runtime::load_cuda_shard(**full, "gguf", r, n, ref->get(), lo).ok());
+      lo.reference = false, lo.threads = 3, lo.n_staging = 2, lo.staging_bytes = 64 << 10, lo.piece_bytes = 8 << 10;
+      runtime::CudaLoadStats stats;
+      const Status st = runtime::load_cuda_shard(**full, "gguf", r, n, fast->get(), lo, &stats);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      EXPECT_GT(stats.batches, 2);
+      auto shard = shard_weights(**full, r, n);
+      ASSERT_TRUE(shard.ok());
+      auto tensors = runtime::model_tensors(**shard, "gguf");
+      ASSERT_TRUE(tensors.ok());
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      for (const runtime::ModelTensor& m : *tensors) {
+        if (m.role == TensorRole::kRopeFreqs) continue;  // host side
+        auto sa = (*ref)->weight_slot(m.role, m.layer), sb = (*fast)->weight_slot(m.role, m.layer);
+        ASSERT_TRUE(sa.ok() && sb.ok()) << m.tensor.name;
+        const size_t bytes = size_t(sa->count) * size_t(sa->esz);
+        std::vector<uint8_t> ha(bytes), hb(bytes, 1);
+        ASSERT_EQ(cudaMemcpy(ha.data(), sa->device, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(hb.data(), sb->device, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+        EXPECT_TRUE(ha == hb) << m.tensor.name;
+        ++checked;
+      }
+    }
+    std::remove(path.c_str());
+  }
+  EXPECT_GT(checked, 0);
 }
 
 }  // namespace

@@ -159,7 +159,8 @@ TEST(PeerAllReduce, GraphReplaysGiveFreshResults) {
         cudaMemcpyAsync(gathered.data(), all, n * m1 * sizeof(float), cudaMemcpyDeviceToHost, s);
         if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) fail(cudaGetErrorString(e));
         if (got1 != rank_order_sum(x1) || got2 != rank_order_sum(x2)) fail("sum at replay " + std::to_string(rep));
-        if (!std::equal(x1[1].begin(), x1[1].end(), gathered.begin() + m1)) fail("gather at replay " + std::to_string(rep));
+        if (!std::equal(x1[1].begin(), x1[1].end(), gathered.begin() + m1))
+          fail("gather at replay " + std::to_string(rep));
       }
       sync.arrive_and_wait();
       cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
