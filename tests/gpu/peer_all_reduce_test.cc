@@ -59,33 +59,34 @@ void check_calls(PeerAllReduce* g, const std::vector<int>& devices, const std::v
       cudaSetDevice(devices[static_cast<size_t>(r)]);
       cudaStream_t s;
       cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-      void *vbuf = nullptr, *vall = nullptr;
-      cudaMalloc(&vbuf, (g->max_elems() + 8) * sizeof(float));
-      cudaMalloc(&vall, n * (g->max_elems() + 8) * sizeof(float));
+      // Device buffers, and pinned host ones: pageable copies stage through the driver, which with ranks sharing a
+      // device can hold one rank's copy behind another's that waits on a collective (a deadlock).
+      float *vbuf = nullptr, *vall = nullptr, *hbuf = nullptr, *hall = nullptr;
+      const size_t cap = static_cast<size_t>(g->max_elems() + 8);
+      cudaMalloc(&vbuf, cap * sizeof(float)), cudaMalloc(&vall, n * cap * sizeof(float));
+      cudaMallocHost(&hbuf, cap * sizeof(float)), cudaMallocHost(&hall, n * cap * sizeof(float));
       sync.arrive_and_wait();  // every allocation done before any rank waits inside a collective
-      float* buf = static_cast<float*>(vbuf) + offset;
-      float* all = static_cast<float*>(vall) + offset;
+      float* buf = vbuf + offset;
+      float* all = vall + offset;
       for (size_t k = 0; k < sizes.size(); ++k) {
         const int64_t m = sizes[k];
         std::vector<std::vector<float>> xs;
         for (int q = 0; q < n; ++q) xs.push_back(random_values(m, static_cast<uint32_t>(1000 * k + q)));
-        const std::vector<float>& mine = xs[static_cast<size_t>(r)];
-        std::vector<float> got(static_cast<size_t>(m)), gathered(static_cast<size_t>(n * m));
-        cudaMemcpyAsync(buf, mine.data(), m * sizeof(float), cudaMemcpyHostToDevice, s);
+        std::copy(xs[static_cast<size_t>(r)].begin(), xs[static_cast<size_t>(r)].end(), hbuf);
+        cudaMemcpyAsync(buf, hbuf, m * sizeof(float), cudaMemcpyHostToDevice, s);
         Status st = g->all_gather(r, buf, m, all, s);
         if (st.ok()) st = g->all_reduce_sum(r, buf, m, s);
         if (!st.ok()) fail(st.message());
-        cudaMemcpyAsync(got.data(), buf, m * sizeof(float), cudaMemcpyDeviceToHost, s);
-        cudaMemcpyAsync(gathered.data(), all, n * m * sizeof(float), cudaMemcpyDeviceToHost, s);
+        cudaMemcpyAsync(hbuf, buf, m * sizeof(float), cudaMemcpyDeviceToHost, s);
+        cudaMemcpyAsync(hall, all, n * m * sizeof(float), cudaMemcpyDeviceToHost, s);
         if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) fail(cudaGetErrorString(e));
-        if (got != rank_order_sum(xs)) fail("sum differs at n " + std::to_string(m));
+        if (std::vector<float>(hbuf, hbuf + m) != rank_order_sum(xs)) fail("sum differs at n " + std::to_string(m));
         for (int q = 0; q < n; ++q)
-          if (!std::equal(xs[static_cast<size_t>(q)].begin(), xs[static_cast<size_t>(q)].end(),
-                          gathered.begin() + q * m))
+          if (!std::equal(xs[static_cast<size_t>(q)].begin(), xs[static_cast<size_t>(q)].end(), hall + q * m))
             fail("gather of rank " + std::to_string(q) + " differs at n " + std::to_string(m));
       }
       sync.arrive_and_wait();  // every rank's collectives done before any frees (cudaFree synchronises the device)
-      cudaFree(vbuf), cudaFree(vall);
+      cudaFree(vbuf), cudaFree(vall), cudaFreeHost(hbuf), cudaFreeHost(hall);
       cudaStreamDestroy(s);
     });
   }
@@ -126,10 +127,11 @@ TEST(PeerAllReduce, GraphReplaysGiveFreshResults) {
       cudaSetDevice(devices[static_cast<size_t>(r)]);
       cudaStream_t s;
       cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-      float *a = nullptr, *b = nullptr, *all = nullptr, *host = nullptr;
+      float *a = nullptr, *b = nullptr, *all = nullptr, *host = nullptr, *back = nullptr;
       cudaMalloc(&a, m1 * sizeof(float)), cudaMalloc(&b, m2 * sizeof(float));
       cudaMalloc(&all, n * m1 * sizeof(float));
       cudaMallocHost(&host, (m1 + m2) * sizeof(float));  // pinned: the graph's copy node reads it at each replay
+      cudaMallocHost(&back, (m1 + m2 + n * m1) * sizeof(float));  // pinned results (see check_calls)
       sync.arrive_and_wait();
       cudaGraph_t graph = nullptr;
       cudaGraphExec_t exec = nullptr;
@@ -144,6 +146,7 @@ TEST(PeerAllReduce, GraphReplaysGiveFreshResults) {
         fail("capture");
         return;
       }
+      sync.arrive_and_wait();  // every rank's graph instantiated before any replays
       for (int rep = 0; rep < 12; ++rep) {
         std::vector<std::vector<float>> x1, x2;
         for (int q = 0; q < n; ++q) {
@@ -152,19 +155,20 @@ TEST(PeerAllReduce, GraphReplaysGiveFreshResults) {
         }
         std::copy(x1[r].begin(), x1[r].end(), host);
         std::copy(x2[r].begin(), x2[r].end(), host + m1);
-        std::vector<float> got1(m1), got2(m2), gathered(n * m1);
         cudaGraphLaunch(exec, s);
-        cudaMemcpyAsync(got1.data(), a, m1 * sizeof(float), cudaMemcpyDeviceToHost, s);
-        cudaMemcpyAsync(got2.data(), b, m2 * sizeof(float), cudaMemcpyDeviceToHost, s);
-        cudaMemcpyAsync(gathered.data(), all, n * m1 * sizeof(float), cudaMemcpyDeviceToHost, s);
+        cudaMemcpyAsync(back, a, m1 * sizeof(float), cudaMemcpyDeviceToHost, s);
+        cudaMemcpyAsync(back + m1, b, m2 * sizeof(float), cudaMemcpyDeviceToHost, s);
+        cudaMemcpyAsync(back + m1 + m2, all, n * m1 * sizeof(float), cudaMemcpyDeviceToHost, s);
         if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) fail(cudaGetErrorString(e));
+        const std::vector<float> got1(back, back + m1), got2(back + m1, back + m1 + m2),
+            gathered(back + m1 + m2, back + m1 + m2 + n * m1);
         if (got1 != rank_order_sum(x1) || got2 != rank_order_sum(x2)) fail("sum at replay " + std::to_string(rep));
         if (!std::equal(x1[1].begin(), x1[1].end(), gathered.begin() + m1))
           fail("gather at replay " + std::to_string(rep));
       }
       sync.arrive_and_wait();
       cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
-      cudaFree(a), cudaFree(b), cudaFree(all), cudaFreeHost(host);
+      cudaFree(a), cudaFree(b), cudaFree(all), cudaFreeHost(host), cudaFreeHost(back);
       cudaStreamDestroy(s);
     });
   }

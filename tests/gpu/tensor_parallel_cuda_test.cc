@@ -86,9 +86,9 @@ ModelConfig llama_shape() {
 }
 
 // One sequence: a prefill of `prompt` (every position's logits), then one decode step per token of `more`.
-// Returns the logits rows in order ([prompt + more][V]).
+// Returns the logits rows in order ([prompt + more][V]). after_step (if set) runs after each step.
 Status run_sequence(CudaDecoder* dec, const std::vector<int32_t>& prompt, const std::vector<int32_t>& more,
-                    std::vector<float>* rows) {
+                    std::vector<float>* rows, const std::function<void()>& after_step = {}) {
   const int W = dec->max_blocks_per_seq();
   std::vector<int32_t> table(static_cast<size_t>(W));
   for (int i = 0; i < W; ++i) table[static_cast<size_t>(i)] = i;
@@ -102,12 +102,14 @@ Status run_sequence(CudaDecoder* dec, const std::vector<int32_t>& prompt, const 
   s.block_tables = table;
   s.all_logits = true;
   RETURN_IF_ERROR(dec->step(s, &ids, &logits));
+  if (after_step) after_step();
   rows->assign(logits.begin(), logits.end());
   int pos = static_cast<int>(prompt.size());
   for (int32_t t : more) {
     CudaStep d;
     d.tokens = {t}, d.positions = {pos}, d.query_start = {0, 1}, d.seq_lens = {pos + 1}, d.block_tables = table;
     RETURN_IF_ERROR(dec->step(d, &ids, &logits));
+    if (after_step) after_step();
     rows->insert(rows->end(), logits.begin(), logits.end());
     ++pos;
   }
@@ -138,8 +140,10 @@ std::vector<float> whole_model_rows(const ModelWeights& full, CudaWeightFormat f
 }
 
 // Every rank in its own thread (the collectives meet across them): rank r's decoder on devices[r] with comms[r].
-// Every rank loads before any steps: with ranks sharing a device, a load's synchronising calls (cudaFree) would
-// otherwise wait on a rank's collective kernel that waits on the loading rank (peer_all_reduce.h).
+// Every rank loads before any steps, and the ranks step in lockstep: with ranks sharing a device, a load's
+// synchronising calls (cudaFree) or a step's pageable logits copy (staged by the driver, behind another rank's copy
+// that waits on a collective) would otherwise wait on a rank's collective kernel that waits on them
+// (peer_all_reduce.h).
 std::vector<std::vector<float>> sharded_rows(const ModelWeights& full, CudaWeightFormat f, const std::vector<int>& devices,
                                              const std::vector<std::unique_ptr<runtime::DeviceComm>>& comms,
                                              const std::vector<int32_t>& prompt, const std::vector<int32_t>& more) {
@@ -162,7 +166,9 @@ std::vector<std::vector<float>> sharded_rows(const ModelWeights& full, CudaWeigh
         return;
       }
       loaded.arrive_and_wait();
-      st[static_cast<size_t>(r)] = run_sequence(dec->get(), prompt, more, &rows[static_cast<size_t>(r)]);
+      st[static_cast<size_t>(r)] = run_sequence(dec->get(), prompt, more, &rows[static_cast<size_t>(r)],
+                                                [&] { loaded.arrive_and_wait(); });
+      loaded.arrive_and_drop();
     });
   }
   for (auto& t : ts) t.join();

@@ -606,7 +606,8 @@ void mla_attention_run(const MlaAttention& p, const MlaShape& m, const bf16_t* q
   CHECK(m.kv_lora_rank > 0 && m.kv_lora_rank % 2 == 0 && m.kv_lora_rank <= kMaxRank);
   CHECK(m.qk_rope >= 0 && m.qk_rope % 2 == 0 && L <= kMaxRow && m.n_heads > 0);
   CHECK(plan.heads_per_block == 4 || plan.heads_per_block == 16);
-  CHECK(plan.n_splits == 1 || plan.n_splits == 2 || plan.n_splits == 4 || plan.n_splits == 8);
+  CHECK(plan.n_splits == 1 || plan.n_splits == 2 || plan.n_splits == 4 || plan.n_splits == 8 ||
+        (plan.tensor_cores && plan.n_splits == 16));  // 16: the tensor-core kernel's non-portable clusters
   CHECK(int64_t{T} * plan.n_splits < (int64_t{1} << 31));
   if (T <= 0) return;
   if (plan.tensor_cores) {
