@@ -11,6 +11,8 @@ for r in $(seq 1 "$ROUNDS"); do
   for arm in "$@"; do
     name=${arm%%=*} envs=${arm#*=}
     row=$(env $envs CITADEL_BENCH_BS1_ONLY=1 "$BIN" 2>/dev/null | tail -1)
+    rc=${PIPESTATUS[0]}
+    case $row in \{*\}) ;; *) row="{\"error\": \"no result line (exit $rc)\"}";; esac  # a crashed arm stays valid JSON
     echo "{\"round\": $r, \"arm\": \"$name\", \"env\": \"$envs\", ${row#\{}" | tee -a "$OUT/deepseek_ab.jsonl"
   done
 done
