@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <barrier>
+#include <functional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -47,51 +48,63 @@ std::vector<float> rank_order_sum(const std::vector<std::vector<float>>& xs) {
   return s;
 }
 
-// One collective call per rank thread, checked against the host: reduce in place at data + offset, then gather.
-void check_calls(PeerAllReduce* g, const std::vector<int>& devices, const std::vector<int64_t>& sizes, int offset) {
-  const int n = g->size();
-  std::barrier sync(n);
-  std::vector<std::thread> ts;
+using Fail = std::function<void(const std::string&)>;
+
+// Runs body(r, stream, sync, fail) on one thread per rank (its device current, a non-blocking stream of its own;
+// sync: a barrier of the ranks for the body's phases, which a body leaving early must arrive_and_drop), then expects
+// no rank to have called fail.
+void on_ranks(const std::vector<int>& devices,
+              const std::function<void(int r, cudaStream_t s, std::barrier<>& sync, const Fail& fail)>& body) {
+  const int n = static_cast<int>(devices.size());
+  std::barrier<> sync(n);
   std::vector<std::string> errors(static_cast<size_t>(n));
+  std::vector<std::thread> ts;
   for (int r = 0; r < n; ++r) {
     ts.emplace_back([&, r] {
-      auto fail = [&](const std::string& what) { errors[static_cast<size_t>(r)] += what + "; "; };
       cudaSetDevice(devices[static_cast<size_t>(r)]);
       cudaStream_t s;
       cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-      // Device buffers, and pinned host ones: pageable copies stage through the driver, which with ranks sharing a
-      // device can hold one rank's copy behind another's that waits on a collective (a deadlock).
-      float *vbuf = nullptr, *vall = nullptr, *hbuf = nullptr, *hall = nullptr;
-      const size_t cap = static_cast<size_t>(g->max_elems() + 8);
-      cudaMalloc(&vbuf, cap * sizeof(float)), cudaMalloc(&vall, n * cap * sizeof(float));
-      cudaMallocHost(&hbuf, cap * sizeof(float)), cudaMallocHost(&hall, n * cap * sizeof(float));
-      sync.arrive_and_wait();  // every allocation done before any rank waits inside a collective
-      float* buf = vbuf + offset;
-      float* all = vall + offset;
-      for (size_t k = 0; k < sizes.size(); ++k) {
-        const int64_t m = sizes[k];
-        std::vector<std::vector<float>> xs;
-        for (int q = 0; q < n; ++q) xs.push_back(random_values(m, static_cast<uint32_t>(1000 * k + q)));
-        std::copy(xs[static_cast<size_t>(r)].begin(), xs[static_cast<size_t>(r)].end(), hbuf);
-        cudaMemcpyAsync(buf, hbuf, m * sizeof(float), cudaMemcpyHostToDevice, s);
-        Status st = g->all_gather(r, buf, m, all, s);
-        if (st.ok()) st = g->all_reduce_sum(r, buf, m, s);
-        if (!st.ok()) fail(st.message());
-        cudaMemcpyAsync(hbuf, buf, m * sizeof(float), cudaMemcpyDeviceToHost, s);
-        cudaMemcpyAsync(hall, all, n * m * sizeof(float), cudaMemcpyDeviceToHost, s);
-        if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) fail(cudaGetErrorString(e));
-        if (std::vector<float>(hbuf, hbuf + m) != rank_order_sum(xs)) fail("sum differs at n " + std::to_string(m));
-        for (int q = 0; q < n; ++q)
-          if (!std::equal(xs[static_cast<size_t>(q)].begin(), xs[static_cast<size_t>(q)].end(), hall + q * m))
-            fail("gather of rank " + std::to_string(q) + " differs at n " + std::to_string(m));
-      }
-      sync.arrive_and_wait();  // every rank's collectives done before any frees (cudaFree synchronises the device)
-      cudaFree(vbuf), cudaFree(vall), cudaFreeHost(hbuf), cudaFreeHost(hall);
+      body(r, s, sync, [&](const std::string& what) { errors[static_cast<size_t>(r)] += what + "; "; });
       cudaStreamDestroy(s);
     });
   }
   for (auto& t : ts) t.join();
   for (int r = 0; r < n; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
+}
+
+// One collective call per rank thread, checked against the host: reduce in place at data + offset, then gather.
+void check_calls(PeerAllReduce* g, const std::vector<int>& devices, const std::vector<int64_t>& sizes, int offset) {
+  const int n = g->size();
+  on_ranks(devices, [&](int r, cudaStream_t s, std::barrier<>& sync, const Fail& fail) {
+    // Device buffers, and pinned host ones: pageable copies stage through the driver, which with ranks sharing a
+    // device can hold one rank's copy behind another's that waits on a collective (a deadlock).
+    float *vbuf = nullptr, *vall = nullptr, *hbuf = nullptr, *hall = nullptr;
+    const size_t cap = static_cast<size_t>(g->max_elems() + 8);
+    cudaMalloc(&vbuf, cap * sizeof(float)), cudaMalloc(&vall, n * cap * sizeof(float));
+    cudaMallocHost(&hbuf, cap * sizeof(float)), cudaMallocHost(&hall, n * cap * sizeof(float));
+    sync.arrive_and_wait();  // every allocation done before any rank waits inside a collective
+    float* buf = vbuf + offset;
+    float* all = vall + offset;
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      const int64_t m = sizes[k];
+      std::vector<std::vector<float>> xs;
+      for (int q = 0; q < n; ++q) xs.push_back(random_values(m, static_cast<uint32_t>(1000 * k + q)));
+      std::copy(xs[static_cast<size_t>(r)].begin(), xs[static_cast<size_t>(r)].end(), hbuf);
+      cudaMemcpyAsync(buf, hbuf, m * sizeof(float), cudaMemcpyHostToDevice, s);
+      Status st = g->all_gather(r, buf, m, all, s);
+      if (st.ok()) st = g->all_reduce_sum(r, buf, m, s);
+      if (!st.ok()) fail(st.message());
+      cudaMemcpyAsync(hbuf, buf, m * sizeof(float), cudaMemcpyDeviceToHost, s);
+      cudaMemcpyAsync(hall, all, n * m * sizeof(float), cudaMemcpyDeviceToHost, s);
+      if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) fail(cudaGetErrorString(e));
+      if (std::vector<float>(hbuf, hbuf + m) != rank_order_sum(xs)) fail("sum differs at n " + std::to_string(m));
+      for (int q = 0; q < n; ++q)
+        if (!std::equal(xs[static_cast<size_t>(q)].begin(), xs[static_cast<size_t>(q)].end(), hall + q * m))
+          fail("gather of rank " + std::to_string(q) + " differs at n " + std::to_string(m));
+    }
+    sync.arrive_and_wait();  // every rank's collectives done before any frees (cudaFree synchronises the device)
+    cudaFree(vbuf), cudaFree(vall), cudaFreeHost(hbuf), cudaFreeHost(hall);
+  });
 }
 
 TEST(PeerAllReduce, SumsAndGathersEqualTheHostsBitForBit) {
@@ -118,62 +131,51 @@ TEST(PeerAllReduce, GraphReplaysGiveFreshResults) {
   const std::vector<int> devices = rank_devices(n);
   auto g = PeerAllReduce::create(devices, max);
   ASSERT_TRUE(g.ok()) << g.status().message();
-  std::barrier sync(n);
-  std::vector<std::string> errors(n);
-  std::vector<std::thread> ts;
-  for (int r = 0; r < n; ++r) {
-    ts.emplace_back([&, r] {
-      auto fail = [&](const std::string& what) { errors[static_cast<size_t>(r)] += what + "; "; };
-      cudaSetDevice(devices[static_cast<size_t>(r)]);
-      cudaStream_t s;
-      cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-      float *a = nullptr, *b = nullptr, *all = nullptr, *host = nullptr, *back = nullptr;
-      cudaMalloc(&a, m1 * sizeof(float)), cudaMalloc(&b, m2 * sizeof(float));
-      cudaMalloc(&all, n * m1 * sizeof(float));
-      cudaMallocHost(&host, (m1 + m2) * sizeof(float));  // pinned: the graph's copy node reads it at each replay
-      cudaMallocHost(&back, (m1 + m2 + n * m1) * sizeof(float));  // pinned results (see check_calls)
-      sync.arrive_and_wait();
-      cudaGraph_t graph = nullptr;
-      cudaGraphExec_t exec = nullptr;
-      cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
-      cudaMemcpyAsync(a, host, m1 * sizeof(float), cudaMemcpyHostToDevice, s);
-      cudaMemcpyAsync(b, host + m1, m2 * sizeof(float), cudaMemcpyHostToDevice, s);
-      Status st = (*g)->all_gather(r, a, m1, all, s);
-      if (st.ok()) st = (*g)->all_reduce_sum(r, a, m1, s);
-      if (st.ok()) st = (*g)->all_reduce_sum(r, b, m2, s);
-      if (!st.ok()) fail(st.message());
-      if (cudaStreamEndCapture(s, &graph) != cudaSuccess || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
-        fail("capture");
-        return;
+  on_ranks(devices, [&](int r, cudaStream_t s, std::barrier<>& sync, const Fail& fail) {
+    float *a = nullptr, *b = nullptr, *all = nullptr, *host = nullptr, *back = nullptr;
+    cudaMalloc(&a, m1 * sizeof(float)), cudaMalloc(&b, m2 * sizeof(float));
+    cudaMalloc(&all, n * m1 * sizeof(float));
+    cudaMallocHost(&host, (m1 + m2) * sizeof(float));  // pinned: the graph's copy node reads it at each replay
+    cudaMallocHost(&back, (m1 + m2 + n * m1) * sizeof(float));  // pinned results (see check_calls)
+    sync.arrive_and_wait();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    cudaMemcpyAsync(a, host, m1 * sizeof(float), cudaMemcpyHostToDevice, s);
+    cudaMemcpyAsync(b, host + m1, m2 * sizeof(float), cudaMemcpyHostToDevice, s);
+    Status st = (*g)->all_gather(r, a, m1, all, s);
+    if (st.ok()) st = (*g)->all_reduce_sum(r, a, m1, s);
+    if (st.ok()) st = (*g)->all_reduce_sum(r, b, m2, s);
+    if (!st.ok()) fail(st.message());
+    if (cudaStreamEndCapture(s, &graph) != cudaSuccess || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+      fail("capture");
+      sync.arrive_and_drop();
+      return;
+    }
+    sync.arrive_and_wait();  // every rank's graph instantiated before any replays
+    for (int rep = 0; rep < 12; ++rep) {
+      std::vector<std::vector<float>> x1, x2;
+      for (int q = 0; q < n; ++q) {
+        x1.push_back(random_values(m1, static_cast<uint32_t>(7919 * rep + 2 * q)));
+        x2.push_back(random_values(m2, static_cast<uint32_t>(7919 * rep + 2 * q + 1)));
       }
-      sync.arrive_and_wait();  // every rank's graph instantiated before any replays
-      for (int rep = 0; rep < 12; ++rep) {
-        std::vector<std::vector<float>> x1, x2;
-        for (int q = 0; q < n; ++q) {
-          x1.push_back(random_values(m1, static_cast<uint32_t>(7919 * rep + 2 * q)));
-          x2.push_back(random_values(m2, static_cast<uint32_t>(7919 * rep + 2 * q + 1)));
-        }
-        std::copy(x1[r].begin(), x1[r].end(), host);
-        std::copy(x2[r].begin(), x2[r].end(), host + m1);
-        cudaGraphLaunch(exec, s);
-        cudaMemcpyAsync(back, a, m1 * sizeof(float), cudaMemcpyDeviceToHost, s);
-        cudaMemcpyAsync(back + m1, b, m2 * sizeof(float), cudaMemcpyDeviceToHost, s);
-        cudaMemcpyAsync(back + m1 + m2, all, n * m1 * sizeof(float), cudaMemcpyDeviceToHost, s);
-        if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) fail(cudaGetErrorString(e));
-        const std::vector<float> got1(back, back + m1), got2(back + m1, back + m1 + m2),
-            gathered(back + m1 + m2, back + m1 + m2 + n * m1);
-        if (got1 != rank_order_sum(x1) || got2 != rank_order_sum(x2)) fail("sum at replay " + std::to_string(rep));
-        if (!std::equal(x1[1].begin(), x1[1].end(), gathered.begin() + m1))
-          fail("gather at replay " + std::to_string(rep));
-      }
-      sync.arrive_and_wait();
-      cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
-      cudaFree(a), cudaFree(b), cudaFree(all), cudaFreeHost(host), cudaFreeHost(back);
-      cudaStreamDestroy(s);
-    });
-  }
-  for (auto& t : ts) t.join();
-  for (int r = 0; r < n; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
+      std::copy(x1[r].begin(), x1[r].end(), host);
+      std::copy(x2[r].begin(), x2[r].end(), host + m1);
+      cudaGraphLaunch(exec, s);
+      cudaMemcpyAsync(back, a, m1 * sizeof(float), cudaMemcpyDeviceToHost, s);
+      cudaMemcpyAsync(back + m1, b, m2 * sizeof(float), cudaMemcpyDeviceToHost, s);
+      cudaMemcpyAsync(back + m1 + m2, all, n * m1 * sizeof(float), cudaMemcpyDeviceToHost, s);
+      if (cudaError_t e = cudaStreamSynchronize(s); e != cudaSuccess) fail(cudaGetErrorString(e));
+      const std::vector<float> got1(back, back + m1), got2(back + m1, back + m1 + m2),
+          gathered(back + m1 + m2, back + m1 + m2 + n * m1);
+      if (got1 != rank_order_sum(x1) || got2 != rank_order_sum(x2)) fail("sum at replay " + std::to_string(rep));
+      if (!std::equal(x1[1].begin(), x1[1].end(), gathered.begin() + m1))
+        fail("gather at replay " + std::to_string(rep));
+    }
+    sync.arrive_and_wait();
+    cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
+    cudaFree(a), cudaFree(b), cudaFree(all), cudaFreeHost(host), cudaFreeHost(back);
+  });
 }
 
 TEST(PeerAllReduce, RefusesWhatItCannotDo) {
