@@ -161,7 +161,12 @@ Status read_model_weights(const ModelWeights& w, const std::string& format, cons
   ASSIGN_OR_RETURN(std::vector<ModelTensor> tensors, model_tensors(w, format));
   std::vector<float> buf;
   for (const ModelTensor& m : tensors) {
-    RETURN_IF_ERROR(tensor_to_f32(m.tensor, &buf));
+    if (m.tensor.dtype == DType::kF8E4M3) {  // unscaled FP8 (block-scaled weights are fp32 in ModelWeights already)
+      buf.resize(static_cast<size_t>(m.tensor.numel()));
+      RETURN_IF_ERROR(dequantize_row(DType::kF8E4M3, m.tensor.data, buf.data(), m.tensor.numel()));
+    } else {
+      RETURN_IF_ERROR(tensor_to_f32(m.tensor, &buf));
+    }
     RETURN_IF_ERROR(sink(m.role, m.layer, buf.data(), static_cast<int64_t>(buf.size())));
   }
   return OkStatus();
