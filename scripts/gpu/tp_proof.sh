@@ -2,8 +2,9 @@
 # Issue 22's tensor-parallel proof run on the GPU machine (docs/TENSOR_PARALLEL.md), after scripts/gpu/build.sh
 # citadel_gpu_tests citadel_tp_bench. With one GPU it is a dry run of the code paths; with 2-8 GPUs of one host it is
 # the proof (NCCL, NVLink multicast off: NCCL_NVLS_ENABLE=0):
-#   1. tests/gpu/tensor_parallel_cuda_test.cc: TP 2 / 4 against TP 1 with the ranks on one device (host-staged), and
-#      over NCCL with one rank per device (two or more devices): logits NMSE per row, top-1, ranks bit-equal;
+#   1. tests/gpu/tensor_parallel_cuda_test.cc: TP 2 / 4 against TP 1 with the ranks on one device (host-staged and
+#      peer memory), and over NCCL with one rank per device (two or more devices): logits NMSE per row, top-1, ranks
+#      bit-equal; tests/gpu/peer_all_reduce_test.cc (one rank per device); the fast shard load against its twin;
 #   2. citadel_tp_bench on the 7B shape at TP = 2, 4, 8 (as many as there are devices), over NCCL, then with the
 #      peer-memory all-reduce for small messages (TP_BENCH_COMM=peer): all-reduce bus bandwidth,
 #      batch-1 decode against the per-rank roofline, 64 sequences, 512-token prefill; one device: TP 2 host-staged
@@ -20,7 +21,7 @@ mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
 n_dev=$(nvidia-smi --list-gpus | wc -l)
 echo "tp proof: $n_dev GPU(s): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | sort | uniq -c | tr '\n' ' ')"
-timeout 300 ./build-gpu/citadel_gpu_tests --gtest_filter='CudaTensorParallel.*:PeerAllReduce.*' > "$OUT/tp_tests.log" 2>&1
+timeout 300 ./build-gpu/citadel_gpu_tests --gtest_filter='CudaTensorParallel.*:PeerAllReduce.*:CudaLoad.Shard*' > "$OUT/tp_tests.log" 2>&1
 echo "tp tests rc=$?"; grep -E "NMSE|^\[  (FAILED|PASSED|SKIPPED) |Failure" "$OUT/tp_tests.log" | head -40
 bench() {  # LABEL ENV...: one citadel_tp_bench run
   local label=$1; shift
