@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One device call that runs binaries built on the dev machine (no build on the device), everything a session needs
+# from a scarce GPU in one go, each part under its own time cap so that one hang cannot eat the call:
+#   1. the bs1 A/B of citadel_deepseek_bench (bench/gpu/deepseek_ab.sh) when AB_ARMS is set and the card is an H100
+#      (issue 16's target is an H100 number);
+#   2. the GPU suite in two processes: FIRST (a gtest filter: the tests new this session) alone, so that a sticky
+#      CUDA error there cannot fail the rest; then everything else;
+#   3. serving runs with the server bundle (scripts/gpu/bundle_server.sh) when SERVE_ARMS is set: one
+#      bench/gpu/serve_bench.sh per arm, the 7B file synthesised meanwhile.
+# Binaries: a tarball TARBALL (default build-cuda/next.tar.xz) holding DIR/gpu_tests and DIR/ds (DIR: its one top
+# directory) and DIR/COMMIT; carry it, .gpu-deps and, for serving, .gpu-server.tar.xz.
+# Environment: TOTAL (seconds for the whole script, default 560), FIRST, AB_ROUNDS (3), AB_ARMS ("name='ENV=V ...'
+# ..." as deepseek_ab.sh takes them), SERVE_ARMS ("label:flags,label:flags"; flags with spaces allowed, e.g.
+# "d0:,d4:--admission-delay-steps 4"), SERVE_BENCH_RUNS (passed on). Results under $OUT.
+# Usage (repository root, on the device): AB_ARMS="head='X=1' base='CITADEL_MOE_EARLY=0'" bash scripts/gpu/carried_call.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/citadel_gpu_out}
+mkdir -p "$OUT"
+T0=$(date +%s)
+el() { echo $(( $(date +%s) - T0 )); }
+left() { echo $(( ${TOTAL:-560} - $(el) )); }
+TARBALL=${TARBALL:-build-cuda/next.tar.xz}
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "device: $GPU"
+DIR=build-cuda/$(tar tJf "$TARBALL" | head -1 | cut -d/ -f1)
+tar xJf "$TARBALL" -C build-cuda && echo "binaries: $DIR at $(cat "$DIR/COMMIT")"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PWD/.gpu-deps/lib
+if [ -n "${AB_ARMS:-}" ] && [[ "$GPU" == *H100* ]] && [ -x "$DIR/ds" ]; then
+  eval "arms=($AB_ARMS)"
+  OUT=$OUT timeout $(( $(left) / 3 )) bash bench/gpu/deepseek_ab.sh "$DIR/ds" "${AB_ROUNDS:-3}" "${arms[@]}" | cut -c1-300
+  echo "A/B done at $(el) s"
+fi
+serve=${SERVE_ARMS:-}
+if [ -n "$serve" ]; then
+  tar xJf .gpu-server.tar.xz
+  M=/tmp/m/deepseek-r1-distill-qwen-7b-f16.gguf
+  mkdir -p /tmp/m
+  (nice .gpu-server/citadel-run synth --preset deepseek-r1-distill-qwen-7b --dtype f16 --seed 1 --out $M \
+     > "$OUT/synth.log" 2>&1; echo "synth rc=$? at $(el) s") &
+  synth=$!
+fi
+if [ -x "$DIR/gpu_tests" ]; then
+  filter=${FIRST:-}
+  if [ -n "$filter" ]; then
+    CITADEL_PEER_TIMEOUT_S=10 timeout $(( $(left) / 3 )) "$DIR/gpu_tests" --gtest_filter="$filter" > "$OUT/gpu_tests_first.log" 2>&1
+    echo "first tests rc=$? at $(el) s"
+    grep -E "^\[  (PASSED|SKIPPED|FAILED)  \] [0-9]+ test|^\[  FAILED  \] [A-Z]|NMSE" "$OUT/gpu_tests_first.log" | head -40
+  fi
+  timeout $(( $(left) - ${SERVE_RESERVE:-0} )) "$DIR/gpu_tests" ${filter:+--gtest_filter="-$filter"} > "$OUT/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$? at $(el) s"
+  grep -E "^\[  (PASSED|SKIPPED|FAILED)  \] [0-9]+ test|^\[  FAILED  \] [A-Z]" "$OUT/gpu_tests.log" | head -30
+  echo "passed so far: $(grep -c '^\[       OK \]' "$OUT/gpu_tests.log"); last started: $(grep '^\[ RUN' "$OUT/gpu_tests.log" | tail -1)"
+fi
+if [ -n "$serve" ]; then
+  wait $synth
+  IFS=',' read -ra arms <<< "$serve"
+  for a in "${arms[@]}"; do
+    [ "$(left)" -lt 45 ] && { echo "no time for serving arm ${a%%:*}"; break; }
+    # shellcheck disable=SC2086  # the arm's flags split into words on purpose
+    CITADEL_BIN=$PWD/.gpu-server/citadel-run OUT=$OUT timeout "$(left)" bash bench/gpu/serve_bench.sh "${a%%:*}" ${a#*:} 2>&1 |
+      grep -E "ready|rc=|\{'output_throughput|did not"
+  done
+fi
+echo "end at $(el) s"
