@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "kernels/cuda/common.cuh"
 #include "runtime/cuda_status.cuh"
 
 namespace citadel::runtime {
@@ -171,8 +172,7 @@ Status PeerAllReduce::launch(int r, const float* in, float* out, int64_t n, bool
   int64_t blocks = std::clamp<int64_t>((n + kBlockElems - 1) / kBlockElems, 1, kPeerMaxBlocks);
   const int64_t chunk = ((n + blocks - 1) / blocks + 3) / 4 * 4;
   blocks = (n + chunk - 1) / chunk;
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  const bool vec = n % 4 == 0 && aligned(in) && aligned(out);
+  const bool vec = n % 4 == 0 && cuda::dev::aligned16(in) && cuda::dev::aligned16(out);
   ScopedCudaDevice on(devices_[static_cast<size_t>(r)]);
   if (vec)
     peer_collective_kernel<float4><<<static_cast<int>(blocks), kThreads, 0, s>>>(a, in, out, n, chunk, gather);

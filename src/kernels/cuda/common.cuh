@@ -13,6 +13,9 @@
 
 namespace citadel::cuda::dev {
 
+// Whether p is 16-byte aligned (what the 16-byte vector loads and cp.async need).
+__host__ __device__ __forceinline__ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // Workspace of the split-K decode attention: arrival counters [B][n_kv_heads] (uint32, zero between calls) in the
 // first kDecodeCounters words, then partial outputs [B][n_heads][n_splits][D], then (max, sum)
 // [B][n_heads][n_splits][2]. The counters sit at a fixed place so that launches of different (B, n_splits) sharing

@@ -509,8 +509,6 @@ void dispatch_attention(const MlaAttention& p, const MlaShape& m, const bf16_t* 
   else launch_attention<18, HB>(p, m, q_lat, T, out, S, s);
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 void heads_gemv_any(const HeadsGemvArgs& a, int K, const RopeKvArgs* rope, cudaStream_t s) {
   switch (K / 8) {
     case 8: return launch_heads_gemv<8>(a, rope, s);

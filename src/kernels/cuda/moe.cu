@@ -426,8 +426,6 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const floa
   *o = s;
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 void moe_route(const float* logits, const float* bias, const MoeRouting& r, int T, int32_t* ids, float* weights,

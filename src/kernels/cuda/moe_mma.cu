@@ -155,8 +155,6 @@ __global__ void __launch_bounds__(C::kThreads) moe_mma_kernel(const uint16_t* __
       }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 template <int NMAT, class C>
 void launch_mma(const bf16_t* in, int in_div, bool gather, const int32_t* offsets, const int32_t* pairs, int n_pairs,
                 int E, const bf16_t* w0, const bf16_t* w1, int N, int K, void* out, cudaStream_t s) {
