@@ -394,6 +394,18 @@ Status CudaRunner::forward(const engine::Batch& b, float* logits) {
   return OkStatus();
 }
 
+namespace {
+// "<what> loaded in 1.23 s (N MiB staged on T threads)", or "(reference path)".
+void log_load(const std::string& what, const CudaLoadStats& s, bool reference) {
+  const std::string how = reference ? std::string("reference path")
+                                    : std::to_string(s.staged_bytes >> 20) + " MiB staged on " +
+                                          std::to_string(s.threads) + " threads";
+  char line[240];
+  std::snprintf(line, sizeof(line), "%s loaded in %.2f s (%s)", what.c_str(), s.total_s, how.c_str());
+  log_info(line);
+}
+}  // namespace
+
 Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore& store, const CudaRunnerOptions& opt) {
   ASSIGN_OR_RETURN(ModelConfig mc, model_config_from(store));  // CudaRunner::create checks cuda_supports(mc)
   CudaRunnerOptions o = opt;
@@ -418,13 +430,7 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore&
     o.load_rank = [full, format, n, lo, verbose](int r, CudaDecoder* d) {
       CudaLoadStats s;
       RETURN_IF_ERROR(load_cuda_shard(*full, format, r, n, d, lo, &s));
-      if (!verbose) return OkStatus();
-      const std::string how = lo.reference ? std::string("reference path")
-                                           : std::to_string(s.staged_bytes >> 20) + " MiB staged on " +
-                                                 std::to_string(s.threads) + " threads";
-      char line[200];
-      std::snprintf(line, sizeof(line), "cuda rank %d weights loaded in %.2f s (%s)", r, s.total_s, how.c_str());
-      log_info(line);
+      if (verbose) log_load("cuda rank " + std::to_string(r) + " weights", s, lo.reference);
       return OkStatus();
     };
     o.keep_alive = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<const ModelWeights>>>(
@@ -433,11 +439,7 @@ Result<std::unique_ptr<engine::ModelRunner>> make_cuda_runner(const TensorStore&
     o.load = [st, mc, lo, verbose](CudaDecoder* d) {
       CudaLoadStats s;
       RETURN_IF_ERROR(load_cuda_weights(*st, mc, d, lo, &s));
-      char line[160];
-      std::snprintf(line, sizeof(line), "cuda weights loaded in %.2f s (%s)", s.total_s,
-                    lo.reference ? "reference path" : (std::to_string(s.staged_bytes >> 20) + " MiB staged on " +
-                                                       std::to_string(s.threads) + " threads").c_str());
-      if (verbose) log_info(line);
+      if (verbose) log_load("cuda weights", s, lo.reference);
       return OkStatus();
     };
   }

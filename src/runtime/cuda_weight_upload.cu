@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -145,48 +146,42 @@ CudaWeightSink set_weights(CudaDecoder* dec) {
   return [dec](TensorRole r, int layer, const float* p, int64_t n) { return dec->set_weight_f32(r, layer, p, n); };
 }
 
-}  // namespace
-
-Status load_cuda_weights(const TensorStore& store, const ModelConfig& c, CudaDecoder* dec, const CudaLoadOptions& o,
-                         CudaLoadStats* stats) {
+// Runs load(stats, t0) with stats (the caller's, else a local one) reset, t0 the start, and total_s set after.
+Status timed_load(CudaLoadStats* stats, const std::function<Status(CudaLoadStats*, Clock::time_point)>& load) {
   CudaLoadStats local;
   CudaLoadStats* s = stats ? stats : &local;
   *s = CudaLoadStats{};
   const Clock::time_point t0 = Clock::now();
-  const ArchSpec* arch = find_arch(c.arch);
-  Status st;
-  if (o.reference || (arch && arch->finish)) {
-    st = read_cuda_weights(store, c, set_weights(dec));
-  } else {
-    auto refs = plan_cuda_weights(store, c);
-    st = refs.ok() ? load_staged(*refs, store.path(), dec, o, s, t0) : refs.status();
-  }
+  const Status st = load(s, t0);
   s->total_s = seconds_between(t0, Clock::now());
   return st;
 }
 
+}  // namespace
+
+Status load_cuda_weights(const TensorStore& store, const ModelConfig& c, CudaDecoder* dec, const CudaLoadOptions& o,
+                         CudaLoadStats* stats) {
+  return timed_load(stats, [&](CudaLoadStats* s, Clock::time_point t0) -> Status {
+    const ArchSpec* arch = find_arch(c.arch);
+    if (o.reference || (arch && arch->finish)) return read_cuda_weights(store, c, set_weights(dec));
+    ASSIGN_OR_RETURN(std::vector<CudaWeightRef> refs, plan_cuda_weights(store, c));
+    return load_staged(refs, store.path(), dec, o, s, t0);
+  });
+}
+
 Status load_cuda_shard(const ModelWeights& full, const std::string& format, int rank, int n, CudaDecoder* dec,
                        const CudaLoadOptions& o, CudaLoadStats* stats) {
-  CudaLoadStats local;
-  CudaLoadStats* s = stats ? stats : &local;
-  *s = CudaLoadStats{};
-  const Clock::time_point t0 = Clock::now();
-  ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> shard, shard_weights(full, rank, n));
-  Status st;
-  if (o.reference) {
-    st = read_model_weights(*shard, format, set_weights(dec));
-  } else {
-    auto tensors = model_tensors(*shard, format);
-    if (!tensors.ok()) return tensors.status();
+  return timed_load(stats, [&](CudaLoadStats* s, Clock::time_point t0) -> Status {
+    ASSIGN_OR_RETURN(std::unique_ptr<ModelWeights> shard, shard_weights(full, rank, n));
+    if (o.reference) return read_model_weights(*shard, format, set_weights(dec));
+    ASSIGN_OR_RETURN(std::vector<ModelTensor> tensors, model_tensors(*shard, format));
     std::vector<CudaWeightRef> refs;
-    for (const ModelTensor& m : *tensors) refs.push_back(CudaWeightRef{m.role, m.layer, &m.tensor});
+    for (const ModelTensor& m : tensors) refs.push_back(CudaWeightRef{m.role, m.layer, &m.tensor});
     CudaLoadOptions ro = o;  // the n ranks load at once: each takes its share of the host's cores
     if (ro.threads <= 0)
       ro.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(n, 1));
-    st = load_staged(refs, "rank " + std::to_string(rank) + " of " + std::to_string(n), dec, ro, s, t0);
-  }
-  s->total_s = seconds_between(t0, Clock::now());
-  return st;
+    return load_staged(refs, "rank " + std::to_string(rank) + " of " + std::to_string(n), dec, ro, s, t0);
+  });
 }
 
 }  // namespace citadel::runtime
