@@ -85,20 +85,24 @@ std::string write_model(const ModelConfig& c, const std::string& dtype) {
 }
 
 // Every weight slot of a and b, byte for byte.
+// The weight slot (role, layer) of a and b, byte for byte (rope_freqs, kept on the host, is checked through the
+// logits). Call after a device synchronisation.
+void expect_same_slot(CudaDecoder& a, CudaDecoder& b, TensorRole role, int layer, const std::string& name) {
+  if (role == TensorRole::kRopeFreqs) return;
+  auto sa = a.weight_slot(role, layer), sb = b.weight_slot(role, layer);
+  ASSERT_TRUE(sa.ok() && sb.ok()) << name;
+  const size_t bytes = size_t(sa->count) * size_t(sa->esz);
+  std::vector<uint8_t> ha(bytes), hb(bytes, 1);
+  ASSERT_EQ(cudaMemcpy(ha.data(), sa->device, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(hb.data(), sb->device, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_TRUE(ha == hb) << role_name(role) << " layer " << layer << " (" << name << ")";
+}
+
 void expect_same_weights(const TensorStore& store, const ModelConfig& c, CudaDecoder& a, CudaDecoder& b) {
   auto refs = runtime::plan_cuda_weights(store, c);
   ASSERT_TRUE(refs.ok()) << refs.status().to_string();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  for (const runtime::CudaWeightRef& r : *refs) {
-    if (r.role == TensorRole::kRopeFreqs) continue;  // host side: checked through the logits
-    auto sa = a.weight_slot(r.role, r.layer), sb = b.weight_slot(r.role, r.layer);
-    ASSERT_TRUE(sa.ok() && sb.ok());
-    const size_t bytes = size_t(sa->count) * size_t(sa->esz);
-    std::vector<uint8_t> ha(bytes), hb(bytes, 1);
-    ASSERT_EQ(cudaMemcpy(ha.data(), sa->device, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(hb.data(), sb->device, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-    EXPECT_TRUE(ha == hb) << role_name(r.role) << " layer " << r.layer << " (" << r.tensor->name << ")";
-  }
+  for (const runtime::CudaWeightRef& r : *refs) expect_same_slot(a, b, r.role, r.layer, r.tensor->name);
 }
 
 // Logits of a 6-token prefill and one decode step (GEMV sizes: no autotuned GEMM algorithm can differ).
@@ -266,15 +270,8 @@ TEST(CudaLoad, ShardFastEqualsReferenceBitForBit) {
       ASSERT_TRUE(tensors.ok());
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       for (const runtime::ModelTensor& m : *tensors) {
-        if (m.role == TensorRole::kRopeFreqs) continue;  // host side
-        auto sa = (*ref)->weight_slot(m.role, m.layer), sb = (*fast)->weight_slot(m.role, m.layer);
-        ASSERT_TRUE(sa.ok() && sb.ok()) << m.tensor.name;
-        const size_t bytes = size_t(sa->count) * size_t(sa->esz);
-        std::vector<uint8_t> ha(bytes), hb(bytes, 1);
-        ASSERT_EQ(cudaMemcpy(ha.data(), sa->device, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-        ASSERT_EQ(cudaMemcpy(hb.data(), sb->device, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-        EXPECT_TRUE(ha == hb) << m.tensor.name;
-        ++checked;
+        expect_same_slot(**ref, **fast, m.role, m.layer, m.tensor.name);
+        checked += m.role != TensorRole::kRopeFreqs;
       }
     }
     std::remove(path.c_str());
