@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<runtime::PeerAllReduce> peer_group;
   if (peer) {
-    auto g = runtime::PeerAllReduce::create(devices, int64_t{1} << 18);
+    auto g = runtime::PeerAllReduce::create(devices, runtime::kPeerSmallElems);
     die(g.status(), "peer all-reduce");
     peer_group = std::move(g).value();
   }

@@ -169,7 +169,7 @@ Status CudaRunner::build_comms() {
   for (int r = 0; r < n; ++r) devices.push_back(rank_device(r));
   ASSIGN_OR_RETURN(nccl_, NcclGroup::create(devices));
   if (env_is("CITADEL_TP_COMM", "peer")) {  // collectives of up to 1 MiB a rank through peer memory, larger over NCCL
-    ASSIGN_OR_RETURN(peer_, PeerAllReduce::create(devices, int64_t{1} << 18));
+    ASSIGN_OR_RETURN(peer_, PeerAllReduce::create(devices, kPeerSmallElems));
     for (int r = 0; r < n; ++r) comms_.push_back(peer_device_comm(peer_.get(), r, nccl_device_comm(nccl_.get(), r)));
     return OkStatus();
   }

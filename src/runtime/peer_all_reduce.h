@@ -35,6 +35,9 @@ namespace citadel::runtime {
 
 inline constexpr int kPeerMaxRanks = 8;
 inline constexpr int kPeerMaxBlocks = 32;
+// The largest collective the runner and citadel_tp_bench send through peer memory (1 MiB of fp32 per rank: a decode
+// step's all-reduces); larger ones go over NCCL.
+inline constexpr int64_t kPeerSmallElems = int64_t{1} << 18;
 
 class PeerAllReduce {
  public:

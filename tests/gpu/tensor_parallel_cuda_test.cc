@@ -260,7 +260,7 @@ TEST(CudaTensorParallel, RanksOverPeerAllReduceGiveTp1Logits) {
   std::unique_ptr<runtime::PeerAllReduce> group;
   check_one_device(41, "peer", [&](int n) {
     std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
-    auto g = runtime::PeerAllReduce::create(std::vector<int>(static_cast<size_t>(n), 0), int64_t{1} << 18);
+    auto g = runtime::PeerAllReduce::create(std::vector<int>(static_cast<size_t>(n), 0), runtime::kPeerSmallElems);
     EXPECT_TRUE(g.ok()) << g.status().message();
     if (!g.ok()) return comms;
     group = std::move(g).value();
