@@ -15,7 +15,7 @@ import requests
 from conftest import Server, _binary
 
 CHAT = {"model": "dbg", "messages": [{"role": "user", "content": "my card 6222020200000000003 swordfish"}],
-        "max_tokens": 2}
+        "max_tokens": 2, "temperature": 0}
 
 
 def cli(*args):
