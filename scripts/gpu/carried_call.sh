@@ -7,8 +7,8 @@
 #      CUDA error there cannot fail the rest; then everything else;
 #   3. serving runs with the server bundle (scripts/gpu/bundle_server.sh) when SERVE_ARMS is set: one
 #      bench/gpu/serve_bench.sh per arm, the 7B file synthesised meanwhile.
-# Binaries: a tarball TARBALL (default build-cuda/next.tar.xz) holding DIR/gpu_tests and DIR/ds (DIR: its one top
-# directory) and DIR/COMMIT; carry it, .gpu-deps and, for serving, .gpu-server.tar.xz.
+# Binaries: the bundle of scripts/gpu/bundle_server.sh made with BUNDLE_TESTS=1 (.gpu-server.tar.xz: .gpu-server/
+# citadel, citadel-run, gpu_tests, ds, COMMIT and lib/ with their shared libraries); carry it.
 # Environment: TOTAL (seconds for the whole script, default 560), FIRST, AB_ROUNDS (3), AB_ARMS ("name='ENV=V ...'
 # ..." as deepseek_ab.sh takes them), SERVE_ARMS ("label:flags,label:flags"; flags with spaces allowed, e.g.
 # "d0:,d4:--admission-delay-steps 4"), SERVE_BENCH_RUNS (passed on). Results under $OUT.
@@ -19,12 +19,11 @@ mkdir -p "$OUT"
 T0=$(date +%s)
 el() { echo $(( $(date +%s) - T0 )); }
 left() { echo $(( ${TOTAL:-560} - $(el) )); }
-TARBALL=${TARBALL:-build-cuda/next.tar.xz}
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "device: $GPU"
-DIR=build-cuda/$(tar tJf "$TARBALL" | head -1 | cut -d/ -f1)
-tar xJf "$TARBALL" -C build-cuda && echo "binaries: $DIR at $(cat "$DIR/COMMIT")"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PWD/.gpu-deps/lib
+DIR=.gpu-server
+tar xJf .gpu-server.tar.xz && echo "binaries: $(cat $DIR/COMMIT | tr '\n' ' ')"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PWD/$DIR/lib
 if [ -n "${AB_ARMS:-}" ] && [[ "$GPU" == *H100* ]] && [ -x "$DIR/ds" ]; then
   eval "arms=($AB_ARMS)"
   OUT=$OUT timeout $(( $(left) / 3 )) bash bench/gpu/deepseek_ab.sh "$DIR/ds" "${AB_ROUNDS:-3}" "${arms[@]}" | cut -c1-300
@@ -32,7 +31,6 @@ if [ -n "${AB_ARMS:-}" ] && [[ "$GPU" == *H100* ]] && [ -x "$DIR/ds" ]; then
 fi
 serve=${SERVE_ARMS:-}
 if [ -n "$serve" ]; then
-  tar xJf .gpu-server.tar.xz
   M=/tmp/m/deepseek-r1-distill-qwen-7b-f16.gguf
   mkdir -p /tmp/m
   (nice .gpu-server/citadel-run synth --preset deepseek-r1-distill-qwen-7b --dtype f16 --seed 1 --out $M \

@@ -89,11 +89,14 @@ Status ThreadCommGroup::exchange(int r, const float* in, int64_t n, float* out, 
   return OkStatus();
 }
 
-Status run_ranks(int n, ThreadCommGroup* group, const std::function<Status(int)>& f) {
+Status run_ranks(int n, ThreadCommGroup* group, const std::function<Status(int)>& f,
+                 const std::function<void()>& release) {
   std::vector<Status> st(static_cast<size_t>(std::max(n, 0)));
   auto run = [&](int r) {
     (void)(st[static_cast<size_t>(r)] = f(r));
-    if (!st[static_cast<size_t>(r)].ok() && group) group->abort();
+    if (st[static_cast<size_t>(r)].ok()) return;
+    if (group) group->abort();
+    if (release) release();
   };
   std::vector<std::thread> threads;
   for (int r = 1; r < n; ++r) threads.emplace_back(run, r);

@@ -74,6 +74,9 @@ class ThreadCommGroup {
 // for the call (f sets up what its thread needs: a thread pool scope, a current device). When group is non-null, a
 // rank whose f fails aborts it, so the others leave their collectives, and it is reset once every rank has returned.
 // Returns ok, or the cause: the first error that is not an aborted collective's kCancelled (else the first error).
-Status run_ranks(int n, ThreadCommGroup* group, const std::function<Status(int)>& f);
+// release (optional): also called when a rank fails, to release ranks waiting in collectives of other kinds (device
+// communicators: runtime/device_comm.h DeviceComm::abort).
+Status run_ranks(int n, ThreadCommGroup* group, const std::function<Status(int)>& f,
+                 const std::function<void()>& release = nullptr);
 
 }  // namespace citadel

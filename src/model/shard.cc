@@ -151,6 +151,19 @@ ModelConfig tp_rank_config(const ModelConfig& c, int n) {
   return r;
 }
 
+std::vector<int64_t> tp_role_shape(const ModelConfig& rank_config, TensorRole r, int n) {
+  std::vector<int64_t> shape = role_shape(rank_config, r);
+  if (n <= 1 || shape.empty()) return shape;
+  switch (r) {
+    case R::kGateExps: case R::kUpExps: case R::kDownExps: case R::kGateShexp: case R::kUpShexp:
+      shape[0] /= n;  // experts, or the shared width
+      break;
+    case R::kDownShexp: shape[1] /= n; break;
+    default: break;
+  }
+  return shape;
+}
+
 VocabRange tp_vocab_range(int64_t n_vocab, int r, int n) {
   const int64_t per = (n_vocab + n - 1) / n;
   return {std::min(n_vocab, r * per), std::min(n_vocab, (r + 1) * per)};

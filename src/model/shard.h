@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "model/config.h"
@@ -37,6 +38,10 @@ Status tp_supported(const ModelConfig& c, int n);
 // Rank r's config: n_heads / n, n_kv_heads / n (1 when replicated), ffn_dim / n; n_vocab stays the whole vocabulary
 // (ModelWeights::tp says which rows a rank holds).
 ModelConfig tp_rank_config(const ModelConfig& c, int n);
+// The shape of role r in a shard of n ranks, rank_config = tp_rank_config(c, n): role_shape(rank_config, r), but the
+// routed expert stacks hold n_experts / n experts and the shared experts n_shared * expert_ffn_dim / n of their
+// width. The vocabulary roles (kTokEmbd, kOutput) keep the whole vocabulary here: a rank's rows are tp_vocab_range.
+std::vector<int64_t> tp_role_shape(const ModelConfig& rank_config, TensorRole r, int n);
 // The vocabulary rows rank r holds: [begin, end), ceil(V / n) per rank (the last rank fewer, possibly none).
 struct VocabRange {
   int64_t begin = 0, end = 0;

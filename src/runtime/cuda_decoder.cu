@@ -79,7 +79,7 @@ Status CudaDecoder::Impl::alloc_weights() {
 // does not hold. count: the role's elements.
 void* CudaDecoder::Impl::weight_ptr(TensorRole r, int layer, int64_t* count) {
   *count = 1;
-  for (int64_t d : role_shape(c, r)) *count *= d;
+  for (int64_t d : tp_role_shape(c, r, tp_ranks)) *count *= d;  // a rank's experts and shared width
   const int64_t D = c.dim, Q = q_rows(), KV = c.n_kv_heads * c.head_dim;
   auto at = [&](bf16_t* base, int64_t elems) -> void* {  // element offset into a buffer of r's elements
     return base ? static_cast<char*>(static_cast<void*>(base)) + elems * tensor_esz(r) : nullptr;
@@ -265,8 +265,6 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
                        "or f32 weights with f32 activations (the exact path), not fp8");
   if (opt.f32_activations && opt.format != CudaWeightFormat::kBf16 && opt.format != CudaWeightFormat::kF32)
     return Unsupported("cuda decoder: f32 activations run bf16 or f32 weights, not int8/int4/fp8");
-  if (opt.comm && (c.has_mla || c.has_moe))
-    return Unsupported("cuda decoder: tensor parallelism on CUDA runs the llama family and gemma3, not MLA / MoE");
   if (opt.max_batch <= 0 || opt.max_step_tokens < opt.max_batch || opt.block_size <= 0 || opt.max_seq_len <= 0)
     return InvalidArgument("cuda decoder: bad options (max_step_tokens must be >= max_batch)");
   int n_dev = 0;
@@ -288,7 +286,8 @@ Result<std::unique_ptr<CudaDecoder>> CudaDecoder::create(const ModelConfig& c, c
   }
   if (opt.comm && !opt.comm->capturable()) impl->opt.use_graphs = false;  // its collective synchronises the stream
   const int ranks = opt.comm ? opt.comm->size() : 1;
-  const VocabRange vr = tp_vocab_range(c.n_vocab, opt.comm ? opt.comm->rank() : 0, ranks);
+  impl->tp_ranks = ranks, impl->tp_rank = opt.comm ? opt.comm->rank() : 0;
+  const VocabRange vr = tp_vocab_range(c.n_vocab, impl->tp_rank, ranks);
   impl->vocab_first = vr.begin, impl->vocab_held = vr.end - vr.begin, impl->vocab_per = (c.n_vocab + ranks - 1) / ranks;
   CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   std::unique_ptr<CudaDecoder> d(new CudaDecoder(std::move(impl)));

@@ -85,7 +85,8 @@ struct CudaDecoderOptions {
   // model/shard.h's tp_rank_config, weights from load_cuda_shard) and the row-parallel linears (o, down) all-reduce
   // their fp32 outputs through comm; the embedding and the LM head are vocabulary-parallel (each rank its
   // tp_vocab_range rows: the embedding all-reduced, the logits' columns all-gathered). Not owned; null: one rank.
-  // The llama family and gemma3 only (not MLA / MoE); a comm that is not capturable turns CUDA graphs off.
+  // MLA models split their heads; MoE layers are expert parallel (each rank its routed experts and a slice of the
+  // shared ones; the layer's sum all-reduced once). A comm that is not capturable turns CUDA graphs off.
   DeviceComm* comm = nullptr;
   // Benchmarks only: leave these op families out of the bf16 ops (CudaOps) to time their share of a step in place
   // (the outputs are then meaningless; the fp32 path ignores them). Bits of CudaSkip.

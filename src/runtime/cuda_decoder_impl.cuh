@@ -241,6 +241,14 @@ struct CudaDecoder::Impl {
     return v;
   }
   bool moe_layer(int l) const { return c.has_moe && l >= c.moe.n_dense_layers; }
+  // Tensor parallelism over opt.comm (tp_ranks 1 without). MoE layers are then expert parallel (model/shard.h): this
+  // rank holds the routed experts [tp_rank E / n, (tp_rank + 1) E / n) as its local experts 0.. (no shared slots
+  // in its stacks), and its slice of the shared experts as a dense FFN of shared_width() in gate_up / down.
+  int tp_ranks = 1, tp_rank = 0;
+  bool expert_parallel() const { return c.has_moe && tp_ranks > 1; }
+  int64_t experts_held() const { return c.moe.n_experts / tp_ranks; }
+  int64_t stack_shared() const { return expert_parallel() ? 0 : c.moe.n_shared; }  // shared slots of the stacks
+  int64_t shared_width() const { return c.moe.n_shared * c.moe.expert_ffn_dim / tp_ranks; }
   bool has_role(TensorRole r) const {  // whether the architecture's role table names r
     for (const RoleUse& u : arch->roles)
       if (u.role == r) return true;

@@ -9,6 +9,7 @@
 #include "kernels/quant/quant.h"
 #include "model/arch.h"
 #include "model/rope.h"
+#include "model/shard.h"
 #include "model/weights.h"
 
 namespace citadel::runtime {
@@ -131,7 +132,7 @@ Result<std::vector<ModelTensor>> model_tensors(const ModelWeights& w, const std:
     if (r == TensorRole::kWkvB) continue;  // the loader has split it into attn_k_b / attn_v_b
     const bool per_layer = role_info(r).per_layer;
     int64_t count = 1;
-    for (int64_t d : role_shape(c, r)) count *= d;
+    for (int64_t d : tp_role_shape(c, r, w.tp.size)) count *= d;
     if ((r == TensorRole::kTokEmbd || r == TensorRole::kOutput) && w.tp.size > 1)  // a shard's vocabulary rows
       count = (w.tp.vocab_end - w.tp.vocab_begin) * c.dim;
     for (int l = 0; l < (per_layer ? c.n_layers : 1); ++l) {

@@ -20,6 +20,7 @@
 #include "kernels/cuda/moe.h"
 #include "runtime/cuda_ops.cuh"
 #include "runtime/cuda_status.cuh"
+#include "runtime/device_comm.h"
 
 namespace citadel::runtime {
 
@@ -49,13 +50,18 @@ Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
   }
   if (!moe_layer(layer)) return OkStatus();
   const MoeConfig& e = c.moe;
-  const int64_t E = e.n_experts, Fe = e.expert_ffn_dim, slots = E + e.n_shared;  // shared experts: slots E..
-  RETURN_IF_ERROR(alloc_linear(&l.moe.router, E, D, false));
+  const int64_t E = e.n_experts, Fe = e.expert_ffn_dim;
+  const int64_t slots = experts_held() + stack_shared();  // shared experts (one rank): slots after the routed ones
+  RETURN_IF_ERROR(alloc_linear(&l.moe.router, E, D, false));  // every rank routes over all E experts
   l.moe.router.keep_bf16 = true;  // the choice of experts stays that of the unquantised router
   if (e.sigmoid_gating) RETURN_IF_ERROR(alloc_n(&l.moe.bias, E, "expert selection bias"));
   RETURN_IF_ERROR(alloc_linear(&l.moe.gate, slots * Fe, D, false));
   RETURN_IF_ERROR(alloc_linear(&l.moe.up, slots * Fe, D, false));
   RETURN_IF_ERROR(alloc_linear(&l.moe.down, slots * D, Fe, false));
+  if (expert_parallel() && e.n_shared > 0) {  // this rank's slice of the shared experts, as a dense FFN
+    RETURN_IF_ERROR(alloc_linear(&l.gate_up, 2 * shared_width(), D, false));
+    RETURN_IF_ERROR(alloc_linear(&l.down, D, shared_width(), false));
+  }
   extra_weight_bytes += e.sigmoid_gating ? 4 * E : 0;
   return OkStatus();
 }
@@ -64,7 +70,7 @@ Status CudaDecoder::Impl::alloc_mla_moe_layer(LayerW& l, int layer) {
 // matrix). down is reordered in place to S experts [D][Fe] (one copy out, then S strided copies back; S == 1 needs
 // nothing).
 Status CudaDecoder::Impl::place_shared_experts() {
-  const int64_t S = c.moe.n_shared, E = c.moe.n_experts, Fe = c.moe.expert_ffn_dim, D = c.dim;
+  const int64_t S = stack_shared(), E = experts_held(), Fe = c.moe.expert_ffn_dim, D = c.dim;
   if (!c.has_moe || S <= 0) return OkStatus();
   const size_t esz = tensor_esz(R::kDownShexp), bytes = static_cast<size_t>(S * D * Fe) * esz;
   auto tail = [&](const LinearW& w) { return reinterpret_cast<char*>(w.bf16) + E * D * Fe * esz; };
@@ -85,11 +91,17 @@ Status CudaDecoder::Impl::place_shared_experts() {
 }
 
 void* CudaDecoder::Impl::mla_moe_weight_ptr(TensorRole r, LayerW& l) {
-  // Shared experts: after the E routed ones (down: in its [D][S Fe] layout until place_shared_experts).
-  const int64_t shared_at = c.moe.n_experts * c.moe.expert_ffn_dim * c.dim * tensor_esz(r);
+  // Shared experts: after the routed ones (down: in its [D][S Fe] layout until place_shared_experts); expert
+  // parallel: the rank's slice in gate_up (gate rows, then up rows) and down.
+  const int64_t shared_at = experts_held() * c.moe.expert_ffn_dim * c.dim * tensor_esz(r);
   auto shared = [&](const LinearW& w) -> void* {
     return c.moe.n_shared > 0 && w.bf16 ? reinterpret_cast<char*>(w.bf16) + shared_at : nullptr;
   };
+  if (expert_parallel() && l.gate_up.bf16) {
+    if (r == R::kGateShexp) return l.gate_up.bf16;
+    if (r == R::kUpShexp) return reinterpret_cast<char*>(l.gate_up.bf16) + shared_width() * c.dim * tensor_esz(r);
+    if (r == R::kDownShexp) return l.down.bf16;
+  }
   switch (r) {
     case R::kWq: return l.mla.q.bf16;
     case R::kWqA: return l.mla.q_a.bf16;
@@ -122,13 +134,13 @@ Status CudaDecoder::Impl::alloc_mla_moe_runtime() {
     RETURN_IF_ERROR(alloc_e(&mm.q_lat, T * H * lat, "mla absorbed query"));
     RETURN_IF_ERROR(alloc_e(&mm.lat_out, T * H * m.kv_lora_rank, "mla latent output"));
   }
-  if (c.has_moe) {  // k routed + S shared choices per token over E + S expert slots
-    const int64_t S = c.moe.n_shared, E = c.moe.n_experts + S, k = c.moe.n_experts_used + S;
+  if (c.has_moe) {  // k routed + S shared choices per token over E + S expert slots (expert parallel: S = 0)
+    const int64_t S = stack_shared(), E = experts_held() + S, k = c.moe.n_experts_used + S;
     const int64_t Fe = c.moe.expert_ffn_dim;
     if (T * k > ck::kMoeMaxPairs)
       return Unsupported("cuda decoder: max_step_tokens x experts per token exceeds " +
                          std::to_string(ck::kMoeMaxPairs) + " (MoE pair sort)");
-    RETURN_IF_ERROR(alloc_n(&mm.router, T * E, "router logits"));
+    RETURN_IF_ERROR(alloc_n(&mm.router, T * c.moe.n_experts, "router logits"));
     RETURN_IF_ERROR(alloc_n(&mm.ids, T * k, "expert ids"));
     if (S > 0) {
       RETURN_IF_ERROR(alloc_n(&mm.shared_ids, T * k, "shared expert ids"));
@@ -303,6 +315,34 @@ ck::MoeRouting moe_routing(const MoeConfig& e) {
   return rt;
 }
 
+ck::MoeRouting CudaOps::moe_rank_routing() const {
+  ck::MoeRouting rt = moe_routing(m_.c.moe);
+  if (m_.expert_parallel()) {
+    rt.n_shared = 0;
+    rt.expert_begin = static_cast<int>(m_.tp_rank * m_.experts_held());
+    rt.expert_end = rt.expert_begin + static_cast<int>(m_.experts_held());
+  }
+  return rt;
+}
+
+Status CudaOps::moe_shared_slice(int layer) {
+  if (!m_.expert_parallel() || m_.c.moe.n_shared <= 0) return OkStatus();
+  RETURN_IF_ERROR(gated_ffn(lin::kGateUp, layer, Act::kNormed, Act::kFfn, false, "moe (shared experts)"));
+  const LinearW& down = m_.layers[layer].down;  // [D][shared_width]: a partial sum until moe_finish
+  if (exact())
+    linear32(down, Impl::f32(m_.act), s_.T, m_.delta);
+  else
+    down.forward(g_, m_.act, s_.T, m_.delta, true);
+  return OkStatus();
+}
+
+Status CudaOps::moe_finish(int T, int k) {
+  const bool shared_apart = m_.expert_parallel() && m_.c.moe.n_shared > 0;  // delta holds their slice already
+  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, m_.dim(), m_.delta, shared_apart, m_.stream);
+  if (!m_.expert_parallel()) return OkStatus();
+  return m_.opt.comm->all_reduce_sum_f32(m_.delta, int64_t{T} * m_.dim(), m_.stream);
+}
+
 Status CudaOps::moe(int layer, Act in, Act out) {
   if (!m_.moe_layer(layer) || layer >= static_cast<int>(m_.layers.size()))
     return Internal("cuda ops: moe needs an MoE layer");
@@ -316,8 +356,9 @@ Status CudaOps::moe(int layer, Act in, Act out) {
   const int T = s_.T, Er = static_cast<int>(e.n_experts), kr = static_cast<int>(e.n_experts_used);
   const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
   const bool quantized = w.gate.fmt != CudaWeightFormat::kBf16 || w.down.fmt != CudaWeightFormat::kBf16;
-  const ck::MoeRouting rt = moe_routing(e);
-  const int E = Er + rt.n_shared, k = kr + rt.n_shared;
+  const ck::MoeRouting rt = moe_rank_routing();
+  const int E = static_cast<int>(m_.experts_held()) + rt.n_shared, k = kr + rt.n_shared;  // slots, choices
+  RETURN_IF_ERROR(moe_shared_slice(layer));
   MoePath path = moe_path(T, kr, Er, quantized);
   if (path == MoePath::kPair && T * k > ck::kMoePairMaxPairs) path = MoePath::kGemv;
   // The shared experts need no routing: on the side stream they overlap the router and the routing (few tokens).
@@ -355,8 +396,7 @@ Status CudaOps::moe(int layer, Act in, Act out) {
       ck::moe_down(m_.mm.act, m_.mm.offsets, m_.mm.pairs, T, k, moe_matrix(w.down), E, D, Fe, m_.mm.y, m_.stream);
     }
   }
-  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, /*accumulate=*/false, m_.stream);
-  return OkStatus();
+  return moe_finish(T, k);
 }
 
 }  // namespace citadel::runtime

@@ -56,12 +56,14 @@ Status CudaOps::mla_attention_exact(int layer) {
 Status CudaOps::moe_exact(int layer) {
   const MoeConfig& e = m_.c.moe;
   const MoeW& w = m_.layers[layer].moe;
-  const int T = s_.T, S = static_cast<int>(e.n_shared);  // E, k: expert slots and choices, shared included
-  const int E = static_cast<int>(e.n_experts) + S, k = static_cast<int>(e.n_experts_used) + S;
+  const ck::MoeRouting rt = moe_rank_routing();
+  const int T = s_.T, S = rt.n_shared;  // E, k: expert slots and choices, shared included (expert parallel: apart)
+  const int E = static_cast<int>(m_.experts_held()) + S, k = static_cast<int>(e.n_experts_used) + S;
   const int D = m_.dim(), Fe = static_cast<int>(e.expert_ffn_dim);
   const float* x = Impl::f32(m_.h);
+  RETURN_IF_ERROR(moe_shared_slice(layer));
   linear32(w.router, x, T, m_.mm.router);
-  ck::moe_route(m_.mm.router, w.bias, moe_routing(e), T, m_.mm.ids, m_.mm.weights, m_.stream);
+  ck::moe_route(m_.mm.router, w.bias, rt, T, m_.mm.ids, m_.mm.weights, m_.stream);
   float* act = Impl::f32(m_.mm.act);
   const auto run = [&](const auto* gate, const auto* up, const auto* down) {  // fp32 or bf16 expert stacks
     ck::moe_gate_up_silu_f32(x, m_.mm.ids, T, k, gate, up, E, Fe, D, act, m_.stream);
@@ -71,8 +73,7 @@ Status CudaOps::moe_exact(int layer) {
     run(Impl::f32(w.gate.bf16), Impl::f32(w.up.bf16), Impl::f32(w.down.bf16));
   else
     run(w.gate.bf16, w.up.bf16, w.down.bf16);
-  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, D, m_.delta, /*accumulate=*/false, m_.stream);
-  return OkStatus();
+  return moe_finish(T, k);
 }
 
 }  // namespace citadel::runtime

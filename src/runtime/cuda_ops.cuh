@@ -97,6 +97,12 @@ class CudaOps final : public BackendOps {
   Status mla_rope_kv_write_exact(int layer);
   Status mla_attention_exact(int layer);
   Status moe_exact(int layer);
+  // MoE, both paths (cuda_mla_moe.cu): this rank's routing (expert parallel: its held experts, the shared ones
+  // apart); moe_shared_slice: expert parallel, the rank's slice of the shared experts as a dense FFN into delta;
+  // moe_finish: the weighted sum of the routed choices into delta, and expert parallel, delta summed over the ranks.
+  cuda::MoeRouting moe_rank_routing() const;
+  Status moe_shared_slice(int layer);
+  Status moe_finish(int T, int k);
 
   CudaDecoder::Impl& m_;
   CudaStepShape s_;

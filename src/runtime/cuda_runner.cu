@@ -67,8 +67,6 @@ Result<std::unique_ptr<CudaRunner>> CudaRunner::create(CudaRunnerOptions opt) {
   if (opt.tensor_parallel < 1) return InvalidArgument("cuda runner: tensor_parallel must be at least 1");
   if (opt.tensor_parallel > 1) {
     RETURN_IF_ERROR(tp_supported(c, opt.tensor_parallel));
-    if (c.has_mla || c.has_moe)
-      return Unsupported("cuda runner: tensor parallelism on CUDA runs the llama family and gemma3, not MLA / MoE");
     if (!opt.load_rank) return InvalidArgument("cuda runner: tensor parallelism needs load_rank");
     if (!env_is("CITADEL_TP_COMM", "host"))
       RETURN_IF_ERROR(check_cuda_device(opt.decoder.device + opt.tensor_parallel - 1, cuda_device_count())
@@ -179,11 +177,22 @@ Status CudaRunner::build_comms() {
 
 Status CudaRunner::on_ranks(const std::function<Status(CudaDecoder*, int)>& f) {
   if (ranks_.empty()) return f(decoder_.get(), 0);
-  return run_ranks(static_cast<int>(ranks_.size()) + 1, host_group_.get(), [&](int r) {
-    if (r == 0) return f(decoder_.get(), 0);  // the caller's thread, whose device is rank 0's already
-    ScopedCudaDevice on(rank_device(r));
-    return f(ranks_[static_cast<size_t>(r) - 1].get(), r);
-  });
+  // A rank that fails leaves the others waiting in a collective for it: the comms are aborted to release them.
+  const Status st = run_ranks(
+      static_cast<int>(ranks_.size()) + 1, host_group_.get(),
+      [&](int r) {
+        if (r == 0) return f(decoder_.get(), 0);  // the caller's thread, whose device is rank 0's already
+        ScopedCudaDevice on(rank_device(r));
+        return f(ranks_[static_cast<size_t>(r) - 1].get(), r);
+      },
+      [&] {
+        for (auto& c : comms_) c->abort();
+      });
+  if (st.ok() || !failed_.ok() || comms_.empty() || !comms_[0]->aborted()) return st;
+  (void)(failed_ = Internal("tensor parallel: " + st.message() +
+                            "; the ranks' collectives were aborted to release the ranks waiting for the failed one, "
+                            "so this runner fails every later call (restart to recover)"));
+  return failed_;
 }
 
 // The decoder for options d (every rank's, with tensor parallelism), its weights loaded (or synthetic) and finalized.

@@ -23,6 +23,8 @@ class HostStagedComm final : public DeviceComm {
   int rank() const override { return host_->rank(); }
   int size() const override { return host_->size(); }
   bool capturable() const override { return false; }
+  void abort() override {}
+  bool aborted() const override { return false; }
   Status all_reduce_sum_f32(float* data, int64_t n, void* stream) override {
     const auto s = static_cast<cudaStream_t>(stream);
     RETURN_IF_ERROR(to_host(data, n, &buf_, s));
@@ -67,6 +69,8 @@ class NcclDeviceComm final : public DeviceComm {
   int rank() const override { return r_; }
   int size() const override { return g_->size(); }
   bool capturable() const override { return true; }
+  void abort() override { g_->abort(); }
+  bool aborted() const override { return g_->aborted(); }
   Status all_reduce_sum_f32(float* data, int64_t n, void* stream) override {
     return g_->all_reduce_sum(r_, data, n, NcclType::kF32, static_cast<cudaStream_t>(stream));
   }
@@ -86,6 +90,11 @@ class PeerDeviceComm final : public DeviceComm {
   int rank() const override { return r_; }
   int size() const override { return g_->size(); }
   bool capturable() const override { return !larger_ || larger_->capturable(); }
+  void abort() override {
+    g_->abort();
+    if (larger_) larger_->abort();
+  }
+  bool aborted() const override { return g_->aborted(); }
   Status all_reduce_sum_f32(float* data, int64_t n, void* stream) override {
     if (n > g_->max_elems() && larger_) return larger_->all_reduce_sum_f32(data, n, stream);
     return g_->all_reduce_sum(r_, data, n, static_cast<cudaStream_t>(stream));

@@ -38,6 +38,12 @@ class DeviceComm {
   virtual Status all_gather_f32(const float* mine, int64_t n, float* all, void* stream) = 0;
   // Whether the collective may be recorded into a CUDA graph (the decoder captures decode steps only then).
   virtual bool capturable() const = 0;
+  // A rank failed and will not come (tensor parallelism's single-rank failure): releases every rank of the group
+  // waiting in a collective (queued or running on its stream), whose results are then unspecified, and makes every
+  // later collective of the group fail. Callable from any thread, more than once. The host-staged comm has nothing
+  // to release (its host group is aborted by run_ranks): a no-op there.
+  virtual void abort() = 0;
+  virtual bool aborted() const = 0;
 };
 
 // host is not owned and outlives the result.

@@ -12,6 +12,7 @@ struct NcclGroup::Api {
   int (*get_version)(int*) = nullptr;
   int (*comm_init_all)(void**, int, const int*) = nullptr;
   int (*comm_destroy)(void*) = nullptr;
+  int (*comm_abort)(void*) = nullptr;
   const char* (*error_string)(int) = nullptr;
   int (*all_reduce)(const void*, void*, size_t, int, int, void*, cudaStream_t) = nullptr;
   int (*all_gather)(const void*, void*, size_t, int, void*, cudaStream_t) = nullptr;
@@ -46,7 +47,7 @@ Result<std::unique_ptr<NcclGroup>> NcclGroup::create(const std::vector<int>& dev
     return *reinterpret_cast<void**>(fn) != nullptr;
   };
   if (!sym("ncclGetVersion", &api->get_version) || !sym("ncclCommInitAll", &api->comm_init_all) ||
-      !sym("ncclCommDestroy", &api->comm_destroy) || !sym("ncclGetErrorString", &api->error_string) ||
+      !sym("ncclCommDestroy", &api->comm_destroy) || !sym("ncclCommAbort", &api->comm_abort) || !sym("ncclGetErrorString", &api->error_string) ||
       !sym("ncclAllReduce", &api->all_reduce) || !sym("ncclAllGather", &api->all_gather)) {
     return Unsupported("nccl: the loaded library lacks an entry point this build uses");
   }
@@ -62,19 +63,33 @@ Result<std::unique_ptr<NcclGroup>> NcclGroup::create(const std::vector<int>& dev
 }
 
 NcclGroup::~NcclGroup() {
+  if (aborted_) return;  // ncclCommAbort freed them
   for (void* c : comms_) {
     if (c) api_->comm_destroy(c);
   }
 }
 
+void NcclGroup::abort() {
+  if (aborted_.exchange(true)) return;
+  for (void* c : comms_) {
+    if (c) api_->comm_abort(c);
+  }
+}
+
+namespace {
+Status nccl_aborted() { return Cancelled("nccl: the tensor-parallel group was aborted (a rank failed)"); }
+}  // namespace
+
 Status NcclGroup::all_reduce_sum(int r, void* buf, int64_t count, NcclType t, cudaStream_t s) {
   if (r < 0 || r >= size()) return InvalidArgument("nccl: no rank " + std::to_string(r));
+  if (aborted_) return nccl_aborted();
   const int rc = api_->all_reduce(buf, buf, static_cast<size_t>(count), nccl_type(t), /*ncclSum=*/0, comms_[r], s);
   return rc == 0 ? OkStatus() : Internal(std::string("nccl: ncclAllReduce: ") + api_->error_string(rc));
 }
 
 Status NcclGroup::all_gather(int r, const void* in, void* out, int64_t count, NcclType t, cudaStream_t s) {
   if (r < 0 || r >= size()) return InvalidArgument("nccl: no rank " + std::to_string(r));
+  if (aborted_) return nccl_aborted();
   const int rc = api_->all_gather(in, out, static_cast<size_t>(count), nccl_type(t), comms_[r], s);
   return rc == 0 ? OkStatus() : Internal(std::string("nccl: ncclAllGather: ") + api_->error_string(rc));
 }

@@ -13,6 +13,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,13 +40,18 @@ class NcclGroup {
   Status all_reduce_sum(int r, void* buf, int64_t count, NcclType t, cudaStream_t s);
   // out[q * count ..] = rank q's in[0..count), on every rank. Queued on stream s.
   Status all_gather(int r, const void* in, void* out, int64_t count, NcclType t, cudaStream_t s);
+  // ncclCommAbort of every rank's communicator (once; any thread): a rank failed and will not come, so the ranks
+  // waiting for it in a collective are released (NCCL's kernels poll its abort flag). Later collectives fail.
+  void abort();
+  bool aborted() const { return aborted_.load(); }
 
  private:
   NcclGroup() = default;
   struct Api;
   std::shared_ptr<const Api> api_;
-  std::vector<void*> comms_;  // ncclComm_t per rank
+  std::vector<void*> comms_;  // ncclComm_t per rank (freed by abort(), else by the destructor)
   int version_ = 0;
+  std::atomic<bool> aborted_{false};
 };
 
 }  // namespace citadel::runtime

@@ -2,6 +2,7 @@
 #include "runtime/peer_all_reduce.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -20,6 +21,7 @@ struct PeerArgs {
   float* recv[kPeerMaxRanks];      // rank q's recv [2][size][max_elems]
   uint32_t* flags[kPeerMaxRanks];  // rank q's flags [size][kPeerMaxBlocks]
   uint32_t* epochs;                // the launching rank's [kPeerMaxBlocks]
+  const volatile uint32_t* abort;  // mapped host memory: non-zero once the group is aborted
   int rank, size;
   int64_t max_elems;
   uint64_t timeout_ns;
@@ -76,7 +78,9 @@ __global__ void __launch_bounds__(kThreads)
     const uint32_t* f = a.flags[a.rank] + threadIdx.x * kPeerMaxBlocks + j;
     const uint64_t t0 = now_ns();
     while (static_cast<int32_t>(load_acquire(f) - e) < 0) {
-      if (now_ns() - t0 > a.timeout_ns) __trap();  // a peer never came: fail the stream rather than hang it
+      const uint64_t waited = now_ns() - t0;
+      if (waited > kPeerAbortPollNs && *a.abort != 0) break;  // a rank failed: leave, results unspecified
+      if (waited > a.timeout_ns) __trap();  // a peer never came: fail the stream rather than hang it
       __nanosleep(32);
     }
   }
@@ -127,6 +131,10 @@ Result<std::unique_ptr<PeerAllReduce>> PeerAllReduce::create(const std::vector<i
   const char* t = std::getenv("CITADEL_PEER_TIMEOUT_S");
   const double timeout_s = t && std::atof(t) > 0 ? std::atof(t) : 30.0;
   g->timeout_ns_ = static_cast<uint64_t>(timeout_s * 1e9);
+  void* flag = nullptr;
+  CUDA_TRY(cudaHostAlloc(&flag, 4, cudaHostAllocMapped | cudaHostAllocPortable));
+  g->abort_flag_ = static_cast<volatile uint32_t*>(flag);
+  *g->abort_flag_ = 0;
   const int64_t bytes = recv_bytes(n, max_elems) + flag_bytes(n) + kPeerMaxBlocks * 4;
   for (int d : devices) {
     ScopedCudaDevice on(d);
@@ -144,6 +152,13 @@ PeerAllReduce::~PeerAllReduce() {
     ScopedCudaDevice on(devices_[r]);
     cudaFree(regions_[r]);
   }
+  if (abort_flag_) cudaFreeHost(const_cast<uint32_t*>(abort_flag_));
+}
+
+void PeerAllReduce::abort() {
+  aborted_ = true;
+  *abort_flag_ = 1;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
 Status PeerAllReduce::all_reduce_sum(int r, float* data, int64_t n, cudaStream_t s) {
@@ -159,6 +174,7 @@ Status PeerAllReduce::launch(int r, const float* in, float* out, int64_t n, bool
   if (n < 0 || n > max_elems_)
     return InvalidArgument("peer all-reduce: " + std::to_string(n) + " elements (at most " +
                            std::to_string(max_elems_) + ")");
+  if (aborted_) return Cancelled("peer all-reduce: the tensor-parallel group was aborted (a rank failed)");
   if (n == 0) return OkStatus();
   PeerArgs a{};
   for (int q = 0; q < size(); ++q) {
@@ -168,6 +184,7 @@ Status PeerAllReduce::launch(int r, const float* in, float* out, int64_t n, bool
   }
   a.epochs = reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(a.flags[r]) + flag_bytes(size()));
   a.rank = r, a.size = size(), a.max_elems = max_elems_, a.timeout_ns = timeout_ns_;
+  a.abort = abort_flag_;  // mapped host memory: the same address on every device (unified addressing)
   // The split depends on n alone, so every rank's block j covers the same elements.
   int64_t blocks = std::clamp<int64_t>((n + kBlockElems - 1) / kBlockElems, 1, kPeerMaxBlocks);
   const int64_t chunk = ((n + blocks - 1) / blocks + 3) / 4 * 4;

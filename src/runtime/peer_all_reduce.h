@@ -20,11 +20,13 @@
 // Contract (as NCCL's): every rank calls the same collectives in the same order with the same n, each from its own
 // thread; a rank's call does not complete until every rank has made it, so ranks sharing a device must run on
 // streams that can run concurrently. A wait that lasts past CITADEL_PEER_TIMEOUT_S (default 30 s) traps the kernel:
-// the stream fails with an error instead of hanging.
+// the stream fails with an error instead of hanging. abort() releases the waits at once (a rank failed and will not
+// come): they leave with unspecified results, the stream does not fail, and every later call is refused.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -38,6 +40,8 @@ inline constexpr int kPeerMaxBlocks = 32;
 // The largest collective the runner and citadel_tp_bench send through peer memory (1 MiB of fp32 per rank: a decode
 // step's all-reduces); larger ones go over NCCL.
 inline constexpr int64_t kPeerSmallElems = int64_t{1} << 18;
+// How long a wait runs before it also polls the abort flag (a read over PCIe: kept off the common, short waits).
+inline constexpr uint64_t kPeerAbortPollNs = 20000;
 
 class PeerAllReduce {
  public:
@@ -54,6 +58,10 @@ class PeerAllReduce {
   Status all_reduce_sum(int r, float* data, int64_t n, cudaStream_t s);
   // all[q * n .. (q + 1) * n) = rank q's mine[0..n) on every rank; n <= max_elems; all must not overlap mine.
   Status all_gather(int r, const float* mine, int64_t n, float* all, cudaStream_t s);
+  // Releases every rank's waiting or queued call (any thread; once is enough): a flag in mapped host memory that
+  // a wait reads once it has lasted kPeerAbortPollNs. Later calls return Cancelled.
+  void abort();
+  bool aborted() const { return aborted_.load(); }
 
  private:
   PeerAllReduce() = default;
@@ -63,6 +71,8 @@ class PeerAllReduce {
   std::vector<void*> regions_;  // per rank, on its device
   int64_t max_elems_ = 0;
   uint64_t timeout_ns_ = 0;
+  volatile uint32_t* abort_flag_ = nullptr;  // mapped, portable pinned host memory: 1 once aborted
+  std::atomic<bool> aborted_{false};
 };
 
 }  // namespace citadel::runtime

@@ -38,7 +38,7 @@ const std::vector<Field>& fields() {
       {"cuda_weights", Kind::kString, &ServeConfig::cuda_weights, nullptr, 0, 0, "cuda: bf16, int8, int4, fp8 or f32"},
       {"tensor_parallel", Kind::kInt, nullptr, &ServeConfig::tensor_parallel, 1, 64,
        "ranks each model is split over (heads, FFN and vocabulary; sums exchanged per layer): cpu: threads of this "
-       "process; cuda: one GPU per rank from cuda_device on, over NCCL (llama family and gemma3)"},
+       "process; cuda: one GPU per rank from cuda_device on, over NCCL (MoE layers: experts split across ranks)"},
       {"sampling", Kind::kString, &ServeConfig::sampling, nullptr, 0, 0,
        "cuda: device (only token ids leave the GPU) or host (logits to the host sampler)"},
       {"overlap_steps", Kind::kString, &ServeConfig::overlap_steps, nullptr, 0, 0,

@@ -129,14 +129,61 @@ TEST(CudaMoe, RouteMatchesHost) {
   }
 }
 
-// Host counting sort (model/cpu_ops.cc CpuOps::moe): offsets [E+1], pairs [N] stable.
+// Expert parallel: a rank holding experts [eb, ee) sees the held choices under local ids (weights unchanged) and every
+// other choice as id -1 of weight 0; the shared slots are not in its routing.
+TEST(CudaMoe, RouteOverAnExpertRangeGivesLocalIds) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    const char* name;
+    ck::MoeRouting r;
+    bool bias;
+    int eb, ee, T;
+  };
+  const Case cases[] = {{"v2_lite_rank1_of_4", v2_lite(), false, 16, 32, 65},
+                        {"v2_lite_rank0_of_2", v2_lite(), false, 0, 32, 9},
+                        {"v3_rank3_of_4", v3(), true, 192, 256, 33},
+                        {"tiny_rank1_of_2", routing(8, 2, 1, 1, false, false, 1.f), false, 4, 8, 17}};
+  std::mt19937 rng(9);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const int E = c.r.n_experts, k = c.r.n_used, T = c.T;
+    const auto logits = random_logits(T, E, false, rng);
+    const auto bias = random_bias(E, false, rng);
+    std::vector<int32_t> want_ids;
+    std::vector<float> want_w;
+    host_route(c.r, logits, c.bias ? bias.data() : nullptr, T, &want_ids, &want_w);
+    int held = 0;
+    for (size_t i = 0; i < want_ids.size(); ++i) {
+      const bool in = want_ids[i] >= c.eb && want_ids[i] < c.ee;
+      held += in;
+      want_ids[i] = in ? want_ids[i] - c.eb : -1;
+      if (!in) want_w[i] = 0.f;
+    }
+    EXPECT_GT(held, 0);
+    EXPECT_LT(held, T * k);
+    ck::MoeRouting r = c.r;
+    r.expert_begin = c.eb, r.expert_end = c.ee;
+    DevArray<float> dl(logits), db(bias), dw(size_t(T) * k);
+    DevArray<int32_t> di(size_t(T) * k);
+    ck::moe_route(dl.p, c.bias ? db.p : nullptr, r, T, di.p, dw.p, nullptr);
+    EXPECT_EQ(di.download(), want_ids);
+    const auto got_w = dw.download();
+    for (size_t i = 0; i < want_w.size(); ++i)
+      ASSERT_LE(std::fabs(got_w[i] - want_w[i]), 1e-6f * std::fabs(want_w[i])) << "choice " << i;
+  }
+}
+
+// Host counting sort (model/cpu_ops.cc CpuOps::moe): offsets [E+1], pairs stable; ids -1 left out (offsets[E] counts
+// the others, pairs past it stay -1).
 void host_sort(const std::vector<int32_t>& ids, int E, std::vector<int32_t>* offsets, std::vector<int32_t>* pairs) {
   offsets->assign(size_t(E) + 1, 0);
-  for (int32_t e : ids) ++(*offsets)[e + 1];
+  for (int32_t e : ids)
+    if (e >= 0) ++(*offsets)[e + 1];
   for (int e = 0; e < E; ++e) (*offsets)[e + 1] += (*offsets)[e];
   std::vector<int32_t> fill(offsets->begin(), offsets->end() - 1);
   pairs->assign(ids.size(), -1);
-  for (size_t i = 0; i < ids.size(); ++i) (*pairs)[fill[ids[i]]++] = int32_t(i);
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] >= 0) (*pairs)[fill[ids[i]]++] = int32_t(i);
 }
 
 TEST(CudaMoe, SortMatchesHostCountingSort) {
@@ -163,6 +210,57 @@ TEST(CudaMoe, SortMatchesHostCountingSort) {
       EXPECT_EQ(dp.download(), want_pairs);
     }
   }
+}
+
+// Pairs of another rank's experts (id -1, expert parallel) are left out of the sort: offsets and the sorted pairs are
+// those of the held ones.
+TEST(CudaMoe, SortLeavesOutOtherRanksExperts) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    int T, k, E, ranks;
+  };
+  const Case cases[] = {{1, 6, 16, 4}, {64, 6, 32, 2}, {300, 6, 16, 4}, {8192, 8, 64, 4}, {5, 3, 4, 2}};
+  std::mt19937 rng(13);
+  for (const Case& c : cases) {
+    SCOPED_TRACE("T " + std::to_string(c.T) + " k " + std::to_string(c.k) + " E " + std::to_string(c.E));
+    std::uniform_int_distribution<int> d(0, c.E * c.ranks - 1);  // global ids; this rank holds [0, E)
+    std::vector<int32_t> ids(size_t(c.T) * c.k);
+    for (auto& x : ids) x = d(rng) < c.E ? d(rng) % c.E : -1;
+    std::vector<int32_t> want_off, want_pairs;
+    host_sort(ids, c.E, &want_off, &want_pairs);
+    DevArray<int32_t> di(ids), doff(size_t(c.E) + 1), dp(ids.size());
+    ck::moe_sort(di.p, c.T, c.k, c.E, doff.p, dp.p, nullptr);
+    const auto off = doff.download();
+    EXPECT_EQ(off, want_off);
+    const auto pairs = dp.download();
+    const int n = want_off.back();
+    EXPECT_LT(n, static_cast<int>(ids.size()));
+    EXPECT_TRUE(std::equal(pairs.begin(), pairs.begin() + n, want_pairs.begin()));
+  }
+}
+
+// moe_combine skips choices of weight 0 (another rank's experts): their y rows, never written, may hold anything
+// (here NaN: DevArray's poison) and must not reach the sum.
+TEST(CudaMoe, CombineSkipsChoicesOfWeightZero) {
+  SKIP_WITHOUT_GPU();
+  const int T = 3, k = 4, D = 64;
+  std::vector<float> y(size_t(T) * k * D), w(size_t(T) * k);
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (float& x : y) x = u(rng);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = i % 3 == 1 ? 0.f : u(rng);
+  for (size_t i = 0; i < w.size(); ++i)
+    if (w[i] == 0.f) std::fill_n(y.begin() + i * D, D, std::nanf(""));
+  DevArray<float> dy(y), dw(w), out(size_t(T) * D);
+  ck::moe_combine(dy.p, dw.p, T, k, D, out.p, false, nullptr);
+  const auto got = out.download();
+  for (int t = 0; t < T; ++t)
+    for (int n = 0; n < D; ++n) {
+      float want = 0.f;
+      for (int j = 0; j < k; ++j)
+        if (w[t * k + j] != 0.f) want = std::fmaf(w[t * k + j], y[(size_t(t) * k + j) * D + n], want);
+      ASSERT_EQ(got[size_t(t) * D + n], want) << "token " << t << " n " << n;
+    }
 }
 
 // ---- the whole op ----

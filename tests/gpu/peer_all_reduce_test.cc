@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <barrier>
+#include <chrono>
 #include <functional>
 #include <random>
 #include <thread>
@@ -188,6 +189,38 @@ TEST(PeerAllReduce, RefusesWhatItCannotDo) {
   EXPECT_EQ((*g)->all_reduce_sum(0, nullptr, 1025, nullptr).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ((*g)->all_reduce_sum(1, nullptr, 4, nullptr).code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE((*g)->all_reduce_sum(0, nullptr, 0, nullptr).ok());  // nothing to do: no launch
+}
+
+// Tensor parallelism's single-rank failure: rank 1 never calls, so rank 0's call waits for it; abort() from another
+// thread releases the wait long before the 30 s timeout would trap it, the stream ends without an error (the device
+// stays usable: a new group then sums correctly), and every later call of the aborted group is Cancelled.
+TEST(PeerAllReduce, AbortReleasesARankWaitingForAFailedOne) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<int> devices = rank_devices(2);
+  auto g = PeerAllReduce::create(devices, 1024);
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  ASSERT_EQ(cudaSetDevice(devices[0]), cudaSuccess);
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 1024 * sizeof(float)), cudaSuccess);
+  ASSERT_TRUE((*g)->all_reduce_sum(0, d, 1024, s).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(cudaStreamQuery(s), cudaErrorNotReady);  // still waiting for rank 1
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread([&] { (*g)->abort(); }).join();
+  EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(waited, 5.0);
+  EXPECT_TRUE((*g)->aborted());
+  EXPECT_EQ((*g)->all_reduce_sum(0, d, 1024, s).code(), StatusCode::kCancelled);
+  EXPECT_EQ((*g)->all_gather(1, d, 4, d + 8, s).code(), StatusCode::kCancelled);
+  cudaFree(d);
+  cudaStreamDestroy(s);
+  (*g).reset();
+  auto fresh = PeerAllReduce::create(devices, 1024);
+  ASSERT_TRUE(fresh.ok()) << fresh.status().message();
+  check_calls(fresh->get(), devices, {1, 1024}, 0);
 }
 
 }  // namespace

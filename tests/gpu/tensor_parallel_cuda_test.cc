@@ -3,7 +3,9 @@
 // columns), its row-parallel outputs all-reduced through a DeviceComm, against the same weights at TP = 1:
 //  - every rank on device 0 through the host-staged communicator (one GPU suffices): TP = 2 and 4 on a qwen2 shape
 //    (q/k/v biases; 2 KV heads: split at TP 2, replicated at TP 4), a llama shape and a gemma3 shape (one KV head,
-//    post-norms, sliding window), fp32 weights on the exact path (NMSE < 1e-9 per row) and bf16 weights
+//    post-norms, sliding window), and the deepseek2-tiny / deepseek3-tiny presets (MLA heads split; MoE expert
+//    parallel: each rank its routed experts and a slice of the shared ones, one all-reduce of the layer's sum),
+//    fp32 weights on the exact path (NMSE < 1e-9 per row) and bf16 weights
 //    (median NMSE < 1e-4: bf16 rounding after differently ordered sums), a 24-token prefill with every position's
 //    logits, then 8 decode steps; every rank's logits equal rank 0's bit for bit; top-1 agreeing with TP = 1;
 //  - every rank on device 0 through the peer-memory all-reduce, decode steps in CUDA graphs capturing it;
@@ -15,6 +17,7 @@
 
 #include <algorithm>
 #include <barrier>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -30,6 +33,7 @@
 #include "model/arch.h"
 #include "model/shard.h"
 #include "model/synth.h"
+#include "model/weights.h"
 #include "runtime/cuda_loader.h"
 #include "runtime/device_comm.h"
 #include "runtime/nccl_group.h"
@@ -214,6 +218,23 @@ struct Case {
 
 std::vector<Case> cases() { return {{"qwen2", small_config()}, {"llama", llama_shape()}, {"gemma3", gemma3_config(128)}}; }
 
+// Every model of the comparisons: the cases above with random weights, then the deepseek2 presets (MLA heads split,
+// MoE expert parallel with the shared experts split as an FFN) written by synth (f32) and loaded as a server loads
+// them.
+void for_each_model(uint32_t seed, const std::function<void(const std::string& name, const ModelWeights& full)>& fn) {
+  for (const Case& tc : cases()) {
+    auto full = random_weights(tc.config, seed);
+    fn(tc.name, *full);
+  }
+  for (const char* preset : {"deepseek2-tiny", "deepseek3-tiny"}) {
+    const std::string path = model_testing::synth_file("deepseek2", preset, seed, "f32");
+    auto w = load_model(path, {});
+    EXPECT_TRUE(w.ok()) << preset << ": " << w.status().message();
+    if (w.ok()) fn(preset, **w);
+    std::filesystem::remove(path);
+  }
+}
+
 void inputs(int64_t V, std::vector<int32_t>* prompt, std::vector<int32_t>* more) {
   prompt->clear(), more->clear();
   for (int i = 0; i < 24; ++i) prompt->push_back(static_cast<int32_t>((i * 37 + 11) % V));
@@ -224,22 +245,21 @@ void inputs(int64_t V, std::vector<int32_t>* prompt, std::vector<int32_t>* more)
 // the comm's name in the messages), against TP = 1.
 void check_one_device(uint32_t seed, const char* label,
                       const std::function<std::vector<std::unique_ptr<runtime::DeviceComm>>(int n)>& make_comms) {
-  for (const Case& tc : cases()) {
-    auto full = random_weights(tc.config, seed);
+  for_each_model(seed, [&](const std::string& name, const ModelWeights& full) {
     std::vector<int32_t> prompt, more;
-    inputs(tc.config.n_vocab, &prompt, &more);
+    inputs(full.config.n_vocab, &prompt, &more);
     for (CudaWeightFormat f : {CudaWeightFormat::kF32, CudaWeightFormat::kBf16}) {
-      const std::vector<float> want = whole_model_rows(*full, f, prompt, more);
+      const std::vector<float> want = whole_model_rows(full, f, prompt, more);
       for (int n : {2, 4}) {
-        if (!tp_supported(tc.config, n).ok()) continue;
+        if (!tp_supported(full.config, n).ok()) continue;
         const auto comms = make_comms(n);
         ASSERT_EQ(static_cast<int>(comms.size()), n);
-        const auto got = sharded_rows(*full, f, std::vector<int>(static_cast<size_t>(n), 0), comms, prompt, more);
-        compare(want, got, tc.config.n_vocab, f == CudaWeightFormat::kF32,
-                std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " (" + label + ")");
+        const auto got = sharded_rows(full, f, std::vector<int>(static_cast<size_t>(n), 0), comms, prompt, more);
+        compare(want, got, full.config.n_vocab, f == CudaWeightFormat::kF32,
+                name + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " (" + label + ")");
       }
     }
-  }
+  });
 }
 
 TEST(CudaTensorParallel, RanksOnOneDeviceGiveTp1Logits) {
@@ -268,6 +288,53 @@ TEST(CudaTensorParallel, RanksOverPeerAllReduceGiveTp1Logits) {
     EXPECT_TRUE(comms[0]->capturable());
     return comms;
   });
+}
+
+// A single rank's failure (docs/TENSOR_PARALLEL.md): rank 1 fails before its first collective while rank 0's prefill
+// waits for it in the embedding's all-reduce (peer memory, both ranks on device 0). run_ranks with the comms' abort
+// as its release, what CudaRunner::on_ranks does, returns rank 1's error within seconds (the peer wait's trap would
+// take 30 s and poison the device), and the comms refuse every later collective.
+TEST(CudaTensorParallel, AFailedRankReleasesTheRanksWaitingForIt) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const ModelConfig c = llama_shape();
+  auto full = random_weights(c, 51);
+  const int n = 2;
+  auto g = runtime::PeerAllReduce::create({0, 0}, runtime::kPeerSmallElems);
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
+  std::vector<std::unique_ptr<CudaDecoder>> decs;
+  for (int r = 0; r < n; ++r) {
+    comms.push_back(runtime::peer_device_comm(g->get(), r, nullptr));
+    CudaDecoderOptions o = options(CudaWeightFormat::kBf16, 0);
+    o.comm = comms.back().get();
+    auto dec = CudaDecoder::create(tp_rank_config(c, n), o);
+    ASSERT_TRUE(dec.ok()) << dec.status().message();
+    ASSERT_TRUE(runtime::load_cuda_shard(*full, "gguf", r, n, dec->get()).ok());
+    ASSERT_TRUE((*dec)->finalize().ok());
+    decs.push_back(std::move(dec).value());
+  }
+  std::vector<int32_t> prompt, more;
+  inputs(c.n_vocab, &prompt, &more);
+  std::vector<float> rows;
+  const auto t0 = std::chrono::steady_clock::now();
+  const Status st = run_ranks(
+      n, nullptr,
+      [&](int r) {
+        if (r == 1) return InvalidArgument("rank 1 fails before its collectives");
+        return run_sequence(decs[0].get(), prompt, {}, &rows);
+      },
+      [&] {
+        for (auto& comm : comms) comm->abort();
+      });
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.message();
+  EXPECT_LT(took, 10.0);
+  EXPECT_TRUE(comms[0]->aborted() && comms[1]->aborted());
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // released, not trapped
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d), 64), cudaSuccess);
+  EXPECT_EQ(comms[0]->all_reduce_sum_f32(d, 4, nullptr).code(), StatusCode::kCancelled);
+  cudaFree(d);
 }
 
 // The serving path: make_model_runner with tensor_parallel 3 (the smollm2-135m shape: 9 heads, 3 KV heads, head_dim
@@ -323,17 +390,17 @@ TEST(CudaTensorParallel, RanksOnDevicesOverNcclGiveTp1Logits) {
   ASSERT_TRUE(group.ok()) << group.status().message();
   std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
   for (int r = 0; r < n; ++r) comms.push_back(runtime::nccl_device_comm(group->get(), r));
-  for (const Case& tc : cases()) {
-    auto full = random_weights(tc.config, 37);
+  for_each_model(37, [&](const std::string& name, const ModelWeights& full) {
+    if (!tp_supported(full.config, n).ok()) return;
     std::vector<int32_t> prompt, more;
-    inputs(tc.config.n_vocab, &prompt, &more);
+    inputs(full.config.n_vocab, &prompt, &more);
     for (CudaWeightFormat f : {CudaWeightFormat::kF32, CudaWeightFormat::kBf16}) {
-      const std::vector<float> want = whole_model_rows(*full, f, prompt, more);
-      const auto got = sharded_rows(*full, f, devices, comms, prompt, more);
-      compare(want, got, tc.config.n_vocab, f == CudaWeightFormat::kF32,
-              std::string(tc.name) + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " over NCCL");
+      const std::vector<float> want = whole_model_rows(full, f, prompt, more);
+      const auto got = sharded_rows(full, f, devices, comms, prompt, more);
+      compare(want, got, full.config.n_vocab, f == CudaWeightFormat::kF32,
+              name + " " + runtime::format_name(f) + " TP " + std::to_string(n) + " over NCCL");
     }
-  }
+  });
 }
 
 }  // namespace

@@ -234,6 +234,50 @@ TEST(TensorParallel, ShardTensorsForTheCudaDecoder) {
   std::filesystem::remove(path);
 }
 
+// The same for deepseek2 (expert parallel): rank 1 of 2 gets tp_role_shape's sizes, routed experts E / 2.. of each
+// stack, the second half of the shared experts' width (gate rows, down columns), heads H / 2.. of k_b, and the router
+// whole.
+TEST(TensorParallel, ShardTensorsOfAnMoeModelForTheCudaDecoder) {
+  const std::string path = synth_file("deepseek2", "deepseek2-tiny", 25, "f32");
+  auto w = load_model(path, {});
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  const ModelWeights& full = **w;
+  const ModelConfig& c = full.config;
+  auto shard = shard_weights(full, 1, 2);
+  ASSERT_TRUE(shard.ok()) << shard.status().message();
+  const ModelConfig rc = tp_rank_config(c, 2);
+  const VocabRange vr = tp_vocab_range(c.n_vocab, 1, 2);
+  std::map<std::pair<TensorRole, int>, std::vector<float>> got;
+  const Status st = runtime::read_model_weights(**shard, "gguf", [&](TensorRole r, int l, const float* p, int64_t n) {
+    int64_t want = 1;
+    for (int64_t d : tp_role_shape(rc, r, 2)) want *= d;
+    if (r == TensorRole::kTokEmbd || r == TensorRole::kOutput) want = (vr.end - vr.begin) * c.dim;
+    EXPECT_EQ(n, want) << role_name(r) << " layer " << l;
+    got[{r, l}].assign(p, p + n);
+    return OkStatus();
+  });
+  ASSERT_TRUE(st.ok()) << st.message();
+  const auto at = [](const WeightView& v, int64_t row, int64_t col, int64_t cols) {  // f32, contiguous
+    return static_cast<const float*>(v.data)[row * cols + col];
+  };
+  const int l = static_cast<int>(c.moe.n_dense_layers);  // the first MoE layer
+  const int64_t D = c.dim, Fe = c.moe.expert_ffn_dim, E = c.moe.n_experts, half_s = c.moe.n_shared * Fe / 2;
+  EXPECT_EQ(tp_role_shape(rc, TensorRole::kGateExps, 2), (std::vector<int64_t>{E / 2, Fe, D}));
+  const std::vector<float>& gate = got.at({TensorRole::kGateExps, l});  // local expert 1 = expert E / 2 + 1
+  EXPECT_EQ(gate[static_cast<size_t>((1 * Fe + 3) * D + 5)], at(full.mat(TensorRole::kGateExps, l), (E / 2 + 1) * Fe + 3, 5, D));
+  const std::vector<float>& sh = got.at({TensorRole::kGateShexp, l});
+  EXPECT_EQ(sh[static_cast<size_t>(2 * D + 1)], at(full.mat(TensorRole::kGateShexp, l), half_s + 2, 1, D));
+  const std::vector<float>& shd = got.at({TensorRole::kDownShexp, l});
+  EXPECT_EQ(shd[static_cast<size_t>(4 * half_s + 3)], at(full.mat(TensorRole::kDownShexp, l), 4, half_s + 3, 2 * half_s));
+  const std::vector<float>& router = got.at({TensorRole::kFfnGateInp, l});
+  EXPECT_EQ(static_cast<int64_t>(router.size()), E * D);
+  const int64_t r = c.mla.kv_lora_rank, nope = c.mla.qk_nope_dim, H = c.n_heads;
+  const std::vector<float>& kb = got.at({TensorRole::kWkB, 0});
+  ASSERT_EQ(static_cast<int64_t>(kb.size()), H / 2 * r * nope);
+  EXPECT_EQ(kb[static_cast<size_t>(r * nope + 7)], at(full.mat(TensorRole::kWkB, 0), (H / 2 + 1) * r, 7, nope));
+  std::filesystem::remove(path);
+}
+
 TEST(TensorParallel, SplitsThatCannotWorkAreErrors) {
   const std::string path = synth_file("llama", "tiny", 23, "q8_0");  // 4 heads, 2 KV heads, FFN 128, head_dim 16
   auto w = load_model(path, {});

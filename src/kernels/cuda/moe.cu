@@ -100,8 +100,10 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* _
       float w = sel_w[i];
       if (r.norm_topk) w /= sum + 1e-20f;
       w *= r.routed_scale;
-      ids[row + i] = sel_id[i];
-      weights[row + i] = w;
+      const int id = sel_id[i];
+      const bool held = r.expert_end <= r.expert_begin || (id >= r.expert_begin && id < r.expert_end);
+      ids[row + i] = held ? id - r.expert_begin : -1;  // expert parallel: another rank's expert
+      weights[row + i] = held ? w : 0.f;
     }
     for (int i = 0; i < r.n_shared; ++i) ids[row + k + i] = E + i, weights[row + k + i] = 1.f;
   }
@@ -121,7 +123,8 @@ __global__ void __launch_bounds__(kSortWarps * 32) moe_sort_kernel(const int32_t
   for (int i = tid; i < kSortWarps * kMoeMaxSlots; i += kSortWarps * 32) (&base[0][0])[i] = 0;
   __syncthreads();
   const int seg = (N + kSortWarps - 1) / kSortWarps, begin = min(N, warp * seg), end = min(N, begin + seg);
-  for (int i = begin + lane; i < end; i += 32) atomicAdd(&base[warp][ids[i]], 1);
+  for (int i = begin + lane; i < end; i += 32)
+    if (ids[i] >= 0) atomicAdd(&base[warp][ids[i]], 1);
   __syncthreads();
   if (tid < E) {  // exclusive prefix over the segments; the expert's total
     int s = 0;
@@ -149,24 +152,25 @@ __global__ void __launch_bounds__(kSortWarps * 32) moe_sort_kernel(const int32_t
       if (x < E) start[x] = ex;
       ex += v[j];
     }
+    if (lane == 31) offsets[E] = ex;  // the pairs sorted: N less those of no expert (id -1)
   }
   __syncthreads();
   if (tid < E) {
     offsets[tid] = start[tid];
     for (int w = 0; w < kSortWarps; ++w) base[w][tid] += start[tid];
   }
-  if (tid == 0) offsets[E] = N;
   __syncthreads();
   const unsigned lt = (1u << lane) - 1u;
   for (int i0 = begin; i0 < end; i0 += 32) {  // in order: lanes with one expert take consecutive slots
     const int i = i0 + lane;
     const bool valid = i < end;
     const int x = valid ? ids[i] : -1;
+    const bool placed = x >= 0;  // id -1: another rank's expert (moe_route with an expert range)
     const unsigned same = __match_any_sync(0xffffffffu, x);
     const int rank = __popc(same & lt);
-    if (valid) pairs[base[warp][x] + rank] = i;
+    if (placed) pairs[base[warp][x] + rank] = i;
     __syncwarp();
-    if (valid && rank == 0) base[warp][x] += __popc(same);
+    if (placed && rank == 0) base[warp][x] += __popc(same);
     __syncwarp();
   }
 }
@@ -353,8 +357,10 @@ __global__ void __launch_bounds__(W * 32) moe_pair_kernel(const uint16_t* __rest
       for (int j = 0; j < NMAT * RB; ++j) w[j][u] = i < K8 ? ld_stream(rows[j] + i) : make_uint4(0, 0, 0, 0);
     }
   };
+  int64_t e = -1;
   auto first_loads = [&] {
-    const int64_t e = ids[pair];
+    e = ids[pair];
+    if (e < 0) return;  // another rank's expert (moe_route with an expert range): no work
 #pragma unroll
     for (int m = 0; m < NMAT; ++m)
 #pragma unroll
@@ -366,6 +372,7 @@ __global__ void __launch_bounds__(W * 32) moe_pair_kernel(const uint16_t* __rest
   pdl_wait();
   pdl_trigger();
   if (!ch.early_ids) first_loads();
+  if (e < 0) return;  // the whole block: one pair
   const uint4* x = reinterpret_cast<const uint4*>(in + static_cast<int64_t>(pair / in_div) * K);
   float acc[NMAT * RB] = {};
   for (int base = 0; base < K8; base += (W * 32) * U) {
@@ -415,6 +422,7 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const floa
   float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int j = 0; j < k; ++j) {
     const float w = weights[static_cast<int64_t>(t) * k + j];
+    if (w == 0.f) continue;  // another rank's expert: its y row was not written
     const float4 v = *reinterpret_cast<const float4*>(y + (static_cast<int64_t>(t) * k + j) * D + n);
     s.x = fmaf(w, v.x, s.x), s.y = fmaf(w, v.y, s.y), s.z = fmaf(w, v.z, s.z), s.w = fmaf(w, v.w, s.w);
   }

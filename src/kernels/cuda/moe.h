@@ -35,6 +35,10 @@ struct MoeRouting {
   bool sigmoid = false;             // V3: sigmoid scores + correction bias for the choice only; V2: softmax
   bool norm_topk = false;           // renormalise the chosen weights
   float routed_scale = 1.f;         // times the final weights
+  // Expert parallel (tensor parallelism): this rank holds routed experts [expert_begin, expert_end) as its local
+  // experts 0..; a chosen expert there gets its local id, one elsewhere id -1 and weight 0 (the selection and the
+  // weights of the held ones are unchanged). expert_end <= expert_begin: every expert is held (ids as chosen).
+  int expert_begin = 0, expert_end = 0;
 };
 constexpr int kMoeMaxExperts = 256;  // routed experts
 constexpr int kMoeMaxSlots = 288;    // expert slots of the grouped kernels: routed + shared (a multiple of 32)
@@ -50,8 +54,9 @@ void moe_route(const float* logits, const float* bias, const MoeRouting& r, int 
                cudaStream_t s);
 
 // Counting sort of the T*k (token, choice) pairs by expert: offsets [E+1] int32 (offsets[e] .. offsets[e+1]: expert
-// e's pairs, offsets[0] = 0, offsets[E] = T*k), pairs [T*k] int32 = t*k + j, stable (increasing pair index within an
-// expert). ids [T*k] in [0, E). One block; T*k <= kMoeMaxPairs, E <= kMoeMaxSlots (here and below E counts every
+// e's pairs, offsets[0] = 0, offsets[E] = the pairs sorted), pairs [T*k] int32 = t*k + j, stable (increasing pair
+// index within an expert). ids [T*k] in [0, E), or -1 (another rank's expert: left out, so offsets[E] = T*k less
+// those; pairs past offsets[E] are unspecified). One block; T*k <= kMoeMaxPairs, E <= kMoeMaxSlots (here and below E counts every
 // expert slot, routed and shared).
 void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t* pairs, cudaStream_t s);
 
@@ -86,13 +91,14 @@ void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, i
               int E, int D, int Fe, float* y, cudaStream_t s);
 
 // out[t][n] = (accumulate ? out[t][n] : 0) + sum_j weights[t][j] * y[t*k+j][n], j in increasing order (fp32,
-// deterministic). y [T*k][D] fp32, weights [T][k] fp32, out [T][D] fp32.
+// deterministic); a choice of weight 0 is skipped (its y row is not read: another rank's expert leaves it unwritten). y [T*k][D] fp32, weights [T][k] fp32, out [T][D] fp32.
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,
                  cudaStream_t s);
 
 // The two expert GEMVs per (token, choice) pair, for steps of few tokens (batch-1 decode): no sort. Grid (row tiles,
 // T*k pairs): a block takes a few rows of one pair's expert ids[pair] (ids [T*k], as moe_route writes them, slots
-// E .. of the shared experts included) with every thread's share of those rows in flight at once. An expert chosen
+// E .. of the shared experts included; a pair of id -1 is skipped: act / y rows unwritten) with every thread's share
+// of those rows in flight at once. An expert chosen
 // by several tokens is streamed once per pair, so this suits T*k <= kMoePairMaxPairs. Same math as moe_gate_up_silu
 // / moe_down (fp32 accumulation, bf16 act, fp32 y; act and y in pair order), up to summation order. bf16 weights.
 constexpr int kMoePairMaxPairs = 64;
