@@ -5,8 +5,8 @@
 //     of fp32 (the per-layer all-reduce of a decode step is dim x 4 bytes per token: 14-32 KiB at batch 1);
 //   - batch-1 decode (CUDA graphs capture the all-reduces), 64-sequence decode at context 128, a 512-token prefill;
 //     per-rank weight bytes and the bs1 roofline (a rank streams its bytes at the copy bandwidth of its card).
-// Environment: TP_BENCH_SHAPE=7b|70b (qwen2 7B; llama-3 70B: 80 layers, dim 8192, 64 heads, 8 KV heads, FFN 28672,
-// vocab 128256), TP_BENCH_N (default: every device), TP_BENCH_FORMAT=bf16|int8|int4|fp8 (default bf16),
+// Environment: TP_BENCH_SHAPE=7b|70b|v2lite (qwen2 7B; llama-3 70B: 80 layers, dim 8192, 64 heads, 8 KV heads, FFN
+// 28672, vocab 128256; DeepSeek-V2-Lite: MLA heads split, MoE expert parallel), TP_BENCH_N (default: every device), TP_BENCH_FORMAT=bf16|int8|int4|fp8 (default bf16),
 // TP_BENCH_COMM=host: the host-staged communicator with every rank on device 0 (a one-GPU dry run of this program:
 // its times mean nothing, and it runs without CUDA graphs); TP_BENCH_COMM=peer: collectives up to 1 MiB a rank through
 // peer memory (runtime/peer_all_reduce.h), larger ones over NCCL.
@@ -36,12 +36,12 @@ using runtime::CudaDecoderOptions;
 
 namespace {
 
-// The llama-3 70B shape: synth's llama-3-70b preset (the file serve_bench.sh writes for the serving run).
-ModelConfig llama3_70b_config() {
+// A synth preset's shape: llama-3-70b (the file serve_bench.sh writes for the serving run), deepseek-v2-lite.
+ModelConfig preset_config(const std::string& preset) {
   SynthOptions o;
-  o.preset = "llama-3-70b";
+  o.preset = preset;
   auto plan = plan_synth(o);
-  die(plan.status(), "llama-3-70b preset");
+  die(plan.status(), (preset + " preset").c_str());
   return synth_config(*plan);
 }
 
@@ -98,8 +98,10 @@ int main(int argc, char** argv) {
   const char* fmt_env = std::getenv("TP_BENCH_FORMAT");
   auto fmt = runtime::parse_cuda_weight_format(fmt_env ? fmt_env : "bf16");
   die(fmt.status(), "TP_BENCH_FORMAT");
-  const ModelConfig full = shape == "70b" ? llama3_70b_config() : runtime::qwen2_7b_config();
-  die(tp_supported(full, n), "tensor parallel");
+  const ModelConfig full = shape == "70b"      ? preset_config("llama-3-70b")
+                           : shape == "v2lite" ? preset_config("deepseek-v2-lite")
+                                               : runtime::qwen2_7b_config();
+  die(runtime::cuda_tp_supported(full, n), "tensor parallel");
   if (!host && n > n_dev) die(InvalidArgument(std::to_string(n) + " ranks need as many devices"), "TP_BENCH_N");
   std::vector<int> devices;
   for (int r = 0; r < n; ++r) devices.push_back(host ? 0 : r);

@@ -23,6 +23,8 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "device: $GPU"
 DIR=.gpu-server
 tar xJf .gpu-server.tar.xz && echo "binaries: $(cat $DIR/COMMIT | tr '\n' ' ')"
+# A base commit's benchmark for before / after arms (AB_ARMS "base='BIN=.gpu-base/ds'"): .gpu-base.tar.xz, if carried.
+[ -f .gpu-base.tar.xz ] && tar xJf .gpu-base.tar.xz && echo "base: $(cat .gpu-base/COMMIT)"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PWD/$DIR/lib
 if [ -n "${AB_ARMS:-}" ] && [[ "$GPU" == *H100* ]] && [ -x "$DIR/ds" ]; then
   eval "arms=($AB_ARMS)"

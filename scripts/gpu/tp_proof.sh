@@ -9,7 +9,7 @@
 #      peer-memory all-reduce for small messages (TP_BENCH_COMM=peer): all-reduce bus bandwidth,
 #      batch-1 decode against the per-rank roofline, 64 sequences, 512-token prefill; one device: TP 2 host-staged
 #      (every rank on device 0; its times mean nothing);
-#   3. the llama-3 70B shape at TP 2: bf16 where a card holds more than 80 GB (H200), else int8 (H100);
+#   3. DeepSeek-V2-Lite at TP 2 and 4 (expert parallel MoE); the llama-3 70B shape at TP 2: bf16 where a card holds more than 80 GB (H200), else int8 (H100);
 #   4. TP_PROOF_SERVE=1 (about 75 GB of disk, and minutes to write and load): the seed's serving case, the llama-3 70B
 #      shape (DeepSeek-R1-Distill-Llama-70B's) as a q8_0 GGUF, `serve --tensor-parallel 2` with the step-3 weight
 #      format, 50 users, 512-token prompts, 256-token answers (bench/gpu/serve_bench.sh users50): p95 time to first
@@ -31,12 +31,15 @@ bench() {  # LABEL ENV...: one citadel_tp_bench run
 }
 if [ "$n_dev" -lt 2 ]; then
   bench 7b_tp2_host TP_BENCH_SHAPE=7b TP_BENCH_N=2 TP_BENCH_COMM=host
+  bench v2lite_tp2_host TP_BENCH_SHAPE=v2lite TP_BENCH_N=2 TP_BENCH_COMM=host
   exit 0
 fi
 for n in 2 4 8; do [ "$n" -le "$n_dev" ] && bench "7b_tp$n" TP_BENCH_SHAPE=7b TP_BENCH_N=$n; done
 # The same with collectives up to 1 MiB through peer memory (runtime/peer_all_reduce.h): its all-reduce times and
 # batch-1 decode against NCCL's above.
 for n in 2 4 8; do [ "$n" -le "$n_dev" ] && bench "7b_tp${n}_peer" TP_BENCH_SHAPE=7b TP_BENCH_N=$n TP_BENCH_COMM=peer; done
+# DeepSeek-V2-Lite (MLA heads split, MoE expert parallel: 64 experts over the ranks) at TP 2 and 4.
+for n in 2 4; do [ "$n" -le "$n_dev" ] && bench "v2lite_tp$n" TP_BENCH_SHAPE=v2lite TP_BENCH_N=$n; done
 mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 fmt=int8; [ "$mem" -gt 100000 ] && fmt=bf16
 bench "70b_tp2_$fmt" TP_BENCH_SHAPE=70b TP_BENCH_N=2 TP_BENCH_FORMAT=$fmt

@@ -608,6 +608,9 @@ Status CudaDecoder::launch(const CudaStep& s, std::vector<float>* logits_out) {
   CUDA_TRY(cudaMemcpyAsync(m.h_out, m.d_out, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, m.stream));
   if (logits_out) {
     logits_out->resize(static_cast<size_t>(rows) * m.c.n_vocab);
+    // Ranks sharing a device (tensor parallelism): a pageable copy waits for the stream inside the driver, where it
+    // can hold up another rank's launch while this stream waits in a collective for that rank. Wait first.
+    if (m.opt.comm) CUDA_TRY(cudaStreamSynchronize(m.stream));
     CUDA_TRY(cudaMemcpyAsync(logits_out->data(), m.logits, sizeof(float) * logits_out->size(),
                                cudaMemcpyDeviceToHost, m.stream));
   }

@@ -86,6 +86,17 @@ Status cuda_supports(const ModelConfig& c) {
   return OkStatus();
 }
 
+Status cuda_tp_supported(const ModelConfig& c, int n) {
+  RETURN_IF_ERROR(tp_supported(c, n));
+  const std::string what = "tensor parallel " + std::to_string(n);
+  RETURN_IF_ERROR(cuda_supports(tp_rank_config(c, n)).with_context(what));
+  const int64_t shared = c.moe.n_shared * c.moe.expert_ffn_dim / n;
+  if (c.has_moe && n > 1 && shared % 16 != 0)
+    return Unsupported(what + ": the shared experts' slice per rank, " + std::to_string(shared) +
+                       " wide, is not a multiple of 16");
+  return OkStatus();
+}
+
 Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out) {
   const int64_t n = t.numel();
   if (n < 0 || t.data == nullptr) return DataLoss("tensor " + t.name + ": no data");

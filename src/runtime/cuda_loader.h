@@ -45,6 +45,9 @@ namespace citadel::runtime {
 Result<CudaWeightFormat> parse_cuda_weight_format(const std::string& name);
 
 Status cuda_supports(const ModelConfig& c);
+// Whether c splits over n CUDA ranks: model/shard.h tp_supported, cuda_supports of the rank's config, and an MoE
+// layer's slice of the shared experts a multiple of 16 wide (the dense GEMVs' K).
+Status cuda_tp_supported(const ModelConfig& c, int n);
 
 // Converts one tensor to fp32 [numel] (row-major, as stored). Unsupported dtypes give kUnsupported naming the tensor.
 Status tensor_to_f32(const TensorInfo& t, std::vector<float>* out);

@@ -66,7 +66,7 @@ Result<std::unique_ptr<CudaRunner>> CudaRunner::create(CudaRunnerOptions opt) {
   RETURN_IF_ERROR(check_cuda_device(opt.decoder.device, cuda_device_count()));  // refused before any weight is read
   if (opt.tensor_parallel < 1) return InvalidArgument("cuda runner: tensor_parallel must be at least 1");
   if (opt.tensor_parallel > 1) {
-    RETURN_IF_ERROR(tp_supported(c, opt.tensor_parallel));
+    RETURN_IF_ERROR(cuda_tp_supported(c, opt.tensor_parallel));
     if (!opt.load_rank) return InvalidArgument("cuda runner: tensor parallelism needs load_rank");
     if (!env_is("CITADEL_TP_COMM", "host"))
       RETURN_IF_ERROR(check_cuda_device(opt.decoder.device + opt.tensor_parallel - 1, cuda_device_count())

@@ -251,7 +251,10 @@ void check_one_device(uint32_t seed, const char* label,
     for (CudaWeightFormat f : {CudaWeightFormat::kF32, CudaWeightFormat::kBf16}) {
       const std::vector<float> want = whole_model_rows(full, f, prompt, more);
       for (int n : {2, 4}) {
-        if (!tp_supported(full.config, n).ok()) continue;
+        if (const Status ok = runtime::cuda_tp_supported(full.config, n); !ok.ok()) {
+          std::printf("%s TP %d: not run (%s)\n", name.c_str(), n, ok.message().c_str());
+          continue;
+        }
         const auto comms = make_comms(n);
         ASSERT_EQ(static_cast<int>(comms.size()), n);
         const auto got = sharded_rows(full, f, std::vector<int>(static_cast<size_t>(n), 0), comms, prompt, more);
@@ -391,7 +394,7 @@ TEST(CudaTensorParallel, RanksOnDevicesOverNcclGiveTp1Logits) {
   std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
   for (int r = 0; r < n; ++r) comms.push_back(runtime::nccl_device_comm(group->get(), r));
   for_each_model(37, [&](const std::string& name, const ModelWeights& full) {
-    if (!tp_supported(full.config, n).ok()) return;
+    if (!runtime::cuda_tp_supported(full.config, n).ok()) return;
     std::vector<int32_t> prompt, more;
     inputs(full.config.n_vocab, &prompt, &more);
     for (CudaWeightFormat f : {CudaWeightFormat::kF32, CudaWeightFormat::kBf16}) {

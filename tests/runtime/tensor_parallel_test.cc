@@ -295,6 +295,20 @@ TEST(TensorParallel, SplitsThatCannotWorkAreErrors) {
   moe.has_moe = true, moe.moe.n_experts = 6, moe.moe.n_shared = 1, moe.moe.expert_ffn_dim = 32;
   const Status s4 = tp_supported(moe, 4);
   EXPECT_NE(s4.message().find("6 experts are not a multiple of 4"), std::string::npos) << s4.message();
+  // CUDA ranks also need their config's kernel shapes: deepseek2-tiny (FFN 160, shared experts 2 x 32) splits over 2
+  // CUDA ranks, not over 4 (FFN 40 per rank); a shared slice of 8 is refused.
+  const std::string ds = synth_file("deepseek2", "deepseek2-tiny", 26, "f32");
+  auto d = load_model(ds, {});
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  ModelConfig c = (*d)->config;
+  EXPECT_TRUE(runtime::cuda_tp_supported(c, 2).ok()) << runtime::cuda_tp_supported(c, 2).message();
+  const Status c4 = runtime::cuda_tp_supported(c, 4);
+  EXPECT_EQ(c4.code(), StatusCode::kUnsupported);
+  EXPECT_NE(c4.message().find("tensor parallel 4"), std::string::npos) << c4.message();
+  c.moe.expert_ffn_dim = 16, c.ffn_dim = 128;  // shared slice 2 x 16 / 4 = 8
+  const Status sh = runtime::cuda_tp_supported(c, 4);
+  EXPECT_NE(sh.message().find("shared experts' slice per rank, 8 wide"), std::string::npos) << sh.message();
+  std::filesystem::remove(ds);
 }
 
 TEST(TensorParallel, VocabRangesCoverTheVocabulary) {
