@@ -11,7 +11,8 @@
 # citadel, citadel-run, gpu_tests, ds, COMMIT and lib/ with their shared libraries); carry it.
 # Environment: TOTAL (seconds for the whole script, default 560), FIRST, AB_ROUNDS (3), AB_ARMS ("name='ENV=V ...'
 # ..." as deepseek_ab.sh takes them), SERVE_ARMS ("label:flags,label:flags"; flags with spaces allowed, e.g.
-# "d0:,d4:--admission-delay-steps 4"), SERVE_BENCH_RUNS (passed on). Results under $OUT.
+# "d0:,d4:--admission-delay-steps 4"), SERVE_BENCH_RUNS (passed on), SKIP_SUITE=1 (only the FIRST tests). Results
+# under $OUT.
 # Usage (repository root, on the device): AB_ARMS="head='X=1' base='CITADEL_MOE_EARLY=0'" bash scripts/gpu/carried_call.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
@@ -46,10 +47,13 @@ if [ -x "$DIR/gpu_tests" ]; then
     echo "first tests rc=$? at $(el) s"
     grep -E "^\[  (PASSED|SKIPPED|FAILED)  \] [0-9]+ test|^\[  FAILED  \] [A-Z]|NMSE" "$OUT/gpu_tests_first.log" | head -40
   fi
-  timeout $(( $(left) - ${SERVE_RESERVE:-0} )) "$DIR/gpu_tests" ${filter:+--gtest_filter="-$filter"} > "$OUT/gpu_tests.log" 2>&1
-  echo "gpu tests rc=$? at $(el) s"
-  grep -E "^\[  (PASSED|SKIPPED|FAILED)  \] [0-9]+ test|^\[  FAILED  \] [A-Z]" "$OUT/gpu_tests.log" | head -30
-  echo "passed so far: $(grep -c '^\[       OK \]' "$OUT/gpu_tests.log"); last started: $(grep '^\[ RUN' "$OUT/gpu_tests.log" | tail -1)"
+  if [ "${SKIP_SUITE:-0}" != 1 ]; then  # SKIP_SUITE=1: the FIRST tests only
+    timeout $(( $(left) - ${SERVE_RESERVE:-0} )) "$DIR/gpu_tests" ${filter:+--gtest_filter="-$filter"} \
+      > "$OUT/gpu_tests.log" 2>&1
+    echo "gpu tests rc=$? at $(el) s"
+    grep -E "^\[  (PASSED|SKIPPED|FAILED)  \] [0-9]+ test|^\[  FAILED  \] [A-Z]" "$OUT/gpu_tests.log" | head -30
+    echo "passed so far: $(grep -c '^\[       OK \]' "$OUT/gpu_tests.log"); last started: $(grep '^\[ RUN' "$OUT/gpu_tests.log" | tail -1)"
+  fi
 fi
 if [ -n "$serve" ]; then
   wait $synth
