@@ -47,7 +47,8 @@ Result<std::unique_ptr<NcclGroup>> NcclGroup::create(const std::vector<int>& dev
     return *reinterpret_cast<void**>(fn) != nullptr;
   };
   if (!sym("ncclGetVersion", &api->get_version) || !sym("ncclCommInitAll", &api->comm_init_all) ||
-      !sym("ncclCommDestroy", &api->comm_destroy) || !sym("ncclCommAbort", &api->comm_abort) || !sym("ncclGetErrorString", &api->error_string) ||
+      !sym("ncclCommDestroy", &api->comm_destroy) || !sym("ncclCommAbort", &api->comm_abort) ||
+      !sym("ncclGetErrorString", &api->error_string) ||
       !sym("ncclAllReduce", &api->all_reduce) || !sym("ncclAllGather", &api->all_gather)) {
     return Unsupported("nccl: the loaded library lacks an entry point this build uses");
   }

@@ -192,29 +192,40 @@ TEST(TensorParallel, EngineGreedyTokensEqualOneRank) {
   std::filesystem::remove(path);
 }
 
-// What load_cuda_shard hands a rank's CUDA decoder (read_model_weights over the shard): every tensor in the rank
-// config's shape, rank 1's q rows and q bias the whole model's from head H / 2 on, o's columns from H / 2 * head_dim
-// on, its vocabulary rows of the embedding and the (tied) LM head.
+// Rank 1 of 2's tensors as load_cuda_shard hands them to its CUDA decoder (read_model_weights over the shard), each
+// checked to have its tp_role_shape size (the vocabulary roles: the rank's rows).
+using RoleTensors = std::map<std::pair<TensorRole, int>, std::vector<float>>;
+RoleTensors rank1_of_2_tensors(const ModelWeights& full) {
+  RoleTensors got;
+  const ModelConfig& c = full.config;
+  auto shard = shard_weights(full, 1, 2);
+  EXPECT_TRUE(shard.ok()) << shard.status().message();
+  if (!shard.ok()) return got;
+  const ModelConfig rc = tp_rank_config(c, 2);
+  const VocabRange vr = tp_vocab_range(c.n_vocab, 1, 2);
+  const Status st = runtime::read_model_weights(**shard, "gguf", [&](TensorRole r, int l, const float* p, int64_t n) {
+    int64_t want = 1;
+    for (int64_t d : tp_role_shape(rc, r, 2)) want *= d;
+    if (r == TensorRole::kTokEmbd || r == TensorRole::kOutput) want = (vr.end - vr.begin) * c.dim;
+    EXPECT_EQ(n, want) << role_name(r) << " layer " << l;
+    got[{r, l}].assign(p, p + n);
+    return OkStatus();
+  });
+  EXPECT_TRUE(st.ok()) << st.message();
+  return got;
+}
+
+// A dense model: rank 1's q rows and q bias are the whole model's from head H / 2 on, o's columns from H / 2 *
+// head_dim on, its vocabulary rows of the embedding and the (tied) LM head.
 TEST(TensorParallel, ShardTensorsForTheCudaDecoder) {
   const std::string path = synth_file("qwen2", "tiny", 24, "f32");
   auto w = load_model(path, {});
   ASSERT_TRUE(w.ok()) << w.status().message();
   const ModelWeights& full = **w;
   const ModelConfig& c = full.config;
-  auto shard = shard_weights(full, 1, 2);
-  ASSERT_TRUE(shard.ok()) << shard.status().message();
-  const ModelConfig rc = tp_rank_config(c, 2);
-  std::map<std::pair<TensorRole, int>, std::vector<float>> got;
   const VocabRange vr = tp_vocab_range(c.n_vocab, 1, 2);
-  const Status st = runtime::read_model_weights(**shard, "gguf", [&](TensorRole r, int l, const float* p, int64_t n) {
-    int64_t want = 1;
-    for (int64_t d : role_shape(rc, r)) want *= d;
-    if (r == TensorRole::kTokEmbd || r == TensorRole::kOutput) want = (vr.end - vr.begin) * c.dim;
-    EXPECT_EQ(n, want) << role_name(r) << " layer " << l;
-    got[{r, l}].assign(p, p + n);
-    return OkStatus();
-  });
-  ASSERT_TRUE(st.ok()) << st.message();
+  const RoleTensors got = rank1_of_2_tensors(full);
+  ASSERT_FALSE(got.empty());
   const auto f32 = [](const WeightView& v, int64_t row, int64_t col) {
     return static_cast<const float*>(v.data)[row * v.cols + col];
   };
@@ -234,29 +245,17 @@ TEST(TensorParallel, ShardTensorsForTheCudaDecoder) {
   std::filesystem::remove(path);
 }
 
-// The same for deepseek2 (expert parallel): rank 1 of 2 gets tp_role_shape's sizes, routed experts E / 2.. of each
-// stack, the second half of the shared experts' width (gate rows, down columns), heads H / 2.. of k_b, and the router
-// whole.
+// The same for deepseek2 (expert parallel): rank 1 of 2 gets routed experts E / 2.. of each stack, the second half
+// of the shared experts' width (gate rows, down columns), heads H / 2.. of k_b, and the router whole.
 TEST(TensorParallel, ShardTensorsOfAnMoeModelForTheCudaDecoder) {
   const std::string path = synth_file("deepseek2", "deepseek2-tiny", 25, "f32");
   auto w = load_model(path, {});
   ASSERT_TRUE(w.ok()) << w.status().message();
   const ModelWeights& full = **w;
   const ModelConfig& c = full.config;
-  auto shard = shard_weights(full, 1, 2);
-  ASSERT_TRUE(shard.ok()) << shard.status().message();
+  const RoleTensors got = rank1_of_2_tensors(full);
+  ASSERT_FALSE(got.empty());
   const ModelConfig rc = tp_rank_config(c, 2);
-  const VocabRange vr = tp_vocab_range(c.n_vocab, 1, 2);
-  std::map<std::pair<TensorRole, int>, std::vector<float>> got;
-  const Status st = runtime::read_model_weights(**shard, "gguf", [&](TensorRole r, int l, const float* p, int64_t n) {
-    int64_t want = 1;
-    for (int64_t d : tp_role_shape(rc, r, 2)) want *= d;
-    if (r == TensorRole::kTokEmbd || r == TensorRole::kOutput) want = (vr.end - vr.begin) * c.dim;
-    EXPECT_EQ(n, want) << role_name(r) << " layer " << l;
-    got[{r, l}].assign(p, p + n);
-    return OkStatus();
-  });
-  ASSERT_TRUE(st.ok()) << st.message();
   const auto at = [](const WeightView& v, int64_t row, int64_t col, int64_t cols) {  // f32, contiguous
     return static_cast<const float*>(v.data)[row * cols + col];
   };
@@ -264,11 +263,13 @@ TEST(TensorParallel, ShardTensorsOfAnMoeModelForTheCudaDecoder) {
   const int64_t D = c.dim, Fe = c.moe.expert_ffn_dim, E = c.moe.n_experts, half_s = c.moe.n_shared * Fe / 2;
   EXPECT_EQ(tp_role_shape(rc, TensorRole::kGateExps, 2), (std::vector<int64_t>{E / 2, Fe, D}));
   const std::vector<float>& gate = got.at({TensorRole::kGateExps, l});  // local expert 1 = expert E / 2 + 1
-  EXPECT_EQ(gate[static_cast<size_t>((1 * Fe + 3) * D + 5)], at(full.mat(TensorRole::kGateExps, l), (E / 2 + 1) * Fe + 3, 5, D));
+  EXPECT_EQ(gate[static_cast<size_t>((1 * Fe + 3) * D + 5)],
+            at(full.mat(TensorRole::kGateExps, l), (E / 2 + 1) * Fe + 3, 5, D));
   const std::vector<float>& sh = got.at({TensorRole::kGateShexp, l});
   EXPECT_EQ(sh[static_cast<size_t>(2 * D + 1)], at(full.mat(TensorRole::kGateShexp, l), half_s + 2, 1, D));
   const std::vector<float>& shd = got.at({TensorRole::kDownShexp, l});
-  EXPECT_EQ(shd[static_cast<size_t>(4 * half_s + 3)], at(full.mat(TensorRole::kDownShexp, l), 4, half_s + 3, 2 * half_s));
+  EXPECT_EQ(shd[static_cast<size_t>(4 * half_s + 3)],
+            at(full.mat(TensorRole::kDownShexp, l), 4, half_s + 3, 2 * half_s));
   const std::vector<float>& router = got.at({TensorRole::kFfnGateInp, l});
   EXPECT_EQ(static_cast<int64_t>(router.size()), E * D);
   const int64_t r = c.mla.kv_lora_rank, nope = c.mla.qk_nope_dim, H = c.n_heads;
