@@ -2,7 +2,7 @@
 # One device call that runs binaries built on the dev machine (no build on the device), everything a session needs
 # from a scarce GPU in one go, each part under its own time cap so that one hang cannot eat the call:
 #   1. the bs1 A/B of citadel_deepseek_bench (bench/gpu/deepseek_ab.sh) when AB_ARMS is set and the card is an H100
-#      (issue 16's target is an H100 number);
+#      (issue 16's target is an H100 number), or any card with AB_ANY=1 (a before / after on one machine);
 #   2. the GPU suite in two processes: FIRST (a gtest filter: the tests new this session) alone, so that a sticky
 #      CUDA error there cannot fail the rest; then everything else;
 #   3. serving runs with the server bundle (scripts/gpu/bundle_server.sh) when SERVE_ARMS is set: one
@@ -27,7 +27,7 @@ tar xJf .gpu-server.tar.xz && echo "binaries: $(cat $DIR/COMMIT | tr '\n' ' ')"
 # A base commit's benchmark for before / after arms (AB_ARMS "base='BIN=.gpu-base/ds'"): .gpu-base.tar.xz, if carried.
 [ -f .gpu-base.tar.xz ] && tar xJf .gpu-base.tar.xz && echo "base: $(cat .gpu-base/COMMIT)"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$PWD/$DIR/lib
-if [ -n "${AB_ARMS:-}" ] && [[ "$GPU" == *H100* ]] && [ -x "$DIR/ds" ]; then
+if [ -n "${AB_ARMS:-}" ] && { [[ "$GPU" == *H100* ]] || [ "${AB_ANY:-0}" = 1 ]; } && [ -x "$DIR/ds" ]; then
   eval "arms=($AB_ARMS)"
   OUT=$OUT timeout $(( $(left) / 3 )) bash bench/gpu/deepseek_ab.sh "$DIR/ds" "${AB_ROUNDS:-3}" "${arms[@]}" | cut -c1-300
   echo "A/B done at $(el) s"
