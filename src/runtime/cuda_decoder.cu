@@ -107,9 +107,10 @@ void* CudaDecoder::Impl::weight_ptr(TensorRole r, int layer, int64_t* count) {
     case R::kBk: return at(l.qkv.bias, Q);
     case R::kBv: return at(l.qkv.bias, Q + KV);
     case R::kWo: return l.o.bf16;
-    case R::kGate: return l.gate_up.bf16;
-    case R::kUp: return at(l.gate_up.bf16, c.ffn_dim * D);
-    case R::kDown: return l.down.bf16;
+    // An MoE layer has no dense FFN (expert parallel, gate_up / down hold its slice of the shared experts).
+    case R::kGate: return moe_layer(layer) ? nullptr : l.gate_up.bf16;
+    case R::kUp: return moe_layer(layer) ? nullptr : at(l.gate_up.bf16, c.ffn_dim * D);
+    case R::kDown: return moe_layer(layer) ? nullptr : l.down.bf16;
     default: return nullptr;
   }
 }

@@ -97,7 +97,7 @@ void* CudaDecoder::Impl::mla_moe_weight_ptr(TensorRole r, LayerW& l) {
   auto shared = [&](const LinearW& w) -> void* {
     return c.moe.n_shared > 0 && w.bf16 ? reinterpret_cast<char*>(w.bf16) + shared_at : nullptr;
   };
-  if (expert_parallel() && l.gate_up.bf16) {
+  if (expert_parallel() && l.moe.router.bf16 && l.gate_up.bf16) {  // an MoE layer's
     if (r == R::kGateShexp) return l.gate_up.bf16;
     if (r == R::kUpShexp) return reinterpret_cast<char*>(l.gate_up.bf16) + shared_width() * c.dim * tensor_esz(r);
     if (r == R::kDownShexp) return l.down.bf16;
@@ -338,7 +338,7 @@ Status CudaOps::moe_shared_slice(int layer) {
 
 Status CudaOps::moe_finish(int T, int k) {
   const bool shared_apart = m_.expert_parallel() && m_.c.moe.n_shared > 0;  // delta holds their slice already
-  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, m_.dim(), m_.delta, shared_apart, m_.stream);
+  ck::moe_combine(m_.mm.y, m_.mm.weights, T, k, m_.dim(), m_.delta, shared_apart, m_.stream, m_.expert_parallel());
   if (!m_.expert_parallel()) return OkStatus();
   return m_.opt.comm->all_reduce_sum_f32(m_.delta, int64_t{T} * m_.dim(), m_.stream);
 }

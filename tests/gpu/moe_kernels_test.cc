@@ -239,8 +239,8 @@ TEST(CudaMoe, SortLeavesOutOtherRanksExperts) {
   }
 }
 
-// moe_combine skips choices of weight 0 (another rank's experts): their y rows, never written, may hold anything
-// (here NaN: DevArray's poison) and must not reach the sum.
+// moe_combine with skip_zero_weights (expert parallel) leaves out choices of weight 0 (another rank's experts): their
+// y rows, never written, may hold anything (here NaN: DevArray's poison) and must not reach the sum.
 TEST(CudaMoe, CombineSkipsChoicesOfWeightZero) {
   SKIP_WITHOUT_GPU();
   const int T = 3, k = 4, D = 64;
@@ -252,7 +252,7 @@ TEST(CudaMoe, CombineSkipsChoicesOfWeightZero) {
   for (size_t i = 0; i < w.size(); ++i)
     if (w[i] == 0.f) std::fill_n(y.begin() + i * D, D, std::nanf(""));
   DevArray<float> dy(y), dw(w), out(size_t(T) * D);
-  ck::moe_combine(dy.p, dw.p, T, k, D, out.p, false, nullptr);
+  ck::moe_combine(dy.p, dw.p, T, k, D, out.p, false, nullptr, /*skip_zero_weights=*/true);
   const auto got = out.download();
   for (int t = 0; t < T; ++t)
     for (int n = 0; n < D; ++n) {

@@ -293,6 +293,37 @@ TEST(CudaTensorParallel, RanksOverPeerAllReduceGiveTp1Logits) {
   });
 }
 
+// citadel_tp_bench's path: each rank's decoder filled by init_synthetic (every role the architecture names, in the
+// rank's shapes; an MoE layer holds no dense FFN, its gate_up / down the shared experts' slice) and stepped: the ranks
+// agree bit for bit and the logits are finite (deepseek2-tiny at TP 2, host-staged).
+TEST(CudaTensorParallel, SyntheticRanksOfAnMoeModelRun) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const std::string path = model_testing::synth_file("deepseek2", "deepseek2-tiny", 53, "f32");
+  auto full = load_model(path, {});
+  std::filesystem::remove(path);
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  const ModelConfig& c = (*full)->config;
+  const int n = 2;
+  ThreadCommGroup group(n);
+  std::vector<std::unique_ptr<runtime::DeviceComm>> comms;
+  for (int r = 0; r < n; ++r) comms.push_back(runtime::host_staged_comm(group.rank(r)));
+  std::vector<int32_t> prompt, more;
+  inputs(c.n_vocab, &prompt, &more);
+  std::vector<std::vector<float>> rows(n);
+  const Status st = run_ranks(n, &group, [&](int r) {
+    CudaDecoderOptions o = options(CudaWeightFormat::kBf16, 0);
+    o.comm = comms[static_cast<size_t>(r)].get();
+    auto dec = CudaDecoder::create(tp_rank_config(c, n), o);
+    if (!dec.ok()) return dec.status();
+    RETURN_IF_ERROR((*dec)->init_synthetic(42));
+    return run_sequence(dec->get(), prompt, more, &rows[static_cast<size_t>(r)]);
+  });
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(rows[0], rows[1]);
+  ASSERT_EQ(rows[0].size(), (prompt.size() + more.size()) * static_cast<size_t>(c.n_vocab));
+  for (float v : rows[0]) ASSERT_TRUE(std::isfinite(v));
+}
+
 // A single rank's failure (docs/TENSOR_PARALLEL.md): rank 1 fails before its first collective while rank 0's prefill
 // waits for it in the embedding's all-reduce (peer memory, both ranks on device 0). run_ranks with the comms' abort
 // as its release, what CudaRunner::on_ranks does, returns rank 1's error within seconds (the peer wait's trap would

@@ -412,6 +412,8 @@ __global__ void __launch_bounds__(W * 32) moe_pair_kernel(const uint16_t* __rest
 // ---- combine: thread = 4 consecutive outputs of one token ----
 constexpr int kCombineThreads = 256;
 
+// SKIP: choices of weight 0 are left out (their y rows may be unwritten); without it every y load is issued at once.
+template <bool SKIP>
 __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const float* __restrict__ y,
                                                                       const float* __restrict__ weights, int k, int D,
                                                                       float* __restrict__ out, bool accumulate) {
@@ -422,7 +424,7 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const floa
   float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int j = 0; j < k; ++j) {
     const float w = weights[static_cast<int64_t>(t) * k + j];
-    if (w == 0.f) continue;  // another rank's expert: its y row was not written
+    if (SKIP && w == 0.f) continue;  // another rank's expert: its y row was not written
     const float4 v = *reinterpret_cast<const float4*>(y + (static_cast<int64_t>(t) * k + j) * D + n);
     s.x = fmaf(w, v.x, s.x), s.y = fmaf(w, v.y, s.y), s.z = fmaf(w, v.z, s.z), s.w = fmaf(w, v.w, s.w);
   }
@@ -572,12 +574,15 @@ void moe_pair_down(const bf16_t* act, const int32_t* ids, int T, int k, const bf
 }
 
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,
-                 cudaStream_t s) {
+                 cudaStream_t s, bool skip_zero_weights) {
   CHECK(k >= 1 && D % 4 == 0 && aligned16(y) && aligned16(out));
   if (T <= 0) return;
   const int per_block = kCombineThreads * 4;
-  launch_pdl(moe_combine_kernel, dim3((D + per_block - 1) / per_block, T), dim3(kCombineThreads), 0, s, y, weights,
-             k, D, out, accumulate);
+  const dim3 grid((D + per_block - 1) / per_block, T);
+  if (skip_zero_weights)
+    launch_pdl(moe_combine_kernel<true>, grid, dim3(kCombineThreads), 0, s, y, weights, k, D, out, accumulate);
+  else
+    launch_pdl(moe_combine_kernel<false>, grid, dim3(kCombineThreads), 0, s, y, weights, k, D, out, accumulate);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -91,9 +91,10 @@ void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, i
               int E, int D, int Fe, float* y, cudaStream_t s);
 
 // out[t][n] = (accumulate ? out[t][n] : 0) + sum_j weights[t][j] * y[t*k+j][n], j in increasing order (fp32,
-// deterministic); a choice of weight 0 is skipped (its y row is not read: another rank's expert leaves it unwritten). y [T*k][D] fp32, weights [T][k] fp32, out [T][D] fp32.
+// deterministic). skip_zero_weights (expert parallel): a choice of weight 0 is left out, its y row not read (another
+// rank's expert leaves it unwritten); without it, all of a thread's y loads are in flight at once (batch-1 decode). y [T*k][D] fp32, weights [T][k] fp32, out [T][D] fp32.
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,
-                 cudaStream_t s);
+                 cudaStream_t s, bool skip_zero_weights = false);
 
 // The two expert GEMVs per (token, choice) pair, for steps of few tokens (batch-1 decode): no sort. Grid (row tiles,
 // T*k pairs): a block takes a few rows of one pair's expert ids[pair] (ids [T*k], as moe_route writes them, slots
