@@ -112,12 +112,17 @@ inline cudaDeviceProp device_or_exit() {
   return prop;
 }
 
+// Token id x of the benchmarks' sequences, below the model's vocabulary (ids below `limit` where it is larger).
+inline int32_t bench_token(const runtime::CudaDecoder& dec, int64_t x, int limit) {
+  return static_cast<int32_t>(x % std::min<int64_t>(limit, dec.config().n_vocab));
+}
+
 // 128-token prompt, then 128 greedy steps (graph replays); returns decode tok/s.
 inline double decode_bs1(runtime::CudaDecoder& dec) {
   const int W = dec.max_blocks_per_seq();
   auto table = table_for(0, W, W);
   std::vector<int32_t> toks(128);
-  for (int i = 0; i < 128; ++i) toks[i] = (i * 7919 + 13) % 150000;
+  for (int i = 0; i < 128; ++i) toks[i] = bench_token(dec, i * 7919 + 13, 150000);
   std::vector<int32_t> ids;
   die(dec.step(sequence_step(toks, 0, table), &ids, nullptr), "prefill");
   auto run = [&](int n, double* secs) {
@@ -144,7 +149,7 @@ inline double prefill_512(runtime::CudaDecoder& dec) {
   const int W = dec.max_blocks_per_seq();
   auto table = table_for(0, W, W);
   std::vector<int32_t> toks(512);
-  for (int i = 0; i < 512; ++i) toks[i] = (i * 104729 + 7) % 152000;
+  for (int i = 0; i < 512; ++i) toks[i] = bench_token(dec, int64_t{i} * 104729 + 7, 152000);
   std::vector<double> t;
   std::vector<int32_t> ids;
   for (int r = 0; r < 6; ++r) {
@@ -161,7 +166,7 @@ inline double decode_batch(runtime::CudaDecoder& dec, int B, int ctx, int steps)
   const int per_seq = (ctx + steps + 4 + dec.block_size() - 1) / dec.block_size();
   dec.fill_kv_random(9);  // contexts of random K/V: decode cost does not depend on the values
   std::vector<int32_t> cur(B);
-  for (int b = 0; b < B; ++b) cur[b] = (b * 31 + 5) % 150000;
+  for (int b = 0; b < B; ++b) cur[b] = bench_token(dec, b * 31 + 5, 150000);
   auto run = [&](int k0, int n) {
     std::vector<int32_t> ids;
     for (int k = k0; k < k0 + n; ++k) {
