@@ -112,6 +112,20 @@ inline cudaDeviceProp device_or_exit() {
   return prop;
 }
 
+// The weight bytes a decode token reads of a decoder (or tensor-parallel rank of n) holding weight_bytes in format
+// f: all of them, but of an MoE model's routed experts only k of E (a rank holds E / n and runs k / n of them on
+// average: the same share). Scales aside.
+inline double active_weight_bytes(const ModelConfig& full, runtime::CudaWeightFormat f, double weight_bytes, int n = 1) {
+  if (!full.has_moe) return weight_bytes;
+  const double E = double(full.moe.n_experts), k = double(full.moe.n_experts_used);
+  const double moe_layers = double(full.n_layers - full.moe.n_dense_layers);
+  const double wbytes = f == runtime::CudaWeightFormat::kInt8 || f == runtime::CudaWeightFormat::kFp8 ? 1.0
+                        : f == runtime::CudaWeightFormat::kInt4                                      ? 0.5
+                                                                                                      : 2.0;
+  const double expert_bytes = moe_layers * 3.0 * (E / n) * double(full.moe.expert_ffn_dim) * double(full.dim) * wbytes;
+  return weight_bytes - expert_bytes * (1.0 - k / E);
+}
+
 // Token id x of the benchmarks' sequences, below the model's vocabulary (ids below `limit` where it is larger).
 inline int32_t bench_token(const runtime::CudaDecoder& dec, int64_t x, int limit) {
   return static_cast<int32_t>(x % std::min<int64_t>(limit, dec.config().n_vocab));

@@ -227,13 +227,7 @@ int main(int argc, char** argv) {
     if (const char* e = std::getenv("CITADEL_BENCH_DUMP_ONLY"); e && std::string(e) == "1") return 0;
   }
   const double all_bytes = double(dec->weight_bytes());
-  const double E = double(c.moe.n_experts), k = double(c.moe.n_experts_used);
-  const double moe_layers = double(c.n_layers - c.moe.n_dense_layers);
-  const double wbytes = opt.format == runtime::CudaWeightFormat::kInt8   ? 1.0
-                        : opt.format == runtime::CudaWeightFormat::kInt4 ? 0.5
-                                                                          : 2.0;  // per weight, scales aside
-  const double expert_bytes = moe_layers * 3.0 * E * double(c.moe.expert_ffn_dim) * double(c.dim) * wbytes;
-  const double active_bytes = all_bytes - expert_bytes * (1.0 - k / E);
+  const double active_bytes = active_weight_bytes(c, opt.format, all_bytes);
   const int W = dec->max_blocks_per_seq();
   const char* prof_env = std::getenv("CITADEL_BENCH_PROFILE");
   const std::string prof = prof_env ? prof_env : "";

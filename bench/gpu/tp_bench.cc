@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
     pre[static_cast<size_t>(r)] = prefill_512(dec);
     b64[static_cast<size_t>(r)] = decode_batch(dec, 64, 128, 32);
   });
-  const double rank_bytes = static_cast<double>(decs[0]->weight_bytes());
+  const double rank_bytes = active_weight_bytes(full, *fmt, static_cast<double>(decs[0]->weight_bytes()), n);
   const double roofline = bw * 1e9 / rank_bytes;
   std::fprintf(stderr, "TP %d: decode bs1 %.1f tok/s (roofline %.1f: %.3f), 64 sequences %.0f tok/s, prefill 512 %.0f "
                "tok/s; %.2f GB per rank per decode step\n", n, bs1[0], roofline, bs1[0] / roofline, b64[0], pre[0],
@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
   std::snprintf(head, sizeof(head),
                 "{\n  \"device\": \"%s\",\n  \"devices\": %d,\n  \"comm\": \"%s\",\n  \"shape\": \"%s\",\n"
                 "  \"tensor_parallel\": %d,\n  \"format\": \"%s\",\n  \"copy_bandwidth_GBps\": %.1f,\n"
-                "  \"weight_bytes_per_rank\": %.0f,\n  \"decode_bs1_tok_s\": %.1f,\n  \"roofline_bs1_tok_s\": %.1f,\n"
+                "  \"active_weight_bytes_per_rank\": %.0f,\n  \"decode_bs1_tok_s\": %.1f,\n  \"roofline_bs1_tok_s\": %.1f,\n"
                 "  \"roofline_ratio_decode_bs1\": %.3f,\n  \"decode_b64_tok_s\": %.0f,\n  \"prefill_512_tok_s\": %.0f,\n",
                 prop.name, n_dev, host ? "host-staged" : "nccl", shape.c_str(), n, runtime::format_name(*fmt), bw,
                 rank_bytes, bs1[0], roofline, bs1[0] / roofline, b64[0], pre[0]);
