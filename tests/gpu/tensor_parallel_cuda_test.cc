@@ -371,15 +371,17 @@ TEST(CudaTensorParallel, AFailedRankReleasesTheRanksWaitingForIt) {
   cudaFree(d);
 }
 
-// The serving path: make_model_runner with tensor_parallel 3 (the smollm2-135m shape: 9 heads, 3 KV heads, head_dim
-// 64; a 4096-token vocabulary) through the real engine (batched requests, a shared prefix, chunked prefill, pipelined
-// device-sampled steps), every rank on device 0 (CITADEL_TP_COMM=host), exact mode (bf16 weights, fp32 activations):
-// the same greedy tokens as one rank, and the KV bytes per token of three ranks' pools (each KV head on one rank).
-TEST(CudaTensorParallel, RunnerGreedyTokensEqualOneRank) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+// The serving path: make_model_runner with tensor_parallel n through the real engine (batched requests, a shared
+// prefix, chunked prefill, pipelined device-sampled steps), every rank on device 0 (CITADEL_TP_COMM=host), exact mode
+// (bf16 weights, fp32 activations), a 4096-token vocabulary: the same greedy tokens as one rank, and the KV bytes per
+// token of the ranks' pools. The smollm2-135m shape at TP 3 (9 heads, 3 KV heads: each KV head on one rank) and
+// deepseek2-tiny at TP 2 (MLA heads split, MoE expert parallel; the latent cache whole on every rank).
+void runner_greedy_tokens_equal_one_rank(const std::string& arch, const std::string& preset, int n) {
+  SCOPED_TRACE(preset + " TP " + std::to_string(n));
   SynthOptions so;
-  so.preset = "smollm2-135m", so.seed = 3, so.dtype = "bf16", so.n_vocab = 4096;
-  so.out = (std::filesystem::temp_directory_path() / ("citadel-tp-runner-" + std::to_string(::getpid()) + ".gguf"))
+  so.arch = arch, so.preset = preset, so.seed = 3, so.dtype = "bf16", so.n_vocab = 4096;
+  so.out = (std::filesystem::temp_directory_path() /
+            ("citadel-tp-runner-" + preset + "-" + std::to_string(::getpid()) + ".gguf"))
                .string();
   ASSERT_TRUE(write_synth(so).ok());
   ::setenv("CITADEL_TP_COMM", "host", 1);
@@ -396,10 +398,10 @@ TEST(CudaTensorParallel, RunnerGreedyTokensEqualOneRank) {
   const std::vector<int> max_tokens = {12, 9, 15, 10};
   std::vector<std::vector<std::vector<int32_t>>> out;
   std::vector<size_t> kv_bytes;
-  for (int n : {1, 3}) {
+  for (int ranks : {1, n}) {
     runtime::RunnerOptions ro;
     ro.device = "cuda", ro.exact = true, ro.max_batched_tokens = 32, ro.max_batch = 8, ro.max_context = 256;
-    ro.tensor_parallel = n;
+    ro.tensor_parallel = ranks;
     auto runner = runtime::make_model_runner(so.out, ro);
     ASSERT_TRUE(runner.ok()) << runner.status().message();
     out.push_back(model_testing::engine_greedy(runner->get(), prompts, max_tokens, 64, 32));
@@ -411,6 +413,12 @@ TEST(CudaTensorParallel, RunnerGreedyTokensEqualOneRank) {
   ASSERT_EQ(out[0].size(), prompts.size());
   EXPECT_EQ(out[0], out[1]);
   EXPECT_EQ(kv_bytes[0], kv_bytes[1]);
+}
+
+TEST(CudaTensorParallel, RunnerGreedyTokensEqualOneRank) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  runner_greedy_tokens_equal_one_rank("llama", "smollm2-135m", 3);
+  runner_greedy_tokens_equal_one_rank("deepseek2", "deepseek2-tiny", 2);
 }
 
 TEST(CudaTensorParallel, RanksOnDevicesOverNcclGiveTp1Logits) {
