@@ -374,9 +374,10 @@ TEST(CudaTensorParallel, AFailedRankReleasesTheRanksWaitingForIt) {
 // The serving path: make_model_runner with tensor_parallel n through the real engine (batched requests, a shared
 // prefix, chunked prefill, pipelined device-sampled steps), every rank on device 0 (CITADEL_TP_COMM=host), exact mode
 // (bf16 weights, fp32 activations), a 4096-token vocabulary: the same greedy tokens as one rank, and the KV bytes per
-// token of the ranks' pools. The smollm2-135m shape at TP 3 (9 heads, 3 KV heads: each KV head on one rank) and
-// deepseek2-tiny at TP 2 (MLA heads split, MoE expert parallel; the latent cache whole on every rank).
-void runner_greedy_tokens_equal_one_rank(const std::string& arch, const std::string& preset, int n) {
+// token of the ranks' pools together: kv_copies times one rank's. The smollm2-135m shape at TP 3 (9 heads, 3 KV
+// heads: each KV head on one rank, 1 copy) and deepseek2-tiny at TP 2 (MLA heads split, MoE expert parallel; the
+// latent cache whole on every rank: 2 copies).
+void runner_greedy_tokens_equal_one_rank(const std::string& arch, const std::string& preset, int n, int kv_copies) {
   SCOPED_TRACE(preset + " TP " + std::to_string(n));
   SynthOptions so;
   so.arch = arch, so.preset = preset, so.seed = 3, so.dtype = "bf16", so.n_vocab = 4096;
@@ -412,13 +413,13 @@ void runner_greedy_tokens_equal_one_rank(const std::string& arch, const std::str
   std::filesystem::remove(so.out);
   ASSERT_EQ(out[0].size(), prompts.size());
   EXPECT_EQ(out[0], out[1]);
-  EXPECT_EQ(kv_bytes[0], kv_bytes[1]);
+  EXPECT_EQ(kv_bytes[0] * static_cast<size_t>(kv_copies), kv_bytes[1]);
 }
 
 TEST(CudaTensorParallel, RunnerGreedyTokensEqualOneRank) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  runner_greedy_tokens_equal_one_rank("llama", "smollm2-135m", 3);
-  runner_greedy_tokens_equal_one_rank("deepseek2", "deepseek2-tiny", 2);
+  runner_greedy_tokens_equal_one_rank("llama", "smollm2-135m", 3, 1);
+  runner_greedy_tokens_equal_one_rank("deepseek2", "deepseek2-tiny", 2, 2);
 }
 
 TEST(CudaTensorParallel, RanksOnDevicesOverNcclGiveTp1Logits) {
