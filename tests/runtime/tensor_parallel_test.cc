@@ -6,6 +6,7 @@
 // work are clear errors.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -126,6 +127,25 @@ TEST(ThreadComm, RunRanksReturnsTheCauseAndReleasesTheOthers) {
   EXPECT_TRUE(ok.ok()) << ok.message();
   EXPECT_EQ(buf[0], 3.0f);
   EXPECT_TRUE(run_ranks(1, nullptr, [](int) { return OkStatus(); }).ok());
+  // The release callback (a device comm's abort, idempotent): called by each rank that fails (here rank 1, then
+  // the rank it released), never when every rank succeeds.
+  std::atomic<int> released{0};
+  std::atomic<bool> go{false};
+  const Status waited = run_ranks(
+      2, nullptr,
+      [&](int r) {
+        if (r == 1) return InvalidArgument("rank 1 fails");
+        while (!go) std::this_thread::yield();  // rank 0 waits for rank 1 (as in a device collective)
+        return Cancelled("released");
+      },
+      [&] {
+        ++released;
+        go = true;
+      });
+  EXPECT_EQ(waited.code(), StatusCode::kInvalidArgument) << waited.message();
+  EXPECT_EQ(released.load(), 2);
+  EXPECT_TRUE(run_ranks(2, nullptr, [](int) { return OkStatus(); }, [&] { ++released; }).ok());
+  EXPECT_EQ(released.load(), 2);
 }
 
 TEST(TensorParallel, RanksGiveTheLogitsOfOneRank) {
