@@ -55,7 +55,11 @@ std::vector<std::string> CpuRunner::rank_plan() const {
     lines.push_back("rank " + std::to_string(s.tp.rank) + " of " + std::to_string(s.tp.size) + ": " +
                     std::to_string(s.config.n_heads) + " of " + std::to_string(c.n_heads) + " heads, " +
                     std::to_string(s.config.n_kv_heads) + " of " + std::to_string(c.n_kv_heads) + " KV heads, FFN " +
-                    std::to_string(s.config.ffn_dim) + " of " + std::to_string(c.ffn_dim) + ", vocabulary [" +
+                    std::to_string(s.config.ffn_dim) + " of " + std::to_string(c.ffn_dim) +
+                    (c.has_moe ? ", routed experts [" + std::to_string(s.tp.expert_begin) + ", " +
+                                     std::to_string(s.tp.expert_end) + ") of " + std::to_string(c.moe.n_experts)
+                               : "") +
+                    ", vocabulary [" +
                     std::to_string(s.tp.vocab_begin) + ", " + std::to_string(s.tp.vocab_end) + "), " +
                     mb(s.bytes_per_token()) + " of weights read per token (" + mb(copied) +
                     " copied column slices), KV " + std::to_string(r->kv_bytes_per_token()) + " B/token");

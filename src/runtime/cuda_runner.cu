@@ -217,11 +217,18 @@ Status CudaRunner::build_decoder(CudaDecoderOptions d) {
     } else {
       RETURN_IF_ERROR(dec->init_synthetic(opt_.synthetic_seed));
     }
-    if (n > 1 && d.verbose)
+    if (n > 1 && d.verbose) {
+      const int64_t held = rc.moe.n_experts / n;  // MoE: expert parallel (docs/TENSOR_PARALLEL.md)
+      const std::string experts =
+          rc.has_moe ? ", routed experts " + std::to_string(r * held) + ".." + std::to_string((r + 1) * held - 1) +
+                           " of " + std::to_string(rc.moe.n_experts) + ", shared experts' FFN slice " +
+                           std::to_string(rc.moe.n_shared * rc.moe.expert_ffn_dim / n)
+                     : "";
       log_info("cuda tensor parallel: rank " + std::to_string(r) + " of " + std::to_string(n) + " on device " +
                std::to_string(dr.device) + ": " + std::to_string(rc.n_heads) + " heads, " +
-               std::to_string(rc.n_kv_heads) + " KV heads, FFN " + std::to_string(rc.ffn_dim) + "; " +
+               std::to_string(rc.n_kv_heads) + " KV heads, FFN " + std::to_string(rc.ffn_dim) + experts + "; " +
                dec->memory_plan());
+    }
     if (r == 0) decoder_ = std::move(dec);
     else ranks_.push_back(std::move(dec));
   }

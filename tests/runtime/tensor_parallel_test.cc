@@ -296,6 +296,14 @@ TEST(TensorParallel, ShardTensorsOfAnMoeModelForTheCudaDecoder) {
   const std::vector<float>& kb = got.at({TensorRole::kWkB, 0});
   ASSERT_EQ(static_cast<int64_t>(kb.size()), H / 2 * r * nope);
   EXPECT_EQ(kb[static_cast<size_t>(r * nope + 7)], at(full.mat(TensorRole::kWkB, 0), (H / 2 + 1) * r, 7, nope));
+  // The CPU runner's plan line of that rank names its experts.
+  runtime::CpuRunner tp(w->get(), runtime::CpuRunnerOptions{16, 0, 0, 2});
+  const std::vector<std::string> plan = tp.rank_plan();
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_NE(plan[1].find("routed experts [" + std::to_string(E / 2) + ", " + std::to_string(E) + ") of " +
+                         std::to_string(E)),
+            std::string::npos)
+      << plan[1];
   std::filesystem::remove(path);
 }
 
