@@ -6,7 +6,8 @@
 //   - batch-1 decode (CUDA graphs capture the all-reduces), 64-sequence decode at context 128, a 512-token prefill;
 //     per-rank weight bytes and the bs1 roofline (a rank streams its bytes at the copy bandwidth of its card).
 // Environment: TP_BENCH_SHAPE=7b|70b|v2lite (qwen2 7B; llama-3 70B: 80 layers, dim 8192, 64 heads, 8 KV heads, FFN
-// 28672, vocab 128256; DeepSeek-V2-Lite: MLA heads split, MoE expert parallel), TP_BENCH_N (default: every device), TP_BENCH_FORMAT=bf16|int8|int4|fp8 (default bf16),
+// 28672, vocab 128256; DeepSeek-V2-Lite: MLA heads split, MoE expert parallel), TP_BENCH_N (default: every device),
+// TP_BENCH_FORMAT=bf16|int8|int4|fp8 (default bf16),
 // TP_BENCH_COMM=host: the host-staged communicator with every rank on device 0 (a one-GPU dry run of this program:
 // its times mean nothing, and it runs without CUDA graphs); TP_BENCH_COMM=peer: collectives up to 1 MiB a rank through
 // peer memory (runtime/peer_all_reduce.h), larger ones over NCCL.

@@ -42,6 +42,9 @@ ModelConfig tp_rank_config(const ModelConfig& c, int n);
 // routed expert stacks hold n_experts / n experts and the shared experts n_shared * expert_ffn_dim / n of their
 // width. The vocabulary roles (kTokEmbd, kOutput) keep the whole vocabulary here: a rank's rows are tp_vocab_range.
 std::vector<int64_t> tp_role_shape(const ModelConfig& rank_config, TensorRole r, int n);
+// The width of a rank's slice of an MoE layer's shared experts (n_shared * expert_ffn_dim / n; c: the whole model's
+// config or a rank's, whose MoE part is the same).
+inline int64_t tp_shared_width(const ModelConfig& c, int n) { return c.moe.n_shared * c.moe.expert_ffn_dim / n; }
 // The vocabulary rows rank r holds: [begin, end), ceil(V / n) per rank (the last rank fewer, possibly none).
 struct VocabRange {
   int64_t begin = 0, end = 0;

@@ -16,6 +16,7 @@
 
 #include "kernels/cuda/cuda_ops.h"
 #include "model/arch.h"
+#include "model/shard.h"
 #include "runtime/cuda_decoder.h"
 #include "runtime/cuda_linear.cuh"
 
@@ -50,7 +51,8 @@ struct LayerW {
   bf16_t* ffn_norm = nullptr;   // [D]
   LinearW qkv;                  // [(H + 2 KV) * Dh][D], rows q | k | v; bias likewise (not MLA)
   LinearW o;                    // [D][H * Dh] (MLA: [D][H v])
-  LinearW gate_up;              // [2F][D], rows gate | up (dense FFN layers)
+  LinearW gate_up;              // [2F][D], rows gate | up (dense FFN layers; an expert-parallel MoE layer: its slice
+                                // of the shared experts, F = shared_width())
   LinearW down;                 // [D][F]
   MlaW mla;                     // MLA models
   MoeW moe;                     // MoE layers (moe.router.bf16 non-null)
@@ -248,7 +250,7 @@ struct CudaDecoder::Impl {
   bool expert_parallel() const { return c.has_moe && tp_ranks > 1; }
   int64_t experts_held() const { return c.moe.n_experts / tp_ranks; }
   int64_t stack_shared() const { return expert_parallel() ? 0 : c.moe.n_shared; }  // shared slots of the stacks
-  int64_t shared_width() const { return c.moe.n_shared * c.moe.expert_ffn_dim / tp_ranks; }
+  int64_t shared_width() const { return tp_shared_width(c, tp_ranks); }
   bool has_role(TensorRole r) const {  // whether the architecture's role table names r
     for (const RoleUse& u : arch->roles)
       if (u.role == r) return true;

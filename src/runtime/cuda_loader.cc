@@ -90,7 +90,7 @@ Status cuda_tp_supported(const ModelConfig& c, int n) {
   RETURN_IF_ERROR(tp_supported(c, n));
   const std::string what = "tensor parallel " + std::to_string(n);
   RETURN_IF_ERROR(cuda_supports(tp_rank_config(c, n)).with_context(what));
-  const int64_t shared = c.moe.n_shared * c.moe.expert_ffn_dim / n;
+  const int64_t shared = tp_shared_width(c, n);
   if (c.has_moe && n > 1 && shared % 16 != 0)
     return Unsupported(what + ": the shared experts' slice per rank, " + std::to_string(shared) +
                        " wide, is not a multiple of 16");

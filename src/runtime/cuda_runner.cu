@@ -222,7 +222,7 @@ Status CudaRunner::build_decoder(CudaDecoderOptions d) {
       const std::string experts =
           rc.has_moe ? ", routed experts " + std::to_string(r * held) + ".." + std::to_string((r + 1) * held - 1) +
                            " of " + std::to_string(rc.moe.n_experts) + ", shared experts' FFN slice " +
-                           std::to_string(rc.moe.n_shared * rc.moe.expert_ffn_dim / n)
+                           std::to_string(tp_shared_width(rc, n))
                      : "";
       log_info("cuda tensor parallel: rank " + std::to_string(r) + " of " + std::to_string(n) + " on device " +
                std::to_string(dr.device) + ": " + std::to_string(rc.n_heads) + " heads, " +

@@ -56,8 +56,8 @@ void moe_route(const float* logits, const float* bias, const MoeRouting& r, int 
 // Counting sort of the T*k (token, choice) pairs by expert: offsets [E+1] int32 (offsets[e] .. offsets[e+1]: expert
 // e's pairs, offsets[0] = 0, offsets[E] = the pairs sorted), pairs [T*k] int32 = t*k + j, stable (increasing pair
 // index within an expert). ids [T*k] in [0, E), or -1 (another rank's expert: left out, so offsets[E] = T*k less
-// those; pairs past offsets[E] are unspecified). One block; T*k <= kMoeMaxPairs, E <= kMoeMaxSlots (here and below E counts every
-// expert slot, routed and shared).
+// those; pairs past offsets[E] are unspecified). One block; T*k <= kMoeMaxPairs, E <= kMoeMaxSlots (here and below
+// E counts every expert slot, routed and shared).
 void moe_sort(const int32_t* ids, int T, int k, int E, int32_t* offsets, int32_t* pairs, cudaStream_t s);
 
 // One stack of expert matrices [E][N][K]: bf16 (w: bf16_t, scales null), or quantised as the [E N][K] matrix of
@@ -92,16 +92,17 @@ void moe_down(const bf16_t* act, const int32_t* offsets, const int32_t* pairs, i
 
 // out[t][n] = (accumulate ? out[t][n] : 0) + sum_j weights[t][j] * y[t*k+j][n], j in increasing order (fp32,
 // deterministic). skip_zero_weights (expert parallel): a choice of weight 0 is left out, its y row not read (another
-// rank's expert leaves it unwritten); without it, all of a thread's y loads are in flight at once (batch-1 decode). y [T*k][D] fp32, weights [T][k] fp32, out [T][D] fp32.
+// rank's expert leaves it unwritten); without it, all of a thread's y loads are in flight at once (batch-1 decode).
+// y [T*k][D] fp32, weights [T][k] fp32, out [T][D] fp32.
 void moe_combine(const float* y, const float* weights, int T, int k, int D, float* out, bool accumulate,
                  cudaStream_t s, bool skip_zero_weights = false);
 
 // The two expert GEMVs per (token, choice) pair, for steps of few tokens (batch-1 decode): no sort. Grid (row tiles,
 // T*k pairs): a block takes a few rows of one pair's expert ids[pair] (ids [T*k], as moe_route writes them, slots
 // E .. of the shared experts included; a pair of id -1 is skipped: act / y rows unwritten) with every thread's share
-// of those rows in flight at once. An expert chosen
-// by several tokens is streamed once per pair, so this suits T*k <= kMoePairMaxPairs. Same math as moe_gate_up_silu
-// / moe_down (fp32 accumulation, bf16 act, fp32 y; act and y in pair order), up to summation order. bf16 weights.
+// of those rows in flight at once. An expert chosen by several tokens is streamed once per pair, so this suits
+// T*k <= kMoePairMaxPairs. Same math as moe_gate_up_silu / moe_down (fp32 accumulation, bf16 act, fp32 y; act and y
+// in pair order), up to summation order. bf16 weights.
 constexpr int kMoePairMaxPairs = 64;
 // How a per-pair launch runs. Choices first .. first + count - 1 of every token's k (count 0: all k): act and y keep
 // the pair order of all k choices, so launches of disjoint choices (the routed ones, and the shared experts on a
