@@ -10,9 +10,9 @@
 # Binaries: the bundle of scripts/gpu/bundle_server.sh made with BUNDLE_TESTS=1 (.gpu-server.tar.xz: .gpu-server/
 # citadel, citadel-run, gpu_tests, ds, COMMIT and lib/ with their shared libraries); carry it.
 # Environment: TOTAL (seconds for the whole script, default 560), FIRST, AB_ROUNDS (3), AB_ARMS ("name='ENV=V ...'
-# ..." as deepseek_ab.sh takes them), SERVE_ARMS ("label:flags,label:flags"; flags with spaces allowed, e.g.
-# "d0:,d4:--admission-delay-steps 4"), SERVE_BENCH_RUNS (passed on), SKIP_SUITE=1 (only the FIRST tests). Results
-# under $OUT.
+# ..." as deepseek_ab.sh takes them), DS_FULL=1 (the benchmark's every row, head and base), SERVE_ARMS
+# ("label:flags,label:flags"; flags with spaces allowed, e.g. "d0:,d4:--admission-delay-steps 4"), SERVE_BENCH_RUNS
+# (passed on), SKIP_SUITE=1 (only the FIRST tests). Results under $OUT.
 # Usage (repository root, on the device): AB_ARMS="head='X=1' base='CITADEL_MOE_EARLY=0'" bash scripts/gpu/carried_call.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
@@ -31,6 +31,16 @@ if [ -n "${AB_ARMS:-}" ] && { [[ "$GPU" == *H100* ]] || [ "${AB_ANY:-0}" = 1 ]; 
   eval "arms=($AB_ARMS)"
   OUT=$OUT timeout $(( $(left) / 3 )) bash bench/gpu/deepseek_ab.sh "$DIR/ds" "${AB_ROUNDS:-3}" "${arms[@]}" | cut -c1-300
   echo "A/B done at $(el) s"
+fi
+# DS_FULL=1: every row of citadel_deepseek_bench (bs1, 64 sequences, prefill 512, roofline ratios) for the head's
+# binary and, if carried, the base's: issue 16's table from this card.
+if [ "${DS_FULL:-0}" = 1 ] && [ -x "$DIR/ds" ]; then
+  for b in "$DIR/ds" .gpu-base/ds; do
+    [ -x "$b" ] || continue
+    tag=$(basename "$(dirname "$b")")
+    timeout $(( $(left) / 4 )) "$b" "$OUT/ds_full_${tag#.}.json" 2>/dev/null | tail -1 | cut -c1-600
+  done
+  echo "full rows done at $(el) s"
 fi
 serve=${SERVE_ARMS:-}
 if [ -n "$serve" ]; then

@@ -43,10 +43,28 @@ __device__ __forceinline__ bool split_arrived_last(float* ws, int counter_index,
 
 // Programmatic dependent launch (PDL): kernels launched with launch_pdl() may start while the previous kernel of the
 // stream is finishing. Every such kernel calls pdl_wait() before touching global memory (it returns once the
-// previous grid has completed and its writes are visible; a no-op without PDL), then pdl_trigger() so that the next
+// previous grid has completed and its writes are visible; a no-op without PDL), and pdl_trigger() so that the next
 // kernel can be scheduled early. The chain is transitive, so each kernel only ever sees completed predecessors.
+// Early triggers (CITADEL_PDL_EARLY; off by default): the kernels of the small-batch decode chain (the GEMVs,
+// add_rmsnorm, the MLA kernels, the weighted sum of the experts) call pdl_trigger_early() before pdl_wait(), so the
+// next kernel is scheduled as soon as every block of this one is resident and its weight loads (before its own wait)
+// overlap this kernel's wait as well as its work. Then the part of a kernel before its pdl_wait() may run while the
+// kernel two back is still running, so it reads only what no kernel of the step writes: weights, the host-uploaded
+// step inputs, the KV rows of earlier steps. The one exception, the expert down launch that reads moe_route's ids
+// before its wait, follows moe_pair_kernel, which triggers after its wait.
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+// The early trigger's pair: pdl_trigger_early() before pdl_wait(), pdl_trigger_late() after it; one of the two
+// triggers, as CITADEL_PDL_EARLY says (the CMake option of that name; 0: every trigger after its wait).
+#ifndef CITADEL_PDL_EARLY
+#define CITADEL_PDL_EARLY 0
+#endif
+__device__ __forceinline__ void pdl_trigger_early() {
+  if constexpr (CITADEL_PDL_EARLY != 0) pdl_trigger();
+}
+__device__ __forceinline__ void pdl_trigger_late() {
+  if constexpr (CITADEL_PDL_EARLY == 0) pdl_trigger();
+}
 
 // A PDL launch; cluster > 1: in thread-block clusters of that many blocks along x (grid.x a multiple of it).
 template <typename... KArgs, typename... Args>

@@ -19,8 +19,7 @@ using namespace dev;
 template <int CH>
 __global__ void add_rmsnorm_vec8_kernel(float* residual, const float* delta, const uint16_t* weight, uint16_t* out,
                                         int dim, float eps) {
-  pdl_wait();
-  pdl_trigger();
+  pdl_trigger_early();
   const int64_t row = blockIdx.x;
   float4* r = reinterpret_cast<float4*>(residual + row * dim);
   const float4* d = delta ? reinterpret_cast<const float4*>(delta + row * dim) : nullptr;
@@ -28,6 +27,13 @@ __global__ void add_rmsnorm_vec8_kernel(float* residual, const float* delta, con
   const int n8 = dim / 8;
   float v[CH][8];
   uint4 wv[CH];
+#pragma unroll
+  for (int c = 0; c < CH; ++c) {  // the norm's weights before the wait
+    const int i = threadIdx.x + c * blockDim.x;
+    wv[c] = i < n8 ? __ldg(w + i) : make_uint4(0, 0, 0, 0);
+  }
+  pdl_wait();
+  pdl_trigger_late();
   float ss = 0.f;
 #pragma unroll
   for (int c = 0; c < CH; ++c) {
@@ -36,7 +42,6 @@ __global__ void add_rmsnorm_vec8_kernel(float* residual, const float* delta, con
     const float4 a = r[2 * i], b = r[2 * i + 1];
     const float4 da = d ? d[2 * i] : make_float4(0.f, 0.f, 0.f, 0.f);
     const float4 db = d ? d[2 * i + 1] : make_float4(0.f, 0.f, 0.f, 0.f);
-    wv[c] = w[i];
     v[c][0] = a.x, v[c][1] = a.y, v[c][2] = a.z, v[c][3] = a.w, v[c][4] = b.x, v[c][5] = b.y, v[c][6] = b.z,
     v[c][7] = b.w;
     if (d) {

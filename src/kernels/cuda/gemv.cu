@@ -134,10 +134,11 @@ __device__ __forceinline__ void gemv_bf16_body(const XT* __restrict__ x, const u
   const RowChunks<ROWS, U, SILU> rows(W, N, K8, block);
   float acc[ROWS][M] = {};
   uint4 w[ROWS][U];
+  pdl_trigger_early();
   rows.load(w, 0);  // weights do not depend on the previous kernel: their first loads overlap its tail (PDL)
   const float b = SILU ? 0.f : preload_bias<M, ROWS>(bias, row0, N);
   pdl_wait();
-  pdl_trigger();
+  pdl_trigger_late();
   for (int base = 0; base < K8; base += kThreads * U) {
     if (base != 0) rows.load(w, base);
 #pragma unroll
@@ -233,13 +234,14 @@ __device__ __forceinline__ void gemv_w8_body(const uint16_t* __restrict__ x, con
   const uint4* xv = reinterpret_cast<const uint4*>(x);  // K/8 chunks per row
   float acc[ROWS][M] = {};
   uint4 w[ROWS][U];
+  pdl_trigger_early();
   rows.load(w, 0);  // before the PDL wait, as in the bf16 kernel
   float sc[ROWS];  // row scales and bias up front too: after the loop their DRAM round trip would add to every block
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) sc[r] = __ldg(scales + gemv_row<ROWS, SILU>(r, N, blockIdx.x));
   const float b = SILU ? 0.f : preload_bias<M, ROWS>(bias, row0, N);
   pdl_wait();
-  pdl_trigger();
+  pdl_trigger_late();
   for (int base = 0; base < K16; base += kThreads * U) {
     if (base != 0) rows.load(w, base);
 #pragma unroll
@@ -366,10 +368,11 @@ __global__ void __launch_bounds__(kWarps * 32, M == 1 ? 6 : 1) gemv_w4a8_kernel(
         sw[r][u] = i < K32 ? __ldg(scales + int64_t{gemv_row<ROWS, SILU>(r, N, blockIdx.x)} * G + i / 4) : 0.f;
     }
   };
+  pdl_trigger_early();
   load(0);  // weights and scales before the PDL wait: they overlap the previous kernel's tail
   const float b = SILU ? 0.f : preload_bias<M, ROWS>(bias, row0, N);
   pdl_wait();
-  pdl_trigger();
+  pdl_trigger_late();
   for (int base = 0; base < K32; base += kThreads * U) {
     if (base != 0) load(base);
 #pragma unroll

@@ -186,6 +186,7 @@ __device__ void heads_gemv_block(int block, const HeadsGemvArgs& a) {
   const int T = a.T, HN = a.HN, N = a.N;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int row0 = (block * kGemvWarps + warp) * RPW;  // global row h * N + n; a warp's rows share a head
+  pdl_trigger_early();
   uint4 w[C];
 #pragma unroll
   for (int c = 0; c < C; ++c) {
@@ -194,7 +195,7 @@ __device__ void heads_gemv_block(int block, const HeadsGemvArgs& a) {
                     : make_uint4(0, 0, 0, 0);
   }
   pdl_wait();
-  pdl_trigger();
+  pdl_trigger_late();
   if (row0 >= HN) return;
   const int h = row0 / N;
   for (int t = 0; t < T; ++t) {
@@ -233,8 +234,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32) rope_absorb_kernel(HeadsGemvA
     heads_gemv_block<K8>(blockIdx.x, g);
     return;
   }
+  pdl_trigger_early();
   pdl_wait();
-  pdl_trigger();
+  pdl_trigger_late();
   rope_kv_write_token(blockIdx.x - n_gemv, r);
 }
 

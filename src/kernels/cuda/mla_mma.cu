@@ -115,13 +115,14 @@ __global__ void __launch_bounds__(kThreads) mla_attention_mma_kernel(MlaAttentio
     cp_async_commit();
   };
   // early: the first tile's rows but the step's own (positions[t], the previous kernel's) before the wait.
+  pdl_trigger_early();
   const int fresh = early ? p.positions[t] : -1;
   if (early) {
     bounds(t);
     if (begin < n_keys) load_tile(begin, 0, fresh);
   }
   pdl_wait();
-  pdl_trigger();
+  pdl_trigger_late();
   if (!early && tid == 0) {
     int b = t;
     if (p.query_start) {

@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* _
   const int t = blockIdx.x, e = threadIdx.x, lane = e & 31, warp = e >> 5;
   const int E = r.n_experts, k = r.n_used;
   pdl_wait();
-  pdl_trigger();
+  pdl_trigger();  // not early: the gate|up launch after it could only wait, holding the side stream's SMs
   const float l = e < E ? logits[static_cast<int64_t>(t) * E + e] : -INFINITY;
   if (r.sigmoid) {
     if (e < E) score[e] = 1.0f / (1.0f + exp_rn(-l));
@@ -370,7 +370,7 @@ __global__ void __launch_bounds__(W * 32) moe_pair_kernel(const uint16_t* __rest
   };
   if (ch.early_ids) first_loads();
   pdl_wait();
-  pdl_trigger();
+  pdl_trigger();  // after the wait, not early: the down launch after a gate|up one reads the ids before its wait
   if (!ch.early_ids) first_loads();
   if (e < 0) return;  // the whole block: one pair
   const uint4* x = reinterpret_cast<const uint4*>(in + static_cast<int64_t>(pair / in_div) * K);
@@ -418,8 +418,9 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(const floa
                                                                       const float* __restrict__ weights, int k, int D,
                                                                       float* __restrict__ out, bool accumulate) {
   const int t = blockIdx.y, n = (blockIdx.x * kCombineThreads + threadIdx.x) * 4;
+  pdl_trigger_early();
   pdl_wait();
-  pdl_trigger();
+  pdl_trigger_late();
   if (n >= D) return;
   float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int j = 0; j < k; ++j) {
