@@ -10,7 +10,8 @@
 # Binaries: the bundle of scripts/gpu/bundle_server.sh made with BUNDLE_TESTS=1 (.gpu-server.tar.xz: .gpu-server/
 # citadel, citadel-run, gpu_tests, ds, COMMIT and lib/ with their shared libraries); carry it.
 # Environment: TOTAL (seconds for the whole script, default 560), FIRST, AB_ROUNDS (3), AB_ARMS ("name='ENV=V ...'
-# ..." as deepseek_ab.sh takes them), DS_FULL=1 (the benchmark's every row, head and base), SERVE_ARMS
+# ..." as deepseek_ab.sh takes them), DS_FULL=1 (the benchmark's every row, head and base), BASE_TESTS (a gtest
+# filter run with the base's and the head's test binaries), SERVE_ARMS
 # ("label:flags,label:flags"; flags with spaces allowed, e.g. "d0:,d4:--admission-delay-steps 4"), SERVE_BENCH_RUNS
 # (passed on), SKIP_SUITE=1 (only the FIRST tests). Results under $OUT.
 # Usage (repository root, on the device): AB_ARMS="head='X=1' base='CITADEL_MOE_EARLY=0'" bash scripts/gpu/carried_call.sh
@@ -31,6 +32,17 @@ if [ -n "${AB_ARMS:-}" ] && { [[ "$GPU" == *H100* ]] || [ "${AB_ANY:-0}" = 1 ]; 
   eval "arms=($AB_ARMS)"
   OUT=$OUT timeout $(( $(left) / 3 )) bash bench/gpu/deepseek_ab.sh "$DIR/ds" "${AB_ROUNDS:-3}" "${arms[@]}" | cut -c1-300
   echo "A/B done at $(el) s"
+fi
+# BASE_TESTS=filter: that gtest filter with the base's test binary (.gpu-base/gpu_tests, if carried), then with the
+# head's, each in a process of its own (does a failure come from the change?).
+if [ -n "${BASE_TESTS:-}" ]; then
+  for b in .gpu-base/gpu_tests "$DIR/gpu_tests"; do
+    [ -x "$b" ] || continue
+    log="$OUT/base_tests_$(basename "$(dirname "$b")").log"
+    CITADEL_PEER_TIMEOUT_S=10 timeout $(( $(left) / 4 )) "$b" --gtest_filter="$BASE_TESTS" > "$log" 2>&1
+    echo "$b: rc=$? at $(el) s"
+    grep -E "^\[  (PASSED|FAILED)  \]" "$log" | head -8
+  done
 fi
 # DS_FULL=1: every row of citadel_deepseek_bench (bs1, 64 sequences, prefill 512, roofline ratios) for the head's
 # binary and, if carried, the base's: issue 16's table from this card.
