@@ -35,8 +35,8 @@ RankRanges rank_ranges(const ModelConfig& c, int r, int n) {
   g.o = {r * hq * vw, (r + 1) * hq * vw};
   g.heads = {r * hq, (r + 1) * hq};
   g.kv_b_per_head = c.mla.qk_nope_dim + c.mla.v_head_dim;
-  const int64_t e = c.moe.n_experts / n, s = tp_shared_width(c, n);
-  g.experts = {r * e, (r + 1) * e};
+  const int64_t s = tp_shared_width(c, n);
+  g.experts = tp_expert_range(c, r, n);
   g.shared = {r * s, (r + 1) * s};
   const VocabRange v = tp_vocab_range(c.n_vocab, r, n);
   g.vocab = {v.begin, v.end};

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -45,6 +46,11 @@ std::vector<int64_t> tp_role_shape(const ModelConfig& rank_config, TensorRole r,
 // The width of a rank's slice of an MoE layer's shared experts (n_shared * expert_ffn_dim / n; c: the whole model's
 // config or a rank's, whose MoE part is the same).
 inline int64_t tp_shared_width(const ModelConfig& c, int n) { return c.moe.n_shared * c.moe.expert_ffn_dim / n; }
+// The routed experts rank r of n holds (expert parallel): [first, second), n_experts / n of them (c: as above).
+inline std::pair<int64_t, int64_t> tp_expert_range(const ModelConfig& c, int r, int n) {
+  const int64_t e = c.moe.n_experts / n;
+  return {r * e, (r + 1) * e};
+}
 // The vocabulary rows rank r holds: [begin, end), ceil(V / n) per rank (the last rank fewer, possibly none).
 struct VocabRange {
   int64_t begin = 0, end = 0;

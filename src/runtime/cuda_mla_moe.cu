@@ -319,8 +319,8 @@ ck::MoeRouting CudaOps::moe_rank_routing() const {
   ck::MoeRouting rt = moe_routing(m_.c.moe);
   if (m_.expert_parallel()) {
     rt.n_shared = 0;
-    rt.expert_begin = static_cast<int>(m_.tp_rank * m_.experts_held());
-    rt.expert_end = rt.expert_begin + static_cast<int>(m_.experts_held());
+    const auto [eb, ee] = tp_expert_range(m_.c, m_.tp_rank, m_.tp_ranks);
+    rt.expert_begin = static_cast<int>(eb), rt.expert_end = static_cast<int>(ee);
   }
   return rt;
 }

@@ -218,9 +218,9 @@ Status CudaRunner::build_decoder(CudaDecoderOptions d) {
       RETURN_IF_ERROR(dec->init_synthetic(opt_.synthetic_seed));
     }
     if (n > 1 && d.verbose) {
-      const int64_t held = rc.moe.n_experts / n;  // MoE: expert parallel (docs/TENSOR_PARALLEL.md)
+      const auto [eb, ee] = tp_expert_range(rc, r, n);  // MoE: expert parallel (docs/TENSOR_PARALLEL.md)
       const std::string experts =
-          rc.has_moe ? ", routed experts " + std::to_string(r * held) + ".." + std::to_string((r + 1) * held - 1) +
+          rc.has_moe ? ", routed experts " + std::to_string(eb) + ".." + std::to_string(ee - 1) +
                            " of " + std::to_string(rc.moe.n_experts) + ", shared experts' FFN slice " +
                            std::to_string(tp_shared_width(rc, n))
                      : "";
