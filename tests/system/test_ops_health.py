@@ -34,7 +34,10 @@ def test_drain_refuses_new_work_finishes_in_flight_and_ends(srv):
     result = {}
 
     def stream():
-        with h.post(base + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True, timeout=120) as r:
+        # Long enough (no stop at EOS) that generation is still running when the drain arrives; 48 tokens could
+        # finish first on a busy machine (in_flight 0 while the stream was still open).
+        body = {**CHAT, "stream": True, "max_tokens": 192, "ignore_eos": True}
+        with h.post(base + "/v1/chat/completions", json=body, stream=True, timeout=120) as r:
             result["status"] = r.status_code
             lines = []
             for line in r.iter_lines():
