@@ -85,6 +85,8 @@ if [ -n "$serve" ]; then
     # shellcheck disable=SC2086  # the arm's flags split into words on purpose
     CITADEL_BIN=$PWD/.gpu-server/citadel-run OUT=$OUT timeout "$(left)" bash bench/gpu/serve_bench.sh "${a%%:*}" ${a#*:} 2>&1 |
       grep -E "ready|rc=|\{'output_throughput|did not"
+    t="$OUT/steps-${a%%:*}.jsonl"
+    [ -s "$t" ] && python3 bench/gpu/step_trace_summary.py "$t" --json "${t%.jsonl}-summary.json" | head -30
   done
 fi
 echo "end at $(el) s"
