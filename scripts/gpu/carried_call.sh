@@ -35,13 +35,19 @@ if [ -n "${AB_ARMS:-}" ] && { [[ "$GPU" == *H100* ]] || [ "${AB_ANY:-0}" = 1 ]; 
 fi
 # BASE_TESTS=filter: that gtest filter with the base's test binary (.gpu-base/gpu_tests, if carried), then with the
 # head's, each in a process of its own (does a failure come from the change?).
+# BASE_REPEAT=N: each binary runs the filter N times (--gtest_repeat), and the head's runs it N times more with
+# CUDA_MODULE_LOADING=EAGER (every kernel loaded when the context starts: is a hang a lazy load's context sync?).
 if [ -n "${BASE_TESTS:-}" ]; then
-  for b in .gpu-base/gpu_tests "$DIR/gpu_tests"; do
+  for b in .gpu-base/gpu_tests "$DIR/gpu_tests" "eager:$DIR/gpu_tests"; do
+    mode=LAZY
+    [[ "$b" == eager:* ]] && { b=${b#eager:}; mode=EAGER; [ "${BASE_REPEAT:-1}" -gt 1 ] || continue; }
     [ -x "$b" ] || continue
-    log="$OUT/base_tests_$(basename "$(dirname "$b")").log"
-    CITADEL_PEER_TIMEOUT_S=10 timeout $(( $(left) / 4 )) "$b" --gtest_filter="$BASE_TESTS" > "$log" 2>&1
-    echo "$b: rc=$? at $(el) s"
-    grep -E "^\[  (PASSED|FAILED)  \]" "$log" | head -8
+    log="$OUT/base_tests_$(basename "$(dirname "$b")")_$mode.log"
+    CUDA_MODULE_LOADING=$mode CITADEL_PEER_TIMEOUT_S=10 timeout $(( $(left) / 5 )) "$b" --gtest_filter="$BASE_TESTS" \
+      --gtest_repeat="${BASE_REPEAT:-1}" > "$log" 2>&1
+    echo "$b ($mode): rc=$? at $(el) s"
+    grep -cE "^\[  PASSED  \]" "$log" | sed 's/^/  passing repeats: /'
+    grep -E "^\[  FAILED  \]|trap|timed out|hung" "$log" | sort | uniq -c | head -6
   done
 fi
 # DS_FULL=1: every row of citadel_deepseek_bench (bs1, 64 sequences, prefill 512, roofline ratios) for the head's
