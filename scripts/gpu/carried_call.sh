@@ -13,7 +13,7 @@
 # ..." as deepseek_ab.sh takes them), DS_FULL=1 (the benchmark's every row, head and base), BASE_TESTS (a gtest
 # filter run with the base's and the head's test binaries), SERVE_ARMS
 # ("label:flags,label:flags"; flags with spaces allowed, e.g. "d0:,d4:--admission-delay-steps 4"), SERVE_BENCH_RUNS
-# (passed on), SKIP_SUITE=1 (only the FIRST tests). Results under $OUT.
+# (passed on), SKIP_SUITE=1 (only the FIRST tests). Results: $OUT/results.tgz (every file the parts wrote).
 # Usage (repository root, on the device): AB_ARMS="head='X=1' base='CITADEL_MOE_EARLY=0'" bash scripts/gpu/carried_call.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
@@ -35,19 +35,16 @@ if [ -n "${AB_ARMS:-}" ] && { [[ "$GPU" == *H100* ]] || [ "${AB_ANY:-0}" = 1 ]; 
 fi
 # BASE_TESTS=filter: that gtest filter with the base's test binary (.gpu-base/gpu_tests, if carried), then with the
 # head's, each in a process of its own (does a failure come from the change?).
-# BASE_REPEAT=N: each binary runs the filter N times (--gtest_repeat), and the head's runs it N times more with
-# CUDA_MODULE_LOADING=EAGER (every kernel loaded when the context starts: is a hang a lazy load's context sync?).
+# BASE_REPEAT=N: each binary runs the filter N times (--gtest_repeat).
 if [ -n "${BASE_TESTS:-}" ]; then
-  for b in .gpu-base/gpu_tests "$DIR/gpu_tests" "eager:$DIR/gpu_tests"; do
-    mode=LAZY
-    [[ "$b" == eager:* ]] && { b=${b#eager:}; mode=EAGER; [ "${BASE_REPEAT:-1}" -gt 1 ] || continue; }
+  for b in .gpu-base/gpu_tests "$DIR/gpu_tests"; do
     [ -x "$b" ] || continue
-    log="$OUT/base_tests_$(basename "$(dirname "$b")")_$mode.log"
-    CUDA_MODULE_LOADING=$mode CITADEL_PEER_TIMEOUT_S=10 timeout $(( $(left) / 5 )) "$b" --gtest_filter="$BASE_TESTS" \
+    log="$OUT/base_tests_$(basename "$(dirname "$b")").log"
+    CITADEL_PEER_TIMEOUT_S=10 timeout $(( $(left) / 5 )) "$b" --gtest_filter="$BASE_TESTS" \
       --gtest_repeat="${BASE_REPEAT:-1}" > "$log" 2>&1
-    echo "$b ($mode): rc=$? at $(el) s"
+    echo "$b: rc=$? at $(el) s"
     grep -cE "^\[  PASSED  \]" "$log" | sed 's/^/  passing repeats: /'
-    grep -E "^\[  FAILED  \]|trap|timed out|hung" "$log" | sort | uniq -c | head -6
+    grep -E "^\[  FAILED  \]" "$log" | sort | uniq -c | head -6
   done
 fi
 # DS_FULL=1: every row of citadel_deepseek_bench (bs1, 64 sequences, prefill 512, roofline ratios) for the head's
@@ -95,4 +92,7 @@ if [ -n "$serve" ]; then
     [ -s "$t" ] && python3 bench/gpu/step_trace_summary.py "$t" --json "${t%.jsonl}-summary.json" | head -30
   done
 fi
+# Everything under $OUT in one archive (the device tool returns a limited number of files).
+(cd "$OUT" && tar czf /tmp/results.tgz --exclude=results.tgz . && find . -type f ! -name results.tgz -delete &&
+  mv /tmp/results.tgz results.tgz)
 echo "end at $(el) s"

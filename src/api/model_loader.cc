@@ -58,7 +58,10 @@ Status start_engine(ModelHost* host, const ModelLoadOptions& opts) {
     return InvalidArgument("prefix_cache_scope must be tenant or global, got '" + opts.prefix_cache_scope + "'");
   host->prefix_cache_per_tenant = opts.prefix_cache_scope == "tenant";
   log_info("engine steps: up to " + std::to_string(ec.max_seqs) + " sequences and " +
-           std::to_string(ec.max_batched_tokens) + " tokens (decode + prefill chunks)");
+           std::to_string(ec.max_batched_tokens) + " tokens (decode + prefill chunks)" +
+           (ec.max_prefill_tokens > 0 && ec.max_prefill_tokens < ec.max_batched_tokens
+                ? ", prompt chunks up to " + std::to_string(ec.max_prefill_tokens) + " tokens a step"
+                : ""));
   host->engine = std::make_unique<engine::Engine>(host->runner.get(), ec);
   if (opts.heartbeat && opts.heartbeat_every.count() > 0) host->engine->set_heartbeat(opts.heartbeat, opts.heartbeat_every);
   RETURN_IF_ERROR(host->engine->start());
@@ -388,6 +391,7 @@ void resolve_step_limits(const std::string& device, engine::EngineConfig* ec) {
   const bool cuda = device == "cuda";
   if (ec->max_seqs <= 0) ec->max_seqs = cuda ? kCudaMaxSeqs : kCpuMaxSeqs;
   if (ec->max_batched_tokens <= 0) ec->max_batched_tokens = cuda ? kCudaStepTokens : kCpuStepTokens;
+  if (ec->max_prefill_tokens <= 0 && cuda) ec->max_prefill_tokens = kCudaPrefillTokens;
 }
 
 Result<std::shared_ptr<ModelHost>> load_model_host(const ModelLoadOptions& requested) {

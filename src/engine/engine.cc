@@ -63,6 +63,8 @@ Status Engine::init() {
     return InvalidArgument("engine: block_size must be in [1, 1024], got " + std::to_string(config_.block_size));
   if (config_.max_batched_tokens <= 0 || config_.max_seqs <= 0)
     return InvalidArgument("engine: max_batched_tokens and max_seqs must be > 0");
+  if (config_.max_prefill_tokens < 0)
+    return InvalidArgument("engine: max_prefill_tokens must be >= 0, got " + std::to_string(config_.max_prefill_tokens));
   n_vocab_ = runner_->n_vocab();
   max_context_ = config_.max_context > 0 ? config_.max_context : runner_->max_context();
   if (n_vocab_ <= 0 || max_context_ <= 0) return InvalidArgument("engine: runner reports no vocabulary or context");
@@ -517,10 +519,12 @@ bool Engine::step() {
   const auto t0 = std::chrono::steady_clock::now();
   drain_inbox();
   apply_cancellations();
-  int prefill_cap = config_.max_batched_tokens;
+  int prefill_cap = config_.max_prefill_tokens > 0
+                        ? std::min(config_.max_prefill_tokens, config_.max_batched_tokens)
+                        : config_.max_batched_tokens;
   if (config_.max_step_ms > 0)
     prefill_cap = step_cost_.prefill_budget(scheduler_->n_decode_ready(), config_.max_step_ms, kMinPrefillTokens,
-                                            config_.max_batched_tokens);
+                                            prefill_cap);
   SchedulerOutput out = scheduler_->schedule(prefill_cap);
   const SteadyTime scheduled = std::chrono::steady_clock::now();
   for (const auto& s : out.seqs) {

@@ -50,6 +50,10 @@ struct EngineConfig {
                                    // (ModelRunner::allocate_kv_from_memory), keeping 1 - fraction of the device free
   int max_context = 0;             // 0: the runner's max_context()
   int max_batched_tokens = 2048;   // tokens per step
+  // > 0: prompt tokens per step (prefill chunks; decode rows not counted), within max_batched_tokens; 0: only
+  // max_batched_tokens limits them. Small chunks let the running sequences' decode rows ride along in more steps (on
+  // a GPU a step's cost grows little with its first few hundred tokens), where a few large chunks stall them.
+  int max_prefill_tokens = 0;
   // > 0: a time target per step (so per output token): prefill chunks are cut to what the measured step costs allow
   // (engine/step_cost.h), never below kMinPrefillTokens a step; 0: only max_batched_tokens limits them.
   double max_step_ms = 0;
@@ -96,7 +100,7 @@ struct EngineStats {
   double step_ms_total = 0.0;       // sums over the steps that ran a batch: 1 - forward / step is the host's share
   double forward_ms_total = 0.0;
   int last_batch_tokens = 0;
-  int last_prefill_budget = 0;      // the prefill cap of the last step (max_batched_tokens when uncut)
+  int last_prefill_budget = 0;      // the prefill cap of the last step (max_prefill_tokens / max_batched_tokens when uncut)
   int last_batch_seqs = 0;
   int64_t steps = 0;
   int64_t pipelined_steps = 0;      // of them launched while the previous one ran (EngineConfig::overlap_steps)

@@ -104,6 +104,11 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+bool eager_module_loading() {
+  const char* m = std::getenv("CUDA_MODULE_LOADING");
+  return m && std::string(m) == "EAGER";
+}
+
 Result<std::unique_ptr<PeerAllReduce>> PeerAllReduce::create(const std::vector<int>& devices, int64_t max_elems) {
   const int n = static_cast<int>(devices.size());
   if (n < 1 || n > kPeerMaxRanks)
@@ -111,6 +116,13 @@ Result<std::unique_ptr<PeerAllReduce>> PeerAllReduce::create(const std::vector<i
                            ")");
   if (max_elems < 4 || max_elems % 4 != 0)
     return InvalidArgument("peer all-reduce: max_elems must be a positive multiple of 4");
+  std::vector<int> sorted = devices;
+  std::sort(sorted.begin(), sorted.end());
+  if (const auto dup = std::adjacent_find(sorted.begin(), sorted.end());
+      dup != sorted.end() && !eager_module_loading())
+    return Unsupported("peer all-reduce: ranks share device " + std::to_string(*dup) +
+                       ", which needs CUDA_MODULE_LOADING=EAGER set before the process's first CUDA call (a lazily "
+                       "loaded kernel's first launch may wait on a peer's collective that waits on it)");
   for (int a : devices) {
     for (int b : devices) {
       if (a == b) continue;

@@ -15,7 +15,11 @@
 // push epoch e + 2 into a slot only after every peer has pushed e + 1, which each does only after its epoch-e call
 // (that read the slot) has finished on its stream.
 // Queued on the caller's stream, no host synchronisation: CUDA graphs capture it. Ranks may share a device (the
-// one-GPU test); distinct devices need peer access both ways (create fails otherwise, kUnsupported).
+// one-GPU tests) only under eager module loading (CUDA_MODULE_LOADING=EAGER in the environment before the process's
+// first CUDA call; create fails otherwise, kUnsupported): with lazy loading, the CUDA default, a kernel's first launch
+// may synchronise the device, so a rank launching a kernel for the first time would wait on another rank's
+// collective kernel that waits on it (seen on an H100: the one-device TP 4 test hung until the timeout; with EAGER
+// it passed). Distinct devices need peer access both ways (create fails otherwise, kUnsupported).
 //
 // Contract (as NCCL's): every rank calls the same collectives in the same order with the same n, each from its own
 // thread; a rank's call does not complete until every rank has made it, so ranks sharing a device must run on
@@ -42,6 +46,9 @@ inline constexpr int kPeerMaxBlocks = 32;
 inline constexpr int64_t kPeerSmallElems = int64_t{1} << 18;
 // How long a wait runs before it also polls the abort flag (a read over PCIe: kept off the common, short waits).
 inline constexpr uint64_t kPeerAbortPollNs = 20000;
+
+// Whether CUDA loads every kernel when a context starts (CUDA_MODULE_LOADING=EAGER), as ranks sharing a device need.
+bool eager_module_loading();
 
 class PeerAllReduce {
  public:

@@ -50,6 +50,9 @@ const std::vector<Field>& fields() {
        "sequences decoded together (0 = per device: cpu 64, cuda 256)"},
       {"max_batched_tokens", Kind::kInt, nullptr, &ServeConfig::max_batched_tokens, 0, 65536,
        "tokens per engine step, decode tokens and prefill chunks together (0 = per device: cpu 2048, cuda 2048)"},
+      {"max_prefill_tokens", Kind::kInt, nullptr, &ServeConfig::max_prefill_tokens, 0, 65536,
+       "prompt tokens per engine step, decode rows not counted (0 = per device: cpu only max_batched_tokens, cuda "
+       "512: the running sequences' decode rows ride along in more steps)"},
       {"max_step_ms", Kind::kInt, nullptr, &ServeConfig::max_step_ms, 0, 600000,
        "time target of one engine step, so of each output token while prompts stream in: prefill chunks are cut to "
        "what the measured step costs allow (never below 64 tokens a step); 0 = only max_batched_tokens"},

@@ -46,6 +46,7 @@ struct ServeConfig {
   int max_queue = 256;               // engine admission bound (waiting requests); beyond: 429
   int max_seqs = 0;                  // sequences decoded together; 0 = per device (api::resolve_step_limits)
   int max_batched_tokens = 0;        // tokens per engine step (decode + prefill chunks); 0 = per device
+  int max_prefill_tokens = 0;        // prompt tokens per engine step (decode rows not counted); 0 = per device
   int max_step_ms = 0;               // > 0: prefill chunks cut to keep a step (a token's time) within this
   int admission_delay_steps = 0;     // engine/scheduler.h admission grouping; 0: off
   int threads = 0;                   // compute threads (0 = all cores)

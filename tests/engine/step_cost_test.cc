@@ -132,5 +132,47 @@ TEST(StepCost, EngineCutsPrefillUnderAStepTarget) {
   EXPECT_LE(most, kMinPrefillTokens + 4);  // the floor plus at most one decode row per sequence
 }
 
+// EngineConfig::max_prefill_tokens: no step takes more prompt tokens than the cap while decode rows keep running
+// beside the chunks (they are not counted against it), every request completes, and the stats report the cap; 0
+// leaves only max_batched_tokens. Three 700-token prompts behind two decoding sequences.
+TEST(StepCost, PrefillTokensCapLimitsPromptChunksNotDecodeRows) {
+  for (const int cap : {0, 96}) {
+    testing::TestRunner runner;
+    EngineConfig ec;
+    ec.block_size = 16, ec.n_blocks = 512, ec.max_batched_tokens = 1024, ec.max_seqs = 8;
+    ec.max_prefill_tokens = cap;
+    Engine eng(&runner, ec);
+    ASSERT_TRUE(eng.init().ok());
+    std::vector<std::shared_ptr<RequestHandle>> hs;
+    auto submit = [&](int i, int prompt, int max_tokens) {
+      GenerateRequest r;
+      r.id = "r" + std::to_string(i), r.max_tokens = max_tokens, r.sampling.temperature = 0;
+      r.prompt.assign(prompt, 3 + i);
+      auto h = eng.submit(std::move(r));
+      ASSERT_TRUE(h.ok()) << h.status().message();
+      hs.push_back(*h);
+    };
+    submit(0, 8, 64);
+    submit(1, 8, 64);
+    ASSERT_TRUE(eng.step());  // both prompts; from now on they decode
+    for (int i = 2; i < 5; ++i) submit(i, 700, 2);
+    int steps = 0, most = 0, mixed = 0;
+    while (eng.step()) {
+      const EngineStats st = eng.stats();
+      EXPECT_EQ(st.last_prefill_budget, cap > 0 ? cap : 1024);
+      most = std::max(most, st.last_batch_tokens);
+      if (st.last_batch_seqs > 2 && st.last_batch_tokens > 2) ++mixed;
+      ASSERT_LT(++steps, 2000);
+    }
+    for (auto& h : hs) EXPECT_TRUE(h->final_status().ok()) << h->final_status().message();
+    if (cap > 0) {
+      EXPECT_LE(most, cap + 5);     // the chunk plus at most one decode row per sequence
+      EXPECT_GE(mixed, 3 * 700 / cap - 3);  // the prompts took many steps, the decode rows riding along
+    } else {
+      EXPECT_GT(most, 1000);  // uncapped: one step filled max_batched_tokens
+    }
+  }
+}
+
 }  // namespace
 }  // namespace citadel::engine

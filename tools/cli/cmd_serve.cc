@@ -425,6 +425,7 @@ int run_serve(const ServeFlags& flags) {
   lo.engine.max_waiting = cfg.max_queue;
   lo.engine.max_seqs = cfg.max_seqs;  // 0: per device (api::resolve_step_limits)
   lo.engine.max_batched_tokens = cfg.max_batched_tokens;
+  lo.engine.max_prefill_tokens = cfg.max_prefill_tokens;  // 0: per device (api::resolve_step_limits)
   lo.engine.max_step_ms = cfg.max_step_ms;
   lo.engine.admission_delay_steps = cfg.admission_delay_steps;
   lo.engine.request_timeout_s = cfg.request_timeout_s;

@@ -45,7 +45,7 @@ __device__ __forceinline__ bool split_arrived_last(float* ws, int counter_index,
 // stream is finishing. Every such kernel calls pdl_wait() before touching global memory (it returns once the
 // previous grid has completed and its writes are visible; a no-op without PDL), and pdl_trigger() so that the next
 // kernel can be scheduled early. The chain is transitive, so each kernel only ever sees completed predecessors.
-// Early triggers (CITADEL_PDL_EARLY; off by default): the kernels of the small-batch decode chain (the GEMVs,
+// Early triggers (CITADEL_PDL_EARLY; on by default): the kernels of the small-batch decode chain (the GEMVs,
 // add_rmsnorm, the MLA kernels, the weighted sum of the experts) call pdl_trigger_early() before pdl_wait(), so the
 // next kernel is scheduled as soon as every block of this one is resident and its weight loads (before its own wait)
 // overlap this kernel's wait as well as its work. Then the part of a kernel before its pdl_wait() may run while the
@@ -57,7 +57,7 @@ __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.lau
 // The early trigger's pair: pdl_trigger_early() before pdl_wait(), pdl_trigger_late() after it; one of the two
 // triggers, as CITADEL_PDL_EARLY says (the CMake option of that name; 0: every trigger after its wait).
 #ifndef CITADEL_PDL_EARLY
-#define CITADEL_PDL_EARLY 0
+#define CITADEL_PDL_EARLY 1
 #endif
 __device__ __forceinline__ void pdl_trigger_early() {
   if constexpr (CITADEL_PDL_EARLY != 0) pdl_trigger();
