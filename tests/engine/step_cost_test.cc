@@ -97,6 +97,16 @@ class SlowRunner : public testing::TestRunner {
   }
 };
 
+// Request i: `prompt` copies of token 3 + i, greedy, at most max_tokens; its handle appended to hs.
+void submit_greedy(Engine* eng, int i, int prompt, int max_tokens, std::vector<std::shared_ptr<RequestHandle>>* hs) {
+  GenerateRequest r;
+  r.id = "r" + std::to_string(i), r.max_tokens = max_tokens, r.sampling.temperature = 0;
+  r.prompt.assign(prompt, 3 + i);
+  auto h = eng->submit(std::move(r));
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  hs->push_back(*h);
+}
+
 TEST(StepCost, EngineCutsPrefillUnderAStepTarget) {
   SlowRunner runner;
   EngineConfig ec;
@@ -104,14 +114,7 @@ TEST(StepCost, EngineCutsPrefillUnderAStepTarget) {
   Engine eng(&runner, ec);
   ASSERT_TRUE(eng.init().ok());
   std::vector<std::shared_ptr<RequestHandle>> hs;
-  auto submit = [&](int i, int prompt, int max_tokens) {
-    GenerateRequest r;
-    r.id = "r" + std::to_string(i), r.max_tokens = max_tokens, r.sampling.temperature = 0;
-    r.prompt.assign(prompt, 3 + i);
-    auto h = eng.submit(std::move(r));
-    ASSERT_TRUE(h.ok());
-    hs.push_back(*h);
-  };
+  auto submit = [&](int i, int prompt, int max_tokens) { submit_greedy(&eng, i, prompt, max_tokens, &hs); };
   // First wave: two short prompts then 15 decode steps teach the costs (no cut yet: fewer than 8 steps seen).
   submit(0, 40, 16);
   submit(1, 70, 16);
@@ -144,14 +147,7 @@ TEST(StepCost, PrefillTokensCapLimitsPromptChunksNotDecodeRows) {
     Engine eng(&runner, ec);
     ASSERT_TRUE(eng.init().ok());
     std::vector<std::shared_ptr<RequestHandle>> hs;
-    auto submit = [&](int i, int prompt, int max_tokens) {
-      GenerateRequest r;
-      r.id = "r" + std::to_string(i), r.max_tokens = max_tokens, r.sampling.temperature = 0;
-      r.prompt.assign(prompt, 3 + i);
-      auto h = eng.submit(std::move(r));
-      ASSERT_TRUE(h.ok()) << h.status().message();
-      hs.push_back(*h);
-    };
+    auto submit = [&](int i, int prompt, int max_tokens) { submit_greedy(&eng, i, prompt, max_tokens, &hs); };
     submit(0, 8, 64);
     submit(1, 8, 64);
     ASSERT_TRUE(eng.step());  // both prompts; from now on they decode
