@@ -12,7 +12,8 @@
 # Environment: TOTAL (seconds for the whole script, default 560), FIRST, AB_ROUNDS (3), AB_ARMS ("name='ENV=V ...'
 # ..." as deepseek_ab.sh takes them), DS_FULL=1 (the benchmark's every row, head and base), BASE_TESTS (a gtest
 # filter run with the base's and the head's test binaries), SERVE_ARMS
-# ("label:flags,label:flags"; flags with spaces allowed, e.g. "d0:,d4:--admission-delay-steps 4"), SERVE_BENCH_RUNS
+# ("label:flags,label:flags"; flags with spaces allowed, e.g. "d0:,d4:--admission-delay-steps 4"; flags may begin
+# with env:NAME=V, a variable for that arm's server), SERVE_BENCH_RUNS
 # (passed on), SKIP_SUITE=1 (only the FIRST tests). Results: $OUT/results.tgz (every file the parts wrote).
 # Usage (repository root, on the device): AB_ARMS="head='X=1' base='CITADEL_MOE_EARLY=0'" bash scripts/gpu/carried_call.sh
 set -uo pipefail
@@ -85,8 +86,12 @@ if [ -n "$serve" ]; then
   IFS=',' read -ra arms <<< "$serve"
   for a in "${arms[@]}"; do
     [ "$(left)" -lt 45 ] && { echo "no time for serving arm ${a%%:*}"; break; }
+    # An arm's flags may start with env:NAME=V (one variable for the server: "lt32:env:CITADEL_LT_CANDIDATES=32").
+    flags=${a#*:} arm_env=X_ARM=1
+    [[ "$flags" == env:* ]] && { arm_env=${flags#env:}; arm_env=${arm_env%% *}; flags=${flags#env:"$arm_env"}; }
     # shellcheck disable=SC2086  # the arm's flags split into words on purpose
-    CITADEL_BIN=$PWD/.gpu-server/citadel-run OUT=$OUT timeout "$(left)" bash bench/gpu/serve_bench.sh "${a%%:*}" ${a#*:} 2>&1 |
+    env "$arm_env" CITADEL_BIN=$PWD/.gpu-server/citadel-run OUT=$OUT timeout "$(left)" \
+      bash bench/gpu/serve_bench.sh "${a%%:*}" $flags 2>&1 |
       grep -E "ready|rc=|\{'output_throughput|did not"
     t="$OUT/steps-${a%%:*}.jsonl"
     [ -s "$t" ] && python3 bench/gpu/step_trace_summary.py "$t" --json "${t%.jsonl}-summary.json" | head -30
