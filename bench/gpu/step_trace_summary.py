@@ -4,7 +4,10 @@ STEP_TRACE=1): steps grouped by kind (decode only, prefill only, mixed) and by t
 mean step and forward times and share of the run's step time; a line fit of forward time against the step's
 tokens per kind, so the cost of a decode row and of a prompt token can be read off.
 
-Usage: step_trace_summary.py steps-LABEL.jsonl [--json OUT]
+Runs of one server (serve_bench.sh runs several benchmarks against it) are told apart by idle gaps: --split-gap-ms
+(default 1000) starts a new run where no step began for that long; each run gets its own summary, then all together.
+
+Usage: step_trace_summary.py steps-LABEL.jsonl [--json OUT] [--split-gap-ms MS]
 """
 import argparse
 import json
@@ -40,6 +43,21 @@ def fit(xs, ys):
     return my - b * mx, b
 
 
+def split_runs(steps, gap_ms):
+    """The steps cut where the engine idled for gap_ms or more between two steps' starts and ends."""
+    runs, cur, last_end = [], [], None
+    for s in steps:
+        start = s["t_ms"] - s["step_ms"]
+        if cur and last_end is not None and start - last_end >= gap_ms:
+            runs.append(cur)
+            cur = []
+        cur.append(s)
+        last_end = s["t_ms"]
+    if cur:
+        runs.append(cur)
+    return runs
+
+
 def summarise(steps):
     total = sum(s["step_ms"] for s in steps) or 1.0
     groups = {}
@@ -69,15 +87,7 @@ def summarise(steps):
             "groups": rows, "fits": fits}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("trace")
-    ap.add_argument("--json", help="write the summary here too")
-    a = ap.parse_args()
-    steps = load(a.trace)
-    if not steps:
-        sys.exit(f"{a.trace}: no steps")
-    s = summarise(steps)
+def print_summary(s):
     print(f"{s['steps']} steps, {s['step_ms_total']} ms of step time ({s['fwd_ms_total']} ms in the forward), "
           f"{s['decode_rows']} decode rows, {s['prefill_tokens']} prompt tokens")
     print(f"{'kind':8s} {'tokens<=':>8s} {'steps':>6s} {'decode':>7s} {'prefill':>8s} {'step ms':>8s} {'fwd ms':>8s} "
@@ -87,9 +97,28 @@ def main():
               f"{r['mean_step_ms']:8.2f} {r['mean_fwd_ms']:8.2f} {r['share']:6.3f}")
     for k, f in s["fits"].items():
         print(f"fit {k}: fwd ms = {f['ms_at_0_tokens']} + {f['ms_per_token']} x tokens ({f['steps']} steps)")
-    if a.json:
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("trace")
+    ap.add_argument("--json", help="write the summaries here too")
+    ap.add_argument("--split-gap-ms", type=float, default=1000.0)
+    a = ap.parse_args()
+    steps = load(a.trace)
+    if not steps:
+        sys.exit(f"{a.trace}: no steps")
+    runs = split_runs(steps, a.split_gap_ms)
+    out = {"runs": [summarise(r) for r in runs] if len(runs) > 1 else [], "all": summarise(steps)}
+    if a.json:  # before printing: a reader that stops early (| head) must not cost the file
         with open(a.json, "w") as f:
-            json.dump(s, f, indent=1)
+            json.dump(out, f, indent=1)
+    for i, r in enumerate(out["runs"]):
+        print(f"== run {i + 1} of {len(runs)}")
+        print_summary(r)
+    if out["runs"]:
+        print("== all runs")
+    print_summary(out["all"])
 
 
 if __name__ == "__main__":

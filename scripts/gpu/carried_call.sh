@@ -94,7 +94,7 @@ if [ -n "$serve" ]; then
       bash bench/gpu/serve_bench.sh "${a%%:*}" $flags 2>&1 |
       grep -E "ready|rc=|\{'output_throughput|did not"
     t="$OUT/steps-${a%%:*}.jsonl"
-    [ -s "$t" ] && python3 bench/gpu/step_trace_summary.py "$t" --json "${t%.jsonl}-summary.json" | head -30
+    [ -s "$t" ] && python3 bench/gpu/step_trace_summary.py "$t" --json "${t%.jsonl}-summary.json" | head -60
   done
 fi
 # Everything under $OUT in one archive (the device tool returns a limited number of files).
