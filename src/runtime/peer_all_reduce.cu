@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "base/env.h"
 #include "kernels/cuda/common.cuh"
 #include "runtime/cuda_status.cuh"
 
@@ -104,10 +105,7 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-bool eager_module_loading() {
-  const char* m = std::getenv("CUDA_MODULE_LOADING");
-  return m && std::string(m) == "EAGER";
-}
+bool eager_module_loading() { return env_is("CUDA_MODULE_LOADING", "EAGER"); }
 
 Result<std::unique_ptr<PeerAllReduce>> PeerAllReduce::create(const std::vector<int>& devices, int64_t max_elems) {
   const int n = static_cast<int>(devices.size());
