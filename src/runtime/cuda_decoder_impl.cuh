@@ -248,7 +248,10 @@ struct CudaDecoder::Impl {
   // in its stacks), and its slice of the shared experts as a dense FFN of shared_width() in gate_up / down.
   int tp_ranks = 1, tp_rank = 0;
   bool expert_parallel() const { return c.has_moe && tp_ranks > 1; }
-  int64_t experts_held() const { return c.moe.n_experts / tp_ranks; }
+  int64_t experts_held() const {
+    const auto [first, end] = tp_expert_range(c, tp_rank, tp_ranks);
+    return end - first;
+  }
   int64_t stack_shared() const { return expert_parallel() ? 0 : c.moe.n_shared; }  // shared slots of the stacks
   int64_t shared_width() const { return tp_shared_width(c, tp_ranks); }
   bool has_role(TensorRole r) const {  // whether the architecture's role table names r

@@ -157,7 +157,7 @@ TEST(StepCost, PrefillTokensCapLimitsPromptChunksNotDecodeRows) {
       const EngineStats st = eng.stats();
       EXPECT_EQ(st.last_prefill_budget, cap > 0 ? cap : 1024);
       most = std::max(most, st.last_batch_tokens);
-      if (st.last_batch_seqs > 2 && st.last_batch_tokens > 2) ++mixed;
+      if (st.last_batch_seqs > 2) ++mixed;  // beside the two decoding sequences: a prompt's chunk or row
       ASSERT_LT(++steps, 2000);
     }
     for (auto& h : hs) EXPECT_TRUE(h->final_status().ok()) << h->final_status().message();
