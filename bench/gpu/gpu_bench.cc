@@ -4,7 +4,8 @@
 // 128 sequences at 128 context. Prints one JSON object (fixed keys) to stdout and to argv[1] if given; with argv[2],
 // dumps the logits of a 256-token teacher-forced run (128 prefill + 128 decode steps) for bench/gpu/hf_check.py.
 // Environment: CITADEL_BENCH_MIXED (issue 23's mixed-step rows only), CITADEL_BENCH_QUICK (bs1 rows only), CITADEL_BENCH_FORMATS=int8,fp8 (only these decoders; default all),
-// CITADEL_BENCH_PROFILE, CITADEL_BENCH_NCU_GEMV (see bench/gpu/run.sh), CITADEL_BENCH_MICRO (the kernel table only).
+// CITADEL_BENCH_PROFILE (mixed: one mixed step for Nsight Compute, bench/gpu/step_ncu.sh), CITADEL_BENCH_NCU_GEMV
+// (see bench/gpu/run.sh), CITADEL_BENCH_MICRO (the kernel table only), CITADEL_BENCH_ROPE (rope_kv_write per step size).
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
@@ -336,35 +337,41 @@ void dump_logits(CudaDecoder& dec, const std::string& dir) {
 }
 
 // Issue 23's mixed step (7B shape, bf16): D decode sequences at context `ctx` followed by one fresh P-token prompt
-// chunk, sampled on the device (temperature 0.7, top-p 0.9), as the engine batches them when prompts stream in at
-// high concurrency. Times (ms, medians of 7 after a warm-up): the pure decode step of the D sequences (graphs), the
-// P-token prefill alone, the mixed step with the decode rows on the decode kernel (the default) and with every
+// chunk, as the engine batches them when prompts stream in at high concurrency (with_decode / with_prefill: either
+// part alone). sampling: 0 greedy, 1 temperature 0.7 + top-p 0.9, 2 temperature 0.7 alone (serve_bench.sh's setting).
+// The decoder: make(kBf16, 128, 640, 128 * 48 blocks) after fill_kv_random.
+CudaStep mixed_step(const CudaDecoder& dec, int D, int P, int ctx, bool with_decode, bool with_prefill,
+                    int sampling = 1) {
+  const int W = dec.max_blocks_per_seq(), per_seq = (ctx + 64 + 15) / 16;
+  CudaStep s;
+  s.query_start = {0};
+  if (with_decode)
+    for (int b = 0; b < D; ++b) {
+      s.tokens.push_back((b * 31 + 5) % 150000), s.positions.push_back(ctx);
+      s.query_start.push_back(int(s.tokens.size())), s.seq_lens.push_back(ctx + 1);
+      const auto t = table_for(b, per_seq, W);
+      s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
+    }
+  if (with_prefill) {
+    for (int i = 0; i < P; ++i) s.tokens.push_back((i * 104729 + 7) % 152000), s.positions.push_back(i);
+    s.query_start.push_back(int(s.tokens.size())), s.seq_lens.push_back(P);
+    const auto t = table_for(D, per_seq, W);
+    s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
+  }
+  CudaSampling sp;
+  sp.temperature = 0.7f, sp.top_p = sampling == 1 ? 0.9f : 1.f, sp.seed = 7;
+  if (sampling > 0) s.sampling.assign(s.seq_lens.size(), sp);
+  return s;
+}
+
+// The mixed step's report. Times (ms, medians of 7 after a warm-up): the pure decode step of the D sequences (graphs),
+// the P-token prefill alone, the mixed step with the decode rows on the decode kernel (the default) and with every
 // sequence on the prefill kernel (the path before), then the mixed step's time without each op family (debug_skip).
 std::string mixed_step_report(int D, int P, int ctx) {
   auto dec = make(CudaWeightFormat::kBf16, 128, 640, int64_t{128} * 48);
-  const int W = dec->max_blocks_per_seq(), per_seq = (ctx + 64 + 15) / 16;
   dec->fill_kv_random(9);
-  // sampling: 0 greedy, 1 temperature 0.7 + top-p 0.9, 2 temperature 0.7 alone (bench/gpu/serve_bench.sh's setting)
   auto build = [&](bool with_decode, bool with_prefill, int sampling = 1) {
-    CudaStep s;
-    s.query_start = {0};
-    if (with_decode)
-      for (int b = 0; b < D; ++b) {
-        s.tokens.push_back((b * 31 + 5) % 150000), s.positions.push_back(ctx);
-        s.query_start.push_back(int(s.tokens.size())), s.seq_lens.push_back(ctx + 1);
-        const auto t = table_for(b, per_seq, W);
-        s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
-      }
-    if (with_prefill) {
-      for (int i = 0; i < P; ++i) s.tokens.push_back((i * 104729 + 7) % 152000), s.positions.push_back(i);
-      s.query_start.push_back(int(s.tokens.size())), s.seq_lens.push_back(P);
-      const auto t = table_for(D, per_seq, W);
-      s.block_tables.insert(s.block_tables.end(), t.begin(), t.end());
-    }
-    CudaSampling sp;
-    sp.temperature = 0.7f, sp.top_p = sampling == 1 ? 0.9f : 1.f, sp.seed = 7;
-    if (sampling > 0) s.sampling.assign(s.seq_lens.size(), sp);
-    return s;
+    return mixed_step(*dec, D, P, ctx, with_decode, with_prefill, sampling);
   };
   auto time_ms = [&](const CudaStep& s) {
     std::vector<int32_t> ids;
@@ -418,6 +425,32 @@ std::string mixed_step_report(int D, int P, int ctx) {
   return std::string(buf) + share + "}";
 }
 
+// rope_kv_write (fused RoPE + KV write) at the 7B shape (28 q + 4 KV heads of 128) for T tokens: us per call.
+std::string rope_kv_rows() {
+  const int H = 28, n_kv = 4, D = 128, stride = (H + 2 * n_kv) * D, T_max = 2048;
+  void *qkv, *pos, *kp, *vp;
+  BENCH_CHECK(cudaMalloc(&qkv, size_t(T_max) * stride * 2));
+  BENCH_CHECK(cudaMalloc(&pos, T_max * 4));
+  BENCH_CHECK(cudaMalloc(&kp, size_t(T_max) * n_kv * D * 2));
+  BENCH_CHECK(cudaMalloc(&vp, size_t(T_max) * n_kv * D * 2));
+  std::vector<int32_t> iota(T_max);
+  for (int i = 0; i < T_max; ++i) iota[size_t(i)] = i;  // positions and slots
+  BENCH_CHECK(cudaMemcpy(pos, iota.data(), T_max * 4, cudaMemcpyHostToDevice));
+  cuda::fill_random_bf16(static_cast<uint16_t*>(qkv), int64_t(T_max) * stride, 10, 1.f, nullptr);
+  const char* hb = std::getenv("CITADEL_ROPE_KV_HEAD_BLOCKS");
+  std::string out = std::string("{\"rope_kv_write_us\": {\"head_blocks\": \"") + (hb ? hb : "1") + "\"";
+  for (int T : {1, 64, 128, 512, 2048}) {
+    const float ms = time_ms([&] {
+      cuda::rope_kv_write(static_cast<uint16_t*>(qkv), T, stride, H, n_kv, D, static_cast<int32_t*>(pos), 1e6f,
+                          cuda::RopeLayout::kNeox, static_cast<int32_t*>(pos), static_cast<uint16_t*>(kp),
+                          static_cast<uint16_t*>(vp), nullptr);
+    });
+    out += ", \"T" + std::to_string(T) + "\": " + std::to_string(ms * 1e3);
+  }
+  cudaFree(qkv), cudaFree(pos), cudaFree(kp), cudaFree(vp);
+  return out + "}}\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -436,6 +469,27 @@ int main(int argc, char** argv) {
   // bf16|int8|int4|fp8|exact (bf16 weights, fp32 activations): one bs1 step for ncu, then exit; <format>_prefill: a
   // 512-token prefill of that format (exact_prefill: of the fp32-activation path); _full: on the table's decoder size
   const char* prof = std::getenv("CITADEL_BENCH_PROFILE");
+  if (prof && std::string(prof) == "mixed") {  // one mixed step (64 decode rows at context 576 + a 448-token chunk,
+                                               // serving's c64 steady state) after two warm-up steps
+    auto dec = make(CudaWeightFormat::kBf16, 128, 640, int64_t{128} * 48);
+    dec->fill_kv_random(9);
+    const CudaStep s = mixed_step(*dec, 64, 448, 576, true, true, 2);
+    std::vector<int32_t> ids;
+    for (int r = 0; r < 2; ++r) die(dec->step(s, &ids, nullptr), "mixed profile warm-up");
+    BENCH_CHECK(cudaDeviceSynchronize());
+    const double t0 = now_s();
+    die(dec->step(s, &ids, nullptr), "mixed profile step");
+    std::fprintf(stderr, "mixed step D=64 P=448 ctx=576: %.2f ms (unprofiled)\n", (now_s() - t0) * 1e3);
+    cudaProfilerStart();
+    die(dec->step(s, &ids, nullptr), "mixed profile step");
+    cudaProfilerStop();
+    return 0;
+  }
+  if (std::getenv("CITADEL_BENCH_ROPE")) {  // rope_kv_write at the 7B shape per step size (us; a before / after of
+                                           // CITADEL_ROPE_KV_HEAD_BLOCKS on one binary)
+    std::fputs(rope_kv_rows().c_str(), stdout);
+    return 0;
+  }
   if (prof) {
     const std::string pf = prof;
     const bool full = pf.find("_full") != std::string::npos;  // the table's decoder size (128 sequences, 4096 blocks)

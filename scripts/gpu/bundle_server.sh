@@ -12,10 +12,10 @@ set -euo pipefail
 cmake -S . -B build-srv -DCITADEL_CUDA=ON -DCITADEL_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90a -Wno-dev --log-level=WARNING \
   -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache > /dev/null
-# BUNDLE_TESTS=1: also the GPU tests and the DeepSeek and tensor-parallel benchmarks (gpu_tests, ds, tp_bench),
-# so that one carried file serves scripts/gpu/carried_call.sh whole.
+# BUNDLE_TESTS=1: also the GPU tests and the 7B, DeepSeek and tensor-parallel benchmarks (gpu_tests, gpu_bench, ds,
+# tp_bench), so that one carried file serves scripts/gpu/carried_call.sh whole.
 targets=(citadel)
-[ "${BUNDLE_TESTS:-0}" = 1 ] && targets+=(citadel_gpu_tests citadel_deepseek_bench citadel_tp_bench)
+[ "${BUNDLE_TESTS:-0}" = 1 ] && targets+=(citadel_gpu_tests citadel_deepseek_bench citadel_tp_bench citadel_gpu_bench)
 cmake --build build-srv -j"$(nproc)" --target "${targets[@]}" > build-srv/bundle-build.log 2>&1 \
   || { grep -E "error" build-srv/bundle-build.log | head -20; exit 1; }
 rm -rf .gpu-server && mkdir -p .gpu-server/lib
@@ -23,8 +23,9 @@ cp build-srv/citadel .gpu-server/citadel
 bins=(build-srv/citadel)
 if [ "${BUNDLE_TESTS:-0}" = 1 ]; then
   cp build-srv/citadel_gpu_tests .gpu-server/gpu_tests && cp build-srv/bench/citadel_deepseek_bench .gpu-server/ds
-  cp build-srv/bench/citadel_tp_bench .gpu-server/tp_bench
-  bins+=(build-srv/citadel_gpu_tests build-srv/bench/citadel_deepseek_bench build-srv/bench/citadel_tp_bench)
+  cp build-srv/bench/citadel_tp_bench .gpu-server/tp_bench && cp build-srv/bench/citadel_gpu_bench .gpu-server/gpu_bench
+  bins+=(build-srv/citadel_gpu_tests build-srv/bench/citadel_deepseek_bench build-srv/bench/citadel_tp_bench
+         build-srv/bench/citadel_gpu_bench)
 fi
 git rev-parse --short HEAD > .gpu-server/COMMIT
 git diff --quiet HEAD -- src tests bench || echo "+ uncommitted changes" >> .gpu-server/COMMIT

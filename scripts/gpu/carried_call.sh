@@ -14,7 +14,7 @@
 # filter run with the base's and the head's test binaries), SERVE_ARMS
 # ("label:flags,label:flags"; flags with spaces allowed, e.g. "d0:,d4:--admission-delay-steps 4"; flags may begin
 # with env:NAME=V, a variable for that arm's server), SERVE_BENCH_RUNS
-# (passed on), SKIP_SUITE=1 (only the FIRST tests). Results: $OUT/results.tgz (every file the parts wrote).
+# (passed on), SKIP_SUITE=1 (only the FIRST tests), GPU_BENCH (see below). Results: $OUT/results.tgz (every file the parts wrote).
 # Usage (repository root, on the device): AB_ARMS="head='X=1' base='CITADEL_MOE_EARLY=0'" bash scripts/gpu/carried_call.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/citadel_gpu_out}
@@ -81,6 +81,25 @@ if [ -x "$DIR/gpu_tests" ]; then
     echo "passed so far: $(grep -c '^\[       OK \]' "$OUT/gpu_tests.log"); last started: $(grep '^\[ RUN' "$OUT/gpu_tests.log" | tail -1)"
   fi
 fi
+# GPU_BENCH="rope mixed ncu": citadel_gpu_bench parts (the bundle's gpu_bench). rope: rope_kv_write per step size,
+# the default launch and the earlier per-head one (CITADEL_ROPE_KV_HEAD_BLOCKS=32); mixed: issue 23's mixed-step rows,
+# both launches; ncu: per-kernel times of one mixed step (bench/gpu/step_ncu.sh, PROFILE=mixed).
+for part in ${GPU_BENCH:-}; do
+  [ -x "$DIR/gpu_bench" ] || { echo "no gpu_bench in the bundle"; break; }
+  case $part in
+    rope) for hb in 1 32; do
+            CITADEL_BENCH_ROPE=1 CITADEL_ROPE_KV_HEAD_BLOCKS=$hb timeout 60 "$DIR/gpu_bench" 2>/dev/null |
+              tee "$OUT/rope_hb$hb.json"
+          done ;;
+    mixed) for hb in 1 32; do
+             CITADEL_BENCH_MIXED=1 CITADEL_ROPE_KV_HEAD_BLOCKS=$hb timeout $(( $(left) / 4 )) "$DIR/gpu_bench" \
+               "$OUT/mixed_hb$hb.json" 2>&1 | grep -E "^mixed step|copy" | cut -c1-400
+           done ;;
+    ncu) PATH=/usr/local/cuda/bin:$PATH PROFILE=mixed timeout $(( $(left) / 4 )) bash bench/gpu/step_ncu.sh "$OUT" \
+           head="$DIR/gpu_bench" | head -24 ;;
+  esac
+  echo "gpu_bench $part done at $(el) s"
+done
 if [ -n "$serve" ]; then
   wait $synth
   IFS=',' read -ra arms <<< "$serve"

@@ -156,7 +156,11 @@ Status CudaDecoder::Impl::alloc_runtime() {
   ws = std::max(ws, ck::decode_workspace_floats(static_cast<int>(B), H, hd,
                                                 (opt.max_seq_len + partition_for(B) - 1) / partition_for(B)));
   if (exact()) ws = std::max(ws, ck::f32_decode_workspace_floats(static_cast<int>(B), H, hd));
+  // Split-KV prompt attention (bf16 path): its partial outputs after the decode counters.
+  if (!exact() && !c.has_mla)
+    ws = std::max(ws, ck::decode_workspace_counters() + ck::prefill_workspace_floats(static_cast<int>(T), H, hd));
   RETURN_IF_ERROR(alloc_n(&attn_ws, ws, "attention workspace"));
+  attn_ws_floats = ws;
   if (c.has_mla || c.has_moe) RETURN_IF_ERROR(alloc_mla_moe_runtime());
   CUDA_TRY(cudaMemsetAsync(attn_ws, 0, sizeof(float) * static_cast<size_t>(std::max<int64_t>(ws, 1)), stream));
   ints_capacity = 3 * T + 3 * B + 1 + B * max_blocks;  // + query_start staging

@@ -119,7 +119,8 @@ struct CudaDecoder::Impl {
   bf16_t* act = nullptr;       // [T][F]
   bf16_t* last_h = nullptr;    // [max_batch][D]
   float* logits = nullptr;     // [T][V] fp32
-  float* attn_ws = nullptr;    // split-K workspace
+  float* attn_ws = nullptr;    // split-K workspace (decode; prompts' split-KV past its counters)
+  int64_t attn_ws_floats = 0;
   int32_t* d_ints = nullptr;   // packed step inputs, layout in IntLayout
   int32_t* d_out = nullptr;    // [T] argmax ids
   int32_t* h_pinned = nullptr; // host mirror of d_ints

@@ -243,9 +243,14 @@ Status CudaOps::attention(int layer) {
   const int K = decode_prefix();
   if (K > 0)
     ck::paged_attention_decode(pa_, m_.qkv, NQKV, m_.attn, K, s_.n_splits, s_.partition, m_.attn_ws, m_.stream);
+  // Prompts: split-KV in the attention workspace past the decode kernel's counters (the launches are stream-ordered,
+  // so the decode partials and each prompt's chunks take turns in it); the context lengths are the staged ones.
+  const int32_t* ctx = m_.h_pinned + L_.seq_lens;
+  const int64_t lent = ck::decode_workspace_counters();
   for (int b = K; b < B; ++b)
     ck::paged_attention_prefill(pa_, b, m_.qkv + int64_t{qs[b]} * NQKV, NQKV, qs[b + 1] - qs[b],
-                                m_.attn + int64_t{qs[b]} * Q, m_.stream);
+                                m_.attn + int64_t{qs[b]} * Q, m_.stream, ctx[b], m_.attn_ws + lent,
+                                m_.attn_ws_floats - lent);
   return OkStatus();
 }
 

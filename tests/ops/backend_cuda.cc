@@ -508,17 +508,27 @@ void CudaBackend::attention(Device& dev, const Shape& s, const std::string& dt, 
     }
     return;
   }
-  for (int kind = 0; kind < 2; ++kind) {  // the mma.sync kernel (used) and the wmma twin (64 / 128, no window)
+  // The mma.sync kernel without and with split-KV (the context and a workspace: prompts of up to 512 queries whose
+  // tiles need more than one chunk split; the others run as before) and the wmma twin (64 / 128, no window).
+  const int max_new = *std::max_element(s.n_new.begin(), s.n_new.end());
+  const int64_t ws_floats = ck::prefill_workspace_floats(max_new, h, d);
+  float* ws = dev.alloc<float>(size_t(ws_floats));
+  if (!dev.error().empty()) return;
+  for (int kind : {0, 2, 1}) {
     if (kind == 1 && (d == 256 || s.window > 0)) break;
     dev.poison(out, n_out);
+    dev.poison(ws, size_t(ws_floats));  // the split path reads only what it wrote
     for (int seq = 0, t0 = 0; seq < n_seqs; t0 += s.n_new[seq], ++seq) {
       const bf16* qs = q + size_t(t0) * q_stride;
       bf16* os = out + size_t(t0) * width;
       if (kind == 0) ck::paged_attention_prefill(p, seq, qs, q_stride, s.n_new[seq], os, nullptr);
-      else ck::paged_attention_prefill_wmma(p, seq, qs, q_stride, s.n_new[seq], os, nullptr);
+      if (kind == 2)
+        ck::paged_attention_prefill(p, seq, qs, q_stride, s.n_new[seq], os, nullptr, s.ctx[seq], ws, ws_floats);
+      if (kind == 1) ck::paged_attention_prefill_wmma(p, seq, qs, q_stride, s.n_new[seq], os, nullptr);
     }
     if (!dev.launched("paged_attention_prefill")) return;
-    keep(kind == 0 ? "prefill_mma" : "prefill_wmma", from_bf16(dev.download(out, n_out)));
+    keep(kind == 0 ? "prefill_mma" : kind == 2 ? "prefill_mma_split" : "prefill_wmma",
+         from_bf16(dev.download(out, n_out)));
   }
 }
 

@@ -146,6 +146,10 @@ std::vector<Shape> attention_shapes() {
           attn(28, 4, 128, 16, {37, 300, 1500}, {37, 45, 200}, true),
           attn(9, 3, 64, 16, {37, 300, 1500}, {37, 45, 1}, true),
           attn(8, 1, 256, 16, {37, 300, 1500}, {37, 45, 200}, true),
+          // split-KV prompts: a fresh 512-token prompt and a 448-token one (serving's chunks), a 300-token chunk at
+          // 4096 (8 chunks of 8 tiles), an odd-length chunk of a long context, head_dim 64 and 256
+          attn(28, 4, 128, 16, {512, 448}, {512, 448}, true), attn(9, 3, 64, 16, {512, 4096}, {300, 300}, true),
+          attn(28, 4, 128, 16, {3000, 577}, {77, 513}, true), attn(8, 1, 256, 16, {700}, {500}, true),
           // sliding windows (Gemma-3's local layers): shorter and longer than the contexts, cutting inside a block
           // and at a partition edge; gemma-3-270m's heads (4 / 1 x 256, window 512)
           attn(4, 2, 64, 16, {1, 17, 50}, {}, false, 7), attn(9, 3, 64, 16, {37, 77}, {36, 5}, false, 20),

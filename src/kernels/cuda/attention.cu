@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cfloat>
 
+#include "base/env.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -32,47 +33,54 @@ __global__ void kv_write_kernel(const uint16_t* k_src, const uint16_t* v_src, in
 }
 
 
-// rope_rotate_pair by a given angle (pos * inv_freq[i] of a scaled RoPE's frequency table), cos and sin scaled by
-// mscale.
-__device__ __forceinline__ int2 rope_rotate_pair_by(uint16_t* hp, int i, int head_dim, float angle, float mscale,
-                                                    bool neox) {
-  float sn, cs;
-  sincosf(angle, &sn, &cs);
-  sn *= mscale, cs *= mscale;
-  const int a = neox ? i : 2 * i, b = neox ? i + head_dim / 2 : 2 * i + 1;
-  const float x0 = bf16f(hp[a]), x1 = bf16f(hp[b]);
-  hp[a] = f2bf(x0 * cs - x1 * sn);
-  hp[b] = f2bf(x0 * sn + x1 * cs);
-  return make_int2(a, b);
-}
-
-// grid T: RoPE on the q and k heads of row t of the fused QKV buffer (in place; k heads follow the q heads), the
-// rotated K and the V row also go to the pool at slots[t] (skipped when -1). Same arithmetic as rope + kv_write.
-// grid (T, n_heads + n_kv_heads), head_dim / 2 threads: one RoPE pair per thread (the whole step is one memory
-// round trip; a block per token looping over all heads serialised its loads). K-head blocks also store their
-// rotated head into the K pool and copy the matching V head into the V pool. inv_freq null: theta^(-2i/head_dim);
-// else the table's frequencies and mscale (scaled RoPE).
+// grid (T, head_blocks): RoPE on the q and k heads of row t of the fused QKV buffer (in place; k heads follow the q
+// heads); the rotated K heads and the V heads also go to the pool at slots[t] (skipped when -1). Same arithmetic as
+// rope + kv_write (common.cuh's RoPE pieces). A block is `groups` groups of head_dim / 2 threads; thread group
+// G = blockIdx.y * groups + g takes heads G, G + stride, ... (stride: groups x head_blocks) kRopeKvBatch at a time,
+// every load issued before the first rotation, and its pair i is the same in each, so its angle (powf + sincosf) is
+// computed once. The default launch is one block of 256-ish threads per token (head_blocks 1); a block per
+// (token, head) of head_dim / 2 threads (head_blocks = all heads, groups 1), the earlier form, spent its time
+// launching blocks (16384 for a 512-token step of the 7B shape): CITADEL_ROPE_KV_HEAD_BLOCKS=heads runs it for a
+// before / after on one binary. inv_freq null: theta^(-2i/head_dim); else the table's frequencies and mscale.
+constexpr int kRopeKvBatch = 8;
 __global__ void rope_kv_write_kernel(uint16_t* qkv, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                                      const int32_t* positions, float theta, bool neox, const int32_t* slots,
                                      uint16_t* k_pool, uint16_t* v_pool, const float* inv_freq, float mscale) {
   pdl_wait();
   pdl_trigger();
-  const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
-  const float pos = static_cast<float>(positions[t]);
+  const int t = blockIdx.x, half = head_dim / 2, groups = static_cast<int>(blockDim.x) / half;
+  const int i = static_cast<int>(threadIdx.x) % half;
+  const int first = static_cast<int>(blockIdx.y) * groups + static_cast<int>(threadIdx.x) / half;
+  const int stride = groups * static_cast<int>(gridDim.y), n_all = n_heads + n_kv_heads;
+  const float2 cs = rope_cos_sin(i, head_dim, static_cast<float>(positions[t]), theta, inv_freq, mscale);
+  const int2 ab = rope_pair_index(i, head_dim, neox);
   uint16_t* row = qkv + static_cast<int64_t>(t) * row_stride;
-  uint16_t* hp = row + h * head_dim;
-  const int2 ab = inv_freq ? rope_rotate_pair_by(hp, i, head_dim, pos * inv_freq[i], mscale, neox)
-                           : rope_rotate_pair(hp, i, head_dim, pos, theta, neox);
   const int slot = slots[t];
-  if (h < n_heads || slot < 0) return;
-  const int kvh = h - n_heads;
-  const int64_t dst = (static_cast<int64_t>(slot) * n_kv_heads + kvh) * head_dim;
-  k_pool[dst + ab.x] = hp[ab.x];
-  k_pool[dst + ab.y] = hp[ab.y];
-  if (i < head_dim / 8) {  // head_dim % 16 == 0: 16-byte pieces of the V head
-    const uint4* vs = reinterpret_cast<const uint4*>(row + (n_heads + n_kv_heads + kvh) * head_dim);
-    reinterpret_cast<uint4*>(v_pool + dst)[i] = vs[i];
+  uint16_t* k_dst = slot >= 0 ? k_pool + static_cast<int64_t>(slot) * n_kv_heads * head_dim : nullptr;
+  for (int h0 = first; h0 < n_all; h0 += stride * kRopeKvBatch) {
+    float x0[kRopeKvBatch], x1[kRopeKvBatch];
+#pragma unroll
+    for (int j = 0; j < kRopeKvBatch; ++j) {
+      const int h = h0 + j * stride;
+      if (h < n_all) x0[j] = bf16f(row[h * head_dim + ab.x]), x1[j] = bf16f(row[h * head_dim + ab.y]);
+    }
+#pragma unroll
+    for (int j = 0; j < kRopeKvBatch; ++j) {
+      const int h = h0 + j * stride;
+      if (h >= n_all) break;
+      const ushort2 y = rope_pair(x0[j], x1[j], cs);
+      row[h * head_dim + ab.x] = y.x, row[h * head_dim + ab.y] = y.y;
+      if (h >= n_heads && k_dst) {
+        uint16_t* kd = k_dst + (h - n_heads) * head_dim;
+        kd[ab.x] = y.x, kd[ab.y] = y.y;
+      }
+    }
   }
+  if (slot < 0 || blockIdx.y != 0) return;
+  // The V heads (the token's first block): head_dim % 16 == 0 and row_stride % 8 == 0, so 16-byte pieces.
+  const uint4* vs = reinterpret_cast<const uint4*>(row + n_all * head_dim);
+  uint4* vd = reinterpret_cast<uint4*>(v_pool + static_cast<int64_t>(slot) * n_kv_heads * head_dim);
+  for (int c = threadIdx.x; c < n_kv_heads * head_dim / 8; c += blockDim.x) vd[c] = vs[c];
 }
 
 constexpr int kDecodeThreads = 128;
@@ -430,9 +438,33 @@ constexpr size_t prefill_mma_smem() {  // K, V x 2 stages
   return sizeof(uint16_t) * 2 * 2 * mma_bk<kD>() * mma_ld<kD>();
 }
 
+// Split-KV (paged_attention_prefill with a workspace). A query tile qt (queries qt*kMmaBQ .. of n_q, the last n_q of
+// a context whose first query sits at first_pos) reads KV tiles [0, kv_tiles); with `split` tiles a chunk it is
+// prefill_chunks blocks. The tiles a chunk: the context's tiles over kPrefillMaxChunks, at least 4 (fewer made more
+// partial outputs to merge than critical path saved, by the estimate that chose them).
+__host__ __device__ inline int prefill_kv_tiles(int qt, int n_q, int first_pos, int bk) {
+  const int q_end = min((qt + 1) * kMmaBQ, n_q);
+  return (first_pos + q_end + bk - 1) / bk;
+}
+__host__ __device__ inline int prefill_chunks(int qt, int n_q, int first_pos, int bk, int split) {
+  return split > 0 ? (prefill_kv_tiles(qt, n_q, first_pos, bk) + split - 1) / split : 1;
+}
+__host__ __device__ inline int prefill_split_tiles(int ctx, int bk) {
+  const int tiles = (ctx + bk - 1) / bk;
+  return max(4, (tiles + kPrefillMaxChunks - 1) / kPrefillMaxChunks);
+}
+// Workspace layout: partial outputs [kPrefillMaxChunks][n_heads][n_q][kD] fp32 (unnormalised), then per row (max in
+// the log2 domain, sum) [kPrefillMaxChunks][n_heads][n_q][2].
+__host__ __device__ inline int64_t prefill_ml_offset(int n_heads, int n_q, int kD) {
+  return int64_t{kPrefillMaxChunks} * n_heads * n_q * kD;
+}
+
+// grid.x: query tiles, heaviest first (split 0), or (query tile, chunk) items, the heaviest tile's chunks first;
+// grid.y: heads.
 template <int kD>
 __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p, int seq, const uint16_t* q,
-                                                                int q_stride, int n_q, uint16_t* out) {
+                                                                int q_stride, int n_q, uint16_t* out, int split,
+                                                                int split_first_pos, float* ws) {
   constexpr int kLd = mma_ld<kD>();
   constexpr int kMmaBK = mma_bk<kD>();
   constexpr int kKC = kD / 16;  // k-chunks of Q K^T
@@ -442,9 +474,20 @@ __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p
 
   const int h = blockIdx.y;
   const int kvh = h / (p.n_heads / p.n_kv_heads);
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kMmaBQ;  // heaviest tiles first
   const int ctx = p.seq_lens[seq];
   const int first_pos = ctx - n_q;
+  int qt = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x), chunk = 0, n_chunks = 1;
+  if (split > 0) {
+    int item = static_cast<int>(blockIdx.x);
+    for (qt = (n_q + kMmaBQ - 1) / kMmaBQ - 1; qt >= 0; --qt) {
+      n_chunks = prefill_chunks(qt, n_q, split_first_pos, kMmaBK, split);  // the launcher's count (host ctx)
+      if (item < n_chunks) break;
+      item -= n_chunks;
+    }
+    if (qt < 0) return;
+    chunk = item;
+  }
+  const int q0 = qt * kMmaBQ;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
   const int row_elems = p.n_kv_heads * kD;
@@ -477,7 +520,8 @@ __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p
   // Sliding window: query at position qp sees keys (qp - win, qp]; tiles wholly before the block's first query's
   // window are skipped.
   const int win = p.window > 0 ? p.window : (1 << 30);
-  const int first_tile = p.window > 0 ? max(0, first_pos + q0 - win + 1) / kMmaBK : 0;
+  const int first_tile = split > 0 ? chunk * split : p.window > 0 ? max(0, first_pos + q0 - win + 1) / kMmaBK : 0;
+  const int end_tile = split > 0 ? min(n_tiles, first_tile + split) : n_tiles;
   auto load_tile = [&](int tile, int stage) {
     uint16_t* ks = tiles + stage * 2 * kMmaBK * kLd;
     uint16_t* vs = ks + kMmaBK * kLd;
@@ -493,9 +537,9 @@ __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p
     cp_async_commit();
   };
   load_tile(first_tile, first_tile & 1);
-  for (int tile = first_tile; tile < n_tiles; ++tile) {
+  for (int tile = first_tile; tile < end_tile; ++tile) {
     const int stage = tile & 1;
-    if (tile + 1 < n_tiles) {
+    if (tile + 1 < end_tile) {
       load_tile(tile + 1, stage ^ 1);
       cp_async_wait<1>();
     } else {
@@ -571,6 +615,19 @@ __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  if (n_chunks > 1) {  // this chunk's unnormalised output, row max and sum, for prefill_merge_kernel
+    float* po = ws + (static_cast<int64_t>(chunk) * p.n_heads + h) * n_q * kD;
+    float* pml = ws + prefill_ml_offset(p.n_heads, n_q, kD) + (static_cast<int64_t>(chunk) * p.n_heads + h) * n_q * 2;
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+      const int col = 8 * j + 2 * t4;
+      if (r0 < n_q) *reinterpret_cast<float2*>(po + int64_t{r0} * kD + col) = make_float2(o[j][0], o[j][1]);
+      if (r1 < n_q) *reinterpret_cast<float2*>(po + int64_t{r1} * kD + col) = make_float2(o[j][2], o[j][3]);
+    }
+    if (t4 == 0 && r0 < n_q) pml[2 * r0] = m0, pml[2 * r0 + 1] = l0;
+    if (t4 == 0 && r1 < n_q) pml[2 * r1] = m1, pml[2 * r1 + 1] = l1;
+    return;
+  }
   const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
   const int64_t ostride = static_cast<int64_t>(p.n_heads) * kD;
 #pragma unroll
@@ -578,6 +635,41 @@ __global__ void __launch_bounds__(128) paged_prefill_mma_kernel(PagedAttention p
     const int col = h * kD + 8 * j + 2 * t4;
     if (r0 < n_q) *reinterpret_cast<uint32_t*>(out + r0 * ostride + col) = pack_bf16x2(o[j][0] * inv0, o[j][1] * inv0);
     if (r1 < n_q) *reinterpret_cast<uint32_t*>(out + r1 * ostride + col) = pack_bf16x2(o[j][2] * inv1, o[j][3] * inv1);
+  }
+}
+
+// grid n_q (a block per query row), 256 threads: the rows of split query tiles get out = sum_c 2^(m_c - M) O_c /
+// sum_c 2^(m_c - M) l_c over their chunks (M the largest m_c), every head; rows of unsplit tiles were written by
+// the prefill kernel and are left alone.
+template <int kD>
+__global__ void __launch_bounds__(256) prefill_merge_kernel(int first_pos, int n_q, int n_heads, int split,
+                                                            const float* ws, uint16_t* out) {
+  constexpr int kMmaBK = mma_bk<kD>();
+  __shared__ float w[kPrefillMaxChunks][64];  // per chunk and head: 2^(m_c - M) / L (heads <= 64, checked)
+  const int r = blockIdx.x;
+  const int nc = prefill_chunks(r / kMmaBQ, n_q, first_pos, kMmaBK, split);
+  if (nc <= 1) return;
+  const float* ml = ws + prefill_ml_offset(n_heads, n_q, kD);
+  for (int h = threadIdx.x; h < n_heads; h += blockDim.x) {
+    float M = -INFINITY, L = 0.f;
+    for (int c = 0; c < nc; ++c) M = fmaxf(M, ml[((int64_t{c} * n_heads + h) * n_q + r) * 2]);
+    for (int c = 0; c < nc; ++c) {
+      const int64_t i = ((int64_t{c} * n_heads + h) * n_q + r) * 2;
+      w[c][h] = exp2f(ml[i] - M);
+      L += w[c][h] * ml[i + 1];
+    }
+    const float inv = L > 0.f ? 1.f / L : 0.f;
+    for (int c = 0; c < nc; ++c) w[c][h] *= inv;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < n_heads * kD / 2; e += blockDim.x) {  // pairs of dims
+    const int h = e / (kD / 2), d = 2 * (e % (kD / 2));
+    float a0 = 0.f, a1 = 0.f;
+    for (int c = 0; c < nc; ++c) {
+      const float2 o = *reinterpret_cast<const float2*>(ws + ((int64_t{c} * n_heads + h) * n_q + r) * kD + d);
+      a0 += w[c][h] * o.x, a1 += w[c][h] * o.y;
+    }
+    *reinterpret_cast<uint32_t*>(out + int64_t{r} * n_heads * kD + h * kD + d) = pack_bf16x2(a0, a1);
   }
 }
 
@@ -591,6 +683,8 @@ void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const in
   CUDA_LAUNCH_CHECK();
 }
 
+int64_t decode_workspace_counters() { return kDecodeCounters; }
+
 int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits) {
   if (n_splits <= 1) return 0;
   return kDecodeCounters + static_cast<int64_t>(B) * n_heads * n_splits * (head_dim + 2);
@@ -600,9 +694,11 @@ void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_hea
                    const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, bf16_t* k_pool,
                    bf16_t* v_pool, cudaStream_t s, const float* inv_freq, float mscale) {
   if (T <= 0) return;
-  CHECK(head_dim % 16 == 0 && head_dim <= 2048);
-  launch_pdl(rope_kv_write_kernel, dim3(T, n_heads + n_kv_heads), dim3(head_dim / 2), 0, s, qkv, row_stride, n_heads,
-             n_kv_heads, head_dim,
+  CHECK(head_dim % 16 == 0 && head_dim <= 2048 && row_stride % 8 == 0);
+  static const int head_blocks = std::max(1, env_int("CITADEL_ROPE_KV_HEAD_BLOCKS", 1));
+  const int n_all = n_heads + n_kv_heads, blocks = std::min(head_blocks, n_all), half = head_dim / 2;
+  const int threads = blocks > 1 ? half : half * std::max(1, 256 / half);  // whole groups of head_dim / 2
+  launch_pdl(rope_kv_write_kernel, dim3(T, blocks), dim3(threads), 0, s, qkv, row_stride, n_heads, n_kv_heads, head_dim,
              positions, theta, layout == RopeLayout::kNeox, slots, k_pool, v_pool, inv_freq, mscale);
   CUDA_LAUNCH_CHECK();
 }
@@ -636,7 +732,7 @@ void paged_attention_decode_simt(const PagedAttention& p, const bf16_t* q, int q
 }
 
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
-                             cudaStream_t s) {
+                             cudaStream_t s, int ctx, float* workspace, int64_t workspace_floats) {
   if (n_q <= 0) return;
   CHECK_MSG(p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256,
             "prefill attention: head_dim must be 64, 128 or 256");
@@ -651,14 +747,37 @@ void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, 
                                     static_cast<int>(prefill_mma_smem<256>())));
     configured = true;
   }
-  dim3 grid((n_q + kMmaBQ - 1) / kMmaBQ, p.n_heads);
-  if (p.head_dim == 64)
-    paged_prefill_mma_kernel<64><<<grid, 128, prefill_mma_smem<64>(), s>>>(p, seq, q, q_stride, n_q, out);
-  else if (p.head_dim == 128)
-    paged_prefill_mma_kernel<128><<<grid, 128, prefill_mma_smem<128>(), s>>>(p, seq, q, q_stride, n_q, out);
-  else
-    paged_prefill_mma_kernel<256><<<grid, 128, prefill_mma_smem<256>(), s>>>(p, seq, q, q_stride, n_q, out);
+  const int n_qt = (n_q + kMmaBQ - 1) / kMmaBQ, bk = p.head_dim > 128 ? mma_bk<256>() : mma_bk<128>();
+  // Split-KV when asked for and worth it (more than one chunk for the heaviest tile): grid.x = every tile's chunks.
+  static const bool split_on = !env_is("CITADEL_PREFILL_SPLIT", "0");
+  CHECK(ctx == 0 || ctx >= n_q);
+  int split = 0, items = n_qt;
+  if (split_on && ctx > 0 && workspace && p.window == 0 && n_q <= kPrefillSplitMaxQ && p.n_heads <= 64 &&
+      workspace_floats >= prefill_workspace_floats(n_q, p.n_heads, p.head_dim)) {
+    split = prefill_split_tiles(ctx, bk);
+    items = 0;
+    for (int qt = 0; qt < n_qt; ++qt) items += prefill_chunks(qt, n_q, ctx - n_q, bk, split);
+    if (items == n_qt) split = 0;  // one chunk per tile: the plain launch
+  }
+  const dim3 grid(static_cast<unsigned>(items), static_cast<unsigned>(p.n_heads));
+  if (p.head_dim == 64) {
+    paged_prefill_mma_kernel<64><<<grid, 128, prefill_mma_smem<64>(), s>>>(p, seq, q, q_stride, n_q, out, split,
+                                                                            ctx - n_q, workspace);
+    if (split) prefill_merge_kernel<64><<<n_q, 256, 0, s>>>(ctx - n_q, n_q, p.n_heads, split, workspace, out);
+  } else if (p.head_dim == 128) {
+    paged_prefill_mma_kernel<128><<<grid, 128, prefill_mma_smem<128>(), s>>>(p, seq, q, q_stride, n_q, out, split,
+                                                                              ctx - n_q, workspace);
+    if (split) prefill_merge_kernel<128><<<n_q, 256, 0, s>>>(ctx - n_q, n_q, p.n_heads, split, workspace, out);
+  } else {
+    paged_prefill_mma_kernel<256><<<grid, 128, prefill_mma_smem<256>(), s>>>(p, seq, q, q_stride, n_q, out, split,
+                                                                              ctx - n_q, workspace);
+    if (split) prefill_merge_kernel<256><<<n_q, 256, 0, s>>>(ctx - n_q, n_q, p.n_heads, split, workspace, out);
+  }
   CUDA_LAUNCH_CHECK();
+}
+
+int64_t prefill_workspace_floats(int n_q, int n_heads, int head_dim) {
+  return int64_t{kPrefillMaxChunks} * n_heads * std::min(n_q, kPrefillSplitMaxQ) * (head_dim + 2);
 }
 
 void paged_attention_prefill_wmma(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,

@@ -103,17 +103,33 @@ __device__ __forceinline__ uint16_t f2bf(float f) {
   __nv_bfloat16 b = __float2bfloat16_rn(f);
   return *reinterpret_cast<uint16_t*>(&b);
 }
-// RoPE of pair i of one bf16 head, in place: NEOX pairs (i, i + head_dim/2), NORM pairs (2i, 2i+1); theta_i =
-// pos * theta^(-2i/head_dim) in fp32 (the CPU twin's formula; tests bound the ulp noise). Returns the pair's indices.
-__device__ __forceinline__ int2 rope_rotate_pair(uint16_t* hp, int i, int head_dim, float pos, float theta, bool neox) {
-  const float freq = powf(theta, -2.0f * i / head_dim);
+// RoPE pieces, shared by every kernel that rotates bf16 heads so that they agree bit for bit. Pair i of a head is
+// (i, i + head_dim/2) in the NEOX layout, (2i, 2i+1) in the NORM one; its angle is pos * theta^(-2i/head_dim) in fp32
+// (the CPU twin's formula; tests bound the ulp noise), or pos * inv_freq[i] with cos / sin scaled by mscale (scaled
+// RoPE tables).
+__device__ __forceinline__ int2 rope_pair_index(int i, int head_dim, bool neox) {
+  return neox ? make_int2(i, i + head_dim / 2) : make_int2(2 * i, 2 * i + 1);
+}
+__device__ __forceinline__ float2 rope_cos_sin(int i, int head_dim, float pos, float theta, const float* inv_freq,
+                                               float mscale) {
   float sn, cs;
-  sincosf(pos * freq, &sn, &cs);
-  const int a = neox ? i : 2 * i, b = neox ? i + head_dim / 2 : 2 * i + 1;
-  const float x0 = bf16f(hp[a]), x1 = bf16f(hp[b]);
-  hp[a] = f2bf(x0 * cs - x1 * sn);
-  hp[b] = f2bf(x0 * sn + x1 * cs);
-  return make_int2(a, b);
+  if (inv_freq) {
+    sincosf(pos * inv_freq[i], &sn, &cs);
+    return make_float2(cs * mscale, sn * mscale);
+  }
+  sincosf(pos * powf(theta, -2.0f * i / head_dim), &sn, &cs);
+  return make_float2(cs, sn);
+}
+// The rotated pair (x0, x1) by cs = (cos, sin), rounded to bf16: .x the first element, .y the second.
+__device__ __forceinline__ ushort2 rope_pair(float x0, float x1, float2 cs) {
+  return make_ushort2(f2bf(x0 * cs.x - x1 * cs.y), f2bf(x0 * cs.y + x1 * cs.x));
+}
+// RoPE of pair i of one bf16 head, in place (default frequencies). Returns the pair's indices.
+__device__ __forceinline__ int2 rope_rotate_pair(uint16_t* hp, int i, int head_dim, float pos, float theta, bool neox) {
+  const int2 ab = rope_pair_index(i, head_dim, neox);
+  const ushort2 y = rope_pair(bf16f(hp[ab.x]), bf16f(hp[ab.y]), rope_cos_sin(i, head_dim, pos, theta, nullptr, 1.f));
+  hp[ab.x] = y.x, hp[ab.y] = y.y;
+  return ab;
 }
 
 // The 8 bf16 values of a 16-byte chunk as floats, in order.

@@ -114,6 +114,7 @@ void kv_write(const bf16_t* k_src, const bf16_t* v_src, int row_stride, const in
 // the same results as rope() on both head sets followed by kv_write(). Scaled RoPE (linear, YaRN, frequency
 // factors): inv_freq [head_dim / 2] device frequencies (cpu::rope_freq_table, rounded to fp32) and the cos/sin scale
 // mscale replace theta: pair i turns by pos * inv_freq[i]. inv_freq null: theta^(-2i/head_dim), mscale unused.
+// head_dim % 16 == 0 (<= 2048), row_stride % 8 == 0, qkv 16-byte aligned.
 void rope_kv_write(bf16_t* qkv, int T, int row_stride, int n_heads, int n_kv_heads, int head_dim,
                    const int32_t* positions, float theta, RopeLayout layout, const int32_t* slots, bf16_t* k_pool,
                    bf16_t* v_pool, cudaStream_t s, const float* inv_freq = nullptr, float mscale = 1.f);
@@ -139,6 +140,9 @@ struct PagedAttention {
 // ZERO-FILLED before its first use (it holds the counters; every call leaves them at zero again). Calls sharing one
 // workspace must not run concurrently.
 int64_t decode_workspace_floats(int B, int n_heads, int head_dim, int n_splits);
+// The words of a decode workspace its counters take (first); the rest may be lent to other stream-ordered work
+// (the prompts' split-KV) between decode calls.
+int64_t decode_workspace_counters();
 void paged_attention_decode(const PagedAttention& p, const bf16_t* q, int q_stride, bf16_t* out, int B, int n_splits,
                             int partition, float* workspace, cudaStream_t s);
 // The two implementations behind paged_attention_decode (same contract; exposed for tests and the benchmark):
@@ -154,8 +158,17 @@ void paged_attention_decode_simt(const PagedAttention& p, const bf16_t* q, int q
 // tokens of its context (seq_lens[seq] tokens, the prefix possibly cached): causal, bottom-right aligned.
 // out [n_q][n_heads*head_dim] bf16. head_dim 64, 128 or 256. Flash-attention-2 style on mma.sync (bf16
 // probabilities); KV tiles of 64 keys (32 at head_dim 256); with a window, the tiles before it are skipped.
+// Split-KV: with the sequence's context length ctx (host) and a workspace of at least
+// prefill_workspace_floats(n_q, n_heads, head_dim) floats, a prompt of at most kPrefillSplitMaxQ queries without a
+// window also splits each query tile's KV tiles into chunks (at most kPrefillMaxChunks; prefill_split_tiles tiles
+// each), one block per (query tile, chunk), and a second launch merges the chunks' partial outputs by log-sum-exp:
+// the critical path is a chunk rather than the whole context (a 512-token prompt of 28 heads is 224 blocks, the
+// longest of them 8 tiles in a row). Tiles of one chunk write `out` directly, as without a split. Without ctx or
+// workspace, or with CITADEL_PREFILL_SPLIT=0: no split. The workspace is free again when the call's work is done.
+constexpr int kPrefillSplitMaxQ = 512, kPrefillMaxChunks = 8;
+int64_t prefill_workspace_floats(int n_q, int n_heads, int head_dim);
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
-                             cudaStream_t s);
+                             cudaStream_t s, int ctx = 0, float* workspace = nullptr, int64_t workspace_floats = 0);
 // The round 1-4 kernel (wmma, S/P/O staged in shared memory): same contract (head_dim 64 or 128, no window), kept
 // for A/B and as a test twin.
 void paged_attention_prefill_wmma(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q,
