@@ -5,7 +5,8 @@
 // dumps the logits of a 256-token teacher-forced run (128 prefill + 128 decode steps) for bench/gpu/hf_check.py.
 // Environment: CITADEL_BENCH_MIXED (issue 23's mixed-step rows only), CITADEL_BENCH_QUICK (bs1 rows only), CITADEL_BENCH_FORMATS=int8,fp8 (only these decoders; default all),
 // CITADEL_BENCH_PROFILE (mixed: one mixed step for Nsight Compute, bench/gpu/step_ncu.sh), CITADEL_BENCH_NCU_GEMV
-// (see bench/gpu/run.sh), CITADEL_BENCH_MICRO (the kernel table only), CITADEL_BENCH_ROPE (rope_kv_write per step size).
+// (see bench/gpu/run.sh), CITADEL_BENCH_MICRO (the kernel table only), CITADEL_BENCH_ROPE (rope_kv_write and prompt
+// attention per size).
 #include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
@@ -425,8 +426,9 @@ std::string mixed_step_report(int D, int P, int ctx) {
   return std::string(buf) + share + "}";
 }
 
-// rope_kv_write (fused RoPE + KV write) at the 7B shape (28 q + 4 KV heads of 128) for T tokens: us per call.
-std::string rope_kv_rows() {
+// The prompt kernels changed in session 27 at the 7B shape (28 q + 4 KV heads of 128), us per call: rope_kv_write
+// (fused RoPE + KV write) for T tokens, and prompt attention with and without split-KV.
+std::string prompt_kernel_rows() {
   const int H = 28, n_kv = 4, D = 128, stride = (H + 2 * n_kv) * D, T_max = 2048;
   void *qkv, *pos, *kp, *vp;
   BENCH_CHECK(cudaMalloc(&qkv, size_t(T_max) * stride * 2));
@@ -447,6 +449,43 @@ std::string rope_kv_rows() {
     });
     out += ", \"T" + std::to_string(T) + "\": " + std::to_string(ms * 1e3);
   }
+  out += "}, \"prefill_attention_us\": {";
+  // One layer's prompt attention (n_q queries ending a context of ctx keys, 16-key blocks): the plain launch and
+  // split-KV, in one process. The pool holds 4096 keys (positions double as block ids).
+  const int ctx_max = 4096, bs = 16;
+  void *kpool, *vpool, *tables, *lens, *o, *ws;
+  const size_t pool = size_t(ctx_max) * n_kv * D;
+  BENCH_CHECK(cudaMalloc(&kpool, pool * 2));
+  BENCH_CHECK(cudaMalloc(&vpool, pool * 2));
+  BENCH_CHECK(cudaMalloc(&tables, ctx_max / bs * 4));
+  BENCH_CHECK(cudaMalloc(&lens, 4));
+  BENCH_CHECK(cudaMalloc(&o, size_t(cuda::kPrefillSplitMaxQ) * H * D * 2));
+  const int64_t ws_floats = cuda::prefill_workspace_floats(cuda::kPrefillSplitMaxQ, H, D);
+  BENCH_CHECK(cudaMalloc(&ws, size_t(ws_floats) * 4));
+  BENCH_CHECK(cudaMemcpy(tables, iota.data(), ctx_max / bs * 4, cudaMemcpyHostToDevice));
+  cuda::fill_random_bf16(static_cast<uint16_t*>(kpool), int64_t(pool), 7, 1.f, nullptr);
+  cuda::fill_random_bf16(static_cast<uint16_t*>(vpool), int64_t(pool), 8, 1.f, nullptr);
+  cuda::PagedAttention p;
+  p.k_pool = static_cast<uint16_t*>(kpool), p.v_pool = static_cast<uint16_t*>(vpool);
+  p.block_tables = static_cast<int32_t*>(tables), p.seq_lens = static_cast<int32_t*>(lens);
+  p.max_blocks_per_seq = ctx_max / bs, p.block_size = bs, p.n_heads = H, p.n_kv_heads = n_kv, p.head_dim = D;
+  p.scale = 0.088f;
+  bool first = true;
+  for (auto [n_q, ctx] : {std::pair{512, 512}, std::pair{448, 448}, std::pair{512, 1024}, std::pair{512, 4096},
+                          std::pair{64, 4096}}) {
+    BENCH_CHECK(cudaMemcpy(lens, &ctx, 4, cudaMemcpyHostToDevice));
+    const uint16_t* q = static_cast<uint16_t*>(qkv);  // the fused rows' q heads
+    for (bool split : {false, true}) {
+      const float ms = time_ms([&] {
+        cuda::paged_attention_prefill(p, 0, q, stride, n_q, static_cast<uint16_t*>(o), nullptr, split ? ctx : 0,
+                                      static_cast<float*>(ws), ws_floats);
+      });
+      out += std::string(first ? "" : ", ") + "\"q" + std::to_string(n_q) + "_ctx" + std::to_string(ctx) +
+             (split ? "_split" : "") + "\": " + std::to_string(ms * 1e3);
+      first = false;
+    }
+  }
+  cudaFree(kpool), cudaFree(vpool), cudaFree(tables), cudaFree(lens), cudaFree(o), cudaFree(ws);
   cudaFree(qkv), cudaFree(pos), cudaFree(kp), cudaFree(vp);
   return out + "}}\n";
 }
@@ -485,9 +524,9 @@ int main(int argc, char** argv) {
     cudaProfilerStop();
     return 0;
   }
-  if (std::getenv("CITADEL_BENCH_ROPE")) {  // rope_kv_write at the 7B shape per step size (us; a before / after of
-                                           // CITADEL_ROPE_KV_HEAD_BLOCKS on one binary)
-    std::fputs(rope_kv_rows().c_str(), stdout);
+  if (std::getenv("CITADEL_BENCH_ROPE")) {  // prompt_kernel_rows (a before / after of CITADEL_ROPE_KV_HEAD_BLOCKS on
+                                           // one binary: run it with and without)
+    std::fputs(prompt_kernel_rows().c_str(), stdout);
     return 0;
   }
   if (prof) {

@@ -13,7 +13,7 @@
 # ..." as deepseek_ab.sh takes them), DS_FULL=1 (the benchmark's every row, head and base), BASE_TESTS (a gtest
 # filter run with the base's and the head's test binaries), SERVE_ARMS
 # ("label:flags,label:flags"; flags with spaces allowed, e.g. "d0:,d4:--admission-delay-steps 4"; flags may begin
-# with env:NAME=V, a variable for that arm's server), SERVE_BENCH_RUNS
+# with env:NAME=V[+NAME=V], variables for that arm's server), SERVE_BENCH_RUNS
 # (passed on), SKIP_SUITE=1 (only the FIRST tests), GPU_BENCH (see below). Results: $OUT/results.tgz (every file the parts wrote).
 # Usage (repository root, on the device): AB_ARMS="head='X=1' base='CITADEL_MOE_EARLY=0'" bash scripts/gpu/carried_call.sh
 set -uo pipefail
@@ -82,8 +82,9 @@ if [ -x "$DIR/gpu_tests" ]; then
   fi
 fi
 # GPU_BENCH="rope mixed ncu": citadel_gpu_bench parts (the bundle's gpu_bench). rope: rope_kv_write per step size,
-# the default launch and the earlier per-head one (CITADEL_ROPE_KV_HEAD_BLOCKS=32); mixed: issue 23's mixed-step rows,
-# both launches; ncu: per-kernel times of one mixed step (bench/gpu/step_ncu.sh, PROFILE=mixed).
+# the default launch and the earlier per-head one (CITADEL_ROPE_KV_HEAD_BLOCKS=32), and prompt attention with and
+# without split-KV; mixed: issue 23's mixed-step rows per MIXED_ARMS ("label:VAR=V ...", default: now, the earlier
+# rope launch, no split-KV); ncu: per-kernel times of one mixed step (bench/gpu/step_ncu.sh, PROFILE=mixed).
 for part in ${GPU_BENCH:-}; do
   [ -x "$DIR/gpu_bench" ] || { echo "no gpu_bench in the bundle"; break; }
   case $part in
@@ -91,9 +92,10 @@ for part in ${GPU_BENCH:-}; do
             CITADEL_BENCH_ROPE=1 CITADEL_ROPE_KV_HEAD_BLOCKS=$hb timeout 60 "$DIR/gpu_bench" 2>/dev/null |
               tee "$OUT/rope_hb$hb.json"
           done ;;
-    mixed) for hb in 1 32; do
-             CITADEL_BENCH_MIXED=1 CITADEL_ROPE_KV_HEAD_BLOCKS=$hb timeout $(( $(left) / 4 )) "$DIR/gpu_bench" \
-               "$OUT/mixed_hb$hb.json" 2>&1 | grep -E "^mixed step|copy" | cut -c1-400
+    mixed) for arm in ${MIXED_ARMS:-now:X=1 rope_old:CITADEL_ROPE_KV_HEAD_BLOCKS=32 nosplit:CITADEL_PREFILL_SPLIT=0}; do
+             echo "mixed arm ${arm%%:*}"
+             env "${arm#*:}" CITADEL_BENCH_MIXED=1 timeout $(( $(left) / 5 )) "$DIR/gpu_bench" \
+               "$OUT/mixed_${arm%%:*}.json" 2>&1 | grep -E "^mixed step|copy" | cut -c1-300
            done ;;
     ncu) PATH=/usr/local/cuda/bin:$PATH PROFILE=mixed timeout $(( $(left) / 4 )) bash bench/gpu/step_ncu.sh "$OUT" \
            head="$DIR/gpu_bench" | head -24 ;;
@@ -105,11 +107,13 @@ if [ -n "$serve" ]; then
   IFS=',' read -ra arms <<< "$serve"
   for a in "${arms[@]}"; do
     [ "$(left)" -lt 45 ] && { echo "no time for serving arm ${a%%:*}"; break; }
-    # An arm's flags may start with env:NAME=V (one variable for the server: "lt32:env:CITADEL_LT_CANDIDATES=32").
+    # An arm's flags may start with env:NAME=V[+NAME=V...] (variables for the server:
+    # "lt32:env:CITADEL_LT_CANDIDATES=32", "old:env:A=1+B=0 --max-prefill-tokens 2048").
     flags=${a#*:} arm_env=X_ARM=1
     [[ "$flags" == env:* ]] && { arm_env=${flags#env:}; arm_env=${arm_env%% *}; flags=${flags#env:"$arm_env"}; }
+    IFS='+' read -ra arm_envs <<< "$arm_env"
     # shellcheck disable=SC2086  # the arm's flags split into words on purpose
-    env "$arm_env" CITADEL_BIN=$PWD/.gpu-server/citadel-run OUT=$OUT timeout "$(left)" \
+    env "${arm_envs[@]}" CITADEL_BIN=$PWD/.gpu-server/citadel-run OUT=$OUT timeout "$(left)" \
       bash bench/gpu/serve_bench.sh "${a%%:*}" $flags 2>&1 |
       grep -E "ready|rc=|\{'output_throughput|did not"
     t="$OUT/steps-${a%%:*}.jsonl"
