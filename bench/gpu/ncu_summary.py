@@ -22,12 +22,14 @@ def summarise(path):
         if not r[vi].replace(",", "").replace(".", "").isdigit():
             continue
         v = float(r[vi].replace(",", "")) * UNIT_US.get(r[ui], 1.0)
-        k = r[ki].split("(")[0].split("<")[0][:60]
+        k = r[ki].replace("(anonymous namespace)::", "").replace("<unnamed>::", "").removeprefix("void ")
+        k = k.split("(")[0].split("<")[0][:60]
         fam[k] += v
         n[k] += 1
-    print(f"== {path}: {sum(fam.values()):.0f} us in {sum(n.values())} kernels")
+    total = sum(fam.values())
+    print(f"== {path}: {total:.0f} us in {sum(n.values())} kernels")
     for k, v in fam.most_common(14):
-        print(f"  {v:9.1f} us  {n[k]:4d}x  {k}")
+        print(f"  {v:9.1f} us  {n[k]:4d}x  {v / n[k]:7.1f} us each  {100 * v / total:5.1f} %  {k}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,12 @@ fi
 # the default launch and the earlier per-head one (CITADEL_ROPE_KV_HEAD_BLOCKS=32), and prompt attention with and
 # without split-KV; mixed: issue 23's mixed-step rows per MIXED_ARMS ("label:VAR=V ...", default: now, the earlier
 # rope launch, no split-KV); ncu: per-kernel times of one mixed step (bench/gpu/step_ncu.sh, PROFILE=mixed).
+# SM clock and power every 100 ms while the benchmarks and the serving arms run (sustained tensor-core work runs
+# at the power limit; Nsight Compute times each kernel alone).
+if [ -n "${GPU_BENCH:-}${serve}" ]; then
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,utilization.gpu --format=csv -lms 100 > "$OUT/smi.csv" &
+  smi=$!
+fi
 for part in ${GPU_BENCH:-}; do
   [ -x "$DIR/gpu_bench" ] || { echo "no gpu_bench in the bundle"; break; }
   case $part in
@@ -95,10 +101,10 @@ for part in ${GPU_BENCH:-}; do
     mixed) for arm in ${MIXED_ARMS:-now:X=1 rope_old:CITADEL_ROPE_KV_HEAD_BLOCKS=32 nosplit:CITADEL_PREFILL_SPLIT=0}; do
              echo "mixed arm ${arm%%:*}"
              env "${arm#*:}" CITADEL_BENCH_MIXED=1 timeout $(( $(left) / 5 )) "$DIR/gpu_bench" \
-               "$OUT/mixed_${arm%%:*}.json" 2>&1 | grep -E "^mixed step|copy" | cut -c1-300
+               "$OUT/mixed_${arm%%:*}.json" 2>&1 | grep -E "^mixed step|copy" | cut -c1-260
            done ;;
     ncu) PATH=/usr/local/cuda/bin:$PATH PROFILE=mixed timeout $(( $(left) / 4 )) bash bench/gpu/step_ncu.sh "$OUT" \
-           head="$DIR/gpu_bench" | head -24 ;;
+           head="$DIR/gpu_bench" | head -30 ;;
   esac
   echo "gpu_bench $part done at $(el) s"
 done
@@ -120,6 +126,7 @@ if [ -n "$serve" ]; then
     [ -s "$t" ] && python3 bench/gpu/step_trace_summary.py "$t" --json "${t%.jsonl}-summary.json" | head -60
   done
 fi
+[ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
 # Everything under $OUT in one archive (the device tool returns a limited number of files).
 (cd "$OUT" && tar czf /tmp/results.tgz --exclude=results.tgz . && find . -type f ! -name results.tgz -delete &&
   mv /tmp/results.tgz results.tgz)

@@ -114,11 +114,13 @@ TEST(CudaKernels, RopeKvWriteMatchesSeparateKernels) {
       for (int i = 0; i < D / 2; ++i) freq[size_t(i)] = std::pow(1e6f, -2.0f * i / D);
       DevArray<float> df(freq);
       ck::rope_kv_write(c.p, T, stride, H, n_kv, D, dp.p, 1e6f, layout, ds.p, kc.p, vc.p, nullptr, df.p, 1.f);
+      // Host and device powf may differ in the last bit, which moves the angle at position 4095 by about 5e-4 rad:
+      // up to a bf16 step of the element plus that angle times the pair's size (inputs up to about 6).
       const auto ra = to_f32(a.download()), rc = to_f32(c.download());
       int off = 0;
       for (size_t e = 0; e < ra.size(); ++e)
-        off += std::fabs(ra[e] - rc[e]) > std::max(std::fabs(ra[e]), std::fabs(rc[e])) / 128 + 1e-6f;
-      EXPECT_EQ(off, 0) << "frequency table: elements more than one bf16 step from the default frequencies'";
+        off += std::fabs(ra[e] - rc[e]) > std::max(std::fabs(ra[e]), std::fabs(rc[e])) / 64 + 0.01f;
+      EXPECT_EQ(off, 0) << "frequency table: elements further from the default frequencies' than the powf noise";
       EXPECT_EQ(va.download(), vc.download()) << "V pool, frequency table";
     }
   }

@@ -13,6 +13,20 @@
 
 namespace citadel::cuda::dev {
 
+// The current device's SM count (and, if asked, whether it launches thread-block clusters), queried once per device.
+inline int device_sms(bool* clusters = nullptr) {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  static int sms[64] = {}, cl[64] = {};
+  if (dev >= 64) dev = 63;
+  if (sms[dev] == 0) {
+    CUDA_CHECK(cudaDeviceGetAttribute(&cl[dev], cudaDevAttrClusterLaunch, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev));
+  }
+  if (clusters) *clusters = cl[dev] != 0;
+  return sms[dev];
+}
+
 // Whether p is 16-byte aligned (what the 16-byte vector loads and cp.async need).
 __host__ __device__ __forceinline__ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 

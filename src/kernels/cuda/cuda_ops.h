@@ -159,12 +159,13 @@ void paged_attention_decode_simt(const PagedAttention& p, const bf16_t* q, int q
 // out [n_q][n_heads*head_dim] bf16. head_dim 64, 128 or 256. Flash-attention-2 style on mma.sync (bf16
 // probabilities); KV tiles of 64 keys (32 at head_dim 256); with a window, the tiles before it are skipped.
 // Split-KV: with the sequence's context length ctx (host) and a workspace of at least
-// prefill_workspace_floats(n_q, n_heads, head_dim) floats, a prompt of at most kPrefillSplitMaxQ queries without a
-// window also splits each query tile's KV tiles into chunks (at most kPrefillMaxChunks; prefill_split_tiles tiles
-// each), one block per (query tile, chunk), and a second launch merges the chunks' partial outputs by log-sum-exp:
-// the critical path is a chunk rather than the whole context (a 512-token prompt of 28 heads is 224 blocks, the
-// longest of them 8 tiles in a row). Tiles of one chunk write `out` directly, as without a split. Without ctx or
-// workspace, or with CITADEL_PREFILL_SPLIT=0: no split. The workspace is free again when the call's work is done.
+// prefill_workspace_floats(n_q, n_heads, head_dim) floats, a prompt whose plain grid (query tiles x heads) is
+// smaller than the SM count and that has no window also splits each query tile's KV tiles into chunks (at most
+// kPrefillMaxChunks, of at least 4 tiles), one block per (query tile, chunk), and a second launch merges the chunks'
+// partial outputs by log-sum-exp: a few queries over a long context (a new turn after a cached prefix, a prompt's
+// last chunk) no longer run on a few SMs one tile after another. Tiles of one chunk write `out` directly, as without
+// a split. Without ctx or workspace, or with CITADEL_PREFILL_SPLIT=0: no split. The workspace is free again when the
+// call's work is done.
 constexpr int kPrefillSplitMaxQ = 512, kPrefillMaxChunks = 8;
 int64_t prefill_workspace_floats(int n_q, int n_heads, int head_dim);
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,

@@ -472,19 +472,6 @@ __global__ void __launch_bounds__(kThreads) mla_attention_kernel(MlaAttention p,
 #endif
 }
 
-int device_sms_and_clusters(bool* clusters) {
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  static int sms[64] = {}, cl[64] = {};
-  if (dev >= 64) dev = 63;
-  if (sms[dev] == 0) {
-    CUDA_CHECK(cudaDeviceGetAttribute(&cl[dev], cudaDevAttrClusterLaunch, dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms[dev], cudaDevAttrMultiProcessorCount, dev));
-  }
-  *clusters = cl[dev] != 0;
-  return sms[dev];
-}
-
 template <int NP, int HB>
 void launch_attention(const MlaAttention& p, const MlaShape& m, const bf16_t* q_lat, int T, bf16_t* out, int S,
                       cudaStream_t s) {
@@ -576,7 +563,7 @@ void heads_gemv_bf16(const bf16_t* x, int64_t ldx, int64_t sx, const bf16_t* W, 
 
 MlaPlan mla_attention_plan(int T, int n_heads, bool tensor_cores_ok) {
   bool clusters = false;
-  const int sms = device_sms_and_clusters(&clusters);
+  const int sms = device_sms(&clusters);
   // Splits over a cluster (up to max_splits) while `blocks` times the split still fit the SMs twice over.
   auto splits_for = [&](int64_t blocks, int max_splits) {
     int n = 1;
