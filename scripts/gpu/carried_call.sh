@@ -114,7 +114,7 @@ if [ -n "$serve" ]; then
   for a in "${arms[@]}"; do
     [ "$(left)" -lt 45 ] && { echo "no time for serving arm ${a%%:*}"; break; }
     # An arm's flags may start with env:NAME=V[+NAME=V...] (variables for the server:
-    # "lt32:env:CITADEL_LT_CANDIDATES=32", "old:env:A=1+B=0 --max-prefill-tokens 2048").
+    # "nosplit:env:CITADEL_PREFILL_SPLIT=0", "old:env:A=1+B=0 --max-prefill-tokens 2048").
     flags=${a#*:} arm_env=X_ARM=1
     [[ "$flags" == env:* ]] && { arm_env=${flags#env:}; arm_env=${arm_env%% *}; flags=${flags#env:"$arm_env"}; }
     IFS='+' read -ra arm_envs <<< "$arm_env"

@@ -12,7 +12,6 @@
 #include <tuple>
 #include <utility>
 
-#include "base/env.h"
 #include "base/half.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
@@ -184,9 +183,7 @@ Status CudaDecoder::Impl::alloc_runtime() {
   const size_t cublas_ws_bytes = size_t{32} << 20;
   RETURN_IF_ERROR(alloc(&cublas_ws, cublas_ws_bytes, "cublas workspace"));
   cublas = ck::create_cublas_handle(stream, cublas_ws, cublas_ws_bytes);
-  // CITADEL_LT_CANDIDATES=N: autotuning times N of cuBLASLt's candidates per shape (a before / after switch).
-  static const int lt_candidates = env_int("CITADEL_LT_CANDIDATES", ck::kGemmLtCandidates);
-  gemm_lt = ck::create_gemm_lt(stream, cublas_ws, cublas_ws_bytes, opt.gemm_autotune, lt_candidates);
+  gemm_lt = ck::create_gemm_lt(stream, cublas_ws, cublas_ws_bytes, opt.gemm_autotune);
   size_t free1 = 0;
   CUDA_TRY(cudaMemGetInfo(&free1, &total));
   act_bytes = static_cast<int64_t>(free0) - static_cast<int64_t>(free1);

@@ -105,7 +105,6 @@ struct GemmLt {
   void* ws = nullptr;
   size_t ws_bytes = 0;
   bool autotune = true;
-  int candidates = kGemmLtCandidates;
   std::map<LtKey, LtPlan> plans;
   // Tuned algorithm (and whether it had the bias epilogue) per M bucket (M rounded up to a power of two; the other
   // key fields as they are): the first M of a bucket is timed, the rest reuse its choice.
@@ -114,11 +113,10 @@ struct GemmLt {
   void* cublas = nullptr;  // bf16 shapes cuBLASLt has no algorithm for (e.g. an odd N): cublasGemmEx + a bias kernel
 };
 
-void* create_gemm_lt(cudaStream_t s, void* workspace, size_t workspace_bytes, bool autotune, int candidates) {
+void* create_gemm_lt(cudaStream_t s, void* workspace, size_t workspace_bytes, bool autotune) {
   auto* g = new GemmLt;
   CUBLAS_CHECK(cublasLtCreate(&g->lt));
   g->stream = s, g->ws = workspace, g->ws_bytes = workspace ? workspace_bytes : 0, g->autotune = autotune;
-  g->candidates = std::clamp(candidates, 1, 64);
   CUDA_CHECK(cudaEventCreate(&g->e0));
   CUDA_CHECK(cudaEventCreate(&g->e1));
   g->cublas = create_cublas_handle(s, workspace, g->ws_bytes);
@@ -201,10 +199,10 @@ bool lt_select(GemmLt* g, LtPlan& p, const LtArgs& a, bool capturing) {
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g->ws_bytes,
                                                     sizeof(g->ws_bytes)));
-  std::vector<cublasLtMatmulHeuristicResult_t> res(static_cast<size_t>(g->candidates));
+  cublasLtMatmulHeuristicResult_t res[kGemmLtCandidates];
   int n = 0;
   const cublasStatus_t hs =
-      cublasLtMatmulAlgoGetHeuristic(g->lt, p.desc, p.a, p.b, p.d, p.d, pref, g->candidates, res.data(), &n);
+      cublasLtMatmulAlgoGetHeuristic(g->lt, p.desc, p.a, p.b, p.d, p.d, pref, kGemmLtCandidates, res, &n);
   cublasLtMatmulPreferenceDestroy(pref);
   if (hs != CUBLAS_STATUS_SUCCESS || n <= 0) return false;
   p.algo = res[0].algo;
