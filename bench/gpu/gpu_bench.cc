@@ -340,7 +340,12 @@ void dump_logits(CudaDecoder& dec, const std::string& dir) {
 // Issue 23's mixed step (7B shape, bf16): D decode sequences at context `ctx` followed by one fresh P-token prompt
 // chunk, as the engine batches them when prompts stream in at high concurrency (with_decode / with_prefill: either
 // part alone). sampling: 0 greedy, 1 temperature 0.7 + top-p 0.9, 2 temperature 0.7 alone (serve_bench.sh's setting).
-// The decoder: make(kBf16, 128, 640, 128 * 48 blocks) after fill_kv_random.
+// The decoder: mixed_decoder().
+std::unique_ptr<CudaDecoder> mixed_decoder() {
+  auto dec = make(CudaWeightFormat::kBf16, 128, 640, int64_t{128} * 48);
+  dec->fill_kv_random(9);
+  return dec;
+}
 CudaStep mixed_step(const CudaDecoder& dec, int D, int P, int ctx, bool with_decode, bool with_prefill,
                     int sampling = 1) {
   const int W = dec.max_blocks_per_seq(), per_seq = (ctx + 64 + 15) / 16;
@@ -369,8 +374,7 @@ CudaStep mixed_step(const CudaDecoder& dec, int D, int P, int ctx, bool with_dec
 // the P-token prefill alone, the mixed step with the decode rows on the decode kernel (the default) and with every
 // sequence on the prefill kernel (the path before), then the mixed step's time without each op family (debug_skip).
 std::string mixed_step_report(int D, int P, int ctx) {
-  auto dec = make(CudaWeightFormat::kBf16, 128, 640, int64_t{128} * 48);
-  dec->fill_kv_random(9);
+  auto dec = mixed_decoder();
   auto build = [&](bool with_decode, bool with_prefill, int sampling = 1) {
     return mixed_step(*dec, D, P, ctx, with_decode, with_prefill, sampling);
   };
@@ -510,8 +514,7 @@ int main(int argc, char** argv) {
   const char* prof = std::getenv("CITADEL_BENCH_PROFILE");
   if (prof && std::string(prof) == "mixed") {  // one mixed step (64 decode rows at context 576 + a 448-token chunk,
                                                // serving's c64 steady state) after two warm-up steps
-    auto dec = make(CudaWeightFormat::kBf16, 128, 640, int64_t{128} * 48);
-    dec->fill_kv_random(9);
+    auto dec = mixed_decoder();
     const CudaStep s = mixed_step(*dec, 64, 448, 576, true, true, 2);
     std::vector<int32_t> ids;
     for (int r = 0; r < 2; ++r) die(dec->step(s, &ids, nullptr), "mixed profile warm-up");

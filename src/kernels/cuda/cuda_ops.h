@@ -309,9 +309,7 @@ void gemm_bf16_batched(void* cublas_handle, const bf16_t* x, int64_t ldx, int64_
 // fastest; other M of the bucket reuse that algorithm where cuBLASLt accepts it for their shape (serving sees every
 // prefill size: ~log2(max M) timings per matrix, not one per M). A call during stream capture uses the heuristic's
 // first choice until then. Shapes cuBLASLt has no algorithm for (an N whose rows are not 16-byte aligned) run through
-// cublasGemmEx and a bias kernel on the same stream. Not thread-safe: one context per stream. Autotuning times the
-// heuristic's first kGemmLtCandidates algorithms (32 found nothing faster in serving on an H100, session 27).
-inline constexpr int kGemmLtCandidates = 12;
+// cublasGemmEx and a bias kernel on the same stream. Not thread-safe: one context per stream.
 void* create_gemm_lt(cudaStream_t s, void* workspace, size_t workspace_bytes, bool autotune = true);
 void destroy_gemm_lt(void* ctx);
 void gemm_bf16_lt(void* ctx, const bf16_t* x, const bf16_t* W, const bf16_t* bias, void* y, bool y_f32, int M, int N,

@@ -412,29 +412,38 @@ __global__ void __launch_bounds__(256) prefill_merge_kernel(int first_pos, int n
 
 }  // namespace
 
+namespace {
+
+// One prompt's launch at head_dim kD: the mma.sync kernel over `grid`, then (split > 0) the merge of its chunks.
+template <int kD>
+void launch_prefill(dim3 grid, const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
+                    int split, int first_pos, float* ws, cudaStream_t s) {
+  static bool configured = false;  // idempotent attribute; the flag only skips the call
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_mma_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(prefill_mma_smem<kD>())));
+    configured = true;
+  }
+  paged_prefill_mma_kernel<kD><<<grid, 128, prefill_mma_smem<kD>(), s>>>(p, seq, q, q_stride, n_q, out, split,
+                                                                          first_pos, ws);
+  if (split) prefill_merge_kernel<kD><<<n_q, 256, 0, s>>>(first_pos, n_q, p.n_heads, split, ws, out);
+}
+
+}  // namespace
+
 void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, int q_stride, int n_q, bf16_t* out,
                              cudaStream_t s, int ctx, float* workspace, int64_t workspace_floats) {
   if (n_q <= 0) return;
   CHECK_MSG(p.head_dim == 64 || p.head_dim == 128 || p.head_dim == 256,
             "prefill attention: head_dim must be 64, 128 or 256");
   CHECK(q_stride % 2 == 0 && p.window >= 0);
-  static bool configured = false;
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(prefill_mma_smem<64>())));
-    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(prefill_mma_smem<128>())));
-    CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_mma_kernel<256>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(prefill_mma_smem<256>())));
-    configured = true;
-  }
-  const int n_qt = (n_q + kMmaBQ - 1) / kMmaBQ, bk = p.head_dim > 128 ? mma_bk<256>() : mma_bk<128>();
-  // Split-KV when asked for and worth it (more than one chunk for the heaviest tile): grid.x = every tile's chunks.
-  static const bool split_on = !env_is("CITADEL_PREFILL_SPLIT", "0");
   CHECK(ctx == 0 || ctx >= n_q);
+  const int n_qt = (n_q + kMmaBQ - 1) / kMmaBQ, bk = p.head_dim > 128 ? mma_bk<256>() : mma_bk<128>();
+  // Split-KV when asked for, only while the plain grid leaves SMs idle (on an H100, 28 heads, 7-8 query tiles
+  // (196-224 blocks) ran 3-7 % slower split: the merge and the partials' traffic; one tile (28 blocks) at context
+  // 4096 4.4x faster), and only if the heaviest tile has more than one chunk. grid.x: every tile's chunks.
+  static const bool split_on = !env_is("CITADEL_PREFILL_SPLIT", "0");
   int split = 0, items = n_qt;
-  // Only while the plain grid leaves SMs idle: on an H100, 28 heads, 7-8 query tiles (196-224 blocks) ran 3-7 %
-  // slower split (the merge and the partials' traffic), one tile (28 blocks) at context 4096 4.4x faster.
   if (split_on && ctx > 0 && workspace && p.window == 0 && n_q <= kPrefillSplitMaxQ && p.n_heads <= 64 &&
       n_qt * p.n_heads < device_sms() && workspace_floats >= prefill_workspace_floats(n_q, p.n_heads, p.head_dim)) {
     split = prefill_split_tiles(ctx, bk);
@@ -443,19 +452,12 @@ void paged_attention_prefill(const PagedAttention& p, int seq, const bf16_t* q, 
     if (items == n_qt) split = 0;  // one chunk per tile: the plain launch
   }
   const dim3 grid(static_cast<unsigned>(items), static_cast<unsigned>(p.n_heads));
-  if (p.head_dim == 64) {
-    paged_prefill_mma_kernel<64><<<grid, 128, prefill_mma_smem<64>(), s>>>(p, seq, q, q_stride, n_q, out, split,
-                                                                            ctx - n_q, workspace);
-    if (split) prefill_merge_kernel<64><<<n_q, 256, 0, s>>>(ctx - n_q, n_q, p.n_heads, split, workspace, out);
-  } else if (p.head_dim == 128) {
-    paged_prefill_mma_kernel<128><<<grid, 128, prefill_mma_smem<128>(), s>>>(p, seq, q, q_stride, n_q, out, split,
-                                                                              ctx - n_q, workspace);
-    if (split) prefill_merge_kernel<128><<<n_q, 256, 0, s>>>(ctx - n_q, n_q, p.n_heads, split, workspace, out);
-  } else {
-    paged_prefill_mma_kernel<256><<<grid, 128, prefill_mma_smem<256>(), s>>>(p, seq, q, q_stride, n_q, out, split,
-                                                                              ctx - n_q, workspace);
-    if (split) prefill_merge_kernel<256><<<n_q, 256, 0, s>>>(ctx - n_q, n_q, p.n_heads, split, workspace, out);
-  }
+  if (p.head_dim == 64)
+    launch_prefill<64>(grid, p, seq, q, q_stride, n_q, out, split, ctx - n_q, workspace, s);
+  else if (p.head_dim == 128)
+    launch_prefill<128>(grid, p, seq, q, q_stride, n_q, out, split, ctx - n_q, workspace, s);
+  else
+    launch_prefill<256>(grid, p, seq, q, q_stride, n_q, out, split, ctx - n_q, workspace, s);
   CUDA_LAUNCH_CHECK();
 }
 
